@@ -1,0 +1,111 @@
+//! The store's one error type. Each variant has a stable code and says what to do next.
+
+use std::path::PathBuf;
+
+use serde::{Deserialize, Serialize};
+
+use crate::types::TxnRejection;
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0}")]
+    Rejected(#[from] TxnRejection),
+    #[error(
+        "proposal of {size} bytes exceeds the {limit}-byte limit; split it into smaller transactions"
+    )]
+    ProposalTooLarge { size: usize, limit: usize },
+    #[error(
+        "no quorum: {detail}; writes are refused until a majority of managers can reach each other"
+    )]
+    NoQuorum { detail: String },
+    #[error(
+        "the raft log at {path} is damaged ({detail}); this member refuses to start from it and has changed nothing. Move the data directory aside and rejoin the member from its peers, or restore the directory from a backup"
+    )]
+    CorruptLog { path: PathBuf, detail: String },
+    #[error(
+        "the snapshot at {path} is damaged ({detail}); this member refuses to start from it and has changed nothing. Move the data directory aside and rejoin the member from its peers"
+    )]
+    CorruptSnapshot { path: PathBuf, detail: String },
+    #[error("disk I/O failed on {path}: {detail}; check free space and permissions")]
+    Io { path: PathBuf, detail: String },
+    #[error("membership change refused: {0}")]
+    Membership(String),
+    #[error(
+        "watch from index {requested} can't be resumed: changes before index {oldest_retained} are no longer kept; list the objects again and watch from the index of that read"
+    )]
+    WatchCompacted {
+        requested: u64,
+        oldest_retained: u64,
+    },
+    #[error("TLS set-up failed: {0}; check the CA, certificate and key files")]
+    Tls(String),
+    #[error("can't reach member {member} at {addr}: {detail}")]
+    Unreachable {
+        member: u64,
+        addr: String,
+        detail: String,
+    },
+    #[error("member {member} is not the leader; retry on the leader")]
+    NotLeader { member: u64 },
+    #[error("raft: {0}")]
+    Raft(String),
+    #[error("the store is shutting down")]
+    ShuttingDown,
+}
+
+impl StoreError {
+    /// A stable, machine-readable code for the variant.
+    pub fn code(&self) -> &'static str {
+        match self {
+            StoreError::Rejected(TxnRejection::Conflict { .. }) => "version_conflict",
+            StoreError::Rejected(TxnRejection::NotFound { .. }) => "not_found",
+            StoreError::Rejected(TxnRejection::AlreadyExists { .. }) => "already_exists",
+            StoreError::Rejected(TxnRejection::NameInUse { .. }) => "name_in_use",
+            StoreError::Rejected(_) => "invalid_transaction",
+            StoreError::ProposalTooLarge { .. } => "proposal_too_large",
+            StoreError::NoQuorum { .. } => "no_quorum",
+            StoreError::CorruptLog { .. } => "corrupt_log",
+            StoreError::CorruptSnapshot { .. } => "corrupt_snapshot",
+            StoreError::Io { .. } => "io",
+            StoreError::Membership(_) => "membership",
+            StoreError::WatchCompacted { .. } => "watch_compacted",
+            StoreError::Tls(_) => "tls",
+            StoreError::Unreachable { .. } => "unreachable",
+            StoreError::NotLeader { .. } => "not_leader",
+            StoreError::Raft(_) => "raft",
+            StoreError::ShuttingDown => "shutting_down",
+        }
+    }
+
+    pub(crate) fn io(path: impl Into<PathBuf>, error: impl std::fmt::Display) -> Self {
+        StoreError::Io {
+            path: path.into(),
+            detail: error.to_string(),
+        }
+    }
+}
+
+impl From<StoreError> for tonic::Status {
+    fn from(error: StoreError) -> Self {
+        let message = error.to_string();
+        match error {
+            StoreError::Rejected(TxnRejection::Conflict { .. }) => tonic::Status::aborted(message),
+            StoreError::Rejected(TxnRejection::NotFound { .. }) => {
+                tonic::Status::not_found(message)
+            }
+            StoreError::Rejected(
+                TxnRejection::AlreadyExists { .. } | TxnRejection::NameInUse { .. },
+            ) => tonic::Status::already_exists(message),
+            StoreError::Rejected(_) | StoreError::ProposalTooLarge { .. } => {
+                tonic::Status::invalid_argument(message)
+            }
+            StoreError::NoQuorum { .. }
+            | StoreError::Unreachable { .. }
+            | StoreError::NotLeader { .. } => tonic::Status::unavailable(message),
+            StoreError::Membership(_) | StoreError::WatchCompacted { .. } => {
+                tonic::Status::failed_precondition(message)
+            }
+            _ => tonic::Status::internal(message),
+        }
+    }
+}

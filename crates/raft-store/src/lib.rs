@@ -1,0 +1,38 @@
+//! shoal's cluster store: every manager holds the whole cluster state (nodes, services, tasks,
+//! networks, secrets, configs, stacks) as opaque objects that Raft replicates.
+//!
+//! - Writes are [`Transaction`]s: batches of creates, updates and deletes that commit whole or not
+//!   at all. Each update and delete states the version it read; a stale one fails the batch with
+//!   [`TxnRejection::Conflict`].
+//! - Reads are linearizable (through the leader's read index) or local.
+//! - Committed changes come out of [`Store::watch`] in log order, resumable from an index.
+//! - The log and vote live in redb and are fsynced before anything is acknowledged; the object
+//!   state is rebuilt from a snapshot file plus the log.
+//!
+//! Architecture invariant: the store knows kinds, ids, names and versions, never what an object
+//! means. openraft is used only inside this crate.
+
+mod client;
+mod error;
+mod log_store;
+mod network;
+mod object_store;
+mod server;
+pub mod standalone;
+mod state_machine;
+mod store;
+mod tls;
+mod types;
+mod watch;
+mod wire;
+
+pub use client::StoreClient;
+pub use error::StoreError;
+pub use network::LinkFilter;
+pub use store::{ReadConsistency, Store, StoreConfig, StoreStatus, StoreView, force_new_cluster};
+pub use tls::{MANAGER_SERVER_NAME, TlsIdentity};
+pub use types::{
+    Change, ChangeEvent, CommittedChanges, Kind, MemberId, ObjectRecord, Transaction, TxnOutcome,
+    TxnRejection, new_object_id,
+};
+pub use watch::Watch;

@@ -1,0 +1,437 @@
+//! The Raft log and vote on disk, in redb. Every entry is also kept in memory (the log is purged
+//! behind each snapshot, so it stays small) so reads never touch the disk. One writer thread turns
+//! whatever has queued up into a single redb transaction and a single fsync: group commit.
+
+use std::collections::BTreeMap;
+use std::io;
+use std::ops::RangeBounds;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+
+use openraft::entry::RaftEntry;
+use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
+use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use tokio::sync::oneshot;
+
+use crate::error::StoreError;
+use crate::types::TypeConfig;
+use crate::types::raft_types::{Entry, LogId, Vote};
+
+const ENTRIES: TableDefinition<u64, &[u8]> = TableDefinition::new("entries");
+const META: TableDefinition<&str, &[u8]> = TableDefinition::new("meta");
+const VOTE_KEY: &str = "vote";
+const COMMITTED_KEY: &str = "committed";
+const PURGED_KEY: &str = "last_purged";
+
+/// Encodes a value with a CRC32 in front, so that a flipped bit is caught when the log is opened
+/// instead of being replicated.
+fn seal<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    let body = postcard::to_allocvec(value).unwrap_or_else(|error| {
+        // Serializing plain in-memory data to a Vec cannot fail; reaching this is a bug.
+        panic!("encoding a log record: {error}")
+    });
+    let mut sealed = Vec::with_capacity(body.len() + 4);
+    sealed.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
+    sealed.extend_from_slice(&body);
+    sealed
+}
+
+fn unseal<T: serde::de::DeserializeOwned>(sealed: &[u8]) -> Result<T, String> {
+    let (checksum, body) = sealed
+        .split_first_chunk::<4>()
+        .ok_or_else(|| format!("record of {} bytes is truncated", sealed.len()))?;
+    if u32::from_le_bytes(*checksum) != crc32fast::hash(body) {
+        return Err("checksum mismatch".to_owned());
+    }
+    postcard::from_bytes(body).map_err(|error| format!("undecodable record: {error}"))
+}
+
+#[derive(Default)]
+struct LogCache {
+    entries: BTreeMap<u64, Entry>,
+    vote: Option<Vote>,
+    committed: Option<LogId>,
+    last_purged: Option<LogId>,
+}
+
+enum WriteOp {
+    Append {
+        entries: Vec<(u64, Vec<u8>)>,
+        flushed: IOFlushed<TypeConfig>,
+    },
+    /// Removes every entry at or after this index.
+    TruncateFrom(u64),
+    PurgeUpTo(LogId),
+    SaveVote {
+        vote: Vec<u8>,
+        done: oneshot::Sender<io::Result<()>>,
+    },
+    SaveCommitted(Vec<u8>),
+    /// Makes everything queued before it durable, then replies.
+    Sync(oneshot::Sender<io::Result<()>>),
+}
+
+struct Shared {
+    path: PathBuf,
+    cache: Mutex<LogCache>,
+    writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
+    writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
+}
+
+impl Shared {
+    /// Stops the writer after it has written everything queued, and closes the database, so the
+    /// same file can be opened again at once (redb refuses a second open while the first lives).
+    fn close(&self) {
+        self.writer.lock().unwrap_or_else(|p| p.into_inner()).take();
+        let thread = self
+            .writer_thread
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+/// The on-disk Raft log and vote; cheap to clone.
+#[derive(Clone)]
+pub(crate) struct LogStore {
+    shared: Arc<Shared>,
+}
+
+impl LogStore {
+    /// Opens (or creates) the log at `path`, verifying every record. A damaged file is reported
+    /// and left exactly as it was.
+    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+        let corrupt = |detail: String| StoreError::CorruptLog {
+            path: path.to_owned(),
+            detail,
+        };
+        let existed = path.exists();
+        let database = if existed {
+            Database::builder().open(path)
+        } else {
+            Database::builder().create(path)
+        }
+        .map_err(|error| match error {
+            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::io(
+                path,
+                "the raft log is already open; is another shoal daemon using this data root?",
+            ),
+            other => corrupt(other.to_string()),
+        })?;
+        let cache = if existed {
+            Self::load(&database).map_err(corrupt)?
+        } else {
+            Self::initialise(&database).map_err(|error| StoreError::io(path, error))?;
+            LogCache::default()
+        };
+        let (sender, receiver) = mpsc::channel();
+        let writer_path = path.to_owned();
+        let thread = std::thread::Builder::new()
+            .name("raft-log-writer".to_owned())
+            .spawn(move || write_loop(database, receiver, writer_path))
+            .map_err(|error| StoreError::io(path, error))?;
+        Ok(LogStore {
+            shared: Arc::new(Shared {
+                path: path.to_owned(),
+                cache: Mutex::new(cache),
+                writer: Mutex::new(Some(sender)),
+                writer_thread: Mutex::new(Some(thread)),
+            }),
+        })
+    }
+
+    fn initialise(database: &Database) -> Result<(), redb::Error> {
+        let txn = database.begin_write()?;
+        txn.open_table(ENTRIES)?;
+        txn.open_table(META)?;
+        txn.commit()?;
+        Ok(())
+    }
+
+    fn load(database: &Database) -> Result<LogCache, String> {
+        let txn = database.begin_read().map_err(|error| error.to_string())?;
+        let mut cache = LogCache::default();
+        let meta = txn.open_table(META).map_err(|error| error.to_string())?;
+        let read_meta = |key: &str| -> Result<Option<Vec<u8>>, String> {
+            Ok(meta
+                .get(key)
+                .map_err(|error| error.to_string())?
+                .map(|value| value.value().to_vec()))
+        };
+        if let Some(sealed) = read_meta(VOTE_KEY)? {
+            cache.vote = Some(unseal(&sealed).map_err(|e| format!("vote: {e}"))?);
+        }
+        if let Some(sealed) = read_meta(COMMITTED_KEY)? {
+            cache.committed = unseal(&sealed).map_err(|e| format!("committed id: {e}"))?;
+        }
+        if let Some(sealed) = read_meta(PURGED_KEY)? {
+            cache.last_purged = unseal(&sealed).map_err(|e| format!("purge mark: {e}"))?;
+        }
+        let entries = txn.open_table(ENTRIES).map_err(|error| error.to_string())?;
+        let mut expected_next = cache.last_purged.as_ref().map(|id| id.index() + 1);
+        for row in entries.iter().map_err(|error| error.to_string())? {
+            let (index, sealed) = row.map_err(|error| error.to_string())?;
+            let index = index.value();
+            let entry: Entry =
+                unseal(sealed.value()).map_err(|e| format!("entry at index {index}: {e}"))?;
+            if entry.index() != index {
+                return Err(format!(
+                    "entry stored at index {index} claims index {}",
+                    entry.index()
+                ));
+            }
+            if let Some(expected) = expected_next
+                && index != expected
+            {
+                return Err(format!("entries {expected} to {} are missing", index - 1));
+            }
+            expected_next = Some(index + 1);
+            cache.entries.insert(index, entry);
+        }
+        Ok(cache)
+    }
+
+    /// Closes the log for every clone: later writes fail with "the raft log writer has stopped".
+    pub(crate) fn close(&self) {
+        self.shared.close();
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.shared.path
+    }
+
+    fn cache(&self) -> MutexGuard<'_, LogCache> {
+        // A panic while holding this lock leaves the cache consistent: every mutation is a single
+        // map operation.
+        self.shared
+            .cache
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn send(&self, op: WriteOp) -> io::Result<()> {
+        let writer = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
+        writer
+            .as_ref()
+            .and_then(|writer| writer.send(op).ok())
+            .ok_or_else(|| io::Error::other("the raft log writer has stopped"))
+    }
+
+    /// The last log id kept, for offline tools such as `force_new_cluster`.
+    pub(crate) fn last_log_id(&self) -> Option<LogId> {
+        let cache = self.cache();
+        cache
+            .entries
+            .values()
+            .next_back()
+            .map(|entry| entry.log_id())
+            .or_else(|| cache.last_purged.clone())
+    }
+
+    pub(crate) fn entries_after(&self, index: Option<u64>) -> Vec<Entry> {
+        let start = index.map_or(0, |index| index + 1);
+        self.cache()
+            .entries
+            .range(start..)
+            .map(|(_, e)| e.clone())
+            .collect()
+    }
+
+    /// Drops every entry, writing `purged_up_to` as the purge mark, and waits until it is durable.
+    /// Used when a member is re-founded from a snapshot.
+    pub(crate) async fn reset(&self, purged_up_to: LogId) -> io::Result<()> {
+        {
+            let mut cache = self.cache();
+            cache.entries.clear();
+            cache.last_purged = Some(purged_up_to.clone());
+        }
+        self.send(WriteOp::PurgeUpTo(purged_up_to))?;
+        self.sync().await
+    }
+
+    /// Waits until every operation queued so far is on disk.
+    pub(crate) async fn sync(&self) -> io::Result<()> {
+        let (done, wait) = oneshot::channel();
+        self.send(WriteOp::Sync(done))?;
+        wait.await
+            .map_err(|_| io::Error::other("the raft log writer has stopped"))?
+    }
+
+    async fn save_vote_durably(&self, vote: &Vote) -> io::Result<()> {
+        self.cache().vote = Some(vote.clone());
+        let (done, wait) = oneshot::channel();
+        self.send(WriteOp::SaveVote {
+            vote: seal(vote),
+            done,
+        })?;
+        wait.await
+            .map_err(|_| io::Error::other("the raft log writer has stopped"))?
+    }
+}
+
+/// The writer thread: batches queued operations into one transaction and one fsync.
+fn write_loop(database: Database, receiver: mpsc::Receiver<WriteOp>, path: PathBuf) {
+    while let Ok(first) = receiver.recv() {
+        let mut batch = vec![first];
+        batch.extend(receiver.try_iter());
+        let result = write_batch(&database, &batch).map_err(|error| {
+            tracing::error!(path = %path.display(), %error, "writing the raft log failed");
+            error.to_string()
+        });
+        for op in batch {
+            let outcome = result.clone().map_err(io::Error::other);
+            match op {
+                WriteOp::Append { flushed, .. } => flushed.io_completed(outcome),
+                WriteOp::SaveVote { done, .. } | WriteOp::Sync(done) => {
+                    let _ = done.send(outcome);
+                }
+                WriteOp::TruncateFrom(_) | WriteOp::PurgeUpTo(_) | WriteOp::SaveCommitted(_) => {}
+            }
+        }
+    }
+}
+
+fn write_batch(database: &Database, batch: &[WriteOp]) -> Result<(), redb::Error> {
+    let mut txn = database.begin_write()?;
+    // Only the committed mark may be lost on a crash: openraft re-learns it from the leader.
+    let needs_fsync = batch
+        .iter()
+        .any(|op| !matches!(op, WriteOp::SaveCommitted(_)));
+    txn.set_durability(if needs_fsync {
+        Durability::Immediate
+    } else {
+        Durability::None
+    })?;
+    {
+        let mut entries = txn.open_table(ENTRIES)?;
+        let mut meta = txn.open_table(META)?;
+        for op in batch {
+            match op {
+                WriteOp::Append { entries: new, .. } => {
+                    for (index, sealed) in new {
+                        entries.insert(index, sealed.as_slice())?;
+                    }
+                }
+                WriteOp::TruncateFrom(first_removed) => {
+                    entries.retain_in::<u64, _>(*first_removed.., |_, _| false)?;
+                }
+                WriteOp::PurgeUpTo(log_id) => {
+                    entries.retain_in::<u64, _>(..=log_id.index(), |_, _| false)?;
+                    meta.insert(PURGED_KEY, seal(&Some(log_id.clone())).as_slice())?;
+                }
+                WriteOp::SaveVote { vote, .. } => {
+                    meta.insert(VOTE_KEY, vote.as_slice())?;
+                }
+                WriteOp::SaveCommitted(sealed) => {
+                    meta.insert(COMMITTED_KEY, sealed.as_slice())?;
+                }
+                WriteOp::Sync(_) => {}
+            }
+        }
+    }
+    txn.commit()?;
+    Ok(())
+}
+
+impl RaftLogReader<TypeConfig> for LogStore {
+    async fn try_get_log_entries<RB: RangeBounds<u64> + Clone + std::fmt::Debug + Send>(
+        &mut self,
+        range: RB,
+    ) -> Result<Vec<Entry>, io::Error> {
+        Ok(self
+            .cache()
+            .entries
+            .range(range)
+            .map(|(_, entry)| entry.clone())
+            .collect())
+    }
+
+    async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
+        Ok(self.cache().vote.clone())
+    }
+}
+
+impl RaftLogStorage<TypeConfig> for LogStore {
+    type LogReader = Self;
+
+    async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
+        let cache = self.cache();
+        let last_purged_log_id = cache.last_purged.clone();
+        let last_log_id = cache
+            .entries
+            .values()
+            .next_back()
+            .map(|entry| entry.log_id())
+            .or_else(|| last_purged_log_id.clone());
+        Ok(LogState {
+            last_purged_log_id,
+            last_log_id,
+        })
+    }
+
+    async fn get_log_reader(&mut self) -> Self::LogReader {
+        self.clone()
+    }
+
+    async fn save_vote(&mut self, vote: &Vote) -> Result<(), io::Error> {
+        self.save_vote_durably(vote).await
+    }
+
+    async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
+        let sealed = seal(&committed);
+        self.cache().committed = committed;
+        self.send(WriteOp::SaveCommitted(sealed))
+    }
+
+    async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
+        Ok(self.cache().committed.clone())
+    }
+
+    async fn append<I>(
+        &mut self,
+        entries: I,
+        flushed: IOFlushed<TypeConfig>,
+    ) -> Result<(), io::Error>
+    where
+        I: IntoIterator<Item = Entry> + Send,
+        I::IntoIter: Send,
+    {
+        let mut sealed = Vec::new();
+        {
+            let mut cache = self.cache();
+            for entry in entries {
+                sealed.push((entry.index(), seal(&entry)));
+                cache.entries.insert(entry.index(), entry);
+            }
+        }
+        self.send(WriteOp::Append {
+            entries: sealed,
+            flushed,
+        })
+    }
+
+    async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
+        let first_removed = last_log_id.map_or(0, |id| id.index() + 1);
+        self.cache().entries.split_off(&first_removed);
+        self.send(WriteOp::TruncateFrom(first_removed))
+    }
+
+    async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
+        {
+            let mut cache = self.cache();
+            let keep = cache.entries.split_off(&(log_id.index() + 1));
+            cache.entries = keep;
+            cache.last_purged = Some(log_id.clone());
+        }
+        self.send(WriteOp::PurgeUpTo(log_id))
+    }
+}

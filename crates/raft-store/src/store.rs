@@ -1,0 +1,910 @@
+//! The store handle that managers use: open, serve, write, read, watch, change membership.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use openraft::Instant as _;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
+use openraft::raft::ReadPolicy;
+use openraft::{BasicNode, ChangeMembers, EntryPayload, Membership, SnapshotPolicy};
+use shoal_proto::raft::raft_server::RaftServer;
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::error::StoreError;
+use crate::log_store::LogStore;
+use crate::network::{LinkFilter, MAX_MESSAGE_BYTES, NetworkFactory, Peers};
+use crate::object_store::ObjectStore;
+use crate::server::RaftService;
+use crate::state_machine::{self, StateMachine};
+use crate::tls::TlsIdentity;
+use crate::types::raft_types::{SnapshotMeta, StoredMembership};
+use crate::types::{MemberId, ObjectRecord, Transaction, TxnOutcome, TypeConfig};
+use crate::watch::Watch;
+use crate::wire::{self, MembershipCall, ProposeCall, ReadCall};
+
+pub(crate) type RaftHandle = openraft::Raft<TypeConfig, StateMachine>;
+
+const LOG_FILE: &str = "raft-log.redb";
+/// How long a caller waits between attempts while a leader is being elected.
+const RETRY_PAUSE: Duration = Duration::from_millis(25);
+
+/// How a member is set up. [`StoreConfig::new`] gives Swarm's defaults, tuned for fail-over in
+/// well under two seconds.
+#[derive(Clone, Debug)]
+pub struct StoreConfig {
+    pub member_id: MemberId,
+    pub data_dir: PathBuf,
+    /// The `host:port` other members reach this one at.
+    pub advertise_addr: String,
+    pub tls: TlsIdentity,
+    /// Larger transactions are refused before they are proposed. Swarm's limit is 1.5 MiB.
+    pub max_proposal_bytes: usize,
+    /// A snapshot is built every this many log entries, and the log behind it is purged.
+    pub snapshot_interval: u64,
+    /// Entries kept behind a snapshot, so a briefly lagging follower catches up from the log.
+    pub entries_kept_after_snapshot: u64,
+    pub heartbeat_interval: Duration,
+    /// The shortest election timeout; each member draws its timeout from this to twice this.
+    pub election_timeout: Duration,
+    /// How long a write or linearizable read waits for a leader before giving up.
+    pub request_timeout: Duration,
+    /// Links to cut for partition tests; empty in production.
+    pub links: LinkFilter,
+}
+
+impl StoreConfig {
+    pub fn new(
+        member_id: MemberId,
+        data_dir: impl Into<PathBuf>,
+        advertise_addr: impl Into<String>,
+        tls: TlsIdentity,
+    ) -> Self {
+        StoreConfig {
+            member_id,
+            data_dir: data_dir.into(),
+            advertise_addr: advertise_addr.into(),
+            tls,
+            max_proposal_bytes: 1536 * 1024,
+            snapshot_interval: 10_000,
+            entries_kept_after_snapshot: 1_000,
+            heartbeat_interval: Duration::from_millis(100),
+            election_timeout: Duration::from_millis(400),
+            request_timeout: Duration::from_secs(5),
+            links: LinkFilter::default(),
+        }
+    }
+
+    fn raft_config(&self) -> Result<openraft::Config, StoreError> {
+        let millis = |duration: Duration| duration.as_millis() as u64;
+        openraft::Config {
+            cluster_name: "shoal".to_owned(),
+            heartbeat_interval: millis(self.heartbeat_interval),
+            election_timeout_min: millis(self.election_timeout),
+            election_timeout_max: millis(self.election_timeout) * 2,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(self.snapshot_interval),
+            max_in_snapshot_log_to_keep: self.entries_kept_after_snapshot,
+            max_payload_entries: 64,
+            install_snapshot_timeout: 10_000,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()
+        .map_err(|error| StoreError::Raft(format!("invalid raft settings: {error}")))
+    }
+}
+
+/// Whether a read must reflect every write acknowledged anywhere in the cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReadConsistency {
+    /// Confirms the leader's commit index with a quorum first, then reads locally.
+    Linearizable,
+    /// Reads this member's state as it is; may lag the leader.
+    Local,
+}
+
+/// A consistent read-only view of the whole store at one applied index.
+pub struct StoreView<'a> {
+    objects: &'a ObjectStore,
+    applied_index: u64,
+}
+
+impl StoreView<'_> {
+    pub fn get(&self, kind: &str, id: &str) -> Option<&ObjectRecord> {
+        self.objects.get(kind, id)
+    }
+
+    pub fn get_by_name(&self, kind: &str, name: &str) -> Option<&ObjectRecord> {
+        self.objects.get_by_name(kind, name)
+    }
+
+    pub fn list(&self, kind: &str) -> impl Iterator<Item = &ObjectRecord> {
+        self.objects.list(kind)
+    }
+
+    pub fn object_count(&self) -> usize {
+        self.objects.len()
+    }
+
+    /// The log index this view reflects; watch from one past it to see every later change.
+    pub fn applied_index(&self) -> u64 {
+        self.applied_index
+    }
+}
+
+/// A member's view of the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StoreStatus {
+    pub member_id: MemberId,
+    pub leader: Option<MemberId>,
+    pub is_leader: bool,
+    pub term: u64,
+    pub last_applied: u64,
+    /// The index the newest snapshot covers, and the index up to which the log was purged.
+    pub snapshot_index: u64,
+    pub purged_index: u64,
+    /// Voting members and their addresses.
+    pub voters: BTreeMap<MemberId, String>,
+    /// Members that receive the log but do not vote yet.
+    pub learners: BTreeMap<MemberId, String>,
+    /// Voters the leader has not heard from within an election timeout; known on the leader only.
+    pub unreachable: BTreeSet<MemberId>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) raft: RaftHandle,
+    log: LogStore,
+    state: Arc<state_machine::Shared>,
+    peers: Arc<Peers>,
+    config: StoreConfig,
+}
+
+/// One member of the cluster store.
+pub struct Store {
+    inner: Arc<Inner>,
+    server: Mutex<Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>>,
+}
+
+impl Store {
+    /// Opens the member's data directory (creating it when new) and starts Raft. Call
+    /// [`Store::serve`] to answer peers, and [`Store::bootstrap`] once to found a new cluster.
+    pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
+        std::fs::create_dir_all(&config.data_dir)
+            .map_err(|error| StoreError::io(&config.data_dir, error))?;
+        let log = LogStore::open(&config.data_dir.join(LOG_FILE))?;
+        let state_machine = StateMachine::open(&config.data_dir)?;
+        let state = Arc::clone(&state_machine.shared);
+        let peers = Arc::new(Peers::new(config.tls.client_config(), config.links.clone()));
+        let network = NetworkFactory {
+            peers: Arc::clone(&peers),
+        };
+        let raft = openraft::Raft::new(
+            config.member_id,
+            Arc::new(config.raft_config()?),
+            network,
+            log.clone(),
+            state_machine,
+        )
+        .await
+        .map_err(|error| StoreError::Raft(error.to_string()))?;
+        Ok(Store {
+            inner: Arc::new(Inner {
+                raft,
+                log,
+                state,
+                peers,
+                config,
+            }),
+            server: Mutex::new(None),
+        })
+    }
+
+    /// The gRPC service peers call, for a server that hosts other services too.
+    pub fn raft_service(&self) -> RaftServer<impl shoal_proto::raft::raft_server::Raft> {
+        RaftServer::new(RaftService {
+            inner: Arc::clone(&self.inner),
+        })
+        .max_decoding_message_size(MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// Serves the Raft service on `listener` with mutual TLS until [`Store::shutdown`].
+    pub fn serve(&self, listener: tokio::net::TcpListener) -> Result<(), StoreError> {
+        let mut server = tonic::transport::Server::builder()
+            .tls_config(self.inner.config.tls.server_config())
+            .map_err(|error| StoreError::Tls(error.to_string()))?
+            .tcp_nodelay(true);
+        let router = server.add_service(self.raft_service());
+        let (stop, stopped) = oneshot::channel::<()>();
+        let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+        let member = self.inner.config.member_id;
+        let task = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = stopped.await;
+            };
+            if let Err(error) = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+            {
+                tracing::error!(member, %error, "the raft server stopped");
+            }
+        });
+        *self.server.lock().unwrap_or_else(|p| p.into_inner()) = Some((stop, task));
+        Ok(())
+    }
+
+    /// Founds a new single-member cluster with this member as its voter. Does nothing when the
+    /// member already belongs to a cluster.
+    pub async fn bootstrap(&self) -> Result<(), StoreError> {
+        let config = &self.inner.config;
+        let members = BTreeMap::from([(config.member_id, config.advertise_addr.clone())]);
+        self.bootstrap_with(members).await
+    }
+
+    /// Founds a new cluster whose voters are `members` (id to address), this member among them.
+    /// The others must be new and serving; they learn the membership from the leader.
+    pub async fn bootstrap_with(
+        &self,
+        members: BTreeMap<MemberId, String>,
+    ) -> Result<(), StoreError> {
+        let members: BTreeMap<MemberId, BasicNode> = members
+            .into_iter()
+            .map(|(id, addr)| (id, BasicNode { addr }))
+            .collect();
+        match self.inner.raft.initialize(members).await {
+            Ok(()) | Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(()),
+            Err(error) => Err(StoreError::Raft(error.to_string())),
+        }
+    }
+
+    /// Commits `txn` through the leader, forwarding when this member is a follower. Returns the
+    /// log index it committed at, which is the new version of every object it changed.
+    pub async fn write(&self, txn: Transaction) -> Result<u64, StoreError> {
+        self.inner.write(txn).await
+    }
+
+    /// Returns once this member has applied every write acknowledged before the call, and the
+    /// index it has applied.
+    pub async fn read_barrier(&self) -> Result<u64, StoreError> {
+        self.inner.read_barrier().await
+    }
+
+    /// Runs `read` over a consistent view of the store.
+    pub async fn view<R>(
+        &self,
+        consistency: ReadConsistency,
+        read: impl FnOnce(&StoreView<'_>) -> R,
+    ) -> Result<R, StoreError> {
+        if consistency == ReadConsistency::Linearizable {
+            self.inner.read_barrier().await?;
+        }
+        Ok(self.local_view(read))
+    }
+
+    /// Runs `read` over this member's state as it is now, without asking the leader.
+    pub fn local_view<R>(&self, read: impl FnOnce(&StoreView<'_>) -> R) -> R {
+        let applied = self.inner.state.read();
+        let view = StoreView {
+            objects: &applied.objects,
+            applied_index: applied.last_applied.as_ref().map_or(0, |id| id.index()),
+        };
+        read(&view)
+    }
+
+    pub async fn get(
+        &self,
+        kind: &str,
+        id: &str,
+        consistency: ReadConsistency,
+    ) -> Result<Option<ObjectRecord>, StoreError> {
+        self.view(consistency, |view| view.get(kind, id).cloned())
+            .await
+    }
+
+    pub async fn list(
+        &self,
+        kind: &str,
+        consistency: ReadConsistency,
+    ) -> Result<Vec<ObjectRecord>, StoreError> {
+        self.view(consistency, |view| view.list(kind).cloned().collect())
+            .await
+    }
+
+    /// Committed changes from log index `from_index` on, in order.
+    pub fn watch(&self, from_index: u64) -> Watch {
+        self.inner.state.watch.subscribe(from_index)
+    }
+
+    /// Adds a member that receives the log without voting, and waits until it has caught up.
+    pub async fn add_learner(
+        &self,
+        member: MemberId,
+        addr: impl Into<String>,
+    ) -> Result<(), StoreError> {
+        let addr = addr.into();
+        self.inner
+            .change_membership(MembershipCall::AddLearner { member, addr })
+            .await
+    }
+
+    /// Makes a learner a voter.
+    pub async fn promote(&self, member: MemberId) -> Result<(), StoreError> {
+        self.inner
+            .change_membership(MembershipCall::Promote { member })
+            .await
+    }
+
+    /// Removes a voter or learner. Refused when the voters left could not form a quorum.
+    pub async fn remove_member(&self, member: MemberId) -> Result<(), StoreError> {
+        self.inner
+            .change_membership(MembershipCall::Remove { member })
+            .await
+    }
+
+    pub fn status(&self) -> StoreStatus {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        let voter_ids: BTreeSet<MemberId> = membership.voter_ids().collect();
+        let (mut voters, mut learners) = (BTreeMap::new(), BTreeMap::new());
+        for (id, node) in membership.nodes() {
+            let group = if voter_ids.contains(id) {
+                &mut voters
+            } else {
+                &mut learners
+            };
+            group.insert(*id, node.addr.clone());
+        }
+        StoreStatus {
+            member_id: self.inner.config.member_id,
+            leader: metrics.current_leader,
+            is_leader: metrics.current_leader == Some(self.inner.config.member_id),
+            term: metrics.current_term,
+            last_applied: metrics.last_applied.as_ref().map_or(0, |id| id.index()),
+            snapshot_index: metrics.snapshot.as_ref().map_or(0, |id| id.index()),
+            purged_index: metrics.purged.as_ref().map_or(0, |id| id.index()),
+            voters,
+            learners,
+            unreachable: self.inner.unreachable_voters(&metrics),
+        }
+    }
+
+    /// Waits until some member is leader, and returns its id.
+    pub async fn wait_for_leader(&self, timeout: Duration) -> Result<MemberId, StoreError> {
+        let mut metrics = self.inner.raft.metrics();
+        let waited = tokio::time::timeout(timeout, async {
+            loop {
+                {
+                    let now = metrics.borrow_watched();
+                    // Right after a restart the leader comes from the saved vote and may no
+                    // longer be a member; only a voter of the current membership counts.
+                    if let Some(leader) = now.current_leader
+                        && now
+                            .membership_config
+                            .membership()
+                            .voter_ids()
+                            .any(|v| v == leader)
+                    {
+                        return Ok(leader);
+                    }
+                }
+                if metrics.changed().await.is_err() {
+                    return Err(StoreError::ShuttingDown);
+                }
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| {
+            Err(StoreError::NoQuorum {
+                detail: format!("no leader was elected within {timeout:?}"),
+            })
+        })
+    }
+
+    /// Builds a snapshot now and purges the log behind it, whatever the interval says.
+    pub async fn snapshot_now(&self) -> Result<(), StoreError> {
+        let raft = &self.inner.raft;
+        let before = raft.metrics().borrow_watched().snapshot.clone();
+        raft.trigger()
+            .snapshot()
+            .await
+            .map_err(|error| StoreError::Raft(error.to_string()))?;
+        let mut metrics = raft.metrics();
+        tokio::time::timeout(self.inner.config.request_timeout, async {
+            while metrics.borrow_watched().snapshot == before {
+                if metrics.changed().await.is_err() {
+                    break;
+                }
+            }
+        })
+        .await
+        .map_err(|_| StoreError::Raft("the snapshot was not built in time".to_owned()))
+    }
+
+    /// Stops serving and stops Raft. Every acknowledged write is already on disk.
+    pub async fn shutdown(self) -> Result<(), StoreError> {
+        let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some((stop, task)) = server {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        let stopped = self
+            .inner
+            .raft
+            .shutdown()
+            .await
+            .map_err(|error| StoreError::Raft(error.to_string()));
+        // Closes the log file now rather than when openraft's last aborted task lets go of it,
+        // so the member can be reopened at once.
+        self.inner.log.close();
+        stopped
+    }
+}
+
+impl Inner {
+    fn member_id(&self) -> MemberId {
+        self.config.member_id
+    }
+
+    pub(crate) fn list_local(&self, kind: &str) -> Vec<ObjectRecord> {
+        self.state.read().objects.list(kind).cloned().collect()
+    }
+
+    fn leader(&self) -> Option<(MemberId, String)> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        let leader = metrics.current_leader?;
+        let node = metrics
+            .membership_config
+            .membership()
+            .get_node(&leader)?
+            .clone();
+        Some((leader, node.addr))
+    }
+
+    fn no_leader(&self) -> StoreError {
+        StoreError::NoQuorum {
+            detail: format!(
+                "member {} could not reach a leader within {:?}",
+                self.member_id(),
+                self.config.request_timeout
+            ),
+        }
+    }
+
+    /// Runs `attempt` until it succeeds, fails for a reason other than a missing or moving leader,
+    /// or the request timeout passes.
+    async fn retry_until_leader<T, F, Fut>(&self, mut attempt: F) -> Result<T, StoreError>
+    where
+        F: FnMut(Instant) -> Fut,
+        Fut: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let deadline = Instant::now() + self.config.request_timeout;
+        loop {
+            match attempt(deadline).await {
+                Err(StoreError::NotLeader { .. } | StoreError::Unreachable { .. })
+                    if Instant::now() + RETRY_PAUSE < deadline =>
+                {
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(StoreError::NotLeader { .. } | StoreError::Unreachable { .. }) => {
+                    return Err(self.no_leader());
+                }
+                other => return other,
+            }
+        }
+    }
+
+    pub(crate) async fn write(&self, mut txn: Transaction) -> Result<u64, StoreError> {
+        txn.proposed_at.get_or_insert_with(SystemTime::now);
+        let size = postcard::experimental::serialized_size(&txn)
+            .map_err(|error| StoreError::Raft(format!("sizing a proposal: {error}")))?;
+        if size > self.config.max_proposal_bytes {
+            return Err(StoreError::ProposalTooLarge {
+                size,
+                limit: self.config.max_proposal_bytes,
+            });
+        }
+        self.retry_until_leader(|deadline| {
+            let txn = txn.clone();
+            async move {
+                match self.leader() {
+                    Some((leader, _)) if leader == self.member_id() => {
+                        self.commit_as_leader(txn, deadline).await
+                    }
+                    Some((leader, addr)) => self.forward_write(leader, &addr, txn, deadline).await,
+                    None => Err(StoreError::NotLeader {
+                        member: self.member_id(),
+                    }),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Commits a forwarded write; never forwards again.
+    pub(crate) async fn write_as_leader(&self, txn: Transaction) -> Result<u64, StoreError> {
+        let deadline = Instant::now() + self.config.request_timeout;
+        self.commit_as_leader(txn, deadline).await
+    }
+
+    async fn commit_as_leader(
+        &self,
+        txn: Transaction,
+        deadline: Instant,
+    ) -> Result<u64, StoreError> {
+        let written = tokio::time::timeout_at(deadline, self.raft.client_write(txn))
+            .await
+            .map_err(|_| StoreError::NoQuorum {
+                detail: format!(
+                    "leader {} could not commit within {:?}; its outcome is unknown until a majority is reachable",
+                    self.member_id(),
+                    self.config.request_timeout
+                ),
+            })?;
+        match written {
+            Ok(response) => match response.data {
+                TxnOutcome::Committed { index } => Ok(index),
+                TxnOutcome::Rejected(rejection) => Err(rejection.into()),
+            },
+            Err(RaftError::APIError(
+                ClientWriteError::ForwardToLeader(_) | ClientWriteError::LogEntryDiscarded(_),
+            )) => Err(StoreError::NotLeader {
+                member: self.member_id(),
+            }),
+            Err(error) => Err(StoreError::Raft(error.to_string())),
+        }
+    }
+
+    async fn forward_write(
+        &self,
+        leader: MemberId,
+        addr: &str,
+        txn: Transaction,
+        deadline: Instant,
+    ) -> Result<u64, StoreError> {
+        let mut client = self.peers.client(leader, addr)?;
+        let call = wire::encode(&ProposeCall {
+            txn,
+            forwarded: true,
+        });
+        let response = tokio::time::timeout_at(deadline, client.propose(call))
+            .await
+            .map_err(|_| self.no_leader())?
+            .map_err(|status| forward_failure(leader, addr, status))?;
+        let reply: wire::ProposeReply = wire::decode(response.get_ref())
+            .map_err(|status| forward_failure(leader, addr, status))?;
+        reply
+    }
+
+    async fn read_barrier(&self) -> Result<u64, StoreError> {
+        let index = self
+            .retry_until_leader(|deadline| async move {
+                match self.leader() {
+                    Some((leader, _)) if leader == self.member_id() => {
+                        tokio::time::timeout_at(deadline, self.read_index_as_leader())
+                            .await
+                            .map_err(|_| self.no_leader())?
+                    }
+                    Some((leader, addr)) => {
+                        let mut client = self.peers.client(leader, &addr)?;
+                        let call = wire::encode(&ReadCall { kind: None });
+                        let response = tokio::time::timeout_at(deadline, client.read(call))
+                            .await
+                            .map_err(|_| self.no_leader())?
+                            .map_err(|status| forward_failure(leader, &addr, status))?;
+                        let reply: wire::ReadReply = wire::decode(response.get_ref())
+                            .map_err(|status| forward_failure(leader, &addr, status))?;
+                        reply.map(|(index, _)| index)
+                    }
+                    None => Err(StoreError::NotLeader {
+                        member: self.member_id(),
+                    }),
+                }
+            })
+            .await?;
+        self.state.watch.wait_applied(index).await?;
+        Ok(index)
+    }
+
+    pub(crate) async fn read_index_as_leader(&self) -> Result<u64, StoreError> {
+        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
+            Ok(read_log_id) => Ok(read_log_id.index()),
+            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
+                Err(StoreError::NotLeader {
+                    member: self.member_id(),
+                })
+            }
+            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(error))) => {
+                Err(StoreError::NoQuorum {
+                    detail: error.to_string(),
+                })
+            }
+            Err(error) => Err(StoreError::Raft(error.to_string())),
+        }
+    }
+
+    async fn change_membership(&self, call: MembershipCall) -> Result<(), StoreError> {
+        self.retry_until_leader(|deadline| {
+            let call = call.clone();
+            async move {
+                match self.leader() {
+                    Some((leader, _)) if leader == self.member_id() => {
+                        self.change_membership_as_leader(call).await
+                    }
+                    Some((leader, addr)) => {
+                        let mut client = self.peers.client(leader, &addr)?;
+                        let response = tokio::time::timeout_at(
+                            deadline,
+                            client.change_membership(wire::encode(&call)),
+                        )
+                        .await
+                        .map_err(|_| self.no_leader())?
+                        .map_err(|status| forward_failure(leader, &addr, status))?;
+                        let reply: wire::MembershipReply = wire::decode(response.get_ref())
+                            .map_err(|status| forward_failure(leader, &addr, status))?;
+                        reply
+                    }
+                    None => Err(StoreError::NotLeader {
+                        member: self.member_id(),
+                    }),
+                }
+            }
+        })
+        .await
+    }
+
+    /// Carries out a membership change on the leader, within the request timeout: a change whose
+    /// new membership can't reach a quorum never commits, and the caller hears so.
+    pub(crate) async fn change_membership_as_leader(
+        &self,
+        call: MembershipCall,
+    ) -> Result<(), StoreError> {
+        let timeout = self.config.request_timeout;
+        let learner = match &call {
+            MembershipCall::AddLearner { member, addr } => Some((*member, addr.clone())),
+            _ => None,
+        };
+        tokio::time::timeout(timeout, self.apply_membership_change(call))
+            .await
+            .unwrap_or_else(|_| {
+                Err(StoreError::NoQuorum {
+                    detail: format!("the membership change did not commit within {timeout:?}"),
+                })
+            })?;
+        match learner {
+            Some((member, addr)) => self.wait_caught_up(member, &addr).await,
+            None => Ok(()),
+        }
+    }
+
+    async fn apply_membership_change(&self, call: MembershipCall) -> Result<(), StoreError> {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        if metrics.current_leader != Some(self.member_id()) {
+            return Err(StoreError::NotLeader {
+                member: self.member_id(),
+            });
+        }
+        let membership = metrics.membership_config.membership().clone();
+        let voters: BTreeSet<MemberId> = membership.voter_ids().collect();
+        let result = match call {
+            MembershipCall::AddLearner { member, addr } => {
+                if voters.contains(&member) {
+                    return Err(StoreError::Membership(format!(
+                        "member {member} is already a voter"
+                    )));
+                }
+                self.raft
+                    .add_learner(member, BasicNode { addr }, false)
+                    .await
+            }
+            MembershipCall::Promote { member } => {
+                if membership.get_node(&member).is_none() {
+                    return Err(StoreError::Membership(format!(
+                        "member {member} is not in the cluster; add it as a learner first"
+                    )));
+                }
+                if voters.contains(&member) {
+                    return Ok(());
+                }
+                self.raft
+                    .change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([member])), false)
+                    .await
+            }
+            MembershipCall::Remove { member } => {
+                if membership.get_node(&member).is_none() {
+                    return Err(StoreError::Membership(format!(
+                        "member {member} is not in the cluster"
+                    )));
+                }
+                if voters.contains(&member) {
+                    self.check_quorum_without(member, &voters, &metrics)?;
+                    self.raft
+                        .change_membership(
+                            ChangeMembers::RemoveVoters(BTreeSet::from([member])),
+                            false,
+                        )
+                        .await
+                } else {
+                    self.raft
+                        .change_membership(
+                            ChangeMembers::RemoveNodes(BTreeSet::from([member])),
+                            false,
+                        )
+                        .await
+                }
+            }
+        };
+        match result {
+            Ok(_) => Ok(()),
+            Err(RaftError::APIError(ClientWriteError::ForwardToLeader(_))) => {
+                Err(StoreError::NotLeader {
+                    member: self.member_id(),
+                })
+            }
+            Err(RaftError::APIError(ClientWriteError::ChangeMembershipError(error))) => {
+                Err(StoreError::Membership(error.to_string()))
+            }
+            Err(error) => Err(StoreError::Raft(error.to_string())),
+        }
+    }
+
+    /// Waits until a new learner holds the leader's whole log. openraft's own blocking add only
+    /// waits until the lag is under its replication threshold, which an unreachable learner
+    /// with a short log passes at once.
+    async fn wait_caught_up(&self, member: MemberId, addr: &str) -> Result<(), StoreError> {
+        let target = self
+            .raft
+            .metrics()
+            .borrow_watched()
+            .last_log_index
+            .unwrap_or(0);
+        let mut metrics = self.raft.metrics();
+        let caught_up = tokio::time::timeout(self.config.request_timeout, async {
+            loop {
+                let matched = metrics
+                    .borrow_watched()
+                    .replication
+                    .as_ref()
+                    .and_then(|replication| replication.get(&member).cloned().flatten())
+                    .map_or(0, |log_id| log_id.index());
+                if matched >= target {
+                    return true;
+                }
+                if metrics.changed().await.is_err() {
+                    return false;
+                }
+            }
+        })
+        .await;
+        match caught_up {
+            Ok(true) => Ok(()),
+            Ok(false) => Err(StoreError::ShuttingDown),
+            Err(_) => Err(StoreError::Membership(format!(
+                "member {member} at {addr} has not caught up within {:?}; check that it is reachable and trusts this cluster's CA",
+                self.config.request_timeout
+            ))),
+        }
+    }
+
+    /// The voters a leader has not heard from within an election timeout. Empty on followers,
+    /// which can't tell.
+    fn unreachable_voters(
+        &self,
+        metrics: &openraft::RaftMetrics<TypeConfig>,
+    ) -> BTreeSet<MemberId> {
+        let Some(heartbeats) = metrics.heartbeat.as_ref() else {
+            return BTreeSet::new();
+        };
+        metrics
+            .membership_config
+            .membership()
+            .voter_ids()
+            .filter(|voter| *voter != self.member_id())
+            .filter(|voter| {
+                !heartbeats
+                    .get(voter)
+                    .cloned()
+                    .flatten()
+                    .is_some_and(|acked| acked.elapsed() < self.config.election_timeout)
+            })
+            .collect()
+    }
+
+    /// Refuses to remove `member` when the voters left, counting only those that answered the
+    /// leader recently, could not form a majority of the new membership.
+    fn check_quorum_without(
+        &self,
+        member: MemberId,
+        voters: &BTreeSet<MemberId>,
+        metrics: &openraft::RaftMetrics<TypeConfig>,
+    ) -> Result<(), StoreError> {
+        let remaining: Vec<MemberId> = voters.iter().copied().filter(|v| *v != member).collect();
+        if remaining.is_empty() {
+            return Err(StoreError::Membership(format!(
+                "member {member} is the last voter; removing it would leave no cluster"
+            )));
+        }
+        let unreachable = self.unreachable_voters(metrics);
+        let reachable = remaining
+            .iter()
+            .filter(|voter| !unreachable.contains(voter))
+            .count();
+        let quorum = remaining.len() / 2 + 1;
+        if reachable < quorum {
+            return Err(StoreError::Membership(format!(
+                "removing member {member} would leave {reachable} reachable of {} voters, short of the {quorum} a quorum needs; bring the unreachable managers back first",
+                remaining.len()
+            )));
+        }
+        Ok(())
+    }
+}
+
+fn forward_failure(leader: MemberId, addr: &str, status: tonic::Status) -> StoreError {
+    StoreError::Unreachable {
+        member: leader,
+        addr: addr.to_owned(),
+        detail: status.message().to_owned(),
+    }
+}
+
+/// Turns one surviving member's data into a healthy single-member cluster, keeping every object
+/// it holds, as `docker swarm init --force-new-cluster` does. Every entry in the member's log is
+/// applied, committed or not: the survivor's log becomes the truth. Run it while the member is
+/// stopped, then open the store as usual.
+pub async fn force_new_cluster(
+    data_dir: &Path,
+    member_id: MemberId,
+    advertise_addr: &str,
+) -> Result<(), StoreError> {
+    let log = LogStore::open(&data_dir.join(LOG_FILE))?;
+    let state_machine = StateMachine::open(data_dir)?;
+    let (objects, last_log_id) = {
+        let applied = state_machine.shared.read();
+        let mut objects = applied.objects.clone();
+        let mut last = applied.last_applied.clone();
+        for entry in log.entries_after(last.as_ref().map(|id| id.index())) {
+            if let EntryPayload::Normal(txn) = &entry.payload {
+                // A refused transaction was refused everywhere; skipping it is what applying does.
+                let _ = objects.apply(txn, entry.log_id.index());
+            }
+            last = Some(entry.log_id.clone());
+        }
+        (objects, last)
+    };
+    let Some(last_log_id) = last_log_id.or_else(|| log.last_log_id()) else {
+        return Err(StoreError::Membership(format!(
+            "{} holds no cluster state to recover",
+            data_dir.display()
+        )));
+    };
+    let membership = Membership::new(
+        vec![BTreeSet::from([member_id])],
+        BTreeMap::from([(
+            member_id,
+            BasicNode {
+                addr: advertise_addr.to_owned(),
+            },
+        )]),
+    )
+    .map_err(|error| StoreError::Membership(error.to_string()))?;
+    let meta = SnapshotMeta {
+        last_log_id: Some(last_log_id.clone()),
+        last_membership: StoredMembership::new(Some(last_log_id.clone()), membership),
+    };
+    let data = state_machine::encode_records(&objects);
+    StateMachine::persist(data_dir, &meta, &data)
+        .map_err(|error| StoreError::io(data_dir, error))?;
+    log.reset(last_log_id)
+        .await
+        .map_err(|error| StoreError::io(log.path(), error))?;
+    log.close();
+    tracing::info!(
+        member_id,
+        objects = objects.len(),
+        "re-founded the cluster on this member"
+    );
+    Ok(())
+}

@@ -1,0 +1,21 @@
+//! shoal's object model and gRPC services, generated at build time from the `.proto` files under
+//! `proto/shoal/`. This crate holds no logic.
+
+/// The cluster object model: nodes, services, tasks, networks, secrets, configs, stacks and the
+/// cluster itself, with their specs. Mirrors SwarmKit's `api` package.
+pub mod api {
+    #![allow(missing_docs, unreachable_pub, clippy::all)]
+    tonic::include_proto!("shoal.api");
+}
+
+/// The manager-to-manager Raft service.
+pub mod raft {
+    #![allow(missing_docs, unreachable_pub, clippy::all)]
+    tonic::include_proto!("shoal.raft");
+}
+
+/// The node-local engine API that `shoal daemon` serves on its unix socket.
+pub mod engine {
+    #![allow(missing_docs, unreachable_pub, clippy::all)]
+    tonic::include_proto!("shoal.engine");
+}
