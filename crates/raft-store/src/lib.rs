@@ -20,6 +20,8 @@ mod object_store;
 mod server;
 pub mod standalone;
 mod state_machine;
+#[cfg(test)]
+mod storage_suite;
 mod store;
 mod tls;
 mod types;

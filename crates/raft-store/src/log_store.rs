@@ -10,7 +10,9 @@ use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
-use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
+use redb::{
+    Database, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
+};
 use tokio::sync::oneshot;
 
 use crate::error::StoreError;
@@ -108,30 +110,48 @@ pub(crate) struct LogStore {
 
 impl LogStore {
     /// Opens (or creates) the log at `path`, verifying every record. A damaged file is reported
-    /// and left exactly as it was.
+    /// and left exactly as it was: it is first read through a read-only handle, and only a file
+    /// that reads whole is opened for writing.
     pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
         let corrupt = |detail: String| StoreError::CorruptLog {
             path: path.to_owned(),
             detail,
         };
+        let already_open = || {
+            StoreError::io(
+                path,
+                "the raft log is already open; is another shoal daemon using this data root?",
+            )
+        };
         let existed = path.exists();
+        let verified = if existed {
+            match ReadOnlyDatabase::open(path) {
+                Ok(database) => Some(Self::load(&database).map_err(corrupt)?),
+                // A crash left a commit half done; redb's own recovery finishes it when the file
+                // is opened for writing below, and the records are verified after that.
+                Err(redb::DatabaseError::RepairAborted) => None,
+                Err(redb::DatabaseError::DatabaseAlreadyOpen) => return Err(already_open()),
+                Err(other) => return Err(corrupt(other.to_string())),
+            }
+        } else {
+            None
+        };
         let database = if existed {
             Database::builder().open(path)
         } else {
             Database::builder().create(path)
         }
         .map_err(|error| match error {
-            redb::DatabaseError::DatabaseAlreadyOpen => StoreError::io(
-                path,
-                "the raft log is already open; is another shoal daemon using this data root?",
-            ),
+            redb::DatabaseError::DatabaseAlreadyOpen => already_open(),
             other => corrupt(other.to_string()),
         })?;
-        let cache = if existed {
-            Self::load(&database).map_err(corrupt)?
-        } else {
-            Self::initialise(&database).map_err(|error| StoreError::io(path, error))?;
-            LogCache::default()
+        let cache = match verified {
+            Some(cache) => cache,
+            None if existed => Self::load(&database).map_err(corrupt)?,
+            None => {
+                Self::initialise(&database).map_err(|error| StoreError::io(path, error))?;
+                LogCache::default()
+            }
         };
         let (sender, receiver) = mpsc::channel();
         let writer_path = path.to_owned();
@@ -157,7 +177,7 @@ impl LogStore {
         Ok(())
     }
 
-    fn load(database: &Database) -> Result<LogCache, String> {
+    fn load(database: &impl ReadableDatabase) -> Result<LogCache, String> {
         let txn = database.begin_read().map_err(|error| error.to_string())?;
         let mut cache = LogCache::default();
         let meta = txn.open_table(META).map_err(|error| error.to_string())?;

@@ -90,6 +90,10 @@ impl StoreConfig {
             max_payload_entries: 64,
             install_snapshot_timeout: 10_000,
             enable_pre_vote: Some(true),
+            // The committed index is saved without an fsync and the state machine lives in
+            // memory, so a restarted leader must not resume leading from its saved vote: it
+            // would serve reads at a stale commit index. It re-learns the index in an election.
+            enable_leader_restore: Some(false),
             ..Default::default()
         }
         .validate()
