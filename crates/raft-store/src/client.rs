@@ -62,6 +62,18 @@ impl StoreClient {
         Ok(objects)
     }
 
+    /// The current leader: only a leader answers a read, so the member that answers one is it.
+    pub async fn find_leader(&self) -> Result<MemberId, StoreError> {
+        let call = wire::encode(&ReadCall { kind: None });
+        let _: (u64, Vec<ObjectRecord>) = self
+            .each_member(|mut client| {
+                let call = call.clone();
+                async move { client.read(call).await }
+            })
+            .await?;
+        Ok(self.members[self.preferred.load(Ordering::Relaxed)].0)
+    }
+
     /// Sends a call to members, starting with the one that answered last, until one gives an
     /// answer that is not about leadership or reachability, or the timeout passes.
     async fn each_member<T, F, Fut>(&self, mut send: F) -> Result<T, StoreError>
