@@ -11,9 +11,10 @@
 #[allow(dead_code, unreachable_pub)]
 mod pki;
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/support/member_process.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod member_process;
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -48,54 +49,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Args, String> {
         }
     }
     Ok(parsed)
-}
-
-/// Member processes, killed however the benchmark ends.
-struct Members(BTreeMap<u64, Child>);
-
-impl Drop for Members {
-    fn drop(&mut self) {
-        for child in self.0.values_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-fn spawn_member(
-    dir: &std::path::Path,
-    id: u64,
-    addrs: &BTreeMap<u64, String>,
-    snapshot_interval: Option<u64>,
-) -> Child {
-    let exe = std::env::current_exe().expect("the benchmark's own path");
-    let mut command = Command::new(exe);
-    command
-        .args(["member", "--id", &id.to_string(), "--listen", &addrs[&id]])
-        .arg("--data-dir")
-        .arg(dir.join(format!("member-{id}")))
-        .arg("--tls-dir")
-        .arg(dir.join("tls"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit());
-    if let Some(interval) = snapshot_interval {
-        command.args(["--snapshot-interval", &interval.to_string()]);
-    }
-    if id == 1 {
-        let voters: Vec<String> = addrs
-            .iter()
-            .map(|(id, addr)| format!("{id}={addr}"))
-            .collect();
-        command.arg("--bootstrap").arg(voters.join(","));
-    }
-    let mut child = command.spawn().expect("starting a member");
-    let mut line = String::new();
-    let stdout = child.stdout.take().expect("the member's stdout");
-    BufReader::new(stdout)
-        .read_line(&mut line)
-        .expect("reading the member's stdout");
-    assert_eq!(line.trim(), "ready", "member {id} failed to start");
-    child
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> f64 {
@@ -137,21 +90,18 @@ async fn run(args: Args) {
     let dir = tempfile::tempdir().expect("a temporary directory");
     let pki = pki::TestPki::new();
     pki.write_dir(&dir.path().join("tls"), args.nodes);
-    let addrs: BTreeMap<u64, String> = (1..=args.nodes)
-        .map(|id| {
-            let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("a loopback port");
-            (id, listener.local_addr().expect("an address").to_string())
-        })
-        .collect();
-    let mut members = Members(BTreeMap::new());
+    let program = std::env::current_exe().expect("the benchmark's own path");
+    let mut members =
+        member_process::MemberProcesses::new(program, &["member"], dir.path(), args.nodes);
+    let extra_args: Vec<String> = match args.snapshot_interval {
+        Some(interval) => vec!["--snapshot-interval".to_owned(), interval.to_string()],
+        None => Vec::new(),
+    };
     for id in 1..=args.nodes {
-        members.0.insert(
-            id,
-            spawn_member(dir.path(), id, &addrs, args.snapshot_interval),
-        );
+        members.start(id, id == 1, &extra_args);
     }
     let client = Arc::new(StoreClient::new(
-        addrs.iter().map(|(id, addr)| (*id, addr.clone())).collect(),
+        members.members(),
         &pki.identity(1000),
         Duration::from_secs(10),
     ));
@@ -200,10 +150,7 @@ async fn run(args: Args) {
 
     // Fail-over: SIGKILL the leader process, then time the first write that succeeds.
     let killed_at = Instant::now();
-    if let Some(mut child) = members.0.remove(&leader) {
-        let _ = child.kill();
-        let _ = child.wait();
-    }
+    members.kill(leader);
     let mut attempt = 0;
     let election_ms = loop {
         attempt += 1;

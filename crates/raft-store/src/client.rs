@@ -11,7 +11,7 @@ use tokio::time::Instant;
 use tonic::transport::Channel;
 
 use crate::error::StoreError;
-use crate::network::Peers;
+use crate::network::{Peers, describe_status};
 use crate::tls::TlsIdentity;
 use crate::types::{MemberId, ObjectRecord, Transaction};
 use crate::wire::{self, ProposeCall, ReadCall};
@@ -100,7 +100,7 @@ impl StoreClient {
                 let response = tokio::time::timeout_at(deadline, send(client))
                     .await
                     .map_err(|_| unreachable(*member, addr, "no answer in time"))?
-                    .map_err(|status| unreachable(*member, addr, status.message()))?;
+                    .map_err(|status| unreachable(*member, addr, describe_status(&status)))?;
                 wire::decode::<Result<T, StoreError>>(response.get_ref())
                     .map_err(|status| unreachable(*member, addr, status.message()))?
             }

@@ -254,7 +254,7 @@ impl LogStore {
             .values()
             .next_back()
             .map(|entry| entry.log_id())
-            .or_else(|| cache.last_purged.clone())
+            .or_else(|| cache.last_purged)
     }
 
     pub(crate) fn entries_after(&self, index: Option<u64>) -> Vec<Entry> {
@@ -272,7 +272,7 @@ impl LogStore {
         {
             let mut cache = self.cache();
             cache.entries.clear();
-            cache.last_purged = Some(purged_up_to.clone());
+            cache.last_purged = Some(purged_up_to);
         }
         self.send(WriteOp::PurgeUpTo(purged_up_to))?;
         self.sync().await
@@ -287,7 +287,7 @@ impl LogStore {
     }
 
     async fn save_vote_durably(&self, vote: &Vote) -> io::Result<()> {
-        self.cache().vote = Some(vote.clone());
+        self.cache().vote = Some(*vote);
         let (done, wait) = oneshot::channel();
         self.send(WriteOp::SaveVote {
             vote: seal(vote),
@@ -346,7 +346,7 @@ fn write_batch(database: &Database, batch: &[WriteOp]) -> Result<(), redb::Error
                 }
                 WriteOp::PurgeUpTo(log_id) => {
                     entries.retain_in::<u64, _>(..=log_id.index(), |_, _| false)?;
-                    meta.insert(PURGED_KEY, seal(&Some(log_id.clone())).as_slice())?;
+                    meta.insert(PURGED_KEY, seal(&Some(*log_id)).as_slice())?;
                 }
                 WriteOp::SaveVote { vote, .. } => {
                     meta.insert(VOTE_KEY, vote.as_slice())?;
@@ -376,7 +376,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
     }
 
     async fn read_vote(&mut self) -> Result<Option<Vote>, io::Error> {
-        Ok(self.cache().vote.clone())
+        Ok(self.cache().vote)
     }
 }
 
@@ -385,13 +385,13 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn get_log_state(&mut self) -> Result<LogState<TypeConfig>, io::Error> {
         let cache = self.cache();
-        let last_purged_log_id = cache.last_purged.clone();
+        let last_purged_log_id = cache.last_purged;
         let last_log_id = cache
             .entries
             .values()
             .next_back()
             .map(|entry| entry.log_id())
-            .or_else(|| last_purged_log_id.clone());
+            .or(last_purged_log_id);
         Ok(LogState {
             last_purged_log_id,
             last_log_id,
@@ -413,7 +413,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId>, io::Error> {
-        Ok(self.cache().committed.clone())
+        Ok(self.cache().committed)
     }
 
     async fn append<I>(
@@ -450,7 +450,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             let mut cache = self.cache();
             let keep = cache.entries.split_off(&(log_id.index() + 1));
             cache.entries = keep;
-            cache.last_purged = Some(log_id.clone());
+            cache.last_purged = Some(log_id);
         }
         self.send(WriteOp::PurgeUpTo(log_id))
     }

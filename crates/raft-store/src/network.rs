@@ -141,11 +141,27 @@ fn network_error(error: impl std::fmt::Display) -> RPCError<TypeConfig> {
     RPCError::Network(NetworkError::new(&AnyError::error(error.to_string())))
 }
 
+/// A failed call's message with its whole cause chain: tonic's own message is often just
+/// "transport error", while the cause says what went wrong, such as an unknown certificate issuer.
+pub(crate) fn describe_status(status: &tonic::Status) -> String {
+    let mut description = status.message().to_owned();
+    let mut cause = std::error::Error::source(status);
+    while let Some(error) = cause {
+        let text = error.to_string();
+        if !description.contains(&text) {
+            description.push_str(": ");
+            description.push_str(&text);
+        }
+        cause = error.source();
+    }
+    description
+}
+
 /// Maps a failed call: a peer that can't be connected to is unreachable (back off); anything
 /// else is a network error (retry).
 fn status_error(status: tonic::Status) -> RPCError<TypeConfig> {
     if status.code() == tonic::Code::Unavailable {
-        unreachable(status.message())
+        unreachable(describe_status(&status))
     } else {
         network_error(status)
     }
@@ -260,7 +276,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
             tokio::time::timeout(option.hard_ttl(), client.install_snapshot(chunks))
                 .await
                 .map_err(|_| NetworkError::new(&AnyError::error("snapshot transfer timed out")))?
-                .map_err(|status| NetworkError::new(&AnyError::error(status.to_string())))
+                .map_err(|status| NetworkError::new(&AnyError::error(describe_status(&status))))
         };
         let response = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),

@@ -154,7 +154,7 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         let (meta, data) = {
             let applied = self.shared.read();
             let meta = SnapshotMeta {
-                last_log_id: applied.last_applied.clone(),
+                last_log_id: applied.last_applied,
                 last_membership: applied.membership.clone(),
             };
             (meta, encode_records(&applied.objects))
@@ -179,7 +179,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn applied_state(&mut self) -> Result<(Option<LogId>, StoredMembership), io::Error> {
         let applied = self.shared.read();
-        Ok((applied.last_applied.clone(), applied.membership.clone()))
+        Ok((applied.last_applied, applied.membership.clone()))
     }
 
     async fn apply<Strm>(&mut self, mut entries: Strm) -> Result<(), io::Error>
@@ -203,7 +203,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
                     },
                     EntryPayload::Membership(membership) => {
                         applied.membership =
-                            StoredMembership::new(Some(log_id.clone()), membership.clone());
+                            StoredMembership::new(Some(log_id), membership.clone());
                         TxnOutcome::Committed { index }
                     }
                     EntryPayload::Blank => TxnOutcome::Committed { index },
@@ -241,7 +241,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         {
             let mut applied = self.shared.write();
             applied.objects = ObjectStore::from_records(records);
-            applied.last_applied = meta.last_log_id.clone();
+            applied.last_applied = meta.last_log_id;
             applied.membership = meta.last_membership.clone();
         }
         self.shared.watch.reset(index);

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::error::StoreError;
 use crate::log_store::LogStore;
-use crate::network::{LinkFilter, MAX_MESSAGE_BYTES, NetworkFactory, Peers};
+use crate::network::{LinkFilter, MAX_MESSAGE_BYTES, NetworkFactory, Peers, describe_status};
 use crate::object_store::ObjectStore;
 use crate::server::RaftService;
 use crate::state_machine::{self, StateMachine};
@@ -412,7 +412,7 @@ impl Store {
     /// Builds a snapshot now and purges the log behind it, whatever the interval says.
     pub async fn snapshot_now(&self) -> Result<(), StoreError> {
         let raft = &self.inner.raft;
-        let before = raft.metrics().borrow_watched().snapshot.clone();
+        let before = raft.metrics().borrow_watched().snapshot;
         raft.trigger()
             .snapshot()
             .await
@@ -809,11 +809,11 @@ impl Inner {
             .voter_ids()
             .filter(|voter| *voter != self.member_id())
             .filter(|voter| {
-                !heartbeats
+                heartbeats
                     .get(voter)
                     .cloned()
                     .flatten()
-                    .is_some_and(|acked| acked.elapsed() < self.config.election_timeout)
+                    .is_none_or(|acked| acked.elapsed() >= self.config.election_timeout)
             })
             .collect()
     }
@@ -852,7 +852,7 @@ fn forward_failure(leader: MemberId, addr: &str, status: tonic::Status) -> Store
     StoreError::Unreachable {
         member: leader,
         addr: addr.to_owned(),
-        detail: status.message().to_owned(),
+        detail: describe_status(&status),
     }
 }
 
@@ -870,13 +870,13 @@ pub async fn force_new_cluster(
     let (objects, last_log_id) = {
         let applied = state_machine.shared.read();
         let mut objects = applied.objects.clone();
-        let mut last = applied.last_applied.clone();
+        let mut last = applied.last_applied;
         for entry in log.entries_after(last.as_ref().map(|id| id.index())) {
             if let EntryPayload::Normal(txn) = &entry.payload {
                 // A refused transaction was refused everywhere; skipping it is what applying does.
                 let _ = objects.apply(txn, entry.log_id.index());
             }
-            last = Some(entry.log_id.clone());
+            last = Some(entry.log_id);
         }
         (objects, last)
     };
@@ -897,8 +897,8 @@ pub async fn force_new_cluster(
     )
     .map_err(|error| StoreError::Membership(error.to_string()))?;
     let meta = SnapshotMeta {
-        last_log_id: Some(last_log_id.clone()),
-        last_membership: StoredMembership::new(Some(last_log_id.clone()), membership),
+        last_log_id: Some(last_log_id),
+        last_membership: StoredMembership::new(Some(last_log_id), membership),
     };
     let data = state_machine::encode_records(&objects);
     StateMachine::persist(data_dir, &meta, &data)

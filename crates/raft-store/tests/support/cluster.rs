@@ -126,7 +126,7 @@ impl TestCluster {
     /// Cuts every link between `side` and the other members, both ways.
     pub fn partition(&self, side: &[MemberId]) {
         for (id, member) in &self.members {
-            for (other, _) in &self.members {
+            for other in self.members.keys() {
                 if side.contains(id) != side.contains(other) {
                     member.links.cut(*other);
                 }

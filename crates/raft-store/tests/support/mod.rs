@@ -2,4 +2,5 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod cluster;
+pub mod member_process;
 pub mod pki;
