@@ -1,0 +1,113 @@
+//! The leader-only orchestration cores of swarm mode, as pure functions and state machines:
+//! given a snapshot of the store and the time, they return [`Command`]s for the async shell
+//! to commit, one store transaction per core per step.
+//!
+//! - [`reconcile_all_services`] runs the replicated, global and job orchestrators over every
+//!   service and stops the tasks of deleted services.
+//! - [`RestartSupervisor`] replaces ended tasks according to their restart policy.
+//! - [`reap_tasks`] bounds task history and finishes service deletion.
+//! - [`service_convergence`] tells the CLI whether a deploy can still succeed.
+//!
+//! The shell runs the cores one after the other, committing each one's commands before
+//! handing the next a fresh snapshot, in the order orchestrators, supervisor, reaper. Desired
+//! state is the only task state these cores write; observed state belongs to workers.
+
+mod command;
+mod convergence;
+mod eligibility;
+mod global;
+mod jobs;
+mod reaper;
+mod replicated;
+mod restart;
+mod restart_policy;
+mod slots;
+mod snapshot;
+mod task_lifecycle;
+mod time;
+
+use std::collections::BTreeSet;
+
+use shoal_proto::api::TaskState;
+
+pub use command::{Command, SequentialTaskIds, TaskIdGenerator};
+pub use convergence::{ServiceConvergence, StuckSlot, service_convergence};
+pub use eligibility::{NodeEligibility, ServiceConstraints, node_eligibility};
+pub use global::reconcile_global_service;
+pub use jobs::reconcile_replicated_job;
+pub use reaper::{TaskHistoryLimit, reap_tasks};
+pub use replicated::reconcile_replicated_service;
+pub use restart::RestartSupervisor;
+pub use restart_policy::{DEFAULT_RESTART_DELAY, EffectiveRestartPolicy};
+pub use slots::{GaveUpReason, GivenUpSlots, SlotStatus, classify_slot};
+pub use snapshot::{ClusterSnapshot, ServiceMode, SlotKey};
+pub use task_lifecycle::{
+    NewTaskPlacement, created_at, ended_on_its_own, is_history, is_runnable, is_terminal,
+    is_waiting_for_restart_delay, is_wanted, new_task, no_worker_holds, observed_state,
+};
+pub use time::{ClusterTime, duration_from_proto, duration_to_proto};
+
+use command::stop_task_once;
+
+/// Runs the orchestrator that fits each service's mode, and stops (desired REMOVE) every
+/// wanted task of a service that is `pending_delete` or no longer exists. `given_up` comes
+/// from [`RestartSupervisor::given_up_slots`].
+pub fn reconcile_all_services(
+    snapshot: &ClusterSnapshot<'_>,
+    given_up: &GivenUpSlots,
+    now: ClusterTime,
+    task_ids: &mut dyn TaskIdGenerator,
+) -> Vec<Command> {
+    let mut commands = Vec::new();
+    for service in snapshot
+        .services()
+        .iter()
+        .filter(|service| !service.pending_delete)
+    {
+        let Some(mode) = ServiceMode::of_service(service) else {
+            continue;
+        };
+        commands.extend(match mode {
+            ServiceMode::Replicated { replicas } => {
+                reconcile_replicated_service(snapshot, service, replicas, given_up, now, task_ids)
+            }
+            ServiceMode::Global => {
+                reconcile_global_service(snapshot, service, false, given_up, now, task_ids)
+            }
+            ServiceMode::ReplicatedJob {
+                max_concurrent,
+                total_completions,
+            } => reconcile_replicated_job(
+                snapshot,
+                service,
+                max_concurrent,
+                total_completions,
+                given_up,
+                now,
+                task_ids,
+            ),
+            ServiceMode::GlobalJob => {
+                reconcile_global_service(snapshot, service, true, given_up, now, task_ids)
+            }
+        });
+    }
+
+    let mut stopped_this_step = BTreeSet::new();
+    for task in snapshot.tasks().iter().filter(|task| is_wanted(task)) {
+        let service_is_going = snapshot
+            .service(&task.service_id)
+            .is_none_or(|service| service.pending_delete);
+        if service_is_going {
+            stop_task_once(
+                task,
+                TaskState::Remove,
+                &mut commands,
+                &mut stopped_this_step,
+            );
+        }
+    }
+    commands
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,77 @@
+//! A task's restart policy with Swarm's defaults filled in.
+
+use std::time::Duration;
+
+use shoal_proto::api::{Task, TaskState, restart_policy::RestartCondition};
+
+use super::time::duration_from_proto;
+
+/// Swarm's default pause before a replacement task starts.
+pub const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(5);
+
+/// The restart policy that applies to a task, defaults resolved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EffectiveRestartPolicy {
+    /// When an ended task is replaced: never, only after a failure, or always.
+    pub condition: RestartCondition,
+    /// How long the replacement waits before it may start.
+    pub delay: Duration,
+    /// How many restarts are allowed within `window`; 0 means unlimited.
+    pub max_attempts: u64,
+    /// The sliding window restarts are counted in; zero means forever.
+    pub window: Duration,
+}
+
+impl Default for EffectiveRestartPolicy {
+    /// Swarm's defaults: condition any, delay 5 s, unlimited attempts.
+    fn default() -> EffectiveRestartPolicy {
+        EffectiveRestartPolicy {
+            condition: RestartCondition::Any,
+            delay: DEFAULT_RESTART_DELAY,
+            max_attempts: 0,
+            window: Duration::ZERO,
+        }
+    }
+}
+
+impl EffectiveRestartPolicy {
+    /// The policy in the task's own spec (the spec it was created from, so a service update
+    /// does not change how already-created tasks are treated), defaults filled in. An unset
+    /// delay means the default delay, as in SwarmKit.
+    pub fn of_task(task: &Task) -> EffectiveRestartPolicy {
+        let Some(policy) = task.spec.as_ref().and_then(|spec| spec.restart.as_ref()) else {
+            return EffectiveRestartPolicy::default();
+        };
+        EffectiveRestartPolicy {
+            condition: policy.condition(),
+            delay: policy
+                .delay
+                .as_ref()
+                .map_or(DEFAULT_RESTART_DELAY, duration_from_proto),
+            max_attempts: policy.max_attempts,
+            window: policy
+                .window
+                .as_ref()
+                .map_or(Duration::ZERO, duration_from_proto),
+        }
+    }
+
+    /// Whether the condition asks for a replacement of a task that ended in `observed`.
+    /// Attempt limits are checked separately, by the restart supervisor.
+    pub fn condition_allows_restart_after(&self, observed: TaskState) -> bool {
+        match self.condition {
+            RestartCondition::None => false,
+            RestartCondition::OnFailure => observed != TaskState::Complete,
+            RestartCondition::Any => true,
+        }
+    }
+
+    /// The condition's name as Swarm's CLI spells it.
+    pub fn condition_name(&self) -> &'static str {
+        match self.condition {
+            RestartCondition::None => "none",
+            RestartCondition::OnFailure => "on-failure",
+            RestartCondition::Any => "any",
+        }
+    }
+}
