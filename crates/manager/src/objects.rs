@@ -1,0 +1,243 @@
+//! The cluster's objects as the Raft store keeps them. Each protobuf object is one record of its
+//! kind, encoded with prost; its `meta` (version and timestamps) is the store's and is filled in
+//! from the record on every read, never trusted from the encoded bytes.
+
+use std::time::SystemTime;
+
+use prost::Message;
+use raft_store::{Change, ObjectRecord};
+use shoal_proto::api::{self, Meta, Timestamp, Version};
+
+use crate::error::ManagerError;
+
+/// A protobuf object that lives in the cluster store.
+pub trait ClusterObject: Message + Default + Clone {
+    /// The record kind the store files it under.
+    const KIND: &'static str;
+
+    fn id(&self) -> &str;
+
+    /// The name that must be unique among objects of the kind, or "" when the kind has none.
+    fn unique_name(&self) -> &str {
+        ""
+    }
+
+    fn meta_mut(&mut self) -> &mut Option<Meta>;
+
+    /// The version this copy was read at (0 for an object never stored).
+    fn read_version(&self) -> u64;
+}
+
+macro_rules! cluster_object {
+    ($type:ty, $kind:literal) => {
+        cluster_object!($type, $kind, |_object: &$type| "");
+    };
+    ($type:ty, $kind:literal, $name:expr) => {
+        impl ClusterObject for $type {
+            const KIND: &'static str = $kind;
+
+            fn id(&self) -> &str {
+                &self.id
+            }
+
+            fn unique_name(&self) -> &str {
+                let name: fn(&$type) -> &str = $name;
+                name(self)
+            }
+
+            fn meta_mut(&mut self) -> &mut Option<Meta> {
+                &mut self.meta
+            }
+
+            fn read_version(&self) -> u64 {
+                self.meta
+                    .as_ref()
+                    .and_then(|meta| meta.version.as_ref())
+                    .map_or(0, |version| version.index)
+            }
+        }
+    };
+}
+
+fn annotated_name(annotations: Option<&api::Annotations>) -> &str {
+    annotations.map_or("", |annotations| annotations.name.as_str())
+}
+
+cluster_object!(api::Node, "node");
+cluster_object!(api::Task, "task");
+cluster_object!(api::Cluster, "cluster");
+cluster_object!(api::Service, "service", |service| annotated_name(
+    service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.annotations.as_ref())
+));
+cluster_object!(api::Network, "network", |network| annotated_name(
+    network
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.annotations.as_ref())
+));
+cluster_object!(api::Secret, "secret", |secret| annotated_name(
+    secret
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.annotations.as_ref())
+));
+cluster_object!(api::Config, "config", |config| annotated_name(
+    config
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.annotations.as_ref())
+));
+cluster_object!(api::Stack, "stack", |stack| annotated_name(
+    stack
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.annotations.as_ref())
+));
+
+fn timestamp(time: SystemTime) -> Timestamp {
+    let since_epoch = time
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default();
+    Timestamp {
+        seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
+        nanos: since_epoch.subsec_nanos() as i32,
+    }
+}
+
+/// Decodes a stored record, with `meta` from the record.
+pub fn decode<T: ClusterObject>(record: &ObjectRecord) -> Result<T, ManagerError> {
+    let mut object = T::decode(record.data.as_slice()).map_err(|error| ManagerError::Corrupt {
+        kind: record.kind.clone(),
+        id: record.id.clone(),
+        detail: error.to_string(),
+    })?;
+    *object.meta_mut() = Some(Meta {
+        version: Some(Version {
+            index: record.version,
+        }),
+        created_at: Some(timestamp(record.created_at)),
+        updated_at: Some(timestamp(record.updated_at)),
+    });
+    Ok(object)
+}
+
+/// Decodes every record of `T`'s kind.
+pub fn decode_all<'a, T: ClusterObject>(
+    records: impl IntoIterator<Item = &'a ObjectRecord>,
+) -> Result<Vec<T>, ManagerError> {
+    records.into_iter().map(decode).collect()
+}
+
+fn encode_without_meta<T: ClusterObject>(object: &T) -> Vec<u8> {
+    let mut stored = object.clone();
+    *stored.meta_mut() = None;
+    stored.encode_to_vec()
+}
+
+pub fn create<T: ClusterObject>(object: &T) -> Change {
+    Change::Create {
+        kind: T::KIND.to_owned(),
+        id: object.id().to_owned(),
+        name: object.unique_name().to_owned(),
+        data: encode_without_meta(object),
+    }
+}
+
+/// Replaces the stored object, provided it is still at the version `object` was read at.
+pub fn update<T: ClusterObject>(object: &T) -> Change {
+    Change::Update {
+        kind: T::KIND.to_owned(),
+        id: object.id().to_owned(),
+        name: object.unique_name().to_owned(),
+        expected_version: object.read_version(),
+        data: encode_without_meta(object),
+    }
+}
+
+/// Deletes the stored object, provided it is still at the version `object` was read at.
+pub fn delete<T: ClusterObject>(object: &T) -> Change {
+    Change::Delete {
+        kind: T::KIND.to_owned(),
+        id: object.id().to_owned(),
+        expected_version: object.read_version(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn service(name: &str) -> api::Service {
+        api::Service {
+            id: "svc1".into(),
+            spec: Some(api::ServiceSpec {
+                annotations: Some(api::Annotations {
+                    name: name.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn meta_comes_from_the_record_not_the_bytes() {
+        let Change::Create {
+            kind,
+            id,
+            name,
+            data,
+        } = create(&service("web"))
+        else {
+            panic!("create makes a Create");
+        };
+        assert_eq!(
+            (kind.as_str(), id.as_str(), name.as_str()),
+            ("service", "svc1", "web")
+        );
+        let record = ObjectRecord {
+            kind,
+            id,
+            name,
+            version: 42,
+            created_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(7),
+            updated_at: SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(9),
+            data,
+        };
+        let decoded: api::Service = decode(&record).unwrap();
+        assert_eq!(decoded.read_version(), 42);
+        let meta = decoded.meta.unwrap();
+        assert_eq!(meta.created_at.unwrap().seconds, 7);
+        assert_eq!(meta.updated_at.unwrap().seconds, 9);
+        // An update states the version it read, and stores no meta of its own.
+        let Change::Update {
+            expected_version,
+            data,
+            ..
+        } = update(&decoded)
+        else {
+            panic!("update makes an Update");
+        };
+        assert_eq!(expected_version, 42);
+        assert_eq!(api::Service::decode(data.as_slice()).unwrap().meta, None);
+    }
+
+    #[test]
+    fn undecodable_records_name_the_object() {
+        let record = ObjectRecord {
+            kind: "task".into(),
+            id: "t1".into(),
+            name: String::new(),
+            version: 1,
+            created_at: SystemTime::UNIX_EPOCH,
+            updated_at: SystemTime::UNIX_EPOCH,
+            data: vec![0xff, 0xff, 0xff],
+        };
+        let error = decode::<api::Task>(&record).unwrap_err();
+        assert!(error.to_string().contains("task t1"), "{error}");
+    }
+}

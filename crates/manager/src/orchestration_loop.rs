@@ -1,0 +1,217 @@
+//! The leader-only loop that drives the orchestration cores: it reads the store, runs the
+//! orchestrators, the restart supervisor and the reaper in turn, and commits each one's commands
+//! as one transaction. This shell is the only part that reads a clock or touches the store; the
+//! decisions are all in [`crate::orchestrator`].
+
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use raft_store::{Change, ObjectRecord, Store, StoreError, Transaction, TxnRejection};
+use shoal_proto::api::{Cluster, Node, Service, Task};
+use tokio::sync::watch;
+
+use crate::error::ManagerError;
+use crate::objects::{self, ClusterObject};
+use crate::orchestrator::{
+    ClusterSnapshot, ClusterTime, Command, RestartSupervisor, TaskHistoryLimit, reap_tasks,
+    reconcile_all_services,
+};
+
+/// How often a member that does not lead checks whether it has become the leader.
+const LEADERSHIP_POLL: Duration = Duration::from_millis(250);
+/// A phase whose transaction keeps conflicting with concurrent writes gives up for this step;
+/// the next committed change steps again.
+const ATTEMPTS_PER_PHASE: usize = 5;
+
+#[derive(Clone, Copy, Debug)]
+enum Phase {
+    Orchestrators,
+    RestartSupervisor,
+    Reaper,
+}
+
+/// What one phase reads: the objects the cores look at, decoded at one applied index.
+struct StoreState {
+    services: Vec<Service>,
+    nodes: Vec<Node>,
+    tasks: Vec<Task>,
+    cluster: Option<Cluster>,
+}
+
+fn decode_kind<T: ClusterObject>(
+    records: impl Iterator<Item = ObjectRecord>,
+) -> Result<Vec<T>, ManagerError> {
+    records.map(|record| objects::decode(&record)).collect()
+}
+
+pub struct OrchestrationLoop {
+    store: Arc<Store>,
+    supervisor: RestartSupervisor,
+}
+
+impl OrchestrationLoop {
+    pub fn new(store: Arc<Store>) -> Self {
+        OrchestrationLoop {
+            store,
+            supervisor: RestartSupervisor::new(),
+        }
+    }
+
+    /// Steps whenever the store commits a change or a delayed restart falls due, while this
+    /// member leads, until `stop` changes.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), ManagerError> {
+        let mut changes = self
+            .store
+            .watch(self.store.local_view(|view| view.applied_index()) + 1);
+        loop {
+            let mut wake_at = None;
+            if self.store.status().is_leader {
+                wake_at = self.step().await?;
+            }
+            let pause = match wake_at {
+                Some(at) => at
+                    .duration_since_unix_epoch()
+                    .saturating_sub(now().duration_since_unix_epoch())
+                    .min(LEADERSHIP_POLL),
+                None => LEADERSHIP_POLL,
+            };
+            tokio::select! {
+                next = changes.next() => match next {
+                    Ok(_) => {}
+                    // The loop re-reads the whole store each step, so a watcher that fell behind
+                    // only needs a fresh position.
+                    Err(StoreError::WatchCompacted { .. }) => {
+                        changes = self
+                            .store
+                            .watch(self.store.local_view(|view| view.applied_index()) + 1);
+                    }
+                    Err(error) => return Err(error.into()),
+                },
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return Ok(()),
+            }
+        }
+    }
+
+    /// One step: the three phases in order, each on a fresh read of the store. Returns when the
+    /// next step is due even if nothing changes.
+    pub async fn step(&mut self) -> Result<Option<ClusterTime>, ManagerError> {
+        let mut wake_at: Option<ClusterTime> = None;
+        for phase in [
+            Phase::Orchestrators,
+            Phase::RestartSupervisor,
+            Phase::Reaper,
+        ] {
+            for _ in 0..ATTEMPTS_PER_PHASE {
+                let state = self.read_state()?;
+                let snapshot = ClusterSnapshot::new(&state.services, &state.nodes, &state.tasks);
+                let mut task_ids = raft_store::new_object_id;
+                let commands = match phase {
+                    Phase::Orchestrators => reconcile_all_services(
+                        &snapshot,
+                        self.supervisor.given_up_slots(),
+                        now(),
+                        &mut task_ids,
+                    ),
+                    Phase::RestartSupervisor => {
+                        self.supervisor.step(&snapshot, now(), &mut task_ids)
+                    }
+                    Phase::Reaper => reap_tasks(
+                        &snapshot,
+                        TaskHistoryLimit::of_cluster_spec(
+                            state
+                                .cluster
+                                .as_ref()
+                                .and_then(|cluster| cluster.spec.as_ref()),
+                        ),
+                    ),
+                };
+                let (changes, phase_wake_at) = changes_for(&state, commands);
+                if let Some(at) = phase_wake_at {
+                    wake_at = Some(wake_at.map_or(at, |earlier| earlier.min(at)));
+                }
+                if changes.is_empty() {
+                    break;
+                }
+                match self.store.write(Transaction::new(changes)).await {
+                    Ok(_) => break,
+                    Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => {
+                        tracing::debug!(?phase, "a concurrent write changed a task; re-reading");
+                    }
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        Ok(wake_at)
+    }
+
+    fn read_state(&self) -> Result<StoreState, ManagerError> {
+        self.store.local_view(|view| {
+            let records = |kind: &str| view.list(kind).cloned().collect::<Vec<_>>().into_iter();
+            Ok(StoreState {
+                services: decode_kind(records(Service::KIND))?,
+                nodes: decode_kind(records(Node::KIND))?,
+                tasks: decode_kind(records(Task::KIND))?,
+                cluster: decode_kind(records(Cluster::KIND))?.into_iter().next(),
+            })
+        })
+    }
+}
+
+fn now() -> ClusterTime {
+    ClusterTime::from_duration_since_unix_epoch(
+        SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap_or_default(),
+    )
+}
+
+/// Turns a core's commands into store changes against the state it read; a wake-up time is
+/// not a change but the time of the next step.
+fn changes_for(state: &StoreState, commands: Vec<Command>) -> (Vec<Change>, Option<ClusterTime>) {
+    let mut changes = Vec::with_capacity(commands.len());
+    let mut wake_at = None;
+    for command in commands {
+        match command {
+            Command::CreateTask(task) => changes.push(objects::create(&*task)),
+            Command::SetDesiredState {
+                task_id,
+                read_version,
+                desired_state,
+            } => {
+                if let Some(task) = state.tasks.iter().find(|task| task.id == task_id) {
+                    let mut changed = task.clone();
+                    changed.desired_state = desired_state as i32;
+                    let mut change = objects::update(&changed);
+                    if let Change::Update {
+                        expected_version, ..
+                    } = &mut change
+                    {
+                        *expected_version = read_version;
+                    }
+                    changes.push(change);
+                }
+            }
+            Command::DeleteTask {
+                task_id,
+                read_version,
+            } => changes.push(Change::Delete {
+                kind: Task::KIND.to_owned(),
+                id: task_id,
+                expected_version: read_version,
+            }),
+            Command::DeleteService {
+                service_id,
+                read_version,
+            } => changes.push(Change::Delete {
+                kind: Service::KIND.to_owned(),
+                id: service_id,
+                expected_version: read_version,
+            }),
+            Command::WakeUpAt { at } => {
+                wake_at = Some(wake_at.map_or(at, |earlier: ClusterTime| earlier.min(at)));
+            }
+        }
+    }
+    (changes, wake_at)
+}
