@@ -10,6 +10,7 @@
 //! [`orchestrator::TaskIdGenerator`], so the same snapshot always yields the same commands. Only
 //! the shells around the cores touch the store or the clock.
 
+pub mod assignment;
 mod error;
 pub mod objects;
 pub mod orchestration_loop;

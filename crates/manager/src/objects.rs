@@ -148,11 +148,17 @@ pub fn create<T: ClusterObject>(object: &T) -> Change {
 
 /// Replaces the stored object, provided it is still at the version `object` was read at.
 pub fn update<T: ClusterObject>(object: &T) -> Change {
+    update_at(object, object.read_version())
+}
+
+/// Replaces the stored object, provided it is still at `expected_version`: for a change decided
+/// on an earlier read than the copy in hand.
+pub fn update_at<T: ClusterObject>(object: &T, expected_version: u64) -> Change {
     Change::Update {
         kind: T::KIND.to_owned(),
         id: object.id().to_owned(),
         name: object.unique_name().to_owned(),
-        expected_version: object.read_version(),
+        expected_version,
         data: encode_without_meta(object),
     }
 }

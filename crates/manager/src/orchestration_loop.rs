@@ -7,9 +7,10 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use raft_store::{Change, ObjectRecord, Store, StoreError, Transaction, TxnRejection};
-use shoal_proto::api::{Cluster, Node, Service, Task};
+use shoal_proto::api::{Cluster, Node, Service, Task, TaskState, TaskStatus};
 use tokio::sync::watch;
 
+use crate::assignment::{Assignment, AssignmentOutcome, plan_assignments};
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::{
@@ -27,6 +28,7 @@ const ATTEMPTS_PER_PHASE: usize = 5;
 enum Phase {
     Orchestrators,
     RestartSupervisor,
+    Scheduler,
     Reaper,
 }
 
@@ -100,33 +102,48 @@ impl OrchestrationLoop {
         for phase in [
             Phase::Orchestrators,
             Phase::RestartSupervisor,
+            Phase::Scheduler,
             Phase::Reaper,
         ] {
             for _ in 0..ATTEMPTS_PER_PHASE {
                 let state = self.read_state()?;
                 let snapshot = ClusterSnapshot::new(&state.services, &state.nodes, &state.tasks);
                 let mut task_ids = raft_store::new_object_id;
-                let commands = match phase {
-                    Phase::Orchestrators => reconcile_all_services(
-                        &snapshot,
-                        self.supervisor.given_up_slots(),
-                        now(),
-                        &mut task_ids,
+                let now = now();
+                let (changes, phase_wake_at) = match phase {
+                    Phase::Orchestrators => changes_for(
+                        &state,
+                        reconcile_all_services(
+                            &snapshot,
+                            self.supervisor.given_up_slots(),
+                            now,
+                            &mut task_ids,
+                        ),
                     ),
                     Phase::RestartSupervisor => {
-                        self.supervisor.step(&snapshot, now(), &mut task_ids)
+                        changes_for(&state, self.supervisor.step(&snapshot, now, &mut task_ids))
                     }
-                    Phase::Reaper => reap_tasks(
-                        &snapshot,
-                        TaskHistoryLimit::of_cluster_spec(
-                            state
-                                .cluster
-                                .as_ref()
-                                .and_then(|cluster| cluster.spec.as_ref()),
+                    Phase::Scheduler => (
+                        assignment_changes(
+                            &state,
+                            plan_assignments(&state.nodes, &state.tasks),
+                            now,
+                        ),
+                        None,
+                    ),
+                    Phase::Reaper => changes_for(
+                        &state,
+                        reap_tasks(
+                            &snapshot,
+                            TaskHistoryLimit::of_cluster_spec(
+                                state
+                                    .cluster
+                                    .as_ref()
+                                    .and_then(|cluster| cluster.spec.as_ref()),
+                            ),
                         ),
                     ),
                 };
-                let (changes, phase_wake_at) = changes_for(&state, commands);
                 if let Some(at) = phase_wake_at {
                     wake_at = Some(wake_at.map_or(at, |earlier| earlier.min(at)));
                 }
@@ -158,6 +175,42 @@ impl OrchestrationLoop {
     }
 }
 
+/// Writes the scheduler's decisions as task status changes (and the node, when assigned),
+/// stamped with the time of the step.
+fn assignment_changes(
+    state: &StoreState,
+    assignments: Vec<Assignment>,
+    now: ClusterTime,
+) -> Vec<Change> {
+    assignments
+        .into_iter()
+        .filter_map(|assignment| {
+            let task = state
+                .tasks
+                .iter()
+                .find(|task| task.id == assignment.task_id)?;
+            let mut changed = task.clone();
+            let (state, message) = match assignment.outcome {
+                AssignmentOutcome::Assigned { node_id } => {
+                    changed.node_id = node_id;
+                    (
+                        TaskState::Assigned,
+                        "scheduler assigned task to node".to_owned(),
+                    )
+                }
+                AssignmentOutcome::Pending { message } => (TaskState::Pending, message),
+            };
+            changed.status = Some(TaskStatus {
+                timestamp: Some(now.to_proto_timestamp()),
+                state: state as i32,
+                message,
+                ..Default::default()
+            });
+            Some(objects::update_at(&changed, assignment.read_version))
+        })
+        .collect()
+}
+
 fn now() -> ClusterTime {
     ClusterTime::from_duration_since_unix_epoch(
         SystemTime::now()
@@ -182,14 +235,7 @@ fn changes_for(state: &StoreState, commands: Vec<Command>) -> (Vec<Change>, Opti
                 if let Some(task) = state.tasks.iter().find(|task| task.id == task_id) {
                     let mut changed = task.clone();
                     changed.desired_state = desired_state as i32;
-                    let mut change = objects::update(&changed);
-                    if let Change::Update {
-                        expected_version, ..
-                    } = &mut change
-                    {
-                        *expected_version = read_version;
-                    }
-                    changes.push(change);
+                    changes.push(objects::update_at(&changed, read_version));
                 }
             }
             Command::DeleteTask {

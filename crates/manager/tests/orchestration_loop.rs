@@ -37,6 +37,27 @@ fn replicated_service(id: &str, name: &str, replicas: u64) -> Service {
     }
 }
 
+fn ready_node(id: &str) -> api::Node {
+    api::Node {
+        id: id.into(),
+        spec: Some(api::NodeSpec::default()),
+        description: Some(api::NodeDescription {
+            hostname: id.into(),
+            resources: Some(api::Resources {
+                nano_cpus: 2_000_000_000,
+                memory_bytes: 1 << 30,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        status: Some(api::NodeStatus {
+            state: api::node_status::State::Ready as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
 async fn tasks(store: &Store) -> Vec<Task> {
     let records = store
         .list(Task::KIND, ReadConsistency::Local)
@@ -101,20 +122,59 @@ async fn services_in_the_store_get_their_tasks_scaled_and_removed() {
     let orchestration = tokio::spawn(OrchestrationLoop::new(Arc::clone(&store)).run(stopped));
 
     store
-        .write(Transaction::new(vec![objects::create(
-            &replicated_service("svc1", "web", 3),
-        )]))
+        .write(Transaction::new(vec![
+            objects::create(&ready_node("node1")),
+            objects::create(&replicated_service("svc1", "web", 3)),
+        ]))
         .await
         .unwrap();
-    let created = wait_for_tasks(&store, "three tasks", |tasks| {
+    let created = wait_for_tasks(&store, "three tasks assigned to the node", |tasks| {
         wanted_running(tasks) == [1, 2, 3]
+            && tasks.iter().all(|task| {
+                task.status.as_ref().map(|status| status.state) == Some(TaskState::Assigned as i32)
+            })
     })
     .await;
     for task in &created {
         assert_eq!(task.service_id, "svc1");
+        assert_eq!(task.node_id, "node1");
         assert_eq!(task.id.len(), 25, "ids have Swarm's form");
         assert!(task.spec.is_some());
     }
+
+    // A task no node can take stays pending, and says why.
+    let mut pinned = replicated_service("svc2", "pinned", 1);
+    let task_spec = pinned.spec.as_mut().unwrap().task.as_mut().unwrap();
+    task_spec.placement = Some(api::Placement {
+        constraints: vec!["node.labels.zone==nowhere".into()],
+        ..Default::default()
+    });
+    store
+        .write(Transaction::new(vec![objects::create(&pinned)]))
+        .await
+        .unwrap();
+    let pending = wait_for_tasks(&store, "a pending task", |tasks| {
+        tasks.iter().any(|task| {
+            task.service_id == "svc2"
+                && task.status.as_ref().is_some_and(|status| {
+                    status.state == TaskState::Pending as i32
+                        && status
+                            .message
+                            .contains("scheduling constraints not satisfied")
+                })
+        })
+    })
+    .await;
+    let pinned_tasks = pending.iter().filter(|task| task.service_id == "svc2");
+    assert!(
+        pinned_tasks.clone().count() == 1 && pinned_tasks.clone().all(|t| t.node_id.is_empty())
+    );
+    let mut removed = service(&store, "svc2").await.unwrap();
+    removed.pending_delete = true;
+    store
+        .write(Transaction::new(vec![objects::update(&removed)]))
+        .await
+        .unwrap();
 
     // Scale down to one: two tasks are told to shut down, one keeps running.
     let mut scaled = service(&store, "svc1").await.unwrap();
@@ -130,13 +190,33 @@ async fn services_in_the_store_get_their_tasks_scaled_and_removed() {
     })
     .await;
 
-    // Deleting the service removes its tasks (no worker holds them), then the service itself.
+    // Deleting the service: every task is told to go; once the node's worker reports them shut
+    // down (played here by the test), the reaper deletes them, then the service itself.
     let mut deleted = service(&store, "svc1").await.unwrap();
     deleted.pending_delete = true;
     store
         .write(Transaction::new(vec![objects::update(&deleted)]))
         .await
         .unwrap();
+    let stopping = wait_for_tasks(&store, "every task told to stop", |tasks| {
+        tasks
+            .iter()
+            .all(|task| task.desired_state >= TaskState::Shutdown as i32)
+    })
+    .await;
+    let reports = stopping
+        .iter()
+        .filter(|task| task.node_id == "node1")
+        .map(|task| {
+            let mut reported = task.clone();
+            reported.status = Some(api::TaskStatus {
+                state: TaskState::Shutdown as i32,
+                ..Default::default()
+            });
+            objects::update(&reported)
+        })
+        .collect();
+    store.write(Transaction::new(reports)).await.unwrap();
     wait_for_tasks(&store, "no tasks", <[Task]>::is_empty).await;
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     while service(&store, "svc1").await.is_some() {

@@ -1,7 +1,7 @@
 //! Which nodes may run a service's per-node (global) tasks, reusing the scheduler's parser
 //! and matcher for placement constraints.
 
-use shoal_proto::api::{self, Node, Service, node_spec, node_status};
+use shoal_proto::api::{Node, Service, node_spec, node_status};
 
 /// What a node allows for one service's per-node task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,7 +41,7 @@ impl ServiceConstraints {
     pub fn are_satisfied_by(&self, node: &Node) -> bool {
         match &self.parsed {
             Ok(constraints) => {
-                let view = node_view_for_constraints(node);
+                let view = crate::assignment::node_view(node);
                 constraints
                     .iter()
                     .all(|constraint| constraint.is_satisfied_by(&view))
@@ -95,34 +95,4 @@ pub(crate) fn node_keeps_replicated_tasks(node: Option<&Node>) -> bool {
         .as_ref()
         .is_some_and(|status| status.state() == node_status::State::Down);
     !drained && !down
-}
-
-/// Builds the scheduler's view of a node, filling only what constraints read.
-fn node_view_for_constraints(node: &Node) -> scheduler::NodeView {
-    let mut view = scheduler::NodeView::new(node.id.clone(), scheduler::Resources::ZERO);
-    let description = node.description.clone().unwrap_or_default();
-    view.hostname = description.hostname;
-    view.role = match node.role() {
-        api::NodeRole::Manager => scheduler::NodeRole::Manager,
-        api::NodeRole::Worker => scheduler::NodeRole::Worker,
-    };
-    let platform = description.platform.unwrap_or_default();
-    view.platform = scheduler::Platform::new(platform.os, platform.architecture);
-    view.engine_labels = description
-        .engine
-        .map(|engine| engine.labels.into_iter().collect())
-        .unwrap_or_default();
-    view.labels = node
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.annotations.as_ref())
-        .map(|annotations| {
-            annotations
-                .labels
-                .iter()
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect()
-        })
-        .unwrap_or_default();
-    view
 }

@@ -1,0 +1,362 @@
+//! Placement of pending tasks, the pure half of the scheduler phase: builds the scheduler's view
+//! of the nodes from the store's nodes and the tasks already on them, asks [`scheduler::schedule`]
+//! about every task waiting for a node in one batch, and says how each task's status changes.
+
+use std::collections::HashMap;
+
+use scheduler::{
+    Constraint, Decision, HostPort, NodeAvailability, NodeRole, NodeView, Platform, PortProtocol,
+    Resources, SpreadPreference, TaskRequest,
+};
+use shoal_proto::api::{
+    self, Node, Task, TaskState, node_spec, node_status, placement, port_config,
+};
+
+use crate::orchestrator::{is_terminal, observed_state};
+
+/// How the scheduler phase changes one task's status.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Assignment {
+    pub task_id: String,
+    /// The task version the decision was based on.
+    pub read_version: u64,
+    pub outcome: AssignmentOutcome,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum AssignmentOutcome {
+    /// Observed state ASSIGNED on this node.
+    Assigned { node_id: String },
+    /// Observed state PENDING, with why no node fits.
+    Pending { message: String },
+}
+
+/// The scheduler's view of a node, from the node alone (nothing yet reserved on it).
+pub fn node_view(node: &Node) -> NodeView {
+    let description = node.description.clone().unwrap_or_default();
+    let resources = description.resources.clone().unwrap_or_default();
+    let mut view = NodeView::new(
+        node.id.clone(),
+        Resources::new(
+            u64::try_from(resources.nano_cpus).unwrap_or(0),
+            u64::try_from(resources.memory_bytes).unwrap_or(0),
+        ),
+    );
+    if !description.hostname.is_empty() {
+        view.hostname = description.hostname;
+    }
+    view.role = match node.role() {
+        api::NodeRole::Manager => NodeRole::Manager,
+        api::NodeRole::Worker => NodeRole::Worker,
+    };
+    let platform = description.platform.unwrap_or_default();
+    view.platform = Platform::new(platform.os, platform.architecture);
+    view.engine_labels = description
+        .engine
+        .map(|engine| engine.labels.into_iter().collect())
+        .unwrap_or_default();
+    let spec = node.spec.clone().unwrap_or_default();
+    view.availability = match spec.availability() {
+        node_spec::Availability::Active => NodeAvailability::Active,
+        node_spec::Availability::Pause => NodeAvailability::Pause,
+        node_spec::Availability::Drain => NodeAvailability::Drain,
+    };
+    view.labels = spec
+        .annotations
+        .map(|annotations| annotations.labels.into_iter().collect())
+        .unwrap_or_default();
+    view.ready = node
+        .status
+        .as_ref()
+        .is_some_and(|status| status.state() == node_status::State::Ready);
+    view
+}
+
+fn reservations(task: &Task) -> Resources {
+    let reserved = task
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.resources.as_ref())
+        .and_then(|resources| resources.reservations.clone())
+        .unwrap_or_default();
+    Resources::new(
+        u64::try_from(reserved.nano_cpus).unwrap_or(0),
+        u64::try_from(reserved.memory_bytes).unwrap_or(0),
+    )
+}
+
+fn host_ports(task: &Task) -> Vec<HostPort> {
+    let ports = task
+        .endpoint
+        .as_ref()
+        .and_then(|endpoint| endpoint.spec.as_ref())
+        .map(|spec| spec.ports.clone())
+        .unwrap_or_default();
+    ports
+        .into_iter()
+        .filter(|port| port.publish_mode() == port_config::PublishMode::Host)
+        .filter_map(|port| {
+            let protocol = match port.protocol() {
+                port_config::Protocol::Tcp => PortProtocol::Tcp,
+                port_config::Protocol::Udp => PortProtocol::Udp,
+                port_config::Protocol::Sctp => PortProtocol::Sctp,
+            };
+            Some(HostPort {
+                protocol,
+                port: u16::try_from(port.published_port)
+                    .ok()
+                    .filter(|port| *port != 0)?,
+            })
+        })
+        .collect()
+}
+
+/// Whether a task holds resources on its node: assigned there and not ended.
+fn occupies_node(task: &Task) -> bool {
+    !task.node_id.is_empty() && !is_terminal(observed_state(task))
+}
+
+/// Whether a task waits for a node: managers want it to run and none was given yet.
+fn waits_for_node(task: &Task) -> bool {
+    task.node_id.is_empty()
+        && matches!(
+            task.desired_state(),
+            TaskState::Running | TaskState::Complete
+        )
+        && (observed_state(task) as i32) < TaskState::Assigned as i32
+}
+
+/// The scheduler's request for a task, or why it can never be placed as written.
+fn task_request(task: &Task) -> Result<TaskRequest, String> {
+    let mut request = TaskRequest::new(task.id.clone(), task.service_id.clone());
+    request.reservations = reservations(task);
+    request.host_published_ports = host_ports(task);
+    let placement = task
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.placement.clone())
+        .unwrap_or_default();
+    request.constraints =
+        Constraint::parse_all(&placement.constraints).map_err(|error| error.to_string())?;
+    for preference in &placement.preferences {
+        if let Some(placement::preference::Preference::Spread(spread)) = &preference.preference {
+            request.placement_preferences.push(
+                SpreadPreference::parse(&spread.spread_descriptor)
+                    .map_err(|error| error.to_string())?,
+            );
+        }
+    }
+    request.max_replicas_per_node = placement.max_replicas;
+    request.platforms = placement
+        .platforms
+        .into_iter()
+        .map(|platform| Platform::new(platform.os, platform.architecture))
+        .collect();
+    Ok(request)
+}
+
+/// Places every task waiting for a node, in one batch. Returns only real changes: a task left
+/// PENDING for the reason it already shows gets no update, so a step never rewrites the store
+/// (and wakes itself) for nothing.
+pub fn plan_assignments(nodes: &[Node], tasks: &[Task]) -> Vec<Assignment> {
+    let mut views: Vec<NodeView> = nodes.iter().map(node_view).collect();
+    let index_by_node: HashMap<&str, usize> = nodes
+        .iter()
+        .enumerate()
+        .map(|(index, node)| (node.id.as_str(), index))
+        .collect();
+    for task in tasks.iter().filter(|task| occupies_node(task)) {
+        if let Some(view) = index_by_node
+            .get(task.node_id.as_str())
+            .map(|i| &mut views[*i])
+        {
+            view.reserved_resources = view.reserved_resources.saturating_add(reservations(task));
+            *view
+                .task_count_by_service
+                .entry(task.service_id.clone())
+                .or_default() += 1;
+            view.host_ports_in_use.extend(host_ports(task));
+        }
+    }
+
+    let mut outcomes = Vec::new();
+    let mut requests = Vec::new();
+    let mut waiting: HashMap<&str, &Task> = HashMap::new();
+    for task in tasks.iter().filter(|task| waits_for_node(task)) {
+        waiting.insert(task.id.as_str(), task);
+        match task_request(task) {
+            Ok(request) => requests.push(request),
+            Err(message) => outcomes.push((task, AssignmentOutcome::Pending { message })),
+        }
+    }
+    for decision in scheduler::schedule(&views, &requests) {
+        let Some(task) = waiting.get(decision.task_id()) else {
+            continue;
+        };
+        let outcome = match decision {
+            Decision::Assign { node_id, .. } => AssignmentOutcome::Assigned { node_id },
+            Decision::Unplaceable { reason, .. } => AssignmentOutcome::Pending {
+                message: reason.to_string(),
+            },
+        };
+        outcomes.push((task, outcome));
+    }
+    outcomes
+        .into_iter()
+        .filter(|(task, outcome)| match outcome {
+            AssignmentOutcome::Pending { message } => {
+                observed_state(task) != TaskState::Pending
+                    || task.status.as_ref().map(|status| &status.message) != Some(message)
+            }
+            AssignmentOutcome::Assigned { .. } => true,
+        })
+        .map(|(task, outcome)| Assignment {
+            task_id: task.id.clone(),
+            read_version: task
+                .meta
+                .as_ref()
+                .and_then(|meta| meta.version.as_ref())
+                .map_or(0, |version| version.index),
+            outcome,
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn node(id: &str, zone: &str, memory_bytes: i64) -> Node {
+        Node {
+            id: id.into(),
+            spec: Some(api::NodeSpec {
+                annotations: Some(api::Annotations {
+                    labels: [("zone".to_owned(), zone.to_owned())].into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            description: Some(api::NodeDescription {
+                hostname: format!("host-{id}"),
+                resources: Some(api::Resources {
+                    nano_cpus: 2_000_000_000,
+                    memory_bytes,
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(api::NodeStatus {
+                state: node_status::State::Ready as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn task(id: &str, constraints: &[&str], memory_bytes: i64) -> Task {
+        Task {
+            id: id.into(),
+            service_id: "svc".into(),
+            desired_state: TaskState::Running as i32,
+            spec: Some(api::TaskSpec {
+                placement: Some(api::Placement {
+                    constraints: constraints.iter().map(|c| c.to_string()).collect(),
+                    ..Default::default()
+                }),
+                resources: Some(api::ResourceRequirements {
+                    reservations: Some(api::Resources {
+                        memory_bytes,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn outcomes(nodes: &[Node], tasks: &[Task]) -> Vec<(String, AssignmentOutcome)> {
+        plan_assignments(nodes, tasks)
+            .into_iter()
+            .map(|assignment| (assignment.task_id, assignment.outcome))
+            .collect()
+    }
+
+    fn assigned(node_id: &str) -> AssignmentOutcome {
+        AssignmentOutcome::Assigned {
+            node_id: node_id.into(),
+        }
+    }
+
+    #[test]
+    fn waiting_tasks_spread_over_nodes_and_honour_constraints() {
+        let nodes = [node("n1", "a", 1 << 30), node("n2", "b", 1 << 30)];
+        let tasks = [
+            task("t1", &[], 0),
+            task("t2", &[], 0),
+            task("t3", &["node.labels.zone==b"], 0),
+        ];
+        let mut result = outcomes(&nodes, &tasks);
+        result.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(result[2], ("t3".into(), assigned("n2")));
+        let first_two: Vec<&AssignmentOutcome> = result[..2].iter().map(|(_, o)| o).collect();
+        assert!(first_two.contains(&&assigned("n1")) && first_two.contains(&&assigned("n2")));
+    }
+
+    #[test]
+    fn tasks_already_on_a_node_count_against_its_memory() {
+        let nodes = [node("n1", "a", 1 << 30)];
+        let mut running = task("old", &[], 768 << 20);
+        running.node_id = "n1".into();
+        running.status = Some(api::TaskStatus {
+            state: TaskState::Running as i32,
+            ..Default::default()
+        });
+        let result = outcomes(&nodes, &[running, task("new", &[], 512 << 20)]);
+        let [(id, AssignmentOutcome::Pending { message })] = &result[..] else {
+            panic!("one pending task expected, got {result:?}");
+        };
+        assert_eq!(id, "new");
+        assert!(
+            message.contains("insufficient memory on 1 node"),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn a_bad_constraint_keeps_the_task_pending_with_the_parse_error() {
+        let result = outcomes(
+            &[node("n1", "a", 1 << 30)],
+            &[task("t", &["node.foo==x"], 0)],
+        );
+        let [(_, AssignmentOutcome::Pending { message })] = &result[..] else {
+            panic!("a pending task expected, got {result:?}");
+        };
+        assert!(message.contains("node.foo"), "{message}");
+    }
+
+    #[test]
+    fn an_unchanged_pending_reason_is_not_written_again() {
+        let mut waiting = task("t", &["node.labels.zone==z"], 0);
+        let first = outcomes(&[node("n1", "a", 1 << 30)], std::slice::from_ref(&waiting));
+        let [(_, AssignmentOutcome::Pending { message })] = &first[..] else {
+            panic!("a pending task expected, got {first:?}");
+        };
+        waiting.status = Some(api::TaskStatus {
+            state: TaskState::Pending as i32,
+            message: message.clone(),
+            ..Default::default()
+        });
+        assert!(outcomes(&[node("n1", "a", 1 << 30)], &[waiting]).is_empty());
+    }
+
+    #[test]
+    fn only_tasks_wanted_running_without_a_node_are_placed() {
+        let mut shut_down = task("down", &[], 0);
+        shut_down.desired_state = TaskState::Shutdown as i32;
+        let mut delayed = task("delayed", &[], 0);
+        delayed.desired_state = TaskState::Ready as i32;
+        assert!(outcomes(&[node("n1", "a", 1 << 30)], &[shut_down, delayed]).is_empty());
+    }
+}
