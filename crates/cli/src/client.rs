@@ -1,0 +1,636 @@
+//! The client side: connecting to the daemon's unix socket and the `image` and `container`
+//! commands, with docker-like tables and `--format json` lines.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::time::{Duration, SystemTime};
+
+use anyhow::{Context as _, bail};
+use shoal_proto::engine as pb;
+use shoal_proto::engine::engine_client::EngineClient;
+use tokio::io::AsyncReadExt;
+use tokio_stream::StreamExt;
+use tonic::transport::{Channel, Endpoint, Uri};
+
+/// The path in a `unix:///PATH` host.
+pub(crate) fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
+    match host.strip_prefix("unix://") {
+        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
+        _ => bail!("unsupported host {host:?}: use -H unix:///path/to/shoal.sock"),
+    }
+}
+
+/// Connects to the daemon at `host`.
+pub(crate) async fn connect(host: &str) -> anyhow::Result<EngineClient<Channel>> {
+    let path = socket_path(host)?;
+    let connector = tower::service_fn(move |_: Uri| {
+        let path = path.clone();
+        async move {
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                tokio::net::UnixStream::connect(path).await?,
+            ))
+        }
+    });
+    let channel = Endpoint::try_from("http://localhost")?
+        .connect_with_connector(connector)
+        .await
+        .with_context(|| format!("cannot reach the shoal daemon at {host}: is 'shoal daemon' running there? (pick another with -H or SHOAL_HOST)"))?;
+    Ok(EngineClient::new(channel).max_decoding_message_size(64 << 20))
+}
+
+/// Turns a gRPC status into the daemon's own message.
+pub(crate) fn daemon_error(status: tonic::Status) -> anyhow::Error {
+    anyhow::anyhow!("{}", status.message())
+}
+
+/// Streams a file (or stdin for `-`) to the daemon as `Upload` messages.
+fn upload_stream(
+    source: String,
+    reference: String,
+) -> impl tokio_stream::Stream<Item = pb::Upload> {
+    let (sender, receiver) = tokio::sync::mpsc::channel(4);
+    tokio::spawn(async move {
+        let mut reader: Box<dyn tokio::io::AsyncRead + Unpin + Send> = if source == "-" {
+            Box::new(tokio::io::stdin())
+        } else {
+            match tokio::fs::File::open(&source).await {
+                Ok(file) => Box::new(file),
+                Err(error) => {
+                    eprintln!("cannot open {source}: {error}");
+                    return;
+                }
+            }
+        };
+        let mut reference = Some(reference);
+        loop {
+            let mut data = vec![0u8; 1 << 20];
+            let n = match reader.read(&mut data).await {
+                Ok(n) => n,
+                Err(error) => {
+                    eprintln!("reading {source}: {error}");
+                    return;
+                }
+            };
+            if n == 0 && reference.is_none() {
+                return;
+            }
+            data.truncate(n);
+            let message = pb::Upload {
+                reference: reference.take().unwrap_or_default(),
+                data,
+            };
+            if sender.send(message).await.is_err() || n == 0 {
+                return;
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(receiver)
+}
+
+fn check_readable(source: &str) -> anyhow::Result<()> {
+    if source != "-" {
+        std::fs::metadata(source).with_context(|| format!("cannot read {source}"))?;
+    }
+    Ok(())
+}
+
+pub(crate) async fn image_import(
+    host: &str,
+    source: String,
+    reference: String,
+) -> anyhow::Result<()> {
+    check_readable(&source)?;
+    let mut client = connect(host).await?;
+    let response = client
+        .import_image(upload_stream(source, reference))
+        .await
+        .map_err(daemon_error)?
+        .into_inner();
+    if let Some(image) = response.image {
+        println!("{}", image.id);
+    }
+    Ok(())
+}
+
+pub(crate) async fn image_load(host: &str, input: String) -> anyhow::Result<()> {
+    check_readable(&input)?;
+    let mut client = connect(host).await?;
+    let response = client
+        .load_image(upload_stream(input, String::new()))
+        .await
+        .map_err(daemon_error)?
+        .into_inner();
+    for image in response.images {
+        if image.repo_tags.is_empty() {
+            println!("Loaded image ID: {}", image.id);
+        }
+        for tag in image.repo_tags {
+            println!("Loaded image: {tag}");
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn image_pull(
+    host: &str,
+    reference: String,
+    insecure: bool,
+) -> anyhow::Result<()> {
+    let mut client = connect(host).await?;
+    let response = client
+        .pull_image(pb::PullImageRequest {
+            reference,
+            insecure,
+        })
+        .await
+        .map_err(daemon_error)?
+        .into_inner();
+    if let Some(image) = response.image {
+        println!("Digest: {}\n{}", image.manifest_digest, image.id);
+    }
+    Ok(())
+}
+
+fn ago(rfc3339: &str) -> String {
+    match engine::util::parse_rfc3339(rfc3339)
+        .and_then(|t| SystemTime::now().duration_since(t).ok())
+    {
+        Some(elapsed) => format!("{} ago", engine::util::human_duration(elapsed)),
+        None => "N/A".to_owned(),
+    }
+}
+
+fn human_size(bytes: u64) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"];
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= 1000.0 && unit + 1 < units.len() {
+        value /= 1000.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{bytes}B")
+    } else {
+        format!("{value:.3}")
+            .trim_end_matches('0')
+            .trim_end_matches('.')
+            .to_owned()
+            + units[unit]
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    let hex = id.strip_prefix("sha256:").unwrap_or(id);
+    &hex[..hex.len().min(12)]
+}
+
+fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for row in &rows {
+        for (i, cell) in row.iter().enumerate() {
+            widths[i] = widths[i].max(cell.chars().count());
+        }
+    }
+    let mut out = std::io::stdout().lock();
+    let line = |cells: Vec<String>| -> String {
+        let last = cells.len().saturating_sub(1);
+        cells
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i == last {
+                    c
+                } else {
+                    format!("{c:<w$}   ", w = widths[i])
+                }
+            })
+            .collect()
+    };
+    let _ = writeln!(
+        out,
+        "{}",
+        line(header.iter().map(|h| h.to_string()).collect())
+    );
+    for row in rows {
+        let _ = writeln!(out, "{}", line(row));
+    }
+}
+
+pub(crate) async fn image_ls(host: &str, json: bool) -> anyhow::Result<()> {
+    let mut client = connect(host).await?;
+    let images = client
+        .list_images(pb::ListImagesRequest {})
+        .await
+        .map_err(daemon_error)?
+        .into_inner()
+        .images;
+    let mut rows = Vec::new();
+    for image in images {
+        let tags = if image.repo_tags.is_empty() {
+            vec!["<none>:<none>".to_owned()]
+        } else {
+            image.repo_tags.clone()
+        };
+        for tag in tags {
+            let (repository, tag) = tag
+                .rsplit_once(':')
+                .map(|(r, t)| (r.to_owned(), t.to_owned()))
+                .unwrap_or((tag, String::new()));
+            if json {
+                let object = serde_json::json!({
+                    "Repository": repository, "Tag": tag, "ID": short_id(&image.id), "Digest": image.manifest_digest,
+                    "CreatedAt": image.created, "CreatedSince": ago(&image.created), "Size": human_size(image.size_bytes),
+                });
+                println!("{object}");
+            } else {
+                rows.push(vec![
+                    repository,
+                    tag,
+                    short_id(&image.id).to_owned(),
+                    ago(&image.created),
+                    human_size(image.size_bytes),
+                ]);
+            }
+        }
+    }
+    if !json {
+        print_table(&["REPOSITORY", "TAG", "IMAGE ID", "CREATED", "SIZE"], rows);
+    }
+    Ok(())
+}
+
+pub(crate) async fn image_inspect(host: &str, names: Vec<String>) -> anyhow::Result<()> {
+    let mut client = connect(host).await?;
+    let mut documents = Vec::new();
+    for name in names {
+        let json = client
+            .inspect_image(pb::InspectImageRequest { name })
+            .await
+            .map_err(daemon_error)?
+            .into_inner()
+            .json;
+        documents.push(
+            serde_json::from_str::<serde_json::Value>(&json).context("daemon sent bad JSON")?,
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&documents)?);
+    Ok(())
+}
+
+pub(crate) async fn image_rm(host: &str, names: Vec<String>) -> anyhow::Result<()> {
+    let mut client = connect(host).await?;
+    for name in names {
+        let removed = client
+            .remove_image(pb::RemoveImageRequest { name })
+            .await
+            .map_err(daemon_error)?
+            .into_inner()
+            .removed;
+        for item in removed {
+            if item.starts_with("sha256:") {
+                println!("Deleted: {item}");
+            } else {
+                println!("Untagged: {item}");
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Arguments of `container run`, already parsed.
+pub(crate) struct RunOptions {
+    pub(crate) detach: bool,
+    pub(crate) spec: pb::ContainerSpec,
+}
+
+pub(crate) async fn container_run(host: &str, options: RunOptions) -> anyhow::Result<i32> {
+    let mut client = connect(host).await?;
+    let mut spec = options.spec;
+    let remove_after = spec.auto_remove && !options.detach;
+    if remove_after {
+        // In the foreground the client removes the container itself, after reading its logs.
+        spec.auto_remove = false;
+    }
+    let id = client
+        .create_container(spec)
+        .await
+        .map_err(daemon_error)?
+        .into_inner()
+        .id;
+    if let Err(status) = client
+        .start_container(pb::ContainerRef { id: id.clone() })
+        .await
+    {
+        let _ = client
+            .remove_container(pb::RemoveContainerRequest {
+                id: id.clone(),
+                force: true,
+            })
+            .await;
+        return Err(daemon_error(status));
+    }
+    if options.detach {
+        println!("{id}");
+        return Ok(0);
+    }
+    let mut logs = client
+        .container_logs(pb::LogsRequest {
+            id: id.clone(),
+            follow: true,
+            tail: None,
+        })
+        .await
+        .map_err(daemon_error)?
+        .into_inner();
+    while let Some(entry) = logs.next().await {
+        let entry = entry.map_err(daemon_error)?;
+        if entry.stream == "stderr" {
+            eprint!("{}", entry.log);
+        } else {
+            print!("{}", entry.log);
+        }
+    }
+    let done = client
+        .wait_container(pb::ContainerRef { id: id.clone() })
+        .await
+        .map_err(daemon_error)?
+        .into_inner();
+    if remove_after {
+        client
+            .remove_container(pb::RemoveContainerRequest { id, force: true })
+            .await
+            .map_err(daemon_error)?;
+    }
+    if !done.error.is_empty() {
+        eprintln!("shoal: {}", done.error);
+    }
+    Ok(done.exit_code)
+}
+
+fn status_text(container: &pb::Container) -> String {
+    match container.status.as_str() {
+        "running" => {
+            let mut text = format!("Up {}", ago(&container.started_at).trim_end_matches(" ago"));
+            match container.health.as_str() {
+                "" => {}
+                "starting" => text.push_str(" (health: starting)"),
+                other => text.push_str(&format!(" ({other})")),
+            }
+            text
+        }
+        "exited" => format!(
+            "Exited ({}) {}",
+            container.exit_code,
+            ago(&container.finished_at)
+        ),
+        _ => "Created".to_owned(),
+    }
+}
+
+fn command_text(args: &[String]) -> String {
+    let joined = args.join(" ");
+    if joined.chars().count() > 20 {
+        format!("\"{}…\"", joined.chars().take(19).collect::<String>())
+    } else {
+        format!("\"{joined}\"")
+    }
+}
+
+pub(crate) async fn container_ls(
+    host: &str,
+    all: bool,
+    json: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let mut client = connect(host).await?;
+    let containers = client
+        .list_containers(pb::ListContainersRequest { all })
+        .await
+        .map_err(daemon_error)?
+        .into_inner()
+        .containers;
+    if quiet {
+        for c in containers {
+            println!("{}", short_id(&c.id));
+        }
+        return Ok(());
+    }
+    let mut rows = Vec::new();
+    for c in &containers {
+        if json {
+            let object = serde_json::json!({
+                "ID": short_id(&c.id), "Image": c.image, "Command": command_text(&c.args), "CreatedAt": c.created,
+                "RunningFor": ago(&c.created), "Status": status_text(c), "State": c.status, "Health": c.health,
+                "Ports": "", "Names": c.name, "ExitCode": c.has_exit_code.then_some(c.exit_code), "OOMKilled": c.oom_killed,
+            });
+            println!("{object}");
+        } else {
+            rows.push(vec![
+                short_id(&c.id).to_owned(),
+                c.image.clone(),
+                command_text(&c.args),
+                ago(&c.created),
+                status_text(c),
+                String::new(),
+                c.name.clone(),
+            ]);
+        }
+    }
+    if !json {
+        print_table(
+            &[
+                "CONTAINER ID",
+                "IMAGE",
+                "COMMAND",
+                "CREATED",
+                "STATUS",
+                "PORTS",
+                "NAMES",
+            ],
+            rows,
+        );
+    }
+    Ok(())
+}
+
+pub(crate) async fn container_logs(
+    host: &str,
+    id: String,
+    follow: bool,
+    tail: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut client = connect(host).await?;
+    let mut logs = client
+        .container_logs(pb::LogsRequest { id, follow, tail })
+        .await
+        .map_err(daemon_error)?
+        .into_inner();
+    let mut stdout = std::io::stdout();
+    let mut stderr = std::io::stderr();
+    while let Some(entry) = logs.next().await {
+        let entry = entry.map_err(daemon_error)?;
+        if entry.stream == "stderr" {
+            let _ = stderr.write_all(entry.log.as_bytes());
+        } else {
+            let _ = stdout.write_all(entry.log.as_bytes());
+            let _ = stdout.flush();
+        }
+    }
+    Ok(())
+}
+
+pub(crate) async fn container_stop(
+    host: &str,
+    ids: Vec<String>,
+    timeout: Option<u64>,
+) -> anyhow::Result<()> {
+    let mut client = connect(host).await?;
+    for id in ids {
+        let timeout = timeout.map(|s| pb::Duration {
+            seconds: s as i64,
+            nanos: 0,
+        });
+        client
+            .stop_container(pb::StopContainerRequest {
+                id: id.clone(),
+                timeout,
+            })
+            .await
+            .map_err(daemon_error)?;
+        println!("{id}");
+    }
+    Ok(())
+}
+
+pub(crate) async fn container_rm(host: &str, ids: Vec<String>, force: bool) -> anyhow::Result<()> {
+    let mut client = connect(host).await?;
+    for id in ids {
+        client
+            .remove_container(pb::RemoveContainerRequest {
+                id: id.clone(),
+                force,
+            })
+            .await
+            .map_err(daemon_error)?;
+        println!("{id}");
+    }
+    Ok(())
+}
+
+pub(crate) async fn container_inspect(host: &str, ids: Vec<String>) -> anyhow::Result<()> {
+    let mut client = connect(host).await?;
+    let mut documents = Vec::new();
+    for id in ids {
+        let container = client
+            .inspect_container(pb::ContainerRef { id })
+            .await
+            .map_err(daemon_error)?
+            .into_inner();
+        documents.push(
+            serde_json::from_str::<serde_json::Value>(&container.inspect_json)
+                .context("daemon sent bad JSON")?,
+        );
+    }
+    println!("{}", serde_json::to_string_pretty(&documents)?);
+    Ok(())
+}
+
+pub(crate) async fn container_start(host: &str, ids: Vec<String>) -> anyhow::Result<()> {
+    let mut client = connect(host).await?;
+    for id in ids {
+        client
+            .start_container(pb::ContainerRef { id: id.clone() })
+            .await
+            .map_err(daemon_error)?;
+        println!("{id}");
+    }
+    Ok(())
+}
+
+pub(crate) async fn container_wait(host: &str, ids: Vec<String>) -> anyhow::Result<()> {
+    let mut client = connect(host).await?;
+    for id in ids {
+        let container = client
+            .wait_container(pb::ContainerRef { id })
+            .await
+            .map_err(daemon_error)?
+            .into_inner();
+        println!("{}", container.exit_code);
+    }
+    Ok(())
+}
+
+/// Parses `16m`, `1g`, `512k`, `1024` (bytes), as docker's `--memory` does.
+pub(crate) fn parse_bytes(text: &str) -> anyhow::Result<u64> {
+    let lower = text.trim().to_ascii_lowercase();
+    let lower = lower.trim_end_matches('b');
+    let (number, multiplier) = match lower.chars().last() {
+        Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
+        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
+        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
+        _ => (lower, 1),
+    };
+    let value: f64 = number
+        .parse()
+        .with_context(|| format!("invalid size {text:?}: use e.g. 16m, 1g or a byte count"))?;
+    if value <= 0.0 {
+        bail!("invalid size {text:?}: must be positive");
+    }
+    Ok((value * multiplier as f64) as u64)
+}
+
+/// Parses `30s`, `1m30s`, `500ms`, `2h` or plain seconds.
+pub(crate) fn parse_duration(text: &str) -> anyhow::Result<Duration> {
+    if let Ok(seconds) = text.parse::<f64>() {
+        return Ok(Duration::from_secs_f64(seconds.max(0.0)));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let split = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .with_context(|| format!("invalid duration {text:?}: missing unit"))?;
+        let (number, after) = rest.split_at(split);
+        let unit_len = after
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(after.len());
+        let (unit, next) = after.split_at(unit_len);
+        let value: f64 = number
+            .parse()
+            .with_context(|| format!("invalid duration {text:?}"))?;
+        let seconds = match unit {
+            "ms" => value / 1000.0,
+            "s" => value,
+            "m" => value * 60.0,
+            "h" => value * 3600.0,
+            _ => bail!("invalid duration {text:?}: units are ms, s, m, h"),
+        };
+        total += Duration::from_secs_f64(seconds);
+        rest = next;
+    }
+    Ok(total)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_and_durations_parse() -> anyhow::Result<()> {
+        assert_eq!(parse_bytes("16m")?, 16 << 20);
+        assert_eq!(parse_bytes("1G")?, 1 << 30);
+        assert_eq!(parse_bytes("512")?, 512);
+        assert!(parse_bytes("lots").is_err());
+        assert_eq!(parse_duration("1m30s")?, Duration::from_secs(90));
+        assert_eq!(parse_duration("500ms")?, Duration::from_millis(500));
+        assert_eq!(parse_duration("2")?, Duration::from_secs(2));
+        assert!(parse_duration("3x").is_err());
+        assert_eq!(human_size(1_234_567), "1.235MB");
+        assert_eq!(
+            socket_path("unix:///run/x.sock")?,
+            PathBuf::from("/run/x.sock")
+        );
+        assert!(socket_path("tcp://1.2.3.4:1").is_err());
+        Ok(())
+    }
+}

@@ -1,0 +1,513 @@
+//! Converts a checked [`ComposeProject`] into the specs `stack deploy` sends: services, networks,
+//! and the names of the secrets, configs and volumes they use. Pure; follows docker's stack
+//! conversion so that a stack deployed by either CLI looks the same (names `STACK_NAME`, the
+//! `com.docker.stack.namespace` label, `STACK_default` for services without networks).
+
+use std::collections::{BTreeMap, HashMap};
+
+use shoal_proto::api;
+
+use super::model::*;
+
+/// The label docker puts on everything a stack owns; `stack rm` and `stack ls` find them by it.
+pub(crate) const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+
+/// Everything `stack deploy` creates or looks up, in dependency order of creation.
+#[derive(Debug, Default)]
+pub(crate) struct StackSpecs {
+    /// Networks the stack creates, by full name. External networks are not here.
+    pub(crate) networks: BTreeMap<String, api::NetworkSpec>,
+    /// Secrets and configs the stack creates from files: full name → absolute file path. The
+    /// caller reads the files (and checks their size) before anything is written.
+    pub(crate) secret_files: BTreeMap<String, String>,
+    pub(crate) config_files: BTreeMap<String, String>,
+    pub(crate) services: BTreeMap<String, api::ServiceSpec>,
+}
+
+fn proto_duration(duration: std::time::Duration) -> api::Duration {
+    api::Duration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: duration.subsec_nanos() as i32,
+    }
+}
+
+fn scoped(stack: &str, name: &str) -> String {
+    format!("{stack}_{name}")
+}
+
+/// The name an object gets in the cluster: its `name:` if set, its own name if external, else
+/// prefixed with the stack.
+fn object_name(stack: &str, key: &str, explicit: &Option<String>, external: bool) -> String {
+    match explicit {
+        Some(name) => name.clone(),
+        None if external => key.to_owned(),
+        None => scoped(stack, key),
+    }
+}
+
+fn namespace_labels(stack: &str, labels: &BTreeMap<String, String>) -> HashMap<String, String> {
+    let mut out: HashMap<String, String> =
+        labels.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+    out.insert(NAMESPACE_LABEL.into(), stack.into());
+    out
+}
+
+/// Parses `0.5` CPUs into nano-CPUs (validated by the parser already).
+fn nano_cpus(cpus: &Option<String>) -> i64 {
+    cpus.as_deref()
+        .and_then(|c| c.parse::<f64>().ok())
+        .map_or(0, |c| (c * 1e9).round() as i64)
+}
+
+pub(crate) fn to_specs(stack: &str, project: &ComposeProject) -> StackSpecs {
+    let mut specs = StackSpecs::default();
+    let mut uses_default_network = false;
+    for (name, service) in &project.services {
+        if service.networks.is_empty() || service.networks.contains_key("default") {
+            uses_default_network = true;
+        }
+        specs.services.insert(
+            scoped(stack, name),
+            service_spec(stack, name, service, project),
+        );
+    }
+    for (key, network) in &project.networks {
+        if network.external {
+            continue;
+        }
+        let name = object_name(stack, key, &network.name, false);
+        specs
+            .networks
+            .insert(name.clone(), network_spec(stack, &name, network));
+    }
+    if uses_default_network && !project.networks.contains_key("default") {
+        let name = scoped(stack, "default");
+        specs.networks.insert(
+            name.clone(),
+            network_spec(stack, &name, &Network::default()),
+        );
+    }
+    for (key, secret) in &project.secrets {
+        if let (false, Some(file)) = (secret.external, &secret.file) {
+            specs
+                .secret_files
+                .insert(object_name(stack, key, &secret.name, false), file.clone());
+        }
+    }
+    for (key, config) in &project.configs {
+        if let (false, Some(file)) = (config.external, &config.file) {
+            specs
+                .config_files
+                .insert(object_name(stack, key, &config.name, false), file.clone());
+        }
+    }
+    specs
+}
+
+fn network_spec(stack: &str, name: &str, network: &Network) -> api::NetworkSpec {
+    api::NetworkSpec {
+        annotations: Some(api::Annotations {
+            name: name.to_owned(),
+            labels: namespace_labels(stack, &network.labels),
+            indices: Vec::new(),
+        }),
+        driver_config: Some(api::Driver {
+            name: network.driver.clone().unwrap_or_else(|| "overlay".into()),
+            options: network
+                .driver_opts
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+        }),
+        ipv6_enabled: network.enable_ipv6,
+        internal: network.internal,
+        ipam: network.ipam.as_ref().map(|ipam| api::IpamOptions {
+            driver: ipam.driver.as_ref().map(|name| api::Driver {
+                name: name.clone(),
+                options: HashMap::new(),
+            }),
+            configs: ipam
+                .config
+                .iter()
+                .map(|pool| api::IpamConfig {
+                    subnet: pool.subnet.clone().unwrap_or_default(),
+                    range: pool.ip_range.clone().unwrap_or_default(),
+                    gateway: pool.gateway.clone().unwrap_or_default(),
+                    ..Default::default()
+                })
+                .collect(),
+        }),
+        attachable: network.attachable,
+        ingress: false,
+        config_from: None,
+    }
+}
+
+fn service_spec(
+    stack: &str,
+    name: &str,
+    service: &Service,
+    project: &ComposeProject,
+) -> api::ServiceSpec {
+    let deploy = &service.deploy;
+    let mode = match deploy.mode.unwrap_or_default() {
+        ServiceMode::Replicated => api::service_spec::Mode::Replicated(api::ReplicatedService {
+            replicas: deploy.replicas.unwrap_or(1),
+        }),
+        ServiceMode::Global => api::service_spec::Mode::Global(api::GlobalService {}),
+        ServiceMode::ReplicatedJob => {
+            let replicas = deploy.replicas.unwrap_or(1);
+            api::service_spec::Mode::ReplicatedJob(api::ReplicatedJob {
+                max_concurrent: replicas,
+                total_completions: replicas,
+            })
+        }
+        ServiceMode::GlobalJob => api::service_spec::Mode::GlobalJob(api::GlobalJob {}),
+    };
+    let mut networks: Vec<api::NetworkAttachmentConfig> = if service.networks.is_empty() {
+        vec![api::NetworkAttachmentConfig {
+            target: scoped(stack, "default"),
+            aliases: vec![name.to_owned()],
+            ..Default::default()
+        }]
+    } else {
+        service
+            .networks
+            .iter()
+            .map(|(key, attachment)| {
+                let target = match project.networks.get(key) {
+                    Some(network) => object_name(stack, key, &network.name, network.external),
+                    None => scoped(stack, key),
+                };
+                let mut aliases = vec![name.to_owned()];
+                aliases.extend(attachment.aliases.iter().cloned());
+                api::NetworkAttachmentConfig {
+                    target,
+                    aliases,
+                    addresses: attachment
+                        .ipv4_address
+                        .iter()
+                        .chain(&attachment.ipv6_address)
+                        .cloned()
+                        .collect(),
+                    ..Default::default()
+                }
+            })
+            .collect()
+    };
+    networks.sort_by(|a, b| a.target.cmp(&b.target));
+
+    let limits = deploy.resources.limits.as_ref();
+    let reservations = deploy.resources.reservations.as_ref();
+    let resources =
+        (limits.is_some() || reservations.is_some()).then(|| api::ResourceRequirements {
+            limits: limits.map(|l| api::Resources {
+                nano_cpus: nano_cpus(&l.cpus),
+                memory_bytes: l
+                    .memory_bytes
+                    .map_or(0, |m| i64::try_from(m).unwrap_or(i64::MAX)),
+                generic: Vec::new(),
+            }),
+            reservations: reservations.map(|r| api::Resources {
+                nano_cpus: nano_cpus(&r.cpus),
+                memory_bytes: r
+                    .memory_bytes
+                    .map_or(0, |m| i64::try_from(m).unwrap_or(i64::MAX)),
+                generic: Vec::new(),
+            }),
+            ..Default::default()
+        });
+
+    let container = container_spec(stack, service, project);
+    api::ServiceSpec {
+        annotations: Some(api::Annotations {
+            name: scoped(stack, name),
+            labels: namespace_labels(stack, &deploy.labels),
+            indices: Vec::new(),
+        }),
+        task: Some(api::TaskSpec {
+            runtime: Some(api::task_spec::Runtime::Container(container)),
+            resources,
+            restart: deploy.restart_policy.as_ref().map(restart_policy),
+            placement: Some(api::Placement {
+                constraints: deploy.placement.constraints.clone(),
+                preferences: deploy
+                    .placement
+                    .preferences
+                    .iter()
+                    .map(|spread| api::placement::Preference {
+                        preference: Some(api::placement::preference::Preference::Spread(
+                            api::placement::preference::Spread {
+                                spread_descriptor: spread.clone(),
+                            },
+                        )),
+                    })
+                    .collect(),
+                platforms: Vec::new(),
+                max_replicas: deploy.placement.max_replicas_per_node.unwrap_or(0),
+            }),
+            log_driver: service.logging.as_ref().map(|logging| api::Driver {
+                name: logging.driver.clone().unwrap_or_default(),
+                options: logging
+                    .options
+                    .iter()
+                    .map(|(k, v)| (k.clone(), v.clone()))
+                    .collect(),
+            }),
+            networks,
+            force_update: 0,
+            resource_references: Vec::new(),
+        }),
+        mode: Some(mode),
+        update: deploy.update_config.as_ref().map(update_config),
+        rollback: deploy.rollback_config.as_ref().map(update_config),
+        networks: Vec::new(),
+        endpoint: Some(api::EndpointSpec {
+            mode: match deploy.endpoint_mode {
+                Some(EndpointMode::Dnsrr) => api::endpoint_spec::ResolutionMode::Dnsrr as i32,
+                _ => api::endpoint_spec::ResolutionMode::Vip as i32,
+            },
+            ports: service
+                .ports
+                .iter()
+                .map(|port| api::PortConfig {
+                    name: String::new(),
+                    protocol: match port.protocol.as_str() {
+                        "udp" => api::port_config::Protocol::Udp as i32,
+                        "sctp" => api::port_config::Protocol::Sctp as i32,
+                        _ => api::port_config::Protocol::Tcp as i32,
+                    },
+                    target_port: u32::from(port.target),
+                    published_port: port.published.map_or(0, u32::from),
+                    publish_mode: match port.mode {
+                        PublishMode::Ingress => api::port_config::PublishMode::Ingress as i32,
+                        PublishMode::Host => api::port_config::PublishMode::Host as i32,
+                    },
+                })
+                .collect(),
+        }),
+    }
+}
+
+fn container_spec(stack: &str, service: &Service, project: &ComposeProject) -> api::ContainerSpec {
+    // docker's ContainerSpec.Command is the entrypoint and Args the command.
+    let env = service
+        .environment
+        .iter()
+        .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
+        .collect();
+    let mounts = service
+        .volumes
+        .iter()
+        .map(|mount| {
+            let (kind, source) = match mount.kind {
+                MountType::Bind => (
+                    api::mount::Type::Bind,
+                    mount.source.clone().unwrap_or_default(),
+                ),
+                MountType::Tmpfs => (api::mount::Type::Tmpfs, String::new()),
+                MountType::Volume => (
+                    api::mount::Type::Volume,
+                    match &mount.source {
+                        None => String::new(),
+                        Some(key) => match project.volumes.get(key) {
+                            Some(volume) => object_name(stack, key, &volume.name, volume.external),
+                            None => scoped(stack, key),
+                        },
+                    },
+                ),
+            };
+            api::Mount {
+                r#type: kind as i32,
+                source,
+                target: mount.target.clone(),
+                readonly: mount.read_only,
+                consistency: 0,
+                bind_options: mount
+                    .bind_propagation
+                    .as_deref()
+                    .map(|p| api::mount::BindOptions {
+                        propagation: propagation(p) as i32,
+                        ..Default::default()
+                    }),
+                volume_options: (mount.kind == MountType::Volume).then(|| {
+                    api::mount::VolumeOptions {
+                        nocopy: mount.volume_nocopy,
+                        labels: [(NAMESPACE_LABEL.to_owned(), stack.to_owned())]
+                            .into_iter()
+                            .collect(),
+                        ..Default::default()
+                    }
+                }),
+                tmpfs_options: mount.tmpfs_size_bytes.map(|size| api::mount::TmpfsOptions {
+                    size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+                    ..Default::default()
+                }),
+            }
+        })
+        .collect();
+    let secrets = service
+        .secrets
+        .iter()
+        .map(|reference| api::SecretReference {
+            secret_id: String::new(),
+            secret_name: file_object_name(stack, &reference.source, &project.secrets),
+            target: Some(api::secret_reference::Target::File(
+                api::secret_reference::FileTarget {
+                    // Relative targets land under /run/secrets/, as in docker.
+                    name: reference
+                        .target
+                        .clone()
+                        .unwrap_or_else(|| reference.source.clone()),
+                    uid: reference.uid.clone().unwrap_or_else(|| "0".into()),
+                    gid: reference.gid.clone().unwrap_or_else(|| "0".into()),
+                    mode: reference.mode.unwrap_or(0o444),
+                },
+            )),
+        })
+        .collect();
+    let configs = service
+        .configs
+        .iter()
+        .map(|reference| api::ConfigReference {
+            config_id: String::new(),
+            config_name: file_object_name(stack, &reference.source, &project.configs),
+            target: Some(api::config_reference::Target::File(
+                api::config_reference::FileTarget {
+                    name: reference
+                        .target
+                        .clone()
+                        .unwrap_or_else(|| format!("/{}", reference.source)),
+                    uid: reference.uid.clone().unwrap_or_else(|| "0".into()),
+                    gid: reference.gid.clone().unwrap_or_else(|| "0".into()),
+                    mode: reference.mode.unwrap_or(0o444),
+                },
+            )),
+        })
+        .collect();
+    api::ContainerSpec {
+        image: service.image.clone(),
+        labels: namespace_labels(stack, &service.labels),
+        command: service.entrypoint.clone().unwrap_or_default(),
+        args: service.command.clone().unwrap_or_default(),
+        hostname: service.hostname.clone().unwrap_or_default(),
+        env,
+        dir: service.working_dir.clone().unwrap_or_default(),
+        user: service.user.clone().unwrap_or_default(),
+        init: service.init,
+        tty: service.tty,
+        open_stdin: service.stdin_open,
+        read_only: service.read_only,
+        stop_signal: service.stop_signal.clone().unwrap_or_default(),
+        mounts,
+        stop_grace_period: service.stop_grace_period.map(proto_duration),
+        secrets,
+        configs,
+        // docker's hosts file format: "IP NAME".
+        hosts: service
+            .extra_hosts
+            .iter()
+            .map(|(host, ip)| format!("{ip} {host}"))
+            .collect(),
+        dns_config: (!service.dns.is_empty() || !service.dns_search.is_empty()).then(|| {
+            api::container_spec::DnsConfig {
+                nameservers: service.dns.clone(),
+                search: service.dns_search.clone(),
+                options: Vec::new(),
+            }
+        }),
+        healthcheck: service.healthcheck.as_ref().map(|check| api::HealthConfig {
+            test: if check.disable {
+                vec!["NONE".into()]
+            } else {
+                check.test.clone()
+            },
+            interval: check.interval.map(proto_duration),
+            timeout: check.timeout.map(proto_duration),
+            retries: check
+                .retries
+                .map_or(0, |r| i32::try_from(r).unwrap_or(i32::MAX)),
+            start_period: check.start_period.map(proto_duration),
+            start_interval: check.start_interval.map(proto_duration),
+        }),
+        pid_limit: service
+            .deploy
+            .resources
+            .limits
+            .as_ref()
+            .and_then(|l| l.pids)
+            .unwrap_or(0),
+        sysctls: service
+            .sysctls
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        capability_add: service.cap_add.clone(),
+        capability_drop: service.cap_drop.clone(),
+        ulimits: service
+            .ulimits
+            .iter()
+            .map(|(name, limit)| api::container_spec::Ulimit {
+                name: name.clone(),
+                soft: limit.soft,
+                hard: limit.hard,
+            })
+            .collect(),
+        ..Default::default()
+    }
+}
+
+fn file_object_name(stack: &str, key: &str, declared: &BTreeMap<String, FileObject>) -> String {
+    match declared.get(key) {
+        Some(object) => object_name(stack, key, &object.name, object.external),
+        None => scoped(stack, key),
+    }
+}
+
+fn propagation(name: &str) -> api::mount::bind_options::Propagation {
+    use api::mount::bind_options::Propagation;
+    match name {
+        "private" => Propagation::Private,
+        "rshared" => Propagation::Rshared,
+        "shared" => Propagation::Shared,
+        "rslave" => Propagation::Rslave,
+        "slave" => Propagation::Slave,
+        _ => Propagation::Rprivate,
+    }
+}
+
+fn restart_policy(policy: &RestartPolicy) -> api::RestartPolicy {
+    use api::restart_policy::RestartCondition as Condition;
+    api::RestartPolicy {
+        condition: match policy.condition {
+            Some(RestartCondition::None) => Condition::None,
+            Some(RestartCondition::OnFailure) => Condition::OnFailure,
+            // Swarm's default condition is `any`.
+            Some(RestartCondition::Any) | None => Condition::Any,
+        } as i32,
+        // Unset durations stay unset, as docker sends them: the manager applies Swarm's defaults.
+        delay: policy.delay.map(proto_duration),
+        max_attempts: policy.max_attempts.unwrap_or(0),
+        window: policy.window.map(proto_duration),
+    }
+}
+
+fn update_config(config: &UpdateConfig) -> api::UpdateConfig {
+    use api::update_config::{FailureAction as Action, UpdateOrder as Order};
+    api::UpdateConfig {
+        // Swarm's defaults fill what the file leaves out: one at a time, pause on failure.
+        parallelism: config.parallelism.unwrap_or(1),
+        delay: config.delay.map(proto_duration),
+        failure_action: match config.failure_action {
+            Some(FailureAction::Continue) => Action::Continue,
+            Some(FailureAction::Rollback) => Action::Rollback,
+            Some(FailureAction::Pause) | None => Action::Pause,
+        } as i32,
+        monitor: config.monitor.map(proto_duration),
+        max_failure_ratio: config.max_failure_ratio.unwrap_or(0.0) as f32,
+        order: match config.order {
+            Some(UpdateOrder::StartFirst) => Order::StartFirst,
+            Some(UpdateOrder::StopFirst) | None => Order::StopFirst,
+        } as i32,
+    }
+}

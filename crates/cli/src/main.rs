@@ -1,0 +1,512 @@
+//! `shoal`: one binary for the node daemon (`shoal daemon`), the client verbs (`shoal image`,
+//! `shoal container`, …) and the hidden helpers the engine re-executes (`shim`, `init`,
+//! `runtime-exec`). The only crate that knows clap.
+
+mod client;
+mod compose;
+mod daemon;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use shoal_proto::engine as pb;
+
+#[derive(Parser)]
+#[command(
+    name = "shoal",
+    version,
+    about = "A Docker-Swarm-like cluster orchestrator in one binary"
+)]
+struct Cli {
+    /// Daemon socket to talk to (or, for `daemon`, to listen on).
+    #[arg(
+        short = 'H',
+        long = "host",
+        global = true,
+        env = "SHOAL_HOST",
+        default_value = "unix:///run/shoal/shoal.sock"
+    )]
+    host: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the node daemon in the foreground.
+    Daemon {
+        /// Where images, containers and volumes are kept.
+        #[arg(long, default_value = "/var/lib/shoal")]
+        data_root: PathBuf,
+    },
+    /// Manages images.
+    #[command(subcommand)]
+    Image(ImageCommand),
+    /// Manages containers.
+    #[command(subcommand)]
+    Container(ContainerCommand),
+    /// Manages stacks (compose files).
+    #[command(subcommand)]
+    Stack(StackCommand),
+    /// The per-container shim (started by the daemon).
+    #[command(hide = true)]
+    Shim {
+        #[arg(long)]
+        data_root: PathBuf,
+        #[arg(long)]
+        id: String,
+        /// Tidies up after a container whose shim died instead of starting one.
+        #[arg(long)]
+        cleanup: bool,
+    },
+    /// PID 1 for `--init` containers.
+    #[command(hide = true)]
+    Init {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Runs a command in a container with the built-in runtime (healthchecks).
+    #[command(hide = true)]
+    RuntimeExec {
+        #[arg(long)]
+        state_root: PathBuf,
+        #[arg(long)]
+        id: String,
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
+        args: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ImageCommand {
+    /// Imports a root filesystem tarball (or - for stdin) as a one-layer image.
+    Import { file: String, reference: String },
+    /// Loads images from a docker-save or OCI archive.
+    Load {
+        #[arg(short = 'i', long = "input")]
+        input: String,
+    },
+    /// Pulls an image from a registry.
+    Pull {
+        reference: String,
+        /// Uses plain HTTP.
+        #[arg(long)]
+        insecure: bool,
+    },
+    /// Lists images.
+    #[command(alias = "list")]
+    Ls {
+        /// `json` prints one JSON object per line.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Shows images in detail.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Removes images.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum ContainerCommand {
+    /// Creates and starts a container.
+    Run(Box<RunArgs>),
+    /// Lists containers.
+    #[command(alias = "list", alias = "ps")]
+    Ls {
+        /// Shows all containers, not only running ones.
+        #[arg(short = 'a', long)]
+        all: bool,
+        /// Prints only IDs.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// `json` prints one JSON object per line.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Prints a container's logs.
+    Logs {
+        container: String,
+        /// Keeps following new output.
+        #[arg(short = 'f', long)]
+        follow: bool,
+        /// Only the last N lines.
+        #[arg(short = 'n', long)]
+        tail: Option<String>,
+    },
+    /// Stops containers: stop signal, grace period, SIGKILL.
+    Stop {
+        #[arg(required = true)]
+        containers: Vec<String>,
+        /// Seconds to wait before killing.
+        #[arg(short = 't', long = "time")]
+        time: Option<u64>,
+    },
+    /// Removes containers.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        containers: Vec<String>,
+        /// Kills running containers first.
+        #[arg(short = 'f', long)]
+        force: bool,
+    },
+    /// Shows containers in detail.
+    Inspect {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Starts created or exited containers again.
+    Start {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+    /// Waits for containers to stop and prints their exit codes.
+    Wait {
+        #[arg(required = true)]
+        containers: Vec<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum StackCommand {
+    /// Prints the merged, interpolated and checked compose files (needs no daemon).
+    Config {
+        /// A compose file, or - for stdin (repeatable; later files override earlier ones).
+        #[arg(short = 'c', long = "compose-file", required = true)]
+        compose_files: Vec<String>,
+        /// Leaves ${VAR} references as written.
+        #[arg(long)]
+        skip_interpolation: bool,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// Runs in the background and prints the ID.
+    #[arg(short = 'd', long)]
+    detach: bool,
+    /// Removes the container when it exits.
+    #[arg(long)]
+    rm: bool,
+    #[arg(long)]
+    name: Option<String>,
+    /// KEY=value (repeatable).
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Memory limit, e.g. 16m.
+    #[arg(short = 'm', long)]
+    memory: Option<String>,
+    /// CPU limit, e.g. 1.5.
+    #[arg(long)]
+    cpus: Option<f64>,
+    #[arg(long)]
+    pids_limit: Option<i64>,
+    /// Runs an init as PID 1 that reaps zombies and forwards signals.
+    #[arg(long)]
+    init: bool,
+    #[arg(long)]
+    entrypoint: Option<String>,
+    /// uid[:gid] or name[:group].
+    #[arg(short = 'u', long)]
+    user: Option<String>,
+    #[arg(short = 'w', long)]
+    workdir: Option<String>,
+    #[arg(long)]
+    hostname: Option<String>,
+    /// Mounts the root filesystem read-only.
+    #[arg(long)]
+    read_only: bool,
+    /// SRC:DST[:ro] where SRC is an absolute host path or a volume name (repeatable).
+    #[arg(short = 'v', long = "volume")]
+    volumes: Vec<String>,
+    /// A tmpfs at this path (repeatable).
+    #[arg(long)]
+    tmpfs: Vec<String>,
+    #[arg(long)]
+    stop_signal: Option<String>,
+    /// Seconds between the stop signal and SIGKILL.
+    #[arg(long)]
+    stop_timeout: Option<u64>,
+    /// Shell command run in the container as a healthcheck.
+    #[arg(long)]
+    health_cmd: Option<String>,
+    #[arg(long, default_value = "30s")]
+    health_interval: String,
+    #[arg(long, default_value = "30s")]
+    health_timeout: String,
+    #[arg(long, default_value_t = 3)]
+    health_retries: u32,
+    #[arg(long, default_value = "0s")]
+    health_start_period: String,
+    /// An external OCI runtime binary (e.g. /usr/sbin/runc) instead of the built-in one.
+    #[arg(long)]
+    runtime: Option<PathBuf>,
+    /// Rotates the log file past this size, e.g. 10m.
+    #[arg(long)]
+    log_max_size: Option<String>,
+    /// Log files kept.
+    #[arg(long)]
+    log_max_files: Option<u32>,
+    /// KEY=value (repeatable).
+    #[arg(short = 'l', long = "label")]
+    labels: Vec<String>,
+    image: String,
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+fn proto_duration(d: std::time::Duration) -> pb::Duration {
+    pb::Duration {
+        seconds: d.as_secs() as i64,
+        nanos: d.subsec_nanos() as i32,
+    }
+}
+
+fn run_spec(args: RunArgs) -> anyhow::Result<client::RunOptions> {
+    let mut mounts = Vec::new();
+    for volume in &args.volumes {
+        let parts: Vec<&str> = volume.split(':').collect();
+        let (source, target, read_only) = match parts.as_slice() {
+            [s, t] => (*s, *t, false),
+            [s, t, "ro"] => (*s, *t, true),
+            [s, t, "rw"] => (*s, *t, false),
+            _ => anyhow::bail!("invalid volume {volume:?}: use SRC:DST[:ro]"),
+        };
+        let kind = if source.starts_with('/') {
+            pb::mount::Type::Bind
+        } else {
+            pb::mount::Type::Volume
+        };
+        mounts.push(pb::Mount {
+            r#type: kind as i32,
+            source: source.to_owned(),
+            target: target.to_owned(),
+            read_only,
+            ..Default::default()
+        });
+    }
+    for target in &args.tmpfs {
+        mounts.push(pb::Mount {
+            r#type: pb::mount::Type::Tmpfs as i32,
+            target: target.clone(),
+            ..Default::default()
+        });
+    }
+    let healthcheck = match &args.health_cmd {
+        Some(cmd) => Some(pb::Healthcheck {
+            test: vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
+            interval: Some(proto_duration(client::parse_duration(
+                &args.health_interval,
+            )?)),
+            timeout: Some(proto_duration(client::parse_duration(
+                &args.health_timeout,
+            )?)),
+            retries: args.health_retries,
+            start_period: Some(proto_duration(client::parse_duration(
+                &args.health_start_period,
+            )?)),
+        }),
+        None => None,
+    };
+    let mut labels = std::collections::HashMap::new();
+    for label in &args.labels {
+        let (k, v) = label.split_once('=').unwrap_or((label, ""));
+        labels.insert(k.to_owned(), v.to_owned());
+    }
+    if let Some(cpus) = args.cpus
+        && cpus <= 0.0
+    {
+        anyhow::bail!("--cpus must be positive");
+    }
+    let spec = pb::ContainerSpec {
+        name: args.name.unwrap_or_default(),
+        image: args.image,
+        entrypoint_set: args.entrypoint.is_some(),
+        entrypoint: args.entrypoint.map(|e| vec![e]).unwrap_or_default(),
+        command: args.command,
+        env: args.env,
+        user: args.user.unwrap_or_default(),
+        workdir: args.workdir.unwrap_or_default(),
+        hostname: args.hostname.unwrap_or_default(),
+        read_only_rootfs: args.read_only,
+        mounts,
+        memory_bytes: args
+            .memory
+            .as_deref()
+            .map(client::parse_bytes)
+            .transpose()?
+            .unwrap_or(0),
+        nano_cpus: args.cpus.map(|c| (c * 1e9) as u64).unwrap_or(0),
+        pids_limit: args.pids_limit.unwrap_or(0),
+        stop_signal: args.stop_signal.unwrap_or_default(),
+        stop_timeout: args.stop_timeout.map(|s| pb::Duration {
+            seconds: s as i64,
+            nanos: 0,
+        }),
+        healthcheck,
+        init: args.init,
+        auto_remove: args.rm,
+        runtime: args
+            .runtime
+            .map(|p| p.display().to_string())
+            .unwrap_or_default(),
+        log_max_size_bytes: args
+            .log_max_size
+            .as_deref()
+            .map(client::parse_bytes)
+            .transpose()?
+            .unwrap_or(0),
+        log_max_files: args.log_max_files.unwrap_or(0),
+        labels,
+    };
+    Ok(client::RunOptions {
+        detach: args.detach,
+        spec,
+    })
+}
+
+fn json_format(format: Option<String>) -> anyhow::Result<bool> {
+    match format.as_deref() {
+        None | Some("table") => Ok(false),
+        Some("json") | Some("{{json .}}") => Ok(true),
+        Some(other) => anyhow::bail!("unsupported --format {other:?}: use 'json' or 'table'"),
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let host = cli.host;
+    // The helpers run synchronously in a fresh process: they fork, so no runtime threads may exist.
+    let result: anyhow::Result<i32> = match cli.command {
+        Command::Shim {
+            data_root,
+            id,
+            cleanup,
+        } => {
+            return exit(if cleanup {
+                engine::shim::cleanup_main(&data_root, &id)
+            } else {
+                engine::shim::shim_main(&data_root, &id)
+            });
+        }
+        Command::Init { args } => return exit(engine::init::init_main(&args)),
+        Command::RuntimeExec {
+            state_root,
+            id,
+            args,
+        } => engine::runtime::libcontainer_exec(&state_root, &id, args).map_err(Into::into),
+        Command::Daemon { data_root } => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| "info".into()),
+                )
+                .with_writer(std::io::stderr)
+                .init();
+            runtime()
+                .and_then(|rt| rt.block_on(daemon::run(data_root, &host)))
+                .map(|()| 0)
+        }
+        Command::Stack(StackCommand::Config {
+            compose_files,
+            skip_interpolation,
+        }) => compose::stack_config(&compose_files, skip_interpolation).map(|()| 0),
+        Command::Image(command) => runtime().and_then(|rt| {
+            rt.block_on(async {
+                match command {
+                    ImageCommand::Import { file, reference } => {
+                        client::image_import(&host, file, reference).await
+                    }
+                    ImageCommand::Load { input } => client::image_load(&host, input).await,
+                    ImageCommand::Pull {
+                        reference,
+                        insecure,
+                    } => client::image_pull(&host, reference, insecure).await,
+                    ImageCommand::Ls { format } => {
+                        client::image_ls(&host, json_format(format)?).await
+                    }
+                    ImageCommand::Inspect { names } => client::image_inspect(&host, names).await,
+                    ImageCommand::Rm { names } => client::image_rm(&host, names).await,
+                }
+                .map(|()| 0)
+            })
+        }),
+        Command::Container(command) => runtime().and_then(|rt| {
+            rt.block_on(async {
+                match command {
+                    ContainerCommand::Run(args) => {
+                        client::container_run(&host, run_spec(*args)?).await
+                    }
+                    ContainerCommand::Ls { all, quiet, format } => {
+                        client::container_ls(&host, all, json_format(format)?, quiet)
+                            .await
+                            .map(|()| 0)
+                    }
+                    ContainerCommand::Logs {
+                        container,
+                        follow,
+                        tail,
+                    } => {
+                        let tail =
+                            match tail.as_deref() {
+                                None | Some("all") => None,
+                                Some(n) => Some(n.parse().map_err(|_| {
+                                    anyhow::anyhow!("--tail takes a number or 'all'")
+                                })?),
+                            };
+                        client::container_logs(&host, container, follow, tail)
+                            .await
+                            .map(|()| 0)
+                    }
+                    ContainerCommand::Stop { containers, time } => {
+                        client::container_stop(&host, containers, time)
+                            .await
+                            .map(|()| 0)
+                    }
+                    ContainerCommand::Rm { containers, force } => {
+                        client::container_rm(&host, containers, force)
+                            .await
+                            .map(|()| 0)
+                    }
+                    ContainerCommand::Inspect { containers } => {
+                        client::container_inspect(&host, containers)
+                            .await
+                            .map(|()| 0)
+                    }
+                    ContainerCommand::Start { containers } => {
+                        client::container_start(&host, containers).await.map(|()| 0)
+                    }
+                    ContainerCommand::Wait { containers } => {
+                        client::container_wait(&host, containers).await.map(|()| 0)
+                    }
+                }
+            })
+        }),
+    };
+    match result {
+        Ok(code) => exit(code),
+        Err(error) => {
+            eprintln!("Error: {error:#}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+fn exit(code: i32) -> ExitCode {
+    ExitCode::from(u8::try_from(code).unwrap_or(255))
+}

@@ -1,0 +1,817 @@
+//! Compose parsing and `shoal stack config`: the fixtures load, the printed config matches the
+//! committed snapshots, and every bad file is refused with its key path. Pure and fast: the
+//! compose module is compiled straight into this test (it has no dependency on the rest of the
+//! binary), and one end-to-end check runs the real `shoal stack config`.
+//!
+//! Refresh snapshots with `UPDATE_SNAPSHOTS=1 cargo test -p cli --test compose`.
+
+#[path = "../src/compose/mod.rs"]
+#[allow(dead_code)]
+mod compose;
+
+use std::path::{Path, PathBuf};
+
+use compose::{ComposeErrors, Environment, LoadOptions, Loaded, SourceFile};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose")
+}
+
+/// Loads fixture files with a fixed base directory, so paths in snapshots do not depend on
+/// where the repository is checked out.
+fn load_with(
+    names: &[&str],
+    env: &[(&str, &str)],
+    texts: &[(&str, &str)],
+) -> Result<Loaded, ComposeErrors> {
+    let mut files: Vec<SourceFile> = names
+        .iter()
+        .map(|name| SourceFile {
+            name: (*name).to_owned(),
+            text: std::fs::read_to_string(fixtures().join(name))
+                .unwrap_or_else(|e| panic!("fixture {name}: {e}")),
+        })
+        .collect();
+    files.extend(texts.iter().map(|(name, text)| SourceFile {
+        name: (*name).to_owned(),
+        text: (*text).to_owned(),
+    }));
+    let env: Environment = env
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    compose::load(
+        &files,
+        &env,
+        &LoadOptions {
+            interpolate: true,
+            base_dir: "/stack".into(),
+            read_file: &read_stack_file,
+        },
+    )
+}
+
+/// Serves `/stack/NAME` from the fixtures and two small env files from memory.
+fn read_stack_file(path: &str) -> std::io::Result<String> {
+    match path {
+        "/stack/web.env" => Ok("# defaults\nLOG_LEVEL=info\nPORT=80\n".into()),
+        "/stack/override.env" => Ok("PORT=8080\n".into()),
+        _ => match path.strip_prefix("/stack/") {
+            Some(name) => std::fs::read_to_string(fixtures().join(name)),
+            None => Err(std::io::Error::from(std::io::ErrorKind::NotFound)),
+        },
+    }
+}
+
+fn load_text(text: &str) -> Result<Loaded, ComposeErrors> {
+    load_with(&[], &[], &[("compose.yml", text)])
+}
+
+fn config_of(names: &[&str], env: &[(&str, &str)]) -> String {
+    match load_with(names, env, &[]) {
+        Ok(loaded) => compose::emit::to_yaml(&loaded.project),
+        Err(errors) => panic!("{names:?} should load:\n{errors}"),
+    }
+}
+
+fn check_snapshot(name: &str, actual: &str) {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/snapshots")
+        .join(name);
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::write(&path, actual).expect("write snapshot");
+        return;
+    }
+    let expected = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        expected == actual,
+        "{} differs from the output; rerun with UPDATE_SNAPSHOTS=1 if the change is intended.\n--- expected\n{expected}\n--- actual\n{actual}",
+        path.display()
+    );
+}
+
+#[test]
+fn voting_config_snapshot() {
+    check_snapshot("voting.yml", &config_of(&["voting.yml"], &[]));
+}
+
+#[test]
+fn monitoring_config_snapshot() {
+    check_snapshot("monitoring.yml", &config_of(&["monitoring.yml"], &[]));
+}
+
+#[test]
+fn secrets_deps_config_snapshot() {
+    check_snapshot(
+        "secrets-deps.yml",
+        &config_of(&["secrets-deps.yml"], &[("WEB_TAG", "2")]),
+    );
+}
+
+#[test]
+fn fixtures_load_into_the_expected_model() {
+    use compose::model::*;
+    let voting = load_with(&["voting.yml"], &[], &[]).expect("voting");
+    let project = &voting.project;
+    assert_eq!(project.services.len(), 5);
+    assert!(voting.warnings.is_empty(), "{:?}", voting.warnings);
+    let counter = &project.services["counter"];
+    let policy = counter
+        .deploy
+        .restart_policy
+        .as_ref()
+        .expect("restart policy");
+    assert_eq!(policy.condition, Some(RestartCondition::OnFailure));
+    assert_eq!(policy.window, Some(std::time::Duration::from_secs(90)));
+    assert_eq!(counter.deploy.labels["APP"], "VOTING");
+    assert_eq!(project.services["cache"].ports[0].published, None);
+
+    let monitoring =
+        load_with(&["monitoring.yml"], &[("AGENT_TAG", "3.0")], &[]).expect("monitoring");
+    let agent = &monitoring.project.services["node-agent"];
+    assert_eq!(agent.image, "local/agent:3.0");
+    assert_eq!(agent.deploy.mode, Some(ServiceMode::Global));
+    assert_eq!(agent.ports[0].mode, PublishMode::Host);
+    assert_eq!(
+        agent
+            .deploy
+            .resources
+            .limits
+            .as_ref()
+            .and_then(|l| l.memory_bytes),
+        Some(32 * 1024 * 1024)
+    );
+    // The anchor and its alias give both services the same logging options.
+    assert_eq!(
+        monitoring.project.services["collector"]
+            .logging
+            .as_ref()
+            .map(|l| l.options["max-size"].clone()),
+        Some("5m".into())
+    );
+    assert!(monitoring.project.extensions.contains_key("x-logging"));
+
+    let deps = load_with(&["secrets-deps.yml"], &[], &[]).expect("secrets-deps");
+    let web = &deps.project.services["web"];
+    assert_eq!(web.image, "local/web:1");
+    assert_eq!(web.environment["GREETING"].as_deref(), Some("costs $3"));
+    assert_eq!(web.depends_on["api"].condition, DependsOnCondition::Healthy);
+    let api = &deps.project.services["api"];
+    assert_eq!(api.secrets[1].mode, Some(0o400));
+    assert_eq!(
+        deps.project.secrets["api_token"].file.as_deref(),
+        Some("/stack/api_token.txt")
+    );
+    assert!(deps.project.secrets["tls_key"].external);
+}
+
+/// Every file in bad/ is refused, naming the key path (and line) to fix.
+#[test]
+fn bad_fixtures_are_refused_with_their_key_path() {
+    let cases = [
+        (
+            "bad-memory.yml",
+            "services.web.deploy.resources.limits.memory",
+            "invalid size \"lots\"",
+            6,
+        ),
+        (
+            "dependency-cycle.yml",
+            "services.a.depends_on",
+            "dependency cycle a -> b -> a",
+            4,
+        ),
+        (
+            "replicas-negative.yml",
+            "services.web.deploy.replicas",
+            "must be 0 or more",
+            5,
+        ),
+        ("tabs.yml", "services.web", "tab character", 2),
+        (
+            "undefined-config.yml",
+            "services.web.configs.0",
+            "config `nope`, which is not defined",
+            4,
+        ),
+        (
+            "unknown-key.yml",
+            "services.web.replicaz",
+            "unknown service key `replicaz`",
+            4,
+        ),
+    ];
+    let bad_dir = fixtures().join("bad");
+    let mut seen: Vec<String> = std::fs::read_dir(&bad_dir)
+        .expect("bad/")
+        .filter_map(|entry| {
+            entry
+                .ok()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+        })
+        .collect();
+    seen.sort();
+    let mut listed: Vec<String> = cases.iter().map(|c| c.0.to_owned()).collect();
+    listed.sort();
+    assert_eq!(seen, listed, "every bad/ file needs a case here");
+    for (name, path, message, line) in cases {
+        let file = format!("bad/{name}");
+        let errors = match load_with(&[file.as_str()], &[], &[]) {
+            Ok(_) => panic!("{name} should be refused"),
+            Err(errors) => errors,
+        };
+        let error = errors
+            .0
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("{name}: no error at {path}:\n{errors}"));
+        assert!(error.message.contains(message), "{name}: {error}");
+        assert_eq!(error.line, Some(line), "{name}: {error}");
+        assert_eq!(error.file, file);
+    }
+}
+
+#[test]
+fn unknown_key_hints_where_it_belongs() {
+    let errors = load_with(&["bad/unknown-key.yml"], &[], &[]).expect_err("refused");
+    let text = errors.to_string();
+    assert!(
+        text.contains("bad/unknown-key.yml:4: services.web.replicaz"),
+        "{text}"
+    );
+    assert!(
+        text.contains("did you mean `deploy: {replicas: ...}`?"),
+        "{text}"
+    );
+    let errors =
+        load_text("services:\n  web:\n    image: a\n    replicas: 2\n").expect_err("refused");
+    assert!(
+        errors.to_string().contains("belongs under `deploy:`"),
+        "{errors}"
+    );
+    let errors = load_text("services:\n  web:\n    imgae: a\n").expect_err("refused");
+    assert!(
+        errors.to_string().contains("did you mean `image`"),
+        "{errors}"
+    );
+}
+
+/// One small file per kind of mistake the brief lists: (file, key path, part of the message).
+#[test]
+fn mistakes_name_key_path_and_fix() {
+    let cases = [
+        (
+            "services:\n  web:\n    image: [a]\n",
+            "services.web.image",
+            "expected a string",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    stop_grace_period: 10\n",
+            "services.web.stop_grace_period",
+            "missing a unit",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    healthcheck:\n      interval: soon\n",
+            "services.web.healthcheck.interval",
+            "invalid duration",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    ports: ['80:99999']\n",
+            "services.web.ports.0",
+            "between 1 and 65535",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    ports:\n      - target: 80\n        mode: bridge\n",
+            "services.web.ports.0.mode",
+            "unknown publish mode",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    networks: [nope]\n",
+            "services.web.networks.nope",
+            "network `nope`",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    secrets: [nope]\n",
+            "services.web.secrets.0",
+            "secret `nope`",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    volumes: ['data:/d']\n",
+            "services.web.volumes.0",
+            "volume `data`",
+        ),
+        (
+            "services:\n  web:\n    command: x\n",
+            "services.web.image",
+            "no image",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    deploy:\n      mode: everywhere\n",
+            "services.web.deploy.mode",
+            "unknown mode \"everywhere\"",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    deploy:\n      resources:\n        limits:\n          memory: 512x\n",
+            "services.web.deploy.resources.limits.memory",
+            "invalid size",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    deploy:\n      replicas: many\n",
+            "services.web.deploy.replicas",
+            "whole number",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    deploy:\n      mode: global\n      replicas: 2\n",
+            "services.web.deploy.replicas",
+            "global",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    deploy:\n      update_config:\n        order: random\n",
+            "services.web.deploy.update_config.order",
+            "stop-first",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    deploy:\n      placement:\n        constraints: [node.role]\n",
+            "services.web.deploy.placement.constraints.0",
+            "no operator",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    hostname: '{{.Node.Hostnam}}'\n",
+            "services.web.hostname",
+            "unknown template field",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    environment:\n      SLOT: '{{.Task.Slot'\n",
+            "services.web.environment.SLOT",
+            "closing",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    depends_on:\n      db:\n        condition: service_ready\n",
+            "services.web.depends_on.db.condition",
+            "service_healthy",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    depends_on: [db]\n",
+            "services.web.depends_on",
+            "not a service",
+        ),
+        (
+            "services:\n  web:\n    image: ${TAG:?set TAG to the release}\n",
+            "services.web.image",
+            "set TAG to the release",
+        ),
+        (
+            "services:\n  web:\n    image: a\nsecrets:\n  s: {}\n",
+            "secrets.s",
+            "add `file: ./path` or `external: true`",
+        ),
+        (
+            "services:\n  web:\n    image: a\nnetworks:\n  n:\n    drivr: overlay\n",
+            "networks.n.drivr",
+            "did you mean `driver`",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    secrets:\n      - source: s\n        mode: 0999\nsecrets:\n  s: {external: true}\n",
+            "services.web.secrets.0.mode",
+            "octal",
+        ),
+    ];
+    for (text, path, message) in cases {
+        let errors = match load_text(text) {
+            Ok(_) => panic!("should be refused:\n{text}"),
+            Err(errors) => errors,
+        };
+        assert!(
+            errors
+                .0
+                .iter()
+                .any(|e| e.path == path && e.message.contains(message)),
+            "expected {path}: …{message}… for\n{text}\ngot:\n{errors}"
+        );
+    }
+}
+
+#[test]
+fn yaml_syntax_errors_name_the_line() {
+    let errors =
+        load_text("services:\n  web:\n    image: a\n    command: [x, y\n  db:\n").expect_err("bad");
+    assert_eq!(errors.0.len(), 1);
+    assert!(errors.0[0].line.is_some());
+    assert!(
+        errors.0[0].message.contains("YAML syntax error"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn ignored_keys_give_one_warning() {
+    let loaded = load_text(
+        "services:\n  web:\n    image: a\n    build: .\n    container_name: x\n  db:\n    image: b\n    links: [web]\n    network_mode: host\n",
+    )
+    .expect("loads");
+    let ignored: Vec<&String> = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.contains("ignoring"))
+        .collect();
+    assert_eq!(ignored.len(), 1, "{:?}", loaded.warnings);
+    for key in [
+        "services.web.build",
+        "services.web.container_name",
+        "services.db.links",
+        "services.db.network_mode",
+    ] {
+        assert!(ignored[0].contains(key), "{}", ignored[0]);
+    }
+}
+
+#[test]
+fn extensions_anchors_and_merge_keys() {
+    let loaded = load_text(
+        "x-defaults: &defaults\n  image: base:1\n  environment: {A: '1'}\n  deploy: {replicas: 2}\nservices:\n  web:\n    <<: *defaults\n    x-team: web\n    deploy: {replicas: 3}\n  worker:\n    <<: *defaults\n",
+    )
+    .expect("loads");
+    let services = &loaded.project.services;
+    assert_eq!(services["web"].image, "base:1");
+    assert_eq!(services["web"].deploy.replicas, Some(3));
+    assert_eq!(services["worker"].deploy.replicas, Some(2));
+    assert!(services["web"].extensions.contains_key("x-team"));
+    let text = compose::emit::to_yaml(&loaded.project);
+    assert!(text.contains("x-defaults:"), "{text}");
+    assert!(text.contains("    x-team: web\n"), "{text}");
+}
+
+#[test]
+fn override_files_merge_with_compose_rules() {
+    let base = "services:\n  web:\n    image: web:1\n    command: [a, b]\n    environment: [A=1, B=2]\n    ports: ['80:80']\n    volumes: ['data:/data']\n    deploy:\n      replicas: 1\n      placement:\n        constraints: [node.role == worker]\nvolumes:\n  data:\n  other:\n";
+    let over = "services:\n  web:\n    image: web:2\n    command: [c]\n    environment:\n      B: '3'\n    ports:\n      - target: 80\n        published: 80\n        mode: host\n      - '443:443'\n    volumes:\n      - other:/data\n    deploy:\n      replicas: 4\n      placement:\n        constraints: [node.labels.ssd == true]\n";
+    let loaded = load_with(&[], &[], &[("base.yml", base), ("over.yml", over)]).expect("loads");
+    let web = &loaded.project.services["web"];
+    assert_eq!(web.image, "web:2");
+    assert_eq!(web.command.as_deref(), Some(&["c".to_owned()][..]));
+    assert_eq!(web.environment["A"].as_deref(), Some("1"));
+    assert_eq!(web.environment["B"].as_deref(), Some("3"));
+    assert_eq!(web.ports.len(), 2);
+    assert_eq!(web.ports[0].mode, compose::model::PublishMode::Host);
+    assert_eq!(web.volumes.len(), 1);
+    assert_eq!(web.volumes[0].source.as_deref(), Some("other"));
+    assert_eq!(web.deploy.replicas, Some(4));
+    assert_eq!(
+        web.deploy.placement.constraints,
+        ["node.role == worker", "node.labels.ssd == true"]
+    );
+    // An error in the second file names that file.
+    let errors = load_with(
+        &[],
+        &[],
+        &[
+            ("base.yml", base),
+            ("bad.yml", "services:\n  web:\n    deploy: {replicas: -1}\n"),
+        ],
+    )
+    .expect_err("refused");
+    assert_eq!(errors.0[0].file, "bad.yml");
+}
+
+#[test]
+fn templates_and_long_syntax_are_normalised() {
+    let loaded = load_text(
+        "services:\n  web:\n    image: a\n    hostname: '{{.Node.Hostname}}-{{.Task.Slot}}'\n    command: echo \"hello world\"\n    stop_grace_period: 90s\n    ports: ['8000-8001:80-81/udp']\n    volumes:\n      - ./conf:/etc/conf:ro\n      - type: tmpfs\n        target: /tmp\n        tmpfs: {size: 64m}\n    environment: [FROM_ENV, MISSING]\n    ulimits:\n      nofile: {soft: 1024, hard: 2048}\n      nproc: 512\n",
+    );
+    let loaded = match loaded {
+        Ok(l) => l,
+        Err(e) => panic!("{e}"),
+    };
+    let text = compose::emit::to_yaml(&loaded.project);
+    let expected = r#"services:
+  web:
+    command:
+    - echo
+    - hello world
+    environment:
+      FROM_ENV: null
+      MISSING: null
+    hostname: "{{.Node.Hostname}}-{{.Task.Slot}}"
+    image: a
+    ports:
+    - mode: ingress
+      target: 80
+      published: 8000
+      protocol: udp
+    - mode: ingress
+      target: 81
+      published: 8001
+      protocol: udp
+    stop_grace_period: 1m30s
+    ulimits:
+      nofile:
+        soft: 1024
+        hard: 2048
+      nproc: 512
+    volumes:
+    - type: bind
+      source: /stack/conf
+      target: /etc/conf
+      read_only: true
+    - type: tmpfs
+      target: /tmp
+      tmpfs:
+        size: 67108864
+"#;
+    assert_eq!(text, expected);
+}
+
+#[test]
+fn environment_names_without_values_come_from_the_environment() {
+    let loaded = load_with(
+        &[],
+        &[("FROM_ENV", "yes")],
+        &[(
+            "c.yml",
+            "services:\n  web:\n    image: a\n    environment: [FROM_ENV]\n",
+        )],
+    )
+    .expect("loads");
+    assert_eq!(
+        loaded.project.services["web"].environment["FROM_ENV"].as_deref(),
+        Some("yes")
+    );
+}
+
+#[test]
+fn env_files_fill_in_under_environment() {
+    let loaded = load_text(
+        "services:\n  web:\n    image: a\n    env_file: [web.env, ./override.env]\n    environment: {LOG_LEVEL: debug}\n",
+    )
+    .expect("loads");
+    let environment = &loaded.project.services["web"].environment;
+    assert_eq!(environment["LOG_LEVEL"].as_deref(), Some("debug"));
+    assert_eq!(environment["PORT"].as_deref(), Some("8080"));
+    let errors =
+        load_text("services:\n  web:\n    image: a\n    env_file: [web.env, missing.env]\n")
+            .expect_err("missing file");
+    assert_eq!(errors.0[0].path, "services.web.env_file.1");
+    assert!(
+        errors.0[0].message.contains("/stack/missing.env"),
+        "{errors}"
+    );
+}
+
+#[test]
+fn unset_variables_warn_once() {
+    let loaded = load_text("services:\n  web:\n    image: a:${TAG}\n    hostname: h${TAG}\n")
+        .expect("loads");
+    let warnings: Vec<_> = loaded
+        .warnings
+        .iter()
+        .filter(|w| w.contains("TAG"))
+        .collect();
+    assert_eq!(warnings.len(), 1, "{:?}", loaded.warnings);
+    assert_eq!(loaded.project.services["web"].image, "a:");
+}
+
+#[test]
+fn skip_interpolation_keeps_references() {
+    let files = [SourceFile {
+        name: "c.yml".into(),
+        text: "services:\n  web:\n    image: a:${TAG:-1}\n".into(),
+    }];
+    let loaded = compose::load(
+        &files,
+        &Environment::new(),
+        &LoadOptions {
+            interpolate: false,
+            base_dir: "/".into(),
+            read_file: &read_stack_file,
+        },
+    )
+    .expect("loads");
+    assert_eq!(loaded.project.services["web"].image, "a:${TAG:-1}");
+}
+
+/// The real binary, end to end: output on stdout, `.env` next to the file, errors on stderr.
+#[test]
+fn shoal_stack_config_runs_without_a_daemon() {
+    let dir = std::env::temp_dir().join(format!("shoal-compose-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    std::fs::write(dir.join(".env"), "TAG=7\n").expect(".env");
+    std::fs::write(
+        dir.join("c.yml"),
+        "services:\n  web:\n    image: web:${TAG}\n    build: .\n",
+    )
+    .expect("c.yml");
+    std::fs::write(
+        dir.join("bad.yml"),
+        "services:\n  web:\n    image: a\n    replicaz: 3\n",
+    )
+    .expect("bad.yml");
+    let run = |file: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
+            .args(["stack", "config", "-c"])
+            .arg(dir.join(file))
+            .env_remove("TAG")
+            .env("SHOAL_HOST", "unix:///nonexistent/shoal.sock")
+            .output()
+            .expect("run shoal")
+    };
+    let good = run("c.yml");
+    let bad = run("bad.yml");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        good.status.success(),
+        "{}",
+        String::from_utf8_lossy(&good.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&good.stdout),
+        "services:\n  web:\n    image: web:7\n"
+    );
+    assert!(String::from_utf8_lossy(&good.stderr).contains("services.web.build"));
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("bad.yml:4: services.web.replicaz: unknown service key"),
+        "{stderr}"
+    );
+}
+
+/// The fixtures here are a copy of the shared ones; when the shared folder is beside the
+/// repository, they must not have drifted apart.
+#[test]
+fn fixture_copy_matches_shared_fixtures() {
+    let shared = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/compose");
+    if !shared.is_dir() {
+        eprintln!("skipping: {} is not there", shared.display());
+        return;
+    }
+    for name in [
+        "voting.yml",
+        "monitoring.yml",
+        "secrets-deps.yml",
+        "bad/bad-memory.yml",
+        "bad/dependency-cycle.yml",
+        "bad/replicas-negative.yml",
+        "bad/tabs.yml",
+        "bad/undefined-config.yml",
+        "bad/unknown-key.yml",
+    ] {
+        let ours = std::fs::read(fixtures().join(name)).expect(name);
+        let theirs = std::fs::read(shared.join(name)).expect(name);
+        assert!(
+            ours == theirs,
+            "{name} differs from the shared fixture: copy it again"
+        );
+    }
+}
+
+/// The deploy conversion: names scoped by stack, docker's defaults, units in proto form.
+#[test]
+fn project_converts_to_service_specs() {
+    use compose::convert::{NAMESPACE_LABEL, to_specs};
+    use shoal_proto::api;
+
+    let voting = load_with(&["voting.yml"], &[], &[]).expect("voting");
+    let specs = to_specs("vote", &voting.project);
+    assert_eq!(
+        specs.networks.keys().collect::<Vec<_>>(),
+        ["vote_back", "vote_front"]
+    );
+    assert_eq!(specs.services.len(), 5);
+    let counter = &specs.services["vote_counter"];
+    let annotations = counter.annotations.as_ref().expect("annotations");
+    assert_eq!(annotations.labels[NAMESPACE_LABEL], "vote");
+    assert_eq!(annotations.labels["APP"], "VOTING");
+    let task = counter.task.as_ref().expect("task");
+    let restart = task.restart.as_ref().expect("restart");
+    assert_eq!(
+        restart.condition,
+        api::restart_policy::RestartCondition::OnFailure as i32
+    );
+    assert_eq!(
+        restart.window,
+        Some(api::Duration {
+            seconds: 90,
+            nanos: 0
+        })
+    );
+    assert_eq!(restart.max_attempts, 3);
+    let targets: Vec<_> = task.networks.iter().map(|n| n.target.as_str()).collect();
+    assert_eq!(targets, ["vote_back", "vote_front"]);
+    assert_eq!(task.networks[0].aliases, ["counter"]);
+    let Some(api::task_spec::Runtime::Container(store)) = specs.services["vote_store"]
+        .task
+        .as_ref()
+        .and_then(|t| t.runtime.clone())
+    else {
+        panic!("store has a container")
+    };
+    assert_eq!(store.mounts[0].source, "vote_store-data");
+    assert_eq!(store.mounts[0].r#type, api::mount::Type::Volume as i32);
+    let ballot = &specs.services["vote_ballot"];
+    let update = ballot.update.as_ref().expect("update");
+    assert_eq!(update.parallelism, 1);
+    assert_eq!(
+        update.order,
+        api::update_config::UpdateOrder::StartFirst as i32
+    );
+    let ports = &ballot.endpoint.as_ref().expect("endpoint").ports;
+    assert_eq!((ports[0].published_port, ports[0].target_port), (15000, 80));
+
+    let monitoring = load_with(&["monitoring.yml"], &[], &[]).expect("monitoring");
+    let specs = to_specs("mon", &monitoring.project);
+    // Services without networks share the stack's default network.
+    assert!(specs.networks.contains_key("mon_default"));
+    assert!(matches!(
+        specs.services["mon_node-agent"].mode,
+        Some(api::service_spec::Mode::Global(_))
+    ));
+    assert!(matches!(
+        specs.services["mon_schema-setup"].mode,
+        Some(api::service_spec::Mode::ReplicatedJob(api::ReplicatedJob {
+            max_concurrent: 2,
+            total_completions: 2
+        }))
+    ));
+    let agent_task = specs.services["mon_node-agent"].task.clone().expect("task");
+    assert_eq!(
+        agent_task
+            .resources
+            .and_then(|r| r.limits)
+            .map(|l| l.memory_bytes),
+        Some(32 << 20)
+    );
+    let collector_task = specs.services["mon_collector"].task.clone().expect("task");
+    let placement = collector_task.placement.expect("placement");
+    assert_eq!(placement.max_replicas, 1);
+    assert_eq!(
+        specs.config_files.keys().collect::<Vec<_>>(),
+        ["mon_collector_conf"]
+    );
+
+    let deps = load_with(&["secrets-deps.yml"], &[], &[]).expect("secrets-deps");
+    let specs = to_specs("app", &deps.project);
+    assert_eq!(
+        specs.secret_files.get("app_api_token").map(String::as_str),
+        Some("/stack/api_token.txt")
+    );
+    let Some(api::task_spec::Runtime::Container(api)) = specs.services["app_api"]
+        .task
+        .as_ref()
+        .and_then(|t| t.runtime.clone())
+    else {
+        panic!("api has a container")
+    };
+    let secret_targets: Vec<_> = api
+        .secrets
+        .iter()
+        .map(|s| match &s.target {
+            Some(api::secret_reference::Target::File(f)) => {
+                (s.secret_name.clone(), f.name.clone(), f.mode)
+            }
+            None => (s.secret_name.clone(), String::new(), 0),
+        })
+        .collect();
+    assert_eq!(
+        secret_targets,
+        [
+            ("app_api_token".to_owned(), "api_token".to_owned(), 0o444),
+            ("tls_key".to_owned(), "server.key".to_owned(), 0o400),
+        ]
+    );
+    let health = api.healthcheck.expect("healthcheck");
+    assert_eq!(
+        health.interval,
+        Some(api::Duration {
+            seconds: 2,
+            nanos: 0
+        })
+    );
+    assert_eq!(health.retries, 2);
+    assert_eq!(api.env, ["TOKEN_FILE=/run/secrets/api_token"]);
+}
+
+/// What `stack config` prints is itself a valid compose file that prints the same again.
+#[test]
+fn printed_config_reads_back_unchanged() {
+    for (name, env) in [
+        ("voting.yml", &[][..]),
+        ("monitoring.yml", &[][..]),
+        ("secrets-deps.yml", &[("WEB_TAG", "2")][..]),
+    ] {
+        let printed = config_of(&[name], env);
+        let files = [SourceFile {
+            name: format!("printed-{name}"),
+            text: printed.clone(),
+        }];
+        let options = LoadOptions {
+            interpolate: false,
+            base_dir: "/elsewhere".into(),
+            read_file: &read_stack_file,
+        };
+        let reread = match compose::load(&files, &Environment::new(), &options) {
+            Ok(loaded) => compose::emit::to_yaml(&loaded.project),
+            Err(errors) => panic!("printed {name} does not load:\n{errors}\n{printed}"),
+        };
+        assert_eq!(reread, printed, "{name}");
+    }
+}
