@@ -1,1 +1,21 @@
-//! The worker agent: a dispatcher session that reconciles assigned tasks with the engine. Not built yet: see issue 4.
+//! The worker agent's pure core: converting assigned tasks to engine container specs
+//! ([`convert`]), the reconciler that drives tasks through their states ([`reconciler`]) and the
+//! on-disk assignment store that lets a restarted daemon re-adopt its containers ([`store`]).
+//! The async shell that talks to the dispatcher and the engine is built on top of these.
+
+pub mod convert;
+pub mod error;
+pub mod reconciler;
+pub mod store;
+
+pub use convert::{
+    LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_TASK, LABEL_TASK_ID,
+    LABEL_TASK_NAME, TaskPayloads, container_name_for_task, container_spec_for_task,
+    task_has_healthcheck, task_name,
+};
+pub use error::{Result, WorkerError};
+pub use reconciler::{
+    AssignmentSet, Command, CommandOutcome, ContainerRunState, DEFAULT_STOP_GRACE_PERIOD,
+    EngineObservation, Event, ExistingContainer, Reconciler,
+};
+pub use store::{ASSIGNMENT_FILE_NAME, AssignmentStore, PersistedAssignments};

@@ -1,0 +1,991 @@
+//! The pure translation of an assigned [`Task`] into the engine's [`ContainerSpec`]: container
+//! name, labels, process, mounts, limits and healthcheck. Anything the engine can't honour is
+//! refused with a [`WorkerError::TaskRejected`] rather than silently dropped, because a task that
+//! runs differently from its spec is worse than one that visibly fails to start.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use engine::{ContainerSpec, HealthcheckSpec, MountSpec};
+use shoal_proto::api;
+use shoal_proto::api::ContainerSpec as TaskContainerSpec;
+
+use crate::error::{Result, WorkerError};
+
+/// Label carrying the task id; re-adoption after a restart finds containers by it.
+pub const LABEL_TASK_ID: &str = "com.docker.swarm.task.id";
+/// Label carrying the task's name (`<service>.<slot>` or `<service>.<node id>`).
+pub const LABEL_TASK_NAME: &str = "com.docker.swarm.task.name";
+/// Label marking a container as a swarm task; its value is empty, as in Swarm.
+pub const LABEL_TASK: &str = "com.docker.swarm.task";
+/// Label carrying the service id.
+pub const LABEL_SERVICE_ID: &str = "com.docker.swarm.service.id";
+/// Label carrying the service name.
+pub const LABEL_SERVICE_NAME: &str = "com.docker.swarm.service.name";
+/// Label carrying the node id the task was assigned to.
+pub const LABEL_NODE_ID: &str = "com.docker.swarm.node.id";
+
+/// Docker's healthcheck defaults, used when the spec leaves a field at zero.
+const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+const DEFAULT_HEALTH_RETRIES: u32 = 3;
+
+/// The contents of the secrets and configs the dispatcher sent with an assignment set, by id.
+/// They live only in memory: the assignment store never writes them.
+#[derive(Clone, Default, PartialEq)]
+pub struct TaskPayloads {
+    /// Secret id → secret data.
+    pub secrets_by_id: BTreeMap<String, Vec<u8>>,
+    /// Config id → config data.
+    pub configs_by_id: BTreeMap<String, Vec<u8>>,
+}
+
+impl std::fmt::Debug for TaskPayloads {
+    // Lists ids only, so that a debug log of an assignment never prints secret data.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TaskPayloads")
+            .field("secret_ids", &self.secrets_by_id.keys().collect::<Vec<_>>())
+            .field("config_ids", &self.configs_by_id.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+/// The task's name as Swarm shows it: `<service>.<slot>` for replicated tasks and
+/// `<service>.<node id>` for global ones (slot 0).
+pub fn task_name(task: &api::Task) -> String {
+    let service_name = task
+        .service_annotations
+        .as_ref()
+        .map(|annotations| annotations.name.as_str())
+        .filter(|name| !name.is_empty())
+        .unwrap_or(task.service_id.as_str());
+    if task.slot == 0 {
+        format!("{service_name}.{}", task.node_id)
+    } else {
+        format!("{service_name}.{}", task.slot)
+    }
+}
+
+/// The container name Swarm uses: `<service>.<slot>.<task id>`, or `<service>.<node id>.<task id>`
+/// for global tasks.
+pub fn container_name_for_task(task: &api::Task) -> String {
+    format!("{}.{}", task_name(task), task.id)
+}
+
+/// Whether the task's container has a healthcheck that runs (not absent, not `NONE`). The
+/// reconciler keeps such a task in STARTING until the container is first healthy, as Swarm does,
+/// so that rolling updates wait for real readiness.
+pub fn task_has_healthcheck(task: &api::Task) -> bool {
+    match task_container_spec(task) {
+        Some(container) => container.healthcheck.as_ref().is_some_and(|health| {
+            matches!(
+                health.test.first().map(String::as_str),
+                Some("CMD" | "CMD-SHELL")
+            )
+        }),
+        None => false,
+    }
+}
+
+fn task_container_spec(task: &api::Task) -> Option<&TaskContainerSpec> {
+    match task.spec.as_ref()?.runtime.as_ref()? {
+        api::task_spec::Runtime::Container(container) => Some(container),
+        _ => None,
+    }
+}
+
+/// Converts an assigned task into the spec the engine creates its container from. Pure: the
+/// same task and payloads always give the same spec.
+pub fn container_spec_for_task(task: &api::Task, payloads: &TaskPayloads) -> Result<ContainerSpec> {
+    let reject = |reason: String| WorkerError::rejected(&task.id, reason);
+    if task.id.is_empty() {
+        return Err(reject("the task has no id".to_owned()));
+    }
+    let name = container_name_for_task(task);
+    if !is_valid_container_name(&name) {
+        return Err(reject(format!(
+            "container name {name:?} is not valid: service names and ids may only hold letters, digits, '_', '.' and '-'"
+        )));
+    }
+    let task_spec = task
+        .spec
+        .as_ref()
+        .ok_or_else(|| reject("the task has no spec".to_owned()))?;
+    let container = match task_spec.runtime.as_ref() {
+        Some(api::task_spec::Runtime::Container(container)) => container,
+        Some(api::task_spec::Runtime::Attachment(_)) => {
+            return Err(reject(
+                "network attachment tasks are not run by the worker's container reconciler"
+                    .to_owned(),
+            ));
+        }
+        Some(api::task_spec::Runtime::Generic(generic)) => {
+            return Err(reject(format!(
+                "generic runtime {:?} is not supported: only container tasks run on this node",
+                generic.kind
+            )));
+        }
+        None => return Err(reject("the task spec has no container spec".to_owned())),
+    };
+    if container.image.trim().is_empty() {
+        return Err(reject("the container spec names no image".to_owned()));
+    }
+    refuse_unsupported_container_fields(container).map_err(reject)?;
+
+    let mut spec = ContainerSpec {
+        name: Some(name),
+        image: container.image.clone(),
+        entrypoint: (!container.command.is_empty()).then(|| container.command.clone()),
+        command: container.args.clone(),
+        env: container.env.clone(),
+        user: non_empty(&container.user),
+        workdir: non_empty(&container.dir),
+        hostname: non_empty(&container.hostname),
+        read_only_rootfs: container.read_only,
+        stop_signal: non_empty(&container.stop_signal),
+        init: container.init.unwrap_or(false),
+        ..ContainerSpec::default()
+    };
+    if let Some(grace) = &container.stop_grace_period {
+        spec.stop_timeout = Some(duration_from_proto(grace, "stop grace period").map_err(reject)?);
+    }
+    if let Some(limits) = task_spec
+        .resources
+        .as_ref()
+        .and_then(|resources| resources.limits.as_ref())
+    {
+        spec.resources.nano_cpus = positive_limit(limits.nano_cpus, "CPU limit").map_err(reject)?;
+        spec.resources.memory_bytes =
+            positive_limit(limits.memory_bytes, "memory limit").map_err(reject)?;
+    }
+    // Docker treats 0 as "no limit" and a negative value as "unlimited" too.
+    if container.pid_limit > 0 {
+        spec.resources.pids_limit = Some(container.pid_limit);
+    }
+    if let Some(health) = &container.healthcheck {
+        spec.healthcheck = healthcheck_from_proto(health).map_err(reject)?;
+    }
+    for (index, mount) in container.mounts.iter().enumerate() {
+        spec.mounts
+            .push(mount_from_proto(&task.id, index, mount).map_err(reject)?);
+    }
+    for secret in &container.secrets {
+        spec.mounts
+            .push(secret_mount(secret, payloads).map_err(reject)?);
+    }
+    for config in &container.configs {
+        if let Some(mount) = config_mount(config, payloads).map_err(reject)? {
+            spec.mounts.push(mount);
+        }
+    }
+
+    // User labels first, so that the swarm labels written after them can't be spoofed by a spec.
+    spec.labels = container
+        .labels
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect();
+    let service_name = task
+        .service_annotations
+        .as_ref()
+        .map(|annotations| annotations.name.clone())
+        .unwrap_or_default();
+    for (key, value) in [
+        (LABEL_TASK, String::new()),
+        (LABEL_TASK_ID, task.id.clone()),
+        (LABEL_TASK_NAME, task_name(task)),
+        (LABEL_SERVICE_ID, task.service_id.clone()),
+        (LABEL_SERVICE_NAME, service_name),
+        (LABEL_NODE_ID, task.node_id.clone()),
+    ] {
+        spec.labels.insert(key.to_owned(), value);
+    }
+    Ok(spec)
+}
+
+fn is_valid_container_name(name: &str) -> bool {
+    let mut characters = name.chars();
+    characters
+        .next()
+        .is_some_and(|first| first.is_ascii_alphanumeric())
+        && characters.all(|character| {
+            character.is_ascii_alphanumeric() || matches!(character, '_' | '.' | '-')
+        })
+}
+
+fn non_empty(value: &str) -> Option<String> {
+    (!value.is_empty()).then(|| value.to_owned())
+}
+
+fn positive_limit(value: i64, what: &str) -> std::result::Result<Option<u64>, String> {
+    match value {
+        0 => Ok(None),
+        negative if negative < 0 => Err(format!("{what} {negative} is negative")),
+        positive => Ok(Some(positive as u64)),
+    }
+}
+
+fn duration_from_proto(
+    duration: &api::Duration,
+    what: &str,
+) -> std::result::Result<Duration, String> {
+    if duration.seconds < 0 || duration.nanos < 0 || duration.nanos >= 1_000_000_000 {
+        return Err(format!(
+            "{what} {}s {}ns is not a valid non-negative duration",
+            duration.seconds, duration.nanos
+        ));
+    }
+    Ok(Duration::new(
+        duration.seconds as u64,
+        duration.nanos as u32,
+    ))
+}
+
+fn duration_or_default(
+    duration: Option<&api::Duration>,
+    default: Duration,
+    what: &str,
+) -> std::result::Result<Duration, String> {
+    match duration {
+        Some(duration) => {
+            let converted = duration_from_proto(duration, what)?;
+            Ok(if converted.is_zero() {
+                default
+            } else {
+                converted
+            })
+        }
+        None => Ok(default),
+    }
+}
+
+/// Fields of the container spec the engine has no way to honour yet. Networking fields (`hosts`,
+/// `dns_config`) are left to the network attachment code and are not refused here.
+fn refuse_unsupported_container_fields(
+    container: &TaskContainerSpec,
+) -> std::result::Result<(), String> {
+    let mut unsupported = Vec::new();
+    if container.tty {
+        unsupported.push("tty");
+    }
+    if container.open_stdin {
+        unsupported.push("open_stdin");
+    }
+    if !container.groups.is_empty() {
+        unsupported.push("groups");
+    }
+    if !container.sysctls.is_empty() {
+        unsupported.push("sysctls");
+    }
+    if !container.capability_add.is_empty() {
+        unsupported.push("capability_add");
+    }
+    if !container.capability_drop.is_empty() {
+        unsupported.push("capability_drop");
+    }
+    if !container.ulimits.is_empty() {
+        unsupported.push("ulimits");
+    }
+    if !container.oom_score_adj.is_empty() {
+        unsupported.push("oom_score_adj");
+    }
+    if container.isolation == api::container_spec::Isolation::Hyperv as i32 {
+        unsupported.push("isolation=hyperv");
+    }
+    if unsupported.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "this node's engine does not support {}; remove them from the service spec",
+            unsupported.join(", ")
+        ))
+    }
+}
+
+fn healthcheck_from_proto(
+    health: &api::HealthConfig,
+) -> std::result::Result<Option<HealthcheckSpec>, String> {
+    let test = match health.test.split_first() {
+        // An empty test inherits the image's healthcheck; the engine runs none from images.
+        None => return Ok(None),
+        Some((kind, rest)) => match kind.as_str() {
+            "NONE" => return Ok(None),
+            "CMD" if !rest.is_empty() => rest.to_vec(),
+            "CMD-SHELL" if rest.len() == 1 => {
+                vec!["/bin/sh".to_owned(), "-c".to_owned(), rest[0].clone()]
+            }
+            other => {
+                return Err(format!(
+                    "healthcheck test {other:?} with {} arguments is not valid: use [\"CMD\", program, args...], [\"CMD-SHELL\", command] or [\"NONE\"]",
+                    rest.len()
+                ));
+            }
+        },
+    };
+    if health.retries < 0 {
+        return Err(format!(
+            "healthcheck retries {} is negative",
+            health.retries
+        ));
+    }
+    Ok(Some(HealthcheckSpec {
+        test,
+        interval: duration_or_default(
+            health.interval.as_ref(),
+            DEFAULT_HEALTH_INTERVAL,
+            "healthcheck interval",
+        )?,
+        timeout: duration_or_default(
+            health.timeout.as_ref(),
+            DEFAULT_HEALTH_TIMEOUT,
+            "healthcheck timeout",
+        )?,
+        retries: if health.retries == 0 {
+            DEFAULT_HEALTH_RETRIES
+        } else {
+            health.retries as u32
+        },
+        start_period: duration_or_default(
+            health.start_period.as_ref(),
+            Duration::ZERO,
+            "healthcheck start period",
+        )?,
+    }))
+}
+
+fn mount_from_proto(
+    task_id: &str,
+    index: usize,
+    mount: &api::Mount,
+) -> std::result::Result<MountSpec, String> {
+    use api::mount::Type;
+    let target = mount.target.clone();
+    if !target.starts_with('/') {
+        return Err(format!("mount target {target:?} must be an absolute path"));
+    }
+    match Type::try_from(mount.r#type) {
+        Ok(Type::Bind) => {
+            if !mount.source.starts_with('/') {
+                return Err(format!(
+                    "bind mount source {:?} must be an absolute host path",
+                    mount.source
+                ));
+            }
+            if let Some(options) = &mount.bind_options
+                && (options.propagation != api::mount::bind_options::Propagation::Rprivate as i32
+                    || options.nonrecursive)
+            {
+                return Err(format!(
+                    "bind mount {target:?}: only rprivate, recursive propagation is supported"
+                ));
+            }
+            Ok(MountSpec::Bind {
+                source: PathBuf::from(&mount.source),
+                target,
+                read_only: mount.readonly,
+            })
+        }
+        Ok(Type::Volume) => {
+            if let Some(options) = &mount.volume_options {
+                let driver = options
+                    .driver_config
+                    .as_ref()
+                    .map(|driver| driver.name.as_str())
+                    .unwrap_or("");
+                if !matches!(driver, "" | "local") {
+                    return Err(format!(
+                        "volume driver {driver:?} is not supported; use the local driver"
+                    ));
+                }
+                if !options.subpath.is_empty() {
+                    return Err(format!("volume mount {target:?}: subpath is not supported"));
+                }
+            }
+            // An anonymous volume gets a name derived from the task, so a re-created spec names
+            // the same volume and the conversion stays deterministic.
+            let name = if mount.source.is_empty() {
+                format!("{task_id}-{index}")
+            } else {
+                mount.source.clone()
+            };
+            Ok(MountSpec::Volume {
+                name,
+                target,
+                read_only: mount.readonly,
+            })
+        }
+        Ok(Type::Tmpfs) => {
+            let options = mount.tmpfs_options.clone().unwrap_or_default();
+            if options.size_bytes < 0 {
+                return Err(format!(
+                    "tmpfs {target:?}: size {} is negative",
+                    options.size_bytes
+                ));
+            }
+            if options.mode != 0 || !options.options.is_empty() {
+                return Err(format!(
+                    "tmpfs {target:?}: mode and extra options are not supported"
+                ));
+            }
+            Ok(MountSpec::Tmpfs {
+                target,
+                size_bytes: (options.size_bytes > 0).then_some(options.size_bytes as u64),
+            })
+        }
+        Ok(Type::Npipe) => Err("npipe mounts exist only on Windows".to_owned()),
+        Ok(Type::Cluster) => Err("cluster volumes are not supported".to_owned()),
+        Err(_) => Err(format!("mount type {} is unknown", mount.r#type)),
+    }
+}
+
+fn check_file_owner(
+    kind: &str,
+    name: &str,
+    uid: &str,
+    gid: &str,
+) -> std::result::Result<(), String> {
+    // The engine mounts secret and config files owned by root; any other owner can't be honoured.
+    if matches!(uid, "" | "0") && matches!(gid, "" | "0") {
+        Ok(())
+    } else {
+        Err(format!(
+            "{kind} {name:?}: file owner {uid}:{gid} is not supported; only root (0:0) is"
+        ))
+    }
+}
+
+fn secret_mount(
+    secret: &api::SecretReference,
+    payloads: &TaskPayloads,
+) -> std::result::Result<MountSpec, String> {
+    let Some(api::secret_reference::Target::File(file)) = &secret.target else {
+        return Err(format!(
+            "secret {:?} has no file target",
+            secret.secret_name
+        ));
+    };
+    check_file_owner("secret", &secret.secret_name, &file.uid, &file.gid)?;
+    let contents = payloads
+        .secrets_by_id
+        .get(&secret.secret_id)
+        .ok_or_else(|| {
+            format!(
+                "secret {:?} ({}) was not sent to this node with the assignment",
+                secret.secret_name, secret.secret_id
+            )
+        })?;
+    let target = if file.name.starts_with('/') {
+        file.name.clone()
+    } else {
+        format!("/run/secrets/{}", file.name)
+    };
+    Ok(MountSpec::File {
+        target,
+        contents: contents.clone(),
+        mode: if file.mode == 0 { 0o444 } else { file.mode },
+    })
+}
+
+fn config_mount(
+    config: &api::ConfigReference,
+    payloads: &TaskPayloads,
+) -> std::result::Result<Option<MountSpec>, String> {
+    let file = match &config.target {
+        Some(api::config_reference::Target::File(file)) => file,
+        // Runtime targets are read by the runtime itself (credential specs), not mounted.
+        Some(api::config_reference::Target::Runtime(_)) => return Ok(None),
+        None => return Err(format!("config {:?} has no target", config.config_name)),
+    };
+    check_file_owner("config", &config.config_name, &file.uid, &file.gid)?;
+    let contents = payloads
+        .configs_by_id
+        .get(&config.config_id)
+        .ok_or_else(|| {
+            format!(
+                "config {:?} ({}) was not sent to this node with the assignment",
+                config.config_name, config.config_id
+            )
+        })?;
+    let target = if file.name.starts_with('/') {
+        file.name.clone()
+    } else {
+        format!("/{}", file.name)
+    };
+    Ok(Some(MountSpec::File {
+        target,
+        contents: contents.clone(),
+        mode: if file.mode == 0 { 0o444 } else { file.mode },
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn duration(seconds: i64) -> Option<api::Duration> {
+        Some(api::Duration { seconds, nanos: 0 })
+    }
+
+    fn task_with(container: TaskContainerSpec) -> api::Task {
+        api::Task {
+            id: "t1".to_owned(),
+            service_id: "svc1".to_owned(),
+            node_id: "node1".to_owned(),
+            slot: 2,
+            service_annotations: Some(api::Annotations {
+                name: "web".to_owned(),
+                ..api::Annotations::default()
+            }),
+            spec: Some(api::TaskSpec {
+                runtime: Some(api::task_spec::Runtime::Container(container)),
+                ..api::TaskSpec::default()
+            }),
+            ..api::Task::default()
+        }
+    }
+
+    fn image(name: &str) -> TaskContainerSpec {
+        TaskContainerSpec {
+            image: name.to_owned(),
+            ..TaskContainerSpec::default()
+        }
+    }
+
+    fn swarm_labels(task: &api::Task) -> BTreeMap<String, String> {
+        BTreeMap::from([
+            (LABEL_TASK.to_owned(), String::new()),
+            (LABEL_TASK_ID.to_owned(), task.id.clone()),
+            (LABEL_TASK_NAME.to_owned(), task_name(task)),
+            (LABEL_SERVICE_ID.to_owned(), task.service_id.clone()),
+            (LABEL_SERVICE_NAME.to_owned(), "web".to_owned()),
+            (LABEL_NODE_ID.to_owned(), task.node_id.clone()),
+        ])
+    }
+
+    fn expected_base(task: &api::Task) -> ContainerSpec {
+        ContainerSpec {
+            name: Some(container_name_for_task(task)),
+            image: "busybox".to_owned(),
+            labels: swarm_labels(task),
+            ..ContainerSpec::default()
+        }
+    }
+
+    #[test]
+    fn names_follow_swarm_for_replicated_and_global_tasks() {
+        let replicated = task_with(image("busybox"));
+        assert_eq!(container_name_for_task(&replicated), "web.2.t1");
+        let global = api::Task {
+            slot: 0,
+            ..replicated.clone()
+        };
+        assert_eq!(container_name_for_task(&global), "web.node1.t1");
+        let unnamed_service = api::Task {
+            service_annotations: None,
+            ..replicated
+        };
+        assert_eq!(container_name_for_task(&unnamed_service), "svc1.2.t1");
+    }
+
+    #[test]
+    fn conversions_that_succeed() {
+        type Case = (
+            &'static str,
+            TaskContainerSpec,
+            Option<api::ResourceRequirements>,
+            fn(&mut ContainerSpec),
+        );
+        let cases: Vec<Case> = vec![
+            ("image only", image("busybox"), None, |_| {}),
+            (
+                "process, user, dir, hostname, env, init, read-only, stop signal and grace",
+                TaskContainerSpec {
+                    command: vec!["/bin/sh".into()],
+                    args: vec!["-c".into(), "sleep 1".into()],
+                    env: vec!["A=1".into()],
+                    user: "1000:1000".into(),
+                    dir: "/srv".into(),
+                    hostname: "h".into(),
+                    init: Some(true),
+                    read_only: true,
+                    stop_signal: "SIGINT".into(),
+                    stop_grace_period: duration(3),
+                    pid_limit: 100,
+                    ..image("busybox")
+                },
+                None,
+                |spec| {
+                    spec.entrypoint = Some(vec!["/bin/sh".into()]);
+                    spec.command = vec!["-c".into(), "sleep 1".into()];
+                    spec.env = vec!["A=1".into()];
+                    spec.user = Some("1000:1000".into());
+                    spec.workdir = Some("/srv".into());
+                    spec.hostname = Some("h".into());
+                    spec.init = true;
+                    spec.read_only_rootfs = true;
+                    spec.stop_signal = Some("SIGINT".into());
+                    spec.stop_timeout = Some(Duration::from_secs(3));
+                    spec.resources.pids_limit = Some(100);
+                },
+            ),
+            (
+                "limits become cgroup limits; reservations are the scheduler's business",
+                image("busybox"),
+                Some(api::ResourceRequirements {
+                    limits: Some(api::Resources {
+                        nano_cpus: 1_500_000_000,
+                        memory_bytes: 64 << 20,
+                        generic: vec![],
+                    }),
+                    reservations: Some(api::Resources {
+                        nano_cpus: 1,
+                        memory_bytes: 1,
+                        generic: vec![],
+                    }),
+                    ..api::ResourceRequirements::default()
+                }),
+                |spec| {
+                    spec.resources.nano_cpus = Some(1_500_000_000);
+                    spec.resources.memory_bytes = Some(64 << 20);
+                },
+            ),
+            (
+                "user labels kept, swarm labels can't be spoofed",
+                TaskContainerSpec {
+                    labels: HashMap::from([
+                        ("com.docker.stack.namespace".to_owned(), "shop".to_owned()),
+                        (LABEL_TASK_ID.to_owned(), "forged".to_owned()),
+                    ]),
+                    ..image("busybox")
+                },
+                None,
+                |spec| {
+                    spec.labels
+                        .insert("com.docker.stack.namespace".into(), "shop".into());
+                },
+            ),
+            (
+                "CMD-SHELL healthcheck with defaults filled in",
+                TaskContainerSpec {
+                    healthcheck: Some(api::HealthConfig {
+                        test: vec!["CMD-SHELL".into(), "true".into()],
+                        ..api::HealthConfig::default()
+                    }),
+                    ..image("busybox")
+                },
+                None,
+                |spec| {
+                    spec.healthcheck = Some(HealthcheckSpec {
+                        test: vec!["/bin/sh".into(), "-c".into(), "true".into()],
+                        interval: Duration::from_secs(30),
+                        timeout: Duration::from_secs(30),
+                        retries: 3,
+                        start_period: Duration::ZERO,
+                    });
+                },
+            ),
+            (
+                "CMD healthcheck with explicit timings",
+                TaskContainerSpec {
+                    healthcheck: Some(api::HealthConfig {
+                        test: vec!["CMD".into(), "probe".into(), "-q".into()],
+                        interval: duration(5),
+                        timeout: duration(2),
+                        retries: 1,
+                        start_period: duration(10),
+                        start_interval: None,
+                    }),
+                    ..image("busybox")
+                },
+                None,
+                |spec| {
+                    spec.healthcheck = Some(HealthcheckSpec {
+                        test: vec!["probe".into(), "-q".into()],
+                        interval: Duration::from_secs(5),
+                        timeout: Duration::from_secs(2),
+                        retries: 1,
+                        start_period: Duration::from_secs(10),
+                    });
+                },
+            ),
+            (
+                "NONE disables the healthcheck",
+                TaskContainerSpec {
+                    healthcheck: Some(api::HealthConfig {
+                        test: vec!["NONE".into()],
+                        ..api::HealthConfig::default()
+                    }),
+                    ..image("busybox")
+                },
+                None,
+                |_| {},
+            ),
+            (
+                "bind, named and anonymous volumes, tmpfs",
+                TaskContainerSpec {
+                    mounts: vec![
+                        api::Mount {
+                            r#type: api::mount::Type::Bind as i32,
+                            source: "/srv/data".into(),
+                            target: "/data".into(),
+                            readonly: true,
+                            ..api::Mount::default()
+                        },
+                        api::Mount {
+                            r#type: api::mount::Type::Volume as i32,
+                            source: "db".into(),
+                            target: "/db".into(),
+                            ..api::Mount::default()
+                        },
+                        api::Mount {
+                            r#type: api::mount::Type::Volume as i32,
+                            target: "/cache".into(),
+                            ..api::Mount::default()
+                        },
+                        api::Mount {
+                            r#type: api::mount::Type::Tmpfs as i32,
+                            target: "/tmp".into(),
+                            tmpfs_options: Some(api::mount::TmpfsOptions {
+                                size_bytes: 1 << 20,
+                                ..api::mount::TmpfsOptions::default()
+                            }),
+                            ..api::Mount::default()
+                        },
+                    ],
+                    ..image("busybox")
+                },
+                None,
+                |spec| {
+                    spec.mounts = vec![
+                        MountSpec::Bind {
+                            source: "/srv/data".into(),
+                            target: "/data".into(),
+                            read_only: true,
+                        },
+                        MountSpec::Volume {
+                            name: "db".into(),
+                            target: "/db".into(),
+                            read_only: false,
+                        },
+                        MountSpec::Volume {
+                            name: "t1-2".into(),
+                            target: "/cache".into(),
+                            read_only: false,
+                        },
+                        MountSpec::Tmpfs {
+                            target: "/tmp".into(),
+                            size_bytes: Some(1 << 20),
+                        },
+                    ];
+                },
+            ),
+            (
+                "secrets under /run/secrets, configs at /<name>, from the payloads",
+                TaskContainerSpec {
+                    secrets: vec![api::SecretReference {
+                        secret_id: "s1".into(),
+                        secret_name: "db_password".into(),
+                        target: Some(api::secret_reference::Target::File(
+                            api::secret_reference::FileTarget {
+                                name: "db_password".into(),
+                                uid: "0".into(),
+                                gid: "0".into(),
+                                mode: 0o400,
+                            },
+                        )),
+                    }],
+                    configs: vec![api::ConfigReference {
+                        config_id: "c1".into(),
+                        config_name: "nginx.conf".into(),
+                        target: Some(api::config_reference::Target::File(
+                            api::config_reference::FileTarget {
+                                name: "nginx.conf".into(),
+                                ..api::config_reference::FileTarget::default()
+                            },
+                        )),
+                    }],
+                    ..image("busybox")
+                },
+                None,
+                |spec| {
+                    spec.mounts = vec![
+                        MountSpec::File {
+                            target: "/run/secrets/db_password".into(),
+                            contents: b"hunter2".to_vec(),
+                            mode: 0o400,
+                        },
+                        MountSpec::File {
+                            target: "/nginx.conf".into(),
+                            contents: b"events {}".to_vec(),
+                            mode: 0o444,
+                        },
+                    ];
+                },
+            ),
+        ];
+        let payloads = TaskPayloads {
+            secrets_by_id: BTreeMap::from([("s1".to_owned(), b"hunter2".to_vec())]),
+            configs_by_id: BTreeMap::from([("c1".to_owned(), b"events {}".to_vec())]),
+        };
+        for (name, container, resources, adjust) in cases {
+            let mut task = task_with(container);
+            if let Some(spec) = task.spec.as_mut() {
+                spec.resources = resources;
+            }
+            let mut expected = expected_base(&task);
+            adjust(&mut expected);
+            let converted = container_spec_for_task(&task, &payloads)
+                .unwrap_or_else(|error| panic!("{name}: {error}"));
+            assert_eq!(converted, expected, "{name}");
+        }
+    }
+
+    #[test]
+    fn conversions_that_are_rejected() {
+        let no_runtime = api::Task {
+            spec: Some(api::TaskSpec::default()),
+            ..task_with(image("busybox"))
+        };
+        let generic = api::Task {
+            spec: Some(api::TaskSpec {
+                runtime: Some(api::task_spec::Runtime::Generic(api::GenericRuntimeSpec {
+                    kind: "plugin".into(),
+                    payload: vec![],
+                })),
+                ..api::TaskSpec::default()
+            }),
+            ..task_with(image("busybox"))
+        };
+        let bad_service_name = api::Task {
+            service_annotations: Some(api::Annotations {
+                name: "we b".into(),
+                ..api::Annotations::default()
+            }),
+            ..task_with(image("busybox"))
+        };
+        let negative_memory = {
+            let mut task = task_with(image("busybox"));
+            if let Some(spec) = task.spec.as_mut() {
+                spec.resources = Some(api::ResourceRequirements {
+                    limits: Some(api::Resources {
+                        memory_bytes: -1,
+                        ..api::Resources::default()
+                    }),
+                    ..api::ResourceRequirements::default()
+                });
+            }
+            task
+        };
+        let cases: Vec<(&str, api::Task, &str)> = vec![
+            ("no container spec", no_runtime, "has no container spec"),
+            (
+                "generic runtime",
+                generic,
+                "generic runtime \"plugin\" is not supported",
+            ),
+            ("empty image", task_with(image(" ")), "names no image"),
+            ("invalid name", bad_service_name, "is not valid"),
+            (
+                "negative memory",
+                negative_memory,
+                "memory limit -1 is negative",
+            ),
+            (
+                "tty and capabilities",
+                task_with(TaskContainerSpec {
+                    tty: true,
+                    capability_add: vec!["NET_ADMIN".into()],
+                    ..image("busybox")
+                }),
+                "does not support tty, capability_add",
+            ),
+            (
+                "relative bind source",
+                task_with(TaskContainerSpec {
+                    mounts: vec![api::Mount {
+                        r#type: api::mount::Type::Bind as i32,
+                        source: "data".into(),
+                        target: "/data".into(),
+                        ..api::Mount::default()
+                    }],
+                    ..image("busybox")
+                }),
+                "must be an absolute host path",
+            ),
+            (
+                "npipe mount",
+                task_with(TaskContainerSpec {
+                    mounts: vec![api::Mount {
+                        r#type: api::mount::Type::Npipe as i32,
+                        target: "/pipe".into(),
+                        ..api::Mount::default()
+                    }],
+                    ..image("busybox")
+                }),
+                "only on Windows",
+            ),
+            (
+                "malformed healthcheck",
+                task_with(TaskContainerSpec {
+                    healthcheck: Some(api::HealthConfig {
+                        test: vec!["CMD-SHELL".into()],
+                        ..api::HealthConfig::default()
+                    }),
+                    ..image("busybox")
+                }),
+                "healthcheck test \"CMD-SHELL\" with 0 arguments",
+            ),
+            (
+                "negative grace period",
+                task_with(TaskContainerSpec {
+                    stop_grace_period: duration(-1),
+                    ..image("busybox")
+                }),
+                "stop grace period",
+            ),
+            (
+                "secret not sent",
+                task_with(TaskContainerSpec {
+                    secrets: vec![api::SecretReference {
+                        secret_id: "missing".into(),
+                        secret_name: "pw".into(),
+                        target: Some(api::secret_reference::Target::File(
+                            api::secret_reference::FileTarget {
+                                name: "pw".into(),
+                                ..api::secret_reference::FileTarget::default()
+                            },
+                        )),
+                    }],
+                    ..image("busybox")
+                }),
+                "was not sent to this node",
+            ),
+        ];
+        for (name, task, expected_fragment) in cases {
+            match container_spec_for_task(&task, &TaskPayloads::default()) {
+                Ok(spec) => panic!("{name}: expected a rejection, got {spec:?}"),
+                Err(error) => {
+                    assert_eq!(error.code(), "WORKER-TASK-REJECTED", "{name}");
+                    let message = error.to_string();
+                    assert!(message.contains(expected_fragment), "{name}: {message}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn payload_debug_output_never_shows_secret_data() {
+        let payloads = TaskPayloads {
+            secrets_by_id: BTreeMap::from([("s1".to_owned(), b"hunter2".to_vec())]),
+            configs_by_id: BTreeMap::new(),
+        };
+        let printed = format!("{payloads:?}");
+        assert!(
+            printed.contains("s1") && !printed.contains("104"),
+            "{printed}"
+        );
+    }
+}
