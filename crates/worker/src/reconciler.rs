@@ -11,6 +11,14 @@
 //!
 //! The reconciler reads no clock: time arrives in `Event::Tick`, and status timestamps carry the
 //! last tick's value.
+//!
+//! What the async shell that drives it must do:
+//! - run each step's commands in order;
+//! - when a `PersistAssignments` fails, not send that step's report, and answer the report with
+//!   an error instead: otherwise a restart could report a lower state than the manager applied;
+//! - answer every command with exactly one result, timeouts included, or its task stays stuck;
+//! - feed events that queued up together through `step_batch`;
+//! - send a `Tick` about once a second.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
