@@ -301,19 +301,7 @@ impl Inner {
         let id = util::random_id()?;
         let name = match &spec.name {
             Some(name) => {
-                let ok = name
-                    .bytes()
-                    .next()
-                    .is_some_and(|b| b.is_ascii_alphanumeric())
-                    && name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
-                if !ok {
-                    return Err(EngineError::invalid(
-                        "container name",
-                        format!("{name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*"),
-                    ));
-                }
+                spec::validate_name("container name", name)?;
                 name.clone()
             }
             None => format!("shoal-{}", &id[..12]),

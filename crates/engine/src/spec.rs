@@ -372,7 +372,7 @@ pub fn runtime_spec(
                 bind(source, target, *read_only)?
             }
             MountSpec::Volume { name, target, read_only } => {
-                validate_volume_name(name)?;
+                validate_name("volume name", name)?;
                 bind(&paths.volumes.join(name).join("_data"), target, *read_only)?
             }
             MountSpec::Tmpfs { target, size_bytes } => {
@@ -443,13 +443,13 @@ pub fn runtime_spec(
     serde_json::from_value(value).map_err(|e| EngineError::invalid("generated runtime spec", e))
 }
 
-/// Volume names follow docker's rule.
-pub fn validate_volume_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphanumeric())
+/// Checks a container or volume name against docker's rule, `[a-zA-Z0-9][a-zA-Z0-9_.-]*`;
+/// `what` names the kind of name in the error.
+pub fn validate_name(what: &str, name: &str) -> Result<()> {
+    let ok = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric())
         && name
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
@@ -457,7 +457,7 @@ pub fn validate_volume_name(name: &str) -> Result<()> {
         Ok(())
     } else {
         Err(EngineError::invalid(
-            "volume name",
+            what,
             format!("{name:?}: use [a-zA-Z0-9][a-zA-Z0-9_.-]*"),
         ))
     }
