@@ -10,9 +10,11 @@ use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
 use openraft::raft::ReadPolicy;
 use openraft::{BasicNode, ChangeMembers, EntryPayload, Membership, SnapshotPolicy};
+use shoal_proto::raft::raft_client::RaftClient;
 use shoal_proto::raft::raft_server::RaftServer;
 use tokio::sync::oneshot;
 use tokio::time::Instant;
+use tonic::transport::Channel;
 
 use crate::error::StoreError;
 use crate::log_store::LogStore;
@@ -570,18 +572,38 @@ impl Inner {
         txn: Transaction,
         deadline: Instant,
     ) -> Result<u64, StoreError> {
-        let mut client = self.peers.client(leader, addr)?;
         let call = wire::encode(&ProposeCall {
             txn,
             forwarded: true,
         });
-        let response = tokio::time::timeout_at(deadline, client.propose(call))
+        self.call_leader(leader, addr, deadline, |mut client| async move {
+            client.propose(call).await
+        })
+        .await
+    }
+
+    /// Sends one call to the leader at `addr` and decodes its reply, within `deadline`.
+    async fn call_leader<T, F, Fut>(
+        &self,
+        leader: MemberId,
+        addr: &str,
+        deadline: Instant,
+        send: F,
+    ) -> Result<T, StoreError>
+    where
+        T: serde::de::DeserializeOwned,
+        F: FnOnce(RaftClient<Channel>) -> Fut,
+        Fut: std::future::Future<
+                Output = Result<tonic::Response<shoal_proto::raft::RaftMessage>, tonic::Status>,
+            >,
+    {
+        let client = self.peers.client(leader, addr)?;
+        let response = tokio::time::timeout_at(deadline, send(client))
             .await
             .map_err(|_| self.no_leader())?
             .map_err(|status| forward_failure(leader, addr, status))?;
-        let reply: wire::ProposeReply = wire::decode(response.get_ref())
-            .map_err(|status| forward_failure(leader, addr, status))?;
-        reply
+        wire::decode::<Result<T, StoreError>>(response.get_ref())
+            .map_err(|status| forward_failure(leader, addr, status))?
     }
 
     async fn read_barrier(&self) -> Result<u64, StoreError> {
@@ -594,15 +616,13 @@ impl Inner {
                             .map_err(|_| self.no_leader())?
                     }
                     Some((leader, addr)) => {
-                        let mut client = self.peers.client(leader, &addr)?;
                         let call = wire::encode(&ReadCall { kind: None });
-                        let response = tokio::time::timeout_at(deadline, client.read(call))
-                            .await
-                            .map_err(|_| self.no_leader())?
-                            .map_err(|status| forward_failure(leader, &addr, status))?;
-                        let reply: wire::ReadReply = wire::decode(response.get_ref())
-                            .map_err(|status| forward_failure(leader, &addr, status))?;
-                        reply.map(|(index, _)| index)
+                        let (index, _): (u64, Vec<ObjectRecord>) = self
+                            .call_leader(leader, &addr, deadline, |mut client| async move {
+                                client.read(call).await
+                            })
+                            .await?;
+                        Ok(index)
                     }
                     None => Err(StoreError::NotLeader {
                         member: self.member_id(),
@@ -640,17 +660,11 @@ impl Inner {
                         self.change_membership_as_leader(call).await
                     }
                     Some((leader, addr)) => {
-                        let mut client = self.peers.client(leader, &addr)?;
-                        let response = tokio::time::timeout_at(
-                            deadline,
-                            client.change_membership(wire::encode(&call)),
-                        )
+                        let call = wire::encode(&call);
+                        self.call_leader(leader, &addr, deadline, |mut client| async move {
+                            client.change_membership(call).await
+                        })
                         .await
-                        .map_err(|_| self.no_leader())?
-                        .map_err(|status| forward_failure(leader, &addr, status))?;
-                        let reply: wire::MembershipReply = wire::decode(response.get_ref())
-                            .map_err(|status| forward_failure(leader, &addr, status))?;
-                        reply
                     }
                     None => Err(StoreError::NotLeader {
                         member: self.member_id(),
