@@ -12,6 +12,7 @@ use shoal_proto::api::{
     self, Node, Task, TaskState, node_spec, node_status, placement, port_config,
 };
 
+use crate::objects::ClusterObject;
 use crate::orchestrator::{is_terminal, observed_state};
 
 /// How the scheduler phase changes one task's status.
@@ -212,11 +213,7 @@ pub fn plan_assignments(nodes: &[Node], tasks: &[Task]) -> Vec<Assignment> {
         })
         .map(|(task, outcome)| Assignment {
             task_id: task.id.clone(),
-            read_version: task
-                .meta
-                .as_ref()
-                .and_then(|meta| meta.version.as_ref())
-                .map_or(0, |version| version.index),
+            read_version: task.read_version(),
             outcome,
         })
         .collect()

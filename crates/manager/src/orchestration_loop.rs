@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use raft_store::{Change, ObjectRecord, Store, StoreError, Transaction, TxnRejection};
+use raft_store::{Change, Store, StoreError, Transaction, TxnRejection};
 use shoal_proto::api::{Cluster, Node, Service, Task, TaskState, TaskStatus};
 use tokio::sync::watch;
 
@@ -38,12 +38,6 @@ struct StoreState {
     nodes: Vec<Node>,
     tasks: Vec<Task>,
     cluster: Option<Cluster>,
-}
-
-fn decode_kind<T: ClusterObject>(
-    records: impl Iterator<Item = ObjectRecord>,
-) -> Result<Vec<T>, ManagerError> {
-    records.map(|record| objects::decode(&record)).collect()
 }
 
 pub struct OrchestrationLoop {
@@ -164,12 +158,13 @@ impl OrchestrationLoop {
 
     fn read_state(&self) -> Result<StoreState, ManagerError> {
         self.store.local_view(|view| {
-            let records = |kind: &str| view.list(kind).cloned().collect::<Vec<_>>().into_iter();
             Ok(StoreState {
-                services: decode_kind(records(Service::KIND))?,
-                nodes: decode_kind(records(Node::KIND))?,
-                tasks: decode_kind(records(Task::KIND))?,
-                cluster: decode_kind(records(Cluster::KIND))?.into_iter().next(),
+                services: objects::decode_all(view.list(Service::KIND))?,
+                nodes: objects::decode_all(view.list(Node::KIND))?,
+                tasks: objects::decode_all(view.list(Task::KIND))?,
+                cluster: objects::decode_all::<Cluster>(view.list(Cluster::KIND))?
+                    .into_iter()
+                    .next(),
             })
         })
     }
