@@ -2,7 +2,9 @@
 //! `proto/shoal/`. This crate holds no logic.
 
 /// The cluster object model: nodes, services, tasks, networks, secrets, configs, stacks and the
-/// cluster itself, with their specs. Mirrors SwarmKit's `api` package.
+/// cluster itself, with their specs, and the services around it: `Control` (what the CLI calls on
+/// a manager), `Dispatcher` (what workers call on 2377) and `Swarm` (node-local membership, on the
+/// daemon's socket). Mirrors SwarmKit's `api` package.
 pub mod api {
     #![allow(missing_docs, unreachable_pub, clippy::all)]
     tonic::include_proto!("shoal.api");
