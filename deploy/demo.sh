@@ -36,14 +36,27 @@ echo "==> running containers"
 "$shoal" container run -d --name demo-sleeper --memory 32m --pids-limit 64 busybox:latest sleep 3600
 "$shoal" container ls
 
+echo "==> swarm mode: a one-node swarm and a service of 3 replicas"
+if ! "$shoal" info 2>/dev/null | grep -q '^Swarm: active'; then
+  # Loopback only: the demo's cluster port is reachable from this machine alone.
+  "$shoal" swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377
+fi
+"$shoal" service rm demo-web >/dev/null 2>&1 || true
+"$shoal" service create --name demo-web --replicas 3 busybox:latest \
+  sh -c 'echo "hello from $(hostname)"; exec sleep 3600'
+"$shoal" service ls
+"$shoal" service ps demo-web
+
 cat <<MSG
 
 shoal is running. Try:
   export SHOAL_HOST=$SHOAL_HOST
+  $shoal service scale demo-web=10
+  $shoal service logs demo-web
+  $shoal node ls
   $shoal container ls --format json
-  $shoal container logs demo-sleeper
   $shoal image ls
-Tear down:
-  $shoal container rm -f demo-sleeper
+Tear down (containers outlive the daemon, so remove them first):
+  $shoal service rm demo-web; $shoal container rm -f demo-sleeper
   kill \$(cat $demo/daemon.pid) && rm -rf $demo
 MSG

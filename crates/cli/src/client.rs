@@ -1,11 +1,14 @@
-//! The client side: connecting to the daemon's unix socket and the `image` and `container`
-//! commands, with docker-like tables and `--format json` lines.
+//! The client side: connecting to the daemon's unix socket (one channel shared by the engine,
+//! control and swarm clients) and the `image` and `container` commands, with docker-like tables
+//! and `--format json` lines.
 
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, bail};
+use shoal_proto::api::control_client::ControlClient;
+use shoal_proto::api::swarm_client::SwarmClient;
 use shoal_proto::engine as pb;
 use shoal_proto::engine::engine_client::EngineClient;
 use tokio::io::AsyncReadExt;
@@ -22,6 +25,54 @@ pub(crate) fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
 
 /// Connects to the daemon at `host`.
 pub(crate) async fn connect(host: &str) -> anyhow::Result<EngineClient<Channel>> {
+    Ok(engine_client(channel(host).await?))
+}
+
+fn engine_client(channel: Channel) -> EngineClient<Channel> {
+    EngineClient::new(channel).max_decoding_message_size(64 << 20)
+}
+
+/// The daemon's services on one connection: the local engine, the swarm control API (served by
+/// managers) and node-local swarm membership.
+pub(crate) struct Daemon {
+    pub(crate) engine: EngineClient<Channel>,
+    pub(crate) control: ControlClient<Channel>,
+    pub(crate) swarm: SwarmClient<Channel>,
+}
+
+impl Daemon {
+    pub(crate) async fn connect(host: &str) -> anyhow::Result<Daemon> {
+        let channel = channel(host).await?;
+        Ok(Daemon {
+            engine: engine_client(channel.clone()),
+            control: ControlClient::new(channel.clone()).max_decoding_message_size(64 << 20),
+            swarm: SwarmClient::new(channel).max_decoding_message_size(64 << 20),
+        })
+    }
+}
+
+/// Turns a status from the swarm API into the daemon's own message (already user-facing), adding
+/// what to do where the daemon could not say it.
+pub(crate) fn api_error(status: tonic::Status) -> anyhow::Error {
+    match status.code() {
+        tonic::Code::Unimplemented => anyhow::anyhow!(
+            "the daemon does not serve the swarm API ({}): upgrade it and restart 'shoal daemon'",
+            status.message()
+        ),
+        tonic::Code::Unavailable if status.message().is_empty() => anyhow::anyhow!(
+            "lost the connection to the daemon: check that 'shoal daemon' is still running"
+        ),
+        code if status.message().is_empty() => {
+            anyhow::anyhow!(
+                "the daemon failed the request ({code}) without saying why: check its log"
+            )
+        }
+        _ => daemon_error(status),
+    }
+}
+
+/// A gRPC channel to the daemon's unix socket at `host`, shared by every client.
+pub(crate) async fn channel(host: &str) -> anyhow::Result<Channel> {
     let path = socket_path(host)?;
     let connector = tower::service_fn(move |_: Uri| {
         let path = path.clone();
@@ -35,7 +86,7 @@ pub(crate) async fn connect(host: &str) -> anyhow::Result<EngineClient<Channel>>
         .connect_with_connector(connector)
         .await
         .with_context(|| format!("cannot reach the shoal daemon at {host}: is 'shoal daemon' running there? (pick another with -H or SHOAL_HOST)"))?;
-    Ok(EngineClient::new(channel).max_decoding_message_size(64 << 20))
+    Ok(channel)
 }
 
 /// Turns a gRPC status into the daemon's own message.

@@ -1,5 +1,5 @@
-//! `shoal daemon`: serves the engine's gRPC API on a unix socket, and the mapping between the
-//! wire types and the engine's.
+//! `shoal daemon`: serves the engine, control and swarm APIs on a unix socket, runs the node's
+//! swarm roles ([`crate::roles`]), and maps between the engine's wire types and its own.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -8,11 +8,15 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use engine::{ContainerInfo, Engine as _, EngineConfig, EngineError, LocalEngine};
+use shoal_proto::api::control_server::ControlServer;
+use shoal_proto::api::swarm_server::SwarmServer;
 use shoal_proto::engine as pb;
 use shoal_proto::engine::engine_server::{Engine, EngineServer};
 use tokio::io::AsyncWriteExt;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
+
+use crate::roles::NodeRoles;
 
 /// Runs the daemon until SIGTERM or SIGINT.
 pub(crate) async fn run(data_root: PathBuf, host: &str) -> anyhow::Result<()> {
@@ -46,17 +50,29 @@ pub(crate) async fn run(data_root: PathBuf, host: &str) -> anyhow::Result<()> {
         .context("restricting the socket to its owner")?;
     tracing::info!(socket = %socket.display(), data_root = %data_root.display(), "shoal daemon ready");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let service = EngineServer::new(EngineService { engine }).max_decoding_message_size(64 << 20);
+    let roles = NodeRoles::new(&data_root, engine.clone());
+    roles
+        .resume()
+        .await
+        .context("resuming this node's swarm roles (its swarm state is under <data-root>/swarm)")?;
+    let engine_service =
+        EngineServer::new(EngineService { engine }).max_decoding_message_size(64 << 20);
+    let control = ControlServer::new(roles.control_gate())
+        .max_decoding_message_size(64 << 20)
+        .max_encoding_message_size(64 << 20);
     let (stop_serving, stopped) = tokio::sync::oneshot::channel::<()>();
     let server = tokio::spawn(
         tonic::transport::Server::builder()
-            .add_service(service)
+            .add_service(engine_service)
+            .add_service(control)
+            .add_service(SwarmServer::new(roles.clone()))
             .serve_with_incoming_shutdown(incoming, async {
                 let _ = stopped.await;
             }),
     );
     shutdown_signal().await;
     let _ = stop_serving.send(());
+    roles.shutdown().await;
     // Long-lived calls (`logs -f`, `wait`) would hold a graceful shutdown open forever; they
     // get a moment to finish and are then cut off. Containers are unaffected either way.
     match tokio::time::timeout(Duration::from_secs(2), server).await {

@@ -1,10 +1,13 @@
 //! `shoal`: one binary for the node daemon (`shoal daemon`), the client verbs (`shoal image`,
-//! `shoal container`, …) and the hidden helpers the engine re-executes (`shim`, `init`,
-//! `runtime-exec`). The only crate that knows clap.
+//! `shoal container`, `shoal swarm`, `shoal service`, …) and the hidden helpers the engine
+//! re-executes (`shim`, `init`, `runtime-exec`). The only crate that knows clap.
 
 mod client;
 mod compose;
 mod daemon;
+mod roles;
+mod service;
+mod swarm;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -49,6 +52,21 @@ enum Command {
     /// Manages stacks (compose files).
     #[command(subcommand)]
     Stack(StackCommand),
+    /// Manages the swarm.
+    #[command(subcommand)]
+    Swarm(swarm::SwarmCommand),
+    /// Manages swarm nodes.
+    #[command(subcommand)]
+    Node(swarm::NodeCommand),
+    /// Manages swarm services.
+    #[command(subcommand)]
+    Service(service::ServiceCommand),
+    /// Shows this daemon's place in a swarm.
+    Info {
+        /// `json` prints docker's info object; `{{json .Swarm}}` only its Swarm part.
+        #[arg(short = 'f', long)]
+        format: Option<String>,
+    },
     /// The per-container shim (started by the daemon).
     #[command(hide = true)]
     Shim {
@@ -373,7 +391,7 @@ fn run_spec(args: RunArgs) -> anyhow::Result<client::RunOptions> {
     })
 }
 
-fn json_format(format: Option<String>) -> anyhow::Result<bool> {
+pub(crate) fn json_format(format: Option<String>) -> anyhow::Result<bool> {
     match format.as_deref() {
         None | Some("table") => Ok(false),
         Some("json") | Some("{{json .}}") => Ok(true),
@@ -384,6 +402,21 @@ fn json_format(format: Option<String>) -> anyhow::Result<bool> {
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
+        .enable_all()
+        .build()?)
+}
+
+/// The daemon's runtime. Engine calls run on blocking threads; capping them, and glibc's
+/// per-thread malloc arenas with them, keeps a burst of container starts from leaving tens of
+/// megabytes of fragmented heap behind (measured in BENCHMARKS.md).
+fn daemon_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    // SAFETY: mallopt only changes allocator settings; it runs before any other thread exists.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 2);
+    }
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(32)
         .enable_all()
         .build()?)
 }
@@ -418,7 +451,7 @@ fn main() -> ExitCode {
                 )
                 .with_writer(std::io::stderr)
                 .init();
-            runtime()
+            daemon_runtime()
                 .and_then(|rt| rt.block_on(daemon::run(data_root, &host)))
                 .map(|()| 0)
         }
@@ -426,6 +459,18 @@ fn main() -> ExitCode {
             compose_files,
             skip_interpolation,
         }) => compose::stack_config(&compose_files, skip_interpolation).map(|()| 0),
+        Command::Swarm(command) => runtime()
+            .and_then(|rt| rt.block_on(swarm::swarm(&host, command)))
+            .map(|()| 0),
+        Command::Node(command) => runtime()
+            .and_then(|rt| rt.block_on(swarm::node(&host, command)))
+            .map(|()| 0),
+        Command::Service(command) => runtime()
+            .and_then(|rt| rt.block_on(service::run(&host, command)))
+            .map(|()| 0),
+        Command::Info { format } => runtime()
+            .and_then(|rt| rt.block_on(swarm::info(&host, format)))
+            .map(|()| 0),
         Command::Image(command) => runtime().and_then(|rt| {
             rt.block_on(async {
                 match command {

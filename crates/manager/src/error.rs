@@ -1,4 +1,4 @@
-//! The manager's one error type.
+//! The manager's one error type, and its mapping to gRPC statuses.
 
 use raft_store::StoreError;
 
@@ -14,6 +14,33 @@ pub enum ManagerError {
         id: String,
         detail: String,
     },
+    /// A request the caller must change: the message says what and how.
+    #[error("{0}")]
+    InvalidArgument(String),
+    #[error("{kind} {reference} not found: list them with 'shoal {kind} ls'")]
+    NotFound {
+        kind: &'static str,
+        reference: String,
+    },
+    #[error(
+        "{kind} reference {reference:?} is ambiguous: it matches {matches} {kind}s; give more characters of the ID, or the name"
+    )]
+    Ambiguous {
+        kind: &'static str,
+        reference: String,
+        matches: usize,
+    },
+    /// The request is valid but the cluster's state refuses it; the message says why.
+    #[error("{0}")]
+    FailedPrecondition(String),
+    #[error("certificate authority: {0}")]
+    Pki(String),
+    #[error("{what} {path}: {source}")]
+    Io {
+        what: &'static str,
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
 }
 
 impl ManagerError {
@@ -22,15 +49,28 @@ impl ManagerError {
         match self {
             ManagerError::Store(error) => error.code(),
             ManagerError::Corrupt { .. } => "corrupt_object",
+            ManagerError::InvalidArgument(_) => "invalid_argument",
+            ManagerError::NotFound { .. } => "not_found",
+            ManagerError::Ambiguous { .. } => "ambiguous_reference",
+            ManagerError::FailedPrecondition(_) => "failed_precondition",
+            ManagerError::Pki(_) => "pki",
+            ManagerError::Io { .. } => "io",
         }
     }
 }
 
 impl From<ManagerError> for tonic::Status {
     fn from(error: ManagerError) -> Self {
+        let message = error.to_string();
         match error {
             ManagerError::Store(error) => error.into(),
-            corrupt @ ManagerError::Corrupt { .. } => tonic::Status::data_loss(corrupt.to_string()),
+            ManagerError::Corrupt { .. } => tonic::Status::data_loss(message),
+            ManagerError::InvalidArgument(_) | ManagerError::Ambiguous { .. } => {
+                tonic::Status::invalid_argument(message)
+            }
+            ManagerError::NotFound { .. } => tonic::Status::not_found(message),
+            ManagerError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
+            ManagerError::Pki(_) | ManagerError::Io { .. } => tonic::Status::internal(message),
         }
     }
 }

@@ -1,8 +1,10 @@
 //! The manager role: control API, orchestrators, allocator, dispatcher, CA and join tokens, stacks.
 //!
-//! So far: the pure orchestration cores ([`orchestrator`]), the typed view of the cluster store
-//! ([`objects`]) and the leader-only loop that drives the cores from the store
-//! ([`orchestration_loop`]). The control API, dispatcher and CA arrive with later issues.
+//! [`ManagerRole`] runs it all: the Raft store, the cluster port, the leader-only loop that drives
+//! the pure orchestration cores ([`orchestration_loop`], [`orchestrator`]), the dispatcher every
+//! worker talks to, and the control API the CLI calls. [`ca`] issues the certificates,
+//! [`membership`] keeps the node's place in the swarm on disk, and [`objects`] is the typed view
+//! of the cluster store.
 //!
 //! **Architecture invariant:** the manager runs no containers. Everything under
 //! [`orchestrator`] does no IO, reads no clock, spawns nothing and uses no randomness: time comes
@@ -10,10 +12,23 @@
 //! [`orchestrator::TaskIdGenerator`], so the same snapshot always yields the same commands. Only
 //! the shells around the cores touch the store or the clock.
 
+pub mod address;
 pub mod assignment;
+pub mod ca;
+mod control;
+mod dispatcher;
 mod error;
+pub mod membership;
 pub mod objects;
 pub mod orchestration_loop;
 pub mod orchestrator;
+mod role;
 
+pub use control::{ControlApi, ControlGate};
+pub use dispatcher::{DispatcherService, LogStream};
 pub use error::ManagerError;
+pub use membership::{Membership, MembershipRole, SwarmDir};
+pub use role::{
+    DEFAULT_DISPATCHER_HEARTBEAT, DEFAULT_TASK_HISTORY_LIMIT, InitOptions, ManagerRole,
+    SwarmSummary,
+};

@@ -14,8 +14,8 @@ use crate::assignment::{Assignment, AssignmentOutcome, plan_assignments};
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::{
-    ClusterSnapshot, ClusterTime, Command, RestartSupervisor, TaskHistoryLimit, reap_tasks,
-    reconcile_all_services,
+    ClusterSnapshot, ClusterTime, Command, GivenUpSlots, RestartSupervisor, TaskHistoryLimit,
+    reap_tasks, reconcile_all_services,
 };
 
 /// How often a member that does not lead checks whether it has become the leader.
@@ -43,6 +43,9 @@ struct StoreState {
 pub struct OrchestrationLoop {
     store: Arc<Store>,
     supervisor: RestartSupervisor,
+    /// The supervisor's given-up slots after each step, for the control API's progress
+    /// reports.
+    given_up: watch::Sender<GivenUpSlots>,
 }
 
 impl OrchestrationLoop {
@@ -50,7 +53,13 @@ impl OrchestrationLoop {
         OrchestrationLoop {
             store,
             supervisor: RestartSupervisor::new(),
+            given_up: watch::channel(GivenUpSlots::new()).0,
         }
+    }
+
+    /// The slots the restart supervisor gave up on, as of the latest step.
+    pub fn given_up_slots(&self) -> watch::Receiver<GivenUpSlots> {
+        self.given_up.subscribe()
     }
 
     /// Steps whenever the store commits a change or a delayed restart falls due, while this
@@ -153,6 +162,14 @@ impl OrchestrationLoop {
                 }
             }
         }
+        let given_up = self.supervisor.given_up_slots();
+        self.given_up.send_if_modified(|published| {
+            let changed = published != given_up;
+            if changed {
+                *published = given_up.clone();
+            }
+            changed
+        });
         Ok(wake_at)
     }
 

@@ -48,6 +48,9 @@ fn unseal<T: serde::de::DeserializeOwned>(sealed: &[u8]) -> Result<T, String> {
     postcard::from_bytes(body).map_err(|error| format!("undecodable record: {error}"))
 }
 
+/// redb's page cache.
+const REDB_CACHE_BYTES: usize = 4 << 20;
+
 #[derive(Default)]
 struct LogCache {
     entries: BTreeMap<u64, Entry>,
@@ -136,10 +139,14 @@ impl LogStore {
         } else {
             None
         };
+        // Entries are read back from the in-memory cache, so redb's page cache only serves
+        // writes; its default (up to 1 GiB) would grow the daemon's RSS for nothing.
+        let mut builder = Database::builder();
+        builder.set_cache_size(REDB_CACHE_BYTES);
         let database = if existed {
-            Database::builder().open(path)
+            builder.open(path)
         } else {
-            Database::builder().create(path)
+            builder.create(path)
         }
         .map_err(|error| match error {
             redb::DatabaseError::DatabaseAlreadyOpen => already_open(),

@@ -24,13 +24,13 @@ impl std::fmt::Debug for TlsIdentity {
 
 impl TlsIdentity {
     /// Server side: present our certificate and require a client certificate from the same CA.
-    pub(crate) fn server_config(&self) -> ServerTlsConfig {
+    pub fn server_config(&self) -> ServerTlsConfig {
         ServerTlsConfig::new()
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))
             .client_ca_root(Certificate::from_pem(&self.ca_pem))
     }
 
-    pub(crate) fn client_config(&self) -> ClientTlsConfig {
+    pub fn client_config(&self) -> ClientTlsConfig {
         ClientTlsConfig::new()
             .ca_certificate(Certificate::from_pem(&self.ca_pem))
             .identity(Identity::from_pem(&self.cert_pem, &self.key_pem))

@@ -1,13 +1,16 @@
 //! The worker agent's pure core: converting assigned tasks to engine container specs
 //! ([`convert`]), the reconciler that drives tasks through their states ([`reconciler`]) and the
 //! on-disk assignment store that lets a restarted daemon re-adopt its containers ([`store`]).
-//! The async shell that talks to the dispatcher and the engine is built on top of these.
+//! [`agent`] is the async shell around them: it keeps a session with the managers' dispatcher
+//! and has the engine carry out what the reconciler decides.
 
+pub mod agent;
 pub mod convert;
 pub mod error;
 pub mod reconciler;
 pub mod store;
 
+pub use agent::{AgentConfig, DispatcherConnector, ImageProvider, run_agent};
 pub use convert::{
     LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_TASK, LABEL_TASK_ID,
     LABEL_TASK_NAME, TaskPayloads, container_name_for_task, container_spec_for_task,

@@ -416,6 +416,12 @@ impl Reconciler {
             .map(|container| container.container_id.as_str())
     }
 
+    /// The latest copy of a tracked task as the dispatcher sent it (a stub with only its id for
+    /// a container found without an assignment).
+    pub fn task(&self, task_id: &str) -> Option<&api::Task> {
+        self.tasks.get(task_id).map(|record| &record.task)
+    }
+
     /// Ids of every task tracked, assigned or still being cleaned up.
     pub fn tracked_task_ids(&self) -> impl Iterator<Item = &str> {
         self.tasks.keys().map(String::as_str)

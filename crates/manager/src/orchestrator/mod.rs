@@ -45,6 +45,7 @@ pub use task_lifecycle::{
     NewTaskPlacement, created_at, ended_on_its_own, is_history, is_runnable, is_terminal,
     is_waiting_for_restart_delay, is_wanted, new_task, no_worker_holds, observed_state,
 };
+pub(crate) use task_lifecycle::{job_iteration_of_service, job_iteration_of_task};
 pub use time::{ClusterTime, duration_from_proto, duration_to_proto};
 
 use command::stop_task_once;

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use shoal_proto::api::{ClusterSpec, Task};
+use shoal_proto::api::{ClusterSpec, Task, TaskState};
 
 use super::command::Command;
 use super::snapshot::{ClusterSnapshot, SlotKey};
@@ -39,7 +39,8 @@ impl TaskHistoryLimit {
 ///
 /// An old task is one managers want stopped (desired SHUTDOWN or later) and no worker holds
 /// (it ended, or was never assigned). For each slot, the oldest old tasks beyond `limit` are
-/// deleted. Every old task of a deleted or `pending_delete` service is deleted whatever the
+/// deleted. Every old task of a deleted or `pending_delete` service, and every old task a
+/// scale-down removed (desired REMOVE), is deleted whatever the
 /// limit; a `pending_delete` service whose tasks are all gone (or go in this step) is
 /// deleted itself. Tasks still running are never deleted: the orchestrators stop them first.
 pub fn reap_tasks(snapshot: &ClusterSnapshot<'_>, limit: TaskHistoryLimit) -> Vec<Command> {
@@ -50,7 +51,8 @@ pub fn reap_tasks(snapshot: &ClusterSnapshot<'_>, limit: TaskHistoryLimit) -> Ve
         let service_is_going = snapshot
             .service(&task.service_id)
             .is_none_or(|service| service.pending_delete);
-        if service_is_going {
+        let removed = task.desired_state >= TaskState::Remove as i32;
+        if service_is_going || removed {
             deleted_task_ids.insert(task.id.as_str());
             commands.push(delete_task(task));
         } else {

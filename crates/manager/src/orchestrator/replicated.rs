@@ -113,9 +113,12 @@ pub fn reconcile_replicated_service(
                 std::cmp::Reverse(*slot),
             )
         });
+        // As in SwarmKit, a slot scaled away is removed, not kept as history: its tasks go
+        // to REMOVE, and the reaper deletes them (and the worker their containers) once
+        // they have stopped.
         for (_, wanted_tasks) in occupied_slots.iter().take(surplus) {
             for task in wanted_tasks {
-                stop_task_once(task, TaskState::Shutdown, &mut commands, &mut shut_down_now);
+                stop_task_once(task, TaskState::Remove, &mut commands, &mut shut_down_now);
             }
         }
     }

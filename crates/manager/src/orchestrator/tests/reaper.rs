@@ -117,3 +117,17 @@ fn the_limit_comes_from_the_cluster_spec_with_swarms_default() {
         TaskHistoryLimit::Unlimited
     );
 }
+
+#[test]
+fn tasks_removed_by_a_scale_down_are_deleted_once_stopped_whatever_the_limit() {
+    let web = replicated_service("web", 1);
+    let tasks = [
+        task("scaled-away-stopped", &web, 2, "a", Remove, Shutdown, 1),
+        task("scaled-away-stopping", &web, 3, "a", Remove, Running, 1),
+        task("kept", &web, 1, "a", Running, Running, 1),
+    ];
+    assert_eq!(
+        reap(&[web], &tasks, TaskHistoryLimit::KeepAtMost(5)),
+        ["delete task scaled-away-stopped@3"]
+    );
+}

@@ -101,8 +101,8 @@ fn scale_down_removes_tasks_not_running_then_on_busiest_nodes_then_highest_slots
     assert_eq!(
         render(&commands),
         [
-            "desire t3@3 TASK_STATE_SHUTDOWN",
-            "desire t2@3 TASK_STATE_SHUTDOWN"
+            "desire t3@3 TASK_STATE_REMOVE",
+            "desire t2@3 TASK_STATE_REMOVE"
         ]
     );
 }
@@ -120,8 +120,8 @@ fn scale_down_of_balanced_running_tasks_removes_the_highest_slots() {
     assert_eq!(
         render(&commands),
         [
-            "desire t3@3 TASK_STATE_SHUTDOWN",
-            "desire t2@3 TASK_STATE_SHUTDOWN"
+            "desire t3@3 TASK_STATE_REMOVE",
+            "desire t2@3 TASK_STATE_REMOVE"
         ]
     );
 }

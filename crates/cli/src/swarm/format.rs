@@ -1,0 +1,969 @@
+//! Pure halves of `swarm`, `info` and `node`: the requests built from flags, the node and cluster
+//! spec changes, and docker's `info` section, `node ls` rows and `node inspect` documents.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use anyhow::bail;
+use serde_json::{Map, Value, json};
+use shoal_proto::api;
+
+use crate::service::format::{
+    bytes_size, capitalize, cpus_text, duration_nanos, go_time_string, human_duration, natural_cmp,
+    rfc3339_nano, std_duration,
+};
+use crate::service::spec::parse_flag_duration;
+
+/// `swarm init`'s flags, already parsed by clap.
+#[derive(Debug, Default)]
+pub(crate) struct InitOptions {
+    pub(crate) advertise_addr: Option<String>,
+    pub(crate) listen_addr: Option<String>,
+    pub(crate) default_addr_pool: Vec<String>,
+    pub(crate) default_addr_pool_mask_length: Option<u32>,
+    pub(crate) task_history_limit: Option<i64>,
+    pub(crate) dispatcher_heartbeat: Option<String>,
+}
+
+fn check_cidr(text: &str) -> anyhow::Result<()> {
+    let hint = "use an IPv4 network in CIDR form such as 10.20.0.0/16";
+    let Some((address, prefix)) = text.split_once('/') else {
+        bail!("--default-addr-pool: invalid pool {text:?}: {hint}");
+    };
+    let address: IpAddr = address
+        .parse()
+        .map_err(|_| anyhow::anyhow!("--default-addr-pool: invalid address in {text:?}: {hint}"))?;
+    let max = if address.is_ipv4() { 32 } else { 128 };
+    match prefix.parse::<u32>() {
+        Ok(bits) if bits <= max => Ok(()),
+        _ => bail!("--default-addr-pool: invalid prefix length in {text:?}: {hint}"),
+    }
+}
+
+/// The `Swarm.Init` request for `swarm init`'s flags; unset flags stay at the server's defaults.
+pub(crate) fn init_request(options: &InitOptions) -> anyhow::Result<api::InitRequest> {
+    // docker accepts comma-separated pools as well as repeated flags.
+    let pools: Vec<String> = options
+        .default_addr_pool
+        .iter()
+        .flat_map(|p| p.split(','))
+        .map(|p| p.trim().to_owned())
+        .filter(|p| !p.is_empty())
+        .collect();
+    for pool in &pools {
+        check_cidr(pool)?;
+    }
+    if let Some(bits) = options.default_addr_pool_mask_length
+        && !(1..=32).contains(&bits)
+    {
+        bail!(
+            "--default-addr-pool-mask-length: invalid value {bits}: use a prefix length from 1 to 32, e.g. 24"
+        );
+    }
+    if options.default_addr_pool_mask_length.is_some() && pools.is_empty() {
+        bail!(
+            "--default-addr-pool-mask-length needs --default-addr-pool: give the pool it divides"
+        );
+    }
+    Ok(api::InitRequest {
+        advertise_addr: options.advertise_addr.clone().unwrap_or_default(),
+        listen_addr: options.listen_addr.clone().unwrap_or_default(),
+        default_addr_pool: pools,
+        subnet_size: options.default_addr_pool_mask_length.unwrap_or(0),
+        task_history_limit: options.task_history_limit.unwrap_or(0),
+        dispatcher_heartbeat: options
+            .dispatcher_heartbeat
+            .as_deref()
+            .map(|d| parse_flag_duration("dispatcher-heartbeat", d))
+            .transpose()?,
+    })
+}
+
+/// `swarm update`'s flags.
+#[derive(Debug, Default)]
+pub(crate) struct ClusterUpdate {
+    pub(crate) task_history_limit: Option<i64>,
+    pub(crate) dispatcher_heartbeat: Option<String>,
+    pub(crate) cert_expiry: Option<String>,
+}
+
+/// Applies `swarm update`'s flags to the cluster spec read.
+pub(crate) fn update_cluster_spec(
+    mut spec: api::ClusterSpec,
+    update: &ClusterUpdate,
+) -> anyhow::Result<api::ClusterSpec> {
+    if let Some(limit) = update.task_history_limit {
+        spec.orchestration
+            .get_or_insert_default()
+            .task_history_retention_limit = limit;
+    }
+    if let Some(heartbeat) = &update.dispatcher_heartbeat {
+        let period = parse_flag_duration("dispatcher-heartbeat", heartbeat)?;
+        if duration_nanos(&period) <= 0 {
+            bail!("--dispatcher-heartbeat: the period must be longer than 0, e.g. 1s");
+        }
+        spec.dispatcher.get_or_insert_default().heartbeat_period = Some(period);
+    }
+    if let Some(expiry) = &update.cert_expiry {
+        let expiry = parse_flag_duration("cert-expiry", expiry)?;
+        if duration_nanos(&expiry) < 3_600_000_000_000 {
+            bail!("--cert-expiry: certificates must last at least 1h, e.g. 2160h (90 days)");
+        }
+        spec.ca_config.get_or_insert_default().node_cert_expiry = Some(expiry);
+    }
+    Ok(spec)
+}
+
+/// `node update`'s flags.
+#[derive(Debug, Default)]
+pub(crate) struct NodeUpdate {
+    pub(crate) availability: Option<String>,
+    pub(crate) label_add: Vec<String>,
+    pub(crate) label_rm: Vec<String>,
+}
+
+/// Applies `node update`'s flags to the node spec read, as docker's `mergeNodeUpdate` does.
+pub(crate) fn update_node_spec(
+    mut spec: api::NodeSpec,
+    update: &NodeUpdate,
+) -> anyhow::Result<api::NodeSpec> {
+    if let Some(availability) = &update.availability {
+        use api::node_spec::Availability as A;
+        spec.availability = match availability.to_ascii_lowercase().as_str() {
+            "active" => A::Active,
+            "pause" => A::Pause,
+            "drain" => A::Drain,
+            _ => {
+                bail!("--availability: invalid value {availability:?}: use active, pause or drain")
+            }
+        } as i32;
+    }
+    let labels = &mut spec.annotations.get_or_insert_default().labels;
+    for label in &update.label_add {
+        let (key, value) = label.split_once('=').unwrap_or((label, ""));
+        if key.is_empty() {
+            bail!("--label-add: invalid label {label:?}: use key=value");
+        }
+        labels.insert(key.to_owned(), value.to_owned());
+    }
+    for key in &update.label_rm {
+        if labels.remove(key).is_none() {
+            bail!(
+                "key {key} doesn't exist in node's labels: see them with 'shoal node inspect --pretty'"
+            );
+        }
+    }
+    Ok(spec)
+}
+
+fn local_node_state_name(state: i32) -> &'static str {
+    use api::info_response::LocalNodeState as S;
+    match S::try_from(state) {
+        Ok(S::Pending) => "pending",
+        Ok(S::Active) => "active",
+        Ok(S::Error) => "error",
+        Ok(S::Locked) => "locked",
+        _ => "inactive",
+    }
+}
+
+fn sorted_managers(info: &api::InfoResponse) -> Vec<(&String, &String)> {
+    let mut managers: Vec<(&String, &String)> = info.remote_managers.iter().collect();
+    managers.sort_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)));
+    managers
+}
+
+fn cluster_shown(info: &api::InfoResponse) -> bool {
+    let state = local_node_state_name(info.local_node_state);
+    info.control_available && info.error.is_empty() && state != "error"
+}
+
+/// `shoal info`'s text: docker's "Swarm:" section, with the cluster's settings when this node is
+/// a manager and they could be read.
+pub(crate) fn info_text(info: &api::InfoResponse, cluster: Option<&api::Cluster>) -> String {
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    if !info.engine_version.is_empty() {
+        line(format!("Server Version: {}", info.engine_version));
+    }
+    let state = local_node_state_name(info.local_node_state);
+    line(format!("Swarm: {state}"));
+    if state != "inactive" && state != "locked" {
+        line(format!(" NodeID: {}", info.node_id));
+        if !info.error.is_empty() {
+            line(format!(" Error: {}", info.error));
+        }
+        line(format!(" Is Manager: {}", info.control_available));
+        if cluster_shown(info) {
+            line(format!(" ClusterID: {}", info.cluster_id));
+            line(format!(" Managers: {}", info.managers));
+            line(format!(" Nodes: {}", info.nodes));
+            if let Some(cluster) = cluster {
+                let spec = cluster.spec.clone().unwrap_or_default();
+                if !cluster.default_address_pool.is_empty() {
+                    let pools: String = cluster
+                        .default_address_pool
+                        .iter()
+                        .map(|p| format!("{p}  "))
+                        .collect();
+                    line(format!(" Default Address Pool: {pools}"));
+                    line(format!(" SubnetSize: {}", cluster.subnet_size));
+                }
+                if cluster.vxlan_udp_port > 0 {
+                    line(format!(" Data Path Port: {}", cluster.vxlan_udp_port));
+                }
+                line(" Orchestration:".into());
+                line(format!(
+                    "  Task History Retention Limit: {}",
+                    spec.orchestration
+                        .unwrap_or_default()
+                        .task_history_retention_limit
+                ));
+                let raft = spec.raft.unwrap_or_default();
+                line(" Raft:".into());
+                line(format!("  Snapshot Interval: {}", raft.snapshot_interval));
+                line(format!(
+                    "  Number of Old Snapshots to Retain: {}",
+                    raft.keep_old_snapshots
+                ));
+                line(format!("  Heartbeat Tick: {}", raft.heartbeat_tick));
+                line(format!("  Election Tick: {}", raft.election_tick));
+                let heartbeat = spec
+                    .dispatcher
+                    .and_then(|d| d.heartbeat_period)
+                    .map(|d| std_duration(&d))
+                    .unwrap_or_default();
+                line(" Dispatcher:".into());
+                line(format!("  Heartbeat Period: {}", human_duration(heartbeat)));
+                let ca = spec.ca_config.unwrap_or_default();
+                let expiry = ca
+                    .node_cert_expiry
+                    .map(|d| std_duration(&d))
+                    .unwrap_or_default();
+                line(" CA Configuration:".into());
+                line(format!("  Expiry Duration: {}", human_duration(expiry)));
+                line(format!("  Force Rotate: {}", ca.force_rotate));
+                line(format!(
+                    " Autolock Managers: {}",
+                    spec.encryption_config
+                        .unwrap_or_default()
+                        .auto_lock_managers
+                ));
+            }
+        }
+        line(format!(" Node Address: {}", info.node_addr));
+        let managers = sorted_managers(info);
+        if !managers.is_empty() {
+            line(" Manager Addresses:".into());
+            for (_, address) in managers {
+                line(format!("  {address}"));
+            }
+        }
+    }
+    if !info.hostname.is_empty() {
+        line(format!("Name: {}", info.hostname));
+    }
+    out
+}
+
+fn cluster_json(info: &api::InfoResponse, cluster: Option<&api::Cluster>) -> Value {
+    let Some(cluster) = cluster else {
+        return json!({"ID": info.cluster_id});
+    };
+    let meta = cluster.meta.as_ref();
+    let spec = cluster.spec.clone().unwrap_or_default();
+    let annotations = spec.annotations.clone().unwrap_or_default();
+    let raft = spec.raft.unwrap_or_default();
+    let ca = spec.ca_config.clone().unwrap_or_default();
+    let mut spec_json = Map::new();
+    spec_json.insert("Name".into(), json!(annotations.name));
+    spec_json.insert(
+        "Labels".into(),
+        json!(annotations.labels.iter().collect::<BTreeMap<_, _>>()),
+    );
+    spec_json.insert(
+        "Orchestration".into(),
+        json!({"TaskHistoryRetentionLimit": spec.orchestration.unwrap_or_default().task_history_retention_limit}),
+    );
+    spec_json.insert(
+        "Raft".into(),
+        json!({
+            "SnapshotInterval": raft.snapshot_interval, "KeepOldSnapshots": raft.keep_old_snapshots,
+            "LogEntriesForSlowFollowers": raft.log_entries_for_slow_followers,
+            "ElectionTick": raft.election_tick, "HeartbeatTick": raft.heartbeat_tick,
+        }),
+    );
+    let heartbeat = spec
+        .dispatcher
+        .as_ref()
+        .and_then(|d| d.heartbeat_period.as_ref())
+        .map_or(0, duration_nanos);
+    spec_json.insert("Dispatcher".into(), json!({"HeartbeatPeriod": heartbeat}));
+    spec_json.insert(
+        "CAConfig".into(),
+        json!({
+            "NodeCertExpiry": ca.node_cert_expiry.as_ref().map_or(0, duration_nanos),
+            "ForceRotate": ca.force_rotate,
+        }),
+    );
+    spec_json.insert("TaskDefaults".into(), json!({}));
+    spec_json.insert(
+        "EncryptionConfig".into(),
+        json!({"AutoLockManagers": spec.encryption_config.unwrap_or_default().auto_lock_managers}),
+    );
+    json!({
+        "ID": cluster.id,
+        "Version": {"Index": meta.and_then(|m| m.version.as_ref()).map_or(0, |v| v.index)},
+        "CreatedAt": rfc3339_nano(meta.and_then(|m| m.created_at.as_ref())),
+        "UpdatedAt": rfc3339_nano(meta.and_then(|m| m.updated_at.as_ref())),
+        "Spec": Value::Object(spec_json),
+        "RootRotationInProgress": false,
+        "DefaultAddrPool": cluster.default_address_pool,
+        "SubnetSize": cluster.subnet_size,
+        "DataPathPort": cluster.vxlan_udp_port,
+    })
+}
+
+/// docker's `Info.Swarm` object.
+pub(crate) fn swarm_info_json(info: &api::InfoResponse, cluster: Option<&api::Cluster>) -> Value {
+    let mut object = Map::new();
+    object.insert("NodeID".into(), json!(info.node_id));
+    object.insert("NodeAddr".into(), json!(info.node_addr));
+    object.insert(
+        "LocalNodeState".into(),
+        json!(local_node_state_name(info.local_node_state)),
+    );
+    object.insert("ControlAvailable".into(), json!(info.control_available));
+    object.insert("Error".into(), json!(info.error));
+    let managers: Vec<Value> = sorted_managers(info)
+        .into_iter()
+        .map(|(id, address)| json!({"NodeID": id, "Addr": address}))
+        .collect();
+    object.insert(
+        "RemoteManagers".into(),
+        if managers.is_empty() {
+            Value::Null
+        } else {
+            Value::Array(managers)
+        },
+    );
+    if info.nodes > 0 {
+        object.insert("Nodes".into(), json!(info.nodes));
+    }
+    if info.managers > 0 {
+        object.insert("Managers".into(), json!(info.managers));
+    }
+    if cluster_shown(info) {
+        object.insert("Cluster".into(), cluster_json(info, cluster));
+    }
+    Value::Object(object)
+}
+
+/// docker's `info --format json` object, holding what shoal knows: the server version, the name
+/// and the Swarm section.
+pub(crate) fn info_json(info: &api::InfoResponse, cluster: Option<&api::Cluster>) -> Value {
+    json!({
+        "ServerVersion": info.engine_version,
+        "Name": info.hostname,
+        "Swarm": swarm_info_json(info, cluster),
+    })
+}
+
+pub(crate) fn node_state_name(state: i32) -> &'static str {
+    use api::node_status::State as S;
+    match S::try_from(state) {
+        Ok(S::Down) => "down",
+        Ok(S::Ready) => "ready",
+        Ok(S::Disconnected) => "disconnected",
+        _ => "unknown",
+    }
+}
+
+fn availability_name(availability: i32) -> &'static str {
+    use api::node_spec::Availability as A;
+    match A::try_from(availability) {
+        Ok(A::Pause) => "pause",
+        Ok(A::Drain) => "drain",
+        _ => "active",
+    }
+}
+
+fn role_name(role: i32) -> &'static str {
+    match api::NodeRole::try_from(role) {
+        Ok(api::NodeRole::Manager) => "manager",
+        _ => "worker",
+    }
+}
+
+fn reachability_name(reachability: i32) -> &'static str {
+    use api::raft_member_status::Reachability as R;
+    match R::try_from(reachability) {
+        Ok(R::Reachable) => "reachable",
+        Ok(R::Unreachable) => "unreachable",
+        _ => "unknown",
+    }
+}
+
+fn hostname(node: &api::Node) -> &str {
+    node.description
+        .as_ref()
+        .map_or("", |d| d.hostname.as_str())
+}
+
+/// One line of `node ls`.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) struct NodeRow {
+    pub(crate) id: String,
+    pub(crate) is_self: bool,
+    pub(crate) hostname: String,
+    pub(crate) status: String,
+    pub(crate) availability: String,
+    pub(crate) manager_status: String,
+    pub(crate) engine_version: String,
+}
+
+pub(crate) const NODE_HEADER: [&str; 6] = [
+    "ID",
+    "HOSTNAME",
+    "STATUS",
+    "AVAILABILITY",
+    "MANAGER STATUS",
+    "ENGINE VERSION",
+];
+
+impl NodeRow {
+    /// Table cells; the ID column carries docker's ` *` for this node.
+    pub(crate) fn cells(&self) -> Vec<String> {
+        vec![
+            format!("{} {}", self.id, if self.is_self { "*" } else { " " }),
+            self.hostname.clone(),
+            self.status.clone(),
+            self.availability.clone(),
+            self.manager_status.clone(),
+            self.engine_version.clone(),
+        ]
+    }
+
+    pub(crate) fn json(&self) -> Value {
+        json!({
+            "ID": self.id, "Self": self.is_self, "Hostname": self.hostname, "Status": self.status,
+            "Availability": self.availability, "ManagerStatus": self.manager_status,
+            "EngineVersion": self.engine_version, "TLSStatus": "Unknown",
+        })
+    }
+}
+
+/// The rows of `node ls`, sorted by hostname as docker sorts them.
+pub(crate) fn node_rows(nodes: &[api::Node], local_node_id: &str) -> Vec<NodeRow> {
+    let mut rows: Vec<NodeRow> = nodes
+        .iter()
+        .map(|node| {
+            let manager_status = match &node.manager_status {
+                Some(status) if status.leader => "Leader".to_owned(),
+                Some(status) => capitalize(reachability_name(status.reachability)),
+                None => String::new(),
+            };
+            NodeRow {
+                id: node.id.clone(),
+                is_self: !local_node_id.is_empty() && node.id == local_node_id,
+                hostname: hostname(node).to_owned(),
+                status: capitalize(node_state_name(node.status.as_ref().map_or(0, |s| s.state))),
+                availability: capitalize(availability_name(
+                    node.spec.as_ref().map_or(0, |s| s.availability),
+                )),
+                manager_status,
+                engine_version: node
+                    .description
+                    .as_ref()
+                    .and_then(|d| d.engine.as_ref())
+                    .map(|e| e.engine_version.clone())
+                    .unwrap_or_default(),
+            }
+        })
+        .collect();
+    rows.sort_by(|a, b| natural_cmp(&a.hostname, &b.hostname));
+    rows
+}
+
+/// `node inspect`'s document for one node, in docker's shape.
+pub(crate) fn node_inspect_json(node: &api::Node) -> Value {
+    let meta = node.meta.as_ref();
+    let spec = node.spec.clone().unwrap_or_default();
+    let annotations = spec.annotations.clone().unwrap_or_default();
+    let mut spec_json = Map::new();
+    if !annotations.name.is_empty() {
+        spec_json.insert("Name".into(), json!(annotations.name));
+    }
+    spec_json.insert(
+        "Labels".into(),
+        json!(annotations.labels.iter().collect::<BTreeMap<_, _>>()),
+    );
+    spec_json.insert("Role".into(), json!(role_name(spec.desired_role)));
+    spec_json.insert(
+        "Availability".into(),
+        json!(availability_name(spec.availability)),
+    );
+    let description = node.description.clone().unwrap_or_default();
+    let platform = description.platform.clone().unwrap_or_default();
+    let resources = description.resources.clone().unwrap_or_default();
+    let engine = description.engine.clone().unwrap_or_default();
+    let mut engine_json = Map::new();
+    engine_json.insert("EngineVersion".into(), json!(engine.engine_version));
+    if !engine.labels.is_empty() {
+        engine_json.insert(
+            "Labels".into(),
+            json!(engine.labels.iter().collect::<BTreeMap<_, _>>()),
+        );
+    }
+    if !engine.plugins.is_empty() {
+        engine_json.insert(
+            "Plugins".into(),
+            Value::Array(
+                engine
+                    .plugins
+                    .iter()
+                    .map(|p| json!({"Type": p.r#type, "Name": p.name}))
+                    .collect(),
+            ),
+        );
+    }
+    let status = node.status.clone().unwrap_or_default();
+    let mut status_json = Map::new();
+    status_json.insert("State".into(), json!(node_state_name(status.state)));
+    if !status.message.is_empty() {
+        status_json.insert("Message".into(), json!(status.message));
+    }
+    status_json.insert("Addr".into(), json!(status.addr));
+    let mut object = Map::new();
+    object.insert("ID".into(), json!(node.id));
+    object.insert(
+        "Version".into(),
+        json!({"Index": meta.and_then(|m| m.version.as_ref()).map_or(0, |v| v.index)}),
+    );
+    object.insert(
+        "CreatedAt".into(),
+        json!(rfc3339_nano(meta.and_then(|m| m.created_at.as_ref()))),
+    );
+    object.insert(
+        "UpdatedAt".into(),
+        json!(rfc3339_nano(meta.and_then(|m| m.updated_at.as_ref()))),
+    );
+    object.insert("Spec".into(), Value::Object(spec_json));
+    object.insert(
+        "Description".into(),
+        json!({
+            "Hostname": description.hostname,
+            "Platform": {"Architecture": platform.architecture, "OS": platform.os},
+            "Resources": {"NanoCPUs": resources.nano_cpus, "MemoryBytes": resources.memory_bytes},
+            "Engine": Value::Object(engine_json),
+        }),
+    );
+    object.insert("Status".into(), Value::Object(status_json));
+    if let Some(manager) = &node.manager_status {
+        object.insert(
+            "ManagerStatus".into(),
+            json!({
+                "Leader": manager.leader,
+                "Reachability": reachability_name(manager.reachability),
+                "Addr": manager.addr,
+            }),
+        );
+    }
+    Value::Object(object)
+}
+
+/// `node inspect --pretty`: docker's template, for the fields shoal has.
+pub(crate) fn node_pretty(node: &api::Node) -> String {
+    let spec = node.spec.clone().unwrap_or_default();
+    let annotations = spec.annotations.clone().unwrap_or_default();
+    let description = node.description.clone().unwrap_or_default();
+    let status = node.status.clone().unwrap_or_default();
+    let mut out = String::new();
+    let mut line = |text: String| {
+        out.push_str(&text);
+        out.push('\n');
+    };
+    line(format!("ID:\t\t\t{}", node.id));
+    if !annotations.name.is_empty() {
+        line(format!("Name:\t\t\t{}", annotations.name));
+    }
+    if !annotations.labels.is_empty() {
+        line("Labels:".into());
+        let sorted: BTreeMap<_, _> = annotations.labels.iter().collect();
+        for (key, value) in sorted {
+            if value.is_empty() {
+                line(format!(" - {key}"));
+            } else {
+                line(format!(" - {key}={value}"));
+            }
+        }
+    }
+    line(format!("Hostname:              \t{}", description.hostname));
+    line(format!(
+        "Joined at:             \t{}",
+        go_time_string(node.meta.as_ref().and_then(|m| m.created_at.as_ref()))
+    ));
+    line("Status:".into());
+    line(format!(
+        " State:\t\t\t{}",
+        capitalize(node_state_name(status.state))
+    ));
+    if !status.message.is_empty() {
+        line(format!(" Message:              \t{}", status.message));
+    }
+    line(format!(
+        " Availability:         \t{}",
+        capitalize(availability_name(spec.availability))
+    ));
+    if !status.addr.is_empty() {
+        line(format!(" Address:\t\t{}", status.addr));
+    }
+    if let Some(manager) = &node.manager_status {
+        line("Manager Status:".into());
+        line(format!(" Address:\t\t{}", manager.addr));
+        line(format!(
+            " Raft Status:\t\t{}",
+            capitalize(reachability_name(manager.reachability))
+        ));
+        line(format!(
+            " Leader:\t\t{}",
+            if manager.leader { "Yes" } else { "No" }
+        ));
+    }
+    let platform = description.platform.clone().unwrap_or_default();
+    line("Platform:".into());
+    line(format!(" Operating System:\t{}", platform.os));
+    line(format!(" Architecture:\t\t{}", platform.architecture));
+    let resources = description.resources.clone().unwrap_or_default();
+    line("Resources:".into());
+    line(format!(" CPUs:\t\t\t{}", cpus_text(resources.nano_cpus)));
+    line(format!(
+        " Memory:\t\t{}",
+        bytes_size(resources.memory_bytes)
+    ));
+    let engine = description.engine.clone().unwrap_or_default();
+    if !engine.plugins.is_empty() {
+        let mut by_type: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+        for plugin in &engine.plugins {
+            by_type
+                .entry(&plugin.r#type)
+                .or_default()
+                .push(&plugin.name);
+        }
+        line("Plugins:".into());
+        for (kind, mut names) in by_type {
+            names.sort_unstable();
+            line(format!(" {kind}:\t\t{}", names.join(", ")));
+        }
+    }
+    line(format!("Engine Version:\t\t{}", engine.engine_version));
+    if !engine.labels.is_empty() {
+        line("Engine Labels:".into());
+        let sorted: BTreeMap<_, _> = engine.labels.iter().collect();
+        for (key, value) in sorted {
+            if value.is_empty() {
+                line(format!(" - {key}"));
+            } else {
+                line(format!(" - {key}={value}"));
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn node(id: &str, host: &str, leader: Option<bool>) -> api::Node {
+        api::Node {
+            id: id.into(),
+            meta: Some(api::Meta {
+                version: Some(api::Version { index: 9 }),
+                created_at: Some(api::Timestamp {
+                    seconds: 1_257_894_000,
+                    nanos: 0,
+                }),
+                updated_at: None,
+            }),
+            spec: Some(api::NodeSpec {
+                annotations: Some(api::Annotations {
+                    labels: HashMap::from([("zone".to_owned(), "east".to_owned())]),
+                    ..Default::default()
+                }),
+                desired_role: if leader.is_some() {
+                    api::NodeRole::Manager as i32
+                } else {
+                    api::NodeRole::Worker as i32
+                },
+                availability: api::node_spec::Availability::Active as i32,
+                ..Default::default()
+            }),
+            description: Some(api::NodeDescription {
+                hostname: host.into(),
+                platform: Some(api::Platform {
+                    architecture: "x86_64".into(),
+                    os: "linux".into(),
+                }),
+                resources: Some(api::Resources {
+                    nano_cpus: 4_000_000_000,
+                    memory_bytes: 20 << 20,
+                    generic: Vec::new(),
+                }),
+                engine: Some(api::EngineDescription {
+                    engine_version: "0.1.0".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            status: Some(api::NodeStatus {
+                state: api::node_status::State::Ready as i32,
+                message: String::new(),
+                addr: "127.0.0.1".into(),
+            }),
+            manager_status: leader.map(|leader| api::ManagerStatus {
+                raft_id: 1,
+                addr: "127.0.0.1:2377".into(),
+                leader,
+                reachability: api::raft_member_status::Reachability::Reachable as i32,
+            }),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn node_ls_matches_docker_golden() {
+        let nodes = vec![
+            node("nodeID1", "node-2-foo", Some(true)),
+            node("nodeID2", "node-10-foo", Some(false)),
+            node("nodeID3", "node-1-foo", None),
+        ];
+        let rows = node_rows(&nodes, "nodeID1");
+        let cells: Vec<Vec<String>> = rows.iter().map(NodeRow::cells).collect();
+        let text = crate::service::format::table(&NODE_HEADER, &cells);
+        assert_eq!(
+            text,
+            "ID          HOSTNAME      STATUS    AVAILABILITY   MANAGER STATUS   ENGINE VERSION\n\
+             nodeID3     node-1-foo    Ready     Active                          0.1.0\n\
+             nodeID1 *   node-2-foo    Ready     Active         Leader           0.1.0\n\
+             nodeID2     node-10-foo   Ready     Active         Reachable        0.1.0\n"
+        );
+        assert_eq!(rows[1].json()["Self"], true);
+        assert_eq!(rows[1].json()["ID"], "nodeID1");
+        assert_eq!(rows[0].json()["ManagerStatus"], "");
+    }
+
+    #[test]
+    fn node_inspect_is_docker_shaped() {
+        let leader = node("nodeID", "defaultNodeHostname", Some(true));
+        let value = node_inspect_json(&leader);
+        assert_eq!(value["Version"]["Index"], 9);
+        assert_eq!(value["CreatedAt"], "2009-11-10T23:00:00Z");
+        assert_eq!(value["Spec"]["Role"], "manager");
+        assert_eq!(value["Spec"]["Availability"], "active");
+        assert_eq!(value["Spec"]["Labels"]["zone"], "east");
+        assert_eq!(value["Description"]["Platform"]["OS"], "linux");
+        assert_eq!(
+            value["Description"]["Resources"]["NanoCPUs"],
+            4_000_000_000i64
+        );
+        assert_eq!(value["Status"]["State"], "ready");
+        assert_eq!(value["ManagerStatus"]["Reachability"], "reachable");
+        let worker = node_inspect_json(&node("w", "w", None));
+        assert!(worker.get("ManagerStatus").is_none());
+        let pretty = node_pretty(&leader);
+        assert!(pretty.starts_with("ID:\t\t\tnodeID\nLabels:\n - zone=east\nHostname:              \tdefaultNodeHostname\nJoined at:             \t2009-11-10 23:00:00 +0000 utc\n"), "{pretty}");
+        assert!(pretty.contains(" Leader:\t\tYes\n"), "{pretty}");
+        assert!(
+            pretty.contains(" CPUs:\t\t\t4\n Memory:\t\t20MiB\n"),
+            "{pretty}"
+        );
+    }
+
+    #[test]
+    fn node_update_follows_docker() -> anyhow::Result<()> {
+        let spec = node("n", "h", None).spec.unwrap_or_default();
+        let updated = update_node_spec(
+            spec.clone(),
+            &NodeUpdate {
+                availability: Some("drain".into()),
+                label_add: vec!["rack=1".into(), "ssd".into()],
+                label_rm: vec!["zone".into()],
+            },
+        )?;
+        assert_eq!(
+            updated.availability,
+            api::node_spec::Availability::Drain as i32
+        );
+        let labels = updated.annotations.unwrap_or_default().labels;
+        assert_eq!(labels.get("rack").map(String::as_str), Some("1"));
+        assert_eq!(labels.get("ssd").map(String::as_str), Some(""));
+        assert!(!labels.contains_key("zone"));
+        let missing = update_node_spec(
+            spec.clone(),
+            &NodeUpdate {
+                label_rm: vec!["nope".into()],
+                ..Default::default()
+            },
+        );
+        assert!(
+            missing
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+                .starts_with("key nope doesn't exist in node's labels")
+        );
+        assert!(
+            update_node_spec(
+                spec,
+                &NodeUpdate {
+                    availability: Some("sleep".into()),
+                    ..Default::default()
+                }
+            )
+            .is_err()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn swarm_requests_and_updates() -> anyhow::Result<()> {
+        let request = init_request(&InitOptions {
+            advertise_addr: Some("10.0.0.1".into()),
+            default_addr_pool: vec!["10.20.0.0/16,10.30.0.0/16".into()],
+            default_addr_pool_mask_length: Some(26),
+            task_history_limit: Some(2),
+            dispatcher_heartbeat: Some("2s".into()),
+            ..Default::default()
+        })?;
+        assert_eq!(request.default_addr_pool, ["10.20.0.0/16", "10.30.0.0/16"]);
+        assert_eq!(request.subnet_size, 26);
+        assert_eq!(request.task_history_limit, 2);
+        assert_eq!(
+            request.dispatcher_heartbeat,
+            Some(api::Duration {
+                seconds: 2,
+                nanos: 0
+            })
+        );
+        assert!(
+            init_request(&InitOptions {
+                default_addr_pool: vec!["10.20.0.0".into()],
+                ..Default::default()
+            })
+            .is_err()
+        );
+        assert!(
+            init_request(&InitOptions {
+                dispatcher_heartbeat: Some("fast".into()),
+                ..Default::default()
+            })
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default()
+            .starts_with("--dispatcher-heartbeat:")
+        );
+
+        let spec = update_cluster_spec(
+            api::ClusterSpec::default(),
+            &ClusterUpdate {
+                task_history_limit: Some(3),
+                dispatcher_heartbeat: Some("1s".into()),
+                cert_expiry: Some("720h".into()),
+            },
+        )?;
+        assert_eq!(
+            spec.orchestration.map(|o| o.task_history_retention_limit),
+            Some(3)
+        );
+        assert_eq!(
+            spec.dispatcher.and_then(|d| d.heartbeat_period),
+            Some(api::Duration {
+                seconds: 1,
+                nanos: 0
+            })
+        );
+        assert_eq!(
+            spec.ca_config
+                .and_then(|c| c.node_cert_expiry)
+                .map(|d| d.seconds),
+            Some(720 * 3600)
+        );
+        assert!(
+            update_cluster_spec(
+                api::ClusterSpec::default(),
+                &ClusterUpdate {
+                    cert_expiry: Some("10m".into()),
+                    ..Default::default()
+                }
+            )
+            .is_err()
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn info_prints_docker_swarm_section() {
+        let inactive = api::InfoResponse::default();
+        assert_eq!(info_text(&inactive, None), "Swarm: inactive\n");
+        assert_eq!(
+            swarm_info_json(&inactive, None).to_string(),
+            r#"{"ControlAvailable":false,"Error":"","LocalNodeState":"inactive","NodeAddr":"","NodeID":"","RemoteManagers":null}"#
+        );
+        let active = api::InfoResponse {
+            local_node_state: api::info_response::LocalNodeState::Active as i32,
+            node_id: "node1".into(),
+            node_addr: "10.0.0.1".into(),
+            control_available: true,
+            cluster_id: "cluster1".into(),
+            managers: 1,
+            nodes: 1,
+            remote_managers: HashMap::from([("node1".to_owned(), "10.0.0.1:2377".to_owned())]),
+            engine_version: "0.1.0".into(),
+            hostname: "host-a".into(),
+            ..Default::default()
+        };
+        assert_eq!(
+            info_text(&active, None),
+            "Server Version: 0.1.0\nSwarm: active\n NodeID: node1\n Is Manager: true\n ClusterID: cluster1\n Managers: 1\n Nodes: 1\n Node Address: 10.0.0.1\n Manager Addresses:\n  10.0.0.1:2377\nName: host-a\n"
+        );
+        let cluster = api::Cluster {
+            id: "cluster1".into(),
+            spec: Some(api::ClusterSpec {
+                orchestration: Some(api::OrchestrationConfig {
+                    task_history_retention_limit: 5,
+                }),
+                dispatcher: Some(api::DispatcherConfig {
+                    heartbeat_period: Some(api::Duration {
+                        seconds: 5,
+                        nanos: 0,
+                    }),
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let text = info_text(&active, Some(&cluster));
+        assert!(
+            text.contains(" Orchestration:\n  Task History Retention Limit: 5\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(" Dispatcher:\n  Heartbeat Period: 5 seconds\n"),
+            "{text}"
+        );
+        let value = info_json(&active, Some(&cluster));
+        assert_eq!(value["Swarm"]["LocalNodeState"], "active");
+        assert_eq!(value["Swarm"]["Cluster"]["ID"], "cluster1");
+        assert_eq!(value["Swarm"]["RemoteManagers"][0]["Addr"], "10.0.0.1:2377");
+        assert_eq!(
+            value["Swarm"]["Cluster"]["Spec"]["Dispatcher"]["HeartbeatPeriod"],
+            5_000_000_000i64
+        );
+    }
+}

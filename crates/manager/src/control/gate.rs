@@ -1,0 +1,78 @@
+//! The control API as the daemon's local socket serves it: every call goes to the manager role
+//! when this node has one, and is refused with what to do when it has none (a worker, or a
+//! daemon not in a swarm yet).
+
+use std::sync::{Arc, RwLock};
+
+use shoal_proto::api::control_server::Control;
+use shoal_proto::api::*;
+use tonic::{Request, Response, Status};
+
+use super::ControlApi;
+
+/// Holds the node's control API once it is a manager.
+#[derive(Clone, Default)]
+pub struct ControlGate {
+    active: Arc<RwLock<Option<ControlApi>>>,
+}
+
+impl ControlGate {
+    /// Opens the gate to a manager's control API, or closes it with `None`.
+    pub fn set(&self, control: Option<ControlApi>) {
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = control;
+    }
+
+    fn active(&self) -> Result<ControlApi, Status> {
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                Status::failed_precondition(
+                    "this node is not a swarm manager: run 'shoal swarm init' to make it one, or run the command on a manager",
+                )
+            })
+    }
+}
+
+// async_trait rewrites the methods it sees, so the macro writes the whole impl block.
+macro_rules! delegate_control {
+    ($($method:ident($request:ty) -> $response:ty;)*) => {
+        #[tonic::async_trait]
+        impl Control for ControlGate {
+            $(
+                async fn $method(
+                    &self,
+                    request: Request<$request>,
+                ) -> Result<Response<$response>, Status> {
+                    Control::$method(&self.active()?, request).await
+                }
+            )*
+
+            type ServiceLogsStream = <ControlApi as Control>::ServiceLogsStream;
+
+            async fn service_logs(
+                &self,
+                request: Request<ServiceLogsRequest>,
+            ) -> Result<Response<Self::ServiceLogsStream>, Status> {
+                Control::service_logs(&self.active()?, request).await
+            }
+        }
+    };
+}
+
+delegate_control! {
+    get_cluster(GetClusterRequest) -> ClusterResponse;
+    update_cluster(UpdateClusterRequest) -> ClusterResponse;
+    list_nodes(ListNodesRequest) -> ListNodesResponse;
+    get_node(GetNodeRequest) -> NodeResponse;
+    update_node(UpdateNodeRequest) -> NodeResponse;
+    create_service(CreateServiceRequest) -> ServiceResponse;
+    get_service(GetServiceRequest) -> ServiceResponse;
+    list_services(ListServicesRequest) -> ListServicesResponse;
+    update_service(UpdateServiceRequest) -> ServiceResponse;
+    remove_service(RemoveServiceRequest) -> RemoveServiceResponse;
+    list_tasks(ListTasksRequest) -> ListTasksResponse;
+    get_task(GetTaskRequest) -> TaskResponse;
+    service_progress(ServiceProgressRequest) -> ServiceProgressResponse;
+}

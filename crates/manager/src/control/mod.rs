@@ -1,0 +1,548 @@
+//! The control API: what `shoal service|node|swarm|info` call on a manager. Each call validates
+//! with the pure rules in [`service_spec`], resolves references with [`resolve`], and reads or
+//! writes the store; every write carries the version the caller read, so a stale update is
+//! refused rather than lost.
+
+mod gate;
+mod progress;
+mod resolve;
+mod service_spec;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use raft_store::{ReadConsistency, Store, StoreView};
+use shoal_proto::api::control_server::Control;
+use shoal_proto::api::{
+    self, Cluster, ClusterResponse, CreateServiceRequest, GetClusterRequest, GetNodeRequest,
+    GetServiceRequest, GetTaskRequest, JobStatus, ListNodesRequest, ListNodesResponse,
+    ListServicesRequest, ListServicesResponse, ListTasksRequest, ListTasksResponse, Node,
+    NodeResponse, RemoveServiceRequest, RemoveServiceResponse, Service, ServiceLogsRequest,
+    ServiceProgressRequest, ServiceProgressResponse, ServiceResponse, Task, TaskResponse,
+    UpdateClusterRequest, UpdateNodeRequest, UpdateServiceRequest, Version, service_spec::Mode,
+};
+use tokio::sync::watch;
+use tonic::{Request, Response, Status};
+
+pub use gate::ControlGate;
+
+use crate::dispatcher::{LogBroker, LogStream, LogTarget};
+use crate::error::ManagerError;
+use crate::objects::{self, ClusterObject};
+use crate::orchestrator::{ClusterSnapshot, GivenUpSlots};
+
+/// The shortest dispatcher heartbeat `swarm update` accepts: shorter ones would cost more in
+/// Raft writes than they gain in detection time.
+const MIN_DISPATCHER_HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// The control API over one manager's store.
+#[derive(Clone)]
+pub struct ControlApi {
+    store: Arc<Store>,
+    given_up: watch::Receiver<GivenUpSlots>,
+    logs: LogBroker,
+}
+
+/// Everything the control API reads, decoded at one index.
+struct Objects {
+    services: Vec<Service>,
+    nodes: Vec<Node>,
+    tasks: Vec<Task>,
+}
+
+fn decode_objects(view: &StoreView<'_>) -> Result<Objects, ManagerError> {
+    Ok(Objects {
+        services: objects::decode_all(view.list(Service::KIND))?,
+        nodes: objects::decode_all(view.list(Node::KIND))?,
+        tasks: objects::decode_all(view.list(Task::KIND))?,
+    })
+}
+
+fn service_name(service: &Service) -> &str {
+    service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.annotations.as_ref())
+        .map_or("", |annotations| annotations.name.as_str())
+}
+
+fn node_hostname(node: &Node) -> &str {
+    node.description
+        .as_ref()
+        .map_or("", |description| description.hostname.as_str())
+}
+
+/// Services the user can see: one being removed is already gone for them.
+fn visible_services(services: &[Service]) -> Vec<Service> {
+    services
+        .iter()
+        .filter(|service| !service.pending_delete)
+        .cloned()
+        .collect()
+}
+
+fn resolve_service<'a>(
+    services: &'a [Service],
+    reference: &str,
+) -> Result<&'a Service, ManagerError> {
+    resolve::resolve(services, reference, "service", |s| &s.id, service_name)
+}
+
+fn resolve_node<'a>(nodes: &'a [Node], reference: &str) -> Result<&'a Node, ManagerError> {
+    resolve::resolve(nodes, reference, "node", |n| &n.id, node_hostname)
+}
+
+fn resolve_task<'a>(tasks: &'a [Task], reference: &str) -> Result<&'a Task, ManagerError> {
+    resolve::resolve(tasks, reference, "task", |t| &t.id, |_| "")
+}
+
+/// The cluster object as clients see it: without the CA's private key.
+fn without_secrets(mut cluster: Cluster) -> Cluster {
+    if let Some(root_ca) = cluster.root_ca.as_mut() {
+        root_ca.ca_key.clear();
+    }
+    cluster
+}
+
+fn is_job(mode: Option<&Mode>) -> bool {
+    matches!(mode, Some(Mode::ReplicatedJob(_) | Mode::GlobalJob(_)))
+}
+
+impl ControlApi {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        given_up: watch::Receiver<GivenUpSlots>,
+        logs: LogBroker,
+    ) -> ControlApi {
+        ControlApi {
+            store,
+            given_up,
+            logs,
+        }
+    }
+
+    /// Reads at an index that includes every write acknowledged before the call.
+    async fn read<R>(
+        &self,
+        read: impl FnOnce(&StoreView<'_>) -> Result<R, ManagerError>,
+    ) -> Result<R, ManagerError> {
+        self.store.view(ReadConsistency::Linearizable, read).await?
+    }
+
+    async fn read_objects(&self) -> Result<Objects, ManagerError> {
+        self.read(decode_objects).await
+    }
+
+    async fn cluster(&self) -> Result<Cluster, ManagerError> {
+        self.read(|view| {
+            objects::decode_all::<Cluster>(view.list(Cluster::KIND))?
+                .into_iter()
+                .next()
+                .ok_or_else(|| {
+                    ManagerError::FailedPrecondition(
+                        "the swarm has no cluster object yet: wait for 'shoal swarm init' to finish"
+                            .to_owned(),
+                    )
+                })
+        })
+        .await
+    }
+
+    async fn read_back<T: ClusterObject>(&self, id: &str) -> Result<T, ManagerError> {
+        self.read(|view| {
+            let record = view
+                .get(T::KIND, id)
+                .ok_or_else(|| ManagerError::NotFound {
+                    kind: T::KIND,
+                    reference: id.to_owned(),
+                })?;
+            objects::decode(record)
+        })
+        .await
+    }
+
+    async fn create_service(&self, mut spec: api::ServiceSpec) -> Result<Service, ManagerError> {
+        let annotations = spec.annotations.get_or_insert_with(Default::default);
+        if annotations.name.is_empty() {
+            annotations.name = service_spec::generated_service_name(rand::random());
+        }
+        if spec.mode.is_none() {
+            spec.mode = Some(Mode::Replicated(api::ReplicatedService { replicas: 1 }));
+        }
+        service_spec::check_service_spec(&spec)?;
+        let job_status = is_job(spec.mode.as_ref()).then(|| JobStatus {
+            job_iteration: Some(Version { index: 1 }),
+            ..Default::default()
+        });
+        let service = Service {
+            id: raft_store::new_object_id(),
+            endpoint: spec.endpoint.clone().map(|endpoint| api::Endpoint {
+                ports: endpoint.ports.clone(),
+                spec: Some(endpoint),
+                ..Default::default()
+            }),
+            spec: Some(spec),
+            spec_version: Some(Version { index: 1 }),
+            job_status,
+            ..Default::default()
+        };
+        self.store
+            .write(raft_store::Transaction::new(vec![objects::create(
+                &service,
+            )]))
+            .await?;
+        self.read_back(&service.id).await
+    }
+
+    async fn update_service(&self, request: UpdateServiceRequest) -> Result<Service, ManagerError> {
+        let updated_spec = request.spec.ok_or_else(|| {
+            ManagerError::InvalidArgument("the update carries no spec".to_owned())
+        })?;
+        let objects = self.read_objects().await?;
+        let services = visible_services(&objects.services);
+        let current = resolve_service(&services, &request.service)?;
+        let current_spec = current.spec.clone().unwrap_or_default();
+        service_spec::check_service_update(&current_spec, &updated_spec)?;
+        let mut service = current.clone();
+        if current_spec != updated_spec {
+            let next = |version: Option<Version>| {
+                Some(Version {
+                    index: version.map_or(0, |version| version.index) + 1,
+                })
+            };
+            service.previous_spec = Some(current_spec);
+            service.previous_spec_version = current.spec_version;
+            service.spec_version = next(current.spec_version);
+            if is_job(updated_spec.mode.as_ref()) {
+                // Updating a job runs it again, as in docker.
+                let status = service.job_status.get_or_insert_with(Default::default);
+                status.job_iteration = next(status.job_iteration);
+            }
+            service.endpoint = updated_spec.endpoint.clone().map(|endpoint| api::Endpoint {
+                ports: endpoint.ports.clone(),
+                spec: Some(endpoint),
+                ..Default::default()
+            });
+            service.spec = Some(updated_spec);
+        }
+        self.store
+            .write(raft_store::Transaction::new(vec![objects::update_at(
+                &service,
+                request.version,
+            )]))
+            .await?;
+        self.read_back(&service.id).await
+    }
+
+    async fn remove_service(&self, reference: &str) -> Result<String, ManagerError> {
+        let objects = self.read_objects().await?;
+        let services = visible_services(&objects.services);
+        let mut service = resolve_service(&services, reference)?.clone();
+        // The orchestrator stops and removes the tasks, then deletes the service.
+        service.pending_delete = true;
+        self.store
+            .write(raft_store::Transaction::new(vec![objects::update(
+                &service,
+            )]))
+            .await?;
+        Ok(service.id)
+    }
+
+    async fn update_node(&self, request: UpdateNodeRequest) -> Result<Node, ManagerError> {
+        let spec = request.spec.ok_or_else(|| {
+            ManagerError::InvalidArgument("the update carries no node spec".to_owned())
+        })?;
+        let objects = self.read_objects().await?;
+        let mut node = resolve_node(&objects.nodes, &request.node)?.clone();
+        let current_role = node
+            .spec
+            .as_ref()
+            .map_or(api::NodeRole::Worker, |spec| spec.desired_role());
+        if spec.desired_role() != current_role {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "node {} can't change role in a one-manager swarm: promotion and demotion need managers that can join (not supported yet); update availability and labels only",
+                node.id
+            )));
+        }
+        node.spec = Some(spec);
+        self.store
+            .write(raft_store::Transaction::new(vec![objects::update_at(
+                &node,
+                request.version,
+            )]))
+            .await?;
+        self.read_back(&node.id).await
+    }
+
+    async fn update_cluster(&self, request: UpdateClusterRequest) -> Result<Cluster, ManagerError> {
+        let spec = request.spec.ok_or_else(|| {
+            ManagerError::InvalidArgument("the update carries no cluster spec".to_owned())
+        })?;
+        if let Some(heartbeat) = spec
+            .dispatcher
+            .as_ref()
+            .and_then(|dispatcher| dispatcher.heartbeat_period.as_ref())
+        {
+            let period = crate::orchestrator::duration_from_proto(heartbeat);
+            if period < MIN_DISPATCHER_HEARTBEAT {
+                return Err(ManagerError::InvalidArgument(format!(
+                    "dispatcher heartbeat {period:?} is too short: give {MIN_DISPATCHER_HEARTBEAT:?} or more"
+                )));
+            }
+        }
+        if spec
+            .orchestration
+            .as_ref()
+            .is_some_and(|orchestration| orchestration.task_history_retention_limit < 0)
+        {
+            return Err(ManagerError::InvalidArgument(
+                "a negative task history limit: give 0 or more".to_owned(),
+            ));
+        }
+        let mut cluster = self.cluster().await?;
+        cluster.spec = Some(spec);
+        self.store
+            .write(raft_store::Transaction::new(vec![objects::update_at(
+                &cluster,
+                request.version,
+            )]))
+            .await?;
+        Ok(without_secrets(self.read_back(&cluster.id).await?))
+    }
+
+    async fn list_tasks(&self, request: ListTasksRequest) -> Result<Vec<Task>, ManagerError> {
+        let objects = self.read_objects().await?;
+        let services = visible_services(&objects.services);
+        let mut service_ids = Vec::new();
+        for reference in &request.services {
+            service_ids.push(resolve_service(&services, reference)?.id.clone());
+        }
+        let mut node_ids = Vec::new();
+        for reference in &request.nodes {
+            node_ids.push(resolve_node(&objects.nodes, reference)?.id.clone());
+        }
+        Ok(objects
+            .tasks
+            .into_iter()
+            .filter(|task| service_ids.is_empty() || service_ids.contains(&task.service_id))
+            .filter(|task| node_ids.is_empty() || node_ids.contains(&task.node_id))
+            .collect())
+    }
+
+    async fn progress(&self, reference: &str) -> Result<ServiceProgressResponse, ManagerError> {
+        let objects = self.read_objects().await?;
+        let services = visible_services(&objects.services);
+        let service_id = resolve_service(&services, reference)?.id.clone();
+        let snapshot = ClusterSnapshot::new(&services, &objects.nodes, &objects.tasks);
+        let given_up = self.given_up.borrow().clone();
+        progress::service_progress(&snapshot, &service_id, &given_up).ok_or_else(|| {
+            ManagerError::NotFound {
+                kind: "service",
+                reference: reference.to_owned(),
+            }
+        })
+    }
+
+    /// The nodes and tasks a log request reads from.
+    async fn log_targets(
+        &self,
+        request: &ServiceLogsRequest,
+    ) -> Result<Vec<LogTarget>, ManagerError> {
+        let objects = self.read_objects().await?;
+        let services = visible_services(&objects.services);
+        let mut wanted: Vec<&Task> = Vec::new();
+        for reference in &request.services {
+            let service = resolve_service(&services, reference)?;
+            wanted.extend(
+                objects
+                    .tasks
+                    .iter()
+                    .filter(|task| task.service_id == service.id),
+            );
+        }
+        for reference in &request.tasks {
+            wanted.push(resolve_task(&objects.tasks, reference)?);
+        }
+        let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for task in wanted {
+            if !task.node_id.is_empty() {
+                by_node
+                    .entry(task.node_id.clone())
+                    .or_default()
+                    .push(task.id.clone());
+            }
+        }
+        Ok(by_node
+            .into_iter()
+            .map(|(node_id, task_ids)| LogTarget { node_id, task_ids })
+            .collect())
+    }
+}
+
+type ControlResult<T> = Result<Response<T>, Status>;
+
+fn reply<T>(result: Result<T, ManagerError>) -> ControlResult<T> {
+    result.map(Response::new).map_err(Status::from)
+}
+
+#[tonic::async_trait]
+impl Control for ControlApi {
+    async fn get_cluster(&self, _: Request<GetClusterRequest>) -> ControlResult<ClusterResponse> {
+        reply(self.cluster().await.map(|cluster| ClusterResponse {
+            cluster: Some(without_secrets(cluster)),
+        }))
+    }
+
+    async fn update_cluster(
+        &self,
+        request: Request<UpdateClusterRequest>,
+    ) -> ControlResult<ClusterResponse> {
+        reply(
+            ControlApi::update_cluster(self, request.into_inner())
+                .await
+                .map(|cluster| ClusterResponse {
+                    cluster: Some(cluster),
+                }),
+        )
+    }
+
+    async fn list_nodes(&self, _: Request<ListNodesRequest>) -> ControlResult<ListNodesResponse> {
+        reply(self.read_objects().await.map(|objects| ListNodesResponse {
+            nodes: objects.nodes,
+        }))
+    }
+
+    async fn get_node(&self, request: Request<GetNodeRequest>) -> ControlResult<NodeResponse> {
+        let reference = request.into_inner().node;
+        reply(self.read_objects().await.and_then(|objects| {
+            Ok(NodeResponse {
+                node: Some(resolve_node(&objects.nodes, &reference)?.clone()),
+            })
+        }))
+    }
+
+    async fn update_node(
+        &self,
+        request: Request<UpdateNodeRequest>,
+    ) -> ControlResult<NodeResponse> {
+        reply(
+            ControlApi::update_node(self, request.into_inner())
+                .await
+                .map(|node| NodeResponse { node: Some(node) }),
+        )
+    }
+
+    async fn create_service(
+        &self,
+        request: Request<CreateServiceRequest>,
+    ) -> ControlResult<ServiceResponse> {
+        let spec = request.into_inner().spec.unwrap_or_default();
+        reply(
+            ControlApi::create_service(self, spec)
+                .await
+                .map(|service| ServiceResponse {
+                    service: Some(service),
+                }),
+        )
+    }
+
+    async fn get_service(
+        &self,
+        request: Request<GetServiceRequest>,
+    ) -> ControlResult<ServiceResponse> {
+        let reference = request.into_inner().service;
+        reply(self.read_objects().await.and_then(|objects| {
+            let services = visible_services(&objects.services);
+            Ok(ServiceResponse {
+                service: Some(resolve_service(&services, &reference)?.clone()),
+            })
+        }))
+    }
+
+    async fn list_services(
+        &self,
+        _: Request<ListServicesRequest>,
+    ) -> ControlResult<ListServicesResponse> {
+        reply(self.read_objects().await.map(|objects| {
+            let services = visible_services(&objects.services);
+            let snapshot = ClusterSnapshot::new(&services, &objects.nodes, &objects.tasks);
+            let statuses = services
+                .iter()
+                .map(|service| progress::service_status(&snapshot, service))
+                .collect();
+            ListServicesResponse { services, statuses }
+        }))
+    }
+
+    async fn update_service(
+        &self,
+        request: Request<UpdateServiceRequest>,
+    ) -> ControlResult<ServiceResponse> {
+        reply(
+            ControlApi::update_service(self, request.into_inner())
+                .await
+                .map(|service| ServiceResponse {
+                    service: Some(service),
+                }),
+        )
+    }
+
+    async fn remove_service(
+        &self,
+        request: Request<RemoveServiceRequest>,
+    ) -> ControlResult<RemoveServiceResponse> {
+        let reference = request.into_inner().service;
+        reply(
+            ControlApi::remove_service(self, &reference)
+                .await
+                .map(|service_id| RemoveServiceResponse { service_id }),
+        )
+    }
+
+    async fn list_tasks(
+        &self,
+        request: Request<ListTasksRequest>,
+    ) -> ControlResult<ListTasksResponse> {
+        reply(
+            ControlApi::list_tasks(self, request.into_inner())
+                .await
+                .map(|tasks| ListTasksResponse { tasks }),
+        )
+    }
+
+    async fn get_task(&self, request: Request<GetTaskRequest>) -> ControlResult<TaskResponse> {
+        let reference = request.into_inner().task;
+        reply(self.read_objects().await.and_then(|objects| {
+            Ok(TaskResponse {
+                task: Some(resolve_task(&objects.tasks, &reference)?.clone()),
+            })
+        }))
+    }
+
+    async fn service_progress(
+        &self,
+        request: Request<ServiceProgressRequest>,
+    ) -> ControlResult<ServiceProgressResponse> {
+        reply(self.progress(&request.into_inner().service).await)
+    }
+
+    type ServiceLogsStream = LogStream;
+
+    async fn service_logs(
+        &self,
+        request: Request<ServiceLogsRequest>,
+    ) -> ControlResult<Self::ServiceLogsStream> {
+        let request = request.into_inner();
+        if request.services.is_empty() && request.tasks.is_empty() {
+            return Err(Status::invalid_argument(
+                "no service or task given: name one, as in 'shoal service logs web'",
+            ));
+        }
+        let targets = self.log_targets(&request).await.map_err(Status::from)?;
+        Ok(Response::new(self.logs.subscribe(
+            targets,
+            request.follow,
+            request.tail,
+        )))
+    }
+}

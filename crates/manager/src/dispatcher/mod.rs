@@ -1,0 +1,541 @@
+//! The dispatcher: the leader's side of every worker's session, the manager's own worker
+//! included. It registers a node when its session opens, marks it down when heartbeats stop,
+//! streams each node its full assignment set when that changes, writes status reports in
+//! batches (whatever queued while the previous write was in flight goes in one transaction),
+//! and relays log requests and output.
+
+mod assignments;
+mod logs;
+mod status;
+
+use std::collections::HashMap;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use futures::Stream;
+use raft_store::{Store, StoreError, Transaction, TxnRejection};
+use shoal_proto::api::dispatcher_server::Dispatcher;
+use shoal_proto::api::{
+    AssignmentsMessage, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse, LogSubscription,
+    LogSubscriptionsRequest, Node, NodeStatus, Peer, PublishLogsMessage, PublishLogsResponse,
+    SessionMessage, SessionRequest, Task, UpdateTaskStatusRequest, UpdateTaskStatusResponse,
+    WeightedPeer, node_status,
+};
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio_stream::StreamExt as _;
+use tonic::{Request, Response, Status, Streaming};
+
+pub use logs::LogStream;
+pub(crate) use logs::{LogBroker, LogTarget};
+use status::NodeReport;
+
+use crate::error::ManagerError;
+use crate::objects::{self, ClusterObject};
+use crate::orchestrator::duration_to_proto;
+
+/// A node is marked down after this many heartbeat periods without one.
+const MISSED_HEARTBEATS_BEFORE_DOWN: u32 = 3;
+/// Attempts at a write that keeps meeting concurrent changes to the same objects.
+const WRITE_ATTEMPTS: usize = 5;
+
+/// One `UpdateTaskStatus` call waiting for its reports to be written.
+type QueuedReports = (Vec<NodeReport>, oneshot::Sender<Result<(), Status>>);
+
+struct Session {
+    /// Empty for a node that was ready when this dispatcher started and has not come back yet:
+    /// it gets the same grace as a live session before it is marked down.
+    session_id: String,
+    last_heartbeat: Instant,
+    /// Set to true when the session ends, which closes its streams.
+    ended: watch::Sender<bool>,
+}
+
+struct Shared {
+    store: Arc<Store>,
+    heartbeat_period: watch::Receiver<Duration>,
+    sessions: Mutex<HashMap<String, Session>>,
+    reports: mpsc::UnboundedSender<QueuedReports>,
+    logs: LogBroker,
+}
+
+/// The dispatcher service; clones share one state.
+#[derive(Clone)]
+pub struct DispatcherService {
+    shared: Arc<Shared>,
+}
+
+impl DispatcherService {
+    /// Starts the dispatcher's background work (status writer, heartbeat monitor) until `stop`
+    /// changes. `heartbeat_period` follows the cluster spec.
+    pub(crate) fn start(
+        store: Arc<Store>,
+        heartbeat_period: watch::Receiver<Duration>,
+        logs: LogBroker,
+        stop: watch::Receiver<bool>,
+    ) -> Result<DispatcherService, ManagerError> {
+        let (reports, report_queue) = mpsc::unbounded_channel();
+        let ended = watch::channel(false).0;
+        // Nodes the store calls ready get one grace period to open a session.
+        let now = Instant::now();
+        let ready_nodes: Vec<Node> =
+            store.local_view(|view| objects::decode_all::<Node>(view.list(Node::KIND)))?;
+        let sessions = ready_nodes
+            .into_iter()
+            .filter(|node| {
+                node.status
+                    .as_ref()
+                    .is_some_and(|status| status.state() == node_status::State::Ready)
+            })
+            .map(|node| {
+                (
+                    node.id,
+                    Session {
+                        session_id: String::new(),
+                        last_heartbeat: now,
+                        ended: ended.clone(),
+                    },
+                )
+            })
+            .collect();
+        let shared = Arc::new(Shared {
+            store,
+            heartbeat_period,
+            sessions: Mutex::new(sessions),
+            reports,
+            logs,
+        });
+        tokio::spawn(write_status_reports(
+            Arc::clone(&shared),
+            report_queue,
+            stop.clone(),
+        ));
+        tokio::spawn(mark_silent_nodes_down(Arc::clone(&shared), stop));
+        Ok(DispatcherService { shared })
+    }
+}
+
+impl Shared {
+    fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
+        self.sessions
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn heartbeat_period(&self) -> Duration {
+        *self.heartbeat_period.borrow()
+    }
+
+    /// The node a live session belongs to.
+    fn node_of_session(&self, session_id: &str) -> Result<(String, watch::Receiver<bool>), Status> {
+        if !session_id.is_empty() {
+            for (node_id, session) in self.sessions().iter() {
+                if session.session_id == session_id {
+                    return Ok((node_id.clone(), session.ended.subscribe()));
+                }
+            }
+        }
+        Err(Status::not_found(format!(
+            "session {session_id:?} is not open (it expired or was replaced): open a new session"
+        )))
+    }
+
+    fn require_leader(&self) -> Result<(), Status> {
+        let status = self.store.status();
+        if status.is_leader {
+            return Ok(());
+        }
+        let leader = status
+            .leader
+            .and_then(|leader| status.voters.get(&leader).cloned())
+            .unwrap_or_else(|| "unknown".to_owned());
+        Err(Status::unavailable(format!(
+            "this manager does not lead the swarm (the leader is at {leader}): connect to the leader"
+        )))
+    }
+
+    /// Rewrites a node with `change`, re-reading on conflicts.
+    async fn update_node(
+        &self,
+        node_id: &str,
+        change: impl Fn(&mut Node),
+    ) -> Result<Option<Node>, ManagerError> {
+        for _ in 0..WRITE_ATTEMPTS {
+            let Some(mut node) = self.store.local_view(|view| {
+                view.get(Node::KIND, node_id)
+                    .map(objects::decode::<Node>)
+                    .transpose()
+            })?
+            else {
+                return Ok(None);
+            };
+            change(&mut node);
+            match self
+                .store
+                .write(Transaction::new(vec![objects::update(&node)]))
+                .await
+            {
+                Ok(_) => return Ok(Some(node)),
+                Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => continue,
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(ManagerError::FailedPrecondition(format!(
+            "node {node_id} kept changing while its status was written; it is retried with the next heartbeat"
+        )))
+    }
+
+    fn managers(&self) -> Vec<WeightedPeer> {
+        self.store
+            .local_view(|view| objects::decode_all::<Node>(view.list(Node::KIND)))
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|node| {
+                let manager = node.manager_status?;
+                Some(WeightedPeer {
+                    peer: Some(Peer {
+                        node_id: node.id,
+                        addr: manager.addr,
+                    }),
+                    weight: 1,
+                })
+            })
+            .collect()
+    }
+}
+
+/// Writes queued status reports, everything that queued up as one transaction.
+async fn write_status_reports(
+    shared: Arc<Shared>,
+    mut queue: mpsc::UnboundedReceiver<QueuedReports>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let first = tokio::select! {
+            next = queue.recv() => match next {
+                Some(first) => first,
+                None => return,
+            },
+            _ = stop.changed() => return,
+        };
+        let mut batch = vec![first];
+        while let Ok(more) = queue.try_recv() {
+            batch.push(more);
+        }
+        let reports: Vec<NodeReport> = batch
+            .iter()
+            .flat_map(|(reports, _)| reports.iter().cloned())
+            .collect();
+        let result = write_reports(&shared.store, &reports).await;
+        for (_, reply) in batch {
+            let _ = reply.send(result.clone());
+        }
+    }
+}
+
+async fn write_reports(store: &Store, reports: &[NodeReport]) -> Result<(), Status> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let changes = store.local_view(|view| {
+            status::status_changes(reports, |task_id| {
+                view.get(Task::KIND, task_id)
+                    .and_then(|record| objects::decode::<Task>(record).ok())
+            })
+        });
+        if changes.is_empty() {
+            return Ok(());
+        }
+        match store.write(Transaction::new(changes)).await {
+            Ok(_) => return Ok(()),
+            Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(Status::aborted(
+        "the tasks kept changing while their status was written: report again",
+    ))
+}
+
+/// Ends sessions whose heartbeats stopped and marks their nodes down.
+async fn mark_silent_nodes_down(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    loop {
+        let period = shared.heartbeat_period();
+        tokio::select! {
+            _ = tokio::time::sleep(period / 2) => {}
+            _ = stop.changed() => return,
+        }
+        if !shared.store.status().is_leader {
+            continue;
+        }
+        let deadline = period * MISSED_HEARTBEATS_BEFORE_DOWN;
+        let silent: Vec<String> = {
+            let mut sessions = shared.sessions();
+            let silent: Vec<String> = sessions
+                .iter()
+                .filter(|(_, session)| session.last_heartbeat.elapsed() > deadline)
+                .map(|(node_id, _)| node_id.clone())
+                .collect();
+            for node_id in &silent {
+                if let Some(session) = sessions.remove(node_id) {
+                    let _ = session.ended.send(true);
+                }
+            }
+            silent
+        };
+        for node_id in silent {
+            tracing::warn!(node = %node_id, "no heartbeat: marking the node down");
+            let result = shared
+                .update_node(&node_id, |node| {
+                    node.status = Some(NodeStatus {
+                        state: node_status::State::Down as i32,
+                        message: "heartbeat failure".to_owned(),
+                        addr: node
+                            .status
+                            .as_ref()
+                            .map(|status| status.addr.clone())
+                            .unwrap_or_default(),
+                    });
+                })
+                .await;
+            if let Err(error) = result {
+                tracing::warn!(node = %node_id, %error, "could not mark the node down");
+            }
+        }
+    }
+}
+
+/// Returns once the session ends.
+async fn session_ended(ended: &mut watch::Receiver<bool>) {
+    // The borrow the wait returns is dropped at once: it may not be held across an await.
+    let _ = ended.wait_for(|ended| *ended).await.is_ok();
+}
+
+type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
+
+/// A stream fed by a spawned task; it ends when the task drops its sender.
+fn channel_stream<T: Send + 'static>(
+    receiver: mpsc::Receiver<Result<T, Status>>,
+) -> ServerStream<T> {
+    Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver))
+}
+
+#[tonic::async_trait]
+impl Dispatcher for DispatcherService {
+    type SessionStream = ServerStream<SessionMessage>;
+
+    async fn session(
+        &self,
+        request: Request<SessionRequest>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let shared = &self.shared;
+        shared.require_leader()?;
+        let peer_ip = request.remote_addr().map(|addr| addr.ip().to_string());
+        let request = request.into_inner();
+        let node_id = request.node_id.clone();
+        let description = request.description;
+        let node = shared
+            .update_node(&node_id, |node| {
+                if description.is_some() {
+                    node.description = description.clone();
+                }
+                node.status = Some(NodeStatus {
+                    state: node_status::State::Ready as i32,
+                    message: String::new(),
+                    addr: peer_ip.clone().unwrap_or_default(),
+                });
+            })
+            .await
+            .map_err(Status::from)?
+            .ok_or_else(|| {
+                Status::permission_denied(format!(
+                    "node {node_id} is not a member of this swarm: join it with 'shoal swarm join'"
+                ))
+            })?;
+        let session_id = raft_store::new_object_id();
+        let (ended, mut ended_receiver) = watch::channel(false);
+        if let Some(previous) = shared.sessions().insert(
+            node_id.clone(),
+            Session {
+                session_id: session_id.clone(),
+                last_heartbeat: Instant::now(),
+                ended,
+            },
+        ) {
+            // A node has one session: a reconnecting agent replaces its old one.
+            let _ = previous.ended.send(true);
+        }
+        tracing::info!(node = %node_id, session = %session_id, "session opened");
+        let (sender, receiver) = mpsc::channel(4);
+        let first = SessionMessage {
+            session_id,
+            node: Some(node),
+            managers: shared.managers(),
+            heartbeat_period: Some(duration_to_proto(shared.heartbeat_period())),
+        };
+        tokio::spawn(async move {
+            if sender.send(Ok(first)).await.is_err() {
+                return;
+            }
+            tokio::select! {
+                _ = session_ended(&mut ended_receiver) => {
+                    let _ = sender
+                        .send(Err(Status::unavailable(
+                            "the session ended (missed heartbeats or a newer session): open a new one",
+                        )))
+                        .await;
+                }
+                _ = sender.closed() => {}
+            }
+        });
+        Ok(Response::new(channel_stream(receiver)))
+    }
+
+    async fn heartbeat(
+        &self,
+        request: Request<HeartbeatRequest>,
+    ) -> Result<Response<HeartbeatResponse>, Status> {
+        let session_id = request.into_inner().session_id;
+        let mut sessions = self.shared.sessions();
+        let session = sessions
+            .values_mut()
+            .find(|session| !session_id.is_empty() && session.session_id == session_id)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "session {session_id:?} is not open (it expired or was replaced): open a new session"
+                ))
+            })?;
+        session.last_heartbeat = Instant::now();
+        Ok(Response::new(HeartbeatResponse {
+            period: Some(duration_to_proto(self.shared.heartbeat_period())),
+        }))
+    }
+
+    async fn update_task_status(
+        &self,
+        request: Request<UpdateTaskStatusRequest>,
+    ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
+        let request = request.into_inner();
+        let (node_id, _) = self.shared.node_of_session(&request.session_id)?;
+        let reports = request
+            .updates
+            .into_iter()
+            .filter_map(|update| {
+                Some(NodeReport {
+                    node_id: node_id.clone(),
+                    task_id: update.task_id,
+                    status: update.status?,
+                })
+            })
+            .collect();
+        let (reply, written) = oneshot::channel();
+        self.shared
+            .reports
+            .send((reports, reply))
+            .map_err(|_| Status::unavailable("the dispatcher is shutting down: report again"))?;
+        written
+            .await
+            .map_err(|_| Status::unavailable("the dispatcher is shutting down: report again"))??;
+        Ok(Response::new(UpdateTaskStatusResponse {}))
+    }
+
+    type AssignmentsStream = ServerStream<AssignmentsMessage>;
+
+    async fn assignments(
+        &self,
+        request: Request<AssignmentsRequest>,
+    ) -> Result<Response<Self::AssignmentsStream>, Status> {
+        let (node_id, mut ended) = self
+            .shared
+            .node_of_session(&request.into_inner().session_id)?;
+        let store = Arc::clone(&self.shared.store);
+        let (sender, receiver) = mpsc::channel(4);
+        tokio::spawn(async move {
+            let mut changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
+            let mut sent_key = None;
+            let mut version = 0;
+            loop {
+                let computed = store.local_view(|view| assignments::assignment_set(view, &node_id));
+                match computed {
+                    Ok((key, mut message)) if sent_key.as_ref() != Some(&key) => {
+                        version += 1;
+                        message.version = version;
+                        if sender.send(Ok(message)).await.is_err() {
+                            return;
+                        }
+                        sent_key = Some(key);
+                    }
+                    Ok(_) => {}
+                    Err(error) => {
+                        let _ = sender.send(Err(error.into())).await;
+                        return;
+                    }
+                }
+                tokio::select! {
+                    next = changes.next() => {
+                        if let Err(StoreError::WatchCompacted { .. }) = next {
+                            // The set is recomputed from the whole store, so a fresh position
+                            // loses nothing.
+                            changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
+                        } else if let Err(error) = next {
+                            let _ = sender.send(Err(error.into())).await;
+                            return;
+                        }
+                    }
+                    _ = session_ended(&mut ended) => return,
+                    _ = sender.closed() => return,
+                }
+            }
+        });
+        Ok(Response::new(channel_stream(receiver)))
+    }
+
+    type LogSubscriptionsStream = ServerStream<LogSubscription>;
+
+    async fn log_subscriptions(
+        &self,
+        request: Request<LogSubscriptionsRequest>,
+    ) -> Result<Response<Self::LogSubscriptionsStream>, Status> {
+        let (node_id, mut ended) = self
+            .shared
+            .node_of_session(&request.into_inner().session_id)?;
+        let mut subscriptions = self.shared.logs.listen(&node_id);
+        let (sender, receiver) = mpsc::channel(16);
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    next = subscriptions.recv() => match next {
+                        Some(subscription) => {
+                            if sender.send(Ok(subscription)).await.is_err() {
+                                return;
+                            }
+                        }
+                        None => return,
+                    },
+                    _ = session_ended(&mut ended) => return,
+                }
+            }
+        });
+        Ok(Response::new(channel_stream(receiver)))
+    }
+
+    async fn publish_logs(
+        &self,
+        request: Request<Streaming<PublishLogsMessage>>,
+    ) -> Result<Response<PublishLogsResponse>, Status> {
+        let mut messages = request.into_inner();
+        let mut publisher: Option<(String, String)> = None;
+        while let Some(message) = messages.next().await {
+            let message = message?;
+            let (node_id, _) = self.shared.node_of_session(&message.session_id)?;
+            publisher = Some((message.subscription_id.clone(), node_id.clone()));
+            let close = message.close;
+            if !self.shared.logs.publish(&node_id, message).await || close {
+                return Ok(Response::new(PublishLogsResponse {}));
+            }
+        }
+        // The stream broke off without a close: nothing more will come from this node.
+        if let Some((subscription_id, node_id)) = publisher {
+            self.shared.logs.node_done(&subscription_id, &node_id);
+        }
+        Ok(Response::new(PublishLogsResponse {}))
+    }
+}

@@ -1,0 +1,434 @@
+//! The manager role as one running unit: the Raft store, the cluster port (2377: Raft and the
+//! dispatcher, over mutual TLS), the orchestration loop, the dispatcher and the control API.
+//! `swarm init` founds a new swarm with [`ManagerRole::init`]; a restarted daemon resumes its
+//! role with [`ManagerRole::start`].
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_store::{Store, StoreConfig, TlsIdentity, Transaction};
+use shoal_proto::api::dispatcher_server::DispatcherServer;
+use shoal_proto::api::{
+    self, Annotations, CaConfig, Cluster, ClusterSpec, DispatcherConfig, ManagerStatus, Node,
+    NodeDescription, NodeRole, NodeSpec, NodeStatus, OrchestrationConfig, RaftConfig, node_spec,
+    node_status, raft_member_status,
+};
+use tokio::sync::{oneshot, watch};
+
+use crate::address::{choose_advertise_addr, host_ipv4_addresses, parse_listen_addr};
+use crate::ca::{DEFAULT_NODE_CERT_LIFETIME, RootCa};
+use crate::control::ControlApi;
+use crate::dispatcher::{DispatcherService, LogBroker};
+use crate::error::ManagerError;
+use crate::membership::{Membership, MembershipRole, SwarmDir};
+use crate::objects::{self, ClusterObject};
+use crate::orchestration_loop::OrchestrationLoop;
+use crate::orchestrator::{duration_from_proto, duration_to_proto};
+
+/// How often workers send heartbeats unless `swarm update --dispatcher-heartbeat` says
+/// otherwise. Swarm's is 5 s; heartbeats cost no Raft writes, so a shorter one detects a dead
+/// node (after three missed) in 3 s instead of 15.
+pub const DEFAULT_DISPATCHER_HEARTBEAT: Duration = Duration::from_secs(1);
+/// Swarm's task history per slot.
+pub const DEFAULT_TASK_HISTORY_LIMIT: i64 = 5;
+const DEFAULT_ADDRESS_POOL: &str = "10.0.0.0/8";
+const DEFAULT_SUBNET_SIZE: u32 = 24;
+/// How long a new single-member store may take to elect itself.
+const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What `swarm init` asks for.
+#[derive(Clone, Debug, Default)]
+pub struct InitOptions {
+    pub advertise_addr: String,
+    pub listen_addr: String,
+    pub default_addr_pool: Vec<String>,
+    /// 0 = /24.
+    pub subnet_size: u32,
+    pub task_history_limit: Option<i64>,
+    pub dispatcher_heartbeat: Option<Duration>,
+    /// This node's hostname, for its node object.
+    pub hostname: String,
+}
+
+/// The swarm as `shoal info` shows it from a manager.
+#[derive(Clone, Debug, Default)]
+pub struct SwarmSummary {
+    pub managers: u64,
+    pub nodes: u64,
+    /// Node id and address of every manager.
+    pub manager_addrs: Vec<(String, String)>,
+}
+
+/// A running manager.
+pub struct ManagerRole {
+    store: Arc<Store>,
+    control: ControlApi,
+    membership: Membership,
+    stop: watch::Sender<bool>,
+    server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    orchestration: tokio::task::JoinHandle<()>,
+}
+
+fn check_address_pools(pools: &[String], subnet_size: u32) -> Result<(), ManagerError> {
+    for pool in pools {
+        let valid = pool.split_once('/').is_some_and(|(ip, prefix)| {
+            ip.parse::<std::net::Ipv4Addr>().is_ok()
+                && prefix
+                    .parse::<u32>()
+                    .is_ok_and(|prefix| prefix <= subnet_size)
+        });
+        if !valid {
+            return Err(ManagerError::InvalidArgument(format!(
+                "invalid default address pool {pool:?}: give an IPv4 CIDR no smaller than the /{subnet_size} subnets cut from it, such as 10.0.0.0/8"
+            )));
+        }
+    }
+    if !(8..=29).contains(&subnet_size) {
+        return Err(ManagerError::InvalidArgument(format!(
+            "invalid subnet size /{subnet_size}: give a mask length from 8 to 29"
+        )));
+    }
+    Ok(())
+}
+
+fn new_raft_member_id() -> u64 {
+    // 0 is never a member id.
+    rand::random::<u64>().max(1)
+}
+
+impl ManagerRole {
+    /// Founds a new swarm with this node as its only manager. Nothing is left on disk if it
+    /// fails.
+    pub async fn init(
+        swarm_dir: &SwarmDir,
+        options: InitOptions,
+    ) -> Result<ManagerRole, ManagerError> {
+        if let Some((membership, _)) = swarm_dir.load()? {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "this node is already part of a swarm (node {}, cluster {}): it can't found another",
+                membership.node_id, membership.cluster_id
+            )));
+        }
+        let subnet_size = if options.subnet_size == 0 {
+            DEFAULT_SUBNET_SIZE
+        } else {
+            options.subnet_size
+        };
+        let pools = if options.default_addr_pool.is_empty() {
+            vec![DEFAULT_ADDRESS_POOL.to_owned()]
+        } else {
+            options.default_addr_pool.clone()
+        };
+        check_address_pools(&pools, subnet_size)?;
+        if options.task_history_limit.is_some_and(|limit| limit < 0) {
+            return Err(ManagerError::InvalidArgument(
+                "a negative task history limit: give 0 or more".to_owned(),
+            ));
+        }
+        let heartbeat = options
+            .dispatcher_heartbeat
+            .unwrap_or(DEFAULT_DISPATCHER_HEARTBEAT);
+        if heartbeat < Duration::from_millis(100) {
+            return Err(ManagerError::InvalidArgument(format!(
+                "dispatcher heartbeat {heartbeat:?} is too short: give 100ms or more"
+            )));
+        }
+        let listen = parse_listen_addr(&options.listen_addr)?;
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|error| {
+                ManagerError::InvalidArgument(format!(
+                    "cannot listen on {listen}: {error}; pick another address with --listen-addr"
+                ))
+            })?;
+        let bound = listener.local_addr().map_err(|source| ManagerError::Io {
+            what: "reading the address of",
+            path: listen.to_string().into(),
+            source,
+        })?;
+        let advertise =
+            choose_advertise_addr(&options.advertise_addr, bound, &host_ipv4_addresses())?;
+
+        let cluster_id = raft_store::new_object_id();
+        let node_id = raft_store::new_object_id();
+        let raft_member_id = new_raft_member_id();
+        let root_ca = RootCa::generate()?;
+        let identity = root_ca
+            .issue(
+                &node_id,
+                NodeRole::Manager,
+                &cluster_id,
+                DEFAULT_NODE_CERT_LIFETIME,
+            )?
+            .tls_identity(&root_ca.cert_pem);
+        let membership = Membership {
+            node_id: node_id.clone(),
+            cluster_id: cluster_id.clone(),
+            role: MembershipRole::Manager,
+            raft_member_id,
+            listen_addr: bound.to_string(),
+            advertise_addr: advertise.to_string(),
+            manager_addrs: vec![advertise.to_string()],
+        };
+        let cluster = Cluster {
+            id: cluster_id.clone(),
+            spec: Some(ClusterSpec {
+                annotations: Some(Annotations {
+                    name: "default".to_owned(),
+                    ..Default::default()
+                }),
+                orchestration: Some(OrchestrationConfig {
+                    task_history_retention_limit: options
+                        .task_history_limit
+                        .unwrap_or(DEFAULT_TASK_HISTORY_LIMIT),
+                }),
+                raft: Some(RaftConfig {
+                    snapshot_interval: 10_000,
+                    ..Default::default()
+                }),
+                dispatcher: Some(DispatcherConfig {
+                    heartbeat_period: Some(duration_to_proto(heartbeat)),
+                }),
+                ca_config: Some(CaConfig {
+                    node_cert_expiry: Some(duration_to_proto(DEFAULT_NODE_CERT_LIFETIME)),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            root_ca: Some(api::RootCa {
+                ca_cert: root_ca.cert_pem.clone().into_bytes(),
+                ca_key: root_ca.key_pem().as_bytes().to_vec(),
+                ..Default::default()
+            }),
+            default_address_pool: pools,
+            subnet_size,
+            ..Default::default()
+        };
+        let node = Node {
+            id: node_id.clone(),
+            spec: Some(NodeSpec {
+                desired_role: NodeRole::Manager as i32,
+                membership: node_spec::Membership::Accepted as i32,
+                availability: node_spec::Availability::Active as i32,
+                ..Default::default()
+            }),
+            description: Some(NodeDescription {
+                hostname: options.hostname.clone(),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                state: node_status::State::Unknown as i32,
+                message: String::new(),
+                addr: advertise.ip().to_string(),
+            }),
+            manager_status: Some(ManagerStatus {
+                raft_id: raft_member_id,
+                addr: advertise.to_string(),
+                leader: true,
+                reachability: raft_member_status::Reachability::Reachable as i32,
+            }),
+            role: NodeRole::Manager as i32,
+            ..Default::default()
+        };
+
+        let founded = async {
+            let store = Store::open(StoreConfig::new(
+                raft_member_id,
+                swarm_dir.raft_dir(),
+                advertise.to_string(),
+                identity.clone(),
+            ))
+            .await?;
+            store.bootstrap().await?;
+            store.wait_for_leader(BOOTSTRAP_TIMEOUT).await?;
+            store
+                .write(Transaction::new(vec![
+                    objects::create(&cluster),
+                    objects::create(&node),
+                ]))
+                .await?;
+            swarm_dir.save(&membership, &identity)?;
+            Ok::<Store, ManagerError>(store)
+        }
+        .await;
+        let store = match founded {
+            Ok(store) => store,
+            Err(error) => {
+                if let Err(cleanup) = swarm_dir.remove() {
+                    tracing::warn!(%cleanup, "could not remove the half-made swarm folder");
+                }
+                return Err(error);
+            }
+        };
+        tracing::info!(node = %node_id, cluster = %cluster_id, addr = %advertise, "swarm initialised");
+        ManagerRole::run(Arc::new(store), listener, membership, &identity)
+    }
+
+    /// Resumes the manager role of a node that already belongs to a swarm.
+    pub async fn start(
+        swarm_dir: &SwarmDir,
+        membership: Membership,
+        identity: TlsIdentity,
+    ) -> Result<ManagerRole, ManagerError> {
+        let listener = tokio::net::TcpListener::bind(&membership.listen_addr)
+            .await
+            .map_err(|error| {
+                ManagerError::FailedPrecondition(format!(
+                    "cannot listen on {} for the swarm: {error}; free the port, or stop whatever else uses it",
+                    membership.listen_addr
+                ))
+            })?;
+        let store = Store::open(StoreConfig::new(
+            membership.raft_member_id,
+            swarm_dir.raft_dir(),
+            membership.advertise_addr.clone(),
+            identity.clone(),
+        ))
+        .await?;
+        ManagerRole::run(Arc::new(store), listener, membership, &identity)
+    }
+
+    fn run(
+        store: Arc<Store>,
+        listener: tokio::net::TcpListener,
+        membership: Membership,
+        identity: &TlsIdentity,
+    ) -> Result<ManagerRole, ManagerError> {
+        let (stop, stopped) = watch::channel(false);
+        let heartbeat = watch::channel(DEFAULT_DISPATCHER_HEARTBEAT);
+        tokio::spawn(follow_heartbeat_setting(
+            Arc::clone(&store),
+            heartbeat.0,
+            stopped.clone(),
+        ));
+        let logs = LogBroker::default();
+        let dispatcher = DispatcherService::start(
+            Arc::clone(&store),
+            heartbeat.1,
+            logs.clone(),
+            stopped.clone(),
+        )?;
+        let orchestration_loop = OrchestrationLoop::new(Arc::clone(&store));
+        let given_up = orchestration_loop.given_up_slots();
+        let orchestration = tokio::spawn({
+            let stopped = stopped.clone();
+            async move {
+                if let Err(error) = orchestration_loop.run(stopped).await {
+                    tracing::error!(%error, "the orchestration loop stopped");
+                }
+            }
+        });
+        let control = ControlApi::new(Arc::clone(&store), given_up, logs);
+
+        let mut server = tonic::transport::Server::builder()
+            .tls_config(identity.server_config())
+            .map_err(|error| ManagerError::Pki(format!("the cluster port's TLS: {error}")))?;
+        let router = server
+            .add_service(store.raft_service())
+            .add_service(DispatcherServer::new(dispatcher));
+        // Nagle's algorithm would hold small replies back until the peer's delayed ACK.
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let (stop_server, server_stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(async move {
+            let shutdown = async {
+                let _ = server_stopped.await;
+            };
+            if let Err(error) = router
+                .serve_with_incoming_shutdown(incoming, shutdown)
+                .await
+            {
+                tracing::error!(%error, "the cluster port stopped serving");
+            }
+        });
+        Ok(ManagerRole {
+            store,
+            control,
+            membership,
+            stop,
+            server: Some((stop_server, serving)),
+            orchestration,
+        })
+    }
+
+    pub fn control(&self) -> ControlApi {
+        self.control.clone()
+    }
+
+    pub fn membership(&self) -> &Membership {
+        &self.membership
+    }
+
+    /// Counts of managers and nodes, from this manager's copy of the store.
+    pub fn summary(&self) -> Result<SwarmSummary, ManagerError> {
+        let nodes: Vec<Node> = self
+            .store
+            .local_view(|view| objects::decode_all(view.list(Node::KIND)))?;
+        let manager_addrs: Vec<(String, String)> = nodes
+            .iter()
+            .filter_map(|node| {
+                let status = node.manager_status.as_ref()?;
+                Some((node.id.clone(), status.addr.clone()))
+            })
+            .collect();
+        Ok(SwarmSummary {
+            managers: manager_addrs.len() as u64,
+            nodes: nodes.len() as u64,
+            manager_addrs,
+        })
+    }
+
+    /// Stops serving and closes the store. Containers are not touched.
+    pub async fn shutdown(mut self) {
+        let _ = self.stop.send(true);
+        if let Some((stop, serving)) = self.server.take() {
+            let _ = stop.send(());
+            let _ = tokio::time::timeout(Duration::from_secs(2), serving).await;
+        }
+        let _ = (&mut self.orchestration).await;
+        drop(self.control);
+        match Arc::try_unwrap(self.store) {
+            Ok(store) => {
+                if let Err(error) = store.shutdown().await {
+                    tracing::warn!(%error, "closing the store");
+                }
+            }
+            // Streams still open hold the store; the process is about to exit, which closes
+            // the log file as well.
+            Err(_) => tracing::debug!("store still in use at shutdown"),
+        }
+    }
+}
+
+/// Keeps the dispatcher's heartbeat period in step with the cluster spec.
+async fn follow_heartbeat_setting(
+    store: Arc<Store>,
+    heartbeat: watch::Sender<Duration>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
+    loop {
+        let configured = store.local_view(|view| {
+            objects::decode_all::<Cluster>(view.list(Cluster::KIND))
+                .ok()
+                .and_then(|clusters| clusters.into_iter().next())
+                .and_then(|cluster| cluster.spec?.dispatcher?.heartbeat_period)
+                .map(|period| duration_from_proto(&period))
+        });
+        if let Some(period) = configured {
+            heartbeat.send_if_modified(|current| {
+                let changed = *current != period;
+                *current = period;
+                changed
+            });
+        }
+        tokio::select! {
+            next = changes.next() => {
+                if next.is_err() {
+                    changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
+                }
+            }
+            _ = stop.changed() => return,
+        }
+    }
+}
