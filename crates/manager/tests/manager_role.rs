@@ -1,0 +1,314 @@
+//! The manager role end to end without containers: `ManagerRole::init` on loopback, a worker
+//! played by the test over the real dispatcher (gRPC, mutual TLS with the node's certificate),
+//! and the control API. Checks that a session makes the node ready, assignments reach the
+//! worker, batched status reports converge the service, a node whose heartbeats stop is marked
+//! down, and bad requests (taken names, bad constraints, stale versions, unknown references) are
+//! refused with errors that say what to do.
+
+use std::time::{Duration, Instant};
+
+use manager::{InitOptions, ManagerRole, SwarmDir};
+use shoal_proto::api::control_server::Control;
+use shoal_proto::api::dispatcher_client::DispatcherClient;
+use shoal_proto::api::{
+    AssignmentsRequest, ContainerSpec, CreateServiceRequest, HeartbeatRequest, ListNodesRequest,
+    ListServicesRequest, ReplicatedService, ServiceProgressRequest, ServiceSpec, SessionRequest,
+    TaskSpec, TaskState, TaskStatus, TaskStatusUpdate, UpdateTaskStatusRequest, node_status,
+    service_progress_response::Verdict, service_spec, task_spec,
+};
+use tonic::Request;
+use tonic::transport::Endpoint;
+
+async fn poll_until<T, F>(what: &str, timeout: Duration, mut check: impl FnMut() -> F) -> T
+where
+    F: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn service_spec(name: &str, replicas: u64) -> ServiceSpec {
+    ServiceSpec {
+        annotations: Some(shoal_proto::api::Annotations {
+            name: name.to_owned(),
+            ..Default::default()
+        }),
+        task: Some(TaskSpec {
+            runtime: Some(task_spec::Runtime::Container(ContainerSpec {
+                image: "busybox".to_owned(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        mode: Some(service_spec::Mode::Replicated(ReplicatedService {
+            replicas,
+        })),
+        ..Default::default()
+    }
+}
+
+#[tokio::test]
+async fn a_worker_session_runs_a_service_and_a_silent_node_goes_down() {
+    let data_root = tempfile::tempdir().unwrap();
+    let swarm_dir = SwarmDir::new(data_root.path());
+    let heartbeat = Duration::from_millis(200);
+    let role = ManagerRole::init(
+        &swarm_dir,
+        InitOptions {
+            advertise_addr: "127.0.0.1".into(),
+            listen_addr: "127.0.0.1:0".into(),
+            dispatcher_heartbeat: Some(heartbeat),
+            hostname: "test-host".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    // A second init on the same data root is refused and leaves the swarm intact.
+    let again = ManagerRole::init(&swarm_dir, InitOptions::default()).await;
+    assert!(
+        again
+            .err()
+            .unwrap()
+            .to_string()
+            .contains("already part of a swarm")
+    );
+
+    let (membership, identity) = swarm_dir.load().unwrap().unwrap();
+    let channel = Endpoint::from_shared(format!("https://{}", membership.advertise_addr))
+        .unwrap()
+        .tls_config(identity.client_config())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut dispatcher = DispatcherClient::new(channel);
+    let control = role.control();
+
+    let mut session = dispatcher
+        .session(SessionRequest {
+            node_id: membership.node_id.clone(),
+            description: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = session.message().await.unwrap().unwrap();
+    assert_eq!(first.heartbeat_period.unwrap().nanos, 200_000_000);
+    let session_id = first.session_id;
+    let nodes = control
+        .list_nodes(Request::new(ListNodesRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert_eq!(
+        nodes[0].status.as_ref().unwrap().state(),
+        node_status::State::Ready
+    );
+
+    // An unknown node gets no session.
+    let stranger = dispatcher
+        .session(SessionRequest {
+            node_id: "not-a-member".into(),
+            description: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(stranger.code(), tonic::Code::PermissionDenied);
+
+    let heartbeats = {
+        let mut dispatcher = dispatcher.clone();
+        let session_id = session_id.clone();
+        tokio::spawn(async move {
+            loop {
+                if dispatcher
+                    .heartbeat(HeartbeatRequest {
+                        session_id: session_id.clone(),
+                    })
+                    .await
+                    .is_err()
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    control
+        .create_service(Request::new(CreateServiceRequest {
+            spec: Some(service_spec("web", 3)),
+        }))
+        .await
+        .unwrap();
+    let mut assignments = dispatcher
+        .assignments(AssignmentsRequest {
+            session_id: session_id.clone(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let assigned = loop {
+        let message = assignments.message().await.unwrap().unwrap();
+        if message.tasks.len() == 3 {
+            break message.tasks;
+        }
+    };
+    // The worker reports every task running in one call: the dispatcher writes it as one batch.
+    let updates = assigned
+        .iter()
+        .map(|task| {
+            let mut status = TaskStatus {
+                message: "started".into(),
+                ..Default::default()
+            };
+            status.set_state(TaskState::Running);
+            TaskStatusUpdate {
+                task_id: task.id.clone(),
+                status: Some(status),
+            }
+        })
+        .collect();
+    dispatcher
+        .update_task_status(UpdateTaskStatusRequest {
+            session_id: session_id.clone(),
+            updates,
+        })
+        .await
+        .unwrap();
+    let progress = control
+        .service_progress(Request::new(ServiceProgressRequest {
+            service: "web".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(progress.verdict(), Verdict::Converged, "{progress:?}");
+    assert_eq!((progress.done, progress.desired), (3, 3));
+    let listed = control
+        .list_services(Request::new(ListServicesRequest {}))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.statuses[0].running_tasks, 3);
+
+    // Heartbeats stop: within three periods (plus a check interval) the node is down and the
+    // session is over.
+    heartbeats.abort();
+    let silent_since = Instant::now();
+    poll_until("the node to be marked down", heartbeat * 6, || {
+        let control = control.clone();
+        async move {
+            let nodes = control
+                .list_nodes(Request::new(ListNodesRequest {}))
+                .await
+                .ok()?
+                .into_inner()
+                .nodes;
+            (nodes[0].status.as_ref()?.state() == node_status::State::Down).then_some(())
+        }
+    })
+    .await;
+    assert!(silent_since.elapsed() >= heartbeat * 3);
+    let ended = session.message().await;
+    assert!(ended.is_err(), "the session stream ends: {ended:?}");
+    role.shutdown().await;
+}
+
+#[tokio::test]
+async fn the_control_api_refuses_bad_input_with_what_to_do() {
+    let data_root = tempfile::tempdir().unwrap();
+    let swarm_dir = SwarmDir::new(data_root.path());
+    let role = ManagerRole::init(
+        &swarm_dir,
+        InitOptions {
+            advertise_addr: "127.0.0.1".into(),
+            listen_addr: "127.0.0.1:0".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let control = role.control();
+    let create = |spec: ServiceSpec| {
+        let control = control.clone();
+        async move {
+            control
+                .create_service(Request::new(CreateServiceRequest { spec: Some(spec) }))
+                .await
+                .map(|response| response.into_inner().service.unwrap())
+        }
+    };
+    let web = create(service_spec("web", 1)).await.unwrap();
+
+    let taken = create(service_spec("web", 2)).await.unwrap_err();
+    assert_eq!(taken.code(), tonic::Code::AlreadyExists);
+    assert!(taken.message().contains("already in use"), "{taken:?}");
+
+    let mut constrained = service_spec("db", 1);
+    constrained.task.as_mut().unwrap().placement = Some(shoal_proto::api::Placement {
+        constraints: vec!["node.labels.zone=east".into()],
+        ..Default::default()
+    });
+    let bad_constraint = create(constrained).await.unwrap_err();
+    assert_eq!(bad_constraint.code(), tonic::Code::InvalidArgument);
+    assert!(
+        bad_constraint.message().starts_with("invalid constraint"),
+        "{bad_constraint:?}"
+    );
+
+    // An update based on a version someone else has since replaced is refused, and the
+    // service keeps the newer spec.
+    let read_version = web.meta.as_ref().unwrap().version.unwrap().index;
+    let update = |replicas: u64, version: u64| {
+        let control = control.clone();
+        async move {
+            control
+                .update_service(Request::new(shoal_proto::api::UpdateServiceRequest {
+                    service: "web".into(),
+                    version,
+                    spec: Some(service_spec("web", replicas)),
+                }))
+                .await
+        }
+    };
+    update(4, read_version).await.unwrap();
+    let stale = update(7, read_version).await.unwrap_err();
+    assert_eq!(stale.code(), tonic::Code::Aborted);
+    assert!(stale.message().contains("re-read"), "{stale:?}");
+    let current = control
+        .get_service(Request::new(shoal_proto::api::GetServiceRequest {
+            service: web.id[..6].to_owned(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    assert_eq!(
+        current.spec.unwrap().mode,
+        Some(service_spec::Mode::Replicated(ReplicatedService {
+            replicas: 4
+        }))
+    );
+
+    let unknown = control
+        .get_service(Request::new(shoal_proto::api::GetServiceRequest {
+            service: "nope".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(unknown.code(), tonic::Code::NotFound);
+    assert!(
+        unknown.message().contains("shoal service ls"),
+        "{unknown:?}"
+    );
+    role.shutdown().await;
+}
