@@ -182,8 +182,12 @@ impl ManagerRole {
                         .task_history_limit
                         .unwrap_or(DEFAULT_TASK_HISTORY_LIMIT),
                 }),
+                // What the store runs with, in Swarm's terms: ticks of 100 ms, a heartbeat
+                // every tick and elections after 4 to 8 ticks without one.
                 raft: Some(RaftConfig {
                     snapshot_interval: 10_000,
+                    heartbeat_tick: 1,
+                    election_tick: 4,
                     ..Default::default()
                 }),
                 dispatcher: Some(DispatcherConfig {

@@ -216,7 +216,9 @@ async fn a_worker_session_runs_a_service_and_a_silent_node_goes_down() {
         }
     })
     .await;
-    assert!(silent_since.elapsed() >= heartbeat * 3);
+    // Not before three periods have passed since the last heartbeat (sent up to 50 ms before
+    // the abort).
+    assert!(silent_since.elapsed() >= heartbeat * 3 - Duration::from_millis(60));
     let ended = session.message().await;
     assert!(ended.is_err(), "the session stream ends: {ended:?}");
     role.shutdown().await;
@@ -297,6 +299,29 @@ async fn the_control_api_refuses_bad_input_with_what_to_do() {
         Some(service_spec::Mode::Replicated(ReplicatedService {
             replicas: 4
         }))
+    );
+    // Scaling replaces no task: the spec version, which marks tasks out of date, stays.
+    assert_eq!(current.spec_version, web.spec_version);
+    let mut changed = service_spec("web", 4);
+    if let Some(task_spec::Runtime::Container(container)) =
+        changed.task.as_mut().and_then(|task| task.runtime.as_mut())
+    {
+        container.env = vec!["COLOR=blue".into()];
+    }
+    let updated = control
+        .update_service(Request::new(shoal_proto::api::UpdateServiceRequest {
+            service: "web".into(),
+            version: current.meta.unwrap().version.unwrap().index,
+            spec: Some(changed),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    assert_eq!(
+        updated.spec_version.unwrap().index,
+        web.spec_version.unwrap().index + 1
     );
 
     let unknown = control

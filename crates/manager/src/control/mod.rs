@@ -210,9 +210,15 @@ impl ControlApi {
                     index: version.map_or(0, |version| version.index) + 1,
                 })
             };
+            // The spec version says which tasks are out of date, so only a change to what a
+            // task runs moves it: scaling changes the mode alone and replaces no task.
+            let tasks_change = current_spec.task != updated_spec.task
+                || current_spec.endpoint != updated_spec.endpoint;
             service.previous_spec = Some(current_spec);
             service.previous_spec_version = current.spec_version;
-            service.spec_version = next(current.spec_version);
+            if tasks_change {
+                service.spec_version = next(current.spec_version);
+            }
             if is_job(updated_spec.mode.as_ref()) {
                 // Updating a job runs it again, as in docker.
                 let status = service.job_status.get_or_insert_with(Default::default);

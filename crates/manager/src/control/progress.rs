@@ -12,7 +12,7 @@ use shoal_proto::api::{
 use crate::orchestrator::{
     ClusterSnapshot, GaveUpReason, GivenUpSlots, ServiceConvergence, ServiceMode, SlotKey,
     created_at, is_wanted, job_iteration_of_service, job_iteration_of_task, observed_state,
-    service_convergence,
+    service_convergence, spec_version_of_service, spec_version_of_task,
 };
 
 /// The tasks of the service's current spec (for jobs: of the current iteration).
@@ -125,9 +125,12 @@ pub(crate) fn service_progress(
     } else {
         TaskState::Running
     };
+    // A task of an older spec still running is not done: its slot waits for the update.
+    let current_spec = spec_version_of_service(service);
     let done = slot_tasks
         .iter()
         .filter(|task| observed_state(task) == done_state)
+        .filter(|task| mode.is_job() || spec_version_of_task(task) >= current_spec)
         .count() as u64;
     let desired = match mode {
         ServiceMode::Replicated { replicas } => replicas,

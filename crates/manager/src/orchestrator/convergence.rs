@@ -10,6 +10,7 @@ use super::slots::{GaveUpReason, GivenUpSlots, SlotStatus, classify_slot};
 use super::snapshot::{ClusterSnapshot, ServiceMode, SlotKey};
 use super::task_lifecycle::{
     is_runnable, job_iteration_of_service, job_iteration_of_task, observed_state,
+    spec_version_of_service, spec_version_of_task,
 };
 
 /// A slot that will stay empty under the current spec.
@@ -91,9 +92,12 @@ pub fn service_convergence(
             SlotStatus::Completed => satisfied_slots += 1,
             SlotStatus::Occupied { wanted_tasks } => {
                 occupied_slots += 1;
-                let running = wanted_tasks
-                    .iter()
-                    .any(|task| is_runnable(task) && observed_state(task) == TaskState::Running);
+                // A task of an older spec runs, but the slot still waits for its update.
+                let running = wanted_tasks.iter().any(|task| {
+                    is_runnable(task)
+                        && observed_state(task) == TaskState::Running
+                        && spec_version_of_task(task) >= spec_version_of_service(service)
+                });
                 if running && !mode.is_job() {
                     satisfied_slots += 1;
                 }

@@ -25,6 +25,7 @@ mod slots;
 mod snapshot;
 mod task_lifecycle;
 mod time;
+mod update;
 
 use std::collections::BTreeSet;
 
@@ -45,12 +46,16 @@ pub use task_lifecycle::{
     NewTaskPlacement, created_at, ended_on_its_own, is_history, is_runnable, is_terminal,
     is_waiting_for_restart_delay, is_wanted, new_task, no_worker_holds, observed_state,
 };
-pub(crate) use task_lifecycle::{job_iteration_of_service, job_iteration_of_task};
+pub(crate) use task_lifecycle::{
+    job_iteration_of_service, job_iteration_of_task, spec_version_of_service, spec_version_of_task,
+};
 pub use time::{ClusterTime, duration_from_proto, duration_to_proto};
+pub use update::reconcile_service_update;
 
 use command::stop_task_once;
 
-/// Runs the orchestrator that fits each service's mode, and stops (desired REMOVE) every
+/// Runs the orchestrator that fits each service's mode, then, for a service it left settled,
+/// the update that moves its tasks to a newer spec; and stops (desired REMOVE) every
 /// wanted task of a service that is `pending_delete` or no longer exists. `given_up` comes
 /// from [`RestartSupervisor::given_up_slots`].
 pub fn reconcile_all_services(
@@ -68,7 +73,7 @@ pub fn reconcile_all_services(
         let Some(mode) = ServiceMode::of_service(service) else {
             continue;
         };
-        commands.extend(match mode {
+        let mode_commands = match mode {
             ServiceMode::Replicated { replicas } => {
                 reconcile_replicated_service(snapshot, service, replicas, given_up, now, task_ids)
             }
@@ -90,7 +95,14 @@ pub fn reconcile_all_services(
             ServiceMode::GlobalJob => {
                 reconcile_global_service(snapshot, service, true, given_up, now, task_ids)
             }
-        });
+        };
+        // An update advances only while the service is otherwise settled, so its shutdowns
+        // never meet the orchestrator's commands for the same tasks in one transaction.
+        if mode_commands.is_empty() {
+            commands.extend(reconcile_service_update(snapshot, service));
+        } else {
+            commands.extend(mode_commands);
+        }
     }
 
     let mut stopped_this_step = BTreeSet::new();

@@ -9,3 +9,4 @@ mod replicated;
 mod restart;
 mod services;
 mod support;
+mod update;
