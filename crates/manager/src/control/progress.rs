@@ -156,19 +156,27 @@ pub(crate) fn service_progress(
         }
     };
     // A task the scheduler could not place waits for a node that fits; until the cluster
-    // changes that wait has no end, so the CLI is told rather than left waiting.
-    let unplaceable: Vec<String> = slot_tasks
+    // changes that wait has no end, so the CLI is told rather than left waiting. Slots that
+    // wait for the same reason are named together.
+    let mut unplaceable_slots: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for task in slot_tasks
         .iter()
         .filter(|task| observed_state(task) == TaskState::Pending)
-        .filter_map(|task| {
-            let message = task.status.as_ref()?.message.as_str();
-            (!message.is_empty()).then(|| {
-                format!(
-                    "{} can't be placed: {message}",
-                    slot_label(service_name, &SlotKey::of_task(task))
-                )
-            })
-        })
+    {
+        if let Some(status) = task
+            .status
+            .as_ref()
+            .filter(|status| !status.message.is_empty())
+        {
+            unplaceable_slots
+                .entry(status.message.as_str())
+                .or_default()
+                .push(slot_label(service_name, &SlotKey::of_task(task)));
+        }
+    }
+    let unplaceable: Vec<String> = unplaceable_slots
+        .into_iter()
+        .map(|(reason, slots)| format!("{} can't be placed: {reason}", slots.join(", ")))
         .collect();
     let verdict = if verdict != Verdict::Converged && !unplaceable.is_empty() {
         reasons.extend(unplaceable);
@@ -184,4 +192,120 @@ pub(crate) fn service_progress(
         verdict: verdict as i32,
         reasons,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_proto::api::{
+        Annotations, Meta, ReplicatedService, ServiceSpec, TaskStatus, Timestamp, Version,
+        service_spec,
+    };
+
+    use super::*;
+
+    fn service(replicas: u64, spec_version: u64) -> Service {
+        Service {
+            id: "svc".into(),
+            spec: Some(ServiceSpec {
+                annotations: Some(Annotations {
+                    name: "web".into(),
+                    ..Default::default()
+                }),
+                mode: Some(service_spec::Mode::Replicated(ReplicatedService {
+                    replicas,
+                })),
+                ..Default::default()
+            }),
+            spec_version: Some(Version {
+                index: spec_version,
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn task(slot: u64, observed: TaskState, message: &str, spec_version: u64) -> Task {
+        let mut status = TaskStatus {
+            message: message.into(),
+            ..Default::default()
+        };
+        status.set_state(observed);
+        let mut task = Task {
+            id: format!("t{slot}-{spec_version}"),
+            service_id: "svc".into(),
+            slot,
+            node_id: if observed == TaskState::Pending {
+                ""
+            } else {
+                "n1"
+            }
+            .into(),
+            status: Some(status),
+            spec_version: Some(Version {
+                index: spec_version,
+            }),
+            meta: Some(Meta {
+                created_at: Some(Timestamp {
+                    seconds: spec_version as i64,
+                    nanos: 0,
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        task.set_desired_state(TaskState::Running);
+        task
+    }
+
+    fn progress(service: &Service, tasks: &[Task]) -> ServiceProgressResponse {
+        let services = [service.clone()];
+        let snapshot = ClusterSnapshot::new(&services, &[], tasks);
+        service_progress(&snapshot, "svc", &GivenUpSlots::new()).unwrap()
+    }
+
+    #[test]
+    fn running_tasks_of_the_current_spec_converge_the_service() {
+        let web = service(2, 1);
+        let tasks = [
+            task(1, TaskState::Running, "", 1),
+            task(2, TaskState::Starting, "", 1),
+        ];
+        let report = progress(&web, &tasks);
+        assert_eq!(report.verdict(), Verdict::Converging);
+        assert_eq!((report.done, report.desired), (1, 2));
+        let tasks = [
+            task(1, TaskState::Running, "", 1),
+            task(2, TaskState::Running, "", 1),
+        ];
+        assert_eq!(progress(&web, &tasks).verdict(), Verdict::Converged);
+        let status = service_status(
+            &ClusterSnapshot::new(std::slice::from_ref(&web), &[], &tasks),
+            &web,
+        );
+        assert_eq!((status.running_tasks, status.desired_tasks), (2, 2));
+    }
+
+    #[test]
+    fn a_task_of_an_older_spec_is_not_done_while_an_update_is_under_way() {
+        let web = service(1, 2);
+        let report = progress(&web, &[task(1, TaskState::Running, "", 1)]);
+        assert_eq!(report.verdict(), Verdict::Converging);
+        assert_eq!(report.done, 0);
+    }
+
+    #[test]
+    fn slots_that_cannot_be_placed_are_named_together_with_their_reason() {
+        let web = service(3, 1);
+        let reason = "no suitable node (1 node not available for new tasks)";
+        let tasks = [
+            task(1, TaskState::Pending, reason, 1),
+            task(2, TaskState::Running, "", 1),
+            task(3, TaskState::Pending, reason, 1),
+        ];
+        let report = progress(&web, &tasks);
+        assert_eq!(report.verdict(), Verdict::CannotConverge);
+        assert_eq!(
+            report.reasons,
+            [format!("web.1, web.3 can't be placed: {reason}")]
+        );
+    }
 }
