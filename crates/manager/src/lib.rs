@@ -18,6 +18,7 @@ pub mod ca;
 mod control;
 mod dispatcher;
 mod error;
+pub mod join_token;
 pub mod membership;
 pub mod objects;
 pub mod orchestration_loop;

@@ -20,6 +20,7 @@ use crate::ca::{DEFAULT_NODE_CERT_LIFETIME, RootCa};
 use crate::control::ControlApi;
 use crate::dispatcher::{DispatcherService, LogBroker};
 use crate::error::ManagerError;
+use crate::join_token::JoinToken;
 use crate::membership::{Membership, MembershipRole, SwarmDir};
 use crate::objects::{self, ClusterObject};
 use crate::orchestration_loop::OrchestrationLoop;
@@ -202,6 +203,11 @@ impl ManagerRole {
             root_ca: Some(api::RootCa {
                 ca_cert: root_ca.cert_pem.clone().into_bytes(),
                 ca_key: root_ca.key_pem().as_bytes().to_vec(),
+                ca_cert_hash: crate::join_token::ca_digest(root_ca.cert_pem.as_bytes()),
+                join_tokens: Some(api::JoinTokens {
+                    worker: JoinToken::generate(root_ca.cert_pem.as_bytes()).to_string(),
+                    manager: JoinToken::generate(root_ca.cert_pem.as_bytes()).to_string(),
+                }),
                 ..Default::default()
             }),
             default_address_pool: pools,
