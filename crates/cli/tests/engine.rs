@@ -10,25 +10,13 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+mod support;
+
+use support::{
+    SHOAL, build_busybox_tarball, container_ids, remove_leftovers, skip_notice, skip_reason,
+};
+
 const RUNC: &str = "/usr/sbin/runc";
-
-fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".to_owned());
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("/bin/busybox missing (apt-get install busybox-static)".to_owned());
-    }
-    None
-}
-
-/// Prints past the test harness's output capture, so a skip is visible in a passing run.
-fn skip_notice(message: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{message}");
-}
 
 /// Polls `check` every 20 ms until it holds or `timeout` passes.
 fn poll_until(timeout: Duration, mut check: impl FnMut() -> bool) -> bool {
@@ -159,13 +147,7 @@ impl TestHost {
     }
 
     fn container_ids(&self) -> Vec<String> {
-        std::fs::read_dir(self.data().join("containers"))
-            .map(|d| {
-                d.flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
-            .unwrap_or_default()
+        container_ids(&self.data())
     }
 
     /// Asserts container `id` left no mount, cgroup or process behind.
@@ -201,110 +183,8 @@ impl Drop for TestHost {
             }
         }
         // Whatever the daemon could not remove: processes, mounts, cgroups.
-        for id in self.container_ids() {
-            let state = std::fs::read_to_string(
-                self.data().join("containers").join(&id).join("state.json"),
-            )
-            .unwrap_or_default();
-            let state: Value = serde_json::from_str(&state).unwrap_or(Value::Null);
-            for key in ["pid", "shim_pid"] {
-                if let Some(pid) = state[key].as_i64() {
-                    // SAFETY: as above.
-                    unsafe { libc::kill(pid as i32, 9) };
-                }
-            }
-            let _ = Command::new(SHOAL)
-                .args(["shim", "--cleanup", "--data-root"])
-                .arg(self.data())
-                .args(["--id", &id])
-                .output();
-            for controller in [
-                "memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio",
-                "systemd", "unified",
-            ] {
-                let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{controller}/shoal/{id}"));
-            }
-        }
-        let prefix = self.dir.display().to_string();
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for target in mountinfo
-            .lines()
-            .filter_map(|l| l.split(' ').nth(4))
-            .filter(|t| t.starts_with(&prefix))
-        {
-            let _ = Command::new("umount").arg("-l").arg(target).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        remove_leftovers(&self.dir, &self.data());
     }
-}
-
-/// A busybox root filesystem tarball built from the host's static busybox.
-fn build_busybox_tarball(path: &Path) {
-    let mut builder = tar::Builder::new(std::fs::File::create(path).expect("creating tarball"));
-    let dir = |builder: &mut tar::Builder<std::fs::File>, name: &str| {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Directory);
-        header.set_mode(if name == "tmp" { 0o1777 } else { 0o755 });
-        header.set_size(0);
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        header.set_cksum();
-        builder
-            .append_data(&mut header, name, std::io::empty())
-            .expect("dir entry");
-    };
-    for name in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
-        dir(&mut builder, name);
-    }
-    let file =
-        |builder: &mut tar::Builder<std::fs::File>, name: &str, contents: &[u8], mode: u32| {
-            let mut header = tar::Header::new_gnu();
-            header.set_entry_type(tar::EntryType::Regular);
-            header.set_mode(mode);
-            header.set_size(contents.len() as u64);
-            header.set_mtime(0);
-            header.set_uid(0);
-            header.set_gid(0);
-            header.set_cksum();
-            builder
-                .append_data(&mut header, name, contents)
-                .expect("file entry");
-        };
-    let busybox = std::fs::read("/bin/busybox").expect("reading /bin/busybox");
-    file(&mut builder, "bin/busybox", &busybox, 0o755);
-    file(
-        &mut builder,
-        "etc/passwd",
-        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
-        0o644,
-    );
-    file(
-        &mut builder,
-        "etc/group",
-        b"root:x:0:\nnogroup:x:65534:\n",
-        0o644,
-    );
-    let applets = Command::new("/bin/busybox")
-        .arg("--list")
-        .output()
-        .expect("busybox --list");
-    for applet in String::from_utf8_lossy(&applets.stdout)
-        .lines()
-        .filter(|a| *a != "busybox")
-    {
-        let mut header = tar::Header::new_gnu();
-        header.set_entry_type(tar::EntryType::Symlink);
-        header.set_mode(0o777);
-        header.set_size(0);
-        header.set_mtime(0);
-        header.set_uid(0);
-        header.set_gid(0);
-        builder
-            .append_link(&mut header, format!("bin/{applet}"), "busybox")
-            .expect("symlink entry");
-    }
-    builder.finish().expect("finishing tarball");
 }
 
 fn runtimes() -> Vec<Option<&'static str>> {

@@ -28,7 +28,7 @@ pub struct Assignment {
 pub enum AssignmentOutcome {
     /// Observed state ASSIGNED on this node.
     Assigned { node_id: String },
-    /// Observed state PENDING, with why no node fits.
+    /// Observed state PENDING, with why no node fits (the status's error, as in SwarmKit).
     Pending { message: String },
 }
 
@@ -114,17 +114,18 @@ fn host_ports(task: &Task) -> Vec<HostPort> {
 
 /// Whether a task holds resources on its node: assigned there and not ended.
 fn occupies_node(task: &Task) -> bool {
-    !task.node_id.is_empty() && !is_terminal(observed_state(task))
+    !task.node_id.is_empty()
+        && observed_state(task) as i32 >= TaskState::Assigned as i32
+        && !is_terminal(observed_state(task))
 }
 
-/// Whether a task waits for a node: managers want it to run and none was given yet.
+/// Whether a task waits for the scheduler: managers want it to run and it is not assigned yet.
+/// A global task already names its node; the scheduler only checks that it fits there.
 fn waits_for_node(task: &Task) -> bool {
-    task.node_id.is_empty()
-        && matches!(
-            task.desired_state(),
-            TaskState::Running | TaskState::Complete
-        )
-        && (observed_state(task) as i32) < TaskState::Assigned as i32
+    matches!(
+        task.desired_state(),
+        TaskState::Running | TaskState::Complete
+    ) && (observed_state(task) as i32) < TaskState::Assigned as i32
 }
 
 /// The scheduler's request for a task, or why it can never be placed as written.
@@ -139,6 +140,12 @@ fn task_request(task: &Task) -> Result<TaskRequest, String> {
         .unwrap_or_default();
     request.constraints =
         Constraint::parse_all(&placement.constraints).map_err(|error| error.to_string())?;
+    if !task.node_id.is_empty() {
+        request.constraints.push(
+            Constraint::parse(&format!("node.id=={}", task.node_id))
+                .map_err(|error| error.to_string())?,
+        );
+    }
     for preference in &placement.preferences {
         if let Some(placement::preference::Preference::Spread(spread)) = &preference.preference {
             request.placement_preferences.push(
@@ -207,7 +214,7 @@ pub fn plan_assignments(nodes: &[Node], tasks: &[Task]) -> Vec<Assignment> {
         .filter(|(task, outcome)| match outcome {
             AssignmentOutcome::Pending { message } => {
                 observed_state(task) != TaskState::Pending
-                    || task.status.as_ref().map(|status| &status.message) != Some(message)
+                    || task.status.as_ref().map(|status| &status.err) != Some(message)
             }
             AssignmentOutcome::Assigned { .. } => true,
         })
@@ -342,10 +349,28 @@ mod tests {
         };
         waiting.status = Some(api::TaskStatus {
             state: TaskState::Pending as i32,
-            message: message.clone(),
+            message: "pending task scheduling".into(),
+            err: message.clone(),
             ..Default::default()
         });
         assert!(outcomes(&[node("n1", "a", 1 << 30)], &[waiting]).is_empty());
+    }
+
+    #[test]
+    fn a_global_task_is_checked_against_its_own_node_only() {
+        let nodes = [node("n1", "a", 1 << 30), node("n2", "b", 256 << 20)];
+        let mut fits = task("fits", &[], 512 << 20);
+        fits.node_id = "n1".into();
+        let mut too_big = task("too-big", &[], 512 << 20);
+        too_big.node_id = "n2".into();
+        let mut result = outcomes(&nodes, &[fits, too_big]);
+        result.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(result[0], ("fits".into(), assigned("n1")));
+        let (id, AssignmentOutcome::Pending { message }) = &result[1] else {
+            panic!("too-big stays pending: {result:?}");
+        };
+        assert_eq!(id, "too-big");
+        assert!(message.contains("insufficient memory"), "{message}");
     }
 
     #[test]

@@ -202,20 +202,28 @@ fn assignment_changes(
                 .iter()
                 .find(|task| task.id == assignment.task_id)?;
             let mut changed = task.clone();
-            let (state, message) = match assignment.outcome {
+            // As in SwarmKit, why a task waits is its status's error, which `service ps`
+            // shows in its ERROR column.
+            let (state, message, err) = match assignment.outcome {
                 AssignmentOutcome::Assigned { node_id } => {
                     changed.node_id = node_id;
                     (
                         TaskState::Assigned,
                         "scheduler assigned task to node".to_owned(),
+                        String::new(),
                     )
                 }
-                AssignmentOutcome::Pending { message } => (TaskState::Pending, message),
+                AssignmentOutcome::Pending { message } => (
+                    TaskState::Pending,
+                    "pending task scheduling".to_owned(),
+                    message,
+                ),
             };
             changed.status = Some(TaskStatus {
                 timestamp: Some(now.to_proto_timestamp()),
                 state: state as i32,
                 message,
+                err,
                 ..Default::default()
             });
             Some(objects::update_at(&changed, assignment.read_version))

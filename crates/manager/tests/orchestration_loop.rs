@@ -158,9 +158,7 @@ async fn services_in_the_store_get_their_tasks_scaled_and_removed() {
             task.service_id == "svc2"
                 && task.status.as_ref().is_some_and(|status| {
                     status.state == TaskState::Pending as i32
-                        && status
-                            .message
-                            .contains("scheduling constraints not satisfied")
+                        && status.err.contains("scheduling constraints not satisfied")
                 })
         })
     })

@@ -163,13 +163,9 @@ pub(crate) fn service_progress(
         .iter()
         .filter(|task| observed_state(task) == TaskState::Pending)
     {
-        if let Some(status) = task
-            .status
-            .as_ref()
-            .filter(|status| !status.message.is_empty())
-        {
+        if let Some(status) = task.status.as_ref().filter(|status| !status.err.is_empty()) {
             unplaceable_slots
-                .entry(status.message.as_str())
+                .entry(status.err.as_str())
                 .or_default()
                 .push(slot_label(service_name, &SlotKey::of_task(task)));
         }
@@ -223,9 +219,9 @@ mod tests {
         }
     }
 
-    fn task(slot: u64, observed: TaskState, message: &str, spec_version: u64) -> Task {
+    fn task(slot: u64, observed: TaskState, err: &str, spec_version: u64) -> Task {
         let mut status = TaskStatus {
-            message: message.into(),
+            err: err.into(),
             ..Default::default()
         };
         status.set_state(observed);

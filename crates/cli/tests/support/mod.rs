@@ -1,0 +1,146 @@
+//! Helpers shared by the root end-to-end tests (`engine.rs`, `swarm.rs`): when to skip, the
+//! busybox image built from the host's static busybox, and the sweep that removes whatever a test
+//! daemon's containers left on the host (processes, shims, mounts, cgroups, directories).
+
+use std::path::Path;
+use std::process::Command;
+
+use serde_json::Value;
+
+pub(crate) const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
+
+/// Why this host can't run the root end-to-end tests, if it can't.
+pub(crate) fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".to_owned());
+    }
+    if !Path::new("/bin/busybox").exists() {
+        return Some("/bin/busybox missing (apt-get install busybox-static)".to_owned());
+    }
+    None
+}
+
+/// Prints past the test harness's output capture, so a skip is visible in a passing run.
+pub(crate) fn skip_notice(message: &str) {
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr(), "{message}");
+}
+
+/// The full ids of the containers under a daemon's data root.
+pub(crate) fn container_ids(data_root: &Path) -> Vec<String> {
+    std::fs::read_dir(data_root.join("containers"))
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Removes, without a daemon, whatever the containers under `data_root` left: their processes
+/// and shims, mounts and cgroups; then unmounts everything under `dir` and deletes `dir`.
+pub(crate) fn remove_leftovers(dir: &Path, data_root: &Path) {
+    for id in container_ids(data_root) {
+        let state =
+            std::fs::read_to_string(data_root.join("containers").join(&id).join("state.json"))
+                .unwrap_or_default();
+        let state: Value = serde_json::from_str(&state).unwrap_or(Value::Null);
+        for key in ["pid", "shim_pid"] {
+            if let Some(pid) = state[key].as_i64() {
+                // SAFETY: kill takes two integers and has no memory effects.
+                unsafe { libc::kill(pid as i32, 9) };
+            }
+        }
+        let _ = Command::new(SHOAL)
+            .args(["shim", "--cleanup", "--data-root"])
+            .arg(data_root)
+            .args(["--id", &id])
+            .output();
+        for controller in [
+            "memory", "pids", "cpu", "cpuacct", "cpuset", "devices", "freezer", "blkio", "systemd",
+            "unified",
+        ] {
+            let _ = std::fs::remove_dir(format!("/sys/fs/cgroup/{controller}/shoal/{id}"));
+        }
+    }
+    let prefix = dir.display().to_string();
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for target in mountinfo
+        .lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .filter(|t| t.starts_with(&prefix))
+    {
+        let _ = Command::new("umount").arg("-l").arg(target).output();
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+/// A busybox root filesystem tarball built from the host's static busybox.
+pub(crate) fn build_busybox_tarball(path: &Path) {
+    let mut builder = tar::Builder::new(std::fs::File::create(path).expect("creating tarball"));
+    let dir = |builder: &mut tar::Builder<std::fs::File>, name: &str| {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Directory);
+        header.set_mode(if name == "tmp" { 0o1777 } else { 0o755 });
+        header.set_size(0);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_cksum();
+        builder
+            .append_data(&mut header, name, std::io::empty())
+            .expect("dir entry");
+    };
+    for name in ["bin", "etc", "proc", "sys", "dev", "tmp", "root"] {
+        dir(&mut builder, name);
+    }
+    let file =
+        |builder: &mut tar::Builder<std::fs::File>, name: &str, contents: &[u8], mode: u32| {
+            let mut header = tar::Header::new_gnu();
+            header.set_entry_type(tar::EntryType::Regular);
+            header.set_mode(mode);
+            header.set_size(contents.len() as u64);
+            header.set_mtime(0);
+            header.set_uid(0);
+            header.set_gid(0);
+            header.set_cksum();
+            builder
+                .append_data(&mut header, name, contents)
+                .expect("file entry");
+        };
+    let busybox = std::fs::read("/bin/busybox").expect("reading /bin/busybox");
+    file(&mut builder, "bin/busybox", &busybox, 0o755);
+    file(
+        &mut builder,
+        "etc/passwd",
+        b"root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534::/:/bin/false\n",
+        0o644,
+    );
+    file(
+        &mut builder,
+        "etc/group",
+        b"root:x:0:\nnogroup:x:65534:\n",
+        0o644,
+    );
+    let applets = Command::new("/bin/busybox")
+        .arg("--list")
+        .output()
+        .expect("busybox --list");
+    for applet in String::from_utf8_lossy(&applets.stdout)
+        .lines()
+        .filter(|a| *a != "busybox")
+    {
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Symlink);
+        header.set_mode(0o777);
+        header.set_size(0);
+        header.set_mtime(0);
+        header.set_uid(0);
+        header.set_gid(0);
+        builder
+            .append_link(&mut header, format!("bin/{applet}"), "busybox")
+            .expect("symlink entry");
+    }
+    builder.finish().expect("finishing tarball");
+}

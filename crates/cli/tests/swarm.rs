@@ -1,0 +1,1068 @@
+//! End-to-end tests of swarm mode on one machine (issue 4's acceptance criteria): scaling,
+//! restart policies, service modes, a daemon killed with SIGKILL and restarted, service logs, and
+//! the errors users meet. Each test runs its own daemon with its own data root, socket and
+//! loopback-only cluster port, so the tests run in parallel; its guard removes every service,
+//! container, process, mount and cgroup it made, even when the test fails. Like `engine.rs`, they
+//! need root and Debian's busybox-static, and without either print why and check nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+mod support;
+
+use support::{
+    SHOAL, build_busybox_tarball, container_ids, remove_leftovers, skip_notice, skip_reason,
+};
+
+/// How long one CLI command may take before the test calls it hung.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long a service may take to reach the state a test waits for.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Polls `observe` every 100 ms until it returns `Ok`, and panics with `description` and the
+/// last observation (the `Err` text) when `timeout` passes first.
+fn wait_until<T>(
+    description: &str,
+    timeout: Duration,
+    mut observe: impl FnMut() -> Result<T, String>,
+) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        match observe() {
+            Ok(value) => return value,
+            Err(observation) if Instant::now() > deadline => {
+                panic!(
+                    "timed out after {timeout:?} waiting for {description}; last seen: {observation}"
+                )
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(100)),
+        }
+    }
+}
+
+/// Polls `check` every 100 ms for `duration` and panics with `description` and the observation
+/// the first time it does not hold.
+fn holds_for(description: &str, duration: Duration, mut check: impl FnMut() -> Result<(), String>) {
+    let deadline = Instant::now() + duration;
+    while Instant::now() < deadline {
+        if let Err(observation) = check() {
+            panic!("expected {description} for {duration:?}, but saw: {observation}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// One line of `service ps --no-trunc --format json`.
+#[derive(Clone, Debug)]
+struct TaskRow {
+    id: String,
+    name: String,
+    node: String,
+    desired_state: String,
+    current_state: String,
+    error: String,
+}
+
+impl TaskRow {
+    fn is_running(&self) -> bool {
+        self.current_state.starts_with("Running")
+    }
+}
+
+/// One line of `container ls --format json`.
+#[derive(Clone, Debug)]
+struct ContainerRow {
+    short_id: String,
+    name: String,
+    state: String,
+}
+
+impl ContainerRow {
+    /// The task a service container runs: the last part of its `service.slot.taskid` name.
+    fn task_id(&self) -> &str {
+        self.name.rsplit('.').next().unwrap_or_default()
+    }
+}
+
+fn json_lines(text: &str) -> Result<Vec<Value>, String> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).map_err(|e| format!("bad JSON line {line:?}: {e}")))
+        .collect()
+}
+
+fn field(value: &Value, key: &str) -> String {
+    value[key].as_str().unwrap_or_default().to_owned()
+}
+
+fn output_text(output: &Output) -> String {
+    format!(
+        "exit {:?}; stdout: {}; stderr: {}",
+        output.status.code(),
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// One daemon with its own data root, socket and cluster port; on drop it removes every service
+/// and container, stops the daemon, and sweeps up whatever is left.
+struct SwarmHost {
+    dir: PathBuf,
+    host: String,
+    daemon: Option<Child>,
+    /// Prefix of every service name, unique to this test run.
+    prefix: String,
+}
+
+impl SwarmHost {
+    /// Starts a daemon with the busybox image loaded, or returns `None` (after saying why) when
+    /// the test must be skipped.
+    fn start(name: &str) -> Option<SwarmHost> {
+        if let Some(reason) = skip_reason() {
+            skip_notice(&format!("SKIPPED {name}: {reason}"));
+            return None;
+        }
+        let dir = PathBuf::from(format!("/tmp/sw{}-{name}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("creating the test directory");
+        let host = format!("unix://{}/s.sock", dir.display());
+        let mut swarm_host = SwarmHost {
+            dir,
+            host,
+            daemon: None,
+            prefix: format!("t{}", std::process::id()),
+        };
+        swarm_host.spawn_daemon();
+        let tarball = swarm_host.dir.join("busybox.tar");
+        build_busybox_tarball(&tarball);
+        swarm_host.ok(&[
+            "image",
+            "import",
+            tarball.to_str().expect("utf-8 path"),
+            "busybox:latest",
+        ]);
+        Some(swarm_host)
+    }
+
+    /// Starts a daemon and makes it the manager of a new swarm on loopback.
+    fn start_manager(name: &str) -> Option<SwarmHost> {
+        let swarm_host = SwarmHost::start(name)?;
+        swarm_host.swarm_init();
+        Some(swarm_host)
+    }
+
+    fn swarm_init(&self) {
+        let output = self.ok(&[
+            "swarm",
+            "init",
+            "--advertise-addr",
+            "127.0.0.1",
+            "--listen-addr",
+            "127.0.0.1:0",
+        ]);
+        assert!(output.contains("is now a manager"), "{output}");
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.join("d")
+    }
+
+    fn service(&self, name: &str) -> String {
+        format!("{}-{name}", self.prefix)
+    }
+
+    fn spawn_daemon(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .expect("daemon log");
+        let child = Command::new(SHOAL)
+            .args(["daemon", "--data-root"])
+            .arg(self.data())
+            .args(["-H", &self.host])
+            .env("NO_COLOR", "1")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("starting shoal daemon");
+        self.daemon = Some(child);
+        let socket = self.dir.join("s.sock");
+        wait_until("the daemon to listen", Duration::from_secs(20), || {
+            std::os::unix::net::UnixStream::connect(&socket)
+                .map(drop)
+                .map_err(|e| format!("{e}; daemon log: {}", self.daemon_log_tail()))
+        });
+    }
+
+    /// SIGKILLs the daemon only; the shims and their containers keep running.
+    fn kill_9_daemon(&mut self) {
+        if let Some(mut child) = self.daemon.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    fn daemon_log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().filter(|l| !l.contains("openraft")).collect();
+        lines[lines.len().saturating_sub(30)..].join("\n")
+    }
+
+    /// Runs `shoal -H <this daemon> args`, killing it if it takes longer than `timeout`.
+    fn run(&self, args: &[&str], timeout: Duration) -> Result<Output, String> {
+        let mut child = Command::new(SHOAL)
+            .args(["-H", &self.host])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("starting shoal {args:?}: {e}"))?;
+        let reader = |pipe: Option<Box<dyn std::io::Read + Send>>| {
+            std::thread::spawn(move || {
+                let mut bytes = Vec::new();
+                if let Some(mut pipe) = pipe {
+                    let _ = pipe.read_to_end(&mut bytes);
+                }
+                bytes
+            })
+        };
+        let stdout = reader(child.stdout.take().map(|p| Box::new(p) as _));
+        let stderr = reader(child.stderr.take().map(|p| Box::new(p) as _));
+        let deadline = Instant::now() + timeout;
+        let status = loop {
+            match child.try_wait() {
+                Ok(Some(status)) => break Some(status),
+                Ok(None) if Instant::now() > deadline => break None,
+                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+                Err(e) => return Err(format!("waiting for shoal {args:?}: {e}")),
+            }
+        };
+        let timed_out = status.is_none();
+        if timed_out {
+            let _ = child.kill();
+        }
+        let status = match status {
+            Some(status) => status,
+            None => child.wait().map_err(|e| e.to_string())?,
+        };
+        let output = Output {
+            status,
+            stdout: stdout.join().unwrap_or_default(),
+            stderr: stderr.join().unwrap_or_default(),
+        };
+        if timed_out {
+            return Err(format!(
+                "shoal {args:?} did not finish within {timeout:?} (hung); {}",
+                output_text(&output)
+            ));
+        }
+        Ok(output)
+    }
+
+    /// Runs a command that must succeed; returns its stdout.
+    fn ok(&self, args: &[&str]) -> String {
+        self.try_ok(args).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    /// Runs a command and returns its stdout, or why it failed.
+    fn try_ok(&self, args: &[&str]) -> Result<String, String> {
+        let output = self.run(args, COMMAND_TIMEOUT)?;
+        if output.status.success() {
+            Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+        } else {
+            Err(format!("shoal {args:?} failed: {}", output_text(&output)))
+        }
+    }
+
+    /// Runs a command that must fail within `timeout`; returns its stderr.
+    fn fails_within(&self, args: &[&str], timeout: Duration) -> String {
+        let output = self.run(args, timeout).unwrap_or_else(|e| panic!("{e}"));
+        assert!(
+            !output.status.success(),
+            "shoal {args:?} unexpectedly succeeded: {}",
+            output_text(&output)
+        );
+        String::from_utf8_lossy(&output.stderr).into_owned()
+    }
+
+    fn fails(&self, args: &[&str]) -> String {
+        self.fails_within(args, COMMAND_TIMEOUT)
+    }
+
+    /// Every task of `service`, newest first within a slot, with full ids.
+    fn tasks(&self, service: &str) -> Result<Vec<TaskRow>, String> {
+        let text = self.try_ok(&["service", "ps", "--no-trunc", "--format", "json", service])?;
+        Ok(json_lines(&text)?
+            .iter()
+            .map(|task| TaskRow {
+                id: field(task, "ID"),
+                name: field(task, "Name"),
+                node: field(task, "Node"),
+                desired_state: field(task, "DesiredState"),
+                current_state: field(task, "CurrentState"),
+                error: field(task, "Error"),
+            })
+            .collect())
+    }
+
+    /// The REPLICAS column of `service ls` for `service`.
+    fn replicas(&self, service: &str) -> Result<String, String> {
+        let text = self.try_ok(&["service", "ls", "--format", "json"])?;
+        json_lines(&text)?
+            .iter()
+            .find(|row| field(row, "Name") == service)
+            .map(|row| field(row, "Replicas"))
+            .ok_or_else(|| format!("{service} is not in service ls: {text}"))
+    }
+
+    /// The engine's containers of `service` (named `service.slot.taskid`); stopped ones too
+    /// with `all`.
+    fn containers(&self, service: &str, all: bool) -> Result<Vec<ContainerRow>, String> {
+        let mut args = vec!["container", "ls", "--format", "json"];
+        if all {
+            args.push("-a");
+        }
+        let text = self.try_ok(&args)?;
+        let prefix = format!("{service}.");
+        Ok(json_lines(&text)?
+            .iter()
+            .map(|container| ContainerRow {
+                short_id: field(container, "ID"),
+                name: field(container, "Names"),
+                state: field(container, "State"),
+            })
+            .filter(|container| container.name.starts_with(&prefix))
+            .collect())
+    }
+
+    /// Waits until `service` has exactly `replicas` tasks, all running, `service ls` says
+    /// `replicas/replicas`, and the engine has exactly one container per task, running, and no
+    /// other container of the service, stopped or not. Returns the tasks.
+    fn wait_for_exactly(&self, service: &str, replicas: usize) -> Vec<TaskRow> {
+        let description = format!(
+            "{service}: exactly {replicas} running tasks, {replicas}/{replicas} in service ls, one running container per task and no other container"
+        );
+        wait_until(&description, CONVERGE_TIMEOUT, || {
+            let tasks = self.tasks(service)?;
+            let listed = self.replicas(service)?;
+            let containers = self.containers(service, true)?;
+            let running: BTreeSet<&str> = tasks
+                .iter()
+                .filter(|t| t.is_running())
+                .map(|t| t.id.as_str())
+                .collect();
+            let running_containers: BTreeSet<&str> = containers
+                .iter()
+                .filter(|c| c.state == "running")
+                .map(ContainerRow::task_id)
+                .collect();
+            let expected = format!("{replicas}/{replicas}");
+            if tasks.len() == replicas
+                && running.len() == replicas
+                && listed == expected
+                && containers.len() == replicas
+                && running_containers == running
+            {
+                Ok(tasks)
+            } else {
+                let not_running: Vec<String> = tasks
+                    .iter()
+                    .filter(|t| !t.is_running())
+                    .map(|t| format!("{} {} ({})", t.name, t.current_state, t.desired_state))
+                    .take(5)
+                    .collect();
+                let strays: Vec<&str> = containers
+                    .iter()
+                    .map(ContainerRow::task_id)
+                    .filter(|id| !running.contains(id))
+                    .take(5)
+                    .collect();
+                Err(format!(
+                    "service ls {listed:?}; {} tasks, {} running (first not running: {not_running:?}); {} containers, {} running (first without a running task: {strays:?})",
+                    tasks.len(),
+                    running.len(),
+                    containers.len(),
+                    running_containers.len()
+                ))
+            }
+        })
+    }
+
+    /// The state block of `container inspect`.
+    fn container_state(&self, id: &str) -> Value {
+        let text = self.ok(&["container", "inspect", id]);
+        let value: Value = serde_json::from_str(&text).expect("container inspect JSON");
+        value[0]["state"].clone()
+    }
+
+    /// SIGKILLs the process a container runs (not its shim).
+    fn kill_9_container_process(&self, container: &ContainerRow) {
+        let state = self.container_state(&container.short_id);
+        let pid = state["pid"]
+            .as_i64()
+            .unwrap_or_else(|| panic!("no pid for {}: {state}", container.name));
+        // SAFETY: kill takes two integers and has no memory effects.
+        let result = unsafe { libc::kill(pid as i32, libc::SIGKILL) };
+        assert_eq!(result, 0, "kill -9 {pid} ({})", container.name);
+    }
+
+    /// Processes other than the daemon that mention this host's directory: shims left behind.
+    fn stray_processes(&self) -> Vec<String> {
+        let daemon = self.daemon.as_ref().map(Child::id);
+        let needle = self.dir.display().to_string();
+        std::fs::read_dir("/proc")
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter_map(|entry| {
+                        let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
+                        if Some(pid) == daemon {
+                            return None;
+                        }
+                        let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
+                        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+                        cmdline
+                            .contains(&needle)
+                            .then(|| format!("{pid}: {cmdline}"))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Best effort, with short timeouts: nothing here may panic or hang.
+    fn remove_services_and_containers(&self) {
+        let quick = Duration::from_secs(20);
+        if let Ok(output) = self.run(&["service", "ls", "-q"], quick) {
+            let ids = String::from_utf8_lossy(&output.stdout).into_owned();
+            let mut args = vec!["service", "rm"];
+            args.extend(ids.split_whitespace());
+            if args.len() > 2 {
+                let _ = self.run(&args, quick);
+            }
+        }
+        let ids = container_ids(&self.data());
+        if !ids.is_empty() {
+            let mut args = vec!["container", "rm", "-f"];
+            args.extend(ids.iter().map(String::as_str));
+            let _ = self.run(&args, Duration::from_secs(60));
+        }
+    }
+}
+
+impl Drop for SwarmHost {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            skip_notice(&format!(
+                "daemon log of {} (last lines):\n{}",
+                self.dir.display(),
+                self.daemon_log_tail()
+            ));
+        }
+        if self.daemon.is_some() {
+            self.remove_services_and_containers();
+        }
+        if let Some(mut child) = self.daemon.take() {
+            // SAFETY: kill takes two integers; the child is ours and not yet reaped.
+            unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while matches!(child.try_wait(), Ok(None)) && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Whatever the daemon could not remove: processes, mounts, cgroups.
+        remove_leftovers(&self.dir, &self.data());
+    }
+}
+
+#[test]
+fn scaling_keeps_tasks_and_containers_in_step() {
+    let Some(host) = SwarmHost::start_manager("scale") else {
+        return;
+    };
+    let web = host.service("web");
+    host.ok(&[
+        "service",
+        "create",
+        "--name",
+        &web,
+        "--replicas",
+        "20",
+        "--stop-grace-period",
+        "1s",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+    // `create` waited for convergence: the 20 tasks run now, not eventually.
+    let tasks = host.tasks(&web).expect("service ps");
+    assert_eq!(
+        tasks.iter().filter(|t| t.is_running()).count(),
+        20,
+        "{tasks:?}"
+    );
+    host.wait_for_exactly(&web, 20);
+
+    host.ok(&["service", "scale", &format!("{web}=50")]);
+    let fifty = host.wait_for_exactly(&web, 50);
+    let mut slots: Vec<String> = fifty.iter().map(|t| t.name.clone()).collect();
+    slots.sort();
+    slots.dedup();
+    assert_eq!(slots.len(), 50, "one task per slot: {slots:?}");
+
+    host.ok(&["service", "scale", &format!("{web}=5")]);
+    let five = host.wait_for_exactly(&web, 5);
+    let names: BTreeSet<String> = five.iter().map(|t| t.name.clone()).collect();
+    let expected: BTreeSet<String> = (1..=5).map(|slot| format!("{web}.{slot}")).collect();
+    assert_eq!(names, expected, "scaling down keeps the lowest slots");
+
+    // Removing the service removes every container, and the engine's own records of them.
+    let ids = container_ids(&host.data());
+    host.ok(&["service", "rm", &web]);
+    wait_until(
+        "service rm to remove every container",
+        CONVERGE_TIMEOUT,
+        || {
+            let left = host.try_ok(&["container", "ls", "-a", "-q"])?;
+            let records = container_ids(&host.data());
+            if left.trim().is_empty() && records.is_empty() && host.stray_processes().is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "containers listed: {left:?}; records: {records:?}; processes: {:?}",
+                    host.stray_processes()
+                ))
+            }
+        },
+    );
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+    for id in &ids {
+        assert!(!mountinfo.contains(id.as_str()), "a mount of {id} is left");
+        for controller in ["memory", "pids", "cpu"] {
+            let path = format!("/sys/fs/cgroup/{controller}/shoal/{id}");
+            assert!(!Path::new(&path).exists(), "{path} is left");
+        }
+    }
+}
+
+#[test]
+fn restart_policy_replaces_a_killed_task_only_when_asked_to() {
+    let Some(host) = SwarmHost::start_manager("restart") else {
+        return;
+    };
+    let again = host.service("again");
+    let once = host.service("once");
+    host.ok(&[
+        "service",
+        "create",
+        "--name",
+        &again,
+        "--restart-delay",
+        "1s",
+        "--stop-grace-period",
+        "1s",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+    host.ok(&[
+        "service",
+        "create",
+        "--name",
+        &once,
+        "--restart-condition",
+        "none",
+        "--restart-delay",
+        "1s",
+        "--stop-grace-period",
+        "1s",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+
+    // Default condition (any): the killed task fails and a new task takes its slot.
+    let first = host.wait_for_exactly(&again, 1).remove(0);
+    let container = host
+        .containers(&again, false)
+        .expect("container ls")
+        .remove(0);
+    assert_eq!(container.task_id(), first.id);
+    host.kill_9_container_process(&container);
+    let (old, new) = wait_until(
+        "a new running task in slot 1 and the killed one failed",
+        CONVERGE_TIMEOUT,
+        || {
+            let tasks = host.tasks(&again)?;
+            let old = tasks.iter().find(|t| t.id == first.id);
+            let new = tasks.iter().find(|t| t.id != first.id && t.is_running());
+            match (old, new) {
+                (Some(old), Some(new))
+                    if old.current_state.starts_with("Failed") && tasks.len() == 2 =>
+                {
+                    Ok((old.clone(), new.clone()))
+                }
+                _ => Err(format!("{tasks:?}")),
+            }
+        },
+    );
+    assert_eq!(new.name, format!("{again}.1"), "same slot");
+    assert_eq!(old.name, new.name, "same slot");
+    assert_eq!(old.desired_state, "Shutdown");
+    assert!(old.error.contains("137"), "exit code in the error: {old:?}");
+    let table = host.ok(&["service", "ps", &again]);
+    let history = format!("\\_ {again}.1");
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with(&old.id[..12]) && l.contains(&history)),
+        "the failed task shows as history of slot 1:\n{table}"
+    );
+    let running: Vec<String> = host
+        .containers(&again, false)
+        .expect("container ls")
+        .iter()
+        .map(|c| c.task_id().to_owned())
+        .collect();
+    assert_eq!(
+        running,
+        std::slice::from_ref(&new.id),
+        "only the new task's container runs"
+    );
+    assert_eq!(host.replicas(&again).as_deref(), Ok("1/1"));
+
+    // Condition none: the killed task fails and its slot stays empty.
+    let only = host.wait_for_exactly(&once, 1).remove(0);
+    let container = host
+        .containers(&once, false)
+        .expect("container ls")
+        .remove(0);
+    host.kill_9_container_process(&container);
+    wait_until("the killed task to fail", CONVERGE_TIMEOUT, || {
+        let tasks = host.tasks(&once)?;
+        match &tasks[..] {
+            [task] if task.id == only.id && task.current_state.starts_with("Failed") => Ok(()),
+            _ => Err(format!("{tasks:?}")),
+        }
+    });
+    holds_for(
+        "one failed task, no replacement, 0/1 in service ls",
+        Duration::from_secs(4),
+        || {
+            let tasks = host.tasks(&once)?;
+            let listed = host.replicas(&once)?;
+            if tasks.len() == 1 && tasks[0].id == only.id && listed == "0/1" {
+                Ok(())
+            } else {
+                Err(format!("service ls {listed:?}; {tasks:?}"))
+            }
+        },
+    );
+}
+
+#[test]
+fn global_service_runs_one_task_on_the_node() {
+    let Some(host) = SwarmHost::start_manager("global") else {
+        return;
+    };
+    let node = host.ok(&["node", "ls", "-q"]).trim().to_owned();
+    assert!(
+        !node.is_empty() && !node.contains('\n'),
+        "one node: {node:?}"
+    );
+    let everywhere = host.service("everywhere");
+    // Without -d, `create` returns once the task runs; it must not hang.
+    let created = host.run(
+        &[
+            "service",
+            "create",
+            "--name",
+            &everywhere,
+            "--mode",
+            "global",
+            "--stop-grace-period",
+            "1s",
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+        Duration::from_secs(30),
+    );
+    let created = created.unwrap_or_else(|e| {
+        panic!(
+            "{e}\nservice ps: {:?}",
+            host.try_ok(&["service", "ps", "--no-trunc", &everywhere])
+        )
+    });
+    assert!(created.status.success(), "{}", output_text(&created));
+    let tasks = host.wait_for_exactly(&everywhere, 1);
+    assert_eq!(tasks[0].name, format!("{everywhere}.{node}"));
+    let container = host.containers(&everywhere, false).expect("container ls");
+    assert_eq!(
+        container[0].name,
+        format!("{everywhere}.{node}.{}", tasks[0].id)
+    );
+}
+
+#[test]
+fn jobs_complete_and_unplaceable_tasks_say_why() {
+    let Some(host) = SwarmHost::start_manager("modes") else {
+        return;
+    };
+    let job = host.service("job");
+    host.ok(&[
+        "service",
+        "create",
+        "--name",
+        &job,
+        "--mode",
+        "replicated-job",
+        "--replicas",
+        "3",
+        "busybox",
+        "sh",
+        "-c",
+        "exit 0",
+    ]);
+    // `create` returned once the job completed.
+    let tasks = host.tasks(&job).expect("service ps");
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    for task in &tasks {
+        assert!(
+            task.current_state.starts_with("Complete") && task.desired_state == "Complete",
+            "{task:?}"
+        );
+    }
+    let slots: BTreeSet<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
+    assert_eq!(slots.len(), 3, "one task per completion: {tasks:?}");
+    let listed = host.replicas(&job).expect("service ls");
+    assert!(listed.ends_with("(3/3 completed)"), "{listed}");
+    assert!(
+        host.containers(&job, false)
+            .expect("container ls")
+            .is_empty(),
+        "no job container still runs"
+    );
+
+    // An unsatisfiable constraint: `create` gives up quickly and says why.
+    let stuck = host.service("stuck");
+    let started = Instant::now();
+    let error = host.fails_within(
+        &[
+            "service",
+            "create",
+            "--name",
+            &stuck,
+            "--constraint",
+            "node.labels.nope==yes",
+            "busybox",
+            "sleep",
+            "3600",
+        ],
+        Duration::from_secs(30),
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert!(
+        error.contains("can't be placed") && error.contains("no suitable node"),
+        "{error}"
+    );
+    assert_eq!(host.replicas(&stuck).as_deref(), Ok("0/1"));
+    let tasks = host.tasks(&stuck).expect("service ps");
+    assert_eq!(tasks.len(), 1, "{tasks:?}");
+    assert!(tasks[0].current_state.starts_with("Pending"), "{tasks:?}");
+    assert!(
+        tasks[0].error.contains("no suitable node")
+            || tasks[0].current_state.contains("no suitable node"),
+        "service ps shows why the task is pending: {:?}",
+        tasks[0]
+    );
+}
+
+#[test]
+fn kill_9_daemon_and_restart_adopts_every_task() {
+    let Some(mut host) = SwarmHost::start_manager("adopt") else {
+        return;
+    };
+    let web = host.service("web");
+    host.ok(&[
+        "service",
+        "create",
+        "--name",
+        &web,
+        "--replicas",
+        "20",
+        "--stop-grace-period",
+        "1s",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+    let tasks = host.wait_for_exactly(&web, 20);
+    let task_ids: BTreeSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
+    let containers: BTreeMap<String, String> = host
+        .containers(&web, false)
+        .expect("container ls")
+        .into_iter()
+        .map(|c| (c.short_id.clone(), c.task_id().to_owned()))
+        .collect();
+    assert_eq!(containers.len(), 20);
+
+    host.kill_9_daemon();
+    host.spawn_daemon();
+
+    // Every observation, from the first, shows only what ran before; then all of it, for good.
+    let same_as_before = || -> Result<bool, String> {
+        let now_tasks = host.tasks(&web)?;
+        let now_containers: BTreeMap<String, String> = host
+            .containers(&web, true)?
+            .into_iter()
+            .map(|c| (c.short_id.clone(), c.task_id().to_owned()))
+            .collect();
+        let extra_tasks: Vec<&TaskRow> = now_tasks
+            .iter()
+            .filter(|t| !task_ids.contains(&t.id))
+            .collect();
+        let extra_containers: Vec<&String> = now_containers
+            .keys()
+            .filter(|id| !containers.contains_key(*id))
+            .collect();
+        if !extra_tasks.is_empty() || !extra_containers.is_empty() {
+            panic!(
+                "after the restart, new tasks {extra_tasks:?} or containers {extra_containers:?} appeared"
+            );
+        }
+        let running_containers: BTreeMap<String, String> = host
+            .containers(&web, false)?
+            .into_iter()
+            .map(|c| (c.short_id.clone(), c.task_id().to_owned()))
+            .collect();
+        let running_tasks = now_tasks.iter().filter(|t| t.is_running()).count();
+        let listed = host.replicas(&web)?;
+        if running_tasks == 20 && running_containers == containers && listed == "20/20" {
+            Ok(true)
+        } else {
+            Err(format!(
+                "service ls {listed:?}; {running_tasks} running tasks of {}; {} running containers",
+                now_tasks.len(),
+                running_containers.len()
+            ))
+        }
+    };
+    wait_until(
+        "the restarted daemon to report the same 20 tasks running in the same 20 containers",
+        CONVERGE_TIMEOUT,
+        &same_as_before,
+    );
+    holds_for(
+        "the same 20 tasks and containers, nothing replaced",
+        Duration::from_secs(5),
+        || same_as_before().map(drop),
+    );
+}
+
+#[test]
+fn service_logs_show_every_replica() {
+    let Some(host) = SwarmHost::start_manager("logs") else {
+        return;
+    };
+    let talk = host.service("talk");
+    host.ok(&[
+        "service",
+        "create",
+        "--name",
+        &talk,
+        "--replicas",
+        "3",
+        "--stop-grace-period",
+        "1s",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello from $(hostname); sleep 3600",
+    ]);
+    let tasks = host.wait_for_exactly(&talk, 3);
+    let containers = host.containers(&talk, false).expect("container ls");
+    // Each task's line: `service.slot.taskid@node | hello from <its container's hostname>`, and
+    // a container's hostname is its short id.
+    let expected: BTreeSet<(String, String)> = tasks
+        .iter()
+        .map(|task| {
+            let container = containers
+                .iter()
+                .find(|c| c.task_id() == task.id)
+                .unwrap_or_else(|| panic!("no container for {task:?}"));
+            (
+                format!("{}.{}@{}", task.name, &task.id[..12], task.node),
+                format!("hello from {}", container.short_id),
+            )
+        })
+        .collect();
+    wait_until(
+        "service logs to show one line from each replica",
+        CONVERGE_TIMEOUT,
+        || {
+            let output = host.run(&["service", "logs", &talk], Duration::from_secs(20))?;
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            if !output.status.success() {
+                return Err(output_text(&output));
+            }
+            let lines: BTreeSet<(String, String)> = text
+                .lines()
+                .filter_map(|line| line.split_once("| "))
+                .map(|(prefix, message)| (prefix.trim_end().to_owned(), message.to_owned()))
+                .collect();
+            if lines == expected {
+                Ok(())
+            } else {
+                Err(format!("expected {expected:?}, got {text:?}"))
+            }
+        },
+    );
+}
+
+/// Talks to a test daemon's `Control` service over gRPC directly, for what the CLI can't do.
+fn control_client(
+    host: &SwarmHost,
+) -> (
+    tokio::runtime::Runtime,
+    shoal_proto::api::control_client::ControlClient<tonic::transport::Channel>,
+) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let socket = host.dir.join("s.sock");
+    let client = runtime.block_on(async move {
+        let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        });
+        let channel = tonic::transport::Endpoint::try_from("http://localhost")
+            .expect("endpoint")
+            .connect_with_connector(connector)
+            .await
+            .expect("connecting to the daemon");
+        shoal_proto::api::control_client::ControlClient::new(channel)
+    });
+    (runtime, client)
+}
+
+#[test]
+fn errors_name_the_problem_and_the_fix() {
+    use shoal_proto::api;
+    let Some(host) = SwarmHost::start("errors") else {
+        return;
+    };
+    let first = host.service("first");
+    let error = host.fails(&["service", "create", "--name", &first, "busybox", "true"]);
+    assert!(
+        error.contains("not a swarm manager") && error.contains("swarm init"),
+        "{error}"
+    );
+    host.swarm_init();
+
+    let error = host.fails(&["service", "create", "nosuch/image:v9", "true"]);
+    assert!(
+        error.contains("nosuch/image:v9") && error.contains("shoal image"),
+        "names the image and how to get it: {error}"
+    );
+    let error = host.fails(&[
+        "service",
+        "create",
+        "--constraint",
+        "node.labels.zone=east",
+        "busybox",
+        "true",
+    ]);
+    assert!(error.contains("node.labels.zone=east"), "{error}");
+    let error = host.fails(&["service", "create", "--replicas", "-3", "busybox", "true"]);
+    assert!(error.contains("-3"), "{error}");
+
+    let taken = host.service("taken");
+    host.ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        &taken,
+        "--stop-grace-period",
+        "1s",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+    let error = host.fails(&[
+        "service", "create", "-d", "--name", &taken, "busybox", "sleep", "3600",
+    ]);
+    assert!(
+        error.contains(&taken) && error.contains("in use"),
+        "{error}"
+    );
+    assert_eq!(
+        host.ok(&["service", "ls", "-q"]).lines().count(),
+        1,
+        "no failed create left a service behind"
+    );
+
+    // A stale update: read, someone else updates, then write with the version read. The CLI
+    // reads right before it writes, so only the API can lose this race on purpose.
+    let (runtime, mut control) = control_client(&host);
+    let read = runtime
+        .block_on(control.get_service(api::GetServiceRequest {
+            service: taken.clone(),
+        }))
+        .expect("get service")
+        .into_inner()
+        .service
+        .expect("a service");
+    host.ok(&[
+        "service",
+        "update",
+        "-d",
+        "--label-add",
+        "changed=elsewhere",
+        &taken,
+    ]);
+    let mut spec = read.spec.clone().expect("a spec");
+    spec.annotations
+        .get_or_insert_with(Default::default)
+        .labels
+        .insert("mine".into(), "stale".into());
+    let stale = runtime.block_on(
+        control.update_service(api::UpdateServiceRequest {
+            service: read.id.clone(),
+            version: read
+                .meta
+                .as_ref()
+                .and_then(|m| m.version.as_ref())
+                .map_or(0, |v| v.index),
+            spec: Some(spec),
+        }),
+    );
+    let status = stale.expect_err("an update at a stale version is refused");
+    assert_eq!(status.code(), tonic::Code::Aborted, "{status:?}");
+    assert!(status.message().contains("version"), "{status:?}");
+    let inspected = host.ok(&["service", "inspect", &taken]);
+    assert!(
+        inspected.contains("elsewhere") && !inspected.contains("stale"),
+        "the other update stands and the stale one is dropped: {inspected}"
+    );
+}
