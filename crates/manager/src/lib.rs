@@ -23,6 +23,7 @@ pub mod membership;
 pub mod objects;
 pub mod orchestration_loop;
 pub mod orchestrator;
+pub mod peer;
 mod role;
 
 pub use control::{ControlApi, ControlGate};

@@ -113,7 +113,7 @@ async fn a_worker_session_runs_a_service_and_a_silent_node_goes_down() {
         node_status::State::Ready
     );
 
-    // An unknown node gets no session.
+    // The certificate is this node's: a session for any other node is refused.
     let stranger = dispatcher
         .session(SessionRequest {
             node_id: "not-a-member".into(),

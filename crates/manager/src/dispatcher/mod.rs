@@ -2,7 +2,8 @@
 //! included. It registers a node when its session opens, marks it down when heartbeats stop,
 //! streams each node its full assignment set when that changes, writes status reports in
 //! batches (whatever queued while the previous write was in flight goes in one transaction),
-//! and relays log requests and output.
+//! and relays log requests and output. Every call is checked against the caller's certificate:
+//! a node acts only in its own session.
 
 mod assignments;
 mod logs;
@@ -33,6 +34,7 @@ use status::NodeReport;
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::duration_to_proto;
+use crate::peer::identity_of_request;
 
 /// A node is marked down after this many heartbeat periods without one.
 const MISSED_HEARTBEATS_BEFORE_DOWN: u32 = 3;
@@ -138,6 +140,24 @@ impl Shared {
         Err(Status::not_found(format!(
             "session {session_id:?} is not open (it expired or was replaced): open a new session"
         )))
+    }
+
+    /// The node a live session belongs to, provided the caller's certificate is that node's:
+    /// a node acts only in its own session.
+    fn session_of_caller<T>(
+        &self,
+        request: &Request<T>,
+        session_id: &str,
+    ) -> Result<(String, watch::Receiver<bool>), Status> {
+        let caller = identity_of_request(request)?;
+        let (node_id, ended) = self.node_of_session(session_id)?;
+        if caller.node_id != node_id {
+            return Err(Status::permission_denied(format!(
+                "session {session_id} belongs to node {node_id}, not to the caller's node {}",
+                caller.node_id
+            )));
+        }
+        Ok((node_id, ended))
     }
 
     fn require_leader(&self) -> Result<(), Status> {
@@ -328,9 +348,16 @@ impl Dispatcher for DispatcherService {
     ) -> Result<Response<Self::SessionStream>, Status> {
         let shared = &self.shared;
         shared.require_leader()?;
+        let caller = identity_of_request(&request)?;
         let peer_ip = request.remote_addr().map(|addr| addr.ip().to_string());
         let request = request.into_inner();
         let node_id = request.node_id.clone();
+        if caller.node_id != node_id {
+            return Err(Status::permission_denied(format!(
+                "the caller's certificate is node {}'s: a node opens a session only for itself, not for {node_id}",
+                caller.node_id
+            )));
+        }
         let description = request.description;
         let node = shared
             .update_node(&node_id, |node| {
@@ -393,7 +420,8 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let session_id = request.into_inner().session_id;
+        let session_id = request.get_ref().session_id.clone();
+        self.shared.session_of_caller(&request, &session_id)?;
         let mut sessions = self.shared.sessions();
         let session = sessions
             .values_mut()
@@ -413,8 +441,9 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<UpdateTaskStatusRequest>,
     ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
+        let session_id = request.get_ref().session_id.clone();
+        let (node_id, _) = self.shared.session_of_caller(&request, &session_id)?;
         let request = request.into_inner();
-        let (node_id, _) = self.shared.node_of_session(&request.session_id)?;
         let reports = request
             .updates
             .into_iter()
@@ -443,9 +472,8 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<AssignmentsRequest>,
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
-        let (node_id, mut ended) = self
-            .shared
-            .node_of_session(&request.into_inner().session_id)?;
+        let session_id = request.get_ref().session_id.clone();
+        let (node_id, mut ended) = self.shared.session_of_caller(&request, &session_id)?;
         let store = Arc::clone(&self.shared.store);
         let (sender, receiver) = mpsc::channel(4);
         tokio::spawn(async move {
@@ -494,9 +522,8 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<LogSubscriptionsRequest>,
     ) -> Result<Response<Self::LogSubscriptionsStream>, Status> {
-        let (node_id, mut ended) = self
-            .shared
-            .node_of_session(&request.into_inner().session_id)?;
+        let session_id = request.get_ref().session_id.clone();
+        let (node_id, mut ended) = self.shared.session_of_caller(&request, &session_id)?;
         let mut subscriptions = self.shared.logs.listen(&node_id);
         let (sender, receiver) = mpsc::channel(16);
         tokio::spawn(async move {
@@ -521,11 +548,18 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<Streaming<PublishLogsMessage>>,
     ) -> Result<Response<PublishLogsResponse>, Status> {
+        let caller = identity_of_request(&request)?;
         let mut messages = request.into_inner();
         let mut publisher: Option<(String, String)> = None;
         while let Some(message) = messages.next().await {
             let message = message?;
             let (node_id, _) = self.shared.node_of_session(&message.session_id)?;
+            if caller.node_id != node_id {
+                return Err(Status::permission_denied(format!(
+                    "session {} belongs to node {node_id}, not to the caller's node {}",
+                    message.session_id, caller.node_id
+                )));
+            }
             publisher = Some((message.subscription_id.clone(), node_id.clone()));
             let close = message.close;
             if !self.shared.logs.publish(&node_id, message).await || close {
