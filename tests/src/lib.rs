@@ -1,2 +1,39 @@
-//! shoal's end-to-end tests across test hosts (the multi-host harness arrives with issue 5). For
-//! now this crate holds the repository-wide tidy checks in `tests/tidy.rs`.
+//! shoal's multi-host end-to-end harness: N test hosts on one machine, each a network namespace
+//! on a private underlay bridge, each running `shoal daemon` with its own hostname, data root and
+//! socket, with helpers to kill, restart, partition and heal a host. Also the repository-wide
+//! tidy check (`tests/tidy.rs`).
+//!
+//! Everything a cluster makes stays inside namespaces it creates: the underlay bridge lives in its
+//! own namespace (`<prefix>-ul`), never in the machine's, and each host reaches it through a veth
+//! pair. Dropping a [`TestCluster`] removes services, containers, shims, daemons, mounts, data
+//! roots and namespaces, also when the test panicked. Starting a cluster needs root, `ip`,
+//! `nft`, `nsenter`, `unshare` and `/bin/busybox`; [`skip_reason`] says when one is missing.
+//!
+//! ```no_run
+//! use shoal_tests::{ClusterOptions, TestCluster};
+//!
+//! let Some(cluster) = TestCluster::start_or_skip("three_hosts", ClusterOptions::new(3)) else {
+//!     return;
+//! };
+//! let manager = cluster.host(1);
+//! manager.swarm_init();
+//! cluster.host(2).partition();
+//! ```
+
+mod busybox;
+mod cleanup;
+mod cluster;
+mod error;
+mod host;
+mod netns;
+mod process;
+mod skip;
+mod wait;
+
+pub use busybox::build_busybox_tarball;
+pub use cluster::{ClusterOptions, Footprint, TestCluster, default_shoal_binary};
+pub use error::HarnessError;
+pub use host::TestHost;
+pub use process::output_text;
+pub use skip::{skip_notice, skip_reason};
+pub use wait::{poll_until, wait_until};
