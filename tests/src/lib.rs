@@ -34,6 +34,6 @@ pub use busybox::build_busybox_tarball;
 pub use cluster::{ClusterOptions, Footprint, TestCluster, default_shoal_binary};
 pub use error::HarnessError;
 pub use host::TestHost;
-pub use process::output_text;
+pub use process::{output_text, run as run_with_timeout};
 pub use skip::{skip_notice, skip_reason};
 pub use wait::{poll_until, wait_until};

@@ -6,7 +6,6 @@
 //! need root and Debian's busybox-static, and without either print why and check nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::Read as _;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -217,54 +216,11 @@ impl SwarmHost {
 
     /// Runs `shoal -H <this daemon> args`, killing it if it takes longer than `timeout`.
     fn run(&self, args: &[&str], timeout: Duration) -> Result<Output, String> {
-        let mut child = Command::new(SHOAL)
-            .args(["-H", &self.host])
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|e| format!("starting shoal {args:?}: {e}"))?;
-        let reader = |pipe: Option<Box<dyn std::io::Read + Send>>| {
-            std::thread::spawn(move || {
-                let mut bytes = Vec::new();
-                if let Some(mut pipe) = pipe {
-                    let _ = pipe.read_to_end(&mut bytes);
-                }
-                bytes
-            })
-        };
-        let stdout = reader(child.stdout.take().map(|p| Box::new(p) as _));
-        let stderr = reader(child.stderr.take().map(|p| Box::new(p) as _));
-        let deadline = Instant::now() + timeout;
-        let status = loop {
-            match child.try_wait() {
-                Ok(Some(status)) => break Some(status),
-                Ok(None) if Instant::now() > deadline => break None,
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-                Err(e) => return Err(format!("waiting for shoal {args:?}: {e}")),
-            }
-        };
-        let timed_out = status.is_none();
-        if timed_out {
-            let _ = child.kill();
-        }
-        let status = match status {
-            Some(status) => status,
-            None => child.wait().map_err(|e| e.to_string())?,
-        };
-        let output = Output {
-            status,
-            stdout: stdout.join().unwrap_or_default(),
-            stderr: stderr.join().unwrap_or_default(),
-        };
-        if timed_out {
-            return Err(format!(
-                "shoal {args:?} did not finish within {timeout:?} (hung); {}",
-                output_text(&output)
-            ));
-        }
-        Ok(output)
+        shoal_tests::run_with_timeout(
+            Command::new(SHOAL).args(["-H", &self.host]).args(args),
+            timeout,
+        )
+        .map_err(|error| error.to_string())
     }
 
     /// Runs a command that must succeed; returns its stdout.
