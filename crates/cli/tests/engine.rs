@@ -909,28 +909,11 @@ fn grpc_client(
     tokio::runtime::Runtime,
     shoal_proto::engine::engine_client::EngineClient<tonic::transport::Channel>,
 ) {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    let socket = host.dir.join("s.sock");
-    let client = runtime.block_on(async move {
-        let connector = tower::service_fn(move |_: tonic::transport::Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        });
-        let channel = tonic::transport::Endpoint::try_from("http://localhost")
-            .expect("endpoint")
-            .connect_with_connector(connector)
-            .await
-            .expect("connecting to the daemon");
-        shoal_proto::engine::engine_client::EngineClient::new(channel)
-    });
-    (runtime, client)
+    let (runtime, channel) = support::daemon_channel(&host.dir.join("s.sock"));
+    (
+        runtime,
+        shoal_proto::engine::engine_client::EngineClient::new(channel),
+    )
 }
 
 #[test]

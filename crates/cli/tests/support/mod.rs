@@ -80,3 +80,31 @@ pub(crate) fn remove_leftovers(dir: &Path, data_root: &Path) {
 pub(crate) fn build_busybox_tarball(path: &Path) {
     shoal_tests::build_busybox_tarball(path).expect("building the busybox tarball");
 }
+
+/// A runtime and a gRPC channel to the daemon listening on `socket`, for tests that call the
+/// daemon's services directly where the CLI exposes nothing.
+pub(crate) fn daemon_channel(
+    socket: &Path,
+) -> (tokio::runtime::Runtime, tonic::transport::Channel) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let socket = socket.to_path_buf();
+    let channel = runtime.block_on(async move {
+        let connector = tower::service_fn(move |_: tonic::transport::Uri| {
+            let socket = socket.clone();
+            async move {
+                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                    tokio::net::UnixStream::connect(socket).await?,
+                ))
+            }
+        });
+        tonic::transport::Endpoint::try_from("http://localhost")
+            .expect("endpoint")
+            .connect_with_connector(connector)
+            .await
+            .expect("connecting to the daemon")
+    });
+    (runtime, channel)
+}
