@@ -27,6 +27,32 @@ pub(crate) fn truncate_id(id: &str) -> &str {
     }
 }
 
+/// A row of a list command (`service ls`, `service ps`, `node ls`).
+pub(crate) trait ListRow {
+    /// What `-q` prints.
+    fn id(&self) -> &str;
+    /// The table cells, in the header's order.
+    fn cells(&self) -> Vec<String>;
+    /// The object `--format json` prints, with docker's field names.
+    fn json(&self) -> Value;
+}
+
+/// Prints list rows as docker does: IDs only (`-q`), one JSON object per line, or a table.
+pub(crate) fn print_rows<Row: ListRow>(rows: &[Row], header: &[&str], quiet: bool, json: bool) {
+    if quiet {
+        for row in rows {
+            println!("{}", row.id());
+        }
+    } else if json {
+        for row in rows {
+            println!("{}", row.json());
+        }
+    } else {
+        let cells: Vec<Vec<String>> = rows.iter().map(Row::cells).collect();
+        print!("{}", table(header, &cells));
+    }
+}
+
 /// Lays rows out as docker's tabwriter does (minimum width 10, padding 3); the last column is
 /// not padded.
 pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
@@ -366,8 +392,12 @@ pub(crate) struct ServiceRow {
     pub(crate) ports: String,
 }
 
-impl ServiceRow {
-    pub(crate) fn cells(&self) -> Vec<String> {
+impl ListRow for ServiceRow {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn cells(&self) -> Vec<String> {
         vec![
             self.id.clone(),
             self.name.clone(),
@@ -378,7 +408,7 @@ impl ServiceRow {
         ]
     }
 
-    pub(crate) fn json(&self) -> Value {
+    fn json(&self) -> Value {
         json!({
             "ID": self.id, "Name": self.name, "Mode": self.mode,
             "Replicas": self.replicas, "Image": self.image, "Ports": self.ports,
@@ -440,8 +470,12 @@ pub(crate) struct TaskRow {
     pub(crate) ports: String,
 }
 
-impl TaskRow {
-    pub(crate) fn cells(&self) -> Vec<String> {
+impl ListRow for TaskRow {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
+    fn cells(&self) -> Vec<String> {
         vec![
             self.id.clone(),
             self.table_name.clone(),
@@ -454,7 +488,7 @@ impl TaskRow {
         ]
     }
 
-    pub(crate) fn json(&self) -> Value {
+    fn json(&self) -> Value {
         json!({
             "ID": self.id, "Name": self.name, "Image": self.image, "Node": self.node,
             "DesiredState": self.desired_state, "CurrentState": self.current_state,

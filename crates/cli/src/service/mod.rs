@@ -379,18 +379,7 @@ async fn ls(daemon: &mut Daemon, quiet: bool, json: bool) -> anyhow::Result<()> 
         .map_err(api_error)?
         .into_inner();
     let rows = format::service_rows(&response.services, &response.statuses);
-    if quiet {
-        for row in rows {
-            println!("{}", row.id);
-        }
-    } else if json {
-        for row in rows {
-            println!("{}", row.json());
-        }
-    } else {
-        let cells: Vec<Vec<String>> = rows.iter().map(format::ServiceRow::cells).collect();
-        print!("{}", format::table(&format::SERVICE_HEADER, &cells));
-    }
+    format::print_rows(&rows, &format::SERVICE_HEADER, quiet, json);
     Ok(())
 }
 
@@ -467,18 +456,7 @@ async fn ps(
         })
         .collect();
     let rows = format::task_rows(&kept, &names, SystemTime::now());
-    if quiet {
-        for row in rows {
-            println!("{}", row.id);
-        }
-    } else if json {
-        for row in rows {
-            println!("{}", row.json());
-        }
-    } else {
-        let cells: Vec<Vec<String>> = rows.iter().map(format::TaskRow::cells).collect();
-        print!("{}", format::table(&format::TASK_HEADER, &cells));
-    }
+    format::print_rows(&rows, &format::TASK_HEADER, quiet, json);
     Ok(())
 }
 

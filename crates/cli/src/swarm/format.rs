@@ -9,8 +9,8 @@ use serde_json::{Map, Value, json};
 use shoal_proto::api;
 
 use crate::service::format::{
-    bytes_size, capitalize, cpus_text, duration_nanos, go_time_string, human_duration, natural_cmp,
-    rfc3339_nano, std_duration,
+    ListRow, bytes_size, capitalize, cpus_text, duration_nanos, go_time_string, human_duration,
+    natural_cmp, rfc3339_nano, std_duration,
 };
 use crate::service::spec::parse_flag_duration;
 
@@ -434,9 +434,13 @@ pub(crate) const NODE_HEADER: [&str; 6] = [
     "ENGINE VERSION",
 ];
 
-impl NodeRow {
+impl ListRow for NodeRow {
+    fn id(&self) -> &str {
+        &self.id
+    }
+
     /// Table cells; the ID column carries docker's ` *` for this node.
-    pub(crate) fn cells(&self) -> Vec<String> {
+    fn cells(&self) -> Vec<String> {
         vec![
             format!("{} {}", self.id, if self.is_self { "*" } else { " " }),
             self.hostname.clone(),
@@ -447,7 +451,7 @@ impl NodeRow {
         ]
     }
 
-    pub(crate) fn json(&self) -> Value {
+    fn json(&self) -> Value {
         json!({
             "ID": self.id, "Self": self.is_self, "Hostname": self.hostname, "Status": self.status,
             "Availability": self.availability, "ManagerStatus": self.manager_status,

@@ -8,7 +8,7 @@ use clap::Subcommand;
 use shoal_proto::api;
 
 use crate::client::{Daemon, api_error};
-use crate::service::format::table;
+use crate::service::format::print_rows;
 
 #[derive(Subcommand)]
 pub(crate) enum SwarmCommand {
@@ -247,18 +247,7 @@ pub(crate) async fn node(host: &str, command: NodeCommand) -> anyhow::Result<()>
                     .node_id
             };
             let rows = format::node_rows(&nodes, &local);
-            if quiet {
-                for row in rows {
-                    println!("{}", row.id);
-                }
-            } else if json {
-                for row in rows {
-                    println!("{}", row.json());
-                }
-            } else {
-                let cells: Vec<Vec<String>> = rows.iter().map(format::NodeRow::cells).collect();
-                print!("{}", table(&format::NODE_HEADER, &cells));
-            }
+            print_rows(&rows, &format::NODE_HEADER, quiet, json);
         }
         NodeCommand::Inspect { pretty, nodes } => {
             let mut found = Vec::new();
