@@ -34,7 +34,7 @@ use status::NodeReport;
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::duration_to_proto;
-use crate::peer::identity_of_request;
+use crate::peer::{PeerIdentity, identity_of_request};
 
 /// A node is marked down after this many heartbeat periods without one.
 const MISSED_HEARTBEATS_BEFORE_DOWN: u32 = 3;
@@ -129,35 +129,42 @@ impl Shared {
     }
 
     /// The node a live session belongs to.
-    fn node_of_session(&self, session_id: &str) -> Result<(String, watch::Receiver<bool>), Status> {
-        if !session_id.is_empty() {
-            for (node_id, session) in self.sessions().iter() {
-                if session.session_id == session_id {
-                    return Ok((node_id.clone(), session.ended.subscribe()));
-                }
-            }
+    /// Runs `visit` on a live session, provided the caller's certificate is its node's: a node
+    /// acts only in its own session. `visit` gets the node id and the session.
+    fn with_callers_session<R>(
+        &self,
+        caller: &PeerIdentity,
+        session_id: &str,
+        visit: impl FnOnce(&str, &mut Session) -> R,
+    ) -> Result<R, Status> {
+        let mut sessions = self.sessions();
+        let (node_id, session) = sessions
+            .iter_mut()
+            .find(|(_, session)| !session_id.is_empty() && session.session_id == session_id)
+            .ok_or_else(|| {
+                Status::not_found(format!(
+                    "session {session_id:?} is not open (it expired or was replaced): open a new session"
+                ))
+            })?;
+        if caller.node_id != *node_id {
+            return Err(Status::permission_denied(format!(
+                "session {session_id} belongs to node {node_id}, not to the caller's node {}",
+                caller.node_id
+            )));
         }
-        Err(Status::not_found(format!(
-            "session {session_id:?} is not open (it expired or was replaced): open a new session"
-        )))
+        Ok(visit(node_id, session))
     }
 
-    /// The node a live session belongs to, provided the caller's certificate is that node's:
-    /// a node acts only in its own session.
+    /// The node of the caller's live session, and a receiver that says when the session ends.
     fn session_of_caller<T>(
         &self,
         request: &Request<T>,
         session_id: &str,
     ) -> Result<(String, watch::Receiver<bool>), Status> {
         let caller = identity_of_request(request)?;
-        let (node_id, ended) = self.node_of_session(session_id)?;
-        if caller.node_id != node_id {
-            return Err(Status::permission_denied(format!(
-                "session {session_id} belongs to node {node_id}, not to the caller's node {}",
-                caller.node_id
-            )));
-        }
-        Ok((node_id, ended))
+        self.with_callers_session(&caller, session_id, |node_id, session| {
+            (node_id.to_owned(), session.ended.subscribe())
+        })
     }
 
     fn require_leader(&self) -> Result<(), Status> {
@@ -420,18 +427,14 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        self.shared.session_of_caller(&request, &session_id)?;
-        let mut sessions = self.shared.sessions();
-        let session = sessions
-            .values_mut()
-            .find(|session| !session_id.is_empty() && session.session_id == session_id)
-            .ok_or_else(|| {
-                Status::not_found(format!(
-                    "session {session_id:?} is not open (it expired or was replaced): open a new session"
-                ))
-            })?;
-        session.last_heartbeat = Instant::now();
+        let caller = identity_of_request(&request)?;
+        self.shared.with_callers_session(
+            &caller,
+            &request.get_ref().session_id,
+            |_, session| {
+                session.last_heartbeat = Instant::now();
+            },
+        )?;
         Ok(Response::new(HeartbeatResponse {
             period: Some(duration_to_proto(self.shared.heartbeat_period())),
         }))
@@ -553,13 +556,11 @@ impl Dispatcher for DispatcherService {
         let mut publisher: Option<(String, String)> = None;
         while let Some(message) = messages.next().await {
             let message = message?;
-            let (node_id, _) = self.shared.node_of_session(&message.session_id)?;
-            if caller.node_id != node_id {
-                return Err(Status::permission_denied(format!(
-                    "session {} belongs to node {node_id}, not to the caller's node {}",
-                    message.session_id, caller.node_id
-                )));
-            }
+            let node_id =
+                self.shared
+                    .with_callers_session(&caller, &message.session_id, |node_id, _| {
+                        node_id.to_owned()
+                    })?;
             publisher = Some((message.subscription_id.clone(), node_id.clone()));
             let close = message.close;
             if !self.shared.logs.publish(&node_id, message).await || close {
