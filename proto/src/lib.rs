@@ -3,8 +3,9 @@
 
 /// The cluster object model: nodes, services, tasks, networks, secrets, configs, stacks and the
 /// cluster itself, with their specs, and the services around it: `Control` (what the CLI calls on
-/// a manager), `Dispatcher` (what workers call on 2377) and `Swarm` (node-local membership, on the
-/// daemon's socket). Mirrors SwarmKit's `api` package.
+/// a manager), `Dispatcher` (what workers call on 2377), `NodeCa` and `RaftMembership` (joining,
+/// renewing certificates and the managers' Raft group, on 2377) and `Swarm` (node-local
+/// membership, on the daemon's socket). Mirrors SwarmKit's `api` package.
 pub mod api {
     #![allow(missing_docs, unreachable_pub, clippy::all)]
     tonic::include_proto!("shoal.api");
@@ -20,4 +21,11 @@ pub mod raft {
 pub mod engine {
     #![allow(missing_docs, unreachable_pub, clippy::all)]
     tonic::include_proto!("shoal.engine");
+}
+
+/// gRPC metadata keys shoal's services agree on.
+pub mod metadata {
+    /// Set by a manager that refuses a dispatcher call because it does not lead: the leader's
+    /// cluster-port address, so that the agent goes straight there.
+    pub const LEADER_ADDR: &str = "shoal-leader-addr";
 }

@@ -1,15 +1,23 @@
 //! The daemon's swarm roles: the worker agent every node in a swarm runs, and the manager role
-//! after `swarm init`. Serves the node-local `Swarm` API (init, info) and opens the control
-//! gate once this node manages. Wiring only: the decisions live in `manager` and `worker`.
+//! on managers. Serves the node-local `Swarm` API (init, join, leave, info) and opens the
+//! control gate while this node manages. It also follows what the managers say about this node
+//! in its session: the list of managers (kept on disk, so a restarted node finds them), and its
+//! desired role, which a promotion or demotion changes; and it renews the node's certificate
+//! before it expires. Wiring only: the decisions live in `manager` and `worker`.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use engine::LocalEngine;
+use engine::{Engine as _, LocalEngine};
 use manager::{ControlGate, InitOptions, ManagerRole, Membership, MembershipRole, SwarmDir};
 use raft_store::TlsIdentity;
 use shoal_proto::api::swarm_server::Swarm;
-use shoal_proto::api::{InfoRequest, InfoResponse, InitRequest, InitResponse, info_response};
+use shoal_proto::api::{
+    InfoRequest, InfoResponse, InitRequest, InitResponse, JoinRequest, JoinResponse, LeaveRequest,
+    LeaveResponse, NodeRole, SessionMessage, info_response,
+};
 use tokio::sync::{Mutex, watch};
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Request, Response, Status};
@@ -19,27 +27,55 @@ use worker::{AgentConfig, DispatcherConnector};
 pub(crate) const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// How long one attempt to reach a manager may take.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait before trying a failed role change or renewal again.
+const RETRY_DELAY: Duration = Duration::from_secs(5);
 
-/// Reaches the managers' dispatcher over mutual TLS with the node's certificate, trying each
-/// known manager in turn.
-struct ManagerConnector {
-    manager_addrs: Vec<String>,
-    identity: TlsIdentity,
-    next: std::sync::atomic::AtomicUsize,
+/// What the agent's connector and the role follower share: where the managers are, the
+/// certificate to show them, and the latest session message.
+struct ManagerLink {
+    manager_addrs: RwLock<Vec<String>>,
+    identity: RwLock<TlsIdentity>,
+    /// The leader a follower named; tried first on the next connect.
+    leader_hint: RwLock<Option<String>>,
+    next: AtomicUsize,
+    session: watch::Sender<Option<SessionMessage>>,
 }
+
+fn read<T: Clone>(lock: &RwLock<T>) -> T {
+    lock.read().unwrap_or_else(|p| p.into_inner()).clone()
+}
+
+fn write<T>(lock: &RwLock<T>, value: T) {
+    *lock.write().unwrap_or_else(|p| p.into_inner()) = value;
+}
+
+/// Reaches the managers' dispatcher over mutual TLS with the node's certificate: the leader a
+/// follower named if any, else each known manager in turn.
+struct ManagerConnector(Arc<ManagerLink>);
 
 impl DispatcherConnector for ManagerConnector {
     async fn connect(&self) -> Result<Channel, String> {
-        if self.manager_addrs.is_empty() {
-            return Err("this node knows no manager to connect to".to_owned());
-        }
-        let index =
-            self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % self.manager_addrs.len();
-        let addr = &self.manager_addrs[index];
+        let link = &self.0;
+        let addr = match link
+            .leader_hint
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+        {
+            Some(leader) => leader,
+            None => {
+                let addrs = read(&link.manager_addrs);
+                if addrs.is_empty() {
+                    return Err("this node knows no manager to connect to".to_owned());
+                }
+                addrs[link.next.fetch_add(1, Ordering::Relaxed) % addrs.len()].clone()
+            }
+        };
+        let identity = read(&link.identity);
         Endpoint::from_shared(format!("https://{addr}"))
             .map_err(|error| format!("manager address {addr}: {error}"))?
-            .tls_config(self.identity.client_config())
+            .tls_config(identity.client_config())
             .map_err(|error| format!("TLS settings for {addr}: {error}"))?
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_nodelay(true)
@@ -47,11 +83,31 @@ impl DispatcherConnector for ManagerConnector {
             .await
             .map_err(|error| format!("connecting to the manager at {addr}: {error}"))
     }
+
+    fn observe_session(&self, message: &SessionMessage) {
+        let addrs: Vec<String> = message
+            .managers
+            .iter()
+            .filter_map(|manager| manager.peer.as_ref().map(|peer| peer.addr.clone()))
+            .filter(|addr| !addr.is_empty())
+            .collect();
+        if !addrs.is_empty() {
+            write(&self.0.manager_addrs, addrs);
+        }
+        self.0.session.send_replace(Some(message.clone()));
+    }
+
+    fn redirect(&self, leader_addr: &str) {
+        write(&self.0.leader_hint, Some(leader_addr.to_owned()));
+    }
 }
 
 struct RunningAgent {
     stop: watch::Sender<bool>,
-    task: tokio::task::JoinHandle<()>,
+    agent: tokio::task::JoinHandle<()>,
+    /// Takes the state lock to change roles, so it is aborted, never awaited, by whoever holds
+    /// that lock to stop the agent.
+    follower: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Default)]
@@ -74,6 +130,32 @@ fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|name| name.trim().to_owned())
         .unwrap_or_default()
+}
+
+fn role_of(membership: &Membership) -> NodeRole {
+    match membership.role {
+        MembershipRole::Manager => NodeRole::Manager,
+        MembershipRole::Worker => NodeRole::Worker,
+    }
+}
+
+/// When to renew a certificate: at a random point between 50% and 80% of its lifetime, as
+/// Swarm does, so that a swarm's nodes don't all renew at once. Unreadable or past: soon.
+fn renewal_time(identity: &TlsIdentity) -> SystemTime {
+    let soon = SystemTime::now() + RETRY_DELAY;
+    let Ok((not_before, not_after)) =
+        manager::ca::validity_of(&String::from_utf8_lossy(&identity.cert_pem))
+    else {
+        return soon;
+    };
+    let lifetime = (not_after - not_before).max(0) as f64;
+    let fraction = 0.5 + 0.3 * rand::random::<f64>();
+    let at = UNIX_EPOCH + Duration::from_secs_f64(not_before.max(0) as f64 + lifetime * fraction);
+    at.max(soon)
+}
+
+fn status_of(error: impl Into<Status>) -> Status {
+    error.into()
 }
 
 impl NodeRoles {
@@ -121,25 +203,187 @@ impl NodeRoles {
             state_dir: self.data_root.join("worker"),
             engine_version: ENGINE_VERSION.to_owned(),
         };
-        let connector = ManagerConnector {
-            manager_addrs: membership.manager_addrs.clone(),
-            identity,
-            next: std::sync::atomic::AtomicUsize::new(0),
-        };
+        let link = Arc::new(ManagerLink {
+            manager_addrs: RwLock::new(membership.manager_addrs.clone()),
+            identity: RwLock::new(identity),
+            leader_hint: RwLock::new(None),
+            next: AtomicUsize::new(0),
+            session: watch::channel(None).0,
+        });
         let engine = Arc::new(self.engine.clone());
-        let task = tokio::spawn(async move {
-            if let Err(error) = worker::run_agent(config, engine, connector, stopped).await {
+        let connector = ManagerConnector(Arc::clone(&link));
+        let agent_stopped = stopped.clone();
+        let agent = tokio::spawn(async move {
+            if let Err(error) = worker::run_agent(config, engine, connector, agent_stopped).await {
                 tracing::error!(%error, "the worker agent stopped");
             }
         });
-        RunningAgent { stop, task }
+        let follower = tokio::spawn(self.clone().follow_managers(link, stopped));
+        RunningAgent {
+            stop,
+            agent,
+            follower,
+        }
+    }
+
+    /// Acts on what the managers say about this node, and renews its certificate in time,
+    /// until `stop`.
+    async fn follow_managers(self, link: Arc<ManagerLink>, mut stop: watch::Receiver<bool>) {
+        let mut messages = link.session.subscribe();
+        let mut renew_at = renewal_time(&read(&link.identity));
+        let mut retry_at: Option<tokio::time::Instant> = None;
+        loop {
+            let until_renewal = renew_at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+            let retry = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                changed = messages.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                }
+                () = retry => {}
+                () = tokio::time::sleep(until_renewal) => {
+                    match self.renew_certificate(&link).await {
+                        Ok(()) => tracing::info!("node certificate renewed"),
+                        Err(error) => tracing::warn!(%error, "could not renew the node certificate; retrying"),
+                    }
+                    renew_at = renewal_time(&read(&link.identity));
+                    continue;
+                }
+                _ = stop.changed() => return,
+            }
+            retry_at = None;
+            let message = messages.borrow_and_update().clone();
+            let Some(message) = message else { continue };
+            if let Err(error) = self.act_on_session(&link, &message).await {
+                tracing::warn!(%error, "could not take up the role the managers asked for; retrying");
+                retry_at = Some(tokio::time::Instant::now() + RETRY_DELAY);
+            } else {
+                renew_at = renewal_time(&read(&link.identity));
+            }
+        }
+    }
+
+    /// Keeps the manager list on disk, and changes role when the node's spec asks for another.
+    async fn act_on_session(
+        &self,
+        link: &ManagerLink,
+        message: &SessionMessage,
+    ) -> Result<(), manager::ManagerError> {
+        let mut state = self.state.lock().await;
+        let Some(mut membership) = state.membership.clone() else {
+            return Ok(());
+        };
+        let swarm_dir = self.swarm_dir();
+        let addrs = read(&link.manager_addrs);
+        if addrs != membership.manager_addrs {
+            membership.manager_addrs = addrs;
+            swarm_dir.save(&membership, &read(&link.identity))?;
+            state.membership = Some(membership.clone());
+        }
+        let desired = message
+            .node
+            .as_ref()
+            .and_then(|node| node.spec.as_ref())
+            .map(|spec| spec.desired_role());
+        let Some(desired) = desired else {
+            return Ok(());
+        };
+        if desired == role_of(&membership) {
+            return Ok(());
+        }
+        let (identity, granted) =
+            manager::join::renew_certificate(&membership.manager_addrs, &read(&link.identity))
+                .await?;
+        if granted != desired {
+            // The spec moved on while the certificate was issued; the next message says where.
+            return Ok(());
+        }
+        match granted {
+            NodeRole::Manager => {
+                membership.role = MembershipRole::Manager;
+                membership.raft_member_id = rand::random::<u64>().max(1);
+                swarm_dir.save(&membership, &identity)?;
+                let manager =
+                    ManagerRole::start(&swarm_dir, membership.clone(), identity.clone()).await?;
+                let joined = manager::join::join_raft(
+                    &membership.manager_addrs,
+                    &identity,
+                    membership.raft_member_id,
+                    &membership.advertise_addr,
+                )
+                .await;
+                if let Err(error) = joined {
+                    manager.shutdown().await;
+                    let _ = std::fs::remove_dir_all(swarm_dir.raft_dir());
+                    membership.role = MembershipRole::Worker;
+                    membership.raft_member_id = 0;
+                    swarm_dir.save(&membership, &read(&link.identity))?;
+                    return Err(error);
+                }
+                self.gate.set(Some(manager.control()));
+                state.manager = Some(manager);
+                tracing::info!("promoted: this node is now a manager");
+            }
+            NodeRole::Worker => {
+                self.gate.set(None);
+                if let Some(manager) = state.manager.take() {
+                    manager.shutdown().await;
+                }
+                membership.role = MembershipRole::Worker;
+                membership.raft_member_id = 0;
+                swarm_dir.save(&membership, &identity)?;
+                let _ = std::fs::remove_dir_all(swarm_dir.raft_dir());
+                tracing::info!("demoted: this node is now a worker");
+            }
+        }
+        write(&link.identity, identity);
+        state.membership = Some(membership);
+        Ok(())
+    }
+
+    /// Replaces the node certificate with a fresh one for the same role. A manager restarts its
+    /// role, so that its cluster port presents the new certificate.
+    async fn renew_certificate(&self, link: &ManagerLink) -> Result<(), manager::ManagerError> {
+        let mut state = self.state.lock().await;
+        let Some(membership) = state.membership.clone() else {
+            return Ok(());
+        };
+        let (identity, role) =
+            manager::join::renew_certificate(&membership.manager_addrs, &read(&link.identity))
+                .await?;
+        if role != role_of(&membership) {
+            // A role change is under way; the session follower takes it up.
+            return Ok(());
+        }
+        let swarm_dir = self.swarm_dir();
+        swarm_dir.save(&membership, &identity)?;
+        write(&link.identity, identity.clone());
+        if let Some(manager) = state.manager.take() {
+            self.gate.set(None);
+            manager.shutdown().await;
+            let manager = ManagerRole::start(&swarm_dir, membership, identity).await?;
+            self.gate.set(Some(manager.control()));
+            state.manager = Some(manager);
+        }
+        Ok(())
     }
 
     async fn init(&self, request: InitRequest) -> Result<String, Status> {
         let mut state = self.state.lock().await;
+        if request.force_new_cluster {
+            return self.force_new_cluster(&mut state).await;
+        }
         if let Some(membership) = &state.membership {
             return Err(Status::failed_precondition(format!(
-                "this node is already part of a swarm (node {}): it can't found another",
+                "this node is already part of a swarm (node {}): it can't found another; to recover a swarm that lost its quorum, use --force-new-cluster",
                 membership.node_id
             )));
         }
@@ -170,6 +414,175 @@ impl NodeRoles {
         let node_id = membership.node_id.clone();
         state.membership = Some(membership);
         Ok(node_id)
+    }
+
+    /// `swarm init --force-new-cluster` on a manager: its state becomes a new one-manager
+    /// cluster.
+    async fn force_new_cluster(&self, state: &mut RoleState) -> Result<String, Status> {
+        let swarm_dir = self.swarm_dir();
+        let (membership, identity) = swarm_dir.load().map_err(status_of)?.ok_or_else(|| {
+            Status::failed_precondition(
+                "--force-new-cluster recovers a manager's swarm, and this node is in none: run 'shoal swarm init' without it",
+            )
+        })?;
+        if membership.role != MembershipRole::Manager {
+            return Err(Status::failed_precondition(
+                "--force-new-cluster needs a manager's copy of the swarm, and this node is a worker: run it on a manager",
+            ));
+        }
+        self.gate.set(None);
+        if let Some(manager) = state.manager.take() {
+            manager.shutdown().await;
+        }
+        let manager = ManagerRole::force_new_cluster(&swarm_dir, membership.clone(), identity)
+            .await
+            .map_err(status_of)?;
+        self.gate.set(Some(manager.control()));
+        state.manager = Some(manager);
+        Ok(membership.node_id)
+    }
+
+    async fn join(&self, request: JoinRequest) -> Result<JoinResponse, Status> {
+        let mut state = self.state.lock().await;
+        if let Some(membership) = &state.membership {
+            return Err(Status::failed_precondition(format!(
+                "this node is already part of a swarm (node {}): leave it first with 'shoal swarm leave'",
+                membership.node_id
+            )));
+        }
+        if request.remote_addr.is_empty() {
+            return Err(Status::invalid_argument(
+                "give the address of a manager, HOST:PORT, such as 10.0.0.1:2377",
+            ));
+        }
+        let listen =
+            manager::address::parse_listen_addr(&request.listen_addr).map_err(status_of)?;
+        let remote = if request.remote_addr.contains(':') {
+            request.remote_addr.clone()
+        } else {
+            format!("{}:{}", request.remote_addr, listen.port())
+        };
+        let grant = manager::join::join(
+            &remote,
+            &request.token,
+            &hostname(),
+            &request.advertise_addr,
+        )
+        .await
+        .map_err(status_of)?;
+        let advertise = if request.advertise_addr.is_empty() {
+            std::net::SocketAddr::new(grant.local_ip, listen.port())
+        } else {
+            manager::address::choose_advertise_addr(&request.advertise_addr, listen, &[])
+                .map_err(status_of)?
+        };
+        let mut manager_addrs = grant.manager_addrs.clone();
+        if manager_addrs.is_empty() {
+            manager_addrs.push(remote.clone());
+        }
+        let mut membership = Membership {
+            node_id: grant.node_id.clone(),
+            cluster_id: grant.cluster_id.clone(),
+            role: MembershipRole::Worker,
+            raft_member_id: 0,
+            listen_addr: listen.to_string(),
+            advertise_addr: advertise.to_string(),
+            manager_addrs,
+        };
+        let swarm_dir = self.swarm_dir();
+        if grant.role == NodeRole::Manager {
+            membership.role = MembershipRole::Manager;
+            membership.raft_member_id = rand::random::<u64>().max(1);
+        }
+        swarm_dir
+            .save(&membership, &grant.identity)
+            .map_err(status_of)?;
+        if grant.role == NodeRole::Manager {
+            let started = async {
+                let manager =
+                    ManagerRole::start(&swarm_dir, membership.clone(), grant.identity.clone())
+                        .await?;
+                if let Err(error) = manager::join::join_raft(
+                    &membership.manager_addrs,
+                    &grant.identity,
+                    membership.raft_member_id,
+                    &membership.advertise_addr,
+                )
+                .await
+                {
+                    manager.shutdown().await;
+                    return Err(error);
+                }
+                Ok::<ManagerRole, manager::ManagerError>(manager)
+            }
+            .await;
+            match started {
+                Ok(manager) => {
+                    self.gate.set(Some(manager.control()));
+                    state.manager = Some(manager);
+                }
+                Err(error) => {
+                    let _ = swarm_dir.remove();
+                    return Err(Status::unavailable(format!(
+                        "node {} was admitted but could not join the managers' Raft group: {error}; remove it with 'shoal node rm --force {}' on a manager and join again",
+                        grant.node_id, grant.node_id
+                    )));
+                }
+            }
+        }
+        state.agent = Some(self.start_agent(&membership, grant.identity));
+        state.membership = Some(membership);
+        tracing::info!(node = %grant.node_id, role = ?grant.role, "joined the swarm");
+        Ok(JoinResponse {
+            node_id: grant.node_id,
+            role: grant.role as i32,
+        })
+    }
+
+    async fn leave(&self, request: LeaveRequest) -> Result<(), Status> {
+        let mut state = self.state.lock().await;
+        if state.membership.is_none() {
+            return Err(Status::failed_precondition(
+                "this node is not part of a swarm",
+            ));
+        }
+        if let Some(manager) = &state.manager {
+            manager.leave(request.force).await.map_err(status_of)?;
+        }
+        self.gate.set(None);
+        if let Some(manager) = state.manager.take() {
+            manager.shutdown().await;
+        }
+        if let Some(agent) = state.agent.take() {
+            stop_agent(agent).await;
+        }
+        self.remove_task_containers().await;
+        let _ = std::fs::remove_dir_all(self.data_root.join("worker"));
+        self.swarm_dir().remove().map_err(status_of)?;
+        state.membership = None;
+        tracing::info!("left the swarm");
+        Ok(())
+    }
+
+    /// Removes the containers of the swarm's tasks: they belong to the swarm this node left.
+    async fn remove_task_containers(&self) {
+        let containers = match self.engine.list(true).await {
+            Ok(containers) => containers,
+            Err(error) => {
+                tracing::warn!(%error, "could not list the swarm's containers to remove them");
+                return;
+            }
+        };
+        for container in containers.iter().filter(|container| {
+            container
+                .spec
+                .labels
+                .contains_key(worker::convert::LABEL_TASK_ID)
+        }) {
+            if let Err(error) = self.engine.remove(&container.id, true).await {
+                tracing::warn!(container = %container.id, %error, "could not remove a task's container");
+            }
+        }
     }
 
     async fn info(&self) -> InfoResponse {
@@ -208,13 +621,18 @@ impl NodeRoles {
         let mut state = self.state.lock().await;
         self.gate.set(None);
         if let Some(agent) = state.agent.take() {
-            let _ = agent.stop.send(true);
-            let _ = agent.task.await;
+            stop_agent(agent).await;
         }
         if let Some(manager) = state.manager.take() {
             manager.shutdown().await;
         }
     }
+}
+
+async fn stop_agent(agent: RunningAgent) {
+    agent.follower.abort();
+    let _ = agent.stop.send(true);
+    let _ = agent.agent.await;
 }
 
 #[tonic::async_trait]
@@ -226,5 +644,19 @@ impl Swarm for NodeRoles {
 
     async fn info(&self, _: Request<InfoRequest>) -> Result<Response<InfoResponse>, Status> {
         Ok(Response::new(NodeRoles::info(self).await))
+    }
+
+    async fn join(&self, request: Request<JoinRequest>) -> Result<Response<JoinResponse>, Status> {
+        Ok(Response::new(
+            NodeRoles::join(self, request.into_inner()).await?,
+        ))
+    }
+
+    async fn leave(
+        &self,
+        request: Request<LeaveRequest>,
+    ) -> Result<Response<LeaveResponse>, Status> {
+        NodeRoles::leave(self, request.into_inner()).await?;
+        Ok(Response::new(LeaveResponse {}))
     }
 }

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use raft_store::TlsIdentity;
 use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose,
 };
 use shoal_proto::api::NodeRole;
 
@@ -30,6 +30,25 @@ pub fn role_name(role: NodeRole) -> &'static str {
         NodeRole::Manager => raft_store::MANAGER_SERVER_NAME,
         NodeRole::Worker => "swarm-worker",
     }
+}
+
+/// The DER bytes of the first certificate in `pem`.
+pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, ManagerError> {
+    x509_parser::pem::parse_x509_pem(pem.as_bytes())
+        .map(|(_, block)| block.contents)
+        .map_err(|error| ManagerError::Pki(format!("a certificate can't be read: {error}")))
+}
+
+/// When a PEM certificate stops being valid, in seconds since the Unix epoch, and when it started.
+pub fn validity_of(pem: &str) -> Result<(i64, i64), ManagerError> {
+    let der = pem_to_der(pem)?;
+    let (_, certificate) = x509_parser::parse_x509_certificate(&der)
+        .map_err(|error| ManagerError::Pki(format!("a certificate can't be read: {error}")))?;
+    let validity = certificate.validity();
+    Ok((
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ))
 }
 
 /// The root CA: its certificate, and its key on managers.
@@ -118,38 +137,95 @@ impl RootCa {
         cluster_id: &str,
         lifetime: Duration,
     ) -> Result<NodeCertificate, ManagerError> {
-        let ca_key = KeyPair::from_pem(&self.key_pem)
-            .map_err(|error| pki_error("reading the CA key", error))?;
-        let ca_params = root_params()?;
-        let issuer = Issuer::from_params(&ca_params, &ca_key);
         let key = KeyPair::generate().map_err(|error| pki_error("generating a node key", error))?;
-        let mut params =
-            CertificateParams::new(vec![role_name(role).to_owned(), node_id.to_owned()])
-                .map_err(|error| pki_error("node certificate parameters", error))?;
-        params.distinguished_name.push(DnType::CommonName, node_id);
-        params
-            .distinguished_name
-            .push(DnType::OrganizationalUnitName, role_name(role));
-        params
-            .distinguished_name
-            .push(DnType::OrganizationName, cluster_id);
-        params.key_usages = vec![
-            KeyUsagePurpose::DigitalSignature,
-            KeyUsagePurpose::KeyEncipherment,
-        ];
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        validity(&mut params, lifetime);
-        let cert = params
-            .signed_by(&key, &issuer)
-            .map_err(|error| pki_error("signing a node certificate", error))?;
+        let cert = self.sign(node_params(node_id, role, cluster_id, lifetime)?, &key)?;
         Ok(NodeCertificate {
-            cert_pem: cert.pem(),
+            cert_pem: cert,
             key_pem: key.serialize_pem(),
         })
     }
+
+    /// Signs a node certificate for the public key of a PKCS#10 request (PEM). Only the key is
+    /// taken from the request: the subject, names and lifetime are the CA's to choose.
+    pub fn sign_request(
+        &self,
+        csr_pem: &str,
+        node_id: &str,
+        role: NodeRole,
+        cluster_id: &str,
+        lifetime: Duration,
+    ) -> Result<String, ManagerError> {
+        let request = CertificateSigningRequestParams::from_pem(csr_pem).map_err(|error| {
+            ManagerError::InvalidArgument(format!(
+                "the certificate signing request can't be used: {error}"
+            ))
+        })?;
+        let signed = CertificateSigningRequestParams {
+            params: node_params(node_id, role, cluster_id, lifetime)?,
+            public_key: request.public_key,
+        };
+        let (ca_key, ca_params) = self.signing_key()?;
+        let issuer = Issuer::from_params(&ca_params, &ca_key);
+        signed
+            .signed_by(&issuer)
+            .map(|cert| cert.pem())
+            .map_err(|error| pki_error("signing a node certificate", error))
+    }
+
+    fn signing_key(&self) -> Result<(KeyPair, CertificateParams), ManagerError> {
+        let ca_key = KeyPair::from_pem(&self.key_pem)
+            .map_err(|error| pki_error("reading the CA key", error))?;
+        Ok((ca_key, root_params()?))
+    }
+
+    fn sign(&self, params: CertificateParams, key: &KeyPair) -> Result<String, ManagerError> {
+        let (ca_key, ca_params) = self.signing_key()?;
+        let issuer = Issuer::from_params(&ca_params, &ca_key);
+        params
+            .signed_by(key, &issuer)
+            .map(|cert| cert.pem())
+            .map_err(|error| pki_error("signing a node certificate", error))
+    }
+}
+
+/// A node certificate's parameters: Swarm's subject, the role and node id as DNS names, and
+/// both TLS usages (every node is a client, and managers serve).
+fn node_params(
+    node_id: &str,
+    role: NodeRole,
+    cluster_id: &str,
+    lifetime: Duration,
+) -> Result<CertificateParams, ManagerError> {
+    let mut params = CertificateParams::new(vec![role_name(role).to_owned(), node_id.to_owned()])
+        .map_err(|error| pki_error("node certificate parameters", error))?;
+    params.distinguished_name.push(DnType::CommonName, node_id);
+    params
+        .distinguished_name
+        .push(DnType::OrganizationalUnitName, role_name(role));
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, cluster_id);
+    params.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    validity(&mut params, lifetime);
+    Ok(params)
+}
+
+/// A fresh node key and a certificate signing request for it, both PEM: what a node sends the CA
+/// when it joins or renews. The key never leaves the node.
+pub fn new_key_and_request() -> Result<(String, String), ManagerError> {
+    let key = KeyPair::generate().map_err(|error| pki_error("generating a node key", error))?;
+    let request = CertificateParams::new(Vec::<String>::new())
+        .and_then(|params| params.serialize_request(&key))
+        .and_then(|request| request.pem())
+        .map_err(|error| pki_error("making a certificate signing request", error))?;
+    Ok((key.serialize_pem(), request))
 }
 
 impl NodeCertificate {

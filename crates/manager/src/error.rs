@@ -35,6 +35,15 @@ pub enum ManagerError {
     FailedPrecondition(String),
     #[error("certificate authority: {0}")]
     Pki(String),
+    /// Another node could not be reached; the message says which and what to check.
+    #[error("{0}")]
+    Unavailable(String),
+    /// The caller, or the node it talks to, is not who it must be.
+    #[error("{0}")]
+    PermissionDenied(String),
+    /// What a manager answered a call this node made to it.
+    #[error("{}", .0.message())]
+    Remote(tonic::Status),
     #[error("{what} {path}: {source}")]
     Io {
         what: &'static str,
@@ -55,7 +64,15 @@ impl ManagerError {
             ManagerError::FailedPrecondition(_) => "failed_precondition",
             ManagerError::Pki(_) => "pki",
             ManagerError::Io { .. } => "io",
+            ManagerError::Unavailable(_) => "unavailable",
+            ManagerError::PermissionDenied(_) => "permission_denied",
+            ManagerError::Remote(_) => "remote",
         }
+    }
+
+    /// A manager's answer to a call, kept with its code.
+    pub fn from_status(status: tonic::Status) -> ManagerError {
+        ManagerError::Remote(status)
     }
 }
 
@@ -71,6 +88,9 @@ impl From<ManagerError> for tonic::Status {
             ManagerError::NotFound { .. } => tonic::Status::not_found(message),
             ManagerError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
             ManagerError::Pki(_) | ManagerError::Io { .. } => tonic::Status::internal(message),
+            ManagerError::Unavailable(_) => tonic::Status::unavailable(message),
+            ManagerError::PermissionDenied(_) => tonic::Status::permission_denied(message),
+            ManagerError::Remote(status) => tonic::Status::new(status.code(), message),
         }
     }
 }

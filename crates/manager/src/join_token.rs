@@ -1,5 +1,5 @@
 //! Join tokens in Swarm's form: `SWMTKN-1-<digest>-<secret>`, where the digest is the SHA-256
-//! of the root CA certificate (PEM) in base 36, zero-padded to 50 characters, and the secret is
+//! of the root CA certificate (DER) in base 36, zero-padded to 50 characters, and the secret is
 //! 16 random bytes in base 36, zero-padded to 25. A joining node checks the CA a manager
 //! presents against the digest before trusting it, and proves with the secret that it may join
 //! in the token's role.
@@ -42,17 +42,18 @@ fn base36(bytes: &[u8], width: usize) -> String {
     String::from_utf8_lossy(&digits).into_owned()
 }
 
-/// The digest part of a token for the root CA `ca_cert_pem`.
-pub fn ca_digest(ca_cert_pem: &[u8]) -> String {
-    base36(&Sha256::digest(ca_cert_pem), DIGEST_LENGTH)
+/// The digest part of a token for the root CA certificate `ca_cert_der`. DER, not PEM: a joining
+/// node sees the certificate as DER in the TLS handshake.
+pub fn ca_digest(ca_cert_der: &[u8]) -> String {
+    base36(&Sha256::digest(ca_cert_der), DIGEST_LENGTH)
 }
 
 impl JoinToken {
     /// A new token for the root CA, with a fresh random secret.
-    pub fn generate(ca_cert_pem: &[u8]) -> JoinToken {
+    pub fn generate(ca_cert_der: &[u8]) -> JoinToken {
         let secret: [u8; 16] = rand::random();
         JoinToken {
-            ca_digest: ca_digest(ca_cert_pem),
+            ca_digest: ca_digest(ca_cert_der),
             secret: base36(&secret, SECRET_LENGTH),
         }
     }
@@ -87,9 +88,9 @@ impl JoinToken {
         })
     }
 
-    /// Whether `ca_cert_pem` is the root CA this token was made for.
-    pub fn trusts(&self, ca_cert_pem: &[u8]) -> bool {
-        self.ca_digest == ca_digest(ca_cert_pem)
+    /// Whether `ca_cert_der` is the root CA this token was made for.
+    pub fn trusts(&self, ca_cert_der: &[u8]) -> bool {
+        self.ca_digest == ca_digest(ca_cert_der)
     }
 }
 

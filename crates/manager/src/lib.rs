@@ -14,12 +14,15 @@
 
 pub mod address;
 pub mod assignment;
+mod authz;
 pub mod ca;
 mod control;
 mod dispatcher;
 mod error;
+pub mod join;
 pub mod join_token;
 pub mod membership;
+mod node_ca;
 pub mod objects;
 pub mod orchestration_loop;
 pub mod orchestrator;

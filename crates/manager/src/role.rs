@@ -7,21 +7,28 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use raft_store::{Store, StoreConfig, TlsIdentity, Transaction};
+use shoal_proto::api::control_server::ControlServer;
 use shoal_proto::api::dispatcher_server::DispatcherServer;
+use shoal_proto::api::node_ca_server::NodeCaServer;
+use shoal_proto::api::raft_membership_server::RaftMembershipServer;
 use shoal_proto::api::{
     self, Annotations, CaConfig, Cluster, ClusterSpec, DispatcherConfig, ManagerStatus, Node,
     NodeDescription, NodeRole, NodeSpec, NodeStatus, OrchestrationConfig, RaftConfig, node_spec,
     node_status, raft_member_status,
 };
 use tokio::sync::{oneshot, watch};
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::address::{choose_advertise_addr, host_ipv4_addresses, parse_listen_addr};
+use crate::authz::ClusterAuth;
 use crate::ca::{DEFAULT_NODE_CERT_LIFETIME, RootCa};
 use crate::control::ControlApi;
 use crate::dispatcher::{DispatcherService, LogBroker};
 use crate::error::ManagerError;
 use crate::join_token::JoinToken;
 use crate::membership::{Membership, MembershipRole, SwarmDir};
+use crate::node_ca::{NodeCaService, RaftMembershipService};
 use crate::objects::{self, ClusterObject};
 use crate::orchestration_loop::OrchestrationLoop;
 use crate::orchestrator::{duration_from_proto, duration_to_proto};
@@ -154,6 +161,7 @@ impl ManagerRole {
         let node_id = raft_store::new_object_id();
         let raft_member_id = new_raft_member_id();
         let root_ca = RootCa::generate()?;
+        let root_der = crate::ca::pem_to_der(&root_ca.cert_pem)?;
         let identity = root_ca
             .issue(
                 &node_id,
@@ -203,10 +211,10 @@ impl ManagerRole {
             root_ca: Some(api::RootCa {
                 ca_cert: root_ca.cert_pem.clone().into_bytes(),
                 ca_key: root_ca.key_pem().as_bytes().to_vec(),
-                ca_cert_hash: crate::join_token::ca_digest(root_ca.cert_pem.as_bytes()),
+                ca_cert_hash: crate::join_token::ca_digest(&root_der),
                 join_tokens: Some(api::JoinTokens {
-                    worker: JoinToken::generate(root_ca.cert_pem.as_bytes()).to_string(),
-                    manager: JoinToken::generate(root_ca.cert_pem.as_bytes()).to_string(),
+                    worker: JoinToken::generate(&root_der).to_string(),
+                    manager: JoinToken::generate(&root_der).to_string(),
                 }),
                 ..Default::default()
             }),
@@ -298,6 +306,27 @@ impl ManagerRole {
         ManagerRole::run(Arc::new(store), listener, membership, &identity)
     }
 
+    /// Recovers from a lost quorum (`swarm init --force-new-cluster`): this manager's copy of
+    /// the state becomes a new cluster with this manager as its only member. Nodes, services and
+    /// tasks are kept; the other managers are no longer members, and show as unreachable until
+    /// they are demoted or removed.
+    pub async fn force_new_cluster(
+        swarm_dir: &SwarmDir,
+        membership: Membership,
+        identity: TlsIdentity,
+    ) -> Result<ManagerRole, ManagerError> {
+        raft_store::force_new_cluster(
+            &swarm_dir.raft_dir(),
+            membership.raft_member_id,
+            &membership.advertise_addr,
+        )
+        .await?;
+        let manager = ManagerRole::start(swarm_dir, membership, identity).await?;
+        manager.store.wait_for_leader(BOOTSTRAP_TIMEOUT).await?;
+        tracing::warn!("a new cluster was forced from this manager's state");
+        Ok(manager)
+    }
+
     fn run(
         store: Arc<Store>,
         listener: tokio::net::TcpListener,
@@ -330,12 +359,34 @@ impl ManagerRole {
         });
         let control = ControlApi::new(Arc::clone(&store), given_up, logs);
 
+        let auth = ClusterAuth::new(Arc::clone(&store), membership.cluster_id.clone());
         let mut server = tonic::transport::Server::builder()
-            .tls_config(identity.server_config())
+            .tls_config(cluster_port_tls(identity))
             .map_err(|error| ManagerError::Pki(format!("the cluster port's TLS: {error}")))?;
         let router = server
-            .add_service(store.raft_service())
-            .add_service(DispatcherServer::new(dispatcher));
+            .add_service(InterceptedService::new(
+                store.raft_service(),
+                auth.managers_only(),
+            ))
+            .add_service(InterceptedService::new(
+                DispatcherServer::new(dispatcher),
+                auth.members_only(),
+            ))
+            .add_service(NodeCaServer::new(NodeCaService::new(
+                Arc::clone(&store),
+                auth.clone(),
+            )))
+            .add_service(InterceptedService::new(
+                RaftMembershipServer::new(RaftMembershipService::new(
+                    Arc::clone(&store),
+                    auth.clone(),
+                )),
+                auth.managers_only(),
+            ))
+            .add_service(InterceptedService::new(
+                ControlServer::new(control.clone()),
+                auth.managers_only(),
+            ));
         // Nagle's algorithm would hold small replies back until the peer's delayed ACK.
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
@@ -367,6 +418,19 @@ impl ManagerRole {
 
     pub fn membership(&self) -> &Membership {
         &self.membership
+    }
+
+    /// Takes this manager out of the Raft group before the node leaves the swarm; refused
+    /// without `force` when the managers left would lose their quorum.
+    pub async fn leave(&self, force: bool) -> Result<(), ManagerError> {
+        self.control
+            .leave_managers(&self.membership.node_id, force)
+            .await
+    }
+
+    /// The Raft member ids of the voters and whether this member leads, for tests and `info`.
+    pub fn raft_status(&self) -> raft_store::StoreStatus {
+        self.store.status()
     }
 
     /// Counts of managers and nodes, from this manager's copy of the store.
@@ -408,6 +472,22 @@ impl ManagerRole {
             Err(_) => tracing::debug!("store still in use at shutdown"),
         }
     }
+}
+
+/// The cluster port's TLS: the manager presents its certificate followed by the root, so that a
+/// joining node can read the root from the handshake and check it against its token, and a
+/// client certificate is optional there (a joining node has none yet); [`ClusterAuth`] decides
+/// per service who may call.
+fn cluster_port_tls(identity: &TlsIdentity) -> ServerTlsConfig {
+    let mut chain = identity.cert_pem.clone();
+    if !chain.ends_with(b"\n") {
+        chain.push(b'\n');
+    }
+    chain.extend_from_slice(&identity.ca_pem);
+    ServerTlsConfig::new()
+        .identity(Identity::from_pem(chain, &identity.key_pem))
+        .client_ca_root(Certificate::from_pem(&identity.ca_pem))
+        .client_auth_optional(true)
 }
 
 /// Keeps the dispatcher's heartbeat period in step with the cluster spec.

@@ -23,6 +23,7 @@ pub(crate) struct InitOptions {
     pub(crate) default_addr_pool_mask_length: Option<u32>,
     pub(crate) task_history_limit: Option<i64>,
     pub(crate) dispatcher_heartbeat: Option<String>,
+    pub(crate) force_new_cluster: bool,
 }
 
 fn check_cidr(text: &str) -> anyhow::Result<()> {
@@ -76,7 +77,37 @@ pub(crate) fn init_request(options: &InitOptions) -> anyhow::Result<api::InitReq
             .as_deref()
             .map(|d| parse_flag_duration("dispatcher-heartbeat", d))
             .transpose()?,
+        force_new_cluster: options.force_new_cluster,
     })
+}
+
+/// The role `swarm join-token` names: worker or manager.
+pub(crate) fn token_role(role: &str) -> anyhow::Result<api::NodeRole> {
+    match role {
+        "worker" => Ok(api::NodeRole::Worker),
+        "manager" => Ok(api::NodeRole::Manager),
+        other => bail!("unknown role {other:?}: use worker or manager"),
+    }
+}
+
+/// What `swarm join-token` prints, as docker prints it: the whole join command, or with `-q`
+/// the token alone.
+pub(crate) fn join_token_text(
+    role: api::NodeRole,
+    token: &str,
+    manager_addr: &str,
+    quiet: bool,
+) -> String {
+    if quiet {
+        return format!("{token}\n");
+    }
+    let role = match role {
+        api::NodeRole::Worker => "worker",
+        api::NodeRole::Manager => "manager",
+    };
+    format!(
+        "To add a {role} to this swarm, run the following command:\n\n    shoal swarm join --token {token} {manager_addr}\n\n"
+    )
 }
 
 /// `swarm update`'s flags.

@@ -32,6 +32,40 @@ pub(crate) enum SwarmCommand {
         /// How often nodes report to the dispatcher, e.g. 5s.
         #[arg(long)]
         dispatcher_heartbeat: Option<String>,
+        /// On a manager of a swarm that lost its quorum: make its state a new one-manager swarm.
+        #[arg(long)]
+        force_new_cluster: bool,
+    },
+    /// Joins a swarm as a worker or a manager, as the token says.
+    Join {
+        /// The join token a manager's 'swarm join-token' printed.
+        #[arg(long)]
+        token: String,
+        /// Address other nodes reach this one at: IP, or IP:PORT.
+        #[arg(long)]
+        advertise_addr: Option<String>,
+        /// Address the cluster port listens on if this node manages (default 0.0.0.0:2377).
+        #[arg(long)]
+        listen_addr: Option<String>,
+        /// A manager's address, HOST:PORT.
+        remote: String,
+    },
+    /// Prints the command that joins a node as a worker or a manager.
+    JoinToken {
+        /// Prints only the token.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Replaces the token; the old one stops working at once.
+        #[arg(long)]
+        rotate: bool,
+        /// worker or manager.
+        role: String,
+    },
+    /// Leaves the swarm.
+    Leave {
+        /// Leaves even when this manager's leaving breaks the managers' quorum.
+        #[arg(short = 'f', long)]
+        force: bool,
     },
     /// Changes the swarm's settings.
     Update {
@@ -67,6 +101,25 @@ pub(crate) enum NodeCommand {
         #[arg(required = true)]
         nodes: Vec<String>,
     },
+    /// Makes workers managers.
+    Promote {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Makes managers workers; refused when the swarm would lose its quorum.
+    Demote {
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
+    /// Removes nodes from the swarm; their certificates are revoked.
+    #[command(alias = "remove")]
+    Rm {
+        /// Removes a node that is not down.
+        #[arg(short = 'f', long)]
+        force: bool,
+        #[arg(required = true)]
+        nodes: Vec<String>,
+    },
     /// Changes a node's availability or labels.
     Update {
         /// active, pause or drain.
@@ -91,6 +144,7 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
             default_addr_pool_mask_length,
             task_history_limit,
             dispatcher_heartbeat,
+            force_new_cluster,
         } => {
             let request = format::init_request(&format::InitOptions {
                 advertise_addr,
@@ -99,6 +153,7 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
                 default_addr_pool_mask_length,
                 task_history_limit,
                 dispatcher_heartbeat,
+                force_new_cluster,
             })?;
             let response = Daemon::connect(host)
                 .await?
@@ -125,16 +180,7 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
             // Durations are checked before anything is read or sent.
             format::update_cluster_spec(api::ClusterSpec::default(), &update)?;
             let mut daemon = Daemon::connect(host).await?;
-            let cluster = daemon
-                .control
-                .get_cluster(api::GetClusterRequest {})
-                .await
-                .map_err(api_error)?
-                .into_inner()
-                .cluster
-                .context(
-                    "the daemon returned no cluster: is this node a manager? run 'shoal info'",
-                )?;
+            let cluster = get_cluster(&mut daemon).await?;
             let version = version_of(cluster.meta.as_ref());
             let spec = format::update_cluster_spec(cluster.spec.unwrap_or_default(), &update)?;
             daemon
@@ -142,13 +188,113 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
                 .update_cluster(api::UpdateClusterRequest {
                     version,
                     spec: Some(spec),
+                    ..Default::default()
                 })
                 .await
                 .map_err(api_error)?;
             println!("Swarm updated.");
         }
+        SwarmCommand::Join {
+            token,
+            advertise_addr,
+            listen_addr,
+            remote,
+        } => {
+            let response = Daemon::connect(host)
+                .await?
+                .swarm
+                .join(api::JoinRequest {
+                    remote_addr: remote,
+                    token,
+                    advertise_addr: advertise_addr.unwrap_or_default(),
+                    listen_addr: listen_addr.unwrap_or_default(),
+                })
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            let role = match response.role() {
+                api::NodeRole::Manager => "manager",
+                api::NodeRole::Worker => "worker",
+            };
+            println!("This node joined a swarm as a {role}.");
+        }
+        SwarmCommand::JoinToken {
+            quiet,
+            rotate,
+            role,
+        } => {
+            let role = format::token_role(&role)?;
+            let mut daemon = Daemon::connect(host).await?;
+            let mut cluster = get_cluster(&mut daemon).await?;
+            if rotate {
+                cluster = daemon
+                    .control
+                    .update_cluster(api::UpdateClusterRequest {
+                        version: version_of(cluster.meta.as_ref()),
+                        spec: cluster.spec.clone(),
+                        rotate_worker_token: role == api::NodeRole::Worker,
+                        rotate_manager_token: role == api::NodeRole::Manager,
+                    })
+                    .await
+                    .map_err(api_error)?
+                    .into_inner()
+                    .cluster
+                    .context("the daemon returned no cluster after rotating the token")?;
+                if !quiet {
+                    let name = if role == api::NodeRole::Worker {
+                        "worker"
+                    } else {
+                        "manager"
+                    };
+                    println!("Successfully rotated {name} join token.\n");
+                }
+            }
+            let tokens = cluster
+                .root_ca
+                .and_then(|root| root.join_tokens)
+                .context("the cluster holds no join tokens")?;
+            let token = match role {
+                api::NodeRole::Worker => tokens.worker,
+                api::NodeRole::Manager => tokens.manager,
+            };
+            let info = daemon
+                .swarm
+                .info(api::InfoRequest {})
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            let manager_addr = info
+                .remote_managers
+                .get(&info.node_id)
+                .cloned()
+                .unwrap_or_else(|| format!("{}:2377", info.node_addr));
+            print!(
+                "{}",
+                format::join_token_text(role, &token, &manager_addr, quiet)
+            );
+        }
+        SwarmCommand::Leave { force } => {
+            Daemon::connect(host)
+                .await?
+                .swarm
+                .leave(api::LeaveRequest { force })
+                .await
+                .map_err(api_error)?;
+            println!("Node left the swarm.");
+        }
     }
     Ok(())
+}
+
+async fn get_cluster(daemon: &mut Daemon) -> anyhow::Result<api::Cluster> {
+    daemon
+        .control
+        .get_cluster(api::GetClusterRequest {})
+        .await
+        .map_err(api_error)?
+        .into_inner()
+        .cluster
+        .context("the daemon returned no cluster: is this node a manager? run 'shoal info'")
 }
 
 pub(crate) fn version_of(meta: Option<&api::Meta>) -> u64 {
@@ -311,6 +457,78 @@ pub(crate) async fn node(host: &str, command: NodeCommand) -> anyhow::Result<()>
                 .map_err(api_error)?;
             println!("{node}");
         }
+        NodeCommand::Promote { nodes } => {
+            for node in nodes {
+                let id = set_desired_role(&mut daemon, &node, api::NodeRole::Manager).await?;
+                match id {
+                    None => println!("Node {node} is already a manager."),
+                    Some(_) => println!("Node {node} promoted to a manager in the swarm."),
+                }
+            }
+        }
+        NodeCommand::Demote { nodes } => {
+            for node in nodes {
+                let id = set_desired_role(&mut daemon, &node, api::NodeRole::Worker).await?;
+                match id {
+                    None => println!("Node {node} is already a worker."),
+                    Some(_) => println!("Manager {node} demoted in the swarm."),
+                }
+            }
+        }
+        NodeCommand::Rm { force, nodes } => {
+            let mut failed = Vec::new();
+            for node in nodes {
+                let reference = node_reference(&mut daemon, node.clone()).await?;
+                match daemon
+                    .control
+                    .remove_node(api::RemoveNodeRequest {
+                        node: reference,
+                        force,
+                    })
+                    .await
+                {
+                    Ok(_) => println!("{node}"),
+                    Err(status) => failed.push(format!("{node}: {}", status.message())),
+                }
+            }
+            if !failed.is_empty() {
+                anyhow::bail!("{}", failed.join("\n"));
+            }
+        }
     }
     Ok(())
+}
+
+/// Sets a node's desired role; `None` when it already has it.
+async fn set_desired_role(
+    daemon: &mut Daemon,
+    node: &str,
+    role: api::NodeRole,
+) -> anyhow::Result<Option<String>> {
+    let reference = node_reference(daemon, node.to_owned()).await?;
+    let current = daemon
+        .control
+        .get_node(api::GetNodeRequest {
+            node: reference.clone(),
+        })
+        .await
+        .map_err(api_error)?
+        .into_inner()
+        .node
+        .with_context(|| format!("the daemon returned no node for {reference}"))?;
+    let mut spec = current.spec.clone().unwrap_or_default();
+    if spec.desired_role() == role {
+        return Ok(None);
+    }
+    spec.set_desired_role(role);
+    daemon
+        .control
+        .update_node(api::UpdateNodeRequest {
+            node: current.id.clone(),
+            version: version_of(current.meta.as_ref()),
+            spec: Some(spec),
+        })
+        .await
+        .map_err(api_error)?;
+    Ok(Some(current.id))
 }

@@ -67,6 +67,7 @@ delegate_control! {
     list_nodes(ListNodesRequest) -> ListNodesResponse;
     get_node(GetNodeRequest) -> NodeResponse;
     update_node(UpdateNodeRequest) -> NodeResponse;
+    remove_node(RemoveNodeRequest) -> RemoveNodeResponse;
     create_service(CreateServiceRequest) -> ServiceResponse;
     get_service(GetServiceRequest) -> ServiceResponse;
     list_services(ListServicesRequest) -> ListServicesResponse;

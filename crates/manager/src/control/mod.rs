@@ -4,6 +4,7 @@
 //! refused rather than lost.
 
 mod gate;
+mod managers;
 mod progress;
 mod resolve;
 mod service_spec;
@@ -17,9 +18,10 @@ use shoal_proto::api::{
     self, Cluster, ClusterResponse, CreateServiceRequest, GetClusterRequest, GetNodeRequest,
     GetServiceRequest, GetTaskRequest, JobStatus, ListNodesRequest, ListNodesResponse,
     ListServicesRequest, ListServicesResponse, ListTasksRequest, ListTasksResponse, Node,
-    NodeResponse, RemoveServiceRequest, RemoveServiceResponse, Service, ServiceLogsRequest,
-    ServiceProgressRequest, ServiceProgressResponse, ServiceResponse, Task, TaskResponse,
-    UpdateClusterRequest, UpdateNodeRequest, UpdateServiceRequest, Version, service_spec::Mode,
+    NodeResponse, RemoveNodeRequest, RemoveNodeResponse, RemoveServiceRequest,
+    RemoveServiceResponse, Service, ServiceLogsRequest, ServiceProgressRequest,
+    ServiceProgressResponse, ServiceResponse, Task, TaskResponse, UpdateClusterRequest,
+    UpdateNodeRequest, UpdateServiceRequest, Version, service_spec::Mode,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -264,20 +266,127 @@ impl ControlApi {
             .spec
             .as_ref()
             .map_or(api::NodeRole::Worker, |spec| spec.desired_role());
-        if spec.desired_role() != current_role {
-            return Err(ManagerError::FailedPrecondition(format!(
-                "node {} can't change role in a one-manager swarm: promotion and demotion need managers that can join (not supported yet); update availability and labels only",
-                node.id
-            )));
+        let demoted =
+            current_role == api::NodeRole::Manager && spec.desired_role() == api::NodeRole::Worker;
+        if demoted && let Some(manager) = node.manager_status.clone() {
+            // The node leaves the Raft group first: a demotion that can't commit changes nothing.
+            // A manager that is no member any more (after --force-new-cluster) just goes.
+            let status = self.store.status();
+            if status.voters.contains_key(&manager.raft_id)
+                || status.learners.contains_key(&manager.raft_id)
+            {
+                self.check_manager_may_go(manager.raft_id, &format!("demoting node {}", node.id))?;
+                self.store.remove_member(manager.raft_id).await?;
+            }
+            node.manager_status = None;
+            node.role = api::NodeRole::Worker as i32;
+            tracing::info!(node = %node.id, member = manager.raft_id, "manager demoted");
         }
         node.spec = Some(spec);
+        let version = if demoted {
+            objects::ClusterObject::read_version(&node)
+        } else {
+            request.version
+        };
         self.store
             .write(raft_store::Transaction::new(vec![objects::update_at(
-                &node,
-                request.version,
+                &node, version,
             )]))
             .await?;
         self.read_back(&node.id).await
+    }
+
+    fn check_manager_may_go(&self, raft_id: u64, what: &str) -> Result<(), ManagerError> {
+        let status = self.store.status();
+        let voters = status.voters.keys().copied().collect();
+        managers::check_manager_may_go(raft_id, &voters, &status.unreachable, what)
+    }
+
+    /// Takes this manager out of the Raft group, for `swarm leave`. Without `force`, refused
+    /// when the managers left would lose their quorum.
+    pub async fn leave_managers(&self, node_id: &str, force: bool) -> Result<(), ManagerError> {
+        let status = self.store.status();
+        let raft_id = status.member_id;
+        if !force {
+            self.check_manager_may_go(raft_id, "leaving the swarm")
+                .map_err(|error| {
+                    ManagerError::FailedPrecondition(format!(
+                        "{error}. Use 'shoal swarm leave --force' to leave anyway"
+                    ))
+                })?;
+        }
+        let left = async {
+            crate::node_ca::update_node(&self.store, node_id, |node| {
+                node.role = api::NodeRole::Worker as i32;
+                node.manager_status = None;
+                if let Some(spec) = node.spec.as_mut() {
+                    spec.set_desired_role(api::NodeRole::Worker);
+                }
+                Ok(())
+            })
+            .await?;
+            self.store.remove_member(raft_id).await?;
+            Ok::<(), ManagerError>(())
+        }
+        .await;
+        match left {
+            Ok(()) => Ok(()),
+            Err(error) if force => {
+                tracing::warn!(%error, "leaving without the other managers' agreement (--force)");
+                Ok(())
+            }
+            Err(error) => Err(error),
+        }
+    }
+
+    async fn remove_node(&self, request: RemoveNodeRequest) -> Result<String, ManagerError> {
+        let objects = self.read_objects().await?;
+        let node = resolve_node(&objects.nodes, &request.node)?.clone();
+        if node.manager_status.is_some() || node.role() == api::NodeRole::Manager {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "node {} is a manager and a member of the Raft group: demote it first with 'shoal node demote {}'",
+                node.id, node.id
+            )));
+        }
+        let state = node
+            .status
+            .as_ref()
+            .map_or(api::node_status::State::Unknown, |status| status.state());
+        if !request.force && state != api::node_status::State::Down {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "node {} is not down and can't be removed: stop its daemon or run 'shoal swarm leave' on it first, or use --force",
+                node.id
+            )));
+        }
+        let mut cluster = self.cluster().await?;
+        // The certificate stays refused until it would have expired anyway.
+        let lifetime = cluster
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.ca_config.as_ref())
+            .and_then(|ca| ca.node_cert_expiry.as_ref())
+            .map_or(
+                crate::ca::DEFAULT_NODE_CERT_LIFETIME,
+                crate::orchestrator::duration_from_proto,
+            );
+        let expiry = std::time::SystemTime::now() + lifetime;
+        let seconds = expiry
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| since.as_secs() as i64);
+        cluster.blacklisted_certificates.insert(
+            node.id.clone(),
+            api::BlacklistedCertificate {
+                expiry: Some(api::Timestamp { seconds, nanos: 0 }),
+            },
+        );
+        self.store
+            .write(raft_store::Transaction::new(vec![
+                objects::delete(&node),
+                objects::update(&cluster),
+            ]))
+            .await?;
+        tracing::info!(node = %node.id, "node removed; its certificate is revoked");
+        Ok(node.id)
     }
 
     async fn update_cluster(&self, request: UpdateClusterRequest) -> Result<Cluster, ManagerError> {
@@ -307,6 +416,17 @@ impl ControlApi {
         }
         let mut cluster = self.cluster().await?;
         cluster.spec = Some(spec);
+        if request.rotate_worker_token || request.rotate_manager_token {
+            let root = cluster.root_ca.get_or_insert_with(Default::default);
+            let root_der = crate::ca::pem_to_der(&String::from_utf8_lossy(&root.ca_cert))?;
+            let tokens = root.join_tokens.get_or_insert_with(Default::default);
+            if request.rotate_worker_token {
+                tokens.worker = crate::join_token::JoinToken::generate(&root_der).to_string();
+            }
+            if request.rotate_manager_token {
+                tokens.manager = crate::join_token::JoinToken::generate(&root_der).to_string();
+            }
+        }
         self.store
             .write(raft_store::Transaction::new(vec![objects::update_at(
                 &cluster,
@@ -413,18 +533,32 @@ impl Control for ControlApi {
     }
 
     async fn list_nodes(&self, _: Request<ListNodesRequest>) -> ControlResult<ListNodesResponse> {
+        let status = self.store.status();
         reply(self.read_objects().await.map(|objects| ListNodesResponse {
-            nodes: objects.nodes,
+            nodes: managers::with_live_manager_status(objects.nodes, &status),
         }))
     }
 
     async fn get_node(&self, request: Request<GetNodeRequest>) -> ControlResult<NodeResponse> {
         let reference = request.into_inner().node;
+        let status = self.store.status();
         reply(self.read_objects().await.and_then(|objects| {
+            let node = resolve_node(&objects.nodes, &reference)?.clone();
             Ok(NodeResponse {
-                node: Some(resolve_node(&objects.nodes, &reference)?.clone()),
+                node: managers::with_live_manager_status(vec![node], &status).pop(),
             })
         }))
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<RemoveNodeRequest>,
+    ) -> ControlResult<RemoveNodeResponse> {
+        reply(
+            ControlApi::remove_node(self, request.into_inner())
+                .await
+                .map(|node_id| RemoveNodeResponse { node_id }),
+        )
     }
 
     async fn update_node(

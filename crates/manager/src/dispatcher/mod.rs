@@ -77,29 +77,7 @@ impl DispatcherService {
         stop: watch::Receiver<bool>,
     ) -> Result<DispatcherService, ManagerError> {
         let (reports, report_queue) = mpsc::unbounded_channel();
-        let ended = watch::channel(false).0;
-        // Nodes the store calls ready get one grace period to open a session.
-        let now = Instant::now();
-        let ready_nodes: Vec<Node> =
-            store.local_view(|view| objects::decode_all::<Node>(view.list(Node::KIND)))?;
-        let sessions = ready_nodes
-            .into_iter()
-            .filter(|node| {
-                node.status
-                    .as_ref()
-                    .is_some_and(|status| status.state() == node_status::State::Ready)
-            })
-            .map(|node| {
-                (
-                    node.id,
-                    Session {
-                        session_id: String::new(),
-                        last_heartbeat: now,
-                        ended: ended.clone(),
-                    },
-                )
-            })
-            .collect();
+        let sessions = grace_sessions(&store)?;
         let shared = Arc::new(Shared {
             store,
             heartbeat_period,
@@ -115,6 +93,33 @@ impl DispatcherService {
         tokio::spawn(mark_silent_nodes_down(Arc::clone(&shared), stop));
         Ok(DispatcherService { shared })
     }
+}
+
+/// A placeholder session for every node the store calls ready, so that each gets one grace
+/// period to open its session with this dispatcher before it is marked down.
+fn grace_sessions(store: &Store) -> Result<HashMap<String, Session>, ManagerError> {
+    let ended = watch::channel(false).0;
+    let now = Instant::now();
+    let nodes: Vec<Node> =
+        store.local_view(|view| objects::decode_all::<Node>(view.list(Node::KIND)))?;
+    Ok(nodes
+        .into_iter()
+        .filter(|node| {
+            node.status
+                .as_ref()
+                .is_some_and(|status| status.state() == node_status::State::Ready)
+        })
+        .map(|node| {
+            (
+                node.id,
+                Session {
+                    session_id: String::new(),
+                    last_heartbeat: now,
+                    ended: ended.clone(),
+                },
+            )
+        })
+        .collect())
 }
 
 impl Shared {
@@ -174,11 +179,18 @@ impl Shared {
         }
         let leader = status
             .leader
-            .and_then(|leader| status.voters.get(&leader).cloned())
-            .unwrap_or_else(|| "unknown".to_owned());
-        Err(Status::unavailable(format!(
-            "this manager does not lead the swarm (the leader is at {leader}): connect to the leader"
-        )))
+            .and_then(|leader| status.voters.get(&leader).cloned());
+        let mut refusal = Status::unavailable(format!(
+            "this manager does not lead the swarm (the leader is at {}): connect to the leader",
+            leader.as_deref().unwrap_or("unknown")
+        ));
+        // Agents read the leader's address from here and go straight to it.
+        if let Some(value) = leader.and_then(|addr| addr.parse().ok()) {
+            refusal
+                .metadata_mut()
+                .insert(shoal_proto::metadata::LEADER_ADDR, value);
+        }
+        Err(refusal)
     }
 
     /// Rewrites a node with `change`, re-reading on conflicts.
@@ -283,14 +295,38 @@ async fn write_reports(store: &Store, reports: &[NodeReport]) -> Result<(), Stat
 }
 
 /// Ends sessions whose heartbeats stopped and marks their nodes down.
+/// A manager that has just become leader gives every ready node a grace period first, and one
+/// that has stopped leading ends its sessions so that their agents go to the new leader.
 async fn mark_silent_nodes_down(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
+    let mut was_leader = shared.store.status().is_leader;
     loop {
         let period = shared.heartbeat_period();
         tokio::select! {
             _ = tokio::time::sleep(period / 2) => {}
             _ = stop.changed() => return,
         }
-        if !shared.store.status().is_leader {
+        let is_leader = shared.store.status().is_leader;
+        if is_leader != was_leader {
+            was_leader = is_leader;
+            let replacement = if is_leader {
+                match grace_sessions(&shared.store) {
+                    Ok(sessions) => sessions,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not read the nodes after becoming leader");
+                        HashMap::new()
+                    }
+                }
+            } else {
+                HashMap::new()
+            };
+            let previous = std::mem::replace(&mut *shared.sessions(), replacement);
+            for session in previous.into_values() {
+                let _ = session.ended.send(true);
+            }
+            tracing::info!(leader = is_leader, "leadership changed: sessions reset");
+            continue;
+        }
+        if !is_leader {
             continue;
         }
         let deadline = period * MISSED_HEARTBEATS_BEFORE_DOWN;
@@ -325,6 +361,70 @@ async fn mark_silent_nodes_down(shared: Arc<Shared>, mut stop: watch::Receiver<b
                 .await;
             if let Err(error) = result {
                 tracing::warn!(node = %node_id, %error, "could not mark the node down");
+            }
+        }
+    }
+}
+
+/// Streams a session's messages: `first`, then a new one whenever the node object or the list
+/// of managers changes (a promotion, a demotion, a manager joining or leaving), until the
+/// session ends. A node removed from the swarm has its session ended with a refusal.
+async fn follow_session(
+    shared: Arc<Shared>,
+    node_id: String,
+    first: SessionMessage,
+    sender: mpsc::Sender<Result<SessionMessage, Status>>,
+    mut ended: watch::Receiver<bool>,
+) {
+    let store = Arc::clone(&shared.store);
+    let mut changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
+    let mut last = first.clone();
+    if sender.send(Ok(first)).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            _ = session_ended(&mut ended) => {
+                let _ = sender
+                    .send(Err(Status::unavailable(
+                        "the session ended (missed heartbeats, a newer session or a new leader): open a new one",
+                    )))
+                    .await;
+                return;
+            }
+            _ = sender.closed() => return,
+            next = changes.next() => {
+                match next {
+                    Ok(committed) => {
+                        if !committed.changes.iter().any(|change| change.object().kind == Node::KIND) {
+                            continue;
+                        }
+                    }
+                    // Fell behind the watch buffer: start again from what is applied now.
+                    Err(_) => changes = store.watch(store.local_view(|view| view.applied_index()) + 1),
+                }
+                let node = store.local_view(|view| {
+                    view.get(Node::KIND, &node_id).and_then(|record| objects::decode::<Node>(record).ok())
+                });
+                let Some(node) = node else {
+                    let _ = sender
+                        .send(Err(Status::permission_denied(format!(
+                            "node {node_id} was removed from the swarm: join it again with 'shoal swarm join'"
+                        ))))
+                        .await;
+                    return;
+                };
+                let next = SessionMessage {
+                    node: Some(node),
+                    managers: shared.managers(),
+                    ..last.clone()
+                };
+                if next != last {
+                    if sender.send(Ok(next.clone())).await.is_err() {
+                        return;
+                    }
+                    last = next;
+                }
             }
         }
     }
@@ -385,7 +485,7 @@ impl Dispatcher for DispatcherService {
                 ))
             })?;
         let session_id = raft_store::new_object_id();
-        let (ended, mut ended_receiver) = watch::channel(false);
+        let (ended, ended_receiver) = watch::channel(false);
         if let Some(previous) = shared.sessions().insert(
             node_id.clone(),
             Session {
@@ -405,21 +505,13 @@ impl Dispatcher for DispatcherService {
             managers: shared.managers(),
             heartbeat_period: Some(duration_to_proto(shared.heartbeat_period())),
         };
-        tokio::spawn(async move {
-            if sender.send(Ok(first)).await.is_err() {
-                return;
-            }
-            tokio::select! {
-                _ = session_ended(&mut ended_receiver) => {
-                    let _ = sender
-                        .send(Err(Status::unavailable(
-                            "the session ended (missed heartbeats or a newer session): open a new one",
-                        )))
-                        .await;
-                }
-                _ = sender.closed() => {}
-            }
-        });
+        tokio::spawn(follow_session(
+            Arc::clone(shared),
+            node_id,
+            first,
+            sender,
+            ended_receiver,
+        ));
         Ok(Response::new(channel_stream(receiver)))
     }
 
@@ -427,6 +519,7 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<HeartbeatRequest>,
     ) -> Result<Response<HeartbeatResponse>, Status> {
+        self.shared.require_leader()?;
         let caller = identity_of_request(&request)?;
         self.shared.with_callers_session(
             &caller,

@@ -65,6 +65,13 @@ pub struct AgentConfig {
 pub trait DispatcherConnector: Send + Sync + 'static {
     /// A channel to a manager serving the Dispatcher service, or why none could be opened.
     fn connect(&self) -> impl Future<Output = std::result::Result<Channel, String>> + Send;
+
+    /// Sees every session message: the first of each session and each later one, which carry
+    /// changes to the node object and the list of managers.
+    fn observe_session(&self, _message: &api::SessionMessage) {}
+
+    /// A manager that does not lead named the leader's cluster-port address: connect there next.
+    fn redirect(&self, _leader_addr: &str) {}
 }
 
 /// The open session that reports and log publishers go through.

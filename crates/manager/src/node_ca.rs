@@ -1,0 +1,300 @@
+//! The cluster port's membership services: the CA that admits joining nodes and renews
+//! certificates ([`NodeCaService`]), and the managers' Raft group as nodes change it
+//! ([`RaftMembershipService`]). Both run on every manager; their writes reach the leader through
+//! the store.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use raft_store::{Store, StoreError, Transaction};
+use shoal_proto::api::node_ca_server::NodeCa;
+use shoal_proto::api::raft_membership_server::RaftMembership;
+use shoal_proto::api::{
+    Cluster, IssueNodeCertificateRequest, IssueNodeCertificateResponse, ManagerStatus, Node,
+    NodeDescription, NodeRole, NodeSpec, NodeStatus, RaftJoinRequest, RaftJoinResponse,
+    RenewNodeCertificateRequest, RenewNodeCertificateResponse, node_spec, node_status,
+    raft_member_status,
+};
+use tonic::{Request, Response, Status};
+
+use crate::authz::ClusterAuth;
+use crate::ca::{DEFAULT_NODE_CERT_LIFETIME, RootCa};
+use crate::error::ManagerError;
+use crate::join_token::JoinToken;
+use crate::objects::{self, ClusterObject};
+use crate::orchestrator::duration_from_proto;
+
+/// Attempts at a node update that keeps meeting concurrent changes.
+const WRITE_ATTEMPTS: usize = 5;
+
+fn read_cluster(store: &Store) -> Result<Cluster, ManagerError> {
+    store
+        .local_view(|view| objects::decode_all::<Cluster>(view.list(Cluster::KIND)))?
+        .into_iter()
+        .next()
+        .ok_or_else(|| {
+            ManagerError::FailedPrecondition(
+                "this manager holds no cluster object yet: try another manager".to_owned(),
+            )
+        })
+}
+
+fn read_node(store: &Store, node_id: &str) -> Result<Option<Node>, ManagerError> {
+    store.local_view(|view| {
+        view.get(Node::KIND, node_id)
+            .map(objects::decode::<Node>)
+            .transpose()
+    })
+}
+
+/// The CA and its settings, as the cluster object holds them.
+fn signing_ca(cluster: &Cluster) -> Result<(RootCa, Duration), ManagerError> {
+    let root = cluster.root_ca.as_ref().ok_or_else(|| {
+        ManagerError::FailedPrecondition("the cluster object holds no root CA".to_owned())
+    })?;
+    if root.ca_key.is_empty() {
+        return Err(ManagerError::FailedPrecondition(
+            "the cluster's CA key is not available on this manager".to_owned(),
+        ));
+    }
+    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
+    let lifetime = cluster
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.ca_config.as_ref())
+        .and_then(|ca| ca.node_cert_expiry.as_ref())
+        .map(duration_from_proto)
+        .filter(|lifetime| !lifetime.is_zero())
+        .unwrap_or(DEFAULT_NODE_CERT_LIFETIME);
+    Ok((
+        RootCa::from_pem(text(&root.ca_cert), text(&root.ca_key)),
+        lifetime,
+    ))
+}
+
+/// The role a join token grants in `cluster`, or why it grants none.
+pub(crate) fn role_for_token(cluster: &Cluster, token: &str) -> Result<NodeRole, ManagerError> {
+    let parsed = JoinToken::parse(token)?;
+    let tokens = cluster
+        .root_ca
+        .as_ref()
+        .and_then(|root| root.join_tokens.clone())
+        .unwrap_or_default();
+    let presented = parsed.to_string();
+    if presented == tokens.worker {
+        Ok(NodeRole::Worker)
+    } else if presented == tokens.manager {
+        Ok(NodeRole::Manager)
+    } else {
+        Err(ManagerError::PermissionDenied(
+            "the join token is not valid for this swarm (it may have been rotated): get the current one with 'shoal swarm join-token worker' (or manager) on a manager".to_owned(),
+        ))
+    }
+}
+
+/// Cluster-port addresses of the managers the store knows.
+pub(crate) fn manager_addrs(store: &Store) -> Result<Vec<String>, ManagerError> {
+    let nodes: Vec<Node> =
+        store.local_view(|view| objects::decode_all::<Node>(view.list(Node::KIND)))?;
+    Ok(nodes
+        .into_iter()
+        .filter_map(|node| node.manager_status.map(|status| status.addr))
+        .filter(|addr| !addr.is_empty())
+        .collect())
+}
+
+/// Rewrites a node with `change`, re-reading on conflicts.
+pub(crate) async fn update_node(
+    store: &Store,
+    node_id: &str,
+    change: impl Fn(&mut Node) -> Result<(), ManagerError>,
+) -> Result<Node, ManagerError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let mut node = read_node(store, node_id)?.ok_or_else(|| ManagerError::NotFound {
+            kind: "node",
+            reference: node_id.to_owned(),
+        })?;
+        change(&mut node)?;
+        match store
+            .write(Transaction::new(vec![objects::update(&node)]))
+            .await
+        {
+            Ok(_) => return Ok(node),
+            Err(StoreError::Rejected(raft_store::TxnRejection::Conflict { .. })) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ManagerError::FailedPrecondition(format!(
+        "node {node_id} kept changing while it was updated: try again"
+    )))
+}
+
+/// The CA on the cluster port.
+#[derive(Clone)]
+pub(crate) struct NodeCaService {
+    store: Arc<Store>,
+    auth: ClusterAuth,
+}
+
+impl NodeCaService {
+    pub(crate) fn new(store: Arc<Store>, auth: ClusterAuth) -> NodeCaService {
+        NodeCaService { store, auth }
+    }
+
+    async fn admit(
+        &self,
+        request: IssueNodeCertificateRequest,
+        peer_ip: Option<String>,
+    ) -> Result<IssueNodeCertificateResponse, ManagerError> {
+        let cluster = read_cluster(&self.store)?;
+        let role = role_for_token(&cluster, &request.token)?;
+        let (ca, lifetime) = signing_ca(&cluster)?;
+        let node_id = raft_store::new_object_id();
+        let certificate = ca.sign_request(&request.csr, &node_id, role, &cluster.id, lifetime)?;
+        let node = Node {
+            id: node_id.clone(),
+            spec: Some(NodeSpec {
+                desired_role: role as i32,
+                membership: node_spec::Membership::Accepted as i32,
+                availability: node_spec::Availability::Active as i32,
+                ..Default::default()
+            }),
+            description: Some(NodeDescription {
+                hostname: request.hostname.clone(),
+                ..Default::default()
+            }),
+            status: Some(NodeStatus {
+                state: node_status::State::Unknown as i32,
+                message: String::new(),
+                addr: peer_ip.unwrap_or_default(),
+            }),
+            // A manager counts as one once it is in the Raft group (RaftMembership.Join).
+            role: NodeRole::Worker as i32,
+            ..Default::default()
+        };
+        self.store
+            .write(Transaction::new(vec![objects::create(&node)]))
+            .await?;
+        tracing::info!(node = %node_id, hostname = %request.hostname, ?role, "node admitted");
+        Ok(IssueNodeCertificateResponse {
+            node_id,
+            cluster_id: cluster.id,
+            certificate,
+            role: role as i32,
+            manager_addrs: manager_addrs(&self.store)?,
+        })
+    }
+
+    async fn renew(
+        &self,
+        node_id: &str,
+        request: RenewNodeCertificateRequest,
+    ) -> Result<RenewNodeCertificateResponse, ManagerError> {
+        let cluster = read_cluster(&self.store)?;
+        let node = read_node(&self.store, node_id)?.ok_or_else(|| {
+            ManagerError::PermissionDenied(format!(
+                "node {node_id} is not a member of this swarm: join it with 'shoal swarm join'"
+            ))
+        })?;
+        let role = node
+            .spec
+            .as_ref()
+            .map_or(NodeRole::Worker, |spec| spec.desired_role());
+        let (ca, lifetime) = signing_ca(&cluster)?;
+        let certificate = ca.sign_request(&request.csr, node_id, role, &cluster.id, lifetime)?;
+        Ok(RenewNodeCertificateResponse {
+            certificate,
+            role: role as i32,
+            root_ca: ca.cert_pem,
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl NodeCa for NodeCaService {
+    async fn issue_node_certificate(
+        &self,
+        request: Request<IssueNodeCertificateRequest>,
+    ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
+        let peer_ip = request.remote_addr().map(|addr| addr.ip().to_string());
+        Ok(Response::new(
+            self.admit(request.into_inner(), peer_ip).await?,
+        ))
+    }
+
+    async fn renew_node_certificate(
+        &self,
+        request: Request<RenewNodeCertificateRequest>,
+    ) -> Result<Response<RenewNodeCertificateResponse>, Status> {
+        let caller = self.auth.member(&request)?;
+        Ok(Response::new(
+            self.renew(&caller.node_id, request.into_inner()).await?,
+        ))
+    }
+}
+
+/// Raft membership on the cluster port.
+#[derive(Clone)]
+pub(crate) struct RaftMembershipService {
+    store: Arc<Store>,
+    auth: ClusterAuth,
+}
+
+impl RaftMembershipService {
+    pub(crate) fn new(store: Arc<Store>, auth: ClusterAuth) -> RaftMembershipService {
+        RaftMembershipService { store, auth }
+    }
+
+    async fn join(&self, node_id: &str, request: RaftJoinRequest) -> Result<(), ManagerError> {
+        let node = read_node(&self.store, node_id)?.ok_or_else(|| ManagerError::NotFound {
+            kind: "node",
+            reference: node_id.to_owned(),
+        })?;
+        let desired = node
+            .spec
+            .as_ref()
+            .map_or(NodeRole::Worker, |spec| spec.desired_role());
+        if desired != NodeRole::Manager {
+            return Err(ManagerError::PermissionDenied(format!(
+                "node {node_id} is not to be a manager: promote it first with 'shoal node promote'"
+            )));
+        }
+        if request.raft_id == 0 || request.addr.is_empty() {
+            return Err(ManagerError::InvalidArgument(
+                "a Raft join needs the member id and the address it is reached at".to_owned(),
+            ));
+        }
+        let status = self.store.status();
+        if !status.voters.contains_key(&request.raft_id) {
+            self.store
+                .add_learner(request.raft_id, request.addr.clone())
+                .await?;
+            self.store.promote(request.raft_id).await?;
+        }
+        update_node(&self.store, node_id, |node| {
+            node.role = NodeRole::Manager as i32;
+            node.manager_status = Some(ManagerStatus {
+                raft_id: request.raft_id,
+                addr: request.addr.clone(),
+                leader: false,
+                reachability: raft_member_status::Reachability::Reachable as i32,
+            });
+            Ok(())
+        })
+        .await?;
+        tracing::info!(node = %node_id, member = request.raft_id, addr = %request.addr, "manager joined the Raft group");
+        Ok(())
+    }
+}
+
+#[tonic::async_trait]
+impl RaftMembership for RaftMembershipService {
+    async fn join(
+        &self,
+        request: Request<RaftJoinRequest>,
+    ) -> Result<Response<RaftJoinResponse>, Status> {
+        let caller = self.auth.manager(&request)?;
+        self.join(&caller.node_id, request.into_inner()).await?;
+        Ok(Response::new(RaftJoinResponse {}))
+    }
+}
