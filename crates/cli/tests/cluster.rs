@@ -292,3 +292,324 @@ fn promotion_and_demotion_change_the_raft_group_and_keep_a_quorum() {
     });
     let _ = Instant::now();
 }
+
+/// The running tasks of `service` as `host` reports them, by slot: (task id, node).
+fn running_by_slot(
+    host: &TestHost,
+    service: &str,
+) -> Result<BTreeMap<u64, Vec<(String, String)>>, String> {
+    let output = host.shoal(&["service", "ps", "--no-trunc", "--format", "json", service]);
+    if !output.status.success() {
+        return Err(output_text(&output));
+    }
+    let mut slots: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
+    for task in json_lines(&String::from_utf8_lossy(&output.stdout)) {
+        let text = |key: &str| task[key].as_str().unwrap_or_default().to_owned();
+        if text("DesiredState") != "Running" || !text("CurrentState").starts_with("Running") {
+            continue;
+        }
+        let name = text("Name");
+        let slot = name
+            .rsplit('.')
+            .next()
+            .and_then(|slot| slot.parse().ok())
+            .ok_or_else(|| format!("no slot in task name {name:?}"))?;
+        slots
+            .entry(slot)
+            .or_default()
+            .push((text("ID"), text("Node")));
+    }
+    Ok(slots)
+}
+
+/// Waits until `service` runs exactly one task in each of slots 1..=`replicas`, on nodes
+/// `accept` allows, and returns them by slot.
+fn wait_for_slots(
+    host: &TestHost,
+    service: &str,
+    replicas: u64,
+    timeout: Duration,
+    accept: impl Fn(&str) -> bool,
+) -> BTreeMap<u64, (String, String)> {
+    wait_until(
+        &format!("{service}: one running task in each of {replicas} slots"),
+        timeout,
+        || {
+            let slots = running_by_slot(host, service)?;
+            let whole = slots.len() as u64 == replicas
+                && slots.keys().copied().eq(1..=replicas)
+                && slots
+                    .values()
+                    .all(|tasks| tasks.len() == 1 && accept(&tasks[0].1));
+            if whole {
+                Ok(slots
+                    .into_iter()
+                    .map(|(slot, mut tasks)| (slot, tasks.remove(0)))
+                    .collect())
+            } else {
+                Err(format!("{slots:?}"))
+            }
+        },
+    )
+}
+
+/// How many containers run on `host`'s engine.
+fn running_containers(host: &TestHost) -> Result<usize, String> {
+    let output = host.shoal(&["container", "ls", "-q"]);
+    if !output.status.success() {
+        return Err(output_text(&output));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .count())
+}
+
+/// Waits until the hosts in `hosts` run `expected` containers between them.
+fn wait_for_containers(hosts: &[&TestHost], expected: usize, timeout: Duration) {
+    wait_until(
+        &format!("{expected} containers across the hosts"),
+        timeout,
+        || {
+            let counts = hosts
+                .iter()
+                .map(|host| running_containers(host))
+                .collect::<Result<Vec<usize>, String>>()?;
+            if counts.iter().sum::<usize>() == expected {
+                Ok(())
+            } else {
+                Err(format!("{counts:?}"))
+            }
+        },
+    )
+}
+
+fn create_service(manager: &TestHost, name: &str, replicas: u64) {
+    let replicas = replicas.to_string();
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        name,
+        "--replicas",
+        &replicas,
+        "busybox",
+        "sleep",
+        "86400",
+    ]);
+}
+
+#[test]
+fn a_killed_leader_is_replaced_and_no_task_is_lost_or_duplicated() {
+    let Some(cluster) = start(
+        "a_killed_leader_is_replaced_and_no_task_is_lost_or_duplicated",
+        5,
+    ) else {
+        return;
+    };
+    for host in cluster.hosts() {
+        host.import_busybox();
+    }
+    form(&cluster, 3, 2);
+    let (leader, survivor) = (cluster.host(1), cluster.host(2));
+    create_service(leader, "web", 6);
+    wait_for_slots(leader, "web", 6, CONVERGE_TIMEOUT, |_| true);
+
+    leader.kill_daemon();
+    let killed = Instant::now();
+    // The first write through a surviving manager: the issue asks for it within 5 s, and
+    // BENCHMARKS.md records the figure; the bound here leaves room for a loaded CI machine.
+    wait_until("service scale through h2", Duration::from_secs(30), || {
+        let output = survivor.shoal(&["service", "scale", "-d", "web=8"]);
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(output_text(&output))
+        }
+    });
+    eprintln!("leader failover: first write after {:?}", killed.elapsed());
+    wait_until("a new leader", CONVERGE_TIMEOUT, || {
+        let table = node_table(survivor)?;
+        let leader = table.iter().find(|(_, (_, m))| m == "Leader");
+        match leader {
+            Some((name, _)) if name != cluster.host(1).name() => Ok(()),
+            _ => Err(format!("{table:?}")),
+        }
+    });
+    // Every slot runs exactly once on a live node (h1's tasks moved once it was marked down).
+    let dead = cluster.host(1).name().to_owned();
+    let slots = wait_for_slots(survivor, "web", 8, CONVERGE_TIMEOUT, |node| node != dead);
+    let ids: BTreeSet<&String> = slots.values().map(|(id, _)| id).collect();
+    assert_eq!(ids.len(), 8, "{slots:?}");
+
+    // h1 comes back as a follower, and shuts its stale tasks down: 8 containers in all.
+    leader.restart_daemon();
+    let hosts: Vec<&TestHost> = cluster.hosts().iter().collect();
+    wait_for_containers(&hosts, 8, CONVERGE_TIMEOUT);
+    wait_until("h1 back in the managers", CONVERGE_TIMEOUT, || {
+        let table = node_table(leader)?;
+        let managing = table
+            .values()
+            .filter(|(status, m)| status == "Ready" && (m == "Leader" || m == "Reachable"))
+            .count();
+        if managing == 3 {
+            Ok(())
+        } else {
+            Err(format!("{table:?}"))
+        }
+    });
+}
+
+#[test]
+fn a_dead_workers_tasks_move_and_come_back_without_duplicates() {
+    let Some(cluster) = start(
+        "a_dead_workers_tasks_move_and_come_back_without_duplicates",
+        3,
+    ) else {
+        return;
+    };
+    for host in cluster.hosts() {
+        host.import_busybox();
+    }
+    form(&cluster, 1, 2);
+    let (manager, worker) = (cluster.host(1), cluster.host(3));
+    create_service(manager, "api", 6);
+    let before = wait_for_slots(manager, "api", 6, CONVERGE_TIMEOUT, |_| true);
+    assert!(
+        before.values().any(|(_, node)| node == worker.name()),
+        "h3 runs none of the tasks: {before:?}"
+    );
+
+    worker.kill_daemon();
+    let killed = Instant::now();
+    let gone = worker.name().to_owned();
+    // The issue asks for 10 s; BENCHMARKS.md records the figure.
+    wait_for_slots(manager, "api", 6, Duration::from_secs(30), |node| {
+        node != gone
+    });
+    eprintln!(
+        "worker loss: tasks running elsewhere after {:?}",
+        killed.elapsed()
+    );
+
+    // Back: its stale tasks stop, and exactly 6 containers run across the hosts.
+    worker.restart_daemon();
+    let hosts: Vec<&TestHost> = cluster.hosts().iter().collect();
+    wait_for_containers(&hosts, 6, CONVERGE_TIMEOUT);
+    wait_for_slots(manager, "api", 6, CONVERGE_TIMEOUT, |_| true);
+}
+
+#[test]
+fn a_partitioned_manager_refuses_writes_and_converges_after_healing() {
+    let Some(cluster) = start(
+        "a_partitioned_manager_refuses_writes_and_converges_after_healing",
+        3,
+    ) else {
+        return;
+    };
+    for host in cluster.hosts() {
+        host.import_busybox();
+    }
+    form(&cluster, 3, 0);
+    // Cut off the leader itself: the other two elect a new one.
+    let (lone, other) = (cluster.host(1), cluster.host(2));
+    lone.partition();
+    wait_until("a write on the majority side", CONVERGE_TIMEOUT, || {
+        let output = other.shoal(&[
+            "service", "create", "-d", "--name", "during", "busybox", "sleep", "86400",
+        ]);
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(output_text(&output))
+        }
+    });
+    let refused = lone.shoal(&[
+        "service", "create", "-d", "--name", "lonely", "busybox", "sleep", "86400",
+    ]);
+    assert!(!refused.status.success(), "{}", output_text(&refused));
+    assert!(
+        output_text(&refused).contains("no quorum"),
+        "{}",
+        output_text(&refused)
+    );
+
+    lone.heal();
+    wait_until(
+        "h1 sees the service made while it was cut off",
+        CONVERGE_TIMEOUT,
+        || {
+            let output = lone.shoal(&["service", "ls", "--format", "json"]);
+            let text = String::from_utf8_lossy(&output.stdout).into_owned();
+            if output.status.success() && text.contains("\"during\"") && !text.contains("lonely") {
+                Ok(())
+            } else {
+                Err(output_text(&output))
+            }
+        },
+    );
+    wait_for_slots(lone, "during", 1, CONVERGE_TIMEOUT, |_| true);
+}
+
+#[test]
+fn restarting_every_manager_in_turn_loses_no_committed_state() {
+    let Some(cluster) = start(
+        "restarting_every_manager_in_turn_loses_no_committed_state",
+        3,
+    ) else {
+        return;
+    };
+    for host in cluster.hosts() {
+        host.import_busybox();
+    }
+    form(&cluster, 3, 0);
+    let mut expected = Vec::new();
+    for number in 1..=3 {
+        let host = cluster.host(number);
+        let writer = cluster.host(number % 3 + 1);
+        let name = format!("before{number}");
+        wait_until("a write", CONVERGE_TIMEOUT, || {
+            let output = writer.shoal(&[
+                "service", "create", "-d", "--name", &name, "busybox", "sleep", "86400",
+            ]);
+            if output.status.success() {
+                Ok(())
+            } else {
+                Err(output_text(&output))
+            }
+        });
+        expected.push(name);
+        host.kill_daemon();
+        host.restart_daemon();
+        wait_until("all three managers reachable", CONVERGE_TIMEOUT, || {
+            let table = node_table(host)?;
+            let managing = table
+                .values()
+                .filter(|(_, m)| m == "Leader" || m == "Reachable")
+                .count();
+            if managing == 3 {
+                Ok(())
+            } else {
+                Err(format!("{table:?}"))
+            }
+        });
+    }
+    for host in cluster.hosts() {
+        wait_until("every service on every manager", CONVERGE_TIMEOUT, || {
+            let output = host.shoal(&["service", "ls", "--format", "json"]);
+            let names: BTreeSet<String> = json_lines(&String::from_utf8_lossy(&output.stdout))
+                .iter()
+                .map(|row| row["Name"].as_str().unwrap_or_default().to_owned())
+                .collect();
+            if expected.iter().all(|name| names.contains(name)) {
+                Ok(())
+            } else {
+                Err(format!("{names:?}"))
+            }
+        });
+    }
+    for name in &expected {
+        wait_for_slots(cluster.host(1), name, 1, CONVERGE_TIMEOUT, |_| true);
+    }
+}
