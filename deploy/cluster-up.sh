@@ -4,7 +4,8 @@
 # a bridge inside its own underlay namespace (shoal-demo-ul), so the hosts reach each other on
 # 10.213.0.0/24 and nothing touches this machine's network. Each runs `shoal daemon` with its own
 # hostname, data root and socket under $SHOAL_CLUSTER_DIR (default /tmp/shoal-demo-cluster), has
-# the busybox image, and host 1 is the first manager of a swarm. Running it again starts only
+# the busybox image, and they form one swarm: host 1 founds it, hosts 2 … MANAGERS join as
+# managers (MANAGERS=3 deploy/cluster-up.sh 5), the rest as workers. Running it again starts only
 # what is missing. Run as root; `deploy/cluster-down.sh` removes it all.
 # SHOAL_BIN=/path/to/shoal skips the release build and runs that binary.
 set -euo pipefail
@@ -15,6 +16,8 @@ if [ "$(id -u)" -ne 0 ]; then
   exit 1
 fi
 hosts=${1:-3}
+# The first MANAGERS hosts manage (default 1); the others join as workers.
+managers=${MANAGERS:-1}
 if ! [[ "$hosts" =~ ^[0-9]+$ ]] || [ "$hosts" -lt 1 ] || [ "$hosts" -gt 200 ]; then
   echo "usage: $0 [HOSTS]   (1 to 200, default 3)" >&2
   exit 1
@@ -117,11 +120,20 @@ if ! "$shoal" -H "$manager" info 2>/dev/null | grep -q '^Swarm: active'; then
   echo "==> swarm init on $prefix-h1 ($subnet.1)"
   "$shoal" -H "$manager" swarm init --advertise-addr "$subnet.1"
 fi
+for i in $(seq 2 "$hosts"); do
+  "$shoal" -H "$(sock "$i")" info 2>/dev/null | grep -q '^Swarm: active' && continue
+  role=worker
+  [ "$i" -le "$managers" ] && role=manager
+  echo "==> $prefix-h$i joins as a $role"
+  token=$("$shoal" -H "$manager" swarm join-token -q "$role")
+  "$shoal" -H "$(sock "$i")" swarm join --token "$token" --advertise-addr "$subnet.$i" "$subnet.1:2377"
+done
 "$shoal" -H "$manager" node ls
 
 cat <<MSG
 
-The cluster is up: $hosts hosts, shoal-demo-h1 … shoal-demo-h$hosts at $subnet.1 … $subnet.$hosts.
+The cluster is up: $hosts hosts, shoal-demo-h1 … shoal-demo-h$hosts at $subnet.1 … $subnet.$hosts,
+one swarm with $managers manager(s).
 Talk to a host's daemon (sockets are files, so no namespace is needed):
   SHOAL_HOST=$(sock 1) $shoal node ls
   SHOAL_HOST=$(sock 1) $shoal service create --name web --replicas 3 busybox:latest sleep 3600
@@ -133,16 +145,3 @@ Cut a host off the underlay, and reconnect it:
   nsenter --net=/run/netns/$prefix-h2 nft delete table inet shoal_partition
 Tear it all down: deploy/cluster-down.sh
 MSG
-
-if [ "$hosts" -gt 1 ]; then
-  if "$shoal" swarm join-token --help >/dev/null 2>&1 &&
-    token=$("$shoal" -H "$manager" swarm join-token -q worker 2>/dev/null); then
-    echo "Join the other hosts to the swarm:"
-    for i in $(seq 2 "$hosts"); do
-      echo "  SHOAL_HOST=$(sock "$i") $shoal swarm join --token $token $subnet.1:2377"
-    done
-  else
-    echo "The hosts after $prefix-h1 run their own daemons outside the swarm: this shoal has no"
-    echo "'swarm join' yet; joining them comes with multi-host support."
-  fi
-fi

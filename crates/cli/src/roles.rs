@@ -40,6 +40,8 @@ struct ManagerLink {
     leader_hint: RwLock<Option<String>>,
     next: AtomicUsize,
     session: watch::Sender<Option<SessionMessage>>,
+    /// Asks the agent to reopen its session, so that it shows a new certificate.
+    reconnect: tokio::sync::Notify,
 }
 
 fn read<T: Clone>(lock: &RwLock<T>) -> T {
@@ -99,6 +101,10 @@ impl DispatcherConnector for ManagerConnector {
 
     fn redirect(&self, leader_addr: &str) {
         write(&self.0.leader_hint, Some(leader_addr.to_owned()));
+    }
+
+    fn reconnect_requested(&self) -> impl std::future::Future<Output = ()> + Send {
+        self.0.reconnect.notified()
     }
 }
 
@@ -209,6 +215,7 @@ impl NodeRoles {
             leader_hint: RwLock::new(None),
             next: AtomicUsize::new(0),
             session: watch::channel(None).0,
+            reconnect: tokio::sync::Notify::new(),
         });
         let engine = Arc::new(self.engine.clone());
         let connector = ManagerConnector(Arc::clone(&link));
@@ -271,7 +278,8 @@ impl NodeRoles {
         }
     }
 
-    /// Keeps the manager list on disk, and changes role when the node's spec asks for another.
+    /// Keeps the manager list on disk, moves to the roots the swarm trusts now (a root rotation),
+    /// and changes role when the node's spec asks for another.
     async fn act_on_session(
         &self,
         link: &ManagerLink,
@@ -287,6 +295,18 @@ impl NodeRoles {
             membership.manager_addrs = addrs;
             swarm_dir.save(&membership, &read(&link.identity))?;
             state.membership = Some(membership.clone());
+        }
+        if !message.root_ca.is_empty()
+            && message.root_ca.as_bytes() != read(&link.identity).ca_pem.as_slice()
+        {
+            let (identity, role) =
+                manager::join::renew_certificate(&membership.manager_addrs, &read(&link.identity))
+                    .await?;
+            if role == role_of(&membership) {
+                self.install_identity(&mut state, link, &membership, identity)
+                    .await?;
+                tracing::info!("moved to the swarm's current root CA");
+            }
         }
         let desired = message
             .node
@@ -345,7 +365,32 @@ impl NodeRoles {
             }
         }
         write(&link.identity, identity);
+        link.reconnect.notify_one();
         state.membership = Some(membership);
+        Ok(())
+    }
+
+    /// Puts a new certificate (and trust) to use: on disk, for the agent, which reconnects at
+    /// once to show it, and for the manager role, restarted so that its cluster port presents it.
+    async fn install_identity(
+        &self,
+        state: &mut RoleState,
+        link: &ManagerLink,
+        membership: &Membership,
+        identity: TlsIdentity,
+    ) -> Result<(), manager::ManagerError> {
+        let swarm_dir = self.swarm_dir();
+        swarm_dir.save(membership, &identity)?;
+        write(&link.identity, identity.clone());
+        link.reconnect.notify_one();
+        if let Some(manager) = state.manager.take() {
+            self.gate.restarting();
+            manager.shutdown().await;
+            let restarted = ManagerRole::start(&swarm_dir, membership.clone(), identity).await;
+            let manager = restarted.inspect_err(|_| self.gate.set(None))?;
+            self.gate.set(Some(manager.control()));
+            state.manager = Some(manager);
+        }
         Ok(())
     }
 
@@ -363,17 +408,8 @@ impl NodeRoles {
             // A role change is under way; the session follower takes it up.
             return Ok(());
         }
-        let swarm_dir = self.swarm_dir();
-        swarm_dir.save(&membership, &identity)?;
-        write(&link.identity, identity.clone());
-        if let Some(manager) = state.manager.take() {
-            self.gate.set(None);
-            manager.shutdown().await;
-            let manager = ManagerRole::start(&swarm_dir, membership, identity).await?;
-            self.gate.set(Some(manager.control()));
-            state.manager = Some(manager);
-        }
-        Ok(())
+        self.install_identity(&mut state, link, &membership, identity)
+            .await
     }
 
     async fn init(&self, request: InitRequest) -> Result<String, Status> {
@@ -658,5 +694,42 @@ impl Swarm for NodeRoles {
     ) -> Result<Response<LeaveResponse>, Status> {
         NodeRoles::leave(self, request.into_inner()).await?;
         Ok(Response::new(LeaveResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn certificates_are_renewed_between_half_and_four_fifths_of_their_lifetime() {
+        let ca = manager::ca::RootCa::generate().unwrap();
+        let lifetime = Duration::from_secs(90 * 24 * 3600);
+        let certificate = ca
+            .issue("node", NodeRole::Worker, "cluster", lifetime)
+            .unwrap();
+        let (not_before, not_after) = manager::ca::validity_of(&certificate.cert_pem).unwrap();
+        let whole = (not_after - not_before) as f64;
+        let identity = certificate.tls_identity(&ca.cert_pem);
+        for _ in 0..20 {
+            let at = renewal_time(&identity)
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+                .as_secs_f64();
+            let fraction = (at - not_before as f64) / whole;
+            assert!(
+                (0.5..=0.8).contains(&fraction),
+                "renewal at {fraction} of the lifetime"
+            );
+        }
+        // An unreadable certificate is retried soon rather than never.
+        let broken = TlsIdentity {
+            cert_pem: b"garbage".to_vec(),
+            ..identity
+        };
+        let wait = renewal_time(&broken)
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        assert!(wait <= RETRY_DELAY, "{wait:?}");
     }
 }

@@ -613,3 +613,85 @@ fn restarting_every_manager_in_turn_loses_no_committed_state() {
         wait_for_slots(cluster.host(1), name, 1, CONVERGE_TIMEOUT, |_| true);
     }
 }
+
+#[test]
+fn a_root_ca_rotation_moves_every_node_without_stopping_tasks() {
+    let Some(cluster) = start(
+        "a_root_ca_rotation_moves_every_node_without_stopping_tasks",
+        5,
+    ) else {
+        return;
+    };
+    for host in cluster.hosts() {
+        host.import_busybox();
+    }
+    form(&cluster, 3, 1);
+    let manager = cluster.host(1);
+    create_service(manager, "steady", 4);
+    let before = wait_for_slots(manager, "steady", 4, CONVERGE_TIMEOUT, |_| true);
+    let old_root = manager.shoal_ok(&["swarm", "ca"]);
+    let old_token = join_token(manager, "worker");
+
+    let new_root = manager.shoal_ok(&["swarm", "ca", "--rotate"]);
+    assert!(
+        new_root.starts_with("-----BEGIN CERTIFICATE-----"),
+        "{new_root}"
+    );
+    assert_ne!(new_root, old_root);
+    // Every node ends up trusting only the new root, with a certificate from it.
+    for host in cluster.hosts().iter().take(4) {
+        let trust = host
+            .data_root()
+            .join("swarm/certificates/swarm-root-ca.crt");
+        wait_until(
+            &format!("{} trusting only the new root", host.name()),
+            CONVERGE_TIMEOUT,
+            || {
+                let text = std::fs::read_to_string(&trust).map_err(|error| error.to_string())?;
+                if text.trim() == new_root.trim() {
+                    Ok(())
+                } else {
+                    Err(text)
+                }
+            },
+        );
+    }
+    // The tasks never stopped, and the swarm still works.
+    let after = wait_for_slots(manager, "steady", 4, CONVERGE_TIMEOUT, |_| true);
+    assert_eq!(before, after, "tasks were replaced during the rotation");
+    wait_until("a write after the rotation", CONVERGE_TIMEOUT, || {
+        let output = cluster
+            .host(2)
+            .shoal(&["service", "scale", "-d", "steady=6"]);
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(output_text(&output))
+        }
+    });
+    wait_for_slots(manager, "steady", 6, CONVERGE_TIMEOUT, |_| true);
+
+    // The join tokens name the new root: the old one is refused, the new one works.
+    let newcomer = cluster.host(5);
+    let remote = format!("{}:2377", manager.address());
+    let refused = newcomer.shoal(&["swarm", "join", "--token", &old_token, &remote]);
+    assert!(!refused.status.success());
+    assert!(
+        output_text(&refused).contains("does not match the join token"),
+        "{}",
+        output_text(&refused)
+    );
+    join(newcomer, &join_token(manager, "worker"), manager);
+    wait_until("five ready nodes", CONVERGE_TIMEOUT, || {
+        let table = node_table(manager)?;
+        let ready = table
+            .values()
+            .filter(|(status, _)| status == "Ready")
+            .count();
+        if ready == 5 {
+            Ok(())
+        } else {
+            Err(format!("{table:?}"))
+        }
+    });
+}

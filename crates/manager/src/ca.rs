@@ -172,6 +172,31 @@ impl RootCa {
             .map_err(|error| pki_error("signing a node certificate", error))
     }
 
+    /// `next`'s root certificate re-signed by this CA: same subject and key as `next`, but
+    /// chaining to this root. During a root rotation, certificates signed by `next` carry it, so
+    /// nodes that still trust only this root accept them.
+    pub fn cross_sign(&self, next: &RootCa) -> Result<String, ManagerError> {
+        let next_key = KeyPair::from_pem(&next.key_pem)
+            .map_err(|error| pki_error("reading the new CA key", error))?;
+        let mut params = root_params()?;
+        validity(&mut params, ROOT_CA_LIFETIME);
+        self.sign(params, &next_key)
+    }
+
+    /// Whether the certificate `cert_pem` (its first block) was signed by this CA's key.
+    pub fn signed(&self, cert_pem: &str) -> bool {
+        let (Ok(der), Ok(root_der)) = (pem_to_der(cert_pem), pem_to_der(&self.cert_pem)) else {
+            return false;
+        };
+        let (Ok((_, leaf)), Ok((_, root))) = (
+            x509_parser::parse_x509_certificate(&der),
+            x509_parser::parse_x509_certificate(&root_der),
+        ) else {
+            return false;
+        };
+        leaf.verify_signature(Some(root.public_key())).is_ok()
+    }
+
     fn signing_key(&self) -> Result<(KeyPair, CertificateParams), ManagerError> {
         let ca_key = KeyPair::from_pem(&self.key_pem)
             .map_err(|error| pki_error("reading the CA key", error))?;

@@ -132,19 +132,24 @@ pub async fn fetch_trusted_root(
         .await
         .map_err(|_| unreachable_manager(remote, "no answer in time"))??;
     let chain = stream.get_ref().1.peer_certificates().unwrap_or_default();
-    // Managers present their certificate followed by the root.
-    let root = chain.last().filter(|_| chain.len() >= 2).ok_or_else(|| {
-        ManagerError::PermissionDenied(format!(
-            "{remote} presented no root CA: it is not a swarm manager"
-        ))
-    })?;
-    if !token.trusts(root.as_ref()) {
+    // Managers present their certificate followed by the roots (and, during a root rotation,
+    // the new root cross-signed by the old). Only the root the token names is trusted.
+    if chain.len() < 2 {
         return Err(ManagerError::PermissionDenied(format!(
-            "the root CA presented by {remote} does not match the join token's digest: \
-             this may be a man-in-the-middle attack, or the token is from another swarm; \
-             check the address and get a fresh token with 'shoal swarm join-token' on a manager"
+            "{remote} presented no root CA: it is not a swarm manager"
         )));
     }
+    let root = chain[1..]
+        .iter()
+        .find(|certificate| token.trusts(certificate.as_ref()))
+        .ok_or_else(|| {
+            ManagerError::PermissionDenied(format!(
+                "the root CA presented by {remote} does not match the join token's digest: \
+                 this may be a man-in-the-middle attack, or the token is from another swarm (or \
+                 from before a root rotation); check the address and get a fresh token with \
+                 'shoal swarm join-token' on a manager"
+            ))
+        })?;
     let root_pem = pem::encode(&pem::Pem::new("CERTIFICATE", root.as_ref().to_vec()));
     Ok((root_pem, local_ip))
 }
@@ -175,12 +180,19 @@ pub async fn join(
         .map_err(ManagerError::from_status)?
         .into_inner();
     let role = response.role();
+    // The answer came over TLS verified against the token's root, so the roots it names (two
+    // during a rotation) are the swarm's.
+    let trust = if response.root_ca.is_empty() {
+        root_pem
+    } else {
+        response.root_ca
+    };
     Ok(JoinGrant {
         node_id: response.node_id,
         cluster_id: response.cluster_id,
         role,
         identity: TlsIdentity {
-            ca_pem: root_pem.into_bytes(),
+            ca_pem: trust.into_bytes(),
             cert_pem: response.certificate.into_bytes(),
             key_pem: key_pem.into_bytes(),
         },

@@ -12,8 +12,8 @@ use shoal_proto::api::raft_membership_server::RaftMembership;
 use shoal_proto::api::{
     Cluster, IssueNodeCertificateRequest, IssueNodeCertificateResponse, ManagerStatus, Node,
     NodeDescription, NodeRole, NodeSpec, NodeStatus, RaftJoinRequest, RaftJoinResponse,
-    RenewNodeCertificateRequest, RenewNodeCertificateResponse, node_spec, node_status,
-    raft_member_status,
+    RenewNodeCertificateRequest, RenewNodeCertificateResponse, RootRotation, node_spec,
+    node_status, raft_member_status,
 };
 use tonic::{Request, Response, Status};
 
@@ -47,17 +47,67 @@ fn read_node(store: &Store, node_id: &str) -> Result<Option<Node>, ManagerError>
     })
 }
 
-/// The CA and its settings, as the cluster object holds them.
-fn signing_ca(cluster: &Cluster) -> Result<(RootCa, Duration), ManagerError> {
+/// The cluster's CA as the cluster object holds it: the root that signs now (the new one during
+/// a root rotation), what issued certificates carry after them, and the roots nodes trust.
+pub(crate) struct ClusterCa {
+    pub(crate) signer: RootCa,
+    /// During a rotation, the new root cross-signed by the old, so that nodes still trusting
+    /// only the old root accept certificates from the new one; empty otherwise.
+    pub(crate) cross_signed: String,
+    /// PEM: the root, or during a rotation the old and the new root.
+    pub(crate) trust: String,
+    pub(crate) lifetime: Duration,
+}
+
+impl ClusterCa {
+    /// Signs a node certificate for a CSR; the result carries the cross-signed root if any.
+    pub(crate) fn sign(
+        &self,
+        csr: &str,
+        node_id: &str,
+        role: NodeRole,
+        cluster_id: &str,
+    ) -> Result<String, ManagerError> {
+        let leaf = self
+            .signer
+            .sign_request(csr, node_id, role, cluster_id, self.lifetime)?;
+        Ok(format!("{leaf}{}", self.cross_signed))
+    }
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The roots nodes trust now (PEM): during a root rotation, the old and the new.
+pub(crate) fn trust_bundle(cluster: &Cluster) -> String {
+    let Some(root) = cluster.root_ca.as_ref() else {
+        return String::new();
+    };
+    let mut trust = text(&root.ca_cert);
+    if let Some(rotation) = root.root_rotation.as_ref() {
+        trust.push_str(&text(&rotation.ca_cert));
+    }
+    trust
+}
+
+pub(crate) fn cluster_ca(cluster: &Cluster) -> Result<ClusterCa, ManagerError> {
     let root = cluster.root_ca.as_ref().ok_or_else(|| {
         ManagerError::FailedPrecondition("the cluster object holds no root CA".to_owned())
     })?;
-    if root.ca_key.is_empty() {
+    let (cert, key, cross_signed) = match root.root_rotation.as_ref() {
+        Some(rotation) => (
+            &rotation.ca_cert,
+            &rotation.ca_key,
+            text(&rotation.cross_signed_ca_cert),
+        ),
+        None => (&root.ca_cert, &root.ca_key, String::new()),
+    };
+    if key.is_empty() {
         return Err(ManagerError::FailedPrecondition(
             "the cluster's CA key is not available on this manager".to_owned(),
         ));
     }
-    let text = |bytes: &[u8]| String::from_utf8_lossy(bytes).into_owned();
     let lifetime = cluster
         .spec
         .as_ref()
@@ -66,10 +116,83 @@ fn signing_ca(cluster: &Cluster) -> Result<(RootCa, Duration), ManagerError> {
         .map(duration_from_proto)
         .filter(|lifetime| !lifetime.is_zero())
         .unwrap_or(DEFAULT_NODE_CERT_LIFETIME);
-    Ok((
-        RootCa::from_pem(text(&root.ca_cert), text(&root.ca_key)),
+    Ok(ClusterCa {
+        signer: RootCa::from_pem(text(cert), text(key)),
+        cross_signed,
+        trust: trust_bundle(cluster),
         lifetime,
-    ))
+    })
+}
+
+/// Starts moving `cluster` to a new root CA: a new root signs from now on, with its certificate
+/// cross-signed by the old root so that nodes not yet moved accept what it signs, and nodes trust
+/// both until [`nodes_left_to_rotate`] is empty. The join tokens name the new root from now on;
+/// their secrets stay.
+pub(crate) fn start_root_rotation(cluster: &mut Cluster) -> Result<(), ManagerError> {
+    let root = cluster.root_ca.get_or_insert_with(Default::default);
+    if root.root_rotation.is_some() {
+        return Err(ManagerError::FailedPrecondition(
+            "a root CA rotation is already under way: wait for every node to move to the new root ('shoal swarm ca' shows the root in use)".to_owned(),
+        ));
+    }
+    let current = RootCa::from_pem(text(&root.ca_cert), text(&root.ca_key));
+    let next = RootCa::generate()?;
+    let cross_signed = current.cross_sign(&next)?;
+    let next_der = crate::ca::pem_to_der(&next.cert_pem)?;
+    let tokens = root.join_tokens.get_or_insert_with(Default::default);
+    for token in [&mut tokens.worker, &mut tokens.manager] {
+        if let Ok(mut parsed) = JoinToken::parse(token) {
+            parsed.ca_digest = crate::join_token::ca_digest(&next_der);
+            *token = parsed.to_string();
+        }
+    }
+    root.root_rotation = Some(RootRotation {
+        ca_cert: next.cert_pem.clone().into_bytes(),
+        ca_key: next.key_pem().as_bytes().to_vec(),
+        cross_signed_ca_cert: cross_signed.into_bytes(),
+    });
+    Ok(())
+}
+
+/// The nodes (ids) whose last session showed no certificate from the new root, while a root
+/// rotation is under way; down nodes are not waited for. Empty: the rotation can finish.
+pub(crate) fn nodes_left_to_rotate(cluster: &Cluster, nodes: &[Node]) -> Vec<String> {
+    let Some(rotation) = cluster
+        .root_ca
+        .as_ref()
+        .and_then(|root| root.root_rotation.as_ref())
+    else {
+        return Vec::new();
+    };
+    let next = RootCa::from_pem(text(&rotation.ca_cert), String::new());
+    nodes
+        .iter()
+        .filter(|node| {
+            node.status
+                .as_ref()
+                .is_none_or(|status| status.state() != node_status::State::Down)
+        })
+        .filter(|node| {
+            !node
+                .certificate
+                .as_ref()
+                .is_some_and(|certificate| next.signed(&text(&certificate.certificate)))
+        })
+        .map(|node| node.id.clone())
+        .collect()
+}
+
+/// Ends a root rotation: the new root becomes the only one.
+pub(crate) fn finish_root_rotation(cluster: &mut Cluster) -> Result<(), ManagerError> {
+    let root = cluster.root_ca.get_or_insert_with(Default::default);
+    let rotation = root.root_rotation.take().ok_or_else(|| {
+        ManagerError::FailedPrecondition("no root CA rotation is under way".to_owned())
+    })?;
+    root.ca_cert_hash =
+        crate::join_token::ca_digest(&crate::ca::pem_to_der(&text(&rotation.ca_cert))?);
+    root.ca_cert = rotation.ca_cert;
+    root.ca_key = rotation.ca_key;
+    Ok(())
 }
 
 /// The role a join token grants in `cluster`, or why it grants none.
@@ -148,9 +271,9 @@ impl NodeCaService {
     ) -> Result<IssueNodeCertificateResponse, ManagerError> {
         let cluster = read_cluster(&self.store)?;
         let role = role_for_token(&cluster, &request.token)?;
-        let (ca, lifetime) = signing_ca(&cluster)?;
+        let ca = cluster_ca(&cluster)?;
         let node_id = raft_store::new_object_id();
-        let certificate = ca.sign_request(&request.csr, &node_id, role, &cluster.id, lifetime)?;
+        let certificate = ca.sign(&request.csr, &node_id, role, &cluster.id)?;
         let node = Node {
             id: node_id.clone(),
             spec: Some(NodeSpec {
@@ -182,6 +305,7 @@ impl NodeCaService {
             certificate,
             role: role as i32,
             manager_addrs: manager_addrs(&self.store)?,
+            root_ca: ca.trust,
         })
     }
 
@@ -200,12 +324,12 @@ impl NodeCaService {
             .spec
             .as_ref()
             .map_or(NodeRole::Worker, |spec| spec.desired_role());
-        let (ca, lifetime) = signing_ca(&cluster)?;
-        let certificate = ca.sign_request(&request.csr, node_id, role, &cluster.id, lifetime)?;
+        let ca = cluster_ca(&cluster)?;
+        let certificate = ca.sign(&request.csr, node_id, role, &cluster.id)?;
         Ok(RenewNodeCertificateResponse {
             certificate,
             role: role as i32,
-            root_ca: ca.cert_pem,
+            root_ca: ca.trust,
         })
     }
 }

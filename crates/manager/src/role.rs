@@ -340,6 +340,7 @@ impl ManagerRole {
             heartbeat.0,
             stopped.clone(),
         ));
+        tokio::spawn(finish_root_rotations(Arc::clone(&store), stopped.clone()));
         let logs = LogBroker::default();
         let dispatcher = DispatcherService::start(
             Arc::clone(&store),
@@ -461,15 +462,10 @@ impl ManagerRole {
         }
         let _ = (&mut self.orchestration).await;
         drop(self.control);
-        match Arc::try_unwrap(self.store) {
-            Ok(store) => {
-                if let Err(error) = store.shutdown().await {
-                    tracing::warn!(%error, "closing the store");
-                }
-            }
-            // Streams still open hold the store; the process is about to exit, which closes
-            // the log file as well.
-            Err(_) => tracing::debug!("store still in use at shutdown"),
+        // Session streams may still hold the store for a moment; it is closed all the same, so
+        // the role can start again on the same data at once (a new certificate, a promotion).
+        if let Err(error) = self.store.shutdown().await {
+            tracing::warn!(%error, "closing the store");
         }
     }
 }
@@ -488,6 +484,56 @@ fn cluster_port_tls(identity: &TlsIdentity) -> ServerTlsConfig {
         .identity(Identity::from_pem(chain, &identity.key_pem))
         .client_ca_root(Certificate::from_pem(&identity.ca_pem))
         .client_auth_optional(true)
+}
+
+/// On the leader, ends a root rotation once every node that is not down has shown a
+/// certificate from the new root: the new root becomes the only one, and nodes renew once more
+/// to trust only it.
+async fn finish_root_rotations(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+    let mut changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
+    loop {
+        if store.status().is_leader {
+            let state = store.local_view(|view| {
+                let cluster = objects::decode_all::<Cluster>(view.list(Cluster::KIND))
+                    .ok()?
+                    .into_iter()
+                    .next()?;
+                let nodes = objects::decode_all::<Node>(view.list(Node::KIND)).ok()?;
+                Some((cluster, nodes))
+            });
+            if let Some((mut cluster, nodes)) = state
+                && cluster
+                    .root_ca
+                    .as_ref()
+                    .is_some_and(|root| root.root_rotation.is_some())
+                && crate::node_ca::nodes_left_to_rotate(&cluster, &nodes).is_empty()
+            {
+                let finished = crate::node_ca::finish_root_rotation(&mut cluster)
+                    .map(|()| Transaction::new(vec![objects::update(&cluster)]));
+                match finished {
+                    Ok(transaction) => match store.write(transaction).await {
+                        Ok(_) => tracing::info!(
+                            "root CA rotation finished: every node moved to the new root"
+                        ),
+                        Err(error) => {
+                            tracing::warn!(%error, "could not finish the root CA rotation; retrying")
+                        }
+                    },
+                    Err(error) => tracing::warn!(%error, "could not finish the root CA rotation"),
+                }
+            }
+        }
+        tokio::select! {
+            next = changes.next() => {
+                if next.is_err() {
+                    changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
+                }
+            }
+            // Leadership changes come without a store change; look again now and then.
+            _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+            _ = stop.changed() => return,
+        }
+    }
 }
 
 /// Keeps the dispatcher's heartbeat period in step with the cluster spec.

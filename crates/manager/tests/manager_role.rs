@@ -337,3 +337,178 @@ async fn the_control_api_refuses_bad_input_with_what_to_do() {
     );
     role.shutdown().await;
 }
+
+/// A channel to the cluster port at `addr` that shows `identity`, or no client certificate at
+/// all with `None` (trusting the root in `root_pem`).
+async fn cluster_port(
+    addr: &str,
+    identity: Option<&raft_store::TlsIdentity>,
+    root_pem: &[u8],
+) -> tonic::transport::Channel {
+    let tls = match identity {
+        Some(identity) => identity.client_config(),
+        None => tonic::transport::ClientTlsConfig::new()
+            .ca_certificate(tonic::transport::Certificate::from_pem(root_pem))
+            .domain_name(raft_store::MANAGER_SERVER_NAME),
+    };
+    Endpoint::from_shared(format!("https://{addr}"))
+        .unwrap()
+        .tls_config(tls)
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn the_cluster_port_admits_each_caller_to_what_its_certificate_allows() {
+    use shoal_proto::api::control_client::ControlClient;
+    use shoal_proto::api::node_ca_client::NodeCaClient;
+    use shoal_proto::api::{
+        GetClusterRequest, RemoveNodeRequest, RenewNodeCertificateRequest, UpdateClusterRequest,
+    };
+    use shoal_proto::raft::RaftMessage;
+    use shoal_proto::raft::raft_client::RaftClient;
+
+    let data_root = tempfile::tempdir().unwrap();
+    let swarm_dir = SwarmDir::new(data_root.path());
+    let role = ManagerRole::init(
+        &swarm_dir,
+        InitOptions {
+            advertise_addr: "127.0.0.1".into(),
+            listen_addr: "127.0.0.1:0".into(),
+            hostname: "manager-host".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (membership, manager_identity) = swarm_dir.load().unwrap().unwrap();
+    let addr = membership.advertise_addr.clone();
+    let control = role.control();
+    let cluster = control
+        .get_cluster(Request::new(GetClusterRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .cluster
+        .unwrap();
+    let tokens = cluster.root_ca.clone().unwrap().join_tokens.unwrap();
+
+    // A worker joins with the worker token: it gets its id, a worker certificate and the
+    // manager list; the CA never saw its key.
+    let grant = manager::join::join(&addr, &tokens.worker, "worker-host", "")
+        .await
+        .unwrap();
+    assert_eq!(grant.role, shoal_proto::api::NodeRole::Worker);
+    assert_eq!(grant.cluster_id, membership.cluster_id);
+    assert_eq!(grant.manager_addrs, vec![addr.clone()]);
+    let nodes = control
+        .list_nodes(Request::new(ListNodesRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert_eq!(nodes.len(), 2);
+
+    // A made-up secret is refused.
+    let digest = tokens.worker.split('-').nth(2).unwrap();
+    let forged = format!("SWMTKN-1-{digest}-{}", "0".repeat(25));
+    let refused = manager::join::join(&addr, &forged, "intruder", "")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("join token is not valid"), "{refused}");
+
+    // The worker's certificate opens neither the control API nor Raft.
+    let worker_port = cluster_port(&addr, Some(&grant.identity), &[]).await;
+    let denied = ControlClient::new(worker_port.clone())
+        .list_nodes(ListNodesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied}");
+    assert!(denied.message().contains("worker certificate"), "{denied}");
+    let denied = RaftClient::new(worker_port.clone())
+        .vote(RaftMessage::default())
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied}");
+
+    // Without a client certificate, only the CA's join call answers.
+    let anonymous = cluster_port(&addr, None, &manager_identity.ca_pem).await;
+    let denied = DispatcherClient::new(anonymous.clone())
+        .session(SessionRequest {
+            node_id: grant.node_id.clone(),
+            description: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated, "{denied}");
+    let denied = ControlClient::new(anonymous)
+        .list_nodes(ListNodesRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::Unauthenticated, "{denied}");
+
+    // A manager's certificate opens the control API on the cluster port.
+    let manager_port = cluster_port(&addr, Some(&manager_identity), &[]).await;
+    let listed = ControlClient::new(manager_port)
+        .list_nodes(ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert_eq!(listed.len(), 2);
+
+    // A rotated token stops working at once; the joined worker is unaffected.
+    control
+        .update_cluster(Request::new(UpdateClusterRequest {
+            version: cluster
+                .meta
+                .as_ref()
+                .unwrap()
+                .version
+                .as_ref()
+                .unwrap()
+                .index,
+            spec: cluster.spec.clone(),
+            rotate_worker_token: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let refused = manager::join::join(&addr, &tokens.worker, "late", "")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(refused.contains("rotated"), "{refused}");
+    let (_, csr) = manager::ca::new_key_and_request().unwrap();
+    NodeCaClient::new(worker_port.clone())
+        .renew_node_certificate(RenewNodeCertificateRequest { csr: csr.clone() })
+        .await
+        .unwrap();
+
+    // Once removed, the worker's certificate is refused everywhere.
+    control
+        .remove_node(Request::new(RemoveNodeRequest {
+            node: grant.node_id.clone(),
+            force: true,
+        }))
+        .await
+        .unwrap();
+    let denied = NodeCaClient::new(worker_port.clone())
+        .renew_node_certificate(RenewNodeCertificateRequest { csr })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied}");
+    assert!(denied.message().contains("revoked"), "{denied}");
+    let denied = DispatcherClient::new(worker_port)
+        .session(SessionRequest {
+            node_id: grant.node_id.clone(),
+            description: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied}");
+    role.shutdown().await;
+}

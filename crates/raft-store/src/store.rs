@@ -431,8 +431,10 @@ impl Store {
         .map_err(|_| StoreError::Raft("the snapshot was not built in time".to_owned()))
     }
 
-    /// Stops serving and stops Raft. Every acknowledged write is already on disk.
-    pub async fn shutdown(self) -> Result<(), StoreError> {
+    /// Stops serving and stops Raft, and closes the log file, so that the member can be opened
+    /// again at once even while other holders of this handle wind down (their calls fail from
+    /// now on). Every acknowledged write is already on disk.
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
         let server = self.server.lock().unwrap_or_else(|p| p.into_inner()).take();
         if let Some((stop, task)) = server {
             let _ = stop.send(());

@@ -81,6 +81,35 @@ pub(crate) fn init_request(options: &InitOptions) -> anyhow::Result<api::InitReq
     })
 }
 
+/// How far a root rotation has come: nodes whose last session showed a certificate from the new
+/// root (`new_root_pem`), of the nodes that are not down.
+pub(crate) fn rotation_progress(new_root_pem: &[u8], nodes: &[api::Node]) -> String {
+    let root = manager::ca::RootCa::from_pem(
+        String::from_utf8_lossy(new_root_pem).into_owned(),
+        String::new(),
+    );
+    let live: Vec<&api::Node> = nodes
+        .iter()
+        .filter(|node| {
+            node.status
+                .as_ref()
+                .is_none_or(|status| status.state() != api::node_status::State::Down)
+        })
+        .collect();
+    let moved = live
+        .iter()
+        .filter(|node| {
+            node.certificate.as_ref().is_some_and(|certificate| {
+                root.signed(&String::from_utf8_lossy(&certificate.certificate))
+            })
+        })
+        .count();
+    format!(
+        "{moved} of {} nodes have certificates from the new root",
+        live.len()
+    )
+}
+
 /// The role `swarm join-token` names: worker or manager.
 pub(crate) fn token_role(role: &str) -> anyhow::Result<api::NodeRole> {
     match role {

@@ -61,6 +61,19 @@ pub(crate) enum SwarmCommand {
         /// worker or manager.
         role: String,
     },
+    /// Prints the swarm's root CA certificate, or moves the swarm to a new one.
+    Ca {
+        /// Makes a new root CA and moves every node to it, with no downtime: nodes trust both
+        /// roots until all have certificates from the new one. The join tokens change.
+        #[arg(long)]
+        rotate: bool,
+        /// Returns once the rotation has started instead of when it is done.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Prints nothing while waiting.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
     /// Leaves the swarm.
     Leave {
         /// Leaves even when this manager's leaving breaks the managers' quorum.
@@ -234,6 +247,7 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
                         spec: cluster.spec.clone(),
                         rotate_worker_token: role == api::NodeRole::Worker,
                         rotate_manager_token: role == api::NodeRole::Manager,
+                        ..Default::default()
                     })
                     .await
                     .map_err(api_error)?
@@ -273,6 +287,33 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
                 format::join_token_text(role, &token, &manager_addr, quiet)
             );
         }
+        SwarmCommand::Ca {
+            rotate,
+            detach,
+            quiet,
+        } => {
+            let mut daemon = Daemon::connect(host).await?;
+            let mut cluster = get_cluster(&mut daemon).await?;
+            if rotate {
+                daemon
+                    .control
+                    .update_cluster(api::UpdateClusterRequest {
+                        version: version_of(cluster.meta.as_ref()),
+                        spec: cluster.spec.clone(),
+                        rotate_root_ca: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(api_error)?;
+                if detach {
+                    println!("Root CA rotation started; 'shoal swarm ca' shows the root in use.");
+                    return Ok(());
+                }
+                cluster = wait_for_root_rotation(&mut daemon, quiet).await?;
+            }
+            let root = cluster.root_ca.unwrap_or_default();
+            print!("{}", String::from_utf8_lossy(&root.ca_cert));
+        }
         SwarmCommand::Leave { force } => {
             Daemon::connect(host)
                 .await?
@@ -284,6 +325,68 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
         }
     }
     Ok(())
+}
+
+/// Where a root rotation stands: done (the cluster with the new root), or how far it has come.
+enum RotationState {
+    Done(Box<api::Cluster>),
+    Progress(String),
+}
+
+async fn rotation_state(daemon: &mut Daemon) -> anyhow::Result<RotationState> {
+    let cluster = get_cluster(daemon).await?;
+    let Some(rotation) = cluster
+        .root_ca
+        .as_ref()
+        .and_then(|root| root.root_rotation.clone())
+    else {
+        return Ok(RotationState::Done(Box::new(cluster)));
+    };
+    let nodes = daemon
+        .control
+        .list_nodes(api::ListNodesRequest {})
+        .await
+        .map_err(api_error)?
+        .into_inner()
+        .nodes;
+    Ok(RotationState::Progress(format::rotation_progress(
+        &rotation.ca_cert,
+        &nodes,
+    )))
+}
+
+/// Waits until every node has moved to the new root, saying how many have as they do; returns
+/// the cluster with the new root in place.
+async fn wait_for_root_rotation(daemon: &mut Daemon, quiet: bool) -> anyhow::Result<api::Cluster> {
+    // Managers restart their role to put their new certificates to use; a call that meets
+    // one restarting is tried again.
+    const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
+    let mut last = None;
+    let mut failing_since: Option<std::time::Instant> = None;
+    loop {
+        match rotation_state(daemon).await {
+            Ok(RotationState::Done(cluster)) => {
+                if !quiet {
+                    eprintln!("every node moved to the new root CA");
+                }
+                return Ok(*cluster);
+            }
+            Ok(RotationState::Progress(progress)) => {
+                failing_since = None;
+                if !quiet && last.as_ref() != Some(&progress) {
+                    eprintln!("rotating the root CA: {progress}");
+                    last = Some(progress);
+                }
+            }
+            Err(error) => {
+                let since = *failing_since.get_or_insert_with(std::time::Instant::now);
+                if since.elapsed() > PATIENCE {
+                    return Err(error);
+                }
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
 }
 
 async fn get_cluster(daemon: &mut Daemon) -> anyhow::Result<api::Cluster> {

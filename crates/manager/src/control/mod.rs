@@ -102,6 +102,9 @@ fn resolve_task<'a>(tasks: &'a [Task], reference: &str) -> Result<&'a Task, Mana
 fn without_secrets(mut cluster: Cluster) -> Cluster {
     if let Some(root_ca) = cluster.root_ca.as_mut() {
         root_ca.ca_key.clear();
+        if let Some(rotation) = root_ca.root_rotation.as_mut() {
+            rotation.ca_key.clear();
+        }
     }
     cluster
 }
@@ -416,6 +419,9 @@ impl ControlApi {
         }
         let mut cluster = self.cluster().await?;
         cluster.spec = Some(spec);
+        if request.rotate_root_ca {
+            crate::node_ca::start_root_rotation(&mut cluster)?;
+        }
         if request.rotate_worker_token || request.rotate_manager_token {
             let root = cluster.root_ca.get_or_insert_with(Default::default);
             let root_der = crate::ca::pem_to_der(&String::from_utf8_lossy(&root.ca_cert))?;

@@ -18,10 +18,10 @@ use futures::Stream;
 use raft_store::{Store, StoreError, Transaction, TxnRejection};
 use shoal_proto::api::dispatcher_server::Dispatcher;
 use shoal_proto::api::{
-    AssignmentsMessage, AssignmentsRequest, HeartbeatRequest, HeartbeatResponse, LogSubscription,
-    LogSubscriptionsRequest, Node, NodeStatus, Peer, PublishLogsMessage, PublishLogsResponse,
-    SessionMessage, SessionRequest, Task, UpdateTaskStatusRequest, UpdateTaskStatusResponse,
-    WeightedPeer, node_status,
+    AssignmentsMessage, AssignmentsRequest, Certificate, Cluster, HeartbeatRequest,
+    HeartbeatResponse, LogSubscription, LogSubscriptionsRequest, Node, NodeStatus, Peer,
+    PublishLogsMessage, PublishLogsResponse, SessionMessage, SessionRequest, Task,
+    UpdateTaskStatusRequest, UpdateTaskStatusResponse, WeightedPeer, node_status,
 };
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_stream::StreamExt as _;
@@ -224,6 +224,18 @@ impl Shared {
         )))
     }
 
+    /// The roots nodes must trust now, from the cluster object.
+    fn trust_bundle(&self) -> String {
+        self.store
+            .local_view(|view| {
+                objects::decode_all::<Cluster>(view.list(Cluster::KIND))
+                    .ok()
+                    .and_then(|clusters| clusters.into_iter().next())
+            })
+            .map(|cluster| crate::node_ca::trust_bundle(&cluster))
+            .unwrap_or_default()
+    }
+
     fn managers(&self) -> Vec<WeightedPeer> {
         self.store
             .local_view(|view| objects::decode_all::<Node>(view.list(Node::KIND)))
@@ -396,7 +408,11 @@ async fn follow_session(
             next = changes.next() => {
                 match next {
                     Ok(committed) => {
-                        if !committed.changes.iter().any(|change| change.object().kind == Node::KIND) {
+                        let relevant = committed.changes.iter().any(|change| {
+                            let kind = &change.object().kind;
+                            kind == Node::KIND || kind == Cluster::KIND
+                        });
+                        if !relevant {
                             continue;
                         }
                     }
@@ -417,6 +433,7 @@ async fn follow_session(
                 let next = SessionMessage {
                     node: Some(node),
                     managers: shared.managers(),
+                    root_ca: shared.trust_bundle(),
                     ..last.clone()
                 };
                 if next != last {
@@ -457,6 +474,12 @@ impl Dispatcher for DispatcherService {
         shared.require_leader()?;
         let caller = identity_of_request(&request)?;
         let peer_ip = request.remote_addr().map(|addr| addr.ip().to_string());
+        // What the node presents is what it has installed: a root rotation waits for it.
+        let presented = request
+            .peer_certs()
+            .and_then(|chain| chain.first().map(|leaf| leaf.as_ref().to_vec()))
+            .map(|der| pem::encode(&pem::Pem::new("CERTIFICATE", der)))
+            .unwrap_or_default();
         let request = request.into_inner();
         let node_id = request.node_id.clone();
         if caller.node_id != node_id {
@@ -475,6 +498,12 @@ impl Dispatcher for DispatcherService {
                     state: node_status::State::Ready as i32,
                     message: String::new(),
                     addr: peer_ip.clone().unwrap_or_default(),
+                });
+                node.certificate = Some(Certificate {
+                    role: caller.role as i32,
+                    certificate: presented.clone().into_bytes(),
+                    cn: node_id.clone(),
+                    ..Default::default()
                 });
             })
             .await
@@ -504,6 +533,7 @@ impl Dispatcher for DispatcherService {
             node: Some(node),
             managers: shared.managers(),
             heartbeat_period: Some(duration_to_proto(shared.heartbeat_period())),
+            root_ca: shared.trust_bundle(),
         };
         tokio::spawn(follow_session(
             Arc::clone(shared),

@@ -72,6 +72,12 @@ pub trait DispatcherConnector: Send + Sync + 'static {
 
     /// A manager that does not lead named the leader's cluster-port address: connect there next.
     fn redirect(&self, _leader_addr: &str) {}
+
+    /// Resolves when the connector wants the session reopened on a new connection, such as
+    /// after the node's certificate changed.
+    fn reconnect_requested(&self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 }
 
 /// The open session that reports and log publishers go through.

@@ -318,6 +318,12 @@ async fn run_session<C: DispatcherConnector>(
                     return SessionEnded::after_start("the dispatcher ended the log subscription stream");
                 }
             },
+            () = connector.reconnect_requested() => {
+                return SessionEnded {
+                    redirected: true,
+                    ..SessionEnded::after_start("reconnecting with the node's new certificate")
+                };
+            }
             () = &mut heartbeat => {
                 let beat = client.heartbeat(api::HeartbeatRequest { session_id: session_id.clone() });
                 match tokio::time::timeout(heartbeat_period.max(Duration::from_secs(1)), beat).await {
