@@ -329,7 +329,7 @@ impl NodeRoles {
         match granted {
             NodeRole::Manager => {
                 membership.role = MembershipRole::Manager;
-                membership.raft_member_id = rand::random::<u64>().max(1);
+                membership.raft_member_id = manager::raft_member_id_for(&membership.node_id);
                 swarm_dir.save(&membership, &identity)?;
                 let manager =
                     ManagerRole::start(&swarm_dir, membership.clone(), identity.clone()).await?;
@@ -528,7 +528,7 @@ impl NodeRoles {
         let swarm_dir = self.swarm_dir();
         if grant.role == NodeRole::Manager {
             membership.role = MembershipRole::Manager;
-            membership.raft_member_id = rand::random::<u64>().max(1);
+            membership.raft_member_id = manager::raft_member_id_for(&grant.node_id);
         }
         swarm_dir
             .save(&membership, &grant.identity)

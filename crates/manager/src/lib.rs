@@ -35,5 +35,5 @@ pub use error::ManagerError;
 pub use membership::{Membership, MembershipRole, SwarmDir};
 pub use role::{
     DEFAULT_DISPATCHER_HEARTBEAT, DEFAULT_TASK_HISTORY_LIMIT, InitOptions, ManagerRole,
-    SwarmSummary,
+    SwarmSummary, raft_member_id_for,
 };

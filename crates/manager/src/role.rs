@@ -99,9 +99,16 @@ fn check_address_pools(pools: &[String], subnet_size: u32) -> Result<(), Manager
     Ok(())
 }
 
-fn new_raft_member_id() -> u64 {
+/// A node's member id in the managers' Raft group, derived from its node id: the same on every
+/// attempt, so a manager whose join was interrupted retries as the same member rather than
+/// leaving a stranger behind at its address.
+pub fn raft_member_id_for(node_id: &str) -> u64 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(node_id.as_bytes());
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
     // 0 is never a member id.
-    rand::random::<u64>().max(1)
+    u64::from_be_bytes(first).max(1)
 }
 
 impl ManagerRole {
@@ -159,7 +166,7 @@ impl ManagerRole {
 
         let cluster_id = raft_store::new_object_id();
         let node_id = raft_store::new_object_id();
-        let raft_member_id = new_raft_member_id();
+        let raft_member_id = raft_member_id_for(&node_id);
         let root_ca = RootCa::generate()?;
         let root_der = crate::ca::pem_to_der(&root_ca.cert_pem)?;
         let identity = root_ca

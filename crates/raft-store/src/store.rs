@@ -166,6 +166,9 @@ pub(crate) struct Inner {
     state: Arc<state_machine::Shared>,
     peers: Arc<Peers>,
     config: StoreConfig,
+    /// Membership changes on the leader, one at a time: openraft refuses a change while the
+    /// previous one is uncommitted, and two managers joining at once must both get in.
+    membership_changes: tokio::sync::Mutex<()>,
 }
 
 /// One member of the cluster store.
@@ -203,6 +206,7 @@ impl Store {
                 state,
                 peers,
                 config,
+                membership_changes: tokio::sync::Mutex::new(()),
             }),
             server: Mutex::new(None),
         })
@@ -684,6 +688,7 @@ impl Inner {
         call: MembershipCall,
     ) -> Result<(), StoreError> {
         let timeout = self.config.request_timeout;
+        let _one_at_a_time = self.membership_changes.lock().await;
         let learner = match &call {
             MembershipCall::AddLearner { member, addr } => Some((*member, addr.clone())),
             _ => None,

@@ -602,36 +602,47 @@ pub(crate) async fn node(host: &str, command: NodeCommand) -> anyhow::Result<()>
     Ok(())
 }
 
-/// Sets a node's desired role; `None` when it already has it.
+/// Sets a node's desired role; `None` when it already has it. The node's object also changes
+/// on its own (each session the node opens records its status), so a version conflict is
+/// re-read and tried again.
 async fn set_desired_role(
     daemon: &mut Daemon,
     node: &str,
     role: api::NodeRole,
 ) -> anyhow::Result<Option<String>> {
+    const ATTEMPTS: usize = 5;
     let reference = node_reference(daemon, node.to_owned()).await?;
-    let current = daemon
-        .control
-        .get_node(api::GetNodeRequest {
-            node: reference.clone(),
-        })
-        .await
-        .map_err(api_error)?
-        .into_inner()
-        .node
-        .with_context(|| format!("the daemon returned no node for {reference}"))?;
-    let mut spec = current.spec.clone().unwrap_or_default();
-    if spec.desired_role() == role {
-        return Ok(None);
+    let mut attempt = 1;
+    loop {
+        let current = daemon
+            .control
+            .get_node(api::GetNodeRequest {
+                node: reference.clone(),
+            })
+            .await
+            .map_err(api_error)?
+            .into_inner()
+            .node
+            .with_context(|| format!("the daemon returned no node for {reference}"))?;
+        let mut spec = current.spec.clone().unwrap_or_default();
+        if spec.desired_role() == role {
+            return Ok(None);
+        }
+        spec.set_desired_role(role);
+        let updated = daemon
+            .control
+            .update_node(api::UpdateNodeRequest {
+                node: current.id.clone(),
+                version: version_of(current.meta.as_ref()),
+                spec: Some(spec),
+            })
+            .await;
+        match updated {
+            Ok(_) => return Ok(Some(current.id)),
+            Err(status) if status.code() == tonic::Code::Aborted && attempt < ATTEMPTS => {
+                attempt += 1;
+            }
+            Err(status) => return Err(api_error(status)),
+        }
     }
-    spec.set_desired_role(role);
-    daemon
-        .control
-        .update_node(api::UpdateNodeRequest {
-            node: current.id.clone(),
-            version: version_of(current.meta.as_ref()),
-            spec: Some(spec),
-        })
-        .await
-        .map_err(api_error)?;
-    Ok(Some(current.id))
 }

@@ -271,7 +271,42 @@ impl ControlApi {
             .map_or(api::NodeRole::Worker, |spec| spec.desired_role());
         let demoted =
             current_role == api::NodeRole::Manager && spec.desired_role() == api::NodeRole::Worker;
-        if demoted && let Some(manager) = node.manager_status.clone() {
+        if demoted {
+            return self.demote(node, spec, request.version).await;
+        }
+        node.spec = Some(spec);
+        self.store
+            .write(raft_store::Transaction::new(vec![objects::update_at(
+                &node,
+                request.version,
+            )]))
+            .await?;
+        self.read_back(&node.id).await
+    }
+
+    /// A demotion: the node leaves the Raft group first (a demotion that can't commit changes
+    /// nothing), then its object says worker. The caller's version is checked before anything
+    /// changes; the object write after the Raft change re-reads on conflicts, so the two never
+    /// disagree for long.
+    async fn demote(
+        &self,
+        node: Node,
+        spec: api::NodeSpec,
+        version: u64,
+    ) -> Result<Node, ManagerError> {
+        let stored = objects::ClusterObject::read_version(&node);
+        if version != stored {
+            return Err(
+                raft_store::StoreError::Rejected(raft_store::TxnRejection::Conflict {
+                    kind: Node::KIND.to_owned(),
+                    id: node.id.clone(),
+                    expected: version,
+                    actual: stored,
+                })
+                .into(),
+            );
+        }
+        if let Some(manager) = node.manager_status.clone() {
             // The node leaves the Raft group first: a demotion that can't commit changes nothing.
             // A manager that is no member any more (after --force-new-cluster) just goes.
             let status = self.store.status();
@@ -281,21 +316,15 @@ impl ControlApi {
                 self.check_manager_may_go(manager.raft_id, &format!("demoting node {}", node.id))?;
                 self.store.remove_member(manager.raft_id).await?;
             }
-            node.manager_status = None;
-            node.role = api::NodeRole::Worker as i32;
-            tracing::info!(node = %node.id, member = manager.raft_id, "manager demoted");
+            tracing::info!(node = %node.id, member = manager.raft_id, "manager left the Raft group");
         }
-        node.spec = Some(spec);
-        let version = if demoted {
-            objects::ClusterObject::read_version(&node)
-        } else {
-            request.version
-        };
-        self.store
-            .write(raft_store::Transaction::new(vec![objects::update_at(
-                &node, version,
-            )]))
-            .await?;
+        crate::node_ca::update_node(&self.store, &node.id, |stored| {
+            stored.spec = Some(spec.clone());
+            stored.manager_status = None;
+            stored.role = api::NodeRole::Worker as i32;
+            Ok(())
+        })
+        .await?;
         self.read_back(&node.id).await
     }
 
