@@ -290,7 +290,82 @@ fn promotion_and_demotion_change_the_raft_group_and_keep_a_quorum() {
             Err(output_text(&output))
         }
     });
-    let _ = Instant::now();
+
+    // One of two managers may not leave: the other alone would be no majority of two.
+    let refused = cluster.host(2).shoal(&["swarm", "leave"]);
+    assert!(!refused.status.success());
+    assert!(
+        output_text(&refused).contains("quorum") && output_text(&refused).contains("--force"),
+        "{}",
+        output_text(&refused)
+    );
+    // A worker leaves; once it is down, a manager removes it without --force.
+    let said = cluster.host(3).shoal_ok(&["swarm", "leave"]);
+    assert!(said.contains("Node left the swarm."), "{said}");
+    let info = cluster.host(3).shoal_ok(&["info"]);
+    assert!(info.contains("Swarm: inactive"), "{info}");
+    wait_until("h3 down, then removed", CONVERGE_TIMEOUT, || {
+        let output = manager.shoal(&["node", "rm", h3]);
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(output_text(&output))
+        }
+    });
+    let table = wait_until("node ls", CONVERGE_TIMEOUT, || node_table(manager));
+    assert!(!table.contains_key(h3), "{table:?}");
+}
+
+#[test]
+fn a_lost_quorum_is_recovered_with_force_new_cluster() {
+    let Some(cluster) = start("a_lost_quorum_is_recovered_with_force_new_cluster", 3) else {
+        return;
+    };
+    for host in cluster.hosts() {
+        host.import_busybox();
+    }
+    form(&cluster, 3, 0);
+    let survivor = cluster.host(1);
+    create_service(survivor, "kept", 2);
+    wait_for_slots(survivor, "kept", 2, CONVERGE_TIMEOUT, |_| true);
+    cluster.host(2).kill_daemon();
+    cluster.host(3).kill_daemon();
+    let refused = survivor.shoal(&["service", "scale", "-d", "kept=3"]);
+    assert!(
+        output_text(&refused).contains("no quorum"),
+        "{}",
+        output_text(&refused)
+    );
+
+    let said = survivor.shoal_ok(&["swarm", "init", "--force-new-cluster"]);
+    assert!(said.contains("Swarm initialized"), "{said}");
+    // Its state is kept, writes work again, and the lost managers show as unreachable until
+    // they are demoted and removed.
+    wait_until("a write on the recovered swarm", CONVERGE_TIMEOUT, || {
+        let output = survivor.shoal(&["service", "scale", "-d", "kept=3"]);
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(output_text(&output))
+        }
+    });
+    let table = wait_until("node ls", CONVERGE_TIMEOUT, || node_table(survivor));
+    let unreachable = table.values().filter(|(_, m)| m == "Unreachable").count();
+    assert_eq!(unreachable, 2, "{table:?}");
+    let (h2, h3) = (cluster.host(2).name(), cluster.host(3).name());
+    survivor.shoal_ok(&["node", "demote", h2, h3]);
+    wait_until("the lost managers removed", CONVERGE_TIMEOUT, || {
+        for name in [h2, h3] {
+            let output = survivor.shoal(&["node", "rm", "--force", name]);
+            if !output.status.success() && !output_text(&output).contains("not found") {
+                return Err(output_text(&output));
+            }
+        }
+        Ok(())
+    });
+    let table = wait_until("node ls", CONVERGE_TIMEOUT, || node_table(survivor));
+    assert_eq!(table.len(), 1, "{table:?}");
+    wait_for_slots(survivor, "kept", 3, CONVERGE_TIMEOUT, |_| true);
 }
 
 /// The running tasks of `service` as `host` reports them, by slot: (task id, node).
