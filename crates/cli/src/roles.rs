@@ -160,10 +160,6 @@ fn renewal_time(identity: &TlsIdentity) -> SystemTime {
     at.max(soon)
 }
 
-fn status_of(error: impl Into<Status>) -> Status {
-    error.into()
-}
-
 impl NodeRoles {
     pub(crate) fn new(data_root: &Path, engine: LocalEngine) -> NodeRoles {
         NodeRoles {
@@ -269,10 +265,12 @@ impl NodeRoles {
             retry_at = None;
             let message = messages.borrow_and_update().clone();
             let Some(message) = message else { continue };
+            let certificate = read(&link.identity).cert_pem;
             if let Err(error) = self.act_on_session(&link, &message).await {
                 tracing::warn!(%error, "could not take up the role the managers asked for; retrying");
                 retry_at = Some(tokio::time::Instant::now() + RETRY_DELAY);
-            } else {
+            }
+            if read(&link.identity).cert_pem != certificate {
                 renew_at = renewal_time(&read(&link.identity));
             }
         }
@@ -456,7 +454,7 @@ impl NodeRoles {
     /// cluster.
     async fn force_new_cluster(&self, state: &mut RoleState) -> Result<String, Status> {
         let swarm_dir = self.swarm_dir();
-        let (membership, identity) = swarm_dir.load().map_err(status_of)?.ok_or_else(|| {
+        let (membership, identity) = swarm_dir.load().map_err(Status::from)?.ok_or_else(|| {
             Status::failed_precondition(
                 "--force-new-cluster recovers a manager's swarm, and this node is in none: run 'shoal swarm init' without it",
             )
@@ -472,7 +470,7 @@ impl NodeRoles {
         }
         let manager = ManagerRole::force_new_cluster(&swarm_dir, membership.clone(), identity)
             .await
-            .map_err(status_of)?;
+            .map_err(Status::from)?;
         self.gate.set(Some(manager.control()));
         state.manager = Some(manager);
         Ok(membership.node_id)
@@ -492,7 +490,7 @@ impl NodeRoles {
             ));
         }
         let listen =
-            manager::address::parse_listen_addr(&request.listen_addr).map_err(status_of)?;
+            manager::address::parse_listen_addr(&request.listen_addr).map_err(Status::from)?;
         let remote = if request.remote_addr.contains(':') {
             request.remote_addr.clone()
         } else {
@@ -505,12 +503,12 @@ impl NodeRoles {
             &request.advertise_addr,
         )
         .await
-        .map_err(status_of)?;
+        .map_err(Status::from)?;
         let advertise = if request.advertise_addr.is_empty() {
             std::net::SocketAddr::new(grant.local_ip, listen.port())
         } else {
             manager::address::choose_advertise_addr(&request.advertise_addr, listen, &[])
-                .map_err(status_of)?
+                .map_err(Status::from)?
         };
         let mut manager_addrs = grant.manager_addrs.clone();
         if manager_addrs.is_empty() {
@@ -532,7 +530,7 @@ impl NodeRoles {
         }
         swarm_dir
             .save(&membership, &grant.identity)
-            .map_err(status_of)?;
+            .map_err(Status::from)?;
         if grant.role == NodeRole::Manager {
             let started = async {
                 let manager =
@@ -583,7 +581,7 @@ impl NodeRoles {
             ));
         }
         if let Some(manager) = &state.manager {
-            manager.leave(request.force).await.map_err(status_of)?;
+            manager.leave(request.force).await.map_err(Status::from)?;
         }
         self.gate.set(None);
         if let Some(manager) = state.manager.take() {
@@ -594,7 +592,7 @@ impl NodeRoles {
         }
         self.remove_task_containers().await;
         let _ = std::fs::remove_dir_all(self.data_root.join("worker"));
-        self.swarm_dir().remove().map_err(status_of)?;
+        self.swarm_dir().remove().map_err(Status::from)?;
         state.membership = None;
         tracing::info!("left the swarm");
         Ok(())
