@@ -504,14 +504,28 @@ fn a_killed_leader_is_replaced_and_no_task_is_lost_or_duplicated() {
         }
     });
     eprintln!("leader failover: first write after {:?}", killed.elapsed());
-    wait_until("a new leader", CONVERGE_TIMEOUT, || {
-        let table = node_table(survivor)?;
-        let leader = table.iter().find(|(_, (_, m))| m == "Leader");
-        match leader {
-            Some((name, _)) if name != cluster.host(1).name() => Ok(()),
-            _ => Err(format!("{table:?}")),
-        }
-    });
+    // A new leader, and every surviving manager shows the old one down and unreachable.
+    for host in [cluster.host(2), cluster.host(3)] {
+        wait_until(
+            "a new leader, the old one unreachable",
+            CONVERGE_TIMEOUT,
+            || {
+                let table = node_table(host)?;
+                let leader = table.iter().find(|(_, (_, m))| m == "Leader");
+                let old = table.get(cluster.host(1).name());
+                match (leader, old) {
+                    (Some((name, _)), Some((status, manager)))
+                        if name != cluster.host(1).name()
+                            && status == "Down"
+                            && manager == "Unreachable" =>
+                    {
+                        Ok(())
+                    }
+                    _ => Err(format!("{table:?}")),
+                }
+            },
+        );
+    }
     // Every slot runs exactly once on a live node (h1's tasks moved once it was marked down).
     let dead = cluster.host(1).name().to_owned();
     let slots = wait_for_slots(survivor, "web", 8, CONVERGE_TIMEOUT, |node| node != dead);

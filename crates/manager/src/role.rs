@@ -348,6 +348,10 @@ impl ManagerRole {
             stopped.clone(),
         ));
         tokio::spawn(finish_root_rotations(Arc::clone(&store), stopped.clone()));
+        tokio::spawn(record_manager_reachability(
+            Arc::clone(&store),
+            stopped.clone(),
+        ));
         let logs = LogBroker::default();
         let dispatcher = DispatcherService::start(
             Arc::clone(&store),
@@ -539,6 +543,58 @@ async fn finish_root_rotations(store: Arc<Store>, mut stop: watch::Receiver<bool
             // Leadership changes come without a store change; look again now and then.
             _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             _ = stop.changed() => return,
+        }
+    }
+}
+
+/// On the leader, records in each manager's node whether the leader hears from it, when that
+/// changes, so that `node ls` on any manager shows an unreachable one (only the leader can tell).
+async fn record_manager_reachability(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+    const CHECK_PERIOD: Duration = Duration::from_secs(1);
+    // A new leader has heard from nobody yet; it judges after a few heartbeats' worth of time.
+    const SETTLING: Duration = Duration::from_secs(2);
+    let mut leading_since: Option<(u64, tokio::time::Instant)> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(CHECK_PERIOD) => {}
+            _ = stop.changed() => return,
+        }
+        let status = store.status();
+        if !status.is_leader {
+            leading_since = None;
+            continue;
+        }
+        let (term, since) =
+            *leading_since.get_or_insert((status.term, tokio::time::Instant::now()));
+        if term != status.term {
+            leading_since = Some((status.term, tokio::time::Instant::now()));
+            continue;
+        }
+        if since.elapsed() < SETTLING {
+            continue;
+        }
+        let nodes = store
+            .local_view(|view| objects::decode_all::<Node>(view.list(Node::KIND)))
+            .unwrap_or_default();
+        let changed: Vec<Node> = nodes
+            .into_iter()
+            .filter_map(|mut node| {
+                let manager = node.manager_status.as_mut()?;
+                let now = crate::control::reachability_on_leader(manager.raft_id, &status) as i32;
+                if manager.reachability == now {
+                    return None;
+                }
+                manager.reachability = now;
+                Some(node)
+            })
+            .collect();
+        if changed.is_empty() {
+            continue;
+        }
+        let changes = changed.iter().map(objects::update).collect();
+        // A conflict means the node changed meanwhile; the next check looks again.
+        if let Err(error) = store.write(Transaction::new(changes)).await {
+            tracing::debug!(%error, "could not record the managers' reachability");
         }
     }
 }

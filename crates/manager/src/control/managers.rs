@@ -37,19 +37,29 @@ pub(crate) fn check_manager_may_go(
     Ok(())
 }
 
-/// Fills in each manager's leader flag and reachability from this member's view of the Raft
-/// group: the stored values are only what they were when the manager joined.
+/// Whether the leader hears from manager `raft_id`: it is a voter, and not among those that
+/// missed an election timeout of heartbeats. Only the leader knows.
+pub(crate) fn reachability_on_leader(
+    raft_id: u64,
+    status: &StoreStatus,
+) -> raft_member_status::Reachability {
+    if status.voters.contains_key(&raft_id) && !status.unreachable.contains(&raft_id) {
+        raft_member_status::Reachability::Reachable
+    } else {
+        raft_member_status::Reachability::Unreachable
+    }
+}
+
+/// Fills in each manager's leader flag from this member's view of the Raft group, and on the
+/// leader its reachability too. Elsewhere the reachability is what the leader last recorded in
+/// the node, except that a manager no longer in the group is unreachable.
 pub(crate) fn with_live_manager_status(mut nodes: Vec<Node>, status: &StoreStatus) -> Vec<Node> {
     for node in &mut nodes {
         if let Some(manager) = node.manager_status.as_mut() {
             manager.leader = status.leader == Some(manager.raft_id);
-            let reachable = status.voters.contains_key(&manager.raft_id)
-                && !status.unreachable.contains(&manager.raft_id);
-            manager.reachability = if reachable {
-                raft_member_status::Reachability::Reachable
-            } else {
-                raft_member_status::Reachability::Unreachable
-            } as i32;
+            if status.is_leader || !status.voters.contains_key(&manager.raft_id) {
+                manager.reachability = reachability_on_leader(manager.raft_id, status) as i32;
+            }
         }
     }
     nodes

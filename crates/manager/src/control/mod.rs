@@ -27,6 +27,7 @@ use tokio::sync::watch;
 use tonic::{Request, Response, Status};
 
 pub use gate::ControlGate;
+pub(crate) use managers::reachability_on_leader;
 
 use crate::dispatcher::{LogBroker, LogStream, LogTarget};
 use crate::error::ManagerError;
