@@ -369,7 +369,8 @@ impl NodeRoles {
     }
 
     /// Puts a new certificate (and trust) to use: on disk, for the agent, which reconnects at
-    /// once to show it, and for the manager role, restarted so that its cluster port presents it.
+    /// once to show it, and for the manager role, whose cluster port and Raft calls take it up
+    /// without a restart.
     async fn install_identity(
         &self,
         state: &mut RoleState,
@@ -381,19 +382,13 @@ impl NodeRoles {
         swarm_dir.save(membership, &identity)?;
         write(&link.identity, identity.clone());
         link.reconnect.notify_one();
-        if let Some(manager) = state.manager.take() {
-            self.gate.restarting();
-            manager.shutdown().await;
-            let restarted = ManagerRole::start(&swarm_dir, membership.clone(), identity).await;
-            let manager = restarted.inspect_err(|_| self.gate.set(None))?;
-            self.gate.set(Some(manager.control()));
-            state.manager = Some(manager);
+        if let Some(manager) = &state.manager {
+            manager.replace_identity(&identity)?;
         }
         Ok(())
     }
 
-    /// Replaces the node certificate with a fresh one for the same role. A manager restarts its
-    /// role, so that its cluster port presents the new certificate.
+    /// Replaces the node certificate with a fresh one for the same role.
     async fn renew_certificate(&self, link: &ManagerLink) -> Result<(), manager::ManagerError> {
         let mut state = self.state.lock().await;
         let Some(membership) = state.membership.clone() else {

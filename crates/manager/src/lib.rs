@@ -16,6 +16,7 @@ pub mod address;
 pub mod assignment;
 mod authz;
 pub mod ca;
+mod cluster_port;
 mod control;
 mod dispatcher;
 mod error;

@@ -18,11 +18,11 @@ use shoal_proto::api::{
 };
 use tokio::sync::{oneshot, watch};
 use tonic::service::interceptor::InterceptedService;
-use tonic::transport::{Certificate, Identity, ServerTlsConfig};
 
 use crate::address::{choose_advertise_addr, host_ipv4_addresses, parse_listen_addr};
 use crate::authz::ClusterAuth;
 use crate::ca::{DEFAULT_NODE_CERT_LIFETIME, RootCa};
+use crate::cluster_port::ClusterPortTls;
 use crate::control::ControlApi;
 use crate::dispatcher::{DispatcherService, LogBroker};
 use crate::error::ManagerError;
@@ -74,6 +74,7 @@ pub struct ManagerRole {
     membership: Membership,
     stop: watch::Sender<bool>,
     server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
+    tls: ClusterPortTls,
     orchestration: tokio::task::JoinHandle<()>,
 }
 
@@ -372,10 +373,8 @@ impl ManagerRole {
         let control = ControlApi::new(Arc::clone(&store), given_up, logs);
 
         let auth = ClusterAuth::new(Arc::clone(&store), membership.cluster_id.clone());
-        let mut server = tonic::transport::Server::builder()
-            .tls_config(cluster_port_tls(identity))
-            .map_err(|error| ManagerError::Pki(format!("the cluster port's TLS: {error}")))?;
-        let router = server
+        let tls = ClusterPortTls::new(identity)?;
+        let router = tonic::transport::Server::builder()
             .add_service(InterceptedService::new(
                 store.raft_service(),
                 auth.managers_only(),
@@ -399,9 +398,7 @@ impl ManagerRole {
                 ControlServer::new(control.clone()),
                 auth.managers_only(),
             ));
-        // Nagle's algorithm would hold small replies back until the peer's delayed ACK.
-        let incoming =
-            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        let incoming = tls.incoming(listener);
         let (stop_server, server_stopped) = oneshot::channel::<()>();
         let serving = tokio::spawn(async move {
             let shutdown = async {
@@ -420,8 +417,18 @@ impl ManagerRole {
             membership,
             stop,
             server: Some((stop_server, serving)),
+            tls,
             orchestration,
         })
+    }
+
+    /// Puts a new certificate (a renewal, a root rotation) to use without a restart: new
+    /// connections to the cluster port see it, and calls to other managers show it. Saving it
+    /// to disk is the caller's business.
+    pub fn replace_identity(&self, identity: &TlsIdentity) -> Result<(), ManagerError> {
+        self.tls.replace(identity)?;
+        self.store.replace_tls(identity);
+        Ok(())
     }
 
     pub fn control(&self) -> ControlApi {
@@ -479,22 +486,6 @@ impl ManagerRole {
             tracing::warn!(%error, "closing the store");
         }
     }
-}
-
-/// The cluster port's TLS: the manager presents its certificate followed by the root, so that a
-/// joining node can read the root from the handshake and check it against its token, and a
-/// client certificate is optional there (a joining node has none yet); [`ClusterAuth`] decides
-/// per service who may call.
-fn cluster_port_tls(identity: &TlsIdentity) -> ServerTlsConfig {
-    let mut chain = identity.cert_pem.clone();
-    if !chain.ends_with(b"\n") {
-        chain.push(b'\n');
-    }
-    chain.extend_from_slice(&identity.ca_pem);
-    ServerTlsConfig::new()
-        .identity(Identity::from_pem(chain, &identity.key_pem))
-        .client_ca_root(Certificate::from_pem(&identity.ca_pem))
-        .client_auth_optional(true)
 }
 
 /// On the leader, ends a root rotation once every node that is not down has shown a

@@ -63,7 +63,7 @@ impl LinkFilter {
 
 /// Clients to every peer, shared by Raft replication and by request forwarding.
 pub(crate) struct Peers {
-    tls: ClientTlsConfig,
+    tls: Mutex<ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
     pub(crate) links: LinkFilter,
 }
@@ -71,10 +71,20 @@ pub(crate) struct Peers {
 impl Peers {
     pub(crate) fn new(tls: ClientTlsConfig, links: LinkFilter) -> Self {
         Peers {
-            tls,
+            tls: Mutex::new(tls),
             channels: Mutex::new(HashMap::new()),
             links,
         }
+    }
+
+    /// New calls use `tls` from now on: cached channels are dropped (calls in flight on them
+    /// finish as they are).
+    pub(crate) fn replace_tls(&self, tls: ClientTlsConfig) {
+        *self.tls.lock().unwrap_or_else(|p| p.into_inner()) = tls;
+        self.channels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// A client to `member` at `addr`, or `Unreachable` when the link is cut.
@@ -95,8 +105,9 @@ impl Peers {
         let channel = match channels.get(addr) {
             Some(channel) => channel.clone(),
             None => {
+                let tls = self.tls.lock().unwrap_or_else(|p| p.into_inner()).clone();
                 let channel = Endpoint::from_shared(format!("https://{addr}"))
-                    .and_then(|endpoint| endpoint.tls_config(self.tls.clone()))
+                    .and_then(|endpoint| endpoint.tls_config(tls))
                     .map_err(|error| unreachable(format!("bad address: {error}")))?
                     .connect_timeout(CONNECT_TIMEOUT)
                     .tcp_nodelay(true)

@@ -330,6 +330,12 @@ impl Store {
         self.inner.state.watch.subscribe(from_index)
     }
 
+    /// Calls to other members show `tls` from now on (a renewed certificate, new roots). The
+    /// member's own server is its owner's to update.
+    pub fn replace_tls(&self, tls: &TlsIdentity) {
+        self.inner.peers.replace_tls(tls.client_config());
+    }
+
     /// Adds a member that receives the log without voting, and waits until it has caught up.
     pub async fn add_learner(
         &self,

@@ -358,8 +358,7 @@ async fn rotation_state(daemon: &mut Daemon) -> anyhow::Result<RotationState> {
 /// Waits until every node has moved to the new root, saying how many have as they do; returns
 /// the cluster with the new root in place.
 async fn wait_for_root_rotation(daemon: &mut Daemon, quiet: bool) -> anyhow::Result<api::Cluster> {
-    // Managers restart their role to put their new certificates to use; a call that meets
-    // one restarting is tried again.
+    // A call that fails (a leader election, say) is tried again for a while.
     const PATIENCE: std::time::Duration = std::time::Duration::from_secs(30);
     let mut last = None;
     let mut failing_since: Option<std::time::Instant> = None;

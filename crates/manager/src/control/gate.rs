@@ -10,44 +10,28 @@ use tonic::{Request, Response, Status};
 
 use super::ControlApi;
 
-#[derive(Clone, Default)]
-enum GateState {
-    #[default]
-    NotManager,
-    /// The manager role is being restarted (a new certificate or trust); back in a moment.
-    Restarting,
-    Open(ControlApi),
-}
-
 /// Holds the node's control API once it is a manager.
 #[derive(Clone, Default)]
 pub struct ControlGate {
-    state: Arc<RwLock<GateState>>,
+    active: Arc<RwLock<Option<ControlApi>>>,
 }
 
 impl ControlGate {
     /// Opens the gate to a manager's control API, or closes it with `None`.
     pub fn set(&self, control: Option<ControlApi>) {
-        let state = control.map_or(GateState::NotManager, GateState::Open);
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
-    }
-
-    /// Closes the gate while the manager role restarts: calls are refused as unavailable, to be
-    /// tried again, rather than told this node is no manager.
-    pub fn restarting(&self) {
-        *self.state.write().unwrap_or_else(|p| p.into_inner()) = GateState::Restarting;
+        *self.active.write().unwrap_or_else(|p| p.into_inner()) = control;
     }
 
     fn active(&self) -> Result<ControlApi, Status> {
-        match self.state.read().unwrap_or_else(|p| p.into_inner()).clone() {
-            GateState::Open(control) => Ok(control),
-            GateState::Restarting => Err(Status::unavailable(
-                "this manager is restarting its role to put a new certificate to use: try again in a moment",
-            )),
-            GateState::NotManager => Err(Status::failed_precondition(
-                "this node is not a swarm manager: run 'shoal swarm init' to make it one, or run the command on a manager",
-            )),
-        }
+        self.active
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| {
+                Status::failed_precondition(
+                    "this node is not a swarm manager: run 'shoal swarm init' to make it one, or run the command on a manager",
+                )
+            })
     }
 }
 
