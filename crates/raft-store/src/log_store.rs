@@ -54,9 +54,44 @@ const REDB_CACHE_BYTES: usize = 4 << 20;
 #[derive(Default)]
 struct LogCache {
     entries: BTreeMap<u64, Entry>,
+    /// The stored size of each cached entry, and their sum: what the cache costs in memory,
+    /// roughly, so that the store can snapshot early when entries are large.
+    sizes: BTreeMap<u64, usize>,
+    bytes: usize,
     vote: Option<Vote>,
     committed: Option<LogId>,
     last_purged: Option<LogId>,
+}
+
+impl LogCache {
+    fn insert(&mut self, index: u64, entry: Entry, size: usize) {
+        self.entries.insert(index, entry);
+        if let Some(replaced) = self.sizes.insert(index, size) {
+            self.bytes -= replaced;
+        }
+        self.bytes += size;
+    }
+
+    /// Drops every entry at or after `first`.
+    fn remove_from(&mut self, first: u64) {
+        self.entries.split_off(&first);
+        let removed = self.sizes.split_off(&first);
+        self.bytes -= removed.values().sum::<usize>();
+    }
+
+    /// Drops every entry up to and including `last`.
+    fn remove_up_to(&mut self, last: u64) {
+        self.entries = self.entries.split_off(&(last + 1));
+        let kept = self.sizes.split_off(&(last + 1));
+        self.bytes -= self.sizes.values().sum::<usize>();
+        self.sizes = kept;
+    }
+
+    fn clear(&mut self) {
+        self.entries.clear();
+        self.sizes.clear();
+        self.bytes = 0;
+    }
 }
 
 enum WriteOp {
@@ -222,9 +257,14 @@ impl LogStore {
                 return Err(format!("entries {expected} to {} are missing", index - 1));
             }
             expected_next = Some(index + 1);
-            cache.entries.insert(index, entry);
+            cache.insert(index, entry, sealed.value().len());
         }
         Ok(cache)
+    }
+
+    /// About how many bytes the entries kept in memory take (their stored size).
+    pub(crate) fn cached_bytes(&self) -> usize {
+        self.cache().bytes
     }
 
     /// Closes the log for every clone: later writes fail with "the raft log writer has stopped".
@@ -278,7 +318,7 @@ impl LogStore {
     pub(crate) async fn reset(&self, purged_up_to: LogId) -> io::Result<()> {
         {
             let mut cache = self.cache();
-            cache.entries.clear();
+            cache.clear();
             cache.last_purged = Some(purged_up_to);
         }
         self.send(WriteOp::PurgeUpTo(purged_up_to))?;
@@ -436,8 +476,10 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         {
             let mut cache = self.cache();
             for entry in entries {
-                sealed.push((entry.index(), seal(&entry)));
-                cache.entries.insert(entry.index(), entry);
+                let index = entry.index();
+                let bytes = seal(&entry);
+                cache.insert(index, entry, bytes.len());
+                sealed.push((index, bytes));
             }
         }
         self.send(WriteOp::Append {
@@ -448,15 +490,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let first_removed = last_log_id.map_or(0, |id| id.index() + 1);
-        self.cache().entries.split_off(&first_removed);
+        self.cache().remove_from(first_removed);
         self.send(WriteOp::TruncateFrom(first_removed))
     }
 
     async fn purge(&mut self, log_id: LogId) -> Result<(), io::Error> {
         {
             let mut cache = self.cache();
-            let keep = cache.entries.split_off(&(log_id.index() + 1));
-            cache.entries = keep;
+            cache.remove_up_to(log_id.index());
             cache.last_purged = Some(log_id);
         }
         self.send(WriteOp::PurgeUpTo(log_id))

@@ -49,6 +49,9 @@ pub struct StoreConfig {
     pub snapshot_interval: u64,
     /// Entries kept behind a snapshot, so a briefly lagging follower catches up from the log.
     pub entries_kept_after_snapshot: u64,
+    /// The log's entries are also kept in memory until a snapshot covers them; past this many
+    /// bytes a snapshot is built early, whatever `snapshot_interval` says.
+    pub log_memory_budget: usize,
     pub heartbeat_interval: Duration,
     /// The shortest election timeout; each member draws its timeout from this to twice this.
     pub election_timeout: Duration,
@@ -73,6 +76,7 @@ impl StoreConfig {
             max_proposal_bytes: 1536 * 1024,
             snapshot_interval: 10_000,
             entries_kept_after_snapshot: 1_000,
+            log_memory_budget: 64 << 20,
             heartbeat_interval: Duration::from_millis(100),
             election_timeout: Duration::from_millis(400),
             request_timeout: Duration::from_secs(5),
@@ -199,7 +203,7 @@ impl Store {
         )
         .await
         .map_err(|error| StoreError::Raft(error.to_string()))?;
-        Ok(Store {
+        let store = Store {
             inner: Arc::new(Inner {
                 raft,
                 log,
@@ -209,7 +213,11 @@ impl Store {
                 membership_changes: tokio::sync::Mutex::new(()),
             }),
             server: Mutex::new(None),
-        })
+        };
+        tokio::spawn(snapshot_when_the_log_outgrows_its_budget(Arc::downgrade(
+            &store.inner,
+        )));
+        Ok(store)
     }
 
     /// The gRPC service peers call, for a server that hosts other services too.
@@ -880,6 +888,37 @@ fn forward_failure(leader: MemberId, addr: &str, status: tonic::Status) -> Store
         member: leader,
         addr: addr.to_owned(),
         detail: describe_status(&status),
+    }
+}
+
+/// Builds a snapshot early when the entries kept in memory pass the configured budget (large
+/// transactions, such as status reports for many tasks, fill memory long before the entry
+/// count reaches the snapshot interval). Only when the log holds more than the entries a
+/// snapshot keeps behind it, so a tail of large entries does not snapshot over and over. Ends
+/// with the store.
+async fn snapshot_when_the_log_outgrows_its_budget(inner: std::sync::Weak<Inner>) {
+    const CHECK_PERIOD: Duration = Duration::from_secs(1);
+    loop {
+        tokio::time::sleep(CHECK_PERIOD).await;
+        let Some(inner) = inner.upgrade() else {
+            return;
+        };
+        if inner.log.cached_bytes() <= inner.config.log_memory_budget {
+            continue;
+        }
+        let metrics = inner.raft.metrics().borrow_watched().clone();
+        let last = metrics.last_log_index.unwrap_or(0);
+        let covered = metrics.snapshot.as_ref().map_or(0, |id| id.index());
+        if last.saturating_sub(covered) <= inner.config.entries_kept_after_snapshot {
+            continue;
+        }
+        tracing::info!(
+            bytes = inner.log.cached_bytes(),
+            "the raft log outgrew its memory budget: snapshotting early"
+        );
+        if inner.raft.trigger().snapshot().await.is_err() {
+            return;
+        }
     }
 }
 

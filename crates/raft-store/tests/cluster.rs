@@ -454,3 +454,46 @@ async fn force_new_cluster_on_a_lone_survivor_keeps_every_committed_object() {
     assert_eq!(ids, (0..50).map(|i| format!("s{i:02}")).collect::<Vec<_>>());
     cluster.create(survivor, "service", "after-recovery").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_entries_snapshot_early_to_bound_the_log_in_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut config = raft_store::StoreConfig::new(1, dir.path(), &addr, TestPki::new().identity(1));
+    // The entry count alone would never snapshot here; the byte budget must.
+    config.snapshot_interval = 1_000_000;
+    config.entries_kept_after_snapshot = 10;
+    config.log_memory_budget = 256 << 10;
+    let store = Store::open(config).await.unwrap();
+    store.serve(listener).unwrap();
+    store.bootstrap().await.unwrap();
+    for number in 0..100 {
+        store
+            .write(Transaction::create(
+                "task",
+                format!("t{number}"),
+                "",
+                vec![b'x'; 16 << 10],
+            ))
+            .await
+            .unwrap();
+    }
+    let status = poll(
+        Duration::from_secs(20),
+        "an early snapshot and a purged log",
+        || {
+            let status = store.status();
+            (status.snapshot_index > 0 && status.purged_index > 0).then_some(status)
+        },
+    )
+    .await;
+    assert!(status.snapshot_index <= status.last_applied);
+    // Everything is still there.
+    let tasks = store
+        .list("task", ReadConsistency::Linearizable)
+        .await
+        .unwrap();
+    assert_eq!(tasks.len(), 100);
+    store.shutdown().await.unwrap();
+}
