@@ -196,7 +196,7 @@ pub(crate) fn finish_root_rotation(cluster: &mut Cluster) -> Result<(), ManagerE
 }
 
 /// The role a join token grants in `cluster`, or why it grants none.
-pub(crate) fn role_for_token(cluster: &Cluster, token: &str) -> Result<NodeRole, ManagerError> {
+fn role_for_token(cluster: &Cluster, token: &str) -> Result<NodeRole, ManagerError> {
     let parsed = JoinToken::parse(token)?;
     let tokens = cluster
         .root_ca
@@ -216,7 +216,7 @@ pub(crate) fn role_for_token(cluster: &Cluster, token: &str) -> Result<NodeRole,
 }
 
 /// Cluster-port addresses of the managers the store knows.
-pub(crate) fn manager_addrs(store: &Store) -> Result<Vec<String>, ManagerError> {
+fn manager_addrs(store: &Store) -> Result<Vec<String>, ManagerError> {
     let nodes: Vec<Node> =
         store.local_view(|view| objects::decode_all::<Node>(view.list(Node::KIND)))?;
     Ok(nodes

@@ -447,11 +447,6 @@ impl ManagerRole {
             .await
     }
 
-    /// The Raft member ids of the voters and whether this member leads, for tests and `info`.
-    pub fn raft_status(&self) -> raft_store::StoreStatus {
-        self.store.status()
-    }
-
     /// Counts of managers and nodes, from this manager's copy of the store.
     pub fn summary(&self) -> Result<SwarmSummary, ManagerError> {
         let nodes: Vec<Node> = self
