@@ -5,6 +5,7 @@
 mod client;
 mod compose;
 mod daemon;
+mod payload;
 mod roles;
 mod service;
 mod swarm;
@@ -61,6 +62,12 @@ enum Command {
     /// Manages swarm services.
     #[command(subcommand)]
     Service(service::ServiceCommand),
+    /// Manages swarm secrets.
+    #[command(subcommand)]
+    Secret(payload::PayloadCommand),
+    /// Manages swarm configs.
+    #[command(subcommand)]
+    Config(payload::PayloadCommand),
     /// Shows this daemon's place in a swarm.
     Info {
         /// `json` prints docker's info object; `{{json .Swarm}}` only its Swarm part.
@@ -467,6 +474,12 @@ fn main() -> ExitCode {
             .map(|()| 0),
         Command::Service(command) => runtime()
             .and_then(|rt| rt.block_on(service::run(&host, command)))
+            .map(|()| 0),
+        Command::Secret(command) => runtime()
+            .and_then(|rt| rt.block_on(payload::run(&host, payload::Kind::Secret, command)))
+            .map(|()| 0),
+        Command::Config(command) => runtime()
+            .and_then(|rt| rt.block_on(payload::run(&host, payload::Kind::Config, command)))
             .map(|()| 0),
         Command::Info { format } => runtime()
             .and_then(|rt| rt.block_on(swarm::info(&host, format)))

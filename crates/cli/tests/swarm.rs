@@ -749,6 +749,45 @@ fn jobs_complete_and_unplaceable_tasks_say_why() {
 }
 
 #[test]
+fn secrets_and_configs_are_created_listed_inspected_and_removed() {
+    let Some(host) = SwarmHost::start_manager("payloads") else {
+        return;
+    };
+    let file = host.dir.join("payload.txt");
+    std::fs::write(&file, "hunter2").expect("writing the payload file");
+    let file = file.display().to_string();
+    let secret = host.service("pw");
+    let id = host
+        .ok(&["secret", "create", "--label", "tier=db", &secret, &file])
+        .trim()
+        .to_owned();
+    assert_eq!(id.len(), 25, "an object id: {id:?}");
+    let listed = json_lines(&host.ok(&["secret", "ls", "--format", "json"])).expect("JSON lines");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(field(&listed[0], "Name"), secret);
+    let table = host.ok(&["secret", "ls"]);
+    assert!(table.starts_with("ID "), "{table}");
+    let inspected: Value =
+        serde_json::from_str(&host.ok(&["secret", "inspect", &secret])).expect("inspect JSON");
+    assert_eq!(inspected[0]["Spec"]["Labels"]["tier"], "db");
+    assert!(inspected[0]["Spec"].get("Data").is_none(), "{inspected}");
+    assert!(!host.ok(&["secret", "inspect", &secret]).contains("hunter2"));
+    let taken = host.fails(&["secret", "create", &secret, &file]);
+    assert!(taken.contains(&secret), "{taken}");
+
+    let config = host.service("settings");
+    host.ok(&["config", "create", &config, &file]);
+    let inspected: Value =
+        serde_json::from_str(&host.ok(&["config", "inspect", &config])).expect("inspect JSON");
+    assert_eq!(inspected[0]["Spec"]["Data"], "aHVudGVyMg==");
+    assert_eq!(host.ok(&["config", "rm", &config]).trim(), config);
+    assert_eq!(host.ok(&["secret", "rm", &id]).trim(), id);
+    assert!(host.ok(&["secret", "ls", "-q"]).trim().is_empty());
+    let missing = host.fails(&["secret", "rm", &secret]);
+    assert!(missing.contains("not found"), "{missing}");
+}
+
+#[test]
 fn kill_9_daemon_and_restart_adopts_every_task() {
     let Some(mut host) = SwarmHost::start_manager("adopt") else {
         return;

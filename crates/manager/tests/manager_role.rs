@@ -512,3 +512,144 @@ async fn the_cluster_port_admits_each_caller_to_what_its_certificate_allows() {
     assert_eq!(denied.code(), tonic::Code::PermissionDenied, "{denied}");
     role.shutdown().await;
 }
+
+#[tokio::test]
+async fn secrets_and_configs_keep_their_data_to_themselves_and_their_users() {
+    use shoal_proto::api::{
+        ConfigSpec, CreateConfigRequest, CreateSecretRequest, GetConfigRequest, GetSecretRequest,
+        ListSecretsRequest, RemoveConfigRequest, RemoveSecretRequest, SecretReference, SecretSpec,
+    };
+
+    let data_root = tempfile::tempdir().unwrap();
+    let swarm_dir = SwarmDir::new(data_root.path());
+    let role = ManagerRole::init(
+        &swarm_dir,
+        InitOptions {
+            advertise_addr: "127.0.0.1".into(),
+            listen_addr: "127.0.0.1:0".into(),
+            hostname: "manager-host".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let control = role.control();
+    let named = |name: &str| {
+        Some(shoal_proto::api::Annotations {
+            name: name.to_owned(),
+            ..Default::default()
+        })
+    };
+    let secret = control
+        .create_secret(Request::new(CreateSecretRequest {
+            spec: Some(SecretSpec {
+                annotations: named("db-password"),
+                data: b"hunter2".to_vec(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret
+        .unwrap();
+    // The data is stored but never returned.
+    assert!(secret.spec.as_ref().unwrap().data.is_empty());
+    let listed = control
+        .list_secrets(Request::new(ListSecretsRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .secrets;
+    assert_eq!(listed.len(), 1);
+    assert!(listed[0].spec.as_ref().unwrap().data.is_empty());
+    let by_name = control
+        .get_secret(Request::new(GetSecretRequest {
+            secret: "db-password".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .secret
+        .unwrap();
+    assert_eq!(by_name.id, secret.id);
+
+    // A taken name, an oversized payload and a bad name are refused, writing nothing.
+    for (name, size) in [("db-password", 1), ("big", 500 * 1024 + 1), ("bad name", 1)] {
+        let refused = control
+            .create_secret(Request::new(CreateSecretRequest {
+                spec: Some(SecretSpec {
+                    annotations: named(name),
+                    data: vec![b'x'; size],
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap_err();
+        assert_ne!(refused.code(), tonic::Code::Ok, "{name}");
+    }
+
+    // A secret a service uses can't be removed; the refusal names the service.
+    let mut spec = service_spec("db", 0);
+    if let Some(task_spec::Runtime::Container(container)) =
+        spec.task.as_mut().and_then(|task| task.runtime.as_mut())
+    {
+        container.secrets.push(SecretReference {
+            secret_id: secret.id.clone(),
+            secret_name: "db-password".into(),
+            ..Default::default()
+        });
+    }
+    control
+        .create_service(Request::new(CreateServiceRequest { spec: Some(spec) }))
+        .await
+        .unwrap();
+    let refused = control
+        .remove_secret(Request::new(RemoveSecretRequest {
+            secret: "db-password".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("in use"), "{refused}");
+    assert!(refused.message().contains("db"), "{refused}");
+
+    // A config's data is returned; an unused one is removed.
+    let config = control
+        .create_config(Request::new(CreateConfigRequest {
+            spec: Some(ConfigSpec {
+                annotations: named("settings"),
+                data: b"port=80".to_vec(),
+                ..Default::default()
+            }),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
+    let read = control
+        .get_config(Request::new(GetConfigRequest {
+            config: config.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .config
+        .unwrap();
+    assert_eq!(read.spec.unwrap().data, b"port=80");
+    control
+        .remove_config(Request::new(RemoveConfigRequest {
+            config: "settings".into(),
+        }))
+        .await
+        .unwrap();
+    let gone = control
+        .get_config(Request::new(GetConfigRequest {
+            config: "settings".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(gone.code(), tonic::Code::NotFound);
+    role.shutdown().await;
+}

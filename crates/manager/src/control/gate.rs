@@ -68,6 +68,14 @@ delegate_control! {
     get_node(GetNodeRequest) -> NodeResponse;
     update_node(UpdateNodeRequest) -> NodeResponse;
     remove_node(RemoveNodeRequest) -> RemoveNodeResponse;
+    create_secret(CreateSecretRequest) -> SecretResponse;
+    get_secret(GetSecretRequest) -> SecretResponse;
+    list_secrets(ListSecretsRequest) -> ListSecretsResponse;
+    remove_secret(RemoveSecretRequest) -> RemoveSecretResponse;
+    create_config(CreateConfigRequest) -> ConfigResponse;
+    get_config(GetConfigRequest) -> ConfigResponse;
+    list_configs(ListConfigsRequest) -> ListConfigsResponse;
+    remove_config(RemoveConfigRequest) -> RemoveConfigResponse;
     create_service(CreateServiceRequest) -> ServiceResponse;
     get_service(GetServiceRequest) -> ServiceResponse;
     list_services(ListServicesRequest) -> ListServicesResponse;

@@ -5,6 +5,7 @@
 
 mod gate;
 mod managers;
+mod payloads;
 mod progress;
 mod resolve;
 mod service_spec;
@@ -15,13 +16,16 @@ use std::sync::Arc;
 use raft_store::{ReadConsistency, Store, StoreView};
 use shoal_proto::api::control_server::Control;
 use shoal_proto::api::{
-    self, Cluster, ClusterResponse, CreateServiceRequest, GetClusterRequest, GetNodeRequest,
-    GetServiceRequest, GetTaskRequest, JobStatus, ListNodesRequest, ListNodesResponse,
+    self, Cluster, ClusterResponse, ConfigResponse, CreateConfigRequest, CreateSecretRequest,
+    CreateServiceRequest, GetClusterRequest, GetConfigRequest, GetNodeRequest, GetSecretRequest,
+    GetServiceRequest, GetTaskRequest, JobStatus, ListConfigsRequest, ListConfigsResponse,
+    ListNodesRequest, ListNodesResponse, ListSecretsRequest, ListSecretsResponse,
     ListServicesRequest, ListServicesResponse, ListTasksRequest, ListTasksResponse, Node,
-    NodeResponse, RemoveNodeRequest, RemoveNodeResponse, RemoveServiceRequest,
-    RemoveServiceResponse, Service, ServiceLogsRequest, ServiceProgressRequest,
-    ServiceProgressResponse, ServiceResponse, Task, TaskResponse, UpdateClusterRequest,
-    UpdateNodeRequest, UpdateServiceRequest, Version, service_spec::Mode,
+    NodeResponse, RemoveConfigRequest, RemoveConfigResponse, RemoveNodeRequest, RemoveNodeResponse,
+    RemoveSecretRequest, RemoveSecretResponse, RemoveServiceRequest, RemoveServiceResponse,
+    SecretResponse, Service, ServiceLogsRequest, ServiceProgressRequest, ServiceProgressResponse,
+    ServiceResponse, Task, TaskResponse, UpdateClusterRequest, UpdateNodeRequest,
+    UpdateServiceRequest, Version, service_spec::Mode,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -33,6 +37,7 @@ use crate::dispatcher::{LogBroker, LogStream, LogTarget};
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::{ClusterSnapshot, GivenUpSlots};
+use payloads::Payload;
 
 /// The shortest dispatcher heartbeat `swarm update` accepts: shorter ones would cost more in
 /// Raft writes than they gain in detection time.
@@ -372,6 +377,61 @@ impl ControlApi {
         }
     }
 
+    async fn create_payload<T: Payload>(&self, mut payload: T) -> Result<T, ManagerError> {
+        payloads::check_payload(T::PAYLOAD, payload.annotations(), payload.data())?;
+        payload.meta_mut().take();
+        let id = raft_store::new_object_id();
+        payload.set_id(id.clone());
+        self.store
+            .write(raft_store::Transaction::new(vec![objects::create(
+                &payload,
+            )]))
+            .await?;
+        Ok(self.read_back::<T>(&id).await?.into_read())
+    }
+
+    async fn payloads<T: Payload>(&self) -> Result<Vec<T>, ManagerError> {
+        let all: Vec<T> = self
+            .read(|view| objects::decode_all(view.list(T::KIND)))
+            .await?;
+        Ok(all.into_iter().map(Payload::into_read).collect())
+    }
+
+    async fn payload<T: Payload>(&self, reference: &str) -> Result<T, ManagerError> {
+        let all: Vec<T> = self
+            .read(|view| objects::decode_all(view.list(T::KIND)))
+            .await?;
+        let found = resolve::resolve(&all, reference, T::PAYLOAD.noun(), |p| p.id(), |p| p.name())?;
+        Ok(found.clone().into_read())
+    }
+
+    /// Removes a secret or config, refused while a service uses it.
+    async fn remove_payload<T: Payload>(&self, reference: &str) -> Result<String, ManagerError> {
+        let (all, services): (Vec<T>, Vec<Service>) = self
+            .read(|view| {
+                Ok((
+                    objects::decode_all(view.list(T::KIND))?,
+                    objects::decode_all(view.list(Service::KIND))?,
+                ))
+            })
+            .await?;
+        let found = resolve::resolve(&all, reference, T::PAYLOAD.noun(), |p| p.id(), |p| p.name())?;
+        let users = payloads::services_using(T::PAYLOAD, found.id(), &services);
+        if !users.is_empty() {
+            let noun = T::PAYLOAD.noun();
+            return Err(ManagerError::FailedPrecondition(format!(
+                "{noun} {} is in use by the following service(s): {}; remove it from them first ('shoal service update --{noun}-rm {}') or remove the services",
+                found.name(),
+                users.join(", "),
+                found.name()
+            )));
+        }
+        self.store
+            .write(raft_store::Transaction::new(vec![objects::delete(found)]))
+            .await?;
+        Ok(found.id().to_owned())
+    }
+
     async fn remove_node(&self, request: RemoveNodeRequest) -> Result<String, ManagerError> {
         let objects = self.read_objects().await?;
         let node = resolve_node(&objects.nodes, &request.node)?.clone();
@@ -584,6 +644,106 @@ impl Control for ControlApi {
                 node: managers::with_live_manager_status(vec![node], &status).pop(),
             })
         }))
+    }
+
+    async fn create_secret(
+        &self,
+        request: Request<CreateSecretRequest>,
+    ) -> ControlResult<SecretResponse> {
+        let secret = api::Secret {
+            spec: request.into_inner().spec,
+            ..Default::default()
+        };
+        reply(
+            self.create_payload(secret)
+                .await
+                .map(|secret| SecretResponse {
+                    secret: Some(secret),
+                }),
+        )
+    }
+
+    async fn get_secret(
+        &self,
+        request: Request<GetSecretRequest>,
+    ) -> ControlResult<SecretResponse> {
+        let reference = request.into_inner().secret;
+        reply(self.payload(&reference).await.map(|secret| SecretResponse {
+            secret: Some(secret),
+        }))
+    }
+
+    async fn list_secrets(
+        &self,
+        _: Request<ListSecretsRequest>,
+    ) -> ControlResult<ListSecretsResponse> {
+        reply(
+            self.payloads()
+                .await
+                .map(|secrets| ListSecretsResponse { secrets }),
+        )
+    }
+
+    async fn remove_secret(
+        &self,
+        request: Request<RemoveSecretRequest>,
+    ) -> ControlResult<RemoveSecretResponse> {
+        let reference = request.into_inner().secret;
+        reply(
+            self.remove_payload::<api::Secret>(&reference)
+                .await
+                .map(|secret_id| RemoveSecretResponse { secret_id }),
+        )
+    }
+
+    async fn create_config(
+        &self,
+        request: Request<CreateConfigRequest>,
+    ) -> ControlResult<ConfigResponse> {
+        let config = api::Config {
+            spec: request.into_inner().spec,
+            ..Default::default()
+        };
+        reply(
+            self.create_payload(config)
+                .await
+                .map(|config| ConfigResponse {
+                    config: Some(config),
+                }),
+        )
+    }
+
+    async fn get_config(
+        &self,
+        request: Request<GetConfigRequest>,
+    ) -> ControlResult<ConfigResponse> {
+        let reference = request.into_inner().config;
+        reply(self.payload(&reference).await.map(|config| ConfigResponse {
+            config: Some(config),
+        }))
+    }
+
+    async fn list_configs(
+        &self,
+        _: Request<ListConfigsRequest>,
+    ) -> ControlResult<ListConfigsResponse> {
+        reply(
+            self.payloads()
+                .await
+                .map(|configs| ListConfigsResponse { configs }),
+        )
+    }
+
+    async fn remove_config(
+        &self,
+        request: Request<RemoveConfigRequest>,
+    ) -> ControlResult<RemoveConfigResponse> {
+        let reference = request.into_inner().config;
+        reply(
+            self.remove_payload::<api::Config>(&reference)
+                .await
+                .map(|config_id| RemoveConfigResponse { config_id }),
+        )
     }
 
     async fn remove_node(

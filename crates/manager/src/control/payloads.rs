@@ -1,0 +1,241 @@
+//! Secrets and configs, the payloads services mount: the rules for their names and sizes, and
+//! which services use one (so that removing it can be refused, naming them). Pure.
+
+use shoal_proto::api::{Annotations, Config, Secret, Service, task_spec};
+
+use crate::error::ManagerError;
+use crate::objects::ClusterObject;
+
+/// Docker's limit on a secret's or config's data.
+pub(crate) const MAX_PAYLOAD_BYTES: usize = 500 * 1024;
+/// Docker's limit on their names.
+const MAX_NAME_LENGTH: usize = 64;
+
+/// Secrets or configs, for messages and the checks that differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum PayloadKind {
+    Secret,
+    Config,
+}
+
+impl PayloadKind {
+    pub(crate) fn noun(self) -> &'static str {
+        match self {
+            PayloadKind::Secret => "secret",
+            PayloadKind::Config => "config",
+        }
+    }
+}
+
+/// What the control API needs of a secret or a config.
+pub(crate) trait Payload: ClusterObject {
+    const PAYLOAD: PayloadKind;
+    fn set_id(&mut self, id: String);
+    fn annotations(&self) -> Option<&Annotations>;
+    fn data(&self) -> &[u8];
+    /// The object as reads return it: a secret without its data.
+    fn into_read(self) -> Self;
+
+    fn name(&self) -> &str {
+        self.annotations()
+            .map_or("", |annotations| annotations.name.as_str())
+    }
+}
+
+impl Payload for Secret {
+    const PAYLOAD: PayloadKind = PayloadKind::Secret;
+
+    fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+
+    fn annotations(&self) -> Option<&Annotations> {
+        self.spec.as_ref()?.annotations.as_ref()
+    }
+
+    fn data(&self) -> &[u8] {
+        self.spec.as_ref().map_or(&[], |spec| spec.data.as_slice())
+    }
+
+    fn into_read(mut self) -> Self {
+        if let Some(spec) = self.spec.as_mut() {
+            spec.data.clear();
+        }
+        self
+    }
+}
+
+impl Payload for Config {
+    const PAYLOAD: PayloadKind = PayloadKind::Config;
+
+    fn set_id(&mut self, id: String) {
+        self.id = id;
+    }
+
+    fn annotations(&self) -> Option<&Annotations> {
+        self.spec.as_ref()?.annotations.as_ref()
+    }
+
+    fn data(&self) -> &[u8] {
+        self.spec.as_ref().map_or(&[], |spec| spec.data.as_slice())
+    }
+
+    fn into_read(self) -> Self {
+        self
+    }
+}
+
+/// Checks a new secret's or config's name and data, as Docker does: a name of letters, digits,
+/// `-`, `_` and `.` that starts and ends with a letter or digit, at most 64 characters, and data
+/// of 1 byte to 500 KiB.
+pub(crate) fn check_payload(
+    kind: PayloadKind,
+    annotations: Option<&Annotations>,
+    data: &[u8],
+) -> Result<(), ManagerError> {
+    let noun = kind.noun();
+    let name = annotations.map_or("", |annotations| annotations.name.as_str());
+    if name.is_empty() {
+        return Err(ManagerError::InvalidArgument(format!(
+            "a {noun} needs a name: 'shoal {noun} create NAME FILE'"
+        )));
+    }
+    let edges_ok = name
+        .chars()
+        .next()
+        .zip(name.chars().last())
+        .is_some_and(|(first, last)| first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric());
+    let chars_ok = name
+        .chars()
+        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if name.len() > MAX_NAME_LENGTH || !edges_ok || !chars_ok {
+        return Err(ManagerError::InvalidArgument(format!(
+            "invalid {noun} name {name:?}: use up to {MAX_NAME_LENGTH} letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
+        )));
+    }
+    if data.is_empty() {
+        return Err(ManagerError::InvalidArgument(format!(
+            "{noun} {name} has no data: give a file (or - for standard input) that is not empty"
+        )));
+    }
+    if data.len() > MAX_PAYLOAD_BYTES {
+        return Err(ManagerError::InvalidArgument(format!(
+            "{noun} {name} is {} bytes, over the limit of {MAX_PAYLOAD_BYTES} (500 KiB): keep large files in an image or a volume",
+            data.len()
+        )));
+    }
+    Ok(())
+}
+
+/// The names of the services (not being removed) whose tasks mount the secret or config `id`.
+pub(crate) fn services_using(kind: PayloadKind, id: &str, services: &[Service]) -> Vec<String> {
+    let mut names: Vec<String> = services
+        .iter()
+        .filter(|service| !service.pending_delete)
+        .filter(|service| {
+            let container = service
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.task.as_ref())
+                .and_then(|task| task.runtime.as_ref());
+            let Some(task_spec::Runtime::Container(container)) = container else {
+                return false;
+            };
+            match kind {
+                PayloadKind::Secret => container.secrets.iter().any(|s| s.secret_id == id),
+                PayloadKind::Config => container.configs.iter().any(|c| c.config_id == id),
+            }
+        })
+        .map(|service| {
+            service
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.annotations.as_ref())
+                .map_or_else(|| service.id.clone(), |a| a.name.clone())
+        })
+        .collect();
+    names.sort();
+    names
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shoal_proto::api::{
+        ConfigReference, ContainerSpec, SecretReference, ServiceSpec, TaskSpec,
+    };
+
+    fn named(name: &str) -> Annotations {
+        Annotations {
+            name: name.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn names_and_sizes_follow_dockers_rules() {
+        let ok = |name: &str, size: usize| {
+            check_payload(PayloadKind::Secret, Some(&named(name)), &vec![b'x'; size])
+        };
+        assert!(ok("db-password", 1).is_ok());
+        assert!(ok("a.b_c-9", MAX_PAYLOAD_BYTES).is_ok());
+        for (name, size, why) in [
+            ("", 1, "needs a name"),
+            ("-leading", 1, "invalid secret name"),
+            ("trailing.", 1, "invalid secret name"),
+            ("has space", 1, "invalid secret name"),
+            (&"x".repeat(65), 1, "invalid secret name"),
+            ("empty", 0, "has no data"),
+            ("huge", MAX_PAYLOAD_BYTES + 1, "over the limit"),
+        ] {
+            let error = ok(name, size).unwrap_err().to_string();
+            assert!(error.contains(why), "{name:?}/{size}: {error}");
+        }
+        let config = check_payload(PayloadKind::Config, None, b"x").unwrap_err();
+        assert!(
+            config.to_string().contains("shoal config create"),
+            "{config}"
+        );
+    }
+
+    #[test]
+    fn services_using_a_payload_are_named_in_order() {
+        let service = |name: &str, secret: &str, config: &str, going: bool| Service {
+            id: format!("id-{name}"),
+            pending_delete: going,
+            spec: Some(ServiceSpec {
+                annotations: Some(named(name)),
+                task: Some(TaskSpec {
+                    runtime: Some(task_spec::Runtime::Container(ContainerSpec {
+                        secrets: vec![SecretReference {
+                            secret_id: secret.to_owned(),
+                            ..Default::default()
+                        }],
+                        configs: vec![ConfigReference {
+                            config_id: config.to_owned(),
+                            ..Default::default()
+                        }],
+                        ..Default::default()
+                    })),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let services = vec![
+            service("web", "s1", "c1", false),
+            service("api", "s1", "c2", false),
+            service("old", "s1", "c1", true),
+        ];
+        assert_eq!(
+            services_using(PayloadKind::Secret, "s1", &services),
+            vec!["api", "web"]
+        );
+        assert_eq!(
+            services_using(PayloadKind::Config, "c1", &services),
+            vec!["web"]
+        );
+        assert!(services_using(PayloadKind::Secret, "s2", &services).is_empty());
+    }
+}
