@@ -156,10 +156,13 @@ pub(crate) fn spec_from_pb(spec: pb::ContainerSpec) -> Result<engine::ContainerS
                 target: mount.target,
                 size_bytes: (mount.size_bytes > 0).then_some(mount.size_bytes),
             },
+            // The local engine API names no owner: such files belong to root.
             pb::mount::Type::File => engine::MountSpec::File {
                 target: mount.target,
                 contents: mount.contents,
                 mode: if mount.mode == 0 { 0o444 } else { mount.mode },
+                uid: 0,
+                gid: 0,
             },
         });
     }

@@ -164,7 +164,7 @@ fn start(
             )?;
         }
         for (index, mount) in record.spec.mounts.iter().enumerate() {
-            if let MountSpec::File { mode, .. } = mount {
+            if let MountSpec::File { mode, uid, gid, .. } = mount {
                 let contents = launch
                     .files
                     .iter()
@@ -176,6 +176,8 @@ fn start(
                 use std::os::unix::fs::PermissionsExt;
                 std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
                     .map_err(EngineError::io("setting a file mount's mode"))?;
+                std::os::unix::fs::chown(&path, Some(*uid), Some(*gid))
+                    .map_err(EngineError::io("setting a file mount's owner"))?;
             }
         }
     }

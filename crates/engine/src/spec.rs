@@ -95,6 +95,11 @@ pub enum MountSpec {
         contents: Vec<u8>,
         /// File mode, e.g. 0o444.
         mode: u32,
+        /// The file's owner inside the container.
+        #[serde(default)]
+        uid: u32,
+        #[serde(default)]
+        gid: u32,
     },
 }
 
@@ -596,6 +601,8 @@ mod tests {
                     target: "/run/secrets/s".into(),
                     contents: Vec::new(),
                     mode: 0o444,
+                    uid: 0,
+                    gid: 0,
                 },
                 MountSpec::Tmpfs {
                     target: "/scratch".into(),

@@ -439,20 +439,24 @@ fn mount_from_proto(
     }
 }
 
-fn check_file_owner(
+/// The numeric owner of a secret or config file (Docker's uid and gid are strings; empty is 0).
+fn file_owner(
     kind: &str,
     name: &str,
     uid: &str,
     gid: &str,
-) -> std::result::Result<(), String> {
-    // The engine mounts secret and config files owned by root; any other owner can't be honoured.
-    if matches!(uid, "" | "0") && matches!(gid, "" | "0") {
-        Ok(())
-    } else {
-        Err(format!(
-            "{kind} {name:?}: file owner {uid}:{gid} is not supported; only root (0:0) is"
-        ))
-    }
+) -> std::result::Result<(u32, u32), String> {
+    let number = |what: &str, text: &str| {
+        if text.is_empty() {
+            return Ok(0);
+        }
+        text.parse::<u32>().map_err(|_| {
+            format!(
+                "{kind} {name:?}: {what} {text:?} is not a number: give a numeric id such as 1000"
+            )
+        })
+    };
+    Ok((number("uid", uid)?, number("gid", gid)?))
 }
 
 fn secret_mount(
@@ -465,7 +469,7 @@ fn secret_mount(
             secret.secret_name
         ));
     };
-    check_file_owner("secret", &secret.secret_name, &file.uid, &file.gid)?;
+    let (uid, gid) = file_owner("secret", &secret.secret_name, &file.uid, &file.gid)?;
     let contents = payloads
         .secrets_by_id
         .get(&secret.secret_id)
@@ -484,6 +488,8 @@ fn secret_mount(
         target,
         contents: contents.clone(),
         mode: if file.mode == 0 { 0o444 } else { file.mode },
+        uid,
+        gid,
     })
 }
 
@@ -497,7 +503,7 @@ fn config_mount(
         Some(api::config_reference::Target::Runtime(_)) => return Ok(None),
         None => return Err(format!("config {:?} has no target", config.config_name)),
     };
-    check_file_owner("config", &config.config_name, &file.uid, &file.gid)?;
+    let (uid, gid) = file_owner("config", &config.config_name, &file.uid, &file.gid)?;
     let contents = payloads
         .configs_by_id
         .get(&config.config_id)
@@ -516,6 +522,8 @@ fn config_mount(
         target,
         contents: contents.clone(),
         mode: if file.mode == 0 { 0o444 } else { file.mode },
+        uid,
+        gid,
     }))
 }
 
@@ -816,11 +824,15 @@ mod tests {
                             target: "/run/secrets/db_password".into(),
                             contents: b"hunter2".to_vec(),
                             mode: 0o400,
+                            uid: 0,
+                            gid: 0,
                         },
                         MountSpec::File {
                             target: "/nginx.conf".into(),
                             contents: b"events {}".to_vec(),
                             mode: 0o444,
+                            uid: 0,
+                            gid: 0,
                         },
                     ];
                 },

@@ -181,6 +181,7 @@ impl ControlApi {
             spec.mode = Some(Mode::Replicated(api::ReplicatedService { replicas: 1 }));
         }
         service_spec::check_service_spec(&spec)?;
+        self.bind_payloads(&mut spec).await?;
         let job_status = is_job(spec.mode.as_ref()).then(|| JobStatus {
             job_iteration: Some(Version { index: 1 }),
             ..Default::default()
@@ -205,10 +206,32 @@ impl ControlApi {
         self.read_back(&service.id).await
     }
 
+    /// Fills in the ids of the secrets and configs a spec names, refusing unknown ones.
+    async fn bind_payloads(&self, spec: &mut api::ServiceSpec) -> Result<(), ManagerError> {
+        let Some(api::task_spec::Runtime::Container(container)) =
+            spec.task.as_mut().and_then(|task| task.runtime.as_mut())
+        else {
+            return Ok(());
+        };
+        if container.secrets.is_empty() && container.configs.is_empty() {
+            return Ok(());
+        }
+        let (secrets, configs): (Vec<api::Secret>, Vec<api::Config>) = self
+            .read(|view| {
+                Ok((
+                    objects::decode_all(view.list(api::Secret::KIND))?,
+                    objects::decode_all(view.list(api::Config::KIND))?,
+                ))
+            })
+            .await?;
+        payloads::bind_references(container, &secrets, &configs)
+    }
+
     async fn update_service(&self, request: UpdateServiceRequest) -> Result<Service, ManagerError> {
-        let updated_spec = request.spec.ok_or_else(|| {
+        let mut updated_spec = request.spec.ok_or_else(|| {
             ManagerError::InvalidArgument("the update carries no spec".to_owned())
         })?;
+        self.bind_payloads(&mut updated_spec).await?;
         let objects = self.read_objects().await?;
         let services = visible_services(&objects.services);
         let current = resolve_service(&services, &request.service)?;

@@ -1,7 +1,7 @@
 //! Secrets and configs, the payloads services mount: the rules for their names and sizes, and
 //! which services use one (so that removing it can be refused, naming them). Pure.
 
-use shoal_proto::api::{Annotations, Config, Secret, Service, task_spec};
+use shoal_proto::api::{Annotations, Config, ContainerSpec, Secret, Service, task_spec};
 
 use crate::error::ManagerError;
 use crate::objects::ClusterObject;
@@ -127,6 +127,37 @@ pub(crate) fn check_payload(
     Ok(())
 }
 
+/// Fills in the id (and name) of every secret and config a container spec references, by id
+/// or by name, refusing one that does not exist.
+pub(crate) fn bind_references(
+    container: &mut ContainerSpec,
+    secrets: &[Secret],
+    configs: &[Config],
+) -> Result<(), ManagerError> {
+    fn find<'a, T: Payload>(all: &'a [T], id: &str, name: &str) -> Result<&'a T, ManagerError> {
+        all.iter()
+            .find(|payload| (!id.is_empty() && payload.id() == id) || (id.is_empty() && payload.name() == name))
+            .ok_or_else(|| {
+                let noun = T::PAYLOAD.noun();
+                let shown = if name.is_empty() { id } else { name };
+                ManagerError::InvalidArgument(format!(
+                    "{noun} {shown} not found: create it first with 'shoal {noun} create {shown} FILE'"
+                ))
+            })
+    }
+    for reference in &mut container.secrets {
+        let found = find(secrets, &reference.secret_id, &reference.secret_name)?;
+        reference.secret_id = found.id().to_owned();
+        reference.secret_name = found.name().to_owned();
+    }
+    for reference in &mut container.configs {
+        let found = find(configs, &reference.config_id, &reference.config_name)?;
+        reference.config_id = found.id().to_owned();
+        reference.config_name = found.name().to_owned();
+    }
+    Ok(())
+}
+
 /// The names of the services (not being removed) whose tasks mount the secret or config `id`.
 pub(crate) fn services_using(kind: PayloadKind, id: &str, services: &[Service]) -> Vec<String> {
     let mut names: Vec<String> = services
@@ -196,6 +227,39 @@ mod tests {
             config.to_string().contains("shoal config create"),
             "{config}"
         );
+    }
+
+    #[test]
+    fn references_bind_by_name_or_id_and_unknown_ones_are_refused() {
+        let secret = Secret {
+            id: "s1".into(),
+            spec: Some(shoal_proto::api::SecretSpec {
+                annotations: Some(named("pw")),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let mut container = ContainerSpec {
+            secrets: vec![SecretReference {
+                secret_name: "pw".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        bind_references(&mut container, std::slice::from_ref(&secret), &[]).unwrap();
+        assert_eq!(container.secrets[0].secret_id, "s1");
+        container.secrets[0].secret_name.clear();
+        bind_references(&mut container, std::slice::from_ref(&secret), &[]).unwrap();
+        assert_eq!(container.secrets[0].secret_name, "pw");
+        container.configs.push(ConfigReference {
+            config_name: "missing".into(),
+            ..Default::default()
+        });
+        let error = bind_references(&mut container, &[secret], &[])
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("config missing not found"), "{error}");
+        assert!(error.contains("shoal config create missing"), "{error}");
     }
 
     #[test]
