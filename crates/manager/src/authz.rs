@@ -11,10 +11,10 @@
 use std::sync::Arc;
 
 use raft_store::Store;
-use shoal_proto::api::{Cluster, NodeRole};
+use shoal_proto::api::NodeRole;
 use tonic::{Request, Status};
 
-use crate::objects::{self, ClusterObject};
+use crate::objects;
 use crate::peer::{PeerIdentity, identity_of_request};
 
 /// The checks, for one cluster.
@@ -39,9 +39,9 @@ impl ClusterAuth {
             )));
         }
         let revoked = self.store.local_view(|view| {
-            view.list(Cluster::KIND)
-                .next()
-                .and_then(|record| objects::decode::<Cluster>(record).ok())
+            objects::cluster_of(view)
+                .ok()
+                .flatten()
                 .is_some_and(|cluster| {
                     cluster
                         .blacklisted_certificates

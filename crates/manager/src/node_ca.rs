@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_store::{Store, StoreError, Transaction};
+use raft_store::{Store, Transaction};
 use shoal_proto::api::node_ca_server::NodeCa;
 use shoal_proto::api::raft_membership_server::RaftMembership;
 use shoal_proto::api::{
@@ -24,19 +24,12 @@ use crate::join_token::JoinToken;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::duration_from_proto;
 
-/// Attempts at a node update that keeps meeting concurrent changes.
-const WRITE_ATTEMPTS: usize = 5;
-
 fn read_cluster(store: &Store) -> Result<Cluster, ManagerError> {
-    store
-        .local_view(|view| objects::decode_all::<Cluster>(view.list(Cluster::KIND)))?
-        .into_iter()
-        .next()
-        .ok_or_else(|| {
-            ManagerError::FailedPrecondition(
-                "this manager holds no cluster object yet: try another manager".to_owned(),
-            )
-        })
+    store.local_view(objects::cluster_of)?.ok_or_else(|| {
+        ManagerError::FailedPrecondition(
+            "this manager holds no cluster object yet: try another manager".to_owned(),
+        )
+    })
 }
 
 fn read_node(store: &Store, node_id: &str) -> Result<Option<Node>, ManagerError> {
@@ -226,32 +219,6 @@ fn manager_addrs(store: &Store) -> Result<Vec<String>, ManagerError> {
         .collect())
 }
 
-/// Rewrites a node with `change`, re-reading on conflicts.
-pub(crate) async fn update_node(
-    store: &Store,
-    node_id: &str,
-    change: impl Fn(&mut Node) -> Result<(), ManagerError>,
-) -> Result<Node, ManagerError> {
-    for _ in 0..WRITE_ATTEMPTS {
-        let mut node = read_node(store, node_id)?.ok_or_else(|| ManagerError::NotFound {
-            kind: "node",
-            reference: node_id.to_owned(),
-        })?;
-        change(&mut node)?;
-        match store
-            .write(Transaction::new(vec![objects::update(&node)]))
-            .await
-        {
-            Ok(_) => return Ok(node),
-            Err(StoreError::Rejected(raft_store::TxnRejection::Conflict { .. })) => continue,
-            Err(error) => return Err(error.into()),
-        }
-    }
-    Err(ManagerError::FailedPrecondition(format!(
-        "node {node_id} kept changing while it was updated: try again"
-    )))
-}
-
 /// The CA on the cluster port.
 #[derive(Clone)]
 pub(crate) struct NodeCaService {
@@ -395,7 +362,7 @@ impl RaftMembershipService {
                 .await?;
             self.store.promote(request.raft_id).await?;
         }
-        update_node(&self.store, node_id, |node| {
+        objects::update_node(&self.store, node_id, |node| {
             node.role = NodeRole::Manager as i32;
             node.manager_status = Some(ManagerStatus {
                 raft_id: request.raft_id,
@@ -403,9 +370,12 @@ impl RaftMembershipService {
                 leader: false,
                 reachability: raft_member_status::Reachability::Reachable as i32,
             });
-            Ok(())
         })
-        .await?;
+        .await?
+        .ok_or_else(|| ManagerError::NotFound {
+            kind: "node",
+            reference: node_id.to_owned(),
+        })?;
         tracing::info!(node = %node_id, member = request.raft_id, addr = %request.addr, "manager joined the Raft group");
         Ok(())
     }

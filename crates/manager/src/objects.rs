@@ -5,7 +5,7 @@
 use std::time::SystemTime;
 
 use prost::Message;
-use raft_store::{Change, ObjectRecord};
+use raft_store::{Change, ObjectRecord, Store, StoreError, StoreView, Transaction, TxnRejection};
 use shoal_proto::api::{self, Meta, Timestamp, Version};
 
 use crate::error::ManagerError;
@@ -96,6 +96,46 @@ cluster_object!(api::Stack, "stack", |stack| annotated_name(
         .as_ref()
         .and_then(|spec| spec.annotations.as_ref())
 ));
+
+/// The swarm's cluster object in `view`; `None` before `swarm init` has written it.
+pub fn cluster_of(view: &StoreView<'_>) -> Result<Option<api::Cluster>, ManagerError> {
+    view.list(api::Cluster::KIND)
+        .next()
+        .map(decode::<api::Cluster>)
+        .transpose()
+}
+
+/// Attempts at a node rewrite that keeps meeting concurrent changes to the node.
+const NODE_WRITE_ATTEMPTS: usize = 5;
+
+/// Rewrites node `node_id` with `change`, re-reading and trying again when another write
+/// changed the node first (sessions, status and reachability all write nodes). `None` when
+/// there is no such node.
+pub(crate) async fn update_node(
+    store: &Store,
+    node_id: &str,
+    change: impl Fn(&mut api::Node),
+) -> Result<Option<api::Node>, ManagerError> {
+    for _ in 0..NODE_WRITE_ATTEMPTS {
+        let Some(mut node) = store.local_view(|view| {
+            view.get(api::Node::KIND, node_id)
+                .map(decode::<api::Node>)
+                .transpose()
+        })?
+        else {
+            return Ok(None);
+        };
+        change(&mut node);
+        match store.write(Transaction::new(vec![update(&node)])).await {
+            Ok(_) => return Ok(Some(node)),
+            Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ManagerError::FailedPrecondition(format!(
+        "node {node_id} kept changing while it was written: try again"
+    )))
+}
 
 fn timestamp(time: SystemTime) -> Timestamp {
     let since_epoch = time

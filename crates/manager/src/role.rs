@@ -491,10 +491,7 @@ async fn finish_root_rotations(store: Arc<Store>, mut stop: watch::Receiver<bool
     loop {
         if store.status().is_leader {
             let state = store.local_view(|view| {
-                let cluster = objects::decode_all::<Cluster>(view.list(Cluster::KIND))
-                    .ok()?
-                    .into_iter()
-                    .next()?;
+                let cluster = objects::cluster_of(view).ok()??;
                 let nodes = objects::decode_all::<Node>(view.list(Node::KIND)).ok()?;
                 Some((cluster, nodes))
             });
@@ -594,9 +591,9 @@ async fn follow_heartbeat_setting(
     let mut changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
     loop {
         let configured = store.local_view(|view| {
-            objects::decode_all::<Cluster>(view.list(Cluster::KIND))
+            objects::cluster_of(view)
                 .ok()
-                .and_then(|clusters| clusters.into_iter().next())
+                .flatten()
                 .and_then(|cluster| cluster.spec?.dispatcher?.heartbeat_period)
                 .map(|period| duration_from_proto(&period))
         });

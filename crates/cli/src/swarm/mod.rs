@@ -501,17 +501,7 @@ pub(crate) async fn node(host: &str, command: NodeCommand) -> anyhow::Result<()>
             let mut found = Vec::new();
             for reference in nodes {
                 let reference = node_reference(&mut daemon, reference).await?;
-                let node = daemon
-                    .control
-                    .get_node(api::GetNodeRequest {
-                        node: reference.clone(),
-                    })
-                    .await
-                    .map_err(api_error)?
-                    .into_inner()
-                    .node
-                    .with_context(|| format!("the daemon returned no node for {reference}"))?;
-                found.push(node);
+                found.push(get_node(&mut daemon, &reference).await?);
             }
             if pretty {
                 let pages: Vec<String> = found.iter().map(format::node_pretty).collect();
@@ -537,16 +527,7 @@ pub(crate) async fn node(host: &str, command: NodeCommand) -> anyhow::Result<()>
                 label_rm,
             };
             let reference = node_reference(&mut daemon, node.clone()).await?;
-            let current = daemon
-                .control
-                .get_node(api::GetNodeRequest {
-                    node: reference.clone(),
-                })
-                .await
-                .map_err(api_error)?
-                .into_inner()
-                .node
-                .with_context(|| format!("the daemon returned no node for {reference}"))?;
+            let current = get_node(&mut daemon, &reference).await?;
             let spec = format::update_node_spec(current.spec.clone().unwrap_or_default(), &update)?;
             daemon
                 .control
@@ -601,6 +582,19 @@ pub(crate) async fn node(host: &str, command: NodeCommand) -> anyhow::Result<()>
     Ok(())
 }
 
+async fn get_node(daemon: &mut Daemon, reference: &str) -> anyhow::Result<api::Node> {
+    daemon
+        .control
+        .get_node(api::GetNodeRequest {
+            node: reference.to_owned(),
+        })
+        .await
+        .map_err(api_error)?
+        .into_inner()
+        .node
+        .with_context(|| format!("the daemon returned no node for {reference}"))
+}
+
 /// Sets a node's desired role; `None` when it already has it. The node's object also changes
 /// on its own (each session the node opens records its status), so a version conflict is
 /// re-read and tried again.
@@ -613,16 +607,7 @@ async fn set_desired_role(
     let reference = node_reference(daemon, node.to_owned()).await?;
     let mut attempt = 1;
     loop {
-        let current = daemon
-            .control
-            .get_node(api::GetNodeRequest {
-                node: reference.clone(),
-            })
-            .await
-            .map_err(api_error)?
-            .into_inner()
-            .node
-            .with_context(|| format!("the daemon returned no node for {reference}"))?;
+        let current = get_node(daemon, &reference).await?;
         let mut spec = current.spec.clone().unwrap_or_default();
         if spec.desired_role() == role {
             return Ok(None);

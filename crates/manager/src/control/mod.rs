@@ -146,15 +146,12 @@ impl ControlApi {
 
     async fn cluster(&self) -> Result<Cluster, ManagerError> {
         self.read(|view| {
-            objects::decode_all::<Cluster>(view.list(Cluster::KIND))?
-                .into_iter()
-                .next()
-                .ok_or_else(|| {
-                    ManagerError::FailedPrecondition(
-                        "the swarm has no cluster object yet: wait for 'shoal swarm init' to finish"
-                            .to_owned(),
-                    )
-                })
+            objects::cluster_of(view)?.ok_or_else(|| {
+                ManagerError::FailedPrecondition(
+                    "the swarm has no cluster object yet: wait for 'shoal swarm init' to finish"
+                        .to_owned(),
+                )
+            })
         })
         .await
     }
@@ -347,11 +344,10 @@ impl ControlApi {
             }
             tracing::info!(node = %node.id, member = manager.raft_id, "manager left the Raft group");
         }
-        crate::node_ca::update_node(&self.store, &node.id, |stored| {
+        objects::update_node(&self.store, &node.id, |stored| {
             stored.spec = Some(spec.clone());
             stored.manager_status = None;
             stored.role = api::NodeRole::Worker as i32;
-            Ok(())
         })
         .await?;
         self.read_back(&node.id).await
@@ -377,13 +373,12 @@ impl ControlApi {
                 })?;
         }
         let left = async {
-            crate::node_ca::update_node(&self.store, node_id, |node| {
+            objects::update_node(&self.store, node_id, |node| {
                 node.role = api::NodeRole::Worker as i32;
                 node.manager_status = None;
                 if let Some(spec) = node.spec.as_mut() {
                     spec.set_desired_role(api::NodeRole::Worker);
                 }
-                Ok(())
             })
             .await?;
             self.store.remove_member(raft_id).await?;

@@ -193,45 +193,10 @@ impl Shared {
         Err(refusal)
     }
 
-    /// Rewrites a node with `change`, re-reading on conflicts.
-    async fn update_node(
-        &self,
-        node_id: &str,
-        change: impl Fn(&mut Node),
-    ) -> Result<Option<Node>, ManagerError> {
-        for _ in 0..WRITE_ATTEMPTS {
-            let Some(mut node) = self.store.local_view(|view| {
-                view.get(Node::KIND, node_id)
-                    .map(objects::decode::<Node>)
-                    .transpose()
-            })?
-            else {
-                return Ok(None);
-            };
-            change(&mut node);
-            match self
-                .store
-                .write(Transaction::new(vec![objects::update(&node)]))
-                .await
-            {
-                Ok(_) => return Ok(Some(node)),
-                Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => continue,
-                Err(error) => return Err(error.into()),
-            }
-        }
-        Err(ManagerError::FailedPrecondition(format!(
-            "node {node_id} kept changing while its status was written; it is retried with the next heartbeat"
-        )))
-    }
-
     /// The roots nodes must trust now, from the cluster object.
     fn trust_bundle(&self) -> String {
         self.store
-            .local_view(|view| {
-                objects::decode_all::<Cluster>(view.list(Cluster::KIND))
-                    .ok()
-                    .and_then(|clusters| clusters.into_iter().next())
-            })
+            .local_view(|view| objects::cluster_of(view).ok().flatten())
             .map(|cluster| crate::node_ca::trust_bundle(&cluster))
             .unwrap_or_default()
     }
@@ -358,19 +323,18 @@ async fn mark_silent_nodes_down(shared: Arc<Shared>, mut stop: watch::Receiver<b
         };
         for node_id in silent {
             tracing::warn!(node = %node_id, "no heartbeat: marking the node down");
-            let result = shared
-                .update_node(&node_id, |node| {
-                    node.status = Some(NodeStatus {
-                        state: node_status::State::Down as i32,
-                        message: "heartbeat failure".to_owned(),
-                        addr: node
-                            .status
-                            .as_ref()
-                            .map(|status| status.addr.clone())
-                            .unwrap_or_default(),
-                    });
-                })
-                .await;
+            let result = objects::update_node(&shared.store, &node_id, |node| {
+                node.status = Some(NodeStatus {
+                    state: node_status::State::Down as i32,
+                    message: "heartbeat failure".to_owned(),
+                    addr: node
+                        .status
+                        .as_ref()
+                        .map(|status| status.addr.clone())
+                        .unwrap_or_default(),
+                });
+            })
+            .await;
             if let Err(error) = result {
                 tracing::warn!(node = %node_id, %error, "could not mark the node down");
             }
@@ -489,30 +453,29 @@ impl Dispatcher for DispatcherService {
             )));
         }
         let description = request.description;
-        let node = shared
-            .update_node(&node_id, |node| {
-                if description.is_some() {
-                    node.description = description.clone();
-                }
-                node.status = Some(NodeStatus {
-                    state: node_status::State::Ready as i32,
-                    message: String::new(),
-                    addr: peer_ip.clone().unwrap_or_default(),
-                });
-                node.certificate = Some(Certificate {
-                    role: caller.role as i32,
-                    certificate: presented.clone().into_bytes(),
-                    cn: node_id.clone(),
-                    ..Default::default()
-                });
-            })
-            .await
-            .map_err(Status::from)?
-            .ok_or_else(|| {
-                Status::permission_denied(format!(
-                    "node {node_id} is not a member of this swarm: join it with 'shoal swarm join'"
-                ))
-            })?;
+        let node = objects::update_node(&shared.store, &node_id, |node| {
+            if description.is_some() {
+                node.description = description.clone();
+            }
+            node.status = Some(NodeStatus {
+                state: node_status::State::Ready as i32,
+                message: String::new(),
+                addr: peer_ip.clone().unwrap_or_default(),
+            });
+            node.certificate = Some(Certificate {
+                role: caller.role as i32,
+                certificate: presented.clone().into_bytes(),
+                cn: node_id.clone(),
+                ..Default::default()
+            });
+        })
+        .await
+        .map_err(Status::from)?
+        .ok_or_else(|| {
+            Status::permission_denied(format!(
+                "node {node_id} is not a member of this swarm: join it with 'shoal swarm join'"
+            ))
+        })?;
         let session_id = raft_store::new_object_id();
         let (ended, ended_receiver) = watch::channel(false);
         if let Some(previous) = shared.sessions().insert(
