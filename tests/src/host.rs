@@ -348,4 +348,27 @@ impl TestHost {
         let address = self.address.to_string();
         self.shoal_ok(&["swarm", "init", "--advertise-addr", &address])
     }
+
+    /// The current join token for `role` (worker or manager), from this manager.
+    pub fn join_token(&self, role: &str) -> String {
+        self.shoal_ok(&["swarm", "join-token", "-q", role])
+            .trim()
+            .to_owned()
+    }
+
+    /// `shoal swarm join --token <token> --advertise-addr <underlay address> <manager>:2377`.
+    /// Returns the command's output.
+    pub fn swarm_join(&self, token: &str, manager: &TestHost) -> String {
+        let address = self.address.to_string();
+        let remote = format!("{}:2377", manager.address);
+        self.shoal_ok(&[
+            "swarm",
+            "join",
+            "--token",
+            token,
+            "--advertise-addr",
+            &address,
+            &remote,
+        ])
+    }
 }

@@ -49,27 +49,6 @@ fn cluster(hosts: usize) -> TestCluster {
     cluster
 }
 
-fn token(manager: &TestHost, role: &str) -> String {
-    manager
-        .shoal_ok(&["swarm", "join-token", "-q", role])
-        .trim()
-        .to_owned()
-}
-
-fn join(host: &TestHost, token: &str, manager: &TestHost) {
-    let address = host.address().to_string();
-    let remote = format!("{}:2377", manager.address());
-    host.shoal_ok(&[
-        "swarm",
-        "join",
-        "--token",
-        token,
-        "--advertise-addr",
-        &address,
-        &remote,
-    ]);
-}
-
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .filter_map(|line| serde_json::from_str(line).ok())
@@ -114,12 +93,13 @@ fn join_times() {
     let cluster = cluster(1 + 2 * rounds);
     let manager = cluster.host(1);
     manager.swarm_init();
-    let (worker_token, manager_token) = (token(manager, "worker"), token(manager, "manager"));
+    let (worker_token, manager_token) =
+        (manager.join_token("worker"), manager.join_token("manager"));
     let mut workers = Vec::new();
     for round in 0..rounds {
         let host = cluster.host(2 + round);
         let started = Instant::now();
-        join(host, &worker_token, manager);
+        host.swarm_join(&worker_token, manager);
         workers.push(started.elapsed());
     }
     report("swarm join (worker)", workers);
@@ -128,7 +108,7 @@ fn join_times() {
     for round in 0..rounds {
         let host = cluster.host(2 + rounds + round);
         let started = Instant::now();
-        join(host, &manager_token, manager);
+        host.swarm_join(&manager_token, manager);
         managers.push(started.elapsed());
     }
     report("swarm join (manager)", managers);
@@ -138,9 +118,9 @@ fn failover_times() {
     let cluster = cluster(3);
     let first = cluster.host(1);
     first.swarm_init();
-    let manager_token = token(first, "manager");
-    join(cluster.host(2), &manager_token, first);
-    join(cluster.host(3), &manager_token, first);
+    let manager_token = first.join_token("manager");
+    cluster.host(2).swarm_join(&manager_token, first);
+    cluster.host(3).swarm_join(&manager_token, first);
     first.shoal_ok(&[
         "service",
         "create",
@@ -198,9 +178,9 @@ fn worker_loss_times() {
     let cluster = cluster(3);
     let manager = cluster.host(1);
     manager.swarm_init();
-    let worker_token = token(manager, "worker");
-    join(cluster.host(2), &worker_token, manager);
-    join(cluster.host(3), &worker_token, manager);
+    let worker_token = manager.join_token("worker");
+    cluster.host(2).swarm_join(&worker_token, manager);
+    cluster.host(3).swarm_join(&worker_token, manager);
     manager.shoal_ok(&[
         "service",
         "create",
