@@ -352,6 +352,32 @@ impl SwarmHost {
         })
     }
 
+    /// Waits until `service` runs exactly `replicas` tasks it wants running and `service ls`
+    /// agrees; unlike [`SwarmHost::wait_for_exactly`], stopped tasks (an update's history) and
+    /// their containers may stay.
+    fn wait_for_running(&self, service: &str, replicas: usize) {
+        wait_until(
+            &format!("{service}: {replicas} running tasks"),
+            CONVERGE_TIMEOUT,
+            || {
+                let tasks = self.tasks(service)?;
+                let listed = self.replicas(service)?;
+                let wanted: Vec<&TaskRow> = tasks
+                    .iter()
+                    .filter(|t| t.desired_state == "Running")
+                    .collect();
+                if wanted.len() == replicas
+                    && wanted.iter().all(|t| t.is_running())
+                    && listed == format!("{replicas}/{replicas}")
+                {
+                    Ok(())
+                } else {
+                    Err(format!("service ls {listed:?}; tasks {tasks:?}"))
+                }
+            },
+        );
+    }
+
     /// The state block of `container inspect`.
     fn container_state(&self, id: &str) -> Value {
         let text = self.ok(&["container", "inspect", id]);
@@ -1129,6 +1155,7 @@ fn errors_name_the_problem_and_the_fix() {
                 .and_then(|m| m.version.as_ref())
                 .map_or(0, |v| v.index),
             spec: Some(spec),
+            ..Default::default()
         }),
     );
     let status = stale.expect_err("an update at a stale version is refused");
@@ -1138,5 +1165,245 @@ fn errors_name_the_problem_and_the_fix() {
     assert!(
         inspected.contains("elsewhere") && !inspected.contains("stale"),
         "the other update stands and the stale one is dropped: {inspected}"
+    );
+}
+
+/// Every task of `service` as the control API stores it: spec versions, creation times, states.
+fn stored_tasks(host: &SwarmHost, service: &str) -> Vec<shoal_proto::api::Task> {
+    let (runtime, mut control) = control_client(host);
+    runtime
+        .block_on(control.list_tasks(shoal_proto::api::ListTasksRequest {
+            services: vec![service.to_owned()],
+            nodes: Vec::new(),
+        }))
+        .expect("list tasks")
+        .into_inner()
+        .tasks
+}
+
+fn seconds_of(timestamp: Option<&shoal_proto::api::Timestamp>) -> f64 {
+    timestamp.map_or(0.0, |t| t.seconds as f64 + f64::from(t.nanos) / 1e9)
+}
+
+/// `service inspect`'s UpdateStatus: state and message.
+fn update_status(host: &SwarmHost, service: &str) -> (String, String) {
+    let text = host.ok(&["service", "inspect", service]);
+    let value: Value = serde_json::from_str(&text).expect("service inspect JSON");
+    let status = &value[0]["UpdateStatus"];
+    (field(status, "State"), field(status, "Message"))
+}
+
+#[test]
+fn rolling_updates_go_in_batches_start_first_and_roll_back_on_request() {
+    use shoal_proto::api::TaskState;
+    let Some(host) = SwarmHost::start_manager("rolling") else {
+        return;
+    };
+    let web = host.service("web");
+    host.ok(&[
+        "service",
+        "create",
+        "--name",
+        &web,
+        "--replicas",
+        "4",
+        "--stop-grace-period",
+        "1s",
+        "--env",
+        "V=1",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+    let before: BTreeSet<String> = stored_tasks(&host, &web)
+        .into_iter()
+        .map(|task| task.id)
+        .collect();
+
+    let progress = host.ok(&[
+        "service",
+        "update",
+        "--env-add",
+        "V=2",
+        "--update-parallelism",
+        "2",
+        "--update-order",
+        "start-first",
+        "--update-monitor",
+        "1s",
+        &web,
+    ]);
+    assert!(
+        progress.contains("verify: Waiting 1 seconds to verify that tasks are stable"),
+        "{progress}"
+    );
+    assert_eq!(
+        update_status(&host, &web),
+        ("completed".to_owned(), "update completed".to_owned())
+    );
+    let tasks = stored_tasks(&host, &web);
+    let mut replacements: Vec<&shoal_proto::api::Task> = tasks
+        .iter()
+        .filter(|task| !before.contains(&task.id))
+        .collect();
+    assert_eq!(replacements.len(), 4, "one replacement per slot: {tasks:?}");
+    replacements.sort_by(|a, b| {
+        let created = |task: &shoal_proto::api::Task| {
+            seconds_of(task.meta.as_ref().and_then(|meta| meta.created_at.as_ref()))
+        };
+        created(a).total_cmp(&created(b))
+    });
+    let created: Vec<f64> = replacements
+        .iter()
+        .map(|task| seconds_of(task.meta.as_ref().and_then(|meta| meta.created_at.as_ref())))
+        .collect();
+    let running_at: Vec<f64> = replacements
+        .iter()
+        .map(|task| seconds_of(task.status.as_ref().and_then(|s| s.timestamp.as_ref())))
+        .collect();
+    // Parallelism 2: the first two start at once, and whenever one more starts, at most two
+    // (it included) have not come up yet.
+    assert_eq!(created[0], created[1], "the first two at once: {created:?}");
+    for (index, started) in created.iter().enumerate() {
+        let on_their_way = (0..=index)
+            .filter(|earlier| running_at[*earlier] > *started)
+            .count();
+        assert!(
+            on_their_way <= 2,
+            "replacement {index} made {on_their_way} on their way: created {created:?}, running {running_at:?}"
+        );
+    }
+    assert!(
+        created[2] >= running_at[0].min(running_at[1]),
+        "the third waited for one of the first two: created {created:?}, running {running_at:?}"
+    );
+    // Start-first: each old task stopped only after its slot's replacement ran.
+    for old in tasks.iter().filter(|task| before.contains(&task.id)) {
+        assert_eq!(old.desired_state(), TaskState::Shutdown, "{old:?}");
+        let replacement = replacements
+            .iter()
+            .find(|task| task.slot == old.slot)
+            .expect("a replacement in the slot");
+        let stopped = seconds_of(old.status.as_ref().and_then(|s| s.timestamp.as_ref()));
+        let came_up = seconds_of(
+            replacement
+                .status
+                .as_ref()
+                .and_then(|s| s.timestamp.as_ref()),
+        );
+        assert!(
+            stopped >= came_up,
+            "slot {}: old stopped at {stopped}, new ran at {came_up}",
+            old.slot
+        );
+    }
+    host.wait_for_running(&web, 4);
+
+    // A rollback returns to V=1 and succeeds as a rollback.
+    host.ok(&["service", "rollback", &web]);
+    assert_eq!(
+        update_status(&host, &web),
+        (
+            "rollback_completed".to_owned(),
+            "rollback completed".to_owned()
+        )
+    );
+    let inspect: Value =
+        serde_json::from_str(&host.ok(&["service", "inspect", &web])).expect("inspect JSON");
+    let env = &inspect[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"];
+    assert_eq!(env, &serde_json::json!(["V=1"]), "{inspect}");
+    host.wait_for_running(&web, 4);
+    let error = host.fails(&["service", "update", "--rollback", "--replicas", "2", &web]);
+    assert!(
+        error.contains("other flags may not be combined with --rollback"),
+        "{error}"
+    );
+}
+
+#[test]
+fn updates_whose_tasks_fail_their_healthcheck_roll_back_or_pause_with_the_reason() {
+    let Some(host) = SwarmHost::start_manager("failed-update") else {
+        return;
+    };
+    let create = |name: &str, failure_action: &str| {
+        host.ok(&[
+            "service",
+            "create",
+            "--name",
+            name,
+            "--replicas",
+            "2",
+            "--stop-grace-period",
+            "1s",
+            "--update-failure-action",
+            failure_action,
+            "--update-monitor",
+            "1s",
+            "busybox",
+            "sleep",
+            "3600",
+        ]);
+    };
+    let break_health = |name: &str| {
+        host.fails_within(
+            &[
+                "service",
+                "update",
+                "--health-cmd",
+                "false",
+                "--health-interval",
+                "200ms",
+                "--health-retries",
+                "1",
+                name,
+            ],
+            Duration::from_secs(90),
+        )
+    };
+    let rolled_back = host.service("rolled-back");
+    let paused = host.service("paused");
+    create(&rolled_back, "rollback");
+    create(&paused, "pause");
+
+    let error = break_health(&rolled_back);
+    assert!(
+        error.contains(
+            "was rolled back: update rolled back due to failure or early termination of task"
+        ),
+        "{error}"
+    );
+    wait_until(
+        "the rollback to complete",
+        CONVERGE_TIMEOUT,
+        || match update_status(&host, &rolled_back) {
+            (state, _) if state == "rollback_completed" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    let inspect = host.ok(&["service", "inspect", &rolled_back]);
+    assert!(
+        !inspect.contains("Healthcheck"),
+        "the spec went back: {inspect}"
+    );
+    host.wait_for_running(&rolled_back, 2);
+
+    let error = break_health(&paused);
+    assert!(
+        error.contains(
+            "service update paused: update paused due to failure or early termination of task"
+        ),
+        "{error}"
+    );
+    let (state, message) = update_status(&host, &paused);
+    assert_eq!(state, "paused");
+    assert!(
+        message.starts_with("update paused due to failure"),
+        "{message}"
+    );
+    // Paused, the slot not yet updated keeps its old task running.
+    let tasks = host.tasks(&paused).expect("service ps");
+    assert!(
+        tasks.iter().any(|task| task.is_running()),
+        "an old task still runs: {tasks:?}"
     );
 }

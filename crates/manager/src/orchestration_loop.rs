@@ -274,6 +274,7 @@ fn changes_for(state: &StoreState, commands: Vec<Command>) -> (Vec<Change>, Opti
                 id: service_id,
                 expected_version: read_version,
             }),
+            Command::UpdateService(service) => changes.push(objects::update(&*service)),
             Command::WakeUpAt { at } => {
                 wake_at = Some(wake_at.map_or(at, |earlier: ClusterTime| earlier.min(at)));
             }

@@ -277,6 +277,7 @@ async fn the_control_api_refuses_bad_input_with_what_to_do() {
                     service: "web".into(),
                     version,
                     spec: Some(service_spec("web", replicas)),
+                    ..Default::default()
                 }))
                 .await
         }
@@ -313,16 +314,54 @@ async fn the_control_api_refuses_bad_input_with_what_to_do() {
             service: "web".into(),
             version: current.meta.unwrap().version.unwrap().index,
             spec: Some(changed),
+            ..Default::default()
         }))
         .await
         .unwrap()
         .into_inner()
         .service
         .unwrap();
+    assert!(updated.spec_version.unwrap().index > web.spec_version.unwrap().index);
+
+    // A rollback swaps the two specs back, spec versions included, and says why it runs. The
+    // updater writes the service's update status first (nothing runs the new tasks here, so
+    // the update stays under way), and the rollback states the version after that.
+    let updating = loop {
+        let service = control
+            .get_service(Request::new(shoal_proto::api::GetServiceRequest {
+                service: "web".into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .service
+            .unwrap();
+        if service.update_status.is_some() {
+            break service;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let rolled_back = control
+        .update_service(Request::new(shoal_proto::api::UpdateServiceRequest {
+            service: "web".into(),
+            version: updating.meta.as_ref().unwrap().version.unwrap().index,
+            spec: None,
+            rollback: shoal_proto::api::update_service_request::Rollback::Previous as i32,
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    assert_eq!(rolled_back.spec, updated.previous_spec);
+    assert_eq!(rolled_back.spec_version, updated.previous_spec_version);
+    assert_eq!(rolled_back.previous_spec, updated.spec);
+    let status = rolled_back.update_status.unwrap();
     assert_eq!(
-        updated.spec_version.unwrap().index,
-        web.spec_version.unwrap().index + 1
+        status.state(),
+        shoal_proto::api::update_status::UpdateState::RollbackStarted
     );
+    assert_eq!(status.message, "manually requested rollback");
 
     let unknown = control
         .get_service(Request::new(shoal_proto::api::GetServiceRequest {

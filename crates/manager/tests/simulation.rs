@@ -13,8 +13,9 @@ use manager::orchestrator::{
 };
 use shoal_proto::api::{
     Annotations, ContainerSpec, GlobalService, Meta, Node, NodeSpec, NodeStatus, ReplicatedJob,
-    ReplicatedService, RestartPolicy, Service, ServiceSpec, Task, TaskSpec, TaskState, Version,
-    node_spec, node_status, restart_policy::RestartCondition, service_spec, task_spec,
+    ReplicatedService, RestartPolicy, Service, ServiceSpec, Task, TaskSpec, TaskState,
+    UpdateConfig, Version, node_spec, node_status, restart_policy::RestartCondition, service_spec,
+    task_spec, update_config, update_status::UpdateState,
 };
 
 const SEEDS: u64 = 16;
@@ -137,20 +138,33 @@ struct Statistics {
     tasks_deleted: u64,
     tasks_failed_or_rejected: u64,
     delayed_starts: u64,
+    updates_completed: u64,
 }
 
 impl Simulation {
     fn new(seed: u64) -> Simulation {
         let mut rng = Rng(seed);
         let web_delay = Duration::from_secs(rng.below(4));
+        // Chaos fails tasks at random, so web's updates carry on through failures; how many
+        // slots go at once varies with the seed.
+        let mut web = service(
+            "web",
+            service_spec::Mode::Replicated(ReplicatedService { replicas: 3 }),
+            RestartCondition::Any,
+            web_delay,
+            0,
+        );
+        let mut web_updates = UpdateConfig {
+            parallelism: rng.below(3),
+            monitor: Some(duration_to_proto(Duration::from_secs(1))),
+            ..UpdateConfig::default()
+        };
+        web_updates.set_failure_action(update_config::FailureAction::Continue);
+        if let Some(spec) = web.spec.as_mut() {
+            spec.update = Some(web_updates);
+        }
         let services = vec![
-            service(
-                "web",
-                service_spec::Mode::Replicated(ReplicatedService { replicas: 3 }),
-                RestartCondition::Any,
-                web_delay,
-                0,
-            ),
+            web,
             service(
                 "agent",
                 service_spec::Mode::Global(GlobalService {}),
@@ -279,6 +293,24 @@ impl Simulation {
                 Command::DeleteService { service_id, .. } => {
                     self.services.retain(|service| service.id != service_id);
                 }
+                Command::UpdateService(mut service) => {
+                    let version = self.next_version();
+                    let Some(stored) = self.services.iter_mut().find(|s| s.id == service.id) else {
+                        self.fail(format!("{core} updated missing service {}", service.id));
+                    };
+                    if stored.meta != service.meta {
+                        self.fail(format!("{core} updated {} from a stale read", service.id));
+                    }
+                    service.meta.get_or_insert_default().version = version;
+                    if service
+                        .update_status
+                        .as_ref()
+                        .is_some_and(|status| status.state() == UpdateState::Completed)
+                    {
+                        self.statistics.updates_completed += 1;
+                    }
+                    *stored = *service;
+                }
                 Command::WakeUpAt { at } => {
                     if at < self.now {
                         self.fail(format!("{core} asked to wake up in the past, at {at}"));
@@ -395,6 +427,8 @@ impl Simulation {
                     }));
                 }
                 web.spec_version = version;
+                // As the control API does: a new spec starts a new update.
+                web.update_status = None;
             }
         }
         if self.rng.chance(5) {
@@ -579,10 +613,12 @@ fn orchestrators_supervisor_and_reaper_keep_invariants_and_converge() {
         totals.tasks_deleted += statistics.tasks_deleted;
         totals.tasks_failed_or_rejected += statistics.tasks_failed_or_rejected;
         totals.delayed_starts += statistics.delayed_starts;
+        totals.updates_completed += statistics.updates_completed;
     }
     println!("{SEEDS} seeds: {totals:?}");
     // The run must have exercised failures, restarts after a delay and reaping.
     assert!(totals.tasks_failed_or_rejected > SEEDS * 10, "{totals:?}");
     assert!(totals.delayed_starts > SEEDS * 5, "{totals:?}");
+    assert!(totals.updates_completed > SEEDS, "{totals:?}");
     assert!(totals.tasks_deleted > SEEDS * 10, "{totals:?}");
 }

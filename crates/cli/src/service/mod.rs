@@ -26,6 +26,16 @@ pub(crate) enum ServiceCommand {
     Create(Box<spec::CreateArgs>),
     /// Updates a service.
     Update(Box<UpdateCommand>),
+    /// Returns a service to its previous spec.
+    Rollback {
+        service: String,
+        /// Exits immediately instead of waiting for the service to converge.
+        #[arg(short = 'd', long)]
+        detach: bool,
+        /// Suppresses progress output.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
     /// Scales one or more replicated services: SERVICE=REPLICAS...
     Scale {
         #[arg(required = true)]
@@ -89,6 +99,9 @@ pub(crate) struct UpdateCommand {
     /// With --image: does not check that the image exists on this node.
     #[arg(long)]
     no_resolve_image: bool,
+    /// Returns to the previous spec (as `service rollback`); takes no other change.
+    #[arg(long)]
+    rollback: bool,
     service: String,
 }
 
@@ -129,6 +142,11 @@ pub(crate) async fn run(host: &str, command: ServiceCommand) -> anyhow::Result<(
         ServiceCommand::Update(command) => {
             update(&mut Daemon::connect(host).await?, *command).await
         }
+        ServiceCommand::Rollback {
+            service,
+            detach,
+            quiet,
+        } => rollback(&mut Daemon::connect(host).await?, &service, detach, quiet).await,
         ServiceCommand::Scale { services, detach } => {
             let mut errors = Vec::new();
             let mut parsed = Vec::new();
@@ -239,37 +257,122 @@ async fn create(
         .context("the daemon created the service but did not return it: see 'shoal service ls'")?;
     println!("{}", service.id);
     if !args.detach {
-        wait_for_service(&mut daemon.control, &service.id, args.quiet).await?;
+        wait_for_service(
+            &mut daemon.control,
+            &service.id,
+            args.quiet,
+            progress::Expecting::Update,
+        )
+        .await?;
     }
     Ok(())
 }
 
 async fn update(daemon: &mut Daemon, command: UpdateCommand) -> anyhow::Result<()> {
-    let current = get_service(&mut daemon.control, &command.service).await?;
-    let spec = spec::update_spec(
-        current.spec.clone().unwrap_or_default(),
-        &command.args,
-        &lookup_env,
-    )?;
+    if command.rollback {
+        let output_flags_only = spec::UpdateArgs {
+            detach: command.args.detach,
+            quiet: command.args.quiet,
+            ..spec::UpdateArgs::default()
+        };
+        if command.args != output_flags_only || command.no_resolve_image {
+            bail!(
+                "other flags may not be combined with --rollback: roll back first, then update with the flags"
+            );
+        }
+        return rollback(
+            daemon,
+            &command.service,
+            command.args.detach,
+            command.args.quiet,
+        )
+        .await;
+    }
     if let Some(image) = &command.args.image
         && !command.no_resolve_image
     {
         resolve_image(daemon, image).await?;
     }
-    daemon
-        .control
-        .update_service(api::UpdateServiceRequest {
-            service: current.id.clone(),
-            version: version_of(current.meta.as_ref()),
+    let updated = change_service(&mut daemon.control, &command.service, |current| {
+        let spec = spec::update_spec(
+            current.spec.clone().unwrap_or_default(),
+            &command.args,
+            &lookup_env,
+        )?;
+        Ok(api::UpdateServiceRequest {
             spec: Some(spec),
+            ..Default::default()
         })
-        .await
-        .map_err(api_error)?;
+    })
+    .await?;
     println!("{}", command.service);
     if !command.args.detach {
-        wait_for_service(&mut daemon.control, &current.id, command.args.quiet).await?;
+        wait_for_service(
+            &mut daemon.control,
+            &updated.id,
+            command.args.quiet,
+            progress::Expecting::Update,
+        )
+        .await?;
     }
     Ok(())
+}
+
+/// `service rollback` and `service update --rollback`: the manager swaps in the previous spec,
+/// and the updater rolls the tasks back with the rollback settings.
+async fn rollback(
+    daemon: &mut Daemon,
+    reference: &str,
+    detach: bool,
+    quiet: bool,
+) -> anyhow::Result<()> {
+    let service = change_service(&mut daemon.control, reference, |_| {
+        Ok(api::UpdateServiceRequest {
+            rollback: api::update_service_request::Rollback::Previous as i32,
+            ..Default::default()
+        })
+    })
+    .await?;
+    println!("{reference}");
+    if !detach {
+        wait_for_service(
+            &mut daemon.control,
+            &service.id,
+            quiet,
+            progress::Expecting::Rollback,
+        )
+        .await?;
+    }
+    Ok(())
+}
+
+/// Version conflicts a service change retries on a fresh read before giving up.
+const CONFLICT_RETRIES: usize = 5;
+
+/// Reads the service, asks `change` for the update of what was read (its `service` and
+/// `version` are filled in here), and sends it. The updater writes a service's update status
+/// as it goes, so the read can be stale by the time the change arrives; such a conflict is
+/// retried on a fresh read. Returns the service as read.
+async fn change_service(
+    control: &mut ControlClient<Channel>,
+    reference: &str,
+    change: impl Fn(&api::Service) -> anyhow::Result<api::UpdateServiceRequest>,
+) -> anyhow::Result<api::Service> {
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let current = get_service(control, reference).await?;
+        let request = api::UpdateServiceRequest {
+            service: current.id.clone(),
+            version: version_of(current.meta.as_ref()),
+            ..change(&current)?
+        };
+        match control.update_service(request).await {
+            Ok(_) => return Ok(current),
+            Err(status) if status.code() == tonic::Code::Aborted && attempt < CONFLICT_RETRIES => {}
+            Err(status) => return Err(api_error(status)),
+        }
+    }
 }
 
 async fn scale(
@@ -280,21 +383,17 @@ async fn scale(
 ) -> anyhow::Result<()> {
     let mut scaled = Vec::new();
     for (reference, replicas) in targets {
-        let result: anyhow::Result<String> = async {
-            let current = get_service(&mut daemon.control, &reference).await?;
-            let spec = spec::scale_spec(current.spec.clone().unwrap_or_default(), replicas)?;
-            daemon
-                .control
-                .update_service(api::UpdateServiceRequest {
-                    service: current.id.clone(),
-                    version: version_of(current.meta.as_ref()),
-                    spec: Some(spec),
-                })
-                .await
-                .map_err(api_error)?;
-            Ok(current.id)
-        }
-        .await;
+        let result = change_service(&mut daemon.control, &reference, |current| {
+            Ok(api::UpdateServiceRequest {
+                spec: Some(spec::scale_spec(
+                    current.spec.clone().unwrap_or_default(),
+                    replicas,
+                )?),
+                ..Default::default()
+            })
+        })
+        .await
+        .map(|service| service.id);
         match result {
             Ok(id) => {
                 println!("{reference} scaled to {replicas}");
@@ -305,7 +404,10 @@ async fn scale(
     }
     if !detach {
         for (reference, id) in scaled {
-            if let Err(error) = wait_for_service(&mut daemon.control, &id, false).await {
+            let waited =
+                wait_for_service(&mut daemon.control, &id, false, progress::Expecting::Update)
+                    .await;
+            if let Err(error) = waited {
                 errors.push(format!("{reference}: {error:#}"));
             }
         }
@@ -323,11 +425,13 @@ async fn wait_for_service(
     control: &mut ControlClient<Channel>,
     service_id: &str,
     quiet: bool,
+    expecting: progress::Expecting,
 ) -> anyhow::Result<()> {
     let mut stdout = std::io::stdout();
     let mut screen = progress::Screen::new(stdout.is_terminal());
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
+    let mut rollback_reason = None;
     loop {
         let response = match control
             .service_progress(api::ServiceProgressRequest {
@@ -341,7 +445,17 @@ async fn wait_for_service(
             ),
             Err(status) => return Err(api_error(status)),
         };
-        let outcome = progress::outcome(&response, service_id);
+        if let Some(reason) = progress::rollback_reason(&response) {
+            rollback_reason = Some(reason);
+        }
+        let reference = response
+            .service
+            .as_ref()
+            .and_then(|service| service.spec.as_ref())
+            .and_then(|spec| spec.annotations.as_ref())
+            .map_or(service_id, |annotations| annotations.name.as_str());
+        let outcome =
+            progress::outcome(&response, reference, expecting, rollback_reason.as_deref());
         let mut lines = progress::render(&response);
         if let progress::Outcome::Converged(closing) = &outcome {
             lines.extend(closing.iter().cloned());

@@ -171,6 +171,11 @@ pub(crate) fn render(response: &api::ServiceProgressResponse) -> Vec<ProgressLin
         }
     };
     let mut lines = Vec::new();
+    // docker names why a rollback runs on a line of its own above the rest.
+    let message = update_message(response);
+    if rolling_back && !message.is_empty() {
+        lines.push(ProgressLine::new("rollback", message));
+    }
     match kind(response) {
         Kind::Replicated => {
             lines.push(overall(format!("{done} out of {desired} tasks")));
@@ -255,7 +260,54 @@ pub(crate) fn render(response: &api::ServiceProgressResponse) -> Vec<ProgressLin
             }
         }
     }
+    let monitoring = matches!(
+        update_state(response),
+        Some(
+            api::update_status::UpdateState::Updating
+                | api::update_status::UpdateState::RollbackStarted
+        )
+    );
+    if monitoring && desired > 0 && done >= desired {
+        lines.push(ProgressLine::new(
+            "verify",
+            format!(
+                "Waiting {} seconds to verify that tasks are stable...",
+                monitor_seconds(response)
+            ),
+        ));
+    }
     lines
+}
+
+/// The monitor period of the update under way, in whole seconds rounded up, as docker shows it.
+fn monitor_seconds(response: &api::ServiceProgressResponse) -> u64 {
+    let spec = response.service.as_ref().and_then(|s| s.spec.as_ref());
+    let rolling_back = matches!(
+        update_state(response),
+        Some(api::update_status::UpdateState::RollbackStarted)
+    );
+    let config = spec.and_then(|spec| {
+        if rolling_back {
+            spec.rollback.as_ref()
+        } else {
+            spec.update.as_ref()
+        }
+    });
+    match config.and_then(|config| config.monitor.as_ref()) {
+        Some(monitor) => {
+            let seconds = u64::try_from(monitor.seconds).unwrap_or(0);
+            seconds + u64::from(monitor.nanos > 0)
+        }
+        None => 5,
+    }
+}
+
+/// What the command that waits asked for: an update (or create or scale) succeeds on its new
+/// spec, while a rollback succeeds when it has completed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Expecting {
+    Update,
+    Rollback,
 }
 
 /// Where waiting stands after one poll.
@@ -268,8 +320,21 @@ pub(crate) enum Outcome {
     Failed(String),
 }
 
-/// Decides whether to keep waiting. `reference` is what the user called the service.
-pub(crate) fn outcome(response: &api::ServiceProgressResponse, reference: &str) -> Outcome {
+/// Why the service is being rolled back, while it is: a completed rollback's own message only
+/// says that it completed, so the waiting command keeps the reason from earlier polls.
+pub(crate) fn rollback_reason(response: &api::ServiceProgressResponse) -> Option<String> {
+    (update_state(response) == Some(api::update_status::UpdateState::RollbackStarted))
+        .then(|| update_message(response))
+}
+
+/// Decides whether to keep waiting. `reference` is what the user called the service;
+/// `rollback_reason` what [`rollback_reason`] last returned.
+pub(crate) fn outcome(
+    response: &api::ServiceProgressResponse,
+    reference: &str,
+    expecting: Expecting,
+    rollback_reason: Option<&str>,
+) -> Outcome {
     use api::service_progress_response::Verdict;
     use api::update_status::UpdateState;
     let id = response
@@ -293,10 +358,12 @@ pub(crate) fn outcome(response: &api::ServiceProgressResponse, reference: &str) 
     }
     match Verdict::try_from(response.verdict) {
         Ok(Verdict::Converged) => {
-            if let Some(UpdateState::RollbackCompleted) = update_state(response) {
+            if expecting == Expecting::Update
+                && let Some(UpdateState::RollbackCompleted) = update_state(response)
+            {
                 return Outcome::Failed(format!(
                     "service {reference} was rolled back: {}; see why with 'shoal service ps {reference}', then fix the spec with 'shoal service update {reference}'",
-                    update_message(response)
+                    rollback_reason.map_or_else(|| update_message(response), str::to_owned)
                 ));
             }
             let closing = match kind(response) {
@@ -467,7 +534,10 @@ mod tests {
             format!("1/1: preparing [{}>{}]", "=".repeat(33), " ".repeat(17))
         );
         assert_eq!(rendered(&render(&starting), false)[1], "1/1: preparing");
-        assert_eq!(outcome(&progress, "web"), Outcome::Waiting);
+        assert_eq!(
+            outcome(&progress, "web", Expecting::Update, None),
+            Outcome::Waiting
+        );
     }
 
     #[test]
@@ -496,7 +566,7 @@ mod tests {
             ]
         );
         assert_eq!(
-            outcome(&global, "web"),
+            outcome(&global, "web", Expecting::Update, None),
             Outcome::Converged(vec![ProgressLine::new("verify", "Service svcid converged")])
         );
         let waiting = response(
@@ -544,7 +614,7 @@ mod tests {
             ..job
         };
         assert_eq!(
-            outcome(&done, "job"),
+            outcome(&done, "job", Expecting::Update, None),
             Outcome::Converged(vec![ProgressLine::new("job", "complete")])
         );
     }
@@ -554,7 +624,7 @@ mod tests {
         let mut stuck = response(replicated(1), Vec::new(), 1, 0, Verdict::CannotConverge);
         stuck.reasons = vec!["no suitable node (1 node not available for new tasks)".into()];
         assert_eq!(
-            outcome(&stuck, "web"),
+            outcome(&stuck, "web", Expecting::Update, None),
             Outcome::Failed(
                 "service web cannot converge: no suitable node (1 node not available for new tasks); fix the spec with 'shoal service update web' or remove it with 'shoal service rm web'"
                     .into()
@@ -568,12 +638,65 @@ mod tests {
                 ..Default::default()
             });
         }
-        match outcome(&paused, "web") {
+        match outcome(&paused, "web", Expecting::Update, None) {
             Outcome::Failed(message) => {
                 assert!(message.starts_with("service update paused: update paused due to failure"))
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn rollbacks_name_their_reason_and_succeed_only_when_asked_for() {
+        let mut rolled_back = response(
+            replicated(1),
+            vec![task(1, "n1", api::TaskState::Running)],
+            1,
+            1,
+            Verdict::Converging,
+        );
+        let set_state = |response: &mut api::ServiceProgressResponse, state, message: &str| {
+            if let Some(service) = response.service.as_mut() {
+                service.update_status = Some(api::UpdateStatus {
+                    state: state as i32,
+                    message: message.into(),
+                    ..Default::default()
+                });
+            }
+        };
+        use api::update_status::UpdateState;
+        set_state(
+            &mut rolled_back,
+            UpdateState::RollbackStarted,
+            "update rolled back due to failure or early termination of task x",
+        );
+        let lines = rendered(&render(&rolled_back), false);
+        assert_eq!(
+            lines[..2],
+            [
+                "rollback: update rolled back due to failure or early termination of task x",
+                "overall progress: rolling back update: 1 out of 1 tasks",
+            ]
+        );
+        assert_eq!(
+            lines.last().map(String::as_str),
+            Some("verify: Waiting 5 seconds to verify that tasks are stable...")
+        );
+
+        rolled_back.verdict = Verdict::Converged as i32;
+        set_state(
+            &mut rolled_back,
+            UpdateState::RollbackCompleted,
+            "rollback completed",
+        );
+        assert!(matches!(
+            outcome(&rolled_back, "web", Expecting::Update, None),
+            Outcome::Failed(message) if message.starts_with("service web was rolled back")
+        ));
+        assert!(matches!(
+            outcome(&rolled_back, "web", Expecting::Rollback, None),
+            Outcome::Converged(_)
+        ));
     }
 
     #[test]

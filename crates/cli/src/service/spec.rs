@@ -12,7 +12,7 @@ use shoal_proto::api;
 use crate::compose::units;
 
 /// Flags that set resources, shared by `create` and `update`.
-#[derive(Args, Debug, Default, Clone)]
+#[derive(Args, Debug, Default, Clone, PartialEq)]
 pub(crate) struct ResourceArgs {
     /// Reserve CPUs, e.g. 0.5.
     #[arg(long)]
@@ -32,7 +32,7 @@ pub(crate) struct ResourceArgs {
 }
 
 /// Flags of the restart policy, shared by `create` and `update`.
-#[derive(Args, Debug, Default, Clone)]
+#[derive(Args, Debug, Default, Clone, PartialEq)]
 pub(crate) struct RestartArgs {
     /// Restart when: none, on-failure or any.
     #[arg(long)]
@@ -49,7 +49,7 @@ pub(crate) struct RestartArgs {
 }
 
 /// Healthcheck flags, shared by `create` and `update`.
-#[derive(Args, Debug, Default, Clone)]
+#[derive(Args, Debug, Default, Clone, PartialEq)]
 pub(crate) struct HealthArgs {
     /// Command run in the container to check health (through /bin/sh -c).
     #[arg(long)]
@@ -86,7 +86,7 @@ impl HealthArgs {
 }
 
 /// Container flags that mean the same in `create` and `update`.
-#[derive(Args, Debug, Default, Clone)]
+#[derive(Args, Debug, Default, Clone, PartialEq)]
 pub(crate) struct ContainerArgs {
     /// Container hostname.
     #[arg(long)]
@@ -109,6 +109,170 @@ pub(crate) struct ContainerArgs {
     /// Signal that stops the container, e.g. SIGTERM.
     #[arg(long)]
     pub(crate) stop_signal: Option<String>,
+}
+
+/// `--update-*` flags, shared by `create` and `update`.
+#[derive(Args, Debug, Default, Clone, PartialEq)]
+pub(crate) struct UpdatePolicyArgs {
+    /// Maximum number of tasks updated at once (0 = all at once).
+    #[arg(long)]
+    pub(crate) update_parallelism: Option<u64>,
+    /// Delay between updates, e.g. 10s.
+    #[arg(long)]
+    pub(crate) update_delay: Option<String>,
+    /// Action on update failure: pause, continue or rollback.
+    #[arg(long)]
+    pub(crate) update_failure_action: Option<String>,
+    /// How long each updated task is watched for failure, e.g. 5s.
+    #[arg(long)]
+    pub(crate) update_monitor: Option<String>,
+    /// Share of updated tasks that may fail, between 0 and 1.
+    #[arg(long)]
+    pub(crate) update_max_failure_ratio: Option<String>,
+    /// Update order: stop-first or start-first.
+    #[arg(long)]
+    pub(crate) update_order: Option<String>,
+}
+
+/// `--rollback-*` flags, shared by `create` and `update`.
+#[derive(Args, Debug, Default, Clone, PartialEq)]
+pub(crate) struct RollbackPolicyArgs {
+    /// Maximum number of tasks rolled back at once (0 = all at once).
+    #[arg(long)]
+    pub(crate) rollback_parallelism: Option<u64>,
+    /// Delay between task rollbacks, e.g. 10s.
+    #[arg(long)]
+    pub(crate) rollback_delay: Option<String>,
+    /// Action on rollback failure: pause or continue.
+    #[arg(long)]
+    pub(crate) rollback_failure_action: Option<String>,
+    /// How long each rolled-back task is watched for failure, e.g. 5s.
+    #[arg(long)]
+    pub(crate) rollback_monitor: Option<String>,
+    /// Share of rolled-back tasks that may fail, between 0 and 1.
+    #[arg(long)]
+    pub(crate) rollback_max_failure_ratio: Option<String>,
+    /// Rollback order: stop-first or start-first.
+    #[arg(long)]
+    pub(crate) rollback_order: Option<String>,
+}
+
+/// The six settings of an update or rollback policy, as given on the command line.
+struct PolicyFlags<'args> {
+    /// `update` or `rollback`: the flags' prefix.
+    which: &'static str,
+    parallelism: Option<u64>,
+    delay: Option<&'args str>,
+    failure_action: Option<&'args str>,
+    monitor: Option<&'args str>,
+    max_failure_ratio: Option<&'args str>,
+    order: Option<&'args str>,
+}
+
+impl UpdatePolicyArgs {
+    fn flags(&self) -> PolicyFlags<'_> {
+        PolicyFlags {
+            which: "update",
+            parallelism: self.update_parallelism,
+            delay: self.update_delay.as_deref(),
+            failure_action: self.update_failure_action.as_deref(),
+            monitor: self.update_monitor.as_deref(),
+            max_failure_ratio: self.update_max_failure_ratio.as_deref(),
+            order: self.update_order.as_deref(),
+        }
+    }
+}
+
+impl RollbackPolicyArgs {
+    fn flags(&self) -> PolicyFlags<'_> {
+        PolicyFlags {
+            which: "rollback",
+            parallelism: self.rollback_parallelism,
+            delay: self.rollback_delay.as_deref(),
+            failure_action: self.rollback_failure_action.as_deref(),
+            monitor: self.rollback_monitor.as_deref(),
+            max_failure_ratio: self.rollback_max_failure_ratio.as_deref(),
+            order: self.rollback_order.as_deref(),
+        }
+    }
+}
+
+impl PolicyFlags<'_> {
+    fn any(&self) -> bool {
+        self.parallelism.is_some()
+            || self.delay.is_some()
+            || self.failure_action.is_some()
+            || self.monitor.is_some()
+            || self.max_failure_ratio.is_some()
+            || self.order.is_some()
+    }
+
+    /// Sets what the flags name in `config`, leaving the rest as it is.
+    fn apply(&self, config: &mut api::UpdateConfig) -> anyhow::Result<()> {
+        use api::update_config::{FailureAction, UpdateOrder};
+        let which = self.which;
+        if let Some(parallelism) = self.parallelism {
+            config.parallelism = parallelism;
+        }
+        if let Some(delay) = self.delay {
+            config.delay = Some(parse_flag_duration(&format!("{which}-delay"), delay)?);
+        }
+        if let Some(monitor) = self.monitor {
+            config.monitor = Some(parse_flag_duration(&format!("{which}-monitor"), monitor)?);
+        }
+        if let Some(action) = self.failure_action {
+            config.set_failure_action(match (which, action) {
+                (_, "pause") => FailureAction::Pause,
+                (_, "continue") => FailureAction::Continue,
+                ("update", "rollback") => FailureAction::Rollback,
+                ("update", _) => bail!(
+                    "--update-failure-action: invalid value {action:?}: use pause, continue or rollback"
+                ),
+                _ => bail!(
+                    "--{which}-failure-action: invalid value {action:?}: use pause or continue"
+                ),
+            });
+        }
+        if let Some(ratio) = self.max_failure_ratio {
+            config.max_failure_ratio = ratio
+                .trim()
+                .parse::<f32>()
+                .ok()
+                .filter(|ratio| (0.0..=1.0).contains(ratio))
+                .ok_or_else(|| {
+                    anyhow!(
+                        "--{which}-max-failure-ratio: invalid value {ratio:?}: give a share between 0 and 1, e.g. 0.2"
+                    )
+                })?;
+        }
+        if let Some(order) = self.order {
+            config.set_order(match order {
+                "stop-first" => UpdateOrder::StopFirst,
+                "start-first" => UpdateOrder::StartFirst,
+                _ => {
+                    bail!("--{which}-order: invalid value {order:?}: use stop-first or start-first")
+                }
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Swarm's update and rollback defaults (one at a time, no delay, pause on failure, monitor
+/// 5 s, no failures tolerated, stop-first), which a new service gets as docker's CLI gives them.
+fn default_update_config() -> api::UpdateConfig {
+    api::UpdateConfig {
+        parallelism: 1,
+        monitor: Some(proto_duration(Duration::from_secs(5))),
+        ..api::UpdateConfig::default()
+    }
+}
+
+/// The config a new service gets: the defaults with what the flags change.
+fn new_update_config(flags: &PolicyFlags<'_>) -> anyhow::Result<api::UpdateConfig> {
+    let mut config = default_update_config();
+    flags.apply(&mut config)?;
+    Ok(config)
 }
 
 /// `shoal service create`'s flags and arguments.
@@ -148,6 +312,10 @@ pub(crate) struct CreateArgs {
     pub(crate) resources: ResourceArgs,
     #[command(flatten)]
     pub(crate) restart: RestartArgs,
+    #[command(flatten)]
+    pub(crate) update_policy: UpdatePolicyArgs,
+    #[command(flatten)]
+    pub(crate) rollback_policy: RollbackPolicyArgs,
     /// type=bind|volume|tmpfs,source=…,target=…[,readonly] (repeatable).
     #[arg(long = "mount")]
     pub(crate) mounts: Vec<String>,
@@ -177,7 +345,7 @@ pub(crate) struct CreateArgs {
 }
 
 /// `shoal service update`'s flags.
-#[derive(Args, Debug, Default, Clone)]
+#[derive(Args, Debug, Default, Clone, PartialEq)]
 pub(crate) struct UpdateArgs {
     /// Number of tasks (for replicated-job: completions).
     #[arg(long, allow_negative_numbers = true)]
@@ -228,6 +396,10 @@ pub(crate) struct UpdateArgs {
     pub(crate) resources: ResourceArgs,
     #[command(flatten)]
     pub(crate) restart: RestartArgs,
+    #[command(flatten)]
+    pub(crate) update_policy: UpdatePolicyArgs,
+    #[command(flatten)]
+    pub(crate) rollback_policy: RollbackPolicyArgs,
     /// Adds or updates a mount (repeatable).
     #[arg(long)]
     pub(crate) mount_add: Vec<String>,
@@ -1080,6 +1252,8 @@ pub(crate) fn create_spec(
             ..Default::default()
         }),
         mode: Some(mode),
+        update: Some(new_update_config(&args.update_policy.flags())?),
+        rollback: Some(new_update_config(&args.rollback_policy.flags())?),
         endpoint: Some(api::EndpointSpec::default()),
         ..Default::default()
     })
@@ -1273,6 +1447,14 @@ pub(crate) fn update_spec(
     }
     if args.force {
         task.force_update = task.force_update.wrapping_add(1);
+    }
+    for (flags, config) in [
+        (args.update_policy.flags(), &mut spec.update),
+        (args.rollback_policy.flags(), &mut spec.rollback),
+    ] {
+        if flags.any() {
+            flags.apply(config.get_or_insert_with(default_update_config))?;
+        }
     }
     Ok(spec)
 }
@@ -1863,6 +2045,57 @@ mod tests {
         assert_eq!(parse_cpus("limit-cpu", "0.000000001")?, 1);
         assert!(parse_cpus("limit-cpu", "-1").is_err());
         assert!(parse_cpus("limit-cpu", ".").is_err());
+        Ok(())
+    }
+
+    #[test]
+    fn update_and_rollback_flags_set_their_configs_over_swarms_defaults() -> anyhow::Result<()> {
+        use api::update_config::{FailureAction, UpdateOrder};
+        let spec = create(&[
+            "--update-parallelism",
+            "5",
+            "--update-delay",
+            "2s",
+            "--update-failure-action",
+            "rollback",
+            "--update-monitor",
+            "1s",
+            "--update-max-failure-ratio",
+            "0.25",
+            "--update-order",
+            "start-first",
+            "--rollback-parallelism",
+            "0",
+            "busybox",
+        ])?;
+        let update_config = spec.update.unwrap_or_default();
+        assert_eq!(update_config.parallelism, 5);
+        assert_eq!(update_config.delay, seconds(2));
+        assert_eq!(update_config.failure_action(), FailureAction::Rollback);
+        assert_eq!(update_config.monitor, seconds(1));
+        assert_eq!(update_config.max_failure_ratio, 0.25);
+        assert_eq!(update_config.order(), UpdateOrder::StartFirst);
+        let rollback_config = spec.rollback.unwrap_or_default();
+        assert_eq!(rollback_config.parallelism, 0);
+        assert_eq!(rollback_config.monitor, seconds(5));
+        assert_eq!(rollback_config.failure_action(), FailureAction::Pause);
+
+        // An update changes only what its flags name.
+        let updated = update(spec, &["--update-parallelism", "2"])?;
+        let update_config = updated.update.unwrap_or_default();
+        assert_eq!(update_config.parallelism, 2);
+        assert_eq!(update_config.order(), UpdateOrder::StartFirst);
+
+        assert!(
+            create_error(&["--rollback-failure-action", "rollback", "busybox"])
+                .contains("use pause or continue")
+        );
+        assert!(
+            create_error(&["--update-max-failure-ratio", "2", "busybox"])
+                .contains("between 0 and 1")
+        );
+        assert!(create_error(&["--update-order", "random", "busybox"]).contains("start-first"));
+        assert!(create_error(&["--update-delay", "soon", "busybox"]).contains("update-delay"));
         Ok(())
     }
 }

@@ -36,7 +36,7 @@ pub(crate) use managers::reachability_on_leader;
 use crate::dispatcher::{LogBroker, LogStream, LogTarget};
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
-use crate::orchestrator::{ClusterSnapshot, GivenUpSlots};
+use crate::orchestrator::{ClusterSnapshot, ClusterTime, GivenUpSlots, spec_version_of_service};
 use payloads::Payload;
 
 /// The shortest dispatcher heartbeat `swarm update` accepts: shorter ones would cost more in
@@ -113,6 +113,26 @@ fn without_secrets(mut cluster: Cluster) -> Cluster {
         }
     }
     cluster
+}
+
+/// The service's endpoint as its spec asks (the ports it publishes).
+fn refresh_endpoint(service: &mut Service) {
+    service.endpoint = service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.endpoint.clone())
+        .map(|endpoint| api::Endpoint {
+            ports: endpoint.ports.clone(),
+            spec: Some(endpoint),
+            ..Default::default()
+        });
+}
+
+fn timestamp_now() -> api::Timestamp {
+    let since_epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    ClusterTime::from_duration_since_unix_epoch(since_epoch).to_proto_timestamp()
 }
 
 fn is_job(mode: Option<&Mode>) -> bool {
@@ -225,42 +245,64 @@ impl ControlApi {
     }
 
     async fn update_service(&self, request: UpdateServiceRequest) -> Result<Service, ManagerError> {
-        let mut updated_spec = request.spec.ok_or_else(|| {
-            ManagerError::InvalidArgument("the update carries no spec".to_owned())
-        })?;
-        self.bind_payloads(&mut updated_spec).await?;
+        let rollback = request.rollback() == api::update_service_request::Rollback::Previous;
         let objects = self.read_objects().await?;
         let services = visible_services(&objects.services);
         let current = resolve_service(&services, &request.service)?;
         let current_spec = current.spec.clone().unwrap_or_default();
-        service_spec::check_service_update(&current_spec, &updated_spec)?;
         let mut service = current.clone();
-        if current_spec != updated_spec {
-            let next = |version: Option<Version>| {
-                Some(Version {
-                    index: version.map_or(0, |version| version.index) + 1,
-                })
-            };
-            // The spec version says which tasks are out of date, so only a change to what a
-            // task runs moves it: scaling changes the mode alone and replaces no task.
-            let tasks_change = current_spec.task != updated_spec.task
-                || current_spec.endpoint != updated_spec.endpoint;
+        if rollback {
+            let previous_spec = current.previous_spec.clone().ok_or_else(|| {
+                ManagerError::FailedPrecondition(format!(
+                    "service {} has no previous spec to roll back to: it was never updated",
+                    request.service
+                ))
+            })?;
+            // As in SwarmKit, the two specs swap, so a second rollback undoes the first.
+            service.spec = Some(previous_spec);
+            service.spec_version = current.previous_spec_version;
             service.previous_spec = Some(current_spec);
             service.previous_spec_version = current.spec_version;
+            service.update_status = Some(api::UpdateStatus {
+                state: api::update_status::UpdateState::RollbackStarted as i32,
+                started_at: Some(timestamp_now()),
+                completed_at: None,
+                message: "manually requested rollback".to_owned(),
+            });
+            refresh_endpoint(&mut service);
+        } else {
+            let mut updated_spec = request.spec.ok_or_else(|| {
+                ManagerError::InvalidArgument("the update carries no spec".to_owned())
+            })?;
+            self.bind_payloads(&mut updated_spec).await?;
+            service_spec::check_service_update(&current_spec, &updated_spec)?;
+            if current_spec == updated_spec {
+                return Ok(current.clone());
+            }
+            // The spec version says which tasks are out of date, so only a change to what a
+            // task runs moves it: scaling changes the mode alone and replaces no task. The
+            // service's own version is unique over its history, so a spec rolled back from
+            // never comes back under the same number.
+            let tasks_change = current_spec.task != updated_spec.task
+                || current_spec.endpoint != updated_spec.endpoint;
+            service.previous_spec = Some(current_spec.clone());
+            service.previous_spec_version = current.spec_version;
             if tasks_change {
-                service.spec_version = next(current.spec_version);
+                service.spec_version = Some(Version {
+                    index: current.read_version().max(spec_version_of_service(current)) + 1,
+                });
             }
             if is_job(updated_spec.mode.as_ref()) {
                 // Updating a job runs it again, as in docker.
                 let status = service.job_status.get_or_insert_with(Default::default);
-                status.job_iteration = next(status.job_iteration);
+                status.job_iteration = Some(Version {
+                    index: status.job_iteration.map_or(0, |version| version.index) + 1,
+                });
             }
-            service.endpoint = updated_spec.endpoint.clone().map(|endpoint| api::Endpoint {
-                ports: endpoint.ports.clone(),
-                spec: Some(endpoint),
-                ..Default::default()
-            });
             service.spec = Some(updated_spec);
+            // A new spec starts a new update, which also ends a paused one.
+            service.update_status = None;
+            refresh_endpoint(&mut service);
         }
         self.store
             .write(raft_store::Transaction::new(vec![objects::update_at(

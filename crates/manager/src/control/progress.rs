@@ -130,7 +130,7 @@ pub(crate) fn service_progress(
     let done = slot_tasks
         .iter()
         .filter(|task| observed_state(task) == done_state)
-        .filter(|task| mode.is_job() || spec_version_of_task(task) >= current_spec)
+        .filter(|task| mode.is_job() || spec_version_of_task(task) == current_spec)
         .count() as u64;
     let desired = match mode {
         ServiceMode::Replicated { replicas } => replicas,

@@ -2,7 +2,9 @@
 //! make. Pure: the control API calls these before writing anything.
 
 use scheduler::{Constraint, SpreadPreference};
-use shoal_proto::api::{ServiceSpec, mount, placement, service_spec, task_spec};
+use shoal_proto::api::{
+    ServiceSpec, UpdateConfig, mount, placement, service_spec, task_spec, update_config,
+};
 
 use crate::error::ManagerError;
 
@@ -104,6 +106,8 @@ pub(crate) fn check_service_spec(spec: &ServiceSpec) -> Result<(), ManagerError>
             ));
         }
     }
+    check_update_config("update", spec.update.as_ref())?;
+    check_update_config("rollback", spec.rollback.as_ref())?;
     for mount in &container.mounts {
         if !mount.target.starts_with('/') {
             return Err(invalid(format!(
@@ -117,6 +121,36 @@ pub(crate) fn check_service_spec(spec: &ServiceSpec) -> Result<(), ManagerError>
                 mount.source
             )));
         }
+    }
+    Ok(())
+}
+
+/// An update or rollback config: durations of 0 or more, a ratio between 0 and 1, and no
+/// rollback of a rollback.
+fn check_update_config(which: &str, config: Option<&UpdateConfig>) -> Result<(), ManagerError> {
+    let Some(config) = config else {
+        return Ok(());
+    };
+    for (setting, duration) in [("delay", &config.delay), ("monitor", &config.monitor)] {
+        if duration
+            .as_ref()
+            .is_some_and(|duration| duration.seconds < 0 || duration.nanos < 0)
+        {
+            return Err(invalid(format!(
+                "a negative {which} {setting}: give 0 or more, e.g. --{which}-{setting} 5s"
+            )));
+        }
+    }
+    if !(0.0..=1.0).contains(&config.max_failure_ratio) {
+        return Err(invalid(format!(
+            "{which} max failure ratio {} is out of range: give a share between 0 and 1, e.g. 0.2",
+            config.max_failure_ratio
+        )));
+    }
+    if which == "rollback" && config.failure_action() == update_config::FailureAction::Rollback {
+        return Err(invalid(
+            "a rollback can't itself roll back on failure: use pause or continue".to_owned(),
+        ));
     }
     Ok(())
 }
@@ -237,6 +271,24 @@ mod tests {
         });
         let message = error_of(check_service_spec(&constrained));
         assert!(message.starts_with("invalid constraint:"), "{message}");
+    }
+
+    #[test]
+    fn update_configs_need_a_ratio_between_0_and_1_and_no_rollback_of_a_rollback() {
+        let mut bad_ratio = spec("web", "busybox");
+        bad_ratio.update = Some(UpdateConfig {
+            max_failure_ratio: 1.5,
+            ..UpdateConfig::default()
+        });
+        assert!(error_of(check_service_spec(&bad_ratio)).contains("between 0 and 1"));
+        let mut rollback_of_rollback = spec("web", "busybox");
+        let mut config = UpdateConfig::default();
+        config.set_failure_action(update_config::FailureAction::Rollback);
+        rollback_of_rollback.rollback = Some(config);
+        assert!(error_of(check_service_spec(&rollback_of_rollback)).contains("pause or continue"));
+        rollback_of_rollback.rollback = None;
+        rollback_of_rollback.update = Some(config);
+        assert!(check_service_spec(&rollback_of_rollback).is_ok());
     }
 
     #[test]

@@ -3,7 +3,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use shoal_proto::api::{Task, TaskState};
+use shoal_proto::api::{Service, Task, TaskState};
 
 use super::task_lifecycle::read_version;
 use super::time::ClusterTime;
@@ -39,6 +39,9 @@ pub enum Command {
         /// The service version the decision was based on.
         read_version: u64,
     },
+    /// Writes a service's update state, or its rollback to the previous spec, at the version
+    /// in its `meta` (the version the decision was based on). Only the updater emits it.
+    UpdateService(Box<Service>),
     /// Asks the shell to run the emitting core again no later than `at`, because something
     /// (a delayed restart) becomes due then even if the store does not change.
     WakeUpAt {
@@ -79,6 +82,22 @@ impl fmt::Display for Command {
                 service_id,
                 read_version,
             } => write!(formatter, "delete service {service_id}@{read_version}"),
+            Command::UpdateService(service) => {
+                let status = service.update_status.clone().unwrap_or_default();
+                write!(
+                    formatter,
+                    "update service {}@{} spec={} {} {:?}",
+                    service.id,
+                    service
+                        .meta
+                        .as_ref()
+                        .and_then(|meta| meta.version.as_ref())
+                        .map_or(0, |version| version.index),
+                    service.spec_version.map_or(0, |version| version.index),
+                    status.state().as_str_name(),
+                    status.message
+                )
+            }
             Command::WakeUpAt { at } => write!(formatter, "wake up at {at}"),
         }
     }

@@ -12,6 +12,7 @@ use super::task_lifecycle::{
     is_runnable, job_iteration_of_service, job_iteration_of_task, observed_state,
     spec_version_of_service, spec_version_of_task,
 };
+use super::update::update_in_progress;
 
 /// A slot that will stay empty under the current spec.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -27,7 +28,8 @@ pub struct StuckSlot {
 /// The verdict on one service.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServiceConvergence {
-    /// Every slot has a running task (services) or a completed one (jobs).
+    /// Every slot has a running task (services) or a completed one (jobs), and no update is
+    /// still replacing or monitoring tasks.
     Converged,
     /// Not there yet, but nothing stands in the way.
     Converging,
@@ -96,7 +98,7 @@ pub fn service_convergence(
                 let running = wanted_tasks.iter().any(|task| {
                     is_runnable(task)
                         && observed_state(task) == TaskState::Running
-                        && spec_version_of_task(task) >= spec_version_of_service(service)
+                        && spec_version_of_task(task) == spec_version_of_service(service)
                 });
                 if running && !mode.is_job() {
                     satisfied_slots += 1;
@@ -129,7 +131,10 @@ pub fn service_convergence(
     Some(
         if !stuck_slots.is_empty() && stuck_slots_block_convergence {
             ServiceConvergence::CannotConverge { stuck_slots }
-        } else if satisfied_slots >= slots_needed && occupied_slots <= slots_needed {
+        } else if satisfied_slots >= slots_needed
+            && occupied_slots <= slots_needed
+            && !update_in_progress(service)
+        {
             ServiceConvergence::Converged
         } else {
             ServiceConvergence::Converging

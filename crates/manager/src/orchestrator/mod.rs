@@ -50,12 +50,15 @@ pub(crate) use task_lifecycle::{
     job_iteration_of_service, job_iteration_of_task, spec_version_of_service, spec_version_of_task,
 };
 pub use time::{ClusterTime, duration_from_proto, duration_to_proto};
-pub use update::reconcile_service_update;
+pub use update::{
+    DEFAULT_UPDATE_MONITOR, FailureAction, UpdateSettings, reconcile_service_update,
+    update_in_progress, update_state,
+};
 
 use command::stop_task_once;
 
 /// Runs the orchestrator that fits each service's mode, then, for a service it left settled,
-/// the update that moves its tasks to a newer spec; and stops (desired REMOVE) every
+/// the rolling update that moves its tasks to its current spec; and stops (desired REMOVE) every
 /// wanted task of a service that is `pending_delete` or no longer exists. `given_up` comes
 /// from [`RestartSupervisor::given_up_slots`].
 pub fn reconcile_all_services(
@@ -99,7 +102,7 @@ pub fn reconcile_all_services(
         // An update advances only while the service is otherwise settled, so its shutdowns
         // never meet the orchestrator's commands for the same tasks in one transaction.
         if mode_commands.is_empty() {
-            commands.extend(reconcile_service_update(snapshot, service));
+            commands.extend(reconcile_service_update(snapshot, service, now, task_ids));
         } else {
             commands.extend(mode_commands);
         }

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use shoal_proto::api::{Task, TaskState};
+use shoal_proto::api::{Task, TaskState, node_status};
 
 use super::command::{Command, TaskIdGenerator};
 use super::eligibility::{NodeEligibility, ServiceConstraints, node_eligibility};
@@ -13,8 +13,8 @@ use super::slots::GivenUpSlots;
 use super::snapshot::{ClusterSnapshot, ServiceMode, SlotKey};
 use super::task_lifecycle::{
     NewTaskPlacement, is_terminal, is_waiting_for_restart_delay, is_wanted,
-    job_iteration_of_service, job_iteration_of_task, new_task, observed_state, read_version,
-    spec_version_of_task,
+    job_iteration_of_service, job_iteration_of_task, new_task, no_worker_holds, observed_state,
+    read_version, spec_version_of_task,
 };
 use super::time::ClusterTime;
 
@@ -89,8 +89,8 @@ impl RestartSupervisor {
 
     /// Runs one step over a fresh snapshot at time `now`.
     ///
-    /// First, replacements whose delay is over get their final desired state (RUNNING, or
-    /// COMPLETE for jobs). Then every wanted task that has ended is shut down (desired
+    /// First, held tasks (desired READY) whose delay is over and whose slot no longer runs
+    /// another task get their final desired state (RUNNING, or COMPLETE for jobs). Then every wanted task that has ended is shut down (desired
     /// SHUTDOWN) and, if its policy allows and attempts remain, replaced in the same slot
     /// (same node for global services) from the service's current spec. A replacement with
     /// a delay is created with desired READY, which holds the slot but starts nothing; a
@@ -135,6 +135,11 @@ impl RestartSupervisor {
                 .unwrap_or(now);
             if now < not_before {
                 still_delayed.insert(task.id.clone(), not_before);
+                continue;
+            }
+            // A stop-first update holds the new task until the old one has stopped; its delay
+            // is over, so forgetting it starts it as soon as the slot is clear.
+            if another_task_of_the_slot_still_runs(snapshot, task) {
                 continue;
             }
             let is_job = snapshot
@@ -261,4 +266,22 @@ impl RestartSupervisor {
             .retain(|slot, _| service_exists(slot.service_id()));
         self.given_up.retain_services(service_exists);
     }
+}
+
+/// Whether a worker still holds another task of `task`'s slot on a node that is still there
+/// and not down (a down node's tasks never report stopping).
+fn another_task_of_the_slot_still_runs(snapshot: &ClusterSnapshot<'_>, task: &Task) -> bool {
+    let slot = SlotKey::of_task(task);
+    snapshot
+        .tasks_of_service(&task.service_id)
+        .iter()
+        .filter(|other| other.id != task.id && SlotKey::of_task(other) == slot)
+        .any(|other| {
+            let node_is_up = snapshot.node(&other.node_id).is_some_and(|node| {
+                node.status
+                    .as_ref()
+                    .is_none_or(|status| status.state() != node_status::State::Down)
+            });
+            !no_worker_holds(other) && node_is_up
+        })
 }

@@ -90,8 +90,8 @@ pub enum SlotStatus<'store> {
 
 /// Classifies one slot from every task it has had. `is_job` says whether a completed task
 /// finishes the slot; `still_wanted` lets a caller discount tasks it is shutting down in
-/// the same step. A slot the spec has moved past (its last task ran an older spec) is
-/// vacant even if it gave up, because a service update gives every slot a fresh start.
+/// the same step. A slot the spec has moved past (its last task ran another spec: an older
+/// one, or the one a rollback left) is vacant even if it gave up, because a service update gives every slot a fresh start.
 pub fn classify_slot<'store>(
     service: &Service,
     slot: &SlotKey,
@@ -120,7 +120,7 @@ pub fn classify_slot<'store>(
         return SlotStatus::Vacant;
     };
     let ended_in = observed_state(last_task);
-    let spec_moved_on = spec_version_of_task(last_task) < spec_version_of_service(service);
+    let spec_moved_on = spec_version_of_task(last_task) != spec_version_of_service(service);
     if !ended_on_its_own(ended_in) || spec_moved_on {
         return SlotStatus::Vacant;
     }

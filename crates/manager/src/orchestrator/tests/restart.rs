@@ -265,3 +265,40 @@ fn a_delayed_task_inherited_from_another_leader_starts_at_once() {
     );
     assert_eq!(render(&commands), ["desire t2@3 TASK_STATE_RUNNING"]);
 }
+
+#[test]
+fn a_held_task_starts_only_once_the_old_task_of_its_slot_has_stopped() {
+    let web = replicated_service("web", 1);
+    let held = |old_observed: TaskState| {
+        [
+            task("old", &web, 1, "a", Shutdown, old_observed, 1),
+            task("new", &web, 1, "", Ready, TaskState::New, 2),
+        ]
+    };
+    let start = |tasks: &[Task], nodes: &[Node]| {
+        let mut ids = SequentialTaskIds::new("new-");
+        render(&step(
+            &mut RestartSupervisor::new(),
+            std::slice::from_ref(&web),
+            nodes,
+            tasks,
+            at(10),
+            &mut ids,
+        ))
+    };
+    assert!(start(&held(Running), &[node("a")]).is_empty());
+    assert_eq!(
+        start(&held(Shutdown), &[node("a")]),
+        ["desire new@3 TASK_STATE_RUNNING"]
+    );
+    // A down node never reports its task stopping, so it holds nothing back.
+    let down = node_with(
+        "a",
+        node_spec::Availability::Active,
+        node_status::State::Down,
+    );
+    assert_eq!(
+        start(&held(Running), &[down]),
+        ["desire new@3 TASK_STATE_RUNNING"]
+    );
+}

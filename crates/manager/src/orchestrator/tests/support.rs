@@ -202,7 +202,9 @@ pub(super) fn apply(tasks: &mut Vec<Task>, commands: &[Command]) {
                 task.set_desired_state(*desired_state);
             }
             Command::DeleteTask { task_id, .. } => tasks.retain(|task| &task.id != task_id),
-            Command::DeleteService { .. } | Command::WakeUpAt { .. } => {}
+            Command::DeleteService { .. }
+            | Command::UpdateService(_)
+            | Command::WakeUpAt { .. } => {}
         }
     }
 }
