@@ -333,12 +333,18 @@ impl TestHost {
     /// Imports the busybox test image as `busybox:latest`, building the cluster's tarball from
     /// `/bin/busybox` the first time.
     pub fn import_busybox(&self) {
+        self.import_busybox_as("busybox:latest");
+    }
+
+    /// Imports the busybox test image under another reference, e.g. to update a service to
+    /// an image that differs by name only.
+    pub fn import_busybox_as(&self, reference: &str) {
         if !self.busybox_tarball.exists() {
             crate::build_busybox_tarball(&self.busybox_tarball)
                 .unwrap_or_else(|error| panic!("building the busybox image: {error}"));
         }
         let tarball = self.busybox_tarball.display().to_string();
-        self.shoal_ok(&["image", "import", &tarball, "busybox:latest"]);
+        self.shoal_ok(&["image", "import", &tarball, reference]);
     }
 
     /// `shoal swarm init --advertise-addr <underlay address>`: the host becomes the first

@@ -8,6 +8,7 @@ mod daemon;
 mod payload;
 mod roles;
 mod service;
+mod stack;
 mod swarm;
 
 use std::path::PathBuf;
@@ -52,7 +53,7 @@ enum Command {
     Container(ContainerCommand),
     /// Manages stacks (compose files).
     #[command(subcommand)]
-    Stack(StackCommand),
+    Stack(stack::StackCommand),
     /// Manages the swarm.
     #[command(subcommand)]
     Swarm(swarm::SwarmCommand),
@@ -197,19 +198,6 @@ enum ContainerCommand {
     Wait {
         #[arg(required = true)]
         containers: Vec<String>,
-    },
-}
-
-#[derive(Subcommand)]
-enum StackCommand {
-    /// Prints the merged, interpolated and checked compose files (needs no daemon).
-    Config {
-        /// A compose file, or - for stdin (repeatable; later files override earlier ones).
-        #[arg(short = 'c', long = "compose-file", required = true)]
-        compose_files: Vec<String>,
-        /// Leaves ${VAR} references as written.
-        #[arg(long)]
-        skip_interpolation: bool,
     },
 }
 
@@ -462,10 +450,9 @@ fn main() -> ExitCode {
                 .and_then(|rt| rt.block_on(daemon::run(data_root, &host)))
                 .map(|()| 0)
         }
-        Command::Stack(StackCommand::Config {
-            compose_files,
-            skip_interpolation,
-        }) => compose::stack_config(&compose_files, skip_interpolation).map(|()| 0),
+        Command::Stack(command) => runtime()
+            .and_then(|rt| rt.block_on(stack::run(&host, command)))
+            .map(|()| 0),
         Command::Swarm(command) => runtime()
             .and_then(|rt| rt.block_on(swarm::swarm(&host, command)))
             .map(|()| 0),

@@ -9,8 +9,8 @@
 //! - all status changes of one step leave in one `ReportStatuses` command, preceded by the
 //!   `PersistAssignments` that makes the reported floor durable.
 //!
-//! The reconciler reads no clock: time arrives in `Event::Tick`, and status timestamps carry the
-//! last tick's value.
+//! The reconciler reads no clock: time arrives in `Event::Tick` (which also paces retries) and in
+//! `Event::Clock` at the start of every step, and status timestamps carry the latest value.
 //!
 //! What the async shell that drives it must do:
 //! - run each step's commands in order;
@@ -169,6 +169,13 @@ pub enum Event {
     CommandFinished(CommandOutcome),
     /// Time passes: retries failed stops, removals, reports and persistence.
     Tick {
+        /// Wall-clock time as the shell read it.
+        now_since_unix_epoch: Duration,
+    },
+    /// The time the shell read as it began a step: the time states observed in the step are
+    /// stamped with (a task's RUNNING time starts the manager's update monitor). Retries wait
+    /// for ticks, not for this.
+    Clock {
         /// Wall-clock time as the shell read it.
         now_since_unix_epoch: Duration,
     },
@@ -454,6 +461,9 @@ impl Reconciler {
             Event::Tick {
                 now_since_unix_epoch,
             } => self.apply_tick(now_since_unix_epoch),
+            Event::Clock {
+                now_since_unix_epoch,
+            } => self.now = Some(timestamp_of(now_since_unix_epoch)),
         }
     }
 
@@ -753,10 +763,7 @@ impl Reconciler {
     }
 
     fn apply_tick(&mut self, now_since_unix_epoch: Duration) {
-        self.now = Some(api::Timestamp {
-            seconds: i64::try_from(now_since_unix_epoch.as_secs()).unwrap_or(i64::MAX),
-            nanos: now_since_unix_epoch.subsec_nanos() as i32,
-        });
+        self.now = Some(timestamp_of(now_since_unix_epoch));
         for record in self.tasks.values_mut() {
             record.waiting_for_tick_to_retry = false;
             if std::mem::take(&mut record.report_failed_waiting_for_tick) && record.assigned {
@@ -832,6 +839,13 @@ fn adoption_rank(run_state: ContainerRunState) -> u8 {
 
 /// Moves the observed state forward; a state not above the current one is ignored, which is
 /// what keeps observed state monotonic whatever order events arrive in.
+fn timestamp_of(since_unix_epoch: Duration) -> api::Timestamp {
+    api::Timestamp {
+        seconds: i64::try_from(since_unix_epoch.as_secs()).unwrap_or(i64::MAX),
+        nanos: since_unix_epoch.subsec_nanos() as i32,
+    }
+}
+
 fn observe(
     record: &mut TaskRecord,
     state: TaskState,

@@ -678,3 +678,27 @@ fn events_fed_as_one_batch_give_one_persist_and_one_report() {
         ]
     );
 }
+
+#[test]
+fn states_carry_the_time_the_step_began_not_the_last_tick() {
+    let mut reconciler = Reconciler::new();
+    reconciler.step(tick(100));
+    for (event, _) in t1_to_running() {
+        if matches!(event, Event::CommandFinished(_)) && reconciler.observed_status("t1").is_some()
+        {
+            reconciler.step(Event::Clock {
+                now_since_unix_epoch: std::time::Duration::from_millis(100_250),
+            });
+        }
+        reconciler.step(event);
+    }
+    let running = reconciler.observed_status("t1").expect("t1 is tracked");
+    assert_eq!(running.state(), TaskState::Running);
+    assert_eq!(
+        running.timestamp,
+        Some(api::Timestamp {
+            seconds: 100,
+            nanos: 250_000_000
+        })
+    );
+}

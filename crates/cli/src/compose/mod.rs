@@ -176,6 +176,14 @@ pub(crate) fn load(
 
 /// `shoal stack config`: prints the merged, interpolated, normalised files. Needs no daemon.
 pub(crate) fn stack_config(files: &[String], skip_interpolation: bool) -> anyhow::Result<()> {
+    let loaded = read_project(files, skip_interpolation)?;
+    print!("{}", emit::to_yaml(&loaded.project));
+    Ok(())
+}
+
+/// Reads the compose files (`-` is standard input) with the environment (the process's over
+/// the `.env` file next to the first file) and loads them; prints the warnings on stderr.
+pub(crate) fn read_project(files: &[String], skip_interpolation: bool) -> anyhow::Result<Loaded> {
     use std::io::Read;
 
     let mut sources = Vec::new();
@@ -228,6 +236,5 @@ pub(crate) fn stack_config(files: &[String], skip_interpolation: bool) -> anyhow
     for warning in &loaded.warnings {
         eprintln!("WARNING: {warning}");
     }
-    print!("{}", emit::to_yaml(&loaded.project));
-    Ok(())
+    Ok(loaded)
 }

@@ -204,7 +204,7 @@ pub(crate) async fn run(host: &str, command: ServiceCommand) -> anyhow::Result<(
 }
 
 /// Checks that this node's engine has `image`, unless told not to.
-async fn resolve_image(daemon: &mut Daemon, image: &str) -> anyhow::Result<()> {
+pub(crate) async fn resolve_image(daemon: &mut Daemon, image: &str) -> anyhow::Result<()> {
     match daemon
         .engine
         .inspect_image(shoal_proto::engine::InspectImageRequest {
@@ -421,7 +421,7 @@ async fn scale(
 
 /// Polls `ServiceProgress` about every 100 ms and shows docker's progress display until the
 /// service converges, can't converge, is removed, or the user presses Ctrl-C.
-async fn wait_for_service(
+pub(crate) async fn wait_for_service(
     control: &mut ControlClient<Channel>,
     service_id: &str,
     quiet: bool,
@@ -531,7 +531,7 @@ async fn node_names(daemon: &mut Daemon) -> anyhow::Result<HashMap<String, Strin
         .collect())
 }
 
-async fn ps(
+pub(crate) async fn ps(
     daemon: &mut Daemon,
     services: Vec<String>,
     filter: format::TaskFilter,

@@ -84,4 +84,8 @@ delegate_control! {
     list_tasks(ListTasksRequest) -> ListTasksResponse;
     get_task(GetTaskRequest) -> TaskResponse;
     service_progress(ServiceProgressRequest) -> ServiceProgressResponse;
+    deploy_stack(DeployStackRequest) -> DeployStackResponse;
+    list_stacks(ListStacksRequest) -> ListStacksResponse;
+    remove_stack(RemoveStackRequest) -> StackChangesResponse;
+    rollback_stack(RollbackStackRequest) -> DeployStackResponse;
 }

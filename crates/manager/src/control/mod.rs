@@ -9,6 +9,7 @@ mod payloads;
 mod progress;
 mod resolve;
 mod service_spec;
+mod stacks;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -18,14 +19,14 @@ use shoal_proto::api::control_server::Control;
 use shoal_proto::api::{
     self, Cluster, ClusterResponse, ConfigResponse, CreateConfigRequest, CreateSecretRequest,
     CreateServiceRequest, GetClusterRequest, GetConfigRequest, GetNodeRequest, GetSecretRequest,
-    GetServiceRequest, GetTaskRequest, JobStatus, ListConfigsRequest, ListConfigsResponse,
-    ListNodesRequest, ListNodesResponse, ListSecretsRequest, ListSecretsResponse,
-    ListServicesRequest, ListServicesResponse, ListTasksRequest, ListTasksResponse, Node,
-    NodeResponse, RemoveConfigRequest, RemoveConfigResponse, RemoveNodeRequest, RemoveNodeResponse,
+    GetServiceRequest, GetTaskRequest, ListConfigsRequest, ListConfigsResponse, ListNodesRequest,
+    ListNodesResponse, ListSecretsRequest, ListSecretsResponse, ListServicesRequest,
+    ListServicesResponse, ListTasksRequest, ListTasksResponse, Node, NodeResponse,
+    RemoveConfigRequest, RemoveConfigResponse, RemoveNodeRequest, RemoveNodeResponse,
     RemoveSecretRequest, RemoveSecretResponse, RemoveServiceRequest, RemoveServiceResponse,
     SecretResponse, Service, ServiceLogsRequest, ServiceProgressRequest, ServiceProgressResponse,
     ServiceResponse, Task, TaskResponse, UpdateClusterRequest, UpdateNodeRequest,
-    UpdateServiceRequest, Version, service_spec::Mode,
+    UpdateServiceRequest, service_spec::Mode,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -36,12 +37,14 @@ pub(crate) use managers::reachability_on_leader;
 use crate::dispatcher::{LogBroker, LogStream, LogTarget};
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
-use crate::orchestrator::{ClusterSnapshot, ClusterTime, GivenUpSlots, spec_version_of_service};
+use crate::orchestrator::{ClusterSnapshot, ClusterTime, GivenUpSlots};
 use payloads::Payload;
 
 /// The shortest dispatcher heartbeat `swarm update` accepts: shorter ones would cost more in
 /// Raft writes than they gain in detection time.
 const MIN_DISPATCHER_HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(100);
+/// Attempts at a stack change that keeps meeting concurrent writes.
+const STACK_WRITE_ATTEMPTS: usize = 5;
 
 /// The control API over one manager's store.
 #[derive(Clone)]
@@ -115,28 +118,11 @@ fn without_secrets(mut cluster: Cluster) -> Cluster {
     cluster
 }
 
-/// The service's endpoint as its spec asks (the ports it publishes).
-fn refresh_endpoint(service: &mut Service) {
-    service.endpoint = service
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.endpoint.clone())
-        .map(|endpoint| api::Endpoint {
-            ports: endpoint.ports.clone(),
-            spec: Some(endpoint),
-            ..Default::default()
-        });
-}
-
 fn timestamp_now() -> api::Timestamp {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap_or_default();
     ClusterTime::from_duration_since_unix_epoch(since_epoch).to_proto_timestamp()
-}
-
-fn is_job(mode: Option<&Mode>) -> bool {
-    matches!(mode, Some(Mode::ReplicatedJob(_) | Mode::GlobalJob(_)))
 }
 
 impl ControlApi {
@@ -199,22 +185,7 @@ impl ControlApi {
         }
         service_spec::check_service_spec(&spec)?;
         self.bind_payloads(&mut spec).await?;
-        let job_status = is_job(spec.mode.as_ref()).then(|| JobStatus {
-            job_iteration: Some(Version { index: 1 }),
-            ..Default::default()
-        });
-        let service = Service {
-            id: raft_store::new_object_id(),
-            endpoint: spec.endpoint.clone().map(|endpoint| api::Endpoint {
-                ports: endpoint.ports.clone(),
-                spec: Some(endpoint),
-                ..Default::default()
-            }),
-            spec: Some(spec),
-            spec_version: Some(Version { index: 1 }),
-            job_status,
-            ..Default::default()
-        };
+        let service = service_spec::new_service(raft_store::new_object_id(), spec);
         self.store
             .write(raft_store::Transaction::new(vec![objects::create(
                 &service,
@@ -269,40 +240,17 @@ impl ControlApi {
                 completed_at: None,
                 message: "manually requested rollback".to_owned(),
             });
-            refresh_endpoint(&mut service);
+            service_spec::refresh_endpoint(&mut service);
         } else {
             let mut updated_spec = request.spec.ok_or_else(|| {
                 ManagerError::InvalidArgument("the update carries no spec".to_owned())
             })?;
             self.bind_payloads(&mut updated_spec).await?;
             service_spec::check_service_update(&current_spec, &updated_spec)?;
-            if current_spec == updated_spec {
-                return Ok(current.clone());
+            match service_spec::respec(current, updated_spec) {
+                Some(respecified) => service = respecified,
+                None => return Ok(current.clone()),
             }
-            // The spec version says which tasks are out of date, so only a change to what a
-            // task runs moves it: scaling changes the mode alone and replaces no task. The
-            // service's own version is unique over its history, so a spec rolled back from
-            // never comes back under the same number.
-            let tasks_change = current_spec.task != updated_spec.task
-                || current_spec.endpoint != updated_spec.endpoint;
-            service.previous_spec = Some(current_spec.clone());
-            service.previous_spec_version = current.spec_version;
-            if tasks_change {
-                service.spec_version = Some(Version {
-                    index: current.read_version().max(spec_version_of_service(current)) + 1,
-                });
-            }
-            if is_job(updated_spec.mode.as_ref()) {
-                // Updating a job runs it again, as in docker.
-                let status = service.job_status.get_or_insert_with(Default::default);
-                status.job_iteration = Some(Version {
-                    index: status.job_iteration.map_or(0, |version| version.index) + 1,
-                });
-            }
-            service.spec = Some(updated_spec);
-            // A new spec starts a new update, which also ends a paused one.
-            service.update_status = None;
-            refresh_endpoint(&mut service);
         }
         self.store
             .write(raft_store::Transaction::new(vec![objects::update_at(
@@ -435,6 +383,82 @@ impl ControlApi {
             }
             Err(error) => Err(error),
         }
+    }
+
+    async fn stack_objects(&self) -> Result<stacks::StackObjects, ManagerError> {
+        self.read(|view| {
+            Ok(stacks::StackObjects {
+                services: objects::decode_all(view.list(Service::KIND))?,
+                networks: objects::decode_all(view.list(api::Network::KIND))?,
+                secrets: objects::decode_all(view.list(api::Secret::KIND))?,
+                configs: objects::decode_all(view.list(api::Config::KIND))?,
+                stacks: objects::decode_all(view.list(api::Stack::KIND))?,
+            })
+        })
+        .await
+    }
+
+    /// Plans a stack change on a fresh read and writes it as one transaction; a concurrent
+    /// write to the same objects (the updater writing a service's status, say) means planning
+    /// again on a newer read.
+    async fn write_stack_plan(
+        &self,
+        plan: impl Fn(&stacks::StackObjects) -> Result<stacks::StackPlan, ManagerError>,
+    ) -> Result<Vec<api::StackChange>, ManagerError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let planned = plan(&self.stack_objects().await?)?;
+            if planned.changes.is_empty() {
+                return Ok(planned.report);
+            }
+            match self
+                .store
+                .write(raft_store::Transaction::new(planned.changes))
+                .await
+            {
+                Ok(_) => return Ok(planned.report),
+                Err(raft_store::StoreError::Rejected(raft_store::TxnRejection::Conflict {
+                    ..
+                })) if attempt < STACK_WRITE_ATTEMPTS => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+    }
+
+    async fn deploy_stack(
+        &self,
+        revision: api::StackSpec,
+        secrets: Vec<api::SecretSpec>,
+        configs: Vec<api::ConfigSpec>,
+        prune: bool,
+        history: stacks::History,
+    ) -> Result<api::DeployStackResponse, ManagerError> {
+        let name = revision
+            .annotations
+            .as_ref()
+            .map(|annotations| annotations.name.clone())
+            .unwrap_or_default();
+        let changes = self
+            .write_stack_plan(|objects| {
+                stacks::plan_deploy(
+                    objects,
+                    revision.clone(),
+                    secrets.clone(),
+                    configs.clone(),
+                    prune,
+                    history,
+                    &mut raft_store::new_object_id,
+                )
+            })
+            .await?;
+        let stack = self
+            .stack_objects()
+            .await?
+            .stacks
+            .into_iter()
+            .find(|stack| objects::ClusterObject::unique_name(stack) == name);
+        Ok(api::DeployStackResponse { stack, changes })
     }
 
     async fn create_payload<T: Payload>(&self, mut payload: T) -> Result<T, ManagerError> {
@@ -804,6 +828,77 @@ impl Control for ControlApi {
                 .await
                 .map(|config_id| RemoveConfigResponse { config_id }),
         )
+    }
+
+    async fn deploy_stack(
+        &self,
+        request: Request<api::DeployStackRequest>,
+    ) -> ControlResult<api::DeployStackResponse> {
+        let request = request.into_inner();
+        let Some(revision) = request.spec else {
+            return reply(Err(ManagerError::InvalidArgument(
+                "the deploy carries no stack spec".to_owned(),
+            )));
+        };
+        reply(
+            ControlApi::deploy_stack(
+                self,
+                revision,
+                request.secrets,
+                request.configs,
+                request.prune,
+                stacks::History::Push,
+            )
+            .await,
+        )
+    }
+
+    async fn list_stacks(
+        &self,
+        _: Request<api::ListStacksRequest>,
+    ) -> ControlResult<api::ListStacksResponse> {
+        reply(
+            self.stack_objects()
+                .await
+                .map(|objects| api::ListStacksResponse {
+                    stacks: objects.stacks,
+                }),
+        )
+    }
+
+    async fn remove_stack(
+        &self,
+        request: Request<api::RemoveStackRequest>,
+    ) -> ControlResult<api::StackChangesResponse> {
+        let name = request.into_inner().name;
+        reply(
+            self.write_stack_plan(|objects| stacks::plan_remove(objects, &name))
+                .await
+                .map(|changes| api::StackChangesResponse { changes }),
+        )
+    }
+
+    async fn rollback_stack(
+        &self,
+        request: Request<api::RollbackStackRequest>,
+    ) -> ControlResult<api::DeployStackResponse> {
+        let name = request.into_inner().name;
+        let result = async {
+            let revision = stacks::previous_revision(&self.stack_objects().await?, &name)?;
+            // The earlier revision's secrets and configs still exist (a deploy never changes
+            // them, and only `stack rm` removes them), so no data travels.
+            ControlApi::deploy_stack(
+                self,
+                revision,
+                Vec::new(),
+                Vec::new(),
+                true,
+                stacks::History::Swap,
+            )
+            .await
+        }
+        .await;
+        reply(result)
     }
 
     async fn remove_node(

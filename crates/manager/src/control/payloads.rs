@@ -32,6 +32,7 @@ pub(crate) trait Payload: ClusterObject {
     const PAYLOAD: PayloadKind;
     fn set_id(&mut self, id: String);
     fn annotations(&self) -> Option<&Annotations>;
+    fn set_label(&mut self, key: &str, value: &str);
     fn data(&self) -> &[u8];
     /// The object as reads return it: a secret without its data.
     fn into_read(self) -> Self;
@@ -47,6 +48,15 @@ impl Payload for Secret {
 
     fn set_id(&mut self, id: String) {
         self.id = id;
+    }
+
+    fn set_label(&mut self, key: &str, value: &str) {
+        self.spec
+            .get_or_insert_with(Default::default)
+            .annotations
+            .get_or_insert_with(Default::default)
+            .labels
+            .insert(key.to_owned(), value.to_owned());
     }
 
     fn annotations(&self) -> Option<&Annotations> {
@@ -70,6 +80,15 @@ impl Payload for Config {
 
     fn set_id(&mut self, id: String) {
         self.id = id;
+    }
+
+    fn set_label(&mut self, key: &str, value: &str) {
+        self.spec
+            .get_or_insert_with(Default::default)
+            .annotations
+            .get_or_insert_with(Default::default)
+            .labels
+            .insert(key.to_owned(), value.to_owned());
     }
 
     fn annotations(&self) -> Option<&Annotations> {

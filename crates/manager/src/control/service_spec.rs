@@ -3,10 +3,13 @@
 
 use scheduler::{Constraint, SpreadPreference};
 use shoal_proto::api::{
-    ServiceSpec, UpdateConfig, mount, placement, service_spec, task_spec, update_config,
+    Endpoint, JobStatus, Service, ServiceSpec, UpdateConfig, Version, mount, placement,
+    service_spec, task_spec, update_config,
 };
 
 use crate::error::ManagerError;
+use crate::objects::ClusterObject;
+use crate::orchestrator::spec_version_of_service;
 
 /// Docker's limit for a service name: a DNS label.
 const MAX_SERVICE_NAME_LENGTH: usize = 63;
@@ -193,6 +196,77 @@ pub(crate) fn check_service_update(
         )));
     }
     Ok(())
+}
+
+/// A new service of `spec` under `id`: at spec version 1, its endpoint as the spec asks, and
+/// for jobs at their first iteration.
+pub(crate) fn new_service(id: String, spec: ServiceSpec) -> Service {
+    let job_status = is_job(&spec).then(|| JobStatus {
+        job_iteration: Some(Version { index: 1 }),
+        ..Default::default()
+    });
+    let mut service = Service {
+        id,
+        spec: Some(spec),
+        spec_version: Some(Version { index: 1 }),
+        job_status,
+        ..Default::default()
+    };
+    refresh_endpoint(&mut service);
+    service
+}
+
+/// `current` moved to `updated_spec`, or `None` when the spec is the same. The old spec stays as
+/// the previous one, for rollbacks. Only a change to what a task runs gives a new spec version,
+/// which marks the tasks out of date: scaling changes the mode alone and replaces no task. The
+/// new version exceeds the service's own store version, which is unique over its history, so a
+/// spec rolled back from never comes back under the same number. Updating a job runs it again,
+/// as in docker; and a new spec starts a new update, which also ends a paused one.
+pub(crate) fn respec(current: &Service, updated_spec: ServiceSpec) -> Option<Service> {
+    let current_spec = current.spec.clone().unwrap_or_default();
+    if current_spec == updated_spec {
+        return None;
+    }
+    let mut service = current.clone();
+    let tasks_change =
+        current_spec.task != updated_spec.task || current_spec.endpoint != updated_spec.endpoint;
+    if tasks_change {
+        service.spec_version = Some(Version {
+            index: current.read_version().max(spec_version_of_service(current)) + 1,
+        });
+    }
+    if is_job(&updated_spec) {
+        let status = service.job_status.get_or_insert_with(Default::default);
+        status.job_iteration = Some(Version {
+            index: status.job_iteration.map_or(0, |version| version.index) + 1,
+        });
+    }
+    service.previous_spec = Some(current_spec);
+    service.previous_spec_version = current.spec_version;
+    service.spec = Some(updated_spec);
+    service.update_status = None;
+    refresh_endpoint(&mut service);
+    Some(service)
+}
+
+/// Sets the service's endpoint to what its spec asks (the ports it publishes).
+pub(crate) fn refresh_endpoint(service: &mut Service) {
+    service.endpoint = service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.endpoint.clone())
+        .map(|endpoint| Endpoint {
+            ports: endpoint.ports.clone(),
+            spec: Some(endpoint),
+            ..Default::default()
+        });
+}
+
+fn is_job(spec: &ServiceSpec) -> bool {
+    matches!(
+        spec.mode,
+        Some(service_spec::Mode::ReplicatedJob(_) | service_spec::Mode::GlobalJob(_))
+    )
 }
 
 const ADJECTIVES: &[&str] = &[

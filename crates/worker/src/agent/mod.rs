@@ -187,11 +187,15 @@ pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|stop| *stop).await;
 }
 
+fn since_unix_epoch() -> Duration {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO)
+}
+
 fn tick_now() -> Event {
     Event::Tick {
-        now_since_unix_epoch: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO),
+        now_since_unix_epoch: since_unix_epoch(),
     }
 }
 
@@ -286,7 +290,10 @@ impl<E: engine::Engine + ImageProvider> ReconcilerLoop<E> {
     }
 
     async fn step(&mut self, batch: Vec<Input>) {
-        let mut events = Vec::with_capacity(batch.len());
+        let mut events = Vec::with_capacity(batch.len() + 1);
+        events.push(Event::Clock {
+            now_since_unix_epoch: since_unix_epoch(),
+        });
         let mut started = Vec::new();
         for input in batch {
             match input {

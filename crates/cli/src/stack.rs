@@ -1,0 +1,468 @@
+//! `shoal stack`: compose files deployed as stacks. The compose pipeline (`compose/`) turns the
+//! files into specs on this side; the manager applies a deploy as one transaction and keeps the
+//! stack's revisions. The commands print what changed in docker's words.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use anyhow::{Context as _, bail};
+use clap::{ArgAction, Subcommand};
+use serde_json::json;
+use shoal_proto::api::{self, stack_change::Action};
+
+use crate::client::{Daemon, api_error};
+use crate::compose::{self, convert};
+use crate::service::{self, format};
+
+/// Docker's limit on a secret's or config's data, checked before anything is sent.
+const MAX_PAYLOAD_BYTES: u64 = 500 * 1024;
+
+#[derive(Subcommand)]
+pub(crate) enum StackCommand {
+    /// Deploys a new stack or updates an existing one from compose files.
+    #[command(alias = "up")]
+    Deploy {
+        /// A compose file, or - for stdin (repeatable; later files override earlier ones).
+        #[arg(short = 'c', long = "compose-file", required = true)]
+        compose_files: Vec<String>,
+        /// Removes the stack's services that are no longer in the files.
+        #[arg(long)]
+        prune: bool,
+        /// Checks images on this node: always, changed (new or changed services only) or never.
+        #[arg(long, default_value = "always")]
+        resolve_image: String,
+        /// Exits once the stack is written; --detach=false waits for every service to converge.
+        #[arg(short = 'd', long, action = ArgAction::Set, num_args = 0..=1,
+              default_value_t = true, default_missing_value = "true", require_equals = true)]
+        detach: bool,
+        /// Suppresses progress output.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        stack: String,
+    },
+    /// Lists stacks.
+    #[command(alias = "list")]
+    Ls {
+        /// `json` prints one JSON object per line.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Lists the tasks of a stack.
+    Ps {
+        stack: String,
+        /// Prints only task IDs.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Does not truncate IDs, images and errors.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Prints IDs instead of service and node names.
+        #[arg(long)]
+        no_resolve: bool,
+        /// `json` prints one JSON object per line.
+        #[arg(long)]
+        format: Option<String>,
+        /// desired-state=running|shutdown|accepted, id=, name= or node= (repeatable).
+        #[arg(short = 'f', long = "filter")]
+        filters: Vec<String>,
+    },
+    /// Lists the services of a stack.
+    Services {
+        stack: String,
+        /// Prints only IDs.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// `json` prints one JSON object per line.
+        #[arg(long)]
+        format: Option<String>,
+    },
+    /// Removes stacks: their services, secrets, configs and networks.
+    #[command(aliases = ["remove", "down"])]
+    Rm {
+        #[arg(required = true)]
+        stacks: Vec<String>,
+    },
+    /// Deploys the stack's previous revision again.
+    Rollback {
+        stack: String,
+        /// Exits once the stack is written; --detach=false waits for every service to converge.
+        #[arg(short = 'd', long, action = ArgAction::Set, num_args = 0..=1,
+              default_value_t = true, default_missing_value = "true", require_equals = true)]
+        detach: bool,
+        /// Suppresses progress output.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+    },
+    /// Prints the merged, interpolated and checked compose files (needs no daemon).
+    Config {
+        /// A compose file, or - for stdin (repeatable; later files override earlier ones).
+        #[arg(short = 'c', long = "compose-file", required = true)]
+        compose_files: Vec<String>,
+        /// Leaves ${VAR} references as written.
+        #[arg(long)]
+        skip_interpolation: bool,
+    },
+}
+
+/// How `stack deploy` checks images.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum ResolveImage {
+    Always,
+    Changed,
+    Never,
+}
+
+fn parse_resolve_image(text: &str) -> anyhow::Result<ResolveImage> {
+    match text {
+        "always" => Ok(ResolveImage::Always),
+        "changed" => Ok(ResolveImage::Changed),
+        "never" => Ok(ResolveImage::Never),
+        _ => bail!("--resolve-image: invalid value {text:?}: use always, changed or never"),
+    }
+}
+
+pub(crate) async fn run(host: &str, command: StackCommand) -> anyhow::Result<()> {
+    match command {
+        StackCommand::Config {
+            compose_files,
+            skip_interpolation,
+        } => compose::stack_config(&compose_files, skip_interpolation),
+        StackCommand::Deploy {
+            compose_files,
+            prune,
+            resolve_image,
+            detach,
+            quiet,
+            stack,
+        } => {
+            // Everything about the files is checked before anything is sent.
+            let resolve_image = parse_resolve_image(&resolve_image)?;
+            let request = deploy_request(&compose_files, &stack, prune)?;
+            let mut daemon = Daemon::connect(host).await?;
+            check_images(&mut daemon, &request, resolve_image).await?;
+            let response = daemon
+                .control
+                .deploy_stack(request)
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            print_changes(&response.changes);
+            if !detach {
+                wait_for_stack(&mut daemon, &response.changes, quiet).await?;
+            }
+            Ok(())
+        }
+        StackCommand::Ls { format } => {
+            let json = crate::json_format(format)?;
+            ls(&mut Daemon::connect(host).await?, json).await
+        }
+        StackCommand::Ps {
+            stack,
+            quiet,
+            no_trunc,
+            no_resolve,
+            format,
+            filters,
+        } => {
+            let filter = format::TaskFilter::parse(&filters)?;
+            let json = crate::json_format(format)?;
+            let mut daemon = Daemon::connect(host).await?;
+            let services = stack_services(&mut daemon, &stack).await?;
+            let ids = services.iter().map(|service| service.id.clone()).collect();
+            service::ps(&mut daemon, ids, filter, quiet, !no_trunc, no_resolve, json).await
+        }
+        StackCommand::Services {
+            stack,
+            quiet,
+            format,
+        } => {
+            let json = crate::json_format(format)?;
+            let mut daemon = Daemon::connect(host).await?;
+            let response = daemon
+                .control
+                .list_services(api::ListServicesRequest {})
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            let (services, statuses): (Vec<api::Service>, Vec<api::ServiceStatus>) = response
+                .services
+                .into_iter()
+                .zip(response.statuses)
+                .filter(|(service, _)| in_stack(service, &stack))
+                .unzip();
+            if services.is_empty() {
+                bail!("nothing found in stack: {stack}; see 'shoal stack ls'");
+            }
+            let rows = format::service_rows(&services, &statuses);
+            format::print_rows(&rows, &format::SERVICE_HEADER, quiet, json);
+            Ok(())
+        }
+        StackCommand::Rm { stacks } => {
+            let mut daemon = Daemon::connect(host).await?;
+            let mut errors = Vec::new();
+            for stack in stacks {
+                match daemon
+                    .control
+                    .remove_stack(api::RemoveStackRequest {
+                        name: stack.clone(),
+                    })
+                    .await
+                {
+                    Ok(response) => print_changes(&response.into_inner().changes),
+                    Err(status) => errors.push(format!("{stack}: {:#}", api_error(status))),
+                }
+            }
+            if errors.is_empty() {
+                Ok(())
+            } else {
+                bail!("{}", errors.join("\n"))
+            }
+        }
+        StackCommand::Rollback {
+            stack,
+            detach,
+            quiet,
+        } => {
+            let mut daemon = Daemon::connect(host).await?;
+            let response = daemon
+                .control
+                .rollback_stack(api::RollbackStackRequest { name: stack })
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            print_changes(&response.changes);
+            if !detach {
+                wait_for_stack(&mut daemon, &response.changes, quiet).await?;
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Loads and converts the compose files, and reads the secret and config files the stack
+/// creates (each at most 500 KiB).
+fn deploy_request(
+    files: &[String],
+    stack: &str,
+    prune: bool,
+) -> anyhow::Result<api::DeployStackRequest> {
+    let loaded = compose::read_project(files, false)?;
+    let specs = convert::to_specs(stack, &loaded.project);
+    let read = |kind: &str, name: &str, path: &str| -> anyhow::Result<Vec<u8>> {
+        let size = std::fs::metadata(path)
+            .with_context(|| format!("{kind} {name}: cannot read its file {path}"))?
+            .len();
+        if size > MAX_PAYLOAD_BYTES {
+            bail!(
+                "{kind} {name}: {path} is {} KiB, over the 500 KiB limit for a {kind}: make it smaller",
+                size.div_ceil(1024)
+            );
+        }
+        std::fs::read(path).with_context(|| format!("{kind} {name}: cannot read its file {path}"))
+    };
+    let mut secrets = Vec::new();
+    for (name, path) in &specs.secret_files {
+        secrets.push(api::SecretSpec {
+            annotations: Some(annotations(name)),
+            data: read("secret", name, path)?,
+            ..Default::default()
+        });
+    }
+    let mut configs = Vec::new();
+    for (name, path) in &specs.config_files {
+        configs.push(api::ConfigSpec {
+            annotations: Some(annotations(name)),
+            data: read("config", name, path)?,
+            ..Default::default()
+        });
+    }
+    Ok(api::DeployStackRequest {
+        spec: Some(api::StackSpec {
+            annotations: Some(annotations(stack)),
+            compose: compose::emit::to_yaml(&loaded.project),
+            services: specs.services.into_values().collect(),
+            networks: specs.networks.into_values().collect(),
+            secrets: specs.secret_files.into_keys().collect(),
+            configs: specs.config_files.into_keys().collect(),
+        }),
+        secrets,
+        configs,
+        prune,
+    })
+}
+
+fn annotations(name: &str) -> api::Annotations {
+    api::Annotations {
+        name: name.to_owned(),
+        ..Default::default()
+    }
+}
+
+fn image_of(spec: &api::ServiceSpec) -> &str {
+    format::container(spec.task.as_ref()).map_or("", |container| container.image.as_str())
+}
+
+/// Checks that the images the deploy needs are on this node, as `service create` does; with
+/// `changed`, only for services that are new or change image.
+async fn check_images(
+    daemon: &mut Daemon,
+    request: &api::DeployStackRequest,
+    mode: ResolveImage,
+) -> anyhow::Result<()> {
+    if mode == ResolveImage::Never {
+        return Ok(());
+    }
+    let current: BTreeMap<String, String> = if mode == ResolveImage::Changed {
+        daemon
+            .control
+            .list_services(api::ListServicesRequest {})
+            .await
+            .map_err(api_error)?
+            .into_inner()
+            .services
+            .iter()
+            .filter_map(|service| {
+                let spec = service.spec.as_ref()?;
+                Some((
+                    format::service_name(service).to_owned(),
+                    image_of(spec).to_owned(),
+                ))
+            })
+            .collect()
+    } else {
+        BTreeMap::new()
+    };
+    let mut images = BTreeSet::new();
+    for spec in request.spec.iter().flat_map(|spec| &spec.services) {
+        let name = spec.annotations.as_ref().map_or("", |a| a.name.as_str());
+        let image = image_of(spec);
+        if mode == ResolveImage::Always || current.get(name).map(String::as_str) != Some(image) {
+            images.insert(image.to_owned());
+        }
+    }
+    for image in images {
+        service::resolve_image(daemon, &image).await?;
+    }
+    Ok(())
+}
+
+fn action_verb(action: Action) -> Option<&'static str> {
+    match action {
+        Action::Create => Some("Creating"),
+        Action::Update => Some("Updating"),
+        Action::Remove => Some("Removing"),
+        Action::Unchanged => None,
+    }
+}
+
+/// Prints what changed, in docker's words; unchanged objects go unmentioned.
+fn print_changes(changes: &[api::StackChange]) {
+    for change in changes {
+        let Some(verb) = action_verb(change.action()) else {
+            continue;
+        };
+        if change.action() == Action::Update {
+            println!("{verb} {} {} (id: {})", change.kind, change.name, change.id);
+        } else {
+            println!("{verb} {} {}", change.kind, change.name);
+        }
+    }
+}
+
+/// Waits for every service the deploy kept to converge, one after the other, with the progress
+/// display of `service create`.
+async fn wait_for_stack(
+    daemon: &mut Daemon,
+    changes: &[api::StackChange],
+    quiet: bool,
+) -> anyhow::Result<()> {
+    for change in changes
+        .iter()
+        .filter(|change| change.kind == "service" && change.action() != Action::Remove)
+    {
+        if !quiet {
+            println!("{}", change.name);
+        }
+        service::wait_for_service(
+            &mut daemon.control,
+            &change.id,
+            quiet,
+            service::progress::Expecting::Update,
+        )
+        .await
+        .with_context(|| format!("stack service {} did not converge", change.name))?;
+    }
+    Ok(())
+}
+
+fn in_stack(service: &api::Service, stack: &str) -> bool {
+    service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.annotations.as_ref())
+        .and_then(|annotations| annotations.labels.get(convert::NAMESPACE_LABEL))
+        .is_some_and(|namespace| namespace == stack)
+}
+
+async fn stack_services(daemon: &mut Daemon, stack: &str) -> anyhow::Result<Vec<api::Service>> {
+    let services: Vec<api::Service> = daemon
+        .control
+        .list_services(api::ListServicesRequest {})
+        .await
+        .map_err(api_error)?
+        .into_inner()
+        .services
+        .into_iter()
+        .filter(|service| in_stack(service, stack))
+        .collect();
+    if services.is_empty() {
+        bail!("nothing found in stack: {stack}; see 'shoal stack ls'");
+    }
+    Ok(services)
+}
+
+/// `stack ls`: each stack with how many services it has.
+async fn ls(daemon: &mut Daemon, json: bool) -> anyhow::Result<()> {
+    let stacks = daemon
+        .control
+        .list_stacks(api::ListStacksRequest {})
+        .await
+        .map_err(api_error)?
+        .into_inner()
+        .stacks;
+    let services = daemon
+        .control
+        .list_services(api::ListServicesRequest {})
+        .await
+        .map_err(api_error)?
+        .into_inner()
+        .services;
+    let mut names: Vec<String> = stacks
+        .iter()
+        .filter_map(|stack| Some(stack.spec.as_ref()?.annotations.as_ref()?.name.clone()))
+        .collect();
+    names.sort();
+    let rows: Vec<(String, usize)> = names
+        .into_iter()
+        .map(|name| {
+            let count = services.iter().filter(|s| in_stack(s, &name)).count();
+            (name, count)
+        })
+        .collect();
+    if json {
+        for (name, count) in &rows {
+            println!("{}", json!({"Name": name, "Services": count.to_string()}));
+        }
+    } else {
+        let width = rows
+            .iter()
+            .map(|(name, _)| name.len())
+            .max()
+            .unwrap_or(0)
+            .max("NAME".len());
+        println!("{:<width$}   SERVICES", "NAME");
+        for (name, count) in &rows {
+            println!("{name:<width$}   {count}");
+        }
+    }
+    Ok(())
+}
