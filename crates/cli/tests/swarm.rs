@@ -1407,3 +1407,46 @@ fn updates_whose_tasks_fail_their_healthcheck_roll_back_or_pause_with_the_reason
         "an old task still runs: {tasks:?}"
     );
 }
+
+#[test]
+fn a_stack_service_starts_only_once_the_service_it_depends_on_is_healthy() {
+    let Some(host) = SwarmHost::start_manager("depends-on") else {
+        return;
+    };
+    let stack = host.service("deps");
+    let file = host.dir.join("stack.yml");
+    std::fs::write(
+        &file,
+        r#"
+services:
+  db:
+    image: busybox:latest
+    init: true
+    command: ["sh", "-c", "sleep 1; touch /tmp/ready; exec sleep 86400"]
+    healthcheck:
+      test: ["CMD", "test", "-e", "/tmp/ready"]
+      interval: 200ms
+      retries: 30
+  web:
+    image: busybox:latest
+    init: true
+    command: ["sleep", "86400"]
+    depends_on:
+      db:
+        condition: service_healthy
+"#,
+    )
+    .expect("compose file");
+    let file = file.display().to_string();
+    host.ok(&["stack", "deploy", "-c", &file, "--detach=false", &stack]);
+    let db = stored_tasks(&host, &format!("{stack}_db"));
+    let web = stored_tasks(&host, &format!("{stack}_web"));
+    assert_eq!((db.len(), web.len()), (1, 1), "{db:?} {web:?}");
+    let db_healthy = seconds_of(db[0].status.as_ref().and_then(|s| s.timestamp.as_ref()));
+    let web_created = seconds_of(web[0].meta.as_ref().and_then(|m| m.created_at.as_ref()));
+    assert!(
+        web_created >= db_healthy,
+        "web's task was made at {web_created}, before db was healthy at {db_healthy}"
+    );
+    host.ok(&["stack", "rm", &stack]);
+}

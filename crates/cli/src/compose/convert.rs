@@ -286,6 +286,21 @@ fn service_spec(
                 })
                 .collect(),
         }),
+        depends_on: service
+            .depends_on
+            .iter()
+            .map(|(dependency, how)| api::ServiceDependency {
+                service: scoped(stack, dependency),
+                condition: match how.condition {
+                    DependsOnCondition::Started => api::service_dependency::Condition::Started,
+                    DependsOnCondition::Healthy => api::service_dependency::Condition::Healthy,
+                    DependsOnCondition::CompletedSuccessfully => {
+                        api::service_dependency::Condition::CompletedSuccessfully
+                    }
+                } as i32,
+                required: how.required,
+            })
+            .collect(),
     }
 }
 

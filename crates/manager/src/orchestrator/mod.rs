@@ -2,8 +2,9 @@
 //! given a snapshot of the store and the time, they return [`Command`]s for the async shell
 //! to commit, one store transaction per core per step.
 //!
-//! - [`reconcile_all_services`] runs the replicated, global and job orchestrators over every
-//!   service and stops the tasks of deleted services.
+//! - [`reconcile_all_services`] runs the replicated, global and job orchestrators and the
+//!   rolling updater over every service (creating tasks only once a service's dependencies
+//!   run) and stops the tasks of deleted services.
 //! - [`RestartSupervisor`] replaces ended tasks according to their restart policy.
 //! - [`reap_tasks`] bounds task history and finishes service deletion.
 //! - [`service_convergence`] tells the CLI whether a deploy can still succeed.
@@ -14,6 +15,7 @@
 
 mod command;
 mod convergence;
+mod dependencies;
 mod eligibility;
 mod global;
 mod jobs;
@@ -33,6 +35,7 @@ use shoal_proto::api::TaskState;
 
 pub use command::{Command, SequentialTaskIds, TaskIdGenerator};
 pub use convergence::{ServiceConvergence, StuckSlot, service_convergence};
+pub use dependencies::dependencies_met;
 pub use eligibility::{NodeEligibility, ServiceConstraints, node_eligibility};
 pub use global::reconcile_global_service;
 pub use jobs::reconcile_replicated_job;
@@ -99,12 +102,21 @@ pub fn reconcile_all_services(
                 reconcile_global_service(snapshot, service, true, given_up, now, task_ids)
             }
         };
+        // Until its dependencies run, a service gets no new task, from its orchestrator or
+        // its update.
+        let waits_for_dependencies = !dependencies_met(snapshot, service);
+        let mode_commands: Vec<Command> = mode_commands
+            .into_iter()
+            .filter(|command| {
+                !(waits_for_dependencies && matches!(command, Command::CreateTask(_)))
+            })
+            .collect();
         // An update advances only while the service is otherwise settled, so its shutdowns
         // never meet the orchestrator's commands for the same tasks in one transaction.
-        if mode_commands.is_empty() {
-            commands.extend(reconcile_service_update(snapshot, service, now, task_ids));
-        } else {
+        if !mode_commands.is_empty() {
             commands.extend(mode_commands);
+        } else if !waits_for_dependencies {
+            commands.extend(reconcile_service_update(snapshot, service, now, task_ids));
         }
     }
 

@@ -37,3 +37,53 @@ fn every_mode_is_reconciled_and_tasks_of_deleted_services_are_removed() {
         ]
     );
 }
+
+#[test]
+fn a_service_gets_tasks_only_once_its_dependencies_run() {
+    use shoal_proto::api::{ServiceDependency, service_dependency::Condition};
+    let db = replicated_service("db", 1);
+    let mut web = replicated_service("web", 1);
+    let mut job_done = ServiceDependency {
+        service: "migrate".into(),
+        condition: Condition::CompletedSuccessfully as i32,
+        required: false,
+    };
+    if let Some(spec) = web.spec.as_mut() {
+        spec.depends_on = vec![
+            ServiceDependency {
+                service: "db".into(),
+                condition: Condition::Healthy as i32,
+                required: true,
+            },
+            job_done.clone(),
+        ];
+    }
+    let step = |tasks: &[shoal_proto::api::Task], services: &[Service]| {
+        let nodes = [node("a")];
+        let snapshot = ClusterSnapshot::new(services, &nodes, tasks);
+        let mut ids = SequentialTaskIds::new("new-");
+        render(&reconcile_all_services(
+            &snapshot,
+            &GivenUpSlots::new(),
+            at(5),
+            &mut ids,
+        ))
+    };
+    let services = [db.clone(), web.clone()];
+    // db's task is not running yet, so web waits.
+    let starting = [task("d1", &db, 1, "a", Running, TaskState::Starting, 1)];
+    assert!(step(&starting, &services).is_empty());
+    let running = [task("d1", &db, 1, "a", Running, Running, 1)];
+    assert_eq!(
+        step(&running, &services),
+        [r#"create new-000001 service=web slot=1 node="" desired=TASK_STATE_RUNNING"#]
+    );
+    // A required dependency that does not exist is never met; an optional one is ignored.
+    let creates = |lines: Vec<String>| lines.iter().any(|line| line.starts_with("create"));
+    assert!(!creates(step(&running, &[web.clone()])));
+    job_done.required = true;
+    if let Some(spec) = web.spec.as_mut() {
+        spec.depends_on[1] = job_done;
+    }
+    assert!(!creates(step(&running, &[db, web])));
+}
