@@ -1,62 +1,38 @@
 #!/usr/bin/env bash
-# Builds shoal and shows what it does today on one machine: starts `shoal daemon` on a scratch
-# data root, imports a busybox image made from the host's busybox-static, runs containers with
-# the built-in engine, and prints how to look around and how to tear it all down. Run as root.
+# The README's first command: builds shoal, starts a swarm of three test hosts on this machine
+# (deploy/cluster-up.sh: one manager and two workers, each a network namespace running
+# `shoal daemon`, with the busybox image), deploys the demo stack of deploy/examples/demo/ (a
+# setup job, a healthchecked web service with a config, workers with a secret that wait for web),
+# waits until every service has converged, and prints how to look at it and how to tear it down.
+# Running it again redeploys the stack, which changes nothing unless the files changed. Run as root.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q 'install ok installed'; then
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq busybox-static >/dev/null
-fi
-echo "==> building shoal (release)"
-cargo build --release -p cli --bin shoal
-shoal="$PWD/target/release/shoal"
+dir=${SHOAL_CLUSTER_DIR:-/tmp/shoal-demo-cluster}
+export SHOAL_CLUSTER_DIR=$dir
+echo "==> starting three test hosts and forming a swarm (deploy/cluster-up.sh)"
+MANAGERS=1 deploy/cluster-up.sh 3
+shoal=$(cat "$dir/shoal-path")
+export SHOAL_HOST="unix://$dir/h1/shoal.sock"
 
-demo=${SHOAL_DEMO_DIR:-/tmp/shoal-demo}
-mkdir -p "$demo"
-export SHOAL_HOST="unix://$demo/shoal.sock"
-if ! "$shoal" container ls >/dev/null 2>&1; then
-  echo "==> starting shoal daemon (data root $demo/data, log $demo/daemon.log)"
-  setsid "$shoal" daemon --data-root "$demo/data" -H "$SHOAL_HOST" >"$demo/daemon.log" 2>&1 &
-  echo $! >"$demo/daemon.pid"
-  for _ in $(seq 100); do "$shoal" container ls >/dev/null 2>&1 && break; sleep 0.1; done
-fi
-
-echo "==> importing busybox:latest from /bin/busybox"
-rootfs=$(mktemp -d)
-trap 'rm -rf "$rootfs"' EXIT
-mkdir -p "$rootfs/bin"
-cp /bin/busybox "$rootfs/bin/busybox"
-for applet in sh echo sleep hostname cat ls ps; do ln -sf busybox "$rootfs/bin/$applet"; done
-tar -C "$rootfs" -c . | "$shoal" image import - busybox:latest
-
-echo "==> running containers"
-"$shoal" container run --rm busybox:latest echo "hello from a shoal container"
-"$shoal" container run -d --name demo-sleeper --memory 32m --pids-limit 64 busybox:latest sleep 3600
-"$shoal" container ls
-
-echo "==> swarm mode: a one-node swarm and a service of 3 replicas"
-if ! "$shoal" info 2>/dev/null | grep -q '^Swarm: active'; then
-  # Loopback only: the demo's cluster port is reachable from this machine alone.
-  "$shoal" swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:2377
-fi
-"$shoal" service rm demo-web >/dev/null 2>&1 || true
-"$shoal" service create --name demo-web --replicas 3 busybox:latest \
-  sh -c 'echo "hello from $(hostname)"; exec sleep 3600'
-"$shoal" service ls
-"$shoal" service ps demo-web
+echo "==> deploying the demo stack from deploy/examples/demo/stack.yml"
+"$shoal" stack deploy -c deploy/examples/demo/stack.yml --detach=false demo
+"$shoal" stack services demo
+"$shoal" stack ps demo
 
 cat <<MSG
 
-shoal is running. Try:
+The demo stack runs on 3 hosts. Look at it (the CLI talks to the manager's socket):
   export SHOAL_HOST=$SHOAL_HOST
-  $shoal service scale demo-web=10
-  $shoal service logs demo-web
+  $shoal stack ps demo
+  $shoal service logs demo_web            # the config each replica printed
+  $shoal service logs -f demo_worker      # the workers, which read a secret
   $shoal node ls
-  $shoal container ls --format json
-  $shoal image ls
-Tear down (containers outlive the daemon, so remove them first):
-  $shoal service rm demo-web; $shoal container rm -f demo-sleeper
-  kill \$(cat $demo/daemon.pid) && rm -rf $demo
+Roll web to a new spec, one task at a time, start-first; then back:
+  $shoal service update --env-add COLOR=blue demo_web
+  $shoal service rollback demo_web
+Edit deploy/examples/demo/stack.yml and deploy again: only the services that changed are updated.
+  $shoal stack deploy -c deploy/examples/demo/stack.yml --detach=false demo
+Tear down:
+  $shoal stack rm demo && deploy/cluster-down.sh
 MSG
