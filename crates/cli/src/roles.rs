@@ -186,8 +186,10 @@ impl NodeRoles {
         };
         let mut state = self.state.lock().await;
         if membership.role == MembershipRole::Manager {
+            let data_key = swarm_dir.load_data_key()?;
             let manager =
-                ManagerRole::start(&swarm_dir, membership.clone(), identity.clone()).await?;
+                ManagerRole::start(&swarm_dir, membership.clone(), identity.clone(), data_key)
+                    .await?;
             self.gate.set(Some(manager.control()));
             state.manager = Some(manager);
         }
@@ -328,9 +330,11 @@ impl NodeRoles {
             NodeRole::Manager => {
                 membership.role = MembershipRole::Manager;
                 membership.raft_member_id = manager::raft_member_id_for(&membership.node_id);
+                let data_key = swarm_dir.new_manager_data_key()?;
                 swarm_dir.save(&membership, &identity)?;
                 let manager =
-                    ManagerRole::start(&swarm_dir, membership.clone(), identity.clone()).await?;
+                    ManagerRole::start(&swarm_dir, membership.clone(), identity.clone(), data_key)
+                        .await?;
                 let joined = manager::join::join_raft(
                     &membership.manager_addrs,
                     &identity,
@@ -340,7 +344,7 @@ impl NodeRoles {
                 .await;
                 if let Err(error) = joined {
                     manager.shutdown().await;
-                    let _ = std::fs::remove_dir_all(swarm_dir.raft_dir());
+                    let _ = swarm_dir.remove_manager_data();
                     membership.role = MembershipRole::Worker;
                     membership.raft_member_id = 0;
                     swarm_dir.save(&membership, &read(&link.identity))?;
@@ -358,7 +362,7 @@ impl NodeRoles {
                 membership.role = MembershipRole::Worker;
                 membership.raft_member_id = 0;
                 swarm_dir.save(&membership, &identity)?;
-                let _ = std::fs::remove_dir_all(swarm_dir.raft_dir());
+                let _ = swarm_dir.remove_manager_data();
                 tracing::info!("demoted: this node is now a worker");
             }
         }
@@ -459,13 +463,18 @@ impl NodeRoles {
                 "--force-new-cluster needs a manager's copy of the swarm, and this node is a worker: run it on a manager",
             ));
         }
+        let Some(running) = state.manager.take() else {
+            return Err(Status::failed_precondition(
+                "this manager's role is not running, so its data key is not at hand: restart the daemon, then try again",
+            ));
+        };
+        let data_key = running.data_key().clone();
         self.gate.set(None);
-        if let Some(manager) = state.manager.take() {
-            manager.shutdown().await;
-        }
-        let manager = ManagerRole::force_new_cluster(&swarm_dir, membership.clone(), identity)
-            .await
-            .map_err(Status::from)?;
+        running.shutdown().await;
+        let manager =
+            ManagerRole::force_new_cluster(&swarm_dir, membership.clone(), identity, data_key)
+                .await
+                .map_err(Status::from)?;
         self.gate.set(Some(manager.control()));
         state.manager = Some(manager);
         Ok(membership.node_id)
@@ -519,18 +528,24 @@ impl NodeRoles {
             manager_addrs,
         };
         let swarm_dir = self.swarm_dir();
+        let mut data_key = None;
         if grant.role == NodeRole::Manager {
             membership.role = MembershipRole::Manager;
             membership.raft_member_id = manager::raft_member_id_for(&grant.node_id);
+            data_key = Some(swarm_dir.new_manager_data_key().map_err(Status::from)?);
         }
         swarm_dir
             .save(&membership, &grant.identity)
             .map_err(Status::from)?;
-        if grant.role == NodeRole::Manager {
+        if let Some(data_key) = data_key {
             let started = async {
-                let manager =
-                    ManagerRole::start(&swarm_dir, membership.clone(), grant.identity.clone())
-                        .await?;
+                let manager = ManagerRole::start(
+                    &swarm_dir,
+                    membership.clone(),
+                    grant.identity.clone(),
+                    data_key,
+                )
+                .await?;
                 if let Err(error) = manager::join::join_raft(
                     &membership.manager_addrs,
                     &grant.identity,

@@ -818,11 +818,11 @@ fn secrets_and_configs_are_created_listed_inspected_and_removed() {
         in_use.contains("in use") && in_use.contains(&reader),
         "{in_use}"
     );
-    // Nowhere on the node's disk outside the manager's own store (encryption at rest is still
-    // to come): not in the worker's state, not in any container's files. The one copy is the
-    // file in the container's in-memory files directory (a tmpfs).
+    // Nowhere on the node's disk: not in the manager's Raft store (sealed under its data key),
+    // not in the worker's state, not in any container's files. The one copy is the file in the
+    // container's in-memory files directory (a tmpfs).
     let grep = Command::new("grep")
-        .args(["-rl", "hunter2", "--exclude-dir=swarm"])
+        .args(["-rl", "hunter2"])
         .arg(host.data())
         .output()
         .expect("grep");

@@ -1,12 +1,12 @@
 //! The manager role as one running unit: the Raft store, the cluster port (2377: Raft and the
 //! dispatcher, over mutual TLS), the orchestration loop, the dispatcher and the control API.
 //! `swarm init` founds a new swarm with [`ManagerRole::init`]; a restarted daemon resumes its
-//! role with [`ManagerRole::start`].
+//! role with [`ManagerRole::start`], given the manager's data key.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_store::{Store, StoreConfig, TlsIdentity, Transaction};
+use raft_store::{DataKey, Store, StoreConfig, TlsIdentity, Transaction};
 use shoal_proto::api::control_server::ControlServer;
 use shoal_proto::api::dispatcher_server::DispatcherServer;
 use shoal_proto::api::node_ca_server::NodeCaServer;
@@ -76,6 +76,7 @@ pub struct ManagerRole {
     server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     tls: ClusterPortTls,
     orchestration: tokio::task::JoinHandle<()>,
+    data_key: DataKey,
 }
 
 fn check_address_pools(pools: &[String], subnet_size: u32) -> Result<(), ManagerError> {
@@ -165,6 +166,7 @@ impl ManagerRole {
         let advertise =
             choose_advertise_addr(&options.advertise_addr, bound, &host_ipv4_addresses())?;
 
+        let data_key = DataKey::generate()?;
         let cluster_id = raft_store::new_object_id();
         let node_id = raft_store::new_object_id();
         let raft_member_id = raft_member_id_for(&node_id);
@@ -258,11 +260,13 @@ impl ManagerRole {
         };
 
         let founded = async {
+            swarm_dir.save_data_key(&data_key)?;
             let store = Store::open(StoreConfig::new(
                 raft_member_id,
                 swarm_dir.raft_dir(),
                 advertise.to_string(),
                 identity.clone(),
+                data_key.clone(),
             ))
             .await?;
             store.bootstrap().await?;
@@ -287,14 +291,17 @@ impl ManagerRole {
             }
         };
         tracing::info!(node = %node_id, cluster = %cluster_id, addr = %advertise, "swarm initialised");
-        ManagerRole::run(Arc::new(store), listener, membership, &identity)
+        ManagerRole::run(Arc::new(store), listener, membership, &identity, data_key)
     }
 
-    /// Resumes the manager role of a node that already belongs to a swarm.
+    /// Resumes the manager role of a node that already belongs to a swarm, with the manager's
+    /// data key: the one in its data key file, or for a manager that starts for the first time,
+    /// [`SwarmDir::new_manager_data_key`].
     pub async fn start(
         swarm_dir: &SwarmDir,
         membership: Membership,
         identity: TlsIdentity,
+        data_key: DataKey,
     ) -> Result<ManagerRole, ManagerError> {
         let listener = tokio::net::TcpListener::bind(&membership.listen_addr)
             .await
@@ -309,9 +316,10 @@ impl ManagerRole {
             swarm_dir.raft_dir(),
             membership.advertise_addr.clone(),
             identity.clone(),
+            data_key.clone(),
         ))
         .await?;
-        ManagerRole::run(Arc::new(store), listener, membership, &identity)
+        ManagerRole::run(Arc::new(store), listener, membership, &identity, data_key)
     }
 
     /// Recovers from a lost quorum (`swarm init --force-new-cluster`): this manager's copy of
@@ -322,14 +330,16 @@ impl ManagerRole {
         swarm_dir: &SwarmDir,
         membership: Membership,
         identity: TlsIdentity,
+        data_key: DataKey,
     ) -> Result<ManagerRole, ManagerError> {
         raft_store::force_new_cluster(
             &swarm_dir.raft_dir(),
+            &data_key,
             membership.raft_member_id,
             &membership.advertise_addr,
         )
         .await?;
-        let manager = ManagerRole::start(swarm_dir, membership, identity).await?;
+        let manager = ManagerRole::start(swarm_dir, membership, identity, data_key).await?;
         manager.store.wait_for_leader(BOOTSTRAP_TIMEOUT).await?;
         tracing::warn!("a new cluster was forced from this manager's state");
         Ok(manager)
@@ -340,6 +350,7 @@ impl ManagerRole {
         listener: tokio::net::TcpListener,
         membership: Membership,
         identity: &TlsIdentity,
+        data_key: DataKey,
     ) -> Result<ManagerRole, ManagerError> {
         let (stop, stopped) = watch::channel(false);
         let heartbeat = watch::channel(DEFAULT_DISPATCHER_HEARTBEAT);
@@ -419,6 +430,7 @@ impl ManagerRole {
             server: Some((stop_server, serving)),
             tls,
             orchestration,
+            data_key,
         })
     }
 
@@ -437,6 +449,11 @@ impl ManagerRole {
 
     pub fn membership(&self) -> &Membership {
         &self.membership
+    }
+
+    /// The key this manager's Raft store is sealed with.
+    pub fn data_key(&self) -> &DataKey {
+        &self.data_key
     }
 
     /// Takes this manager out of the Raft group before the node leaves the swarm; refused
