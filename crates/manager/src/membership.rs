@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use raft_store::{DataKey, TlsIdentity};
 use serde::{Deserialize, Serialize};
 
-use crate::data_key::{decode_data_key_file, encode_data_key_file};
+use crate::data_key::{StoredDataKey, UnlockKey, decode_data_key_file, encode_data_key_file};
 use crate::error::ManagerError;
 
 const STATE_FILE: &str = "state.json";
@@ -153,28 +153,30 @@ impl SwarmDir {
         write_atomically(&self.root.join(STATE_FILE), &state, 0o600)
     }
 
-    /// Writes the manager's data key file.
-    pub(crate) fn save_data_key(&self, key: &DataKey) -> Result<(), ManagerError> {
+    /// Writes the manager's data key file: `key` in clear, or sealed by `unlock_key` (autolock).
+    pub(crate) fn save_data_key(
+        &self,
+        key: &DataKey,
+        unlock_key: Option<&UnlockKey>,
+    ) -> Result<(), ManagerError> {
         fs::create_dir_all(&self.root).map_err(io_error("creating", &self.root))?;
-        write_atomically(
-            &self.root.join(DATA_KEY_FILE),
-            &encode_data_key_file(key),
-            0o600,
-        )
+        let contents = encode_data_key_file(key, unlock_key)?;
+        write_atomically(&self.root.join(DATA_KEY_FILE), &contents, 0o600)
     }
 
     /// A new data key for a manager whose role starts for the first time (a join as a manager,
-    /// a promotion). A store left by an earlier, interrupted start is removed, since it was
-    /// sealed by a key that is gone.
+    /// a promotion), saved in clear: the manager seals it once it reads the swarm's autolock
+    /// setting from its store. A store left by an earlier, interrupted start is removed, since
+    /// it was sealed by a key that is gone.
     pub fn new_manager_data_key(&self) -> Result<DataKey, ManagerError> {
         self.remove_manager_data()?;
         let key = DataKey::generate()?;
-        self.save_data_key(&key)?;
+        self.save_data_key(&key, None)?;
         Ok(key)
     }
 
-    /// The manager's data key, from its file.
-    pub fn load_data_key(&self) -> Result<DataKey, ManagerError> {
+    /// The manager's data key file, in clear or sealed.
+    pub fn load_data_key(&self) -> Result<StoredDataKey, ManagerError> {
         let path = self.root.join(DATA_KEY_FILE);
         let bytes = match fs::read(&path) {
             Ok(bytes) => bytes,
@@ -200,6 +202,18 @@ impl SwarmDir {
                 self.root.display()
             ))
         })
+    }
+
+    /// Whether the data key file is as `unlock_key` wants it: sealed by that key, or in clear
+    /// for `None`. An unreadable file is not.
+    pub(crate) fn data_key_sealed_by(&self, unlock_key: Option<&UnlockKey>) -> bool {
+        match (self.load_data_key(), unlock_key) {
+            (Ok(StoredDataKey::Clear(_)), None) => true,
+            (Ok(StoredDataKey::Sealed(sealed)), Some(unlock_key)) => {
+                sealed.unseal(unlock_key).is_ok()
+            }
+            _ => false,
+        }
     }
 
     /// Removes what only a manager keeps: the Raft store and its data key (a demotion, a
@@ -272,7 +286,7 @@ mod tests {
     }
 
     #[test]
-    fn the_data_key_file_is_private_and_reads_back() {
+    fn the_data_key_file_is_private_and_reads_back_clear_or_sealed() {
         use std::os::unix::fs::PermissionsExt as _;
         let dir = tempfile::tempdir().unwrap();
         let swarm = SwarmDir::new(dir.path());
@@ -286,7 +300,25 @@ mod tests {
         let path = swarm.path().join(DATA_KEY_FILE);
         let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
-        assert_eq!(swarm.load_data_key().unwrap().as_bytes(), key.as_bytes());
+        let StoredDataKey::Clear(read) = swarm.load_data_key().unwrap() else {
+            panic!("a new manager's data key is in clear");
+        };
+        assert_eq!(read.as_bytes(), key.as_bytes());
+
+        let unlock_key = UnlockKey::generate().unwrap();
+        swarm.save_data_key(&key, Some(&unlock_key)).unwrap();
+        let StoredDataKey::Sealed(sealed) = swarm.load_data_key().unwrap() else {
+            panic!("sealed by the unlock key");
+        };
+        assert_eq!(
+            sealed.unseal(&unlock_key).unwrap().as_bytes(),
+            key.as_bytes()
+        );
+        assert!(swarm.data_key_sealed_by(Some(&unlock_key)));
+        assert!(!swarm.data_key_sealed_by(Some(&UnlockKey::generate().unwrap())));
+        assert!(!swarm.data_key_sealed_by(None));
+        swarm.save_data_key(&key, None).unwrap();
+        assert!(swarm.data_key_sealed_by(None));
 
         fs::write(&path, b"{}").unwrap();
         let error = swarm.load_data_key().unwrap_err().to_string();
