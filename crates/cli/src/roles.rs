@@ -1,9 +1,14 @@
 //! The daemon's swarm roles: the worker agent every node in a swarm runs, and the manager role
-//! on managers. Serves the node-local `Swarm` API (init, join, leave, info) and opens the
+//! on managers. Serves the node-local `Swarm` API (init, join, leave, unlock, info) and opens the
 //! control gate while this node manages. It also follows what the managers say about this node
 //! in its session: the list of managers (kept on disk, so a restarted node finds them), and its
 //! desired role, which a promotion or demotion changes; and it renews the node's certificate
 //! before it expires. Wiring only: the decisions live in `manager` and `worker`.
+//!
+//! A manager restarted under autolock comes up locked, as in Docker: its data key is sealed, so
+//! neither its manager role nor its worker agent runs (its containers keep running under their
+//! shims, and the agent adopts them after the unlock); the control gate refuses calls with how
+//! to unlock, and `swarm unlock` with the right key starts both.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,12 +16,13 @@ use std::sync::{Arc, RwLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use engine::{Engine as _, LocalEngine};
+use manager::data_key::{SWARM_LOCKED, SealedDataKey, StoredDataKey, UnlockKey};
 use manager::{ControlGate, InitOptions, ManagerRole, Membership, MembershipRole, SwarmDir};
 use raft_store::TlsIdentity;
 use shoal_proto::api::swarm_server::Swarm;
 use shoal_proto::api::{
     InfoRequest, InfoResponse, InitRequest, InitResponse, JoinRequest, JoinResponse, LeaveRequest,
-    LeaveResponse, NodeRole, SessionMessage, info_response,
+    LeaveResponse, NodeRole, SessionMessage, UnlockRequest, UnlockResponse, info_response,
 };
 use tokio::sync::{Mutex, watch};
 use tonic::transport::{Channel, Endpoint};
@@ -121,6 +127,8 @@ struct RoleState {
     membership: Option<Membership>,
     manager: Option<ManagerRole>,
     agent: Option<RunningAgent>,
+    /// A manager's data key sealed by the unlock key, while this node waits for `swarm unlock`.
+    locked: Option<SealedDataKey>,
 }
 
 /// The node's roles in a swarm, shared by the daemon's services.
@@ -186,14 +194,65 @@ impl NodeRoles {
         };
         let mut state = self.state.lock().await;
         if membership.role == MembershipRole::Manager {
-            let manager =
-                ManagerRole::start(&swarm_dir, membership.clone(), identity.clone()).await?;
-            self.gate.set(Some(manager.control()));
-            state.manager = Some(manager);
+            match swarm_dir.load_data_key()? {
+                StoredDataKey::Clear(data_key) => {
+                    let manager = ManagerRole::start(
+                        &swarm_dir,
+                        membership.clone(),
+                        identity.clone(),
+                        data_key,
+                    )
+                    .await?;
+                    self.gate.set(Some(manager.control()));
+                    state.manager = Some(manager);
+                }
+                StoredDataKey::Sealed(sealed) => {
+                    self.gate.set_locked();
+                    state.locked = Some(sealed);
+                    state.membership = Some(membership);
+                    tracing::warn!(
+                        "the swarm is locked: this manager's data key is sealed by the unlock key; run 'shoal swarm unlock' to start it"
+                    );
+                    return Ok(());
+                }
+            }
         }
         state.agent = Some(self.start_agent(&membership, identity));
         state.membership = Some(membership);
         tracing::info!("rejoined the swarm");
+        Ok(())
+    }
+
+    /// `swarm unlock`: opens the sealed data key with the unlock key and starts the manager
+    /// role and the worker agent.
+    async fn unlock(&self, request: UnlockRequest) -> Result<(), Status> {
+        let mut state = self.state.lock().await;
+        let Some(sealed) = &state.locked else {
+            return Err(Status::failed_precondition(if state.membership.is_none() {
+                "this node is not part of a swarm: there is nothing to unlock"
+            } else {
+                "swarm is not locked"
+            }));
+        };
+        let unlock_key = UnlockKey::parse(&request.unlock_key).map_err(|error| {
+            Status::invalid_argument(format!("swarm could not be unlocked: {error}"))
+        })?;
+        let data_key = sealed.unseal(&unlock_key).map_err(Status::from)?;
+        let swarm_dir = self.swarm_dir();
+        let (membership, identity) = swarm_dir
+            .load()
+            .map_err(Status::from)?
+            .ok_or_else(|| Status::internal("the swarm state vanished while locked"))?;
+        let manager =
+            ManagerRole::start(&swarm_dir, membership.clone(), identity.clone(), data_key)
+                .await
+                .map_err(Status::from)?;
+        self.gate.set(Some(manager.control()));
+        state.manager = Some(manager);
+        state.agent = Some(self.start_agent(&membership, identity));
+        state.membership = Some(membership);
+        state.locked = None;
+        tracing::info!("swarm unlocked: the manager role is running");
         Ok(())
     }
 
@@ -328,9 +387,11 @@ impl NodeRoles {
             NodeRole::Manager => {
                 membership.role = MembershipRole::Manager;
                 membership.raft_member_id = manager::raft_member_id_for(&membership.node_id);
+                let data_key = swarm_dir.new_manager_data_key()?;
                 swarm_dir.save(&membership, &identity)?;
                 let manager =
-                    ManagerRole::start(&swarm_dir, membership.clone(), identity.clone()).await?;
+                    ManagerRole::start(&swarm_dir, membership.clone(), identity.clone(), data_key)
+                        .await?;
                 let joined = manager::join::join_raft(
                     &membership.manager_addrs,
                     &identity,
@@ -340,7 +401,7 @@ impl NodeRoles {
                 .await;
                 if let Err(error) = joined {
                     manager.shutdown().await;
-                    let _ = std::fs::remove_dir_all(swarm_dir.raft_dir());
+                    let _ = swarm_dir.remove_manager_data();
                     membership.role = MembershipRole::Worker;
                     membership.raft_member_id = 0;
                     swarm_dir.save(&membership, &read(&link.identity))?;
@@ -358,7 +419,7 @@ impl NodeRoles {
                 membership.role = MembershipRole::Worker;
                 membership.raft_member_id = 0;
                 swarm_dir.save(&membership, &identity)?;
-                let _ = std::fs::remove_dir_all(swarm_dir.raft_dir());
+                let _ = swarm_dir.remove_manager_data();
                 tracing::info!("demoted: this node is now a worker");
             }
         }
@@ -428,6 +489,7 @@ impl NodeRoles {
                 .as_ref()
                 .map(manager::orchestrator::duration_from_proto),
             hostname: hostname(),
+            autolock: request.autolock,
         };
         let swarm_dir = self.swarm_dir();
         let manager = ManagerRole::init(&swarm_dir, options)
@@ -446,8 +508,11 @@ impl NodeRoles {
     }
 
     /// `swarm init --force-new-cluster` on a manager: its state becomes a new one-manager
-    /// cluster.
+    /// cluster. A locked manager is unlocked first, as in Docker.
     async fn force_new_cluster(&self, state: &mut RoleState) -> Result<String, Status> {
+        if state.locked.is_some() {
+            return Err(Status::failed_precondition(SWARM_LOCKED));
+        }
         let swarm_dir = self.swarm_dir();
         let (membership, identity) = swarm_dir.load().map_err(Status::from)?.ok_or_else(|| {
             Status::failed_precondition(
@@ -459,13 +524,18 @@ impl NodeRoles {
                 "--force-new-cluster needs a manager's copy of the swarm, and this node is a worker: run it on a manager",
             ));
         }
+        let Some(running) = state.manager.take() else {
+            return Err(Status::failed_precondition(
+                "this manager's role is not running, so its data key is not at hand: restart the daemon, then try again",
+            ));
+        };
+        let data_key = running.data_key().clone();
         self.gate.set(None);
-        if let Some(manager) = state.manager.take() {
-            manager.shutdown().await;
-        }
-        let manager = ManagerRole::force_new_cluster(&swarm_dir, membership.clone(), identity)
-            .await
-            .map_err(Status::from)?;
+        running.shutdown().await;
+        let manager =
+            ManagerRole::force_new_cluster(&swarm_dir, membership.clone(), identity, data_key)
+                .await
+                .map_err(Status::from)?;
         self.gate.set(Some(manager.control()));
         state.manager = Some(manager);
         Ok(membership.node_id)
@@ -519,18 +589,24 @@ impl NodeRoles {
             manager_addrs,
         };
         let swarm_dir = self.swarm_dir();
+        let mut data_key = None;
         if grant.role == NodeRole::Manager {
             membership.role = MembershipRole::Manager;
             membership.raft_member_id = manager::raft_member_id_for(&grant.node_id);
+            data_key = Some(swarm_dir.new_manager_data_key().map_err(Status::from)?);
         }
         swarm_dir
             .save(&membership, &grant.identity)
             .map_err(Status::from)?;
-        if grant.role == NodeRole::Manager {
+        if let Some(data_key) = data_key {
             let started = async {
-                let manager =
-                    ManagerRole::start(&swarm_dir, membership.clone(), grant.identity.clone())
-                        .await?;
+                let manager = ManagerRole::start(
+                    &swarm_dir,
+                    membership.clone(),
+                    grant.identity.clone(),
+                    data_key,
+                )
+                .await?;
                 if let Err(error) = manager::join::join_raft(
                     &membership.manager_addrs,
                     &grant.identity,
@@ -575,6 +651,12 @@ impl NodeRoles {
                 "this node is not part of a swarm",
             ));
         }
+        if state.locked.is_some() && !request.force {
+            return Err(Status::failed_precondition(
+                "Swarm is encrypted and locked. Please unlock it first with 'shoal swarm unlock' or use `--force` to ignore this message.",
+            ));
+        }
+        state.locked = None;
         if let Some(manager) = &state.manager {
             manager.leave(request.force).await.map_err(Status::from)?;
         }
@@ -624,7 +706,11 @@ impl NodeRoles {
         let Some(membership) = &state.membership else {
             return info;
         };
-        info.local_node_state = info_response::LocalNodeState::Active as i32;
+        info.local_node_state = if state.locked.is_some() {
+            info_response::LocalNodeState::Locked
+        } else {
+            info_response::LocalNodeState::Active
+        } as i32;
         info.node_id = membership.node_id.clone();
         info.cluster_id = membership.cluster_id.clone();
         info.node_addr = membership
@@ -687,6 +773,14 @@ impl Swarm for NodeRoles {
     ) -> Result<Response<LeaveResponse>, Status> {
         NodeRoles::leave(self, request.into_inner()).await?;
         Ok(Response::new(LeaveResponse {}))
+    }
+
+    async fn unlock(
+        &self,
+        request: Request<UnlockRequest>,
+    ) -> Result<Response<UnlockResponse>, Status> {
+        NodeRoles::unlock(self, request.into_inner()).await?;
+        Ok(Response::new(UnlockResponse {}))
     }
 }
 

@@ -1,9 +1,10 @@
 //! End-to-end tests of swarms across test hosts: formation, security, promotion and demotion,
 //! leader loss, worker loss, a partitioned manager, a rolling restart of the managers, a rolling
-//! update that outlives its leader, and stacks deployed, redeployed and removed. Each scenario builds its own hosts (network namespaces on a
-//! private underlay, each running `shoal daemon`) with the `shoal-tests` harness, which removes
-//! them all afterwards, even when the test fails. They run in parallel. Without root they print
-//! why and check nothing.
+//! update that outlives its leader, stacks deployed, redeployed and removed, and autolock across
+//! managers. Each scenario builds its own hosts (network namespaces on a private underlay, each
+//! running `shoal daemon`) with the `shoal-tests` harness, which removes them all afterwards,
+//! even when the test fails. They run in parallel. Without root they print why and check
+//! nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -1104,4 +1105,149 @@ fn a_stack_deploys_redeploys_only_what_changed_and_is_removed_whole() {
     assert!(manager.shoal_ok(&["secret", "ls", "-q"]).trim().is_empty());
     let listed = manager.shoal_ok(&["stack", "ls", "--format", "json"]);
     assert!(listed.trim().is_empty(), "{listed}");
+}
+
+/// A manager's data key file on `host`, as it is now.
+fn data_key_file(host: &TestHost) -> String {
+    std::fs::read_to_string(host.data_root().join("swarm/raft-data-key.json"))
+        .unwrap_or_else(|error| panic!("{}: reading the data key file: {error}", host.name()))
+}
+
+/// Runs `shoal swarm unlock` on `host` with `key` piped to its stdin.
+fn unlock(host: &TestHost, key: &str) -> std::process::Output {
+    shoal_tests::run_with_timeout(
+        std::process::Command::new("sh").args([
+            "-c",
+            r#"printf '%s\n' "$1" | "$0" -H "$2" swarm unlock"#,
+            &shoal_tests::default_shoal_binary().display().to_string(),
+            key,
+            &host.host_url(),
+        ]),
+        Duration::from_secs(60),
+    )
+    .unwrap_or_else(|error| panic!("{}: {error}", host.name()))
+}
+
+fn locked(host: &TestHost) -> Result<(), String> {
+    let info = host.shoal_ok(&["info"]);
+    let refused = host.shoal(&["node", "ls"]);
+    if info.contains("Swarm: locked")
+        && String::from_utf8_lossy(&refused.stderr)
+            .contains("Swarm is encrypted and needs to be unlocked")
+    {
+        Ok(())
+    } else {
+        Err(format!("{info}; node ls: {}", output_text(&refused)))
+    }
+}
+
+#[test]
+fn autolock_reaches_every_manager_and_a_manager_down_during_a_rotation_keeps_the_old_key() {
+    let Some(cluster) = start(
+        "autolock_reaches_every_manager_and_a_manager_down_during_a_rotation_keeps_the_old_key",
+        3,
+    ) else {
+        return;
+    };
+    form(&cluster, 3, 0);
+    let (first, third) = (cluster.host(1), cluster.host(3));
+
+    // Turned on after the others joined, autolock seals every manager's data key.
+    let on = first.shoal_ok(&["swarm", "update", "--autolock=true"]);
+    let key = on
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("SWMKEY-1-"))
+        .unwrap_or_else(|| panic!("no unlock key in {on:?}"))
+        .to_owned();
+    for host in cluster.hosts() {
+        wait_until("the data key file sealed", CONVERGE_TIMEOUT, || {
+            let file = data_key_file(host);
+            if file.contains("\"sealed_by_unlock_key\": true") {
+                Ok(())
+            } else {
+                Err(file)
+            }
+        });
+    }
+
+    // A restarted manager is locked; the other two keep the swarm writable.
+    third.kill_daemon();
+    third.restart_daemon();
+    wait_until("the restarted manager locked", CONVERGE_TIMEOUT, || {
+        locked(third)
+    });
+    succeeds_within(
+        first,
+        "a write with one manager locked",
+        CONVERGE_TIMEOUT,
+        &["secret", "create", "while-locked", "/etc/hostname"],
+    );
+
+    // A rotation while it is locked: the running managers re-seal with the new key, the locked
+    // one still opens with the old key, then re-seals with the new one once it has caught up.
+    let sealed_before: Vec<String> = [1, 2].map(|n| data_key_file(cluster.host(n))).into();
+    let new_key = first
+        .shoal_ok(&["swarm", "unlock-key", "--rotate", "-q"])
+        .trim()
+        .to_owned();
+    assert_ne!(new_key, key);
+    for (index, number) in [1, 2].into_iter().enumerate() {
+        wait_until("a running manager re-sealed", CONVERGE_TIMEOUT, || {
+            if data_key_file(cluster.host(number)) != sealed_before[index] {
+                Ok(())
+            } else {
+                Err("unchanged".to_owned())
+            }
+        });
+    }
+    let sealed_by_old_key = data_key_file(third);
+    let refused = unlock(third, &new_key);
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("invalid key provided"),
+        "{}",
+        output_text(&refused)
+    );
+    let unlocked = unlock(third, &key);
+    assert!(unlocked.status.success(), "{}", output_text(&unlocked));
+    wait_until("the unlocked manager re-sealed", CONVERGE_TIMEOUT, || {
+        if data_key_file(third) != sealed_by_old_key {
+            Ok(())
+        } else {
+            Err("unchanged".to_owned())
+        }
+    });
+    succeeds_within(
+        third,
+        "the unlocked manager serving the swarm",
+        CONVERGE_TIMEOUT,
+        &["secret", "inspect", "while-locked"],
+    );
+
+    // From now on only the new key unlocks it.
+    third.kill_daemon();
+    third.restart_daemon();
+    wait_until("the restarted manager locked", CONVERGE_TIMEOUT, || {
+        locked(third)
+    });
+    let old = unlock(third, &key);
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("invalid key provided"),
+        "{}",
+        output_text(&old)
+    );
+    let unlocked = unlock(third, &new_key);
+    assert!(unlocked.status.success(), "{}", output_text(&unlocked));
+    wait_until("all three managers reachable", CONVERGE_TIMEOUT, || {
+        let table = node_table(first)?;
+        let managing = table
+            .values()
+            .filter(|(_, manager)| manager == "Leader" || manager == "Reachable")
+            .count();
+        if managing == 3 {
+            Ok(())
+        } else {
+            Err(format!("{table:?}"))
+        }
+    });
 }

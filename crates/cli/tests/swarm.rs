@@ -1,9 +1,10 @@
 //! End-to-end tests of swarm mode on one machine (issue 4's acceptance criteria): scaling,
-//! restart policies, service modes, a daemon killed with SIGKILL and restarted, service logs, and
-//! the errors users meet. Each test runs its own daemon with its own data root, socket and
-//! loopback-only cluster port, so the tests run in parallel; its guard removes every service,
-//! container, process, mount and cgroup it made, even when the test fails. Like `engine.rs`, they
-//! need root and Debian's busybox-static, and without either print why and check nothing.
+//! restart policies, service modes, a daemon killed with SIGKILL and restarted, service logs,
+//! secrets, autolock (a restarted manager locked until unlocked), and the errors users meet.
+//! Each test runs its own daemon with its own data root, socket and loopback-only cluster port,
+//! so the tests run in parallel; its guard removes every service, container, process, mount and
+//! cgroup it made, even when the test fails. Like `engine.rs`, they need root and Debian's
+//! busybox-static, and without either print why and check nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
@@ -251,6 +252,27 @@ impl SwarmHost {
 
     fn fails(&self, args: &[&str]) -> String {
         self.fails_within(args, COMMAND_TIMEOUT)
+    }
+
+    /// Runs `shoal swarm unlock` with `key` piped to its stdin.
+    fn unlock(&self, key: &str) -> Output {
+        shoal_tests::run_with_timeout(
+            Command::new("sh").args([
+                "-c",
+                r#"printf '%s\n' "$1" | "$0" -H "$2" swarm unlock"#,
+                SHOAL,
+                key,
+                &self.host,
+            ]),
+            COMMAND_TIMEOUT,
+        )
+        .unwrap_or_else(|error| panic!("{error}"))
+    }
+
+    /// The manager's data key file, as it is now.
+    fn data_key_file(&self) -> String {
+        std::fs::read_to_string(self.data().join("swarm/raft-data-key.json"))
+            .expect("reading the data key file")
     }
 
     /// Every task of `service`, newest first within a slot, with full ids.
@@ -844,11 +866,11 @@ fn secrets_and_configs_are_created_listed_inspected_and_removed() {
         in_use.contains("in use") && in_use.contains(&reader),
         "{in_use}"
     );
-    // Nowhere on the node's disk outside the manager's own store (encryption at rest is still
-    // to come): not in the worker's state, not in any container's files. The one copy is the
-    // file in the container's in-memory files directory (a tmpfs).
+    // Nowhere on the node's disk: not in the manager's Raft store (sealed under its data key),
+    // not in the worker's state, not in any container's files. The one copy is the file in the
+    // container's in-memory files directory (a tmpfs).
     let grep = Command::new("grep")
-        .args(["-rl", "hunter2", "--exclude-dir=swarm"])
+        .args(["-rl", "hunter2"])
         .arg(host.data())
         .output()
         .expect("grep");
@@ -1449,4 +1471,186 @@ services:
         "web's task was made at {web_created}, before db was healthy at {db_healthy}"
     );
     host.ok(&["stack", "rm", &stack]);
+}
+
+/// The `SWMKEY-1-` line of what a command printed.
+fn unlock_key_in(output: &str) -> String {
+    output
+        .lines()
+        .map(str::trim)
+        .find(|line| line.starts_with("SWMKEY-1-"))
+        .unwrap_or_else(|| panic!("no unlock key in {output:?}"))
+        .to_owned()
+}
+
+/// A well-formed key that is not `key`: one of its base64 digits changed.
+fn another_key(key: &str) -> String {
+    let mut other = key.to_owned().into_bytes();
+    let digit = "SWMKEY-1-".len() + 4;
+    other[digit] = if other[digit] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(other).expect("ASCII")
+}
+
+/// A restarted manager under autolock serves nothing of the swarm and says how to unlock.
+fn assert_locked(host: &SwarmHost) {
+    let info = host.ok(&["info"]);
+    assert!(info.contains("Swarm: locked"), "{info}");
+    let refused = host.fails(&["service", "ls"]);
+    assert!(
+        refused.contains(
+            "Swarm is encrypted and needs to be unlocked before it can be used. Please use \"shoal swarm unlock\" to unlock it."
+        ),
+        "{refused}"
+    );
+}
+
+#[test]
+fn autolock_keeps_a_restarted_manager_locked_until_it_is_unlocked() {
+    let Some(mut host) = SwarmHost::start("autolock") else {
+        return;
+    };
+    let output = host.ok(&[
+        "swarm",
+        "init",
+        "--advertise-addr",
+        "127.0.0.1",
+        "--listen-addr",
+        "127.0.0.1:0",
+        "--autolock",
+    ]);
+    assert!(
+        output.contains("is now a manager")
+            && output.contains("To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\ncommand and provide the following key:")
+            && output.contains("Remember to store this key in a password manager"),
+        "{output}"
+    );
+    let key = unlock_key_in(&output);
+    assert_eq!(host.ok(&["swarm", "unlock-key", "-q"]).trim(), key);
+    assert!(host.ok(&["info"]).contains(" Autolock Managers: true"));
+    let not_locked = host.fails(&["swarm", "unlock"]);
+    assert!(
+        not_locked.contains("Error: swarm is not locked"),
+        "{not_locked}"
+    );
+    let web = host.service("web");
+    host.ok(&[
+        "service",
+        "create",
+        "--name",
+        &web,
+        "--stop-grace-period",
+        "1s",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+    let before = host.wait_for_exactly(&web, 1);
+
+    // Restarted, the manager is locked until the right key is given; then the same task runs on.
+    host.kill_9_daemon();
+    host.spawn_daemon();
+    assert_locked(&host);
+    let malformed = host.unlock("SWMTKN-1-not-an-unlock-key");
+    assert!(
+        String::from_utf8_lossy(&malformed.stderr).contains("invalid unlock key"),
+        "{}",
+        output_text(&malformed)
+    );
+    let wrong = host.unlock(&another_key(&key));
+    let wrong_text = String::from_utf8_lossy(&wrong.stderr).into_owned();
+    assert!(
+        !wrong.status.success()
+            && wrong_text.contains("swarm could not be unlocked: invalid key provided")
+            && wrong_text.contains("shoal swarm unlock-key"),
+        "{}",
+        output_text(&wrong)
+    );
+    assert_locked(&host);
+    let unlocked = host.unlock(&key);
+    assert!(unlocked.status.success(), "{}", output_text(&unlocked));
+    let after = host.wait_for_exactly(&web, 1);
+    assert_eq!(
+        after[0].id, before[0].id,
+        "the task is adopted, not replaced"
+    );
+
+    // After a rotation (once the manager re-sealed its data key), only the new key unlocks.
+    let sealed_before = host.data_key_file();
+    let rotated = host.ok(&["swarm", "unlock-key", "--rotate"]);
+    assert!(
+        rotated.starts_with("Successfully rotated manager unlock key.\n\nTo unlock"),
+        "{rotated}"
+    );
+    let new_key = unlock_key_in(&rotated);
+    assert_ne!(new_key, key);
+    wait_until("the data key re-sealed", Duration::from_secs(10), || {
+        if host.data_key_file() != sealed_before {
+            Ok(())
+        } else {
+            Err("the data key file is unchanged".to_owned())
+        }
+    });
+    host.kill_9_daemon();
+    host.spawn_daemon();
+    assert_locked(&host);
+    let old = host.unlock(&key);
+    assert!(
+        String::from_utf8_lossy(&old.stderr).contains("invalid key provided"),
+        "{}",
+        output_text(&old)
+    );
+    let unlocked = host.unlock(&new_key);
+    assert!(unlocked.status.success(), "{}", output_text(&unlocked));
+    host.wait_for_exactly(&web, 1);
+
+    // With autolock off the data key file is in clear and a restarted manager just runs.
+    assert_eq!(
+        host.ok(&["swarm", "update", "--autolock=false"]),
+        "Swarm updated.\n"
+    );
+    wait_until("the data key in clear", Duration::from_secs(10), || {
+        let file = host.data_key_file();
+        if file.contains("\"sealed_by_unlock_key\": false") {
+            Ok(())
+        } else {
+            Err(file)
+        }
+    });
+    let no_key = host.fails(&["swarm", "unlock-key"]);
+    assert!(no_key.contains("Error: no unlock key is set"), "{no_key}");
+    host.kill_9_daemon();
+    host.spawn_daemon();
+    host.wait_for_exactly(&web, 1);
+    assert!(host.ok(&["info"]).contains(" Autolock Managers: false"));
+
+    // Turning it on again prints the new key.
+    let on = host.ok(&["swarm", "update", "--autolock=true"]);
+    assert!(
+        on.starts_with("Swarm updated.\nTo unlock a swarm manager after it restarts"),
+        "{on}"
+    );
+    assert_eq!(
+        host.ok(&["swarm", "unlock-key", "-q"]).trim(),
+        unlock_key_in(&on)
+    );
+
+    // Without the key, leaving with --force is the way out of a locked swarm.
+    host.kill_9_daemon();
+    host.spawn_daemon();
+    assert_locked(&host);
+    let refused = host.fails(&["swarm", "leave"]);
+    assert!(
+        refused.contains("Swarm is encrypted and locked. Please unlock it first"),
+        "{refused}"
+    );
+    assert_eq!(
+        host.ok(&["swarm", "leave", "--force"]),
+        "Node left the swarm.\n"
+    );
+    assert!(host.ok(&["info"]).contains("Swarm: inactive"));
+    assert!(
+        host.containers(&web, true)
+            .expect("container ls")
+            .is_empty()
+    );
 }

@@ -35,6 +35,9 @@ pub enum ManagerError {
     FailedPrecondition(String),
     #[error("certificate authority: {0}")]
     Pki(String),
+    /// Making or sealing a key failed; the message says what to check.
+    #[error("{0}")]
+    Crypto(String),
     /// Another node could not be reached; the message says which and what to check.
     #[error("{0}")]
     Unavailable(String),
@@ -63,6 +66,7 @@ impl ManagerError {
             ManagerError::Ambiguous { .. } => "ambiguous_reference",
             ManagerError::FailedPrecondition(_) => "failed_precondition",
             ManagerError::Pki(_) => "pki",
+            ManagerError::Crypto(_) => "crypto",
             ManagerError::Io { .. } => "io",
             ManagerError::Unavailable(_) => "unavailable",
             ManagerError::PermissionDenied(_) => "permission_denied",
@@ -87,7 +91,9 @@ impl From<ManagerError> for tonic::Status {
             }
             ManagerError::NotFound { .. } => tonic::Status::not_found(message),
             ManagerError::FailedPrecondition(_) => tonic::Status::failed_precondition(message),
-            ManagerError::Pki(_) | ManagerError::Io { .. } => tonic::Status::internal(message),
+            ManagerError::Pki(_) | ManagerError::Crypto(_) | ManagerError::Io { .. } => {
+                tonic::Status::internal(message)
+            }
             ManagerError::Unavailable(_) => tonic::Status::unavailable(message),
             ManagerError::PermissionDenied(_) => tonic::Status::permission_denied(message),
             ManagerError::Remote(status) => tonic::Status::new(status.code(), message),

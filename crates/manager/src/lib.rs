@@ -3,8 +3,9 @@
 //! [`ManagerRole`] runs it all: the Raft store, the cluster port, the leader-only loop that drives
 //! the pure orchestration cores ([`orchestration_loop`], [`orchestrator`]), the dispatcher every
 //! worker talks to, and the control API the CLI calls. [`ca`] issues the certificates,
-//! [`membership`] keeps the node's place in the swarm on disk, and [`objects`] is the typed view
-//! of the cluster store.
+//! [`membership`] keeps the node's place in the swarm on disk, [`data_key`] the key that seals
+//! its Raft store and the swarm's unlock key, and [`objects`] is the typed view of the cluster
+//! store.
 //!
 //! **Architecture invariant:** the manager runs no containers. Everything under
 //! [`orchestrator`] does no IO, reads no clock, spawns nothing and uses no randomness: time comes
@@ -18,6 +19,7 @@ mod authz;
 pub mod ca;
 mod cluster_port;
 mod control;
+pub mod data_key;
 mod dispatcher;
 mod error;
 pub mod join;

@@ -1,15 +1,17 @@
 //! What a node keeps on its own disk about its place in a swarm: its ids, role and addresses
-//! (`state.json`) and its certificates, in `<data-root>/swarm/`. Files are replaced atomically
-//! (temporary file, fsync, rename), and the state file is written last, so a node that crashed
-//! while joining has either a whole membership or none.
+//! (`state.json`) and its certificates, in `<data-root>/swarm/`, and on managers the Raft store
+//! (`raft/`) and the data key that seals it (`raft-data-key.json`, see [`crate::data_key`]).
+//! Files are replaced atomically (temporary file, fsync, rename), and the state file is written
+//! last, so a node that crashed while joining has either a whole membership or none.
 
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use raft_store::TlsIdentity;
+use raft_store::{DataKey, TlsIdentity};
 use serde::{Deserialize, Serialize};
 
+use crate::data_key::{StoredDataKey, UnlockKey, decode_data_key_file, encode_data_key_file};
 use crate::error::ManagerError;
 
 const STATE_FILE: &str = "state.json";
@@ -18,6 +20,7 @@ const ROOT_CA_FILE: &str = "swarm-root-ca.crt";
 const NODE_CERT_FILE: &str = "swarm-node.crt";
 const NODE_KEY_FILE: &str = "swarm-node.key";
 const RAFT_DIR: &str = "raft";
+const DATA_KEY_FILE: &str = "raft-data-key.json";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -150,6 +153,94 @@ impl SwarmDir {
         write_atomically(&self.root.join(STATE_FILE), &state, 0o600)
     }
 
+    /// Writes the manager's data key file: `key` in clear, or sealed by `unlock_key` (autolock).
+    pub(crate) fn save_data_key(
+        &self,
+        key: &DataKey,
+        unlock_key: Option<&UnlockKey>,
+    ) -> Result<(), ManagerError> {
+        fs::create_dir_all(&self.root).map_err(io_error("creating", &self.root))?;
+        let contents = encode_data_key_file(key, unlock_key)?;
+        write_atomically(&self.root.join(DATA_KEY_FILE), &contents, 0o600)
+    }
+
+    /// A new data key for a manager whose role starts for the first time (a join as a manager,
+    /// a promotion), saved in clear: the manager seals it once it reads the swarm's autolock
+    /// setting from its store. A store left by an earlier, interrupted start is removed, since
+    /// it was sealed by a key that is gone.
+    pub fn new_manager_data_key(&self) -> Result<DataKey, ManagerError> {
+        self.remove_manager_data()?;
+        let key = DataKey::generate()?;
+        self.save_data_key(&key, None)?;
+        Ok(key)
+    }
+
+    /// The manager's data key file, in clear or sealed.
+    pub fn load_data_key(&self) -> Result<StoredDataKey, ManagerError> {
+        let path = self.root.join(DATA_KEY_FILE);
+        let bytes = match fs::read(&path) {
+            Ok(bytes) => bytes,
+            Err(error) if error.kind() == std::io::ErrorKind::NotFound => {
+                return Err(ManagerError::FailedPrecondition(format!(
+                    "this manager's data key file {} is missing, and its Raft store can't be read without it: restore the file from a backup, or leave the swarm by removing {} with the daemon stopped and join it again",
+                    path.display(),
+                    self.root.display()
+                )));
+            }
+            Err(source) => {
+                return Err(ManagerError::Io {
+                    what: "reading",
+                    path,
+                    source,
+                });
+            }
+        };
+        decode_data_key_file(&bytes).map_err(|detail| {
+            ManagerError::FailedPrecondition(format!(
+                "this manager's data key file {} is damaged ({detail}), and its Raft store can't be read without it: restore the file from a backup, or leave the swarm by removing {} with the daemon stopped and join it again",
+                path.display(),
+                self.root.display()
+            ))
+        })
+    }
+
+    /// Whether the data key file is as `unlock_key` wants it: sealed by that key, or in clear
+    /// for `None`. An unreadable file is not.
+    pub(crate) fn data_key_sealed_by(&self, unlock_key: Option<&UnlockKey>) -> bool {
+        match (self.load_data_key(), unlock_key) {
+            (Ok(StoredDataKey::Clear(_)), None) => true,
+            (Ok(StoredDataKey::Sealed(sealed)), Some(unlock_key)) => {
+                sealed.unseal(unlock_key).is_ok()
+            }
+            _ => false,
+        }
+    }
+
+    /// Removes what only a manager keeps: the Raft store and its data key (a demotion, a
+    /// promotion that failed).
+    pub fn remove_manager_data(&self) -> Result<(), ManagerError> {
+        let raft = self.raft_dir();
+        match fs::remove_dir_all(&raft) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => {
+                return Err(ManagerError::Io {
+                    what: "removing",
+                    path: raft,
+                    source: error,
+                });
+            }
+            _ => {}
+        }
+        let key = self.root.join(DATA_KEY_FILE);
+        match fs::remove_file(&key) {
+            Err(error) if error.kind() != std::io::ErrorKind::NotFound => Err(ManagerError::Io {
+                what: "removing",
+                path: key,
+                source: error,
+            }),
+            _ => Ok(()),
+        }
+    }
+
     /// Forgets the swarm: removes the whole folder.
     pub fn remove(&self) -> Result<(), ManagerError> {
         match fs::remove_dir_all(&self.root) {
@@ -192,6 +283,52 @@ mod tests {
         assert_eq!(loaded_identity.key_pem, b"key");
         swarm.remove().unwrap();
         assert!(swarm.load().unwrap().is_none());
+    }
+
+    #[test]
+    fn the_data_key_file_is_private_and_reads_back_clear_or_sealed() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let swarm = SwarmDir::new(dir.path());
+        let error = swarm.load_data_key().unwrap_err().to_string();
+        assert!(
+            error.contains("data key file") && error.contains("is missing"),
+            "{error}"
+        );
+
+        let key = swarm.new_manager_data_key().unwrap();
+        let path = swarm.path().join(DATA_KEY_FILE);
+        let mode = fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600);
+        let StoredDataKey::Clear(read) = swarm.load_data_key().unwrap() else {
+            panic!("a new manager's data key is in clear");
+        };
+        assert_eq!(read.as_bytes(), key.as_bytes());
+
+        let unlock_key = UnlockKey::generate().unwrap();
+        swarm.save_data_key(&key, Some(&unlock_key)).unwrap();
+        let StoredDataKey::Sealed(sealed) = swarm.load_data_key().unwrap() else {
+            panic!("sealed by the unlock key");
+        };
+        assert_eq!(
+            sealed.unseal(&unlock_key).unwrap().as_bytes(),
+            key.as_bytes()
+        );
+        assert!(swarm.data_key_sealed_by(Some(&unlock_key)));
+        assert!(!swarm.data_key_sealed_by(Some(&UnlockKey::generate().unwrap())));
+        assert!(!swarm.data_key_sealed_by(None));
+        swarm.save_data_key(&key, None).unwrap();
+        assert!(swarm.data_key_sealed_by(None));
+
+        fs::write(&path, b"{}").unwrap();
+        let error = swarm.load_data_key().unwrap_err().to_string();
+        assert!(error.contains("is damaged"), "{error}");
+
+        fs::create_dir_all(swarm.raft_dir()).unwrap();
+        swarm.remove_manager_data().unwrap();
+        assert!(!path.exists() && !swarm.raft_dir().exists());
+        // Nothing left to remove is not an error.
+        swarm.remove_manager_data().unwrap();
     }
 
     #[test]

@@ -1,20 +1,22 @@
 //! The manager role as one running unit: the Raft store, the cluster port (2377: Raft and the
 //! dispatcher, over mutual TLS), the orchestration loop, the dispatcher and the control API.
 //! `swarm init` founds a new swarm with [`ManagerRole::init`]; a restarted daemon resumes its
-//! role with [`ManagerRole::start`].
+//! role with [`ManagerRole::start`], given the manager's data key (unsealed by the unlock key
+//! first under autolock). While it runs, the role keeps its data key file sealed as the swarm's
+//! autolock setting says.
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use raft_store::{Store, StoreConfig, TlsIdentity, Transaction};
+use raft_store::{DataKey, Store, StoreConfig, StoreError, TlsIdentity, Transaction};
 use shoal_proto::api::control_server::ControlServer;
 use shoal_proto::api::dispatcher_server::DispatcherServer;
 use shoal_proto::api::node_ca_server::NodeCaServer;
 use shoal_proto::api::raft_membership_server::RaftMembershipServer;
 use shoal_proto::api::{
-    self, Annotations, CaConfig, Cluster, ClusterSpec, DispatcherConfig, ManagerStatus, Node,
-    NodeDescription, NodeRole, NodeSpec, NodeStatus, OrchestrationConfig, RaftConfig, node_spec,
-    node_status, raft_member_status,
+    self, Annotations, CaConfig, Cluster, ClusterSpec, DispatcherConfig, EncryptionConfig,
+    ManagerStatus, Node, NodeDescription, NodeRole, NodeSpec, NodeStatus, OrchestrationConfig,
+    RaftConfig, node_spec, node_status, raft_member_status,
 };
 use tokio::sync::{oneshot, watch};
 use tonic::service::interceptor::InterceptedService;
@@ -24,6 +26,7 @@ use crate::authz::ClusterAuth;
 use crate::ca::{DEFAULT_NODE_CERT_LIFETIME, RootCa};
 use crate::cluster_port::ClusterPortTls;
 use crate::control::ControlApi;
+use crate::data_key::{self, UnlockKey};
 use crate::dispatcher::{DispatcherService, LogBroker};
 use crate::error::ManagerError;
 use crate::join_token::JoinToken;
@@ -56,6 +59,9 @@ pub struct InitOptions {
     pub dispatcher_heartbeat: Option<Duration>,
     /// This node's hostname, for its node object.
     pub hostname: String,
+    /// Seals the managers' data keys by an unlock key, so a restarted manager stays locked
+    /// until `swarm unlock`.
+    pub autolock: bool,
 }
 
 /// The swarm as `shoal info` shows it from a manager.
@@ -76,6 +82,8 @@ pub struct ManagerRole {
     server: Option<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)>,
     tls: ClusterPortTls,
     orchestration: tokio::task::JoinHandle<()>,
+    data_key: DataKey,
+    data_key_keeper: tokio::task::JoinHandle<()>,
 }
 
 fn check_address_pools(pools: &[String], subnet_size: u32) -> Result<(), ManagerError> {
@@ -165,6 +173,8 @@ impl ManagerRole {
         let advertise =
             choose_advertise_addr(&options.advertise_addr, bound, &host_ipv4_addresses())?;
 
+        let data_key = DataKey::generate()?;
+        let unlock_key = options.autolock.then(UnlockKey::generate).transpose()?;
         let cluster_id = raft_store::new_object_id();
         let node_id = raft_store::new_object_id();
         let raft_member_id = raft_member_id_for(&node_id);
@@ -187,7 +197,7 @@ impl ManagerRole {
             advertise_addr: advertise.to_string(),
             manager_addrs: vec![advertise.to_string()],
         };
-        let cluster = Cluster {
+        let mut cluster = Cluster {
             id: cluster_id.clone(),
             spec: Some(ClusterSpec {
                 annotations: Some(Annotations {
@@ -213,6 +223,9 @@ impl ManagerRole {
                 ca_config: Some(CaConfig {
                     node_cert_expiry: Some(duration_to_proto(DEFAULT_NODE_CERT_LIFETIME)),
                     ..Default::default()
+                }),
+                encryption_config: Some(EncryptionConfig {
+                    auto_lock_managers: options.autolock,
                 }),
                 ..Default::default()
             }),
@@ -257,12 +270,17 @@ impl ManagerRole {
             ..Default::default()
         };
 
+        if let Some(unlock_key) = &unlock_key {
+            data_key::settle_unlock_keys(&mut cluster, false, || Ok(unlock_key.clone()))?;
+        }
         let founded = async {
+            swarm_dir.save_data_key(&data_key, unlock_key.as_ref())?;
             let store = Store::open(StoreConfig::new(
                 raft_member_id,
                 swarm_dir.raft_dir(),
                 advertise.to_string(),
                 identity.clone(),
+                data_key.clone(),
             ))
             .await?;
             store.bootstrap().await?;
@@ -286,15 +304,25 @@ impl ManagerRole {
                 return Err(error);
             }
         };
-        tracing::info!(node = %node_id, cluster = %cluster_id, addr = %advertise, "swarm initialised");
-        ManagerRole::run(Arc::new(store), listener, membership, &identity)
+        tracing::info!(node = %node_id, cluster = %cluster_id, addr = %advertise, autolock = options.autolock, "swarm initialised");
+        ManagerRole::run(
+            Arc::new(store),
+            listener,
+            membership,
+            &identity,
+            swarm_dir,
+            data_key,
+        )
     }
 
-    /// Resumes the manager role of a node that already belongs to a swarm.
+    /// Resumes the manager role of a node that already belongs to a swarm, with the manager's
+    /// data key: the one in its data key file, or for a manager that starts for the first time,
+    /// [`SwarmDir::new_manager_data_key`].
     pub async fn start(
         swarm_dir: &SwarmDir,
         membership: Membership,
         identity: TlsIdentity,
+        data_key: DataKey,
     ) -> Result<ManagerRole, ManagerError> {
         let listener = tokio::net::TcpListener::bind(&membership.listen_addr)
             .await
@@ -309,9 +337,17 @@ impl ManagerRole {
             swarm_dir.raft_dir(),
             membership.advertise_addr.clone(),
             identity.clone(),
+            data_key.clone(),
         ))
         .await?;
-        ManagerRole::run(Arc::new(store), listener, membership, &identity)
+        ManagerRole::run(
+            Arc::new(store),
+            listener,
+            membership,
+            &identity,
+            swarm_dir,
+            data_key,
+        )
     }
 
     /// Recovers from a lost quorum (`swarm init --force-new-cluster`): this manager's copy of
@@ -322,14 +358,16 @@ impl ManagerRole {
         swarm_dir: &SwarmDir,
         membership: Membership,
         identity: TlsIdentity,
+        data_key: DataKey,
     ) -> Result<ManagerRole, ManagerError> {
         raft_store::force_new_cluster(
             &swarm_dir.raft_dir(),
+            &data_key,
             membership.raft_member_id,
             &membership.advertise_addr,
         )
         .await?;
-        let manager = ManagerRole::start(swarm_dir, membership, identity).await?;
+        let manager = ManagerRole::start(swarm_dir, membership, identity, data_key).await?;
         manager.store.wait_for_leader(BOOTSTRAP_TIMEOUT).await?;
         tracing::warn!("a new cluster was forced from this manager's state");
         Ok(manager)
@@ -340,8 +378,16 @@ impl ManagerRole {
         listener: tokio::net::TcpListener,
         membership: Membership,
         identity: &TlsIdentity,
+        swarm_dir: &SwarmDir,
+        data_key: DataKey,
     ) -> Result<ManagerRole, ManagerError> {
         let (stop, stopped) = watch::channel(false);
+        let data_key_keeper = tokio::spawn(keep_data_key_file_sealed(
+            Arc::clone(&store),
+            swarm_dir.clone(),
+            data_key.clone(),
+            stopped.clone(),
+        ));
         let heartbeat = watch::channel(DEFAULT_DISPATCHER_HEARTBEAT);
         tokio::spawn(follow_heartbeat_setting(
             Arc::clone(&store),
@@ -419,6 +465,8 @@ impl ManagerRole {
             server: Some((stop_server, serving)),
             tls,
             orchestration,
+            data_key,
+            data_key_keeper,
         })
     }
 
@@ -437,6 +485,11 @@ impl ManagerRole {
 
     pub fn membership(&self) -> &Membership {
         &self.membership
+    }
+
+    /// The key this manager's Raft store is sealed with.
+    pub fn data_key(&self) -> &DataKey {
+        &self.data_key
     }
 
     /// Takes this manager out of the Raft group before the node leaves the swarm; refused
@@ -474,11 +527,99 @@ impl ManagerRole {
             let _ = tokio::time::timeout(Duration::from_secs(2), serving).await;
         }
         let _ = (&mut self.orchestration).await;
+        // A data key file written after this returns could outlive a demotion's clean-up.
+        let _ = (&mut self.data_key_keeper).await;
         drop(self.control);
         // Session streams may still hold the store for a moment; it is closed all the same, so
         // the role can start again on the same data at once (a new certificate, a promotion).
         if let Err(error) = self.store.shutdown().await {
             tracing::warn!(%error, "closing the store");
+        }
+    }
+}
+
+/// Keeps this manager's data key file sealed as the swarm's autolock setting says: by the
+/// cluster's unlock key while autolock is on (again after each rotation), in clear while it is
+/// off. A manager that was down during a rotation re-seals once it has caught up; until then
+/// only the key from before the rotation unlocks it.
+async fn keep_data_key_file_sealed(
+    store: Arc<Store>,
+    swarm_dir: SwarmDir,
+    key: DataKey,
+    mut stop: watch::Receiver<bool>,
+) {
+    const RETRY_DELAY: Duration = Duration::from_secs(5);
+    let mut changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
+    // Right after a start the local copy may lag what is committed, and would have the file
+    // sealed by a key rotated away since: act only on a state that has caught up.
+    loop {
+        tokio::select! {
+            caught_up = store.read_barrier() => match caught_up {
+                Ok(_) => break,
+                Err(StoreError::ShuttingDown) => return,
+                Err(error) => {
+                    tracing::debug!(%error, "waiting to catch up before sealing the data key file");
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(500)) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            },
+            _ = stop.changed() => return,
+        }
+    }
+    loop {
+        let wanted = store.local_view(|view| {
+            objects::cluster_of(view)
+                .ok()
+                .flatten()
+                .map(|cluster| data_key::cluster_unlock_key(&cluster))
+        });
+        let mut failed = false;
+        match wanted {
+            // A manager that just joined may not have the cluster object yet.
+            None => {}
+            Some(Err(error)) => {
+                tracing::warn!(%error, "can't tell how to seal this manager's data key file");
+            }
+            Some(Ok(wanted)) if !swarm_dir.data_key_sealed_by(wanted.as_ref()) => {
+                match swarm_dir.save_data_key(&key, wanted.as_ref()) {
+                    Ok(()) => tracing::info!(
+                        autolock = wanted.is_some(),
+                        "re-sealed this manager's data key file as the swarm's autolock setting says"
+                    ),
+                    Err(error) => {
+                        failed = true;
+                        tracing::error!(%error, "could not write this manager's data key file; retrying");
+                    }
+                }
+            }
+            Some(Ok(_)) => {}
+        }
+        // Waits for a change to the cluster object, or the time to retry a failed write.
+        let retry_at = failed.then(|| tokio::time::Instant::now() + RETRY_DELAY);
+        loop {
+            let retry = async {
+                match retry_at {
+                    Some(at) => tokio::time::sleep_until(at).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                next = changes.next() => match next {
+                    Ok(committed) => {
+                        if committed.changes.iter().any(|change| change.object().kind == Cluster::KIND) {
+                            break;
+                        }
+                    }
+                    Err(_) => {
+                        changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
+                        break;
+                    }
+                },
+                () = retry => break,
+                _ = stop.changed() => return,
+            }
         }
     }
 }

@@ -7,6 +7,7 @@
 
 use std::time::{Duration, Instant};
 
+use manager::data_key::{StoredDataKey, UnlockKey};
 use manager::{InitOptions, ManagerRole, SwarmDir};
 use shoal_proto::api::control_server::Control;
 use shoal_proto::api::dispatcher_client::DispatcherClient;
@@ -690,5 +691,144 @@ async fn secrets_and_configs_keep_their_data_to_themselves_and_their_users() {
         .await
         .unwrap_err();
     assert_eq!(gone.code(), tonic::Code::NotFound);
+    role.shutdown().await;
+}
+
+/// The cluster as the control API shows it, and the version to update it at.
+async fn cluster_and_version(control: &manager::ControlApi) -> (shoal_proto::api::Cluster, u64) {
+    let cluster = control
+        .get_cluster(Request::new(shoal_proto::api::GetClusterRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .cluster
+        .unwrap();
+    let version = cluster
+        .meta
+        .as_ref()
+        .and_then(|meta| meta.version.as_ref())
+        .map_or(0, |version| version.index);
+    (cluster, version)
+}
+
+async fn unlock_key_text(control: &manager::ControlApi) -> String {
+    control
+        .get_unlock_key(Request::new(shoal_proto::api::GetUnlockKeyRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .unlock_key
+}
+
+/// Waits until the data key file opens with `unlock_key` (or is in clear, for `None`).
+async fn data_key_file_sealed_by(swarm_dir: &SwarmDir, unlock_key: Option<&UnlockKey>) {
+    poll_until(
+        "the data key file sealed as autolock says",
+        Duration::from_secs(10),
+        || async {
+            match (swarm_dir.load_data_key().ok()?, unlock_key) {
+                (StoredDataKey::Clear(_), None) => Some(()),
+                (StoredDataKey::Sealed(sealed), Some(key)) => sealed.unseal(key).ok().map(drop),
+                _ => None,
+            }
+        },
+    )
+    .await
+}
+
+#[tokio::test]
+async fn autolock_seals_the_data_key_file_by_the_current_unlock_key() {
+    use shoal_proto::api::{EncryptionConfig, UpdateClusterRequest};
+
+    let data_root = tempfile::tempdir().unwrap();
+    let swarm_dir = SwarmDir::new(data_root.path());
+    let role = ManagerRole::init(
+        &swarm_dir,
+        InitOptions {
+            advertise_addr: "127.0.0.1".into(),
+            listen_addr: "127.0.0.1:0".into(),
+            hostname: "locked-host".into(),
+            autolock: true,
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let control = role.control();
+
+    // The key is only given by GetUnlockKey; the cluster object never shows it.
+    let first = UnlockKey::parse(&unlock_key_text(&control).await).unwrap();
+    let (cluster, version) = cluster_and_version(&control).await;
+    assert!(cluster.unlock_keys.is_empty());
+    let StoredDataKey::Sealed(sealed) = swarm_dir.load_data_key().unwrap() else {
+        panic!("under autolock the data key file is sealed from the start");
+    };
+    assert_eq!(
+        sealed.unseal(&first).unwrap().as_bytes(),
+        role.data_key().as_bytes()
+    );
+
+    // A rotation re-seals the file: the old key no longer opens it.
+    control
+        .update_cluster(Request::new(UpdateClusterRequest {
+            version,
+            spec: cluster.spec.clone(),
+            rotate_manager_unlock_key: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    let second = UnlockKey::parse(&unlock_key_text(&control).await).unwrap();
+    assert_ne!(second, first);
+    data_key_file_sealed_by(&swarm_dir, Some(&second)).await;
+    let StoredDataKey::Sealed(sealed) = swarm_dir.load_data_key().unwrap() else {
+        panic!("still sealed");
+    };
+    let refused = sealed.unseal(&first).unwrap_err().to_string();
+    assert!(refused.contains("invalid key provided"), "{refused}");
+
+    // Turning autolock off leaves the file in clear and no key to show or rotate.
+    let (cluster, version) = cluster_and_version(&control).await;
+    let mut spec = cluster.spec.clone().unwrap();
+    spec.encryption_config = Some(EncryptionConfig {
+        auto_lock_managers: false,
+    });
+    control
+        .update_cluster(Request::new(UpdateClusterRequest {
+            version,
+            spec: Some(spec.clone()),
+            ..Default::default()
+        }))
+        .await
+        .unwrap();
+    data_key_file_sealed_by(&swarm_dir, None).await;
+    assert_eq!(unlock_key_text(&control).await, "");
+    let (_, version) = cluster_and_version(&control).await;
+    let refused = control
+        .update_cluster(Request::new(UpdateClusterRequest {
+            version,
+            spec: Some(spec),
+            rotate_manager_unlock_key: true,
+            ..Default::default()
+        }))
+        .await
+        .unwrap_err();
+    assert!(
+        refused.message().contains("autolock is not turned on"),
+        "{refused}"
+    );
+
+    // The manager starts again from the file it left, and reads its sealed store.
+    let (membership, identity) = swarm_dir.load().unwrap().unwrap();
+    let cluster_id = membership.cluster_id.clone();
+    role.shutdown().await;
+    let StoredDataKey::Clear(data_key) = swarm_dir.load_data_key().unwrap() else {
+        panic!("in clear without autolock");
+    };
+    let role = ManagerRole::start(&swarm_dir, membership, identity, data_key)
+        .await
+        .unwrap();
+    let (cluster, _) = cluster_and_version(&role.control()).await;
+    assert_eq!(cluster.id, cluster_id);
     role.shutdown().await;
 }

@@ -109,7 +109,13 @@ async fn services_in_the_store_get_their_tasks_scaled_and_removed() {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let config = StoreConfig::new(1, dir.path(), &addr, pki::TestPki::new().identity(1));
+    let config = StoreConfig::new(
+        1,
+        dir.path(),
+        &addr,
+        pki::TestPki::new().identity(1),
+        pki::data_key(1),
+    );
     let store = Arc::new(Store::open(config).await.unwrap());
     store.serve(listener).unwrap();
     store.bootstrap().await.unwrap();

@@ -26,6 +26,16 @@ pub enum StoreError {
         "the snapshot at {path} is damaged ({detail}); this member refuses to start from it and has changed nothing. Move the data directory aside and rejoin the member from its peers"
     )]
     CorruptSnapshot { path: PathBuf, detail: String },
+    #[error(
+        "cannot decrypt the raft log at {path}: wrong data key or damaged file ({detail}); this member refuses to start from it and has changed nothing. Start it with the data key it was written with; if that key is lost, move the data directory aside and rejoin the member from its peers"
+    )]
+    UndecryptableLog { path: PathBuf, detail: String },
+    #[error(
+        "cannot decrypt the snapshot at {path}: wrong data key or damaged file; this member refuses to start from it and has changed nothing. Start it with the data key it was written with; if that key is lost, move the data directory aside and rejoin the member from its peers"
+    )]
+    UndecryptableSnapshot { path: PathBuf },
+    #[error("{0}")]
+    Crypto(String),
     #[error("disk I/O failed on {path}: {detail}; check free space and permissions")]
     Io { path: PathBuf, detail: String },
     #[error("membership change refused: {0}")]
@@ -66,6 +76,9 @@ impl StoreError {
             StoreError::NoQuorum { .. } => "no_quorum",
             StoreError::CorruptLog { .. } => "corrupt_log",
             StoreError::CorruptSnapshot { .. } => "corrupt_snapshot",
+            StoreError::UndecryptableLog { .. } => "undecryptable_log",
+            StoreError::UndecryptableSnapshot { .. } => "undecryptable_snapshot",
+            StoreError::Crypto(_) => "crypto",
             StoreError::Io { .. } => "io",
             StoreError::Membership(_) => "membership",
             StoreError::WatchCompacted { .. } => "watch_compacted",

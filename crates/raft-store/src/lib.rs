@@ -7,12 +7,14 @@
 //! - Reads are linearizable (through the leader's read index) or local.
 //! - Committed changes come out of [`Store::watch`] in log order, resumable from an index.
 //! - The log and vote live in redb and are fsynced before anything is acknowledged; the object
-//!   state is rebuilt from a snapshot file plus the log.
+//!   state is rebuilt from a snapshot file plus the log. Log entries and snapshot contents are
+//!   sealed on disk with AES-256-GCM under the member's [`DataKey`], which its caller keeps.
 //!
 //! Architecture invariant: the store knows kinds, ids, names and versions, never what an object
 //! means. openraft is used only inside this crate.
 
 mod client;
+mod data_key;
 mod error;
 mod log_store;
 mod network;
@@ -29,6 +31,7 @@ mod watch;
 mod wire;
 
 pub use client::StoreClient;
+pub use data_key::DataKey;
 pub use error::StoreError;
 pub use network::LinkFilter;
 pub use store::{ReadConsistency, Store, StoreConfig, StoreStatus, StoreView, force_new_cluster};

@@ -1,6 +1,8 @@
 //! The Raft log and vote on disk, in redb. Every entry is also kept in memory (the log is purged
 //! behind each snapshot, so it stays small) so reads never touch the disk. One writer thread turns
 //! whatever has queued up into a single redb transaction and a single fsync: group commit.
+//! Entries carry object data, so each is sealed under the data key (see `data_key`) before it
+//! is checksummed and stored; the vote and the marks beside it hold only ids and stay in clear.
 
 use std::collections::BTreeMap;
 use std::io;
@@ -15,6 +17,7 @@ use redb::{
 };
 use tokio::sync::oneshot;
 
+use crate::data_key::{DataKey, Undecryptable};
 use crate::error::StoreError;
 use crate::types::TypeConfig;
 use crate::types::raft_types::{Entry, LogId, Vote};
@@ -25,27 +28,83 @@ const VOTE_KEY: &str = "vote";
 const COMMITTED_KEY: &str = "committed";
 const PURGED_KEY: &str = "last_purged";
 
-/// Encodes a value with a CRC32 in front, so that a flipped bit is caught when the log is opened
-/// instead of being replicated.
-fn seal<T: serde::Serialize>(value: &T) -> Vec<u8> {
-    let body = postcard::to_allocvec(value).unwrap_or_else(|error| {
+fn encode<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    postcard::to_allocvec(value).unwrap_or_else(|error| {
         // Serializing plain in-memory data to a Vec cannot fail; reaching this is a bug.
         panic!("encoding a log record: {error}")
-    });
-    let mut sealed = Vec::with_capacity(body.len() + 4);
-    sealed.extend_from_slice(&crc32fast::hash(&body).to_le_bytes());
-    sealed.extend_from_slice(&body);
-    sealed
+    })
 }
 
-fn unseal<T: serde::de::DeserializeOwned>(sealed: &[u8]) -> Result<T, String> {
-    let (checksum, body) = sealed
+/// Puts a CRC32 in front of `body`, so that a flipped bit is caught when the log is opened
+/// instead of being replicated (or taken for a wrong key).
+fn checksummed(body: &[u8]) -> Vec<u8> {
+    let mut record = Vec::with_capacity(body.len() + 4);
+    record.extend_from_slice(&crc32fast::hash(body).to_le_bytes());
+    record.extend_from_slice(body);
+    record
+}
+
+fn verified(record: &[u8]) -> Result<&[u8], String> {
+    let (checksum, body) = record
         .split_first_chunk::<4>()
-        .ok_or_else(|| format!("record of {} bytes is truncated", sealed.len()))?;
+        .ok_or_else(|| format!("record of {} bytes is truncated", record.len()))?;
     if u32::from_le_bytes(*checksum) != crc32fast::hash(body) {
         return Err("checksum mismatch".to_owned());
     }
-    postcard::from_bytes(body).map_err(|error| format!("undecodable record: {error}"))
+    Ok(body)
+}
+
+/// The vote, the committed id and the purge mark: log ids and member ids only, no object data,
+/// so they are kept in clear with their checksum.
+fn clear_record<T: serde::Serialize>(value: &T) -> Vec<u8> {
+    checksummed(&encode(value))
+}
+
+fn read_clear_record<T: serde::de::DeserializeOwned>(record: &[u8]) -> Result<T, String> {
+    postcard::from_bytes(verified(record)?).map_err(|error| format!("undecodable record: {error}"))
+}
+
+/// What an entry's seal is bound to: its place in the log, so that no entry can stand in for
+/// another.
+fn entry_binding(index: u64) -> [u8; 24] {
+    let mut binding = [0u8; 24];
+    binding[..16].copy_from_slice(b"shoal raft entry");
+    binding[16..].copy_from_slice(&index.to_be_bytes());
+    binding
+}
+
+/// An entry as stored: sealed under the data key, bound to its index, then checksummed.
+fn sealed_entry(key: &DataKey, entry: &Entry) -> io::Result<Vec<u8>> {
+    let sealed = key
+        .seal(&entry_binding(entry.index()), &encode(entry))
+        .map_err(io::Error::other)?;
+    Ok(checksummed(&sealed))
+}
+
+/// Why a stored record can't be read.
+enum Unreadable {
+    /// Its checksum or structure is wrong: the file is damaged.
+    Damaged(String),
+    /// It is whole but does not open: another data key sealed it.
+    WrongKey(String),
+}
+
+impl From<String> for Unreadable {
+    fn from(detail: String) -> Self {
+        Unreadable::Damaged(detail)
+    }
+}
+
+fn read_sealed_entry(key: &DataKey, index: u64, record: &[u8]) -> Result<Entry, Unreadable> {
+    let sealed = verified(record).map_err(|e| format!("entry at index {index}: {e}"))?;
+    let body = key
+        .open(&entry_binding(index), sealed)
+        .map_err(|Undecryptable| {
+            Unreadable::WrongKey(format!("the entry at index {index} does not open"))
+        })?;
+    let entry: Entry = postcard::from_bytes(&body)
+        .map_err(|error| format!("entry at index {index}: undecodable record: {error}"))?;
+    Ok(entry)
 }
 
 /// redb's page cache.
@@ -113,6 +172,7 @@ enum WriteOp {
 
 struct Shared {
     path: PathBuf,
+    key: DataKey,
     cache: Mutex<LogCache>,
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -147,13 +207,21 @@ pub(crate) struct LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log at `path`, verifying every record. A damaged file is reported
-    /// and left exactly as it was: it is first read through a read-only handle, and only a file
-    /// that reads whole is opened for writing.
-    pub(crate) fn open(path: &Path) -> Result<Self, StoreError> {
+    /// Opens (or creates) the log at `path`, verifying every record and opening every entry
+    /// with `key`. A damaged file, or one sealed with another key, is reported and left exactly
+    /// as it was: it is first read through a read-only handle, and only a file that reads whole
+    /// is opened for writing.
+    pub(crate) fn open(path: &Path, key: &DataKey) -> Result<Self, StoreError> {
         let corrupt = |detail: String| StoreError::CorruptLog {
             path: path.to_owned(),
             detail,
+        };
+        let unreadable = |unreadable: Unreadable| match unreadable {
+            Unreadable::Damaged(detail) => corrupt(detail),
+            Unreadable::WrongKey(detail) => StoreError::UndecryptableLog {
+                path: path.to_owned(),
+                detail,
+            },
         };
         let already_open = || {
             StoreError::io(
@@ -164,7 +232,7 @@ impl LogStore {
         let existed = path.exists();
         let verified = if existed {
             match ReadOnlyDatabase::open(path) {
-                Ok(database) => Some(Self::load(&database).map_err(corrupt)?),
+                Ok(database) => Some(Self::load(&database, key).map_err(unreadable)?),
                 // A crash left a commit half done; redb's own recovery finishes it when the file
                 // is opened for writing below, and the records are verified after that.
                 Err(redb::DatabaseError::RepairAborted) => None,
@@ -189,7 +257,7 @@ impl LogStore {
         })?;
         let cache = match verified {
             Some(cache) => cache,
-            None if existed => Self::load(&database).map_err(corrupt)?,
+            None if existed => Self::load(&database, key).map_err(unreadable)?,
             None => {
                 Self::initialise(&database).map_err(|error| StoreError::io(path, error))?;
                 LogCache::default()
@@ -204,6 +272,7 @@ impl LogStore {
         Ok(LogStore {
             shared: Arc::new(Shared {
                 path: path.to_owned(),
+                key: key.clone(),
                 cache: Mutex::new(cache),
                 writer: Mutex::new(Some(sender)),
                 writer_thread: Mutex::new(Some(thread)),
@@ -219,7 +288,7 @@ impl LogStore {
         Ok(())
     }
 
-    fn load(database: &impl ReadableDatabase) -> Result<LogCache, String> {
+    fn load(database: &impl ReadableDatabase, key: &DataKey) -> Result<LogCache, Unreadable> {
         let txn = database.begin_read().map_err(|error| error.to_string())?;
         let mut cache = LogCache::default();
         let meta = txn.open_table(META).map_err(|error| error.to_string())?;
@@ -230,31 +299,35 @@ impl LogStore {
                 .map(|value| value.value().to_vec()))
         };
         if let Some(sealed) = read_meta(VOTE_KEY)? {
-            cache.vote = Some(unseal(&sealed).map_err(|e| format!("vote: {e}"))?);
+            cache.vote = Some(read_clear_record(&sealed).map_err(|e| format!("vote: {e}"))?);
         }
         if let Some(sealed) = read_meta(COMMITTED_KEY)? {
-            cache.committed = unseal(&sealed).map_err(|e| format!("committed id: {e}"))?;
+            cache.committed =
+                read_clear_record(&sealed).map_err(|e| format!("committed id: {e}"))?;
         }
         if let Some(sealed) = read_meta(PURGED_KEY)? {
-            cache.last_purged = unseal(&sealed).map_err(|e| format!("purge mark: {e}"))?;
+            cache.last_purged =
+                read_clear_record(&sealed).map_err(|e| format!("purge mark: {e}"))?;
         }
         let entries = txn.open_table(ENTRIES).map_err(|error| error.to_string())?;
         let mut expected_next = cache.last_purged.as_ref().map(|id| id.index() + 1);
         for row in entries.iter().map_err(|error| error.to_string())? {
             let (index, sealed) = row.map_err(|error| error.to_string())?;
             let index = index.value();
-            let entry: Entry =
-                unseal(sealed.value()).map_err(|e| format!("entry at index {index}: {e}"))?;
+            let entry = read_sealed_entry(key, index, sealed.value())?;
             if entry.index() != index {
-                return Err(format!(
+                return Err(Unreadable::Damaged(format!(
                     "entry stored at index {index} claims index {}",
                     entry.index()
-                ));
+                )));
             }
             if let Some(expected) = expected_next
                 && index != expected
             {
-                return Err(format!("entries {expected} to {} are missing", index - 1));
+                return Err(Unreadable::Damaged(format!(
+                    "entries {expected} to {} are missing",
+                    index - 1
+                )));
             }
             expected_next = Some(index + 1);
             cache.insert(index, entry, sealed.value().len());
@@ -337,7 +410,7 @@ impl LogStore {
         self.cache().vote = Some(*vote);
         let (done, wait) = oneshot::channel();
         self.send(WriteOp::SaveVote {
-            vote: seal(vote),
+            vote: clear_record(vote),
             done,
         })?;
         wait.await
@@ -393,7 +466,7 @@ fn write_batch(database: &Database, batch: &[WriteOp]) -> Result<(), redb::Error
                 }
                 WriteOp::PurgeUpTo(log_id) => {
                     entries.retain_in::<u64, _>(..=log_id.index(), |_, _| false)?;
-                    meta.insert(PURGED_KEY, seal(&Some(*log_id)).as_slice())?;
+                    meta.insert(PURGED_KEY, clear_record(&Some(*log_id)).as_slice())?;
                 }
                 WriteOp::SaveVote { vote, .. } => {
                     meta.insert(VOTE_KEY, vote.as_slice())?;
@@ -454,7 +527,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_committed(&mut self, committed: Option<LogId>) -> Result<(), io::Error> {
-        let sealed = seal(&committed);
+        let sealed = clear_record(&committed);
         self.cache().committed = committed;
         self.send(WriteOp::SaveCommitted(sealed))
     }
@@ -473,13 +546,18 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: Send,
     {
         let mut sealed = Vec::new();
+        let mut kept = Vec::new();
+        // Sealed before the cache is locked: readers never wait on the cipher.
+        for entry in entries {
+            let index = entry.index();
+            let bytes = sealed_entry(&self.shared.key, &entry)?;
+            kept.push((index, entry, bytes.len()));
+            sealed.push((index, bytes));
+        }
         {
             let mut cache = self.cache();
-            for entry in entries {
-                let index = entry.index();
-                let bytes = seal(&entry);
-                cache.insert(index, entry, bytes.len());
-                sealed.push((index, bytes));
+            for (index, entry, size) in kept {
+                cache.insert(index, entry, size);
             }
         }
         self.send(WriteOp::Append {

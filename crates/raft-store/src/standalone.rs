@@ -1,13 +1,16 @@
 //! A store member as a process of its own, for the multi-process tests and `raft-bench`: real
 //! processes that can be killed with `kill -9`. Managers embed [`Store`](crate::Store) instead.
 //!
-//! Arguments: `--id N --data-dir DIR --listen IP:PORT --tls-dir DIR [--bootstrap ID=ADDR,...]
-//! [--snapshot-interval N]`. The TLS folder holds `ca.pem`, `member-N.pem` and `member-N.key`.
+//! Arguments: `--id N --data-dir DIR --listen IP:PORT --tls-dir DIR --data-key FILE
+//! [--bootstrap ID=ADDR,...] [--snapshot-interval N]`. The TLS folder holds `ca.pem`,
+//! `member-N.pem` and `member-N.key`; the data key file holds the 32 bytes of the member's
+//! [`DataKey`], and must be the same at every start.
 //! The process prints `ready` once it serves, and stops cleanly on SIGTERM or SIGINT.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use crate::data_key::DataKey;
 use crate::error::StoreError;
 use crate::store::{Store, StoreConfig};
 use crate::tls::TlsIdentity;
@@ -20,6 +23,7 @@ pub struct MemberArgs {
     pub data_dir: PathBuf,
     pub listen: String,
     pub tls_dir: PathBuf,
+    pub data_key_file: PathBuf,
     /// When set, this member founds the cluster with these voters (id to address).
     pub bootstrap: BTreeMap<MemberId, String>,
     pub snapshot_interval: Option<u64>,
@@ -29,6 +33,7 @@ impl MemberArgs {
     pub fn parse(args: impl IntoIterator<Item = String>) -> Result<Self, String> {
         let mut args = args.into_iter();
         let (mut id, mut data_dir, mut listen, mut tls_dir) = (None, None, None, None);
+        let mut data_key_file = None;
         let (mut bootstrap, mut snapshot_interval) = (BTreeMap::new(), None);
         while let Some(flag) = args.next() {
             let mut value = || args.next().ok_or(format!("{flag} needs a value"));
@@ -37,6 +42,7 @@ impl MemberArgs {
                 "--data-dir" => data_dir = Some(PathBuf::from(value()?)),
                 "--listen" => listen = Some(value()?),
                 "--tls-dir" => tls_dir = Some(PathBuf::from(value()?)),
+                "--data-key" => data_key_file = Some(PathBuf::from(value()?)),
                 "--snapshot-interval" => {
                     snapshot_interval = Some(
                         value()?
@@ -63,6 +69,7 @@ impl MemberArgs {
             data_dir: data_dir.ok_or("--data-dir is required")?,
             listen: listen.ok_or("--listen is required")?,
             tls_dir: tls_dir.ok_or("--tls-dir is required")?,
+            data_key_file: data_key_file.ok_or("--data-key is required")?,
             bootstrap,
             snapshot_interval,
         })
@@ -82,10 +89,27 @@ pub fn read_tls_dir(dir: &std::path::Path, member: MemberId) -> Result<TlsIdenti
     })
 }
 
+/// Reads a data key file: exactly the key's 32 bytes.
+pub fn read_data_key_file(path: &std::path::Path) -> Result<DataKey, StoreError> {
+    let bytes = std::fs::read(path).map_err(|error| StoreError::io(path, error))?;
+    let bytes: [u8; DataKey::LEN] = bytes.try_into().map_err(|bytes: Vec<u8>| {
+        StoreError::io(
+            path,
+            format!(
+                "a data key file holds {} bytes, not {}; give the file this member was first started with",
+                bytes.len(),
+                DataKey::LEN
+            ),
+        )
+    })?;
+    Ok(DataKey::from_bytes(bytes))
+}
+
 /// Runs a member until SIGTERM or SIGINT.
 pub async fn run_member(args: MemberArgs) -> Result<(), StoreError> {
     let tls = read_tls_dir(&args.tls_dir, args.id)?;
-    let mut config = StoreConfig::new(args.id, &args.data_dir, &args.listen, tls);
+    let data_key = read_data_key_file(&args.data_key_file)?;
+    let mut config = StoreConfig::new(args.id, &args.data_dir, &args.listen, tls, data_key);
     if let Some(interval) = args.snapshot_interval {
         config.snapshot_interval = interval;
     }

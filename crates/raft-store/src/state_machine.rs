@@ -1,7 +1,8 @@
 //! The Raft state machine: the object store in memory, made durable by the log plus a snapshot
 //! file. On restart the store loads the snapshot and openraft re-applies the log after it, up to
 //! the last committed index it saved. Applying is pure (see `object_store`), so replay reproduces
-//! exactly the state that was acknowledged.
+//! exactly the state that was acknowledged. The objects in the snapshot file are sealed under
+//! the member's data key; snapshots sent to other members travel in clear over mutual TLS.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
 
+use crate::data_key::{DataKey, Undecryptable};
 use crate::error::StoreError;
 use crate::object_store::ObjectStore;
 use crate::types::raft_types::{LogId, Snapshot, SnapshotMeta, StoredMembership};
@@ -29,17 +31,31 @@ pub(crate) struct Applied {
     pub(crate) membership: StoredMembership,
 }
 
-/// The snapshot file: metadata and the encoded objects, sealed with a checksum.
+/// The snapshot file, behind a checksum of the whole: the metadata in clear (log ids and member
+/// addresses, no object data) and the encoded objects sealed under the data key, bound to that
+/// metadata.
 #[derive(Serialize, Deserialize)]
 struct SnapshotFile {
     meta: SnapshotMeta,
-    data: Vec<u8>,
+    sealed_data: Vec<u8>,
+}
+
+/// What the sealed objects are bound to: the snapshot's metadata, so that the objects of one
+/// snapshot can't pass for another's.
+fn snapshot_binding(meta: &SnapshotMeta) -> Vec<u8> {
+    let mut binding = b"shoal raft snapshot".to_vec();
+    binding.extend(
+        postcard::to_allocvec(meta)
+            .unwrap_or_else(|error| panic!("encoding in-memory metadata cannot fail: {error}")),
+    );
+    binding
 }
 
 pub(crate) struct Shared {
     pub(crate) applied: RwLock<Applied>,
     pub(crate) watch: Arc<WatchHub>,
     dir: PathBuf,
+    key: DataKey,
 }
 
 impl Shared {
@@ -72,10 +88,11 @@ fn decode_records(data: &[u8]) -> Result<Vec<ObjectRecord>, String> {
 }
 
 impl StateMachine {
-    /// Loads the snapshot in `dir`, if any. A damaged snapshot is reported, never overwritten.
-    pub(crate) fn open(dir: &Path) -> Result<Self, StoreError> {
+    /// Loads the snapshot in `dir`, if any, opening it with `key`. A damaged snapshot, or one
+    /// sealed with another key, is reported, never overwritten.
+    pub(crate) fn open(dir: &Path, key: &DataKey) -> Result<Self, StoreError> {
         let path = dir.join(SNAPSHOT_FILE);
-        let (applied, snapshot_index) = match read_snapshot_file(&path)? {
+        let (applied, snapshot_index) = match read_snapshot_file(&path, key)? {
             Some(file) => {
                 let records =
                     decode_records(&file.data).map_err(|detail| StoreError::CorruptSnapshot {
@@ -104,16 +121,25 @@ impl StateMachine {
                 applied: RwLock::new(applied),
                 watch: Arc::new(WatchHub::new(snapshot_index, WATCH_HISTORY)),
                 dir: dir.to_owned(),
+                key: key.clone(),
             }),
         })
     }
 
-    /// Writes a snapshot of `applied` to disk: a temporary file, fsync, rename, fsync the folder.
-    pub(crate) fn persist(dir: &Path, meta: &SnapshotMeta, data: &[u8]) -> io::Result<()> {
+    /// Writes a snapshot to disk, its objects (`data`) sealed under `key`: a temporary file,
+    /// fsync, rename, fsync the folder.
+    pub(crate) fn persist(
+        dir: &Path,
+        key: &DataKey,
+        meta: &SnapshotMeta,
+        data: &[u8],
+    ) -> io::Result<()> {
         use std::io::Write;
         let file = SnapshotFile {
             meta: meta.clone(),
-            data: data.to_vec(),
+            sealed_data: key
+                .seal(&snapshot_binding(meta), data)
+                .map_err(io::Error::other)?,
         };
         let body = postcard::to_allocvec(&file).map_err(io::Error::other)?;
         let temporary = dir.join("snapshot.tmp");
@@ -126,7 +152,13 @@ impl StateMachine {
     }
 }
 
-fn read_snapshot_file(path: &Path) -> Result<Option<SnapshotFile>, StoreError> {
+/// A snapshot as read back: its metadata and its objects, opened.
+struct OpenedSnapshot {
+    meta: SnapshotMeta,
+    data: Vec<u8>,
+}
+
+fn read_snapshot_file(path: &Path, key: &DataKey) -> Result<Option<OpenedSnapshot>, StoreError> {
     let bytes = match std::fs::read(path) {
         Ok(bytes) => bytes,
         Err(error) if error.kind() == io::ErrorKind::NotFound => return Ok(None),
@@ -142,9 +174,17 @@ fn read_snapshot_file(path: &Path) -> Result<Option<SnapshotFile>, StoreError> {
     if u32::from_le_bytes(*checksum) != crc32fast::hash(body) {
         return Err(corrupt("checksum mismatch".to_owned()));
     }
-    postcard::from_bytes(body)
-        .map(Some)
-        .map_err(|error| corrupt(format!("undecodable: {error}")))
+    let file: SnapshotFile =
+        postcard::from_bytes(body).map_err(|error| corrupt(format!("undecodable: {error}")))?;
+    let data = key
+        .open(&snapshot_binding(&file.meta), &file.sealed_data)
+        .map_err(|Undecryptable| StoreError::UndecryptableSnapshot {
+            path: path.to_owned(),
+        })?;
+    Ok(Some(OpenedSnapshot {
+        meta: file.meta,
+        data,
+    }))
 }
 
 impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
@@ -159,9 +199,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             };
             (meta, encode_records(&applied.objects))
         };
-        let dir = self.shared.dir.clone();
+        let (dir, key) = (self.shared.dir.clone(), self.shared.key.clone());
         let (meta, data) = tokio::task::spawn_blocking(move || {
-            StateMachine::persist(&dir, &meta, &data).map(|()| (meta, data))
+            StateMachine::persist(&dir, &key, &meta, &data).map(|()| (meta, data))
         })
         .await
         .map_err(io::Error::other)??;
@@ -232,11 +272,13 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         data: Vec<u8>,
     ) -> Result<(), io::Error> {
         let records = decode_records(&data).map_err(io::Error::other)?;
-        let dir = self.shared.dir.clone();
+        let (dir, key) = (self.shared.dir.clone(), self.shared.key.clone());
         let persisted_meta = meta.clone();
-        tokio::task::spawn_blocking(move || StateMachine::persist(&dir, &persisted_meta, &data))
-            .await
-            .map_err(io::Error::other)??;
+        tokio::task::spawn_blocking(move || {
+            StateMachine::persist(&dir, &key, &persisted_meta, &data)
+        })
+        .await
+        .map_err(io::Error::other)??;
         let index = meta.last_log_id.as_ref().map_or(0, |id| id.index());
         {
             let mut applied = self.shared.write();
@@ -251,7 +293,7 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
 
     async fn get_current_snapshot(&mut self) -> Result<Option<Snapshot>, io::Error> {
         let path = self.shared.dir.join(SNAPSHOT_FILE);
-        let file = read_snapshot_file(&path).map_err(io::Error::other)?;
+        let file = read_snapshot_file(&path, &self.shared.key).map_err(io::Error::other)?;
         Ok(file.map(|file| Snapshot {
             meta: file.meta,
             snapshot: file.data,

@@ -5,6 +5,7 @@ use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
 use tempfile::TempDir;
 
+use crate::data_key::DataKey;
 use crate::log_store::LogStore;
 use crate::state_machine::StateMachine;
 use crate::types::TypeConfig;
@@ -14,8 +15,10 @@ struct DiskStoreBuilder;
 impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for DiskStoreBuilder {
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let log = LogStore::open(&dir.path().join("raft-log.redb")).expect("opening the log");
-        let state_machine = StateMachine::open(dir.path()).expect("opening the state machine");
+        let key = DataKey::generate().expect("a data key");
+        let log = LogStore::open(&dir.path().join("raft-log.redb"), &key).expect("opening the log");
+        let state_machine =
+            StateMachine::open(dir.path(), &key).expect("opening the state machine");
         Ok((dir, log, state_machine))
     }
 }

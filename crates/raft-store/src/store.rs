@@ -16,6 +16,7 @@ use tokio::sync::oneshot;
 use tokio::time::Instant;
 use tonic::transport::Channel;
 
+use crate::data_key::DataKey;
 use crate::error::StoreError;
 use crate::log_store::LogStore;
 use crate::network::{LinkFilter, MAX_MESSAGE_BYTES, NetworkFactory, Peers, describe_status};
@@ -43,6 +44,9 @@ pub struct StoreConfig {
     /// The `host:port` other members reach this one at.
     pub advertise_addr: String,
     pub tls: TlsIdentity,
+    /// Seals the log entries and snapshots on disk; the member's data must always be opened
+    /// with the key it was written with.
+    pub data_key: DataKey,
     /// Larger transactions are refused before they are proposed. Swarm's limit is 1.5 MiB.
     pub max_proposal_bytes: usize,
     /// A snapshot is built every this many log entries, and the log behind it is purged.
@@ -67,12 +71,14 @@ impl StoreConfig {
         data_dir: impl Into<PathBuf>,
         advertise_addr: impl Into<String>,
         tls: TlsIdentity,
+        data_key: DataKey,
     ) -> Self {
         StoreConfig {
             member_id,
             data_dir: data_dir.into(),
             advertise_addr: advertise_addr.into(),
             tls,
+            data_key,
             max_proposal_bytes: 1536 * 1024,
             snapshot_interval: 10_000,
             entries_kept_after_snapshot: 1_000,
@@ -187,8 +193,10 @@ impl Store {
     pub async fn open(config: StoreConfig) -> Result<Store, StoreError> {
         std::fs::create_dir_all(&config.data_dir)
             .map_err(|error| StoreError::io(&config.data_dir, error))?;
-        let log = LogStore::open(&config.data_dir.join(LOG_FILE))?;
-        let state_machine = StateMachine::open(&config.data_dir)?;
+        // The snapshot is only read, and the log is opened for writing only once it reads whole:
+        // in this order, a member refused for either file has changed neither.
+        let state_machine = StateMachine::open(&config.data_dir, &config.data_key)?;
+        let log = LogStore::open(&config.data_dir.join(LOG_FILE), &config.data_key)?;
         let state = Arc::clone(&state_machine.shared);
         let peers = Arc::new(Peers::new(config.tls.client_config(), config.links.clone()));
         let network = NetworkFactory {
@@ -925,14 +933,15 @@ async fn snapshot_when_the_log_outgrows_its_budget(inner: std::sync::Weak<Inner>
 /// Turns one surviving member's data into a healthy single-member cluster, keeping every object
 /// it holds, as `docker swarm init --force-new-cluster` does. Every entry in the member's log is
 /// applied, committed or not: the survivor's log becomes the truth. Run it while the member is
-/// stopped, then open the store as usual.
+/// stopped, then open the store as usual. `data_key` is the member's own.
 pub async fn force_new_cluster(
     data_dir: &Path,
+    data_key: &DataKey,
     member_id: MemberId,
     advertise_addr: &str,
 ) -> Result<(), StoreError> {
-    let log = LogStore::open(&data_dir.join(LOG_FILE))?;
-    let state_machine = StateMachine::open(data_dir)?;
+    let state_machine = StateMachine::open(data_dir, data_key)?;
+    let log = LogStore::open(&data_dir.join(LOG_FILE), data_key)?;
     let (objects, last_log_id) = {
         let applied = state_machine.shared.read();
         let mut objects = applied.objects.clone();
@@ -967,7 +976,7 @@ pub async fn force_new_cluster(
         last_membership: StoredMembership::new(Some(last_log_id), membership),
     };
     let data = state_machine::encode_records(&objects);
-    StateMachine::persist(data_dir, &meta, &data)
+    StateMachine::persist(data_dir, data_key, &meta, &data)
         .map_err(|error| StoreError::io(data_dir, error))?;
     log.reset(last_log_id)
         .await

@@ -10,7 +10,7 @@ use raft_store::{
     TxnRejection, force_new_cluster,
 };
 use support::cluster::{TestCluster, poll};
-use support::pki::TestPki;
+use support::pki::{TestPki, data_key};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_member_commits_reads_and_watches() {
@@ -347,7 +347,13 @@ async fn a_peer_presenting_another_ca_is_rejected() {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let mut config = raft_store::StoreConfig::new(9, dir.path(), &addr, TestPki::new().identity(9));
+    let mut config = raft_store::StoreConfig::new(
+        9,
+        dir.path(),
+        &addr,
+        TestPki::new().identity(9),
+        data_key(9),
+    );
     config.request_timeout = Duration::from_secs(2);
     let outsider = Store::open(config).await.unwrap();
     outsider.serve(listener).unwrap();
@@ -433,9 +439,14 @@ async fn force_new_cluster_on_a_lone_survivor_keeps_every_committed_object() {
     }
 
     let config = cluster.config(survivor);
-    force_new_cluster(&config.data_dir, survivor, &config.advertise_addr)
-        .await
-        .unwrap();
+    force_new_cluster(
+        &config.data_dir,
+        &config.data_key,
+        survivor,
+        &config.advertise_addr,
+    )
+    .await
+    .unwrap();
     cluster.restart(survivor).await;
     let store = cluster.store(survivor);
     assert_eq!(
@@ -460,7 +471,13 @@ async fn large_entries_snapshot_early_to_bound_the_log_in_memory() {
     let dir = tempfile::tempdir().unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
-    let mut config = raft_store::StoreConfig::new(1, dir.path(), &addr, TestPki::new().identity(1));
+    let mut config = raft_store::StoreConfig::new(
+        1,
+        dir.path(),
+        &addr,
+        TestPki::new().identity(1),
+        data_key(1),
+    );
     // The entry count alone would never snapshot here; the byte budget must.
     config.snapshot_interval = 1_000_000;
     config.entries_kept_after_snapshot = 10;

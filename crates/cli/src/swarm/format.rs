@@ -24,6 +24,7 @@ pub(crate) struct InitOptions {
     pub(crate) task_history_limit: Option<i64>,
     pub(crate) dispatcher_heartbeat: Option<String>,
     pub(crate) force_new_cluster: bool,
+    pub(crate) autolock: bool,
 }
 
 fn check_cidr(text: &str) -> anyhow::Result<()> {
@@ -61,6 +62,11 @@ pub(crate) fn init_request(options: &InitOptions) -> anyhow::Result<api::InitReq
             "--default-addr-pool-mask-length: invalid value {bits}: use a prefix length from 1 to 32, e.g. 24"
         );
     }
+    if options.autolock && options.force_new_cluster {
+        bail!(
+            "--autolock with --force-new-cluster: the recovered swarm keeps its autolock setting; change it afterwards with 'shoal swarm update --autolock=true|false'"
+        );
+    }
     if options.default_addr_pool_mask_length.is_some() && pools.is_empty() {
         bail!(
             "--default-addr-pool-mask-length needs --default-addr-pool: give the pool it divides"
@@ -78,6 +84,7 @@ pub(crate) fn init_request(options: &InitOptions) -> anyhow::Result<api::InitReq
             .map(|d| parse_flag_duration("dispatcher-heartbeat", d))
             .transpose()?,
         force_new_cluster: options.force_new_cluster,
+        autolock: options.autolock,
     })
 }
 
@@ -139,12 +146,27 @@ pub(crate) fn join_token_text(
     )
 }
 
+/// What `swarm init --autolock`, `swarm update --autolock=true` and `swarm unlock-key` print
+/// around the unlock key, as docker prints it.
+pub(crate) fn unlock_key_text(key: &str) -> String {
+    format!(
+        "To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\ncommand and provide the following key:\n\n    {key}\n\nRemember to store this key in a password manager, since without it you\nwill not be able to restart the manager.\n"
+    )
+}
+
+/// Whether the cluster's managers lock when they restart.
+pub(crate) fn autolock_of(spec: Option<&api::ClusterSpec>) -> bool {
+    spec.and_then(|spec| spec.encryption_config.as_ref())
+        .is_some_and(|encryption| encryption.auto_lock_managers)
+}
+
 /// `swarm update`'s flags.
 #[derive(Debug, Default)]
 pub(crate) struct ClusterUpdate {
     pub(crate) task_history_limit: Option<i64>,
     pub(crate) dispatcher_heartbeat: Option<String>,
     pub(crate) cert_expiry: Option<String>,
+    pub(crate) autolock: Option<bool>,
 }
 
 /// Applies `swarm update`'s flags to the cluster spec read.
@@ -170,6 +192,11 @@ pub(crate) fn update_cluster_spec(
             bail!("--cert-expiry: certificates must last at least 1h, e.g. 2160h (90 days)");
         }
         spec.ca_config.get_or_insert_default().node_cert_expiry = Some(expiry);
+    }
+    if let Some(autolock) = update.autolock {
+        spec.encryption_config
+            .get_or_insert_default()
+            .auto_lock_managers = autolock;
     }
     Ok(spec)
 }
@@ -939,8 +966,22 @@ mod tests {
                 task_history_limit: Some(3),
                 dispatcher_heartbeat: Some("1s".into()),
                 cert_expiry: Some("720h".into()),
+                autolock: Some(true),
             },
         )?;
+        assert!(autolock_of(Some(&spec)));
+        // Without the flag the setting stays; with it, it changes.
+        let kept = update_cluster_spec(spec.clone(), &ClusterUpdate::default())?;
+        assert!(autolock_of(Some(&kept)));
+        let off = update_cluster_spec(
+            spec.clone(),
+            &ClusterUpdate {
+                autolock: Some(false),
+                ..Default::default()
+            },
+        )?;
+        assert!(!autolock_of(Some(&off)));
+        assert!(!autolock_of(None));
         assert_eq!(
             spec.orchestration.map(|o| o.task_history_retention_limit),
             Some(3)
@@ -1029,5 +1070,41 @@ mod tests {
             value["Swarm"]["Cluster"]["Spec"]["Dispatcher"]["HeartbeatPeriod"],
             5_000_000_000i64
         );
+    }
+
+    #[test]
+    fn the_unlock_key_is_printed_as_docker_prints_it() {
+        assert_eq!(
+            unlock_key_text("SWMKEY-1-abc"),
+            "To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\ncommand and provide the following key:\n\n    SWMKEY-1-abc\n\nRemember to store this key in a password manager, since without it you\nwill not be able to restart the manager.\n"
+        );
+        let request = init_request(&InitOptions {
+            autolock: true,
+            ..Default::default()
+        })
+        .unwrap();
+        assert!(request.autolock);
+        let recovering = init_request(&InitOptions {
+            autolock: true,
+            force_new_cluster: true,
+            ..Default::default()
+        });
+        assert!(
+            recovering
+                .unwrap_err()
+                .to_string()
+                .contains("keeps its autolock setting")
+        );
+    }
+
+    #[test]
+    fn a_locked_node_shows_only_that_it_is_locked() {
+        let locked = api::InfoResponse {
+            local_node_state: api::info_response::LocalNodeState::Locked as i32,
+            node_id: "node1".into(),
+            ..Default::default()
+        };
+        assert_eq!(info_text(&locked, None), "Swarm: locked\n");
+        assert_eq!(swarm_info_json(&locked, None)["LocalNodeState"], "locked");
     }
 }

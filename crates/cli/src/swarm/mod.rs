@@ -35,6 +35,9 @@ pub(crate) enum SwarmCommand {
         /// On a manager of a swarm that lost its quorum: make its state a new one-manager swarm.
         #[arg(long)]
         force_new_cluster: bool,
+        /// Enables manager autolocking: a restarted manager needs the unlock key to start.
+        #[arg(long)]
+        autolock: bool,
     },
     /// Joins a swarm as a worker or a manager, as the token says.
     Join {
@@ -91,6 +94,21 @@ pub(crate) enum SwarmCommand {
         /// Validity of node certificates, e.g. 2160h.
         #[arg(long)]
         cert_expiry: Option<String>,
+        /// Turns manager autolocking on (`--autolock` or `--autolock=true`) or off
+        /// (`--autolock=false`).
+        #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+        autolock: Option<bool>,
+    },
+    /// Unlocks a manager that restarted locked (autolock), with the unlock key read from stdin.
+    Unlock,
+    /// Prints the key that unlocks a restarted manager, or replaces it.
+    UnlockKey {
+        /// Prints only the key.
+        #[arg(short = 'q', long)]
+        quiet: bool,
+        /// Replaces the key; managers that restart after they re-sealed with it need the new one.
+        #[arg(long)]
+        rotate: bool,
     },
 }
 
@@ -158,6 +176,7 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
             task_history_limit,
             dispatcher_heartbeat,
             force_new_cluster,
+            autolock,
         } => {
             let request = format::init_request(&format::InitOptions {
                 advertise_addr,
@@ -167,9 +186,10 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
                 task_history_limit,
                 dispatcher_heartbeat,
                 force_new_cluster,
+                autolock,
             })?;
-            let response = Daemon::connect(host)
-                .await?
+            let mut daemon = Daemon::connect(host).await?;
+            let response = daemon
                 .swarm
                 .init(request)
                 .await
@@ -179,23 +199,34 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
                 "Swarm initialized: current node ({}) is now a manager.",
                 response.node_id
             );
+            if autolock {
+                println!();
+                print!(
+                    "{}",
+                    format::unlock_key_text(&unlock_key(&mut daemon).await?)
+                );
+            }
         }
         SwarmCommand::Update {
             task_history_limit,
             dispatcher_heartbeat,
             cert_expiry,
+            autolock,
         } => {
             let update = format::ClusterUpdate {
                 task_history_limit,
                 dispatcher_heartbeat,
                 cert_expiry,
+                autolock,
             };
             // Durations are checked before anything is read or sent.
             format::update_cluster_spec(api::ClusterSpec::default(), &update)?;
             let mut daemon = Daemon::connect(host).await?;
             let cluster = get_cluster(&mut daemon).await?;
             let version = version_of(cluster.meta.as_ref());
+            let was_locking = format::autolock_of(cluster.spec.as_ref());
             let spec = format::update_cluster_spec(cluster.spec.unwrap_or_default(), &update)?;
+            let locking = format::autolock_of(Some(&spec));
             daemon
                 .control
                 .update_cluster(api::UpdateClusterRequest {
@@ -206,6 +237,63 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
                 .await
                 .map_err(api_error)?;
             println!("Swarm updated.");
+            if locking && !was_locking {
+                print!(
+                    "{}",
+                    format::unlock_key_text(&unlock_key(&mut daemon).await?)
+                );
+            }
+        }
+        SwarmCommand::Unlock => {
+            let mut daemon = Daemon::connect(host).await?;
+            let info = daemon
+                .swarm
+                .info(api::InfoRequest {})
+                .await
+                .map_err(api_error)?
+                .into_inner();
+            use api::info_response::LocalNodeState;
+            match info.local_node_state() {
+                LocalNodeState::Inactive => anyhow::bail!("This node is not part of a swarm"),
+                LocalNodeState::Locked => {}
+                _ => anyhow::bail!("swarm is not locked"),
+            }
+            let unlock_key = read_unlock_key()?;
+            daemon
+                .swarm
+                .unlock(api::UnlockRequest { unlock_key })
+                .await
+                .map_err(api_error)?;
+        }
+        SwarmCommand::UnlockKey { quiet, rotate } => {
+            let mut daemon = Daemon::connect(host).await?;
+            if rotate {
+                let cluster = get_cluster(&mut daemon).await?;
+                if !format::autolock_of(cluster.spec.as_ref()) {
+                    anyhow::bail!(
+                        "cannot rotate because autolock is not turned on: turn it on with 'shoal swarm update --autolock=true'"
+                    );
+                }
+                daemon
+                    .control
+                    .update_cluster(api::UpdateClusterRequest {
+                        version: version_of(cluster.meta.as_ref()),
+                        spec: cluster.spec.clone(),
+                        rotate_manager_unlock_key: true,
+                        ..Default::default()
+                    })
+                    .await
+                    .map_err(api_error)?;
+                if !quiet {
+                    println!("Successfully rotated manager unlock key.\n");
+                }
+            }
+            let key = unlock_key(&mut daemon).await?;
+            if quiet {
+                println!("{key}");
+            } else {
+                print!("{}", format::unlock_key_text(&key));
+            }
         }
         SwarmCommand::Join {
             token,
@@ -385,6 +473,73 @@ async fn wait_for_root_rotation(daemon: &mut Daemon, quiet: bool) -> anyhow::Res
             }
         }
         tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// The swarm's unlock key; an error when autolock is off, as docker's.
+async fn unlock_key(daemon: &mut Daemon) -> anyhow::Result<String> {
+    let key = daemon
+        .control
+        .get_unlock_key(api::GetUnlockKeyRequest {})
+        .await
+        .map_err(|status| api_error(status).context("could not fetch unlock key"))?
+        .into_inner()
+        .unlock_key;
+    if key.is_empty() {
+        anyhow::bail!(
+            "no unlock key is set: autolock is off; turn it on with 'shoal swarm update --autolock=true'"
+        );
+    }
+    Ok(key)
+}
+
+/// Reads the unlock key from stdin: typed at a prompt without echo on a terminal, else the
+/// first line piped in.
+fn read_unlock_key() -> anyhow::Result<String> {
+    use std::io::{IsTerminal as _, Write as _};
+    let stdin = std::io::stdin();
+    let mut line = String::new();
+    if stdin.is_terminal() {
+        print!("Enter unlock key: ");
+        std::io::stdout().flush()?;
+        let echo_off = EchoOff::on_stdin()?;
+        let read = stdin.read_line(&mut line);
+        drop(echo_off);
+        println!();
+        read?;
+    } else {
+        stdin
+            .read_line(&mut line)
+            .context("reading the unlock key from stdin")?;
+    }
+    Ok(line.trim().to_owned())
+}
+
+/// Turns the terminal's echo off on stdin until dropped, so a typed key is not shown.
+struct EchoOff(libc::termios);
+
+impl EchoOff {
+    fn on_stdin() -> anyhow::Result<EchoOff> {
+        // SAFETY: termios is plain data that tcgetattr fills in whole before it is read.
+        let mut settings: libc::termios = unsafe { std::mem::zeroed() };
+        // SAFETY: stdin is an open descriptor and `settings` is a valid termios to write to.
+        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut settings) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("reading the terminal's settings");
+        }
+        let mut silent = settings;
+        silent.c_lflag &= !libc::ECHO;
+        // SAFETY: stdin is an open descriptor and `silent` a valid termios read from it.
+        if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &silent) } != 0 {
+            return Err(std::io::Error::last_os_error()).context("turning the terminal's echo off");
+        }
+        Ok(EchoOff(settings))
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        // SAFETY: restores the settings read from the same open descriptor.
+        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0) };
     }
 }
 

@@ -1,6 +1,6 @@
 //! The control API as the daemon's local socket serves it: every call goes to the manager role
-//! when this node has one, and is refused with what to do when it has none (a worker, or a
-//! daemon not in a swarm yet).
+//! when this node has one running, and is refused with what to do when it has none (a worker, a
+//! daemon not in a swarm yet) or when its manager is locked (autolock, after a restart).
 
 use std::sync::{Arc, RwLock};
 
@@ -9,29 +9,47 @@ use shoal_proto::api::*;
 use tonic::{Request, Response, Status};
 
 use super::ControlApi;
+use crate::data_key::SWARM_LOCKED;
+
+#[derive(Clone, Default)]
+enum GateState {
+    #[default]
+    NotManager,
+    /// A manager whose data key is sealed until `swarm unlock`.
+    Locked,
+    Open(ControlApi),
+}
 
 /// Holds the node's control API once it is a manager.
 #[derive(Clone, Default)]
 pub struct ControlGate {
-    active: Arc<RwLock<Option<ControlApi>>>,
+    state: Arc<RwLock<GateState>>,
 }
 
 impl ControlGate {
     /// Opens the gate to a manager's control API, or closes it with `None`.
     pub fn set(&self, control: Option<ControlApi>) {
-        *self.active.write().unwrap_or_else(|p| p.into_inner()) = control;
+        self.replace(control.map_or(GateState::NotManager, GateState::Open));
+    }
+
+    /// Closes the gate because this node's manager is locked: calls are refused with how to
+    /// unlock it.
+    pub fn set_locked(&self) {
+        self.replace(GateState::Locked);
+    }
+
+    fn replace(&self, state: GateState) {
+        *self.state.write().unwrap_or_else(|p| p.into_inner()) = state;
     }
 
     fn active(&self) -> Result<ControlApi, Status> {
-        self.active
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| {
-                Status::failed_precondition(
-                    "this node is not a swarm manager: run 'shoal swarm init' to make it one, or run the command on a manager",
-                )
-            })
+        match &*self.state.read().unwrap_or_else(|p| p.into_inner()) {
+            GateState::Open(control) => Ok(control.clone()),
+            GateState::Locked => Err(Status::failed_precondition(SWARM_LOCKED)),
+            GateState::NotManager => Err(Status::failed_precondition(
+                "this node is not a swarm manager: run 'shoal swarm init' to make it one, or run the command on a manager",
+            )),
+        }
     }
 }
 
@@ -64,6 +82,7 @@ macro_rules! delegate_control {
 delegate_control! {
     get_cluster(GetClusterRequest) -> ClusterResponse;
     update_cluster(UpdateClusterRequest) -> ClusterResponse;
+    get_unlock_key(GetUnlockKeyRequest) -> GetUnlockKeyResponse;
     list_nodes(ListNodesRequest) -> ListNodesResponse;
     get_node(GetNodeRequest) -> NodeResponse;
     update_node(UpdateNodeRequest) -> NodeResponse;

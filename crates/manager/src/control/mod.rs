@@ -19,14 +19,15 @@ use shoal_proto::api::control_server::Control;
 use shoal_proto::api::{
     self, Cluster, ClusterResponse, ConfigResponse, CreateConfigRequest, CreateSecretRequest,
     CreateServiceRequest, GetClusterRequest, GetConfigRequest, GetNodeRequest, GetSecretRequest,
-    GetServiceRequest, GetTaskRequest, ListConfigsRequest, ListConfigsResponse, ListNodesRequest,
-    ListNodesResponse, ListSecretsRequest, ListSecretsResponse, ListServicesRequest,
-    ListServicesResponse, ListTasksRequest, ListTasksResponse, Node, NodeResponse,
-    RemoveConfigRequest, RemoveConfigResponse, RemoveNodeRequest, RemoveNodeResponse,
-    RemoveSecretRequest, RemoveSecretResponse, RemoveServiceRequest, RemoveServiceResponse,
-    SecretResponse, Service, ServiceLogsRequest, ServiceProgressRequest, ServiceProgressResponse,
-    ServiceResponse, Task, TaskResponse, UpdateClusterRequest, UpdateNodeRequest,
-    UpdateServiceRequest, service_spec::Mode,
+    GetServiceRequest, GetTaskRequest, GetUnlockKeyRequest, GetUnlockKeyResponse,
+    ListConfigsRequest, ListConfigsResponse, ListNodesRequest, ListNodesResponse,
+    ListSecretsRequest, ListSecretsResponse, ListServicesRequest, ListServicesResponse,
+    ListTasksRequest, ListTasksResponse, Node, NodeResponse, RemoveConfigRequest,
+    RemoveConfigResponse, RemoveNodeRequest, RemoveNodeResponse, RemoveSecretRequest,
+    RemoveSecretResponse, RemoveServiceRequest, RemoveServiceResponse, SecretResponse, Service,
+    ServiceLogsRequest, ServiceProgressRequest, ServiceProgressResponse, ServiceResponse, Task,
+    TaskResponse, UpdateClusterRequest, UpdateNodeRequest, UpdateServiceRequest,
+    service_spec::Mode,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -107,8 +108,10 @@ fn resolve_task<'a>(tasks: &'a [Task], reference: &str) -> Result<&'a Task, Mana
     resolve::resolve(tasks, reference, "task", |t| &t.id, |_| "")
 }
 
-/// The cluster object as clients see it: without the CA's private key.
+/// The cluster object as clients see it: without the CA's private key or the unlock key (which
+/// `GetUnlockKey` gives).
 fn without_secrets(mut cluster: Cluster) -> Cluster {
+    cluster.unlock_keys.clear();
     if let Some(root_ca) = cluster.root_ca.as_mut() {
         root_ca.ca_key.clear();
         if let Some(rotation) = root_ca.root_rotation.as_mut() {
@@ -593,6 +596,11 @@ impl ControlApi {
         }
         let mut cluster = self.cluster().await?;
         cluster.spec = Some(spec);
+        crate::data_key::settle_unlock_keys(
+            &mut cluster,
+            request.rotate_manager_unlock_key,
+            crate::data_key::UnlockKey::generate,
+        )?;
         if request.rotate_root_ca {
             crate::node_ca::start_root_rotation(&mut cluster)?;
         }
@@ -710,6 +718,19 @@ impl Control for ControlApi {
                     cluster: Some(cluster),
                 }),
         )
+    }
+
+    async fn get_unlock_key(
+        &self,
+        _: Request<GetUnlockKeyRequest>,
+    ) -> ControlResult<GetUnlockKeyResponse> {
+        reply(self.cluster().await.and_then(|cluster| {
+            Ok(GetUnlockKeyResponse {
+                unlock_key: crate::data_key::cluster_unlock_key(&cluster)?
+                    .map(|key| key.to_string())
+                    .unwrap_or_default(),
+            })
+        }))
     }
 
     async fn list_nodes(&self, _: Request<ListNodesRequest>) -> ControlResult<ListNodesResponse> {

@@ -10,7 +10,7 @@ use raft_store::{
 };
 use tempfile::TempDir;
 
-use super::pki::TestPki;
+use super::pki::{TestPki, data_key};
 
 pub struct TestMember {
     pub addr: String,
@@ -80,6 +80,7 @@ impl TestCluster {
             self.dir.path().join(format!("member-{id}")),
             &member.addr,
             self.pki.identity(id),
+            data_key(id),
         );
         config.links = member.links.clone();
         (self.tune)(&mut config);

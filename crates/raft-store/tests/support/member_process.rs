@@ -17,7 +17,8 @@ pub struct MemberProcesses {
 }
 
 impl MemberProcesses {
-    /// Plans `count` members on free loopback ports; TLS material must be in `dir/tls`.
+    /// Plans `count` members on free loopback ports; TLS material and data keys must be in
+    /// `dir/tls` (see `TestPki::write_dir`).
     pub fn new(program: impl Into<PathBuf>, leading_args: &[&str], dir: &Path, count: u64) -> Self {
         let addrs = (1..=count)
             .map(|id| {
@@ -46,6 +47,8 @@ impl MemberProcesses {
             .arg(dir.join(format!("member-{id}")))
             .arg("--tls-dir")
             .arg(dir.join("tls"))
+            .arg("--data-key")
+            .arg(dir.join("tls").join(format!("member-{id}.dek")))
             .args(extra_args)
             .stdout(Stdio::piped())
             .stderr(

@@ -1,11 +1,18 @@
-//! Test certificates: a throwaway root CA and member certificates shaped like Swarm's (CN = member
-//! id, OU = swarm-manager, DNS name swarm-manager).
+//! Test credentials: a throwaway root CA and member certificates shaped like Swarm's (CN = member
+//! id, OU = swarm-manager, DNS name swarm-manager), and members' data keys.
 
-use raft_store::{MANAGER_SERVER_NAME, TlsIdentity};
+use raft_store::{DataKey, MANAGER_SERVER_NAME, TlsIdentity};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
     KeyUsagePurpose,
 };
+
+/// Member `member`'s data key: the same at every call, so a restarted member opens its data.
+pub fn data_key(member: u64) -> DataKey {
+    let mut bytes = [0x5a; DataKey::LEN];
+    bytes[..8].copy_from_slice(&member.to_le_bytes());
+    DataKey::from_bytes(bytes)
+}
 
 pub struct TestPki {
     ca_params: CertificateParams,
@@ -63,7 +70,7 @@ impl TestPki {
     }
 
     /// Writes `ca.pem`, `member-N.pem` and `member-N.key` for members `1..=count` into `dir`, the
-    /// layout `raft_store::standalone` reads.
+    /// layout `raft_store::standalone` reads, and each member's data key as `member-N.dek`.
     pub fn write_dir(&self, dir: &std::path::Path, count: u64) {
         std::fs::create_dir_all(dir).expect("creating the TLS folder");
         std::fs::write(dir.join("ca.pem"), &self.ca_pem).expect("writing ca.pem");
@@ -73,6 +80,11 @@ impl TestPki {
                 .expect("writing a certificate");
             std::fs::write(dir.join(format!("member-{member}.key")), identity.key_pem)
                 .expect("writing a key");
+            std::fs::write(
+                dir.join(format!("member-{member}.dek")),
+                data_key(member).as_bytes(),
+            )
+            .expect("writing a data key");
         }
     }
 }
