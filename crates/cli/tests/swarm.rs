@@ -1431,7 +1431,7 @@ fn updates_whose_tasks_fail_their_healthcheck_roll_back_or_pause_with_the_reason
 }
 
 #[test]
-fn a_stack_service_starts_only_once_the_service_it_depends_on_is_healthy() {
+fn a_stack_service_starts_once_its_dependency_is_healthy_with_placeholders_expanded() {
     let Some(host) = SwarmHost::start_manager("depends-on") else {
         return;
     };
@@ -1452,7 +1452,10 @@ services:
   web:
     image: busybox:latest
     init: true
-    command: ["sleep", "86400"]
+    hostname: "{{.Service.Name}}-{{.Task.Slot}}"
+    environment:
+      NODE: "{{.Node.Hostname}}"
+    command: ["sh", "-c", "echo \"$$(hostname) on $$NODE\"; exec sleep 86400"]
     depends_on:
       db:
         condition: service_healthy
@@ -1470,6 +1473,17 @@ services:
         web_created >= db_healthy,
         "web's task was made at {web_created}, before db was healthy at {db_healthy}"
     );
+    // Swarm's placeholders stand for the task and the node.
+    let node = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
+    let expected = format!("{stack}_web-1 on {}", node.trim());
+    wait_until("web's log line", CONVERGE_TIMEOUT, || {
+        let logs = host.try_ok(&["service", "logs", &format!("{stack}_web")])?;
+        if logs.contains(&expected) {
+            Ok(())
+        } else {
+            Err(logs)
+        }
+    });
     host.ok(&["stack", "rm", &stack]);
 }
 

@@ -12,6 +12,7 @@ use shoal_proto::api;
 use shoal_proto::api::ContainerSpec as TaskContainerSpec;
 
 use crate::error::{Result, WorkerError};
+use crate::template::{self, TemplateContext};
 
 /// Label carrying the task id; re-adoption after a restart finds containers by it.
 pub const LABEL_TASK_ID: &str = "com.docker.swarm.task.id";
@@ -97,7 +98,11 @@ fn task_container_spec(task: &api::Task) -> Option<&TaskContainerSpec> {
 
 /// Converts an assigned task into the spec the engine creates its container from. Pure: the
 /// same task and payloads always give the same spec.
-pub fn container_spec_for_task(task: &api::Task, payloads: &TaskPayloads) -> Result<ContainerSpec> {
+pub fn container_spec_for_task(
+    task: &api::Task,
+    payloads: &TaskPayloads,
+    node_hostname: &str,
+) -> Result<ContainerSpec> {
     let reject = |reason: String| WorkerError::rejected(&task.id, reason);
     if task.id.is_empty() {
         return Err(reject("the task has no id".to_owned()));
@@ -134,7 +139,7 @@ pub fn container_spec_for_task(task: &api::Task, payloads: &TaskPayloads) -> Res
     refuse_unsupported_container_fields(container).map_err(reject)?;
 
     let mut spec = ContainerSpec {
-        name: Some(name),
+        name: Some(name.clone()),
         image: container.image.clone(),
         entrypoint: (!container.command.is_empty()).then(|| container.command.clone()),
         command: container.args.clone(),
@@ -166,9 +171,28 @@ pub fn container_spec_for_task(task: &api::Task, payloads: &TaskPayloads) -> Res
     if let Some(health) = &container.healthcheck {
         spec.healthcheck = healthcheck_from_proto(health).map_err(reject)?;
     }
+    // Swarm's placeholders ({{.Task.Slot}} and the like) in the hostname, the environment and
+    // mount paths stand for this task and this node.
+    let template = template_context(task, &name, node_hostname);
+    let expand = |what: &str, text: &str| {
+        template::expand(text, &template).map_err(|error| reject(format!("{what}: {error}")))
+    };
+    if let Some(hostname) = spec.hostname.take() {
+        spec.hostname = Some(expand("hostname", &hostname)?);
+    }
+    spec.env = spec
+        .env
+        .iter()
+        .map(|entry| expand("environment", entry))
+        .collect::<Result<_>>()?;
     for (index, mount) in container.mounts.iter().enumerate() {
+        let mount = api::Mount {
+            source: expand("mount source", &mount.source)?,
+            target: expand("mount target", &mount.target)?,
+            ..mount.clone()
+        };
         spec.mounts
-            .push(mount_from_proto(&task.id, index, mount).map_err(reject)?);
+            .push(mount_from_proto(&task.id, index, &mount).map_err(reject)?);
     }
     for secret in &container.secrets {
         spec.mounts
@@ -202,6 +226,20 @@ pub fn container_spec_for_task(task: &api::Task, payloads: &TaskPayloads) -> Res
         spec.labels.insert(key.to_owned(), value);
     }
     Ok(spec)
+}
+
+fn template_context(task: &api::Task, task_name: &str, node_hostname: &str) -> TemplateContext {
+    let annotations = task.service_annotations.clone().unwrap_or_default();
+    TemplateContext {
+        service_id: task.service_id.clone(),
+        service_name: annotations.name,
+        service_labels: annotations.labels,
+        node_id: task.node_id.clone(),
+        node_hostname: node_hostname.to_owned(),
+        task_id: task.id.clone(),
+        task_name: task_name.to_owned(),
+        task_slot: task.slot.to_string(),
+    }
 }
 
 fn is_valid_container_name(name: &str) -> bool {
@@ -562,6 +600,41 @@ mod tests {
         }
     }
 
+    #[test]
+    fn swarm_placeholders_expand_in_hostname_environment_and_mounts() {
+        let task = task_with(TaskContainerSpec {
+            hostname: "{{.Service.Name}}-{{.Task.Slot}}".into(),
+            env: vec!["NODE={{.Node.Hostname}}".into(), "PLAIN=x".into()],
+            mounts: vec![api::Mount {
+                r#type: api::mount::Type::Bind as i32,
+                source: "/srv/{{.Task.Name}}".into(),
+                target: "/data/{{.Node.ID}}".into(),
+                ..api::Mount::default()
+            }],
+            ..image("busybox")
+        });
+        let spec = container_spec_for_task(&task, &TaskPayloads::default(), "h2").unwrap();
+        assert_eq!(spec.hostname.as_deref(), Some("web-2"));
+        assert_eq!(spec.env, ["NODE=h2", "PLAIN=x"]);
+        let MountSpec::Bind { source, target, .. } = &spec.mounts[0] else {
+            panic!("a bind mount: {:?}", spec.mounts);
+        };
+        assert_eq!(source, &PathBuf::from("/srv/web.2.t1"));
+        assert_eq!(target, "/data/node1");
+
+        let unknown = task_with(TaskContainerSpec {
+            env: vec!["X={{.Task.Colour}}".into()],
+            ..image("busybox")
+        });
+        let error = container_spec_for_task(&unknown, &TaskPayloads::default(), "h2")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("environment: unknown placeholder {{.Task.Colour}}"),
+            "{error}"
+        );
+    }
+
     fn swarm_labels(task: &api::Task) -> BTreeMap<String, String> {
         BTreeMap::from([
             (LABEL_TASK.to_owned(), String::new()),
@@ -849,7 +922,7 @@ mod tests {
             }
             let mut expected = expected_base(&task);
             adjust(&mut expected);
-            let converted = container_spec_for_task(&task, &payloads)
+            let converted = container_spec_for_task(&task, &payloads, "node-host")
                 .unwrap_or_else(|error| panic!("{name}: {error}"));
             assert_eq!(converted, expected, "{name}");
         }
@@ -977,7 +1050,7 @@ mod tests {
             ),
         ];
         for (name, task, expected_fragment) in cases {
-            match container_spec_for_task(&task, &TaskPayloads::default()) {
+            match container_spec_for_task(&task, &TaskPayloads::default(), "node-host") {
                 Ok(spec) => panic!("{name}: expected a rejection, got {spec:?}"),
                 Err(error) => {
                     assert_eq!(error.code(), "WORKER-TASK-REJECTED", "{name}");

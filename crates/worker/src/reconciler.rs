@@ -357,6 +357,7 @@ struct StepContext<'a> {
     containers_listed: bool,
     assignments_received_since_start: bool,
     payloads: &'a TaskPayloads,
+    node_hostname: &'a str,
     now: Option<api::Timestamp>,
 }
 
@@ -370,6 +371,8 @@ pub struct Reconciler {
     /// Secrets and configs are not persisted, so after a restart nothing is created until the
     /// dispatcher has sent a set again.
     assignments_received_since_start: bool,
+    /// This node's hostname, for `{{.Node.Hostname}}` in task specs.
+    node_hostname: String,
     now: Option<api::Timestamp>,
     next_report_batch_id: u64,
     reports_in_flight: BTreeMap<u64, Vec<String>>,
@@ -381,6 +384,13 @@ impl Reconciler {
     /// A reconciler for a node with nothing stored.
     pub fn new() -> Reconciler {
         Reconciler::default()
+    }
+
+    /// The same reconciler, on a node of this hostname (what `{{.Node.Hostname}}` in a task's
+    /// spec stands for).
+    pub fn on_node(mut self, hostname: &str) -> Reconciler {
+        self.node_hostname = hostname.to_owned();
+        self
     }
 
     /// A reconciler resumed from the assignment store after a restart. Every task is reported
@@ -780,6 +790,7 @@ impl Reconciler {
             containers_listed: self.containers_listed,
             assignments_received_since_start: self.assignments_received_since_start,
             payloads: &self.payloads,
+            node_hostname: &self.node_hostname,
             now: self.now,
         };
         self.tasks
@@ -994,7 +1005,7 @@ fn advance(
         if !context.assignments_received_since_start {
             return Keep::Tracking;
         }
-        match container_spec_for_task(&record.task, context.payloads) {
+        match container_spec_for_task(&record.task, context.payloads, context.node_hostname) {
             Err(error) => observe(
                 record,
                 TaskState::Rejected,

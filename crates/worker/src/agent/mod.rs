@@ -137,7 +137,8 @@ where
             Reconciler::restore(persisted)
         }
         None => Reconciler::new(),
-    };
+    }
+    .on_node(&config.hostname);
 
     let (input_sender, inputs) = mpsc::unbounded_channel();
     let (session_sender, session) = watch::channel(None);

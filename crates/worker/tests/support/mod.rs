@@ -197,7 +197,7 @@ pub(crate) fn render(command: &Command, tasks: &BTreeMap<String, api::Task>) -> 
     match command {
         Command::CreateContainer { task_id, spec } => {
             if let Some(task) = tasks.get(task_id) {
-                let expected = container_spec_for_task(task, &TaskPayloads::default())
+                let expected = container_spec_for_task(task, &TaskPayloads::default(), "")
                     .expect("tasks of scenarios convert");
                 assert_eq!(**spec, expected, "create spec of {task_id}");
             }
