@@ -1428,6 +1428,17 @@ fn updates_whose_tasks_fail_their_healthcheck_roll_back_or_pause_with_the_reason
         tasks.iter().any(|task| task.is_running()),
         "an old task still runs: {tasks:?}"
     );
+    // An update that changes nothing resumes it, as in Docker: the still failing spec pauses
+    // it again, over a task made after the resumption.
+    host.ok(&["service", "update", "-d", &paused]);
+    wait_until(
+        "the resumed update to pause again",
+        CONVERGE_TIMEOUT,
+        || match update_status(&host, &paused) {
+            (state, again) if state == "paused" && again != message => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
 }
 
 #[test]

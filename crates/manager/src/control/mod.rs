@@ -121,6 +121,14 @@ fn without_secrets(mut cluster: Cluster) -> Cluster {
     cluster
 }
 
+fn update_paused(service: &Service) -> bool {
+    use api::update_status::UpdateState;
+    matches!(
+        service.update_status.as_ref().map(api::UpdateStatus::state),
+        Some(UpdateState::Paused | UpdateState::RollbackPaused)
+    )
+}
+
 fn timestamp_now() -> api::Timestamp {
     let since_epoch = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -252,6 +260,8 @@ impl ControlApi {
             service_spec::check_service_update(&current_spec, &updated_spec)?;
             match service_spec::respec(current, updated_spec) {
                 Some(respecified) => service = respecified,
+                // As in Docker, an update that changes nothing resumes a paused update.
+                None if update_paused(current) => service.update_status = None,
                 None => return Ok(current.clone()),
             }
         }
