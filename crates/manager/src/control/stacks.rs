@@ -19,7 +19,7 @@ use shoal_proto::api::{
 use super::payloads::{self, Payload, PayloadKind};
 use super::service_spec;
 use crate::error::ManagerError;
-use crate::objects;
+use crate::objects::{self, ClusterObject};
 
 /// The label Docker puts on everything a stack owns.
 pub(crate) const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
@@ -86,14 +86,13 @@ fn service_labels(service: &Service) -> Option<&std::collections::HashMap<String
 }
 
 fn service_of<'a>(services: &'a [Service], name: &str) -> Option<&'a Service> {
-    services.iter().find(|service| {
-        spec_name(
-            service
-                .spec
-                .as_ref()
-                .and_then(|spec| spec.annotations.as_ref()),
-        ) == name
-    })
+    services
+        .iter()
+        .find(|service| service.unique_name() == name)
+}
+
+fn stack_of<'a>(stacks: &'a [Stack], name: &str) -> Option<&'a Stack> {
+    stacks.iter().find(|stack| stack.unique_name() == name)
 }
 
 /// Checks a stack name as Docker does: it prefixes service names, so letters, digits, '-' and
@@ -215,7 +214,7 @@ pub(crate) fn plan_deploy(
         for service in objects.services.iter().filter(|service| {
             !service.pending_delete && belongs_to(service_labels(service), &stack)
         }) {
-            let name = spec_name(service.spec.as_ref().and_then(|s| s.annotations.as_ref()));
+            let name = service.unique_name();
             if !deployed_names.iter().any(|deployed| deployed == name) {
                 let mut removed = service.clone();
                 removed.pending_delete = true;
@@ -227,9 +226,7 @@ pub(crate) fn plan_deploy(
 
     let mut revision = revision;
     label(&mut revision.annotations, &stack);
-    match objects.stacks.iter().find(|existing| {
-        spec_name(existing.spec.as_ref().and_then(|s| s.annotations.as_ref())) == stack
-    }) {
+    match stack_of(&objects.stacks, &stack) {
         Some(existing) if existing.spec.as_ref() == Some(&revision) => {}
         Some(existing) => {
             let mut updated = existing.clone();
@@ -260,16 +257,10 @@ pub(crate) fn previous_revision(
     objects: &StackObjects,
     stack: &str,
 ) -> Result<StackSpec, ManagerError> {
-    let found = objects
-        .stacks
-        .iter()
-        .find(|existing| {
-            spec_name(existing.spec.as_ref().and_then(|s| s.annotations.as_ref())) == stack
-        })
-        .ok_or_else(|| ManagerError::NotFound {
-            kind: "stack",
-            reference: stack.to_owned(),
-        })?;
+    let found = stack_of(&objects.stacks, stack).ok_or_else(|| ManagerError::NotFound {
+        kind: "stack",
+        reference: stack.to_owned(),
+    })?;
     found.previous_specs.first().cloned().ok_or_else(|| {
         ManagerError::FailedPrecondition(format!(
             "stack {stack} has no earlier revision to roll back to: it was deployed once"
@@ -289,7 +280,7 @@ pub(crate) fn plan_remove(objects: &StackObjects, stack: &str) -> Result<StackPl
         let mut removed = service.clone();
         removed.pending_delete = true;
         plan.changes.push(objects::update(&removed));
-        let name = spec_name(service.spec.as_ref().and_then(|s| s.annotations.as_ref()));
+        let name = service.unique_name();
         plan.note("service", name, &service.id, Action::Remove);
     }
     for secret in objects
@@ -319,12 +310,10 @@ pub(crate) fn plan_remove(objects: &StackObjects, stack: &str) -> Result<StackPl
         )
     }) {
         plan.changes.push(objects::delete(network));
-        let name = spec_name(network.spec.as_ref().and_then(|s| s.annotations.as_ref()));
+        let name = network.unique_name();
         plan.note("network", name, &network.id, Action::Remove);
     }
-    for found in objects.stacks.iter().filter(|existing| {
-        spec_name(existing.spec.as_ref().and_then(|s| s.annotations.as_ref())) == stack
-    }) {
+    if let Some(found) = stack_of(&objects.stacks, stack) {
         plan.changes.push(objects::delete(found));
     }
     if plan.changes.is_empty() {
@@ -391,17 +380,7 @@ fn bind(
 ) -> Result<(), ManagerError> {
     let by_name: BTreeMap<&str, &str> = networks
         .iter()
-        .map(|network| {
-            (
-                spec_name(
-                    network
-                        .spec
-                        .as_ref()
-                        .and_then(|spec| spec.annotations.as_ref()),
-                ),
-                network.id.as_str(),
-            )
-        })
+        .map(|network| (network.unique_name(), network.id.as_str()))
         .collect();
     let Some(task) = spec.task.as_mut() else {
         return Ok(());
