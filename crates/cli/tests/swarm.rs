@@ -1263,7 +1263,26 @@ fn rolling_updates_go_in_batches_start_first_and_roll_back_on_request() {
         update_status(&host, &web),
         ("completed".to_owned(), "update completed".to_owned())
     );
-    let tasks = stored_tasks(&host, &web);
+    // The update completes once the last replacement has run for the monitor period, which
+    // can be before the old tasks' one-second grace ends: their stop is awaited here.
+    let tasks = wait_until("the old tasks to stop", Duration::from_secs(20), || {
+        let tasks = stored_tasks(&host, &web);
+        let still_up: Vec<&str> = tasks
+            .iter()
+            .filter(|task| before.contains(&task.id))
+            .filter(|task| {
+                task.status
+                    .as_ref()
+                    .is_none_or(|status| status.state < TaskState::Complete as i32)
+            })
+            .map(|task| task.id.as_str())
+            .collect();
+        if still_up.is_empty() {
+            Ok(tasks)
+        } else {
+            Err(format!("{still_up:?} not stopped yet"))
+        }
+    });
     let mut replacements: Vec<&shoal_proto::api::Task> = tasks
         .iter()
         .filter(|task| !before.contains(&task.id))
