@@ -231,7 +231,9 @@ fn assignment_changes(
         .collect()
 }
 
-fn now() -> ClusterTime {
+/// The system clock as cluster time: the one place the manager's shells read it, to hand it to
+/// the cores or stamp what they write.
+pub(crate) fn now() -> ClusterTime {
     ClusterTime::from_duration_since_unix_epoch(
         SystemTime::now()
             .duration_since(SystemTime::UNIX_EPOCH)

@@ -38,7 +38,7 @@ pub(crate) use managers::reachability_on_leader;
 use crate::dispatcher::{LogBroker, LogStream, LogTarget};
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
-use crate::orchestrator::{ClusterSnapshot, ClusterTime, GivenUpSlots};
+use crate::orchestrator::{ClusterSnapshot, GivenUpSlots};
 use payloads::Payload;
 
 /// The shortest dispatcher heartbeat `swarm update` accepts: shorter ones would cost more in
@@ -127,13 +127,6 @@ fn update_paused(service: &Service) -> bool {
         service.update_status.as_ref().map(api::UpdateStatus::state),
         Some(UpdateState::Paused | UpdateState::RollbackPaused)
     )
-}
-
-fn timestamp_now() -> api::Timestamp {
-    let since_epoch = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    ClusterTime::from_duration_since_unix_epoch(since_epoch).to_proto_timestamp()
 }
 
 impl ControlApi {
@@ -247,7 +240,7 @@ impl ControlApi {
             service.previous_spec_version = current.spec_version;
             service.update_status = Some(api::UpdateStatus {
                 state: api::update_status::UpdateState::RollbackStarted as i32,
-                started_at: Some(timestamp_now()),
+                started_at: Some(crate::orchestration_loop::now().to_proto_timestamp()),
                 completed_at: None,
                 message: "manually requested rollback".to_owned(),
             });
