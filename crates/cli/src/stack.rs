@@ -49,21 +49,8 @@ pub(crate) enum StackCommand {
     /// Lists the tasks of a stack.
     Ps {
         stack: String,
-        /// Prints only task IDs.
-        #[arg(short = 'q', long)]
-        quiet: bool,
-        /// Does not truncate IDs, images and errors.
-        #[arg(long)]
-        no_trunc: bool,
-        /// Prints IDs instead of service and node names.
-        #[arg(long)]
-        no_resolve: bool,
-        /// `json` prints one JSON object per line.
-        #[arg(long)]
-        format: Option<String>,
-        /// desired-state=running|shutdown|accepted, id=, name= or node= (repeatable).
-        #[arg(short = 'f', long = "filter")]
-        filters: Vec<String>,
+        #[command(flatten)]
+        listing: service::TaskListArgs,
     },
     /// Lists the services of a stack.
     Services {
@@ -155,20 +142,12 @@ pub(crate) async fn run(host: &str, command: StackCommand) -> anyhow::Result<()>
             let json = crate::json_format(format)?;
             ls(&mut Daemon::connect(host).await?, json).await
         }
-        StackCommand::Ps {
-            stack,
-            quiet,
-            no_trunc,
-            no_resolve,
-            format,
-            filters,
-        } => {
-            let filter = format::TaskFilter::parse(&filters)?;
-            let json = crate::json_format(format)?;
+        StackCommand::Ps { stack, listing } => {
+            let listing = listing.check()?;
             let mut daemon = Daemon::connect(host).await?;
             let services = stack_services(&mut daemon, &stack).await?;
             let ids = services.iter().map(|service| service.id.clone()).collect();
-            service::ps(&mut daemon, ids, filter, quiet, !no_trunc, no_resolve, json).await
+            service::ps(&mut daemon, ids, listing).await
         }
         StackCommand::Services {
             stack,

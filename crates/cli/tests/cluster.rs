@@ -357,31 +357,64 @@ fn succeeds_within(host: &TestHost, description: &str, timeout: Duration, args: 
     });
 }
 
-/// The running tasks of `service` as `host` reports them, by slot: (task id, node).
-fn running_by_slot(
-    host: &TestHost,
-    service: &str,
-) -> Result<BTreeMap<u64, Vec<(String, String)>>, String> {
+/// One task as `service ps --no-trunc --format json` lists it.
+#[derive(Debug)]
+struct ListedTask {
+    id: String,
+    slot: u64,
+    node: String,
+    image: String,
+    desired: String,
+    current: String,
+}
+
+impl ListedTask {
+    fn runs(&self) -> bool {
+        self.desired == "Running" && self.current.starts_with("Running")
+    }
+}
+
+/// Every task of `service` as `host` lists it, history included.
+fn listed_tasks(host: &TestHost, service: &str) -> Result<Vec<ListedTask>, String> {
     let output = host.shoal(&["service", "ps", "--no-trunc", "--format", "json", service]);
     if !output.status.success() {
         return Err(output_text(&output));
     }
+    json_lines(&String::from_utf8_lossy(&output.stdout))
+        .iter()
+        .map(|task| {
+            let text = |key: &str| task[key].as_str().unwrap_or_default().to_owned();
+            let name = text("Name");
+            let slot = name
+                .rsplit('.')
+                .next()
+                .and_then(|slot| slot.parse().ok())
+                .ok_or_else(|| format!("no slot in task name {name:?}"))?;
+            Ok(ListedTask {
+                id: text("ID"),
+                slot,
+                node: text("Node"),
+                image: text("Image"),
+                desired: text("DesiredState"),
+                current: text("CurrentState"),
+            })
+        })
+        .collect()
+}
+
+/// The running tasks of `service` as `host` lists them, by slot: (task id, node).
+fn running_by_slot(
+    host: &TestHost,
+    service: &str,
+) -> Result<BTreeMap<u64, Vec<(String, String)>>, String> {
     let mut slots: BTreeMap<u64, Vec<(String, String)>> = BTreeMap::new();
-    for task in json_lines(&String::from_utf8_lossy(&output.stdout)) {
-        let text = |key: &str| task[key].as_str().unwrap_or_default().to_owned();
-        if text("DesiredState") != "Running" || !text("CurrentState").starts_with("Running") {
-            continue;
+    for task in listed_tasks(host, service)? {
+        if task.runs() {
+            slots
+                .entry(task.slot)
+                .or_default()
+                .push((task.id, task.node));
         }
-        let name = text("Name");
-        let slot = name
-            .rsplit('.')
-            .next()
-            .and_then(|slot| slot.parse().ok())
-            .ok_or_else(|| format!("no slot in task name {name:?}"))?;
-        slots
-            .entry(slot)
-            .or_default()
-            .push((text("ID"), text("Node")));
     }
     Ok(slots)
 }
@@ -764,33 +797,6 @@ fn a_root_ca_rotation_moves_every_node_without_stopping_tasks() {
     });
 }
 
-/// Every task of `service` as `host` lists it (history included): (slot, image, desired,
-/// current state).
-fn task_rows(host: &TestHost, service: &str) -> Result<Vec<(u64, String, String, String)>, String> {
-    let output = host.shoal(&["service", "ps", "--no-trunc", "--format", "json", service]);
-    if !output.status.success() {
-        return Err(output_text(&output));
-    }
-    json_lines(&String::from_utf8_lossy(&output.stdout))
-        .iter()
-        .map(|task| {
-            let text = |key: &str| task[key].as_str().unwrap_or_default().to_owned();
-            let name = text("Name");
-            let slot = name
-                .rsplit('.')
-                .next()
-                .and_then(|slot| slot.parse().ok())
-                .ok_or_else(|| format!("no slot in task name {name:?}"))?;
-            Ok((
-                slot,
-                text("Image"),
-                text("DesiredState"),
-                text("CurrentState"),
-            ))
-        })
-        .collect()
-}
-
 #[test]
 fn a_rolling_update_survives_a_leader_failover_and_replaces_each_slot_once() {
     let Some(cluster) = start(
@@ -827,10 +833,10 @@ fn a_rolling_update_survives_a_leader_failover_and_replaces_each_slot_once() {
     ]);
     leader.shoal_ok(&["service", "update", "-d", "--image", "busybox:v2", "web"]);
     wait_until("the first slot on the new image", CONVERGE_TIMEOUT, || {
-        let rows = task_rows(leader, "web")?;
+        let rows = listed_tasks(leader, "web")?;
         let updated = rows
             .iter()
-            .filter(|(_, image, _, state)| image == "busybox:v2" && state.starts_with("Running"))
+            .filter(|task| task.image == "busybox:v2" && task.current.starts_with("Running"))
             .count();
         if updated >= 1 {
             Ok(())
@@ -859,22 +865,20 @@ fn a_rolling_update_survives_a_leader_failover_and_replaces_each_slot_once() {
     // Each slot went to the new image exactly once: the new leader neither started over nor
     // left a slot behind, and no old-image task was made after the kill.
     let rows = wait_until("the task list", CONVERGE_TIMEOUT, || {
-        task_rows(survivor, "web")
+        listed_tasks(survivor, "web")
     });
     for slot in 1..=4 {
-        let of_slot: Vec<_> = rows.iter().filter(|row| row.0 == slot).collect();
+        let of_slot: Vec<_> = rows.iter().filter(|task| task.slot == slot).collect();
         let new_tasks = of_slot
             .iter()
-            .filter(|(_, image, _, _)| image == "busybox:v2")
+            .filter(|task| task.image == "busybox:v2")
             .count();
         let old_tasks = of_slot.len() - new_tasks;
         assert_eq!((old_tasks, new_tasks), (1, 1), "slot {slot}: {rows:?}");
         assert!(
             of_slot
                 .iter()
-                .any(|(_, image, desired, state)| image == "busybox:v2"
-                    && desired == "Running"
-                    && state.starts_with("Running")),
+                .any(|task| task.image == "busybox:v2" && task.runs()),
             "slot {slot} runs the new image: {rows:?}"
         );
     }

@@ -58,21 +58,8 @@ pub(crate) enum ServiceCommand {
     Ps {
         #[arg(required = true)]
         services: Vec<String>,
-        /// Prints only task IDs.
-        #[arg(short = 'q', long)]
-        quiet: bool,
-        /// Does not truncate IDs, images and errors.
-        #[arg(long)]
-        no_trunc: bool,
-        /// Prints IDs instead of service and node names.
-        #[arg(long)]
-        no_resolve: bool,
-        /// `json` prints one JSON object per line.
-        #[arg(long)]
-        format: Option<String>,
-        /// desired-state=running|shutdown|accepted, id=, name= or node= (repeatable).
-        #[arg(short = 'f', long = "filter")]
-        filters: Vec<String>,
+        #[command(flatten)]
+        listing: TaskListArgs,
     },
     /// Shows services in detail.
     Inspect {
@@ -165,27 +152,9 @@ pub(crate) async fn run(host: &str, command: ServiceCommand) -> anyhow::Result<(
             let json = crate::json_format(format)?;
             ls(&mut Daemon::connect(host).await?, quiet, json).await
         }
-        ServiceCommand::Ps {
-            services,
-            quiet,
-            no_trunc,
-            no_resolve,
-            format,
-            filters,
-        } => {
-            let filter = format::TaskFilter::parse(&filters)?;
-            let json = crate::json_format(format)?;
-            let mut daemon = Daemon::connect(host).await?;
-            ps(
-                &mut daemon,
-                services,
-                filter,
-                quiet,
-                !no_trunc,
-                no_resolve,
-                json,
-            )
-            .await
+        ServiceCommand::Ps { services, listing } => {
+            let listing = listing.check()?;
+            ps(&mut Daemon::connect(host).await?, services, listing).await
         }
         ServiceCommand::Inspect { pretty, services } => {
             inspect(&mut Daemon::connect(host).await?, services, pretty).await
@@ -531,15 +500,60 @@ async fn node_names(daemon: &mut Daemon) -> anyhow::Result<HashMap<String, Strin
         .collect())
 }
 
-pub(crate) async fn ps(
-    daemon: &mut Daemon,
-    services: Vec<String>,
+/// How `service ps`, and `stack ps` which shares its flags, list tasks.
+#[derive(clap::Args, Debug)]
+pub(crate) struct TaskListArgs {
+    /// Prints only task IDs.
+    #[arg(short = 'q', long)]
+    quiet: bool,
+    /// Does not truncate IDs, images and errors.
+    #[arg(long)]
+    no_trunc: bool,
+    /// Prints IDs instead of service and node names.
+    #[arg(long)]
+    no_resolve: bool,
+    /// `json` prints one JSON object per line.
+    #[arg(long)]
+    format: Option<String>,
+    /// desired-state=running|shutdown|accepted, id=, name= or node= (repeatable).
+    #[arg(short = 'f', long = "filter")]
+    filters: Vec<String>,
+}
+
+/// [`TaskListArgs`] once checked, before anything is asked of the daemon.
+pub(crate) struct TaskListing {
     filter: format::TaskFilter,
     quiet: bool,
     truncate: bool,
     no_resolve: bool,
     json: bool,
+}
+
+impl TaskListArgs {
+    pub(crate) fn check(self) -> anyhow::Result<TaskListing> {
+        Ok(TaskListing {
+            filter: format::TaskFilter::parse(&self.filters)?,
+            quiet: self.quiet,
+            truncate: !self.no_trunc,
+            no_resolve: self.no_resolve,
+            json: crate::json_format(self.format)?,
+        })
+    }
+}
+
+/// Lists the tasks of `services` (names or ids).
+pub(crate) async fn ps(
+    daemon: &mut Daemon,
+    services: Vec<String>,
+    listing: TaskListing,
 ) -> anyhow::Result<()> {
+    let TaskListing {
+        filter,
+        quiet,
+        truncate,
+        no_resolve,
+        json,
+    } = listing;
     let tasks = daemon
         .control
         .list_tasks(api::ListTasksRequest {
