@@ -11,31 +11,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 rounds=${ROUNDS:-5}
 
-cargo build --release -p cli --bin shoal
-shoal="$PWD/target/release/shoal"
-work=$(mktemp -d /tmp/shoal-bench-XXXXXX)
-export SHOAL_HOST="unix://$work/shoal.sock"
-daemon_pid=""
-cleanup() {
-  "$shoal" service rm bench >/dev/null 2>&1 || true
-  for _ in $(seq 100); do
-    [ -z "$("$shoal" container ls -a -q 2>/dev/null)" ] && break
-    sleep 0.1
-  done
-  "$shoal" container ls -a -q 2>/dev/null | xargs -r "$shoal" container rm -f >/dev/null 2>&1 || true
-  [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-"$shoal" daemon --data-root "$work/data" >"$work/daemon.log" 2>&1 &
-daemon_pid=$!
-for _ in $(seq 100); do "$shoal" container ls >/dev/null 2>&1 && break; sleep 0.1; done
-mkdir -p "$work/rootfs/bin"
-cp /bin/busybox "$work/rootfs/bin/busybox"
-ln -s busybox "$work/rootfs/bin/sleep"
-tar -C "$work/rootfs" -c . | "$shoal" image import - busybox:latest >/dev/null
-"$shoal" swarm init --advertise-addr 127.0.0.1 --listen-addr 127.0.0.1:0 >/dev/null
+# shellcheck source=deploy/lib/one-node.sh
+. deploy/lib/one-node.sh
+remove_bench_objects() { "$shoal" service rm bench >/dev/null 2>&1; }
+import_busybox busybox:latest
 "$shoal" service create --name bench --replicas 20 --init \
   --update-parallelism 5 --update-delay 0s --update-monitor 1s --update-order stop-first \
   busybox sleep 86400 >/dev/null
@@ -69,5 +48,5 @@ for round in $(seq "$rounds"); do
   times+=("$elapsed")
   echo "round $round: 20 tasks updated, UpdateStatus completed after ${elapsed}s (manager: ${managed}s from start to completion)"
 done
-median=$(printf '%s\n' "${times[@]}" | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}')
+median=$(median "${times[@]}")
 echo "median of $rounds: ${median}s"
