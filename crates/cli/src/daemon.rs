@@ -212,6 +212,18 @@ pub(crate) fn spec_from_pb(spec: pb::ContainerSpec) -> Result<engine::ContainerS
             },
         },
         labels: spec.labels.into_iter().collect(),
+        cap_add: spec.cap_add,
+        cap_drop: spec.cap_drop,
+        ulimits: spec
+            .ulimits
+            .into_iter()
+            .map(|ulimit| engine::Ulimit {
+                name: ulimit.name,
+                soft: ulimit.soft,
+                hard: ulimit.hard,
+            })
+            .collect(),
+        sysctls: spec.sysctls.into_iter().collect(),
     })
 }
 

@@ -271,6 +271,18 @@ struct RunArgs {
     /// KEY=value (repeatable).
     #[arg(short = 'l', long = "label")]
     labels: Vec<String>,
+    /// Adds a Linux capability to the default set, e.g. NET_ADMIN, or ALL (repeatable).
+    #[arg(long)]
+    cap_add: Vec<String>,
+    /// Drops a Linux capability from the default set, or ALL (repeatable).
+    #[arg(long)]
+    cap_drop: Vec<String>,
+    /// A namespaced kernel parameter, e.g. net.core.somaxconn=1024 (repeatable).
+    #[arg(long = "sysctl")]
+    sysctls: Vec<String>,
+    /// A resource limit, NAME=SOFT[:HARD], e.g. nofile=1024:2048 (repeatable).
+    #[arg(long = "ulimit")]
+    ulimits: Vec<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -379,6 +391,17 @@ fn run_spec(args: RunArgs) -> anyhow::Result<client::RunOptions> {
             .unwrap_or(0),
         log_max_files: args.log_max_files.unwrap_or(0),
         labels,
+        cap_add: args.cap_add,
+        cap_drop: args.cap_drop,
+        ulimits: service::spec::parse_ulimits("ulimit", &args.ulimits)?
+            .into_iter()
+            .map(|ulimit| pb::Ulimit {
+                name: ulimit.name,
+                soft: u64::try_from(ulimit.soft).unwrap_or(u64::MAX),
+                hard: u64::try_from(ulimit.hard).unwrap_or(u64::MAX),
+            })
+            .collect(),
+        sysctls: service::spec::parse_sysctls("sysctl", &args.sysctls)?,
     };
     Ok(client::RunOptions {
         detach: args.detach,

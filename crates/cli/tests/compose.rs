@@ -375,6 +375,21 @@ fn mistakes_name_key_path_and_fix() {
             "services.web.secrets.0.mode",
             "octal",
         ),
+        (
+            "services:\n  web:\n    image: a\n    cap_add: [NET_ADMIN, FLY]\n",
+            "services.web.cap_add.1",
+            "\"FLY\" is not a Linux capability",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    ulimits:\n      files: 10\n",
+            "services.web.ulimits.files",
+            "\"files\" is not a limit; use one of as, core",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    sysctls:\n      vm.swappiness: 1\n",
+            "services.web.sysctls.vm.swappiness",
+            "not namespaced",
+        ),
     ];
     for (text, path, message) in cases {
         let errors = match load_text(text) {

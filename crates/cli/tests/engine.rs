@@ -1004,3 +1004,63 @@ fn limits_and_loopback_are_visible_inside() {
         );
     }
 }
+
+#[test]
+fn capabilities_ulimits_and_sysctls_apply_inside() {
+    let Some(host) = TestHost::start("caps") else {
+        return;
+    };
+    host.import_busybox();
+    for runtime in runtimes() {
+        let script = "grep CapEff /proc/self/status; ulimit -n; ulimit -H -n; cat /proc/sys/net/core/somaxconn";
+        let output = host.ok(&run_args(
+            runtime,
+            &[
+                "--rm",
+                "--cap-add",
+                "net_admin",
+                "--cap-drop",
+                "NET_RAW",
+                "--ulimit",
+                "nofile=1024:2048",
+                "--sysctl",
+                "net.core.somaxconn=512",
+                "busybox:test",
+                "sh",
+                "-c",
+                script,
+            ],
+        ));
+        // Docker's default set is a80425fb; NET_RAW (bit 13) dropped, NET_ADMIN (bit 12) added.
+        assert_eq!(
+            output, "CapEff:\t00000000a80415fb\n1024\n2048\n512\n",
+            "{runtime:?}"
+        );
+    }
+    let host_wide = host.fails(&[
+        "container",
+        "run",
+        "--rm",
+        "--sysctl",
+        "vm.swappiness=1",
+        "busybox:test",
+        "true",
+    ]);
+    assert!(
+        host_wide.contains("vm.swappiness is not namespaced"),
+        "{host_wide}"
+    );
+    let unknown = host.fails(&[
+        "container",
+        "run",
+        "--rm",
+        "--cap-add",
+        "FLY",
+        "busybox:test",
+        "true",
+    ]);
+    assert!(
+        unknown.contains("\"FLY\" is not a Linux capability"),
+        "{unknown}"
+    );
+}

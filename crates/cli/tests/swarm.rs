@@ -1461,7 +1461,7 @@ fn updates_whose_tasks_fail_their_healthcheck_roll_back_or_pause_with_the_reason
 }
 
 #[test]
-fn a_stack_service_starts_once_its_dependency_is_healthy_with_placeholders_expanded() {
+fn a_stack_service_starts_once_its_dependency_is_healthy_with_placeholders_and_limits_applied() {
     let Some(host) = SwarmHost::start_manager("depends-on") else {
         return;
     };
@@ -1485,7 +1485,16 @@ services:
     hostname: "{{.Service.Name}}-{{.Task.Slot}}"
     environment:
       NODE: "{{.Node.Hostname}}"
-    command: ["sh", "-c", "echo \"$$(hostname) on $$NODE\"; exec sleep 86400"]
+    command:
+      - sh
+      - -c
+      - echo "$$(hostname) on $$NODE"; grep CapEff /proc/self/status; echo "nofile $$(ulimit -n)"; echo "somaxconn $$(cat /proc/sys/net/core/somaxconn)"; exec sleep 86400
+    cap_add: [NET_ADMIN]
+    cap_drop: [NET_RAW]
+    ulimits:
+      nofile: {soft: 1024, hard: 2048}
+    sysctls:
+      net.core.somaxconn: 512
     depends_on:
       db:
         condition: service_healthy
@@ -1503,12 +1512,19 @@ services:
         web_created >= db_healthy,
         "web's task was made at {web_created}, before db was healthy at {db_healthy}"
     );
-    // Swarm's placeholders stand for the task and the node.
+    // Swarm's placeholders stand for the task and the node; the capabilities, the limit and
+    // the sysctl reach the container (Docker's default set is a80425fb; NET_RAW, bit 13, is
+    // dropped and NET_ADMIN, bit 12, added).
     let node = std::fs::read_to_string("/proc/sys/kernel/hostname").expect("hostname");
-    let expected = format!("{stack}_web-1 on {}", node.trim());
-    wait_until("web's log line", CONVERGE_TIMEOUT, || {
+    let expected = [
+        format!("{stack}_web-1 on {}", node.trim()),
+        "CapEff:\t00000000a80415fb".to_owned(),
+        "nofile 1024".to_owned(),
+        "somaxconn 512".to_owned(),
+    ];
+    wait_until("web's log lines", CONVERGE_TIMEOUT, || {
         let logs = host.try_ok(&["service", "logs", &format!("{stack}_web")])?;
-        if logs.contains(&expected) {
+        if expected.iter().all(|line| logs.contains(line.as_str())) {
             Ok(())
         } else {
             Err(logs)

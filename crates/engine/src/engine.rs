@@ -135,6 +135,8 @@ struct Inner {
     config: EngineConfig,
     images: Arc<ImageStore>,
     init_dir: Option<PathBuf>,
+    /// The kernel's highest capability number: what a container's `ALL` capabilities reach.
+    last_capability: u8,
     containers: Mutex<HashMap<String, Arc<Entry>>>,
 }
 
@@ -157,7 +159,7 @@ impl LocalEngine {
     /// again, ones whose shim died meanwhile are marked exited and tidied up.
     pub async fn open(config: EngineConfig) -> Result<LocalEngine> {
         let data_root = config.data_root.clone();
-        let (images, init_dir, records) = blocking(move || {
+        let (images, init_dir, records, last_capability) = blocking(move || {
             for dir in ["containers", "volumes", "runtime"] {
                 let path = data_root.join(dir);
                 std::fs::create_dir_all(&path).map_err(EngineError::io(format!("creating {}", path.display())))?;
@@ -179,7 +181,7 @@ impl LocalEngine {
                     Err(error) => tracing::warn!(path = %entry.path().display(), %error, "skipping unreadable container"),
                 }
             }
-            Ok((images, init_dir, records))
+            Ok((images, init_dir, records, kernel_last_capability()))
         })
         .await?;
         let engine = LocalEngine {
@@ -187,6 +189,7 @@ impl LocalEngine {
                 config,
                 images,
                 init_dir,
+                last_capability,
                 containers: Mutex::new(HashMap::new()),
             }),
         };
@@ -343,7 +346,14 @@ impl Inner {
             files: dir.files(),
             init_dir: self.init_dir.clone(),
         };
-        let oci = spec::runtime_spec(&id, &spec, &image.config, user, &paths)?;
+        let oci = spec::runtime_spec(
+            &id,
+            &spec,
+            &image.config,
+            user,
+            &paths,
+            self.last_capability,
+        )?;
         let record = ContainerRecord {
             args: spec::process_args(&spec, &image.config)?,
             id: id.clone(),
@@ -809,6 +819,14 @@ impl Engine for LocalEngine {
 /// `shoal` binary. A container then runs `/.shoal/ld.so --library-path /.shoal /.shoal/shoal
 /// init`, which needs nothing from the image. Files are replaced by rename, never rewritten in
 /// place, because running `--init` containers have this directory mapped.
+/// `/proc/sys/kernel/cap_last_cap`; CAP_AUDIT_READ (37, Linux 3.16) when it can't be read.
+fn kernel_last_capability() -> u8 {
+    std::fs::read_to_string("/proc/sys/kernel/cap_last_cap")
+        .ok()
+        .and_then(|text| text.trim().parse().ok())
+        .unwrap_or(37)
+}
+
 fn prepare_init_dir(data_root: &Path) -> Result<PathBuf> {
     let dir = data_root.join("init");
     std::fs::create_dir_all(&dir).map_err(EngineError::io("creating the init directory"))?;

@@ -21,5 +21,5 @@ pub use engine::{ContainerInfo, Engine, EngineConfig, LocalEngine};
 pub use error::{EngineError, Result};
 pub use health::{HealthState, HealthStatus};
 pub use logs::LogEntry;
-pub use spec::{ContainerSpec, HealthcheckSpec, LogOptions, MountSpec, Resources};
+pub use spec::{ContainerSpec, HealthcheckSpec, LogOptions, MountSpec, Resources, Ulimit};
 pub use store::ImageSummary;

@@ -54,6 +54,25 @@ pub struct ContainerSpec {
     pub log: LogOptions,
     /// Free-form labels.
     pub labels: BTreeMap<String, String>,
+    /// Capabilities added to Docker's default set: `NET_ADMIN` or `CAP_NET_ADMIN`, or `ALL`.
+    pub cap_add: Vec<String>,
+    /// Capabilities taken from it; `ALL` leaves only those in `cap_add`.
+    pub cap_drop: Vec<String>,
+    /// Resource limits on the container's processes.
+    pub ulimits: Vec<Ulimit>,
+    /// Kernel parameters of the container's own namespaces, e.g. `net.core.somaxconn`.
+    pub sysctls: BTreeMap<String, String>,
+}
+
+/// One resource limit, by Docker's name for it (`nofile`, `nproc`, `core`, ...).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Ulimit {
+    /// Docker's name: the `RLIMIT_` constant's suffix in lower case.
+    pub name: String,
+    /// The limit a process may raise itself up to `hard`.
+    pub soft: u64,
+    /// The ceiling.
+    pub hard: u64,
 }
 
 /// One extra mount.
@@ -271,6 +290,201 @@ fn passwd_gid_for_uid(passwd: &str, uid: u32) -> Option<u32> {
     })
 }
 
+/// Every capability, at its kernel number: `CAPABILITIES[n]` is capability n.
+const CAPABILITIES: [&str; 41] = [
+    "CAP_CHOWN",
+    "CAP_DAC_OVERRIDE",
+    "CAP_DAC_READ_SEARCH",
+    "CAP_FOWNER",
+    "CAP_FSETID",
+    "CAP_KILL",
+    "CAP_SETGID",
+    "CAP_SETUID",
+    "CAP_SETPCAP",
+    "CAP_LINUX_IMMUTABLE",
+    "CAP_NET_BIND_SERVICE",
+    "CAP_NET_BROADCAST",
+    "CAP_NET_ADMIN",
+    "CAP_NET_RAW",
+    "CAP_IPC_LOCK",
+    "CAP_IPC_OWNER",
+    "CAP_SYS_MODULE",
+    "CAP_SYS_RAWIO",
+    "CAP_SYS_CHROOT",
+    "CAP_SYS_PTRACE",
+    "CAP_SYS_PACCT",
+    "CAP_SYS_ADMIN",
+    "CAP_SYS_BOOT",
+    "CAP_SYS_NICE",
+    "CAP_SYS_RESOURCE",
+    "CAP_SYS_TIME",
+    "CAP_SYS_TTY_CONFIG",
+    "CAP_MKNOD",
+    "CAP_LEASE",
+    "CAP_AUDIT_WRITE",
+    "CAP_AUDIT_CONTROL",
+    "CAP_SETFCAP",
+    "CAP_MAC_OVERRIDE",
+    "CAP_MAC_ADMIN",
+    "CAP_SYSLOG",
+    "CAP_WAKE_ALARM",
+    "CAP_BLOCK_SUSPEND",
+    "CAP_AUDIT_READ",
+    "CAP_PERFMON",
+    "CAP_BPF",
+    "CAP_CHECKPOINT_RESTORE",
+];
+
+/// `ALL`, or a capability's full name (`CAP_` prefixed, upper case) from any spelling Docker
+/// takes: `net_admin`, `NET_ADMIN`, `CAP_NET_ADMIN`.
+pub fn capability_name(given: &str) -> Result<String> {
+    let upper = given.trim().to_ascii_uppercase();
+    if upper == "ALL" {
+        return Ok(upper);
+    }
+    let full = if upper.starts_with("CAP_") {
+        upper
+    } else {
+        format!("CAP_{upper}")
+    };
+    if CAPABILITIES.contains(&full.as_str()) {
+        Ok(full)
+    } else {
+        Err(EngineError::invalid(
+            "capability",
+            format!("{given:?} is not a Linux capability (e.g. NET_ADMIN, SYS_PTRACE, or ALL)"),
+        ))
+    }
+}
+
+/// The capabilities a container's processes hold, as Docker works them out: `ALL` in `add`
+/// gives every capability the kernel knows (up to `last_capability`) but those dropped; `ALL`
+/// in `drop` gives only those added; otherwise the default set, less those dropped, plus those
+/// added.
+pub fn capabilities(add: &[String], drop: &[String], last_capability: u8) -> Result<Vec<String>> {
+    let add = add
+        .iter()
+        .map(|name| capability_name(name))
+        .collect::<Result<Vec<_>>>()?;
+    let drop = drop
+        .iter()
+        .map(|name| capability_name(name))
+        .collect::<Result<Vec<_>>>()?;
+    let known = &CAPABILITIES[..CAPABILITIES.len().min(usize::from(last_capability) + 1)];
+    let base: Vec<&str> = if add.iter().any(|name| name == "ALL") {
+        known.to_vec()
+    } else if drop.iter().any(|name| name == "ALL") {
+        Vec::new()
+    } else {
+        DEFAULT_CAPABILITIES.to_vec()
+    };
+    let mut held: Vec<String> = base
+        .into_iter()
+        .filter(|name| !drop.iter().any(|dropped| dropped == name))
+        .map(str::to_owned)
+        .collect();
+    for name in add {
+        if name == "ALL" || held.contains(&name) {
+            continue;
+        }
+        if !known.contains(&name.as_str()) {
+            return Err(EngineError::NotSupported(format!(
+                "capability {name}: this kernel knows capabilities up to {}",
+                known.last().copied().unwrap_or("none")
+            )));
+        }
+        held.push(name);
+    }
+    Ok(held)
+}
+
+/// Docker's names of the resource limits (`RLIMIT_` suffixes in lower case).
+pub const ULIMIT_NAMES: &[&str] = &[
+    "as",
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+];
+
+/// The OCI `process.rlimits` for Docker-named `ulimits`.
+fn rlimits(ulimits: &[Ulimit]) -> Result<Vec<serde_json::Value>> {
+    let mut seen = Vec::new();
+    ulimits
+        .iter()
+        .map(|ulimit| {
+            let name = ulimit.name.to_ascii_lowercase();
+            if !ULIMIT_NAMES.contains(&name.as_str()) {
+                return Err(EngineError::invalid(
+                    "ulimit",
+                    format!(
+                        "{:?} is not a limit; use one of {}",
+                        ulimit.name,
+                        ULIMIT_NAMES.join(", ")
+                    ),
+                ));
+            }
+            if seen.contains(&name) {
+                return Err(EngineError::invalid(
+                    "ulimit",
+                    format!("{name} is given twice"),
+                ));
+            }
+            if ulimit.soft > ulimit.hard {
+                return Err(EngineError::invalid(
+                    "ulimit",
+                    format!(
+                        "{name}: the soft limit {} is above the hard limit {}",
+                        ulimit.soft, ulimit.hard
+                    ),
+                ));
+            }
+            let kind = format!("RLIMIT_{}", name.to_ascii_uppercase());
+            seen.push(name);
+            Ok(json!({"type": kind, "soft": ulimit.soft, "hard": ulimit.hard}))
+        })
+        .collect()
+}
+
+/// Checks that a sysctl belongs to a namespace the container has its own of (network, IPC), as
+/// Docker does: any other would change the host.
+pub fn check_sysctl(name: &str) -> Result<()> {
+    const IPC: &[&str] = &[
+        "kernel.msgmax",
+        "kernel.msgmnb",
+        "kernel.msgmni",
+        "kernel.sem",
+        "kernel.shmall",
+        "kernel.shmmax",
+        "kernel.shmmni",
+        "kernel.shm_rmid_forced",
+    ];
+    let namespaced =
+        name.starts_with("net.") || name.starts_with("fs.mqueue.") || IPC.contains(&name);
+    if namespaced {
+        Ok(())
+    } else {
+        Err(EngineError::invalid(
+            "sysctl",
+            format!(
+                "{name} is not namespaced, so setting it would change the host; only net.*, \
+                 fs.mqueue.* and the IPC ones (kernel.msg*, kernel.sem, kernel.shm*) are allowed"
+            ),
+        ))
+    }
+}
+
 /// Docker's default capability set.
 const DEFAULT_CAPABILITIES: &[&str] = &[
     "CAP_CHOWN",
@@ -316,12 +530,14 @@ pub fn cgroup_path(id: &str) -> String {
 }
 
 /// Builds the OCI runtime spec for container `id`. Pure: every input is passed in.
+/// `last_capability` is the running kernel's highest capability number, what `ALL` reaches.
 pub fn runtime_spec(
     id: &str,
     spec: &ContainerSpec,
     image: &ImageConfigFile,
     user: ResolvedUser,
     paths: &BundlePaths,
+    last_capability: u8,
 ) -> Result<oci_spec::runtime::Spec> {
     let mut args = process_args(spec, image)?;
     let defaults = image.config.clone().unwrap_or_default();
@@ -418,6 +634,10 @@ pub fn runtime_spec(
     if let Some(limit) = spec.resources.pids_limit {
         resources["pids"] = json!({"limit": limit});
     }
+    let capabilities = capabilities(&spec.cap_add, &spec.cap_drop, last_capability)?;
+    for name in spec.sysctls.keys() {
+        check_sysctl(name)?;
+    }
     let value = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -427,10 +647,11 @@ pub fn runtime_spec(
             "env": merged_env(spec, image),
             "cwd": cwd,
             "capabilities": {
-                "bounding": DEFAULT_CAPABILITIES,
-                "effective": DEFAULT_CAPABILITIES,
-                "permitted": DEFAULT_CAPABILITIES,
+                "bounding": capabilities,
+                "effective": capabilities,
+                "permitted": capabilities,
             },
+            "rlimits": rlimits(&spec.ulimits)?,
             "noNewPrivileges": false,
         },
         "root": {"path": paths.rootfs, "readonly": spec.read_only_rootfs},
@@ -442,6 +663,7 @@ pub fn runtime_spec(
             "cgroupsPath": cgroup_path(id),
             "maskedPaths": MASKED_PATHS,
             "readonlyPaths": READONLY_PATHS,
+            "sysctl": spec.sysctls,
         },
         "annotations": {"io.shoal.container.id": id},
     });
@@ -617,6 +839,7 @@ mod tests {
             &image(None, None),
             ResolvedUser::default(),
             &paths(),
+            40,
         )?;
         let value = serde_json::to_value(&built).map_err(|e| EngineError::invalid("spec", e))?;
         assert_eq!(value["hostname"], "c1abcdef0123");
@@ -662,10 +885,111 @@ mod tests {
                 &spec,
                 &image(None, None),
                 ResolvedUser::default(),
-                &paths()
+                &paths(),
+                40,
             )
             .is_err()
         );
+    }
+
+    fn strings(names: &[&str]) -> Vec<String> {
+        names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    #[test]
+    fn capabilities_follow_dockers_rules() -> Result<()> {
+        let default = capabilities(&[], &[], 40)?;
+        assert_eq!(default, strings(DEFAULT_CAPABILITIES));
+        let changed = capabilities(&strings(&["net_admin"]), &strings(&["CAP_MKNOD"]), 40)?;
+        assert!(changed.contains(&"CAP_NET_ADMIN".to_owned()));
+        assert!(!changed.contains(&"CAP_MKNOD".to_owned()));
+        assert_eq!(changed.len(), DEFAULT_CAPABILITIES.len());
+        // ALL added: every capability the kernel knows, less those dropped.
+        let all = capabilities(&strings(&["ALL"]), &strings(&["SYS_ADMIN"]), 37)?;
+        assert_eq!(all.len(), 37);
+        assert!(!all.contains(&"CAP_SYS_ADMIN".to_owned()));
+        assert!(!all.contains(&"CAP_PERFMON".to_owned()));
+        // ALL dropped: only those added.
+        let only = capabilities(&strings(&["CHOWN"]), &strings(&["all"]), 40)?;
+        assert_eq!(only, strings(&["CAP_CHOWN"]));
+        let unknown = capabilities(&strings(&["NET_ADMINN"]), &[], 40).unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .contains("\"NET_ADMINN\" is not a Linux capability")
+        );
+        let too_new = capabilities(&strings(&["BPF"]), &[], 37).unwrap_err();
+        assert!(too_new.to_string().contains("CAP_BPF"), "{too_new}");
+        Ok(())
+    }
+
+    #[test]
+    fn ulimits_and_sysctls_reach_the_runtime_spec() -> Result<()> {
+        let spec = ContainerSpec {
+            command: vec!["true".into()],
+            ulimits: vec![Ulimit {
+                name: "nofile".into(),
+                soft: 1024,
+                hard: 2048,
+            }],
+            sysctls: BTreeMap::from([("net.core.somaxconn".to_owned(), "512".to_owned())]),
+            cap_add: strings(&["NET_ADMIN"]),
+            ..Default::default()
+        };
+        let built = runtime_spec(
+            "c1",
+            &spec,
+            &image(None, None),
+            ResolvedUser::default(),
+            &paths(),
+            40,
+        )?;
+        let value = serde_json::to_value(&built).map_err(|e| EngineError::invalid("spec", e))?;
+        assert_eq!(
+            value["process"]["rlimits"],
+            json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 2048}])
+        );
+        assert_eq!(value["linux"]["sysctl"]["net.core.somaxconn"], "512");
+        let effective = value["process"]["capabilities"]["effective"].to_string();
+        assert!(effective.contains("CAP_NET_ADMIN"), "{effective}");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_ulimits_and_host_sysctls_are_refused() {
+        let refused = |spec: ContainerSpec| {
+            runtime_spec(
+                "c1",
+                &ContainerSpec {
+                    command: vec!["true".into()],
+                    ..spec
+                },
+                &image(None, None),
+                ResolvedUser::default(),
+                &paths(),
+                40,
+            )
+            .map(drop)
+            .unwrap_err()
+            .to_string()
+        };
+        let ulimit = |name: &str, soft, hard| ContainerSpec {
+            ulimits: vec![Ulimit {
+                name: name.into(),
+                soft,
+                hard,
+            }],
+            ..Default::default()
+        };
+        assert!(refused(ulimit("files", 1, 1)).contains("\"files\" is not a limit"));
+        assert!(
+            refused(ulimit("nofile", 10, 5)).contains("soft limit 10 is above the hard limit 5")
+        );
+        let host_wide = ContainerSpec {
+            sysctls: BTreeMap::from([("vm.swappiness".to_owned(), "1".to_owned())]),
+            ..Default::default()
+        };
+        assert!(refused(host_wide).contains("vm.swappiness is not namespaced"));
     }
 
     #[test]

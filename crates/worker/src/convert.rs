@@ -150,6 +150,23 @@ pub fn container_spec_for_task(
         read_only_rootfs: container.read_only,
         stop_signal: non_empty(&container.stop_signal),
         init: container.init.unwrap_or(false),
+        cap_add: container.capability_add.clone(),
+        cap_drop: container.capability_drop.clone(),
+        // A negative limit is Docker's "unlimited".
+        ulimits: container
+            .ulimits
+            .iter()
+            .map(|ulimit| engine::Ulimit {
+                name: ulimit.name.clone(),
+                soft: u64::try_from(ulimit.soft).unwrap_or(u64::MAX),
+                hard: u64::try_from(ulimit.hard).unwrap_or(u64::MAX),
+            })
+            .collect(),
+        sysctls: container
+            .sysctls
+            .iter()
+            .map(|(name, value)| (name.clone(), value.clone()))
+            .collect(),
         ..ContainerSpec::default()
     };
     if let Some(grace) = &container.stop_grace_period {
@@ -312,18 +329,6 @@ fn refuse_unsupported_container_fields(
     }
     if !container.groups.is_empty() {
         unsupported.push("groups");
-    }
-    if !container.sysctls.is_empty() {
-        unsupported.push("sysctls");
-    }
-    if !container.capability_add.is_empty() {
-        unsupported.push("capability_add");
-    }
-    if !container.capability_drop.is_empty() {
-        unsupported.push("capability_drop");
-    }
-    if !container.ulimits.is_empty() {
-        unsupported.push("ulimits");
     }
     if !container.oom_score_adj.is_empty() {
         unsupported.push("oom_score_adj");
@@ -734,6 +739,45 @@ mod tests {
                 },
             ),
             (
+                "capabilities, ulimits (negative is unlimited) and sysctls",
+                TaskContainerSpec {
+                    capability_add: vec!["NET_ADMIN".into()],
+                    capability_drop: vec!["MKNOD".into()],
+                    ulimits: vec![
+                        api::container_spec::Ulimit {
+                            name: "nofile".into(),
+                            soft: 1024,
+                            hard: 2048,
+                        },
+                        api::container_spec::Ulimit {
+                            name: "core".into(),
+                            soft: -1,
+                            hard: -1,
+                        },
+                    ],
+                    sysctls: HashMap::from([("net.core.somaxconn".to_owned(), "512".to_owned())]),
+                    ..image("busybox")
+                },
+                None,
+                |spec| {
+                    spec.cap_add = vec!["NET_ADMIN".into()];
+                    spec.cap_drop = vec!["MKNOD".into()];
+                    spec.ulimits = vec![
+                        engine::Ulimit {
+                            name: "nofile".into(),
+                            soft: 1024,
+                            hard: 2048,
+                        },
+                        engine::Ulimit {
+                            name: "core".into(),
+                            soft: u64::MAX,
+                            hard: u64::MAX,
+                        },
+                    ];
+                    spec.sysctls = BTreeMap::from([("net.core.somaxconn".into(), "512".into())]);
+                },
+            ),
+            (
                 "user labels kept, swarm labels can't be spoofed",
                 TaskContainerSpec {
                     labels: HashMap::from([
@@ -979,13 +1023,13 @@ mod tests {
                 "memory limit -1 is negative",
             ),
             (
-                "tty and capabilities",
+                "tty and groups",
                 task_with(TaskContainerSpec {
                     tty: true,
-                    capability_add: vec!["NET_ADMIN".into()],
+                    groups: vec!["wheel".into()],
                     ..image("busybox")
                 }),
-                "does not support tty, capability_add",
+                "does not support tty, groups",
             ),
             (
                 "relative bind source",

@@ -697,9 +697,9 @@ impl<'a> Parser<'a> {
                 "read_only" => service.read_only = self.bool(value, &p).unwrap_or(false),
                 "tty" => service.tty = self.bool(value, &p).unwrap_or(false),
                 "stdin_open" => service.stdin_open = self.bool(value, &p).unwrap_or(false),
-                "cap_add" => service.cap_add = self.string_list(value, &p, false),
-                "cap_drop" => service.cap_drop = self.string_list(value, &p, false),
-                "sysctls" => service.sysctls = self.labels(value, &p),
+                "cap_add" => service.cap_add = self.capabilities(value, &p),
+                "cap_drop" => service.cap_drop = self.capabilities(value, &p),
+                "sysctls" => service.sysctls = self.sysctls(value, &p),
                 "ulimits" => service.ulimits = self.ulimits(value, &p),
                 "depends_on" => service.depends_on = self.depends_on(value, &p),
                 "logging" => service.logging = self.logging(value, &p),
@@ -1624,6 +1624,36 @@ impl<'a> Parser<'a> {
         Some(check)
     }
 
+    /// Capability names as given, each checked against the kernel's list (or `ALL`).
+    fn capabilities(&mut self, node: &Node, path: &str) -> Vec<String> {
+        let Value::Seq(items) = &node.value else {
+            return self.string_list(node, path, false);
+        };
+        let mut names = Vec::new();
+        for (index, item) in items.iter().enumerate() {
+            let p = join(path, &index.to_string());
+            let Some(name) = self.string(item, &p) else {
+                continue;
+            };
+            match engine::spec::capability_name(&name) {
+                Ok(_) => names.push(name),
+                Err(error) => self.error(item, &p, error.to_string()),
+            }
+        }
+        names
+    }
+
+    /// Kernel parameters, each one the container has its own of.
+    fn sysctls(&mut self, node: &Node, path: &str) -> BTreeMap<String, String> {
+        let sysctls = self.labels(node, path);
+        for name in sysctls.keys() {
+            if let Err(error) = engine::spec::check_sysctl(name) {
+                self.error(node, &join(path, name), error.to_string());
+            }
+        }
+        sysctls
+    }
+
     fn ulimits(&mut self, node: &Node, path: &str) -> BTreeMap<String, Ulimit> {
         let mut out = BTreeMap::new();
         let Some(entries) = self.map(node, path) else {
@@ -1631,6 +1661,18 @@ impl<'a> Parser<'a> {
         };
         for (key, value) in entries {
             let p = join(path, &key.name);
+            if !engine::spec::ULIMIT_NAMES.contains(&key.name.as_str()) {
+                self.error(
+                    value,
+                    &p,
+                    format!(
+                        "{:?} is not a limit; use one of {}",
+                        key.name,
+                        engine::spec::ULIMIT_NAMES.join(", ")
+                    ),
+                );
+                continue;
+            }
             let limit = match &value.value {
                 Value::Map(fields) => {
                     self.check_keys(fields, &p, &["soft", "hard"]);

@@ -881,6 +881,12 @@ fn container_json(container: &api::ContainerSpec) -> Value {
         "CapabilityDrop",
         json!(container.capability_drop),
     );
+    let ulimits: Vec<Value> = container
+        .ulimits
+        .iter()
+        .map(|ulimit| json!({"Name": ulimit.name, "Soft": ulimit.soft, "Hard": ulimit.hard}))
+        .collect();
+    insert_nonempty(&mut object, "Ulimits", Value::Array(ulimits));
     object.insert("Isolation".into(), json!("default"));
     Value::Object(object)
 }

@@ -325,6 +325,18 @@ pub(crate) struct CreateArgs {
     /// A config to expose: NAME, or source=NAME,target=/PATH,uid=…,gid=…,mode=0444 (repeatable).
     #[arg(long = "config")]
     pub(crate) configs: Vec<String>,
+    /// Adds a Linux capability to the default set, e.g. NET_ADMIN, or ALL (repeatable).
+    #[arg(long)]
+    pub(crate) cap_add: Vec<String>,
+    /// Drops a Linux capability from the default set, or ALL (repeatable).
+    #[arg(long)]
+    pub(crate) cap_drop: Vec<String>,
+    /// A namespaced kernel parameter, e.g. net.core.somaxconn=1024 (repeatable).
+    #[arg(long = "sysctl")]
+    pub(crate) sysctls: Vec<String>,
+    /// A resource limit, NAME=SOFT[:HARD], e.g. nofile=1024:2048 (repeatable).
+    #[arg(long = "ulimit")]
+    pub(crate) ulimits: Vec<String>,
     #[command(flatten)]
     pub(crate) container: ContainerArgs,
     #[command(flatten)]
@@ -418,6 +430,24 @@ pub(crate) struct UpdateArgs {
     /// Removes a config by its name (repeatable).
     #[arg(long)]
     pub(crate) config_rm: Vec<String>,
+    /// Adds a Linux capability, e.g. NET_ADMIN, or ALL (repeatable).
+    #[arg(long)]
+    pub(crate) cap_add: Vec<String>,
+    /// Drops a Linux capability, or ALL (repeatable).
+    #[arg(long)]
+    pub(crate) cap_drop: Vec<String>,
+    /// Adds or changes a kernel parameter, NAME=VALUE (repeatable).
+    #[arg(long)]
+    pub(crate) sysctl_add: Vec<String>,
+    /// Removes a kernel parameter by its name (repeatable).
+    #[arg(long)]
+    pub(crate) sysctl_rm: Vec<String>,
+    /// Adds or changes a resource limit, NAME=SOFT[:HARD] (repeatable).
+    #[arg(long)]
+    pub(crate) ulimit_add: Vec<String>,
+    /// Removes a resource limit by its name (repeatable).
+    #[arg(long)]
+    pub(crate) ulimit_rm: Vec<String>,
     #[command(flatten)]
     pub(crate) container: ContainerArgs,
     #[command(flatten)]
@@ -527,6 +557,91 @@ pub(crate) fn parse_cpus(flag: &str, text: &str) -> anyhow::Result<i64> {
 }
 
 /// docker's `ConvertKVStringsToMap`: `k=v`, or `k` for an empty value.
+/// Adds and drops capabilities as `docker service update` does: adding one takes it off the
+/// dropped list, dropping one takes it off the added list. Names are checked and written the
+/// engine's way (`CAP_NET_ADMIN`, or `ALL`).
+fn update_capabilities(
+    container: &mut api::ContainerSpec,
+    add: &[String],
+    drop: &[String],
+) -> anyhow::Result<()> {
+    let normalise = |flag: &str, names: &[String]| -> anyhow::Result<Vec<String>> {
+        names
+            .iter()
+            .map(|name| {
+                engine::spec::capability_name(name).map_err(|error| anyhow!("--{flag}: {error}"))
+            })
+            .collect()
+    };
+    let add = normalise("cap-add", add)?;
+    let drop = normalise("cap-drop", drop)?;
+    if let Some(both) = add.iter().find(|name| drop.contains(name)) {
+        bail!("{both} is both added and dropped: give it to --cap-add or --cap-drop, not both");
+    }
+    container.capability_add.retain(|name| !drop.contains(name));
+    container.capability_drop.retain(|name| !add.contains(name));
+    for name in add {
+        if !container.capability_add.contains(&name) {
+            container.capability_add.push(name);
+        }
+    }
+    for name in drop {
+        if !container.capability_drop.contains(&name) {
+            container.capability_drop.push(name);
+        }
+    }
+    Ok(())
+}
+
+/// `NAME=VALUE` kernel parameters.
+pub(crate) fn parse_sysctls(
+    flag: &str,
+    items: &[String],
+) -> anyhow::Result<HashMap<String, String>> {
+    items
+        .iter()
+        .map(|item| match item.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() => {
+                engine::spec::check_sysctl(name.trim())
+                    .map_err(|error| anyhow!("--{flag}: {error}"))?;
+                Ok((name.trim().to_owned(), value.to_owned()))
+            }
+            _ => bail!("--{flag} {item:?}: use NAME=VALUE, e.g. net.core.somaxconn=1024"),
+        })
+        .collect()
+}
+
+/// `NAME=SOFT[:HARD]` resource limits; one number sets both, -1 is unlimited.
+pub(crate) fn parse_ulimits(
+    flag: &str,
+    items: &[String],
+) -> anyhow::Result<Vec<api::container_spec::Ulimit>> {
+    let mut ulimits: Vec<api::container_spec::Ulimit> = Vec::new();
+    for item in items {
+        let usage = || anyhow!("--{flag} {item:?}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048");
+        let (name, limits) = item.split_once('=').ok_or_else(usage)?;
+        let name = name.trim().to_ascii_lowercase();
+        if !engine::spec::ULIMIT_NAMES.contains(&name.as_str()) {
+            bail!(
+                "--{flag} {item:?}: {name:?} is not a limit; use one of {}",
+                engine::spec::ULIMIT_NAMES.join(", ")
+            );
+        }
+        let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
+        let number = |text: &str| text.trim().parse::<i64>().map_err(|_| usage());
+        let (soft, hard) = (number(soft)?, number(hard)?);
+        let as_unsigned = |limit: i64| u64::try_from(limit).unwrap_or(u64::MAX);
+        if as_unsigned(soft) > as_unsigned(hard) {
+            bail!("--{flag} {item:?}: the soft limit {soft} is above the hard limit {hard}");
+        }
+        if ulimits.iter().any(|ulimit| ulimit.name == name) {
+            bail!("--{flag}: {name} is given twice");
+        }
+        ulimits.push(api::container_spec::Ulimit { name, soft, hard });
+    }
+    Ok(ulimits)
+}
+
 fn key_values(items: &[String]) -> HashMap<String, String> {
     items
         .iter()
@@ -1216,6 +1331,9 @@ pub(crate) fn create_spec(
         ..Default::default()
     };
     set_payload_references(&mut container, secrets, configs)?;
+    update_capabilities(&mut container, &args.cap_add, &args.cap_drop)?;
+    container.sysctls = parse_sysctls("sysctl", &args.sysctls)?;
+    container.ulimits = parse_ulimits("ulimit", &args.ulimits)?;
     apply_container(&mut container, &args.container)?;
     apply_pids(&mut container, &args.resources)?;
     container.healthcheck = apply_health(None, &args.health)?;
@@ -1344,6 +1462,17 @@ pub(crate) fn update_spec(
     apply_container(container, &args.container)?;
     apply_pids(container, &args.resources)?;
     container.healthcheck = apply_health(container.healthcheck.take(), &args.health)?;
+    update_capabilities(container, &args.cap_add, &args.cap_drop)?;
+    let sysctls = parse_sysctls("sysctl-add", &args.sysctl_add)?;
+    container
+        .sysctls
+        .retain(|name, _| !args.sysctl_rm.contains(name));
+    container.sysctls.extend(sysctls);
+    let ulimits = parse_ulimits("ulimit-add", &args.ulimit_add)?;
+    container.ulimits.retain(|ulimit| {
+        !args.ulimit_rm.contains(&ulimit.name) && !ulimits.iter().any(|u| u.name == ulimit.name)
+    });
+    container.ulimits.extend(ulimits);
 
     if !args.mount_add.is_empty() || !args.mount_rm.is_empty() {
         let added = args
@@ -1508,6 +1637,89 @@ mod tests {
 
     fn seconds(seconds: i64) -> Option<api::Duration> {
         Some(api::Duration { seconds, nanos: 0 })
+    }
+
+    #[test]
+    fn capabilities_sysctls_and_ulimits_are_created_and_updated() -> anyhow::Result<()> {
+        let spec = create(&[
+            "--cap-add",
+            "net_admin",
+            "--cap-drop",
+            "CAP_MKNOD",
+            "--sysctl",
+            "net.core.somaxconn=512",
+            "--ulimit",
+            "nofile=1024:2048",
+            "--ulimit",
+            "core=-1",
+            "busybox",
+        ])?;
+        let container = container_of(&spec);
+        assert_eq!(container.capability_add, ["CAP_NET_ADMIN"]);
+        assert_eq!(container.capability_drop, ["CAP_MKNOD"]);
+        assert_eq!(container.sysctls["net.core.somaxconn"], "512");
+        let limits: Vec<(&str, i64, i64)> = container
+            .ulimits
+            .iter()
+            .map(|u| (u.name.as_str(), u.soft, u.hard))
+            .collect();
+        assert_eq!(limits, [("nofile", 1024, 2048), ("core", -1, -1)]);
+
+        // Dropping an added capability takes it off the added list, as Docker does.
+        let updated = update(
+            spec,
+            &[
+                "--cap-drop",
+                "NET_ADMIN",
+                "--cap-add",
+                "mknod",
+                "--sysctl-rm",
+                "net.core.somaxconn",
+                "--sysctl-add",
+                "net.ipv4.ip_forward=1",
+                "--ulimit-rm",
+                "core",
+                "--ulimit-add",
+                "nofile=4096",
+            ],
+        )?;
+        let container = container_of(&updated);
+        assert_eq!(container.capability_add, ["CAP_MKNOD"]);
+        assert_eq!(container.capability_drop, ["CAP_NET_ADMIN"]);
+        assert_eq!(
+            container.sysctls,
+            HashMap::from([("net.ipv4.ip_forward".to_owned(), "1".to_owned())])
+        );
+        let limits: Vec<(&str, i64, i64)> = container
+            .ulimits
+            .iter()
+            .map(|u| (u.name.as_str(), u.soft, u.hard))
+            .collect();
+        assert_eq!(limits, [("nofile", 4096, 4096)]);
+
+        assert!(
+            create_error(&["--cap-add", "NET_ADMINN", "busybox"]).contains(
+                "--cap-add: invalid capability: \"NET_ADMINN\" is not a Linux capability"
+            )
+        );
+        assert!(
+            create_error(&["--cap-add", "ALL", "--cap-drop", "all", "busybox"])
+                .contains("ALL is both added and dropped")
+        );
+        assert!(create_error(&["--sysctl", "somaxconn", "busybox"]).contains("use NAME=VALUE"));
+        assert!(
+            create_error(&["--sysctl", "vm.swappiness=1", "busybox"])
+                .contains("--sysctl: invalid sysctl: vm.swappiness is not namespaced")
+        );
+        assert!(
+            create_error(&["--ulimit", "files=1", "busybox"]).contains("\"files\" is not a limit")
+        );
+        assert!(
+            create_error(&["--ulimit", "nofile=10:5", "busybox"])
+                .contains("soft limit 10 is above the hard limit 5")
+        );
+        assert!(create_error(&["--ulimit", "nofile=lots", "busybox"]).contains("NAME=SOFT[:HARD]"));
+        Ok(())
     }
 
     #[test]
