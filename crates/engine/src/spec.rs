@@ -833,15 +833,7 @@ mod tests {
             ],
             ..Default::default()
         };
-        let built = runtime_spec(
-            "c1abcdef0123456789",
-            &spec,
-            &image(None, None),
-            ResolvedUser::default(),
-            &paths(),
-            40,
-        )?;
-        let value = serde_json::to_value(&built).map_err(|e| EngineError::invalid("spec", e))?;
+        let value = built_json("c1abcdef0123456789", &spec)?;
         assert_eq!(value["hostname"], "c1abcdef0123");
         assert_eq!(value["root"]["readonly"], true);
         assert_eq!(value["process"]["cwd"], "/srv");
@@ -879,21 +871,24 @@ mod tests {
             }],
             ..Default::default()
         };
-        assert!(
-            runtime_spec(
-                "c1",
-                &spec,
-                &image(None, None),
-                ResolvedUser::default(),
-                &paths(),
-                40,
-            )
-            .is_err()
-        );
+        assert!(built_json("c1", &spec).is_err());
     }
 
     fn strings(names: &[&str]) -> Vec<String> {
         names.iter().map(|name| (*name).to_owned()).collect()
+    }
+
+    /// The runtime spec of container `id` from `spec` and the test image, as JSON.
+    fn built_json(id: &str, spec: &ContainerSpec) -> Result<serde_json::Value> {
+        let built = runtime_spec(
+            id,
+            spec,
+            &image(None, None),
+            ResolvedUser::default(),
+            &paths(),
+            40,
+        )?;
+        serde_json::to_value(&built).map_err(|e| EngineError::invalid("spec", e))
     }
 
     #[test]
@@ -936,15 +931,7 @@ mod tests {
             cap_add: strings(&["NET_ADMIN"]),
             ..Default::default()
         };
-        let built = runtime_spec(
-            "c1",
-            &spec,
-            &image(None, None),
-            ResolvedUser::default(),
-            &paths(),
-            40,
-        )?;
-        let value = serde_json::to_value(&built).map_err(|e| EngineError::invalid("spec", e))?;
+        let value = built_json("c1", &spec)?;
         assert_eq!(
             value["process"]["rlimits"],
             json!([{"type": "RLIMIT_NOFILE", "soft": 1024, "hard": 2048}])
@@ -958,20 +945,11 @@ mod tests {
     #[test]
     fn bad_ulimits_and_host_sysctls_are_refused() {
         let refused = |spec: ContainerSpec| {
-            runtime_spec(
-                "c1",
-                &ContainerSpec {
-                    command: vec!["true".into()],
-                    ..spec
-                },
-                &image(None, None),
-                ResolvedUser::default(),
-                &paths(),
-                40,
-            )
-            .map(drop)
-            .unwrap_err()
-            .to_string()
+            let spec = ContainerSpec {
+                command: vec!["true".into()],
+                ..spec
+            };
+            built_json("c1", &spec).unwrap_err().to_string()
         };
         let ulimit = |name: &str, soft, hard| ContainerSpec {
             ulimits: vec![Ulimit {
