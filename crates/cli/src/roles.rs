@@ -116,6 +116,8 @@ impl DispatcherConnector for ManagerConnector {
 
 struct RunningAgent {
     stop: watch::Sender<bool>,
+    /// The latest session message: on a worker, `info`'s list of managers.
+    session: watch::Receiver<Option<SessionMessage>>,
     agent: tokio::task::JoinHandle<()>,
     /// Takes the state lock to change roles, so it is aborted, never awaited, by whoever holds
     /// that lock to stop the agent.
@@ -280,9 +282,11 @@ impl NodeRoles {
                 tracing::error!(%error, "the worker agent stopped");
             }
         });
+        let session = link.session.subscribe();
         let follower = tokio::spawn(self.clone().follow_managers(link, stopped));
         RunningAgent {
             stop,
+            session,
             agent,
             follower,
         }
@@ -726,6 +730,16 @@ impl NodeRoles {
                     info.remote_managers = summary.manager_addrs.into_iter().collect();
                 }
                 Err(error) => info.error = error.to_string(),
+            }
+        } else if let Some(agent) = &state.agent {
+            // A worker knows the managers from its session, as a Docker worker lists them.
+            if let Some(session) = agent.session.borrow().as_ref() {
+                info.remote_managers = session
+                    .managers
+                    .iter()
+                    .filter_map(|manager| manager.peer.as_ref())
+                    .map(|peer| (peer.node_id.clone(), peer.addr.clone()))
+                    .collect();
             }
         }
         info

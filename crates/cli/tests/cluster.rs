@@ -112,6 +112,27 @@ fn three_managers_and_two_workers_form_one_swarm_every_manager_agrees_on() {
         "{}",
         output_text(&refused)
     );
+    // A worker's `info` lists the managers it knows from its session, as a manager's does.
+    let managers = manager_addresses(&cluster.host(1).shoal_ok(&["info"]));
+    assert_eq!(managers.len(), 3, "{managers:?}");
+    wait_until("the worker to list the managers", CONVERGE_TIMEOUT, || {
+        let listed = manager_addresses(&cluster.host(4).shoal_ok(&["info"]));
+        if listed == managers {
+            Ok(())
+        } else {
+            Err(format!("{listed:?}, not {managers:?}"))
+        }
+    });
+}
+
+/// The addresses `info` lists under "Manager Addresses:".
+fn manager_addresses(info: &str) -> Vec<String> {
+    info.lines()
+        .skip_while(|line| line.trim() != "Manager Addresses:")
+        .skip(1)
+        .take_while(|line| line.trim().parse::<std::net::SocketAddr>().is_ok())
+        .map(|line| line.trim().to_owned())
+        .collect()
 }
 
 #[test]
