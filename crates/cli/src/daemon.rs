@@ -224,6 +224,7 @@ pub(crate) fn spec_from_pb(spec: pb::ContainerSpec) -> Result<engine::ContainerS
             })
             .collect(),
         sysctls: spec.sysctls.into_iter().collect(),
+        groups: spec.groups,
     })
 }
 

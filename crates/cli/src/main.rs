@@ -283,6 +283,9 @@ struct RunArgs {
     /// A resource limit, NAME=SOFT[:HARD], e.g. nofile=1024:2048 (repeatable).
     #[arg(long = "ulimit")]
     ulimits: Vec<String>,
+    /// A supplementary group, by name or number (repeatable).
+    #[arg(long = "group-add")]
+    groups: Vec<String>,
     image: String,
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -402,6 +405,7 @@ fn run_spec(args: RunArgs) -> anyhow::Result<client::RunOptions> {
             })
             .collect(),
         sysctls: service::spec::parse_sysctls("sysctl", &args.sysctls)?,
+        groups: args.groups,
     };
     Ok(client::RunOptions {
         detach: args.detach,

@@ -1006,13 +1006,13 @@ fn limits_and_loopback_are_visible_inside() {
 }
 
 #[test]
-fn capabilities_ulimits_and_sysctls_apply_inside() {
+fn groups_capabilities_ulimits_and_sysctls_apply_inside() {
     let Some(host) = TestHost::start("caps") else {
         return;
     };
     host.import_busybox();
     for runtime in runtimes() {
-        let script = "grep CapEff /proc/self/status; ulimit -n; ulimit -H -n; cat /proc/sys/net/core/somaxconn";
+        let script = "grep CapEff /proc/self/status; ulimit -n; ulimit -H -n; cat /proc/sys/net/core/somaxconn; id -G";
         let output = host.ok(&run_args(
             runtime,
             &[
@@ -1025,6 +1025,8 @@ fn capabilities_ulimits_and_sysctls_apply_inside() {
                 "nofile=1024:2048",
                 "--sysctl",
                 "net.core.somaxconn=512",
+                "--group-add",
+                "4242",
                 "busybox:test",
                 "sh",
                 "-c",
@@ -1033,7 +1035,7 @@ fn capabilities_ulimits_and_sysctls_apply_inside() {
         ));
         // Docker's default set is a80425fb; NET_RAW (bit 13) dropped, NET_ADMIN (bit 12) added.
         assert_eq!(
-            output, "CapEff:\t00000000a80415fb\n1024\n2048\n512\n",
+            output, "CapEff:\t00000000a80415fb\n1024\n2048\n512\n0 4242\n",
             "{runtime:?}"
         );
     }
@@ -1062,5 +1064,18 @@ fn capabilities_ulimits_and_sysctls_apply_inside() {
     assert!(
         unknown.contains("\"FLY\" is not a Linux capability"),
         "{unknown}"
+    );
+    let no_group = host.fails(&[
+        "container",
+        "run",
+        "--rm",
+        "--group-add",
+        "wheel",
+        "busybox:test",
+        "true",
+    ]);
+    assert!(
+        no_group.contains("\"wheel\" is not in the image's /etc/group"),
+        "{no_group}"
     );
 }

@@ -309,20 +309,21 @@ impl Inner {
             }
             None => format!("shoal-{}", &id[..12]),
         };
-        let user = match &spec.user {
-            None => ResolvedUser::default(),
-            Some(user) => {
-                let read = |file: &str| {
-                    image
-                        .layer_dirs
-                        .iter()
-                        .rev()
-                        .find_map(|dir| std::fs::read_to_string(dir.join(file)).ok())
-                        .unwrap_or_default()
-                };
-                spec::resolve_user(user, &read("etc/passwd"), &read("etc/group"))?
-            }
+        let read = |file: &str| {
+            image
+                .layer_dirs
+                .iter()
+                .rev()
+                .find_map(|dir| std::fs::read_to_string(dir.join(file)).ok())
+                .unwrap_or_default()
         };
+        let mut user = match &spec.user {
+            None => ResolvedUser::default(),
+            Some(user) => spec::resolve_user(user, &read("etc/passwd"), &read("etc/group"))?,
+        };
+        if !spec.groups.is_empty() {
+            user.additional_gids = spec::resolve_groups(&spec.groups, &read("etc/group"))?;
+        }
         let stop_signal = match spec.stop_signal.clone().or_else(|| {
             image
                 .config

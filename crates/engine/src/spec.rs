@@ -62,6 +62,8 @@ pub struct ContainerSpec {
     pub ulimits: Vec<Ulimit>,
     /// Kernel parameters of the container's own namespaces, e.g. `net.core.somaxconn`.
     pub sysctls: BTreeMap<String, String>,
+    /// Supplementary groups of the process, names from the image's `/etc/group` or numbers.
+    pub groups: Vec<String>,
 }
 
 /// One resource limit, by Docker's name for it (`nofile`, `nproc`, `core`, ...).
@@ -182,12 +184,14 @@ pub struct BundlePaths {
 }
 
 /// The user a process runs as, already looked up.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct ResolvedUser {
     /// uid.
     pub uid: u32,
     /// gid.
     pub gid: u32,
+    /// Supplementary groups, from [`ContainerSpec::groups`].
+    pub additional_gids: Vec<u32>,
 }
 
 /// Where shoal's init is mounted inside a container.
@@ -280,7 +284,35 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<ResolvedUse
             })?,
         },
     };
-    Ok(ResolvedUser { uid, gid })
+    Ok(ResolvedUser {
+        uid,
+        gid,
+        additional_gids: Vec::new(),
+    })
+}
+
+/// Supplementary groups by name (looked up in the image's `/etc/group` contents) or number.
+pub fn resolve_groups(groups: &[String], group: &str) -> Result<Vec<u32>> {
+    groups
+        .iter()
+        .map(|name| {
+            if let Ok(gid) = name.parse::<u32>() {
+                return Ok(gid);
+            }
+            group
+                .lines()
+                .find_map(|line| {
+                    let fields: Vec<&str> = line.split(':').collect();
+                    (fields.first() == Some(&name.as_str())).then(|| fields.get(2)?.parse().ok())?
+                })
+                .ok_or_else(|| {
+                    EngineError::invalid(
+                        "group",
+                        format!("{name:?} is not in the image's /etc/group; use a numeric gid"),
+                    )
+                })
+        })
+        .collect()
 }
 
 fn passwd_gid_for_uid(passwd: &str, uid: u32) -> Option<u32> {
@@ -642,7 +674,7 @@ pub fn runtime_spec(
         "ociVersion": "1.0.2",
         "process": {
             "terminal": false,
-            "user": {"uid": user.uid, "gid": user.gid},
+            "user": {"uid": user.uid, "gid": user.gid, "additionalGids": user.additional_gids},
             "args": args,
             "env": merged_env(spec, image),
             "cwd": cwd,
@@ -785,20 +817,39 @@ mod tests {
         let group = "root:x:0:\nstaff:x:50:\n";
         assert_eq!(
             resolve_user("www", passwd, group)?,
-            ResolvedUser { uid: 33, gid: 34 }
+            ResolvedUser {
+                uid: 33,
+                gid: 34,
+                additional_gids: Vec::new()
+            }
         );
         assert_eq!(
             resolve_user("33:staff", passwd, group)?,
-            ResolvedUser { uid: 33, gid: 50 }
+            ResolvedUser {
+                uid: 33,
+                gid: 50,
+                additional_gids: Vec::new()
+            }
         );
         assert_eq!(
             resolve_user("1000:1000", passwd, group)?,
             ResolvedUser {
                 uid: 1000,
-                gid: 1000
+                gid: 1000,
+                additional_gids: Vec::new()
             }
         );
         assert!(resolve_user("nobody", passwd, group).is_err());
+        assert_eq!(
+            resolve_groups(&["staff".to_owned(), "4242".to_owned()], group)?,
+            [50, 4242]
+        );
+        let unknown = resolve_groups(&["wheel".to_owned()], group).unwrap_err();
+        assert!(
+            unknown
+                .to_string()
+                .contains("\"wheel\" is not in the image's /etc/group")
+        );
         Ok(())
     }
 

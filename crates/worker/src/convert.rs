@@ -150,6 +150,7 @@ pub fn container_spec_for_task(
         read_only_rootfs: container.read_only,
         stop_signal: non_empty(&container.stop_signal),
         init: container.init.unwrap_or(false),
+        groups: container.groups.clone(),
         cap_add: container.capability_add.clone(),
         cap_drop: container.capability_drop.clone(),
         // A negative limit is Docker's "unlimited".
@@ -326,9 +327,6 @@ fn refuse_unsupported_container_fields(
     }
     if container.open_stdin {
         unsupported.push("open_stdin");
-    }
-    if !container.groups.is_empty() {
-        unsupported.push("groups");
     }
     if !container.oom_score_adj.is_empty() {
         unsupported.push("oom_score_adj");
@@ -739,8 +737,9 @@ mod tests {
                 },
             ),
             (
-                "capabilities, ulimits (negative is unlimited) and sysctls",
+                "groups, capabilities, ulimits (negative is unlimited) and sysctls",
                 TaskContainerSpec {
+                    groups: vec!["staff".into()],
                     capability_add: vec!["NET_ADMIN".into()],
                     capability_drop: vec!["MKNOD".into()],
                     ulimits: vec![
@@ -760,6 +759,7 @@ mod tests {
                 },
                 None,
                 |spec| {
+                    spec.groups = vec!["staff".into()];
                     spec.cap_add = vec!["NET_ADMIN".into()];
                     spec.cap_drop = vec!["MKNOD".into()];
                     spec.ulimits = vec![
@@ -1023,13 +1023,13 @@ mod tests {
                 "memory limit -1 is negative",
             ),
             (
-                "tty and groups",
+                "tty and stdin",
                 task_with(TaskContainerSpec {
                     tty: true,
-                    groups: vec!["wheel".into()],
+                    open_stdin: true,
                     ..image("busybox")
                 }),
-                "does not support tty, groups",
+                "does not support tty, open_stdin",
             ),
             (
                 "relative bind source",

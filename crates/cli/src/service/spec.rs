@@ -337,6 +337,9 @@ pub(crate) struct CreateArgs {
     /// A resource limit, NAME=SOFT[:HARD], e.g. nofile=1024:2048 (repeatable).
     #[arg(long = "ulimit")]
     pub(crate) ulimits: Vec<String>,
+    /// A supplementary group for the container's user, by name or number (repeatable).
+    #[arg(long = "group")]
+    pub(crate) groups: Vec<String>,
     #[command(flatten)]
     pub(crate) container: ContainerArgs,
     #[command(flatten)]
@@ -448,6 +451,12 @@ pub(crate) struct UpdateArgs {
     /// Removes a resource limit by its name (repeatable).
     #[arg(long)]
     pub(crate) ulimit_rm: Vec<String>,
+    /// Adds a supplementary group (repeatable).
+    #[arg(long)]
+    pub(crate) group_add: Vec<String>,
+    /// Removes a supplementary group (repeatable).
+    #[arg(long)]
+    pub(crate) group_rm: Vec<String>,
     #[command(flatten)]
     pub(crate) container: ContainerArgs,
     #[command(flatten)]
@@ -1334,6 +1343,7 @@ pub(crate) fn create_spec(
     update_capabilities(&mut container, &args.cap_add, &args.cap_drop)?;
     container.sysctls = parse_sysctls("sysctl", &args.sysctls)?;
     container.ulimits = parse_ulimits("ulimit", &args.ulimits)?;
+    container.groups = args.groups.clone();
     apply_container(&mut container, &args.container)?;
     apply_pids(&mut container, &args.resources)?;
     container.healthcheck = apply_health(None, &args.health)?;
@@ -1473,6 +1483,10 @@ pub(crate) fn update_spec(
         !args.ulimit_rm.contains(&ulimit.name) && !ulimits.iter().any(|u| u.name == ulimit.name)
     });
     container.ulimits.extend(ulimits);
+    container
+        .groups
+        .retain(|group| !args.group_rm.contains(group) && !args.group_add.contains(group));
+    container.groups.extend(args.group_add.iter().cloned());
 
     if !args.mount_add.is_empty() || !args.mount_rm.is_empty() {
         let added = args
@@ -1640,7 +1654,7 @@ mod tests {
     }
 
     #[test]
-    fn capabilities_sysctls_and_ulimits_are_created_and_updated() -> anyhow::Result<()> {
+    fn groups_capabilities_sysctls_and_ulimits_are_created_and_updated() -> anyhow::Result<()> {
         let spec = create(&[
             "--cap-add",
             "net_admin",
@@ -1652,9 +1666,14 @@ mod tests {
             "nofile=1024:2048",
             "--ulimit",
             "core=-1",
+            "--group",
+            "staff",
+            "--group",
+            "4242",
             "busybox",
         ])?;
         let container = container_of(&spec);
+        assert_eq!(container.groups, ["staff", "4242"]);
         assert_eq!(container.capability_add, ["CAP_NET_ADMIN"]);
         assert_eq!(container.capability_drop, ["CAP_MKNOD"]);
         assert_eq!(container.sysctls["net.core.somaxconn"], "512");
@@ -1681,9 +1700,14 @@ mod tests {
                 "core",
                 "--ulimit-add",
                 "nofile=4096",
+                "--group-rm",
+                "staff",
+                "--group-add",
+                "audio",
             ],
         )?;
         let container = container_of(&updated);
+        assert_eq!(container.groups, ["4242", "audio"]);
         assert_eq!(container.capability_add, ["CAP_MKNOD"]);
         assert_eq!(container.capability_drop, ["CAP_NET_ADMIN"]);
         assert_eq!(
