@@ -274,16 +274,15 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
                         "cannot rotate because autolock is not turned on: turn it on with 'shoal swarm update --autolock=true'"
                     );
                 }
-                daemon
-                    .control
-                    .update_cluster(api::UpdateClusterRequest {
-                        version: version_of(cluster.meta.as_ref()),
-                        spec: cluster.spec.clone(),
+                request_rotation(
+                    &mut daemon,
+                    &cluster,
+                    api::UpdateClusterRequest {
                         rotate_manager_unlock_key: true,
                         ..Default::default()
-                    })
-                    .await
-                    .map_err(api_error)?;
+                    },
+                )
+                .await?;
                 if !quiet {
                     println!("Successfully rotated manager unlock key.\n");
                 }
@@ -328,20 +327,17 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
             let mut daemon = Daemon::connect(host).await?;
             let mut cluster = get_cluster(&mut daemon).await?;
             if rotate {
-                cluster = daemon
-                    .control
-                    .update_cluster(api::UpdateClusterRequest {
-                        version: version_of(cluster.meta.as_ref()),
-                        spec: cluster.spec.clone(),
+                cluster = request_rotation(
+                    &mut daemon,
+                    &cluster,
+                    api::UpdateClusterRequest {
                         rotate_worker_token: role == api::NodeRole::Worker,
                         rotate_manager_token: role == api::NodeRole::Manager,
                         ..Default::default()
-                    })
-                    .await
-                    .map_err(api_error)?
-                    .into_inner()
-                    .cluster
-                    .context("the daemon returned no cluster after rotating the token")?;
+                    },
+                )
+                .await?
+                .context("the daemon returned no cluster after rotating the token")?;
                 if !quiet {
                     let name = if role == api::NodeRole::Worker {
                         "worker"
@@ -383,16 +379,15 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
             let mut daemon = Daemon::connect(host).await?;
             let mut cluster = get_cluster(&mut daemon).await?;
             if rotate {
-                daemon
-                    .control
-                    .update_cluster(api::UpdateClusterRequest {
-                        version: version_of(cluster.meta.as_ref()),
-                        spec: cluster.spec.clone(),
+                request_rotation(
+                    &mut daemon,
+                    &cluster,
+                    api::UpdateClusterRequest {
                         rotate_root_ca: true,
                         ..Default::default()
-                    })
-                    .await
-                    .map_err(api_error)?;
+                    },
+                )
+                .await?;
                 if detach {
                     println!("Root CA rotation started; 'shoal swarm ca' shows the root in use.");
                     return Ok(());
@@ -541,6 +536,26 @@ impl Drop for EchoOff {
         // SAFETY: restores the settings read from the same open descriptor.
         unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0) };
     }
+}
+
+/// Asks for the rotation that `rotation` flags (a join token, the unlock key, the root CA) on
+/// `cluster` as read, its spec unchanged; returns the cluster as it is afterwards.
+async fn request_rotation(
+    daemon: &mut Daemon,
+    cluster: &api::Cluster,
+    rotation: api::UpdateClusterRequest,
+) -> anyhow::Result<Option<api::Cluster>> {
+    Ok(daemon
+        .control
+        .update_cluster(api::UpdateClusterRequest {
+            version: version_of(cluster.meta.as_ref()),
+            spec: cluster.spec.clone(),
+            ..rotation
+        })
+        .await
+        .map_err(api_error)?
+        .into_inner()
+        .cluster)
 }
 
 async fn get_cluster(daemon: &mut Daemon) -> anyhow::Result<api::Cluster> {
