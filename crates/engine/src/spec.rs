@@ -274,15 +274,7 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<ResolvedUse
     };
     let gid = match group_part {
         None => primary_gid,
-        Some(g) => match g.parse::<u32>() {
-            Ok(gid) => gid,
-            Err(_) => lookup(group, g).map(|(gid, _)| gid).ok_or_else(|| {
-                EngineError::invalid(
-                    "group",
-                    format!("{g:?} is not in the image's /etc/group; use a numeric gid"),
-                )
-            })?,
-        },
+        Some(name) => group_id(name, group)?,
     };
     Ok(ResolvedUser {
         uid,
@@ -293,26 +285,26 @@ pub fn resolve_user(user: &str, passwd: &str, group: &str) -> Result<ResolvedUse
 
 /// Supplementary groups by name (looked up in the image's `/etc/group` contents) or number.
 pub fn resolve_groups(groups: &[String], group: &str) -> Result<Vec<u32>> {
-    groups
-        .iter()
-        .map(|name| {
-            if let Ok(gid) = name.parse::<u32>() {
-                return Ok(gid);
-            }
-            group
-                .lines()
-                .find_map(|line| {
-                    let fields: Vec<&str> = line.split(':').collect();
-                    (fields.first() == Some(&name.as_str())).then(|| fields.get(2)?.parse().ok())?
-                })
-                .ok_or_else(|| {
-                    EngineError::invalid(
-                        "group",
-                        format!("{name:?} is not in the image's /etc/group; use a numeric gid"),
-                    )
-                })
+    groups.iter().map(|name| group_id(name, group)).collect()
+}
+
+/// A group's id: `name` itself when it is a number, else its entry in `/etc/group` contents.
+fn group_id(name: &str, group: &str) -> Result<u32> {
+    if let Ok(gid) = name.parse::<u32>() {
+        return Ok(gid);
+    }
+    group
+        .lines()
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split(':').collect();
+            (fields.first() == Some(&name)).then(|| fields.get(2)?.parse().ok())?
         })
-        .collect()
+        .ok_or_else(|| {
+            EngineError::invalid(
+                "group",
+                format!("{name:?} is not in the image's /etc/group; use a numeric gid"),
+            )
+        })
 }
 
 fn passwd_gid_for_uid(passwd: &str, uid: u32) -> Option<u32> {
