@@ -157,15 +157,23 @@ impl SwarmHost {
     }
 
     fn swarm_init(&self) {
-        let output = self.ok(&[
+        self.swarm_init_with(&[]);
+    }
+
+    /// `swarm init` on loopback with `extra` flags; returns what it printed.
+    fn swarm_init_with(&self, extra: &[&str]) -> String {
+        let mut args = vec![
             "swarm",
             "init",
             "--advertise-addr",
             "127.0.0.1",
             "--listen-addr",
             "127.0.0.1:0",
-        ]);
+        ];
+        args.extend_from_slice(extra);
+        let output = self.ok(&args);
         assert!(output.contains("is now a manager"), "{output}");
+        output
     }
 
     fn data(&self) -> PathBuf {
@@ -1569,18 +1577,9 @@ fn autolock_keeps_a_restarted_manager_locked_until_it_is_unlocked() {
     let Some(mut host) = SwarmHost::start("autolock") else {
         return;
     };
-    let output = host.ok(&[
-        "swarm",
-        "init",
-        "--advertise-addr",
-        "127.0.0.1",
-        "--listen-addr",
-        "127.0.0.1:0",
-        "--autolock",
-    ]);
+    let output = host.swarm_init_with(&["--autolock"]);
     assert!(
-        output.contains("is now a manager")
-            && output.contains("To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\ncommand and provide the following key:")
+        output.contains("To unlock a swarm manager after it restarts, run the `shoal swarm unlock`\ncommand and provide the following key:")
             && output.contains("Remember to store this key in a password manager"),
         "{output}"
     );

@@ -58,6 +58,15 @@ fn contents(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
         .collect()
 }
 
+/// A one-member store in `dir`, serving and bootstrapped, with the config it was opened with.
+async fn bootstrapped(dir: &Path) -> (StoreConfig, Store) {
+    let (config, listener) = config(dir).await;
+    let store = Store::open(config.clone()).await.unwrap();
+    store.serve(listener).unwrap();
+    store.bootstrap().await.unwrap();
+    (config, store)
+}
+
 async fn open_with(config: &StoreConfig, key: DataKey) -> Result<Store, StoreError> {
     let mut config = config.clone();
     config.data_key = key;
@@ -84,10 +93,7 @@ async fn refused(config: &StoreConfig, key: DataKey) -> StoreError {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn object_data_is_sealed_in_the_log_and_the_snapshot() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, listener) = config(dir.path()).await;
-    let store = Store::open(config.clone()).await.unwrap();
-    store.serve(listener).unwrap();
-    store.bootstrap().await.unwrap();
+    let (config, store) = bootstrapped(dir.path()).await;
     // One object ends up in the snapshot, the other only in the log after it.
     store
         .write(Transaction::create(
@@ -146,10 +152,7 @@ async fn object_data_is_sealed_in_the_log_and_the_snapshot() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_log_sealed_with_another_key_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (config, listener) = config(dir.path()).await;
-    let store = Store::open(config.clone()).await.unwrap();
-    store.serve(listener).unwrap();
-    store.bootstrap().await.unwrap();
+    let (config, store) = bootstrapped(dir.path()).await;
     store
         .write(Transaction::create("secret", "s", "", payload("log")))
         .await
