@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::cleanup::{inside, mounts_under, processes_mentioning, sweep_run_directory};
 use crate::wait::poll_until;
-use crate::{HarnessError, TestHost, netns, skip_notice, skip_reason};
+use crate::{HarnessError, TestHost, netns, skip, skip_notice, skip_reason};
 
 /// Clusters started by this process so far; part of each cluster's prefix.
 static CLUSTERS_STARTED: AtomicUsize = AtomicUsize::new(0);
@@ -147,10 +147,11 @@ impl TestCluster {
 
     /// [`TestCluster::start`] for a test named `test_name`: `None`, after printing
     /// `SKIPPED <test_name>: <reason>`, when the machine can't run cluster tests (see
-    /// [`skip_reason`]); panics when the cluster fails to start.
+    /// [`skip_reason`]; where every test must run, [`skip`] panics instead); panics when the
+    /// cluster fails to start.
     pub fn start_or_skip(test_name: &str, options: ClusterOptions) -> Option<TestCluster> {
         if let Some(reason) = skip_reason() {
-            skip_notice(&format!("SKIPPED {test_name}: {reason}"));
+            skip(test_name, &reason);
             return None;
         }
         match TestCluster::start(options) {

@@ -35,5 +35,5 @@ pub use cluster::{ClusterOptions, Footprint, TestCluster, default_shoal_binary};
 pub use error::HarnessError;
 pub use host::TestHost;
 pub use process::{output_text, run as run_with_timeout};
-pub use skip::{skip_notice, skip_reason};
+pub use skip::{REQUIRE_ALL_TESTS, root_skip_reason, skip, skip_notice, skip_reason};
 pub use wait::{poll_until, wait_until};

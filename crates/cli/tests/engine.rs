@@ -12,9 +12,8 @@ use serde_json::Value;
 
 mod support;
 
-use support::{
-    SHOAL, build_busybox_tarball, container_ids, remove_leftovers, skip_notice, skip_reason,
-};
+use shoal_tests::skip;
+use support::{SHOAL, build_busybox_tarball, container_ids, remove_leftovers, skip_reason};
 
 const RUNC: &str = "/usr/sbin/runc";
 
@@ -43,7 +42,7 @@ impl TestHost {
     /// Starts a daemon, or returns `None` (after saying why) when the test must be skipped.
     fn start(name: &str) -> Option<TestHost> {
         if let Some(reason) = skip_reason() {
-            skip_notice(&format!("SKIPPED {name}: {reason}"));
+            skip(name, &reason);
             return None;
         }
         let dir = PathBuf::from(format!("/tmp/sh{}-{name}", std::process::id()));
@@ -192,7 +191,10 @@ fn runtimes() -> Vec<Option<&'static str>> {
     if Path::new(RUNC).exists() {
         runtimes.push(Some(RUNC));
     } else {
-        skip_notice("runc not installed: testing the built-in runtime only");
+        skip(
+            "the runc half of the runtime tests",
+            "runc not installed (apt-get install runc)",
+        );
     }
     runtimes
 }
@@ -782,9 +784,10 @@ fn pull_from_a_local_registry_runs_and_keeps_the_digest() {
         })
         .collect();
     if !missing.is_empty() {
-        skip_notice(&format!(
-            "SKIPPED pull test: {missing:?} not installed (apt-get install docker-registry umoci skopeo)"
-        ));
+        skip(
+            "pull test",
+            &format!("{missing:?} not installed (apt-get install docker-registry umoci skopeo)"),
+        );
         return;
     }
     let Some(host) = TestHost::start("pull") else {

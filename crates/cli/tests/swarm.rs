@@ -15,9 +15,8 @@ use serde_json::Value;
 
 mod support;
 
-use support::{
-    SHOAL, build_busybox_tarball, container_ids, remove_leftovers, skip_notice, skip_reason,
-};
+use shoal_tests::{skip, skip_notice};
+use support::{SHOAL, build_busybox_tarball, container_ids, remove_leftovers, skip_reason};
 
 /// How long one CLI command may take before the test calls it hung.
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
@@ -124,7 +123,7 @@ impl SwarmHost {
     /// the test must be skipped.
     fn start(name: &str) -> Option<SwarmHost> {
         if let Some(reason) = skip_reason() {
-            skip_notice(&format!("SKIPPED {name}: {reason}"));
+            skip(name, &reason);
             return None;
         }
         let dir = PathBuf::from(format!("/tmp/sw{}-{name}", std::process::id()));

@@ -309,20 +309,17 @@ impl Inner {
             }
             None => format!("shoal-{}", &id[..12]),
         };
-        let read = |file: &str| {
-            image
-                .layer_dirs
-                .iter()
-                .rev()
-                .find_map(|dir| std::fs::read_to_string(dir.join(file)).ok())
-                .unwrap_or_default()
+        let limit = self.images.limits().image_file_bytes;
+        let read = |file: &str| -> Result<String> {
+            let contents = image.read_file(file, limit)?.unwrap_or_default();
+            Ok(String::from_utf8_lossy(&contents).into_owned())
         };
         let mut user = match &spec.user {
             None => ResolvedUser::default(),
-            Some(user) => spec::resolve_user(user, &read("etc/passwd"), &read("etc/group"))?,
+            Some(user) => spec::resolve_user(user, &read("etc/passwd")?, &read("etc/group")?)?,
         };
         if !spec.groups.is_empty() {
-            user.additional_gids = spec::resolve_groups(&spec.groups, &read("etc/group"))?;
+            user.additional_gids = spec::resolve_groups(&spec.groups, &read("etc/group")?)?;
         }
         let stop_signal = match spec.stop_signal.clone().or_else(|| {
             image

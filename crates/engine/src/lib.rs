@@ -2,6 +2,7 @@
 //! (youki's libcontainer or an external runc), cgroups, logs, healthchecks and the per-container
 //! shim that lets containers outlive the daemon. Knows nothing of the cluster.
 
+mod beneath;
 pub mod container;
 pub mod engine;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod shim;
 pub mod spec;
 pub mod store;
 pub mod sys;
+pub mod unpack;
 pub mod util;
 
 pub use container::{RunStatus, ShimState};

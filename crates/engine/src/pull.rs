@@ -3,6 +3,10 @@
 //! them to the store, which verifies every digest and diff ID before the image appears.
 
 use std::path::PathBuf;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::AsyncWrite;
 
 use oci_client::client::{ClientConfig, ClientProtocol};
 use oci_client::manifest::OciDescriptor;
@@ -29,6 +33,51 @@ fn to_oci(descriptor: &Descriptor) -> OciDescriptor {
         urls: None,
         annotations: None,
         ..OciDescriptor::default()
+    }
+}
+
+/// Refuses a registry's manifest, config or layer larger than the store's limit for it.
+fn check_size(what: &str, size: u64, limit: u64) -> Result<()> {
+    if size > limit {
+        return Err(EngineError::invalid(
+            what,
+            format!("{size} bytes is more than the limit of {limit} bytes"),
+        ));
+    }
+    Ok(())
+}
+
+/// A download target that fails once more bytes arrive than the descriptor announced, so a
+/// registry can't fill the disk or the memory past what it said it would send.
+struct Announced<W> {
+    inner: W,
+    left: u64,
+}
+
+impl<W: AsyncWrite + Unpin> AsyncWrite for Announced<W> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        if buf.len() as u64 > self.left {
+            return Poll::Ready(Err(std::io::Error::other(
+                "the registry sent more bytes than the descriptor announced",
+            )));
+        }
+        let written = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if let Poll::Ready(Ok(n)) = written {
+            self.left -= n as u64;
+        }
+        written
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 
@@ -62,10 +111,17 @@ pub async fn pull(
         media_type::OCI_INDEX,
         media_type::DOCKER_LIST,
     ];
+    let limits = store.limits().clone();
+    // oci-client reads a manifest whole; its size is checked before anything else reads it.
     let (mut bytes, _) = client
         .pull_manifest_raw(&remote, &auth, &accepted)
         .await
         .map_err(registry_error(reference))?;
+    check_size(
+        "registry manifest",
+        bytes.len() as u64,
+        limits.metadata_bytes,
+    )?;
     let mut pinned = remote.clone();
     let probe: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| EngineError::invalid("registry manifest", e))?;
@@ -92,6 +148,11 @@ pub async fn pull(
             .await
             .map_err(registry_error(reference))?
             .0;
+        check_size(
+            "registry manifest",
+            bytes.len() as u64,
+            limits.metadata_bytes,
+        )?;
         let actual = Digest::of(&bytes);
         if actual != wanted.digest {
             return Err(EngineError::DigestMismatch {
@@ -113,18 +174,32 @@ pub async fn pull(
     }
     let manifest: Manifest =
         serde_json::from_slice(&bytes).map_err(|e| EngineError::invalid("registry manifest", e))?;
-    let mut config = Vec::new();
+    check_size("image config", manifest.config.size, limits.metadata_bytes)?;
+    let mut config = Announced {
+        inner: Vec::new(),
+        left: manifest.config.size,
+    };
     client
         .pull_blob(&pinned, &to_oci(&manifest.config), &mut config)
         .await
         .map_err(registry_error(reference))?;
+    let config = config.inner;
     let scratch = store.scratch()?;
     let mut layers = Vec::new();
     for (n, layer) in manifest.layers.iter().enumerate() {
         let path: PathBuf = scratch.path().join(format!("download-{n}"));
+        check_size(
+            &format!("layer {}", layer.digest),
+            layer.size,
+            limits.layer_bytes,
+        )?;
         let file = tokio::fs::File::create(&path)
             .await
             .map_err(EngineError::io("creating a download file"))?;
+        let file = Announced {
+            inner: file,
+            left: layer.size,
+        };
         client
             .pull_blob(&pinned, &to_oci(layer), file)
             .await

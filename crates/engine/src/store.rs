@@ -7,18 +7,18 @@
 //! image is visible only once it is whole, and a failed import leaves nothing behind.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::ffi::CString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
-use std::os::unix::ffi::OsStrExt;
-use std::path::{Component, Path, PathBuf};
+use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::beneath::{Beneath, Found};
 use crate::error::{EngineError, Result};
-use crate::util::{self, Digest, HashingReader};
+use crate::unpack::{self, TarKind};
+use crate::util::{self, BoundedReader, Digest, HashingReader};
 
 /// OCI media types we read and write.
 pub mod media_type {
@@ -173,6 +173,26 @@ pub struct ResolvedImage {
     pub layer_dirs: Vec<PathBuf>,
 }
 
+impl ResolvedImage {
+    /// The file at `path` as a container of this image would see it (the top layer that has it,
+    /// unless a layer above deleted it), read beneath each layer's directory: `None` when no
+    /// layer has it. Anything but a regular file of at most `limit` bytes is refused.
+    pub fn read_file(&self, path: &str, limit: u64) -> Result<Option<Vec<u8>>> {
+        let what = || format!("the image's /{}", path.trim_start_matches('/'));
+        for dir in self.layer_dirs.iter().rev() {
+            let layer = Beneath::open(dir)
+                .map_err(EngineError::io(format!("opening layer {}", dir.display())))?;
+            match layer.read(Path::new(path), limit) {
+                Ok(Found::Missing) => continue,
+                Ok(Found::Whiteout) => return Ok(None),
+                Ok(Found::File(contents)) => return Ok(Some(contents)),
+                Err(e) => return Err(EngineError::invalid(what(), e)),
+            }
+        }
+        Ok(None)
+    }
+}
+
 /// Normalises `name[:tag]` to `name:tag` (default tag `latest`).
 pub fn normalize_reference(reference: &str) -> Result<String> {
     let invalid = |reason: &str| EngineError::InvalidReference {
@@ -247,6 +267,37 @@ impl Drop for ScratchDir {
     }
 }
 
+/// How large image content may be before the store refuses it. Image content is hostile input:
+/// without bounds, a small gzip layer or a made-up manifest could fill the disk or the memory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageLimits {
+    /// A manifest, index or image config, and an archive's `manifest.json` or `index.json`.
+    pub metadata_bytes: u64,
+    /// One layer as stored or sent (compressed, usually).
+    pub layer_bytes: u64,
+    /// One layer's tar stream once uncompressed.
+    pub unpacked_layer_bytes: u64,
+    /// An `image load` archive's tar stream once uncompressed.
+    pub archive_bytes: u64,
+    /// A file the engine reads out of an image (`/etc/passwd`, `/etc/group`).
+    pub image_file_bytes: u64,
+}
+
+impl Default for ImageLimits {
+    fn default() -> ImageLimits {
+        const MIB: u64 = 1 << 20;
+        const GIB: u64 = 1 << 30;
+        ImageLimits {
+            // The OCI distribution spec's suggested manifest limit.
+            metadata_bytes: 4 * MIB,
+            layer_bytes: 16 * GIB,
+            unpacked_layer_bytes: 64 * GIB,
+            archive_bytes: 64 * GIB,
+            image_file_bytes: MIB,
+        }
+    }
+}
+
 /// The image store. Cheap to share behind an `Arc`; all methods are blocking.
 #[derive(Debug)]
 pub struct ImageStore {
@@ -254,6 +305,7 @@ pub struct ImageStore {
     layers: PathBuf,
     tmp: PathBuf,
     lock: Mutex<()>,
+    limits: ImageLimits,
 }
 
 impl ImageStore {
@@ -266,6 +318,7 @@ impl ImageStore {
             tmp: data_root.join("tmp"),
             root,
             lock: Mutex::new(()),
+            limits: ImageLimits::default(),
         };
         let _ = std::fs::remove_dir_all(&store.tmp);
         for dir in [
@@ -287,6 +340,17 @@ impl ImageStore {
             })?;
         }
         Ok(store)
+    }
+
+    /// The same store with other size limits (tests use small ones).
+    pub fn with_limits(mut self, limits: ImageLimits) -> ImageStore {
+        self.limits = limits;
+        self
+    }
+
+    /// The limits this store holds image content to.
+    pub fn limits(&self) -> &ImageLimits {
+        &self.limits
     }
 
     fn index_path(&self) -> PathBuf {
@@ -341,7 +405,9 @@ impl ImageStore {
     pub fn import(&self, tarball: &Path, reference: &str) -> Result<ImageSummary> {
         let reference = normalize_reference(reference)?;
         let scratch = self.scratch()?;
-        let layer = self.ingest_layer(&scratch.0, tarball, "rootfs tarball", None, None)?;
+        let input = File::open(tarball)
+            .map_err(EngineError::io(format!("opening {}", tarball.display())))?;
+        let layer = self.ingest_layer(&scratch.0, input, "rootfs tarball", None, None)?;
         let now = util::rfc3339(SystemTime::now());
         let config = serde_json::json!({
             "architecture": "amd64",
@@ -362,6 +428,8 @@ impl ImageStore {
     }
 
     /// `shoal image load`: a docker-save archive or an OCI image-layout archive (plain or gzip).
+    /// The archive is unpacked beneath a scratch directory and its members are read beneath it
+    /// too, as regular files of bounded size.
     pub fn load(&self, archive: &Path) -> Result<Vec<ImageSummary>> {
         let scratch = self.scratch()?;
         let extracted = scratch.0.join("archive");
@@ -369,20 +437,22 @@ impl ImageStore {
             .map_err(EngineError::io("creating scratch directory"))?;
         let file = File::open(archive)
             .map_err(EngineError::io(format!("opening {}", archive.display())))?;
-        let mut tar = tar::Archive::new(maybe_gunzip(BufReader::new(file))?);
-        for entry in tar
-            .entries()
-            .map_err(|e| EngineError::invalid("image archive", e))?
-        {
-            let mut entry = entry.map_err(|e| EngineError::invalid("image archive", e))?;
-            entry
-                .unpack_in(&extracted)
-                .map_err(|e| EngineError::invalid("image archive", e))?;
-        }
-        let pending = if extracted.join("manifest.json").exists() {
-            self.read_docker_archive(&scratch.0, &extracted)?
-        } else if extracted.join("index.json").exists() {
-            self.read_oci_archive(&scratch.0, &extracted)?
+        let stream = BoundedReader::new(
+            maybe_gunzip(BufReader::new(file))?,
+            self.limits.archive_bytes,
+            "the image archive",
+        );
+        unpack::unpack(stream, &extracted, TarKind::Archive)
+            .map_err(|e| EngineError::invalid("image archive", error_chain(&e)))?;
+        let members = ArchiveMembers {
+            root: Beneath::open(&extracted)
+                .map_err(EngineError::io("opening the unpacked archive"))?,
+            metadata_bytes: self.limits.metadata_bytes,
+        };
+        let pending = if let Some(manifest) = members.read_if_present("manifest.json")? {
+            self.read_docker_archive(&scratch.0, &members, &manifest)?
+        } else if let Some(index) = members.read_if_present("index.json")? {
+            self.read_oci_archive(&scratch.0, &members, &index)?
         } else {
             return Err(EngineError::invalid(
                 "image archive",
@@ -396,7 +466,12 @@ impl ImageStore {
             .collect()
     }
 
-    fn read_docker_archive(&self, scratch: &Path, dir: &Path) -> Result<Vec<PendingImage>> {
+    fn read_docker_archive(
+        &self,
+        scratch: &Path,
+        members: &ArchiveMembers,
+        manifest: &[u8],
+    ) -> Result<Vec<PendingImage>> {
         #[derive(Deserialize)]
         #[serde(rename_all = "PascalCase")]
         struct Entry {
@@ -405,12 +480,11 @@ impl ImageStore {
             repo_tags: Option<Vec<String>>,
             layers: Vec<String>,
         }
-        let entries: Vec<Entry> = util::read_json(&dir.join("manifest.json"))?;
+        let entries: Vec<Entry> = serde_json::from_slice(manifest)
+            .map_err(|e| EngineError::invalid("manifest.json", e))?;
         let mut images = Vec::new();
         for entry in entries {
-            let config_path = archive_member(dir, &entry.config)?;
-            let config = std::fs::read(&config_path)
-                .map_err(EngineError::io(format!("reading {}", entry.config)))?;
+            let config = members.read(&entry.config)?;
             // Both the legacy `<hex>.json` and the newer `blobs/sha256/<hex>` name the digest.
             let named = entry
                 .config
@@ -441,10 +515,9 @@ impl ImageStore {
                     .strip_prefix("blobs/sha256/")
                     .map(|hex| format!("sha256:{hex}"));
                 let expected = expected.map(|d| Digest::parse(&d)).transpose()?;
-                let path = archive_member(dir, layer)?;
                 layers.push(self.ingest_layer(
                     scratch,
-                    &path,
+                    members.open(layer)?,
                     layer,
                     expected.as_ref(),
                     Some(diff_id),
@@ -464,8 +537,14 @@ impl ImageStore {
         Ok(images)
     }
 
-    fn read_oci_archive(&self, scratch: &Path, dir: &Path) -> Result<Vec<PendingImage>> {
-        let index: Index = util::read_json(&dir.join("index.json"))?;
+    fn read_oci_archive(
+        &self,
+        scratch: &Path,
+        members: &ArchiveMembers,
+        index: &[u8],
+    ) -> Result<Vec<PendingImage>> {
+        let index: Index =
+            serde_json::from_slice(index).map_err(|e| EngineError::invalid("index.json", e))?;
         let mut images = Vec::new();
         for descriptor in index.manifests {
             let mut name = descriptor
@@ -478,7 +557,7 @@ impl ImageStore {
             while [media_type::OCI_INDEX, media_type::DOCKER_LIST]
                 .contains(&descriptor.media_type.as_str())
             {
-                let bytes = read_verified(dir, &descriptor)?;
+                let bytes = members.read_verified(&descriptor)?;
                 let nested: Index = serde_json::from_slice(&bytes)
                     .map_err(|e| EngineError::invalid("nested index", e))?;
                 descriptor = pick_platform(nested.manifests)?;
@@ -486,10 +565,10 @@ impl ImageStore {
                     name = descriptor.annotations.get(REF_NAME_ANNOTATION).cloned();
                 }
             }
-            let manifest_bytes = read_verified(dir, &descriptor)?;
+            let manifest_bytes = members.read_verified(&descriptor)?;
             let manifest: Manifest = serde_json::from_slice(&manifest_bytes)
                 .map_err(|e| EngineError::invalid("image manifest", e))?;
-            let config = read_verified(dir, &manifest.config)?;
+            let config = members.read_verified(&manifest.config)?;
             let parsed: ImageConfigFile = serde_json::from_slice(&config)
                 .map_err(|e| EngineError::invalid("image config", e))?;
             if parsed.rootfs.diff_ids.len() != manifest.layers.len() {
@@ -500,10 +579,9 @@ impl ImageStore {
             }
             let mut layers = Vec::new();
             for (layer, diff_id) in manifest.layers.iter().zip(&parsed.rootfs.diff_ids) {
-                let path = archive_member(dir, &format!("blobs/sha256/{}", layer.digest.hex()))?;
                 let mut pending = self.ingest_layer(
                     scratch,
-                    &path,
+                    members.open(&blob_member(&layer.digest))?,
                     &layer.digest.to_string(),
                     Some(&layer.digest),
                     Some(diff_id),
@@ -564,9 +642,10 @@ impl ImageStore {
         let mut pending = Vec::new();
         for ((path, descriptor), diff_id) in layers.iter().zip(&parsed.rootfs.diff_ids) {
             let what = descriptor.digest.to_string();
+            let input = File::open(path).map_err(EngineError::io(format!("opening {what}")))?;
             let mut layer = self.ingest_layer(
                 &scratch.0,
-                path,
+                input,
                 &what,
                 Some(&descriptor.digest),
                 Some(diff_id),
@@ -589,19 +668,21 @@ impl ImageStore {
     fn ingest_layer(
         &self,
         scratch: &Path,
-        source: &Path,
+        input: File,
         what: &str,
         expected_digest: Option<&Digest>,
         expected_diff_id: Option<&Digest>,
     ) -> Result<PendingLayer> {
         let n = std::fs::read_dir(scratch).map(|d| d.count()).unwrap_or(0);
         let blob = scratch.join(format!("layer-{n}.blob"));
-        let input =
-            File::open(source).map_err(EngineError::io(format!("opening {}", source.display())))?;
-        let mut hashing = HashingReader::new(input);
+        let mut hashing = HashingReader::new(BoundedReader::new(
+            input,
+            self.limits.layer_bytes,
+            "the layer",
+        ));
         let mut output = File::create(&blob).map_err(EngineError::io("creating scratch blob"))?;
         std::io::copy(&mut hashing, &mut output)
-            .map_err(EngineError::io(format!("reading {what}")))?;
+            .map_err(|e| EngineError::invalid(format!("layer {what}"), e))?;
         let (digest, size, _) = hashing
             .finish()
             .map_err(EngineError::io(format!("reading {what}")))?;
@@ -629,8 +710,12 @@ impl ImageStore {
         } else {
             Box::new(reader)
         };
-        let mut tar_stream = HashingReader::new(decompressed);
-        let entries = unpack_layer(&mut tar_stream, &unpacked)
+        let mut tar_stream = HashingReader::new(BoundedReader::new(
+            decompressed,
+            self.limits.unpacked_layer_bytes,
+            "the uncompressed layer",
+        ));
+        let entries = unpack::unpack(&mut tar_stream, &unpacked, TarKind::Layer)
             .map_err(|e| EngineError::invalid(format!("layer {what}"), error_chain(&e)))?;
         let (diff_id, _, _) = tar_stream
             .finish()
@@ -962,28 +1047,64 @@ fn check_digest(what: &str, expected: &str, bytes: &[u8]) -> Result<()> {
     Ok(())
 }
 
-fn read_verified(dir: &Path, descriptor: &Descriptor) -> Result<Vec<u8>> {
-    let path = archive_member(dir, &format!("blobs/sha256/{}", descriptor.digest.hex()))?;
-    let bytes = std::fs::read(&path).map_err(EngineError::io(format!(
-        "reading blob {}",
-        descriptor.digest
-    )))?;
-    check_digest(
-        &format!("blob {}", descriptor.digest),
-        &descriptor.digest.to_string(),
-        &bytes,
-    )?;
-    if bytes.len() as u64 != descriptor.size {
-        return Err(EngineError::invalid(
-            format!("blob {}", descriptor.digest),
-            format!(
-                "size {} differs from the announced {}",
-                bytes.len(),
-                descriptor.size
-            ),
-        ));
+/// The members of an unpacked `image load` archive, read beneath its directory as regular files.
+struct ArchiveMembers {
+    root: Beneath,
+    metadata_bytes: u64,
+}
+
+impl ArchiveMembers {
+    /// A metadata member (JSON), whole, or `None` when the archive has no such member.
+    fn read_if_present(&self, name: &str) -> Result<Option<Vec<u8>>> {
+        match self.root.read(Path::new(name), self.metadata_bytes) {
+            Ok(Found::File(bytes)) => Ok(Some(bytes)),
+            Ok(Found::Missing | Found::Whiteout) => Ok(None),
+            Err(e) => Err(EngineError::invalid(
+                "image archive",
+                format!("member {name:?}: {e}"),
+            )),
+        }
     }
-    Ok(bytes)
+
+    /// A metadata member (JSON), whole.
+    fn read(&self, name: &str) -> Result<Vec<u8>> {
+        self.read_if_present(name)?.ok_or_else(|| {
+            EngineError::invalid("image archive", format!("member {name:?} is missing"))
+        })
+    }
+
+    /// A layer member, open for the store to copy (its size is bounded while copying).
+    fn open(&self, name: &str) -> Result<File> {
+        self.root
+            .open_file(Path::new(name), u64::MAX)
+            .map_err(|e| EngineError::invalid("image archive", format!("member {name:?}: {e}")))
+    }
+
+    /// The blob a descriptor names, checked against its digest and size.
+    fn read_verified(&self, descriptor: &Descriptor) -> Result<Vec<u8>> {
+        let bytes = self.read(&blob_member(&descriptor.digest))?;
+        check_digest(
+            &format!("blob {}", descriptor.digest),
+            &descriptor.digest.to_string(),
+            &bytes,
+        )?;
+        if bytes.len() as u64 != descriptor.size {
+            return Err(EngineError::invalid(
+                format!("blob {}", descriptor.digest),
+                format!(
+                    "size {} differs from the announced {}",
+                    bytes.len(),
+                    descriptor.size
+                ),
+            ));
+        }
+        Ok(bytes)
+    }
+}
+
+/// Where an OCI layout keeps the blob with this digest.
+fn blob_member(digest: &Digest) -> String {
+    format!("blobs/sha256/{}", digest.hex())
 }
 
 fn pick_platform(manifests: Vec<Descriptor>) -> Result<Descriptor> {
@@ -998,28 +1119,6 @@ fn pick_platform(manifests: Vec<Descriptor>) -> Result<Descriptor> {
         .ok_or_else(|| EngineError::invalid("image index", "no linux/amd64 manifest"))
 }
 
-/// A path inside an extracted archive, refusing anything that would leave it.
-fn archive_member(dir: &Path, name: &str) -> Result<PathBuf> {
-    let relative = Path::new(name);
-    if relative
-        .components()
-        .any(|c| !matches!(c, Component::Normal(_) | Component::CurDir))
-    {
-        return Err(EngineError::invalid(
-            "image archive",
-            format!("member {name:?} escapes the archive"),
-        ));
-    }
-    let path = dir.join(relative);
-    if !path.is_file() {
-        return Err(EngineError::invalid(
-            "image archive",
-            format!("member {name:?} is missing"),
-        ));
-    }
-    Ok(path)
-}
-
 fn maybe_gunzip<R: BufRead + 'static>(mut reader: R) -> Result<Box<dyn Read>> {
     let gzip = reader
         .fill_buf()
@@ -1030,88 +1129,6 @@ fn maybe_gunzip<R: BufRead + 'static>(mut reader: R) -> Result<Box<dyn Read>> {
     } else {
         Box::new(reader)
     })
-}
-
-/// Unpacks one layer tar into `dest`, turning OCI whiteouts into overlayfs ones: `.wh.NAME`
-/// becomes a 0/0 character device and `.wh..wh..opq` marks its directory opaque. Returns the
-/// number of entries.
-pub fn unpack_layer<R: Read>(reader: R, dest: &Path) -> std::io::Result<u64> {
-    let mut archive = tar::Archive::new(reader);
-    archive.set_preserve_permissions(true);
-    archive.set_preserve_ownerships(true);
-    archive.set_preserve_mtime(true);
-    archive.set_overwrite(true);
-    let mut count = 0;
-    for entry in archive.entries()? {
-        let mut entry = entry?;
-        count += 1;
-        let path = entry.path()?.into_owned();
-        let relative: PathBuf = path
-            .components()
-            .filter(|c| matches!(c, Component::Normal(_)))
-            .collect();
-        if path.components().any(|c| c == Component::ParentDir) {
-            return Err(std::io::Error::other(format!(
-                "entry {} escapes the layer",
-                path.display()
-            )));
-        }
-        let Some(file_name) = relative.file_name().map(|n| n.as_bytes().to_vec()) else {
-            continue;
-        };
-        let parent = dest.join(relative.parent().unwrap_or(Path::new("")));
-        if file_name == b".wh..wh..opq" {
-            std::fs::create_dir_all(&parent)?;
-            set_xattr(&parent, "trusted.overlay.opaque", b"y")?;
-        } else if let Some(hidden) = file_name.strip_prefix(b".wh.") {
-            std::fs::create_dir_all(&parent)?;
-            let target = parent.join(std::ffi::OsStr::from_bytes(hidden));
-            if let Ok(meta) = std::fs::symlink_metadata(&target) {
-                if meta.is_dir() {
-                    std::fs::remove_dir_all(&target)?
-                } else {
-                    std::fs::remove_file(&target)?
-                }
-            }
-            make_whiteout(&target)?;
-        } else {
-            entry.unpack_in(dest)?;
-        }
-    }
-    Ok(count)
-}
-
-fn c_path(path: &Path) -> std::io::Result<CString> {
-    CString::new(path.as_os_str().as_bytes()).map_err(std::io::Error::other)
-}
-
-fn make_whiteout(path: &Path) -> std::io::Result<()> {
-    let c = c_path(path)?;
-    // SAFETY: `c` is a valid NUL-terminated path; mknod reads it and nothing else.
-    let rc = unsafe { libc::mknod(c.as_ptr(), libc::S_IFCHR, libc::makedev(0, 0)) };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn set_xattr(path: &Path, name: &str, value: &[u8]) -> std::io::Result<()> {
-    let c = c_path(path)?;
-    let name = CString::new(name).map_err(std::io::Error::other)?;
-    // SAFETY: both strings are NUL-terminated and `value` is valid for `value.len()` bytes.
-    let rc = unsafe {
-        libc::lsetxattr(
-            c.as_ptr(),
-            name.as_ptr(),
-            value.as_ptr().cast(),
-            value.len(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(())
 }
 
 /// Writes a tar of `entries` (path, contents) for tests and for building test images.
@@ -1191,17 +1208,12 @@ mod tests {
                 whiteout.file_type().is_char_device(),
                 "an OCI whiteout becomes an overlay one"
             );
-            let path = c_path(&resolved.layer_dirs[0].join("var"))?;
             let mut value = [0u8; 4];
-            // SAFETY: valid NUL-terminated strings and a buffer of the given length.
-            let n = unsafe {
-                libc::lgetxattr(
-                    path.as_ptr(),
-                    c"trusted.overlay.opaque".as_ptr(),
-                    value.as_mut_ptr().cast(),
-                    value.len(),
-                )
-            };
+            let n = rustix::fs::lgetxattr(
+                resolved.layer_dirs[0].join("var"),
+                "trusted.overlay.opaque",
+                &mut value,
+            )?;
             assert_eq!(
                 (n, value[0]),
                 (1, b'y'),

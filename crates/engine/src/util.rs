@@ -129,6 +129,43 @@ impl<R: Read> Read for HashingReader<R> {
     }
 }
 
+/// A reader that fails once more than `limit` bytes have come through it, naming `what` was too
+/// large: image content is bounded before it is trusted.
+pub(crate) struct BoundedReader<R> {
+    inner: R,
+    left: u64,
+    limit: u64,
+    what: &'static str,
+}
+
+impl<R: Read> BoundedReader<R> {
+    pub(crate) fn new(inner: R, limit: u64, what: &'static str) -> Self {
+        BoundedReader {
+            inner,
+            left: limit,
+            limit,
+            what,
+        }
+    }
+}
+
+impl<R: Read> Read for BoundedReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // One byte past the limit is asked for, so that exactly `limit` bytes still pass.
+        let wanted = buf
+            .len()
+            .min(usize::try_from(self.left.saturating_add(1)).unwrap_or(usize::MAX));
+        let n = self.inner.read(&mut buf[..wanted])?;
+        self.left = self.left.checked_sub(n as u64).ok_or_else(|| {
+            std::io::Error::other(format!(
+                "{} is larger than the limit of {} bytes",
+                self.what, self.limit
+            ))
+        })?;
+        Ok(n)
+    }
+}
+
 /// Writes `bytes` to `path` through a temporary file and a rename, so readers see the old or
 /// the new content, never half of it.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {

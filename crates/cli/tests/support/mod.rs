@@ -9,23 +9,7 @@ use serde_json::Value;
 
 pub(crate) const SHOAL: &str = env!("CARGO_BIN_EXE_shoal");
 
-/// Why this host can't run the root end-to-end tests, if it can't.
-pub(crate) fn skip_reason() -> Option<String> {
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } != 0 {
-        return Some("not root".to_owned());
-    }
-    if !Path::new("/bin/busybox").exists() {
-        return Some("/bin/busybox missing (apt-get install busybox-static)".to_owned());
-    }
-    None
-}
-
-/// Prints past the test harness's output capture, so a skip is visible in a passing run.
-pub(crate) fn skip_notice(message: &str) {
-    use std::io::Write as _;
-    let _ = writeln!(std::io::stderr(), "{message}");
-}
+pub(crate) use shoal_tests::root_skip_reason as skip_reason;
 
 /// The full ids of the containers under a daemon's data root.
 pub(crate) fn container_ids(data_root: &Path) -> Vec<String> {
