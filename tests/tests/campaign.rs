@@ -114,7 +114,8 @@ fn a_seeded_fault_campaign_loses_no_acknowledged_write_and_every_slot_runs_once(
         heal_everything(&cluster);
         let healed = Instant::now();
         let state = settle(&cluster, &shape);
-        figures.settle.push(healed.elapsed());
+        let settled = healed.elapsed();
+        figures.settle.push(settled);
         let summary = campaign::check_history(&history, &state).unwrap_or_else(|lost| {
             panic!(
                 "round {} of seed {seed}: acknowledged writes lost:\n{}",
@@ -130,12 +131,7 @@ fn a_seeded_fault_campaign_loses_no_acknowledged_write_and_every_slot_runs_once(
             "round {}: {} faults, {acknowledged} of {written} writes acknowledged, settled {:.1} s after healing; {} services, {} secrets; round took {:.1} s",
             plan.round,
             plan.faults.len(),
-            figures
-                .settle
-                .last()
-                .copied()
-                .unwrap_or_default()
-                .as_secs_f64(),
+            settled.as_secs_f64(),
             state.services.len(),
             state.secrets.len(),
             round_started.elapsed().as_secs_f64()

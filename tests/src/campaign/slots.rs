@@ -1,5 +1,6 @@
-//! The slot checker: every slot of every replicated service runs exactly once, on a live node,
-//! in exactly one container there, and no container runs that no running task accounts for.
+//! The slot checker: every replicated service runs as many slots as it has replicas, each
+//! exactly once, on a live node, in exactly one container there, and no container runs that no
+//! running task accounts for.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -26,8 +27,9 @@ pub struct ObservedContainer {
 
 /// Checks the tasks and containers against the services' replica counts (`replicas`, by
 /// service name) and the nodes that are up (`live_nodes`, by hostname). `Err` lists every slot
-/// that runs other than once, every task on a node that is not up, every running task without
-/// exactly one container, and every container no running task accounts for (orphaned).
+/// that runs more than once, every service running another number of slots than its replicas,
+/// every task on a node that is not up, every running task without exactly one container, and
+/// every container no running task accounts for (orphaned).
 pub fn check_slots(
     replicas: &BTreeMap<String, u64>,
     tasks: &[ObservedTask],
@@ -41,20 +43,20 @@ pub fn check_slots(
         for task in running.iter().filter(|task| &task.service == service) {
             by_slot.entry(task.slot).or_default().push(&task.id);
         }
-        for slot in 1..=*wanted {
-            match by_slot.get(&slot).map_or(0, Vec::len) {
-                1 => {}
-                0 => violations.push(format!("{service}.{slot}: no running task")),
-                _ => violations.push(format!(
-                    "{service}.{slot}: runs {} times: {:?}",
-                    by_slot[&slot].len(),
-                    by_slot[&slot]
-                )),
+        for (slot, ids) in &by_slot {
+            if ids.len() > 1 {
+                violations.push(format!(
+                    "{service}.{slot}: runs {} times: {ids:?}",
+                    ids.len()
+                ));
             }
         }
-        for (slot, ids) in by_slot.range(wanted + 1..) {
+        // Which slots a scaled-down service keeps is the orchestrator's choice (Swarm's too),
+        // so only their number is checked, not that they are 1 to N.
+        if by_slot.len() as u64 != *wanted {
             violations.push(format!(
-                "{service}.{slot}: running {ids:?}, but the service has {wanted} replicas"
+                "{service}: slots {:?} run, but the service has {wanted} replicas",
+                by_slot.keys().collect::<Vec<_>>()
             ));
         }
     }
@@ -151,7 +153,20 @@ mod tests {
     }
 
     #[test]
-    fn a_slot_run_twice_or_not_at_all_is_reported() {
+    fn a_scaled_down_service_may_keep_any_of_its_slots() {
+        let tasks = [task("t2", "web", 2, "h1", true)];
+        let containers = [container("h1", "web.2.t2")];
+        let result = check_slots(
+            &replicas(&[("web", 1)]),
+            &tasks,
+            &nodes(&["h1"]),
+            &containers,
+        );
+        assert_eq!(result, Ok(()));
+    }
+
+    #[test]
+    fn a_slot_run_twice_or_too_few_slots_are_reported() {
         let tasks = [
             task("t1", "web", 1, "h1", true),
             task("t9", "web", 1, "h2", true),
@@ -168,7 +183,7 @@ mod tests {
             violations,
             [
                 "web.1: runs 2 times: [\"t1\", \"t9\"]",
-                "web.2: no running task"
+                "web: slots [1] run, but the service has 2 replicas"
             ]
         );
     }
@@ -190,7 +205,7 @@ mod tests {
         assert_eq!(
             violations,
             [
-                "web.2: running [\"t2\"], but the service has 1 replicas",
+                "web: slots [1, 2] run, but the service has 1 replicas",
                 "web.1: runs on \"h4\", which is not up"
             ]
         );
