@@ -19,6 +19,8 @@ const MAX_HOSTS: usize = 200;
 const SERVICE_REMOVAL_GRACE: Duration = Duration::from_secs(2);
 /// How long one CLI call in teardown may take.
 const TEARDOWN_COMMAND_TIMEOUT: Duration = Duration::from_secs(20);
+/// How long [`TestCluster::form_swarm`] waits for every node to show ready.
+const SWARM_FORM_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// What cluster to build.
 #[derive(Clone, Debug)]
@@ -172,6 +174,41 @@ impl TestCluster {
                     self.hosts.len()
                 )
             })
+    }
+
+    /// Builds a swarm of `managers` managers (`h1` … `hM`, `h1` founding it) and `workers`
+    /// workers (the hosts after), and waits until `h1`'s `node ls` shows every node ready and
+    /// the managers as managers. Panics when a join fails or the swarm does not form in time.
+    pub fn form_swarm(&self, managers: usize, workers: usize) {
+        let first = self.host(1);
+        first.swarm_init();
+        let manager_token = first.join_token("manager");
+        let worker_token = first.join_token("worker");
+        for number in 2..=managers {
+            let said = self.host(number).swarm_join(&manager_token, first);
+            assert!(said.contains("joined a swarm as a manager"), "{said}");
+        }
+        for number in managers + 1..=managers + workers {
+            let said = self.host(number).swarm_join(&worker_token, first);
+            assert!(said.contains("joined a swarm as a worker"), "{said}");
+        }
+        let total = managers + workers;
+        crate::wait_until("every node ready", SWARM_FORM_TIMEOUT, || {
+            let table = first.node_table()?;
+            let ready = table
+                .values()
+                .filter(|(status, _)| status == "Ready")
+                .count();
+            let managing = table
+                .values()
+                .filter(|(_, manager)| !manager.is_empty())
+                .count();
+            if ready == total && managing == managers {
+                Ok(())
+            } else {
+                Err(format!("{table:?}"))
+            }
+        });
     }
 
     /// Every host, `h1` first.

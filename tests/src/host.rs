@@ -2,6 +2,7 @@
 //! namespace and hostname, data root and socket), and the verbs tests use on it: run the CLI
 //! against it, run a program inside it, kill and restart its daemon, partition and heal it.
 
+use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd as _;
 use std::path::{Path, PathBuf};
@@ -345,6 +346,26 @@ impl TestHost {
         }
         let tarball = self.busybox_tarball.display().to_string();
         self.shoal_ok(&["image", "import", &tarball, reference]);
+    }
+
+    /// `node ls` on this host, by hostname: (status, manager status), e.g. `("Ready",
+    /// "Leader")`, with an empty manager status for a worker. `Err` with the output when the
+    /// command fails (not a manager, no quorum).
+    pub fn node_table(&self) -> Result<BTreeMap<String, (String, String)>, String> {
+        let output = self.shoal(&["node", "ls", "--format", "json"]);
+        if !output.status.success() {
+            return Err(output_text(&output));
+        }
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .filter(|line| !line.trim().is_empty())
+            .map(|line| {
+                let node: serde_json::Value = serde_json::from_str(line)
+                    .map_err(|error| format!("`node ls` printed {line:?}: {error}"))?;
+                let text = |key: &str| node[key].as_str().unwrap_or_default().to_owned();
+                Ok((text("Hostname"), (text("Status"), text("ManagerStatus"))))
+            })
+            .collect()
     }
 
     /// `shoal swarm init --advertise-addr <underlay address>`: the host becomes the first

@@ -1,7 +1,7 @@
 //! shoal's multi-host end-to-end harness: N test hosts on one machine, each a network namespace
 //! on a private underlay bridge, each running `shoal daemon` with its own hostname, data root and
 //! socket, with helpers to kill, restart, partition and heal a host. Also the repository-wide
-//! tidy check (`tests/tidy.rs`).
+//! tidy check (`tests/tidy.rs`) and the pure half of the fault campaign ([`campaign`]).
 //!
 //! Everything a cluster makes stays inside namespaces it creates: the underlay bridge lives in its
 //! own namespace (`<prefix>-ul`), never in the machine's, and each host reaches it through a veth
@@ -21,6 +21,7 @@
 //! ```
 
 mod busybox;
+pub mod campaign;
 mod cleanup;
 mod cluster;
 mod error;

@@ -22,56 +22,6 @@ fn json_lines(text: &str) -> Vec<Value> {
         .collect()
 }
 
-/// `node ls` on `host`, by hostname: (status, manager status). `Err` with the output when the
-/// command fails.
-fn node_table(host: &TestHost) -> Result<BTreeMap<String, (String, String)>, String> {
-    let output = host.shoal(&["node", "ls", "--format", "json"]);
-    if !output.status.success() {
-        return Err(output_text(&output));
-    }
-    Ok(json_lines(&String::from_utf8_lossy(&output.stdout))
-        .into_iter()
-        .map(|node| {
-            let text = |key: &str| node[key].as_str().unwrap_or_default().to_owned();
-            (text("Hostname"), (text("Status"), text("ManagerStatus")))
-        })
-        .collect())
-}
-
-/// Builds a swarm of `managers` managers (h1 … hM, h1 founding it) and `workers` workers (the
-/// hosts after), and waits until every node is ready in h1's `node ls`.
-fn form(cluster: &TestCluster, managers: usize, workers: usize) {
-    let first = cluster.host(1);
-    first.swarm_init();
-    let manager_token = first.join_token("manager");
-    let worker_token = first.join_token("worker");
-    for number in 2..=managers {
-        let said = cluster.host(number).swarm_join(&manager_token, first);
-        assert!(said.contains("joined a swarm as a manager"), "{said}");
-    }
-    for number in managers + 1..=managers + workers {
-        let said = cluster.host(number).swarm_join(&worker_token, first);
-        assert!(said.contains("joined a swarm as a worker"), "{said}");
-    }
-    let total = managers + workers;
-    wait_until("every node ready", CONVERGE_TIMEOUT, || {
-        let table = node_table(first)?;
-        let ready = table
-            .values()
-            .filter(|(status, _)| status == "Ready")
-            .count();
-        let managing = table
-            .values()
-            .filter(|(_, manager)| !manager.is_empty())
-            .count();
-        if ready == total && managing == managers {
-            Ok(())
-        } else {
-            Err(format!("{table:?}"))
-        }
-    });
-}
-
 fn start(test: &str, hosts: usize) -> Option<TestCluster> {
     TestCluster::start_or_skip(test, ClusterOptions::new(hosts))
 }
@@ -84,11 +34,11 @@ fn three_managers_and_two_workers_form_one_swarm_every_manager_agrees_on() {
     ) else {
         return;
     };
-    form(&cluster, 3, 2);
+    cluster.form_swarm(3, 2);
     let tables: Vec<_> = (1..=3)
         .map(|number| {
             wait_until("node ls on a manager", CONVERGE_TIMEOUT, || {
-                node_table(cluster.host(number))
+                cluster.host(number).node_table()
             })
         })
         .collect();
@@ -188,7 +138,7 @@ fn wrong_and_rotated_tokens_are_refused_and_joined_nodes_stay() {
     assert!(!refused.status.success(), "{}", output_text(&refused));
     h3.swarm_join(&new_token, manager);
     wait_until("h2 and h3 ready", CONVERGE_TIMEOUT, || {
-        let table = node_table(manager)?;
+        let table = manager.node_table()?;
         let ready = table
             .values()
             .filter(|(status, _)| status == "Ready")
@@ -241,13 +191,13 @@ fn promotion_and_demotion_change_the_raft_group_and_keep_a_quorum() {
     ) else {
         return;
     };
-    form(&cluster, 1, 2);
+    cluster.form_swarm(1, 2);
     let manager = cluster.host(1);
     let (h2, h3) = (cluster.host(2).name(), cluster.host(3).name());
     let said = manager.shoal_ok(&["node", "promote", h2, h3]);
     assert!(said.contains("promoted to a manager"), "{said}");
     wait_until("three managers", CONVERGE_TIMEOUT, || {
-        let table = node_table(manager)?;
+        let table = manager.node_table()?;
         let managers: Vec<&String> = table
             .values()
             .map(|(_, m)| m)
@@ -261,13 +211,13 @@ fn promotion_and_demotion_change_the_raft_group_and_keep_a_quorum() {
     });
     // The promoted node serves the control API.
     wait_until("node ls on h2", CONVERGE_TIMEOUT, || {
-        node_table(cluster.host(2))
+        cluster.host(2).node_table()
     });
 
     let said = manager.shoal_ok(&["node", "demote", h3]);
     assert!(said.contains("demoted"), "{said}");
     wait_until("two managers", CONVERGE_TIMEOUT, || {
-        let table = node_table(manager)?;
+        let table = manager.node_table()?;
         let managers = table.values().filter(|(_, m)| !m.is_empty()).count();
         if managers == 2 {
             Ok(())
@@ -311,7 +261,7 @@ fn promotion_and_demotion_change_the_raft_group_and_keep_a_quorum() {
         CONVERGE_TIMEOUT,
         &["node", "rm", h3],
     );
-    let table = wait_until("node ls", CONVERGE_TIMEOUT, || node_table(manager));
+    let table = wait_until("node ls", CONVERGE_TIMEOUT, || manager.node_table());
     assert!(!table.contains_key(h3), "{table:?}");
 }
 
@@ -323,7 +273,7 @@ fn a_lost_quorum_is_recovered_with_force_new_cluster() {
     for host in cluster.hosts() {
         host.import_busybox();
     }
-    form(&cluster, 3, 0);
+    cluster.form_swarm(3, 0);
     let survivor = cluster.host(1);
     create_service(survivor, "kept", 2);
     wait_for_slots(survivor, "kept", 2, CONVERGE_TIMEOUT, |_| true);
@@ -346,7 +296,7 @@ fn a_lost_quorum_is_recovered_with_force_new_cluster() {
         CONVERGE_TIMEOUT,
         &["service", "scale", "-d", "kept=3"],
     );
-    let table = wait_until("node ls", CONVERGE_TIMEOUT, || node_table(survivor));
+    let table = wait_until("node ls", CONVERGE_TIMEOUT, || survivor.node_table());
     let unreachable = table.values().filter(|(_, m)| m == "Unreachable").count();
     assert_eq!(unreachable, 2, "{table:?}");
     let (h2, h3) = (cluster.host(2).name(), cluster.host(3).name());
@@ -360,7 +310,7 @@ fn a_lost_quorum_is_recovered_with_force_new_cluster() {
         }
         Ok(())
     });
-    let table = wait_until("node ls", CONVERGE_TIMEOUT, || node_table(survivor));
+    let table = wait_until("node ls", CONVERGE_TIMEOUT, || survivor.node_table());
     assert_eq!(table.len(), 1, "{table:?}");
     wait_for_slots(survivor, "kept", 3, CONVERGE_TIMEOUT, |_| true);
 }
@@ -529,7 +479,7 @@ fn a_killed_leader_is_replaced_and_no_task_is_lost_or_duplicated() {
     for host in cluster.hosts() {
         host.import_busybox();
     }
-    form(&cluster, 3, 2);
+    cluster.form_swarm(3, 2);
     let (leader, survivor) = (cluster.host(1), cluster.host(2));
     create_service(leader, "web", 6);
     wait_for_slots(leader, "web", 6, CONVERGE_TIMEOUT, |_| true);
@@ -551,7 +501,7 @@ fn a_killed_leader_is_replaced_and_no_task_is_lost_or_duplicated() {
             "a new leader, the old one unreachable",
             CONVERGE_TIMEOUT,
             || {
-                let table = node_table(host)?;
+                let table = host.node_table()?;
                 let leader = table.iter().find(|(_, (_, m))| m == "Leader");
                 let old = table.get(cluster.host(1).name());
                 match (leader, old) {
@@ -578,7 +528,7 @@ fn a_killed_leader_is_replaced_and_no_task_is_lost_or_duplicated() {
     let hosts: Vec<&TestHost> = cluster.hosts().iter().collect();
     wait_for_containers(&hosts, 8, CONVERGE_TIMEOUT);
     wait_until("h1 back in the managers", CONVERGE_TIMEOUT, || {
-        let table = node_table(leader)?;
+        let table = leader.node_table()?;
         let managing = table
             .values()
             .filter(|(status, m)| status == "Ready" && (m == "Leader" || m == "Reachable"))
@@ -602,7 +552,7 @@ fn a_dead_workers_tasks_move_and_come_back_without_duplicates() {
     for host in cluster.hosts() {
         host.import_busybox();
     }
-    form(&cluster, 1, 2);
+    cluster.form_swarm(1, 2);
     let (manager, worker) = (cluster.host(1), cluster.host(3));
     create_service(manager, "api", 6);
     let before = wait_for_slots(manager, "api", 6, CONVERGE_TIMEOUT, |_| true);
@@ -641,7 +591,7 @@ fn a_partitioned_manager_refuses_writes_and_converges_after_healing() {
     for host in cluster.hosts() {
         host.import_busybox();
     }
-    form(&cluster, 3, 0);
+    cluster.form_swarm(3, 0);
     // Cut off the leader itself: the other two elect a new one.
     let (lone, other) = (cluster.host(1), cluster.host(2));
     lone.partition();
@@ -691,7 +641,7 @@ fn restarting_every_manager_in_turn_loses_no_committed_state() {
     for host in cluster.hosts() {
         host.import_busybox();
     }
-    form(&cluster, 3, 0);
+    cluster.form_swarm(3, 0);
     let mut expected = Vec::new();
     for number in 1..=3 {
         let host = cluster.host(number);
@@ -709,7 +659,7 @@ fn restarting_every_manager_in_turn_loses_no_committed_state() {
         host.kill_daemon();
         host.restart_daemon();
         wait_until("all three managers reachable", CONVERGE_TIMEOUT, || {
-            let table = node_table(host)?;
+            let table = host.node_table()?;
             let managing = table
                 .values()
                 .filter(|(_, m)| m == "Leader" || m == "Reachable")
@@ -751,7 +701,7 @@ fn a_root_ca_rotation_moves_every_node_without_stopping_tasks() {
     for host in cluster.hosts() {
         host.import_busybox();
     }
-    form(&cluster, 3, 1);
+    cluster.form_swarm(3, 1);
     let manager = cluster.host(1);
     create_service(manager, "steady", 4);
     let before = wait_for_slots(manager, "steady", 4, CONVERGE_TIMEOUT, |_| true);
@@ -805,7 +755,7 @@ fn a_root_ca_rotation_moves_every_node_without_stopping_tasks() {
     );
     newcomer.swarm_join(&manager.join_token("worker"), manager);
     wait_until("five ready nodes", CONVERGE_TIMEOUT, || {
-        let table = node_table(manager)?;
+        let table = manager.node_table()?;
         let ready = table
             .values()
             .filter(|(status, _)| status == "Ready")
@@ -830,7 +780,7 @@ fn a_rolling_update_survives_a_leader_failover_and_replaces_each_slot_once() {
         host.import_busybox();
         host.import_busybox_as("busybox:v2");
     }
-    form(&cluster, 3, 2);
+    cluster.form_swarm(3, 2);
     let (leader, survivor) = (cluster.host(1), cluster.host(2));
     // On the workers only, so the killed leader takes no task down with it; slowed by a delay
     // so the kill lands mid-update.
@@ -988,7 +938,7 @@ fn a_stack_deploys_redeploys_only_what_changed_and_is_removed_whole() {
         host.import_busybox();
         host.import_busybox_as("busybox:v2");
     }
-    form(&cluster, 1, 2);
+    cluster.form_swarm(1, 2);
     let manager = cluster.host(1);
     let dir = manager.dir().join("stack");
     std::fs::create_dir_all(&dir).expect("stack directory");
@@ -1174,7 +1124,7 @@ fn autolock_reaches_every_manager_and_a_manager_down_during_a_rotation_keeps_the
     ) else {
         return;
     };
-    form(&cluster, 3, 0);
+    cluster.form_swarm(3, 0);
     let (first, third) = (cluster.host(1), cluster.host(3));
 
     // Turned on after the others joined, autolock seals every manager's data key.
@@ -1264,7 +1214,7 @@ fn autolock_reaches_every_manager_and_a_manager_down_during_a_rotation_keeps_the
     let unlocked = unlock(third, &new_key);
     assert!(unlocked.status.success(), "{}", output_text(&unlocked));
     wait_until("all three managers reachable", CONVERGE_TIMEOUT, || {
-        let table = node_table(first)?;
+        let table = first.node_table()?;
         let managing = table
             .values()
             .filter(|(_, manager)| manager == "Leader" || manager == "Reachable")

@@ -63,15 +63,42 @@ impl OrchestrationLoop {
     }
 
     /// Steps whenever the store commits a change or a delayed restart falls due, while this
-    /// member leads, until `stop` changes.
+    /// member leads, until `stop` changes. On becoming leader, and after a step that failed, it
+    /// first waits for every earlier write to be settled ([`Store::write_barrier`]), then steps
+    /// again; only losing the store's change stream ends the loop early.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), ManagerError> {
         let mut changes = self
             .store
             .watch(self.store.local_view(|view| view.applied_index()) + 1);
+        // Whether every write proposed before now is applied here or never will be. A step
+        // reads this member's own state, so it must not run on top of a write whose outcome is
+        // still open: one from an earlier leader not yet applied here, or this loop's own that
+        // failed (a leader that lost its quorum keeps it and may commit it later), or it would
+        // create a slot's task a second time.
+        let mut settled = false;
         loop {
             let mut wake_at = None;
-            if self.store.status().is_leader {
-                wake_at = self.step().await?;
+            if !self.store.status().is_leader {
+                settled = false;
+            } else if !settled {
+                match self.store.write_barrier().await {
+                    Ok(_) => settled = true,
+                    Err(error) => {
+                        tracing::warn!(%error, "could not settle earlier writes; trying again");
+                    }
+                }
+            }
+            if settled {
+                match self.step().await {
+                    Ok(at) => wake_at = at,
+                    // A failed step is taken again on the next turn, once its writes are
+                    // settled: ending the loop would freeze every service until the leadership
+                    // moved.
+                    Err(error) => {
+                        settled = false;
+                        tracing::warn!(%error, "an orchestration step failed; trying again");
+                    }
+                }
             }
             let pause = match wake_at {
                 Some(at) => at

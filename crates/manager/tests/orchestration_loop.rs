@@ -240,3 +240,89 @@ async fn services_in_the_store_get_their_tasks_scaled_and_removed() {
         .await
         .unwrap();
 }
+
+/// A failed write (here, a leader that lost its quorum) does not end the loop: once the quorum
+/// is back, the same leader's loop carries on and gives the service its tasks. The fault
+/// campaign (`tests/tests/campaign.rs`, seed 1, round 3) found the loop stopped for good, every
+/// service frozen until the leadership changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_outlives_a_lost_quorum_and_carries_on_once_it_is_back() {
+    let pki = pki::TestPki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let mut members = Vec::new();
+    for id in 1..=2u64 {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut config = StoreConfig::new(
+            id,
+            dir.path().join(id.to_string()),
+            &addr,
+            pki.identity(id),
+            pki::data_key(id),
+        );
+        config.request_timeout = Duration::from_secs(1);
+        let links = config.links.clone();
+        let store = Arc::new(Store::open(config).await.unwrap());
+        store.serve(listener).unwrap();
+        members.push((id, addr, links, store));
+    }
+    let voters = members
+        .iter()
+        .map(|(id, addr, _, _)| (*id, addr.clone()))
+        .collect();
+    members[0].3.bootstrap_with(voters).await.unwrap();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    let leader = loop {
+        if let Some((_, _, _, store)) = members.iter().find(|member| member.3.status().is_leader) {
+            break Arc::clone(store);
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no member led");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    leader
+        .write(Transaction::new(vec![
+            objects::create(&ready_node("node1")),
+            objects::create(&replicated_service("svc1", "web", 2)),
+        ]))
+        .await
+        .unwrap();
+
+    // Neither member reaches the other: the leader still leads but can commit nothing, and the
+    // loop's first write (the service's tasks) fails.
+    members[0].2.cut(2);
+    members[1].2.cut(1);
+    // Every member runs the loop, as every manager does; only the leader's steps.
+    let (_stop, stopped) = tokio::sync::watch::channel(false);
+    let loops: Vec<_> = members
+        .iter()
+        .map(|(_, _, _, store)| {
+            let (store, stopped) = (Arc::clone(store), stopped.clone());
+            let leads = Arc::ptr_eq(&store, &leader);
+            (
+                leads,
+                tokio::spawn(OrchestrationLoop::new(store).run(stopped)),
+            )
+        })
+        .collect();
+    let orchestration = loops
+        .into_iter()
+        .find_map(|(leads, handle)| leads.then_some(handle))
+        .unwrap();
+    // Past the write's timeout, and a retry or two.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert!(
+        !orchestration.is_finished(),
+        "the loop ended on a failed write: {:?}",
+        orchestration.await
+    );
+    assert!(tasks(&leader).await.is_empty());
+
+    // Healed: whichever member leads now gives the service its tasks (the old leader, most
+    // likely, as the other needs its vote and its log is the longer one).
+    members[0].2.heal_all();
+    members[1].2.heal_all();
+    wait_for_tasks(&leader, "two tasks after the quorum came back", |tasks| {
+        wanted_running(tasks) == [1, 2]
+    })
+    .await;
+}

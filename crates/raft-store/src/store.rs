@@ -25,7 +25,7 @@ use crate::server::RaftService;
 use crate::state_machine::{self, StateMachine};
 use crate::tls::TlsIdentity;
 use crate::types::raft_types::{SnapshotMeta, StoredMembership};
-use crate::types::{MemberId, ObjectRecord, Transaction, TxnOutcome, TypeConfig};
+use crate::types::{MemberId, ObjectRecord, Transaction, TxnOutcome, TxnRejection, TypeConfig};
 use crate::watch::Watch;
 use crate::wire::{self, MembershipCall, ProposeCall, ReadCall};
 
@@ -297,6 +297,23 @@ impl Store {
     /// Returns once this member has applied every write acknowledged before the call, and the
     /// index it has applied.
     pub async fn read_barrier(&self) -> Result<u64, StoreError> {
+        self.inner.read_barrier().await
+    }
+
+    /// Returns once every write proposed before the call, through this member or any other,
+    /// has either been applied here or can never be applied, even one whose caller was told
+    /// its outcome is unknown (a leader that lost its quorum keeps such a write in its log and
+    /// may commit it once the quorum is back). Returns the index this member has applied.
+    ///
+    /// It commits an entry with no changes through the leader: an entry commits only together
+    /// with every entry before it in the leader's log, and entries that are not before it are
+    /// gone for good. The empty transaction applies as a rejection that changes nothing, which
+    /// is how its commit is told apart from a failure.
+    pub async fn write_barrier(&self) -> Result<u64, StoreError> {
+        match self.inner.write(Transaction::new(Vec::new())).await {
+            Ok(_) | Err(StoreError::Rejected(TxnRejection::Empty)) => {}
+            Err(error) => return Err(error),
+        }
         self.inner.read_barrier().await
     }
 
