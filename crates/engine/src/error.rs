@@ -111,6 +111,7 @@ impl EngineError {
     }
 
     /// A `Sys` error from the current `errno`.
+    #[cfg(feature = "runtime")]
     pub(crate) fn last_os(call: impl Into<String>) -> EngineError {
         EngineError::Sys {
             call: call.into(),

@@ -256,6 +256,7 @@ struct PendingImage {
 pub(crate) struct ScratchDir(PathBuf);
 
 impl ScratchDir {
+    #[cfg(feature = "runtime")]
     pub(crate) fn path(&self) -> &Path {
         &self.0
     }
@@ -616,6 +617,7 @@ impl ImageStore {
 
     /// Verifies and commits an image downloaded into `scratch` by the registry client: the
     /// config against the manifest, each layer against its digest and diff ID.
+    #[cfg(feature = "runtime")]
     pub(crate) fn ingest_downloaded(
         &self,
         scratch: &ScratchDir,
