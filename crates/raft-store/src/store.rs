@@ -25,7 +25,7 @@ use crate::server::RaftService;
 use crate::state_machine::{self, StateMachine};
 use crate::tls::TlsIdentity;
 use crate::types::raft_types::{SnapshotMeta, StoredMembership};
-use crate::types::{MemberId, ObjectRecord, Transaction, TxnOutcome, TypeConfig};
+use crate::types::{Change, MemberId, ObjectRecord, Transaction, TxnOutcome, TypeConfig};
 use crate::watch::Watch;
 use crate::wire::{self, MembershipCall, ProposeCall, ReadCall};
 
@@ -294,6 +294,20 @@ impl Store {
         self.inner.write(txn).await
     }
 
+    /// The largest transaction [`Store::write`] accepts, in bytes.
+    pub fn max_proposal_bytes(&self) -> usize {
+        self.inner.config.max_proposal_bytes
+    }
+
+    /// Packs `groups` of changes into transactions this store accepts, as
+    /// [`Transaction::pack`] does under [`Store::max_proposal_bytes`].
+    pub fn pack(
+        &self,
+        groups: impl IntoIterator<Item = Vec<Change>>,
+    ) -> Result<Vec<Transaction>, StoreError> {
+        Transaction::pack(groups, self.max_proposal_bytes())
+    }
+
     /// Returns once this member has applied every write acknowledged before the call, and the
     /// index it has applied.
     pub async fn read_barrier(&self) -> Result<u64, StoreError> {
@@ -534,8 +548,7 @@ impl Inner {
 
     pub(crate) async fn write(&self, mut txn: Transaction) -> Result<u64, StoreError> {
         txn.proposed_at.get_or_insert_with(SystemTime::now);
-        let size = postcard::experimental::serialized_size(&txn)
-            .map_err(|error| StoreError::Raft(format!("sizing a proposal: {error}")))?;
+        let size = txn.proposal_size()?;
         if size > self.config.max_proposal_bytes {
             return Err(StoreError::ProposalTooLarge {
                 size,
