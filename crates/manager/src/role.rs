@@ -472,6 +472,12 @@ impl ManagerRole {
         Ok(())
     }
 
+    /// Why this manager's Raft store stopped for good, if it did: a failed write to its log or
+    /// snapshot. Such a manager neither leads nor votes until its daemon restarts.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.store.fatal_error()
+    }
+
     pub fn control(&self) -> ControlApi {
         self.control.clone()
     }

@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
+use openraft::errors::{
+    ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError,
+};
 use openraft::raft::ReadPolicy;
 use openraft::{BasicNode, ChangeMembers, EntryPayload, Membership, SnapshotPolicy};
 use shoal_proto::raft::raft_client::RaftClient;
@@ -394,6 +396,11 @@ impl Store {
 
     pub fn status(&self) -> StoreStatus {
         let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        // Raft keeps its last metrics once it has stopped, and a member whose log writer has
+        // failed is about to stop: neither leads anything.
+        let leader = metrics
+            .current_leader
+            .filter(|_| metrics.running_state.is_ok() && self.inner.log.writer_failure().is_none());
         let membership = metrics.membership_config.membership();
         let voter_ids: BTreeSet<MemberId> = membership.voter_ids().collect();
         let (mut voters, mut learners) = (BTreeMap::new(), BTreeMap::new());
@@ -407,8 +414,8 @@ impl Store {
         }
         StoreStatus {
             member_id: self.inner.config.member_id,
-            leader: metrics.current_leader,
-            is_leader: metrics.current_leader == Some(self.inner.config.member_id),
+            leader,
+            is_leader: leader == Some(self.inner.config.member_id),
             term: metrics.current_term,
             last_applied: metrics.last_applied.as_ref().map_or(0, |id| id.index()),
             snapshot_index: metrics.snapshot.as_ref().map_or(0, |id| id.index()),
@@ -417,6 +424,23 @@ impl Store {
             learners,
             unreachable: self.inner.unreachable_voters(&metrics),
         }
+    }
+
+    /// Why this member's Raft stopped for good, if it did: a failed write to its log or state
+    /// machine. Such a member neither leads nor votes until its process restarts and reopens
+    /// its data; `None` while it runs, and after an orderly [`Store::shutdown`].
+    pub fn fatal_error(&self) -> Option<String> {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        match &metrics.running_state {
+            Ok(()) | Err(Fatal::Stopped) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        }
+        .or_else(|| self.inner.log.writer_failure())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn log(&self) -> &LogStore {
+        &self.inner.log
     }
 
     /// Waits until some member is leader, and returns its id.
