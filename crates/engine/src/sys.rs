@@ -386,6 +386,10 @@ mod tests {
     use super::*;
 
     #[test]
+    #[allow(
+        clippy::zombie_processes,
+        reason = "wait_or_kill reaps the child with waitpid"
+    )]
     fn a_child_that_ends_gives_its_exit_code() {
         let child = std::process::Command::new("sh")
             .args(["-c", "exit 3"])
@@ -396,6 +400,10 @@ mod tests {
     }
 
     #[test]
+    #[allow(
+        clippy::zombie_processes,
+        reason = "wait_or_kill reaps the child with waitpid"
+    )]
     fn a_stop_request_kills_the_child_and_its_group() {
         // The probe leads its own group, with a grandchild in it, as a shell running a
         // pipeline would.
