@@ -18,7 +18,12 @@ use tonic::{Request, Response, Status, Streaming};
 
 use crate::roles::NodeRoles;
 
-/// Runs the daemon until SIGTERM or SIGINT.
+/// How often the daemon checks whether its manager role's Raft store has stopped for good.
+const MANAGER_FAILURE_POLL: Duration = Duration::from_secs(1);
+
+/// Runs the daemon until SIGTERM or SIGINT, or until its manager role's Raft store stops on a
+/// fatal storage error: then it stops like on SIGTERM and fails, so that its supervisor
+/// (systemd) restarts it and the member reopens its data.
 pub(crate) async fn run(data_root: PathBuf, host: &str) -> anyhow::Result<()> {
     let socket = crate::client::socket_path(host)?;
     std::fs::create_dir_all(&data_root)
@@ -70,7 +75,10 @@ pub(crate) async fn run(data_root: PathBuf, host: &str) -> anyhow::Result<()> {
                 let _ = stopped.await;
             }),
     );
-    shutdown_signal().await;
+    let manager_failure = tokio::select! {
+        () = shutdown_signal() => None,
+        failure = manager_failure(&roles) => Some(failure),
+    };
     let _ = stop_serving.send(());
     roles.shutdown().await;
     // Long-lived calls (`logs -f`, `wait`) would hold a graceful shutdown open forever; they
@@ -82,7 +90,23 @@ pub(crate) async fn run(data_root: PathBuf, host: &str) -> anyhow::Result<()> {
     }
     let _ = std::fs::remove_file(&socket);
     tracing::info!("shoal daemon stopped; containers keep running under their shims");
+    if let Some(failure) = manager_failure {
+        anyhow::bail!(
+            "this manager's Raft store stopped on a fatal storage error ({failure}); the daemon exits so that its supervisor restarts it: check the disk under the data root, then start it again if nothing does"
+        );
+    }
     Ok(())
+}
+
+/// Returns once the manager role's Raft store has stopped for good, with why.
+async fn manager_failure(roles: &NodeRoles) -> String {
+    loop {
+        if let Some(failure) = roles.manager_failure() {
+            tracing::error!(%failure, "the Raft store stopped on a fatal error; shutting down");
+            return failure;
+        }
+        tokio::time::sleep(MANAGER_FAILURE_POLL).await;
+    }
 }
 
 async fn shutdown_signal() {

@@ -745,6 +745,14 @@ impl NodeRoles {
         info
     }
 
+    /// Why this node's manager role stopped for good, if it did: its Raft store hit a fatal
+    /// storage error.
+    pub(crate) fn manager_failure(&self) -> Option<String> {
+        // A role change holds the lock for a while; the next check sees its outcome.
+        let state = self.state.try_lock().ok()?;
+        state.manager.as_ref()?.fatal_error()
+    }
+
     /// Stops the agent and the manager role. Containers keep running.
     pub(crate) async fn shutdown(&self) {
         let mut state = self.state.lock().await;

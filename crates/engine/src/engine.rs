@@ -23,6 +23,10 @@ use crate::store::{ImageStore, ImageSummary};
 use crate::sys;
 use crate::util::{self, Digest};
 
+/// How long an exec helper told to stop (a healthcheck that timed out) gets to kill its probe
+/// and exit before it is killed itself.
+const PROBE_STOP_GRACE: Duration = Duration::from_secs(2);
+
 /// A container as `inspect` and `ls` report it.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct ContainerInfo {
@@ -578,16 +582,31 @@ impl Inner {
             .kill_on_drop(true);
         let (exit_code, output) = match command.spawn() {
             Err(error) => (-1, format!("cannot run the healthcheck: {error}")),
-            Ok(child) => match tokio::time::timeout(timeout, child.wait_with_output()).await {
-                Err(_) => (-1, format!("healthcheck timed out after {timeout:?}")),
-                Ok(Err(error)) => (-1, error.to_string()),
-                Ok(Ok(output)) => {
-                    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
-                    text.push_str(&String::from_utf8_lossy(&output.stderr));
-                    text.truncate(4096);
-                    (output.status.code().unwrap_or(-1), text)
+            Ok(child) => {
+                let helper = child.id().and_then(|pid| i32::try_from(pid).ok());
+                let wait = child.wait_with_output();
+                tokio::pin!(wait);
+                match tokio::time::timeout(timeout, &mut wait).await {
+                    Err(_) => {
+                        // SIGKILL (on drop) would end the exec helper and leave the probe running
+                        // in the container; told to stop, the helper kills the probe first (runc
+                        // exec passes the signal on to it). The helper is unreaped until `wait`
+                        // completes, so its pid is still its own.
+                        if let Some(pid) = helper {
+                            sys::kill(pid, libc::SIGTERM);
+                            let _ = tokio::time::timeout(PROBE_STOP_GRACE, &mut wait).await;
+                        }
+                        (-1, format!("healthcheck timed out after {timeout:?}"))
+                    }
+                    Ok(Err(error)) => (-1, error.to_string()),
+                    Ok(Ok(output)) => {
+                        let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+                        text.push_str(&String::from_utf8_lossy(&output.stderr));
+                        text.truncate(4096);
+                        (output.status.code().unwrap_or(-1), text)
+                    }
                 }
-            },
+            }
         };
         Probe {
             start,

@@ -101,9 +101,11 @@ impl OciRuntime for Libcontainer {
 }
 
 /// Runs `args` in container `id` with libcontainer and returns the exit code: the body of the
-/// hidden `shoal runtime-exec` command.
+/// hidden `shoal runtime-exec` command. SIGTERM, SIGINT or SIGHUP to the helper kills the
+/// process it runs in the container (a healthcheck that timed out) before the helper exits.
 pub fn libcontainer_exec(state_root: &Path, id: &str, args: Vec<String>) -> Result<i32> {
     crate::sys::set_child_subreaper()?;
+    let stop_requested = crate::sys::record_stop_signals()?;
     let pid = ContainerBuilder::new(id.to_owned(), SyscallType::default())
         .with_root_path(state_root)
         .map_err(runtime_error)?
@@ -112,12 +114,7 @@ pub fn libcontainer_exec(state_root: &Path, id: &str, args: Vec<String>) -> Resu
         .with_detach(true)
         .build()
         .map_err(runtime_error)?;
-    match crate::sys::waitpid(pid.as_raw(), false)? {
-        crate::sys::Reaped::Exited { code, .. } => Ok(code),
-        crate::sys::Reaped::Nothing => {
-            Err(EngineError::Runtime("exec'd process vanished".to_owned()))
-        }
-    }
+    crate::sys::wait_or_kill(pid.as_raw(), &stop_requested)
 }
 
 /// An external runtime binary with runc's command line (runc, crun, youki).

@@ -328,3 +328,116 @@ fn set_loopback_up() -> Result<()> {
     }
     Ok(())
 }
+
+/// Set by [`on_stop_signal`] when SIGTERM, SIGINT or SIGHUP arrives.
+static STOP_SIGNALLED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop_signal(_signal: libc::c_int) {
+    // Only an atomic store: the one thing a signal handler may safely do here.
+    STOP_SIGNALLED.store(true, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Records SIGTERM, SIGINT and SIGHUP instead of dying of them, and returns whether one has
+/// arrived since. For the single-threaded exec helper, which must outlive its own stop signal
+/// long enough to kill what it runs. Handlers are reset on exec, so children run with the
+/// default ones.
+pub fn record_stop_signals() -> Result<fn() -> bool> {
+    for signal in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
+        let handler: extern "C" fn(libc::c_int) = on_stop_signal;
+        // SAFETY: the handler only stores to an atomic, which is async-signal-safe.
+        let previous = unsafe { libc::signal(signal, handler as libc::sighandler_t) };
+        if previous == libc::SIG_ERR {
+            return Err(EngineError::last_os("signal"));
+        }
+    }
+    Ok(|| STOP_SIGNALLED.load(std::sync::atomic::Ordering::SeqCst))
+}
+
+/// Waits for child `pid` to exit and returns its exit code; once `stop_requested` says so,
+/// kills it (and its process group, when it leads one) with SIGKILL first. This is how a
+/// healthcheck that timed out is ended inside the container: the engine stops the exec helper,
+/// and the helper kills the probe it started, which SIGKILL to the helper alone would leave
+/// running.
+pub fn wait_or_kill(pid: i32, stop_requested: &dyn Fn() -> bool) -> Result<i32> {
+    const POLL: std::time::Duration = std::time::Duration::from_millis(10);
+    loop {
+        if let Reaped::Exited { code, .. } = waitpid(pid, true)? {
+            return Ok(code);
+        }
+        if stop_requested() {
+            // SAFETY: getpgid takes one integer.
+            if unsafe { libc::getpgid(pid) } == pid {
+                kill(-pid, libc::SIGKILL);
+            }
+            kill(pid, libc::SIGKILL);
+            return match waitpid(pid, false)? {
+                Reaped::Exited { code, .. } => Ok(code),
+                Reaped::Nothing => Ok(128 + libc::SIGKILL),
+            };
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::*;
+
+    #[test]
+    #[allow(
+        clippy::zombie_processes,
+        reason = "wait_or_kill reaps the child with waitpid"
+    )]
+    fn a_child_that_ends_gives_its_exit_code() {
+        let child = std::process::Command::new("sh")
+            .args(["-c", "exit 3"])
+            .spawn()
+            .unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        assert_eq!(wait_or_kill(pid, &|| false).unwrap(), 3);
+    }
+
+    #[test]
+    #[allow(
+        clippy::zombie_processes,
+        reason = "wait_or_kill reaps the child with waitpid"
+    )]
+    fn a_stop_request_kills_the_child_and_its_group() {
+        // The probe leads its own group, with a grandchild in it, as a shell running a
+        // pipeline would.
+        let mut command = std::process::Command::new("sh");
+        command.args(["-c", "sleep 30 & sleep 30; wait"]);
+        std::os::unix::process::CommandExt::process_group(&mut command, 0);
+        let child = command.spawn().unwrap();
+        let pid = i32::try_from(child.id()).unwrap();
+        let asked_at = Instant::now() + Duration::from_millis(100);
+        let started = Instant::now();
+        let code = wait_or_kill(pid, &|| Instant::now() >= asked_at).unwrap();
+        assert_eq!(code, 128 + libc::SIGKILL);
+        assert!(started.elapsed() < Duration::from_secs(5));
+        // Nothing of the group still runs (killed ones may linger as zombies until reaped).
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(running_in_group(pid), Vec::<String>::new());
+    }
+
+    /// The processes of group `pgid` that are not zombies, from /proc.
+    fn running_in_group(pgid: i32) -> Vec<String> {
+        let mut running = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // pid (comm) state ppid pgrp ...: comm may hold spaces, so split after its ')'.
+            let Some((_, rest)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            let fields: Vec<&str> = rest.split_whitespace().collect();
+            if fields.get(2) == Some(&pgid.to_string().as_str()) && fields.first() != Some(&"Z") {
+                running.push(stat);
+            }
+        }
+        running
+    }
+}

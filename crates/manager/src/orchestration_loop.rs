@@ -1,11 +1,14 @@
 //! The leader-only loop that drives the orchestration cores: it reads the store, runs the
-//! orchestrators, the restart supervisor and the reaper in turn, and commits each one's commands
-//! as one transaction. This shell is the only part that reads a clock or touches the store; the
-//! decisions are all in [`crate::orchestrator`].
+//! orchestrators, the restart supervisor, the scheduler and the reaper in turn, and commits each
+//! one's commands as one transaction, or in order as several under the store's proposal limit
+//! when they are more than one can carry. This shell is the only part that reads a clock or
+//! touches the store; the decisions are all in [`crate::orchestrator`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use futures::future::BoxFuture;
 use raft_store::{Change, Store, StoreError, Transaction, TxnRejection};
 use shoal_proto::api::{Cluster, Node, Service, Task, TaskState, TaskStatus};
 use tokio::sync::watch;
@@ -15,7 +18,7 @@ use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::{
     ClusterSnapshot, ClusterTime, Command, GivenUpSlots, RestartSupervisor, TaskHistoryLimit,
-    reap_tasks, reconcile_all_services,
+    commit_groups, reap_tasks, reconcile_all_services,
 };
 
 /// How often a member that does not lead checks whether it has become the leader.
@@ -23,6 +26,54 @@ const LEADERSHIP_POLL: Duration = Duration::from_millis(250);
 /// A phase whose transaction keeps conflicting with concurrent writes gives up for this step;
 /// the next committed change steps again.
 const ATTEMPTS_PER_PHASE: usize = 5;
+/// After a step fails for any other reason (no quorum, a lost leader, a damaged object), the
+/// loop waits this long before the next step, doubling on each failure in a row up to
+/// [`MAX_RETRY_PAUSE`].
+const FIRST_RETRY_PAUSE: Duration = Duration::from_millis(100);
+const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
+
+/// Where the loop commits its transactions: the store itself, or in tests a wrapper that fails
+/// on cue.
+pub trait PhaseCommitter: Send + Sync {
+    /// Commits `txn` and returns the index it committed at, as [`Store::write`] does.
+    fn commit(&self, txn: Transaction) -> BoxFuture<'_, Result<u64, StoreError>>;
+}
+
+impl PhaseCommitter for Store {
+    fn commit(&self, txn: Transaction) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write(txn))
+    }
+}
+
+/// Pauses that double from `first` up to `max`, for retries of something that keeps failing.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    first: Duration,
+    max: Duration,
+    next: Duration,
+}
+
+impl Backoff {
+    pub fn new(first: Duration, max: Duration) -> Backoff {
+        Backoff {
+            first,
+            max,
+            next: first,
+        }
+    }
+
+    /// The pause before the next retry; each call doubles the one after, up to the cap.
+    pub fn next_pause(&mut self) -> Duration {
+        let pause = self.next;
+        self.next = self.next.saturating_mul(2).min(self.max);
+        pause
+    }
+
+    /// Something succeeded: the next failure waits the first pause again.
+    pub fn reset(&mut self) {
+        self.next = self.first;
+    }
+}
 
 #[derive(Clone, Copy, Debug)]
 enum Phase {
@@ -42,6 +93,7 @@ struct StoreState {
 
 pub struct OrchestrationLoop {
     store: Arc<Store>,
+    committer: Arc<dyn PhaseCommitter>,
     supervisor: RestartSupervisor,
     /// The supervisor's given-up slots after each step, for the control API's progress
     /// reports.
@@ -50,8 +102,15 @@ pub struct OrchestrationLoop {
 
 impl OrchestrationLoop {
     pub fn new(store: Arc<Store>) -> Self {
+        let committer: Arc<dyn PhaseCommitter> = Arc::clone(&store) as Arc<dyn PhaseCommitter>;
+        Self::with_committer(store, committer)
+    }
+
+    /// A loop that reads `store` and commits through `committer`.
+    pub fn with_committer(store: Arc<Store>, committer: Arc<dyn PhaseCommitter>) -> Self {
         OrchestrationLoop {
             store,
+            committer,
             supervisor: RestartSupervisor::new(),
             given_up: watch::channel(GivenUpSlots::new()).0,
         }
@@ -62,14 +121,55 @@ impl OrchestrationLoop {
         self.given_up.subscribe()
     }
 
+    /// Runs [`OrchestrationLoop::run`] until `stop` changes, starting a fresh loop (with a
+    /// fresh restart supervisor, as a new leader would) whenever one panics, after a pause that
+    /// grows while it keeps panicking.
+    pub async fn run_supervised(self, stop: watch::Receiver<bool>) {
+        let (store, committer, given_up) = (
+            Arc::clone(&self.store),
+            Arc::clone(&self.committer),
+            self.given_up.clone(),
+        );
+        let mut next = Some(self);
+        let mut backoff = Backoff::new(FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE);
+        loop {
+            let orchestration = next.take().unwrap_or_else(|| OrchestrationLoop {
+                store: Arc::clone(&store),
+                committer: Arc::clone(&committer),
+                supervisor: RestartSupervisor::new(),
+                given_up: given_up.clone(),
+            });
+            let started = tokio::time::Instant::now();
+            let ended = tokio::spawn(orchestration.run(stop.clone())).await;
+            let error = match ended {
+                // The loop returns only once told to stop.
+                Ok(()) => return,
+                Err(error) => error,
+            };
+            if started.elapsed() > MAX_RETRY_PAUSE {
+                backoff.reset();
+            }
+            let pause = backoff.next_pause();
+            tracing::error!(%error, ?pause, "the orchestration loop ended unexpectedly; starting it again");
+            let mut stop = stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = stop.changed() => return,
+            }
+        }
+    }
+
     /// Steps whenever the store commits a change or a delayed restart falls due, while this
     /// member leads, until `stop` changes. On becoming leader, and after a step that failed, it
     /// first waits for every earlier write to be settled ([`Store::write_barrier`]), then steps
-    /// again; only losing the store's change stream ends the loop early.
-    pub async fn run(mut self, mut stop: watch::Receiver<bool>) -> Result<(), ManagerError> {
+    /// again. A step or barrier that fails is tried again after a pause that grows while it keeps
+    /// failing: a lost quorum or leader holds orchestration up only until the store can commit
+    /// again.
+    pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
         let mut changes = self
             .store
             .watch(self.store.local_view(|view| view.applied_index()) + 1);
+        let mut backoff = Backoff::new(FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE);
         // Whether every write proposed before now is applied here or never will be. A step
         // reads this member's own state, so it must not run on top of a write whose outcome is
         // still open: one from an earlier leader not yet applied here, or this loop's own that
@@ -78,49 +178,60 @@ impl OrchestrationLoop {
         let mut settled = false;
         loop {
             let mut wake_at = None;
+            let mut retry_after = None;
             if !self.store.status().is_leader {
                 settled = false;
             } else if !settled {
                 match self.store.write_barrier().await {
                     Ok(_) => settled = true,
                     Err(error) => {
-                        tracing::warn!(%error, "could not settle earlier writes; trying again");
+                        let pause = backoff.next_pause();
+                        tracing::warn!(%error, ?pause, "could not settle earlier writes; trying again");
+                        retry_after = Some(pause);
                     }
                 }
             }
             if settled {
                 match self.step().await {
-                    Ok(at) => wake_at = at,
-                    // A failed step is taken again on the next turn, once its writes are
-                    // settled: ending the loop would freeze every service until the leadership
-                    // moved.
+                    Ok(at) => {
+                        wake_at = at;
+                        backoff.reset();
+                    }
                     Err(error) => {
                         settled = false;
-                        tracing::warn!(%error, "an orchestration step failed; trying again");
+                        let pause = backoff.next_pause();
+                        tracing::warn!(%error, ?pause, "an orchestration step failed; trying again");
+                        retry_after = Some(pause);
                     }
                 }
             }
-            let pause = match wake_at {
-                Some(at) => at
+            let pause = match (retry_after, wake_at) {
+                (Some(pause), _) => pause,
+                (None, Some(at)) => at
                     .duration_since_unix_epoch()
                     .saturating_sub(now().duration_since_unix_epoch())
                     .min(LEADERSHIP_POLL),
-                None => LEADERSHIP_POLL,
+                (None, None) => LEADERSHIP_POLL,
             };
             tokio::select! {
-                next = changes.next() => match next {
+                // While a failed step waits for its retry, committed changes don't cut the
+                // pause short.
+                next = changes.next(), if retry_after.is_none() => match next {
                     Ok(_) => {}
-                    // The loop re-reads the whole store each step, so a watcher that fell behind
-                    // only needs a fresh position.
-                    Err(StoreError::WatchCompacted { .. }) => {
+                    // The loop re-reads the whole store each step, so a watcher that fell
+                    // behind, or whose stream failed, only needs a fresh position.
+                    Err(error) => {
+                        if !matches!(error, StoreError::WatchCompacted { .. }) {
+                            tracing::warn!(%error, "watching the store; watching again");
+                            tokio::time::sleep(backoff.next_pause()).await;
+                        }
                         changes = self
                             .store
                             .watch(self.store.local_view(|view| view.applied_index()) + 1);
                     }
-                    Err(error) => return Err(error.into()),
                 },
                 _ = tokio::time::sleep(pause) => {}
-                _ = stop.changed() => return Ok(()),
+                _ = stop.changed() => return,
             }
         }
     }
@@ -140,9 +251,10 @@ impl OrchestrationLoop {
                 let snapshot = ClusterSnapshot::new(&state.services, &state.nodes, &state.tasks);
                 let mut task_ids = raft_store::new_object_id;
                 let now = now();
-                let (changes, phase_wake_at) = match phase {
+                let (groups, phase_wake_at) = match phase {
                     Phase::Orchestrators => changes_for(
                         &state,
+                        &snapshot,
                         reconcile_all_services(
                             &snapshot,
                             self.supervisor.given_up_slots(),
@@ -150,19 +262,26 @@ impl OrchestrationLoop {
                             &mut task_ids,
                         ),
                     ),
-                    Phase::RestartSupervisor => {
-                        changes_for(&state, self.supervisor.step(&snapshot, now, &mut task_ids))
-                    }
+                    Phase::RestartSupervisor => changes_for(
+                        &state,
+                        &snapshot,
+                        self.supervisor.step(&snapshot, now, &mut task_ids),
+                    ),
+                    // Each assignment is one task's own status: it needs no other change.
                     Phase::Scheduler => (
                         assignment_changes(
                             &state,
                             plan_assignments(&state.nodes, &state.tasks),
                             now,
-                        ),
+                        )
+                        .into_iter()
+                        .map(|change| vec![change])
+                        .collect(),
                         None,
                     ),
                     Phase::Reaper => changes_for(
                         &state,
+                        &snapshot,
                         reap_tasks(
                             &snapshot,
                             TaskHistoryLimit::of_cluster_spec(
@@ -177,11 +296,12 @@ impl OrchestrationLoop {
                 if let Some(at) = phase_wake_at {
                     wake_at = Some(wake_at.map_or(at, |earlier| earlier.min(at)));
                 }
-                if changes.is_empty() {
+                if groups.is_empty() {
                     break;
                 }
-                match self.store.write(Transaction::new(changes)).await {
-                    Ok(_) => break,
+                let transactions = self.store.pack(groups)?;
+                match self.commit_in_order(transactions).await {
+                    Ok(()) => break,
                     Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => {
                         tracing::debug!(?phase, "a concurrent write changed a task; re-reading");
                     }
@@ -198,6 +318,20 @@ impl OrchestrationLoop {
             changed
         });
         Ok(wake_at)
+    }
+
+    /// Commits `transactions` one after the other, stopping at the first that fails: each
+    /// holds whole commit groups, so what committed before it stands on its own, and the next
+    /// read decides the rest again.
+    async fn commit_in_order(&self, transactions: Vec<Transaction>) -> Result<(), StoreError> {
+        let count = transactions.len();
+        for transaction in transactions {
+            self.committer.commit(transaction).await?;
+        }
+        if count > 1 {
+            tracing::debug!(count, "a phase committed in several transactions");
+        }
+        Ok(())
     }
 
     fn read_state(&self) -> Result<StoreState, ManagerError> {
@@ -268,46 +402,67 @@ pub(crate) fn now() -> ClusterTime {
     )
 }
 
-/// Turns a core's commands into store changes against the state it read; a wake-up time is
-/// not a change but the time of the next step.
-fn changes_for(state: &StoreState, commands: Vec<Command>) -> (Vec<Change>, Option<ClusterTime>) {
-    let mut changes = Vec::with_capacity(commands.len());
-    let mut wake_at = None;
-    for command in commands {
-        match command {
-            Command::CreateTask(task) => changes.push(objects::create(&*task)),
-            Command::SetDesiredState {
-                task_id,
-                read_version,
-                desired_state,
-            } => {
-                if let Some(task) = state.tasks.iter().find(|task| task.id == task_id) {
-                    let mut changed = task.clone();
-                    changed.desired_state = desired_state as i32;
-                    changes.push(objects::update_at(&changed, read_version));
-                }
-            }
-            Command::DeleteTask {
-                task_id,
-                read_version,
-            } => changes.push(Change::Delete {
-                kind: Task::KIND.to_owned(),
-                id: task_id,
-                expected_version: read_version,
-            }),
-            Command::DeleteService {
-                service_id,
-                read_version,
-            } => changes.push(Change::Delete {
-                kind: Service::KIND.to_owned(),
-                id: service_id,
-                expected_version: read_version,
-            }),
-            Command::UpdateService(service) => changes.push(objects::update(&*service)),
-            Command::WakeUpAt { at } => {
-                wake_at = Some(wake_at.map_or(at, |earlier: ClusterTime| earlier.min(at)));
-            }
+/// Turns a core's commands into store changes against the state it read, grouped as they must
+/// commit ([`commit_groups`]); a wake-up time is not a change but the time of the next step.
+fn changes_for(
+    state: &StoreState,
+    snapshot: &ClusterSnapshot<'_>,
+    commands: Vec<Command>,
+) -> (Vec<Vec<Change>>, Option<ClusterTime>) {
+    let wake_at = commands
+        .iter()
+        .filter_map(|command| match command {
+            Command::WakeUpAt { at } => Some(*at),
+            _ => None,
+        })
+        .min();
+    let tasks_by_id: HashMap<&str, &Task> = state
+        .tasks
+        .iter()
+        .map(|task| (task.id.as_str(), task))
+        .collect();
+    let groups = commit_groups(snapshot, commands)
+        .into_iter()
+        .map(|group| {
+            group
+                .into_iter()
+                .filter_map(|command| change_for(&tasks_by_id, command))
+                .collect::<Vec<Change>>()
+        })
+        .filter(|changes| !changes.is_empty())
+        .collect();
+    (groups, wake_at)
+}
+
+fn change_for(tasks_by_id: &HashMap<&str, &Task>, command: Command) -> Option<Change> {
+    match command {
+        Command::CreateTask(task) => Some(objects::create(&*task)),
+        Command::SetDesiredState {
+            task_id,
+            read_version,
+            desired_state,
+        } => {
+            let mut changed = (*tasks_by_id.get(task_id.as_str())?).clone();
+            changed.desired_state = desired_state as i32;
+            Some(objects::update_at(&changed, read_version))
         }
+        Command::DeleteTask {
+            task_id,
+            read_version,
+        } => Some(Change::Delete {
+            kind: Task::KIND.to_owned(),
+            id: task_id,
+            expected_version: read_version,
+        }),
+        Command::DeleteService {
+            service_id,
+            read_version,
+        } => Some(Change::Delete {
+            kind: Service::KIND.to_owned(),
+            id: service_id,
+            expected_version: read_version,
+        }),
+        Command::UpdateService(service) => Some(objects::update(&*service)),
+        Command::WakeUpAt { .. } => None,
     }
-    (changes, wake_at)
 }

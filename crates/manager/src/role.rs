@@ -408,14 +408,7 @@ impl ManagerRole {
         )?;
         let orchestration_loop = OrchestrationLoop::new(Arc::clone(&store));
         let given_up = orchestration_loop.given_up_slots();
-        let orchestration = tokio::spawn({
-            let stopped = stopped.clone();
-            async move {
-                if let Err(error) = orchestration_loop.run(stopped).await {
-                    tracing::error!(%error, "the orchestration loop stopped");
-                }
-            }
-        });
+        let orchestration = tokio::spawn(orchestration_loop.run_supervised(stopped.clone()));
         let control = ControlApi::new(Arc::clone(&store), given_up, logs);
 
         let auth = ClusterAuth::new(Arc::clone(&store), membership.cluster_id.clone());
@@ -477,6 +470,12 @@ impl ManagerRole {
         self.tls.replace(identity)?;
         self.store.replace_tls(identity);
         Ok(())
+    }
+
+    /// Why this manager's Raft store stopped for good, if it did: a failed write to its log or
+    /// snapshot. Such a manager neither leads nor votes until its daemon restarts.
+    pub fn fatal_error(&self) -> Option<String> {
+        self.store.fatal_error()
     }
 
     pub fn control(&self) -> ControlApi {

@@ -8,9 +8,10 @@ mod pki;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures::future::BoxFuture;
 use manager::objects::{self, ClusterObject};
-use manager::orchestration_loop::OrchestrationLoop;
-use raft_store::{ReadConsistency, Store, StoreConfig, Transaction};
+use manager::orchestration_loop::{OrchestrationLoop, PhaseCommitter};
+use raft_store::{ReadConsistency, Store, StoreConfig, StoreError, Transaction};
 use shoal_proto::api::{self, Service, Task, TaskState};
 
 fn replicated_service(id: &str, name: &str, replicas: u64) -> Service {
@@ -76,7 +77,17 @@ async fn service(store: &Store, id: &str) -> Option<Service> {
 
 /// Polls until `check` holds for the store's tasks, failing after ten seconds.
 async fn wait_for_tasks(store: &Store, what: &str, check: impl Fn(&[Task]) -> bool) -> Vec<Task> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    wait_for_tasks_within(store, what, Duration::from_secs(10), check).await
+}
+
+/// Polls until `check` holds for the store's tasks, failing after `timeout`.
+async fn wait_for_tasks_within(
+    store: &Store,
+    what: &str,
+    timeout: Duration,
+    check: impl Fn(&[Task]) -> bool,
+) -> Vec<Task> {
+    let deadline = tokio::time::Instant::now() + timeout;
     loop {
         let current = tasks(store).await;
         if check(&current) {
@@ -87,6 +98,7 @@ async fn wait_for_tasks(store: &Store, what: &str, check: impl Fn(&[Task]) -> bo
             "timed out waiting for {what}; tasks: {:?}",
             current
                 .iter()
+                .take(20)
                 .map(|task| (task.slot, task.desired_state))
                 .collect::<Vec<_>>()
         );
@@ -104,14 +116,13 @@ fn wanted_running(tasks: &[Task]) -> Vec<u64> {
     slots
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn services_in_the_store_get_their_tasks_scaled_and_removed() {
-    let dir = tempfile::tempdir().unwrap();
+/// A single-member store on loopback, serving and leading.
+async fn leading_store(dir: &std::path::Path) -> Arc<Store> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let config = StoreConfig::new(
         1,
-        dir.path(),
+        dir,
         &addr,
         pki::TestPki::new().identity(1),
         pki::data_key(1),
@@ -123,6 +134,27 @@ async fn services_in_the_store_get_their_tasks_scaled_and_removed() {
         .wait_for_leader(Duration::from_secs(10))
         .await
         .unwrap();
+    store
+}
+
+/// Every task of `service_id` is wanted running and assigned to a node.
+fn all_assigned(tasks: &[Task], service_id: &str, replicas: usize) -> bool {
+    let of_service: Vec<&Task> = tasks
+        .iter()
+        .filter(|task| task.service_id == service_id)
+        .collect();
+    of_service.len() == replicas
+        && of_service.iter().all(|task| {
+            task.desired_state == TaskState::Running as i32
+                && task.status.as_ref().map(|status| status.state)
+                    == Some(TaskState::Assigned as i32)
+        })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn services_in_the_store_get_their_tasks_scaled_and_removed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = leading_store(dir.path()).await;
 
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let orchestration = tokio::spawn(OrchestrationLoop::new(Arc::clone(&store)).run(stopped));
@@ -232,13 +264,166 @@ async fn services_in_the_store_get_their_tasks_scaled_and_removed() {
     }
 
     stop.send(true).unwrap();
-    orchestration.await.unwrap().unwrap();
+    orchestration.await.unwrap();
     Arc::try_unwrap(store)
         .ok()
         .expect("the loop let go of the store")
         .shutdown()
         .await
         .unwrap();
+}
+
+/// A service whose tasks together are over the proposal limit: 3,000 replicas, each task
+/// carrying a 400-byte environment variable, make about 1.8 MB of task creations (and as much
+/// again of assignments) in one step, over the store's 1.5 MiB. Each phase commits in several
+/// transactions, and the loop goes on serving services created after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_phase_over_the_proposal_limit_commits_in_several_transactions() {
+    const REPLICAS: usize = 3_000;
+    let dir = tempfile::tempdir().unwrap();
+    let store = leading_store(dir.path()).await;
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let orchestration = tokio::spawn(OrchestrationLoop::new(Arc::clone(&store)).run(stopped));
+
+    let mut big = replicated_service("big", "big", REPLICAS as u64);
+    let task_spec = big.spec.as_mut().unwrap().task.as_mut().unwrap();
+    let Some(api::task_spec::Runtime::Container(container)) = task_spec.runtime.as_mut() else {
+        unreachable!("the builder makes a container spec")
+    };
+    container.env = vec![format!("PAYLOAD={}", "x".repeat(400))];
+    store
+        .write(Transaction::new(vec![
+            objects::create(&ready_node("node1")),
+            objects::create(&big),
+        ]))
+        .await
+        .unwrap();
+    let created = wait_for_tasks_within(
+        &store,
+        "3,000 tasks assigned to the node",
+        Duration::from_secs(120),
+        |tasks| all_assigned(tasks, "big", REPLICAS),
+    )
+    .await;
+    let mut slots: Vec<u64> = created.iter().map(|task| task.slot).collect();
+    slots.sort_unstable();
+    assert_eq!(slots, (1..=REPLICAS as u64).collect::<Vec<_>>());
+
+    store
+        .write(Transaction::new(vec![objects::create(
+            &replicated_service("after", "after", 2),
+        )]))
+        .await
+        .unwrap();
+    wait_for_tasks_within(
+        &store,
+        "the tasks of a service created afterwards",
+        Duration::from_secs(60),
+        |tasks| all_assigned(tasks, "after", 2),
+    )
+    .await;
+
+    stop.send(true).unwrap();
+    orchestration.await.unwrap();
+}
+
+/// Commits through the store, after failing the first `failures` commits as a store without
+/// quorum does, or panicking on the first one.
+struct FlakyCommitter {
+    store: Arc<Store>,
+    failures: std::sync::atomic::AtomicUsize,
+    panic_first: std::sync::atomic::AtomicBool,
+}
+
+impl PhaseCommitter for FlakyCommitter {
+    fn commit(&self, txn: Transaction) -> BoxFuture<'_, Result<u64, StoreError>> {
+        use std::sync::atomic::Ordering;
+        if self.panic_first.swap(false, Ordering::SeqCst) {
+            panic!("a bug in the loop");
+        }
+        let failing = self
+            .failures
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |left| {
+                left.checked_sub(1)
+            })
+            .is_ok();
+        if failing {
+            return Box::pin(async {
+                Err(StoreError::NoQuorum {
+                    detail: "injected".into(),
+                })
+            });
+        }
+        Box::pin(self.store.write(txn))
+    }
+}
+
+/// A transient write error (no quorum) delays orchestration; it no longer ends it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_retries_after_a_transient_write_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = leading_store(dir.path()).await;
+    let committer = Arc::new(FlakyCommitter {
+        store: Arc::clone(&store),
+        failures: 3.into(),
+        panic_first: false.into(),
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let orchestration = tokio::spawn(
+        OrchestrationLoop::with_committer(Arc::clone(&store), committer.clone()).run(stopped),
+    );
+    store
+        .write(Transaction::new(vec![
+            objects::create(&ready_node("node1")),
+            objects::create(&replicated_service("svc1", "web", 2)),
+        ]))
+        .await
+        .unwrap();
+    wait_for_tasks(&store, "tasks despite three failed writes", |tasks| {
+        all_assigned(tasks, "svc1", 2)
+    })
+    .await;
+    assert_eq!(
+        committer.failures.load(std::sync::atomic::Ordering::SeqCst),
+        0
+    );
+    stop.send(true).unwrap();
+    orchestration.await.unwrap();
+}
+
+/// A loop that panics is started again by its supervisor.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_supervisor_restarts_a_loop_that_panicked() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = leading_store(dir.path()).await;
+    let committer = Arc::new(FlakyCommitter {
+        store: Arc::clone(&store),
+        failures: 0.into(),
+        panic_first: true.into(),
+    });
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let orchestration = tokio::spawn(
+        OrchestrationLoop::with_committer(Arc::clone(&store), committer.clone())
+            .run_supervised(stopped),
+    );
+    store
+        .write(Transaction::new(vec![
+            objects::create(&ready_node("node1")),
+            objects::create(&replicated_service("svc1", "web", 2)),
+        ]))
+        .await
+        .unwrap();
+    wait_for_tasks(&store, "tasks after the loop panicked", |tasks| {
+        all_assigned(tasks, "svc1", 2)
+    })
+    .await;
+    assert!(
+        !committer
+            .panic_first
+            .load(std::sync::atomic::Ordering::SeqCst)
+    );
+    stop.send(true).unwrap();
+    orchestration.await.unwrap();
 }
 
 /// A failed write (here, a leader that lost its quorum) does not end the loop: once the quorum

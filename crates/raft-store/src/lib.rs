@@ -13,9 +13,15 @@
 //! Architecture invariant: the store knows kinds, ids, names and versions, never what an object
 //! means. openraft is used only inside this crate.
 
+// The test PKI shared with the integration tests names the crate `raft_store`.
+#[cfg(test)]
+extern crate self as raft_store;
+
 mod client;
 mod data_key;
 mod error;
+#[cfg(test)]
+mod fail_stop_tests;
 mod log_store;
 mod network;
 mod object_store;

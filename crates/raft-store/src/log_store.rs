@@ -3,11 +3,18 @@
 //! whatever has queued up into a single redb transaction and a single fsync: group commit.
 //! Entries carry object data, so each is sealed under the data key (see `data_key`) before it
 //! is checksummed and stored; the vote and the marks beside it hold only ids and stay in clear.
+//!
+//! Storage errors are fail-stop: once a write, truncation or purge fails, the writer writes
+//! nothing more and fails everything queued or sent after it, so nothing later is acknowledged
+//! over a log whose state on disk is unknown; openraft takes the error as a fatal storage error
+//! and stops the member.
 
 use std::collections::BTreeMap;
 use std::io;
 use std::ops::RangeBounds;
 use std::path::{Path, PathBuf};
+#[cfg(test)]
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
 
 use openraft::entry::RaftEntry;
@@ -170,9 +177,45 @@ enum WriteOp {
     Sync(oneshot::Sender<io::Result<()>>),
 }
 
+/// The writer's first failure, after which it writes nothing more. Shared by the writer thread
+/// and every handle, so that new operations are refused up front.
+#[derive(Default)]
+struct WriterHealth {
+    failure: Mutex<Option<String>>,
+    /// Makes the writer's next batch fail as a failed disk write would, for tests.
+    #[cfg(test)]
+    fail_next_batch: AtomicBool,
+}
+
+impl WriterHealth {
+    fn failure(&self) -> Option<String> {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Records the first failure; later ones only repeat its consequence.
+    fn fail(&self, detail: String) {
+        self.failure
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_or_insert(detail);
+    }
+
+    fn stopped_error(&self) -> Option<io::Error> {
+        self.failure().map(|detail| {
+            io::Error::other(format!(
+                "the raft log writer stopped after a failed write ({detail}); nothing more is written until the daemon restarts"
+            ))
+        })
+    }
+}
+
 struct Shared {
     path: PathBuf,
     key: DataKey,
+    health: Arc<WriterHealth>,
     cache: Mutex<LogCache>,
     writer: Mutex<Option<mpsc::Sender<WriteOp>>>,
     writer_thread: Mutex<Option<std::thread::JoinHandle<()>>>,
@@ -265,14 +308,17 @@ impl LogStore {
         };
         let (sender, receiver) = mpsc::channel();
         let writer_path = path.to_owned();
+        let health = Arc::new(WriterHealth::default());
+        let writer_health = Arc::clone(&health);
         let thread = std::thread::Builder::new()
             .name("raft-log-writer".to_owned())
-            .spawn(move || write_loop(database, receiver, writer_path))
+            .spawn(move || write_loop(database, receiver, writer_path, &writer_health))
             .map_err(|error| StoreError::io(path, error))?;
         Ok(LogStore {
             shared: Arc::new(Shared {
                 path: path.to_owned(),
                 key: key.clone(),
+                health,
                 cache: Mutex::new(cache),
                 writer: Mutex::new(Some(sender)),
                 writer_thread: Mutex::new(Some(thread)),
@@ -358,7 +404,24 @@ impl LogStore {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
+    /// Makes the writer's next batch fail as a failed disk write would.
+    #[cfg(test)]
+    pub(crate) fn fail_next_write(&self) {
+        self.shared
+            .health
+            .fail_next_batch
+            .store(true, Ordering::SeqCst);
+    }
+
+    /// The failure that stopped the writer, if one did.
+    pub(crate) fn writer_failure(&self) -> Option<String> {
+        self.shared.health.failure()
+    }
+
     fn send(&self, op: WriteOp) -> io::Result<()> {
+        if let Some(stopped) = self.shared.health.stopped_error() {
+            return Err(stopped);
+        }
         let writer = self.shared.writer.lock().unwrap_or_else(|p| p.into_inner());
         writer
             .as_ref()
@@ -418,15 +481,31 @@ impl LogStore {
     }
 }
 
-/// The writer thread: batches queued operations into one transaction and one fsync.
-fn write_loop(database: Database, receiver: mpsc::Receiver<WriteOp>, path: PathBuf) {
+/// The writer thread: batches queued operations into one transaction and one fsync. After a
+/// batch fails, it writes nothing more: what the file holds is then unknown (a truncation or
+/// purge may be missing under later entries), so every later operation fails with the first
+/// error.
+fn write_loop(
+    database: Database,
+    receiver: mpsc::Receiver<WriteOp>,
+    path: PathBuf,
+    health: &WriterHealth,
+) {
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
         batch.extend(receiver.try_iter());
-        let result = write_batch(&database, &batch).map_err(|error| {
-            tracing::error!(path = %path.display(), %error, "writing the raft log failed");
-            error.to_string()
-        });
+        let result = match health.stopped_error() {
+            Some(stopped) => Err(stopped.to_string()),
+            None => write_batch_checked(&database, &batch, health).map_err(|error| {
+                tracing::error!(
+                    path = %path.display(),
+                    %error,
+                    "writing the raft log failed; the log writer stops and this member with it"
+                );
+                health.fail(error.to_string());
+                error.to_string()
+            }),
+        };
         for op in batch {
             let outcome = result.clone().map_err(io::Error::other);
             match op {
@@ -438,6 +517,20 @@ fn write_loop(database: Database, receiver: mpsc::Receiver<WriteOp>, path: PathB
             }
         }
     }
+}
+
+fn write_batch_checked(
+    database: &Database,
+    batch: &[WriteOp],
+    health: &WriterHealth,
+) -> Result<(), redb::Error> {
+    #[cfg(test)]
+    if health.fail_next_batch.swap(false, Ordering::SeqCst) {
+        return Err(redb::Error::Io(io::Error::other("injected write failure")));
+    }
+    #[cfg(not(test))]
+    let _ = health;
+    write_batch(database, batch)
 }
 
 fn write_batch(database: &Database, batch: &[WriteOp]) -> Result<(), redb::Error> {

@@ -6,7 +6,7 @@
 
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::sync::{Arc, Mutex, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use futures::{Stream, TryStreamExt};
 use openraft::entry::RaftEntry;
@@ -56,6 +56,11 @@ pub(crate) struct Shared {
     pub(crate) watch: Arc<WatchHub>,
     dir: PathBuf,
     key: DataKey,
+    /// The log id the snapshot file covers. Building a snapshot and installing one from the
+    /// leader run concurrently; each writes the file while holding this lock, and only over an
+    /// older one, so the file is never a mix of both, nor set back by a build that started
+    /// before an install and finished after it.
+    on_disk: Mutex<Option<LogId>>,
 }
 
 impl Shared {
@@ -69,6 +74,20 @@ impl Shared {
         self.applied
             .write()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Writes the snapshot file for `meta` unless the file already covers as much of the log or
+    /// more; returns whether it wrote. Blocks on the disk: call it off the async runtime.
+    fn persist_if_newer(&self, meta: &SnapshotMeta, data: &[u8]) -> io::Result<bool> {
+        // A panic while holding the lock leaves the file whole (it is replaced by a rename) and
+        // the mark at the file's last successful write.
+        let mut on_disk = self.on_disk.lock().unwrap_or_else(|p| p.into_inner());
+        if on_disk.is_some() && *on_disk >= meta.last_log_id {
+            return Ok(false);
+        }
+        StateMachine::persist(&self.dir, &self.key, meta, data)?;
+        *on_disk = meta.last_log_id;
+        Ok(true)
     }
 }
 
@@ -116,12 +135,14 @@ impl StateMachine {
                 0,
             ),
         };
+        let on_disk = applied.last_applied;
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 applied: RwLock::new(applied),
                 watch: Arc::new(WatchHub::new(snapshot_index, WATCH_HISTORY)),
                 dir: dir.to_owned(),
                 key: key.clone(),
+                on_disk: Mutex::new(on_disk),
             }),
         })
     }
@@ -199,13 +220,22 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
             };
             (meta, encode_records(&applied.objects))
         };
-        let (dir, key) = (self.shared.dir.clone(), self.shared.key.clone());
-        let (meta, data) = tokio::task::spawn_blocking(move || {
-            StateMachine::persist(&dir, &key, &meta, &data).map(|()| (meta, data))
+        let shared = Arc::clone(&self.shared);
+        let (meta, data, written) = tokio::task::spawn_blocking(move || {
+            shared
+                .persist_if_newer(&meta, &data)
+                .map(|written| (meta, data, written))
         })
         .await
         .map_err(io::Error::other)??;
-        tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built a snapshot");
+        if written {
+            tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built a snapshot");
+        } else {
+            tracing::info!(
+                last_log_id = ?meta.last_log_id,
+                "built a snapshot older than the one installed meanwhile; the installed one stays"
+            );
+        }
         Ok(Snapshot {
             meta,
             snapshot: data,
@@ -272,13 +302,11 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         data: Vec<u8>,
     ) -> Result<(), io::Error> {
         let records = decode_records(&data).map_err(io::Error::other)?;
-        let (dir, key) = (self.shared.dir.clone(), self.shared.key.clone());
+        let shared = Arc::clone(&self.shared);
         let persisted_meta = meta.clone();
-        tokio::task::spawn_blocking(move || {
-            StateMachine::persist(&dir, &key, &persisted_meta, &data)
-        })
-        .await
-        .map_err(io::Error::other)??;
+        tokio::task::spawn_blocking(move || shared.persist_if_newer(&persisted_meta, &data))
+            .await
+            .map_err(io::Error::other)??;
         let index = meta.last_log_id.as_ref().map_or(0, |id| id.index());
         {
             let mut applied = self.shared.write();
@@ -298,5 +326,65 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
             meta: file.meta,
             snapshot: file.data,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(index: u64) -> SnapshotMeta {
+        SnapshotMeta {
+            last_log_id: Some(openraft::testing::log_id::<TypeConfig>(1, 1, index)),
+            last_membership: StoredMembership::default(),
+        }
+    }
+
+    fn on_disk(dir: &Path, key: &DataKey) -> Option<u64> {
+        read_snapshot_file(&dir.join(SNAPSHOT_FILE), key)
+            .expect("a whole snapshot file")
+            .and_then(|file| file.meta.last_log_id.map(|id| id.index()))
+    }
+
+    #[test]
+    fn an_older_snapshot_never_replaces_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = DataKey::generate().unwrap();
+        let machine = StateMachine::open(dir.path(), &key).unwrap();
+        let data = encode_records(&ObjectStore::default());
+        // A snapshot installed from the leader at 200 while a build of the state at 100 was
+        // still writing: the build finishing last must not set the file back.
+        assert!(machine.shared.persist_if_newer(&meta(200), &data).unwrap());
+        assert!(!machine.shared.persist_if_newer(&meta(100), &data).unwrap());
+        assert_eq!(on_disk(dir.path(), &key), Some(200));
+        assert!(machine.shared.persist_if_newer(&meta(300), &data).unwrap());
+        assert_eq!(on_disk(dir.path(), &key), Some(300));
+        // A reopened member knows what its file covers.
+        drop(machine);
+        let reopened = StateMachine::open(dir.path(), &key).unwrap();
+        assert!(!reopened.shared.persist_if_newer(&meta(250), &data).unwrap());
+        assert_eq!(on_disk(dir.path(), &key), Some(300));
+    }
+
+    #[test]
+    fn concurrent_builds_and_installs_leave_one_whole_file_of_the_newest() {
+        let dir = tempfile::tempdir().unwrap();
+        let key = DataKey::generate().unwrap();
+        let machine = StateMachine::open(dir.path(), &key).unwrap();
+        // Big enough that two writers' bytes would interleave in a shared temporary file.
+        let data = vec![9u8; 1 << 20];
+        std::thread::scope(|scope| {
+            for writer in 0..2u64 {
+                let (shared, data) = (&machine.shared, &data);
+                scope.spawn(move || {
+                    for round in 1..=20u64 {
+                        shared
+                            .persist_if_newer(&meta(round * 2 + writer), data)
+                            .expect("persisting a snapshot");
+                    }
+                });
+            }
+        });
+        assert_eq!(on_disk(dir.path(), &key), Some(41));
     }
 }

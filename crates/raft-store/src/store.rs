@@ -7,7 +7,9 @@ use std::time::{Duration, SystemTime};
 
 use openraft::Instant as _;
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, InitializeError, LinearizableReadError, RaftError};
+use openraft::errors::{
+    ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError,
+};
 use openraft::raft::ReadPolicy;
 use openraft::{BasicNode, ChangeMembers, EntryPayload, Membership, SnapshotPolicy};
 use shoal_proto::raft::raft_client::RaftClient;
@@ -25,7 +27,9 @@ use crate::server::RaftService;
 use crate::state_machine::{self, StateMachine};
 use crate::tls::TlsIdentity;
 use crate::types::raft_types::{SnapshotMeta, StoredMembership};
-use crate::types::{MemberId, ObjectRecord, Transaction, TxnOutcome, TxnRejection, TypeConfig};
+use crate::types::{
+    Change, MemberId, ObjectRecord, Transaction, TxnOutcome, TxnRejection, TypeConfig,
+};
 use crate::watch::Watch;
 use crate::wire::{self, MembershipCall, ProposeCall, ReadCall};
 
@@ -294,6 +298,20 @@ impl Store {
         self.inner.write(txn).await
     }
 
+    /// The largest transaction [`Store::write`] accepts, in bytes.
+    pub fn max_proposal_bytes(&self) -> usize {
+        self.inner.config.max_proposal_bytes
+    }
+
+    /// Packs `groups` of changes into transactions this store accepts, as
+    /// [`Transaction::pack`] does under [`Store::max_proposal_bytes`].
+    pub fn pack(
+        &self,
+        groups: impl IntoIterator<Item = Vec<Change>>,
+    ) -> Result<Vec<Transaction>, StoreError> {
+        Transaction::pack(groups, self.max_proposal_bytes())
+    }
+
     /// Returns once this member has applied every write acknowledged before the call, and the
     /// index it has applied.
     pub async fn read_barrier(&self) -> Result<u64, StoreError> {
@@ -397,6 +415,11 @@ impl Store {
 
     pub fn status(&self) -> StoreStatus {
         let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        // Raft keeps its last metrics once it has stopped, and a member whose log writer has
+        // failed is about to stop: neither leads anything.
+        let leader = metrics
+            .current_leader
+            .filter(|_| metrics.running_state.is_ok() && self.inner.log.writer_failure().is_none());
         let membership = metrics.membership_config.membership();
         let voter_ids: BTreeSet<MemberId> = membership.voter_ids().collect();
         let (mut voters, mut learners) = (BTreeMap::new(), BTreeMap::new());
@@ -410,8 +433,8 @@ impl Store {
         }
         StoreStatus {
             member_id: self.inner.config.member_id,
-            leader: metrics.current_leader,
-            is_leader: metrics.current_leader == Some(self.inner.config.member_id),
+            leader,
+            is_leader: leader == Some(self.inner.config.member_id),
             term: metrics.current_term,
             last_applied: metrics.last_applied.as_ref().map_or(0, |id| id.index()),
             snapshot_index: metrics.snapshot.as_ref().map_or(0, |id| id.index()),
@@ -420,6 +443,23 @@ impl Store {
             learners,
             unreachable: self.inner.unreachable_voters(&metrics),
         }
+    }
+
+    /// Why this member's Raft stopped for good, if it did: a failed write to its log or state
+    /// machine. Such a member neither leads nor votes until its process restarts and reopens
+    /// its data; `None` while it runs, and after an orderly [`Store::shutdown`].
+    pub fn fatal_error(&self) -> Option<String> {
+        let metrics = self.inner.raft.metrics().borrow_watched().clone();
+        match &metrics.running_state {
+            Ok(()) | Err(Fatal::Stopped) => None,
+            Err(fatal) => Some(fatal.to_string()),
+        }
+        .or_else(|| self.inner.log.writer_failure())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn log(&self) -> &LogStore {
+        &self.inner.log
     }
 
     /// Waits until some member is leader, and returns its id.
@@ -551,8 +591,7 @@ impl Inner {
 
     pub(crate) async fn write(&self, mut txn: Transaction) -> Result<u64, StoreError> {
         txn.proposed_at.get_or_insert_with(SystemTime::now);
-        let size = postcard::experimental::serialized_size(&txn)
-            .map_err(|error| StoreError::Raft(format!("sizing a proposal: {error}")))?;
+        let size = txn.proposal_size()?;
         if size > self.config.max_proposal_bytes {
             return Err(StoreError::ProposalTooLarge {
                 size,

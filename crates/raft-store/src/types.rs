@@ -6,6 +6,8 @@ use std::time::SystemTime;
 
 use serde::{Deserialize, Serialize};
 
+use crate::error::StoreError;
+
 /// A member's Raft id. Managers derive it from their node id; tests pick small numbers.
 pub type MemberId = u64;
 
@@ -99,6 +101,56 @@ impl Transaction {
             name: name.into(),
             data,
         }])
+    }
+}
+
+/// Bytes a transaction's encoding adds around its changes, at most: the change count and the
+/// proposer's timestamp (postcard varints, so at most 10 + 1 + 10 + 5 bytes).
+const TRANSACTION_FRAME_BYTES: usize = 32;
+
+impl Transaction {
+    /// The size of the transaction as proposed, the size the proposal limit applies to.
+    pub fn proposal_size(&self) -> Result<usize, StoreError> {
+        let mut proposed = self.clone();
+        proposed.proposed_at.get_or_insert_with(SystemTime::now);
+        postcard::experimental::serialized_size(&proposed)
+            .map_err(|error| StoreError::Raft(format!("sizing a proposal: {error}")))
+    }
+
+    /// Packs `groups` of changes, in order, into as few transactions as fit under `limit`
+    /// bytes each. The changes of one group always share a transaction, and a transaction
+    /// holds whole groups in the order given, so committing the transactions in order commits
+    /// every group after the ones before it. Refused when one group alone is over the limit.
+    pub fn pack(
+        groups: impl IntoIterator<Item = Vec<Change>>,
+        limit: usize,
+    ) -> Result<Vec<Transaction>, StoreError> {
+        let sizing = |error: postcard::Error| StoreError::Raft(format!("sizing a change: {error}"));
+        let mut packed = Vec::new();
+        let mut current: Vec<Change> = Vec::new();
+        let mut current_bytes = TRANSACTION_FRAME_BYTES;
+        for group in groups {
+            let mut group_bytes = 0;
+            for change in &group {
+                group_bytes += postcard::experimental::serialized_size(change).map_err(sizing)?;
+            }
+            if TRANSACTION_FRAME_BYTES + group_bytes > limit {
+                return Err(StoreError::ProposalTooLarge {
+                    size: TRANSACTION_FRAME_BYTES + group_bytes,
+                    limit,
+                });
+            }
+            if current_bytes + group_bytes > limit {
+                packed.push(Transaction::new(std::mem::take(&mut current)));
+                current_bytes = TRANSACTION_FRAME_BYTES;
+            }
+            current.extend(group);
+            current_bytes += group_bytes;
+        }
+        if !current.is_empty() {
+            packed.push(Transaction::new(current));
+        }
+        Ok(packed)
     }
 }
 
@@ -213,6 +265,64 @@ pub(crate) mod raft_types {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn create(id: &str, bytes: usize) -> Change {
+        Change::Create {
+            kind: "task".into(),
+            id: id.into(),
+            name: String::new(),
+            data: vec![7; bytes],
+        }
+    }
+
+    fn ids(txn: &Transaction) -> Vec<&str> {
+        txn.changes.iter().map(Change::id).collect()
+    }
+
+    #[test]
+    fn packing_keeps_groups_whole_in_order_and_each_transaction_under_the_limit() {
+        let limit = 4096;
+        let groups: Vec<Vec<Change>> = (0..10)
+            .map(|group| {
+                (0..3)
+                    .map(|member| create(&format!("{group}-{member}"), 400))
+                    .collect()
+            })
+            .collect();
+        let packed = Transaction::pack(groups, limit).unwrap();
+        // 10 groups of about 1.2 KB under 4 KB: three groups a transaction.
+        assert_eq!(packed.len(), 4);
+        let order: Vec<&str> = packed.iter().flat_map(ids).collect();
+        let expected: Vec<String> = (0..10)
+            .flat_map(|group| (0..3).map(move |member| format!("{group}-{member}")))
+            .collect();
+        assert_eq!(order, expected);
+        for txn in &packed {
+            assert_eq!(txn.changes.len() % 3, 0, "a group split: {:?}", ids(txn));
+            let mut proposed = txn.clone();
+            // The latest time postcard can encode costs the most bytes.
+            proposed.proposed_at =
+                Some(SystemTime::UNIX_EPOCH + std::time::Duration::new(u64::MAX >> 1, 999_999_999));
+            let size = postcard::experimental::serialized_size(&proposed).unwrap();
+            assert!(size <= limit, "{size} > {limit}");
+        }
+    }
+
+    #[test]
+    fn packing_refuses_a_group_over_the_limit_alone() {
+        let refused = Transaction::pack([vec![create("a", 300), create("b", 300)]], 500);
+        assert!(
+            matches!(
+                refused,
+                Err(StoreError::ProposalTooLarge { limit: 500, .. })
+            ),
+            "{refused:?}"
+        );
+        assert_eq!(
+            Transaction::pack(Vec::<Vec<Change>>::new(), 500),
+            Ok(Vec::new())
+        );
+    }
 
     #[test]
     fn object_ids_have_swarms_form() {

@@ -9,8 +9,9 @@ use super::task_lifecycle::read_version;
 use super::time::ClusterTime;
 
 /// One change the shell carries out. The commands one core returns from one step form one
-/// store transaction: the shell commits all of them or none, and on a version conflict it
-/// re-reads the store and runs the step again.
+/// store transaction when they fit in one, and otherwise several, each holding whole
+/// [`super::commit_groups`]; on a version conflict the shell re-reads the store and runs the
+/// step again.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Command {
     /// Creates this task; it is complete apart from the store's bookkeeping (`meta.version`).

@@ -10,10 +10,12 @@
 //! - [`service_convergence`] tells the CLI whether a deploy can still succeed.
 //!
 //! The shell runs the cores one after the other, committing each one's commands before
-//! handing the next a fresh snapshot, in the order orchestrators, supervisor, reaper. Desired
+//! handing the next a fresh snapshot, in the order orchestrators, supervisor, reaper; commands
+//! too many for one transaction commit in several, grouped by [`commit_groups`]. Desired
 //! state is the only task state these cores write; observed state belongs to workers.
 
 mod command;
+mod commit_groups;
 mod convergence;
 mod dependencies;
 mod eligibility;
@@ -34,6 +36,7 @@ use std::collections::BTreeSet;
 use shoal_proto::api::TaskState;
 
 pub use command::{Command, SequentialTaskIds, TaskIdGenerator};
+pub use commit_groups::commit_groups;
 pub use convergence::{ServiceConvergence, StuckSlot, service_convergence};
 pub use dependencies::dependencies_met;
 pub use eligibility::{NodeEligibility, ServiceConstraints, node_eligibility};
