@@ -3,9 +3,10 @@
 //! streams each node its full assignment set when that changes, writes status reports in
 //! batches (whatever queued while the previous write was in flight goes in one transaction),
 //! and relays log requests and output. Every call is checked against the caller's certificate:
-//! a node acts only in its own session.
+//! a node acts only in its own session; what it sends is bounded in size and rate (`limits.rs`).
 
 mod assignments;
+mod limits;
 mod logs;
 mod status;
 
@@ -35,6 +36,7 @@ use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::duration_to_proto;
 use crate::peer::{PeerIdentity, identity_of_request};
+use crate::rate_limit::TokenBucket;
 
 /// A node is marked down after this many heartbeat periods without one.
 const MISSED_HEARTBEATS_BEFORE_DOWN: u32 = 3;
@@ -51,6 +53,8 @@ struct Session {
     last_heartbeat: Instant,
     /// Set to true when the session ends, which closes its streams.
     ended: watch::Sender<bool>,
+    /// How many more `UpdateTaskStatus` calls the session may make now.
+    status_calls: TokenBucket,
 }
 
 struct Shared {
@@ -116,6 +120,7 @@ fn grace_sessions(store: &Store) -> Result<HashMap<String, Session>, ManagerErro
                     session_id: String::new(),
                     last_heartbeat: now,
                     ended: ended.clone(),
+                    status_calls: TokenBucket::new(limits::STATUS_CALL_RATE, now),
                 },
             )
         })
@@ -453,6 +458,9 @@ impl Dispatcher for DispatcherService {
             )));
         }
         let description = request.description;
+        if let Some(description) = &description {
+            limits::check_description(description)?;
+        }
         let node = objects::update_node(&shared.store, &node_id, |node| {
             if description.is_some() {
                 node.description = description.clone();
@@ -484,6 +492,7 @@ impl Dispatcher for DispatcherService {
                 session_id: session_id.clone(),
                 last_heartbeat: Instant::now(),
                 ended,
+                status_calls: TokenBucket::new(limits::STATUS_CALL_RATE, Instant::now()),
             },
         ) {
             // A node has one session: a reconnecting agent replaces its old one.
@@ -530,9 +539,20 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<UpdateTaskStatusRequest>,
     ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let (node_id, _) = self.shared.session_of_caller(&request, &session_id)?;
+        let caller = identity_of_request(&request)?;
         let request = request.into_inner();
+        limits::check_status_updates(&request.updates)?;
+        let node_id = self
+            .shared
+            .with_callers_session(&caller, &request.session_id, |node_id, session| {
+                session
+                    .status_calls
+                    .take(1.0, Instant::now())
+                    .map(|()| node_id.to_owned())
+            })?
+            .map_err(|wait| {
+                limits::rate_exceeded("status reports", limits::STATUS_CALL_RATE, wait)
+            })?;
         let reports = request
             .updates
             .into_iter()
@@ -640,23 +660,34 @@ impl Dispatcher for DispatcherService {
         let caller = identity_of_request(&request)?;
         let mut messages = request.into_inner();
         let mut publisher: Option<(String, String)> = None;
-        while let Some(message) = messages.next().await {
-            let message = message?;
-            let node_id =
-                self.shared
-                    .with_callers_session(&caller, &message.session_id, |node_id, _| {
-                        node_id.to_owned()
+        let mut log_bytes = TokenBucket::new(limits::LOG_BYTE_RATE, Instant::now());
+        let relayed: Result<(), Status> = async {
+            while let Some(message) = messages.next().await {
+                let message = message?;
+                let node_id = self.shared.with_callers_session(
+                    &caller,
+                    &message.session_id,
+                    |node_id, _| node_id.to_owned(),
+                )?;
+                publisher = Some((message.subscription_id.clone(), node_id.clone()));
+                let bytes = limits::check_log_message(&message)?;
+                log_bytes
+                    .take(bytes as f64, Instant::now())
+                    .map_err(|wait| {
+                        limits::rate_exceeded("log bytes", limits::LOG_BYTE_RATE, wait)
                     })?;
-            publisher = Some((message.subscription_id.clone(), node_id.clone()));
-            let close = message.close;
-            if !self.shared.logs.publish(&node_id, message).await || close {
-                return Ok(Response::new(PublishLogsResponse {}));
+                let close = message.close;
+                if !self.shared.logs.publish(&node_id, message).await? || close {
+                    break;
+                }
             }
+            Ok(())
         }
-        // The stream broke off without a close: nothing more will come from this node.
+        .await;
+        // Whether it closed, broke off or was refused, nothing more will come from this node.
         if let Some((subscription_id, node_id)) = publisher {
             self.shared.logs.node_done(&subscription_id, &node_id);
         }
-        Ok(Response::new(PublishLogsResponse {}))
+        relayed.map(|()| Response::new(PublishLogsResponse {}))
     }
 }
