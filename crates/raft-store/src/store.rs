@@ -294,6 +294,11 @@ impl Store {
         self.inner.write(txn).await
     }
 
+    /// The largest transaction [`Store::write`] accepts, in [`Transaction::proposal_bytes`].
+    pub fn max_proposal_bytes(&self) -> usize {
+        self.inner.config.max_proposal_bytes
+    }
+
     /// Returns once this member has applied every write acknowledged before the call, and the
     /// index it has applied.
     pub async fn read_barrier(&self) -> Result<u64, StoreError> {
@@ -534,8 +539,7 @@ impl Inner {
 
     pub(crate) async fn write(&self, mut txn: Transaction) -> Result<u64, StoreError> {
         txn.proposed_at.get_or_insert_with(SystemTime::now);
-        let size = postcard::experimental::serialized_size(&txn)
-            .map_err(|error| StoreError::Raft(format!("sizing a proposal: {error}")))?;
+        let size = txn.proposal_bytes();
         if size > self.config.max_proposal_bytes {
             return Err(StoreError::ProposalTooLarge {
                 size,

@@ -111,6 +111,48 @@ impl Transaction {
     }
 }
 
+/// What a transaction adds to its changes when encoded as a proposal: the length of the list
+/// and `proposed_at` (a varint each for seconds and nanoseconds), with room to spare.
+const PROPOSAL_OVERHEAD_BYTES: usize = 32;
+
+impl Transaction {
+    /// The size of the transaction as a proposal, which the store holds to its limit
+    /// ([`crate::StoreConfig::max_proposal_bytes`]).
+    pub fn proposal_bytes(&self) -> usize {
+        let changes: usize = self.changes.iter().map(change_bytes).sum();
+        changes + PROPOSAL_OVERHEAD_BYTES
+    }
+
+    /// Puts `changes`, in order, into as few transactions as hold them each within
+    /// `max_proposal_bytes`, for changes that need not commit together (such as status reports
+    /// of many tasks). A change too large on its own gets a transaction of its own, which the
+    /// store then refuses with [`crate::StoreError::ProposalTooLarge`].
+    pub fn split_under(changes: Vec<Change>, max_proposal_bytes: usize) -> Vec<Transaction> {
+        let mut transactions = Vec::new();
+        let mut current = Vec::new();
+        let mut current_bytes = PROPOSAL_OVERHEAD_BYTES;
+        for change in changes {
+            let size = change_bytes(&change);
+            if !current.is_empty() && current_bytes + size > max_proposal_bytes {
+                transactions.push(Transaction::new(std::mem::take(&mut current)));
+                current_bytes = PROPOSAL_OVERHEAD_BYTES;
+            }
+            current_bytes += size;
+            current.push(change);
+        }
+        if !current.is_empty() {
+            transactions.push(Transaction::new(current));
+        }
+        transactions
+    }
+}
+
+/// The encoded size of one change.
+fn change_bytes(change: &Change) -> usize {
+    postcard::experimental::serialized_size(change)
+        .unwrap_or_else(|error| panic!("sizing an in-memory change cannot fail: {error}"))
+}
+
 impl fmt::Display for Transaction {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "transaction of {} change(s)", self.changes.len())
@@ -239,6 +281,51 @@ pub(crate) mod raft_types {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn create_of(bytes: usize) -> Change {
+        Change::Create {
+            kind: "task".into(),
+            id: new_object_id(),
+            name: String::new(),
+            data: vec![7; bytes],
+        }
+    }
+
+    #[test]
+    fn proposal_bytes_bound_the_encoded_transaction() {
+        let mut txn = Transaction::new((0..10).map(|_| create_of(1000)).collect());
+        txn.proposed_at = Some(std::time::SystemTime::now());
+        let encoded = postcard::to_allocvec(&txn).unwrap().len();
+        assert!(txn.proposal_bytes() >= encoded);
+        assert!(txn.proposal_bytes() <= encoded + PROPOSAL_OVERHEAD_BYTES);
+    }
+
+    #[test]
+    fn changes_are_split_in_order_into_transactions_under_the_limit() {
+        let changes: Vec<Change> = (0..100).map(|_| create_of(1000)).collect();
+        let ids: Vec<String> = changes
+            .iter()
+            .map(|change| change.id().to_owned())
+            .collect();
+        let transactions = Transaction::split_under(changes, 16 * 1024);
+        assert!(transactions.len() > 1);
+        for txn in &transactions {
+            assert!(
+                txn.proposal_bytes() <= 16 * 1024,
+                "{}",
+                txn.proposal_bytes()
+            );
+        }
+        let split_ids: Vec<String> = transactions
+            .iter()
+            .flat_map(|txn| txn.changes.iter().map(|change| change.id().to_owned()))
+            .collect();
+        assert_eq!(split_ids, ids);
+        // A change too large alone travels alone.
+        let alone = Transaction::split_under(vec![create_of(10), create_of(20_000)], 16 * 1024);
+        assert_eq!(alone.len(), 2);
+        assert!(Transaction::split_under(Vec::new(), 1024).is_empty());
+    }
 
     #[test]
     fn object_ids_have_swarms_form() {

@@ -1,7 +1,8 @@
 //! The dispatcher: the leader's side of every worker's session, the manager's own worker
 //! included. It registers a node when its session opens, marks it down when heartbeats stop,
 //! streams each node its full assignment set when that changes, writes status reports in
-//! batches (whatever queued while the previous write was in flight goes in one transaction),
+//! batches (whatever queued while the previous write was in flight, in as few transactions as
+//! the proposal size limit allows),
 //! and relays log requests and output. Every call is checked against the caller's certificate:
 //! a node acts only in its own session; what it sends is bounded in size and rate (`limits.rs`).
 
@@ -254,22 +255,25 @@ async fn write_status_reports(
     }
 }
 
+/// Writes `reports` in as many transactions as keep each under the store's proposal limit: each
+/// report stands alone, so a large batch need not commit whole. After a conflict everything is
+/// read again, and reports already written change nothing the second time.
 async fn write_reports(store: &Store, reports: &[NodeReport]) -> Result<(), Status> {
-    for _ in 0..WRITE_ATTEMPTS {
+    'attempts: for _ in 0..WRITE_ATTEMPTS {
         let changes = store.local_view(|view| {
             status::status_changes(reports, |task_id| {
                 view.get(Task::KIND, task_id)
                     .and_then(|record| objects::decode::<Task>(record).ok())
             })
         });
-        if changes.is_empty() {
-            return Ok(());
+        for transaction in Transaction::split_under(changes, store.max_proposal_bytes()) {
+            match store.write(transaction).await {
+                Ok(_) => {}
+                Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => continue 'attempts,
+                Err(error) => return Err(error.into()),
+            }
         }
-        match store.write(Transaction::new(changes)).await {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => continue,
-            Err(error) => return Err(error.into()),
-        }
+        return Ok(());
     }
     Err(Status::aborted(
         "the tasks kept changing while their status was written: report again",
@@ -689,5 +693,85 @@ impl Dispatcher for DispatcherService {
             self.shared.logs.node_done(&subscription_id, &node_id);
         }
         relayed.map(|()| Response::new(PublishLogsResponse {}))
+    }
+}
+
+#[cfg(test)]
+#[path = "../../../raft-store/tests/support/pki.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod test_pki;
+
+#[cfg(test)]
+mod tests {
+    use raft_store::{ReadConsistency, StoreConfig};
+    use shoal_proto::api::{TaskState, TaskStatus};
+
+    use super::test_pki as pki;
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_status_batch_over_the_proposal_limit_is_written_in_several_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut config = StoreConfig::new(
+            1,
+            dir.path(),
+            &addr,
+            pki::TestPki::new().identity(1),
+            pki::data_key(1),
+        );
+        // Small enough that the batch below is several proposals' worth.
+        config.max_proposal_bytes = 16 * 1024;
+        let store = Store::open(config).await.unwrap();
+        store.serve(listener).unwrap();
+        store.bootstrap().await.unwrap();
+        store
+            .wait_for_leader(Duration::from_secs(10))
+            .await
+            .unwrap();
+        let tasks: Vec<Task> = (0..40)
+            .map(|index| Task {
+                id: format!("task{index}"),
+                node_id: "node1".into(),
+                ..Default::default()
+            })
+            .collect();
+        store
+            .write(Transaction::new(
+                tasks.iter().map(objects::create).collect(),
+            ))
+            .await
+            .unwrap();
+        // 40 reports of about 1 KiB each: about 40 KiB in all.
+        let reports: Vec<NodeReport> = tasks
+            .iter()
+            .map(|task| {
+                let mut status = TaskStatus {
+                    message: "x".repeat(1000),
+                    ..Default::default()
+                };
+                status.set_state(TaskState::Running);
+                NodeReport {
+                    node_id: "node1".into(),
+                    task_id: task.id.clone(),
+                    status,
+                }
+            })
+            .collect();
+        write_reports(&store, &reports).await.unwrap();
+        let written: Vec<Task> = objects::decode_all(
+            &store
+                .list(Task::KIND, ReadConsistency::Local)
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(written.len(), 40);
+        assert!(
+            written
+                .iter()
+                .all(|task| task.status.as_ref().unwrap().state() == TaskState::Running)
+        );
     }
 }
