@@ -44,6 +44,9 @@ pub enum ManagerError {
     /// The caller, or the node it talks to, is not who it must be.
     #[error("{0}")]
     PermissionDenied(String),
+    /// The caller passed a size or rate limit; the message names it and when to retry.
+    #[error("{0}")]
+    ResourceExhausted(String),
     /// What a manager answered a call this node made to it.
     #[error("{}", .0.message())]
     Remote(tonic::Status),
@@ -70,6 +73,7 @@ impl ManagerError {
             ManagerError::Io { .. } => "io",
             ManagerError::Unavailable(_) => "unavailable",
             ManagerError::PermissionDenied(_) => "permission_denied",
+            ManagerError::ResourceExhausted(_) => "resource_exhausted",
             ManagerError::Remote(_) => "remote",
         }
     }
@@ -96,6 +100,7 @@ impl From<ManagerError> for tonic::Status {
             }
             ManagerError::Unavailable(_) => tonic::Status::unavailable(message),
             ManagerError::PermissionDenied(_) => tonic::Status::permission_denied(message),
+            ManagerError::ResourceExhausted(_) => tonic::Status::resource_exhausted(message),
             ManagerError::Remote(status) => tonic::Status::new(status.code(), message),
         }
     }

@@ -88,6 +88,19 @@ impl JoinToken {
         })
     }
 
+    /// Whether this is the token `stored` holds, compared in constant time: both are hashed
+    /// and the digests compared without stopping at the first difference, so how long the
+    /// comparison takes says nothing about how much of the secret a guess got right.
+    pub fn is(&self, stored: &str) -> bool {
+        let presented = Sha256::digest(self.to_string().as_bytes());
+        let stored = Sha256::digest(stored.as_bytes());
+        presented
+            .iter()
+            .zip(stored.iter())
+            .fold(0u8, |difference, (a, b)| difference | (a ^ b))
+            == 0
+    }
+
     /// Whether `ca_cert_der` is the root CA this token was made for.
     pub fn trusts(&self, ca_cert_der: &[u8]) -> bool {
         self.ca_digest == ca_digest(ca_cert_der)
@@ -125,6 +138,17 @@ mod tests {
         assert!(parsed.trusts(ca));
         assert!(!parsed.trusts(b"another CA"));
         assert_ne!(JoinToken::generate(ca).secret, token.secret);
+    }
+
+    #[test]
+    fn a_token_is_only_the_stored_text_it_was_read_from() {
+        let ca = b"root certificate";
+        let text = JoinToken::generate(ca).to_string();
+        let parsed = JoinToken::parse(&text).unwrap();
+        assert!(parsed.is(&text));
+        assert!(!parsed.is(&JoinToken::generate(ca).to_string()));
+        assert!(!parsed.is(""));
+        assert!(!parsed.is(&text[..text.len() - 1]));
     }
 
     #[test]

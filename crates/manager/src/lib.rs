@@ -30,6 +30,7 @@ pub mod objects;
 pub mod orchestration_loop;
 pub mod orchestrator;
 pub mod peer;
+mod rate_limit;
 mod role;
 
 pub use control::{ControlApi, ControlGate};

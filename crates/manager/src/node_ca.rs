@@ -3,8 +3,9 @@
 //! ([`RaftMembershipService`]). Both run on every manager; their writes reach the leader through
 //! the store.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use raft_store::{Store, Transaction};
 use shoal_proto::api::node_ca_server::NodeCa;
@@ -23,6 +24,7 @@ use crate::error::ManagerError;
 use crate::join_token::JoinToken;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::duration_from_proto;
+use crate::rate_limit::{PerSourceLimiter, Rate};
 
 fn read_cluster(store: &Store) -> Result<Cluster, ManagerError> {
     store.local_view(objects::cluster_of)?.ok_or_else(|| {
@@ -196,10 +198,12 @@ fn role_for_token(cluster: &Cluster, token: &str) -> Result<NodeRole, ManagerErr
         .as_ref()
         .and_then(|root| root.join_tokens.clone())
         .unwrap_or_default();
-    let presented = parsed.to_string();
-    if presented == tokens.worker {
+    // Both are compared, whichever matches, so the time taken doesn't tell which role a
+    // token was close to.
+    let (worker, manager) = (parsed.is(&tokens.worker), parsed.is(&tokens.manager));
+    if worker {
         Ok(NodeRole::Worker)
-    } else if presented == tokens.manager {
+    } else if manager {
         Ok(NodeRole::Manager)
     } else {
         Err(ManagerError::PermissionDenied(
@@ -219,16 +223,51 @@ fn manager_addrs(store: &Store) -> Result<Vec<String>, ManagerError> {
         .collect())
 }
 
+/// Join attempts (`IssueNodeCertificate`, the one call on the cluster port that needs no
+/// certificate) per source address: enough for a burst of nodes behind one address, too few to
+/// guess a token or to flood the CA with signing work.
+const JOIN_ATTEMPT_RATE: Rate = Rate {
+    per_second: 2.0,
+    burst: 20.0,
+};
+/// Source addresses whose join attempts are remembered at once.
+const JOIN_SOURCES_TRACKED: usize = 10_000;
+
+/// Takes one join attempt from `source`'s allowance, or says when to try again.
+fn admit_join_attempt(
+    limiter: &mut PerSourceLimiter<Option<IpAddr>>,
+    source: Option<IpAddr>,
+    now: Instant,
+) -> Result<(), ManagerError> {
+    limiter.take(&source, now).map_err(|wait| {
+        ManagerError::ResourceExhausted(format!(
+            "too many join attempts from {}: the limit is {} a second in bursts of {}; retry in {} ms",
+            source.map_or_else(|| "this address".to_owned(), |ip| ip.to_string()),
+            JOIN_ATTEMPT_RATE.per_second,
+            JOIN_ATTEMPT_RATE.burst,
+            wait.as_millis().max(1)
+        ))
+    })
+}
+
 /// The CA on the cluster port.
 #[derive(Clone)]
 pub(crate) struct NodeCaService {
     store: Arc<Store>,
     auth: ClusterAuth,
+    join_attempts: Arc<Mutex<PerSourceLimiter<Option<IpAddr>>>>,
 }
 
 impl NodeCaService {
     pub(crate) fn new(store: Arc<Store>, auth: ClusterAuth) -> NodeCaService {
-        NodeCaService { store, auth }
+        NodeCaService {
+            store,
+            auth,
+            join_attempts: Arc::new(Mutex::new(PerSourceLimiter::new(
+                JOIN_ATTEMPT_RATE,
+                JOIN_SOURCES_TRACKED,
+            ))),
+        }
     }
 
     async fn admit(
@@ -307,7 +346,16 @@ impl NodeCa for NodeCaService {
         &self,
         request: Request<IssueNodeCertificateRequest>,
     ) -> Result<Response<IssueNodeCertificateResponse>, Status> {
-        let peer_ip = request.remote_addr().map(|addr| addr.ip().to_string());
+        let source = request.remote_addr().map(|addr| addr.ip());
+        admit_join_attempt(
+            &mut self
+                .join_attempts
+                .lock()
+                .unwrap_or_else(|poisoned| poisoned.into_inner()),
+            source,
+            Instant::now(),
+        )?;
+        let peer_ip = source.map(|ip| ip.to_string());
         Ok(Response::new(
             self.admit(request.into_inner(), peer_ip).await?,
         ))
@@ -390,5 +438,32 @@ impl RaftMembership for RaftMembershipService {
         let caller = self.auth.manager(&request)?;
         self.join(&caller.node_id, request.into_inner()).await?;
         Ok(Response::new(RaftJoinResponse {}))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn join_attempts_are_limited_per_source_address() {
+        let mut limiter = PerSourceLimiter::new(JOIN_ATTEMPT_RATE, JOIN_SOURCES_TRACKED);
+        let now = Instant::now();
+        let guesser: Option<IpAddr> = "192.0.2.7".parse().ok();
+        for _ in 0..20 {
+            admit_join_attempt(&mut limiter, guesser, now).unwrap();
+        }
+        let refusal = admit_join_attempt(&mut limiter, guesser, now)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            refusal.contains("too many join attempts from 192.0.2.7"),
+            "{refusal}"
+        );
+        assert!(refusal.contains("retry in 500 ms"), "{refusal}");
+        // Another address is not held back by the first.
+        admit_join_attempt(&mut limiter, "192.0.2.8".parse().ok(), now).unwrap();
+        // Half a second later the guesser has one more attempt.
+        admit_join_attempt(&mut limiter, guesser, now + Duration::from_millis(500)).unwrap();
     }
 }

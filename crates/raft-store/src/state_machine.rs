@@ -24,6 +24,9 @@ use crate::watch::WatchHub;
 const SNAPSHOT_FILE: &str = "snapshot.bin";
 /// Recent committed entries kept for watchers to resume from.
 const WATCH_HISTORY: usize = 20_000;
+/// The most bytes of object data those entries may hold (each update keeps its old and new
+/// record), so that large objects can't make the history outgrow the manager's memory.
+const WATCH_HISTORY_BYTES: usize = 64 << 20;
 
 pub(crate) struct Applied {
     pub(crate) objects: ObjectStore,
@@ -139,7 +142,11 @@ impl StateMachine {
         Ok(StateMachine {
             shared: Arc::new(Shared {
                 applied: RwLock::new(applied),
-                watch: Arc::new(WatchHub::new(snapshot_index, WATCH_HISTORY)),
+                watch: Arc::new(WatchHub::new(
+                    snapshot_index,
+                    WATCH_HISTORY,
+                    WATCH_HISTORY_BYTES,
+                )),
                 dir: dir.to_owned(),
                 key: key.clone(),
                 on_disk: Mutex::new(on_disk),

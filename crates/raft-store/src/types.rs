@@ -31,6 +31,15 @@ pub struct ObjectRecord {
     pub data: Vec<u8>,
 }
 
+impl ObjectRecord {
+    /// About how much memory the record holds: its data and strings, plus a fixed allowance for
+    /// the rest. Used to bound what is kept in memory, so it need not be exact.
+    pub fn approximate_bytes(&self) -> usize {
+        const FIXED_FIELDS: usize = 64;
+        FIXED_FIELDS + self.kind.len() + self.id.len() + self.name.len() + self.data.len()
+    }
+}
+
 /// One change in a transaction.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Change {
@@ -224,6 +233,23 @@ impl ChangeEvent {
 pub struct CommittedChanges {
     pub index: u64,
     pub changes: Vec<ChangeEvent>,
+}
+
+impl CommittedChanges {
+    /// About how much memory the entry holds: every record it carries, old and new.
+    pub fn approximate_bytes(&self) -> usize {
+        self.changes
+            .iter()
+            .map(|change| match change {
+                ChangeEvent::Created(object) | ChangeEvent::Deleted(object) => {
+                    object.approximate_bytes()
+                }
+                ChangeEvent::Updated { old, new } => {
+                    old.approximate_bytes() + new.approximate_bytes()
+                }
+            })
+            .sum()
+    }
 }
 
 openraft::declare_raft_types!(

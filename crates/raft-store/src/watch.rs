@@ -1,6 +1,7 @@
-//! The ordered stream of committed changes. A bounded ring of recent entries lets a watcher resume
-//! from any index it still covers; one that fell further behind gets a clear error and re-lists,
-//! so a change is never silently skipped.
+//! The ordered stream of committed changes. A ring of recent entries, bounded both by count and
+//! by the bytes of the records they carry, lets a watcher resume from any index it still covers;
+//! one that fell further behind gets a clear error and re-lists, so a change is never silently
+//! skipped.
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
@@ -11,10 +12,31 @@ use crate::error::StoreError;
 use crate::types::CommittedChanges;
 
 struct Ring {
-    entries: VecDeque<Arc<CommittedChanges>>,
+    /// Each entry with its size as counted against `byte_budget`.
+    entries: VecDeque<(Arc<CommittedChanges>, usize)>,
     /// The lowest log index from which this ring holds every change.
     covered_from: u64,
     capacity: usize,
+    /// The most bytes the entries may hold together; the newest entry is kept whatever its size.
+    byte_budget: usize,
+    bytes: usize,
+}
+
+impl Ring {
+    fn push(&mut self, changes: CommittedChanges) {
+        let size = changes.approximate_bytes();
+        self.entries.push_back((Arc::new(changes), size));
+        self.bytes += size;
+        while self.entries.len() > self.capacity
+            || (self.bytes > self.byte_budget && self.entries.len() > 1)
+        {
+            let Some((evicted, evicted_size)) = self.entries.pop_front() else {
+                break;
+            };
+            self.bytes -= evicted_size;
+            self.covered_from = evicted.index + 1;
+        }
+    }
 }
 
 pub(crate) struct WatchHub {
@@ -23,12 +45,16 @@ pub(crate) struct WatchHub {
 }
 
 impl WatchHub {
-    pub(crate) fn new(applied_index: u64, capacity: usize) -> Self {
+    /// A hub at `applied_index` that keeps at most `capacity` entries holding at most
+    /// `byte_budget` bytes of records.
+    pub(crate) fn new(applied_index: u64, capacity: usize, byte_budget: usize) -> Self {
         WatchHub {
             ring: Mutex::new(Ring {
                 entries: VecDeque::new(),
                 covered_from: applied_index + 1,
                 capacity: capacity.max(1),
+                byte_budget,
+                bytes: 0,
             }),
             applied: watch::Sender::new(applied_index),
         }
@@ -45,12 +71,7 @@ impl WatchHub {
         if !batch.is_empty() {
             let mut ring = self.ring();
             for changes in batch {
-                if ring.entries.len() == ring.capacity
-                    && let Some(evicted) = ring.entries.pop_front()
-                {
-                    ring.covered_from = evicted.index + 1;
-                }
-                ring.entries.push_back(Arc::new(changes));
+                ring.push(changes);
             }
         }
         self.applied.send_replace(applied_index);
@@ -61,6 +82,7 @@ impl WatchHub {
         {
             let mut ring = self.ring();
             ring.entries.clear();
+            ring.bytes = 0;
             ring.covered_from = snapshot_index + 1;
         }
         self.applied.send_replace(snapshot_index);
@@ -94,8 +116,11 @@ impl WatchHub {
         }
         let position = ring
             .entries
-            .partition_point(|changes| changes.index < next_index);
-        Ok(ring.entries.get(position).cloned())
+            .partition_point(|(changes, _)| changes.index < next_index);
+        Ok(ring
+            .entries
+            .get(position)
+            .map(|(changes, _)| Arc::clone(changes)))
     }
 }
 
@@ -131,6 +156,7 @@ impl Watch {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::types::{ChangeEvent, ObjectRecord};
 
     fn changes(index: u64) -> CommittedChanges {
         CommittedChanges {
@@ -141,7 +167,7 @@ mod tests {
 
     #[tokio::test]
     async fn resumes_from_any_covered_index_and_refuses_older_ones() {
-        let hub = Arc::new(WatchHub::new(0, 3));
+        let hub = Arc::new(WatchHub::new(0, 3, usize::MAX));
         hub.publish(vec![changes(1), changes(3), changes(4)], 4);
         let mut watch = hub.subscribe(2);
         assert_eq!(watch.next().await.unwrap().index, 3);
@@ -159,9 +185,68 @@ mod tests {
         ));
     }
 
+    fn changes_with_data(index: u64, bytes: usize) -> CommittedChanges {
+        let record = ObjectRecord {
+            kind: "task".to_owned(),
+            id: format!("t{index}"),
+            name: String::new(),
+            version: index,
+            created_at: std::time::SystemTime::UNIX_EPOCH,
+            updated_at: std::time::SystemTime::UNIX_EPOCH,
+            data: vec![0; bytes],
+        };
+        CommittedChanges {
+            index,
+            changes: vec![ChangeEvent::Updated {
+                old: record.clone(),
+                new: record,
+            }],
+        }
+    }
+
+    #[tokio::test]
+    async fn evicts_the_oldest_entries_once_their_bytes_pass_the_budget() {
+        // Room for 10,000 entries by count, but only about three of these by bytes: each holds
+        // an old and a new record of 1,000 bytes.
+        let hub = Arc::new(WatchHub::new(0, 10_000, 7_000));
+        hub.publish(
+            (1..=5)
+                .map(|index| changes_with_data(index, 1_000))
+                .collect(),
+            5,
+        );
+        let mut stale = hub.subscribe(2);
+        assert!(matches!(
+            stale.next().await,
+            Err(StoreError::WatchCompacted {
+                requested: 2,
+                oldest_retained: 3
+            })
+        ));
+        let mut recent = hub.subscribe(3);
+        assert_eq!(recent.next().await.unwrap().index, 3);
+        assert_eq!(recent.next().await.unwrap().index, 4);
+        assert_eq!(recent.next().await.unwrap().index, 5);
+    }
+
+    #[tokio::test]
+    async fn keeps_the_newest_entry_even_when_it_alone_passes_the_budget() {
+        let hub = Arc::new(WatchHub::new(0, 10_000, 1_000));
+        hub.publish(
+            vec![changes_with_data(1, 10), changes_with_data(2, 5_000)],
+            2,
+        );
+        let mut watch = hub.subscribe(2);
+        assert_eq!(watch.next().await.unwrap().index, 2);
+        assert!(matches!(
+            hub.subscribe(1).next().await,
+            Err(StoreError::WatchCompacted { .. })
+        ));
+    }
+
     #[tokio::test]
     async fn waits_for_changes_not_yet_applied() {
-        let hub = Arc::new(WatchHub::new(5, 10));
+        let hub = Arc::new(WatchHub::new(5, 10, usize::MAX));
         let mut watch = hub.subscribe(6);
         let publisher = Arc::clone(&hub);
         tokio::spawn(async move { publisher.publish(vec![changes(7)], 7) });

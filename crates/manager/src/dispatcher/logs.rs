@@ -1,6 +1,8 @@
 //! The log broker: `service logs` on a manager becomes one subscription per node that runs the
 //! selected tasks; each node's agent publishes its containers' output back through the
-//! dispatcher, and the broker forwards it to the caller's stream.
+//! dispatcher, and the broker forwards it to the caller's stream. A node's lines are forwarded
+//! only for the tasks that subscription asked of that node, so no node can put words in another
+//! node's tasks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,8 +23,8 @@ pub(crate) struct LogTarget {
 
 struct ActiveSubscription {
     sender: mpsc::Sender<Result<LogMessage, Status>>,
-    /// Nodes that have not closed their side yet.
-    open_nodes: HashSet<String>,
+    /// Nodes that have not closed their side yet, each with the tasks asked of it.
+    open_nodes: HashMap<String, HashSet<String>>,
 }
 
 #[derive(Default)]
@@ -83,9 +85,10 @@ impl LogBroker {
         let mut state = self.lock();
         state.next_subscription += 1;
         let id = format!("logs-{}", state.next_subscription);
-        let mut open_nodes = HashSet::new();
+        let mut open_nodes = HashMap::new();
         let mut unreachable = Vec::new();
         for target in targets {
+            let asked: HashSet<String> = target.task_ids.iter().cloned().collect();
             let request = LogSubscription {
                 id: id.clone(),
                 task_ids: target.task_ids,
@@ -95,7 +98,7 @@ impl LogBroker {
             };
             match state.node_listeners.get(&target.node_id) {
                 Some(listener) if listener.send(request).is_ok() => {
-                    open_nodes.insert(target.node_id);
+                    open_nodes.insert(target.node_id, asked);
                 }
                 _ => unreachable.push(target.node_id),
             }
@@ -127,7 +130,7 @@ impl LogBroker {
     fn cancel(&self, id: &str) {
         let mut state = self.lock();
         if let Some(subscription) = state.subscriptions.remove(id) {
-            for node in subscription.open_nodes {
+            for node in subscription.open_nodes.into_keys() {
                 if let Some(listener) = state.node_listeners.get(&node) {
                     let _ = listener.send(LogSubscription {
                         id: id.to_owned(),
@@ -149,28 +152,47 @@ impl LogBroker {
     }
 
     /// Forwards what a node published. Returns false when the caller has gone away, so the
-    /// node can stop.
-    pub(crate) async fn publish(&self, node_id: &str, message: PublishLogsMessage) -> bool {
-        let Some(sender) = self
-            .lock()
-            .subscriptions
-            .get(&message.subscription_id)
-            .filter(|subscription| subscription.open_nodes.contains(node_id))
-            .map(|subscription| subscription.sender.clone())
-        else {
-            return false;
+    /// node can stop. A message with a line of a task the subscription did not ask of this node
+    /// is refused whole, and nothing of it is forwarded.
+    pub(crate) async fn publish(
+        &self,
+        node_id: &str,
+        message: PublishLogsMessage,
+    ) -> Result<bool, Status> {
+        let sender = {
+            let state = self.lock();
+            let Some((subscription, asked)) = state
+                .subscriptions
+                .get(&message.subscription_id)
+                .and_then(|subscription| {
+                    Some((subscription, subscription.open_nodes.get(node_id)?))
+                })
+            else {
+                return Ok(false);
+            };
+            if let Some(foreign) = message
+                .messages
+                .iter()
+                .find(|line| !asked.contains(&line.task_id))
+            {
+                return Err(Status::permission_denied(format!(
+                    "log subscription {} did not ask node {node_id} for task {:?}: a node publishes output only of the tasks it was asked for",
+                    message.subscription_id, foreign.task_id
+                )));
+            }
+            subscription.sender.clone()
         };
         for mut line in message.messages {
             line.node_id = node_id.to_owned();
             if sender.send(Ok(line)).await.is_err() {
                 self.cancel(&message.subscription_id);
-                return false;
+                return Ok(false);
             }
         }
         if message.close {
             self.node_done(&message.subscription_id, node_id);
         }
-        true
+        Ok(true)
     }
 
     /// The node will send nothing more for this subscription, as when its publisher stream
@@ -241,6 +263,7 @@ mod tests {
                         },
                     )
                     .await
+                    .unwrap()
             );
         }
         let mut received = Vec::new();
@@ -253,6 +276,62 @@ mod tests {
             received,
             [("n1".into(), "t1".into()), ("n2".into(), "t2".into())]
         );
+    }
+
+    #[tokio::test]
+    async fn a_node_cannot_attribute_lines_to_tasks_it_was_not_asked_for() {
+        let broker = LogBroker::default();
+        let mut node1 = broker.listen("n1");
+        let mut node2 = broker.listen("n2");
+        let mut output = broker.subscribe(
+            vec![
+                LogTarget {
+                    node_id: "n1".into(),
+                    task_ids: vec!["t1".into()],
+                },
+                LogTarget {
+                    node_id: "n2".into(),
+                    task_ids: vec!["t2".into()],
+                },
+            ],
+            false,
+            None,
+        );
+        let asked = node1.recv().await.unwrap();
+        let _ = node2.recv().await.unwrap();
+        // n1 claims a line of n2's task, and of a task nobody asked for.
+        let refusal = broker
+            .publish(
+                "n1",
+                PublishLogsMessage {
+                    subscription_id: asked.id.clone(),
+                    messages: vec![line("t2", "forged"), line("t9", "forged")],
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(refusal.code(), tonic::Code::PermissionDenied);
+        let _ = broker
+            .publish(
+                "n1",
+                PublishLogsMessage {
+                    subscription_id: asked.id.clone(),
+                    messages: vec![line("t1", "genuine")],
+                    close: true,
+                    ..Default::default()
+                },
+            )
+            .await
+            .unwrap();
+        broker.node_done(&asked.id, "n2");
+        let mut received = Vec::new();
+        while let Some(message) = output.next().await {
+            if let Ok(message) = message {
+                received.push((message.task_id, message.data));
+            }
+        }
+        assert_eq!(received, [("t1".to_owned(), b"genuine".to_vec())]);
     }
 
     #[tokio::test]

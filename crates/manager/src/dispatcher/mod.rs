@@ -1,11 +1,13 @@
 //! The dispatcher: the leader's side of every worker's session, the manager's own worker
 //! included. It registers a node when its session opens, marks it down when heartbeats stop,
 //! streams each node its full assignment set when that changes, writes status reports in
-//! batches (whatever queued while the previous write was in flight goes in one transaction),
+//! batches (whatever queued while the previous write was in flight, in as few transactions as
+//! the proposal size limit allows),
 //! and relays log requests and output. Every call is checked against the caller's certificate:
-//! a node acts only in its own session.
+//! a node acts only in its own session; what it sends is bounded in size and rate (`limits.rs`).
 
 mod assignments;
+mod limits;
 mod logs;
 mod status;
 
@@ -35,6 +37,7 @@ use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::duration_to_proto;
 use crate::peer::{PeerIdentity, identity_of_request};
+use crate::rate_limit::TokenBucket;
 
 /// A node is marked down after this many heartbeat periods without one.
 const MISSED_HEARTBEATS_BEFORE_DOWN: u32 = 3;
@@ -51,6 +54,8 @@ struct Session {
     last_heartbeat: Instant,
     /// Set to true when the session ends, which closes its streams.
     ended: watch::Sender<bool>,
+    /// How many more `UpdateTaskStatus` calls the session may make now.
+    status_calls: TokenBucket,
 }
 
 struct Shared {
@@ -116,6 +121,7 @@ fn grace_sessions(store: &Store) -> Result<HashMap<String, Session>, ManagerErro
                     session_id: String::new(),
                     last_heartbeat: now,
                     ended: ended.clone(),
+                    status_calls: TokenBucket::new(limits::STATUS_CALL_RATE, now),
                 },
             )
         })
@@ -249,22 +255,26 @@ async fn write_status_reports(
     }
 }
 
+/// Writes `reports` in as many transactions as keep each under the store's proposal limit: each
+/// report stands alone, so a large batch need not commit whole. After a conflict everything is
+/// read again, and reports already written change nothing the second time.
 async fn write_reports(store: &Store, reports: &[NodeReport]) -> Result<(), Status> {
-    for _ in 0..WRITE_ATTEMPTS {
+    'attempts: for _ in 0..WRITE_ATTEMPTS {
         let changes = store.local_view(|view| {
             status::status_changes(reports, |task_id| {
                 view.get(Task::KIND, task_id)
                     .and_then(|record| objects::decode::<Task>(record).ok())
             })
         });
-        if changes.is_empty() {
-            return Ok(());
+        let transactions = store.pack(changes.into_iter().map(|change| vec![change]))?;
+        for transaction in transactions {
+            match store.write(transaction).await {
+                Ok(_) => {}
+                Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => continue 'attempts,
+                Err(error) => return Err(error.into()),
+            }
         }
-        match store.write(Transaction::new(changes)).await {
-            Ok(_) => return Ok(()),
-            Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => continue,
-            Err(error) => return Err(error.into()),
-        }
+        return Ok(());
     }
     Err(Status::aborted(
         "the tasks kept changing while their status was written: report again",
@@ -453,6 +463,9 @@ impl Dispatcher for DispatcherService {
             )));
         }
         let description = request.description;
+        if let Some(description) = &description {
+            limits::check_description(description)?;
+        }
         let node = objects::update_node(&shared.store, &node_id, |node| {
             if description.is_some() {
                 node.description = description.clone();
@@ -484,6 +497,7 @@ impl Dispatcher for DispatcherService {
                 session_id: session_id.clone(),
                 last_heartbeat: Instant::now(),
                 ended,
+                status_calls: TokenBucket::new(limits::STATUS_CALL_RATE, Instant::now()),
             },
         ) {
             // A node has one session: a reconnecting agent replaces its old one.
@@ -530,9 +544,20 @@ impl Dispatcher for DispatcherService {
         &self,
         request: Request<UpdateTaskStatusRequest>,
     ) -> Result<Response<UpdateTaskStatusResponse>, Status> {
-        let session_id = request.get_ref().session_id.clone();
-        let (node_id, _) = self.shared.session_of_caller(&request, &session_id)?;
+        let caller = identity_of_request(&request)?;
         let request = request.into_inner();
+        limits::check_status_updates(&request.updates)?;
+        let node_id = self
+            .shared
+            .with_callers_session(&caller, &request.session_id, |node_id, session| {
+                session
+                    .status_calls
+                    .take(1.0, Instant::now())
+                    .map(|()| node_id.to_owned())
+            })?
+            .map_err(|wait| {
+                limits::rate_exceeded("status reports", limits::STATUS_CALL_RATE, wait)
+            })?;
         let reports = request
             .updates
             .into_iter()
@@ -640,23 +665,114 @@ impl Dispatcher for DispatcherService {
         let caller = identity_of_request(&request)?;
         let mut messages = request.into_inner();
         let mut publisher: Option<(String, String)> = None;
-        while let Some(message) = messages.next().await {
-            let message = message?;
-            let node_id =
-                self.shared
-                    .with_callers_session(&caller, &message.session_id, |node_id, _| {
-                        node_id.to_owned()
+        let mut log_bytes = TokenBucket::new(limits::LOG_BYTE_RATE, Instant::now());
+        let relayed: Result<(), Status> = async {
+            while let Some(message) = messages.next().await {
+                let message = message?;
+                let node_id = self.shared.with_callers_session(
+                    &caller,
+                    &message.session_id,
+                    |node_id, _| node_id.to_owned(),
+                )?;
+                publisher = Some((message.subscription_id.clone(), node_id.clone()));
+                let bytes = limits::check_log_message(&message)?;
+                log_bytes
+                    .take(bytes as f64, Instant::now())
+                    .map_err(|wait| {
+                        limits::rate_exceeded("log bytes", limits::LOG_BYTE_RATE, wait)
                     })?;
-            publisher = Some((message.subscription_id.clone(), node_id.clone()));
-            let close = message.close;
-            if !self.shared.logs.publish(&node_id, message).await || close {
-                return Ok(Response::new(PublishLogsResponse {}));
+                let close = message.close;
+                if !self.shared.logs.publish(&node_id, message).await? || close {
+                    break;
+                }
             }
+            Ok(())
         }
-        // The stream broke off without a close: nothing more will come from this node.
+        .await;
+        // Whether it closed, broke off or was refused, nothing more will come from this node.
         if let Some((subscription_id, node_id)) = publisher {
             self.shared.logs.node_done(&subscription_id, &node_id);
         }
-        Ok(Response::new(PublishLogsResponse {}))
+        relayed.map(|()| Response::new(PublishLogsResponse {}))
+    }
+}
+
+#[cfg(test)]
+#[path = "../../../raft-store/tests/support/pki.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod test_pki;
+
+#[cfg(test)]
+mod tests {
+    use raft_store::{ReadConsistency, StoreConfig};
+    use shoal_proto::api::{TaskState, TaskStatus};
+
+    use super::test_pki as pki;
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_status_batch_over_the_proposal_limit_is_written_in_several_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap().to_string();
+        let mut config = StoreConfig::new(
+            1,
+            dir.path(),
+            &addr,
+            pki::TestPki::new().identity(1),
+            pki::data_key(1),
+        );
+        // Small enough that the batch below is several proposals' worth.
+        config.max_proposal_bytes = 16 * 1024;
+        let store = Store::open(config).await.unwrap();
+        store.serve(listener).unwrap();
+        store.bootstrap().await.unwrap();
+        store
+            .wait_for_leader(Duration::from_secs(10))
+            .await
+            .unwrap();
+        let tasks: Vec<Task> = (0..40)
+            .map(|index| Task {
+                id: format!("task{index}"),
+                node_id: "node1".into(),
+                ..Default::default()
+            })
+            .collect();
+        store
+            .write(Transaction::new(
+                tasks.iter().map(objects::create).collect(),
+            ))
+            .await
+            .unwrap();
+        // 40 reports of about 1 KiB each: about 40 KiB in all.
+        let reports: Vec<NodeReport> = tasks
+            .iter()
+            .map(|task| {
+                let mut status = TaskStatus {
+                    message: "x".repeat(1000),
+                    ..Default::default()
+                };
+                status.set_state(TaskState::Running);
+                NodeReport {
+                    node_id: "node1".into(),
+                    task_id: task.id.clone(),
+                    status,
+                }
+            })
+            .collect();
+        write_reports(&store, &reports).await.unwrap();
+        let written: Vec<Task> = objects::decode_all(
+            &store
+                .list(Task::KIND, ReadConsistency::Local)
+                .await
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(written.len(), 40);
+        assert!(
+            written
+                .iter()
+                .all(|task| task.status.as_ref().unwrap().state() == TaskState::Running)
+        );
     }
 }
