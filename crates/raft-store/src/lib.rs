@@ -34,6 +34,7 @@ pub use client::StoreClient;
 pub use data_key::DataKey;
 pub use error::StoreError;
 pub use network::LinkFilter;
+pub use server::{RaftCall, RaftCallGuard};
 pub use store::{ReadConsistency, Store, StoreConfig, StoreStatus, StoreView, force_new_cluster};
 pub use tls::{MANAGER_SERVER_NAME, TlsIdentity};
 pub use types::{

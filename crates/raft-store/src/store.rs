@@ -21,7 +21,7 @@ use crate::error::StoreError;
 use crate::log_store::LogStore;
 use crate::network::{LinkFilter, MAX_MESSAGE_BYTES, NetworkFactory, Peers, describe_status};
 use crate::object_store::ObjectStore;
-use crate::server::RaftService;
+use crate::server::{RaftCallGuard, RaftService};
 use crate::state_machine::{self, StateMachine};
 use crate::tls::TlsIdentity;
 use crate::types::raft_types::{SnapshotMeta, StoredMembership};
@@ -228,10 +228,27 @@ impl Store {
         Ok(store)
     }
 
-    /// The gRPC service peers call, for a server that hosts other services too.
+    /// The gRPC service peers call, for a server that hosts other services too. Every caller
+    /// the server's TLS lets in may make every call.
     pub fn raft_service(&self) -> RaftServer<impl shoal_proto::raft::raft_server::Raft> {
+        self.service(None)
+    }
+
+    /// The gRPC service peers call, with `guard` deciding who may make which call.
+    pub fn guarded_raft_service(
+        &self,
+        guard: RaftCallGuard,
+    ) -> RaftServer<impl shoal_proto::raft::raft_server::Raft> {
+        self.service(Some(guard))
+    }
+
+    fn service(
+        &self,
+        guard: Option<RaftCallGuard>,
+    ) -> RaftServer<impl shoal_proto::raft::raft_server::Raft> {
         RaftServer::new(RaftService {
             inner: Arc::clone(&self.inner),
+            guard,
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -532,9 +549,9 @@ impl Inner {
         }
     }
 
-    pub(crate) async fn write(&self, mut txn: Transaction) -> Result<u64, StoreError> {
-        txn.proposed_at.get_or_insert_with(SystemTime::now);
-        let size = postcard::experimental::serialized_size(&txn)
+    /// Refuses a transaction larger than the configured limit, wherever it was proposed.
+    fn check_proposal_size(&self, txn: &Transaction) -> Result<(), StoreError> {
+        let size = postcard::experimental::serialized_size(txn)
             .map_err(|error| StoreError::Raft(format!("sizing a proposal: {error}")))?;
         if size > self.config.max_proposal_bytes {
             return Err(StoreError::ProposalTooLarge {
@@ -542,6 +559,12 @@ impl Inner {
                 limit: self.config.max_proposal_bytes,
             });
         }
+        Ok(())
+    }
+
+    pub(crate) async fn write(&self, mut txn: Transaction) -> Result<u64, StoreError> {
+        txn.proposed_at.get_or_insert_with(SystemTime::now);
+        self.check_proposal_size(&txn)?;
         self.retry_until_leader(|deadline| {
             let txn = txn.clone();
             async move {
@@ -559,8 +582,11 @@ impl Inner {
         .await
     }
 
-    /// Commits a forwarded write; never forwards again.
-    pub(crate) async fn write_as_leader(&self, txn: Transaction) -> Result<u64, StoreError> {
+    /// Commits a forwarded write; never forwards again. The sender checked the size too, but
+    /// the leader is the one that must not be flooded, so it checks again.
+    pub(crate) async fn write_as_leader(&self, mut txn: Transaction) -> Result<u64, StoreError> {
+        txn.proposed_at.get_or_insert_with(SystemTime::now);
+        self.check_proposal_size(&txn)?;
         let deadline = Instant::now() + self.config.request_timeout;
         self.commit_as_leader(txn, deadline).await
     }

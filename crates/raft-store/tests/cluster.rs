@@ -514,3 +514,48 @@ async fn large_entries_snapshot_early_to_bound_the_log_in_memory() {
     assert_eq!(tasks.len(), 100);
     store.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_proposal_is_held_to_the_size_limit_too() {
+    use shoal_proto::raft::RaftMessage;
+    use shoal_proto::raft::raft_client::RaftClient;
+
+    /// What a follower sends when it forwards a write, encoded as members encode it.
+    #[derive(serde::Serialize)]
+    struct ProposeCall {
+        txn: Transaction,
+        forwarded: bool,
+    }
+
+    let cluster = TestCluster::start_with(1, |config| config.max_proposal_bytes = 4096).await;
+    let leader = cluster.leader().await;
+    let payload = postcard::to_allocvec(&ProposeCall {
+        txn: Transaction::create("task", "big", "", vec![b'x'; 16 << 10]),
+        forwarded: true,
+    })
+    .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "https://{}",
+        cluster.members[&leader].addr
+    ))
+    .unwrap()
+    .tls_config(cluster.pki.identity(2).client_config())
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let reply = RaftClient::new(channel)
+        .propose(RaftMessage { payload })
+        .await
+        .unwrap()
+        .into_inner();
+    let result: Result<u64, StoreError> = postcard::from_bytes(&reply.payload).unwrap();
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::ProposalTooLarge { limit: 4096, .. })
+        ),
+        "{result:?}"
+    );
+    assert!(cluster.local_objects(leader, "task").is_empty());
+}
