@@ -16,6 +16,7 @@
 mod client;
 mod data_key;
 mod error;
+mod fence;
 mod log_store;
 mod network;
 mod object_store;

@@ -48,6 +48,9 @@ pub(crate) struct RaftService {
 
 impl RaftService {
     fn admit<T>(&self, call: RaftCall, request: &Request<T>) -> Result<(), Status> {
+        self.inner
+            .fence()
+            .admit(request, || self.inner.holds_no_state())?;
         let Some(guard) = &self.guard else {
             return Ok(());
         };

@@ -18,6 +18,7 @@ use tonic::transport::Channel;
 
 use crate::data_key::DataKey;
 use crate::error::StoreError;
+use crate::fence::{self, Fence};
 use crate::log_store::LogStore;
 use crate::network::{LinkFilter, MAX_MESSAGE_BYTES, NetworkFactory, Peers, describe_status};
 use crate::object_store::ObjectStore;
@@ -198,7 +199,12 @@ impl Store {
         let state_machine = StateMachine::open(&config.data_dir, &config.data_key)?;
         let log = LogStore::open(&config.data_dir.join(LOG_FILE), &config.data_key)?;
         let state = Arc::clone(&state_machine.shared);
-        let peers = Arc::new(Peers::new(config.tls.client_config(), config.links.clone()));
+        let fence = Arc::new(Fence::open(&config.data_dir)?);
+        let peers = Arc::new(Peers::new(
+            config.tls.client_config(),
+            config.links.clone(),
+            fence,
+        ));
         let network = NetworkFactory {
             peers: Arc::clone(&peers),
         };
@@ -501,6 +507,16 @@ impl Inner {
         self.config.member_id
     }
 
+    pub(crate) fn fence(&self) -> &Fence {
+        &self.peers.fence
+    }
+
+    /// Whether this member holds no state at all yet: no vote, no log, no snapshot.
+    pub(crate) fn holds_no_state(&self) -> bool {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics.current_term == 0 && metrics.last_log_index.is_none() && metrics.snapshot.is_none()
+    }
+
     pub(crate) fn list_local(&self, kind: &str) -> Vec<ObjectRecord> {
         self.state.read().objects.list(kind).cloned().collect()
     }
@@ -563,6 +579,7 @@ impl Inner {
     }
 
     pub(crate) async fn write(&self, mut txn: Transaction) -> Result<u64, StoreError> {
+        self.fence().check()?;
         txn.proposed_at.get_or_insert_with(SystemTime::now);
         self.check_proposal_size(&txn)?;
         self.retry_until_leader(|deadline| {
@@ -585,6 +602,7 @@ impl Inner {
     /// Commits a forwarded write; never forwards again. The sender checked the size too, but
     /// the leader is the one that must not be flooded, so it checks again.
     pub(crate) async fn write_as_leader(&self, mut txn: Transaction) -> Result<u64, StoreError> {
+        self.fence().check()?;
         txn.proposed_at.get_or_insert_with(SystemTime::now);
         self.check_proposal_size(&txn)?;
         let deadline = Instant::now() + self.config.request_timeout;
@@ -626,10 +644,10 @@ impl Inner {
         txn: Transaction,
         deadline: Instant,
     ) -> Result<u64, StoreError> {
-        let call = wire::encode(&ProposeCall {
+        let call = self.fence().tag(wire::encode(&ProposeCall {
             txn,
             forwarded: true,
-        });
+        }));
         self.call_leader(leader, addr, deadline, |mut client| async move {
             client.propose(call).await
         })
@@ -655,12 +673,17 @@ impl Inner {
         let response = tokio::time::timeout_at(deadline, send(client))
             .await
             .map_err(|_| self.no_leader())?
-            .map_err(|status| forward_failure(leader, addr, status))?;
+            .map_err(|status| {
+                self.fence()
+                    .note_refusal(&status)
+                    .unwrap_or_else(|| forward_failure(leader, addr, status))
+            })?;
         wire::decode::<Result<T, StoreError>>(response.get_ref())
             .map_err(|status| forward_failure(leader, addr, status))?
     }
 
     async fn read_barrier(&self) -> Result<u64, StoreError> {
+        self.fence().check()?;
         let index = self
             .retry_until_leader(|deadline| async move {
                 match self.leader() {
@@ -670,7 +693,7 @@ impl Inner {
                             .map_err(|_| self.no_leader())?
                     }
                     Some((leader, addr)) => {
-                        let call = wire::encode(&ReadCall { kind: None });
+                        let call = self.fence().tag(wire::encode(&ReadCall { kind: None }));
                         let (index, _): (u64, Vec<ObjectRecord>) = self
                             .call_leader(leader, &addr, deadline, |mut client| async move {
                                 client.read(call).await
@@ -689,6 +712,7 @@ impl Inner {
     }
 
     pub(crate) async fn read_index_as_leader(&self) -> Result<u64, StoreError> {
+        self.fence().check()?;
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(read_log_id) => Ok(read_log_id.index()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
@@ -706,6 +730,7 @@ impl Inner {
     }
 
     async fn change_membership(&self, call: MembershipCall) -> Result<(), StoreError> {
+        self.fence().check()?;
         self.retry_until_leader(|deadline| {
             let call = call.clone();
             async move {
@@ -714,7 +739,7 @@ impl Inner {
                         self.change_membership_as_leader(call).await
                     }
                     Some((leader, addr)) => {
-                        let call = wire::encode(&call);
+                        let call = self.fence().tag(wire::encode(&call));
                         self.call_leader(leader, &addr, deadline, |mut client| async move {
                             client.change_membership(call).await
                         })
@@ -735,6 +760,7 @@ impl Inner {
         &self,
         call: MembershipCall,
     ) -> Result<(), StoreError> {
+        self.fence().check()?;
         let timeout = self.config.request_timeout;
         let _one_at_a_time = self.membership_changes.lock().await;
         let learner = match &call {
@@ -958,8 +984,10 @@ async fn snapshot_when_the_log_outgrows_its_budget(inner: std::sync::Weak<Inner>
 
 /// Turns one surviving member's data into a healthy single-member cluster, keeping every object
 /// it holds, as `docker swarm init --force-new-cluster` does. Every entry in the member's log is
-/// applied, committed or not: the survivor's log becomes the truth. Run it while the member is
-/// stopped, then open the store as usual. `data_key` is the member's own.
+/// applied, committed or not: the survivor's log becomes the truth. The new cluster gets a new
+/// epoch ([`crate::fence`]), so the members left out can't replicate into it should they come
+/// back, and are told they are fenced out. Run it while the member is stopped, then open the
+/// store as usual. `data_key` is the member's own.
 pub async fn force_new_cluster(
     data_dir: &Path,
     data_key: &DataKey,
@@ -968,6 +996,10 @@ pub async fn force_new_cluster(
 ) -> Result<(), StoreError> {
     let state_machine = StateMachine::open(data_dir, data_key)?;
     let log = LogStore::open(&data_dir.join(LOG_FILE), data_key)?;
+    // The fence first: should what follows fail, the member is fenced off from its old peers
+    // rather than open to them with a half-made cluster; running the recovery again finishes it.
+    let epoch = fence::load(data_dir)?.forced(rand::random());
+    fence::save(data_dir, epoch)?;
     let (objects, last_log_id) = {
         let applied = state_machine.shared.read();
         let mut objects = applied.objects.clone();
