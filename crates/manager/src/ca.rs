@@ -3,7 +3,7 @@
 //! (`swarm-manager` or `swarm-worker`), O = cluster id, and the role as a DNS name so that a
 //! client can insist on talking to a manager.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use raft_store::TlsIdentity;
 use rcgen::{
@@ -23,6 +23,12 @@ const ROOT_CA_COMMON_NAME: &str = "swarm-ca";
 /// Certificates are valid from a little before they are made, so a peer whose clock runs
 /// slightly behind still accepts them.
 const CLOCK_SKEW_ALLOWANCE: Duration = Duration::from_secs(3600);
+
+/// When a node certificate was issued, from the start of its validity: the CA starts validity
+/// [`CLOCK_SKEW_ALLOWANCE`] before the moment it signs.
+pub fn issued_at(not_before: SystemTime) -> SystemTime {
+    not_before + CLOCK_SKEW_ALLOWANCE
+}
 
 /// The role name a node certificate carries as its OU and DNS name.
 pub fn role_name(role: NodeRole) -> &'static str {

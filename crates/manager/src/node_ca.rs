@@ -18,7 +18,7 @@ use shoal_proto::api::{
 };
 use tonic::{Request, Response, Status};
 
-use crate::authz::ClusterAuth;
+use crate::authz::{ClusterAuth, ManagerCall};
 use crate::ca::{DEFAULT_NODE_CERT_LIFETIME, RootCa};
 use crate::error::ManagerError;
 use crate::join_token::JoinToken;
@@ -435,7 +435,7 @@ impl RaftMembership for RaftMembershipService {
         &self,
         request: Request<RaftJoinRequest>,
     ) -> Result<Response<RaftJoinResponse>, Status> {
-        let caller = self.auth.manager(&request)?;
+        let caller = self.auth.manager(ManagerCall::RaftJoin, &request)?;
         self.join(&caller.node_id, request.into_inner()).await?;
         Ok(Response::new(RaftJoinResponse {}))
     }

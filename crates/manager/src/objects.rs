@@ -137,6 +137,47 @@ pub(crate) async fn update_node(
     )))
 }
 
+/// Rewrites node `node_id` with `change_node` and the cluster object with `change_cluster` in one
+/// transaction, re-reading and trying again on concurrent changes, as [`update_node`] does.
+/// `None` when there is no such node.
+pub(crate) async fn update_node_and_cluster(
+    store: &Store,
+    node_id: &str,
+    change_node: impl Fn(&mut api::Node),
+    change_cluster: impl Fn(&mut api::Cluster),
+) -> Result<Option<api::Node>, ManagerError> {
+    for _ in 0..NODE_WRITE_ATTEMPTS {
+        let (node, cluster) = store.local_view(|view| {
+            let node = view
+                .get(api::Node::KIND, node_id)
+                .map(decode::<api::Node>)
+                .transpose()?;
+            Ok::<_, ManagerError>((node, cluster_of(view)?))
+        })?;
+        let Some(mut node) = node else {
+            return Ok(None);
+        };
+        let mut cluster = cluster.ok_or_else(|| {
+            ManagerError::FailedPrecondition(
+                "this manager's store holds no cluster object yet: try again shortly".to_owned(),
+            )
+        })?;
+        change_node(&mut node);
+        change_cluster(&mut cluster);
+        match store
+            .write(Transaction::new(vec![update(&node), update(&cluster)]))
+            .await
+        {
+            Ok(_) => return Ok(Some(node)),
+            Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ManagerError::FailedPrecondition(format!(
+        "node {node_id} kept changing while it was written: try again"
+    )))
+}
+
 fn timestamp(time: SystemTime) -> Timestamp {
     let since_epoch = time
         .duration_since(SystemTime::UNIX_EPOCH)

@@ -1,12 +1,14 @@
 //! Who is calling on the cluster port: the node id, role and cluster a peer's certificate
-//! names (CN, OU and O, as the CA issues them). The TLS layer has already checked that the
-//! certificate chains to the cluster's root; this reads what it says.
+//! names (CN, OU and O, as the CA issues them), and when it was issued. The TLS layer has
+//! already checked that the certificate chains to the cluster's root; this reads what it says.
+
+use std::time::{Duration, SystemTime};
 
 use shoal_proto::api::NodeRole;
 use tonic::Status;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::ca::role_name;
+use crate::ca::{issued_at, role_name};
 
 /// What a peer's certificate says about it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -14,6 +16,8 @@ pub struct PeerIdentity {
     pub node_id: String,
     pub role: NodeRole,
     pub cluster_id: String,
+    /// When the CA issued the certificate (whole seconds, as certificates record time).
+    pub issued_at: SystemTime,
 }
 
 /// Reads the identity from a DER certificate.
@@ -47,10 +51,13 @@ pub fn identity_of_certificate(der: &[u8]) -> Result<PeerIdentity, String> {
             .collect(),
     )
     .unwrap_or_default();
+    let not_before = certificate.validity().not_before.timestamp();
+    let not_before = SystemTime::UNIX_EPOCH + Duration::from_secs(not_before.max(0).unsigned_abs());
     Ok(PeerIdentity {
         node_id,
         role,
         cluster_id,
+        issued_at: issued_at(not_before),
     })
 }
 
@@ -82,17 +89,23 @@ mod tests {
     fn node_certificates_name_their_node_role_and_cluster() {
         let ca = RootCa::generate().unwrap();
         for role in [NodeRole::Manager, NodeRole::Worker] {
+            let before = SystemTime::now() - Duration::from_secs(1);
             let certificate = ca
                 .issue("node-1", role, "cluster-9", DEFAULT_NODE_CERT_LIFETIME)
                 .unwrap();
+            let identity = identity_of_certificate(&der_of(&certificate.cert_pem)).unwrap();
             assert_eq!(
-                identity_of_certificate(&der_of(&certificate.cert_pem)).unwrap(),
+                identity,
                 PeerIdentity {
                     node_id: "node-1".into(),
                     role,
                     cluster_id: "cluster-9".into(),
+                    issued_at: identity.issued_at,
                 }
             );
+            // The moment of issue, read back to the second.
+            let after = SystemTime::now() + Duration::from_secs(1);
+            assert!(before <= identity.issued_at && identity.issued_at <= after);
         }
     }
 

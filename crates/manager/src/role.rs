@@ -22,7 +22,7 @@ use tokio::sync::{oneshot, watch};
 use tonic::service::interceptor::InterceptedService;
 
 use crate::address::{choose_advertise_addr, host_ipv4_addresses, parse_listen_addr};
-use crate::authz::ClusterAuth;
+use crate::authz::{ClusterAuth, ManagerCall};
 use crate::ca::{DEFAULT_NODE_CERT_LIFETIME, RootCa};
 use crate::cluster_port::ClusterPortTls;
 use crate::control::ControlApi;
@@ -414,10 +414,7 @@ impl ManagerRole {
         let auth = ClusterAuth::new(Arc::clone(&store), membership.cluster_id.clone());
         let tls = ClusterPortTls::new(identity)?;
         let router = tonic::transport::Server::builder()
-            .add_service(InterceptedService::new(
-                store.raft_service(),
-                auth.managers_only(),
-            ))
+            .add_service(store.guarded_raft_service(auth.raft_guard()))
             .add_service(InterceptedService::new(
                 DispatcherServer::new(dispatcher),
                 auth.members_only(),
@@ -431,11 +428,11 @@ impl ManagerRole {
                     Arc::clone(&store),
                     auth.clone(),
                 )),
-                auth.managers_only(),
+                auth.managers_only(ManagerCall::RaftJoin),
             ))
             .add_service(InterceptedService::new(
                 ControlServer::new(control.clone()),
-                auth.managers_only(),
+                auth.managers_only(ManagerCall::Control),
             ));
         let incoming = tls.incoming(listener);
         let (stop_server, server_stopped) = oneshot::channel::<()>();

@@ -832,3 +832,214 @@ async fn autolock_seals_the_data_key_file_by_the_current_unlock_key() {
     assert_eq!(cluster.id, cluster_id);
     role.shutdown().await;
 }
+
+/// A node that joins the swarm at `addr` with a manager token, as its daemon would: admitted by
+/// the CA, its manager role started on a loopback port of its own, and taken into the Raft group.
+async fn join_as_manager(
+    data_root: &std::path::Path,
+    addr: &str,
+    token: &str,
+    hostname: &str,
+) -> (ManagerRole, manager::join::JoinGrant, String) {
+    let grant = manager::join::join(addr, token, hostname, "")
+        .await
+        .unwrap();
+    assert_eq!(grant.role, shoal_proto::api::NodeRole::Manager);
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let own_addr = format!("127.0.0.1:{port}");
+    let membership = manager::Membership {
+        node_id: grant.node_id.clone(),
+        cluster_id: grant.cluster_id.clone(),
+        role: manager::MembershipRole::Manager,
+        raft_member_id: manager::raft_member_id_for(&grant.node_id),
+        listen_addr: own_addr.clone(),
+        advertise_addr: own_addr.clone(),
+        manager_addrs: vec![addr.to_owned()],
+    };
+    let swarm_dir = SwarmDir::new(data_root);
+    swarm_dir.save(&membership, &grant.identity).unwrap();
+    let data_key = swarm_dir.new_manager_data_key().unwrap();
+    let role = ManagerRole::start(
+        &swarm_dir,
+        membership.clone(),
+        grant.identity.clone(),
+        data_key,
+    )
+    .await
+    .unwrap();
+    manager::join::join_raft(
+        &membership.manager_addrs,
+        &grant.identity,
+        membership.raft_member_id,
+        &own_addr,
+    )
+    .await
+    .unwrap();
+    (role, grant, own_addr)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_demoted_managers_old_certificate_is_refused_by_every_manager_call() {
+    use shoal_proto::api::control_client::ControlClient;
+    use shoal_proto::api::raft_membership_client::RaftMembershipClient;
+    use shoal_proto::api::{
+        GetClusterRequest, GetNodeRequest, NodeRole, RaftJoinRequest, UpdateNodeRequest,
+    };
+    use shoal_proto::raft::RaftMessage;
+    use shoal_proto::raft::raft_client::RaftClient;
+
+    let roots = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let swarm_dir = SwarmDir::new(roots[0].path());
+    let first = ManagerRole::init(
+        &swarm_dir,
+        InitOptions {
+            advertise_addr: "127.0.0.1".into(),
+            listen_addr: "127.0.0.1:0".into(),
+            hostname: "manager-a".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (membership, _) = swarm_dir.load().unwrap().unwrap();
+    let a_addr = membership.advertise_addr.clone();
+    let control = first.control();
+    let tokens = control
+        .get_cluster(Request::new(GetClusterRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .cluster
+        .unwrap()
+        .root_ca
+        .unwrap()
+        .join_tokens
+        .unwrap();
+    let (second, b, _) =
+        join_as_manager(roots[1].path(), &a_addr, &tokens.manager, "manager-b").await;
+    let (third, c, c_addr) =
+        join_as_manager(roots[2].path(), &a_addr, &tokens.manager, "manager-c").await;
+
+    // Before its demotion, B's certificate opens the control API like any manager's.
+    let b_on_a = cluster_port(&a_addr, Some(&b.identity), &[]).await;
+    ControlClient::new(b_on_a)
+        .list_nodes(ListNodesRequest {})
+        .await
+        .unwrap();
+
+    let node = control
+        .get_node(Request::new(GetNodeRequest {
+            node: b.node_id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .node
+        .unwrap();
+    let mut spec = node.spec.clone().unwrap();
+    spec.set_desired_role(NodeRole::Worker);
+    control
+        .update_node(Request::new(UpdateNodeRequest {
+            node: b.node_id.clone(),
+            version: node.meta.unwrap().version.unwrap().index,
+            spec: Some(spec),
+        }))
+        .await
+        .unwrap();
+    // Its daemon stops its manager role once it hears; the old certificate stays with it.
+    second.shutdown().await;
+
+    fn err<T>(result: Result<T, tonic::Status>) -> Result<tonic::Status, ()> {
+        result.err().ok_or(())
+    }
+    let refused = |what: &str, result: Result<tonic::Status, ()>| {
+        let status = result.unwrap_or_else(|()| panic!("{what} was allowed"));
+        assert_eq!(
+            status.code(),
+            tonic::Code::PermissionDenied,
+            "{what}: {status}"
+        );
+        assert!(status.message().contains("revoked"), "{what}: {status}");
+    };
+    // The leader and the follower both refuse it, every call of every manager service.
+    for (manager, addr) in [("leader", &a_addr), ("follower", &c_addr)] {
+        let port = cluster_port(addr, Some(&b.identity), &[]).await;
+        // The follower learns of the demotion by replication.
+        poll_until(
+            "the demotion to reach every manager",
+            Duration::from_secs(10),
+            || {
+                let port = port.clone();
+                async move {
+                    ControlClient::new(port)
+                        .list_nodes(ListNodesRequest {})
+                        .await
+                        .err()
+                        .filter(|status| status.code() == tonic::Code::PermissionDenied)
+                }
+            },
+        )
+        .await;
+        refused(
+            &format!("control on the {manager}"),
+            err(ControlClient::new(port.clone())
+                .list_nodes(ListNodesRequest {})
+                .await),
+        );
+        refused(
+            &format!("a Raft join on the {manager}"),
+            err(RaftMembershipClient::new(port.clone())
+                .join(RaftJoinRequest {
+                    raft_id: manager::raft_member_id_for(&b.node_id),
+                    addr: "127.0.0.1:1".into(),
+                })
+                .await),
+        );
+        let mut raft = RaftClient::new(port.clone());
+        refused(
+            &format!("vote on the {manager}"),
+            err(raft.vote(RaftMessage::default()).await),
+        );
+        refused(
+            &format!("append entries on the {manager}"),
+            err(raft.append_entries(RaftMessage::default()).await),
+        );
+        refused(
+            &format!("install snapshot on the {manager}"),
+            err(raft.install_snapshot(tokio_stream::iter(Vec::new())).await),
+        );
+        refused(
+            &format!("propose on the {manager}"),
+            err(raft.propose(RaftMessage::default()).await),
+        );
+        refused(
+            &format!("read on the {manager}"),
+            err(raft.read(RaftMessage::default()).await),
+        );
+        refused(
+            &format!("change membership on the {manager}"),
+            err(raft.change_membership(RaftMessage::default()).await),
+        );
+    }
+
+    // It keeps a worker's rights: its daemon renews to a worker certificate with the old one.
+    let (_, role) = manager::join::renew_certificate(std::slice::from_ref(&a_addr), &b.identity)
+        .await
+        .unwrap();
+    assert_eq!(role, NodeRole::Worker);
+    // The managers that stay are unaffected.
+    let c_on_a = cluster_port(&a_addr, Some(&c.identity), &[]).await;
+    let nodes = ControlClient::new(c_on_a)
+        .list_nodes(ListNodesRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .nodes;
+    assert_eq!(nodes.len(), 3);
+    third.shutdown().await;
+    first.shutdown().await;
+}

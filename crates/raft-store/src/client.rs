@@ -29,7 +29,11 @@ impl StoreClient {
     pub fn new(members: Vec<(MemberId, String)>, tls: &TlsIdentity, timeout: Duration) -> Self {
         StoreClient {
             members,
-            peers: Peers::new(tls.client_config(), Default::default()),
+            peers: Peers::new(
+                tls.client_config(),
+                Default::default(),
+                std::sync::Arc::new(crate::fence::Fence::of_client()),
+            ),
             preferred: AtomicUsize::new(0),
             timeout,
         }

@@ -59,6 +59,10 @@ pub enum StoreError {
     NotLeader { member: u64 },
     #[error("raft: {0}")]
     Raft(String),
+    /// This member belongs to a cluster that a forced recovery left behind; the detail says
+    /// how to rejoin.
+    #[error("{detail}")]
+    Fenced { detail: String },
     #[error("the store is shutting down")]
     ShuttingDown,
 }
@@ -86,6 +90,7 @@ impl StoreError {
             StoreError::Unreachable { .. } => "unreachable",
             StoreError::NotLeader { .. } => "not_leader",
             StoreError::Raft(_) => "raft",
+            StoreError::Fenced { .. } => "fenced",
             StoreError::ShuttingDown => "shutting_down",
         }
     }
@@ -115,9 +120,9 @@ impl From<StoreError> for tonic::Status {
             StoreError::NoQuorum { .. }
             | StoreError::Unreachable { .. }
             | StoreError::NotLeader { .. } => tonic::Status::unavailable(message),
-            StoreError::Membership(_) | StoreError::WatchCompacted { .. } => {
-                tonic::Status::failed_precondition(message)
-            }
+            StoreError::Membership(_)
+            | StoreError::WatchCompacted { .. }
+            | StoreError::Fenced { .. } => tonic::Status::failed_precondition(message),
             _ => tonic::Status::internal(message),
         }
     }

@@ -22,6 +22,7 @@ mod data_key;
 mod error;
 #[cfg(test)]
 mod fail_stop_tests;
+mod fence;
 mod log_store;
 mod network;
 mod object_store;
@@ -40,6 +41,7 @@ pub use client::StoreClient;
 pub use data_key::DataKey;
 pub use error::StoreError;
 pub use network::LinkFilter;
+pub use server::{RaftCall, RaftCallGuard};
 pub use store::{ReadConsistency, Store, StoreConfig, StoreStatus, StoreView, force_new_cluster};
 pub use tls::{MANAGER_SERVER_NAME, TlsIdentity};
 pub use types::{

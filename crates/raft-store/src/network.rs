@@ -17,6 +17,7 @@ use shoal_proto::raft::{RaftMessage, SnapshotChunk, snapshot_chunk};
 use tonic::transport::{Channel, ClientTlsConfig, Endpoint};
 
 use crate::error::StoreError;
+use crate::fence::Fence;
 use crate::types::raft_types::{Snapshot, Vote};
 use crate::types::{MemberId, TypeConfig};
 use crate::wire::{self, SnapshotHeader, VoteCall};
@@ -66,14 +67,17 @@ pub(crate) struct Peers {
     tls: Mutex<ClientTlsConfig>,
     channels: Mutex<HashMap<String, Channel>>,
     pub(crate) links: LinkFilter,
+    /// This member's epoch, which every call carries.
+    pub(crate) fence: Arc<Fence>,
 }
 
 impl Peers {
-    pub(crate) fn new(tls: ClientTlsConfig, links: LinkFilter) -> Self {
+    pub(crate) fn new(tls: ClientTlsConfig, links: LinkFilter, fence: Arc<Fence>) -> Self {
         Peers {
             tls: Mutex::new(tls),
             channels: Mutex::new(HashMap::new()),
             links,
+            fence,
         }
     }
 
@@ -199,7 +203,10 @@ impl PeerConnection {
         let response = tokio::time::timeout(option.hard_ttl(), send(client))
             .await
             .map_err(|_| network_error(format!("no reply within {:?}", option.hard_ttl())))?
-            .map_err(status_error)?;
+            .map_err(|status| {
+                self.peers.fence.note_refusal(&status);
+                status_error(status)
+            })?;
         let reply: Result<Reply, String> =
             wire::decode(response.get_ref()).map_err(|status| network_error(status.message()))?;
         reply.map_err(unreachable)
@@ -214,7 +221,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         request: AppendEntriesRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<AppendEntriesResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let message = wire::encode(&request);
+        let message = self.peers.fence.tag(wire::encode(&request));
         self.call(&option, |mut client| async move {
             client.append_entries(message).await
         })
@@ -226,7 +233,7 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         request: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let message = wire::encode(&VoteCall::Vote(request));
+        let message = self.peers.fence.tag(wire::encode(&VoteCall::Vote(request)));
         self.call(
             &option,
             |mut client| async move { client.vote(message).await },
@@ -239,7 +246,10 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
         request: VoteRequest<TypeConfig>,
         option: RPCOption,
     ) -> Result<VoteResponse<TypeConfig>, RPCError<TypeConfig>> {
-        let message = wire::encode(&VoteCall::PreVote(request));
+        let message = self
+            .peers
+            .fence
+            .tag(wire::encode(&VoteCall::PreVote(request)));
         self.call(
             &option,
             |mut client| async move { client.vote(message).await },
@@ -282,12 +292,15 @@ impl RaftNetworkV2<TypeConfig> for PeerConnection {
                     chunk: Some(snapshot_chunk::Chunk::Data(piece.to_vec())),
                 }),
         );
-        let chunks = futures::stream::iter(chunks);
+        let chunks = self.peers.fence.tag(futures::stream::iter(chunks));
         let send = async {
             tokio::time::timeout(option.hard_ttl(), client.install_snapshot(chunks))
                 .await
                 .map_err(|_| NetworkError::new(&AnyError::error("snapshot transfer timed out")))?
-                .map_err(|status| NetworkError::new(&AnyError::error(describe_status(&status))))
+                .map_err(|status| {
+                    self.peers.fence.note_refusal(&status);
+                    NetworkError::new(&AnyError::error(describe_status(&status)))
+                })
         };
         let response = tokio::select! {
             closed = cancel => return Err(StreamingError::Closed(closed)),

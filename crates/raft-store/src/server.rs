@@ -13,8 +13,51 @@ use crate::wire::{
     self, AppendCall, MembershipCall, ProposeCall, ReadCall, SnapshotHeader, VoteCall,
 };
 
+/// Which call a peer makes on the Raft service.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RaftCall {
+    Vote,
+    AppendEntries,
+    InstallSnapshot,
+    Propose,
+    Read,
+    ChangeMembership,
+}
+
+impl RaftCall {
+    pub const ALL: [RaftCall; 6] = [
+        RaftCall::Vote,
+        RaftCall::AppendEntries,
+        RaftCall::InstallSnapshot,
+        RaftCall::Propose,
+        RaftCall::Read,
+        RaftCall::ChangeMembership,
+    ];
+}
+
+/// Decides whether the peer that made a call may make it, before the store looks at the call.
+/// The store's owner knows who its peers are; the store does not. The request it is shown
+/// carries the call's metadata and connection (the peer's certificates) without its payload.
+pub type RaftCallGuard =
+    Arc<dyn Fn(RaftCall, &Request<()>) -> Result<(), Status> + Send + Sync + 'static>;
+
 pub(crate) struct RaftService {
     pub(crate) inner: Arc<Inner>,
+    pub(crate) guard: Option<RaftCallGuard>,
+}
+
+impl RaftService {
+    fn admit<T>(&self, call: RaftCall, request: &Request<T>) -> Result<(), Status> {
+        self.inner
+            .fence()
+            .admit(request, || self.inner.holds_no_state())?;
+        let Some(guard) = &self.guard else {
+            return Ok(());
+        };
+        let bare =
+            Request::from_parts(request.metadata().clone(), request.extensions().clone(), ());
+        guard(call, &bare)
+    }
 }
 
 type Reply = Result<Response<RaftMessage>, Status>;
@@ -26,6 +69,7 @@ fn reply<T: serde::Serialize>(value: &T) -> Reply {
 #[tonic::async_trait]
 impl RaftRpc for RaftService {
     async fn vote(&self, request: Request<RaftMessage>) -> Reply {
+        self.admit(RaftCall::Vote, &request)?;
         let call: VoteCall = wire::decode(request.get_ref())?;
         let raft = &self.inner.raft;
         let result: wire::VoteReply = match call {
@@ -37,6 +81,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn append_entries(&self, request: Request<RaftMessage>) -> Reply {
+        self.admit(RaftCall::AppendEntries, &request)?;
         let call: AppendCall = wire::decode(request.get_ref())?;
         let result: wire::AppendReply = self
             .inner
@@ -48,6 +93,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn install_snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Reply {
+        self.admit(RaftCall::InstallSnapshot, &request)?;
         let mut chunks = request.into_inner();
         let header: SnapshotHeader = match chunks.next().await {
             Some(Ok(SnapshotChunk {
@@ -82,6 +128,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn propose(&self, request: Request<RaftMessage>) -> Reply {
+        self.admit(RaftCall::Propose, &request)?;
         let call: ProposeCall = wire::decode(request.get_ref())?;
         let result: wire::ProposeReply = if call.forwarded {
             self.inner.write_as_leader(call.txn).await
@@ -92,6 +139,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn read(&self, request: Request<RaftMessage>) -> Reply {
+        self.admit(RaftCall::Read, &request)?;
         let call: ReadCall = wire::decode(request.get_ref())?;
         let result: wire::ReadReply = match self.inner.read_index_as_leader().await {
             Ok(index) => {
@@ -107,6 +155,7 @@ impl RaftRpc for RaftService {
     }
 
     async fn change_membership(&self, request: Request<RaftMessage>) -> Reply {
+        self.admit(RaftCall::ChangeMembership, &request)?;
         let call: MembershipCall = wire::decode(request.get_ref())?;
         let result: wire::MembershipReply = self.inner.change_membership_as_leader(call).await;
         reply(&result)

@@ -20,10 +20,11 @@ use tonic::transport::Channel;
 
 use crate::data_key::DataKey;
 use crate::error::StoreError;
+use crate::fence::{self, Fence};
 use crate::log_store::LogStore;
 use crate::network::{LinkFilter, MAX_MESSAGE_BYTES, NetworkFactory, Peers, describe_status};
 use crate::object_store::ObjectStore;
-use crate::server::RaftService;
+use crate::server::{RaftCallGuard, RaftService};
 use crate::state_machine::{self, StateMachine};
 use crate::tls::TlsIdentity;
 use crate::types::raft_types::{SnapshotMeta, StoredMembership};
@@ -202,7 +203,12 @@ impl Store {
         let state_machine = StateMachine::open(&config.data_dir, &config.data_key)?;
         let log = LogStore::open(&config.data_dir.join(LOG_FILE), &config.data_key)?;
         let state = Arc::clone(&state_machine.shared);
-        let peers = Arc::new(Peers::new(config.tls.client_config(), config.links.clone()));
+        let fence = Arc::new(Fence::open(&config.data_dir)?);
+        let peers = Arc::new(Peers::new(
+            config.tls.client_config(),
+            config.links.clone(),
+            fence,
+        ));
         let network = NetworkFactory {
             peers: Arc::clone(&peers),
         };
@@ -232,10 +238,27 @@ impl Store {
         Ok(store)
     }
 
-    /// The gRPC service peers call, for a server that hosts other services too.
+    /// The gRPC service peers call, for a server that hosts other services too. Every caller
+    /// the server's TLS lets in may make every call.
     pub fn raft_service(&self) -> RaftServer<impl shoal_proto::raft::raft_server::Raft> {
+        self.service(None)
+    }
+
+    /// The gRPC service peers call, with `guard` deciding who may make which call.
+    pub fn guarded_raft_service(
+        &self,
+        guard: RaftCallGuard,
+    ) -> RaftServer<impl shoal_proto::raft::raft_server::Raft> {
+        self.service(Some(guard))
+    }
+
+    fn service(
+        &self,
+        guard: Option<RaftCallGuard>,
+    ) -> RaftServer<impl shoal_proto::raft::raft_server::Raft> {
         RaftServer::new(RaftService {
             inner: Arc::clone(&self.inner),
+            guard,
         })
         .max_decoding_message_size(MAX_MESSAGE_BYTES)
         .max_encoding_message_size(MAX_MESSAGE_BYTES)
@@ -541,6 +564,16 @@ impl Inner {
         self.config.member_id
     }
 
+    pub(crate) fn fence(&self) -> &Fence {
+        &self.peers.fence
+    }
+
+    /// Whether this member holds no state at all yet: no vote, no log, no snapshot.
+    pub(crate) fn holds_no_state(&self) -> bool {
+        let metrics = self.raft.metrics().borrow_watched().clone();
+        metrics.current_term == 0 && metrics.last_log_index.is_none() && metrics.snapshot.is_none()
+    }
+
     pub(crate) fn list_local(&self, kind: &str) -> Vec<ObjectRecord> {
         self.state.read().objects.list(kind).cloned().collect()
     }
@@ -589,8 +622,8 @@ impl Inner {
         }
     }
 
-    pub(crate) async fn write(&self, mut txn: Transaction) -> Result<u64, StoreError> {
-        txn.proposed_at.get_or_insert_with(SystemTime::now);
+    /// Refuses a transaction larger than the configured limit, wherever it was proposed.
+    fn check_proposal_size(&self, txn: &Transaction) -> Result<(), StoreError> {
         let size = txn.proposal_size()?;
         if size > self.config.max_proposal_bytes {
             return Err(StoreError::ProposalTooLarge {
@@ -598,6 +631,13 @@ impl Inner {
                 limit: self.config.max_proposal_bytes,
             });
         }
+        Ok(())
+    }
+
+    pub(crate) async fn write(&self, mut txn: Transaction) -> Result<u64, StoreError> {
+        self.fence().check()?;
+        txn.proposed_at.get_or_insert_with(SystemTime::now);
+        self.check_proposal_size(&txn)?;
         self.retry_until_leader(|deadline| {
             let txn = txn.clone();
             async move {
@@ -615,8 +655,12 @@ impl Inner {
         .await
     }
 
-    /// Commits a forwarded write; never forwards again.
-    pub(crate) async fn write_as_leader(&self, txn: Transaction) -> Result<u64, StoreError> {
+    /// Commits a forwarded write; never forwards again. The sender checked the size too, but
+    /// the leader is the one that must not be flooded, so it checks again.
+    pub(crate) async fn write_as_leader(&self, mut txn: Transaction) -> Result<u64, StoreError> {
+        self.fence().check()?;
+        txn.proposed_at.get_or_insert_with(SystemTime::now);
+        self.check_proposal_size(&txn)?;
         let deadline = Instant::now() + self.config.request_timeout;
         self.commit_as_leader(txn, deadline).await
     }
@@ -656,10 +700,10 @@ impl Inner {
         txn: Transaction,
         deadline: Instant,
     ) -> Result<u64, StoreError> {
-        let call = wire::encode(&ProposeCall {
+        let call = self.fence().tag(wire::encode(&ProposeCall {
             txn,
             forwarded: true,
-        });
+        }));
         self.call_leader(leader, addr, deadline, |mut client| async move {
             client.propose(call).await
         })
@@ -685,12 +729,17 @@ impl Inner {
         let response = tokio::time::timeout_at(deadline, send(client))
             .await
             .map_err(|_| self.no_leader())?
-            .map_err(|status| forward_failure(leader, addr, status))?;
+            .map_err(|status| {
+                self.fence()
+                    .note_refusal(&status)
+                    .unwrap_or_else(|| forward_failure(leader, addr, status))
+            })?;
         wire::decode::<Result<T, StoreError>>(response.get_ref())
             .map_err(|status| forward_failure(leader, addr, status))?
     }
 
     async fn read_barrier(&self) -> Result<u64, StoreError> {
+        self.fence().check()?;
         let index = self
             .retry_until_leader(|deadline| async move {
                 match self.leader() {
@@ -700,7 +749,7 @@ impl Inner {
                             .map_err(|_| self.no_leader())?
                     }
                     Some((leader, addr)) => {
-                        let call = wire::encode(&ReadCall { kind: None });
+                        let call = self.fence().tag(wire::encode(&ReadCall { kind: None }));
                         let (index, _): (u64, Vec<ObjectRecord>) = self
                             .call_leader(leader, &addr, deadline, |mut client| async move {
                                 client.read(call).await
@@ -719,6 +768,7 @@ impl Inner {
     }
 
     pub(crate) async fn read_index_as_leader(&self) -> Result<u64, StoreError> {
+        self.fence().check()?;
         match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
             Ok(read_log_id) => Ok(read_log_id.index()),
             Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
@@ -736,6 +786,7 @@ impl Inner {
     }
 
     async fn change_membership(&self, call: MembershipCall) -> Result<(), StoreError> {
+        self.fence().check()?;
         self.retry_until_leader(|deadline| {
             let call = call.clone();
             async move {
@@ -744,7 +795,7 @@ impl Inner {
                         self.change_membership_as_leader(call).await
                     }
                     Some((leader, addr)) => {
-                        let call = wire::encode(&call);
+                        let call = self.fence().tag(wire::encode(&call));
                         self.call_leader(leader, &addr, deadline, |mut client| async move {
                             client.change_membership(call).await
                         })
@@ -765,6 +816,7 @@ impl Inner {
         &self,
         call: MembershipCall,
     ) -> Result<(), StoreError> {
+        self.fence().check()?;
         let timeout = self.config.request_timeout;
         let _one_at_a_time = self.membership_changes.lock().await;
         let learner = match &call {
@@ -988,8 +1040,10 @@ async fn snapshot_when_the_log_outgrows_its_budget(inner: std::sync::Weak<Inner>
 
 /// Turns one surviving member's data into a healthy single-member cluster, keeping every object
 /// it holds, as `docker swarm init --force-new-cluster` does. Every entry in the member's log is
-/// applied, committed or not: the survivor's log becomes the truth. Run it while the member is
-/// stopped, then open the store as usual. `data_key` is the member's own.
+/// applied, committed or not: the survivor's log becomes the truth. The new cluster gets a new
+/// epoch ([`crate::fence`]), so the members left out can't replicate into it should they come
+/// back, and are told they are fenced out. Run it while the member is stopped, then open the
+/// store as usual. `data_key` is the member's own.
 pub async fn force_new_cluster(
     data_dir: &Path,
     data_key: &DataKey,
@@ -998,6 +1052,10 @@ pub async fn force_new_cluster(
 ) -> Result<(), StoreError> {
     let state_machine = StateMachine::open(data_dir, data_key)?;
     let log = LogStore::open(&data_dir.join(LOG_FILE), data_key)?;
+    // The fence first: should what follows fail, the member is fenced off from its old peers
+    // rather than open to them with a half-made cluster; running the recovery again finishes it.
+    let epoch = fence::load(data_dir)?.forced(rand::random());
+    fence::save(data_dir, epoch)?;
     let (objects, last_log_id) = {
         let applied = state_machine.shared.read();
         let mut objects = applied.objects.clone();

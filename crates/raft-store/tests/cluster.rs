@@ -514,3 +514,150 @@ async fn large_entries_snapshot_early_to_bound_the_log_in_memory() {
     assert_eq!(tasks.len(), 100);
     store.shutdown().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forwarded_proposal_is_held_to_the_size_limit_too() {
+    use shoal_proto::raft::RaftMessage;
+    use shoal_proto::raft::raft_client::RaftClient;
+
+    /// What a follower sends when it forwards a write, encoded as members encode it.
+    #[derive(serde::Serialize)]
+    struct ProposeCall {
+        txn: Transaction,
+        forwarded: bool,
+    }
+
+    let cluster = TestCluster::start_with(1, |config| config.max_proposal_bytes = 4096).await;
+    let leader = cluster.leader().await;
+    let payload = postcard::to_allocvec(&ProposeCall {
+        txn: Transaction::create("task", "big", "", vec![b'x'; 16 << 10]),
+        forwarded: true,
+    })
+    .unwrap();
+    let channel = tonic::transport::Endpoint::from_shared(format!(
+        "https://{}",
+        cluster.members[&leader].addr
+    ))
+    .unwrap()
+    .tls_config(cluster.pki.identity(2).client_config())
+    .unwrap()
+    .connect()
+    .await
+    .unwrap();
+    let reply = RaftClient::new(channel)
+        .propose(RaftMessage { payload })
+        .await
+        .unwrap()
+        .into_inner();
+    let result: Result<u64, StoreError> = postcard::from_bytes(&reply.payload).unwrap();
+    assert!(
+        matches!(
+            result,
+            Err(StoreError::ProposalTooLarge { limit: 4096, .. })
+        ),
+        "{result:?}"
+    );
+    assert!(cluster.local_objects(leader, "task").is_empty());
+}
+
+/// Writes through member `via` until it is refused as fenced out, and returns the refusal.
+async fn refusal_of_a_fenced_member(cluster: &TestCluster, via: u64) -> StoreError {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(15);
+    for attempt in 0.. {
+        let written = cluster
+            .store(via)
+            .write(Transaction::create(
+                "service",
+                format!("stale-{via}-{attempt}"),
+                "",
+                Vec::new(),
+            ))
+            .await;
+        match written {
+            Err(error) if error.to_string().contains("fenced out") => return error,
+            other => assert!(
+                tokio::time::Instant::now() < deadline,
+                "old member {via} was never fenced out; its last write: {other:?}"
+            ),
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    unreachable!("the loop returns or fails")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forced_cluster_fences_out_the_old_members_when_they_come_back() {
+    let mut cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let index = cluster.create(leader, "service", "before").await;
+    cluster.wait_applied(index).await;
+    let survivor = (1..=3).find(|id| *id != leader).unwrap();
+    let old: Vec<u64> = (1..=3).filter(|id| *id != survivor).collect();
+    for id in 1..=3 {
+        cluster.stop(id).await;
+    }
+    let config = cluster.config(survivor);
+    force_new_cluster(
+        &config.data_dir,
+        &config.data_key,
+        survivor,
+        &config.advertise_addr,
+    )
+    .await
+    .unwrap();
+    cluster.restart(survivor).await;
+    cluster
+        .store(survivor)
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
+    let mut acknowledged = vec!["before".to_owned()];
+    for number in 0..5 {
+        let id = format!("forced-{number}");
+        cluster.create(survivor, "service", &id).await;
+        acknowledged.push(id);
+    }
+
+    // The two old members come back with their old data: a majority of the old membership,
+    // whose leader would outrank the survivor.
+    for id in &old {
+        cluster.restart(*id).await;
+    }
+    for id in &old {
+        let refusal = refusal_of_a_fenced_member(&cluster, *id).await.to_string();
+        assert!(refusal.contains("--force-new-cluster"), "{refusal}");
+        assert!(
+            refusal.contains("shoal swarm leave --force") && refusal.contains("shoal swarm join"),
+            "{refusal}"
+        );
+    }
+    // The forced cluster goes on, alone, with every write it acknowledged.
+    for number in 5..10 {
+        let id = format!("forced-{number}");
+        cluster.create(survivor, "service", &id).await;
+        acknowledged.push(id);
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let status = cluster.status(survivor);
+    assert_eq!(status.leader, Some(survivor));
+    assert_eq!(
+        status.voters.keys().copied().collect::<Vec<_>>(),
+        [survivor]
+    );
+    let mut ids = cluster.linearizable_ids(survivor, "service").await;
+    ids.sort();
+    acknowledged.sort();
+    assert_eq!(ids, acknowledged);
+
+    // The fence holds across a restart of the survivor.
+    cluster.stop(survivor).await;
+    cluster.restart(survivor).await;
+    cluster
+        .store(survivor)
+        .wait_for_leader(Duration::from_secs(10))
+        .await
+        .unwrap();
+    cluster.create(survivor, "service", "after-restart").await;
+    let ids = cluster.linearizable_ids(survivor, "service").await;
+    assert_eq!(ids.len(), acknowledged.len() + 1);
+}

@@ -307,7 +307,7 @@ impl ControlApi {
     }
 
     /// A demotion: the node leaves the Raft group first (a demotion that can't commit changes
-    /// nothing), then its object says worker. The caller's version is checked before anything
+    /// nothing), then its object says worker and its manager certificates are revoked. The caller's version is checked before anything
     /// changes; the object write after the Raft change re-reads on conflicts, so the two never
     /// disagree for long.
     async fn demote(
@@ -332,6 +332,13 @@ impl ControlApi {
             // The node leaves the Raft group first: a demotion that can't commit changes nothing.
             // A manager that is no member any more (after --force-new-cluster) just goes.
             let status = self.store.status();
+            if manager.raft_id == status.member_id {
+                // Out of the Raft group, this manager could no longer write the node object.
+                return Err(ManagerError::FailedPrecondition(format!(
+                    "node {} is the manager serving this call and can't carry out its own demotion: run 'shoal node demote {}' on another manager",
+                    node.id, node.id
+                )));
+            }
             if status.voters.contains_key(&manager.raft_id)
                 || status.learners.contains_key(&manager.raft_id)
             {
@@ -340,11 +347,18 @@ impl ControlApi {
             }
             tracing::info!(node = %node.id, member = manager.raft_id, "manager left the Raft group");
         }
-        objects::update_node(&self.store, &node.id, |stored| {
-            stored.spec = Some(spec.clone());
-            stored.manager_status = None;
-            stored.role = api::NodeRole::Worker as i32;
-        })
+        // Its manager certificates are revoked with it: rights follow the role.
+        let now = std::time::SystemTime::now();
+        objects::update_node_and_cluster(
+            &self.store,
+            &node.id,
+            |stored| {
+                stored.spec = Some(spec.clone());
+                stored.manager_status = None;
+                stored.role = api::NodeRole::Worker as i32;
+            },
+            |cluster| crate::authz::revoke_manager_certificates(cluster, &node.id, now),
+        )
         .await?;
         self.read_back(&node.id).await
     }
@@ -542,25 +556,10 @@ impl ControlApi {
             )));
         }
         let mut cluster = self.cluster().await?;
-        // The certificate stays refused until it would have expired anyway.
-        let lifetime = cluster
-            .spec
-            .as_ref()
-            .and_then(|spec| spec.ca_config.as_ref())
-            .and_then(|ca| ca.node_cert_expiry.as_ref())
-            .map_or(
-                crate::ca::DEFAULT_NODE_CERT_LIFETIME,
-                crate::orchestrator::duration_from_proto,
-            );
-        let expiry = std::time::SystemTime::now() + lifetime;
-        let seconds = expiry
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |since| since.as_secs() as i64);
-        cluster.blacklisted_certificates.insert(
-            node.id.clone(),
-            api::BlacklistedCertificate {
-                expiry: Some(api::Timestamp { seconds, nanos: 0 }),
-            },
+        crate::authz::revoke_every_certificate(
+            &mut cluster,
+            &node.id,
+            std::time::SystemTime::now(),
         );
         self.store
             .write(raft_store::Transaction::new(vec![
