@@ -479,6 +479,12 @@ impl ManagerRole {
         self.control.clone()
     }
 
+    /// The Raft store this manager serves, for callers that read or write objects directly
+    /// (tests that play a stale manager, for one).
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
     pub fn membership(&self) -> &Membership {
         &self.membership
     }

@@ -8,7 +8,9 @@
 use std::time::{Duration, Instant};
 
 use manager::data_key::{StoredDataKey, UnlockKey};
+use manager::objects::ClusterObject as _;
 use manager::{InitOptions, ManagerRole, SwarmDir};
+use raft_store::Transaction;
 use shoal_proto::api::control_server::Control;
 use shoal_proto::api::dispatcher_client::DispatcherClient;
 use shoal_proto::api::{
@@ -222,6 +224,96 @@ async fn a_worker_session_runs_a_service_and_a_silent_node_goes_down() {
     assert!(silent_since.elapsed() >= heartbeat * 3 - Duration::from_millis(60));
     let ended = session.message().await;
     assert!(ended.is_err(), "the session stream ends: {ended:?}");
+    role.shutdown().await;
+}
+
+/// A manager that lost the leadership without noticing yet may mark a node down after the new
+/// leader opened the node's session (its write is forwarded and commits; the fault campaign
+/// found it, seed 7). The live session's heartbeats mark the node ready again, where before it
+/// stayed down for good.
+#[tokio::test]
+async fn a_live_sessions_heartbeats_undo_a_stale_mark_down() {
+    let data_root = tempfile::tempdir().unwrap();
+    let swarm_dir = SwarmDir::new(data_root.path());
+    let heartbeat = Duration::from_millis(200);
+    let role = ManagerRole::init(
+        &swarm_dir,
+        InitOptions {
+            advertise_addr: "127.0.0.1".into(),
+            listen_addr: "127.0.0.1:0".into(),
+            dispatcher_heartbeat: Some(heartbeat),
+            hostname: "test-host".into(),
+            ..Default::default()
+        },
+    )
+    .await
+    .unwrap();
+    let (membership, identity) = swarm_dir.load().unwrap().unwrap();
+    let channel = Endpoint::from_shared(format!("https://{}", membership.advertise_addr))
+        .unwrap()
+        .tls_config(identity.client_config())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut dispatcher = DispatcherClient::new(channel);
+    let mut session = dispatcher
+        .session(SessionRequest {
+            node_id: membership.node_id.clone(),
+            description: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let session_id = session.message().await.unwrap().unwrap().session_id;
+    let heartbeats = {
+        let mut dispatcher = dispatcher.clone();
+        tokio::spawn(async move {
+            while dispatcher
+                .heartbeat(HeartbeatRequest {
+                    session_id: session_id.clone(),
+                })
+                .await
+                .is_ok()
+            {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
+
+    // What the stale manager writes: the node down, for a heartbeat failure.
+    let store = role.store();
+    let mut node: shoal_proto::api::Node = store
+        .local_view(|view| {
+            view.get(shoal_proto::api::Node::KIND, &membership.node_id)
+                .map(manager::objects::decode::<shoal_proto::api::Node>)
+                .transpose()
+        })
+        .unwrap()
+        .unwrap();
+    let status = node.status.as_mut().unwrap();
+    status.set_state(node_status::State::Down);
+    status.message = "heartbeat failure".into();
+    store
+        .write(Transaction::new(vec![manager::objects::update(&node)]))
+        .await
+        .unwrap();
+
+    let control = role.control();
+    poll_until("the node to be ready again", heartbeat * 5, || {
+        let control = control.clone();
+        async move {
+            let nodes = control
+                .list_nodes(Request::new(ListNodesRequest {}))
+                .await
+                .ok()?
+                .into_inner()
+                .nodes;
+            (nodes[0].status.as_ref()?.state() == node_status::State::Ready).then_some(())
+        }
+    })
+    .await;
+    heartbeats.abort();
     role.shutdown().await;
 }
 

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::Stream;
-use raft_store::{Store, StoreError, Transaction, TxnRejection};
+use raft_store::{Store, StoreError, TxnRejection};
 use shoal_proto::api::dispatcher_server::Dispatcher;
 use shoal_proto::api::{
     AssignmentsMessage, AssignmentsRequest, Certificate, Cluster, HeartbeatRequest,
@@ -281,6 +281,43 @@ async fn write_reports(store: &Store, reports: &[NodeReport]) -> Result<(), Stat
     ))
 }
 
+/// Marks the node of a live session ready again when the store says otherwise. A manager that
+/// has just lost the leadership, and not yet noticed, may mark the node down after the new leader
+/// opened its session (the write is forwarded and commits); the session's heartbeats put that
+/// right instead of leaving a working node down for good.
+async fn mark_ready_again(store: &Store, node_id: &str) {
+    let stored = store.local_view(|view| {
+        view.get(Node::KIND, node_id)
+            .map(objects::decode::<Node>)
+            .transpose()
+    });
+    let ready = stored
+        .ok()
+        .flatten()
+        .and_then(|node| node.status)
+        .is_some_and(|status| status.state() == node_status::State::Ready);
+    if ready {
+        return;
+    }
+    tracing::info!(node = %node_id, "a live session's node is not ready in the store: marking it ready");
+    let marked = objects::update_node(store, node_id, |node| {
+        let addr = node
+            .status
+            .take()
+            .map(|status| status.addr)
+            .unwrap_or_default();
+        node.status = Some(NodeStatus {
+            state: node_status::State::Ready as i32,
+            message: String::new(),
+            addr,
+        });
+    })
+    .await;
+    if let Err(error) = marked {
+        tracing::warn!(node = %node_id, %error, "could not mark the node ready again");
+    }
+}
+
 /// Ends sessions whose heartbeats stopped and marks their nodes down.
 /// A manager that has just become leader gives every ready node a grace period first, and one
 /// that has stopped leading ends its sessions so that their agents go to the new leader.
@@ -528,13 +565,15 @@ impl Dispatcher for DispatcherService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         self.shared.require_leader()?;
         let caller = identity_of_request(&request)?;
-        self.shared.with_callers_session(
+        let node_id = self.shared.with_callers_session(
             &caller,
             &request.get_ref().session_id,
-            |_, session| {
+            |node_id, session| {
                 session.last_heartbeat = Instant::now();
+                node_id.to_owned()
             },
         )?;
+        mark_ready_again(&self.shared.store, &node_id).await;
         Ok(Response::new(HeartbeatResponse {
             period: Some(duration_to_proto(self.shared.heartbeat_period())),
         }))
@@ -704,7 +743,7 @@ mod test_pki;
 
 #[cfg(test)]
 mod tests {
-    use raft_store::{ReadConsistency, StoreConfig};
+    use raft_store::{ReadConsistency, StoreConfig, Transaction};
     use shoal_proto::api::{TaskState, TaskStatus};
 
     use super::test_pki as pki;
