@@ -56,13 +56,18 @@ fn service_spec(name: &str, replicas: u64) -> ServiceSpec {
     }
 }
 
-#[tokio::test]
-async fn a_worker_session_runs_a_service_and_a_silent_node_goes_down() {
-    let data_root = tempfile::tempdir().unwrap();
-    let swarm_dir = SwarmDir::new(data_root.path());
-    let heartbeat = Duration::from_millis(200);
+/// A one-manager swarm on loopback with dispatcher heartbeats every `heartbeat`, and a
+/// dispatcher client holding the node's own certificate.
+async fn one_manager_swarm(
+    swarm_dir: &SwarmDir,
+    heartbeat: Duration,
+) -> (
+    ManagerRole,
+    manager::Membership,
+    DispatcherClient<tonic::transport::Channel>,
+) {
     let role = ManagerRole::init(
-        &swarm_dir,
+        swarm_dir,
         InitOptions {
             advertise_addr: "127.0.0.1".into(),
             listen_addr: "127.0.0.1:0".into(),
@@ -73,6 +78,42 @@ async fn a_worker_session_runs_a_service_and_a_silent_node_goes_down() {
     )
     .await
     .unwrap();
+    let (membership, identity) = swarm_dir.load().unwrap().unwrap();
+    let channel = Endpoint::from_shared(format!("https://{}", membership.advertise_addr))
+        .unwrap()
+        .tls_config(identity.client_config())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    (role, membership, DispatcherClient::new(channel))
+}
+
+/// Sends a heartbeat every 50 ms on `session_id` until one is refused or the task is aborted.
+fn keep_heartbeating(
+    dispatcher: &DispatcherClient<tonic::transport::Channel>,
+    session_id: String,
+) -> tokio::task::JoinHandle<()> {
+    let mut dispatcher = dispatcher.clone();
+    tokio::spawn(async move {
+        while dispatcher
+            .heartbeat(HeartbeatRequest {
+                session_id: session_id.clone(),
+            })
+            .await
+            .is_ok()
+        {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+}
+
+#[tokio::test]
+async fn a_worker_session_runs_a_service_and_a_silent_node_goes_down() {
+    let data_root = tempfile::tempdir().unwrap();
+    let swarm_dir = SwarmDir::new(data_root.path());
+    let heartbeat = Duration::from_millis(200);
+    let (role, membership, mut dispatcher) = one_manager_swarm(&swarm_dir, heartbeat).await;
     // A second init on the same data root is refused and leaves the swarm intact.
     let again = ManagerRole::init(&swarm_dir, InitOptions::default()).await;
     assert!(
@@ -83,15 +124,6 @@ async fn a_worker_session_runs_a_service_and_a_silent_node_goes_down() {
             .contains("already part of a swarm")
     );
 
-    let (membership, identity) = swarm_dir.load().unwrap().unwrap();
-    let channel = Endpoint::from_shared(format!("https://{}", membership.advertise_addr))
-        .unwrap()
-        .tls_config(identity.client_config())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut dispatcher = DispatcherClient::new(channel);
     let control = role.control();
 
     let mut session = dispatcher
@@ -126,24 +158,7 @@ async fn a_worker_session_runs_a_service_and_a_silent_node_goes_down() {
         .unwrap_err();
     assert_eq!(stranger.code(), tonic::Code::PermissionDenied);
 
-    let heartbeats = {
-        let mut dispatcher = dispatcher.clone();
-        let session_id = session_id.clone();
-        tokio::spawn(async move {
-            loop {
-                if dispatcher
-                    .heartbeat(HeartbeatRequest {
-                        session_id: session_id.clone(),
-                    })
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let heartbeats = keep_heartbeating(&dispatcher, session_id.clone());
 
     control
         .create_service(Request::new(CreateServiceRequest {
@@ -236,27 +251,7 @@ async fn a_live_sessions_heartbeats_undo_a_stale_mark_down() {
     let data_root = tempfile::tempdir().unwrap();
     let swarm_dir = SwarmDir::new(data_root.path());
     let heartbeat = Duration::from_millis(200);
-    let role = ManagerRole::init(
-        &swarm_dir,
-        InitOptions {
-            advertise_addr: "127.0.0.1".into(),
-            listen_addr: "127.0.0.1:0".into(),
-            dispatcher_heartbeat: Some(heartbeat),
-            hostname: "test-host".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
-    let (membership, identity) = swarm_dir.load().unwrap().unwrap();
-    let channel = Endpoint::from_shared(format!("https://{}", membership.advertise_addr))
-        .unwrap()
-        .tls_config(identity.client_config())
-        .unwrap()
-        .connect()
-        .await
-        .unwrap();
-    let mut dispatcher = DispatcherClient::new(channel);
+    let (role, membership, mut dispatcher) = one_manager_swarm(&swarm_dir, heartbeat).await;
     let mut session = dispatcher
         .session(SessionRequest {
             node_id: membership.node_id.clone(),
@@ -266,20 +261,7 @@ async fn a_live_sessions_heartbeats_undo_a_stale_mark_down() {
         .unwrap()
         .into_inner();
     let session_id = session.message().await.unwrap().unwrap().session_id;
-    let heartbeats = {
-        let mut dispatcher = dispatcher.clone();
-        tokio::spawn(async move {
-            while dispatcher
-                .heartbeat(HeartbeatRequest {
-                    session_id: session_id.clone(),
-                })
-                .await
-                .is_ok()
-            {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        })
-    };
+    let heartbeats = keep_heartbeating(&dispatcher, session_id);
 
     // What the stale manager writes: the node down, for a heartbeat failure.
     let store = role.store();
