@@ -32,6 +32,11 @@ pub mod orchestrator;
 pub mod peer;
 mod rate_limit;
 mod role;
+/// The raft-store tests' certificate authority, for the unit tests that need TLS identities.
+#[cfg(test)]
+#[path = "../../raft-store/tests/support/pki.rs"]
+#[allow(dead_code, unreachable_pub)]
+mod test_pki;
 
 pub use control::{ControlApi, ControlGate};
 pub use dispatcher::{DispatcherService, LogStream};

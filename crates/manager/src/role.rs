@@ -24,7 +24,10 @@ use tonic::service::interceptor::InterceptedService;
 use crate::address::{choose_advertise_addr, host_ipv4_addresses, parse_listen_addr};
 use crate::authz::{ClusterAuth, ManagerCall};
 use crate::ca::{DEFAULT_NODE_CERT_LIFETIME, RootCa};
-use crate::cluster_port::ClusterPortTls;
+use crate::cluster_port::{
+    ClusterPortTls, KEEPALIVE_INTERVAL, KEEPALIVE_TIMEOUT, MAX_CONNECTIONS,
+    MAX_STREAMS_PER_CONNECTION,
+};
 use crate::control::ControlApi;
 use crate::data_key::{self, UnlockKey};
 use crate::dispatcher::{DispatcherService, LogBroker};
@@ -414,6 +417,9 @@ impl ManagerRole {
         let auth = ClusterAuth::new(Arc::clone(&store), membership.cluster_id.clone());
         let tls = ClusterPortTls::new(identity)?;
         let router = tonic::transport::Server::builder()
+            .max_concurrent_streams(Some(MAX_STREAMS_PER_CONNECTION))
+            .http2_keepalive_interval(Some(KEEPALIVE_INTERVAL))
+            .http2_keepalive_timeout(Some(KEEPALIVE_TIMEOUT))
             .add_service(store.guarded_raft_service(auth.raft_guard()))
             .add_service(InterceptedService::new(
                 DispatcherServer::new(dispatcher),
@@ -434,7 +440,7 @@ impl ManagerRole {
                 ControlServer::new(control.clone()),
                 auth.managers_only(ManagerCall::Control),
             ));
-        let incoming = tls.incoming(listener);
+        let incoming = tls.incoming(listener, MAX_CONNECTIONS);
         let (stop_server, server_stopped) = oneshot::channel::<()>();
         let serving = tokio::spawn(async move {
             let shutdown = async {

@@ -94,26 +94,8 @@ impl RaftRpc for RaftService {
 
     async fn install_snapshot(&self, request: Request<Streaming<SnapshotChunk>>) -> Reply {
         self.admit(RaftCall::InstallSnapshot, &request)?;
-        let mut chunks = request.into_inner();
-        let header: SnapshotHeader = match chunks.next().await {
-            Some(Ok(SnapshotChunk {
-                chunk: Some(snapshot_chunk::Chunk::Meta(meta)),
-            })) => postcard::from_bytes(&meta).map_err(|error| {
-                Status::invalid_argument(format!("bad snapshot header: {error}"))
-            })?,
-            _ => {
-                return Err(Status::invalid_argument(
-                    "a snapshot must start with its metadata",
-                ));
-            }
-        };
-        let mut data = Vec::new();
-        while let Some(chunk) = chunks.next().await {
-            match chunk?.chunk {
-                Some(snapshot_chunk::Chunk::Data(bytes)) => data.extend_from_slice(&bytes),
-                _ => return Err(Status::invalid_argument("metadata may only come first")),
-            }
-        }
+        let (header, data) =
+            read_snapshot(request.into_inner(), self.inner.config.max_snapshot_bytes).await?;
         let snapshot = RaftSnapshot {
             meta: header.meta,
             snapshot: data,
@@ -159,5 +141,75 @@ impl RaftRpc for RaftService {
         let call: MembershipCall = wire::decode(request.get_ref())?;
         let result: wire::MembershipReply = self.inner.change_membership_as_leader(call).await;
         reply(&result)
+    }
+}
+
+/// Reads an installed snapshot's stream: its metadata first, then its data, refused once the data
+/// passes `max_bytes`, so a peer can't make this member buffer without bound.
+async fn read_snapshot(
+    mut chunks: impl futures::Stream<Item = Result<SnapshotChunk, Status>> + Unpin,
+    max_bytes: u64,
+) -> Result<(SnapshotHeader, Vec<u8>), Status> {
+    let header: SnapshotHeader = match chunks.next().await {
+        Some(Ok(SnapshotChunk {
+            chunk: Some(snapshot_chunk::Chunk::Meta(meta)),
+        })) => postcard::from_bytes(&meta)
+            .map_err(|error| Status::invalid_argument(format!("bad snapshot header: {error}")))?,
+        _ => {
+            return Err(Status::invalid_argument(
+                "a snapshot must start with its metadata",
+            ));
+        }
+    };
+    let mut data = Vec::new();
+    while let Some(chunk) = chunks.next().await {
+        match chunk?.chunk {
+            Some(snapshot_chunk::Chunk::Data(bytes)) => {
+                if (data.len() + bytes.len()) as u64 > max_bytes {
+                    return Err(Status::resource_exhausted(format!(
+                        "the snapshot is larger than this member's limit of {max_bytes} bytes \
+                         (StoreConfig::max_snapshot_bytes)"
+                    )));
+                }
+                data.extend_from_slice(&bytes);
+            }
+            _ => return Err(Status::invalid_argument("metadata may only come first")),
+        }
+    }
+    Ok((header, data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn chunks(data: &[usize]) -> Vec<Result<SnapshotChunk, Status>> {
+        let header = SnapshotHeader {
+            vote: crate::types::raft_types::Vote::new(1, 1),
+            meta: Default::default(),
+        };
+        let meta = postcard::to_allocvec(&header).expect("encoding a header");
+        std::iter::once(snapshot_chunk::Chunk::Meta(meta))
+            .chain(
+                data.iter()
+                    .map(|n| snapshot_chunk::Chunk::Data(vec![7; *n])),
+            )
+            .map(|chunk| Ok(SnapshotChunk { chunk: Some(chunk) }))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_snapshot_stream_over_the_limit_is_refused() {
+        let read = |sizes: &[usize]| read_snapshot(futures::stream::iter(chunks(sizes)), 1000);
+        let (_, data) = read(&[400, 600]).await.expect("at the limit");
+        assert_eq!(data.len(), 1000);
+        let Err(refused) = read(&[400, 600, 1]).await else {
+            panic!("a snapshot over the limit was read");
+        };
+        assert_eq!(refused.code(), tonic::Code::ResourceExhausted);
+        assert!(
+            refused.message().contains("limit of 1000 bytes"),
+            "{refused:?}"
+        );
     }
 }

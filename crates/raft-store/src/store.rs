@@ -54,6 +54,8 @@ pub struct StoreConfig {
     pub data_key: DataKey,
     /// Larger transactions are refused before they are proposed. Swarm's limit is 1.5 MiB.
     pub max_proposal_bytes: usize,
+    /// A snapshot a peer installs is held in memory whole: a larger one is refused.
+    pub max_snapshot_bytes: u64,
     /// A snapshot is built every this many log entries, and the log behind it is purged.
     pub snapshot_interval: u64,
     /// Entries kept behind a snapshot, so a briefly lagging follower catches up from the log.
@@ -85,6 +87,7 @@ impl StoreConfig {
             tls,
             data_key,
             max_proposal_bytes: 1536 * 1024,
+            max_snapshot_bytes: 4 << 30,
             snapshot_interval: 10_000,
             entries_kept_after_snapshot: 1_000,
             log_memory_budget: 64 << 20,
@@ -180,7 +183,7 @@ pub(crate) struct Inner {
     log: LogStore,
     state: Arc<state_machine::Shared>,
     peers: Arc<Peers>,
-    config: StoreConfig,
+    pub(crate) config: StoreConfig,
     /// Membership changes on the leader, one at a time: openraft refuses a change while the
     /// previous one is uncommitted, and two managers joining at once must both get in.
     membership_changes: tokio::sync::Mutex<()>,

@@ -737,17 +737,12 @@ impl Dispatcher for DispatcherService {
 }
 
 #[cfg(test)]
-#[path = "../../../raft-store/tests/support/pki.rs"]
-#[allow(dead_code, unreachable_pub)]
-mod test_pki;
-
-#[cfg(test)]
 mod tests {
     use raft_store::{ReadConsistency, StoreConfig, Transaction};
     use shoal_proto::api::{TaskState, TaskStatus};
 
-    use super::test_pki as pki;
     use super::*;
+    use crate::test_pki as pki;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_status_batch_over_the_proposal_limit_is_written_in_several_transactions() {
