@@ -25,7 +25,7 @@ pub(crate) const STATUS_CALL_RATE: Rate = Rate {
 pub(crate) const MAX_LOG_LINE_BYTES: usize = 64 * 1024;
 /// The most log lines in one published message.
 pub(crate) const MAX_LOG_LINES_PER_MESSAGE: usize = 1024;
-/// Log bytes per publishing stream.
+/// Log bytes per publishing stream; past it the stream is slowed down, not refused.
 pub(crate) const LOG_BYTE_RATE: Rate = Rate {
     per_second: 8.0 * 1024.0 * 1024.0,
     burst: 32.0 * 1024.0 * 1024.0,

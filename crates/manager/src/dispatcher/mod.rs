@@ -714,12 +714,23 @@ impl Dispatcher for DispatcherService {
                     |node_id, _| node_id.to_owned(),
                 )?;
                 publisher = Some((message.subscription_id.clone(), node_id.clone()));
-                let bytes = limits::check_log_message(&message)?;
-                log_bytes
-                    .take(bytes as f64, Instant::now())
-                    .map_err(|wait| {
-                        limits::rate_exceeded("log bytes", limits::LOG_BYTE_RATE, wait)
-                    })?;
+                let bytes = limits::check_log_message(&message)? as f64;
+                // Output past the rate is slowed down, not refused: this stream is read later,
+                // HTTP/2 flow control holds the worker back, and `service logs` of a large log
+                // still completes. Only a message larger than the burst can never pass.
+                loop {
+                    match log_bytes.take(bytes, Instant::now()) {
+                        Ok(()) => break,
+                        Err(Duration::MAX) => {
+                            return Err(limits::rate_exceeded(
+                                "log bytes",
+                                limits::LOG_BYTE_RATE,
+                                Duration::MAX,
+                            ));
+                        }
+                        Err(wait) => tokio::time::sleep(wait).await,
+                    }
+                }
                 let close = message.close;
                 if !self.shared.logs.publish(&node_id, message).await? || close {
                     break;
