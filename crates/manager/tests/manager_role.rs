@@ -56,6 +56,16 @@ fn service_spec(name: &str, replicas: u64) -> ServiceSpec {
     }
 }
 
+/// Init options for a one-manager swarm on loopback, on a port the system picks.
+fn on_loopback(hostname: &str) -> InitOptions {
+    InitOptions {
+        advertise_addr: "127.0.0.1".into(),
+        listen_addr: "127.0.0.1:0".into(),
+        hostname: hostname.into(),
+        ..Default::default()
+    }
+}
+
 /// A one-manager swarm on loopback with dispatcher heartbeats every `heartbeat`, and a
 /// dispatcher client holding the node's own certificate.
 async fn one_manager_swarm(
@@ -69,11 +79,8 @@ async fn one_manager_swarm(
     let role = ManagerRole::init(
         swarm_dir,
         InitOptions {
-            advertise_addr: "127.0.0.1".into(),
-            listen_addr: "127.0.0.1:0".into(),
             dispatcher_heartbeat: Some(heartbeat),
-            hostname: "test-host".into(),
-            ..Default::default()
+            ..on_loopback("test-host")
         },
     )
     .await
@@ -486,17 +493,9 @@ async fn the_cluster_port_admits_each_caller_to_what_its_certificate_allows() {
 
     let data_root = tempfile::tempdir().unwrap();
     let swarm_dir = SwarmDir::new(data_root.path());
-    let role = ManagerRole::init(
-        &swarm_dir,
-        InitOptions {
-            advertise_addr: "127.0.0.1".into(),
-            listen_addr: "127.0.0.1:0".into(),
-            hostname: "manager-host".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let role = ManagerRole::init(&swarm_dir, on_loopback("manager-host"))
+        .await
+        .unwrap();
     let (membership, manager_identity) = swarm_dir.load().unwrap().unwrap();
     let addr = membership.advertise_addr.clone();
     let control = role.control();
@@ -636,17 +635,9 @@ async fn secrets_and_configs_keep_their_data_to_themselves_and_their_users() {
 
     let data_root = tempfile::tempdir().unwrap();
     let swarm_dir = SwarmDir::new(data_root.path());
-    let role = ManagerRole::init(
-        &swarm_dir,
-        InitOptions {
-            advertise_addr: "127.0.0.1".into(),
-            listen_addr: "127.0.0.1:0".into(),
-            hostname: "manager-host".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let role = ManagerRole::init(&swarm_dir, on_loopback("manager-host"))
+        .await
+        .unwrap();
     let control = role.control();
     let named = |name: &str| {
         Some(shoal_proto::api::Annotations {
@@ -819,11 +810,8 @@ async fn autolock_seals_the_data_key_file_by_the_current_unlock_key() {
     let role = ManagerRole::init(
         &swarm_dir,
         InitOptions {
-            advertise_addr: "127.0.0.1".into(),
-            listen_addr: "127.0.0.1:0".into(),
-            hostname: "locked-host".into(),
             autolock: true,
-            ..Default::default()
+            ..on_loopback("locked-host")
         },
     )
     .await
@@ -968,17 +956,9 @@ async fn a_demoted_managers_old_certificate_is_refused_by_every_manager_call() {
 
     let roots = [(); 3].map(|()| tempfile::tempdir().unwrap());
     let swarm_dir = SwarmDir::new(roots[0].path());
-    let first = ManagerRole::init(
-        &swarm_dir,
-        InitOptions {
-            advertise_addr: "127.0.0.1".into(),
-            listen_addr: "127.0.0.1:0".into(),
-            hostname: "manager-a".into(),
-            ..Default::default()
-        },
-    )
-    .await
-    .unwrap();
+    let first = ManagerRole::init(&swarm_dir, on_loopback("manager-a"))
+        .await
+        .unwrap();
     let (membership, _) = swarm_dir.load().unwrap().unwrap();
     let a_addr = membership.advertise_addr.clone();
     let control = first.control();
