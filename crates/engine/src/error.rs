@@ -118,25 +118,6 @@ impl EngineError {
             source: std::io::Error::last_os_error(),
         }
     }
-
-    /// A stable short code per variant, for the gRPC mapping and for scripts.
-    pub fn code(&self) -> &'static str {
-        match self {
-            EngineError::Io { .. } => "io",
-            EngineError::DigestMismatch { .. } => "digest_mismatch",
-            EngineError::InvalidInput { .. } => "invalid_input",
-            EngineError::InvalidReference { .. } => "invalid_reference",
-            EngineError::ImageNotFound(_) => "image_not_found",
-            EngineError::ImageInUse { .. } => "image_in_use",
-            EngineError::ContainerNotFound(_) => "container_not_found",
-            EngineError::NameInUse(_) => "name_in_use",
-            EngineError::WrongState { .. } => "wrong_state",
-            EngineError::Runtime(_) => "runtime",
-            EngineError::Shim { .. } => "shim",
-            EngineError::Sys { .. } => "sys",
-            EngineError::NotSupported(_) => "not_supported",
-        }
-    }
 }
 
 /// The engine's result type.

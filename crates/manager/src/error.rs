@@ -59,25 +59,6 @@ pub enum ManagerError {
 }
 
 impl ManagerError {
-    /// A stable, machine-readable code for the error.
-    pub fn code(&self) -> &'static str {
-        match self {
-            ManagerError::Store(error) => error.code(),
-            ManagerError::Corrupt { .. } => "corrupt_object",
-            ManagerError::InvalidArgument(_) => "invalid_argument",
-            ManagerError::NotFound { .. } => "not_found",
-            ManagerError::Ambiguous { .. } => "ambiguous_reference",
-            ManagerError::FailedPrecondition(_) => "failed_precondition",
-            ManagerError::Pki(_) => "pki",
-            ManagerError::Crypto(_) => "crypto",
-            ManagerError::Io { .. } => "io",
-            ManagerError::Unavailable(_) => "unavailable",
-            ManagerError::PermissionDenied(_) => "permission_denied",
-            ManagerError::ResourceExhausted(_) => "resource_exhausted",
-            ManagerError::Remote(_) => "remote",
-        }
-    }
-
     /// A manager's answer to a call, kept with its code.
     pub fn from_status(status: tonic::Status) -> ManagerError {
         ManagerError::Remote(status)

@@ -68,33 +68,6 @@ pub enum StoreError {
 }
 
 impl StoreError {
-    /// A stable, machine-readable code for the variant.
-    pub fn code(&self) -> &'static str {
-        match self {
-            StoreError::Rejected(TxnRejection::Conflict { .. }) => "version_conflict",
-            StoreError::Rejected(TxnRejection::NotFound { .. }) => "not_found",
-            StoreError::Rejected(TxnRejection::AlreadyExists { .. }) => "already_exists",
-            StoreError::Rejected(TxnRejection::NameInUse { .. }) => "name_in_use",
-            StoreError::Rejected(_) => "invalid_transaction",
-            StoreError::ProposalTooLarge { .. } => "proposal_too_large",
-            StoreError::NoQuorum { .. } => "no_quorum",
-            StoreError::CorruptLog { .. } => "corrupt_log",
-            StoreError::CorruptSnapshot { .. } => "corrupt_snapshot",
-            StoreError::UndecryptableLog { .. } => "undecryptable_log",
-            StoreError::UndecryptableSnapshot { .. } => "undecryptable_snapshot",
-            StoreError::Crypto(_) => "crypto",
-            StoreError::Io { .. } => "io",
-            StoreError::Membership(_) => "membership",
-            StoreError::WatchCompacted { .. } => "watch_compacted",
-            StoreError::Tls(_) => "tls",
-            StoreError::Unreachable { .. } => "unreachable",
-            StoreError::NotLeader { .. } => "not_leader",
-            StoreError::Raft(_) => "raft",
-            StoreError::Fenced { .. } => "fenced",
-            StoreError::ShuttingDown => "shutting_down",
-        }
-    }
-
     pub(crate) fn io(path: impl Into<PathBuf>, error: impl std::fmt::Display) -> Self {
         StoreError::Io {
             path: path.into(),

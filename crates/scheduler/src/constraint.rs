@@ -379,7 +379,7 @@ mod tests {
     #[test]
     fn parse_all_stops_at_the_first_bad_expression() {
         let error = Constraint::parse_all(&["node.role==worker", "bogus"]).unwrap_err();
-        assert_eq!(error.code(), "SCHEDULER_INVALID_CONSTRAINT");
+        assert!(matches!(error, SchedulerError::InvalidConstraint { .. }));
         assert!(
             error
                 .to_string()

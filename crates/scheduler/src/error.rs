@@ -21,13 +21,3 @@ pub enum SchedulerError {
         problem: String,
     },
 }
-
-impl SchedulerError {
-    /// A stable code for the error kind, for logs and API clients that match on it.
-    pub const fn code(&self) -> &'static str {
-        match self {
-            SchedulerError::InvalidConstraint { .. } => "SCHEDULER_INVALID_CONSTRAINT",
-            SchedulerError::InvalidSpreadDescriptor { .. } => "SCHEDULER_INVALID_SPREAD_DESCRIPTOR",
-        }
-    }
-}

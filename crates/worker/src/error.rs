@@ -38,15 +38,6 @@ pub enum WorkerError {
 }
 
 impl WorkerError {
-    /// A short stable identifier for the variant.
-    pub fn code(&self) -> &'static str {
-        match self {
-            WorkerError::TaskRejected { .. } => "WORKER-TASK-REJECTED",
-            WorkerError::StoreIo { .. } => "WORKER-STORE-IO",
-            WorkerError::StoreCorrupt { .. } => "WORKER-STORE-CORRUPT",
-        }
-    }
-
     pub(crate) fn rejected(task_id: &str, reason: impl Into<String>) -> WorkerError {
         WorkerError::TaskRejected {
             task_id: task_id.to_owned(),

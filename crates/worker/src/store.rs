@@ -260,7 +260,7 @@ mod tests {
         ] {
             fs::write(store.file_path(), contents).expect("write");
             let error = store.load().expect_err("corrupt file must not load");
-            assert_eq!(error.code(), "WORKER-STORE-CORRUPT", "{error}");
+            assert!(matches!(error, WorkerError::StoreCorrupt { .. }), "{error}");
         }
     }
 
