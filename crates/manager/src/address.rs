@@ -64,32 +64,25 @@ pub fn choose_advertise_addr(
     }
 }
 
-/// The host's non-loopback IPv4 addresses, from getifaddrs(3).
+/// The host's non-loopback IPv4 addresses, in interface order, from getifaddrs(3).
 pub fn host_ipv4_addresses() -> Vec<Ipv4Addr> {
+    let Ok(interfaces) = nix::ifaddrs::getifaddrs() else {
+        return Vec::new();
+    };
     let mut addresses = Vec::new();
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills `list` with a linked list it allocates, freed below.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return addresses;
-    }
-    let mut entry = list;
-    while !entry.is_null() {
-        // SAFETY: `entry` is a node of the list getifaddrs returned, not yet freed.
-        let interface = unsafe { &*entry };
-        let address = interface.ifa_addr;
-        // SAFETY: a non-null ifa_addr points at a sockaddr whose family says its real type.
-        if !address.is_null() && i32::from(unsafe { (*address).sa_family }) == libc::AF_INET {
-            // SAFETY: the family is AF_INET, so the sockaddr is a sockaddr_in.
-            let ipv4 = unsafe { &*(address as *const libc::sockaddr_in) };
-            let ip = Ipv4Addr::from(u32::from_be(ipv4.sin_addr.s_addr));
-            if !ip.is_loopback() && !addresses.contains(&ip) {
-                addresses.push(ip);
-            }
+    for interface in interfaces {
+        let Some(ip) = interface
+            .address
+            .as_ref()
+            .and_then(|address| address.as_sockaddr_in())
+            .map(|address| address.ip())
+        else {
+            continue;
+        };
+        if !ip.is_loopback() && !addresses.contains(&ip) {
+            addresses.push(ip);
         }
-        entry = interface.ifa_next;
     }
-    // SAFETY: `list` came from getifaddrs and is freed once.
-    unsafe { libc::freeifaddrs(list) };
     addresses
 }
 
