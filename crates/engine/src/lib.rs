@@ -12,6 +12,8 @@ pub mod error;
 #[cfg(feature = "runtime")]
 pub mod health;
 #[cfg(feature = "runtime")]
+pub mod host;
+#[cfg(feature = "runtime")]
 pub mod init;
 #[cfg(feature = "runtime")]
 pub mod logs;

@@ -16,11 +16,19 @@ use serde::{Deserialize, Serialize};
 
 use crate::container::{ContainerDir, ContainerRecord, RunStatus, ShimState};
 use crate::error::{EngineError, Result};
+use crate::host::{Host, RealHost, RuntimeRef};
 use crate::logs::{LineSplitter, LogWriter};
-use crate::runtime::runtime_for;
 use crate::spec::{MountSpec, cgroup_path};
 use crate::sys;
 use crate::util;
+
+/// The shim's own host: `/proc/self/exe` is the `shoal` binary it was started from.
+fn real_host(data_root: &Path) -> RealHost {
+    RealHost {
+        shoal_exe: "/proc/self/exe".into(),
+        data_root: data_root.to_path_buf(),
+    }
+}
 
 /// What the daemon hands the shim on stdin: secrets never touch the disk.
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -67,7 +75,8 @@ pub fn shim_main(data_root: &Path, id: &str) -> i32 {
             return 1;
         }
     };
-    match start(data_root, &dir, &record, launch) {
+    let host = real_host(data_root);
+    match start(&host, data_root, &dir, &record, launch) {
         Ok(started) => {
             let _ = writeln!(ready, "ok {}", started.pid);
             drop(ready);
@@ -75,20 +84,10 @@ pub fn shim_main(data_root: &Path, id: &str) -> i32 {
             // as its container, and there may be hundreds.
             // SAFETY: malloc_trim only releases free heap memory; no pointers are invalidated.
             unsafe { libc::malloc_trim(0) };
-            supervise(data_root, &dir, &record, started);
+            supervise(&host, data_root, &dir, &record, started);
             0
         }
         Err(error) => {
-            eprintln!("start failed: {error}");
-            tidy_up(data_root, &dir, &record);
-            let state = ShimState {
-                status: RunStatus::Exited,
-                finished_at: Some(util::rfc3339(SystemTime::now())),
-                exit_code: Some(127),
-                error: Some(error.to_string()),
-                ..ShimState::default()
-            };
-            let _ = util::write_json(&dir.state(), &state);
             let _ = writeln!(ready, "error {error}");
             1
         }
@@ -131,69 +130,59 @@ struct Started {
     stderr: std::io::PipeReader,
 }
 
+/// Sets the container up and runs it; if any step fails, releases what the earlier ones took
+/// (runtime state, mounts) and records the failure as the container's exit.
 fn start(
+    host: &dyn Host,
     data_root: &Path,
     dir: &ContainerDir,
     record: &ContainerRecord,
     launch: ShimLaunch,
 ) -> Result<Started> {
-    sys::set_child_subreaper()?;
+    let error = match set_up(host, data_root, dir, record, launch) {
+        Ok(started) => return Ok(started),
+        Err(error) => error,
+    };
+    eprintln!("start failed: {error}");
+    tidy_up(host, data_root, dir, record);
+    let state = ShimState {
+        status: RunStatus::Exited,
+        finished_at: Some(util::rfc3339(SystemTime::now())),
+        exit_code: Some(127),
+        error: Some(error.to_string()),
+        ..ShimState::default()
+    };
+    let _ = util::write_json(&dir.state(), &state);
+    Err(error)
+}
+
+fn set_up(
+    host: &dyn Host,
+    data_root: &Path,
+    dir: &ContainerDir,
+    record: &ContainerRecord,
+    launch: ShimLaunch,
+) -> Result<Started> {
+    host.set_child_subreaper()?;
     for path in [dir.rootfs(), dir.upper(), dir.work()] {
-        std::fs::create_dir_all(&path)
-            .map_err(EngineError::io(format!("creating {}", path.display())))?;
+        host.create_dir_all(&path)?;
     }
-    if !sys::is_mounted(&dir.rootfs()) {
+    if !host.is_mounted(&dir.rootfs()) {
         let lower: Vec<&Path> = record.layer_dirs.iter().map(|p| p.as_path()).collect();
-        sys::mount_overlay(&lower, &dir.upper(), &dir.work(), &dir.rootfs())?;
+        host.mount_overlay(&lower, &dir.upper(), &dir.work(), &dir.rootfs())?;
     }
-    let has_files = record
-        .spec
-        .mounts
-        .iter()
-        .any(|m| matches!(m, MountSpec::File { .. }));
-    if has_files {
-        let files = dir.files();
-        std::fs::create_dir_all(&files).map_err(EngineError::io("creating the files directory"))?;
-        if !sys::is_mounted(&files) {
-            sys::mount(
-                "tmpfs",
-                &files,
-                "tmpfs",
-                libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                Some("mode=0700,size=4m"),
-            )?;
-        }
-        for (index, mount) in record.spec.mounts.iter().enumerate() {
-            if let MountSpec::File { mode, uid, gid, .. } = mount {
-                let contents = launch
-                    .files
-                    .iter()
-                    .find(|(i, _)| *i == index)
-                    .map(|(_, c)| c.as_slice())
-                    .unwrap_or_default();
-                let path = files.join(index.to_string());
-                std::fs::write(&path, contents).map_err(EngineError::io("writing a file mount"))?;
-                use std::os::unix::fs::PermissionsExt;
-                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(*mode))
-                    .map_err(EngineError::io("setting a file mount's mode"))?;
-                std::os::unix::fs::chown(&path, Some(*uid), Some(*gid))
-                    .map_err(EngineError::io("setting a file mount's owner"))?;
-            }
-        }
-    }
+    write_file_mounts(host, dir, record, &launch)?;
     for mount in &record.spec.mounts {
         if let MountSpec::Volume { name, .. } = mount {
-            let data = data_root.join("volumes").join(name).join("_data");
-            std::fs::create_dir_all(&data)
-                .map_err(EngineError::io(format!("creating volume {name}")))?;
+            host.create_dir_all(&data_root.join("volumes").join(name).join("_data"))?;
         }
     }
     let (stdout, stdout_writer) =
         std::io::pipe().map_err(EngineError::io("creating the stdout pipe"))?;
     let (stderr, stderr_writer) =
         std::io::pipe().map_err(EngineError::io("creating the stderr pipe"))?;
-    let runtime = runtime_for(data_root, record.spec.runtime.as_deref());
-    let pid = runtime.run(
+    let pid = host.runtime_run(
+        runtime_of(data_root, record),
         &record.id,
         &dir.root,
         stdout_writer.into(),
@@ -214,9 +203,57 @@ fn start(
     })
 }
 
+/// The container's OCI runtime.
+fn runtime_of<'a>(data_root: &'a Path, record: &'a ContainerRecord) -> RuntimeRef<'a> {
+    RuntimeRef {
+        data_root,
+        external: record.spec.runtime.as_deref(),
+    }
+}
+
+/// Mounts the tmpfs for `File` mounts and writes each one's contents, mode and owner.
+fn write_file_mounts(
+    host: &dyn Host,
+    dir: &ContainerDir,
+    record: &ContainerRecord,
+    launch: &ShimLaunch,
+) -> Result<()> {
+    let has_files = record
+        .spec
+        .mounts
+        .iter()
+        .any(|m| matches!(m, MountSpec::File { .. }));
+    if !has_files {
+        return Ok(());
+    }
+    let files = dir.files();
+    host.create_dir_all(&files)?;
+    if !host.is_mounted(&files) {
+        host.mount_tmpfs(&files, "mode=0700,size=4m")?;
+    }
+    for (index, mount) in record.spec.mounts.iter().enumerate() {
+        if let MountSpec::File { mode, uid, gid, .. } = mount {
+            let contents = launch
+                .files
+                .iter()
+                .find(|(i, _)| *i == index)
+                .map(|(_, c)| c.as_slice())
+                .unwrap_or_default();
+            host.write_file(&files.join(index.to_string()), contents, *mode, *uid, *gid)?;
+        }
+    }
+    Ok(())
+}
+
 /// Copies output to the log until the container's init exits and its pipes close, then
 /// records the exit and tidies up.
-fn supervise(data_root: &Path, dir: &ContainerDir, record: &ContainerRecord, started: Started) {
+fn supervise(
+    host: &dyn Host,
+    data_root: &Path,
+    dir: &ContainerDir,
+    record: &ContainerRecord,
+    started: Started,
+) {
     let mut exit_code = None;
     let pidfd = match sys::pidfd_open(started.pid) {
         Ok(fd) => Some(fd),
@@ -292,7 +329,7 @@ fn supervise(data_root: &Path, dir: &ContainerDir, record: &ContainerRecord, sta
         }
     }
     let oom_killed = oom_kill_count(&record.id) > 0;
-    tidy_up(data_root, dir, record);
+    tidy_up(host, data_root, dir, record);
     let mut state = dir.read_state();
     state.status = RunStatus::Exited;
     state.shim_pid = None;
@@ -341,13 +378,12 @@ pub fn oom_kill_count(id: &str) -> u64 {
 
 /// Releases what a container held on the host: runtime state and cgroups, then mounts.
 /// Idempotent; also the body of `shoal shim --cleanup` for containers whose shim died.
-pub fn tidy_up(data_root: &Path, dir: &ContainerDir, record: &ContainerRecord) {
-    let runtime = runtime_for(data_root, record.spec.runtime.as_deref());
-    if let Err(error) = runtime.delete(&record.id) {
+pub fn tidy_up(host: &dyn Host, data_root: &Path, dir: &ContainerDir, record: &ContainerRecord) {
+    if let Err(error) = host.runtime_delete(runtime_of(data_root, record), &record.id) {
         eprintln!("runtime delete: {error}");
     }
     for mount in [dir.rootfs(), dir.files()] {
-        if let Err(error) = sys::unmount_if_mounted(&mount) {
+        if let Err(error) = host.unmount_if_mounted(&mount) {
             eprintln!("{error}");
         }
     }
@@ -358,12 +394,155 @@ pub fn cleanup_main(data_root: &Path, id: &str) -> i32 {
     let dir = ContainerDir::new(data_root, id);
     match util::read_json::<ContainerRecord>(&dir.record()) {
         Ok(record) => {
-            tidy_up(data_root, &dir, &record);
+            tidy_up(&real_host(data_root), data_root, &dir, &record);
             0
         }
         Err(error) => {
             eprintln!("{error}");
             1
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::host::recording::{Call, RecordingHost};
+    use crate::spec::ContainerSpec;
+    use crate::util::Digest;
+
+    /// A container with one `File` mount, its directory made, on a temporary data root.
+    fn container(data_root: &Path) -> anyhow::Result<(ContainerDir, ContainerRecord)> {
+        let id = "c".repeat(64);
+        let dir = ContainerDir::new(data_root, &id);
+        std::fs::create_dir_all(&dir.root)?;
+        let spec = ContainerSpec {
+            image: "test:one".to_owned(),
+            mounts: vec![MountSpec::File {
+                target: "/run/secrets/key".to_owned(),
+                contents: Vec::new(),
+                mode: 0o400,
+                uid: 1000,
+                gid: 1000,
+            }],
+            ..ContainerSpec::default()
+        };
+        let record = ContainerRecord {
+            id,
+            name: "c".to_owned(),
+            created: String::new(),
+            spec,
+            image_id: Digest::of(b"image"),
+            layer_dirs: vec![PathBuf::from("/layers/a"), PathBuf::from("/layers/b")],
+            args: Vec::new(),
+            stop_signal: libc::SIGTERM,
+        };
+        Ok((dir, record))
+    }
+
+    fn launch() -> ShimLaunch {
+        ShimLaunch {
+            files: vec![(0, b"secret".to_vec())],
+        }
+    }
+
+    #[test]
+    fn start_mounts_writes_file_mounts_then_runs_the_container() -> anyhow::Result<()> {
+        let root = tempfile::tempdir()?;
+        let (dir, record) = container(root.path())?;
+        let host = RecordingHost::new(root.path());
+        let started = start(&host, root.path(), &dir, &record, launch())?;
+        let files = dir.files();
+        assert_eq!(
+            host.take_calls(),
+            vec![
+                Call::SetSubreaper,
+                Call::CreateDir(dir.rootfs()),
+                Call::CreateDir(dir.upper()),
+                Call::CreateDir(dir.work()),
+                Call::MountOverlay {
+                    lower: record.layer_dirs.clone(),
+                    target: dir.rootfs(),
+                },
+                Call::CreateDir(files.clone()),
+                Call::MountTmpfs(files.clone()),
+                Call::WriteFile {
+                    path: files.join("0"),
+                    contents: b"secret".to_vec(),
+                    mode: 0o400,
+                    uid: 1000,
+                    gid: 1000,
+                },
+                Call::RuntimeRun(record.id.clone()),
+            ]
+        );
+        let state = dir.read_state();
+        assert_eq!(
+            (state.status, state.pid),
+            (RunStatus::Running, Some(started.pid))
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_mount_unwinds_what_was_done() -> anyhow::Result<()> {
+        let root = tempfile::tempdir()?;
+        let (dir, record) = container(root.path())?;
+        let host = RecordingHost::new(root.path());
+        host.fail("mount_tmpfs");
+        let result = start(&host, root.path(), &dir, &record, launch());
+        assert!(result.is_err());
+        let calls = host.take_calls();
+        let after_failure = calls
+            .iter()
+            .position(|call| *call == Call::MountTmpfs(dir.files()))
+            .map(|at| &calls[at + 1..]);
+        assert_eq!(
+            after_failure,
+            Some(
+                &[
+                    Call::RuntimeDelete(record.id.clone()),
+                    Call::Unmount(dir.rootfs()),
+                    Call::Unmount(dir.files()),
+                ][..]
+            ),
+            "{calls:?}"
+        );
+        assert!(!calls.contains(&Call::RuntimeRun(record.id.clone())));
+        assert!(!host.is_mounted(&dir.rootfs()), "the overlay is released");
+        let state = dir.read_state();
+        assert_eq!(
+            (state.status, state.exit_code),
+            (RunStatus::Exited, Some(127))
+        );
+        assert!(
+            state
+                .error
+                .is_some_and(|e| e.contains("mount_tmpfs failed")),
+            "the failure is recorded for inspect"
+        );
+        Ok(())
+    }
+
+    #[test]
+    fn a_failed_runtime_unwinds_the_mounts() -> anyhow::Result<()> {
+        let root = tempfile::tempdir()?;
+        let (dir, record) = container(root.path())?;
+        let host = RecordingHost::new(root.path());
+        host.fail("runtime_run");
+        assert!(start(&host, root.path(), &dir, &record, launch()).is_err());
+        let calls = host.take_calls();
+        assert_eq!(
+            calls[calls.len() - 4..],
+            [
+                Call::RuntimeRun(record.id.clone()),
+                Call::RuntimeDelete(record.id.clone()),
+                Call::Unmount(dir.rootfs()),
+                Call::Unmount(dir.files()),
+            ]
+        );
+        Ok(())
     }
 }

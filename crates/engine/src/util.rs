@@ -1,5 +1,5 @@
 //! Small helpers shared by the store, the shim and the engine: digests, atomic file writes,
-//! random IDs and RFC 3339 timestamps.
+//! random IDs and RFC 3339 timestamps (calendar maths by the `time` crate).
 
 use std::fmt;
 use std::io::{Read, Write};
@@ -7,6 +7,10 @@ use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
+use time::OffsetDateTime;
+use time::format_description::BorrowedFormatItem;
+use time::format_description::well_known::Rfc3339;
+use time::macros::format_description;
 
 use crate::error::{EngineError, Result};
 
@@ -208,63 +212,30 @@ pub fn random_id() -> Result<String> {
     Ok(to_hex(&bytes))
 }
 
+/// RFC 3339 in UTC with all nine digits of nanoseconds, as docker's json-file log driver writes.
+const RFC3339_NANOS: &[BorrowedFormatItem<'static>] =
+    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
+
 /// Formats a time as RFC 3339 in UTC with nanoseconds, as docker's json-file log driver does.
+/// Times before the epoch are written as the epoch.
 pub fn rfc3339(time: SystemTime) -> String {
     let since = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let secs = since.as_secs();
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:09}Z",
-        rem / 3600,
-        (rem % 3600) / 60,
-        rem % 60,
-        since.subsec_nanos()
-    )
+    let at = OffsetDateTime::UNIX_EPOCH
+        .checked_add(time::Duration::try_from(since).unwrap_or(time::Duration::ZERO))
+        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
+    // Formatting fails only for a year past 9999, which no clock of ours reaches.
+    at.format(RFC3339_NANOS).unwrap_or_default()
 }
 
-/// Parses what [`rfc3339`] writes (UTC, `Z` suffix); returns `None` for anything else.
+/// Parses RFC 3339 in UTC (`Z` suffix), as [`rfc3339`] writes it, with any number of fraction
+/// digits; returns `None` for anything else, and for times before the epoch.
 pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    let text = text.strip_suffix('Z')?;
-    let (date, time) = text.split_once('T')?;
-    let mut date_parts = date.splitn(3, '-');
-    let year: i64 = date_parts.next()?.parse().ok()?;
-    let month: u32 = date_parts.next()?.parse().ok()?;
-    let day: u32 = date_parts.next()?.parse().ok()?;
-    let (hms, frac) = time.split_once('.').unwrap_or((time, "0"));
-    let mut hms_parts = hms.splitn(3, ':');
-    let hour: u64 = hms_parts.next()?.parse().ok()?;
-    let minute: u64 = hms_parts.next()?.parse().ok()?;
-    let second: u64 = hms_parts.next()?.parse().ok()?;
-    let nanos: u32 = format!("{frac:0<9}").get(..9)?.parse().ok()?;
-    let days = days_from_civil(year, month, day);
-    let secs = u64::try_from(days).ok()? * 86_400 + hour * 3600 + minute * 60 + second;
-    Some(UNIX_EPOCH + Duration::new(secs, nanos))
-}
-
-// Howard Hinnant's civil calendar algorithms (public domain), restated.
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    (year, month, day)
-}
-
-fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
-    let year = if month <= 2 { year - 1 } else { year };
-    let era = year.div_euclid(400);
-    let yoe = year.rem_euclid(400);
-    let month = i64::from(month);
-    let mp = if month > 2 { month - 3 } else { month + 9 };
-    let doy = (153 * mp + 2) / 5 + i64::from(day) - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
+    if !text.ends_with('Z') {
+        return None;
+    }
+    let at = OffsetDateTime::parse(text, &Rfc3339).ok()?;
+    let since = u64::try_from(at.unix_timestamp()).ok()?;
+    Some(UNIX_EPOCH + Duration::new(since, at.nanosecond()))
 }
 
 /// "3 seconds", "5 minutes", "2 hours", "4 days": docker's human durations.
@@ -293,6 +264,47 @@ mod tests {
         assert_eq!(text, "2026-11-18T11:06:40.123456789Z");
         assert_eq!(parse_rfc3339(&text), Some(time));
         assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
+    }
+
+    #[test]
+    fn rfc3339_writes_the_calendar_across_leap_years_and_ends_of_years() {
+        let at = |secs: u64, nanos: u32| rfc3339(UNIX_EPOCH + Duration::new(secs, nanos));
+        assert_eq!(at(951_782_400, 0), "2000-02-29T00:00:00.000000000Z");
+        assert_eq!(
+            at(1_735_689_599, 999_999_999),
+            "2024-12-31T23:59:59.999999999Z"
+        );
+        assert_eq!(at(4_107_542_400, 7), "2100-03-01T00:00:00.000000007Z");
+        assert_eq!(at(68_169_600, 1_000), "1972-02-29T00:00:00.000001000Z");
+        assert_eq!(
+            rfc3339(UNIX_EPOCH - Duration::from_secs(1)),
+            "1970-01-01T00:00:00.000000000Z",
+            "times before the epoch are written as the epoch"
+        );
+    }
+
+    #[test]
+    fn parse_rfc3339_takes_utc_with_any_fraction_and_refuses_the_rest() {
+        let at = |secs: u64, nanos: u32| Some(UNIX_EPOCH + Duration::new(secs, nanos));
+        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), at(951_782_400, 0));
+        assert_eq!(
+            parse_rfc3339("2000-02-29T00:00:00.5Z"),
+            at(951_782_400, 500_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339("2024-12-31T23:59:59.123Z"),
+            at(1_735_689_599, 123_000_000)
+        );
+        for refused in [
+            "",
+            "2024-12-31",
+            "2024-12-31T23:59:59",
+            "2024-12-31T23:59:59+01:00",
+            "2024-13-01T00:00:00Z",
+            "yesterday",
+        ] {
+            assert_eq!(parse_rfc3339(refused), None, "{refused:?}");
+        }
     }
 
     #[test]

@@ -1,0 +1,96 @@
+//! Commands run inside a running container: the healthcheck loop and its probes. A probe that
+//! outlives its timeout is told to stop (so the exec helper kills what it runs in the
+//! container), then killed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use super::{Entry, Inner, lock};
+use crate::container::RunStatus;
+use crate::health::Probe;
+use crate::host::ExecOutput;
+use crate::util;
+
+/// How long an exec helper told to stop (a healthcheck that timed out) gets to kill its probe
+/// and exit before it is killed itself.
+const PROBE_STOP_GRACE: Duration = Duration::from_secs(2);
+
+/// How much of a probe's output is kept.
+const PROBE_OUTPUT_BYTES: usize = 4096;
+
+impl Inner {
+    /// Runs the container's healthcheck every interval while it runs, recording each result.
+    pub(super) fn start_health(self: &Arc<Self>, entry: &Arc<Entry>) {
+        let Some(check) = entry.record.spec.healthcheck.clone() else {
+            return;
+        };
+        let inner = self.clone();
+        let task_entry = entry.clone();
+        let task = tokio::spawn(async move {
+            let entry = task_entry;
+            let started = Instant::now();
+            let mut interval = tokio::time::interval_at(
+                tokio::time::Instant::now() + check.interval,
+                check.interval,
+            );
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                if entry.dir.read_state().status != RunStatus::Running {
+                    return;
+                }
+                let probe = inner.probe(&entry, &check.test, check.timeout).await;
+                let mut health = entry.dir.read_health().unwrap_or_default();
+                health.record(probe, started.elapsed() < check.start_period, check.retries);
+                if let Err(error) = util::write_json(&entry.dir.health(), &health) {
+                    tracing::warn!(%error, "could not record health");
+                }
+            }
+        });
+        if let Some(old) = lock(&entry.health_task).replace(task.abort_handle()) {
+            old.abort();
+        }
+    }
+
+    /// Runs `test` in the container once, giving it `timeout`.
+    pub(super) async fn probe(&self, entry: &Entry, test: &[String], timeout: Duration) -> Probe {
+        let start = util::rfc3339(SystemTime::now());
+        let (exit_code, output) =
+            match self
+                .host
+                .exec(self.runtime_of(entry), &entry.record.id, test)
+            {
+                Err(error) => (-1, format!("cannot run the healthcheck: {error}")),
+                Ok(mut process) => match tokio::time::timeout(timeout, &mut process.output).await {
+                    Err(_) => {
+                        // Dropping the output would SIGKILL the exec helper and leave the probe
+                        // running in the container; told to stop, the helper kills the probe first
+                        // (runc exec passes the signal on to it). The helper is unreaped until its
+                        // output completes, so its pid is still its own.
+                        if let Some(pid) = process.pid {
+                            self.host.kill(pid, libc::SIGTERM);
+                            let _ =
+                                tokio::time::timeout(PROBE_STOP_GRACE, &mut process.output).await;
+                        }
+                        (-1, format!("healthcheck timed out after {timeout:?}"))
+                    }
+                    Ok(Err(error)) => (-1, error.to_string()),
+                    Ok(Ok(output)) => (output.code, probe_text(&output)),
+                },
+            };
+        Probe {
+            start,
+            end: util::rfc3339(SystemTime::now()),
+            exit_code,
+            output,
+        }
+    }
+}
+
+/// stdout then stderr, cut to [`PROBE_OUTPUT_BYTES`].
+fn probe_text(output: &ExecOutput) -> String {
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    text.truncate(PROBE_OUTPUT_BYTES);
+    text
+}
