@@ -1,7 +1,7 @@
 //! The role follower's decisions, without IO: what a node does about what its managers say in
 //! its session (a new manager list, new trusted roots, a new desired role) and about its
 //! certificate's age. `step(event, now, jitter)` returns the commands the shell in
-//! [`crate::roles`] carries out one at a time, each feeding its outcome back as the next event.
+//! `roles.rs` carries out one at a time, each feeding its outcome back as the next event.
 //!
 //! A session round keeps the manager list on disk, moves to the roots the swarm trusts now (a
 //! root rotation: a new certificate for the same role), and takes up a new desired role (a new

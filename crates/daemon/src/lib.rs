@@ -1,5 +1,5 @@
 //! What `shoal daemon` runs, composed in one place: the local engine API on a unix socket, the
-//! node's swarm roles behind it ([`roles`]: the worker agent, the manager role, and the role
+//! node's swarm roles behind it (`roles`: the worker agent, the manager role, and the role
 //! follower whose decisions are the pure [`follower`] core), and the listener's lifecycle
 //! (a stale socket replaced, SIGTERM and SIGINT, a manager whose Raft store failed for good).
 
@@ -20,7 +20,6 @@ use shoal_proto::engine::engine_server::EngineServer;
 
 use crate::engine_service::EngineService;
 pub use crate::error::DaemonError;
-pub use crate::roles::ENGINE_VERSION;
 use crate::roles::NodeRoles;
 
 /// How often the daemon checks whether its manager role's Raft store has stopped for good.

@@ -36,7 +36,7 @@ use crate::follower::{
 };
 
 /// The version every node reports as its engine version.
-pub const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
+pub(crate) const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
 
 /// How long one attempt to reach a manager may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -292,7 +292,11 @@ impl NodeRoles {
             }
         });
         let session = link.session.subscribe();
-        let follower = tokio::spawn(self.clone().follow_managers(link, stopped));
+        let follower = tokio::spawn(self.clone().follow_managers(
+            membership.clone(),
+            link,
+            stopped,
+        ));
         RunningAgent {
             stop,
             session,
@@ -303,10 +307,18 @@ impl NodeRoles {
 
     /// Acts on what the managers say about this node, and renews its certificate in time,
     /// until `stop`: the shell of the [`RoleFollower`], which decides.
-    async fn follow_managers(self, link: Arc<ManagerLink>, mut stop: watch::Receiver<bool>) {
+    async fn follow_managers(
+        self,
+        membership: Membership,
+        link: Arc<ManagerLink>,
+        mut stop: watch::Receiver<bool>,
+    ) {
         let mut messages = link.session.subscribe();
-        let Some(node) = self.node_view(&link).await else {
-            return;
+        let node = NodeView {
+            role: role_of(&membership),
+            manager_addrs: membership.manager_addrs,
+            trusted_roots: read(&link.identity).ca_pem,
+            validity: validity(&read(&link.identity)),
         };
         let mut follower = RoleFollower::new(node, SystemTime::now(), rand::random());
         loop {
@@ -328,19 +340,6 @@ impl NodeRoles {
             };
             self.follow_round(&mut follower, &link, event).await;
         }
-    }
-
-    /// What the follower starts from: the node's role and manager list, and its certificate.
-    async fn node_view(&self, link: &ManagerLink) -> Option<NodeView> {
-        let state = self.state.lock().await;
-        let membership = state.membership.as_ref()?;
-        let identity = read(&link.identity);
-        Some(NodeView {
-            role: role_of(membership),
-            manager_addrs: membership.manager_addrs.clone(),
-            trusted_roots: identity.ca_pem.clone(),
-            validity: validity(&identity),
-        })
     }
 
     /// Steps the follower with `event` and carries out its commands in order, feeding each
