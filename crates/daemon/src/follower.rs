@@ -744,6 +744,34 @@ mod tests {
     }
 
     #[test]
+    fn a_manager_moving_to_new_roots_hands_the_certificate_to_its_manager_role_then_goes_on() {
+        let mut manager = follower(NodeRole::Manager);
+        let view = SessionView {
+            root_ca: b"roots-2".to_vec(),
+            ..session(Some(NodeRole::Worker))
+        };
+        assert_eq!(
+            step(&mut manager, Event::Session(view)),
+            [Command::RenewCertificate]
+        );
+        assert_eq!(
+            step(&mut manager, issued(NodeRole::Manager, "roots-2", NOW)),
+            [Command::InstallCertificate]
+        );
+        assert_eq!(
+            step(&mut manager, Event::Done),
+            [Command::ManagerTakesCertificate]
+        );
+        // The roots are in place; the demotion the session also asks for comes next.
+        assert_eq!(
+            step(&mut manager, Event::Done),
+            [report(Report::MovedToNewRoots), Command::RenewCertificate]
+        );
+        assert_eq!(manager.node().trusted_roots, b"roots-2");
+        assert_eq!(manager.node().role, NodeRole::Manager);
+    }
+
+    #[test]
     fn a_demotion_takes_the_worker_role_with_its_certificate() {
         let mut manager = follower(NodeRole::Manager);
         assert_eq!(
