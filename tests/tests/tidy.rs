@@ -1,5 +1,6 @@
 //! Repository-wide tidy checks that run under plain `cargo test`: every Rust file opens with a
-//! `//!` line saying what it is for, so the code map stays readable file by file.
+//! `//!` line saying what it is for, so the code map stays readable file by file, and the crates'
+//! dependencies keep the lines ARCHITECTURE.md draws between them.
 
 use std::path::{Path, PathBuf};
 
@@ -44,5 +45,120 @@ fn every_rust_file_opens_with_a_module_doc_line() {
     assert!(
         undocumented.is_empty(),
         "these files don't open with a `//!` line saying what they are for: {undocumented:#?}"
+    );
+}
+
+/// The packages a `Cargo.toml` depends on, in any `[*dependencies]` table (normal, dev, build,
+/// target-specific), by the names its own tables use. A line reader, not a TOML parser: the
+/// workspace writes dependencies as `name = …`, `name.workspace = true` or `[dependencies.name]`.
+fn dependencies(manifest: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut in_dependencies = false;
+    for line in manifest.lines().map(str::trim) {
+        if let Some(table) = line.strip_prefix('[') {
+            let table = table.trim_end_matches(']');
+            let (head, tail) = match table.rsplit_once('.') {
+                Some((head, tail)) if head.ends_with("dependencies") => (head, Some(tail)),
+                _ => (table, None),
+            };
+            match tail {
+                Some(name) => {
+                    found.push(name.trim_matches('"').to_owned());
+                    in_dependencies = false;
+                }
+                None => in_dependencies = head.ends_with("dependencies"),
+            }
+            continue;
+        }
+        if !in_dependencies || line.is_empty() || line.starts_with('#') {
+            continue;
+        }
+        let key = line.split(['=', '.']).next().unwrap_or_default().trim();
+        if !key.is_empty() {
+            found.push(key.trim_matches('"').to_owned());
+        }
+    }
+    found
+}
+
+/// Each crate of the workspace (by directory under `crates/`) and its dependencies.
+fn crate_dependencies() -> Vec<(String, Vec<String>)> {
+    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(&crates)
+        .expect("the crates directory")
+        .flatten()
+    {
+        let manifest = entry.path().join("Cargo.toml");
+        let Ok(text) = std::fs::read_to_string(&manifest) else {
+            continue;
+        };
+        found.push((
+            entry.file_name().to_string_lossy().into_owned(),
+            dependencies(&text),
+        ));
+    }
+    found.sort();
+    found
+}
+
+#[test]
+fn the_dependency_reader_sees_every_form_a_manifest_uses() {
+    let manifest = r#"
+[package]
+name = "x"
+clap-like = "not a dependency"
+
+[dependencies]
+clap.workspace = true
+tokio = { version = "1" }
+# worker.workspace = true
+
+[target.'cfg(unix)'.dev-dependencies]
+manager.workspace = true
+
+[dependencies.tonic]
+workspace = true
+"#;
+    assert_eq!(
+        dependencies(manifest),
+        ["clap", "tokio", "manager", "tonic"]
+    );
+}
+
+#[test]
+fn crate_dependencies_keep_the_lines_the_architecture_draws() {
+    let crates = crate_dependencies();
+    assert!(
+        crates.iter().any(|(name, _)| name == "manager"),
+        "the scan found no crates: {crates:?}"
+    );
+    let depends = |deps: &[String], name: &str| deps.iter().any(|dep| dep == name);
+    let mut broken = Vec::new();
+    for (name, deps) in &crates {
+        if name != "cli" && depends(deps, "clap") {
+            broken.push(format!("{name} depends on clap: only cli parses arguments"));
+        }
+        if name != "daemon" && depends(deps, "manager") && depends(deps, "worker") {
+            broken.push(format!(
+                "{name} depends on both manager and worker: only daemon composes the two"
+            ));
+        }
+        // Pure crates: spec holds the rules and compose the compose pipeline, neither any IO
+        // runtime or argument parsing. They are checked once they exist.
+        if name == "spec" || name == "compose" {
+            for forbidden in ["tokio", "tonic", "clap"] {
+                if depends(deps, forbidden) {
+                    broken.push(format!(
+                        "{name} depends on {forbidden}: it must stay free of IO runtimes and argument parsing"
+                    ));
+                }
+            }
+        }
+    }
+    assert!(broken.is_empty(), "{broken:#?}");
+    assert!(
+        crates.iter().any(|(name, _)| name == "daemon"),
+        "there is no crates/daemon: the node daemon is composed there"
     );
 }

@@ -3,7 +3,6 @@
 //! and `--format json` lines.
 
 use std::io::Write as _;
-use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use anyhow::{Context as _, bail};
@@ -14,14 +13,6 @@ use shoal_proto::engine::engine_client::EngineClient;
 use tokio::io::AsyncReadExt;
 use tokio_stream::StreamExt;
 use tonic::transport::{Channel, Endpoint, Uri};
-
-/// The path in a `unix:///PATH` host.
-pub(crate) fn socket_path(host: &str) -> anyhow::Result<PathBuf> {
-    match host.strip_prefix("unix://") {
-        Some(path) if path.starts_with('/') => Ok(PathBuf::from(path)),
-        _ => bail!("unsupported host {host:?}: use -H unix:///path/to/shoal.sock"),
-    }
-}
 
 /// Connects to the daemon at `host`.
 pub(crate) async fn connect(host: &str) -> anyhow::Result<EngineClient<Channel>> {
@@ -73,7 +64,7 @@ pub(crate) fn api_error(status: tonic::Status) -> anyhow::Error {
 
 /// A gRPC channel to the daemon's unix socket at `host`, shared by every client.
 pub(crate) async fn channel(host: &str) -> anyhow::Result<Channel> {
-    let path = socket_path(host)?;
+    let path = daemon::socket_path(host)?;
     let connector = tower::service_fn(move |_: Uri| {
         let path = path.clone();
         async move {
@@ -677,11 +668,6 @@ mod tests {
         assert_eq!(parse_duration("2")?, Duration::from_secs(2));
         assert!(parse_duration("3x").is_err());
         assert_eq!(human_size(1_234_567), "1.235MB");
-        assert_eq!(
-            socket_path("unix:///run/x.sock")?,
-            PathBuf::from("/run/x.sock")
-        );
-        assert!(socket_path("tcp://1.2.3.4:1").is_err());
         Ok(())
     }
 }

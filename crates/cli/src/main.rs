@@ -4,9 +4,7 @@
 
 mod client;
 mod compose;
-mod daemon;
 mod payload;
-mod roles;
 mod service;
 mod stack;
 mod swarm;
@@ -428,21 +426,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .build()?)
 }
 
-/// The daemon's runtime. Engine calls run on blocking threads; capping them, and glibc's
-/// per-thread malloc arenas with them, keeps a burst of container starts from leaving tens of
-/// megabytes of fragmented heap behind (measured in BENCHMARKS.md).
-fn daemon_runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    // SAFETY: mallopt only changes allocator settings; it runs before any other thread exists.
-    unsafe {
-        libc::mallopt(libc::M_ARENA_MAX, 2);
-    }
-    Ok(tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .max_blocking_threads(32)
-        .enable_all()
-        .build()?)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let host = cli.host;
@@ -465,18 +448,9 @@ fn main() -> ExitCode {
             id,
             args,
         } => engine::runtime::libcontainer_exec(&state_root, &id, args).map_err(Into::into),
-        Command::Daemon { data_root } => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| "info".into()),
-                )
-                .with_writer(std::io::stderr)
-                .init();
-            daemon_runtime()
-                .and_then(|rt| rt.block_on(daemon::run(data_root, &host)))
-                .map(|()| 0)
-        }
+        Command::Daemon { data_root } => daemon::run(data_root, &host)
+            .map(|()| 0)
+            .map_err(Into::into),
         Command::Stack(command) => runtime()
             .and_then(|rt| rt.block_on(stack::run(&host, command)))
             .map(|()| 0),

@@ -42,6 +42,7 @@ pub use control::{ControlApi, ControlGate};
 pub use dispatcher::{DispatcherService, LogStream};
 pub use error::ManagerError;
 pub use membership::{Membership, MembershipRole, SwarmDir};
+pub use node_ca::{RotationProgress, root_rotation_progress};
 pub use role::{
     DEFAULT_DISPATCHER_HEARTBEAT, DEFAULT_TASK_HISTORY_LIMIT, InitOptions, ManagerRole,
     SwarmSummary, raft_member_id_for,

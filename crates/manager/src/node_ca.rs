@@ -149,32 +149,48 @@ pub(crate) fn start_root_rotation(cluster: &mut Cluster) -> Result<(), ManagerEr
     Ok(())
 }
 
-/// The nodes (ids) whose last session showed no certificate from the new root, while a root
-/// rotation is under way; down nodes are not waited for. Empty: the rotation can finish.
-pub(crate) fn nodes_left_to_rotate(cluster: &Cluster, nodes: &[Node]) -> Vec<String> {
-    let Some(rotation) = cluster
+/// How far a root rotation has come, over the nodes that are not down (down nodes are not
+/// waited for): the nodes (ids) whose last session showed a certificate from the new root, and
+/// those still waited for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RotationProgress {
+    pub moved: Vec<String>,
+    pub left: Vec<String>,
+}
+
+/// Where the root rotation under way in `cluster` stands among `nodes`; `None` when there is
+/// none. The leader finishes it once nothing is left; `swarm ca --rotate` shows it.
+pub fn root_rotation_progress(cluster: &Cluster, nodes: &[Node]) -> Option<RotationProgress> {
+    let rotation = cluster
         .root_ca
         .as_ref()
-        .and_then(|root| root.root_rotation.as_ref())
-    else {
-        return Vec::new();
-    };
+        .and_then(|root| root.root_rotation.as_ref())?;
     let next = RootCa::from_pem(text(&rotation.ca_cert), String::new());
-    nodes
+    let (moved, left): (Vec<&Node>, Vec<&Node>) = nodes
         .iter()
         .filter(|node| {
             node.status
                 .as_ref()
                 .is_none_or(|status| status.state() != node_status::State::Down)
         })
-        .filter(|node| {
-            !node
-                .certificate
+        .partition(|node| {
+            node.certificate
                 .as_ref()
                 .is_some_and(|certificate| next.signed(&text(&certificate.certificate)))
-        })
-        .map(|node| node.id.clone())
-        .collect()
+        });
+    let ids = |nodes: Vec<&Node>| nodes.into_iter().map(|node| node.id.clone()).collect();
+    Some(RotationProgress {
+        moved: ids(moved),
+        left: ids(left),
+    })
+}
+
+/// The nodes (ids) whose last session showed no certificate from the new root, while a root
+/// rotation is under way; down nodes are not waited for. Empty: the rotation can finish.
+pub(crate) fn nodes_left_to_rotate(cluster: &Cluster, nodes: &[Node]) -> Vec<String> {
+    root_rotation_progress(cluster, nodes)
+        .map(|progress| progress.left)
+        .unwrap_or_default()
 }
 
 /// Ends a root rotation: the new root becomes the only one.
@@ -444,6 +460,7 @@ impl RaftMembership for RaftMembershipService {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use shoal_proto::api::{Certificate, RootCa as RootCaObject};
 
     #[test]
     fn join_attempts_are_limited_per_source_address() {
@@ -465,5 +482,65 @@ mod tests {
         admit_join_attempt(&mut limiter, "192.0.2.8".parse().ok(), now).unwrap();
         // Half a second later the guesser has one more attempt.
         admit_join_attempt(&mut limiter, guesser, now + Duration::from_millis(500)).unwrap();
+    }
+
+    #[test]
+    fn a_root_rotation_waits_for_every_node_that_is_not_down() {
+        let old = RootCa::generate().unwrap();
+        let mut cluster = Cluster {
+            root_ca: Some(RootCaObject {
+                ca_cert: old.cert_pem.clone().into_bytes(),
+                ca_key: old.key_pem().as_bytes().to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let node = |id: &str, signer: &RootCa, state: node_status::State| Node {
+            id: id.to_owned(),
+            status: Some(NodeStatus {
+                state: state as i32,
+                ..Default::default()
+            }),
+            certificate: Some(Certificate {
+                certificate: signer
+                    .issue(id, NodeRole::Worker, "cluster", Duration::from_secs(3600))
+                    .unwrap()
+                    .cert_pem
+                    .into_bytes(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let nodes = |next: &RootCa| {
+            vec![
+                node("moved", next, node_status::State::Ready),
+                node("behind", &old, node_status::State::Ready),
+                node("down", &old, node_status::State::Down),
+                Node {
+                    id: "no-certificate".to_owned(),
+                    ..Default::default()
+                },
+            ]
+        };
+        assert_eq!(root_rotation_progress(&cluster, &nodes(&old)), None);
+        assert!(nodes_left_to_rotate(&cluster, &nodes(&old)).is_empty());
+
+        start_root_rotation(&mut cluster).unwrap();
+        let rotation = cluster
+            .root_ca
+            .as_ref()
+            .and_then(|root| root.root_rotation.clone())
+            .unwrap();
+        let next = RootCa::from_pem(
+            text(&rotation.ca_cert),
+            String::from_utf8(rotation.ca_key).unwrap(),
+        );
+        let progress = root_rotation_progress(&cluster, &nodes(&next)).unwrap();
+        assert_eq!(progress.moved, ["moved"]);
+        assert_eq!(progress.left, ["behind", "no-certificate"]);
+        assert_eq!(
+            nodes_left_to_rotate(&cluster, &nodes(&next)),
+            ["behind", "no-certificate"]
+        );
     }
 }

@@ -88,32 +88,12 @@ pub(crate) fn init_request(options: &InitOptions) -> anyhow::Result<api::InitReq
     })
 }
 
-/// How far a root rotation has come: nodes whose last session showed a certificate from the new
-/// root (`new_root_pem`), of the nodes that are not down.
-pub(crate) fn rotation_progress(new_root_pem: &[u8], nodes: &[api::Node]) -> String {
-    let root = manager::ca::RootCa::from_pem(
-        String::from_utf8_lossy(new_root_pem).into_owned(),
-        String::new(),
-    );
-    let live: Vec<&api::Node> = nodes
-        .iter()
-        .filter(|node| {
-            node.status
-                .as_ref()
-                .is_none_or(|status| status.state() != api::node_status::State::Down)
-        })
-        .collect();
-    let moved = live
-        .iter()
-        .filter(|node| {
-            node.certificate.as_ref().is_some_and(|certificate| {
-                root.signed(&String::from_utf8_lossy(&certificate.certificate))
-            })
-        })
-        .count();
+/// How far a root rotation has come, as `swarm ca --rotate` shows it while it waits.
+pub(crate) fn rotation_progress(progress: &manager::RotationProgress) -> String {
     format!(
-        "{moved} of {} nodes have certificates from the new root",
-        live.len()
+        "{} of {} nodes have certificates from the new root",
+        progress.moved.len(),
+        progress.moved.len() + progress.left.len()
     )
 }
 
@@ -825,6 +805,18 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn rotation_progress_counts_the_nodes_the_manager_waits_for() {
+        let progress = manager::RotationProgress {
+            moved: vec!["a".to_owned()],
+            left: vec!["b".to_owned(), "c".to_owned()],
+        };
+        assert_eq!(
+            rotation_progress(&progress),
+            "1 of 3 nodes have certificates from the new root"
+        );
     }
 
     #[test]

@@ -418,13 +418,13 @@ enum RotationState {
 
 async fn rotation_state(daemon: &mut Daemon) -> anyhow::Result<RotationState> {
     let cluster = get_cluster(daemon).await?;
-    let Some(rotation) = cluster
+    if cluster
         .root_ca
         .as_ref()
-        .and_then(|root| root.root_rotation.clone())
-    else {
+        .is_none_or(|root| root.root_rotation.is_none())
+    {
         return Ok(RotationState::Done(Box::new(cluster)));
-    };
+    }
     let nodes = daemon
         .control
         .list_nodes(api::ListNodesRequest {})
@@ -432,10 +432,10 @@ async fn rotation_state(daemon: &mut Daemon) -> anyhow::Result<RotationState> {
         .map_err(api_error)?
         .into_inner()
         .nodes;
-    Ok(RotationState::Progress(format::rotation_progress(
-        &rotation.ca_cert,
-        &nodes,
-    )))
+    Ok(match manager::root_rotation_progress(&cluster, &nodes) {
+        Some(progress) => RotationState::Progress(format::rotation_progress(&progress)),
+        None => RotationState::Done(Box::new(cluster)),
+    })
 }
 
 /// Waits until every node has moved to the new root, saying how many have as they do; returns

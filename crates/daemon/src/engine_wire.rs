@@ -1,0 +1,151 @@
+//! Conversions between the local engine API's wire types (`shoal_proto::engine`) and the
+//! engine's own, in one place: the daemon serves that API, and only it converts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use engine::ContainerInfo;
+use shoal_proto::engine as pb;
+use tonic::Status;
+
+pub(crate) fn image_to_pb(image: engine::ImageSummary) -> pb::Image {
+    pb::Image {
+        id: image.id.to_string(),
+        manifest_digest: image.manifest_digest.to_string(),
+        repo_tags: image.repo_tags,
+        created: image.created.unwrap_or_default(),
+        size_bytes: image.size,
+    }
+}
+
+pub(crate) fn duration_from_pb(d: Option<pb::Duration>) -> Option<Duration> {
+    d.map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
+}
+
+/// Wire spec to engine spec, with the engine API's defaults for what the wire leaves unset.
+pub(crate) fn spec_from_pb(spec: pb::ContainerSpec) -> Result<engine::ContainerSpec, Status> {
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    let mut mounts = Vec::new();
+    for mount in spec.mounts {
+        let kind = pb::mount::Type::try_from(mount.r#type)
+            .map_err(|_| Status::invalid_argument("unknown mount type"))?;
+        mounts.push(match kind {
+            pb::mount::Type::Bind => engine::MountSpec::Bind {
+                source: mount.source.into(),
+                target: mount.target,
+                read_only: mount.read_only,
+            },
+            pb::mount::Type::Volume => engine::MountSpec::Volume {
+                name: mount.source,
+                target: mount.target,
+                read_only: mount.read_only,
+            },
+            pb::mount::Type::Tmpfs => engine::MountSpec::Tmpfs {
+                target: mount.target,
+                size_bytes: (mount.size_bytes > 0).then_some(mount.size_bytes),
+            },
+            // The local engine API names no owner: such files belong to root.
+            pb::mount::Type::File => engine::MountSpec::File {
+                target: mount.target,
+                contents: mount.contents,
+                mode: if mount.mode == 0 { 0o444 } else { mount.mode },
+                uid: 0,
+                gid: 0,
+            },
+        });
+    }
+    let healthcheck = match spec.healthcheck {
+        Some(h) if !h.test.is_empty() => Some(engine::HealthcheckSpec {
+            test: h.test,
+            interval: duration_from_pb(h.interval).unwrap_or(Duration::from_secs(30)),
+            timeout: duration_from_pb(h.timeout).unwrap_or(Duration::from_secs(30)),
+            retries: if h.retries == 0 { 3 } else { h.retries },
+            start_period: duration_from_pb(h.start_period).unwrap_or_default(),
+        }),
+        _ => None,
+    };
+    let defaults = engine::LogOptions::default();
+    Ok(engine::ContainerSpec {
+        name: non_empty(spec.name),
+        image: spec.image,
+        entrypoint: spec.entrypoint_set.then_some(spec.entrypoint),
+        command: spec.command,
+        env: spec.env,
+        user: non_empty(spec.user),
+        workdir: non_empty(spec.workdir),
+        hostname: non_empty(spec.hostname),
+        read_only_rootfs: spec.read_only_rootfs,
+        mounts,
+        resources: engine::Resources {
+            memory_bytes: (spec.memory_bytes > 0).then_some(spec.memory_bytes),
+            nano_cpus: (spec.nano_cpus > 0).then_some(spec.nano_cpus),
+            pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),
+        },
+        stop_signal: non_empty(spec.stop_signal),
+        stop_timeout: duration_from_pb(spec.stop_timeout),
+        healthcheck,
+        init: spec.init,
+        auto_remove: spec.auto_remove,
+        runtime: non_empty(spec.runtime).map(PathBuf::from),
+        log: engine::LogOptions {
+            max_size: if spec.log_max_size_bytes == 0 {
+                defaults.max_size
+            } else {
+                spec.log_max_size_bytes
+            },
+            max_files: if spec.log_max_files == 0 {
+                defaults.max_files
+            } else {
+                spec.log_max_files
+            },
+        },
+        labels: spec.labels.into_iter().collect(),
+        cap_add: spec.cap_add,
+        cap_drop: spec.cap_drop,
+        ulimits: spec
+            .ulimits
+            .into_iter()
+            .map(|ulimit| engine::Ulimit {
+                name: ulimit.name,
+                soft: ulimit.soft,
+                hard: ulimit.hard,
+            })
+            .collect(),
+        sysctls: spec.sysctls.into_iter().collect(),
+        groups: spec.groups,
+    })
+}
+
+pub(crate) fn container_to_pb(info: ContainerInfo) -> pb::Container {
+    let inspect_json = serde_json::to_string_pretty(&info).unwrap_or_default();
+    let state = info.state;
+    pb::Container {
+        id: info.id,
+        name: info.name,
+        image: info.image,
+        image_id: info.image_id.to_string(),
+        args: info.args,
+        created: info.created,
+        status: serde_json::to_value(state.status)
+            .ok()
+            .and_then(|v| v.as_str().map(str::to_owned))
+            .unwrap_or_default(),
+        pid: state.pid.unwrap_or(0),
+        started_at: state.started_at.unwrap_or_default(),
+        finished_at: state.finished_at.unwrap_or_default(),
+        has_exit_code: state.exit_code.is_some(),
+        exit_code: state.exit_code.unwrap_or(0),
+        oom_killed: state.oom_killed,
+        error: state.error.unwrap_or_default(),
+        health: info
+            .health
+            .map(|h| {
+                serde_json::to_value(h.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default()
+            })
+            .unwrap_or_default(),
+        inspect_json,
+    }
+}
