@@ -87,10 +87,45 @@ impl Inner {
     }
 }
 
-/// stdout then stderr, cut to [`PROBE_OUTPUT_BYTES`].
+/// stdout then stderr, cut to at most [`PROBE_OUTPUT_BYTES`] on a character boundary (a probe
+/// may print any text, and cutting inside a character would panic).
 fn probe_text(output: &ExecOutput) -> String {
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
-    text.truncate(PROBE_OUTPUT_BYTES);
+    if text.len() > PROBE_OUTPUT_BYTES {
+        let mut end = PROBE_OUTPUT_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
     text
+}
+
+#[cfg(test)]
+mod probe_text_tests {
+    use super::*;
+
+    #[test]
+    fn long_output_is_cut_on_a_character_boundary() {
+        // 'é' is two bytes, so the limit falls inside a character.
+        let output = ExecOutput {
+            code: 1,
+            stdout: "é".repeat(PROBE_OUTPUT_BYTES).into_bytes(),
+            stderr: Vec::new(),
+        };
+        let text = probe_text(&output);
+        assert!(text.len() <= PROBE_OUTPUT_BYTES && text.len() >= PROBE_OUTPUT_BYTES - 1);
+        assert!(text.chars().all(|c| c == 'é'));
+    }
+
+    #[test]
+    fn short_output_is_stdout_then_stderr() {
+        let output = ExecOutput {
+            code: 0,
+            stdout: b"out ".to_vec(),
+            stderr: b"err".to_vec(),
+        };
+        assert_eq!(probe_text(&output), "out err");
+    }
 }
