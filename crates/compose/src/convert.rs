@@ -10,18 +10,18 @@ use shoal_proto::api;
 use super::model::*;
 
 /// The label docker puts on everything a stack owns; `stack rm` and `stack ls` find them by it.
-pub(crate) const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 
 /// Everything `stack deploy` creates or looks up, in dependency order of creation.
 #[derive(Debug, Default)]
-pub(crate) struct StackSpecs {
+pub struct StackSpecs {
     /// Networks the stack creates, by full name. External networks are not here.
-    pub(crate) networks: BTreeMap<String, api::NetworkSpec>,
+    pub networks: BTreeMap<String, api::NetworkSpec>,
     /// Secrets and configs the stack creates from files: full name → absolute file path. The
     /// caller reads the files (and checks their size) before anything is written.
-    pub(crate) secret_files: BTreeMap<String, String>,
-    pub(crate) config_files: BTreeMap<String, String>,
-    pub(crate) services: BTreeMap<String, api::ServiceSpec>,
+    pub secret_files: BTreeMap<String, String>,
+    pub config_files: BTreeMap<String, String>,
+    pub services: BTreeMap<String, api::ServiceSpec>,
 }
 
 fn proto_duration(duration: std::time::Duration) -> api::Duration {
@@ -59,7 +59,7 @@ fn nano_cpus(cpus: &Option<String>) -> i64 {
         .map_or(0, |c| (c * 1e9).round() as i64)
 }
 
-pub(crate) fn to_specs(stack: &str, project: &ComposeProject) -> StackSpecs {
+pub fn to_specs(stack: &str, project: &ComposeProject) -> StackSpecs {
     let mut specs = StackSpecs::default();
     let mut uses_default_network = false;
     for (name, service) in &project.services {

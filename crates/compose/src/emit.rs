@@ -84,7 +84,7 @@ impl MapBuilder {
     }
 }
 
-pub(crate) fn to_yaml(project: &ComposeProject) -> String {
+pub fn to_yaml(project: &ComposeProject) -> String {
     let mut root = MapBuilder::default();
     let services: Vec<(String, Out)> = project
         .services

@@ -14,20 +14,20 @@ use super::ComposeError;
 
 /// Where a node came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Mark {
-    pub(crate) file: Rc<str>,
+pub struct Mark {
+    pub file: Rc<str>,
     /// 1-based.
-    pub(crate) line: usize,
+    pub line: usize,
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct Node {
-    pub(crate) value: Value,
-    pub(crate) mark: Mark,
+pub struct Node {
+    pub value: Value,
+    pub mark: Mark,
 }
 
 #[derive(Clone, Debug)]
-pub(crate) enum Value {
+pub enum Value {
     Null,
     Scalar(Scalar),
     Seq(Vec<Node>),
@@ -35,24 +35,24 @@ pub(crate) enum Value {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Scalar {
-    pub(crate) text: String,
+pub struct Scalar {
+    pub text: String,
     /// Quoted and block scalars are always strings; plain ones may be numbers or booleans.
-    pub(crate) quoted: bool,
+    pub quoted: bool,
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct Key {
-    pub(crate) name: String,
-    pub(crate) mark: Mark,
+pub struct Key {
+    pub name: String,
+    pub mark: Mark,
 }
 
 impl Node {
-    pub(crate) fn new(value: Value, mark: Mark) -> Self {
+    pub fn new(value: Value, mark: Mark) -> Self {
         Node { value, mark }
     }
 
-    pub(crate) fn string(text: impl Into<String>, mark: Mark) -> Self {
+    pub fn string(text: impl Into<String>, mark: Mark) -> Self {
         Node::new(
             Value::Scalar(Scalar {
                 text: text.into(),
@@ -63,7 +63,7 @@ impl Node {
     }
 
     /// Describes the node's kind for "expected X, got Y" messages.
-    pub(crate) fn kind_name(&self) -> &'static str {
+    pub fn kind_name(&self) -> &'static str {
         match &self.value {
             Value::Null => "nothing (null)",
             Value::Scalar(_) => "a scalar",
@@ -72,7 +72,7 @@ impl Node {
         }
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<&Node> {
+    pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {
             Value::Map(entries) => entries.iter().find(|(k, _)| k.name == key).map(|(_, v)| v),
             _ => None,
@@ -81,7 +81,7 @@ impl Node {
 }
 
 /// Parses one compose file into a tree. `file` names the file in errors.
-pub(crate) fn parse(file: &str, text: &str) -> Result<Node, ComposeError> {
+pub fn parse(file: &str, text: &str) -> Result<Node, ComposeError> {
     let file: Rc<str> = Rc::from(file);
     // Tabs are only blamed when the parser refuses the file: inside block scalars they are content.
     build(&file, text).map_err(|error| check_tabs(&file, text).unwrap_or(error))
