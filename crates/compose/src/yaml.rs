@@ -115,16 +115,7 @@ fn build(file: &Rc<str>, text: &str) -> Result<Node, ComposeError> {
     let mut documents = 0;
     let mut expanded_nodes = 0usize;
     for event in Parser::new_from_str(text) {
-        let (event, span) = event.map_err(|error| ComposeError {
-            file: file.to_string(),
-            line: Some(error.marker().line()),
-            path: String::new(),
-            message: format!(
-                "YAML syntax error: {} (column {}); check the indentation and quoting on that line",
-                error.info(),
-                error.marker().col() + 1
-            ),
-        })?;
+        let (event, span) = event.map_err(|error| syntax_error(file, &error))?;
         let mark = mark_of(file, &span);
         let complete = match event {
             Event::DocumentStart(_) => {
@@ -216,48 +207,7 @@ fn build(file: &Rc<str>, text: &str) -> Result<Node, ComposeError> {
         if anchor != 0 {
             anchors.insert(anchor, node.clone());
         }
-        match stack.last_mut() {
-            None => root = Some(node),
-            Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map {
-                entries,
-                pending_key,
-                ..
-            }) => match pending_key.take() {
-                Some(key) => {
-                    if let Some((previous, _)) = entries.iter().find(|(k, _)| k.name == key.name)
-                        && key.name != "<<"
-                    {
-                        return Err(ComposeError::at(
-                            &key.mark,
-                            &key.name,
-                            &format!(
-                                "key `{}` appears twice in one mapping (first on line {}): keep one of them",
-                                key.name, previous.mark.line
-                            ),
-                        ));
-                    }
-                    entries.push((key, node));
-                }
-                None => {
-                    let name = match node.value {
-                        Value::Scalar(scalar) => scalar.text,
-                        Value::Null => String::new(),
-                        _ => {
-                            return Err(ComposeError::at(
-                                &node.mark,
-                                "",
-                                "mapping keys must be plain strings, not lists or mappings",
-                            ));
-                        }
-                    };
-                    *pending_key = Some(Key {
-                        name,
-                        mark: node.mark,
-                    });
-                }
-            },
-        }
+        attach(&mut stack, &mut root, node)?;
     }
     Ok(root.unwrap_or_else(|| {
         Node::new(
@@ -268,6 +218,67 @@ fn build(file: &Rc<str>, text: &str) -> Result<Node, ComposeError> {
             },
         )
     }))
+}
+
+fn syntax_error(file: &Rc<str>, error: &saphyr_parser::ScanError) -> ComposeError {
+    ComposeError {
+        file: file.to_string(),
+        line: Some(error.marker().line()),
+        path: String::new(),
+        message: format!(
+            "YAML syntax error: {} (column {}); check the indentation and quoting on that line",
+            error.info(),
+            error.marker().col() + 1
+        ),
+    }
+}
+
+/// Puts a finished node where it belongs: the root, the open sequence, or the open mapping (as
+/// its next key, or as the value of the key before it).
+fn attach(stack: &mut [Frame], root: &mut Option<Node>, node: Node) -> Result<(), ComposeError> {
+    match stack.last_mut() {
+        None => *root = Some(node),
+        Some(Frame::Seq { items, .. }) => items.push(node),
+        Some(Frame::Map {
+            entries,
+            pending_key,
+            ..
+        }) => match pending_key.take() {
+            Some(key) => {
+                if let Some((previous, _)) = entries.iter().find(|(k, _)| k.name == key.name)
+                    && key.name != "<<"
+                {
+                    return Err(ComposeError::at(
+                        &key.mark,
+                        &key.name,
+                        &format!(
+                            "key `{}` appears twice in one mapping (first on line {}): keep one of them",
+                            key.name, previous.mark.line
+                        ),
+                    ));
+                }
+                entries.push((key, node));
+            }
+            None => {
+                let name = match node.value {
+                    Value::Scalar(scalar) => scalar.text,
+                    Value::Null => String::new(),
+                    _ => {
+                        return Err(ComposeError::at(
+                            &node.mark,
+                            "",
+                            "mapping keys must be plain strings, not lists or mappings",
+                        ));
+                    }
+                };
+                *pending_key = Some(Key {
+                    name,
+                    mark: node.mark,
+                });
+            }
+        },
+    }
+    Ok(())
 }
 
 const MAX_EXPANDED_NODES: usize = 1_000_000;
