@@ -1,7 +1,8 @@
 //! Compose files for `shoal stack`: parse → interpolate → merge → validate → normalise, as pure
 //! functions over file contents and an environment map. The library does no IO: the caller reads
-//! the compose files, the `.env` file and the process environment, and serves the files a compose
-//! file names (`env_file`) through [`Sources`]; the CLI does that with the disk, tests from memory.
+//! the compose files, the `.env` file and the process environment, serves the files a compose
+//! file names (`env_file`) through [`Sources`] and the engine's rules through [`EngineRules`]; the
+//! CLI does that with the disk and the engine, tests from memory.
 //!
 //! The stages, in order:
 //! - [`yaml`] builds a tree that keeps each node's file and line, resolving anchors and `<<`;
