@@ -7,12 +7,12 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Subcommand};
+use compose::convert;
 use serde_json::json;
 use shoal_proto::api::{self, stack_change::Action};
 
 use crate::client::{Daemon, api_error};
 use crate::service::{self, format};
-use compose::convert;
 
 /// Docker's limit on a secret's or config's data, checked before anything is sent.
 const MAX_PAYLOAD_BYTES: u64 = 500 * 1024;
