@@ -19,7 +19,7 @@ remove_bench_objects() {
 }
 mkdir -p "$rootfs/www"
 import_busybox local/web:1 local/api:1
-cp -r crates/cli/tests/fixtures/compose "$work/stack"
+cp -r crates/compose/tests/fixtures/compose "$work/stack"
 echo "not a real key" | "$shoal" secret create tls_key - >/dev/null
 
 times=()

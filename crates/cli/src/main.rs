@@ -3,7 +3,6 @@
 //! re-executes (`shim`, `init`, `runtime-exec`). The only crate that knows clap.
 
 mod client;
-mod compose;
 mod payload;
 mod service;
 mod stack;

@@ -1,16 +1,17 @@
-//! `shoal stack`: compose files deployed as stacks. The compose pipeline (`compose/`) turns the
-//! files into specs on this side; the manager applies a deploy as one transaction and keeps the
-//! stack's revisions. The commands print what changed in docker's words.
+//! `shoal stack`: compose files deployed as stacks. The compose crate turns the files into specs
+//! on this side (this module reads the files and the environment it needs); the manager applies a
+//! deploy as one transaction and keeps the stack's revisions. The commands print what changed in
+//! docker's words.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use anyhow::{Context as _, bail};
 use clap::{ArgAction, Subcommand};
+use compose::convert;
 use serde_json::json;
 use shoal_proto::api::{self, stack_change::Action};
 
 use crate::client::{Daemon, api_error};
-use crate::compose::{self, convert};
 use crate::service::{self, format};
 
 /// Docker's limit on a secret's or config's data, checked before anything is sent.
@@ -112,7 +113,11 @@ pub(crate) async fn run(host: &str, command: StackCommand) -> anyhow::Result<()>
         StackCommand::Config {
             compose_files,
             skip_interpolation,
-        } => compose::stack_config(&compose_files, skip_interpolation),
+        } => {
+            let loaded = read_project(&compose_files, skip_interpolation)?;
+            print!("{}", compose::emit::to_yaml(&loaded.project));
+            Ok(())
+        }
         StackCommand::Deploy {
             compose_files,
             prune,
@@ -217,6 +222,86 @@ pub(crate) async fn run(host: &str, command: StackCommand) -> anyhow::Result<()>
     }
 }
 
+/// Reads the compose files (`-` is standard input), the `.env` file next to the first one and the
+/// process environment, and loads them; prints the warnings on stderr.
+fn read_project(files: &[String], skip_interpolation: bool) -> anyhow::Result<compose::Loaded> {
+    use std::io::Read;
+
+    let mut sources = Vec::new();
+    for name in files {
+        let text = if name == "-" {
+            let mut text = String::new();
+            std::io::stdin().read_to_string(&mut text)?;
+            text
+        } else {
+            std::fs::read_to_string(name)
+                .map_err(|e| anyhow::anyhow!("cannot read compose file {name}: {e}"))?
+        };
+        sources.push(compose::SourceFile {
+            name: if name == "-" {
+                "<stdin>".to_owned()
+            } else {
+                name.clone()
+            },
+            text,
+        });
+    }
+    let first = files.first().map(String::as_str).unwrap_or("-");
+    let base_dir = if first == "-" {
+        std::env::current_dir()?
+    } else {
+        let absolute = std::path::absolute(first)?;
+        absolute
+            .parent()
+            .map(std::path::Path::to_path_buf)
+            .unwrap_or_default()
+    };
+    let dotenv_path = base_dir.join(".env");
+    let dotenv = if dotenv_path.is_file() {
+        Some(compose::SourceFile {
+            name: dotenv_path.display().to_string(),
+            text: std::fs::read_to_string(&dotenv_path)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dotenv_path.display()))?,
+        })
+    } else {
+        None
+    };
+    let env = compose::environment(dotenv.as_ref(), std::env::vars())?;
+    let loaded = compose::load(
+        &sources,
+        &env,
+        &compose::LoadOptions {
+            interpolate: !skip_interpolation,
+            base_dir: base_dir.display().to_string(),
+            sources: &|path: &str| std::fs::read_to_string(path),
+            engine: &EngineChecks,
+        },
+    )?;
+    for warning in &loaded.warnings {
+        eprintln!("WARNING: {warning}");
+    }
+    Ok(loaded)
+}
+
+/// The engine's rules that compose files are checked against, from the engine itself.
+struct EngineChecks;
+
+impl compose::EngineRules for EngineChecks {
+    fn check_capability(&self, name: &str) -> Result<(), String> {
+        engine::spec::capability_name(name)
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+
+    fn check_sysctl(&self, name: &str) -> Result<(), String> {
+        engine::spec::check_sysctl(name).map_err(|error| error.to_string())
+    }
+
+    fn ulimit_names(&self) -> &[&str] {
+        engine::spec::ULIMIT_NAMES
+    }
+}
+
 /// Loads and converts the compose files, and reads the secret and config files the stack
 /// creates (each at most 500 KiB).
 fn deploy_request(
@@ -224,7 +309,7 @@ fn deploy_request(
     stack: &str,
     prune: bool,
 ) -> anyhow::Result<api::DeployStackRequest> {
-    let loaded = compose::read_project(files, false)?;
+    let loaded = read_project(files, false)?;
     let specs = convert::to_specs(stack, &loaded.project);
     let read = |kind: &str, name: &str, path: &str| -> anyhow::Result<Vec<u8>> {
         let size = std::fs::metadata(path)

@@ -7,9 +7,8 @@ use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
+use compose::units;
 use shoal_proto::api;
-
-use crate::compose::units;
 
 /// Flags that set resources, shared by `create` and `update`.
 #[derive(Args, Debug, Default, Clone, PartialEq)]
@@ -1213,7 +1212,7 @@ fn apply_container(container: &mut api::ContainerSpec, args: &ContainerArgs) -> 
         container.dir = workdir.clone();
     }
     if let Some(entrypoint) = &args.entrypoint {
-        container.command = crate::compose::parse::shell_split(entrypoint)
+        container.command = compose::parse::shell_split(entrypoint)
             .map_err(|message| anyhow!("--entrypoint: {message}"))?;
     }
     if let Some(init) = args.init {
@@ -1459,8 +1458,8 @@ pub(crate) fn update_spec(
         container.image = image.clone();
     }
     if let Some(text) = &args.args {
-        container.args = crate::compose::parse::shell_split(text)
-            .map_err(|message| anyhow!("--args: {message}"))?;
+        container.args =
+            compose::parse::shell_split(text).map_err(|message| anyhow!("--args: {message}"))?;
     }
     let env_add = resolve_env("env-add", &args.env_add, lookup_env)?;
     update_env(&mut container.env, &env_add, &args.env_rm);

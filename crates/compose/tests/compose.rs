@@ -1,17 +1,13 @@
-//! Compose parsing and `shoal stack config`: the fixtures load, the printed config matches the
-//! committed snapshots, and every bad file is refused with its key path. Pure and fast: the
-//! compose module is compiled straight into this test (it has no dependency on the rest of the
-//! binary), and one end-to-end check runs the real `shoal stack config`.
+//! The compose pipeline on its fixtures: they load, the printed config matches the committed
+//! snapshots (`tests/snapshots/`, compared by expect-test), and every bad file is refused with its
+//! key path. Pure and fast: every input is served from memory or the fixtures.
 //!
-//! Refresh snapshots with `UPDATE_SNAPSHOTS=1 cargo test -p cli --test compose`.
-
-#[path = "../src/compose/mod.rs"]
-#[allow(dead_code)]
-mod compose;
+//! Refresh snapshots with `UPDATE_EXPECT=1 cargo test -p compose --test compose`.
 
 use std::path::{Path, PathBuf};
 
 use compose::{ComposeErrors, Environment, LoadOptions, Loaded, SourceFile};
+use expect_test::expect_file;
 
 fn fixtures() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/compose")
@@ -46,9 +42,29 @@ fn load_with(
         &LoadOptions {
             interpolate: true,
             base_dir: "/stack".into(),
-            read_file: &read_stack_file,
+            sources: &read_stack_file,
+            engine: &EngineChecks,
         },
     )
+}
+
+/// The engine's rules, as the CLI passes them.
+struct EngineChecks;
+
+impl compose::EngineRules for EngineChecks {
+    fn check_capability(&self, name: &str) -> Result<(), String> {
+        engine::spec::capability_name(name)
+            .map(drop)
+            .map_err(|error| error.to_string())
+    }
+
+    fn check_sysctl(&self, name: &str) -> Result<(), String> {
+        engine::spec::check_sysctl(name).map_err(|error| error.to_string())
+    }
+
+    fn ulimit_names(&self) -> &[&str] {
+        engine::spec::ULIMIT_NAMES
+    }
 }
 
 /// Serves `/stack/NAME` from the fixtures and two small env files from memory.
@@ -74,38 +90,20 @@ fn config_of(names: &[&str], env: &[(&str, &str)]) -> String {
     }
 }
 
-fn check_snapshot(name: &str, actual: &str) {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/snapshots")
-        .join(name);
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&path, actual).expect("write snapshot");
-        return;
-    }
-    let expected = std::fs::read_to_string(&path).unwrap_or_default();
-    assert!(
-        expected == actual,
-        "{} differs from the output; rerun with UPDATE_SNAPSHOTS=1 if the change is intended.\n--- expected\n{expected}\n--- actual\n{actual}",
-        path.display()
-    );
-}
-
 #[test]
 fn voting_config_snapshot() {
-    check_snapshot("voting.yml", &config_of(&["voting.yml"], &[]));
+    expect_file!["snapshots/voting.yml"].assert_eq(&config_of(&["voting.yml"], &[]));
 }
 
 #[test]
 fn monitoring_config_snapshot() {
-    check_snapshot("monitoring.yml", &config_of(&["monitoring.yml"], &[]));
+    expect_file!["snapshots/monitoring.yml"].assert_eq(&config_of(&["monitoring.yml"], &[]));
 }
 
 #[test]
 fn secrets_deps_config_snapshot() {
-    check_snapshot(
-        "secrets-deps.yml",
-        &config_of(&["secrets-deps.yml"], &[("WEB_TAG", "2")]),
-    );
+    expect_file!["snapshots/secrets-deps.yml"]
+        .assert_eq(&config_of(&["secrets-deps.yml"], &[("WEB_TAG", "2")]));
 }
 
 #[test]
@@ -597,56 +595,54 @@ fn skip_interpolation_keeps_references() {
         &LoadOptions {
             interpolate: false,
             base_dir: "/".into(),
-            read_file: &read_stack_file,
+            sources: &read_stack_file,
+            engine: &EngineChecks,
         },
     )
     .expect("loads");
     assert_eq!(loaded.project.services["web"].image, "a:${TAG:-1}");
 }
 
-/// The real binary, end to end: output on stdout, `.env` next to the file, errors on stderr.
+/// The environment `stack config` and `stack deploy` interpolate with: the process's variables
+/// win over the `.env` file's, and a bad `.env` line is refused naming the file and line.
 #[test]
-fn shoal_stack_config_runs_without_a_daemon() {
-    let dir = std::env::temp_dir().join(format!("shoal-compose-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).expect("temp dir");
-    std::fs::write(dir.join(".env"), "TAG=7\n").expect(".env");
-    std::fs::write(
-        dir.join("c.yml"),
-        "services:\n  web:\n    image: web:${TAG}\n    build: .\n",
-    )
-    .expect("c.yml");
-    std::fs::write(
-        dir.join("bad.yml"),
-        "services:\n  web:\n    image: a\n    replicaz: 3\n",
-    )
-    .expect("bad.yml");
-    let run = |file: &str| {
-        std::process::Command::new(env!("CARGO_BIN_EXE_shoal"))
-            .args(["stack", "config", "-c"])
-            .arg(dir.join(file))
-            .env_remove("TAG")
-            .env("SHOAL_HOST", "unix:///nonexistent/shoal.sock")
-            .output()
-            .expect("run shoal")
+fn process_variables_win_over_the_dotenv_file() {
+    let dotenv = SourceFile {
+        name: "/stack/.env".into(),
+        text: "# defaults\nTAG=1\nONLY_IN_FILE='x y'\n".into(),
     };
-    let good = run("c.yml");
-    let bad = run("bad.yml");
-    let _ = std::fs::remove_dir_all(&dir);
-    assert!(
-        good.status.success(),
-        "{}",
-        String::from_utf8_lossy(&good.stderr)
-    );
+    let env = compose::environment(Some(&dotenv), [("TAG".to_owned(), "2".to_owned())])
+        .expect("environment");
+    assert_eq!(env["TAG"], "2");
+    assert_eq!(env["ONLY_IN_FILE"], "x y");
+    let loaded = compose::load(
+        &[SourceFile {
+            name: "compose.yml".into(),
+            text: "services:\n  web:\n    image: web:${TAG}-${ONLY_IN_FILE}\n".into(),
+        }],
+        &env,
+        &LoadOptions {
+            interpolate: true,
+            base_dir: "/stack".into(),
+            sources: &read_stack_file,
+            engine: &EngineChecks,
+        },
+    )
+    .expect("loads");
+    assert_eq!(loaded.project.services["web"].image, "web:2-x y");
+
+    let without_file =
+        compose::environment(None, [("A".to_owned(), "1".to_owned())]).expect("environment");
+    assert_eq!(without_file.len(), 1);
+
+    let bad = SourceFile {
+        name: "/stack/.env".into(),
+        text: "TAG=1\nnot a pair\n".into(),
+    };
+    let error = compose::environment(Some(&bad), []).expect_err("refused");
     assert_eq!(
-        String::from_utf8_lossy(&good.stdout),
-        "services:\n  web:\n    image: web:7\n"
-    );
-    assert!(String::from_utf8_lossy(&good.stderr).contains("services.web.build"));
-    assert!(!bad.status.success());
-    let stderr = String::from_utf8_lossy(&bad.stderr);
-    assert!(
-        stderr.contains("bad.yml:4: services.web.replicaz: unknown service key"),
-        "{stderr}"
+        error.to_string(),
+        "/stack/.env:2: line \"not a pair\" is not KEY=value: fix or remove it"
     );
 }
 
@@ -821,7 +817,8 @@ fn printed_config_reads_back_unchanged() {
         let options = LoadOptions {
             interpolate: false,
             base_dir: "/elsewhere".into(),
-            read_file: &read_stack_file,
+            sources: &read_stack_file,
+            engine: &EngineChecks,
         };
         let reread = match compose::load(&files, &Environment::new(), &options) {
             Ok(loaded) => compose::emit::to_yaml(&loaded.project),

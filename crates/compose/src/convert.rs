@@ -10,18 +10,18 @@ use shoal_proto::api;
 use super::model::*;
 
 /// The label docker puts on everything a stack owns; `stack rm` and `stack ls` find them by it.
-pub(crate) const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
+pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 
 /// Everything `stack deploy` creates or looks up, in dependency order of creation.
 #[derive(Debug, Default)]
-pub(crate) struct StackSpecs {
+pub struct StackSpecs {
     /// Networks the stack creates, by full name. External networks are not here.
-    pub(crate) networks: BTreeMap<String, api::NetworkSpec>,
+    pub networks: BTreeMap<String, api::NetworkSpec>,
     /// Secrets and configs the stack creates from files: full name → absolute file path. The
     /// caller reads the files (and checks their size) before anything is written.
-    pub(crate) secret_files: BTreeMap<String, String>,
-    pub(crate) config_files: BTreeMap<String, String>,
-    pub(crate) services: BTreeMap<String, api::ServiceSpec>,
+    pub secret_files: BTreeMap<String, String>,
+    pub config_files: BTreeMap<String, String>,
+    pub services: BTreeMap<String, api::ServiceSpec>,
 }
 
 fn proto_duration(duration: std::time::Duration) -> api::Duration {
@@ -59,7 +59,7 @@ fn nano_cpus(cpus: &Option<String>) -> i64 {
         .map_or(0, |c| (c * 1e9).round() as i64)
 }
 
-pub(crate) fn to_specs(stack: &str, project: &ComposeProject) -> StackSpecs {
+pub fn to_specs(stack: &str, project: &ComposeProject) -> StackSpecs {
     let mut specs = StackSpecs::default();
     let mut uses_default_network = false;
     for (name, service) in &project.services {
@@ -150,7 +150,34 @@ fn service_spec(
     project: &ComposeProject,
 ) -> api::ServiceSpec {
     let deploy = &service.deploy;
-    let mode = match deploy.mode.unwrap_or_default() {
+    let container = container_spec(stack, service, project);
+    api::ServiceSpec {
+        annotations: Some(api::Annotations {
+            name: scoped(stack, name),
+            labels: namespace_labels(stack, &deploy.labels),
+            indices: Vec::new(),
+        }),
+        task: Some(api::TaskSpec {
+            runtime: Some(api::task_spec::Runtime::Container(container)),
+            resources: resource_requirements(&deploy.resources),
+            restart: deploy.restart_policy.as_ref().map(restart_policy),
+            placement: Some(placement(&deploy.placement)),
+            log_driver: service.logging.as_ref().map(log_driver),
+            networks: network_attachments(stack, name, service, project),
+            force_update: 0,
+            resource_references: Vec::new(),
+        }),
+        mode: Some(service_mode(deploy)),
+        update: deploy.update_config.as_ref().map(update_config),
+        rollback: deploy.rollback_config.as_ref().map(update_config),
+        networks: Vec::new(),
+        endpoint: Some(endpoint_spec(deploy, &service.ports)),
+        depends_on: dependencies(stack, &service.depends_on),
+    }
+}
+
+fn service_mode(deploy: &Deploy) -> api::service_spec::Mode {
+    match deploy.mode.unwrap_or_default() {
         ServiceMode::Replicated => api::service_spec::Mode::Replicated(api::ReplicatedService {
             replicas: deploy.replicas.unwrap_or(1),
         }),
@@ -163,7 +190,17 @@ fn service_spec(
             })
         }
         ServiceMode::GlobalJob => api::service_spec::Mode::GlobalJob(api::GlobalJob {}),
-    };
+    }
+}
+
+/// The networks a service's tasks join, sorted by target; the stack's default network when the
+/// service names none. The service's name is always one of its aliases.
+fn network_attachments(
+    stack: &str,
+    name: &str,
+    service: &Service,
+    project: &ComposeProject,
+) -> Vec<api::NetworkAttachmentConfig> {
     let mut networks: Vec<api::NetworkAttachmentConfig> = if service.networks.is_empty() {
         vec![api::NetworkAttachmentConfig {
             target: scoped(stack, "default"),
@@ -196,112 +233,105 @@ fn service_spec(
             .collect()
     };
     networks.sort_by(|a, b| a.target.cmp(&b.target));
+    networks
+}
 
-    let limits = deploy.resources.limits.as_ref();
-    let reservations = deploy.resources.reservations.as_ref();
-    let resources =
-        (limits.is_some() || reservations.is_some()).then(|| api::ResourceRequirements {
-            limits: limits.map(|l| api::Resources {
-                nano_cpus: nano_cpus(&l.cpus),
-                memory_bytes: l
-                    .memory_bytes
-                    .map_or(0, |m| i64::try_from(m).unwrap_or(i64::MAX)),
-                generic: Vec::new(),
-            }),
-            reservations: reservations.map(|r| api::Resources {
-                nano_cpus: nano_cpus(&r.cpus),
-                memory_bytes: r
-                    .memory_bytes
-                    .map_or(0, |m| i64::try_from(m).unwrap_or(i64::MAX)),
-                generic: Vec::new(),
-            }),
-            ..Default::default()
-        });
+fn resource_requirements(resources: &Resources) -> Option<api::ResourceRequirements> {
+    let limits = resources.limits.as_ref();
+    let reservations = resources.reservations.as_ref();
+    (limits.is_some() || reservations.is_some()).then(|| api::ResourceRequirements {
+        limits: limits.map(|l| api::Resources {
+            nano_cpus: nano_cpus(&l.cpus),
+            memory_bytes: l
+                .memory_bytes
+                .map_or(0, |m| i64::try_from(m).unwrap_or(i64::MAX)),
+            generic: Vec::new(),
+        }),
+        reservations: reservations.map(|r| api::Resources {
+            nano_cpus: nano_cpus(&r.cpus),
+            memory_bytes: r
+                .memory_bytes
+                .map_or(0, |m| i64::try_from(m).unwrap_or(i64::MAX)),
+            generic: Vec::new(),
+        }),
+        ..Default::default()
+    })
+}
 
-    let container = container_spec(stack, service, project);
-    api::ServiceSpec {
-        annotations: Some(api::Annotations {
-            name: scoped(stack, name),
-            labels: namespace_labels(stack, &deploy.labels),
-            indices: Vec::new(),
-        }),
-        task: Some(api::TaskSpec {
-            runtime: Some(api::task_spec::Runtime::Container(container)),
-            resources,
-            restart: deploy.restart_policy.as_ref().map(restart_policy),
-            placement: Some(api::Placement {
-                constraints: deploy.placement.constraints.clone(),
-                preferences: deploy
-                    .placement
-                    .preferences
-                    .iter()
-                    .map(|spread| api::placement::Preference {
-                        preference: Some(api::placement::preference::Preference::Spread(
-                            api::placement::preference::Spread {
-                                spread_descriptor: spread.clone(),
-                            },
-                        )),
-                    })
-                    .collect(),
-                platforms: Vec::new(),
-                max_replicas: deploy.placement.max_replicas_per_node.unwrap_or(0),
-            }),
-            log_driver: service.logging.as_ref().map(|logging| api::Driver {
-                name: logging.driver.clone().unwrap_or_default(),
-                options: logging
-                    .options
-                    .iter()
-                    .map(|(k, v)| (k.clone(), v.clone()))
-                    .collect(),
-            }),
-            networks,
-            force_update: 0,
-            resource_references: Vec::new(),
-        }),
-        mode: Some(mode),
-        update: deploy.update_config.as_ref().map(update_config),
-        rollback: deploy.rollback_config.as_ref().map(update_config),
-        networks: Vec::new(),
-        endpoint: Some(api::EndpointSpec {
-            mode: match deploy.endpoint_mode {
-                Some(EndpointMode::Dnsrr) => api::endpoint_spec::ResolutionMode::Dnsrr as i32,
-                _ => api::endpoint_spec::ResolutionMode::Vip as i32,
-            },
-            ports: service
-                .ports
-                .iter()
-                .map(|port| api::PortConfig {
-                    name: String::new(),
-                    protocol: match port.protocol.as_str() {
-                        "udp" => api::port_config::Protocol::Udp as i32,
-                        "sctp" => api::port_config::Protocol::Sctp as i32,
-                        _ => api::port_config::Protocol::Tcp as i32,
-                    },
-                    target_port: u32::from(port.target),
-                    published_port: port.published.map_or(0, u32::from),
-                    publish_mode: match port.mode {
-                        PublishMode::Ingress => api::port_config::PublishMode::Ingress as i32,
-                        PublishMode::Host => api::port_config::PublishMode::Host as i32,
-                    },
-                })
-                .collect(),
-        }),
-        depends_on: service
-            .depends_on
+fn placement(placement: &Placement) -> api::Placement {
+    api::Placement {
+        constraints: placement.constraints.clone(),
+        preferences: placement
+            .preferences
             .iter()
-            .map(|(dependency, how)| api::ServiceDependency {
-                service: scoped(stack, dependency),
-                condition: match how.condition {
-                    DependsOnCondition::Started => api::service_dependency::Condition::Started,
-                    DependsOnCondition::Healthy => api::service_dependency::Condition::Healthy,
-                    DependsOnCondition::CompletedSuccessfully => {
-                        api::service_dependency::Condition::CompletedSuccessfully
-                    }
-                } as i32,
-                required: how.required,
+            .map(|spread| api::placement::Preference {
+                preference: Some(api::placement::preference::Preference::Spread(
+                    api::placement::preference::Spread {
+                        spread_descriptor: spread.clone(),
+                    },
+                )),
+            })
+            .collect(),
+        platforms: Vec::new(),
+        max_replicas: placement.max_replicas_per_node.unwrap_or(0),
+    }
+}
+
+fn log_driver(logging: &Logging) -> api::Driver {
+    api::Driver {
+        name: logging.driver.clone().unwrap_or_default(),
+        options: logging
+            .options
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+    }
+}
+
+fn endpoint_spec(deploy: &Deploy, ports: &[Port]) -> api::EndpointSpec {
+    api::EndpointSpec {
+        mode: match deploy.endpoint_mode {
+            Some(EndpointMode::Dnsrr) => api::endpoint_spec::ResolutionMode::Dnsrr as i32,
+            _ => api::endpoint_spec::ResolutionMode::Vip as i32,
+        },
+        ports: ports
+            .iter()
+            .map(|port| api::PortConfig {
+                name: String::new(),
+                protocol: match port.protocol.as_str() {
+                    "udp" => api::port_config::Protocol::Udp as i32,
+                    "sctp" => api::port_config::Protocol::Sctp as i32,
+                    _ => api::port_config::Protocol::Tcp as i32,
+                },
+                target_port: u32::from(port.target),
+                published_port: port.published.map_or(0, u32::from),
+                publish_mode: match port.mode {
+                    PublishMode::Ingress => api::port_config::PublishMode::Ingress as i32,
+                    PublishMode::Host => api::port_config::PublishMode::Host as i32,
+                },
             })
             .collect(),
     }
+}
+
+fn dependencies(
+    stack: &str,
+    depends_on: &BTreeMap<String, DependsOn>,
+) -> Vec<api::ServiceDependency> {
+    depends_on
+        .iter()
+        .map(|(dependency, how)| api::ServiceDependency {
+            service: scoped(stack, dependency),
+            condition: match how.condition {
+                DependsOnCondition::Started => api::service_dependency::Condition::Started,
+                DependsOnCondition::Healthy => api::service_dependency::Condition::Healthy,
+                DependsOnCondition::CompletedSuccessfully => {
+                    api::service_dependency::Condition::CompletedSuccessfully
+                }
+            } as i32,
+            required: how.required,
+        })
+        .collect()
 }
 
 fn container_spec(stack: &str, service: &Service, project: &ComposeProject) -> api::ContainerSpec {
@@ -310,95 +340,6 @@ fn container_spec(stack: &str, service: &Service, project: &ComposeProject) -> a
         .environment
         .iter()
         .filter_map(|(k, v)| v.as_ref().map(|v| format!("{k}={v}")))
-        .collect();
-    let mounts = service
-        .volumes
-        .iter()
-        .map(|mount| {
-            let (kind, source) = match mount.kind {
-                MountType::Bind => (
-                    api::mount::Type::Bind,
-                    mount.source.clone().unwrap_or_default(),
-                ),
-                MountType::Tmpfs => (api::mount::Type::Tmpfs, String::new()),
-                MountType::Volume => (
-                    api::mount::Type::Volume,
-                    match &mount.source {
-                        None => String::new(),
-                        Some(key) => match project.volumes.get(key) {
-                            Some(volume) => object_name(stack, key, &volume.name, volume.external),
-                            None => scoped(stack, key),
-                        },
-                    },
-                ),
-            };
-            api::Mount {
-                r#type: kind as i32,
-                source,
-                target: mount.target.clone(),
-                readonly: mount.read_only,
-                consistency: 0,
-                bind_options: mount
-                    .bind_propagation
-                    .as_deref()
-                    .map(|p| api::mount::BindOptions {
-                        propagation: propagation(p) as i32,
-                        ..Default::default()
-                    }),
-                volume_options: (mount.kind == MountType::Volume).then(|| {
-                    api::mount::VolumeOptions {
-                        nocopy: mount.volume_nocopy,
-                        labels: [(NAMESPACE_LABEL.to_owned(), stack.to_owned())]
-                            .into_iter()
-                            .collect(),
-                        ..Default::default()
-                    }
-                }),
-                tmpfs_options: mount.tmpfs_size_bytes.map(|size| api::mount::TmpfsOptions {
-                    size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
-                    ..Default::default()
-                }),
-            }
-        })
-        .collect();
-    let secrets = service
-        .secrets
-        .iter()
-        .map(|reference| api::SecretReference {
-            secret_id: String::new(),
-            secret_name: file_object_name(stack, &reference.source, &project.secrets),
-            target: Some(api::secret_reference::Target::File(
-                api::secret_reference::FileTarget {
-                    // Relative targets land under /run/secrets/, as in docker.
-                    name: reference
-                        .target
-                        .clone()
-                        .unwrap_or_else(|| reference.source.clone()),
-                    uid: reference.uid.clone().unwrap_or_else(|| "0".into()),
-                    gid: reference.gid.clone().unwrap_or_else(|| "0".into()),
-                    mode: reference.mode.unwrap_or(0o444),
-                },
-            )),
-        })
-        .collect();
-    let configs = service
-        .configs
-        .iter()
-        .map(|reference| api::ConfigReference {
-            config_id: String::new(),
-            config_name: file_object_name(stack, &reference.source, &project.configs),
-            target: Some(api::config_reference::Target::File(
-                api::config_reference::FileTarget {
-                    name: reference
-                        .target
-                        .clone()
-                        .unwrap_or_else(|| format!("/{}", reference.source)),
-                    uid: reference.uid.clone().unwrap_or_else(|| "0".into()),
-                    gid: reference.gid.clone().unwrap_or_else(|| "0".into()),
-                    mode: reference.mode.unwrap_or(0o444),
-                },
-            )),
-        })
         .collect();
     api::ContainerSpec {
         image: service.image.clone(),
@@ -414,10 +355,14 @@ fn container_spec(stack: &str, service: &Service, project: &ComposeProject) -> a
         open_stdin: service.stdin_open,
         read_only: service.read_only,
         stop_signal: service.stop_signal.clone().unwrap_or_default(),
-        mounts,
+        mounts: service
+            .volumes
+            .iter()
+            .map(|mount| container_mount(stack, mount, project))
+            .collect(),
         stop_grace_period: service.stop_grace_period.map(proto_duration),
-        secrets,
-        configs,
+        secrets: secret_references(stack, &service.secrets, project),
+        configs: config_references(stack, &service.configs, project),
         // docker's hosts file format: "IP NAME".
         hosts: service
             .extra_hosts
@@ -431,20 +376,7 @@ fn container_spec(stack: &str, service: &Service, project: &ComposeProject) -> a
                 options: Vec::new(),
             }
         }),
-        healthcheck: service.healthcheck.as_ref().map(|check| api::HealthConfig {
-            test: if check.disable {
-                vec!["NONE".into()]
-            } else {
-                check.test.clone()
-            },
-            interval: check.interval.map(proto_duration),
-            timeout: check.timeout.map(proto_duration),
-            retries: check
-                .retries
-                .map_or(0, |r| i32::try_from(r).unwrap_or(i32::MAX)),
-            start_period: check.start_period.map(proto_duration),
-            start_interval: check.start_interval.map(proto_duration),
-        }),
+        healthcheck: service.healthcheck.as_ref().map(health_config),
         pid_limit: service
             .deploy
             .resources
@@ -469,6 +401,120 @@ fn container_spec(stack: &str, service: &Service, project: &ComposeProject) -> a
             })
             .collect(),
         ..Default::default()
+    }
+}
+
+/// A bind, tmpfs or volume mount; a volume's source is its name in the cluster.
+fn container_mount(stack: &str, mount: &Mount, project: &ComposeProject) -> api::Mount {
+    let (kind, source) = match mount.kind {
+        MountType::Bind => (
+            api::mount::Type::Bind,
+            mount.source.clone().unwrap_or_default(),
+        ),
+        MountType::Tmpfs => (api::mount::Type::Tmpfs, String::new()),
+        MountType::Volume => (
+            api::mount::Type::Volume,
+            match &mount.source {
+                None => String::new(),
+                Some(key) => match project.volumes.get(key) {
+                    Some(volume) => object_name(stack, key, &volume.name, volume.external),
+                    None => scoped(stack, key),
+                },
+            },
+        ),
+    };
+    api::Mount {
+        r#type: kind as i32,
+        source,
+        target: mount.target.clone(),
+        readonly: mount.read_only,
+        consistency: 0,
+        bind_options: mount
+            .bind_propagation
+            .as_deref()
+            .map(|p| api::mount::BindOptions {
+                propagation: propagation(p) as i32,
+                ..Default::default()
+            }),
+        volume_options: (mount.kind == MountType::Volume).then(|| api::mount::VolumeOptions {
+            nocopy: mount.volume_nocopy,
+            labels: [(NAMESPACE_LABEL.to_owned(), stack.to_owned())]
+                .into_iter()
+                .collect(),
+            ..Default::default()
+        }),
+        tmpfs_options: mount.tmpfs_size_bytes.map(|size| api::mount::TmpfsOptions {
+            size_bytes: i64::try_from(size).unwrap_or(i64::MAX),
+            ..Default::default()
+        }),
+    }
+}
+
+fn secret_references(
+    stack: &str,
+    references: &[FileReference],
+    project: &ComposeProject,
+) -> Vec<api::SecretReference> {
+    references
+        .iter()
+        .map(|reference| api::SecretReference {
+            secret_id: String::new(),
+            secret_name: file_object_name(stack, &reference.source, &project.secrets),
+            target: Some(api::secret_reference::Target::File(
+                api::secret_reference::FileTarget {
+                    // Relative targets land under /run/secrets/, as in docker.
+                    name: reference
+                        .target
+                        .clone()
+                        .unwrap_or_else(|| reference.source.clone()),
+                    uid: reference.uid.clone().unwrap_or_else(|| "0".into()),
+                    gid: reference.gid.clone().unwrap_or_else(|| "0".into()),
+                    mode: reference.mode.unwrap_or(0o444),
+                },
+            )),
+        })
+        .collect()
+}
+
+fn config_references(
+    stack: &str,
+    references: &[FileReference],
+    project: &ComposeProject,
+) -> Vec<api::ConfigReference> {
+    references
+        .iter()
+        .map(|reference| api::ConfigReference {
+            config_id: String::new(),
+            config_name: file_object_name(stack, &reference.source, &project.configs),
+            target: Some(api::config_reference::Target::File(
+                api::config_reference::FileTarget {
+                    name: reference
+                        .target
+                        .clone()
+                        .unwrap_or_else(|| format!("/{}", reference.source)),
+                    uid: reference.uid.clone().unwrap_or_else(|| "0".into()),
+                    gid: reference.gid.clone().unwrap_or_else(|| "0".into()),
+                    mode: reference.mode.unwrap_or(0o444),
+                },
+            )),
+        })
+        .collect()
+}
+
+fn health_config(check: &Healthcheck) -> api::HealthConfig {
+    api::HealthConfig {
+        test: if check.disable {
+            vec!["NONE".into()]
+        } else {
+            check.test.clone()
+        },
+        interval: check.interval.map(proto_duration),
+        timeout: check.timeout.map(proto_duration),
+        retries: check
+            .retries
+            .map_or(0, |r| i32::try_from(r).unwrap_or(i32::MAX)),
+        start_period: check.start_period.map(proto_duration),
+        start_interval: check.start_interval.map(proto_duration),
     }
 }
 

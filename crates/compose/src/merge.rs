@@ -7,7 +7,7 @@ use super::units::parse_port_short;
 use super::yaml::{Key, Node, Scalar, Value};
 
 /// Merges `over` into `base`; `path` is the key path of `base` (empty for the file root).
-pub(crate) fn merge(base: Node, over: Node, path: &[&str]) -> Node {
+pub fn merge(base: Node, over: Node, path: &[&str]) -> Node {
     let rule = rule_for(path);
     match rule {
         Rule::Replace => over,
@@ -169,7 +169,7 @@ fn file_reference_key(node: &Node) -> String {
 }
 
 /// Turns `["A=1", "B"]` (or `[front, back]`) into `{A: "1", B: null}`; mappings pass through.
-pub(crate) fn list_to_mapping(node: Node) -> Node {
+pub fn list_to_mapping(node: Node) -> Node {
     let Value::Seq(items) = node.value else {
         return node;
     };

@@ -4,7 +4,7 @@ use std::time::Duration;
 
 /// Parses a Go duration (`300ms`, `1.5h`, `2h45m`, `0`). Negative durations are refused: nothing
 /// in a compose file can wait a negative time.
-pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let hint = "use a number with a unit such as 500ms, 10s, 1m30s or 2h";
     let trimmed = text.trim();
     if trimmed == "0" {
@@ -55,7 +55,7 @@ pub(crate) fn parse_duration(text: &str) -> Result<Duration, String> {
 
 /// Prints a duration as Go's `time.Duration.String()` does, which is what `docker stack config`
 /// prints: `1m30s`, `10s`, `500ms`, `1h0m0s`, `0s`.
-pub(crate) fn format_duration(duration: Duration) -> String {
+pub fn format_duration(duration: Duration) -> String {
     let nanos = duration.as_nanos();
     if nanos == 0 {
         return "0s".into();
@@ -97,7 +97,7 @@ fn fraction(value: u128, scale: u128) -> String {
 
 /// Parses a memory size as docker does: a number with an optional binary unit (b, k, m, g, t, p,
 /// with optional `i`/`b` suffixes), e.g. `512m`, `1.5g`, `32M`, `1024`.
-pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
+pub fn parse_size(text: &str) -> Result<u64, String> {
     let hint = "use a number of bytes with an optional unit b, k, m, g or t, such as 512m or 1g";
     let trimmed = text.trim();
     let number_len = trimmed
@@ -124,15 +124,15 @@ pub(crate) fn parse_size(text: &str) -> Result<u64, String> {
 
 /// One published port after expanding ranges.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct PortSpec {
-    pub(crate) target: u16,
-    pub(crate) published: Option<u16>,
-    pub(crate) protocol: String,
-    pub(crate) host_ip: Option<String>,
+pub struct PortSpec {
+    pub target: u16,
+    pub published: Option<u16>,
+    pub protocol: String,
+    pub host_ip: Option<String>,
 }
 
 /// Parses the short port syntax `[HOST_IP:][PUBLISHED[-END]:]TARGET[-END][/PROTOCOL]`.
-pub(crate) fn parse_port_short(text: &str) -> Result<Vec<PortSpec>, String> {
+pub fn parse_port_short(text: &str) -> Result<Vec<PortSpec>, String> {
     let hint = "use TARGET, PUBLISHED:TARGET or PUBLISHED:TARGET/udp, e.g. \"8080:80\"";
     let (body, protocol) = match text.rsplit_once('/') {
         Some((body, protocol)) => (body, protocol.to_ascii_lowercase()),
@@ -177,7 +177,7 @@ pub(crate) fn parse_port_short(text: &str) -> Result<Vec<PortSpec>, String> {
         .collect())
 }
 
-pub(crate) fn check_protocol(protocol: &str) -> Result<(), String> {
+pub fn check_protocol(protocol: &str) -> Result<(), String> {
     match protocol {
         "tcp" | "udp" | "sctp" => Ok(()),
         other => Err(format!("unknown protocol {other:?}: use tcp, udp or sctp")),
@@ -185,7 +185,7 @@ pub(crate) fn check_protocol(protocol: &str) -> Result<(), String> {
 }
 
 /// Parses `80` or `8000-8010` into an inclusive range.
-pub(crate) fn parse_range(text: &str) -> Result<(u16, u16), String> {
+pub fn parse_range(text: &str) -> Result<(u16, u16), String> {
     let (start, end) = text.split_once('-').unwrap_or((text, text));
     let start = parse_port_number(start)?;
     let end = parse_port_number(end)?;
@@ -195,7 +195,7 @@ pub(crate) fn parse_range(text: &str) -> Result<(u16, u16), String> {
     Ok((start, end))
 }
 
-pub(crate) fn parse_port_number(text: &str) -> Result<u16, String> {
+pub fn parse_port_number(text: &str) -> Result<u16, String> {
     match text.trim().parse::<u32>() {
         Ok(port @ 1..=65535) => Ok(port as u16),
         _ => Err(format!("{text:?} is not a port number between 1 and 65535")),

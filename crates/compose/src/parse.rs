@@ -128,24 +128,26 @@ const TEMPLATE_FIELDS: &[&str] = &[
     ".Task.Slot",
 ];
 
-pub(crate) struct Parser<'a> {
-    pub(crate) errors: Vec<ComposeError>,
+pub struct Parser<'a> {
+    pub errors: Vec<ComposeError>,
     /// Key paths of keys swarm ignores, for the single warning.
-    pub(crate) ignored: Vec<String>,
-    pub(crate) warnings: Vec<String>,
+    pub ignored: Vec<String>,
+    pub warnings: Vec<String>,
     /// Directory relative paths are resolved against (the first file's).
     base_dir: &'a str,
     env: &'a Environment,
-    read_file: super::ReadFile<'a>,
+    sources: &'a dyn super::Sources,
+    engine: &'a dyn super::EngineRules,
 }
 
 type Entries = [(Key, Node)];
 
 impl<'a> Parser<'a> {
-    pub(crate) fn new(
+    pub fn new(
         base_dir: &'a str,
         env: &'a Environment,
-        read_file: super::ReadFile<'a>,
+        sources: &'a dyn super::Sources,
+        engine: &'a dyn super::EngineRules,
     ) -> Self {
         Parser {
             errors: Vec::new(),
@@ -153,7 +155,8 @@ impl<'a> Parser<'a> {
             warnings: Vec::new(),
             base_dir,
             env,
-            read_file,
+            sources,
+            engine,
         }
     }
 
@@ -380,7 +383,7 @@ impl<'a> Parser<'a> {
 
     // ---- the project ----
 
-    pub(crate) fn project(&mut self, root: &Node) -> ComposeProject {
+    pub fn project(&mut self, root: &Node) -> ComposeProject {
         let mut project = ComposeProject::default();
         let Some(entries) = self.map(root, "") else {
             return project;
@@ -753,7 +756,7 @@ impl<'a> Parser<'a> {
                 Value::Seq(_) => join(path, &index.to_string()),
                 _ => path.to_owned(),
             };
-            match (self.read_file)(file) {
+            match self.sources.read_file(file) {
                 Ok(text) => match super::interpolate::parse_dotenv(file, &text) {
                     Ok(variables) => from_files.extend(variables),
                     Err(error) => self.errors.push(error),
@@ -1635,9 +1638,9 @@ impl<'a> Parser<'a> {
             let Some(name) = self.string(item, &p) else {
                 continue;
             };
-            match engine::spec::capability_name(&name) {
-                Ok(_) => names.push(name),
-                Err(error) => self.error(item, &p, error.to_string()),
+            match self.engine.check_capability(&name) {
+                Ok(()) => names.push(name),
+                Err(error) => self.error(item, &p, error),
             }
         }
         names
@@ -1647,8 +1650,8 @@ impl<'a> Parser<'a> {
     fn sysctls(&mut self, node: &Node, path: &str) -> BTreeMap<String, String> {
         let sysctls = self.labels(node, path);
         for name in sysctls.keys() {
-            if let Err(error) = engine::spec::check_sysctl(name) {
-                self.error(node, &join(path, name), error.to_string());
+            if let Err(error) = self.engine.check_sysctl(name) {
+                self.error(node, &join(path, name), error);
             }
         }
         sysctls
@@ -1661,14 +1664,16 @@ impl<'a> Parser<'a> {
         };
         for (key, value) in entries {
             let p = join(path, &key.name);
-            if !engine::spec::ULIMIT_NAMES.contains(&key.name.as_str()) {
+            let engine = self.engine;
+            let names = engine.ulimit_names();
+            if !names.contains(&key.name.as_str()) {
                 self.error(
                     value,
                     &p,
                     format!(
                         "{:?} is not a limit; use one of {}",
                         key.name,
-                        engine::spec::ULIMIT_NAMES.join(", ")
+                        names.join(", ")
                     ),
                 );
                 continue;
@@ -1820,7 +1825,7 @@ impl<'a> Parser<'a> {
 }
 
 /// Finds a cycle in a dependency graph, returned as `[a, b, a]`.
-pub(crate) fn find_cycle<'g>(graph: &BTreeMap<&'g str, Vec<&'g str>>) -> Option<Vec<&'g str>> {
+pub fn find_cycle<'g>(graph: &BTreeMap<&'g str, Vec<&'g str>>) -> Option<Vec<&'g str>> {
     #[derive(Clone, Copy, PartialEq)]
     enum State {
         Visiting,
@@ -1863,7 +1868,7 @@ pub(crate) fn find_cycle<'g>(graph: &BTreeMap<&'g str, Vec<&'g str>>) -> Option<
 }
 
 /// Checks the Go-template placeholders Swarm expands (`{{.Task.Slot}}`); the text is kept as is.
-pub(crate) fn check_template(text: &str) -> Result<(), String> {
+pub fn check_template(text: &str) -> Result<(), String> {
     let mut rest = text;
     while let Some(open) = rest.find("{{") {
         let after = &rest[open + 2..];
@@ -1895,7 +1900,7 @@ pub(crate) fn check_template(text: &str) -> Result<(), String> {
 }
 
 /// Splits a command string into words the way a POSIX shell would (quotes and backslashes).
-pub(crate) fn shell_split(text: &str) -> Result<Vec<String>, String> {
+pub fn shell_split(text: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
     let mut word = String::new();
     let mut in_word = false;
@@ -2009,7 +2014,7 @@ fn edit_distance(a: &str, b: &str) -> usize {
 
 /// Joins a relative path onto the base directory and removes `.` and `..` parts, as docker
 /// prints absolute paths.
-pub(crate) fn resolve_path(base_dir: &str, path: &str) -> String {
+pub fn resolve_path(base_dir: &str, path: &str) -> String {
     if path.starts_with('~') {
         return path.to_owned();
     }

@@ -14,20 +14,20 @@ use super::ComposeError;
 
 /// Where a node came from.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Mark {
-    pub(crate) file: Rc<str>,
+pub struct Mark {
+    pub file: Rc<str>,
     /// 1-based.
-    pub(crate) line: usize,
+    pub line: usize,
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct Node {
-    pub(crate) value: Value,
-    pub(crate) mark: Mark,
+pub struct Node {
+    pub value: Value,
+    pub mark: Mark,
 }
 
 #[derive(Clone, Debug)]
-pub(crate) enum Value {
+pub enum Value {
     Null,
     Scalar(Scalar),
     Seq(Vec<Node>),
@@ -35,24 +35,24 @@ pub(crate) enum Value {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct Scalar {
-    pub(crate) text: String,
+pub struct Scalar {
+    pub text: String,
     /// Quoted and block scalars are always strings; plain ones may be numbers or booleans.
-    pub(crate) quoted: bool,
+    pub quoted: bool,
 }
 
 #[derive(Clone, Debug)]
-pub(crate) struct Key {
-    pub(crate) name: String,
-    pub(crate) mark: Mark,
+pub struct Key {
+    pub name: String,
+    pub mark: Mark,
 }
 
 impl Node {
-    pub(crate) fn new(value: Value, mark: Mark) -> Self {
+    pub fn new(value: Value, mark: Mark) -> Self {
         Node { value, mark }
     }
 
-    pub(crate) fn string(text: impl Into<String>, mark: Mark) -> Self {
+    pub fn string(text: impl Into<String>, mark: Mark) -> Self {
         Node::new(
             Value::Scalar(Scalar {
                 text: text.into(),
@@ -63,7 +63,7 @@ impl Node {
     }
 
     /// Describes the node's kind for "expected X, got Y" messages.
-    pub(crate) fn kind_name(&self) -> &'static str {
+    pub fn kind_name(&self) -> &'static str {
         match &self.value {
             Value::Null => "nothing (null)",
             Value::Scalar(_) => "a scalar",
@@ -72,7 +72,7 @@ impl Node {
         }
     }
 
-    pub(crate) fn get(&self, key: &str) -> Option<&Node> {
+    pub fn get(&self, key: &str) -> Option<&Node> {
         match &self.value {
             Value::Map(entries) => entries.iter().find(|(k, _)| k.name == key).map(|(_, v)| v),
             _ => None,
@@ -81,7 +81,7 @@ impl Node {
 }
 
 /// Parses one compose file into a tree. `file` names the file in errors.
-pub(crate) fn parse(file: &str, text: &str) -> Result<Node, ComposeError> {
+pub fn parse(file: &str, text: &str) -> Result<Node, ComposeError> {
     let file: Rc<str> = Rc::from(file);
     // Tabs are only blamed when the parser refuses the file: inside block scalars they are content.
     build(&file, text).map_err(|error| check_tabs(&file, text).unwrap_or(error))
@@ -115,16 +115,7 @@ fn build(file: &Rc<str>, text: &str) -> Result<Node, ComposeError> {
     let mut documents = 0;
     let mut expanded_nodes = 0usize;
     for event in Parser::new_from_str(text) {
-        let (event, span) = event.map_err(|error| ComposeError {
-            file: file.to_string(),
-            line: Some(error.marker().line()),
-            path: String::new(),
-            message: format!(
-                "YAML syntax error: {} (column {}); check the indentation and quoting on that line",
-                error.info(),
-                error.marker().col() + 1
-            ),
-        })?;
+        let (event, span) = event.map_err(|error| syntax_error(file, &error))?;
         let mark = mark_of(file, &span);
         let complete = match event {
             Event::DocumentStart(_) => {
@@ -216,48 +207,7 @@ fn build(file: &Rc<str>, text: &str) -> Result<Node, ComposeError> {
         if anchor != 0 {
             anchors.insert(anchor, node.clone());
         }
-        match stack.last_mut() {
-            None => root = Some(node),
-            Some(Frame::Seq { items, .. }) => items.push(node),
-            Some(Frame::Map {
-                entries,
-                pending_key,
-                ..
-            }) => match pending_key.take() {
-                Some(key) => {
-                    if let Some((previous, _)) = entries.iter().find(|(k, _)| k.name == key.name)
-                        && key.name != "<<"
-                    {
-                        return Err(ComposeError::at(
-                            &key.mark,
-                            &key.name,
-                            &format!(
-                                "key `{}` appears twice in one mapping (first on line {}): keep one of them",
-                                key.name, previous.mark.line
-                            ),
-                        ));
-                    }
-                    entries.push((key, node));
-                }
-                None => {
-                    let name = match node.value {
-                        Value::Scalar(scalar) => scalar.text,
-                        Value::Null => String::new(),
-                        _ => {
-                            return Err(ComposeError::at(
-                                &node.mark,
-                                "",
-                                "mapping keys must be plain strings, not lists or mappings",
-                            ));
-                        }
-                    };
-                    *pending_key = Some(Key {
-                        name,
-                        mark: node.mark,
-                    });
-                }
-            },
-        }
+        attach(&mut stack, &mut root, node)?;
     }
     Ok(root.unwrap_or_else(|| {
         Node::new(
@@ -268,6 +218,67 @@ fn build(file: &Rc<str>, text: &str) -> Result<Node, ComposeError> {
             },
         )
     }))
+}
+
+fn syntax_error(file: &Rc<str>, error: &saphyr_parser::ScanError) -> ComposeError {
+    ComposeError {
+        file: file.to_string(),
+        line: Some(error.marker().line()),
+        path: String::new(),
+        message: format!(
+            "YAML syntax error: {} (column {}); check the indentation and quoting on that line",
+            error.info(),
+            error.marker().col() + 1
+        ),
+    }
+}
+
+/// Puts a finished node where it belongs: the root, the open sequence, or the open mapping (as
+/// its next key, or as the value of the key before it).
+fn attach(stack: &mut [Frame], root: &mut Option<Node>, node: Node) -> Result<(), ComposeError> {
+    match stack.last_mut() {
+        None => *root = Some(node),
+        Some(Frame::Seq { items, .. }) => items.push(node),
+        Some(Frame::Map {
+            entries,
+            pending_key,
+            ..
+        }) => match pending_key.take() {
+            Some(key) => {
+                if let Some((previous, _)) = entries.iter().find(|(k, _)| k.name == key.name)
+                    && key.name != "<<"
+                {
+                    return Err(ComposeError::at(
+                        &key.mark,
+                        &key.name,
+                        &format!(
+                            "key `{}` appears twice in one mapping (first on line {}): keep one of them",
+                            key.name, previous.mark.line
+                        ),
+                    ));
+                }
+                entries.push((key, node));
+            }
+            None => {
+                let name = match node.value {
+                    Value::Scalar(scalar) => scalar.text,
+                    Value::Null => String::new(),
+                    _ => {
+                        return Err(ComposeError::at(
+                            &node.mark,
+                            "",
+                            "mapping keys must be plain strings, not lists or mappings",
+                        ));
+                    }
+                };
+                *pending_key = Some(Key {
+                    name,
+                    mark: node.mark,
+                });
+            }
+        },
+    }
+    Ok(())
 }
 
 const MAX_EXPANDED_NODES: usize = 1_000_000;

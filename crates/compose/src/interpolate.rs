@@ -6,11 +6,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use super::ComposeError;
 use super::yaml::{Node, Value};
 
-pub(crate) type Environment = BTreeMap<String, String>;
+pub type Environment = BTreeMap<String, String>;
 
 /// Substitutes variables in one string. Unset variables without a default become empty and are
 /// added to `unset`, so the caller can warn once per name as docker does.
-pub(crate) fn interpolate_str(
+pub fn interpolate_str(
     text: &str,
     env: &Environment,
     unset: &mut BTreeSet<String>,
@@ -161,7 +161,7 @@ fn required_message(name: &str, message: &str) -> String {
 }
 
 /// Interpolates every scalar value (keys are left alone, as compose does).
-pub(crate) fn interpolate_tree(
+pub fn interpolate_tree(
     node: &mut Node,
     path: &mut Vec<String>,
     env: &Environment,
@@ -195,7 +195,7 @@ pub(crate) fn interpolate_tree(
 
 /// Parses a `.env` file: `KEY=value` lines, `#` comments, optional `export `, and single or
 /// double quotes around the value.
-pub(crate) fn parse_dotenv(file: &str, text: &str) -> Result<Environment, ComposeError> {
+pub fn parse_dotenv(file: &str, text: &str) -> Result<Environment, ComposeError> {
     let mut env = Environment::new();
     for (index, raw) in text.lines().enumerate() {
         let line = raw.trim();

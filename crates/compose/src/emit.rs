@@ -84,7 +84,7 @@ impl MapBuilder {
     }
 }
 
-pub(crate) fn to_yaml(project: &ComposeProject) -> String {
+pub fn to_yaml(project: &ComposeProject) -> String {
     let mut root = MapBuilder::default();
     let services: Vec<(String, Out)> = project
         .services
@@ -173,26 +173,7 @@ fn service_out(service: &Service) -> MapBuilder {
             Out::Seq(service.configs.iter().map(file_reference_out).collect()),
         );
     }
-    let plain_dependencies = service
-        .depends_on
-        .values()
-        .all(|d| d.condition == DependsOnCondition::Started && d.required);
-    if plain_dependencies {
-        // docker's own shape; the long form appears only when it says more.
-        let names: Vec<String> = service.depends_on.keys().cloned().collect();
-        m.list("depends_on", &names);
-    } else {
-        let mut deps = MapBuilder::default();
-        for (name, dependency) in &service.depends_on {
-            let mut d = MapBuilder::default();
-            d.put("condition", Out::Str(dependency.condition.as_str().into()));
-            if !dependency.required {
-                d.put("required", Out::Raw("false".into()));
-            }
-            deps.put(name, Out::Map(d.0));
-        }
-        m.sub("depends_on", deps);
-    }
+    put_depends_on(&mut m, &service.depends_on);
     m.sub("deploy", deploy_out(&service.deploy));
     m.list("dns", &service.dns)
         .list("dns_search", &service.dns_search);
@@ -203,18 +184,7 @@ fn service_out(service: &Service) -> MapBuilder {
         );
     }
     if !service.environment.is_empty() {
-        let environment = service
-            .environment
-            .iter()
-            .map(|(k, v)| {
-                let value = match v {
-                    Some(v) => Out::Str(v.clone()),
-                    None => Out::Raw("null".into()),
-                };
-                (k.clone(), value)
-            })
-            .collect();
-        m.put("environment", Out::Map(environment));
+        m.put("environment", environment_out(&service.environment));
     }
     m.list("env_file", &service.env_file);
     if !service.extra_hosts.is_empty() {
@@ -226,15 +196,7 @@ fn service_out(service: &Service) -> MapBuilder {
         m.put("extra_hosts", Out::Seq(hosts));
     }
     if let Some(check) = &service.healthcheck {
-        let mut h = MapBuilder::default();
-        h.list("test", &check.test)
-            .duration("timeout", check.timeout)
-            .duration("interval", check.interval)
-            .raw("retries", check.retries)
-            .duration("start_period", check.start_period)
-            .duration("start_interval", check.start_interval)
-            .flag("disable", check.disable);
-        m.put("healthcheck", Out::Map(h.0));
+        m.put("healthcheck", healthcheck_out(check));
     }
     m.str("hostname", &service.hostname)
         .str("image", &Some(service.image.clone()))
@@ -247,45 +209,13 @@ fn service_out(service: &Service) -> MapBuilder {
         m.put("logging", Out::Map(l.0));
     }
     if !service.networks.is_empty() {
-        let networks = service
-            .networks
-            .iter()
-            .map(|(name, network)| {
-                let mut n = MapBuilder::default();
-                n.list("aliases", &network.aliases)
-                    .str("ipv4_address", &network.ipv4_address)
-                    .str("ipv6_address", &network.ipv6_address);
-                // docker prints a network without options as `name: null`.
-                let value = if n.0.is_empty() {
-                    Out::Raw("null".into())
-                } else {
-                    Out::Map(n.0)
-                };
-                (name.clone(), value)
-            })
-            .collect();
-        m.put("networks", Out::Map(networks));
+        m.put("networks", networks_out(&service.networks));
     }
     if !service.ports.is_empty() {
-        let ports = service
-            .ports
-            .iter()
-            .map(|port| {
-                let mut p = MapBuilder::default();
-                p.put(
-                    "mode",
-                    Out::Str(match port.mode {
-                        PublishMode::Ingress => "ingress".into(),
-                        PublishMode::Host => "host".into(),
-                    }),
-                )
-                .raw("target", Some(port.target))
-                .raw("published", port.published)
-                .put("protocol", Out::Str(port.protocol.clone()));
-                Out::Map(p.0)
-            })
-            .collect();
-        m.put("ports", Out::Seq(ports));
+        m.put(
+            "ports",
+            Out::Seq(service.ports.iter().map(port_out).collect()),
+        );
     }
     m.flag("read_only", service.read_only);
     if !service.secrets.is_empty() {
@@ -301,22 +231,7 @@ fn service_out(service: &Service) -> MapBuilder {
         .list("tmpfs", &service.tmpfs)
         .flag("tty", service.tty);
     if !service.ulimits.is_empty() {
-        let ulimits = service
-            .ulimits
-            .iter()
-            .map(|(name, limit)| {
-                let value = if limit.soft == limit.hard {
-                    Out::Raw(limit.soft.to_string())
-                } else {
-                    let mut u = MapBuilder::default();
-                    u.raw("soft", Some(limit.soft))
-                        .raw("hard", Some(limit.hard));
-                    Out::Map(u.0)
-                };
-                (name.clone(), value)
-            })
-            .collect();
-        m.put("ulimits", Out::Map(ulimits));
+        m.put("ulimits", ulimits_out(&service.ulimits));
     }
     m.str("user", &service.user);
     if !service.volumes.is_empty() {
@@ -330,6 +245,111 @@ fn service_out(service: &Service) -> MapBuilder {
         m.put(key, node_out(value));
     }
     m.finish()
+}
+
+/// `depends_on` in docker's short shape (a list of names) unless a condition or `required: false`
+/// says more.
+fn put_depends_on(m: &mut MapBuilder, depends_on: &BTreeMap<String, DependsOn>) {
+    let plain_dependencies = depends_on
+        .values()
+        .all(|d| d.condition == DependsOnCondition::Started && d.required);
+    if plain_dependencies {
+        // docker's own shape; the long form appears only when it says more.
+        let names: Vec<String> = depends_on.keys().cloned().collect();
+        m.list("depends_on", &names);
+    } else {
+        let mut deps = MapBuilder::default();
+        for (name, dependency) in depends_on {
+            let mut d = MapBuilder::default();
+            d.put("condition", Out::Str(dependency.condition.as_str().into()));
+            if !dependency.required {
+                d.put("required", Out::Raw("false".into()));
+            }
+            deps.put(name, Out::Map(d.0));
+        }
+        m.sub("depends_on", deps);
+    }
+}
+
+/// A variable without a value (taken from the environment at deploy) prints as `null`.
+fn environment_out(environment: &BTreeMap<String, Option<String>>) -> Out {
+    let environment = environment
+        .iter()
+        .map(|(k, v)| {
+            let value = match v {
+                Some(v) => Out::Str(v.clone()),
+                None => Out::Raw("null".into()),
+            };
+            (k.clone(), value)
+        })
+        .collect();
+    Out::Map(environment)
+}
+
+fn healthcheck_out(check: &Healthcheck) -> Out {
+    let mut h = MapBuilder::default();
+    h.list("test", &check.test)
+        .duration("timeout", check.timeout)
+        .duration("interval", check.interval)
+        .raw("retries", check.retries)
+        .duration("start_period", check.start_period)
+        .duration("start_interval", check.start_interval)
+        .flag("disable", check.disable);
+    Out::Map(h.0)
+}
+
+fn networks_out(networks: &BTreeMap<String, ServiceNetwork>) -> Out {
+    let networks = networks
+        .iter()
+        .map(|(name, network)| {
+            let mut n = MapBuilder::default();
+            n.list("aliases", &network.aliases)
+                .str("ipv4_address", &network.ipv4_address)
+                .str("ipv6_address", &network.ipv6_address);
+            // docker prints a network without options as `name: null`.
+            let value = if n.0.is_empty() {
+                Out::Raw("null".into())
+            } else {
+                Out::Map(n.0)
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    Out::Map(networks)
+}
+
+fn port_out(port: &Port) -> Out {
+    let mut p = MapBuilder::default();
+    p.put(
+        "mode",
+        Out::Str(match port.mode {
+            PublishMode::Ingress => "ingress".into(),
+            PublishMode::Host => "host".into(),
+        }),
+    )
+    .raw("target", Some(port.target))
+    .raw("published", port.published)
+    .put("protocol", Out::Str(port.protocol.clone()));
+    Out::Map(p.0)
+}
+
+/// A limit whose soft and hard values are equal prints as one number.
+fn ulimits_out(ulimits: &BTreeMap<String, Ulimit>) -> Out {
+    let ulimits = ulimits
+        .iter()
+        .map(|(name, limit)| {
+            let value = if limit.soft == limit.hard {
+                Out::Raw(limit.soft.to_string())
+            } else {
+                let mut u = MapBuilder::default();
+                u.raw("soft", Some(limit.soft))
+                    .raw("hard", Some(limit.hard));
+                Out::Map(u.0)
+            };
+            (name.clone(), value)
+        })
+        .collect();
+    Out::Map(ulimits)
 }
 
 fn deploy_out(deploy: &Deploy) -> MapBuilder {

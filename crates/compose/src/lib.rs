@@ -1,6 +1,8 @@
 //! Compose files for `shoal stack`: parse → interpolate → merge → validate → normalise, as pure
-//! functions over file contents and an environment map (`env_file`s are read through a function
-//! the caller passes in). Only [`stack_config`] touches the disk and the process environment.
+//! functions over file contents and an environment map. The library does no IO: the caller reads
+//! the compose files, the `.env` file and the process environment, serves the files a compose
+//! file names (`env_file`) through [`Sources`] and the engine's rules through [`EngineRules`]; the
+//! CLI does that with the disk and the engine, tests from memory.
 //!
 //! The stages, in order:
 //! - [`yaml`] builds a tree that keeps each node's file and line, resolving anchors and `<<`;
@@ -10,36 +12,34 @@
 //! - [`emit`] prints the model the way `docker stack config` does;
 //! - [`convert`] turns the model into the service, network, secret and config specs of a deploy.
 
-// `stack deploy` (issue 6, part 2) is its caller; until then only the tests use it.
-#[allow(dead_code)]
-pub(crate) mod convert;
-pub(crate) mod emit;
-pub(crate) mod interpolate;
-pub(crate) mod merge;
-pub(crate) mod model;
-pub(crate) mod parse;
-pub(crate) mod units;
-pub(crate) mod yaml;
+pub mod convert;
+pub mod emit;
+pub mod interpolate;
+pub mod merge;
+pub mod model;
+pub mod parse;
+pub mod units;
+pub mod yaml;
 
 use std::collections::BTreeSet;
 use std::fmt;
 
-pub(crate) use interpolate::Environment;
-pub(crate) use model::ComposeProject;
+pub use interpolate::{Environment, parse_dotenv};
+pub use model::ComposeProject;
 
 /// One problem in a compose file, located by file, line and key path.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct ComposeError {
-    pub(crate) file: String,
-    pub(crate) line: Option<usize>,
+pub struct ComposeError {
+    pub file: String,
+    pub line: Option<usize>,
     /// Dotted key path such as `services.web.deploy.replicas`; empty for file-level problems.
-    pub(crate) path: String,
+    pub path: String,
     /// What is wrong and how to fix it.
-    pub(crate) message: String,
+    pub message: String,
 }
 
 impl ComposeError {
-    pub(crate) fn at(mark: &yaml::Mark, path: &str, message: &str) -> Self {
+    pub fn at(mark: &yaml::Mark, path: &str, message: &str) -> Self {
         ComposeError {
             file: mark.file.to_string(),
             line: Some(mark.line),
@@ -66,7 +66,7 @@ impl std::error::Error for ComposeError {}
 
 /// Every problem found; nothing is deployed while there is one.
 #[derive(Debug)]
-pub(crate) struct ComposeErrors(pub(crate) Vec<ComposeError>);
+pub struct ComposeErrors(pub Vec<ComposeError>);
 
 impl fmt::Display for ComposeErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -89,33 +89,55 @@ impl From<ComposeError> for ComposeErrors {
 }
 
 /// A compose file's name (as given on the command line) and contents.
-pub(crate) struct SourceFile {
-    pub(crate) name: String,
-    pub(crate) text: String,
+pub struct SourceFile {
+    pub name: String,
+    pub text: String,
 }
 
-/// Reads a file named by an absolute path; the one piece of IO `load` needs (`env_file`), passed
-/// in so that tests can serve files from memory.
-pub(crate) type ReadFile<'a> = &'a dyn Fn(&str) -> std::io::Result<String>;
+/// The files a compose file names and the pipeline reads (`env_file`), by absolute path. The CLI
+/// reads them from the disk; tests serve them from memory.
+pub trait Sources {
+    /// The file's contents, or why it cannot be read (the error is shown to the user).
+    fn read_file(&self, path: &str) -> std::io::Result<String>;
+}
 
-pub(crate) struct LoadOptions<'a> {
+impl<F: Fn(&str) -> std::io::Result<String>> Sources for F {
+    fn read_file(&self, path: &str) -> std::io::Result<String> {
+        self(path)
+    }
+}
+
+/// The container engine's rules that a compose file is checked against before anything is sent.
+/// The engine owns them (`engine::spec`) and the CLI passes them in, so this crate needs neither
+/// the engine nor its IO.
+pub trait EngineRules {
+    /// Why `name` is not a capability the engine takes (`NET_ADMIN`, `CAP_NET_ADMIN` or `ALL`).
+    fn check_capability(&self, name: &str) -> Result<(), String>;
+    /// Why the kernel parameter `name` may not be set in a container.
+    fn check_sysctl(&self, name: &str) -> Result<(), String>;
+    /// Docker's names of the resource limits (`nofile`, `nproc`, …).
+    fn ulimit_names(&self) -> &[&str];
+}
+
+pub struct LoadOptions<'a> {
     /// `false` for `--skip-interpolation`: `${VAR}` stays as written.
-    pub(crate) interpolate: bool,
+    pub interpolate: bool,
     /// Directory that relative paths (`file:`, bind sources, `env_file`) are resolved against.
-    pub(crate) base_dir: String,
-    pub(crate) read_file: ReadFile<'a>,
+    pub base_dir: String,
+    pub sources: &'a dyn Sources,
+    pub engine: &'a dyn EngineRules,
 }
 
 #[derive(Debug)]
-pub(crate) struct Loaded {
-    pub(crate) project: ComposeProject,
-    pub(crate) warnings: Vec<String>,
+pub struct Loaded {
+    pub project: ComposeProject,
+    pub warnings: Vec<String>,
 }
 
 /// Loads one or more compose files into a checked project. Pure: the caller reads the compose
-/// files and supplies the environment (the process environment over the `.env` file); `env_file`s
-/// are read through `options.read_file`.
-pub(crate) fn load(
+/// files and supplies the environment (see [`environment`]); `env_file`s are read through
+/// `options.sources`.
+pub fn load(
     files: &[SourceFile],
     env: &Environment,
     options: &LoadOptions<'_>,
@@ -155,7 +177,7 @@ pub(crate) fn load(
             "variable {name} is not set, so it is replaced by an empty string: export it or add it to the .env file"
         ));
     }
-    let mut parser = parse::Parser::new(&options.base_dir, env, options.read_file);
+    let mut parser = parse::Parser::new(&options.base_dir, env, options.sources, options.engine);
     let project = parser.project(&root);
     if !parser.ignored.is_empty() {
         warnings.push(format!(
@@ -174,67 +196,16 @@ pub(crate) fn load(
     }
 }
 
-/// `shoal stack config`: prints the merged, interpolated, normalised files. Needs no daemon.
-pub(crate) fn stack_config(files: &[String], skip_interpolation: bool) -> anyhow::Result<()> {
-    let loaded = read_project(files, skip_interpolation)?;
-    print!("{}", emit::to_yaml(&loaded.project));
-    Ok(())
-}
-
-/// Reads the compose files (`-` is standard input) with the environment (the process's over
-/// the `.env` file next to the first file) and loads them; prints the warnings on stderr.
-pub(crate) fn read_project(files: &[String], skip_interpolation: bool) -> anyhow::Result<Loaded> {
-    use std::io::Read;
-
-    let mut sources = Vec::new();
-    for name in files {
-        let text = if name == "-" {
-            let mut text = String::new();
-            std::io::stdin().read_to_string(&mut text)?;
-            text
-        } else {
-            std::fs::read_to_string(name)
-                .map_err(|e| anyhow::anyhow!("cannot read compose file {name}: {e}"))?
-        };
-        sources.push(SourceFile {
-            name: if name == "-" {
-                "<stdin>".to_owned()
-            } else {
-                name.clone()
-            },
-            text,
-        });
-    }
-    let first = files.first().map(String::as_str).unwrap_or("-");
-    let base_dir = if first == "-" {
-        std::env::current_dir()?
-    } else {
-        let absolute = std::path::absolute(first)?;
-        absolute
-            .parent()
-            .map(std::path::Path::to_path_buf)
-            .unwrap_or_default()
+/// The environment that interpolation reads: the variables of the `.env` file next to the first
+/// compose file (`dotenv`, if there is one), under those of the process, which win as in docker.
+pub fn environment(
+    dotenv: Option<&SourceFile>,
+    process: impl IntoIterator<Item = (String, String)>,
+) -> Result<Environment, ComposeError> {
+    let mut env = match dotenv {
+        Some(file) => parse_dotenv(&file.name, &file.text)?,
+        None => Environment::new(),
     };
-    // Values exported in the shell win over the `.env` file next to the first compose file.
-    let mut env = Environment::new();
-    let dotenv = base_dir.join(".env");
-    if dotenv.is_file() {
-        let text = std::fs::read_to_string(&dotenv)
-            .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", dotenv.display()))?;
-        env = interpolate::parse_dotenv(&dotenv.display().to_string(), &text)?;
-    }
-    env.extend(std::env::vars());
-    let loaded = load(
-        &sources,
-        &env,
-        &LoadOptions {
-            interpolate: !skip_interpolation,
-            base_dir: base_dir.display().to_string(),
-            read_file: &|path| std::fs::read_to_string(path),
-        },
-    )?;
-    for warning in &loaded.warnings {
-        eprintln!("WARNING: {warning}");
-    }
-    Ok(loaded)
+    env.extend(process);
+    Ok(env)
 }
