@@ -58,6 +58,13 @@ pub enum ManagerError {
     },
 }
 
+/// A spec rule a request breaks is the caller's to fix.
+impl From<spec::SpecError> for ManagerError {
+    fn from(error: spec::SpecError) -> ManagerError {
+        ManagerError::InvalidArgument(error.to_string())
+    }
+}
+
 impl ManagerError {
     /// A stable, machine-readable code for the error.
     pub fn code(&self) -> &'static str {
