@@ -3,9 +3,9 @@
 //! and `--format json` lines.
 
 use std::io::Write as _;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 use shoal_proto::api::control_client::ControlClient;
 use shoal_proto::api::swarm_client::SwarmClient;
 use shoal_proto::engine as pb;
@@ -194,10 +194,13 @@ pub(crate) async fn image_pull(
 }
 
 fn ago(rfc3339: &str) -> String {
-    match engine::util::parse_rfc3339(rfc3339)
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-    {
-        Some(elapsed) => format!("{} ago", engine::util::human_duration(elapsed)),
+    ago_at(rfc3339, SystemTime::now())
+}
+
+/// "2 weeks ago": how long before `now` the engine's timestamp was, as every list says it.
+fn ago_at(rfc3339: &str, now: SystemTime) -> String {
+    match engine::util::parse_rfc3339(rfc3339).and_then(|t| now.duration_since(t).ok()) {
+        Some(elapsed) => spec::human::ago(elapsed),
         None => "N/A".to_owned(),
     }
 }
@@ -227,35 +230,7 @@ fn short_id(id: &str) -> &str {
 }
 
 fn print_table(header: &[&str], rows: Vec<Vec<String>>) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for row in &rows {
-        for (i, cell) in row.iter().enumerate() {
-            widths[i] = widths[i].max(cell.chars().count());
-        }
-    }
-    let mut out = std::io::stdout().lock();
-    let line = |cells: Vec<String>| -> String {
-        let last = cells.len().saturating_sub(1);
-        cells
-            .into_iter()
-            .enumerate()
-            .map(|(i, c)| {
-                if i == last {
-                    c
-                } else {
-                    format!("{c:<w$}   ", w = widths[i])
-                }
-            })
-            .collect()
-    };
-    let _ = writeln!(
-        out,
-        "{}",
-        line(header.iter().map(|h| h.to_string()).collect())
-    );
-    for row in rows {
-        let _ = writeln!(out, "{}", line(row));
-    }
+    print!("{}", crate::service::format::table(header, &rows));
 }
 
 pub(crate) async fn image_ls(host: &str, json: bool) -> anyhow::Result<()> {
@@ -602,72 +577,37 @@ pub(crate) async fn container_wait(host: &str, ids: Vec<String>) -> anyhow::Resu
     Ok(())
 }
 
-/// Parses `16m`, `1g`, `512k`, `1024` (bytes), as docker's `--memory` does.
-pub(crate) fn parse_bytes(text: &str) -> anyhow::Result<u64> {
-    let lower = text.trim().to_ascii_lowercase();
-    let lower = lower.trim_end_matches('b');
-    let (number, multiplier) = match lower.chars().last() {
-        Some('k') => (&lower[..lower.len() - 1], 1u64 << 10),
-        Some('m') => (&lower[..lower.len() - 1], 1 << 20),
-        Some('g') => (&lower[..lower.len() - 1], 1 << 30),
-        _ => (lower, 1),
-    };
-    let value: f64 = number
-        .parse()
-        .with_context(|| format!("invalid size {text:?}: use e.g. 16m, 1g or a byte count"))?;
-    if value <= 0.0 {
-        bail!("invalid size {text:?}: must be positive");
-    }
-    Ok((value * multiplier as f64) as u64)
-}
-
-/// Parses `30s`, `1m30s`, `500ms`, `2h` or plain seconds.
-pub(crate) fn parse_duration(text: &str) -> anyhow::Result<Duration> {
-    if let Ok(seconds) = text.parse::<f64>() {
-        return Ok(Duration::from_secs_f64(seconds.max(0.0)));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let split = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .with_context(|| format!("invalid duration {text:?}: missing unit"))?;
-        let (number, after) = rest.split_at(split);
-        let unit_len = after
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(after.len());
-        let (unit, next) = after.split_at(unit_len);
-        let value: f64 = number
-            .parse()
-            .with_context(|| format!("invalid duration {text:?}"))?;
-        let seconds = match unit {
-            "ms" => value / 1000.0,
-            "s" => value,
-            "m" => value * 60.0,
-            "h" => value * 3600.0,
-            _ => bail!("invalid duration {text:?}: units are ms, s, m, h"),
-        };
-        total += Duration::from_secs_f64(seconds);
-        rest = next;
-    }
-    Ok(total)
-}
-
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     #[test]
-    fn sizes_and_durations_parse() -> anyhow::Result<()> {
-        assert_eq!(parse_bytes("16m")?, 16 << 20);
-        assert_eq!(parse_bytes("1G")?, 1 << 30);
-        assert_eq!(parse_bytes("512")?, 512);
-        assert!(parse_bytes("lots").is_err());
-        assert_eq!(parse_duration("1m30s")?, Duration::from_secs(90));
-        assert_eq!(parse_duration("500ms")?, Duration::from_millis(500));
-        assert_eq!(parse_duration("2")?, Duration::from_secs(2));
-        assert!(parse_duration("3x").is_err());
+    fn sizes_and_sockets() -> anyhow::Result<()> {
         assert_eq!(human_size(1_234_567), "1.235MB");
         Ok(())
+    }
+
+    /// `image ls` and `secret ls` say the same age the same way (issue 13: "20 days" here,
+    /// "2 weeks" there), and tables pad as docker's tabwriter does whichever list prints them.
+    #[test]
+    fn lists_say_ages_and_pad_columns_alike() {
+        let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let created = now - Duration::from_secs(20 * 86_400);
+        let text = engine::util::rfc3339(created);
+        assert_eq!(ago_at(&text, now), "2 weeks ago");
+        let timestamp = shoal_proto::api::Timestamp {
+            seconds: 1_800_000_000 - 20 * 86_400,
+            nanos: 0,
+        };
+        assert_eq!(
+            crate::payload::ago(Some(&timestamp), now),
+            ago_at(&text, now)
+        );
+        assert_eq!(
+            crate::service::format::table(&["ID", "NAME"], &[vec!["a".into(), "b".into()]]),
+            "ID        NAME\na         b\n"
+        );
     }
 }

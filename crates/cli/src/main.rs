@@ -288,11 +288,20 @@ struct RunArgs {
     command: Vec<String>,
 }
 
-fn proto_duration(d: std::time::Duration) -> pb::Duration {
-    pb::Duration {
-        seconds: d.as_secs() as i64,
-        nanos: d.subsec_nanos() as i32,
-    }
+/// A Go duration flag (`30s`, `1m30s`), as `spec` parses every duration.
+fn duration_flag(flag: &str, text: &str) -> anyhow::Result<pb::Duration> {
+    let duration =
+        spec::units::parse_duration(text).map_err(|error| error.in_field(format!("--{flag}")))?;
+    Ok(pb::Duration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
+    })
+}
+
+/// A size flag with binary units (`16m`, `1g`, `1t`), as go-units' `RAMInBytes` parses it.
+fn size_flag(flag: &str, text: Option<&str>) -> anyhow::Result<u64> {
+    let Some(text) = text else { return Ok(0) };
+    Ok(spec::units::parse_ram_bytes(text).map_err(|error| error.in_field(format!("--{flag}")))?)
 }
 
 fn run_spec(args: RunArgs) -> anyhow::Result<client::RunOptions> {
@@ -328,16 +337,13 @@ fn run_spec(args: RunArgs) -> anyhow::Result<client::RunOptions> {
     let healthcheck = match &args.health_cmd {
         Some(cmd) => Some(pb::Healthcheck {
             test: vec!["/bin/sh".into(), "-c".into(), cmd.clone()],
-            interval: Some(proto_duration(client::parse_duration(
-                &args.health_interval,
-            )?)),
-            timeout: Some(proto_duration(client::parse_duration(
-                &args.health_timeout,
-            )?)),
+            interval: Some(duration_flag("health-interval", &args.health_interval)?),
+            timeout: Some(duration_flag("health-timeout", &args.health_timeout)?),
             retries: args.health_retries,
-            start_period: Some(proto_duration(client::parse_duration(
+            start_period: Some(duration_flag(
+                "health-start-period",
                 &args.health_start_period,
-            )?)),
+            )?),
         }),
         None => None,
     };
@@ -363,12 +369,7 @@ fn run_spec(args: RunArgs) -> anyhow::Result<client::RunOptions> {
         hostname: args.hostname.unwrap_or_default(),
         read_only_rootfs: args.read_only,
         mounts,
-        memory_bytes: args
-            .memory
-            .as_deref()
-            .map(client::parse_bytes)
-            .transpose()?
-            .unwrap_or(0),
+        memory_bytes: size_flag("memory", args.memory.as_deref())?,
         nano_cpus: args.cpus.map(|c| (c * 1e9) as u64).unwrap_or(0),
         pids_limit: args.pids_limit.unwrap_or(0),
         stop_signal: args.stop_signal.unwrap_or_default(),
@@ -383,12 +384,7 @@ fn run_spec(args: RunArgs) -> anyhow::Result<client::RunOptions> {
             .runtime
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
-        log_max_size_bytes: args
-            .log_max_size
-            .as_deref()
-            .map(client::parse_bytes)
-            .transpose()?
-            .unwrap_or(0),
+        log_max_size_bytes: size_flag("log-max-size", args.log_max_size.as_deref())?,
         log_max_files: args.log_max_files.unwrap_or(0),
         labels,
         cap_add: args.cap_add,
@@ -554,4 +550,47 @@ fn main() -> ExitCode {
 
 fn exit(code: i32) -> ExitCode {
     ExitCode::from(u8::try_from(code).unwrap_or(255))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(flags: &[&str]) -> anyhow::Result<client::RunOptions> {
+        let argv = ["shoal", "container", "run"]
+            .iter()
+            .chain(flags)
+            .chain(&["busybox"]);
+        let Cli { command, .. } = Cli::try_parse_from(argv)?;
+        let Command::Container(ContainerCommand::Run(args)) = command else {
+            anyhow::bail!("not container run");
+        };
+        run_spec(*args)
+    }
+
+    /// `container run` reads durations and sizes as `service create` does (issue 13: `2` meant
+    /// 2 s here and was refused there; `1t` was refused here and accepted there).
+    #[test]
+    fn durations_and_sizes_read_as_service_create_reads_them() -> anyhow::Result<()> {
+        let refused = run(&["--health-cmd", "true", "--health-interval", "2"])
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default();
+        let service = service::spec::parse_flag_duration("health-interval", "2")
+            .expect_err("a duration without a unit")
+            .to_string();
+        assert_eq!(refused, service);
+        assert!(
+            refused.starts_with("--health-interval: invalid duration \"2\""),
+            "{refused}"
+        );
+
+        let options = run(&["--memory", "1t", "--log-max-size", "1.5k"])?;
+        assert_eq!(options.spec.memory_bytes, 1 << 40);
+        assert_eq!(options.spec.log_max_size_bytes, 1536);
+        let options = run(&["--health-cmd", "true", "--health-interval", "1m30s"])?;
+        let interval = options.spec.healthcheck.and_then(|health| health.interval);
+        assert_eq!(interval.map(|d| d.seconds), Some(90));
+        Ok(())
+    }
 }

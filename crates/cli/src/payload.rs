@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use shoal_proto::api;
 
 use crate::client::{Daemon, api_error};
-use crate::service::format::{ListRow, human_duration, print_rows, rfc3339_nano, system_time};
+use crate::service::format::{ListRow, print_rows, rfc3339_nano, system_time};
 
 #[derive(Subcommand)]
 pub(crate) enum PayloadCommand {
@@ -113,11 +113,11 @@ impl From<api::Config> for PayloadView {
 }
 
 /// "2 minutes ago", as docker's lists say when something happened.
-fn ago(timestamp: Option<&api::Timestamp>, now: SystemTime) -> String {
+pub(crate) fn ago(timestamp: Option<&api::Timestamp>, now: SystemTime) -> String {
     let since = system_time(timestamp)
         .and_then(|time| now.duration_since(time).ok())
         .unwrap_or_default();
-    format!("{} ago", human_duration(since))
+    spec::human::ago(since)
 }
 
 /// One line of `secret ls` or `config ls`.

@@ -14,9 +14,6 @@ use shoal_proto::api::{self, stack_change::Action};
 use crate::client::{Daemon, api_error};
 use crate::service::{self, format};
 
-/// Docker's limit on a secret's or config's data, checked before anything is sent.
-const MAX_PAYLOAD_BYTES: u64 = 500 * 1024;
-
 #[derive(Subcommand)]
 pub(crate) enum StackCommand {
     /// Deploys a new stack or updates an existing one from compose files.
@@ -315,12 +312,13 @@ fn deploy_request(
         let size = std::fs::metadata(path)
             .with_context(|| format!("{kind} {name}: cannot read its file {path}"))?
             .len();
-        if size > MAX_PAYLOAD_BYTES {
-            bail!(
-                "{kind} {name}: {path} is {} KiB, over the 500 KiB limit for a {kind}: make it smaller",
-                size.div_ceil(1024)
-            );
-        }
+        let payload = if kind == "secret" {
+            spec::validate::PayloadKind::Secret
+        } else {
+            spec::validate::PayloadKind::Config
+        };
+        spec::validate::payload_size(payload, name, size)
+            .with_context(|| format!("{path} is too large"))?;
         std::fs::read(path).with_context(|| format!("{kind} {name}: cannot read its file {path}"))
     };
     let mut secrets = Vec::new();

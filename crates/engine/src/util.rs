@@ -238,21 +238,6 @@ pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
     Some(UNIX_EPOCH + Duration::new(since, at.nanosecond()))
 }
 
-/// "3 seconds", "5 minutes", "2 hours", "4 days": docker's human durations.
-pub fn human_duration(duration: Duration) -> String {
-    let secs = duration.as_secs();
-    match secs {
-        0 => "Less than a second".to_owned(),
-        1 => "1 second".to_owned(),
-        2..=59 => format!("{secs} seconds"),
-        60..=119 => "About a minute".to_owned(),
-        120..=3599 => format!("{} minutes", secs / 60),
-        3600..=7199 => "About an hour".to_owned(),
-        7200..=172_799 => format!("{} hours", secs / 3600),
-        _ => format!("{} days", secs / 86_400),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -58,6 +58,13 @@ pub enum ManagerError {
     },
 }
 
+/// A spec rule a request breaks is the caller's to fix.
+impl From<spec::SpecError> for ManagerError {
+    fn from(error: spec::SpecError) -> ManagerError {
+        ManagerError::InvalidArgument(error.to_string())
+    }
+}
+
 impl ManagerError {
     /// A manager's answer to a call, kept with its code.
     pub fn from_status(status: tonic::Status) -> ManagerError {

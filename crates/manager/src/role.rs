@@ -44,9 +44,7 @@ use crate::orchestrator::{duration_from_proto, duration_to_proto};
 /// node (after three missed) in 3 s instead of 15.
 pub const DEFAULT_DISPATCHER_HEARTBEAT: Duration = Duration::from_secs(1);
 /// Swarm's task history per slot.
-pub const DEFAULT_TASK_HISTORY_LIMIT: i64 = 5;
-const DEFAULT_ADDRESS_POOL: &str = "10.0.0.0/8";
-const DEFAULT_SUBNET_SIZE: u32 = 24;
+pub const DEFAULT_TASK_HISTORY_LIMIT: i64 = spec::defaults::TASK_HISTORY_LIMIT;
 /// How long a new single-member store may take to elect itself.
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -89,28 +87,6 @@ pub struct ManagerRole {
     data_key_keeper: tokio::task::JoinHandle<()>,
 }
 
-fn check_address_pools(pools: &[String], subnet_size: u32) -> Result<(), ManagerError> {
-    for pool in pools {
-        let valid = pool.split_once('/').is_some_and(|(ip, prefix)| {
-            ip.parse::<std::net::Ipv4Addr>().is_ok()
-                && prefix
-                    .parse::<u32>()
-                    .is_ok_and(|prefix| prefix <= subnet_size)
-        });
-        if !valid {
-            return Err(ManagerError::InvalidArgument(format!(
-                "invalid default address pool {pool:?}: give an IPv4 CIDR no smaller than the /{subnet_size} subnets cut from it, such as 10.0.0.0/8"
-            )));
-        }
-    }
-    if !(8..=29).contains(&subnet_size) {
-        return Err(ManagerError::InvalidArgument(format!(
-            "invalid subnet size /{subnet_size}: give a mask length from 8 to 29"
-        )));
-    }
-    Ok(())
-}
-
 /// A node's member id in the managers' Raft group, derived from its node id: the same on every
 /// attempt, so a manager whose join was interrupted retries as the same member rather than
 /// leaving a stranger behind at its address.
@@ -137,16 +113,16 @@ impl ManagerRole {
             )));
         }
         let subnet_size = if options.subnet_size == 0 {
-            DEFAULT_SUBNET_SIZE
+            spec::defaults::SUBNET_SIZE
         } else {
             options.subnet_size
         };
         let pools = if options.default_addr_pool.is_empty() {
-            vec![DEFAULT_ADDRESS_POOL.to_owned()]
+            vec![spec::defaults::ADDRESS_POOL.to_owned()]
         } else {
             options.default_addr_pool.clone()
         };
-        check_address_pools(&pools, subnet_size)?;
+        spec::validate::address_pools(&pools, subnet_size)?;
         if options.task_history_limit.is_some_and(|limit| limit < 0) {
             return Err(ManagerError::InvalidArgument(
                 "a negative task history limit: give 0 or more".to_owned(),

@@ -1097,3 +1097,168 @@ async fn a_demoted_managers_old_certificate_is_refused_by_every_manager_call() {
     third.shutdown().await;
     first.shutdown().await;
 }
+
+/// Issue 13: the rules of `spec` hold on every write path, whichever client writes. A stack
+/// deploy is refused what `service create` is refused, with the same message; the templates
+/// compose accepts and the worker expands are accepted; a service gets Swarm's defaults however
+/// it was made; and `swarm init` refuses address pools with the message the CLI gives.
+#[tokio::test]
+async fn every_write_path_enforces_the_spec_rules_alike() {
+    use shoal_proto::api::{
+        Annotations, DeployStackRequest, GetServiceRequest, ResourceRequirements, Resources,
+        StackSpec,
+    };
+
+    let data_root = tempfile::tempdir().unwrap();
+    let swarm_dir = SwarmDir::new(data_root.path());
+    let role = ManagerRole::init(&swarm_dir, on_loopback("spec-host"))
+        .await
+        .unwrap();
+    let control = role.control();
+    let create = |spec: ServiceSpec| {
+        let control = control.clone();
+        async move {
+            control
+                .create_service(Request::new(CreateServiceRequest { spec: Some(spec) }))
+                .await
+                .map(|response| response.into_inner().service.unwrap())
+        }
+    };
+    let deploy = |spec: ServiceSpec| {
+        let control = control.clone();
+        async move {
+            control
+                .deploy_stack(Request::new(DeployStackRequest {
+                    spec: Some(StackSpec {
+                        annotations: Some(Annotations {
+                            name: "app".into(),
+                            ..Default::default()
+                        }),
+                        services: vec![spec],
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }))
+                .await
+        }
+    };
+    let with_container = |mut spec: ServiceSpec, change: &dyn Fn(&mut ContainerSpec)| {
+        if let Some(task_spec::Runtime::Container(container)) =
+            spec.task.as_mut().and_then(|task| task.runtime.as_mut())
+        {
+            change(container);
+        }
+        spec
+    };
+
+    // Reserving more than the limit: refused on both paths, with spec's message.
+    let over_reserved = |name: &str| {
+        let mut spec = service_spec(name, 1);
+        let resources = ResourceRequirements {
+            limits: Some(Resources {
+                memory_bytes: 64 << 20,
+                ..Default::default()
+            }),
+            reservations: Some(Resources {
+                memory_bytes: 128 << 20,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        spec.task.as_mut().unwrap().resources = Some(resources);
+        spec
+    };
+    let expected = spec::validate::resources_rule(
+        over_reserved("x").task.unwrap().resources.as_ref().unwrap(),
+    )
+    .unwrap_err()
+    .to_string();
+    let by_create = create(over_reserved("big")).await.unwrap_err();
+    assert_eq!(by_create.code(), tonic::Code::InvalidArgument);
+    assert_eq!(by_create.message(), expected);
+    let by_stack = deploy(over_reserved("app_big")).await.unwrap_err();
+    assert_eq!(by_stack.code(), tonic::Code::InvalidArgument);
+    assert_eq!(by_stack.message(), expected);
+
+    // Templates: what the worker can't expand is refused up front; what it can is accepted.
+    let colour = with_container(service_spec("colour", 1), &|container| {
+        container.env = vec!["X={{.Task.Colour}}".into()];
+    });
+    let refused = create(colour.clone()).await.unwrap_err();
+    assert!(
+        refused.message().starts_with(
+            "environment: invalid template \"X={{.Task.Colour}}\": unknown placeholder"
+        ),
+        "{refused:?}"
+    );
+    let mut colour_in_stack = colour;
+    colour_in_stack.annotations.as_mut().unwrap().name = "app_colour".into();
+    assert_eq!(
+        deploy(colour_in_stack).await.unwrap_err().message(),
+        refused.message()
+    );
+    let platform = with_container(service_spec("platform", 1), &|container| {
+        container.hostname = "{{.Node.Platform.OS}}-{{- .Task.Slot -}}".into();
+    });
+    create(platform).await.unwrap();
+
+    // Swarm's defaults are stored however the service was made.
+    let made = create(service_spec("made", 1)).await.unwrap();
+    deploy(service_spec("app_made", 1)).await.unwrap();
+    let deployed = control
+        .get_service(Request::new(GetServiceRequest {
+            service: "app_made".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    for service in [&made, &deployed] {
+        let spec = service.spec.clone().unwrap();
+        assert_eq!(spec.update, Some(spec::defaults::update_config()));
+        assert_eq!(spec.rollback, Some(spec::defaults::update_config()));
+        assert_eq!(
+            spec.task.unwrap().restart,
+            Some(spec::defaults::restart_policy())
+        );
+    }
+    // Deploying the same file again changes nothing, defaults and all.
+    let again = deploy(service_spec("app_made", 1))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        again
+            .changes
+            .iter()
+            .all(|change| change.action() == shoal_proto::api::stack_change::Action::Unchanged),
+        "{:?}",
+        again.changes
+    );
+    role.shutdown().await;
+
+    // Address pools: refused with the message `swarm init`'s flags get from the CLI.
+    for (pools, subnet_size) in [(vec!["10.0.0.0/8"], 30), (vec!["fd00::/8"], 64)] {
+        let pools: Vec<String> = pools.into_iter().map(str::to_owned).collect();
+        let other_root = tempfile::tempdir().unwrap();
+        let error = ManagerRole::init(
+            &SwarmDir::new(other_root.path()),
+            InitOptions {
+                default_addr_pool: pools.clone(),
+                subnet_size,
+                ..on_loopback("pool-host")
+            },
+        )
+        .await
+        .err()
+        .expect("a refused pool")
+        .to_string();
+        assert_eq!(
+            error,
+            spec::validate::address_pools(&pools, subnet_size)
+                .unwrap_err()
+                .to_string()
+        );
+    }
+}

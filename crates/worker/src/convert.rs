@@ -12,7 +12,7 @@ use shoal_proto::api;
 use shoal_proto::api::ContainerSpec as TaskContainerSpec;
 
 use crate::error::{Result, WorkerError};
-use crate::template::{self, TemplateContext};
+use spec::template::{self, TemplateContext};
 
 /// Label carrying the task id; re-adoption after a restart finds containers by it.
 pub const LABEL_TASK_ID: &str = "com.docker.swarm.task.id";
@@ -193,7 +193,7 @@ pub fn container_spec_for_task(
     // mount paths stand for this task and this node.
     let template = template_context(task, &name, node_hostname);
     let expand = |what: &str, text: &str| {
-        template::expand(text, &template).map_err(|error| reject(format!("{what}: {error}")))
+        template::expand(text, &template).map_err(|error| reject(error.in_field(what).to_string()))
     };
     if let Some(hostname) = spec.hostname.take() {
         spec.hostname = Some(expand("hostname", &hostname)?);
@@ -254,6 +254,8 @@ fn template_context(task: &api::Task, task_name: &str, node_hostname: &str) -> T
         service_labels: annotations.labels,
         node_id: task.node_id.clone(),
         node_hostname: node_hostname.to_owned(),
+        node_platform_os: crate::agent::NODE_OS.to_owned(),
+        node_platform_architecture: crate::agent::node_architecture().to_owned(),
         task_id: task.id.clone(),
         task_name: task_name.to_owned(),
         task_slot: task.slot.to_string(),
@@ -625,6 +627,20 @@ mod tests {
         assert_eq!(source, &PathBuf::from("/srv/web.2.t1"));
         assert_eq!(target, "/data/node1");
 
+        // What compose and the manager accept, the worker expands: the node's platform and Go's
+        // trim markers (issue 13: such a stack validated, deployed, and every task was rejected).
+        let platform = task_with(TaskContainerSpec {
+            hostname: "{{.Node.Platform.OS}}-{{.Node.Platform.Architecture}}".into(),
+            env: vec!["SLOT= {{- .Task.Slot -}} ".into()],
+            ..image("busybox")
+        });
+        let spec = container_spec_for_task(&platform, &TaskPayloads::default(), "h2").unwrap();
+        assert_eq!(
+            spec.hostname,
+            Some(format!("linux-{}", crate::agent::node_architecture()))
+        );
+        assert_eq!(spec.env, ["SLOT=2"]);
+
         let unknown = task_with(TaskContainerSpec {
             env: vec!["X={{.Task.Colour}}".into()],
             ..image("busybox")
@@ -633,7 +649,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            error.contains("environment: unknown placeholder {{.Task.Colour}}"),
+            error.contains("environment: invalid template \"X={{.Task.Colour}}\": unknown placeholder `{{.Task.Colour}}`"),
             "{error}"
         );
     }

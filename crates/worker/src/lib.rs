@@ -9,7 +9,6 @@ pub mod convert;
 pub mod error;
 pub mod reconciler;
 pub mod store;
-pub mod template;
 
 pub use agent::{AgentConfig, DispatcherConnector, ImageProvider, run_agent};
 pub use convert::{

@@ -8,6 +8,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::{Map, Value, json};
 use shoal_proto::api;
+use spec::enums::text_of;
 
 /// JSON indented with four spaces, as `docker inspect` prints it.
 pub(crate) fn pretty_json(value: &Value) -> anyhow::Result<String> {
@@ -81,35 +82,8 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     out
 }
 
-/// go-units' `HumanDuration`, which docker prints in `ps`, `info` and `image ls`.
-pub(crate) fn human_duration(duration: Duration) -> String {
-    let seconds = duration.as_secs();
-    let minutes = seconds / 60;
-    let hours = (duration.as_secs_f64() / 3600.0 + 0.5) as u64;
-    if seconds < 1 {
-        "Less than a second".to_owned()
-    } else if seconds == 1 {
-        "1 second".to_owned()
-    } else if seconds < 60 {
-        format!("{seconds} seconds")
-    } else if minutes == 1 {
-        "About a minute".to_owned()
-    } else if minutes < 60 {
-        format!("{minutes} minutes")
-    } else if hours == 1 {
-        "About an hour".to_owned()
-    } else if hours < 48 {
-        format!("{hours} hours")
-    } else if hours < 24 * 7 * 2 {
-        format!("{} days", hours / 24)
-    } else if hours < 24 * 30 * 2 {
-        format!("{} weeks", hours / 24 / 7)
-    } else if hours < 24 * 365 * 2 {
-        format!("{} months", hours / 24 / 30)
-    } else {
-        format!("{} years", seconds / 3600 / 24 / 365)
-    }
-}
+/// go-units' `HumanDuration`, which docker prints in `ps`, `info` and every list.
+pub(crate) use spec::human::human_duration;
 
 pub(crate) fn system_time(timestamp: Option<&api::Timestamp>) -> Option<SystemTime> {
     let timestamp = timestamp?;
@@ -270,18 +244,11 @@ pub(crate) fn mode_name(spec: &api::ServiceSpec) -> &'static str {
 }
 
 fn protocol_name(protocol: i32) -> &'static str {
-    match api::port_config::Protocol::try_from(protocol) {
-        Ok(api::port_config::Protocol::Udp) => "udp",
-        Ok(api::port_config::Protocol::Sctp) => "sctp",
-        _ => "tcp",
-    }
+    text_of::<api::port_config::Protocol>(protocol)
 }
 
 fn publish_mode_name(mode: i32) -> &'static str {
-    match api::port_config::PublishMode::try_from(mode) {
-        Ok(api::port_config::PublishMode::Host) => "host",
-        _ => "ingress",
-    }
+    text_of::<api::port_config::PublishMode>(mode)
 }
 
 /// `service ls`'s PORTS column: ingress ports, consecutive ones grouped into ranges as docker does.
@@ -714,14 +681,7 @@ fn insert_nonempty(object: &mut Map<String, Value>, key: &str, value: Value) {
 }
 
 fn mount_type_name(kind: i32) -> &'static str {
-    match api::mount::Type::try_from(kind) {
-        Ok(api::mount::Type::Bind) => "bind",
-        Ok(api::mount::Type::Volume) => "volume",
-        Ok(api::mount::Type::Tmpfs) => "tmpfs",
-        Ok(api::mount::Type::Npipe) => "npipe",
-        Ok(api::mount::Type::Cluster) => "cluster",
-        Err(_) => "",
-    }
+    text_of::<api::mount::Type>(kind)
 }
 
 fn propagation_name(propagation: i32) -> &'static str {
@@ -900,11 +860,7 @@ fn resources_json(resources: &api::Resources, pids: i64) -> Value {
 }
 
 pub(crate) fn restart_condition_name(condition: i32) -> &'static str {
-    match api::restart_policy::RestartCondition::try_from(condition) {
-        Ok(api::restart_policy::RestartCondition::None) => "none",
-        Ok(api::restart_policy::RestartCondition::OnFailure) => "on-failure",
-        _ => "any",
-    }
+    text_of::<api::restart_policy::RestartCondition>(condition)
 }
 
 fn update_config_json(config: &api::UpdateConfig) -> Value {
@@ -916,23 +872,13 @@ fn update_config_json(config: &api::UpdateConfig) -> Value {
     }
     object.insert(
         "FailureAction".into(),
-        json!(match FailureAction::try_from(config.failure_action) {
-            Ok(FailureAction::Continue) => "continue",
-            Ok(FailureAction::Rollback) => "rollback",
-            _ => "pause",
-        }),
+        json!(text_of::<FailureAction>(config.failure_action)),
     );
     if let Some(monitor) = &config.monitor {
         insert_nonempty(&mut object, "Monitor", json!(duration_nanos(monitor)));
     }
     object.insert("MaxFailureRatio".into(), json!(config.max_failure_ratio));
-    object.insert(
-        "Order".into(),
-        json!(match UpdateOrder::try_from(config.order) {
-            Ok(UpdateOrder::StartFirst) => "start-first",
-            _ => "stop-first",
-        }),
-    );
+    object.insert("Order".into(), json!(text_of::<UpdateOrder>(config.order)));
     Value::Object(object)
 }
 
@@ -1045,12 +991,7 @@ fn endpoint_spec_json(spec: &api::EndpointSpec) -> Value {
     let mut object = Map::new();
     object.insert(
         "Mode".into(),
-        json!(
-            match api::endpoint_spec::ResolutionMode::try_from(spec.mode) {
-                Ok(api::endpoint_spec::ResolutionMode::Dnsrr) => "dnsrr",
-                _ => "vip",
-            }
-        ),
+        json!(text_of::<api::endpoint_spec::ResolutionMode>(spec.mode)),
     );
     insert_nonempty(
         &mut object,
@@ -1452,38 +1393,6 @@ mod tests {
 
     fn ts(seconds: i64) -> api::Timestamp {
         api::Timestamp { seconds, nanos: 0 }
-    }
-
-    #[test]
-    fn human_durations_follow_go_units() {
-        let cases = [
-            (0, "Less than a second"),
-            (1, "1 second"),
-            (5, "5 seconds"),
-            (59, "59 seconds"),
-            (60, "About a minute"),
-            (119, "About a minute"),
-            (180, "3 minutes"),
-            (3599, "59 minutes"),
-            (3600, "About an hour"),
-            (2 * 3600, "2 hours"),
-            (47 * 3600, "47 hours"),
-            (2 * 86_400, "2 days"),
-            (21 * 86_400, "3 weeks"),
-            (120 * 86_400, "4 months"),
-            (800 * 86_400, "2 years"),
-        ];
-        for (seconds, expected) in cases {
-            assert_eq!(
-                human_duration(Duration::from_secs(seconds)),
-                expected,
-                "{seconds}s"
-            );
-        }
-        assert_eq!(
-            human_duration(Duration::from_millis(400)),
-            "Less than a second"
-        );
     }
 
     #[test]

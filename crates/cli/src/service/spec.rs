@@ -3,12 +3,11 @@
 //! flag and says how to fix it. The process environment is passed in, for `--env KEY`.
 
 use std::collections::HashMap;
-use std::time::Duration;
 
 use anyhow::{Context as _, anyhow, bail};
 use clap::Args;
-use compose::units;
 use shoal_proto::api;
+use spec::enums::TextForm as _;
 
 /// Flags that set resources, shared by `create` and `update`.
 #[derive(Args, Debug, Default, Clone, PartialEq)]
@@ -220,17 +219,15 @@ impl PolicyFlags<'_> {
             config.monitor = Some(parse_flag_duration(&format!("{which}-monitor"), monitor)?);
         }
         if let Some(action) = self.failure_action {
-            config.set_failure_action(match (which, action) {
-                (_, "pause") => FailureAction::Pause,
-                (_, "continue") => FailureAction::Continue,
-                ("update", "rollback") => FailureAction::Rollback,
-                ("update", _) => bail!(
-                    "--update-failure-action: invalid value {action:?}: use pause, continue or rollback"
-                ),
-                _ => bail!(
-                    "--{which}-failure-action: invalid value {action:?}: use pause or continue"
-                ),
-            });
+            let flag = format!("--{which}-failure-action");
+            let parsed = FailureAction::parse(action);
+            // A rollback can't itself roll back, so its flag offers only the first two words.
+            if which == "rollback"
+                && !matches!(parsed, Ok(FailureAction::Pause | FailureAction::Continue))
+            {
+                bail!("{flag}: invalid value {action:?}: use pause or continue");
+            }
+            config.set_failure_action(parsed.map_err(|error| error.in_field(&flag))?);
         }
         if let Some(ratio) = self.max_failure_ratio {
             config.max_failure_ratio = ratio
@@ -245,33 +242,24 @@ impl PolicyFlags<'_> {
                 })?;
         }
         if let Some(order) = self.order {
-            config.set_order(match order {
-                "stop-first" => UpdateOrder::StopFirst,
-                "start-first" => UpdateOrder::StartFirst,
-                _ => {
-                    bail!("--{which}-order: invalid value {order:?}: use stop-first or start-first")
-                }
-            });
+            config.set_order(
+                UpdateOrder::parse(order)
+                    .map_err(|error| error.in_field(format!("--{which}-order")))?,
+            );
         }
         Ok(())
     }
 }
 
-/// Swarm's update and rollback defaults (one at a time, no delay, pause on failure, monitor
-/// 5 s, no failures tolerated, stop-first), which a new service gets as docker's CLI gives them.
-fn default_update_config() -> api::UpdateConfig {
-    api::UpdateConfig {
-        parallelism: 1,
-        monitor: Some(proto_duration(Duration::from_secs(5))),
-        ..api::UpdateConfig::default()
+/// The config a new service gets: Swarm's defaults with what the flags change, or nothing when
+/// no flag is given (the manager fills Swarm's defaults into every spec it stores).
+fn new_update_config(flags: &PolicyFlags<'_>) -> anyhow::Result<Option<api::UpdateConfig>> {
+    if !flags.any() {
+        return Ok(None);
     }
-}
-
-/// The config a new service gets: the defaults with what the flags change.
-fn new_update_config(flags: &PolicyFlags<'_>) -> anyhow::Result<api::UpdateConfig> {
-    let mut config = default_update_config();
+    let mut config = spec::defaults::update_config();
     flags.apply(&mut config)?;
-    Ok(config)
+    Ok(Some(config))
 }
 
 /// `shoal service create`'s flags and arguments.
@@ -511,25 +499,16 @@ pub(crate) fn scale_spec(
     Ok(spec)
 }
 
-fn proto_duration(duration: Duration) -> api::Duration {
-    api::Duration {
-        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
-    }
-}
-
 /// A Go duration for the flag `flag` (`1m30s`, `500ms`).
 pub(crate) fn parse_flag_duration(flag: &str, text: &str) -> anyhow::Result<api::Duration> {
-    units::parse_duration(text)
-        .map(proto_duration)
-        .map_err(|message| anyhow!("--{flag}: {message}"))
+    spec::units::parse_duration(text)
+        .map(spec::defaults::proto_duration)
+        .map_err(|error| anyhow!(error.in_field(format!("--{flag}"))))
 }
 
 fn parse_memory(flag: &str, text: &str) -> anyhow::Result<i64> {
-    if text.trim().starts_with('-') {
-        bail!("--{flag}: invalid size {text:?}: a size can't be negative; use e.g. 512m or 1g");
-    }
-    let bytes = units::parse_size(text).map_err(|message| anyhow!("--{flag}: {message}"))?;
+    let bytes = spec::units::parse_ram_bytes(text)
+        .map_err(|error| anyhow!(error.in_field(format!("--{flag}"))))?;
     i64::try_from(bytes).map_err(|_| anyhow!("--{flag}: {text:?} is too large"))
 }
 
@@ -1051,24 +1030,8 @@ pub(crate) fn parse_mount(flag: &str, text: &str) -> anyhow::Result<api::Mount> 
 }
 
 fn parse_restart_condition(text: &str) -> anyhow::Result<i32> {
-    use api::restart_policy::RestartCondition as C;
-    Ok(match text {
-        "none" => C::None,
-        "on-failure" => C::OnFailure,
-        "any" => C::Any,
-        _ => bail!("--restart-condition: invalid value {text:?}: use none, on-failure or any"),
-    } as i32)
-}
-
-/// Swarm's default restart policy (condition any, 5 s delay, unlimited attempts), which partial
-/// `--restart-*` flags start from, as docker's CLI does.
-fn default_restart_policy() -> api::RestartPolicy {
-    api::RestartPolicy {
-        condition: api::restart_policy::RestartCondition::Any as i32,
-        delay: Some(proto_duration(Duration::from_secs(5))),
-        max_attempts: 0,
-        window: None,
-    }
+    Ok(api::restart_policy::RestartCondition::parse(text)
+        .map_err(|error| error.in_field("--restart-condition"))? as i32)
 }
 
 fn apply_restart(policy: &mut api::RestartPolicy, args: &RestartArgs) -> anyhow::Result<()> {
@@ -1126,18 +1089,7 @@ fn apply_resources(
         requirements.limits.get_or_insert_default().memory_bytes =
             parse_memory("limit-memory", memory)?;
     }
-    if let (Some(limits), Some(reservations)) = (&requirements.limits, &requirements.reservations) {
-        if limits.memory_bytes > 0 && reservations.memory_bytes > limits.memory_bytes {
-            bail!(
-                "--reserve-memory is larger than --limit-memory: reserve at most the limit, or raise the limit"
-            );
-        }
-        if limits.nano_cpus > 0 && reservations.nano_cpus > limits.nano_cpus {
-            bail!(
-                "--reserve-cpu is larger than --limit-cpu: reserve at most the limit, or raise the limit"
-            );
-        }
-    }
+    spec::validate::resources_rule(requirements)?;
     Ok(())
 }
 
@@ -1354,7 +1306,7 @@ pub(crate) fn create_spec(
         None
     };
     let restart = if args.restart.any() {
-        let mut policy = default_restart_policy();
+        let mut policy = spec::defaults::restart_policy();
         apply_restart(&mut policy, &args.restart)?;
         Some(policy)
     } else {
@@ -1379,8 +1331,8 @@ pub(crate) fn create_spec(
             ..Default::default()
         }),
         mode: Some(mode),
-        update: Some(new_update_config(&args.update_policy.flags())?),
-        rollback: Some(new_update_config(&args.rollback_policy.flags())?),
+        update: new_update_config(&args.update_policy.flags())?,
+        rollback: new_update_config(&args.rollback_policy.flags())?,
         endpoint: Some(api::EndpointSpec::default()),
         ..Default::default()
     })
@@ -1583,7 +1535,8 @@ pub(crate) fn update_spec(
     }
     if args.restart.any() {
         apply_restart(
-            task.restart.get_or_insert_with(default_restart_policy),
+            task.restart
+                .get_or_insert_with(spec::defaults::restart_policy),
             &args.restart,
         )?;
     }
@@ -1595,7 +1548,7 @@ pub(crate) fn update_spec(
         (args.rollback_policy.flags(), &mut spec.rollback),
     ] {
         if flags.any() {
-            flags.apply(config.get_or_insert_with(default_update_config))?;
+            flags.apply(config.get_or_insert_with(spec::defaults::update_config))?;
         }
     }
     Ok(spec)

@@ -2,11 +2,11 @@
 //! spec changes, and docker's `info` section, `node ls` rows and `node inspect` documents.
 
 use std::collections::BTreeMap;
-use std::net::IpAddr;
 
 use anyhow::bail;
 use serde_json::{Map, Value, json};
 use shoal_proto::api;
+use spec::enums::TextForm as _;
 
 use crate::service::format::{
     ListRow, bytes_size, capitalize, cpus_text, duration_nanos, go_time_string, human_duration,
@@ -27,21 +27,6 @@ pub(crate) struct InitOptions {
     pub(crate) autolock: bool,
 }
 
-fn check_cidr(text: &str) -> anyhow::Result<()> {
-    let hint = "use an IPv4 network in CIDR form such as 10.20.0.0/16";
-    let Some((address, prefix)) = text.split_once('/') else {
-        bail!("--default-addr-pool: invalid pool {text:?}: {hint}");
-    };
-    let address: IpAddr = address
-        .parse()
-        .map_err(|_| anyhow::anyhow!("--default-addr-pool: invalid address in {text:?}: {hint}"))?;
-    let max = if address.is_ipv4() { 32 } else { 128 };
-    match prefix.parse::<u32>() {
-        Ok(bits) if bits <= max => Ok(()),
-        _ => bail!("--default-addr-pool: invalid prefix length in {text:?}: {hint}"),
-    }
-}
-
 /// The `Swarm.Init` request for `swarm init`'s flags; unset flags stay at the server's defaults.
 pub(crate) fn init_request(options: &InitOptions) -> anyhow::Result<api::InitRequest> {
     // docker accepts comma-separated pools as well as repeated flags.
@@ -52,16 +37,7 @@ pub(crate) fn init_request(options: &InitOptions) -> anyhow::Result<api::InitReq
         .map(|p| p.trim().to_owned())
         .filter(|p| !p.is_empty())
         .collect();
-    for pool in &pools {
-        check_cidr(pool)?;
-    }
-    if let Some(bits) = options.default_addr_pool_mask_length
-        && !(1..=32).contains(&bits)
-    {
-        bail!(
-            "--default-addr-pool-mask-length: invalid value {bits}: use a prefix length from 1 to 32, e.g. 24"
-        );
-    }
+    spec::validate::address_pools(&pools, options.default_addr_pool_mask_length.unwrap_or(0))?;
     if options.autolock && options.force_new_cluster {
         bail!(
             "--autolock with --force-new-cluster: the recovered swarm keeps its autolock setting; change it afterwards with 'shoal swarm update --autolock=true|false'"
@@ -195,15 +171,8 @@ pub(crate) fn update_node_spec(
     update: &NodeUpdate,
 ) -> anyhow::Result<api::NodeSpec> {
     if let Some(availability) = &update.availability {
-        use api::node_spec::Availability as A;
-        spec.availability = match availability.to_ascii_lowercase().as_str() {
-            "active" => A::Active,
-            "pause" => A::Pause,
-            "drain" => A::Drain,
-            _ => {
-                bail!("--availability: invalid value {availability:?}: use active, pause or drain")
-            }
-        } as i32;
+        spec.availability = api::node_spec::Availability::parse(&availability.to_ascii_lowercase())
+            .map_err(|error| error.in_field("--availability"))? as i32;
     }
     let labels = &mut spec.annotations.get_or_insert_default().labels;
     for label in &update.label_add {
@@ -450,12 +419,7 @@ pub(crate) fn node_state_name(state: i32) -> &'static str {
 }
 
 fn availability_name(availability: i32) -> &'static str {
-    use api::node_spec::Availability as A;
-    match A::try_from(availability) {
-        Ok(A::Pause) => "pause",
-        Ok(A::Drain) => "drain",
-        _ => "active",
-    }
+    spec::enums::text_of::<api::node_spec::Availability>(availability)
 }
 
 fn role_name(role: i32) -> &'static str {
@@ -912,6 +876,29 @@ mod tests {
             .is_err()
         );
         Ok(())
+    }
+
+    /// `swarm init` refuses the pools the manager refuses, with its message (issue 13: the CLI
+    /// took IPv6 pools and masks from 1 to 32, the manager IPv4 and 8 to 29).
+    #[test]
+    fn address_pools_are_refused_as_the_manager_refuses_them() {
+        for (pool, mask) in [
+            ("fd00::/8", None),
+            ("10.0.0.0/8", Some(30)),
+            ("10.20.0.0/16", Some(12)),
+        ] {
+            let error = init_request(&InitOptions {
+                default_addr_pool: vec![pool.into()],
+                default_addr_pool_mask_length: mask,
+                ..Default::default()
+            })
+            .expect_err(pool)
+            .to_string();
+            let manager = spec::validate::address_pools(&[pool.to_owned()], mask.unwrap_or(0))
+                .expect_err(pool)
+                .to_string();
+            assert_eq!(error, manager);
+        }
     }
 
     #[test]

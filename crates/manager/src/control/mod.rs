@@ -41,9 +41,6 @@ use crate::objects::{self, ClusterObject};
 use crate::orchestrator::{ClusterSnapshot, GivenUpSlots};
 use payloads::Payload;
 
-/// The shortest dispatcher heartbeat `swarm update` accepts: shorter ones would cost more in
-/// Raft writes than they gain in detection time.
-const MIN_DISPATCHER_HEARTBEAT: std::time::Duration = std::time::Duration::from_millis(100);
 /// Attempts at a stack change that keeps meeting concurrent writes.
 const STACK_WRITE_ATTEMPTS: usize = 5;
 
@@ -187,6 +184,7 @@ impl ControlApi {
         if spec.mode.is_none() {
             spec.mode = Some(Mode::Replicated(api::ReplicatedService { replicas: 1 }));
         }
+        spec::defaults::apply_service_defaults(&mut spec);
         service_spec::check_service_spec(&spec)?;
         self.bind_payloads(&mut spec).await?;
         let service = service_spec::new_service(raft_store::new_object_id(), spec);
@@ -250,6 +248,7 @@ impl ControlApi {
                 ManagerError::InvalidArgument("the update carries no spec".to_owned())
             })?;
             self.bind_payloads(&mut updated_spec).await?;
+            spec::defaults::apply_service_defaults(&mut updated_spec);
             service_spec::check_service_update(&current_spec, &updated_spec)?;
             match service_spec::respec(current, updated_spec) {
                 Some(respecified) => service = respecified,
@@ -575,27 +574,7 @@ impl ControlApi {
         let spec = request.spec.ok_or_else(|| {
             ManagerError::InvalidArgument("the update carries no cluster spec".to_owned())
         })?;
-        if let Some(heartbeat) = spec
-            .dispatcher
-            .as_ref()
-            .and_then(|dispatcher| dispatcher.heartbeat_period.as_ref())
-        {
-            let period = crate::orchestrator::duration_from_proto(heartbeat);
-            if period < MIN_DISPATCHER_HEARTBEAT {
-                return Err(ManagerError::InvalidArgument(format!(
-                    "dispatcher heartbeat {period:?} is too short: give {MIN_DISPATCHER_HEARTBEAT:?} or more"
-                )));
-            }
-        }
-        if spec
-            .orchestration
-            .as_ref()
-            .is_some_and(|orchestration| orchestration.task_history_retention_limit < 0)
-        {
-            return Err(ManagerError::InvalidArgument(
-                "a negative task history limit: give 0 or more".to_owned(),
-            ));
-        }
+        spec::validate::cluster_spec(&spec)?;
         let mut cluster = self.cluster().await?;
         cluster.spec = Some(spec);
         crate::data_key::settle_unlock_keys(

@@ -6,26 +6,7 @@ use shoal_proto::api::{Annotations, Config, ContainerSpec, Secret, Service, task
 use crate::error::ManagerError;
 use crate::objects::ClusterObject;
 
-/// Docker's limit on a secret's or config's data.
-pub(crate) const MAX_PAYLOAD_BYTES: usize = 500 * 1024;
-/// Docker's limit on their names.
-const MAX_NAME_LENGTH: usize = 64;
-
-/// Secrets or configs, for messages and the checks that differ.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum PayloadKind {
-    Secret,
-    Config,
-}
-
-impl PayloadKind {
-    pub(crate) fn noun(self) -> &'static str {
-        match self {
-            PayloadKind::Secret => "secret",
-            PayloadKind::Config => "config",
-        }
-    }
-}
+pub(crate) use spec::validate::PayloadKind;
 
 /// What the control API needs of a secret or a config.
 pub(crate) trait Payload: ClusterObject {
@@ -112,38 +93,8 @@ pub(crate) fn check_payload(
     annotations: Option<&Annotations>,
     data: &[u8],
 ) -> Result<(), ManagerError> {
-    let noun = kind.noun();
     let name = annotations.map_or("", |annotations| annotations.name.as_str());
-    if name.is_empty() {
-        return Err(ManagerError::InvalidArgument(format!(
-            "a {noun} needs a name: 'shoal {noun} create NAME FILE'"
-        )));
-    }
-    let edges_ok = name
-        .chars()
-        .next()
-        .zip(name.chars().last())
-        .is_some_and(|(first, last)| first.is_ascii_alphanumeric() && last.is_ascii_alphanumeric());
-    let chars_ok = name
-        .chars()
-        .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if name.len() > MAX_NAME_LENGTH || !edges_ok || !chars_ok {
-        return Err(ManagerError::InvalidArgument(format!(
-            "invalid {noun} name {name:?}: use up to {MAX_NAME_LENGTH} letters, digits, '-', '_' and '.', starting and ending with a letter or digit"
-        )));
-    }
-    if data.is_empty() {
-        return Err(ManagerError::InvalidArgument(format!(
-            "{noun} {name} has no data: give a file (or - for standard input) that is not empty"
-        )));
-    }
-    if data.len() > MAX_PAYLOAD_BYTES {
-        return Err(ManagerError::InvalidArgument(format!(
-            "{noun} {name} is {} bytes, over the limit of {MAX_PAYLOAD_BYTES} (500 KiB): keep large files in an image or a volume",
-            data.len()
-        )));
-    }
-    Ok(())
+    Ok(spec::validate::payload(kind, name, data)?)
 }
 
 /// Fills in the id (and name) of every secret and config a container spec references, by id
@@ -228,7 +179,7 @@ mod tests {
             check_payload(PayloadKind::Secret, Some(&named(name)), &vec![b'x'; size])
         };
         assert!(ok("db-password", 1).is_ok());
-        assert!(ok("a.b_c-9", MAX_PAYLOAD_BYTES).is_ok());
+        assert!(ok("a.b_c-9", spec::validate::MAX_PAYLOAD_BYTES).is_ok());
         for (name, size, why) in [
             ("", 1, "needs a name"),
             ("-leading", 1, "invalid secret name"),
@@ -236,7 +187,11 @@ mod tests {
             ("has space", 1, "invalid secret name"),
             (&"x".repeat(65), 1, "invalid secret name"),
             ("empty", 0, "has no data"),
-            ("huge", MAX_PAYLOAD_BYTES + 1, "over the limit"),
+            (
+                "huge",
+                spec::validate::MAX_PAYLOAD_BYTES + 1,
+                "over the limit",
+            ),
         ] {
             let error = ok(name, size).unwrap_err().to_string();
             assert!(error.contains(why), "{name:?}/{size}: {error}");

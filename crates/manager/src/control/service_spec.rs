@@ -3,70 +3,23 @@
 
 use scheduler::{Constraint, SpreadPreference};
 use shoal_proto::api::{
-    Endpoint, JobStatus, Service, ServiceSpec, UpdateConfig, Version, mount, placement,
-    service_spec, task_spec, update_config,
+    Endpoint, JobStatus, Service, ServiceSpec, Version, placement, service_spec,
 };
+use spec::enums::{ModeName, TextForm};
 
 use crate::error::ManagerError;
 use crate::objects::ClusterObject;
 use crate::orchestrator::spec_version_of_service;
 
-/// Docker's limit for a service name: a DNS label.
-const MAX_SERVICE_NAME_LENGTH: usize = 63;
-
 fn invalid(message: String) -> ManagerError {
     ManagerError::InvalidArgument(message)
 }
 
-/// Checks a service name as docker does: letters, digits, '-' and '_', starting and ending
-/// with a letter or digit, at most 63 characters.
-pub(crate) fn check_service_name(name: &str) -> Result<(), ManagerError> {
-    let valid_characters = name
-        .bytes()
-        .all(|byte| byte.is_ascii_alphanumeric() || byte == b'-' || byte == b'_');
-    let valid_ends = name
-        .bytes()
-        .next()
-        .is_some_and(|b| b.is_ascii_alphanumeric())
-        && name
-            .bytes()
-            .last()
-            .is_some_and(|b| b.is_ascii_alphanumeric());
-    if name.len() > MAX_SERVICE_NAME_LENGTH || !valid_characters || !valid_ends {
-        return Err(invalid(format!(
-            "invalid service name {name:?}: use at most {MAX_SERVICE_NAME_LENGTH} letters, digits, '-' or '_', starting and ending with a letter or digit"
-        )));
-    }
-    Ok(())
-}
-
-/// Checks everything about a spec that does not depend on other objects.
+/// Checks everything about a spec that does not depend on other objects: `spec`'s rules, and
+/// placement in the scheduler's grammar.
 pub(crate) fn check_service_spec(spec: &ServiceSpec) -> Result<(), ManagerError> {
-    let name = spec
-        .annotations
-        .as_ref()
-        .map_or("", |annotations| annotations.name.as_str());
-    check_service_name(name)?;
-    if spec.mode.is_none() {
-        return Err(invalid(
-            "the service has no mode: choose replicated, global, replicated-job or global-job"
-                .to_owned(),
-        ));
-    }
-    let task = spec.task.as_ref().ok_or_else(|| {
-        invalid("the service has no task template: give at least an image".to_owned())
-    })?;
-    let Some(task_spec::Runtime::Container(container)) = task.runtime.as_ref() else {
-        return Err(invalid(
-            "the service's task runs no container: give an image".to_owned(),
-        ));
-    };
-    if container.image.trim().is_empty() {
-        return Err(invalid(
-            "the service has no image: give one, as in 'shoal service create busybox'".to_owned(),
-        ));
-    }
-    if let Some(placement) = task.placement.as_ref() {
+    spec::validate::service_spec(spec)?;
+    if let Some(placement) = spec.task.as_ref().and_then(|task| task.placement.as_ref()) {
         Constraint::parse_all(&placement.constraints)
             .map_err(|error| invalid(format!("invalid constraint: {error}")))?;
         for preference in &placement.preferences {
@@ -78,94 +31,11 @@ pub(crate) fn check_service_spec(spec: &ServiceSpec) -> Result<(), ManagerError>
             }
         }
     }
-    if let Some(resources) = task.resources.as_ref() {
-        for (which, resources) in [
-            ("limit", resources.limits.as_ref()),
-            ("reservation", resources.reservations.as_ref()),
-        ] {
-            let Some(resources) = resources else { continue };
-            if resources.nano_cpus < 0 || resources.memory_bytes < 0 {
-                return Err(invalid(format!(
-                    "a negative CPU or memory {which}: give 0 (none) or more"
-                )));
-            }
-        }
-    }
-    for duration in [
-        container.stop_grace_period.as_ref(),
-        task.restart
-            .as_ref()
-            .and_then(|restart| restart.delay.as_ref()),
-        task.restart
-            .as_ref()
-            .and_then(|restart| restart.window.as_ref()),
-    ]
-    .into_iter()
-    .flatten()
-    {
-        if duration.seconds < 0 || duration.nanos < 0 {
-            return Err(invalid(
-                "a negative duration: durations must be 0 or more".to_owned(),
-            ));
-        }
-    }
-    check_update_config("update", spec.update.as_ref())?;
-    check_update_config("rollback", spec.rollback.as_ref())?;
-    for mount in &container.mounts {
-        if !mount.target.starts_with('/') {
-            return Err(invalid(format!(
-                "mount target {:?} is not an absolute path: give a path inside the container such as /data",
-                mount.target
-            )));
-        }
-        if mount.r#type() == mount::Type::Bind && !mount.source.starts_with('/') {
-            return Err(invalid(format!(
-                "bind mount source {:?} is not an absolute path: give a host path such as /srv/data",
-                mount.source
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// An update or rollback config: durations of 0 or more, a ratio between 0 and 1, and no
-/// rollback of a rollback.
-fn check_update_config(which: &str, config: Option<&UpdateConfig>) -> Result<(), ManagerError> {
-    let Some(config) = config else {
-        return Ok(());
-    };
-    for (setting, duration) in [("delay", &config.delay), ("monitor", &config.monitor)] {
-        if duration
-            .as_ref()
-            .is_some_and(|duration| duration.seconds < 0 || duration.nanos < 0)
-        {
-            return Err(invalid(format!(
-                "a negative {which} {setting}: give 0 or more, e.g. --{which}-{setting} 5s"
-            )));
-        }
-    }
-    if !(0.0..=1.0).contains(&config.max_failure_ratio) {
-        return Err(invalid(format!(
-            "{which} max failure ratio {} is out of range: give a share between 0 and 1, e.g. 0.2",
-            config.max_failure_ratio
-        )));
-    }
-    if which == "rollback" && config.failure_action() == update_config::FailureAction::Rollback {
-        return Err(invalid(
-            "a rollback can't itself roll back on failure: use pause or continue".to_owned(),
-        ));
-    }
     Ok(())
 }
 
 fn mode_name(mode: Option<&service_spec::Mode>) -> &'static str {
-    match mode {
-        Some(service_spec::Mode::Replicated(_)) => "replicated",
-        Some(service_spec::Mode::Global(_)) => "global",
-        Some(service_spec::Mode::ReplicatedJob(_)) => "replicated-job",
-        Some(service_spec::Mode::GlobalJob(_)) => "global-job",
-        None => "none",
-    }
+    mode.map_or("none", |mode| ModeName::of(mode).text())
 }
 
 /// Checks what an update changes: a service keeps its name and its mode, as in docker.
@@ -290,6 +160,7 @@ pub(crate) fn generated_service_name(random: u64) -> String {
 mod tests {
     use shoal_proto::api::{
         Annotations, ContainerSpec, GlobalService, Placement, ReplicatedService, TaskSpec,
+        UpdateConfig, task_spec, update_config,
     };
 
     use super::*;
@@ -384,7 +255,7 @@ mod tests {
     #[test]
     fn generated_names_are_valid_service_names() {
         for random in [0, 1, 19, 20, 399, u64::MAX] {
-            check_service_name(&generated_service_name(random)).unwrap();
+            spec::validate::service_name(&generated_service_name(random)).unwrap();
         }
     }
 }

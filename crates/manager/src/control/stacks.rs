@@ -130,6 +130,7 @@ pub(crate) fn plan_deploy(
 
     let mut networks = objects.networks.clone();
     for spec in &revision.networks {
+        spec::validate::network_spec(spec)?;
         let name = spec_name(spec.annotations.as_ref());
         if let Some(existing) = networks.iter().find(|network| {
             spec_name(network.spec.as_ref().and_then(|s| s.annotations.as_ref())) == name
@@ -182,6 +183,9 @@ pub(crate) fn plan_deploy(
         let mut bound = spec.clone();
         label(&mut bound.annotations, &stack);
         bind(&mut bound, &networks, &secrets, &configs)?;
+        // Swarm's defaults filled in as `service create` gets them, before the spec is compared
+        // with the stored one, so a redeploy of the same file changes nothing.
+        spec::defaults::apply_service_defaults(&mut bound);
         service_spec::check_service_spec(&bound)?;
         match service_of(&objects.services, &name) {
             Some(existing) if existing.pending_delete => {

@@ -7,7 +7,7 @@ use shoal_proto::api::{Task, TaskState, restart_policy::RestartCondition};
 use super::time::duration_from_proto;
 
 /// Swarm's default pause before a replacement task starts.
-pub const DEFAULT_RESTART_DELAY: Duration = Duration::from_secs(5);
+pub const DEFAULT_RESTART_DELAY: Duration = spec::defaults::RESTART_DELAY;
 
 /// The restart policy that applies to a task, defaults resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -40,7 +40,7 @@ use super::time::{ClusterTime, duration_from_proto};
 use update_status::UpdateState;
 
 /// Swarm's monitor period when a spec does not set one.
-pub const DEFAULT_UPDATE_MONITOR: Duration = Duration::from_secs(5);
+pub const DEFAULT_UPDATE_MONITOR: Duration = spec::defaults::UPDATE_MONITOR;
 
 /// What to do once too many replacements have failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

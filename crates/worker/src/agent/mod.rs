@@ -39,6 +39,7 @@ use crate::reconciler::{
 use crate::store::AssignmentStore;
 
 pub use images::ImageProvider;
+pub(crate) use session::{NODE_OS, node_architecture};
 
 /// How often the reconciler is ticked: retries of failed reports, stops and persistence.
 const TICK_PERIOD: Duration = Duration::from_secs(1);

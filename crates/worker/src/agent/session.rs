@@ -59,8 +59,8 @@ fn node_description(config: &AgentConfig) -> api::NodeDescription {
     api::NodeDescription {
         hostname: config.hostname.clone(),
         platform: Some(api::Platform {
-            architecture: docker_architecture(std::env::consts::ARCH).to_owned(),
-            os: "linux".to_owned(),
+            architecture: node_architecture().to_owned(),
+            os: NODE_OS.to_owned(),
         }),
         resources: Some(api::Resources {
             nano_cpus: i64::try_from(cpus).unwrap_or(i64::MAX / 1_000_000_000) * 1_000_000_000,
@@ -75,9 +75,18 @@ fn node_description(config: &AgentConfig) -> api::NodeDescription {
     }
 }
 
+/// The OS a node reports, and `{{.Node.Platform.OS}}` stands for.
+pub(crate) const NODE_OS: &str = "linux";
+
+/// This node's architecture as its description reports it, and `{{.Node.Platform.Architecture}}`
+/// stands for.
+pub(crate) fn node_architecture() -> &'static str {
+    docker_architecture(std::env::consts::ARCH)
+}
+
 /// The architecture as Docker reports it for a node (the kernel's `uname -m` name), from
 /// Rust's name for the target.
-fn docker_architecture(rust_architecture: &str) -> &str {
+fn docker_architecture(rust_architecture: &'static str) -> &'static str {
     match rust_architecture {
         "x86" => "i686",
         "arm" => "armv7l",

@@ -1,0 +1,96 @@
+//! Swarm's defaults, stated once. The manager fills them into every service spec it stores, so
+//! `service inspect` shows the same settings however the service was made (`service create`,
+//! `stack deploy`, the Docker API); the orchestrators read the same values for a spec that lacks
+//! them (one written before the manager filled them in).
+
+use std::time::Duration;
+
+use shoal_proto::api;
+
+/// The pause before a replacement task starts.
+pub const RESTART_DELAY: Duration = Duration::from_secs(5);
+/// How long an updated task is watched for failure.
+pub const UPDATE_MONITOR: Duration = Duration::from_secs(5);
+/// Tasks an update replaces at once.
+pub const UPDATE_PARALLELISM: u64 = 1;
+/// The pool overlay subnets are cut from, and their size.
+pub const ADDRESS_POOL: &str = "10.0.0.0/8";
+pub const SUBNET_SIZE: u32 = 24;
+/// Ended tasks kept per slot.
+pub const TASK_HISTORY_LIMIT: i64 = 5;
+
+/// A duration as the specs store it.
+pub fn proto_duration(duration: Duration) -> api::Duration {
+    api::Duration {
+        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
+        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
+    }
+}
+
+/// Swarm's restart policy: condition any, 5 s delay, unlimited attempts, no window.
+pub fn restart_policy() -> api::RestartPolicy {
+    api::RestartPolicy {
+        condition: api::restart_policy::RestartCondition::Any as i32,
+        delay: Some(proto_duration(RESTART_DELAY)),
+        max_attempts: 0,
+        window: None,
+    }
+}
+
+/// Swarm's update and rollback config: one task at a time, no delay, pause on failure, monitor
+/// 5 s, no failures tolerated, stop-first.
+pub fn update_config() -> api::UpdateConfig {
+    api::UpdateConfig {
+        parallelism: UPDATE_PARALLELISM,
+        delay: None,
+        failure_action: api::update_config::FailureAction::Pause as i32,
+        monitor: Some(proto_duration(UPDATE_MONITOR)),
+        max_failure_ratio: 0.0,
+        order: api::update_config::UpdateOrder::StopFirst as i32,
+    }
+}
+
+/// Fills Swarm's defaults into what `spec` leaves unset: the restart policy of its task, its
+/// update and rollback configs and its endpoint. What the spec sets is kept as it is; filling
+/// twice changes nothing.
+pub fn apply_service_defaults(spec: &mut api::ServiceSpec) {
+    if let Some(task) = spec.task.as_mut() {
+        task.restart.get_or_insert_with(restart_policy);
+    }
+    spec.update.get_or_insert_with(update_config);
+    spec.rollback.get_or_insert_with(update_config);
+    spec.endpoint.get_or_insert_with(Default::default);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_fill_only_what_is_unset_and_twice_is_once() {
+        let mut spec = api::ServiceSpec {
+            task: Some(api::TaskSpec::default()),
+            rollback: Some(api::UpdateConfig {
+                parallelism: 3,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        apply_service_defaults(&mut spec);
+        let task = spec.task.clone().unwrap_or_default();
+        assert_eq!(task.restart, Some(restart_policy()));
+        assert_eq!(spec.update, Some(update_config()));
+        assert_eq!(spec.rollback.as_ref().map(|r| r.parallelism), Some(3));
+        assert_eq!(spec.endpoint, Some(api::EndpointSpec::default()));
+        let once = spec.clone();
+        apply_service_defaults(&mut spec);
+        assert_eq!(spec, once);
+        assert_eq!(
+            update_config().monitor,
+            Some(api::Duration {
+                seconds: 5,
+                nanos: 0
+            })
+        );
+    }
+}
