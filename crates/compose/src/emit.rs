@@ -6,8 +6,8 @@ use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use super::model::*;
-use super::units::format_duration;
 use super::yaml::{Node, Value};
+use spec::units::format_duration;
 
 /// An output YAML value. Mappings keep insertion order; callers insert in docker's order.
 enum Out {

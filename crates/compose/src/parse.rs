@@ -8,7 +8,7 @@ use std::time::Duration;
 use super::ComposeError;
 use super::interpolate::Environment;
 use super::model::*;
-use super::units::{check_protocol, parse_duration, parse_port_short, parse_range, parse_size};
+use super::units::{check_protocol, parse_port_short, parse_range};
 use super::yaml::{Key, Node, Value};
 
 /// Service keys shoal understands.
@@ -112,20 +112,6 @@ const DEPLOY_KEYS: &[&str] = &[
     "restart_policy",
     "rollback_config",
     "update_config",
-];
-
-/// Fields Swarm expands at task creation in hostnames, environment values and mounts.
-const TEMPLATE_FIELDS: &[&str] = &[
-    ".Service.ID",
-    ".Service.Name",
-    ".Service.Labels",
-    ".Node.ID",
-    ".Node.Hostname",
-    ".Node.Platform.OS",
-    ".Node.Platform.Architecture",
-    ".Task.ID",
-    ".Task.Name",
-    ".Task.Slot",
 ];
 
 pub struct Parser<'a> {
@@ -267,10 +253,11 @@ impl<'a> Parser<'a> {
 
     fn duration(&mut self, node: &Node, path: &str) -> Option<Duration> {
         let text = self.string(node, path)?;
-        match parse_duration(&text) {
+        // Compose files may pad a value with spaces; the grammar itself is spec's, as for flags.
+        match spec::units::parse_duration(text.trim()) {
             Ok(duration) => Some(duration),
-            Err(message) => {
-                self.error(node, path, message);
+            Err(error) => {
+                self.error(node, path, error.to_string());
                 None
             }
         }
@@ -278,10 +265,10 @@ impl<'a> Parser<'a> {
 
     fn size(&mut self, node: &Node, path: &str) -> Option<u64> {
         let text = self.string(node, path)?;
-        match parse_size(&text) {
+        match spec::units::parse_ram_bytes(text.trim()) {
             Ok(size) => Some(size),
-            Err(message) => {
-                self.error(node, path, message);
+            Err(error) => {
+                self.error(node, path, error.to_string());
                 None
             }
         }
@@ -376,8 +363,8 @@ impl<'a> Parser<'a> {
     }
 
     fn template(&mut self, node: &Node, path: &str, text: &str) {
-        if let Err(message) = check_template(text) {
-            self.error(node, path, message);
+        if let Err(error) = spec::template::check(text) {
+            self.error(node, path, error.to_string());
         }
     }
 
@@ -1867,38 +1854,6 @@ pub fn find_cycle<'g>(graph: &BTreeMap<&'g str, Vec<&'g str>>) -> Option<Vec<&'g
     None
 }
 
-/// Checks the Go-template placeholders Swarm expands (`{{.Task.Slot}}`); the text is kept as is.
-pub fn check_template(text: &str) -> Result<(), String> {
-    let mut rest = text;
-    while let Some(open) = rest.find("{{") {
-        let after = &rest[open + 2..];
-        let close = after
-            .find("}}")
-            .ok_or_else(|| format!("template {text:?} has `{{{{` without a closing `}}}}`"))?;
-        let action = after[..close]
-            .trim()
-            .trim_start_matches('-')
-            .trim_end_matches('-')
-            .trim();
-        if action.is_empty() {
-            return Err(format!("template {text:?} has an empty `{{{{ }}}}`"));
-        }
-        if action.starts_with('.') && !TEMPLATE_FIELDS.contains(&action) {
-            return Err(format!(
-                "unknown template field `{action}` in {text:?}: use one of {}",
-                TEMPLATE_FIELDS.join(", ")
-            ));
-        }
-        rest = &after[close + 2..];
-    }
-    if rest.contains("}}") {
-        return Err(format!(
-            "template {text:?} has `}}}}` without an opening `{{{{`"
-        ));
-    }
-    Ok(())
-}
-
 /// Splits a command string into words the way a POSIX shell would (quotes and backslashes).
 pub fn shell_split(text: &str) -> Result<Vec<String>, String> {
     let mut words = Vec::new();
@@ -2058,17 +2013,6 @@ mod tests {
         assert_eq!(find_cycle(&acyclic), None);
         let self_loop: BTreeMap<&str, Vec<&str>> = [("a", vec!["a"])].into_iter().collect();
         assert_eq!(find_cycle(&self_loop), Some(vec!["a", "a"]));
-    }
-
-    #[test]
-    fn templates() {
-        assert!(check_template("{{.Node.Hostname}}-{{.Task.Slot}}").is_ok());
-        assert!(check_template("plain").is_ok());
-        assert!(check_template("{{index .Service.Labels \"x\"}}").is_ok());
-        assert!(check_template("{{.Task.Slot").is_err());
-        assert!(check_template("{{.Task.Nope}}").is_err());
-        assert!(check_template("{{ }}").is_err());
-        assert!(check_template("a}}").is_err());
     }
 
     #[test]

@@ -255,6 +255,47 @@ fn unknown_key_hints_where_it_belongs() {
 }
 
 /// One small file per kind of mistake the brief lists: (file, key path, part of the message).
+/// The rules compose shares with the CLI, the manager and the worker come from `spec`, so a
+/// compose file gets the same answer as a flag: placeholders the worker expands validate,
+/// durations need a unit, and sizes take every unit docker's take.
+#[test]
+fn shared_rules_give_the_same_answer_as_the_cli_and_the_manager() {
+    let loaded = load_text(
+        "services:\n  web:\n    image: a\n    hostname: '{{.Node.Platform.OS}}-{{- .Task.Slot -}}'\n    deploy:\n      resources:\n        limits: {memory: 1t}\n",
+    );
+    let loaded = loaded.unwrap_or_else(|errors| panic!("{errors}"));
+    let web = &loaded.project.services["web"];
+    assert_eq!(
+        web.hostname.as_deref(),
+        Some("{{.Node.Platform.OS}}-{{- .Task.Slot -}}")
+    );
+
+    let refusals = [
+        (
+            "services:\n  web:\n    image: a\n    hostname: '{{.Task.Colour}}'\n",
+            spec::template::check("{{.Task.Colour}}").unwrap_err(),
+        ),
+        (
+            "services:\n  web:\n    image: a\n    healthcheck:\n      interval: 2\n",
+            spec::units::parse_duration("2").unwrap_err(),
+        ),
+        (
+            "services:\n  web:\n    image: a\n    deploy:\n      resources:\n        limits: {memory: 1q}\n",
+            spec::units::parse_ram_bytes("1q").unwrap_err(),
+        ),
+    ];
+    for (text, expected) in refusals {
+        let errors = match load_text(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(errors) => errors.to_string(),
+        };
+        assert!(
+            errors.contains(&expected.to_string()),
+            "{errors}\nshould carry spec's message: {expected}"
+        );
+    }
+}
+
 #[test]
 fn mistakes_name_key_path_and_fix() {
     let cases = [
