@@ -1097,3 +1097,60 @@ async fn a_demoted_managers_old_certificate_is_refused_by_every_manager_call() {
     third.shutdown().await;
     first.shutdown().await;
 }
+
+/// A node that opens sessions or sends heartbeats in a loop is refused past its rate, with
+/// how long to wait, and its ordinary heartbeats still pass.
+#[tokio::test]
+async fn session_opens_and_heartbeats_are_rate_limited_per_node() {
+    let data_root = tempfile::tempdir().unwrap();
+    let swarm_dir = SwarmDir::new(data_root.path());
+    let (_role, membership, mut dispatcher) =
+        one_manager_swarm(&swarm_dir, Duration::from_secs(5)).await;
+    let open = |mut dispatcher: DispatcherClient<tonic::transport::Channel>| {
+        let node_id = membership.node_id.clone();
+        async move {
+            dispatcher
+                .session(SessionRequest {
+                    node_id,
+                    description: None,
+                })
+                .await
+        }
+    };
+    let mut session_id = None;
+    let mut refusal = None;
+    for _ in 0..100 {
+        match open(dispatcher.clone()).await {
+            Ok(response) => {
+                let first = response.into_inner().message().await.unwrap().unwrap();
+                session_id = Some(first.session_id);
+            }
+            Err(status) => {
+                refusal = Some(status);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("100 session opens in a row were all accepted");
+    assert_eq!(refusal.code(), tonic::Code::ResourceExhausted, "{refusal}");
+    assert!(
+        refusal.message().contains("session opens") && refusal.message().contains("retry in"),
+        "{refusal}"
+    );
+
+    let session_id = session_id.expect("no session opened before the refusal");
+    let beat = |session_id: String| HeartbeatRequest { session_id };
+    let mut refusal = None;
+    for _ in 0..1000 {
+        if let Err(status) = dispatcher.heartbeat(beat(session_id.clone())).await {
+            refusal = Some(status);
+            break;
+        }
+    }
+    let refusal = refusal.expect("1000 heartbeats in a row were all accepted");
+    assert_eq!(refusal.code(), tonic::Code::ResourceExhausted, "{refusal}");
+    assert!(refusal.message().contains("heartbeats"), "{refusal}");
+    // The session is still open: once the bucket refills, a heartbeat passes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    dispatcher.heartbeat(beat(session_id)).await.unwrap();
+}
