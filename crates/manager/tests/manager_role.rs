@@ -1154,3 +1154,102 @@ async fn session_opens_and_heartbeats_are_rate_limited_per_node() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     dispatcher.heartbeat(beat(session_id)).await.unwrap();
 }
+
+/// A node's assignment set larger than the 4 MiB a gRPC client decodes by default (one task
+/// using twelve secrets of 400 KiB) reaches it whole, in parts that each decode.
+#[tokio::test]
+async fn an_assignment_set_over_4_mib_reaches_the_worker_whole_in_parts() {
+    use shoal_proto::api::{AssignmentsMessage, CreateSecretRequest, SecretReference, SecretSpec};
+
+    let data_root = tempfile::tempdir().unwrap();
+    let swarm_dir = SwarmDir::new(data_root.path());
+    let (role, membership, mut dispatcher) =
+        one_manager_swarm(&swarm_dir, Duration::from_secs(1)).await;
+    let control = role.control();
+    let mut references = vec![];
+    for index in 0..12u8 {
+        let name = format!("big-{index}");
+        let secret = control
+            .create_secret(Request::new(CreateSecretRequest {
+                spec: Some(SecretSpec {
+                    annotations: Some(shoal_proto::api::Annotations {
+                        name: name.clone(),
+                        ..Default::default()
+                    }),
+                    data: vec![b'a' + index; 400 * 1024],
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .secret
+            .unwrap();
+        references.push(SecretReference {
+            secret_id: secret.id,
+            secret_name: name,
+            ..Default::default()
+        });
+    }
+    let mut spec = service_spec("many-secrets", 1);
+    if let Some(task_spec::Runtime::Container(container)) =
+        spec.task.as_mut().and_then(|task| task.runtime.as_mut())
+    {
+        container.secrets = references;
+    }
+    control
+        .create_service(Request::new(CreateServiceRequest { spec: Some(spec) }))
+        .await
+        .unwrap();
+
+    let mut session = dispatcher
+        .session(SessionRequest {
+            node_id: membership.node_id.clone(),
+            description: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let session_id = session.message().await.unwrap().unwrap().session_id;
+    let heartbeats = keep_heartbeating(&dispatcher, session_id.clone());
+    let mut stream = dispatcher
+        .assignments(AssignmentsRequest { session_id })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut parts_of_the_set = 0;
+    let set = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut whole = AssignmentsMessage::default();
+        loop {
+            let part = stream
+                .message()
+                .await
+                .expect("a part of the assignment set could not be received")
+                .expect("the assignment stream ended");
+            if part.part == 0 {
+                whole = AssignmentsMessage::default();
+                parts_of_the_set = 0;
+            }
+            parts_of_the_set += 1;
+            whole.tasks.extend(part.tasks);
+            whole.secrets.extend(part.secrets);
+            whole.configs.extend(part.configs);
+            if !part.more && !whole.tasks.is_empty() {
+                return whole;
+            }
+        }
+    })
+    .await
+    .expect("no assignment set with the task came");
+    assert_eq!(set.tasks.len(), 1);
+    assert_eq!(set.secrets.len(), 12);
+    let bytes: usize = set
+        .secrets
+        .iter()
+        .map(|secret| secret.spec.as_ref().unwrap().data.len())
+        .sum();
+    assert_eq!(bytes, 12 * 400 * 1024);
+    assert!(parts_of_the_set > 1, "{parts_of_the_set} parts");
+    heartbeats.abort();
+    role.shutdown().await;
+}

@@ -1,6 +1,7 @@
 //! The dispatcher: the leader's side of every worker's session, the manager's own worker
 //! included. It registers a node when its session opens, marks it down when heartbeats stop,
-//! streams each node its full assignment set when that changes, writes status reports in batches (whatever queued while the previous write was in flight, in
+//! streams each node its full assignment set when that changes (in parts, when it is large),
+//! writes status reports in batches (whatever queued while the previous write was in flight, in
 //! as few transactions as the proposal size limit allows), and relays log requests and output.
 //! Every call is checked against the caller's certificate: a node acts only in its own session;
 //! what it sends, and how often it opens sessions, is bounded in size and rate (`limits.rs`).
@@ -657,8 +658,13 @@ impl Dispatcher for DispatcherService {
                     Ok((key, mut message)) if sent_key.as_ref() != Some(&key) => {
                         version += 1;
                         message.version = version;
-                        if sender.send(Ok(message)).await.is_err() {
-                            return;
+                        // The parts of one set go out back to back, computed from one read.
+                        for part in
+                            assignments::into_parts(message, assignments::ASSIGNMENT_PART_BYTES)
+                        {
+                            if sender.send(Ok(part)).await.is_err() {
+                                return;
+                            }
                         }
                         sent_key = Some(key);
                     }
