@@ -14,7 +14,7 @@ use crate::compose::{self, convert};
 use crate::service::{self, format};
 
 /// Docker's limit on a secret's or config's data, checked before anything is sent.
-const MAX_PAYLOAD_BYTES: u64 = 500 * 1024;
+const MAX_PAYLOAD_BYTES: u64 = manager::MAX_PAYLOAD_BYTES as u64;
 
 #[derive(Subcommand)]
 pub(crate) enum StackCommand {

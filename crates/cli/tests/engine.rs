@@ -975,6 +975,58 @@ fn file_mounts_live_in_memory_only() {
     host.assert_clean(&id, None);
 }
 
+/// Twelve file mounts of 500 KiB (more than the fixed 4 MiB tmpfs there was) all reach the
+/// container whole.
+#[test]
+fn file_mounts_over_4_mib_in_all_fit_in_their_tmpfs() {
+    use shoal_proto::engine as pb;
+    let Some(host) = TestHost::start("big-files") else {
+        return;
+    };
+    host.import_busybox();
+    let (runtime, mut client) = grpc_client(&host);
+    let mounts = (0..12u8)
+        .map(|index| pb::Mount {
+            r#type: pb::mount::Type::File as i32,
+            target: format!("/run/secrets/s{index}"),
+            contents: vec![b'a' + index; 500 * 1024],
+            mode: 0o400,
+            ..Default::default()
+        })
+        .collect();
+    let spec = pb::ContainerSpec {
+        image: "busybox:test".into(),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "cat /run/secrets/s* | wc -c".into(),
+        ],
+        mounts,
+        ..Default::default()
+    };
+    let id = runtime.block_on(async {
+        let id = client
+            .create_container(spec)
+            .await
+            .expect("create")
+            .into_inner()
+            .id;
+        client
+            .start_container(pb::ContainerRef { id: id.clone() })
+            .await
+            .expect("start with 6 MB of file mounts");
+        client
+            .wait_container(pb::ContainerRef { id: id.clone() })
+            .await
+            .expect("wait");
+        id
+    });
+    let logs = host.ok(&["container", "logs", &id]);
+    assert_eq!(logs.trim(), (12 * 500 * 1024).to_string(), "{logs}");
+    host.ok(&["container", "rm", &id]);
+    host.assert_clean(&id, None);
+}
+
 #[test]
 fn limits_and_loopback_are_visible_inside() {
     let Some(host) = TestHost::start("limits") else {

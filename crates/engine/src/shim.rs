@@ -18,7 +18,7 @@ use crate::container::{ContainerDir, ContainerRecord, RunStatus, ShimState};
 use crate::error::{EngineError, Result};
 use crate::logs::{LineSplitter, LogWriter};
 use crate::runtime::runtime_for;
-use crate::spec::{MountSpec, cgroup_path};
+use crate::spec::{MountSpec, cgroup_path, file_mounts_tmpfs_bytes};
 use crate::sys;
 use crate::util;
 
@@ -155,12 +155,16 @@ fn start(
         let files = dir.files();
         std::fs::create_dir_all(&files).map_err(EngineError::io("creating the files directory"))?;
         if !sys::is_mounted(&files) {
+            let size = file_mounts_tmpfs_bytes(
+                launch.files.iter().map(|(_, contents)| contents.len()),
+                sys::page_size(),
+            );
             sys::mount(
                 "tmpfs",
                 &files,
                 "tmpfs",
                 libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                Some("mode=0700,size=4m"),
+                Some(&format!("mode=0700,size={size}")),
             )?;
         }
         for (index, mount) in record.spec.mounts.iter().enumerate() {

@@ -38,6 +38,7 @@ mod role;
 #[allow(dead_code, unreachable_pub)]
 mod test_pki;
 
+pub use control::payloads::{MAX_PAYLOAD_BYTES, MAX_PAYLOADS_PER_TASK};
 pub use control::{ControlApi, ControlGate};
 pub use dispatcher::{DispatcherService, LogStream};
 pub use error::ManagerError;

@@ -1,5 +1,6 @@
-//! Secrets and configs, the payloads services mount: the rules for their names and sizes, and
-//! which services use one (so that removing it can be refused, naming them). Pure.
+//! Secrets and configs, the payloads services mount: the rules for their names and sizes, how
+//! many one task may mount, and which services use one (so that removing it can be refused,
+//! naming them). Pure.
 
 use shoal_proto::api::{Annotations, Config, ContainerSpec, Secret, Service, task_spec};
 
@@ -7,7 +8,11 @@ use crate::error::ManagerError;
 use crate::objects::ClusterObject;
 
 /// Docker's limit on a secret's or config's data.
-pub(crate) const MAX_PAYLOAD_BYTES: usize = 500 * 1024;
+pub const MAX_PAYLOAD_BYTES: usize = 500 * 1024;
+/// The most secrets and configs, together, one task may mount. Each is a file in the task's
+/// in-memory file mounts, so a task holds at most this many times [`MAX_PAYLOAD_BYTES`] of
+/// worker memory (about 49 MiB), and its assignments stay a bounded size.
+pub const MAX_PAYLOADS_PER_TASK: usize = 100;
 /// Docker's limit on their names.
 const MAX_NAME_LENGTH: usize = 64;
 
@@ -147,7 +152,7 @@ pub(crate) fn check_payload(
 }
 
 /// Fills in the id (and name) of every secret and config a container spec references, by id
-/// or by name, refusing one that does not exist.
+/// or by name, refusing one that does not exist, or more than [`MAX_PAYLOADS_PER_TASK`].
 pub(crate) fn bind_references(
     container: &mut ContainerSpec,
     secrets: &[Secret],
@@ -163,6 +168,12 @@ pub(crate) fn bind_references(
                     "{noun} {shown} not found: create it first with 'shoal {noun} create {shown} FILE'"
                 ))
             })
+    }
+    let count = container.secrets.len() + container.configs.len();
+    if count > MAX_PAYLOADS_PER_TASK {
+        return Err(ManagerError::InvalidArgument(format!(
+            "the service mounts {count} secrets and configs, over the limit of {MAX_PAYLOADS_PER_TASK} a task: combine several into one file"
+        )));
     }
     for reference in &mut container.secrets {
         let found = find(secrets, &reference.secret_id, &reference.secret_name)?;
@@ -279,6 +290,41 @@ mod tests {
             .to_string();
         assert!(error.contains("config missing not found"), "{error}");
         assert!(error.contains("shoal config create missing"), "{error}");
+    }
+
+    #[test]
+    fn a_task_mounts_at_most_the_limit_of_secrets_and_configs() {
+        let secrets: Vec<Secret> = (0..MAX_PAYLOADS_PER_TASK)
+            .map(|index| Secret {
+                id: format!("s{index}"),
+                ..Default::default()
+            })
+            .collect();
+        let configs = [Config {
+            id: "c1".into(),
+            ..Default::default()
+        }];
+        let mut container = ContainerSpec {
+            secrets: secrets
+                .iter()
+                .map(|secret| SecretReference {
+                    secret_id: secret.id.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        bind_references(&mut container, &secrets, &configs).unwrap();
+        // One config more is one payload too many.
+        container.configs.push(ConfigReference {
+            config_id: "c1".into(),
+            ..Default::default()
+        });
+        let error = bind_references(&mut container, &secrets, &configs)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("101 secrets and configs"), "{error}");
+        assert!(error.contains("limit of 100"), "{error}");
     }
 
     #[test]
