@@ -417,6 +417,55 @@ fn healthcheck_flips_to_unhealthy_when_its_command_fails() {
     }
 }
 
+/// A probe that outlives its timeout is killed inside the container, not only its exec helper
+/// on the host: each probe appends its pid to a file and sleeps, the container lists its
+/// processes every 100 ms, and the first probe's pid leaves that list once it has timed out.
+#[test]
+fn a_timed_out_healthcheck_probe_no_longer_runs_in_the_container() {
+    let Some(host) = TestHost::start("probe-timeout") else {
+        return;
+    };
+    host.import_busybox();
+    for runtime in runtimes() {
+        let id = host.ok(&run_args(runtime, &[
+            "-d", "--health-cmd", "echo $$ >> /tmp/probe.pids; exec sleep 1000",
+            "--health-interval", "500ms", "--health-timeout", "300ms", "--health-retries", "1",
+            "busybox:test", "sh", "-c", "while true; do ls /proc > /tmp/procs.new; mv /tmp/procs.new /tmp/procs; sleep 0.1; done",
+        ]));
+        let id = id.trim().to_owned();
+        let health = |host: &TestHost| {
+            host.inspect(&id)["health"]["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert!(
+            poll_until(Duration::from_secs(20), || health(&host) == "unhealthy"),
+            "the timed-out probe never made it unhealthy: {}",
+            health(&host)
+        );
+        let rootfs = host.data().join("containers").join(&id).join("rootfs/tmp");
+        let pids = std::fs::read_to_string(rootfs.join("probe.pids")).expect("the probes' pids");
+        let first = pids
+            .lines()
+            .next()
+            .expect("no probe wrote its pid")
+            .trim()
+            .to_owned();
+        let running = || {
+            std::fs::read_to_string(rootfs.join("procs"))
+                .map(|procs| procs.lines().any(|pid| pid.trim() == first))
+                .unwrap_or(true)
+        };
+        assert!(
+            poll_until(Duration::from_secs(5), || !running()),
+            "probe {first} still runs in the container after it timed out (runtime {runtime:?})"
+        );
+        host.ok(&["container", "rm", "-f", &id]);
+        host.assert_clean(&id, None);
+    }
+}
+
 #[test]
 fn kill_9_daemon_and_restart_adopts_every_container() {
     let Some(mut host) = TestHost::start("adopt") else {
