@@ -80,7 +80,8 @@ pub(crate) const ASSIGNMENT_PART_BYTES: usize = 1024 * 1024;
 
 /// One item of a set, kept in the order the set lists them.
 enum Item {
-    Task(Task),
+    /// Boxed: a task is several times the size of the others.
+    Task(Box<Task>),
     Secret(Secret),
     Config(Config),
 }
@@ -94,7 +95,7 @@ pub(crate) fn into_parts(set: AssignmentsMessage, budget: usize) -> Vec<Assignme
     let items = set
         .tasks
         .into_iter()
-        .map(Item::Task)
+        .map(|task| Item::Task(Box::new(task)))
         .chain(set.secrets.into_iter().map(Item::Secret))
         .chain(set.configs.into_iter().map(Item::Config));
     let empty_part = || AssignmentsMessage {
@@ -118,7 +119,7 @@ pub(crate) fn into_parts(set: AssignmentsMessage, budget: usize) -> Vec<Assignme
         }
         current_bytes += bytes;
         match item {
-            Item::Task(task) => current.tasks.push(task),
+            Item::Task(task) => current.tasks.push(*task),
             Item::Secret(secret) => current.secrets.push(secret),
             Item::Config(config) => current.configs.push(config),
         }
