@@ -417,6 +417,55 @@ fn healthcheck_flips_to_unhealthy_when_its_command_fails() {
     }
 }
 
+/// A probe that outlives its timeout is killed inside the container, not only its exec helper
+/// on the host: each probe appends its pid to a file and sleeps, the container lists its
+/// processes every 100 ms, and the first probe's pid leaves that list once it has timed out.
+#[test]
+fn a_timed_out_healthcheck_probe_no_longer_runs_in_the_container() {
+    let Some(host) = TestHost::start("probe-timeout") else {
+        return;
+    };
+    host.import_busybox();
+    for runtime in runtimes() {
+        let id = host.ok(&run_args(runtime, &[
+            "-d", "--health-cmd", "echo $$ >> /tmp/probe.pids; exec sleep 1000",
+            "--health-interval", "500ms", "--health-timeout", "300ms", "--health-retries", "1",
+            "busybox:test", "sh", "-c", "while true; do ls /proc > /tmp/procs.new; mv /tmp/procs.new /tmp/procs; sleep 0.1; done",
+        ]));
+        let id = id.trim().to_owned();
+        let health = |host: &TestHost| {
+            host.inspect(&id)["health"]["status"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned()
+        };
+        assert!(
+            poll_until(Duration::from_secs(20), || health(&host) == "unhealthy"),
+            "the timed-out probe never made it unhealthy: {}",
+            health(&host)
+        );
+        let rootfs = host.data().join("containers").join(&id).join("rootfs/tmp");
+        let pids = std::fs::read_to_string(rootfs.join("probe.pids")).expect("the probes' pids");
+        let first = pids
+            .lines()
+            .next()
+            .expect("no probe wrote its pid")
+            .trim()
+            .to_owned();
+        let running = || {
+            std::fs::read_to_string(rootfs.join("procs"))
+                .map(|procs| procs.lines().any(|pid| pid.trim() == first))
+                .unwrap_or(true)
+        };
+        assert!(
+            poll_until(Duration::from_secs(5), || !running()),
+            "probe {first} still runs in the container after it timed out (runtime {runtime:?})"
+        );
+        host.ok(&["container", "rm", "-f", &id]);
+        host.assert_clean(&id, None);
+    }
+}
+
 #[test]
 fn kill_9_daemon_and_restart_adopts_every_container() {
     let Some(mut host) = TestHost::start("adopt") else {
@@ -971,6 +1020,58 @@ fn file_mounts_live_in_memory_only() {
         files.lines().all(|f| f.ends_with("container.log")),
         "secret written to disk: {files}"
     );
+    host.ok(&["container", "rm", &id]);
+    host.assert_clean(&id, None);
+}
+
+/// Twelve file mounts of 500 KiB (more than the fixed 4 MiB tmpfs there was) all reach the
+/// container whole.
+#[test]
+fn file_mounts_over_4_mib_in_all_fit_in_their_tmpfs() {
+    use shoal_proto::engine as pb;
+    let Some(host) = TestHost::start("big-files") else {
+        return;
+    };
+    host.import_busybox();
+    let (runtime, mut client) = grpc_client(&host);
+    let mounts = (0..12u8)
+        .map(|index| pb::Mount {
+            r#type: pb::mount::Type::File as i32,
+            target: format!("/run/secrets/s{index}"),
+            contents: vec![b'a' + index; 500 * 1024],
+            mode: 0o400,
+            ..Default::default()
+        })
+        .collect();
+    let spec = pb::ContainerSpec {
+        image: "busybox:test".into(),
+        command: vec![
+            "sh".into(),
+            "-c".into(),
+            "cat /run/secrets/s* | wc -c".into(),
+        ],
+        mounts,
+        ..Default::default()
+    };
+    let id = runtime.block_on(async {
+        let id = client
+            .create_container(spec)
+            .await
+            .expect("create")
+            .into_inner()
+            .id;
+        client
+            .start_container(pb::ContainerRef { id: id.clone() })
+            .await
+            .expect("start with 6 MB of file mounts");
+        client
+            .wait_container(pb::ContainerRef { id: id.clone() })
+            .await
+            .expect("wait");
+        id
+    });
+    let logs = host.ok(&["container", "logs", &id]);
+    assert_eq!(logs.trim(), (12 * 500 * 1024).to_string(), "{logs}");
     host.ok(&["container", "rm", &id]);
     host.assert_clean(&id, None);
 }

@@ -18,7 +18,7 @@ use crate::container::{ContainerDir, ContainerRecord, RunStatus, ShimState};
 use crate::error::{EngineError, Result};
 use crate::host::{Host, RealHost, RuntimeRef};
 use crate::logs::{LineSplitter, LogWriter};
-use crate::spec::{MountSpec, cgroup_path};
+use crate::spec::{MountSpec, cgroup_path, file_mounts_tmpfs_bytes};
 use crate::sys;
 use crate::util;
 
@@ -229,7 +229,11 @@ fn write_file_mounts(
     let files = dir.files();
     host.create_dir_all(&files)?;
     if !host.is_mounted(&files) {
-        host.mount_tmpfs(&files, "mode=0700,size=4m")?;
+        let size = file_mounts_tmpfs_bytes(
+            launch.files.iter().map(|(_, contents)| contents.len()),
+            sys::page_size(),
+        );
+        host.mount_tmpfs(&files, &format!("mode=0700,size={size}"))?;
     }
     for (index, mount) in record.spec.mounts.iter().enumerate() {
         if let MountSpec::File { mode, uid, gid, .. } = mount {

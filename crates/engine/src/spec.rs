@@ -548,6 +548,22 @@ const READONLY_PATHS: &[&str] = &[
     "/proc/sysrq-trigger",
 ];
 
+/// The size of the tmpfs that holds a container's file mounts (secrets and configs), from the
+/// sizes of the files it will hold: each file's data in whole pages plus a page for the file
+/// itself, and a page for the directory. Sized from what the container actually has, the
+/// tmpfs fits any number of payloads of any size the cluster allows, and the container can't
+/// use it to hold more. Never 0, which would mean no limit to tmpfs.
+pub fn file_mounts_tmpfs_bytes(
+    file_sizes: impl IntoIterator<Item = usize>,
+    page_size: usize,
+) -> u64 {
+    let page = page_size.max(1) as u64;
+    file_sizes.into_iter().fold(page, |total, size| {
+        let pages = (size as u64).div_ceil(page) + 1;
+        total.saturating_add(pages.saturating_mul(page))
+    })
+}
+
 /// The cgroup path every runtime is given, relative to each hierarchy's root.
 pub fn cgroup_path(id: &str) -> String {
     format!("/shoal/{id}")
@@ -749,6 +765,23 @@ pub fn parse_signal(text: &str) -> Result<i32> {
 mod tests {
     use super::*;
     use crate::store::ImageRunConfig;
+
+    #[test]
+    fn the_file_mounts_tmpfs_holds_whole_pages_of_each_file_and_no_more() {
+        // No files: the directory's page, never 0 (no limit).
+        assert_eq!(file_mounts_tmpfs_bytes([], 4096), 4096);
+        // An empty file, a one-byte file and one of exactly a page.
+        assert_eq!(file_mounts_tmpfs_bytes([0], 4096), 2 * 4096);
+        assert_eq!(file_mounts_tmpfs_bytes([1], 4096), 3 * 4096);
+        assert_eq!(file_mounts_tmpfs_bytes([4096], 4096), 3 * 4096);
+        // Twelve payloads of 500 KiB: more than the fixed 4 MiB there was, and what they need.
+        let sizes = [500 * 1024; 12];
+        let bytes = file_mounts_tmpfs_bytes(sizes, 4096);
+        assert!(bytes > 4 * 1024 * 1024);
+        assert_eq!(bytes, 4096 + 12 * (125 + 1) * 4096);
+        // Pages of 64 KiB round each file up further.
+        assert_eq!(file_mounts_tmpfs_bytes([1, 1], 65536), 5 * 65536);
+    }
 
     fn image(entrypoint: Option<&[&str]>, cmd: Option<&[&str]>) -> ImageConfigFile {
         let strings = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();

@@ -353,6 +353,16 @@ pub fn record_stop_signals() -> Result<fn() -> bool> {
     Ok(|| STOP_SIGNALLED.load(std::sync::atomic::Ordering::SeqCst))
 }
 
+/// The system's memory page size, what tmpfs sizes are counted in.
+pub fn page_size() -> usize {
+    // SAFETY: sysconf takes one integer and reads no memory of ours.
+    let size = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    usize::try_from(size)
+        .ok()
+        .filter(|size| *size > 0)
+        .unwrap_or(4096)
+}
+
 /// Waits for child `pid` to exit and returns its exit code; once `stop_requested` says so,
 /// kills it (and its process group, when it leads one) with SIGKILL first. This is how a
 /// healthcheck that timed out is ended inside the container: the engine stops the exec helper,

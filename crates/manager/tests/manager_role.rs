@@ -1262,3 +1262,159 @@ async fn every_write_path_enforces_the_spec_rules_alike() {
         );
     }
 }
+
+/// A node that opens sessions or sends heartbeats in a loop is refused past its rate, with
+/// how long to wait, and its ordinary heartbeats still pass.
+#[tokio::test]
+async fn session_opens_and_heartbeats_are_rate_limited_per_node() {
+    let data_root = tempfile::tempdir().unwrap();
+    let swarm_dir = SwarmDir::new(data_root.path());
+    let (_role, membership, mut dispatcher) =
+        one_manager_swarm(&swarm_dir, Duration::from_secs(5)).await;
+    let open = |mut dispatcher: DispatcherClient<tonic::transport::Channel>| {
+        let node_id = membership.node_id.clone();
+        async move {
+            dispatcher
+                .session(SessionRequest {
+                    node_id,
+                    description: None,
+                })
+                .await
+        }
+    };
+    let mut session_id = None;
+    let mut refusal = None;
+    for _ in 0..100 {
+        match open(dispatcher.clone()).await {
+            Ok(response) => {
+                let first = response.into_inner().message().await.unwrap().unwrap();
+                session_id = Some(first.session_id);
+            }
+            Err(status) => {
+                refusal = Some(status);
+                break;
+            }
+        }
+    }
+    let refusal = refusal.expect("100 session opens in a row were all accepted");
+    assert_eq!(refusal.code(), tonic::Code::ResourceExhausted, "{refusal}");
+    assert!(
+        refusal.message().contains("session opens") && refusal.message().contains("retry in"),
+        "{refusal}"
+    );
+
+    let session_id = session_id.expect("no session opened before the refusal");
+    let beat = |session_id: String| HeartbeatRequest { session_id };
+    let mut refusal = None;
+    for _ in 0..1000 {
+        if let Err(status) = dispatcher.heartbeat(beat(session_id.clone())).await {
+            refusal = Some(status);
+            break;
+        }
+    }
+    let refusal = refusal.expect("1000 heartbeats in a row were all accepted");
+    assert_eq!(refusal.code(), tonic::Code::ResourceExhausted, "{refusal}");
+    assert!(refusal.message().contains("heartbeats"), "{refusal}");
+    // The session is still open: once the bucket refills, a heartbeat passes.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    dispatcher.heartbeat(beat(session_id)).await.unwrap();
+}
+
+/// A node's assignment set larger than the 4 MiB a gRPC client decodes by default (one task
+/// using twelve secrets of 400 KiB) reaches it whole, in parts that each decode.
+#[tokio::test]
+async fn an_assignment_set_over_4_mib_reaches_the_worker_whole_in_parts() {
+    use shoal_proto::api::{AssignmentsMessage, CreateSecretRequest, SecretReference, SecretSpec};
+
+    let data_root = tempfile::tempdir().unwrap();
+    let swarm_dir = SwarmDir::new(data_root.path());
+    let (role, membership, mut dispatcher) =
+        one_manager_swarm(&swarm_dir, Duration::from_secs(1)).await;
+    let control = role.control();
+    let mut references = vec![];
+    for index in 0..12u8 {
+        let name = format!("big-{index}");
+        let secret = control
+            .create_secret(Request::new(CreateSecretRequest {
+                spec: Some(SecretSpec {
+                    annotations: Some(shoal_proto::api::Annotations {
+                        name: name.clone(),
+                        ..Default::default()
+                    }),
+                    data: vec![b'a' + index; 400 * 1024],
+                    ..Default::default()
+                }),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .secret
+            .unwrap();
+        references.push(SecretReference {
+            secret_id: secret.id,
+            secret_name: name,
+            ..Default::default()
+        });
+    }
+    let mut spec = service_spec("many-secrets", 1);
+    if let Some(task_spec::Runtime::Container(container)) =
+        spec.task.as_mut().and_then(|task| task.runtime.as_mut())
+    {
+        container.secrets = references;
+    }
+    control
+        .create_service(Request::new(CreateServiceRequest { spec: Some(spec) }))
+        .await
+        .unwrap();
+
+    let mut session = dispatcher
+        .session(SessionRequest {
+            node_id: membership.node_id.clone(),
+            description: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let session_id = session.message().await.unwrap().unwrap().session_id;
+    let heartbeats = keep_heartbeating(&dispatcher, session_id.clone());
+    let mut stream = dispatcher
+        .assignments(AssignmentsRequest { session_id })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut parts_of_the_set = 0;
+    let set = tokio::time::timeout(Duration::from_secs(30), async {
+        let mut whole = AssignmentsMessage::default();
+        loop {
+            let part = stream
+                .message()
+                .await
+                .expect("a part of the assignment set could not be received")
+                .expect("the assignment stream ended");
+            if part.part == 0 {
+                whole = AssignmentsMessage::default();
+                parts_of_the_set = 0;
+            }
+            parts_of_the_set += 1;
+            whole.tasks.extend(part.tasks);
+            whole.secrets.extend(part.secrets);
+            whole.configs.extend(part.configs);
+            if !part.more && !whole.tasks.is_empty() {
+                return whole;
+            }
+        }
+    })
+    .await
+    .expect("no assignment set with the task came");
+    assert_eq!(set.tasks.len(), 1);
+    assert_eq!(set.secrets.len(), 12);
+    let bytes: usize = set
+        .secrets
+        .iter()
+        .map(|secret| secret.spec.as_ref().unwrap().data.len())
+        .sum();
+    assert_eq!(bytes, 12 * 400 * 1024);
+    assert!(parts_of_the_set > 1, "{parts_of_the_set} parts");
+    heartbeats.abort();
+    role.shutdown().await;
+}

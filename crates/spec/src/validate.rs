@@ -16,6 +16,10 @@ use crate::{SpecError, template};
 pub const MAX_SERVICE_NAME_LENGTH: usize = 63;
 /// Docker's limit on a secret's or config's data.
 pub const MAX_PAYLOAD_BYTES: usize = 500 * 1024;
+/// The most secrets and configs, together, one task may mount. Each is a file in the task's
+/// in-memory file mounts, so a task holds at most this many times [`MAX_PAYLOAD_BYTES`] of
+/// worker memory (about 49 MiB), and its assignments stay a bounded size.
+pub const MAX_PAYLOADS_PER_TASK: usize = 100;
 /// Docker's limit on a secret's or config's name.
 pub const MAX_PAYLOAD_NAME_LENGTH: usize = 64;
 /// The shortest dispatcher heartbeat a cluster may ask for: shorter ones would cost more in Raft

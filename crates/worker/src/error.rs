@@ -1,5 +1,5 @@
-//! The crate's one error type, [`WorkerError`]: why a task can't run here, or why the assignment
-//! store could not be read or written.
+//! The crate's one error type, [`WorkerError`]: why a task can't run here, why the assignment
+//! store could not be read or written, or why an assignment set's parts don't fit together.
 
 use std::path::PathBuf;
 
@@ -34,6 +34,19 @@ pub enum WorkerError {
         path: PathBuf,
         /// What is wrong with it.
         reason: String,
+    },
+    /// The dispatcher sent a part of an assignment set out of order; the session is opened
+    /// again, and the dispatcher sends the whole set afresh.
+    #[error(
+        "assignment set {version} part {part} came when {expected} was due; reconnecting for a fresh set"
+    )]
+    AssignmentPartOutOfOrder {
+        /// The version the part carries.
+        version: u64,
+        /// The part's number.
+        part: u32,
+        /// What was due instead, as "part N of set V".
+        expected: String,
     },
 }
 

@@ -361,12 +361,22 @@ struct DispatcherState {
     published: Vec<api::PublishLogsMessage>,
 }
 
-/// Sends each session the assignment set the test chose, numbering messages from 1 per session
+/// How the fake sends a set: whole, or a task a part as the real dispatcher splits large sets,
+/// optionally holding the last part back.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+enum Parts {
+    #[default]
+    Whole,
+    OneTaskEach,
+    OneTaskEachWithoutTheLast,
+}
+
+/// Sends each session the assignment set the test chose, numbering sets from 1 per session
 /// as the real dispatcher does, and records everything the agent sends.
 #[derive(Clone)]
 struct FakeDispatcher {
     state: Arc<Mutex<DispatcherState>>,
-    assignments: watch::Sender<Vec<api::Task>>,
+    assignments: watch::Sender<(Vec<api::Task>, Parts)>,
 }
 
 type ServerStream<T> = Pin<Box<dyn Stream<Item = Result<T, Status>> + Send + 'static>>;
@@ -375,7 +385,7 @@ impl FakeDispatcher {
     fn new() -> FakeDispatcher {
         FakeDispatcher {
             state: Arc::default(),
-            assignments: watch::channel(Vec::new()).0,
+            assignments: watch::channel((Vec::new(), Parts::Whole)).0,
         }
     }
 
@@ -384,7 +394,11 @@ impl FakeDispatcher {
     }
 
     fn assign(&self, tasks: Vec<api::Task>) {
-        self.assignments.send_replace(tasks);
+        self.assign_in_parts(tasks, Parts::Whole);
+    }
+
+    fn assign_in_parts(&self, tasks: Vec<api::Task>, parts: Parts) {
+        self.assignments.send_replace((tasks, parts));
     }
 
     fn sessions_opened(&self) -> usize {
@@ -554,14 +568,34 @@ impl Dispatcher for FakeDispatcher {
             let mut version = 0;
             loop {
                 version += 1;
-                let tasks = assignments.borrow_and_update().clone();
-                let message = api::AssignmentsMessage {
-                    version,
-                    tasks,
-                    ..api::AssignmentsMessage::default()
+                let (tasks, parts) = assignments.borrow_and_update().clone();
+                let mut messages: Vec<api::AssignmentsMessage> = if parts == Parts::Whole {
+                    vec![api::AssignmentsMessage {
+                        version,
+                        tasks,
+                        ..api::AssignmentsMessage::default()
+                    }]
+                } else {
+                    let count = tasks.len();
+                    tasks
+                        .into_iter()
+                        .enumerate()
+                        .map(|(index, task)| api::AssignmentsMessage {
+                            version,
+                            tasks: vec![task],
+                            part: index as u32,
+                            more: index + 1 < count,
+                            ..api::AssignmentsMessage::default()
+                        })
+                        .collect()
                 };
-                if sender.send(Ok(message)).await.is_err() {
-                    return;
+                if parts == Parts::OneTaskEachWithoutTheLast {
+                    messages.pop();
+                }
+                for message in messages {
+                    if sender.send(Ok(message)).await.is_err() {
+                        return;
+                    }
                 }
                 tokio::select! {
                     changed = assignments.changed() => if changed.is_err() { return },
@@ -752,6 +786,42 @@ async fn tasks_dropped_or_shut_down_are_stopped_and_only_dropped_ones_removed() 
         "a shut-down task keeps its container until it is unassigned"
     );
     assert!(engine.is_running(&kept));
+    assert_eq!(engine.creates(), 3);
+    agent.stop().await;
+}
+
+/// A set sent in parts is acted on only once its last part has come: a set missing its last
+/// task's part would otherwise look like that task dropped, and remove its container.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_set_in_parts_is_acted_on_only_once_whole() {
+    let (dispatcher, address) = FakeDispatcher::serve().await;
+    let engine = FakeEngine::with_images(&["busybox"]);
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    let (all, task_ids) = tasks(3);
+    dispatcher.assign_in_parts(all.clone(), Parts::OneTaskEach);
+    let agent = RunningAgent::start(&engine, state_dir.path(), address);
+    wait_until("three tasks sent in parts run", PATIENCE, || {
+        dispatcher.all_in_state(&task_ids, TaskState::Running)
+    })
+    .await;
+    let last = engine.only_container_of("task003");
+
+    // The same set again without its last part: nothing may change.
+    dispatcher.assign_in_parts(all.clone(), Parts::OneTaskEachWithoutTheLast);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(engine.is_running(&last), "a half set stopped task003");
+    assert!(
+        engine.state().stops.is_empty(),
+        "{:?}",
+        engine.state().stops
+    );
+
+    // A whole set without task003, in parts, removes it.
+    dispatcher.assign_in_parts(all[..2].to_vec(), Parts::OneTaskEach);
+    wait_until("the dropped task's container is removed", PATIENCE, || {
+        engine.containers_of("task003").is_empty()
+    })
+    .await;
     assert_eq!(engine.creates(), 3);
     agent.stop().await;
 }

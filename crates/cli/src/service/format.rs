@@ -1162,7 +1162,7 @@ pub(crate) fn bytes_size(bytes: i64) -> String {
 }
 
 fn go_duration(duration: Option<&api::Duration>) -> String {
-    compose::units::format_duration(duration.map_or(Duration::ZERO, std_duration))
+    spec::units::format_duration(duration.map_or(Duration::ZERO, std_duration))
 }
 
 /// `service inspect --pretty`: docker's template, for the fields shoal has.

@@ -5,7 +5,7 @@
 
 mod gate;
 mod managers;
-mod payloads;
+pub(crate) mod payloads;
 mod progress;
 mod resolve;
 mod service_spec;

@@ -1,11 +1,13 @@
-//! Secrets and configs, the payloads services mount: the rules for their names and sizes, and
-//! which services use one (so that removing it can be refused, naming them). Pure.
+//! Secrets and configs, the payloads services mount: the rules for their names and sizes, how
+//! many one task may mount, and which services use one (so that removing it can be refused,
+//! naming them). Pure.
 
 use shoal_proto::api::{Annotations, Config, ContainerSpec, Secret, Service, task_spec};
 
 use crate::error::ManagerError;
 use crate::objects::ClusterObject;
 
+use spec::validate::MAX_PAYLOADS_PER_TASK;
 pub(crate) use spec::validate::PayloadKind;
 
 /// What the control API needs of a secret or a config.
@@ -98,7 +100,7 @@ pub(crate) fn check_payload(
 }
 
 /// Fills in the id (and name) of every secret and config a container spec references, by id
-/// or by name, refusing one that does not exist.
+/// or by name, refusing one that does not exist, or more than [`MAX_PAYLOADS_PER_TASK`].
 pub(crate) fn bind_references(
     container: &mut ContainerSpec,
     secrets: &[Secret],
@@ -114,6 +116,12 @@ pub(crate) fn bind_references(
                     "{noun} {shown} not found: create it first with 'shoal {noun} create {shown} FILE'"
                 ))
             })
+    }
+    let count = container.secrets.len() + container.configs.len();
+    if count > MAX_PAYLOADS_PER_TASK {
+        return Err(ManagerError::InvalidArgument(format!(
+            "the service mounts {count} secrets and configs, over the limit of {MAX_PAYLOADS_PER_TASK} a task: combine several into one file"
+        )));
     }
     for reference in &mut container.secrets {
         let found = find(secrets, &reference.secret_id, &reference.secret_name)?;
@@ -234,6 +242,41 @@ mod tests {
             .to_string();
         assert!(error.contains("config missing not found"), "{error}");
         assert!(error.contains("shoal config create missing"), "{error}");
+    }
+
+    #[test]
+    fn a_task_mounts_at_most_the_limit_of_secrets_and_configs() {
+        let secrets: Vec<Secret> = (0..MAX_PAYLOADS_PER_TASK)
+            .map(|index| Secret {
+                id: format!("s{index}"),
+                ..Default::default()
+            })
+            .collect();
+        let configs = [Config {
+            id: "c1".into(),
+            ..Default::default()
+        }];
+        let mut container = ContainerSpec {
+            secrets: secrets
+                .iter()
+                .map(|secret| SecretReference {
+                    secret_id: secret.id.clone(),
+                    ..Default::default()
+                })
+                .collect(),
+            ..Default::default()
+        };
+        bind_references(&mut container, &secrets, &configs).unwrap();
+        // One config more is one payload too many.
+        container.configs.push(ConfigReference {
+            config_id: "c1".into(),
+            ..Default::default()
+        });
+        let error = bind_references(&mut container, &secrets, &configs)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("101 secrets and configs"), "{error}");
+        assert!(error.contains("limit of 100"), "{error}");
     }
 
     #[test]

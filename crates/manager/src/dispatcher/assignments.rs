@@ -1,9 +1,10 @@
 //! What a node is assigned: the pure half of the assignment stream. The set is sent again only
 //! when something the worker acts on changes (a task added or dropped, or its desired state),
-//! not on every status report.
+//! not on every status report, and a set too large for one message goes in several parts.
 
 use std::collections::BTreeSet;
 
+use prost::Message as _;
 use raft_store::StoreView;
 use shoal_proto::api::{AssignmentsMessage, Config, Secret, Task, TaskState, task_spec};
 
@@ -65,15 +66,172 @@ pub(crate) fn assignment_set(
             tasks,
             secrets,
             configs,
+            part: 0,
+            more: false,
         },
     ))
 }
 
+/// The most bytes of tasks, secrets and configs in one assignment message. A gRPC client
+/// decodes at most 4 MiB by default, and a single item may be larger than this budget (a task
+/// up to a Raft proposal, 1.5 MiB; a secret or config up to 500 KiB): it then goes in a part
+/// of its own, still under 4 MiB.
+pub(crate) const ASSIGNMENT_PART_BYTES: usize = 1024 * 1024;
+
+/// One item of a set, kept in the order the set lists them.
+enum Item {
+    /// Boxed: a task is several times the size of the others.
+    Task(Box<Task>),
+    Secret(Secret),
+    Config(Config),
+}
+
+/// Splits `set` into the messages that carry it, in order: each holds items of at most
+/// `budget` encoded bytes, unless one item alone is larger, which then goes alone. Every part
+/// carries the set's version and its own number from 0; all but the last have `more` set. An
+/// empty set is one empty part.
+pub(crate) fn into_parts(set: AssignmentsMessage, budget: usize) -> Vec<AssignmentsMessage> {
+    let version = set.version;
+    let items = set
+        .tasks
+        .into_iter()
+        .map(|task| Item::Task(Box::new(task)))
+        .chain(set.secrets.into_iter().map(Item::Secret))
+        .chain(set.configs.into_iter().map(Item::Config));
+    let empty_part = || AssignmentsMessage {
+        version,
+        ..AssignmentsMessage::default()
+    };
+    let mut parts = vec![];
+    let mut current = empty_part();
+    let mut current_bytes = 0;
+    for item in items {
+        let bytes = match &item {
+            Item::Task(task) => task.encoded_len(),
+            Item::Secret(secret) => secret.encoded_len(),
+            Item::Config(config) => config.encoded_len(),
+        };
+        // The field's key and length prefix.
+        let bytes = bytes + 1 + prost::length_delimiter_len(bytes);
+        if current_bytes > 0 && current_bytes + bytes > budget {
+            parts.push(std::mem::replace(&mut current, empty_part()));
+            current_bytes = 0;
+        }
+        current_bytes += bytes;
+        match item {
+            Item::Task(task) => current.tasks.push(*task),
+            Item::Secret(secret) => current.secrets.push(secret),
+            Item::Config(config) => current.configs.push(config),
+        }
+    }
+    parts.push(current);
+    let last = parts.len() - 1;
+    for (index, part) in parts.iter_mut().enumerate() {
+        part.part = u32::try_from(index).unwrap_or(u32::MAX);
+        part.more = index < last;
+    }
+    parts
+}
+
 #[cfg(test)]
 mod tests {
-    use shoal_proto::api::TaskStatus;
+    use shoal_proto::api::{SecretSpec, TaskStatus};
 
     use super::*;
+
+    fn secret(id: &str, bytes: usize) -> Secret {
+        Secret {
+            id: id.to_owned(),
+            spec: Some(SecretSpec {
+                data: vec![b's'; bytes],
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn named_task(id: &str) -> Task {
+        Task {
+            id: id.to_owned(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_small_set_is_one_part_and_an_empty_set_too() {
+        let set = AssignmentsMessage {
+            version: 7,
+            tasks: vec![named_task("t1")],
+            secrets: vec![secret("s1", 10)],
+            ..Default::default()
+        };
+        let parts = into_parts(set.clone(), ASSIGNMENT_PART_BYTES);
+        assert_eq!(parts, vec![set]);
+        let empty = into_parts(
+            AssignmentsMessage {
+                version: 3,
+                ..Default::default()
+            },
+            ASSIGNMENT_PART_BYTES,
+        );
+        assert_eq!(
+            empty,
+            vec![AssignmentsMessage {
+                version: 3,
+                ..Default::default()
+            }]
+        );
+    }
+
+    #[test]
+    fn a_large_set_is_split_under_the_budget_in_order_and_loses_nothing() {
+        let budget = 100_000;
+        let set = AssignmentsMessage {
+            version: 2,
+            tasks: (0..50)
+                .map(|i| named_task(&format!("task{i:02}")))
+                .collect(),
+            // Ten of 30 KB: three a part; one larger than the budget goes alone.
+            secrets: (0..10)
+                .map(|i| secret(&format!("s{i}"), 30_000))
+                .chain([secret("huge", 150_000)])
+                .collect(),
+            configs: vec![shoal_proto::api::Config {
+                id: "c1".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let parts = into_parts(set.clone(), budget);
+        assert!(parts.len() >= 5, "{} parts", parts.len());
+        for (index, part) in parts.iter().enumerate() {
+            assert_eq!(part.version, 2);
+            assert_eq!(part.part as usize, index);
+            assert_eq!(part.more, index + 1 < parts.len());
+            let alone = part.tasks.len() + part.secrets.len() + part.configs.len() == 1;
+            assert!(
+                part.encoded_len() <= budget + 16 || alone,
+                "part {index} is {} bytes",
+                part.encoded_len()
+            );
+        }
+        let huge = parts
+            .iter()
+            .find(|part| part.secrets.iter().any(|s| s.id == "huge"))
+            .unwrap();
+        assert_eq!(huge.secrets.len(), 1);
+        // Put back together in order, the parts are the set.
+        let mut whole = AssignmentsMessage {
+            version: 2,
+            ..Default::default()
+        };
+        for part in parts {
+            whole.tasks.extend(part.tasks);
+            whole.secrets.extend(part.secrets);
+            whole.configs.extend(part.configs);
+        }
+        assert_eq!(whole, set);
+    }
 
     fn task(node: &str, observed: TaskState, desired: TaskState) -> Task {
         let mut task = Task {

@@ -1,6 +1,6 @@
 //! What a worker may send the dispatcher, and how often: the sizes of a session's node
-//! description, of status reports and of log output, and the rates of status reports and log
-//! bytes per session. Each refusal names the limit, so that no worker can exhaust a manager's
+//! description, of status reports and of log output, the rates of session opens per node, and
+//! of heartbeats, status reports and log bytes per session. Each refusal names the limit, so that no worker can exhaust a manager's
 //! memory or its Raft log, and a worker that hits one is told what it sent.
 
 use prost::Message;
@@ -12,6 +12,20 @@ use crate::rate_limit::Rate;
 /// The largest node description a session may register: hostname, platform, resources, engine
 /// and TLS information take a few KiB.
 pub(crate) const MAX_DESCRIPTION_BYTES: usize = 64 * 1024;
+/// Sessions a node may open. Each open writes the node object through Raft; an agent reconnects
+/// with a backoff that starts at 100 ms, so a burst of reconnects passes and a loop does not.
+pub(crate) const SESSION_OPEN_RATE: Rate = Rate {
+    per_second: 1.0,
+    burst: 10.0,
+};
+/// Nodes whose session opens are counted at once; as many as the cluster port's connections.
+pub(crate) const SESSION_OPEN_NODES_TRACKED: usize = 16_384;
+/// Heartbeats per session: twice what an agent sends at the shortest heartbeat period the
+/// cluster accepts (100 ms).
+pub(crate) const HEARTBEAT_RATE: Rate = Rate {
+    per_second: 20.0,
+    burst: 40.0,
+};
 /// The most task status updates in one `UpdateTaskStatus` call.
 pub(crate) const MAX_STATUS_UPDATES_PER_CALL: usize = 10_000;
 /// The largest single task status, message and error included.

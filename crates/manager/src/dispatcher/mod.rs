@@ -1,10 +1,10 @@
 //! The dispatcher: the leader's side of every worker's session, the manager's own worker
 //! included. It registers a node when its session opens, marks it down when heartbeats stop,
-//! streams each node its full assignment set when that changes, writes status reports in
-//! batches (whatever queued while the previous write was in flight, in as few transactions as
-//! the proposal size limit allows),
-//! and relays log requests and output. Every call is checked against the caller's certificate:
-//! a node acts only in its own session; what it sends is bounded in size and rate (`limits.rs`).
+//! streams each node its full assignment set when that changes (in parts, when it is large),
+//! writes status reports in batches (whatever queued while the previous write was in flight, in
+//! as few transactions as the proposal size limit allows), and relays log requests and output.
+//! Every call is checked against the caller's certificate: a node acts only in its own session;
+//! what it sends, and how often it opens sessions, is bounded in size and rate (`limits.rs`).
 
 mod assignments;
 mod limits;
@@ -37,7 +37,7 @@ use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::duration_to_proto;
 use crate::peer::{PeerIdentity, identity_of_request};
-use crate::rate_limit::TokenBucket;
+use crate::rate_limit::{PerSourceLimiter, TokenBucket};
 
 /// A node is marked down after this many heartbeat periods without one.
 const MISSED_HEARTBEATS_BEFORE_DOWN: u32 = 3;
@@ -56,12 +56,29 @@ struct Session {
     ended: watch::Sender<bool>,
     /// How many more `UpdateTaskStatus` calls the session may make now.
     status_calls: TokenBucket,
+    /// How many more heartbeats the session may send now.
+    heartbeats: TokenBucket,
+}
+
+impl Session {
+    fn new(session_id: String, ended: watch::Sender<bool>, now: Instant) -> Session {
+        Session {
+            session_id,
+            last_heartbeat: now,
+            ended,
+            status_calls: TokenBucket::new(limits::STATUS_CALL_RATE, now),
+            heartbeats: TokenBucket::new(limits::HEARTBEAT_RATE, now),
+        }
+    }
 }
 
 struct Shared {
     store: Arc<Store>,
     heartbeat_period: watch::Receiver<Duration>,
     sessions: Mutex<HashMap<String, Session>>,
+    /// Session opens per node, kept apart from the sessions: each open replaces the node's
+    /// session, and its buckets with it.
+    session_opens: Mutex<PerSourceLimiter<String>>,
     reports: mpsc::UnboundedSender<QueuedReports>,
     logs: LogBroker,
 }
@@ -87,6 +104,10 @@ impl DispatcherService {
             store,
             heartbeat_period,
             sessions: Mutex::new(sessions),
+            session_opens: Mutex::new(PerSourceLimiter::new(
+                limits::SESSION_OPEN_RATE,
+                limits::SESSION_OPEN_NODES_TRACKED,
+            )),
             reports,
             logs,
         });
@@ -114,17 +135,7 @@ fn grace_sessions(store: &Store) -> Result<HashMap<String, Session>, ManagerErro
                 .as_ref()
                 .is_some_and(|status| status.state() == node_status::State::Ready)
         })
-        .map(|node| {
-            (
-                node.id,
-                Session {
-                    session_id: String::new(),
-                    last_heartbeat: now,
-                    ended: ended.clone(),
-                    status_calls: TokenBucket::new(limits::STATUS_CALL_RATE, now),
-                },
-            )
-        })
+        .map(|node| (node.id, Session::new(String::new(), ended.clone(), now)))
         .collect())
 }
 
@@ -503,6 +514,14 @@ impl Dispatcher for DispatcherService {
         if let Some(description) = &description {
             limits::check_description(description)?;
         }
+        shared
+            .session_opens
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take(&node_id, Instant::now())
+            .map_err(|wait| {
+                limits::rate_exceeded("session opens", limits::SESSION_OPEN_RATE, wait)
+            })?;
         let node = objects::update_node(&shared.store, &node_id, |node| {
             if description.is_some() {
                 node.description = description.clone();
@@ -530,12 +549,7 @@ impl Dispatcher for DispatcherService {
         let (ended, ended_receiver) = watch::channel(false);
         if let Some(previous) = shared.sessions().insert(
             node_id.clone(),
-            Session {
-                session_id: session_id.clone(),
-                last_heartbeat: Instant::now(),
-                ended,
-                status_calls: TokenBucket::new(limits::STATUS_CALL_RATE, Instant::now()),
-            },
+            Session::new(session_id.clone(), ended, Instant::now()),
         ) {
             // A node has one session: a reconnecting agent replaces its old one.
             let _ = previous.ended.send(true);
@@ -565,14 +579,19 @@ impl Dispatcher for DispatcherService {
     ) -> Result<Response<HeartbeatResponse>, Status> {
         self.shared.require_leader()?;
         let caller = identity_of_request(&request)?;
-        let node_id = self.shared.with_callers_session(
-            &caller,
-            &request.get_ref().session_id,
-            |node_id, session| {
-                session.last_heartbeat = Instant::now();
-                node_id.to_owned()
-            },
-        )?;
+        let node_id = self
+            .shared
+            .with_callers_session(
+                &caller,
+                &request.get_ref().session_id,
+                |node_id, session| {
+                    let now = Instant::now();
+                    session.heartbeats.take(1.0, now)?;
+                    session.last_heartbeat = now;
+                    Ok(node_id.to_owned())
+                },
+            )?
+            .map_err(|wait| limits::rate_exceeded("heartbeats", limits::HEARTBEAT_RATE, wait))?;
         mark_ready_again(&self.shared.store, &node_id).await;
         Ok(Response::new(HeartbeatResponse {
             period: Some(duration_to_proto(self.shared.heartbeat_period())),
@@ -639,8 +658,13 @@ impl Dispatcher for DispatcherService {
                     Ok((key, mut message)) if sent_key.as_ref() != Some(&key) => {
                         version += 1;
                         message.version = version;
-                        if sender.send(Ok(message)).await.is_err() {
-                            return;
+                        // The parts of one set go out back to back, computed from one read.
+                        for part in
+                            assignments::into_parts(message, assignments::ASSIGNMENT_PART_BYTES)
+                        {
+                            if sender.send(Ok(part)).await.is_err() {
+                                return;
+                            }
                         }
                         sent_key = Some(key);
                     }

@@ -1,6 +1,7 @@
-//! The agent's side of the Dispatcher: opens a session, heartbeats, forwards assignment sets and
-//! log subscriptions to the reconciler loop, and reconnects with backoff whenever any of that
-//! fails. Status reports go through their own task, one call at a time and in order.
+//! The agent's side of the Dispatcher: opens a session, heartbeats, forwards assignment sets
+//! (once all their parts have come) and log subscriptions to the reconciler loop, and
+//! reconnects with backoff whenever any of that fails. Status reports go through their own
+//! task, one call at a time and in order.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -11,6 +12,7 @@ use shoal_proto::api::dispatcher_client::DispatcherClient;
 use tokio::sync::{mpsc, watch};
 
 use super::{AgentConfig, DispatcherConnector, Input, SessionLink, stopped};
+use crate::assignment_parts::AssignmentParts;
 use crate::reconciler::{CommandOutcome, Event};
 
 /// First pause before reconnecting; doubled after each failed attempt.
@@ -290,6 +292,7 @@ async fn run_session<C: DispatcherConnector>(
     // The dispatcher's own numbering is only trusted to increase within this session; the
     // reconciler loop gives each set the version the reconciler needs.
     let mut last_dispatcher_version = 0;
+    let mut parts = AssignmentParts::default();
     loop {
         tokio::select! {
             message = session_stream.next() => match message {
@@ -299,7 +302,13 @@ async fn run_session<C: DispatcherConnector>(
                 None => return SessionEnded::after_start("the dispatcher ended the session"),
             },
             message = assignments.next() => match message {
-                Some(Ok(message)) => {
+                Some(Ok(part)) => {
+                    // Only a whole set goes on: a half one would look like tasks removed.
+                    let message = match parts.push(part) {
+                        Ok(Some(message)) => message,
+                        Ok(None) => continue,
+                        Err(error) => return SessionEnded::after_start(format!("assignment stream: {error}")),
+                    };
                     if message.version != 0 && message.version <= last_dispatcher_version {
                         tracing::warn!(
                             version = message.version,
