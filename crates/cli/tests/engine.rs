@@ -968,6 +968,32 @@ fn grpc_client(
     )
 }
 
+/// Creates and starts a container through the engine API and waits for it to exit; its id.
+fn run_to_exit(
+    runtime: &tokio::runtime::Runtime,
+    client: &mut shoal_proto::engine::engine_client::EngineClient<tonic::transport::Channel>,
+    spec: shoal_proto::engine::ContainerSpec,
+) -> String {
+    use shoal_proto::engine as pb;
+    runtime.block_on(async {
+        let id = client
+            .create_container(spec)
+            .await
+            .expect("create")
+            .into_inner()
+            .id;
+        client
+            .start_container(pb::ContainerRef { id: id.clone() })
+            .await
+            .expect("start");
+        client
+            .wait_container(pb::ContainerRef { id: id.clone() })
+            .await
+            .expect("wait");
+        id
+    })
+}
+
 #[test]
 fn file_mounts_live_in_memory_only() {
     use shoal_proto::engine as pb;
@@ -989,23 +1015,7 @@ fn file_mounts_live_in_memory_only() {
         }],
         ..Default::default()
     };
-    let id = runtime.block_on(async {
-        let id = client
-            .create_container(spec)
-            .await
-            .expect("create")
-            .into_inner()
-            .id;
-        client
-            .start_container(pb::ContainerRef { id: id.clone() })
-            .await
-            .expect("start");
-        client
-            .wait_container(pb::ContainerRef { id: id.clone() })
-            .await
-            .expect("wait");
-        id
-    });
+    let id = run_to_exit(&runtime, &mut client, spec);
     let logs = host.ok(&["container", "logs", &id]);
     assert!(logs.starts_with(&format!("{secret}\n400\n")), "{logs}");
     assert!(logs.contains("read-only"), "{logs}");
@@ -1053,23 +1063,7 @@ fn file_mounts_over_4_mib_in_all_fit_in_their_tmpfs() {
         mounts,
         ..Default::default()
     };
-    let id = runtime.block_on(async {
-        let id = client
-            .create_container(spec)
-            .await
-            .expect("create")
-            .into_inner()
-            .id;
-        client
-            .start_container(pb::ContainerRef { id: id.clone() })
-            .await
-            .expect("start with 6 MB of file mounts");
-        client
-            .wait_container(pb::ContainerRef { id: id.clone() })
-            .await
-            .expect("wait");
-        id
-    });
+    let id = run_to_exit(&runtime, &mut client, spec);
     let logs = host.ok(&["container", "logs", &id]);
     assert_eq!(logs.trim(), (12 * 500 * 1024).to_string(), "{logs}");
     host.ok(&["container", "rm", &id]);

@@ -307,7 +307,7 @@ fn mistakes_name_key_path_and_fix() {
         (
             "services:\n  web:\n    image: a\n    stop_grace_period: 10\n",
             "services.web.stop_grace_period",
-            "missing a unit",
+            "a unit is missing",
         ),
         (
             "services:\n  web:\n    image: a\n    healthcheck:\n      interval: soon\n",
@@ -377,7 +377,7 @@ fn mistakes_name_key_path_and_fix() {
         (
             "services:\n  web:\n    image: a\n    hostname: '{{.Node.Hostnam}}'\n",
             "services.web.hostname",
-            "unknown template field",
+            "unknown placeholder `{{.Node.Hostnam}}`",
         ),
         (
             "services:\n  web:\n    image: a\n    environment:\n      SLOT: '{{.Task.Slot'\n",
