@@ -492,8 +492,7 @@ impl NodeRoles {
             listen_addr: request.listen_addr,
             default_addr_pool: request.default_addr_pool,
             subnet_size: request.subnet_size,
-            task_history_limit: (request.task_history_limit != 0)
-                .then_some(request.task_history_limit),
+            task_history_limit: request.task_history_limit,
             dispatcher_heartbeat: request
                 .dispatcher_heartbeat
                 .as_ref()

@@ -53,7 +53,7 @@ pub(crate) fn init_request(options: &InitOptions) -> anyhow::Result<api::InitReq
         listen_addr: options.listen_addr.clone().unwrap_or_default(),
         default_addr_pool: pools,
         subnet_size: options.default_addr_pool_mask_length.unwrap_or(0),
-        task_history_limit: options.task_history_limit.unwrap_or(0),
+        task_history_limit: options.task_history_limit,
         dispatcher_heartbeat: options
             .dispatcher_heartbeat
             .as_deref()
@@ -913,7 +913,17 @@ mod tests {
         })?;
         assert_eq!(request.default_addr_pool, ["10.20.0.0/16", "10.30.0.0/16"]);
         assert_eq!(request.subnet_size, 26);
-        assert_eq!(request.task_history_limit, 2);
+        assert_eq!(request.task_history_limit, Some(2));
+        // 0 is a real limit (keep no old tasks), not "unset".
+        let keep_none = init_request(&InitOptions {
+            task_history_limit: Some(0),
+            ..Default::default()
+        })?;
+        assert_eq!(keep_none.task_history_limit, Some(0));
+        assert_eq!(
+            init_request(&InitOptions::default())?.task_history_limit,
+            None
+        );
         assert_eq!(
             request.dispatcher_heartbeat,
             Some(api::Duration {

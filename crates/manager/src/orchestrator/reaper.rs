@@ -20,7 +20,8 @@ pub enum TaskHistoryLimit {
 
 impl TaskHistoryLimit {
     /// Swarm's default: five old tasks per slot.
-    pub const DEFAULT: TaskHistoryLimit = TaskHistoryLimit::KeepAtMost(5);
+    pub const DEFAULT: TaskHistoryLimit =
+        TaskHistoryLimit::KeepAtMost(spec::defaults::TASK_HISTORY_LIMIT as usize);
 
     /// Reads `orchestration.task_history_retention_limit`: absent means the default, a
     /// negative value means unlimited.
