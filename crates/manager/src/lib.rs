@@ -44,6 +44,5 @@ pub use error::ManagerError;
 pub use membership::{Membership, MembershipRole, SwarmDir};
 pub use node_ca::{RotationProgress, root_rotation_progress};
 pub use role::{
-    DEFAULT_DISPATCHER_HEARTBEAT, DEFAULT_TASK_HISTORY_LIMIT, InitOptions, ManagerRole,
-    SwarmSummary, raft_member_id_for,
+    DEFAULT_DISPATCHER_HEARTBEAT, InitOptions, ManagerRole, SwarmSummary, raft_member_id_for,
 };

@@ -43,8 +43,6 @@ use crate::orchestrator::{duration_from_proto, duration_to_proto};
 /// otherwise. Swarm's is 5 s; heartbeats cost no Raft writes, so a shorter one detects a dead
 /// node (after three missed) in 3 s instead of 15.
 pub const DEFAULT_DISPATCHER_HEARTBEAT: Duration = Duration::from_secs(1);
-/// Swarm's task history per slot.
-pub const DEFAULT_TASK_HISTORY_LIMIT: i64 = spec::defaults::TASK_HISTORY_LIMIT;
 /// How long a new single-member store may take to elect itself.
 const BOOTSTRAP_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -186,7 +184,7 @@ impl ManagerRole {
                 orchestration: Some(OrchestrationConfig {
                     task_history_retention_limit: options
                         .task_history_limit
-                        .unwrap_or(DEFAULT_TASK_HISTORY_LIMIT),
+                        .unwrap_or(spec::defaults::TASK_HISTORY_LIMIT),
                 }),
                 // What the store runs with, in Swarm's terms: ticks of 100 ms, a heartbeat
                 // every tick and elections after 4 to 8 ticks without one.
