@@ -133,6 +133,14 @@ impl TestHost {
         value[0].clone()
     }
 
+    /// The container's health status as `inspect` reports it ("" when it has none).
+    fn health(&self, id: &str) -> String {
+        self.inspect(id)["health"]["status"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+
     /// Imports the busybox test image as `busybox:test`.
     fn import_busybox(&self) {
         let tarball = self.dir.join("busybox.tar");
@@ -388,16 +396,10 @@ fn healthcheck_flips_to_unhealthy_when_its_command_fails() {
             "busybox:test", "sh", "-c", "touch /tmp/ok; while [ ! -f /tmp/fail ]; do sleep 0.05; done; rm /tmp/ok; sleep 1000",
         ]));
         let id = id.trim().to_owned();
-        let health = |host: &TestHost| {
-            host.inspect(&id)["health"]["status"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        };
         assert!(
-            poll_until(Duration::from_secs(20), || health(&host) == "healthy"),
+            poll_until(Duration::from_secs(20), || host.health(&id) == "healthy"),
             "never healthy: {}",
-            health(&host)
+            host.health(&id)
         );
         let rootfs = host
             .data()
@@ -406,9 +408,9 @@ fn healthcheck_flips_to_unhealthy_when_its_command_fails() {
             .join("rootfs/tmp/fail");
         std::fs::write(&rootfs, b"").expect("flipping the healthcheck");
         assert!(
-            poll_until(Duration::from_secs(20), || health(&host) == "unhealthy"),
+            poll_until(Duration::from_secs(20), || host.health(&id) == "unhealthy"),
             "never unhealthy: {}",
-            health(&host)
+            host.health(&id)
         );
         let table = host.ok(&["container", "ls"]);
         assert!(table.contains("(unhealthy)"), "{table}");
@@ -433,16 +435,10 @@ fn a_timed_out_healthcheck_probe_no_longer_runs_in_the_container() {
             "busybox:test", "sh", "-c", "while true; do ls /proc > /tmp/procs.new; mv /tmp/procs.new /tmp/procs; sleep 0.1; done",
         ]));
         let id = id.trim().to_owned();
-        let health = |host: &TestHost| {
-            host.inspect(&id)["health"]["status"]
-                .as_str()
-                .unwrap_or("")
-                .to_owned()
-        };
         assert!(
-            poll_until(Duration::from_secs(20), || health(&host) == "unhealthy"),
+            poll_until(Duration::from_secs(20), || host.health(&id) == "unhealthy"),
             "the timed-out probe never made it unhealthy: {}",
-            health(&host)
+            host.health(&id)
         );
         let rootfs = host.data().join("containers").join(&id).join("rootfs/tmp");
         let pids = std::fs::read_to_string(rootfs.join("probe.pids")).expect("the probes' pids");

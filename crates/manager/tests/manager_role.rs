@@ -66,6 +66,38 @@ fn on_loopback(hostname: &str) -> InitOptions {
     }
 }
 
+/// Creates a service through the control API; the stored service, or the refusal.
+async fn create_service(
+    control: &manager::ControlApi,
+    spec: ServiceSpec,
+) -> Result<shoal_proto::api::Service, tonic::Status> {
+    control
+        .create_service(Request::new(CreateServiceRequest { spec: Some(spec) }))
+        .await
+        .map(|response| response.into_inner().service.unwrap())
+}
+
+/// Polls until the swarm's one node is in `state`, failing after `timeout`.
+async fn wait_for_node_state(
+    control: &manager::ControlApi,
+    state: node_status::State,
+    timeout: Duration,
+) {
+    poll_until(&format!("the node to be {state:?}"), timeout, || {
+        let control = control.clone();
+        async move {
+            let nodes = control
+                .list_nodes(Request::new(ListNodesRequest {}))
+                .await
+                .ok()?
+                .into_inner()
+                .nodes;
+            (nodes[0].status.as_ref()?.state() == state).then_some(())
+        }
+    })
+    .await;
+}
+
 /// A one-manager swarm on loopback with dispatcher heartbeats every `heartbeat`, and a
 /// dispatcher client holding the node's own certificate.
 async fn one_manager_swarm(
@@ -228,19 +260,7 @@ async fn a_worker_session_runs_a_service_and_a_silent_node_goes_down() {
     // session is over.
     heartbeats.abort();
     let silent_since = Instant::now();
-    poll_until("the node to be marked down", heartbeat * 6, || {
-        let control = control.clone();
-        async move {
-            let nodes = control
-                .list_nodes(Request::new(ListNodesRequest {}))
-                .await
-                .ok()?
-                .into_inner()
-                .nodes;
-            (nodes[0].status.as_ref()?.state() == node_status::State::Down).then_some(())
-        }
-    })
-    .await;
+    wait_for_node_state(&control, node_status::State::Down, heartbeat * 6).await;
     // Not before three periods have passed since the last heartbeat (sent up to 50 ms before
     // the abort).
     assert!(silent_since.elapsed() >= heartbeat * 3 - Duration::from_millis(60));
@@ -289,19 +309,7 @@ async fn a_live_sessions_heartbeats_undo_a_stale_mark_down() {
         .unwrap();
 
     let control = role.control();
-    poll_until("the node to be ready again", heartbeat * 5, || {
-        let control = control.clone();
-        async move {
-            let nodes = control
-                .list_nodes(Request::new(ListNodesRequest {}))
-                .await
-                .ok()?
-                .into_inner()
-                .nodes;
-            (nodes[0].status.as_ref()?.state() == node_status::State::Ready).then_some(())
-        }
-    })
-    .await;
+    wait_for_node_state(&control, node_status::State::Ready, heartbeat * 5).await;
     heartbeats.abort();
     role.shutdown().await;
 }
@@ -321,18 +329,13 @@ async fn the_control_api_refuses_bad_input_with_what_to_do() {
     .await
     .unwrap();
     let control = role.control();
-    let create = |spec: ServiceSpec| {
-        let control = control.clone();
-        async move {
-            control
-                .create_service(Request::new(CreateServiceRequest { spec: Some(spec) }))
-                .await
-                .map(|response| response.into_inner().service.unwrap())
-        }
-    };
-    let web = create(service_spec("web", 1)).await.unwrap();
+    let web = create_service(&control, service_spec("web", 1))
+        .await
+        .unwrap();
 
-    let taken = create(service_spec("web", 2)).await.unwrap_err();
+    let taken = create_service(&control, service_spec("web", 2))
+        .await
+        .unwrap_err();
     assert_eq!(taken.code(), tonic::Code::AlreadyExists);
     assert!(taken.message().contains("already in use"), "{taken:?}");
 
@@ -341,7 +344,7 @@ async fn the_control_api_refuses_bad_input_with_what_to_do() {
         constraints: vec!["node.labels.zone=east".into()],
         ..Default::default()
     });
-    let bad_constraint = create(constrained).await.unwrap_err();
+    let bad_constraint = create_service(&control, constrained).await.unwrap_err();
     assert_eq!(bad_constraint.code(), tonic::Code::InvalidArgument);
     assert!(
         bad_constraint.message().starts_with("invalid constraint"),
@@ -1115,15 +1118,6 @@ async fn every_write_path_enforces_the_spec_rules_alike() {
         .await
         .unwrap();
     let control = role.control();
-    let create = |spec: ServiceSpec| {
-        let control = control.clone();
-        async move {
-            control
-                .create_service(Request::new(CreateServiceRequest { spec: Some(spec) }))
-                .await
-                .map(|response| response.into_inner().service.unwrap())
-        }
-    };
     let deploy = |spec: ServiceSpec| {
         let control = control.clone();
         async move {
@@ -1173,7 +1167,9 @@ async fn every_write_path_enforces_the_spec_rules_alike() {
     )
     .unwrap_err()
     .to_string();
-    let by_create = create(over_reserved("big")).await.unwrap_err();
+    let by_create = create_service(&control, over_reserved("big"))
+        .await
+        .unwrap_err();
     assert_eq!(by_create.code(), tonic::Code::InvalidArgument);
     assert_eq!(by_create.message(), expected);
     let by_stack = deploy(over_reserved("app_big")).await.unwrap_err();
@@ -1184,7 +1180,7 @@ async fn every_write_path_enforces_the_spec_rules_alike() {
     let colour = with_container(service_spec("colour", 1), &|container| {
         container.env = vec!["X={{.Task.Colour}}".into()];
     });
-    let refused = create(colour.clone()).await.unwrap_err();
+    let refused = create_service(&control, colour.clone()).await.unwrap_err();
     assert!(
         refused.message().starts_with(
             "environment: invalid template \"X={{.Task.Colour}}\": unknown placeholder"
@@ -1200,10 +1196,12 @@ async fn every_write_path_enforces_the_spec_rules_alike() {
     let platform = with_container(service_spec("platform", 1), &|container| {
         container.hostname = "{{.Node.Platform.OS}}-{{- .Task.Slot -}}".into();
     });
-    create(platform).await.unwrap();
+    create_service(&control, platform).await.unwrap();
 
     // Swarm's defaults are stored however the service was made.
-    let made = create(service_spec("made", 1)).await.unwrap();
+    let made = create_service(&control, service_spec("made", 1))
+        .await
+        .unwrap();
     deploy(service_spec("app_made", 1)).await.unwrap();
     let deployed = control
         .get_service(Request::new(GetServiceRequest {
