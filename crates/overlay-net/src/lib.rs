@@ -1,1 +1,18 @@
-//! Per-node L2/L3: VXLAN overlay networks, bridges, veths, peer FDB and neighbour entries, gossip. Not built yet.
+//! Per-node L2/L3 for overlay networks: a pure plan of the namespaces, bridges, VXLAN devices,
+//! veths, routes, FDB and neighbour entries a node should have, a pure diff against what is there,
+//! and a thin netlink shell that observes and applies it. Gossip is not built yet.
+
+pub mod apply;
+pub mod desired;
+pub mod diff;
+mod error;
+pub mod netns;
+pub mod plan;
+
+pub use desired::{
+    DEFAULT_VXLAN_PORT, Desired, Ipv4Cidr, LocalEndpoint, LocalTask, Mac, Network, NodeConfig,
+    RemotePeer, VXLAN_OVERHEAD,
+};
+pub use diff::{Change, diff};
+pub use error::Error;
+pub use plan::{State, plan};

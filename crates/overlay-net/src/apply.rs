@@ -1,0 +1,838 @@
+//! The netlink shell: observes what this instance has in each namespace and makes the changes
+//! `diff` asks for, one rtnetlink socket per namespace, opened from a thread inside it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fs::File;
+use std::io::Write;
+use std::net::{IpAddr, Ipv4Addr};
+use std::os::fd::AsRawFd;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::AddressFamily;
+use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
+use rtnetlink::packet_route::link::{
+    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+};
+use rtnetlink::packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
+use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
+
+use crate::Error;
+use crate::desired::{Desired, Ipv4Cidr, Mac, NodeConfig};
+use crate::diff::{Change, diff};
+use crate::netns;
+use crate::plan::{Link, LinkKey, LinkKind, Masquerade, Naming, Netns, State, Vxlan, plan};
+
+const ENOENT: i32 = 2;
+const ESRCH: i32 = 3;
+const ENODEV: i32 = 19;
+const EADDRNOTAVAIL: i32 = 99;
+
+/// The main routing table's id.
+const RT_TABLE_MAIN: u8 = 254;
+
+fn nl(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error {
+    let what = what.into();
+    move |source| Error::Netlink { what, source }
+}
+
+/// Whether a netlink failure means the thing is already gone.
+fn is_gone(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m)
+        if [ENOENT, ESRCH, ENODEV, EADDRNOTAVAIL].contains(&m.raw_code().abs()))
+}
+
+/// One netlink connection per namespace, opened when first needed.
+struct Handles<'a> {
+    config: &'a NodeConfig,
+    open: HashMap<Netns, Handle>,
+}
+
+impl<'a> Handles<'a> {
+    fn new(config: &'a NodeConfig) -> Handles<'a> {
+        Handles {
+            config,
+            open: HashMap::new(),
+        }
+    }
+
+    fn path(&self, ns: &Netns) -> Option<PathBuf> {
+        match ns {
+            Netns::Underlay => self.config.underlay_netns.clone(),
+            Netns::Named(name) => Some(netns::path(name)),
+            Netns::Task(p) => Some(p.clone()),
+        }
+    }
+
+    fn get(&mut self, ns: &Netns) -> Result<Handle, Error> {
+        if let Some(h) = self.open.get(ns) {
+            return Ok(h.clone());
+        }
+        let runtime = tokio::runtime::Handle::current();
+        let path = self.path(ns);
+        // The socket belongs to the namespace of the thread that opens it; it registers with
+        // this runtime's reactor, so the thread enters the runtime first.
+        let (conn, handle) = netns::run_in(path.as_deref(), move || {
+            let _guard = runtime.enter();
+            rtnetlink::new_connection().map(|(c, h, _)| (c, h))
+        })?
+        .map_err(|source| Error::Io {
+            what: format!("open a netlink socket in {ns:?}"),
+            source,
+        })?;
+        tokio::spawn(conn);
+        self.open.insert(ns.clone(), handle.clone());
+        Ok(handle)
+    }
+}
+
+/// A link as netlink reports it, with its index for later requests.
+struct SeenLink {
+    index: u32,
+    name: String,
+    link: Link,
+    controller: Option<u32>,
+}
+
+async fn dump_links(h: &Handle) -> Result<Vec<SeenLink>, Error> {
+    let msgs: Vec<LinkMessage> = h
+        .link()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list links"))?;
+    let mut out = Vec::new();
+    for msg in msgs {
+        let mut name = None;
+        let mut mtu = 0;
+        let mut mac = None;
+        let mut controller = None;
+        let mut kind = None;
+        let mut vx = Vxlan {
+            vni: 0,
+            port: 0,
+            local: Ipv4Addr::UNSPECIFIED,
+            learning: true,
+            proxy: false,
+        };
+        for attr in &msg.attributes {
+            match attr {
+                LinkAttribute::IfName(n) => name = Some(n.clone()),
+                LinkAttribute::Mtu(m) => mtu = *m,
+                LinkAttribute::Address(a) => {
+                    if let Ok(a) = <[u8; 6]>::try_from(a.as_slice()) {
+                        mac = Some(Mac(a));
+                    }
+                }
+                LinkAttribute::Controller(c) => controller = Some(*c),
+                LinkAttribute::LinkInfo(infos) => {
+                    for info in infos {
+                        match info {
+                            LinkInfo::Kind(k) => kind = Some(k.clone()),
+                            LinkInfo::Data(InfoData::Vxlan(data)) => {
+                                for d in data {
+                                    match d {
+                                        InfoVxlan::Id(v) => vx.vni = *v,
+                                        InfoVxlan::Port(p) => vx.port = *p,
+                                        InfoVxlan::Local(l) => vx.local = *l,
+                                        InfoVxlan::Learning(l) => vx.learning = *l,
+                                        InfoVxlan::Proxy(p) => vx.proxy = *p,
+                                        _ => {}
+                                    }
+                                }
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+        let Some(name) = name else { continue };
+        let kind = match kind {
+            Some(InfoKind::Bridge) => LinkKind::Bridge,
+            Some(InfoKind::Veth) => LinkKind::Veth,
+            Some(InfoKind::Vxlan) => LinkKind::Vxlan(vx),
+            Some(other) => LinkKind::Other(format!("{other:?}")),
+            None => LinkKind::Other("none".into()),
+        };
+        out.push(SeenLink {
+            index: msg.header.index,
+            name,
+            link: Link {
+                kind,
+                mtu,
+                mac,
+                master: None,
+                up: msg.header.flags.contains(LinkFlags::Up),
+            },
+            controller,
+        });
+    }
+    // Masters by name, within the namespace.
+    let names: HashMap<u32, String> = out.iter().map(|l| (l.index, l.name.clone())).collect();
+    for l in &mut out {
+        l.link.master = l.controller.and_then(|c| names.get(&c).cloned());
+    }
+    Ok(out)
+}
+
+async fn dump_addresses(h: &Handle) -> Result<Vec<(u32, Ipv4Cidr)>, Error> {
+    let msgs: Vec<AddressMessage> = h
+        .address()
+        .get()
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list addresses"))?;
+    let mut out = Vec::new();
+    for msg in msgs {
+        for attr in &msg.attributes {
+            if let AddressAttribute::Local(IpAddr::V4(a)) = attr {
+                out.push((
+                    msg.header.index,
+                    Ipv4Cidr {
+                        addr: *a,
+                        prefix: msg.header.prefix_len,
+                    },
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn neighbour_parts(msg: &NeighbourMessage) -> (Option<Ipv4Addr>, Option<Mac>) {
+    let mut dst = None;
+    let mut mac = None;
+    for attr in &msg.attributes {
+        match attr {
+            NeighbourAttribute::Destination(NeighbourAddress::Inet(a)) => dst = Some(*a),
+            // FDB entries (family bridge) carry the VTEP as bare bytes.
+            NeighbourAttribute::Destination(NeighbourAddress::Other(b)) => {
+                if let Ok(b) = <[u8; 4]>::try_from(b.as_slice()) {
+                    dst = Some(Ipv4Addr::from(b));
+                }
+            }
+            NeighbourAttribute::LinkLayerAddress(l) => {
+                if let Ok(l) = <[u8; 6]>::try_from(l.as_slice()) {
+                    mac = Some(Mac(l));
+                }
+            }
+            _ => {}
+        }
+    }
+    (dst, mac)
+}
+
+/// The VXLAN devices' own permanent FDB entries (MAC → VTEP) and permanent neighbour entries.
+async fn dump_entries(
+    h: &Handle,
+    vxlans: &HashMap<u32, LinkKey>,
+    state: &mut State,
+) -> Result<(), Error> {
+    let fdb: Vec<NeighbourMessage> = h
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Bridge)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list FDB entries"))?;
+    for msg in fdb {
+        let Some(key) = vxlans.get(&msg.header.ifindex) else {
+            continue;
+        };
+        if !msg.header.flags.contains(NeighbourFlags::Own)
+            || msg.header.state != NeighbourState::Permanent
+        {
+            continue;
+        }
+        if let (Some(vtep), Some(mac)) = neighbour_parts(&msg) {
+            state.fdb.insert((key.clone(), mac), vtep);
+        }
+    }
+    let neigh: Vec<NeighbourMessage> = h
+        .neighbours()
+        .get()
+        .set_address_family(AddressFamily::Inet)
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list neighbour entries"))?;
+    for msg in neigh {
+        let Some(key) = vxlans.get(&msg.header.ifindex) else {
+            continue;
+        };
+        if msg.header.state != NeighbourState::Permanent {
+            continue;
+        }
+        if let (Some(addr), Some(mac)) = neighbour_parts(&msg) {
+            state.neigh.insert((key.clone(), addr), mac);
+        }
+    }
+    Ok(())
+}
+
+async fn default_route(h: &Handle) -> Result<Option<(u32, Ipv4Addr)>, Error> {
+    let routes: Vec<RouteMessage> = h
+        .route()
+        .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+        .execute()
+        .try_collect()
+        .await
+        .map_err(nl("list routes"))?;
+    for r in routes {
+        if r.header.destination_prefix_length != 0 || r.header.table != RT_TABLE_MAIN {
+            continue;
+        }
+        let mut oif = None;
+        let mut gw = None;
+        for attr in &r.attributes {
+            match attr {
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+                _ => {}
+            }
+        }
+        if let (Some(oif), Some(gw)) = (oif, gw) {
+            return Ok(Some((oif, gw)));
+        }
+    }
+    Ok(None)
+}
+
+/// Adds one namespace's links (those `keep` accepts), their addresses and, in network
+/// namespaces, the VXLAN entries, to `state`.
+async fn observe_ns(
+    h: &Handle,
+    ns: &Netns,
+    keep: impl Fn(&str) -> bool,
+    state: &mut State,
+) -> Result<HashMap<u32, String>, Error> {
+    let links = dump_links(h).await?;
+    let mut kept = HashMap::new();
+    let mut vxlans = HashMap::new();
+    for l in links {
+        if !keep(&l.name) {
+            continue;
+        }
+        let key = LinkKey {
+            ns: ns.clone(),
+            name: l.name.clone(),
+        };
+        if matches!(l.link.kind, LinkKind::Vxlan(_)) {
+            vxlans.insert(l.index, key.clone());
+        }
+        kept.insert(l.index, l.name.clone());
+        state.links.insert(key, l.link);
+    }
+    for (index, addr) in dump_addresses(h).await? {
+        if let Some(name) = kept.get(&index) {
+            state.addresses.insert((
+                LinkKey {
+                    ns: ns.clone(),
+                    name: name.clone(),
+                },
+                addr,
+            ));
+        }
+    }
+    if !vxlans.is_empty() {
+        dump_entries(h, &vxlans, state).await?;
+    }
+    Ok(kept)
+}
+
+fn nft(args: &[&str], script: Option<String>, table: &str) -> Result<String, Error> {
+    let mut cmd = Command::new("nft");
+    cmd.args(args)
+        .stdin(if script.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let fail = |message: String| Error::Nft {
+        table: table.to_string(),
+        message,
+    };
+    let mut child = cmd.spawn().map_err(|e| fail(format!("run nft: {e}")))?;
+    if let (Some(script), Some(mut stdin)) = (script, child.stdin.take()) {
+        stdin
+            .write_all(script.as_bytes())
+            .map_err(|e| fail(format!("write to nft: {e}")))?;
+    }
+    let out = child
+        .wait_with_output()
+        .map_err(|e| fail(format!("wait for nft: {e}")))?;
+    if !out.status.success() {
+        return Err(fail(
+            String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The comment the masquerade rule carries: observation reads the rule's settings back from it.
+fn masquerade_comment(m: &Masquerade) -> String {
+    format!("shoal masquerade source={} bridge={}", m.source, m.bridge)
+}
+
+fn parse_masquerade(table: &str, listing: &str) -> Option<Masquerade> {
+    let rest = listing.split("shoal masquerade source=").nth(1)?;
+    let (source, rest) = rest.split_once(" bridge=")?;
+    let bridge: String = rest
+        .chars()
+        .take_while(|c| *c != '"' && !c.is_whitespace())
+        .collect();
+    let (addr, prefix) = source.split_once('/')?;
+    Some(Masquerade {
+        table: table.to_string(),
+        source: Ipv4Cidr::new(addr.parse().ok()?, prefix.parse().ok()?).ok()?,
+        bridge,
+    })
+}
+
+/// What this instance has on the node, looked at where `plan` says things should be and
+/// wherever its prefix marks something as its own.
+pub async fn observe(config: &NodeConfig, plan: &State) -> Result<State, Error> {
+    let naming = Naming::new(&config.prefix)?;
+    let mut handles = Handles::new(config);
+    let mut state = State::default();
+
+    let underlay = handles.get(&Netns::Underlay)?;
+    let link_prefix = naming.link_prefix();
+    observe_ns(
+        &underlay,
+        &Netns::Underlay,
+        |n| n.starts_with(&link_prefix),
+        &mut state,
+    )
+    .await?;
+    let table = naming.nft_table();
+    let underlay_path = config.underlay_netns.clone();
+    let (forwarding, masquerade) = netns::run_in(underlay_path.as_deref(), move || {
+        let forwarding =
+            std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|s| s.trim() == "1");
+        let masquerade = nft(&["list", "table", "ip", &table], None, &table)
+            .ok()
+            .and_then(|l| parse_masquerade(&table, &l));
+        (forwarding, masquerade)
+    })?;
+    state.forwarding = forwarding;
+    state.masquerade = masquerade;
+
+    for name in netns::list(&naming.netns_prefix())? {
+        if !netns::is_namespace(&netns::path(&name)) {
+            continue;
+        }
+        state.namespaces.insert(name.clone());
+        let ns = Netns::Named(name);
+        let h = handles.get(&ns)?;
+        observe_ns(&h, &ns, |n| n != "lo", &mut state).await?;
+    }
+
+    let mut task_links: BTreeMap<&Netns, BTreeSet<&str>> = BTreeMap::new();
+    for key in plan.links.keys() {
+        if let Netns::Task(_) = key.ns {
+            task_links.entry(&key.ns).or_default().insert(&key.name);
+        }
+    }
+    for (ns, names) in task_links {
+        let Netns::Task(path) = ns else { continue };
+        // A task whose namespace is gone has nothing to observe; the worker drops it next.
+        if !path.exists() {
+            continue;
+        }
+        let h = handles.get(ns)?;
+        let kept = observe_ns(&h, ns, |n| names.contains(n), &mut state).await?;
+        if let Some((oif, gw)) = default_route(&h).await?
+            && let Some(dev) = kept.get(&oif)
+        {
+            state.default_routes.insert(ns.clone(), (dev.clone(), gw));
+        }
+    }
+    Ok(state)
+}
+
+async fn index_of(h: &Handle, name: &str) -> Result<Option<u32>, Error> {
+    let found = h
+        .link()
+        .get()
+        .match_name(name.to_string())
+        .execute()
+        .try_next()
+        .await;
+    match found {
+        Ok(Some(msg)) => Ok(Some(msg.header.index)),
+        Ok(None) => Ok(None),
+        Err(e) if is_gone(&e) => Ok(None),
+        Err(e) => Err(Error::Netlink {
+            what: format!("look up link {name}"),
+            source: e,
+        }),
+    }
+}
+
+async fn require_index(h: &Handle, key: &LinkKey) -> Result<u32, Error> {
+    index_of(h, &key.name).await?.ok_or_else(|| Error::Io {
+        what: format!("find link {} in {:?}", key.name, key.ns),
+        source: std::io::Error::from(std::io::ErrorKind::NotFound),
+    })
+}
+
+/// Brings a link's MTU, MAC, master and state to `link`'s.
+async fn set_link(h: &Handle, key: &LinkKey, link: &Link) -> Result<(), Error> {
+    let index = require_index(h, key).await?;
+    let mut msg = LinkUnspec::new_with_index(index).mtu(link.mtu);
+    if let Some(mac) = link.mac {
+        msg = msg.address(mac.0.to_vec());
+    }
+    msg = match &link.master {
+        Some(master) => {
+            let m = require_index(
+                h,
+                &LinkKey {
+                    ns: key.ns.clone(),
+                    name: master.clone(),
+                },
+            )
+            .await?;
+            msg.controller(m)
+        }
+        None => msg.nocontroller(),
+    };
+    msg = if link.up { msg.up() } else { msg.down() };
+    h.link()
+        .set(msg.build())
+        .execute()
+        .await
+        .map_err(nl(format!("set up link {} in {:?}", key.name, key.ns)))
+}
+
+/// Moves the link `index` of `from` into `to`, renamed `name`.
+async fn move_link(
+    handles: &mut Handles<'_>,
+    from: &Handle,
+    index: u32,
+    to: &Netns,
+    name: &str,
+) -> Result<(), Error> {
+    let target = handles.path(to);
+    let file = match &target {
+        Some(p) => File::open(p).map_err(|source| Error::Io {
+            what: format!("open network namespace {}", p.display()),
+            source,
+        })?,
+        None => File::open("/proc/self/ns/net").map_err(|source| Error::Io {
+            what: "open this process's network namespace".into(),
+            source,
+        })?,
+    };
+    from.link()
+        .set(
+            LinkUnspec::new_with_index(index)
+                .setns_by_fd(file.as_raw_fd())
+                .name(name.to_string())
+                .build(),
+        )
+        .execute()
+        .await
+        .map_err(nl(format!("move link {name} into {to:?}")))
+}
+
+async fn make(
+    handles: &mut Handles<'_>,
+    config: &NodeConfig,
+    change: &Change,
+) -> Result<(), Error> {
+    match change {
+        Change::CreateNamespace(name) => netns::create(name),
+        Change::DeleteNamespace(name) => netns::delete(name),
+        Change::DeleteLink(key) => {
+            let h = handles.get(&key.ns)?;
+            let Some(index) = index_of(&h, &key.name).await? else {
+                return Ok(());
+            };
+            match h.link().del(index).execute().await {
+                Err(e) if !is_gone(&e) => Err(Error::Netlink {
+                    what: format!("delete link {} in {:?}", key.name, key.ns),
+                    source: e,
+                }),
+                _ => Ok(()),
+            }
+        }
+        Change::CreateLink { key, link } => {
+            match &link.kind {
+                LinkKind::Vxlan(vx) => {
+                    // Made in the underlay, so its UDP socket lives there, then moved.
+                    let underlay = handles.get(&Netns::Underlay)?;
+                    underlay
+                        .link()
+                        .add(
+                            LinkVxlan::new(&key.name, vx.vni)
+                                .port(vx.port)
+                                .local(vx.local)
+                                .learning(vx.learning)
+                                .proxy(vx.proxy)
+                                .mtu(link.mtu)
+                                .build(),
+                        )
+                        .execute()
+                        .await
+                        .map_err(nl(format!("create VXLAN device {}", key.name)))?;
+                    if key.ns != Netns::Underlay {
+                        let index = require_index(
+                            &underlay,
+                            &LinkKey {
+                                ns: Netns::Underlay,
+                                name: key.name.clone(),
+                            },
+                        )
+                        .await?;
+                        move_link(handles, &underlay, index, &key.ns, &key.name).await?;
+                    }
+                }
+                LinkKind::Bridge => {
+                    let h = handles.get(&key.ns)?;
+                    h.link()
+                        .add(LinkBridge::new(&key.name).mtu(link.mtu).build())
+                        .execute()
+                        .await
+                        .map_err(nl(format!("create bridge {}", key.name)))?;
+                }
+                other => {
+                    return Err(Error::Io {
+                        what: format!("create link {} of kind {other:?}", key.name),
+                        source: std::io::Error::from(std::io::ErrorKind::Unsupported),
+                    });
+                }
+            }
+            let h = handles.get(&key.ns)?;
+            set_link(&h, key, link).await
+        }
+        Change::CreateVeth {
+            key,
+            link,
+            peer,
+            peer_link,
+        } => {
+            let h = handles.get(&key.ns)?;
+            h.link()
+                .add(
+                    LinkVeth::new(&key.name, &peer.temp_name)
+                        .mtu(link.mtu)
+                        .build(),
+                )
+                .execute()
+                .await
+                .map_err(nl(format!("create veth {}", key.name)))?;
+            let temp = LinkKey {
+                ns: key.ns.clone(),
+                name: peer.temp_name.clone(),
+            };
+            let index = require_index(&h, &temp).await?;
+            move_link(handles, &h, index, &peer.key.ns, &peer.key.name).await?;
+            set_link(&h, key, link).await?;
+            let far = handles.get(&peer.key.ns)?;
+            set_link(&far, &peer.key, peer_link).await
+        }
+        Change::SetLink { key, link } => {
+            let h = handles.get(&key.ns)?;
+            set_link(&h, key, link).await
+        }
+        Change::AddAddress { link, addr } => {
+            let h = handles.get(&link.ns)?;
+            let index = require_index(&h, link).await?;
+            h.address()
+                .add(index, IpAddr::V4(addr.addr), addr.prefix)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!("add {addr} to {}", link.name)))
+        }
+        Change::DelAddress { link, addr } => {
+            let h = handles.get(&link.ns)?;
+            let Some(index) = index_of(&h, &link.name).await? else {
+                return Ok(());
+            };
+            let mut msg = AddressMessage::default();
+            msg.header.family = AddressFamily::Inet;
+            msg.header.prefix_len = addr.prefix;
+            msg.header.index = index;
+            msg.attributes
+                .push(AddressAttribute::Local(IpAddr::V4(addr.addr)));
+            msg.attributes
+                .push(AddressAttribute::Address(IpAddr::V4(addr.addr)));
+            ok_if_gone(
+                h.address().del(msg).execute().await,
+                format!("remove {addr} from {}", link.name),
+            )
+        }
+        Change::ReplaceRoute { ns, dev, gateway } => {
+            let h = handles.get(ns)?;
+            let index = require_index(
+                &h,
+                &LinkKey {
+                    ns: ns.clone(),
+                    name: dev.clone(),
+                },
+            )
+            .await?;
+            h.route()
+                .add(
+                    RouteMessageBuilder::<Ipv4Addr>::new()
+                        .gateway(*gateway)
+                        .output_interface(index)
+                        .build(),
+                )
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!("set the default route via {gateway} on {dev}")))
+        }
+        Change::DelRoute { ns, dev, gateway } => {
+            let h = handles.get(ns)?;
+            let Some(index) = index_of(&h, dev).await? else {
+                return Ok(());
+            };
+            ok_if_gone(
+                h.route()
+                    .del(
+                        RouteMessageBuilder::<Ipv4Addr>::new()
+                            .gateway(*gateway)
+                            .output_interface(index)
+                            .build(),
+                    )
+                    .execute()
+                    .await,
+                format!("remove the default route via {gateway}"),
+            )
+        }
+        Change::EnableForwarding => netns::run_in(config.underlay_netns.as_deref(), || {
+            std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
+        })?
+        .map_err(|source| Error::Io {
+            what: "enable IPv4 forwarding in the underlay".into(),
+            source,
+        }),
+        Change::SetMasquerade(m) => {
+            // Declaring the table first makes the delete succeed when it is not there, so the
+            // whole script replaces it atomically either way.
+            let script = format!(
+                "table ip {t} {{}}\ndelete table ip {t}\ntable ip {t} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {src} oifname != \"{br}\" masquerade comment \"{c}\"\n  }}\n}}\n",
+                t = m.table,
+                src = m.source,
+                br = m.bridge,
+                c = masquerade_comment(m),
+            );
+            let table = m.table.clone();
+            netns::run_in(config.underlay_netns.as_deref(), move || {
+                nft(&["-f", "-"], Some(script), &table).map(drop)
+            })?
+        }
+        Change::RemoveMasquerade(table) => {
+            let table = table.clone();
+            netns::run_in(config.underlay_netns.as_deref(), move || {
+                let script = format!("table ip {table} {{}}\ndelete table ip {table}\n");
+                nft(&["-f", "-"], Some(script), &table).map(drop)
+            })?
+        }
+        Change::ReplaceFdb { link, mac, vtep } => {
+            let h = handles.get(&link.ns)?;
+            let index = require_index(&h, link).await?;
+            h.neighbours()
+                .add_bridge(index, &mac.0)
+                .flags(NeighbourFlags::Own)
+                .state(NeighbourState::Permanent)
+                .destination(IpAddr::V4(*vtep))
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!("set FDB entry {mac} -> {vtep}")))
+        }
+        Change::DelFdb { link, mac, vtep } => {
+            let h = handles.get(&link.ns)?;
+            let Some(index) = index_of(&h, &link.name).await? else {
+                return Ok(());
+            };
+            let mut msg = NeighbourMessage::default();
+            msg.header.family = AddressFamily::Bridge;
+            msg.header.ifindex = index;
+            msg.header.flags = NeighbourFlags::Own;
+            msg.header.state = NeighbourState::Permanent;
+            msg.attributes
+                .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+            msg.attributes
+                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                    *vtep,
+                )));
+            ok_if_gone(
+                h.neighbours().del(msg).execute().await,
+                format!("remove FDB entry {mac} -> {vtep}"),
+            )
+        }
+        Change::ReplaceNeigh { link, addr, mac } => {
+            let h = handles.get(&link.ns)?;
+            let index = require_index(&h, link).await?;
+            h.neighbours()
+                .add(index, IpAddr::V4(*addr))
+                .link_layer_address(&mac.0)
+                .state(NeighbourState::Permanent)
+                .replace()
+                .execute()
+                .await
+                .map_err(nl(format!("set neighbour entry {addr} -> {mac}")))
+        }
+        Change::DelNeigh { link, addr, .. } => {
+            let h = handles.get(&link.ns)?;
+            let Some(index) = index_of(&h, &link.name).await? else {
+                return Ok(());
+            };
+            let mut msg = NeighbourMessage::default();
+            msg.header.family = AddressFamily::Inet;
+            msg.header.ifindex = index;
+            msg.attributes
+                .push(NeighbourAttribute::Destination(NeighbourAddress::Inet(
+                    *addr,
+                )));
+            ok_if_gone(
+                h.neighbours().del(msg).execute().await,
+                format!("remove neighbour entry {addr}"),
+            )
+        }
+    }
+}
+
+fn ok_if_gone(r: Result<(), rtnetlink::Error>, what: String) -> Result<(), Error> {
+    match r {
+        Err(e) if !is_gone(&e) => Err(Error::Netlink { what, source: e }),
+        _ => Ok(()),
+    }
+}
+
+/// Makes `changes` in order, stopping at the first that fails.
+pub async fn apply(config: &NodeConfig, changes: &[Change]) -> Result<(), Error> {
+    let mut handles = Handles::new(config);
+    for change in changes {
+        make(&mut handles, config, change).await?;
+    }
+    Ok(())
+}
+
+/// Plans `desired`, observes the node, and makes the difference; returns the changes made
+/// (none when the node already matches, as after a restart).
+pub async fn reconcile(desired: &Desired) -> Result<Vec<Change>, Error> {
+    let planned = plan(desired)?;
+    let observed = observe(&desired.config, &planned).await?;
+    let changes = diff(&planned, &observed);
+    apply(&desired.config, &changes).await?;
+    Ok(changes)
+}

@@ -1,0 +1,650 @@
+//! The pure plan: the namespaces, links, addresses, routes, FDB and neighbour entries a node's
+//! desired state asks for, in the same shape `apply` observes, so the two compare directly.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use crate::Error;
+use crate::desired::{Desired, Ipv4Cidr, MAX_PREFIX_LEN, Mac, NodeConfig};
+
+/// Name of every network namespace's bridge; each network has a namespace of its own, so the
+/// name need not be unique on the host.
+pub const OVERLAY_BRIDGE: &str = "br0";
+
+/// A network namespace the data plane works in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Netns {
+    /// The underlay's namespace ([`NodeConfig::underlay_netns`]): the gateway bridge, its legs
+    /// and the VXLAN sockets.
+    Underlay,
+    /// One of this instance's namespaces, /run/netns/NAME: one per network.
+    Named(String),
+    /// A task's namespace, which the engine owns.
+    Task(PathBuf),
+}
+
+/// A link by namespace and name.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LinkKey {
+    pub ns: Netns,
+    pub name: String,
+}
+
+impl LinkKey {
+    fn new(ns: &Netns, name: impl Into<String>) -> LinkKey {
+        LinkKey {
+            ns: ns.clone(),
+            name: name.into(),
+        }
+    }
+}
+
+/// The VXLAN settings that make a device fit for an overlay network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Vxlan {
+    pub vni: u32,
+    pub port: u16,
+    pub local: Ipv4Addr,
+    /// Always false: peers are programmed, never learned from traffic.
+    pub learning: bool,
+    /// Always true: the device answers ARP from its neighbour entries, so ARP never floods.
+    pub proxy: bool,
+}
+
+/// What a link is.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum LinkKind {
+    Bridge,
+    Vxlan(Vxlan),
+    Veth,
+    /// Any other kind found on observation (the kernel's name for it); never planned.
+    Other(String),
+}
+
+/// A link and the attributes the plan holds it to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    pub kind: LinkKind,
+    pub mtu: u32,
+    /// Planned only where the address matters (task interfaces); observation always fills it.
+    pub mac: Option<Mac>,
+    /// The bridge (same namespace) the link is a port of.
+    pub master: Option<String>,
+    pub up: bool,
+}
+
+/// The far end of a planned veth pair and the name it has between its creation beside the near
+/// end and its move into its own namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VethPeer {
+    pub key: LinkKey,
+    pub temp_name: String,
+}
+
+/// The gateway bridge's source NAT: traffic from `source` leaving by any other interface than
+/// `bridge` is masqueraded, in the nftables table `table` of the underlay namespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Masquerade {
+    pub table: String,
+    pub source: Ipv4Cidr,
+    pub bridge: String,
+}
+
+/// A node's data plane: what the plan asks for, or what observation found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct State {
+    /// This instance's named namespaces.
+    pub namespaces: BTreeSet<String>,
+    pub links: BTreeMap<LinkKey, Link>,
+    /// Planned veth pairs by their near end; observation leaves this empty and `diff` takes a
+    /// pair as whole when both ends are there.
+    pub veths: BTreeMap<LinkKey, VethPeer>,
+    pub addresses: BTreeSet<(LinkKey, Ipv4Cidr)>,
+    /// Default routes by namespace: the device and the gateway.
+    pub default_routes: BTreeMap<Netns, (String, Ipv4Addr)>,
+    /// Permanent FDB entries on VXLAN devices: MAC → remote VTEP.
+    pub fdb: BTreeMap<(LinkKey, Mac), Ipv4Addr>,
+    /// Permanent neighbour entries on VXLAN devices: IP → MAC.
+    pub neigh: BTreeMap<(LinkKey, Ipv4Addr), Mac>,
+    pub masquerade: Option<Masquerade>,
+    /// IPv4 forwarding in the underlay namespace (needed for the gateway bridge's egress).
+    pub forwarding: bool,
+}
+
+/// The names this instance gives what it creates, all from its prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Naming {
+    prefix: String,
+}
+
+impl Naming {
+    /// Checks the prefix: 1 to [`MAX_PREFIX_LEN`] lowercase letters and digits, a letter first,
+    /// so names stay within Linux's 15 bytes and nftables takes the table name unquoted.
+    pub fn new(prefix: &str) -> Result<Naming, Error> {
+        let ok = !prefix.is_empty()
+            && prefix.len() <= MAX_PREFIX_LEN
+            && prefix.starts_with(|c: char| c.is_ascii_lowercase())
+            && prefix
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
+        if !ok {
+            return Err(Error::InvalidPrefix(prefix.to_string()));
+        }
+        Ok(Naming {
+            prefix: prefix.to_string(),
+        })
+    }
+
+    /// What every underlay link of this instance starts with (the dash keeps prefix "ab" from
+    /// claiming prefix "abc"'s links).
+    pub fn link_prefix(&self) -> String {
+        format!("{}-", self.prefix)
+    }
+
+    /// What every namespace name of this instance starts with.
+    pub fn netns_prefix(&self) -> String {
+        format!("{}-", self.prefix)
+    }
+
+    /// The namespace of a network.
+    pub fn network_netns(&self, network_id: &str) -> String {
+        format!("{}-{network_id}", self.prefix)
+    }
+
+    /// The VXLAN device of a network, named in the underlay where it is created and kept on its
+    /// move into the network's namespace.
+    pub fn vxlan(&self, vni: u32) -> String {
+        format!("{}-x{:06x}", self.prefix, vni & 0x00ff_ffff)
+    }
+
+    /// The gateway bridge in the underlay.
+    pub fn gwbridge(&self) -> String {
+        format!("{}-gw", self.prefix)
+    }
+
+    /// A task's leg on the gateway bridge, in the underlay.
+    pub fn gw_leg(&self, task_id: &str) -> String {
+        format!("{}-g{}", self.prefix, short(task_id, 7))
+    }
+
+    /// The task end of that leg until it moves into the task.
+    pub fn gw_leg_temp(&self, task_id: &str) -> String {
+        format!("{}-h{}", self.prefix, short(task_id, 7))
+    }
+
+    /// A task's port on a network's bridge, in the network's namespace.
+    pub fn endpoint(&self, task_id: &str) -> String {
+        format!("ve{}", short(task_id, 13))
+    }
+
+    /// The task end of that port until it moves into the task.
+    pub fn endpoint_temp(&self, task_id: &str) -> String {
+        format!("vt{}", short(task_id, 13))
+    }
+
+    /// The masquerade's nftables table (in the `ip` family).
+    pub fn nft_table(&self) -> String {
+        format!("{}_nat", self.prefix)
+    }
+}
+
+fn short(id: &str, n: usize) -> String {
+    id.chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(n)
+        .collect()
+}
+
+/// The state `desired` asks for on this node.
+pub fn plan(desired: &Desired) -> Result<State, Error> {
+    let config: &NodeConfig = &desired.config;
+    let naming = Naming::new(&config.prefix)?;
+    let overlay_mtu = config.overlay_mtu();
+    let mut state = State::default();
+
+    let mut networks = BTreeMap::new();
+    for network in &desired.networks {
+        if networks.insert(network.id.as_str(), network).is_some() {
+            return Err(Error::DuplicateNetwork(network.id.clone()));
+        }
+        let ns = Netns::Named(naming.network_netns(&network.id));
+        state.namespaces.insert(naming.network_netns(&network.id));
+        let bridge = LinkKey::new(&ns, OVERLAY_BRIDGE);
+        state.links.insert(
+            bridge.clone(),
+            Link {
+                kind: LinkKind::Bridge,
+                mtu: overlay_mtu,
+                mac: None,
+                master: None,
+                up: true,
+            },
+        );
+        state.addresses.insert((bridge, network.gateway));
+        state.links.insert(
+            LinkKey::new(&ns, naming.vxlan(network.vni)),
+            Link {
+                kind: LinkKind::Vxlan(Vxlan {
+                    vni: network.vni,
+                    port: config.vxlan_port,
+                    local: config.vtep,
+                    learning: false,
+                    proxy: true,
+                }),
+                mtu: overlay_mtu,
+                mac: None,
+                master: Some(OVERLAY_BRIDGE.to_string()),
+                up: true,
+            },
+        );
+    }
+
+    let mut tasks = BTreeMap::new();
+    for task in &desired.tasks {
+        if tasks.insert(task.id.as_str(), task).is_some() {
+            return Err(Error::DuplicateTask(task.id.clone()));
+        }
+    }
+
+    // Endpoints by task, to know which tasks need a way out and which interface names they use.
+    let mut needs_egress = BTreeSet::new();
+    let mut interfaces: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+    for ep in &desired.endpoints {
+        let network =
+            networks
+                .get(ep.network_id.as_str())
+                .ok_or_else(|| Error::UnknownNetwork {
+                    task: ep.task_id.clone(),
+                    network: ep.network_id.clone(),
+                })?;
+        let task = tasks
+            .get(ep.task_id.as_str())
+            .ok_or_else(|| Error::UnknownTask(ep.task_id.clone()))?;
+        if !interfaces
+            .entry(ep.task_id.as_str())
+            .or_default()
+            .insert(ep.interface.as_str())
+        {
+            return Err(Error::DuplicateInterface {
+                task: ep.task_id.clone(),
+                interface: ep.interface.clone(),
+            });
+        }
+        if !network.internal {
+            needs_egress.insert(ep.task_id.as_str());
+        }
+        let net_ns = Netns::Named(naming.network_netns(&network.id));
+        let task_ns = Netns::Task(task.netns.clone());
+        let near = LinkKey::new(&net_ns, naming.endpoint(&task.id));
+        let far = LinkKey::new(&task_ns, ep.interface.clone());
+        state.links.insert(
+            near.clone(),
+            Link {
+                kind: LinkKind::Veth,
+                mtu: overlay_mtu,
+                mac: None,
+                master: Some(OVERLAY_BRIDGE.to_string()),
+                up: true,
+            },
+        );
+        state.links.insert(
+            far.clone(),
+            Link {
+                kind: LinkKind::Veth,
+                mtu: overlay_mtu,
+                mac: Some(ep.mac),
+                master: None,
+                up: true,
+            },
+        );
+        state.addresses.insert((far.clone(), ep.address));
+        state.veths.insert(
+            near,
+            VethPeer {
+                key: far,
+                temp_name: naming.endpoint_temp(&task.id),
+            },
+        );
+    }
+
+    if !needs_egress.is_empty() {
+        let gw = LinkKey::new(&Netns::Underlay, naming.gwbridge());
+        state.links.insert(
+            gw.clone(),
+            Link {
+                kind: LinkKind::Bridge,
+                mtu: config.underlay_mtu,
+                mac: None,
+                master: None,
+                up: true,
+            },
+        );
+        let gateway = config.gwbridge_gateway();
+        state.addresses.insert((
+            gw,
+            Ipv4Cidr {
+                addr: gateway,
+                prefix: config.gwbridge.prefix,
+            },
+        ));
+        state.masquerade = Some(Masquerade {
+            table: naming.nft_table(),
+            source: Ipv4Cidr {
+                addr: config.gwbridge.network(),
+                prefix: config.gwbridge.prefix,
+            },
+            bridge: naming.gwbridge(),
+        });
+        state.forwarding = true;
+        for task_id in &needs_egress {
+            let task = tasks[task_id];
+            let egress = task
+                .egress
+                .ok_or_else(|| Error::MissingEgress(task.id.clone()))?;
+            if !config.gwbridge.contains(egress) || egress == gateway {
+                return Err(Error::EgressOutsideBridge {
+                    task: task.id.clone(),
+                    addr: egress,
+                    subnet: config.gwbridge.to_string(),
+                });
+            }
+            // The egress leg comes after the task's overlay interfaces, as docker_gwbridge's does.
+            let used = interfaces.get(task_id).map_or(0, BTreeSet::len);
+            let name = format!("eth{used}");
+            let task_ns = Netns::Task(task.netns.clone());
+            let near = LinkKey::new(&Netns::Underlay, naming.gw_leg(&task.id));
+            let far = LinkKey::new(&task_ns, name.clone());
+            state.links.insert(
+                near.clone(),
+                Link {
+                    kind: LinkKind::Veth,
+                    mtu: config.underlay_mtu,
+                    mac: None,
+                    master: Some(naming.gwbridge()),
+                    up: true,
+                },
+            );
+            state.links.insert(
+                far.clone(),
+                Link {
+                    kind: LinkKind::Veth,
+                    mtu: config.underlay_mtu,
+                    mac: Some(Mac::for_ipv4(egress)),
+                    master: None,
+                    up: true,
+                },
+            );
+            state.addresses.insert((
+                far,
+                Ipv4Cidr {
+                    addr: egress,
+                    prefix: config.gwbridge.prefix,
+                },
+            ));
+            state.default_routes.insert(task_ns, (name, gateway));
+            state.veths.insert(
+                near,
+                VethPeer {
+                    key: LinkKey::new(&Netns::Task(task.netns.clone()), format!("eth{used}")),
+                    temp_name: naming.gw_leg_temp(&task.id),
+                },
+            );
+        }
+    }
+
+    for peer in &desired.peers {
+        // Peers on networks this node has no task on are not its business, and a "peer" behind
+        // this node's own VTEP is a local task, which the bridge already reaches.
+        let Some(network) = networks.get(peer.network_id.as_str()) else {
+            continue;
+        };
+        if peer.vtep == config.vtep {
+            continue;
+        }
+        let vxlan = LinkKey::new(
+            &Netns::Named(naming.network_netns(&network.id)),
+            naming.vxlan(network.vni),
+        );
+        state.fdb.insert((vxlan.clone(), peer.mac), peer.vtep);
+        state.neigh.insert((vxlan, peer.address), peer.mac);
+    }
+
+    Ok(state)
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::desired::{DEFAULT_VXLAN_PORT, LocalEndpoint, LocalTask, Network, RemotePeer};
+
+    pub(crate) fn cidr(s: &str) -> Ipv4Cidr {
+        let (a, p) = s.split_once('/').unwrap();
+        Ipv4Cidr::new(a.parse().unwrap(), p.parse().unwrap()).unwrap()
+    }
+
+    pub(crate) fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+
+    /// One non-internal network with one local task and one peer on another node.
+    pub(crate) fn desired() -> Desired {
+        Desired {
+            config: NodeConfig {
+                prefix: "t1".into(),
+                underlay_netns: None,
+                vtep: ip("192.0.2.1"),
+                underlay_mtu: 1500,
+                vxlan_port: DEFAULT_VXLAN_PORT,
+                gwbridge: cidr("172.18.0.0/16"),
+            },
+            networks: vec![Network {
+                id: "net1".into(),
+                vni: 4097,
+                gateway: cidr("10.0.1.1/24"),
+                internal: false,
+                encrypted: false,
+            }],
+            tasks: vec![LocalTask {
+                id: "taskaaaaaaaaaaaaaaaaaaaaa".into(),
+                netns: "/proc/100/ns/net".into(),
+                egress: Some(ip("172.18.0.2")),
+            }],
+            endpoints: vec![LocalEndpoint {
+                task_id: "taskaaaaaaaaaaaaaaaaaaaaa".into(),
+                network_id: "net1".into(),
+                address: cidr("10.0.1.5/24"),
+                mac: Mac::for_ipv4(ip("10.0.1.5")),
+                interface: "eth0".into(),
+            }],
+            peers: vec![RemotePeer {
+                network_id: "net1".into(),
+                address: ip("10.0.1.6"),
+                mac: Mac::for_ipv4(ip("10.0.1.6")),
+                vtep: ip("192.0.2.2"),
+            }],
+        }
+    }
+
+    fn key(ns: Netns, name: &str) -> LinkKey {
+        LinkKey::new(&ns, name)
+    }
+
+    #[test]
+    fn plan_of_one_network_one_task_one_peer() {
+        let state = plan(&desired()).unwrap();
+        let net = Netns::Named("t1-net1".into());
+        let task = Netns::Task("/proc/100/ns/net".into());
+        let vx = key(net.clone(), "t1-x001001");
+
+        assert_eq!(state.namespaces, BTreeSet::from(["t1-net1".to_string()]));
+        let links: Vec<(LinkKey, Link)> = state.links.clone().into_iter().collect();
+        let link = |kind, mtu, mac, master: Option<&str>| Link {
+            kind,
+            mtu,
+            mac,
+            master: master.map(str::to_string),
+            up: true,
+        };
+        assert_eq!(
+            links,
+            vec![
+                (
+                    key(Netns::Underlay, "t1-gtaskaaa"),
+                    link(LinkKind::Veth, 1500, None, Some("t1-gw"))
+                ),
+                (
+                    key(Netns::Underlay, "t1-gw"),
+                    link(LinkKind::Bridge, 1500, None, None)
+                ),
+                (
+                    key(net.clone(), "br0"),
+                    link(LinkKind::Bridge, 1450, None, None)
+                ),
+                (
+                    vx.clone(),
+                    link(
+                        LinkKind::Vxlan(Vxlan {
+                            vni: 4097,
+                            port: 4789,
+                            local: ip("192.0.2.1"),
+                            learning: false,
+                            proxy: true,
+                        }),
+                        1450,
+                        None,
+                        Some("br0")
+                    )
+                ),
+                (
+                    key(net.clone(), "vetaskaaaaaaaaa"),
+                    link(LinkKind::Veth, 1450, None, Some("br0"))
+                ),
+                (
+                    key(task.clone(), "eth0"),
+                    link(
+                        LinkKind::Veth,
+                        1450,
+                        Some(Mac::for_ipv4(ip("10.0.1.5"))),
+                        None
+                    )
+                ),
+                (
+                    key(task.clone(), "eth1"),
+                    link(
+                        LinkKind::Veth,
+                        1500,
+                        Some(Mac::for_ipv4(ip("172.18.0.2"))),
+                        None
+                    )
+                ),
+            ]
+        );
+        assert_eq!(
+            state.veths,
+            BTreeMap::from([
+                (
+                    key(Netns::Underlay, "t1-gtaskaaa"),
+                    VethPeer {
+                        key: key(task.clone(), "eth1"),
+                        temp_name: "t1-htaskaaa".into()
+                    }
+                ),
+                (
+                    key(net.clone(), "vetaskaaaaaaaaa"),
+                    VethPeer {
+                        key: key(task.clone(), "eth0"),
+                        temp_name: "vttaskaaaaaaaaa".into()
+                    }
+                ),
+            ])
+        );
+        assert_eq!(
+            state.addresses,
+            BTreeSet::from([
+                (key(Netns::Underlay, "t1-gw"), cidr("172.18.0.1/16")),
+                (key(net.clone(), "br0"), cidr("10.0.1.1/24")),
+                (key(task.clone(), "eth0"), cidr("10.0.1.5/24")),
+                (key(task.clone(), "eth1"), cidr("172.18.0.2/16")),
+            ])
+        );
+        assert_eq!(
+            state.default_routes,
+            BTreeMap::from([(task, ("eth1".to_string(), ip("172.18.0.1")))])
+        );
+        assert_eq!(
+            state.fdb,
+            BTreeMap::from([((vx.clone(), Mac::for_ipv4(ip("10.0.1.6"))), ip("192.0.2.2"))])
+        );
+        assert_eq!(
+            state.neigh,
+            BTreeMap::from([((vx, ip("10.0.1.6")), Mac::for_ipv4(ip("10.0.1.6")))])
+        );
+        assert_eq!(
+            state.masquerade,
+            Some(Masquerade {
+                table: "t1_nat".into(),
+                source: cidr("172.18.0.0/16"),
+                bridge: "t1-gw".into(),
+            })
+        );
+        assert!(state.forwarding);
+    }
+
+    #[test]
+    fn internal_network_has_no_way_out() {
+        let mut d = desired();
+        d.networks[0].internal = true;
+        d.tasks[0].egress = None;
+        let state = plan(&d).unwrap();
+        assert!(state.links.keys().all(|k| k.ns != Netns::Underlay));
+        assert!(state.default_routes.is_empty());
+        assert_eq!(state.masquerade, None);
+        assert!(!state.forwarding);
+        // The task still has its overlay interface.
+        assert!(
+            state
+                .links
+                .contains_key(&key(Netns::Task("/proc/100/ns/net".into()), "eth0"))
+        );
+    }
+
+    #[test]
+    fn peers_elsewhere_or_behind_this_node_are_left_out() {
+        let mut d = desired();
+        d.peers.push(RemotePeer {
+            network_id: "other".into(),
+            address: ip("10.0.9.9"),
+            mac: Mac::for_ipv4(ip("10.0.9.9")),
+            vtep: ip("192.0.2.3"),
+        });
+        d.peers.push(RemotePeer {
+            network_id: "net1".into(),
+            address: ip("10.0.1.7"),
+            mac: Mac::for_ipv4(ip("10.0.1.7")),
+            vtep: ip("192.0.2.1"),
+        });
+        let state = plan(&d).unwrap();
+        assert_eq!(state.fdb.len(), 1);
+        assert_eq!(state.neigh.len(), 1);
+    }
+
+    #[test]
+    fn bad_inputs_are_refused() {
+        let mut d = desired();
+        d.config.prefix = "toolong1".into();
+        assert!(matches!(plan(&d), Err(Error::InvalidPrefix(_))));
+        let mut d = desired();
+        d.config.prefix = "1a".into();
+        assert!(matches!(plan(&d), Err(Error::InvalidPrefix(_))));
+        let mut d = desired();
+        d.tasks[0].egress = None;
+        assert!(matches!(plan(&d), Err(Error::MissingEgress(_))));
+        let mut d = desired();
+        d.tasks[0].egress = Some(ip("10.9.9.9"));
+        assert!(matches!(plan(&d), Err(Error::EgressOutsideBridge { .. })));
+        let mut d = desired();
+        d.endpoints[0].network_id = "nope".into();
+        assert!(matches!(plan(&d), Err(Error::UnknownNetwork { .. })));
+    }
+}

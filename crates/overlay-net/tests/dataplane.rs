@@ -1,0 +1,378 @@
+//! Root tests of the data plane on real namespaces: hosts are network namespaces on a test
+//! switch, each with its own instance; tasks reach each other across VXLAN, reach the test
+//! underlay through the gateway bridge, and the node converges after moves, removals and
+//! restarts. Every namespace is this run's own (named with its prefix) and goes at the end.
+
+use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use overlay_net::apply::{observe, reconcile};
+use overlay_net::diff::Change;
+use overlay_net::{
+    DEFAULT_VXLAN_PORT, Desired, Ipv4Cidr, LocalEndpoint, LocalTask, Mac, Network, NodeConfig,
+    RemotePeer, netns, plan,
+};
+
+/// Removes every namespace named with the run's prefix (their links, VXLAN devices and nftables
+/// tables go with them), also when the test panics.
+struct Cleanup {
+    prefix: String,
+}
+
+impl Drop for Cleanup {
+    fn drop(&mut self) {
+        for name in netns::list(&self.prefix).unwrap_or_default() {
+            let _ = netns::delete(&name);
+        }
+    }
+}
+
+fn require_root() {
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "these tests make network namespaces and links: run them as root"
+    );
+}
+
+/// A prefix no other run uses: 't', then 4 hex digits of time and process id.
+fn run_prefix() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!(
+        "t{:04x}",
+        (nanos ^ std::process::id().rotate_left(7)) & 0xffff
+    )
+}
+
+/// Runs a command inside the named namespace; panics with its output when it fails.
+fn sh(ns: &str, args: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(args.split_whitespace())
+        .output()
+        .expect("run nsenter");
+    assert!(
+        out.status.success(),
+        "nsenter --net=/run/netns/{ns} {args}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// The test's hosts: a switch namespace, and per host an underlay namespace on it and a task
+/// namespace.
+struct Lab {
+    p: String,
+}
+
+impl Lab {
+    fn new(p: &str, hosts: &[char]) -> Lab {
+        let lab = Lab { p: p.to_string() };
+        netns::create(&lab.switch()).unwrap();
+        sh(&lab.switch(), "ip link add sw0 type bridge");
+        sh(&lab.switch(), "ip link set sw0 up");
+        for (i, h) in hosts.iter().enumerate() {
+            netns::create(&lab.host(*h)).unwrap();
+            netns::create(&lab.task_ns(*h)).unwrap();
+            sh(
+                &lab.switch(),
+                &format!(
+                    "ip link add port{h} type veth peer name eth0 netns {}",
+                    lab.host(*h)
+                ),
+            );
+            sh(&lab.switch(), &format!("ip link set port{h} master sw0 up"));
+            sh(
+                &lab.host(*h),
+                &format!("ip addr add {}/24 dev eth0", underlay_ip(i)),
+            );
+            sh(&lab.host(*h), "ip link set eth0 up");
+            sh(&lab.host(*h), "ip link set lo up");
+            sh(&lab.task_ns(*h), "ip link set lo up");
+        }
+        lab
+    }
+
+    fn switch(&self) -> String {
+        format!("{}sw", self.p)
+    }
+    fn host(&self, h: char) -> String {
+        format!("{}h{h}", self.p)
+    }
+    fn task_ns(&self, h: char) -> String {
+        format!("{}t{h}", self.p)
+    }
+}
+
+fn underlay_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 77, 0, 1 + i as u8)
+}
+
+fn task_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 90, 0, 11 + i as u8)
+}
+
+fn cidr(addr: Ipv4Addr, prefix: u8) -> Ipv4Cidr {
+    Ipv4Cidr::new(addr, prefix).unwrap()
+}
+
+fn network(internal: bool) -> Network {
+    Network {
+        id: "n1".into(),
+        vni: 4097,
+        gateway: cidr(Ipv4Addr::new(10, 90, 0, 1), 24),
+        internal,
+        encrypted: false,
+    }
+}
+
+/// Host `h` (number `i` on the switch) with its task, whose address is `task_ip(addr_of)`, on
+/// the network, and `peers` (host numbers whose tasks are elsewhere).
+fn desired(
+    lab: &Lab,
+    h: char,
+    i: usize,
+    addr_of: usize,
+    internal: bool,
+    peers: &[(usize, usize)],
+) -> Desired {
+    let task_id = format!("task{h}0000000000000000000");
+    Desired {
+        config: NodeConfig {
+            prefix: format!("{}{h}", lab.p),
+            underlay_netns: Some(netns::path(&lab.host(h))),
+            vtep: underlay_ip(i),
+            underlay_mtu: 1500,
+            vxlan_port: DEFAULT_VXLAN_PORT,
+            gwbridge: cidr(Ipv4Addr::new(172, 30, 0, 0), 24),
+        },
+        networks: vec![network(internal)],
+        tasks: vec![LocalTask {
+            id: task_id.clone(),
+            netns: netns::path(&lab.task_ns(h)),
+            egress: (!internal).then(|| Ipv4Addr::new(172, 30, 0, 2)),
+        }],
+        endpoints: vec![LocalEndpoint {
+            task_id,
+            network_id: "n1".into(),
+            address: cidr(task_ip(addr_of), 24),
+            mac: Mac::for_ipv4(task_ip(addr_of)),
+            interface: "eth0".into(),
+        }],
+        peers: peers
+            .iter()
+            .map(|&(addr_of, host)| RemotePeer {
+                network_id: "n1".into(),
+                address: task_ip(addr_of),
+                mac: Mac::for_ipv4(task_ip(addr_of)),
+                vtep: underlay_ip(host),
+            })
+            .collect(),
+    }
+}
+
+/// Nothing on host `h` for this instance.
+fn empty(lab: &Lab, h: char, i: usize) -> Desired {
+    let mut d = desired(lab, h, i, i, false, &[]);
+    d.networks.clear();
+    d.tasks.clear();
+    d.endpoints.clear();
+    d
+}
+
+fn udp_in(ns: &str, bind: SocketAddr) -> UdpSocket {
+    let socket = netns::run_in(Some(&netns::path(ns)), move || UdpSocket::bind(bind))
+        .unwrap()
+        .unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    socket
+}
+
+/// Sends datagrams from namespace `from` to `to` until one arrives on a socket bound in
+/// namespace `at` (or 3 s pass); returns the source address the receiver saw.
+fn reach(from: &str, at: &str, to: Ipv4Addr, port: u16) -> Option<Ipv4Addr> {
+    let rx = udp_in(at, SocketAddr::from(([0, 0, 0, 0], port)));
+    let tx = udp_in(from, SocketAddr::from(([0, 0, 0, 0], 0)));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    let mut buf = [0u8; 64];
+    while Instant::now() < deadline {
+        // Unreachable (no route) shows as a send error: keep trying until the deadline.
+        let _ = tx.send_to(b"hello", (to, port));
+        if let Ok((n, src)) = rx.recv_from(&mut buf)
+            && &buf[..n] == b"hello"
+            && let SocketAddr::V4(src) = src
+        {
+            return Some(*src.ip());
+        }
+    }
+    None
+}
+
+/// Sends `len` bytes of UDP payload with the don't-fragment bit (as `ping -M do`): the local
+/// error the kernel gives when the packet is bigger than the path MTU, or Ok.
+fn send_df(from: &str, to: Ipv4Addr, len: usize) -> std::io::Result<usize> {
+    let tx = udp_in(from, SocketAddr::from(([0, 0, 0, 0], 0)));
+    let on: libc::c_int = libc::IP_PMTUDISC_DO;
+    // SAFETY: the socket is open for the whole call and the option value is a c_int that lives
+    // on the stack for its duration, with its true size.
+    let rc = unsafe {
+        libc::setsockopt(
+            tx.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_MTU_DISCOVER,
+            (&raw const on).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    assert_eq!(rc, 0, "set IP_MTU_DISCOVER");
+    tx.send_to(&vec![0u8; len], (to, 9))
+}
+
+fn fdb_and_neigh(changes: &[Change]) -> Vec<&Change> {
+    changes
+        .iter()
+        .filter(|c| {
+            matches!(
+                c,
+                Change::ReplaceFdb { .. }
+                    | Change::ReplaceNeigh { .. }
+                    | Change::DelFdb { .. }
+                    | Change::DelNeigh { .. }
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn tasks_on_two_hosts_talk_across_vxlan_and_converge() {
+    require_root();
+    let p = run_prefix();
+    let _cleanup = Cleanup { prefix: p.clone() };
+    let lab = Lab::new(&p, &['a', 'b', 'c']);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // a (task 0) and b (task 1) see each other.
+    let a = desired(&lab, 'a', 0, 0, false, &[(1, 1)]);
+    let b = desired(&lab, 'b', 1, 1, false, &[(0, 0)]);
+    assert!(!rt.block_on(reconcile(&a)).unwrap().is_empty());
+    assert!(!rt.block_on(reconcile(&b)).unwrap().is_empty());
+
+    assert_eq!(
+        reach(&lab.task_ns('a'), &lab.task_ns('b'), task_ip(1), 7001),
+        Some(task_ip(0)),
+        "task a reaches task b across VXLAN, from its overlay address"
+    );
+    assert_eq!(
+        reach(&lab.task_ns('b'), &lab.task_ns('a'), task_ip(0), 7002),
+        Some(task_ip(1))
+    );
+
+    // The overlay's MTU is the underlay's less 50, and a don't-fragment datagram of exactly
+    // that size goes while one byte more fails locally (as ping -M do -s 1422 / 1423).
+    let link = sh(&lab.task_ns('a'), "ip -o link show eth0");
+    assert!(link.contains("mtu 1450"), "{link}");
+    assert!(
+        link.contains(&Mac::for_ipv4(task_ip(0)).to_string()),
+        "{link}"
+    );
+    assert_eq!(send_df(&lab.task_ns('a'), task_ip(1), 1422).unwrap(), 1422);
+    let too_big = send_df(&lab.task_ns('a'), task_ip(1), 1423).unwrap_err();
+    assert_eq!(too_big.raw_os_error(), Some(libc::EMSGSIZE));
+
+    // Applying again changes nothing.
+    assert_eq!(rt.block_on(reconcile(&a)).unwrap(), vec![]);
+    assert_eq!(rt.block_on(reconcile(&b)).unwrap(), vec![]);
+
+    // Egress: task a reaches host b's underlay address through the gateway bridge, masqueraded
+    // to host a's underlay address.
+    assert_eq!(
+        reach(&lab.task_ns('a'), &lab.host('b'), underlay_ip(1), 7003),
+        Some(underlay_ip(0))
+    );
+
+    // The task moves from b to c: b drops it, c runs it, and a's entry for it is replaced in
+    // place with c's VTEP.
+    rt.block_on(reconcile(&empty(&lab, 'b', 1))).unwrap();
+    let c = desired(&lab, 'c', 2, 1, false, &[(0, 0)]);
+    rt.block_on(reconcile(&c)).unwrap();
+    let a_moved = desired(&lab, 'a', 0, 0, false, &[(1, 2)]);
+    let changes = rt.block_on(reconcile(&a_moved)).unwrap();
+    assert_eq!(changes.len(), 1, "{changes:?}");
+    assert!(
+        matches!(&changes[0], Change::ReplaceFdb { vtep, .. } if *vtep == underlay_ip(2)),
+        "{changes:?}"
+    );
+    assert_eq!(
+        reach(&lab.task_ns('a'), &lab.task_ns('c'), task_ip(1), 7004),
+        Some(task_ip(0))
+    );
+    // Nothing of b's instance is left on host b.
+    let leftover = sh(&lab.host('b'), "ip -o link show");
+    assert!(!leftover.contains(&format!("{p}b-")), "{leftover}");
+    assert!(netns::list(&format!("{p}b-")).unwrap().is_empty());
+
+    // A restart: new runtime, nothing kept in memory; observing finds everything in place.
+    drop(rt);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    assert_eq!(rt.block_on(reconcile(&a_moved)).unwrap(), vec![]);
+    assert_eq!(rt.block_on(reconcile(&c)).unwrap(), vec![]);
+
+    // The peer goes: its FDB and neighbour entries go, and it is no longer reached.
+    let alone = desired(&lab, 'a', 0, 0, false, &[]);
+    let changes = rt.block_on(reconcile(&alone)).unwrap();
+    assert_eq!(fdb_and_neigh(&changes).len(), 2, "{changes:?}");
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    let planned = plan(&alone).unwrap();
+    let seen = rt.block_on(observe(&alone.config, &planned)).unwrap();
+    assert!(seen.fdb.is_empty() && seen.neigh.is_empty(), "{seen:?}");
+    let fdb = sh(
+        &format!("{p}a-n1"),
+        &format!("bridge fdb show dev {p}a-x001001"),
+    );
+    // The bridge may still have learned the MAC on the VXLAN port; the device's own entry (the
+    // one with a destination VTEP) is what must be gone.
+    let mac = Mac::for_ipv4(task_ip(1)).to_string();
+    assert!(
+        !fdb.lines().any(|l| l.contains(&mac) && l.contains("dst")),
+        "{fdb}"
+    );
+    assert_eq!(
+        reach(&lab.task_ns('a'), &lab.task_ns('c'), task_ip(1), 7005),
+        None
+    );
+}
+
+#[test]
+fn an_internal_network_has_no_way_out() {
+    require_root();
+    let p = run_prefix();
+    let _cleanup = Cleanup { prefix: p.clone() };
+    let lab = Lab::new(&p, &['a', 'b']);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let a = desired(&lab, 'a', 0, 0, true, &[(1, 1)]);
+    let b = desired(&lab, 'b', 1, 1, true, &[(0, 0)]);
+    rt.block_on(reconcile(&a)).unwrap();
+    rt.block_on(reconcile(&b)).unwrap();
+
+    // The tasks still reach each other over the overlay...
+    assert_eq!(
+        reach(&lab.task_ns('a'), &lab.task_ns('b'), task_ip(1), 7101),
+        Some(task_ip(0))
+    );
+    // ...but have no route out, no gateway bridge and no masquerade table.
+    assert_eq!(
+        reach(&lab.task_ns('a'), &lab.host('b'), underlay_ip(1), 7102),
+        None
+    );
+    let routes = sh(&lab.task_ns('a'), "ip route show default");
+    assert!(routes.trim().is_empty(), "{routes}");
+    let links = sh(&lab.host('a'), "ip -o link show");
+    assert!(!links.contains(&format!("{p}a-gw")), "{links}");
+    let tables = sh(&lab.host('a'), "nft list tables");
+    assert!(!tables.contains(&format!("{p}a_nat")), "{tables}");
+}
