@@ -818,13 +818,25 @@ fn ok_if_gone(r: Result<(), rtnetlink::Error>, what: String) -> Result<(), Error
     }
 }
 
-/// Makes `changes` in order, stopping at the first that fails.
+/// Makes `changes` in order. One that fails (a task whose namespace went away meanwhile) does
+/// not hold up the others; the failures are reported together, and the next reconcile retries
+/// whatever is still missing.
 pub async fn apply(config: &NodeConfig, changes: &[Change]) -> Result<(), Error> {
     let mut handles = Handles::new(config);
+    let mut failures = Vec::new();
     for change in changes {
-        make(&mut handles, config, change).await?;
+        if let Err(e) = make(&mut handles, config, change).await {
+            failures.push(format!("{change:?}: {e}"));
+        }
     }
-    Ok(())
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(Error::Apply {
+            total: changes.len(),
+            failures,
+        })
+    }
 }
 
 /// Plans `desired`, observes the node, and makes the difference; returns the changes made

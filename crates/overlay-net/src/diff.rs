@@ -157,6 +157,22 @@ pub fn diff(plan: &State, observed: &State) -> Vec<Change> {
             fresh.insert(key.clone());
         }
     }
+    // A VXLAN device is made in the underlay under its final name before it moves: one left
+    // there by a crash between the two steps must go first.
+    for (key, link) in &plan.links {
+        if let LinkKind::Vxlan(_) = link.kind
+            && key.ns != Netns::Underlay
+            && fresh.contains(key)
+        {
+            let stranded = LinkKey {
+                ns: Netns::Underlay,
+                name: key.name.clone(),
+            };
+            if observed.links.contains_key(&stranded) {
+                early_deletes.insert(stranded);
+            }
+        }
+    }
     for key in &early_deletes {
         out.push(Change::DeleteLink(key.clone()));
     }
@@ -501,6 +517,32 @@ mod tests {
             addr: cidr("10.0.1.5/24"),
         }));
         assert_eq!(changes.len(), 3);
+    }
+
+    #[test]
+    fn a_vxlan_device_stranded_in_the_underlay_goes_before_it_is_made_again() {
+        let state = plan(&desired()).unwrap();
+        let mut seen = observed(&state);
+        let link = seen.links.remove(&vx()).unwrap();
+        seen.fdb.clear();
+        seen.neigh.clear();
+        let stranded = LinkKey {
+            ns: Netns::Underlay,
+            name: vx().name,
+        };
+        seen.links.insert(stranded.clone(), link.clone());
+        let changes = diff(&state, &seen);
+        assert_eq!(
+            changes[..2],
+            [
+                Change::DeleteLink(stranded),
+                Change::CreateLink {
+                    key: vx(),
+                    link: state.links[&vx()].clone(),
+                },
+            ]
+        );
+        assert_eq!(changes.len(), 4, "{changes:?}");
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub enum Error {
         source: rtnetlink::Error,
     },
     #[error(
+        "{} of {total} data-plane changes failed (the others were made; reconciling again retries them): {}",
+        failures.len(),
+        failures.join("; ")
+    )]
+    Apply { total: usize, failures: Vec<String> },
+    #[error(
         "nft failed on table {table}: {message} (is nftables installed and the nf_tables module loaded?)"
     )]
     Nft { table: String, message: String },

@@ -376,3 +376,42 @@ fn an_internal_network_has_no_way_out() {
     let tables = sh(&lab.host('a'), "nft list tables");
     assert!(!tables.contains(&format!("{p}a_nat")), "{tables}");
 }
+
+#[test]
+fn a_task_whose_namespace_is_gone_does_not_hold_up_the_others() {
+    require_root();
+    let p = run_prefix();
+    let _cleanup = Cleanup { prefix: p.clone() };
+    let lab = Lab::new(&p, &['a', 'b']);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Host a also lists a task whose namespace no longer exists (it ended meanwhile).
+    let mut a = desired(&lab, 'a', 0, 0, false, &[(1, 1)]);
+    a.tasks.push(LocalTask {
+        id: "ghost0000000000000000000".into(),
+        netns: netns::path(&format!("{p}gone")),
+        egress: Some(Ipv4Addr::new(172, 30, 0, 3)),
+    });
+    a.endpoints.push(LocalEndpoint {
+        task_id: "ghost0000000000000000000".into(),
+        network_id: "n1".into(),
+        address: cidr(task_ip(5), 24),
+        mac: Mac::for_ipv4(task_ip(5)),
+        interface: "eth0".into(),
+    });
+    let b = desired(&lab, 'b', 1, 1, false, &[(0, 0)]);
+    let err = rt.block_on(reconcile(&a)).unwrap_err();
+    rt.block_on(reconcile(&b)).unwrap();
+    // Everything else on host a was made: its live task reaches b's.
+    assert_eq!(
+        reach(&lab.task_ns('a'), &lab.task_ns('b'), task_ip(1), 7201),
+        Some(task_ip(0)),
+        "{err}"
+    );
+    // The failures are all the gone task's, and say so.
+    let gone = format!("{p}gone");
+    assert!(
+        matches!(&err, overlay_net::Error::Apply { failures, .. }
+            if !failures.is_empty() && failures.iter().all(|f| f.contains(&gone))),
+        "{err}"
+    );
+}
