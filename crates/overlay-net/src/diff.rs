@@ -546,6 +546,34 @@ mod tests {
     }
 
     #[test]
+    fn a_temporary_veth_end_left_by_a_crash_goes_before_the_pair_is_made() {
+        let state = plan(&desired()).unwrap();
+        let mut seen = observed(&state);
+        // The crash came after creating the pair and before moving its far end into the task.
+        let eth0 = LinkKey {
+            ns: Netns::Task("/proc/100/ns/net".into()),
+            name: "eth0".into(),
+        };
+        let link = seen.links.remove(&eth0).unwrap();
+        seen.addresses.remove(&(eth0, cidr("10.0.1.5/24")));
+        let temp = LinkKey {
+            ns: Netns::Named("t1-net1".into()),
+            name: "vttaskaaaaaaaaa".into(),
+        };
+        seen.links.insert(temp.clone(), link);
+        let changes = diff(&state, &seen);
+        let near = LinkKey {
+            ns: Netns::Named("t1-net1".into()),
+            name: "vetaskaaaaaaaaa".into(),
+        };
+        assert_eq!(
+            changes[..2],
+            [Change::DeleteLink(near), Change::DeleteLink(temp)]
+        );
+        assert!(matches!(&changes[2], Change::CreateVeth { .. }));
+    }
+
+    #[test]
     fn a_changed_mtu_is_set_in_place() {
         let state = plan(&desired()).unwrap();
         let mut seen = observed(&state);
