@@ -15,4 +15,4 @@ pub use desired::{
 };
 pub use diff::{Change, diff};
 pub use error::Error;
-pub use plan::{State, plan};
+pub use plan::{State, plan, prefix_for_data_root};

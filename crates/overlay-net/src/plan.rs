@@ -189,6 +189,19 @@ impl Naming {
     }
 }
 
+/// The prefix a daemon names its things with: 's' and five hex digits of a stable hash of its
+/// data root, so daemons with different data roots on one host never share a name, and a
+/// restarted daemon finds its own.
+pub fn prefix_for_data_root(data_root: &std::path::Path) -> String {
+    // FNV-1a: the same value in every build and run, which std's hasher does not promise.
+    let mut hash: u32 = 0x811c_9dc5;
+    for byte in data_root.as_os_str().as_encoded_bytes() {
+        hash ^= u32::from(*byte);
+        hash = hash.wrapping_mul(0x0100_0193);
+    }
+    format!("s{:05x}", hash & 0xf_ffff)
+}
+
 fn short(id: &str, n: usize) -> String {
     id.chars()
         .filter(char::is_ascii_alphanumeric)
@@ -627,6 +640,18 @@ pub(crate) mod tests {
         let state = plan(&d).unwrap();
         assert_eq!(state.fdb.len(), 1);
         assert_eq!(state.neigh.len(), 1);
+    }
+
+    #[test]
+    fn a_data_root_gives_a_stable_valid_prefix_of_its_own() {
+        let root = std::path::Path::new("/var/lib/shoal");
+        let prefix = prefix_for_data_root(root);
+        assert_eq!(prefix, "s9c5fd");
+        assert!(Naming::new(&prefix).is_ok());
+        assert_ne!(
+            prefix,
+            prefix_for_data_root(std::path::Path::new("/var/lib/shoal2"))
+        );
     }
 
     #[test]

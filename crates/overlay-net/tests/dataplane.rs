@@ -284,6 +284,48 @@ fn tasks_on_two_hosts_talk_across_vxlan_and_converge() {
     let too_big = send_df(&lab.task_ns('a'), task_ip(1), 1423).unwrap_err();
     assert_eq!(too_big.raw_os_error(), Some(libc::EMSGSIZE));
 
+    // The VXLAN device as Docker makes it, with its UDP socket in the underlay namespace, and
+    // the peer's entries permanent.
+    let vxlan = sh(
+        &format!("{p}a-n1"),
+        &format!("ip -d -o link show {p}a-x001001"),
+    );
+    for want in [
+        "mtu 1450",
+        "vxlan id 4097",
+        "local 10.77.0.1",
+        "dstport 4789",
+        "nolearning",
+        "proxy",
+        "master br0",
+    ] {
+        assert!(vxlan.contains(want), "{want} in {vxlan}");
+    }
+    let sockets = sh(&lab.host('a'), "ss -Hlun");
+    assert!(sockets.contains(":4789"), "{sockets}");
+    let fdb = sh(
+        &format!("{p}a-n1"),
+        &format!("bridge fdb show dev {p}a-x001001"),
+    );
+    assert!(
+        fdb.lines()
+            .any(|l| l.contains(&Mac::for_ipv4(task_ip(1)).to_string())
+                && l.contains("dst 10.77.0.2")
+                && l.contains("self permanent")),
+        "{fdb}"
+    );
+    let neigh = sh(
+        &format!("{p}a-n1"),
+        &format!("ip neigh show dev {p}a-x001001"),
+    );
+    assert!(
+        neigh.contains(&format!(
+            "10.90.0.12 lladdr {} PERMANENT",
+            Mac::for_ipv4(task_ip(1))
+        )),
+        "{neigh}"
+    );
+
     // Applying again changes nothing.
     assert_eq!(rt.block_on(reconcile(&a)).unwrap(), vec![]);
     assert_eq!(rt.block_on(reconcile(&b)).unwrap(), vec![]);
