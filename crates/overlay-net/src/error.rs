@@ -15,6 +15,16 @@ pub enum Error {
     InvalidPrefixLength { addr: String, prefix: u8 },
     #[error("network {0} is listed twice: list each network once")]
     DuplicateNetwork(String),
+    #[error(
+        "network {network} has VNI {vni}, which is not below 2^24: the allocator gives VNIs from 4096 up"
+    )]
+    InvalidVni { network: String, vni: u32 },
+    #[error("networks {first} and {second} both have VNI {vni}: each network needs its own")]
+    DuplicateVni {
+        vni: u32,
+        first: String,
+        second: String,
+    },
     #[error("task {0} is listed twice: list each task once")]
     DuplicateTask(String),
     #[error("task {task} names interface {interface} twice: give each endpoint its own ethN")]
@@ -37,13 +47,13 @@ pub enum Error {
         addr: Ipv4Addr,
         subnet: String,
     },
-    #[error("{what}: {source} (run as root, with the kernel's vxlan, veth and bridge support)")]
+    #[error("{what}: {source}{}", io_hint(source))]
     Io {
         what: String,
         #[source]
         source: std::io::Error,
     },
-    #[error("{what}: {source}")]
+    #[error("{what}: {source}{}", netlink_hint(source))]
     Netlink {
         what: String,
         #[source]
@@ -59,4 +69,24 @@ pub enum Error {
         "nft failed on table {table}: {message} (is nftables installed and the nf_tables module loaded?)"
     )]
     Nft { table: String, message: String },
+}
+
+const ROOT_HINT: &str = " (the data plane needs root: CAP_NET_ADMIN and CAP_SYS_ADMIN)";
+const KERNEL_HINT: &str =
+    " (the kernel lacks something the data plane uses: check the vxlan, veth and bridge modules)";
+
+fn io_hint(e: &std::io::Error) -> &'static str {
+    match e.raw_os_error() {
+        Some(1) => ROOT_HINT,
+        _ => "",
+    }
+}
+
+fn netlink_hint(e: &rtnetlink::Error) -> &'static str {
+    match e {
+        // EPERM, and EOPNOTSUPP when a link kind's module is missing.
+        rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == 1 => ROOT_HINT,
+        rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == 95 => KERNEL_HINT,
+        _ => "",
+    }
 }

@@ -217,9 +217,23 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
     let mut state = State::default();
 
     let mut networks = BTreeMap::new();
+    let mut vnis = BTreeMap::new();
     for network in &desired.networks {
         if networks.insert(network.id.as_str(), network).is_some() {
             return Err(Error::DuplicateNetwork(network.id.clone()));
+        }
+        if network.vni >= 1 << 24 {
+            return Err(Error::InvalidVni {
+                network: network.id.clone(),
+                vni: network.vni,
+            });
+        }
+        if let Some(first) = vnis.insert(network.vni, network.id.as_str()) {
+            return Err(Error::DuplicateVni {
+                vni: network.vni,
+                first: first.to_string(),
+                second: network.id.clone(),
+            });
         }
         let ns = Netns::Named(naming.network_netns(&network.id));
         state.namespaces.insert(naming.network_netns(&network.id));
@@ -668,6 +682,17 @@ pub(crate) mod tests {
         let mut d = desired();
         d.tasks[0].egress = Some(ip("10.9.9.9"));
         assert!(matches!(plan(&d), Err(Error::EgressOutsideBridge { .. })));
+        let mut d = desired();
+        d.networks[0].vni = 1 << 24;
+        assert!(matches!(plan(&d), Err(Error::InvalidVni { .. })));
+        let mut d = desired();
+        let mut second = d.networks[0].clone();
+        second.id = "net2".into();
+        d.networks.push(second);
+        assert!(matches!(
+            plan(&d),
+            Err(Error::DuplicateVni { vni: 4097, .. })
+        ));
         let mut d = desired();
         d.endpoints[0].network_id = "nope".into();
         assert!(matches!(plan(&d), Err(Error::UnknownNetwork { .. })));
