@@ -280,7 +280,13 @@ fn tasks_on_two_hosts_talk_across_vxlan_and_converge() {
         link.contains(&Mac::for_ipv4(task_ip(0)).to_string()),
         "{link}"
     );
+    let rx = udp_in(&lab.task_ns('b'), SocketAddr::from(([0, 0, 0, 0], 9)));
     assert_eq!(send_df(&lab.task_ns('a'), task_ip(1), 1422).unwrap(), 1422);
+    let mut buf = [0u8; 2048];
+    let (n, _) = rx
+        .recv_from(&mut buf)
+        .expect("the 1450-byte packet crosses VXLAN whole");
+    assert_eq!(n, 1422);
     let too_big = send_df(&lab.task_ns('a'), task_ip(1), 1423).unwrap_err();
     assert_eq!(too_big.raw_os_error(), Some(libc::EMSGSIZE));
 
@@ -456,4 +462,56 @@ fn a_task_whose_namespace_is_gone_does_not_hold_up_the_others() {
             if !failures.is_empty() && failures.iter().all(|f| f.contains(&gone))),
         "{err}"
     );
+}
+
+#[test]
+fn a_task_on_two_networks_reaches_peers_on_both() {
+    require_root();
+    let p = run_prefix();
+    let _cleanup = Cleanup { prefix: p.clone() };
+    let lab = Lab::new(&p, &['a', 'b']);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let second = Network {
+        id: "n2".into(),
+        vni: 4098,
+        gateway: cidr(Ipv4Addr::new(10, 91, 0, 1), 24),
+        internal: true,
+        encrypted: false,
+    };
+    let on_n2 = |i: usize| Ipv4Addr::new(10, 91, 0, 11 + i as u8);
+    let with_second = |mut d: Desired, i: usize, other: usize| {
+        d.networks.push(second.clone());
+        d.endpoints.push(LocalEndpoint {
+            task_id: d.tasks[0].id.clone(),
+            network_id: "n2".into(),
+            address: cidr(on_n2(i), 24),
+            mac: Mac::for_ipv4(on_n2(i)),
+            interface: "eth1".into(),
+        });
+        d.peers.push(RemotePeer {
+            network_id: "n2".into(),
+            address: on_n2(other),
+            mac: Mac::for_ipv4(on_n2(other)),
+            vtep: underlay_ip(other),
+        });
+        d
+    };
+    let a = with_second(desired(&lab, 'a', 0, 0, false, &[(1, 1)]), 0, 1);
+    let b = with_second(desired(&lab, 'b', 1, 1, false, &[(0, 0)]), 1, 0);
+    rt.block_on(reconcile(&a)).unwrap();
+    rt.block_on(reconcile(&b)).unwrap();
+
+    // Two VXLAN devices share port 4789 in one underlay, each in its network's namespace.
+    assert_eq!(
+        reach(&lab.task_ns('a'), &lab.task_ns('b'), task_ip(1), 7301),
+        Some(task_ip(0))
+    );
+    assert_eq!(
+        reach(&lab.task_ns('a'), &lab.task_ns('b'), on_n2(1), 7302),
+        Some(on_n2(0))
+    );
+    // eth0 and eth1 are the overlays, eth2 the way out, the default route through it.
+    let route = sh(&lab.task_ns('a'), "ip route show default");
+    assert!(route.contains("via 172.30.0.1 dev eth2"), "{route}");
+    assert_eq!(rt.block_on(reconcile(&a)).unwrap(), vec![]);
 }
