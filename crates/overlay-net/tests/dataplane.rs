@@ -364,9 +364,13 @@ fn tasks_on_two_hosts_talk_across_vxlan_and_converge() {
     assert!(!leftover.contains(&format!("{p}b-")), "{leftover}");
     assert!(netns::list(&format!("{p}b-")).unwrap().is_empty());
 
-    // A restart: new runtime, nothing kept in memory; observing finds everything in place.
+    // A restart: new runtime (a single-threaded one, as a daemon may run), nothing kept in
+    // memory; observing finds everything in place.
     drop(rt);
-    let rt = tokio::runtime::Runtime::new().unwrap();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     assert_eq!(rt.block_on(reconcile(&a_moved)).unwrap(), vec![]);
     assert_eq!(rt.block_on(reconcile(&c)).unwrap(), vec![]);
 
