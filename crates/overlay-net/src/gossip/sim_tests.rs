@@ -19,7 +19,6 @@ enum Message {
 }
 
 struct Sim {
-    seed: u64,
     base: Instant,
     now: Duration,
     nodes: Vec<Option<GossipCore>>,
@@ -90,7 +89,6 @@ impl Sim {
             })
             .collect();
         let mut sim = Self {
-            seed,
             base: Instant::now(),
             now: Duration::ZERO,
             nodes,
@@ -273,4 +271,143 @@ fn gossip_sim_five_nodes_converge_despite_loss() {
             "seed {seed}: 5 nodes did not converge on 200 endpoints"
         );
     }
+}
+
+fn converged_cluster(seed: u64, count: usize, per_node: usize) -> Sim {
+    let mut sim = Sim::new(seed, count, 0.05);
+    sim.run(Duration::from_secs(3));
+    for node in 0..count {
+        sim.with_node(node, |core| core.join_network("net-a"));
+    }
+    sim.run(Duration::from_millis(500));
+    for node in 0..count {
+        sim.publish(node, "net-a", per_node);
+    }
+    let expected = count * per_node;
+    assert!(
+        sim.run_until_converged(expected, Duration::from_secs(10))
+            .is_some(),
+        "seed {seed}: the cluster did not converge before the test began"
+    );
+    sim
+}
+
+fn endpoints_of(sim: &Sim, viewer: usize, node: usize) -> usize {
+    sim.visible(viewer)
+        .values()
+        .filter(|endpoint| endpoint.node == name(node))
+        .count()
+}
+
+#[test]
+fn gossip_sim_a_dead_nodes_endpoints_are_gone_everywhere_within_3_s() {
+    for seed in 1..=4 {
+        let mut sim = converged_cluster(seed, 5, 10);
+        sim.nodes[4] = None;
+        let start = sim.now;
+        while (0..4).any(|viewer| endpoints_of(&sim, viewer, 4) > 0) {
+            assert!(
+                sim.now - start < Duration::from_secs(3),
+                "seed {seed}: node-4's endpoints still visible 3 s after it died"
+            );
+            sim.run(STEP);
+        }
+        assert_eq!(
+            sim.visible(0).len(),
+            40,
+            "seed {seed}: the others' endpoints stay"
+        );
+        // They stay gone: a stale copy still travelling is refused.
+        sim.run(Duration::from_secs(15));
+        assert!(sim.converged(40), "seed {seed}: the survivors disagree");
+    }
+}
+
+#[test]
+fn gossip_sim_both_sides_of_a_healed_partition_converge() {
+    for seed in 1..=3 {
+        let mut sim = converged_cluster(seed, 5, 10);
+        sim.groups = vec![0, 0, 1, 1, 1];
+        sim.run(Duration::from_secs(10));
+        assert_eq!(
+            endpoints_of(&sim, 0, 3),
+            0,
+            "seed {seed}: the far side is declared down"
+        );
+        assert_eq!(
+            endpoints_of(&sim, 3, 0),
+            0,
+            "seed {seed}: the far side is declared down"
+        );
+        // Changes on both sides while apart.
+        sim.publish(0, "net-a", 15);
+        let instant = sim.instant();
+        sim.with_node(3, |core| core.withdraw("net-a", "t3x0", instant));
+        sim.groups = vec![0; 5];
+        let took = sim.run_until_converged(50 + 5 - 1, Duration::from_secs(30));
+        assert!(
+            took.is_some(),
+            "seed {seed}: no convergence 30 s after the partition healed"
+        );
+        assert!(!sim.visible(1).contains_key(&EndpointKey {
+            network: "net-a".to_owned(),
+            endpoint: "t3x0".to_owned(),
+        }));
+    }
+}
+
+#[test]
+fn gossip_sim_a_node_stores_only_the_networks_it_is_on() {
+    let mut sim = Sim::new(7, 3, 0.0);
+    sim.run(Duration::from_secs(2));
+    sim.with_node(0, |core| core.join_network("net-a"));
+    sim.with_node(1, |core| core.join_network("net-a"));
+    sim.with_node(2, |core| core.join_network("net-b"));
+    sim.run(Duration::from_millis(500));
+    sim.publish(0, "net-a", 5);
+    sim.run(Duration::from_secs(12));
+    assert_eq!(sim.visible(1).len(), 5);
+    assert!(sim.visible(2).is_empty(), "node-2 is not on net-a");
+
+    // Joining fetches the network's endpoints; leaving forgets them, and the others drop the
+    // leaver's.
+    sim.with_node(2, |core| core.join_network("net-a"));
+    sim.run(Duration::from_secs(1));
+    assert_eq!(sim.visible(2).len(), 5);
+    sim.with_node(2, |core| {
+        core.publish("net-a", "t2x0", record(2, 0))
+            .expect("attached");
+    });
+    sim.run(Duration::from_secs(1));
+    assert_eq!(endpoints_of(&sim, 0, 2), 1);
+    sim.with_node(2, |core| core.leave_network("net-a"));
+    sim.run(Duration::from_secs(1));
+    assert!(sim.visible(2).is_empty());
+    assert_eq!(endpoints_of(&sim, 0, 2), 0);
+    assert_eq!(sim.visible(0).len(), 5);
+}
+
+#[test]
+fn gossip_sim_a_node_without_the_key_is_kept_out_and_counted() {
+    let mut sim = Sim::with_keyrings(
+        11,
+        vec![keyring(1, 1), keyring(1, 1), keyring(1, 1), keyring(9, 9)],
+        0.0,
+    );
+    sim.run(Duration::from_secs(3));
+    for node in 0..4 {
+        sim.with_node(node, |core| core.join_network("net-a"));
+    }
+    sim.run(Duration::from_millis(500));
+    sim.publish(3, "net-a", 3);
+    sim.publish(0, "net-a", 2);
+    sim.run(Duration::from_secs(12));
+    let core = |index: usize| sim.nodes[index].as_ref().expect("running");
+    assert!(!core(0).live_members().contains("node-3"));
+    assert_eq!(core(3).live_members().len(), 0);
+    assert_eq!(endpoints_of(&sim, 1, 3), 0);
+    assert!(
+        core(0).stats().dropped_unknown_key > 0,
+        "node-0 counts the intruder's announcements"
+    );
 }

@@ -504,3 +504,158 @@ fn placeholder_record() -> EndpointRecord {
         healthy: false,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(endpoint: &str) -> EndpointKey {
+        EndpointKey {
+            network: "net-a".to_owned(),
+            endpoint: endpoint.to_owned(),
+        }
+    }
+
+    fn record(address: &str) -> EndpointRecord {
+        EndpointRecord {
+            address: address.to_owned(),
+            ..placeholder_record()
+        }
+    }
+
+    fn endpoint(stamp: (u64, &str), record: Option<EndpointRecord>) -> Update {
+        Update::Endpoint {
+            key: key("t1"),
+            stamp: Stamp {
+                lamport: stamp.0,
+                origin: stamp.1.to_owned(),
+            },
+            record,
+        }
+    }
+
+    fn networks(node: &str, lamport: u64, networks: &[&str]) -> Update {
+        Update::NodeNetworks {
+            node: node.to_owned(),
+            lamport,
+            networks: networks
+                .iter()
+                .map(|network| (*network).to_owned())
+                .collect(),
+        }
+    }
+
+    /// A table for node "me" on net-a, with "peer" alive and on net-a.
+    fn table() -> EndpointTable {
+        let mut table = EndpointTable::new("me".to_owned(), Duration::from_secs(60));
+        table.join_network("net-a");
+        table.node_up("peer");
+        table.apply(networks("peer", 1, &["net-a"]), Instant::now());
+        table
+    }
+
+    fn address(table: &EndpointTable) -> Option<String> {
+        table
+            .visible()
+            .get(&key("t1"))
+            .map(|seen| seen.record.address.clone())
+    }
+
+    #[test]
+    fn a_later_stamp_wins_whatever_the_order() {
+        let now = Instant::now();
+        let mut table = table();
+        assert!(
+            table
+                .apply(endpoint((5, "peer"), Some(record("10.0.0.5/24"))), now)
+                .stored
+        );
+        let older = table.apply(endpoint((4, "peer"), Some(record("10.0.0.4/24"))), now);
+        assert!(!older.stored);
+        assert_eq!(address(&table).as_deref(), Some("10.0.0.5/24"));
+    }
+
+    #[test]
+    fn a_tombstone_hides_the_endpoint_and_refuses_older_copies_until_reaped() {
+        let now = Instant::now();
+        let mut table = table();
+        table.apply(endpoint((5, "peer"), Some(record("10.0.0.5/24"))), now);
+        let deleted = table.apply(endpoint((6, "peer"), None), now);
+        assert_eq!(deleted.changes, vec![TableChange::Removed(key("t1"))]);
+        assert!(
+            !table
+                .apply(endpoint((5, "peer"), Some(record("10.0.0.5/24"))), now)
+                .stored
+        );
+        assert_eq!(address(&table), None);
+        assert_eq!(table.stored_entries(), 1);
+        table.reap(now + Duration::from_secs(59));
+        assert_eq!(table.stored_entries(), 1);
+        table.reap(now + Duration::from_secs(60));
+        assert_eq!(table.stored_entries(), 0);
+    }
+
+    #[test]
+    fn entries_of_a_down_node_go_and_stay_refused_until_it_is_up() {
+        let now = Instant::now();
+        let mut table = table();
+        table.apply(endpoint((5, "peer"), Some(record("10.0.0.5/24"))), now);
+        assert_eq!(
+            table.node_down("peer"),
+            vec![TableChange::Removed(key("t1"))]
+        );
+        assert!(
+            !table
+                .apply(endpoint((5, "peer"), Some(record("10.0.0.5/24"))), now)
+                .stored
+        );
+        table.node_up("peer");
+        assert!(
+            table
+                .apply(endpoint((5, "peer"), Some(record("10.0.0.5/24"))), now)
+                .stored
+        );
+    }
+
+    #[test]
+    fn only_networks_both_ends_announce_are_stored() {
+        let now = Instant::now();
+        let mut table = table();
+        let elsewhere = Update::Endpoint {
+            key: EndpointKey {
+                network: "net-b".to_owned(),
+                endpoint: "t9".to_owned(),
+            },
+            stamp: Stamp {
+                lamport: 3,
+                origin: "peer".to_owned(),
+            },
+            record: Some(record("10.1.0.9/24")),
+        };
+        assert!(
+            !table.apply(elsewhere, now).stored,
+            "this node is not on net-b"
+        );
+        table.apply(endpoint((5, "peer"), Some(record("10.0.0.5/24"))), now);
+        let left = table.apply(networks("peer", 7, &["net-b"]), now);
+        assert_eq!(
+            left.changes,
+            vec![TableChange::Removed(key("t1"))],
+            "peer left net-a"
+        );
+        assert!(
+            !table
+                .apply(endpoint((8, "peer"), Some(record("10.0.0.8/24"))), now)
+                .stored
+        );
+    }
+
+    #[test]
+    fn a_newer_copy_of_this_nodes_own_entry_is_answered_with_a_newer_tombstone() {
+        let now = Instant::now();
+        let mut table = table();
+        let stale = table.apply(endpoint((40, "me"), Some(record("10.0.0.40/24"))), now);
+        assert_eq!(stale.answers, vec![endpoint((41, "me"), None)]);
+        assert_eq!(address(&table), None);
+    }
+}
