@@ -12,6 +12,8 @@ mod shell;
 mod table;
 
 #[cfg(test)]
+mod shell_tests;
+#[cfg(test)]
 mod sim_tests;
 
 pub use self::core::{GossipConfig, GossipCore, GossipStats, MemberId, Output};
