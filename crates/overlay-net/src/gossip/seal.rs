@@ -28,7 +28,7 @@ const HKDF_INFO: &[u8] = b"shoal overlay gossip v1";
 const HEADER_LEN: usize = 1 + 1 + 4 + SALT_LEN + 8;
 const TAG_LEN: usize = 16;
 /// Bytes sealing adds to a payload.
-pub const SEAL_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
+pub(crate) const SEAL_OVERHEAD: usize = HEADER_LEN + TAG_LEN;
 
 /// One gossip key, named by the id the managers gave it.
 #[derive(Clone, PartialEq, Eq)]
@@ -105,7 +105,7 @@ impl Keyring {
 /// Which transport a frame was sealed for, bound into its authentication so a datagram cannot
 /// be replayed as a stream frame or the other way round.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Channel {
+pub(crate) enum Channel {
     /// A UDP datagram.
     Datagram = 1,
     /// A TCP frame (push-pull).
@@ -114,7 +114,7 @@ pub enum Channel {
 
 /// Why a received frame was dropped.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum OpenError {
+pub(crate) enum OpenError {
     /// Too short, a format this node does not speak, or the wrong channel.
     Malformed,
     /// Sealed under a key id not in this node's ring.
@@ -124,7 +124,7 @@ pub enum OpenError {
 }
 
 /// Seals this node's outgoing frames; holds the salt and the counter that make its nonces unique.
-pub struct Sealer {
+pub(crate) struct Sealer {
     keyring: Keyring,
     salt: [u8; SALT_LEN],
     counter: u64,
@@ -135,7 +135,7 @@ pub struct Sealer {
 impl Sealer {
     /// A sealer for `keyring`; `salt` must be freshly random for every process (see the module
     /// comment on why that keeps nonces unique).
-    pub fn new(keyring: Keyring, salt: [u8; SALT_LEN]) -> Self {
+    pub(crate) fn new(keyring: Keyring, salt: [u8; SALT_LEN]) -> Self {
         let primary_subkey = (keyring.primary.id, keyring.primary.subkey(&salt));
         Self {
             keyring,
@@ -146,19 +146,14 @@ impl Sealer {
     }
 
     /// Replaces the ring; the counter goes on, so nonces stay unique under a reused key.
-    pub fn set_keyring(&mut self, keyring: Keyring) {
+    pub(crate) fn set_keyring(&mut self, keyring: Keyring) {
         self.primary_subkey = (keyring.primary.id, keyring.primary.subkey(&self.salt));
         self.keyring = keyring;
     }
 
-    /// The current ring.
-    pub fn keyring(&self) -> &Keyring {
-        &self.keyring
-    }
-
     /// Seals `payload` for `channel` under the primary key. `None` only once 2^64 frames have
     /// been sealed with this salt.
-    pub fn seal(&mut self, channel: Channel, payload: &[u8]) -> Option<Vec<u8>> {
+    pub(crate) fn seal(&mut self, channel: Channel, payload: &[u8]) -> Option<Vec<u8>> {
         let counter = self.counter;
         self.counter = self.counter.checked_add(1)?;
         let mut frame = Vec::with_capacity(SEAL_OVERHEAD + payload.len());
@@ -179,7 +174,7 @@ impl Sealer {
     }
 
     /// Opens a frame received on `channel` with whichever key of the ring it names.
-    pub fn open(&self, channel: Channel, frame: &[u8]) -> Result<Vec<u8>, OpenError> {
+    pub(crate) fn open(&self, channel: Channel, frame: &[u8]) -> Result<Vec<u8>, OpenError> {
         if frame.len() < SEAL_OVERHEAD || frame[0] != FORMAT_VERSION || frame[1] != channel as u8 {
             return Err(OpenError::Malformed);
         }

@@ -52,7 +52,7 @@ pub struct EndpointKey {
 
 /// The version of an entry: Lamport time, then the origin node to break ties.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct Stamp {
+pub(crate) struct Stamp {
     /// The origin's Lamport clock when it wrote the entry.
     pub lamport: u64,
     /// The node that wrote it.
@@ -60,8 +60,12 @@ pub struct Stamp {
 }
 
 /// One change the gossip carries.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "nearly every update is an endpoint; boxing would allocate once more per update"
+)]
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Update {
+pub(crate) enum Update {
     /// The networks a node is attached to, as of its Lamport time `lamport`.
     NodeNetworks {
         /// The node.
@@ -84,7 +88,7 @@ pub enum Update {
 
 impl Update {
     /// The network whose members need this update; `None` for updates every node needs.
-    pub fn network(&self) -> Option<&str> {
+    pub(crate) fn network(&self) -> Option<&str> {
         match self {
             Update::NodeNetworks { .. } => None,
             Update::Endpoint { key, .. } => Some(&key.network),
@@ -102,6 +106,10 @@ pub struct VisibleEndpoint {
 }
 
 /// One change to what is visible.
+#[expect(
+    clippy::large_enum_variant,
+    reason = "most changes are upserts; boxing would allocate once more per change"
+)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TableChange {
     /// An endpoint appeared or changed.
@@ -126,19 +134,19 @@ struct NodeNetworks {
 
 /// What applying a received update did.
 #[derive(Debug, Default, PartialEq, Eq)]
-pub struct Applied {
+pub(crate) struct Applied {
     /// The update was newer than what this node had and was stored: worth passing on.
-    pub stored: bool,
+    pub(crate) stored: bool,
     /// Updates this node writes in answer (it re-asserts its own entries when it meets older
     /// copies of itself, as after a restart).
-    pub answers: Vec<Update>,
+    pub(crate) answers: Vec<Update>,
     /// What became visible or went away.
-    pub changes: Vec<TableChange>,
+    pub(crate) changes: Vec<TableChange>,
 }
 
 /// The endpoint table of one node.
 #[derive(Debug)]
-pub struct EndpointTable {
+pub(crate) struct EndpointTable {
     me: NodeName,
     clock: u64,
     node_networks: BTreeMap<NodeName, NodeNetworks>,
@@ -149,7 +157,7 @@ pub struct EndpointTable {
 
 impl EndpointTable {
     /// An empty table for node `me`, keeping tombstones for `tombstone_ttl`.
-    pub fn new(me: NodeName, tombstone_ttl: Duration) -> Self {
+    pub(crate) fn new(me: NodeName, tombstone_ttl: Duration) -> Self {
         let mut node_networks = BTreeMap::new();
         node_networks.insert(me.clone(), NodeNetworks::default());
         Self {
@@ -162,13 +170,8 @@ impl EndpointTable {
         }
     }
 
-    /// This node's name.
-    pub fn me(&self) -> &str {
-        &self.me
-    }
-
     /// The networks this node is attached to.
-    pub fn attached(&self) -> &BTreeSet<String> {
+    pub(crate) fn attached(&self) -> &BTreeSet<String> {
         &self.node_networks[&self.me].networks
     }
 
@@ -196,7 +199,7 @@ impl EndpointTable {
 
     /// Attaches this node to `network`: it will store and relay the network's endpoints.
     /// Returns the announcement to gossip, or nothing when already attached.
-    pub fn join_network(&mut self, network: &str) -> Option<Update> {
+    pub(crate) fn join_network(&mut self, network: &str) -> Option<Update> {
         if self.is_attached(network) {
             return None;
         }
@@ -209,7 +212,7 @@ impl EndpointTable {
 
     /// Detaches this node from `network` and forgets its endpoints (this node's own included:
     /// peers drop them when they see the announcement).
-    pub fn leave_network(&mut self, network: &str) -> (Option<Update>, Vec<TableChange>) {
+    pub(crate) fn leave_network(&mut self, network: &str) -> (Option<Update>, Vec<TableChange>) {
         if !self.is_attached(network) {
             return (None, Vec::new());
         }
@@ -223,7 +226,7 @@ impl EndpointTable {
 
     /// Publishes (or republishes) one of this node's endpoints. `None` when this node is not
     /// attached to the network, or the record is the one already published.
-    pub fn publish(&mut self, key: EndpointKey, record: EndpointRecord) -> Option<Update> {
+    pub(crate) fn publish(&mut self, key: EndpointKey, record: EndpointRecord) -> Option<Update> {
         if !self.is_attached(&key.network) {
             return None;
         }
@@ -254,7 +257,7 @@ impl EndpointTable {
 
     /// Withdraws one of this node's endpoints, leaving a tombstone. `None` when there is no
     /// such live endpoint of this node.
-    pub fn withdraw(&mut self, key: &EndpointKey, now: Instant) -> Option<Update> {
+    pub(crate) fn withdraw(&mut self, key: &EndpointKey, now: Instant) -> Option<Update> {
         let existing = self.entries.get(key)?;
         if existing.stamp.origin != self.me || existing.record.is_none() {
             return None;
@@ -279,13 +282,13 @@ impl EndpointTable {
     }
 
     /// Membership declared `node` alive: its entries are accepted from now on.
-    pub fn node_up(&mut self, node: &str) {
+    pub(crate) fn node_up(&mut self, node: &str) {
         self.alive.insert(node.to_owned());
     }
 
     /// Membership declared `node` down (or gone): its entries are removed and refused until it
     /// is alive again.
-    pub fn node_down(&mut self, node: &str) -> Vec<TableChange> {
+    pub(crate) fn node_down(&mut self, node: &str) -> Vec<TableChange> {
         self.alive.remove(node);
         self.remove_where(|_, entry| entry.stamp.origin == node)
     }
@@ -301,7 +304,7 @@ impl EndpointTable {
     }
 
     /// Applies an update received from a peer.
-    pub fn apply(&mut self, update: Update, now: Instant) -> Applied {
+    pub(crate) fn apply(&mut self, update: Update, now: Instant) -> Applied {
         match update {
             Update::NodeNetworks {
                 node,
@@ -411,7 +414,7 @@ impl EndpointTable {
     }
 
     /// Forgets tombstones older than the TTL.
-    pub fn reap(&mut self, now: Instant) {
+    pub(crate) fn reap(&mut self, now: Instant) {
         let ttl = self.tombstone_ttl;
         self.entries.retain(|_, entry| {
             entry
@@ -435,7 +438,7 @@ impl EndpointTable {
     }
 
     /// Whether `node` is known to be attached to `network`.
-    pub fn node_on_network(&self, node: &str, network: &str) -> bool {
+    pub(crate) fn node_on_network(&self, node: &str, network: &str) -> bool {
         self.node_networks
             .get(node)
             .is_some_and(|known| known.networks.contains(network))
@@ -443,7 +446,7 @@ impl EndpointTable {
 
     /// Everything `peer` should hear in a full-state exchange: every node's network set, and
     /// every entry (tombstones too) of the networks both this node and `peer` are on.
-    pub fn full_state_for(&self, peer: &str) -> Vec<Update> {
+    pub(crate) fn full_state_for(&self, peer: &str) -> Vec<Update> {
         let mut updates: Vec<Update> = self
             .node_networks
             .iter()
@@ -468,7 +471,7 @@ impl EndpointTable {
     }
 
     /// The live endpoints, as the data plane and DNS see them.
-    pub fn visible(&self) -> BTreeMap<EndpointKey, VisibleEndpoint> {
+    pub(crate) fn visible(&self) -> BTreeMap<EndpointKey, VisibleEndpoint> {
         self.entries
             .iter()
             .filter_map(|(key, entry)| {
@@ -485,7 +488,8 @@ impl EndpointTable {
     }
 
     /// How many entries, tombstones included, this node holds.
-    pub fn stored_entries(&self) -> usize {
+    #[cfg(test)]
+    pub(crate) fn stored_entries(&self) -> usize {
         self.entries.len()
     }
 }
