@@ -146,6 +146,14 @@ pub enum Output {
         /// The sealed request.
         frame: Vec<u8>,
     },
+    /// Open a TCP connection and send this sealed frame; no reply comes. Carries a round's
+    /// changes for one peer when they would take more than a few datagrams.
+    Stream {
+        /// To this gossip address.
+        to: SocketAddr,
+        /// The sealed changes.
+        frame: Vec<u8>,
+    },
     /// Feed `timer` back to [`GossipCore::handle_timer`] after `after`.
     Timer {
         /// The delay.
@@ -178,6 +186,19 @@ fn pending_key(update: &Update) -> PendingKey {
     }
 }
 
+/// A change waiting to be gossiped.
+struct Pending {
+    update: Update,
+    /// Rounds it is still sent in.
+    rounds: u32,
+    /// Peers it was already sent to, who are not picked for it again.
+    sent_to: BTreeSet<NodeName>,
+}
+
+/// A round's changes for one peer go by TCP rather than UDP past this many datagrams: a burst
+/// of datagrams overflows the receiver's socket buffer and is lost.
+const MAX_DATAGRAMS_PER_PEER: usize = 4;
+
 /// Room for the wire enum's tag and a vector's length around the payload.
 const WIRE_OVERHEAD: usize = 8;
 
@@ -192,7 +213,7 @@ pub struct GossipCore {
     rng: StdRng,
     table: EndpointTable,
     members: BTreeMap<NodeName, MemberId>,
-    pending: BTreeMap<PendingKey, (Update, u32)>,
+    pending: BTreeMap<PendingKey, Pending>,
     sealer: Sealer,
     stats: GossipStats,
     outputs: Vec<Output>,
@@ -366,11 +387,19 @@ impl GossipCore {
         self.after_swim();
     }
 
-    /// A peer's push-pull request arrived; returns the sealed reply to send back.
+    /// A frame arrived on a TCP connection: a push-pull request, answered with the sealed reply
+    /// to send back, or a peer's bulk changes, which need no answer.
     pub fn handle_push_pull(&mut self, now: Instant, frame: &[u8]) -> Option<Vec<u8>> {
-        let Wire::PushPull { from, updates } = self.open(Channel::Stream, frame)? else {
-            self.stats.dropped_malformed += 1;
-            return None;
+        let (from, updates) = match self.open(Channel::Stream, frame)? {
+            Wire::PushPull { from, updates } => (from, updates),
+            Wire::Table(updates) => {
+                self.apply_all(updates, now, true);
+                return None;
+            }
+            Wire::Swim(_) => {
+                self.stats.dropped_malformed += 1;
+                return None;
+            }
         };
         self.apply_all(updates, now, false);
         let reply = Wire::PushPull {
@@ -461,7 +490,14 @@ impl GossipCore {
 
     fn enqueue(&mut self, update: Update) {
         let rounds = self.transmissions();
-        self.pending.insert(pending_key(&update), (update, rounds));
+        self.pending.insert(
+            pending_key(&update),
+            Pending {
+                update,
+                rounds,
+                sent_to: BTreeSet::new(),
+            },
+        );
     }
 
     fn apply_all(&mut self, updates: Vec<Update>, now: Instant, regossip: bool) {
@@ -578,7 +614,7 @@ impl GossipCore {
         let networks: BTreeSet<Option<String>> = self
             .pending
             .values()
-            .map(|(update, _)| update.network().map(str::to_owned))
+            .map(|pending| pending.update.network().map(str::to_owned))
             .collect();
         let mut targets: BTreeMap<Option<String>, Vec<NodeName>> = BTreeMap::new();
         for network in networks {
@@ -601,24 +637,25 @@ impl GossipCore {
             targets.insert(network, candidates);
         }
         let mut per_peer: BTreeMap<NodeName, Vec<Update>> = BTreeMap::new();
-        for (update, _) in self.pending.values() {
-            let network = update.network().map(str::to_owned);
+        for pending in self.pending.values_mut() {
+            let network = pending.update.network().map(str::to_owned);
             for peer in targets.get(&network).into_iter().flatten() {
-                per_peer
-                    .entry(peer.clone())
-                    .or_default()
-                    .push(update.clone());
+                if pending.sent_to.insert(peer.clone()) {
+                    per_peer
+                        .entry(peer.clone())
+                        .or_default()
+                        .push(pending.update.clone());
+                }
             }
+            pending.rounds = pending.rounds.saturating_sub(1);
         }
-        self.pending.retain(|_, (_, rounds)| {
-            *rounds = rounds.saturating_sub(1);
-            *rounds > 0
-        });
+        self.pending.retain(|_, pending| pending.rounds > 0);
         let budget = self.config.max_datagram - SEAL_OVERHEAD - WIRE_OVERHEAD;
         for (peer, updates) in per_peer {
             let Some(to) = self.members.get(&peer).map(|member| member.addr) else {
                 continue;
             };
+            let mut batches: Vec<Vec<Update>> = Vec::new();
             let mut batch = Vec::new();
             let mut size = 0;
             for update in updates {
@@ -630,14 +667,24 @@ impl GossipCore {
                     continue;
                 }
                 if size + encoded.len() > budget {
-                    self.send_datagram(to, &Wire::Table(std::mem::take(&mut batch)));
+                    batches.push(std::mem::take(&mut batch));
                     size = 0;
                 }
                 size += encoded.len();
                 batch.push(update);
             }
             if !batch.is_empty() {
-                self.send_datagram(to, &Wire::Table(batch));
+                batches.push(batch);
+            }
+            if batches.len() > MAX_DATAGRAMS_PER_PEER {
+                let all = batches.into_iter().flatten().collect();
+                if let Some(frame) = self.seal(Channel::Stream, &Wire::Table(all)) {
+                    self.outputs.push(Output::Stream { to, frame });
+                }
+            } else {
+                for batch in batches {
+                    self.send_datagram(to, &Wire::Table(batch));
+                }
             }
         }
     }

@@ -12,6 +12,7 @@
 //! is used twice. The counter cannot run out in practice (2^64 frames); if it ever did, sealing
 //! fails rather than wrapping.
 
+use std::collections::HashMap;
 use std::fmt;
 
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
@@ -130,7 +131,13 @@ pub(crate) struct Sealer {
     counter: u64,
     /// The subkey for the primary key and this sender's salt, derived once per key.
     primary_subkey: (u32, LessSafeKey),
+    /// Subkeys of the senders heard from, so a frame costs one HKDF per sender and key rather
+    /// than one per frame. Cleared when the ring changes or it grows past its bound.
+    opening_subkeys: HashMap<(u32, [u8; SALT_LEN]), LessSafeKey>,
 }
+
+/// Senders' subkeys kept at most: a cluster's nodes, with room for restarts.
+const OPENING_SUBKEYS_MAX: usize = 4096;
 
 impl Sealer {
     /// A sealer for `keyring`; `salt` must be freshly random for every process (see the module
@@ -142,6 +149,7 @@ impl Sealer {
             salt,
             counter: 0,
             primary_subkey,
+            opening_subkeys: HashMap::new(),
         }
     }
 
@@ -149,6 +157,7 @@ impl Sealer {
     pub(crate) fn set_keyring(&mut self, keyring: Keyring) {
         self.primary_subkey = (keyring.primary.id, keyring.primary.subkey(&self.salt));
         self.keyring = keyring;
+        self.opening_subkeys.clear();
     }
 
     /// Seals `payload` for `channel` under the primary key. `None` only once 2^64 frames have
@@ -174,7 +183,7 @@ impl Sealer {
     }
 
     /// Opens a frame received on `channel` with whichever key of the ring it names.
-    pub(crate) fn open(&self, channel: Channel, frame: &[u8]) -> Result<Vec<u8>, OpenError> {
+    pub(crate) fn open(&mut self, channel: Channel, frame: &[u8]) -> Result<Vec<u8>, OpenError> {
         if frame.len() < SEAL_OVERHEAD || frame[0] != FORMAT_VERSION || frame[1] != channel as u8 {
             return Err(OpenError::Malformed);
         }
@@ -185,9 +194,15 @@ impl Sealer {
         let mut counter = [0u8; 8];
         counter.copy_from_slice(&header[6 + SALT_LEN..]);
         let key = self.keyring.find(key_id).ok_or(OpenError::UnknownKey)?;
+        if self.opening_subkeys.len() >= OPENING_SUBKEYS_MAX {
+            self.opening_subkeys.clear();
+        }
+        let subkey = match self.opening_subkeys.remove(&(key_id, salt)) {
+            Some(subkey) => subkey,
+            None => key.subkey(&salt),
+        };
         let mut body = sealed.to_vec();
-        let plain_len = key
-            .subkey(&salt)
+        let plain_len = subkey
             .open_in_place(
                 nonce(u64::from_be_bytes(counter)),
                 Aad::from(header),
@@ -196,6 +211,8 @@ impl Sealer {
             .map_err(|_| OpenError::Forged)?
             .len();
         body.truncate(plain_len);
+        // Kept only once a frame authenticated, so forged frames cannot fill the cache.
+        self.opening_subkeys.insert((key_id, salt), subkey);
         Ok(body)
     }
 }
@@ -221,7 +238,7 @@ mod tests {
     #[test]
     fn a_frame_opens_under_any_key_of_the_receivers_ring() {
         let mut sender = Sealer::new(ring(key(2, 2), vec![]), [7; SALT_LEN]);
-        let receiver = Sealer::new(ring(key(1, 1), vec![key(2, 2)]), [8; SALT_LEN]);
+        let mut receiver = Sealer::new(ring(key(1, 1), vec![key(2, 2)]), [8; SALT_LEN]);
         let frame = sender.seal(Channel::Datagram, b"hello").expect("sealed");
         assert_eq!(
             receiver.open(Channel::Datagram, &frame),
@@ -232,7 +249,7 @@ mod tests {
     #[test]
     fn a_frame_under_a_key_not_in_the_ring_is_refused() {
         let mut sender = Sealer::new(ring(key(3, 3), vec![]), [7; SALT_LEN]);
-        let receiver = Sealer::new(ring(key(1, 1), vec![]), [8; SALT_LEN]);
+        let mut receiver = Sealer::new(ring(key(1, 1), vec![]), [8; SALT_LEN]);
         let frame = sender.seal(Channel::Datagram, b"hello").expect("sealed");
         assert_eq!(
             receiver.open(Channel::Datagram, &frame),
@@ -243,7 +260,7 @@ mod tests {
     #[test]
     fn a_frame_under_a_known_id_but_another_secret_is_forged() {
         let mut sender = Sealer::new(ring(key(1, 9), vec![]), [7; SALT_LEN]);
-        let receiver = Sealer::new(ring(key(1, 1), vec![]), [8; SALT_LEN]);
+        let mut receiver = Sealer::new(ring(key(1, 1), vec![]), [8; SALT_LEN]);
         let frame = sender.seal(Channel::Datagram, b"hello").expect("sealed");
         assert_eq!(
             receiver.open(Channel::Datagram, &frame),
@@ -254,7 +271,7 @@ mod tests {
     #[test]
     fn a_changed_byte_or_the_other_channel_is_refused() {
         let mut sender = Sealer::new(ring(key(1, 1), vec![]), [7; SALT_LEN]);
-        let receiver = Sealer::new(ring(key(1, 1), vec![]), [8; SALT_LEN]);
+        let mut receiver = Sealer::new(ring(key(1, 1), vec![]), [8; SALT_LEN]);
         let frame = sender.seal(Channel::Datagram, b"hello").expect("sealed");
         for at in [6, HEADER_LEN + 1, frame.len() - 1] {
             let mut tampered = frame.clone();

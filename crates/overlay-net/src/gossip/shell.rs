@@ -48,6 +48,11 @@ const MAX_STREAM_FRAME: usize = 32 << 20;
 const STREAM_TIMEOUT: Duration = Duration::from_secs(10);
 /// How often the core's periodic work is checked.
 const TICK: Duration = Duration::from_millis(20);
+/// Datagrams read in one go when several are waiting.
+const RECV_BATCH: usize = 256;
+/// The least time between two table snapshots: copying a large table on every datagram of a
+/// burst would cost more than the burst.
+const SNAPSHOT_INTERVAL: Duration = Duration::from_millis(10);
 
 enum Command {
     JoinNetwork(String),
@@ -146,6 +151,8 @@ impl GossipAgent {
                 table: table_tx,
                 stats: stats_tx,
                 members: members_tx,
+                table_dirty: false,
+                last_snapshot: None,
             }
             .run(command_rx, event_rx),
         );
@@ -291,6 +298,12 @@ async fn push_pull(to: SocketAddr, frame: Vec<u8>) -> std::io::Result<Vec<u8>> {
     read_frame(&mut stream).await
 }
 
+async fn push(to: SocketAddr, frame: Vec<u8>) -> std::io::Result<()> {
+    let mut stream = TcpStream::connect(to).await?;
+    write_frame(&mut stream, &frame).await?;
+    stream.shutdown().await
+}
+
 async fn read_frame(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     let length = stream.read_u32().await? as usize;
     if length > MAX_STREAM_FRAME {
@@ -318,6 +331,8 @@ struct Runner {
     table: watch::Sender<TableView>,
     stats: watch::Sender<GossipStats>,
     members: watch::Sender<BTreeSet<NodeName>>,
+    table_dirty: bool,
+    last_snapshot: Option<Instant>,
 }
 
 impl Runner {
@@ -333,7 +348,16 @@ impl Runner {
             tokio::select! {
                 received = self.udp.recv_from(&mut buffer) => {
                     if let Ok((length, _)) = received {
-                        self.core.handle_datagram(Instant::now(), &buffer[..length]);
+                        let now = Instant::now();
+                        self.core.handle_datagram(now, &buffer[..length]);
+                        // Whatever else is already queued is read before replying, so a burst
+                        // costs one flush rather than one per datagram.
+                        for _ in 0..RECV_BATCH {
+                            let Ok((length, _)) = self.udp.try_recv_from(&mut buffer) else {
+                                break;
+                            };
+                            self.core.handle_datagram(now, &buffer[..length]);
+                        }
                     }
                 }
                 Some(event) = events.recv() => self.handle_event(event),
@@ -403,6 +427,11 @@ impl Runner {
                         }
                     });
                 }
+                Output::Stream { to, frame } => {
+                    tokio::spawn(async move {
+                        let _ = tokio::time::timeout(STREAM_TIMEOUT, push(to, frame)).await;
+                    });
+                }
                 Output::Timer { after, timer } => {
                     let events = self.events.clone();
                     tokio::spawn(async move {
@@ -413,7 +442,17 @@ impl Runner {
             }
         }
         if !self.core.take_changes().is_empty() {
+            self.table_dirty = true;
+        }
+        let now = Instant::now();
+        if self.table_dirty
+            && self
+                .last_snapshot
+                .is_none_or(|last| now.duration_since(last) >= SNAPSHOT_INTERVAL)
+        {
             self.table.send_replace(Arc::new(self.core.visible()));
+            self.table_dirty = false;
+            self.last_snapshot = Some(now);
         }
         let stats = self.core.stats();
         self.stats.send_if_modified(|current| {

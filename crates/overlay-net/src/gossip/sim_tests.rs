@@ -151,6 +151,16 @@ impl Sim {
                         Message::PushPullRequest { from, frame },
                     ));
                 }
+                Output::Stream { to, frame } => {
+                    let Some(to) = self.addrs.iter().position(|addr| *addr == to) else {
+                        continue;
+                    };
+                    self.in_flight.push((
+                        self.now + LATENCY,
+                        to,
+                        Message::PushPullRequest { from, frame },
+                    ));
+                }
                 Output::Timer { after, timer } => {
                     self.timers.push((self.now + after, from, timer));
                 }
