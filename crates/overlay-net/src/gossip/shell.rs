@@ -265,6 +265,8 @@ async fn bind_pair(bind: SocketAddr) -> Result<(UdpSocket, TcpListener), GossipE
 async fn accept_loop(tcp: TcpListener, events: mpsc::UnboundedSender<Event>) {
     loop {
         let Ok((stream, _)) = tcp.accept().await else {
+            // Out of descriptors or similar: waits rather than spinning on the error.
+            tokio::time::sleep(Duration::from_millis(100)).await;
             continue;
         };
         let events = events.clone();

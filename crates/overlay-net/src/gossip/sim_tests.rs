@@ -421,3 +421,45 @@ fn gossip_sim_a_node_without_the_key_is_kept_out_and_counted() {
         "node-0 counts the intruder's announcements"
     );
 }
+
+#[test]
+fn gossip_sim_a_restarted_node_replaces_what_it_published_before() {
+    for seed in 1..=3 {
+        let mut sim = converged_cluster(seed, 5, 10);
+        // node-4 restarts at once (faster than failure detection), with a fresh clock and a
+        // higher generation, and now runs three other tasks.
+        let me = MemberId {
+            name: name(4),
+            addr: sim.addrs[4],
+            generation: 2,
+        };
+        sim.nodes[4] = Some(GossipCore::new(
+            me,
+            GossipConfig::default(),
+            keyring(1, 1),
+            [44; 16],
+            seed + 100,
+        ));
+        let seeds = [sim.addrs[0]];
+        sim.with_node(4, |core| {
+            core.join(&seeds);
+            core.join_network("net-a");
+            for endpoint in 0..3 {
+                core.publish("net-a", &format!("new{endpoint}"), record(4, endpoint))
+                    .expect("attached");
+            }
+        });
+        let took = sim.run_until_converged(43, Duration::from_secs(20));
+        assert!(
+            took.is_some(),
+            "seed {seed}: no convergence after node-4 restarted"
+        );
+        let endpoints: Vec<String> = sim
+            .visible(0)
+            .iter()
+            .filter(|(_, seen)| seen.node == name(4))
+            .map(|(key, _)| key.endpoint.clone())
+            .collect();
+        assert_eq!(endpoints, ["new0", "new1", "new2"], "seed {seed}");
+    }
+}
