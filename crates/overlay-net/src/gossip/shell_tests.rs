@@ -185,3 +185,31 @@ async fn gossip_agent_rotates_keys_without_losing_a_message() {
         assert_eq!(agent.watch_members().borrow().len(), 2);
     }
 }
+
+#[tokio::test]
+async fn gossip_agent_a_node_that_leaves_takes_its_endpoints_along_at_once() {
+    let mut agents = cluster(3).await;
+    agents[2]
+        .publish("net-a", "task-2", record(2, 0))
+        .await
+        .expect("attached");
+    for agent in &agents {
+        assert!(wait_for_table(agent, Duration::from_secs(3), |view| view.len() == 1).await);
+    }
+    let leaving = agents.pop().expect("three agents");
+    leaving.leave().await.expect("running");
+    // Well under the time failure detection would take (probe, then 1 s of suspicion).
+    for agent in &agents {
+        assert!(
+            wait_for_table(agent, Duration::from_millis(700), |view| view.is_empty()).await,
+            "a graceful leave is not waited out as a failure"
+        );
+    }
+}
+
+#[tokio::test]
+async fn gossip_agent_refuses_to_publish_on_a_network_it_has_not_joined() {
+    let agents = cluster(2).await;
+    let refused = agents[0].publish("net-b", "task-1", record(0, 1)).await;
+    assert!(matches!(refused, Err(super::GossipError::NotAttached(network)) if network == "net-b"));
+}
