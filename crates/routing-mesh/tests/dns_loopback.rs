@@ -203,3 +203,38 @@ async fn stopping_a_task_s_dns_closes_its_sockets() {
     UdpSocket::bind(address).expect("UDP port released");
     TcpListener::bind(address).expect("TCP port released");
 }
+
+#[tokio::test]
+async fn dropping_a_task_s_dns_closes_its_sockets_too() {
+    let server = server(Vec::new(), Duration::from_secs(1));
+    let (dns, address) = serve(&server);
+    drop(dns);
+    // The aborted tasks let go of the sockets the next time the runtime runs them.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    while UdpSocket::bind(address).is_err() || TcpListener::bind(address).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "sockets still open 2 s after the drop"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[test]
+fn upstreams_come_from_a_resolv_conf_file() {
+    let path = std::env::temp_dir().join(format!("shoal-dns-resolv-{}.conf", std::process::id()));
+    std::fs::write(&path, "nameserver 192.0.2.53\noptions ndots:1\n").expect("write file");
+    let forwarding = ForwardingConfig::from_resolv_conf_file(&path);
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(
+        forwarding.expect("read file"),
+        ForwardingConfig {
+            upstreams: vec!["192.0.2.53:53".parse().expect("address")],
+            timeout: Duration::from_secs(4),
+        }
+    );
+    assert!(
+        ForwardingConfig::from_resolv_conf_file(std::path::Path::new("/nonexistent/resolv.conf"))
+            .is_err()
+    );
+}

@@ -51,7 +51,8 @@ pub fn open_task_sockets(netns_path: &Path, address: SocketAddr) -> Result<TaskS
 }
 
 /// Runs `work` on a fresh thread inside the network namespace at `netns_path` and returns what
-/// it made. Sockets `work` opens belong to that namespace.
+/// it made. Sockets `work` opens belong to that namespace. Blocks until that thread ends (a few
+/// system calls); async code calls it through `spawn_blocking`.
 pub fn run_in_netns<T, F>(netns_path: &Path, work: F) -> Result<T, DnsError>
 where
     T: Send + 'static,

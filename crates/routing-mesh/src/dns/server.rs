@@ -31,7 +31,7 @@ use tokio::sync::Semaphore;
 use super::DnsError;
 use super::netns::TaskSockets;
 use super::records::{Answer, AnswerRecord, AskingTask, DnsTable, QueryType, RECORD_TTL};
-use super::upstream::MAX_UPSTREAMS;
+use super::upstream::{MAX_UPSTREAMS, upstreams_from_resolv_conf};
 
 /// How long one upstream resolver has to answer (Docker's `extIOTimeout`).
 pub const UPSTREAM_TIMEOUT: Duration = Duration::from_secs(4);
@@ -61,6 +61,17 @@ impl Default for ForwardingConfig {
             upstreams: Vec::new(),
             timeout: UPSTREAM_TIMEOUT,
         }
+    }
+}
+
+impl ForwardingConfig {
+    /// The resolvers named in a resolv.conf file (the host's `/etc/resolv.conf`), with
+    /// [`UPSTREAM_TIMEOUT`].
+    pub fn from_resolv_conf_file(path: &std::path::Path) -> std::io::Result<Self> {
+        Ok(ForwardingConfig {
+            upstreams: upstreams_from_resolv_conf(&std::fs::read(path)?),
+            timeout: UPSTREAM_TIMEOUT,
+        })
     }
 }
 
