@@ -238,3 +238,31 @@ fn upstreams_come_from_a_resolv_conf_file() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn a_question_of_another_class_than_internet_is_not_answered_from_the_table() {
+    use hickory_server::proto::op::{Message, MessageType, OpCode, Query};
+    use hickory_server::proto::rr::{DNSClass, Name};
+    use std::str::FromStr;
+
+    let server = server(Vec::new(), Duration::from_secs(1));
+    let (_dns, address) = serve(&server);
+    let client = client().await;
+    let mut question = Message::new(4242, MessageType::Query, OpCode::Query);
+    let mut query = Query::query(Name::from_str("web.").expect("name"), RecordType::A);
+    query.set_query_class(DNSClass::CH);
+    question.add_query(query);
+    client
+        .send_to(&question.to_vec().expect("encode"), address)
+        .await
+        .expect("send");
+    let mut buffer = vec![0; 4096];
+    let length = tokio::time::timeout(Duration::from_secs(5), client.recv(&mut buffer))
+        .await
+        .expect("an answer within 5 s")
+        .expect("receive");
+    let answer = Message::from_vec(&buffer[..length]).expect("parse");
+    // Forwarded, and with no upstream configured nothing answers it.
+    assert_eq!(answer.metadata.response_code, ResponseCode::ServFail);
+    assert!(answer.answers.is_empty());
+}

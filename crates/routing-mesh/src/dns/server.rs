@@ -22,7 +22,7 @@ use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
 use hickory_server::proto::op::{Edns, Message, MessageType, Metadata, OpCode, ResponseCode};
 use hickory_server::proto::rr::rdata::{A, AAAA, PTR};
-use hickory_server::proto::rr::{Name, RData, Record, RecordType};
+use hickory_server::proto::rr::{DNSClass, Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -230,6 +230,8 @@ impl TaskHandler {
         };
         let question = query.original();
         let query_type = match question.query_type() {
+            // Our names are Internet-class names only: a CHAOS question goes upstream.
+            _ if question.query_class() != DNSClass::IN => QueryType::Other,
             RecordType::A => QueryType::A,
             RecordType::AAAA => QueryType::Aaaa,
             RecordType::MX => QueryType::Mx,
