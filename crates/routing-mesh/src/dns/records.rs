@@ -110,7 +110,10 @@ pub enum QueryType {
 pub struct AskingTask {
     /// Network ids.
     pub networks: Vec<String>,
-    /// Whether the task's resolv.conf sets `ndots` itself (`--dns-option ndots:N`).
+    /// Whether the task's own options set `ndots` to 1 or more (`--dns-option ndots:N`), as
+    /// [`task_resolv_conf`](super::task_resolv_conf) says. Docker also counts `ndots:0` and
+    /// invalid values (moby#53104); with those the task's resolver asks for the name as it is,
+    /// so it is forwarded here.
     pub ndots_set: bool,
 }
 
