@@ -126,6 +126,7 @@ fn main() {
                 let asker = AskingTask {
                     networks: vec!["net".to_owned()],
                     ndots_set: false,
+                    own_upstreams: false,
                 };
                 let dns = server.serve(sockets, asker).expect("serve");
                 while !stop.load(Ordering::Relaxed) {

@@ -2,8 +2,9 @@
 //! The test makes a namespace, opens 127.0.0.11:53 inside it with `open_task_sockets`, serves it
 //! from this process's runtime, and asks from inside the namespace (a socket opened there, and
 //! busybox's nslookup through nsenter): a service name, `tasks.<service>`, TCP, and a name
-//! forwarded to a fake upstream on the host's loopback. The namespace is deleted even when the
-//! test fails. Skipped, saying so, when not root.
+//! forwarded to a fake upstream on the host's loopback; and a task's own nameserver, reachable
+//! only inside its namespace. The namespaces are deleted even when a test fails. Skipped, saying
+//! so, when not root.
 
 mod support;
 
@@ -12,7 +13,8 @@ use std::process::Command;
 use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::RecordType;
 use routing_mesh::dns::{
-    DnsServer, EMBEDDED_DNS_ADDRESS, ForwardingConfig, open_task_sockets, run_in_netns,
+    AskingTask, DnsServer, EMBEDDED_DNS_ADDRESS, ForwardingConfig, TaskUpstreams,
+    open_task_sockets, run_in_netns,
 };
 use support::{FakeUpstream, UPSTREAM_ADDRESS, addresses, ask_tcp, ask_udp, ip};
 
@@ -146,4 +148,68 @@ fn opening_sockets_in_a_missing_namespace_says_which() {
         error.to_string().contains("shoal-no-such-namespace"),
         "{error}"
     );
+}
+
+#[tokio::test]
+async fn a_task_s_own_nameserver_is_asked_from_inside_its_namespace() {
+    if let Some(reason) = shoal_tests::root_skip_reason() {
+        shoal_tests::skip("dns_netns", &reason);
+        return;
+    }
+    let namespace = TestNamespace::create(&format!("shoal-dnsown-{}", std::process::id()));
+    // The task's nameserver listens on the namespace's own loopback: the daemon's namespace has
+    // nothing there.
+    let nameserver: std::net::SocketAddr = "127.0.0.9:5353".parse().expect("address");
+    let (udp, tcp) = run_in_netns(&namespace.path(), move || {
+        Ok((
+            std::net::UdpSocket::bind(nameserver)?,
+            std::net::TcpListener::bind(nameserver)?,
+        ))
+    })
+    .expect("nameserver sockets in the namespace");
+    let _nameserver = FakeUpstream::start_on(udp, tcp, false);
+
+    // The node's upstreams would fail: only the task's own can answer.
+    let server = DnsServer::new(support::table(3), ForwardingConfig::default());
+    let sockets = open_task_sockets(&namespace.path(), EMBEDDED_DNS_ADDRESS).expect("sockets");
+    let asker = AskingTask {
+        own_upstreams: true,
+        ..support::asker()
+    };
+    let _dns = server
+        .serve_with_own_upstreams(
+            sockets,
+            asker,
+            TaskUpstreams {
+                servers: vec![nameserver],
+                netns_path: namespace.path(),
+            },
+        )
+        .expect("serve");
+
+    let client_udp = run_in_netns(&namespace.path(), || {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
+        socket.set_nonblocking(true)?;
+        Ok(socket)
+    })
+    .expect("client socket in the namespace");
+    let client = tokio::net::UdpSocket::from_std(client_udp).expect("tokio socket");
+    let answer = ask_udp(
+        &client,
+        EMBEDDED_DNS_ADDRESS,
+        "example.test.",
+        RecordType::A,
+    )
+    .await;
+    assert_eq!(addresses(&answer), vec![ip(UPSTREAM_ADDRESS)]);
+
+    let client_tcp = run_in_netns(&namespace.path(), || {
+        let stream = std::net::TcpStream::connect(EMBEDDED_DNS_ADDRESS)?;
+        stream.set_nonblocking(true)?;
+        Ok(stream)
+    })
+    .expect("TCP connection in the namespace");
+    let mut stream = tokio::net::TcpStream::from_std(client_tcp).expect("tokio stream");
+    let answer = ask_tcp(&mut stream, "nx.test.", RecordType::A).await;
+    assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain);
 }

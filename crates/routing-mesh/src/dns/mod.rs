@@ -22,5 +22,5 @@ pub use records::{
     ServiceEndpoint, ServiceRecords, TaskHealth, TaskRecord,
 };
 pub use resolv_conf::{TaskResolvConf, task_resolv_conf};
-pub use server::{DnsServer, ForwardingConfig, TaskDns};
-pub use upstream::upstreams_from_resolv_conf;
+pub use server::{DnsServer, ForwardingConfig, TaskDns, TaskUpstreams};
+pub use upstream::{task_upstreams, upstreams_from_resolv_conf};

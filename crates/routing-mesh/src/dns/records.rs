@@ -14,10 +14,10 @@
 //!   none (NOERROR, empty), and MX with NOERROR, empty; other types are forwarded even for our
 //!   names;
 //! - PTR for a serving task's address answers `<container name>.<network>.`; VIPs have none;
-//! - anything else is forwarded upstream, except from a task whose networks are all internal
-//!   (SERVFAIL, as Docker answers when nothing can be asked), and except a single-label A or
-//!   AAAA query from a task that set `ndots` itself (NOERROR, empty, so its resolver goes on
-//!   with the search domains).
+//! - anything else is forwarded upstream, except from a task whose networks are all internal and
+//!   that names no nameserver of its own (SERVFAIL, as Docker answers when nothing can be
+//!   asked), and except a single-label A or AAAA query from a task that set `ndots` itself
+//!   (NOERROR, empty, so its resolver goes on with the search domains).
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
@@ -115,6 +115,10 @@ pub struct AskingTask {
     /// invalid values (moby#53104); with those the task's resolver asks for the name as it is,
     /// so it is forwarded here.
     pub ndots_set: bool,
+    /// Whether the task names its own nameservers (`--dns`): then they are asked in place of
+    /// the host's, from the task's namespace, so even a task only on internal networks
+    /// forwards (to a nameserver on one of them, say).
+    pub own_upstreams: bool,
 }
 
 /// What to send back for one question.
@@ -304,9 +308,12 @@ impl DnsTable {
         asker.networks.iter().filter_map(|id| self.networks.get(id))
     }
 
-    /// A task reaches the upstream resolvers unless every network of it that we know is
-    /// internal.
+    /// A task reaches the upstream resolvers when it names its own, or unless every network of
+    /// it that we know is internal.
     fn may_forward(&self, asker: &AskingTask) -> bool {
+        if asker.own_upstreams {
+            return true;
+        }
         let mut networks = self.asker_networks(asker).peekable();
         networks.peek().is_none() || networks.any(|network| !network.internal)
     }

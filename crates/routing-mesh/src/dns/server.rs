@@ -7,13 +7,15 @@
 //! follows Docker's resolver: the question goes verbatim to each upstream in turn (at most
 //! three), over the protocol the task used, with a 4 s timeout each; the next one is asked after
 //! a timeout, SERVFAIL or REFUSED; any other answer, NXDOMAIN included, goes back as it came;
-//! when none answers, SERVFAIL. Upstream sockets are opened in the daemon's own namespace, so
-//! a resolver on the host's loopback (systemd-resolved) is reachable.
+//! when none answers, SERVFAIL. The host's resolvers are asked from the daemon's own namespace,
+//! so one on the host's loopback (systemd-resolved) is reachable; a task's own (`--dns`) from
+//! the task's namespace, through a short-lived thread per question.
 //!
 //! hickory-server logs every question at `info`: a daemon serving this wants
 //! `hickory_server=warn` in its log filter.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -29,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use super::DnsError;
-use super::netns::TaskSockets;
+use super::netns::{TaskSockets, run_in_netns};
 use super::records::{Answer, AnswerRecord, AskingTask, DnsTable, QueryType, RECORD_TTL};
 use super::upstream::{MAX_UPSTREAMS, upstreams_from_resolv_conf};
 
@@ -75,6 +77,17 @@ impl ForwardingConfig {
     }
 }
 
+/// A task's own nameservers (`--dns`), asked in place of the node's from inside the task's
+/// network namespace, as Docker asks them: they may be reachable only from there (a nameserver
+/// task on the same overlay).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskUpstreams {
+    /// As [`task_upstreams`](super::task_upstreams) gives them.
+    pub servers: Vec<SocketAddr>,
+    /// The task's network namespace (`/run/netns/NAME`, `/proc/PID/ns/net`).
+    pub netns_path: PathBuf,
+}
+
 /// The node's embedded DNS: the names every task may ask for, and where the rest go. Clones
 /// share them.
 #[derive(Clone)]
@@ -114,11 +127,33 @@ impl DnsServer {
     /// called from inside that runtime. Serving stops when the returned handle is stopped or
     /// dropped.
     pub fn serve(&self, sockets: TaskSockets, asker: AskingTask) -> Result<TaskDns, DnsError> {
+        self.serve_task(sockets, asker, None)
+    }
+
+    /// As [`serve`](Self::serve), for a task that names its own nameservers: names that are not
+    /// ours go to them (with the node's timeout), asked from the task's namespace. The asker's
+    /// `own_upstreams` should be set.
+    pub fn serve_with_own_upstreams(
+        &self,
+        sockets: TaskSockets,
+        asker: AskingTask,
+        upstreams: TaskUpstreams,
+    ) -> Result<TaskDns, DnsError> {
+        self.serve_task(sockets, asker, Some(Arc::new(upstreams)))
+    }
+
+    fn serve_task(
+        &self,
+        sockets: TaskSockets,
+        asker: AskingTask,
+        own_upstreams: Option<Arc<TaskUpstreams>>,
+    ) -> Result<TaskDns, DnsError> {
         let udp = tokio::net::UdpSocket::from_std(sockets.udp).map_err(DnsError::Register)?;
         let tcp = tokio::net::TcpListener::from_std(sockets.tcp).map_err(DnsError::Register)?;
         let mut server = Server::new(TaskHandler {
             shared: Arc::clone(&self.shared),
             asker,
+            own_upstreams,
         });
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE_TIMEOUT, MAX_MESSAGE_BYTES);
@@ -154,6 +189,7 @@ fn write<T>(lock: &RwLock<Arc<T>>) -> std::sync::RwLockWriteGuard<'_, Arc<T>> {
 struct TaskHandler {
     shared: Arc<Shared>,
     asker: AskingTask,
+    own_upstreams: Option<Arc<TaskUpstreams>>,
 }
 
 /// What the handler sends back, before it is encoded.
@@ -262,8 +298,18 @@ impl TaskHandler {
             return Reply::Code(ResponseCode::Refused);
         };
         let forwarding = read(&self.shared.forwarding);
-        for upstream in forwarding.upstreams.iter().take(MAX_UPSTREAMS) {
-            let exchange = exchange(*upstream, request.as_slice(), request.protocol());
+        let (upstreams, netns_path) = match &self.own_upstreams {
+            Some(own) => (&own.servers, Some(own.netns_path.as_path())),
+            None => (&forwarding.upstreams, None),
+        };
+        for upstream in upstreams.iter().take(MAX_UPSTREAMS) {
+            let exchange = exchange(
+                *upstream,
+                request.as_slice(),
+                request.protocol(),
+                netns_path,
+                forwarding.timeout,
+            );
             let bytes = match tokio::time::timeout(forwarding.timeout, exchange).await {
                 Ok(Ok(bytes)) => bytes,
                 Ok(Err(error)) => {
@@ -310,20 +356,46 @@ fn to_record(name: &Name, record: AnswerRecord) -> Option<Record> {
     Some(Record::from_rdata(name.clone(), ttl, rdata))
 }
 
-/// Sends `query` to `upstream` and returns its answer's bytes.
+/// Sends `query` to `upstream` and returns its answer's bytes; from the namespace at
+/// `netns_path` when given, else from the daemon's.
 async fn exchange(
     upstream: SocketAddr,
     query: &[u8],
     protocol: Protocol,
+    netns_path: Option<&Path>,
+    timeout: Duration,
 ) -> std::io::Result<Vec<u8>> {
     if protocol == Protocol::Tcp {
-        return exchange_tcp(upstream, query).await;
+        let stream = match netns_path {
+            None => tokio::net::TcpStream::connect(upstream).await?,
+            Some(path) => {
+                let stream = in_netns(path, move || {
+                    let stream = std::net::TcpStream::connect_timeout(&upstream, timeout)?;
+                    stream.set_nonblocking(true)?;
+                    Ok(stream)
+                })
+                .await?;
+                tokio::net::TcpStream::from_std(stream)?
+            }
+        };
+        return exchange_tcp(stream, query).await;
     }
     let local: SocketAddr = match upstream {
         SocketAddr::V4(_) => (Ipv4Addr::UNSPECIFIED, 0).into(),
         SocketAddr::V6(_) => (Ipv6Addr::UNSPECIFIED, 0).into(),
     };
-    let socket = tokio::net::UdpSocket::bind(local).await?;
+    let socket = match netns_path {
+        None => tokio::net::UdpSocket::bind(local).await?,
+        Some(path) => {
+            let socket = in_netns(path, move || {
+                let socket = std::net::UdpSocket::bind(local)?;
+                socket.set_nonblocking(true)?;
+                Ok(socket)
+            })
+            .await?;
+            tokio::net::UdpSocket::from_std(socket)?
+        }
+    };
     socket.connect(upstream).await?;
     socket.send(query).await?;
     let mut buffer = vec![0; MAX_MESSAGE_BYTES];
@@ -337,10 +409,21 @@ async fn exchange(
     }
 }
 
-async fn exchange_tcp(upstream: SocketAddr, query: &[u8]) -> std::io::Result<Vec<u8>> {
+/// Opens a socket with `open` inside the namespace at `path`, off the runtime's threads.
+async fn in_netns<T: Send + 'static>(
+    path: &Path,
+    open: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    let path = path.to_owned();
+    tokio::task::spawn_blocking(move || run_in_netns(&path, open))
+        .await
+        .map_err(std::io::Error::other)?
+        .map_err(std::io::Error::other)
+}
+
+async fn exchange_tcp(mut stream: tokio::net::TcpStream, query: &[u8]) -> std::io::Result<Vec<u8>> {
     let length = u16::try_from(query.len())
         .map_err(|_| std::io::Error::other("question longer than a DNS message"))?;
-    let mut stream = tokio::net::TcpStream::connect(upstream).await?;
     let mut framed = Vec::with_capacity(query.len() + 2);
     framed.extend_from_slice(&length.to_be_bytes());
     framed.extend_from_slice(query);

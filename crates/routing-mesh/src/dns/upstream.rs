@@ -1,5 +1,5 @@
-//! The upstream resolvers embedded DNS forwards other names to: the host's, from its
-//! `/etc/resolv.conf`, as Docker takes them when a task names none of its own.
+//! The upstream resolvers embedded DNS forwards other names to: a task's own (`--dns`), else the
+//! host's, from its `/etc/resolv.conf`, as Docker takes them.
 
 use std::net::{IpAddr, SocketAddr};
 
@@ -26,9 +26,45 @@ pub fn upstreams_from_resolv_conf(text: &[u8]) -> Vec<SocketAddr> {
         .collect()
 }
 
+/// A task's own nameservers (`--dns`, `ContainerSpec.dns_config.nameservers`), at most
+/// [`MAX_UPSTREAMS`], without the embedded DNS's own address; an entry that is not an IP address
+/// is skipped (the spec's validation refuses it before it is stored).
+pub fn task_upstreams(nameservers: &[String]) -> Vec<SocketAddr> {
+    nameservers
+        .iter()
+        .filter_map(|nameserver| nameserver.trim().parse::<IpAddr>().ok())
+        .filter(|address| *address != EMBEDDED_DNS_ADDRESS.ip())
+        .take(MAX_UPSTREAMS)
+        .map(|address| SocketAddr::new(address, DNS_PORT))
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_task_s_nameservers_without_the_embedded_address_three_at_most() {
+        let nameservers: Vec<String> = [
+            "127.0.0.11",
+            "10.0.1.53",
+            "fd00::53",
+            "dns.example",
+            "10.0.1.54",
+            "10.0.1.55",
+        ]
+        .iter()
+        .map(|nameserver| (*nameserver).to_owned())
+        .collect();
+        assert_eq!(
+            task_upstreams(&nameservers),
+            vec![
+                "10.0.1.53:53".parse::<SocketAddr>().expect("address"),
+                "[fd00::53]:53".parse().expect("address"),
+                "10.0.1.54:53".parse().expect("address"),
+            ]
+        );
+    }
 
     #[test]
     fn takes_the_first_three_nameservers_without_the_embedded_address() {

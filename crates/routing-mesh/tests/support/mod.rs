@@ -76,6 +76,7 @@ pub fn asker() -> AskingTask {
     AskingTask {
         networks: vec!["net-front".to_owned()],
         ndots_set: false,
+        own_upstreams: false,
     }
 }
 
@@ -200,11 +201,23 @@ fn upstream_answer(question: &[u8], always_fail: bool) -> Option<Vec<u8>> {
 
 impl FakeUpstream {
     pub async fn start(always_fail: bool) -> FakeUpstream {
-        let udp = UdpSocket::bind("127.0.0.1:0").await.expect("bind upstream");
-        let address = udp.local_addr().expect("upstream address");
-        let tcp = tokio::net::TcpListener::bind(address)
-            .await
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind upstream");
+        let tcp = std::net::TcpListener::bind(udp.local_addr().expect("upstream address"))
             .expect("bind upstream TCP");
+        FakeUpstream::start_on(udp, tcp, always_fail)
+    }
+
+    /// Serves on sockets already bound (in another namespace, say), on one address.
+    pub fn start_on(
+        udp: std::net::UdpSocket,
+        tcp: std::net::TcpListener,
+        always_fail: bool,
+    ) -> FakeUpstream {
+        udp.set_nonblocking(true).expect("non-blocking");
+        tcp.set_nonblocking(true).expect("non-blocking");
+        let udp = UdpSocket::from_std(udp).expect("tokio UDP socket");
+        let tcp = tokio::net::TcpListener::from_std(tcp).expect("tokio listener");
+        let address = udp.local_addr().expect("upstream address");
         let udp_task = tokio::spawn(async move {
             let mut buffer = vec![0; 65_535];
             while let Ok((length, from)) = udp.recv_from(&mut buffer).await {

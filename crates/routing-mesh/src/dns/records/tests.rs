@@ -59,6 +59,7 @@ fn on(networks: &[&str]) -> AskingTask {
     AskingTask {
         networks: networks.iter().map(|id| (*id).to_owned()).collect(),
         ndots_set: false,
+        own_upstreams: false,
     }
 }
 
@@ -485,6 +486,19 @@ fn with_ndots_set_an_unknown_single_label_is_an_empty_answer() {
         answer(&table, "nothing", QueryType::Aaaa, &asker),
         Answer::Records(Vec::new())
     );
+    assert_eq!(
+        answer(&table, "example.com", QueryType::A, &asker),
+        Answer::Forward
+    );
+}
+
+#[test]
+fn a_task_with_its_own_nameservers_forwards_even_from_internal_networks() {
+    let mut front = web_on_front();
+    front.internal = true;
+    let table = DnsTable::new([front]);
+    let mut asker = on(&["net-front"]);
+    asker.own_upstreams = true;
     assert_eq!(
         answer(&table, "example.com", QueryType::A, &asker),
         Answer::Forward
