@@ -207,3 +207,37 @@ pub fn environment(
     env.extend(process);
     Ok(env)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_print_file_line_path_and_count() {
+        let located = ComposeError {
+            file: "a.yml".into(),
+            line: Some(3),
+            path: "services.web.image".into(),
+            message: "expected a string".into(),
+        };
+        let file_level = ComposeError {
+            file: "b.yml".into(),
+            line: None,
+            path: String::new(),
+            message: "a compose file is a mapping".into(),
+        };
+        assert_eq!(
+            located.to_string(),
+            "a.yml:3: services.web.image: expected a string"
+        );
+        assert_eq!(file_level.to_string(), "b.yml: a compose file is a mapping");
+        assert_eq!(
+            ComposeErrors::from(located.clone()).to_string(),
+            "the compose files have 1 problem to fix:\n  a.yml:3: services.web.image: expected a string"
+        );
+        assert_eq!(
+            ComposeErrors(vec![located, file_level]).to_string(),
+            "the compose files have 2 problems to fix:\n  a.yml:3: services.web.image: expected a string\n  b.yml: a compose file is a mapping"
+        );
+    }
+}
