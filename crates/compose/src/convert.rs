@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use shoal_proto::api;
+use spec::defaults::{self, proto_duration};
 
 use super::model::*;
 
@@ -22,13 +23,6 @@ pub struct StackSpecs {
     pub secret_files: BTreeMap<String, String>,
     pub config_files: BTreeMap<String, String>,
     pub services: BTreeMap<String, api::ServiceSpec>,
-}
-
-fn proto_duration(duration: std::time::Duration) -> api::Duration {
-    api::Duration {
-        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
-        nanos: duration.subsec_nanos() as i32,
-    }
 }
 
 fn scoped(stack: &str, name: &str) -> String {
@@ -177,18 +171,16 @@ fn service_spec(
 }
 
 fn service_mode(deploy: &Deploy) -> api::service_spec::Mode {
-    match deploy.mode.unwrap_or_default() {
-        ServiceMode::Replicated => api::service_spec::Mode::Replicated(api::ReplicatedService {
-            replicas: deploy.replicas.unwrap_or(1),
-        }),
-        ServiceMode::Global => api::service_spec::Mode::Global(api::GlobalService {}),
-        ServiceMode::ReplicatedJob => {
-            let replicas = deploy.replicas.unwrap_or(1);
-            api::service_spec::Mode::ReplicatedJob(api::ReplicatedJob {
-                max_concurrent: replicas,
-                total_completions: replicas,
-            })
+    let replicas = deploy.replicas.unwrap_or(defaults::REPLICAS);
+    match deploy.mode.unwrap_or(defaults::MODE) {
+        ServiceMode::Replicated => {
+            api::service_spec::Mode::Replicated(api::ReplicatedService { replicas })
         }
+        ServiceMode::Global => api::service_spec::Mode::Global(api::GlobalService {}),
+        ServiceMode::ReplicatedJob => api::service_spec::Mode::ReplicatedJob(api::ReplicatedJob {
+            max_concurrent: replicas,
+            total_completions: replicas,
+        }),
         ServiceMode::GlobalJob => api::service_spec::Mode::GlobalJob(api::GlobalJob {}),
     }
 }
@@ -290,25 +282,18 @@ fn log_driver(logging: &Logging) -> api::Driver {
 
 fn endpoint_spec(deploy: &Deploy, ports: &[Port]) -> api::EndpointSpec {
     api::EndpointSpec {
-        mode: match deploy.endpoint_mode {
-            Some(EndpointMode::Dnsrr) => api::endpoint_spec::ResolutionMode::Dnsrr as i32,
-            _ => api::endpoint_spec::ResolutionMode::Vip as i32,
-        },
+        // Unset, the mode of the endpoint `spec::defaults` fills in (a virtual IP).
+        mode: deploy
+            .endpoint_mode
+            .map_or(api::EndpointSpec::default().mode, |mode| mode as i32),
         ports: ports
             .iter()
             .map(|port| api::PortConfig {
                 name: String::new(),
-                protocol: match port.protocol.as_str() {
-                    "udp" => api::port_config::Protocol::Udp as i32,
-                    "sctp" => api::port_config::Protocol::Sctp as i32,
-                    _ => api::port_config::Protocol::Tcp as i32,
-                },
+                protocol: port.protocol as i32,
                 target_port: u32::from(port.target),
                 published_port: port.published.map_or(0, u32::from),
-                publish_mode: match port.mode {
-                    PublishMode::Ingress => api::port_config::PublishMode::Ingress as i32,
-                    PublishMode::Host => api::port_config::PublishMode::Host as i32,
-                },
+                publish_mode: port.mode as i32,
             })
             .collect(),
     }
@@ -322,13 +307,7 @@ fn dependencies(
         .iter()
         .map(|(dependency, how)| api::ServiceDependency {
             service: scoped(stack, dependency),
-            condition: match how.condition {
-                DependsOnCondition::Started => api::service_dependency::Condition::Started,
-                DependsOnCondition::Healthy => api::service_dependency::Condition::Healthy,
-                DependsOnCondition::CompletedSuccessfully => {
-                    api::service_dependency::Condition::CompletedSuccessfully
-                }
-            } as i32,
+            condition: how.condition as i32,
             required: how.required,
         })
         .collect()
@@ -406,34 +385,27 @@ fn container_spec(stack: &str, service: &Service, project: &ComposeProject) -> a
 
 /// A bind, tmpfs or volume mount; a volume's source is its name in the cluster.
 fn container_mount(stack: &str, mount: &Mount, project: &ComposeProject) -> api::Mount {
-    let (kind, source) = match mount.kind {
-        MountType::Bind => (
-            api::mount::Type::Bind,
-            mount.source.clone().unwrap_or_default(),
-        ),
-        MountType::Tmpfs => (api::mount::Type::Tmpfs, String::new()),
-        MountType::Volume => (
-            api::mount::Type::Volume,
-            match &mount.source {
-                None => String::new(),
-                Some(key) => match project.volumes.get(key) {
-                    Some(volume) => object_name(stack, key, &volume.name, volume.external),
-                    None => scoped(stack, key),
-                },
+    let source = match mount.kind {
+        MountType::Volume => match &mount.source {
+            None => String::new(),
+            Some(key) => match project.volumes.get(key) {
+                Some(volume) => object_name(stack, key, &volume.name, volume.external),
+                None => scoped(stack, key),
             },
-        ),
+        },
+        MountType::Tmpfs => String::new(),
+        _ => mount.source.clone().unwrap_or_default(),
     };
     api::Mount {
-        r#type: kind as i32,
+        r#type: mount.kind as i32,
         source,
         target: mount.target.clone(),
         readonly: mount.read_only,
         consistency: 0,
         bind_options: mount
             .bind_propagation
-            .as_deref()
-            .map(|p| api::mount::BindOptions {
-                propagation: propagation(p) as i32,
+            .map(|propagation| api::mount::BindOptions {
+                propagation: propagation as i32,
                 ..Default::default()
             }),
         volume_options: (mount.kind == MountType::Volume).then(|| api::mount::VolumeOptions {
@@ -467,9 +439,15 @@ fn secret_references(
                         .target
                         .clone()
                         .unwrap_or_else(|| reference.source.clone()),
-                    uid: reference.uid.clone().unwrap_or_else(|| "0".into()),
-                    gid: reference.gid.clone().unwrap_or_else(|| "0".into()),
-                    mode: reference.mode.unwrap_or(0o444),
+                    uid: reference
+                        .uid
+                        .clone()
+                        .unwrap_or_else(|| defaults::FILE_UID.into()),
+                    gid: reference
+                        .gid
+                        .clone()
+                        .unwrap_or_else(|| defaults::FILE_GID.into()),
+                    mode: reference.mode.unwrap_or(defaults::FILE_MODE),
                 },
             )),
         })
@@ -492,9 +470,15 @@ fn config_references(
                         .target
                         .clone()
                         .unwrap_or_else(|| format!("/{}", reference.source)),
-                    uid: reference.uid.clone().unwrap_or_else(|| "0".into()),
-                    gid: reference.gid.clone().unwrap_or_else(|| "0".into()),
-                    mode: reference.mode.unwrap_or(0o444),
+                    uid: reference
+                        .uid
+                        .clone()
+                        .unwrap_or_else(|| defaults::FILE_UID.into()),
+                    gid: reference
+                        .gid
+                        .clone()
+                        .unwrap_or_else(|| defaults::FILE_GID.into()),
+                    mode: reference.mode.unwrap_or(defaults::FILE_MODE),
                 },
             )),
         })
@@ -525,50 +509,33 @@ fn file_object_name(stack: &str, key: &str, declared: &BTreeMap<String, FileObje
     }
 }
 
-fn propagation(name: &str) -> api::mount::bind_options::Propagation {
-    use api::mount::bind_options::Propagation;
-    match name {
-        "private" => Propagation::Private,
-        "rshared" => Propagation::Rshared,
-        "shared" => Propagation::Shared,
-        "rslave" => Propagation::Rslave,
-        "slave" => Propagation::Slave,
-        _ => Propagation::Rprivate,
-    }
-}
-
+/// The file's restart policy, Swarm's (`spec::defaults`) filling the condition and attempts it
+/// leaves out. Unset durations stay unset, as docker sends them.
 fn restart_policy(policy: &RestartPolicy) -> api::RestartPolicy {
-    use api::restart_policy::RestartCondition as Condition;
+    let swarm = defaults::restart_policy();
     api::RestartPolicy {
-        condition: match policy.condition {
-            Some(RestartCondition::None) => Condition::None,
-            Some(RestartCondition::OnFailure) => Condition::OnFailure,
-            // Swarm's default condition is `any`.
-            Some(RestartCondition::Any) | None => Condition::Any,
-        } as i32,
-        // Unset durations stay unset, as docker sends them: the manager applies Swarm's defaults.
+        condition: policy.condition.map_or(swarm.condition, |c| c as i32),
         delay: policy.delay.map(proto_duration),
-        max_attempts: policy.max_attempts.unwrap_or(0),
+        max_attempts: policy.max_attempts.unwrap_or(swarm.max_attempts),
         window: policy.window.map(proto_duration),
     }
 }
 
+/// The file's update or rollback config, Swarm's (`spec::defaults`) filling the parallelism,
+/// failure action, ratio and order it leaves out. Unset durations stay unset, as docker sends
+/// them.
 fn update_config(config: &UpdateConfig) -> api::UpdateConfig {
-    use api::update_config::{FailureAction as Action, UpdateOrder as Order};
+    let swarm = defaults::update_config();
     api::UpdateConfig {
-        // Swarm's defaults fill what the file leaves out: one at a time, pause on failure.
-        parallelism: config.parallelism.unwrap_or(1),
+        parallelism: config.parallelism.unwrap_or(swarm.parallelism),
         delay: config.delay.map(proto_duration),
-        failure_action: match config.failure_action {
-            Some(FailureAction::Continue) => Action::Continue,
-            Some(FailureAction::Rollback) => Action::Rollback,
-            Some(FailureAction::Pause) | None => Action::Pause,
-        } as i32,
+        failure_action: config
+            .failure_action
+            .map_or(swarm.failure_action, |action| action as i32),
         monitor: config.monitor.map(proto_duration),
-        max_failure_ratio: config.max_failure_ratio.unwrap_or(0.0) as f32,
-        order: match config.order {
-            Some(UpdateOrder::StartFirst) => Order::StartFirst,
-            Some(UpdateOrder::StopFirst) | None => Order::StopFirst,
-        } as i32,
+        max_failure_ratio: config
+            .max_failure_ratio
+            .map_or(swarm.max_failure_ratio, |ratio| ratio as f32),
+        order: config.order.map_or(swarm.order, |order| order as i32),
     }
 }

@@ -7,6 +7,7 @@ use std::fmt::Write;
 
 use super::model::*;
 use super::yaml::{Node, Value};
+use spec::enums::TextForm;
 use spec::units::format_duration;
 
 /// An output YAML value. Mappings keep insertion order; callers insert in docker's order.
@@ -37,6 +38,10 @@ impl MapBuilder {
             self.put(key, Out::Raw(value.to_string()));
         }
         self
+    }
+    /// An enum's Docker word (`spec::enums`), unquoted as docker prints it.
+    fn word(&mut self, key: &str, value: Option<impl TextForm>) -> &mut Self {
+        self.raw(key, value.map(TextForm::text))
     }
     fn flag(&mut self, key: &str, value: bool) -> &mut Self {
         if value {
@@ -261,7 +266,7 @@ fn put_depends_on(m: &mut MapBuilder, depends_on: &BTreeMap<String, DependsOn>) 
         let mut deps = MapBuilder::default();
         for (name, dependency) in depends_on {
             let mut d = MapBuilder::default();
-            d.put("condition", Out::Str(dependency.condition.as_str().into()));
+            d.put("condition", Out::Str(dependency.condition.text().into()));
             if !dependency.required {
                 d.put("required", Out::Raw("false".into()));
             }
@@ -320,16 +325,10 @@ fn networks_out(networks: &BTreeMap<String, ServiceNetwork>) -> Out {
 
 fn port_out(port: &Port) -> Out {
     let mut p = MapBuilder::default();
-    p.put(
-        "mode",
-        Out::Str(match port.mode {
-            PublishMode::Ingress => "ingress".into(),
-            PublishMode::Host => "host".into(),
-        }),
-    )
-    .raw("target", Some(port.target))
-    .raw("published", port.published)
-    .put("protocol", Out::Str(port.protocol.clone()));
+    p.put("mode", Out::Str(port.mode.text().into()))
+        .raw("target", Some(port.target))
+        .raw("published", port.published)
+        .put("protocol", Out::Str(port.protocol.text().into()));
     Out::Map(p.0)
 }
 
@@ -354,7 +353,7 @@ fn ulimits_out(ulimits: &BTreeMap<String, Ulimit>) -> Out {
 
 fn deploy_out(deploy: &Deploy) -> MapBuilder {
     let mut m = MapBuilder::default();
-    m.raw("mode", deploy.mode.map(ServiceMode::as_str))
+    m.word("mode", deploy.mode)
         .raw("replicas", deploy.replicas)
         .strings("labels", &deploy.labels);
     if let Some(update) = &deploy.update_config {
@@ -379,17 +378,10 @@ fn deploy_out(deploy: &Deploy) -> MapBuilder {
     m.sub("resources", resources);
     if let Some(policy) = &deploy.restart_policy {
         let mut r = MapBuilder::default();
-        r.raw(
-            "condition",
-            policy.condition.map(|c| match c {
-                RestartCondition::None => "none",
-                RestartCondition::OnFailure => "on-failure",
-                RestartCondition::Any => "any",
-            }),
-        )
-        .duration("delay", policy.delay)
-        .raw("max_attempts", policy.max_attempts)
-        .duration("window", policy.window);
+        r.word("condition", policy.condition)
+            .duration("delay", policy.delay)
+            .raw("max_attempts", policy.max_attempts)
+            .duration("window", policy.window);
         m.put("restart_policy", Out::Map(r.0));
     }
     let mut placement = MapBuilder::default();
@@ -408,13 +400,7 @@ fn deploy_out(deploy: &Deploy) -> MapBuilder {
         deploy.placement.max_replicas_per_node,
     );
     m.sub("placement", placement);
-    m.raw(
-        "endpoint_mode",
-        deploy.endpoint_mode.map(|e| match e {
-            EndpointMode::Vip => "vip",
-            EndpointMode::Dnsrr => "dnsrr",
-        }),
-    );
+    m.word("endpoint_mode", deploy.endpoint_mode);
     m.finish()
 }
 
@@ -422,44 +408,23 @@ fn update_out(config: &UpdateConfig) -> MapBuilder {
     let mut m = MapBuilder::default();
     m.raw("parallelism", config.parallelism)
         .duration("delay", config.delay)
-        .raw(
-            "failure_action",
-            config.failure_action.map(|f| match f {
-                FailureAction::Continue => "continue",
-                FailureAction::Rollback => "rollback",
-                FailureAction::Pause => "pause",
-            }),
-        )
+        .word("failure_action", config.failure_action)
         .duration("monitor", config.monitor)
         .raw("max_failure_ratio", config.max_failure_ratio)
-        .raw(
-            "order",
-            config.order.map(|o| match o {
-                UpdateOrder::StopFirst => "stop-first",
-                UpdateOrder::StartFirst => "start-first",
-            }),
-        );
+        .word("order", config.order);
     m.finish()
 }
 
 fn mount_out(mount: &Mount) -> Out {
     let mut m = MapBuilder::default();
-    m.put(
-        "type",
-        Out::Str(
-            match mount.kind {
-                MountType::Bind => "bind",
-                MountType::Volume => "volume",
-                MountType::Tmpfs => "tmpfs",
-            }
-            .into(),
-        ),
-    )
-    .str("source", &mount.source)
-    .put("target", Out::Str(mount.target.clone()))
-    .flag("read_only", mount.read_only);
+    m.put("type", Out::Str(mount.kind.text().into()))
+        .str("source", &mount.source)
+        .put("target", Out::Str(mount.target.clone()))
+        .flag("read_only", mount.read_only);
     let mut bind = MapBuilder::default();
-    bind.str("propagation", &mount.bind_propagation);
+    if let Some(propagation) = mount.bind_propagation {
+        bind.put("propagation", Out::Str(propagation.text().into()));
+    }
     m.sub("bind", bind);
     let mut volume = MapBuilder::default();
     volume.flag("nocopy", mount.volume_nocopy);

@@ -22,13 +22,14 @@ pub mod units;
 pub mod yaml;
 
 use std::collections::BTreeSet;
-use std::fmt;
 
 pub use interpolate::{Environment, parse_dotenv};
 pub use model::ComposeProject;
 
-/// One problem in a compose file, located by file, line and key path.
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// One problem in a compose file, located by file, line and key path:
+/// `FILE:LINE: key.path: problem: fix`.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{file}{}{}: {message}", line_part(.line), path_part(.path))]
 pub struct ComposeError {
     pub file: String,
     pub line: Option<usize>,
@@ -49,38 +50,35 @@ impl ComposeError {
     }
 }
 
-impl fmt::Display for ComposeError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}", self.file)?;
-        if let Some(line) = self.line {
-            write!(f, ":{line}")?;
-        }
-        if !self.path.is_empty() {
-            write!(f, ": {}", self.path)?;
-        }
-        write!(f, ": {}", self.message)
-    }
+/// `:LINE`, or nothing for a problem with no line.
+fn line_part(line: &Option<usize>) -> String {
+    line.map(|line| format!(":{line}")).unwrap_or_default()
 }
 
-impl std::error::Error for ComposeError {}
+/// `: key.path`, or nothing for a file-level problem.
+fn path_part(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!(": {path}")
+    }
+}
 
 /// Every problem found; nothing is deployed while there is one.
-#[derive(Debug)]
+#[derive(Debug, thiserror::Error)]
+#[error("the compose files have {} to fix:{}", problems(.0.len()), list(.0))]
 pub struct ComposeErrors(pub Vec<ComposeError>);
 
-impl fmt::Display for ComposeErrors {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let count = self.0.len();
-        let plural = if count == 1 { "" } else { "s" };
-        write!(f, "the compose files have {count} problem{plural} to fix:")?;
-        for error in &self.0 {
-            write!(f, "\n  {error}")?;
-        }
-        Ok(())
-    }
+/// `1 problem`, `3 problems`.
+fn problems(count: usize) -> String {
+    let plural = if count == 1 { "" } else { "s" };
+    format!("{count} problem{plural}")
 }
 
-impl std::error::Error for ComposeErrors {}
+/// Each problem on its own indented line.
+fn list(errors: &[ComposeError]) -> String {
+    errors.iter().map(|error| format!("\n  {error}")).collect()
+}
 
 impl From<ComposeError> for ComposeErrors {
     fn from(error: ComposeError) -> Self {
@@ -208,4 +206,38 @@ pub fn environment(
     };
     env.extend(process);
     Ok(env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn errors_print_file_line_path_and_count() {
+        let located = ComposeError {
+            file: "a.yml".into(),
+            line: Some(3),
+            path: "services.web.image".into(),
+            message: "expected a string".into(),
+        };
+        let file_level = ComposeError {
+            file: "b.yml".into(),
+            line: None,
+            path: String::new(),
+            message: "a compose file is a mapping".into(),
+        };
+        assert_eq!(
+            located.to_string(),
+            "a.yml:3: services.web.image: expected a string"
+        );
+        assert_eq!(file_level.to_string(), "b.yml: a compose file is a mapping");
+        assert_eq!(
+            ComposeErrors::from(located.clone()).to_string(),
+            "the compose files have 1 problem to fix:\n  a.yml:3: services.web.image: expected a string"
+        );
+        assert_eq!(
+            ComposeErrors(vec![located, file_level]).to_string(),
+            "the compose files have 2 problems to fix:\n  a.yml:3: services.web.image: expected a string\n  b.yml: a compose file is a mapping"
+        );
+    }
 }

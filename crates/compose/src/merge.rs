@@ -3,6 +3,9 @@
 //! environment-like lists merge as mappings, ports/volumes/secrets/configs merge by target, and
 //! other lists append without duplicates. Scalars from later files win.
 
+use shoal_proto::api::port_config::Protocol;
+use spec::enums::TextForm;
+
 use super::units::parse_port_short;
 use super::yaml::{Key, Node, Scalar, Value};
 
@@ -116,7 +119,7 @@ fn port_key(node: &Node) -> String {
                         p.host_ip.as_deref().unwrap_or_default(),
                         p.published.map(|p| p.to_string()).unwrap_or_default(),
                         p.target,
-                        p.protocol
+                        p.protocol.text()
                     )
                 })
                 .collect::<Vec<_>>()
@@ -131,7 +134,7 @@ fn port_key(node: &Node) -> String {
                 field(node, "published"),
                 field(node, "target"),
                 if protocol.is_empty() {
-                    "tcp".into()
+                    Protocol::Tcp.text().to_owned()
                 } else {
                     protocol
                 }

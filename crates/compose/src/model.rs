@@ -1,8 +1,21 @@
 //! The normalised compose project: every short syntax expanded, durations and sizes parsed,
 //! references checked. `stack config` prints it; `stack deploy` will convert it to service specs.
+//!
+//! Its enums are the specs' own (`shoal_proto::api`'s, and `spec`'s [`ServiceMode`]), under
+//! compose's key names, so their words are `spec::enums::TextForm`'s: a file, a flag and the
+//! JSON output spell them alike.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
+
+pub use shoal_proto::api::endpoint_spec::ResolutionMode as EndpointMode;
+pub use shoal_proto::api::mount::Type as MountType;
+pub use shoal_proto::api::mount::bind_options::Propagation;
+pub use shoal_proto::api::port_config::{Protocol, PublishMode};
+pub use shoal_proto::api::restart_policy::RestartCondition;
+pub use shoal_proto::api::service_dependency::Condition as DependsOnCondition;
+pub use shoal_proto::api::update_config::{FailureAction, UpdateOrder};
+pub use spec::enums::ModeName as ServiceMode;
 
 use super::yaml::Node;
 
@@ -56,26 +69,6 @@ pub struct Service {
     pub extensions: BTreeMap<String, Node>,
 }
 
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum ServiceMode {
-    #[default]
-    Replicated,
-    Global,
-    ReplicatedJob,
-    GlobalJob,
-}
-
-impl ServiceMode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ServiceMode::Replicated => "replicated",
-            ServiceMode::Global => "global",
-            ServiceMode::ReplicatedJob => "replicated-job",
-            ServiceMode::GlobalJob => "global-job",
-        }
-    }
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct Deploy {
     /// `None` when the file does not say; docker prints no mode then.
@@ -88,25 +81,6 @@ pub struct Deploy {
     pub restart_policy: Option<RestartPolicy>,
     pub placement: Placement,
     pub endpoint_mode: Option<EndpointMode>,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EndpointMode {
-    Vip,
-    Dnsrr,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailureAction {
-    Continue,
-    Rollback,
-    Pause,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum UpdateOrder {
-    StopFirst,
-    StartFirst,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -133,13 +107,6 @@ pub struct ResourceLimits {
     pub pids: Option<i64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum RestartCondition {
-    None,
-    OnFailure,
-    Any,
-}
-
 #[derive(Clone, Debug, Default)]
 pub struct RestartPolicy {
     pub condition: Option<RestartCondition>,
@@ -156,18 +123,12 @@ pub struct Placement {
     pub max_replicas_per_node: Option<u64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PublishMode {
-    Ingress,
-    Host,
-}
-
 #[derive(Clone, Debug)]
 pub struct Port {
     pub mode: PublishMode,
     pub target: u16,
     pub published: Option<u16>,
-    pub protocol: String,
+    pub protocol: Protocol,
 }
 
 #[derive(Clone, Debug, Default)]
@@ -177,13 +138,6 @@ pub struct ServiceNetwork {
     pub ipv6_address: Option<String>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MountType {
-    Bind,
-    Volume,
-    Tmpfs,
-}
-
 #[derive(Clone, Debug)]
 pub struct Mount {
     pub kind: MountType,
@@ -191,7 +145,7 @@ pub struct Mount {
     pub source: Option<String>,
     pub target: String,
     pub read_only: bool,
-    pub bind_propagation: Option<String>,
+    pub bind_propagation: Option<Propagation>,
     pub volume_nocopy: bool,
     pub tmpfs_size_bytes: Option<u64>,
 }
@@ -221,23 +175,6 @@ pub struct Healthcheck {
 pub struct Ulimit {
     pub soft: i64,
     pub hard: i64,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DependsOnCondition {
-    Started,
-    Healthy,
-    CompletedSuccessfully,
-}
-
-impl DependsOnCondition {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            DependsOnCondition::Started => "service_started",
-            DependsOnCondition::Healthy => "service_healthy",
-            DependsOnCondition::CompletedSuccessfully => "service_completed_successfully",
-        }
-    }
 }
 
 #[derive(Clone, Debug)]

@@ -5,10 +5,12 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use spec::enums::TextForm;
+
 use super::ComposeError;
 use super::interpolate::Environment;
 use super::model::*;
-use super::units::{check_protocol, parse_port_short, parse_range};
+use super::units::{parse_port_short, parse_range};
 use super::yaml::{Key, Node, Value};
 
 /// Service keys shoal understands.
@@ -336,23 +338,29 @@ impl<'a> Parser<'a> {
             .collect()
     }
 
-    fn enumeration<T: Copy>(
+    /// A value of one of the specs' enums, by its Docker word (`spec::enums`, the one table of
+    /// those words).
+    fn enumeration<T: TextForm>(&mut self, node: &Node, path: &str) -> Option<T> {
+        let every: Vec<T> = T::FORMS.iter().map(|(_, value)| *value).collect();
+        self.enumeration_among(node, path, &every)
+    }
+
+    /// As [`Self::enumeration`], where compose takes only the `allowed` values of the enum.
+    fn enumeration_among<T: TextForm>(
         &mut self,
         node: &Node,
         path: &str,
-        what: &str,
-        choices: &[(&str, T)],
+        allowed: &[T],
     ) -> Option<T> {
         let text = self.string(node, path)?;
-        match choices.iter().find(|(name, _)| *name == text) {
-            Some((_, value)) => Some(*value),
-            None => {
-                let names: Vec<&str> = choices.iter().map(|(n, _)| *n).collect();
-                self.error(
-                    node,
-                    path,
-                    format!("unknown {what} {text:?}: use one of {}", names.join(", ")),
-                );
+        match T::parse_among(&text, allowed) {
+            Ok(value) => Some(value),
+            Err(error) => {
+                let words: Vec<&str> = allowed.iter().map(|value| value.text()).collect();
+                let suggestion = closest(&text, &words)
+                    .map(|word| format!("; did you mean `{word}`?"))
+                    .unwrap_or_default();
+                self.error(node, path, format!("{error}{suggestion}"));
                 None
             }
         }
@@ -810,17 +818,7 @@ impl<'a> Parser<'a> {
             let p = join(path, &key.name);
             match key.name.as_str() {
                 "mode" => {
-                    deploy.mode = self.enumeration(
-                        value,
-                        &p,
-                        "mode",
-                        &[
-                            ("replicated", ServiceMode::Replicated),
-                            ("global", ServiceMode::Global),
-                            ("replicated-job", ServiceMode::ReplicatedJob),
-                            ("global-job", ServiceMode::GlobalJob),
-                        ],
-                    )
+                    deploy.mode = self.enumeration(value, &p);
                 }
                 "replicas" => {
                     replicas_node = Some(value);
@@ -833,12 +831,7 @@ impl<'a> Parser<'a> {
                 "restart_policy" => deploy.restart_policy = self.restart_policy(value, &p),
                 "placement" => deploy.placement = self.placement(value, &p),
                 "endpoint_mode" => {
-                    deploy.endpoint_mode = self.enumeration(
-                        value,
-                        &p,
-                        "endpoint mode",
-                        &[("vip", EndpointMode::Vip), ("dnsrr", EndpointMode::Dnsrr)],
-                    )
+                    deploy.endpoint_mode = self.enumeration(value, &p);
                 }
                 _ => {}
             }
@@ -877,15 +870,12 @@ impl<'a> Parser<'a> {
                 "delay" => config.delay = self.duration(value, &p),
                 "monitor" => config.monitor = self.duration(value, &p),
                 "failure_action" => {
-                    let mut choices = vec![
-                        ("continue", FailureAction::Continue),
-                        ("pause", FailureAction::Pause),
-                    ];
-                    // A rollback cannot itself fail over to a rollback.
-                    if update {
-                        choices.push(("rollback", FailureAction::Rollback));
+                    config.failure_action = self.enumeration(value, &p);
+                    if let (false, Some(action)) = (update, config.failure_action)
+                        && let Err(error) = spec::validate::rollback_failure_action_rule(action)
+                    {
+                        self.error(value, &p, error.to_string());
                     }
-                    config.failure_action = self.enumeration(value, &p, "failure action", &choices);
                 }
                 "max_failure_ratio" => {
                     let text = self.string(value, &p);
@@ -899,17 +889,7 @@ impl<'a> Parser<'a> {
                         None => {}
                     }
                 }
-                "order" => {
-                    config.order = self.enumeration(
-                        value,
-                        &p,
-                        "order",
-                        &[
-                            ("stop-first", UpdateOrder::StopFirst),
-                            ("start-first", UpdateOrder::StartFirst),
-                        ],
-                    )
-                }
+                "order" => config.order = self.enumeration(value, &p),
                 _ => {}
             }
         }
@@ -985,18 +965,7 @@ impl<'a> Parser<'a> {
         for (key, value) in entries {
             let p = join(path, &key.name);
             match key.name.as_str() {
-                "condition" => {
-                    policy.condition = self.enumeration(
-                        value,
-                        &p,
-                        "restart condition",
-                        &[
-                            ("none", RestartCondition::None),
-                            ("on-failure", RestartCondition::OnFailure),
-                            ("any", RestartCondition::Any),
-                        ],
-                    )
-                }
+                "condition" => policy.condition = self.enumeration(value, &p),
                 "delay" => policy.delay = self.duration(value, &p),
                 "max_attempts" => policy.max_attempts = self.uint(value, &p),
                 "window" => policy.window = self.duration(value, &p),
@@ -1120,7 +1089,7 @@ impl<'a> Parser<'a> {
                         mode: PublishMode::Ingress,
                         target: 0,
                         published: None,
-                        protocol: "tcp".into(),
+                        protocol: Protocol::Tcp,
                     };
                     let mut published_range = None;
                     for (key, value) in entries {
@@ -1143,23 +1112,12 @@ impl<'a> Parser<'a> {
                                 }
                             }
                             "protocol" => {
-                                if let Some(text) = self.string(value, &vp) {
-                                    match check_protocol(&text) {
-                                        Ok(()) => port.protocol = text,
-                                        Err(message) => self.error(value, &vp, message),
-                                    }
+                                if let Some(protocol) = self.enumeration(value, &vp) {
+                                    port.protocol = protocol;
                                 }
                             }
                             "mode" => {
-                                if let Some(mode) = self.enumeration(
-                                    value,
-                                    &vp,
-                                    "publish mode",
-                                    &[
-                                        ("ingress", PublishMode::Ingress),
-                                        ("host", PublishMode::Host),
-                                    ],
-                                ) {
+                                if let Some(mode) = self.enumeration(value, &vp) {
                                     port.mode = mode;
                                 }
                             }
@@ -1346,10 +1304,10 @@ impl<'a> Parser<'a> {
                 "rw" => mount.read_only = false,
                 "nocopy" => mount.volume_nocopy = true,
                 "z" | "Z" => {}
-                "shared" | "rshared" | "slave" | "rslave" | "private" | "rprivate" => {
-                    mount.bind_propagation = Some(option.to_owned())
-                }
-                other => self.error(node, path, format!("unknown volume option {other:?}: use ro, rw, nocopy or a bind propagation such as rprivate")),
+                other => match Propagation::parse(other) {
+                    Ok(propagation) => mount.bind_propagation = Some(propagation),
+                    Err(_) => self.error(node, path, format!("unknown volume option {other:?}: use ro, rw, nocopy or a bind propagation such as rprivate")),
+                },
             }
         }
         Some(mount)
@@ -1372,15 +1330,11 @@ impl<'a> Parser<'a> {
             ],
         );
         let kind = match node.get("type") {
-            Some(value) => self.enumeration(
+            // Compose's `npipe`, `cluster` and `image` volumes are not swarm mounts shoal runs.
+            Some(value) => self.enumeration_among(
                 value,
                 &join(path, "type"),
-                "volume type",
-                &[
-                    ("bind", MountType::Bind),
-                    ("volume", MountType::Volume),
-                    ("tmpfs", MountType::Tmpfs),
-                ],
+                &[MountType::Bind, MountType::Volume, MountType::Tmpfs],
             )?,
             None => {
                 self.error(
@@ -1432,7 +1386,7 @@ impl<'a> Parser<'a> {
                             &["propagation", "create_host_path", "selinux"],
                         );
                         if let Some(v) = value.get("propagation") {
-                            mount.bind_propagation = self.string(v, &join(&p, "propagation"));
+                            mount.bind_propagation = self.enumeration(v, &join(&p, "propagation"));
                         }
                     }
                 }
@@ -1720,19 +1674,7 @@ impl<'a> Parser<'a> {
                     if let Some(fields) = self.map(value, &p) {
                         self.check_keys(fields, &p, &["condition", "required", "restart"]);
                         if let Some(condition) = value.get("condition")
-                            && let Some(c) = self.enumeration(
-                                condition,
-                                &join(&p, "condition"),
-                                "condition",
-                                &[
-                                    ("service_started", DependsOnCondition::Started),
-                                    ("service_healthy", DependsOnCondition::Healthy),
-                                    (
-                                        "service_completed_successfully",
-                                        DependsOnCondition::CompletedSuccessfully,
-                                    ),
-                                ],
-                            )
+                            && let Some(c) = self.enumeration(condition, &join(&p, "condition"))
                         {
                             dependency.condition = c;
                         }

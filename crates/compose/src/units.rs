@@ -1,12 +1,15 @@
 //! Published ports in compose's short syntax (`8000-8001:80-81/udp`), parsed and checked.
-//! Durations and sizes are `spec::units`'s, as for every flag.
+//! Durations, sizes and the protocol's words are `spec`'s, as for every flag.
+
+use shoal_proto::api::port_config::Protocol;
+use spec::enums::TextForm;
 
 /// One published port after expanding ranges.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PortSpec {
     pub target: u16,
     pub published: Option<u16>,
-    pub protocol: String,
+    pub protocol: Protocol,
     pub host_ip: Option<String>,
 }
 
@@ -14,10 +17,12 @@ pub struct PortSpec {
 pub fn parse_port_short(text: &str) -> Result<Vec<PortSpec>, String> {
     let hint = "use TARGET, PUBLISHED:TARGET or PUBLISHED:TARGET/udp, e.g. \"8080:80\"";
     let (body, protocol) = match text.rsplit_once('/') {
-        Some((body, protocol)) => (body, protocol.to_ascii_lowercase()),
-        None => (text, "tcp".to_owned()),
+        Some((body, protocol)) => (
+            body,
+            Protocol::parse(&protocol.to_ascii_lowercase()).map_err(|error| error.to_string())?,
+        ),
+        None => (text, Protocol::Tcp),
     };
-    check_protocol(&protocol)?;
     let (host_ip, published, target) = match body.rsplitn(3, ':').collect::<Vec<_>>().as_slice() {
         [target] => (None, None, *target),
         [target, published] => (None, Some(*published), *target),
@@ -50,17 +55,10 @@ pub fn parse_port_short(text: &str) -> Result<Vec<PortSpec>, String> {
                     start + offset as u16
                 }
             }),
-            protocol: protocol.clone(),
+            protocol,
             host_ip: host_ip.filter(|ip| !ip.is_empty()).map(str::to_owned),
         })
         .collect())
-}
-
-pub fn check_protocol(protocol: &str) -> Result<(), String> {
-    match protocol {
-        "tcp" | "udp" | "sctp" => Ok(()),
-        other => Err(format!("unknown protocol {other:?}: use tcp, udp or sctp")),
-    }
 }
 
 /// Parses `80` or `8000-8010` into an inclusive range.
@@ -93,12 +91,12 @@ mod tests {
             [PortSpec {
                 target: 80,
                 published: Some(15000),
-                protocol: "tcp".into(),
+                protocol: Protocol::Tcp,
                 host_ip: None
             }]
         );
         assert_eq!(one("6379")[0].published, None);
-        assert_eq!(one("53:53/udp")[0].protocol, "udp");
+        assert_eq!(one("53:53/udp")[0].protocol, Protocol::Udp);
         assert_eq!(
             one("127.0.0.1:8080:80")[0].host_ip.as_deref(),
             Some("127.0.0.1")

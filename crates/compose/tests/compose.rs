@@ -322,7 +322,7 @@ fn mistakes_name_key_path_and_fix() {
         (
             "services:\n  web:\n    image: a\n    ports:\n      - target: 80\n        mode: bridge\n",
             "services.web.ports.0.mode",
-            "unknown publish mode",
+            "invalid publish mode \"bridge\": use ingress or host",
         ),
         (
             "services:\n  web:\n    image: a\n    networks: [nope]\n",
@@ -347,7 +347,7 @@ fn mistakes_name_key_path_and_fix() {
         (
             "services:\n  web:\n    image: a\n    deploy:\n      mode: everywhere\n",
             "services.web.deploy.mode",
-            "unknown mode \"everywhere\"",
+            "invalid mode \"everywhere\": use replicated, global, replicated-job or global-job",
         ),
         (
             "services:\n  web:\n    image: a\n    deploy:\n      resources:\n        limits:\n          memory: 512x\n",
@@ -867,4 +867,230 @@ fn printed_config_reads_back_unchanged() {
         };
         assert_eq!(reread, printed, "{name}");
     }
+}
+
+/// One compose key that takes an enum's words: the file with a given word, the key's path in
+/// errors, and where the word lands in the service spec `stack deploy` sends.
+struct EnumKey<T: 'static> {
+    file: fn(&str) -> String,
+    path: &'static str,
+    value_in: fn(&shoal_proto::api::ServiceSpec) -> Option<T>,
+    /// The values compose takes, when it takes fewer than the enum has.
+    only: Option<&'static [T]>,
+}
+
+/// Loads `key`'s file with each of spec's words for `T` and checks the word becomes the value
+/// spec gives it, prints back as itself, and that a word spec does not know is refused with
+/// spec's own message (the one a flag gets), at the key's path.
+fn check_enum_key<T>(key: EnumKey<T>)
+where
+    T: spec::enums::TextForm + std::fmt::Debug,
+{
+    for (word, value) in T::FORMS {
+        if key.only.is_some_and(|only| !only.contains(value)) {
+            continue;
+        }
+        let text = (key.file)(word);
+        let loaded = match load_text(&text) {
+            Ok(loaded) => loaded,
+            Err(errors) => panic!("{} {word}: {errors}", key.path),
+        };
+        let specs = compose::convert::to_specs("s", &loaded.project);
+        let spec = &specs.services["s_web"];
+        assert_eq!((key.value_in)(spec), Some(*value), "{} {word}", key.path);
+        let printed = compose::emit::to_yaml(&loaded.project);
+        assert!(printed.contains(&format!(": {word}\n")), "{printed}");
+    }
+    let wrong = "no-such-word";
+    let errors = load_text(&(key.file)(wrong)).expect_err(key.path);
+    let expected = match key.only {
+        Some(only) => T::parse_among(wrong, only),
+        None => T::parse(wrong),
+    }
+    .expect_err(wrong)
+    .to_string();
+    assert!(
+        errors
+            .0
+            .iter()
+            .any(|error| error.path == key.path && error.message.starts_with(&expected)),
+        "{}: expected {expected:?} in\n{errors}",
+        key.path
+    );
+}
+
+fn container(spec: &shoal_proto::api::ServiceSpec) -> Option<&shoal_proto::api::ContainerSpec> {
+    match spec.task.as_ref()?.runtime.as_ref()? {
+        shoal_proto::api::task_spec::Runtime::Container(container) => Some(container),
+        _ => None,
+    }
+}
+
+/// Compose's enum words are spec's `TextForm` tables, the same ones the CLI's flags, the
+/// manager's messages and `inspect` use: every word of each table loads through compose's parser
+/// for its key into the value spec gives it.
+#[test]
+fn enum_words_are_the_spec_tables() {
+    use shoal_proto::api::{
+        endpoint_spec::ResolutionMode, mount, port_config, restart_policy::RestartCondition,
+        service_dependency, update_config,
+    };
+    use spec::enums::ModeName;
+
+    fn enum_of<T: TryFrom<i32>>(value: i32) -> Option<T> {
+        T::try_from(value).ok()
+    }
+    check_enum_key::<ModeName>(EnumKey {
+        file: |word| format!("services:\n  web:\n    image: a\n    deploy:\n      mode: {word}\n"),
+        path: "services.web.deploy.mode",
+        value_in: |spec| spec.mode.as_ref().map(ModeName::of),
+        only: None,
+    });
+    check_enum_key::<ResolutionMode>(EnumKey {
+        file: |word| {
+            format!("services:\n  web:\n    image: a\n    deploy:\n      endpoint_mode: {word}\n")
+        },
+        path: "services.web.deploy.endpoint_mode",
+        value_in: |spec| enum_of(spec.endpoint.as_ref()?.mode),
+        only: None,
+    });
+    check_enum_key::<update_config::FailureAction>(EnumKey {
+        file: |word| {
+            format!(
+                "services:\n  web:\n    image: a\n    deploy:\n      update_config:\n        failure_action: {word}\n"
+            )
+        },
+        path: "services.web.deploy.update_config.failure_action",
+        value_in: |spec| enum_of(spec.update.as_ref()?.failure_action),
+        only: None,
+    });
+    check_enum_key::<update_config::UpdateOrder>(EnumKey {
+        file: |word| {
+            format!(
+                "services:\n  web:\n    image: a\n    deploy:\n      rollback_config:\n        order: {word}\n"
+            )
+        },
+        path: "services.web.deploy.rollback_config.order",
+        value_in: |spec| enum_of(spec.rollback.as_ref()?.order),
+        only: None,
+    });
+    check_enum_key::<RestartCondition>(EnumKey {
+        file: |word| {
+            format!(
+                "services:\n  web:\n    image: a\n    deploy:\n      restart_policy:\n        condition: {word}\n"
+            )
+        },
+        path: "services.web.deploy.restart_policy.condition",
+        value_in: |spec| enum_of(spec.task.as_ref()?.restart.as_ref()?.condition),
+        only: None,
+    });
+    check_enum_key::<port_config::PublishMode>(EnumKey {
+        file: |word| {
+            format!(
+                "services:\n  web:\n    image: a\n    ports:\n      - target: 80\n        mode: {word}\n"
+            )
+        },
+        path: "services.web.ports.0.mode",
+        value_in: |spec| enum_of(spec.endpoint.as_ref()?.ports.first()?.publish_mode),
+        only: None,
+    });
+    check_enum_key::<port_config::Protocol>(EnumKey {
+        file: |word| {
+            format!(
+                "services:\n  web:\n    image: a\n    ports:\n      - target: 80\n        protocol: {word}\n"
+            )
+        },
+        path: "services.web.ports.0.protocol",
+        value_in: |spec| enum_of(spec.endpoint.as_ref()?.ports.first()?.protocol),
+        only: None,
+    });
+    check_enum_key::<mount::Type>(EnumKey {
+        file: |word| {
+            // A tmpfs has no source; a bind's is a host path, a volume's a declared volume.
+            let source = match word {
+                "tmpfs" => "",
+                "bind" => "        source: /srv\n",
+                _ => "        source: data\n",
+            };
+            format!(
+                "services:\n  web:\n    image: a\n    volumes:\n      - type: {word}\n{source}        target: /data\nvolumes:\n  data:\n"
+            )
+        },
+        path: "services.web.volumes.0.type",
+        value_in: |spec| enum_of(container(spec)?.mounts.first()?.r#type),
+        only: Some(&[mount::Type::Bind, mount::Type::Volume, mount::Type::Tmpfs]),
+    });
+    check_enum_key::<mount::bind_options::Propagation>(EnumKey {
+        file: |word| {
+            format!(
+                "services:\n  web:\n    image: a\n    volumes:\n      - type: bind\n        source: /srv\n        target: /data\n        bind:\n          propagation: {word}\n"
+            )
+        },
+        path: "services.web.volumes.0.bind.propagation",
+        value_in: |spec| {
+            enum_of(
+                container(spec)?
+                    .mounts
+                    .first()?
+                    .bind_options
+                    .as_ref()?
+                    .propagation,
+            )
+        },
+        only: None,
+    });
+    check_enum_key::<service_dependency::Condition>(EnumKey {
+        file: |word| {
+            format!(
+                "services:\n  web:\n    image: a\n    depends_on:\n      db:\n        condition: {word}\n        required: false\n  db:\n    image: b\n"
+            )
+        },
+        // Not required, so that `service_started` prints in the long form too.
+        path: "services.web.depends_on.db.condition",
+        value_in: |spec| enum_of(spec.depends_on.first()?.condition),
+        only: None,
+    });
+}
+
+/// A misspelt word is answered with the word meant; a rollback that would roll back is refused
+/// with spec's rule; a short volume's propagation is spec's word.
+#[test]
+fn enum_mistakes_get_the_word_meant_and_specs_rules() {
+    let errors = load_text(
+        "services:\n  web:\n    image: a\n    deploy:\n      update_config:\n        order: stop-frist\n      rollback_config:\n        failure_action: rollback\n",
+    )
+    .expect_err("refused");
+    let text = errors.to_string();
+    assert!(
+        text.contains(
+            "compose.yml:6: services.web.deploy.update_config.order: invalid update order \"stop-frist\": use stop-first or start-first; did you mean `stop-first`?"
+        ),
+        "{text}"
+    );
+    assert!(
+        text.contains(
+            "compose.yml:8: services.web.deploy.rollback_config.failure_action: a rollback can't itself roll back on failure: use pause or continue"
+        ),
+        "{text}"
+    );
+    let errors = load_text(
+        "services:\n  web:\n    image: a\n    volumes:\n      - type: bind\n        source: /srv\n        target: /data\n        bind: {propagation: sideways}\n",
+    )
+    .expect_err("an unknown propagation is refused, not made rprivate");
+    assert!(
+        errors
+            .to_string()
+            .contains("invalid bind propagation \"sideways\""),
+        "{errors}"
+    );
+    let loaded = load_text("services:\n  web:\n    image: a\n    volumes: ['/srv:/data:rslave']\n")
+        .expect("loads");
+    let specs = compose::convert::to_specs("s", &loaded.project);
+    let mount = &container(&specs.services["s_web"])
+        .expect("container")
+        .mounts[0];
+    assert_eq!(
+        mount.bind_options.as_ref().map(|b| b.propagation),
+        Some(shoal_proto::api::mount::bind_options::Propagation::Rslave as i32)
+    );
 }

@@ -7,12 +7,23 @@ use std::time::Duration;
 
 use shoal_proto::api;
 
+use crate::enums::ModeName;
+
 /// The pause before a replacement task starts.
 pub const RESTART_DELAY: Duration = Duration::from_secs(5);
 /// How long an updated task is watched for failure.
 pub const UPDATE_MONITOR: Duration = Duration::from_secs(5);
+/// A service's mode when its spec or compose file names none.
+pub const MODE: ModeName = ModeName::Replicated;
+/// Tasks of a replicated service (or completions of a replicated job) when none are given.
+pub const REPLICAS: u64 = 1;
 /// Tasks an update replaces at once.
 pub const UPDATE_PARALLELISM: u64 = 1;
+/// The owner and mode of a secret or config file in a container when the reference gives none:
+/// root's, readable by everyone.
+pub const FILE_UID: &str = "0";
+pub const FILE_GID: &str = "0";
+pub const FILE_MODE: u32 = 0o444;
 /// The pool overlay subnets are cut from, and their size.
 pub const ADDRESS_POOL: &str = "10.0.0.0/8";
 pub const SUBNET_SIZE: u32 = 24;

@@ -3,7 +3,7 @@
 
 use shoal_proto::api::{
     NodeRole, endpoint_spec::ResolutionMode, mount, node_spec::Availability, port_config,
-    restart_policy::RestartCondition, service_spec, update_config,
+    restart_policy::RestartCondition, service_dependency, service_spec, update_config,
 };
 
 use crate::SpecError;
@@ -25,16 +25,35 @@ pub trait TextForm: Sized + Copy + PartialEq + 'static {
 
     /// The value Docker's word names; anything else is refused, listing the words.
     fn parse(text: &str) -> Result<Self, SpecError> {
-        Self::FORMS
-            .iter()
-            .find(|(form, _)| *form == text)
-            .map(|(_, value)| *value)
-            .ok_or_else(|| SpecError::UnknownName {
-                what: Self::WHAT,
-                text: text.to_owned(),
-                accepted: accepted(Self::FORMS.iter().map(|(form, _)| *form)),
-            })
+        parse_form(text, Self::FORMS.iter())
     }
+
+    /// The value Docker's word names, where only the `allowed` values are accepted (compose's
+    /// volumes take three of the five mount types); anything else is refused, listing the words
+    /// of the allowed values.
+    fn parse_among(text: &str, allowed: &[Self]) -> Result<Self, SpecError> {
+        parse_form(
+            text,
+            Self::FORMS
+                .iter()
+                .filter(|(_, value)| allowed.contains(value)),
+        )
+    }
+}
+
+fn parse_form<'a, T: TextForm>(
+    text: &str,
+    forms: impl Iterator<Item = &'a (&'static str, T)> + Clone,
+) -> Result<T, SpecError> {
+    forms
+        .clone()
+        .find(|(form, _)| *form == text)
+        .map(|(_, value)| *value)
+        .ok_or_else(|| SpecError::UnknownName {
+            what: T::WHAT,
+            text: text.to_owned(),
+            accepted: accepted(forms.map(|(form, _)| *form)),
+        })
 }
 
 /// `a, b or c`.
@@ -108,6 +127,13 @@ text_forms!(NodeRole, "role", [
     "manager" => NodeRole::Manager,
 ]);
 
+// Compose's words for `depends_on` conditions; Docker's own CLI has no flag for them.
+text_forms!(service_dependency::Condition, "dependency condition", [
+    "service_started" => service_dependency::Condition::Started,
+    "service_healthy" => service_dependency::Condition::Healthy,
+    "service_completed_successfully" => service_dependency::Condition::CompletedSuccessfully,
+]);
+
 /// A service's mode, which the spec holds as a oneof rather than an enum.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum ModeName {
@@ -166,6 +192,7 @@ mod tests {
         round_trips::<Availability>();
         round_trips::<NodeRole>();
         round_trips::<ModeName>();
+        round_trips::<service_dependency::Condition>();
     }
 
     #[test]
@@ -179,6 +206,16 @@ mod tests {
                 .unwrap_err()
                 .to_string(),
             "invalid update order \"first\": use stop-first or start-first"
+        );
+        assert_eq!(
+            mount::Type::parse_among("npipe", &[mount::Type::Bind, mount::Type::Tmpfs])
+                .unwrap_err()
+                .to_string(),
+            "invalid mount type \"npipe\": use bind or tmpfs"
+        );
+        assert_eq!(
+            mount::Type::parse_among("tmpfs", &[mount::Type::Bind, mount::Type::Tmpfs]),
+            Ok(mount::Type::Tmpfs)
         );
         assert_eq!(text_of::<RestartCondition>(1), "on-failure");
         assert_eq!(text_of::<RestartCondition>(99), "unknown");

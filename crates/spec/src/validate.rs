@@ -196,7 +196,15 @@ fn update_config_rule(which: &str, config: Option<&UpdateConfig>) -> Result<(), 
             config.max_failure_ratio
         )));
     }
-    if which == "rollback" && config.failure_action() == update_config::FailureAction::Rollback {
+    if which == "rollback" {
+        rollback_failure_action_rule(config.failure_action())?;
+    }
+    Ok(())
+}
+
+/// A rollback config's failure action: a rollback can't itself fail over to a rollback.
+pub fn rollback_failure_action_rule(action: update_config::FailureAction) -> Result<(), SpecError> {
+    if action == update_config::FailureAction::Rollback {
         return Err(rule(
             "a rollback can't itself roll back on failure: use pause or continue".to_owned(),
         ));
