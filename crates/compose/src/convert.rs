@@ -6,6 +6,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use shoal_proto::api;
+use spec::time::proto_duration;
 
 use super::model::*;
 
@@ -22,13 +23,6 @@ pub struct StackSpecs {
     pub secret_files: BTreeMap<String, String>,
     pub config_files: BTreeMap<String, String>,
     pub services: BTreeMap<String, api::ServiceSpec>,
-}
-
-fn proto_duration(duration: std::time::Duration) -> api::Duration {
-    api::Duration {
-        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
-        nanos: duration.subsec_nanos() as i32,
-    }
 }
 
 fn scoped(stack: &str, name: &str) -> String {

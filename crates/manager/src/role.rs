@@ -37,7 +37,7 @@ use crate::membership::{Membership, MembershipRole, SwarmDir};
 use crate::node_ca::{NodeCaService, RaftMembershipService};
 use crate::objects::{self, ClusterObject};
 use crate::orchestration_loop::OrchestrationLoop;
-use crate::orchestrator::{duration_from_proto, duration_to_proto};
+use spec::time::{proto_duration, std_duration};
 
 /// How often workers send heartbeats unless `swarm update --dispatcher-heartbeat` says
 /// otherwise. Swarm's is 5 s; heartbeats cost no Raft writes, so a shorter one detects a dead
@@ -195,10 +195,10 @@ impl ManagerRole {
                     ..Default::default()
                 }),
                 dispatcher: Some(DispatcherConfig {
-                    heartbeat_period: Some(duration_to_proto(heartbeat)),
+                    heartbeat_period: Some(proto_duration(heartbeat)),
                 }),
                 ca_config: Some(CaConfig {
-                    node_cert_expiry: Some(duration_to_proto(DEFAULT_NODE_CERT_LIFETIME)),
+                    node_cert_expiry: Some(proto_duration(DEFAULT_NODE_CERT_LIFETIME)),
                     ..Default::default()
                 }),
                 encryption_config: Some(EncryptionConfig {
@@ -718,7 +718,7 @@ async fn follow_heartbeat_setting(
                 .ok()
                 .flatten()
                 .and_then(|cluster| cluster.spec?.dispatcher?.heartbeat_period)
-                .map(|period| duration_from_proto(&period))
+                .map(|period| std_duration(&period))
         });
         if let Some(period) = configured {
             heartbeat.send_if_modified(|current| {

@@ -288,16 +288,12 @@ fn duration_from_proto(
     duration: &api::Duration,
     what: &str,
 ) -> std::result::Result<Duration, String> {
-    if duration.seconds < 0 || duration.nanos < 0 || duration.nanos >= 1_000_000_000 {
-        return Err(format!(
+    Duration::try_from(*duration).map_err(|_| {
+        format!(
             "{what} {}s {}ns is not a valid non-negative duration",
             duration.seconds, duration.nanos
-        ));
-    }
-    Ok(Duration::new(
-        duration.seconds as u64,
-        duration.nanos as u32,
-    ))
+        )
+    })
 }
 
 fn duration_or_default(

@@ -502,7 +502,7 @@ pub(crate) fn scale_spec(
 /// A Go duration for the flag `flag` (`1m30s`, `500ms`).
 pub(crate) fn parse_flag_duration(flag: &str, text: &str) -> anyhow::Result<api::Duration> {
     spec::units::parse_duration(text)
-        .map(spec::defaults::proto_duration)
+        .map(spec::time::proto_duration)
         .map_err(|error| anyhow!(error.in_field(format!("--{flag}"))))
 }
 

@@ -372,14 +372,12 @@ async fn next_subscription(
 }
 
 fn heartbeat_period(period: Option<&api::Duration>) -> Duration {
-    match period {
-        Some(period) if period.seconds > 0 || period.nanos > 0 => Duration::new(
-            u64::try_from(period.seconds).unwrap_or(0),
-            u32::try_from(period.nanos).unwrap_or(0).min(999_999_999),
-        )
-        .max(MIN_HEARTBEAT_PERIOD),
-        _ => DEFAULT_HEARTBEAT_PERIOD,
-    }
+    period
+        .and_then(|period| Duration::try_from(*period).ok())
+        .filter(|period| !period.is_zero())
+        .map_or(DEFAULT_HEARTBEAT_PERIOD, |period| {
+            period.max(MIN_HEARTBEAT_PERIOD)
+        })
 }
 
 fn describe(status: &tonic::Status) -> String {
