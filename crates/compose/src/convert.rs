@@ -463,7 +463,7 @@ fn secret_references(
                         .unwrap_or_else(|| reference.source.clone()),
                     uid: reference.uid.clone().unwrap_or_else(|| "0".into()),
                     gid: reference.gid.clone().unwrap_or_else(|| "0".into()),
-                    mode: reference.mode.unwrap_or(0o444),
+                    mode: Some(reference.mode.unwrap_or(spec::defaults::PAYLOAD_FILE_MODE)),
                 },
             )),
         })
@@ -488,7 +488,7 @@ fn config_references(
                         .unwrap_or_else(|| format!("/{}", reference.source)),
                     uid: reference.uid.clone().unwrap_or_else(|| "0".into()),
                     gid: reference.gid.clone().unwrap_or_else(|| "0".into()),
-                    mode: reference.mode.unwrap_or(0o444),
+                    mode: Some(reference.mode.unwrap_or(spec::defaults::PAYLOAD_FILE_MODE)),
                 },
             )),
         })

@@ -20,6 +20,8 @@ pub const ADDRESS_POOL: &str = "10.0.0.0/8";
 pub const SUBNET_SIZE: u32 = 24;
 /// Ended tasks kept per slot.
 pub const TASK_HISTORY_LIMIT: i64 = 5;
+/// The mode of a secret or config file whose reference names none (Docker's CLI fills it in).
+pub const PAYLOAD_FILE_MODE: u32 = 0o444;
 
 /// Swarm's restart policy: condition any, 5 s delay, unlimited attempts, no window.
 pub fn restart_policy() -> api::RestartPolicy {

@@ -793,7 +793,7 @@ fn container_json(container: &api::ContainerSpec) -> Value {
             if let Some(api::secret_reference::Target::File(file)) = &secret.target {
                 object.insert(
                     "File".into(),
-                    json!({"Name": file.name, "UID": file.uid, "GID": file.gid, "Mode": file.mode}),
+                    json!({"Name": file.name, "UID": file.uid, "GID": file.gid, "Mode": file.mode.unwrap_or(spec::defaults::PAYLOAD_FILE_MODE)}),
                 );
             }
             object.insert("SecretID".into(), json!(secret.secret_id));
@@ -811,7 +811,7 @@ fn container_json(container: &api::ContainerSpec) -> Value {
                 Some(api::config_reference::Target::File(file)) => {
                     object.insert(
                         "File".into(),
-                        json!({"Name": file.name, "UID": file.uid, "GID": file.gid, "Mode": file.mode}),
+                        json!({"Name": file.name, "UID": file.uid, "GID": file.gid, "Mode": file.mode.unwrap_or(spec::defaults::PAYLOAD_FILE_MODE)}),
                     );
                 }
                 Some(api::config_reference::Target::Runtime(_)) => {
