@@ -9,6 +9,11 @@
 pub mod api {
     #![allow(missing_docs, unreachable_pub, clippy::all)]
     tonic::include_proto!("shoal.api");
+
+    /// `google.protobuf.Duration` and `Timestamp`, which the messages use for spans and points
+    /// in time. Their conversions to and from std's types are prost-types' own (`TryFrom`,
+    /// `From`); `spec::time` holds the few readings shoal adds to them.
+    pub use prost_types::{Duration, Timestamp};
 }
 
 /// The manager-to-manager Raft service.
@@ -21,7 +26,13 @@ pub mod raft {
 pub mod engine {
     #![allow(missing_docs, unreachable_pub, clippy::all)]
     tonic::include_proto!("shoal.engine");
+
+    /// `google.protobuf.Duration`, which the engine API's timeouts and intervals use.
+    pub use prost_types::Duration;
 }
+
+/// protobuf's well-known types, for callers that name them directly.
+pub use prost_types;
 
 /// gRPC metadata keys shoal's services agree on.
 pub mod metadata {

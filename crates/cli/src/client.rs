@@ -503,10 +503,8 @@ pub(crate) async fn container_stop(
 ) -> anyhow::Result<()> {
     let mut client = connect(host).await?;
     for id in ids {
-        let timeout = timeout.map(|s| pb::Duration {
-            seconds: s as i64,
-            nanos: 0,
-        });
+        let timeout =
+            timeout.map(|s| spec::time::proto_duration(std::time::Duration::from_secs(s)));
         client
             .stop_container(pb::StopContainerRequest {
                 id: id.clone(),

@@ -292,10 +292,7 @@ struct RunArgs {
 fn duration_flag(flag: &str, text: &str) -> anyhow::Result<pb::Duration> {
     let duration =
         spec::units::parse_duration(text).map_err(|error| error.in_field(format!("--{flag}")))?;
-    Ok(pb::Duration {
-        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
-    })
+    Ok(spec::time::proto_duration(duration))
 }
 
 /// A size flag with binary units (`16m`, `1g`, `1t`), as go-units' `RAMInBytes` parses it.
@@ -373,10 +370,9 @@ fn run_spec(args: RunArgs) -> anyhow::Result<client::RunOptions> {
         nano_cpus: args.cpus.map(|c| (c * 1e9) as u64).unwrap_or(0),
         pids_limit: args.pids_limit.unwrap_or(0),
         stop_signal: args.stop_signal.unwrap_or_default(),
-        stop_timeout: args.stop_timeout.map(|s| pb::Duration {
-            seconds: s as i64,
-            nanos: 0,
-        }),
+        stop_timeout: args
+            .stop_timeout
+            .map(|s| spec::time::proto_duration(std::time::Duration::from_secs(s))),
         healthcheck,
         init: args.init,
         auto_remove: args.rm,

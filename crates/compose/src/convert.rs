@@ -6,7 +6,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use shoal_proto::api;
-use spec::defaults::{self, proto_duration};
+use spec::defaults;
+use spec::time::proto_duration;
 
 use super::model::*;
 
@@ -447,7 +448,7 @@ fn secret_references(
                         .gid
                         .clone()
                         .unwrap_or_else(|| defaults::FILE_GID.into()),
-                    mode: reference.mode.unwrap_or(defaults::FILE_MODE),
+                    mode: Some(reference.mode.unwrap_or(defaults::FILE_MODE)),
                 },
             )),
         })
@@ -478,7 +479,7 @@ fn config_references(
                         .gid
                         .clone()
                         .unwrap_or_else(|| defaults::FILE_GID.into()),
-                    mode: reference.mode.unwrap_or(defaults::FILE_MODE),
+                    mode: Some(reference.mode.unwrap_or(defaults::FILE_MODE)),
                 },
             )),
         })

@@ -820,14 +820,18 @@ fn project_converts_to_service_specs() {
             Some(api::secret_reference::Target::File(f)) => {
                 (s.secret_name.clone(), f.name.clone(), f.mode)
             }
-            None => (s.secret_name.clone(), String::new(), 0),
+            None => (s.secret_name.clone(), String::new(), None),
         })
         .collect();
     assert_eq!(
         secret_targets,
         [
-            ("app_api_token".to_owned(), "api_token".to_owned(), 0o444),
-            ("tls_key".to_owned(), "server.key".to_owned(), 0o400),
+            (
+                "app_api_token".to_owned(),
+                "api_token".to_owned(),
+                Some(0o444)
+            ),
+            ("tls_key".to_owned(), "server.key".to_owned(), Some(0o400)),
         ]
     );
     let health = api.healthcheck.expect("healthcheck");

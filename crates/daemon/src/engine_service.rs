@@ -11,7 +11,7 @@ use tokio::io::AsyncWriteExt;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine_wire::{container_to_pb, duration_from_pb, image_to_pb, spec_from_pb};
+use crate::engine_wire::{container_to_pb, image_to_pb, spec_from_pb};
 
 /// Serves the local engine API over one engine.
 pub(crate) struct EngineService {
@@ -182,7 +182,10 @@ impl Engine for EngineService {
     ) -> Result<Response<pb::Empty>, Status> {
         let request = request.into_inner();
         self.engine
-            .stop(&request.id, duration_from_pb(request.timeout))
+            .stop(
+                &request.id,
+                request.timeout.as_ref().map(spec::time::std_duration),
+            )
             .await
             .map_err(status)?;
         Ok(Response::new(pb::Empty {}))

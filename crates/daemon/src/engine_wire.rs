@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use engine::ContainerInfo;
 use shoal_proto::engine as pb;
+use spec::time::std_duration;
 use tonic::Status;
 
 pub(crate) fn image_to_pb(image: engine::ImageSummary) -> pb::Image {
@@ -16,10 +17,6 @@ pub(crate) fn image_to_pb(image: engine::ImageSummary) -> pb::Image {
         created: image.created.unwrap_or_default(),
         size_bytes: image.size,
     }
-}
-
-pub(crate) fn duration_from_pb(d: Option<pb::Duration>) -> Option<Duration> {
-    d.map(|d| Duration::new(d.seconds.max(0) as u64, d.nanos.max(0) as u32))
 }
 
 /// Wire spec to engine spec, with the engine API's defaults for what the wire leaves unset.
@@ -57,10 +54,22 @@ pub(crate) fn spec_from_pb(spec: pb::ContainerSpec) -> Result<engine::ContainerS
     let healthcheck = match spec.healthcheck {
         Some(h) if !h.test.is_empty() => Some(engine::HealthcheckSpec {
             test: h.test,
-            interval: duration_from_pb(h.interval).unwrap_or(Duration::from_secs(30)),
-            timeout: duration_from_pb(h.timeout).unwrap_or(Duration::from_secs(30)),
+            interval: h
+                .interval
+                .as_ref()
+                .map(std_duration)
+                .unwrap_or(Duration::from_secs(30)),
+            timeout: h
+                .timeout
+                .as_ref()
+                .map(std_duration)
+                .unwrap_or(Duration::from_secs(30)),
             retries: if h.retries == 0 { 3 } else { h.retries },
-            start_period: duration_from_pb(h.start_period).unwrap_or_default(),
+            start_period: h
+                .start_period
+                .as_ref()
+                .map(std_duration)
+                .unwrap_or_default(),
         }),
         _ => None,
     };
@@ -82,7 +91,7 @@ pub(crate) fn spec_from_pb(spec: pb::ContainerSpec) -> Result<engine::ContainerS
             pids_limit: (spec.pids_limit > 0).then_some(spec.pids_limit),
         },
         stop_signal: non_empty(spec.stop_signal),
-        stop_timeout: duration_from_pb(spec.stop_timeout),
+        stop_timeout: spec.stop_timeout.as_ref().map(std_duration),
         healthcheck,
         init: spec.init,
         auto_remove: spec.auto_remove,

@@ -496,7 +496,7 @@ impl NodeRoles {
             dispatcher_heartbeat: request
                 .dispatcher_heartbeat
                 .as_ref()
-                .map(manager::orchestrator::duration_from_proto),
+                .map(spec::time::std_duration),
             hostname: hostname(),
             autolock: request.autolock,
         };

@@ -201,7 +201,7 @@ fn revocation_expiry(cluster: &Cluster, now: SystemTime) -> Timestamp {
         .and_then(|ca| ca.node_cert_expiry.as_ref())
         .map_or(
             crate::ca::DEFAULT_NODE_CERT_LIFETIME,
-            crate::orchestrator::duration_from_proto,
+            spec::time::std_duration,
         );
     Timestamp {
         seconds: seconds_of(now + lifetime),

@@ -23,8 +23,8 @@ use crate::ca::{DEFAULT_NODE_CERT_LIFETIME, RootCa};
 use crate::error::ManagerError;
 use crate::join_token::JoinToken;
 use crate::objects::{self, ClusterObject};
-use crate::orchestrator::duration_from_proto;
 use crate::rate_limit::{PerSourceLimiter, Rate};
+use spec::time::std_duration;
 
 fn read_cluster(store: &Store) -> Result<Cluster, ManagerError> {
     store.local_view(objects::cluster_of)?.ok_or_else(|| {
@@ -108,7 +108,7 @@ pub(crate) fn cluster_ca(cluster: &Cluster) -> Result<ClusterCa, ManagerError> {
         .as_ref()
         .and_then(|spec| spec.ca_config.as_ref())
         .and_then(|ca| ca.node_cert_expiry.as_ref())
-        .map(duration_from_proto)
+        .map(std_duration)
         .filter(|lifetime| !lifetime.is_zero())
         .unwrap_or(DEFAULT_NODE_CERT_LIFETIME);
     Ok(ClusterCa {

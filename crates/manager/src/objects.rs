@@ -2,8 +2,6 @@
 //! kind, encoded with prost; its `meta` (version and timestamps) is the store's and is filled in
 //! from the record on every read, never trusted from the encoded bytes.
 
-use std::time::SystemTime;
-
 use prost::Message;
 use raft_store::{Change, ObjectRecord, Store, StoreError, StoreView, Transaction, TxnRejection};
 use shoal_proto::api::{self, Meta, Timestamp, Version};
@@ -178,16 +176,6 @@ pub(crate) async fn update_node_and_cluster(
     )))
 }
 
-fn timestamp(time: SystemTime) -> Timestamp {
-    let since_epoch = time
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .unwrap_or_default();
-    Timestamp {
-        seconds: i64::try_from(since_epoch.as_secs()).unwrap_or(i64::MAX),
-        nanos: since_epoch.subsec_nanos() as i32,
-    }
-}
-
 /// Decodes a stored record, with `meta` from the record.
 pub fn decode<T: ClusterObject>(record: &ObjectRecord) -> Result<T, ManagerError> {
     let mut object = T::decode(record.data.as_slice()).map_err(|error| ManagerError::Corrupt {
@@ -199,8 +187,8 @@ pub fn decode<T: ClusterObject>(record: &ObjectRecord) -> Result<T, ManagerError
         version: Some(Version {
             index: record.version,
         }),
-        created_at: Some(timestamp(record.created_at)),
-        updated_at: Some(timestamp(record.updated_at)),
+        created_at: Some(Timestamp::from(record.created_at)),
+        updated_at: Some(Timestamp::from(record.updated_at)),
     });
     Ok(object)
 }
@@ -255,6 +243,8 @@ pub fn delete<T: ClusterObject>(object: &T) -> Change {
 
 #[cfg(test)]
 mod tests {
+    use std::time::SystemTime;
+
     use super::*;
 
     fn service(name: &str) -> api::Service {

@@ -37,7 +37,7 @@ use crate::membership::{Membership, MembershipRole, SwarmDir};
 use crate::node_ca::{NodeCaService, RaftMembershipService};
 use crate::objects::{self, ClusterObject};
 use crate::orchestration_loop::OrchestrationLoop;
-use crate::orchestrator::{duration_from_proto, duration_to_proto};
+use spec::time::{proto_duration, std_duration};
 
 /// How often workers send heartbeats unless `swarm update --dispatcher-heartbeat` says
 /// otherwise. Swarm's is 5 s; heartbeats cost no Raft writes, so a shorter one detects a dead
@@ -110,43 +110,8 @@ impl ManagerRole {
                 membership.node_id, membership.cluster_id
             )));
         }
-        let subnet_size = if options.subnet_size == 0 {
-            spec::defaults::SUBNET_SIZE
-        } else {
-            options.subnet_size
-        };
-        let pools = if options.default_addr_pool.is_empty() {
-            vec![spec::defaults::ADDRESS_POOL.to_owned()]
-        } else {
-            options.default_addr_pool.clone()
-        };
-        spec::validate::address_pools(&pools, subnet_size)?;
-        if options.task_history_limit.is_some_and(|limit| limit < 0) {
-            return Err(ManagerError::InvalidArgument(
-                "a negative task history limit: give 0 or more".to_owned(),
-            ));
-        }
-        let heartbeat = options
-            .dispatcher_heartbeat
-            .unwrap_or(DEFAULT_DISPATCHER_HEARTBEAT);
-        if heartbeat < Duration::from_millis(100) {
-            return Err(ManagerError::InvalidArgument(format!(
-                "dispatcher heartbeat {heartbeat:?} is too short: give 100ms or more"
-            )));
-        }
-        let listen = parse_listen_addr(&options.listen_addr)?;
-        let listener = tokio::net::TcpListener::bind(listen)
-            .await
-            .map_err(|error| {
-                ManagerError::InvalidArgument(format!(
-                    "cannot listen on {listen}: {error}; pick another address with --listen-addr"
-                ))
-            })?;
-        let bound = listener.local_addr().map_err(|source| ManagerError::Io {
-            what: "reading the address of",
-            path: listen.to_string().into(),
-            source,
-        })?;
+        let settings = InitSettings::of_options(&options)?;
+        let (listener, bound) = bind_cluster_port(&options.listen_addr).await?;
         let advertise =
             choose_advertise_addr(&options.advertise_addr, bound, &host_ipv4_addresses())?;
 
@@ -156,7 +121,6 @@ impl ManagerRole {
         let node_id = raft_store::new_object_id();
         let raft_member_id = raft_member_id_for(&node_id);
         let root_ca = RootCa::generate()?;
-        let root_der = crate::ca::pem_to_der(&root_ca.cert_pem)?;
         let identity = root_ca
             .issue(
                 &node_id,
@@ -174,103 +138,19 @@ impl ManagerRole {
             advertise_addr: advertise.to_string(),
             manager_addrs: vec![advertise.to_string()],
         };
-        let mut cluster = Cluster {
-            id: cluster_id.clone(),
-            spec: Some(ClusterSpec {
-                annotations: Some(Annotations {
-                    name: "default".to_owned(),
-                    ..Default::default()
-                }),
-                orchestration: Some(OrchestrationConfig {
-                    task_history_retention_limit: options
-                        .task_history_limit
-                        .unwrap_or(spec::defaults::TASK_HISTORY_LIMIT),
-                }),
-                // What the store runs with, in Swarm's terms: ticks of 100 ms, a heartbeat
-                // every tick and elections after 4 to 8 ticks without one.
-                raft: Some(RaftConfig {
-                    snapshot_interval: 10_000,
-                    heartbeat_tick: 1,
-                    election_tick: 4,
-                    ..Default::default()
-                }),
-                dispatcher: Some(DispatcherConfig {
-                    heartbeat_period: Some(duration_to_proto(heartbeat)),
-                }),
-                ca_config: Some(CaConfig {
-                    node_cert_expiry: Some(duration_to_proto(DEFAULT_NODE_CERT_LIFETIME)),
-                    ..Default::default()
-                }),
-                encryption_config: Some(EncryptionConfig {
-                    auto_lock_managers: options.autolock,
-                }),
-                ..Default::default()
-            }),
-            root_ca: Some(api::RootCa {
-                ca_cert: root_ca.cert_pem.clone().into_bytes(),
-                ca_key: root_ca.key_pem().as_bytes().to_vec(),
-                ca_cert_hash: crate::join_token::ca_digest(&root_der),
-                join_tokens: Some(api::JoinTokens {
-                    worker: JoinToken::generate(&root_der).to_string(),
-                    manager: JoinToken::generate(&root_der).to_string(),
-                }),
-                ..Default::default()
-            }),
-            default_address_pool: pools,
-            subnet_size,
-            ..Default::default()
-        };
-        let node = Node {
-            id: node_id.clone(),
-            spec: Some(NodeSpec {
-                desired_role: NodeRole::Manager as i32,
-                membership: node_spec::Membership::Accepted as i32,
-                availability: node_spec::Availability::Active as i32,
-                ..Default::default()
-            }),
-            description: Some(NodeDescription {
-                hostname: options.hostname.clone(),
-                ..Default::default()
-            }),
-            status: Some(NodeStatus {
-                state: node_status::State::Unknown as i32,
-                message: String::new(),
-                addr: advertise.ip().to_string(),
-            }),
-            manager_status: Some(ManagerStatus {
-                raft_id: raft_member_id,
-                addr: advertise.to_string(),
-                leader: true,
-                reachability: raft_member_status::Reachability::Reachable as i32,
-            }),
-            role: NodeRole::Manager as i32,
-            ..Default::default()
-        };
-
+        let mut cluster = founding_cluster(&cluster_id, &root_ca, &options, settings)?;
+        let node = founding_node(&node_id, raft_member_id, advertise, &options.hostname);
         if let Some(unlock_key) = &unlock_key {
             data_key::settle_unlock_keys(&mut cluster, false, || Ok(unlock_key.clone()))?;
         }
-        let founded = async {
-            swarm_dir.save_data_key(&data_key, unlock_key.as_ref())?;
-            let store = Store::open(StoreConfig::new(
-                raft_member_id,
-                swarm_dir.raft_dir(),
-                advertise.to_string(),
-                identity.clone(),
-                data_key.clone(),
-            ))
-            .await?;
-            store.bootstrap().await?;
-            store.wait_for_leader(BOOTSTRAP_TIMEOUT).await?;
-            store
-                .write(Transaction::new(vec![
-                    objects::create(&cluster),
-                    objects::create(&node),
-                ]))
-                .await?;
-            swarm_dir.save(&membership, &identity)?;
-            Ok::<Store, ManagerError>(store)
-        }
+        let founded = found_store(
+            swarm_dir,
+            &membership,
+            &identity,
+            &data_key,
+            unlock_key.as_ref(),
+            vec![objects::create(&cluster), objects::create(&node)],
+        )
         .await;
         let store = match founded {
             Ok(store) => store,
@@ -520,6 +400,190 @@ impl ManagerRole {
     }
 }
 
+/// What `swarm init`'s options come to once checked, with Swarm's defaults for what they leave
+/// out.
+#[derive(Clone, Copy, Debug)]
+struct InitSettings {
+    subnet_size: u32,
+    heartbeat: Duration,
+}
+
+impl InitSettings {
+    /// Checks the options that need no network: address pools, task history, heartbeat.
+    fn of_options(options: &InitOptions) -> Result<InitSettings, ManagerError> {
+        let subnet_size = if options.subnet_size == 0 {
+            spec::defaults::SUBNET_SIZE
+        } else {
+            options.subnet_size
+        };
+        spec::validate::address_pools(&address_pools(options), subnet_size)?;
+        if options.task_history_limit.is_some_and(|limit| limit < 0) {
+            return Err(ManagerError::InvalidArgument(
+                "a negative task history limit: give 0 or more".to_owned(),
+            ));
+        }
+        let heartbeat = options
+            .dispatcher_heartbeat
+            .unwrap_or(DEFAULT_DISPATCHER_HEARTBEAT);
+        if heartbeat < Duration::from_millis(100) {
+            return Err(ManagerError::InvalidArgument(format!(
+                "dispatcher heartbeat {heartbeat:?} is too short: give 100ms or more"
+            )));
+        }
+        Ok(InitSettings {
+            subnet_size,
+            heartbeat,
+        })
+    }
+}
+
+/// The address pools `swarm init` asked for, or Swarm's default pool.
+fn address_pools(options: &InitOptions) -> Vec<String> {
+    if options.default_addr_pool.is_empty() {
+        vec![spec::defaults::ADDRESS_POOL.to_owned()]
+    } else {
+        options.default_addr_pool.clone()
+    }
+}
+
+/// Binds the cluster port `swarm init` asked for; answers the listener and the address it got.
+async fn bind_cluster_port(
+    listen_addr: &str,
+) -> Result<(tokio::net::TcpListener, std::net::SocketAddr), ManagerError> {
+    let listen = parse_listen_addr(listen_addr)?;
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|error| {
+            ManagerError::InvalidArgument(format!(
+                "cannot listen on {listen}: {error}; pick another address with --listen-addr"
+            ))
+        })?;
+    let bound = listener.local_addr().map_err(|source| ManagerError::Io {
+        what: "reading the address of",
+        path: listen.to_string().into(),
+        source,
+    })?;
+    Ok((listener, bound))
+}
+
+/// The cluster object a new swarm starts with: its settings, root CA and join tokens.
+fn founding_cluster(
+    cluster_id: &str,
+    root_ca: &RootCa,
+    options: &InitOptions,
+    settings: InitSettings,
+) -> Result<Cluster, ManagerError> {
+    let root_der = crate::ca::pem_to_der(&root_ca.cert_pem)?;
+    Ok(Cluster {
+        id: cluster_id.to_owned(),
+        spec: Some(ClusterSpec {
+            annotations: Some(Annotations {
+                name: "default".to_owned(),
+                ..Default::default()
+            }),
+            orchestration: Some(OrchestrationConfig {
+                task_history_retention_limit: options
+                    .task_history_limit
+                    .unwrap_or(spec::defaults::TASK_HISTORY_LIMIT),
+            }),
+            // What the store runs with, in Swarm's terms: ticks of 100 ms, a heartbeat
+            // every tick and elections after 4 to 8 ticks without one.
+            raft: Some(RaftConfig {
+                snapshot_interval: 10_000,
+                heartbeat_tick: 1,
+                election_tick: 4,
+                ..Default::default()
+            }),
+            dispatcher: Some(DispatcherConfig {
+                heartbeat_period: Some(proto_duration(settings.heartbeat)),
+            }),
+            ca_config: Some(CaConfig {
+                node_cert_expiry: Some(proto_duration(DEFAULT_NODE_CERT_LIFETIME)),
+                ..Default::default()
+            }),
+            encryption_config: Some(EncryptionConfig {
+                auto_lock_managers: options.autolock,
+            }),
+            ..Default::default()
+        }),
+        root_ca: Some(api::RootCa {
+            ca_cert: root_ca.cert_pem.clone().into_bytes(),
+            ca_key: root_ca.key_pem().as_bytes().to_vec(),
+            ca_cert_hash: crate::join_token::ca_digest(&root_der),
+            join_tokens: Some(api::JoinTokens {
+                worker: JoinToken::generate(&root_der).to_string(),
+                manager: JoinToken::generate(&root_der).to_string(),
+            }),
+            ..Default::default()
+        }),
+        default_address_pool: address_pools(options),
+        subnet_size: settings.subnet_size,
+        ..Default::default()
+    })
+}
+
+/// The node object of a swarm's founding manager: an accepted, active manager that leads.
+fn founding_node(
+    node_id: &str,
+    raft_member_id: u64,
+    advertise: std::net::SocketAddr,
+    hostname: &str,
+) -> Node {
+    Node {
+        id: node_id.to_owned(),
+        spec: Some(NodeSpec {
+            desired_role: NodeRole::Manager as i32,
+            membership: node_spec::Membership::Accepted as i32,
+            availability: node_spec::Availability::Active as i32,
+            ..Default::default()
+        }),
+        description: Some(NodeDescription {
+            hostname: hostname.to_owned(),
+            ..Default::default()
+        }),
+        status: Some(NodeStatus {
+            state: node_status::State::Unknown as i32,
+            message: String::new(),
+            addr: advertise.ip().to_string(),
+        }),
+        manager_status: Some(ManagerStatus {
+            raft_id: raft_member_id,
+            addr: advertise.to_string(),
+            leader: true,
+            reachability: raft_member_status::Reachability::Reachable as i32,
+        }),
+        role: NodeRole::Manager as i32,
+        ..Default::default()
+    }
+}
+
+/// Writes the new swarm to disk: the data key file, a one-member store that elects itself and
+/// holds the founding objects, then the membership and identity. The caller removes the swarm
+/// folder if this fails.
+async fn found_store(
+    swarm_dir: &SwarmDir,
+    membership: &Membership,
+    identity: &TlsIdentity,
+    data_key: &DataKey,
+    unlock_key: Option<&UnlockKey>,
+    founding_objects: Vec<raft_store::Change>,
+) -> Result<Store, ManagerError> {
+    swarm_dir.save_data_key(data_key, unlock_key)?;
+    let store = Store::open(StoreConfig::new(
+        membership.raft_member_id,
+        swarm_dir.raft_dir(),
+        membership.advertise_addr.clone(),
+        identity.clone(),
+        data_key.clone(),
+    ))
+    .await?;
+    store.bootstrap().await?;
+    store.wait_for_leader(BOOTSTRAP_TIMEOUT).await?;
+    store.write(Transaction::new(founding_objects)).await?;
+    swarm_dir.save(membership, identity)?;
+    Ok(store)
+}
+
 /// Keeps this manager's data key file sealed as the swarm's autolock setting says: by the
 /// cluster's unlock key while autolock is on (again after each rotation), in clear while it is
 /// off. A manager that was down during a rotation re-seals once it has caught up; until then
@@ -718,7 +782,7 @@ async fn follow_heartbeat_setting(
                 .ok()
                 .flatten()
                 .and_then(|cluster| cluster.spec?.dispatcher?.heartbeat_period)
-                .map(|period| duration_from_proto(&period))
+                .map(|period| std_duration(&period))
         });
         if let Some(period) = configured {
             heartbeat.send_if_modified(|current| {

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use manager::orchestrator::{
     ClusterSnapshot, ClusterTime, Command, RestartSupervisor, SequentialTaskIds,
-    ServiceConvergence, SlotKey, TaskHistoryLimit, duration_to_proto, is_history, is_runnable,
-    observed_state, reap_tasks, reconcile_all_services, service_convergence,
+    ServiceConvergence, SlotKey, TaskHistoryLimit, is_history, is_runnable, observed_state,
+    reap_tasks, reconcile_all_services, service_convergence,
 };
 use shoal_proto::api::{
     Annotations, ContainerSpec, GlobalService, Meta, Node, NodeSpec, NodeStatus, ReplicatedJob,
@@ -17,6 +17,7 @@ use shoal_proto::api::{
     UpdateConfig, Version, node_spec, node_status, restart_policy::RestartCondition, service_spec,
     task_spec, update_config, update_status::UpdateState,
 };
+use spec::time::proto_duration;
 
 const SEEDS: u64 = 16;
 const CHAOS_ROUNDS: u64 = 250;
@@ -54,7 +55,7 @@ fn service(
     max_attempts: u64,
 ) -> Service {
     let mut restart = RestartPolicy {
-        delay: Some(duration_to_proto(delay)),
+        delay: Some(proto_duration(delay)),
         max_attempts,
         ..RestartPolicy::default()
     };
@@ -156,7 +157,7 @@ impl Simulation {
         );
         let mut web_updates = UpdateConfig {
             parallelism: rng.below(3),
-            monitor: Some(duration_to_proto(Duration::from_secs(1))),
+            monitor: Some(proto_duration(Duration::from_secs(1))),
             ..UpdateConfig::default()
         };
         web_updates.set_failure_action(update_config::FailureAction::Continue);

@@ -8,6 +8,7 @@ use std::time::Duration;
 use shoal_proto::api;
 
 use crate::enums::ModeName;
+use crate::time::proto_duration;
 
 /// The pause before a replacement task starts.
 pub const RESTART_DELAY: Duration = Duration::from_secs(5);
@@ -29,14 +30,6 @@ pub const ADDRESS_POOL: &str = "10.0.0.0/8";
 pub const SUBNET_SIZE: u32 = 24;
 /// Ended tasks kept per slot.
 pub const TASK_HISTORY_LIMIT: i64 = 5;
-
-/// A duration as the specs store it.
-pub fn proto_duration(duration: Duration) -> api::Duration {
-    api::Duration {
-        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
-    }
-}
 
 /// Swarm's restart policy: condition any, 5 s delay, unlimited attempts, no window.
 pub fn restart_policy() -> api::RestartPolicy {

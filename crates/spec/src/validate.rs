@@ -97,7 +97,7 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), SpecError> {
     .into_iter()
     .flatten()
     {
-        if duration.seconds < 0 || duration.nanos < 0 {
+        if Duration::try_from(*duration).is_err() {
             return Err(rule(
                 "a negative duration: durations must be 0 or more".to_owned(),
             ));
@@ -183,7 +183,7 @@ fn update_config_rule(which: &str, config: Option<&UpdateConfig>) -> Result<(), 
     for (setting, duration) in [("delay", &config.delay), ("monitor", &config.monitor)] {
         if duration
             .as_ref()
-            .is_some_and(|duration| duration.seconds < 0 || duration.nanos < 0)
+            .is_some_and(|duration| Duration::try_from(*duration).is_err())
         {
             return Err(rule(format!(
                 "a negative {which} {setting}: give 0 or more, e.g. --{which}-{setting} 5s"
@@ -289,12 +289,11 @@ pub fn cluster_spec(spec: &ClusterSpec) -> Result<(), SpecError> {
         .as_ref()
         .and_then(|dispatcher| dispatcher.heartbeat_period.as_ref())
     {
-        if heartbeat.seconds < 0 || heartbeat.nanos < 0 {
+        let Ok(period) = Duration::try_from(*heartbeat) else {
             return Err(rule(format!(
                 "a negative dispatcher heartbeat: give {MIN_DISPATCHER_HEARTBEAT:?} or more"
             )));
-        }
-        let period = Duration::new(heartbeat.seconds as u64, heartbeat.nanos as u32);
+        };
         if period < MIN_DISPATCHER_HEARTBEAT {
             return Err(rule(format!(
                 "dispatcher heartbeat {period:?} is too short: give {MIN_DISPATCHER_HEARTBEAT:?} or more"

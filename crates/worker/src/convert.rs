@@ -288,16 +288,12 @@ fn duration_from_proto(
     duration: &api::Duration,
     what: &str,
 ) -> std::result::Result<Duration, String> {
-    if duration.seconds < 0 || duration.nanos < 0 || duration.nanos >= 1_000_000_000 {
-        return Err(format!(
+    Duration::try_from(*duration).map_err(|_| {
+        format!(
             "{what} {}s {}ns is not a valid non-negative duration",
             duration.seconds, duration.nanos
-        ));
-    }
-    Ok(Duration::new(
-        duration.seconds as u64,
-        duration.nanos as u32,
-    ))
+        )
+    })
 }
 
 fn duration_or_default(
@@ -530,7 +526,7 @@ fn secret_mount(
     Ok(MountSpec::File {
         target,
         contents: contents.clone(),
-        mode: if file.mode == 0 { 0o444 } else { file.mode },
+        mode: file.mode.unwrap_or(spec::defaults::FILE_MODE),
         uid,
         gid,
     })
@@ -564,7 +560,7 @@ fn config_mount(
     Ok(Some(MountSpec::File {
         target,
         contents: contents.clone(),
-        mode: if file.mode == 0 { 0o444 } else { file.mode },
+        mode: file.mode.unwrap_or(spec::defaults::FILE_MODE),
         uid,
         gid,
     }))
@@ -934,7 +930,7 @@ mod tests {
                                 name: "db_password".into(),
                                 uid: "0".into(),
                                 gid: "0".into(),
-                                mode: 0o400,
+                                mode: Some(0o400),
                             },
                         )),
                     }],
@@ -964,6 +960,53 @@ mod tests {
                             target: "/nginx.conf".into(),
                             contents: b"events {}".to_vec(),
                             mode: 0o444,
+                            uid: 0,
+                            gid: 0,
+                        },
+                    ];
+                },
+            ),
+            (
+                "a file mode of 0 is kept: only an absent mode means 0444",
+                TaskContainerSpec {
+                    secrets: vec![api::SecretReference {
+                        secret_id: "s1".into(),
+                        secret_name: "db_password".into(),
+                        target: Some(api::secret_reference::Target::File(
+                            api::secret_reference::FileTarget {
+                                name: "db_password".into(),
+                                mode: Some(0),
+                                ..api::secret_reference::FileTarget::default()
+                            },
+                        )),
+                    }],
+                    configs: vec![api::ConfigReference {
+                        config_id: "c1".into(),
+                        config_name: "nginx.conf".into(),
+                        target: Some(api::config_reference::Target::File(
+                            api::config_reference::FileTarget {
+                                name: "nginx.conf".into(),
+                                mode: Some(0),
+                                ..api::config_reference::FileTarget::default()
+                            },
+                        )),
+                    }],
+                    ..image("busybox")
+                },
+                None,
+                |spec| {
+                    spec.mounts = vec![
+                        MountSpec::File {
+                            target: "/run/secrets/db_password".into(),
+                            contents: b"hunter2".to_vec(),
+                            mode: 0,
+                            uid: 0,
+                            gid: 0,
+                        },
+                        MountSpec::File {
+                            target: "/nginx.conf".into(),
+                            contents: b"events {}".to_vec(),
+                            mode: 0,
                             uid: 0,
                             gid: 0,
                         },

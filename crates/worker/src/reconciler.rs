@@ -343,9 +343,7 @@ impl TaskRecord {
         {
             Some(api::task_spec::Runtime::Container(container)) => container
                 .stop_grace_period
-                .as_ref()
-                .filter(|grace| grace.seconds >= 0 && (0..1_000_000_000).contains(&grace.nanos))
-                .map(|grace| Duration::new(grace.seconds as u64, grace.nanos as u32))
+                .and_then(|grace| Duration::try_from(grace).ok())
                 .unwrap_or(DEFAULT_STOP_GRACE_PERIOD),
             _ => DEFAULT_STOP_GRACE_PERIOD,
         }
@@ -473,7 +471,7 @@ impl Reconciler {
             } => self.apply_tick(now_since_unix_epoch),
             Event::Clock {
                 now_since_unix_epoch,
-            } => self.now = Some(timestamp_of(now_since_unix_epoch)),
+            } => self.now = Some(spec::time::timestamp_after_unix_epoch(now_since_unix_epoch)),
         }
     }
 
@@ -773,7 +771,7 @@ impl Reconciler {
     }
 
     fn apply_tick(&mut self, now_since_unix_epoch: Duration) {
-        self.now = Some(timestamp_of(now_since_unix_epoch));
+        self.now = Some(spec::time::timestamp_after_unix_epoch(now_since_unix_epoch));
         for record in self.tasks.values_mut() {
             record.waiting_for_tick_to_retry = false;
             if std::mem::take(&mut record.report_failed_waiting_for_tick) && record.assigned {
@@ -850,13 +848,6 @@ fn adoption_rank(run_state: ContainerRunState) -> u8 {
 
 /// Moves the observed state forward; a state not above the current one is ignored, which is
 /// what keeps observed state monotonic whatever order events arrive in.
-fn timestamp_of(since_unix_epoch: Duration) -> api::Timestamp {
-    api::Timestamp {
-        seconds: i64::try_from(since_unix_epoch.as_secs()).unwrap_or(i64::MAX),
-        nanos: since_unix_epoch.subsec_nanos() as i32,
-    }
-}
-
 fn observe(
     record: &mut TaskRecord,
     state: TaskState,

@@ -86,10 +86,7 @@ pub(crate) fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 pub(crate) use spec::human::human_duration;
 
 pub(crate) fn system_time(timestamp: Option<&api::Timestamp>) -> Option<SystemTime> {
-    let timestamp = timestamp?;
-    let seconds = u64::try_from(timestamp.seconds).ok()?;
-    let nanos = u32::try_from(timestamp.nanos).unwrap_or(0);
-    Some(UNIX_EPOCH + Duration::new(seconds, nanos))
+    SystemTime::try_from(*timestamp?).ok()
 }
 
 /// Go's RFC3339Nano (trailing zeros of the fraction dropped), as docker prints `CreatedAt`.
@@ -126,9 +123,7 @@ pub(crate) fn duration_nanos(duration: &api::Duration) -> i64 {
         .saturating_add(i64::from(duration.nanos))
 }
 
-pub(crate) fn std_duration(duration: &api::Duration) -> Duration {
-    Duration::from_nanos(u64::try_from(duration_nanos(duration)).unwrap_or(0))
-}
+pub(crate) use spec::time::std_duration;
 
 /// Compares as `sortorder.NaturalLess` does: runs of digits compare by value.
 pub(crate) fn natural_cmp(a: &str, b: &str) -> Ordering {
@@ -798,7 +793,7 @@ fn container_json(container: &api::ContainerSpec) -> Value {
             if let Some(api::secret_reference::Target::File(file)) = &secret.target {
                 object.insert(
                     "File".into(),
-                    json!({"Name": file.name, "UID": file.uid, "GID": file.gid, "Mode": file.mode}),
+                    json!({"Name": file.name, "UID": file.uid, "GID": file.gid, "Mode": file.mode.unwrap_or(spec::defaults::FILE_MODE)}),
                 );
             }
             object.insert("SecretID".into(), json!(secret.secret_id));
@@ -816,7 +811,7 @@ fn container_json(container: &api::ContainerSpec) -> Value {
                 Some(api::config_reference::Target::File(file)) => {
                     object.insert(
                         "File".into(),
-                        json!({"Name": file.name, "UID": file.uid, "GID": file.gid, "Mode": file.mode}),
+                        json!({"Name": file.name, "UID": file.uid, "GID": file.gid, "Mode": file.mode.unwrap_or(spec::defaults::FILE_MODE)}),
                     );
                 }
                 Some(api::config_reference::Target::Runtime(_)) => {

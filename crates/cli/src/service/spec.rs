@@ -502,7 +502,7 @@ pub(crate) fn scale_spec(
 /// A Go duration for the flag `flag` (`1m30s`, `500ms`).
 pub(crate) fn parse_flag_duration(flag: &str, text: &str) -> anyhow::Result<api::Duration> {
     spec::units::parse_duration(text)
-        .map(spec::defaults::proto_duration)
+        .map(spec::time::proto_duration)
         .map_err(|error| anyhow!(error.in_field(format!("--{flag}"))))
 }
 
@@ -835,7 +835,7 @@ pub(crate) fn parse_secret_reference(
                 name: parsed.target,
                 uid: parsed.uid,
                 gid: parsed.gid,
-                mode: parsed.mode,
+                mode: Some(parsed.mode),
             },
         )),
         ..Default::default()
@@ -855,7 +855,7 @@ pub(crate) fn parse_config_reference(
                 name: parsed.target,
                 uid: parsed.uid,
                 gid: parsed.gid,
-                mode: parsed.mode,
+                mode: Some(parsed.mode),
             },
         )),
         ..Default::default()
@@ -1973,7 +1973,7 @@ mod tests {
                 file.gid.as_str(),
                 file.mode
             ),
-            ("db-password", "0", "0", 0o444)
+            ("db-password", "0", "0", Some(0o444))
         );
         let long =
             parse_secret_reference("secret", "source=pw,target=db_pw,uid=7,gid=8,mode=0400")?;
@@ -1987,7 +1987,7 @@ mod tests {
                 file.gid.as_str(),
                 file.mode
             ),
-            ("db_pw", "7", "8", 0o400)
+            ("db_pw", "7", "8", Some(0o400))
         );
         let config = parse_config_reference("config", "nginx.conf")?;
         let Some(api::config_reference::Target::File(file)) = config.target else {

@@ -35,9 +35,9 @@ use status::NodeReport;
 
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
-use crate::orchestrator::duration_to_proto;
 use crate::peer::{PeerIdentity, identity_of_request};
 use crate::rate_limit::{PerSourceLimiter, TokenBucket};
+use spec::time::proto_duration;
 
 /// A node is marked down after this many heartbeat periods without one.
 const MISSED_HEARTBEATS_BEFORE_DOWN: u32 = 3;
@@ -560,7 +560,7 @@ impl Dispatcher for DispatcherService {
             session_id,
             node: Some(node),
             managers: shared.managers(),
-            heartbeat_period: Some(duration_to_proto(shared.heartbeat_period())),
+            heartbeat_period: Some(proto_duration(shared.heartbeat_period())),
             root_ca: shared.trust_bundle(),
         };
         tokio::spawn(follow_session(
@@ -594,7 +594,7 @@ impl Dispatcher for DispatcherService {
             .map_err(|wait| limits::rate_exceeded("heartbeats", limits::HEARTBEAT_RATE, wait))?;
         mark_ready_again(&self.shared.store, &node_id).await;
         Ok(Response::new(HeartbeatResponse {
-            period: Some(duration_to_proto(self.shared.heartbeat_period())),
+            period: Some(proto_duration(self.shared.heartbeat_period())),
         }))
     }
 

@@ -55,7 +55,7 @@ pub use task_lifecycle::{
 pub(crate) use task_lifecycle::{
     job_iteration_of_service, job_iteration_of_task, spec_version_of_service, spec_version_of_task,
 };
-pub use time::{ClusterTime, duration_from_proto, duration_to_proto};
+pub use time::ClusterTime;
 pub use update::{
     DEFAULT_UPDATE_MONITOR, FailureAction, UpdateSettings, reconcile_service_update,
     update_in_progress, update_state,

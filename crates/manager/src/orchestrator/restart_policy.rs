@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use shoal_proto::api::{Task, TaskState, restart_policy::RestartCondition};
 
-use super::time::duration_from_proto;
+use spec::time::std_duration;
 
 /// Swarm's default pause before a replacement task starts.
 pub const DEFAULT_RESTART_DELAY: Duration = spec::defaults::RESTART_DELAY;
@@ -47,12 +47,9 @@ impl EffectiveRestartPolicy {
             delay: policy
                 .delay
                 .as_ref()
-                .map_or(DEFAULT_RESTART_DELAY, duration_from_proto),
+                .map_or(DEFAULT_RESTART_DELAY, std_duration),
             max_attempts: policy.max_attempts,
-            window: policy
-                .window
-                .as_ref()
-                .map_or(Duration::ZERO, duration_from_proto),
+            window: policy.window.as_ref().map_or(Duration::ZERO, std_duration),
         }
     }
 

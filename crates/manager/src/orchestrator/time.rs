@@ -31,17 +31,12 @@ impl ClusterTime {
     /// Reads a protobuf timestamp; times before the epoch are clamped to the epoch because
     /// no object in the store can legitimately carry one.
     pub fn from_proto_timestamp(timestamp: &api::Timestamp) -> ClusterTime {
-        let seconds = u64::try_from(timestamp.seconds).unwrap_or(0);
-        let nanos = u32::try_from(timestamp.nanos).unwrap_or(0).min(999_999_999);
-        ClusterTime::from_duration_since_unix_epoch(Duration::new(seconds, nanos))
+        ClusterTime::from_duration_since_unix_epoch(spec::time::since_unix_epoch(timestamp))
     }
 
     /// Writes this time as a protobuf timestamp, saturating at `i64::MAX` seconds.
     pub fn to_proto_timestamp(self) -> api::Timestamp {
-        api::Timestamp {
-            seconds: i64::try_from(self.since_unix_epoch.as_secs()).unwrap_or(i64::MAX),
-            nanos: i32::try_from(self.since_unix_epoch.subsec_nanos()).unwrap_or(0),
-        }
+        spec::time::timestamp_after_unix_epoch(self.since_unix_epoch)
     }
 
     /// This time moved `later_by` into the future, saturating instead of overflowing.
@@ -59,22 +54,6 @@ impl ClusterTime {
 impl fmt::Display for ClusterTime {
     fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(formatter, "{:?}", self.since_unix_epoch)
-    }
-}
-
-/// Reads a protobuf duration; negative durations mean zero, as a negative delay or window
-/// has no sensible reading.
-pub fn duration_from_proto(duration: &api::Duration) -> Duration {
-    let seconds = u64::try_from(duration.seconds).unwrap_or(0);
-    let nanos = u32::try_from(duration.nanos).unwrap_or(0).min(999_999_999);
-    Duration::new(seconds, nanos)
-}
-
-/// Writes a duration as a protobuf duration, saturating at `i64::MAX` seconds.
-pub fn duration_to_proto(duration: Duration) -> api::Duration {
-    api::Duration {
-        seconds: i64::try_from(duration.as_secs()).unwrap_or(i64::MAX),
-        nanos: i32::try_from(duration.subsec_nanos()).unwrap_or(0),
     }
 }
 
@@ -96,15 +75,6 @@ mod tests {
         assert_eq!(
             ClusterTime::from_proto_timestamp(&before_epoch),
             ClusterTime::UNIX_EPOCH
-        );
-        let negative = api::Duration {
-            seconds: -1,
-            nanos: -5,
-        };
-        assert_eq!(duration_from_proto(&negative), Duration::ZERO);
-        assert_eq!(
-            duration_from_proto(&duration_to_proto(Duration::from_millis(1500))),
-            Duration::from_millis(1500)
         );
     }
 }

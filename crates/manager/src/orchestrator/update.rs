@@ -35,7 +35,8 @@ use super::task_lifecycle::{
     NewTaskPlacement, created_at, ended_on_its_own, is_terminal, is_wanted, new_task,
     observed_state, oldest_first, read_version, spec_version_of_service, spec_version_of_task,
 };
-use super::time::{ClusterTime, duration_from_proto};
+use super::time::ClusterTime;
+use spec::time::std_duration;
 
 use update_status::UpdateState;
 
@@ -93,10 +94,7 @@ impl UpdateSettings {
         };
         UpdateSettings {
             parallelism: config.parallelism,
-            delay: config
-                .delay
-                .as_ref()
-                .map_or(Duration::ZERO, duration_from_proto),
+            delay: config.delay.as_ref().map_or(Duration::ZERO, std_duration),
             failure_action: match config.failure_action() {
                 update_config::FailureAction::Pause => FailureAction::Pause,
                 update_config::FailureAction::Continue => FailureAction::Continue,
@@ -105,7 +103,7 @@ impl UpdateSettings {
             monitor: config
                 .monitor
                 .as_ref()
-                .map_or(DEFAULT_UPDATE_MONITOR, duration_from_proto),
+                .map_or(DEFAULT_UPDATE_MONITOR, std_duration),
             max_failure_ratio: config.max_failure_ratio,
             start_first: config.order() == update_config::UpdateOrder::StartFirst,
         }

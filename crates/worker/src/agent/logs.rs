@@ -4,7 +4,6 @@
 //! cancelled.
 
 use std::sync::Arc;
-use std::time::UNIX_EPOCH;
 
 use futures::FutureExt as _;
 use futures::StreamExt as _;
@@ -140,12 +139,7 @@ fn log_message(target: &LogTarget, node_id: &str, entry: engine::LogEntry) -> ap
         service_id: target.service_id.clone(),
         task_id: target.task_id.clone(),
         node_id: node_id.to_owned(),
-        timestamp: engine::util::parse_rfc3339(&entry.time)
-            .and_then(|time| time.duration_since(UNIX_EPOCH).ok())
-            .map(|since| api::Timestamp {
-                seconds: i64::try_from(since.as_secs()).unwrap_or(i64::MAX),
-                nanos: since.subsec_nanos() as i32,
-            }),
+        timestamp: engine::util::parse_rfc3339(&entry.time).map(api::Timestamp::from),
         stream: stream as i32,
         data: entry.log.into_bytes(),
     }

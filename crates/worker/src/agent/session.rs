@@ -10,6 +10,7 @@ use futures::StreamExt as _;
 use shoal_proto::api;
 use shoal_proto::api::dispatcher_client::DispatcherClient;
 use tokio::sync::{mpsc, watch};
+use tonic::transport::Channel;
 
 use super::{AgentConfig, DispatcherConnector, Input, SessionLink, stopped};
 use crate::assignment_parts::AssignmentParts;
@@ -193,19 +194,63 @@ pub(super) async fn run_sessions<C: DispatcherConnector>(
     }
 }
 
+/// One session attempt: opens it, publishes it in `session` and serves it until it ends.
 async fn run_session<C: DispatcherConnector>(
     identity: &NodeIdentity,
     connector: &C,
     session: &watch::Sender<Option<SessionLink>>,
     inputs: &mpsc::UnboundedSender<Input>,
 ) -> SessionEnded {
+    let opened = match open_session(identity, connector).await {
+        Ok(opened) => opened,
+        Err(ended) => return ended,
+    };
+    connector.observe_session(&opened.first);
+    let session_id = opened.first.session_id.clone();
+    let heartbeat_period = heartbeat_period(opened.first.heartbeat_period.as_ref());
+    tracing::info!(session = %session_id, ?heartbeat_period, "session with the managers open");
+    let mut client = opened.client;
+    let streams = match open_streams(&mut client, &session_id).await {
+        Ok(streams) => streams,
+        Err(ended) => return ended,
+    };
+    session.send_replace(Some(SessionLink {
+        session_id: session_id.clone(),
+        client: client.clone(),
+    }));
+    serve_session(
+        connector,
+        inputs,
+        OpenSession {
+            client,
+            session_id,
+            heartbeat_period,
+            session_stream: opened.stream,
+            streams,
+        },
+    )
+    .await
+}
+
+/// A session the dispatcher accepted, with its first message.
+struct OpenedSession {
+    client: DispatcherClient<Channel>,
+    stream: tonic::Streaming<api::SessionMessage>,
+    first: api::SessionMessage,
+}
+
+/// Connects and opens a session; a refusal that names the leader sends the connector there.
+async fn open_session<C: DispatcherConnector>(
+    identity: &NodeIdentity,
+    connector: &C,
+) -> Result<OpenedSession, SessionEnded> {
     let channel = match tokio::time::timeout(CONNECT_TIMEOUT, connector.connect()).await {
         Ok(Ok(channel)) => channel,
-        Ok(Err(error)) => return SessionEnded::before_start(format!("connecting: {error}")),
+        Ok(Err(error)) => return Err(SessionEnded::before_start(format!("connecting: {error}"))),
         Err(_) => {
-            return SessionEnded::before_start(format!(
+            return Err(SessionEnded::before_start(format!(
                 "connecting took longer than {CONNECT_TIMEOUT:?}"
-            ));
+            )));
         }
     };
     let mut client = DispatcherClient::new(channel);
@@ -219,11 +264,15 @@ async fn run_session<C: DispatcherConnector>(
         Ok::<_, tonic::Status>((stream, first))
     })
     .await;
-    let (mut session_stream, first) = match opened {
-        Ok(Ok((stream, Some(first)))) => (stream, first),
-        Ok(Ok((_, None))) => {
-            return SessionEnded::before_start("the dispatcher closed the session at once");
-        }
+    match opened {
+        Ok(Ok((stream, Some(first)))) => Ok(OpenedSession {
+            client,
+            stream,
+            first,
+        }),
+        Ok(Ok((_, None))) => Err(SessionEnded::before_start(
+            "the dispatcher closed the session at once",
+        )),
         Ok(Err(status)) => {
             let leader = status
                 .metadata()
@@ -231,41 +280,47 @@ async fn run_session<C: DispatcherConnector>(
                 .and_then(|value| value.to_str().ok());
             if let Some(leader) = leader {
                 connector.redirect(leader);
-                return SessionEnded {
+                return Err(SessionEnded {
                     redirected: true,
                     ..SessionEnded::before_start(describe(&status))
-                };
+                });
             }
-            return SessionEnded::before_start(describe(&status));
+            Err(SessionEnded::before_start(describe(&status)))
         }
-        Err(_) => {
-            return SessionEnded::before_start(format!(
-                "opening the session took longer than {CONNECT_TIMEOUT:?}"
-            ));
-        }
-    };
-    connector.observe_session(&first);
-    let session_id = first.session_id;
-    let mut heartbeat_period = heartbeat_period(first.heartbeat_period.as_ref());
-    tracing::info!(session = %session_id, ?heartbeat_period, "session with the managers open");
+        Err(_) => Err(SessionEnded::before_start(format!(
+            "opening the session took longer than {CONNECT_TIMEOUT:?}"
+        ))),
+    }
+}
 
-    let mut assignments = match client
+/// The session's assignment stream and, when the dispatcher serves them, its log
+/// subscriptions.
+struct SessionStreams {
+    assignments: tonic::Streaming<api::AssignmentsMessage>,
+    log_subscriptions: Option<tonic::Streaming<api::LogSubscription>>,
+}
+
+async fn open_streams(
+    client: &mut DispatcherClient<Channel>,
+    session_id: &str,
+) -> Result<SessionStreams, SessionEnded> {
+    let assignments = match client
         .assignments(api::AssignmentsRequest {
-            session_id: session_id.clone(),
+            session_id: session_id.to_owned(),
         })
         .await
     {
         Ok(response) => response.into_inner(),
         Err(status) => {
-            return SessionEnded::after_start(format!(
+            return Err(SessionEnded::after_start(format!(
                 "opening the assignment stream: {}",
                 describe(&status)
-            ));
+            )));
         }
     };
-    let mut log_subscriptions = match client
+    let log_subscriptions = match client
         .log_subscriptions(api::LogSubscriptionsRequest {
-            session_id: session_id.clone(),
+            session_id: session_id.to_owned(),
         })
         .await
     {
@@ -276,23 +331,48 @@ async fn run_session<C: DispatcherConnector>(
             None
         }
         Err(status) => {
-            return SessionEnded::after_start(format!(
+            return Err(SessionEnded::after_start(format!(
                 "opening the log subscription stream: {}",
                 describe(&status)
-            ));
+            )));
         }
     };
-    session.send_replace(Some(SessionLink {
-        session_id: session_id.clone(),
-        client: client.clone(),
-    }));
+    Ok(SessionStreams {
+        assignments,
+        log_subscriptions,
+    })
+}
 
+/// An open session and its streams, as [`serve_session`] runs it.
+struct OpenSession {
+    client: DispatcherClient<Channel>,
+    session_id: String,
+    heartbeat_period: Duration,
+    session_stream: tonic::Streaming<api::SessionMessage>,
+    streams: SessionStreams,
+}
+
+/// Forwards session messages, whole assignment sets and log subscriptions, and heartbeats,
+/// until any of them fails or the connector wants a new connection.
+async fn serve_session<C: DispatcherConnector>(
+    connector: &C,
+    inputs: &mpsc::UnboundedSender<Input>,
+    open: OpenSession,
+) -> SessionEnded {
+    let OpenSession {
+        mut client,
+        session_id,
+        mut heartbeat_period,
+        mut session_stream,
+        streams:
+            SessionStreams {
+                mut assignments,
+                mut log_subscriptions,
+            },
+    } = open;
     let heartbeat = tokio::time::sleep(heartbeat_period);
     tokio::pin!(heartbeat);
-    // The dispatcher's own numbering is only trusted to increase within this session; the
-    // reconciler loop gives each set the version the reconciler needs.
-    let mut last_dispatcher_version = 0;
-    let mut parts = AssignmentParts::default();
+    let mut sets = WholeSets::default();
     loop {
         tokio::select! {
             message = session_stream.next() => match message {
@@ -302,24 +382,13 @@ async fn run_session<C: DispatcherConnector>(
                 None => return SessionEnded::after_start("the dispatcher ended the session"),
             },
             message = assignments.next() => match message {
-                Some(Ok(part)) => {
-                    // Only a whole set goes on: a half one would look like tasks removed.
-                    let message = match parts.push(part) {
-                        Ok(Some(message)) => message,
-                        Ok(None) => continue,
-                        Err(error) => return SessionEnded::after_start(format!("assignment stream: {error}")),
-                    };
-                    if message.version != 0 && message.version <= last_dispatcher_version {
-                        tracing::warn!(
-                            version = message.version,
-                            last = last_dispatcher_version,
-                            "dropping an assignment set that is not newer than the last one"
-                        );
-                        continue;
+                Some(Ok(part)) => match sets.push(part) {
+                    Ok(Some(message)) => {
+                        let _ = inputs.send(Input::Assignments(message));
                     }
-                    last_dispatcher_version = message.version;
-                    let _ = inputs.send(Input::Assignments(message));
-                }
+                    Ok(None) => {}
+                    Err(ended) => return ended,
+                },
                 Some(Err(status)) => {
                     return SessionEnded::after_start(format!("assignment stream: {}", describe(&status)));
                 }
@@ -343,21 +412,76 @@ async fn run_session<C: DispatcherConnector>(
                 };
             }
             () = &mut heartbeat => {
-                let beat = client.heartbeat(api::HeartbeatRequest { session_id: session_id.clone() });
-                match tokio::time::timeout(heartbeat_period.max(Duration::from_secs(1)), beat).await {
-                    Ok(Ok(response)) => {
-                        if let Some(period) = response.into_inner().period.as_ref() {
-                            heartbeat_period = self::heartbeat_period(Some(period));
-                        }
-                    }
-                    Ok(Err(status)) => {
-                        return SessionEnded::after_start(format!("heartbeat: {}", describe(&status)));
-                    }
-                    Err(_) => return SessionEnded::after_start("a heartbeat went unanswered"),
+                match send_heartbeat(&mut client, &session_id, heartbeat_period).await {
+                    Ok(Some(period)) => heartbeat_period = period,
+                    Ok(None) => {}
+                    Err(ended) => return ended,
                 }
                 heartbeat.as_mut().reset(tokio::time::Instant::now() + heartbeat_period);
             }
         }
+    }
+}
+
+/// Assembles assignment sets from their parts and lets through only whole sets newer than the
+/// last one.
+#[derive(Default)]
+struct WholeSets {
+    parts: AssignmentParts,
+    /// The dispatcher's own numbering is only trusted to increase within this session; the
+    /// reconciler loop gives each set the version the reconciler needs.
+    last_dispatcher_version: u64,
+}
+
+impl WholeSets {
+    /// The set `part` completes, if it completes one that is newer than the last.
+    fn push(
+        &mut self,
+        part: api::AssignmentsMessage,
+    ) -> Result<Option<api::AssignmentsMessage>, SessionEnded> {
+        // Only a whole set goes on: a half one would look like tasks removed.
+        let message = match self.parts.push(part) {
+            Ok(Some(message)) => message,
+            Ok(None) => return Ok(None),
+            Err(error) => {
+                return Err(SessionEnded::after_start(format!(
+                    "assignment stream: {error}"
+                )));
+            }
+        };
+        if message.version != 0 && message.version <= self.last_dispatcher_version {
+            tracing::warn!(
+                version = message.version,
+                last = self.last_dispatcher_version,
+                "dropping an assignment set that is not newer than the last one"
+            );
+            return Ok(None);
+        }
+        self.last_dispatcher_version = message.version;
+        Ok(Some(message))
+    }
+}
+
+/// Sends one heartbeat; answers the period the dispatcher asks for from now on, if it names one.
+async fn send_heartbeat(
+    client: &mut DispatcherClient<Channel>,
+    session_id: &str,
+    period: Duration,
+) -> Result<Option<Duration>, SessionEnded> {
+    let beat = client.heartbeat(api::HeartbeatRequest {
+        session_id: session_id.to_owned(),
+    });
+    match tokio::time::timeout(period.max(Duration::from_secs(1)), beat).await {
+        Ok(Ok(response)) => Ok(response
+            .into_inner()
+            .period
+            .as_ref()
+            .map(|period| heartbeat_period(Some(period)))),
+        Ok(Err(status)) => Err(SessionEnded::after_start(format!(
+            "heartbeat: {}",
+            describe(&status)
+        ))),
+        Err(_) => Err(SessionEnded::after_start("a heartbeat went unanswered")),
     }
 }
 
@@ -372,14 +496,12 @@ async fn next_subscription(
 }
 
 fn heartbeat_period(period: Option<&api::Duration>) -> Duration {
-    match period {
-        Some(period) if period.seconds > 0 || period.nanos > 0 => Duration::new(
-            u64::try_from(period.seconds).unwrap_or(0),
-            u32::try_from(period.nanos).unwrap_or(0).min(999_999_999),
-        )
-        .max(MIN_HEARTBEAT_PERIOD),
-        _ => DEFAULT_HEARTBEAT_PERIOD,
-    }
+    period
+        .and_then(|period| Duration::try_from(*period).ok())
+        .filter(|period| !period.is_zero())
+        .map_or(DEFAULT_HEARTBEAT_PERIOD, |period| {
+            period.max(MIN_HEARTBEAT_PERIOD)
+        })
 }
 
 fn describe(status: &tonic::Status) -> String {

@@ -9,7 +9,8 @@ use shoal_proto::api::{
     task_spec,
 };
 
-use crate::orchestrator::{ClusterTime, Command, duration_to_proto};
+use crate::orchestrator::{ClusterTime, Command};
+use spec::time::proto_duration;
 
 /// The fake clock reading `seconds` after the epoch.
 pub(super) fn at(seconds: u64) -> ClusterTime {
@@ -82,9 +83,9 @@ pub(super) fn with_restart_policy(
 ) -> Service {
     let task_spec = task_spec_of(&mut service);
     let mut policy = RestartPolicy {
-        delay: Some(duration_to_proto(delay)),
+        delay: Some(proto_duration(delay)),
         max_attempts,
-        window: Some(duration_to_proto(window)),
+        window: Some(proto_duration(window)),
         ..RestartPolicy::default()
     };
     policy.set_condition(condition);

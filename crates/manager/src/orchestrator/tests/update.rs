@@ -6,10 +6,11 @@ use shoal_proto::api::{
     Service, Task, TaskState, UpdateConfig, UpdateStatus, Version, update_config,
     update_status::UpdateState,
 };
+use spec::time::proto_duration;
 
 use super::support::{at, global_service, node, render, replicated_job, replicated_service, task};
 use crate::orchestrator::{
-    ClusterSnapshot, ClusterTime, SequentialTaskIds, duration_to_proto, reconcile_service_update,
+    ClusterSnapshot, ClusterTime, SequentialTaskIds, reconcile_service_update,
 };
 
 use TaskState::{Complete, Failed, New, Pending, Ready, Running, Shutdown, Starting};
@@ -22,7 +23,7 @@ fn at_spec_version(mut service: Service, version: u64) -> Service {
 fn with_update_config(mut service: Service, configure: impl FnOnce(&mut UpdateConfig)) -> Service {
     let mut config = UpdateConfig {
         parallelism: 1,
-        monitor: Some(duration_to_proto(Duration::from_secs(5))),
+        monitor: Some(proto_duration(Duration::from_secs(5))),
         ..UpdateConfig::default()
     };
     configure(&mut config);
@@ -140,7 +141,7 @@ fn the_delay_runs_from_when_the_last_replacement_came_up() {
     let old = replicated_service("web", 3);
     let new = in_update(
         with_update_config(at_spec_version(old.clone(), 2), |config| {
-            config.delay = Some(duration_to_proto(Duration::from_secs(4)));
+            config.delay = Some(proto_duration(Duration::from_secs(4)));
         }),
         UpdateState::Updating,
         10,
