@@ -26,9 +26,7 @@ fn read_layout(objects: &[Value]) -> Option<Elements> {
     let mut nat_rules = 0;
     let mut filter_rules = 0;
     for object in objects {
-        let Some((kind, body)) = object.as_object().and_then(|o| o.iter().next()) else {
-            return None;
-        };
+        let (kind, body) = object.as_object().and_then(|o| o.iter().next())?;
         let name = body.get("name").and_then(Value::as_str);
         match kind.as_str() {
             "metainfo" | "table" => {}
