@@ -1,7 +1,8 @@
 //! As root: VIP load balancing through a real nftables table. The test builds its own network
 //! namespaces: one holding a bridge, three backend "tasks" each serving TCP port 80 (answering
-//! its own name, then echoing), and a client task whose namespace gets the VIP table. It checks
-//! that connections to VIP:80 reach every backend, that removing a backend is element commands
+//! its own name, then echoing; UDP 5353 answering its name), and a client task whose namespace
+//! gets the VIP table. It checks that connections to VIP:80, and UDP flows to a VIP serving every
+//! port, reach every backend, that removing a backend is element commands
 //! only, keeps an established connection to another backend and sends no new connection to the
 //! removed one, that a task reaches itself through its own VIP, and that zero backends or an
 //! unserved port are refused at once. Every namespace (and with it every table) is deleted even
@@ -9,7 +10,7 @@
 
 use std::collections::BTreeSet;
 use std::io::{self, Read, Write};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -21,6 +22,8 @@ use routing_mesh::vip::{
 };
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 2);
+/// The VIP of a second service, on every port, with the same three backends.
+const ANY_PORT_VIP: Ipv4Addr = Ipv4Addr::new(10, 77, 0, 3);
 const BACKENDS: [(&str, Ipv4Addr); 3] = [
     ("b1", Ipv4Addr::new(10, 77, 0, 11)),
     ("b2", Ipv4Addr::new(10, 77, 0, 12)),
@@ -99,8 +102,15 @@ impl Drop for Overlay {
 }
 
 /// Serves port 80 inside `netns`: each connection gets `name` and a newline, then its own bytes
-/// echoed back until it closes.
+/// echoed back until it closes. UDP port 5353 answers every datagram with `name`.
 fn serve(netns: &Path, name: &'static str) {
+    let udp = run_in_netns(netns, || UdpSocket::bind("0.0.0.0:5353")).expect("bind UDP");
+    std::thread::spawn(move || {
+        let mut buffer = [0; 256];
+        while let Ok((_, from)) = udp.recv_from(&mut buffer) {
+            let _ = udp.send_to(name.as_bytes(), from);
+        }
+    });
     let listener = run_in_netns(netns, || TcpListener::bind("0.0.0.0:80")).expect("listen");
     std::thread::spawn(move || {
         for stream in listener.incoming() {
@@ -133,6 +143,19 @@ fn connect(netns: &Path, address: SocketAddrV4) -> io::Result<TcpStream> {
     Ok(stream)
 }
 
+/// Which backend answers one datagram to `address`, sent from a fresh socket in `netns` (a new
+/// flow each time).
+fn udp_answer(netns: &Path, address: SocketAddrV4) -> String {
+    let socket = run_in_netns(netns, || UdpSocket::bind("0.0.0.0:0")).expect("UDP socket");
+    socket
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    socket.send_to(b"who?", address).expect("send");
+    let mut buffer = [0; 256];
+    let (read, _) = socket.recv_from(&mut buffer).expect("an answer");
+    String::from_utf8_lossy(&buffer[..read]).into_owned()
+}
+
 /// Reads one line (without its newline).
 fn read_line(stream: &mut TcpStream) -> String {
     let mut line = Vec::new();
@@ -156,12 +179,21 @@ fn answers(netns: &Path, count: usize) -> Vec<String> {
         .collect()
 }
 
+/// `web` on VIP:80 only with `backends`, and a service on every port of [`ANY_PORT_VIP`] with all
+/// three backends.
 fn web(backends: &[Ipv4Addr]) -> Vec<VipService> {
-    vec![VipService {
-        vip: VIP,
-        ports: VipPorts::Only([(Protocol::Tcp, 80)].into_iter().collect()),
-        backends: backends.iter().copied().collect(),
-    }]
+    vec![
+        VipService {
+            vip: VIP,
+            ports: VipPorts::Only([(Protocol::Tcp, 80)].into_iter().collect()),
+            backends: backends.iter().copied().collect(),
+        },
+        VipService {
+            vip: ANY_PORT_VIP,
+            ports: VipPorts::All,
+            backends: BACKENDS.iter().map(|(_, address)| *address).collect(),
+        },
+    ]
 }
 
 fn assert_refused_fast(netns: &Path, port: u16) {
@@ -206,6 +238,18 @@ fn vip_balances_across_backends_and_follows_them_by_elements_only() {
         ["b1", "b2", "b3"].into_iter().map(str::to_owned).collect(),
         "30 connections to the VIP reach every backend"
     );
+
+    // A VIP serving every port: UDP flows are balanced too, and TCP reaches port 80 through it.
+    let names: BTreeSet<String> = (0..30)
+        .map(|_| udp_answer(&client, SocketAddrV4::new(ANY_PORT_VIP, 5353)))
+        .collect();
+    assert_eq!(
+        names.len(),
+        3,
+        "30 UDP flows reach every backend: {names:?}"
+    );
+    let mut stream = connect(&client, SocketAddrV4::new(ANY_PORT_VIP, 80)).expect("connect");
+    assert!(read_line(&mut stream).starts_with('b'));
 
     // An established connection, and a backend other than its own removed.
     let mut kept = connect(&client, SocketAddrV4::new(VIP, 80)).expect("connect");
