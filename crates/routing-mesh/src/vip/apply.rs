@@ -142,3 +142,94 @@ pub fn remove_table(nft: &impl Nft, netns: &Path, table: &TableName) -> Result<(
         &format!("add table inet {name}\ndelete table inet {name}\n"),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::cell::RefCell;
+    use std::collections::BTreeSet;
+
+    use super::*;
+    use crate::vip::plan::{TableAction, VipPorts};
+
+    /// nft 1.0.6's listing of the layout with no element.
+    const EMPTY_LAYOUT: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "shoal", "handle": 1}}, {"map": {"family": "inet", "name": "backends", "table": "shoal", "type": ["ipv4_addr", "integer"], "handle": 3, "map": "ipv4_addr", "flags": ["interval"]}}, {"set": {"family": "inet", "name": "vip_ports", "table": "shoal", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 4}}, {"set": {"family": "inet", "name": "vip_any", "table": "shoal", "type": "ipv4_addr", "handle": 5}}, {"set": {"family": "inet", "name": "vips", "table": "shoal", "type": "ipv4_addr", "handle": 6}}, {"chain": {"family": "inet", "table": "shoal", "name": "nat_output", "handle": 1, "type": "nat", "hook": "output", "prio": -100, "policy": "accept"}}, {"chain": {"family": "inet", "table": "shoal", "name": "filter_output", "handle": 2, "type": "filter", "hook": "output", "prio": 0, "policy": "accept"}}, {"rule": {"family": "inet", "table": "shoal", "chain": "nat_output", "handle": 7, "expr": [{"dnat": {"family": "ip", "addr": {"map": {"key": {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"numgen": {"mode": "random", "mod": 720720, "offset": 0}}]}, "data": "@backends"}}}}]}}, {"rule": {"family": "inet", "table": "shoal", "chain": "nat_output", "handle": 8, "expr": [{"dnat": {"family": "ip", "addr": {"map": {"key": {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"numgen": {"mode": "random", "mod": 720720, "offset": 0}}]}, "data": "@backends"}}}}]}}, {"rule": {"family": "inet", "table": "shoal", "chain": "filter_output", "handle": 9, "expr": []}}, {"rule": {"family": "inet", "table": "shoal", "chain": "filter_output", "handle": 10, "expr": []}}]}"#;
+
+    /// Lists a fixed table and records the scripts it is given.
+    struct RecordingNft {
+        listing: Option<String>,
+        scripts: RefCell<Vec<String>>,
+    }
+
+    impl RecordingNft {
+        fn listing(listing: Option<&str>) -> RecordingNft {
+            RecordingNft {
+                listing: listing.map(str::to_owned),
+                scripts: RefCell::new(Vec::new()),
+            }
+        }
+    }
+
+    impl Nft for RecordingNft {
+        fn run(&self, _netns: &Path, script: &str) -> Result<(), VipError> {
+            self.scripts.borrow_mut().push(script.to_owned());
+            Ok(())
+        }
+
+        fn list_table(
+            &self,
+            _netns: &Path,
+            _table: &TableName,
+        ) -> Result<Option<String>, VipError> {
+            Ok(self.listing.clone())
+        }
+    }
+
+    fn one_service() -> Vec<VipService> {
+        vec![VipService {
+            vip: "10.0.1.2".parse().expect("address"),
+            ports: VipPorts::All,
+            backends: BTreeSet::from(["10.0.1.5".parse().expect("address")]),
+        }]
+    }
+
+    fn table() -> TableName {
+        TableName::new("shoal").expect("name")
+    }
+
+    #[test]
+    fn a_table_already_as_wanted_is_left_alone() {
+        let nft = RecordingNft::listing(Some(EMPTY_LAYOUT));
+        let change = reconcile(&nft, Path::new("/run/netns/t"), &table(), &[]).expect("reconcile");
+        assert!(change.is_empty());
+        assert!(nft.scripts.borrow().is_empty(), "{:?}", nft.scripts);
+    }
+
+    #[test]
+    fn a_found_table_gets_element_commands_and_a_missing_one_is_made() {
+        let nft = RecordingNft::listing(Some(EMPTY_LAYOUT));
+        reconcile(&nft, Path::new("/run/netns/t"), &table(), &one_service()).expect("reconcile");
+        assert_eq!(
+            nft.scripts.borrow().as_slice(),
+            [
+                "add element inet shoal backends { 10.0.1.2 . 0-720719 : 10.0.1.5 }\n\
+              add element inet shoal vip_any { 10.0.1.2 }\n\
+              add element inet shoal vips { 10.0.1.2 }\n"
+            ]
+        );
+
+        let nft = RecordingNft::listing(None);
+        let change = reconcile(&nft, Path::new("/run/netns/t"), &table(), &one_service())
+            .expect("reconcile");
+        assert_eq!(change.table, TableAction::Create);
+        assert!(nft.scripts.borrow()[0].starts_with("table inet shoal {\n"));
+    }
+
+    #[test]
+    fn a_listing_that_is_not_nft_json_is_an_error_and_nothing_runs() {
+        let nft = RecordingNft::listing(Some("Error: something else"));
+        let error = reconcile(&nft, Path::new("/run/netns/t"), &table(), &one_service())
+            .expect_err("refused");
+        assert!(matches!(error, VipError::Listing { .. }), "{error}");
+        assert!(nft.scripts.borrow().is_empty());
+    }
+}
