@@ -127,10 +127,22 @@ pub fn reconcile(
 ) -> Result<Change, VipError> {
     let desired = desired_elements(services)?;
     let change = plan(&read_table(nft, netns, table)?, &desired);
-    if !change.is_empty() {
-        nft.run(netns, &change.script(table))?;
-    }
+    apply(nft, netns, table, &change)?;
     Ok(change)
+}
+
+/// Applies a change planned from elements the caller already knows (what it applied last), so a
+/// backend change costs one nft run instead of a listing and a run.
+pub fn apply(
+    nft: &impl Nft,
+    netns: &Path,
+    table: &TableName,
+    change: &Change,
+) -> Result<(), VipError> {
+    if change.is_empty() {
+        return Ok(());
+    }
+    nft.run(netns, &change.script(table))
 }
 
 /// Removes the table from `netns`, if it is there.

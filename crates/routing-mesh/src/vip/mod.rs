@@ -14,7 +14,7 @@ mod error;
 mod observe;
 mod plan;
 
-pub use apply::{Nft, NftInNamespace, read_table, reconcile, remove_table};
+pub use apply::{Nft, NftInNamespace, apply, read_table, reconcile, remove_table};
 pub use error::VipError;
 pub use observe::observe;
 pub use plan::{
