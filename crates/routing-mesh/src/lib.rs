@@ -1,4 +1,5 @@
-//! Service VIPs, the nftables ingress routing mesh for published ports, and embedded DNS. Only the
-//! embedded DNS (`dns`) is built so far.
+//! Service VIPs, the nftables ingress routing mesh for published ports, and embedded DNS. Built so
+//! far: the embedded DNS (`dns`) and east-west load balancing through VIPs (`vip`).
 
 pub mod dns;
+pub mod vip;
