@@ -288,8 +288,10 @@ fn ipsec_carries_vxlan_as_esp_and_rotates_keys_without_loss() {
     let (na, nb) = (lab.ns('a'), lab.ns('b'));
     let reqid = desired(A, B, &[1], 1).reqid;
     let both = |tags: &[u32], primary: u32| {
-        shell::reconcile(Some(&nb), &desired(B, A, tags, primary)).unwrap();
-        shell::reconcile(Some(&na), &desired(A, B, tags, primary)).unwrap();
+        for (ns, local, remote) in [(&nb, B, A), (&na, A, B)] {
+            shell::reconcile(Some(ns), &desired(local, remote, tags, primary))
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
     };
     both(&[1], 1);
 

@@ -418,4 +418,17 @@ mod tests {
             }]
         );
     }
+
+    #[test]
+    fn a_kernel_without_esp_is_named_in_the_error() {
+        let e = Error::Xfrm {
+            command: "xfrm state add".into(),
+            message: "Error: Requested AEAD algorithm not found.".into(),
+        };
+        assert!(
+            e.to_string()
+                .contains("CONFIG_INET_ESP and CONFIG_CRYPTO_GCM"),
+            "{e}"
+        );
+    }
 }
