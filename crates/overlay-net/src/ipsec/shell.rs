@@ -106,8 +106,11 @@ fn addr(s: Option<&str>) -> Option<Ipv4Addr> {
     s?.split('/').next()?.parse().ok()
 }
 
+/// A number as `ip` prints it: decimal or 0x-hex, followed under `-s` by the other base in
+/// parentheses ("0x00001234(4660)", "77(0x0000004d)"), which is left out.
 fn num(s: Option<&str>) -> Option<u32> {
     let s = s?;
+    let s = s.split('(').next()?;
     match s.strip_prefix("0x") {
         Some(h) => u32::from_str_radix(h, 16).ok(),
         None => s.parse().ok(),
@@ -401,6 +404,9 @@ mod tests {
         );
     }
 
+    // `ip -s` adds each number's other base in parentheses.
+    const STATS_IDS: &str = "0x00001234(4660) reqid 77(0x0000004d)";
+
     #[test]
     fn observed_states_and_counters_are_only_ours() {
         let sas = parse_states(STATES, 77);
@@ -408,7 +414,7 @@ mod tests {
         assert_eq!((sas[0].src, sas[0].dst, sas[0].spi), (L, R, 0x1234));
         assert_eq!(sas[0].key[19], 0x14);
         assert_eq!(
-            parse_counters(STATES, 77),
+            parse_counters(&STATES.replace("0x00001234 reqid 77", STATS_IDS), 77),
             vec![Counters {
                 src: Some(L),
                 dst: Some(R),
