@@ -2,6 +2,7 @@
 //! each with its own XFRM states and policies, and VXLAN-port UDP between them. Every namespace
 //! is this run's own (named with its prefix) and goes at the end, with the XFRM entries in it.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::process::Command;
@@ -107,17 +108,57 @@ fn udp_in(ns: &str, port: u16) -> UdpSocket {
 
 /// Sends a datagram a few times over `for_ms`; whether any arrived on `rx`.
 fn arrives(tx: &UdpSocket, rx: &UdpSocket, to: Ipv4Addr, port: u16, for_ms: u64) -> bool {
+    arrives_payload(tx, rx, (to, port), b"frame", for_ms)
+}
+
+/// Sends `payload` a few times over `for_ms`; whether it arrived on `rx`.
+fn arrives_payload(
+    tx: &UdpSocket,
+    rx: &UdpSocket,
+    to: (Ipv4Addr, u16),
+    payload: &[u8],
+    for_ms: u64,
+) -> bool {
     let deadline = Instant::now() + Duration::from_millis(for_ms);
     let mut buf = [0u8; 64];
     let mut got = false;
     while Instant::now() < deadline {
         // A send the XFRM policy refuses shows as an error here: keep going.
-        let _ = tx.send_to(b"frame", (to, port));
+        let _ = tx.send_to(payload, to);
         if let Ok((n, _)) = rx.recv_from(&mut buf) {
-            got |= &buf[..n] == b"frame";
+            got |= &buf[..n] == payload;
         }
     }
     got
+}
+
+/// A VXLAN header for `vni` (flags with the VNI bit set) and a few bytes of frame.
+fn vxlan(vni: u32) -> Vec<u8> {
+    let v = vni.to_be_bytes();
+    vec![0x08, 0, 0, 0, v[1], v[2], v[3], 0, 0xde, 0xad, 0xbe, 0xef]
+}
+
+/// The nftables guard: cleartext VXLAN for an encrypted VNI is dropped whatever its source,
+/// other VNIs pass, setting it twice is the same as once, and an empty set removes the table.
+#[test]
+fn ipsec_guard_drops_cleartext_vxlan_of_encrypted_vnis() {
+    let lab = Lab::new();
+    let (na, nb) = (lab.ns('a'), lab.ns('b'));
+    let table = format!("{}_esp", lab.p);
+    let tx = udp_in(&nb, 0);
+    let rx = udp_in(&na, PORT);
+    assert!(arrives_payload(&tx, &rx, (A, PORT), &vxlan(4097), 300));
+
+    let encrypted: BTreeSet<u32> = [4097, 4099].into();
+    shell::set_guard(Some(&na), &table, PORT, &encrypted).unwrap();
+    shell::set_guard(Some(&na), &table, PORT, &encrypted).unwrap();
+    assert!(!arrives_payload(&tx, &rx, (A, PORT), &vxlan(4097), 300));
+    assert!(!arrives_payload(&tx, &rx, (A, PORT), &vxlan(4099), 300));
+    assert!(arrives_payload(&tx, &rx, (A, PORT), &vxlan(4098), 300));
+
+    shell::set_guard(Some(&na), &table, PORT, &BTreeSet::new()).unwrap();
+    assert!(!sh(&na, "nft list tables").contains(&table));
+    assert!(arrives_payload(&tx, &rx, (A, PORT), &vxlan(4097), 300));
 }
 
 /// Every frame seen on the namespace's links, from an AF_PACKET socket opened in it.
@@ -321,7 +362,7 @@ fn ipsec_carries_vxlan_as_esp_and_rotates_keys_without_loss() {
         })
     };
     let receiver = std::thread::spawn(move || {
-        let mut got = std::collections::BTreeSet::new();
+        let mut got = BTreeSet::new();
         let mut buf = [0u8; 64];
         let mut idle = 0;
         while idle < 10 {

@@ -10,7 +10,8 @@
 //! no packet-matching rule per VNI, and a peer that shares only unencrypted networks still gets
 //! plain VXLAN. The inbound policy per peer makes the kernel drop any VXLAN datagram from that
 //! peer's address that did not arrive inside ESP, so the underlay cannot inject frames under a
-//! peer's address.
+//! peer's address; `guard_script` is the nftables table that also drops cleartext VXLAN for the
+//! encrypted VNIs from any other source (a node on only unencrypted networks, or a spoofed one).
 
 pub mod shell;
 
@@ -265,6 +266,23 @@ pub fn diff(have: &IpsecState, want: &IpsecState) -> Vec<IpsecChange> {
     out
 }
 
+/// The nftables script that makes table `table` (ip family) drop, on input, every VXLAN datagram
+/// to `port` whose VNI is one of `vnis` and which did not come out of IPsec; with no VNIs it
+/// removes the table. The script replaces the table as a whole, so applying it is idempotent.
+pub fn guard_script(table: &str, port: u16, vnis: &BTreeSet<u32>) -> String {
+    // Declaring the table first makes the delete succeed when it is not there.
+    let mut s = format!("table ip {table} {{}}\ndelete table ip {table}\n");
+    if !vnis.is_empty() {
+        let list: Vec<String> = vnis.iter().map(u32::to_string).collect();
+        // The VNI is the 24 bits after the UDP header (64 bits) and the VXLAN flags word (32).
+        s += &format!(
+            "table ip {table} {{\n  chain input {{\n    type filter hook input priority filter - 10; policy accept;\n    udp dport {port} @th,96,24 {{ {} }} meta secpath missing drop\n  }}\n}}\n",
+            list.join(", ")
+        );
+    }
+    s
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -458,6 +476,21 @@ mod tests {
         );
         assert_eq!(down.len(), 4);
         assert_eq!(diff(&two, &IpsecState::default()).len(), 8);
+    }
+
+    #[test]
+    fn the_guard_drops_cleartext_for_encrypted_vnis_only() {
+        let vnis: BTreeSet<u32> = [4097, 4099].into();
+        assert_eq!(
+            guard_script("shoal_esp", 4789, &vnis),
+            "table ip shoal_esp {}\ndelete table ip shoal_esp\ntable ip shoal_esp {\n  chain input {\n    \
+             type filter hook input priority filter - 10; policy accept;\n    \
+             udp dport 4789 @th,96,24 { 4097, 4099 } meta secpath missing drop\n  }\n}\n"
+        );
+        assert_eq!(
+            guard_script("shoal_esp", 4789, &BTreeSet::new()),
+            "table ip shoal_esp {}\ndelete table ip shoal_esp\n"
+        );
     }
 
     #[test]

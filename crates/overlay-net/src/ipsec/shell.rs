@@ -6,8 +6,8 @@
 use std::net::Ipv4Addr;
 use std::process::Command;
 
-use super::{Dir, IpsecChange, IpsecDesired, IpsecState, Policy, Sa, diff, plan};
-use crate::Error;
+use super::{Dir, IpsecChange, IpsecDesired, IpsecState, Policy, Sa, diff, guard_script, plan};
+use crate::{Error, netns};
 
 /// The AEAD every state uses: AES-GCM as ESP takes it (RFC 4106), with a 128-bit ICV.
 pub const AEAD: &str = "rfc4106(gcm(aes))";
@@ -289,6 +289,22 @@ pub fn counters(ns: Option<&str>, reqid: u32) -> Result<Vec<Counters>, Error> {
         &ip(ns, &words("-s xfrm state list"))?,
         reqid,
     ))
+}
+
+/// Sets the nftables table `table` in the namespace to drop cleartext VXLAN for `vnis` (see
+/// `guard_script`); with no VNIs it removes the table.
+pub fn set_guard(
+    ns: Option<&str>,
+    table: &str,
+    port: u16,
+    vnis: &std::collections::BTreeSet<u32>,
+) -> Result<(), Error> {
+    let script = guard_script(table, port, vnis);
+    let table = table.to_string();
+    let path = ns.map(netns::path);
+    netns::run_in(path.as_deref(), move || {
+        crate::apply::nft(&["-f", "-"], Some(script), &table).map(drop)
+    })?
 }
 
 #[cfg(test)]
