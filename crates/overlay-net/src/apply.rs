@@ -349,7 +349,7 @@ async fn observe_ns(
     Ok(kept)
 }
 
-fn nft(args: &[&str], script: Option<String>, table: &str) -> Result<String, Error> {
+pub(crate) fn nft(args: &[&str], script: Option<String>, table: &str) -> Result<String, Error> {
     let mut cmd = Command::new("nft");
     cmd.args(args)
         .stdin(if script.is_some() {

@@ -69,6 +69,10 @@ pub enum Error {
         "nft failed on table {table}: {message} (is nftables installed and the nf_tables module loaded?)"
     )]
     Nft { table: String, message: String },
+    #[error("the encryption keyring is not usable: {0}")]
+    IpsecKeyring(String),
+    #[error("ip {command} failed: {message}{}", xfrm_hint(message))]
+    Xfrm { command: String, message: String },
 }
 
 const ROOT_HINT: &str = " (the data plane needs root: CAP_NET_ADMIN and CAP_SYS_ADMIN)";
@@ -88,5 +92,15 @@ fn netlink_hint(e: &rtnetlink::Error) -> &'static str {
         rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == 1 => ROOT_HINT,
         rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == 95 => KERNEL_HINT,
         _ => "",
+    }
+}
+
+fn xfrm_hint(message: &str) -> &'static str {
+    if message.contains("Requested type not found") || message.contains("algorithm not found") {
+        " (the kernel cannot do ESP with AES-GCM: it needs CONFIG_INET_ESP and CONFIG_CRYPTO_GCM, built in or as the esp4 and gcm modules)"
+    } else if message.contains("Operation not permitted") {
+        ROOT_HINT
+    } else {
+        ""
     }
 }

@@ -1,13 +1,15 @@
 //! Per-node L2/L3 for overlay networks: a pure plan of the namespaces, bridges, VXLAN devices,
 //! veths, routes, FDB and neighbour entries a node should have, a pure diff against what is there,
 //! and a thin netlink shell that observes and applies it; and node gossip (`gossip`): membership and
-//! the endpoint table, encrypted, on 7946.
+//! the endpoint table, encrypted, on 7946; and encrypted overlays (`ipsec`): ESP between VTEPs
+//! through XFRM.
 
 pub mod apply;
 pub mod desired;
 pub mod diff;
 mod error;
 pub mod gossip;
+pub mod ipsec;
 pub mod netns;
 pub mod plan;
 
