@@ -1,8 +1,9 @@
 //! The leader-only loop that drives the orchestration cores: it reads the store, runs the
-//! orchestrators, the restart supervisor, the scheduler and the reaper in turn, and commits each
-//! one's commands as one transaction, or in order as several under the store's proposal limit
-//! when they are more than one can carry. This shell is the only part that reads a clock or
-//! touches the store; the decisions are all in [`crate::orchestrator`].
+//! orchestrators, the restart supervisor, the network allocator, the scheduler and the reaper in
+//! turn, and commits each one's commands as one transaction, or in order as several under the
+//! store's proposal limit when they are more than one can carry. This shell is the only part
+//! that reads a clock or touches the store; the decisions are all in [`crate::orchestrator`],
+//! [`crate::allocator`] and [`crate::assignment`].
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -1516,10 +1516,16 @@ async fn tasks_on_a_network_get_fresh_addresses_and_keep_them_unique_across_a_fa
         }];
         spec
     };
-    create_service(&first.control(), on_network("web"))
-        .await
-        .unwrap();
+    // Two services created at once: their allocations can't take the same address.
+    let control = first.control();
+    let (web, db) = tokio::join!(
+        create_service(&control, on_network("web")),
+        create_service(&control, on_network("db"))
+    );
+    web.unwrap();
+    db.unwrap();
     let (web_vip, web_addresses) = wait_for_addresses(first.store(), "web", 3).await;
+    let (db_vip, db_addresses) = wait_for_addresses(first.store(), "db", 3).await;
     let allocated: Network = first
         .store()
         .local_view(|view| {
@@ -1534,8 +1540,12 @@ async fn tasks_on_a_network_get_fresh_addresses_and_keep_them_unique_across_a_fa
         (config.subnet.as_str(), config.gateway.as_str()),
         ("10.0.0.0/24", "10.0.0.1")
     );
-    assert_eq!(web_vip, "10.0.0.2/24");
-    // Nothing is scheduled without its addresses: every task got past NEW with them.
+    assert!(
+        [&web_vip, &db_vip].contains(&&"10.0.0.2/24".to_owned()),
+        "{web_vip} {db_vip}"
+    );
+    // Nothing is scheduled without its addresses: every task got past NEW with them (and no
+    // further: no worker runs a session here).
     let (tasks, _) = tasks_and_services(first.store());
     assert!(tasks.iter().all(|task: &Task| {
         task.status.as_ref().unwrap().state() == TaskState::Pending && !task.networks.is_empty()
@@ -1561,9 +1571,10 @@ async fn tasks_on_a_network_get_fresh_addresses_and_keep_them_unique_across_a_fa
     };
     let (api_vip, api_addresses) = wait_for_addresses(survivor.store(), "api", 3).await;
 
-    let mut every_address: Vec<String> = [web_vip, api_vip]
+    let mut every_address: Vec<String> = [web_vip, db_vip, api_vip]
         .into_iter()
         .chain(web_addresses)
+        .chain(db_addresses)
         .chain(api_addresses)
         .collect();
     every_address.sort();
