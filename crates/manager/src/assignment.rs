@@ -12,6 +12,7 @@ use shoal_proto::api::{
     self, Node, Task, TaskState, node_spec, node_status, placement, port_config,
 };
 
+use crate::allocator;
 use crate::objects::ClusterObject;
 use crate::orchestrator::{is_terminal, observed_state};
 
@@ -119,13 +120,15 @@ fn occupies_node(task: &Task) -> bool {
         && !is_terminal(observed_state(task))
 }
 
-/// Whether a task waits for the scheduler: managers want it to run and it is not assigned yet.
+/// Whether a task waits for the scheduler: managers want it to run, it is not assigned yet, and
+/// it has the addresses of the networks it attaches to ([`allocator::ready_for_scheduling`]).
 /// A global task already names its node; the scheduler only checks that it fits there.
 fn waits_for_node(task: &Task) -> bool {
     matches!(
         task.desired_state(),
         TaskState::Running | TaskState::Complete
     ) && (observed_state(task) as i32) < TaskState::Assigned as i32
+        && allocator::ready_for_scheduling(task)
 }
 
 /// The scheduler's request for a task, or why it can never be placed as written.
@@ -380,5 +383,27 @@ mod tests {
         let mut delayed = task("delayed", &[], 0);
         delayed.desired_state = TaskState::Ready as i32;
         assert!(outcomes(&[node("n1", "a", 1 << 30)], &[shut_down, delayed]).is_empty());
+    }
+
+    #[test]
+    fn a_task_on_a_network_is_placed_only_once_it_has_its_addresses() {
+        let mut waiting = task("t", &[], 0);
+        waiting.spec.as_mut().unwrap().networks = vec![api::NetworkAttachmentConfig {
+            target: "net".into(),
+            ..Default::default()
+        }];
+        assert!(outcomes(&[node("n1", "a", 1 << 30)], std::slice::from_ref(&waiting)).is_empty());
+        waiting.networks = vec![api::NetworkAttachment {
+            addresses: vec!["10.0.0.3/24".into()],
+            ..Default::default()
+        }];
+        waiting.status = Some(api::TaskStatus {
+            state: TaskState::Pending as i32,
+            ..Default::default()
+        });
+        assert_eq!(
+            outcomes(&[node("n1", "a", 1 << 30)], &[waiting]),
+            vec![("t".into(), assigned("n1"))]
+        );
     }
 }

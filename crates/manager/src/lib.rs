@@ -14,6 +14,7 @@
 //! the shells around the cores touch the store or the clock.
 
 pub mod address;
+pub mod allocator;
 pub mod assignment;
 mod authz;
 pub mod ca;

@@ -1,8 +1,9 @@
 //! The leader-only loop that drives the orchestration cores: it reads the store, runs the
-//! orchestrators, the restart supervisor, the scheduler and the reaper in turn, and commits each
-//! one's commands as one transaction, or in order as several under the store's proposal limit
-//! when they are more than one can carry. This shell is the only part that reads a clock or
-//! touches the store; the decisions are all in [`crate::orchestrator`].
+//! orchestrators, the restart supervisor, the network allocator, the scheduler and the reaper in
+//! turn, and commits each one's commands as one transaction, or in order as several under the
+//! store's proposal limit when they are more than one can carry. This shell is the only part
+//! that reads a clock or touches the store; the decisions are all in [`crate::orchestrator`],
+//! [`crate::allocator`] and [`crate::assignment`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -10,9 +11,10 @@ use std::time::{Duration, SystemTime};
 
 use futures::future::BoxFuture;
 use raft_store::{Change, Store, StoreError, Transaction, TxnRejection};
-use shoal_proto::api::{Cluster, Node, Service, Task, TaskState, TaskStatus};
+use shoal_proto::api::{Cluster, Network, Node, Service, Task, TaskState, TaskStatus};
 use tokio::sync::watch;
 
+use crate::allocator::{self, AddressPools, Allocation, AllocatorInput, MAX_TASKS_PER_STEP};
 use crate::assignment::{Assignment, AssignmentOutcome, plan_assignments};
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
@@ -79,12 +81,14 @@ impl Backoff {
 enum Phase {
     Orchestrators,
     RestartSupervisor,
+    Allocator,
     Scheduler,
     Reaper,
 }
 
 /// What one phase reads: the objects the cores look at, decoded at one applied index.
 struct StoreState {
+    networks: Vec<Network>,
     services: Vec<Service>,
     nodes: Vec<Node>,
     tasks: Vec<Task>,
@@ -236,17 +240,20 @@ impl OrchestrationLoop {
         }
     }
 
-    /// One step: the three phases in order, each on a fresh read of the store. Returns when the
+    /// One step: the phases in order, each on a fresh read of the store. Returns when the
     /// next step is due even if nothing changes.
     pub async fn step(&mut self) -> Result<Option<ClusterTime>, ManagerError> {
         let mut wake_at: Option<ClusterTime> = None;
         for phase in [
             Phase::Orchestrators,
             Phase::RestartSupervisor,
+            Phase::Allocator,
             Phase::Scheduler,
             Phase::Reaper,
         ] {
-            for _ in 0..ATTEMPTS_PER_PHASE {
+            let mut max_tasks_allocated = MAX_TASKS_PER_STEP;
+            let mut conflicts = 0;
+            while conflicts < ATTEMPTS_PER_PHASE {
                 let state = self.read_state()?;
                 let snapshot = ClusterSnapshot::new(&state.services, &state.nodes, &state.tasks);
                 let mut task_ids = raft_store::new_object_id;
@@ -266,6 +273,21 @@ impl OrchestrationLoop {
                         &state,
                         &snapshot,
                         self.supervisor.step(&snapshot, now, &mut task_ids),
+                    ),
+                    // One group: every network written carries the last address given on
+                    // it, so the allocation commits whole or not at all.
+                    Phase::Allocator => (
+                        allocation_changes(allocator::allocate(
+                            &AllocatorInput {
+                                networks: &state.networks,
+                                services: &state.services,
+                                tasks: &state.tasks,
+                                pools: &AddressPools::of_cluster(state.cluster.as_ref()),
+                                max_tasks: max_tasks_allocated,
+                            },
+                            now,
+                        )),
+                        None,
                     ),
                     // Each assignment is one task's own status: it needs no other change.
                     Phase::Scheduler => (
@@ -299,10 +321,21 @@ impl OrchestrationLoop {
                 if groups.is_empty() {
                     break;
                 }
-                let transactions = self.store.pack(groups)?;
+                let transactions = match self.store.pack(groups) {
+                    // An allocation too large for one proposal is tried again with half as
+                    // many tasks; the rest follow on later steps.
+                    Err(StoreError::ProposalTooLarge { .. })
+                        if matches!(phase, Phase::Allocator) && max_tasks_allocated > 1 =>
+                    {
+                        max_tasks_allocated /= 2;
+                        continue;
+                    }
+                    packed => packed?,
+                };
                 match self.commit_in_order(transactions).await {
                     Ok(()) => break,
                     Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => {
+                        conflicts += 1;
                         tracing::debug!(?phase, "a concurrent write changed a task; re-reading");
                     }
                     Err(error) => return Err(error.into()),
@@ -337,6 +370,7 @@ impl OrchestrationLoop {
     fn read_state(&self) -> Result<StoreState, ManagerError> {
         self.store.local_view(|view| {
             Ok(StoreState {
+                networks: objects::decode_all(view.list(Network::KIND))?,
                 services: objects::decode_all(view.list(Service::KIND))?,
                 nodes: objects::decode_all(view.list(Node::KIND))?,
                 tasks: objects::decode_all(view.list(Task::KIND))?,
@@ -390,6 +424,23 @@ fn assignment_changes(
             Some(objects::update_at(&changed, assignment.read_version))
         })
         .collect()
+}
+
+/// The allocator's writes as one commit group (none when it has nothing to write), each object
+/// at the version it was read at; networks it could not allocate are logged, and the tasks
+/// waiting for them show why.
+fn allocation_changes(allocation: Allocation) -> Vec<Vec<Change>> {
+    for (network_id, failure) in &allocation.failed_networks {
+        tracing::debug!(%network_id, %failure, "a network could not be allocated");
+    }
+    if allocation.is_empty() {
+        return Vec::new();
+    }
+    let mut changes: Vec<Change> = Vec::new();
+    changes.extend(allocation.networks.iter().map(objects::update));
+    changes.extend(allocation.services.iter().map(objects::update));
+    changes.extend(allocation.tasks.iter().map(objects::update));
+    vec![changes]
 }
 
 /// The system clock as cluster time: the one place the manager's shells read it, to hand it to

@@ -1416,3 +1416,182 @@ async fn an_assignment_set_over_4_mib_reaches_the_worker_whole_in_parts() {
     heartbeats.abort();
     role.shutdown().await;
 }
+
+/// Every task and service in `store`, as its member has applied them.
+fn tasks_and_services(
+    store: &raft_store::Store,
+) -> (Vec<shoal_proto::api::Task>, Vec<shoal_proto::api::Service>) {
+    store
+        .local_view(|view| {
+            Ok::<_, manager::ManagerError>((
+                manager::objects::decode_all(view.list(shoal_proto::api::Task::KIND))?,
+                manager::objects::decode_all(view.list(shoal_proto::api::Service::KIND))?,
+            ))
+        })
+        .unwrap()
+}
+
+/// Polls `store` until service `name` has a VIP and `replicas` tasks with an address each;
+/// returns the VIP and the tasks' addresses.
+async fn wait_for_addresses(
+    store: &raft_store::Store,
+    name: &str,
+    replicas: usize,
+) -> (String, Vec<String>) {
+    poll_until(
+        &format!("service {name}'s VIP and task addresses"),
+        Duration::from_secs(20),
+        || {
+            let (tasks, services) = tasks_and_services(store);
+            let found = services
+                .iter()
+                .find(|service| service.unique_name() == name)
+                .and_then(|service| {
+                    let vip = service.endpoint.as_ref()?.virtual_ips.first()?.addr.clone();
+                    let addresses: Vec<String> = tasks
+                        .iter()
+                        .filter(|task| task.service_id == service.id)
+                        .filter_map(|task| task.networks.first()?.addresses.first().cloned())
+                        .collect();
+                    (addresses.len() == replicas).then_some((vip, addresses))
+                });
+            async move { found }
+        },
+    )
+    .await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tasks_on_a_network_get_fresh_addresses_and_keep_them_unique_across_a_failover() {
+    use shoal_proto::api::{
+        GetClusterRequest, Network, NetworkAttachmentConfig, NetworkSpec, Task,
+    };
+
+    let roots = [(); 3].map(|()| tempfile::tempdir().unwrap());
+    let swarm_dir = SwarmDir::new(roots[0].path());
+    let first = ManagerRole::init(&swarm_dir, on_loopback("manager-a"))
+        .await
+        .unwrap();
+    let (membership, _) = swarm_dir.load().unwrap().unwrap();
+    let a_addr = membership.advertise_addr.clone();
+    let tokens = first
+        .control()
+        .get_cluster(Request::new(GetClusterRequest {}))
+        .await
+        .unwrap()
+        .into_inner()
+        .cluster
+        .unwrap()
+        .root_ca
+        .unwrap()
+        .join_tokens
+        .unwrap();
+    let (second, _, _) =
+        join_as_manager(roots[1].path(), &a_addr, &tokens.manager, "manager-b").await;
+    let (third, _, _) =
+        join_as_manager(roots[2].path(), &a_addr, &tokens.manager, "manager-c").await;
+
+    // The network as `network create` stores it: a spec, nothing allocated.
+    let network = Network {
+        id: "appnetid".into(),
+        spec: Some(NetworkSpec {
+            annotations: Some(shoal_proto::api::Annotations {
+                name: "appnet".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    first
+        .store()
+        .write(Transaction::new(vec![manager::objects::create(&network)]))
+        .await
+        .unwrap();
+    let on_network = |name: &str| {
+        let mut spec = service_spec(name, 3);
+        spec.task.as_mut().unwrap().networks = vec![NetworkAttachmentConfig {
+            target: network.id.clone(),
+            ..Default::default()
+        }];
+        spec
+    };
+    // Two services created at once: their allocations can't take the same address.
+    let control = first.control();
+    let (web, db) = tokio::join!(
+        create_service(&control, on_network("web")),
+        create_service(&control, on_network("db"))
+    );
+    web.unwrap();
+    db.unwrap();
+    let (web_vip, web_addresses) = wait_for_addresses(first.store(), "web", 3).await;
+    let (db_vip, db_addresses) = wait_for_addresses(first.store(), "db", 3).await;
+    let allocated: Network = first
+        .store()
+        .local_view(|view| {
+            view.get(Network::KIND, &network.id)
+                .map(manager::objects::decode::<Network>)
+                .transpose()
+        })
+        .unwrap()
+        .unwrap();
+    let config = &allocated.ipam.as_ref().unwrap().configs[0];
+    assert_eq!(
+        (config.subnet.as_str(), config.gateway.as_str()),
+        ("10.0.0.0/24", "10.0.0.1")
+    );
+    assert!(
+        [&web_vip, &db_vip].contains(&&"10.0.0.2/24".to_owned()),
+        "{web_vip} {db_vip}"
+    );
+    // Nothing is scheduled without its addresses: every task got past NEW with them (and no
+    // further: no worker runs a session here).
+    let (tasks, _) = tasks_and_services(first.store());
+    assert!(tasks.iter().all(|task: &Task| {
+        task.status.as_ref().unwrap().state() == TaskState::Pending && !task.networks.is_empty()
+    }));
+
+    // The leader stops; a new one allocates for a new service from what Raft holds.
+    first.shutdown().await;
+    let new_leader = poll_until("a new leader", Duration::from_secs(20), || {
+        let leader = [&second, &third]
+            .into_iter()
+            .find(|role| role.store().status().is_leader)
+            .map(|role| role.control());
+        async move { leader }
+    })
+    .await;
+    create_service(&new_leader, on_network("api"))
+        .await
+        .unwrap();
+    let survivor = if second.store().status().is_leader {
+        &second
+    } else {
+        &third
+    };
+    let (api_vip, api_addresses) = wait_for_addresses(survivor.store(), "api", 3).await;
+
+    let mut every_address: Vec<String> = [web_vip, db_vip, api_vip]
+        .into_iter()
+        .chain(web_addresses)
+        .chain(db_addresses)
+        .chain(api_addresses)
+        .collect();
+    every_address.sort();
+    let count = every_address.len();
+    every_address.dedup();
+    assert_eq!(
+        every_address.len(),
+        count,
+        "an address given twice: {every_address:?}"
+    );
+    assert!(
+        every_address
+            .iter()
+            .all(|address| address.starts_with("10.0.0.") && address != "10.0.0.1/24"),
+        "{every_address:?}"
+    );
+
+    second.shutdown().await;
+    third.shutdown().await;
+}

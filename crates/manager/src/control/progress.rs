@@ -155,13 +155,14 @@ pub(crate) fn service_progress(
             Verdict::CannotConverge
         }
     };
-    // A task the scheduler could not place waits for a node that fits; until the cluster
-    // changes that wait has no end, so the CLI is told rather than left waiting. Slots that
-    // wait for the same reason are named together.
+    // A task the scheduler could not place waits for a node that fits, and one the allocator
+    // could not give its addresses stays NEW waiting for them; until the cluster changes that
+    // wait has no end, so the CLI is told rather than left waiting. Slots that wait for the
+    // same reason are named together.
     let mut unplaceable_slots: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for task in slot_tasks
         .iter()
-        .filter(|task| observed_state(task) == TaskState::Pending)
+        .filter(|task| matches!(observed_state(task), TaskState::New | TaskState::Pending))
     {
         if let Some(status) = task.status.as_ref().filter(|status| !status.err.is_empty()) {
             unplaceable_slots
@@ -303,5 +304,14 @@ mod tests {
             report.reasons,
             [format!("web.1, web.3 can't be placed: {reason}")]
         );
+    }
+
+    #[test]
+    fn a_slot_waiting_for_its_addresses_says_why() {
+        let web = service(1, 1);
+        let reason = "no IP address left on network front (10.0.9.0/29): remove services or tasks on it, or use a network with a larger subnet";
+        let report = progress(&web, &[task(1, TaskState::New, reason, 1)]);
+        assert_eq!(report.verdict(), Verdict::CannotConverge);
+        assert_eq!(report.reasons, [format!("web.1 can't be placed: {reason}")]);
     }
 }

@@ -119,17 +119,24 @@ pub(crate) fn respec(current: &Service, updated_spec: ServiceSpec) -> Option<Ser
     Some(service)
 }
 
-/// Sets the service's endpoint to what its spec asks (the ports it publishes).
+/// Sets the service's endpoint to what its spec asks (the ports it publishes), keeping the
+/// virtual IPs the allocator gave it: a VIP stays the same across updates that keep its
+/// network, and the allocator drops those of networks the service left.
 pub(crate) fn refresh_endpoint(service: &mut Service) {
-    service.endpoint = service
-        .spec
-        .as_ref()
-        .and_then(|spec| spec.endpoint.clone())
-        .map(|endpoint| Endpoint {
-            ports: endpoint.ports.clone(),
-            spec: Some(endpoint),
-            ..Default::default()
-        });
+    let virtual_ips = service
+        .endpoint
+        .take()
+        .map(|endpoint| endpoint.virtual_ips)
+        .unwrap_or_default();
+    let spec = service.spec.as_ref().and_then(|spec| spec.endpoint.clone());
+    service.endpoint = (spec.is_some() || !virtual_ips.is_empty()).then(|| Endpoint {
+        ports: spec
+            .as_ref()
+            .map(|endpoint| endpoint.ports.clone())
+            .unwrap_or_default(),
+        spec,
+        virtual_ips,
+    });
 }
 
 fn is_job(spec: &ServiceSpec) -> bool {
@@ -159,7 +166,7 @@ pub(crate) fn generated_service_name(random: u64) -> String {
 #[cfg(test)]
 mod tests {
     use shoal_proto::api::{
-        Annotations, ContainerSpec, GlobalService, Placement, ReplicatedService, TaskSpec,
+        self, Annotations, ContainerSpec, GlobalService, Placement, ReplicatedService, TaskSpec,
         UpdateConfig, task_spec, update_config,
     };
 
@@ -257,5 +264,22 @@ mod tests {
         for random in [0, 1, 19, 20, 399, u64::MAX] {
             spec::validate::service_name(&generated_service_name(random)).unwrap();
         }
+    }
+
+    #[test]
+    fn an_update_keeps_the_virtual_ips_the_allocator_gave() {
+        let mut service = new_service("svc".into(), spec("web", "busybox"));
+        service.endpoint = Some(Endpoint {
+            virtual_ips: vec![api::endpoint::VirtualIp {
+                network_id: "net".into(),
+                addr: "10.0.0.2/24".into(),
+            }],
+            ..Default::default()
+        });
+        let updated = respec(&service, spec("web", "nginx")).unwrap();
+        assert_eq!(
+            updated.endpoint.unwrap().virtual_ips,
+            service.endpoint.unwrap().virtual_ips
+        );
     }
 }

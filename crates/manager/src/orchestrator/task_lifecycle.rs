@@ -124,8 +124,9 @@ pub enum NewTaskPlacement<'node> {
     Node(&'node str),
 }
 
-/// Builds a new task of `service`: spec, spec version, job iteration, endpoint and service
-/// annotations copied from the service, observed state NEW, and the given desired state.
+/// Builds a new task of `service`: spec (with the networks the service attaches to), spec
+/// version, job iteration, endpoint and service annotations copied from the service, observed
+/// state NEW, and the given desired state.
 pub fn new_task(
     service: &Service,
     placement: NewTaskPlacement<'_>,
@@ -138,7 +139,11 @@ pub fn new_task(
         NewTaskPlacement::Slot(slot) => (slot, String::new()),
         NewTaskPlacement::Node(node_id) => (0, node_id.to_owned()),
     };
-    let task_spec = service_spec.task.unwrap_or_default();
+    let networks = crate::allocator::service_attachments(&service_spec).to_vec();
+    let mut task_spec = service_spec.task.unwrap_or_default();
+    // The task names its networks itself, even those of the service spec's deprecated list,
+    // so the allocator and the scheduler's gate read the task alone.
+    task_spec.networks = networks;
     let mut task = Task {
         id: task_ids.next_task_id(),
         meta: Some(Meta {
