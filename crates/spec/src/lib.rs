@@ -10,6 +10,7 @@ pub mod defaults;
 pub mod enums;
 mod error;
 pub mod human;
+pub mod network;
 pub mod template;
 pub mod units;
 pub mod validate;
