@@ -111,7 +111,9 @@ mod tests {
         assert!(!subnet("10.0.9.0/24").covers(subnet("10.0.0.0/16")));
         assert!(subnet("10.0.9.0/24").contains("10.0.9.255".parse().unwrap()));
         let message = |text| Subnet::parse(text, "subnet").unwrap_err().to_string();
-        assert!(message("10.0.9.1/24").contains("host bits set; give the network itself, 10.0.9.0/24"));
+        assert!(
+            message("10.0.9.1/24").contains("host bits set; give the network itself, 10.0.9.0/24")
+        );
         assert!(message("fd00::/64").contains("IPv6 is not supported"));
         assert!(message("10.0.9.0").contains("CIDR form"));
         assert!(message("10.0.9.0/33").contains("prefix length 0 to 32"));

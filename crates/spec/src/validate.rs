@@ -272,7 +272,10 @@ pub fn network_name(name: &str) -> Result<(), SpecError> {
                 .to_owned(),
         ));
     }
-    let starts_well = name.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric());
+    let starts_well = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric());
     let characters_ok = name
         .bytes()
         .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
@@ -326,14 +329,15 @@ pub fn network_spec(spec: &NetworkSpec) -> Result<(), SpecError> {
     let Some(ipam) = spec.ipam.as_ref() else {
         return Ok(());
     };
-    if let Some(ipam_driver) = ipam.driver.as_ref() {
-        if !ipam_driver.name.is_empty() && ipam_driver.name != network::DEFAULT_IPAM_DRIVER {
-            return Err(rule(format!(
-                "IPAM driver {:?} is not supported: leave it out, or use {}",
-                ipam_driver.name,
-                network::DEFAULT_IPAM_DRIVER
-            )));
-        }
+    let ipam_driver = ipam
+        .driver
+        .as_ref()
+        .map_or("", |driver| driver.name.as_str());
+    if !ipam_driver.is_empty() && ipam_driver != network::DEFAULT_IPAM_DRIVER {
+        return Err(rule(format!(
+            "IPAM driver {ipam_driver:?} is not supported: leave it out, or use {}",
+            network::DEFAULT_IPAM_DRIVER
+        )));
     }
     let mut subnets: Vec<Subnet> = Vec::new();
     for config in &ipam.configs {
@@ -713,7 +717,10 @@ mod tests {
             ("com.docker.network.driver.mtu", "68"),
             ("com.docker.network.driver.mtu", "65535"),
             ("com.docker.network.driver.overlay.vxlanid_list", "4097"),
-            ("com.docker.network.driver.overlay.vxlanid_list", "4097,4098"),
+            (
+                "com.docker.network.driver.overlay.vxlanid_list",
+                "4097,4098",
+            ),
         ] {
             assert!(
                 network_spec(&with_option(option, value)).is_ok(),
@@ -758,21 +765,49 @@ mod tests {
         for (subnet, range, gateway, expected) in [
             ("10.1.0.0", "", "", "CIDR form"),
             ("10.1.0.0/33", "", "", "prefix length 0 to 32"),
-            ("10.1.0.5/24", "", "", "give the network itself, 10.1.0.0/24"),
+            (
+                "10.1.0.5/24",
+                "",
+                "",
+                "give the network itself, 10.1.0.0/24",
+            ),
             ("fd00::/64", "", "", "IPv6 is not supported"),
             ("10.1.0.0/31", "", "", "at most /30"),
-            ("10.1.0.0/24", "10.2.0.0/25", "", "ip range 10.2.0.0/25 is not inside subnet 10.1.0.0/24"),
+            (
+                "10.1.0.0/24",
+                "10.2.0.0/25",
+                "",
+                "ip range 10.2.0.0/25 is not inside subnet 10.1.0.0/24",
+            ),
             ("10.1.0.0/24", "10.1.0.0/23", "", "is not inside subnet"),
             ("10.1.0.0/24", "10.1.0.0", "", "invalid ip range"),
-            ("10.1.0.0/24", "", "10.2.0.1", "gateway 10.2.0.1 is not inside subnet 10.1.0.0/24"),
+            (
+                "10.1.0.0/24",
+                "",
+                "10.2.0.1",
+                "gateway 10.2.0.1 is not inside subnet 10.1.0.0/24",
+            ),
             ("10.1.0.0/24", "", "10.1.0.1/24", "without a prefix length"),
-            ("10.1.0.0/24", "", "10.1.0.0", "network or broadcast address"),
-            ("10.1.0.0/24", "", "10.1.0.255", "network or broadcast address"),
+            (
+                "10.1.0.0/24",
+                "",
+                "10.1.0.0",
+                "network or broadcast address",
+            ),
+            (
+                "10.1.0.0/24",
+                "",
+                "10.1.0.255",
+                "network or broadcast address",
+            ),
             ("", "10.1.0.0/24", "", "needs its subnet"),
             ("", "", "10.1.0.1", "needs its subnet"),
         ] {
             let error = network_error(&with_pool(subnet, range, gateway));
-            assert!(error.contains(expected), "{subnet} {range} {gateway}: {error}");
+            assert!(
+                error.contains(expected),
+                "{subnet} {range} {gateway}: {error}"
+            );
         }
         let mut two = with_pool("10.1.0.0/16", "", "");
         two.ipam.as_mut().unwrap().configs.push(api::IpamConfig {
