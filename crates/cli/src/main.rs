@@ -3,6 +3,7 @@
 //! re-executes (`shim`, `init`, `runtime-exec`). The only crate that knows clap.
 
 mod client;
+mod network;
 mod payload;
 mod service;
 mod stack;
@@ -66,6 +67,9 @@ enum Command {
     /// Manages swarm configs.
     #[command(subcommand)]
     Config(payload::PayloadCommand),
+    /// Manages swarm networks.
+    #[command(subcommand)]
+    Network(network::NetworkCommand),
     /// Shows this daemon's place in a swarm.
     Info {
         /// `json` prints docker's info object; `{{json .Swarm}}` only its Swarm part.
@@ -459,6 +463,9 @@ fn main() -> ExitCode {
             .map(|()| 0),
         Command::Config(command) => runtime()
             .and_then(|rt| rt.block_on(payload::run(&host, payload::Kind::Config, command)))
+            .map(|()| 0),
+        Command::Network(command) => runtime()
+            .and_then(|rt| rt.block_on(network::run(&host, command)))
             .map(|()| 0),
         Command::Info { format } => runtime()
             .and_then(|rt| rt.block_on(swarm::info(&host, format)))

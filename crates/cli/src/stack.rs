@@ -125,8 +125,9 @@ pub(crate) async fn run(host: &str, command: StackCommand) -> anyhow::Result<()>
         } => {
             // Everything about the files is checked before anything is sent.
             let resolve_image = parse_resolve_image(&resolve_image)?;
-            let request = deploy_request(&compose_files, &stack, prune)?;
+            let (request, external_networks) = deploy_request(&compose_files, &stack, prune)?;
             let mut daemon = Daemon::connect(host).await?;
+            check_external_networks(&mut daemon, &external_networks).await?;
             check_images(&mut daemon, &request, resolve_image).await?;
             let response = daemon
                 .control
@@ -299,15 +300,40 @@ impl compose::EngineRules for EngineChecks {
     }
 }
 
+/// Checks that the external networks the stack's services use exist, as docker's deploy does
+/// before it changes anything.
+async fn check_external_networks(
+    daemon: &mut Daemon,
+    names: &std::collections::BTreeSet<String>,
+) -> anyhow::Result<()> {
+    for name in names {
+        let found = daemon
+            .control
+            .get_network(api::GetNetworkRequest {
+                network: name.clone(),
+            })
+            .await;
+        match found {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::NotFound => anyhow::bail!(
+                "network {name:?} is declared as external, but could not be found: create it first with 'shoal network create -d overlay {name}'"
+            ),
+            Err(status) => return Err(api_error(status)),
+        }
+    }
+    Ok(())
+}
+
 /// Loads and converts the compose files, and reads the secret and config files the stack
-/// creates (each at most 500 KiB).
+/// creates (each at most 500 KiB). Also returns the external networks the services use.
 fn deploy_request(
     files: &[String],
     stack: &str,
     prune: bool,
-) -> anyhow::Result<api::DeployStackRequest> {
+) -> anyhow::Result<(api::DeployStackRequest, std::collections::BTreeSet<String>)> {
     let loaded = read_project(files, false)?;
     let specs = convert::to_specs(stack, &loaded.project);
+    let external_networks = specs.external_networks.clone();
     let read = |kind: &str, name: &str, path: &str| -> anyhow::Result<Vec<u8>> {
         let size = std::fs::metadata(path)
             .with_context(|| format!("{kind} {name}: cannot read its file {path}"))?
@@ -337,7 +363,7 @@ fn deploy_request(
             ..Default::default()
         });
     }
-    Ok(api::DeployStackRequest {
+    let request = api::DeployStackRequest {
         spec: Some(api::StackSpec {
             annotations: Some(annotations(stack)),
             compose: compose::emit::to_yaml(&loaded.project),
@@ -349,7 +375,8 @@ fn deploy_request(
         secrets,
         configs,
         prune,
-    })
+    };
+    Ok((request, external_networks))
 }
 
 fn annotations(name: &str) -> api::Annotations {

@@ -1712,3 +1712,173 @@ fn autolock_keeps_a_restarted_manager_locked_until_it_is_unlocked() {
             .is_empty()
     );
 }
+
+/// `network create|ls|inspect|rm|prune` and the networks a stack makes: docker's columns and
+/// document, refusals that say why and change nothing, a network in use kept with its users
+/// named, and `STACK_default` for a stack's services that name no network.
+#[test]
+fn networks_are_created_listed_inspected_removed_and_pruned() {
+    let Some(host) = SwarmHost::start_manager("networks") else {
+        return;
+    };
+    let back = host.service("back");
+    let id = host
+        .ok(&[
+            "network",
+            "create",
+            "-d",
+            "overlay",
+            "--subnet",
+            "10.77.0.0/24",
+            "--gateway",
+            "10.77.0.1",
+            "--ip-range",
+            "10.77.0.128/25",
+            "--attachable",
+            "--internal",
+            "--opt",
+            "encrypted",
+            "--label",
+            "tier=db",
+            &back,
+        ])
+        .trim()
+        .to_owned();
+    assert_eq!(id.len(), 25, "an object id: {id:?}");
+    let table = host.ok(&["network", "ls"]);
+    let header: Vec<&str> = table
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect();
+    assert_eq!(header, ["NETWORK ID", "NAME", "DRIVER", "SCOPE"], "{table}");
+    let row = table
+        .lines()
+        .find(|line| line.contains(&back))
+        .unwrap_or_else(|| panic!("{table}"));
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells,
+        [&id[..12], back.as_str(), "overlay", "swarm"],
+        "{table}"
+    );
+    assert_eq!(
+        host.ok(&["network", "ls", "-q", "--filter", &format!("name={back}")])
+            .trim(),
+        &id[..12]
+    );
+    let listed = json_lines(&host.ok(&[
+        "network",
+        "ls",
+        "--format",
+        "json",
+        "--filter",
+        "label=tier=db",
+    ]))
+    .expect("JSON lines");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(field(&listed[0], "Name"), back);
+    let inspected: Value =
+        serde_json::from_str(&host.ok(&["network", "inspect", &back])).expect("inspect JSON");
+    let document = &inspected[0];
+    assert_eq!(document["Id"], id.as_str());
+    assert_eq!(document["Scope"], "swarm");
+    assert_eq!(document["Driver"], "overlay");
+    assert_eq!(document["Internal"], true);
+    assert_eq!(document["Attachable"], true);
+    assert_eq!(document["Options"]["encrypted"], "");
+    assert_eq!(document["Labels"]["tier"], "db");
+    assert_eq!(document["IPAM"]["Config"][0]["Subnet"], "10.77.0.0/24");
+    assert_eq!(document["IPAM"]["Config"][0]["IPRange"], "10.77.0.128/25");
+
+    // Bad input is refused with the reason, and nothing is written.
+    let before = host.ok(&["network", "ls", "-q", "--no-trunc"]);
+    for (args, expected) in [
+        (
+            vec!["--subnet", "10.77.0.0/16"],
+            "overlaps subnet 10.77.0.0/24 of network",
+        ),
+        (vec!["--subnet", "10.78.0.0/33"], "invalid subnet"),
+        (
+            vec!["--subnet", "10.78.0.0/24", "--gateway", "10.79.0.1"],
+            "not inside subnet",
+        ),
+        (vec!["-d", "bridge"], "use the overlay driver"),
+        (
+            vec!["--opt", "com.docker.network.driver.mtu=9"],
+            "from 68 to 65535",
+        ),
+    ] {
+        let mut command = vec!["network", "create"];
+        command.extend(args);
+        let other = host.service("other");
+        command.push(&other);
+        let refused = host.fails(&command);
+        assert!(refused.contains(expected), "{command:?}: {refused}");
+    }
+    let taken = host.fails(&["network", "create", &back]);
+    assert!(taken.contains("already exists"), "{taken}");
+    assert_eq!(host.ok(&["network", "ls", "-q", "--no-trunc"]), before);
+
+    // A stack's services that name no network share STACK_default; it can't be removed while
+    // they use it, and `stack rm` takes it away.
+    let stack = host.service("st");
+    let file = host.dir.join("stack.yml");
+    std::fs::write(
+        &file,
+        "services:\n  app:\n    image: busybox\n    command: [sleep, '3600']\n    deploy: {replicas: 0}\n",
+    )
+    .expect("writing the stack file");
+    let file = file.display().to_string();
+    host.ok(&["stack", "deploy", "-c", &file, &stack]);
+    let default = format!("{stack}_default");
+    let names = host.ok(&["network", "ls", "--format", "json"]);
+    assert!(
+        names.contains(&format!("\"Name\":\"{default}\"")),
+        "{names}"
+    );
+    let in_use = host.fails(&["network", "rm", &default]);
+    assert!(
+        in_use.contains(&format!("in use by service(s) {stack}_app")),
+        "{in_use}"
+    );
+
+    // An external network must exist before anything is deployed.
+    let external = host.dir.join("external.yml");
+    std::fs::write(
+        &external,
+        "services:\n  app:\n    image: busybox\n    networks: [corp]\nnetworks:\n  corp: {external: true, name: nowhere-net}\n",
+    )
+    .expect("writing the stack file");
+    let refused = host.fails(&[
+        "stack",
+        "deploy",
+        "-c",
+        &external.display().to_string(),
+        &host.service("ext"),
+    ]);
+    assert!(
+        refused.contains("\"nowhere-net\" is declared as external, but could not be found"),
+        "{refused}"
+    );
+    assert!(!host.ok(&["stack", "ls"]).contains(&host.service("ext")));
+
+    host.ok(&["stack", "rm", &stack]);
+    assert!(!host.ok(&["network", "ls"]).contains(&default));
+
+    // rm by name; prune takes what nothing uses.
+    let spare = host.service("spare");
+    host.ok(&["network", "create", &spare]);
+    assert_eq!(host.ok(&["network", "rm", &spare]).trim(), spare);
+    host.ok(&["network", "create", &spare]);
+    let pruned = host.ok(&["network", "prune", "-f"]);
+    assert!(pruned.starts_with("Deleted Networks:\n"), "{pruned}");
+    assert!(
+        pruned.contains(&back) && pruned.contains(&spare),
+        "{pruned}"
+    );
+    assert_eq!(host.ok(&["network", "ls", "-q"]), "");
+}

@@ -3,7 +3,7 @@
 //! conversion so that a stack deployed by either CLI looks the same (names `STACK_NAME`, the
 //! `com.docker.stack.namespace` label, `STACK_default` for services without networks).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use shoal_proto::api;
 use spec::defaults;
@@ -17,8 +17,11 @@ pub const NAMESPACE_LABEL: &str = "com.docker.stack.namespace";
 /// Everything `stack deploy` creates or looks up, in dependency order of creation.
 #[derive(Debug, Default)]
 pub struct StackSpecs {
-    /// Networks the stack creates, by full name. External networks are not here.
+    /// Networks the stack creates, by full name: those its services use, as docker creates
+    /// them. External networks are not here.
     pub networks: BTreeMap<String, api::NetworkSpec>,
+    /// The external networks its services use, by name: they must exist before the deploy.
+    pub external_networks: BTreeSet<String>,
     /// Secrets and configs the stack creates from files: full name → absolute file path. The
     /// caller reads the files (and checks their size) before anything is written.
     pub secret_files: BTreeMap<String, String>,
@@ -56,31 +59,32 @@ fn nano_cpus(cpus: &Option<String>) -> i64 {
 
 pub fn to_specs(stack: &str, project: &ComposeProject) -> StackSpecs {
     let mut specs = StackSpecs::default();
-    let mut uses_default_network = false;
+    // As docker's `convert.Networks`: only the networks some service uses are made, and a
+    // service that names none uses the stack's `default` network.
+    let mut used_networks = BTreeSet::new();
     for (name, service) in &project.services {
-        if service.networks.is_empty() || service.networks.contains_key("default") {
-            uses_default_network = true;
+        if service.networks.is_empty() {
+            used_networks.insert("default");
         }
+        used_networks.extend(service.networks.keys().map(String::as_str));
         specs.services.insert(
             scoped(stack, name),
             service_spec(stack, name, service, project),
         );
     }
-    for (key, network) in &project.networks {
+    let default_network = Network::default();
+    for key in used_networks {
+        let network = project.networks.get(key).unwrap_or(&default_network);
         if network.external {
+            specs
+                .external_networks
+                .insert(object_name(stack, key, &network.name, true));
             continue;
         }
         let name = object_name(stack, key, &network.name, false);
         specs
             .networks
             .insert(name.clone(), network_spec(stack, &name, network));
-    }
-    if uses_default_network && !project.networks.contains_key("default") {
-        let name = scoped(stack, "default");
-        specs.networks.insert(
-            name.clone(),
-            network_spec(stack, &name, &Network::default()),
-        );
     }
     for (key, secret) in &project.secrets {
         if let (false, Some(file)) = (secret.external, &secret.file) {
@@ -99,7 +103,7 @@ pub fn to_specs(stack: &str, project: &ComposeProject) -> StackSpecs {
     specs
 }
 
-fn network_spec(stack: &str, name: &str, network: &Network) -> api::NetworkSpec {
+pub(crate) fn network_spec(stack: &str, name: &str, network: &Network) -> api::NetworkSpec {
     api::NetworkSpec {
         annotations: Some(api::Annotations {
             name: name.to_owned(),

@@ -514,6 +514,19 @@ impl<'a> Parser<'a> {
         if network.external && (network.driver.is_some() || network.ipam.is_some()) {
             self.error(node, path, "an external network is created outside the stack: remove `driver` and `ipam`, or `external`");
         }
+        if !network.external {
+            // spec's rules, on the spec the deploy would send; the stack's name is not known
+            // yet, so a stand-in prefixes the key as the stack's would.
+            let key = path.rsplit('.').next().unwrap_or(path);
+            let name = network
+                .name
+                .clone()
+                .unwrap_or_else(|| format!("stack_{key}"));
+            let spec = crate::convert::network_spec("stack", &name, &network);
+            if let Err(error) = spec::validate::network_spec(&spec) {
+                self.error(node, path, error.to_string());
+            }
+        }
         network
     }
 

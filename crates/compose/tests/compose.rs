@@ -1097,4 +1097,109 @@ fn enum_mistakes_get_the_word_meant_and_specs_rules() {
         mount.bind_options.as_ref().map(|b| b.propagation),
         Some(shoal_proto::api::mount::bind_options::Propagation::Rslave as i32)
     );
+
+/// Networks as docker's stack deploy makes them: only those a service uses, `STACK_default`
+/// for services naming none, external ones listed to be looked up, and spec's network rules
+/// applied with the key path.
+#[test]
+fn stack_networks_follow_docker() {
+    use compose::convert::to_specs;
+
+    let loaded = load_text(
+        "services:
+  web:
+    image: a
+    networks:
+      front:
+        aliases: [www]
+      shared: {}
+  worker:
+    image: a
+networks:
+  front:
+    driver: overlay
+    driver_opts: {encrypted: '', com.docker.network.driver.mtu: '1400'}
+    attachable: true
+    internal: true
+    labels: {tier: web}
+    ipam:
+      config:
+        - {subnet: 10.9.0.0/24, ip_range: 10.9.0.128/25, gateway: 10.9.0.1}
+  unused: {}
+  shared:
+    external: true
+    name: corp-net
+",
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    let specs = to_specs("app", &loaded.project);
+    assert_eq!(
+        specs.networks.keys().collect::<Vec<_>>(),
+        ["app_default", "app_front"]
+    );
+    assert_eq!(
+        specs.external_networks.iter().collect::<Vec<_>>(),
+        ["corp-net"]
+    );
+    let front = &specs.networks["app_front"];
+    assert!(front.internal && front.attachable);
+    let driver = front.driver_config.as_ref().expect("driver");
+    assert_eq!(driver.name, "overlay");
+    assert_eq!(driver.options["com.docker.network.driver.mtu"], "1400");
+    let pool = &front.ipam.as_ref().expect("ipam").configs[0];
+    assert_eq!(
+        (
+            pool.subnet.as_str(),
+            pool.range.as_str(),
+            pool.gateway.as_str()
+        ),
+        ("10.9.0.0/24", "10.9.0.128/25", "10.9.0.1")
+    );
+    assert!(spec::validate::network_spec(front).is_ok());
+    let web = specs.services["app_web"].task.as_ref().expect("task");
+    let attachments: Vec<_> = web
+        .networks
+        .iter()
+        .map(|n| (n.target.as_str(), n.aliases.clone()))
+        .collect();
+    assert_eq!(
+        attachments,
+        [
+            ("app_front", vec!["web".to_owned(), "www".to_owned()]),
+            ("corp-net", vec!["web".to_owned()]),
+        ]
+    );
+    let worker = specs.services["app_worker"].task.as_ref().expect("task");
+    assert_eq!(worker.networks[0].target, "app_default");
+
+    for (network, expected) in [
+        (
+            "driver: bridge",
+            "network driver \"bridge\" is not supported",
+        ),
+        (
+            "ipam: {config: [{subnet: 10.9.0.0/33}]}",
+            "invalid subnet \"10.9.0.0/33\"",
+        ),
+        (
+            "ipam: {config: [{subnet: 10.9.0.0/24, gateway: 10.8.0.1}]}",
+            "gateway 10.8.0.1 is not inside subnet 10.9.0.0/24",
+        ),
+        (
+            "driver_opts: {com.docker.network.driver.mtu: '9'}",
+            "from 68 to 65535",
+        ),
+    ] {
+        let text = format!(
+            "services:\n  web:\n    image: a\n    networks: [front]\nnetworks:\n  front:\n    {network}\n"
+        );
+        let errors = match load_text(&text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(errors) => errors.to_string(),
+        };
+        assert!(
+            errors.contains("networks.front: ") && errors.contains(expected),
+            "{errors}\nshould say: networks.front: …{expected}"
+        );
+    }
 }

@@ -66,6 +66,14 @@ pub fn apply_service_defaults(spec: &mut api::ServiceSpec) {
     spec.endpoint.get_or_insert_with(Default::default);
 }
 
+/// Fills the overlay driver into a network spec that names none: swarm networks have no other.
+pub fn apply_network_defaults(spec: &mut api::NetworkSpec) {
+    let driver = spec.driver_config.get_or_insert_with(Default::default);
+    if driver.name.is_empty() {
+        driver.name = crate::network::OVERLAY_DRIVER.to_owned();
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

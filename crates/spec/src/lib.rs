@@ -11,6 +11,7 @@ pub mod defaults;
 pub mod enums;
 mod error;
 pub mod human;
+pub mod network;
 pub mod template;
 pub mod time;
 pub mod units;

@@ -268,16 +268,182 @@ pub fn payload_size(kind: PayloadKind, name: &str, bytes: u64) -> Result<(), Spe
     Ok(())
 }
 
-/// A network spec: a name.
-pub fn network_spec(spec: &NetworkSpec) -> Result<(), SpecError> {
-    let name = spec
-        .annotations
-        .as_ref()
-        .map_or("", |annotations| annotations.name.as_str());
-    if name.trim().is_empty() {
+/// The names Docker keeps for its own local networks; a swarm network can't take them.
+pub const PREDEFINED_NETWORK_NAMES: [&str; 3] = ["bridge", "host", "none"];
+
+/// A network name as Docker allows it: a letter or digit, then letters, digits, '_', '.' or
+/// '-'; not one of Docker's predefined networks.
+pub fn network_name(name: &str) -> Result<(), SpecError> {
+    if name.is_empty() {
         return Err(rule(
-            "a network needs a name: give one, as in 'networks: {backend: {}}'".to_owned(),
+            "a network needs a name: give one, as in 'shoal network create -d overlay backend'"
+                .to_owned(),
         ));
+    }
+    let starts_well = name
+        .bytes()
+        .next()
+        .is_some_and(|b| b.is_ascii_alphanumeric());
+    let characters_ok = name
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'));
+    if !starts_well || !characters_ok {
+        return Err(rule(format!(
+            "invalid network name {name:?}: use letters, digits, '_', '.' and '-', starting with a letter or digit"
+        )));
+    }
+    if PREDEFINED_NETWORK_NAMES.contains(&name) {
+        return Err(rule(format!(
+            "network name {name:?} is taken by Docker's predefined {name} network: choose another name"
+        )));
+    }
+    Ok(())
+}
+
+/// A network spec: Docker's name rules, the overlay driver, options shoal understands with
+/// valid values (Docker accepts any option and fails later, or silently ignores a misspelt
+/// `encrypted`; here both are refused up front), IPv4 only, and IPAM configs whose subnet,
+/// range and gateway are CIDRs and addresses that fit inside each other.
+pub fn network_spec(spec: &NetworkSpec) -> Result<(), SpecError> {
+    use crate::network::{self, Subnet};
+
+    let annotations = spec.annotations.clone().unwrap_or_default();
+    network_name(&annotations.name)?;
+    let name = annotations.name.as_str();
+    if annotations.labels.keys().any(|key| key.trim().is_empty()) {
+        return Err(rule(format!(
+            "network {name} has a label with an empty key: give labels as key=value"
+        )));
+    }
+    let driver = spec.driver_config.clone().unwrap_or_default();
+    if !driver.name.is_empty() && driver.name != network::OVERLAY_DRIVER {
+        return Err(rule(format!(
+            "network driver {:?} is not supported: swarm networks use the {} driver (-d {})",
+            driver.name,
+            network::OVERLAY_DRIVER,
+            network::OVERLAY_DRIVER
+        )));
+    }
+    let mut options: Vec<(&String, &String)> = driver.options.iter().collect();
+    options.sort();
+    for (option, value) in options {
+        network_option(option, value)?;
+    }
+    if spec.ipv6_enabled {
+        return Err(rule(format!(
+            "network {name} asks for IPv6, which overlay networks do not support: leave out --ipv6 (enable_ipv6)"
+        )));
+    }
+    let Some(ipam) = spec.ipam.as_ref() else {
+        return Ok(());
+    };
+    let ipam_driver = ipam
+        .driver
+        .as_ref()
+        .map_or("", |driver| driver.name.as_str());
+    if !ipam_driver.is_empty() && ipam_driver != network::DEFAULT_IPAM_DRIVER {
+        return Err(rule(format!(
+            "IPAM driver {ipam_driver:?} is not supported: leave it out, or use {}",
+            network::DEFAULT_IPAM_DRIVER
+        )));
+    }
+    let mut subnets: Vec<Subnet> = Vec::new();
+    for config in &ipam.configs {
+        if config.subnet.is_empty() {
+            if !config.range.is_empty() || !config.gateway.is_empty() {
+                return Err(rule(
+                    "an IP range or gateway needs its subnet: give --subnet with --ip-range and --gateway"
+                        .to_owned(),
+                ));
+            }
+            continue;
+        }
+        let subnet = Subnet::parse(&config.subnet, "subnet")?;
+        if subnet.prefix_len() > network::MAX_NETWORK_PREFIX {
+            return Err(rule(format!(
+                "subnet {subnet} is too small for a network: give a prefix length of at most /{}",
+                network::MAX_NETWORK_PREFIX
+            )));
+        }
+        if let Some(other) = subnets.iter().find(|other| other.overlaps(subnet)) {
+            return Err(rule(format!(
+                "subnet {subnet} overlaps subnet {other} of the same network: give subnets that do not overlap"
+            )));
+        }
+        if !config.range.is_empty() {
+            let range = Subnet::parse(&config.range, "ip range")?;
+            if !subnet.covers(range) {
+                return Err(rule(format!(
+                    "ip range {range} is not inside subnet {subnet}: give a range within the subnet"
+                )));
+            }
+        }
+        if !config.gateway.is_empty() {
+            let gateway: Ipv4Addr = config.gateway.parse().map_err(|_| {
+                rule(format!(
+                    "invalid gateway {:?}: give an IPv4 address without a prefix length, such as 10.0.9.1",
+                    config.gateway
+                ))
+            })?;
+            if !subnet.contains(gateway) {
+                return Err(rule(format!(
+                    "gateway {gateway} is not inside subnet {subnet}: give an address within the subnet"
+                )));
+            }
+            if gateway == subnet.network() || gateway == subnet.broadcast() {
+                return Err(rule(format!(
+                    "gateway {gateway} is the network or broadcast address of subnet {subnet}: give a host address such as the first one"
+                )));
+            }
+        }
+        subnets.push(subnet);
+    }
+    Ok(())
+}
+
+/// One driver option of a network: a name shoal knows, with a value it can use.
+fn network_option(option: &str, value: &str) -> Result<(), SpecError> {
+    use crate::network;
+
+    match option {
+        network::ENCRYPTED_OPTION => {
+            if !matches!(value, "" | "true") {
+                return Err(rule(format!(
+                    "option {option}={value:?}: give --opt encrypted (or encrypted=true); leave it out for a network that is not encrypted"
+                )));
+            }
+        }
+        network::MTU_OPTION => {
+            let valid = value
+                .parse::<u32>()
+                .is_ok_and(|mtu| (network::MIN_MTU..=network::MAX_MTU).contains(&mtu));
+            if !valid {
+                return Err(rule(format!(
+                    "option {option}={value:?}: give the underlay MTU as a whole number from {} to {}, such as 1500",
+                    network::MIN_MTU,
+                    network::MAX_MTU
+                )));
+            }
+        }
+        network::VXLAN_ID_LIST_OPTION => {
+            let valid = value.split(',').all(|vni| {
+                vni.trim()
+                    .parse::<u32>()
+                    .is_ok_and(|vni| (1..=network::MAX_VNI).contains(&vni))
+            });
+            if !valid {
+                return Err(rule(format!(
+                    "option {option}={value:?}: give VXLAN ids from 1 to {}, comma separated, such as 4097",
+                    network::MAX_VNI
+                )));
+            }
+        }
+        unknown => {
+            return Err(rule(format!(
+                "unknown network option {unknown:?}: use {}",
+                network::DRIVER_OPTIONS.join(", ")
+            )));
+        }
     }
     Ok(())
 }
@@ -460,6 +626,202 @@ mod tests {
         assert!(message(&["fd00::/8"], 24).contains("IPv6 pools are not supported"));
         assert!(message(&["10.20.0.0"], 24).contains("CIDR form"));
         assert!(message(&["10.20.0.0/33"], 24).contains("from 0 to 32"));
+    }
+
+    fn network(name: &str) -> NetworkSpec {
+        NetworkSpec {
+            annotations: Some(api::Annotations {
+                name: name.into(),
+                ..Default::default()
+            }),
+            driver_config: Some(api::Driver {
+                name: "overlay".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn with_option(option: &str, value: &str) -> NetworkSpec {
+        let mut spec = network("net");
+        spec.driver_config
+            .as_mut()
+            .unwrap()
+            .options
+            .insert(option.into(), value.into());
+        spec
+    }
+
+    fn with_pool(subnet: &str, range: &str, gateway: &str) -> NetworkSpec {
+        let mut spec = network("net");
+        spec.ipam = Some(api::IpamOptions {
+            driver: None,
+            configs: vec![api::IpamConfig {
+                subnet: subnet.into(),
+                range: range.into(),
+                gateway: gateway.into(),
+                ..Default::default()
+            }],
+        });
+        spec
+    }
+
+    fn network_error(spec: &NetworkSpec) -> String {
+        network_spec(spec).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn network_names_follow_docker() {
+        for name in ["backend", "app_default", "a", "web.v2-x", "9lives"] {
+            assert!(network_spec(&network(name)).is_ok(), "{name}");
+        }
+        assert!(network_error(&network("")).contains("a network needs a name"));
+        for name in ["-x", ".x", "has space", "x/y", "ü"] {
+            assert!(
+                network_error(&network(name)).contains("invalid network name"),
+                "{name}"
+            );
+        }
+        assert!(network_error(&network("host")).contains("predefined host network"));
+        let mut labelled = network("net");
+        labelled
+            .annotations
+            .as_mut()
+            .unwrap()
+            .labels
+            .insert(" ".into(), "x".into());
+        assert!(network_error(&labelled).contains("label with an empty key"));
+    }
+
+    #[test]
+    fn networks_use_the_overlay_driver_and_ipv4_only() {
+        let mut no_driver = network("net");
+        no_driver.driver_config = None;
+        assert!(network_spec(&no_driver).is_ok());
+        let mut bridge = network("net");
+        bridge.driver_config.as_mut().unwrap().name = "bridge".into();
+        assert_eq!(
+            network_error(&bridge),
+            "network driver \"bridge\" is not supported: swarm networks use the overlay driver (-d overlay)"
+        );
+        let mut ipv6 = network("net");
+        ipv6.ipv6_enabled = true;
+        assert!(network_error(&ipv6).contains("IPv6"));
+        let mut ipam_driver = with_pool("10.1.0.0/24", "", "");
+        ipam_driver.ipam.as_mut().unwrap().driver = Some(api::Driver {
+            name: "infoblox".into(),
+            ..Default::default()
+        });
+        assert!(network_error(&ipam_driver).contains("IPAM driver \"infoblox\" is not supported"));
+    }
+
+    #[test]
+    fn network_options_are_known_names_with_valid_values() {
+        for (option, value) in [
+            ("encrypted", ""),
+            ("encrypted", "true"),
+            ("com.docker.network.driver.mtu", "1500"),
+            ("com.docker.network.driver.mtu", "68"),
+            ("com.docker.network.driver.mtu", "65535"),
+            ("com.docker.network.driver.overlay.vxlanid_list", "4097"),
+            (
+                "com.docker.network.driver.overlay.vxlanid_list",
+                "4097,4098",
+            ),
+        ] {
+            assert!(
+                network_spec(&with_option(option, value)).is_ok(),
+                "{option}={value}"
+            );
+        }
+        assert!(network_error(&with_option("encrypted", "false")).contains("--opt encrypted"));
+        for mtu in ["67", "65536", "1500b", "", "-1"] {
+            assert!(
+                network_error(&with_option("com.docker.network.driver.mtu", mtu))
+                    .contains("whole number from 68 to 65535"),
+                "{mtu}"
+            );
+        }
+        assert!(
+            network_error(&with_option(
+                "com.docker.network.driver.overlay.vxlanid_list",
+                "16777216"
+            ))
+            .contains("VXLAN ids from 1 to 16777215")
+        );
+        assert_eq!(
+            network_error(&with_option("encrpyted", "")),
+            "unknown network option \"encrpyted\": use encrypted, com.docker.network.driver.mtu, com.docker.network.driver.overlay.vxlanid_list"
+        );
+    }
+
+    #[test]
+    fn network_subnets_ranges_and_gateways_fit_together() {
+        for (subnet, range, gateway) in [
+            ("10.1.0.0/24", "", ""),
+            ("10.1.0.0/16", "10.1.5.0/24", "10.1.0.1"),
+            ("10.1.0.0/24", "10.1.0.128/25", "10.1.0.254"),
+            ("10.1.0.0/30", "", "10.1.0.1"),
+            ("", "", ""),
+        ] {
+            assert!(
+                network_spec(&with_pool(subnet, range, gateway)).is_ok(),
+                "{subnet} {range} {gateway}"
+            );
+        }
+        for (subnet, range, gateway, expected) in [
+            ("10.1.0.0", "", "", "CIDR form"),
+            ("10.1.0.0/33", "", "", "prefix length 0 to 32"),
+            (
+                "10.1.0.5/24",
+                "",
+                "",
+                "give the network itself, 10.1.0.0/24",
+            ),
+            ("fd00::/64", "", "", "IPv6 is not supported"),
+            ("10.1.0.0/31", "", "", "at most /30"),
+            (
+                "10.1.0.0/24",
+                "10.2.0.0/25",
+                "",
+                "ip range 10.2.0.0/25 is not inside subnet 10.1.0.0/24",
+            ),
+            ("10.1.0.0/24", "10.1.0.0/23", "", "is not inside subnet"),
+            ("10.1.0.0/24", "10.1.0.0", "", "invalid ip range"),
+            (
+                "10.1.0.0/24",
+                "",
+                "10.2.0.1",
+                "gateway 10.2.0.1 is not inside subnet 10.1.0.0/24",
+            ),
+            ("10.1.0.0/24", "", "10.1.0.1/24", "without a prefix length"),
+            (
+                "10.1.0.0/24",
+                "",
+                "10.1.0.0",
+                "network or broadcast address",
+            ),
+            (
+                "10.1.0.0/24",
+                "",
+                "10.1.0.255",
+                "network or broadcast address",
+            ),
+            ("", "10.1.0.0/24", "", "needs its subnet"),
+            ("", "", "10.1.0.1", "needs its subnet"),
+        ] {
+            let error = network_error(&with_pool(subnet, range, gateway));
+            assert!(
+                error.contains(expected),
+                "{subnet} {range} {gateway}: {error}"
+            );
+        }
+        let mut two = with_pool("10.1.0.0/16", "", "");
+        two.ipam.as_mut().unwrap().configs.push(api::IpamConfig {
+            subnet: "10.1.2.0/24".into(),
+            ..Default::default()
+        });
+        assert!(network_error(&two).contains("overlaps subnet 10.1.0.0/16 of the same network"));
     }
 
     #[test]

@@ -107,4 +107,9 @@ delegate_control! {
     list_stacks(ListStacksRequest) -> ListStacksResponse;
     remove_stack(RemoveStackRequest) -> StackChangesResponse;
     rollback_stack(RollbackStackRequest) -> DeployStackResponse;
+    create_network(CreateNetworkRequest) -> NetworkResponse;
+    get_network(GetNetworkRequest) -> NetworkResponse;
+    list_networks(ListNetworksRequest) -> ListNetworksResponse;
+    remove_network(RemoveNetworkRequest) -> RemoveNetworkResponse;
+    prune_networks(PruneNetworksRequest) -> PruneNetworksResponse;
 }

@@ -5,6 +5,7 @@
 
 mod gate;
 mod managers;
+mod networks;
 pub(crate) mod payloads;
 mod progress;
 mod resolve;
@@ -480,6 +481,87 @@ impl ControlApi {
         Ok(api::DeployStackResponse { stack, changes })
     }
 
+    /// Everything a network call reads, at one index.
+    async fn network_objects(
+        &self,
+    ) -> Result<(Vec<api::Network>, Vec<Service>, Vec<Task>), ManagerError> {
+        self.read(|view| {
+            Ok((
+                objects::decode_all(view.list(api::Network::KIND))?,
+                objects::decode_all(view.list(Service::KIND))?,
+                objects::decode_all(view.list(Task::KIND))?,
+            ))
+        })
+        .await
+    }
+
+    async fn networks(&self) -> Result<Vec<api::Network>, ManagerError> {
+        self.read(|view| objects::decode_all(view.list(api::Network::KIND)))
+            .await
+    }
+
+    fn resolve_network<'a>(
+        networks: &'a [api::Network],
+        reference: &str,
+    ) -> Result<&'a api::Network, ManagerError> {
+        resolve::resolve(
+            networks,
+            reference,
+            "network",
+            |network| &network.id,
+            |network| objects::ClusterObject::unique_name(network),
+        )
+    }
+
+    /// Stores a new network's spec; the leader's allocator gives it a subnet and a VNI later.
+    async fn create_network(
+        &self,
+        mut spec: api::NetworkSpec,
+    ) -> Result<api::Network, ManagerError> {
+        spec::defaults::apply_network_defaults(&mut spec);
+        networks::check_create(&spec, &self.networks().await?)?;
+        let network = api::Network {
+            id: raft_store::new_object_id(),
+            spec: Some(spec),
+            ..Default::default()
+        };
+        self.store
+            .write(raft_store::Transaction::new(vec![objects::create(
+                &network,
+            )]))
+            .await?;
+        self.read_back(&network.id).await
+    }
+
+    async fn remove_network(&self, reference: &str) -> Result<String, ManagerError> {
+        let (all, services, tasks) = self.network_objects().await?;
+        let network = Self::resolve_network(&all, reference)?;
+        networks::check_remove(network, &services, &tasks)?;
+        self.store
+            .write(raft_store::Transaction::new(vec![objects::delete(network)]))
+            .await?;
+        Ok(network.id.clone())
+    }
+
+    /// Removes every unused network passing `filters` in one transaction, and returns their
+    /// names.
+    async fn prune_networks(&self, filters: &[String]) -> Result<Vec<String>, ManagerError> {
+        let (all, services, tasks) = self.network_objects().await?;
+        let unused = networks::prunable(&all, &services, &tasks, filters)?;
+        if unused.is_empty() {
+            return Ok(Vec::new());
+        }
+        let names = unused
+            .iter()
+            .map(|network| objects::ClusterObject::unique_name(*network).to_owned())
+            .collect();
+        let deletes = unused.into_iter().map(objects::delete).collect();
+        self.store
+            .write(raft_store::Transaction::new(deletes))
+            .await?;
+        Ok(names)
+    }
+
     async fn create_payload<T: Payload>(&self, mut payload: T) -> Result<T, ManagerError> {
         payloads::check_payload(T::PAYLOAD, payload.annotations(), payload.data())?;
         payload.meta_mut().take();
@@ -901,6 +983,68 @@ impl Control for ControlApi {
         }
         .await;
         reply(result)
+    }
+
+    async fn create_network(
+        &self,
+        request: Request<api::CreateNetworkRequest>,
+    ) -> ControlResult<api::NetworkResponse> {
+        let spec = request.into_inner().spec.unwrap_or_default();
+        reply(
+            ControlApi::create_network(self, spec)
+                .await
+                .map(|network| api::NetworkResponse {
+                    network: Some(network),
+                }),
+        )
+    }
+
+    async fn get_network(
+        &self,
+        request: Request<api::GetNetworkRequest>,
+    ) -> ControlResult<api::NetworkResponse> {
+        let reference = request.into_inner().network;
+        reply(self.networks().await.and_then(|all| {
+            Ok(api::NetworkResponse {
+                network: Some(Self::resolve_network(&all, &reference)?.clone()),
+            })
+        }))
+    }
+
+    async fn list_networks(
+        &self,
+        request: Request<api::ListNetworksRequest>,
+    ) -> ControlResult<api::ListNetworksResponse> {
+        let filters = request.into_inner().filters;
+        reply(self.networks().await.and_then(|all| {
+            Ok(api::ListNetworksResponse {
+                networks: networks::list(all, &filters)?,
+            })
+        }))
+    }
+
+    async fn remove_network(
+        &self,
+        request: Request<api::RemoveNetworkRequest>,
+    ) -> ControlResult<api::RemoveNetworkResponse> {
+        let reference = request.into_inner().network;
+        reply(
+            ControlApi::remove_network(self, &reference)
+                .await
+                .map(|network_id| api::RemoveNetworkResponse { network_id }),
+        )
+    }
+
+    async fn prune_networks(
+        &self,
+        request: Request<api::PruneNetworksRequest>,
+    ) -> ControlResult<api::PruneNetworksResponse> {
+        let filters = request.into_inner().filters;
+        reply(
+            ControlApi::prune_networks(self, &filters)
+                .await
+                .map(|networks_deleted| api::PruneNetworksResponse { networks_deleted }),
+        )
     }
 
     async fn remove_node(

@@ -140,6 +140,9 @@ pub(crate) fn plan_deploy(
         }
         let mut spec = spec.clone();
         label(&mut spec.annotations, &stack);
+        spec::defaults::apply_network_defaults(&mut spec);
+        // The same checks as `network create`: a subnet another network has is refused.
+        super::networks::check_create(&spec, &networks)?;
         let network = Network {
             id: new_id(),
             spec: Some(spec),
@@ -680,6 +683,81 @@ mod tests {
             plan_remove(&StackObjects::default(), "app"),
             Err(ManagerError::NotFound { .. })
         ));
+    }
+
+    #[test]
+    fn stack_networks_get_the_overlay_driver_and_the_checks_of_network_create() {
+        let plan = deploy(
+            &StackObjects::default(),
+            vec![service("app_web", "busybox")],
+            "s3cret",
+            false,
+        )
+        .unwrap();
+        let mut stored = StackObjects::default();
+        apply(&mut stored, &plan, 2);
+        let driver = stored.networks[0]
+            .spec
+            .as_ref()
+            .and_then(|spec| spec.driver_config.as_ref())
+            .map(|driver| driver.name.as_str());
+        assert_eq!(driver, Some("overlay"));
+
+        let taken = Network {
+            id: "n0".into(),
+            spec: Some(NetworkSpec {
+                annotations: named("corp"),
+                ..Default::default()
+            }),
+            ipam: Some(shoal_proto::api::IpamOptions {
+                driver: None,
+                configs: vec![shoal_proto::api::IpamConfig {
+                    subnet: "10.0.1.0/24".into(),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        };
+        let objects = StackObjects {
+            networks: vec![taken],
+            ..Default::default()
+        };
+        let mut overlapping = revision(vec![service("app_web", "busybox")]);
+        overlapping.networks[0].ipam = Some(shoal_proto::api::IpamOptions {
+            driver: None,
+            configs: vec![shoal_proto::api::IpamConfig {
+                subnet: "10.0.0.0/16".into(),
+                ..Default::default()
+            }],
+        });
+        let error = plan_deploy(
+            &objects,
+            overlapping.clone(),
+            vec![secret("s3cret")],
+            vec![config()],
+            false,
+            History::Push,
+            &mut || "id".to_owned(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            error.contains("subnet 10.0.0.0/16 overlaps subnet 10.0.1.0/24 of network corp"),
+            "{error}"
+        );
+        overlapping.networks[0].ipam.as_mut().unwrap().configs[0].subnet = "10.0.0.0/33".into();
+        let error = plan_deploy(
+            &objects,
+            overlapping,
+            vec![secret("s3cret")],
+            vec![config()],
+            false,
+            History::Push,
+            &mut || "id".to_owned(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(error.contains("invalid subnet"), "{error}");
     }
 
     #[test]

@@ -1,0 +1,516 @@
+//! Networks as the control API sees them: the checks of a create against the networks that
+//! exist (a subnet another network asked for or was given is refused, naming it), which services
+//! and tasks use a network (so a removal can be refused, naming them), docker's `network ls`
+//! filters, and which networks a prune removes. Pure: the caller reads, decides, writes.
+
+use shoal_proto::api::{Network, NetworkSpec, Service, Task, TaskState};
+use spec::network::Subnet;
+
+use crate::error::ManagerError;
+use crate::objects::ClusterObject;
+
+/// The scope every network the control API serves has, as docker's `network ls` shows it.
+pub(crate) const SWARM_SCOPE: &str = "swarm";
+
+fn invalid(message: String) -> ManagerError {
+    ManagerError::InvalidArgument(message)
+}
+
+/// The subnets a network asked for (its spec) and was given (its allocation), as stored; those
+/// that don't parse (none should) are skipped, since they can't be compared.
+fn subnets_of(network: &Network) -> Vec<Subnet> {
+    let requested = network
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.ipam.as_ref())
+        .map(|ipam| ipam.configs.as_slice())
+        .unwrap_or_default();
+    let allocated = network
+        .ipam
+        .as_ref()
+        .map(|ipam| ipam.configs.as_slice())
+        .unwrap_or_default();
+    requested
+        .iter()
+        .chain(allocated)
+        .filter_map(|config| Subnet::parse(&config.subnet, "subnet").ok())
+        .collect()
+}
+
+/// Checks a new network's spec: spec's rules, then a name no network has, and subnets that
+/// overlap no subnet another network asked for or was given.
+pub(crate) fn check_create(spec: &NetworkSpec, existing: &[Network]) -> Result<(), ManagerError> {
+    spec::validate::network_spec(spec)?;
+    let name = spec
+        .annotations
+        .as_ref()
+        .map_or("", |annotations| annotations.name.as_str());
+    if let Some(taken) = existing
+        .iter()
+        .find(|network| network.unique_name() == name)
+    {
+        return Err(ManagerError::FailedPrecondition(format!(
+            "network {name} already exists (ID {}): choose another name, or remove it first with 'shoal network rm {name}'",
+            taken.id
+        )));
+    }
+    let requested = spec
+        .ipam
+        .as_ref()
+        .map(|ipam| ipam.configs.as_slice())
+        .unwrap_or_default();
+    for config in requested.iter().filter(|config| !config.subnet.is_empty()) {
+        let subnet = Subnet::parse(&config.subnet, "subnet")?;
+        for network in existing {
+            if let Some(other) = subnets_of(network)
+                .into_iter()
+                .find(|other| other.overlaps(subnet))
+            {
+                return Err(invalid(format!(
+                    "subnet {subnet} overlaps subnet {other} of network {}: give a subnet that does not overlap, or leave --subnet out to get one from the address pool",
+                    network.unique_name()
+                )));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn attachment_targets(service: &Service) -> impl Iterator<Item = &str> {
+    let spec = service.spec.as_ref();
+    let task_networks = spec
+        .and_then(|spec| spec.task.as_ref())
+        .map(|task| task.networks.as_slice())
+        .unwrap_or_default();
+    // The deprecated top-level list counts when the task's list is empty, as SwarmKit reads it.
+    let networks = if task_networks.is_empty() {
+        spec.map(|spec| spec.networks.as_slice())
+            .unwrap_or_default()
+    } else {
+        task_networks
+    };
+    networks.iter().map(|attachment| attachment.target.as_str())
+}
+
+/// Who uses network `id`: the services whose spec attaches to it (those being removed say so),
+/// then the services of live tasks that still carry an attachment to it, by name, sorted and
+/// without repeats.
+pub(crate) fn users_of(id: &str, services: &[Service], tasks: &[Task]) -> Vec<String> {
+    let name_of = |service: &Service| -> String {
+        let name = service.unique_name();
+        let name = if name.is_empty() { &service.id } else { name };
+        if service.pending_delete {
+            format!("{name} (being removed)")
+        } else {
+            name.to_owned()
+        }
+    };
+    let mut users: Vec<String> = services
+        .iter()
+        .filter(|service| attachment_targets(service).any(|target| target == id))
+        .map(name_of)
+        .collect();
+    for task in tasks {
+        let attached = task.networks.iter().any(|attachment| {
+            attachment
+                .network
+                .as_ref()
+                .is_some_and(|network| network.id == id)
+        });
+        // A task the orchestrator has told to stop lets its network go once it is down.
+        if !attached || task.desired_state > TaskState::Running as i32 {
+            continue;
+        }
+        let user = services
+            .iter()
+            .find(|service| service.id == task.service_id)
+            .map_or_else(|| format!("task {}", task.id), name_of);
+        users.push(user);
+    }
+    users.sort();
+    users.dedup();
+    users
+}
+
+/// Refuses the removal of a network while anything uses it.
+pub(crate) fn check_remove(
+    network: &Network,
+    services: &[Service],
+    tasks: &[Task],
+) -> Result<(), ManagerError> {
+    let users = users_of(&network.id, services, tasks);
+    if users.is_empty() {
+        return Ok(());
+    }
+    let name = network.unique_name();
+    Err(ManagerError::FailedPrecondition(format!(
+        "network {name} is in use by service(s) {}: remove them or detach them from it first ('shoal service update --network-rm {name} SERVICE')",
+        users.join(", ")
+    )))
+}
+
+/// A `key=value` filter of `network ls` or `network prune`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Filter<'a> {
+    key: &'a str,
+    negated: bool,
+    value: &'a str,
+}
+
+fn parse_filters<'a>(
+    filters: &'a [String],
+    accepted: &[&str],
+) -> Result<Vec<Filter<'a>>, ManagerError> {
+    filters
+        .iter()
+        .map(|filter| {
+            let (key, value, negated) = match (filter.split_once("!="), filter.split_once('=')) {
+                (Some((key, value)), _) if !key.contains('=') => (key, value, true),
+                (_, Some((key, value))) => (key, value, false),
+                _ => {
+                    return Err(invalid(format!(
+                        "invalid filter {filter:?}: give key=value, such as name=backend"
+                    )));
+                }
+            };
+            let key = key.trim();
+            if !accepted.contains(&key) || (negated && key != "label") {
+                return Err(invalid(format!(
+                    "invalid filter {key:?}: use {}",
+                    accepted.join(", ")
+                )));
+            }
+            Ok(Filter {
+                key,
+                negated,
+                value: value.trim(),
+            })
+        })
+        .collect()
+}
+
+/// Whether a network's labels have `wanted`: a key, or key=value.
+fn has_label(network: &Network, wanted: &str) -> bool {
+    let labels = network
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.annotations.as_ref())
+        .map(|annotations| &annotations.labels);
+    let Some(labels) = labels else {
+        return false;
+    };
+    match wanted.split_once('=') {
+        Some((key, value)) => labels.get(key).is_some_and(|found| found == value),
+        None => labels.contains_key(wanted),
+    }
+}
+
+fn driver_of(network: &Network) -> &str {
+    let driver = network
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.driver_config.as_ref())
+        .map_or("", |driver| driver.name.as_str());
+    if driver.is_empty() {
+        spec::network::OVERLAY_DRIVER
+    } else {
+        driver
+    }
+}
+
+fn matches(network: &Network, filter: &Filter<'_>) -> bool {
+    let hit = match filter.key {
+        // docker matches names by substring and IDs by prefix.
+        "name" => network.unique_name().contains(filter.value),
+        "id" => network.id.starts_with(filter.value),
+        "label" => has_label(network, filter.value),
+        "driver" => driver_of(network) == filter.value,
+        "scope" => filter.value == SWARM_SCOPE,
+        // Every network here is user-made: docker's builtin ones (bridge, host, none) are local.
+        "type" => filter.value == "custom",
+        _ => false,
+    };
+    hit != filter.negated
+}
+
+/// Whether `network` passes every filter key: one of a key's values must match, and all of a
+/// negated key's must.
+fn passes(network: &Network, filters: &[Filter<'_>]) -> bool {
+    let mut keys: Vec<(&str, bool)> = filters.iter().map(|f| (f.key, f.negated)).collect();
+    keys.dedup();
+    keys.iter().all(|(key, negated)| {
+        let mut of_key = filters
+            .iter()
+            .filter(|filter| filter.key == *key && filter.negated == *negated);
+        if *negated {
+            of_key.all(|filter| matches(network, filter))
+        } else {
+            of_key.any(|filter| matches(network, filter))
+        }
+    })
+}
+
+/// `network ls --filter`: the networks that pass, sorted by name.
+pub(crate) fn list(
+    networks: Vec<Network>,
+    filters: &[String],
+) -> Result<Vec<Network>, ManagerError> {
+    let filters = parse_filters(filters, &["name", "id", "label", "driver", "scope", "type"])?;
+    let mut listed: Vec<Network> = networks
+        .into_iter()
+        .filter(|network| !network.pending_delete && passes(network, &filters))
+        .collect();
+    listed.sort_by(|a, b| a.unique_name().cmp(b.unique_name()).then(a.id.cmp(&b.id)));
+    Ok(listed)
+}
+
+/// `network prune`: the networks nothing uses that pass the label filters, sorted by name. The
+/// ingress network stays, as docker keeps it.
+pub(crate) fn prunable<'a>(
+    networks: &'a [Network],
+    services: &[Service],
+    tasks: &[Task],
+    filters: &[String],
+) -> Result<Vec<&'a Network>, ManagerError> {
+    let filters = parse_filters(filters, &["label"])?;
+    let mut unused: Vec<&Network> = networks
+        .iter()
+        .filter(|network| !network.pending_delete)
+        .filter(|network| !network.spec.as_ref().is_some_and(|spec| spec.ingress))
+        .filter(|network| passes(network, &filters))
+        .filter(|network| users_of(&network.id, services, tasks).is_empty())
+        .collect();
+    unused.sort_by(|a, b| a.unique_name().cmp(b.unique_name()));
+    Ok(unused)
+}
+
+#[cfg(test)]
+mod tests {
+    use shoal_proto::api::{
+        Annotations, Driver, IpamConfig, IpamOptions, NetworkAttachment, NetworkAttachmentConfig,
+        ServiceSpec, TaskSpec,
+    };
+
+    use super::*;
+
+    fn spec(name: &str, subnet: &str) -> NetworkSpec {
+        NetworkSpec {
+            annotations: Some(Annotations {
+                name: name.into(),
+                labels: [("tier".to_owned(), name.to_owned())].into(),
+                ..Default::default()
+            }),
+            driver_config: Some(Driver {
+                name: "overlay".into(),
+                ..Default::default()
+            }),
+            ipam: (!subnet.is_empty()).then(|| IpamOptions {
+                driver: None,
+                configs: vec![IpamConfig {
+                    subnet: subnet.into(),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn network(id: &str, name: &str, requested: &str, allocated: &str) -> Network {
+        Network {
+            id: id.into(),
+            spec: Some(spec(name, requested)),
+            ipam: (!allocated.is_empty()).then(|| IpamOptions {
+                driver: None,
+                configs: vec![IpamConfig {
+                    subnet: allocated.into(),
+                    ..Default::default()
+                }],
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn service(id: &str, name: &str, task_networks: &[&str], deprecated: &[&str]) -> Service {
+        let attach = |targets: &[&str]| {
+            targets
+                .iter()
+                .map(|target| NetworkAttachmentConfig {
+                    target: (*target).into(),
+                    ..Default::default()
+                })
+                .collect()
+        };
+        Service {
+            id: id.into(),
+            spec: Some(ServiceSpec {
+                annotations: Some(Annotations {
+                    name: name.into(),
+                    ..Default::default()
+                }),
+                task: Some(TaskSpec {
+                    networks: attach(task_networks),
+                    ..Default::default()
+                }),
+                networks: attach(deprecated),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    fn task(id: &str, service_id: &str, network_id: &str, desired: TaskState) -> Task {
+        Task {
+            id: id.into(),
+            service_id: service_id.into(),
+            desired_state: desired as i32,
+            networks: vec![NetworkAttachment {
+                network: Some(Network {
+                    id: network_id.into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }],
+            ..Default::default()
+        }
+    }
+
+    fn error(result: Result<(), ManagerError>) -> String {
+        result.unwrap_err().to_string()
+    }
+
+    #[test]
+    fn a_create_refuses_taken_names_and_overlapping_subnets_naming_the_other_network() {
+        let existing = [
+            network("n1", "front", "10.1.0.0/16", ""),
+            network("n2", "back", "", "10.0.1.0/24"),
+        ];
+        assert!(check_create(&spec("new", "10.2.0.0/24"), &existing).is_ok());
+        assert!(check_create(&spec("new", ""), &existing).is_ok());
+        assert_eq!(
+            error(check_create(&spec("front", ""), &existing)),
+            "network front already exists (ID n1): choose another name, or remove it first with 'shoal network rm front'"
+        );
+        let requested = error(check_create(&spec("new", "10.1.5.0/24"), &existing));
+        assert!(
+            requested
+                .starts_with("subnet 10.1.5.0/24 overlaps subnet 10.1.0.0/16 of network front"),
+            "{requested}"
+        );
+        let allocated = error(check_create(&spec("new", "10.0.0.0/16"), &existing));
+        assert!(
+            allocated.starts_with("subnet 10.0.0.0/16 overlaps subnet 10.0.1.0/24 of network back"),
+            "{allocated}"
+        );
+        // spec's own rules come first.
+        assert!(error(check_create(&spec("new", "10.2.0.1/24"), &existing)).contains("host bits"));
+    }
+
+    #[test]
+    fn users_are_services_attached_by_either_list_and_the_services_of_live_tasks() {
+        let services = [
+            service("s1", "web", &["n1"], &[]),
+            service("s2", "old", &[], &["n1"]),
+            // The deprecated list is not read when the task's list has entries.
+            service("s3", "api", &["n2"], &["n1"]),
+            Service {
+                pending_delete: true,
+                ..service("s4", "gone", &["n1"], &[])
+            },
+        ];
+        assert_eq!(
+            users_of("n1", &services, &[]),
+            ["gone (being removed)", "old", "web"]
+        );
+        assert!(users_of("n3", &services, &[]).is_empty());
+        let tasks = [
+            task("t1", "s3", "n3", TaskState::Running),
+            task("t2", "s9", "n3", TaskState::Running),
+            task("t3", "s1", "n3", TaskState::Shutdown),
+        ];
+        assert_eq!(users_of("n3", &services, &tasks), ["api", "task t2"]);
+        let refused = error(check_remove(
+            &network("n1", "front", "", ""),
+            &services,
+            &[],
+        ));
+        assert_eq!(
+            refused,
+            "network front is in use by service(s) gone (being removed), old, web: remove them or detach them from it first ('shoal service update --network-rm front SERVICE')"
+        );
+        assert!(check_remove(&network("n9", "free", "", ""), &services, &tasks).is_ok());
+    }
+
+    #[test]
+    fn list_filters_follow_docker() {
+        let all = || {
+            vec![
+                network("abc1", "front", "", ""),
+                network("abd2", "back", "", ""),
+                Network {
+                    pending_delete: true,
+                    ..network("xyz3", "leaving", "", "")
+                },
+            ]
+        };
+        let names = |filters: &[&str]| -> Vec<String> {
+            let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
+            list(all(), &filters)
+                .unwrap()
+                .iter()
+                .map(|n| n.unique_name().to_owned())
+                .collect()
+        };
+        assert_eq!(names(&[]), ["back", "front"]);
+        assert_eq!(names(&["name=ron"]), ["front"]);
+        assert_eq!(names(&["id=ab"]), ["back", "front"]);
+        assert_eq!(names(&["id=abc"]), ["front"]);
+        assert_eq!(names(&["label=tier"]), ["back", "front"]);
+        assert_eq!(names(&["label=tier=back"]), ["back"]);
+        // Values of one key are alternatives; keys all apply.
+        assert_eq!(names(&["name=front", "name=back"]), ["back", "front"]);
+        assert_eq!(
+            names(&["name=front", "label=tier=back"]),
+            Vec::<String>::new()
+        );
+        assert_eq!(
+            names(&["driver=overlay", "scope=swarm", "type=custom"]),
+            ["back", "front"]
+        );
+        assert!(names(&["scope=local"]).is_empty());
+        let refused = list(all(), &["colour=red".to_owned()])
+            .unwrap_err()
+            .to_string();
+        assert_eq!(
+            refused,
+            "invalid filter \"colour\": use name, id, label, driver, scope, type"
+        );
+        assert!(list(all(), &["name".to_owned()]).is_err());
+    }
+
+    #[test]
+    fn prune_takes_unused_networks_passing_label_filters_and_keeps_ingress() {
+        let mut ingress = network("i", "ingress", "", "");
+        ingress.spec.as_mut().unwrap().ingress = true;
+        let networks = [
+            network("n1", "front", "", ""),
+            network("n2", "back", "", ""),
+            network("n3", "spare", "", ""),
+            ingress,
+        ];
+        let services = [service("s1", "web", &["n1"], &[])];
+        let tasks = [task("t1", "s9", "n2", TaskState::Running)];
+        let names = |filters: &[&str]| -> Vec<String> {
+            let filters: Vec<String> = filters.iter().map(|f| (*f).to_owned()).collect();
+            prunable(&networks, &services, &tasks, &filters)
+                .unwrap()
+                .iter()
+                .map(|n| n.unique_name().to_owned())
+                .collect()
+        };
+        assert_eq!(names(&[]), ["spare"]);
+        assert!(names(&["label=tier=front"]).is_empty());
+        assert_eq!(names(&["label!=tier=front"]), ["spare"]);
+        assert!(names(&["label!=tier"]).is_empty());
+        assert!(prunable(&networks, &services, &tasks, &["name=x".to_owned()]).is_err());
+    }
+}

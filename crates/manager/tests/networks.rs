@@ -1,0 +1,289 @@
+//! The network control API on a one-manager swarm on loopback: create, get, list (with docker's
+//! filters), remove and prune, and every refusal (bad specs, taken names, overlapping subnets,
+//! networks in use, unknown references) leaving the store's networks as they were.
+
+use manager::objects::ClusterObject as _;
+use manager::{InitOptions, ManagerRole, SwarmDir};
+use shoal_proto::api::control_server::Control;
+use shoal_proto::api::{
+    Annotations, ContainerSpec, CreateNetworkRequest, CreateServiceRequest, Driver,
+    GetNetworkRequest, IpamConfig, IpamOptions, ListNetworksRequest, Network,
+    NetworkAttachmentConfig, NetworkSpec, PruneNetworksRequest, RemoveNetworkRequest,
+    ReplicatedService, ServiceSpec, TaskSpec, service_spec, task_spec,
+};
+use tonic::{Code, Request};
+
+fn on_loopback(hostname: &str) -> InitOptions {
+    InitOptions {
+        advertise_addr: "127.0.0.1".into(),
+        listen_addr: "127.0.0.1:0".into(),
+        hostname: hostname.into(),
+        ..Default::default()
+    }
+}
+
+fn network_spec(name: &str, subnet: &str) -> NetworkSpec {
+    NetworkSpec {
+        annotations: Some(Annotations {
+            name: name.into(),
+            labels: [("team".to_owned(), name.to_owned())].into(),
+            ..Default::default()
+        }),
+        // No driver: the manager fills in overlay.
+        driver_config: None,
+        ipam: (!subnet.is_empty()).then(|| IpamOptions {
+            driver: None,
+            configs: vec![IpamConfig {
+                subnet: subnet.into(),
+                ..Default::default()
+            }],
+        }),
+        ..Default::default()
+    }
+}
+
+fn service_on(name: &str, networks: &[&str], deprecated: bool) -> ServiceSpec {
+    let attachments: Vec<NetworkAttachmentConfig> = networks
+        .iter()
+        .map(|target| NetworkAttachmentConfig {
+            target: (*target).into(),
+            ..Default::default()
+        })
+        .collect();
+    ServiceSpec {
+        annotations: Some(Annotations {
+            name: name.into(),
+            ..Default::default()
+        }),
+        task: Some(TaskSpec {
+            runtime: Some(task_spec::Runtime::Container(ContainerSpec {
+                image: "busybox".into(),
+                ..Default::default()
+            })),
+            networks: if deprecated {
+                Vec::new()
+            } else {
+                attachments.clone()
+            },
+            ..Default::default()
+        }),
+        networks: if deprecated { attachments } else { Vec::new() },
+        mode: Some(service_spec::Mode::Replicated(ReplicatedService {
+            replicas: 0,
+        })),
+        ..Default::default()
+    }
+}
+
+/// The stored networks, by name with their versions, straight from the store.
+fn stored_networks(role: &ManagerRole) -> Vec<(String, String, u64)> {
+    let mut networks: Vec<(String, String, u64)> = role
+        .store()
+        .local_view(|view| {
+            manager::objects::decode_all::<Network>(view.list(Network::KIND)).map(|all| {
+                all.iter()
+                    .map(|n| (n.unique_name().to_owned(), n.id.clone(), n.read_version()))
+                    .collect::<Vec<_>>()
+            })
+        })
+        .unwrap();
+    networks.sort();
+    networks
+}
+
+async fn create(
+    control: &manager::ControlApi,
+    spec: NetworkSpec,
+) -> Result<Network, tonic::Status> {
+    control
+        .create_network(Request::new(CreateNetworkRequest { spec: Some(spec) }))
+        .await
+        .map(|response| response.into_inner().network.unwrap())
+}
+
+async fn list(
+    control: &manager::ControlApi,
+    filters: &[&str],
+) -> Result<Vec<String>, tonic::Status> {
+    control
+        .list_networks(Request::new(ListNetworksRequest {
+            filters: filters.iter().map(|f| (*f).to_owned()).collect(),
+        }))
+        .await
+        .map(|response| {
+            response
+                .into_inner()
+                .networks
+                .iter()
+                .map(|n| n.unique_name().to_owned())
+                .collect()
+        })
+}
+
+async fn remove(control: &manager::ControlApi, reference: &str) -> Result<String, tonic::Status> {
+    control
+        .remove_network(Request::new(RemoveNetworkRequest {
+            network: reference.into(),
+        }))
+        .await
+        .map(|response| response.into_inner().network_id)
+}
+
+#[tokio::test]
+async fn networks_are_created_listed_removed_and_pruned_and_refusals_write_nothing() {
+    let data_root = tempfile::tempdir().unwrap();
+    let role = ManagerRole::init(&SwarmDir::new(data_root.path()), on_loopback("net-host"))
+        .await
+        .unwrap();
+    let control = role.control();
+
+    let front = create(&control, network_spec("front", "10.9.0.0/16"))
+        .await
+        .unwrap();
+    let spec = front.spec.as_ref().unwrap();
+    assert_eq!(spec.driver_config.as_ref().unwrap().name, "overlay");
+    assert!(front.meta.is_some() && !front.id.is_empty());
+    let back = create(&control, network_spec("back", "")).await.unwrap();
+    let spare = create(&control, network_spec("spare", "10.20.0.0/24"))
+        .await
+        .unwrap();
+    let before = stored_networks(&role);
+    assert_eq!(before.len(), 3);
+
+    // Each refusal says why, and the store's networks stay as they were.
+    let bridge = NetworkSpec {
+        driver_config: Some(Driver {
+            name: "bridge".into(),
+            ..Default::default()
+        }),
+        ..network_spec("other", "")
+    };
+    for (spec, code, expected) in [
+        (
+            network_spec("front", ""),
+            Code::FailedPrecondition,
+            "network front already exists",
+        ),
+        (
+            network_spec("inner", "10.9.3.0/24"),
+            Code::InvalidArgument,
+            "subnet 10.9.3.0/24 overlaps subnet 10.9.0.0/16 of network front",
+        ),
+        (
+            network_spec("outer", "10.0.0.0/8"),
+            Code::InvalidArgument,
+            "subnet 10.0.0.0/8 overlaps subnet 10.",
+        ),
+        (
+            network_spec("typo", "10.30.0.0/33"),
+            Code::InvalidArgument,
+            "invalid subnet \"10.30.0.0/33\"",
+        ),
+        (
+            network_spec("host-bits", "10.30.0.1/24"),
+            Code::InvalidArgument,
+            "host bits set",
+        ),
+        (bridge, Code::InvalidArgument, "use the overlay driver"),
+        (
+            network_spec("bad name", ""),
+            Code::InvalidArgument,
+            "invalid network name",
+        ),
+    ] {
+        let refused = create(&control, spec).await.unwrap_err();
+        assert_eq!(refused.code(), code, "{refused}");
+        assert!(refused.message().contains(expected), "{refused}");
+        assert_eq!(stored_networks(&role), before, "after: {expected}");
+    }
+
+    // Reads by name, ID and ID prefix; lists with docker's filters.
+    for reference in ["back", back.id.as_str(), &back.id[..8]] {
+        let found = control
+            .get_network(Request::new(GetNetworkRequest {
+                network: reference.into(),
+            }))
+            .await
+            .unwrap()
+            .into_inner()
+            .network
+            .unwrap();
+        assert_eq!(found.id, back.id);
+    }
+    let missing = control
+        .get_network(Request::new(GetNetworkRequest {
+            network: "nowhere".into(),
+        }))
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound);
+    assert_eq!(
+        list(&control, &[]).await.unwrap(),
+        ["back", "front", "spare"]
+    );
+    assert_eq!(list(&control, &["name=ron"]).await.unwrap(), ["front"]);
+    assert_eq!(
+        list(&control, &["label=team=back"]).await.unwrap(),
+        ["back"]
+    );
+    assert_eq!(
+        list(&control, &["driver=overlay", "scope=swarm"])
+            .await
+            .unwrap(),
+        ["back", "front", "spare"]
+    );
+    let bad_filter = list(&control, &["colour=red"]).await.unwrap_err();
+    assert_eq!(bad_filter.code(), Code::InvalidArgument);
+
+    // A network a service uses, by the task's list or the deprecated one, stays; the refusal
+    // names the services.
+    for (name, deprecated) in [("web", false), ("legacy", true)] {
+        control
+            .create_service(Request::new(CreateServiceRequest {
+                spec: Some(service_on(name, &[&front.id], deprecated)),
+            }))
+            .await
+            .unwrap();
+    }
+    let in_use = remove(&control, "front").await.unwrap_err();
+    assert_eq!(in_use.code(), Code::FailedPrecondition);
+    assert!(
+        in_use
+            .message()
+            .contains("network front is in use by service(s) legacy, web"),
+        "{in_use}"
+    );
+    assert_eq!(stored_networks(&role), before);
+    let unknown = remove(&control, "nowhere").await.unwrap_err();
+    assert_eq!(unknown.code(), Code::NotFound);
+    assert_eq!(stored_networks(&role), before);
+
+    // An unused network goes; prune takes the unused ones that pass its filters.
+    assert_eq!(remove(&control, &spare.id[..10]).await.unwrap(), spare.id);
+    let recreated = create(&control, network_spec("spare", "10.20.0.0/24"))
+        .await
+        .unwrap();
+    let pruned = |filters: &[&str]| PruneNetworksRequest {
+        filters: filters.iter().map(|f| (*f).to_owned()).collect(),
+    };
+    let none = control
+        .prune_networks(Request::new(pruned(&["label=team=front"])))
+        .await
+        .unwrap()
+        .into_inner()
+        .networks_deleted;
+    assert!(none.is_empty(), "{none:?}");
+    let deleted = control
+        .prune_networks(Request::new(pruned(&[])))
+        .await
+        .unwrap()
+        .into_inner()
+        .networks_deleted;
+    assert_eq!(deleted, ["back", "spare"]);
+    let left = stored_networks(&role);
+    assert_eq!(left.len(), 1);
+    assert_eq!(left[0].1, front.id);
+    assert!(!left.iter().any(|(_, id, _)| *id == recreated.id));
+
+    role.shutdown().await;
+}

@@ -1,0 +1,122 @@
+//! The vocabulary of swarm networks, once: the driver, the driver options shoal understands, the
+//! MTU bounds, and IPv4 subnets in CIDR form (parsed, checked for host bits, compared for
+//! overlap). `validate::network_spec` applies the rules; the manager compares subnets across
+//! networks with [`Subnet::overlaps`].
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+
+use crate::SpecError;
+
+/// The one driver of swarm-scoped networks.
+pub const OVERLAY_DRIVER: &str = "overlay";
+/// The IPAM driver Docker names "default": the leader's own allocator.
+pub const DEFAULT_IPAM_DRIVER: &str = "default";
+/// Docker's `--opt encrypted`: IPsec between the nodes' VTEPs. Docker only looks at its presence.
+pub const ENCRYPTED_OPTION: &str = "encrypted";
+/// The underlay MTU the overlay's inner MTU is derived from (inner = this − 50).
+pub const MTU_OPTION: &str = "com.docker.network.driver.mtu";
+/// VNIs asked for by the user, one per subnet, comma separated (the allocator writes the same
+/// key into `driver_state`).
+pub const VXLAN_ID_LIST_OPTION: &str = "com.docker.network.driver.overlay.vxlanid_list";
+/// The driver options a network spec may carry.
+pub const DRIVER_OPTIONS: [&str; 3] = [ENCRYPTED_OPTION, MTU_OPTION, VXLAN_ID_LIST_OPTION];
+/// The smallest MTU IPv4 allows (RFC 791) and the largest an interface takes.
+pub const MIN_MTU: u32 = 68;
+pub const MAX_MTU: u32 = 65535;
+/// The largest VNI VXLAN's 24 bits hold.
+pub const MAX_VNI: u32 = (1 << 24) - 1;
+/// The longest prefix of a network's subnet: a /30 still holds a gateway and one task.
+pub const MAX_NETWORK_PREFIX: u8 = 30;
+
+/// An IPv4 subnet in CIDR form with no host bits set, such as 10.0.1.0/24.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Subnet(Ipv4Net);
+
+impl Subnet {
+    /// Parses `text` as an IPv4 network in CIDR form; `what` names it in messages ("subnet",
+    /// "ip range"). IPv6 is refused as such, and an address with host bits set is refused with
+    /// the network it probably meant.
+    pub fn parse(text: &str, what: &str) -> Result<Subnet, SpecError> {
+        let Some((address, _)) = text.split_once('/') else {
+            return Err(SpecError::rule(format!(
+                "invalid {what} {text:?}: give an IPv4 network in CIDR form such as 10.0.9.0/24"
+            )));
+        };
+        if address.parse::<std::net::Ipv6Addr>().is_ok() {
+            return Err(SpecError::rule(format!(
+                "invalid {what} {text:?}: IPv6 is not supported on overlay networks, give an IPv4 network such as 10.0.9.0/24"
+            )));
+        }
+        let net: Ipv4Net = text.parse().map_err(|_| {
+            SpecError::rule(format!(
+                "invalid {what} {text:?}: give an IPv4 network in CIDR form such as 10.0.9.0/24 (prefix length 0 to 32)"
+            ))
+        })?;
+        if net.addr() != net.network() {
+            return Err(SpecError::rule(format!(
+                "invalid {what} {text:?}: the address has host bits set; give the network itself, {}",
+                net.trunc()
+            )));
+        }
+        Ok(Subnet(net))
+    }
+
+    pub fn prefix_len(self) -> u8 {
+        self.0.prefix_len()
+    }
+
+    pub fn network(self) -> Ipv4Addr {
+        self.0.network()
+    }
+
+    pub fn broadcast(self) -> Ipv4Addr {
+        self.0.broadcast()
+    }
+
+    /// Whether `address` lies in this subnet.
+    pub fn contains(self, address: Ipv4Addr) -> bool {
+        self.0.contains(&address)
+    }
+
+    /// Whether `other` lies wholly in this subnet.
+    pub fn covers(self, other: Subnet) -> bool {
+        self.0.contains(&other.0)
+    }
+
+    /// Whether the two subnets share any address.
+    pub fn overlaps(self, other: Subnet) -> bool {
+        self.covers(other) || other.covers(self)
+    }
+}
+
+impl std::fmt::Display for Subnet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn subnets_parse_and_compare() {
+        let subnet = |text| Subnet::parse(text, "subnet").unwrap();
+        assert!(subnet("10.0.0.0/16").overlaps(subnet("10.0.9.0/24")));
+        assert!(subnet("10.0.9.0/24").overlaps(subnet("10.0.0.0/16")));
+        assert!(!subnet("10.0.9.0/24").overlaps(subnet("10.0.10.0/24")));
+        assert!(subnet("10.0.0.0/16").covers(subnet("10.0.9.0/24")));
+        assert!(!subnet("10.0.9.0/24").covers(subnet("10.0.0.0/16")));
+        assert!(subnet("10.0.9.0/24").contains("10.0.9.255".parse().unwrap()));
+        let message = |text| Subnet::parse(text, "subnet").unwrap_err().to_string();
+        assert!(
+            message("10.0.9.1/24").contains("host bits set; give the network itself, 10.0.9.0/24")
+        );
+        assert!(message("fd00::/64").contains("IPv6 is not supported"));
+        assert!(message("10.0.9.0").contains("CIDR form"));
+        assert!(message("10.0.9.0/33").contains("prefix length 0 to 32"));
+        assert!(message("10.0.300.0/24").contains("CIDR form"));
+    }
+}
