@@ -65,7 +65,7 @@ pub(crate) fn init_request(options: &InitOptions) -> anyhow::Result<api::InitReq
 }
 
 /// How far a root rotation has come, as `swarm ca --rotate` shows it while it waits.
-pub(crate) fn rotation_progress(progress: &manager::RotationProgress) -> String {
+pub(crate) fn rotation_progress(progress: &spec::root_rotation::RotationProgress) -> String {
     format!(
         "{} of {} nodes have certificates from the new root",
         progress.moved.len(),
@@ -773,7 +773,7 @@ mod tests {
 
     #[test]
     fn rotation_progress_counts_the_nodes_the_manager_waits_for() {
-        let progress = manager::RotationProgress {
+        let progress = spec::root_rotation::RotationProgress {
             moved: vec!["a".to_owned()],
             left: vec!["b".to_owned(), "c".to_owned()],
         };

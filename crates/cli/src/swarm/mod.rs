@@ -432,10 +432,12 @@ async fn rotation_state(daemon: &mut Daemon) -> anyhow::Result<RotationState> {
         .map_err(api_error)?
         .into_inner()
         .nodes;
-    Ok(match manager::root_rotation_progress(&cluster, &nodes) {
-        Some(progress) => RotationState::Progress(format::rotation_progress(&progress)),
-        None => RotationState::Done(Box::new(cluster)),
-    })
+    Ok(
+        match spec::root_rotation::root_rotation_progress(&cluster, &nodes) {
+            Some(progress) => RotationState::Progress(format::rotation_progress(&progress)),
+            None => RotationState::Done(Box::new(cluster)),
+        },
+    )
 }
 
 /// Waits until every node has moved to the new root, saying how many have as they do; returns
