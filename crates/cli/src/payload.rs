@@ -306,7 +306,7 @@ async fn get(daemon: &mut Daemon, kind: Kind, reference: String) -> anyhow::Resu
 
 pub(crate) async fn run(host: &str, kind: Kind, command: PayloadCommand) -> anyhow::Result<()> {
     if let PayloadCommand::Ls { format, .. } = &command {
-        crate::json_format(format.clone())?;
+        crate::output::json_format(format.clone())?;
     }
     match command {
         PayloadCommand::Create { labels, name, file } => {
@@ -351,7 +351,7 @@ pub(crate) async fn run(host: &str, kind: Kind, command: PayloadCommand) -> anyh
             println!("{}", id.unwrap_or_default());
         }
         PayloadCommand::Ls { quiet, format } => {
-            let json = crate::json_format(format)?;
+            let json = crate::output::json_format(format)?;
             let mut daemon = Daemon::connect(host).await?;
             let rows = rows(kind, list(&mut daemon, kind).await?, SystemTime::now());
             match kind {

@@ -642,12 +642,12 @@ async fn node_reference(daemon: &mut Daemon, reference: String) -> anyhow::Resul
 
 pub(crate) async fn node(host: &str, command: NodeCommand) -> anyhow::Result<()> {
     if let NodeCommand::Ls { format, .. } = &command {
-        crate::json_format(format.clone())?;
+        crate::output::json_format(format.clone())?;
     }
     let mut daemon = Daemon::connect(host).await?;
     match command {
         NodeCommand::Ls { quiet, format } => {
-            let json = crate::json_format(format)?;
+            let json = crate::output::json_format(format)?;
             let nodes = daemon
                 .control
                 .list_nodes(api::ListNodesRequest {})
