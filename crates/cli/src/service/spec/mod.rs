@@ -6,6 +6,7 @@ use std::collections::HashMap;
 
 use anyhow::{Context as _, anyhow, bail};
 use shoal_proto::api;
+use spec::enums::{ModeName, TextForm as _};
 
 mod args;
 mod container;
@@ -36,23 +37,6 @@ pub(crate) fn scale_spec(
     Ok(spec)
 }
 
-enum ModeName {
-    Replicated,
-    Global,
-    ReplicatedJob,
-    GlobalJob,
-}
-
-fn parse_mode(text: &str) -> anyhow::Result<ModeName> {
-    Ok(match text {
-        "replicated" => ModeName::Replicated,
-        "global" => ModeName::Global,
-        "replicated-job" => ModeName::ReplicatedJob,
-        "global-job" => ModeName::GlobalJob,
-        _ => bail!("invalid --mode {text:?}: use replicated, global, replicated-job or global-job"),
-    })
-}
-
 /// Builds the spec `service create` sends.
 pub(crate) fn create_spec(
     args: &CreateArgs,
@@ -67,7 +51,7 @@ pub(crate) fn create_spec(
         .as_deref()
         .map(|text| parse_count(text, "max-concurrent"))
         .transpose()?;
-    let mode = match parse_mode(&args.mode)? {
+    let mode = match ModeName::parse(&args.mode).map_err(|error| error.in_field("--mode"))? {
         ModeName::Replicated => {
             if max_concurrent.is_some() {
                 bail!(

@@ -35,33 +35,17 @@ pub(crate) fn parse_mount(flag: &str, text: &str) -> anyhow::Result<api::Mount> 
             ),
             ("type", Some(value)) => {
                 kind_name = value.to_ascii_lowercase();
-                mount.r#type = match kind_name.as_str() {
-                    "bind" => api::mount::Type::Bind,
-                    "volume" => api::mount::Type::Volume,
-                    "tmpfs" => api::mount::Type::Tmpfs,
-                    "npipe" => api::mount::Type::Npipe,
-                    "cluster" => api::mount::Type::Cluster,
-                    _ => bail!("--{flag}: invalid mount type {value:?}: use bind, volume or tmpfs"),
-                } as i32;
+                mount.r#type = api::mount::Type::parse(&kind_name)
+                    .map_err(|error| error.in_field(format!("--{flag}")))?
+                    as i32;
             }
             ("source" | "src", Some(value)) => mount.source = value.to_owned(),
             ("target" | "dst" | "destination", Some(value)) => mount.target = value.to_owned(),
             ("bind-propagation", Some(value)) => {
-                use api::mount::bind_options::Propagation as P;
-                bind_options.get_or_insert_default().propagation = match value
-                    .to_ascii_lowercase()
-                    .as_str()
-                {
-                    "rprivate" => P::Rprivate,
-                    "private" => P::Private,
-                    "rshared" => P::Rshared,
-                    "shared" => P::Shared,
-                    "rslave" => P::Rslave,
-                    "slave" => P::Slave,
-                    _ => bail!(
-                        "--{flag}: invalid bind-propagation {value:?}: use rprivate, private, rshared, shared, rslave or slave"
-                    ),
-                } as i32;
+                bind_options.get_or_insert_default().propagation =
+                    api::mount::bind_options::Propagation::parse(&value.to_ascii_lowercase())
+                        .map_err(|error| error.in_field(format!("--{flag}")))?
+                        as i32;
             }
             ("bind-nonrecursive", Some(value)) => {
                 bind_options.get_or_insert_default().nonrecursive =

@@ -387,6 +387,41 @@ fn bad_flags_say_what_to_do() {
     );
 }
 
+/// `--mode`, a mount's type and its bind propagation take the words of `spec::enums`, and
+/// refuse others as spec does (issue 13: one table per enum, not a copy here).
+#[test]
+fn enum_words_are_specs() -> anyhow::Result<()> {
+    assert_eq!(
+        create_error(&["--mode", "daemon", "alpine"]),
+        "--mode: invalid mode \"daemon\": use replicated, global, replicated-job or global-job"
+    );
+    let refusal = |text: &str| {
+        parse_mount("mount", text)
+            .err()
+            .map(|error| error.to_string())
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        refusal("type=pipe,target=/a"),
+        "--mount: invalid mount type \"pipe\": use bind, volume, tmpfs, npipe or cluster"
+    );
+    assert_eq!(
+        refusal("type=bind,source=/a,target=/a,bind-propagation=up"),
+        "--mount: invalid bind propagation \"up\": use rprivate, private, rshared, shared, rslave or slave"
+    );
+    let mount = parse_mount(
+        "mount",
+        "type=BIND,source=/a,target=/a,bind-propagation=RSlave",
+    )?;
+    assert_eq!(mount.r#type, api::mount::Type::Bind as i32);
+    let propagation = mount.bind_options.map(|options| options.propagation);
+    assert_eq!(
+        propagation,
+        Some(api::mount::bind_options::Propagation::Rslave as i32)
+    );
+    Ok(())
+}
+
 #[test]
 fn env_without_value_comes_from_the_environment() -> anyhow::Result<()> {
     let cli = CreateCli::try_parse_from(["create", "-e", "HOME", "-e", "UNSET", "alpine"])?;
