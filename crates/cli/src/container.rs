@@ -69,7 +69,7 @@ pub(crate) struct RunArgs {
     /// An external OCI runtime binary (e.g. /usr/sbin/runc) instead of the built-in one.
     #[arg(long)]
     runtime: Option<PathBuf>,
-    /// Rotates the log file past this size, e.g. 10m.
+    /// Rotates the log file past this size, e.g. 10m (decimal units, as docker: 10m is 10 MB).
     #[arg(long)]
     log_max_size: Option<String>,
     /// Log files kept.
@@ -112,6 +112,13 @@ fn duration_flag(flag: &str, text: &str) -> anyhow::Result<pb::Duration> {
 fn size_flag(flag: &str, text: Option<&str>) -> anyhow::Result<u64> {
     let Some(text) = text else { return Ok(0) };
     Ok(spec::units::parse_ram_bytes(text).map_err(|error| error.in_field(format!("--{flag}")))?)
+}
+
+/// `--log-max-size`, read as docker's json-file driver reads `max-size`: go-units'
+/// `FromHumanSize`, decimal units (`10m` is 10,000,000 bytes).
+fn log_size_flag(text: Option<&str>) -> anyhow::Result<u64> {
+    let Some(text) = text else { return Ok(0) };
+    Ok(spec::units::parse_human_size(text).map_err(|error| error.in_field("--log-max-size"))?)
 }
 
 pub(crate) fn run_spec(args: RunArgs) -> anyhow::Result<client::RunOptions> {
@@ -194,7 +201,7 @@ pub(crate) fn run_spec(args: RunArgs) -> anyhow::Result<client::RunOptions> {
             .runtime
             .map(|p| p.display().to_string())
             .unwrap_or_default(),
-        log_max_size_bytes: size_flag("log-max-size", args.log_max_size.as_deref())?,
+        log_max_size_bytes: log_size_flag(args.log_max_size.as_deref())?,
         log_max_files: args.log_max_files.unwrap_or(0),
         labels,
         cap_add: args.cap_add,
@@ -251,9 +258,11 @@ mod tests {
             "{refused}"
         );
 
+        // Memory is binary (go-units' RAMInBytes); the log size decimal, as docker's json-file
+        // driver reads max-size with FromHumanSize.
         let options = run(&["--memory", "1t", "--log-max-size", "1.5k"])?;
         assert_eq!(options.spec.memory_bytes, 1 << 40);
-        assert_eq!(options.spec.log_max_size_bytes, 1536);
+        assert_eq!(options.spec.log_max_size_bytes, 1500);
         let options = run(&["--health-cmd", "true", "--health-interval", "1m30s"])?;
         let interval = options.spec.healthcheck.and_then(|health| health.interval);
         assert_eq!(interval.map(|d| d.seconds), Some(90));

@@ -9,8 +9,8 @@ use shoal_proto::api;
 use spec::enums::TextForm as _;
 
 use crate::service::format::{
-    ListRow, bytes_size, capitalize, cpus_text, duration_nanos, go_time_string, human_duration,
-    natural_cmp, rfc3339_nano, std_duration,
+    ListRow, capitalize, cpus_text, duration_nanos, go_time_string, human_duration, natural_cmp,
+    rfc3339_nano, std_duration,
 };
 use crate::service::spec::parse_flag_duration;
 
@@ -677,7 +677,7 @@ pub(crate) fn node_pretty(node: &api::Node) -> String {
     line(format!(" CPUs:\t\t\t{}", cpus_text(resources.nano_cpus)));
     line(format!(
         " Memory:\t\t{}",
-        bytes_size(resources.memory_bytes)
+        spec::units::bytes_size(u64::try_from(resources.memory_bytes).unwrap_or(0))
     ));
     let engine = description.engine.clone().unwrap_or_default();
     if !engine.plugins.is_empty() {

@@ -159,7 +159,7 @@ pub(crate) fn service_pretty(service: &api::Service) -> String {
             if reservations.memory_bytes > 0 {
                 line(format!(
                     "  Memory:\t{}",
-                    bytes_size(reservations.memory_bytes)
+                    spec::units::bytes_size(u64::try_from(reservations.memory_bytes).unwrap_or(0))
                 ));
             }
         }
@@ -169,7 +169,10 @@ pub(crate) fn service_pretty(service: &api::Service) -> String {
                 line(format!("  CPU:\t\t{}", cpus_text(limits.nano_cpus)));
             }
             if limits.memory_bytes > 0 {
-                line(format!("  Memory:\t{}", bytes_size(limits.memory_bytes)));
+                line(format!(
+                    "  Memory:\t{}",
+                    spec::units::bytes_size(u64::try_from(limits.memory_bytes).unwrap_or(0))
+                ));
             }
         }
     }

@@ -171,33 +171,6 @@ pub(crate) fn cpus_text(nano_cpus: i64) -> String {
     }
 }
 
-/// go-units' `BytesSize`: binary units with four significant digits (`20MiB`, `1.5GiB`).
-pub(crate) fn bytes_size(bytes: i64) -> String {
-    let units = ["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1024.0 && unit + 1 < units.len() {
-        value /= 1024.0;
-        unit += 1;
-    }
-    let decimals = if value >= 1000.0 {
-        0
-    } else if value >= 100.0 {
-        1
-    } else if value >= 10.0 {
-        2
-    } else {
-        3
-    };
-    let text = format!("{value:.decimals$}");
-    let text = if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_owned()
-    } else {
-        text
-    };
-    format!("{text}{}", units[unit])
-}
-
 pub(super) fn go_duration(duration: Option<&api::Duration>) -> String {
     spec::units::format_duration(duration.map_or(Duration::ZERO, std_duration))
 }
