@@ -521,54 +521,22 @@ async fn unlock_key(daemon: &mut Daemon) -> anyhow::Result<String> {
     Ok(key)
 }
 
-/// Reads the unlock key from stdin: typed at a prompt without echo on a terminal, else the
-/// first line piped in.
+/// Reads the unlock key: typed at a prompt without echo when stdin is a terminal (rpassword
+/// prompts and reads on the terminal), else the first line piped in.
 fn read_unlock_key() -> anyhow::Result<String> {
-    use std::io::{IsTerminal as _, Write as _};
+    use std::io::IsTerminal as _;
     let stdin = std::io::stdin();
-    let mut line = String::new();
-    if stdin.is_terminal() {
-        print!("Enter unlock key: ");
-        std::io::stdout().flush()?;
-        let echo_off = EchoOff::on_stdin()?;
-        let read = stdin.read_line(&mut line);
-        drop(echo_off);
-        println!();
-        read?;
+    let line = if stdin.is_terminal() {
+        rpassword::prompt_password("Enter unlock key: ")
+            .context("reading the unlock key from the terminal")?
     } else {
+        let mut line = String::new();
         stdin
             .read_line(&mut line)
             .context("reading the unlock key from stdin")?;
-    }
+        line
+    };
     Ok(line.trim().to_owned())
-}
-
-/// Turns the terminal's echo off on stdin until dropped, so a typed key is not shown.
-struct EchoOff(libc::termios);
-
-impl EchoOff {
-    fn on_stdin() -> anyhow::Result<EchoOff> {
-        // SAFETY: termios is plain data that tcgetattr fills in whole before it is read.
-        let mut settings: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: stdin is an open descriptor and `settings` is a valid termios to write to.
-        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut settings) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("reading the terminal's settings");
-        }
-        let mut silent = settings;
-        silent.c_lflag &= !libc::ECHO;
-        // SAFETY: stdin is an open descriptor and `silent` a valid termios read from it.
-        if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &silent) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("turning the terminal's echo off");
-        }
-        Ok(EchoOff(settings))
-    }
-}
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        // SAFETY: restores the settings read from the same open descriptor.
-        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0) };
-    }
 }
 
 /// Asks for the rotation that `rotation` flags (a join token, the unlock key, the root CA) on
