@@ -205,25 +205,6 @@ fn ago_at(rfc3339: &str, now: SystemTime) -> String {
     }
 }
 
-fn human_size(bytes: u64) -> String {
-    let units = ["B", "kB", "MB", "GB", "TB"];
-    let mut value = bytes as f64;
-    let mut unit = 0;
-    while value >= 1000.0 && unit + 1 < units.len() {
-        value /= 1000.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{bytes}B")
-    } else {
-        format!("{value:.3}")
-            .trim_end_matches('0')
-            .trim_end_matches('.')
-            .to_owned()
-            + units[unit]
-    }
-}
-
 fn short_id(id: &str) -> &str {
     let hex = id.strip_prefix("sha256:").unwrap_or(id);
     &hex[..hex.len().min(12)]
@@ -256,7 +237,7 @@ pub(crate) async fn image_ls(host: &str, json: bool) -> anyhow::Result<()> {
             if json {
                 let object = serde_json::json!({
                     "Repository": repository, "Tag": tag, "ID": short_id(&image.id), "Digest": image.manifest_digest,
-                    "CreatedAt": image.created, "CreatedSince": ago(&image.created), "Size": human_size(image.size_bytes),
+                    "CreatedAt": image.created, "CreatedSince": ago(&image.created), "Size": spec::units::human_size(image.size_bytes),
                 });
                 println!("{object}");
             } else {
@@ -265,7 +246,7 @@ pub(crate) async fn image_ls(host: &str, json: bool) -> anyhow::Result<()> {
                     tag,
                     short_id(&image.id).to_owned(),
                     ago(&image.created),
-                    human_size(image.size_bytes),
+                    spec::units::human_size(image.size_bytes),
                 ]);
             }
         }
@@ -580,12 +561,6 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-
-    #[test]
-    fn sizes_and_sockets() -> anyhow::Result<()> {
-        assert_eq!(human_size(1_234_567), "1.235MB");
-        Ok(())
-    }
 
     /// `image ls` and `secret ls` say the same age the same way (issue 13: "20 days" here,
     /// "2 weeks" there), and tables pad as docker's tabwriter does whichever list prints them.

@@ -427,7 +427,7 @@ pub(crate) async fn run(host: &str, command: NetworkCommand) -> anyhow::Result<(
             format,
             filters,
         } => {
-            let json = crate::json_format(format)?;
+            let json = crate::output::json_format(format)?;
             let mut daemon = Daemon::connect(host).await?;
             let networks = daemon
                 .control
@@ -589,7 +589,7 @@ mod tests {
                     ..Default::default()
                 }],
             }),
-            pending_delete: false,
+            ..Default::default()
         }
     }
 

@@ -142,7 +142,7 @@ pub(crate) async fn run(host: &str, command: StackCommand) -> anyhow::Result<()>
             Ok(())
         }
         StackCommand::Ls { format } => {
-            let json = crate::json_format(format)?;
+            let json = crate::output::json_format(format)?;
             ls(&mut Daemon::connect(host).await?, json).await
         }
         StackCommand::Ps { stack, listing } => {
@@ -157,7 +157,7 @@ pub(crate) async fn run(host: &str, command: StackCommand) -> anyhow::Result<()>
             quiet,
             format,
         } => {
-            let json = crate::json_format(format)?;
+            let json = crate::output::json_format(format)?;
             let mut daemon = Daemon::connect(host).await?;
             let response = daemon
                 .control

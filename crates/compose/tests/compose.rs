@@ -1097,6 +1097,7 @@ fn enum_mistakes_get_the_word_meant_and_specs_rules() {
         mount.bind_options.as_ref().map(|b| b.propagation),
         Some(shoal_proto::api::mount::bind_options::Propagation::Rslave as i32)
     );
+}
 
 /// Networks as docker's stack deploy makes them: only those a service uses, `STACK_default`
 /// for services naming none, external ones listed to be looked up, and spec's network rules

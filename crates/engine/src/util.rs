@@ -45,7 +45,7 @@ impl Digest {
     /// The digest of `bytes`.
     pub fn of(bytes: &[u8]) -> Digest {
         Digest {
-            hex: to_hex(&Sha256::digest(bytes)),
+            hex: hex::encode(Sha256::digest(bytes)),
         }
     }
 
@@ -85,16 +85,6 @@ impl fmt::Debug for Digest {
     }
 }
 
-pub(crate) fn to_hex(bytes: &[u8]) -> String {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        out.push(HEX[(b >> 4) as usize] as char);
-        out.push(HEX[(b & 15) as usize] as char);
-    }
-    out
-}
-
 /// A reader that hashes and counts everything read through it.
 pub(crate) struct HashingReader<R> {
     inner: R,
@@ -116,7 +106,7 @@ impl<R: Read> HashingReader<R> {
         std::io::copy(&mut self, &mut std::io::sink())?;
         Ok((
             Digest {
-                hex: to_hex(&self.hasher.finalize()),
+                hex: hex::encode(self.hasher.finalize()),
             },
             self.count,
             self.inner,
@@ -209,7 +199,7 @@ pub fn random_id() -> Result<String> {
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
         .map_err(EngineError::io("reading /dev/urandom"))?;
-    Ok(to_hex(&bytes))
+    Ok(hex::encode(bytes))
 }
 
 /// RFC 3339 in UTC with all nine digits of nanoseconds, as docker's json-file log driver writes.

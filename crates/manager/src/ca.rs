@@ -189,20 +189,6 @@ impl RootCa {
         self.sign(params, &next_key)
     }
 
-    /// Whether the certificate `cert_pem` (its first block) was signed by this CA's key.
-    pub fn signed(&self, cert_pem: &str) -> bool {
-        let (Ok(der), Ok(root_der)) = (pem_to_der(cert_pem), pem_to_der(&self.cert_pem)) else {
-            return false;
-        };
-        let (Ok((_, leaf)), Ok((_, root))) = (
-            x509_parser::parse_x509_certificate(&der),
-            x509_parser::parse_x509_certificate(&root_der),
-        ) else {
-            return false;
-        };
-        leaf.verify_signature(Some(root.public_key())).is_ok()
-    }
-
     fn signing_key(&self) -> Result<(KeyPair, CertificateParams), ManagerError> {
         let ca_key = KeyPair::from_pem(&self.key_pem)
             .map_err(|error| pki_error("reading the CA key", error))?;

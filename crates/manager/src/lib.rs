@@ -43,7 +43,6 @@ pub use control::{ControlApi, ControlGate};
 pub use dispatcher::{DispatcherService, LogStream};
 pub use error::ManagerError;
 pub use membership::{Membership, MembershipRole, SwarmDir};
-pub use node_ca::{RotationProgress, root_rotation_progress};
 pub use role::{
     DEFAULT_DISPATCHER_HEARTBEAT, InitOptions, ManagerRole, SwarmSummary, raft_member_id_for,
 };

@@ -149,46 +149,10 @@ pub(crate) fn start_root_rotation(cluster: &mut Cluster) -> Result<(), ManagerEr
     Ok(())
 }
 
-/// How far a root rotation has come, over the nodes that are not down (down nodes are not
-/// waited for): the nodes (ids) whose last session showed a certificate from the new root, and
-/// those still waited for.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RotationProgress {
-    pub moved: Vec<String>,
-    pub left: Vec<String>,
-}
-
-/// Where the root rotation under way in `cluster` stands among `nodes`; `None` when there is
-/// none. The leader finishes it once nothing is left; `swarm ca --rotate` shows it.
-pub fn root_rotation_progress(cluster: &Cluster, nodes: &[Node]) -> Option<RotationProgress> {
-    let rotation = cluster
-        .root_ca
-        .as_ref()
-        .and_then(|root| root.root_rotation.as_ref())?;
-    let next = RootCa::from_pem(text(&rotation.ca_cert), String::new());
-    let (moved, left): (Vec<&Node>, Vec<&Node>) = nodes
-        .iter()
-        .filter(|node| {
-            node.status
-                .as_ref()
-                .is_none_or(|status| status.state() != node_status::State::Down)
-        })
-        .partition(|node| {
-            node.certificate
-                .as_ref()
-                .is_some_and(|certificate| next.signed(&text(&certificate.certificate)))
-        });
-    let ids = |nodes: Vec<&Node>| nodes.into_iter().map(|node| node.id.clone()).collect();
-    Some(RotationProgress {
-        moved: ids(moved),
-        left: ids(left),
-    })
-}
-
 /// The nodes (ids) whose last session showed no certificate from the new root, while a root
 /// rotation is under way; down nodes are not waited for. Empty: the rotation can finish.
 pub(crate) fn nodes_left_to_rotate(cluster: &Cluster, nodes: &[Node]) -> Vec<String> {
-    root_rotation_progress(cluster, nodes)
+    spec::root_rotation::root_rotation_progress(cluster, nodes)
         .map(|progress| progress.left)
         .unwrap_or_default()
 }
@@ -522,7 +486,6 @@ mod tests {
                 },
             ]
         };
-        assert_eq!(root_rotation_progress(&cluster, &nodes(&old)), None);
         assert!(nodes_left_to_rotate(&cluster, &nodes(&old)).is_empty());
 
         start_root_rotation(&mut cluster).unwrap();
@@ -535,9 +498,6 @@ mod tests {
             text(&rotation.ca_cert),
             String::from_utf8(rotation.ca_key).unwrap(),
         );
-        let progress = root_rotation_progress(&cluster, &nodes(&next)).unwrap();
-        assert_eq!(progress.moved, ["moved"]);
-        assert_eq!(progress.left, ["behind", "no-certificate"]);
         assert_eq!(
             nodes_left_to_rotate(&cluster, &nodes(&next)),
             ["behind", "no-certificate"]

@@ -1,7 +1,8 @@
 //! Durations and sizes, one grammar each. Durations are Go's `time.ParseDuration` syntax, which
 //! every Docker duration flag and compose key uses (`300ms`, `1.5h`, `2h45m`, `0`); sizes are
 //! go-units' `RAMInBytes` (binary units: `512m`, `1g`, `1.5k`, `8 MB`) and `FromHumanSize`
-//! (decimal units), as Docker parses memory flags and human sizes.
+//! (decimal units), as Docker parses memory flags and human sizes, and printed back as go-units'
+//! `HumanSize` and `BytesSize` print them.
 
 use std::time::Duration;
 
@@ -139,6 +140,48 @@ fn fraction(value: u128, scale: u128) -> String {
     format!("{whole}.{}", decimals.trim_end_matches('0'))
 }
 
+/// Prints a size with decimal units as go-units' `HumanSize` does (`image ls`'s SIZE): four
+/// significant digits, trailing zeros dropped (`12.5MB`, `796kB`, `1.235GB`, `0B`).
+pub fn human_size(bytes: u64) -> String {
+    four_significant_digits(bytes, 1000.0, &["B", "kB", "MB", "GB", "TB", "PB", "EB"])
+}
+
+/// Prints a size with binary units as go-units' `BytesSize` does (memory in `inspect --pretty`
+/// and `node inspect`): four significant digits, trailing zeros dropped (`20MiB`, `1.5GiB`).
+pub fn bytes_size(bytes: u64) -> String {
+    four_significant_digits(
+        bytes,
+        1024.0,
+        &["B", "KiB", "MiB", "GiB", "TiB", "PiB", "EiB"],
+    )
+}
+
+/// go-units' `CustomSize` with Go's `%.4g`: the size divided by `base` while it is at least
+/// `base`, then printed with four significant digits. The scaled value is below 1024, so `%g`
+/// never switches to an exponent here.
+fn four_significant_digits(bytes: u64, base: f64, units: &[&str]) -> String {
+    let mut value = bytes as f64;
+    let mut unit = 0;
+    while value >= base && unit + 1 < units.len() {
+        value /= base;
+        unit += 1;
+    }
+    // The exponent after rounding to four significant digits decides how many decimals are
+    // left (999.95 rounds to 1000, with none), as `%g` decides it.
+    let exponent = format!("{value:.3e}")
+        .split_once('e')
+        .and_then(|(_, exponent)| exponent.parse::<i32>().ok())
+        .unwrap_or(0);
+    let decimals = usize::try_from(3 - exponent).unwrap_or(0);
+    let text = format!("{value:.decimals$}");
+    let text = if text.contains('.') {
+        text.trim_end_matches('0').trim_end_matches('.')
+    } else {
+        &text
+    };
+    format!("{text}{}", units[unit])
+}
+
 /// Parses a size with binary units as go-units' `RAMInBytes` does (`--memory`, `--limit-memory`,
 /// compose's `mem_limit` and `deploy.resources`): `1k` is 1024 bytes; `t` and `p` are accepted.
 pub fn parse_ram_bytes(text: &str) -> Result<u64, SpecError> {
@@ -274,5 +317,33 @@ mod tests {
                 .to_string()
                 .contains("too large")
         );
+    }
+
+    /// go-units' `HumanSize` and `BytesSize`, whose `%.4g` keeps four significant digits
+    /// (issue 13: `image ls` printed three decimals, `123.457MB` where docker prints `123.5MB`).
+    #[test]
+    fn sizes_print_as_go_units_prints_them() {
+        for (bytes, want) in [
+            (0, "0B"),
+            (999, "999B"),
+            (1000, "1kB"),
+            (12_500_000, "12.5MB"),
+            (1_234_567, "1.235MB"),
+            (123_456_789, "123.5MB"),
+            (999_950, "1000kB"),
+            (7_340_032, "7.34MB"),
+            (u64::MAX, "18.45EB"),
+        ] {
+            assert_eq!(human_size(bytes), want, "{bytes}");
+        }
+        for (bytes, want) in [
+            (512, "512B"),
+            (20 << 20, "20MiB"),
+            (1536 << 20, "1.5GiB"),
+            (123_456_789, "117.7MiB"),
+            (1023, "1023B"),
+        ] {
+            assert_eq!(bytes_size(bytes), want, "{bytes}");
+        }
     }
 }

@@ -93,15 +93,15 @@ impl AssignmentStore {
         }
         let mut tasks = Vec::with_capacity(file.tasks_protobuf_hex.len());
         for (index, encoded) in file.tasks_protobuf_hex.iter().enumerate() {
-            let bytes =
-                decode_hex(encoded).map_err(|reason| corrupt(format!("task {index}: {reason}")))?;
+            let bytes = hex::decode(encoded)
+                .map_err(|reason| corrupt(format!("task {index}: {reason}")))?;
             let task = api::Task::decode(bytes.as_slice())
                 .map_err(|error| corrupt(format!("task {index}: not a valid task: {error}")))?;
             tasks.push(task);
         }
         let mut last_reported_status_by_task = BTreeMap::new();
         for (task_id, encoded) in &file.last_reported_status_protobuf_hex {
-            let bytes = decode_hex(encoded)
+            let bytes = hex::decode(encoded)
                 .map_err(|reason| corrupt(format!("status of task {task_id}: {reason}")))?;
             let status = api::TaskStatus::decode(bytes.as_slice()).map_err(|error| {
                 corrupt(format!(
@@ -126,12 +126,12 @@ impl AssignmentStore {
             tasks_protobuf_hex: assignments
                 .tasks
                 .iter()
-                .map(|task| encode_hex(&task.encode_to_vec()))
+                .map(|task| hex::encode(task.encode_to_vec()))
                 .collect(),
             last_reported_status_protobuf_hex: assignments
                 .last_reported_status_by_task
                 .iter()
-                .map(|(task_id, status)| (task_id.clone(), encode_hex(&status.encode_to_vec())))
+                .map(|(task_id, status)| (task_id.clone(), hex::encode(status.encode_to_vec())))
                 .collect(),
         };
         // Serialising plain strings and numbers can't fail; the error is mapped rather than
@@ -167,32 +167,6 @@ impl AssignmentStore {
             .map_err(io_error(&self.directory, "syncing the directory"))?;
         Ok(())
     }
-}
-
-fn encode_hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut text = String::with_capacity(bytes.len() * 2);
-    for byte in bytes {
-        text.push(DIGITS[usize::from(byte >> 4)] as char);
-        text.push(DIGITS[usize::from(byte & 0x0f)] as char);
-    }
-    text
-}
-
-fn decode_hex(text: &str) -> std::result::Result<Vec<u8>, String> {
-    if !text.len().is_multiple_of(2) {
-        return Err("hex text has an odd length".to_owned());
-    }
-    let digit = |character: u8| match character {
-        b'0'..=b'9' => Ok(character - b'0'),
-        b'a'..=b'f' => Ok(character - b'a' + 10),
-        b'A'..=b'F' => Ok(character - b'A' + 10),
-        other => Err(format!("{:?} is not a hex digit", other as char)),
-    };
-    text.as_bytes()
-        .chunks_exact(2)
-        .map(|pair| Ok(digit(pair[0])? << 4 | digit(pair[1])?))
-        .collect()
 }
 
 #[cfg(test)]
@@ -262,11 +236,5 @@ mod tests {
             let error = store.load().expect_err("corrupt file must not load");
             assert!(matches!(error, WorkerError::StoreCorrupt { .. }), "{error}");
         }
-    }
-
-    #[test]
-    fn hex_round_trips_every_byte() {
-        let bytes: Vec<u8> = (0..=255).collect();
-        assert_eq!(decode_hex(&encode_hex(&bytes)), Ok(bytes));
     }
 }

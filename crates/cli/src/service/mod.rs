@@ -149,7 +149,7 @@ pub(crate) async fn run(host: &str, command: ServiceCommand) -> anyhow::Result<(
             scale(&mut Daemon::connect(host).await?, parsed, errors, detach).await
         }
         ServiceCommand::Ls { quiet, format } => {
-            let json = crate::json_format(format)?;
+            let json = crate::output::json_format(format)?;
             ls(&mut Daemon::connect(host).await?, quiet, json).await
         }
         ServiceCommand::Ps { services, listing } => {
@@ -536,7 +536,7 @@ impl TaskListArgs {
             quiet: self.quiet,
             truncate: !self.no_trunc,
             no_resolve: self.no_resolve,
-            json: crate::json_format(self.format)?,
+            json: crate::output::json_format(self.format)?,
         })
     }
 }

@@ -9,8 +9,8 @@ use shoal_proto::api;
 use spec::enums::TextForm as _;
 
 use crate::service::format::{
-    ListRow, bytes_size, capitalize, cpus_text, duration_nanos, go_time_string, human_duration,
-    natural_cmp, rfc3339_nano, std_duration,
+    ListRow, capitalize, cpus_text, duration_nanos, go_time_string, human_duration, natural_cmp,
+    rfc3339_nano, std_duration,
 };
 use crate::service::spec::parse_flag_duration;
 
@@ -65,7 +65,7 @@ pub(crate) fn init_request(options: &InitOptions) -> anyhow::Result<api::InitReq
 }
 
 /// How far a root rotation has come, as `swarm ca --rotate` shows it while it waits.
-pub(crate) fn rotation_progress(progress: &manager::RotationProgress) -> String {
+pub(crate) fn rotation_progress(progress: &spec::root_rotation::RotationProgress) -> String {
     format!(
         "{} of {} nodes have certificates from the new root",
         progress.moved.len(),
@@ -677,7 +677,7 @@ pub(crate) fn node_pretty(node: &api::Node) -> String {
     line(format!(" CPUs:\t\t\t{}", cpus_text(resources.nano_cpus)));
     line(format!(
         " Memory:\t\t{}",
-        bytes_size(resources.memory_bytes)
+        spec::units::bytes_size(u64::try_from(resources.memory_bytes).unwrap_or(0))
     ));
     let engine = description.engine.clone().unwrap_or_default();
     if !engine.plugins.is_empty() {
@@ -773,7 +773,7 @@ mod tests {
 
     #[test]
     fn rotation_progress_counts_the_nodes_the_manager_waits_for() {
-        let progress = manager::RotationProgress {
+        let progress = spec::root_rotation::RotationProgress {
             moved: vec!["a".to_owned()],
             left: vec!["b".to_owned(), "c".to_owned()],
         };

@@ -188,24 +188,7 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
                 force_new_cluster,
                 autolock,
             })?;
-            let mut daemon = Daemon::connect(host).await?;
-            let response = daemon
-                .swarm
-                .init(request)
-                .await
-                .map_err(api_error)?
-                .into_inner();
-            println!(
-                "Swarm initialized: current node ({}) is now a manager.",
-                response.node_id
-            );
-            if autolock {
-                println!();
-                print!(
-                    "{}",
-                    format::unlock_key_text(&unlock_key(&mut daemon).await?)
-                );
-            }
+            init(host, request, autolock).await?;
         }
         SwarmCommand::Update {
             task_history_limit,
@@ -219,80 +202,11 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
                 cert_expiry,
                 autolock,
             };
-            // Durations are checked before anything is read or sent.
-            format::update_cluster_spec(api::ClusterSpec::default(), &update)?;
-            let mut daemon = Daemon::connect(host).await?;
-            let cluster = get_cluster(&mut daemon).await?;
-            let version = version_of(cluster.meta.as_ref());
-            let was_locking = format::autolock_of(cluster.spec.as_ref());
-            let spec = format::update_cluster_spec(cluster.spec.unwrap_or_default(), &update)?;
-            let locking = format::autolock_of(Some(&spec));
-            daemon
-                .control
-                .update_cluster(api::UpdateClusterRequest {
-                    version,
-                    spec: Some(spec),
-                    ..Default::default()
-                })
-                .await
-                .map_err(api_error)?;
-            println!("Swarm updated.");
-            if locking && !was_locking {
-                print!(
-                    "{}",
-                    format::unlock_key_text(&unlock_key(&mut daemon).await?)
-                );
-            }
+            swarm_update(host, update).await?;
         }
-        SwarmCommand::Unlock => {
-            let mut daemon = Daemon::connect(host).await?;
-            let info = daemon
-                .swarm
-                .info(api::InfoRequest {})
-                .await
-                .map_err(api_error)?
-                .into_inner();
-            use api::info_response::LocalNodeState;
-            match info.local_node_state() {
-                LocalNodeState::Inactive => anyhow::bail!("This node is not part of a swarm"),
-                LocalNodeState::Locked => {}
-                _ => anyhow::bail!("swarm is not locked"),
-            }
-            let unlock_key = read_unlock_key()?;
-            daemon
-                .swarm
-                .unlock(api::UnlockRequest { unlock_key })
-                .await
-                .map_err(api_error)?;
-        }
+        SwarmCommand::Unlock => unlock(host).await?,
         SwarmCommand::UnlockKey { quiet, rotate } => {
-            let mut daemon = Daemon::connect(host).await?;
-            if rotate {
-                let cluster = get_cluster(&mut daemon).await?;
-                if !format::autolock_of(cluster.spec.as_ref()) {
-                    anyhow::bail!(
-                        "cannot rotate because autolock is not turned on: turn it on with 'shoal swarm update --autolock=true'"
-                    );
-                }
-                request_rotation(
-                    &mut daemon,
-                    &cluster,
-                    api::UpdateClusterRequest {
-                        rotate_manager_unlock_key: true,
-                        ..Default::default()
-                    },
-                )
-                .await?;
-                if !quiet {
-                    println!("Successfully rotated manager unlock key.\n");
-                }
-            }
-            let key = unlock_key(&mut daemon).await?;
-            if quiet {
-                println!("{key}");
-            } else {
-                print!("{}", format::unlock_key_text(&key));
-            }
+            unlock_key_command(host, quiet, rotate).await?
         }
         SwarmCommand::Join {
             token,
@@ -322,81 +236,12 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
             quiet,
             rotate,
             role,
-        } => {
-            let role = format::token_role(&role)?;
-            let mut daemon = Daemon::connect(host).await?;
-            let mut cluster = get_cluster(&mut daemon).await?;
-            if rotate {
-                cluster = request_rotation(
-                    &mut daemon,
-                    &cluster,
-                    api::UpdateClusterRequest {
-                        rotate_worker_token: role == api::NodeRole::Worker,
-                        rotate_manager_token: role == api::NodeRole::Manager,
-                        ..Default::default()
-                    },
-                )
-                .await?
-                .context("the daemon returned no cluster after rotating the token")?;
-                if !quiet {
-                    let name = if role == api::NodeRole::Worker {
-                        "worker"
-                    } else {
-                        "manager"
-                    };
-                    println!("Successfully rotated {name} join token.\n");
-                }
-            }
-            let tokens = cluster
-                .root_ca
-                .and_then(|root| root.join_tokens)
-                .context("the cluster holds no join tokens")?;
-            let token = match role {
-                api::NodeRole::Worker => tokens.worker,
-                api::NodeRole::Manager => tokens.manager,
-            };
-            let info = daemon
-                .swarm
-                .info(api::InfoRequest {})
-                .await
-                .map_err(api_error)?
-                .into_inner();
-            let manager_addr = info
-                .remote_managers
-                .get(&info.node_id)
-                .cloned()
-                .unwrap_or_else(|| format!("{}:2377", info.node_addr));
-            print!(
-                "{}",
-                format::join_token_text(role, &token, &manager_addr, quiet)
-            );
-        }
+        } => join_token(host, &role, quiet, rotate).await?,
         SwarmCommand::Ca {
             rotate,
             detach,
             quiet,
-        } => {
-            let mut daemon = Daemon::connect(host).await?;
-            let mut cluster = get_cluster(&mut daemon).await?;
-            if rotate {
-                request_rotation(
-                    &mut daemon,
-                    &cluster,
-                    api::UpdateClusterRequest {
-                        rotate_root_ca: true,
-                        ..Default::default()
-                    },
-                )
-                .await?;
-                if detach {
-                    println!("Root CA rotation started; 'shoal swarm ca' shows the root in use.");
-                    return Ok(());
-                }
-                cluster = wait_for_root_rotation(&mut daemon, quiet).await?;
-            }
-            let root = cluster.root_ca.unwrap_or_default();
-            print!("{}", String::from_utf8_lossy(&root.ca_cert));
-        }
+        } => ca(host, rotate, detach, quiet).await?,
         SwarmCommand::Leave { force } => {
             Daemon::connect(host)
                 .await?
@@ -407,6 +252,192 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
             println!("Node left the swarm.");
         }
     }
+    Ok(())
+}
+
+/// `swarm init`: founds the swarm; with autolock, prints the unlock key.
+async fn init(host: &str, request: api::InitRequest, autolock: bool) -> anyhow::Result<()> {
+    let mut daemon = Daemon::connect(host).await?;
+    let response = daemon
+        .swarm
+        .init(request)
+        .await
+        .map_err(api_error)?
+        .into_inner();
+    println!(
+        "Swarm initialized: current node ({}) is now a manager.",
+        response.node_id
+    );
+    if autolock {
+        println!();
+        print!(
+            "{}",
+            format::unlock_key_text(&unlock_key(&mut daemon).await?)
+        );
+    }
+    Ok(())
+}
+
+/// `swarm update`: changes the cluster's settings; turning autolock on prints the unlock key.
+async fn swarm_update(host: &str, update: format::ClusterUpdate) -> anyhow::Result<()> {
+    // Durations are checked before anything is read or sent.
+    format::update_cluster_spec(api::ClusterSpec::default(), &update)?;
+    let mut daemon = Daemon::connect(host).await?;
+    let cluster = get_cluster(&mut daemon).await?;
+    let version = version_of(cluster.meta.as_ref());
+    let was_locking = format::autolock_of(cluster.spec.as_ref());
+    let spec = format::update_cluster_spec(cluster.spec.unwrap_or_default(), &update)?;
+    let locking = format::autolock_of(Some(&spec));
+    daemon
+        .control
+        .update_cluster(api::UpdateClusterRequest {
+            version,
+            spec: Some(spec),
+            ..Default::default()
+        })
+        .await
+        .map_err(api_error)?;
+    println!("Swarm updated.");
+    if locking && !was_locking {
+        print!(
+            "{}",
+            format::unlock_key_text(&unlock_key(&mut daemon).await?)
+        );
+    }
+    Ok(())
+}
+
+/// `swarm unlock`: gives a locked manager its unlock key.
+async fn unlock(host: &str) -> anyhow::Result<()> {
+    let mut daemon = Daemon::connect(host).await?;
+    let info = daemon
+        .swarm
+        .info(api::InfoRequest {})
+        .await
+        .map_err(api_error)?
+        .into_inner();
+    use api::info_response::LocalNodeState;
+    match info.local_node_state() {
+        LocalNodeState::Inactive => anyhow::bail!("This node is not part of a swarm"),
+        LocalNodeState::Locked => {}
+        _ => anyhow::bail!("swarm is not locked"),
+    }
+    let unlock_key = read_unlock_key()?;
+    daemon
+        .swarm
+        .unlock(api::UnlockRequest { unlock_key })
+        .await
+        .map_err(api_error)?;
+    Ok(())
+}
+
+/// `swarm unlock-key`: prints the unlock key, or replaces it first.
+async fn unlock_key_command(host: &str, quiet: bool, rotate: bool) -> anyhow::Result<()> {
+    let mut daemon = Daemon::connect(host).await?;
+    if rotate {
+        let cluster = get_cluster(&mut daemon).await?;
+        if !format::autolock_of(cluster.spec.as_ref()) {
+            anyhow::bail!(
+                "cannot rotate because autolock is not turned on: turn it on with 'shoal swarm update --autolock=true'"
+            );
+        }
+        request_rotation(
+            &mut daemon,
+            &cluster,
+            api::UpdateClusterRequest {
+                rotate_manager_unlock_key: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+        if !quiet {
+            println!("Successfully rotated manager unlock key.\n");
+        }
+    }
+    let key = unlock_key(&mut daemon).await?;
+    if quiet {
+        println!("{key}");
+    } else {
+        print!("{}", format::unlock_key_text(&key));
+    }
+    Ok(())
+}
+
+/// `swarm join-token`: prints the join command (or token) for a role, or replaces it first.
+async fn join_token(host: &str, role: &str, quiet: bool, rotate: bool) -> anyhow::Result<()> {
+    let role = format::token_role(role)?;
+    let mut daemon = Daemon::connect(host).await?;
+    let mut cluster = get_cluster(&mut daemon).await?;
+    if rotate {
+        cluster = request_rotation(
+            &mut daemon,
+            &cluster,
+            api::UpdateClusterRequest {
+                rotate_worker_token: role == api::NodeRole::Worker,
+                rotate_manager_token: role == api::NodeRole::Manager,
+                ..Default::default()
+            },
+        )
+        .await?
+        .context("the daemon returned no cluster after rotating the token")?;
+        if !quiet {
+            let name = if role == api::NodeRole::Worker {
+                "worker"
+            } else {
+                "manager"
+            };
+            println!("Successfully rotated {name} join token.\n");
+        }
+    }
+    let tokens = cluster
+        .root_ca
+        .and_then(|root| root.join_tokens)
+        .context("the cluster holds no join tokens")?;
+    let token = match role {
+        api::NodeRole::Worker => tokens.worker,
+        api::NodeRole::Manager => tokens.manager,
+    };
+    let info = daemon
+        .swarm
+        .info(api::InfoRequest {})
+        .await
+        .map_err(api_error)?
+        .into_inner();
+    let manager_addr = info
+        .remote_managers
+        .get(&info.node_id)
+        .cloned()
+        .unwrap_or_else(|| format!("{}:2377", info.node_addr));
+    print!(
+        "{}",
+        format::join_token_text(role, &token, &manager_addr, quiet)
+    );
+    Ok(())
+}
+
+/// `swarm ca`: prints the root CA certificate; with `--rotate`, moves the swarm to a new root
+/// first, waiting for every node unless detached.
+async fn ca(host: &str, rotate: bool, detach: bool, quiet: bool) -> anyhow::Result<()> {
+    let mut daemon = Daemon::connect(host).await?;
+    let mut cluster = get_cluster(&mut daemon).await?;
+    if rotate {
+        request_rotation(
+            &mut daemon,
+            &cluster,
+            api::UpdateClusterRequest {
+                rotate_root_ca: true,
+                ..Default::default()
+            },
+        )
+        .await?;
+        if detach {
+            println!("Root CA rotation started; 'shoal swarm ca' shows the root in use.");
+            return Ok(());
+        }
+        cluster = wait_for_root_rotation(&mut daemon, quiet).await?;
+    }
+    let root = cluster.root_ca.unwrap_or_default();
+    print!("{}", String::from_utf8_lossy(&root.ca_cert));
     Ok(())
 }
 
@@ -432,10 +463,12 @@ async fn rotation_state(daemon: &mut Daemon) -> anyhow::Result<RotationState> {
         .map_err(api_error)?
         .into_inner()
         .nodes;
-    Ok(match manager::root_rotation_progress(&cluster, &nodes) {
-        Some(progress) => RotationState::Progress(format::rotation_progress(&progress)),
-        None => RotationState::Done(Box::new(cluster)),
-    })
+    Ok(
+        match spec::root_rotation::root_rotation_progress(&cluster, &nodes) {
+            Some(progress) => RotationState::Progress(format::rotation_progress(&progress)),
+            None => RotationState::Done(Box::new(cluster)),
+        },
+    )
 }
 
 /// Waits until every node has moved to the new root, saying how many have as they do; returns
@@ -488,54 +521,22 @@ async fn unlock_key(daemon: &mut Daemon) -> anyhow::Result<String> {
     Ok(key)
 }
 
-/// Reads the unlock key from stdin: typed at a prompt without echo on a terminal, else the
-/// first line piped in.
+/// Reads the unlock key: typed at a prompt without echo when stdin is a terminal (rpassword
+/// prompts and reads on the terminal), else the first line piped in.
 fn read_unlock_key() -> anyhow::Result<String> {
-    use std::io::{IsTerminal as _, Write as _};
+    use std::io::IsTerminal as _;
     let stdin = std::io::stdin();
-    let mut line = String::new();
-    if stdin.is_terminal() {
-        print!("Enter unlock key: ");
-        std::io::stdout().flush()?;
-        let echo_off = EchoOff::on_stdin()?;
-        let read = stdin.read_line(&mut line);
-        drop(echo_off);
-        println!();
-        read?;
+    let line = if stdin.is_terminal() {
+        rpassword::prompt_password("Enter unlock key: ")
+            .context("reading the unlock key from the terminal")?
     } else {
+        let mut line = String::new();
         stdin
             .read_line(&mut line)
             .context("reading the unlock key from stdin")?;
-    }
+        line
+    };
     Ok(line.trim().to_owned())
-}
-
-/// Turns the terminal's echo off on stdin until dropped, so a typed key is not shown.
-struct EchoOff(libc::termios);
-
-impl EchoOff {
-    fn on_stdin() -> anyhow::Result<EchoOff> {
-        // SAFETY: termios is plain data that tcgetattr fills in whole before it is read.
-        let mut settings: libc::termios = unsafe { std::mem::zeroed() };
-        // SAFETY: stdin is an open descriptor and `settings` is a valid termios to write to.
-        if unsafe { libc::tcgetattr(libc::STDIN_FILENO, &mut settings) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("reading the terminal's settings");
-        }
-        let mut silent = settings;
-        silent.c_lflag &= !libc::ECHO;
-        // SAFETY: stdin is an open descriptor and `silent` a valid termios read from it.
-        if unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &silent) } != 0 {
-            return Err(std::io::Error::last_os_error()).context("turning the terminal's echo off");
-        }
-        Ok(EchoOff(settings))
-    }
-}
-
-impl Drop for EchoOff {
-    fn drop(&mut self) {
-        // SAFETY: restores the settings read from the same open descriptor.
-        unsafe { libc::tcsetattr(libc::STDIN_FILENO, libc::TCSANOW, &self.0) };
-    }
 }
 
 /// Asks for the rotation that `rotation` flags (a join token, the unlock key, the root CA) on
@@ -640,12 +641,12 @@ async fn node_reference(daemon: &mut Daemon, reference: String) -> anyhow::Resul
 
 pub(crate) async fn node(host: &str, command: NodeCommand) -> anyhow::Result<()> {
     if let NodeCommand::Ls { format, .. } = &command {
-        crate::json_format(format.clone())?;
+        crate::output::json_format(format.clone())?;
     }
     let mut daemon = Daemon::connect(host).await?;
     match command {
         NodeCommand::Ls { quiet, format } => {
-            let json = crate::json_format(format)?;
+            let json = crate::output::json_format(format)?;
             let nodes = daemon
                 .control
                 .list_nodes(api::ListNodesRequest {})

@@ -1,0 +1,19 @@
+//! Pure printing for the swarm verbs: docker's tables (tabwriter with a minimum cell width of
+//! 10), `--format json` objects, inspect documents, go-units' human durations and the names and
+//! states `service ps` shows. Every function takes what it prints (and `now` where time matters).
+
+mod inspect;
+mod ls;
+mod pretty;
+mod ps;
+mod table;
+#[cfg(test)]
+mod tests;
+mod values;
+
+pub(crate) use inspect::*;
+pub(crate) use ls::*;
+pub(crate) use pretty::*;
+pub(crate) use ps::*;
+pub(crate) use table::*;
+pub(crate) use values::*;
