@@ -9,7 +9,7 @@ use shoal_proto::api::{
     Annotations, ContainerSpec, CreateNetworkRequest, CreateServiceRequest, Driver,
     GetNetworkRequest, IpamConfig, IpamOptions, ListNetworksRequest, Network,
     NetworkAttachmentConfig, NetworkSpec, PruneNetworksRequest, RemoveNetworkRequest,
-    ReplicatedService, ServiceSpec, TaskSpec, service_spec, task_spec,
+    ReplicatedService, Service, ServiceSpec, TaskSpec, service_spec, task_spec,
 };
 use tonic::{Code, Request};
 
@@ -91,6 +91,41 @@ fn stored_networks(role: &ManagerRole) -> Vec<(String, String, u64)> {
     networks
 }
 
+/// Waits until the leader's allocator has settled: every network holds its subnet and every
+/// service a VIP on each of its networks. The allocator rewrites a network as it allocates, so
+/// "nothing written" is read against the settled store.
+async fn allocated(role: &ManagerRole) -> Vec<(String, String, u64)> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let settled = role
+            .store()
+            .local_view(|view| {
+                let networks = manager::objects::decode_all::<Network>(view.list(Network::KIND))?;
+                let services = manager::objects::decode_all::<Service>(view.list(Service::KIND))?;
+                Ok::<_, manager::ManagerError>(
+                    networks
+                        .iter()
+                        .all(|n| n.ipam.as_ref().is_some_and(|ipam| !ipam.configs.is_empty()))
+                        && services.iter().all(|service| {
+                            service
+                                .endpoint
+                                .as_ref()
+                                .is_some_and(|endpoint| !endpoint.virtual_ips.is_empty())
+                        }),
+                )
+            })
+            .unwrap();
+        if settled {
+            return stored_networks(role);
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the allocator did not settle"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 async fn create(
     control: &manager::ControlApi,
     spec: NetworkSpec,
@@ -147,7 +182,7 @@ async fn networks_are_created_listed_removed_and_pruned_and_refusals_write_nothi
     let spare = create(&control, network_spec("spare", "10.20.0.0/24"))
         .await
         .unwrap();
-    let before = stored_networks(&role);
+    let before = allocated(&role).await;
     assert_eq!(before.len(), 3);
 
     // Each refusal says why, and the store's networks stay as they were.
@@ -245,6 +280,7 @@ async fn networks_are_created_listed_removed_and_pruned_and_refusals_write_nothi
             .await
             .unwrap();
     }
+    let before = allocated(&role).await;
     let in_use = remove(&control, "front").await.unwrap_err();
     assert_eq!(in_use.code(), Code::FailedPrecondition);
     assert!(

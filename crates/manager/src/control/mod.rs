@@ -42,8 +42,8 @@ use crate::objects::{self, ClusterObject};
 use crate::orchestrator::{ClusterSnapshot, GivenUpSlots};
 use payloads::Payload;
 
-/// Attempts at a stack change that keeps meeting concurrent writes.
-const STACK_WRITE_ATTEMPTS: usize = 5;
+/// Attempts at a stack change or network removal that keeps meeting concurrent writes.
+const FRESH_READ_ATTEMPTS: usize = 5;
 
 /// The control API over one manager's store.
 #[derive(Clone)]
@@ -440,7 +440,7 @@ impl ControlApi {
                 Ok(_) => return Ok(planned.report),
                 Err(raft_store::StoreError::Rejected(raft_store::TxnRejection::Conflict {
                     ..
-                })) if attempt < STACK_WRITE_ATTEMPTS => {}
+                })) if attempt < FRESH_READ_ATTEMPTS => {}
                 Err(error) => return Err(error.into()),
             }
         }
@@ -534,32 +534,59 @@ impl ControlApi {
     }
 
     async fn remove_network(&self, reference: &str) -> Result<String, ManagerError> {
-        let (all, services, tasks) = self.network_objects().await?;
-        let network = Self::resolve_network(&all, reference)?;
-        networks::check_remove(network, &services, &tasks)?;
-        self.store
-            .write(raft_store::Transaction::new(vec![objects::delete(network)]))
-            .await?;
-        Ok(network.id.clone())
+        self.write_network_plan(|all, services, tasks| {
+            let network = Self::resolve_network(all, reference)?;
+            networks::check_remove(network, services, tasks)?;
+            Ok((vec![objects::delete(network)], network.id.clone()))
+        })
+        .await
+    }
+
+    /// Decides a network removal on a fresh read and writes it at the versions read. The
+    /// allocator rewrites networks as it hands out addresses, so a conflict means deciding again
+    /// on a newer read, not failing the user's command.
+    async fn write_network_plan<R>(
+        &self,
+        plan: impl Fn(
+            &[api::Network],
+            &[Service],
+            &[Task],
+        ) -> Result<(Vec<raft_store::Change>, R), ManagerError>,
+    ) -> Result<R, ManagerError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (all, services, tasks) = self.network_objects().await?;
+            let (changes, outcome) = plan(&all, &services, &tasks)?;
+            if changes.is_empty() {
+                return Ok(outcome);
+            }
+            match self
+                .store
+                .write(raft_store::Transaction::new(changes))
+                .await
+            {
+                Ok(_) => return Ok(outcome),
+                Err(raft_store::StoreError::Rejected(raft_store::TxnRejection::Conflict {
+                    ..
+                })) if attempt < FRESH_READ_ATTEMPTS => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// Removes every unused network passing `filters` in one transaction, and returns their
     /// names.
     async fn prune_networks(&self, filters: &[String]) -> Result<Vec<String>, ManagerError> {
-        let (all, services, tasks) = self.network_objects().await?;
-        let unused = networks::prunable(&all, &services, &tasks, filters)?;
-        if unused.is_empty() {
-            return Ok(Vec::new());
-        }
-        let names = unused
-            .iter()
-            .map(|network| objects::ClusterObject::unique_name(*network).to_owned())
-            .collect();
-        let deletes = unused.into_iter().map(objects::delete).collect();
-        self.store
-            .write(raft_store::Transaction::new(deletes))
-            .await?;
-        Ok(names)
+        self.write_network_plan(|all, services, tasks| {
+            let unused = networks::prunable(all, services, tasks, filters)?;
+            let names = unused
+                .iter()
+                .map(|network| objects::ClusterObject::unique_name(*network).to_owned())
+                .collect();
+            Ok((unused.into_iter().map(objects::delete).collect(), names))
+        })
+        .await
     }
 
     async fn create_payload<T: Payload>(&self, mut payload: T) -> Result<T, ManagerError> {
