@@ -3,6 +3,8 @@
 //! clock. Invariants are checked after every transaction; a failure prints its seed, and
 //! `SHOAL_SIM_SEED=<seed> cargo test -p manager --test simulation` replays just that seed.
 
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use std::collections::BTreeMap;
 use std::time::Duration;
 
@@ -24,28 +26,6 @@ const CHAOS_ROUNDS: u64 = 250;
 const CALM_ROUNDS: u64 = 120;
 const HISTORY_LIMIT: usize = 3;
 const NODE_IDS: [&str; 4] = ["node-1", "node-2", "node-3", "node-4"];
-
-/// SplitMix64: tiny, seedable and good enough to drive a simulation.
-struct Rng(u64);
-
-impl Rng {
-    fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut mixed = self.0;
-        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        mixed ^ (mixed >> 31)
-    }
-
-    fn below(&mut self, bound: u64) -> u64 {
-        self.next_u64() % bound
-    }
-
-    /// True with probability `percent` / 100.
-    fn chance(&mut self, percent: u64) -> bool {
-        self.below(100) < percent
-    }
-}
 
 fn service(
     service_id: &str,
@@ -119,7 +99,7 @@ fn replicas_of(service: &Service) -> Option<u64> {
 /// The fake store plus the actors around it.
 struct Simulation {
     seed: u64,
-    rng: Rng,
+    rng: StdRng,
     now: ClusterTime,
     services: Vec<Service>,
     nodes: Vec<Node>,
@@ -144,8 +124,8 @@ struct Statistics {
 
 impl Simulation {
     fn new(seed: u64) -> Simulation {
-        let mut rng = Rng(seed);
-        let web_delay = Duration::from_secs(rng.below(4));
+        let mut rng = StdRng::seed_from_u64(seed);
+        let web_delay = Duration::from_secs(rng.random_range(0..4));
         // Chaos fails tasks at random, so web's updates carry on through failures; how many
         // slots go at once varies with the seed.
         let mut web = service(
@@ -156,7 +136,7 @@ impl Simulation {
             0,
         );
         let mut web_updates = UpdateConfig {
-            parallelism: rng.below(3),
+            parallelism: rng.random_range(0..3),
             monitor: Some(proto_duration(Duration::from_secs(1))),
             ..UpdateConfig::default()
         };
@@ -382,7 +362,7 @@ impl Simulation {
     fn round(&mut self, chaos: bool) {
         self.now = self
             .now
-            .saturating_add(Duration::from_millis(500 + self.rng.below(1_000)));
+            .saturating_add(Duration::from_millis(500 + self.rng.random_range(0..1_000)));
         if chaos {
             self.operator_acts();
         }
@@ -410,7 +390,7 @@ impl Simulation {
     /// Scales `web`, deletes `scratch` at some point, drains, pauses and downs nodes, and
     /// brings them back.
     fn operator_acts(&mut self) {
-        let delete_scratch_now = self.rng.chance(1);
+        let delete_scratch_now = self.rng.random_ratio(1, 100);
         if let Some(scratch) = self
             .services
             .iter_mut()
@@ -418,8 +398,8 @@ impl Simulation {
         {
             scratch.pending_delete |= delete_scratch_now;
         }
-        if self.rng.chance(4) {
-            let replicas = 1 + self.rng.below(5);
+        if self.rng.random_ratio(4, 100) {
+            let replicas = 1 + self.rng.random_range(0..5);
             let version = self.next_version();
             if let Some(web) = self.services.iter_mut().find(|service| service.id == "web") {
                 if let Some(spec) = web.spec.as_mut() {
@@ -432,9 +412,10 @@ impl Simulation {
                 web.update_status = None;
             }
         }
-        if self.rng.chance(5) {
-            let node_index = usize::try_from(self.rng.below(NODE_IDS.len() as u64)).unwrap_or(0);
-            let change = self.rng.below(4);
+        if self.rng.random_ratio(5, 100) {
+            let node_index =
+                usize::try_from(self.rng.random_range(0..NODE_IDS.len() as u64)).unwrap_or(0);
+            let change = self.rng.random_range(0..4);
             let node = &mut self.nodes[node_index];
             match change {
                 0 => node
@@ -483,7 +464,8 @@ impl Simulation {
                 if !wants_to_run || schedulable.is_empty() {
                     continue;
                 }
-                let choice = usize::try_from(self.rng.below(schedulable.len() as u64)).unwrap_or(0);
+                let choice = usize::try_from(self.rng.random_range(0..schedulable.len() as u64))
+                    .unwrap_or(0);
                 self.tasks[index].node_id = schedulable[choice].clone();
                 TaskState::Assigned
             } else {
@@ -498,16 +480,16 @@ impl Simulation {
                 } else if !wants_to_run {
                     continue;
                 } else if observed != TaskState::Running {
-                    if chaos && self.rng.chance(3) {
+                    if chaos && self.rng.random_ratio(3, 100) {
                         TaskState::Rejected
                     } else {
                         TaskState::Running
                     }
-                } else if is_job_task && self.rng.chance(if chaos { 20 } else { 40 }) {
+                } else if is_job_task && self.rng.random_ratio(if chaos { 20 } else { 40 }, 100) {
                     TaskState::Complete
-                } else if chaos && self.rng.chance(6) {
+                } else if chaos && self.rng.random_ratio(6, 100) {
                     TaskState::Failed
-                } else if chaos && self.rng.chance(2) {
+                } else if chaos && self.rng.random_ratio(2, 100) {
                     TaskState::Complete
                 } else {
                     continue;

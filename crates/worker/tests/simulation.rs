@@ -4,6 +4,8 @@
 
 mod support;
 
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use std::collections::{BTreeMap, BTreeSet};
 
 use engine::HealthStatus;
@@ -15,27 +17,6 @@ use worker::{
     ExistingContainer, LABEL_TASK_ID, PersistedAssignments, Reconciler, TaskPayloads,
 };
 
-/// splitmix64: tiny, seedable and good enough to explore interleavings.
-struct SeededRandom(u64);
-
-impl SeededRandom {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut mixed = self.0;
-        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        mixed ^ (mixed >> 31)
-    }
-
-    fn below(&mut self, bound: usize) -> usize {
-        (self.next() % bound as u64) as usize
-    }
-
-    fn chance(&mut self, percent: u64) -> bool {
-        self.next() % 100 < percent
-    }
-}
-
 #[derive(Clone, Debug)]
 struct FakeContainer {
     task_id: String,
@@ -45,7 +26,7 @@ struct FakeContainer {
 
 struct Simulation {
     seed: u64,
-    random: SeededRandom,
+    random: StdRng,
     reconciler: Reconciler,
     /// What the engine really has.
     containers: BTreeMap<String, FakeContainer>,
@@ -91,7 +72,7 @@ impl Simulation {
     fn new(seed: u64) -> Simulation {
         let mut simulation = Simulation {
             seed,
-            random: SeededRandom(seed),
+            random: StdRng::seed_from_u64(seed),
             reconciler: Reconciler::new(),
             containers: BTreeMap::new(),
             next_container_number: 0,
@@ -176,17 +157,17 @@ impl Simulation {
     }
 
     fn change_assignments(&mut self) {
-        match self.random.below(4) {
+        match self.random.random_range(0..4) {
             0 | 1 => {
                 self.next_task_number += 1;
                 let id = format!("t{}", self.next_task_number);
-                let desired = if self.random.chance(20) {
+                let desired = if self.random.random_ratio(20, 100) {
                     TaskState::Ready
                 } else {
                     TaskState::Running
                 };
                 let mut new_task = task(&id, self.next_task_number, desired);
-                if self.random.chance(30) {
+                if self.random.random_ratio(30, 100) {
                     new_task = with_healthcheck(new_task);
                 }
                 self.assigned.insert(id, new_task);
@@ -213,12 +194,12 @@ impl Simulation {
 
     fn random_assigned_task(&mut self) -> Option<String> {
         let ids: Vec<&String> = self.assigned.keys().collect();
-        (!ids.is_empty()).then(|| ids[self.random.below(ids.len())].clone())
+        (!ids.is_empty()).then(|| ids[self.random.random_range(0..ids.len())].clone())
     }
 
     fn random_container(&mut self) -> Option<String> {
         let ids: Vec<&String> = self.containers.keys().collect();
-        (!ids.is_empty()).then(|| ids[self.random.below(ids.len())].clone())
+        (!ids.is_empty()).then(|| ids[self.random.random_range(0..ids.len())].clone())
     }
 
     /// The manager applies a delivered report; it must never see a task's state go down.
@@ -253,7 +234,7 @@ impl Simulation {
             return;
         }
         let mut index = if allow_failures {
-            self.random.below(self.pending.len())
+            self.random.random_range(0..self.pending.len())
         } else {
             0
         };
@@ -270,7 +251,7 @@ impl Simulation {
             index = earliest;
         }
         let command = self.pending.remove(index);
-        let fails = allow_failures && self.random.chance(10);
+        let fails = allow_failures && self.random.random_ratio(10, 100);
         let outcome = match command {
             Command::CreateContainer { task_id, .. } => {
                 if self
@@ -402,10 +383,10 @@ impl Simulation {
         let Some(container) = self.containers.get_mut(&container_id) else {
             return;
         };
-        let event = match self.random.below(4) {
+        let event = match self.random.random_range(0..4) {
             0 if container.run_state == ContainerRunState::Running => {
-                let exit_code = [0, 1, 137][self.random.below(3)];
-                let oom_killed = exit_code == 137 && self.random.chance(50);
+                let exit_code = [0, 1, 137][self.random.random_range(0..3)];
+                let oom_killed = exit_code == 137 && self.random.random_ratio(50, 100);
                 container.run_state = ContainerRunState::Exited {
                     exit_code,
                     oom_killed,
@@ -421,14 +402,14 @@ impl Simulation {
                     HealthStatus::Starting,
                     HealthStatus::Healthy,
                     HealthStatus::Unhealthy,
-                ][self.random.below(3)];
+                ][self.random.random_range(0..3)];
                 container.health = Some(health);
                 EngineObservation::HealthChanged {
                     container_id,
                     health,
                 }
             }
-            2 if self.random.chance(10) => {
+            2 if self.random.random_ratio(10, 100) => {
                 self.containers.remove(&container_id);
                 EngineObservation::Missing { container_id }
             }
@@ -448,7 +429,7 @@ impl Simulation {
 
     fn restart_daemon(&mut self) {
         // The crash may come after the engine acted on a command but before its result arrived.
-        if self.random.chance(50) {
+        if self.random.random_ratio(50, 100) {
             self.carry_out_one(true, false);
         }
         self.pending.clear();
@@ -477,18 +458,18 @@ impl Simulation {
             })
             .collect();
         // The dispatcher's set may arrive before the engine has listed its containers.
-        let assignments_first = self.random.chance(30);
+        let assignments_first = self.random.random_ratio(30, 100);
         if assignments_first {
             self.send_assignments();
         }
         self.feed(Event::ContainersListed(existing));
-        if !assignments_first && self.random.chance(80) {
+        if !assignments_first && self.random.random_ratio(80, 100) {
             self.send_assignments();
         }
     }
 
     fn random_step(&mut self, now_seconds: &mut u64) {
-        match self.random.below(100) {
+        match self.random.random_range(0..100) {
             0..=49 => self.carry_out_one(true, true),
             50..=64 => self.change_assignments(),
             65..=79 => self.engine_event(),

@@ -5,6 +5,9 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+
 use shoal_proto::api::{
     self, Annotations, Cluster, EndpointSpec, IpamConfig, IpamOptions, Meta, Network,
     NetworkAttachmentConfig, NetworkSpec, Service, ServiceSpec, Task, TaskSpec, TaskState,
@@ -591,19 +594,6 @@ fn a_task_that_fails_on_its_second_network_gives_its_first_address_back() {
     assert_eq!(big.last_allocated_address, "");
 }
 
-/// SplitMix64, for the seeded run.
-struct Rng(u64);
-
-impl Rng {
-    fn below(&mut self, bound: u64) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut mixed = self.0;
-        mixed = (mixed ^ (mixed >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        mixed = (mixed ^ (mixed >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        (mixed ^ (mixed >> 31)) % bound
-    }
-}
-
 /// Every address held (by a task that holds addresses, or a VIP) on each network, and who
 /// holds it; fails when two hold one.
 fn check_no_address_held_twice(objects: &Objects, seed: u64, round: usize) {
@@ -647,7 +637,7 @@ fn check_no_address_held_twice(objects: &Objects, seed: u64, round: usize) {
 #[test]
 fn random_creates_and_removals_never_give_an_address_twice() {
     for seed in 0..40 {
-        let mut rng = Rng(seed);
+        let mut rng = StdRng::seed_from_u64(seed);
         let mut objects = Objects {
             networks: vec![
                 network("small", &[("10.1.0.0/28", "", "")]),
@@ -661,17 +651,17 @@ fn random_creates_and_removals_never_give_an_address_twice() {
         let mut given = 0;
         for round in 0..120 {
             next_id += 1;
-            match rng.below(6) {
+            match rng.random_range(0..6) {
                 0 => {
                     let mut chosen: Vec<&str> = network_ids
                         .iter()
                         .copied()
-                        .filter(|_| rng.below(2) == 0)
+                        .filter(|_| rng.random_range(0..2) == 0)
                         .collect();
                     if chosen.is_empty() {
-                        chosen.push(network_ids[rng.below(3) as usize]);
+                        chosen.push(network_ids[rng.random_range(0..3) as usize]);
                     }
-                    let service = if rng.below(2) == 0 {
+                    let service = if rng.random_range(0..2) == 0 {
                         vip_service(&format!("s{next_id}"), &chosen)
                     } else {
                         dnsrr_service(&format!("s{next_id}"), &chosen)
@@ -679,7 +669,7 @@ fn random_creates_and_removals_never_give_an_address_twice() {
                     objects.services.push(service);
                 }
                 1 | 2 if !objects.services.is_empty() => {
-                    let index = rng.below(objects.services.len() as u64) as usize;
+                    let index = rng.random_range(0..objects.services.len() as u64) as usize;
                     let service = objects.services[index].clone();
                     let created = next_id as i64;
                     objects
@@ -687,20 +677,20 @@ fn random_creates_and_removals_never_give_an_address_twice() {
                         .push(task(&format!("t{next_id}"), &service, created));
                 }
                 3 if !objects.tasks.is_empty() => {
-                    let index = rng.below(objects.tasks.len() as u64) as usize;
+                    let index = rng.random_range(0..objects.tasks.len() as u64) as usize;
                     let observed = [TaskState::Running, TaskState::Failed, TaskState::Complete]
-                        [rng.below(3) as usize];
+                        [rng.random_range(0..3) as usize];
                     let task = &mut objects.tasks[index];
                     if observed_state(task) == TaskState::Pending {
                         task.status.as_mut().unwrap().state = observed as i32;
                     }
                 }
                 4 if !objects.tasks.is_empty() => {
-                    let index = rng.below(objects.tasks.len() as u64) as usize;
+                    let index = rng.random_range(0..objects.tasks.len() as u64) as usize;
                     objects.tasks.remove(index);
                 }
                 5 if !objects.services.is_empty() => {
-                    let index = rng.below(objects.services.len() as u64) as usize;
+                    let index = rng.random_range(0..objects.services.len() as u64) as usize;
                     let removed = objects.services.remove(index);
                     objects.tasks.retain(|task| task.service_id != removed.id);
                 }
