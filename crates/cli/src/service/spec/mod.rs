@@ -204,6 +204,46 @@ pub(crate) fn update_spec(
     args: &UpdateArgs,
     lookup_env: &dyn Fn(&str) -> Option<String>,
 ) -> anyhow::Result<api::ServiceSpec> {
+    update_mode(&mut spec, args)?;
+    let annotations = spec.annotations.get_or_insert_default();
+    update_labels(&mut annotations.labels, &args.label_add, &args.label_rm);
+
+    let task = spec.task.get_or_insert_default();
+    let container = match task
+        .runtime
+        .get_or_insert_with(|| api::task_spec::Runtime::Container(api::ContainerSpec::default()))
+    {
+        api::task_spec::Runtime::Container(container) => container,
+        _ => bail!("this service does not run containers, so its container flags can't be updated"),
+    };
+    update_container(container, args, lookup_env)?;
+    update_placement(task.placement.get_or_insert_default(), args)?;
+    if args.resources.any_cpu_or_memory() {
+        apply_resources(task.resources.get_or_insert_default(), &args.resources)?;
+    }
+    if args.restart.any() {
+        apply_restart(
+            task.restart
+                .get_or_insert_with(spec::defaults::restart_policy),
+            &args.restart,
+        )?;
+    }
+    if args.force {
+        task.force_update = task.force_update.wrapping_add(1);
+    }
+    for (flags, config) in [
+        (args.update_policy.flags(), &mut spec.update),
+        (args.rollback_policy.flags(), &mut spec.rollback),
+    ] {
+        if flags.any() {
+            flags.apply(config.get_or_insert_with(spec::defaults::update_config))?;
+        }
+    }
+    Ok(spec)
+}
+
+/// `--replicas`, `--max-concurrent` and `--replicas-max-per-node`, each only where the mode has it.
+fn update_mode(spec: &mut api::ServiceSpec, args: &UpdateArgs) -> anyhow::Result<()> {
     if let Some(text) = &args.replicas {
         let replicas = parse_replicas(text)?;
         match spec.mode.as_mut() {
@@ -233,17 +273,15 @@ pub(crate) fn update_spec(
         );
     }
 
-    let annotations = spec.annotations.get_or_insert_default();
-    update_labels(&mut annotations.labels, &args.label_add, &args.label_rm);
+    Ok(())
+}
 
-    let task = spec.task.get_or_insert_default();
-    let container = match task
-        .runtime
-        .get_or_insert_with(|| api::task_spec::Runtime::Container(api::ContainerSpec::default()))
-    {
-        api::task_spec::Runtime::Container(container) => container,
-        _ => bail!("this service does not run containers, so its container flags can't be updated"),
-    };
+/// The container flags of `service update`.
+fn update_container(
+    container: &mut api::ContainerSpec,
+    args: &UpdateArgs,
+    lookup_env: &dyn Fn(&str) -> Option<String>,
+) -> anyhow::Result<()> {
     if let Some(image) = &args.image {
         if image.trim().is_empty() {
             bail!("--image: the image can't be empty");
@@ -280,6 +318,12 @@ pub(crate) fn update_spec(
         .retain(|group| !args.group_rm.contains(group) && !args.group_add.contains(group));
     container.groups.extend(args.group_add.iter().cloned());
 
+    update_mounts(container, args)?;
+    update_payloads(container, args)
+}
+
+/// `--mount-add` and `--mount-rm`: an added mount replaces one with its target.
+fn update_mounts(container: &mut api::ContainerSpec, args: &UpdateArgs) -> anyhow::Result<()> {
     if !args.mount_add.is_empty() || !args.mount_rm.is_empty() {
         let added = args
             .mount_add
@@ -305,6 +349,11 @@ pub(crate) fn update_spec(
         );
     }
 
+    Ok(())
+}
+
+/// `--secret-add/-rm` and `--config-add/-rm`: an added reference replaces one of its name.
+fn update_payloads(container: &mut api::ContainerSpec, args: &UpdateArgs) -> anyhow::Result<()> {
     if !(args.secret_add.is_empty()
         && args.secret_rm.is_empty()
         && args.config_add.is_empty()
@@ -335,7 +384,11 @@ pub(crate) fn update_spec(
         set_payload_references(container, secrets, configs)?;
     }
 
-    let placement = task.placement.get_or_insert_default();
+    Ok(())
+}
+
+/// The placement flags of `service update`: constraints, preferences and the per-node maximum.
+fn update_placement(placement: &mut api::Placement, args: &UpdateArgs) -> anyhow::Result<()> {
     for constraint in &args.constraint_add {
         check_constraint("constraint-add", constraint)?;
         if !placement.constraints.contains(constraint) {
@@ -371,26 +424,5 @@ pub(crate) fn update_spec(
         placement.max_replicas = max;
     }
 
-    if args.resources.any_cpu_or_memory() {
-        apply_resources(task.resources.get_or_insert_default(), &args.resources)?;
-    }
-    if args.restart.any() {
-        apply_restart(
-            task.restart
-                .get_or_insert_with(spec::defaults::restart_policy),
-            &args.restart,
-        )?;
-    }
-    if args.force {
-        task.force_update = task.force_update.wrapping_add(1);
-    }
-    for (flags, config) in [
-        (args.update_policy.flags(), &mut spec.update),
-        (args.rollback_policy.flags(), &mut spec.rollback),
-    ] {
-        if flags.any() {
-            flags.apply(config.get_or_insert_with(spec::defaults::update_config))?;
-        }
-    }
-    Ok(spec)
+    Ok(())
 }
