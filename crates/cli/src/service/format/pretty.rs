@@ -9,11 +9,27 @@ pub(crate) fn service_pretty(service: &api::Service) -> String {
     let spec = service.spec.clone().unwrap_or_default();
     let annotations = spec.annotations.clone().unwrap_or_default();
     let task = spec.task.clone().unwrap_or_default();
+    let container = container(Some(&task)).cloned().unwrap_or_default();
     let mut out = String::new();
     let mut line = |text: String| {
         out.push_str(&text);
         out.push('\n');
     };
+    identity_and_mode(service, &spec, &annotations, &mut line);
+    placement_and_policies(&spec, &task, &mut line);
+    container_and_mounts(&container, &mut line);
+    resources(&task, &container, &mut line);
+    endpoint_and_health(&spec, &container, &mut line);
+    out
+}
+
+/// ID, name, labels, the mode and the update status.
+fn identity_and_mode(
+    service: &api::Service,
+    spec: &api::ServiceSpec,
+    annotations: &api::Annotations,
+    line: &mut dyn FnMut(String),
+) {
     line(String::new());
     line(format!("ID:\t\t{}", service.id));
     line(format!("Name:\t\t{}", annotations.name));
@@ -61,6 +77,14 @@ pub(crate) fn service_pretty(service: &api::Service) -> String {
         }
         line(format!(" Message:\t{}", status.message));
     }
+}
+
+/// Placement, and the update and rollback configs.
+fn placement_and_policies(
+    spec: &api::ServiceSpec,
+    task: &api::TaskSpec,
+    line: &mut dyn FnMut(String),
+) {
     line("Placement:".into());
     if let Some(placement) = &task.placement {
         if !placement.constraints.is_empty() {
@@ -117,7 +141,10 @@ pub(crate) fn service_pretty(service: &api::Service) -> String {
             value["Order"].as_str().unwrap_or("stop-first")
         ));
     }
-    let container = container(Some(&task)).cloned().unwrap_or_default();
+}
+
+/// The container's image, command, environment and user, and its mounts.
+fn container_and_mounts(container: &api::ContainerSpec, line: &mut dyn FnMut(String)) {
     line("ContainerSpec:".into());
     line(format!(" Image:\t\t{}", container.image));
     if !container.args.is_empty() {
@@ -144,6 +171,10 @@ pub(crate) fn service_pretty(service: &api::Service) -> String {
             line(format!("  Type:\t\t{}", mount_type_name(mount.r#type)));
         }
     }
+}
+
+/// Reservations, limits and the PIDs limit.
+fn resources(task: &api::TaskSpec, container: &api::ContainerSpec, line: &mut dyn FnMut(String)) {
     let resources = task.resources.clone().unwrap_or_default();
     let reservations = resources.reservations.unwrap_or_default();
     let limits = resources.limits.unwrap_or_default();
@@ -179,6 +210,14 @@ pub(crate) fn service_pretty(service: &api::Service) -> String {
     if container.pid_limit > 0 {
         line(format!("  PIDs:\t\t{}", container.pid_limit));
     }
+}
+
+/// The endpoint mode and the healthcheck.
+fn endpoint_and_health(
+    spec: &api::ServiceSpec,
+    container: &api::ContainerSpec,
+    line: &mut dyn FnMut(String),
+) {
     let endpoint_mode = spec
         .endpoint
         .as_ref()
@@ -208,5 +247,4 @@ pub(crate) fn service_pretty(service: &api::Service) -> String {
             }
         }
     }
-    out
 }
