@@ -1,7 +1,7 @@
 //! The worker agent's pure core: converting assigned tasks to engine container specs
 //! ([`convert`]), the reconciler that drives tasks through their states ([`reconciler`]) and the
 //! on-disk assignment store that lets a restarted daemon re-adopt its containers ([`store`]),
-//! and the reassembly of assignment sets sent in parts ([`assignment_parts`]).
+//! the seam to the node's overlay networking ([`networking`]), and the reassembly of assignment sets sent in parts ([`assignment_parts`]).
 //! [`agent`] is the async shell around them: it keeps a session with the managers' dispatcher
 //! and has the engine carry out what the reconciler decides.
 
@@ -9,6 +9,7 @@ pub mod agent;
 pub mod assignment_parts;
 pub mod convert;
 pub mod error;
+pub mod networking;
 pub mod reconciler;
 pub mod store;
 
