@@ -235,6 +235,11 @@ impl TestCluster {
     pub fn footprint(&self) -> Footprint {
         Footprint {
             prefix: self.prefix.clone(),
+            daemon_prefixes: self
+                .hosts
+                .iter()
+                .map(|host| overlay_net::prefix_for_data_root(&host.data_root()))
+                .collect(),
             dir: self.dir.clone(),
         }
     }
@@ -303,6 +308,11 @@ impl TestCluster {
             }
         });
         sweep_run_directory(&self.shoal, &self.dir);
+        // The overlay namespaces the daemons made (per network and per task) outlive them by
+        // design, so a restarted daemon finds them; the test is over, so they go too.
+        for name in self.footprint().daemon_namespaces() {
+            netns::delete(&name);
+        }
         // Hosts first: each holds a veth whose peer is in the underlay.
         for name in self.namespaces.iter().rev() {
             netns::delete(name);
@@ -363,6 +373,8 @@ fn remove_all_containers(host: &TestHost) {
 #[derive(Clone, Debug)]
 pub struct Footprint {
     prefix: String,
+    /// The prefixes the hosts' daemons name their overlay namespaces with.
+    daemon_prefixes: Vec<String>,
     dir: PathBuf,
 }
 
@@ -374,6 +386,7 @@ impl Footprint {
         let mut found: Vec<String> = netns::list()
             .into_iter()
             .filter(|name| name.starts_with(&format!("{}-", self.prefix)))
+            .chain(self.daemon_namespaces())
             .map(|name| format!("network namespace {name}"))
             .collect();
         found.extend(
@@ -390,6 +403,20 @@ impl Footprint {
             found.push(format!("directory {}", self.dir.display()));
         }
         found
+    }
+}
+
+impl Footprint {
+    /// The namespaces the hosts' daemons made for overlay networks and their tasks.
+    fn daemon_namespaces(&self) -> Vec<String> {
+        netns::list()
+            .into_iter()
+            .filter(|name| {
+                self.daemon_prefixes
+                    .iter()
+                    .any(|prefix| name.starts_with(&format!("{prefix}-")))
+            })
+            .collect()
     }
 }
 
