@@ -122,6 +122,9 @@ pub(crate) fn spec_from_pb(spec: pb::ContainerSpec) -> Result<engine::ContainerS
             .collect(),
         sysctls: spec.sysctls.into_iter().collect(),
         groups: spec.groups,
+        // Containers of the local API get a namespace of their own; joining one is for the
+        // worker's networked tasks.
+        network_namespace: None,
     })
 }
 

@@ -286,8 +286,12 @@ impl NodeRoles {
         let engine = Arc::new(self.engine.clone());
         let connector = ManagerConnector(Arc::clone(&link));
         let agent_stopped = stopped.clone();
+        // Overlay networking is not wired in yet: a networked task is refused with a clear error.
+        let networking = Arc::new(worker::networking::NoNetworking);
         let agent = tokio::spawn(async move {
-            if let Err(error) = worker::run_agent(config, engine, connector, agent_stopped).await {
+            if let Err(error) =
+                worker::run_agent(config, engine, connector, agent_stopped, networking).await
+            {
                 tracing::error!(%error, "the worker agent stopped");
             }
         });

@@ -64,6 +64,10 @@ pub struct ContainerSpec {
     pub sysctls: BTreeMap<String, String>,
     /// Supplementary groups of the process, names from the image's `/etc/group` or numbers.
     pub groups: Vec<String>,
+    /// A network namespace to join (a bind-mounted file such as `/run/netns/NAME`) instead of
+    /// getting a fresh one: the worker's overlay networking prepares it with the task's
+    /// interfaces before the container is created.
+    pub network_namespace: Option<PathBuf>,
 }
 
 /// One resource limit, by Docker's name for it (`nofile`, `nproc`, `core`, ...).
@@ -678,6 +682,16 @@ pub fn runtime_spec(
     for name in spec.sysctls.keys() {
         check_sysctl(name)?;
     }
+    let network_namespace = match &spec.network_namespace {
+        Some(path) if !path.is_absolute() => {
+            return Err(EngineError::invalid(
+                "network namespace",
+                format!("{} must be an absolute path", path.display()),
+            ));
+        }
+        Some(path) => json!({"type": "network", "path": path}),
+        None => json!({"type": "network"}),
+    };
     let value = json!({
         "ociVersion": "1.0.2",
         "process": {
@@ -698,7 +712,7 @@ pub fn runtime_spec(
         "hostname": hostname,
         "mounts": mounts,
         "linux": {
-            "namespaces": [{"type": "pid"}, {"type": "network"}, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
+            "namespaces": [{"type": "pid"}, network_namespace, {"type": "ipc"}, {"type": "uts"}, {"type": "mount"}],
             "resources": resources,
             "cgroupsPath": cgroup_path(id),
             "maskedPaths": MASKED_PATHS,
@@ -1044,6 +1058,45 @@ mod tests {
             ..Default::default()
         };
         assert!(refused(host_wide).contains("vm.swappiness is not namespaced"));
+    }
+
+    #[test]
+    fn a_container_joins_the_network_namespace_it_is_given() -> Result<()> {
+        let network_of = |value: &serde_json::Value| {
+            value["linux"]["namespaces"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|namespace| namespace["type"] == "network")
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        let own = ContainerSpec {
+            command: vec!["true".into()],
+            ..Default::default()
+        };
+        assert_eq!(
+            network_of(&built_json("c1", &own)?),
+            [json!({"type": "network"})]
+        );
+        let joined = ContainerSpec {
+            network_namespace: Some("/run/netns/ov-t1".into()),
+            ..own.clone()
+        };
+        assert_eq!(
+            network_of(&built_json("c1", &joined)?),
+            [json!({"type": "network", "path": "/run/netns/ov-t1"})]
+        );
+        let relative = ContainerSpec {
+            network_namespace: Some("netns/ov-t1".into()),
+            ..own
+        };
+        let error = built_json("c1", &relative).unwrap_err().to_string();
+        assert!(
+            error.contains("netns/ov-t1 must be an absolute path"),
+            "{error}"
+        );
+        Ok(())
     }
 
     #[test]

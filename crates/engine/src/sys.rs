@@ -276,7 +276,8 @@ pub fn kill(pid: i32, signal: i32) {
 /// Brings up `lo` in the network namespace of process `pid`, then returns to our own. Runs in
 /// the single-threaded shim, between the runtime creating the container and starting it, so
 /// the container's first instruction already sees a working loopback (runc does this itself;
-/// libcontainer does not).
+/// libcontainer does not). In a namespace the container joined (`network_namespace`), `lo` is
+/// that namespace's and usually up already; raising it again changes nothing else there.
 pub fn bring_up_loopback_of(pid: i32) -> Result<()> {
     use std::os::fd::AsRawFd as _;
     let own = std::fs::File::open("/proc/self/ns/net")

@@ -1,9 +1,11 @@
 //! The pure translation of an assigned [`Task`] into the engine's [`ContainerSpec`]: container
-//! name, labels, process, mounts, limits and healthcheck. Anything the engine can't honour is
-//! refused with a [`WorkerError::TaskRejected`] rather than silently dropped, because a task that
-//! runs differently from its spec is worse than one that visibly fails to start.
+//! name, labels, process, mounts, limits and healthcheck; and into the [`TaskNetworks`] the
+//! node's overlay networking prepares for it ([`task_networks`]). Anything the engine can't
+//! honour is refused with a [`WorkerError::TaskRejected`] rather than silently dropped, because
+//! a task that runs differently from its spec is worse than one that visibly fails to start.
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -12,6 +14,8 @@ use shoal_proto::api;
 use shoal_proto::api::ContainerSpec as TaskContainerSpec;
 
 use crate::error::{Result, WorkerError};
+use crate::networking::{DnsOptions, EndpointMode, NetworkAttachment, TaskNetworks};
+use spec::network::{ENCRYPTED_OPTION, MAX_VNI, Subnet, VXLAN_ID_LIST_OPTION};
 use spec::template::{self, TemplateContext};
 
 /// Label carrying the task id; re-adoption after a restart finds containers by it.
@@ -137,6 +141,9 @@ pub fn container_spec_for_task(
         return Err(reject("the container spec names no image".to_owned()));
     }
     refuse_unsupported_container_fields(container).map_err(reject)?;
+    if !task_names_networks(task) {
+        refuse_network_fields_without_networks(container).map_err(reject)?;
+    }
 
     let mut spec = ContainerSpec {
         name: Some(name.clone()),
@@ -146,7 +153,6 @@ pub fn container_spec_for_task(
         env: container.env.clone(),
         user: non_empty(&container.user),
         workdir: non_empty(&container.dir),
-        hostname: non_empty(&container.hostname),
         read_only_rootfs: container.read_only,
         stop_signal: non_empty(&container.stop_signal),
         init: container.init.unwrap_or(false),
@@ -195,9 +201,7 @@ pub fn container_spec_for_task(
     let expand = |what: &str, text: &str| {
         template::expand(text, &template).map_err(|error| reject(error.in_field(what).to_string()))
     };
-    if let Some(hostname) = spec.hostname.take() {
-        spec.hostname = Some(expand("hostname", &hostname)?);
-    }
+    spec.hostname = container_hostname(task, container, node_hostname)?;
     spec.env = spec
         .env
         .iter()
@@ -244,6 +248,180 @@ pub fn container_spec_for_task(
         spec.labels.insert(key.to_owned(), value);
     }
     Ok(spec)
+}
+
+/// The hostname a task's container gets: the spec's, with Swarm's placeholders expanded. A task
+/// on networks that gives none gets the first 12 characters of its id, so that the name is
+/// known before the container exists and the task's /etc/hosts can hold it (Docker's default,
+/// the container id's first 12, exists only once the container does). Without networks the
+/// engine's default stands.
+fn container_hostname(
+    task: &api::Task,
+    container: &TaskContainerSpec,
+    node_hostname: &str,
+) -> Result<Option<String>> {
+    if container.hostname.is_empty() {
+        return Ok(task_names_networks(task).then(|| task.id.chars().take(12).collect()));
+    }
+    let template = template_context(task, &container_name_for_task(task), node_hostname);
+    template::expand(&container.hostname, &template)
+        .map(Some)
+        .map_err(|error| WorkerError::rejected(&task.id, error.in_field("hostname").to_string()))
+}
+
+/// Whether the task's spec attaches it to any network.
+fn task_names_networks(task: &api::Task) -> bool {
+    !task.networks.is_empty()
+        || task
+            .spec
+            .as_ref()
+            .is_some_and(|spec| !spec.networks.is_empty())
+}
+
+/// What the node's networking needs to give the task its network namespace, names and
+/// addresses, read from the task alone: `None` for a task on no network. A task whose networks
+/// were not allocated (no address, no subnet, no VXLAN id) is refused: the managers allocate
+/// before they schedule, so such a task can't be made to work here.
+pub fn task_networks(task: &api::Task, node_hostname: &str) -> Result<Option<TaskNetworks>> {
+    let reject = |reason: String| WorkerError::rejected(&task.id, reason);
+    if !task_names_networks(task) {
+        return Ok(None);
+    }
+    if task.networks.is_empty() {
+        return Err(reject(
+            "the task names networks but carries no addresses on them: the managers did not \
+             allocate it; check the service's networks with 'shoal network ls' and update the \
+             service to recreate its tasks"
+                .to_owned(),
+        ));
+    }
+    let container = task_container_spec(task)
+        .ok_or_else(|| reject("the task spec has no container spec".to_owned()))?;
+    let endpoint = task.endpoint.clone().unwrap_or_default();
+    let endpoint_mode = match endpoint.spec.as_ref().map(|spec| spec.mode()) {
+        Some(api::endpoint_spec::ResolutionMode::Dnsrr) => EndpointMode::DnsRoundRobin,
+        Some(api::endpoint_spec::ResolutionMode::Vip) | None => EndpointMode::Vip,
+    };
+    let attachments = task
+        .networks
+        .iter()
+        .map(|attachment| network_attachment(attachment, endpoint_mode, &endpoint.virtual_ips))
+        .collect::<std::result::Result<Vec<_>, String>>()
+        .map_err(reject)?;
+    let dns = container.dns_config.clone().unwrap_or_default();
+    let hostname = container_hostname(task, container, node_hostname)?.unwrap_or_default();
+    Ok(Some(TaskNetworks {
+        task_id: task.id.clone(),
+        container_name: container_name_for_task(task),
+        service_id: task.service_id.clone(),
+        service_name: task
+            .service_annotations
+            .as_ref()
+            .map(|annotations| annotations.name.clone())
+            .filter(|name| !name.is_empty())
+            .unwrap_or_else(|| task.service_id.clone()),
+        endpoint_mode,
+        attachments,
+        dns: DnsOptions {
+            nameservers: dns.nameservers,
+            search: dns.search,
+            options: dns.options,
+        },
+        hosts: container.hosts.clone(),
+        hostname,
+    }))
+}
+
+/// One network attachment as the allocator filled it: the task's address, and the subnet,
+/// gateway and VXLAN id of the network it lies in.
+fn network_attachment(
+    attachment: &api::NetworkAttachment,
+    endpoint_mode: EndpointMode,
+    virtual_ips: &[api::endpoint::VirtualIp],
+) -> std::result::Result<NetworkAttachment, String> {
+    let network = attachment
+        .network
+        .as_ref()
+        .ok_or_else(|| "a network attachment of the task names no network".to_owned())?;
+    let spec = network.spec.clone().unwrap_or_default();
+    let name = spec
+        .annotations
+        .as_ref()
+        .map(|annotations| annotations.name.clone())
+        .filter(|name| !name.is_empty())
+        .unwrap_or_else(|| network.id.clone());
+    let not_allocated = |what: String| {
+        format!(
+            "network {name} is not allocated for this task ({what}): the managers allocate \
+             networks before scheduling; check it with 'shoal network inspect {name}'"
+        )
+    };
+    let address = attachment
+        .addresses
+        .first()
+        .ok_or_else(|| not_allocated("the task has no address on it".to_owned()))?;
+    let (ip, prefix) = address
+        .split_once('/')
+        .and_then(|(ip, prefix)| Some((ip.parse::<Ipv4Addr>().ok()?, prefix.parse::<u8>().ok()?)))
+        .filter(|(_, prefix)| *prefix <= 32)
+        .ok_or_else(|| {
+            format!(
+                "network {name}: the task's address {address:?} is not an IPv4 address with its \
+                 prefix length, such as 10.0.1.5/24"
+            )
+        })?;
+    let configs = network
+        .ipam
+        .as_ref()
+        .map(|ipam| ipam.configs.as_slice())
+        .unwrap_or_default();
+    let (index, subnet) = configs
+        .iter()
+        .enumerate()
+        .find_map(|(index, config)| {
+            let subnet = Subnet::parse(&config.subnet, "subnet").ok()?;
+            subnet.contains(ip).then_some((index, subnet))
+        })
+        .ok_or_else(|| not_allocated(format!("no subnet of it holds the address {address}")))?;
+    if subnet.prefix_len() != prefix {
+        return Err(format!(
+            "network {name}: the task's address {address} does not carry the prefix of its subnet {subnet}"
+        ));
+    }
+    let gateway: Ipv4Addr = configs[index]
+        .gateway
+        .parse()
+        .map_err(|_| not_allocated(format!("subnet {subnet} has no gateway")))?;
+    let vni = network
+        .driver_state
+        .as_ref()
+        .and_then(|driver| driver.options.get(VXLAN_ID_LIST_OPTION))
+        .and_then(|list| list.split(',').nth(index))
+        .and_then(|vni| vni.trim().parse::<u32>().ok())
+        .filter(|vni| (1..=MAX_VNI).contains(vni))
+        .ok_or_else(|| not_allocated(format!("subnet {subnet} has no VXLAN id")))?;
+    let virtual_ip = match endpoint_mode {
+        EndpointMode::Vip => virtual_ips
+            .iter()
+            .find(|vip| vip.network_id == network.id)
+            .map(|vip| vip.addr.clone()),
+        EndpointMode::DnsRoundRobin => None,
+    };
+    Ok(NetworkAttachment {
+        network_id: network.id.clone(),
+        network_name: name,
+        vni,
+        gateway: format!("{gateway}/{prefix}"),
+        address: address.clone(),
+        internal: spec.internal,
+        encrypted: spec
+            .driver_config
+            .as_ref()
+            .is_some_and(|driver| driver.options.contains_key(ENCRYPTED_OPTION)),
+        ingress: spec.ingress,
+        aliases: attachment.aliases.clone(),
+        virtual_ip,
+    })
 }
 
 fn template_context(task: &api::Task, task_name: &str, node_hostname: &str) -> TemplateContext {
@@ -314,8 +492,31 @@ fn duration_or_default(
     }
 }
 
-/// Fields of the container spec the engine has no way to honour yet. Networking fields (`hosts`,
-/// `dns_config`) are left to the network attachment code and are not refused here.
+/// `--dns*` and `--host` shape the resolv.conf and hosts files the node's networking writes for
+/// a task on networks ([`task_networks`]); a task on none has no resolver to reach, so they are
+/// refused there rather than dropped.
+fn refuse_network_fields_without_networks(
+    container: &TaskContainerSpec,
+) -> std::result::Result<(), String> {
+    let dns = container.dns_config.clone().unwrap_or_default();
+    let mut given = Vec::new();
+    if !dns.nameservers.is_empty() || !dns.search.is_empty() || !dns.options.is_empty() {
+        given.push("DNS settings");
+    }
+    if !container.hosts.is_empty() {
+        given.push("extra hosts");
+    }
+    if given.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{} need the task to be on a network: attach the service to an overlay network or remove them",
+            given.join(" and ")
+        ))
+    }
+}
+
+/// Fields of the container spec the engine has no way to honour yet.
 fn refuse_unsupported_container_fields(
     container: &TaskContainerSpec,
 ) -> std::result::Result<(), String> {
@@ -1162,6 +1363,316 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Network `back` (net2) with two subnets, allocated: VNIs 4100 and 4101, the second
+    /// subnet 10.0.3.0/24 with gateway 10.0.3.1; encrypted and internal.
+    fn back_network() -> api::Network {
+        api::Network {
+            id: "net2".into(),
+            spec: Some(api::NetworkSpec {
+                annotations: Some(api::Annotations {
+                    name: "back".into(),
+                    ..api::Annotations::default()
+                }),
+                driver_config: Some(api::Driver {
+                    name: "overlay".into(),
+                    options: [(ENCRYPTED_OPTION.to_owned(), String::new())].into(),
+                }),
+                internal: true,
+                ..api::NetworkSpec::default()
+            }),
+            driver_state: Some(api::Driver {
+                name: "overlay".into(),
+                options: [(VXLAN_ID_LIST_OPTION.to_owned(), "4100,4101".to_owned())].into(),
+            }),
+            ipam: Some(api::IpamOptions {
+                driver: None,
+                configs: ["10.0.2", "10.0.3"]
+                    .into_iter()
+                    .map(|prefix| api::IpamConfig {
+                        subnet: format!("{prefix}.0/24"),
+                        gateway: format!("{prefix}.1"),
+                        ..api::IpamConfig::default()
+                    })
+                    .collect(),
+            }),
+            ..api::Network::default()
+        }
+    }
+
+    /// The ingress network (net0): 10.255.0.0/16, VNI 4096.
+    fn ingress_network() -> api::Network {
+        api::Network {
+            id: "net0".into(),
+            spec: Some(api::NetworkSpec {
+                annotations: Some(api::Annotations {
+                    name: "ingress".into(),
+                    ..api::Annotations::default()
+                }),
+                ingress: true,
+                ..api::NetworkSpec::default()
+            }),
+            driver_state: Some(api::Driver {
+                name: "overlay".into(),
+                options: [(VXLAN_ID_LIST_OPTION.to_owned(), "4096".to_owned())].into(),
+            }),
+            ipam: Some(api::IpamOptions {
+                driver: None,
+                configs: vec![api::IpamConfig {
+                    subnet: "10.255.0.0/16".into(),
+                    gateway: "10.255.0.1".into(),
+                    ..api::IpamConfig::default()
+                }],
+            }),
+            ..api::Network::default()
+        }
+    }
+
+    /// The task of `task_with`, allocated on `back` (aliases db, store) and ingress, with the
+    /// service's VIPs on both.
+    fn networked_task(container: TaskContainerSpec) -> api::Task {
+        let mut task = task_with(container);
+        if let Some(spec) = task.spec.as_mut() {
+            spec.networks = ["net2", "net0"]
+                .into_iter()
+                .map(|target| api::NetworkAttachmentConfig {
+                    target: target.into(),
+                    ..api::NetworkAttachmentConfig::default()
+                })
+                .collect();
+        }
+        task.networks = vec![
+            api::NetworkAttachment {
+                network: Some(back_network()),
+                addresses: vec!["10.0.3.7/24".into()],
+                aliases: vec!["db".into(), "store".into()],
+                ..api::NetworkAttachment::default()
+            },
+            api::NetworkAttachment {
+                network: Some(ingress_network()),
+                addresses: vec!["10.255.0.9/16".into()],
+                ..api::NetworkAttachment::default()
+            },
+        ];
+        task.endpoint = Some(api::Endpoint {
+            spec: Some(api::EndpointSpec::default()),
+            ports: Vec::new(),
+            virtual_ips: vec![
+                api::endpoint::VirtualIp {
+                    network_id: "net0".into(),
+                    addr: "10.255.0.2/16".into(),
+                },
+                api::endpoint::VirtualIp {
+                    network_id: "net2".into(),
+                    addr: "10.0.3.2/24".into(),
+                },
+            ],
+        });
+        task
+    }
+
+    #[test]
+    fn a_networked_task_gives_everything_its_networks_need() {
+        let task = networked_task(TaskContainerSpec {
+            hostname: "{{.Service.Name}}-{{.Task.Slot}}".into(),
+            hosts: vec!["10.1.2.3 cache cache.local".into()],
+            dns_config: Some(api::container_spec::DnsConfig {
+                nameservers: vec!["10.0.0.53".into()],
+                search: vec!["example.org".into()],
+                options: vec!["ndots:2".into()],
+            }),
+            ..image("busybox")
+        });
+        let networks = task_networks(&task, "h2").unwrap();
+        assert_eq!(
+            networks,
+            Some(TaskNetworks {
+                task_id: "t1".into(),
+                container_name: "web.2.t1".into(),
+                service_id: "svc1".into(),
+                service_name: "web".into(),
+                endpoint_mode: EndpointMode::Vip,
+                attachments: vec![
+                    NetworkAttachment {
+                        network_id: "net2".into(),
+                        network_name: "back".into(),
+                        vni: 4101,
+                        gateway: "10.0.3.1/24".into(),
+                        address: "10.0.3.7/24".into(),
+                        internal: true,
+                        encrypted: true,
+                        ingress: false,
+                        aliases: vec!["db".into(), "store".into()],
+                        virtual_ip: Some("10.0.3.2/24".into()),
+                    },
+                    NetworkAttachment {
+                        network_id: "net0".into(),
+                        network_name: "ingress".into(),
+                        vni: 4096,
+                        gateway: "10.255.0.1/16".into(),
+                        address: "10.255.0.9/16".into(),
+                        internal: false,
+                        encrypted: false,
+                        ingress: true,
+                        aliases: Vec::new(),
+                        virtual_ip: Some("10.255.0.2/16".into()),
+                    },
+                ],
+                dns: DnsOptions {
+                    nameservers: vec!["10.0.0.53".into()],
+                    search: vec!["example.org".into()],
+                    options: vec!["ndots:2".into()],
+                },
+                hosts: vec!["10.1.2.3 cache cache.local".into()],
+                hostname: "web-2".into(),
+            })
+        );
+        // The container gets the same hostname its hosts file names.
+        let spec = container_spec_for_task(&task, &TaskPayloads::default(), "h2").unwrap();
+        assert_eq!(spec.hostname.as_deref(), Some("web-2"));
+    }
+
+    #[test]
+    fn a_networked_task_without_a_hostname_gets_one_known_before_its_container() {
+        let mut task = networked_task(image("busybox"));
+        task.id = "abcdefghijklmnopqrstuvwxy".into();
+        let networks = task_networks(&task, "h2").unwrap().unwrap();
+        assert_eq!(networks.hostname, "abcdefghijkl");
+        let spec = container_spec_for_task(&task, &TaskPayloads::default(), "h2").unwrap();
+        assert_eq!(spec.hostname.as_deref(), Some("abcdefghijkl"));
+        // Without networks the engine's default (the container id's) stands.
+        let plain = task_with(image("busybox"));
+        assert_eq!(task_networks(&plain, "h2").unwrap(), None);
+        let spec = container_spec_for_task(&plain, &TaskPayloads::default(), "h2").unwrap();
+        assert_eq!(spec.hostname, None);
+    }
+
+    #[test]
+    fn in_dnsrr_mode_a_task_has_no_virtual_ips() {
+        let mut task = networked_task(image("busybox"));
+        if let Some(endpoint) = task.endpoint.as_mut() {
+            endpoint.spec = Some(api::EndpointSpec {
+                mode: api::endpoint_spec::ResolutionMode::Dnsrr as i32,
+                ports: Vec::new(),
+            });
+        }
+        let networks = task_networks(&task, "h2").unwrap().unwrap();
+        assert_eq!(networks.endpoint_mode, EndpointMode::DnsRoundRobin);
+        assert!(
+            networks
+                .attachments
+                .iter()
+                .all(|attachment| attachment.virtual_ip.is_none())
+        );
+    }
+
+    #[test]
+    fn tasks_whose_networks_were_not_allocated_are_rejected() {
+        let allocated = networked_task(image("busybox"));
+        let change = |change: fn(&mut api::Task)| {
+            let mut task = allocated.clone();
+            change(&mut task);
+            task
+        };
+        let cases: Vec<(&str, api::Task, &str)> = vec![
+            (
+                "no attachments",
+                change(|task| task.networks.clear()),
+                "the task names networks but carries no addresses on them: the managers did not allocate it",
+            ),
+            (
+                "no address",
+                change(|task| task.networks[0].addresses.clear()),
+                "network back is not allocated for this task (the task has no address on it)",
+            ),
+            (
+                "no VNI",
+                change(|task| {
+                    if let Some(network) = task.networks[0].network.as_mut() {
+                        network.driver_state = None;
+                    }
+                }),
+                "network back is not allocated for this task (subnet 10.0.3.0/24 has no VXLAN id)",
+            ),
+            (
+                "too few VNIs",
+                change(|task| {
+                    if let Some(driver) = task.networks[0]
+                        .network
+                        .as_mut()
+                        .and_then(|network| network.driver_state.as_mut())
+                    {
+                        driver
+                            .options
+                            .insert(VXLAN_ID_LIST_OPTION.to_owned(), "4100".to_owned());
+                    }
+                }),
+                "subnet 10.0.3.0/24 has no VXLAN id",
+            ),
+            (
+                "no subnet",
+                change(|task| {
+                    if let Some(network) = task.networks[0].network.as_mut() {
+                        network.ipam = None;
+                    }
+                }),
+                "network back is not allocated for this task (no subnet of it holds the address 10.0.3.7/24)",
+            ),
+            (
+                "an address outside its subnets",
+                change(|task| task.networks[0].addresses = vec!["10.9.9.9/24".into()]),
+                "no subnet of it holds the address 10.9.9.9/24",
+            ),
+            (
+                "an address without its prefix",
+                change(|task| task.networks[0].addresses = vec!["10.0.3.7".into()]),
+                "the task's address \"10.0.3.7\" is not an IPv4 address with its prefix length",
+            ),
+            (
+                "a prefix other than the subnet's",
+                change(|task| task.networks[0].addresses = vec!["10.0.3.7/16".into()]),
+                "does not carry the prefix of its subnet 10.0.3.0/24",
+            ),
+        ];
+        for (name, task, expected_fragment) in cases {
+            match task_networks(&task, "h2") {
+                Ok(networks) => panic!("{name}: expected a rejection, got {networks:?}"),
+                Err(error) => {
+                    assert!(matches!(error, WorkerError::TaskRejected { .. }), "{name}");
+                    let message = error.to_string();
+                    assert!(message.contains(expected_fragment), "{name}: {message}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn dns_settings_and_extra_hosts_without_networks_are_refused_not_dropped() {
+        let with_dns = task_with(TaskContainerSpec {
+            dns_config: Some(api::container_spec::DnsConfig {
+                nameservers: vec!["10.0.0.53".into()],
+                ..Default::default()
+            }),
+            hosts: vec!["10.1.2.3 cache".into()],
+            ..image("busybox")
+        });
+        let error = container_spec_for_task(&with_dns, &TaskPayloads::default(), "h2")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(
+                "DNS settings and extra hosts need the task to be on a network: attach the \
+                 service to an overlay network or remove them"
+            ),
+            "{error}"
+        );
+        // An empty DNS config asks for nothing.
+        let empty_dns = task_with(TaskContainerSpec {
+            dns_config: Some(api::container_spec::DnsConfig::default()),
+            ..image("busybox")
+        });
+        assert!(container_spec_for_task(&empty_dns, &TaskPayloads::default(), "h2").is_ok());
     }
 
     #[test]

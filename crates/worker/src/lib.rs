@@ -17,7 +17,7 @@ pub use agent::{AgentConfig, DispatcherConnector, ImageProvider, run_agent};
 pub use convert::{
     LABEL_NODE_ID, LABEL_SERVICE_ID, LABEL_SERVICE_NAME, LABEL_TASK, LABEL_TASK_ID,
     LABEL_TASK_NAME, TaskPayloads, container_name_for_task, container_spec_for_task,
-    task_has_healthcheck, task_name,
+    task_has_healthcheck, task_name, task_networks,
 };
 pub use error::{Result, WorkerError};
 pub use reconciler::{

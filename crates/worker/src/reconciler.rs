@@ -7,7 +7,11 @@
 //! - at most one `CreateContainer` is ever emitted per task, and none before the engine's list of
 //!   existing containers has been seen, so a restart adopts containers instead of duplicating them;
 //! - all status changes of one step leave in one `ReportStatuses` command, preceded by the
-//!   `PersistAssignments` that makes the reported floor durable.
+//!   `PersistAssignments` that makes the reported floor durable;
+//! - `SetNetworkEndpoints` carries every networked task whose container exists or is being
+//!   made, each with whether it serves; it is emitted, first among the step's commands, only
+//!   when that changed, and never before the engine's containers are known (an empty set then
+//!   would tear down the namespaces of the containers a restarted daemon is about to adopt).
 //!
 //! The reconciler reads no clock: time arrives in `Event::Tick` (which also paces retries) and in
 //! `Event::Clock` at the start of every step, and status timestamps carry the latest value.
@@ -27,7 +31,10 @@ use engine::{ContainerSpec, HealthStatus};
 use shoal_proto::api;
 use shoal_proto::api::TaskState;
 
-use crate::convert::{LABEL_TASK_ID, TaskPayloads, container_spec_for_task, task_has_healthcheck};
+use crate::convert::{
+    LABEL_TASK_ID, TaskPayloads, container_spec_for_task, task_has_healthcheck, task_networks,
+};
+use crate::networking::{LocalEndpoint, TaskNetworks};
 use crate::store::PersistedAssignments;
 
 /// Swarm's default time between the stop signal and SIGKILL.
@@ -185,12 +192,15 @@ pub enum Event {
 #[derive(Clone, Debug, PartialEq)]
 pub enum Command {
     /// Creates (not starts) the task's container; answered by `CreateFinished`. The shell pulls
-    /// the image first if the engine lacks it.
+    /// the image first if the engine lacks it, and for a task on networks has the node's
+    /// networking prepare them, the container joining the namespace it returns.
     CreateContainer {
         /// The task.
         task_id: String,
         /// The engine spec.
         spec: Box<ContainerSpec>,
+        /// The task's networks, for a task on any.
+        networks: Option<Box<TaskNetworks>>,
     },
     /// Starts the container; answered by `StartFinished`.
     StartContainer {
@@ -228,6 +238,12 @@ pub enum Command {
         /// The new status of every task whose status changed, by task id.
         statuses: BTreeMap<String, api::TaskStatus>,
     },
+    /// The whole set of networked tasks whose containers exist or are being made, by task id,
+    /// each with whether it serves (its container runs, is healthy if it has a healthcheck, and
+    /// the task is still meant to run). Handed to the node's networking in order, unanswered.
+    /// It comes first among a step's commands, so a task asked to stop leaves DNS and the VIPs
+    /// before its stop signal, as in Docker.
+    SetNetworkEndpoints(BTreeMap<String, LocalEndpoint>),
 }
 
 /// What the managers want done with a task, reduced to what the worker acts on.
@@ -294,6 +310,9 @@ struct TaskRecord {
     /// Set once a container exists or was asked for, and never cleared: the guard against a
     /// second container for the task.
     container_ever_requested: bool,
+    /// The task's networks, once read from the task (at its create, or for an adopted
+    /// container when the set is next worked out). A task's attachments never change.
+    networks: Option<TaskNetworks>,
     /// Set after a failed stop or removal; cleared by the next tick.
     waiting_for_tick_to_retry: bool,
     status_changed_since_report: bool,
@@ -311,6 +330,7 @@ impl TaskRecord {
             container: None,
             operation_in_flight: None,
             container_ever_requested: false,
+            networks: None,
             waiting_for_tick_to_retry: false,
             status_changed_since_report: false,
             report_failed_waiting_for_tick: false,
@@ -332,6 +352,28 @@ impl TaskRecord {
         if status.state > self.observed_state() {
             self.observed_status = status.clone();
         }
+    }
+
+    /// Whether the task is in the set of network endpoints: it has networks, and its container
+    /// exists or is being made.
+    fn holds_network_endpoint(&self) -> bool {
+        self.networks.is_some()
+            && (self.container.is_some()
+                || self.operation_in_flight == Some(EngineOperation::Create))
+    }
+
+    /// Whether the task serves on its networks: its container runs (healthy, if it has a
+    /// healthcheck) and the task is still meant to run, so a task asked to stop stops serving
+    /// before its container is signalled.
+    fn serving(&self) -> bool {
+        let health = match self.container.as_ref().map(|container| &container.life) {
+            Some(ContainerLife::Running { health }) => *health,
+            _ => return false,
+        };
+        self.assigned
+            && intent_of(&self.task) == Intent::Run
+            && !self.is_terminal()
+            && (health == Some(HealthStatus::Healthy) || !task_has_healthcheck(&self.task))
     }
 
     fn grace_period(&self) -> Duration {
@@ -376,6 +418,9 @@ pub struct Reconciler {
     reports_in_flight: BTreeMap<u64, Vec<String>>,
     persist_needed: bool,
     persist_failed_waiting_for_tick: bool,
+    /// What the last `SetNetworkEndpoints` held, by task id: whether each served. `None` until
+    /// the first is emitted.
+    network_endpoints_sent: Option<BTreeMap<String, bool>>,
 }
 
 impl Reconciler {
@@ -457,7 +502,49 @@ impl Reconciler {
             self.advance_all(&mut commands);
         }
         self.flush_reports(&mut commands);
+        if let Some(endpoints) = self.network_endpoints_if_changed() {
+            commands.insert(0, Command::SetNetworkEndpoints(endpoints));
+        }
         commands
+    }
+
+    /// The set of network endpoints, when it differs from the last one sent (or none was sent
+    /// yet and the engine's containers are known).
+    fn network_endpoints_if_changed(&mut self) -> Option<BTreeMap<String, LocalEndpoint>> {
+        if !self.containers_listed {
+            return None;
+        }
+        let mut serving_by_task = BTreeMap::new();
+        for (task_id, record) in &mut self.tasks {
+            // A container adopted after a restart gets its networks read here; a stub (a
+            // container whose task is no longer assigned) has none to read.
+            if record.networks.is_none() && record.container.is_some() {
+                record.networks = task_networks(&record.task, &self.node_hostname)
+                    .ok()
+                    .flatten();
+            }
+            if record.holds_network_endpoint() {
+                serving_by_task.insert(task_id.clone(), record.serving());
+            }
+        }
+        if self.network_endpoints_sent.as_ref() == Some(&serving_by_task) {
+            return None;
+        }
+        let endpoints = serving_by_task
+            .iter()
+            .filter_map(|(task_id, serving)| {
+                let networks = self.tasks.get(task_id)?.networks.clone()?;
+                Some((
+                    task_id.clone(),
+                    LocalEndpoint {
+                        networks,
+                        serving: *serving,
+                    },
+                ))
+            })
+            .collect();
+        self.network_endpoints_sent = Some(serving_by_task);
+        Some(endpoints)
     }
 
     fn apply_event(&mut self, event: Event, commands: &mut Vec<Command>) {
@@ -996,7 +1083,13 @@ fn advance(
         if !context.assignments_received_since_start {
             return Keep::Tracking;
         }
-        match container_spec_for_task(&record.task, context.payloads, context.node_hostname) {
+        let converted =
+            container_spec_for_task(&record.task, context.payloads, context.node_hostname)
+                .and_then(|spec| {
+                    task_networks(&record.task, context.node_hostname)
+                        .map(|networks| (spec, networks))
+                });
+        match converted {
             Err(error) => observe(
                 record,
                 TaskState::Rejected,
@@ -1004,14 +1097,16 @@ fn advance(
                 &error.to_string(),
                 now,
             ),
-            Ok(spec) => {
+            Ok((spec, networks)) => {
                 observe(record, TaskState::Accepted, "accepted", "", now);
                 observe(record, TaskState::Preparing, "preparing", "", now);
                 record.container_ever_requested = true;
                 record.operation_in_flight = Some(EngineOperation::Create);
+                record.networks = networks.clone();
                 commands.push(Command::CreateContainer {
                     task_id: record.task.id.clone(),
                     spec: Box::new(spec),
+                    networks: networks.map(Box::new),
                 });
             }
         }

@@ -1,7 +1,9 @@
 //! The agent's async shell against a fake Dispatcher (tonic on 127.0.0.1, no TLS) and an
 //! in-memory engine whose containers run until stopped: tasks run and are reported in few
 //! batches, dropped tasks are stopped and removed, exits and health reach the managers, lost
-//! sessions and restarts duplicate nothing, missing images fail clearly, and logs are published.
+//! sessions and restarts duplicate nothing, missing images fail clearly, logs are published, and
+//! networked tasks are prepared before their containers are made and kept in the node's set of
+//! endpoints until their containers are gone.
 
 mod support;
 
@@ -20,11 +22,14 @@ use futures::Stream;
 use shoal_proto::api;
 use shoal_proto::api::TaskState;
 use shoal_proto::api::dispatcher_server::{Dispatcher, DispatcherServer};
-use support::{task, with_container, with_healthcheck};
+use support::{on_front_network, task, with_container, with_healthcheck};
 use tokio::sync::{mpsc, watch};
 use tokio_stream::StreamExt as _;
 use tokio_stream::wrappers::{ReceiverStream, UnboundedReceiverStream};
 use tonic::{Request, Response, Status, Streaming};
+use worker::networking::{
+    BoxFuture, LocalEndpoint, NoNetworking, PreparedNetworks, TaskNetworking, TaskNetworks,
+};
 use worker::{AgentConfig, DispatcherConnector, ImageProvider, LABEL_TASK_ID, WorkerError};
 
 const PATIENCE: Duration = Duration::from_secs(15);
@@ -663,6 +668,15 @@ struct RunningAgent {
 
 impl RunningAgent {
     fn start(engine: &Arc<FakeEngine>, state_dir: &Path, address: SocketAddr) -> RunningAgent {
+        RunningAgent::start_with_networking(engine, state_dir, address, Arc::new(NoNetworking))
+    }
+
+    fn start_with_networking(
+        engine: &Arc<FakeEngine>,
+        state_dir: &Path,
+        address: SocketAddr,
+        networking: Arc<dyn TaskNetworking>,
+    ) -> RunningAgent {
         let (stop, stop_receiver) = watch::channel(false);
         let config = AgentConfig {
             node_id: "node1".to_owned(),
@@ -675,6 +689,7 @@ impl RunningAgent {
             Arc::clone(engine),
             PlainConnector { address },
             stop_receiver,
+            networking,
         ));
         RunningAgent { stop, agent }
     }
@@ -1124,5 +1139,184 @@ async fn log_subscriptions_publish_output_and_close() {
             .is_some_and(|message| message.close)
     })
     .await;
+    agent.stop().await;
+}
+
+// ----- networked tasks -----
+
+/// What the recording networking saw, in order.
+#[derive(Clone, Debug, PartialEq)]
+enum NetworkingCall {
+    /// `prepare` for a task, with how many containers the task had then.
+    Prepare {
+        task_id: String,
+        containers_then: usize,
+    },
+    /// `set_endpoints`: each task with whether it served, and whether its container ran then.
+    Endpoints(BTreeMap<String, (bool, bool)>),
+}
+
+/// A node's networking that records its calls and prepares every task alike.
+struct RecordingNetworking {
+    engine: Arc<FakeEngine>,
+    calls: Mutex<Vec<NetworkingCall>>,
+}
+
+impl RecordingNetworking {
+    fn calls(&self) -> Vec<NetworkingCall> {
+        lock(&self.calls).clone()
+    }
+
+    fn last_endpoints(&self) -> Option<BTreeMap<String, (bool, bool)>> {
+        self.calls().into_iter().rev().find_map(|call| match call {
+            NetworkingCall::Endpoints(endpoints) => Some(endpoints),
+            NetworkingCall::Prepare { .. } => None,
+        })
+    }
+}
+
+impl TaskNetworking for RecordingNetworking {
+    fn prepare<'a>(
+        &'a self,
+        task: &'a TaskNetworks,
+    ) -> BoxFuture<'a, Result<PreparedNetworks, String>> {
+        lock(&self.calls).push(NetworkingCall::Prepare {
+            task_id: task.task_id.clone(),
+            containers_then: self.engine.containers_of(&task.task_id).len(),
+        });
+        Box::pin(std::future::ready(Ok(PreparedNetworks {
+            netns: format!("/run/netns/test-{}", task.task_id).into(),
+            resolv_conf: b"nameserver 127.0.0.11\n".to_vec(),
+            hosts: format!("{} {}\n", task.attachments[0].address, task.hostname).into_bytes(),
+        })))
+    }
+
+    fn set_endpoints(&self, endpoints: BTreeMap<String, LocalEndpoint>) {
+        let seen = endpoints
+            .into_iter()
+            .map(|(task_id, endpoint)| {
+                let running = self
+                    .engine
+                    .containers_of(&task_id)
+                    .iter()
+                    .any(|container| self.engine.is_running(container));
+                (task_id, (endpoint.serving, running))
+            })
+            .collect();
+        lock(&self.calls).push(NetworkingCall::Endpoints(seen));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_networked_task_is_prepared_before_its_container_and_leaves_the_set_once_removed() {
+    let (dispatcher, address) = FakeDispatcher::serve().await;
+    let engine = FakeEngine::with_images(&["busybox"]);
+    let networking = Arc::new(RecordingNetworking {
+        engine: Arc::clone(&engine),
+        calls: Mutex::new(Vec::new()),
+    });
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    dispatcher.assign(vec![on_front_network(task("web1", 1, TaskState::Running))]);
+    let agent = RunningAgent::start_with_networking(
+        &engine,
+        state_dir.path(),
+        address,
+        Arc::clone(&networking) as Arc<dyn TaskNetworking>,
+    );
+    wait_until("the networked task runs", PATIENCE, || {
+        dispatcher.state_of("web1") == Some(TaskState::Running)
+    })
+    .await;
+    wait_until("the task serves", PATIENCE, || {
+        networking.last_endpoints() == Some(BTreeMap::from([("web1".to_owned(), (true, true))]))
+    })
+    .await;
+
+    // Prepared once, before any container of the task existed; the container joined what
+    // the preparation gave.
+    let prepares: Vec<NetworkingCall> = networking
+        .calls()
+        .into_iter()
+        .filter(|call| matches!(call, NetworkingCall::Prepare { .. }))
+        .collect();
+    assert_eq!(
+        prepares,
+        [NetworkingCall::Prepare {
+            task_id: "web1".to_owned(),
+            containers_then: 0,
+        }]
+    );
+    let container_id = engine.only_container_of("web1");
+    let spec = engine.state().containers[&container_id].spec.clone();
+    assert_eq!(spec.network_namespace, Some("/run/netns/test-web1".into()));
+    let files: Vec<(String, Vec<u8>)> = spec
+        .mounts
+        .iter()
+        .filter_map(|mount| match mount {
+            engine::MountSpec::File {
+                target, contents, ..
+            } => Some((target.clone(), contents.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        files,
+        [
+            (
+                "/etc/resolv.conf".to_owned(),
+                b"nameserver 127.0.0.11\n".to_vec()
+            ),
+            ("/etc/hosts".to_owned(), b"10.0.1.11/24 web1\n".to_vec()),
+        ]
+    );
+
+    // Unassigned: it stops serving while its container still runs, and leaves the set once
+    // the container is removed.
+    dispatcher.assign(Vec::new());
+    wait_until("the task's container is removed", PATIENCE, || {
+        engine.containers_of("web1").is_empty()
+    })
+    .await;
+    wait_until("the task leaves the set", PATIENCE, || {
+        networking.last_endpoints() == Some(BTreeMap::new())
+    })
+    .await;
+    let sets: Vec<BTreeMap<String, (bool, bool)>> = networking
+        .calls()
+        .into_iter()
+        .filter_map(|call| match call {
+            NetworkingCall::Endpoints(endpoints) => Some(endpoints),
+            NetworkingCall::Prepare { .. } => None,
+        })
+        .collect();
+    let web1 =
+        |serving: bool, running: bool| BTreeMap::from([("web1".to_owned(), (serving, running))]);
+    let tail = &sets[sets.len() - 3..];
+    assert_eq!(
+        tail,
+        [web1(true, true), web1(false, true), BTreeMap::new()],
+        "{sets:?}"
+    );
+    agent.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_networked_task_on_a_node_without_networking_is_rejected_with_why() {
+    let (dispatcher, address) = FakeDispatcher::serve().await;
+    let engine = FakeEngine::with_images(&["busybox"]);
+    let state_dir = tempfile::tempdir().expect("tempdir");
+    dispatcher.assign(vec![on_front_network(task("web1", 1, TaskState::Running))]);
+    let agent = RunningAgent::start(&engine, state_dir.path(), address);
+    wait_until("the networked task is rejected", PATIENCE, || {
+        dispatcher.state_of("web1") == Some(TaskState::Rejected)
+    })
+    .await;
+    let rejected = dispatcher.status("web1").expect("a status");
+    assert_eq!(
+        rejected.err,
+        "preparing the task's networks failed: this node has no overlay networking, so the \
+         task can't join front"
+    );
+    assert!(engine.containers_of("web1").is_empty());
     agent.stop().await;
 }

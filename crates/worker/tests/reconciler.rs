@@ -45,7 +45,7 @@ fn run(scenario: Scenario) {
 /// The steps that bring t1 (slot 1) to RUNNING in container c1, reports numbered from 1.
 fn t1_to_running() -> Vec<(Event, Vec<&'static str>)> {
     vec![
-        (listed(vec![]), vec![]),
+        (listed(vec![]), vec!["endpoints []"]),
         (
             assign(1, vec![task("t1", 1, TaskState::Running)]),
             vec![
@@ -94,6 +94,7 @@ fn reconciler_scenarios() {
                 (
                     listed(vec![]),
                     vec![
+                        "endpoints []",
                         "create t1 web.1.t1",
                         "persist v1 [t1]",
                         "report #1 t1=PREPARING \"preparing\"",
@@ -208,7 +209,7 @@ fn reconciler_scenarios() {
         Scenario {
             name: "a task dropped while its create is in flight is removed once created",
             steps: vec![
-                (listed(vec![]), vec![]),
+                (listed(vec![]), vec!["endpoints []"]),
                 (
                     assign(1, vec![task("t1", 1, TaskState::Running)]),
                     vec![
@@ -225,7 +226,7 @@ fn reconciler_scenarios() {
         Scenario {
             name: "a healthchecked task stays STARTING until healthy, and fails when unhealthy",
             steps: vec![
-                (listed(vec![]), vec![]),
+                (listed(vec![]), vec!["endpoints []"]),
                 (
                     assign(1, vec![with_healthcheck(task("t1", 1, TaskState::Running))]),
                     vec![
@@ -263,7 +264,7 @@ fn reconciler_scenarios() {
         Scenario {
             name: "a spec the engine can't run is REJECTED without a create",
             steps: vec![
-                (listed(vec![]), vec![]),
+                (listed(vec![]), vec!["endpoints []"]),
                 (
                     assign(
                         1,
@@ -284,7 +285,7 @@ fn reconciler_scenarios() {
         Scenario {
             name: "a failed create is REJECTED and never retried",
             steps: vec![
-                (listed(vec![]), vec![]),
+                (listed(vec![]), vec!["endpoints []"]),
                 (
                     assign(1, vec![task("t1", 1, TaskState::Running)]),
                     vec![
@@ -306,7 +307,7 @@ fn reconciler_scenarios() {
         Scenario {
             name: "a failed start is FAILED",
             steps: vec![
-                (listed(vec![]), vec![]),
+                (listed(vec![]), vec!["endpoints []"]),
                 (
                     assign(1, vec![task("t1", 1, TaskState::Running)]),
                     vec![
@@ -335,7 +336,7 @@ fn reconciler_scenarios() {
         Scenario {
             name: "desired READY prepares without starting; RUNNING later starts",
             steps: vec![
-                (listed(vec![]), vec![]),
+                (listed(vec![]), vec!["endpoints []"]),
                 (
                     assign(1, vec![task("t1", 1, TaskState::Ready)]),
                     vec![
@@ -361,7 +362,7 @@ fn reconciler_scenarios() {
         Scenario {
             name: "desired SHUTDOWN before the container exists reports SHUTDOWN without creating",
             steps: vec![
-                (listed(vec![]), vec![]),
+                (listed(vec![]), vec!["endpoints []"]),
                 (
                     assign(1, vec![task("t1", 1, TaskState::Shutdown)]),
                     vec!["persist v1 [t1]", "report #1 t1=SHUTDOWN \"shutdown\""],
@@ -412,7 +413,7 @@ fn reconciler_scenarios() {
         Scenario {
             name: "an assignment's manager-side state is a floor the worker never reports below",
             steps: vec![
-                (listed(vec![]), vec![]),
+                (listed(vec![]), vec!["endpoints []"]),
                 (
                     assign(1, {
                         let mut running_elsewhere = task("t1", 1, TaskState::Running);
@@ -433,6 +434,280 @@ fn reconciler_scenarios() {
     for scenario in scenarios {
         run(scenario);
     }
+}
+
+fn networked(id: &str, slot: u64, desired: TaskState) -> api::Task {
+    on_front_network(task(id, slot, desired))
+}
+
+#[test]
+fn networked_task_scenarios() {
+    let scenarios = vec![
+        Scenario {
+            name: "a networked task serves once running, stops serving before its stop signal \
+                   and leaves the set once its container is removed",
+            steps: vec![
+                (listed(vec![]), vec!["endpoints []"]),
+                (
+                    assign(1, vec![networked("t1", 1, TaskState::Running)]),
+                    vec![
+                        "endpoints [t1]",
+                        "create t1 web.1.t1 with networks",
+                        "persist v1 [t1]",
+                        "report #1 t1=PREPARING \"preparing\"",
+                    ],
+                ),
+                (
+                    created("t1", "c1"),
+                    vec![
+                        "start t1 c1",
+                        "persist v1 [t1]",
+                        "report #2 t1=STARTING \"starting\" ctr=c1",
+                    ],
+                ),
+                (
+                    start_finished("t1"),
+                    vec![
+                        "endpoints [t1 serving]",
+                        "persist v1 [t1]",
+                        "report #3 t1=RUNNING \"started\" ctr=c1",
+                    ],
+                ),
+                (started("c1"), vec![]),
+                (
+                    assign(2, vec![networked("t1", 1, TaskState::Shutdown)]),
+                    vec!["endpoints [t1]", "stop t1 c1 10s", "persist v2 [t1]"],
+                ),
+                (
+                    stop_finished("t1"),
+                    vec![
+                        "persist v2 [t1]",
+                        "report #4 t1=SHUTDOWN \"shutdown\" ctr=c1",
+                    ],
+                ),
+                (assign(3, vec![]), vec!["remove t1 c1", "persist v3 []"]),
+                (remove_finished("t1", "c1"), vec!["endpoints []"]),
+                (tick(1), vec![]),
+            ],
+        },
+        Scenario {
+            name: "with a healthcheck a task serves only while healthy",
+            steps: vec![
+                (listed(vec![]), vec!["endpoints []"]),
+                (
+                    assign(
+                        1,
+                        vec![with_healthcheck(networked("t1", 1, TaskState::Running))],
+                    ),
+                    vec![
+                        "endpoints [t1]",
+                        "create t1 web.1.t1 with networks",
+                        "persist v1 [t1]",
+                        "report #1 t1=PREPARING \"preparing\"",
+                    ],
+                ),
+                (
+                    created("t1", "c1"),
+                    vec![
+                        "start t1 c1",
+                        "persist v1 [t1]",
+                        "report #2 t1=STARTING \"starting\" ctr=c1",
+                    ],
+                ),
+                (start_finished("t1"), vec![]),
+                (health("c1", HealthStatus::Starting), vec![]),
+                (
+                    health("c1", HealthStatus::Healthy),
+                    vec![
+                        "endpoints [t1 serving]",
+                        "persist v1 [t1]",
+                        "report #3 t1=RUNNING \"started\" ctr=c1",
+                    ],
+                ),
+                (
+                    health("c1", HealthStatus::Unhealthy),
+                    vec![
+                        "endpoints [t1]",
+                        "stop t1 c1 10s",
+                        "persist v1 [t1]",
+                        "report #4 t1=FAILED \"failed\" err=\"task: unhealthy container\" ctr=c1",
+                    ],
+                ),
+            ],
+        },
+        Scenario {
+            name: "a failed create takes the task out of the set",
+            steps: vec![
+                (listed(vec![]), vec!["endpoints []"]),
+                (
+                    assign(1, vec![networked("t1", 1, TaskState::Running)]),
+                    vec![
+                        "endpoints [t1]",
+                        "create t1 web.1.t1 with networks",
+                        "persist v1 [t1]",
+                        "report #1 t1=PREPARING \"preparing\"",
+                    ],
+                ),
+                (
+                    create_failed("t1", "preparing the task's networks failed: no VTEP"),
+                    vec![
+                        "endpoints []",
+                        "persist v1 [t1]",
+                        "report #2 t1=REJECTED \"rejected\" \
+                         err=\"preparing the task's networks failed: no VTEP\"",
+                    ],
+                ),
+            ],
+        },
+        Scenario {
+            name: "a task whose networks were not allocated is rejected and never in the set",
+            steps: vec![
+                (listed(vec![]), vec!["endpoints []"]),
+                (
+                    assign(1, {
+                        let mut unallocated = networked("t1", 1, TaskState::Running);
+                        unallocated.networks.clear();
+                        vec![unallocated]
+                    }),
+                    vec![
+                        "persist v1 [t1]",
+                        "report #1 t1=REJECTED \"rejected\" err=\"task t1 rejected: the task \
+                         names networks but carries no addresses on them: the managers did not \
+                         allocate it; check the service's networks with 'shoal network ls' and \
+                         update the service to recreate its tasks\"",
+                    ],
+                ),
+            ],
+        },
+        Scenario {
+            name: "tasks without networks are never in the set",
+            steps: vec![
+                (listed(vec![]), vec!["endpoints []"]),
+                (
+                    assign(
+                        1,
+                        vec![
+                            task("t1", 1, TaskState::Running),
+                            networked("t2", 2, TaskState::Ready),
+                        ],
+                    ),
+                    vec![
+                        "endpoints [t2]",
+                        "create t1 web.1.t1",
+                        "create t2 web.2.t2 with networks",
+                        "persist v1 [t1 t2]",
+                        "report #1 t1=PREPARING \"preparing\", t2=PREPARING \"preparing\"",
+                    ],
+                ),
+                (
+                    created("t1", "c1"),
+                    vec![
+                        "start t1 c1",
+                        "persist v1 [t1 t2]",
+                        "report #2 t1=STARTING \"starting\" ctr=c1",
+                    ],
+                ),
+                (
+                    start_finished("t1"),
+                    vec![
+                        "persist v1 [t1 t2]",
+                        "report #3 t1=RUNNING \"started\" ctr=c1",
+                    ],
+                ),
+                // Prepared but not asked to run: in the set, not serving.
+                (
+                    created("t2", "c2"),
+                    vec![
+                        "persist v1 [t1 t2]",
+                        "report #4 t2=READY \"prepared\" ctr=c2",
+                    ],
+                ),
+            ],
+        },
+    ];
+    for scenario in scenarios {
+        run(scenario);
+    }
+}
+
+#[test]
+fn after_a_restart_the_first_set_holds_the_adopted_tasks_and_comes_once_containers_are_listed() {
+    let snapshot = worker::PersistedAssignments {
+        assignment_version: 4,
+        tasks: vec![
+            networked("t1", 1, TaskState::Running),
+            networked("t2", 2, TaskState::Running),
+            task("t3", 3, TaskState::Running),
+            networked("t4", 4, TaskState::Running),
+        ],
+        last_reported_status_by_task: BTreeMap::new(),
+    };
+    let known: BTreeMap<String, api::Task> = snapshot
+        .tasks
+        .iter()
+        .map(|task| (task.id.clone(), task.clone()))
+        .collect();
+    let mut reconciler = Reconciler::restore(snapshot.clone());
+    // The dispatcher's set arrives first: nothing is known of the containers yet, so no set
+    // (an empty one would tear down what is about to be adopted).
+    let commands = reconciler.step(assign(5, snapshot.tasks.clone()));
+    assert!(
+        commands
+            .iter()
+            .all(|command| !matches!(command, Command::SetNetworkEndpoints(_))),
+        "{commands:?}"
+    );
+    let commands = reconciler.step(listed(vec![
+        existing("t1", "c-t1", ContainerRunState::Running),
+        existing("t2", "c-t2", ContainerRunState::Created),
+        existing("t3", "c-t3", ContainerRunState::Running),
+        // t4's container was never made, so it is created now; t9's task is no longer
+        // assigned, and its stub has no networks to read.
+        existing("t9", "c-t9", ContainerRunState::Running),
+    ]));
+    let rendered: Vec<String> = commands
+        .iter()
+        .map(|command| render(command, &known))
+        .collect();
+    assert_eq!(
+        rendered[0], "endpoints [t1 serving, t2, t4]",
+        "{rendered:?}"
+    );
+    assert_eq!(
+        commands
+            .iter()
+            .filter(|command| matches!(command, Command::SetNetworkEndpoints(_)))
+            .count(),
+        1
+    );
+    // Nothing changed for the set: nothing is sent again.
+    let commands = reconciler.step(tick(1));
+    assert!(
+        commands
+            .iter()
+            .all(|command| !matches!(command, Command::SetNetworkEndpoints(_))),
+        "{commands:?}"
+    );
+}
+
+#[test]
+fn after_a_restart_with_nothing_networked_an_empty_set_is_sent_once() {
+    let mut reconciler = Reconciler::restore(worker::PersistedAssignments {
+        assignment_version: 1,
+        tasks: vec![task("t1", 1, TaskState::Running)],
+        last_reported_status_by_task: BTreeMap::new(),
+    });
+    let commands = reconciler.step(listed(vec![existing(
+        "t1",
+        "c-t1",
+        ContainerRunState::Running,
+    )]));
+    assert_eq!(
+        commands.first(),
+        Some(&Command::SetNetworkEndpoints(BTreeMap::new()))
+    );
+    let commands = reconciler.step(tick(1));
+    assert!(commands.is_empty(), "{commands:?}");
 }
 
 #[test]
@@ -471,7 +746,7 @@ fn bring_up(reconciler: &mut Reconciler, count: usize) -> worker::PersistedAssig
                 last_snapshot = Some(snapshot);
                 Vec::new()
             }
-            Command::ReportStatuses { .. } => Vec::new(),
+            Command::ReportStatuses { .. } | Command::SetNetworkEndpoints(_) => Vec::new(),
             other => panic!("unexpected while bringing tasks up: {other:?}"),
         };
         pending.extend(next);
@@ -513,7 +788,9 @@ fn twenty_running_tasks_are_adopted_after_a_restart_and_none_created() {
         .filter(|command| {
             !matches!(
                 command,
-                Command::PersistAssignments(_) | Command::ReportStatuses { .. }
+                Command::PersistAssignments(_)
+                    | Command::ReportStatuses { .. }
+                    | Command::SetNetworkEndpoints(_)
             )
         })
         .collect();
@@ -589,6 +866,7 @@ fn restart_removes_unassigned_and_duplicate_containers_and_fails_lost_ones() {
     assert_eq!(
         rendered,
         vec![
+            "endpoints []",
             "remove t1 c-t1-dup",
             "stop t9 c-t9 10s",
             "persist v1 [t1 t2 t3]",
@@ -632,7 +910,9 @@ fn a_create_in_flight_at_a_crash_is_adopted_not_repeated() {
         .filter(|command| {
             !matches!(
                 command,
-                Command::PersistAssignments(_) | Command::ReportStatuses { .. }
+                Command::PersistAssignments(_)
+                    | Command::ReportStatuses { .. }
+                    | Command::SetNetworkEndpoints(_)
             )
         })
         .collect();

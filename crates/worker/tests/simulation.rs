@@ -1,6 +1,8 @@
 //! A seeded simulation: random assignment changes, engine events, command failures, lost
-//! results and daemon restarts, with invariants checked after every step. A failing run prints
-//! its seed; rerun one seed with `WORKER_SIMULATION_SEED=<seed> cargo test -p worker --test simulation`.
+//! results and daemon restarts, with invariants checked after every step. Half the tasks are on
+//! an overlay network, so the sets of network endpoints the reconciler hands the node's
+//! networking are checked too. A failing run prints its seed; rerun one seed with
+//! `WORKER_SIMULATION_SEED=<seed> cargo test -p worker --test simulation`.
 
 mod support;
 
@@ -12,9 +14,11 @@ use engine::HealthStatus;
 use shoal_proto::api;
 use shoal_proto::api::TaskState;
 use support::*;
+use worker::networking::LocalEndpoint;
 use worker::{
     AssignmentSet, Command, CommandOutcome, ContainerRunState, EngineObservation, Event,
     ExistingContainer, LABEL_TASK_ID, PersistedAssignments, Reconciler, TaskPayloads,
+    task_has_healthcheck,
 };
 
 #[derive(Clone, Debug)]
@@ -43,6 +47,13 @@ struct Simulation {
     observed_this_life: BTreeMap<String, i32>,
     creates_this_life: BTreeSet<String>,
     disk: Option<PersistedAssignments>,
+    /// Whether this life's reconciler has been given the engine's containers.
+    listed_this_life: bool,
+    /// The last set of network endpoints emitted in this life.
+    endpoints_sent_this_life: Option<BTreeMap<String, LocalEndpoint>>,
+    /// What the node's networking was last told, across lives (the shell hands each set over
+    /// in step order, as it comes).
+    networking_view: Option<BTreeMap<String, LocalEndpoint>>,
     steps_taken: usize,
     coverage: Coverage,
 }
@@ -55,6 +66,8 @@ struct Coverage {
     restarts: usize,
     restarts_with_running_containers: usize,
     reported_by_state: BTreeMap<String, usize>,
+    endpoint_sets: usize,
+    serving_endpoints: usize,
 }
 
 impl Coverage {
@@ -62,6 +75,8 @@ impl Coverage {
         self.creates += other.creates;
         self.restarts += other.restarts;
         self.restarts_with_running_containers += other.restarts_with_running_containers;
+        self.endpoint_sets += other.endpoint_sets;
+        self.serving_endpoints += other.serving_endpoints;
         for (state, count) in &other.reported_by_state {
             *self.reported_by_state.entry(state.clone()).or_default() += count;
         }
@@ -84,6 +99,9 @@ impl Simulation {
             observed_this_life: BTreeMap::new(),
             creates_this_life: BTreeSet::new(),
             disk: None,
+            listed_this_life: false,
+            endpoints_sent_this_life: None,
+            networking_view: None,
             steps_taken: 0,
             coverage: Coverage::default(),
         };
@@ -100,7 +118,26 @@ impl Simulation {
 
     fn feed(&mut self, event: Event) {
         self.steps_taken += 1;
-        let commands = self.reconciler.step(event.clone());
+        if matches!(event, Event::ContainersListed(_)) {
+            self.listed_this_life = true;
+        }
+        let mut commands = self.reconciler.step(event.clone());
+        let position = commands
+            .iter()
+            .position(|command| matches!(command, Command::SetNetworkEndpoints(_)));
+        if let Some(position) = position
+            && let Command::SetNetworkEndpoints(endpoints) = commands.remove(position)
+        {
+            if position != 0 {
+                self.fail(format!(
+                    "the set of endpoints came after other commands: {commands:?}"
+                ));
+            }
+            self.check_endpoints(&endpoints, &commands, &event);
+            self.coverage.endpoint_sets += 1;
+            self.endpoints_sent_this_life = Some(endpoints.clone());
+            self.networking_view = Some(endpoints);
+        }
         for command in &commands {
             if let Command::CreateContainer { task_id, .. } = command {
                 self.coverage.creates += 1;
@@ -147,6 +184,55 @@ impl Simulation {
         self.pending.extend(commands);
     }
 
+    /// What must hold of every set of endpoints as it is emitted.
+    fn check_endpoints(
+        &self,
+        endpoints: &BTreeMap<String, LocalEndpoint>,
+        step_commands: &[Command],
+        event: &Event,
+    ) {
+        if !self.listed_this_life {
+            self.fail(format!(
+                "a set of endpoints before the containers were listed, after {event:?}"
+            ));
+        }
+        if self.endpoints_sent_this_life.as_ref() == Some(endpoints) {
+            self.fail(format!(
+                "the same set of endpoints sent twice in a row, after {event:?}"
+            ));
+        }
+        for (task_id, endpoint) in endpoints {
+            if &endpoint.networks.task_id != task_id {
+                self.fail(format!(
+                    "endpoint {task_id} holds the networks of another task"
+                ));
+            }
+            let container = self
+                .containers
+                .values()
+                .find(|container| &container.task_id == task_id);
+            let create_in_flight = self
+                .pending
+                .iter()
+                .chain(step_commands)
+                .any(|command| matches!(command, Command::CreateContainer { task_id: id, .. } if id == task_id));
+            if container.is_none() && !create_in_flight {
+                self.fail(format!(
+                    "{task_id} is in the set of endpoints without a container or a create in \
+                     flight, after {event:?}"
+                ));
+            }
+            if endpoint.serving
+                && container.map(|container| container.run_state)
+                    != Some(ContainerRunState::Running)
+            {
+                self.fail(format!(
+                    "{task_id} serves but its container does not run, after {event:?}"
+                ));
+            }
+        }
+    }
+
     fn send_assignments(&mut self) {
         self.assignment_version += 1;
         self.feed(Event::Assignments(AssignmentSet {
@@ -169,6 +255,9 @@ impl Simulation {
                 let mut new_task = task(&id, self.next_task_number, desired);
                 if self.random.random_ratio(30, 100) {
                     new_task = with_healthcheck(new_task);
+                }
+                if self.random.random_ratio(50, 100) {
+                    new_task = on_front_network(new_task);
                 }
                 self.assigned.insert(id, new_task);
             }
@@ -357,6 +446,9 @@ impl Simulation {
                     CommandOutcome::PersistFinished { result: Ok(()) }
                 }
             }
+            Command::SetNetworkEndpoints(_) => {
+                self.fail("a set of endpoints was left pending: feed hands each over".to_owned())
+            }
             Command::ReportStatuses { batch_id, statuses } => {
                 if !fails {
                     self.manager_applies(&statuses);
@@ -443,6 +535,8 @@ impl Simulation {
         }
         self.observed_this_life.clear();
         self.creates_this_life.clear();
+        self.listed_this_life = false;
+        self.endpoints_sent_this_life = None;
         self.reconciler = match self.disk.clone() {
             Some(persisted) => Reconciler::restore(persisted),
             None => Reconciler::new(),
@@ -495,6 +589,42 @@ impl Simulation {
             self.carry_out_one(false, true);
         }
         self.fail("did not settle".to_owned());
+    }
+
+    /// Once settled, the node's networking holds exactly the networked tasks with a container,
+    /// each serving just when its container runs, healthy if checked, for a task meant to run.
+    fn check_settled_endpoints(&mut self) {
+        let Some(view) = self.networking_view.clone() else {
+            self.fail("the node's networking was never told of any endpoints".to_owned());
+        };
+        let mut expected = BTreeMap::new();
+        for container in self.containers.values() {
+            let Some(task) = self.assigned.get(&container.task_id) else {
+                continue;
+            };
+            if task.networks.is_empty() {
+                continue;
+            }
+            let terminal = self
+                .reconciler
+                .observed_status(&task.id)
+                .is_some_and(|status| status.state >= TaskState::Complete as i32);
+            let serving = container.run_state == ContainerRunState::Running
+                && task.desired_state == TaskState::Running as i32
+                && !terminal
+                && (!task_has_healthcheck(task) || container.health == Some(HealthStatus::Healthy));
+            expected.insert(task.id.clone(), serving);
+        }
+        let told: BTreeMap<String, bool> = view
+            .iter()
+            .map(|(task_id, endpoint)| (task_id.clone(), endpoint.serving))
+            .collect();
+        if told != expected {
+            self.fail(format!(
+                "settled with endpoints {told:?}, expected {expected:?}"
+            ));
+        }
+        self.coverage.serving_endpoints += told.values().filter(|serving| **serving).count();
     }
 
     fn check_settled(&self) {
@@ -550,6 +680,7 @@ fn run_seed(seed: u64, steps: usize) -> Coverage {
     }
     simulation.settle(&mut now_seconds);
     simulation.check_settled();
+    simulation.check_settled_endpoints();
     simulation.coverage
 }
 
@@ -568,6 +699,8 @@ fn random_event_sequences_keep_state_monotonic_and_containers_unique() {
     }
     let reported = |state: &str| coverage.reported_by_state.get(state).copied().unwrap_or(0);
     assert!(coverage.creates > 1_000, "{coverage:?}");
+    assert!(coverage.endpoint_sets > 1_000, "{coverage:?}");
+    assert!(coverage.serving_endpoints > 50, "{coverage:?}");
     assert!(
         coverage.restarts_with_running_containers > 100,
         "{coverage:?}"

@@ -36,18 +36,14 @@ use shoal_proto::api::{
 
 pub use ipam::{AddressSpace, Subnet};
 
+use spec::network::{DEFAULT_IPAM_DRIVER, MAX_VNI, OVERLAY_DRIVER, VXLAN_ID_LIST_OPTION};
+
 use crate::orchestrator::{ClusterTime, created_at, is_terminal, is_wanted, observed_state};
 
-/// The driver option holding a network's VNIs, one per subnet, comma-separated (Docker's).
-pub const VXLAN_ID_OPTION: &str = "com.docker.network.driver.overlay.vxlanid_list";
 /// The first VXLAN network identifier given to a network (Docker's `vxlanIDStart`).
 pub const FIRST_VNI: u32 = 4096;
 /// One past the largest VNI: VXLAN carries 24 bits.
-const VNI_LIMIT: u32 = 1 << 24;
-/// The only network driver swarm networks use.
-const OVERLAY_DRIVER: &str = "overlay";
-/// The IPAM driver shown for allocated networks, Docker's name for its built-in one.
-const DEFAULT_IPAM_DRIVER: &str = "default";
+const VNI_LIMIT: u32 = MAX_VNI + 1;
 /// Tasks allocated in one step at most, so that one step's writes stay inside one proposal; a
 /// larger batch continues on the next step, which its own commit starts.
 pub const MAX_TASKS_PER_STEP: usize = 256;
@@ -77,7 +73,7 @@ pub enum AllocationFailure {
         pools: String,
     },
     #[error(
-        "network {network}: VXLAN id {vni} is not free or not from 1 to 16777215: remove the network and create it with another {VXLAN_ID_OPTION}, or none"
+        "network {network}: VXLAN id {vni} is not free or not from 1 to 16777215: remove the network and create it with another {VXLAN_ID_LIST_OPTION}, or none"
     )]
     VniUnavailable { network: String, vni: String },
     #[error("network {network}: no VXLAN id is left: remove unused networks")]
@@ -223,7 +219,7 @@ fn vnis_of(network: &Network) -> Vec<u32> {
     network
         .driver_state
         .as_ref()
-        .and_then(|driver| driver.options.get(VXLAN_ID_OPTION))
+        .and_then(|driver| driver.options.get(VXLAN_ID_LIST_OPTION))
         .map(|list| {
             list.split(',')
                 .filter_map(|vni| vni.trim().parse().ok())
@@ -627,7 +623,7 @@ fn allocate_network(
     let vnis = choose_vnis(&name, &driver_config, spaces.len(), vnis_in_use)?;
     let mut options = driver_config.options.clone();
     options.insert(
-        VXLAN_ID_OPTION.to_owned(),
+        VXLAN_ID_LIST_OPTION.to_owned(),
         vnis.iter()
             .map(u32::to_string)
             .collect::<Vec<_>>()
@@ -669,7 +665,7 @@ fn choose_vnis(
     in_use: &BTreeSet<u32>,
 ) -> Result<Vec<u32>, AllocationFailure> {
     let mut chosen: Vec<u32> = Vec::new();
-    if let Some(list) = driver_config.options.get(VXLAN_ID_OPTION) {
+    if let Some(list) = driver_config.options.get(VXLAN_ID_LIST_OPTION) {
         for text in list
             .split(',')
             .map(str::trim)

@@ -183,7 +183,7 @@ fn ipam_of(network: &Network) -> Vec<(String, String, String)> {
 }
 
 fn vni_of(network: &Network) -> String {
-    network.driver_state.as_ref().unwrap().options[VXLAN_ID_OPTION].clone()
+    network.driver_state.as_ref().unwrap().options[VXLAN_ID_LIST_OPTION].clone()
 }
 
 fn addresses_of(task: &Task) -> Vec<String> {

@@ -10,6 +10,7 @@ use tokio::sync::{Semaphore, mpsc};
 
 use super::Input;
 use super::images::{ImageProvider, ImagePuller};
+use crate::networking::{TaskNetworking, TaskNetworks};
 use crate::reconciler::{Command, CommandOutcome, EngineObservation, Event};
 
 /// Engine calls that set up or tear down containers (create, start, remove) running at once.
@@ -29,20 +30,28 @@ const WAIT_RETRY_DELAY: Duration = Duration::from_secs(1);
 /// The exit code reported for a container whose exit status was lost, as the reconciler's
 /// adoption does for one found exited without a code.
 const LOST_EXIT_CODE: i32 = -1;
+/// The mode of the resolv.conf and hosts files a networked task's container gets.
+const NETWORK_FILE_MODE: u32 = 0o644;
 
 /// Runs engine commands against one engine, sending results back to the reconciler loop.
 pub(super) struct Executor<E> {
     engine: Arc<E>,
     images: ImagePuller<E>,
+    networking: Arc<dyn TaskNetworking>,
     engine_calls: Semaphore,
     results: mpsc::UnboundedSender<Input>,
 }
 
 impl<E: engine::Engine + ImageProvider> Executor<E> {
-    pub(super) fn new(engine: Arc<E>, results: mpsc::UnboundedSender<Input>) -> Executor<E> {
+    pub(super) fn new(
+        engine: Arc<E>,
+        networking: Arc<dyn TaskNetworking>,
+        results: mpsc::UnboundedSender<Input>,
+    ) -> Executor<E> {
         Executor {
             images: ImagePuller::new(Arc::clone(&engine)),
             engine,
+            networking,
             engine_calls: Semaphore::new(CONCURRENT_ENGINE_CALLS),
             results,
         }
@@ -52,8 +61,12 @@ impl<E: engine::Engine + ImageProvider> Executor<E> {
     /// a `Missing` observation first).
     pub(super) async fn run(&self, command: Command) {
         let outcome = match command {
-            Command::CreateContainer { task_id, spec } => {
-                let result = self.create(*spec).await;
+            Command::CreateContainer {
+                task_id,
+                spec,
+                networks,
+            } => {
+                let result = self.create(*spec, networks.as_deref()).await;
                 if let Err(error) = &result {
                     tracing::warn!(task = %task_id, %error, "creating the container failed");
                 }
@@ -109,7 +122,9 @@ impl<E: engine::Engine + ImageProvider> Executor<E> {
                     result,
                 }
             }
-            Command::PersistAssignments(_) | Command::ReportStatuses { .. } => {
+            Command::PersistAssignments(_)
+            | Command::ReportStatuses { .. }
+            | Command::SetNetworkEndpoints(_) => {
                 // The reconciler loop handles these itself, in order; they never reach here.
                 return;
             }
@@ -117,10 +132,40 @@ impl<E: engine::Engine + ImageProvider> Executor<E> {
         self.send(Event::CommandFinished(outcome));
     }
 
-    async fn create(&self, spec: engine::ContainerSpec) -> Result<String, String> {
+    async fn create(
+        &self,
+        mut spec: engine::ContainerSpec,
+        networks: Option<&TaskNetworks>,
+    ) -> Result<String, String> {
         // The image comes first and outside the bound: a pull can take minutes, and tasks whose
         // image is present should not wait behind it.
         self.images.ensure_present(&spec.image).await?;
+        if let Some(networks) = networks {
+            let prepared = tokio::time::timeout(
+                ENGINE_CALL_TIMEOUT,
+                self.networking.prepare(networks),
+            )
+            .await
+            .map_err(|_| {
+                format!(
+                    "preparing the task's networks took longer than {ENGINE_CALL_TIMEOUT:?}; gave up waiting"
+                )
+            })?
+            .map_err(|error| format!("preparing the task's networks failed: {error}"))?;
+            spec.network_namespace = Some(prepared.netns);
+            for (target, contents) in [
+                ("/etc/resolv.conf", prepared.resolv_conf),
+                ("/etc/hosts", prepared.hosts),
+            ] {
+                spec.mounts.push(engine::MountSpec::File {
+                    target: target.to_owned(),
+                    contents,
+                    mode: NETWORK_FILE_MODE,
+                    uid: 0,
+                    gid: 0,
+                });
+            }
+        }
         self.bounded(
             "creating the container",
             ENGINE_CALL_TIMEOUT,

@@ -8,7 +8,10 @@
 //!   each step's commands in order, and ticks every second;
 //! - `session`: connects, opens a session, heartbeats, and forwards assignment sets and log
 //!   subscriptions; reconnects with backoff; a separate reporter sends status batches in order;
-//! - `executor`: engine commands as their own tasks (bounded), container exit and health watchers;
+//! - `executor`: engine commands as their own tasks (bounded), container exit and health
+//!   watchers; a networked task's create has the node's networking prepare its namespace first;
+//! - the node's networking ([`TaskNetworking`]) is handed each set of network endpoints in step
+//!   order, by the loop itself;
 //! - `images`: makes sure an image is present before a container is created from it;
 //! - `logs`: one publisher per log subscription.
 //!
@@ -33,6 +36,7 @@ use tonic::transport::Channel;
 
 use crate::convert::{TaskPayloads, task_has_healthcheck};
 use crate::error::{Result, WorkerError};
+use crate::networking::TaskNetworking;
 use crate::reconciler::{
     AssignmentSet, Command, CommandOutcome, EngineObservation, Event, Reconciler,
 };
@@ -101,13 +105,15 @@ pub(crate) enum Input {
 
 /// Runs the worker agent until `stop` turns true (or its sender is dropped): adopts the engine's
 /// containers, keeps a session with the managers, runs what they assign and reports on it.
-/// Containers are left running when it returns. Fails only when the assignment store can't be
-/// opened or read.
+/// Networked tasks get their namespaces from `networking`, which is also kept told of every
+/// networked task the node holds. Containers are left running when it returns. Fails only when
+/// the assignment store can't be opened or read.
 pub async fn run_agent<E, C>(
     config: AgentConfig,
     engine: Arc<E>,
     connector: C,
     mut stop: watch::Receiver<bool>,
+    networking: Arc<dyn TaskNetworking>,
 ) -> Result<()>
 where
     E: engine::Engine + ImageProvider,
@@ -163,8 +169,10 @@ where
         reconciler,
         executor: Arc::new(executor::Executor::new(
             Arc::clone(&engine),
+            Arc::clone(&networking),
             input_sender.clone(),
         )),
+        networking,
         engine,
         node_id: config.node_id,
         store,
@@ -208,6 +216,8 @@ struct ReconcilerLoop<E> {
     last_assignment_version: u64,
     engine: Arc<E>,
     executor: Arc<executor::Executor<E>>,
+    /// Told of the node's networked tasks, in step order.
+    networking: Arc<dyn TaskNetworking>,
     node_id: String,
     store: AssignmentStore,
     /// Command results and persistence outcomes come back through here.
@@ -385,6 +395,7 @@ impl<E: engine::Engine + ImageProvider> ReconcilerLoop<E> {
         let mut persist_failed = false;
         for command in commands {
             match command {
+                Command::SetNetworkEndpoints(endpoints) => self.networking.set_endpoints(endpoints),
                 Command::PersistAssignments(snapshot) => {
                     let store = self.store.clone();
                     let result = tokio::task::spawn_blocking(move || store.save(&snapshot))

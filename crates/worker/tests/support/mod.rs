@@ -11,7 +11,7 @@ use shoal_proto::api;
 use shoal_proto::api::TaskState;
 use worker::{
     AssignmentSet, Command, CommandOutcome, ContainerRunState, EngineObservation, Event,
-    ExistingContainer, LABEL_TASK_ID, TaskPayloads, container_spec_for_task,
+    ExistingContainer, LABEL_TASK_ID, TaskPayloads, container_spec_for_task, task_networks,
 };
 
 pub(crate) fn task(id: &str, slot: u64, desired: TaskState) -> api::Task {
@@ -59,6 +59,69 @@ pub(crate) fn with_healthcheck(task: api::Task) -> api::Task {
             ..api::HealthConfig::default()
         });
     })
+}
+
+/// The overlay network `front` (net1), allocated as the managers' allocator leaves it: subnet
+/// 10.0.1.0/24 with gateway 10.0.1.1 and VXLAN id 4097.
+pub(crate) fn front_network() -> api::Network {
+    api::Network {
+        id: "net1".to_owned(),
+        spec: Some(api::NetworkSpec {
+            annotations: Some(api::Annotations {
+                name: "front".to_owned(),
+                ..api::Annotations::default()
+            }),
+            driver_config: Some(api::Driver {
+                name: "overlay".to_owned(),
+                ..api::Driver::default()
+            }),
+            ..api::NetworkSpec::default()
+        }),
+        driver_state: Some(api::Driver {
+            name: "overlay".to_owned(),
+            options: [(
+                spec::network::VXLAN_ID_LIST_OPTION.to_owned(),
+                "4097".to_owned(),
+            )]
+            .into(),
+        }),
+        ipam: Some(api::IpamOptions {
+            driver: None,
+            configs: vec![api::IpamConfig {
+                family: api::ipam_config::AddressFamily::Ipv4 as i32,
+                subnet: "10.0.1.0/24".to_owned(),
+                gateway: "10.0.1.1".to_owned(),
+                ..api::IpamConfig::default()
+            }],
+        }),
+        ..api::Network::default()
+    }
+}
+
+/// The task on `front`, allocated: an address from its slot (10.0.1.<10 + slot>) and the
+/// service's VIP 10.0.1.2.
+pub(crate) fn on_front_network(mut task: api::Task) -> api::Task {
+    let octet = 10 + task.slot % 240;
+    if let Some(spec) = task.spec.as_mut() {
+        spec.networks.push(api::NetworkAttachmentConfig {
+            target: "net1".to_owned(),
+            ..api::NetworkAttachmentConfig::default()
+        });
+    }
+    task.networks.push(api::NetworkAttachment {
+        network: Some(front_network()),
+        addresses: vec![format!("10.0.1.{octet}/24")],
+        ..api::NetworkAttachment::default()
+    });
+    task.endpoint = Some(api::Endpoint {
+        spec: Some(api::EndpointSpec::default()),
+        ports: Vec::new(),
+        virtual_ips: vec![api::endpoint::VirtualIp {
+            network_id: "net1".to_owned(),
+            addr: "10.0.1.2/24".to_owned(),
+        }],
+    });
+    task
 }
 
 pub(crate) fn assign(version: u64, tasks: Vec<api::Task>) -> Event {
@@ -195,13 +258,49 @@ pub(crate) fn state_name(state: i32) -> String {
 /// the line only needs the container name.
 pub(crate) fn render(command: &Command, tasks: &BTreeMap<String, api::Task>) -> String {
     match command {
-        Command::CreateContainer { task_id, spec } => {
+        Command::CreateContainer {
+            task_id,
+            spec,
+            networks,
+        } => {
             if let Some(task) = tasks.get(task_id) {
                 let expected = container_spec_for_task(task, &TaskPayloads::default(), "")
                     .expect("tasks of scenarios convert");
                 assert_eq!(**spec, expected, "create spec of {task_id}");
+                let expected = task_networks(task, "").expect("tasks of scenarios convert");
+                assert_eq!(
+                    networks.as_deref(),
+                    expected.as_ref(),
+                    "networks of {task_id}"
+                );
             }
-            format!("create {task_id} {}", spec.name.clone().unwrap_or_default())
+            let on_networks = if networks.is_some() {
+                " with networks"
+            } else {
+                ""
+            };
+            format!(
+                "create {task_id} {}{on_networks}",
+                spec.name.clone().unwrap_or_default()
+            )
+        }
+        Command::SetNetworkEndpoints(endpoints) => {
+            let entries: Vec<String> = endpoints
+                .iter()
+                .map(|(task_id, endpoint)| {
+                    assert_eq!(&endpoint.networks.task_id, task_id);
+                    if let Some(task) = tasks.get(task_id) {
+                        let expected = task_networks(task, "").expect("tasks of scenarios convert");
+                        assert_eq!(Some(&endpoint.networks), expected.as_ref());
+                    }
+                    if endpoint.serving {
+                        format!("{task_id} serving")
+                    } else {
+                        task_id.clone()
+                    }
+                })
+                .collect();
+            format!("endpoints [{}]", entries.join(", "))
         }
         Command::StartContainer {
             task_id,
