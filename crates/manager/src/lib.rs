@@ -4,7 +4,8 @@
 //! the pure orchestration cores ([`orchestration_loop`], [`orchestrator`]), the dispatcher every
 //! worker talks to, and the control API the CLI calls. [`ca`] issues the certificates,
 //! [`membership`] keeps the node's place in the swarm on disk, [`data_key`] the key that seals
-//! its Raft store and the swarm's unlock key, and [`objects`] is the typed view of the cluster
+//! its Raft store and the swarm's unlock key, [`network_keys`] the keys of node gossip and
+//! encrypted overlays the leader rotates, and [`objects`] is the typed view of the cluster
 //! store.
 //!
 //! **Architecture invariant:** the manager runs no containers. Everything under
@@ -26,6 +27,7 @@ mod error;
 pub mod join;
 pub mod join_token;
 pub mod membership;
+pub mod network_keys;
 mod node_ca;
 pub mod objects;
 pub mod orchestration_loop;

@@ -6,9 +6,9 @@
 //! autolock setting says.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
-use raft_store::{DataKey, Store, StoreConfig, StoreError, TlsIdentity, Transaction};
+use raft_store::{DataKey, Store, StoreConfig, StoreError, TlsIdentity, Transaction, TxnRejection};
 use shoal_proto::api::control_server::ControlServer;
 use shoal_proto::api::dispatcher_server::DispatcherServer;
 use shoal_proto::api::node_ca_server::NodeCaServer;
@@ -34,9 +34,11 @@ use crate::dispatcher::{DispatcherService, LogBroker};
 use crate::error::ManagerError;
 use crate::join_token::JoinToken;
 use crate::membership::{Membership, MembershipRole, SwarmDir};
+use crate::network_keys;
 use crate::node_ca::{NodeCaService, RaftMembershipService};
 use crate::objects::{self, ClusterObject};
 use crate::orchestration_loop::OrchestrationLoop;
+use spec::defaults::NETWORK_KEY_ROTATION_INTERVAL;
 use spec::time::{proto_duration, std_duration};
 
 /// How often workers send heartbeats unless `swarm update --dispatcher-heartbeat` says
@@ -252,6 +254,7 @@ impl ManagerRole {
             stopped.clone(),
         ));
         tokio::spawn(finish_root_rotations(Arc::clone(&store), stopped.clone()));
+        tokio::spawn(rotate_network_keys(Arc::clone(&store), stopped.clone()));
         tokio::spawn(record_manager_reachability(
             Arc::clone(&store),
             stopped.clone(),
@@ -466,7 +469,8 @@ async fn bind_cluster_port(
     Ok((listener, bound))
 }
 
-/// The cluster object a new swarm starts with: its settings, root CA and join tokens.
+/// The cluster object a new swarm starts with: its settings, root CA, join tokens and network
+/// keys.
 fn founding_cluster(
     cluster_id: &str,
     root_ca: &RootCa,
@@ -474,7 +478,7 @@ fn founding_cluster(
     settings: InitSettings,
 ) -> Result<Cluster, ManagerError> {
     let root_der = crate::ca::pem_to_der(&root_ca.cert_pem)?;
-    Ok(Cluster {
+    let mut cluster = Cluster {
         id: cluster_id.to_owned(),
         spec: Some(ClusterSpec {
             annotations: Some(Annotations {
@@ -519,7 +523,15 @@ fn founding_cluster(
         default_address_pool: address_pools(options),
         subnet_size: settings.subnet_size,
         ..Default::default()
-    })
+    };
+    // The first sessions carry the network keys already; the leader rotates them from here.
+    network_keys::settle_network_keys(
+        &mut cluster,
+        SystemTime::now(),
+        NETWORK_KEY_ROTATION_INTERVAL,
+        &mut rand::rng(),
+    );
+    Ok(cluster)
 }
 
 /// The node object of a swarm's founding manager: an accepted, active manager that leads.
@@ -715,6 +727,65 @@ async fn finish_root_rotations(store: Arc<Store>, mut stop: watch::Receiver<bool
             _ = stop.changed() => return,
         }
     }
+}
+
+/// On the leader, gives the cluster the network keys it lacks and rotates them every
+/// [`NETWORK_KEY_ROTATION_INTERVAL`] (`network_keys.rs` decides). The keys themselves are never
+/// logged, only their lamport clock.
+async fn rotate_network_keys(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+    // Rotation is due by the clock, and leadership changes come without a store change: look
+    // every second, which costs one read of the cluster object.
+    const CHECK_PERIOD: Duration = Duration::from_secs(1);
+    loop {
+        if store.status().is_leader
+            && let Err(error) = settle_network_keys(&store).await
+        {
+            tracing::warn!(%error, "could not rotate the network keys; retrying");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(CHECK_PERIOD) => {}
+            _ = stop.changed() => return,
+        }
+    }
+}
+
+/// One look at the network keys: decides on the cluster object as this manager has it and
+/// writes at the version read, deciding again on a fresh read when another write came first.
+async fn settle_network_keys(store: &Store) -> Result<(), ManagerError> {
+    const WRITE_ATTEMPTS: usize = 5;
+    for _ in 0..WRITE_ATTEMPTS {
+        // A manager that just joined may not have the cluster object yet.
+        let Some(mut cluster) = store.local_view(objects::cluster_of)? else {
+            return Ok(());
+        };
+        let change = network_keys::settle_network_keys(
+            &mut cluster,
+            SystemTime::now(),
+            NETWORK_KEY_ROTATION_INTERVAL,
+            &mut rand::rng(),
+        );
+        let Some(change) = change else {
+            return Ok(());
+        };
+        match store
+            .write(Transaction::new(vec![objects::update(&cluster)]))
+            .await
+        {
+            Ok(_) => {
+                tracing::info!(
+                    ?change,
+                    lamport_clock = cluster.encryption_key_lamport_clock,
+                    "network keys written"
+                );
+                return Ok(());
+            }
+            Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => continue,
+            Err(error) => return Err(error.into()),
+        }
+    }
+    Err(ManagerError::FailedPrecondition(
+        "the cluster object kept changing while the network keys were written; the next look tries again".to_owned(),
+    ))
 }
 
 /// On the leader, records in each manager's node whether the leader hears from it, when that

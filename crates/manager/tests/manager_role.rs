@@ -2,7 +2,8 @@
 //! played by the test over the real dispatcher (gRPC, mutual TLS with the node's certificate),
 //! and the control API. Checks that a session makes the node ready, assignments reach the
 //! worker, batched status reports converge the service, a node whose heartbeats stop is marked
-//! down, and bad requests (taken names, bad constraints, stale versions, unknown references) are
+//! down, worker sessions carry the network keys and their rotations (which clients never see),
+//! and bad requests (taken names, bad constraints, stale versions, unknown references) are
 //! refused with errors that say what to do.
 
 use std::time::{Duration, Instant};
@@ -1594,4 +1595,154 @@ async fn tasks_on_a_network_get_fresh_addresses_and_keep_them_unique_across_a_fa
 
     second.shutdown().await;
     third.shutdown().await;
+}
+
+/// The network keys a session message carries for `subsystem`, oldest first.
+fn session_keys(
+    message: &shoal_proto::api::SessionMessage,
+    subsystem: &str,
+) -> Vec<shoal_proto::api::EncryptionKey> {
+    let mut keys: Vec<_> = message
+        .network_keys
+        .iter()
+        .filter(|key| key.subsystem == subsystem)
+        .cloned()
+        .collect();
+    keys.sort_by_key(|key| key.lamport_time);
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn worker_sessions_get_the_network_keys_and_each_rotation_but_clients_never_do() {
+    use shoal_proto::api::encryption_key::Algorithm;
+    use shoal_proto::api::{SessionMessage, Timestamp};
+    use spec::network::{KEY_SUBSYSTEM_GOSSIP, KEY_SUBSYSTEM_IPSEC};
+
+    let data_root = tempfile::tempdir().unwrap();
+    let swarm_dir = SwarmDir::new(data_root.path());
+    let role = ManagerRole::init(&swarm_dir, on_loopback("manager-host"))
+        .await
+        .unwrap();
+    let (membership, _) = swarm_dir.load().unwrap().unwrap();
+    let control = role.control();
+    let (cluster, _) = cluster_and_version(&control).await;
+    let tokens = cluster.root_ca.clone().unwrap().join_tokens.unwrap();
+
+    // A worker joins and opens its session as its agent would.
+    let grant = manager::join::join(
+        &membership.advertise_addr,
+        &tokens.worker,
+        "worker-host",
+        "",
+    )
+    .await
+    .unwrap();
+    let channel = Endpoint::from_shared(format!("https://{}", membership.advertise_addr))
+        .unwrap()
+        .tls_config(grant.identity.client_config())
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut session = DispatcherClient::new(channel)
+        .session(SessionRequest {
+            node_id: grant.node_id.clone(),
+            description: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = session.message().await.unwrap().unwrap();
+
+    // Its first message holds three keys per subsystem, made at init: AES-256-GCM, 32 bytes
+    // each, all different.
+    for subsystem in [KEY_SUBSYSTEM_GOSSIP, KEY_SUBSYSTEM_IPSEC] {
+        let keys = session_keys(&first, subsystem);
+        assert_eq!(keys.len(), 3, "{subsystem}");
+        for key in &keys {
+            assert_eq!(key.algorithm(), Algorithm::Aes256Gcm);
+            assert_eq!(key.key.len(), 32);
+        }
+    }
+    let mut secrets: Vec<&[u8]> = first.network_keys.iter().map(|key| &key.key[..]).collect();
+    secrets.sort();
+    secrets.dedup();
+    assert_eq!(secrets.len(), 6);
+
+    // The cluster object holds them; GetCluster shows neither them nor where they went.
+    let stored = role
+        .store()
+        .local_view(manager::objects::cluster_of)
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.network_bootstrap_keys, first.network_keys);
+    let (shown, _) = cluster_and_version(&control).await;
+    assert!(shown.network_bootstrap_keys.is_empty());
+
+    // The last rotation is made to lie more than an interval back, as if the leader's clock had
+    // run on for 12 hours: the leader rotates once, and the open session gets the new rings.
+    let interval = spec::defaults::NETWORK_KEY_ROTATION_INTERVAL;
+    let backdated = std::time::SystemTime::now() - interval - Duration::from_secs(60);
+    poll_until(
+        "the backdated rotation time written",
+        Duration::from_secs(30),
+        || {
+            let store = role.store().clone();
+            async move {
+                let mut cluster = store.local_view(manager::objects::cluster_of).ok()??;
+                cluster.network_keys_rotated_at = Some(Timestamp::from(backdated));
+                store
+                    .write(Transaction::new(vec![manager::objects::update(&cluster)]))
+                    .await
+                    .ok()
+                    .map(drop)
+            }
+        },
+    )
+    .await;
+    let rotated: SessionMessage = tokio::time::timeout(Duration::from_secs(60), async {
+        loop {
+            let next = session.message().await.unwrap().unwrap();
+            if next.network_keys != first.network_keys {
+                return next;
+            }
+        }
+    })
+    .await
+    .expect("a session message with the rotated keys");
+    for subsystem in [KEY_SUBSYSTEM_GOSSIP, KEY_SUBSYSTEM_IPSEC] {
+        let before = session_keys(&first, subsystem);
+        let after = session_keys(&rotated, subsystem);
+        // The oldest key went, the two newest stayed, and a new primary came after them.
+        assert_eq!(after.len(), 3, "{subsystem}");
+        assert_eq!(after[..2], before[1..], "{subsystem}");
+        assert!(after[2].lamport_time > before[2].lamport_time);
+        assert!(!before.iter().any(|key| key.key == after[2].key));
+    }
+    let stored = role
+        .store()
+        .local_view(manager::objects::cluster_of)
+        .unwrap()
+        .unwrap();
+    assert_eq!(stored.network_bootstrap_keys, rotated.network_keys);
+    let rotated_at =
+        std::time::SystemTime::try_from(stored.network_keys_rotated_at.unwrap()).unwrap();
+    assert!(rotated_at > backdated + interval);
+
+    // Still nothing for clients, from GetCluster or from an update's answer.
+    let (shown, version) = cluster_and_version(&control).await;
+    assert!(shown.network_bootstrap_keys.is_empty());
+    let updated = control
+        .update_cluster(Request::new(shoal_proto::api::UpdateClusterRequest {
+            version,
+            spec: shown.spec.clone(),
+            ..Default::default()
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .cluster
+        .unwrap();
+    assert!(updated.network_bootstrap_keys.is_empty());
+    role.shutdown().await;
 }

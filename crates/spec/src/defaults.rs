@@ -30,6 +30,8 @@ pub const ADDRESS_POOL: &str = "10.0.0.0/8";
 pub const SUBNET_SIZE: u32 = 24;
 /// Ended tasks kept per slot.
 pub const TASK_HISTORY_LIMIT: i64 = 5;
+/// How often the leader rotates the network keys (gossip and IPsec): Docker's keymanager period.
+pub const NETWORK_KEY_ROTATION_INTERVAL: Duration = Duration::from_secs(12 * 60 * 60);
 
 /// Swarm's restart policy: condition any, 5 s delay, unlimited attempts, no window.
 pub fn restart_policy() -> api::RestartPolicy {

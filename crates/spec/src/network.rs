@@ -29,6 +29,16 @@ pub const MAX_MTU: u32 = 65535;
 pub const MAX_VNI: u32 = (1 << 24) - 1;
 /// The longest prefix of a network's subnet: a /30 still holds a gateway and one task.
 pub const MAX_NETWORK_PREFIX: u8 = 30;
+/// The subsystems of the network keys the managers hand out (Docker's names): node gossip, and
+/// the IPsec of encrypted overlays. A node picks its keys out of its session by these.
+pub const KEY_SUBSYSTEM_GOSSIP: &str = "networking:gossip";
+pub const KEY_SUBSYSTEM_IPSEC: &str = "networking:ipsec";
+/// Keys kept per subsystem, as Docker's keymanager keeps them: the newest (the primary, which
+/// nodes send with) and the two before it, which they still accept, so a node that missed a
+/// rotation goes on talking with the others.
+pub const KEYS_PER_SUBSYSTEM: usize = 3;
+/// The length of a network key: AES-256.
+pub const NETWORK_KEY_LEN: usize = 32;
 
 /// An IPv4 subnet in CIDR form with no host bits set, such as 10.0.1.0/24.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

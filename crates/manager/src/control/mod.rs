@@ -106,10 +106,11 @@ fn resolve_task<'a>(tasks: &'a [Task], reference: &str) -> Result<&'a Task, Mana
     resolve::resolve(tasks, reference, "task", |t| &t.id, |_| "")
 }
 
-/// The cluster object as clients see it: without the CA's private key or the unlock key (which
-/// `GetUnlockKey` gives).
+/// The cluster object as clients see it: without the CA's private key, the unlock key (which
+/// `GetUnlockKey` gives) or the network keys (which only nodes get, in their sessions).
 fn without_secrets(mut cluster: Cluster) -> Cluster {
     cluster.unlock_keys.clear();
+    cluster.network_bootstrap_keys.clear();
     if let Some(root_ca) = cluster.root_ca.as_mut() {
         root_ca.ca_key.clear();
         if let Some(rotation) = root_ca.root_rotation.as_mut() {

@@ -1,8 +1,10 @@
 //! The dispatcher: the leader's side of every worker's session, the manager's own worker
 //! included. It registers a node when its session opens, marks it down when heartbeats stop,
-//! streams each node its full assignment set when that changes (in parts, when it is large),
-//! writes status reports in batches (whatever queued while the previous write was in flight, in
-//! as few transactions as the proposal size limit allows), and relays log requests and output.
+//! pushes each session the node, the managers, the trusted roots and the network keys again when
+//! they change, streams each node its full assignment set when that changes (in parts, when it
+//! is large), writes status reports in batches (whatever queued while the previous write was in
+//! flight, in as few transactions as the proposal size limit allows), and relays log requests
+//! and output.
 //! Every call is checked against the caller's certificate: a node acts only in its own session;
 //! what it sends, and how often it opens sessions, is bounded in size and rate (`limits.rs`).
 
@@ -20,7 +22,7 @@ use futures::Stream;
 use raft_store::{Store, StoreError, TxnRejection};
 use shoal_proto::api::dispatcher_server::Dispatcher;
 use shoal_proto::api::{
-    AssignmentsMessage, AssignmentsRequest, Certificate, Cluster, HeartbeatRequest,
+    AssignmentsMessage, AssignmentsRequest, Certificate, Cluster, EncryptionKey, HeartbeatRequest,
     HeartbeatResponse, LogSubscription, LogSubscriptionsRequest, Node, NodeStatus, Peer,
     PublishLogsMessage, PublishLogsResponse, SessionMessage, SessionRequest, Task,
     UpdateTaskStatusRequest, UpdateTaskStatusResponse, WeightedPeer, node_status,
@@ -210,11 +212,17 @@ impl Shared {
         Err(refusal)
     }
 
-    /// The roots nodes must trust now, from the cluster object.
-    fn trust_bundle(&self) -> String {
+    /// What every session carries from the cluster object: the roots nodes must trust now, and
+    /// the network keys.
+    fn cluster_parts(&self) -> (String, Vec<EncryptionKey>) {
         self.store
             .local_view(|view| objects::cluster_of(view).ok().flatten())
-            .map(|cluster| crate::node_ca::trust_bundle(&cluster))
+            .map(|cluster| {
+                (
+                    crate::node_ca::trust_bundle(&cluster),
+                    cluster.network_bootstrap_keys,
+                )
+            })
             .unwrap_or_default()
     }
 
@@ -400,9 +408,9 @@ async fn mark_silent_nodes_down(shared: Arc<Shared>, mut stop: watch::Receiver<b
     }
 }
 
-/// Streams a session's messages: `first`, then a new one whenever the node object or the list
-/// of managers changes (a promotion, a demotion, a manager joining or leaving), until the
-/// session ends. A node removed from the swarm has its session ended with a refusal.
+/// Streams a session's messages: `first`, then a new one whenever the node object, the list
+/// of managers (a promotion, a demotion, a manager joining or leaving), the trusted roots or the
+/// network keys change, until the session ends. A node removed from the swarm has its session ended with a refusal.
 async fn follow_session(
     shared: Arc<Shared>,
     node_id: String,
@@ -452,10 +460,12 @@ async fn follow_session(
                         .await;
                     return;
                 };
+                let (root_ca, network_keys) = shared.cluster_parts();
                 let next = SessionMessage {
                     node: Some(node),
                     managers: shared.managers(),
-                    root_ca: shared.trust_bundle(),
+                    root_ca,
+                    network_keys,
                     ..last.clone()
                 };
                 if next != last {
@@ -556,12 +566,14 @@ impl Dispatcher for DispatcherService {
         }
         tracing::info!(node = %node_id, session = %session_id, "session opened");
         let (sender, receiver) = mpsc::channel(4);
+        let (root_ca, network_keys) = shared.cluster_parts();
         let first = SessionMessage {
             session_id,
             node: Some(node),
             managers: shared.managers(),
             heartbeat_period: Some(proto_duration(shared.heartbeat_period())),
-            root_ca: shared.trust_bundle(),
+            root_ca,
+            network_keys,
         };
         tokio::spawn(follow_session(
             Arc::clone(shared),
