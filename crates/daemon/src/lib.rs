@@ -7,6 +7,7 @@ mod engine_service;
 mod engine_wire;
 mod error;
 pub mod follower;
+pub mod networking;
 mod roles;
 
 use std::os::unix::fs::PermissionsExt;
@@ -39,7 +40,8 @@ pub fn socket_path(host: &str) -> Result<PathBuf, DaemonError> {
 pub fn run(data_root: PathBuf, host: &str) -> Result<(), DaemonError> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "info,hickory_server=warn".into()),
         )
         .with_writer(std::io::stderr)
         .init();

@@ -34,6 +34,7 @@ use worker::{AgentConfig, DispatcherConnector};
 use crate::follower::{
     Command, Event, Issued, NodeView, Report, RoleFollower, SessionView, Validity, manager_addrs_of,
 };
+use crate::networking::NodeNetworking;
 
 /// The version every node reports as its engine version.
 pub(crate) const ENGINE_VERSION: &str = env!("CARGO_PKG_VERSION");
@@ -63,12 +64,16 @@ fn write<T>(lock: &RwLock<T>, value: T) {
 }
 
 /// Reaches the managers' dispatcher over mutual TLS with the node's certificate: the leader a
-/// follower named if any, else each known manager in turn.
-struct ManagerConnector(Arc<ManagerLink>);
+/// follower named if any, else each known manager in turn. Hands what the session says of
+/// networking (gossip keys, managers as gossip seeds) to the node's networking.
+struct ManagerConnector {
+    link: Arc<ManagerLink>,
+    networking: Arc<NodeNetworking>,
+}
 
 impl DispatcherConnector for ManagerConnector {
     async fn connect(&self) -> Result<Channel, String> {
-        let link = &self.0;
+        let link = &self.link;
         let addr = match link
             .leader_hint
             .write()
@@ -99,17 +104,18 @@ impl DispatcherConnector for ManagerConnector {
     fn observe_session(&self, message: &SessionMessage) {
         let addrs = manager_addrs_of(message);
         if !addrs.is_empty() {
-            write(&self.0.manager_addrs, addrs);
+            write(&self.link.manager_addrs, addrs);
         }
-        self.0.session.send_replace(Some(message.clone()));
+        self.networking.observe_session(message);
+        self.link.session.send_replace(Some(message.clone()));
     }
 
     fn redirect(&self, leader_addr: &str) {
-        write(&self.0.leader_hint, Some(leader_addr.to_owned()));
+        write(&self.link.leader_hint, Some(leader_addr.to_owned()));
     }
 
     fn reconnect_requested(&self) -> impl std::future::Future<Output = ()> + Send {
-        self.0.reconnect.notified()
+        self.link.reconnect.notified()
     }
 }
 
@@ -139,6 +145,8 @@ pub(crate) struct NodeRoles {
     engine: LocalEngine,
     gate: ControlGate,
     state: Arc<Mutex<RoleState>>,
+    /// The node's overlay networking, one per daemon; the worker agent drives it.
+    networking: Arc<NodeNetworking>,
 }
 
 fn hostname() -> String {
@@ -186,6 +194,7 @@ impl NodeRoles {
             engine,
             gate: ControlGate::default(),
             state: Arc::default(),
+            networking: Arc::new(NodeNetworking::new(data_root)),
         }
     }
 
@@ -284,7 +293,17 @@ impl NodeRoles {
             reconnect: tokio::sync::Notify::new(),
         });
         let engine = Arc::new(self.engine.clone());
-        let connector = ManagerConnector(Arc::clone(&link));
+        self.networking.set_node(
+            membership
+                .advertise_addr
+                .parse::<std::net::SocketAddr>()
+                .ok()
+                .map(|addr| (membership.node_id.clone(), addr.ip())),
+        );
+        let connector = ManagerConnector {
+            link: Arc::clone(&link),
+            networking: Arc::clone(&self.networking),
+        };
         let agent_stopped = stopped.clone();
         // Overlay networking is not wired in yet: a networked task is refused with a clear error.
         let networking = Arc::new(worker::networking::NoNetworking);
@@ -681,6 +700,10 @@ impl NodeRoles {
             stop_agent(agent).await;
         }
         self.remove_task_containers().await;
+        self.networking.set_node(None);
+        if let Err(error) = self.networking.remove_all().await {
+            tracing::warn!(%error, "could not remove all of the node's overlay networking");
+        }
         let _ = std::fs::remove_dir_all(self.data_root.join("worker"));
         self.swarm_dir().remove().map_err(Status::from)?;
         state.membership = None;

@@ -6,7 +6,7 @@ use std::fs::File;
 use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
 use futures::TryStreamExt;
@@ -816,6 +816,35 @@ fn ok_if_gone(r: Result<(), rtnetlink::Error>, what: String) -> Result<(), Error
         Err(e) if !is_gone(&e) => Err(Error::Netlink { what, source: e }),
         _ => Ok(()),
     }
+}
+
+/// Brings up `lo` in the namespace at `ns`. A namespace made for a task rather than by a
+/// container runtime starts with it down, and the task's embedded DNS listens on 127.0.0.11.
+pub async fn loopback_up(ns: &Path) -> Result<(), Error> {
+    let runtime = tokio::runtime::Handle::current();
+    let (conn, h) = netns::run_in(Some(ns), move || {
+        let _guard = runtime.enter();
+        rtnetlink::new_connection().map(|(c, h, _)| (c, h))
+    })?
+    .map_err(|source| Error::Io {
+        what: format!("open a netlink socket in {}", ns.display()),
+        source,
+    })?;
+    let connection = tokio::spawn(conn);
+    let done = async {
+        let index = index_of(&h, "lo").await?.ok_or_else(|| Error::Io {
+            what: format!("find lo in {}", ns.display()),
+            source: std::io::Error::from(std::io::ErrorKind::NotFound),
+        })?;
+        h.link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(nl(format!("bring up lo in {}", ns.display())))
+    }
+    .await;
+    connection.abort();
+    done
 }
 
 /// Makes `changes` in order. One that fails (a task whose namespace went away meanwhile) does

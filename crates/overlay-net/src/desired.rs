@@ -61,6 +61,15 @@ impl Ipv4Cidr {
         Ok(Ipv4Cidr { addr, prefix })
     }
 
+    /// Reads "10.0.1.5/24", as the allocator writes an address with its subnet's prefix.
+    pub fn parse(text: &str) -> Result<Ipv4Cidr, Error> {
+        let invalid = || Error::InvalidCidr(text.to_owned());
+        let (addr, prefix) = text.split_once('/').ok_or_else(invalid)?;
+        let addr: Ipv4Addr = addr.parse().map_err(|_| invalid())?;
+        let prefix: u8 = prefix.parse().map_err(|_| invalid())?;
+        Ipv4Cidr::new(addr, prefix)
+    }
+
     /// The network part, host bits cleared.
     pub fn network(&self) -> Ipv4Addr {
         Ipv4Addr::from(u32::from(self.addr) & self.mask())
@@ -208,6 +217,16 @@ mod tests {
         assert!(c.contains(Ipv4Addr::new(10, 0, 1, 200)));
         assert!(!c.contains(Ipv4Addr::new(10, 0, 2, 1)));
         assert!(Ipv4Cidr::new(Ipv4Addr::new(1, 2, 3, 4), 33).is_err());
+        assert_eq!(Ipv4Cidr::parse("10.0.1.5/24").unwrap(), c);
+        for text in [
+            "10.0.1.5",
+            "10.0.1.5/33",
+            "10.0.1/24",
+            "fd00::1/64",
+            "10.0.1.5/x",
+        ] {
+            assert!(Ipv4Cidr::parse(text).is_err(), "{text}");
+        }
     }
 
     #[test]

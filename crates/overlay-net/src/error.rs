@@ -13,6 +13,8 @@ pub enum Error {
         "{addr}/{prefix} is not an IPv4 address with a prefix length: the prefix is at most 32"
     )]
     InvalidPrefixLength { addr: String, prefix: u8 },
+    #[error("{0:?} is not an IPv4 address with a prefix length: give one such as 10.0.1.5/24")]
+    InvalidCidr(String),
     #[error("network {0} is listed twice: list each network once")]
     DuplicateNetwork(String),
     #[error(

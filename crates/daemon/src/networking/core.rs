@@ -1,0 +1,942 @@
+//! The pure core of the node's networking: from the networked tasks this node holds and the
+//! endpoints the gossip makes visible, everything the shell programs (the overlay's data plane,
+//! the embedded DNS's names, each task's VIP table, this node's gossip publications and the
+//! networks it gossips on), and what changes between two such plans. No IO, no clock.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+
+use overlay_net::gossip::{
+    EndpointKey, EndpointRecord, GossipKey, KEY_LEN, Keyring, VisibleEndpoint,
+};
+use overlay_net::{
+    Desired, Ipv4Cidr, LocalEndpoint, LocalTask, Mac, Network, NodeConfig, RemotePeer,
+};
+use routing_mesh::dns::{
+    AskingTask, NetworkRecords, ServiceEndpoint, ServiceRecords, TaskHealth, TaskRecord,
+};
+use routing_mesh::vip::{VipPorts, VipService};
+use shoal_proto::api::EncryptionKey;
+use shoal_proto::api::encryption_key::Algorithm;
+use worker::networking::{EndpointMode, NetworkAttachment, TaskNetworks};
+
+/// The subsystem of the session's network keys that seals the gossip.
+pub const GOSSIP_KEY_SUBSYSTEM: &str = "networking:gossip";
+
+/// One networked task this node holds: what the worker said of it, and what the node gave it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HeldTask {
+    pub networks: TaskNetworks,
+    /// The task's network namespace, which its container joins.
+    pub netns: PathBuf,
+    /// Its address on the gateway bridge, when one of its networks is not internal.
+    pub egress: Option<Ipv4Addr>,
+    /// Running and, with a healthcheck, healthy.
+    pub serving: bool,
+}
+
+/// One attachment with its addresses read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ParsedAttachment {
+    pub gateway: Ipv4Cidr,
+    pub address: Ipv4Cidr,
+    pub virtual_ip: Option<Ipv4Cidr>,
+}
+
+/// Reads an attachment's gateway, address and VIP, saying which one is wrong.
+pub fn parse_attachment(attachment: &NetworkAttachment) -> Result<ParsedAttachment, String> {
+    let field = |what: &str, text: &str| {
+        Ipv4Cidr::parse(text)
+            .map_err(|error| format!("network {}: its {what}: {error}", attachment.network_name))
+    };
+    Ok(ParsedAttachment {
+        gateway: field("gateway", &attachment.gateway)?,
+        address: field("task address", &attachment.address)?,
+        virtual_ip: attachment
+            .virtual_ip
+            .as_deref()
+            .map(|vip| field("virtual IP", vip))
+            .transpose()?,
+    })
+}
+
+/// Whether the task needs a leg on the gateway bridge: one of its networks leads out.
+pub fn needs_egress(task: &TaskNetworks) -> bool {
+    task.attachments
+        .iter()
+        .any(|attachment| !attachment.internal)
+}
+
+/// The interface a task's `index`th network gets inside it.
+pub fn interface_name(index: usize) -> String {
+    format!("eth{index}")
+}
+
+/// Everything the shell programs for one state of the node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePlan {
+    /// The overlay's data plane.
+    pub desired: Desired,
+    /// The names the embedded DNS answers, per network this node has a task on.
+    pub dns: Vec<NetworkRecords>,
+    /// Each local task's VIP table, by task id.
+    pub vips: BTreeMap<String, Vec<VipService>>,
+    /// This node's endpoints as the gossip should carry them.
+    pub publications: BTreeMap<EndpointKey, EndpointRecord>,
+    /// The networks whose gossip this node is on: those it has a task on.
+    pub gossip_networks: BTreeSet<String>,
+}
+
+/// A task's endpoint on one network, local or from the gossip, as DNS and VIPs see it.
+struct SeenEndpoint {
+    service_id: String,
+    service_name: String,
+    aliases: Vec<String>,
+    virtual_ip: Option<Ipv4Addr>,
+    container_name: String,
+    address: Ipv4Addr,
+    serving: bool,
+}
+
+/// Plans the node: `node` is this node's gossip name (its node id), `table` what the gossip makes
+/// visible (this node's own entries in it are ignored: the local tasks are the truth about them).
+/// Attachments whose addresses don't read are left out (`prepare` refuses such tasks).
+pub fn plan_node(
+    config: &NodeConfig,
+    node: &str,
+    tasks: &BTreeMap<String, HeldTask>,
+    table: &BTreeMap<EndpointKey, VisibleEndpoint>,
+) -> NodePlan {
+    let mut networks: BTreeMap<String, Network> = BTreeMap::new();
+    let mut network_names: BTreeMap<String, (String, bool, bool)> = BTreeMap::new();
+    let mut used_vnis: BTreeSet<u32> = BTreeSet::new();
+    let mut local_tasks = Vec::new();
+    let mut endpoints = Vec::new();
+    let mut publications = BTreeMap::new();
+    // network id → endpoint (task) id → what DNS and VIPs see of it.
+    let mut seen: BTreeMap<String, BTreeMap<String, SeenEndpoint>> = BTreeMap::new();
+    let mut local_addresses: BTreeSet<(String, Ipv4Addr)> = BTreeSet::new();
+
+    for (task_id, task) in tasks {
+        let mut any = false;
+        for (index, attachment) in task.networks.attachments.iter().enumerate() {
+            let Ok(parsed) = parse_attachment(attachment) else {
+                continue;
+            };
+            let network_id = &attachment.network_id;
+            if !networks.contains_key(network_id) {
+                // Two networks with one VNI can't both be planned; the allocator never gives
+                // one twice, so the second is a stale task's and waits for it to go.
+                if !used_vnis.insert(attachment.vni) {
+                    continue;
+                }
+                networks.insert(
+                    network_id.clone(),
+                    Network {
+                        id: network_id.clone(),
+                        vni: attachment.vni,
+                        gateway: parsed.gateway,
+                        internal: attachment.internal,
+                        encrypted: attachment.encrypted,
+                    },
+                );
+                network_names.insert(
+                    network_id.clone(),
+                    (
+                        attachment.network_name.clone(),
+                        attachment.ingress,
+                        attachment.internal,
+                    ),
+                );
+            }
+            any = true;
+            let mac = Mac::for_ipv4(parsed.address.addr);
+            endpoints.push(LocalEndpoint {
+                task_id: task_id.clone(),
+                network_id: network_id.clone(),
+                address: parsed.address,
+                mac,
+                interface: interface_name(index),
+            });
+            local_addresses.insert((network_id.clone(), parsed.address.addr));
+            publications.insert(
+                EndpointKey {
+                    network: network_id.clone(),
+                    endpoint: task_id.clone(),
+                },
+                EndpointRecord {
+                    task_name: task.networks.container_name.clone(),
+                    address: parsed.address.to_string(),
+                    mac: mac.to_string(),
+                    tunnel_endpoint: IpAddr::V4(config.vtep),
+                    service_id: task.networks.service_id.clone(),
+                    service_name: task.networks.service_name.clone(),
+                    virtual_ip: vip_of(task, &parsed).map(|vip| vip.to_string()),
+                    aliases: attachment.aliases.clone(),
+                    healthy: task.serving,
+                },
+            );
+            seen.entry(network_id.clone()).or_default().insert(
+                task_id.clone(),
+                SeenEndpoint {
+                    service_id: task.networks.service_id.clone(),
+                    service_name: task.networks.service_name.clone(),
+                    aliases: attachment.aliases.clone(),
+                    virtual_ip: vip_of(task, &parsed).map(|vip| vip.addr),
+                    container_name: task.networks.container_name.clone(),
+                    address: parsed.address.addr,
+                    serving: task.serving,
+                },
+            );
+        }
+        if any {
+            local_tasks.push(LocalTask {
+                id: task_id.clone(),
+                netns: task.netns.clone(),
+                egress: task.egress,
+            });
+        }
+    }
+
+    let mut peers = BTreeMap::new();
+    for (key, visible) in table {
+        if visible.node == node || !networks.contains_key(&key.network) {
+            continue;
+        }
+        let record = &visible.record;
+        let (Ok(address), IpAddr::V4(vtep)) =
+            (Ipv4Cidr::parse(&record.address), record.tunnel_endpoint)
+        else {
+            continue;
+        };
+        // A remote copy of an address a local task holds is stale (the task moved here).
+        if local_addresses.contains(&(key.network.clone(), address.addr)) {
+            continue;
+        }
+        let mac = parse_mac(&record.mac).unwrap_or_else(|| Mac::for_ipv4(address.addr));
+        peers.insert(
+            (key.network.clone(), address.addr),
+            RemotePeer {
+                network_id: key.network.clone(),
+                address: address.addr,
+                mac,
+                vtep,
+            },
+        );
+        seen.entry(key.network.clone()).or_default().insert(
+            key.endpoint.clone(),
+            SeenEndpoint {
+                service_id: record.service_id.clone(),
+                service_name: record.service_name.clone(),
+                aliases: record.aliases.clone(),
+                virtual_ip: record
+                    .virtual_ip
+                    .as_deref()
+                    .and_then(|vip| Ipv4Cidr::parse(vip).ok())
+                    .map(|vip| vip.addr),
+                container_name: record.task_name.clone(),
+                address: address.addr,
+                serving: record.healthy,
+            },
+        );
+    }
+
+    let dns = network_names
+        .iter()
+        .map(|(id, (name, ingress, internal))| NetworkRecords {
+            id: id.clone(),
+            name: name.clone(),
+            ingress: *ingress,
+            internal: *internal,
+            services: services_on(seen.get(id)),
+        })
+        .collect();
+
+    let vips = tasks
+        .iter()
+        .filter(|(task_id, _)| local_tasks.iter().any(|task| &task.id == *task_id))
+        .map(|(task_id, task)| {
+            let mut by_vip: BTreeMap<Ipv4Addr, BTreeSet<Ipv4Addr>> = BTreeMap::new();
+            for attachment in &task.networks.attachments {
+                if attachment.ingress {
+                    continue;
+                }
+                for endpoint in seen
+                    .get(&attachment.network_id)
+                    .into_iter()
+                    .flat_map(|s| s.values())
+                {
+                    let Some(vip) = endpoint.virtual_ip else {
+                        continue;
+                    };
+                    let backends = by_vip.entry(vip).or_default();
+                    if endpoint.serving {
+                        backends.insert(endpoint.address);
+                    }
+                }
+            }
+            let services = by_vip
+                .into_iter()
+                .map(|(vip, backends)| VipService {
+                    vip,
+                    ports: VipPorts::All,
+                    backends,
+                })
+                .collect();
+            (task_id.clone(), services)
+        })
+        .collect();
+
+    NodePlan {
+        gossip_networks: networks.keys().cloned().collect(),
+        desired: Desired {
+            config: config.clone(),
+            networks: networks.into_values().collect(),
+            tasks: local_tasks,
+            endpoints,
+            peers: peers.into_values().collect(),
+        },
+        dns,
+        vips,
+        publications,
+    }
+}
+
+/// The service's VIP on this network, in `vip` mode.
+fn vip_of(task: &HeldTask, parsed: &ParsedAttachment) -> Option<Ipv4Cidr> {
+    match task.networks.endpoint_mode {
+        EndpointMode::Vip => parsed.virtual_ip,
+        EndpointMode::DnsRoundRobin => None,
+    }
+}
+
+fn parse_mac(text: &str) -> Option<Mac> {
+    let mut mac = [0u8; 6];
+    let mut parts = text.split(':');
+    for byte in &mut mac {
+        *byte = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(Mac(mac))
+}
+
+/// One network's services, in service id order, each with its tasks in name order. A service's
+/// name, aliases and VIP are those of its first endpoint in endpoint id order.
+fn services_on(endpoints: Option<&BTreeMap<String, SeenEndpoint>>) -> Vec<ServiceRecords> {
+    let mut services: BTreeMap<&str, ServiceRecords> = BTreeMap::new();
+    for endpoint in endpoints.into_iter().flat_map(|e| e.values()) {
+        let service = services
+            .entry(&endpoint.service_id)
+            .or_insert_with(|| ServiceRecords {
+                name: endpoint.service_name.clone(),
+                aliases: endpoint.aliases.clone(),
+                endpoint: match endpoint.virtual_ip {
+                    Some(vip) => ServiceEndpoint::VirtualIp(IpAddr::V4(vip)),
+                    None => ServiceEndpoint::DnsRoundRobin,
+                },
+                tasks: Vec::new(),
+            });
+        service.tasks.push(TaskRecord {
+            container_name: endpoint.container_name.clone(),
+            address: IpAddr::V4(endpoint.address),
+            // `serving` already folds in the healthcheck.
+            running: endpoint.serving,
+            health: TaskHealth::NoHealthcheck,
+        });
+    }
+    services
+        .into_values()
+        .map(|mut service| {
+            service
+                .tasks
+                .sort_by(|a, b| a.container_name.cmp(&b.container_name));
+            service
+        })
+        .collect()
+}
+
+/// What the gossip agent is told to go from one plan's publications and networks to the next:
+/// joins before publications, withdrawals before leaves.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct GossipChanges {
+    pub join: Vec<String>,
+    pub publish: Vec<(EndpointKey, EndpointRecord)>,
+    pub withdraw: Vec<EndpointKey>,
+    pub leave: Vec<String>,
+}
+
+impl GossipChanges {
+    pub fn is_empty(&self) -> bool {
+        self.join.is_empty()
+            && self.publish.is_empty()
+            && self.withdraw.is_empty()
+            && self.leave.is_empty()
+    }
+}
+
+/// The gossip changes from what was applied (`networks`, `published`) to `plan`.
+pub fn gossip_changes(
+    networks: &BTreeSet<String>,
+    published: &BTreeMap<EndpointKey, EndpointRecord>,
+    plan: &NodePlan,
+) -> GossipChanges {
+    GossipChanges {
+        join: plan.gossip_networks.difference(networks).cloned().collect(),
+        publish: plan
+            .publications
+            .iter()
+            .filter(|(key, record)| published.get(*key) != Some(*record))
+            .map(|(key, record)| (key.clone(), record.clone()))
+            .collect(),
+        withdraw: published
+            .keys()
+            .filter(|key| !plan.publications.contains_key(*key))
+            .cloned()
+            .collect(),
+        leave: networks
+            .difference(&plan.gossip_networks)
+            .cloned()
+            .collect(),
+    }
+}
+
+/// The gateway bridge's subnet: Docker's docker_gwbridge default, 172.18.0.0/16, or the next
+/// /16 up to 172.31.0.0/16 when an address of the host (`taken`) lies in it; the default when
+/// all are taken.
+pub fn pick_gateway_bridge(taken: &[Ipv4Addr]) -> Ipv4Cidr {
+    let candidate = |second: u8| Ipv4Cidr {
+        addr: Ipv4Addr::new(172, second, 0, 0),
+        prefix: 16,
+    };
+    (18..=31)
+        .map(candidate)
+        .find(|subnet| !taken.iter().any(|address| subnet.contains(*address)))
+        .unwrap_or_else(|| candidate(18))
+}
+
+/// The task as its embedded DNS sees the asker: its networks in its order, and its DNS options.
+pub fn asking_task(task: &TaskNetworks, ndots_set: bool) -> AskingTask {
+    AskingTask {
+        networks: task
+            .attachments
+            .iter()
+            .map(|attachment| attachment.network_id.clone())
+            .collect(),
+        ndots_set,
+        own_upstreams: !routing_mesh::dns::task_upstreams(&task.dns.nameservers).is_empty(),
+    }
+}
+
+/// The task's /etc/hosts: Docker's localhost lines, the task's first address with its hostname,
+/// then its `--host` entries ("IP NAME [ALIAS...]").
+pub fn hosts_file(task: &TaskNetworks) -> String {
+    let mut text = String::from(
+        "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+         fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\n\
+         ff02::1\tip6-allnodes\nff02::2\tip6-allrouters\n",
+    );
+    let own_address = task
+        .attachments
+        .iter()
+        .find_map(|attachment| Ipv4Cidr::parse(&attachment.address).ok());
+    if let Some(address) = own_address
+        && !task.hostname.is_empty()
+    {
+        text.push_str(&format!("{}\t{}\n", address.addr, task.hostname));
+    }
+    for entry in &task.hosts {
+        let mut words = entry.split_whitespace();
+        if let Some(ip) = words.next() {
+            let names: Vec<&str> = words.collect();
+            if !names.is_empty() {
+                text.push_str(&format!("{ip}\t{}\n", names.join(" ")));
+            }
+        }
+    }
+    text
+}
+
+/// The gossip's keyring from the session's network keys: the gossip's AES-256-GCM keys, the
+/// newest by Lamport time the one to send with, each named by its Lamport time (the same on
+/// every node, as every node gets the keys from the same cluster object). `None` when there is
+/// no usable key.
+pub fn gossip_keyring(keys: &[EncryptionKey]) -> Option<Keyring> {
+    let mut usable: Vec<(u64, [u8; KEY_LEN])> = keys
+        .iter()
+        .filter(|key| {
+            key.subsystem == GOSSIP_KEY_SUBSYSTEM && key.algorithm == Algorithm::Aes256Gcm as i32
+        })
+        .filter_map(|key| {
+            Some((
+                key.lamport_time,
+                <[u8; KEY_LEN]>::try_from(key.key.as_slice()).ok()?,
+            ))
+        })
+        .collect();
+    usable.sort_by_key(|(lamport, _)| std::cmp::Reverse(*lamport));
+    usable.dedup_by_key(|(lamport, _)| *lamport as u32);
+    let mut keys = usable
+        .into_iter()
+        .map(|(lamport, secret)| GossipKey::new(lamport as u32, secret));
+    let primary = keys.next()?;
+    Keyring::new(primary, keys.collect()).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use overlay_net::DEFAULT_VXLAN_PORT;
+    use worker::networking::DnsOptions;
+
+    use super::*;
+
+    fn cidr(text: &str) -> Ipv4Cidr {
+        Ipv4Cidr::parse(text).unwrap()
+    }
+
+    fn ip(text: &str) -> Ipv4Addr {
+        text.parse().unwrap()
+    }
+
+    fn config() -> NodeConfig {
+        NodeConfig {
+            prefix: "s00001".into(),
+            underlay_netns: None,
+            vtep: ip("192.0.2.1"),
+            underlay_mtu: 1500,
+            vxlan_port: DEFAULT_VXLAN_PORT,
+            gwbridge: cidr("172.18.0.0/16"),
+        }
+    }
+
+    fn attachment(network: &str, vni: u32, address: &str, vip: Option<&str>) -> NetworkAttachment {
+        NetworkAttachment {
+            network_id: format!("net-{network}"),
+            network_name: network.to_owned(),
+            vni,
+            gateway: format!("10.0.{}.1/24", vni - 4096),
+            address: address.to_owned(),
+            internal: network == "back",
+            encrypted: false,
+            ingress: false,
+            aliases: if network == "front" {
+                vec!["www".into()]
+            } else {
+                Vec::new()
+            },
+            virtual_ip: vip.map(str::to_owned),
+        }
+    }
+
+    fn task(
+        id: &str,
+        service: &str,
+        attachments: Vec<NetworkAttachment>,
+        serving: bool,
+    ) -> HeldTask {
+        HeldTask {
+            networks: TaskNetworks {
+                task_id: id.to_owned(),
+                container_name: format!("{service}.1.{id}"),
+                service_id: format!("svc-{service}"),
+                service_name: service.to_owned(),
+                endpoint_mode: EndpointMode::Vip,
+                attachments,
+                dns: DnsOptions::default(),
+                hosts: Vec::new(),
+                hostname: id.to_owned(),
+            },
+            netns: PathBuf::from(format!("/run/netns/s00001t-{id}")),
+            egress: Some(ip("172.18.0.2")),
+            serving,
+        }
+    }
+
+    fn remote(
+        node: &str,
+        network: &str,
+        id: &str,
+        address: &str,
+        healthy: bool,
+    ) -> (EndpointKey, VisibleEndpoint) {
+        (
+            EndpointKey {
+                network: format!("net-{network}"),
+                endpoint: id.to_owned(),
+            },
+            VisibleEndpoint {
+                node: node.to_owned(),
+                record: EndpointRecord {
+                    task_name: format!("web.2.{id}"),
+                    address: address.to_owned(),
+                    mac: Mac::for_ipv4(cidr(address).addr).to_string(),
+                    tunnel_endpoint: IpAddr::V4(ip("192.0.2.2")),
+                    service_id: "svc-web".to_owned(),
+                    service_name: "web".to_owned(),
+                    virtual_ip: Some("10.0.1.2/24".to_owned()),
+                    aliases: vec!["www".into()],
+                    healthy,
+                },
+            },
+        )
+    }
+
+    /// Task a of web (VIPs) on front then back, task b of db (dnsrr, not serving) on the
+    /// internal back; and the gossip's view: web's task c on node n2, a stale copy of this
+    /// node's own a, and a task on a network this node has no task on.
+    fn scene() -> (
+        BTreeMap<String, HeldTask>,
+        BTreeMap<EndpointKey, VisibleEndpoint>,
+    ) {
+        let mut db = task(
+            "b",
+            "db",
+            vec![attachment("back", 4098, "10.0.2.7/24", None)],
+            false,
+        );
+        db.networks.endpoint_mode = EndpointMode::DnsRoundRobin;
+        db.egress = None;
+        let tasks = BTreeMap::from([
+            (
+                "a".to_owned(),
+                task(
+                    "a",
+                    "web",
+                    vec![
+                        attachment("front", 4097, "10.0.1.5/24", Some("10.0.1.2/24")),
+                        attachment("back", 4098, "10.0.2.5/24", Some("10.0.2.2/24")),
+                    ],
+                    true,
+                ),
+            ),
+            ("b".to_owned(), db),
+        ]);
+        let table = BTreeMap::from([
+            remote("n2", "front", "c", "10.0.1.6/24", true),
+            remote("n1", "front", "a", "10.0.1.5/24", false),
+            remote("n2", "elsewhere", "d", "10.0.9.6/24", true),
+        ]);
+        (tasks, table)
+    }
+
+    #[test]
+    fn the_data_plane_has_the_node_s_networks_tasks_and_the_peers_on_them() {
+        let (tasks, table) = scene();
+        let plan = plan_node(&config(), "n1", &tasks, &table);
+        assert_eq!(
+            plan.desired,
+            Desired {
+                config: config(),
+                networks: vec![
+                    Network {
+                        id: "net-back".into(),
+                        vni: 4098,
+                        gateway: cidr("10.0.2.1/24"),
+                        internal: true,
+                        encrypted: false,
+                    },
+                    Network {
+                        id: "net-front".into(),
+                        vni: 4097,
+                        gateway: cidr("10.0.1.1/24"),
+                        internal: false,
+                        encrypted: false,
+                    },
+                ],
+                tasks: vec![
+                    LocalTask {
+                        id: "a".into(),
+                        netns: "/run/netns/s00001t-a".into(),
+                        egress: Some(ip("172.18.0.2")),
+                    },
+                    LocalTask {
+                        id: "b".into(),
+                        netns: "/run/netns/s00001t-b".into(),
+                        egress: None,
+                    },
+                ],
+                endpoints: vec![
+                    LocalEndpoint {
+                        task_id: "a".into(),
+                        network_id: "net-front".into(),
+                        address: cidr("10.0.1.5/24"),
+                        mac: Mac::for_ipv4(ip("10.0.1.5")),
+                        interface: "eth0".into(),
+                    },
+                    LocalEndpoint {
+                        task_id: "a".into(),
+                        network_id: "net-back".into(),
+                        address: cidr("10.0.2.5/24"),
+                        mac: Mac::for_ipv4(ip("10.0.2.5")),
+                        interface: "eth1".into(),
+                    },
+                    LocalEndpoint {
+                        task_id: "b".into(),
+                        network_id: "net-back".into(),
+                        address: cidr("10.0.2.7/24"),
+                        mac: Mac::for_ipv4(ip("10.0.2.7")),
+                        interface: "eth0".into(),
+                    },
+                ],
+                peers: vec![RemotePeer {
+                    network_id: "net-front".into(),
+                    address: ip("10.0.1.6"),
+                    mac: Mac::for_ipv4(ip("10.0.1.6")),
+                    vtep: ip("192.0.2.2"),
+                }],
+            }
+        );
+        assert_eq!(
+            plan.gossip_networks,
+            BTreeSet::from(["net-back".to_owned(), "net-front".to_owned()])
+        );
+        // The plan is a valid input of the data plane's own plan.
+        overlay_net::plan(&plan.desired).unwrap();
+    }
+
+    fn task_record(name: &str, address: &str, running: bool) -> TaskRecord {
+        TaskRecord {
+            container_name: name.to_owned(),
+            address: IpAddr::V4(ip(address)),
+            running,
+            health: TaskHealth::NoHealthcheck,
+        }
+    }
+
+    #[test]
+    fn dns_holds_local_and_remote_tasks_with_vips_aliases_and_dnsrr() {
+        let (tasks, table) = scene();
+        let plan = plan_node(&config(), "n1", &tasks, &table);
+        assert_eq!(
+            plan.dns,
+            vec![
+                NetworkRecords {
+                    id: "net-back".into(),
+                    name: "back".into(),
+                    ingress: false,
+                    internal: true,
+                    services: vec![
+                        ServiceRecords {
+                            name: "db".into(),
+                            aliases: Vec::new(),
+                            endpoint: ServiceEndpoint::DnsRoundRobin,
+                            tasks: vec![task_record("db.1.b", "10.0.2.7", false)],
+                        },
+                        ServiceRecords {
+                            name: "web".into(),
+                            aliases: Vec::new(),
+                            endpoint: ServiceEndpoint::VirtualIp(IpAddr::V4(ip("10.0.2.2"))),
+                            tasks: vec![task_record("web.1.a", "10.0.2.5", true)],
+                        },
+                    ],
+                },
+                NetworkRecords {
+                    id: "net-front".into(),
+                    name: "front".into(),
+                    ingress: false,
+                    internal: false,
+                    services: vec![ServiceRecords {
+                        name: "web".into(),
+                        aliases: vec!["www".into()],
+                        endpoint: ServiceEndpoint::VirtualIp(IpAddr::V4(ip("10.0.1.2"))),
+                        tasks: vec![
+                            task_record("web.1.a", "10.0.1.5", true),
+                            task_record("web.2.c", "10.0.1.6", true),
+                        ],
+                    }],
+                },
+            ]
+        );
+    }
+
+    #[test]
+    fn each_task_balances_the_vips_on_its_networks_to_serving_backends() {
+        let (mut tasks, mut table) = scene();
+        // The remote web task stops serving: only the local one is a backend on front.
+        table.insert(
+            remote("n2", "front", "c", "10.0.1.6/24", false).0,
+            remote("n2", "front", "c", "10.0.1.6/24", false).1,
+        );
+        let plan = plan_node(&config(), "n1", &tasks, &table);
+        let vip = |vip: &str, backends: &[&str]| VipService {
+            vip: ip(vip),
+            ports: VipPorts::All,
+            backends: backends.iter().map(|b| ip(b)).collect(),
+        };
+        assert_eq!(
+            plan.vips,
+            BTreeMap::from([
+                (
+                    "a".to_owned(),
+                    vec![
+                        vip("10.0.1.2", &["10.0.1.5"]),
+                        vip("10.0.2.2", &["10.0.2.5"])
+                    ]
+                ),
+                ("b".to_owned(), vec![vip("10.0.2.2", &["10.0.2.5"])]),
+            ])
+        );
+        // No serving task: the VIP stays, with no backend, so it is refused at once.
+        tasks.get_mut("a").unwrap().serving = false;
+        let plan = plan_node(&config(), "n1", &tasks, &table);
+        assert_eq!(plan.vips["b"], vec![vip("10.0.2.2", &[])]);
+    }
+
+    #[test]
+    fn publications_are_this_node_s_endpoints_with_serving_as_healthy() {
+        let (tasks, table) = scene();
+        let plan = plan_node(&config(), "n1", &tasks, &table);
+        let key = |network: &str, endpoint: &str| EndpointKey {
+            network: network.to_owned(),
+            endpoint: endpoint.to_owned(),
+        };
+        assert_eq!(
+            plan.publications.keys().cloned().collect::<Vec<_>>(),
+            vec![
+                key("net-back", "a"),
+                key("net-back", "b"),
+                key("net-front", "a")
+            ]
+        );
+        assert_eq!(
+            plan.publications[&key("net-front", "a")],
+            EndpointRecord {
+                task_name: "web.1.a".into(),
+                address: "10.0.1.5/24".into(),
+                mac: "02:42:0a:00:01:05".into(),
+                tunnel_endpoint: IpAddr::V4(ip("192.0.2.1")),
+                service_id: "svc-web".into(),
+                service_name: "web".into(),
+                virtual_ip: Some("10.0.1.2/24".into()),
+                aliases: vec!["www".into()],
+                healthy: true,
+            }
+        );
+        let db = &plan.publications[&key("net-back", "b")];
+        assert_eq!((db.virtual_ip.clone(), db.healthy), (None, false));
+    }
+
+    #[test]
+    fn a_remote_copy_of_a_local_address_and_bad_records_are_left_out() {
+        let (tasks, mut table) = scene();
+        table.insert(
+            remote("n3", "front", "old", "10.0.1.5/24", true).0,
+            remote("n3", "front", "old", "10.0.1.5/24", true).1,
+        );
+        let (key, mut broken) = remote("n3", "front", "x", "10.0.1.9", true);
+        broken.record.address = "not an address".into();
+        table.insert(key, broken);
+        let plan = plan_node(&config(), "n1", &tasks, &table);
+        let peers: Vec<Ipv4Addr> = plan.desired.peers.iter().map(|peer| peer.address).collect();
+        assert_eq!(peers, vec![ip("10.0.1.6")]);
+    }
+
+    #[test]
+    fn gossip_changes_join_publish_withdraw_and_leave() {
+        let (mut tasks, table) = scene();
+        let before = plan_node(&config(), "n1", &tasks, &table);
+        let first = gossip_changes(&BTreeSet::new(), &BTreeMap::new(), &before);
+        assert_eq!(
+            first.join,
+            vec!["net-back".to_owned(), "net-front".to_owned()]
+        );
+        assert_eq!(first.publish.len(), 3);
+        assert!(first.withdraw.is_empty() && first.leave.is_empty());
+        assert!(gossip_changes(&before.gossip_networks, &before.publications, &before).is_empty());
+
+        // a goes; b starts serving.
+        tasks.remove("a");
+        tasks.get_mut("b").unwrap().serving = true;
+        let after = plan_node(&config(), "n1", &tasks, &table);
+        let changes = gossip_changes(&before.gossip_networks, &before.publications, &after);
+        assert!(changes.join.is_empty());
+        assert_eq!(changes.publish.len(), 1);
+        assert_eq!(changes.publish[0].0.endpoint, "b");
+        assert!(changes.publish[0].1.healthy);
+        let withdrawn: Vec<(&str, &str)> = changes
+            .withdraw
+            .iter()
+            .map(|key| (key.network.as_str(), key.endpoint.as_str()))
+            .collect();
+        assert_eq!(withdrawn, vec![("net-back", "a"), ("net-front", "a")]);
+        assert_eq!(changes.leave, vec!["net-front".to_owned()]);
+        // Nothing of front is programmed once the node has no task on it.
+        assert!(after.desired.peers.is_empty());
+        assert_eq!(after.dns.len(), 1);
+    }
+
+    #[test]
+    fn an_attachment_that_does_not_read_names_its_field_and_is_left_out() {
+        let mut bad = attachment("front", 4097, "10.0.1.5", None);
+        let error = parse_attachment(&bad).unwrap_err();
+        assert!(
+            error.contains("front") && error.contains("task address"),
+            "{error}"
+        );
+        bad.address = "10.0.1.5/24".into();
+        bad.virtual_ip = Some("10.0.1.2".into());
+        assert!(parse_attachment(&bad).unwrap_err().contains("virtual IP"));
+        let tasks = BTreeMap::from([("a".to_owned(), task("a", "web", vec![bad], true))]);
+        let plan = plan_node(&config(), "n1", &tasks, &BTreeMap::new());
+        assert!(plan.desired.tasks.is_empty() && plan.publications.is_empty());
+    }
+
+    #[test]
+    fn hosts_have_localhost_the_task_s_own_line_and_its_extra_hosts() {
+        let mut held = task(
+            "a",
+            "web",
+            vec![attachment("front", 4097, "10.0.1.5/24", None)],
+            true,
+        );
+        held.networks.hostname = "web-1".into();
+        held.networks.hosts = vec!["192.0.2.9 db  db.local".into(), "lonely".into()];
+        assert_eq!(
+            hosts_file(&held.networks),
+            "127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n\
+             fe00::0\tip6-localnet\nff00::0\tip6-mcastprefix\nff02::1\tip6-allnodes\n\
+             ff02::2\tip6-allrouters\n10.0.1.5\tweb-1\n192.0.2.9\tdb db.local\n"
+        );
+    }
+
+    fn key(subsystem: &str, lamport_time: u64, byte: u8, length: usize) -> EncryptionKey {
+        EncryptionKey {
+            subsystem: subsystem.to_owned(),
+            algorithm: Algorithm::Aes256Gcm as i32,
+            key: vec![byte; length],
+            lamport_time,
+        }
+    }
+
+    #[test]
+    fn the_newest_gossip_key_sends_and_other_keys_are_ignored() {
+        assert_eq!(gossip_keyring(&[]), None);
+        let keys = [
+            key(GOSSIP_KEY_SUBSYSTEM, 3, 1, KEY_LEN),
+            key(GOSSIP_KEY_SUBSYSTEM, 7, 2, KEY_LEN),
+            key("networking:ipsec", 9, 3, KEY_LEN),
+            key(GOSSIP_KEY_SUBSYSTEM, 8, 4, 16),
+        ];
+        let ring = gossip_keyring(&keys).unwrap();
+        assert_eq!(ring.primary_id(), 7);
+        assert_eq!(
+            ring,
+            Keyring::new(
+                GossipKey::new(7, [2; KEY_LEN]),
+                vec![GossipKey::new(3, [1; KEY_LEN])]
+            )
+            .unwrap()
+        );
+        let mut aes128 = key(GOSSIP_KEY_SUBSYSTEM, 1, 1, KEY_LEN);
+        aes128.algorithm = Algorithm::Aes128Gcm as i32;
+        assert_eq!(gossip_keyring(&[aes128]), None);
+    }
+
+    #[test]
+    fn the_gateway_bridge_takes_the_first_free_candidate() {
+        assert_eq!(pick_gateway_bridge(&[]), cidr("172.18.0.0/16"));
+        assert_eq!(
+            pick_gateway_bridge(&[ip("172.18.0.1"), ip("172.19.3.4"), ip("10.0.0.1")]),
+            cidr("172.20.0.0/16")
+        );
+    }
+}

@@ -1,0 +1,853 @@
+//! The node's overlay networking, as the worker drives it through
+//! [`worker::networking::TaskNetworking`]: each networked task gets a persistent, named network
+//! namespace with its interfaces on each overlay, an embedded DNS at 127.0.0.11 and a VIP table,
+//! and the node gossips its endpoints to the other nodes and programs theirs.
+//!
+//! Decisions are the pure [`core`]'s; this shell carries them out. One background loop applies
+//! the whole plan (data plane, DNS names, VIP elements, gossip publications) whenever the set of
+//! tasks or the gossip's table changes, coalescing bursts, and every [`RESYNC_PERIOD`]; a failure
+//! is logged and retried, never fatal to the daemon.
+
+pub mod core;
+mod host;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use overlay_net::gossip::{
+    DEFAULT_GOSSIP_PORT, EndpointKey, EndpointRecord, GossipAgent, GossipAgentConfig, GossipConfig,
+    Keyring, TableView,
+};
+use overlay_net::{DEFAULT_VXLAN_PORT, Desired, Ipv4Cidr, NodeConfig, netns};
+use routing_mesh::dns::{
+    DnsServer, DnsTable, EMBEDDED_DNS_ADDRESS, ForwardingConfig, TaskDns, TaskUpstreams,
+    open_task_sockets, task_resolv_conf, task_upstreams,
+};
+use routing_mesh::vip::{DAEMON_TABLE, NftInNamespace, TableName, VipService};
+use shoal_proto::api::SessionMessage;
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use worker::networking::{
+    BoxFuture, LocalEndpoint, PreparedNetworks, TaskNetworking, TaskNetworks,
+};
+
+use self::core::{GossipChanges, HeldTask, NodePlan, gossip_changes, plan_node};
+
+/// How often the whole plan is applied again even when nothing asked for it, so whatever failed
+/// or was changed behind the daemon's back is put right.
+pub const RESYNC_PERIOD: Duration = Duration::from_secs(30);
+
+/// How soon a pass that failed is tried again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
+
+/// How long the loop waits after a trigger for more of a burst before it applies.
+const COALESCE: Duration = Duration::from_millis(50);
+
+/// The host's resolv.conf: the upstream resolvers and the search domains tasks inherit.
+const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+/// Who this node is in the swarm: its gossip name and its VXLAN tunnel endpoint.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct NodeIdentity {
+    node_id: String,
+    vtep: Ipv4Addr,
+}
+
+/// What the worker and the session told the node; read by every pass.
+#[derive(Default)]
+struct Inputs {
+    node: Option<NodeIdentity>,
+    keyring: Option<Keyring>,
+    seeds: Vec<SocketAddr>,
+    /// The cluster's VXLAN port; 0 is overlay-net's default.
+    vxlan_port: u16,
+    /// The networked tasks the node holds, by task id.
+    held: BTreeMap<String, HeldTask>,
+    /// Tasks whose `prepare` is running: never torn down meanwhile.
+    preparing: BTreeSet<String>,
+    /// Whether the worker has given its set at least once: only then are namespaces of tasks it
+    /// does not hold (left by an earlier run) removed.
+    set_known: bool,
+}
+
+/// What the last passes made, owned by whichever pass runs.
+#[derive(Default)]
+struct Applied {
+    config: Option<NodeConfig>,
+    /// The data plane last reconciled without error.
+    desired: Option<Desired>,
+    dns_records: Option<Vec<routing_mesh::dns::NetworkRecords>>,
+    task_dns: BTreeMap<String, TaskDns>,
+    vips: BTreeMap<String, Vec<VipService>>,
+    gossip: Option<RunningGossip>,
+    gossip_networks: BTreeSet<String>,
+    published: BTreeMap<EndpointKey, EndpointRecord>,
+}
+
+struct RunningGossip {
+    agent: GossipAgent,
+    keyring: Keyring,
+    seeds: Vec<SocketAddr>,
+    /// Triggers a pass whenever the table changes.
+    watcher: JoinHandle<()>,
+}
+
+impl Drop for RunningGossip {
+    fn drop(&mut self) {
+        self.watcher.abort();
+    }
+}
+
+struct Shared {
+    prefix: String,
+    /// The gateway bridge's subnet, chosen when the daemon starts.
+    gwbridge: Ipv4Cidr,
+    runtime: tokio::runtime::Handle,
+    dns: DnsServer,
+    nft: NftInNamespace,
+    table: TableName,
+    inputs: Mutex<Inputs>,
+    applied: tokio::sync::Mutex<Applied>,
+    trigger: Arc<Notify>,
+}
+
+/// The node's overlay networking: one per daemon, shared by the worker agent (as its
+/// [`TaskNetworking`]) and the roles that feed it the node's identity and gossip keys.
+pub struct NodeNetworking {
+    shared: Arc<Shared>,
+    reconciler: JoinHandle<()>,
+}
+
+impl Drop for NodeNetworking {
+    fn drop(&mut self) {
+        self.reconciler.abort();
+    }
+}
+
+fn lock(inputs: &Mutex<Inputs>) -> MutexGuard<'_, Inputs> {
+    inputs
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl NodeNetworking {
+    /// The node's networking for the daemon with `data_root`; names everything it makes with
+    /// the data root's prefix, so a restarted daemon finds its own. Must be called inside the
+    /// runtime that runs it: its loop and the tasks' DNS live there.
+    pub fn new(data_root: &Path) -> NodeNetworking {
+        let forwarding = ForwardingConfig::from_resolv_conf_file(Path::new(HOST_RESOLV_CONF))
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "could not read {HOST_RESOLV_CONF}: tasks' names that are not the swarm's will not resolve");
+                ForwardingConfig::default()
+            });
+        let prefix = overlay_net::prefix_for_data_root(data_root);
+        let gwbridge = host::gateway_bridge_subnet(&format!("{prefix}-gw"));
+        let shared = Arc::new(Shared {
+            prefix,
+            gwbridge,
+            runtime: tokio::runtime::Handle::current(),
+            dns: DnsServer::new(DnsTable::default(), forwarding),
+            nft: NftInNamespace::default(),
+            table: TableName::new(DAEMON_TABLE).expect("the daemon's table name is valid"),
+            inputs: Mutex::default(),
+            applied: tokio::sync::Mutex::default(),
+            trigger: Arc::new(Notify::new()),
+        });
+        let reconciler = tokio::spawn(reconcile_loop(Arc::clone(&shared)));
+        NodeNetworking { shared, reconciler }
+    }
+
+    /// The prefix of every namespace, link and table this node's networking makes.
+    pub fn prefix(&self) -> &str {
+        &self.shared.prefix
+    }
+
+    /// The network namespace a task gets.
+    pub fn task_netns_path(&self, task_id: &str) -> PathBuf {
+        netns::path(&task_netns_name(&self.shared.prefix, task_id))
+    }
+
+    /// The network namespace of an overlay network on this node.
+    pub fn network_netns_path(&self, network_id: &str) -> PathBuf {
+        netns::path(&format!("{}-{network_id}", self.shared.prefix))
+    }
+
+    /// Who this node is, once it is in a swarm (`None` after it leaves): its node id names it in
+    /// the gossip, and its advertise address is its VXLAN tunnel endpoint.
+    pub fn set_node(&self, node: Option<(String, IpAddr)>) {
+        let node = match node {
+            Some((node_id, IpAddr::V4(vtep))) => Some(NodeIdentity { node_id, vtep }),
+            Some((node_id, IpAddr::V6(address))) => {
+                tracing::warn!(node = %node_id, %address, "overlay networks need an IPv4 advertise address; this node runs no networked task");
+                None
+            }
+            None => None,
+        };
+        lock(&self.shared.inputs).node = node;
+        self.shared.trigger.notify_one();
+    }
+
+    /// Takes what a dispatcher session message says for networking: the gossip keys (the newest
+    /// by Lamport time sends), the managers as gossip seeds (their hosts on port 7946), and the
+    /// cluster's VXLAN port.
+    pub fn observe_session(&self, message: &SessionMessage) {
+        let seeds: Vec<SocketAddr> = message
+            .managers
+            .iter()
+            .filter_map(|manager| manager.peer.as_ref())
+            .filter_map(|peer| peer.addr.parse::<SocketAddr>().ok())
+            .map(|addr| SocketAddr::new(addr.ip(), DEFAULT_GOSSIP_PORT))
+            .collect();
+        let vxlan_port = message.node.as_ref().map_or(0, |node| {
+            u16::try_from(node.vxlan_udp_port).unwrap_or_default()
+        });
+        let keyring = core::gossip_keyring(&message.network_keys);
+        let mut inputs = lock(&self.shared.inputs);
+        if keyring.is_some() {
+            inputs.keyring = keyring;
+        }
+        if !seeds.is_empty() {
+            inputs.seeds = seeds;
+        }
+        inputs.vxlan_port = vxlan_port;
+        drop(inputs);
+        self.shared.trigger.notify_one();
+    }
+
+    /// Sets the gossip keys directly (what [`observe_session`](Self::observe_session) takes from
+    /// the session) and the nodes to join the gossip through.
+    pub fn set_gossip(&self, keyring: Keyring, seeds: Vec<SocketAddr>) {
+        let mut inputs = lock(&self.shared.inputs);
+        inputs.keyring = Some(keyring);
+        inputs.seeds = seeds;
+        drop(inputs);
+        self.shared.trigger.notify_one();
+    }
+
+    /// `swarm leave`: stops every task's DNS, leaves the gossip, and removes every namespace,
+    /// link and nftables table this node's networking made (its prefix's), also those of an
+    /// earlier run.
+    pub async fn remove_all(&self) -> Result<(), String> {
+        let mut applied = self.shared.applied.lock().await;
+        {
+            let mut inputs = lock(&self.shared.inputs);
+            inputs.held.clear();
+            inputs.set_known = false;
+        }
+        for (_, dns) in std::mem::take(&mut applied.task_dns) {
+            dns.stop().await;
+        }
+        if let Some(gossip) = applied.gossip.take() {
+            let RunningGossip { agent, .. } = gossip;
+            if tokio::time::timeout(Duration::from_secs(2), agent.leave())
+                .await
+                .is_err()
+            {
+                tracing::debug!("the gossip did not say goodbye in time");
+            }
+        }
+        let config = applied
+            .config
+            .clone()
+            .unwrap_or_else(|| placeholder_config(&self.shared));
+        *applied = Applied::default();
+        let mut failures = Vec::new();
+        let empty = Desired {
+            config,
+            networks: Vec::new(),
+            tasks: Vec::new(),
+            endpoints: Vec::new(),
+            peers: Vec::new(),
+        };
+        if let Err(error) = overlay_net::apply::reconcile(&empty).await {
+            failures.push(format!(
+                "removing the overlay's links and namespaces: {error}"
+            ));
+        }
+        let prefix = self.shared.prefix.clone();
+        let deleted = tokio::task::spawn_blocking(move || -> Vec<String> {
+            let names = match netns::list(&prefix) {
+                Ok(names) => names,
+                Err(error) => return vec![format!("listing the namespaces: {error}")],
+            };
+            names
+                .iter()
+                .filter_map(|name| netns::delete(name).err().map(|e| format!("{name}: {e}")))
+                .collect()
+        })
+        .await
+        .unwrap_or_else(|error| vec![error.to_string()]);
+        failures.extend(deleted);
+        if failures.is_empty() {
+            Ok(())
+        } else {
+            Err(failures.join("; "))
+        }
+    }
+
+    async fn prepare_task(&self, task: &TaskNetworks) -> Result<PreparedNetworks, String> {
+        for attachment in &task.attachments {
+            core::parse_attachment(attachment)
+                .map_err(|error| format!("task {} can't be attached: {error}", task.task_id))?;
+        }
+        let netns_name = task_netns_name(&self.shared.prefix, &task.task_id);
+        let netns_path = netns::path(&netns_name);
+        {
+            let mut inputs = lock(&self.shared.inputs);
+            if inputs.node.is_none() {
+                return Err("this node is not in a swarm yet, so it has no overlay networking: the task is retried".to_owned());
+            }
+            if inputs.keyring.is_none() {
+                return Err("this node has no gossip keys from the managers yet, so it can't announce the task's endpoints: the task is retried once its session brings them".to_owned());
+            }
+            inputs.preparing.insert(task.task_id.clone());
+            let egress = match inputs.held.get(&task.task_id) {
+                Some(held) if held.egress.is_some() || !core::needs_egress(task) => held.egress,
+                _ => pick_egress(&self.shared, &inputs, task)?,
+            };
+            let serving = inputs
+                .held
+                .get(&task.task_id)
+                .is_some_and(|held| held.serving);
+            inputs.held.insert(
+                task.task_id.clone(),
+                HeldTask {
+                    networks: task.clone(),
+                    netns: netns_path.clone(),
+                    egress,
+                    serving,
+                },
+            );
+        }
+        let prepared = self.prepare_namespace(task, &netns_name, &netns_path).await;
+        lock(&self.shared.inputs).preparing.remove(&task.task_id);
+        prepared?;
+        let host_resolv_conf = tokio::fs::read(HOST_RESOLV_CONF).await.unwrap_or_default();
+        let resolv = task_resolv_conf(&task.dns.search, &task.dns.options, &host_resolv_conf);
+        Ok(PreparedNetworks {
+            netns: netns_path,
+            resolv_conf: resolv.text.into_bytes(),
+            hosts: core::hosts_file(task).into_bytes(),
+        })
+    }
+
+    /// Makes the task's namespace with `lo` up, then runs a pass so its interfaces, DNS and VIP
+    /// table exist before its container does.
+    async fn prepare_namespace(
+        &self,
+        task: &TaskNetworks,
+        netns_name: &str,
+        netns_path: &Path,
+    ) -> Result<(), String> {
+        let name = netns_name.to_owned();
+        tokio::task::spawn_blocking(move || netns::create(&name))
+            .await
+            .map_err(|error| error.to_string())?
+            .map_err(|error| {
+                format!("making the task's network namespace {netns_name}: {error}")
+            })?;
+        overlay_net::apply::loopback_up(netns_path)
+            .await
+            .map_err(|error| format!("bringing up lo in the task's namespace: {error}"))?;
+        let mut applied = self.shared.applied.lock().await;
+        let outcome = apply_pass(&self.shared, &mut applied, false).await;
+        if !applied.task_dns.contains_key(&task.task_id) {
+            return Err(format!(
+                "the task's networks could not be set up: {}",
+                outcome
+                    .err()
+                    .unwrap_or_else(|| "its DNS did not start".to_owned())
+            ));
+        }
+        match outcome {
+            Err(error) if applied.desired.is_none() => {
+                Err(format!("the task's interfaces could not be made: {error}"))
+            }
+            Err(error) => {
+                // Another task's trouble: this one's interfaces were made; the loop retries.
+                tracing::warn!(task = %task.task_id, %error, "networking pass failed in part");
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
+    }
+}
+
+impl TaskNetworking for NodeNetworking {
+    fn prepare<'a>(
+        &'a self,
+        task: &'a TaskNetworks,
+    ) -> BoxFuture<'a, Result<PreparedNetworks, String>> {
+        Box::pin(self.prepare_task(task))
+    }
+
+    fn set_endpoints(&self, endpoints: BTreeMap<String, LocalEndpoint>) {
+        let mut inputs = lock(&self.shared.inputs);
+        let inputs = &mut *inputs;
+        inputs.set_known = true;
+        let preparing = &inputs.preparing;
+        inputs
+            .held
+            .retain(|task_id, _| endpoints.contains_key(task_id) || preparing.contains(task_id));
+        for (task_id, endpoint) in endpoints {
+            if let Some(held) = inputs.held.get_mut(&task_id) {
+                held.serving = endpoint.serving;
+                held.networks = endpoint.networks;
+                continue;
+            }
+            // Held by the worker but not prepared by this run: a restarted daemon adopts the
+            // namespace its task already has.
+            let netns_path = netns::path(&task_netns_name(&self.shared.prefix, &task_id));
+            let parses = endpoint
+                .networks
+                .attachments
+                .iter()
+                .all(|attachment| core::parse_attachment(attachment).is_ok());
+            if !parses || !netns::is_namespace(&netns_path) {
+                continue;
+            }
+            let Ok(egress) = pick_egress(&self.shared, inputs, &endpoint.networks) else {
+                continue;
+            };
+            inputs.held.insert(
+                task_id,
+                HeldTask {
+                    networks: endpoint.networks,
+                    netns: netns_path,
+                    egress,
+                    serving: endpoint.serving,
+                },
+            );
+        }
+        self.shared.trigger.notify_one();
+    }
+}
+
+/// The namespace of a task: the prefix, 't' and the task id. Not `PREFIX-…`, which names the
+/// overlay's own namespaces, so the data plane's reconcile never claims a task's.
+fn task_netns_name(prefix: &str, task_id: &str) -> String {
+    format!("{prefix}t-{task_id}")
+}
+
+/// An egress address for `task` that no held task has, or `None` when it needs none.
+fn pick_egress(
+    shared: &Shared,
+    inputs: &Inputs,
+    task: &TaskNetworks,
+) -> Result<Option<Ipv4Addr>, String> {
+    if !core::needs_egress(task) {
+        return Ok(None);
+    }
+    let in_use: BTreeSet<Ipv4Addr> = inputs
+        .held
+        .iter()
+        .filter(|(task_id, _)| **task_id != task.task_id)
+        .filter_map(|(_, held)| held.egress)
+        .collect();
+    placeholder_config(shared)
+        .pick_egress_address(&in_use)
+        .map(Some)
+        .ok_or_else(|| {
+            format!(
+                "the gateway bridge's subnet {} is full: this node runs too many tasks with a way out",
+                shared.gwbridge
+            )
+        })
+}
+
+/// A configuration with the node's prefix and gateway bridge only: enough to pick egress
+/// addresses, and to find and remove what carries the prefix.
+fn placeholder_config(shared: &Shared) -> NodeConfig {
+    NodeConfig {
+        prefix: shared.prefix.clone(),
+        underlay_netns: None,
+        vtep: Ipv4Addr::UNSPECIFIED,
+        underlay_mtu: 1500,
+        vxlan_port: DEFAULT_VXLAN_PORT,
+        gwbridge: shared.gwbridge,
+    }
+}
+
+/// Applies passes on triggers (bursts coalesced), after a failure, and every [`RESYNC_PERIOD`].
+async fn reconcile_loop(shared: Arc<Shared>) {
+    let mut retry = false;
+    loop {
+        let wait = if retry {
+            RETRY_AFTER_FAILURE
+        } else {
+            RESYNC_PERIOD
+        };
+        let resync = tokio::select! {
+            () = shared.trigger.notified() => {
+                tokio::time::sleep(COALESCE).await;
+                false
+            }
+            () = tokio::time::sleep(wait) => true,
+        };
+        let mut applied = shared.applied.lock().await;
+        match apply_pass(&shared, &mut applied, resync).await {
+            Ok(()) => retry = false,
+            Err(error) => {
+                tracing::warn!(%error, "the node's networking is not fully in step yet; retrying");
+                retry = true;
+            }
+        }
+    }
+}
+
+/// One pass: plans the node from what it holds and what the gossip shows, and makes it so.
+/// `resync` reconciles the data plane and VIP tables even when the plan did not change.
+async fn apply_pass(shared: &Shared, applied: &mut Applied, resync: bool) -> Result<(), String> {
+    let (node, keyring, seeds, vxlan_port, held, preparing, set_known) = {
+        let inputs = lock(&shared.inputs);
+        (
+            inputs.node.clone(),
+            inputs.keyring.clone(),
+            inputs.seeds.clone(),
+            inputs.vxlan_port,
+            inputs.held.clone(),
+            inputs.preparing.clone(),
+            inputs.set_known,
+        )
+    };
+    let Some(node) = node else {
+        return Ok(());
+    };
+    let mut failures = Vec::new();
+    let config = node_config(shared, applied, &node, vxlan_port)?;
+
+    if let Err(error) = ensure_gossip(applied, &node, keyring, seeds, &held, shared).await {
+        failures.push(error);
+    }
+    let table: TableView = applied
+        .gossip
+        .as_ref()
+        .map(|gossip| gossip.agent.watch_table().borrow().clone())
+        .unwrap_or_default();
+    let plan = plan_node(&config, &node.node_id, &held, &table);
+
+    if resync || applied.desired.as_ref() != Some(&plan.desired) {
+        match overlay_net::apply::reconcile(&plan.desired).await {
+            Ok(_) => applied.desired = Some(plan.desired.clone()),
+            Err(error) => {
+                applied.desired = None;
+                failures.push(format!("the overlay data plane: {error}"));
+            }
+        }
+    }
+
+    tear_down_gone(shared, applied, &held, &preparing, set_known, &mut failures).await;
+
+    if applied.dns_records.as_ref() != Some(&plan.dns) {
+        shared.dns.set_table(DnsTable::new(plan.dns.clone()));
+        applied.dns_records = Some(plan.dns.clone());
+    }
+    serve_dns(shared, applied, &held, &mut failures);
+    program_vips(shared, applied, &held, &plan, resync, &mut failures).await;
+    apply_gossip(applied, &plan, &mut failures).await;
+
+    if failures.is_empty() {
+        Ok(())
+    } else {
+        Err(failures.join("; "))
+    }
+}
+
+/// The node's data-plane settings, worked out once per identity and VXLAN port.
+fn node_config(
+    shared: &Shared,
+    applied: &mut Applied,
+    node: &NodeIdentity,
+    vxlan_port: u16,
+) -> Result<NodeConfig, String> {
+    let vxlan_port = if vxlan_port == 0 {
+        DEFAULT_VXLAN_PORT
+    } else {
+        vxlan_port
+    };
+    if let Some(config) = &applied.config
+        && config.vtep == node.vtep
+        && config.vxlan_port == vxlan_port
+    {
+        return Ok(config.clone());
+    }
+    let underlay_mtu = host::mtu_of_interface_with(node.vtep).map_err(|error| {
+        format!(
+            "finding the MTU of the interface holding this node's address {}: {error}",
+            node.vtep
+        )
+    })?;
+    let config = NodeConfig {
+        prefix: shared.prefix.clone(),
+        underlay_netns: None,
+        vtep: node.vtep,
+        underlay_mtu,
+        vxlan_port,
+        gwbridge: shared.gwbridge,
+    };
+    applied.config = Some(config.clone());
+    Ok(config)
+}
+
+/// Starts the gossip once the node holds a task and has keys, and keeps its keys current.
+async fn ensure_gossip(
+    applied: &mut Applied,
+    node: &NodeIdentity,
+    keyring: Option<Keyring>,
+    seeds: Vec<SocketAddr>,
+    held: &BTreeMap<String, HeldTask>,
+    shared: &Shared,
+) -> Result<(), String> {
+    let Some(keyring) = keyring else {
+        return Ok(());
+    };
+    if let Some(gossip) = &mut applied.gossip {
+        if gossip.keyring != keyring {
+            gossip
+                .agent
+                .set_keyring(keyring.clone())
+                .map_err(|error| format!("the gossip's keys: {error}"))?;
+            gossip.keyring = keyring;
+        }
+        if gossip.seeds == seeds {
+            return Ok(());
+        }
+        // New seeds matter only to an agent that found nobody; a restart joins through them.
+        if gossip.agent.watch_members().borrow().is_empty() {
+            applied.gossip = None;
+            applied.gossip_networks.clear();
+            applied.published.clear();
+        } else {
+            gossip.seeds = seeds.clone();
+            return Ok(());
+        }
+    }
+    if held.is_empty() {
+        return Ok(());
+    }
+    let seeds_without_self: Vec<SocketAddr> = seeds
+        .iter()
+        .copied()
+        .filter(|seed| seed.ip() != IpAddr::V4(node.vtep))
+        .collect();
+    let bind = SocketAddr::new(IpAddr::V4(node.vtep), DEFAULT_GOSSIP_PORT);
+    let generation = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_millis() as u64);
+    let agent = GossipAgent::start(GossipAgentConfig {
+        name: node.node_id.clone(),
+        bind,
+        advertise: None,
+        seeds: seeds_without_self,
+        keyring: keyring.clone(),
+        config: GossipConfig::default(),
+        generation,
+    })
+    .await
+    .map_err(|error| format!("starting the gossip on {bind}: {error}"))?;
+    let mut table = agent.watch_table();
+    let trigger = Arc::clone(&shared.trigger);
+    let watcher = tokio::spawn(async move {
+        while table.changed().await.is_ok() {
+            trigger.notify_one();
+        }
+    });
+    tracing::info!(%bind, "overlay gossip started");
+    applied.gossip = Some(RunningGossip {
+        agent,
+        keyring,
+        seeds,
+        watcher,
+    });
+    applied.gossip_networks.clear();
+    applied.published.clear();
+    Ok(())
+}
+
+/// Stops the DNS of tasks the node no longer holds and deletes their namespaces (which takes
+/// their interfaces and VIP tables along), and, once the worker's set is known, namespaces of
+/// tasks an earlier run held.
+async fn tear_down_gone(
+    shared: &Shared,
+    applied: &mut Applied,
+    held: &BTreeMap<String, HeldTask>,
+    preparing: &BTreeSet<String>,
+    set_known: bool,
+    failures: &mut Vec<String>,
+) {
+    let kept = |task_id: &str| held.contains_key(task_id) || preparing.contains(task_id);
+    let gone: Vec<String> = applied
+        .task_dns
+        .keys()
+        .filter(|task_id| !kept(task_id))
+        .cloned()
+        .collect();
+    for task_id in gone {
+        if let Some(dns) = applied.task_dns.remove(&task_id) {
+            dns.stop().await;
+        }
+    }
+    applied.vips.retain(|task_id, _| kept(task_id));
+    if !set_known {
+        return;
+    }
+    let task_prefix = task_netns_name(&shared.prefix, "");
+    let stale = tokio::task::spawn_blocking(move || netns::list(&task_prefix)).await;
+    let names = match stale {
+        Ok(Ok(names)) => names,
+        Ok(Err(error)) => return failures.push(format!("listing task namespaces: {error}")),
+        Err(error) => return failures.push(error.to_string()),
+    };
+    let task_prefix = task_netns_name(&shared.prefix, "");
+    for name in names {
+        let task_id = name.strip_prefix(&task_prefix).unwrap_or_default();
+        if kept(task_id) {
+            continue;
+        }
+        let deleted = {
+            let name = name.clone();
+            tokio::task::spawn_blocking(move || netns::delete(&name)).await
+        };
+        match deleted {
+            Ok(Ok(())) => tracing::info!(task = %task_id, "task's network namespace removed"),
+            Ok(Err(error)) => failures.push(format!("removing {name}: {error}")),
+            Err(error) => failures.push(error.to_string()),
+        }
+    }
+}
+
+/// Serves the embedded DNS of every held task that has no server yet.
+fn serve_dns(
+    shared: &Shared,
+    applied: &mut Applied,
+    held: &BTreeMap<String, HeldTask>,
+    failures: &mut Vec<String>,
+) {
+    for (task_id, task) in held {
+        if applied.task_dns.contains_key(task_id) {
+            continue;
+        }
+        let resolv = task_resolv_conf(&task.networks.dns.search, &task.networks.dns.options, b"");
+        let asker = core::asking_task(&task.networks, resolv.ndots_set);
+        let served = open_task_sockets(&task.netns, EMBEDDED_DNS_ADDRESS).and_then(|sockets| {
+            let own = task_upstreams(&task.networks.dns.nameservers);
+            let _runtime = shared.runtime.enter();
+            if own.is_empty() {
+                shared.dns.serve(sockets, asker)
+            } else {
+                shared.dns.serve_with_own_upstreams(
+                    sockets,
+                    asker,
+                    TaskUpstreams {
+                        servers: own,
+                        netns_path: task.netns.clone(),
+                    },
+                )
+            }
+        });
+        match served {
+            Ok(dns) => {
+                applied.task_dns.insert(task_id.clone(), dns);
+            }
+            Err(error) => failures.push(format!("task {task_id}'s embedded DNS: {error}")),
+        }
+    }
+}
+
+/// Brings each local task's VIP table to the services it should balance; only tables whose
+/// services changed are touched, unless `resync`.
+async fn program_vips(
+    shared: &Shared,
+    applied: &mut Applied,
+    held: &BTreeMap<String, HeldTask>,
+    plan: &NodePlan,
+    resync: bool,
+    failures: &mut Vec<String>,
+) {
+    for (task_id, services) in &plan.vips {
+        if !resync && applied.vips.get(task_id) == Some(services) {
+            continue;
+        }
+        let Some(task) = held.get(task_id) else {
+            continue;
+        };
+        let (nft, netns, table, wanted) = (
+            shared.nft.clone(),
+            task.netns.clone(),
+            shared.table.clone(),
+            services.clone(),
+        );
+        let reconciled = tokio::task::spawn_blocking(move || {
+            routing_mesh::vip::reconcile(&nft, &netns, &table, &wanted)
+        })
+        .await;
+        match reconciled {
+            Ok(Ok(_)) => {
+                applied.vips.insert(task_id.clone(), services.clone());
+            }
+            Ok(Err(error)) => {
+                applied.vips.remove(task_id);
+                failures.push(format!("task {task_id}'s VIP table: {error}"));
+            }
+            Err(error) => failures.push(error.to_string()),
+        }
+    }
+}
+
+/// Joins, publishes, withdraws and leaves what the plan asks of the gossip.
+async fn apply_gossip(applied: &mut Applied, plan: &NodePlan, failures: &mut Vec<String>) {
+    let Some(gossip) = &applied.gossip else {
+        return;
+    };
+    let GossipChanges {
+        join,
+        publish,
+        withdraw,
+        leave,
+    } = gossip_changes(&applied.gossip_networks, &applied.published, plan);
+    let agent = &gossip.agent;
+    for network in join {
+        match agent.join_network(&network) {
+            Ok(()) => {
+                applied.gossip_networks.insert(network);
+            }
+            Err(error) => failures.push(format!("joining network {network}'s gossip: {error}")),
+        }
+    }
+    for (key, record) in publish {
+        match agent
+            .publish(&key.network, &key.endpoint, record.clone())
+            .await
+        {
+            Ok(()) => {
+                applied.published.insert(key, record);
+            }
+            Err(error) => failures.push(format!(
+                "announcing task {} on network {}: {error}",
+                key.endpoint, key.network
+            )),
+        }
+    }
+    for key in withdraw {
+        match agent.withdraw(&key.network, &key.endpoint) {
+            Ok(()) => {
+                applied.published.remove(&key);
+            }
+            Err(error) => failures.push(format!(
+                "withdrawing task {} on network {}: {error}",
+                key.endpoint, key.network
+            )),
+        }
+    }
+    for network in leave {
+        match agent.leave_network(&network) {
+            Ok(()) => {
+                applied.gossip_networks.remove(&network);
+            }
+            Err(error) => failures.push(format!("leaving network {network}'s gossip: {error}")),
+        }
+    }
+}
