@@ -21,6 +21,8 @@
 //! - when a `PersistAssignments` fails, not send that step's report, and answer the report with
 //!   an error instead: otherwise a restart could report a lower state than the manager applied;
 //! - answer every command with exactly one result, timeouts included, or its task stays stuck;
+//! - hand each `SetNetworkEndpoints` to the node's networking in order, before the engine
+//!   commands of the same step;
 //! - feed events that queued up together through `step_batch`;
 //! - send a `Tick` about once a second.
 
