@@ -305,7 +305,10 @@ impl NodeRoles {
             networking: Arc::clone(&self.networking),
         };
         let agent_stopped = stopped.clone();
-        // Overlay networking is not wired in yet: a networked task is refused with a clear error.
+        // The worker does not drive the node's networking yet: NodeNetworking has not been proven
+        // across hosts end to end, and daemons on one machine would share its gossip port and
+        // the host's namespace. Until then networked tasks run as before, each in a namespace of
+        // its own.
         let networking = Arc::new(worker::networking::NoNetworking);
         let agent = tokio::spawn(async move {
             if let Err(error) =

@@ -98,12 +98,13 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub trait TaskNetworking: Send + Sync + 'static {
     /// Makes the task's network namespace, its interfaces on each network, its DNS and its VIP
     /// table ready, before its container is created. Idempotent: a task prepared before (a
-    /// restarted daemon, a retried create) gets the same namespace back. Errors say what failed
-    /// and become the task's error.
+    /// restarted daemon, a retried create) gets the same namespace back. `None`: the node runs
+    /// the task without the overlay, in a namespace of its own. Errors say what failed and
+    /// become the task's error.
     fn prepare<'a>(
         &'a self,
         task: &'a TaskNetworks,
-    ) -> BoxFuture<'a, Result<PreparedNetworks, String>>;
+    ) -> BoxFuture<'a, Result<Option<PreparedNetworks>, String>>;
 
     /// The whole set of networked tasks whose containers exist or are being made, by task id.
     /// Anything prepared before and missing here is torn down (its namespace, interfaces,
@@ -111,25 +112,18 @@ pub trait TaskNetworking: Send + Sync + 'static {
     fn set_endpoints(&self, endpoints: BTreeMap<String, LocalEndpoint>);
 }
 
-/// A node without overlay networking: a networked task is refused with a clear error, and there
-/// is nothing to keep in step.
+/// A node whose daemon does not drive the overlay: a networked task runs as every task did
+/// before the overlay existed, in a network namespace of its own with only loopback, reachable
+/// by no other task; there is nothing to keep in step.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct NoNetworking;
 
 impl TaskNetworking for NoNetworking {
     fn prepare<'a>(
         &'a self,
-        task: &'a TaskNetworks,
-    ) -> BoxFuture<'a, Result<PreparedNetworks, String>> {
-        let networks: Vec<&str> = task
-            .attachments
-            .iter()
-            .map(|a| a.network_name.as_str())
-            .collect();
-        Box::pin(std::future::ready(Err(format!(
-            "this node has no overlay networking, so the task can't join {}",
-            networks.join(", ")
-        ))))
+        _task: &'a TaskNetworks,
+    ) -> BoxFuture<'a, Result<Option<PreparedNetworks>, String>> {
+        Box::pin(std::future::ready(Ok(None)))
     }
 
     fn set_endpoints(&self, _endpoints: BTreeMap<String, LocalEndpoint>) {}

@@ -1179,16 +1179,16 @@ impl TaskNetworking for RecordingNetworking {
     fn prepare<'a>(
         &'a self,
         task: &'a TaskNetworks,
-    ) -> BoxFuture<'a, Result<PreparedNetworks, String>> {
+    ) -> BoxFuture<'a, Result<Option<PreparedNetworks>, String>> {
         lock(&self.calls).push(NetworkingCall::Prepare {
             task_id: task.task_id.clone(),
             containers_then: self.engine.containers_of(&task.task_id).len(),
         });
-        Box::pin(std::future::ready(Ok(PreparedNetworks {
+        Box::pin(std::future::ready(Ok(Some(PreparedNetworks {
             netns: format!("/run/netns/test-{}", task.task_id).into(),
             resolv_conf: b"nameserver 127.0.0.11\n".to_vec(),
             hosts: format!("{} {}\n", task.attachments[0].address, task.hostname).into_bytes(),
-        })))
+        }))))
     }
 
     fn set_endpoints(&self, endpoints: BTreeMap<String, LocalEndpoint>) {
@@ -1301,22 +1301,27 @@ async fn a_networked_task_is_prepared_before_its_container_and_leaves_the_set_on
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_networked_task_on_a_node_without_networking_is_rejected_with_why() {
+async fn a_networked_task_on_a_node_without_networking_runs_in_a_namespace_of_its_own() {
     let (dispatcher, address) = FakeDispatcher::serve().await;
     let engine = FakeEngine::with_images(&["busybox"]);
     let state_dir = tempfile::tempdir().expect("tempdir");
     dispatcher.assign(vec![on_front_network(task("web1", 1, TaskState::Running))]);
     let agent = RunningAgent::start(&engine, state_dir.path(), address);
-    wait_until("the networked task is rejected", PATIENCE, || {
-        dispatcher.state_of("web1") == Some(TaskState::Rejected)
+    wait_until("the networked task runs", PATIENCE, || {
+        dispatcher.state_of("web1") == Some(TaskState::Running)
     })
     .await;
-    let rejected = dispatcher.status("web1").expect("a status");
-    assert_eq!(
-        rejected.err,
-        "preparing the task's networks failed: this node has no overlay networking, so the \
-         task can't join front"
+    let containers = engine.containers_of("web1");
+    assert_eq!(containers.len(), 1, "{containers:?}");
+    let spec = engine.state().containers[&containers[0]].spec.clone();
+    assert_eq!(spec.network_namespace, None);
+    assert!(
+        !spec.mounts.iter().any(|mount| matches!(
+            mount,
+            engine::MountSpec::File { target, .. } if target == "/etc/resolv.conf"
+        )),
+        "{:?}",
+        spec.mounts
     );
-    assert!(engine.containers_of("web1").is_empty());
     agent.stop().await;
 }

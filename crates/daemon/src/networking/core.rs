@@ -21,8 +21,6 @@ use shoal_proto::api::EncryptionKey;
 use shoal_proto::api::encryption_key::Algorithm;
 use worker::networking::{EndpointMode, NetworkAttachment, TaskNetworks};
 
-/// The subsystem of the session's network keys that seals the gossip.
-pub const GOSSIP_KEY_SUBSYSTEM: &str = "networking:gossip";
 
 /// One networked task this node holds: what the worker said of it, and what the node gave it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -464,7 +462,7 @@ pub fn gossip_keyring(keys: &[EncryptionKey]) -> Option<Keyring> {
     let mut usable: Vec<(u64, [u8; KEY_LEN])> = keys
         .iter()
         .filter(|key| {
-            key.subsystem == GOSSIP_KEY_SUBSYSTEM && key.algorithm == Algorithm::Aes256Gcm as i32
+            key.subsystem == spec::network::KEY_SUBSYSTEM_GOSSIP && key.algorithm == Algorithm::Aes256Gcm as i32
         })
         .filter_map(|key| {
             Some((
@@ -475,11 +473,17 @@ pub fn gossip_keyring(keys: &[EncryptionKey]) -> Option<Keyring> {
         .collect();
     usable.sort_by_key(|(lamport, _)| std::cmp::Reverse(*lamport));
     usable.dedup_by_key(|(lamport, _)| *lamport as u32);
-    let mut keys = usable
+    let mut keys: Vec<GossipKey> = usable
         .into_iter()
-        .map(|(lamport, secret)| GossipKey::new(lamport as u32, secret));
-    let primary = keys.next()?;
-    Keyring::new(primary, keys.collect()).ok()
+        .map(|(lamport, secret)| GossipKey::new(lamport as u32, secret))
+        .collect();
+    if keys.is_empty() {
+        return None;
+    }
+    // Sealed with the second newest, as Docker's nodes do: after a rotation, the nodes that have
+    // not had the new key yet still read what the others send; the newest is only accepted.
+    let primary = keys.remove(usize::from(keys.len() >= 2));
+    Keyring::new(primary, keys).ok()
 }
 
 #[cfg(test)]
@@ -911,10 +915,10 @@ mod tests {
     fn the_newest_gossip_key_sends_and_other_keys_are_ignored() {
         assert_eq!(gossip_keyring(&[]), None);
         let keys = [
-            key(GOSSIP_KEY_SUBSYSTEM, 3, 1, KEY_LEN),
-            key(GOSSIP_KEY_SUBSYSTEM, 7, 2, KEY_LEN),
+            key(spec::network::KEY_SUBSYSTEM_GOSSIP, 3, 1, KEY_LEN),
+            key(spec::network::KEY_SUBSYSTEM_GOSSIP, 7, 2, KEY_LEN),
             key("networking:ipsec", 9, 3, KEY_LEN),
-            key(GOSSIP_KEY_SUBSYSTEM, 8, 4, 16),
+            key(spec::network::KEY_SUBSYSTEM_GOSSIP, 8, 4, 16),
         ];
         let ring = gossip_keyring(&keys).unwrap();
         assert_eq!(ring.primary_id(), 7);
@@ -926,7 +930,7 @@ mod tests {
             )
             .unwrap()
         );
-        let mut aes128 = key(GOSSIP_KEY_SUBSYSTEM, 1, 1, KEY_LEN);
+        let mut aes128 = key(spec::network::KEY_SUBSYSTEM_GOSSIP, 1, 1, KEY_LEN);
         aes128.algorithm = Algorithm::Aes128Gcm as i32;
         assert_eq!(gossip_keyring(&[aes128]), None);
     }

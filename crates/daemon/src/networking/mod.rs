@@ -92,12 +92,15 @@ struct RunningGossip {
     keyring: Keyring,
     seeds: Vec<SocketAddr>,
     /// Triggers a pass whenever the table changes.
-    watcher: JoinHandle<()>,
+    watcher: AbortOnDrop,
 }
 
-impl Drop for RunningGossip {
+/// A spawned task that ends with its handle's owner.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
     fn drop(&mut self) {
-        self.watcher.abort();
+        self.0.abort();
     }
 }
 
@@ -380,8 +383,8 @@ impl TaskNetworking for NodeNetworking {
     fn prepare<'a>(
         &'a self,
         task: &'a TaskNetworks,
-    ) -> BoxFuture<'a, Result<PreparedNetworks, String>> {
-        Box::pin(self.prepare_task(task))
+    ) -> BoxFuture<'a, Result<Option<PreparedNetworks>, String>> {
+        Box::pin(async move { self.prepare_task(task).await.map(Some) })
     }
 
     fn set_endpoints(&self, endpoints: BTreeMap<String, LocalEndpoint>) {
@@ -610,7 +613,7 @@ async fn ensure_gossip(
                 .agent
                 .set_keyring(keyring.clone())
                 .map_err(|error| format!("the gossip's keys: {error}"))?;
-            gossip.keyring = keyring;
+            gossip.keyring = keyring.clone();
         }
         if gossip.seeds == seeds {
             return Ok(());
@@ -660,7 +663,7 @@ async fn ensure_gossip(
         agent,
         keyring,
         seeds,
-        watcher,
+        watcher: AbortOnDrop(watcher),
     });
     applied.gossip_networks.clear();
     applied.published.clear();

@@ -140,8 +140,8 @@ impl<E: engine::Engine + ImageProvider> Executor<E> {
         // The image comes first and outside the bound: a pull can take minutes, and tasks whose
         // image is present should not wait behind it.
         self.images.ensure_present(&spec.image).await?;
-        if let Some(networks) = networks {
-            let prepared = tokio::time::timeout(
+        let prepared = match networks {
+            Some(networks) => tokio::time::timeout(
                 ENGINE_CALL_TIMEOUT,
                 self.networking.prepare(networks),
             )
@@ -151,7 +151,10 @@ impl<E: engine::Engine + ImageProvider> Executor<E> {
                     "preparing the task's networks took longer than {ENGINE_CALL_TIMEOUT:?}; gave up waiting"
                 )
             })?
-            .map_err(|error| format!("preparing the task's networks failed: {error}"))?;
+            .map_err(|error| format!("preparing the task's networks failed: {error}"))?,
+            None => None,
+        };
+        if let Some(prepared) = prepared {
             spec.network_namespace = Some(prepared.netns);
             for (target, contents) in [
                 ("/etc/resolv.conf", prepared.resolv_conf),
