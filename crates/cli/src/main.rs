@@ -23,11 +23,11 @@ use clap::{Parser, Subcommand};
     about = "A Docker-Swarm-like cluster orchestrator in one binary"
 )]
 struct Cli {
-    /// Daemon socket to talk to (or, for `daemon`, to listen on).
+    /// Daemon socket to talk to (or, for `daemon`, to listen on). Given before the command, as
+    /// Docker's `-H`: `service create --host` is a host mapping.
     #[arg(
         short = 'H',
         long = "host",
-        global = true,
         env = "SHOAL_HOST",
         default_value = "unix:///run/shoal/shoal.sock"
     )]
@@ -43,6 +43,9 @@ enum Command {
         /// Where images, containers and volumes are kept.
         #[arg(long, default_value = "/var/lib/shoal")]
         data_root: PathBuf,
+        /// The socket to listen on, when not given before `daemon`.
+        #[arg(short = 'H', long = "host")]
+        listen: Option<String>,
     },
     /// Manages images.
     #[command(subcommand)]
@@ -232,9 +235,11 @@ fn main() -> ExitCode {
             id,
             args,
         } => engine::runtime::libcontainer_exec(&state_root, &id, args).map_err(Into::into),
-        Command::Daemon { data_root } => daemon::run(data_root, &host)
-            .map(|()| 0)
-            .map_err(Into::into),
+        Command::Daemon { data_root, listen } => {
+            daemon::run(data_root, listen.as_ref().unwrap_or(&host))
+                .map(|()| 0)
+                .map_err(Into::into)
+        }
         Command::Stack(command) => runtime()
             .and_then(|rt| rt.block_on(stack::run(&host, command)))
             .map(|()| 0),

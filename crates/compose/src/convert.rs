@@ -347,18 +347,18 @@ fn container_spec(stack: &str, service: &Service, project: &ComposeProject) -> a
         stop_grace_period: service.stop_grace_period.map(proto_duration),
         secrets: secret_references(stack, &service.secrets, project),
         configs: config_references(stack, &service.configs, project),
-        // docker's hosts file format: "IP NAME".
         hosts: service
             .extra_hosts
             .iter()
-            .map(|(host, ip)| format!("{ip} {host}"))
+            .map(|(host, ip)| spec::dns::host_entry(host, ip))
             .collect(),
-        dns_config: (!service.dns.is_empty() || !service.dns_search.is_empty()).then(|| {
-            api::container_spec::DnsConfig {
-                nameservers: service.dns.clone(),
-                search: service.dns_search.clone(),
-                options: Vec::new(),
-            }
+        dns_config: (!service.dns.is_empty()
+            || !service.dns_search.is_empty()
+            || !service.dns_opt.is_empty())
+        .then(|| api::container_spec::DnsConfig {
+            nameservers: service.dns.clone(),
+            search: service.dns_search.clone(),
+            options: service.dns_opt.clone(),
         }),
         healthcheck: service.healthcheck.as_ref().map(health_config),
         pid_limit: service

@@ -181,6 +181,7 @@ fn service_out(service: &Service) -> MapBuilder {
     put_depends_on(&mut m, &service.depends_on);
     m.sub("deploy", deploy_out(&service.deploy));
     m.list("dns", &service.dns)
+        .list("dns_opt", &service.dns_opt)
         .list("dns_search", &service.dns_search);
     if let Some(entrypoint) = &service.entrypoint {
         m.put(

@@ -64,6 +64,7 @@ pub struct Service {
     pub logging: Option<Logging>,
     pub dns: Vec<String>,
     pub dns_search: Vec<String>,
+    pub dns_opt: Vec<String>,
     pub extra_hosts: BTreeMap<String, String>,
     pub tmpfs: Vec<String>,
     pub extensions: BTreeMap<String, Node>,

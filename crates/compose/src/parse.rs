@@ -22,6 +22,7 @@ const SERVICE_KEYS: &[&str] = &[
     "depends_on",
     "deploy",
     "dns",
+    "dns_opt",
     "dns_search",
     "entrypoint",
     "env_file",
@@ -71,7 +72,6 @@ const IGNORED_SERVICE_KEYS: &[&str] = &[
     "develop",
     "device_cgroup_rules",
     "devices",
-    "dns_opt",
     "domainname",
     "expose",
     "external_links",
@@ -714,8 +714,13 @@ impl<'a> Parser<'a> {
                 "ulimits" => service.ulimits = self.ulimits(value, &p),
                 "depends_on" => service.depends_on = self.depends_on(value, &p),
                 "logging" => service.logging = self.logging(value, &p),
-                "dns" => service.dns = self.string_list(value, &p, true),
-                "dns_search" => service.dns_search = self.string_list(value, &p, true),
+                "dns" => service.dns = self.checked_list(value, &p, spec::dns::nameserver),
+                "dns_search" => {
+                    service.dns_search = self.checked_list(value, &p, spec::dns::search_domain);
+                }
+                "dns_opt" => {
+                    service.dns_opt = self.checked_list(value, &p, spec::dns::resolver_option);
+                }
                 "tmpfs" => service.tmpfs = self.string_list(value, &p, true),
                 "extra_hosts" => {
                     service.extra_hosts = self.extra_hosts(value, &p);
@@ -798,6 +803,8 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// `extra_hosts`: a list of `HOST:IP` (or `HOST=IP`) or a `HOST: IP` mapping, each checked
+    /// as `--host` is.
     fn extra_hosts(&mut self, node: &Node, path: &str) -> BTreeMap<String, String> {
         let mut out = BTreeMap::new();
         match &node.value {
@@ -807,15 +814,58 @@ impl<'a> Parser<'a> {
                     let Some(text) = self.string(item, &p) else {
                         continue;
                     };
-                    match text.split_once('=').or_else(|| text.split_once(':')) {
-                        Some((host, ip)) => {
-                            out.insert(host.to_owned(), ip.to_owned());
+                    match spec::dns::extra_host(&text) {
+                        Ok((host, ip)) => {
+                            out.insert(host, ip);
                         }
-                        None => self.error(item, &p, "expected \"HOST:IP\" or \"HOST=IP\""),
+                        Err(error) => self.error(item, &p, error.to_string()),
                     }
                 }
             }
-            _ => out = self.labels(node, path),
+            _ => {
+                for (host, ip) in self.labels(node, path) {
+                    match spec::dns::host_mapping(&host, &ip) {
+                        Ok((host, ip)) => {
+                            out.insert(host, ip);
+                        }
+                        Err(error) => self.error(node, &join(path, &host), error.to_string()),
+                    }
+                }
+            }
+        }
+        out
+    }
+
+    /// A list of strings (or one string), each checked and normalised by `check`, one of
+    /// `spec`'s rules, so a file gets the answer a flag gets.
+    fn checked_list(
+        &mut self,
+        node: &Node,
+        path: &str,
+        check: fn(&str) -> Result<String, spec::SpecError>,
+    ) -> Vec<String> {
+        let items: Vec<(&Node, String)> = match &node.value {
+            Value::Seq(items) => items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| (item, join(path, &i.to_string())))
+                .collect(),
+            Value::Scalar(_) => vec![(node, path.to_owned())],
+            Value::Null => Vec::new(),
+            Value::Map(_) => {
+                self.error(node, path, "expected a list of strings, got a mapping");
+                Vec::new()
+            }
+        };
+        let mut out = Vec::new();
+        for (item, item_path) in items {
+            let Some(text) = self.string(item, &item_path) else {
+                continue;
+            };
+            match check(&text) {
+                Ok(value) => out.push(value),
+                Err(error) => self.error(item, &item_path, error.to_string()),
+            }
         }
         out
     }

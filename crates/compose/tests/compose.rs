@@ -1204,3 +1204,70 @@ networks:
         );
     }
 }
+
+#[test]
+fn name_resolution_keys_follow_the_flags_rules() {
+    let loaded = load_text(
+        "services:\n  web:\n    image: a\n    dns: [10.0.0.2, '2001:db8:0::53']\n    dns_search: example.com.\n    dns_opt: [ndots:2]\n    extra_hosts: ['db:10.0.0.5', 'v6=[2001:db8::5]']\n  api:\n    image: a\n    extra_hosts:\n      cache: 10.0.0.6\n",
+    )
+    .unwrap_or_else(|errors| panic!("{errors}"));
+    assert!(
+        loaded.warnings.iter().all(|w| !w.contains("dns_opt")),
+        "{:?}",
+        loaded.warnings
+    );
+    let specs = compose::convert::to_specs("s", &loaded.project);
+    let container = |name: &str| match specs.services[name]
+        .task
+        .as_ref()
+        .and_then(|task| task.runtime.as_ref())
+    {
+        Some(shoal_proto::api::task_spec::Runtime::Container(container)) => container.clone(),
+        _ => panic!("{name} runs no container"),
+    };
+    let web = container("s_web");
+    let dns = web.dns_config.clone().unwrap();
+    assert_eq!(dns.nameservers, ["10.0.0.2", "2001:db8::53"]);
+    assert_eq!(dns.search, ["example.com"]);
+    assert_eq!(dns.options, ["ndots:2"]);
+    assert_eq!(web.hosts, ["10.0.0.5 db", "2001:db8::5 v6"]);
+    assert_eq!(container("s_api").hosts, ["10.0.0.6 cache"]);
+    assert!(container("s_api").dns_config.is_none());
+    assert!(config_text(&loaded).contains("dns_opt:"));
+
+    for (text, expected) in [
+        (
+            "services:\n  web:\n    image: a\n    dns: dns.google\n",
+            spec::dns::nameserver("dns.google").unwrap_err(),
+        ),
+        (
+            "services:\n  web:\n    image: a\n    dns_search: ['-x']\n",
+            spec::dns::search_domain("-x").unwrap_err(),
+        ),
+        (
+            "services:\n  web:\n    image: a\n    dns_opt: ['a b']\n",
+            spec::dns::resolver_option("a b").unwrap_err(),
+        ),
+        (
+            "services:\n  web:\n    image: a\n    extra_hosts: ['db:10.0.0']\n",
+            spec::dns::extra_host("db:10.0.0").unwrap_err(),
+        ),
+        (
+            "services:\n  web:\n    image: a\n    extra_hosts:\n      db: nowhere\n",
+            spec::dns::host_mapping("db", "nowhere").unwrap_err(),
+        ),
+    ] {
+        let errors = match load_text(text) {
+            Ok(_) => panic!("accepted:\n{text}"),
+            Err(errors) => errors.to_string(),
+        };
+        assert!(
+            errors.contains(&expected.to_string()),
+            "{errors}\nshould carry spec's message: {expected}"
+        );
+    }
+}
+
+fn config_text(loaded: &Loaded) -> String {
+    compose::emit::to_yaml(&loaded.project)
+}

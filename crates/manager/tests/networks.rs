@@ -1,15 +1,17 @@
 //! The network control API on a one-manager swarm on loopback: create, get, list (with docker's
 //! filters), remove and prune, and every refusal (bad specs, taken names, overlapping subnets,
-//! networks in use, unknown references) leaving the store's networks as they were.
+//! networks in use, unknown references) leaving the store's networks as they were; and services
+//! attaching to networks by name, id or prefix, with refused attachments writing nothing.
 
 use manager::objects::ClusterObject as _;
 use manager::{InitOptions, ManagerRole, SwarmDir};
 use shoal_proto::api::control_server::Control;
 use shoal_proto::api::{
     Annotations, ContainerSpec, CreateNetworkRequest, CreateServiceRequest, Driver,
-    GetNetworkRequest, IpamConfig, IpamOptions, ListNetworksRequest, Network,
+    GetNetworkRequest, GetServiceRequest, IpamConfig, IpamOptions, ListNetworksRequest, Network,
     NetworkAttachmentConfig, NetworkSpec, PruneNetworksRequest, RemoveNetworkRequest,
-    ReplicatedService, Service, ServiceSpec, TaskSpec, service_spec, task_spec,
+    ReplicatedService, Service, ServiceSpec, TaskSpec, UpdateServiceRequest, service_spec,
+    task_spec,
 };
 use tonic::{Code, Request};
 
@@ -320,6 +322,158 @@ async fn networks_are_created_listed_removed_and_pruned_and_refusals_write_nothi
     assert_eq!(left.len(), 1);
     assert_eq!(left[0].1, front.id);
     assert!(!left.iter().any(|(_, id, _)| *id == recreated.id));
+
+    role.shutdown().await;
+}
+
+/// The stored services' specs, by name.
+fn stored_services(role: &ManagerRole) -> std::collections::BTreeMap<String, ServiceSpec> {
+    role.store()
+        .local_view(|view| {
+            manager::objects::decode_all::<Service>(view.list(Service::KIND)).map(|all| {
+                all.into_iter()
+                    .map(|service| {
+                        (
+                            service.unique_name().to_owned(),
+                            service.spec.unwrap_or_default(),
+                        )
+                    })
+                    .collect()
+            })
+        })
+        .unwrap()
+}
+
+/// A service of `service_on`'s in dnsrr mode: it has no VIPs, so the allocator leaves it alone.
+fn without_vips(mut spec: ServiceSpec) -> ServiceSpec {
+    spec.endpoint = Some(shoal_proto::api::EndpointSpec {
+        mode: shoal_proto::api::endpoint_spec::ResolutionMode::Dnsrr as i32,
+        ports: Vec::new(),
+    });
+    spec
+}
+
+#[tokio::test]
+async fn services_attach_by_name_id_or_prefix_and_refused_attachments_write_nothing() {
+    let data_root = tempfile::tempdir().unwrap();
+    let role = ManagerRole::init(&SwarmDir::new(data_root.path()), on_loopback("attach-host"))
+        .await
+        .unwrap();
+    let control = role.control();
+    let front = create(&control, network_spec("front", "")).await.unwrap();
+    let back = create(&control, network_spec("back", "")).await.unwrap();
+    let ingress = create(
+        &control,
+        NetworkSpec {
+            ingress: true,
+            ..network_spec("ingress", "")
+        },
+    )
+    .await
+    .unwrap();
+
+    // Names, ids and id prefixes are stored as ids, in create and in update.
+    let web = control
+        .create_service(Request::new(CreateServiceRequest {
+            spec: Some(without_vips(service_on(
+                "web",
+                &["front", &back.id[..10]],
+                false,
+            ))),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    let targets = |service: &Service| -> Vec<String> {
+        service
+            .spec
+            .as_ref()
+            .unwrap()
+            .task
+            .as_ref()
+            .unwrap()
+            .networks
+            .iter()
+            .map(|n| n.target.clone())
+            .collect()
+    };
+    assert_eq!(targets(&web), [front.id.clone(), back.id.clone()]);
+    let update = |spec: ServiceSpec, version: u64| UpdateServiceRequest {
+        service: "web".into(),
+        version,
+        spec: Some(spec),
+        ..Default::default()
+    };
+    let current = control
+        .get_service(Request::new(GetServiceRequest {
+            service: web.id.clone(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    let updated = control
+        .update_service(Request::new(update(
+            without_vips(service_on("web", &["back"], false)),
+            current.read_version(),
+        )))
+        .await
+        .unwrap()
+        .into_inner()
+        .service
+        .unwrap();
+    assert_eq!(targets(&updated), [back.id.clone()]);
+
+    // Each refusal names the network, and neither a create nor an update writes anything.
+    let before = stored_services(&role);
+    for (networks, code, expected) in [
+        (
+            vec!["nowhere"],
+            Code::NotFound,
+            "network nowhere not found".to_owned(),
+        ),
+        (
+            vec!["host"],
+            Code::InvalidArgument,
+            "The network host cannot be used with services".to_owned(),
+        ),
+        (
+            vec!["ingress"],
+            Code::InvalidArgument,
+            "Service cannot be explicitly attached to the ingress network \"ingress\"".to_owned(),
+        ),
+        (
+            vec!["front", front.id.as_str()],
+            Code::InvalidArgument,
+            format!(
+                "network front is attached twice (as front and as {})",
+                front.id
+            ),
+        ),
+    ] {
+        let created = control
+            .create_service(Request::new(CreateServiceRequest {
+                spec: Some(without_vips(service_on("api", &networks, false))),
+            }))
+            .await
+            .unwrap_err();
+        assert_eq!(created.code(), code, "{created}");
+        assert!(created.message().contains(&expected), "{created}");
+        let updated_too = control
+            .update_service(Request::new(update(
+                without_vips(service_on("web", &networks, false)),
+                updated.read_version(),
+            )))
+            .await
+            .unwrap_err();
+        assert_eq!(updated_too.code(), code, "{updated_too}");
+        assert!(updated_too.message().contains(&expected), "{updated_too}");
+        assert_eq!(stored_services(&role), before, "after: {expected}");
+    }
+    assert!(!ingress.id.is_empty());
 
     role.shutdown().await;
 }

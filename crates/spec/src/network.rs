@@ -1,11 +1,13 @@
 //! The vocabulary of swarm networks, once: the driver, the driver options shoal understands, the
 //! MTU bounds, and IPv4 subnets in CIDR form (parsed, checked for host bits, compared for
-//! overlap). `validate::network_spec` applies the rules; the manager compares subnets across
-//! networks with [`Subnet::overlaps`].
+//! overlap), and a service's attachments: the `--network` flag, short and long form, and the
+//! rules of a stored attachment. `validate::network_spec` applies the network rules; the manager
+//! compares subnets across networks with [`Subnet::overlaps`].
 
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
+use shoal_proto::api::NetworkAttachmentConfig;
 
 use crate::SpecError;
 
@@ -107,9 +109,132 @@ impl std::fmt::Display for Subnet {
     }
 }
 
+/// The fields of Docker's long-form `--network` that set an address of a container's own, which
+/// a service's tasks can't have: the allocator gives each task its addresses. Docker's CLI drops
+/// them from a service without a word; here they are refused.
+const CONTAINER_ONLY_ATTACHMENT_FIELDS: [&str; 5] =
+    ["ip", "ip6", "mac-address", "link-local-ip", "gw-priority"];
+
+/// Docker's `--network` value: a network's name, id or id prefix, or the long form
+/// `name=NET[,alias=ALIAS]...[,driver-opt=KEY=VALUE]...` (one line of CSV; field keys in any
+/// case, as Docker's). The target stays as typed: the manager resolves it to the network's id.
+pub fn attachment_flag(text: &str) -> Result<NetworkAttachmentConfig, SpecError> {
+    let usage = "give a network name, or name=NETWORK[,alias=ALIAS][,driver-opt=KEY=VALUE]";
+    if text.trim().is_empty() {
+        return Err(SpecError::rule(format!("no network given: {usage}")));
+    }
+    if !text.contains('=') {
+        return Ok(NetworkAttachmentConfig {
+            target: text.to_owned(),
+            ..Default::default()
+        });
+    }
+    let mut attachment = NetworkAttachmentConfig::default();
+    for field in crate::csv::split_line(text)? {
+        let Some((key, value)) = field
+            .split_once('=')
+            .filter(|(key, _)| !key.trim().is_empty())
+        else {
+            return Err(SpecError::rule(format!(
+                "invalid field {field:?} in network {text:?}: {usage}"
+            )));
+        };
+        let (key, value) = (key.trim().to_ascii_lowercase(), value.trim());
+        match key.as_str() {
+            "name" => attachment.target = value.to_owned(),
+            "alias" => attachment.aliases.push(value.to_owned()),
+            "driver-opt" => {
+                let Some((option, setting)) = value
+                    .split_once('=')
+                    .filter(|(option, _)| !option.trim().is_empty())
+                else {
+                    return Err(SpecError::rule(format!(
+                        "invalid driver-opt {value:?} in network {text:?}: give driver-opt=KEY=VALUE"
+                    )));
+                };
+                attachment
+                    .driver_attachment_opts
+                    .insert(option.trim().to_owned(), setting.trim().to_owned());
+            }
+            container_only if CONTAINER_ONLY_ATTACHMENT_FIELDS.contains(&container_only) => {
+                return Err(SpecError::rule(format!(
+                    "{container_only} in network {text:?} is not supported for services: each task gets its address from the network's subnet, so leave it out"
+                )));
+            }
+            unknown => {
+                return Err(SpecError::rule(format!(
+                    "unknown field {unknown:?} in network {text:?}: {usage}"
+                )));
+            }
+        }
+    }
+    if attachment.target.is_empty() {
+        return Err(SpecError::rule(format!(
+            "network {text:?} names no network: add name=NETWORK"
+        )));
+    }
+    Ok(attachment)
+}
+
+/// A stored attachment: a network named, and aliases that are names (not blank, no spaces),
+/// since each is a DNS name of the service on that network.
+pub fn check_attachment(attachment: &NetworkAttachmentConfig) -> Result<(), SpecError> {
+    if attachment.target.trim().is_empty() {
+        return Err(SpecError::rule(
+            "a network attachment names no network: give the network's name or id".to_owned(),
+        ));
+    }
+    if let Some(alias) = attachment
+        .aliases
+        .iter()
+        .find(|alias| alias.is_empty() || alias.chars().any(char::is_whitespace))
+    {
+        return Err(SpecError::rule(format!(
+            "invalid alias {alias:?} on network {}: an alias is a DNS name, so give one without spaces",
+            attachment.target
+        )));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn network_flags_take_docker_short_and_long_forms() {
+        let short = attachment_flag("backend").unwrap();
+        assert_eq!(short.target, "backend");
+        assert!(short.aliases.is_empty());
+        let long = attachment_flag("name=backend,alias=api,Alias=v1,driver-opt=com.x=1").unwrap();
+        assert_eq!(long.target, "backend");
+        assert_eq!(long.aliases, ["api", "v1"]);
+        assert_eq!(long.driver_attachment_opts["com.x"], "1");
+        assert_eq!(
+            attachment_flag(r#""name=a,b",alias=x"#).unwrap().target,
+            "a,b"
+        );
+        let message = |text| attachment_flag(text).unwrap_err().to_string();
+        assert!(message("").contains("no network given"));
+        assert!(message("alias=api").contains("names no network: add name=NETWORK"));
+        assert!(message("name=backend,colour=blue").contains("unknown field \"colour\""));
+        assert!(message("name=backend,ip=10.0.0.9").contains("not supported for services"));
+        assert!(message("name=backend,driver-opt=x").contains("driver-opt=KEY=VALUE"));
+        assert!(message("name=backend,alias").contains("invalid field \"alias\""));
+    }
+
+    #[test]
+    fn stored_attachments_name_a_network_and_real_aliases() {
+        let attachment = |target: &str, alias: &str| NetworkAttachmentConfig {
+            target: target.to_owned(),
+            aliases: vec![alias.to_owned()],
+            ..Default::default()
+        };
+        assert!(check_attachment(&attachment("n1", "api")).is_ok());
+        assert!(check_attachment(&attachment("", "api")).is_err());
+        assert!(check_attachment(&attachment("n1", "")).is_err());
+        assert!(check_attachment(&attachment("n1", "a b")).is_err());
+    }
 
     #[test]
     fn subnets_parse_and_compare() {

@@ -1,4 +1,5 @@
-//! The rules every spec the cluster stores must follow: services, networks, secrets, configs,
+//! The rules every spec the cluster stores must follow: services (with their networks, DNS
+//! settings, hosts entries and endpoint), networks, secrets, configs,
 //! cluster settings and the address pools of `swarm init`. The manager calls these on every
 //! write path; clients call them to fail early with the same message.
 
@@ -6,8 +7,8 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use shoal_proto::api::{
-    ClusterSpec, NetworkSpec, ResourceRequirements, ServiceSpec, UpdateConfig, mount, task_spec,
-    update_config,
+    ClusterSpec, ContainerSpec, EndpointSpec, NetworkSpec, ResourceRequirements, ServiceSpec,
+    UpdateConfig, endpoint_spec, mount, port_config, task_spec, update_config,
 };
 
 use crate::{SpecError, template};
@@ -128,6 +129,41 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), SpecError> {
     for mount in &container.mounts {
         template::check(&mount.source).map_err(|error| error.in_field("mount source"))?;
         template::check(&mount.target).map_err(|error| error.in_field("mount target"))?;
+    }
+    name_resolution_rule(container)?;
+    for attachment in task.networks.iter().chain(&spec.networks) {
+        crate::network::check_attachment(attachment)?;
+    }
+    endpoint_rule(spec.endpoint.as_ref())
+}
+
+/// The container's DNS settings and hosts entries, as the flags and compose take them.
+fn name_resolution_rule(container: &ContainerSpec) -> Result<(), SpecError> {
+    if let Some(config) = container.dns_config.as_ref() {
+        crate::dns::check_dns_config(config)?;
+    }
+    for entry in &container.hosts {
+        crate::dns::check_host_entry(entry)?;
+    }
+    Ok(())
+}
+
+/// A port published through the routing mesh needs the service's VIP, which `dnsrr` mode does
+/// not have (Swarm's rule); a port published on the host needs none.
+fn endpoint_rule(endpoint: Option<&EndpointSpec>) -> Result<(), SpecError> {
+    let Some(endpoint) = endpoint else {
+        return Ok(());
+    };
+    if endpoint.mode() == endpoint_spec::ResolutionMode::Dnsrr
+        && let Some(port) = endpoint
+            .ports
+            .iter()
+            .find(|port| port.publish_mode() == port_config::PublishMode::Ingress)
+    {
+        return Err(rule(format!(
+            "port {} is published through the routing mesh (ingress mode), which dnsrr endpoint mode can't serve: publish it with mode=host, or use --endpoint-mode vip",
+            port.published_port
+        )));
     }
     Ok(())
 }
@@ -594,6 +630,68 @@ mod tests {
                 "hostname: invalid template \"{{.Task.Colour}}\": unknown placeholder"
             ),
             "{error}"
+        );
+    }
+
+    #[test]
+    fn networking_settings_are_checked() {
+        let mut spec = service(None, "");
+        let task = spec.task.as_mut().unwrap();
+        task.networks.push(api::NetworkAttachmentConfig {
+            target: "n1".into(),
+            aliases: vec!["api".into()],
+            ..Default::default()
+        });
+        let Some(task_spec::Runtime::Container(container)) = task.runtime.as_mut() else {
+            unreachable!()
+        };
+        container.hosts = vec!["10.0.0.5 db".into()];
+        container.dns_config = Some(api::container_spec::DnsConfig {
+            nameservers: vec!["10.0.0.2".into()],
+            search: vec!["example.com".into()],
+            options: vec!["ndots:2".into()],
+        });
+        assert!(service_spec(&spec).is_ok());
+
+        let mut bad_host = spec.clone();
+        if let Some(task_spec::Runtime::Container(container)) =
+            bad_host.task.as_mut().unwrap().runtime.as_mut()
+        {
+            container.hosts = vec!["db:10.0.0.5".into()];
+        }
+        assert!(
+            service_spec(&bad_host)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid hosts entry")
+        );
+        let mut bad_alias = spec.clone();
+        bad_alias.task.as_mut().unwrap().networks[0].aliases = vec![String::new()];
+        assert!(
+            service_spec(&bad_alias)
+                .unwrap_err()
+                .to_string()
+                .contains("invalid alias")
+        );
+
+        let port = |mode: port_config::PublishMode| api::PortConfig {
+            published_port: 8080,
+            target_port: 80,
+            publish_mode: mode as i32,
+            ..Default::default()
+        };
+        let mut dnsrr = spec.clone();
+        dnsrr.endpoint = Some(EndpointSpec {
+            mode: endpoint_spec::ResolutionMode::Dnsrr as i32,
+            ports: vec![port(port_config::PublishMode::Host)],
+        });
+        assert!(service_spec(&dnsrr).is_ok());
+        dnsrr.endpoint.as_mut().unwrap().ports = vec![port(port_config::PublishMode::Ingress)];
+        assert!(
+            service_spec(&dnsrr)
+                .unwrap_err()
+                .to_string()
+                .starts_with("port 8080 is published through the routing mesh")
         );
     }
 

@@ -262,11 +262,13 @@ async fn update(daemon: &mut Daemon, command: UpdateCommand) -> anyhow::Result<(
     {
         resolve_image(daemon, image).await?;
     }
+    let network_ids = network_ids(daemon, &spec::network_references(&command.args)?).await?;
     let updated = change_service(&mut daemon.control, &command.service, |current| {
         let spec = spec::update_spec(
             current.spec.clone().unwrap_or_default(),
             &command.args,
             &lookup_env,
+            &network_ids,
         )?;
         Ok(api::UpdateServiceRequest {
             spec: Some(spec),
@@ -285,6 +287,51 @@ async fn update(daemon: &mut Daemon, command: UpdateCommand) -> anyhow::Result<(
         .await?;
     }
     Ok(())
+}
+
+/// The id of each network `references` names (name, id or unique id prefix), as the manager
+/// resolves it.
+async fn network_ids(
+    daemon: &mut Daemon,
+    references: &[String],
+) -> anyhow::Result<spec::NetworkIds> {
+    let mut ids = spec::NetworkIds::new();
+    for reference in references {
+        let network = daemon
+            .control
+            .get_network(api::GetNetworkRequest {
+                network: reference.clone(),
+            })
+            .await
+            .map_err(api_error)?
+            .into_inner()
+            .network
+            .with_context(|| format!("the daemon returned no network for {reference}"))?;
+        ids.insert(reference.clone(), network.id);
+    }
+    Ok(ids)
+}
+
+/// The names of the swarm's networks by id, for `inspect --pretty`.
+async fn network_names(daemon: &mut Daemon) -> anyhow::Result<HashMap<String, String>> {
+    Ok(daemon
+        .control
+        .list_networks(api::ListNetworksRequest::default())
+        .await
+        .map_err(api_error)?
+        .into_inner()
+        .networks
+        .into_iter()
+        .map(|network| {
+            let name = network
+                .spec
+                .as_ref()
+                .and_then(|spec| spec.annotations.as_ref())
+                .map(|annotations| annotations.name.clone())
+                .unwrap_or_default();
+            (network.id, name)
+        })
+        .collect())
 }
 
 /// `service rollback` and `service update --rollback`: the manager swaps in the previous spec,
@@ -598,7 +645,18 @@ async fn inspect(daemon: &mut Daemon, references: Vec<String>, pretty: bool) -> 
         }
     }
     if pretty {
-        let pages: Vec<String> = found.iter().map(format::service_pretty).collect();
+        let names = if found
+            .iter()
+            .any(|service| !format::task_networks(service).is_empty())
+        {
+            network_names(daemon).await?
+        } else {
+            HashMap::new()
+        };
+        let pages: Vec<String> = found
+            .iter()
+            .map(|service| format::service_pretty(service, &names))
+            .collect();
         print!("{}", pages.join("\n"));
     } else {
         let documents: Vec<serde_json::Value> =

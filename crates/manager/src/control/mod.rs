@@ -188,6 +188,7 @@ impl ControlApi {
         }
         spec::defaults::apply_service_defaults(&mut spec);
         service_spec::check_service_spec(&spec)?;
+        self.bind_networks(&mut spec).await?;
         self.bind_payloads(&mut spec).await?;
         let service = service_spec::new_service(raft_store::new_object_id(), spec);
         self.store
@@ -196,6 +197,21 @@ impl ControlApi {
             )]))
             .await?;
         self.read_back(&service.id).await
+    }
+
+    /// Binds the networks a spec attaches to to their ids, refusing unknown ones and those no
+    /// service may join.
+    async fn bind_networks(&self, spec: &mut api::ServiceSpec) -> Result<(), ManagerError> {
+        let attaches = spec
+            .task
+            .as_ref()
+            .is_some_and(|task| !task.networks.is_empty())
+            || !spec.networks.is_empty();
+        if !attaches {
+            return Ok(());
+        }
+        let networks = self.networks().await?;
+        networks::bind_attachments(spec, &networks, "")
     }
 
     /// Fills in the ids of the secrets and configs a spec names, refusing unknown ones.
@@ -249,6 +265,7 @@ impl ControlApi {
             let mut updated_spec = request.spec.ok_or_else(|| {
                 ManagerError::InvalidArgument("the update carries no spec".to_owned())
             })?;
+            self.bind_networks(&mut updated_spec).await?;
             self.bind_payloads(&mut updated_spec).await?;
             spec::defaults::apply_service_defaults(&mut updated_spec);
             service_spec::check_service_update(&current_spec, &updated_spec)?;

@@ -1,11 +1,15 @@
 //! Networks as the control API sees them: the checks of a create against the networks that
-//! exist (a subnet another network asked for or was given is refused, naming it), which services
-//! and tasks use a network (so a removal can be refused, naming them), docker's `network ls`
-//! filters, and which networks a prune removes. Pure: the caller reads, decides, writes.
+//! exist (a subnet another network asked for or was given is refused, naming it), a service's
+//! attachments bound to network ids, which services and tasks use a network (so a removal can be
+//! refused, naming them), docker's `network ls` filters, and which networks a prune removes.
+//! Pure: the caller reads, decides, writes.
 
-use shoal_proto::api::{Network, NetworkSpec, Service, Task, TaskState};
+use std::collections::BTreeMap;
+
+use shoal_proto::api::{Network, NetworkSpec, Service, ServiceSpec, Task, TaskState};
 use spec::network::Subnet;
 
+use super::resolve;
 use crate::error::ManagerError;
 use crate::objects::ClusterObject;
 
@@ -74,6 +78,79 @@ pub(crate) fn check_create(spec: &NetworkSpec, existing: &[Network]) -> Result<(
         }
     }
     Ok(())
+}
+
+/// Binds the networks a service spec attaches to (by name, id or unique id prefix, as Docker's
+/// daemon resolves them before SwarmKit sees the spec) to their ids, on every write path, so
+/// whatever client sent the spec, the store holds ids. A network that does not exist, or that a
+/// reference names ambiguously, is refused naming it (with `not_found_hint`, when not empty, as
+/// what to do),
+/// as are Docker's local networks (`host`, `bridge`, `none`), the ingress network, and a network
+/// given twice. The deprecated top-level list is bound the same way.
+pub(crate) fn bind_attachments(
+    spec: &mut ServiceSpec,
+    networks: &[Network],
+    not_found_hint: &str,
+) -> Result<(), ManagerError> {
+    let task_networks = spec.task.as_mut().map(|task| &mut task.networks);
+    for attachments in task_networks.into_iter().chain([&mut spec.networks]) {
+        // Network id → the reference that named it first, to name both in a refusal.
+        let mut bound: BTreeMap<String, String> = BTreeMap::new();
+        for attachment in attachments.iter_mut() {
+            let reference = attachment.target.clone();
+            let network = resolve_attachment(networks, &reference, not_found_hint)?;
+            if network.spec.as_ref().is_some_and(|spec| spec.ingress) {
+                return Err(ManagerError::InvalidArgument(format!(
+                    "Service cannot be explicitly attached to the ingress network {:?}: the routing mesh reaches published ports without it, so attach the service to an overlay network of your own",
+                    network.unique_name()
+                )));
+            }
+            if let Some(first) = bound.insert(network.id.clone(), reference.clone()) {
+                let also = if first == reference {
+                    String::new()
+                } else {
+                    format!(" (as {first} and as {reference})")
+                };
+                return Err(ManagerError::InvalidArgument(format!(
+                    "network {} is attached twice{also}: give each network once, with all its aliases",
+                    network.unique_name()
+                )));
+            }
+            attachment.target = network.id.clone();
+        }
+    }
+    Ok(())
+}
+
+/// The network an attachment names; Docker's own local networks, which no swarm network can be
+/// named after, are refused with Docker's words.
+fn resolve_attachment<'a>(
+    networks: &'a [Network],
+    reference: &str,
+    not_found_hint: &str,
+) -> Result<&'a Network, ManagerError> {
+    let found = resolve::resolve(
+        networks,
+        reference,
+        "network",
+        |network| &network.id,
+        |network| network.unique_name(),
+    );
+    match found {
+        Err(ManagerError::NotFound { .. })
+            if spec::validate::PREDEFINED_NETWORK_NAMES.contains(&reference) =>
+        {
+            Err(ManagerError::InvalidArgument(format!(
+                "The network {reference} cannot be used with services. Only networks scoped to the swarm can be used, such as those created with the overlay driver."
+            )))
+        }
+        Err(ManagerError::NotFound { .. }) if !not_found_hint.is_empty() => {
+            Err(ManagerError::InvalidArgument(format!(
+                "network {reference} not found: {not_found_hint}"
+            )))
+        }
+        other => other,
+    }
 }
 
 fn attachment_targets(service: &Service) -> impl Iterator<Item = &str> {
@@ -376,6 +453,90 @@ mod tests {
 
     fn error(result: Result<(), ManagerError>) -> String {
         result.unwrap_err().to_string()
+    }
+
+    /// The targets of a spec's attachments, task list then deprecated list, after binding.
+    fn bound(
+        task_networks: &[&str],
+        deprecated: &[&str],
+        networks: &[Network],
+    ) -> Result<(Vec<String>, Vec<String>), String> {
+        let mut spec = service("s", "web", task_networks, deprecated).spec.unwrap();
+        bind_attachments(&mut spec, networks, "").map_err(|error| error.to_string())?;
+        let targets = |list: &[NetworkAttachmentConfig]| {
+            list.iter().map(|a| a.target.clone()).collect::<Vec<_>>()
+        };
+        Ok((
+            targets(&spec.task.unwrap().networks),
+            targets(&spec.networks),
+        ))
+    }
+
+    #[test]
+    fn attachments_bind_to_ids_by_name_id_or_unique_prefix() {
+        let networks = [
+            network("abc111", "front", "", ""),
+            network("abc222", "back", "", ""),
+            network("xyz333", "other", "", ""),
+        ];
+        assert_eq!(
+            bound(&["front", "abc222", "xyz"], &[], &networks).unwrap(),
+            (
+                vec!["abc111".into(), "abc222".into(), "xyz333".into()],
+                vec![]
+            )
+        );
+        assert_eq!(
+            bound(&[], &["back"], &networks).unwrap(),
+            (vec![], vec!["abc222".into()])
+        );
+        assert_eq!(
+            bound(&["nowhere"], &[], &networks).unwrap_err(),
+            "network nowhere not found: list them with 'shoal network ls'"
+        );
+        assert!(
+            bound(&["abc"], &[], &networks)
+                .unwrap_err()
+                .contains("network reference \"abc\" is ambiguous: it matches 2 networks")
+        );
+        let mut spec = service("s", "web", &["nowhere"], &[]).spec.unwrap();
+        assert_eq!(
+            bind_attachments(&mut spec, &networks, "declare it in the compose file")
+                .unwrap_err()
+                .to_string(),
+            "network nowhere not found: declare it in the compose file"
+        );
+    }
+
+    #[test]
+    fn attachments_refuse_local_networks_ingress_and_repeats() {
+        let mut ingress = network("ing999", "ingress", "", "");
+        ingress.spec.as_mut().unwrap().ingress = true;
+        let networks = [network("abc111", "front", "", ""), ingress];
+        for local in ["host", "bridge", "none"] {
+            assert_eq!(
+                bound(&[local], &[], &networks).unwrap_err(),
+                format!(
+                    "The network {local} cannot be used with services. Only networks scoped to the swarm can be used, such as those created with the overlay driver."
+                )
+            );
+        }
+        assert!(
+            bound(&["ingress"], &[], &networks)
+                .unwrap_err()
+                .starts_with(
+                    "Service cannot be explicitly attached to the ingress network \"ingress\""
+                )
+        );
+        assert_eq!(
+            bound(&["front", "abc111"], &[], &networks).unwrap_err(),
+            "network front is attached twice (as front and as abc111): give each network once, with all its aliases"
+        );
+        assert!(
+            bound(&["front", "front"], &[], &networks)
+                .unwrap_err()
+                .starts_with("network front is attached twice: ")
+        );
     }
 
     #[test]

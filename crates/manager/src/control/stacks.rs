@@ -8,8 +8,6 @@
 //! whose earlier revisions `stack rollback` returns to. Everything a stack makes carries Docker's
 //! `com.docker.stack.namespace` label, which `stack rm` removes by.
 
-use std::collections::BTreeMap;
-
 use raft_store::Change;
 use shoal_proto::api::{
     Config, ConfigSpec, Network, Secret, SecretSpec, Service, ServiceSpec, Stack, StackChange,
@@ -385,28 +383,14 @@ fn bind(
     secrets: &[Secret],
     configs: &[Config],
 ) -> Result<(), ManagerError> {
-    let by_name: BTreeMap<&str, &str> = networks
-        .iter()
-        .map(|network| (network.unique_name(), network.id.as_str()))
-        .collect();
+    super::networks::bind_attachments(
+        spec,
+        networks,
+        "declare it under the top-level networks: key of the compose file, or create it and mark it external",
+    )?;
     let Some(task) = spec.task.as_mut() else {
         return Ok(());
     };
-    for attachment in &mut task.networks {
-        let is_id = networks
-            .iter()
-            .any(|network| network.id == attachment.target);
-        if is_id {
-            continue;
-        }
-        let id = by_name.get(attachment.target.as_str()).ok_or_else(|| {
-            invalid(format!(
-                "network {} not found: declare it under the top-level networks: key of the compose file, or create it and mark it external",
-                attachment.target
-            ))
-        })?;
-        attachment.target = (*id).to_owned();
-    }
     if let Some(task_spec::Runtime::Container(container)) = task.runtime.as_mut() {
         payloads::bind_references(container, secrets, configs)?;
     }

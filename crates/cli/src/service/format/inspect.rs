@@ -120,6 +120,14 @@ pub(super) fn container_json(container: &api::ContainerSpec) -> Value {
         object.insert("Healthcheck".into(), health_json(health));
     }
     insert_nonempty(&mut object, "Hosts", json!(container.hosts));
+    if let Some(dns) = &container.dns_config {
+        // Docker's `DNSConfig`, each list left out when empty.
+        let mut value = Map::new();
+        insert_nonempty(&mut value, "Nameservers", json!(dns.nameservers));
+        insert_nonempty(&mut value, "Search", json!(dns.search));
+        insert_nonempty(&mut value, "Options", json!(dns.options));
+        object.insert("DNSConfig".into(), Value::Object(value));
+    }
     let secrets: Vec<Value> = container
         .secrets
         .iter()
@@ -277,6 +285,11 @@ pub(super) fn task_template_json(task: &api::TaskSpec) -> Value {
             let mut value = Map::new();
             value.insert("Target".into(), json!(n.target));
             insert_nonempty(&mut value, "Aliases", json!(n.aliases));
+            insert_nonempty(
+                &mut value,
+                "DriverOpts",
+                labels_json(&n.driver_attachment_opts),
+            );
             Value::Object(value)
         })
         .collect();

@@ -1,11 +1,26 @@
 //! `service inspect --pretty`: docker's text template, for the fields shoal has.
 
+use std::collections::HashMap;
+
 use shoal_proto::api;
 
 use super::*;
 
-/// `service inspect --pretty`: docker's template, for the fields shoal has.
-pub(crate) fn service_pretty(service: &api::Service) -> String {
+/// The networks a service's tasks attach to, as its spec names them (ids, once stored).
+pub(crate) fn task_networks(service: &api::Service) -> &[api::NetworkAttachmentConfig] {
+    service
+        .spec
+        .as_ref()
+        .and_then(|spec| spec.task.as_ref())
+        .map_or(&[], |task| task.networks.as_slice())
+}
+
+/// `service inspect --pretty`: docker's template, for the fields shoal has. `network_names`
+/// gives the names of the networks by id (an id it lacks is shown as is).
+pub(crate) fn service_pretty(
+    service: &api::Service,
+    network_names: &HashMap<String, String>,
+) -> String {
     let spec = service.spec.clone().unwrap_or_default();
     let annotations = spec.annotations.clone().unwrap_or_default();
     let task = spec.task.clone().unwrap_or_default();
@@ -19,6 +34,7 @@ pub(crate) fn service_pretty(service: &api::Service) -> String {
     placement_and_policies(&spec, &task, &mut line);
     container_and_mounts(&container, &mut line);
     resources(&task, &container, &mut line);
+    networks(service, network_names, &mut line);
     endpoint_and_health(&spec, &container, &mut line);
     out
 }
@@ -210,6 +226,29 @@ fn resources(task: &api::TaskSpec, container: &api::ContainerSpec, line: &mut dy
     if container.pid_limit > 0 {
         line(format!("  PIDs:\t\t{}", container.pid_limit));
     }
+}
+
+/// `Networks:` and each network's name on one line, as docker's template spaces them.
+fn networks(
+    service: &api::Service,
+    network_names: &HashMap<String, String>,
+    line: &mut dyn FnMut(String),
+) {
+    let attachments = task_networks(service);
+    if attachments.is_empty() {
+        return;
+    }
+    let mut text = "Networks:".to_owned();
+    for attachment in attachments {
+        let name = network_names
+            .get(&attachment.target)
+            .filter(|name| !name.is_empty())
+            .unwrap_or(&attachment.target);
+        text.push(' ');
+        text.push_str(name);
+    }
+    text.push(' ');
+    line(text);
 }
 
 /// The endpoint mode and the healthcheck.

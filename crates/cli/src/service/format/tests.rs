@@ -284,10 +284,67 @@ fn inspect_json_is_docker_shaped() {
     assert_eq!(template["Resources"]["Limits"]["MemoryBytes"], 16 << 20);
     assert_eq!(template["Placement"], json!({}));
     assert_eq!(value["Endpoint"]["Ports"][0]["PublishedPort"], 8080);
-    let pretty = service_pretty(&svc);
+    let pretty = service_pretty(&svc, &HashMap::new());
     assert!(
         pretty.contains("Service Mode:\tReplicated\n Replicas:\t2\n"),
         "{pretty}"
     );
     assert!(pretty.contains("  Memory:\t16MiB\n"), "{pretty}");
+    assert!(!pretty.contains("Networks:"), "{pretty}");
+}
+
+#[test]
+fn networks_and_name_resolution_show_in_docker_shape() {
+    let mut svc = service(
+        "web",
+        api::service_spec::Mode::Replicated(api::ReplicatedService { replicas: 1 }),
+        0,
+    );
+    let spec = svc.spec.as_mut().unwrap();
+    spec.endpoint = Some(api::EndpointSpec {
+        mode: api::endpoint_spec::ResolutionMode::Dnsrr as i32,
+        ports: Vec::new(),
+    });
+    let task = spec.task.as_mut().unwrap();
+    task.networks = vec![
+        api::NetworkAttachmentConfig {
+            target: "id-front".into(),
+            aliases: vec!["api".into()],
+            driver_attachment_opts: [("k".to_owned(), "v".to_owned())].into(),
+            ..Default::default()
+        },
+        api::NetworkAttachmentConfig {
+            target: "id-gone".into(),
+            ..Default::default()
+        },
+    ];
+    if let Some(api::task_spec::Runtime::Container(container)) = task.runtime.as_mut() {
+        container.hosts = vec!["10.0.0.5 db".into()];
+        container.dns_config = Some(api::container_spec::DnsConfig {
+            nameservers: vec!["10.0.0.2".into()],
+            search: Vec::new(),
+            options: vec!["ndots:2".into()],
+        });
+    }
+    let names: HashMap<String, String> = [("id-front".to_owned(), "front".to_owned())].into();
+    let pretty = service_pretty(&svc, &names);
+    assert!(
+        pretty.contains("\nNetworks: front id-gone \nEndpoint Mode:\tdnsrr\n"),
+        "{pretty}"
+    );
+    let value = service_inspect_json(&svc);
+    let template = &value["Spec"]["TaskTemplate"];
+    assert_eq!(
+        template["Networks"],
+        json!([
+            {"Target": "id-front", "Aliases": ["api"], "DriverOpts": {"k": "v"}},
+            {"Target": "id-gone"},
+        ])
+    );
+    assert_eq!(
+        template["ContainerSpec"]["DNSConfig"],
+        json!({"Nameservers": ["10.0.0.2"], "Options": ["ndots:2"]})
+    );
+    assert_eq!(template["ContainerSpec"]["Hosts"], json!(["10.0.0.5 db"]));
+    assert_eq!(value["Spec"]["EndpointSpec"]["Mode"], "dnsrr");
 }

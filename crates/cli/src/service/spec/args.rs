@@ -213,6 +213,24 @@ pub(crate) struct CreateArgs {
     /// A supplementary group for the container's user, by name or number (repeatable).
     #[arg(long = "group")]
     pub(crate) groups: Vec<String>,
+    /// A network to attach to: NAME, or name=NAME[,alias=ALIAS][,driver-opt=KEY=VALUE] (repeatable).
+    #[arg(long = "network")]
+    pub(crate) networks: Vec<String>,
+    /// How the service is found on its networks: vip (one virtual IP) or dnsrr (its tasks' IPs).
+    #[arg(long, default_value = "vip")]
+    pub(crate) endpoint_mode: String,
+    /// A DNS server, by IP address (repeatable).
+    #[arg(long = "dns")]
+    pub(crate) dns: Vec<String>,
+    /// A DNS search domain (repeatable).
+    #[arg(long = "dns-search")]
+    pub(crate) dns_search: Vec<String>,
+    /// A DNS resolver option, e.g. ndots:2 (repeatable).
+    #[arg(long = "dns-option")]
+    pub(crate) dns_options: Vec<String>,
+    /// A custom host-to-IP mapping, HOST:IP (repeatable).
+    #[arg(long = "host")]
+    pub(crate) hosts: Vec<String>,
     #[command(flatten)]
     pub(crate) container: ContainerArgs,
     #[command(flatten)]
@@ -330,6 +348,39 @@ pub(crate) struct UpdateArgs {
     /// Removes a supplementary group (repeatable).
     #[arg(long)]
     pub(crate) group_rm: Vec<String>,
+    /// Attaches to a network, as --network takes it (repeatable).
+    #[arg(long)]
+    pub(crate) network_add: Vec<String>,
+    /// Detaches from a network, by name or ID (repeatable).
+    #[arg(long)]
+    pub(crate) network_rm: Vec<String>,
+    /// Endpoint mode: vip or dnsrr.
+    #[arg(long)]
+    pub(crate) endpoint_mode: Option<String>,
+    /// Adds a DNS server (repeatable).
+    #[arg(long)]
+    pub(crate) dns_add: Vec<String>,
+    /// Removes a DNS server (repeatable).
+    #[arg(long)]
+    pub(crate) dns_rm: Vec<String>,
+    /// Adds a DNS search domain (repeatable).
+    #[arg(long)]
+    pub(crate) dns_search_add: Vec<String>,
+    /// Removes a DNS search domain (repeatable).
+    #[arg(long)]
+    pub(crate) dns_search_rm: Vec<String>,
+    /// Adds a DNS resolver option (repeatable).
+    #[arg(long)]
+    pub(crate) dns_option_add: Vec<String>,
+    /// Removes a DNS resolver option (repeatable).
+    #[arg(long)]
+    pub(crate) dns_option_rm: Vec<String>,
+    /// Adds a custom host-to-IP mapping, HOST:IP (repeatable).
+    #[arg(long)]
+    pub(crate) host_add: Vec<String>,
+    /// Removes a host mapping: HOST for every one of the name, or HOST:IP for one (repeatable).
+    #[arg(long)]
+    pub(crate) host_rm: Vec<String>,
     #[command(flatten)]
     pub(crate) container: ContainerArgs,
     #[command(flatten)]

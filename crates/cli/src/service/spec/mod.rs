@@ -1,6 +1,7 @@
 //! The flags of `service create`, `update` and `scale`, and the pure functions that turn them into
 //! a `ServiceSpec` (or change the current one) the way docker's CLI does. Every error names the
-//! flag and says how to fix it. The process environment is passed in, for `--env KEY`.
+//! flag and says how to fix it. The process environment is passed in, for `--env KEY`, and the
+//! ids of the networks `update` names, for `--network-add` and `--network-rm`.
 
 use std::collections::HashMap;
 
@@ -11,6 +12,7 @@ use spec::enums::{ModeName, TextForm as _};
 mod args;
 mod container;
 mod mounts;
+mod networking;
 mod payloads;
 mod policy;
 #[cfg(test)]
@@ -20,6 +22,8 @@ mod values;
 pub(crate) use args::*;
 pub(crate) use container::*;
 pub(crate) use mounts::*;
+use networking::*;
+pub(crate) use networking::{NetworkIds, network_references};
 pub(crate) use payloads::*;
 use policy::*;
 pub(crate) use values::*;
@@ -136,6 +140,8 @@ pub(crate) fn create_spec(
     container.sysctls = parse_sysctls("sysctl", &args.sysctls)?;
     container.ulimits = parse_ulimits("ulimit", &args.ulimits)?;
     container.groups = args.groups.clone();
+    container.dns_config = Some(create_dns_config(args)?);
+    container.hosts = create_hosts(args)?;
     apply_container(&mut container, &args.container)?;
     apply_pids(&mut container, &args.resources)?;
     container.healthcheck = apply_health(None, &args.health)?;
@@ -169,12 +175,16 @@ pub(crate) fn create_spec(
                 platforms: Vec::new(),
                 max_replicas: args.replicas_max_per_node.unwrap_or(0),
             }),
+            networks: parse_networks("network", &args.networks)?,
             ..Default::default()
         }),
         mode: Some(mode),
         update: new_update_config(&args.update_policy.flags())?,
         rollback: new_update_config(&args.rollback_policy.flags())?,
-        endpoint: Some(api::EndpointSpec::default()),
+        endpoint: Some(api::EndpointSpec {
+            mode: parse_endpoint_mode(&args.endpoint_mode)?,
+            ports: Vec::new(),
+        }),
         ..Default::default()
     })
 }
@@ -199,12 +209,16 @@ fn update_labels(labels: &mut HashMap<String, String>, added: &[String], removed
 }
 
 /// Applies `service update`'s flags to the current spec, as docker's `updateService` does.
+/// `network_ids` holds the id of each network [`network_references`] lists.
 pub(crate) fn update_spec(
     mut spec: api::ServiceSpec,
     args: &UpdateArgs,
     lookup_env: &dyn Fn(&str) -> Option<String>,
+    network_ids: &NetworkIds,
 ) -> anyhow::Result<api::ServiceSpec> {
     update_mode(&mut spec, args)?;
+    update_networks(&mut spec, args, network_ids)?;
+    update_endpoint_mode(&mut spec, args)?;
     let annotations = spec.annotations.get_or_insert_default();
     update_labels(&mut annotations.labels, &args.label_add, &args.label_rm);
 
@@ -318,6 +332,8 @@ fn update_container(
         .retain(|group| !args.group_rm.contains(group) && !args.group_add.contains(group));
     container.groups.extend(args.group_add.iter().cloned());
 
+    update_dns(container, args)?;
+    update_hosts(container, args)?;
     update_mounts(container, args)?;
     update_payloads(container, args)
 }

@@ -8,7 +8,7 @@ use super::*;
 /// Parses docker's `--mount` syntax: `type=bind|volume|tmpfs,source=…,target=…,readonly,…`.
 pub(crate) fn parse_mount(flag: &str, text: &str) -> anyhow::Result<api::Mount> {
     let hint = "use e.g. type=volume,source=data,target=/data or type=bind,source=/srv,target=/srv,readonly";
-    let fields = split_csv(text).with_context(|| format!("--{flag}: {hint}"))?;
+    let fields = spec::csv::split_line(text).with_context(|| format!("--{flag}: {hint}"))?;
     let mut mount = api::Mount {
         r#type: api::mount::Type::Volume as i32,
         ..Default::default()

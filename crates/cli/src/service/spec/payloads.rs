@@ -39,7 +39,9 @@ pub(super) fn parse_payload_flag(
         spec::defaults::FILE_GID.to_owned(),
         spec::defaults::FILE_MODE,
     );
-    for field in split_csv(text).map_err(|error| anyhow::anyhow!("--{flag}: {error}: {hint}"))? {
+    for field in
+        spec::csv::split_line(text).map_err(|error| anyhow::anyhow!("--{flag}: {error}: {hint}"))?
+    {
         let (key, value) = field
             .split_once('=')
             .ok_or_else(|| anyhow::anyhow!("--{flag}: invalid field {field:?}: {hint}"))?;

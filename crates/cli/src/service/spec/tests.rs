@@ -34,7 +34,7 @@ fn create_error(flags: &[&str]) -> String {
 
 fn update(spec: api::ServiceSpec, flags: &[&str]) -> anyhow::Result<api::ServiceSpec> {
     let cli = UpdateCli::try_parse_from(std::iter::once("update").chain(flags.iter().copied()))?;
-    update_spec(spec, &cli.args, &no_env)
+    update_spec(spec, &cli.args, &no_env, &NetworkIds::new())
 }
 
 fn container_of(spec: &api::ServiceSpec) -> api::ContainerSpec {
@@ -664,5 +664,257 @@ fn update_and_rollback_flags_set_their_configs_over_swarms_defaults() -> anyhow:
     );
     assert!(create_error(&["--update-order", "random", "busybox"]).contains("start-first"));
     assert!(create_error(&["--update-delay", "soon", "busybox"]).contains("update-delay"));
+    Ok(())
+}
+
+#[test]
+fn networking_flags_make_docker_specs() -> anyhow::Result<()> {
+    let spec = create(&[
+        "--network",
+        "front",
+        "--network",
+        "name=back,alias=api,alias=v1,driver-opt=com.example=1",
+        "--endpoint-mode",
+        "DNSRR",
+        "--dns",
+        "10.0.0.2",
+        "--dns",
+        "2001:db8:0::53",
+        "--dns-search",
+        "example.com.",
+        "--dns-option",
+        "ndots:2",
+        "--host",
+        "db:10.0.0.5",
+        "--host",
+        "v6=[2001:db8::5]",
+        "busybox",
+    ])?;
+    let task = spec.task.clone().unwrap_or_default();
+    let targets: Vec<&str> = task.networks.iter().map(|n| n.target.as_str()).collect();
+    assert_eq!(targets, ["back", "front"]);
+    assert_eq!(task.networks[0].aliases, ["api", "v1"]);
+    assert_eq!(task.networks[0].driver_attachment_opts["com.example"], "1");
+    assert_eq!(
+        spec.endpoint.as_ref().map(api::EndpointSpec::mode),
+        Some(api::endpoint_spec::ResolutionMode::Dnsrr)
+    );
+    let container = container_of(&spec);
+    let dns = container.dns_config.clone().unwrap_or_default();
+    assert_eq!(dns.nameservers, ["10.0.0.2", "2001:db8::53"]);
+    assert_eq!(dns.search, ["example.com"]);
+    assert_eq!(dns.options, ["ndots:2"]);
+    assert_eq!(container.hosts, ["10.0.0.5 db", "2001:db8::5 v6"]);
+
+    // Docker's defaults: vip, and an empty DNS config.
+    let plain = create(&["busybox"])?;
+    assert_eq!(
+        plain.endpoint.as_ref().map(api::EndpointSpec::mode),
+        Some(api::endpoint_spec::ResolutionMode::Vip)
+    );
+    assert_eq!(
+        container_of(&plain).dns_config,
+        Some(api::container_spec::DnsConfig::default())
+    );
+    assert!(plain.task.unwrap_or_default().networks.is_empty());
+    Ok(())
+}
+
+#[test]
+fn bad_networking_flags_name_the_flag() {
+    for (flags, expected) in [
+        (
+            &["--network", "alias=x", "busybox"][..],
+            "--network: network \"alias=x\" names no network",
+        ),
+        (
+            &["--network", "name=a,ip=10.0.0.9", "busybox"],
+            "not supported for services",
+        ),
+        (
+            &["--endpoint-mode", "round-robin", "busybox"],
+            "--endpoint-mode: invalid endpoint mode \"round-robin\": use vip or dnsrr",
+        ),
+        (
+            &["--dns", "dns.google", "busybox"],
+            "--dns: invalid DNS server \"dns.google\"",
+        ),
+        (
+            &["--dns-search", "-bad-", "busybox"],
+            "--dns-search: invalid DNS search domain",
+        ),
+        (
+            &["--dns-option", "a b", "busybox"],
+            "--dns-option: invalid DNS option",
+        ),
+        (
+            &["--host", "db", "busybox"],
+            "--host: invalid host mapping \"db\": give HOST:IP",
+        ),
+        (
+            &["--host", "db:10.0.0", "busybox"],
+            "--host: invalid IP address \"10.0.0\"",
+        ),
+    ] {
+        let error = create_error(flags);
+        assert!(error.contains(expected), "{flags:?}: {error}");
+    }
+}
+
+fn attached(spec: &api::ServiceSpec) -> Vec<(String, Vec<String>)> {
+    spec.task
+        .as_ref()
+        .map(|task| {
+            task.networks
+                .iter()
+                .map(|n| (n.target.clone(), n.aliases.clone()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn update_adds_and_removes_networks_by_id() -> anyhow::Result<()> {
+    let ids: NetworkIds = [
+        ("front", "id-front"),
+        ("back", "id-back"),
+        ("id-b", "id-back"),
+        ("edge", "id-edge"),
+    ]
+    .into_iter()
+    .map(|(reference, id)| (reference.to_owned(), id.to_owned()))
+    .collect();
+    let run = |spec: api::ServiceSpec, flags: &[&str]| -> anyhow::Result<api::ServiceSpec> {
+        let cli =
+            UpdateCli::try_parse_from(std::iter::once("update").chain(flags.iter().copied()))?;
+        assert_eq!(network_references(&cli.args)?, {
+            let mut wanted: Vec<String> = cli.args.network_rm.clone();
+            for text in &cli.args.network_add {
+                wanted.push(spec::network::attachment_flag(text)?.target);
+            }
+            wanted.sort();
+            wanted.dedup();
+            wanted
+        });
+        update_spec(spec, &cli.args, &no_env, &ids)
+    };
+    let mut current = create(&["busybox"])?;
+    // A spec with the deprecated top-level list has it moved into the task's.
+    current.networks = vec![api::NetworkAttachmentConfig {
+        target: "id-front".into(),
+        ..Default::default()
+    }];
+    let updated = run(
+        current,
+        &[
+            "--network-add",
+            "name=back,alias=db",
+            "--network-add",
+            "edge",
+        ],
+    )?;
+    assert!(updated.networks.is_empty());
+    assert_eq!(
+        attached(&updated),
+        [
+            ("id-back".to_owned(), vec!["db".to_owned()]),
+            ("id-edge".to_owned(), vec![]),
+            ("id-front".to_owned(), vec![]),
+        ]
+    );
+    let removed = run(
+        updated.clone(),
+        &["--network-rm", "id-b", "--network-rm", "front"],
+    )?;
+    assert_eq!(attached(&removed), [("id-edge".to_owned(), vec![])]);
+    // Re-adding with other aliases takes a removal first, as in docker.
+    let refused = run(updated.clone(), &["--network-add", "name=back,alias=x"]).unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("already attached to network back"),
+        "{refused}"
+    );
+    let realiased = run(
+        updated,
+        &["--network-rm", "back", "--network-add", "name=back,alias=x"],
+    )?;
+    assert!(attached(&realiased).contains(&("id-back".to_owned(), vec!["x".to_owned()])));
+    // Other flags leave the networks alone.
+    let untouched = run(realiased.clone(), &["--replicas", "2"])?;
+    assert_eq!(attached(&untouched), attached(&realiased));
+    Ok(())
+}
+
+#[test]
+fn update_changes_dns_hosts_and_endpoint_mode_as_docker() -> anyhow::Result<()> {
+    let current = create(&[
+        "--dns",
+        "10.0.0.9",
+        "--dns-search",
+        "b.example",
+        "--dns-option",
+        "ndots:2",
+        "--host",
+        "db:10.0.0.5",
+        "--host",
+        "cache:10.0.0.6",
+        "--host",
+        "db:10.0.0.7",
+        "busybox",
+    ])?;
+    let updated = update(
+        current.clone(),
+        &[
+            "--dns-add",
+            "10.0.0.1",
+            "--dns-add",
+            "10.0.0.9",
+            "--dns-rm",
+            "10.0.0.9",
+            "--dns-search-add",
+            "a.example",
+            "--dns-option-add",
+            "timeout:3",
+            "--dns-option-rm",
+            "ndots:2",
+            "--host-rm",
+            "db:10.0.0.5",
+            "--host-add",
+            "web:10.0.0.8",
+            "--endpoint-mode",
+            "dnsrr",
+        ],
+    )?;
+    let container = container_of(&updated);
+    let dns = container.dns_config.unwrap_or_default();
+    assert_eq!(dns.nameservers, ["10.0.0.1"]);
+    // Sorted, as docker sorts each list it changes.
+    assert_eq!(dns.search, ["a.example", "b.example"]);
+    assert_eq!(dns.options, ["timeout:3"]);
+    assert_eq!(
+        container.hosts,
+        ["10.0.0.6 cache", "10.0.0.7 db", "10.0.0.8 web"]
+    );
+    assert_eq!(
+        updated.endpoint.as_ref().map(api::EndpointSpec::mode),
+        Some(api::endpoint_spec::ResolutionMode::Dnsrr)
+    );
+    // A bare host name leaves every mapping of it.
+    let without_db = update(current.clone(), &["--host-rm", "db"])?;
+    assert_eq!(container_of(&without_db).hosts, ["10.0.0.6 cache"]);
+    // No networking flag, no change.
+    let same = update(current.clone(), &["--replicas", "3"])?;
+    assert_eq!(
+        container_of(&same).dns_config,
+        container_of(&current).dns_config
+    );
+    assert_eq!(container_of(&same).hosts, container_of(&current).hosts);
+    assert!(
+        update(current, &["--dns-add", "nameserver"])
+            .unwrap_err()
+            .to_string()
+            .contains("--dns-add: invalid DNS server")
+    );
     Ok(())
 }

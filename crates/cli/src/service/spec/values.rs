@@ -1,5 +1,5 @@
 //! The small grammars of flag values: counts, durations, sizes, CPUs, `KEY=VALUE` lists, the
-//! environment, placement constraints and preferences, and the CSV of `--mount` and friends.
+//! environment, and placement constraints and preferences.
 
 use std::collections::HashMap;
 
@@ -161,43 +161,6 @@ pub(super) fn spread_descriptor(preference: &api::placement::Preference) -> Opti
         }
         None => None,
     }
-}
-
-/// Splits one line of CSV as Go's encoding/csv does for `--mount`: fields may be double-quoted,
-/// with `""` for a quote inside.
-pub(super) fn split_csv(text: &str) -> anyhow::Result<Vec<String>> {
-    let mut fields = Vec::new();
-    let mut field = String::new();
-    let mut chars = text.chars().peekable();
-    let mut at_field_start = true;
-    while let Some(c) = chars.next() {
-        match c {
-            '"' if at_field_start => {
-                at_field_start = false;
-                loop {
-                    match chars.next() {
-                        Some('"') if chars.peek() == Some(&'"') => {
-                            chars.next();
-                            field.push('"');
-                        }
-                        Some('"') => break,
-                        Some(c) => field.push(c),
-                        None => bail!("unclosed quote in {text:?}"),
-                    }
-                }
-            }
-            ',' => {
-                fields.push(std::mem::take(&mut field));
-                at_field_start = true;
-            }
-            c => {
-                at_field_start = false;
-                field.push(c);
-            }
-        }
-    }
-    fields.push(field);
-    Ok(fields)
 }
 
 pub(super) fn parse_go_bool(flag: &str, key: &str, value: &str) -> anyhow::Result<bool> {
