@@ -130,11 +130,7 @@ pub struct Parser<'a> {
 type Entries = [(Key, Node)];
 
 impl<'a> Parser<'a> {
-    pub fn new(
-        base_dir: &'a str,
-        env: &'a Environment,
-        sources: &'a dyn super::Sources,
-    ) -> Self {
+    pub fn new(base_dir: &'a str, env: &'a Environment, sources: &'a dyn super::Sources) -> Self {
         Parser {
             errors: Vec::new(),
             ignored: Vec::new(),

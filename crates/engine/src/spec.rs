@@ -7,8 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ::spec::linux::{
-    ALL_CAPABILITIES, CAPABILITIES, DEFAULT_CAPABILITIES, capability_name, sysctl_name,
-    ulimit_name,
+    ALL_CAPABILITIES, CAPABILITIES, DEFAULT_CAPABILITIES, capability_name, sysctl_name, ulimit_name,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -391,7 +390,6 @@ fn rlimits(ulimits: &[Ulimit]) -> Result<Vec<serde_json::Value>> {
         })
         .collect()
 }
-
 
 const MASKED_PATHS: &[&str] = &[
     "/proc/asound",

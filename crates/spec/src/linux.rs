@@ -167,7 +167,11 @@ mod tests {
     #[test]
     fn capabilities_take_every_spelling_docker_takes() {
         for given in ["net_admin", "NET_ADMIN", "CAP_NET_ADMIN", " cap_net_admin "] {
-            assert_eq!(capability_name(given), Ok("CAP_NET_ADMIN".to_owned()), "{given}");
+            assert_eq!(
+                capability_name(given),
+                Ok("CAP_NET_ADMIN".to_owned()),
+                "{given}"
+            );
         }
         assert_eq!(capability_name("all"), Ok("ALL".to_owned()));
         assert_eq!(CAPABILITIES[21], "CAP_SYS_ADMIN");
@@ -187,10 +191,8 @@ mod tests {
         assert_eq!(ulimit_name("NOFILE"), Ok("nofile".to_owned()));
         let refused = ulimit_name("files").map_err(|error| error.to_string());
         assert!(
-            refused
-                .as_ref()
-                .is_err_and(|message| message
-                    .starts_with("invalid ulimit: \"files\" is not a limit; use one of as, core,")),
+            refused.as_ref().is_err_and(|message| message
+                .starts_with("invalid ulimit: \"files\" is not a limit; use one of as, core,")),
             "{refused:?}"
         );
     }

@@ -227,10 +227,7 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
                 .await
                 .map_err(api_error)?
                 .into_inner();
-            println!(
-                "This node joined a swarm as a {}.",
-                response.role().text()
-            );
+            println!("This node joined a swarm as a {}.", response.role().text());
         }
         SwarmCommand::JoinToken {
             quiet,
