@@ -162,3 +162,56 @@ fn crate_dependencies_keep_the_lines_the_architecture_draws() {
         "there is no crates/daemon: the node daemon is composed there"
     );
 }
+
+/// The paths into the `engine` crate that `text` names (`engine::shim::shim_main`), leaving out
+/// other crates' modules of that name (`shoal_proto::engine::…`, `my_engine::…`).
+fn engine_crate_paths(text: &str) -> Vec<&str> {
+    let mut found = Vec::new();
+    for (at, _) in text.match_indices("engine::") {
+        let before = text[..at].chars().next_back();
+        if before.is_some_and(|c| c == ':' || c == '_' || c.is_ascii_alphanumeric()) {
+            continue;
+        }
+        let path = &text[at..];
+        let end = path
+            .find(|c: char| !(c == ':' || c == '_' || c.is_ascii_alphanumeric()))
+            .unwrap_or(path.len());
+        found.push(&path[..end]);
+    }
+    found
+}
+
+#[test]
+fn the_engine_path_reader_skips_other_crates_modules() {
+    assert_eq!(
+        engine_crate_paths(
+            "engine::shim::shim_main(x); shoal_proto::engine::Image; my_engine::x; (engine::init::y)"
+        ),
+        ["engine::shim::shim_main", "engine::init::y"]
+    );
+}
+
+/// cli depends on `engine` only to run the engine's hidden entry points (`shoal shim`,
+/// `shoal init`, `shoal runtime-exec`); the vocabulary it once borrowed from it (capability,
+/// ulimit and sysctl names, RFC 3339 times) is `spec`'s.
+#[test]
+fn cli_uses_the_engine_only_for_its_hidden_entry_points() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates/cli/src");
+    let mut files = Vec::new();
+    rust_files(&root, &mut files);
+    assert!(files.len() > 5, "the scan found too few files: {files:?}");
+    let entry_points = ["engine::shim::", "engine::init::", "engine::runtime::"];
+    let mut elsewhere = Vec::new();
+    for file in &files {
+        let text = std::fs::read_to_string(file).unwrap_or_default();
+        for path in engine_crate_paths(&text) {
+            if !entry_points.iter().any(|allowed| path.starts_with(allowed)) {
+                elsewhere.push(format!("{}: {path}", file.display()));
+            }
+        }
+    }
+    assert!(
+        elsewhere.is_empty(),
+        "cli uses the engine for more than its hidden entry points; take the rule from spec: {elsewhere:#?}"
+    );
+}

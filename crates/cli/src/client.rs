@@ -199,7 +199,7 @@ fn ago(rfc3339: &str) -> String {
 
 /// "2 weeks ago": how long before `now` the engine's timestamp was, as every list says it.
 fn ago_at(rfc3339: &str, now: SystemTime) -> String {
-    match engine::util::parse_rfc3339(rfc3339).and_then(|t| now.duration_since(t).ok()) {
+    match spec::time::parse_rfc3339(rfc3339).and_then(|t| now.duration_since(t).ok()) {
         Some(elapsed) => spec::human::ago(elapsed),
         None => "N/A".to_owned(),
     }
@@ -568,7 +568,7 @@ mod tests {
     fn lists_say_ages_and_pad_columns_alike() {
         let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let created = now - Duration::from_secs(20 * 86_400);
-        let text = engine::util::rfc3339(created);
+        let text = spec::time::rfc3339(created);
         assert_eq!(ago_at(&text, now), "2 weeks ago");
         let timestamp = shoal_proto::api::Timestamp {
             seconds: 1_800_000_000 - 20 * 86_400,

@@ -272,32 +272,12 @@ fn read_project(files: &[String], skip_interpolation: bool) -> anyhow::Result<co
             interpolate: !skip_interpolation,
             base_dir: base_dir.display().to_string(),
             sources: &|path: &str| std::fs::read_to_string(path),
-            engine: &EngineChecks,
         },
     )?;
     for warning in &loaded.warnings {
         eprintln!("WARNING: {warning}");
     }
     Ok(loaded)
-}
-
-/// The engine's rules that compose files are checked against, from the engine itself.
-struct EngineChecks;
-
-impl compose::EngineRules for EngineChecks {
-    fn check_capability(&self, name: &str) -> Result<(), String> {
-        engine::spec::capability_name(name)
-            .map(drop)
-            .map_err(|error| error.to_string())
-    }
-
-    fn check_sysctl(&self, name: &str) -> Result<(), String> {
-        engine::spec::check_sysctl(name).map_err(|error| error.to_string())
-    }
-
-    fn ulimit_names(&self) -> &[&str] {
-        engine::spec::ULIMIT_NAMES
-    }
 }
 
 /// Checks that the external networks the stack's services use exist, as docker's deploy does

@@ -111,7 +111,10 @@ pub(crate) fn network_spec(stack: &str, name: &str, network: &Network) -> api::N
             indices: Vec::new(),
         }),
         driver_config: Some(api::Driver {
-            name: network.driver.clone().unwrap_or_else(|| "overlay".into()),
+            name: network
+                .driver
+                .clone()
+                .unwrap_or_else(|| spec::network::OVERLAY_DRIVER.into()),
             options: network
                 .driver_opts
                 .iter()

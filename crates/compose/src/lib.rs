@@ -1,8 +1,9 @@
 //! Compose files for `shoal stack`: parse → interpolate → merge → validate → normalise, as pure
 //! functions over file contents and an environment map. The library does no IO: the caller reads
-//! the compose files, the `.env` file and the process environment, serves the files a compose
-//! file names (`env_file`) through [`Sources`] and the engine's rules through [`EngineRules`]; the
-//! CLI does that with the disk and the engine, tests from memory.
+//! the compose files, the `.env` file and the process environment, and serves the files a compose
+//! file names (`env_file`) through [`Sources`]; the CLI does that with the disk, tests from
+//! memory. Capabilities, ulimits and sysctls are checked with `spec`'s Linux vocabulary, the
+//! lists the engine builds containers from.
 //!
 //! The stages, in order:
 //! - [`yaml`] builds a tree that keeps each node's file and line, resolving anchors and `<<`;
@@ -105,25 +106,12 @@ impl<F: Fn(&str) -> std::io::Result<String>> Sources for F {
     }
 }
 
-/// The container engine's rules that a compose file is checked against before anything is sent.
-/// The engine owns them (`engine::spec`) and the CLI passes them in, so this crate needs neither
-/// the engine nor its IO.
-pub trait EngineRules {
-    /// Why `name` is not a capability the engine takes (`NET_ADMIN`, `CAP_NET_ADMIN` or `ALL`).
-    fn check_capability(&self, name: &str) -> Result<(), String>;
-    /// Why the kernel parameter `name` may not be set in a container.
-    fn check_sysctl(&self, name: &str) -> Result<(), String>;
-    /// Docker's names of the resource limits (`nofile`, `nproc`, …).
-    fn ulimit_names(&self) -> &[&str];
-}
-
 pub struct LoadOptions<'a> {
     /// `false` for `--skip-interpolation`: `${VAR}` stays as written.
     pub interpolate: bool,
     /// Directory that relative paths (`file:`, bind sources, `env_file`) are resolved against.
     pub base_dir: String,
     pub sources: &'a dyn Sources,
-    pub engine: &'a dyn EngineRules,
 }
 
 #[derive(Debug)]
@@ -175,7 +163,7 @@ pub fn load(
             "variable {name} is not set, so it is replaced by an empty string: export it or add it to the .env file"
         ));
     }
-    let mut parser = parse::Parser::new(&options.base_dir, env, options.sources, options.engine);
+    let mut parser = parse::Parser::new(&options.base_dir, env, options.sources);
     let project = parser.project(&root);
     if !parser.ignored.is_empty() {
         warnings.push(format!(

@@ -125,18 +125,12 @@ pub struct Parser<'a> {
     base_dir: &'a str,
     env: &'a Environment,
     sources: &'a dyn super::Sources,
-    engine: &'a dyn super::EngineRules,
 }
 
 type Entries = [(Key, Node)];
 
 impl<'a> Parser<'a> {
-    pub fn new(
-        base_dir: &'a str,
-        env: &'a Environment,
-        sources: &'a dyn super::Sources,
-        engine: &'a dyn super::EngineRules,
-    ) -> Self {
+    pub fn new(base_dir: &'a str, env: &'a Environment, sources: &'a dyn super::Sources) -> Self {
         Parser {
             errors: Vec::new(),
             ignored: Vec::new(),
@@ -144,7 +138,6 @@ impl<'a> Parser<'a> {
             base_dir,
             env,
             sources,
-            engine,
         }
     }
 
@@ -942,13 +935,9 @@ impl<'a> Parser<'a> {
                 }
                 "max_failure_ratio" => {
                     let text = self.string(value, &p);
-                    match text.as_deref().map(str::parse::<f64>) {
-                        Some(Ok(ratio)) if (0.0..=1.0).contains(&ratio) => {
-                            config.max_failure_ratio = Some(ratio)
-                        }
-                        Some(_) => {
-                            self.error(value, &p, "expected a ratio between 0 and 1, e.g. 0.1")
-                        }
+                    match text.as_deref().map(spec::validate::max_failure_ratio) {
+                        Some(Ok(ratio)) => config.max_failure_ratio = Some(ratio),
+                        Some(Err(error)) => self.error(value, &p, error.to_string()),
                         None => {}
                     }
                 }
@@ -1642,9 +1631,9 @@ impl<'a> Parser<'a> {
             let Some(name) = self.string(item, &p) else {
                 continue;
             };
-            match self.engine.check_capability(&name) {
-                Ok(()) => names.push(name),
-                Err(error) => self.error(item, &p, error),
+            match spec::linux::capability_name(&name) {
+                Ok(_) => names.push(name),
+                Err(error) => self.error(item, &p, error.to_string()),
             }
         }
         names
@@ -1654,8 +1643,8 @@ impl<'a> Parser<'a> {
     fn sysctls(&mut self, node: &Node, path: &str) -> BTreeMap<String, String> {
         let sysctls = self.labels(node, path);
         for name in sysctls.keys() {
-            if let Err(error) = self.engine.check_sysctl(name) {
-                self.error(node, &join(path, name), error);
+            if let Err(error) = spec::linux::sysctl_name(name) {
+                self.error(node, &join(path, name), error.to_string());
             }
         }
         sysctls
@@ -1668,20 +1657,13 @@ impl<'a> Parser<'a> {
         };
         for (key, value) in entries {
             let p = join(path, &key.name);
-            let engine = self.engine;
-            let names = engine.ulimit_names();
-            if !names.contains(&key.name.as_str()) {
-                self.error(
-                    value,
-                    &p,
-                    format!(
-                        "{:?} is not a limit; use one of {}",
-                        key.name,
-                        names.join(", ")
-                    ),
-                );
-                continue;
-            }
+            let name = match spec::linux::ulimit_name(&key.name) {
+                Ok(name) => name,
+                Err(error) => {
+                    self.error(value, &p, error.to_string());
+                    continue;
+                }
+            };
             let limit = match &value.value {
                 Value::Map(fields) => {
                     self.check_keys(fields, &p, &["soft", "hard"]);
@@ -1710,7 +1692,7 @@ impl<'a> Parser<'a> {
                 _ => self.int(value, &p).map(|n| Ulimit { soft: n, hard: n }),
             };
             if let Some(limit) = limit {
-                out.insert(key.name.clone(), limit);
+                out.insert(name, limit);
             }
         }
         out

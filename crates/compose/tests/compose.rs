@@ -43,28 +43,8 @@ fn load_with(
             interpolate: true,
             base_dir: "/stack".into(),
             sources: &read_stack_file,
-            engine: &EngineChecks,
         },
     )
-}
-
-/// The engine's rules, as the CLI passes them.
-struct EngineChecks;
-
-impl compose::EngineRules for EngineChecks {
-    fn check_capability(&self, name: &str) -> Result<(), String> {
-        engine::spec::capability_name(name)
-            .map(drop)
-            .map_err(|error| error.to_string())
-    }
-
-    fn check_sysctl(&self, name: &str) -> Result<(), String> {
-        engine::spec::check_sysctl(name).map_err(|error| error.to_string())
-    }
-
-    fn ulimit_names(&self) -> &[&str] {
-        engine::spec::ULIMIT_NAMES
-    }
 }
 
 /// Serves `/stack/NAME` from the fixtures and two small env files from memory.
@@ -637,7 +617,6 @@ fn skip_interpolation_keeps_references() {
             interpolate: false,
             base_dir: "/".into(),
             sources: &read_stack_file,
-            engine: &EngineChecks,
         },
     )
     .expect("loads");
@@ -666,7 +645,6 @@ fn process_variables_win_over_the_dotenv_file() {
             interpolate: true,
             base_dir: "/stack".into(),
             sources: &read_stack_file,
-            engine: &EngineChecks,
         },
     )
     .expect("loads");
@@ -863,7 +841,6 @@ fn printed_config_reads_back_unchanged() {
             interpolate: false,
             base_dir: "/elsewhere".into(),
             sources: &read_stack_file,
-            engine: &EngineChecks,
         };
         let reread = match compose::load(&files, &Environment::new(), &options) {
             Ok(loaded) => compose::emit::to_yaml(&loaded.project),
@@ -1270,4 +1247,14 @@ fn name_resolution_keys_follow_the_flags_rules() {
 
 fn config_text(loaded: &Loaded) -> String {
     compose::emit::to_yaml(&loaded.project)
+}
+
+/// A ulimit's name is taken in any case and written in lower case, as `--ulimit` takes it
+/// (both read spec's list).
+#[test]
+fn ulimit_names_take_any_case_as_the_flag_does() {
+    let loaded = load_text("services:\n  web:\n    image: a\n    ulimits:\n      NOFILE: 10\n")
+        .expect("loads");
+    let ulimits = &loaded.project.services["web"].ulimits;
+    assert_eq!(ulimits.keys().collect::<Vec<_>>(), ["nofile"]);
 }

@@ -2,7 +2,6 @@
 //! engine's own, in one place: the daemon serves that API, and only it converts.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use engine::ContainerInfo;
 use shoal_proto::engine as pb;
@@ -45,7 +44,11 @@ pub(crate) fn spec_from_pb(spec: pb::ContainerSpec) -> Result<engine::ContainerS
             pb::mount::Type::File => engine::MountSpec::File {
                 target: mount.target,
                 contents: mount.contents,
-                mode: if mount.mode == 0 { 0o444 } else { mount.mode },
+                mode: if mount.mode == 0 {
+                    spec::defaults::FILE_MODE
+                } else {
+                    mount.mode
+                },
                 uid: 0,
                 gid: 0,
             },
@@ -57,14 +60,16 @@ pub(crate) fn spec_from_pb(spec: pb::ContainerSpec) -> Result<engine::ContainerS
             interval: h
                 .interval
                 .as_ref()
-                .map(std_duration)
-                .unwrap_or(Duration::from_secs(30)),
+                .map_or(spec::defaults::HEALTH_INTERVAL, std_duration),
             timeout: h
                 .timeout
                 .as_ref()
-                .map(std_duration)
-                .unwrap_or(Duration::from_secs(30)),
-            retries: if h.retries == 0 { 3 } else { h.retries },
+                .map_or(spec::defaults::HEALTH_TIMEOUT, std_duration),
+            retries: if h.retries == 0 {
+                spec::defaults::HEALTH_RETRIES
+            } else {
+                h.retries
+            },
             start_period: h
                 .start_period
                 .as_ref()
@@ -159,5 +164,53 @@ pub(crate) fn container_to_pb(info: ContainerInfo) -> pb::Container {
             })
             .unwrap_or_default(),
         inspect_json,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    /// What `container run` leaves unset gets Docker's defaults, the ones a service's task gets:
+    /// a file readable by everyone, a check every 30 s given 30 s, three retries.
+    #[test]
+    fn unset_file_modes_and_healthcheck_timings_get_dockers_defaults() -> Result<(), Status> {
+        let spec = spec_from_pb(pb::ContainerSpec {
+            image: "busybox".into(),
+            mounts: vec![pb::Mount {
+                r#type: pb::mount::Type::File as i32,
+                target: "/run/secrets/token".into(),
+                contents: b"s3cret".to_vec(),
+                ..Default::default()
+            }],
+            healthcheck: Some(pb::Healthcheck {
+                test: vec!["CMD".into(), "true".into()],
+                ..Default::default()
+            }),
+            ..Default::default()
+        })?;
+        assert_eq!(
+            spec.mounts,
+            [engine::MountSpec::File {
+                target: "/run/secrets/token".into(),
+                contents: b"s3cret".to_vec(),
+                mode: 0o444,
+                uid: 0,
+                gid: 0,
+            }]
+        );
+        assert_eq!(
+            spec.healthcheck,
+            Some(engine::HealthcheckSpec {
+                test: vec!["CMD".into(), "true".into()],
+                interval: Duration::from_secs(30),
+                timeout: Duration::from_secs(30),
+                retries: 3,
+                start_period: Duration::ZERO,
+            })
+        );
+        Ok(())
     }
 }

@@ -120,5 +120,16 @@ impl EngineError {
     }
 }
 
+/// A name the Docker vocabulary refuses (a capability, a ulimit, a sysctl) is invalid input, said
+/// as spec says it.
+impl From<spec::SpecError> for EngineError {
+    fn from(error: spec::SpecError) -> EngineError {
+        match error {
+            spec::SpecError::Invalid { what, problem } => EngineError::invalid(what, problem),
+            other => EngineError::invalid("container spec", other),
+        }
+    }
+}
+
 /// The engine's result type.
 pub type Result<T, E = EngineError> = std::result::Result<T, E>;

@@ -6,6 +6,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use ::spec::linux::{
+    ALL_CAPABILITIES, CAPABILITIES, DEFAULT_CAPABILITIES, capability_name, sysctl_name, ulimit_name,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
@@ -318,73 +321,6 @@ fn passwd_gid_for_uid(passwd: &str, uid: u32) -> Option<u32> {
     })
 }
 
-/// Every capability, at its kernel number: `CAPABILITIES[n]` is capability n.
-const CAPABILITIES: [&str; 41] = [
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_DAC_READ_SEARCH",
-    "CAP_FOWNER",
-    "CAP_FSETID",
-    "CAP_KILL",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETPCAP",
-    "CAP_LINUX_IMMUTABLE",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_NET_BROADCAST",
-    "CAP_NET_ADMIN",
-    "CAP_NET_RAW",
-    "CAP_IPC_LOCK",
-    "CAP_IPC_OWNER",
-    "CAP_SYS_MODULE",
-    "CAP_SYS_RAWIO",
-    "CAP_SYS_CHROOT",
-    "CAP_SYS_PTRACE",
-    "CAP_SYS_PACCT",
-    "CAP_SYS_ADMIN",
-    "CAP_SYS_BOOT",
-    "CAP_SYS_NICE",
-    "CAP_SYS_RESOURCE",
-    "CAP_SYS_TIME",
-    "CAP_SYS_TTY_CONFIG",
-    "CAP_MKNOD",
-    "CAP_LEASE",
-    "CAP_AUDIT_WRITE",
-    "CAP_AUDIT_CONTROL",
-    "CAP_SETFCAP",
-    "CAP_MAC_OVERRIDE",
-    "CAP_MAC_ADMIN",
-    "CAP_SYSLOG",
-    "CAP_WAKE_ALARM",
-    "CAP_BLOCK_SUSPEND",
-    "CAP_AUDIT_READ",
-    "CAP_PERFMON",
-    "CAP_BPF",
-    "CAP_CHECKPOINT_RESTORE",
-];
-
-/// `ALL`, or a capability's full name (`CAP_` prefixed, upper case) from any spelling Docker
-/// takes: `net_admin`, `NET_ADMIN`, `CAP_NET_ADMIN`.
-pub fn capability_name(given: &str) -> Result<String> {
-    let upper = given.trim().to_ascii_uppercase();
-    if upper == "ALL" {
-        return Ok(upper);
-    }
-    let full = if upper.starts_with("CAP_") {
-        upper
-    } else {
-        format!("CAP_{upper}")
-    };
-    if CAPABILITIES.contains(&full.as_str()) {
-        Ok(full)
-    } else {
-        Err(EngineError::invalid(
-            "capability",
-            format!("{given:?} is not a Linux capability (e.g. NET_ADMIN, SYS_PTRACE, or ALL)"),
-        ))
-    }
-}
-
 /// The capabilities a container's processes hold, as Docker works them out: `ALL` in `add`
 /// gives every capability the kernel knows (up to `last_capability`) but those dropped; `ALL`
 /// in `drop` gives only those added; otherwise the default set, less those dropped, plus those
@@ -393,15 +329,15 @@ pub fn capabilities(add: &[String], drop: &[String], last_capability: u8) -> Res
     let add = add
         .iter()
         .map(|name| capability_name(name))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let drop = drop
         .iter()
         .map(|name| capability_name(name))
-        .collect::<Result<Vec<_>>>()?;
+        .collect::<Result<Vec<_>, _>>()?;
     let known = &CAPABILITIES[..CAPABILITIES.len().min(usize::from(last_capability) + 1)];
-    let base: Vec<&str> = if add.iter().any(|name| name == "ALL") {
+    let base: Vec<&str> = if add.iter().any(|name| name == ALL_CAPABILITIES) {
         known.to_vec()
-    } else if drop.iter().any(|name| name == "ALL") {
+    } else if drop.iter().any(|name| name == ALL_CAPABILITIES) {
         Vec::new()
     } else {
         DEFAULT_CAPABILITIES.to_vec()
@@ -412,7 +348,7 @@ pub fn capabilities(add: &[String], drop: &[String], last_capability: u8) -> Res
         .map(str::to_owned)
         .collect();
     for name in add {
-        if name == "ALL" || held.contains(&name) {
+        if name == ALL_CAPABILITIES || held.contains(&name) {
             continue;
         }
         if !known.contains(&name.as_str()) {
@@ -426,43 +362,13 @@ pub fn capabilities(add: &[String], drop: &[String], last_capability: u8) -> Res
     Ok(held)
 }
 
-/// Docker's names of the resource limits (`RLIMIT_` suffixes in lower case).
-pub const ULIMIT_NAMES: &[&str] = &[
-    "as",
-    "core",
-    "cpu",
-    "data",
-    "fsize",
-    "locks",
-    "memlock",
-    "msgqueue",
-    "nice",
-    "nofile",
-    "nproc",
-    "rss",
-    "rtprio",
-    "rttime",
-    "sigpending",
-    "stack",
-];
-
 /// The OCI `process.rlimits` for Docker-named `ulimits`.
 fn rlimits(ulimits: &[Ulimit]) -> Result<Vec<serde_json::Value>> {
     let mut seen = Vec::new();
     ulimits
         .iter()
         .map(|ulimit| {
-            let name = ulimit.name.to_ascii_lowercase();
-            if !ULIMIT_NAMES.contains(&name.as_str()) {
-                return Err(EngineError::invalid(
-                    "ulimit",
-                    format!(
-                        "{:?} is not a limit; use one of {}",
-                        ulimit.name,
-                        ULIMIT_NAMES.join(", ")
-                    ),
-                ));
-            }
+            let name = ulimit_name(&ulimit.name)?;
             if seen.contains(&name) {
                 return Err(EngineError::invalid(
                     "ulimit",
@@ -484,52 +390,6 @@ fn rlimits(ulimits: &[Ulimit]) -> Result<Vec<serde_json::Value>> {
         })
         .collect()
 }
-
-/// Checks that a sysctl belongs to a namespace the container has its own of (network, IPC), as
-/// Docker does: any other would change the host.
-pub fn check_sysctl(name: &str) -> Result<()> {
-    const IPC: &[&str] = &[
-        "kernel.msgmax",
-        "kernel.msgmnb",
-        "kernel.msgmni",
-        "kernel.sem",
-        "kernel.shmall",
-        "kernel.shmmax",
-        "kernel.shmmni",
-        "kernel.shm_rmid_forced",
-    ];
-    let namespaced =
-        name.starts_with("net.") || name.starts_with("fs.mqueue.") || IPC.contains(&name);
-    if namespaced {
-        Ok(())
-    } else {
-        Err(EngineError::invalid(
-            "sysctl",
-            format!(
-                "{name} is not namespaced, so setting it would change the host; only net.*, \
-                 fs.mqueue.* and the IPC ones (kernel.msg*, kernel.sem, kernel.shm*) are allowed"
-            ),
-        ))
-    }
-}
-
-/// Docker's default capability set.
-const DEFAULT_CAPABILITIES: &[&str] = &[
-    "CAP_CHOWN",
-    "CAP_DAC_OVERRIDE",
-    "CAP_FSETID",
-    "CAP_FOWNER",
-    "CAP_MKNOD",
-    "CAP_NET_RAW",
-    "CAP_SETGID",
-    "CAP_SETUID",
-    "CAP_SETFCAP",
-    "CAP_SETPCAP",
-    "CAP_NET_BIND_SERVICE",
-    "CAP_SYS_CHROOT",
-    "CAP_KILL",
-    "CAP_AUDIT_WRITE",
-];
 
 const MASKED_PATHS: &[&str] = &[
     "/proc/asound",
@@ -680,7 +540,7 @@ pub fn runtime_spec(
     }
     let capabilities = capabilities(&spec.cap_add, &spec.cap_drop, last_capability)?;
     for name in spec.sysctls.keys() {
-        check_sysctl(name)?;
+        sysctl_name(name)?;
     }
     let network_namespace = match &spec.network_namespace {
         Some(path) if !path.is_absolute() => {

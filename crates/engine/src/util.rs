@@ -1,16 +1,11 @@
 //! Small helpers shared by the store, the shim and the engine: digests, atomic file writes,
-//! random IDs and RFC 3339 timestamps (calendar maths by the `time` crate).
+//! random IDs, and RFC 3339 timestamps (spec's).
 
 use std::fmt;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest as _, Sha256};
-use time::OffsetDateTime;
-use time::format_description::BorrowedFormatItem;
-use time::format_description::well_known::Rfc3339;
-use time::macros::format_description;
 
 use crate::error::{EngineError, Result};
 
@@ -202,85 +197,13 @@ pub fn random_id() -> Result<String> {
     Ok(hex::encode(bytes))
 }
 
-/// RFC 3339 in UTC with all nine digits of nanoseconds, as docker's json-file log driver writes.
-const RFC3339_NANOS: &[BorrowedFormatItem<'static>] =
-    format_description!("[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:9]Z");
-
-/// Formats a time as RFC 3339 in UTC with nanoseconds, as docker's json-file log driver does.
-/// Times before the epoch are written as the epoch.
-pub fn rfc3339(time: SystemTime) -> String {
-    let since = time.duration_since(UNIX_EPOCH).unwrap_or(Duration::ZERO);
-    let at = OffsetDateTime::UNIX_EPOCH
-        .checked_add(time::Duration::try_from(since).unwrap_or(time::Duration::ZERO))
-        .unwrap_or(OffsetDateTime::UNIX_EPOCH);
-    // Formatting fails only for a year past 9999, which no clock of ours reaches.
-    at.format(RFC3339_NANOS).unwrap_or_default()
-}
-
-/// Parses RFC 3339 in UTC (`Z` suffix), as [`rfc3339`] writes it, with any number of fraction
-/// digits; returns `None` for anything else, and for times before the epoch.
-pub fn parse_rfc3339(text: &str) -> Option<SystemTime> {
-    if !text.ends_with('Z') {
-        return None;
-    }
-    let at = OffsetDateTime::parse(text, &Rfc3339).ok()?;
-    let since = u64::try_from(at.unix_timestamp()).ok()?;
-    Some(UNIX_EPOCH + Duration::new(since, at.nanosecond()))
-}
+/// RFC 3339 times, as Docker writes them: spec's, re-exported for the store, the shim and the
+/// worker, which read and write the engine's times.
+pub use spec::time::{parse_rfc3339, rfc3339};
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn rfc3339_round_trips() {
-        let time = UNIX_EPOCH + Duration::new(1_795_000_000, 123_456_789);
-        let text = rfc3339(time);
-        assert_eq!(text, "2026-11-18T11:06:40.123456789Z");
-        assert_eq!(parse_rfc3339(&text), Some(time));
-        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000000Z");
-    }
-
-    #[test]
-    fn rfc3339_writes_the_calendar_across_leap_years_and_ends_of_years() {
-        let at = |secs: u64, nanos: u32| rfc3339(UNIX_EPOCH + Duration::new(secs, nanos));
-        assert_eq!(at(951_782_400, 0), "2000-02-29T00:00:00.000000000Z");
-        assert_eq!(
-            at(1_735_689_599, 999_999_999),
-            "2024-12-31T23:59:59.999999999Z"
-        );
-        assert_eq!(at(4_107_542_400, 7), "2100-03-01T00:00:00.000000007Z");
-        assert_eq!(at(68_169_600, 1_000), "1972-02-29T00:00:00.000001000Z");
-        assert_eq!(
-            rfc3339(UNIX_EPOCH - Duration::from_secs(1)),
-            "1970-01-01T00:00:00.000000000Z",
-            "times before the epoch are written as the epoch"
-        );
-    }
-
-    #[test]
-    fn parse_rfc3339_takes_utc_with_any_fraction_and_refuses_the_rest() {
-        let at = |secs: u64, nanos: u32| Some(UNIX_EPOCH + Duration::new(secs, nanos));
-        assert_eq!(parse_rfc3339("2000-02-29T00:00:00Z"), at(951_782_400, 0));
-        assert_eq!(
-            parse_rfc3339("2000-02-29T00:00:00.5Z"),
-            at(951_782_400, 500_000_000)
-        );
-        assert_eq!(
-            parse_rfc3339("2024-12-31T23:59:59.123Z"),
-            at(1_735_689_599, 123_000_000)
-        );
-        for refused in [
-            "",
-            "2024-12-31",
-            "2024-12-31T23:59:59",
-            "2024-12-31T23:59:59+01:00",
-            "2024-13-01T00:00:00Z",
-            "yesterday",
-        ] {
-            assert_eq!(parse_rfc3339(refused), None, "{refused:?}");
-        }
-    }
 
     #[test]
     fn digest_parsing_rejects_bad_input() {

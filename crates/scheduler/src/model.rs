@@ -74,7 +74,9 @@ impl fmt::Display for NodeRole {
     }
 }
 
-/// What the operator allows on a node (`docker node update --availability`).
+/// What the operator allows on a node (`docker node update --availability`). Its words are
+/// `spec`'s (`active`, `pause`, `drain`); the scheduler, which knows no protobuf, only tells the
+/// values apart.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum NodeAvailability {
     /// Takes new tasks.
@@ -83,17 +85,6 @@ pub enum NodeAvailability {
     Pause,
     /// Takes no new tasks; the orchestrator moves its tasks away.
     Drain,
-}
-
-impl NodeAvailability {
-    /// The name used on the CLI and in JSON output.
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            NodeAvailability::Active => "active",
-            NodeAvailability::Pause => "pause",
-            NodeAvailability::Drain => "drain",
-        }
-    }
 }
 
 /// An operating system and CPU architecture pair, as a node reports it or an image supports it.

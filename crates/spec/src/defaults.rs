@@ -25,6 +25,11 @@ pub const UPDATE_PARALLELISM: u64 = 1;
 pub const FILE_UID: &str = "0";
 pub const FILE_GID: &str = "0";
 pub const FILE_MODE: u32 = 0o444;
+/// Docker's healthcheck timing for what a healthcheck leaves unset: a check every 30 s, each
+/// given 30 s, and three failures in a row before the container is unhealthy.
+pub const HEALTH_INTERVAL: Duration = Duration::from_secs(30);
+pub const HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
+pub const HEALTH_RETRIES: u32 = 3;
 /// The pool overlay subnets are cut from, and their size.
 pub const ADDRESS_POOL: &str = "10.0.0.0/8";
 pub const SUBNET_SIZE: u32 = 24;

@@ -24,6 +24,9 @@ pub enum SpecError {
     /// A Go-template placeholder Swarm does not expand, or broken template syntax.
     #[error("invalid template {text:?}: {problem}")]
     Template { text: String, problem: String },
+    /// A value of some kind (a capability, a ulimit) that is not one, and what would be.
+    #[error("invalid {what}: {problem}")]
+    Invalid { what: &'static str, problem: String },
     /// A field of a spec that breaks a rule; `problem` says which and what to do.
     #[error("{field}: {problem}")]
     Field { field: String, problem: String },

@@ -1,9 +1,10 @@
 //! The Docker vocabulary and the rules of every spec the cluster stores, written once: units
 //! (durations and sizes), the text form of every enum, Swarm's defaults, the Go-template
 //! placeholders Swarm expands, validation of service, network, secret, config and cluster specs,
-//! name resolution settings (nameservers, search domains, extra hosts), the CSV of long-form
-//! flags, the "time ago" text of every list, how protobuf durations and timestamps read, and how far a
-//! root CA rotation has come. Pure: no IO, no clock, no async.
+//! Docker's Linux vocabulary (capabilities, ulimits, sysctls), name resolution settings
+//! (nameservers, search domains, extra hosts), the CSV of long-form flags, the "time ago" text of
+//! every list, RFC 3339 times as Docker writes them, how protobuf durations and timestamps read,
+//! and how far a root CA rotation has come. Pure: no IO, no clock, no async.
 //!
 //! The manager calls `validate` on every write path, so no client can bypass a rule; the CLI,
 //! compose and the worker call the same functions, so they fail early with the same message.
@@ -14,6 +15,7 @@ pub mod dns;
 pub mod enums;
 mod error;
 pub mod human;
+pub mod linux;
 pub mod network;
 pub mod root_rotation;
 pub mod template;

@@ -226,7 +226,7 @@ fn update_config_rule(which: &str, config: Option<&UpdateConfig>) -> Result<(), 
             )));
         }
     }
-    if !(0.0..=1.0).contains(&config.max_failure_ratio) {
+    if !failure_ratio_in_range(config.max_failure_ratio) {
         return Err(rule(format!(
             "{which} max failure ratio {} is out of range: give a share between 0 and 1, e.g. 0.2",
             config.max_failure_ratio
@@ -236,6 +236,29 @@ fn update_config_rule(which: &str, config: Option<&UpdateConfig>) -> Result<(), 
         rollback_failure_action_rule(config.failure_action())?;
     }
     Ok(())
+}
+
+/// Whether a max failure ratio is a share of the update's tasks: from 0 to 1.
+fn failure_ratio_in_range<Ratio: PartialOrd + From<u8>>(ratio: Ratio) -> bool {
+    (Ratio::from(0)..=Ratio::from(1)).contains(&ratio)
+}
+
+/// A max failure ratio as a flag or compose file writes it: the share of an update's tasks that
+/// may fail, from 0 to 1. Generic over the float it is read into, so the CLI reads the spec's
+/// `f32` directly and compose keeps the `f64` it prints back.
+pub fn max_failure_ratio<Ratio>(text: &str) -> Result<Ratio, SpecError>
+where
+    Ratio: std::str::FromStr + PartialOrd + From<u8> + Copy,
+{
+    text.trim()
+        .parse::<Ratio>()
+        .ok()
+        .filter(|ratio| failure_ratio_in_range(*ratio))
+        .ok_or_else(|| {
+            rule(format!(
+                "invalid max failure ratio {text:?}: give a share between 0 and 1, e.g. 0.2"
+            ))
+        })
 }
 
 /// A rollback config's failure action: a rollback can't itself fail over to a rollback.
@@ -561,6 +584,21 @@ mod tests {
     use shoal_proto::api;
 
     use super::*;
+
+    #[test]
+    fn max_failure_ratios_are_shares_from_0_to_1_whatever_float_reads_them() {
+        assert_eq!(max_failure_ratio::<f32>("0.25"), Ok(0.25));
+        assert_eq!(max_failure_ratio::<f64>(" 1 "), Ok(1.0));
+        assert_eq!(max_failure_ratio::<f64>("0"), Ok(0.0));
+        for refused in ["2", "-0.1", "NaN", "a lot", ""] {
+            assert_eq!(
+                max_failure_ratio::<f32>(refused).map_err(|error| error.to_string()),
+                Err(format!(
+                    "invalid max failure ratio {refused:?}: give a share between 0 and 1, e.g. 0.2"
+                ))
+            );
+        }
+    }
 
     fn service(resources: Option<ResourceRequirements>, hostname: &str) -> ServiceSpec {
         ServiceSpec {

@@ -75,11 +75,7 @@ pub(crate) fn rotation_progress(progress: &spec::root_rotation::RotationProgress
 
 /// The role `swarm join-token` names: worker or manager.
 pub(crate) fn token_role(role: &str) -> anyhow::Result<api::NodeRole> {
-    match role {
-        "worker" => Ok(api::NodeRole::Worker),
-        "manager" => Ok(api::NodeRole::Manager),
-        other => bail!("unknown role {other:?}: use worker or manager"),
-    }
+    Ok(api::NodeRole::parse(role)?)
 }
 
 /// What `swarm join-token` prints, as docker prints it: the whole join command, or with `-q`
@@ -93,10 +89,7 @@ pub(crate) fn join_token_text(
     if quiet {
         return format!("{token}\n");
     }
-    let role = match role {
-        api::NodeRole::Worker => "worker",
-        api::NodeRole::Manager => "manager",
-    };
+    let role = role.text();
     format!(
         "To add a {role} to this swarm, run the following command:\n\n    shoal swarm join --token {token} {manager_addr}\n\n"
     )
@@ -422,11 +415,11 @@ fn availability_name(availability: i32) -> &'static str {
     spec::enums::text_of::<api::node_spec::Availability>(availability)
 }
 
+/// A node's role; a number the enum does not have reads as a worker.
 fn role_name(role: i32) -> &'static str {
-    match api::NodeRole::try_from(role) {
-        Ok(api::NodeRole::Manager) => "manager",
-        _ => "worker",
-    }
+    api::NodeRole::try_from(role)
+        .unwrap_or(api::NodeRole::Worker)
+        .text()
 }
 
 fn reachability_name(reachability: i32) -> &'static str {
@@ -1059,6 +1052,21 @@ mod tests {
             value["Swarm"]["Cluster"]["Spec"]["Dispatcher"]["HeartbeatPeriod"],
             5_000_000_000i64
         );
+    }
+
+    #[test]
+    fn roles_are_spelled_with_specs_words_both_ways() {
+        assert_eq!(token_role("manager").ok(), Some(api::NodeRole::Manager));
+        assert_eq!(
+            token_role("leader").map_err(|error| error.to_string()),
+            Err("invalid role \"leader\": use worker or manager".to_owned())
+        );
+        assert!(
+            join_token_text(api::NodeRole::Worker, "SWMTKN-1-x", "10.0.0.1:2377", false)
+                .starts_with("To add a worker to this swarm")
+        );
+        assert_eq!(role_name(api::NodeRole::Manager as i32), "manager");
+        assert_eq!(role_name(99), "worker");
     }
 
     #[test]

@@ -6,6 +6,7 @@ pub(crate) mod format;
 use anyhow::Context as _;
 use clap::Subcommand;
 use shoal_proto::api;
+use spec::enums::TextForm as _;
 
 use crate::client::{Daemon, api_error};
 use crate::service::format::print_rows;
@@ -226,11 +227,7 @@ pub(crate) async fn swarm(host: &str, command: SwarmCommand) -> anyhow::Result<(
                 .await
                 .map_err(api_error)?
                 .into_inner();
-            let role = match response.role() {
-                api::NodeRole::Manager => "manager",
-                api::NodeRole::Worker => "worker",
-            };
-            println!("This node joined a swarm as a {role}.");
+            println!("This node joined a swarm as a {}.", response.role().text());
         }
         SwarmCommand::JoinToken {
             quiet,
@@ -381,12 +378,7 @@ async fn join_token(host: &str, role: &str, quiet: bool, rotate: bool) -> anyhow
         .await?
         .context("the daemon returned no cluster after rotating the token")?;
         if !quiet {
-            let name = if role == api::NodeRole::Worker {
-                "worker"
-            } else {
-                "manager"
-            };
-            println!("Successfully rotated {name} join token.\n");
+            println!("Successfully rotated {} join token.\n", role.text());
         }
     }
     let tokens = cluster

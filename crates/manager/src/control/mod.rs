@@ -184,7 +184,9 @@ impl ControlApi {
             annotations.name = service_spec::generated_service_name(rand::random());
         }
         if spec.mode.is_none() {
-            spec.mode = Some(Mode::Replicated(api::ReplicatedService { replicas: 1 }));
+            spec.mode = Some(Mode::Replicated(api::ReplicatedService {
+                replicas: spec::defaults::REPLICAS,
+            }));
         }
         spec::defaults::apply_service_defaults(&mut spec);
         service_spec::check_service_spec(&spec)?;

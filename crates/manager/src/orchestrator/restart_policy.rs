@@ -2,8 +2,9 @@
 
 use std::time::Duration;
 
-use shoal_proto::api::{Task, TaskState, restart_policy::RestartCondition};
+use shoal_proto::api::{RestartPolicy, Task, TaskState, restart_policy::RestartCondition};
 
+use spec::enums::TextForm;
 use spec::time::std_duration;
 
 /// Swarm's default pause before a replacement task starts.
@@ -23,25 +24,26 @@ pub struct EffectiveRestartPolicy {
 }
 
 impl Default for EffectiveRestartPolicy {
-    /// Swarm's defaults: condition any, delay 5 s, unlimited attempts.
+    /// Swarm's defaults (`spec::defaults::restart_policy`): condition any, delay 5 s,
+    /// unlimited attempts.
     fn default() -> EffectiveRestartPolicy {
-        EffectiveRestartPolicy {
-            condition: RestartCondition::Any,
-            delay: DEFAULT_RESTART_DELAY,
-            max_attempts: 0,
-            window: Duration::ZERO,
-        }
+        EffectiveRestartPolicy::of_policy(&spec::defaults::restart_policy())
     }
 }
 
 impl EffectiveRestartPolicy {
     /// The policy in the task's own spec (the spec it was created from, so a service update
-    /// does not change how already-created tasks are treated), defaults filled in. An unset
-    /// delay means the default delay, as in SwarmKit.
+    /// does not change how already-created tasks are treated), defaults filled in.
     pub fn of_task(task: &Task) -> EffectiveRestartPolicy {
-        let Some(policy) = task.spec.as_ref().and_then(|spec| spec.restart.as_ref()) else {
-            return EffectiveRestartPolicy::default();
-        };
+        match task.spec.as_ref().and_then(|spec| spec.restart.as_ref()) {
+            Some(policy) => EffectiveRestartPolicy::of_policy(policy),
+            None => EffectiveRestartPolicy::default(),
+        }
+    }
+
+    /// A stored policy read with its unset fields filled in. An unset delay means the default
+    /// delay, as in SwarmKit.
+    fn of_policy(policy: &RestartPolicy) -> EffectiveRestartPolicy {
         EffectiveRestartPolicy {
             condition: policy.condition(),
             delay: policy
@@ -65,10 +67,31 @@ impl EffectiveRestartPolicy {
 
     /// The condition's name as Swarm's CLI spells it.
     pub fn condition_name(&self) -> &'static str {
-        match self.condition {
-            RestartCondition::None => "none",
-            RestartCondition::OnFailure => "on-failure",
-            RestartCondition::Any => "any",
-        }
+        self.condition.text()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_task_without_a_policy_gets_swarms_default_spelled_as_the_cli_spells_it() {
+        let policy = EffectiveRestartPolicy::of_task(&Task::default());
+        assert_eq!(
+            policy,
+            EffectiveRestartPolicy {
+                condition: RestartCondition::Any,
+                delay: Duration::from_secs(5),
+                max_attempts: 0,
+                window: Duration::ZERO,
+            }
+        );
+        assert_eq!(policy.condition_name(), "any");
+        let on_failure = EffectiveRestartPolicy {
+            condition: RestartCondition::OnFailure,
+            ..policy
+        };
+        assert_eq!(on_failure.condition_name(), "on-failure");
     }
 }

@@ -73,21 +73,16 @@ pub struct UpdateSettings {
 }
 
 impl Default for UpdateSettings {
-    /// Swarm's defaults: one at a time, no delay, pause on failure, monitor 5 s, stop-first.
+    /// Swarm's defaults (`spec::defaults::update_config`): one at a time, no delay, pause on
+    /// failure, monitor 5 s, stop-first.
     fn default() -> UpdateSettings {
-        UpdateSettings {
-            parallelism: 1,
-            delay: Duration::ZERO,
-            failure_action: FailureAction::Pause,
-            monitor: DEFAULT_UPDATE_MONITOR,
-            max_failure_ratio: 0.0,
-            start_first: false,
-        }
+        UpdateSettings::of_config(Some(&spec::defaults::update_config()))
     }
 }
 
 impl UpdateSettings {
-    /// The settings a config asks for; unset durations keep their defaults.
+    /// The settings a config asks for; unset durations keep their defaults, and a missing config
+    /// is Swarm's default one.
     pub fn of_config(config: Option<&UpdateConfig>) -> UpdateSettings {
         let Some(config) = config else {
             return UpdateSettings::default();

@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use shoal_proto::api;
+use spec::enums::text_of;
 
 use super::*;
 
@@ -135,7 +136,6 @@ fn placement_and_policies(
         ("RollbackConfig", &spec.rollback, "Rollback order:    "),
     ] {
         let Some(config) = config else { continue };
-        let value = update_config_json(config);
         line(format!("{title}:"));
         line(format!(" Parallelism:\t{}", config.parallelism));
         if let Some(delay) = config.delay.as_ref().filter(|d| duration_nanos(d) > 0) {
@@ -143,7 +143,7 @@ fn placement_and_policies(
         }
         line(format!(
             " On failure:\t{}",
-            value["FailureAction"].as_str().unwrap_or("pause")
+            text_of::<api::update_config::FailureAction>(config.failure_action)
         ));
         if let Some(monitor) = config.monitor.as_ref().filter(|d| duration_nanos(d) > 0) {
             line(format!(
@@ -154,7 +154,7 @@ fn placement_and_policies(
         line(format!(" Max failure ratio: {}", config.max_failure_ratio));
         line(format!(
             " {order_title}{}",
-            value["Order"].as_str().unwrap_or("stop-first")
+            text_of::<api::update_config::UpdateOrder>(config.order)
         ));
     }
 }
@@ -257,12 +257,10 @@ fn endpoint_and_health(
     container: &api::ContainerSpec,
     line: &mut dyn FnMut(String),
 ) {
-    let endpoint_mode = spec
-        .endpoint
-        .as_ref()
-        .map(endpoint_spec_json)
-        .and_then(|v| v["Mode"].as_str().map(str::to_owned))
-        .unwrap_or_else(|| "vip".into());
+    // A spec without an endpoint has the default one, as the manager fills it in.
+    let endpoint_mode = text_of::<api::endpoint_spec::ResolutionMode>(
+        spec.endpoint.clone().unwrap_or_default().mode,
+    );
     line(format!("Endpoint Mode:\t{endpoint_mode}"));
     if let Some(health) = &container.healthcheck {
         line(" Healthcheck:".into());

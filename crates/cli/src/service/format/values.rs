@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde_json::Value;
 use shoal_proto::api;
-use spec::enums::text_of;
+use spec::enums::{TextForm, text_of};
 
 /// JSON indented with four spaces, as `docker inspect` prints it.
 pub(crate) fn pretty_json(value: &Value) -> anyhow::Result<String> {
@@ -25,19 +25,7 @@ pub(crate) fn system_time(timestamp: Option<&api::Timestamp>) -> Option<SystemTi
 
 /// Go's RFC3339Nano (trailing zeros of the fraction dropped), as docker prints `CreatedAt`.
 pub(crate) fn rfc3339_nano(timestamp: Option<&api::Timestamp>) -> String {
-    let time = system_time(timestamp).unwrap_or(UNIX_EPOCH);
-    let fixed = engine::util::rfc3339(time);
-    match fixed.rsplit_once('.') {
-        Some((whole, fraction)) => {
-            let digits = fraction.trim_end_matches('Z').trim_end_matches('0');
-            if digits.is_empty() {
-                format!("{whole}Z")
-            } else {
-                format!("{whole}.{digits}Z")
-            }
-        }
-        None => fixed,
-    }
+    spec::time::rfc3339_nano(system_time(timestamp).unwrap_or(UNIX_EPOCH))
 }
 
 /// Go's `time.Time.String()` lowercased, as `node inspect --pretty` prints "Joined at".
@@ -101,7 +89,8 @@ pub(crate) fn container(spec: Option<&api::TaskSpec>) -> Option<&api::ContainerS
     }
 }
 
-/// `service ls`'s MODE column.
+/// `service ls`'s MODE column, in Docker's words for it: the job modes are spelled with a space
+/// here, where flags and compose files take `replicated-job`.
 pub(crate) fn mode_name(spec: &api::ServiceSpec) -> &'static str {
     match spec.mode {
         Some(api::service_spec::Mode::Replicated(_)) => "replicated",
@@ -124,17 +113,9 @@ pub(super) fn mount_type_name(kind: i32) -> &'static str {
     text_of::<api::mount::Type>(kind)
 }
 
+/// A bind mount's propagation; empty for a number the enum does not have.
 pub(super) fn propagation_name(propagation: i32) -> &'static str {
-    use api::mount::bind_options::Propagation as P;
-    match P::try_from(propagation) {
-        Ok(P::Rprivate) => "rprivate",
-        Ok(P::Private) => "private",
-        Ok(P::Rshared) => "rshared",
-        Ok(P::Shared) => "shared",
-        Ok(P::Rslave) => "rslave",
-        Ok(P::Slave) => "slave",
-        Err(_) => "",
-    }
+    api::mount::bind_options::Propagation::try_from(propagation).map_or("", TextForm::text)
 }
 
 pub(crate) fn restart_condition_name(condition: i32) -> &'static str {

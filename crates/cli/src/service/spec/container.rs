@@ -12,7 +12,7 @@ use super::*;
 /// docker's `ConvertKVStringsToMap`: `k=v`, or `k` for an empty value.
 /// Adds and drops capabilities as `docker service update` does: adding one takes it off the
 /// dropped list, dropping one takes it off the added list. Names are checked and written the
-/// engine's way (`CAP_NET_ADMIN`, or `ALL`).
+/// engine's way (`CAP_NET_ADMIN`, or `ALL`), by spec's list.
 pub(super) fn update_capabilities(
     container: &mut api::ContainerSpec,
     add: &[String],
@@ -22,7 +22,7 @@ pub(super) fn update_capabilities(
         names
             .iter()
             .map(|name| {
-                engine::spec::capability_name(name).map_err(|error| anyhow!("--{flag}: {error}"))
+                spec::linux::capability_name(name).map_err(|error| anyhow!("--{flag}: {error}"))
             })
             .collect()
     };
@@ -55,7 +55,7 @@ pub(crate) fn parse_sysctls(
         .iter()
         .map(|item| match item.split_once('=') {
             Some((name, value)) if !name.trim().is_empty() => {
-                engine::spec::check_sysctl(name.trim())
+                spec::linux::sysctl_name(name.trim())
                     .map_err(|error| anyhow!("--{flag}: {error}"))?;
                 Ok((name.trim().to_owned(), value.to_owned()))
             }
@@ -73,13 +73,8 @@ pub(crate) fn parse_ulimits(
     for item in items {
         let usage = || anyhow!("--{flag} {item:?}: use NAME=SOFT[:HARD], e.g. nofile=1024:2048");
         let (name, limits) = item.split_once('=').ok_or_else(usage)?;
-        let name = name.trim().to_ascii_lowercase();
-        if !engine::spec::ULIMIT_NAMES.contains(&name.as_str()) {
-            bail!(
-                "--{flag} {item:?}: {name:?} is not a limit; use one of {}",
-                engine::spec::ULIMIT_NAMES.join(", ")
-            );
-        }
+        let name = spec::linux::ulimit_name(name.trim())
+            .map_err(|error| anyhow!("--{flag} {item:?}: {error}"))?;
         let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
         let number = |text: &str| text.trim().parse::<i64>().map_err(|_| usage());
         let (soft, hard) = (number(soft)?, number(hard)?);

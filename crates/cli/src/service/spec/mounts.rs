@@ -13,7 +13,6 @@ pub(crate) fn parse_mount(flag: &str, text: &str) -> anyhow::Result<api::Mount> 
         r#type: api::mount::Type::Volume as i32,
         ..Default::default()
     };
-    let mut kind_name = "volume".to_owned();
     let mut bind_options: Option<api::mount::BindOptions> = None;
     let mut volume_options: Option<api::mount::VolumeOptions> = None;
     let mut tmpfs_options: Option<api::mount::TmpfsOptions> = None;
@@ -34,8 +33,7 @@ pub(crate) fn parse_mount(flag: &str, text: &str) -> anyhow::Result<api::Mount> 
                 "--{flag}: invalid field {field:?} in {text:?}: must be a key=value pair; {hint}"
             ),
             ("type", Some(value)) => {
-                kind_name = value.to_ascii_lowercase();
-                mount.r#type = api::mount::Type::parse(&kind_name)
+                mount.r#type = api::mount::Type::parse(&value.to_ascii_lowercase())
                     .map_err(|error| error.in_field(format!("--{flag}")))?
                     as i32;
             }
@@ -96,6 +94,7 @@ pub(crate) fn parse_mount(flag: &str, text: &str) -> anyhow::Result<api::Mount> 
         bail!("--{flag}: target is required in {text:?}; {hint}");
     }
     let kind = api::mount::Type::try_from(mount.r#type).unwrap_or(api::mount::Type::Volume);
+    let kind_name = kind.text();
     if volume_options.is_some() && kind != api::mount::Type::Volume {
         bail!("--{flag}: cannot mix 'volume-*' options with mount type '{kind_name}'");
     }

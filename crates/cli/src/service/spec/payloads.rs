@@ -28,9 +28,9 @@ pub(super) fn parse_payload_flag(
         return Ok(PayloadFlag {
             source: text.to_owned(),
             target: default_target(text),
-            uid: "0".to_owned(),
-            gid: "0".to_owned(),
-            mode: 0o444,
+            uid: spec::defaults::FILE_UID.to_owned(),
+            gid: spec::defaults::FILE_GID.to_owned(),
+            mode: spec::defaults::FILE_MODE,
         });
     }
     let (mut source, mut target) = (None, None);

@@ -1,6 +1,5 @@
 //! `--update-*` and `--rollback-*`: the update and rollback configs they set.
 
-use anyhow::{anyhow, bail};
 use shoal_proto::api;
 use spec::enums::TextForm as _;
 
@@ -71,26 +70,17 @@ impl PolicyFlags<'_> {
         }
         if let Some(action) = self.failure_action {
             let flag = format!("--{which}-failure-action");
-            let parsed = FailureAction::parse(action);
-            // A rollback can't itself roll back, so its flag offers only the first two words.
-            if which == "rollback"
-                && !matches!(parsed, Ok(FailureAction::Pause | FailureAction::Continue))
-            {
-                bail!("{flag}: invalid value {action:?}: use pause or continue");
+            let parsed = FailureAction::parse(action).map_err(|error| error.in_field(&flag))?;
+            // A rollback can't itself roll back: the rule compose files and the manager apply.
+            if which == "rollback" {
+                spec::validate::rollback_failure_action_rule(parsed)
+                    .map_err(|error| error.in_field(&flag))?;
             }
-            config.set_failure_action(parsed.map_err(|error| error.in_field(&flag))?);
+            config.set_failure_action(parsed);
         }
         if let Some(ratio) = self.max_failure_ratio {
-            config.max_failure_ratio = ratio
-                .trim()
-                .parse::<f32>()
-                .ok()
-                .filter(|ratio| (0.0..=1.0).contains(ratio))
-                .ok_or_else(|| {
-                    anyhow!(
-                        "--{which}-max-failure-ratio: invalid value {ratio:?}: give a share between 0 and 1, e.g. 0.2"
-                    )
-                })?;
+            config.max_failure_ratio = spec::validate::max_failure_ratio(ratio)
+                .map_err(|error| error.in_field(format!("--{which}-max-failure-ratio")))?;
         }
         if let Some(order) = self.order {
             config.set_order(

@@ -10,10 +10,26 @@ use spec::time::proto_duration;
 
 use super::support::{at, global_service, node, render, replicated_job, replicated_service, task};
 use crate::orchestrator::{
-    ClusterSnapshot, ClusterTime, SequentialTaskIds, reconcile_service_update,
+    ClusterSnapshot, ClusterTime, FailureAction, SequentialTaskIds, UpdateSettings,
+    reconcile_service_update,
 };
 
 use TaskState::{Complete, Failed, New, Pending, Ready, Running, Shutdown, Starting};
+
+#[test]
+fn a_service_without_an_update_config_updates_with_swarms_defaults() {
+    assert_eq!(
+        UpdateSettings::of_config(None),
+        UpdateSettings {
+            parallelism: 1,
+            delay: Duration::ZERO,
+            failure_action: FailureAction::Pause,
+            monitor: Duration::from_secs(5),
+            max_failure_ratio: 0.0,
+            start_first: false,
+        }
+    );
+}
 
 fn at_spec_version(mut service: Service, version: u64) -> Service {
     service.spec_version = Some(Version { index: version });
