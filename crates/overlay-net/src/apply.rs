@@ -3,11 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fs::File;
-use std::io::Write;
 use std::net::{IpAddr, Ipv4Addr};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
@@ -25,6 +23,7 @@ use crate::Error;
 use crate::desired::{Desired, Ipv4Cidr, Mac, NodeConfig};
 use crate::diff::{Change, diff};
 use crate::netns;
+use crate::nft::NftRunner;
 use crate::plan::{Link, LinkKey, LinkKind, Masquerade, Naming, Netns, State, Vxlan, plan};
 
 const ENOENT: i32 = 2;
@@ -349,35 +348,14 @@ async fn observe_ns(
     Ok(kept)
 }
 
-pub(crate) fn nft(args: &[&str], script: Option<String>, table: &str) -> Result<String, Error> {
-    let mut cmd = Command::new("nft");
-    cmd.args(args)
-        .stdin(if script.is_some() {
-            Stdio::piped()
-        } else {
-            Stdio::null()
+/// Runs `script` as one nft transaction in the namespace at `ns` (`None`: the caller's).
+pub(crate) fn nft_run(ns: Option<&Path>, table: &str, script: &str) -> Result<(), Error> {
+    NftRunner::default()
+        .run(ns, script)
+        .map_err(|source| Error::Nft {
+            table: table.to_string(),
+            source,
         })
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let fail = |message: String| Error::Nft {
-        table: table.to_string(),
-        message,
-    };
-    let mut child = cmd.spawn().map_err(|e| fail(format!("run nft: {e}")))?;
-    if let (Some(script), Some(mut stdin)) = (script, child.stdin.take()) {
-        stdin
-            .write_all(script.as_bytes())
-            .map_err(|e| fail(format!("write to nft: {e}")))?;
-    }
-    let out = child
-        .wait_with_output()
-        .map_err(|e| fail(format!("wait for nft: {e}")))?;
-    if !out.status.success() {
-        return Err(fail(
-            String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        ));
-    }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
 /// The comment the masquerade rule carries: observation reads the rule's settings back from it.
@@ -417,17 +395,16 @@ pub async fn observe(config: &NodeConfig, plan: &State) -> Result<State, Error> 
     )
     .await?;
     let table = naming.nft_table();
-    let underlay_path = config.underlay_netns.clone();
-    let (forwarding, masquerade) = netns::run_in(underlay_path.as_deref(), move || {
-        let forwarding =
-            std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|s| s.trim() == "1");
-        let masquerade = nft(&["list", "table", "ip", &table], None, &table)
-            .ok()
-            .and_then(|l| parse_masquerade(&table, &l));
-        (forwarding, masquerade)
+    let underlay_path = config.underlay_netns.as_deref();
+    state.forwarding = netns::run_in(underlay_path, || {
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|s| s.trim() == "1")
     })?;
-    state.forwarding = forwarding;
-    state.masquerade = masquerade;
+    // A table that is missing or can't be listed reads as no masquerade; applying makes it.
+    state.masquerade = NftRunner::default()
+        .list(underlay_path, false, &["table", "ip", &table])
+        .ok()
+        .flatten()
+        .and_then(|l| parse_masquerade(&table, &l));
 
     for name in netns::list(&naming.netns_prefix())? {
         if !netns::is_namespace(&netns::path(&name)) {
@@ -733,18 +710,13 @@ async fn make(
                 br = m.bridge,
                 c = masquerade_comment(m),
             );
-            let table = m.table.clone();
-            netns::run_in(config.underlay_netns.as_deref(), move || {
-                nft(&["-f", "-"], Some(script), &table).map(drop)
-            })?
+            nft_run(config.underlay_netns.as_deref(), &m.table, &script)
         }
-        Change::RemoveMasquerade(table) => {
-            let table = table.clone();
-            netns::run_in(config.underlay_netns.as_deref(), move || {
-                let script = format!("table ip {table} {{}}\ndelete table ip {table}\n");
-                nft(&["-f", "-"], Some(script), &table).map(drop)
-            })?
-        }
+        Change::RemoveMasquerade(table) => nft_run(
+            config.underlay_netns.as_deref(),
+            table,
+            &format!("table ip {table} {{}}\ndelete table ip {table}\n"),
+        ),
         Change::ReplaceFdb { link, mac, vtep } => {
             let h = handles.get(&link.ns)?;
             let index = require_index(&h, link).await?;

@@ -5,10 +5,10 @@ use std::fmt;
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
-use crate::Error;
+pub use spec::defaults::DEFAULT_VXLAN_PORT;
+use spec::network::Subnet;
 
-/// VXLAN's IANA port, the one Docker uses when the cluster sets none.
-pub const DEFAULT_VXLAN_PORT: u16 = 4789;
+use crate::Error;
 
 /// Bytes of VXLAN encapsulation over IPv4 (outer IP 20 + UDP 8 + VXLAN 8 + inner Ethernet 14):
 /// every overlay link is this much smaller than the underlay.
@@ -42,7 +42,8 @@ impl fmt::Display for Mac {
     }
 }
 
-/// An IPv4 address with its prefix length, as it sits on an interface ("10.0.1.5/24").
+/// An IPv4 address with its prefix length, as it sits on an interface ("10.0.1.5/24"). Its
+/// subnet is spec's [`Subnet`], which holds the containment and host rules.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Ipv4Cidr {
     pub addr: Ipv4Addr,
@@ -52,13 +53,20 @@ pub struct Ipv4Cidr {
 impl Ipv4Cidr {
     /// The address with its prefix length; prefixes above 32 are refused.
     pub fn new(addr: Ipv4Addr, prefix: u8) -> Result<Ipv4Cidr, Error> {
-        if prefix > 32 {
-            return Err(Error::InvalidPrefixLength {
+        let cidr = Ipv4Cidr { addr, prefix };
+        match cidr.subnet() {
+            Some(_) => Ok(cidr),
+            None => Err(Error::InvalidPrefixLength {
                 addr: addr.to_string(),
                 prefix,
-            });
+            }),
         }
-        Ok(Ipv4Cidr { addr, prefix })
+    }
+
+    /// The subnet the address lies in; `None` only for a prefix above 32, which [`Ipv4Cidr::new`]
+    /// refuses.
+    pub fn subnet(&self) -> Option<Subnet> {
+        Subnet::containing(self.addr, self.prefix)
     }
 
     /// Reads "10.0.1.5/24", as the allocator writes an address with its subnet's prefix.
@@ -72,20 +80,18 @@ impl Ipv4Cidr {
 
     /// The network part, host bits cleared.
     pub fn network(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.addr) & self.mask())
+        self.subnet().map_or(self.addr, Subnet::network)
     }
 
     /// Whether `addr` lies in this address's network.
     pub fn contains(&self, addr: Ipv4Addr) -> bool {
-        u32::from(addr) & self.mask() == u32::from(self.network())
+        self.subnet().is_some_and(|subnet| subnet.contains(addr))
     }
 
-    fn mask(&self) -> u32 {
-        if self.prefix == 0 {
-            0
-        } else {
-            u32::MAX << (32 - u32::from(self.prefix))
-        }
+    /// Whether `addr` is a host address of this address's network: in it, and neither its
+    /// network nor its broadcast address.
+    pub fn is_host(&self, addr: Ipv4Addr) -> bool {
+        self.subnet().is_some_and(|subnet| subnet.is_host(addr))
     }
 }
 
@@ -107,8 +113,8 @@ pub struct NodeConfig {
     pub vtep: Ipv4Addr,
     /// The underlay's MTU; every overlay link gets this less [`VXLAN_OVERHEAD`].
     pub underlay_mtu: u32,
-    /// The VXLAN UDP destination port (the cluster's `vxlan_udp_port`, [`DEFAULT_VXLAN_PORT`]
-    /// when it says 0).
+    /// The VXLAN UDP destination port: `spec::defaults::vxlan_port` of the cluster's
+    /// `vxlan_udp_port` ([`DEFAULT_VXLAN_PORT`] when it says 0).
     pub vxlan_port: u16,
     /// The gateway bridge's subnet (Docker's docker_gwbridge is 172.18.0.0/16); its first host
     /// address is the bridge's and the tasks' default gateway.
@@ -122,8 +128,13 @@ impl NodeConfig {
     }
 
     /// The gateway bridge's own address (the first host in its subnet), the tasks' default route.
+    /// A /31 or /32 has no host: then the network address, which no task's egress address can
+    /// use (see [`Ipv4Cidr::is_host`]).
     pub fn gwbridge_gateway(&self) -> Ipv4Addr {
-        Ipv4Addr::from(u32::from(self.gwbridge.network()) + 1)
+        self.gwbridge
+            .subnet()
+            .and_then(Subnet::first_host)
+            .unwrap_or_else(|| self.gwbridge.network())
     }
 
     /// The first address of the gateway subnet that neither the bridge nor `in_use` holds, for
@@ -132,12 +143,11 @@ impl NodeConfig {
         &self,
         in_use: &std::collections::BTreeSet<Ipv4Addr>,
     ) -> Option<Ipv4Addr> {
-        let net = u32::from(self.gwbridge.network());
-        let size = 1u64 << (32 - u32::from(self.gwbridge.prefix));
-        // The network address, the gateway and the broadcast address are never handed out.
-        (2..size.saturating_sub(1))
-            .map(|i| Ipv4Addr::from(net + i as u32))
-            .find(|a| !in_use.contains(a))
+        let gateway = self.gwbridge_gateway();
+        self.gwbridge
+            .subnet()?
+            .hosts()
+            .find(|a| *a != gateway && !in_use.contains(a))
     }
 }
 
@@ -216,6 +226,13 @@ mod tests {
         assert_eq!(c.network(), Ipv4Addr::new(10, 0, 1, 0));
         assert!(c.contains(Ipv4Addr::new(10, 0, 1, 200)));
         assert!(!c.contains(Ipv4Addr::new(10, 0, 2, 1)));
+        assert!(c.is_host(Ipv4Addr::new(10, 0, 1, 254)));
+        assert!(!c.is_host(Ipv4Addr::new(10, 0, 1, 255)));
+        assert!(
+            Ipv4Cidr::new(Ipv4Addr::new(1, 2, 3, 4), 0)
+                .unwrap()
+                .contains(Ipv4Addr::new(9, 9, 9, 9))
+        );
         assert!(Ipv4Cidr::new(Ipv4Addr::new(1, 2, 3, 4), 33).is_err());
         assert_eq!(Ipv4Cidr::parse("10.0.1.5/24").unwrap(), c);
         for text in [

@@ -67,10 +67,12 @@ pub enum Error {
         failures.join("; ")
     )]
     Apply { total: usize, failures: Vec<String> },
-    #[error(
-        "nft failed on table {table}: {message} (is nftables installed and the nf_tables module loaded?)"
-    )]
-    Nft { table: String, message: String },
+    #[error("nftables table {table}: {source}{}", nft_hint(source))]
+    Nft {
+        table: String,
+        #[source]
+        source: crate::nft::NftError,
+    },
     #[error("the encryption keyring is not usable: {0}")]
     IpsecKeyring(String),
     #[error("ip {command} failed: {message}{}", xfrm_hint(message))]
@@ -94,6 +96,18 @@ fn netlink_hint(e: &rtnetlink::Error) -> &'static str {
         rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == 1 => ROOT_HINT,
         rtnetlink::Error::NetlinkError(m) if m.raw_code().abs() == 95 => KERNEL_HINT,
         _ => "",
+    }
+}
+
+fn nft_hint(e: &crate::nft::NftError) -> &'static str {
+    match e {
+        crate::nft::NftError::Failed { stderr, .. }
+            if stderr.contains("Operation not permitted") =>
+        {
+            ROOT_HINT
+        }
+        crate::nft::NftError::Failed { .. } => " (is the nf_tables module loaded?)",
+        crate::nft::NftError::Spawn { .. } => "",
     }
 }
 

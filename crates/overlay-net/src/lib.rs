@@ -2,7 +2,8 @@
 //! veths, routes, FDB and neighbour entries a node should have, a pure diff against what is there,
 //! and a thin netlink shell that observes and applies it; and node gossip (`gossip`): membership and
 //! the endpoint table, encrypted, on 7946; and encrypted overlays (`ipsec`): ESP between VTEPs
-//! through XFRM.
+//! through XFRM. `netns` and `nft` are the node's one way into network namespaces and nftables,
+//! which routing-mesh uses too.
 
 pub mod apply;
 pub mod desired;
@@ -11,6 +12,7 @@ mod error;
 pub mod gossip;
 pub mod ipsec;
 pub mod netns;
+pub mod nft;
 pub mod plan;
 
 pub use desired::{

@@ -1,10 +1,17 @@
-//! Named network namespaces under /run/netns, made the way `ip netns add` makes them (a file
-//! with the namespace bind-mounted on it, so it outlives the thread that made it and a restarted
-//! daemon finds it), and work done on a thread that has entered one.
+//! Network namespaces, for every crate of the node: named ones under /run/netns, made the way
+//! `ip netns add` makes them (a file with the namespace bind-mounted on it, so it outlives the
+//! thread that made it and a restarted daemon finds it); work done on a short-lived thread that
+//! has entered one (sockets it opens stay there: routing-mesh's DNS opens a task's that way);
+//! and programs run inside one through nsenter, so nothing of this process enters it.
+//!
+//! A namespace belongs to a thread, not a process. A fresh thread is used each time rather than
+//! one of a pool, so no thread that might run other work is ever left in another namespace.
 
+use std::ffi::OsStr;
 use std::fs::{self, File};
 use std::io;
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
@@ -13,6 +20,9 @@ use crate::Error;
 
 /// Where named network namespaces live, as iproute2 keeps them.
 pub const NETNS_DIR: &str = "/run/netns";
+
+/// nsenter(1): runs a program inside a namespace without this process entering it.
+pub const NSENTER: &str = "nsenter";
 
 /// The file of a named namespace.
 pub fn path(name: &str) -> PathBuf {
@@ -34,31 +44,58 @@ fn nix_err(what: impl Into<String>) -> impl FnOnce(nix::Error) -> Error {
 
 /// Runs `f` on a new thread that has entered the network namespace at `ns` (`None`: the
 /// caller's), and returns what it returns. Sockets opened by `f` stay in that namespace, and so
-/// do processes it starts.
+/// do processes it starts. Blocks until the thread ends; async code calls it through
+/// `spawn_blocking`.
 pub fn run_in<T, F>(ns: Option<&Path>, f: F) -> Result<T, Error>
 where
     T: Send + 'static,
     F: FnOnce() -> T + Send + 'static,
 {
     let file = match ns {
-        Some(p) => {
-            Some(File::open(p).map_err(io_err(format!("open network namespace {}", p.display())))?)
-        }
+        Some(p) => Some(File::open(p).map_err(io_err(format!(
+            "open network namespace {} (is the namespace there?)",
+            p.display()
+        )))?),
         None => None,
     };
     let what = ns.map_or_else(|| "the caller's".to_string(), |p| p.display().to_string());
-    std::thread::spawn(move || {
-        if let Some(file) = file {
-            setns(&file, CloneFlags::CLONE_NEWNET)
-                .map_err(nix_err(format!("enter network namespace {what}")))?;
+    let thread_what = what.clone();
+    std::thread::Builder::new()
+        .name("shoal-netns".to_owned())
+        .spawn(move || {
+            if let Some(file) = file {
+                setns(&file, CloneFlags::CLONE_NEWNET)
+                    .map_err(nix_err(format!("enter network namespace {thread_what}")))?;
+            }
+            Ok(f())
+        })
+        .map_err(io_err(format!(
+            "start a thread to work in network namespace {what}"
+        )))?
+        .join()
+        .map_err(|_| Error::Io {
+            what: format!("a thread working in network namespace {what} panicked"),
+            source: io::Error::other("panic"),
+        })?
+}
+
+/// A command that runs `program` inside the network namespace at `ns` through `nsenter`
+/// (`nsenter --net=PATH PROGRAM`), or `program` itself when `ns` is `None` (the caller's).
+pub fn command(
+    nsenter: impl AsRef<OsStr>,
+    ns: Option<&Path>,
+    program: impl AsRef<OsStr>,
+) -> Command {
+    match ns {
+        Some(ns) => {
+            let mut net = std::ffi::OsString::from("--net=");
+            net.push(ns);
+            let mut command = Command::new(nsenter);
+            command.arg(net).arg(program);
+            command
         }
-        Ok(f())
-    })
-    .join()
-    .map_err(|_| Error::Io {
-        what: "a thread working in a network namespace panicked".into(),
-        source: io::Error::other("panic"),
-    })?
+        None => Command::new(program),
+    }
 }
 
 /// Makes /run/netns a shared mount, as iproute2 does, so namespaces mounted there show in

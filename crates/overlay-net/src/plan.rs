@@ -369,7 +369,7 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
             let egress = task
                 .egress
                 .ok_or_else(|| Error::MissingEgress(task.id.clone()))?;
-            if !config.gwbridge.contains(egress) || egress == gateway {
+            if !config.gwbridge.is_host(egress) || egress == gateway {
                 return Err(Error::EgressOutsideBridge {
                     task: task.id.clone(),
                     addr: egress,
@@ -681,6 +681,10 @@ pub(crate) mod tests {
         assert!(matches!(plan(&d), Err(Error::MissingEgress(_))));
         let mut d = desired();
         d.tasks[0].egress = Some(ip("10.9.9.9"));
+        assert!(matches!(plan(&d), Err(Error::EgressOutsideBridge { .. })));
+        // Inside the bridge's subnet but its broadcast address: no host may take it.
+        let mut d = desired();
+        d.tasks[0].egress = Some(ip("172.18.255.255"));
         assert!(matches!(plan(&d), Err(Error::EgressOutsideBridge { .. })));
         let mut d = desired();
         d.networks[0].vni = 1 << 24;

@@ -20,7 +20,6 @@ use hickory_server::proto::rr::{Name, RecordType};
 use routing_mesh::dns::{
     AskingTask, DnsServer, DnsTable, EMBEDDED_DNS_ADDRESS, ForwardingConfig, NetworkRecords,
     ServiceEndpoint, ServiceRecords, TaskHealth, TaskRecord, TaskSockets, open_task_sockets,
-    run_in_netns,
 };
 
 fn table() -> DnsTable {
@@ -142,13 +141,15 @@ fn main() {
         .map(|client| {
             let netns_path = netns_path.clone();
             std::thread::spawn(move || {
-                let open = || {
+                let open = || -> std::io::Result<UdpSocket> {
                     let socket = UdpSocket::bind("127.0.0.1:0")?;
                     socket.set_read_timeout(Some(Duration::from_secs(1)))?;
                     Ok(socket)
                 };
                 let socket = match &netns_path {
-                    Some(path) => run_in_netns(path, open).expect("client socket"),
+                    Some(path) => overlay_net::netns::run_in(Some(path), open)
+                        .expect("enter the namespace")
+                        .expect("client socket"),
                     None => open().expect("client socket"),
                 };
                 socket.connect(address).expect("connect");

@@ -13,10 +13,9 @@ use std::process::Command;
 use hickory_server::proto::op::ResponseCode;
 use hickory_server::proto::rr::RecordType;
 use routing_mesh::dns::{
-    AskingTask, DnsServer, EMBEDDED_DNS_ADDRESS, ForwardingConfig, TaskUpstreams,
-    open_task_sockets, run_in_netns,
+    AskingTask, DnsServer, EMBEDDED_DNS_ADDRESS, ForwardingConfig, TaskUpstreams, open_task_sockets,
 };
-use support::{FakeUpstream, UPSTREAM_ADDRESS, addresses, ask_tcp, ask_udp, ip};
+use support::{FakeUpstream, UPSTREAM_ADDRESS, addresses, ask_tcp, ask_udp, in_netns, ip};
 
 /// A named network namespace with `lo` up, deleted on drop (a failing test included).
 struct TestNamespace {
@@ -77,7 +76,7 @@ async fn a_task_in_its_namespace_resolves_services_and_forwards_other_names() {
 
     // Nothing listens at 127.0.0.11:53 in this process's own namespace: the answers below can
     // only come from inside the task's.
-    let client_udp = run_in_netns(&namespace.path(), || {
+    let client_udp = in_netns(&namespace.path(), || {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
         socket.set_nonblocking(true)?;
         Ok(socket)
@@ -108,7 +107,7 @@ async fn a_task_in_its_namespace_resolves_services_and_forwards_other_names() {
     let answer = ask_udp(&client, EMBEDDED_DNS_ADDRESS, "nx.test.", RecordType::A).await;
     assert_eq!(answer.metadata.response_code, ResponseCode::NXDomain);
 
-    let client_tcp = run_in_netns(&namespace.path(), || {
+    let client_tcp = in_netns(&namespace.path(), || {
         let stream = std::net::TcpStream::connect(EMBEDDED_DNS_ADDRESS)?;
         stream.set_nonblocking(true)?;
         Ok(stream)
@@ -160,7 +159,7 @@ async fn a_task_s_own_nameserver_is_asked_from_inside_its_namespace() {
     // The task's nameserver listens on the namespace's own loopback: the daemon's namespace has
     // nothing there.
     let nameserver: std::net::SocketAddr = "127.0.0.9:5353".parse().expect("address");
-    let (udp, tcp) = run_in_netns(&namespace.path(), move || {
+    let (udp, tcp) = in_netns(&namespace.path(), move || {
         Ok((
             std::net::UdpSocket::bind(nameserver)?,
             std::net::TcpListener::bind(nameserver)?,
@@ -187,7 +186,7 @@ async fn a_task_s_own_nameserver_is_asked_from_inside_its_namespace() {
         )
         .expect("serve");
 
-    let client_udp = run_in_netns(&namespace.path(), || {
+    let client_udp = in_netns(&namespace.path(), || {
         let socket = std::net::UdpSocket::bind("127.0.0.1:0")?;
         socket.set_nonblocking(true)?;
         Ok(socket)
@@ -203,7 +202,7 @@ async fn a_task_s_own_nameserver_is_asked_from_inside_its_namespace() {
     .await;
     assert_eq!(addresses(&answer), vec![ip(UPSTREAM_ADDRESS)]);
 
-    let client_tcp = run_in_netns(&namespace.path(), || {
+    let client_tcp = in_netns(&namespace.path(), || {
         let stream = std::net::TcpStream::connect(EMBEDDED_DNS_ADDRESS)?;
         stream.set_nonblocking(true)?;
         Ok(stream)

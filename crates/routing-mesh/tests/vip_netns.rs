@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use routing_mesh::dns::{DnsError, run_in_netns};
 use routing_mesh::vip::{
     NftInNamespace, Observed, Protocol, TableAction, TableName, VipPorts, VipService, read_table,
     reconcile, remove_table,
@@ -101,17 +100,25 @@ impl Drop for Overlay {
     }
 }
 
+/// Runs `work` inside the network namespace at `path`, through overlay-net's way in.
+fn in_netns<T: Send + 'static>(
+    path: &std::path::Path,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    overlay_net::netns::run_in(Some(path), work).expect("enter the network namespace")
+}
+
 /// Serves port 80 inside `netns`: each connection gets `name` and a newline, then its own bytes
 /// echoed back until it closes. UDP port 5353 answers every datagram with `name`.
 fn serve(netns: &Path, name: &'static str) {
-    let udp = run_in_netns(netns, || UdpSocket::bind("0.0.0.0:5353")).expect("bind UDP");
+    let udp = in_netns(netns, || UdpSocket::bind("0.0.0.0:5353")).expect("bind UDP");
     std::thread::spawn(move || {
         let mut buffer = [0; 256];
         while let Ok((_, from)) = udp.recv_from(&mut buffer) {
             let _ = udp.send_to(name.as_bytes(), from);
         }
     });
-    let listener = run_in_netns(netns, || TcpListener::bind("0.0.0.0:80")).expect("listen");
+    let listener = in_netns(netns, || TcpListener::bind("0.0.0.0:80")).expect("listen");
     std::thread::spawn(move || {
         for stream in listener.incoming() {
             let Ok(mut stream) = stream else { return };
@@ -132,12 +139,8 @@ fn serve(netns: &Path, name: &'static str) {
 
 /// Connects to `address` from inside `netns`.
 fn connect(netns: &Path, address: SocketAddrV4) -> io::Result<TcpStream> {
-    let stream = run_in_netns(netns, move || {
+    let stream = in_netns(netns, move || {
         TcpStream::connect_timeout(&address.into(), Duration::from_secs(3))
-    })
-    .map_err(|error| match error {
-        DnsError::InNamespace { source, .. } => source,
-        other => panic!("entering the namespace: {other}"),
     })?;
     stream.set_read_timeout(Some(Duration::from_secs(5)))?;
     Ok(stream)
@@ -146,7 +149,7 @@ fn connect(netns: &Path, address: SocketAddrV4) -> io::Result<TcpStream> {
 /// Which backend answers one datagram to `address`, sent from a fresh socket in `netns` (a new
 /// flow each time).
 fn udp_answer(netns: &Path, address: SocketAddrV4) -> String {
-    let socket = run_in_netns(netns, || UdpSocket::bind("0.0.0.0:0")).expect("UDP socket");
+    let socket = in_netns(netns, || UdpSocket::bind("0.0.0.0:0")).expect("UDP socket");
     socket
         .set_read_timeout(Some(Duration::from_secs(5)))
         .expect("timeout");

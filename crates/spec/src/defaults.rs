@@ -33,10 +33,21 @@ pub const HEALTH_RETRIES: u32 = 3;
 /// The pool overlay subnets are cut from, and their size.
 pub const ADDRESS_POOL: &str = "10.0.0.0/8";
 pub const SUBNET_SIZE: u32 = 24;
+/// VXLAN's IANA port: the data path port when the cluster sets none (its `vxlan_udp_port` is 0).
+pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 /// Ended tasks kept per slot.
 pub const TASK_HISTORY_LIMIT: i64 = 5;
 /// How often the leader rotates the network keys (gossip and IPsec): Docker's keymanager period.
 pub const NETWORK_KEY_ROTATION_INTERVAL: Duration = Duration::from_secs(12 * 60 * 60);
+
+/// The VXLAN UDP port a cluster's overlays use: its `vxlan_udp_port`, or [`DEFAULT_VXLAN_PORT`]
+/// when that is 0 (unset). `None` for a number that is no UDP port.
+pub fn vxlan_port(cluster_port: u32) -> Option<u16> {
+    match cluster_port {
+        0 => Some(DEFAULT_VXLAN_PORT),
+        port => u16::try_from(port).ok(),
+    }
+}
 
 /// Swarm's restart policy: condition any, 5 s delay, unlimited attempts, no window.
 pub fn restart_policy() -> api::RestartPolicy {
@@ -84,6 +95,13 @@ pub fn apply_network_defaults(spec: &mut api::NetworkSpec) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn vxlan_port_zero_is_the_default() {
+        assert_eq!(vxlan_port(0), Some(4789));
+        assert_eq!(vxlan_port(7789), Some(7789));
+        assert_eq!(vxlan_port(70000), None);
+    }
 
     #[test]
     fn defaults_fill_only_what_is_unset_and_twice_is_once() {

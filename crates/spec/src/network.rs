@@ -1,8 +1,10 @@
 //! The vocabulary of swarm networks, once: the driver, the driver options shoal understands, the
 //! MTU bounds, and IPv4 subnets in CIDR form (parsed, checked for host bits, compared for
-//! overlap), and a service's attachments: the `--network` flag, short and long form, and the
-//! rules of a stored attachment. `validate::network_spec` applies the network rules; the manager
-//! compares subnets across networks with [`Subnet::overlaps`].
+//! overlap, their host addresses listed), and a service's attachments: the `--network` flag,
+//! short and long form, and the rules of a stored attachment. `validate::network_spec` applies
+//! the network rules; the manager compares subnets across networks with [`Subnet::overlaps`] and
+//! its allocator carves and fills them with these; overlay-net's interface addresses take their
+//! subnet from here.
 
 use std::net::Ipv4Addr;
 
@@ -43,7 +45,7 @@ pub const KEYS_PER_SUBSYSTEM: usize = 3;
 pub const NETWORK_KEY_LEN: usize = 32;
 
 /// An IPv4 subnet in CIDR form with no host bits set, such as 10.0.1.0/24.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Subnet(Ipv4Net);
 
 impl Subnet {
@@ -75,6 +77,14 @@ impl Subnet {
         Ok(Subnet(net))
     }
 
+    /// The subnet of `prefix_len` bits that holds `address`, host bits cleared: the subnet of an
+    /// interface address such as 10.0.1.5/24. `None` when the prefix is longer than 32 bits.
+    pub fn containing(address: Ipv4Addr, prefix_len: u8) -> Option<Subnet> {
+        Ipv4Net::new(address, prefix_len)
+            .ok()
+            .map(|net| Subnet(net.trunc()))
+    }
+
     pub fn prefix_len(self) -> u8 {
         self.0.prefix_len()
     }
@@ -100,6 +110,26 @@ impl Subnet {
     /// Whether the two subnets share any address.
     pub fn overlaps(self, other: Subnet) -> bool {
         self.covers(other) || other.covers(self)
+    }
+
+    /// Whether `address` may be given to a host: inside the subnet, and neither its network nor
+    /// its broadcast address (so a /31 or /32 has none).
+    pub fn is_host(self, address: Ipv4Addr) -> bool {
+        self.contains(address) && address != self.network() && address != self.broadcast()
+    }
+
+    /// The host addresses in order, from the one after the network address to the one before
+    /// the broadcast address.
+    pub fn hosts(self) -> impl Iterator<Item = Ipv4Addr> {
+        // Plain numbers rather than `Ipv4Net::hosts`, which gives a /31 two hosts (RFC 3021):
+        // an overlay never hands out its network or broadcast address.
+        (u32::from(self.network()).saturating_add(1)..u32::from(self.broadcast()))
+            .map(Ipv4Addr::from)
+    }
+
+    /// The first host address, Docker's default gateway; `None` for a /31 or /32.
+    pub fn first_host(self) -> Option<Ipv4Addr> {
+        self.hosts().next()
     }
 }
 
@@ -253,5 +283,31 @@ mod tests {
         assert!(message("10.0.9.0").contains("CIDR form"));
         assert!(message("10.0.9.0/33").contains("prefix length 0 to 32"));
         assert!(message("10.0.300.0/24").contains("CIDR form"));
+    }
+
+    #[test]
+    fn hosts_leave_out_the_network_and_broadcast_addresses() {
+        let subnet = |text| Subnet::parse(text, "subnet").unwrap();
+        let address = |text: &str| text.parse::<Ipv4Addr>().unwrap();
+        assert_eq!(
+            subnet("10.0.9.0/30").hosts().collect::<Vec<_>>(),
+            [address("10.0.9.1"), address("10.0.9.2")]
+        );
+        assert_eq!(subnet("10.0.9.0/24").hosts().count(), 254);
+        assert_eq!(subnet("10.0.9.0/31").hosts().count(), 0);
+        assert_eq!(subnet("10.0.9.0/32").first_host(), None);
+        assert_eq!(
+            subnet("10.0.9.0/24").first_host(),
+            Some(address("10.0.9.1"))
+        );
+        assert!(subnet("10.0.9.0/24").is_host(address("10.0.9.254")));
+        assert!(!subnet("10.0.9.0/24").is_host(address("10.0.9.255")));
+        assert!(!subnet("10.0.9.0/24").is_host(address("10.0.9.0")));
+        assert!(!subnet("10.0.9.0/24").is_host(address("10.0.10.1")));
+        assert_eq!(
+            Subnet::containing(address("10.0.9.77"), 24),
+            Some(subnet("10.0.9.0/24"))
+        );
+        assert_eq!(Subnet::containing(address("10.0.9.77"), 33), None);
     }
 }

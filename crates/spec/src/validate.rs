@@ -538,7 +538,8 @@ pub fn cluster_spec(spec: &ClusterSpec) -> Result<(), SpecError> {
 }
 
 /// The address pools overlay subnets are cut from, and the subnets' size (0 means Swarm's
-/// default, /24): IPv4 networks in CIDR form (the allocator hands out IPv4 addresses only), each
+/// default, /24): IPv4 networks in CIDR form with no host bits set (the allocator hands out IPv4
+/// addresses only; `network::Subnet::parse` reads them, as it reads every subnet), each
 /// no smaller than the subnets cut from it, which are at most /29 (Docker's limit).
 pub fn address_pools(pools: &[String], subnet_size: u32) -> Result<(), SpecError> {
     let size = if subnet_size == 0 {
@@ -552,24 +553,8 @@ pub fn address_pools(pools: &[String], subnet_size: u32) -> Result<(), SpecError
         )));
     }
     for pool in pools {
-        let Some((address, prefix)) = pool.trim().split_once('/') else {
-            return Err(rule(format!(
-                "invalid address pool {pool:?}: give an IPv4 network in CIDR form such as 10.20.0.0/16"
-            )));
-        };
-        if address.parse::<Ipv4Addr>().is_err() {
-            return Err(rule(format!(
-                "invalid address pool {pool:?}: give an IPv4 network in CIDR form such as 10.20.0.0/16 (IPv6 pools are not supported)"
-            )));
-        }
-        let prefix: u32 = match prefix.parse() {
-            Ok(prefix @ 0..=32) => prefix,
-            _ => {
-                return Err(rule(format!(
-                    "invalid address pool {pool:?}: the prefix length must be from 0 to 32, as in 10.20.0.0/16"
-                )));
-            }
-        };
+        let prefix =
+            u32::from(crate::network::Subnet::parse(pool.trim(), "address pool")?.prefix_len());
         if prefix > size {
             return Err(rule(format!(
                 "invalid address pool {pool:?}: it is smaller than the /{size} subnets cut from it; give a larger pool or a larger mask length"
@@ -753,15 +738,16 @@ mod tests {
         assert!(address_pools(&pools(&["10.0.0.0/8"]), 0).is_ok());
         assert!(address_pools(&pools(&["10.20.0.0/16", "10.30.0.0/16"]), 26).is_ok());
         assert!(address_pools(&pools(&["10.20.0.0/16"]), 29).is_ok());
-        assert!(address_pools(&pools(&["10.0.0.0/4"]), 4).is_ok());
+        assert!(address_pools(&pools(&["16.0.0.0/4"]), 4).is_ok());
         let message =
             |list: &[&str], size| address_pools(&pools(list), size).unwrap_err().to_string();
         assert!(message(&["10.0.0.0/8"], 30).contains("from 1 to 29"));
         assert!(message(&["10.20.0.0/16"], 12).contains("smaller than the /12 subnets"));
         assert!(message(&["10.20.0.0/25"], 0).contains("smaller than the /24 subnets"));
-        assert!(message(&["fd00::/8"], 24).contains("IPv6 pools are not supported"));
+        assert!(message(&["fd00::/8"], 24).contains("IPv6 is not supported"));
         assert!(message(&["10.20.0.0"], 24).contains("CIDR form"));
-        assert!(message(&["10.20.0.0/33"], 24).contains("from 0 to 32"));
+        assert!(message(&["10.20.0.0/33"], 24).contains("prefix length 0 to 32"));
+        assert!(message(&["10.20.0.5/16"], 24).contains("host bits set"));
     }
 
     fn network(name: &str) -> NetworkSpec {

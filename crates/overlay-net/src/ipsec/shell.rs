@@ -4,7 +4,6 @@
 //! output are pure and tested without root.
 
 use std::net::Ipv4Addr;
-use std::process::Command;
 
 use super::{Dir, IpsecChange, IpsecDesired, IpsecState, Policy, Sa, diff, guard_script, plan};
 use crate::{Error, netns};
@@ -231,14 +230,14 @@ pub fn parse_counters(out: &str, reqid: u32) -> Vec<Counters> {
 
 /// Runs `ip` with `args` in the named namespace (`None`: the caller's) and returns its output.
 fn ip(ns: Option<&str>, args: &[String]) -> Result<String, Error> {
-    let mut cmd = Command::new("ip");
-    if let Some(ns) = ns {
-        cmd.args(["-n", ns]);
-    }
-    let out = cmd.args(args).output().map_err(|source| Error::Io {
-        what: "run ip (install iproute2)".into(),
-        source,
-    })?;
+    let path = ns.map(netns::path);
+    let out = netns::command(netns::NSENTER, path.as_deref(), "ip")
+        .args(args)
+        .output()
+        .map_err(|source| Error::Io {
+            what: "run ip (install iproute2; util-linux for nsenter)".into(),
+            source,
+        })?;
     if !out.status.success() {
         return Err(Error::Xfrm {
             command: args.join(" "),
@@ -299,12 +298,8 @@ pub fn set_guard(
     port: u16,
     vnis: &std::collections::BTreeSet<u32>,
 ) -> Result<(), Error> {
-    let script = guard_script(table, port, vnis);
-    let table = table.to_string();
     let path = ns.map(netns::path);
-    netns::run_in(path.as_deref(), move || {
-        crate::apply::nft(&["-f", "-"], Some(script), &table).map(drop)
-    })?
+    crate::apply::nft_run(path.as_deref(), table, &guard_script(table, port, vnis))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ pub mod server;
 pub mod upstream;
 
 pub use error::DnsError;
-pub use netns::{EMBEDDED_DNS_ADDRESS, TaskSockets, open_task_sockets, run_in_netns};
+pub use netns::{EMBEDDED_DNS_ADDRESS, TaskSockets, open_task_sockets};
 pub use records::{
     Answer, AnswerRecord, AskingTask, DnsTable, NetworkRecords, QueryType, RECORD_TTL,
     ServiceEndpoint, ServiceRecords, TaskHealth, TaskRecord,

@@ -31,7 +31,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::Semaphore;
 
 use super::DnsError;
-use super::netns::{TaskSockets, run_in_netns};
+use super::netns::TaskSockets;
 use super::records::{Answer, AnswerRecord, AskingTask, DnsTable, QueryType, RECORD_TTL};
 use super::upstream::{MAX_UPSTREAMS, upstreams_from_resolv_conf};
 
@@ -415,10 +415,10 @@ async fn in_netns<T: Send + 'static>(
     open: impl FnOnce() -> std::io::Result<T> + Send + 'static,
 ) -> std::io::Result<T> {
     let path = path.to_owned();
-    tokio::task::spawn_blocking(move || run_in_netns(&path, open))
+    tokio::task::spawn_blocking(move || overlay_net::netns::run_in(Some(&path), open))
         .await
         .map_err(std::io::Error::other)?
-        .map_err(std::io::Error::other)
+        .map_err(std::io::Error::other)?
 }
 
 async fn exchange_tcp(mut stream: tokio::net::TcpStream, query: &[u8]) -> std::io::Result<Vec<u8>> {

@@ -1,11 +1,12 @@
-//! The apply shell: runs nft inside a task's network namespace (`nsenter --net=PATH nft`), reads
-//! the table back, and applies the planned change as one transaction.
+//! The apply shell: runs nft inside a task's network namespace (`nsenter --net=PATH nft`, through
+//! overlay-net's runner), reads the table back, and applies the planned change as one
+//! transaction.
 //!
 //! Calls block for one or two short nft runs; async code calls them through `spawn_blocking`.
 
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::path::Path;
+
+use overlay_net::nft::{NftError, NftRunner};
 
 use super::VipError;
 use super::observe::observe;
@@ -20,87 +21,28 @@ pub trait Nft {
     fn list_table(&self, netns: &Path, table: &TableName) -> Result<Option<String>, VipError>;
 }
 
-/// Runs the `nft` binary through `nsenter --net=PATH`, so nothing of this process enters the
-/// namespace.
-#[derive(Clone, Debug)]
-pub struct NftInNamespace {
-    pub nsenter: PathBuf,
-    pub nft: PathBuf,
-}
+/// Runs the `nft` binary through `nsenter --net=PATH` (overlay-net's runner, the node's one way
+/// to run nft), so nothing of this process enters the namespace.
+pub use overlay_net::nft::NftRunner as NftInNamespace;
 
-impl Default for NftInNamespace {
-    fn default() -> NftInNamespace {
-        NftInNamespace {
-            nsenter: PathBuf::from("nsenter"),
-            nft: PathBuf::from("nft"),
-        }
-    }
-}
-
-impl NftInNamespace {
-    fn command(&self, netns: &Path) -> Command {
-        let mut net = std::ffi::OsString::from("--net=");
-        net.push(netns);
-        let mut command = Command::new(&self.nsenter);
-        command.arg(net).arg(&self.nft);
-        command
-    }
-
-    fn spawn_error(&self, source: std::io::Error) -> VipError {
-        VipError::Spawn {
-            program: format!("{} ... {}", self.nsenter.display(), self.nft.display()),
-            source,
-        }
+fn vip_error(error: NftError) -> VipError {
+    match error {
+        NftError::Spawn { program, source } => VipError::Spawn { program, source },
+        NftError::Failed { netns, stderr } => VipError::Nft {
+            netns: netns.unwrap_or_default(),
+            stderr,
+        },
     }
 }
 
 impl Nft for NftInNamespace {
     fn run(&self, netns: &Path, script: &str) -> Result<(), VipError> {
-        let mut child = self
-            .command(netns)
-            .args(["-f", "-"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .map_err(|source| self.spawn_error(source))?;
-        if let Some(mut stdin) = child.stdin.take() {
-            // A failed write shows as nft's own error below.
-            let _ = stdin.write_all(script.as_bytes());
-        }
-        let output = child
-            .wait_with_output()
-            .map_err(|source| self.spawn_error(source))?;
-        if output.status.success() {
-            Ok(())
-        } else {
-            Err(VipError::Nft {
-                netns: netns.to_owned(),
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_owned(),
-            })
-        }
+        NftRunner::run(self, Some(netns), script).map_err(vip_error)
     }
 
     fn list_table(&self, netns: &Path, table: &TableName) -> Result<Option<String>, VipError> {
-        let output = self
-            .command(netns)
-            .args(["-j", "list", "table", "inet", table.as_str()])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| self.spawn_error(source))?;
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        if output.status.success() {
-            Ok(Some(String::from_utf8_lossy(&output.stdout).into_owned()))
-        } else if stderr.contains("No such file or directory") {
-            // nft's words (ENOENT) for a table that is not there; a missing namespace fails in
-            // nsenter with other words.
-            Ok(None)
-        } else {
-            Err(VipError::Nft {
-                netns: netns.to_owned(),
-                stderr: stderr.trim().to_owned(),
-            })
-        }
+        self.list(Some(netns), true, &["table", "inet", table.as_str()])
+            .map_err(vip_error)
     }
 }
 

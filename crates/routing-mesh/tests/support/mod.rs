@@ -17,6 +17,14 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
 use tokio::task::JoinHandle;
 
+/// Runs `work` inside the network namespace at `path`, through overlay-net's way in.
+pub fn in_netns<T: Send + 'static>(
+    path: &std::path::Path,
+    work: impl FnOnce() -> std::io::Result<T> + Send + 'static,
+) -> std::io::Result<T> {
+    overlay_net::netns::run_in(Some(path), work).expect("enter the network namespace")
+}
+
 /// What the fake upstream answers for `example.test`.
 pub const UPSTREAM_ADDRESS: &str = "192.0.2.7";
 
