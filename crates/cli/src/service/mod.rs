@@ -846,7 +846,7 @@ async fn logs(daemon: &mut Daemon, args: LogsArgs, tail: Option<u64>) -> anyhow:
         if args.timestamps {
             let time =
                 format::system_time(message.timestamp.as_ref()).unwrap_or(std::time::UNIX_EPOCH);
-            head.push_str(&spec::time::rfc3339(time));
+            head.push_str(&::spec::time::rfc3339(time));
             head.push(' ');
         }
         if !args.raw {

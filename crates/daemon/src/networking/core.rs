@@ -21,7 +21,6 @@ use shoal_proto::api::EncryptionKey;
 use shoal_proto::api::encryption_key::Algorithm;
 use worker::networking::{EndpointMode, NetworkAttachment, TaskNetworks};
 
-
 /// One networked task this node holds: what the worker said of it, and what the node gave it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct HeldTask {
@@ -462,7 +461,8 @@ pub fn gossip_keyring(keys: &[EncryptionKey]) -> Option<Keyring> {
     let mut usable: Vec<(u64, [u8; KEY_LEN])> = keys
         .iter()
         .filter(|key| {
-            key.subsystem == spec::network::KEY_SUBSYSTEM_GOSSIP && key.algorithm == Algorithm::Aes256Gcm as i32
+            key.subsystem == spec::network::KEY_SUBSYSTEM_GOSSIP
+                && key.algorithm == Algorithm::Aes256Gcm as i32
         })
         .filter_map(|key| {
             Some((

@@ -91,8 +91,8 @@ struct RunningGossip {
     agent: GossipAgent,
     keyring: Keyring,
     seeds: Vec<SocketAddr>,
-    /// Triggers a pass whenever the table changes.
-    watcher: AbortOnDrop,
+    /// Triggers a pass whenever the table changes; held only to end with the gossip.
+    _watcher: AbortOnDrop,
 }
 
 /// A spawned task that ends with its handle's owner.
@@ -663,7 +663,7 @@ async fn ensure_gossip(
         agent,
         keyring,
         seeds,
-        watcher: AbortOnDrop(watcher),
+        _watcher: AbortOnDrop(watcher),
     });
     applied.gossip_networks.clear();
     applied.published.clear();
