@@ -37,9 +37,9 @@ pub const MAX_NETWORK_PREFIX: u8 = 30;
 /// the IPsec of encrypted overlays. A node picks its keys out of its session by these.
 pub const KEY_SUBSYSTEM_GOSSIP: &str = "networking:gossip";
 pub const KEY_SUBSYSTEM_IPSEC: &str = "networking:ipsec";
-/// Keys kept per subsystem, as Docker's keymanager keeps them: the newest (the primary, which
-/// nodes send with) and the two before it, which they still accept, so a node that missed a
-/// rotation goes on talking with the others.
+/// Keys kept per subsystem, as Docker's keymanager keeps them: the newest and the two before it.
+/// Nodes seal with the second newest and accept all three, so a node that missed a rotation goes
+/// on talking with the others.
 pub const KEYS_PER_SUBSYSTEM: usize = 3;
 /// The length of a network key: AES-256.
 pub const NETWORK_KEY_LEN: usize = 32;
