@@ -425,7 +425,7 @@ async fn services_attach_by_name_id_or_prefix_and_refused_attachments_write_noth
         .into_inner()
         .service
         .unwrap();
-    assert_eq!(targets(&updated), [back.id.clone()]);
+    assert_eq!(targets(&updated), std::slice::from_ref(&back.id));
 
     // Each refusal names the network, and neither a create nor an update writes anything.
     let before = stored_services(&role);

@@ -3,8 +3,6 @@
 use anyhow::bail;
 use shoal_proto::api;
 
-use super::*;
-
 /// The parts of a `--secret`/`--config` value: `NAME`, or `source=NAME,target=…,uid=…,gid=…,mode=…`
 /// with Docker's defaults (uid and gid 0, mode 0444, target the name).
 pub(super) struct PayloadFlag {
