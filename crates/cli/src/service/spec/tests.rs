@@ -740,7 +740,7 @@ fn bad_networking_flags_name_the_flag() {
             "--dns: invalid DNS server \"dns.google\"",
         ),
         (
-            &["--dns-search", "-bad-", "busybox"],
+            &["--dns-search", "a_b.com", "busybox"],
             "--dns-search: invalid DNS search domain",
         ),
         (
