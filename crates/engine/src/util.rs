@@ -197,9 +197,8 @@ pub fn random_id() -> Result<String> {
     Ok(hex::encode(bytes))
 }
 
-/// RFC 3339 times, as Docker writes them: spec's, re-exported for the store, the shim and the
-/// worker, which read and write the engine's times.
-pub use spec::time::{parse_rfc3339, rfc3339};
+/// RFC 3339 times, as Docker writes them: spec's, for the store, the shim and the logs.
+pub use spec::time::rfc3339;
 
 #[cfg(test)]
 mod tests {

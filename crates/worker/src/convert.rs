@@ -31,11 +31,6 @@ pub const LABEL_SERVICE_NAME: &str = "com.docker.swarm.service.name";
 /// Label carrying the node id the task was assigned to.
 pub const LABEL_NODE_ID: &str = "com.docker.swarm.node.id";
 
-/// Docker's healthcheck defaults, used when the spec leaves a field at zero.
-const DEFAULT_HEALTH_INTERVAL: Duration = Duration::from_secs(30);
-const DEFAULT_HEALTH_TIMEOUT: Duration = Duration::from_secs(30);
-const DEFAULT_HEALTH_RETRIES: u32 = 3;
-
 /// The contents of the secrets and configs the dispatcher sent with an assignment set, by id.
 /// They live only in memory: the assignment store never writes them.
 #[derive(Clone, Default, PartialEq)]
@@ -573,16 +568,16 @@ fn healthcheck_from_proto(
         test,
         interval: duration_or_default(
             health.interval.as_ref(),
-            DEFAULT_HEALTH_INTERVAL,
+            spec::defaults::HEALTH_INTERVAL,
             "healthcheck interval",
         )?,
         timeout: duration_or_default(
             health.timeout.as_ref(),
-            DEFAULT_HEALTH_TIMEOUT,
+            spec::defaults::HEALTH_TIMEOUT,
             "healthcheck timeout",
         )?,
         retries: if health.retries == 0 {
-            DEFAULT_HEALTH_RETRIES
+            spec::defaults::HEALTH_RETRIES
         } else {
             health.retries as u32
         },

@@ -139,7 +139,7 @@ fn log_message(target: &LogTarget, node_id: &str, entry: engine::LogEntry) -> ap
         service_id: target.service_id.clone(),
         task_id: target.task_id.clone(),
         node_id: node_id.to_owned(),
-        timestamp: engine::util::parse_rfc3339(&entry.time).map(api::Timestamp::from),
+        timestamp: spec::time::parse_rfc3339(&entry.time).map(api::Timestamp::from),
         stream: stream as i32,
         data: entry.log.into_bytes(),
     }
