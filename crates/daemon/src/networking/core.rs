@@ -826,7 +826,7 @@ mod tests {
             remote("n3", "front", "old", "10.0.1.5/24", true).0,
             remote("n3", "front", "old", "10.0.1.5/24", true).1,
         );
-        let (key, mut broken) = remote("n3", "front", "x", "10.0.1.9", true);
+        let (key, mut broken) = remote("n3", "front", "x", "10.0.1.9/24", true);
         broken.record.address = "not an address".into();
         table.insert(key, broken);
         let plan = plan_node(&config(), "n1", &tasks, &table);
@@ -912,12 +912,13 @@ mod tests {
     }
 
     #[test]
-    fn the_newest_gossip_key_sends_and_other_keys_are_ignored() {
+    fn the_second_newest_gossip_key_seals_and_other_keys_are_ignored() {
         assert_eq!(gossip_keyring(&[]), None);
         let keys = [
             key(spec::network::KEY_SUBSYSTEM_GOSSIP, 3, 1, KEY_LEN),
+            key(spec::network::KEY_SUBSYSTEM_GOSSIP, 9, 5, KEY_LEN),
             key(spec::network::KEY_SUBSYSTEM_GOSSIP, 7, 2, KEY_LEN),
-            key("networking:ipsec", 9, 3, KEY_LEN),
+            key("networking:ipsec", 10, 3, KEY_LEN),
             key(spec::network::KEY_SUBSYSTEM_GOSSIP, 8, 4, 16),
         ];
         let ring = gossip_keyring(&keys).unwrap();
@@ -926,10 +927,13 @@ mod tests {
             ring,
             Keyring::new(
                 GossipKey::new(7, [2; KEY_LEN]),
-                vec![GossipKey::new(3, [1; KEY_LEN])]
+                vec![GossipKey::new(9, [5; KEY_LEN]), GossipKey::new(3, [1; KEY_LEN])]
             )
             .unwrap()
         );
+        // A lone key seals too.
+        let lone = gossip_keyring(&keys[..1]).unwrap();
+        assert_eq!(lone.primary_id(), 3);
         let mut aes128 = key(spec::network::KEY_SUBSYSTEM_GOSSIP, 1, 1, KEY_LEN);
         aes128.algorithm = Algorithm::Aes128Gcm as i32;
         assert_eq!(gossip_keyring(&[aes128]), None);
