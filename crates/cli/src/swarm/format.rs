@@ -196,6 +196,12 @@ fn local_node_state_name(state: i32) -> &'static str {
     }
 }
 
+/// The VXLAN port the cluster's overlays use, as `docker info` shows it: Swarm's default when the
+/// cluster sets none; a stored number that is no UDP port is shown as it is.
+fn data_path_port(cluster: &api::Cluster) -> u32 {
+    spec::defaults::vxlan_port(cluster.vxlan_udp_port).map_or(cluster.vxlan_udp_port, u32::from)
+}
+
 fn sorted_managers(info: &api::InfoResponse) -> Vec<(&String, &String)> {
     let mut managers: Vec<(&String, &String)> = info.remote_managers.iter().collect();
     managers.sort_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)));
@@ -241,9 +247,7 @@ pub(crate) fn info_text(info: &api::InfoResponse, cluster: Option<&api::Cluster>
                     line(format!(" Default Address Pool: {pools}"));
                     line(format!(" SubnetSize: {}", cluster.subnet_size));
                 }
-                if cluster.vxlan_udp_port > 0 {
-                    line(format!(" Data Path Port: {}", cluster.vxlan_udp_port));
-                }
+                line(format!(" Data Path Port: {}", data_path_port(cluster)));
                 line(" Orchestration:".into());
                 line(format!(
                     "  Task History Retention Limit: {}",
@@ -352,7 +356,7 @@ fn cluster_json(info: &api::InfoResponse, cluster: Option<&api::Cluster>) -> Val
         "RootRotationInProgress": false,
         "DefaultAddrPool": cluster.default_address_pool,
         "SubnetSize": cluster.subnet_size,
-        "DataPathPort": cluster.vxlan_udp_port,
+        "DataPathPort": data_path_port(cluster),
     })
 }
 

@@ -1,66 +1,34 @@
-//! IPv4 arithmetic for the allocator: subnets carved from the address pools, the addresses a
-//! network hands out (never its network, broadcast or gateway address, and only inside its
-//! range when it has one), and the serial search for the next free one.
+//! The allocator's address policy over spec's subnets (`spec::network::Subnet` holds the
+//! parsing, containment, overlap and host rules): subnets carved from the address pools, the
+//! addresses a network hands out (a host address of its subnet, never its gateway, and only
+//! inside its range when it has one), and the serial search for the next free one. Addresses
+//! are numbers here, so the search can wrap round.
 
 use std::collections::BTreeSet;
-use std::fmt;
 use std::net::Ipv4Addr;
 
-use ipnet::Ipv4Net;
+use spec::network::Subnet;
 
-/// An IPv4 subnet with its host bits cleared.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub struct Subnet(Ipv4Net);
-
-impl Subnet {
-    /// Parses a CIDR such as `10.0.1.0/24`; host bits are cleared, as Docker reads
-    /// `10.0.1.5/24`. `None` for anything else, IPv6 networks included.
-    pub fn parse(text: &str) -> Option<Subnet> {
-        text.trim()
-            .parse::<Ipv4Net>()
-            .ok()
-            .map(|net| Subnet(net.trunc()))
-    }
-
-    fn from_first(first: u32, prefix_len: u8) -> Option<Subnet> {
-        Ipv4Net::new(Ipv4Addr::from(first), prefix_len)
-            .ok()
-            .map(|net| Subnet(net.trunc()))
-    }
-
-    /// The network address, as a number.
-    pub fn first(&self) -> u32 {
-        u32::from(self.0.network())
-    }
-
-    /// The broadcast address, as a number.
-    pub fn last(&self) -> u32 {
-        u32::from(self.0.broadcast())
-    }
-
-    pub fn prefix_len(&self) -> u8 {
-        self.0.prefix_len()
-    }
-
-    pub fn contains(&self, address: u32) -> bool {
-        (self.first()..=self.last()).contains(&address)
-    }
-
-    pub fn overlaps(&self, other: &Subnet) -> bool {
-        self.first() <= other.last() && other.first() <= self.last()
-    }
-
-    /// `address` written with this subnet's prefix length, as task addresses and VIPs are
-    /// stored (`10.0.1.5/24`).
-    pub fn address_with_prefix(&self, address: u32) -> String {
-        format!("{}/{}", Ipv4Addr::from(address), self.prefix_len())
-    }
+/// The network address, as a number.
+fn first(subnet: Subnet) -> u32 {
+    u32::from(subnet.network())
 }
 
-impl fmt::Display for Subnet {
-    fn fmt(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.fmt(formatter)
-    }
+/// The broadcast address, as a number.
+fn last(subnet: Subnet) -> u32 {
+    u32::from(subnet.broadcast())
+}
+
+/// Parses a subnet as stored (a pool, a network's subnet or range), which spec's rules checked
+/// when it was written; `None` for anything they refuse.
+pub(super) fn parse_subnet(text: &str) -> Option<Subnet> {
+    Subnet::parse(text.trim(), "subnet").ok()
+}
+
+/// `address` written with `subnet`'s prefix length, as task addresses and VIPs are stored
+/// (`10.0.1.5/24`).
+pub(super) fn address_with_prefix(subnet: Subnet, address: u32) -> String {
+    format!("{}/{}", Ipv4Addr::from(address), subnet.prefix_len())
 }
 
 /// Parses an address as stored in a task or a VIP (`10.0.1.5/24`) or a gateway (`10.0.1.1`).
@@ -78,14 +46,15 @@ pub(super) fn format_address(address: u32) -> String {
 pub(super) fn carve_subnet(pools: &[Subnet], prefix_len: u8, taken: &[Subnet]) -> Option<Subnet> {
     let step = 1u64 << (32 - u32::from(prefix_len.min(32)));
     for pool in pools.iter().filter(|pool| pool.prefix_len() <= prefix_len) {
-        let mut start = u64::from(pool.first());
-        while start + step - 1 <= u64::from(pool.last()) {
-            let candidate = Subnet::from_first(u32::try_from(start).ok()?, prefix_len)?;
-            match taken.iter().find(|subnet| subnet.overlaps(&candidate)) {
+        let mut start = u64::from(first(*pool));
+        while start + step - 1 <= u64::from(last(*pool)) {
+            let candidate =
+                Subnet::containing(Ipv4Addr::from(u32::try_from(start).ok()?), prefix_len)?;
+            match taken.iter().find(|subnet| subnet.overlaps(candidate)) {
                 // Skips the whole of a larger subnet in the way at once, to the next aligned
                 // candidate after it.
                 Some(in_the_way) => {
-                    let past = u64::from(in_the_way.last()) + 1;
+                    let past = u64::from(last(*in_the_way)) + 1;
                     start = past.div_ceil(step) * step;
                 }
                 None => return Some(candidate),
@@ -108,24 +77,23 @@ impl AddressSpace {
     /// address of the range other than the network address.
     pub fn default_gateway(subnet: Subnet, range: Option<Subnet>) -> u32 {
         match range {
-            Some(range) if range.first() != subnet.first() => range.first(),
-            Some(range) => range.first().saturating_add(1),
-            None => subnet.first().saturating_add(1),
+            Some(range) if range.network() != subnet.network() => first(range),
+            Some(range) => first(range).saturating_add(1),
+            None => subnet.first_host().map_or(first(subnet), u32::from),
         }
     }
 
     fn bounds(&self) -> (u32, u32) {
         let range = self.range.unwrap_or(self.subnet);
-        (range.first(), range.last())
+        (first(range), last(range))
     }
 
     /// Whether `address` may be handed to a task or a VIP: inside the range (or the subnet),
-    /// and neither the subnet's network or broadcast address nor the gateway.
+    /// a host address of the subnet, and not the gateway.
     pub fn is_assignable(&self, address: u32) -> bool {
         let (low, high) = self.bounds();
         (low..=high).contains(&address)
-            && address != self.subnet.first()
-            && address != self.subnet.last()
+            && self.subnet.is_host(Ipv4Addr::from(address))
             && address != self.gateway
     }
 
@@ -144,6 +112,6 @@ impl AddressSpace {
 
     /// Whether `address` lies in this space's subnet.
     pub fn contains(&self, address: u32) -> bool {
-        self.subnet.contains(address)
+        self.subnet.contains(Ipv4Addr::from(address))
     }
 }

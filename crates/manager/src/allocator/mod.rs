@@ -34,9 +34,9 @@ use shoal_proto::api::{
     endpoint_spec, ipam_config,
 };
 
-pub use ipam::{AddressSpace, Subnet};
+pub use ipam::AddressSpace;
 
-use spec::network::{DEFAULT_IPAM_DRIVER, MAX_VNI, OVERLAY_DRIVER, VXLAN_ID_LIST_OPTION};
+use spec::network::{DEFAULT_IPAM_DRIVER, MAX_VNI, OVERLAY_DRIVER, Subnet, VXLAN_ID_LIST_OPTION};
 
 use crate::orchestrator::{ClusterTime, created_at, is_terminal, is_wanted, observed_state};
 
@@ -115,7 +115,7 @@ impl AddressPools {
             named
         }
         .into_iter()
-        .filter_map(Subnet::parse)
+        .filter_map(ipam::parse_subnet)
         .collect();
         let size = cluster
             .map(|cluster| cluster.subnet_size)
@@ -246,8 +246,8 @@ impl NetworkState {
                 ipam.configs
                     .iter()
                     .filter_map(|config| {
-                        let subnet = Subnet::parse(&config.subnet)?;
-                        let range = Subnet::parse(&config.range);
+                        let subnet = ipam::parse_subnet(&config.subnet)?;
+                        let range = ipam::parse_subnet(&config.range);
                         let gateway = ipam::parse_address(&config.gateway)
                             .unwrap_or_else(|| AddressSpace::default_gateway(subnet, range));
                         Some(AddressSpace {
@@ -295,7 +295,7 @@ impl NetworkState {
                 self.in_use.insert(address);
                 self.last_allocated = Some(address);
                 self.changed = true;
-                return Ok(space.subnet.address_with_prefix(address));
+                return Ok(ipam::address_with_prefix(space.subnet, address));
             }
         }
         Err(AllocationFailure::AddressesExhausted {
@@ -458,7 +458,7 @@ fn allocate_networks(
         .iter()
         .filter(|network| !is_allocated(network))
         .flat_map(requested_configs)
-        .filter_map(|config| Subnet::parse(&config.subnet))
+        .filter_map(|config| ipam::parse_subnet(&config.subnet))
         .collect();
     let mut unallocated: Vec<&Network> = input
         .networks
@@ -550,18 +550,14 @@ fn allocate_network(
                 },
             )?
         } else {
-            let subnet = Subnet::parse(&config.subnet).ok_or_else(|| {
-                invalid(format!(
-                    "subnet {:?} is not an IPv4 network in CIDR form such as 10.0.9.0/24",
-                    config.subnet
-                ))
-            })?;
+            let subnet = Subnet::parse(config.subnet.trim(), "subnet")
+                .map_err(|error| invalid(error.to_string()))?;
             let own = spaces.iter().map(|space| (space.subnet, name.clone()));
             if let Some((other_subnet, other)) = taken
                 .iter()
                 .cloned()
                 .chain(own)
-                .find(|(other, _)| other.overlaps(&subnet))
+                .find(|(other, _)| other.overlaps(subnet))
             {
                 return Err(AllocationFailure::SubnetOverlaps {
                     network: name.clone(),
@@ -575,12 +571,9 @@ fn allocate_network(
         let range = match config.range.trim() {
             "" => None,
             text => {
-                let range = Subnet::parse(text).ok_or_else(|| {
-                    invalid(format!(
-                        "IP range {text:?} is not an IPv4 network in CIDR form such as 10.0.9.128/25"
-                    ))
-                })?;
-                if !(subnet.contains(range.first()) && subnet.contains(range.last())) {
+                let range =
+                    Subnet::parse(text, "IP range").map_err(|error| invalid(error.to_string()))?;
+                if !subnet.covers(range) {
                     return Err(invalid(format!(
                         "IP range {range} is not inside subnet {subnet}"
                     )));
@@ -593,7 +586,7 @@ fn allocate_network(
             text => {
                 let gateway = ipam::parse_address(text)
                     .ok_or_else(|| invalid(format!("gateway {text:?} is not an IPv4 address")))?;
-                if !subnet.contains(gateway) {
+                if !subnet.contains(std::net::Ipv4Addr::from(gateway)) {
                     return Err(invalid(format!(
                         "gateway {text} is not inside subnet {subnet}"
                     )));
