@@ -927,7 +927,10 @@ mod tests {
             ring,
             Keyring::new(
                 GossipKey::new(7, [2; KEY_LEN]),
-                vec![GossipKey::new(9, [5; KEY_LEN]), GossipKey::new(3, [1; KEY_LEN])]
+                vec![
+                    GossipKey::new(9, [5; KEY_LEN]),
+                    GossipKey::new(3, [1; KEY_LEN])
+                ]
             )
             .unwrap()
         );
