@@ -414,7 +414,7 @@ impl Footprint {
             .filter(|name| {
                 self.daemon_prefixes
                     .iter()
-                    .any(|prefix| name.starts_with(&format!("{prefix}-")))
+                    .any(|prefix| netns::made_by_daemon(name, prefix))
             })
             .collect()
     }

@@ -50,6 +50,50 @@ pub(crate) fn delete(name: &str) {
     }
 }
 
+/// Whether the namespace `name` is one a daemon with the overlay prefix `daemon_prefix` made:
+/// `PREFIX-…` for an overlay network, `PREFIXt-…` for a task.
+pub(crate) fn made_by_daemon(name: &str, daemon_prefix: &str) -> bool {
+    name.strip_prefix(daemon_prefix)
+        .is_some_and(|rest| rest.starts_with('-') || rest.starts_with("t-"))
+}
+
+/// A loopback-only network namespace for one test daemon on its own, so what its overlay
+/// networking makes (gateway bridge, nftables tables, gossip port) stays out of the machine's
+/// namespace and apart from other tests' daemons. Dropping it deletes it and every namespace the
+/// daemon made.
+pub struct DaemonNamespace {
+    name: String,
+    daemon_prefix: String,
+}
+
+impl DaemonNamespace {
+    /// Creates the namespace `name` (unique to the test run) for the daemon with `data_root`.
+    pub fn create(name: &str, data_root: &Path) -> Result<DaemonNamespace, HarnessError> {
+        delete(name);
+        add(name)?;
+        Ok(DaemonNamespace {
+            name: name.to_owned(),
+            daemon_prefix: overlay_net::prefix_for_data_root(data_root),
+        })
+    }
+
+    /// The path `nsenter --net=` takes.
+    pub fn path(&self) -> PathBuf {
+        netns_path(&self.name)
+    }
+}
+
+impl Drop for DaemonNamespace {
+    fn drop(&mut self) {
+        for name in list() {
+            if made_by_daemon(&name, &self.daemon_prefix) {
+                delete(&name);
+            }
+        }
+        delete(&self.name);
+    }
+}
+
 /// Creates the underlay namespace `name` holding the bridge, up.
 pub(crate) fn add_underlay(name: &str) -> Result<(), HarnessError> {
     add(name)?;

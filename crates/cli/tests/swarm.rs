@@ -1,8 +1,9 @@
 //! End-to-end tests of swarm mode on one machine (issue 4's acceptance criteria): scaling,
 //! restart policies, service modes, a daemon killed with SIGKILL and restarted, service logs,
 //! secrets, autolock (a restarted manager locked until unlocked), and the errors users meet.
-//! Each test runs its own daemon with its own data root, socket and loopback-only cluster port,
-//! so the tests run in parallel; its guard removes every service, container, process, mount and
+//! Each test runs its own daemon with its own data root, socket, loopback-only cluster port and
+//! network namespace (where its overlay networking puts what it makes), so the tests run in
+//! parallel; its guard removes every service, container, process, mount and
 //! cgroup it made, even when the test fails. Like `engine.rs`, they need root and Debian's
 //! busybox-static, and without either print why and check nothing.
 
@@ -15,7 +16,7 @@ use serde_json::Value;
 
 mod support;
 
-use shoal_tests::{skip, skip_notice};
+use shoal_tests::{DaemonNamespace, skip, skip_notice};
 use support::{SHOAL, build_busybox_tarball, container_ids, remove_leftovers, skip_reason};
 
 /// How long one CLI command may take before the test calls it hung.
@@ -114,6 +115,8 @@ struct SwarmHost {
     dir: PathBuf,
     host: String,
     daemon: Option<Child>,
+    /// The daemon's own network namespace: what its overlay networking makes stays there.
+    namespace: Option<DaemonNamespace>,
     /// Prefix of every service name, unique to this test run.
     prefix: String,
 }
@@ -130,10 +133,14 @@ impl SwarmHost {
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating the test directory");
         let host = format!("unix://{}/s.sock", dir.display());
+        let namespace =
+            DaemonNamespace::create(&format!("sw{}-{name}", std::process::id()), &dir.join("d"))
+                .unwrap_or_else(|error| panic!("{error}"));
         let mut swarm_host = SwarmHost {
             dir,
             host,
             daemon: None,
+            namespace: Some(namespace),
             prefix: format!("t{}", std::process::id()),
         };
         swarm_host.spawn_daemon();
@@ -189,8 +196,10 @@ impl SwarmHost {
             .append(true)
             .open(self.dir.join("daemon.log"))
             .expect("daemon log");
-        let child = Command::new(SHOAL)
-            .args(["daemon", "--data-root"])
+        let namespace = self.namespace.as_ref().expect("the daemon's namespace");
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", namespace.path().display()))
+            .args(["--", SHOAL, "daemon", "--data-root"])
             .arg(self.data())
             .args(["-H", &self.host])
             .env("NO_COLOR", "1")
@@ -491,8 +500,9 @@ impl Drop for SwarmHost {
             let _ = child.kill();
             let _ = child.wait();
         }
-        // Whatever the daemon could not remove: processes, mounts, cgroups.
+        // Whatever the daemon could not remove: processes, mounts, cgroups, then namespaces.
         remove_leftovers(&self.dir, &self.data());
+        self.namespace = None;
     }
 }
 

@@ -305,11 +305,8 @@ impl NodeRoles {
             networking: Arc::clone(&self.networking),
         };
         let agent_stopped = stopped.clone();
-        // The worker does not drive the node's networking yet: NodeNetworking has not been proven
-        // across hosts end to end, and daemons on one machine would share its gossip port and
-        // the host's namespace. Until then networked tasks run as before, each in a namespace of
-        // its own.
-        let networking = Arc::new(worker::networking::NoNetworking);
+        let networking: Arc<dyn worker::networking::TaskNetworking> =
+            Arc::clone(&self.networking) as _;
         let agent = tokio::spawn(async move {
             if let Err(error) =
                 worker::run_agent(config, engine, connector, agent_stopped, networking).await

@@ -11,13 +11,15 @@ use futures::TryStreamExt;
 use rtnetlink::packet_route::AddressFamily;
 use rtnetlink::packet_route::address::{AddressAttribute, AddressMessage};
 use rtnetlink::packet_route::link::{
-    InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoKind, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use rtnetlink::packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
 };
 use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute, RouteMessage};
-use rtnetlink::{Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
+use rtnetlink::{
+    Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+};
 
 use crate::Error;
 use crate::desired::{Desired, Ipv4Cidr, Mac, NodeConfig};
@@ -494,6 +496,20 @@ async fn set_link(h: &Handle, key: &LinkKey, link: &Link) -> Result<(), Error> {
         .map_err(nl(format!("set up link {} in {:?}", key.name, key.ns)))
 }
 
+/// Stops the bridge from learning source MACs on its port `key` (the VXLAN device): remote
+/// MACs are the plan's permanent FDB entries on the device itself, so a removed or moved task
+/// leaves no learned entry on the bridge pointing at the tunnel.
+async fn stop_bridge_learning(h: &Handle, key: &LinkKey) -> Result<(), Error> {
+    let index = require_index(h, key).await?;
+    let port = LinkBridgePort::new(index)
+        .append_info_data(InfoBridgePort::Learning(false))
+        .build();
+    h.link().set_port(port).execute().await.map_err(nl(format!(
+        "turn off bridge learning on {} in {:?}",
+        key.name, key.ns
+    )))
+}
+
 /// Moves the link `index` of `from` into `to`, renamed `name`.
 async fn move_link(
     handles: &mut Handles<'_>,
@@ -576,6 +592,9 @@ async fn make(
                         .await?;
                         move_link(handles, &underlay, index, &key.ns, &key.name).await?;
                     }
+                    let h = handles.get(&key.ns)?;
+                    set_link(&h, key, link).await?;
+                    return stop_bridge_learning(&h, key).await;
                 }
                 LinkKind::Bridge => {
                     let h = handles.get(&key.ns)?;

@@ -306,24 +306,8 @@ impl NodeNetworking {
             if inputs.keyring.is_none() {
                 return Err("this node has no gossip keys from the managers yet, so it can't announce the task's endpoints: the task is retried once its session brings them".to_owned());
             }
+            // Before the namespace exists, so no pass removes it as left over.
             inputs.preparing.insert(task.task_id.clone());
-            let egress = match inputs.held.get(&task.task_id) {
-                Some(held) if held.egress.is_some() || !core::needs_egress(task) => held.egress,
-                _ => pick_egress(&self.shared, &inputs, task)?,
-            };
-            let serving = inputs
-                .held
-                .get(&task.task_id)
-                .is_some_and(|held| held.serving);
-            inputs.held.insert(
-                task.task_id.clone(),
-                HeldTask {
-                    networks: task.clone(),
-                    netns: netns_path.clone(),
-                    egress,
-                    serving,
-                },
-            );
         }
         let prepared = self.prepare_namespace(task, &netns_name, &netns_path).await;
         lock(&self.shared.inputs).preparing.remove(&task.task_id);
@@ -355,6 +339,27 @@ impl NodeNetworking {
         overlay_net::apply::loopback_up(netns_path)
             .await
             .map_err(|error| format!("bringing up lo in the task's namespace: {error}"))?;
+        // Held only once its namespace exists, so no pass plans interfaces into a missing one.
+        {
+            let mut inputs = lock(&self.shared.inputs);
+            let egress = match inputs.held.get(&task.task_id) {
+                Some(held) if held.egress.is_some() || !core::needs_egress(task) => held.egress,
+                _ => pick_egress(&self.shared, &inputs, task)?,
+            };
+            let serving = inputs
+                .held
+                .get(&task.task_id)
+                .is_some_and(|held| held.serving);
+            inputs.held.insert(
+                task.task_id.clone(),
+                HeldTask {
+                    networks: task.clone(),
+                    netns: netns_path.to_owned(),
+                    egress,
+                    serving,
+                },
+            );
+        }
         let mut applied = self.shared.applied.lock().await;
         let outcome = apply_pass(&self.shared, &mut applied, false).await;
         if !applied.task_dns.contains_key(&task.task_id) {
@@ -707,7 +712,13 @@ async fn tear_down_gone(
     let task_prefix = task_netns_name(&shared.prefix, "");
     for name in names {
         let task_id = name.strip_prefix(&task_prefix).unwrap_or_default();
-        if kept(task_id) {
+        // What is held now, not at the pass's start: a task prepared meanwhile keeps its new
+        // namespace.
+        let held_now = {
+            let inputs = lock(&shared.inputs);
+            inputs.held.contains_key(task_id) || inputs.preparing.contains(task_id)
+        };
+        if kept(task_id) || held_now {
             continue;
         }
         let deleted = {

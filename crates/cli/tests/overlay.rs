@@ -1,0 +1,217 @@
+//! End-to-end tests of overlay networking across test hosts: services on one overlay network
+//! reach each other by name through the VIP and by `tasks.<service>`, from a task on another
+//! host. Each scenario builds its own hosts with the `shoal-tests` harness, which removes them
+//! (and every namespace, link and nft table their daemons made) afterwards, even when the test
+//! fails.
+
+use std::collections::BTreeSet;
+use std::process::Command;
+use std::time::Duration;
+
+use serde_json::Value;
+use shoal_tests::{ClusterOptions, TestCluster, TestHost, wait_until};
+
+/// How long a cluster may take to reach the state a test waits for.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A busybox web server answering with its own hostname, so a client can tell replicas apart.
+const WEB_COMMAND: &str =
+    "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
+
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|error| panic!("{error}: {line}")))
+        .collect()
+}
+
+/// Waits until `service` has `replicas` tasks running.
+fn wait_running(manager: &TestHost, service: &str, replicas: usize) {
+    wait_until(
+        &format!("{replicas} running tasks of {service}"),
+        CONVERGE_TIMEOUT,
+        || {
+            let listed =
+                json_lines(&manager.shoal_ok(&["service", "ps", service, "--format", "json"]));
+            let running = listed
+                .iter()
+                .filter(|task| {
+                    task["DesiredState"] == "Running"
+                        && task["CurrentState"]
+                            .as_str()
+                            .is_some_and(|state| state.starts_with("Running"))
+                })
+                .count();
+            if running == replicas {
+                Ok(())
+            } else {
+                Err(format!("{listed:?}"))
+            }
+        },
+    );
+}
+
+/// The host pid of the first container on `host` whose name starts with `<service>.`.
+fn task_pid(host: &TestHost, service: &str) -> String {
+    wait_until(
+        &format!("a running {service} container on {}", host.name()),
+        CONVERGE_TIMEOUT,
+        || {
+            let containers = json_lines(&host.shoal_ok(&["container", "ls", "--format", "json"]));
+            let id = containers
+                .iter()
+                .find(|c| {
+                    c["Names"]
+                        .as_str()
+                        .is_some_and(|name| name.starts_with(&format!("{service}.")))
+                })
+                .and_then(|c| c["ID"].as_str())
+                .ok_or_else(|| format!("{containers:?}"))?
+                .to_owned();
+            let inspected: Value =
+                serde_json::from_str(&host.shoal_ok(&["container", "inspect", &id]))
+                    .map_err(|error| error.to_string())?;
+            let document = inspected.get(0).unwrap_or(&inspected);
+            match document["state"]["pid"].as_i64() {
+                Some(pid) if pid > 0 => Ok(pid.to_string()),
+                _ => Err(format!("no pid yet: {document}")),
+            }
+        },
+    )
+}
+
+/// Runs a busybox applet inside the task whose init is `pid`: its network and its mounts, so
+/// its own /etc/resolv.conf (the embedded DNS) is the one used. (Debian's static busybox `wget`
+/// crashes with `-T`, so requests are bounded with the `timeout` applet instead.)
+fn in_task(pid: &str, args: &[&str]) -> Result<String, String> {
+    let output = Command::new("nsenter")
+        .args(["-t", pid, "-n", "-m", "--"])
+        .args(args)
+        .output()
+        .map_err(|error| format!("running nsenter: {error}"))?;
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    } else {
+        Err(format!(
+            "{args:?} exited with {}: {}{}",
+            output.status,
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// The IPv4 addresses in busybox nslookup's answer section (after the server's own lines).
+fn looked_up_addresses(answer: &str) -> BTreeSet<String> {
+    answer
+        .split("Name:")
+        .skip(1)
+        .flat_map(|section| section.lines())
+        .filter_map(|line| line.trim().strip_prefix("Address:"))
+        .map(|address| address.split_whitespace().next().unwrap_or("").to_owned())
+        .filter(|address| address.parse::<std::net::Ipv4Addr>().is_ok())
+        .collect()
+}
+
+#[test]
+fn a_task_on_another_host_reaches_every_replica_through_the_vip_and_by_tasks_name() {
+    let Some(cluster) = TestCluster::start_or_skip(
+        "a_task_on_another_host_reaches_every_replica_through_the_vip_and_by_tasks_name",
+        ClusterOptions::new(3),
+    ) else {
+        return;
+    };
+    for host in cluster.hosts() {
+        host.import_busybox();
+    }
+    cluster.form_swarm(1, 2);
+    let manager = cluster.host(1);
+    let client_host = cluster.host(3);
+    manager.shoal_ok(&["network", "create", "-d", "overlay", "front"]);
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--network",
+        "front",
+        "--replicas-max-per-node",
+        "1",
+        "busybox",
+        "sh",
+        "-c",
+        WEB_COMMAND,
+    ]);
+    let placement = format!("node.hostname=={}", client_host.name());
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "front",
+        "--constraint",
+        &placement,
+        "busybox",
+        "sleep",
+        "86400",
+    ]);
+    wait_running(manager, "web", 3);
+    wait_running(manager, "client", 1);
+    let client = task_pid(client_host, "client");
+
+    // The first answer through the VIP, by name, waits for the gossip to bring the peers.
+    wait_until("http://web/ from the client", CONVERGE_TIMEOUT, || {
+        in_task(
+            &client,
+            &["timeout", "2", "wget", "-q", "-O", "-", "http://web/"],
+        )
+    });
+    // Every node holding a replica has announced it once tasks.web names all three.
+    let tasks = wait_until("tasks.web to name 3 addresses", CONVERGE_TIMEOUT, || {
+        let addresses = looked_up_addresses(&in_task(&client, &["nslookup", "tasks.web"])?);
+        if addresses.len() == 3 {
+            Ok(addresses)
+        } else {
+            Err(format!("{addresses:?}"))
+        }
+    });
+    let mut answered = BTreeSet::new();
+    for _ in 0..30 {
+        let page = in_task(
+            &client,
+            &["timeout", "5", "wget", "-q", "-O", "-", "http://web/"],
+        )
+        .unwrap_or_else(|error| panic!("a request through the VIP failed: {error}"));
+        answered.insert(page.trim().to_owned());
+    }
+    assert_eq!(answered.len(), 3, "replicas that answered: {answered:?}");
+
+    // Each task address serves on its own, too.
+    for address in &tasks {
+        in_task(
+            &client,
+            &[
+                "timeout",
+                "5",
+                "wget",
+                "-q",
+                "-O",
+                "-",
+                &format!("http://{address}/"),
+            ],
+        )
+        .unwrap_or_else(|error| panic!("task address {address}: {error}"));
+    }
+    // The service's own name is its VIP, one address that is none of the tasks'.
+    let vip = looked_up_addresses(&in_task(&client, &["nslookup", "web"]).unwrap());
+    assert_eq!(vip.len(), 1, "{vip:?}");
+    assert!(
+        vip.is_disjoint(&tasks),
+        "VIP {vip:?} among task addresses {tasks:?}"
+    );
+}
