@@ -102,6 +102,9 @@ impl fmt::Display for Ipv4Cidr {
 }
 
 /// How this node's data plane is set up: the same for every network on it.
+/// The largest MTU the kernel lets a bridge or a veth have (`ETH_MAX_MTU`).
+pub const MAX_ETHERNET_MTU: u32 = 65535;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeConfig {
     /// Starts the name of every namespace, link and nftables table this instance makes, so two
@@ -125,6 +128,12 @@ impl NodeConfig {
     /// The MTU of every overlay link: the bridge, the VXLAN device and the task interfaces.
     pub fn overlay_mtu(&self) -> u32 {
         self.underlay_mtu.saturating_sub(VXLAN_OVERHEAD)
+    }
+
+    /// The MTU of the gateway bridge and the tasks' legs on it: the underlay's, but no more than
+    /// an Ethernet link takes (loopback's 65536 is one more than a bridge or veth accepts).
+    pub fn gwbridge_mtu(&self) -> u32 {
+        self.underlay_mtu.min(MAX_ETHERNET_MTU)
     }
 
     /// The gateway bridge's own address (the first host in its subnet), the tasks' default route.
@@ -258,6 +267,15 @@ mod tests {
         };
         assert_eq!(config.gwbridge_gateway(), Ipv4Addr::new(172, 18, 0, 1));
         assert_eq!(config.overlay_mtu(), 1450);
+        assert_eq!(config.gwbridge_mtu(), 1500);
+        let on_loopback = NodeConfig {
+            underlay_mtu: 65536,
+            ..config.clone()
+        };
+        assert_eq!(
+            (on_loopback.overlay_mtu(), on_loopback.gwbridge_mtu()),
+            (65486, MAX_ETHERNET_MTU)
+        );
         let mut used = std::collections::BTreeSet::new();
         assert_eq!(
             config.pick_egress_address(&used),

@@ -341,7 +341,7 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
             gw.clone(),
             Link {
                 kind: LinkKind::Bridge,
-                mtu: config.underlay_mtu,
+                mtu: config.gwbridge_mtu(),
                 mac: None,
                 master: None,
                 up: true,
@@ -386,7 +386,7 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
                 near.clone(),
                 Link {
                     kind: LinkKind::Veth,
-                    mtu: config.underlay_mtu,
+                    mtu: config.gwbridge_mtu(),
                     mac: None,
                     master: Some(naming.gwbridge()),
                     up: true,
@@ -396,7 +396,7 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
                 far.clone(),
                 Link {
                     kind: LinkKind::Veth,
-                    mtu: config.underlay_mtu,
+                    mtu: config.gwbridge_mtu(),
                     mac: Some(Mac::for_ipv4(egress)),
                     master: None,
                     up: true,
