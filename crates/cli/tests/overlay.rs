@@ -215,3 +215,192 @@ fn a_task_on_another_host_reaches_every_replica_through_the_vip_and_by_tasks_nam
         "VIP {vip:?} among task addresses {tasks:?}"
     );
 }
+
+/// A swarm of `hosts` test hosts (one manager), each with the busybox image.
+fn swarm_of(test_name: &str, hosts: usize) -> Option<TestCluster> {
+    let cluster = TestCluster::start_or_skip(test_name, ClusterOptions::new(hosts))?;
+    for host in cluster.hosts() {
+        host.import_busybox();
+    }
+    cluster.form_swarm(1, hosts - 1);
+    Some(cluster)
+}
+
+/// The pid of a running task of `service`, on whichever host runs one.
+fn any_task_pid(cluster: &TestCluster, service: &str) -> String {
+    wait_until(
+        &format!("a running {service} container"),
+        CONVERGE_TIMEOUT,
+        || {
+            for host in cluster.hosts() {
+                let containers =
+                    json_lines(&host.shoal_ok(&["container", "ls", "--format", "json"]));
+                let Some(id) = containers
+                    .iter()
+                    .find(|c| {
+                        c["Names"]
+                            .as_str()
+                            .is_some_and(|name| name.starts_with(&format!("{service}.")))
+                    })
+                    .and_then(|c| c["ID"].as_str())
+                else {
+                    continue;
+                };
+                let inspected: Value =
+                    serde_json::from_str(&host.shoal_ok(&["container", "inspect", id]))
+                        .map_err(|error| error.to_string())?;
+                let document = inspected.get(0).unwrap_or(&inspected);
+                if let Some(pid) = document["state"]["pid"].as_i64().filter(|pid| *pid > 0) {
+                    return Ok(pid.to_string());
+                }
+            }
+            Err("none yet".to_owned())
+        },
+    )
+}
+
+/// `http://{target}/` from inside the task `pid`: the page, or why not.
+fn http_get(pid: &str, target: &str) -> Result<String, String> {
+    in_task(
+        pid,
+        &[
+            "timeout",
+            "3",
+            "wget",
+            "-q",
+            "-O",
+            "-",
+            &format!("http://{target}/"),
+        ],
+    )
+}
+
+/// A stack on two overlay networks, as `voting.yml` lays them out: `ballot` on front (also as
+/// `vote`), `tally` on back, `counter` on both. Each service reaches the ones it shares a
+/// network with, by name and by alias; the others' names do not resolve and their addresses
+/// do not answer.
+#[test]
+fn stack_services_reach_what_shares_a_network_with_them_and_nothing_else() {
+    let Some(cluster) = swarm_of(
+        "stack_services_reach_what_shares_a_network_with_them_and_nothing_else",
+        2,
+    ) else {
+        return;
+    };
+    let manager = cluster.host(1);
+    let file = cluster.dir().join("voting.yml");
+    let web = serde_json::to_string(&["sh", "-c", WEB_COMMAND]).expect("JSON");
+    std::fs::write(
+        &file,
+        format!(
+            "services:\n  ballot:\n    image: busybox:latest\n    command: {web}\n    networks:\n      front:\n        aliases: [vote]\n  tally:\n    image: busybox:latest\n    command: {web}\n    networks: [back]\n  counter:\n    image: busybox:latest\n    command: {web}\n    networks: [front, back]\nnetworks:\n  front: {{}}\n  back: {{}}\n"
+        ),
+    )
+    .expect("writing the stack file");
+    manager.shoal_ok(&[
+        "stack",
+        "deploy",
+        "-c",
+        file.to_str().expect("UTF-8 path"),
+        "--detach=false",
+        "voting",
+    ]);
+    let counter = any_task_pid(&cluster, "voting_counter");
+    let ballot = any_task_pid(&cluster, "voting_ballot");
+    let tally = any_task_pid(&cluster, "voting_tally");
+
+    for (from, target) in [
+        (&counter, "ballot"),
+        (&counter, "vote"),
+        (&counter, "voting_ballot"),
+        (&counter, "tally"),
+        (&ballot, "counter"),
+        (&tally, "counter"),
+    ] {
+        wait_until(
+            &format!("{target} to answer from a task sharing a network"),
+            CONVERGE_TIMEOUT,
+            || http_get(from, target),
+        );
+    }
+    let tally_address = looked_up_addresses(
+        &in_task(&counter, &["nslookup", "tasks.tally"]).expect("tasks.tally from counter"),
+    );
+    assert_eq!(tally_address.len(), 1, "{tally_address:?}");
+    for (from, name) in [(&ballot, "tally"), (&tally, "ballot"), (&tally, "vote")] {
+        let looked_up = in_task(from, &["nslookup", name]);
+        assert!(
+            looked_up
+                .as_ref()
+                .map_or(true, |answer| looked_up_addresses(answer).is_empty()),
+            "{name} resolved where it shares no network: {looked_up:?}"
+        );
+    }
+    let address = tally_address.first().expect("tally's address");
+    assert!(
+        http_get(&ballot, address).is_err(),
+        "ballot reached tally's task address {address} across networks"
+    );
+}
+
+/// A task on an ordinary overlay network reaches a host on the underlay (the manager's cluster
+/// port) through its node's gateway bridge; on an `--internal` network it cannot.
+#[test]
+fn tasks_leave_through_the_gateway_bridge_unless_their_network_is_internal() {
+    let Some(cluster) = swarm_of(
+        "tasks_leave_through_the_gateway_bridge_unless_their_network_is_internal",
+        2,
+    ) else {
+        return;
+    };
+    let manager = cluster.host(1);
+    let worker = cluster.host(2);
+    manager.shoal_ok(&["network", "create", "-d", "overlay", "open"]);
+    manager.shoal_ok(&["network", "create", "-d", "overlay", "--internal", "closed"]);
+    let placement = format!("node.hostname=={}", worker.name());
+    for (service, network) in [("outgoing", "open"), ("confined", "closed")] {
+        manager.shoal_ok(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            service,
+            "--network",
+            network,
+            "--constraint",
+            &placement,
+            "busybox",
+            "sleep",
+            "86400",
+        ]);
+    }
+    let outgoing = task_pid(worker, "outgoing");
+    let confined = task_pid(worker, "confined");
+    let cluster_port = manager.address().to_string();
+    // nc runs `true` once connected: exit 0 means the connection was made.
+    let connect = |pid: &str| {
+        in_task(
+            pid,
+            &[
+                "timeout",
+                "5",
+                "nc",
+                "-w",
+                "3",
+                &cluster_port,
+                "2377",
+                "-e",
+                "true",
+            ],
+        )
+    };
+    wait_until(
+        "the manager's cluster port from a task on an ordinary network",
+        CONVERGE_TIMEOUT,
+        || connect(&outgoing),
+    );
+    assert!(
+        connect(&confined).is_err(),
+        "a task on an internal network reached {cluster_port}"
+    );
+}
