@@ -66,6 +66,46 @@ impl TestHost {
         netns::netns_path(&self.name)
     }
 
+    /// The prefix the host's daemon names its overlay namespaces, links and tables with.
+    pub fn overlay_prefix(&self) -> String {
+        overlay_net::prefix_for_data_root(&self.data_root())
+    }
+
+    /// The overlay namespace of the network `network_id` on this host.
+    pub fn overlay_netns_path(&self, network_id: &str) -> PathBuf {
+        netns::netns_path(&format!("{}-{network_id}", self.overlay_prefix()))
+    }
+
+    /// What the daemon's overlay networking has on the machine: its namespaces (networks' and
+    /// tasks'), its links in the host's namespace (gateway bridge and legs) and its nftables
+    /// tables there. Empty after `swarm leave`.
+    pub fn overlay_footprint(&self) -> Vec<String> {
+        let prefix = self.overlay_prefix();
+        let mut found: Vec<String> = netns::list()
+            .into_iter()
+            .filter(|name| netns::made_by_daemon(name, &prefix))
+            .map(|name| format!("network namespace {name}"))
+            .collect();
+        let links =
+            String::from_utf8_lossy(&self.run_in_host("ip", &["-br", "link"]).stdout).into_owned();
+        found.extend(
+            links
+                .lines()
+                .filter_map(|line| line.split_whitespace().next())
+                .filter(|name| name.starts_with(&format!("{prefix}-")))
+                .map(|name| format!("link {name}")),
+        );
+        let tables = String::from_utf8_lossy(&self.run_in_host("nft", &["list", "tables"]).stdout)
+            .into_owned();
+        found.extend(
+            tables
+                .lines()
+                .filter(|line| line.contains(&prefix))
+                .map(|line| format!("nftables {line}")),
+        );
+        found
+    }
+
     /// The host's directory: data root, socket, daemon log.
     pub fn dir(&self) -> &Path {
         &self.dir

@@ -404,3 +404,184 @@ fn tasks_leave_through_the_gateway_bridge_unless_their_network_is_internal() {
         "a task on an internal network reached {cluster_port}"
     );
 }
+
+/// The MAC overlay-net derives from a task address: 02:42 and the address's four bytes.
+fn mac_of(address: &str) -> String {
+    let octets = address
+        .parse::<std::net::Ipv4Addr>()
+        .unwrap_or_else(|error| panic!("{address}: {error}"))
+        .octets();
+    format!(
+        "02:42:{:02x}:{:02x}:{:02x}:{:02x}",
+        octets[0], octets[1], octets[2], octets[3]
+    )
+}
+
+/// The remote MACs programmed in a network's namespace on `host`: the VXLAN device's FDB
+/// entries that name a tunnel endpoint, and the permanent neighbour entries' MACs.
+fn programmed_peers(host: &TestHost, network_id: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let netns = format!("--net={}", host.overlay_netns_path(network_id).display());
+    let run = |args: &[&str]| {
+        let output = Command::new("nsenter")
+            .arg(&netns)
+            .args(args)
+            .output()
+            .expect("running nsenter");
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    };
+    let fdb = run(&["bridge", "fdb", "show"])
+        .lines()
+        .filter(|line| line.contains(" dst "))
+        .filter_map(|line| line.split_whitespace().next().map(str::to_owned))
+        .collect();
+    let neighbours = run(&["ip", "neigh", "show", "nud", "permanent"])
+        .lines()
+        .filter_map(|line| {
+            let words: Vec<&str> = line.split_whitespace().collect();
+            let at = words.iter().position(|word| *word == "lladdr")?;
+            words.get(at + 1).map(|mac| (*mac).to_owned())
+        })
+        .collect();
+    (fdb, neighbours)
+}
+
+/// `kill -9` of a worker's daemon: its task leaves the other hosts' DNS and their FDB and
+/// neighbour tables; restarted, it serves again and every table holds exactly the live remote
+/// tasks. Then `swarm leave` removes everything its overlay networking made.
+#[test]
+fn a_killed_daemon_s_endpoints_leave_every_table_and_come_back_without_stale_entries() {
+    let Some(cluster) = swarm_of(
+        "a_killed_daemon_s_endpoints_leave_every_table_and_come_back_without_stale_entries",
+        3,
+    ) else {
+        return;
+    };
+    let manager = cluster.host(1);
+    let victim = cluster.host(3);
+    let network_id = manager
+        .shoal_ok(&["network", "create", "-d", "overlay", "front"])
+        .trim()
+        .to_owned();
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--network",
+        "front",
+        "--replicas-max-per-node",
+        "1",
+        "busybox",
+        "sh",
+        "-c",
+        WEB_COMMAND,
+    ]);
+    let placement = format!("node.hostname=={}", manager.name());
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "front",
+        "--constraint",
+        &placement,
+        "busybox",
+        "sleep",
+        "86400",
+    ]);
+    wait_running(manager, "web", 3);
+    let client = task_pid(manager, "client");
+    let lookup = |name: &str| -> Result<BTreeSet<String>, String> {
+        Ok(looked_up_addresses(&in_task(&client, &["nslookup", name])?))
+    };
+    let web_tasks = |count: usize| {
+        wait_until(
+            &format!("tasks.web to name {count} addresses"),
+            CONVERGE_TIMEOUT,
+            || match lookup("tasks.web")? {
+                addresses if addresses.len() == count => Ok(addresses),
+                addresses => Err(format!("{addresses:?}")),
+            },
+        )
+    };
+    let before = web_tasks(3);
+    // The manager's own replica is the one address whose MAC is no remote peer's.
+    let local: BTreeSet<String> = wait_until(
+        "the manager's FDB to hold the two remote replicas",
+        CONVERGE_TIMEOUT,
+        || {
+            let (fdb, _) = programmed_peers(manager, &network_id);
+            let local: BTreeSet<String> = before
+                .iter()
+                .filter(|address| !fdb.contains(&mac_of(address)))
+                .cloned()
+                .collect();
+            if local.len() == 1 {
+                Ok(local)
+            } else {
+                Err(format!("fdb {fdb:?}"))
+            }
+        },
+    );
+    assert_eq!(local.len(), 1, "the manager's own replica among {before:?}");
+
+    victim.kill_daemon();
+    let survivors = web_tasks(2);
+    let gone: Vec<&String> = before.difference(&survivors).collect();
+    assert_eq!(gone.len(), 1, "{before:?} then {survivors:?}");
+    let gone_mac = mac_of(gone[0]);
+    wait_until(
+        "the dead host's task to leave the manager's FDB and neighbours",
+        CONVERGE_TIMEOUT,
+        || {
+            let (fdb, neighbours) = programmed_peers(manager, &network_id);
+            if fdb.contains(&gone_mac) || neighbours.contains(&gone_mac) {
+                Err(format!("fdb {fdb:?}, neighbours {neighbours:?}"))
+            } else {
+                Ok(())
+            }
+        },
+    );
+
+    victim.restart_daemon();
+    let after = web_tasks(3);
+    wait_until(
+        "the restarted host's replica to answer",
+        CONVERGE_TIMEOUT,
+        || {
+            after
+                .iter()
+                .try_for_each(|address| http_get(&client, address).map(drop))
+        },
+    );
+    let remote: BTreeSet<String> = after.difference(&local).map(|a| mac_of(a)).collect();
+    wait_until(
+        "the manager's tables to hold exactly the live remote tasks",
+        CONVERGE_TIMEOUT,
+        || {
+            let (fdb, neighbours) = programmed_peers(manager, &network_id);
+            if fdb == remote && neighbours == remote {
+                Ok(())
+            } else {
+                Err(format!(
+                    "want {remote:?}; fdb {fdb:?}, neighbours {neighbours:?}"
+                ))
+            }
+        },
+    );
+
+    victim.shoal_ok(&["swarm", "leave", "--force"]);
+    wait_until(
+        "swarm leave to remove the overlay networking",
+        CONVERGE_TIMEOUT,
+        || match victim.overlay_footprint() {
+            left if left.is_empty() => Ok(()),
+            left => Err(format!("{left:?}")),
+        },
+    );
+}
