@@ -585,3 +585,102 @@ fn a_killed_daemon_s_endpoints_leave_every_table_and_come_back_without_stale_ent
         },
     );
 }
+
+/// A replica whose healthcheck starts failing leaves `tasks.<service>` and the VIP's backends
+/// on the other hosts at once (no request reaches it while it stops), and its replacement
+/// joins them.
+#[test]
+fn an_unhealthy_replica_leaves_dns_and_the_vip_and_its_replacement_joins() {
+    let Some(cluster) = swarm_of(
+        "an_unhealthy_replica_leaves_dns_and_the_vip_and_its_replacement_joins",
+        2,
+    ) else {
+        return;
+    };
+    let manager = cluster.host(1);
+    let worker = cluster.host(2);
+    manager.shoal_ok(&["network", "create", "-d", "overlay", "front"]);
+    let command = format!("touch /tmp/healthy && {WEB_COMMAND}");
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        "2",
+        "--replicas-max-per-node",
+        "1",
+        "--network",
+        "front",
+        "--health-cmd",
+        "test -e /tmp/healthy",
+        "--health-interval",
+        "500ms",
+        "--health-retries",
+        "1",
+        "busybox",
+        "sh",
+        "-c",
+        &command,
+    ]);
+    let placement = format!("node.hostname=={}", manager.name());
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "front",
+        "--constraint",
+        &placement,
+        "busybox",
+        "sleep",
+        "86400",
+    ]);
+    wait_running(manager, "web", 2);
+    let client = task_pid(manager, "client");
+    let web_tasks = |count: usize| {
+        wait_until(
+            &format!("tasks.web to name {count} addresses"),
+            CONVERGE_TIMEOUT,
+            || {
+                let addresses = looked_up_addresses(&in_task(&client, &["nslookup", "tasks.web"])?);
+                if addresses.len() == count {
+                    Ok(addresses)
+                } else {
+                    Err(format!("{addresses:?}"))
+                }
+            },
+        )
+    };
+    let both = web_tasks(2);
+    let remote = task_pid(worker, "web");
+    let remote_page = in_task(&remote, &["cat", "/www/index.html"]).expect("the page");
+
+    in_task(&remote, &["rm", "/tmp/healthy"]).expect("failing the healthcheck");
+    let healthy = web_tasks(1);
+    assert!(healthy.is_subset(&both), "{healthy:?} among {both:?}");
+    for _ in 0..20 {
+        let page = http_get(&client, "web")
+            .unwrap_or_else(|error| panic!("a request through the VIP failed: {error}"));
+        assert_ne!(
+            page,
+            remote_page,
+            "the VIP sent a request to the unhealthy replica; healthy {healthy:?} of {both:?}; tasks {}; the client's table: {:?}",
+            manager.shoal_ok(&["service", "ps", "web", "--no-trunc"]),
+            Command::new("nsenter")
+                .args(["-t", &client, "-n", "nft", "list", "ruleset"])
+                .output()
+                .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+        );
+    }
+
+    // As in Docker, the unhealthy task is replaced: a new replica with a new address.
+    let replaced = web_tasks(2);
+    assert!(
+        replaced.is_superset(&healthy) && !replaced.is_subset(&both),
+        "{replaced:?} after {both:?}"
+    );
+}

@@ -549,12 +549,13 @@ async fn apply_pass(shared: &Shared, applied: &mut Applied, resync: bool) -> Res
 
     tear_down_gone(shared, applied, &held, &preparing, set_known, &mut failures).await;
 
+    // The VIPs before the names: once a task has left DNS, it has left every VIP too.
+    program_vips(shared, applied, &held, &plan, resync, &mut failures).await;
     if applied.dns_records.as_ref() != Some(&plan.dns) {
         shared.dns.set_table(DnsTable::new(plan.dns.clone()));
         applied.dns_records = Some(plan.dns.clone());
     }
     serve_dns(shared, applied, &held, &mut failures);
-    program_vips(shared, applied, &held, &plan, resync, &mut failures).await;
     apply_gossip(applied, &plan, &mut failures).await;
 
     if failures.is_empty() {
