@@ -366,6 +366,35 @@ fn gossip_sim_both_sides_of_a_healed_partition_converge() {
     }
 }
 
+/// After a heal, a node that was cut off withdraws its endpoints and leaves the network (its
+/// tasks were replaced elsewhere meanwhile): every other node forgets them.
+#[test]
+fn gossip_sim_a_healed_node_that_withdraws_and_leaves_is_forgotten_everywhere() {
+    for seed in 1..=3 {
+        let mut sim = converged_cluster(seed, 3, 2);
+        sim.groups = vec![0, 0, 1];
+        sim.run(Duration::from_secs(10));
+        assert_eq!(endpoints_of(&sim, 0, 2), 0, "seed {seed}: node 2 is down");
+        sim.groups = vec![0; 3];
+        let took = sim.run_until_converged(6, Duration::from_secs(30));
+        assert!(took.is_some(), "seed {seed}: no convergence after the heal");
+        let instant = sim.instant();
+        sim.with_node(2, |core| {
+            core.withdraw("net-a", "t2x0", instant);
+            core.withdraw("net-a", "t2x1", instant);
+            core.leave_network("net-a");
+        });
+        sim.run(Duration::from_secs(15));
+        for viewer in 0..2 {
+            assert_eq!(
+                endpoints_of(&sim, viewer, 2),
+                0,
+                "seed {seed}: node {viewer} still shows node 2's endpoints"
+            );
+        }
+    }
+}
+
 #[test]
 fn gossip_sim_a_node_stores_only_the_networks_it_is_on() {
     let mut sim = Sim::new(7, 3, 0.0);
