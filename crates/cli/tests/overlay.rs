@@ -684,3 +684,113 @@ fn an_unhealthy_replica_leaves_dns_and_the_vip_and_its_replacement_joins() {
         "{replaced:?} after {both:?}"
     );
 }
+
+/// The names of the running containers on `host` whose service is one of `services`.
+fn running_on(host: &TestHost, services: &[&str]) -> usize {
+    json_lines(&host.shoal_ok(&["container", "ls", "--format", "json"]))
+        .iter()
+        .filter(|c| {
+            c["Names"].as_str().is_some_and(|name| {
+                services
+                    .iter()
+                    .any(|service| name.starts_with(&format!("{service}.")))
+            })
+        })
+        .count()
+}
+
+/// A worker cut off the underlay while the service changes: once healed, every host's FDB and
+/// neighbour entries on the network are exactly the other hosts' live tasks, and the names
+/// resolve to the live tasks only.
+#[test]
+fn after_a_partition_heals_every_host_converges_on_the_live_tasks() {
+    let Some(cluster) = swarm_of(
+        "after_a_partition_heals_every_host_converges_on_the_live_tasks",
+        3,
+    ) else {
+        return;
+    };
+    let manager = cluster.host(1);
+    let cut_off = cluster.host(3);
+    let network_id = manager
+        .shoal_ok(&["network", "create", "-d", "overlay", "front"])
+        .trim()
+        .to_owned();
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--replicas-max-per-node",
+        "2",
+        "--network",
+        "front",
+        "busybox",
+        "sh",
+        "-c",
+        WEB_COMMAND,
+    ]);
+    let placement = format!("node.hostname=={}", manager.name());
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "client",
+        "--network",
+        "front",
+        "--constraint",
+        &placement,
+        "busybox",
+        "sleep",
+        "86400",
+    ]);
+    wait_running(manager, "web", 3);
+    let client = task_pid(manager, "client");
+
+    cut_off.partition();
+    manager.shoal_ok(&["service", "scale", "-d", "web=4"]);
+    wait_until(
+        "the cut-off host to be down",
+        CONVERGE_TIMEOUT,
+        || match manager.node_table()?.get(cut_off.name()) {
+            Some((status, _)) if status == "Down" => Ok(()),
+            other => Err(format!("{other:?}")),
+        },
+    );
+    wait_running(manager, "web", 4);
+    cut_off.heal();
+
+    // Converged: tasks.web names the 4 live replicas, and on every host the remote entries are
+    // exactly the live tasks that are not its own.
+    wait_until("every host's tables to converge", CONVERGE_TIMEOUT, || {
+        let web = looked_up_addresses(&in_task(&client, &["nslookup", "tasks.web"])?);
+        let clients = looked_up_addresses(&in_task(&client, &["nslookup", "tasks.client"])?);
+        if web.len() != 4 || clients.len() != 1 {
+            return Err(format!("tasks.web {web:?}, tasks.client {clients:?}"));
+        }
+        let live: BTreeSet<String> = web.union(&clients).map(|a| mac_of(a)).collect();
+        let mut unsettled = Vec::new();
+        for host in cluster.hosts() {
+            let local = running_on(host, &["web", "client"]);
+            if local == 0 {
+                continue;
+            }
+            let (fdb, neighbours) = programmed_peers(host, &network_id);
+            if !fdb.is_subset(&live) || fdb.len() + local != live.len() || neighbours != fdb {
+                unsettled.push(format!(
+                    "{}: {local} local tasks, fdb {fdb:?}, neighbours {neighbours:?}",
+                    host.name()
+                ));
+            }
+        }
+        if unsettled.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("live {live:?}; {unsettled:?}"))
+        }
+    });
+}

@@ -8,8 +8,8 @@
 //!   existing containers has been seen, so a restart adopts containers instead of duplicating them;
 //! - all status changes of one step leave in one `ReportStatuses` command, preceded by the
 //!   `PersistAssignments` that makes the reported floor durable;
-//! - `SetNetworkEndpoints` carries every networked task whose container exists or is being
-//!   made, each with whether it serves; it is emitted, first among the step's commands, only
+//! - `SetNetworkEndpoints` carries every networked task whose container is being made or exists
+//!   and has not exited, each with whether it serves; it is emitted, first among the step's commands, only
 //!   when that changed, and never before the engine's containers are known (an empty set then
 //!   would tear down the namespaces of the containers a restarted daemon is about to adopt).
 //!
@@ -357,11 +357,15 @@ impl TaskRecord {
     }
 
     /// Whether the task is in the set of network endpoints: it has networks, and its container
-    /// exists or is being made.
+    /// is being made, or exists and has not exited. An exited container (kept for the task's
+    /// history) holds no address: the other nodes forget it.
     fn holds_network_endpoint(&self) -> bool {
-        self.networks.is_some()
-            && (self.container.is_some()
-                || self.operation_in_flight == Some(EngineOperation::Create))
+        let live = match self.container.as_ref().map(|container| &container.life) {
+            Some(ContainerLife::Exited { .. }) => false,
+            Some(ContainerLife::Created | ContainerLife::Running { .. }) => true,
+            None => self.operation_in_flight == Some(EngineOperation::Create),
+        };
+        self.networks.is_some() && live
     }
 
     /// Whether the task serves on its networks: its container runs (healthy, if it has a

@@ -602,7 +602,10 @@ impl Simulation {
             let Some(task) = self.assigned.get(&container.task_id) else {
                 continue;
             };
-            if task.networks.is_empty() {
+            // An exited container holds no endpoint.
+            if task.networks.is_empty()
+                || matches!(container.run_state, ContainerRunState::Exited { .. })
+            {
                 continue;
             }
             let terminal = self
