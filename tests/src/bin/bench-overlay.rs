@@ -20,7 +20,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use shoal_tests::{ClusterOptions, TestCluster, TestHost, output_text, wait_until};
+use shoal_tests::{ClusterOptions, TestCluster, TestHost, output_text, poll_until, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 /// How much each throughput round sends, in MiB.
@@ -30,6 +30,7 @@ const STREAM_PORT: u16 = 5002;
 /// How often the reachability figure polls; its resolution.
 const REACH_POLL: Duration = Duration::from_millis(20);
 const IDLE_TASKS: usize = 100;
+const IDLE_TIMEOUT: Duration = Duration::from_secs(600);
 const WEB_COMMAND: &str =
     "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
 
@@ -236,11 +237,13 @@ fn task_pid_now(host: &TestHost, service: &str) -> Result<String, String> {
         })
         .and_then(|c| c["ID"].as_str())
         .ok_or_else(|| format!("no {service} container yet"))?;
-    let inspected: Value = serde_json::from_str(&checked(
-        host.shoal(&["container", "inspect", id]),
-        "container inspect",
-    ))
-    .map_err(|error| error.to_string())?;
+    // The container may go between the two calls: that is "not running", not a failure.
+    let output = host.shoal(&["container", "inspect", id]);
+    if !output.status.success() {
+        return Err(output_text(&output));
+    }
+    let inspected: Value =
+        serde_json::from_slice(&output.stdout).map_err(|error| error.to_string())?;
     let document = inspected.get(0).unwrap_or(&inspected);
     match document["state"]["pid"].as_i64() {
         Some(pid) if pid > 0 => Ok(pid.to_string()),
@@ -433,40 +436,39 @@ fn vm_rss_kib(pid: u32) -> u64 {
         .expect("VmRSS in /proc/PID/status")
 }
 
+fn running_tasks(manager: &TestHost, service: &str) -> usize {
+    let output = manager.shoal(&["service", "ps", "--format", "json", service]);
+    json_lines(&checked(output, "service ps"))
+        .iter()
+        .filter(|task| {
+            task["DesiredState"] == "Running"
+                && task["CurrentState"]
+                    .as_str()
+                    .is_some_and(|state| state.starts_with("Running"))
+        })
+        .count()
+}
+
 fn daemon_rss(manager: &TestHost) {
     let pid = manager.daemon_pid().expect("h1's daemon runs");
     let before = vm_rss_kib(pid);
     create_service(manager, "idle", manager, &["sleep", "86400"]);
     manager.shoal_ok(&["service", "scale", "-d", &format!("idle={IDLE_TASKS}")]);
     let started = Instant::now();
-    wait_until(
-        &format!("{IDLE_TASKS} running idle tasks"),
-        Duration::from_secs(600),
-        || {
-            let output = manager.shoal(&["service", "ps", "--format", "json", "idle"]);
-            let running = json_lines(&checked(output, "service ps"))
-                .iter()
-                .filter(|task| {
-                    task["DesiredState"] == "Running"
-                        && task["CurrentState"]
-                            .as_str()
-                            .is_some_and(|state| state.starts_with("Running"))
-                })
-                .count();
-            if running == IDLE_TASKS {
-                Ok(())
-            } else {
-                Err(format!("{running} running"))
-            }
-        },
-    );
+    // On a loaded machine the tasks may not all start in time: then say how many did.
+    let _ = poll_until("the idle tasks", IDLE_TIMEOUT, || {
+        match running_tasks(manager, "idle") {
+            IDLE_TASKS => Ok(()),
+            running => Err(format!("{running} running")),
+        }
+    });
+    let (running, after) = (running_tasks(manager, "idle"), vm_rss_kib(pid));
     println!(
-        "{IDLE_TASKS} networked sleep tasks running on h1 after {:.1} s",
+        "{running} of {IDLE_TASKS} networked sleep tasks running on h1 after {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let after = vm_rss_kib(pid);
     println!(
-        "h1 daemon VmRSS: {:.1} MiB before, {:.1} MiB with {IDLE_TASKS} networked tasks, +{:.1} MiB",
+        "h1 daemon VmRSS: {:.1} MiB before, {:.1} MiB with {running} networked tasks, +{:.1} MiB",
         before as f64 / 1024.0,
         after as f64 / 1024.0,
         after.saturating_sub(before) as f64 / 1024.0
