@@ -287,9 +287,12 @@ pub(crate) fn rows(networks: Vec<api::Network>, no_trunc: bool) -> Vec<NetworkRo
 
 /// The document `network inspect` prints, in docker's NetworkResource shape. IPAM shows what the
 /// allocator gave once it has, and what was asked for until then; the options are the spec's
-/// with the allocator's (the VNI) over them. Containers and Peers stay empty until the overlay
-/// data plane reports which tasks and nodes this node knows on the network.
-pub(crate) fn inspect_json(network: &api::Network) -> Value {
+/// with the allocator's (the VNI) over them. Containers and Peers are what this node's overlay
+/// networking knows: its own tasks on the network, and the nodes it shares the network with.
+pub(crate) fn inspect_json(
+    network: &api::Network,
+    attachments: &api::NetworkAttachmentsResponse,
+) -> Value {
     let spec = spec_of(network);
     let allocated = network
         .ipam
@@ -335,6 +338,27 @@ pub(crate) fn inspect_json(network: &api::Network) -> Value {
         Some(api::network_spec::ConfigFrom::Network(name)) => name.clone(),
         None => String::new(),
     };
+    let containers: serde_json::Map<String, Value> = attachments
+        .endpoints
+        .iter()
+        .map(|endpoint| {
+            (
+                endpoint.container_id.clone(),
+                json!({
+                    "Name": endpoint.name,
+                    "EndpointID": endpoint.endpoint_id,
+                    "MacAddress": endpoint.mac_address,
+                    "IPv4Address": endpoint.ipv4_address,
+                    "IPv6Address": "",
+                }),
+            )
+        })
+        .collect();
+    let peers: Vec<Value> = attachments
+        .peers
+        .iter()
+        .map(|peer| json!({ "Name": peer.name, "IP": peer.ip }))
+        .collect();
     json!({
         "Name": name_of(network),
         "Id": network.id,
@@ -353,10 +377,10 @@ pub(crate) fn inspect_json(network: &api::Network) -> Value {
         "Ingress": spec.ingress,
         "ConfigFrom": { "Network": config_from },
         "ConfigOnly": false,
-        "Containers": {},
+        "Containers": containers,
         "Options": options,
         "Labels": labels,
-        "Peers": [],
+        "Peers": peers,
     })
 }
 
@@ -452,7 +476,15 @@ pub(crate) async fn run(host: &str, command: NetworkCommand) -> anyhow::Result<(
                     .into_inner()
                     .network
                     .ok_or_else(|| anyhow::anyhow!("the daemon returned no network for {name}"))?;
-                documents.push(inspect_json(&network));
+                let attachments = daemon
+                    .swarm
+                    .network_attachments(api::NetworkAttachmentsRequest {
+                        network_id: network.id.clone(),
+                    })
+                    .await
+                    .map_err(api_error)?
+                    .into_inner();
+                documents.push(inspect_json(&network, &attachments));
             }
             println!(
                 "{}",
@@ -607,7 +639,20 @@ mod tests {
 
     #[test]
     fn inspect_follows_dockers_network_resource() {
-        let document = inspect_json(&allocated_network());
+        let known = api::NetworkAttachmentsResponse {
+            endpoints: vec![api::network_attachments_response::Endpoint {
+                container_id: "c0ffee".into(),
+                name: "web.1.t1".into(),
+                endpoint_id: "t1".into(),
+                mac_address: "02:42:0a:01:00:05".into(),
+                ipv4_address: "10.1.0.5/24".into(),
+            }],
+            peers: vec![api::network_attachments_response::Peer {
+                name: "node1".into(),
+                ip: "192.0.2.1".into(),
+            }],
+        };
+        let document = inspect_json(&allocated_network(), &known);
         assert_eq!(document["Name"], "backend");
         assert_eq!(document["Id"], "0123456789abcdef0123");
         assert_eq!(document["Created"], "2023-11-14T22:13:20Z");
@@ -630,12 +675,25 @@ mod tests {
             })
         );
         assert_eq!(document["Labels"], json!({"tier": "db"}));
-        assert_eq!(document["Containers"], json!({}));
+        assert_eq!(
+            document["Containers"],
+            json!({"c0ffee": {
+                "Name": "web.1.t1",
+                "EndpointID": "t1",
+                "MacAddress": "02:42:0a:01:00:05",
+                "IPv4Address": "10.1.0.5/24",
+                "IPv6Address": "",
+            }})
+        );
+        assert_eq!(
+            document["Peers"],
+            json!([{"Name": "node1", "IP": "192.0.2.1"}])
+        );
         // Before allocation, IPAM shows what was asked for.
         let mut unallocated = allocated_network();
         unallocated.ipam = None;
         assert_eq!(
-            inspect_json(&unallocated)["IPAM"]["Config"],
+            inspect_json(&unallocated, &api::NetworkAttachmentsResponse::default())["IPAM"]["Config"],
             json!([{"Subnet": "10.1.0.0/24", "IPRange": "10.1.0.128/25"}])
         );
         assert_eq!(prune_report(&[]), "");

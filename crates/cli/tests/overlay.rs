@@ -214,6 +214,39 @@ fn a_task_on_another_host_reaches_every_replica_through_the_vip_and_by_tasks_nam
         vip.is_disjoint(&tasks),
         "VIP {vip:?} among task addresses {tasks:?}"
     );
+
+    // The manager's `network inspect` shows its own replica and the three nodes on the network.
+    let inspected: Value =
+        serde_json::from_str(&manager.shoal_ok(&["network", "inspect", "front"])).expect("JSON");
+    let document = &inspected[0];
+    let containers: Vec<&Value> = document["Containers"]
+        .as_object()
+        .map(|containers| containers.values().collect())
+        .unwrap_or_default();
+    assert_eq!(containers.len(), 1, "{document}");
+    let address = containers[0]["IPv4Address"].as_str().unwrap_or_default();
+    assert!(
+        containers[0]["Name"]
+            .as_str()
+            .is_some_and(|name| name.starts_with("web."))
+            && tasks.contains(address.split('/').next().unwrap_or_default()),
+        "{document}"
+    );
+    let peers: BTreeSet<String> = document["Peers"]
+        .as_array()
+        .map(|peers| {
+            peers
+                .iter()
+                .filter_map(|peer| peer["IP"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default();
+    let hosts: BTreeSet<String> = cluster
+        .hosts()
+        .iter()
+        .map(|host| host.address().to_string())
+        .collect();
+    assert_eq!(peers, hosts, "{document}");
 }
 
 /// A swarm of `hosts` test hosts (one manager), each with the busybox image.

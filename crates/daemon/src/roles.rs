@@ -24,7 +24,8 @@ use raft_store::TlsIdentity;
 use shoal_proto::api::swarm_server::Swarm;
 use shoal_proto::api::{
     InfoRequest, InfoResponse, InitRequest, InitResponse, JoinRequest, JoinResponse, LeaveRequest,
-    LeaveResponse, NodeRole, SessionMessage, UnlockRequest, UnlockResponse, info_response,
+    LeaveResponse, NetworkAttachmentsRequest, NetworkAttachmentsResponse, NodeRole, SessionMessage,
+    UnlockRequest, UnlockResponse, info_response, network_attachments_response,
 };
 use tokio::sync::{Mutex, watch};
 use tonic::transport::{Channel, Endpoint};
@@ -835,5 +836,43 @@ impl Swarm for NodeRoles {
     ) -> Result<Response<UnlockResponse>, Status> {
         NodeRoles::unlock(self, request.into_inner()).await?;
         Ok(Response::new(UnlockResponse {}))
+    }
+
+    async fn network_attachments(
+        &self,
+        request: Request<NetworkAttachmentsRequest>,
+    ) -> Result<Response<NetworkAttachmentsResponse>, Status> {
+        let network_id = request.into_inner().network_id;
+        let (attachments, peers) = self.networking.attachments(&network_id).await;
+        let containers = self
+            .engine
+            .list(true)
+            .await
+            .map_err(|error| Status::internal(format!("listing the containers: {error}")))?;
+        let endpoints = attachments
+            .into_iter()
+            .map(|attachment| network_attachments_response::Endpoint {
+                container_id: containers
+                    .iter()
+                    .find(|container| container.name == attachment.container_name)
+                    .map(|container| container.id.clone())
+                    .unwrap_or_default(),
+                name: attachment.container_name,
+                endpoint_id: attachment.task_id,
+                mac_address: attachment.mac,
+                ipv4_address: attachment.address,
+            })
+            .collect();
+        let peers = peers
+            .into_iter()
+            .map(|peer| network_attachments_response::Peer {
+                name: peer.node,
+                ip: peer.address.to_string(),
+            })
+            .collect();
+        Ok(Response::new(NetworkAttachmentsResponse {
+            endpoints,
+            peers,
+        }))
     }
 }

@@ -486,6 +486,67 @@ pub fn gossip_keyring(keys: &[EncryptionKey]) -> Option<Keyring> {
     Keyring::new(primary, keys).ok()
 }
 
+/// One of this node's task endpoints on a network, as `network inspect` lists it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LocalAttachment {
+    pub task_id: String,
+    pub container_name: String,
+    pub mac: String,
+    /// With the subnet's prefix ("10.0.1.5/24").
+    pub address: String,
+}
+
+/// A node this one shares a network with: its gossip name and its VXLAN tunnel endpoint.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct NetworkPeer {
+    pub node: String,
+    pub address: IpAddr,
+}
+
+/// What this node knows of `network_id`: its own tasks' endpoints there, and the nodes on it
+/// (itself first, while it has a task there; then those the gossip shows an endpoint of).
+pub fn network_attachments(
+    node: &str,
+    vtep: Ipv4Addr,
+    network_id: &str,
+    held: &BTreeMap<String, HeldTask>,
+    table: &BTreeMap<EndpointKey, VisibleEndpoint>,
+) -> (Vec<LocalAttachment>, Vec<NetworkPeer>) {
+    let attachments: Vec<LocalAttachment> = held
+        .iter()
+        .flat_map(|(task_id, task)| {
+            task.networks
+                .attachments
+                .iter()
+                .filter(|attachment| attachment.network_id == network_id)
+                .filter_map(|attachment| parse_attachment(attachment).ok())
+                .map(|parsed| LocalAttachment {
+                    task_id: task_id.clone(),
+                    container_name: task.networks.container_name.clone(),
+                    mac: Mac::for_ipv4(parsed.address.addr).to_string(),
+                    address: parsed.address.to_string(),
+                })
+        })
+        .collect();
+    let mut peers = Vec::new();
+    if !attachments.is_empty() {
+        peers.push(NetworkPeer {
+            node: node.to_owned(),
+            address: IpAddr::V4(vtep),
+        });
+    }
+    let remote: BTreeSet<NetworkPeer> = table
+        .iter()
+        .filter(|(key, visible)| key.network == network_id && visible.node != node)
+        .map(|(_, visible)| NetworkPeer {
+            node: visible.node.clone(),
+            address: visible.record.tunnel_endpoint,
+        })
+        .collect();
+    peers.extend(remote);
+    (attachments, peers)
+}
+
 #[cfg(test)]
 mod tests {
     use overlay_net::DEFAULT_VXLAN_PORT;
@@ -940,6 +1001,27 @@ mod tests {
         let mut aes128 = key(spec::network::KEY_SUBSYSTEM_GOSSIP, 1, 1, KEY_LEN);
         aes128.algorithm = Algorithm::Aes128Gcm as i32;
         assert_eq!(gossip_keyring(&[aes128]), None);
+    }
+
+    #[test]
+    fn network_inspect_lists_this_node_s_endpoints_and_the_nodes_on_the_network() {
+        let (tasks, table) = scene();
+        let (attachments, peers) =
+            network_attachments("n1", ip("192.0.2.1"), "net-front", &tasks, &table);
+        let listed: Vec<(&str, &str, &str)> = attachments
+            .iter()
+            .map(|a| (a.task_id.as_str(), a.mac.as_str(), a.address.as_str()))
+            .collect();
+        assert_eq!(listed, vec![("a", "02:42:0a:00:01:05", "10.0.1.5/24")]);
+        let nodes: Vec<&str> = peers.iter().map(|peer| peer.node.as_str()).collect();
+        assert_eq!(nodes, vec!["n1", "n2"]);
+        assert_eq!(peers[1].address, IpAddr::V4(ip("192.0.2.2")));
+        // No task of this node on it: only the nodes the gossip shows there.
+        let (none, others) =
+            network_attachments("n9", ip("192.0.2.9"), "net-front", &BTreeMap::new(), &table);
+        assert!(none.is_empty());
+        let nodes: Vec<&str> = others.iter().map(|peer| peer.node.as_str()).collect();
+        assert_eq!(nodes, vec!["n1", "n2"]);
     }
 
     #[test]

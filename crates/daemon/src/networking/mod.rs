@@ -230,6 +230,31 @@ impl NodeNetworking {
         self.shared.trigger.notify_one();
     }
 
+    /// What this node knows of `network_id` (`network inspect`'s Containers and Peers): its
+    /// tasks' endpoints there and the nodes on it.
+    pub async fn attachments(
+        &self,
+        network_id: &str,
+    ) -> (Vec<core::LocalAttachment>, Vec<core::NetworkPeer>) {
+        let (node, held) = {
+            let inputs = lock(&self.shared.inputs);
+            (inputs.node.clone(), inputs.held.clone())
+        };
+        let Some(node) = node else {
+            return (Vec::new(), Vec::new());
+        };
+        let table: TableView = self
+            .shared
+            .applied
+            .lock()
+            .await
+            .gossip
+            .as_ref()
+            .map(|gossip| gossip.agent.watch_table().borrow().clone())
+            .unwrap_or_default();
+        core::network_attachments(&node.node_id, node.vtep, network_id, &held, &table)
+    }
+
     /// `swarm leave`: stops every task's DNS, leaves the gossip, and removes every namespace,
     /// link and nftables table this node's networking made (its prefix's), also those of an
     /// earlier run.
