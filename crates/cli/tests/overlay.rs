@@ -827,3 +827,156 @@ fn after_a_partition_heals_every_host_converges_on_the_live_tasks() {
         }
     });
 }
+
+/// The byte counts of the ESP states in `host`'s namespace (`ip -s xfrm state`'s "current"
+/// lines), summed.
+fn esp_bytes(host: &TestHost) -> u64 {
+    let listing = String::from_utf8_lossy(&host.run_in_host("ip", &["-s", "xfrm", "state"]).stdout)
+        .into_owned();
+    listing
+        .lines()
+        .skip_while(|line| !line.contains("proto esp"))
+        .filter_map(|line| {
+            let line = line.trim();
+            // "12345(bytes), 67(packets)" follows the "current:" heading.
+            line.strip_suffix("(packets)")
+                .and_then(|rest| rest.split("(bytes)").next())
+                .and_then(|bytes| bytes.trim().parse::<u64>().ok())
+        })
+        .sum()
+}
+
+/// Whether the kernel can do ESP with AES-GCM, tried with a throwaway state in `host`'s
+/// namespace.
+fn kernel_has_esp(host: &TestHost) -> bool {
+    let state = [
+        "xfrm",
+        "state",
+        "add",
+        "src",
+        "127.0.0.1",
+        "dst",
+        "127.0.0.2",
+        "proto",
+        "esp",
+        "spi",
+        "0x7e57",
+        "mode",
+        "transport",
+        "aead",
+        "rfc4106(gcm(aes))",
+        "0x0102030405060708090a0b0c0d0e0f1011121314",
+        "128",
+    ];
+    let added = host.run_in_host("ip", &state).status.success();
+    host.run_in_host(
+        "ip",
+        &[
+            "xfrm",
+            "state",
+            "delete",
+            "src",
+            "127.0.0.1",
+            "dst",
+            "127.0.0.2",
+            "proto",
+            "esp",
+            "spi",
+            "0x7e57",
+        ],
+    );
+    added
+}
+
+/// An `--opt encrypted` network carries its tasks' traffic between hosts inside IPsec ESP: a
+/// request across it succeeds and the ESP states' counters grow; `swarm leave` removes them.
+/// On a kernel without ESP (this machine's), its tasks are rejected with why.
+#[test]
+fn an_encrypted_network_carries_requests_inside_esp_or_refuses_its_tasks() {
+    let Some(cluster) = swarm_of(
+        "an_encrypted_network_carries_requests_inside_esp_or_refuses_its_tasks",
+        2,
+    ) else {
+        return;
+    };
+    let manager = cluster.host(1);
+    let worker = cluster.host(2);
+    manager.shoal_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--opt",
+        "encrypted",
+        "sealed",
+    ]);
+    for (service, host, command) in [
+        ("web", worker, WEB_COMMAND),
+        ("client", manager, "exec sleep 86400"),
+    ] {
+        let placement = format!("node.hostname=={}", host.name());
+        manager.shoal_ok(&[
+            "service",
+            "create",
+            "-d",
+            "--name",
+            service,
+            "--network",
+            "sealed",
+            "--constraint",
+            &placement,
+            "busybox",
+            "sh",
+            "-c",
+            command,
+        ]);
+    }
+    if !kernel_has_esp(manager) {
+        wait_until(
+            "the web task to be rejected with why",
+            CONVERGE_TIMEOUT,
+            || {
+                let tasks =
+                    manager.shoal_ok(&["service", "ps", "web", "--no-trunc", "--format", "json"]);
+                let said = json_lines(&tasks).iter().any(|task| {
+                    task["Error"].as_str().is_some_and(|error| {
+                        error.contains("network sealed is encrypted")
+                            && error.contains("--opt encrypted")
+                    })
+                });
+                if said { Ok(()) } else { Err(tasks) }
+            },
+        );
+        return;
+    }
+    let client = task_pid(manager, "client");
+    wait_until(
+        "http://web/ across the encrypted network",
+        CONVERGE_TIMEOUT,
+        || http_get(&client, "web"),
+    );
+    let before = esp_bytes(manager);
+    for _ in 0..5 {
+        http_get(&client, "web").unwrap_or_else(|error| panic!("a request failed: {error}"));
+    }
+    let after = esp_bytes(manager);
+    assert!(
+        after > before && before > 0,
+        "ESP byte counters on the manager: {before} then {after}"
+    );
+
+    worker.shoal_ok(&["swarm", "leave", "--force"]);
+    wait_until(
+        "swarm leave to remove the IPsec states",
+        CONVERGE_TIMEOUT,
+        || {
+            let states =
+                String::from_utf8_lossy(&worker.run_in_host("ip", &["xfrm", "state"]).stdout)
+                    .into_owned();
+            match worker.overlay_footprint() {
+                left if left.is_empty() && states.trim().is_empty() => Ok(()),
+                left => Err(format!("{left:?}; xfrm states: {states}")),
+            }
+        },
+    );
+}

@@ -11,7 +11,7 @@ use overlay_net::gossip::{
     EndpointKey, EndpointRecord, GossipKey, KEY_LEN, Keyring, VisibleEndpoint,
 };
 use overlay_net::{
-    Desired, Ipv4Cidr, LocalEndpoint, LocalTask, Mac, Network, NodeConfig, RemotePeer,
+    Desired, Ipv4Cidr, LocalEndpoint, LocalTask, Mac, Network, NodeConfig, RemotePeer, ipsec,
 };
 use routing_mesh::dns::{
     AskingTask, NetworkRecords, ServiceEndpoint, ServiceRecords, TaskHealth, TaskRecord,
@@ -453,17 +453,12 @@ pub fn hosts_file(task: &TaskNetworks) -> String {
     text
 }
 
-/// The gossip's keyring from the session's network keys: the gossip's AES-256-GCM keys, the
-/// newest by Lamport time the one to send with, each named by its Lamport time (the same on
-/// every node, as every node gets the keys from the same cluster object). `None` when there is
-/// no usable key.
-pub fn gossip_keyring(keys: &[EncryptionKey]) -> Option<Keyring> {
+/// A subsystem's usable keys from the session: AES-256-GCM keys of `subsystem`, newest (by
+/// Lamport time, the same on every node) first, one per Lamport time.
+fn session_keys(keys: &[EncryptionKey], subsystem: &str) -> Vec<(u64, [u8; KEY_LEN])> {
     let mut usable: Vec<(u64, [u8; KEY_LEN])> = keys
         .iter()
-        .filter(|key| {
-            key.subsystem == spec::network::KEY_SUBSYSTEM_GOSSIP
-                && key.algorithm == Algorithm::Aes256Gcm as i32
-        })
+        .filter(|key| key.subsystem == subsystem && key.algorithm == Algorithm::Aes256Gcm as i32)
         .filter_map(|key| {
             Some((
                 key.lamport_time,
@@ -473,17 +468,75 @@ pub fn gossip_keyring(keys: &[EncryptionKey]) -> Option<Keyring> {
         .collect();
     usable.sort_by_key(|(lamport, _)| std::cmp::Reverse(*lamport));
     usable.dedup_by_key(|(lamport, _)| *lamport as u32);
-    let mut keys: Vec<GossipKey> = usable
+    usable
+}
+
+/// Which of the keys, newest first, a node seals with: the second newest, as Docker's nodes
+/// do, so after a rotation the nodes that have not had the new key yet still read what the
+/// others send; the newest is only accepted. A lone key seals.
+fn sealing_index(keys: usize) -> usize {
+    usize::from(keys >= 2)
+}
+
+/// The gossip's keyring from the session's network keys, each named by its Lamport time.
+/// `None` when there is no usable key.
+pub fn gossip_keyring(keys: &[EncryptionKey]) -> Option<Keyring> {
+    let mut keys: Vec<GossipKey> = session_keys(keys, spec::network::KEY_SUBSYSTEM_GOSSIP)
         .into_iter()
         .map(|(lamport, secret)| GossipKey::new(lamport as u32, secret))
         .collect();
     if keys.is_empty() {
         return None;
     }
-    // Sealed with the second newest, as Docker's nodes do: after a rotation, the nodes that have
-    // not had the new key yet still read what the others send; the newest is only accepted.
-    let primary = keys.remove(usize::from(keys.len() >= 2));
+    let primary = keys.remove(sealing_index(keys.len()));
     Keyring::new(primary, keys).ok()
+}
+
+/// The encrypted overlays' keyring from the session's network keys: each key's first 16 bytes
+/// are the AES-GCM key and the next 4 the rfc4106 salt, tagged by its Lamport time; the second
+/// newest sends, as with the gossip. `None` when there is no usable key.
+pub fn ipsec_keyring(keys: &[EncryptionKey]) -> Option<ipsec::Keyring> {
+    let keys: Vec<ipsec::Key> = session_keys(keys, spec::network::KEY_SUBSYSTEM_IPSEC)
+        .into_iter()
+        .take(ipsec::MAX_KEYS)
+        .map(|(lamport, secret)| {
+            let mut key = [0; 16];
+            let mut salt = [0; 4];
+            key.copy_from_slice(&secret[..16]);
+            salt.copy_from_slice(&secret[16..20]);
+            ipsec::Key {
+                tag: lamport as u32,
+                key,
+                salt,
+            }
+        })
+        .collect();
+    let primary = keys.get(sealing_index(keys.len()))?.tag;
+    Some(ipsec::Keyring { keys, primary })
+}
+
+/// What encryption this node's plan asks for: the tunnel endpoints of the peers on its
+/// encrypted networks, and those networks' VNIs (whose cleartext VXLAN is refused).
+pub fn encrypted_peers(
+    held: &BTreeMap<String, HeldTask>,
+    desired: &Desired,
+) -> (Vec<Ipv4Addr>, BTreeSet<u32>) {
+    let encrypted: BTreeMap<&str, u32> = held
+        .values()
+        .flat_map(|task| &task.networks.attachments)
+        .filter(|attachment| attachment.encrypted)
+        .map(|attachment| (attachment.network_id.as_str(), attachment.vni))
+        .collect();
+    let vteps: BTreeSet<Ipv4Addr> = desired
+        .peers
+        .iter()
+        .filter(|peer| encrypted.contains_key(peer.network_id.as_str()))
+        .map(|peer| peer.vtep)
+        .collect();
+    (
+        vteps.into_iter().collect(),
+        encrypted.into_values().collect(),
+    )
 }
 
 /// One of this node's task endpoints on a network, as `network inspect` lists it.

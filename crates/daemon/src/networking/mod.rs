@@ -21,7 +21,7 @@ use overlay_net::gossip::{
     DEFAULT_GOSSIP_PORT, EndpointKey, EndpointRecord, GossipAgent, GossipAgentConfig, GossipConfig,
     Keyring, TableView,
 };
-use overlay_net::{DEFAULT_VXLAN_PORT, Desired, Ipv4Cidr, NodeConfig, netns};
+use overlay_net::{DEFAULT_VXLAN_PORT, Desired, Ipv4Cidr, NodeConfig, ipsec, netns};
 use routing_mesh::dns::{
     DnsServer, DnsTable, EMBEDDED_DNS_ADDRESS, ForwardingConfig, TaskDns, TaskUpstreams,
     open_task_sockets, task_resolv_conf, task_upstreams,
@@ -61,6 +61,8 @@ struct NodeIdentity {
 struct Inputs {
     node: Option<NodeIdentity>,
     keyring: Option<Keyring>,
+    /// The encrypted overlays' keys, from the session.
+    ipsec_keyring: Option<ipsec::Keyring>,
     seeds: Vec<SocketAddr>,
     /// The cluster's VXLAN port; 0 is overlay-net's default.
     vxlan_port: u16,
@@ -85,6 +87,9 @@ struct Applied {
     gossip: Option<RunningGossip>,
     gossip_networks: BTreeSet<String>,
     published: BTreeMap<EndpointKey, EndpointRecord>,
+    /// The IPsec last reconciled (`None`: none), and the VNIs whose cleartext is refused.
+    ipsec: Option<Option<ipsec::IpsecDesired>>,
+    guarded_vnis: Option<BTreeSet<u32>>,
 }
 
 struct RunningGossip {
@@ -113,6 +118,8 @@ struct Shared {
     nft: NftInNamespace,
     table: TableName,
     inputs: Mutex<Inputs>,
+    /// Whether the kernel can do ESP with AES-GCM, found out for the first encrypted task.
+    esp: tokio::sync::OnceCell<Result<(), String>>,
     applied: tokio::sync::Mutex<Applied>,
     trigger: Arc<Notify>,
 }
@@ -156,6 +163,7 @@ impl NodeNetworking {
             nft: NftInNamespace::default(),
             table: TableName::new(DAEMON_TABLE).expect("the daemon's table name is valid"),
             inputs: Mutex::default(),
+            esp: tokio::sync::OnceCell::new(),
             applied: tokio::sync::Mutex::default(),
             trigger: Arc::new(Notify::new()),
         });
@@ -208,9 +216,13 @@ impl NodeNetworking {
             u16::try_from(node.vxlan_udp_port).unwrap_or_default()
         });
         let keyring = core::gossip_keyring(&message.network_keys);
+        let ipsec_keyring = core::ipsec_keyring(&message.network_keys);
         let mut inputs = lock(&self.shared.inputs);
         if keyring.is_some() {
             inputs.keyring = keyring;
+        }
+        if ipsec_keyring.is_some() {
+            inputs.ipsec_keyring = ipsec_keyring;
         }
         if !seeds.is_empty() {
             inputs.seeds = seeds;
@@ -295,6 +307,23 @@ impl NodeNetworking {
                 "removing the overlay's links and namespaces: {error}"
             ));
         }
+        let (reqid, table, port) = (
+            ipsec_reqid(&self.shared.prefix),
+            ipsec_guard_table(&self.shared.prefix),
+            empty.config.vxlan_port,
+        );
+        let removed = tokio::task::spawn_blocking(move || {
+            ipsec::shell::cleanup(None, reqid)?;
+            ipsec::shell::set_guard(None, &table, port, &BTreeSet::new())
+        })
+        .await;
+        match removed {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                failures.push(format!("removing the encrypted overlays' IPsec: {error}"))
+            }
+            Err(error) => failures.push(error.to_string()),
+        }
         let prefix = self.shared.prefix.clone();
         let deleted = tokio::task::spawn_blocking(move || -> Vec<String> {
             let names = match netns::list(&prefix) {
@@ -321,6 +350,16 @@ impl NodeNetworking {
             core::parse_attachment(attachment)
                 .map_err(|error| format!("task {} can't be attached: {error}", task.task_id))?;
         }
+        if let Some(encrypted) = task.attachments.iter().find(|a| a.encrypted) {
+            self.esp_supported().await.map_err(|error| {
+                format!(
+                    "network {} is encrypted, but this node's kernel cannot encrypt it ({error}): \
+                     run the task on a node whose kernel has ESP and AES-GCM, or use a network \
+                     without --opt encrypted",
+                    encrypted.network_name
+                )
+            })?;
+        }
         let netns_name = task_netns_name(&self.shared.prefix, &task.task_id);
         let netns_path = netns::path(&netns_name);
         {
@@ -344,6 +383,21 @@ impl NodeNetworking {
             resolv_conf: resolv.text.into_bytes(),
             hosts: core::hosts_file(task).into_bytes(),
         })
+    }
+
+    /// Whether the kernel can do the encrypted overlays' ESP, probed once.
+    async fn esp_supported(&self) -> Result<(), String> {
+        let reqid = ipsec_reqid(&self.shared.prefix);
+        self.shared
+            .esp
+            .get_or_init(|| async move {
+                tokio::task::spawn_blocking(move || ipsec::shell::probe_esp(None, reqid))
+                    .await
+                    .map_err(|error| error.to_string())?
+                    .map_err(|error| error.to_string())
+            })
+            .await
+            .clone()
     }
 
     /// Makes the task's namespace with `lo` up, then runs a pass so its interfaces, DNS and VIP
@@ -534,11 +588,12 @@ async fn reconcile_loop(shared: Arc<Shared>) {
 /// One pass: plans the node from what it holds and what the gossip shows, and makes it so.
 /// `resync` reconciles the data plane and VIP tables even when the plan did not change.
 async fn apply_pass(shared: &Shared, applied: &mut Applied, resync: bool) -> Result<(), String> {
-    let (node, keyring, seeds, vxlan_port, held, preparing, set_known) = {
+    let (node, keyring, ipsec_keyring, seeds, vxlan_port, held, preparing, set_known) = {
         let inputs = lock(&shared.inputs);
         (
             inputs.node.clone(),
             inputs.keyring.clone(),
+            inputs.ipsec_keyring.clone(),
             inputs.seeds.clone(),
             inputs.vxlan_port,
             inputs.held.clone(),
@@ -572,6 +627,16 @@ async fn apply_pass(shared: &Shared, applied: &mut Applied, resync: bool) -> Res
         }
     }
 
+    apply_ipsec(
+        shared,
+        applied,
+        (&config, ipsec_keyring),
+        &held,
+        &plan,
+        resync,
+        &mut failures,
+    )
+    .await;
     tear_down_gone(shared, applied, &held, &preparing, set_known, &mut failures).await;
 
     // The VIPs before the names: once a task has left DNS, it has left every VIP too.
@@ -699,6 +764,84 @@ async fn ensure_gossip(
     applied.gossip_networks.clear();
     applied.published.clear();
     Ok(())
+}
+
+/// Encrypts the VXLAN traffic to the peers on this node's encrypted networks (IPsec ESP through
+/// the kernel's XFRM, keys from the managers) and refuses those networks' cleartext VXLAN; with
+/// no encrypted network, removes both. Only what changed is touched, unless `resync`.
+async fn apply_ipsec(
+    shared: &Shared,
+    applied: &mut Applied,
+    (config, keyring): (&NodeConfig, Option<ipsec::Keyring>),
+    held: &BTreeMap<String, HeldTask>,
+    plan: &NodePlan,
+    resync: bool,
+    failures: &mut Vec<String>,
+) {
+    let (remotes, vnis) = core::encrypted_peers(held, &plan.desired);
+    let reqid = ipsec_reqid(&shared.prefix);
+    let wanted = match keyring {
+        _ if remotes.is_empty() => None,
+        Some(keyring) => Some(ipsec::IpsecDesired {
+            local: config.vtep,
+            remotes,
+            keyring,
+            vxlan_port: config.vxlan_port,
+            reqid,
+        }),
+        None => {
+            failures.push("no IPsec keys from the managers yet: the encrypted networks carry nothing to other nodes until the session brings them".to_owned());
+            None
+        }
+    };
+    if resync || applied.ipsec.as_ref() != Some(&wanted) {
+        let desired = wanted.clone();
+        let outcome = tokio::task::spawn_blocking(move || match &desired {
+            Some(desired) => ipsec::shell::reconcile(None, desired).map(drop),
+            None => ipsec::shell::cleanup(None, reqid),
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => applied.ipsec = Some(wanted),
+            Ok(Err(error)) => {
+                applied.ipsec = None;
+                failures.push(format!("the encrypted overlays' IPsec: {error}"));
+            }
+            Err(error) => failures.push(error.to_string()),
+        }
+    }
+    if resync || applied.guarded_vnis.as_ref() != Some(&vnis) {
+        let (table, port, guarded) = (
+            ipsec_guard_table(&shared.prefix),
+            config.vxlan_port,
+            vnis.clone(),
+        );
+        let outcome = tokio::task::spawn_blocking(move || {
+            ipsec::shell::set_guard(None, &table, port, &guarded)
+        })
+        .await;
+        match outcome {
+            Ok(Ok(())) => applied.guarded_vnis = Some(vnis),
+            Ok(Err(error)) => {
+                applied.guarded_vnis = None;
+                failures.push(format!(
+                    "refusing cleartext on the encrypted overlays: {error}"
+                ));
+            }
+            Err(error) => failures.push(error.to_string()),
+        }
+    }
+}
+
+/// The reqid this daemon's XFRM states and policies carry: its prefix's hash digits, so
+/// observing and removing touch only its own.
+fn ipsec_reqid(prefix: &str) -> u32 {
+    u32::from_str_radix(prefix.trim_start_matches('s'), 16).unwrap_or(1) | 0x1000_0000
+}
+
+/// The nftables table that drops cleartext VXLAN of encrypted networks.
+fn ipsec_guard_table(prefix: &str) -> String {
+    format!("{prefix}_ipsec")
 }
 
 /// Stops the DNS of tasks the node no longer holds and deletes their namespaces (which takes

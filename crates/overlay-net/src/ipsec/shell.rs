@@ -282,6 +282,22 @@ pub fn cleanup(ns: Option<&str>, reqid: u32) -> Result<(), Error> {
     apply(ns, reqid, &diff(&have, &IpsecState::default()))
 }
 
+/// Whether the kernel can do what encrypted overlays need (ESP with AES-GCM): adds a throwaway
+/// state between two loopback addresses under `reqid` and deletes it again. The error says
+/// what the kernel lacks.
+pub fn probe_esp(ns: Option<&str>, reqid: u32) -> Result<(), Error> {
+    let probe = Sa {
+        src: Ipv4Addr::new(127, 0, 0, 1),
+        dst: Ipv4Addr::new(127, 0, 0, 2),
+        spi: 0x5e5e_5e5e,
+        key: [0x5e; 20],
+    };
+    // One left by an interrupted probe would make the add fail.
+    let _ = apply(ns, reqid, &[IpsecChange::DeleteSa(probe.clone())]);
+    apply(ns, reqid, &[IpsecChange::AddSa(probe.clone())])?;
+    apply(ns, reqid, &[IpsecChange::DeleteSa(probe)])
+}
+
 /// The counters of the instance's states.
 pub fn counters(ns: Option<&str>, reqid: u32) -> Result<Vec<Counters>, Error> {
     Ok(parse_counters(
