@@ -1078,6 +1078,35 @@ mod tests {
     }
 
     #[test]
+    fn ipsec_keys_come_from_their_subsystem_and_the_second_newest_sends() {
+        assert_eq!(ipsec_keyring(&[]), None);
+        let ring = ipsec_keyring(&[
+            key(spec::network::KEY_SUBSYSTEM_IPSEC, 4, 1, KEY_LEN),
+            key(spec::network::KEY_SUBSYSTEM_IPSEC, 6, 2, KEY_LEN),
+            key(spec::network::KEY_SUBSYSTEM_GOSSIP, 9, 3, KEY_LEN),
+        ])
+        .unwrap();
+        assert_eq!(ring.primary, 4);
+        let tags: Vec<u32> = ring.keys.iter().map(|key| key.tag).collect();
+        assert_eq!(tags, vec![6, 4]);
+        assert_eq!((ring.keys[0].key, ring.keys[0].salt), ([2; 16], [2; 4]));
+    }
+
+    #[test]
+    fn encryption_covers_the_peers_on_encrypted_networks_only() {
+        let (mut tasks, table) = scene();
+        for attachment in &mut tasks.get_mut("a").unwrap().networks.attachments {
+            attachment.encrypted = attachment.network_id == "net-front";
+        }
+        let plan = plan_node(&config(), "n1", &tasks, &table);
+        let (vteps, vnis) = encrypted_peers(&tasks, &plan.desired);
+        assert_eq!(vteps, vec![ip("192.0.2.2")]);
+        assert_eq!(vnis, BTreeSet::from([4097]));
+        let (none, no_vnis) = encrypted_peers(&BTreeMap::new(), &plan.desired);
+        assert!(none.is_empty() && no_vnis.is_empty());
+    }
+
+    #[test]
     fn the_gateway_bridge_takes_the_first_free_candidate() {
         assert_eq!(pick_gateway_bridge(&[]), cidr("172.18.0.0/16"));
         assert_eq!(
