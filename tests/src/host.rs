@@ -66,6 +66,39 @@ impl TestHost {
         netns::netns_path(&self.name)
     }
 
+    /// The host pid of a running container on this host whose name starts with `<service>.`
+    /// (a task of that service), or why there is none yet: for tests to poll, and to enter the
+    /// task with `nsenter -t PID`.
+    pub fn running_task_pid(&self, service: &str) -> Result<String, String> {
+        let listed = self.shoal(&["container", "ls", "--format", "json"]);
+        if !listed.status.success() {
+            return Err(output_text(&listed));
+        }
+        let prefix = format!("{service}.");
+        let id = String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<serde_json::Value>(line).ok())
+            .find(|row| {
+                row["Names"]
+                    .as_str()
+                    .is_some_and(|name| name.starts_with(&prefix))
+            })
+            .and_then(|row| row["ID"].as_str().map(str::to_owned))
+            .ok_or_else(|| format!("no running {service} container on {} yet", self.name))?;
+        // The container may go between the two calls: that is "not running", not a failure.
+        let inspected = self.shoal(&["container", "inspect", &id]);
+        if !inspected.status.success() {
+            return Err(output_text(&inspected));
+        }
+        let document: serde_json::Value =
+            serde_json::from_slice(&inspected.stdout).map_err(|error| error.to_string())?;
+        let document = document.get(0).unwrap_or(&document);
+        match document["state"]["pid"].as_i64() {
+            Some(pid) if pid > 0 => Ok(pid.to_string()),
+            _ => Err(format!("no pid yet: {document}")),
+        }
+    }
+
     /// The prefix the host's daemon names its overlay namespaces, links and tables with.
     pub fn overlay_prefix(&self) -> String {
         overlay_net::prefix_for_data_root(&self.data_root())

@@ -51,32 +51,12 @@ fn wait_running(manager: &TestHost, service: &str, replicas: usize) {
     );
 }
 
-/// The host pid of the first container on `host` whose name starts with `<service>.`.
+/// The host pid of a running task of `service` on `host`, once there is one.
 fn task_pid(host: &TestHost, service: &str) -> String {
     wait_until(
         &format!("a running {service} container on {}", host.name()),
         CONVERGE_TIMEOUT,
-        || {
-            let containers = json_lines(&host.shoal_ok(&["container", "ls", "--format", "json"]));
-            let id = containers
-                .iter()
-                .find(|c| {
-                    c["Names"]
-                        .as_str()
-                        .is_some_and(|name| name.starts_with(&format!("{service}.")))
-                })
-                .and_then(|c| c["ID"].as_str())
-                .ok_or_else(|| format!("{containers:?}"))?
-                .to_owned();
-            let inspected: Value =
-                serde_json::from_str(&host.shoal_ok(&["container", "inspect", &id]))
-                    .map_err(|error| error.to_string())?;
-            let document = inspected.get(0).unwrap_or(&inspected);
-            match document["state"]["pid"].as_i64() {
-                Some(pid) if pid > 0 => Ok(pid.to_string()),
-                _ => Err(format!("no pid yet: {document}")),
-            }
-        },
+        || host.running_task_pid(service),
     )
 }
 
@@ -265,29 +245,11 @@ fn any_task_pid(cluster: &TestCluster, service: &str) -> String {
         &format!("a running {service} container"),
         CONVERGE_TIMEOUT,
         || {
-            for host in cluster.hosts() {
-                let containers =
-                    json_lines(&host.shoal_ok(&["container", "ls", "--format", "json"]));
-                let Some(id) = containers
-                    .iter()
-                    .find(|c| {
-                        c["Names"]
-                            .as_str()
-                            .is_some_and(|name| name.starts_with(&format!("{service}.")))
-                    })
-                    .and_then(|c| c["ID"].as_str())
-                else {
-                    continue;
-                };
-                let inspected: Value =
-                    serde_json::from_str(&host.shoal_ok(&["container", "inspect", id]))
-                        .map_err(|error| error.to_string())?;
-                let document = inspected.get(0).unwrap_or(&inspected);
-                if let Some(pid) = document["state"]["pid"].as_i64().filter(|pid| *pid > 0) {
-                    return Ok(pid.to_string());
-                }
-            }
-            Err("none yet".to_owned())
+            cluster
+                .hosts()
+                .iter()
+                .find_map(|host| host.running_task_pid(service).ok())
+                .ok_or_else(|| "none yet".to_owned())
         },
     )
 }

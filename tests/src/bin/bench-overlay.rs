@@ -223,39 +223,11 @@ fn stream_transfer(server: &Place, client: &Place, address: Ipv4Addr) -> Duratio
     })
 }
 
-/// The host pid of the first running container on `host` whose name starts with `<service>.`,
-/// or why not yet.
-fn task_pid_now(host: &TestHost, service: &str) -> Result<String, String> {
-    let output = host.shoal(&["container", "ls", "--format", "json"]);
-    let containers = json_lines(&checked(output, "container ls"));
-    let id = containers
-        .iter()
-        .find(|c| {
-            c["Names"]
-                .as_str()
-                .is_some_and(|name| name.starts_with(&format!("{service}.")))
-        })
-        .and_then(|c| c["ID"].as_str())
-        .ok_or_else(|| format!("no {service} container yet"))?;
-    // The container may go between the two calls: that is "not running", not a failure.
-    let output = host.shoal(&["container", "inspect", id]);
-    if !output.status.success() {
-        return Err(output_text(&output));
-    }
-    let inspected: Value =
-        serde_json::from_slice(&output.stdout).map_err(|error| error.to_string())?;
-    let document = inspected.get(0).unwrap_or(&inspected);
-    match document["state"]["pid"].as_i64() {
-        Some(pid) if pid > 0 => Ok(pid.to_string()),
-        _ => Err(format!("no pid yet: {document}")),
-    }
-}
-
 fn task_pid(host: &TestHost, service: &str) -> String {
     wait_until(
         &format!("a running {service} container on {}", host.name()),
         TIMEOUT,
-        || task_pid_now(host, service),
+        || host.running_task_pid(service),
     )
 }
 
@@ -380,7 +352,7 @@ fn reachability(manager: &TestHost, web_host: &TestHost, client: &Place) {
         let (running, resolves, answers) = std::thread::scope(|scope| {
             let running = scope.spawn(|| {
                 first_success("the task running", REACH_POLL / 2, || {
-                    task_pid_now(web_host, &name).map(drop)
+                    web_host.running_task_pid(&name).map(drop)
                 })
             });
             let resolves = first_success("the name resolving", REACH_POLL, || {
@@ -410,7 +382,7 @@ fn reachability(manager: &TestHost, web_host: &TestHost, client: &Place) {
         from_create.push(answers - created);
         manager.shoal_ok(&["service", "rm", &name]);
         wait_until("the web task to go", TIMEOUT, || {
-            match task_pid_now(web_host, &name) {
+            match web_host.running_task_pid(&name) {
                 Ok(pid) => Err(format!("{name} still runs as {pid}")),
                 Err(_) => Ok(()),
             }
