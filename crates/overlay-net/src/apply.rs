@@ -27,6 +27,7 @@ use crate::diff::{Change, diff};
 use crate::netns;
 use crate::nft::NftRunner;
 use crate::plan::{Link, LinkKey, LinkKind, Masquerade, Naming, Netns, State, Vxlan, plan};
+use crate::scope::unchanged_tasks;
 
 const ENOENT: i32 = 2;
 const ESRCH: i32 = 3;
@@ -865,6 +866,22 @@ pub async fn reconcile(desired: &Desired) -> Result<Vec<Change>, Error> {
     let planned = plan(desired)?;
     let observed = observe(&desired.config, &planned).await?;
     let changes = diff(&planned, &observed);
+    apply(&desired.config, &changes).await?;
+    Ok(changes)
+}
+
+/// [`reconcile`] for a node that applied `last` without error: the task namespaces whose part
+/// of the plan is unchanged are trusted to match it and are neither looked into nor touched
+/// (`scope`), so a new task costs the same however many the node has. Everything outside task
+/// namespaces is observed as always.
+pub async fn reconcile_since(last: &Desired, desired: &Desired) -> Result<Vec<Change>, Error> {
+    let planned = plan(desired)?;
+    let unchanged = unchanged_tasks(&plan(last)?, &planned);
+    let narrowed = planned.without_tasks(&planned, &unchanged);
+    let observed = observe(&desired.config, &narrowed)
+        .await?
+        .without_tasks(&planned, &unchanged);
+    let changes = diff(&narrowed, &observed);
     apply(&desired.config, &changes).await?;
     Ok(changes)
 }

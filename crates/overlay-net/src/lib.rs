@@ -14,6 +14,7 @@ pub mod ipsec;
 pub mod netns;
 pub mod nft;
 pub mod plan;
+pub mod scope;
 
 pub use desired::{
     DEFAULT_VXLAN_PORT, Desired, Ipv4Cidr, LocalEndpoint, LocalTask, Mac, Network, NodeConfig,

@@ -15,7 +15,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use overlay_net::gossip::{
     DEFAULT_GOSSIP_PORT, EndpointKey, EndpointRecord, GossipAgent, GossipAgentConfig, GossipConfig,
@@ -45,6 +45,9 @@ const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
 
 /// How long the loop waits after a trigger for more of a burst before it applies.
 const COALESCE: Duration = Duration::from_millis(50);
+
+/// A pass slower than this is logged with where its time went.
+const SLOW_PASS: Duration = Duration::from_millis(500);
 
 /// The host's resolv.conf: the upstream resolvers and the search domains tasks inherit.
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
@@ -439,8 +442,15 @@ impl NodeNetworking {
                 },
             );
         }
+        let waiting = Instant::now();
         let mut applied = self.shared.applied.lock().await;
-        let outcome = apply_pass(&self.shared, &mut applied, false).await;
+        if waiting.elapsed() >= SLOW_PASS {
+            tracing::info!(task = %task.task_id, waited_ms = waiting.elapsed().as_millis() as u64, "a task's networking waited for another pass");
+        }
+        // Other tasks' VIP tables are the loop's: a new backend changes every table of its
+        // service, and the n-th task should not wait for n tables.
+        let outcome = apply_pass(&self.shared, &mut applied, false, Some(&task.task_id)).await;
+        self.shared.trigger.notify_one();
         if !applied.task_dns.contains_key(&task.task_id) {
             return Err(format!(
                 "the task's networks could not be set up: {}",
@@ -575,7 +585,7 @@ async fn reconcile_loop(shared: Arc<Shared>) {
             () = tokio::time::sleep(wait) => true,
         };
         let mut applied = shared.applied.lock().await;
-        match apply_pass(&shared, &mut applied, resync).await {
+        match apply_pass(&shared, &mut applied, resync, None).await {
             Ok(()) => retry = false,
             Err(error) => {
                 tracing::warn!(%error, "the node's networking is not fully in step yet; retrying");
@@ -586,8 +596,14 @@ async fn reconcile_loop(shared: Arc<Shared>) {
 }
 
 /// One pass: plans the node from what it holds and what the gossip shows, and makes it so.
-/// `resync` reconciles the data plane and VIP tables even when the plan did not change.
-async fn apply_pass(shared: &Shared, applied: &mut Applied, resync: bool) -> Result<(), String> {
+/// `resync` reconciles the data plane and VIP tables even when the plan did not change;
+/// `only_vips_of` limits the VIP tables touched to that task's.
+async fn apply_pass(
+    shared: &Shared,
+    applied: &mut Applied,
+    resync: bool,
+    only_vips_of: Option<&str>,
+) -> Result<(), String> {
     let (node, keyring, ipsec_keyring, seeds, vxlan_port, held, preparing, set_known) = {
         let inputs = lock(&shared.inputs);
         (
@@ -604,6 +620,7 @@ async fn apply_pass(shared: &Shared, applied: &mut Applied, resync: bool) -> Res
     let Some(node) = node else {
         return Ok(());
     };
+    let mut clock = PassClock::new();
     let mut failures = Vec::new();
     let config = node_config(shared, applied, &node, vxlan_port)?;
 
@@ -616,9 +633,14 @@ async fn apply_pass(shared: &Shared, applied: &mut Applied, resync: bool) -> Res
         .map(|gossip| gossip.agent.watch_table().borrow().clone())
         .unwrap_or_default();
     let plan = plan_node(&config, &node.node_id, &held, &table);
+    clock.lap("gossip and plan");
 
     if resync || applied.desired.as_ref() != Some(&plan.desired) {
-        match overlay_net::apply::reconcile(&plan.desired).await {
+        let reconciled = match applied.desired.as_ref().filter(|_| !resync) {
+            Some(last) => overlay_net::apply::reconcile_since(last, &plan.desired).await,
+            None => overlay_net::apply::reconcile(&plan.desired).await,
+        };
+        match reconciled {
             Ok(_) => applied.desired = Some(plan.desired.clone()),
             Err(error) => {
                 applied.desired = None;
@@ -626,6 +648,7 @@ async fn apply_pass(shared: &Shared, applied: &mut Applied, resync: bool) -> Res
             }
         }
     }
+    clock.lap("data plane");
 
     apply_ipsec(
         shared,
@@ -638,20 +661,76 @@ async fn apply_pass(shared: &Shared, applied: &mut Applied, resync: bool) -> Res
     )
     .await;
     tear_down_gone(shared, applied, &held, &preparing, set_known, &mut failures).await;
+    clock.lap("ipsec and tear-down");
 
     // The VIPs before the names: once a task has left DNS, it has left every VIP too.
-    program_vips(shared, applied, &held, &plan, resync, &mut failures).await;
+    program_vips(
+        shared,
+        applied,
+        &held,
+        &plan,
+        resync,
+        only_vips_of,
+        &mut failures,
+    )
+    .await;
+    clock.lap("VIP tables");
     if applied.dns_records.as_ref() != Some(&plan.dns) {
         shared.dns.set_table(DnsTable::new(plan.dns.clone()));
         applied.dns_records = Some(plan.dns.clone());
     }
     serve_dns(shared, applied, &held, &mut failures);
     apply_gossip(applied, &plan, &mut failures).await;
+    clock.lap("DNS and gossip");
+    clock.report_if_slow(held.len(), resync);
 
     if failures.is_empty() {
         Ok(())
     } else {
         Err(failures.join("; "))
+    }
+}
+
+/// Where a pass's time went, logged when the pass is slower than [`SLOW_PASS`].
+struct PassClock {
+    started: Instant,
+    lap_started: Instant,
+    laps: Vec<(&'static str, Duration)>,
+}
+
+impl PassClock {
+    fn new() -> PassClock {
+        let now = Instant::now();
+        PassClock {
+            started: now,
+            lap_started: now,
+            laps: Vec::new(),
+        }
+    }
+
+    fn lap(&mut self, phase: &'static str) {
+        let now = Instant::now();
+        self.laps.push((phase, now - self.lap_started));
+        self.lap_started = now;
+    }
+
+    fn report_if_slow(&self, tasks: usize, resync: bool) {
+        let took = self.started.elapsed();
+        if took < SLOW_PASS {
+            return;
+        }
+        let laps: Vec<String> = self
+            .laps
+            .iter()
+            .map(|(phase, spent)| format!("{phase} {} ms", spent.as_millis()))
+            .collect();
+        tracing::info!(
+            took_ms = took.as_millis() as u64,
+            tasks,
+            resync,
+            laps = %laps.join(", "),
+            "slow networking pass"
+        );
     }
 }
 
@@ -940,39 +1019,62 @@ fn serve_dns(
     }
 }
 
-/// Brings each local task's VIP table to the services it should balance; only tables whose
-/// services changed are touched, unless `resync`.
+/// How many tasks' VIP tables are changed at once: each change is an nft run, mostly spent
+/// starting the process, and a service's new backend changes every table of its network.
+const VIP_PARALLELISM: usize = 4;
+
+/// Brings each local task's VIP table (or only `only_of`'s) to the services it should balance;
+/// only tables whose services changed are touched, unless `resync`. A table this daemon applied
+/// is changed from what it applied (one nft run); a resync, or a table it has not applied, is
+/// read back first.
 async fn program_vips(
     shared: &Shared,
     applied: &mut Applied,
     held: &BTreeMap<String, HeldTask>,
     plan: &NodePlan,
     resync: bool,
+    only_of: Option<&str>,
     failures: &mut Vec<String>,
 ) {
-    for (task_id, services) in &plan.vips {
-        if !resync && applied.vips.get(task_id) == Some(services) {
-            continue;
-        }
-        let Some(task) = held.get(task_id) else {
-            continue;
-        };
-        let (nft, netns, table, wanted) = (
-            shared.nft.clone(),
-            task.netns.clone(),
-            shared.table.clone(),
-            services.clone(),
-        );
-        let reconciled = tokio::task::spawn_blocking(move || {
-            routing_mesh::vip::reconcile(&nft, &netns, &table, &wanted)
+    // Each change with the services its table was last brought to, when this run knows them.
+    let mut changed: Vec<_> = plan
+        .vips
+        .iter()
+        .filter(|(task_id, _)| only_of.is_none_or(|only| only == task_id.as_str()))
+        .filter(|(task_id, services)| resync || applied.vips.get(*task_id) != Some(*services))
+        .filter_map(|(task_id, services)| {
+            let last = applied.vips.get(task_id).filter(|_| !resync).cloned();
+            Some((
+                task_id.clone(),
+                services.clone(),
+                held.get(task_id)?.netns.clone(),
+                last,
+            ))
         })
-        .await;
-        match reconciled {
-            Ok(Ok(_)) => {
-                applied.vips.insert(task_id.clone(), services.clone());
+        .collect();
+    let mut runs = tokio::task::JoinSet::new();
+    loop {
+        while runs.len() < VIP_PARALLELISM
+            && let Some((task_id, wanted, netns, last)) = changed.pop()
+        {
+            let (nft, table) = (shared.nft.clone(), shared.table.clone());
+            runs.spawn_blocking(move || {
+                let outcome = match &last {
+                    Some(last) => routing_mesh::vip::update(&nft, &netns, &table, last, &wanted),
+                    None => routing_mesh::vip::reconcile(&nft, &netns, &table, &wanted),
+                };
+                (task_id, wanted, outcome)
+            });
+        }
+        let Some(done) = runs.join_next().await else {
+            break;
+        };
+        match done {
+            Ok((task_id, wanted, Ok(_))) => {
+                applied.vips.insert(task_id, wanted);
             }
-            Ok(Err(error)) => {
-                applied.vips.remove(task_id);
+            Ok((task_id, _, Err(error))) => {
+                applied.vips.remove(&task_id);
                 failures.push(format!("task {task_id}'s VIP table: {error}"));
             }
             Err(error) => failures.push(error.to_string()),

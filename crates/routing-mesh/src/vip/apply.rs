@@ -73,6 +73,25 @@ pub fn reconcile(
     Ok(change)
 }
 
+/// Brings a table from the services it was last made to balance (`applied`, which the caller
+/// knows) to `services`, planned without reading it back: one nft run, or none when the
+/// elements are the same. A table changed behind the caller's back is put right only by
+/// [`reconcile`].
+pub fn update(
+    nft: &impl Nft,
+    netns: &Path,
+    table: &TableName,
+    applied: &[VipService],
+    services: &[VipService],
+) -> Result<Change, VipError> {
+    let change = plan(
+        &Observed::Layout(desired_elements(applied)?),
+        &desired_elements(services)?,
+    );
+    apply(nft, netns, table, &change)?;
+    Ok(change)
+}
+
 /// Applies a change planned from elements the caller already knows (what it applied last), so a
 /// backend change costs one nft run instead of a listing and a run.
 pub fn apply(
@@ -176,6 +195,41 @@ mod tests {
             .expect("reconcile");
         assert_eq!(change.table, TableAction::Create);
         assert!(nft.scripts.borrow()[0].starts_with("table inet shoal {\n"));
+    }
+
+    #[test]
+    fn an_update_from_known_elements_runs_only_the_difference_and_reads_nothing() {
+        // A listing that would fail to parse: `update` must not read the table.
+        let nft = RecordingNft::listing(Some("not read"));
+        let mut moved = one_service();
+        moved[0].backends = BTreeSet::from(["10.0.1.6".parse().expect("address")]);
+        update(
+            &nft,
+            Path::new("/run/netns/t"),
+            &table(),
+            &one_service(),
+            &moved,
+        )
+        .expect("update");
+        assert_eq!(
+            nft.scripts.borrow().as_slice(),
+            [
+                "delete element inet shoal backends { 10.0.1.2 . 0-720719 }\n\
+              add element inet shoal backends { 10.0.1.2 . 0-720719 : 10.0.1.6 }\n"
+            ]
+        );
+
+        let unchanged = RecordingNft::listing(None);
+        let change = update(
+            &unchanged,
+            Path::new("/run/netns/t"),
+            &table(),
+            &moved,
+            &moved,
+        )
+        .expect("update");
+        assert!(change.is_empty());
+        assert!(unchanged.scripts.borrow().is_empty());
     }
 
     #[test]

@@ -1,5 +1,5 @@
-//! East-west load balancing through service VIPs with nftables (no IPVS), as a library: the
-//! daemon does not program it yet.
+//! East-west load balancing through service VIPs with nftables (no IPVS); the daemon's node
+//! networking programs it in each networked task's namespace.
 //!
 //! Each task's network namespace gets one table (`inet shoal` for the daemon) whose rules never
 //! change: a packet the task sends to a VIP is DNAT'ed in the `output` hook to one of the
@@ -14,7 +14,7 @@ mod error;
 mod observe;
 mod plan;
 
-pub use apply::{Nft, NftInNamespace, apply, read_table, reconcile, remove_table};
+pub use apply::{Nft, NftInNamespace, apply, read_table, reconcile, remove_table, update};
 pub use error::VipError;
 pub use observe::observe;
 pub use plan::{
