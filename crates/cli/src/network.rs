@@ -36,6 +36,9 @@ pub(crate) enum NetworkCommand {
         /// Keeps the network from the outside: no egress through the node.
         #[arg(long)]
         internal: bool,
+        /// Makes the swarm's routing-mesh network (refused while one exists: remove it first).
+        #[arg(long)]
+        ingress: bool,
         /// Asks for IPv6, which overlays don't support (refused, with why).
         #[arg(long)]
         ipv6: bool,
@@ -95,6 +98,7 @@ pub(crate) struct CreateFlags {
     pub(crate) ip_ranges: Vec<String>,
     pub(crate) attachable: bool,
     pub(crate) internal: bool,
+    pub(crate) ingress: bool,
     pub(crate) ipv6: bool,
     pub(crate) options: Vec<String>,
     pub(crate) labels: Vec<String>,
@@ -198,7 +202,7 @@ pub(crate) fn create_spec(flags: CreateFlags) -> anyhow::Result<api::NetworkSpec
             configs: pools.into_iter().map(|(_, config)| config).collect(),
         }),
         attachable: flags.attachable,
-        ingress: false,
+        ingress: flags.ingress,
         config_from: None,
     };
     spec::validate::network_spec(&spec)?;
@@ -417,6 +421,7 @@ pub(crate) async fn run(host: &str, command: NetworkCommand) -> anyhow::Result<(
             ip_ranges,
             attachable,
             internal,
+            ingress,
             ipv6,
             options,
             labels,
@@ -430,6 +435,7 @@ pub(crate) async fn run(host: &str, command: NetworkCommand) -> anyhow::Result<(
                 ip_ranges,
                 attachable,
                 internal,
+                ingress,
                 ipv6,
                 options,
                 labels,
@@ -547,6 +553,22 @@ mod tests {
             labels: vec!["tier=db".into()],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn an_ingress_network_is_marked_and_never_attachable() {
+        let ingress = |attachable| CreateFlags {
+            ingress: true,
+            attachable,
+            ..flags(&[], &[], &[])
+        };
+        assert!(create_spec(ingress(false)).unwrap().ingress);
+        assert!(
+            create_spec(ingress(true))
+                .unwrap_err()
+                .to_string()
+                .contains("leave out --attachable")
+        );
     }
 
     #[test]

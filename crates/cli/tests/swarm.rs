@@ -1890,5 +1890,171 @@ fn networks_are_created_listed_inspected_removed_and_pruned() {
         pruned.contains(&back) && pruned.contains(&spare),
         "{pruned}"
     );
-    assert_eq!(host.ok(&["network", "ls", "-q"]), "");
+    // What stays is the ingress network `swarm init` made, as docker keeps it.
+    let left = host.ok(&["network", "ls", "--format", "json"]);
+    let left = json_lines(&left).expect("JSON lines");
+    assert_eq!(
+        left.iter()
+            .map(|row| field(row, "Name"))
+            .collect::<Vec<_>>(),
+        ["ingress"]
+    );
+}
+
+/// Published ports from the CLI (issue 15): `service create -p`, `service update
+/// --publish-add/--publish-rm`, `stack deploy` with `ports:`, shown by `service ls` and
+/// `service inspect`, and every bad input refused with what to do and nothing written. The
+/// services run no task (`--replicas 0`): this is the control plane, not the routing mesh.
+#[test]
+fn published_ports_are_given_shown_and_refused_with_what_to_do() {
+    let Some(host) = SwarmHost::start_manager("ports") else {
+        return;
+    };
+    let web = host.service("web");
+    let api = host.service("api");
+    fn create<'a>(name: &'a str, flags: &[&'a str]) -> Vec<&'a str> {
+        let mut args = vec!["service", "create", "-d", "--replicas", "0", "--name", name];
+        args.extend_from_slice(flags);
+        args.extend(["busybox", "sleep", "3600"]);
+        args
+    }
+    host.ok(&create(
+        &web,
+        &[
+            "-p",
+            "8080:80",
+            "-p",
+            "published=5353,target=53,protocol=udp",
+        ],
+    ));
+    host.ok(&create(&api, &["--publish", "80"]));
+    let ports_of = |name: &str| -> Vec<(u64, u64, String, String)> {
+        let inspected: Value =
+            serde_json::from_str(&host.ok(&["service", "inspect", name])).expect("inspect JSON");
+        inspected[0]["Endpoint"]["Ports"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .iter()
+            .map(|port| {
+                (
+                    port["PublishedPort"].as_u64().unwrap_or(0),
+                    port["TargetPort"].as_u64().unwrap_or(0),
+                    field(port, "Protocol"),
+                    field(port, "TrafficPolicy"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        ports_of(&web),
+        [
+            (8080, 80, "tcp".to_owned(), "prefer-local".to_owned()),
+            (5353, 53, "udp".to_owned(), "prefer-local".to_owned()),
+        ]
+    );
+    assert_eq!(ports_of(&api)[0].0, 30000, "the first of 30000-32767");
+    let listed = json_lines(&host.ok(&["service", "ls", "--format", "json"])).expect("JSON");
+    let row = |name: &str| {
+        listed
+            .iter()
+            .find(|row| field(row, "Name") == name)
+            .map(|row| field(row, "Ports"))
+            .unwrap_or_default()
+    };
+    assert_eq!(row(&web), "*:8080->80/tcp, *:5353->53/udp");
+    assert_eq!(row(&api), "*:30000->80/tcp");
+
+    // Bad input: each refusal names the problem and the fix, and nothing is written.
+    let before = host.ok(&["service", "ls", "--format", "json"]);
+    let other = host.service("other");
+    for (flags, expected) in [
+        (
+            vec!["-p", "8080:81"],
+            format!("port 8080/tcp is already published by service {web}"),
+        ),
+        (
+            vec!["-p", "70000:80"],
+            "--publish: invalid port \"70000:80\": published port \"70000\" is not a port number from 0 to 65535".to_owned(),
+        ),
+        (
+            vec!["-p", "8081:80/icmp"],
+            "invalid protocol \"icmp\": use tcp, udp or sctp".to_owned(),
+        ),
+        (
+            vec![
+                "-p",
+                "published=9090,target=80,mode=host",
+                "--replicas-max-per-node",
+                "2",
+            ],
+            "--replicas-max-per-node is 2: set it to 1".to_owned(),
+        ),
+        (
+            vec!["-p", "8081:80", "-p", "8081:81"],
+            "published port 8081/tcp is given twice".to_owned(),
+        ),
+    ] {
+        let refused = host.fails(&create(&other, &flags));
+        assert!(refused.contains(&expected), "{flags:?}: {refused}");
+    }
+    let refused = host.fails(&["service", "update", "-d", "--publish-add", "30000:90", &web]);
+    assert!(
+        refused.contains(&format!(
+            "port 30000/tcp is already published by service {api}"
+        )),
+        "{refused}"
+    );
+    let stack_file = host.dir.join("ports.yml");
+    std::fs::write(
+        &stack_file,
+        "services:\n  front:\n    image: busybox\n    command: [sleep, '3600']\n    ports: ['8080:80']\n    deploy: {replicas: 0}\n",
+    )
+    .expect("writing the stack file");
+    let stack = host.service("st");
+    let refused = host.fails(&[
+        "stack",
+        "deploy",
+        "-c",
+        &stack_file.display().to_string(),
+        &stack,
+    ]);
+    assert!(
+        refused.contains(&format!(
+            "port 8080/tcp is already published by service {web}"
+        )),
+        "{refused}"
+    );
+    assert_eq!(host.ok(&["service", "ls", "--format", "json"]), before);
+
+    // The ingress network stays while services publish through it, and is one of a kind.
+    let refused = host.fails(&["network", "rm", "ingress"]);
+    assert!(
+        refused.contains("publish ports through the routing mesh") && refused.contains(&web),
+        "{refused}"
+    );
+    let refused = host.fails(&["network", "create", "-d", "overlay", "--ingress", &other]);
+    assert!(
+        refused.contains("ingress network already exists"),
+        "{refused}"
+    );
+
+    // Removing a port frees its number for another service; a chosen number stays across
+    // updates.
+    host.ok(&["service", "update", "-d", "--publish-rm", "8080", &web]);
+    host.ok(&[
+        "service",
+        "update",
+        "-d",
+        "--publish-add",
+        "8080:81",
+        "--env-add",
+        "A=1",
+        &api,
+    ]);
+    assert_eq!(
+        ports_of(&api).iter().map(|port| port.0).collect::<Vec<_>>(),
+        [30000, 8080]
+    );
+    assert_eq!(ports_of(&web).len(), 1);
 }

@@ -258,7 +258,7 @@ fn resource_requirements(resources: &Resources) -> Option<api::ResourceRequireme
     })
 }
 
-fn placement(placement: &Placement) -> api::Placement {
+pub(crate) fn placement(placement: &Placement) -> api::Placement {
     api::Placement {
         constraints: placement.constraints.clone(),
         preferences: placement
@@ -288,7 +288,9 @@ fn log_driver(logging: &Logging) -> api::Driver {
     }
 }
 
-fn endpoint_spec(deploy: &Deploy, ports: &[Port]) -> api::EndpointSpec {
+/// The endpoint a service's ports and `deploy.endpoint_mode` ask for; parsing checks it with
+/// `spec`'s rules, so a file gets the answer the flags get.
+pub(crate) fn endpoint_spec(deploy: &Deploy, ports: &[Port]) -> api::EndpointSpec {
     api::EndpointSpec {
         // Unset, the mode of the endpoint `spec::defaults` fills in (a virtual IP).
         mode: deploy
@@ -302,6 +304,7 @@ fn endpoint_spec(deploy: &Deploy, ports: &[Port]) -> api::EndpointSpec {
                 target_port: u32::from(port.target),
                 published_port: port.published.map_or(0, u32::from),
                 publish_mode: port.mode as i32,
+                traffic_policy: port.traffic_policy as i32,
             })
             .collect(),
     }

@@ -330,6 +330,12 @@ fn port_out(port: &Port) -> Out {
         .raw("target", Some(port.target))
         .raw("published", port.published)
         .put("protocol", Out::Str(port.protocol.text().into()));
+    if port.traffic_policy != TrafficPolicy::PreferLocal {
+        p.put(
+            "x-traffic-policy",
+            Out::Str(port.traffic_policy.text().into()),
+        );
+    }
     Out::Map(p.0)
 }
 

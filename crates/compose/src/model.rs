@@ -11,7 +11,7 @@ use std::time::Duration;
 pub use shoal_proto::api::endpoint_spec::ResolutionMode as EndpointMode;
 pub use shoal_proto::api::mount::Type as MountType;
 pub use shoal_proto::api::mount::bind_options::Propagation;
-pub use shoal_proto::api::port_config::{Protocol, PublishMode};
+pub use shoal_proto::api::port_config::{Protocol, PublishMode, TrafficPolicy};
 pub use shoal_proto::api::restart_policy::RestartCondition;
 pub use shoal_proto::api::service_dependency::Condition as DependsOnCondition;
 pub use shoal_proto::api::update_config::{FailureAction, UpdateOrder};
@@ -130,6 +130,9 @@ pub struct Port {
     pub target: u16,
     pub published: Option<u16>,
     pub protocol: Protocol,
+    /// shoal's own, from the long syntax's `x-traffic-policy` (an extension key, which Docker
+    /// ignores, so the file still deploys there).
+    pub traffic_policy: TrafficPolicy,
 }
 
 #[derive(Clone, Debug, Default)]

@@ -10,7 +10,7 @@ use spec::enums::TextForm;
 use super::ComposeError;
 use super::interpolate::Environment;
 use super::model::*;
-use super::units::{parse_port_short, parse_range};
+use super::units::{PortSpec, narrow, parse_port_short};
 use super::yaml::{Key, Node, Value};
 
 /// Service keys shoal understands.
@@ -746,7 +746,30 @@ impl<'a> Parser<'a> {
                 "the service has no image: add `image: NAME:TAG` (swarm services cannot `build`)",
             );
         }
+        if let Some(ports) = node.get("ports") {
+            self.check_endpoint(&service, ports, &join(path, "ports"));
+        }
         Some(service)
+    }
+
+    /// The service's ports as a whole, with `spec`'s rules (each published number once, none
+    /// through the routing mesh in `dnsrr` mode, no fixed host port with several tasks a node).
+    fn check_endpoint(&mut self, service: &Service, node: &Node, path: &str) {
+        use shoal_proto::api;
+        let spec = api::ServiceSpec {
+            task: Some(api::TaskSpec {
+                placement: Some(super::convert::placement(&service.deploy.placement)),
+                ..Default::default()
+            }),
+            endpoint: Some(super::convert::endpoint_spec(
+                &service.deploy,
+                &service.ports,
+            )),
+            ..Default::default()
+        };
+        if let Err(error) = spec::validate::service_endpoint(&spec) {
+            self.error(node, path, error.to_string());
+        }
     }
 
     /// Adds the variables of the `env_file`s (later files win) under those set in `environment`,
@@ -1114,12 +1137,7 @@ impl<'a> Parser<'a> {
                                 "{p}: swarm publishes on every address; the host IP is ignored"
                             ));
                         }
-                        ports.extend(specs.into_iter().map(|s| Port {
-                            mode: PublishMode::Ingress,
-                            target: s.target,
-                            published: s.published,
-                            protocol: s.protocol,
-                        }));
+                        ports.extend(specs.iter().map(PortSpec::to_port));
                     }
                     Err(message) => self.error(item, &p, message),
                 },
@@ -1142,6 +1160,7 @@ impl<'a> Parser<'a> {
                         target: 0,
                         published: None,
                         protocol: Protocol::Tcp,
+                        traffic_policy: TrafficPolicy::PreferLocal,
                     };
                     let mut published_range = None;
                     for (key, value) in entries {
@@ -1149,17 +1168,17 @@ impl<'a> Parser<'a> {
                         match key.name.as_str() {
                             "target" => {
                                 if let Some(text) = self.string(value, &vp) {
-                                    match super::units::parse_port_number(&text) {
-                                        Ok(target) => port.target = target,
-                                        Err(message) => self.error(value, &vp, message),
+                                    match spec::ports::port_number(&text, "target port") {
+                                        Ok(target) => port.target = narrow(target),
+                                        Err(error) => self.error(value, &vp, error.to_string()),
                                     }
                                 }
                             }
                             "published" => {
                                 if let Some(text) = self.string(value, &vp) {
-                                    match parse_range(&text) {
+                                    match spec::ports::port_range(&text, "published port", true) {
                                         Ok(range) => published_range = Some(range),
-                                        Err(message) => self.error(value, &vp, message),
+                                        Err(error) => self.error(value, &vp, error.to_string()),
                                     }
                                 }
                             }
@@ -1173,6 +1192,11 @@ impl<'a> Parser<'a> {
                                     port.mode = mode;
                                 }
                             }
+                            "x-traffic-policy" => {
+                                if let Some(policy) = self.enumeration(value, &vp) {
+                                    port.traffic_policy = policy;
+                                }
+                            }
                             _ => {}
                         }
                     }
@@ -1183,19 +1207,24 @@ impl<'a> Parser<'a> {
                             "a port needs `target:`, the port inside the container",
                         );
                     }
+                    if port.mode == PublishMode::Host
+                        && port.traffic_policy != TrafficPolicy::PreferLocal
+                    {
+                        self.error(
+                            item,
+                            &join(&p, "x-traffic-policy"),
+                            "x-traffic-policy applies to ports published through the routing mesh (mode: ingress); a mode: host port is served only by the task on its node, so leave it out",
+                        );
+                    }
                     match published_range {
-                        Some((start, end)) if start != end => {
+                        Some((start, end)) => {
                             for published in start..=end {
                                 ports.push(Port {
-                                    published: Some(published),
+                                    published: (published != 0).then(|| narrow(published)),
                                     ..port.clone()
                                 });
                             }
                         }
-                        Some((start, _)) => ports.push(Port {
-                            published: Some(start),
-                            ..port
-                        }),
                         None => ports.push(port),
                     }
                 }

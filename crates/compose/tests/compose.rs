@@ -277,6 +277,88 @@ fn shared_rules_give_the_same_answer_as_the_cli_and_the_manager() {
 }
 
 #[test]
+fn ports_go_through_the_rules_of_publish() {
+    let loaded = load_text(
+        "services:\n  web:\n    image: a\n    ports:\n      - '8080:80'\n      - '90'\n      - target: 53\n        published: 5353\n        protocol: udp\n        x-traffic-policy: local\n      - target: 443\n        published: 8443-8444\n        mode: host\n",
+    );
+    let loaded = loaded.unwrap_or_else(|errors| panic!("{errors}"));
+    let specs = compose::convert::to_specs("app", &loaded.project);
+    let web = &specs.services["app_web"];
+    let ports = &web.endpoint.as_ref().unwrap().ports;
+    let published: Vec<String> = ports
+        .iter()
+        .map(|port| {
+            format!(
+                "{} {} {}",
+                spec::ports::describe(port),
+                spec::enums::text_of::<shoal_proto::api::port_config::PublishMode>(
+                    port.publish_mode
+                ),
+                spec::enums::text_of::<shoal_proto::api::port_config::TrafficPolicy>(
+                    port.traffic_policy
+                )
+            )
+        })
+        .collect();
+    assert_eq!(
+        published,
+        [
+            "8080:80/tcp ingress prefer-local",
+            "90/tcp ingress prefer-local",
+            "5353:53/udp ingress local",
+            "8443:443/tcp host prefer-local",
+            "8444:443/tcp host prefer-local",
+        ]
+    );
+    assert!(compose::emit::to_yaml(&loaded.project).contains("x-traffic-policy: local"));
+
+    for (text, path, message) in [
+        (
+            "services:\n  web:\n    image: a\n    ports: ['8080:80', '8080:81']\n",
+            "services.web.ports",
+            "published port 8080/tcp is given twice",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    ports:\n      - {target: 80, published: 8080, mode: host}\n    deploy:\n      placement: {max_replicas_per_node: 2}\n",
+            "services.web.ports",
+            "--replicas-max-per-node is 2",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    ports: ['8080:80']\n    deploy: {endpoint_mode: dnsrr}\n",
+            "services.web.ports",
+            "which dnsrr endpoint mode can't serve",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    ports:\n      - {target: 80, mode: host, x-traffic-policy: cluster}\n",
+            "services.web.ports.0.x-traffic-policy",
+            "leave it out",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    ports:\n      - {target: 80, x-traffic-policy: nearest}\n",
+            "services.web.ports.0.x-traffic-policy",
+            "invalid traffic policy \"nearest\": use prefer-local, cluster or local",
+        ),
+        (
+            "services:\n  web:\n    image: a\n    ports:\n      - {target: 0}\n",
+            "services.web.ports.0.target",
+            "invalid target port \"0\": give a port number from 1 to 65535",
+        ),
+    ] {
+        let errors = match load_text(text) {
+            Ok(_) => panic!("should be refused:\n{text}"),
+            Err(errors) => errors,
+        };
+        assert!(
+            errors
+                .0
+                .iter()
+                .any(|e| e.path == path && e.message.contains(message)),
+            "expected {path}: …{message}… for\n{text}\ngot:\n{errors}"
+        );
+    }
+}
+
+#[test]
 fn mistakes_name_key_path_and_fix() {
     let cases = [
         (
@@ -297,7 +379,7 @@ fn mistakes_name_key_path_and_fix() {
         (
             "services:\n  web:\n    image: a\n    ports: ['80:99999']\n",
             "services.web.ports.0",
-            "between 1 and 65535",
+            "not a port number from 1 to 65535",
         ),
         (
             "services:\n  web:\n    image: a\n    ports:\n      - target: 80\n        mode: bridge\n",

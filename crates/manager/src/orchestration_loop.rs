@@ -433,6 +433,9 @@ fn allocation_changes(allocation: Allocation) -> Vec<Vec<Change>> {
     for (network_id, failure) in &allocation.failed_networks {
         tracing::debug!(%network_id, %failure, "a network could not be allocated");
     }
+    for (service_id, failure) in &allocation.failed_services {
+        tracing::debug!(%service_id, %failure, "a service's published ports could not be given; it keeps those it holds");
+    }
     if allocation.is_empty() {
         return Vec::new();
     }

@@ -142,6 +142,14 @@ impl ManagerRole {
         };
         let mut cluster = founding_cluster(&cluster_id, &root_ca, &options, settings)?;
         let node = founding_node(&node_id, raft_member_id, advertise, &options.hostname);
+        // The routing mesh's network, as `docker swarm init` makes it.
+        let ingress = api::Network {
+            id: raft_store::new_object_id(),
+            spec: Some(spec::defaults::ingress_network_spec(
+                options.default_addr_pool.is_empty(),
+            )),
+            ..Default::default()
+        };
         if let Some(unlock_key) = &unlock_key {
             data_key::settle_unlock_keys(&mut cluster, false, || Ok(unlock_key.clone()))?;
         }
@@ -151,7 +159,11 @@ impl ManagerRole {
             &identity,
             &data_key,
             unlock_key.as_ref(),
-            vec![objects::create(&cluster), objects::create(&node)],
+            vec![
+                objects::create(&cluster),
+                objects::create(&node),
+                objects::create(&ingress),
+            ],
         )
         .await;
         let store = match founded {

@@ -1536,13 +1536,14 @@ async fn tasks_on_a_network_get_fresh_addresses_and_keep_them_unique_across_a_fa
         })
         .unwrap()
         .unwrap();
+    // The first /24 of the default pool is the ingress network's, which `swarm init` made.
     let config = &allocated.ipam.as_ref().unwrap().configs[0];
     assert_eq!(
         (config.subnet.as_str(), config.gateway.as_str()),
-        ("10.0.0.0/24", "10.0.0.1")
+        ("10.0.1.0/24", "10.0.1.1")
     );
     assert!(
-        [&web_vip, &db_vip].contains(&&"10.0.0.2/24".to_owned()),
+        [&web_vip, &db_vip].contains(&&"10.0.1.2/24".to_owned()),
         "{web_vip} {db_vip}"
     );
     // Nothing is scheduled without its addresses: every task got past NEW with them (and no
@@ -1589,7 +1590,7 @@ async fn tasks_on_a_network_get_fresh_addresses_and_keep_them_unique_across_a_fa
     assert!(
         every_address
             .iter()
-            .all(|address| address.starts_with("10.0.0.") && address != "10.0.0.1/24"),
+            .all(|address| address.starts_with("10.0.1.") && address != "10.0.1.1/24"),
         "{every_address:?}"
     );
 

@@ -185,7 +185,9 @@ async fn networks_are_created_listed_removed_and_pruned_and_refusals_write_nothi
         .await
         .unwrap();
     let before = allocated(&role).await;
-    assert_eq!(before.len(), 3);
+    // With the ingress network `swarm init` made.
+    assert_eq!(before.len(), 4);
+    assert!(before.iter().any(|(name, _, _)| name == "ingress"));
 
     // Each refusal says why, and the store's networks stay as they were.
     let bridge = NetworkSpec {
@@ -256,7 +258,7 @@ async fn networks_are_created_listed_removed_and_pruned_and_refusals_write_nothi
     assert_eq!(missing.code(), Code::NotFound);
     assert_eq!(
         list(&control, &[]).await.unwrap(),
-        ["back", "front", "spare"]
+        ["back", "front", "ingress", "spare"]
     );
     assert_eq!(list(&control, &["name=ron"]).await.unwrap(), ["front"]);
     assert_eq!(
@@ -267,7 +269,7 @@ async fn networks_are_created_listed_removed_and_pruned_and_refusals_write_nothi
         list(&control, &["driver=overlay", "scope=swarm"])
             .await
             .unwrap(),
-        ["back", "front", "spare"]
+        ["back", "front", "ingress", "spare"]
     );
     let bad_filter = list(&control, &["colour=red"]).await.unwrap_err();
     assert_eq!(bad_filter.code(), Code::InvalidArgument);
@@ -318,9 +320,11 @@ async fn networks_are_created_listed_removed_and_pruned_and_refusals_write_nothi
         .into_inner()
         .networks_deleted;
     assert_eq!(deleted, ["back", "spare"]);
+    // The ingress network stays, as docker keeps it.
     let left = stored_networks(&role);
-    assert_eq!(left.len(), 1);
+    assert_eq!(left.len(), 2);
     assert_eq!(left[0].1, front.id);
+    assert_eq!(left[1].0, "ingress");
     assert!(!left.iter().any(|(_, id, _)| *id == recreated.id));
 
     role.shutdown().await;
@@ -362,15 +366,33 @@ async fn services_attach_by_name_id_or_prefix_and_refused_attachments_write_noth
     let control = role.control();
     let front = create(&control, network_spec("front", "")).await.unwrap();
     let back = create(&control, network_spec("back", "")).await.unwrap();
-    let ingress = create(
+    // `swarm init` made the ingress network; a second one is refused.
+    let second_ingress = create(
         &control,
         NetworkSpec {
             ingress: true,
-            ..network_spec("ingress", "")
+            ..network_spec("mesh", "")
         },
     )
     .await
-    .unwrap();
+    .unwrap_err();
+    assert_eq!(second_ingress.code(), Code::FailedPrecondition);
+    assert!(
+        second_ingress
+            .message()
+            .starts_with("ingress network already exists (ingress, ID "),
+        "{second_ingress}"
+    );
+    let ingress = control
+        .get_network(Request::new(GetNetworkRequest {
+            network: "ingress".into(),
+        }))
+        .await
+        .unwrap()
+        .into_inner()
+        .network
+        .unwrap();
+    assert!(ingress.spec.as_ref().unwrap().ingress);
 
     // Names, ids and id prefixes are stored as ids, in create and in update.
     let web = control

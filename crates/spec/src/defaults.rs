@@ -1,4 +1,4 @@
-//! Swarm's defaults, stated once. The manager fills them into every service spec it stores, so
+//! Swarm's defaults, stated once (and the ingress network `swarm init` makes). The manager fills them into every service spec it stores, so
 //! `service inspect` shows the same settings however the service was made (`service create`,
 //! `stack deploy`, the Docker API); the orchestrators read the same values for a spec that lacks
 //! them (one written before the manager filled them in).
@@ -33,6 +33,10 @@ pub const HEALTH_RETRIES: u32 = 3;
 /// The pool overlay subnets are cut from, and their size.
 pub const ADDRESS_POOL: &str = "10.0.0.0/8";
 pub const SUBNET_SIZE: u32 = 24;
+/// The routing mesh's network, which `swarm init` makes: its name and, when the swarm uses the
+/// default address pool, its subnet (Docker's), kept out of what the pool hands other networks.
+pub const INGRESS_NETWORK_NAME: &str = "ingress";
+pub const INGRESS_SUBNET: &str = "10.0.0.0/24";
 /// VXLAN's IANA port: the data path port when the cluster sets none (its `vxlan_udp_port` is 0).
 pub const DEFAULT_VXLAN_PORT: u16 = 4789;
 /// Ended tasks kept per slot.
@@ -90,6 +94,29 @@ pub fn apply_network_defaults(spec: &mut api::NetworkSpec) {
     if driver.name.is_empty() {
         driver.name = crate::network::OVERLAY_DRIVER.to_owned();
     }
+}
+
+/// The ingress network `swarm init` makes: an overlay marked `ingress`, on [`INGRESS_SUBNET`]
+/// when the swarm uses the default address pool (`default_pool`), otherwise on the first subnet
+/// its own pools give, as Docker carves it.
+pub fn ingress_network_spec(default_pool: bool) -> api::NetworkSpec {
+    let mut spec = api::NetworkSpec {
+        annotations: Some(api::Annotations {
+            name: INGRESS_NETWORK_NAME.to_owned(),
+            ..Default::default()
+        }),
+        ingress: true,
+        ipam: default_pool.then(|| api::IpamOptions {
+            driver: None,
+            configs: vec![api::IpamConfig {
+                subnet: INGRESS_SUBNET.to_owned(),
+                ..Default::default()
+            }],
+        }),
+        ..Default::default()
+    };
+    apply_network_defaults(&mut spec);
+    spec
 }
 
 #[cfg(test)]

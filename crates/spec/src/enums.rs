@@ -102,6 +102,11 @@ text_forms!(port_config::Protocol, "protocol", [
     "udp" => port_config::Protocol::Udp,
     "sctp" => port_config::Protocol::Sctp,
 ]);
+text_forms!(port_config::TrafficPolicy, "traffic policy", [
+    "prefer-local" => port_config::TrafficPolicy::PreferLocal,
+    "cluster" => port_config::TrafficPolicy::Cluster,
+    "local" => port_config::TrafficPolicy::Local,
+]);
 text_forms!(mount::Type, "mount type", [
     "bind" => mount::Type::Bind,
     "volume" => mount::Type::Volume,
@@ -187,6 +192,7 @@ mod tests {
         round_trips::<ResolutionMode>();
         round_trips::<port_config::PublishMode>();
         round_trips::<port_config::Protocol>();
+        round_trips::<port_config::TrafficPolicy>();
         round_trips::<mount::Type>();
         round_trips::<mount::bind_options::Propagation>();
         round_trips::<Availability>();

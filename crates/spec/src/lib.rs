@@ -2,7 +2,8 @@
 //! (durations and sizes), the text form of every enum, Swarm's defaults, the Go-template
 //! placeholders Swarm expands, validation of service, network, secret, config and cluster specs,
 //! Docker's Linux vocabulary (capabilities, ulimits, sysctls), name resolution settings
-//! (nameservers, search domains, extra hosts), the CSV of long-form flags, the "time ago" text of
+//! (nameservers, search domains, extra hosts), published ports (the `--publish` value, short and
+//! long, and a service's port rules), the CSV of long-form flags, the "time ago" text of
 //! every list, RFC 3339 times as Docker writes them, how protobuf durations and timestamps read,
 //! and how far a root CA rotation has come. Pure: no IO, no clock, no async.
 //!
@@ -17,6 +18,7 @@ mod error;
 pub mod human;
 pub mod linux;
 pub mod network;
+pub mod ports;
 pub mod root_rotation;
 pub mod template;
 pub mod time;

@@ -1,7 +1,7 @@
 //! The rules every spec the cluster stores must follow: services (with their networks, DNS
-//! settings, hosts entries and endpoint), networks, secrets, configs,
-//! cluster settings and the address pools of `swarm init`. The manager calls these on every
-//! write path; clients call them to fail early with the same message.
+//! settings, hosts entries and endpoint, whose ports `ports::check_ports` checks), networks,
+//! secrets, configs, cluster settings and the address pools of `swarm init`. The manager calls
+//! these on every write path; clients call them to fail early with the same message.
 
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -134,7 +134,15 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), SpecError> {
     for attachment in task.networks.iter().chain(&spec.networks) {
         crate::network::check_attachment(attachment)?;
     }
-    endpoint_rule(spec.endpoint.as_ref())
+    service_endpoint(spec)
+}
+
+/// A service's endpoint: its ports (`ports::check_ports`) and, in `dnsrr` mode, none published
+/// through the routing mesh. Part of [`service_spec`]; compose calls it alone for a file's
+/// `ports:`.
+pub fn service_endpoint(spec: &ServiceSpec) -> Result<(), SpecError> {
+    endpoint_rule(spec.endpoint.as_ref())?;
+    crate::ports::check_ports(spec)
 }
 
 /// The container's DNS settings and hosts entries, as the flags and compose take them.
@@ -162,7 +170,7 @@ fn endpoint_rule(endpoint: Option<&EndpointSpec>) -> Result<(), SpecError> {
     {
         return Err(rule(format!(
             "port {} is published through the routing mesh (ingress mode), which dnsrr endpoint mode can't serve: publish it with mode=host, or use --endpoint-mode vip",
-            port.published_port
+            crate::ports::describe(port)
         )));
     }
     Ok(())
@@ -387,6 +395,11 @@ pub fn network_spec(spec: &NetworkSpec) -> Result<(), SpecError> {
     options.sort();
     for (option, value) in options {
         network_option(option, value)?;
+    }
+    if spec.ingress && spec.attachable {
+        return Err(rule(format!(
+            "network {name} is the ingress network, which only the routing mesh uses: leave out --attachable"
+        )));
     }
     if spec.ipv6_enabled {
         return Err(rule(format!(
@@ -714,7 +727,7 @@ mod tests {
             service_spec(&dnsrr)
                 .unwrap_err()
                 .to_string()
-                .starts_with("port 8080 is published through the routing mesh")
+                .starts_with("port 8080:80/tcp is published through the routing mesh")
         );
     }
 
@@ -826,6 +839,12 @@ mod tests {
             network_error(&bridge),
             "network driver \"bridge\" is not supported: swarm networks use the overlay driver (-d overlay)"
         );
+        let mut attachable_ingress = network("net");
+        attachable_ingress.ingress = true;
+        assert!(network_spec(&attachable_ingress).is_ok());
+        attachable_ingress.attachable = true;
+        assert!(network_error(&attachable_ingress).contains("leave out --attachable"));
+        assert!(network_spec(&crate::defaults::ingress_network_spec(true)).is_ok());
         let mut ipv6 = network("net");
         ipv6.ipv6_enabled = true;
         assert!(network_error(&ipv6).contains("IPv6"));

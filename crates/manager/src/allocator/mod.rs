@@ -4,6 +4,13 @@
 //! service per network in `vip` endpoint mode, and an address per task per network, which takes
 //! the task from NEW to PENDING (the scheduler places only tasks that have their addresses).
 //!
+//! A service publishing ports through the routing mesh is on the ingress network too, as in
+//! Swarm: a VIP there (in `vip` mode) and, for each of its tasks, an address there, first among
+//! the task's attachments, so every node can plumb the mesh to it; one that stops publishing
+//! loses them (its tasks are replaced, since its endpoint is part of what they run). Its
+//! published ports are [`ports`]' (the control API allocates them on every write; here a
+//! service whose spec changed without it, by an automatic rollback, is brought back in line).
+//!
 //! Nothing is remembered between steps. What is in use is read from the stored objects every
 //! time, so a new leader starts from exactly what Raft holds:
 //! - a VIP is in use while its service is stored and still on its network in `vip` mode;
@@ -23,6 +30,7 @@
 //! cause is gone (a task or service removed frees addresses), with no new task made meanwhile.
 
 mod ipam;
+pub mod ports;
 #[cfg(test)]
 mod tests;
 
@@ -31,10 +39,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use shoal_proto::api::{
     Cluster, Driver, Endpoint, IpamConfig, IpamOptions, Network, NetworkAttachment,
     NetworkAttachmentConfig, Service, ServiceSpec, Task, TaskState, TaskStatus, endpoint,
-    endpoint_spec, ipam_config,
+    endpoint_spec, ipam_config, port_config,
 };
 
 pub use ipam::AddressSpace;
+pub use ports::{PortAllocationError, PublishedPorts, needs_ingress};
 
 use spec::network::{DEFAULT_IPAM_DRIVER, MAX_VNI, OVERLAY_DRIVER, Subnet, VXLAN_ID_LIST_OPTION};
 
@@ -86,6 +95,10 @@ pub enum AllocationFailure {
         "no IP address left on network {network} ({subnets}): remove services or tasks on it, or use a network with a larger subnet"
     )]
     AddressesExhausted { network: String, subnets: String },
+    #[error(
+        "the service publishes port {port} through the routing mesh, but the swarm has no ingress network: create one with 'shoal network create -d overlay --ingress ingress', or publish the port with mode=host"
+    )]
+    NoIngressNetwork { port: String },
 }
 
 /// The address pools subnets are carved from, and the size of the subnets carved.
@@ -150,6 +163,9 @@ pub struct Allocation {
     /// Networks that could not be allocated, for the shell's log; the tasks that need them
     /// carry the same reason.
     pub failed_networks: Vec<(String, AllocationFailure)>,
+    /// Services (by id) whose spec's published ports could not be given, for the shell's log;
+    /// they keep the ports they hold.
+    pub failed_services: Vec<(String, PortAllocationError)>,
 }
 
 impl Allocation {
@@ -176,9 +192,41 @@ fn task_attachments(task: &Task) -> &[NetworkAttachmentConfig] {
 }
 
 /// Whether the scheduler may place the task: it has its addresses (the allocator took it to
-/// PENDING), or it attaches to no network and needs none.
+/// PENDING), or it attaches to no network and needs none (not even the ingress network).
 pub fn ready_for_scheduling(task: &Task) -> bool {
-    observed_state(task) as i32 >= TaskState::Pending as i32 || task_attachments(task).is_empty()
+    observed_state(task) as i32 >= TaskState::Pending as i32
+        || (task_attachments(task).is_empty() && !task_needs_ingress(task, None))
+}
+
+/// Whether the task gets an address on the ingress network: its service publishes a port
+/// through the routing mesh (the service as this step sees it, or, when it is gone, the
+/// endpoint the task was made with).
+fn task_needs_ingress(task: &Task, service: Option<&Service>) -> bool {
+    match service {
+        Some(service) => needs_ingress(service.spec.as_ref()),
+        None => needs_ingress_endpoint(task.endpoint.as_ref()),
+    }
+}
+
+fn needs_ingress_endpoint(endpoint: Option<&Endpoint>) -> bool {
+    endpoint
+        .and_then(|endpoint| endpoint.spec.as_ref())
+        .is_some_and(|spec| {
+            spec.ports
+                .iter()
+                .any(|port| port.publish_mode() == port_config::PublishMode::Ingress)
+        })
+}
+
+/// The ingress network, if the swarm has one: the one marked `ingress` and not being removed
+/// (there is at most one; should there be more, the oldest id).
+pub fn ingress_network(networks: &[Network]) -> Option<&Network> {
+    networks
+        .iter()
+        .filter(|network| {
+            !network.pending_delete && network.spec.as_ref().is_some_and(|spec| spec.ingress)
+        })
+        .min_by(|left, right| left.id.cmp(&right.id))
 }
 
 /// Whether the task's addresses count as in use: a worker may be running it, or the scheduler
@@ -349,16 +397,35 @@ pub fn allocate(input: &AllocatorInput<'_>, now: ClusterTime) -> Allocation {
         }
     }
 
+    let ingress = ingress_network(input.networks).map(|network| network.id.clone());
+    let mut published = PublishedPorts::of_services(input.services);
+    let mut published_changed = false;
     let mut vip_failures: HashMap<(String, String), AllocationFailure> = HashMap::new();
     let mut services_by_id: HashMap<&str, Service> = HashMap::new();
     let mut ordered_services: Vec<&Service> = input.services.iter().collect();
     ordered_services.sort_by(|left, right| left.id.cmp(&right.id));
     for service in ordered_services {
-        let updated = allocate_virtual_ips(service, &mut states, &mut vip_failures);
+        let mut current = service.clone();
+        if !service.pending_delete {
+            match reconcile_ports(&mut current, &mut published) {
+                Ok(changed) => published_changed |= changed,
+                Err(failure) => allocation
+                    .failed_services
+                    .push((service.id.clone(), failure)),
+            }
+        }
+        let updated =
+            allocate_virtual_ips(&current, ingress.as_deref(), &mut states, &mut vip_failures);
         if &updated != service {
             allocation.services.push(updated.clone());
         }
         services_by_id.insert(service.id.as_str(), updated);
+    }
+    // Every write that changes the published numbers also rewrites the ingress network at the
+    // version read, as the control API's do, so two of them decided on one read can't both
+    // commit.
+    if published_changed && let Some(state) = ingress.as_ref().and_then(|id| states.get_mut(id)) {
+        state.changed = true;
     }
 
     let mut waiting: Vec<&Task> = input
@@ -367,7 +434,8 @@ pub fn allocate(input: &AllocatorInput<'_>, now: ClusterTime) -> Allocation {
         .filter(|task| {
             observed_state(task) == TaskState::New
                 && is_wanted(task)
-                && !task_attachments(task).is_empty()
+                && (!task_attachments(task).is_empty()
+                    || task_needs_ingress(task, services_by_id.get(task.service_id.as_str())))
         })
         .collect();
     waiting.sort_by(|left, right| {
@@ -377,7 +445,17 @@ pub fn allocate(input: &AllocatorInput<'_>, now: ClusterTime) -> Allocation {
     });
     for task in waiting.into_iter().take(input.max_tasks.max(1)) {
         let service = services_by_id.get(task.service_id.as_str());
-        match allocate_task(task, &mut states, &failed, &vip_failures) {
+        let ingress_needed = task_needs_ingress(task, service).then(|| {
+            ingress
+                .as_deref()
+                .ok_or_else(|| AllocationFailure::NoIngressNetwork {
+                    port: service
+                        .and_then(|service| ports::first_ingress_port(service.spec.as_ref()))
+                        .map(spec::ports::describe)
+                        .unwrap_or_default(),
+                })
+        });
+        match allocate_task(task, ingress_needed, &mut states, &failed, &vip_failures) {
             Ok(attachments) => {
                 let mut allocated = task.clone();
                 allocated.networks = attachments;
@@ -418,6 +496,37 @@ pub fn allocate(input: &AllocatorInput<'_>, now: ClusterTime) -> Allocation {
     failed.sort_by(|left, right| left.0.cmp(&right.0));
     allocation.failed_networks = failed;
     allocation
+}
+
+/// Brings the service's endpoint in line with its spec: the spec's endpoint, and the published
+/// ports it asks for ([`PublishedPorts::allocate`]). The service is left as it is when nothing
+/// differs, or when its ports can't be given. Answers whether the published numbers changed.
+fn reconcile_ports(
+    service: &mut Service,
+    published: &mut PublishedPorts,
+) -> Result<bool, PortAllocationError> {
+    let mut candidate = service.clone();
+    let spec_endpoint = service.spec.as_ref().and_then(|spec| spec.endpoint.clone());
+    let endpoint_exists = candidate.endpoint.is_some();
+    if let Some(endpoint) = candidate.endpoint.as_mut() {
+        endpoint.spec = spec_endpoint;
+    }
+    let changed = published.allocate(&mut candidate)?;
+    let held = |service: &Service| {
+        service
+            .endpoint
+            .as_ref()
+            .map(|endpoint| endpoint.ports.clone())
+            .unwrap_or_default()
+    };
+    let differs = held(&candidate) != held(service)
+        || (endpoint_exists
+            && candidate.endpoint.as_ref().map(|endpoint| &endpoint.spec)
+                != service.endpoint.as_ref().map(|endpoint| &endpoint.spec));
+    if differs {
+        *service = candidate;
+    }
+    Ok(changed)
 }
 
 fn mark_in_use(states: &mut BTreeMap<String, NetworkState>, network_id: &str, address: &str) {
@@ -706,17 +815,23 @@ fn choose_vnis(
 /// missing ones are allocated. A service being removed gets no new VIP.
 fn allocate_virtual_ips(
     service: &Service,
+    ingress: Option<&str>,
     states: &mut BTreeMap<String, NetworkState>,
     failures: &mut HashMap<(String, String), AllocationFailure>,
 ) -> Service {
     let wanted: Vec<&str> = if wants_virtual_ips(service) {
-        let mut targets: Vec<&str> = service
-            .spec
-            .as_ref()
-            .map(service_attachments)
-            .unwrap_or_default()
-            .iter()
-            .map(|config| config.target.as_str())
+        let ingress = ingress.filter(|_| needs_ingress(service.spec.as_ref()));
+        let mut targets: Vec<&str> = ingress
+            .into_iter()
+            .chain(
+                service
+                    .spec
+                    .as_ref()
+                    .map(service_attachments)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|config| config.target.as_str()),
+            )
             .collect();
         let mut seen = BTreeSet::new();
         targets.retain(|target| seen.insert(*target));
@@ -769,21 +884,30 @@ fn allocate_virtual_ips(
     updated
 }
 
-/// One attachment per network the task names, each with a fresh address; on any failure,
-/// the networks are left as they were before the task (addresses and the serial position
-/// both), so a task that keeps failing writes nothing but its error.
+/// One attachment per network the task names, each with a fresh address, after one on the
+/// ingress network when the task needs it (`ingress`: its id, or why there is none); on any
+/// failure, the networks are left as they were before the task (addresses and the serial
+/// position both), so a task that keeps failing writes nothing but its error.
 fn allocate_task(
     task: &Task,
+    ingress: Option<Result<&str, AllocationFailure>>,
     states: &mut BTreeMap<String, NetworkState>,
     failed_networks: &HashMap<String, AllocationFailure>,
     vip_failures: &HashMap<(String, String), AllocationFailure>,
 ) -> Result<Vec<NetworkAttachment>, AllocationFailure> {
+    let ingress_config = match ingress.transpose()? {
+        Some(network_id) => vec![NetworkAttachmentConfig {
+            target: network_id.to_owned(),
+            ..Default::default()
+        }],
+        None => Vec::new(),
+    };
     let mut attachments: Vec<NetworkAttachment> = Vec::new();
     // Each network touched, with its serial position and changed flag before the task, and
     // the address taken.
     let mut taken: Vec<(String, Option<u32>, bool, u32)> = Vec::new();
     let mut outcome = Ok(());
-    for config in task_attachments(task) {
+    for config in ingress_config.iter().chain(task_attachments(task)) {
         let already_attached = attachments.iter().any(|attachment| {
             attachment
                 .network

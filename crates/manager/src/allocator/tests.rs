@@ -1,5 +1,6 @@
 //! Exact tests of the allocator core: subnets carved from the pools, gateway and range rules,
-//! VNIs, VIPs, task addresses, exhaustion and overlap errors, serial reuse, and a seeded run of
+//! VNIs, VIPs, task addresses, the ingress network of services publishing through the routing
+//! mesh and their published ports, exhaustion and overlap errors, serial reuse, and a seeded run of
 //! random creates and removals that checks no address is ever held twice.
 
 use std::collections::HashMap;
@@ -742,4 +743,210 @@ fn two_allocations_from_one_read_conflict_on_the_network() {
             read_version
         );
     }
+}
+
+fn publishing(
+    mut service: Service,
+    ports: &[(u32, u32, api::port_config::PublishMode)],
+) -> Service {
+    service
+        .spec
+        .as_mut()
+        .unwrap()
+        .endpoint
+        .as_mut()
+        .unwrap()
+        .ports = ports
+        .iter()
+        .map(|(published, target, mode)| api::PortConfig {
+            published_port: *published,
+            target_port: *target,
+            publish_mode: *mode as i32,
+            ..Default::default()
+        })
+        .collect();
+    service
+}
+
+/// A task made as the orchestrator makes it: carrying its service's endpoint.
+fn task_of(id: &str, service: &Service, created_seconds: i64) -> Task {
+    let mut task = task(id, service, created_seconds);
+    task.endpoint = Some(api::Endpoint {
+        spec: service.spec.as_ref().and_then(|spec| spec.endpoint.clone()),
+        ..Default::default()
+    });
+    task
+}
+
+fn ingress_network() -> Network {
+    let mut ingress = network("ingress", &[("10.0.0.0/24", "", "")]);
+    ingress.spec.as_mut().unwrap().ingress = true;
+    ingress
+}
+
+fn network_ids_of(task: &Task) -> Vec<String> {
+    task.networks
+        .iter()
+        .map(|attachment| attachment.network.as_ref().unwrap().id.clone())
+        .collect()
+}
+
+fn published_of(service: &Service) -> Vec<u32> {
+    service
+        .endpoint
+        .as_ref()
+        .map(|endpoint| {
+            endpoint
+                .ports
+                .iter()
+                .map(|port| port.published_port)
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn a_service_publishing_through_the_mesh_is_on_the_ingress_network_until_it_stops() {
+    use api::port_config::PublishMode;
+    let web = publishing(
+        vip_service("web", &["front"]),
+        &[(0, 80, PublishMode::Ingress)],
+    );
+    let lone = publishing(
+        vip_service("lone", &[]),
+        &[(8080, 80, PublishMode::Ingress)],
+    );
+    let host = publishing(vip_service("host", &[]), &[(9090, 80, PublishMode::Host)]);
+    let mut objects = Objects {
+        networks: vec![ingress_network(), auto_network("front")],
+        services: vec![web.clone(), lone.clone(), host.clone()],
+        tasks: vec![
+            task_of("w1", &web, 1),
+            task_of("l1", &lone, 2),
+            task_of("h1", &host, 3),
+        ],
+        ..Default::default()
+    };
+    // A task of a service publishing through the mesh waits for its ingress address, even with
+    // no network of its own; one publishing on its host only does not.
+    assert!(!ready_for_scheduling(objects.task("l1")));
+    assert!(ready_for_scheduling(objects.task("h1")));
+    let first = objects.step();
+    // The pool skips the subnet the ingress network asks for.
+    assert_eq!(ipam_of(objects.network("front"))[0].0, "10.0.1.0/24");
+    assert!(first.networks.iter().any(|network| network.id == "ingress"));
+    // The ports the spec asks for, a number chosen for the one given without.
+    assert_eq!(published_of(objects.service("web")), [30000]);
+    assert_eq!(published_of(objects.service("lone")), [8080]);
+    assert_eq!(published_of(objects.service("host")), [9090]);
+    // A VIP on the ingress network first, then on the service's own networks (services go
+    // in id order: "lone" got 10.0.0.2).
+    assert_eq!(
+        vips_of(objects.service("web")),
+        vec![
+            ("ingress".to_owned(), "10.0.0.3/24".to_owned()),
+            ("front".to_owned(), "10.0.1.2/24".to_owned()),
+        ]
+    );
+    assert!(vips_of(objects.service("host")).is_empty());
+    // Each task is on the ingress network first, with an address there.
+    let w1 = objects.task("w1");
+    assert_eq!(network_ids_of(w1), ["ingress", "front"]);
+    assert_eq!(addresses_of(w1), ["10.0.0.4/24", "10.0.1.3/24"]);
+    assert_eq!(w1.endpoint, objects.service("web").endpoint);
+    assert_eq!(network_ids_of(objects.task("l1")), ["ingress"]);
+    assert!(objects.task("h1").networks.is_empty());
+    assert!(objects.step().is_empty());
+
+    // The service stops publishing: its ingress VIP and numbers go; its next task is on its own
+    // networks only.
+    let mut quiet = objects.service("web").clone();
+    quiet
+        .spec
+        .as_mut()
+        .unwrap()
+        .endpoint
+        .as_mut()
+        .unwrap()
+        .ports
+        .clear();
+    *objects.services.iter_mut().find(|s| s.id == "web").unwrap() = quiet.clone();
+    objects.tasks.push(task_of("w2", &quiet, 4));
+    objects.step();
+    assert!(published_of(objects.service("web")).is_empty());
+    assert_eq!(
+        vips_of(objects.service("web")),
+        vec![("front".to_owned(), "10.0.1.2/24".to_owned())]
+    );
+    assert_eq!(network_ids_of(objects.task("w2")), ["front"]);
+}
+
+#[test]
+fn without_an_ingress_network_a_publishing_task_waits_with_why() {
+    use api::port_config::PublishMode;
+    let web = publishing(vip_service("web", &[]), &[(8080, 80, PublishMode::Ingress)]);
+    let mut objects = Objects {
+        services: vec![web.clone()],
+        tasks: vec![task_of("w1", &web, 1)],
+        ..Default::default()
+    };
+    objects.step();
+    let w1 = objects.task("w1");
+    assert_eq!(observed_state(w1), TaskState::New);
+    assert_eq!(
+        w1.status.as_ref().unwrap().err,
+        "the service publishes port 8080:80/tcp through the routing mesh, but the swarm has no ingress network: create one with 'shoal network create -d overlay --ingress ingress', or publish the port with mode=host"
+    );
+}
+
+#[test]
+fn a_spec_changed_behind_the_control_api_gets_its_ports_and_the_holder_keeps_a_taken_one() {
+    use api::port_config::PublishMode;
+    // An automatic rollback put back a spec publishing 8080, which "api" took meanwhile: "web"
+    // keeps what it holds, and the failure is reported; "api" is untouched.
+    let mut web = publishing(vip_service("web", &[]), &[(8080, 80, PublishMode::Ingress)]);
+    web.endpoint = Some(api::Endpoint {
+        spec: web.spec.as_ref().unwrap().endpoint.clone(),
+        ports: vec![api::PortConfig {
+            published_port: 9090,
+            target_port: 80,
+            ..Default::default()
+        }],
+        virtual_ips: Vec::new(),
+    });
+    let mut api_service = publishing(vip_service("api", &[]), &[(8080, 80, PublishMode::Ingress)]);
+    api_service.endpoint = Some(api::Endpoint {
+        spec: api_service.spec.as_ref().unwrap().endpoint.clone(),
+        ports: api_service
+            .spec
+            .as_ref()
+            .unwrap()
+            .endpoint
+            .as_ref()
+            .unwrap()
+            .ports
+            .clone(),
+        virtual_ips: Vec::new(),
+    });
+    let mut objects = Objects {
+        networks: vec![ingress_network()],
+        services: vec![web, api_service],
+        ..Default::default()
+    };
+    let allocation = objects.step();
+    assert_eq!(published_of(objects.service("web")), [9090]);
+    assert_eq!(published_of(objects.service("api")), [8080]);
+    assert_eq!(allocation.failed_services.len(), 1);
+    assert!(
+        allocation.failed_services[0]
+            .1
+            .to_string()
+            .starts_with("port 8080/tcp is already published by service api")
+    );
+    // Once "api" lets the number go, "web" takes it.
+    let mut api_quiet = objects.service("api").clone();
+    api_quiet.pending_delete = true;
+    *objects.services.iter_mut().find(|s| s.id == "api").unwrap() = api_quiet;
+    objects.step();
+    assert_eq!(published_of(objects.service("web")), [8080]);
 }

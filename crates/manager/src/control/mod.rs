@@ -7,6 +7,7 @@ mod gate;
 mod managers;
 mod networks;
 pub(crate) mod payloads;
+mod ports;
 mod progress;
 mod resolve;
 mod service_spec;
@@ -120,6 +121,33 @@ fn without_secrets(mut cluster: Cluster) -> Cluster {
     cluster
 }
 
+/// `current` rolled back to its previous spec by hand: as in SwarmKit, the two specs swap, so
+/// a second rollback undoes the first.
+fn rolled_back(
+    current: &Service,
+    reference: &str,
+    started_at: api::Timestamp,
+) -> Result<Service, ManagerError> {
+    let previous_spec = current.previous_spec.clone().ok_or_else(|| {
+        ManagerError::FailedPrecondition(format!(
+            "service {reference} has no previous spec to roll back to: it was never updated"
+        ))
+    })?;
+    let mut service = current.clone();
+    service.spec = Some(previous_spec);
+    service.spec_version = current.previous_spec_version;
+    service.previous_spec = current.spec.clone();
+    service.previous_spec_version = current.spec_version;
+    service.update_status = Some(api::UpdateStatus {
+        state: api::update_status::UpdateState::RollbackStarted as i32,
+        started_at: Some(started_at),
+        completed_at: None,
+        message: "manually requested rollback".to_owned(),
+    });
+    service_spec::refresh_endpoint(&mut service);
+    Ok(service)
+}
+
 fn update_paused(service: &Service) -> bool {
     use api::update_status::UpdateState;
     matches!(
@@ -192,13 +220,55 @@ impl ControlApi {
         service_spec::check_service_spec(&spec)?;
         self.bind_networks(&mut spec).await?;
         self.bind_payloads(&mut spec).await?;
-        let service = service_spec::new_service(raft_store::new_object_id(), spec);
-        self.store
-            .write(raft_store::Transaction::new(vec![objects::create(
-                &service,
-            )]))
-            .await?;
-        self.read_back(&service.id).await
+        let id = raft_store::new_object_id();
+        self.write_service_plan(|services, networks| {
+            let mut created = [service_spec::new_service(id.clone(), spec.clone())];
+            let guard = ports::allocate_published_ports(services, networks, &mut created, &[])?;
+            let mut changes = vec![objects::create(&created[0])];
+            changes.extend(guard.as_ref().map(objects::update));
+            Ok((changes, ()))
+        })
+        .await?;
+        self.read_back(&id).await
+    }
+
+    /// Decides a service write on a fresh read of the services and networks, and writes it;
+    /// a conflict on a network (the allocator rewrites networks as it gives addresses, and a
+    /// write claiming a published port rewrites the ingress network, see [`ports`]) means
+    /// deciding again on a newer read. Any other conflict, such as a service changed since the
+    /// caller read it, is the caller's.
+    async fn write_service_plan<R>(
+        &self,
+        plan: impl Fn(&[Service], &[api::Network]) -> Result<(Vec<raft_store::Change>, R), ManagerError>,
+    ) -> Result<R, ManagerError> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let (services, networks): (Vec<Service>, Vec<api::Network>) = self
+                .read(|view| {
+                    Ok((
+                        objects::decode_all(view.list(Service::KIND))?,
+                        objects::decode_all(view.list(api::Network::KIND))?,
+                    ))
+                })
+                .await?;
+            let (changes, outcome) = plan(&services, &networks)?;
+            if changes.is_empty() {
+                return Ok(outcome);
+            }
+            match self
+                .store
+                .write(raft_store::Transaction::new(changes))
+                .await
+            {
+                Ok(_) => return Ok(outcome),
+                Err(raft_store::StoreError::Rejected(raft_store::TxnRejection::Conflict {
+                    kind,
+                    ..
+                })) if kind == api::Network::KIND && attempt < FRESH_READ_ATTEMPTS => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
     }
 
     /// Binds the networks a spec attaches to to their ids, refusing unknown ones and those no
@@ -239,52 +309,49 @@ impl ControlApi {
 
     async fn update_service(&self, request: UpdateServiceRequest) -> Result<Service, ManagerError> {
         let rollback = request.rollback() == api::update_service_request::Rollback::Previous;
-        let objects = self.read_objects().await?;
-        let services = visible_services(&objects.services);
-        let current = resolve_service(&services, &request.service)?;
-        let current_spec = current.spec.clone().unwrap_or_default();
-        let mut service = current.clone();
-        if rollback {
-            let previous_spec = current.previous_spec.clone().ok_or_else(|| {
-                ManagerError::FailedPrecondition(format!(
-                    "service {} has no previous spec to roll back to: it was never updated",
-                    request.service
-                ))
-            })?;
-            // As in SwarmKit, the two specs swap, so a second rollback undoes the first.
-            service.spec = Some(previous_spec);
-            service.spec_version = current.previous_spec_version;
-            service.previous_spec = Some(current_spec);
-            service.previous_spec_version = current.spec_version;
-            service.update_status = Some(api::UpdateStatus {
-                state: api::update_status::UpdateState::RollbackStarted as i32,
-                started_at: Some(crate::orchestration_loop::now().to_proto_timestamp()),
-                completed_at: None,
-                message: "manually requested rollback".to_owned(),
-            });
-            service_spec::refresh_endpoint(&mut service);
+        let updated_spec = if rollback {
+            None
         } else {
-            let mut updated_spec = request.spec.ok_or_else(|| {
+            let mut updated_spec = request.spec.clone().ok_or_else(|| {
                 ManagerError::InvalidArgument("the update carries no spec".to_owned())
             })?;
             self.bind_networks(&mut updated_spec).await?;
             self.bind_payloads(&mut updated_spec).await?;
             spec::defaults::apply_service_defaults(&mut updated_spec);
-            service_spec::check_service_update(&current_spec, &updated_spec)?;
-            match service_spec::respec(current, updated_spec) {
-                Some(respecified) => service = respecified,
-                // As in Docker, an update that changes nothing resumes a paused update.
-                None if update_paused(current) => service.update_status = None,
-                None => return Ok(current.clone()),
-            }
-        }
-        self.store
-            .write(raft_store::Transaction::new(vec![objects::update_at(
-                &service,
-                request.version,
-            )]))
+            Some(updated_spec)
+        };
+        let started_at = crate::orchestration_loop::now().to_proto_timestamp();
+        let outcome = self
+            .write_service_plan(|services, networks| {
+                let visible = visible_services(services);
+                let current = resolve_service(&visible, &request.service)?;
+                let service = match &updated_spec {
+                    None => rolled_back(current, &request.service, started_at)?,
+                    Some(updated_spec) => {
+                        let current_spec = current.spec.clone().unwrap_or_default();
+                        service_spec::check_service_update(&current_spec, updated_spec)?;
+                        match service_spec::respec(current, updated_spec.clone()) {
+                            Some(respecified) => respecified,
+                            // As in Docker, an update that changes nothing resumes a paused
+                            // update.
+                            None if update_paused(current) => {
+                                let mut resumed = current.clone();
+                                resumed.update_status = None;
+                                resumed
+                            }
+                            None => return Ok((Vec::new(), current.clone())),
+                        }
+                    }
+                };
+                let mut changed = [service];
+                let guard = ports::allocate_published_ports(services, networks, &mut changed, &[])?;
+                let [service] = changed;
+                let mut changes = vec![objects::update_at(&service, request.version)];
+                changes.extend(guard.as_ref().map(objects::update));
+                Ok((changes, service))
+            })
             .await?;
-        self.read_back(&service.id).await
+        self.read_back(&outcome.id).await
     }
 
     async fn remove_service(&self, reference: &str) -> Result<String, ManagerError> {

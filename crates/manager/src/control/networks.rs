@@ -1,7 +1,9 @@
 //! Networks as the control API sees them: the checks of a create against the networks that
-//! exist (a subnet another network asked for or was given is refused, naming it), a service's
+//! exist (a subnet another network asked for or was given is refused, naming it, and so is a
+//! second ingress network), a service's
 //! attachments bound to network ids, which services and tasks use a network (so a removal can be
-//! refused, naming them), docker's `network ls` filters, and which networks a prune removes.
+//! refused, naming them; the ingress network's users are the services publishing through the
+//! routing mesh), docker's `network ls` filters, and which networks a prune removes.
 //! Pure: the caller reads, decides, writes.
 
 use std::collections::BTreeMap;
@@ -56,6 +58,16 @@ pub(crate) fn check_create(spec: &NetworkSpec, existing: &[Network]) -> Result<(
         return Err(ManagerError::FailedPrecondition(format!(
             "network {name} already exists (ID {}): choose another name, or remove it first with 'shoal network rm {name}'",
             taken.id
+        )));
+    }
+    if spec.ingress
+        && let Some(ingress) = crate::allocator::ingress_network(existing)
+    {
+        return Err(ManagerError::FailedPrecondition(format!(
+            "ingress network already exists ({}, ID {}): a swarm has one; remove it first with 'shoal network rm {}' (once no service publishes a port through the routing mesh), then create the new one",
+            ingress.unique_name(),
+            ingress.id,
+            ingress.unique_name()
         )));
     }
     let requested = spec
@@ -209,12 +221,40 @@ pub(crate) fn users_of(id: &str, services: &[Service], tasks: &[Task]) -> Vec<St
     users
 }
 
-/// Refuses the removal of a network while anything uses it.
+/// The services publishing a port through the routing mesh, by name, sorted: the users of
+/// the ingress network, which no service names as an attachment.
+fn ingress_users(services: &[Service]) -> Vec<String> {
+    let mut users: Vec<String> = services
+        .iter()
+        .filter(|service| {
+            !service.pending_delete && crate::allocator::needs_ingress(service.spec.as_ref())
+        })
+        .map(|service| match service.unique_name() {
+            "" => service.id.clone(),
+            name => name.to_owned(),
+        })
+        .collect();
+    users.sort();
+    users
+}
+
+/// Refuses the removal of a network while anything uses it; for the ingress network, while a
+/// service publishes a port through the routing mesh.
 pub(crate) fn check_remove(
     network: &Network,
     services: &[Service],
     tasks: &[Task],
 ) -> Result<(), ManagerError> {
+    if network.spec.as_ref().is_some_and(|spec| spec.ingress) {
+        let users = ingress_users(services);
+        if !users.is_empty() {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "network {} is the ingress network, and service(s) {} publish ports through the routing mesh: remove those ports first ('shoal service update --publish-rm PORT SERVICE') or the services",
+                network.unique_name(),
+                users.join(", ")
+            )));
+        }
+    }
     let users = users_of(&network.id, services, tasks);
     if users.is_empty() {
         return Ok(());
@@ -599,6 +639,47 @@ mod tests {
             "network front is in use by service(s) gone (being removed), old, web: remove them or detach them from it first ('shoal service update --network-rm front SERVICE')"
         );
         assert!(check_remove(&network("n9", "free", "", ""), &services, &tasks).is_ok());
+    }
+
+    #[test]
+    fn one_ingress_network_which_goes_only_once_nothing_publishes_through_it() {
+        let mut ingress = network("ing", "ingress", "10.0.0.0/24", "10.0.0.0/24");
+        ingress.spec.as_mut().unwrap().ingress = true;
+        let mut second = spec("mesh", "");
+        second.ingress = true;
+        assert!(check_create(&second, &[]).is_ok());
+        assert_eq!(
+            error(check_create(&second, std::slice::from_ref(&ingress))),
+            "ingress network already exists (ingress, ID ing): a swarm has one; remove it first with 'shoal network rm ingress' (once no service publishes a port through the routing mesh), then create the new one"
+        );
+
+        let publishing =
+            |id: &str, name: &str, mode: shoal_proto::api::port_config::PublishMode| {
+                let mut service = service(id, name, &[], &[]);
+                service.spec.as_mut().unwrap().endpoint = Some(shoal_proto::api::EndpointSpec {
+                    ports: vec![shoal_proto::api::PortConfig {
+                        target_port: 80,
+                        publish_mode: mode as i32,
+                        ..Default::default()
+                    }],
+                    ..Default::default()
+                });
+                service
+            };
+        use shoal_proto::api::port_config::PublishMode;
+        let services = [
+            publishing("s1", "web", PublishMode::Ingress),
+            publishing("s2", "api", PublishMode::Ingress),
+            publishing("s3", "local", PublishMode::Host),
+        ];
+        assert_eq!(
+            error(check_remove(&ingress, &services, &[])),
+            "network ingress is the ingress network, and service(s) api, web publish ports through the routing mesh: remove those ports first ('shoal service update --publish-rm PORT SERVICE') or the services"
+        );
+        assert!(check_remove(&ingress, &services[2..], &[]).is_ok());
+        // A task still holding an address there keeps it too, until it stops.
+        let tasks = [task("t1", "s1", "ing", TaskState::Running)];
+        assert!(error(check_remove(&ingress, &services[2..], &tasks)).contains("in use by"));
     }
 
     #[test]

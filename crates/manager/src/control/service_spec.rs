@@ -119,21 +119,20 @@ pub(crate) fn respec(current: &Service, updated_spec: ServiceSpec) -> Option<Ser
     Some(service)
 }
 
-/// Sets the service's endpoint to what its spec asks (the ports it publishes), keeping the
-/// virtual IPs the allocator gave it: a VIP stays the same across updates that keep its
-/// network, and the allocator drops those of networks the service left.
+/// Sets the service's endpoint spec to what its spec asks, keeping the virtual IPs the
+/// allocator gave it (a VIP stays the same across updates that keep its network, and the
+/// allocator drops those of networks the service left) and the ports it was given, from which
+/// `PublishedPorts::allocate`, which every write path calls next, keeps the numbers it chose.
 pub(crate) fn refresh_endpoint(service: &mut Service) {
-    let virtual_ips = service
+    let (virtual_ips, ports) = service
         .endpoint
         .take()
-        .map(|endpoint| endpoint.virtual_ips)
+        .map(|endpoint| (endpoint.virtual_ips, endpoint.ports))
         .unwrap_or_default();
     let spec = service.spec.as_ref().and_then(|spec| spec.endpoint.clone());
-    service.endpoint = (spec.is_some() || !virtual_ips.is_empty()).then(|| Endpoint {
-        ports: spec
-            .as_ref()
-            .map(|endpoint| endpoint.ports.clone())
-            .unwrap_or_default(),
+    let keeps_something = spec.is_some() || !virtual_ips.is_empty() || !ports.is_empty();
+    service.endpoint = keeps_something.then_some(Endpoint {
+        ports,
         spec,
         virtual_ips,
     });

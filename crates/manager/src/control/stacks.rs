@@ -3,7 +3,9 @@
 //!
 //! A deploy creates the revision's networks, secrets and configs that do not exist yet, creates
 //! or updates its services (an unchanged service is left alone, so an unchanged file changes
-//! nothing, and a changed one rolls with its own update settings), removes with `prune` the
+//! nothing, and a changed one rolls with its own update settings; the published ports of those
+//! it writes are given as `service create` gives them, and may move between the stack's services
+//! in one deploy), removes with `prune` the
 //! stack's services the revision no longer has, and records the revision in the stack object,
 //! whose earlier revisions `stack rollback` returns to. Everything a stack makes carries Docker's
 //! `com.docker.stack.namespace` label, which `stack rm` removes by.
@@ -174,6 +176,9 @@ pub(crate) fn plan_deploy(
 
     let prefix = format!("{stack}_");
     let mut deployed_names = Vec::new();
+    // Services created or re-specified, written once their published ports are given.
+    let mut written: Vec<Service> = Vec::new();
+    let mut created: Vec<bool> = Vec::new();
     for spec in &revision.services {
         let name = spec_name(spec.annotations.as_ref()).to_owned();
         if !name.starts_with(&prefix) {
@@ -201,7 +206,8 @@ pub(crate) fn plan_deploy(
                 )?;
                 match service_spec::respec(existing, bound) {
                     Some(updated) => {
-                        plan.changes.push(objects::update(&updated));
+                        written.push(updated);
+                        created.push(false);
                         plan.note("service", &name, &existing.id, Action::Update);
                     }
                     None => plan.note("service", &name, &existing.id, Action::Unchanged),
@@ -209,12 +215,14 @@ pub(crate) fn plan_deploy(
             }
             None => {
                 let service = service_spec::new_service(new_id(), bound);
-                plan.changes.push(objects::create(&service));
                 plan.note("service", &name, &service.id, Action::Create);
+                written.push(service);
+                created.push(true);
             }
         }
         deployed_names.push(name);
     }
+    let mut pruned: Vec<Service> = Vec::new();
     if prune {
         for service in objects.services.iter().filter(|service| {
             !service.pending_delete && belongs_to(service_labels(service), &stack)
@@ -223,11 +231,29 @@ pub(crate) fn plan_deploy(
             if !deployed_names.iter().any(|deployed| deployed == name) {
                 let mut removed = service.clone();
                 removed.pending_delete = true;
-                plan.changes.push(objects::update(&removed));
                 plan.note("service", name, &service.id, Action::Remove);
+                pruned.push(removed);
             }
         }
     }
+    // Ports move between the stack's services within one deploy, and those of pruned services
+    // are free for the others.
+    let leaving: Vec<String> = pruned.iter().map(|service| service.id.clone()).collect();
+    let guard = super::ports::allocate_published_ports(
+        &objects.services,
+        &networks,
+        &mut written,
+        &leaving,
+    )?;
+    for (service, created) in written.iter().zip(created) {
+        plan.changes.push(if created {
+            objects::create(service)
+        } else {
+            objects::update(service)
+        });
+    }
+    plan.changes.extend(pruned.iter().map(objects::update));
+    plan.changes.extend(guard.as_ref().map(objects::update));
 
     let mut revision = revision;
     label(&mut revision.annotations, &stack);
@@ -631,6 +657,80 @@ mod tests {
         assert_eq!(stored.stacks[0].previous_specs.len(), 1);
         let earlier = previous_revision(&stored, "app").unwrap();
         assert_eq!(earlier.services, services());
+    }
+
+    fn publishing(name: &str, published: u32) -> ServiceSpec {
+        let mut spec = service(name, "busybox");
+        spec.endpoint = Some(shoal_proto::api::EndpointSpec {
+            ports: vec![shoal_proto::api::PortConfig {
+                target_port: 80,
+                published_port: published,
+                ..Default::default()
+            }],
+            ..Default::default()
+        });
+        spec
+    }
+
+    fn published_numbers(stored: &StackObjects, name: &str) -> Vec<u32> {
+        let service = service_of(&stored.services, name).unwrap();
+        service
+            .endpoint
+            .as_ref()
+            .unwrap()
+            .ports
+            .iter()
+            .map(|port| port.published_port)
+            .collect()
+    }
+
+    #[test]
+    fn a_deploy_gives_published_ports_and_refuses_a_taken_one_writing_nothing() {
+        let mut stored = StackObjects {
+            networks: vec![Network {
+                id: "ing".into(),
+                spec: Some(spec::defaults::ingress_network_spec(true)),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let first = deploy(
+            &stored,
+            vec![publishing("app_web", 8080), publishing("app_api", 0)],
+            "s3cret",
+            false,
+        )
+        .unwrap();
+        // The ingress network is rewritten at the version read, the guard against a concurrent
+        // claim.
+        assert!(first.changes.iter().any(|change| change.id() == "ing"));
+        apply(&mut stored, &first, 2);
+        assert_eq!(published_numbers(&stored, "app_web"), [8080]);
+        assert_eq!(published_numbers(&stored, "app_api"), [30000]);
+
+        // A redeploy keeps the chosen number, and an unchanged file writes nothing.
+        let again = deploy(
+            &stored,
+            vec![publishing("app_web", 8080), publishing("app_api", 0)],
+            "s3cret",
+            false,
+        )
+        .unwrap();
+        assert!(again.changes.is_empty(), "{:?}", again.changes);
+
+        let error = deploy(
+            &stored,
+            vec![publishing("app_web", 8080), publishing("app_api", 8080)],
+            "s3cret",
+            false,
+        )
+        .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .starts_with("port 8080/tcp is already published by service app_web"),
+            "{error}"
+        );
     }
 
     #[test]

@@ -323,6 +323,15 @@ pub(super) fn port_json(port: &api::PortConfig) -> Value {
         "PublishMode".into(),
         json!(publish_mode_name(port.publish_mode)),
     );
+    // shoal's own: where the routing mesh sends a connection (Docker has only "cluster").
+    if port.publish_mode() == api::port_config::PublishMode::Ingress {
+        object.insert(
+            "TrafficPolicy".into(),
+            json!(text_of::<api::port_config::TrafficPolicy>(
+                port.traffic_policy
+            )),
+        );
+    }
     Value::Object(object)
 }
 

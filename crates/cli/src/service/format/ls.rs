@@ -40,8 +40,10 @@ pub(crate) fn service_ports(service: &api::Service) -> String {
     let mut out = Vec::new();
     let mut current: Option<Range> = None;
     for port in ports {
+        // Only the routing mesh's ports, once the swarm gave them a number.
         if api::port_config::PublishMode::try_from(port.publish_mode)
             != Ok(api::port_config::PublishMode::Ingress)
+            || port.published_port == 0
         {
             continue;
         }

@@ -36,7 +36,7 @@ pub(crate) fn service_pretty(
     container_and_mounts(&container, &mut line);
     resources(&task, &container, &mut line);
     networks(service, network_names, &mut line);
-    endpoint_and_health(&spec, &container, &mut line);
+    endpoint_and_health(service, &spec, &container, &mut line);
     out
 }
 
@@ -251,8 +251,10 @@ fn networks(
     line(text);
 }
 
-/// The endpoint mode and the healthcheck.
+/// The endpoint mode, the published ports (as the swarm gave them; shoal adds each ingress
+/// port's traffic policy) and the healthcheck.
 fn endpoint_and_health(
+    service: &api::Service,
     spec: &api::ServiceSpec,
     container: &api::ContainerSpec,
     line: &mut dyn FnMut(String),
@@ -262,6 +264,35 @@ fn endpoint_and_health(
         spec.endpoint.clone().unwrap_or_default().mode,
     );
     line(format!("Endpoint Mode:\t{endpoint_mode}"));
+    let ports = service
+        .endpoint
+        .as_ref()
+        .map(|endpoint| endpoint.ports.as_slice())
+        .unwrap_or_default();
+    if !ports.is_empty() {
+        line("Ports:".into());
+        let mut lines = Vec::new();
+        for port in ports {
+            lines.push(format!(" PublishedPort = {}", port.published_port));
+            lines.push(format!("  Protocol = {}", protocol_name(port.protocol)));
+            lines.push(format!("  TargetPort = {}", port.target_port));
+            lines.push(format!(
+                "  PublishMode = {}",
+                publish_mode_name(port.publish_mode)
+            ));
+            if port.publish_mode() == api::port_config::PublishMode::Ingress {
+                lines.push(format!(
+                    "  TrafficPolicy = {}",
+                    text_of::<api::port_config::TrafficPolicy>(port.traffic_policy)
+                ));
+            }
+        }
+        // Docker's template leaves a space after the last one.
+        if let Some(last) = lines.last_mut() {
+            last.push(' ');
+        }
+        lines.into_iter().for_each(&mut *line);
+    }
     if let Some(health) = &container.healthcheck {
         line(" Healthcheck:".into());
         line(format!(

@@ -146,6 +146,27 @@ fn service_ls_rows_match_docker() {
     assert_eq!(rows[2].id, "web100123456");
     assert_eq!(rows[2].image, "nginx:alpine");
     assert_eq!(rows[2].ports, "*:8080-8081->80-81/tcp, *:8443->443/tcp");
+    // Ports published on the host, and those not yet given a number, are not the mesh's.
+    let mut mixed = services[2].clone();
+    mixed.endpoint.as_mut().unwrap().ports = vec![
+        api::PortConfig {
+            target_port: 53,
+            published_port: 30000,
+            protocol: api::port_config::Protocol::Udp as i32,
+            ..Default::default()
+        },
+        api::PortConfig {
+            target_port: 80,
+            published_port: 9090,
+            publish_mode: api::port_config::PublishMode::Host as i32,
+            ..Default::default()
+        },
+        api::PortConfig {
+            target_port: 81,
+            ..Default::default()
+        },
+    ];
+    assert_eq!(service_ports(&mixed), "*:30000->53/udp");
     assert_eq!(
         rows[2].json().to_string(),
         r#"{"ID":"web100123456","Image":"nginx:alpine","Mode":"replicated","Name":"web10","Ports":"*:8080-8081->80-81/tcp, *:8443->443/tcp","Replicas":"7/10 (max 2 per node)"}"#
@@ -283,8 +304,21 @@ fn inspect_json_is_docker_shaped() {
     assert_eq!(template["RestartPolicy"]["MaxAttempts"], 3);
     assert_eq!(template["Resources"]["Limits"]["MemoryBytes"], 16 << 20);
     assert_eq!(template["Placement"], json!({}));
-    assert_eq!(value["Endpoint"]["Ports"][0]["PublishedPort"], 8080);
+    assert_eq!(
+        value["Endpoint"]["Ports"][0],
+        json!({"Protocol": "tcp", "TargetPort": 80, "PublishedPort": 8080, "PublishMode": "ingress", "TrafficPolicy": "prefer-local"})
+    );
     let pretty = service_pretty(&svc, &HashMap::new());
+    assert!(
+        pretty.contains(
+            "Ports:\n PublishedPort = 8080\n  Protocol = tcp\n  TargetPort = 80\n  PublishMode = ingress\n  TrafficPolicy = prefer-local\n PublishedPort = 8081\n"
+        ),
+        "{pretty}"
+    );
+    assert!(
+        pretty.contains("  TrafficPolicy = prefer-local \n"),
+        "{pretty}"
+    );
     assert!(
         pretty.contains("Service Mode:\tReplicated\n Replicas:\t2\n"),
         "{pretty}"

@@ -219,6 +219,10 @@ pub(crate) struct CreateArgs {
     /// How the service is found on its networks: vip (one virtual IP) or dnsrr (its tasks' IPs).
     #[arg(long, default_value = "vip")]
     pub(crate) endpoint_mode: String,
+    /// Publishes a port: PUBLISHED:TARGET[/PROTOCOL], TARGET alone (the swarm picks a number), or
+    /// published=P,target=T[,protocol=tcp|udp|sctp][,mode=ingress|host][,traffic-policy=prefer-local|cluster|local] (repeatable).
+    #[arg(short = 'p', long = "publish")]
+    pub(crate) publish: Vec<String>,
     /// A DNS server, by IP address (repeatable).
     #[arg(long = "dns")]
     pub(crate) dns: Vec<String>,
@@ -357,6 +361,13 @@ pub(crate) struct UpdateArgs {
     /// Endpoint mode: vip or dnsrr.
     #[arg(long)]
     pub(crate) endpoint_mode: Option<String>,
+    /// Publishes a port, as --publish takes it (repeatable).
+    #[arg(long)]
+    pub(crate) publish_add: Vec<String>,
+    /// Stops publishing a port: its published PORT[/PROTOCOL] (or, when none is published
+    /// there, its target, as Docker reads it), or a port as --publish takes it (repeatable).
+    #[arg(long)]
+    pub(crate) publish_rm: Vec<String>,
     /// Adds a DNS server (repeatable).
     #[arg(long)]
     pub(crate) dns_add: Vec<String>,

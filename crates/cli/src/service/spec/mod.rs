@@ -159,7 +159,7 @@ pub(crate) fn create_spec(
     } else {
         None
     };
-    Ok(api::ServiceSpec {
+    let spec = api::ServiceSpec {
         annotations: Some(api::Annotations {
             name: args.name.clone().unwrap_or_default(),
             labels: key_values(&args.labels),
@@ -183,10 +183,12 @@ pub(crate) fn create_spec(
         rollback: new_update_config(&args.rollback_policy.flags())?,
         endpoint: Some(api::EndpointSpec {
             mode: parse_endpoint_mode(&args.endpoint_mode)?,
-            ports: Vec::new(),
+            ports: parse_publish("publish", &args.publish)?,
         }),
         ..Default::default()
-    })
+    };
+    check_ports(&spec)?;
+    Ok(spec)
 }
 
 /// Adds `added` (replacing entries with the same key) and drops the keys in `removed`, keeping
@@ -219,6 +221,7 @@ pub(crate) fn update_spec(
     update_mode(&mut spec, args)?;
     update_networks(&mut spec, args, network_ids)?;
     update_endpoint_mode(&mut spec, args)?;
+    update_ports(&mut spec, args)?;
     let annotations = spec.annotations.get_or_insert_default();
     update_labels(&mut annotations.labels, &args.label_add, &args.label_rm);
 
@@ -253,6 +256,7 @@ pub(crate) fn update_spec(
             flags.apply(config.get_or_insert_with(spec::defaults::update_config))?;
         }
     }
+    check_ports(&spec)?;
     Ok(spec)
 }
 

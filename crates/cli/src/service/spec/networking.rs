@@ -1,5 +1,6 @@
-//! The networking flags: `--network` attachments, `--endpoint-mode`, DNS settings and host
-//! mappings, as `create` sets them and `update` changes them (docker's add and remove rules).
+//! The networking flags: `--network` attachments, `--endpoint-mode`, published ports
+//! (`--publish`, `--publish-add`, `--publish-rm`), DNS settings and host mappings, as `create`
+//! sets them and `update` changes them (docker's add and remove rules).
 //! Values are parsed by `spec`'s rules; network references stay as typed on create (the manager
 //! binds them to ids) and are matched by id on update, through ids the caller looked up.
 
@@ -135,6 +136,48 @@ pub(super) fn update_networks(
     networks.sort_by(|a, b| a.target.cmp(&b.target));
     task.networks = networks;
     Ok(())
+}
+
+/// `--publish` values as ports, in the order given.
+pub(super) fn parse_publish(flag: &str, values: &[String]) -> anyhow::Result<Vec<api::PortConfig>> {
+    let mut ports = Vec::new();
+    for text in values {
+        ports.extend(
+            spec::ports::publish_flag(text)
+                .map_err(|e| anyhow!(e.in_field(format!("--{flag}"))))?,
+        );
+    }
+    Ok(ports)
+}
+
+/// `--publish-rm` then `--publish-add`, as docker's `updatePorts`: the removed ports go, the
+/// added ones join (one the service already has, exactly, is not added twice), so removing
+/// and adding in one update moves a port.
+pub(super) fn update_ports(spec: &mut api::ServiceSpec, args: &UpdateArgs) -> anyhow::Result<()> {
+    if args.publish_add.is_empty() && args.publish_rm.is_empty() {
+        return Ok(());
+    }
+    let mut removals = Vec::new();
+    for text in &args.publish_rm {
+        removals.extend(
+            spec::ports::publish_removal(text).map_err(|e| anyhow!(e.in_field("--publish-rm")))?,
+        );
+    }
+    let added = parse_publish("publish-add", &args.publish_add)?;
+    let endpoint = spec.endpoint.get_or_insert_default();
+    spec::ports::remove_ports(&mut endpoint.ports, &removals);
+    for port in added {
+        if !endpoint.ports.contains(&port) {
+            endpoint.ports.push(port);
+        }
+    }
+    Ok(())
+}
+
+/// The service's ports checked as a whole with `spec`'s rules (the manager checks them again),
+/// so a port given twice, or a fixed host port with several tasks a node, fails here first.
+pub(super) fn check_ports(spec: &api::ServiceSpec) -> anyhow::Result<()> {
+    spec::validate::service_endpoint(spec).map_err(|error| anyhow!(error))
 }
 
 /// `--endpoint-mode` on update.

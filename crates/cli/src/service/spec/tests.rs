@@ -918,3 +918,171 @@ fn update_changes_dns_hosts_and_endpoint_mode_as_docker() -> anyhow::Result<()> 
     );
     Ok(())
 }
+
+fn ports_of(spec: &api::ServiceSpec) -> Vec<String> {
+    spec.endpoint
+        .as_ref()
+        .map(|endpoint| {
+            endpoint
+                .ports
+                .iter()
+                .map(|port| {
+                    format!(
+                        "{} {} {}",
+                        spec::ports::describe(port),
+                        spec::enums::text_of::<api::port_config::PublishMode>(port.publish_mode),
+                        spec::enums::text_of::<api::port_config::TrafficPolicy>(
+                            port.traffic_policy
+                        )
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn publish_takes_docker_short_and_long_forms() -> anyhow::Result<()> {
+    let spec = create(&[
+        "-p",
+        "8080:80",
+        "--publish",
+        "53:53/udp",
+        "-p",
+        "443",
+        "-p",
+        "9000-9001:90-91",
+        "--publish",
+        "published=7000,target=70,mode=host",
+        "--publish",
+        "published=6000,target=60,traffic-policy=local",
+        "busybox",
+    ])?;
+    assert_eq!(
+        ports_of(&spec),
+        [
+            "8080:80/tcp ingress prefer-local",
+            "53:53/udp ingress prefer-local",
+            "443/tcp ingress prefer-local",
+            "9000:90/tcp ingress prefer-local",
+            "9001:91/tcp ingress prefer-local",
+            "7000:70/tcp host prefer-local",
+            "6000:60/tcp ingress local",
+        ]
+    );
+    Ok(())
+}
+
+#[test]
+fn bad_ports_name_the_flag_and_say_what_to_do() {
+    for (flags, expected) in [
+        (
+            vec!["-p", "70000:80", "busybox"],
+            "--publish: invalid port \"70000:80\": published port \"70000\" is not a port number from 0 to 65535",
+        ),
+        (
+            vec!["-p", "8080:0", "busybox"],
+            "--publish: invalid port \"8080:0\": target port \"0\" is not a port number from 1 to 65535",
+        ),
+        (
+            vec!["-p", "8080:80/icmp", "busybox"],
+            "--publish: invalid protocol \"icmp\": use tcp, udp or sctp",
+        ),
+        (
+            vec!["-p", "published=8080,target=80,protocol=gre", "busybox"],
+            "--publish: invalid protocol \"gre\": use tcp, udp or sctp",
+        ),
+        (
+            vec!["-p", "127.0.0.1:8080:80", "busybox"],
+            "a host IP (127.0.0.1) is not supported",
+        ),
+        (
+            vec!["-p", "published=8080", "busybox"],
+            "has no target: add target=PORT",
+        ),
+        (
+            vec!["-p", "8080:80", "-p", "8080:81", "busybox"],
+            "published port 8080/tcp is given twice",
+        ),
+        (
+            vec![
+                "-p",
+                "published=8080,target=80,mode=host",
+                "--replicas-max-per-node",
+                "2",
+                "busybox",
+            ],
+            "is published in host mode, so each node can run only one of the service's tasks, but --replicas-max-per-node is 2",
+        ),
+        (
+            vec![
+                "-p",
+                "published=8080,target=80,mode=host,traffic-policy=local",
+                "busybox",
+            ],
+            "traffic-policy applies to ports published through the routing mesh",
+        ),
+        (
+            vec!["-p", "8080:80", "--endpoint-mode", "dnsrr", "busybox"],
+            "which dnsrr endpoint mode can't serve",
+        ),
+    ] {
+        let error = create_error(&flags);
+        assert!(error.contains(expected), "{flags:?}: {error}");
+    }
+}
+
+#[test]
+fn update_removes_then_adds_ports_as_docker() -> anyhow::Result<()> {
+    let current = create(&[
+        "-p",
+        "8080:80",
+        "-p",
+        "53:53/udp",
+        "-p",
+        "9090:90",
+        "busybox",
+    ])?;
+    let updated = update(
+        current.clone(),
+        &[
+            "--publish-rm",
+            "8080",
+            "--publish-add",
+            "8081:80",
+            "--publish-add",
+            "9090:90",
+        ],
+    )?;
+    assert_eq!(
+        ports_of(&updated),
+        [
+            "53:53/udp ingress prefer-local",
+            "9090:90/tcp ingress prefer-local",
+            "8081:80/tcp ingress prefer-local",
+        ]
+    );
+    // A bare number that is no published port names a target, as Docker reads it; a whole
+    // port names one exactly.
+    let updated = update(
+        current.clone(),
+        &["--publish-rm", "90", "--publish-rm", "53:53/udp"],
+    )?;
+    assert_eq!(ports_of(&updated), ["8080:80/tcp ingress prefer-local"]);
+    // Adding a number the service publishes elsewhere is refused, with the way to move it.
+    let error = update(current.clone(), &["--publish-add", "8080:81"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("published port 8080/tcp is given twice"),
+        "{error}"
+    );
+    let error = update(current, &["--publish-rm", "http"])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.starts_with("--publish-rm: invalid port \"http\""),
+        "{error}"
+    );
+    Ok(())
+}
