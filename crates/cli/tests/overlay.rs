@@ -400,6 +400,144 @@ fn tasks_leave_through_the_gateway_bridge_unless_their_network_is_internal() {
     );
 }
 
+/// A resolver on a test host's underlay address that answers every A question with
+/// [`OUTSIDE_ANSWER`], standing in for the resolvers outside the swarm. Its thread serves
+/// from inside the host's namespace until the resolver is dropped.
+struct OutsideResolver {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+/// What [`OutsideResolver`] answers: a documentation address, never sent to.
+const OUTSIDE_ANSWER: [u8; 4] = [192, 0, 2, 77];
+
+impl OutsideResolver {
+    fn start(host: &TestHost) -> OutsideResolver {
+        use std::os::fd::AsRawFd as _;
+        let netns = std::fs::File::open(host.netns_path()).expect("the host's namespace");
+        let address = std::net::SocketAddr::from((host.address(), 53));
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let stopping = std::sync::Arc::clone(&stop);
+        let thread = std::thread::spawn(move || {
+            // SAFETY: setns on this thread only, with a namespace file it holds open.
+            let entered = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) } == 0;
+            let socket = entered
+                .then(|| std::net::UdpSocket::bind(address).ok())
+                .flatten();
+            let _ = bound_tx.send(socket.is_some());
+            let Some(socket) = socket else { return };
+            socket
+                .set_read_timeout(Some(Duration::from_millis(100)))
+                .expect("a read timeout");
+            let mut buffer = [0_u8; 512];
+            while !stopping.load(std::sync::atomic::Ordering::Relaxed) {
+                let Ok((length, from)) = socket.recv_from(&mut buffer) else {
+                    continue;
+                };
+                if let Some(answer) = answer_a(&buffer[..length]) {
+                    let _ = socket.send_to(&answer, from);
+                }
+            }
+        });
+        assert!(
+            bound_rx.recv().unwrap_or(false),
+            "the outside resolver could not listen on {address}"
+        );
+        OutsideResolver {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for OutsideResolver {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+/// A DNS answer to `query` (one question) with one A record, [`OUTSIDE_ANSWER`], for an A
+/// question, and no record for any other; `None` for what is not a query.
+fn answer_a(query: &[u8]) -> Option<Vec<u8>> {
+    const HEADER: usize = 12;
+    if query.len() < HEADER || query[2] & 0x80 != 0 {
+        return None;
+    }
+    // The question: labels up to the root, then type and class.
+    let mut end = HEADER;
+    while *query.get(end)? != 0 {
+        end += 1 + usize::from(query[end]);
+    }
+    let question_end = end + 5;
+    let qtype = u16::from_be_bytes([*query.get(end + 1)?, *query.get(end + 2)?]);
+    let mut answer = query.get(..question_end)?.to_vec();
+    answer[2] = 0x81; // a response, recursion desired
+    answer[3] = 0x80; // recursion available, no error
+    answer[6..12].copy_from_slice(&[0, u8::from(qtype == 1), 0, 0, 0, 0]);
+    if qtype == 1 {
+        // The name by pointer to the question, A, IN, TTL 60, four bytes.
+        answer.extend_from_slice(&[0xc0, 0x0c, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        answer.extend_from_slice(&OUTSIDE_ANSWER);
+    }
+    Some(answer)
+}
+
+/// A task asks its embedded DNS for a name that is not the swarm's: the answer comes from the
+/// resolver the task was given (`--dns`), through the embedded DNS, while the swarm's names
+/// are still answered by the node.
+#[test]
+fn names_outside_the_swarm_are_answered_by_the_task_s_resolvers() {
+    let Some(cluster) = swarm_of(
+        "names_outside_the_swarm_are_answered_by_the_task_s_resolvers",
+        2,
+    ) else {
+        return;
+    };
+    let (manager, worker) = (cluster.host(1), cluster.host(2));
+    let _resolver = OutsideResolver::start(manager);
+    manager.shoal_ok(&["network", "create", "-d", "overlay", "front"]);
+    let resolver = manager.address().to_string();
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "asker",
+        "--network",
+        "front",
+        "--dns",
+        &resolver,
+        "--constraint",
+        &format!("node.hostname=={}", worker.name()),
+        "busybox",
+        "sleep",
+        "86400",
+    ]);
+    let asker = task_pid(worker, "asker");
+    let outside = std::net::Ipv4Addr::from(OUTSIDE_ANSWER).to_string();
+    wait_until(
+        "a name outside the swarm answered through the task's resolver",
+        CONVERGE_TIMEOUT,
+        || {
+            let answer = in_task(&asker, &["nslookup", "outside.example", "127.0.0.11"])?;
+            if looked_up_addresses(&answer).contains(&outside) {
+                Ok(())
+            } else {
+                Err(format!("answer: {answer}"))
+            }
+        },
+    );
+    let own = in_task(&asker, &["nslookup", "asker", "127.0.0.11"]).expect("the swarm's name");
+    assert!(
+        !looked_up_addresses(&own).is_empty() && !looked_up_addresses(&own).contains(&outside),
+        "the swarm's own name was not answered by the node: {own}"
+    );
+}
+
 /// The MAC overlay-net derives from a task address: 02:42 and the address's four bytes.
 fn mac_of(address: &str) -> String {
     let octets = address
