@@ -17,6 +17,7 @@ mod plan;
 pub use apply::{Nft, NftInNamespace, apply, read_table, reconcile, remove_table, update};
 pub use error::VipError;
 pub use observe::observe;
+pub(crate) use plan::slot_runs;
 pub use plan::{
     Change, DAEMON_TABLE, Elements, Observed, Protocol, SLOTS, TableAction, TableName, VipPorts,
     VipService, desired_elements, plan,

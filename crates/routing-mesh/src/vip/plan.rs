@@ -157,28 +157,30 @@ pub fn desired_elements(services: &[VipService]) -> Result<Elements, VipError> {
                     .map(|&(protocol, port)| (service.vip, protocol, port)),
             ),
         }
-        let count = service.backends.len();
-        let Ok(count_u32) = u32::try_from(count) else {
-            return Err(too_many(service.vip, count));
-        };
-        if count_u32 > SLOTS {
-            return Err(too_many(service.vip, count));
-        }
-        if count_u32 == 0 {
-            continue;
-        }
-        let share = SLOTS / count_u32;
-        let larger_shares = SLOTS % count_u32;
-        let mut first = 0;
-        for (index, backend) in (0u32..).zip(&service.backends) {
-            let size = share + u32::from(index < larger_shares);
+        let runs = slot_runs(service.backends.len())
+            .ok_or_else(|| too_many(service.vip, service.backends.len()))?;
+        for ((first, last), backend) in runs.zip(&service.backends) {
             elements
                 .backends
-                .insert((service.vip, first, first + size - 1), *backend);
-            first += size;
+                .insert((service.vip, first, last), *backend);
         }
     }
     Ok(elements)
+}
+
+/// The runs of [`SLOTS`] that `count` backends own, in order, as (first slot, last slot): equal
+/// shares, the first `SLOTS % count` one slot larger. `None` when there are more backends than
+/// slots. The VIP tables and the routing mesh share the rule.
+pub(crate) fn slot_runs(count: usize) -> Option<impl Iterator<Item = (u32, u32)>> {
+    let count = u32::try_from(count).ok().filter(|&count| count <= SLOTS)?;
+    let share = SLOTS.checked_div(count).unwrap_or(0);
+    let larger_shares = SLOTS.checked_rem(count).unwrap_or(0);
+    Some((0..count).scan(0u32, move |first, index| {
+        let size = share + u32::from(index < larger_shares);
+        let run = (*first, *first + size - 1);
+        *first += size;
+        Some(run)
+    }))
 }
 
 fn too_many(vip: Ipv4Addr, count: usize) -> VipError {

@@ -1,0 +1,22 @@
+//! The ingress routing mesh: every node answers on every published port, with nftables (no
+//! IPVS), and a port's traffic policy decides whether the task sees the client's address.
+//!
+//! One table on the node's own network namespace (`inet shoal`, as the VIP tables are in task
+//! namespaces) holds fixed rules; the published ports and the tasks ready to serve them are map
+//! elements (`plan`), so a task becoming ready or going away is element commands only and
+//! established connections keep their task. `observe` reads the table back from nft's JSON and
+//! `apply` runs nft, so reconciling is idempotent and a restarted daemon converges on what it
+//! finds without dropping a connection.
+
+mod apply;
+mod error;
+mod observe;
+mod plan;
+
+pub use apply::{read_table, reconcile, update};
+pub use error::MeshError;
+pub use observe::observe;
+pub use plan::{
+    Change, Elements, MASQUERADE_MARK, Observed, PortKey, PublishedPort, TrafficPolicy,
+    desired_elements, plan,
+};

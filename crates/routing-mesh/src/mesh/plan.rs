@@ -1,0 +1,357 @@
+//! The pure core of the routing mesh: from the ports the swarm publishes, as one node sees them,
+//! to the elements of one nftables table whose rules never change, and from what the table holds
+//! to the few element commands that make it hold what is wanted.
+//!
+//! The rules are fixed (`LAYOUT`). A new connection to one of the node's own addresses is looked
+//! up by protocol and port in the verdict map `published`, which sends it down its port's path:
+//! - `prefer_local`: DNAT to a ready task on this node, picked by `numgen random` through the
+//!   interval map `local`, with no SNAT, so the task sees the client's address; a miss (no ready
+//!   local task) goes on to `cluster`.
+//! - `local_only`: the same, and a miss is refused.
+//! - `cluster`: marked, then DNAT to a ready task anywhere through `cluster`; `postrouting`
+//!   masquerades what is marked, so replies come back through this node, as in Docker's mesh.
+//!
+//! A connection no path took (no ready task) reaches the node's own `input` and is refused at
+//! once, a TCP reset or an ICMP port unreachable, instead of hanging. Everything that varies lives
+//! in map and set elements, so a task or port change is element commands only and conntrack keeps
+//! every established flow where it was sent.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt::Write as _;
+use std::net::SocketAddrV4;
+
+use crate::vip::{Protocol, SLOTS, TableName};
+
+use super::MeshError;
+
+/// The mark the `cluster` path sets so `postrouting` masquerades the connection. One bit, so the
+/// mesh leaves the other bits of a packet's mark to whoever else uses them.
+pub const MASQUERADE_MARK: u32 = 0x0010_0000;
+
+/// Where a published port sends connections that reach this node (Swarm has only `Cluster`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum TrafficPolicy {
+    /// Any ready task in the swarm, the client's address replaced by this node's.
+    Cluster,
+    /// A ready task on this node, keeping the client's address; any ready task otherwise.
+    PreferLocal,
+    /// A ready task on this node, keeping the client's address; refused when there is none.
+    Local,
+}
+
+impl TrafficPolicy {
+    /// The chain of `LAYOUT` that a connection to a port with this policy goes to.
+    fn chain(self) -> &'static str {
+        match self {
+            TrafficPolicy::Cluster => "cluster",
+            TrafficPolicy::PreferLocal => "prefer_local",
+            TrafficPolicy::Local => "local_only",
+        }
+    }
+
+    fn from_chain(chain: &str) -> Option<TrafficPolicy> {
+        [
+            TrafficPolicy::Cluster,
+            TrafficPolicy::PreferLocal,
+            TrafficPolicy::Local,
+        ]
+        .into_iter()
+        .find(|policy| policy.chain() == chain)
+    }
+}
+
+/// One port published on this node, with the tasks ready to serve it (running, and healthy when
+/// the service has a healthcheck), each as the address and port the node sends to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PublishedPort {
+    pub protocol: Protocol,
+    pub port: u16,
+    pub policy: TrafficPolicy,
+    /// Ready tasks on this node.
+    pub local: BTreeSet<SocketAddrV4>,
+    /// Ready tasks anywhere in the swarm, this node's included.
+    pub cluster: BTreeSet<SocketAddrV4>,
+}
+
+/// A published port's key in the table: protocol and published port.
+pub type PortKey = (Protocol, u16);
+
+/// The elements of a mesh table: everything in it that is not a fixed rule.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Elements {
+    /// Every published port and its path.
+    pub published: BTreeMap<PortKey, TrafficPolicy>,
+    /// (protocol, port, first slot, last slot) → a ready task on this node.
+    pub local: BTreeMap<(Protocol, u16, u32, u32), SocketAddrV4>,
+    /// (protocol, port, first slot, last slot) → a ready task anywhere.
+    pub cluster: BTreeMap<(Protocol, u16, u32, u32), SocketAddrV4>,
+    /// Ports with at least one element in `cluster`: only those are marked for masquerade.
+    pub cluster_ports: BTreeSet<PortKey>,
+    /// Every published port, refused at `input` when no path took the connection.
+    pub ports: BTreeSet<PortKey>,
+}
+
+impl Elements {
+    pub fn is_empty(&self) -> bool {
+        self.published.is_empty()
+            && self.local.is_empty()
+            && self.cluster.is_empty()
+            && self.cluster_ports.is_empty()
+            && self.ports.is_empty()
+    }
+
+    /// What `self` holds and `other` does not (an element whose data differs counts as held
+    /// only by the one it is read from).
+    fn minus(&self, other: &Elements) -> Elements {
+        fn map_minus<K: Ord + Copy, V: PartialEq + Copy>(
+            this: &BTreeMap<K, V>,
+            other: &BTreeMap<K, V>,
+        ) -> BTreeMap<K, V> {
+            this.iter()
+                .filter(|(key, value)| other.get(key) != Some(value))
+                .map(|(key, value)| (*key, *value))
+                .collect()
+        }
+        Elements {
+            published: map_minus(&self.published, &other.published),
+            local: map_minus(&self.local, &other.local),
+            cluster: map_minus(&self.cluster, &other.cluster),
+            cluster_ports: self
+                .cluster_ports
+                .difference(&other.cluster_ports)
+                .copied()
+                .collect(),
+            ports: self.ports.difference(&other.ports).copied().collect(),
+        }
+    }
+}
+
+/// The elements that make this node's table serve `ports`. Tasks share a port's slots in address
+/// order, so the same input always gives the same elements.
+pub fn desired_elements(ports: &[PublishedPort]) -> Result<Elements, MeshError> {
+    let mut elements = Elements::default();
+    for published in ports {
+        let key = (published.protocol, published.port);
+        elements.ports.insert(key);
+        if elements.published.insert(key, published.policy).is_some() {
+            return Err(MeshError::DuplicatePort {
+                protocol: published.protocol.nft_name(),
+                port: published.port,
+            });
+        }
+        // A `cluster` port never looks at `local`; the others do.
+        if published.policy != TrafficPolicy::Cluster {
+            spread(published, &published.local, &mut elements.local)?;
+        }
+        // A `local` port never goes on to `cluster`.
+        if published.policy != TrafficPolicy::Local && !published.cluster.is_empty() {
+            spread(published, &published.cluster, &mut elements.cluster)?;
+            elements.cluster_ports.insert(key);
+        }
+    }
+    Ok(elements)
+}
+
+fn spread(
+    published: &PublishedPort,
+    tasks: &BTreeSet<SocketAddrV4>,
+    map: &mut BTreeMap<(Protocol, u16, u32, u32), SocketAddrV4>,
+) -> Result<(), MeshError> {
+    let runs = crate::vip::slot_runs(tasks.len()).ok_or(MeshError::TooManyTasks {
+        protocol: published.protocol.nft_name(),
+        port: published.port,
+        count: tasks.len(),
+        slots: SLOTS,
+    })?;
+    for ((first, last), task) in runs.zip(tasks) {
+        map.insert((published.protocol, published.port, first, last), *task);
+    }
+    Ok(())
+}
+
+/// The fixed part of the table, with no element. `{table}` is replaced by the table's name.
+/// `observe` recognises it by its maps, sets, chains and rule counts: change those with it.
+/// `input` refuses through its own set `ports` rather than a lookup in `published`: a verdict
+/// map bound to a filter chain may not lead to the nat chains (the kernel refuses the DNATs).
+pub(crate) const LAYOUT: &str = "\
+table inet {table} {
+	map published {
+		typeof meta l4proto . th dport : verdict
+	}
+	map local {
+		typeof meta l4proto . th dport . numgen random mod 720720 : ip daddr . th dport
+		flags interval
+	}
+	map cluster {
+		typeof meta l4proto . th dport . numgen random mod 720720 : ip daddr . th dport
+		flags interval
+	}
+	set cluster_ports {
+		typeof meta l4proto . th dport
+	}
+	set ports {
+		typeof meta l4proto . th dport
+	}
+	chain prerouting {
+		type nat hook prerouting priority -100; policy accept;
+		fib daddr type local meta l4proto . th dport vmap @published
+	}
+	chain output {
+		type nat hook output priority -100; policy accept;
+		fib daddr type local meta l4proto . th dport vmap @published
+	}
+	chain prefer_local {
+		meta l4proto { tcp, udp, sctp } dnat ip to meta l4proto . th dport . numgen random mod 720720 map @local
+		goto cluster
+	}
+	chain local_only {
+		meta l4proto { tcp, udp, sctp } dnat ip to meta l4proto . th dport . numgen random mod 720720 map @local
+	}
+	chain cluster {
+		meta l4proto . th dport @cluster_ports meta l4proto { tcp, udp, sctp } meta mark set meta mark | 0x00100000 dnat ip to meta l4proto . th dport . numgen random mod 720720 map @cluster
+	}
+	chain postrouting {
+		type nat hook postrouting priority 100; policy accept;
+		meta mark & 0x00100000 == 0x00100000 masquerade
+	}
+	chain input {
+		type filter hook input priority 0; policy accept;
+		ct state new meta l4proto . th dport @ports meta l4proto tcp reject with tcp reset
+		ct state new meta l4proto . th dport @ports reject with icmpx port-unreachable
+	}
+}
+";
+
+/// What a table holds now, as read back by the apply shell.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Observed {
+    /// No table of that name.
+    Absent,
+    /// A table whose maps, sets and chains are not [`LAYOUT`]'s: it is replaced whole.
+    OtherLayout,
+    /// A table with this layout, holding these elements.
+    Layout(Elements),
+}
+
+/// The commands that turn what a table holds into what is wanted: one nft transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Change {
+    pub table: crate::vip::TableAction,
+    pub delete: Elements,
+    pub add: Elements,
+}
+
+impl Change {
+    /// Nothing to do.
+    pub fn is_empty(&self) -> bool {
+        self.table == crate::vip::TableAction::Keep && self.delete.is_empty() && self.add.is_empty()
+    }
+
+    /// The `nft -f` script of the change, one transaction. Deletions come before additions, so a
+    /// slot run or a port can move to another task or path within one change.
+    pub fn script(&self, table: &TableName) -> String {
+        use crate::vip::TableAction;
+        let name = table.as_str();
+        let mut script = String::new();
+        match self.table {
+            TableAction::Keep => {}
+            TableAction::Create => script.push_str(&LAYOUT.replace("{table}", name)),
+            TableAction::Replace => {
+                // `add table` first, so the delete cannot fail on a table gone meanwhile.
+                let _ = writeln!(script, "add table inet {name}");
+                let _ = writeln!(script, "delete table inet {name}");
+                script.push_str(&LAYOUT.replace("{table}", name));
+            }
+        }
+        write_elements(&mut script, "delete", name, &self.delete, false);
+        write_elements(&mut script, "add", name, &self.add, true);
+        script
+    }
+}
+
+fn write_elements(script: &mut String, verb: &str, table: &str, elements: &Elements, data: bool) {
+    let mut line = |set: &str, items: Vec<String>| {
+        if !items.is_empty() {
+            let _ = writeln!(
+                script,
+                "{verb} element inet {table} {set} {{ {} }}",
+                items.join(", ")
+            );
+        }
+    };
+    let slot_map = |map: &BTreeMap<(Protocol, u16, u32, u32), SocketAddrV4>| {
+        map.iter()
+            .map(|((protocol, port, first, last), task)| {
+                let key = format!("{} . {port} . {first}-{last}", protocol.nft_name());
+                if data {
+                    format!("{key} : {} . {}", task.ip(), task.port())
+                } else {
+                    key
+                }
+            })
+            .collect()
+    };
+    line("local", slot_map(&elements.local));
+    line("cluster", slot_map(&elements.cluster));
+    line(
+        "cluster_ports",
+        elements
+            .cluster_ports
+            .iter()
+            .map(|(protocol, port)| format!("{} . {port}", protocol.nft_name()))
+            .collect(),
+    );
+    line(
+        "ports",
+        elements
+            .ports
+            .iter()
+            .map(|(protocol, port)| format!("{} . {port}", protocol.nft_name()))
+            .collect(),
+    );
+    line(
+        "published",
+        elements
+            .published
+            .iter()
+            .map(|((protocol, port), policy)| {
+                let key = format!("{} . {port}", protocol.nft_name());
+                if data {
+                    format!("{key} : goto {}", policy.chain())
+                } else {
+                    key
+                }
+            })
+            .collect(),
+    );
+}
+
+/// The change from what a table holds (`observed`) to `desired`.
+pub fn plan(observed: &Observed, desired: &Elements) -> Change {
+    use crate::vip::TableAction;
+    match observed {
+        Observed::Absent => Change {
+            table: TableAction::Create,
+            delete: Elements::default(),
+            add: desired.clone(),
+        },
+        Observed::OtherLayout => Change {
+            table: TableAction::Replace,
+            delete: Elements::default(),
+            add: desired.clone(),
+        },
+        Observed::Layout(current) => Change {
+            table: TableAction::Keep,
+            delete: current.minus(desired),
+            add: desired.minus(current),
+        },
+    }
+}
+
+/// Reads a `published` element's verdict back (`observe`).
+pub(crate) fn policy_of_chain(chain: &str) -> Option<TrafficPolicy> {
+    TrafficPolicy::from_chain(chain)
+}
+
+#[cfg(test)]
+mod tests;
