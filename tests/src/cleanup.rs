@@ -18,13 +18,13 @@ const CGROUP_CONTROLLERS: [&str; 10] = [
 
 /// `dir` as a prefix that matches paths inside it and not its siblings (`/tmp/a-1/`, never
 /// `/tmp/a-10`).
-pub(crate) fn inside(dir: &Path) -> String {
+pub fn inside(dir: &Path) -> String {
     format!("{}/", dir.display())
 }
 
 /// Processes other than this one whose command line contains `needle`, as `(pid, command
 /// line)`.
-pub(crate) fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
+pub fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
     let own = std::process::id();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return Vec::new();

@@ -32,6 +32,7 @@ mod skip;
 mod wait;
 
 pub use busybox::build_busybox_tarball;
+pub use cleanup::{inside, processes_mentioning};
 pub use cluster::{ClusterOptions, Footprint, TestCluster, default_shoal_binary};
 pub use error::HarnessError;
 pub use host::TestHost;

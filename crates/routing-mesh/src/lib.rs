@@ -4,4 +4,5 @@
 
 pub mod dns;
 pub mod mesh;
+mod table;
 pub mod vip;

@@ -1,28 +1,18 @@
 //! The apply shell: reads the mesh's table back through nft and applies the planned change as
-//! one transaction, with the same nft runner as the VIP tables (`vip::Nft`). The table is
-//! removed with `vip::remove_table`, which works for any table.
+//! one transaction (`table`), with the same nft runner as the VIP tables (`vip::Nft`). The table
+//! is removed with `vip::remove_table`, which works for any table.
 //!
 //! Calls block for one or two short nft runs; async code calls them through `spawn_blocking`.
 
 use std::path::Path;
 
 use super::MeshError;
-use super::observe::observe;
-use super::plan::{Change, Observed, PublishedPort, desired_elements, plan};
-use crate::vip::{Nft, TableName, VipError};
+use super::plan::{Change, Observed, PublishedPort, desired_elements};
+use crate::vip::{Nft, TableName};
 
-/// Reads what the table in `netns` holds.
+/// Reads what the mesh's table in `netns` holds.
 pub fn read_table(nft: &impl Nft, netns: &Path, table: &TableName) -> Result<Observed, MeshError> {
-    match nft.list_table(netns, table)? {
-        None => Ok(Observed::Absent),
-        Some(listing) => observe(&listing).ok_or_else(|| {
-            MeshError::Nft(VipError::Listing {
-                table: table.as_str().to_owned(),
-                netns: netns.to_owned(),
-                detail: listing.chars().take(200).collect(),
-            })
-        }),
-    }
+    Ok(crate::table::read_table(nft, netns, table)?)
 }
 
 /// Makes the table in `netns` serve `ports`: reads it, plans, and applies the change (when there
@@ -34,10 +24,12 @@ pub fn reconcile(
     table: &TableName,
     ports: &[PublishedPort],
 ) -> Result<Change, MeshError> {
-    let desired = desired_elements(ports)?;
-    let change = plan(&read_table(nft, netns, table)?, &desired);
-    apply(nft, netns, table, &change)?;
-    Ok(change)
+    Ok(crate::table::reconcile(
+        nft,
+        netns,
+        table,
+        &desired_elements(ports)?,
+    )?)
 }
 
 /// Brings the table from the ports it was last made to serve (`applied`, which the caller knows)
@@ -50,22 +42,11 @@ pub fn update(
     applied: &[PublishedPort],
     ports: &[PublishedPort],
 ) -> Result<Change, MeshError> {
-    let change = plan(
-        &Observed::Layout(desired_elements(applied)?),
+    Ok(crate::table::update(
+        nft,
+        netns,
+        table,
+        desired_elements(applied)?,
         &desired_elements(ports)?,
-    );
-    apply(nft, netns, table, &change)?;
-    Ok(change)
-}
-
-fn apply(
-    nft: &impl Nft,
-    netns: &Path,
-    table: &TableName,
-    change: &Change,
-) -> Result<(), MeshError> {
-    if change.is_empty() {
-        return Ok(());
-    }
-    Ok(nft.run(netns, &change.script(table))?)
+    )?)
 }

@@ -18,5 +18,5 @@ pub use error::MeshError;
 pub use observe::observe;
 pub use plan::{
     Change, Elements, MASQUERADE_MARK, Observed, PortKey, PublishedPort, TrafficPolicy,
-    desired_elements, plan,
+    desired_elements,
 };

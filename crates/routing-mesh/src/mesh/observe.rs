@@ -31,14 +31,13 @@ const CHAINS: [(&str, Option<BaseChain>, usize); 7] = [
 /// The chains whose rule DNATs through a slot map, which must use the layout's modulus.
 const SLOT_CHAINS: [&str; 3] = ["prefer_local", "local_only", "cluster"];
 
-/// Reads nft's JSON listing of one table. `None` when it is not JSON of nft's shape at all.
+/// Reads nft's JSON listing of the mesh's table. `None` when it is not JSON of nft's shape at all.
 pub fn observe(listing: &str) -> Option<Observed> {
-    let root: Value = serde_json::from_str(listing).ok()?;
-    let objects = root.get("nftables")?.as_array()?;
-    Some(read_layout(objects).map_or(Observed::OtherLayout, Observed::Layout))
+    crate::table::observe(listing)
 }
 
-fn read_layout(objects: &[Value]) -> Option<Elements> {
+/// The mesh layout's elements, when `objects` are exactly its maps, sets and chains.
+pub(super) fn read_layout(objects: &[Value]) -> Option<Elements> {
     let mut elements = Elements::default();
     let mut sets = Vec::new();
     let mut chains = Vec::new();

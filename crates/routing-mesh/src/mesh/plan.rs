@@ -17,12 +17,12 @@
 //! every established flow where it was sent.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::net::SocketAddrV4;
 
-use crate::vip::{Protocol, SLOTS, TableName};
+use crate::vip::{Protocol, SLOTS};
 
 use super::MeshError;
+use crate::table::TableElements;
 
 /// The mark the `cluster` path sets so `postrouting` masquerades the connection. One bit, so the
 /// mesh leaves the other bits of a packet's mark to whoever else uses them.
@@ -91,41 +91,6 @@ pub struct Elements {
     pub ports: BTreeSet<PortKey>,
 }
 
-impl Elements {
-    pub fn is_empty(&self) -> bool {
-        self.published.is_empty()
-            && self.local.is_empty()
-            && self.cluster.is_empty()
-            && self.cluster_ports.is_empty()
-            && self.ports.is_empty()
-    }
-
-    /// What `self` holds and `other` does not (an element whose data differs counts as held
-    /// only by the one it is read from).
-    fn minus(&self, other: &Elements) -> Elements {
-        fn map_minus<K: Ord + Copy, V: PartialEq + Copy>(
-            this: &BTreeMap<K, V>,
-            other: &BTreeMap<K, V>,
-        ) -> BTreeMap<K, V> {
-            this.iter()
-                .filter(|(key, value)| other.get(key) != Some(value))
-                .map(|(key, value)| (*key, *value))
-                .collect()
-        }
-        Elements {
-            published: map_minus(&self.published, &other.published),
-            local: map_minus(&self.local, &other.local),
-            cluster: map_minus(&self.cluster, &other.cluster),
-            cluster_ports: self
-                .cluster_ports
-                .difference(&other.cluster_ports)
-                .copied()
-                .collect(),
-            ports: self.ports.difference(&other.ports).copied().collect(),
-        }
-    }
-}
-
 /// The elements that make this node's table serve `ports`. Tasks share a port's slots in address
 /// order, so the same input always gives the same elements.
 pub fn desired_elements(ports: &[PublishedPort]) -> Result<Elements, MeshError> {
@@ -173,7 +138,7 @@ fn spread(
 /// `observe` recognises it by its maps, sets, chains and rule counts: change those with it.
 /// `input` refuses through its own set `ports` rather than a lookup in `published`: a verdict
 /// map bound to a filter chain may not lead to the nat chains (the kernel refuses the DNATs).
-pub(crate) const LAYOUT: &str = "\
+const LAYOUT: &str = "\
 table inet {table} {
 	map published {
 		typeof meta l4proto . th dport : verdict
@@ -222,131 +187,90 @@ table inet {table} {
 }
 ";
 
-/// What a table holds now, as read back by the apply shell.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Observed {
-    /// No table of that name.
-    Absent,
-    /// A table whose maps, sets and chains are not [`LAYOUT`]'s: it is replaced whole.
-    OtherLayout,
-    /// A table with this layout, holding these elements.
-    Layout(Elements),
-}
+impl TableElements for Elements {
+    const LAYOUT: &'static str = LAYOUT;
 
-/// The commands that turn what a table holds into what is wanted: one nft transaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    pub table: crate::vip::TableAction,
-    pub delete: Elements,
-    pub add: Elements,
-}
-
-impl Change {
-    /// Nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.table == crate::vip::TableAction::Keep && self.delete.is_empty() && self.add.is_empty()
+    fn is_empty(&self) -> bool {
+        self.published.is_empty()
+            && self.local.is_empty()
+            && self.cluster.is_empty()
+            && self.cluster_ports.is_empty()
+            && self.ports.is_empty()
     }
 
-    /// The `nft -f` script of the change, one transaction. Deletions come before additions, so a
-    /// slot run or a port can move to another task or path within one change.
-    pub fn script(&self, table: &TableName) -> String {
-        use crate::vip::TableAction;
-        let name = table.as_str();
-        let mut script = String::new();
-        match self.table {
-            TableAction::Keep => {}
-            TableAction::Create => script.push_str(&LAYOUT.replace("{table}", name)),
-            TableAction::Replace => {
-                // `add table` first, so the delete cannot fail on a table gone meanwhile.
-                let _ = writeln!(script, "add table inet {name}");
-                let _ = writeln!(script, "delete table inet {name}");
-                script.push_str(&LAYOUT.replace("{table}", name));
-            }
+    fn minus(&self, other: &Elements) -> Elements {
+        fn map_minus<K: Ord + Copy, V: PartialEq + Copy>(
+            this: &BTreeMap<K, V>,
+            other: &BTreeMap<K, V>,
+        ) -> BTreeMap<K, V> {
+            this.iter()
+                .filter(|(key, value)| other.get(key) != Some(value))
+                .map(|(key, value)| (*key, *value))
+                .collect()
         }
-        write_elements(&mut script, "delete", name, &self.delete, false);
-        write_elements(&mut script, "add", name, &self.add, true);
-        script
-    }
-}
-
-fn write_elements(script: &mut String, verb: &str, table: &str, elements: &Elements, data: bool) {
-    let mut line = |set: &str, items: Vec<String>| {
-        if !items.is_empty() {
-            let _ = writeln!(
-                script,
-                "{verb} element inet {table} {set} {{ {} }}",
-                items.join(", ")
-            );
+        Elements {
+            published: map_minus(&self.published, &other.published),
+            local: map_minus(&self.local, &other.local),
+            cluster: map_minus(&self.cluster, &other.cluster),
+            cluster_ports: self
+                .cluster_ports
+                .difference(&other.cluster_ports)
+                .copied()
+                .collect(),
+            ports: self.ports.difference(&other.ports).copied().collect(),
         }
-    };
-    let slot_map = |map: &BTreeMap<(Protocol, u16, u32, u32), SocketAddrV4>| {
-        map.iter()
-            .map(|((protocol, port, first, last), task)| {
-                let key = format!("{} . {port} . {first}-{last}", protocol.nft_name());
-                if data {
-                    format!("{key} : {} . {}", task.ip(), task.port())
-                } else {
-                    key
-                }
-            })
-            .collect()
-    };
-    line("local", slot_map(&elements.local));
-    line("cluster", slot_map(&elements.cluster));
-    line(
-        "cluster_ports",
-        elements
-            .cluster_ports
-            .iter()
-            .map(|(protocol, port)| format!("{} . {port}", protocol.nft_name()))
-            .collect(),
-    );
-    line(
-        "ports",
-        elements
-            .ports
-            .iter()
-            .map(|(protocol, port)| format!("{} . {port}", protocol.nft_name()))
-            .collect(),
-    );
-    line(
-        "published",
-        elements
-            .published
-            .iter()
-            .map(|((protocol, port), policy)| {
-                let key = format!("{} . {port}", protocol.nft_name());
-                if data {
-                    format!("{key} : goto {}", policy.chain())
-                } else {
-                    key
-                }
-            })
-            .collect(),
-    );
-}
+    }
 
-/// The change from what a table holds (`observed`) to `desired`.
-pub fn plan(observed: &Observed, desired: &Elements) -> Change {
-    use crate::vip::TableAction;
-    match observed {
-        Observed::Absent => Change {
-            table: TableAction::Create,
-            delete: Elements::default(),
-            add: desired.clone(),
-        },
-        Observed::OtherLayout => Change {
-            table: TableAction::Replace,
-            delete: Elements::default(),
-            add: desired.clone(),
-        },
-        Observed::Layout(current) => Change {
-            table: TableAction::Keep,
-            delete: current.minus(desired),
-            add: desired.minus(current),
-        },
+    fn lines(&self, data: bool) -> Vec<(&'static str, Vec<String>)> {
+        let slot_map = |map: &BTreeMap<(Protocol, u16, u32, u32), SocketAddrV4>| {
+            map.iter()
+                .map(|((protocol, port, first, last), task)| {
+                    let key = format!("{} . {port} . {first}-{last}", protocol.nft_name());
+                    if data {
+                        format!("{key} : {} . {}", task.ip(), task.port())
+                    } else {
+                        key
+                    }
+                })
+                .collect()
+        };
+        let port_set = |set: &BTreeSet<PortKey>| {
+            set.iter()
+                .map(|(protocol, port)| format!("{} . {port}", protocol.nft_name()))
+                .collect()
+        };
+        vec![
+            ("local", slot_map(&self.local)),
+            ("cluster", slot_map(&self.cluster)),
+            ("cluster_ports", port_set(&self.cluster_ports)),
+            ("ports", port_set(&self.ports)),
+            (
+                "published",
+                self.published
+                    .iter()
+                    .map(|((protocol, port), policy)| {
+                        let key = format!("{} . {port}", protocol.nft_name());
+                        if data {
+                            format!("{key} : goto {}", policy.chain())
+                        } else {
+                            key
+                        }
+                    })
+                    .collect(),
+            ),
+        ]
+    }
+
+    fn read_layout(objects: &[serde_json::Value]) -> Option<Elements> {
+        super::observe::read_layout(objects)
     }
 }
+
+/// What the mesh's table holds now, as read back by the apply shell.
+pub type Observed = crate::table::Observed<Elements>;
+
+/// The commands that turn what the mesh's table holds into what is wanted: one nft transaction.
+pub type Change = crate::table::Change<Elements>;
 
 /// Reads a `published` element's verdict back (`observe`).
 pub(crate) fn policy_of_chain(chain: &str) -> Option<TrafficPolicy> {

@@ -9,8 +9,7 @@ use std::path::Path;
 use overlay_net::nft::{NftError, NftRunner};
 
 use super::VipError;
-use super::observe::observe;
-use super::plan::{Change, Observed, TableName, VipService, desired_elements, plan};
+use super::plan::{Change, Observed, TableName, VipService, desired_elements};
 
 /// nft as the apply step sees it: a script run as one transaction, and a table listed as JSON.
 /// [`NftInNamespace`] is the real one.
@@ -46,16 +45,9 @@ impl Nft for NftInNamespace {
     }
 }
 
-/// Reads what the table in `netns` holds.
+/// Reads what the VIP table in `netns` holds.
 pub fn read_table(nft: &impl Nft, netns: &Path, table: &TableName) -> Result<Observed, VipError> {
-    match nft.list_table(netns, table)? {
-        None => Ok(Observed::Absent),
-        Some(listing) => observe(&listing).ok_or_else(|| VipError::Listing {
-            table: table.as_str().to_owned(),
-            netns: netns.to_owned(),
-            detail: listing.chars().take(200).collect(),
-        }),
-    }
+    crate::table::read_table(nft, netns, table)
 }
 
 /// Makes the table in `netns` balance `services`: reads it, plans, and applies the change (when
@@ -67,10 +59,7 @@ pub fn reconcile(
     table: &TableName,
     services: &[VipService],
 ) -> Result<Change, VipError> {
-    let desired = desired_elements(services)?;
-    let change = plan(&read_table(nft, netns, table)?, &desired);
-    apply(nft, netns, table, &change)?;
-    Ok(change)
+    crate::table::reconcile(nft, netns, table, &desired_elements(services)?)
 }
 
 /// Brings a table from the services it was last made to balance (`applied`, which the caller
@@ -84,26 +73,13 @@ pub fn update(
     applied: &[VipService],
     services: &[VipService],
 ) -> Result<Change, VipError> {
-    let change = plan(
-        &Observed::Layout(desired_elements(applied)?),
+    crate::table::update(
+        nft,
+        netns,
+        table,
+        desired_elements(applied)?,
         &desired_elements(services)?,
-    );
-    apply(nft, netns, table, &change)?;
-    Ok(change)
-}
-
-/// Applies a change planned from elements the caller already knows (what it applied last), so a
-/// backend change costs one nft run instead of a listing and a run.
-pub fn apply(
-    nft: &impl Nft,
-    netns: &Path,
-    table: &TableName,
-    change: &Change,
-) -> Result<(), VipError> {
-    if change.is_empty() {
-        return Ok(());
-    }
-    nft.run(netns, &change.script(table))
+    )
 }
 
 /// Removes the table from `netns`, if it is there.
@@ -122,7 +98,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::vip::plan::{TableAction, VipPorts};
+    use crate::vip::{TableAction, VipPorts};
 
     /// nft 1.0.6's listing of the layout with no element.
     const EMPTY_LAYOUT: &str = r#"{"nftables": [{"metainfo": {"version": "1.0.6", "release_name": "Lester Gooch #5", "json_schema_version": 1}}, {"table": {"family": "inet", "name": "shoal", "handle": 1}}, {"map": {"family": "inet", "name": "backends", "table": "shoal", "type": ["ipv4_addr", "integer"], "handle": 3, "map": "ipv4_addr", "flags": ["interval"]}}, {"set": {"family": "inet", "name": "vip_ports", "table": "shoal", "type": ["ipv4_addr", "inet_proto", "inet_service"], "handle": 4}}, {"set": {"family": "inet", "name": "vip_any", "table": "shoal", "type": "ipv4_addr", "handle": 5}}, {"set": {"family": "inet", "name": "vips", "table": "shoal", "type": "ipv4_addr", "handle": 6}}, {"chain": {"family": "inet", "table": "shoal", "name": "nat_output", "handle": 1, "type": "nat", "hook": "output", "prio": -100, "policy": "accept"}}, {"chain": {"family": "inet", "table": "shoal", "name": "filter_output", "handle": 2, "type": "filter", "hook": "output", "prio": 0, "policy": "accept"}}, {"rule": {"family": "inet", "table": "shoal", "chain": "nat_output", "handle": 7, "expr": [{"dnat": {"family": "ip", "addr": {"map": {"key": {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"numgen": {"mode": "random", "mod": 720720, "offset": 0}}]}, "data": "@backends"}}}}]}}, {"rule": {"family": "inet", "table": "shoal", "chain": "nat_output", "handle": 8, "expr": [{"dnat": {"family": "ip", "addr": {"map": {"key": {"concat": [{"payload": {"protocol": "ip", "field": "daddr"}}, {"numgen": {"mode": "random", "mod": 720720, "offset": 0}}]}, "data": "@backends"}}}}]}}, {"rule": {"family": "inet", "table": "shoal", "chain": "filter_output", "handle": 9, "expr": []}}, {"rule": {"family": "inet", "table": "shoal", "chain": "filter_output", "handle": 10, "expr": []}}]}"#;

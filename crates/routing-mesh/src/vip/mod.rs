@@ -14,11 +14,12 @@ mod error;
 mod observe;
 mod plan;
 
-pub use apply::{Nft, NftInNamespace, apply, read_table, reconcile, remove_table, update};
+pub use crate::table::{TableAction, TableElements, apply, plan};
+pub use apply::{Nft, NftInNamespace, read_table, reconcile, remove_table, update};
 pub use error::VipError;
 pub use observe::observe;
 pub(crate) use plan::slot_runs;
 pub use plan::{
-    Change, DAEMON_TABLE, Elements, Observed, Protocol, SLOTS, TableAction, TableName, VipPorts,
-    VipService, desired_elements, plan,
+    Change, DAEMON_TABLE, Elements, Observed, Protocol, SLOTS, TableName, VipPorts, VipService,
+    desired_elements,
 };

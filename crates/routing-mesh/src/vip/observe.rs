@@ -12,14 +12,13 @@ use serde_json::Value;
 
 use super::plan::{Elements, Observed, Protocol, SLOTS};
 
-/// Reads nft's JSON listing of one table. `None` when it is not JSON of nft's shape at all.
+/// Reads nft's JSON listing of one VIP table. `None` when it is not JSON of nft's shape at all.
 pub fn observe(listing: &str) -> Option<Observed> {
-    let root: Value = serde_json::from_str(listing).ok()?;
-    let objects = root.get("nftables")?.as_array()?;
-    Some(read_layout(objects).map_or(Observed::OtherLayout, Observed::Layout))
+    crate::table::observe(listing)
 }
 
-fn read_layout(objects: &[Value]) -> Option<Elements> {
+/// The VIP layout's elements, when `objects` are exactly its sets, maps and chains.
+pub(super) fn read_layout(objects: &[Value]) -> Option<Elements> {
     let mut elements = Elements::default();
     let mut sets = BTreeSet::new();
     let mut chains = BTreeSet::new();

@@ -12,10 +12,10 @@
 //! TCP reset, an ICMP port unreachable otherwise), so a client fails fast instead of hanging.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Write as _;
 use std::net::Ipv4Addr;
 
 use super::VipError;
+use crate::table::TableElements;
 
 /// The slots a VIP's backends share. 720720 is the least common multiple of 1 to 16, so up to 16
 /// backends (and any count dividing it) get exactly equal shares; past that, shares differ by at
@@ -111,34 +111,6 @@ pub struct Elements {
     pub backends: BTreeMap<(Ipv4Addr, u32, u32), Ipv4Addr>,
 }
 
-impl Elements {
-    pub fn is_empty(&self) -> bool {
-        self.vips.is_empty()
-            && self.vip_any.is_empty()
-            && self.vip_ports.is_empty()
-            && self.backends.is_empty()
-    }
-
-    /// What `self` holds and `other` does not.
-    fn minus(&self, other: &Elements) -> Elements {
-        Elements {
-            vips: self.vips.difference(&other.vips).copied().collect(),
-            vip_any: self.vip_any.difference(&other.vip_any).copied().collect(),
-            vip_ports: self
-                .vip_ports
-                .difference(&other.vip_ports)
-                .copied()
-                .collect(),
-            backends: self
-                .backends
-                .iter()
-                .filter(|(key, backend)| other.backends.get(key) != Some(backend))
-                .map(|(key, backend)| (*key, *backend))
-                .collect(),
-        }
-    }
-}
-
 /// The elements that make `services` what a task's table balances. Backends share the slots in
 /// address order, so the same input always gives the same elements.
 pub fn desired_elements(services: &[VipService]) -> Result<Elements, VipError> {
@@ -221,131 +193,76 @@ table inet {table} {
 }
 ";
 
-/// What a table holds now, as read back by the apply shell.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Observed {
-    /// No table of that name.
-    Absent,
-    /// A table whose sets, maps and rules are not exactly [`LAYOUT`]'s (an older layout, or
-    /// edited by hand): it is replaced whole.
-    OtherLayout,
-    /// A table with this layout, holding these elements.
-    Layout(Elements),
-}
+impl TableElements for Elements {
+    const LAYOUT: &'static str = LAYOUT;
 
-/// What happens to the table itself.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum TableAction {
-    /// It is kept; only elements change.
-    Keep,
-    /// It is made.
-    Create,
-    /// It is deleted and made again in the same transaction.
-    Replace,
-}
-
-/// The commands that turn what a table holds into what is wanted: one nft transaction.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Change {
-    pub table: TableAction,
-    pub delete: Elements,
-    pub add: Elements,
-}
-
-impl Change {
-    /// Nothing to do.
-    pub fn is_empty(&self) -> bool {
-        self.table == TableAction::Keep && self.delete.is_empty() && self.add.is_empty()
+    fn is_empty(&self) -> bool {
+        self.vips.is_empty()
+            && self.vip_any.is_empty()
+            && self.vip_ports.is_empty()
+            && self.backends.is_empty()
     }
 
-    /// True when no rule, chain, set or table is touched: the change is element commands only.
-    pub fn elements_only(&self) -> bool {
-        self.table == TableAction::Keep
-    }
-
-    /// The `nft -f` script of the change, one transaction. Deletions come before additions, so a
-    /// backend's slot run can be handed to another within one change.
-    pub fn script(&self, table: &TableName) -> String {
-        let name = table.as_str();
-        let mut script = String::new();
-        match self.table {
-            TableAction::Keep => {}
-            TableAction::Create => script.push_str(&LAYOUT.replace("{table}", name)),
-            TableAction::Replace => {
-                // `add table` first, so the delete cannot fail on a table gone meanwhile.
-                let _ = writeln!(script, "add table inet {name}");
-                let _ = writeln!(script, "delete table inet {name}");
-                script.push_str(&LAYOUT.replace("{table}", name));
-            }
+    fn minus(&self, other: &Elements) -> Elements {
+        Elements {
+            vips: self.vips.difference(&other.vips).copied().collect(),
+            vip_any: self.vip_any.difference(&other.vip_any).copied().collect(),
+            vip_ports: self
+                .vip_ports
+                .difference(&other.vip_ports)
+                .copied()
+                .collect(),
+            backends: self
+                .backends
+                .iter()
+                .filter(|(key, backend)| other.backends.get(key) != Some(backend))
+                .map(|(key, backend)| (*key, *backend))
+                .collect(),
         }
-        write_elements(&mut script, "delete", name, &self.delete, false);
-        write_elements(&mut script, "add", name, &self.add, true);
-        script
+    }
+
+    fn lines(&self, data: bool) -> Vec<(&'static str, Vec<String>)> {
+        vec![
+            (
+                "backends",
+                self.backends
+                    .iter()
+                    .map(|((vip, first, last), backend)| {
+                        if data {
+                            format!("{vip} . {first}-{last} : {backend}")
+                        } else {
+                            format!("{vip} . {first}-{last}")
+                        }
+                    })
+                    .collect(),
+            ),
+            (
+                "vip_ports",
+                self.vip_ports
+                    .iter()
+                    .map(|(vip, protocol, port)| {
+                        format!("{vip} . {} . {port}", protocol.nft_name())
+                    })
+                    .collect(),
+            ),
+            (
+                "vip_any",
+                self.vip_any.iter().map(ToString::to_string).collect(),
+            ),
+            ("vips", self.vips.iter().map(ToString::to_string).collect()),
+        ]
+    }
+
+    fn read_layout(objects: &[serde_json::Value]) -> Option<Elements> {
+        super::observe::read_layout(objects)
     }
 }
 
-fn write_elements(script: &mut String, verb: &str, table: &str, elements: &Elements, data: bool) {
-    let mut line = |set: &str, items: Vec<String>| {
-        if !items.is_empty() {
-            let _ = writeln!(
-                script,
-                "{verb} element inet {table} {set} {{ {} }}",
-                items.join(", ")
-            );
-        }
-    };
-    line(
-        "backends",
-        elements
-            .backends
-            .iter()
-            .map(|((vip, first, last), backend)| {
-                if data {
-                    format!("{vip} . {first}-{last} : {backend}")
-                } else {
-                    format!("{vip} . {first}-{last}")
-                }
-            })
-            .collect(),
-    );
-    line(
-        "vip_ports",
-        elements
-            .vip_ports
-            .iter()
-            .map(|(vip, protocol, port)| format!("{vip} . {} . {port}", protocol.nft_name()))
-            .collect(),
-    );
-    line(
-        "vip_any",
-        elements.vip_any.iter().map(ToString::to_string).collect(),
-    );
-    line(
-        "vips",
-        elements.vips.iter().map(ToString::to_string).collect(),
-    );
-}
+/// What a VIP table holds now, as read back by the apply shell.
+pub type Observed = crate::table::Observed<Elements>;
 
-/// The change from what a table holds (`observed`) to `desired`.
-pub fn plan(observed: &Observed, desired: &Elements) -> Change {
-    match observed {
-        Observed::Absent => Change {
-            table: TableAction::Create,
-            delete: Elements::default(),
-            add: desired.clone(),
-        },
-        Observed::OtherLayout => Change {
-            table: TableAction::Replace,
-            delete: Elements::default(),
-            add: desired.clone(),
-        },
-        Observed::Layout(current) => Change {
-            table: TableAction::Keep,
-            delete: current.minus(desired),
-            add: desired.minus(current),
-        },
-    }
-}
+/// The commands that turn what a VIP table holds into what is wanted: one nft transaction.
+pub type Change = crate::table::Change<Elements>;
 
 #[cfg(test)]
 mod tests;

@@ -17,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_tests::{TestCluster, output_text, poll_until, run_with_timeout};
+use shoal_tests::{
+    TestCluster, inside, output_text, poll_until, processes_mentioning, run_with_timeout,
+};
 
 /// Debian's dockerd (docker.io, 20.10).
 const DOCKERD: &str = "/usr/sbin/dockerd";
@@ -509,29 +511,6 @@ impl Drop for DockerSwarm {
             }
         }
     }
-}
-
-/// `dir` as a prefix that matches paths inside it and not its siblings.
-fn inside(dir: &Path) -> String {
-    format!("{}/", dir.display())
-}
-
-/// Processes other than this one whose command line contains `needle`, as `(pid, command
-/// line)`.
-fn processes_mentioning(needle: &str) -> Vec<(u32, String)> {
-    let own = std::process::id();
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return Vec::new();
-    };
-    entries
-        .flatten()
-        .filter_map(|entry| {
-            let pid: u32 = entry.file_name().to_str()?.parse().ok()?;
-            let cmdline = std::fs::read(entry.path().join("cmdline")).ok()?;
-            let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-            (pid != own && cmdline.contains(needle)).then_some((pid, cmdline))
-        })
-        .collect()
 }
 
 /// The processes in `cgroup` and the cgroups below it.

@@ -3,7 +3,8 @@ use std::net::SocketAddrV4;
 
 use super::*;
 use crate::mesh::observe;
-use crate::vip::TableAction;
+use crate::table::{TableAction, plan};
+use crate::vip::TableName;
 
 fn task(text: &str) -> SocketAddrV4 {
     text.parse().expect("address and port")

@@ -1,6 +1,7 @@
 //! Exact tests of the VIP table's elements, its creation script and the element-only diffs.
 
 use super::*;
+use crate::table::{TableAction, plan};
 
 fn ip(text: &str) -> Ipv4Addr {
     text.parse().expect("test address")
