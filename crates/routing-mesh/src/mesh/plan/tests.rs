@@ -1,3 +1,5 @@
+//! Exact tests of the mesh table: elements per traffic policy, scripts, reading it back.
+
 use std::collections::BTreeSet;
 use std::net::SocketAddrV4;
 
