@@ -61,8 +61,7 @@ fn is_ingress(port: &PortConfig) -> bool {
 /// Whether the spec publishes any port through the routing mesh, so the service needs the
 /// ingress network (a VIP there, and an address there for each task), as Swarm decides it.
 pub fn needs_ingress(spec: Option<&ServiceSpec>) -> bool {
-    spec.and_then(|spec| spec.endpoint.as_ref())
-        .is_some_and(|endpoint| endpoint.ports.iter().any(is_ingress))
+    first_ingress_port(spec).is_some()
 }
 
 /// The first ingress-mode port a spec publishes, for messages.

@@ -12,7 +12,7 @@
 
 use shoal_proto::api::{Network, Service};
 
-use crate::allocator::{self, PublishedPorts, needs_ingress};
+use crate::allocator::{self, PublishedPorts};
 use crate::error::ManagerError;
 use crate::objects::ClusterObject;
 
@@ -34,7 +34,6 @@ pub(crate) fn allocate_published_ports(
     let ingress = allocator::ingress_network(networks);
     for service in changed.iter_mut() {
         if ingress.is_none()
-            && needs_ingress(service.spec.as_ref())
             && let Some(port) = allocator::ports::first_ingress_port(service.spec.as_ref())
         {
             return Err(ManagerError::FailedPrecondition(format!(
