@@ -81,22 +81,24 @@ fn dependencies(manifest: &str) -> Vec<String> {
     found
 }
 
-/// Each crate of the workspace (by directory under `crates/`) and its dependencies.
+/// Each member of the workspace (`crates/*` by directory name, and `proto` and `tests`) and its
+/// dependencies.
 fn crate_dependencies() -> Vec<(String, Vec<String>)> {
-    let crates = Path::new(env!("CARGO_MANIFEST_DIR")).join("../crates");
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut members: Vec<PathBuf> = vec![root.join("proto"), root.join("tests")];
+    members.extend(
+        std::fs::read_dir(root.join("crates"))
+            .expect("the crates directory")
+            .flatten()
+            .map(|entry| entry.path()),
+    );
     let mut found = Vec::new();
-    for entry in std::fs::read_dir(&crates)
-        .expect("the crates directory")
-        .flatten()
-    {
-        let manifest = entry.path().join("Cargo.toml");
-        let Ok(text) = std::fs::read_to_string(&manifest) else {
+    for member in members {
+        let Ok(text) = std::fs::read_to_string(member.join("Cargo.toml")) else {
             continue;
         };
-        found.push((
-            entry.file_name().to_string_lossy().into_owned(),
-            dependencies(&text),
-        ));
+        let name = member.file_name().unwrap_or_default();
+        found.push((name.to_string_lossy().into_owned(), dependencies(&text)));
     }
     found.sort();
     found
@@ -145,22 +147,39 @@ fn crate_dependencies_keep_the_lines_the_architecture_draws() {
             ));
         }
         // Pure crates: spec holds the rules and compose the compose pipeline, neither any IO
-        // runtime or argument parsing. They are checked once they exist.
+        // runtime, argument parsing or the engine.
         if name == "spec" || name == "compose" {
-            for forbidden in ["tokio", "tonic", "clap"] {
+            for forbidden in ["tokio", "tonic", "clap", "engine"] {
                 if depends(deps, forbidden) {
                     broken.push(format!(
-                        "{name} depends on {forbidden}: it must stay free of IO runtimes and argument parsing"
+                        "{name} depends on {forbidden}: it must stay free of IO runtimes, argument parsing and the engine"
+                    ));
+                }
+            }
+        }
+        // The CLI reaches the node's roles only through the daemon that composes them.
+        if name == "cli" {
+            for role in ["manager", "worker", "raft-store"] {
+                if depends(deps, role) {
+                    broken.push(format!(
+                        "cli depends on {role}: it reaches it only through daemon"
                     ));
                 }
             }
         }
     }
     assert!(broken.is_empty(), "{broken:#?}");
-    assert!(
-        crates.iter().any(|(name, _)| name == "daemon"),
-        "there is no crates/daemon: the node daemon is composed there"
-    );
+    for (member, what) in [
+        ("daemon", "the node daemon is composed there"),
+        ("spec", "the rules live there"),
+        ("compose", "the compose pipeline lives there"),
+        ("cli", "the binary is built there"),
+    ] {
+        assert!(
+            crates.iter().any(|(name, _)| name == member),
+            "there is no crates/{member}: {what}"
+        );
+    }
 }
 
 /// The paths into the `engine` crate that `text` names (`engine::shim::shim_main`), leaving out

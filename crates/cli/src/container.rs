@@ -58,11 +58,11 @@ pub(crate) struct RunArgs {
     /// Shell command run in the container as a healthcheck.
     #[arg(long)]
     health_cmd: Option<String>,
-    #[arg(long, default_value = "30s")]
+    #[arg(long, default_value_t = spec::units::format_duration(spec::defaults::HEALTH_INTERVAL))]
     health_interval: String,
-    #[arg(long, default_value = "30s")]
+    #[arg(long, default_value_t = spec::units::format_duration(spec::defaults::HEALTH_TIMEOUT))]
     health_timeout: String,
-    #[arg(long, default_value_t = 3)]
+    #[arg(long, default_value_t = spec::defaults::HEALTH_RETRIES)]
     health_retries: u32,
     #[arg(long, default_value = "0s")]
     health_start_period: String,
@@ -206,8 +206,8 @@ pub(crate) fn run_spec(args: RunArgs) -> anyhow::Result<client::RunOptions> {
             .into_iter()
             .map(|ulimit| pb::Ulimit {
                 name: ulimit.name,
-                soft: u64::try_from(ulimit.soft).unwrap_or(u64::MAX),
-                hard: u64::try_from(ulimit.hard).unwrap_or(u64::MAX),
+                soft: spec::linux::rlimit_value(ulimit.soft),
+                hard: spec::linux::rlimit_value(ulimit.hard),
             })
             .collect(),
         sysctls: service::spec::parse_sysctls("sysctl", &args.sysctls)?,
@@ -262,6 +262,23 @@ mod tests {
         let options = run(&["--health-cmd", "true", "--health-interval", "1m30s"])?;
         let interval = options.spec.healthcheck.and_then(|health| health.interval);
         assert_eq!(interval.map(|d| d.seconds), Some(90));
+        Ok(())
+    }
+
+    /// The healthcheck flags left out take Docker's timings, spec's, as a service's task does.
+    #[test]
+    fn healthcheck_flags_default_to_specs_timings() -> anyhow::Result<()> {
+        let health = run(&["--health-cmd", "true"])?.spec.healthcheck;
+        let health = health.ok_or_else(|| anyhow::anyhow!("no healthcheck"))?;
+        let proto = spec::time::proto_duration;
+        assert_eq!(
+            (health.interval, health.timeout, health.retries),
+            (
+                Some(proto(spec::defaults::HEALTH_INTERVAL)),
+                Some(proto(spec::defaults::HEALTH_TIMEOUT)),
+                spec::defaults::HEALTH_RETRIES
+            )
+        );
         Ok(())
     }
 }

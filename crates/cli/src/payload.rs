@@ -52,21 +52,8 @@ pub(crate) enum PayloadCommand {
     },
 }
 
-/// Secrets or configs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) enum Kind {
-    Secret,
-    Config,
-}
-
-impl Kind {
-    fn noun(self) -> &'static str {
-        match self {
-            Kind::Secret => "secret",
-            Kind::Config => "config",
-        }
-    }
-}
+/// Secrets or configs: spec's kinds, whose nouns its messages use.
+pub(crate) use spec::validate::PayloadKind as Kind;
 
 /// A secret or a config as the CLI shows it.
 #[derive(Clone, Debug, Default, PartialEq)]

@@ -10,6 +10,7 @@ use clap::{ArgAction, Subcommand};
 use compose::convert;
 use serde_json::json;
 use shoal_proto::api::{self, stack_change::Action};
+use spec::validate::PayloadKind;
 
 use crate::client::{Daemon, api_error};
 use crate::service::{self, format};
@@ -314,24 +315,11 @@ fn deploy_request(
     let loaded = read_project(files, false)?;
     let specs = convert::to_specs(stack, &loaded.project);
     let external_networks = specs.external_networks.clone();
-    let read = |kind: &str, name: &str, path: &str| -> anyhow::Result<Vec<u8>> {
-        let size = std::fs::metadata(path)
-            .with_context(|| format!("{kind} {name}: cannot read its file {path}"))?
-            .len();
-        let payload = if kind == "secret" {
-            spec::validate::PayloadKind::Secret
-        } else {
-            spec::validate::PayloadKind::Config
-        };
-        spec::validate::payload_size(payload, name, size)
-            .with_context(|| format!("{path} is too large"))?;
-        std::fs::read(path).with_context(|| format!("{kind} {name}: cannot read its file {path}"))
-    };
     let mut secrets = Vec::new();
     for (name, path) in &specs.secret_files {
         secrets.push(api::SecretSpec {
             annotations: Some(annotations(name)),
-            data: read("secret", name, path)?,
+            data: read_payload_file(PayloadKind::Secret, name, path)?,
             ..Default::default()
         });
     }
@@ -339,7 +327,7 @@ fn deploy_request(
     for (name, path) in &specs.config_files {
         configs.push(api::ConfigSpec {
             annotations: Some(annotations(name)),
-            data: read("config", name, path)?,
+            data: read_payload_file(PayloadKind::Config, name, path)?,
             ..Default::default()
         });
     }
@@ -357,6 +345,16 @@ fn deploy_request(
         prune,
     };
     Ok((request, external_networks))
+}
+
+/// A secret's or config's file, refused by its size before it is read when spec's limit (the
+/// manager's) would refuse it.
+fn read_payload_file(kind: PayloadKind, name: &str, path: &str) -> anyhow::Result<Vec<u8>> {
+    let unreadable = || format!("{} {name}: cannot read its file {path}", kind.noun());
+    let size = std::fs::metadata(path).with_context(unreadable)?.len();
+    spec::validate::payload_size(kind, name, size)
+        .with_context(|| format!("{path} is too large"))?;
+    std::fs::read(path).with_context(unreadable)
 }
 
 fn annotations(name: &str) -> api::Annotations {
@@ -522,16 +520,60 @@ async fn ls(daemon: &mut Daemon, json: bool) -> anyhow::Result<()> {
             println!("{}", json!({"Name": name, "Services": count.to_string()}));
         }
     } else {
-        let width = rows
-            .iter()
-            .map(|(name, _)| name.len())
-            .max()
-            .unwrap_or(0)
-            .max("NAME".len());
-        println!("{:<width$}   SERVICES", "NAME");
-        for (name, count) in &rows {
-            println!("{name:<width$}   {count}");
-        }
+        print!("{}", stack_table(&rows));
     }
     Ok(())
+}
+
+/// `stack ls`'s table, padded as every list's (docker's tabwriter).
+fn stack_table(rows: &[(String, usize)]) -> String {
+    let cells: Vec<Vec<String>> = rows
+        .iter()
+        .map(|(name, count)| vec![name.clone(), count.to_string()])
+        .collect();
+    format::table(&["NAME", "SERVICES"], &cells)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `stack ls` pads its columns as every other list does (issue 13: tables differed in
+    /// their minimum column width).
+    #[test]
+    fn stack_ls_pads_as_every_list() {
+        assert_eq!(
+            stack_table(&[("app".to_owned(), 2)]),
+            format::table(&["NAME", "SERVICES"], &[vec!["app".into(), "2".into()]])
+        );
+        assert_eq!(
+            stack_table(&[("app".to_owned(), 2)]),
+            "NAME      SERVICES\napp       2\n"
+        );
+    }
+
+    /// A stack's secret file over the limit is refused before it is read, with the message the
+    /// manager gives a secret of that size (issue 13: the 500 KiB limit was written twice).
+    #[test]
+    fn payload_files_over_specs_limit_are_refused_as_the_manager_refuses_them() {
+        let dir = std::env::temp_dir().join(format!("shoal-stack-payload-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let limit = spec::validate::MAX_PAYLOAD_BYTES;
+        let (fits, over) = (dir.join("fits"), dir.join("over"));
+        std::fs::write(&fits, vec![b'x'; limit]).expect("fits");
+        std::fs::write(&over, vec![b'x'; limit + 1]).expect("over");
+        let read = |path: &std::path::Path| {
+            read_payload_file(PayloadKind::Secret, "big", &path.display().to_string())
+        };
+        let (read_fits, read_over) = (read(&fits), read(&over));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(read_fits.map(|data| data.len()).ok(), Some(limit));
+        let manager = spec::validate::payload(PayloadKind::Secret, "big", &vec![b'x'; limit + 1])
+            .unwrap_err()
+            .to_string();
+        let refused = read_over
+            .map(|_| ())
+            .map_err(|error| error.root_cause().to_string());
+        assert_eq!(refused, Err(manager));
+    }
 }

@@ -1703,11 +1703,17 @@ impl<'a> Parser<'a> {
                         .get("hard")
                         .and_then(|v| self.int(v, &join(&p, "hard")));
                     match (soft, hard) {
-                        (Some(soft), Some(hard)) if soft <= hard => Some(Ulimit { soft, hard }),
-                        (Some(_), Some(_)) => {
-                            self.error(value, &p, "the soft limit is above the hard limit");
-                            None
-                        }
+                        (Some(soft), Some(hard)) => match spec::linux::ulimit_values(
+                            &name,
+                            spec::linux::rlimit_value(soft),
+                            spec::linux::rlimit_value(hard),
+                        ) {
+                            Ok(()) => Some(Ulimit { soft, hard }),
+                            Err(error) => {
+                                self.error(value, &p, error.to_string());
+                                None
+                            }
+                        },
                         _ => {
                             self.error(
                                 value,

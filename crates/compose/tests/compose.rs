@@ -237,11 +237,11 @@ fn unknown_key_hints_where_it_belongs() {
 /// One small file per kind of mistake the brief lists: (file, key path, part of the message).
 /// The rules compose shares with the CLI, the manager and the worker come from `spec`, so a
 /// compose file gets the same answer as a flag: placeholders the worker expands validate,
-/// durations need a unit, and sizes take every unit docker's take.
+/// durations need a unit, sizes take every unit docker's take, and a ulimit's -1 is unlimited.
 #[test]
 fn shared_rules_give_the_same_answer_as_the_cli_and_the_manager() {
     let loaded = load_text(
-        "services:\n  web:\n    image: a\n    hostname: '{{.Node.Platform.OS}}-{{- .Task.Slot -}}'\n    deploy:\n      resources:\n        limits: {memory: 1t}\n",
+        "services:\n  web:\n    image: a\n    hostname: '{{.Node.Platform.OS}}-{{- .Task.Slot -}}'\n    ulimits:\n      nofile: {soft: 1024, hard: -1}\n    deploy:\n      resources:\n        limits: {memory: 1t}\n",
     );
     let loaded = loaded.unwrap_or_else(|errors| panic!("{errors}"));
     let web = &loaded.project.services["web"];
@@ -262,6 +262,11 @@ fn shared_rules_give_the_same_answer_as_the_cli_and_the_manager() {
         (
             "services:\n  web:\n    image: a\n    deploy:\n      resources:\n        limits: {memory: 1q}\n",
             spec::units::parse_ram_bytes("1q").unwrap_err(),
+        ),
+        // -1 is unlimited, so above 1024, as `--ulimit nofile=-1:1024` and the engine say.
+        (
+            "services:\n  web:\n    image: a\n    ulimits:\n      nofile: {soft: -1, hard: 1024}\n",
+            spec::linux::ulimit_values("nofile", u64::MAX, 1024).unwrap_err(),
         ),
     ];
     for (text, expected) in refusals {

@@ -7,7 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use ::spec::linux::{
-    ALL_CAPABILITIES, CAPABILITIES, DEFAULT_CAPABILITIES, capability_name, sysctl_name, ulimit_name,
+    ALL_CAPABILITIES, CAPABILITIES, DEFAULT_CAPABILITIES, capability_name, sysctl_name,
+    ulimit_name, ulimit_values,
 };
 use serde::{Deserialize, Serialize};
 use serde_json::json;
@@ -375,15 +376,7 @@ fn rlimits(ulimits: &[Ulimit]) -> Result<Vec<serde_json::Value>> {
                     format!("{name} is given twice"),
                 ));
             }
-            if ulimit.soft > ulimit.hard {
-                return Err(EngineError::invalid(
-                    "ulimit",
-                    format!(
-                        "{name}: the soft limit {} is above the hard limit {}",
-                        ulimit.soft, ulimit.hard
-                    ),
-                ));
-            }
+            ulimit_values(&name, ulimit.soft, ulimit.hard)?;
             let kind = format!("RLIMIT_{}", name.to_ascii_uppercase());
             seen.push(name);
             Ok(json!({"type": kind, "soft": ulimit.soft, "hard": ulimit.hard}))

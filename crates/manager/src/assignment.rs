@@ -296,6 +296,19 @@ mod tests {
         }
     }
 
+    /// The scheduler knows no protobuf, so it can't take `spec`'s words for a node's role; the
+    /// words its constraints match (`node.role == manager`) are checked against spec's here,
+    /// where the one becomes the other.
+    #[test]
+    fn the_schedulers_role_words_are_specs() {
+        use spec::enums::TextForm as _;
+        for role in [api::NodeRole::Manager, api::NodeRole::Worker] {
+            let mut stored = node("n", "east", 0);
+            stored.role = role as i32;
+            assert_eq!(node_view(&stored).role.as_str(), role.text());
+        }
+    }
+
     #[test]
     fn waiting_tasks_spread_over_nodes_and_honour_constraints() {
         let nodes = [node("n1", "a", 1 << 30), node("n2", "b", 1 << 30)];

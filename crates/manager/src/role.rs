@@ -421,10 +421,13 @@ impl ManagerRole {
 struct InitSettings {
     subnet_size: u32,
     heartbeat: Duration,
+    /// Ended tasks kept per slot; 0 (keep none) is a real limit.
+    task_history_limit: i64,
 }
 
 impl InitSettings {
-    /// Checks the options that need no network: address pools, task history, heartbeat.
+    /// Checks the options that need no network: address pools, and the task history and
+    /// heartbeat by the rules `swarm update` meets too (`spec::validate::cluster_spec`).
     fn of_options(options: &InitOptions) -> Result<InitSettings, ManagerError> {
         let subnet_size = if options.subnet_size == 0 {
             spec::defaults::SUBNET_SIZE
@@ -432,23 +435,33 @@ impl InitSettings {
             options.subnet_size
         };
         spec::validate::address_pools(&address_pools(options), subnet_size)?;
-        if options.task_history_limit.is_some_and(|limit| limit < 0) {
-            return Err(ManagerError::InvalidArgument(
-                "a negative task history limit: give 0 or more".to_owned(),
-            ));
-        }
-        let heartbeat = options
-            .dispatcher_heartbeat
-            .unwrap_or(DEFAULT_DISPATCHER_HEARTBEAT);
-        if heartbeat < Duration::from_millis(100) {
-            return Err(ManagerError::InvalidArgument(format!(
-                "dispatcher heartbeat {heartbeat:?} is too short: give 100ms or more"
-            )));
-        }
-        Ok(InitSettings {
+        let settings = InitSettings {
             subnet_size,
-            heartbeat,
-        })
+            heartbeat: options
+                .dispatcher_heartbeat
+                .unwrap_or(DEFAULT_DISPATCHER_HEARTBEAT),
+            task_history_limit: options
+                .task_history_limit
+                .unwrap_or(spec::defaults::TASK_HISTORY_LIMIT),
+        };
+        spec::validate::cluster_spec(&ClusterSpec {
+            orchestration: Some(settings.orchestration()),
+            dispatcher: Some(settings.dispatcher()),
+            ..Default::default()
+        })?;
+        Ok(settings)
+    }
+
+    fn orchestration(&self) -> OrchestrationConfig {
+        OrchestrationConfig {
+            task_history_retention_limit: self.task_history_limit,
+        }
+    }
+
+    fn dispatcher(&self) -> DispatcherConfig {
+        DispatcherConfig {
+            heartbeat_period: Some(proto_duration(self.heartbeat)),
+        }
     }
 }
 
@@ -497,11 +510,7 @@ fn founding_cluster(
                 name: "default".to_owned(),
                 ..Default::default()
             }),
-            orchestration: Some(OrchestrationConfig {
-                task_history_retention_limit: options
-                    .task_history_limit
-                    .unwrap_or(spec::defaults::TASK_HISTORY_LIMIT),
-            }),
+            orchestration: Some(settings.orchestration()),
             // What the store runs with, in Swarm's terms: ticks of 100 ms, a heartbeat
             // every tick and elections after 4 to 8 ticks without one.
             raft: Some(RaftConfig {
@@ -510,9 +519,7 @@ fn founding_cluster(
                 election_tick: 4,
                 ..Default::default()
             }),
-            dispatcher: Some(DispatcherConfig {
-                heartbeat_period: Some(proto_duration(settings.heartbeat)),
-            }),
+            dispatcher: Some(settings.dispatcher()),
             ca_config: Some(CaConfig {
                 node_cert_expiry: Some(proto_duration(DEFAULT_NODE_CERT_LIFETIME)),
                 ..Default::default()
@@ -881,6 +888,73 @@ async fn follow_heartbeat_setting(
                 }
             }
             _ = stop.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(options: InitOptions) -> Result<InitSettings, String> {
+        InitSettings::of_options(&options).map_err(|error| error.to_string())
+    }
+
+    /// `swarm init --task-history-limit 0` keeps no ended tasks (issue 13: proto3's "0 means
+    /// unset" made it 5); only an absent limit is Swarm's default.
+    #[test]
+    fn a_task_history_of_zero_is_kept_and_only_absence_means_the_default() {
+        let keep_none = settings(InitOptions {
+            task_history_limit: Some(0),
+            ..Default::default()
+        });
+        assert_eq!(
+            keep_none.map(|s| s.orchestration()),
+            Ok(OrchestrationConfig {
+                task_history_retention_limit: 0
+            })
+        );
+        let unset = settings(InitOptions::default());
+        assert_eq!(
+            unset.map(|s| s.task_history_limit),
+            Ok(spec::defaults::TASK_HISTORY_LIMIT)
+        );
+    }
+
+    /// `swarm init` refuses the task history and heartbeat `swarm update` refuses, with spec's
+    /// message.
+    #[test]
+    fn init_refuses_cluster_settings_as_spec_does() {
+        for (options, cluster) in [
+            (
+                InitOptions {
+                    task_history_limit: Some(-1),
+                    ..Default::default()
+                },
+                ClusterSpec {
+                    orchestration: Some(OrchestrationConfig {
+                        task_history_retention_limit: -1,
+                    }),
+                    ..Default::default()
+                },
+            ),
+            (
+                InitOptions {
+                    dispatcher_heartbeat: Some(Duration::from_millis(50)),
+                    ..Default::default()
+                },
+                ClusterSpec {
+                    dispatcher: Some(DispatcherConfig {
+                        heartbeat_period: Some(proto_duration(Duration::from_millis(50))),
+                    }),
+                    ..Default::default()
+                },
+            ),
+        ] {
+            let expected =
+                spec::validate::cluster_spec(&cluster).map_err(|error| error.to_string());
+            assert!(expected.is_err(), "{cluster:?}");
+            assert_eq!(settings(options).map(|_| ()), expected);
         }
     }
 }

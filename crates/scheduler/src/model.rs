@@ -59,7 +59,8 @@ pub enum NodeRole {
 }
 
 impl NodeRole {
-    /// The name used in constraints and on the CLI.
+    /// The name used in constraints and on the CLI: `spec`'s word for the role, which this crate
+    /// can't take from there (`spec` speaks protobuf); the manager's tests check the two agree.
     pub const fn as_str(self) -> &'static str {
         match self {
             NodeRole::Manager => "manager",

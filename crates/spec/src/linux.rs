@@ -1,7 +1,8 @@
 //! Docker's Linux vocabulary of a container: capability names (and the default set), resource
-//! limit (ulimit) names, and which kernel parameters (sysctls) a container may set. The CLI and
-//! compose check flags and files with it; the engine builds the OCI runtime spec from the same
-//! lists, so a name is accepted or refused alike everywhere.
+//! limits (ulimit names, and the values the kernel takes), and which kernel parameters (sysctls)
+//! a container may set. The CLI and compose check flags and files with it, the manager every
+//! service spec it stores, and the engine builds the OCI runtime spec from the same lists, so a
+//! setting is accepted or refused alike everywhere.
 
 use crate::SpecError;
 
@@ -132,6 +133,32 @@ pub fn ulimit_name(given: &str) -> Result<String, SpecError> {
     }
 }
 
+/// A resource limit as the kernel takes it: Docker writes "unlimited" as -1 (any negative number
+/// reads so), which is the largest limit there is.
+pub fn rlimit_value(limit: i64) -> u64 {
+    u64::try_from(limit).unwrap_or(u64::MAX)
+}
+
+/// A resource limit's soft and hard values as the kernel takes them ([`rlimit_value`]): the soft
+/// one may not be above the hard one, which `setrlimit` refuses.
+pub fn ulimit_values(name: &str, soft: u64, hard: u64) -> Result<(), SpecError> {
+    if soft <= hard {
+        return Ok(());
+    }
+    let shown = |limit: u64| match limit {
+        u64::MAX => "unlimited".to_owned(),
+        limit => limit.to_string(),
+    };
+    Err(SpecError::Invalid {
+        what: "ulimit",
+        problem: format!(
+            "{name}: the soft limit {} is above the hard limit {}; lower the soft one",
+            shown(soft),
+            shown(hard)
+        ),
+    })
+}
+
 /// Checks that a sysctl belongs to a namespace the container has its own of (network, IPC), as
 /// Docker does: any other would change the host.
 pub fn sysctl_name(name: &str) -> Result<(), SpecError> {
@@ -195,6 +222,25 @@ mod tests {
                 .starts_with("invalid ulimit: \"files\" is not a limit; use one of as, core,")),
             "{refused:?}"
         );
+    }
+
+    /// Docker's -1 is unlimited, above every number, so `-1:1024` is refused and `1024:-1` taken
+    /// (compose once compared the numbers as signed and took the first, which the kernel refuses).
+    #[test]
+    fn ulimit_values_compare_as_the_kernel_does() {
+        assert_eq!(rlimit_value(-1), u64::MAX);
+        assert_eq!(rlimit_value(1024), 1024);
+        assert_eq!(ulimit_values("nofile", 1024, rlimit_value(-1)), Ok(()));
+        assert_eq!(ulimit_values("nofile", 5, 5), Ok(()));
+        assert_eq!(
+            ulimit_values("nofile", rlimit_value(-1), 1024).map_err(|error| error.to_string()),
+            Err("invalid ulimit: nofile: the soft limit unlimited is above the hard limit 1024; lower the soft one".to_owned())
+        );
+        assert!(ulimit_values("nofile", 10, 5).is_err_and(|error| {
+            error
+                .to_string()
+                .contains("soft limit 10 is above the hard limit 5")
+        }));
     }
 
     #[test]

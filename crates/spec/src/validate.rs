@@ -11,7 +11,7 @@ use shoal_proto::api::{
     UpdateConfig, endpoint_spec, mount, port_config, task_spec, update_config,
 };
 
-use crate::{SpecError, template};
+use crate::{SpecError, linux, template};
 
 /// Docker's limit for a service name: a DNS label.
 pub const MAX_SERVICE_NAME_LENGTH: usize = 63;
@@ -131,6 +131,7 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), SpecError> {
         template::check(&mount.target).map_err(|error| error.in_field("mount target"))?;
     }
     name_resolution_rule(container)?;
+    linux_rule(container)?;
     for attachment in task.networks.iter().chain(&spec.networks) {
         crate::network::check_attachment(attachment)?;
     }
@@ -143,6 +144,31 @@ pub fn service_spec(spec: &ServiceSpec) -> Result<(), SpecError> {
 pub fn service_endpoint(spec: &ServiceSpec) -> Result<(), SpecError> {
     endpoint_rule(spec.endpoint.as_ref())?;
     crate::ports::check_ports(spec)
+}
+
+/// The container's Linux settings by `linux`'s lists: capability names, sysctls of the
+/// container's own namespaces, ulimit names and values. The engine refuses any other, so every
+/// task would be rejected; the spec is refused instead.
+fn linux_rule(container: &ContainerSpec) -> Result<(), SpecError> {
+    for name in container
+        .capability_add
+        .iter()
+        .chain(&container.capability_drop)
+    {
+        linux::capability_name(name)?;
+    }
+    for name in container.sysctls.keys() {
+        linux::sysctl_name(name)?;
+    }
+    for ulimit in &container.ulimits {
+        let name = linux::ulimit_name(&ulimit.name)?;
+        linux::ulimit_values(
+            &name,
+            linux::rlimit_value(ulimit.soft),
+            linux::rlimit_value(ulimit.hard),
+        )?;
+    }
+    Ok(())
 }
 
 /// The container's DNS settings and hosts entries, as the flags and compose take them.
@@ -667,6 +693,53 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    /// What the engine would refuse at every task's start (issue 13's class: a spec stored, then
+    /// each task rejected) is refused when the spec is written, with `linux`'s messages.
+    #[test]
+    fn linux_settings_are_checked_by_linuxs_lists() {
+        let with = |change: &dyn Fn(&mut api::ContainerSpec)| {
+            let mut spec = service(None, "");
+            if let Some(task_spec::Runtime::Container(container)) =
+                spec.task.as_mut().and_then(|task| task.runtime.as_mut())
+            {
+                change(container);
+            }
+            service_spec(&spec).map_err(|error| error.to_string())
+        };
+        let ulimit = |soft, hard| api::container_spec::Ulimit {
+            name: "NOFILE".into(),
+            soft,
+            hard,
+        };
+        assert_eq!(
+            with(&|container| {
+                container.capability_add = vec!["net_admin".into(), "ALL".into()];
+                container.sysctls = [("net.core.somaxconn".into(), "1024".into())].into();
+                container.ulimits = vec![ulimit(1024, -1)];
+            }),
+            Ok(())
+        );
+        let refused = [
+            (
+                with(&|container| container.capability_drop = vec!["NET_ADMINN".into()]),
+                linux::capability_name("NET_ADMINN"),
+            ),
+            (
+                with(&|container| {
+                    container.sysctls = [("vm.swappiness".into(), "1".into())].into();
+                }),
+                linux::sysctl_name("vm.swappiness").map(|()| String::new()),
+            ),
+            (
+                with(&|container| container.ulimits = vec![ulimit(-1, 1024)]),
+                linux::ulimit_values("nofile", u64::MAX, 1024).map(|()| String::new()),
+            ),
+        ];
+        for (got, expected) in refused {
+            assert_eq!(got, Err(expected.unwrap_err().to_string()));
+        }
     }
 
     #[test]

@@ -45,7 +45,7 @@ pub use jobs::reconcile_replicated_job;
 pub use reaper::{TaskHistoryLimit, reap_tasks};
 pub use replicated::reconcile_replicated_service;
 pub use restart::RestartSupervisor;
-pub use restart_policy::{DEFAULT_RESTART_DELAY, EffectiveRestartPolicy};
+pub use restart_policy::EffectiveRestartPolicy;
 pub use slots::{GaveUpReason, GivenUpSlots, SlotStatus, classify_slot};
 pub use snapshot::{ClusterSnapshot, ServiceMode, SlotKey};
 pub use task_lifecycle::{
@@ -57,8 +57,7 @@ pub(crate) use task_lifecycle::{
 };
 pub use time::ClusterTime;
 pub use update::{
-    DEFAULT_UPDATE_MONITOR, FailureAction, UpdateSettings, reconcile_service_update,
-    update_in_progress, update_state,
+    FailureAction, UpdateSettings, reconcile_service_update, update_in_progress, update_state,
 };
 
 use command::stop_task_once;

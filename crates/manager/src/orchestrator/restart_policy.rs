@@ -7,9 +7,6 @@ use shoal_proto::api::{RestartPolicy, Task, TaskState, restart_policy::RestartCo
 use spec::enums::TextForm;
 use spec::time::std_duration;
 
-/// Swarm's default pause before a replacement task starts.
-pub const DEFAULT_RESTART_DELAY: Duration = spec::defaults::RESTART_DELAY;
-
 /// The restart policy that applies to a task, defaults resolved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct EffectiveRestartPolicy {
@@ -49,7 +46,7 @@ impl EffectiveRestartPolicy {
             delay: policy
                 .delay
                 .as_ref()
-                .map_or(DEFAULT_RESTART_DELAY, std_duration),
+                .map_or(spec::defaults::RESTART_DELAY, std_duration),
             max_attempts: policy.max_attempts,
             window: policy.window.as_ref().map_or(Duration::ZERO, std_duration),
         }

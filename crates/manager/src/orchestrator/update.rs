@@ -40,9 +40,6 @@ use spec::time::std_duration;
 
 use update_status::UpdateState;
 
-/// Swarm's monitor period when a spec does not set one.
-pub const DEFAULT_UPDATE_MONITOR: Duration = spec::defaults::UPDATE_MONITOR;
-
 /// What to do once too many replacements have failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FailureAction {
@@ -98,7 +95,7 @@ impl UpdateSettings {
             monitor: config
                 .monitor
                 .as_ref()
-                .map_or(DEFAULT_UPDATE_MONITOR, std_duration),
+                .map_or(spec::defaults::UPDATE_MONITOR, std_duration),
             max_failure_ratio: config.max_failure_ratio,
             start_first: config.order() == update_config::UpdateOrder::StartFirst,
         }

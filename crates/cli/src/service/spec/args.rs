@@ -1,6 +1,8 @@
 //! The flags of `service create` and `update`, as clap reads them.
 
 use clap::Args;
+use shoal_proto::api::endpoint_spec::ResolutionMode;
+use spec::enums::TextForm as _;
 
 /// Flags that set resources, shared by `create` and `update`.
 #[derive(Args, Debug, Default, Clone, PartialEq)]
@@ -158,7 +160,7 @@ pub(crate) struct CreateArgs {
     #[arg(long, allow_negative_numbers = true)]
     pub(crate) replicas: Option<String>,
     /// replicated, global, replicated-job or global-job.
-    #[arg(long, default_value = "replicated")]
+    #[arg(long, default_value = spec::defaults::MODE.text())]
     pub(crate) mode: String,
     /// Number of job tasks to run concurrently (replicated-job; default: --replicas).
     #[arg(long, allow_negative_numbers = true)]
@@ -217,7 +219,7 @@ pub(crate) struct CreateArgs {
     #[arg(long = "network")]
     pub(crate) networks: Vec<String>,
     /// How the service is found on its networks: vip (one virtual IP) or dnsrr (its tasks' IPs).
-    #[arg(long, default_value = "vip")]
+    #[arg(long, default_value = ResolutionMode::Vip.text())]
     pub(crate) endpoint_mode: String,
     /// Publishes a port: PUBLISHED:TARGET[/PROTOCOL], TARGET alone (the swarm picks a number), or
     /// published=P,target=T[,protocol=tcp|udp|sctp][,mode=ingress|host][,traffic-policy=prefer-local|cluster|local] (repeatable).

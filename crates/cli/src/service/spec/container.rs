@@ -9,7 +9,6 @@ use spec::enums::TextForm as _;
 
 use super::*;
 
-/// docker's `ConvertKVStringsToMap`: `k=v`, or `k` for an empty value.
 /// Adds and drops capabilities as `docker service update` does: adding one takes it off the
 /// dropped list, dropping one takes it off the added list. Names are checked and written the
 /// engine's way (`CAP_NET_ADMIN`, or `ALL`), by spec's list.
@@ -78,10 +77,12 @@ pub(crate) fn parse_ulimits(
         let (soft, hard) = limits.split_once(':').unwrap_or((limits, limits));
         let number = |text: &str| text.trim().parse::<i64>().map_err(|_| usage());
         let (soft, hard) = (number(soft)?, number(hard)?);
-        let as_unsigned = |limit: i64| u64::try_from(limit).unwrap_or(u64::MAX);
-        if as_unsigned(soft) > as_unsigned(hard) {
-            bail!("--{flag} {item:?}: the soft limit {soft} is above the hard limit {hard}");
-        }
+        spec::linux::ulimit_values(
+            &name,
+            spec::linux::rlimit_value(soft),
+            spec::linux::rlimit_value(hard),
+        )
+        .map_err(|error| anyhow!("--{flag} {item:?}: {error}"))?;
         if ulimits.iter().any(|ulimit| ulimit.name == name) {
             bail!("--{flag}: {name} is given twice");
         }

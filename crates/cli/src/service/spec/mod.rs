@@ -63,11 +63,11 @@ pub(crate) fn create_spec(
                 );
             }
             api::service_spec::Mode::Replicated(api::ReplicatedService {
-                replicas: replicas.unwrap_or(1),
+                replicas: replicas.unwrap_or(spec::defaults::REPLICAS),
             })
         }
         ModeName::ReplicatedJob => {
-            let total = replicas.unwrap_or(1);
+            let total = replicas.unwrap_or(spec::defaults::REPLICAS);
             api::service_spec::Mode::ReplicatedJob(api::ReplicatedJob {
                 max_concurrent: max_concurrent.unwrap_or(total),
                 total_completions: total,

@@ -133,6 +133,11 @@ fn groups_capabilities_sysctls_and_ulimits_are_created_and_updated() -> anyhow::
         create_error(&["--ulimit", "nofile=10:5", "busybox"])
             .contains("soft limit 10 is above the hard limit 5")
     );
+    // -1 is unlimited, above any number, as compose and the engine read it.
+    let unlimited_soft = spec::linux::ulimit_values("nofile", u64::MAX, 1024)
+        .unwrap_err()
+        .to_string();
+    assert!(create_error(&["--ulimit", "nofile=-1:1024", "busybox"]).ends_with(&unlimited_soft));
     assert!(create_error(&["--ulimit", "nofile=lots", "busybox"]).contains("NAME=SOFT[:HARD]"));
     Ok(())
 }
