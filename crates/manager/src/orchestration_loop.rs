@@ -280,6 +280,7 @@ impl OrchestrationLoop {
                         allocation_changes(allocator::allocate(
                             &AllocatorInput {
                                 networks: &state.networks,
+                                nodes: &state.nodes,
                                 services: &state.services,
                                 tasks: &state.tasks,
                                 pools: &AddressPools::of_cluster(state.cluster.as_ref()),
@@ -436,6 +437,9 @@ fn allocation_changes(allocation: Allocation) -> Vec<Vec<Change>> {
     for (service_id, failure) in &allocation.failed_services {
         tracing::debug!(%service_id, %failure, "a service's published ports could not be given; it keeps those it holds");
     }
+    for (node_id, failure) in &allocation.failed_nodes {
+        tracing::debug!(%node_id, %failure, "a node could not get its address on the ingress network; its routing mesh waits for one");
+    }
     if allocation.is_empty() {
         return Vec::new();
     }
@@ -443,6 +447,7 @@ fn allocation_changes(allocation: Allocation) -> Vec<Vec<Change>> {
     changes.extend(allocation.networks.iter().map(objects::update));
     changes.extend(allocation.services.iter().map(objects::update));
     changes.extend(allocation.tasks.iter().map(objects::update));
+    changes.extend(allocation.nodes.iter().map(objects::update));
     vec![changes]
 }
 

@@ -381,6 +381,13 @@ fn parse_masquerade(table: &str, listing: &str) -> Option<Masquerade> {
     })
 }
 
+/// The sysctl of a link's reverse-path filter, as the thread reading it sees its namespace.
+fn rp_filter_path(link: &str) -> PathBuf {
+    Path::new("/proc/sys/net/ipv4/conf")
+        .join(link)
+        .join("rp_filter")
+}
+
 /// What this instance has on the node, looked at where `plan` says things should be and
 /// wherever its prefix marks something as its own.
 pub async fn observe(config: &NodeConfig, plan: &State) -> Result<State, Error> {
@@ -401,6 +408,16 @@ pub async fn observe(config: &NodeConfig, plan: &State) -> Result<State, Error> 
     let underlay_path = config.underlay_netns.as_deref();
     state.forwarding = netns::run_in(underlay_path, || {
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|s| s.trim() == "1")
+    })?;
+    // Only the links the plan wants loose are read; a missing link reads as not loose.
+    let asked: Vec<String> = plan.loose_rp_filter.iter().cloned().collect();
+    state.loose_rp_filter = netns::run_in(underlay_path, move || {
+        asked
+            .into_iter()
+            .filter(|name| {
+                std::fs::read_to_string(rp_filter_path(name)).is_ok_and(|s| s.trim() == "2")
+            })
+            .collect()
     })?;
     // A table that is missing or can't be listed reads as no masquerade; applying makes it.
     state.masquerade = NftRunner::default()
@@ -720,6 +737,16 @@ async fn make(
             what: "enable IPv4 forwarding in the underlay".into(),
             source,
         }),
+        Change::LooseRpFilter(name) => {
+            let path = rp_filter_path(name);
+            netns::run_in(config.underlay_netns.as_deref(), move || {
+                std::fs::write(path, "2")
+            })?
+            .map_err(|source| Error::Io {
+                what: format!("make {name}'s reverse-path filter loose in the underlay"),
+                source,
+            })
+        }
         Change::SetMasquerade(m) => {
             // Declaring the table first makes the delete succeed when it is not there, so the
             // whole script replaces it atomically either way.

@@ -209,6 +209,16 @@ pub struct RemotePeer {
     pub vtep: Ipv4Addr,
 }
 
+/// This node's own interface on a network, in the underlay namespace (the routing mesh's way
+/// into the ingress network): an address the managers gave the node there.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostLeg {
+    pub network_id: String,
+    /// The node's address on the network, with the network's prefix ("10.0.0.2/24"); its MAC
+    /// is [`Mac::for_ipv4`] of it, so other nodes' peer entries for it need no asking either.
+    pub address: Ipv4Cidr,
+}
+
 /// Everything the node should serve; [`crate::plan`] turns it into links and entries.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Desired {
@@ -217,6 +227,8 @@ pub struct Desired {
     pub tasks: Vec<LocalTask>,
     pub endpoints: Vec<LocalEndpoint>,
     pub peers: Vec<RemotePeer>,
+    /// At most one per network, on networks in `networks`.
+    pub host_legs: Vec<HostLeg>,
 }
 
 #[cfg(test)]

@@ -44,6 +44,8 @@ pub enum Change {
         gateway: Ipv4Addr,
     },
     EnableForwarding,
+    /// Sets an underlay link's reverse-path filter to loose (`rp_filter` 2).
+    LooseRpFilter(String),
     /// Writes the masquerade's nftables table whole, replacing what was there.
     SetMasquerade(Masquerade),
     /// Sets (NLM_F_REPLACE) a permanent FDB entry on a VXLAN device: MAC → VTEP.
@@ -266,6 +268,16 @@ pub fn diff(plan: &State, observed: &State) -> Vec<Change> {
     if plan.forwarding && !observed.forwarding {
         out.push(Change::EnableForwarding);
     }
+    for name in &plan.loose_rp_filter {
+        // A link made anew starts from the namespace's default, whatever the old one had.
+        let fresh_link = fresh.contains(&LinkKey {
+            ns: Netns::Underlay,
+            name: name.clone(),
+        });
+        if fresh_link || !observed.loose_rp_filter.contains(name) {
+            out.push(Change::LooseRpFilter(name.clone()));
+        }
+    }
     if let Some(masq) = &plan.masquerade
         && observed.masquerade.as_ref() != Some(masq)
     {
@@ -350,7 +362,7 @@ mod tests {
     use super::*;
     use crate::desired::{Mac, RemotePeer};
     use crate::plan::plan;
-    use crate::plan::tests::{cidr, desired, ip};
+    use crate::plan::tests::{cidr, desired, ip, with_host_leg};
 
     /// What a node that applied `state` observes afterwards: the same, less what observation
     /// can't see (which end of a veth is which).
@@ -589,5 +601,119 @@ mod tests {
                 key: br,
             }]
         );
+    }
+
+    fn host_leg_near() -> LinkKey {
+        LinkKey {
+            ns: Netns::Named("t1-net1".into()),
+            name: "hostleg".into(),
+        }
+    }
+
+    fn host_leg_far() -> LinkKey {
+        LinkKey {
+            ns: Netns::Underlay,
+            name: "t1-i001001".into(),
+        }
+    }
+
+    #[test]
+    fn a_new_host_leg_is_one_veth_its_address_and_a_loose_gateway_bridge() {
+        let before = plan(&desired()).unwrap();
+        let after = plan(&with_host_leg()).unwrap();
+        assert_eq!(
+            diff(&after, &observed(&before)),
+            vec![
+                Change::CreateVeth {
+                    key: host_leg_near(),
+                    link: after.links[&host_leg_near()].clone(),
+                    peer: VethPeer {
+                        key: host_leg_far(),
+                        temp_name: "hostlegtmp".into(),
+                    },
+                    peer_link: after.links[&host_leg_far()].clone(),
+                },
+                Change::AddAddress {
+                    link: host_leg_far(),
+                    addr: cidr("10.0.1.2/24"),
+                },
+                Change::LooseRpFilter("t1-gw".into()),
+            ]
+        );
+        // Applied and observed again, after a restart too: nothing.
+        assert_eq!(diff(&after, &observed(&after)), vec![]);
+    }
+
+    #[test]
+    fn a_strict_gateway_bridge_is_loosened_again_and_a_new_one_too() {
+        let state = plan(&with_host_leg()).unwrap();
+        let mut seen = observed(&state);
+        seen.loose_rp_filter.clear();
+        assert_eq!(
+            diff(&state, &seen),
+            vec![Change::LooseRpFilter("t1-gw".into())]
+        );
+        // A bridge made again (it was something else) starts from the default, whatever the
+        // old one had.
+        let gw = LinkKey {
+            ns: Netns::Underlay,
+            name: "t1-gw".into(),
+        };
+        let mut seen = observed(&state);
+        seen.links.get_mut(&gw).unwrap().kind = LinkKind::Veth;
+        let changes = diff(&state, &seen);
+        assert_eq!(changes[0], Change::DeleteLink(gw));
+        assert!(changes.contains(&Change::LooseRpFilter("t1-gw".into())));
+    }
+
+    #[test]
+    fn a_dropped_host_leg_loses_both_ends_and_a_dropped_network_its_leg() {
+        let before = plan(&with_host_leg()).unwrap();
+        // The rp_filter stays loose: nothing is made strict again.
+        assert_eq!(
+            diff(&plan(&desired()).unwrap(), &observed(&before)),
+            vec![
+                Change::DeleteLink(host_leg_far()),
+                Change::DeleteLink(host_leg_near()),
+            ]
+        );
+
+        let mut d = with_host_leg();
+        d.endpoints.clear();
+        d.tasks.clear();
+        d.networks.clear();
+        d.peers.clear();
+        d.host_legs.clear();
+        let changes = diff(&plan(&d).unwrap(), &observed(&before));
+        assert!(changes.contains(&Change::DeleteLink(host_leg_far())));
+        assert_eq!(
+            changes.last(),
+            Some(&Change::DeleteNamespace("t1-net1".into()))
+        );
+    }
+
+    #[test]
+    fn an_underlay_end_left_in_the_network_by_a_crash_goes_before_the_leg_is_made() {
+        let state = plan(&with_host_leg()).unwrap();
+        let mut seen = observed(&state);
+        // The crash came after creating the pair and before moving its far end out.
+        let link = seen.links.remove(&host_leg_far()).unwrap();
+        seen.addresses
+            .remove(&(host_leg_far(), cidr("10.0.1.2/24")));
+        let temp = LinkKey {
+            ns: Netns::Named("t1-net1".into()),
+            name: "hostlegtmp".into(),
+        };
+        seen.links.insert(temp.clone(), link);
+        let changes = diff(&state, &seen);
+        assert_eq!(
+            changes[..2],
+            [
+                Change::DeleteLink(host_leg_near()),
+                Change::DeleteLink(temp)
+            ]
+        );
+        assert!(matches!(&changes[2], Change::CreateVeth { key, .. } if *key == host_leg_near()));
+        assert_eq!(changes.len(), 4, "{changes:?}");
     }
 }

@@ -38,6 +38,20 @@ pub enum Error {
     #[error("an endpoint names task {0}, which is not in the node's tasks: add it")]
     UnknownTask(String),
     #[error(
+        "the node's host leg names network {0}, which is not in the node's networks: add the network or drop the leg"
+    )]
+    HostLegUnknownNetwork(String),
+    #[error("network {0} has two host legs: give the node one address per network")]
+    DuplicateHostLeg(String),
+    #[error(
+        "the node's host leg on network {network} has address {addr}, which is not a host address of the network's {subnet} other than its gateway: give it one the allocator reserved for the node"
+    )]
+    HostLegOutsideNetwork {
+        network: String,
+        addr: String,
+        subnet: String,
+    },
+    #[error(
         "task {0} is on a network that is not internal but has no gateway-bridge address: pick one with NodeConfig::pick_egress_address"
     )]
     MissingEgress(String),

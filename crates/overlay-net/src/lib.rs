@@ -17,8 +17,8 @@ pub mod plan;
 pub mod scope;
 
 pub use desired::{
-    DEFAULT_VXLAN_PORT, Desired, Ipv4Cidr, LocalEndpoint, LocalTask, Mac, Network, NodeConfig,
-    RemotePeer, VXLAN_OVERHEAD,
+    DEFAULT_VXLAN_PORT, Desired, HostLeg, Ipv4Cidr, LocalEndpoint, LocalTask, Mac, Network,
+    NodeConfig, RemotePeer, VXLAN_OVERHEAD,
 };
 pub use diff::{Change, diff};
 pub use error::Error;

@@ -108,8 +108,15 @@ pub struct State {
     /// Permanent neighbour entries on VXLAN devices: IP → MAC.
     pub neigh: BTreeMap<(LinkKey, Ipv4Addr), Mac>,
     pub masquerade: Option<Masquerade>,
-    /// IPv4 forwarding in the underlay namespace (needed for the gateway bridge's egress).
+    /// IPv4 forwarding in the underlay namespace (needed for the gateway bridge's egress and for
+    /// connections the routing mesh forwards into a network through a host leg).
     pub forwarding: bool,
+    /// Underlay links whose reverse-path filter must be loose (`rp_filter` 2): the gateway
+    /// bridge while a host leg exists, since a task's replies to a client the routing mesh sent
+    /// without SNAT come in on the bridge from an address routed through the leg. Like
+    /// `forwarding`, only ever loosened: a link not listed may be anything (the distribution's
+    /// default may itself be loose), so nothing makes it strict again.
+    pub loose_rp_filter: BTreeSet<String>,
 }
 
 /// The names this instance gives what it creates, all from its prefix.
@@ -181,6 +188,23 @@ impl Naming {
     /// The task end of that port until it moves into the task.
     pub fn endpoint_temp(&self, task_id: &str) -> String {
         format!("vt{}", short(task_id, 13))
+    }
+
+    /// This node's host leg on a network, in the underlay: the end the node's own routing
+    /// uses, named with the prefix so observation finds it.
+    pub fn host_leg(&self, vni: u32) -> String {
+        format!("{}-i{:06x}", self.prefix, vni & 0x00ff_ffff)
+    }
+
+    /// The host leg's port on the network's bridge, in the network's namespace: the same name
+    /// in every network, since each has a namespace of its own and at most one leg.
+    pub fn host_leg_port(&self) -> String {
+        "hostleg".to_string()
+    }
+
+    /// The underlay end of the host leg until it moves out of the network's namespace.
+    pub fn host_leg_temp(&self) -> String {
+        "hostlegtmp".to_string()
     }
 
     /// The masquerade's nftables table (in the `ip` family).
@@ -335,6 +359,64 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
         );
     }
 
+    let mut legged = BTreeSet::new();
+    for leg in &desired.host_legs {
+        let network = networks
+            .get(leg.network_id.as_str())
+            .ok_or_else(|| Error::HostLegUnknownNetwork(leg.network_id.clone()))?;
+        if !legged.insert(network.id.as_str()) {
+            return Err(Error::DuplicateHostLeg(network.id.clone()));
+        }
+        let gateway = network.gateway;
+        if leg.address.prefix != gateway.prefix
+            || !gateway.is_host(leg.address.addr)
+            || leg.address.addr == gateway.addr
+        {
+            return Err(Error::HostLegOutsideNetwork {
+                network: network.id.clone(),
+                addr: leg.address.to_string(),
+                subnet: format!("{}/{}", gateway.network(), gateway.prefix),
+            });
+        }
+        // Made from the network's side like a task's port, its far end moved out into the
+        // underlay, where its address gives the node a connected route into the network.
+        let near = LinkKey::new(
+            &Netns::Named(naming.network_netns(&network.id)),
+            naming.host_leg_port(),
+        );
+        let far = LinkKey::new(&Netns::Underlay, naming.host_leg(network.vni));
+        state.links.insert(
+            near.clone(),
+            Link {
+                kind: LinkKind::Veth,
+                mtu: overlay_mtu,
+                mac: None,
+                master: Some(OVERLAY_BRIDGE.to_string()),
+                up: true,
+            },
+        );
+        state.links.insert(
+            far.clone(),
+            Link {
+                kind: LinkKind::Veth,
+                mtu: overlay_mtu,
+                mac: Some(Mac::for_ipv4(leg.address.addr)),
+                master: None,
+                up: true,
+            },
+        );
+        state.addresses.insert((far.clone(), leg.address));
+        state.veths.insert(
+            near,
+            VethPeer {
+                key: far,
+                temp_name: naming.host_leg_temp(),
+            },
+        );
+        // The routing mesh forwards connections from the underlay's interfaces into the leg.
+        state.forwarding = true;
+    }
+
     if !needs_egress.is_empty() {
         let gw = LinkKey::new(&Netns::Underlay, naming.gwbridge());
         state.links.insert(
@@ -364,6 +446,9 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
             bridge: naming.gwbridge(),
         });
         state.forwarding = true;
+        if !desired.host_legs.is_empty() {
+            state.loose_rp_filter.insert(naming.gwbridge());
+        }
         for task_id in &needs_egress {
             let task = tasks[task_id];
             let egress = task
@@ -443,7 +528,9 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
-    use crate::desired::{DEFAULT_VXLAN_PORT, LocalEndpoint, LocalTask, Network, RemotePeer};
+    use crate::desired::{
+        DEFAULT_VXLAN_PORT, HostLeg, LocalEndpoint, LocalTask, Network, RemotePeer,
+    };
 
     pub(crate) fn cidr(s: &str) -> Ipv4Cidr {
         let (a, p) = s.split_once('/').unwrap();
@@ -490,11 +577,22 @@ pub(crate) mod tests {
                 mac: Mac::for_ipv4(ip("10.0.1.6")),
                 vtep: ip("192.0.2.2"),
             }],
+            host_legs: Vec::new(),
         }
     }
 
     fn key(ns: Netns, name: &str) -> LinkKey {
         LinkKey::new(&ns, name)
+    }
+
+    /// `desired()` with the node's host leg on net1 at 10.0.1.2.
+    pub(crate) fn with_host_leg() -> Desired {
+        let mut d = desired();
+        d.host_legs.push(HostLeg {
+            network_id: "net1".into(),
+            address: cidr("10.0.1.2/24"),
+        });
+        d
     }
 
     #[test]
@@ -700,5 +798,108 @@ pub(crate) mod tests {
         let mut d = desired();
         d.endpoints[0].network_id = "nope".into();
         assert!(matches!(plan(&d), Err(Error::UnknownNetwork { .. })));
+    }
+
+    #[test]
+    fn a_host_leg_is_a_veth_from_br0_out_to_the_underlay() {
+        let without = plan(&desired()).unwrap();
+        let state = plan(&with_host_leg()).unwrap();
+        let near = key(Netns::Named("t1-net1".into()), "hostleg");
+        let far = key(Netns::Underlay, "t1-i001001");
+
+        let added: Vec<(&LinkKey, &Link)> = state
+            .links
+            .iter()
+            .filter(|(k, _)| !without.links.contains_key(*k))
+            .collect();
+        let veth = |mac, master: Option<&str>| Link {
+            kind: LinkKind::Veth,
+            mtu: 1450,
+            mac,
+            master: master.map(str::to_string),
+            up: true,
+        };
+        assert_eq!(
+            added,
+            vec![
+                (&far, &veth(Some(Mac::for_ipv4(ip("10.0.1.2"))), None)),
+                (&near, &veth(None, Some("br0"))),
+            ]
+        );
+        assert_eq!(
+            state.veths.get(&near),
+            Some(&VethPeer {
+                key: far.clone(),
+                temp_name: "hostlegtmp".into()
+            })
+        );
+        assert!(state.addresses.contains(&(far, cidr("10.0.1.2/24"))));
+        assert_eq!(state.addresses.len(), without.addresses.len() + 1);
+        // No default route for the node: the leg's connected route reaches the subnet.
+        assert_eq!(state.default_routes, without.default_routes);
+        assert_eq!(state.loose_rp_filter, BTreeSet::from(["t1-gw".to_string()]));
+        assert!(without.loose_rp_filter.is_empty());
+        assert!(state.forwarding);
+    }
+
+    #[test]
+    fn without_a_gateway_bridge_no_rp_filter_is_loosened_but_the_leg_forwards() {
+        let mut d = with_host_leg();
+        d.networks[0].internal = true;
+        d.tasks[0].egress = None;
+        let state = plan(&d).unwrap();
+        assert!(!state.links.contains_key(&key(Netns::Underlay, "t1-gw")));
+        assert!(
+            state
+                .links
+                .contains_key(&key(Netns::Underlay, "t1-i001001"))
+        );
+        assert!(state.loose_rp_filter.is_empty());
+        assert!(state.forwarding);
+
+        // A leg alone, with no task on the node: the network and its leg are all there is.
+        d.tasks.clear();
+        d.endpoints.clear();
+        let state = plan(&d).unwrap();
+        assert_eq!(state.links.len(), 4, "{:?}", state.links.keys());
+    }
+
+    #[test]
+    fn bad_host_legs_are_refused_with_what_is_wrong() {
+        let mut d = with_host_leg();
+        d.host_legs[0].network_id = "nope".into();
+        let err = plan(&d).unwrap_err();
+        assert!(matches!(&err, Error::HostLegUnknownNetwork(n) if n == "nope"));
+        assert!(err.to_string().contains("network nope"), "{err}");
+
+        let mut d = with_host_leg();
+        d.host_legs.push(HostLeg {
+            network_id: "net1".into(),
+            address: cidr("10.0.1.3/24"),
+        });
+        let err = plan(&d).unwrap_err();
+        assert!(matches!(&err, Error::DuplicateHostLeg(n) if n == "net1"));
+        assert!(err.to_string().contains("two host legs"), "{err}");
+
+        // Another subnet, another prefix, the gateway's own address, the broadcast address.
+        for address in ["10.0.2.2/24", "10.0.1.2/16", "10.0.1.1/24", "10.0.1.255/24"] {
+            let mut d = with_host_leg();
+            d.host_legs[0].address = cidr(address);
+            let err = plan(&d).unwrap_err();
+            assert!(
+                matches!(&err, Error::HostLegOutsideNetwork { network, .. } if network == "net1"),
+                "{address}: {err}"
+            );
+            assert!(err.to_string().contains("10.0.1.0/24"), "{err}");
+        }
+    }
+
+    #[test]
+    fn host_leg_names_fit_linux_names_at_the_longest_prefix() {
+        let naming = Naming::new("abcdef").unwrap();
+        let name = naming.host_leg(0x00ff_ffff);
+        assert_eq!(name, "abcdef-iffffff");
+        assert!(name.len() <= 15 && naming.host_leg_temp().len() <= 15);
+        assert!(name.starts_with(&naming.link_prefix()));
     }
 }

@@ -92,7 +92,7 @@ mod tests {
     use crate::desired::{LocalEndpoint, LocalTask, Mac};
     use crate::diff::diff;
     use crate::plan::plan;
-    use crate::plan::tests::{cidr, desired, ip};
+    use crate::plan::tests::{cidr, desired, ip, with_host_leg};
 
     const SECOND: &str = "taskbbbbbbbbbbbbbbbbbbbbb";
 
@@ -172,5 +172,37 @@ mod tests {
         let mut whole_seen = last.clone();
         whole_seen.veths.clear();
         assert_eq!(diff(&next, &whole_seen), changes);
+    }
+
+    #[test]
+    fn a_host_leg_is_no_task_s_part_and_is_made_by_the_narrowed_diff() {
+        let last = plan(&desired()).unwrap();
+        let next = plan(&with_host_leg()).unwrap();
+        let unchanged = unchanged_tasks(&last, &next);
+        assert_eq!(unchanged, BTreeSet::from([task_ns("/proc/100/ns/net")]));
+
+        let mut seen = last.clone();
+        seen.veths.clear();
+        let narrowed = next.without_tasks(&next, &unchanged);
+        assert_eq!(narrowed.loose_rp_filter, next.loose_rp_filter);
+        let changes = diff(&narrowed, &seen.without_tasks(&next, &unchanged));
+        assert_eq!(diff(&next, &seen), changes);
+        assert!(
+            changes.iter().any(|change| matches!(change,
+                crate::diff::Change::CreateVeth { peer, .. } if peer.key.ns == Netns::Underlay)),
+            "{changes:#?}"
+        );
+
+        // Dropping it again leaves the task alone too.
+        let mut applied = next.clone();
+        applied.veths.clear();
+        let back = plan(&desired()).unwrap();
+        let unchanged = unchanged_tasks(&next, &back);
+        assert_eq!(unchanged.len(), 1);
+        let changes = diff(
+            &back.without_tasks(&back, &unchanged),
+            &applied.without_tasks(&back, &unchanged),
+        );
+        assert_eq!(changes.len(), 2, "{changes:#?}");
     }
 }

@@ -1,18 +1,18 @@
 //! Root tests of the data plane on real namespaces: hosts are network namespaces on a test
 //! switch, each with its own instance; tasks reach each other across VXLAN, reach the test
-//! underlay through the gateway bridge, and the node converges after moves, removals and
-//! restarts. Every namespace is this run's own (named with its prefix) and goes at the end.
+//! underlay through the gateway bridge, a node's own underlay reaches them through its host
+//! leg, and the node converges after moves, removals and restarts. Every namespace is this run's own (named with its prefix) and goes at the end.
 
 use std::net::{Ipv4Addr, SocketAddr, UdpSocket};
 use std::os::fd::AsRawFd;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use overlay_net::apply::{observe, reconcile};
+use overlay_net::apply::{observe, reconcile, reconcile_since};
 use overlay_net::diff::Change;
 use overlay_net::{
-    DEFAULT_VXLAN_PORT, Desired, Ipv4Cidr, LocalEndpoint, LocalTask, Mac, Network, NodeConfig,
-    RemotePeer, netns, plan,
+    DEFAULT_VXLAN_PORT, Desired, HostLeg, Ipv4Cidr, LocalEndpoint, LocalTask, Mac, Network,
+    NodeConfig, RemotePeer, netns, plan,
 };
 
 /// Removes every namespace named with the run's prefix (their links, VXLAN devices and nftables
@@ -171,6 +171,7 @@ fn desired(
                 vtep: underlay_ip(host),
             })
             .collect(),
+        host_legs: Vec::new(),
     }
 }
 
@@ -518,4 +519,147 @@ fn a_task_on_two_networks_reaches_peers_on_both() {
     let route = sh(&lab.task_ns('a'), "ip route show default");
     assert!(route.contains("via 172.30.0.1 dev eth2"), "{route}");
     assert_eq!(rt.block_on(reconcile(&a)).unwrap(), vec![]);
+}
+
+/// A node's host-leg address on the network: 10.90.0.101 for host number 0.
+fn leg_ip(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(10, 90, 0, 101 + i as u8)
+}
+
+fn host_leg(i: usize) -> HostLeg {
+    HostLeg {
+        network_id: "n1".into(),
+        address: cidr(leg_ip(i), 24),
+    }
+}
+
+/// Something at `address` on n1 behind host number `host`'s VTEP.
+fn peer_at(address: Ipv4Addr, host: usize) -> RemotePeer {
+    RemotePeer {
+        network_id: "n1".into(),
+        address,
+        mac: Mac::for_ipv4(address),
+        vtep: underlay_ip(host),
+    }
+}
+
+/// The names of the links in namespace `ns` that start with `start`.
+fn links_starting(ns: &str, start: &str) -> Vec<String> {
+    sh(ns, "ip -o link show")
+        .lines()
+        .filter_map(|line| line.split(": ").nth(1))
+        .map(|name| name.split('@').next().unwrap_or(name).to_string())
+        .filter(|name| name.starts_with(start))
+        .collect()
+}
+
+#[test]
+fn a_host_leg_takes_the_node_s_own_namespace_into_the_network() {
+    require_root();
+    let p = run_prefix();
+    let _cleanup = Cleanup { prefix: p.clone() };
+    let lab = Lab::new(&p, &['a', 'b']);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+
+    // Host a has no task, only its leg on n1; host b has the task (task_ip(1)) and its own leg.
+    // Each sees the other's leg as a peer, and a sees the task.
+    let mut a = empty(&lab, 'a', 0);
+    a.networks.push(network(false));
+    a.host_legs.push(host_leg(0));
+    a.peers = vec![peer_at(task_ip(1), 1), peer_at(leg_ip(1), 1)];
+    let mut b = desired(&lab, 'b', 1, 1, false, &[]);
+    b.host_legs.push(host_leg(1));
+    b.peers = vec![peer_at(leg_ip(0), 0)];
+    assert!(!rt.block_on(reconcile(&a)).unwrap().is_empty());
+    assert!(!rt.block_on(reconcile(&b)).unwrap().is_empty());
+
+    // From a's own namespace to the task on b, across VXLAN, from a's leg address; and back.
+    assert_eq!(
+        reach(&lab.host('a'), &lab.task_ns('b'), task_ip(1), 7401),
+        Some(leg_ip(0)),
+        "host a's underlay reaches the task on b through its leg"
+    );
+    assert_eq!(
+        reach(&lab.task_ns('b'), &lab.host('a'), leg_ip(0), 7402),
+        Some(task_ip(1)),
+        "the task on b reaches host a's leg"
+    );
+
+    // The leg as planned: in a's namespace, named with the prefix, the overlay's MTU, the MAC of
+    // its address; the subnet is reached through its connected route, with no default route.
+    let leg = format!("{p}a-i001001");
+    let link = sh(&lab.host('a'), &format!("ip -o link show {leg}"));
+    for want in [
+        "mtu 1450".to_string(),
+        Mac::for_ipv4(leg_ip(0)).to_string(),
+        "state UP".to_string(),
+    ] {
+        assert!(link.contains(&want), "{want} in {link}");
+    }
+    let route = sh(&lab.host('a'), "ip route show 10.90.0.0/24");
+    assert!(route.contains(&format!("dev {leg}")), "{route}");
+    let default = sh(&lab.host('a'), "ip route show default");
+    assert!(default.trim().is_empty(), "{default}");
+    let port = sh(&format!("{p}a-n1"), "ip -o link show hostleg");
+    assert!(port.contains("master br0"), "{port}");
+
+    // b has a gateway bridge, so its reverse-path filter is loose; a has none.
+    let rp_filter = format!("/proc/sys/net/ipv4/conf/{p}b-gw/rp_filter");
+    assert_eq!(sh(&lab.host('b'), &format!("cat {rp_filter}")).trim(), "2");
+    assert!(links_starting(&lab.host('a'), &format!("{p}a-gw")).is_empty());
+
+    // Applying again, whole or scoped, changes nothing.
+    assert_eq!(rt.block_on(reconcile(&a)).unwrap(), vec![]);
+    assert_eq!(rt.block_on(reconcile(&b)).unwrap(), vec![]);
+    assert_eq!(rt.block_on(reconcile_since(&b, &b)).unwrap(), vec![]);
+
+    // A restart: a fresh runtime, nothing kept in memory, everything found in place.
+    drop(rt);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    assert_eq!(rt.block_on(reconcile(&a)).unwrap(), vec![]);
+    assert_eq!(rt.block_on(reconcile(&b)).unwrap(), vec![]);
+
+    // Someone made b's bridge strict: the next reconcile loosens it, and only that.
+    sh(
+        &lab.host('b'),
+        &format!("sysctl -q -w net.ipv4.conf.{p}b-gw.rp_filter=1"),
+    );
+    assert_eq!(
+        rt.block_on(reconcile(&b)).unwrap(),
+        vec![Change::LooseRpFilter(format!("{p}b-gw"))]
+    );
+    assert_eq!(sh(&lab.host('b'), &format!("cat {rp_filter}")).trim(), "2");
+
+    // b drops its leg (scoped, as the daemon's loop does): both ends go, the task stays.
+    let mut b_without = b.clone();
+    b_without.host_legs.clear();
+    let changes = rt.block_on(reconcile_since(&b, &b_without)).unwrap();
+    assert_eq!(
+        changes
+            .iter()
+            .filter(|c| matches!(c, Change::DeleteLink(_)))
+            .count(),
+        2,
+        "{changes:?}"
+    );
+    assert!(links_starting(&lab.host('b'), &format!("{p}b-i")).is_empty());
+    assert!(links_starting(&format!("{p}b-n1"), "hostleg").is_empty());
+    assert_eq!(
+        reach(&lab.task_ns('b'), &lab.host('a'), leg_ip(0), 7403),
+        Some(task_ip(1)),
+        "b's task still reaches a's leg"
+    );
+    assert_eq!(rt.block_on(reconcile(&b_without)).unwrap(), vec![]);
+
+    // a drops the network with its leg: nothing of a's instance is left; nor of b's once it
+    // drops everything too.
+    rt.block_on(reconcile(&empty(&lab, 'a', 0))).unwrap();
+    assert!(links_starting(&lab.host('a'), &format!("{p}a-")).is_empty());
+    assert!(netns::list(&format!("{p}a-")).unwrap().is_empty());
+    rt.block_on(reconcile(&empty(&lab, 'b', 1))).unwrap();
+    assert!(links_starting(&lab.host('b'), &format!("{p}b-")).is_empty());
+    assert!(netns::list(&format!("{p}b-")).unwrap().is_empty());
 }

@@ -14,7 +14,7 @@ use shoal_proto::api;
 use shoal_proto::api::ContainerSpec as TaskContainerSpec;
 
 use crate::error::{Result, WorkerError};
-use crate::networking::{DnsOptions, EndpointMode, NetworkAttachment, TaskNetworks};
+use crate::networking::{DnsOptions, EndpointMode, IngressPort, NetworkAttachment, TaskNetworks};
 use spec::network::{ENCRYPTED_OPTION, MAX_VNI, Subnet, VXLAN_ID_LIST_OPTION};
 use spec::template::{self, TemplateContext};
 
@@ -154,14 +154,13 @@ pub fn container_spec_for_task(
         groups: container.groups.clone(),
         cap_add: container.capability_add.clone(),
         cap_drop: container.capability_drop.clone(),
-        // A negative limit is Docker's "unlimited".
         ulimits: container
             .ulimits
             .iter()
             .map(|ulimit| engine::Ulimit {
                 name: ulimit.name.clone(),
-                soft: u64::try_from(ulimit.soft).unwrap_or(u64::MAX),
-                hard: u64::try_from(ulimit.hard).unwrap_or(u64::MAX),
+                soft: spec::linux::rlimit_value(ulimit.soft),
+                hard: spec::linux::rlimit_value(ulimit.hard),
             })
             .collect(),
         sysctls: container
@@ -303,6 +302,7 @@ pub fn task_networks(task: &api::Task, node_hostname: &str) -> Result<Option<Tas
         .map(|attachment| network_attachment(attachment, endpoint_mode, &endpoint.virtual_ips))
         .collect::<std::result::Result<Vec<_>, String>>()
         .map_err(reject)?;
+    let ingress_ports = ingress_ports(&endpoint.ports).map_err(reject)?;
     let dns = container.dns_config.clone().unwrap_or_default();
     let hostname = container_hostname(task, container, node_hostname)?.unwrap_or_default();
     Ok(Some(TaskNetworks {
@@ -317,6 +317,7 @@ pub fn task_networks(task: &api::Task, node_hostname: &str) -> Result<Option<Tas
             .unwrap_or_else(|| task.service_id.clone()),
         endpoint_mode,
         attachments,
+        ingress_ports,
         dns: DnsOptions {
             nameservers: dns.nameservers,
             search: dns.search,
@@ -325,6 +326,54 @@ pub fn task_networks(task: &api::Task, node_hostname: &str) -> Result<Option<Tas
         hosts: container.hosts.clone(),
         hostname,
     }))
+}
+
+/// The ports of an allocated endpoint published through the routing mesh (host-mode ones are
+/// not the mesh's).
+fn ingress_ports(ports: &[api::PortConfig]) -> std::result::Result<Vec<IngressPort>, String> {
+    let number = |value: u32, what: &str| {
+        u16::try_from(value)
+            .ok()
+            .filter(|port| *port != 0)
+            .ok_or_else(|| {
+                format!(
+                    "the service's {what} port {value} is not a port number from 1 to 65535: \
+                     update the service's --publish"
+                )
+            })
+    };
+    ports
+        .iter()
+        .filter(|port| port.publish_mode() == api::port_config::PublishMode::Ingress)
+        .map(|port| {
+            Ok(IngressPort {
+                protocol: port.protocol(),
+                published: number(port.published_port, "published")?,
+                target: number(port.target_port, "target")?,
+                policy: port.traffic_policy(),
+            })
+        })
+        .collect()
+}
+
+/// The node's own leg on the ingress network, from the node's attachments as the managers gave
+/// them (while a service publishes through the routing mesh): `None` without one, or why the
+/// one given can't be used.
+pub fn node_ingress_leg(
+    node: &api::Node,
+) -> Option<std::result::Result<NetworkAttachment, String>> {
+    let attachment = node.attachments.iter().find(|attachment| {
+        attachment
+            .network
+            .as_ref()
+            .and_then(|network| network.spec.as_ref())
+            .is_some_and(|spec| spec.ingress)
+    })?;
+    Some(network_attachment(
+        attachment,
+        EndpointMode::DnsRoundRobin,
+        &[],
+    ))
 }
 
 /// One network attachment as the allocator filled it: the task's address, and the subnet,
@@ -1452,7 +1501,22 @@ mod tests {
         ];
         task.endpoint = Some(api::Endpoint {
             spec: Some(api::EndpointSpec::default()),
-            ports: Vec::new(),
+            ports: vec![
+                api::PortConfig {
+                    protocol: api::port_config::Protocol::Udp as i32,
+                    target_port: 53,
+                    published_port: 30053,
+                    traffic_policy: api::port_config::TrafficPolicy::Cluster as i32,
+                    ..api::PortConfig::default()
+                },
+                // On its node only: not the mesh's.
+                api::PortConfig {
+                    target_port: 80,
+                    published_port: 8080,
+                    publish_mode: api::port_config::PublishMode::Host as i32,
+                    ..api::PortConfig::default()
+                },
+            ],
             virtual_ips: vec![
                 api::endpoint::VirtualIp {
                     network_id: "net0".into(),
@@ -1514,6 +1578,12 @@ mod tests {
                         virtual_ip: Some("10.255.0.2/16".into()),
                     },
                 ],
+                ingress_ports: vec![IngressPort {
+                    protocol: api::port_config::Protocol::Udp,
+                    published: 30053,
+                    target: 53,
+                    policy: api::port_config::TrafficPolicy::Cluster,
+                }],
                 dns: DnsOptions {
                     nameservers: vec!["10.0.0.53".into()],
                     search: vec!["example.org".into()],
@@ -1526,6 +1596,51 @@ mod tests {
         // The container gets the same hostname its hosts file names.
         let spec = container_spec_for_task(&task, &TaskPayloads::default(), "h2").unwrap();
         assert_eq!(spec.hostname.as_deref(), Some("web-2"));
+    }
+
+    #[test]
+    fn a_published_port_that_is_not_a_port_number_rejects_the_task() {
+        let mut task = networked_task(image("busybox"));
+        task.endpoint.as_mut().unwrap().ports[0].published_port = 70000;
+        let error = task_networks(&task, "h2").unwrap_err().to_string();
+        assert!(
+            error.contains(
+                "the service's published port 70000 is not a port number from 1 to 65535"
+            ),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn a_node_reads_its_ingress_leg_from_its_attachments() {
+        let mut node = api::Node::default();
+        assert_eq!(node_ingress_leg(&node), None);
+        // Only the ingress network's attachment is the leg.
+        node.attachments = vec![
+            api::NetworkAttachment {
+                network: Some(back_network()),
+                addresses: vec!["10.0.3.9/24".into()],
+                ..api::NetworkAttachment::default()
+            },
+            api::NetworkAttachment {
+                network: Some(ingress_network()),
+                addresses: vec!["10.255.0.40/16".into()],
+                ..api::NetworkAttachment::default()
+            },
+        ];
+        let leg = node_ingress_leg(&node).unwrap().unwrap();
+        assert_eq!(
+            (
+                leg.network_id.as_str(),
+                leg.vni,
+                leg.gateway.as_str(),
+                leg.address.as_str()
+            ),
+            ("net0", 4096, "10.255.0.1/16", "10.255.0.40/16")
+        );
+        assert!(leg.ingress && leg.virtual_ip.is_none());
+        node.attachments[1].addresses = vec!["10.9.0.40/16".into()];
+        assert!(node_ingress_leg(&node).unwrap().is_err());
     }
 
     #[test]

@@ -13,6 +13,8 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
+use shoal_proto::api::port_config::{Protocol, TrafficPolicy};
+
 /// How a service's name resolves on a network (`--endpoint-mode`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum EndpointMode {
@@ -44,6 +46,16 @@ pub struct NetworkAttachment {
     pub virtual_ip: Option<String>,
 }
 
+/// A port the task's service publishes through the routing mesh: a connection to `published` on
+/// any node's address goes to `target` in one of the service's ready tasks, as `policy` says.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IngressPort {
+    pub protocol: Protocol,
+    pub published: u16,
+    pub target: u16,
+    pub policy: TrafficPolicy,
+}
+
 /// `--dns`, `--dns-search` and `--dns-option`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnsOptions {
@@ -63,6 +75,9 @@ pub struct TaskNetworks {
     pub endpoint_mode: EndpointMode,
     /// In the task's order: the first is its eth0.
     pub attachments: Vec<NetworkAttachment>,
+    /// What its service publishes through the routing mesh (the task is on the ingress network
+    /// then).
+    pub ingress_ports: Vec<IngressPort>,
     pub dns: DnsOptions,
     /// `--host` entries for /etc/hosts, as the spec holds them ("IP NAME [ALIAS...]").
     pub hosts: Vec<String>,

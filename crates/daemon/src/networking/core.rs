@@ -1,25 +1,30 @@
-//! The pure core of the node's networking: from the networked tasks this node holds and the
-//! endpoints the gossip makes visible, everything the shell programs (the overlay's data plane,
-//! the embedded DNS's names, each task's VIP table, this node's gossip publications and the
-//! networks it gossips on), and what changes between two such plans. No IO, no clock.
+//! The pure core of the node's networking: from the networked tasks this node holds, its own
+//! leg on the ingress network and the endpoints the gossip makes visible, everything the shell
+//! programs (the overlay's data plane, the embedded DNS's names, each task's VIP table, the
+//! routing mesh's published ports, this node's gossip publications and the networks it gossips
+//! on), and what changes between two such plans. No IO, no clock.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 
 use overlay_net::gossip::{
-    EndpointKey, EndpointRecord, GossipKey, KEY_LEN, Keyring, VisibleEndpoint,
+    EndpointKey, EndpointRecord, GossipKey, IngressPortRecord, KEY_LEN, Keyring, VisibleEndpoint,
 };
 use overlay_net::{
-    Desired, Ipv4Cidr, LocalEndpoint, LocalTask, Mac, Network, NodeConfig, RemotePeer, ipsec,
+    Desired, HostLeg, Ipv4Cidr, LocalEndpoint, LocalTask, Mac, Network, NodeConfig, RemotePeer,
+    ipsec,
 };
 use routing_mesh::dns::{
     AskingTask, NetworkRecords, ServiceEndpoint, ServiceRecords, TaskHealth, TaskRecord,
 };
-use routing_mesh::vip::{VipPorts, VipService};
+use routing_mesh::mesh::{PublishedPort, TrafficPolicy};
+use routing_mesh::vip::{Protocol, VipPorts, VipService};
 use shoal_proto::api::EncryptionKey;
 use shoal_proto::api::encryption_key::Algorithm;
-use worker::networking::{EndpointMode, NetworkAttachment, TaskNetworks};
+use shoal_proto::api::port_config;
+use spec::enums::TextForm;
+use worker::networking::{EndpointMode, IngressPort, NetworkAttachment, TaskNetworks};
 
 /// One networked task this node holds: what the worker said of it, and what the node gave it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,8 +86,18 @@ pub struct NodePlan {
     pub vips: BTreeMap<String, Vec<VipService>>,
     /// This node's endpoints as the gossip should carry them.
     pub publications: BTreeMap<EndpointKey, EndpointRecord>,
-    /// The networks whose gossip this node is on: those it has a task on.
+    /// The networks whose gossip this node is on: those it has a task on, and the ingress
+    /// network while the managers give the node an address there.
     pub gossip_networks: BTreeSet<String>,
+    /// The routing mesh's published ports, while the node has an address on the ingress network
+    /// and the swarm publishes a port there; `None`: the node has no leg and no mesh table.
+    pub mesh: Option<Vec<PublishedPort>>,
+}
+
+/// The gossip's endpoint id of a node's own leg on the ingress network. Task ids have no dash,
+/// so it can't be a task's.
+pub fn leg_endpoint(node: &str) -> String {
+    format!("node-{node}")
 }
 
 /// A task's endpoint on one network, local or from the gossip, as DNS and VIPs see it.
@@ -96,13 +111,16 @@ struct SeenEndpoint {
     serving: bool,
 }
 
-/// Plans the node: `node` is this node's gossip name (its node id), `table` what the gossip makes
-/// visible (this node's own entries in it are ignored: the local tasks are the truth about them).
-/// Attachments whose addresses don't read are left out (`prepare` refuses such tasks).
+/// Plans the node: `node` is this node's gossip name (its node id), `ingress_leg` its own address
+/// on the ingress network (while a service publishes through the routing mesh), `table` what
+/// the gossip makes visible (this node's own entries in it are ignored: the local tasks are the
+/// truth about them). Attachments whose addresses don't read are left out (`prepare` refuses
+/// such tasks).
 pub fn plan_node(
     config: &NodeConfig,
     node: &str,
     tasks: &BTreeMap<String, HeldTask>,
+    ingress_leg: Option<&NetworkAttachment>,
     table: &BTreeMap<EndpointKey, VisibleEndpoint>,
 ) -> NodePlan {
     let mut networks: BTreeMap<String, Network> = BTreeMap::new();
@@ -172,6 +190,15 @@ pub fn plan_node(
                     virtual_ip: vip_of(task, &parsed).map(|vip| vip.to_string()),
                     aliases: attachment.aliases.clone(),
                     healthy: task.serving,
+                    ingress_ports: if attachment.ingress {
+                        task.networks
+                            .ingress_ports
+                            .iter()
+                            .map(ingress_port_record)
+                            .collect()
+                    } else {
+                        Vec::new()
+                    },
                 },
             );
             seen.entry(network_id.clone()).or_default().insert(
@@ -195,6 +222,32 @@ pub fn plan_node(
             });
         }
     }
+
+    // The ingress network's gossip tells the node which ports the swarm publishes; the leg and
+    // the mesh's table are made only once there is a port to serve.
+    let mesh = ingress_leg
+        .map(|leg| mesh_ports(node, &leg.network_id, tasks, &local_addresses, table))
+        .filter(|ports| !ports.is_empty());
+    let mut gossip_networks: BTreeSet<String> = ingress_leg
+        .map(|leg| leg.network_id.clone())
+        .into_iter()
+        .collect();
+    let host_legs = if mesh.is_some() {
+        plan_leg(
+            config,
+            node,
+            ingress_leg,
+            &mut networks,
+            &mut network_names,
+            &mut used_vnis,
+            &mut local_addresses,
+            &mut publications,
+        )
+    } else {
+        Vec::new()
+    };
+    // A leg that can't be planned serves nothing.
+    let mesh = mesh.filter(|_| !host_legs.is_empty());
 
     let mut peers = BTreeMap::new();
     for (key, visible) in table {
@@ -221,6 +274,10 @@ pub fn plan_node(
                 vtep,
             },
         );
+        // A node's leg is a peer to reach, not a task with names.
+        if record.service_id.is_empty() {
+            continue;
+        }
         seen.entry(key.network.clone()).or_default().insert(
             key.endpoint.clone(),
             SeenEndpoint {
@@ -285,19 +342,188 @@ pub fn plan_node(
         })
         .collect();
 
+    gossip_networks.extend(networks.keys().cloned());
+
     NodePlan {
-        gossip_networks: networks.keys().cloned().collect(),
+        gossip_networks,
         desired: Desired {
             config: config.clone(),
             networks: networks.into_values().collect(),
             tasks: local_tasks,
             endpoints,
             peers: peers.into_values().collect(),
+            host_legs,
         },
         dns,
         vips,
         publications,
+        mesh,
     }
+}
+
+/// The node's leg on the ingress network, when it has one that reads: the network planned (when
+/// no task brought it), the leg's address taken as local, and the leg published so the other
+/// nodes can reach it (the mesh's SNAT source, and where replies to it go).
+#[allow(clippy::too_many_arguments)]
+fn plan_leg(
+    config: &NodeConfig,
+    node: &str,
+    ingress_leg: Option<&NetworkAttachment>,
+    networks: &mut BTreeMap<String, Network>,
+    network_names: &mut BTreeMap<String, (String, bool, bool)>,
+    used_vnis: &mut BTreeSet<u32>,
+    local_addresses: &mut BTreeSet<(String, Ipv4Addr)>,
+    publications: &mut BTreeMap<EndpointKey, EndpointRecord>,
+) -> Vec<HostLeg> {
+    let Some((leg, parsed)) = ingress_leg.and_then(|leg| Some((leg, parse_attachment(leg).ok()?)))
+    else {
+        return Vec::new();
+    };
+    if !networks.contains_key(&leg.network_id) {
+        if !used_vnis.insert(leg.vni) {
+            return Vec::new();
+        }
+        networks.insert(
+            leg.network_id.clone(),
+            Network {
+                id: leg.network_id.clone(),
+                vni: leg.vni,
+                gateway: parsed.gateway,
+                internal: leg.internal,
+                encrypted: leg.encrypted,
+            },
+        );
+        network_names.insert(
+            leg.network_id.clone(),
+            (leg.network_name.clone(), leg.ingress, leg.internal),
+        );
+    }
+    local_addresses.insert((leg.network_id.clone(), parsed.address.addr));
+    publications.insert(
+        EndpointKey {
+            network: leg.network_id.clone(),
+            endpoint: leg_endpoint(node),
+        },
+        EndpointRecord {
+            task_name: String::new(),
+            address: parsed.address.to_string(),
+            mac: Mac::for_ipv4(parsed.address.addr).to_string(),
+            tunnel_endpoint: IpAddr::V4(config.vtep),
+            service_id: String::new(),
+            service_name: String::new(),
+            virtual_ip: None,
+            aliases: Vec::new(),
+            healthy: true,
+            ingress_ports: Vec::new(),
+        },
+    );
+    vec![HostLeg {
+        network_id: leg.network_id.clone(),
+        address: parsed.address,
+    }]
+}
+
+fn ingress_port_record(port: &IngressPort) -> IngressPortRecord {
+    IngressPortRecord {
+        protocol: port.protocol.text().to_owned(),
+        published: port.published,
+        target: port.target,
+        policy: port.policy.text().to_owned(),
+    }
+}
+
+fn mesh_protocol(protocol: port_config::Protocol) -> Protocol {
+    match protocol {
+        port_config::Protocol::Tcp => Protocol::Tcp,
+        port_config::Protocol::Udp => Protocol::Udp,
+        port_config::Protocol::Sctp => Protocol::Sctp,
+    }
+}
+
+fn mesh_policy(policy: port_config::TrafficPolicy) -> TrafficPolicy {
+    match policy {
+        port_config::TrafficPolicy::PreferLocal => TrafficPolicy::PreferLocal,
+        port_config::TrafficPolicy::Cluster => TrafficPolicy::Cluster,
+        port_config::TrafficPolicy::Local => TrafficPolicy::Local,
+    }
+}
+
+/// The ports the mesh serves on this node: every port a task on the ingress network publishes,
+/// local or gossiped, with the ready ones as its backends (local tasks in both sets, remote ones
+/// in `cluster` only). A port whose tasks are all unready stays, with no backend, so it is
+/// refused at once rather than left to whatever else listens. A port two services claim (which
+/// the managers refuse) goes to the first in task order.
+fn mesh_ports(
+    node: &str,
+    ingress_network: &str,
+    tasks: &BTreeMap<String, HeldTask>,
+    local_addresses: &BTreeSet<(String, Ipv4Addr)>,
+    table: &BTreeMap<EndpointKey, VisibleEndpoint>,
+) -> Vec<PublishedPort> {
+    let mut ports: BTreeMap<(Protocol, u16), PublishedPort> = BTreeMap::new();
+    let mut add = |protocol: port_config::Protocol,
+                   published: u16,
+                   policy: port_config::TrafficPolicy,
+                   backend: Option<(SocketAddrV4, bool)>| {
+        let protocol = mesh_protocol(protocol);
+        let port = ports
+            .entry((protocol, published))
+            .or_insert_with(|| PublishedPort {
+                protocol,
+                port: published,
+                policy: mesh_policy(policy),
+                local: BTreeSet::new(),
+                cluster: BTreeSet::new(),
+            });
+        if let Some((address, local)) = backend {
+            if local {
+                port.local.insert(address);
+            }
+            port.cluster.insert(address);
+        }
+    };
+    for task in tasks.values() {
+        let Some(parsed) = task
+            .networks
+            .attachments
+            .iter()
+            .find(|attachment| attachment.network_id == ingress_network)
+            .and_then(|attachment| parse_attachment(attachment).ok())
+        else {
+            continue;
+        };
+        for port in &task.networks.ingress_ports {
+            let backend = task
+                .serving
+                .then(|| (SocketAddrV4::new(parsed.address.addr, port.target), true));
+            add(port.protocol, port.published, port.policy, backend);
+        }
+    }
+    for (key, visible) in table {
+        if visible.node == node || key.network != ingress_network {
+            continue;
+        }
+        let record = &visible.record;
+        let Ok(address) = Ipv4Cidr::parse(&record.address) else {
+            continue;
+        };
+        if local_addresses.contains(&(key.network.clone(), address.addr)) {
+            continue;
+        }
+        for port in &record.ingress_ports {
+            let (Ok(protocol), Ok(policy)) = (
+                port_config::Protocol::parse(&port.protocol),
+                port_config::TrafficPolicy::parse(&port.policy),
+            ) else {
+                continue;
+            };
+            let backend = record
+                .healthy
+                .then(|| (SocketAddrV4::new(address.addr, port.target), false));
+            add(protocol, port.published, policy, backend);
+        }
+    }
+    ports.into_values().collect()
 }
 
 /// The service's VIP on this network, in `vip` mode.
@@ -659,6 +885,7 @@ mod tests {
                 service_name: service.to_owned(),
                 endpoint_mode: EndpointMode::Vip,
                 attachments,
+                ingress_ports: Vec::new(),
                 dns: DnsOptions::default(),
                 hosts: Vec::new(),
                 hostname: id.to_owned(),
@@ -693,6 +920,7 @@ mod tests {
                     virtual_ip: Some("10.0.1.2/24".to_owned()),
                     aliases: vec!["www".into()],
                     healthy,
+                    ingress_ports: Vec::new(),
                 },
             },
         )
@@ -739,7 +967,7 @@ mod tests {
     #[test]
     fn the_data_plane_has_the_node_s_networks_tasks_and_the_peers_on_them() {
         let (tasks, table) = scene();
-        let plan = plan_node(&config(), "n1", &tasks, &table);
+        let plan = plan_node(&config(), "n1", &tasks, None, &table);
         assert_eq!(
             plan.desired,
             Desired {
@@ -801,6 +1029,7 @@ mod tests {
                     mac: Mac::for_ipv4(ip("10.0.1.6")),
                     vtep: ip("192.0.2.2"),
                 }],
+                host_legs: Vec::new(),
             }
         );
         assert_eq!(
@@ -823,7 +1052,7 @@ mod tests {
     #[test]
     fn dns_holds_local_and_remote_tasks_with_vips_aliases_and_dnsrr() {
         let (tasks, table) = scene();
-        let plan = plan_node(&config(), "n1", &tasks, &table);
+        let plan = plan_node(&config(), "n1", &tasks, None, &table);
         assert_eq!(
             plan.dns,
             vec![
@@ -874,7 +1103,7 @@ mod tests {
             remote("n2", "front", "c", "10.0.1.6/24", false).0,
             remote("n2", "front", "c", "10.0.1.6/24", false).1,
         );
-        let plan = plan_node(&config(), "n1", &tasks, &table);
+        let plan = plan_node(&config(), "n1", &tasks, None, &table);
         let vip = |vip: &str, backends: &[&str]| VipService {
             vip: ip(vip),
             ports: VipPorts::All,
@@ -895,14 +1124,14 @@ mod tests {
         );
         // No serving task: the VIP stays, with no backend, so it is refused at once.
         tasks.get_mut("a").unwrap().serving = false;
-        let plan = plan_node(&config(), "n1", &tasks, &table);
+        let plan = plan_node(&config(), "n1", &tasks, None, &table);
         assert_eq!(plan.vips["b"], vec![vip("10.0.2.2", &[])]);
     }
 
     #[test]
     fn publications_are_this_node_s_endpoints_with_serving_as_healthy() {
         let (tasks, table) = scene();
-        let plan = plan_node(&config(), "n1", &tasks, &table);
+        let plan = plan_node(&config(), "n1", &tasks, None, &table);
         let key = |network: &str, endpoint: &str| EndpointKey {
             network: network.to_owned(),
             endpoint: endpoint.to_owned(),
@@ -927,6 +1156,7 @@ mod tests {
                 virtual_ip: Some("10.0.1.2/24".into()),
                 aliases: vec!["www".into()],
                 healthy: true,
+                ingress_ports: Vec::new(),
             }
         );
         let db = &plan.publications[&key("net-back", "b")];
@@ -943,7 +1173,7 @@ mod tests {
         let (key, mut broken) = remote("n3", "front", "x", "10.0.1.9/24", true);
         broken.record.address = "not an address".into();
         table.insert(key, broken);
-        let plan = plan_node(&config(), "n1", &tasks, &table);
+        let plan = plan_node(&config(), "n1", &tasks, None, &table);
         let peers: Vec<Ipv4Addr> = plan.desired.peers.iter().map(|peer| peer.address).collect();
         assert_eq!(peers, vec![ip("10.0.1.6")]);
     }
@@ -951,7 +1181,7 @@ mod tests {
     #[test]
     fn gossip_changes_join_publish_withdraw_and_leave() {
         let (mut tasks, table) = scene();
-        let before = plan_node(&config(), "n1", &tasks, &table);
+        let before = plan_node(&config(), "n1", &tasks, None, &table);
         let first = gossip_changes(&BTreeSet::new(), &BTreeMap::new(), &before);
         assert_eq!(
             first.join,
@@ -964,7 +1194,7 @@ mod tests {
         // a goes; b starts serving.
         tasks.remove("a");
         tasks.get_mut("b").unwrap().serving = true;
-        let after = plan_node(&config(), "n1", &tasks, &table);
+        let after = plan_node(&config(), "n1", &tasks, None, &table);
         let changes = gossip_changes(&before.gossip_networks, &before.publications, &after);
         assert!(changes.join.is_empty());
         assert_eq!(changes.publish.len(), 1);
@@ -994,7 +1224,7 @@ mod tests {
         bad.virtual_ip = Some("10.0.1.2".into());
         assert!(parse_attachment(&bad).unwrap_err().contains("virtual IP"));
         let tasks = BTreeMap::from([("a".to_owned(), task("a", "web", vec![bad], true))]);
-        let plan = plan_node(&config(), "n1", &tasks, &BTreeMap::new());
+        let plan = plan_node(&config(), "n1", &tasks, None, &BTreeMap::new());
         assert!(plan.desired.tasks.is_empty() && plan.publications.is_empty());
     }
 
@@ -1098,7 +1328,7 @@ mod tests {
         for attachment in &mut tasks.get_mut("a").unwrap().networks.attachments {
             attachment.encrypted = attachment.network_id == "net-front";
         }
-        let plan = plan_node(&config(), "n1", &tasks, &table);
+        let plan = plan_node(&config(), "n1", &tasks, None, &table);
         let (vteps, vnis) = encrypted_peers(&tasks, &plan.desired);
         assert_eq!(vteps, vec![ip("192.0.2.2")]);
         assert_eq!(vnis, BTreeSet::from([4097]));
@@ -1113,5 +1343,180 @@ mod tests {
             pick_gateway_bridge(&[ip("172.18.0.1"), ip("172.19.3.4"), ip("10.0.0.1")]),
             cidr("172.20.0.0/16")
         );
+    }
+
+    fn ingress(address: &str) -> NetworkAttachment {
+        NetworkAttachment {
+            ingress: true,
+            ..attachment("ingress", 4096, address, None)
+        }
+    }
+
+    fn tcp_8080() -> IngressPort {
+        IngressPort {
+            protocol: port_config::Protocol::Tcp,
+            published: 8080,
+            target: 80,
+            policy: port_config::TrafficPolicy::PreferLocal,
+        }
+    }
+
+    fn with_ports(
+        (key, mut visible): (EndpointKey, VisibleEndpoint),
+        node: &str,
+        ports: Vec<IngressPortRecord>,
+    ) -> (EndpointKey, VisibleEndpoint) {
+        visible.node = node.to_owned();
+        visible.record.ingress_ports = ports;
+        (key, visible)
+    }
+
+    fn port_record(protocol: &str, published: u16, target: u16, policy: &str) -> IngressPortRecord {
+        IngressPortRecord {
+            protocol: protocol.to_owned(),
+            published,
+            target,
+            policy: policy.to_owned(),
+        }
+    }
+
+    fn backends(addresses: &[&str]) -> BTreeSet<SocketAddrV4> {
+        addresses.iter().map(|a| a.parse().unwrap()).collect()
+    }
+
+    /// Node n1 with its leg 10.0.0.10 on the ingress network; web's tasks w (serving) and x
+    /// (not yet) here, its task on n2 (healthy) and on n3 (not); n2's leg; and dns's UDP port
+    /// served by a task on n3 only.
+    #[test]
+    fn the_leg_joins_the_ingress_network_and_the_mesh_serves_every_ready_task() {
+        let mut w = task("w", "web", vec![ingress("10.0.0.5/24")], true);
+        w.networks.ingress_ports = vec![tcp_8080()];
+        let mut x = task("x", "web", vec![ingress("10.0.0.9/24")], false);
+        x.networks.ingress_ports = vec![tcp_8080()];
+        let tasks = BTreeMap::from([("w".to_owned(), w), ("x".to_owned(), x)]);
+        let web_port = || vec![port_record("tcp", 8080, 80, "prefer-local")];
+        let mut n2_leg = remote("n2", "ingress", &leg_endpoint("n2"), "10.0.0.11/24", true);
+        n2_leg.1.record.service_id = String::new();
+        n2_leg.1.record.service_name = String::new();
+        n2_leg.1.record.virtual_ip = None;
+        let table = BTreeMap::from([
+            with_ports(
+                remote("n2", "ingress", "r", "10.0.0.6/24", true),
+                "n2",
+                web_port(),
+            ),
+            with_ports(
+                remote("n3", "ingress", "s", "10.0.0.7/24", false),
+                "n3",
+                web_port(),
+            ),
+            with_ports(
+                remote("n3", "ingress", "d", "10.0.0.8/24", true),
+                "n3",
+                vec![port_record("udp", 5353, 53, "cluster")],
+            ),
+            n2_leg,
+        ]);
+        let leg = ingress("10.0.0.10/24");
+        let plan = plan_node(&config(), "n1", &tasks, Some(&leg), &table);
+        let key = |network: &str, endpoint: &str| EndpointKey {
+            network: network.to_owned(),
+            endpoint: endpoint.to_owned(),
+        };
+
+        assert_eq!(
+            plan.desired.host_legs,
+            vec![HostLeg {
+                network_id: "net-ingress".into(),
+                address: cidr("10.0.0.10/24"),
+            }]
+        );
+        assert!(plan.gossip_networks.contains("net-ingress"));
+        // The other node's leg is a peer, as its tasks are.
+        assert!(plan.desired.peers.iter().any(|peer| {
+            peer.address == ip("10.0.0.11") && peer.mac == Mac::for_ipv4(ip("10.0.0.11"))
+        }));
+        // This node's leg is published, as a node's (no service), and the task with its ports.
+        let own_leg = &plan.publications[&key("net-ingress", &leg_endpoint("n1"))];
+        assert_eq!(
+            (own_leg.address.as_str(), own_leg.service_id.as_str()),
+            ("10.0.0.10/24", "")
+        );
+        assert_eq!(
+            plan.publications[&key("net-ingress", "w")].ingress_ports,
+            web_port()
+        );
+        // A leg has no name.
+        let ingress_names = plan.dns.iter().find(|n| n.id == "net-ingress").unwrap();
+        assert!(ingress_names.services.iter().all(|s| !s.name.is_empty()));
+
+        assert_eq!(
+            plan.mesh,
+            Some(vec![
+                PublishedPort {
+                    protocol: Protocol::Tcp,
+                    port: 8080,
+                    policy: TrafficPolicy::PreferLocal,
+                    local: backends(&["10.0.0.5:80"]),
+                    cluster: backends(&["10.0.0.5:80", "10.0.0.6:80"]),
+                },
+                PublishedPort {
+                    protocol: Protocol::Udp,
+                    port: 5353,
+                    policy: TrafficPolicy::Cluster,
+                    local: BTreeSet::new(),
+                    cluster: backends(&["10.0.0.8:53"]),
+                },
+            ])
+        );
+    }
+
+    #[test]
+    fn without_a_leg_there_is_no_mesh_and_a_port_with_no_ready_task_stays_to_be_refused() {
+        let mut w = task("w", "web", vec![ingress("10.0.0.5/24")], false);
+        w.networks.ingress_ports = vec![tcp_8080()];
+        let tasks = BTreeMap::from([("w".to_owned(), w)]);
+        let plan = plan_node(&config(), "n1", &tasks, None, &BTreeMap::new());
+        assert_eq!(plan.mesh, None);
+        assert!(plan.desired.host_legs.is_empty());
+
+        let leg = ingress("10.0.0.10/24");
+        let plan = plan_node(&config(), "n1", &tasks, Some(&leg), &BTreeMap::new());
+        assert_eq!(
+            plan.mesh,
+            Some(vec![PublishedPort {
+                protocol: Protocol::Tcp,
+                port: 8080,
+                policy: TrafficPolicy::PreferLocal,
+                local: BTreeSet::new(),
+                cluster: BTreeSet::new(),
+            }])
+        );
+        // With no port to serve, the node only listens to the ingress network's gossip: no
+        // leg, no network, no table.
+        let plan = plan_node(
+            &config(),
+            "n1",
+            &BTreeMap::new(),
+            Some(&leg),
+            &BTreeMap::new(),
+        );
+        assert!(plan.desired.networks.is_empty() && plan.desired.host_legs.is_empty());
+        assert_eq!(plan.mesh, None);
+        assert_eq!(
+            plan.gossip_networks,
+            BTreeSet::from(["net-ingress".to_owned()])
+        );
+        // A port published on another node brings the network, with no task of this node's on
+        // it.
+        let table = BTreeMap::from([with_ports(
+            remote("n2", "ingress", "r", "10.0.0.6/24", true),
+            "n2",
+            vec![port_record("tcp", 8080, 80, "cluster")],
+        )]);
+        let plan = plan_node(&config(), "n1", &BTreeMap::new(), Some(&leg), &table);
+        assert_eq!(plan.desired.networks.len(), 1);
+        assert_eq!(plan.desired.host_legs.len(), 1);
+        assert_eq!(plan.mesh.map(|ports| ports.len()), Some(1));
     }
 }

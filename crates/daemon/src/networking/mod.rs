@@ -3,10 +3,14 @@
 //! namespace with its interfaces on each overlay, an embedded DNS at 127.0.0.11 and a VIP table,
 //! and the node gossips its endpoints to the other nodes and programs theirs.
 //!
+//! While a service publishes through the routing mesh, the node also has a leg on the ingress
+//! network (the address the managers gave it) and the mesh's nftables table in its own
+//! namespace, so every published port answers on the node's addresses.
+//!
 //! Decisions are the pure [`core`]'s; this shell carries them out. One background loop applies
-//! the whole plan (data plane, DNS names, VIP elements, gossip publications) whenever the set of
-//! tasks or the gossip's table changes, coalescing bursts, and every [`RESYNC_PERIOD`]; a failure
-//! is logged and retried, never fatal to the daemon.
+//! the whole plan (data plane, DNS names, VIP elements, mesh elements, gossip publications)
+//! whenever the set of tasks, the node's leg or the gossip's table changes, coalescing bursts,
+//! and every [`RESYNC_PERIOD`]; a failure is logged and retried, never fatal to the daemon.
 
 pub mod core;
 mod host;
@@ -26,12 +30,13 @@ use routing_mesh::dns::{
     DnsServer, DnsTable, EMBEDDED_DNS_ADDRESS, ForwardingConfig, TaskDns, TaskUpstreams,
     open_task_sockets, task_resolv_conf, task_upstreams,
 };
+use routing_mesh::mesh::PublishedPort;
 use routing_mesh::vip::{DAEMON_TABLE, NftInNamespace, TableName, VipService};
 use shoal_proto::api::SessionMessage;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use worker::networking::{
-    BoxFuture, LocalEndpoint, PreparedNetworks, TaskNetworking, TaskNetworks,
+    BoxFuture, LocalEndpoint, NetworkAttachment, PreparedNetworks, TaskNetworking, TaskNetworks,
 };
 
 use self::core::{GossipChanges, HeldTask, NodePlan, gossip_changes, plan_node};
@@ -69,6 +74,9 @@ struct Inputs {
     seeds: Vec<SocketAddr>,
     /// The cluster's VXLAN port; 0 is overlay-net's default.
     vxlan_port: u16,
+    /// This node's address on the ingress network, from its session: given while a service
+    /// publishes through the routing mesh.
+    ingress_leg: Option<NetworkAttachment>,
     /// The networked tasks the node holds, by task id.
     held: BTreeMap<String, HeldTask>,
     /// Tasks whose `prepare` is running: never torn down meanwhile.
@@ -90,6 +98,9 @@ struct Applied {
     gossip: Option<RunningGossip>,
     gossip_networks: BTreeSet<String>,
     published: BTreeMap<EndpointKey, EndpointRecord>,
+    /// The routing mesh's ports last applied to its table; `None` when unknown or there is no
+    /// table.
+    mesh: Option<Vec<PublishedPort>>,
     /// The IPsec last reconciled (`None`: none), and the VNIs whose cleartext is refused.
     ipsec: Option<Option<ipsec::IpsecDesired>>,
     guarded_vnis: Option<BTreeSet<u32>>,
@@ -120,6 +131,9 @@ struct Shared {
     dns: DnsServer,
     nft: NftInNamespace,
     table: TableName,
+    /// The routing mesh's table in the node's own namespace: named from the prefix, as the
+    /// masquerade's, so daemons sharing a namespace (tests) keep apart.
+    mesh_table: TableName,
     inputs: Mutex<Inputs>,
     /// Whether the kernel can do ESP with AES-GCM, found out for the first encrypted task.
     esp: tokio::sync::OnceCell<Result<(), String>>,
@@ -159,12 +173,14 @@ impl NodeNetworking {
         let prefix = overlay_net::prefix_for_data_root(data_root);
         let gwbridge = host::gateway_bridge_subnet(&format!("{prefix}-gw"));
         let shared = Arc::new(Shared {
-            prefix,
+            prefix: prefix.clone(),
             gwbridge,
             runtime: tokio::runtime::Handle::current(),
             dns: DnsServer::new(DnsTable::default(), forwarding),
             nft: NftInNamespace::default(),
             table: TableName::new(DAEMON_TABLE).expect("the daemon's table name is valid"),
+            mesh_table: TableName::new(&mesh_table_name(&prefix))
+                .expect("the prefix makes a valid table name"),
             inputs: Mutex::default(),
             esp: tokio::sync::OnceCell::new(),
             applied: tokio::sync::Mutex::default(),
@@ -205,8 +221,8 @@ impl NodeNetworking {
     }
 
     /// Takes what a dispatcher session message says for networking: the gossip keys (the newest
-    /// by Lamport time sends), the managers as gossip seeds (their hosts on port 7946), and the
-    /// cluster's VXLAN port.
+    /// by Lamport time sends), the managers as gossip seeds (their hosts on port 7946), the
+    /// cluster's VXLAN port, and the node's address on the ingress network.
     pub fn observe_session(&self, message: &SessionMessage) {
         let seeds: Vec<SocketAddr> = message
             .managers
@@ -220,7 +236,16 @@ impl NodeNetworking {
         });
         let keyring = core::gossip_keyring(&message.network_keys);
         let ipsec_keyring = core::ipsec_keyring(&message.network_keys);
+        let ingress_leg = message
+            .node
+            .as_ref()
+            .and_then(worker::convert::node_ingress_leg)
+            .and_then(|leg| {
+                leg.map_err(|error| tracing::warn!(%error, "this node's address on the ingress network can't be used: published ports don't answer here"))
+                    .ok()
+            });
         let mut inputs = lock(&self.shared.inputs);
+        inputs.ingress_leg = ingress_leg;
         if keyring.is_some() {
             inputs.keyring = keyring;
         }
@@ -298,12 +323,20 @@ impl NodeNetworking {
             .unwrap_or_else(|| placeholder_config(&self.shared));
         *applied = Applied::default();
         let mut failures = Vec::new();
+        {
+            let mut inputs = lock(&self.shared.inputs);
+            inputs.ingress_leg = None;
+        }
+        if let Err(error) = remove_mesh(&self.shared).await {
+            failures.push(format!("removing the routing mesh's table: {error}"));
+        }
         let empty = Desired {
             config,
             networks: Vec::new(),
             tasks: Vec::new(),
             endpoints: Vec::new(),
             peers: Vec::new(),
+            host_legs: Vec::new(),
         };
         if let Err(error) = overlay_net::apply::reconcile(&empty).await {
             failures.push(format!(
@@ -604,7 +637,7 @@ async fn apply_pass(
     resync: bool,
     only_vips_of: Option<&str>,
 ) -> Result<(), String> {
-    let (node, keyring, ipsec_keyring, seeds, vxlan_port, held, preparing, set_known) = {
+    let (node, keyring, ipsec_keyring, seeds, vxlan_port, held, preparing, set_known, leg) = {
         let inputs = lock(&shared.inputs);
         (
             inputs.node.clone(),
@@ -615,6 +648,7 @@ async fn apply_pass(
             inputs.held.clone(),
             inputs.preparing.clone(),
             inputs.set_known,
+            inputs.ingress_leg.clone(),
         )
     };
     let Some(node) = node else {
@@ -624,7 +658,8 @@ async fn apply_pass(
     let mut failures = Vec::new();
     let config = node_config(shared, applied, &node, vxlan_port)?;
 
-    if let Err(error) = ensure_gossip(applied, &node, keyring, seeds, &held, shared).await {
+    let wants_gossip = !held.is_empty() || leg.is_some();
+    if let Err(error) = ensure_gossip(applied, &node, keyring, seeds, wants_gossip, shared).await {
         failures.push(error);
     }
     let table: TableView = applied
@@ -632,7 +667,7 @@ async fn apply_pass(
         .as_ref()
         .map(|gossip| gossip.agent.watch_table().borrow().clone())
         .unwrap_or_default();
-    let plan = plan_node(&config, &node.node_id, &held, &table);
+    let plan = plan_node(&config, &node.node_id, &held, leg.as_ref(), &table);
     clock.lap("gossip and plan");
 
     if resync || applied.desired.as_ref() != Some(&plan.desired) {
@@ -675,7 +710,12 @@ async fn apply_pass(
     )
     .await;
     clock.lap("VIP tables");
-    if applied.dns_records.as_ref() != Some(&plan.dns) {
+    program_mesh(shared, applied, &plan, resync, &mut failures).await;
+    clock.lap("mesh");
+    // A pass scoped to one task leaves the other tasks' VIP tables to the loop's pass that
+    // follows at once; the names wait for it too, so no name points at a VIP whose tables
+    // lack a backend.
+    if only_vips_of.is_none() && applied.dns_records.as_ref() != Some(&plan.dns) {
         shared.dns.set_table(DnsTable::new(plan.dns.clone()));
         applied.dns_records = Some(plan.dns.clone());
     }
@@ -770,13 +810,14 @@ fn node_config(
     Ok(config)
 }
 
-/// Starts the gossip once the node holds a task and has keys, and keeps its keys current.
+/// Starts the gossip once the node has keys and a reason (`wanted`: it holds a task, or has its
+/// leg on the ingress network), and keeps its keys current.
 async fn ensure_gossip(
     applied: &mut Applied,
     node: &NodeIdentity,
     keyring: Option<Keyring>,
     seeds: Vec<SocketAddr>,
-    held: &BTreeMap<String, HeldTask>,
+    wanted: bool,
     shared: &Shared,
 ) -> Result<(), String> {
     let Some(keyring) = keyring else {
@@ -803,7 +844,7 @@ async fn ensure_gossip(
             return Ok(());
         }
     }
-    if held.is_empty() {
+    if !wanted {
         return Ok(());
     }
     let seeds_without_self: Vec<SocketAddr> = seeds
@@ -1080,6 +1121,64 @@ async fn program_vips(
             Err(error) => failures.push(error.to_string()),
         }
     }
+}
+
+/// The routing mesh's table name for the daemon with `prefix`.
+fn mesh_table_name(prefix: &str) -> String {
+    format!("{prefix}_mesh")
+}
+
+/// The node's own network namespace, as nft is run in it (through `nsenter`, like every table).
+fn own_netns() -> PathBuf {
+    PathBuf::from(format!("/proc/{}/ns/net", std::process::id()))
+}
+
+/// Brings the routing mesh's table to the plan's ports: changed from what was applied last (one
+/// nft run), read back first on a resync or when this run has applied none, and removed when the
+/// node has no leg on the ingress network.
+async fn program_mesh(
+    shared: &Shared,
+    applied: &mut Applied,
+    plan: &NodePlan,
+    resync: bool,
+    failures: &mut Vec<String>,
+) {
+    let Some(ports) = &plan.mesh else {
+        if resync || applied.mesh.is_some() {
+            match remove_mesh(shared).await {
+                Ok(()) => applied.mesh = None,
+                Err(error) => failures.push(format!("removing the routing mesh's table: {error}")),
+            }
+        }
+        return;
+    };
+    if !resync && applied.mesh.as_ref() == Some(ports) {
+        return;
+    }
+    let last = applied.mesh.take().filter(|_| !resync);
+    let (nft, table, wanted) = (shared.nft.clone(), shared.mesh_table.clone(), ports.clone());
+    let outcome = tokio::task::spawn_blocking(move || {
+        let netns = own_netns();
+        match &last {
+            Some(last) => routing_mesh::mesh::update(&nft, &netns, &table, last, &wanted),
+            None => routing_mesh::mesh::reconcile(&nft, &netns, &table, &wanted),
+        }
+    })
+    .await;
+    match outcome {
+        Ok(Ok(_)) => applied.mesh = Some(ports.clone()),
+        Ok(Err(error)) => failures.push(format!("the routing mesh's table: {error}")),
+        Err(error) => failures.push(error.to_string()),
+    }
+}
+
+/// Removes the routing mesh's table from the node's namespace, if it is there.
+async fn remove_mesh(shared: &Shared) -> Result<(), String> {
+    let (nft, table) = (shared.nft.clone(), shared.mesh_table.clone());
+    tokio::task::spawn_blocking(move || routing_mesh::vip::remove_table(&nft, &own_netns(), &table))
+        .await
+        .map_err(|error| error.to_string())?
+        .map_err(|error| error.to_string())
 }
 
 /// Joins, publishes, withdraws and leaves what the plan asks of the gossip.

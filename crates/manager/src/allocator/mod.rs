@@ -10,6 +10,12 @@
 //! loses them (its tasks are replaced, since its endpoint is part of what they run). Its
 //! published ports are [`ports`]' (the control API allocates them on every write; here a
 //! service whose spec changed without it, by an automatic rollback, is brought back in line).
+//! While a service publishes through the mesh, every node gets an address on the ingress
+//! network too (its node attachment, as Docker's `Node.Attachments`): the node's own leg into
+//! the network, through which its routing mesh reaches the tasks behind a published port and
+//! which the mesh's SNAT gives as the source. Docker keeps one on every node always; giving it
+//! only while the mesh has a port to serve spares a swarm that publishes nothing a namespace,
+//! a link and the gossip on every node.
 //!
 //! Nothing is remembered between steps. What is in use is read from the stored objects every
 //! time, so a new leader starts from exactly what Raft holds:
@@ -17,7 +23,9 @@
 //! - a task's addresses are in use while a worker may run the task (ASSIGNED to RUNNING) or the
 //!   scheduler may still send it to one (NEW or PENDING and wanted). A task that ended, or was
 //!   shut down before it reached a node, keeps its attachment record as history, but its
-//!   addresses are free again, so the reaper's kept history pins nothing.
+//!   addresses are free again, so the reaper's kept history pins nothing;
+//! - a node's ingress address is in use while the node is stored and the network is the ingress
+//!   network (a node on a replaced or removed ingress network loses that attachment).
 //!
 //! Addresses are handed out serially (the next free one after the last one given, wrapping
 //! round, as Docker does), so an address just freed is not reused at once. The last address
@@ -38,7 +46,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use shoal_proto::api::{
     Cluster, Driver, Endpoint, IpamConfig, IpamOptions, Network, NetworkAttachment,
-    NetworkAttachmentConfig, Service, ServiceSpec, Task, TaskState, TaskStatus, endpoint,
+    NetworkAttachmentConfig, Node, Service, ServiceSpec, Task, TaskState, TaskStatus, endpoint,
     endpoint_spec, ipam_config, port_config,
 };
 
@@ -144,11 +152,13 @@ impl AddressPools {
 /// What the allocator reads: the store's objects at one index.
 pub struct AllocatorInput<'a> {
     pub networks: &'a [Network],
+    pub nodes: &'a [Node],
     pub services: &'a [Service],
     pub tasks: &'a [Task],
     pub pools: &'a AddressPools,
     /// Tasks allocated in this step at most ([`MAX_TASKS_PER_STEP`], or fewer when their
-    /// writes did not fit one proposal); the oldest go first.
+    /// writes did not fit one proposal); the oldest go first. Nodes given their ingress
+    /// address share what the tasks leave of it.
     pub max_tasks: usize,
 }
 
@@ -160,6 +170,11 @@ pub struct Allocation {
     pub networks: Vec<Network>,
     pub services: Vec<Service>,
     pub tasks: Vec<Task>,
+    /// Nodes whose ingress attachment was given, moved or dropped.
+    pub nodes: Vec<Node>,
+    /// Nodes (by id) that could not get an ingress address, for the shell's log; they get one
+    /// on a later step once addresses are free.
+    pub failed_nodes: Vec<(String, AllocationFailure)>,
     /// Networks that could not be allocated, for the shell's log; the tasks that need them
     /// carry the same reason.
     pub failed_networks: Vec<(String, AllocationFailure)>,
@@ -170,7 +185,10 @@ pub struct Allocation {
 
 impl Allocation {
     pub fn is_empty(&self) -> bool {
-        self.networks.is_empty() && self.services.is_empty() && self.tasks.is_empty()
+        self.networks.is_empty()
+            && self.services.is_empty()
+            && self.tasks.is_empty()
+            && self.nodes.is_empty()
     }
 }
 
@@ -398,6 +416,15 @@ pub fn allocate(input: &AllocatorInput<'_>, now: ClusterTime) -> Allocation {
     }
 
     let ingress = ingress_network(input.networks).map(|network| network.id.clone());
+    for node in input.nodes {
+        for attachment in node_attachments_kept(node, ingress.as_deref()) {
+            if let Some(network) = &attachment.network {
+                for address in &attachment.addresses {
+                    mark_in_use(&mut states, &network.id, address);
+                }
+            }
+        }
+    }
     let mut published = PublishedPorts::of_services(input.services);
     let mut published_changed = false;
     let mut vip_failures: HashMap<(String, String), AllocationFailure> = HashMap::new();
@@ -487,6 +514,21 @@ pub fn allocate(input: &AllocatorInput<'_>, now: ClusterTime) -> Allocation {
         }
     }
 
+    let node_budget = input
+        .max_tasks
+        .max(1)
+        .saturating_sub(allocation.tasks.len());
+    let mesh_serves = services_by_id
+        .values()
+        .any(|service| !service.pending_delete && needs_ingress(service.spec.as_ref()));
+    allocate_nodes(
+        input.nodes,
+        ingress.as_deref().filter(|_| mesh_serves),
+        &mut states,
+        node_budget,
+        &mut allocation,
+    );
+
     allocation.networks = states
         .values()
         .filter(|state| state.changed)
@@ -496,6 +538,70 @@ pub fn allocate(input: &AllocatorInput<'_>, now: ClusterTime) -> Allocation {
     failed.sort_by(|left, right| left.0.cmp(&right.0));
     allocation.failed_networks = failed;
     allocation
+}
+
+/// The attachments of `node` that stay: the one on the ingress network, when there is one
+/// (there is one at most; a node's attachments are only ever its ingress leg).
+fn node_attachments_kept<'a>(
+    node: &'a Node,
+    ingress: Option<&'a str>,
+) -> impl Iterator<Item = &'a NetworkAttachment> {
+    node.attachments.iter().filter(move |attachment| {
+        attachment
+            .network
+            .as_ref()
+            .is_some_and(|network| Some(network.id.as_str()) == ingress)
+    })
+}
+
+/// Gives each node (in id order, at most `budget` written) one address on `ingress` (the
+/// ingress network while a service publishes through the mesh), kept while it stays valid, and
+/// drops attachments on any other network. A node that can't get an address is noted and keeps
+/// nothing stale.
+fn allocate_nodes(
+    nodes: &[Node],
+    ingress: Option<&str>,
+    states: &mut BTreeMap<String, NetworkState>,
+    budget: usize,
+    allocation: &mut Allocation,
+) {
+    let mut ordered: Vec<&Node> = nodes.iter().collect();
+    ordered.sort_by(|left, right| left.id.cmp(&right.id));
+    for node in ordered {
+        if allocation.nodes.len() >= budget {
+            break;
+        }
+        let state = ingress.and_then(|id| states.get_mut(id));
+        let kept = node_attachments_kept(node, ingress).find(|attachment| {
+            let [address] = attachment.addresses.as_slice() else {
+                return false;
+            };
+            state
+                .as_ref()
+                .is_some_and(|state| state.holds(address).is_some())
+        });
+        let wanted: Vec<NetworkAttachment> = match (kept, state) {
+            (Some(kept), _) => vec![kept.clone()],
+            (None, Some(state)) => match state.allocate_address() {
+                Ok(address) => vec![NetworkAttachment {
+                    network: Some(state.network.clone()),
+                    addresses: vec![address],
+                    ..Default::default()
+                }],
+                Err(failure) => {
+                    allocation.failed_nodes.push((node.id.clone(), failure));
+                    Vec::new()
+                }
+            },
+            // No ingress network, or one not allocated yet.
+            (None, None) => Vec::new(),
+        };
+        if wanted != node.attachments {
+            let mut written = node.clone();
+            written.attachments = wanted;
+            allocation.nodes.push(written);
+        }
+    }
 }
 
 /// Brings the service's endpoint in line with its spec: the spec's endpoint, and the published

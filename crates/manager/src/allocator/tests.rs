@@ -120,6 +120,7 @@ struct Objects {
     networks: Vec<Network>,
     services: Vec<Service>,
     tasks: Vec<Task>,
+    nodes: Vec<api::Node>,
     pools: Option<AddressPools>,
 }
 
@@ -132,6 +133,7 @@ impl Objects {
         let allocation = allocate(
             &AllocatorInput {
                 networks: &self.networks,
+                nodes: &self.nodes,
                 services: &self.services,
                 tasks: &self.tasks,
                 pools: &pools,
@@ -142,6 +144,7 @@ impl Objects {
         replace(&mut self.networks, &allocation.networks, |n| &n.id);
         replace(&mut self.services, &allocation.services, |s| &s.id);
         replace(&mut self.tasks, &allocation.tasks, |t| &t.id);
+        replace(&mut self.nodes, &allocation.nodes, |n| &n.id);
         allocation
     }
 
@@ -155,6 +158,23 @@ impl Objects {
 
     fn service(&self, id: &str) -> &Service {
         self.services.iter().find(|s| s.id == id).unwrap()
+    }
+
+    /// A node's attachments as (network id, addresses).
+    fn node_legs(&self, id: &str) -> Vec<(String, Vec<String>)> {
+        self.nodes
+            .iter()
+            .find(|n| n.id == id)
+            .unwrap()
+            .attachments
+            .iter()
+            .map(|attachment| {
+                (
+                    attachment.network.as_ref().unwrap().id.clone(),
+                    attachment.addresses.clone(),
+                )
+            })
+            .collect()
     }
 }
 
@@ -282,6 +302,7 @@ fn an_exhausted_pool_fails_the_network_and_its_tasks_say_so() {
         services: vec![web.clone()],
         tasks: vec![task("t1", &web, 1)],
         pools: Some(AddressPools::of_cluster(Some(&cluster))),
+        ..Default::default()
     };
     let allocation = objects.step();
     assert_eq!(
@@ -595,8 +616,8 @@ fn a_task_that_fails_on_its_second_network_gives_its_first_address_back() {
     assert_eq!(big.last_allocated_address, "");
 }
 
-/// Every address held (by a task that holds addresses, or a VIP) on each network, and who
-/// holds it; fails when two hold one.
+/// Every address held (by a task that holds addresses, a VIP or a node's ingress leg) on each
+/// network, and who holds it; fails when two hold one.
 fn check_no_address_held_twice(objects: &Objects, seed: u64, round: usize) {
     let mut holders: HashMap<(String, String), String> = HashMap::new();
     let mut hold = |network: &str, address: &str, holder: String| {
@@ -620,6 +641,14 @@ fn check_no_address_held_twice(objects: &Objects, seed: u64, round: usize) {
             }
         }
     }
+    for node in &objects.nodes {
+        for attachment in &node.attachments {
+            for address in &attachment.addresses {
+                let network = &attachment.network.as_ref().unwrap().id;
+                hold(network, address, format!("node {}", node.id));
+            }
+        }
+    }
     // Nothing handed out is a network's gateway.
     for network in &objects.networks {
         if let Some(ipam) = &network.ipam {
@@ -637,11 +666,15 @@ fn check_no_address_held_twice(objects: &Objects, seed: u64, round: usize) {
 
 #[test]
 fn random_creates_and_removals_never_give_an_address_twice() {
+    let mut nodes_given = 0;
     for seed in 0..40 {
         let mut rng = StdRng::seed_from_u64(seed);
+        // The small network is the ingress network, where nodes take addresses too.
+        let mut small = network("small", &[("10.1.0.0/28", "", "")]);
+        small.spec.as_mut().unwrap().ingress = true;
         let mut objects = Objects {
             networks: vec![
-                network("small", &[("10.1.0.0/28", "", "")]),
+                small,
                 network("ranged", &[("10.2.0.0/24", "10.2.0.240/28", "")]),
                 auto_network("auto"),
             ],
@@ -652,7 +685,7 @@ fn random_creates_and_removals_never_give_an_address_twice() {
         let mut given = 0;
         for round in 0..120 {
             next_id += 1;
-            match rng.random_range(0..6) {
+            match rng.random_range(0..8) {
                 0 => {
                     let mut chosen: Vec<&str> = network_ids
                         .iter()
@@ -666,6 +699,13 @@ fn random_creates_and_removals_never_give_an_address_twice() {
                         vip_service(&format!("s{next_id}"), &chosen)
                     } else {
                         dnsrr_service(&format!("s{next_id}"), &chosen)
+                    };
+                    // Some publish through the mesh, which puts their tasks, and every node,
+                    // on the ingress network as well.
+                    let service = if rng.random_range(0..3) == 0 {
+                        publishing(service, &[(0, 80, api::port_config::PublishMode::Ingress)])
+                    } else {
+                        service
                     };
                     objects.services.push(service);
                 }
@@ -695,6 +735,11 @@ fn random_creates_and_removals_never_give_an_address_twice() {
                     let removed = objects.services.remove(index);
                     objects.tasks.retain(|task| task.service_id != removed.id);
                 }
+                6 => objects.nodes.push(node(&format!("n{next_id}"))),
+                7 if !objects.nodes.is_empty() => {
+                    let index = rng.random_range(0..objects.nodes.len() as u64) as usize;
+                    objects.nodes.remove(index);
+                }
                 _ => {}
             }
             let allocation = objects.step();
@@ -704,9 +749,15 @@ fn random_creates_and_removals_never_give_an_address_twice() {
                 .map(|task| addresses_of(task).len())
                 .sum::<usize>();
             check_no_address_held_twice(&objects, seed, round);
+            nodes_given += allocation
+                .nodes
+                .iter()
+                .filter(|node| !node.attachments.is_empty())
+                .count();
         }
         assert!(given > 0, "seed {seed} gave nothing out");
     }
+    assert!(nodes_given > 0, "no node was given an ingress address");
 }
 
 #[test]
@@ -949,4 +1000,156 @@ fn a_spec_changed_behind_the_control_api_gets_its_ports_and_the_holder_keeps_a_t
     *objects.services.iter_mut().find(|s| s.id == "api").unwrap() = api_quiet;
     objects.step();
     assert_eq!(published_of(objects.service("web")), [8080]);
+}
+
+fn node(id: &str) -> api::Node {
+    api::Node {
+        id: id.into(),
+        meta: meta(1, 0),
+        ..Default::default()
+    }
+}
+
+fn leg(network: &str, address: &str) -> (String, Vec<String>) {
+    (network.to_owned(), vec![address.to_owned()])
+}
+
+#[test]
+fn every_node_gets_one_ingress_address_kept_until_the_ingress_network_goes() {
+    use api::port_config::PublishMode;
+    let web = publishing(vip_service("web", &[]), &[(8080, 80, PublishMode::Ingress)]);
+    let mut objects = Objects {
+        networks: vec![ingress_network()],
+        services: vec![web.clone()],
+        tasks: vec![task_of("w1", &web, 1)],
+        nodes: vec![node("n2"), node("n1")],
+        ..Default::default()
+    };
+    objects.step();
+    // Serially after the service's VIP and its task's address, nodes in id order.
+    assert_eq!(vips_of(objects.service("web"))[0].1, "10.0.0.2/24");
+    assert_eq!(addresses_of(objects.task("w1")), ["10.0.0.3/24"]);
+    assert_eq!(objects.node_legs("n1"), [leg("ingress", "10.0.0.4/24")]);
+    assert_eq!(objects.node_legs("n2"), [leg("ingress", "10.0.0.5/24")]);
+    // The attachment carries the network, for the node to plumb its leg from.
+    let attached = &objects.nodes[0].attachments[0];
+    assert_eq!(
+        attached.network.as_ref().unwrap().ipam,
+        objects.network("ingress").ipam
+    );
+    // Kept as they are: nothing to write.
+    assert!(objects.step().is_empty());
+
+    // A node's address is in use: a new node and a new task get others.
+    objects.nodes.push(node("n3"));
+    objects.tasks.push(task_of("w2", &web, 2));
+    objects.step();
+    assert_eq!(addresses_of(objects.task("w2")), ["10.0.0.6/24"]);
+    assert_eq!(objects.node_legs("n3"), [leg("ingress", "10.0.0.7/24")]);
+
+    // A removed node frees its address (given again only after the others, serially).
+    objects.nodes.retain(|n| n.id != "n1");
+    objects.nodes.push(node("n4"));
+    objects.step();
+    assert_eq!(objects.node_legs("n4"), [leg("ingress", "10.0.0.8/24")]);
+
+    // The ingress network replaced: every node moves to the new one (after the publishing
+    // service's new VIP there).
+    let mut old = objects.network("ingress").clone();
+    old.pending_delete = true;
+    *objects
+        .networks
+        .iter_mut()
+        .find(|n| n.id == "ingress")
+        .unwrap() = old;
+    let mut replacement = network("ingress2", &[("10.9.0.0/24", "", "")]);
+    replacement.spec.as_mut().unwrap().ingress = true;
+    objects.networks.push(replacement);
+    objects.step();
+    assert_eq!(vips_of(objects.service("web"))[0].1, "10.9.0.2/24");
+    assert_eq!(objects.node_legs("n2"), [leg("ingress2", "10.9.0.3/24")]);
+
+    // No service publishes any more: nodes give their addresses back.
+    objects
+        .services
+        .iter_mut()
+        .for_each(|s| s.pending_delete = true);
+    let allocation = objects.step();
+    assert_eq!(allocation.nodes.len(), 3);
+    assert!(objects.nodes.iter().all(|n| n.attachments.is_empty()));
+}
+
+#[test]
+fn without_a_published_port_or_an_ingress_network_nodes_get_no_address() {
+    use api::port_config::PublishMode;
+    let quiet = vip_service("quiet", &[]);
+    let host = publishing(vip_service("host", &[]), &[(9090, 80, PublishMode::Host)]);
+    let mut objects = Objects {
+        networks: vec![ingress_network()],
+        services: vec![quiet, host],
+        nodes: vec![node("n1")],
+        ..Default::default()
+    };
+    objects.step();
+    assert!(objects.node_legs("n1").is_empty());
+    let web = publishing(vip_service("web", &[]), &[(8080, 80, PublishMode::Ingress)]);
+    objects.services.push(web);
+    objects.networks.clear();
+    objects.step();
+    assert!(objects.node_legs("n1").is_empty());
+}
+
+#[test]
+fn a_node_finding_the_ingress_network_full_is_reported_and_gets_an_address_once_one_is_free() {
+    let mut objects = Objects {
+        networks: vec![{
+            let mut tiny = network("ingress", &[("10.0.0.0/30", "", "")]);
+            tiny.spec.as_mut().unwrap().ingress = true;
+            tiny
+        }],
+        services: vec![publishing(
+            dnsrr_service("web", &[]),
+            &[(8080, 80, api::port_config::PublishMode::Ingress)],
+        )],
+        nodes: vec![node("a"), node("b")],
+        ..Default::default()
+    };
+    // A /30 has one address besides its gateway.
+    let allocation = objects.step();
+    assert_eq!(objects.node_legs("a"), [leg("ingress", "10.0.0.2/30")]);
+    assert!(objects.node_legs("b").is_empty());
+    assert_eq!(allocation.failed_nodes.len(), 1);
+    assert_eq!(allocation.failed_nodes[0].0, "b");
+    assert!(
+        allocation.failed_nodes[0]
+            .1
+            .to_string()
+            .starts_with("no IP address left on network ingress")
+    );
+    objects.nodes.retain(|n| n.id != "a");
+    objects.step();
+    assert_eq!(objects.node_legs("b"), [leg("ingress", "10.0.0.2/30")]);
+}
+
+#[test]
+fn node_writes_keep_to_the_step_budget() {
+    let nodes: Vec<api::Node> = (0..5).map(|i| node(&format!("n{i}"))).collect();
+    let pools = AddressPools::of_cluster(None);
+    let networks = vec![ingress_network()];
+    let services = [publishing(
+        dnsrr_service("web", &[]),
+        &[(8080, 80, api::port_config::PublishMode::Ingress)],
+    )];
+    let allocation = allocate(
+        &AllocatorInput {
+            networks: &networks,
+            nodes: &nodes,
+            services: &services,
+            tasks: &[],
+            pools: &pools,
+            max_tasks: 2,
+        },
+        NOW,
+    );
+    assert_eq!(allocation.nodes.len(), 2);
 }

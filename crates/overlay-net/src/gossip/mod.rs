@@ -19,7 +19,9 @@ mod sim_tests;
 pub use self::core::{GossipConfig, GossipCore, GossipStats, MemberId, Output};
 pub use self::seal::{GossipKey, KEY_LEN, Keyring, SALT_LEN};
 pub use self::shell::{GossipAgent, GossipAgentConfig, TableView};
-pub use self::table::{EndpointKey, EndpointRecord, NodeName, TableChange, VisibleEndpoint};
+pub use self::table::{
+    EndpointKey, EndpointRecord, IngressPortRecord, NodeName, TableChange, VisibleEndpoint,
+};
 
 /// The port Docker's gossip listens on, UDP and TCP.
 pub const DEFAULT_GOSSIP_PORT: u16 = 7946;

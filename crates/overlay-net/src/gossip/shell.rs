@@ -60,7 +60,8 @@ enum Command {
     Publish {
         network: String,
         endpoint: String,
-        record: EndpointRecord,
+        // Boxed: a record is several times larger than any other command.
+        record: Box<EndpointRecord>,
         reply: oneshot::Sender<Result<(), GossipError>>,
     },
     Withdraw {
@@ -213,7 +214,7 @@ impl GossipAgent {
         self.send(Command::Publish {
             network: network.to_owned(),
             endpoint: endpoint.to_owned(),
-            record,
+            record: Box::new(record),
             reply,
         })?;
         answer.await.map_err(|_| GossipError::Stopped)?
@@ -401,7 +402,7 @@ impl Runner {
                 record,
                 reply,
             } => {
-                let _ = reply.send(self.core.publish(&network, &endpoint, record));
+                let _ = reply.send(self.core.publish(&network, &endpoint, *record));
             }
             Command::Withdraw { network, endpoint } => {
                 self.core.withdraw(&network, &endpoint, Instant::now());

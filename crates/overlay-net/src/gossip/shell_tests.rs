@@ -32,6 +32,7 @@ fn record(node: usize, endpoint: usize) -> EndpointRecord {
         virtual_ip: None,
         aliases: Vec::new(),
         healthy: true,
+        ingress_ports: Vec::new(),
     }
 }
 

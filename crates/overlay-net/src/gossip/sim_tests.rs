@@ -54,6 +54,7 @@ fn record(node: usize, endpoint: usize) -> EndpointRecord {
         virtual_ip: Some("10.0.0.2/16".to_owned()),
         aliases: vec!["www".to_owned()],
         healthy: true,
+        ingress_ports: Vec::new(),
     }
 }
 

@@ -39,6 +39,19 @@ pub struct EndpointRecord {
     /// Whether the task passes its health check (or has none): unhealthy endpoints stay known
     /// but are not load-balanced to.
     pub healthy: bool,
+    /// On the ingress network, the ports the task's service publishes through the routing mesh:
+    /// every node sends connections for them to this endpoint while it is healthy.
+    pub ingress_ports: Vec<IngressPortRecord>,
+}
+
+/// A port published through the routing mesh, as an endpoint record carries it; the words are
+/// spec's text forms ("tcp", "prefer-local").
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct IngressPortRecord {
+    pub protocol: String,
+    pub published: u16,
+    pub target: u16,
+    pub policy: String,
 }
 
 /// Names one endpoint: the network it is on and its endpoint (task) id.
@@ -506,6 +519,7 @@ fn placeholder_record() -> EndpointRecord {
         virtual_ip: None,
         aliases: Vec::new(),
         healthy: false,
+        ingress_ports: Vec::new(),
     }
 }
 

@@ -1,0 +1,219 @@
+//! End-to-end tests of the routing mesh across test hosts: a port a service publishes answers on
+//! every node's address, spread over the ready tasks as its traffic policy says, and seen from
+//! a client on the underlay that runs no daemon. Each scenario builds its own hosts with the
+//! `shoal-tests` harness, which removes them (and every namespace, link and nft table their
+//! daemons made) afterwards, even when the test fails.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use shoal_tests::{ClusterOptions, TestCluster, TestHost, wait_until};
+
+/// How long a cluster may take to reach the state a test waits for.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A busybox web server: `/` answers with the task's hostname (so a client can tell replicas
+/// apart) and `/cgi-bin/addr` with the address the connection came from.
+const WEB_COMMAND: &str = "mkdir -p /www/cgi-bin && hostname > /www/index.html \
+     && printf '#!/bin/sh\\necho Content-Type: text/plain\\necho\\necho $REMOTE_ADDR\\n' > /www/cgi-bin/addr \
+     && chmod +x /www/cgi-bin/addr && exec httpd -f -p 80 -h /www";
+
+/// A swarm of three hosts (`h1` manages) with the busybox image, and a fourth host on the same
+/// underlay outside the swarm, the client.
+fn swarm_and_client(test_name: &str) -> Option<TestCluster> {
+    let cluster = TestCluster::start_or_skip(test_name, ClusterOptions::new(4))?;
+    for host in &cluster.hosts()[..3] {
+        host.import_busybox();
+    }
+    cluster.form_swarm(1, 2);
+    Some(cluster)
+}
+
+/// `http://{address}:{port}{path}` fetched from the client host: the body, or why not.
+fn fetch(client: &TestHost, address: &str, port: u16, path: &str) -> Result<String, String> {
+    let url = format!("http://{address}:{port}{path}");
+    let output = client.run_in_host("busybox", &["timeout", "3", "wget", "-q", "-O", "-", &url]);
+    if output.status.success() {
+        Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
+    } else {
+        Err(format!(
+            "{url}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        ))
+    }
+}
+
+/// Creates a 3-replica web service publishing `publish`, and waits until each of its replicas
+/// runs, one on each swarm host.
+fn web_service(manager: &TestHost, name: &str, publish: &str) {
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        name,
+        "--replicas",
+        "3",
+        "--publish",
+        publish,
+        "busybox",
+        "sh",
+        "-c",
+        WEB_COMMAND,
+    ]);
+}
+
+/// The address a task's `/cgi-bin/addr` reports through `host`: busybox httpd listens on IPv6
+/// and writes IPv4 peers mapped (`[::ffff:10.1.2.3]`), read here as plain IPv4.
+fn seen_by_task(client: &TestHost, host: &TestHost, port: u16) -> String {
+    let seen = fetch(client, &host.address().to_string(), port, "/cgi-bin/addr")
+        .unwrap_or_else(|error| panic!("{error}"));
+    seen.trim_start_matches("[::ffff:")
+        .trim_end_matches(']')
+        .to_owned()
+}
+
+/// The replicas' hostnames as `/` answers through `host`'s address in `requests` requests.
+fn replicas_answering(
+    client: &TestHost,
+    host: &TestHost,
+    port: u16,
+    requests: usize,
+) -> BTreeSet<String> {
+    (0..requests)
+        .map(|_| {
+            fetch(client, &host.address().to_string(), port, "/")
+                .unwrap_or_else(|error| panic!("through {}: {error}", host.name()))
+        })
+        .collect()
+}
+
+/// Every swarm host answers a published port, also those the client never sent to before:
+/// - `prefer-local` (shoal's default): each host sends to its own replica, and the task sees the
+///   client's own address;
+/// - `cluster` (Docker's behaviour): each host spreads over every replica, and the task sees a
+///   mesh address instead of the client's;
+/// - `local`: only the host running a replica answers; the others refuse at once.
+///
+/// A host leaving the swarm leaves none of it behind.
+#[test]
+fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
+    let Some(cluster) =
+        swarm_and_client("a_published_port_answers_on_every_host_as_its_traffic_policy_says")
+    else {
+        return;
+    };
+    let manager = cluster.host(1);
+    let client = cluster.host(4);
+    let swarm = &cluster.hosts()[..3];
+    web_service(manager, "local-first", "published=8080,target=80");
+    web_service(
+        manager,
+        "spread",
+        "published=8081,target=80,traffic-policy=cluster",
+    );
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "only-here",
+        "--constraint",
+        "node.role==manager",
+        "--publish",
+        "published=8082,target=80,traffic-policy=local",
+        "busybox",
+        "sh",
+        "-c",
+        WEB_COMMAND,
+    ]);
+
+    for host in swarm {
+        for port in [8080, 8081] {
+            wait_until(
+                &format!("port {port} to answer through {}", host.name()),
+                CONVERGE_TIMEOUT,
+                || fetch(client, &host.address().to_string(), port, "/"),
+            );
+        }
+    }
+
+    // prefer-local: one replica per host, each host's own, and each sees the client.
+    let mut local_replicas = BTreeSet::new();
+    for host in swarm {
+        let answered = replicas_answering(client, host, 8080, 10);
+        assert_eq!(answered.len(), 1, "{} sent to {answered:?}", host.name());
+        local_replicas.extend(answered);
+        let seen = seen_by_task(client, host, 8080);
+        assert_eq!(
+            seen,
+            client.address().to_string(),
+            "through {}",
+            host.name()
+        );
+    }
+    assert_eq!(local_replicas.len(), 3, "{local_replicas:?}");
+
+    // cluster: every host reaches every replica, and the tasks see the mesh, not the client.
+    for host in swarm {
+        wait_until(
+            &format!("every replica through {}", host.name()),
+            CONVERGE_TIMEOUT,
+            || {
+                let answered = replicas_answering(client, host, 8081, 30);
+                if answered.len() == 3 {
+                    Ok(())
+                } else {
+                    Err(format!("{answered:?}"))
+                }
+            },
+        );
+        let seen = seen_by_task(client, host, 8081);
+        assert_ne!(
+            seen,
+            client.address().to_string(),
+            "through {}",
+            host.name()
+        );
+        assert!(
+            seen.starts_with("10.0.0."),
+            "{seen} is not an ingress address"
+        );
+    }
+
+    // local: the manager answers; the workers, which run no replica, refuse.
+    wait_until("port 8082 through h1", CONVERGE_TIMEOUT, || {
+        fetch(client, &manager.address().to_string(), 8082, "/")
+    });
+    for host in &swarm[1..] {
+        let refused = fetch(client, &host.address().to_string(), 8082, "/");
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|error| error.contains("refused")),
+            "through {}: {refused:?}",
+            host.name()
+        );
+    }
+
+    // A worker leaving the swarm takes its leg, the ingress network's namespace and the mesh's
+    // table with it.
+    let worker = cluster.host(3);
+    let footprint = worker.overlay_footprint();
+    assert!(
+        footprint
+            .iter()
+            .any(|item| item.contains(&format!("{}_mesh", worker.overlay_prefix()))),
+        "{footprint:?}"
+    );
+    worker.shoal_ok(&["swarm", "leave", "--force"]);
+    wait_until(
+        "the worker's networking to be gone after it left",
+        CONVERGE_TIMEOUT,
+        || match worker.overlay_footprint() {
+            footprint if footprint.is_empty() => Ok(()),
+            footprint => Err(format!("{footprint:?}")),
+        },
+    );
+}
