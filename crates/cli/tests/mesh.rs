@@ -5,8 +5,12 @@
 //! daemons made) afterwards, even when the test fails.
 
 use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use serde_json::Value;
 use shoal_tests::{ClusterOptions, TestCluster, TestHost, wait_until};
 
 /// How long a cluster may take to reach the state a test waits for.
@@ -215,5 +219,213 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
             footprint if footprint.is_empty() => Ok(()),
             footprint => Err(format!("{footprint:?}")),
         },
+    );
+}
+
+/// One HTTP/1.0 request to `target` on a new connection: `Ok` on a 200 answer.
+fn request(target: SocketAddr) -> Result<(), String> {
+    let bound = Duration::from_secs(3);
+    let mut stream =
+        TcpStream::connect_timeout(&target, bound).map_err(|error| format!("connect: {error}"))?;
+    stream
+        .set_read_timeout(Some(bound))
+        .and_then(|()| stream.set_write_timeout(Some(bound)))
+        .and_then(|()| stream.write_all(b"GET / HTTP/1.0\r\n\r\n"))
+        .map_err(|error| format!("send: {error}"))?;
+    let mut answer = Vec::new();
+    stream
+        .read_to_end(&mut answer)
+        .map_err(|error| format!("receive: {error}"))?;
+    let head = String::from_utf8_lossy(&answer[..answer.len().min(16)]).into_owned();
+    if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") {
+        Ok(())
+    } else {
+        Err(format!("answer {head:?}"))
+    }
+}
+
+/// Requests sent so far by a load run, and when to stop it.
+#[derive(Default)]
+struct LoadControl {
+    sent: AtomicUsize,
+    stop: AtomicBool,
+}
+
+/// Sends requests one after another from the client, to each target in turn, until told to
+/// stop; returns the failures with what went wrong.
+fn load(
+    client: &TestHost,
+    targets: &[SocketAddr],
+    control: &LoadControl,
+) -> Vec<(SocketAddr, String)> {
+    client.in_host_netns(|| {
+        let mut failures = Vec::new();
+        for target in targets.iter().cycle() {
+            if control.stop.load(Ordering::Relaxed) {
+                break;
+            }
+            if let Err(error) = request(*target) {
+                failures.push((*target, error));
+            }
+            control.sent.fetch_add(1, Ordering::Relaxed);
+        }
+        failures
+    })
+}
+
+/// Stops the load when dropped, so a test that fails while the load runs ends instead of waiting
+/// for it for ever.
+struct StopOnDrop<'a>(&'a LoadControl);
+
+impl Drop for StopOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Waits until the load has sent `count` requests in all.
+fn wait_sent(control: &LoadControl, count: usize) {
+    wait_until(
+        &format!("{count} requests sent"),
+        CONVERGE_TIMEOUT,
+        || match control.sent.load(Ordering::Relaxed) {
+            sent if sent >= count => Ok(()),
+            sent => Err(format!("{sent} sent")),
+        },
+    );
+}
+
+/// `service inspect`'s update state of `service`.
+fn update_state(manager: &TestHost, service: &str) -> Result<String, String> {
+    let text = manager.shoal_ok(&["service", "inspect", service]);
+    let value: Value = serde_json::from_str(&text).map_err(|error| error.to_string())?;
+    Ok(value[0]["UpdateStatus"]["State"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned())
+}
+
+/// Runs `service update -d ARGS web` and waits for the update to complete.
+fn update_and_wait(manager: &TestHost, args: &[&str]) {
+    let mut command = vec!["service", "update", "-d"];
+    command.extend_from_slice(args);
+    command.push("web");
+    manager.shoal_ok(&command);
+    wait_until(
+        "the update to complete",
+        CONVERGE_TIMEOUT,
+        || match update_state(manager, "web")?.as_str() {
+            "completed" => Ok(()),
+            state => Err(format!("update state {state:?}")),
+        },
+    );
+}
+
+/// Tasks of `service` running on `host`, by `service ps`.
+fn running_on(manager: &TestHost, service: &str, node: &str) -> usize {
+    manager
+        .shoal_ok(&["service", "ps", service, "--format", "json"])
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|task| {
+            task["Node"] == node
+                && task["DesiredState"] == "Running"
+                && task["CurrentState"]
+                    .as_str()
+                    .is_some_and(|state| state.starts_with("Running"))
+        })
+        .count()
+}
+
+/// Requests sent without a pause to every host's published port while the service changes under
+/// them, and not one fails: a `start-first` rolling update with a healthcheck, a `stop-first`
+/// one with parallelism 1, and a node drained. A task leaves every node's tables before its stop
+/// signal, and a new one joins them only once it is healthy.
+#[test]
+fn no_request_fails_while_the_service_updates_or_a_node_drains() {
+    let Some(cluster) =
+        swarm_and_client("no_request_fails_while_the_service_updates_or_a_node_drains")
+    else {
+        return;
+    };
+    let manager = cluster.host(1);
+    let client = cluster.host(4);
+    let swarm = &cluster.hosts()[..3];
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--publish",
+        "8080:80",
+        "--update-order",
+        "start-first",
+        "--update-parallelism",
+        "1",
+        "--health-cmd",
+        "wget -q -O /dev/null http://127.0.0.1/",
+        "--health-interval",
+        "1s",
+        "busybox",
+        "sh",
+        "-c",
+        WEB_COMMAND,
+    ]);
+    for host in swarm {
+        wait_until(
+            &format!("port 8080 through {}", host.name()),
+            CONVERGE_TIMEOUT,
+            || fetch(client, &host.address().to_string(), 8080, "/"),
+        );
+    }
+    let targets: Vec<SocketAddr> = swarm
+        .iter()
+        .map(|host| SocketAddr::from((host.address(), 8080)))
+        .collect();
+    let control = LoadControl::default();
+    let failures = std::thread::scope(|scope| {
+        let running = scope.spawn(|| load(client, &targets, &control));
+        let stopper = StopOnDrop(&control);
+        update_and_wait(manager, &["--env-add", "ROUND=1"]);
+        update_and_wait(
+            manager,
+            &["--update-order", "stop-first", "--env-add", "ROUND=2"],
+        );
+        let drained = swarm[2].name().to_owned();
+        manager.shoal_ok(&["node", "update", "--availability", "drain", &drained]);
+        wait_until(
+            "the drained node to run no task",
+            CONVERGE_TIMEOUT,
+            || match running_on(manager, "web", &drained) {
+                0 => Ok(()),
+                count => Err(format!("{count} still running on {drained}")),
+            },
+        );
+        wait_until("3 tasks running again", CONVERGE_TIMEOUT, || {
+            let running: usize = swarm
+                .iter()
+                .map(|host| running_on(manager, "web", host.name()))
+                .sum();
+            if running == 3 {
+                Ok(())
+            } else {
+                Err(format!("{running} running"))
+            }
+        });
+        // Requests after the last change count too, and 10,000 in all.
+        let after_changes = control.sent.load(Ordering::Relaxed) + 500;
+        wait_sent(&control, after_changes.max(10_000));
+        drop(stopper);
+        running.join().expect("the load thread")
+    });
+    let sent = control.sent.load(Ordering::Relaxed);
+    assert!(
+        failures.is_empty(),
+        "{} of {sent} requests failed, first: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
     );
 }

@@ -125,6 +125,16 @@ pub trait TaskNetworking: Send + Sync + 'static {
     /// Anything prepared before and missing here is torn down (its namespace, interfaces,
     /// announcements). Called whenever the set or a task's serving changes.
     fn set_endpoints(&self, endpoints: BTreeMap<String, LocalEndpoint>);
+
+    /// Resolves once the task, already marked as not serving by `set_endpoints`, gets no new
+    /// connection: it has left this node's DNS, VIP and mesh tables, and the other nodes have had
+    /// time to hear so. The worker awaits it before a serving task's stop signal, so a rolling
+    /// update or a drain sends no request to a task that is going away. At once for a task the
+    /// networking does not hold.
+    fn drained<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, ()> {
+        let _ = task_id;
+        Box::pin(std::future::ready(()))
+    }
 }
 
 /// A node whose daemon does not drive the overlay: a networked task runs as every task did

@@ -54,6 +54,16 @@ const COALESCE: Duration = Duration::from_millis(50);
 /// A pass slower than this is logged with where its time went.
 const SLOW_PASS: Duration = Duration::from_millis(500);
 
+/// How long a task that stopped serving is still kept from its stop signal, once this node has
+/// taken it out of its tables and gossiped so: the other nodes hear it within tens of
+/// milliseconds and take it out of theirs in one pass, and connections they sent just before
+/// finish meanwhile.
+const DRAIN_SETTLE: Duration = Duration::from_secs(1);
+
+/// The longest a stop waits for this node to take its task out of its tables, should passes
+/// keep failing: the stop is not held back for ever.
+const DRAIN_LIMIT: Duration = Duration::from_secs(5);
+
 /// The host's resolv.conf: the upstream resolvers and the search domains tasks inherit.
 const HOST_RESOLV_CONF: &str = "/etc/resolv.conf";
 
@@ -101,6 +111,9 @@ struct Applied {
     /// The routing mesh's ports last applied to its table; `None` when unknown or there is no
     /// table.
     mesh: Option<Vec<PublishedPort>>,
+    /// When each held task's endpoints were last gossiped as no longer serving, after serving:
+    /// where its drain's settling time starts.
+    unserved_at: BTreeMap<String, Instant>,
     /// The IPsec last reconciled (`None`: none), and the VNIs whose cleartext is refused.
     ipsec: Option<Option<ipsec::IpsecDesired>>,
     guarded_vnis: Option<BTreeSet<u32>>,
@@ -139,6 +152,8 @@ struct Shared {
     esp: tokio::sync::OnceCell<Result<(), String>>,
     applied: tokio::sync::Mutex<Applied>,
     trigger: Arc<Notify>,
+    /// Woken after every pass, for stops waiting on a drain.
+    passed: Notify,
 }
 
 /// The node's overlay networking: one per daemon, shared by the worker agent (as its
@@ -185,6 +200,7 @@ impl NodeNetworking {
             esp: tokio::sync::OnceCell::new(),
             applied: tokio::sync::Mutex::default(),
             trigger: Arc::new(Notify::new()),
+            passed: Notify::new(),
         });
         let reconciler = tokio::spawn(reconcile_loop(Arc::clone(&shared)));
         NodeNetworking { shared, reconciler }
@@ -506,6 +522,42 @@ impl NodeNetworking {
     }
 }
 
+impl NodeNetworking {
+    /// [`TaskNetworking::drained`]: waits for a pass that gossiped the task as not serving,
+    /// then for [`DRAIN_SETTLE`] from when it did.
+    async fn wait_drained(&self, task_id: &str) {
+        let give_up = Instant::now() + DRAIN_LIMIT;
+        let settled_at = loop {
+            let passed = self.shared.passed.notified();
+            {
+                let applied = self.shared.applied.lock().await;
+                let still_served = applied
+                    .published
+                    .iter()
+                    .any(|(key, record)| key.endpoint == task_id && record.healthy);
+                if !still_served {
+                    // Never announced as serving: nobody sends to it.
+                    break applied
+                        .unserved_at
+                        .get(task_id)
+                        .map(|at| *at + DRAIN_SETTLE);
+                }
+            }
+            self.shared.trigger.notify_one();
+            if tokio::time::timeout_at(give_up.into(), passed)
+                .await
+                .is_err()
+            {
+                tracing::warn!(task = %task_id, "the task's networking did not let it go in time; stopping it anyway");
+                return;
+            }
+        };
+        if let Some(at) = settled_at {
+            tokio::time::sleep_until(at.into()).await;
+        }
+    }
+}
+
 impl TaskNetworking for NodeNetworking {
     fn prepare<'a>(
         &'a self,
@@ -553,6 +605,10 @@ impl TaskNetworking for NodeNetworking {
             );
         }
         self.shared.trigger.notify_one();
+    }
+
+    fn drained<'a>(&'a self, task_id: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(self.wait_drained(task_id))
     }
 }
 
@@ -625,6 +681,8 @@ async fn reconcile_loop(shared: Arc<Shared>) {
                 retry = true;
             }
         }
+        drop(applied);
+        shared.passed.notify_waiters();
     }
 }
 
@@ -988,6 +1046,7 @@ async fn tear_down_gone(
         }
     }
     applied.vips.retain(|task_id, _| kept(task_id));
+    applied.unserved_at.retain(|task_id, _| kept(task_id));
     if !set_known {
         return;
     }
@@ -1207,6 +1266,12 @@ async fn apply_gossip(applied: &mut Applied, plan: &NodePlan, failures: &mut Vec
             .await
         {
             Ok(()) => {
+                let was_serving = applied.published.get(&key).is_some_and(|old| old.healthy);
+                if was_serving && !record.healthy {
+                    applied
+                        .unserved_at
+                        .insert(key.endpoint.clone(), Instant::now());
+                }
                 applied.published.insert(key, record);
             }
             Err(error) => failures.push(format!(
@@ -1218,7 +1283,15 @@ async fn apply_gossip(applied: &mut Applied, plan: &NodePlan, failures: &mut Vec
     for key in withdraw {
         match agent.withdraw(&key.network, &key.endpoint) {
             Ok(()) => {
-                applied.published.remove(&key);
+                if applied
+                    .published
+                    .remove(&key)
+                    .is_some_and(|old| old.healthy)
+                {
+                    applied
+                        .unserved_at
+                        .insert(key.endpoint.clone(), Instant::now());
+                }
             }
             Err(error) => failures.push(format!(
                 "withdrawing task {} on network {}: {error}",

@@ -91,6 +91,8 @@ impl<E: engine::Engine + ImageProvider> Executor<E> {
                 container_id,
                 grace_period,
             } => {
+                // Outside the stop's bound: the grace period starts with the signal.
+                self.networking.drained(&task_id).await;
                 let result = with_timeout(
                     "stopping the container",
                     grace_period + STOP_TIMEOUT_BEYOND_GRACE,
