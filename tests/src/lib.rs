@@ -1,7 +1,9 @@
 //! shoal's multi-host end-to-end harness: N test hosts on one machine, each a network namespace
 //! on a private underlay bridge, each running `shoal daemon` with its own hostname, data root and
 //! socket, with helpers to kill, restart, partition and heal a host. Also the repository-wide
-//! tidy check (`tests/tidy.rs`) and the pure half of the fault campaign ([`campaign`]).
+//! tidy check (`tests/tidy.rs`), the pure half of the fault campaign ([`campaign`]), and Docker
+//! Swarm test hosts on the same underlay for the benchmarks' side-by-side figures ([`docker`]),
+//! with what the benchmarks print them with ([`figures`]).
 //!
 //! Everything a cluster makes stays inside namespaces it creates: the underlay bridge lives in its
 //! own namespace (`<prefix>-ul`), never in the machine's, and each host reaches it through a veth
@@ -24,7 +26,9 @@ mod busybox;
 pub mod campaign;
 mod cleanup;
 mod cluster;
+pub mod docker;
 mod error;
+pub mod figures;
 mod host;
 mod netns;
 mod process;

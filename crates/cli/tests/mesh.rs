@@ -98,7 +98,8 @@ fn replicas_answering(
 ///   client's own address;
 /// - `cluster` (Docker's behaviour): each host spreads over every replica, and the task sees a
 ///   mesh address instead of the client's;
-/// - `local`: only the host running a replica answers; the others refuse at once.
+/// - `local`: only the host running a replica answers; the others refuse at once;
+/// - `mode=host`: only the task's own host answers, and the task sees the client.
 ///
 /// A host leaving the swarm leaves none of it behind.
 #[test]
@@ -127,6 +128,22 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
         "node.role==manager",
         "--publish",
         "published=8082,target=80,traffic-policy=local",
+        "busybox",
+        "sh",
+        "-c",
+        WEB_COMMAND,
+    ]);
+
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "on-its-host",
+        "--constraint",
+        "node.role==manager",
+        "--publish",
+        "published=8090,target=80,mode=host",
         "busybox",
         "sh",
         "-c",
@@ -183,6 +200,25 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
         assert!(
             seen.starts_with("10.0.0."),
             "{seen} is not an ingress address"
+        );
+    }
+
+    // mode=host: only the manager, which runs the task, answers, and the task sees the client.
+    wait_until("port 8090 through h1", CONVERGE_TIMEOUT, || {
+        fetch(client, &manager.address().to_string(), 8090, "/")
+    });
+    assert_eq!(
+        seen_by_task(client, manager, 8090),
+        client.address().to_string()
+    );
+    for host in &swarm[1..] {
+        let refused = fetch(client, &host.address().to_string(), 8090, "/");
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|error| error.contains("refused")),
+            "host port through {}: {refused:?}",
+            host.name()
         );
     }
 

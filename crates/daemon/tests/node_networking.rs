@@ -195,6 +195,7 @@ fn task(id: &str, service: &str, mode: EndpointMode, address: &str) -> TaskNetwo
             virtual_ip: (mode == EndpointMode::Vip).then(|| "10.90.0.2/24".to_owned()),
         }],
         ingress_ports: Vec::new(),
+        host_ports: Vec::new(),
         dns: DnsOptions::default(),
         hosts: Vec::new(),
         hostname: id.to_owned(),

@@ -181,8 +181,9 @@ pub struct LocalTask {
     /// The task's network namespace (a /proc/PID/ns/net or a bind-mounted file); the engine owns
     /// it, this crate only puts interfaces in it.
     pub netns: PathBuf,
-    /// The task's address on the gateway bridge, when any of its networks is not internal (see
-    /// [`NodeConfig::pick_egress_address`]).
+    /// The task's address on the gateway bridge, when it has a way out: any of its networks is
+    /// not internal, or it is reached from the host (see [`NodeConfig::pick_egress_address`]).
+    /// With one, the task gets its leg whatever its networks.
     pub egress: Option<Ipv4Addr>,
 }
 

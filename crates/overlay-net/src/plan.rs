@@ -299,7 +299,14 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
     }
 
     // Endpoints by task, to know which tasks need a way out and which interface names they use.
-    let mut needs_egress = BTreeSet::new();
+    // A task given an egress address has a way out whatever its networks (one on none, whose
+    // host-mode ports are reached through it).
+    let mut needs_egress: BTreeSet<&str> = desired
+        .tasks
+        .iter()
+        .filter(|task| task.egress.is_some())
+        .map(|task| task.id.as_str())
+        .collect();
     let mut interfaces: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
     for ep in &desired.endpoints {
         let network =
@@ -593,6 +600,25 @@ pub(crate) mod tests {
             address: cidr("10.0.1.2/24"),
         });
         d
+    }
+
+    #[test]
+    fn a_task_on_no_network_with_an_egress_address_gets_its_way_out_as_eth0() {
+        let mut d = desired();
+        d.endpoints.clear();
+        d.networks.clear();
+        d.peers.clear();
+        let state = plan(&d).unwrap();
+        let task = Netns::Task("/proc/100/ns/net".into());
+        assert!(state.links.contains_key(&key(task.clone(), "eth0")));
+        assert_eq!(
+            state.default_routes.get(&task),
+            Some(&("eth0".to_owned(), ip("172.18.0.1")))
+        );
+        assert!(state.masquerade.is_some() && state.namespaces.is_empty());
+        // Without one, it gets nothing.
+        d.tasks[0].egress = None;
+        assert_eq!(plan(&d).unwrap().links.len(), 0);
     }
 
     #[test]

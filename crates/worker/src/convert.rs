@@ -14,7 +14,9 @@ use shoal_proto::api;
 use shoal_proto::api::ContainerSpec as TaskContainerSpec;
 
 use crate::error::{Result, WorkerError};
-use crate::networking::{DnsOptions, EndpointMode, IngressPort, NetworkAttachment, TaskNetworks};
+use crate::networking::{
+    DnsOptions, EndpointMode, HostPort, IngressPort, NetworkAttachment, TaskNetworks,
+};
 use spec::network::{ENCRYPTED_OPTION, MAX_VNI, Subnet, VXLAN_ID_LIST_OPTION};
 use spec::template::{self, TemplateContext};
 
@@ -255,7 +257,7 @@ fn container_hostname(
     node_hostname: &str,
 ) -> Result<Option<String>> {
     if container.hostname.is_empty() {
-        return Ok(task_names_networks(task).then(|| task.id.chars().take(12).collect()));
+        return Ok(gets_networking(task).then(|| task.id.chars().take(12).collect()));
     }
     let template = template_context(task, &container_name_for_task(task), node_hostname);
     template::expand(&container.hostname, &template)
@@ -272,16 +274,28 @@ fn task_names_networks(task: &api::Task) -> bool {
             .is_some_and(|spec| !spec.networks.is_empty())
 }
 
+/// Whether the node's networking gives the task its namespace: it is on a network, or publishes
+/// a port on its host.
+fn gets_networking(task: &api::Task) -> bool {
+    task_names_networks(task)
+        || task.endpoint.as_ref().is_some_and(|endpoint| {
+            host_ports(&endpoint.ports).is_ok_and(|ports| !ports.is_empty())
+        })
+}
+
 /// What the node's networking needs to give the task its network namespace, names and
-/// addresses, read from the task alone: `None` for a task on no network. A task whose networks
+/// addresses, read from the task alone: `None` for a task on no network that publishes nothing
+/// on its host. A task whose networks
 /// were not allocated (no address, no subnet, no VXLAN id) is refused: the managers allocate
 /// before they schedule, so such a task can't be made to work here.
 pub fn task_networks(task: &api::Task, node_hostname: &str) -> Result<Option<TaskNetworks>> {
     let reject = |reason: String| WorkerError::rejected(&task.id, reason);
-    if !task_names_networks(task) {
+    let endpoint = task.endpoint.clone().unwrap_or_default();
+    let host_ports = host_ports(&endpoint.ports).map_err(reject)?;
+    if !gets_networking(task) {
         return Ok(None);
     }
-    if task.networks.is_empty() {
+    if task.networks.is_empty() && task_names_networks(task) {
         return Err(reject(
             "the task names networks but carries no addresses on them: the managers did not \
              allocate it; check the service's networks with 'shoal network ls' and update the \
@@ -291,7 +305,6 @@ pub fn task_networks(task: &api::Task, node_hostname: &str) -> Result<Option<Tas
     }
     let container = task_container_spec(task)
         .ok_or_else(|| reject("the task spec has no container spec".to_owned()))?;
-    let endpoint = task.endpoint.clone().unwrap_or_default();
     let endpoint_mode = match endpoint.spec.as_ref().map(|spec| spec.mode()) {
         Some(api::endpoint_spec::ResolutionMode::Dnsrr) => EndpointMode::DnsRoundRobin,
         Some(api::endpoint_spec::ResolutionMode::Vip) | None => EndpointMode::Vip,
@@ -318,6 +331,7 @@ pub fn task_networks(task: &api::Task, node_hostname: &str) -> Result<Option<Tas
         endpoint_mode,
         attachments,
         ingress_ports,
+        host_ports,
         dns: DnsOptions {
             nameservers: dns.nameservers,
             search: dns.search,
@@ -328,28 +342,49 @@ pub fn task_networks(task: &api::Task, node_hostname: &str) -> Result<Option<Tas
     }))
 }
 
+/// A published or target port number as the task uses it: 1 to 65535.
+fn port_number(value: u32, what: &str) -> std::result::Result<u16, String> {
+    u16::try_from(value)
+        .ok()
+        .filter(|port| *port != 0)
+        .ok_or_else(|| {
+            format!(
+                "the service's {what} port {value} is not a port number from 1 to 65535: \
+                 update the service's --publish"
+            )
+        })
+}
+
+/// The ports the task publishes on its own node. One given no number is left out: the managers
+/// choose numbers for the mesh's ports only, and Docker's pick of a free host port is not
+/// done here.
+fn host_ports(ports: &[api::PortConfig]) -> std::result::Result<Vec<HostPort>, String> {
+    ports
+        .iter()
+        .filter(|port| {
+            port.publish_mode() == api::port_config::PublishMode::Host && port.published_port != 0
+        })
+        .map(|port| {
+            Ok(HostPort {
+                protocol: port.protocol(),
+                published: port_number(port.published_port, "published")?,
+                target: port_number(port.target_port, "target")?,
+            })
+        })
+        .collect()
+}
+
 /// The ports of an allocated endpoint published through the routing mesh (host-mode ones are
 /// not the mesh's).
 fn ingress_ports(ports: &[api::PortConfig]) -> std::result::Result<Vec<IngressPort>, String> {
-    let number = |value: u32, what: &str| {
-        u16::try_from(value)
-            .ok()
-            .filter(|port| *port != 0)
-            .ok_or_else(|| {
-                format!(
-                    "the service's {what} port {value} is not a port number from 1 to 65535: \
-                     update the service's --publish"
-                )
-            })
-    };
     ports
         .iter()
         .filter(|port| port.publish_mode() == api::port_config::PublishMode::Ingress)
         .map(|port| {
             Ok(IngressPort {
                 protocol: port.protocol(),
-                published: number(port.published_port, "published")?,
-                target: number(port.target_port, "target")?,
+                published: port_number(port.published_port, "published")?,
+                target: port_number(port.target_port, "target")?,
                 policy: port.traffic_policy(),
             })
         })
@@ -1584,6 +1619,11 @@ mod tests {
                     target: 53,
                     policy: api::port_config::TrafficPolicy::Cluster,
                 }],
+                host_ports: vec![HostPort {
+                    protocol: api::port_config::Protocol::Tcp,
+                    published: 8080,
+                    target: 80,
+                }],
                 dns: DnsOptions {
                     nameservers: vec!["10.0.0.53".into()],
                     search: vec!["example.org".into()],
@@ -1609,6 +1649,34 @@ mod tests {
             ),
             "{error}"
         );
+    }
+
+    #[test]
+    fn a_task_on_no_network_publishing_on_its_host_gets_networking_for_it() {
+        let mut task = task_with(image("busybox"));
+        let host_port = |published| api::PortConfig {
+            target_port: 80,
+            published_port: published,
+            publish_mode: api::port_config::PublishMode::Host as i32,
+            ..api::PortConfig::default()
+        };
+        task.endpoint = Some(api::Endpoint {
+            ports: vec![host_port(8080)],
+            ..api::Endpoint::default()
+        });
+        let networks = task_networks(&task, "h2").unwrap().unwrap();
+        assert!(networks.attachments.is_empty());
+        assert_eq!(
+            networks.host_ports,
+            [HostPort {
+                protocol: api::port_config::Protocol::Tcp,
+                published: 8080,
+                target: 80,
+            }]
+        );
+        // Without a number there is nothing to bind.
+        task.endpoint.as_mut().unwrap().ports = vec![host_port(0)];
+        assert_eq!(task_networks(&task, "h2").unwrap(), None);
     }
 
     #[test]

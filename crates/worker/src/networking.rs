@@ -56,6 +56,15 @@ pub struct IngressPort {
     pub policy: TrafficPolicy,
 }
 
+/// A port the task publishes on its own node only (`mode=host`): a connection to `published` on
+/// the node's addresses goes to `target` in this task, which sees the client's address.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HostPort {
+    pub protocol: Protocol,
+    pub published: u16,
+    pub target: u16,
+}
+
 /// `--dns`, `--dns-search` and `--dns-option`.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnsOptions {
@@ -78,6 +87,9 @@ pub struct TaskNetworks {
     /// What its service publishes through the routing mesh (the task is on the ingress network
     /// then).
     pub ingress_ports: Vec<IngressPort>,
+    /// What it publishes on its own node (a task with host ports and no network still gets a
+    /// namespace with a way out, for them to reach it).
+    pub host_ports: Vec<HostPort>,
     pub dns: DnsOptions,
     /// `--host` entries for /etc/hosts, as the spec holds them ("IP NAME [ALIAS...]").
     pub hosts: Vec<String>,

@@ -11,16 +11,10 @@
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use shoal_tests::figures::rounds;
 use shoal_tests::{ClusterOptions, TestCluster, TestHost, output_text, wait_until};
 
 const TIMEOUT: Duration = Duration::from_secs(60);
-
-fn rounds() -> usize {
-    std::env::var("ROUNDS")
-        .ok()
-        .and_then(|rounds| rounds.parse().ok())
-        .unwrap_or(5)
-}
 
 fn median(mut samples: Vec<Duration>) -> Duration {
     samples.sort();

@@ -1,6 +1,6 @@
 //! Issue 14's figures across two test hosts (h1 manager, h2 worker) on one overlay network,
 //! beside the same figures for Docker Swarm 20.10 on two more test hosts of the same underlay
-//! (d1 manager, d2 worker; see `bench-overlay/docker.rs`), each over ROUNDS (default 5), shoal's
+//! (d1 manager, d2 worker; see `shoal_tests::docker`), each over ROUNDS (default 5), shoal's
 //! and Docker's rounds alternated:
 //! - TCP throughput task to task across the hosts, against the underlay between h1's and h2's
 //!   namespaces: busybox `nc` (the same `/bin/busybox` in the tasks and on the hosts), and a
@@ -31,14 +31,12 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+use shoal_tests::docker::{self, DockerHost, DockerSwarm};
+use shoal_tests::figures::{load_average, median, rounds, summary, wanted};
 use shoal_tests::{ClusterOptions, TestCluster, TestHost, output_text, poll_until, wait_until};
 
 #[path = "bench-overlay/dns.rs"]
 mod dns;
-#[path = "bench-overlay/docker.rs"]
-mod docker;
-
-use docker::{DockerHost, DockerSwarm};
 
 const TIMEOUT: Duration = Duration::from_secs(90);
 /// How much each throughput round sends, in MiB.
@@ -57,49 +55,15 @@ const DNS_NAME: &str = "sink";
 const WEB_COMMAND: &str =
     "mkdir -p /www && hostname > /www/index.html && exec httpd -f -p 80 -h /www";
 
-fn rounds() -> usize {
-    std::env::var("ROUNDS")
-        .ok()
-        .and_then(|rounds| rounds.parse().ok())
-        .unwrap_or(5)
-}
-
-/// Whether `FIGURES` (all when unset) asks for `figure`.
-fn wanted(figure: &str) -> bool {
-    std::env::var("FIGURES").map_or(true, |figures| {
-        figures.split(',').any(|f| f.trim() == figure)
-    })
-}
-
 fn json_lines(text: &str) -> Vec<Value> {
     text.lines()
         .filter_map(|line| serde_json::from_str(line).ok())
         .collect()
 }
 
-/// min / median / max of `samples`, then the samples in the order taken.
-fn summary(mut samples: Vec<f64>, decimals: usize) -> String {
-    let listed: Vec<String> = samples.iter().map(|s| format!("{s:.decimals$}")).collect();
-    samples.sort_by(f64::total_cmp);
-    format!(
-        "min {:.decimals$}, median {:.decimals$}, max {:.decimals$} over {} rounds ({})",
-        samples[0],
-        samples[samples.len() / 2],
-        samples[samples.len() - 1],
-        samples.len(),
-        listed.join(", ")
-    )
-}
-
 fn report_ms(what: &str, samples: &[Duration]) {
     let ms = samples.iter().map(|s| s.as_secs_f64() * 1e3).collect();
     println!("{what}, ms: {}", summary(ms, 0));
-}
-
-fn median(samples: &[f64]) -> f64 {
-    let mut sorted = samples.to_vec();
-    sorted.sort_by(f64::total_cmp);
-    sorted[sorted.len() / 2]
 }
 
 fn mb_per_s(elapsed: Duration) -> f64 {
@@ -715,12 +679,6 @@ fn docker_rss(swarm: &DockerSwarm) {
             running
         )
     );
-}
-
-fn load_average() -> String {
-    let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let fields: Vec<&str> = loadavg.split_whitespace().take(3).collect();
-    format!("load average {}", fields.join(" "))
 }
 
 fn main() {

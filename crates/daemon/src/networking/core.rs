@@ -24,6 +24,8 @@ use shoal_proto::api::EncryptionKey;
 use shoal_proto::api::encryption_key::Algorithm;
 use shoal_proto::api::port_config;
 use spec::enums::TextForm;
+#[cfg(test)]
+use worker::networking::HostPort;
 use worker::networking::{EndpointMode, IngressPort, NetworkAttachment, TaskNetworks};
 
 /// One networked task this node holds: what the worker said of it, and what the node gave it.
@@ -63,11 +65,14 @@ pub fn parse_attachment(attachment: &NetworkAttachment) -> Result<ParsedAttachme
     })
 }
 
-/// Whether the task needs a leg on the gateway bridge: one of its networks leads out.
+/// Whether the task needs a leg on the gateway bridge: one of its networks leads out, or it
+/// publishes a port on its host (reached through that leg).
 pub fn needs_egress(task: &TaskNetworks) -> bool {
-    task.attachments
-        .iter()
-        .any(|attachment| !attachment.internal)
+    !task.host_ports.is_empty()
+        || task
+            .attachments
+            .iter()
+            .any(|attachment| !attachment.internal)
 }
 
 /// The interface a task's `index`th network gets inside it.
@@ -89,8 +94,9 @@ pub struct NodePlan {
     /// The networks whose gossip this node is on: those it has a task on, and the ingress
     /// network while the managers give the node an address there.
     pub gossip_networks: BTreeSet<String>,
-    /// The routing mesh's published ports, while the node has an address on the ingress network
-    /// and the swarm publishes a port there; `None`: the node has no leg and no mesh table.
+    /// The ports the mesh's table serves on this node: the swarm's published ports, while the
+    /// node has an address on the ingress network, and its own tasks' host-mode ports; `None`:
+    /// none, and no table.
     pub mesh: Option<Vec<PublishedPort>>,
 }
 
@@ -214,7 +220,7 @@ pub fn plan_node(
                 },
             );
         }
-        if any {
+        if any || !task.networks.host_ports.is_empty() {
             local_tasks.push(LocalTask {
                 id: task_id.clone(),
                 netns: task.netns.clone(),
@@ -223,16 +229,16 @@ pub fn plan_node(
         }
     }
 
-    // The ingress network's gossip tells the node which ports the swarm publishes; the leg and
-    // the mesh's table are made only once there is a port to serve.
-    let mesh = ingress_leg
+    // The ingress network's gossip tells the node which ports the swarm publishes; the leg is
+    // made only once there is a port to serve.
+    let ingress_ports = ingress_leg
         .map(|leg| mesh_ports(node, &leg.network_id, tasks, &local_addresses, table))
-        .filter(|ports| !ports.is_empty());
+        .unwrap_or_default();
     let mut gossip_networks: BTreeSet<String> = ingress_leg
         .map(|leg| leg.network_id.clone())
         .into_iter()
         .collect();
-    let host_legs = if mesh.is_some() {
+    let host_legs = if !ingress_ports.is_empty() {
         plan_leg(
             config,
             node,
@@ -246,8 +252,14 @@ pub fn plan_node(
     } else {
         Vec::new()
     };
-    // A leg that can't be planned serves nothing.
-    let mesh = mesh.filter(|_| !host_legs.is_empty());
+    // A leg that can't be planned serves nothing through the mesh; host ports need none.
+    let mut mesh = if host_legs.is_empty() {
+        Vec::new()
+    } else {
+        ingress_ports
+    };
+    add_host_ports(tasks, &mut mesh);
+    let mesh = (!mesh.is_empty()).then_some(mesh);
 
     let mut peers = BTreeMap::new();
     for (key, visible) in table {
@@ -446,6 +458,38 @@ fn mesh_policy(policy: port_config::TrafficPolicy) -> TrafficPolicy {
         port_config::TrafficPolicy::Cluster => TrafficPolicy::Cluster,
         port_config::TrafficPolicy::Local => TrafficPolicy::Local,
     }
+}
+
+/// Adds the ports local tasks publish on this node (`mode=host`): each to its task's address on
+/// the gateway bridge, only while it serves, keeping the client's address. A number the mesh
+/// already serves stays the mesh's (the managers keep the two apart).
+fn add_host_ports(tasks: &BTreeMap<String, HeldTask>, mesh: &mut Vec<PublishedPort>) {
+    for task in tasks.values() {
+        let Some(egress) = task.egress else {
+            continue;
+        };
+        for port in &task.networks.host_ports {
+            let protocol = mesh_protocol(port.protocol);
+            if mesh
+                .iter()
+                .any(|taken| (taken.protocol, taken.port) == (protocol, port.published))
+            {
+                continue;
+            }
+            mesh.push(PublishedPort {
+                protocol,
+                port: port.published,
+                policy: TrafficPolicy::Local,
+                local: task
+                    .serving
+                    .then(|| SocketAddrV4::new(egress, port.target))
+                    .into_iter()
+                    .collect(),
+                cluster: BTreeSet::new(),
+            });
+        }
+    }
+    mesh.sort_by_key(|port| (port.protocol, port.port));
 }
 
 /// The ports the mesh serves on this node: every port a task on the ingress network publishes,
@@ -829,7 +873,7 @@ pub fn network_attachments(
 #[cfg(test)]
 mod tests {
     use overlay_net::DEFAULT_VXLAN_PORT;
-    use worker::networking::DnsOptions;
+    use worker::networking::{DnsOptions, HostPort};
 
     use super::*;
 
@@ -886,6 +930,7 @@ mod tests {
                 endpoint_mode: EndpointMode::Vip,
                 attachments,
                 ingress_ports: Vec::new(),
+                host_ports: Vec::new(),
                 dns: DnsOptions::default(),
                 hosts: Vec::new(),
                 hostname: id.to_owned(),
@@ -1518,5 +1563,33 @@ mod tests {
         assert_eq!(plan.desired.networks.len(), 1);
         assert_eq!(plan.desired.host_legs.len(), 1);
         assert_eq!(plan.mesh.map(|ports| ports.len()), Some(1));
+    }
+
+    #[test]
+    fn a_host_port_goes_to_its_task_on_the_gateway_bridge_only_while_it_serves() {
+        let mut h = task("h", "web", Vec::new(), true);
+        h.egress = Some(ip("172.18.0.5"));
+        h.networks.host_ports = vec![HostPort {
+            protocol: port_config::Protocol::Tcp,
+            published: 8090,
+            target: 80,
+        }];
+        assert!(needs_egress(&h.networks));
+        let mut tasks = BTreeMap::from([("h".to_owned(), h)]);
+        let plan = plan_node(&config(), "n1", &tasks, None, &BTreeMap::new());
+        // The task has its way out and no overlay; the node no leg.
+        assert_eq!(plan.desired.tasks.len(), 1);
+        assert!(plan.desired.networks.is_empty() && plan.desired.host_legs.is_empty());
+        let local_port = |local: &[&str]| PublishedPort {
+            protocol: Protocol::Tcp,
+            port: 8090,
+            policy: TrafficPolicy::Local,
+            local: backends(local),
+            cluster: BTreeSet::new(),
+        };
+        assert_eq!(plan.mesh, Some(vec![local_port(&["172.18.0.5:80"])]));
+        tasks.get_mut("h").unwrap().serving = false;
+        let plan = plan_node(&config(), "n1", &tasks, None, &BTreeMap::new());
+        assert_eq!(plan.mesh, Some(vec![local_port(&[])]));
     }
 }

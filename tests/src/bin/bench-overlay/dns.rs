@@ -43,13 +43,7 @@ impl DnsRun {
 
     /// The latency under which `fraction` of the answers came, e.g. 0.99 for p99.
     pub(crate) fn percentile(&self, fraction: f64) -> Duration {
-        let mut sorted = self.latencies.clone();
-        sorted.sort();
-        let rank = (sorted.len() as f64 * fraction).ceil() as usize;
-        sorted
-            .get(rank.saturating_sub(1))
-            .copied()
-            .unwrap_or_default()
+        shoal_tests::figures::percentile(&self.latencies, fraction)
     }
 }
 
@@ -159,8 +153,7 @@ impl Answer {
 
 #[cfg(test)]
 mod tests {
-    use super::{Answer, DnsRun, query};
-    use std::time::Duration;
+    use super::{Answer, query};
 
     #[test]
     fn a_query_asks_for_the_a_record_of_each_label() {
@@ -195,16 +188,5 @@ mod tests {
         // A query, not a response.
         assert_eq!(response([0x01, 0x00], 1), None);
         assert_eq!(Answer::parse(&[0xab, 0xcd, 0x81]), None);
-    }
-
-    #[test]
-    fn p99_is_the_latency_under_which_99_percent_came() {
-        let run = DnsRun {
-            latencies: (1..=200).rev().map(Duration::from_millis).collect(),
-            ..DnsRun::default()
-        };
-        assert_eq!(run.percentile(0.99), Duration::from_millis(198));
-        assert_eq!(run.percentile(0.5), Duration::from_millis(100));
-        assert_eq!(DnsRun::default().percentile(0.99), Duration::ZERO);
     }
 }

@@ -1,5 +1,5 @@
-//! Docker Swarm 20.10 (Debian's `docker.io`) beside the shoal cluster, for side-by-side figures:
-//! two more test hosts `<prefix>-d1` and `<prefix>-d2` on the same underlay bridge, each running
+//! Docker Swarm 20.10 (Debian's `docker.io`) beside a shoal test cluster, for the benchmarks'
+//! side-by-side figures (`bench-overlay`, `bench-mesh`): two more test hosts `<prefix>-d1` and `<prefix>-d2` on the same underlay bridge, each running
 //! its own `dockerd` (which starts its own `containerd`), formed into a swarm with one overlay
 //! network `front` and the same busybox root filesystem as shoal's image.
 //!
@@ -17,9 +17,10 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use shoal_tests::{
-    TestCluster, inside, output_text, poll_until, processes_mentioning, run_with_timeout,
-};
+use crate::cleanup::{inside, kill_9, processes_mentioning};
+use crate::process::{COMMAND_TIMEOUT, output_text, run};
+use crate::wait::poll_until;
+use crate::{TestCluster, netns};
 
 /// Debian's dockerd (docker.io, 20.10).
 const DOCKERD: &str = "/usr/sbin/dockerd";
@@ -40,17 +41,16 @@ const MACHINE_SYSCTLS: [&str; 2] = [
     "/proc/sys/kernel/keys/root_maxkeys",
     "/proc/sys/kernel/keys/root_maxbytes",
 ];
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 /// How long the processes of a killed PID namespace may take to be gone.
 const STOP_TIMEOUT: Duration = Duration::from_secs(20);
 /// The swarm's image, imported on each host: services name it with `--no-resolve-image`, and
 /// dockerd runs with `DOCKER_SERVICE_PREFER_OFFLINE_IMAGE=1`, so no registry is ever asked.
-pub(crate) const IMAGE: &str = "busybox:latest";
-pub(crate) const NETWORK: &str = "front";
+pub const IMAGE: &str = "busybox:latest";
+pub const NETWORK: &str = "front";
 
 /// Why the Docker side can't run on this machine, if it can't.
-pub(crate) fn missing() -> Option<String> {
+pub fn missing() -> Option<String> {
     let absent = REQUIRED
         .into_iter()
         .find(|path| !Path::new(path).exists())?;
@@ -64,7 +64,7 @@ pub(crate) fn missing() -> Option<String> {
 
 /// One Docker test host: a network namespace on the cluster's underlay and its dockerd.
 #[derive(Debug)]
-pub(crate) struct DockerHost {
+pub struct DockerHost {
     /// The network namespace's name, also the host's hostname (what `node ls` shows).
     name: String,
     /// The underlay namespace holding the bridge this host's veth peer is on.
@@ -92,16 +92,16 @@ impl DockerHost {
         }
     }
 
-    pub(crate) fn name(&self) -> &str {
+    pub fn name(&self) -> &str {
         &self.name
     }
 
-    pub(crate) fn address(&self) -> Ipv4Addr {
+    pub fn address(&self) -> Ipv4Addr {
         self.address
     }
 
     fn netns_path(&self) -> PathBuf {
-        Path::new("/run/netns").join(&self.name)
+        netns::netns_path(&self.name)
     }
 
     fn socket_url(&self) -> String {
@@ -118,38 +118,12 @@ impl DockerHost {
         format!("/{}", self.name)
     }
 
-    /// The host's namespace on the underlay, as `tests/src/netns.rs` makes shoal's hosts (whose
-    /// helper is private to the harness): a veth made inside the new namespace, its peer `dN`
-    /// moved into the underlay and enslaved to its bridge.
-    fn add_namespace(&self) -> Result<(), String> {
-        let peer = self.name.rsplit('-').next().unwrap_or("d");
-        let cidr = format!("{}/24", self.address);
-        let (host, underlay) = (self.name.as_str(), self.underlay.as_str());
-        let steps: [&[&str]; 6] = [
-            &["netns", "add", host],
-            &["-n", host, "link", "set", "lo", "up"],
-            &[
-                "-n", host, "link", "add", "eth0", "type", "veth", "peer", "name", peer, "netns",
-                underlay,
-            ],
-            &["-n", underlay, "link", "set", peer, "master", "br0", "up"],
-            &["-n", host, "addr", "add", &cidr, "dev", "eth0"],
-            &["-n", host, "link", "set", "eth0", "up"],
-        ];
-        for args in steps {
-            let output = run_with_timeout(Command::new("ip").args(args), COMMAND_TIMEOUT)
-                .map_err(|error| error.to_string())?;
-            if !output.status.success() {
-                return Err(format!("ip {}: {}", args.join(" "), output_text(&output)));
-            }
-        }
-        Ok(())
-    }
-
     /// Makes the namespace and starts dockerd in it; returns once it answers.
     fn start(&mut self) -> Result<(), String> {
         std::fs::create_dir_all(&self.dir).map_err(|error| error.to_string())?;
-        self.add_namespace()?;
+        let peer = self.name.rsplit('-').next().unwrap_or("d");
+        netns::add_host(&self.name, &self.underlay, peer, self.address)
+            .map_err(|error| error.to_string())?;
         // The trust key goes in the host's directory, not /etc/docker/key.json; the key is only
         // settable in the configuration file.
         let config = serde_json::json!({ "deprecated-key-path": self.dir.join("key.json") });
@@ -247,15 +221,14 @@ impl DockerHost {
     }
 
     /// `docker -H <this host's socket> args`, whatever its exit status; panics if it hangs.
-    pub(crate) fn docker(&self, args: &[&str]) -> Output {
+    pub fn docker(&self, args: &[&str]) -> Output {
         let mut command = Command::new(DOCKER_CLI);
         command.arg("-H").arg(self.socket_url()).args(args);
-        run_with_timeout(&mut command, COMMAND_TIMEOUT)
-            .unwrap_or_else(|error| panic!("{}: {error}", self.name))
+        run(&mut command, COMMAND_TIMEOUT).unwrap_or_else(|error| panic!("{}: {error}", self.name))
     }
 
     /// `docker -H <this host's socket> args`'s stdout; panics when it fails.
-    pub(crate) fn docker_ok(&self, args: &[&str]) -> String {
+    pub fn docker_ok(&self, args: &[&str]) -> String {
         let output = self.docker(args);
         if !output.status.success() {
             panic!(
@@ -272,7 +245,7 @@ impl DockerHost {
     /// inspected for a pid, as shoal's `TestHost::running_task_pid`), or why there is none yet.
     /// dockerd's pids are its PID namespace's, so the host pid is read from the container's
     /// cgroup.
-    pub(crate) fn running_task_pid(&self, service: &str) -> Result<String, String> {
+    pub fn running_task_pid(&self, service: &str) -> Result<String, String> {
         let filter = format!("label=com.docker.swarm.service.name={service}");
         let listed = self.docker(&["ps", "-q", "--no-trunc", "--filter", &filter]);
         if !listed.status.success() {
@@ -306,7 +279,7 @@ impl DockerHost {
     }
 
     /// The host pid of this host's `dockerd`, then of its `containerd`.
-    pub(crate) fn daemon_pids(&self) -> (u32, u32) {
+    pub fn daemon_pids(&self) -> (u32, u32) {
         let find = |program: &str| {
             processes_mentioning(&inside(&self.dir))
                 .into_iter()
@@ -348,11 +321,7 @@ impl DockerHost {
         for cgroup in cgroups {
             remove_cgroup(&cgroup);
         }
-        if self.netns_path().exists() {
-            let _ = Command::new("ip")
-                .args(["netns", "delete", &self.name])
-                .output();
-        }
+        netns::delete(&self.name);
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 
@@ -380,7 +349,7 @@ impl Drop for DockerHost {
 /// network [`NETWORK`] and [`IMAGE`] on both. Dropping it removes both hosts and puts back the
 /// machine-wide sysctls dockerd raised.
 #[derive(Debug)]
-pub(crate) struct DockerSwarm {
+pub struct DockerSwarm {
     hosts: Vec<DockerHost>,
     sysctls_before: Vec<(&'static str, String)>,
     version: String,
@@ -389,7 +358,7 @@ pub(crate) struct DockerSwarm {
 impl DockerSwarm {
     /// Starts both hosts' dockerd on `cluster`'s underlay, forms the swarm, creates the
     /// network and imports the image. Panics, after removing what it made, when any step fails.
-    pub(crate) fn start(cluster: &TestCluster) -> DockerSwarm {
+    pub fn start(cluster: &TestCluster) -> DockerSwarm {
         let mut swarm = DockerSwarm {
             hosts: Vec::new(),
             sysctls_before: MACHINE_SYSCTLS
@@ -408,7 +377,7 @@ impl DockerSwarm {
         }
         let (d1, d2) = (swarm.host(1), swarm.host(2));
         let tarball = d1.dir.join("busybox.tar");
-        shoal_tests::build_busybox_tarball(&tarball)
+        crate::build_busybox_tarball(&tarball)
             .unwrap_or_else(|error| panic!("building the busybox root filesystem: {error}"));
         // The same root filesystem as shoal's image, imported as a one-layer image.
         let tarball = tarball.display().to_string();
@@ -426,7 +395,7 @@ impl DockerSwarm {
             &d2.address.to_string(),
             &format!("{}:2377", d1.address),
         ]);
-        shoal_tests::wait_until("both Docker nodes ready", START_TIMEOUT, || {
+        crate::wait_until("both Docker nodes ready", START_TIMEOUT, || {
             let listed = d1.docker_ok(&["node", "ls", "--format", "{{.Status}}"]);
             match listed.lines().filter(|status| *status == "Ready").count() {
                 2 => Ok(()),
@@ -442,19 +411,19 @@ impl DockerSwarm {
     }
 
     /// Host `number`, 1 (the manager) or 2.
-    pub(crate) fn host(&self, number: usize) -> &DockerHost {
+    pub fn host(&self, number: usize) -> &DockerHost {
         &self.hosts[number - 1]
     }
 
     /// dockerd's version, as it reports it.
-    pub(crate) fn version(&self) -> &str {
+    pub fn version(&self) -> &str {
         &self.version
     }
 
     /// `service create` of a busybox service on the overlay network, its one task placed on
     /// host `node`. `dnsrr`: the name resolves to the task's address, since a `vip` service's
     /// address is served by IPVS, which this kernel lacks.
-    pub(crate) fn create_service(&self, name: &str, node: &DockerHost, command: &[&str]) {
+    pub fn create_service(&self, name: &str, node: &DockerHost, command: &[&str]) {
         let placement = format!("node.hostname=={}", node.name());
         let mut args = vec![
             "service",
@@ -476,7 +445,7 @@ impl DockerSwarm {
     }
 
     /// How many tasks of `service` run (desired and current state running).
-    pub(crate) fn running_tasks(&self, service: &str) -> usize {
+    pub fn running_tasks(&self, service: &str) -> usize {
         self.host(1)
             .docker_ok(&[
                 "service",
@@ -544,11 +513,4 @@ fn remove_cgroup(cgroup: &Path) {
         remove_cgroup(&child);
     }
     let _ = std::fs::remove_dir(cgroup);
-}
-
-fn kill_9(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid) {
-        // SAFETY: kill takes two integers and has no memory effects.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-    }
 }
