@@ -6,7 +6,9 @@
 
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::{SocketAddr, TcpStream, UdpSocket};
+use std::os::fd::AsRawFd;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
@@ -78,6 +80,50 @@ fn seen_by_task(client: &TestHost, host: &TestHost, port: u16) -> String {
         .to_owned()
 }
 
+/// Answers every UDP datagram to port 5300 in the network namespace of the task whose init is
+/// `pid` with `pong`, from a thread of the test (busybox has no UDP server), until `stop`. (Not
+/// 53: the task's embedded DNS holds 127.0.0.11:53.)
+fn udp_answerer_in_task(pid: &str, stop: Arc<AtomicBool>) {
+    let namespace = std::fs::File::open(format!("/proc/{pid}/ns/net"))
+        .unwrap_or_else(|error| panic!("opening task {pid}'s namespace: {error}"));
+    let (bound, ready) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        // SAFETY: setns takes a descriptor open for the call and moves only this thread.
+        let entered = unsafe { libc::setns(namespace.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(entered, 0, "setns: {}", std::io::Error::last_os_error());
+        let socket = UdpSocket::bind("0.0.0.0:5300").expect("binding UDP 5300 in the task");
+        socket
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .expect("read timeout");
+        bound.send(()).expect("the test waits for the socket");
+        let mut buffer = [0u8; 512];
+        while !stop.load(Ordering::Relaxed) {
+            if let Ok((_, from)) = socket.recv_from(&mut buffer) {
+                let _ = socket.send_to(b"pong", from);
+            }
+        }
+    });
+    ready.recv().expect("the UDP answerer to bind");
+}
+
+/// One datagram to `target` from the client, and the answer.
+fn udp_ask(client: &TestHost, target: SocketAddr) -> Result<String, String> {
+    client.in_host_netns(|| {
+        let socket = UdpSocket::bind("0.0.0.0:0").map_err(|error| error.to_string())?;
+        socket
+            .set_read_timeout(Some(Duration::from_secs(1)))
+            .map_err(|error| error.to_string())?;
+        socket
+            .send_to(b"ping", target)
+            .map_err(|error| format!("send: {error}"))?;
+        let mut buffer = [0u8; 64];
+        let (length, _) = socket
+            .recv_from(&mut buffer)
+            .map_err(|error| format!("{target}: {error}"))?;
+        Ok(String::from_utf8_lossy(&buffer[..length]).into_owned())
+    })
+}
+
 /// The replicas' hostnames as `/` answers through `host`'s address in `requests` requests.
 fn replicas_answering(
     client: &TestHost,
@@ -99,7 +145,8 @@ fn replicas_answering(
 /// - `cluster` (Docker's behaviour): each host spreads over every replica, and the task sees a
 ///   mesh address instead of the client's;
 /// - `local`: only the host running a replica answers; the others refuse at once;
-/// - `mode=host`: only the task's own host answers, and the task sees the client.
+/// - `mode=host`: only the task's own host answers, and the task sees the client;
+/// - UDP goes through the mesh as TCP does.
 ///
 /// A host leaving the swarm leaves none of it behind.
 #[test]
@@ -134,6 +181,20 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
         WEB_COMMAND,
     ]);
 
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "datagrams",
+        "--constraint",
+        "node.role==manager",
+        "--publish",
+        "published=5353,target=5300,protocol=udp,traffic-policy=cluster",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
     manager.shoal_ok(&[
         "service",
         "create",
@@ -221,6 +282,23 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
             host.name()
         );
     }
+
+    // UDP through the mesh, from every host to the one task on the manager.
+    let udp_task = wait_until("the UDP service's task", CONVERGE_TIMEOUT, || {
+        manager.running_task_pid("datagrams")
+    });
+    let stop_udp = Arc::new(AtomicBool::new(false));
+    udp_answerer_in_task(&udp_task, Arc::clone(&stop_udp));
+    for host in swarm {
+        let target = SocketAddr::from((host.address(), 5353));
+        let answer = wait_until(
+            &format!("UDP 5353 through {}", host.name()),
+            CONVERGE_TIMEOUT,
+            || udp_ask(client, target),
+        );
+        assert_eq!(answer, "pong");
+    }
+    stop_udp.store(true, Ordering::Relaxed);
 
     // local: the manager answers; the workers, which run no replica, refuse.
     wait_until("port 8082 through h1", CONVERGE_TIMEOUT, || {

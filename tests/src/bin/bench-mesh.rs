@@ -1,0 +1,400 @@
+//! Issue 15's figures: the routing mesh against straight to a server, from one client host on
+//! the underlay, in one run. Three swarm hosts (h1 manager, h2 and h3 workers) and a fourth host
+//! outside the swarm, the client (h4). One busybox `httpd` service, one replica constrained to
+//! h1, publishing port 8080 in shoal's default `prefer-local` policy, so:
+//! - h1:8080 is the mesh's local path (DNAT to h1's own task, no SNAT);
+//! - h2:8080 is its cluster path (no local task: DNAT to h1's task over the ingress overlay,
+//!   VXLAN between the hosts, and SNAT so replies come back through h2);
+//! - h1:8000 is the baseline: the same busybox `httpd` serving the same files, started by the
+//!   benchmark in h1's network namespace outside any container, so no NAT and no overlay.
+//!
+//! Figures, each over ROUNDS (default 5), the three targets alternated within a round:
+//! - `requests`: HTTP/1.0 `GET /` (a 17-byte page), a new connection each, from
+//!   [`SATURATED_WORKERS`] threads for [`SATURATED_DURATION`] (requests per second, p99), then
+//!   from one thread for [`SEQUENTIAL_DURATION`] (p50 and p99 without queueing);
+//! - `transfer`: one [`BIG_MIB`] MiB download per target (MB/s): through h2 it crosses the
+//!   hosts over VXLAN, against the underlay straight to h1;
+//! - `docker`: Docker Swarm 20.10 (`shoal_tests::docker`, two more test hosts on the same
+//!   underlay) publishing the same service in its ingress mode, and what requests to it from the
+//!   client give; skipped, saying so, when Debian's `docker.io` is not installed.
+//!
+//! Run as root through `deploy/bench-mesh.sh`, which builds the release binaries and sets
+//! `SHOAL_BIN`. `FIGURES=requests,transfer` (any of `requests`, `transfer`, `docker`) takes only
+//! those. Every host, namespace, process and cgroup is removed at the end, as in the tests.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use shoal_tests::docker::{self, DockerSwarm};
+use shoal_tests::figures::{load_average, median, percentile, rounds, summary, wanted};
+use shoal_tests::{ClusterOptions, TestCluster, TestHost, output_text, poll_until, wait_until};
+
+#[path = "bench-mesh/load.rs"]
+mod load;
+
+use load::LoadRun;
+
+const TIMEOUT: Duration = Duration::from_secs(90);
+const PUBLISHED_PORT: u16 = 8080;
+/// Where the baseline server listens in h1's namespace.
+const DIRECT_PORT: u16 = 8000;
+/// The size of the file the transfer figure downloads.
+const BIG_MIB: usize = 200;
+const SATURATED_WORKERS: usize = 8;
+const SATURATED_DURATION: Duration = Duration::from_secs(3);
+const SEQUENTIAL_DURATION: Duration = Duration::from_secs(2);
+/// How long Docker's published port is tried before what it gave is reported.
+const DOCKER_TRIES: Duration = Duration::from_secs(15);
+
+/// The web server of every side, as a script for busybox `sh`: `ROOT/index.html` (17 bytes),
+/// `ROOT/big` ([`BIG_MIB`] MiB of zeros, when `with_big`), then busybox `httpd` on `port`. Every
+/// applet is named through `/bin/busybox`, which both the test image and the hosts have.
+fn web_script(root: &str, port: u16, with_big: bool) -> String {
+    let big_mib = if with_big { BIG_MIB } else { 0 };
+    format!(
+        "/bin/busybox mkdir -p {root} && echo shoal mesh bench > {root}/index.html \
+         && /bin/busybox dd if=/dev/zero of={root}/big bs=1M count={big_mib} 2>/dev/null \
+         && exec /bin/busybox httpd -f -p {port} -h {root}"
+    )
+}
+
+/// The baseline: busybox `httpd` in a test host's network namespace, outside any container.
+/// Killed when dropped (the cluster's teardown would also find it: its command line names the
+/// run's directory).
+struct HostServer(Child);
+
+impl HostServer {
+    fn start(host: &TestHost, root: &Path, port: u16) -> HostServer {
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", host.netns_path().display()))
+            .args(["/bin/busybox", "sh", "-c"])
+            .arg(web_script(&root.display().to_string(), port, true))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|error| panic!("starting httpd in {}: {error}", host.name()));
+        HostServer(child)
+    }
+}
+
+impl Drop for HostServer {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// One address the client sends to, and what it stands for.
+struct Target {
+    label: &'static str,
+    address: SocketAddr,
+}
+
+/// `GET path` from `target` in `client`'s namespace, until it answers.
+fn wait_answering(client: &TestHost, target: &Target, path: &str) {
+    wait_until(
+        &format!("{} ({}) to answer", target.label, target.address),
+        TIMEOUT,
+        || client.in_host_netns(|| load::get(target.address, path, &mut [0_u8; 4096])),
+    );
+}
+
+fn ms(latency: Duration) -> f64 {
+    latency.as_secs_f64() * 1e3
+}
+
+/// What one target's runs of the requests figure gave.
+#[derive(Default)]
+struct RequestRuns {
+    saturated: Vec<LoadRun>,
+    sequential: Vec<LoadRun>,
+}
+
+fn progress(label: &str, workers: usize, run: &LoadRun) {
+    println!(
+        "  {label}, {workers} worker(s): {:.0} req/s, p50 {:.2} ms, p99 {:.2} ms, {} failed{}",
+        run.requests_per_second(),
+        ms(percentile(&run.latencies, 0.5)),
+        ms(percentile(&run.latencies, 0.99)),
+        run.failed,
+        run.first_failure
+            .as_deref()
+            .map(|failure| format!(" (first: {failure})"))
+            .unwrap_or_default()
+    );
+}
+
+/// The median over rounds of `figure` of each run.
+fn median_of(runs: &[LoadRun], figure: impl Fn(&LoadRun) -> f64) -> f64 {
+    median(&runs.iter().map(figure).collect::<Vec<_>>())
+}
+
+fn requests(client: &TestHost, targets: &[Target]) {
+    println!(
+        "requests: GET / on a new connection each, from {SATURATED_WORKERS} threads for {} s, \
+         then from 1 thread for {} s, per target and round",
+        SATURATED_DURATION.as_secs(),
+        SEQUENTIAL_DURATION.as_secs()
+    );
+    let mut runs: Vec<RequestRuns> = targets.iter().map(|_| RequestRuns::default()).collect();
+    let rounds = rounds();
+    for round in 1..=rounds {
+        println!("round {round} of {rounds}: {}", load_average());
+        // Alternated, so a change in the machine's load falls on every target.
+        for (target, runs) in targets.iter().zip(&mut runs) {
+            let run = client.in_host_netns(|| {
+                load::http_load(target.address, "/", SATURATED_WORKERS, SATURATED_DURATION)
+            });
+            progress(target.label, SATURATED_WORKERS, &run);
+            runs.saturated.push(run);
+        }
+        for (target, runs) in targets.iter().zip(&mut runs) {
+            let run = client
+                .in_host_netns(|| load::http_load(target.address, "/", 1, SEQUENTIAL_DURATION));
+            progress(target.label, 1, &run);
+            runs.sequential.push(run);
+        }
+    }
+    let p50 = |run: &LoadRun| ms(percentile(&run.latencies, 0.5));
+    let p99 = |run: &LoadRun| ms(percentile(&run.latencies, 0.99));
+    for (target, runs) in targets.iter().zip(&runs) {
+        let label = target.label;
+        let rates = runs.saturated.iter().map(LoadRun::requests_per_second);
+        println!(
+            "{label}, {SATURATED_WORKERS} workers, req/s: {}",
+            summary(rates.collect(), 0)
+        );
+        let latencies = runs.saturated.iter().map(p99).collect();
+        println!(
+            "{label}, {SATURATED_WORKERS} workers, p99 ms: {}",
+            summary(latencies, 2)
+        );
+        let latencies = runs.sequential.iter().map(p50).collect();
+        println!("{label}, 1 worker, p50 ms: {}", summary(latencies, 3));
+        let latencies = runs.sequential.iter().map(p99).collect();
+        println!("{label}, 1 worker, p99 ms: {}", summary(latencies, 3));
+        let failed: u64 = runs
+            .saturated
+            .iter()
+            .chain(&runs.sequential)
+            .map(|run| run.failed)
+            .sum();
+        let answered: u64 = runs
+            .saturated
+            .iter()
+            .chain(&runs.sequential)
+            .map(|run| run.answered)
+            .sum();
+        println!("{label}: {answered} answered, {failed} failed");
+    }
+    let (direct, meshes) = runs.split_first().expect("the direct target first");
+    let direct_rate = median_of(&direct.saturated, LoadRun::requests_per_second);
+    for (target, runs) in targets[1..].iter().zip(meshes) {
+        let rate = median_of(&runs.saturated, LoadRun::requests_per_second);
+        println!(
+            "{} / direct, req/s (medians): {:.0} % (target >= 90 %); p99 overhead, {} workers: \
+             {:+.2} ms, 1 worker: {:+.3} ms (target < 1 ms)",
+            target.label,
+            100.0 * rate / direct_rate,
+            SATURATED_WORKERS,
+            median_of(&runs.saturated, p99) - median_of(&direct.saturated, p99),
+            median_of(&runs.sequential, p99) - median_of(&direct.sequential, p99),
+        );
+    }
+}
+
+fn transfer(client: &TestHost, targets: &[Target]) {
+    println!("transfer: GET /big ({BIG_MIB} MiB) per target and round, read in 1 MiB reads");
+    let mut rates: Vec<Vec<f64>> = targets.iter().map(|_| Vec::new()).collect();
+    let rounds = rounds();
+    for round in 1..=rounds {
+        println!("round {round} of {rounds}: {}", load_average());
+        for (target, rates) in targets.iter().zip(&mut rates) {
+            let (rate, size) = client
+                .in_host_netns(|| load::download(target.address, "/big"))
+                .unwrap_or_else(|error| panic!("downloading through {}: {error}", target.label));
+            assert_eq!(size, (BIG_MIB << 20) as u64, "{}: body size", target.label);
+            println!("  {}: {rate:.0} MB/s", target.label);
+            rates.push(rate);
+        }
+    }
+    for (target, rates) in targets.iter().zip(&rates) {
+        println!("{}, MB/s: {}", target.label, summary(rates.clone(), 0));
+    }
+    let underlay = median(&rates[0]);
+    for (target, rates) in targets[1..].iter().zip(&rates[1..]) {
+        println!(
+            "{} / direct over the underlay, MB/s (medians): {:.0} % (target >= 80 %)",
+            target.label,
+            100.0 * median(rates) / underlay
+        );
+    }
+}
+
+/// Entries in the connection tracking table of `host`'s namespace.
+fn conntrack_count(host: &TestHost) -> String {
+    let output = host.run_in_host("cat", &["/proc/sys/net/netfilter/nf_conntrack_count"]);
+    String::from_utf8_lossy(&output.stdout).trim().to_owned()
+}
+
+/// Docker Swarm publishing the same service, its task on d1, and what requests from the client
+/// to d1's and d2's published port give over [`DOCKER_TRIES`].
+fn docker_published_port(cluster: &TestCluster) {
+    if let Some(reason) = docker::missing() {
+        println!("docker: skipped: {reason}");
+        return;
+    }
+    println!("docker: starting two dockerd test hosts on the same underlay");
+    let swarm = DockerSwarm::start(cluster);
+    let (d1, d2) = (swarm.host(1), swarm.host(2));
+    println!(
+        "docker: Docker {} swarm on {} ({}) and {} ({})",
+        swarm.version(),
+        d1.name(),
+        d1.address(),
+        d2.name(),
+        d2.address()
+    );
+    let placement = format!("node.hostname=={}", d1.name());
+    let publish = format!("published={PUBLISHED_PORT},target=80");
+    d1.docker_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--no-resolve-image",
+        "--name",
+        "web",
+        "--constraint",
+        &placement,
+        "--publish",
+        &publish,
+        docker::IMAGE,
+        "sh",
+        "-c",
+        &web_script("/www", 80, false),
+    ]);
+    let task = poll_until("Docker's web task running on d1", TIMEOUT, || {
+        d1.running_task_pid("web")
+    });
+    let pid = match task {
+        Ok(pid) => pid,
+        Err(error) => {
+            println!("docker: the published service's task never ran: {error}");
+            return;
+        }
+    };
+    // The task itself answers, so what the published port gives is the mesh's doing.
+    let inside = poll_until("Docker's web task answering inside", TIMEOUT, || {
+        let output = Command::new("nsenter")
+            .args(["-t", &pid, "-n", "/bin/busybox", "wget", "-q", "-O", "-"])
+            .arg("http://127.0.0.1/")
+            .output()
+            .map_err(|error| error.to_string())?;
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(output_text(&output))
+        }
+    });
+    match inside {
+        Ok(()) => println!("docker: the task answers on 127.0.0.1:80 inside its container"),
+        Err(error) => println!("docker: the task does not answer inside its container: {error}"),
+    }
+    let client = cluster.host(4);
+    for (node, what) in [(d1, "the task's node"), (d2, "no task")] {
+        let target = SocketAddr::from((node.address(), PUBLISHED_PORT));
+        let (mut tries, mut last) = (0, String::new());
+        let answered = poll_until("Docker's published port", DOCKER_TRIES, || {
+            tries += 1;
+            client
+                .in_host_netns(|| load::get(target, "/", &mut [0_u8; 4096]))
+                .inspect_err(|error| last.clone_from(error))
+        });
+        match answered {
+            Ok(_) => println!("docker: {} {target} ({what}): answered", node.name()),
+            Err(_) => println!(
+                "docker: {} {target} ({what}): all {tries} requests over {} s failed, the last: {last}",
+                node.name(),
+                DOCKER_TRIES.as_secs()
+            ),
+        }
+    }
+}
+
+fn main() {
+    println!("start: {}", load_average());
+    let cluster = TestCluster::start(ClusterOptions::new(4))
+        .unwrap_or_else(|error| panic!("starting 4 test hosts: {error}"));
+    for host in &cluster.hosts()[..3] {
+        host.import_busybox();
+    }
+    cluster.form_swarm(1, 2);
+    let (h1, h2, client) = (cluster.host(1), cluster.host(2), cluster.host(4));
+    println!(
+        "swarm: {} ({}), {} ({}), {} ({}); client {} ({})",
+        h1.name(),
+        h1.address(),
+        h2.name(),
+        h2.address(),
+        cluster.host(3).name(),
+        cluster.host(3).address(),
+        client.name(),
+        client.address()
+    );
+    let placement = format!("node.hostname=={}", h1.name());
+    let publish = format!("published={PUBLISHED_PORT},target=80");
+    h1.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "web",
+        "--constraint",
+        &placement,
+        "--publish",
+        &publish,
+        "busybox",
+        "sh",
+        "-c",
+        &web_script("/www", 80, true),
+    ]);
+    // Dropped before the cluster, whose teardown checks that nothing of its run is left.
+    let _direct_server = HostServer::start(h1, &cluster.dir().join("direct-www"), DIRECT_PORT);
+    let at = |host: &TestHost, port| SocketAddr::from((host.address(), port));
+    let targets = [
+        Target {
+            label: "direct (h1:8000, httpd in h1's namespace)",
+            address: at(h1, DIRECT_PORT),
+        },
+        Target {
+            label: "mesh local (h1:8080, task on h1)",
+            address: at(h1, PUBLISHED_PORT),
+        },
+        Target {
+            label: "mesh cluster (h2:8080, task on h1)",
+            address: at(h2, PUBLISHED_PORT),
+        },
+    ];
+    for target in &targets {
+        wait_answering(client, target, "/");
+    }
+    println!("every target answers: {}", load_average());
+    if wanted("requests") {
+        requests(client, &targets);
+        println!(
+            "conntrack entries after requests: h1 {}, h2 {}",
+            conntrack_count(h1),
+            conntrack_count(h2)
+        );
+        println!("after requests: {}", load_average());
+    }
+    if wanted("transfer") {
+        transfer(client, &targets);
+        println!("after transfer: {}", load_average());
+    }
+    if wanted("docker") {
+        docker_published_port(&cluster);
+        println!("after docker: {}", load_average());
+    }
+}
