@@ -543,3 +543,117 @@ fn no_request_fails_while_the_service_updates_or_a_node_drains() {
         &failures[..failures.len().min(5)]
     );
 }
+
+/// A line sent on `stream` comes back: the echo service still answers on that connection.
+fn echoes(stream: &mut TcpStream, line: &str) -> Result<(), String> {
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .map_err(|error| format!("send: {error}"))?;
+    let mut answer = vec![0u8; line.len() + 1];
+    stream
+        .read_exact(&mut answer)
+        .map_err(|error| format!("receive: {error}"))?;
+    if answer == format!("{line}\n").as_bytes() {
+        Ok(())
+    } else {
+        Err(format!("answer {:?}", String::from_utf8_lossy(&answer)))
+    }
+}
+
+/// The mesh's table on `host` with its handle (`nft -a`): the same handle after a restart shows
+/// the table was kept, not made again.
+fn mesh_table_handle(host: &TestHost) -> String {
+    let table = format!("{}_mesh", host.overlay_prefix());
+    let listed = host.run_in_host("nft", &["-a", "list", "table", "inet", &table]);
+    String::from_utf8_lossy(&listed.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .to_owned()
+}
+
+/// A daemon killed with SIGKILL and started again: connections the client opened through every
+/// host, its own included, keep going while it is down and after, and its mesh table is
+/// reconciled in place (the same table, not one made again), so new connections through it work
+/// too.
+#[test]
+fn a_killed_daemon_s_node_keeps_its_connections_and_converges_in_place() {
+    let Some(cluster) =
+        swarm_and_client("a_killed_daemon_s_node_keeps_its_connections_and_converges_in_place")
+    else {
+        return;
+    };
+    let manager = cluster.host(1);
+    let client = cluster.host(4);
+    let swarm = &cluster.hosts()[..3];
+    let killed = cluster.host(2);
+    manager.shoal_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "echo",
+        "--replicas",
+        "3",
+        "--publish",
+        "7000:7",
+        "busybox",
+        "nc",
+        "-ll",
+        "-p",
+        "7",
+        "-e",
+        "cat",
+    ]);
+    let mut connections: Vec<(String, TcpStream)> = swarm
+        .iter()
+        .map(|host| {
+            let target = SocketAddr::from((host.address(), 7000));
+            let stream = wait_until(
+                &format!("a connection through {}", host.name()),
+                CONVERGE_TIMEOUT,
+                || {
+                    let mut stream = client.in_host_netns(|| {
+                        TcpStream::connect_timeout(&target, Duration::from_secs(2))
+                            .map_err(|error| error.to_string())
+                    })?;
+                    stream
+                        .set_read_timeout(Some(Duration::from_secs(3)))
+                        .map_err(|error| error.to_string())?;
+                    echoes(&mut stream, "hello")?;
+                    Ok(stream)
+                },
+            );
+            (host.name().to_owned(), stream)
+        })
+        .collect();
+    let handle = mesh_table_handle(killed);
+    assert!(handle.contains("handle"), "{handle:?}");
+
+    killed.kill_daemon();
+    for (through, stream) in &mut connections {
+        echoes(stream, "while down")
+            .unwrap_or_else(|error| panic!("through {through} with h2's daemon down: {error}"));
+    }
+    killed.restart_daemon();
+    wait_until(
+        "the restarted node to serve new connections",
+        CONVERGE_TIMEOUT,
+        || {
+            let target = SocketAddr::from((killed.address(), 7000));
+            let mut stream = client.in_host_netns(|| {
+                TcpStream::connect_timeout(&target, Duration::from_secs(2))
+                    .map_err(|error| error.to_string())
+            })?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(3)))
+                .map_err(|error| error.to_string())?;
+            echoes(&mut stream, "new")
+        },
+    );
+    for (through, stream) in &mut connections {
+        echoes(stream, "after")
+            .unwrap_or_else(|error| panic!("through {through} after the restart: {error}"));
+    }
+    assert_eq!(mesh_table_handle(killed), handle);
+}

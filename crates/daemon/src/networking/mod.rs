@@ -58,7 +58,7 @@ const SLOW_PASS: Duration = Duration::from_millis(500);
 /// taken it out of its tables and gossiped so: the other nodes hear it within tens of
 /// milliseconds and take it out of theirs in one pass, and connections they sent just before
 /// finish meanwhile.
-const DRAIN_SETTLE: Duration = Duration::from_secs(1);
+const DRAIN_SETTLE: Duration = Duration::from_secs(2);
 
 /// The longest a stop waits for this node to take its task out of its tables, should passes
 /// keep failing: the stop is not held back for ever.
