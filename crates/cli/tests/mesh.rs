@@ -146,7 +146,8 @@ fn replicas_answering(
 ///   mesh address instead of the client's;
 /// - `local`: only the host running a replica answers; the others refuse at once;
 /// - `mode=host`: only the task's own host answers, and the task sees the client;
-/// - UDP goes through the mesh as TCP does.
+/// - UDP goes through the mesh as TCP does;
+/// - each host's health endpoint says whether it has a ready task of its own for a port.
 ///
 /// A host leaving the swarm leaves none of it behind.
 #[test]
@@ -311,6 +312,19 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
                 .as_ref()
                 .is_err_and(|error| error.contains("refused")),
             "through {}: {refused:?}",
+            host.name()
+        );
+    }
+
+    // The health endpoint tells a load balancer which hosts keep the client's address.
+    let healthy = fetch(client, &manager.address().to_string(), 7947, "/ports/8082")
+        .unwrap_or_else(|error| panic!("h1's health endpoint: {error}"));
+    assert_eq!(healthy, "8082/tcp: 1 ready task(s) on this node");
+    for host in &swarm[1..] {
+        let unhealthy = fetch(client, &host.address().to_string(), 7947, "/ports/8082");
+        assert!(
+            unhealthy.as_ref().is_err_and(|error| error.contains("503")),
+            "health through {}: {unhealthy:?}",
             host.name()
         );
     }

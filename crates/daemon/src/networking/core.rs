@@ -24,8 +24,6 @@ use shoal_proto::api::EncryptionKey;
 use shoal_proto::api::encryption_key::Algorithm;
 use shoal_proto::api::port_config;
 use spec::enums::TextForm;
-#[cfg(test)]
-use worker::networking::HostPort;
 use worker::networking::{EndpointMode, IngressPort, NetworkAttachment, TaskNetworks};
 
 /// One networked task this node holds: what the worker said of it, and what the node gave it.

@@ -30,7 +30,7 @@ use routing_mesh::dns::{
     DnsServer, DnsTable, EMBEDDED_DNS_ADDRESS, ForwardingConfig, TaskDns, TaskUpstreams,
     open_task_sockets, task_resolv_conf, task_upstreams,
 };
-use routing_mesh::mesh::PublishedPort;
+use routing_mesh::mesh::{HEALTH_PORT, HealthServer, PublishedPort};
 use routing_mesh::vip::{DAEMON_TABLE, NftInNamespace, TableName, VipService};
 use shoal_proto::api::SessionMessage;
 use tokio::sync::Notify;
@@ -111,6 +111,8 @@ struct Applied {
     /// The routing mesh's ports last applied to its table; `None` when unknown or there is no
     /// table.
     mesh: Option<Vec<PublishedPort>>,
+    /// The mesh's health endpoint, while the node serves published ports.
+    health: Option<HealthServer>,
     /// When each held task's endpoints were last gossiped as no longer serving, after serving:
     /// where its drain's settling time starts.
     unserved_at: BTreeMap<String, Instant>,
@@ -769,6 +771,7 @@ async fn apply_pass(
     .await;
     clock.lap("VIP tables");
     program_mesh(shared, applied, &plan, resync, &mut failures).await;
+    serve_mesh_health(applied, &node, &plan, &mut failures).await;
     clock.lap("mesh");
     // A pass scoped to one task leaves the other tasks' VIP tables to the loop's pass that
     // follows at once; the names wait for it too, so no name points at a VIP whose tables
@@ -1228,6 +1231,34 @@ async fn program_mesh(
         Ok(Ok(_)) => applied.mesh = Some(ports.clone()),
         Ok(Err(error)) => failures.push(format!("the routing mesh's table: {error}")),
         Err(error) => failures.push(error.to_string()),
+    }
+}
+
+/// Runs the mesh's health endpoint on the node's address while it serves published ports, and
+/// gives it each pass's readiness.
+async fn serve_mesh_health(
+    applied: &mut Applied,
+    node: &NodeIdentity,
+    plan: &NodePlan,
+    failures: &mut Vec<String>,
+) {
+    let Some(ports) = &plan.mesh else {
+        applied.health = None;
+        return;
+    };
+    let address = SocketAddr::new(IpAddr::V4(node.vtep), HEALTH_PORT);
+    if applied.health.as_ref().map(HealthServer::address) != Some(address) {
+        applied.health = None;
+        match HealthServer::start(address).await {
+            Ok(server) => applied.health = Some(server),
+            Err(error) => {
+                failures.push(format!("the mesh's health endpoint on {address}: {error}"));
+                return;
+            }
+        }
+    }
+    if let Some(server) = &applied.health {
+        server.set(routing_mesh::mesh::readiness(ports));
     }
 }
 
