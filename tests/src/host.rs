@@ -365,7 +365,7 @@ impl TestHost {
     }
 
     /// Stops the daemon: SIGTERM, then SIGKILL after 10 s. Does nothing if it is not running.
-    pub(crate) fn stop_daemon(&self) {
+    pub fn stop_daemon(&self) {
         let Some(mut child) = self.lock_daemon().take() else {
             return;
         };

@@ -586,10 +586,21 @@ fn mesh_table_handle(host: &TestHost) -> String {
         .to_owned()
 }
 
+/// The task addresses in the `cluster` map of `host`'s mesh table.
+fn mesh_backends(host: &TestHost) -> BTreeSet<String> {
+    let table = format!("{}_mesh", host.overlay_prefix());
+    let listed = host.run_in_host("nft", &["list", "map", "inet", &table, "cluster"]);
+    String::from_utf8_lossy(&listed.stdout)
+        .split(|c: char| c.is_whitespace() || c == ',')
+        .filter(|word| word.parse::<std::net::Ipv4Addr>().is_ok())
+        .map(str::to_owned)
+        .collect()
+}
+
 /// A daemon killed with SIGKILL and started again: connections the client opened through every
 /// host, its own included, keep going while it is down and after, and its mesh table is
 /// reconciled in place (the same table, not one made again), so new connections through it work
-/// too.
+/// too. A clean stop removes the table.
 #[test]
 fn a_killed_daemon_s_node_keeps_its_connections_and_converges_in_place() {
     let Some(cluster) =
@@ -669,5 +680,23 @@ fn a_killed_daemon_s_node_keeps_its_connections_and_converges_in_place() {
         echoes(stream, "after")
             .unwrap_or_else(|error| panic!("through {through} after the restart: {error}"));
     }
+    // The restarted daemon keeps programming the same table: a fourth replica joins it.
+    manager.shoal_ok(&["service", "scale", "-d", "echo=4"]);
+    wait_until(
+        "the restarted node's table to send to four replicas",
+        CONVERGE_TIMEOUT,
+        || match mesh_backends(killed).len() {
+            4 => Ok(()),
+            count => Err(format!("{count} backends")),
+        },
+    );
     assert_eq!(mesh_table_handle(killed), handle);
+
+    // A clean stop takes the table away: the node no longer takes connections for the mesh.
+    killed.stop_daemon();
+    let footprint = killed.overlay_footprint();
+    assert!(
+        !footprint.iter().any(|item| item.contains("_mesh")),
+        "{footprint:?}"
+    );
 }

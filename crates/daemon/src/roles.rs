@@ -786,7 +786,8 @@ impl NodeRoles {
         state.manager.as_ref()?.fatal_error()
     }
 
-    /// Stops the agent and the manager role. Containers keep running.
+    /// Stops the agent, the manager role and the node's networking passes (the routing mesh's
+    /// table goes). Containers keep running.
     pub(crate) async fn shutdown(&self) {
         let mut state = self.state.lock().await;
         self.gate.set(None);
@@ -796,6 +797,7 @@ impl NodeRoles {
         if let Some(manager) = state.manager.take() {
             manager.shutdown().await;
         }
+        self.networking.stop().await;
     }
 }
 

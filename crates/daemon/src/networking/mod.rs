@@ -313,6 +313,21 @@ impl NodeNetworking {
         core::network_attachments(&node.node_id, node.vtep, network_id, &held, &table)
     }
 
+    /// A clean daemon stop: the passes end and the routing mesh's table and health endpoint go,
+    /// so the node stops taking new connections on published ports (established ones keep
+    /// their conntrack entries). Tasks' namespaces and the overlay stay, for the next start to
+    /// adopt.
+    pub async fn stop(&self) {
+        self.reconciler.abort();
+        let mut applied = self.shared.applied.lock().await;
+        applied.health = None;
+        // Whatever this run applied: a table an earlier run left goes too.
+        applied.mesh = None;
+        if let Err(error) = remove_mesh(&self.shared).await {
+            tracing::warn!(%error, "could not remove the routing mesh's table");
+        }
+    }
+
     /// `swarm leave`: stops every task's DNS, leaves the gossip, and removes every namespace,
     /// link and nftables table this node's networking made (its prefix's), also those of an
     /// earlier run.
