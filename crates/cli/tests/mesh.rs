@@ -316,6 +316,10 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
         );
     }
 
+    // The node says how it serves published ports.
+    let info = manager.shoal_ok(&["info"]);
+    assert!(info.contains("Routing Mesh: nftables"), "{info}");
+
     // The health endpoint tells a load balancer which hosts keep the client's address.
     let healthy = fetch(client, &manager.address().to_string(), 7947, "/ports/8082")
         .unwrap_or_else(|error| panic!("h1's health endpoint: {error}"));

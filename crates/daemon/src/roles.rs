@@ -738,6 +738,7 @@ impl NodeRoles {
         let mut info = InfoResponse {
             engine_version: ENGINE_VERSION.to_owned(),
             hostname: hostname(),
+            routing_mesh: self.networking.routing_mesh(),
             ..Default::default()
         };
         let Some(membership) = &state.membership else {

@@ -296,6 +296,9 @@ pub(crate) fn info_text(info: &api::InfoResponse, cluster: Option<&api::Cluster>
             }
         }
     }
+    if !info.routing_mesh.is_empty() {
+        line(format!("Routing Mesh: {}", info.routing_mesh));
+    }
     if !info.hostname.is_empty() {
         line(format!("Name: {}", info.hostname));
     }
@@ -401,6 +404,7 @@ pub(crate) fn info_json(info: &api::InfoResponse, cluster: Option<&api::Cluster>
     json!({
         "ServerVersion": info.engine_version,
         "Name": info.hostname,
+        "RoutingMesh": info.routing_mesh,
         "Swarm": swarm_info_json(info, cluster),
     })
 }

@@ -30,7 +30,7 @@ use routing_mesh::dns::{
     DnsServer, DnsTable, EMBEDDED_DNS_ADDRESS, ForwardingConfig, TaskDns, TaskUpstreams,
     open_task_sockets, task_resolv_conf, task_upstreams,
 };
-use routing_mesh::mesh::{HEALTH_PORT, HealthServer, PublishedPort};
+use routing_mesh::mesh::{HEALTH_PORT, HealthServer, PublishedPort, UserspaceProxy};
 use routing_mesh::vip::{DAEMON_TABLE, NftInNamespace, TableName, VipService};
 use shoal_proto::api::SessionMessage;
 use tokio::sync::Notify;
@@ -113,6 +113,8 @@ struct Applied {
     mesh: Option<Vec<PublishedPort>>,
     /// The mesh's health endpoint, while the node serves published ports.
     health: Option<HealthServer>,
+    /// The userspace mesh, where nft can't run, while the node serves published ports.
+    proxy: Option<UserspaceProxy>,
     /// When each held task's endpoints were last gossiped as no longer serving, after serving:
     /// where its drain's settling time starts.
     unserved_at: BTreeMap<String, Instant>,
@@ -152,6 +154,8 @@ struct Shared {
     inputs: Mutex<Inputs>,
     /// Whether the kernel can do ESP with AES-GCM, found out for the first encrypted task.
     esp: tokio::sync::OnceCell<Result<(), String>>,
+    /// How published ports are served, found out the first time there is one.
+    mesh_backend: tokio::sync::OnceCell<MeshBackend>,
     applied: tokio::sync::Mutex<Applied>,
     trigger: Arc<Notify>,
     /// Woken after every pass, for stops waiting on a drain.
@@ -200,6 +204,7 @@ impl NodeNetworking {
                 .expect("the prefix makes a valid table name"),
             inputs: Mutex::default(),
             esp: tokio::sync::OnceCell::new(),
+            mesh_backend: tokio::sync::OnceCell::new(),
             applied: tokio::sync::Mutex::default(),
             trigger: Arc::new(Notify::new()),
             passed: Notify::new(),
@@ -313,6 +318,15 @@ impl NodeNetworking {
         core::network_attachments(&node.node_id, node.vtep, network_id, &held, &table)
     }
 
+    /// How this node serves published ports, for `shoal info`: empty until it has served one.
+    pub fn routing_mesh(&self) -> String {
+        self.shared
+            .mesh_backend
+            .get()
+            .map(ToString::to_string)
+            .unwrap_or_default()
+    }
+
     /// A clean daemon stop: the passes end and the routing mesh's table and health endpoint go,
     /// so the node stops taking new connections on published ports (established ones keep
     /// their conntrack entries). Tasks' namespaces and the overlay stay, for the next start to
@@ -321,9 +335,14 @@ impl NodeNetworking {
         self.reconciler.abort();
         let mut applied = self.shared.applied.lock().await;
         applied.health = None;
+        applied.proxy = None;
         // Whatever this run applied: a table an earlier run left goes too.
         applied.mesh = None;
-        if let Err(error) = remove_mesh(&self.shared).await {
+        let nft_serves = !matches!(
+            self.shared.mesh_backend.get(),
+            Some(MeshBackend::Userspace(_))
+        );
+        if nft_serves && let Err(error) = remove_mesh(&self.shared).await {
             tracing::warn!(%error, "could not remove the routing mesh's table");
         }
     }
@@ -1200,6 +1219,51 @@ async fn program_vips(
     }
 }
 
+/// How a node serves published ports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum MeshBackend {
+    /// The mesh's nftables table: the kernel forwards, and `prefer-local` and `local` ports keep
+    /// the client's address.
+    Nftables,
+    /// The userspace proxy, because nft can't run here (why): every task sees this node's
+    /// address.
+    Userspace(String),
+}
+
+impl std::fmt::Display for MeshBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            MeshBackend::Nftables => f.write_str("nftables"),
+            MeshBackend::Userspace(why) => write!(f, "userspace proxy ({why})"),
+        }
+    }
+}
+
+/// Whether nft runs in the node's namespace: a scratch table made and deleted. Where it can't,
+/// published ports go through the userspace proxy.
+async fn choose_mesh_backend(shared: &Shared) -> MeshBackend {
+    let (nft, probe) = (
+        shared.nft.clone(),
+        format!("{}_probe", mesh_table_name(&shared.prefix)),
+    );
+    let probed = tokio::task::spawn_blocking(move || {
+        routing_mesh::vip::Nft::run(
+            &nft,
+            &own_netns(),
+            &format!("add table inet {probe}\ndelete table inet {probe}\n"),
+        )
+    })
+    .await;
+    match probed {
+        Ok(Ok(())) => MeshBackend::Nftables,
+        Ok(Err(error)) => {
+            tracing::warn!(%error, "nft can't run here: published ports go through the userspace proxy, and tasks see this node's address instead of the client's");
+            MeshBackend::Userspace(format!("nft can't run: {error}"))
+        }
+        Err(error) => MeshBackend::Userspace(error.to_string()),
+    }
+}
+
 /// The routing mesh's table name for the daemon with `prefix`.
 fn mesh_table_name(prefix: &str) -> String {
     format!("{prefix}_mesh")
@@ -1221,6 +1285,7 @@ async fn program_mesh(
     failures: &mut Vec<String>,
 ) {
     let Some(ports) = &plan.mesh else {
+        applied.proxy = None;
         if resync || applied.mesh.is_some() {
             match remove_mesh(shared).await {
                 Ok(()) => applied.mesh = None,
@@ -1229,6 +1294,23 @@ async fn program_mesh(
         }
         return;
     };
+    let backend = shared
+        .mesh_backend
+        .get_or_init(|| choose_mesh_backend(shared))
+        .await;
+    if let MeshBackend::Userspace(_) = backend {
+        let failed = applied
+            .proxy
+            .get_or_insert_with(UserspaceProxy::default)
+            .set(ports)
+            .await;
+        failures.extend(
+            failed
+                .into_iter()
+                .map(|error| format!("the userspace mesh: {error}")),
+        );
+        return;
+    }
     if !resync && applied.mesh.as_ref() == Some(ports) {
         return;
     }

@@ -7,13 +7,14 @@
 //! established connections keep their task. `observe` reads the table back from nft's JSON and
 //! `apply` runs nft, so reconciling is idempotent and a restarted daemon converges on what it
 //! finds without dropping a connection. `health` answers, per node, whether the node has ready
-//! tasks of its own for a port.
+//! tasks of its own for a port; `proxy` is the userspace fallback where nft can't run.
 
 mod apply;
 mod error;
 mod health;
 mod observe;
 mod plan;
+mod proxy;
 
 pub use apply::{read_table, reconcile, update};
 pub use error::MeshError;
@@ -23,3 +24,4 @@ pub use plan::{
     Change, Elements, MASQUERADE_MARK, Observed, PortKey, PublishedPort, TrafficPolicy,
     desired_elements,
 };
+pub use proxy::{UDP_IDLE, UserspaceProxy, choose_backend};
