@@ -426,17 +426,20 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
 
     if !needs_egress.is_empty() {
         let gw = LinkKey::new(&Netns::Underlay, naming.gwbridge());
+        let gateway = config.gwbridge_gateway();
         state.links.insert(
             gw.clone(),
             Link {
                 kind: LinkKind::Bridge,
                 mtu: config.gwbridge_mtu(),
-                mac: None,
+                // Fixed, as the tasks' default gateway: a bridge left to itself takes its
+                // lowest port's MAC, so a task's leg joining or leaving would change it under
+                // the other tasks' ARP caches (their replies then vanish until those expire).
+                mac: Some(Mac::for_ipv4(gateway)),
                 master: None,
                 up: true,
             },
         );
-        let gateway = config.gwbridge_gateway();
         state.addresses.insert((
             gw,
             Ipv4Cidr {
@@ -646,7 +649,12 @@ pub(crate) mod tests {
                 ),
                 (
                     key(Netns::Underlay, "t1-gw"),
-                    link(LinkKind::Bridge, 1500, None, None)
+                    link(
+                        LinkKind::Bridge,
+                        1500,
+                        Some(Mac::for_ipv4(ip("172.18.0.1"))),
+                        None
+                    )
                 ),
                 (
                     key(net.clone(), "br0"),
