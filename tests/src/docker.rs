@@ -220,6 +220,17 @@ impl DockerHost {
         )
     }
 
+    /// The lines of dockerd's log (warnings and errors) that mention `needle`, any case.
+    pub fn log_lines_mentioning(&self, needle: &str) -> Vec<String> {
+        let needle = needle.to_lowercase();
+        std::fs::read_to_string(self.log())
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.to_lowercase().contains(&needle))
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// `docker -H <this host's socket> args`, whatever its exit status; panics if it hangs.
     pub fn docker(&self, args: &[&str]) -> Output {
         let mut command = Command::new(DOCKER_CLI);

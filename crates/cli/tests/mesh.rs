@@ -376,28 +376,39 @@ fn request(target: SocketAddr) -> Result<(), String> {
     }
 }
 
-/// Requests sent so far by a load run, and when to stop it.
+/// What the test is changing while the load runs, for the failures' report.
+const PHASES: [&str; 4] = [
+    "start-first update",
+    "stop-first update",
+    "drain",
+    "after the changes",
+];
+
+/// Requests sent so far by a load run, the phase the test is in, and when to stop.
 #[derive(Default)]
 struct LoadControl {
     sent: AtomicUsize,
+    phase: AtomicUsize,
     stop: AtomicBool,
 }
 
+/// A failed request: where it went, in which phase, how long after the load started, and why.
+type Failure = (SocketAddr, &'static str, u128, String);
+
 /// Sends requests one after another from the client, to each target in turn, until told to
-/// stop; returns the failures with what went wrong.
-fn load(
-    client: &TestHost,
-    targets: &[SocketAddr],
-    control: &LoadControl,
-) -> Vec<(SocketAddr, String)> {
+/// stop; returns the failures.
+fn load(client: &TestHost, targets: &[SocketAddr], control: &LoadControl) -> Vec<Failure> {
     client.in_host_netns(|| {
+        let started = std::time::Instant::now();
         let mut failures = Vec::new();
         for target in targets.iter().cycle() {
             if control.stop.load(Ordering::Relaxed) {
                 break;
             }
+            let sent_at = started.elapsed().as_millis();
             if let Err(error) = request(*target) {
-                failures.push((*target, error));
+                let phase = PHASES[control.phase.load(Ordering::Relaxed).min(PHASES.len() - 1)];
+                failures.push((*target, phase, sent_at, error));
             }
             control.sent.fetch_add(1, Ordering::Relaxed);
         }
@@ -522,10 +533,12 @@ fn no_request_fails_while_the_service_updates_or_a_node_drains() {
         let running = scope.spawn(|| load(client, &targets, &control));
         let stopper = StopOnDrop(&control);
         update_and_wait(manager, &["--env-add", "ROUND=1"]);
+        control.phase.store(1, Ordering::Relaxed);
         update_and_wait(
             manager,
             &["--update-order", "stop-first", "--env-add", "ROUND=2"],
         );
+        control.phase.store(2, Ordering::Relaxed);
         let drained = swarm[2].name().to_owned();
         manager.shoal_ok(&["node", "update", "--availability", "drain", &drained]);
         wait_until(
@@ -547,6 +560,7 @@ fn no_request_fails_while_the_service_updates_or_a_node_drains() {
                 Err(format!("{running} running"))
             }
         });
+        control.phase.store(3, Ordering::Relaxed);
         // Requests after the last change count too, and 10,000 in all.
         let after_changes = control.sent.load(Ordering::Relaxed) + 500;
         wait_sent(&control, after_changes.max(10_000));
@@ -556,9 +570,9 @@ fn no_request_fails_while_the_service_updates_or_a_node_drains() {
     let sent = control.sent.load(Ordering::Relaxed);
     assert!(
         failures.is_empty(),
-        "{} of {sent} requests failed, first: {:?}",
+        "{} of {sent} requests failed (target, phase, ms after the start, why): {:?}",
         failures.len(),
-        &failures[..failures.len().min(5)]
+        &failures[..failures.len().min(20)]
     );
 }
 

@@ -8,12 +8,14 @@
 //! - h1:8000 is the baseline: the same busybox `httpd` serving the same files, started by the
 //!   benchmark in h1's network namespace outside any container, so no NAT and no overlay.
 //!
-//! Figures, each over ROUNDS (default 5), the three targets alternated within a round:
+//! Figures, each over ROUNDS (default 5), the targets alternated within a round:
 //! - `requests`: HTTP/1.0 `GET /` (a 17-byte page), a new connection each, from
 //!   [`SATURATED_WORKERS`] threads for [`SATURATED_DURATION`] (requests per second, p99), then
 //!   from one thread for [`SEQUENTIAL_DURATION`] (p50 and p99 without queueing);
-//! - `transfer`: one [`BIG_MIB`] MiB download per target (MB/s): through h2 it crosses the
-//!   hosts over VXLAN, against the underlay straight to h1;
+//! - `transfer`: [`DOWNLOADS`] downloads of [`BIG_MIB`] MiB in a row per target (MB/s): through
+//!   h2 they cross the hosts over VXLAN, against the underlay straight to h1; and, to tell the
+//!   overlay's cost from the mesh's, from h2's namespace to the task's ingress address (VXLAN,
+//!   no NAT);
 //! - `docker`: Docker Swarm 20.10 (`shoal_tests::docker`, two more test hosts on the same
 //!   underlay) publishing the same service in its ingress mode, and what requests to it from the
 //!   client give; skipped, saying so, when Debian's `docker.io` is not installed.
@@ -22,13 +24,13 @@
 //! `SHOAL_BIN`. `FIGURES=requests,transfer` (any of `requests`, `transfer`, `docker`) takes only
 //! those. Every host, namespace, process and cgroup is removed at the end, as in the tests.
 
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use shoal_tests::docker::{self, DockerSwarm};
-use shoal_tests::figures::{load_average, median, percentile, rounds, summary, wanted};
+use shoal_tests::figures::{load_average, percentile, rounds, summary, wanted};
 use shoal_tests::{ClusterOptions, TestCluster, TestHost, output_text, poll_until, wait_until};
 
 #[path = "bench-mesh/load.rs"]
@@ -42,6 +44,9 @@ const PUBLISHED_PORT: u16 = 8080;
 const DIRECT_PORT: u16 = 8000;
 /// The size of the file the transfer figure downloads.
 const BIG_MIB: usize = 200;
+/// Downloads per target and round: one takes a tenth of a second, short enough for the
+/// machine's other work to swing it.
+const DOWNLOADS: usize = 5;
 const SATURATED_WORKERS: usize = 8;
 const SATURATED_DURATION: Duration = Duration::from_secs(3);
 const SEQUENTIAL_DURATION: Duration = Duration::from_secs(2);
@@ -58,6 +63,22 @@ fn web_script(root: &str, port: u16, with_big: bool) -> String {
          && /bin/busybox dd if=/dev/zero of={root}/big bs=1M count={big_mib} 2>/dev/null \
          && exec /bin/busybox httpd -f -p {port} -h {root}"
     )
+}
+
+/// `service create` of the one-replica `web` service (either swarm's CLI takes the same
+/// arguments): its task on the node `node`, port [`PUBLISHED_PORT`] published in the swarm's
+/// default mode and policy, `options` before the image.
+fn web_service_create(node: &str, options: &[&str], image: &str, with_big: bool) -> Vec<String> {
+    let mut args: Vec<String> = ["service", "create", "-d", "--name", "web", "--constraint"]
+        .map(String::from)
+        .into();
+    args.push(format!("node.hostname=={node}"));
+    args.push("--publish".to_owned());
+    args.push(format!("published={PUBLISHED_PORT},target=80"));
+    args.extend(options.iter().map(|option| option.to_string()));
+    args.extend([image, "sh", "-c"].map(String::from));
+    args.push(web_script("/www", 80, with_big));
+    args
 }
 
 /// The baseline: busybox `httpd` in a test host's network namespace, outside any container.
@@ -85,19 +106,25 @@ impl Drop for HostServer {
     }
 }
 
-/// One address the client sends to, and what it stands for.
-struct Target {
+/// One address a test host sends to, and what it stands for.
+struct Target<'a> {
     label: &'static str,
+    from: &'a TestHost,
     address: SocketAddr,
 }
 
-/// `GET path` from `target` in `client`'s namespace, until it answers.
-fn wait_answering(client: &TestHost, target: &Target, path: &str) {
-    wait_until(
-        &format!("{} ({}) to answer", target.label, target.address),
-        TIMEOUT,
-        || client.in_host_netns(|| load::get(target.address, path, &mut [0_u8; 4096])),
-    );
+impl Target<'_> {
+    /// `GET /` to the target, until it answers.
+    fn wait_answering(&self) {
+        wait_until(
+            &format!("{} ({}) to answer", self.label, self.address),
+            TIMEOUT,
+            || {
+                self.from
+                    .in_host_netns(|| load::get(self.address, "/", &mut [0_u8; 4096]))
+            },
+        );
+    }
 }
 
 fn ms(latency: Duration) -> f64 {
@@ -125,12 +152,7 @@ fn progress(label: &str, workers: usize, run: &LoadRun) {
     );
 }
 
-/// The median over rounds of `figure` of each run.
-fn median_of(runs: &[LoadRun], figure: impl Fn(&LoadRun) -> f64) -> f64 {
-    median(&runs.iter().map(figure).collect::<Vec<_>>())
-}
-
-fn requests(client: &TestHost, targets: &[Target]) {
+fn requests(targets: &[Target<'_>]) {
     println!(
         "requests: GET / on a new connection each, from {SATURATED_WORKERS} threads for {} s, \
          then from 1 thread for {} s, per target and round",
@@ -143,14 +165,15 @@ fn requests(client: &TestHost, targets: &[Target]) {
         println!("round {round} of {rounds}: {}", load_average());
         // Alternated, so a change in the machine's load falls on every target.
         for (target, runs) in targets.iter().zip(&mut runs) {
-            let run = client.in_host_netns(|| {
+            let run = target.from.in_host_netns(|| {
                 load::http_load(target.address, "/", SATURATED_WORKERS, SATURATED_DURATION)
             });
             progress(target.label, SATURATED_WORKERS, &run);
             runs.saturated.push(run);
         }
         for (target, runs) in targets.iter().zip(&mut runs) {
-            let run = client
+            let run = target
+                .from
                 .in_host_netns(|| load::http_load(target.address, "/", 1, SEQUENTIAL_DURATION));
             progress(target.label, 1, &run);
             runs.sequential.push(run);
@@ -174,47 +197,88 @@ fn requests(client: &TestHost, targets: &[Target]) {
         println!("{label}, 1 worker, p50 ms: {}", summary(latencies, 3));
         let latencies = runs.sequential.iter().map(p99).collect();
         println!("{label}, 1 worker, p99 ms: {}", summary(latencies, 3));
-        let failed: u64 = runs
+        let (answered, failed) = runs
             .saturated
             .iter()
             .chain(&runs.sequential)
-            .map(|run| run.failed)
-            .sum();
-        let answered: u64 = runs
-            .saturated
-            .iter()
-            .chain(&runs.sequential)
-            .map(|run| run.answered)
-            .sum();
+            .fold((0, 0), |(answered, failed), run| {
+                (answered + run.answered, failed + run.failed)
+            });
         println!("{label}: {answered} answered, {failed} failed");
     }
     let (direct, meshes) = runs.split_first().expect("the direct target first");
-    let direct_rate = median_of(&direct.saturated, LoadRun::requests_per_second);
+    let of = |runs: &[LoadRun], figure: fn(&LoadRun) -> f64| -> Vec<f64> {
+        runs.iter().map(figure).collect()
+    };
     for (target, runs) in targets[1..].iter().zip(meshes) {
-        let rate = median_of(&runs.saturated, LoadRun::requests_per_second);
+        let label = target.label;
+        let rates = of(&runs.saturated, LoadRun::requests_per_second);
+        let direct_rates = of(&direct.saturated, LoadRun::requests_per_second);
         println!(
-            "{} / direct, req/s (medians): {:.0} % (target >= 90 %); p99 overhead, {} workers: \
-             {:+.2} ms, 1 worker: {:+.3} ms (target < 1 ms)",
-            target.label,
-            100.0 * rate / direct_rate,
-            SATURATED_WORKERS,
-            median_of(&runs.saturated, p99) - median_of(&direct.saturated, p99),
-            median_of(&runs.sequential, p99) - median_of(&direct.sequential, p99),
+            "{label} / direct, req/s, % (target >= 90): {}",
+            summary(percent_per_round(&rates, &direct_rates), 0)
+        );
+        let overheads = |mesh: &[LoadRun], direct: &[LoadRun]| -> Vec<f64> {
+            mesh.iter()
+                .zip(direct)
+                .map(|(mesh, direct)| p99(mesh) - p99(direct))
+                .collect()
+        };
+        println!(
+            "{label} p99 - direct p99, {SATURATED_WORKERS} workers, ms: {}",
+            summary(overheads(&runs.saturated, &direct.saturated), 2)
+        );
+        println!(
+            "{label} p99 - direct p99, 1 worker, ms (target < 1): {}",
+            summary(overheads(&runs.sequential, &direct.sequential), 3)
         );
     }
 }
 
-fn transfer(client: &TestHost, targets: &[Target]) {
-    println!("transfer: GET /big ({BIG_MIB} MiB) per target and round, read in 1 MiB reads");
+/// Each round's `figures` as a percentage of the same round's `baseline`: rounds alternate the
+/// targets, so a round's figures saw the same load on the machine.
+fn percent_per_round(figures: &[f64], baseline: &[f64]) -> Vec<f64> {
+    figures
+        .iter()
+        .zip(baseline)
+        .map(|(figure, baseline)| 100.0 * figure / baseline)
+        .collect()
+}
+
+/// The address of `host`'s `web` task on the ingress network (10.0.0.0/24, the default), what
+/// the mesh DNATs to.
+fn task_ingress_address(host: &TestHost) -> Ipv4Addr {
+    let pid = wait_until("the web task's pid", TIMEOUT, || {
+        host.running_task_pid("web")
+    });
+    let output = Command::new("nsenter")
+        .args(["-t", &pid, "-n", "/bin/busybox", "ip", "-4", "-o", "addr"])
+        .output()
+        .expect("running nsenter");
+    let listed = String::from_utf8_lossy(&output.stdout).into_owned();
+    listed
+        .split_whitespace()
+        .filter_map(|word| word.split('/').next()?.parse::<Ipv4Addr>().ok())
+        .find(|address| address.octets()[..3] == [10, 0, 0])
+        .unwrap_or_else(|| panic!("no ingress address in the task: {listed}"))
+}
+
+fn transfer(targets: &[Target<'_>]) {
+    println!(
+        "transfer: GET /big ({BIG_MIB} MiB) {DOWNLOADS} times in a row per target and round, \
+         read in 1 MiB reads"
+    );
     let mut rates: Vec<Vec<f64>> = targets.iter().map(|_| Vec::new()).collect();
     let rounds = rounds();
     for round in 1..=rounds {
         println!("round {round} of {rounds}: {}", load_average());
         for (target, rates) in targets.iter().zip(&mut rates) {
-            let (rate, size) = client
-                .in_host_netns(|| load::download(target.address, "/big"))
+            let rate = target
+                .from
+                .in_host_netns(|| {
+                    load::download(target.address, "/big", DOWNLOADS, (BIG_MIB << 20) as u64)
+                })
                 .unwrap_or_else(|error| panic!("downloading through {}: {error}", target.label));
-            assert_eq!(size, (BIG_MIB << 20) as u64, "{}: body size", target.label);
             println!("  {}: {rate:.0} MB/s", target.label);
             rates.push(rate);
         }
@@ -222,12 +286,12 @@ fn transfer(client: &TestHost, targets: &[Target]) {
     for (target, rates) in targets.iter().zip(&rates) {
         println!("{}, MB/s: {}", target.label, summary(rates.clone(), 0));
     }
-    let underlay = median(&rates[0]);
-    for (target, rates) in targets[1..].iter().zip(&rates[1..]) {
+    let (underlay, others) = rates.split_first().expect("the direct target first");
+    for (target, rates) in targets[1..].iter().zip(others) {
         println!(
-            "{} / direct over the underlay, MB/s (medians): {:.0} % (target >= 80 %)",
+            "{} / direct over the underlay, % (target >= 80 through the mesh): {}",
             target.label,
-            100.0 * median(rates) / underlay
+            summary(percent_per_round(rates, underlay), 0)
         );
     }
 }
@@ -256,24 +320,8 @@ fn docker_published_port(cluster: &TestCluster) {
         d2.name(),
         d2.address()
     );
-    let placement = format!("node.hostname=={}", d1.name());
-    let publish = format!("published={PUBLISHED_PORT},target=80");
-    d1.docker_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--no-resolve-image",
-        "--name",
-        "web",
-        "--constraint",
-        &placement,
-        "--publish",
-        &publish,
-        docker::IMAGE,
-        "sh",
-        "-c",
-        &web_script("/www", 80, false),
-    ]);
+    let create = web_service_create(d1.name(), &["--no-resolve-image"], docker::IMAGE, false);
+    d1.docker_ok(&create.iter().map(String::as_str).collect::<Vec<_>>());
     let task = poll_until("Docker's web task running on d1", TIMEOUT, || {
         d1.running_task_pid("web")
     });
@@ -303,6 +351,10 @@ fn docker_published_port(cluster: &TestCluster) {
     }
     let client = cluster.host(4);
     for (node, what) in [(d1, "the task's node"), (d2, "no task")] {
+        // What dockerd said about the load balancer it could not program.
+        for line in node.log_lines_mentioning("ipvs") {
+            println!("docker: {} dockerd log: {line}", node.name());
+        }
         let target = SocketAddr::from((node.address(), PUBLISHED_PORT));
         let (mut tries, mut last) = (0, String::new());
         let answered = poll_until("Docker's published port", DOCKER_TRIES, || {
@@ -342,46 +394,34 @@ fn main() {
         client.name(),
         client.address()
     );
-    let placement = format!("node.hostname=={}", h1.name());
-    let publish = format!("published={PUBLISHED_PORT},target=80");
-    h1.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        "web",
-        "--constraint",
-        &placement,
-        "--publish",
-        &publish,
-        "busybox",
-        "sh",
-        "-c",
-        &web_script("/www", 80, true),
-    ]);
+    let create = web_service_create(h1.name(), &[], "busybox", true);
+    h1.shoal_ok(&create.iter().map(String::as_str).collect::<Vec<_>>());
     // Dropped before the cluster, whose teardown checks that nothing of its run is left.
     let _direct_server = HostServer::start(h1, &cluster.dir().join("direct-www"), DIRECT_PORT);
     let at = |host: &TestHost, port| SocketAddr::from((host.address(), port));
     let targets = [
         Target {
             label: "direct (h1:8000, httpd in h1's namespace)",
+            from: client,
             address: at(h1, DIRECT_PORT),
         },
         Target {
             label: "mesh local (h1:8080, task on h1)",
+            from: client,
             address: at(h1, PUBLISHED_PORT),
         },
         Target {
             label: "mesh cluster (h2:8080, task on h1)",
+            from: client,
             address: at(h2, PUBLISHED_PORT),
         },
     ];
     for target in &targets {
-        wait_answering(client, target, "/");
+        target.wait_answering();
     }
     println!("every target answers: {}", load_average());
     if wanted("requests") {
-        requests(client, &targets);
+        requests(&targets);
         println!(
             "conntrack entries after requests: h1 {}, h2 {}",
             conntrack_count(h1),
@@ -390,7 +430,15 @@ fn main() {
         println!("after requests: {}", load_average());
     }
     if wanted("transfer") {
-        transfer(client, &targets);
+        // Where the cluster path's cost goes: the overlay alone, no NAT and no client hop.
+        let overlay_only = Target {
+            label: "overlay only (h2's namespace to the task's ingress address, no NAT)",
+            from: h2,
+            address: SocketAddr::from((task_ingress_address(h1), 80)),
+        };
+        overlay_only.wait_answering();
+        let [direct, local, mesh_cluster] = targets;
+        transfer(&[direct, local, mesh_cluster, overlay_only]);
         println!("after transfer: {}", load_average());
     }
     if wanted("docker") {

@@ -1,6 +1,6 @@
 //! The routing-mesh figures' HTTP client: short HTTP/1.0 requests, each on a new connection,
-//! from a fixed number of threads for a fixed time, each request's latency kept; and one large
-//! download, timed. Runs in the calling thread's network namespace (the threads it starts
+//! from a fixed number of threads for a fixed time, each request's latency kept; and large
+//! downloads, timed. Runs in the calling thread's network namespace (the threads it starts
 //! inherit it).
 //!
 //! Written on std sockets rather than with an HTTP crate: it sends one fixed request and reads
@@ -133,12 +133,23 @@ pub(crate) fn http_load(
     run
 }
 
-/// MB/s of one `GET path` from `target`, read in 1 MiB reads, and the body's size.
-pub(crate) fn download(target: SocketAddr, path: &str) -> Result<(f64, u64), String> {
+/// MB/s of `times` downloads of `GET path` from `target`, one after another, read in 1 MiB
+/// reads; each body must be `size` bytes.
+pub(crate) fn download(
+    target: SocketAddr,
+    path: &str,
+    times: usize,
+    size: u64,
+) -> Result<f64, String> {
     let mut buffer = vec![0_u8; 1 << 20];
     let started = Instant::now();
-    let size = get(target, path, &mut buffer)?;
-    Ok((size as f64 / 1e6 / started.elapsed().as_secs_f64(), size))
+    for _ in 0..times {
+        let received = get(target, path, &mut buffer)?;
+        if received != size {
+            return Err(format!("{target}{path}: {received} bytes, not {size}"));
+        }
+    }
+    Ok((times as u64 * size) as f64 / 1e6 / started.elapsed().as_secs_f64())
 }
 
 #[cfg(test)]
