@@ -508,6 +508,9 @@ fn no_request_fails_while_the_service_updates_or_a_node_drains() {
         "start-first",
         "--update-parallelism",
         "1",
+        // An init in front of httpd, so the stop signal ends it at once (httpd as pid 1 would
+        // ignore it and serve out the grace period): only the drain keeps requests off it.
+        "--init",
         "--health-cmd",
         "wget -q -O /dev/null http://127.0.0.1/",
         "--health-interval",
