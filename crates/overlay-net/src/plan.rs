@@ -233,6 +233,52 @@ fn short(id: &str, n: usize) -> String {
         .collect()
 }
 
+/// A veth pair whose near end is a port of a bridge and whose far end, in another namespace,
+/// carries an address: a task's interface on a network, its egress leg, a node's host leg.
+struct PortVeth {
+    near: LinkKey,
+    bridge: String,
+    far: LinkKey,
+    /// Made beside the near end under this name, then moved into the far end's namespace.
+    temp_name: String,
+    mac: Mac,
+    address: Ipv4Cidr,
+    mtu: u32,
+}
+
+impl State {
+    fn add_port_veth(&mut self, veth: PortVeth) {
+        self.links.insert(
+            veth.near.clone(),
+            Link {
+                kind: LinkKind::Veth,
+                mtu: veth.mtu,
+                mac: None,
+                master: Some(veth.bridge),
+                up: true,
+            },
+        );
+        self.links.insert(
+            veth.far.clone(),
+            Link {
+                kind: LinkKind::Veth,
+                mtu: veth.mtu,
+                mac: Some(veth.mac),
+                master: None,
+                up: true,
+            },
+        );
+        self.addresses.insert((veth.far.clone(), veth.address));
+        self.veths.insert(
+            veth.near,
+            VethPeer {
+                key: veth.far,
+                temp_name: veth.temp_name,
+            },
+        );
+    }
+}
+
 /// The state `desired` asks for on this node.
 pub fn plan(desired: &Desired) -> Result<State, Error> {
     let config: &NodeConfig = &desired.config;
@@ -332,38 +378,18 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
         if !network.internal {
             needs_egress.insert(ep.task_id.as_str());
         }
-        let net_ns = Netns::Named(naming.network_netns(&network.id));
-        let task_ns = Netns::Task(task.netns.clone());
-        let near = LinkKey::new(&net_ns, naming.endpoint(&task.id));
-        let far = LinkKey::new(&task_ns, ep.interface.clone());
-        state.links.insert(
-            near.clone(),
-            Link {
-                kind: LinkKind::Veth,
-                mtu: overlay_mtu,
-                mac: None,
-                master: Some(OVERLAY_BRIDGE.to_string()),
-                up: true,
-            },
-        );
-        state.links.insert(
-            far.clone(),
-            Link {
-                kind: LinkKind::Veth,
-                mtu: overlay_mtu,
-                mac: Some(ep.mac),
-                master: None,
-                up: true,
-            },
-        );
-        state.addresses.insert((far.clone(), ep.address));
-        state.veths.insert(
-            near,
-            VethPeer {
-                key: far,
-                temp_name: naming.endpoint_temp(&task.id),
-            },
-        );
+        state.add_port_veth(PortVeth {
+            near: LinkKey::new(
+                &Netns::Named(naming.network_netns(&network.id)),
+                naming.endpoint(&task.id),
+            ),
+            bridge: OVERLAY_BRIDGE.to_string(),
+            far: LinkKey::new(&Netns::Task(task.netns.clone()), ep.interface.clone()),
+            temp_name: naming.endpoint_temp(&task.id),
+            mac: ep.mac,
+            address: ep.address,
+            mtu: overlay_mtu,
+        });
     }
 
     let mut legged = BTreeSet::new();
@@ -387,39 +413,18 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
         }
         // Made from the network's side like a task's port, its far end moved out into the
         // underlay, where its address gives the node a connected route into the network.
-        let near = LinkKey::new(
-            &Netns::Named(naming.network_netns(&network.id)),
-            naming.host_leg_port(),
-        );
-        let far = LinkKey::new(&Netns::Underlay, naming.host_leg(network.vni));
-        state.links.insert(
-            near.clone(),
-            Link {
-                kind: LinkKind::Veth,
-                mtu: overlay_mtu,
-                mac: None,
-                master: Some(OVERLAY_BRIDGE.to_string()),
-                up: true,
-            },
-        );
-        state.links.insert(
-            far.clone(),
-            Link {
-                kind: LinkKind::Veth,
-                mtu: overlay_mtu,
-                mac: Some(Mac::for_ipv4(leg.address.addr)),
-                master: None,
-                up: true,
-            },
-        );
-        state.addresses.insert((far.clone(), leg.address));
-        state.veths.insert(
-            near,
-            VethPeer {
-                key: far,
-                temp_name: naming.host_leg_temp(),
-            },
-        );
+        state.add_port_veth(PortVeth {
+            near: LinkKey::new(
+                &Netns::Named(naming.network_netns(&network.id)),
+                naming.host_leg_port(),
+            ),
+            bridge: OVERLAY_BRIDGE.to_string(),
+            far: LinkKey::new(&Netns::Underlay, naming.host_leg(network.vni)),
+            temp_name: naming.host_leg_temp(),
+            mac: Mac::for_ipv4(leg.address.addr),
+            address: leg.address,
+            mtu: overlay_mtu,
+        });
         // The routing mesh forwards connections from the underlay's interfaces into the leg.
         state.forwarding = true;
     }
@@ -475,43 +480,19 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
             let used = interfaces.get(task_id).map_or(0, BTreeSet::len);
             let name = format!("eth{used}");
             let task_ns = Netns::Task(task.netns.clone());
-            let near = LinkKey::new(&Netns::Underlay, naming.gw_leg(&task.id));
-            let far = LinkKey::new(&task_ns, name.clone());
-            state.links.insert(
-                near.clone(),
-                Link {
-                    kind: LinkKind::Veth,
-                    mtu: config.gwbridge_mtu(),
-                    mac: None,
-                    master: Some(naming.gwbridge()),
-                    up: true,
-                },
-            );
-            state.links.insert(
-                far.clone(),
-                Link {
-                    kind: LinkKind::Veth,
-                    mtu: config.gwbridge_mtu(),
-                    mac: Some(Mac::for_ipv4(egress)),
-                    master: None,
-                    up: true,
-                },
-            );
-            state.addresses.insert((
-                far,
-                Ipv4Cidr {
+            state.add_port_veth(PortVeth {
+                near: LinkKey::new(&Netns::Underlay, naming.gw_leg(&task.id)),
+                bridge: naming.gwbridge(),
+                far: LinkKey::new(&task_ns, name.clone()),
+                temp_name: naming.gw_leg_temp(&task.id),
+                mac: Mac::for_ipv4(egress),
+                address: Ipv4Cidr {
                     addr: egress,
                     prefix: config.gwbridge.prefix,
                 },
-            ));
+                mtu: config.gwbridge_mtu(),
+            });
             state.default_routes.insert(task_ns, (name, gateway));
-            state.veths.insert(
-                near,
-                VethPeer {
-                    key: LinkKey::new(&Netns::Task(task.netns.clone()), format!("eth{used}")),
-                    temp_name: naming.gw_leg_temp(&task.id),
-                },
-            );
         }
     }
 
