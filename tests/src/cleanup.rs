@@ -1,5 +1,6 @@
 //! Removing what test daemons and their containers leave on the machine without asking a
-//! daemon: processes (daemons, shims, container processes), mounts, cgroups and directories.
+//! daemon: processes (daemons, shims, container processes), overlay namespaces, mounts, cgroups
+//! and directories.
 //! The same sweep as `crates/cli/tests/support`'s `remove_leftovers`, for a whole run directory.
 
 use std::path::{Path, PathBuf};
@@ -136,6 +137,14 @@ pub(crate) fn sweep_run_directory(shoal: &Path, dir: &Path) {
         .unwrap_or_default();
     for data_root in &data_roots {
         remove_container_leftovers(shoal, data_root);
+        // The overlay namespaces its daemon made (per network and per task) outlive the daemon
+        // by design, so a restarted one finds them; the run is over, so they go too.
+        let prefix = overlay_net::prefix_for_data_root(data_root);
+        for name in crate::netns::list() {
+            if crate::netns::made_by_daemon(&name, &prefix) {
+                crate::netns::delete(&name);
+            }
+        }
     }
     unmount_under(dir);
     let _ = std::fs::remove_dir_all(dir);

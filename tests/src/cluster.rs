@@ -308,11 +308,6 @@ impl TestCluster {
             }
         });
         sweep_run_directory(&self.shoal, &self.dir);
-        // The overlay namespaces the daemons made (per network and per task) outlive them by
-        // design, so a restarted daemon finds them; the test is over, so they go too.
-        for name in self.footprint().daemon_namespaces() {
-            netns::delete(&name);
-        }
         // Hosts first: each holds a veth whose peer is in the underlay.
         for name in self.namespaces.iter().rev() {
             netns::delete(name);
