@@ -292,7 +292,7 @@ pub fn task_networks(task: &api::Task, node_hostname: &str) -> Result<Option<Tas
     let reject = |reason: String| WorkerError::rejected(&task.id, reason);
     let endpoint = task.endpoint.clone().unwrap_or_default();
     let host_ports = host_ports(&endpoint.ports).map_err(reject)?;
-    if !gets_networking(task) {
+    if !task_names_networks(task) && host_ports.is_empty() {
         return Ok(None);
     }
     if task.networks.is_empty() && task_names_networks(task) {
