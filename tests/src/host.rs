@@ -18,6 +18,8 @@ use crate::{HarnessError, netns};
 const DAEMON_START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a daemon may take to exit after SIGTERM before it gets SIGKILL.
 const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `swarm leave` may take to remove the daemon's overlay networking.
+const LEAVE_TIMEOUT: Duration = Duration::from_secs(90);
 
 /// A test host. Its daemon's socket is a path on the machine's filesystem, so the CLI reaches it
 /// from the test's own namespace; only the daemon (and its containers) live in the host's
@@ -470,5 +472,29 @@ impl TestHost {
             &address,
             &remote,
         ])
+    }
+
+    /// `shoal service create -d --name NAME FLAGS… busybox COMMAND…` on this manager.
+    pub fn create_service(&self, name: &str, flags: &[&str], command: &[&str]) {
+        let mut args = vec!["service", "create", "-d", "--name", name];
+        args.extend_from_slice(flags);
+        args.push("busybox");
+        args.extend_from_slice(command);
+        self.shoal_ok(&args);
+    }
+
+    /// `shoal swarm leave --force`, then waits until the daemon's overlay networking is gone
+    /// ([`TestHost::overlay_footprint`] empty). Panics with what is left if it does not go.
+    pub fn leave_swarm_leaving_nothing(&self) {
+        self.shoal_ok(&["swarm", "leave", "--force"]);
+        poll_until(
+            "swarm leave to remove the overlay networking",
+            LEAVE_TIMEOUT,
+            || match self.overlay_footprint() {
+                left if left.is_empty() => Ok(()),
+                left => Err(format!("{left:?}")),
+            },
+        )
+        .unwrap_or_else(|error| panic!("{}: {error}", self.name));
     }
 }

@@ -30,6 +30,7 @@ pub mod docker;
 mod error;
 pub mod figures;
 mod host;
+pub mod http;
 mod netns;
 mod process;
 mod skip;

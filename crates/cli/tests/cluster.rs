@@ -454,18 +454,7 @@ fn wait_for_containers(hosts: &[&TestHost], expected: usize, timeout: Duration) 
 
 fn create_service(manager: &TestHost, name: &str, replicas: u64) {
     let replicas = replicas.to_string();
-    manager.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        name,
-        "--replicas",
-        &replicas,
-        "busybox",
-        "sleep",
-        "86400",
-    ]);
+    manager.create_service(name, &["--replicas", &replicas], &["sleep", "86400"]);
 }
 
 #[test]

@@ -35,9 +35,9 @@ fn swarm_and_client(test_name: &str) -> Option<TestCluster> {
     Some(cluster)
 }
 
-/// `http://{address}:{port}{path}` fetched from the client host: the body, or why not.
-fn fetch(client: &TestHost, address: &str, port: u16, path: &str) -> Result<String, String> {
-    let url = format!("http://{address}:{port}{path}");
+/// `http://{through's address}:{port}{path}` fetched from the client host: the body, or why not.
+fn fetch(client: &TestHost, through: &TestHost, port: u16, path: &str) -> Result<String, String> {
+    let url = format!("http://{}:{port}{path}", through.address());
     let output = client.run_in_host("busybox", &["timeout", "3", "wget", "-q", "-O", "-", &url]);
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
@@ -50,31 +50,26 @@ fn fetch(client: &TestHost, address: &str, port: u16, path: &str) -> Result<Stri
     }
 }
 
-/// Creates a 3-replica web service publishing `publish`, and waits until each of its replicas
-/// runs, one on each swarm host.
-fn web_service(manager: &TestHost, name: &str, publish: &str) {
-    manager.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        name,
-        "--replicas",
-        "3",
-        "--publish",
-        publish,
-        "busybox",
-        "sh",
-        "-c",
-        WEB_COMMAND,
-    ]);
+/// The web server's command line.
+const WEB: [&str; 3] = ["sh", "-c", WEB_COMMAND];
+
+/// Fails unless a request for `path` on `port` through each of `hosts` fails with an error
+/// holding `why` (`refused`, `503`).
+fn refused_through(client: &TestHost, hosts: &[TestHost], port: u16, path: &str, why: &str) {
+    for host in hosts {
+        let refused = fetch(client, host, port, path);
+        assert!(
+            refused.as_ref().is_err_and(|error| error.contains(why)),
+            "port {port} through {}: {refused:?}",
+            host.name()
+        );
+    }
 }
 
 /// The address a task's `/cgi-bin/addr` reports through `host`: busybox httpd listens on IPv6
 /// and writes IPv4 peers mapped (`[::ffff:10.1.2.3]`), read here as plain IPv4.
 fn seen_by_task(client: &TestHost, host: &TestHost, port: u16) -> String {
-    let seen = fetch(client, &host.address().to_string(), port, "/cgi-bin/addr")
-        .unwrap_or_else(|error| panic!("{error}"));
+    let seen = fetch(client, host, port, "/cgi-bin/addr").unwrap_or_else(|error| panic!("{error}"));
     seen.trim_start_matches("[::ffff:")
         .trim_end_matches(']')
         .to_owned()
@@ -133,7 +128,7 @@ fn replicas_answering(
 ) -> BTreeSet<String> {
     (0..requests)
         .map(|_| {
-            fetch(client, &host.address().to_string(), port, "/")
+            fetch(client, host, port, "/")
                 .unwrap_or_else(|error| panic!("through {}: {error}", host.name()))
         })
         .collect()
@@ -160,64 +155,36 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
     let manager = cluster.host(1);
     let client = cluster.host(4);
     let swarm = &cluster.hosts()[..3];
-    web_service(manager, "local-first", "published=8080,target=80");
-    web_service(
-        manager,
+    let three = |publish| ["--replicas", "3", "--publish", publish];
+    manager.create_service("local-first", &three("published=8080,target=80"), &WEB);
+    manager.create_service(
         "spread",
-        "published=8081,target=80,traffic-policy=cluster",
+        &three("published=8081,target=80,traffic-policy=cluster"),
+        &WEB,
     );
-    manager.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+    let on_h1 = |publish| ["--constraint", "node.role==manager", "--publish", publish];
+    manager.create_service(
         "only-here",
-        "--constraint",
-        "node.role==manager",
-        "--publish",
-        "published=8082,target=80,traffic-policy=local",
-        "busybox",
-        "sh",
-        "-c",
-        WEB_COMMAND,
-    ]);
-
-    manager.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+        &on_h1("published=8082,target=80,traffic-policy=local"),
+        &WEB,
+    );
+    manager.create_service(
         "datagrams",
-        "--constraint",
-        "node.role==manager",
-        "--publish",
-        "published=5353,target=5300,protocol=udp,traffic-policy=cluster",
-        "busybox",
-        "sleep",
-        "3600",
-    ]);
-    manager.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+        &on_h1("published=5353,target=5300,protocol=udp,traffic-policy=cluster"),
+        &["sleep", "3600"],
+    );
+    manager.create_service(
         "on-its-host",
-        "--constraint",
-        "node.role==manager",
-        "--publish",
-        "published=8090,target=80,mode=host",
-        "busybox",
-        "sh",
-        "-c",
-        WEB_COMMAND,
-    ]);
+        &on_h1("published=8090,target=80,mode=host"),
+        &WEB,
+    );
 
     for host in swarm {
         for port in [8080, 8081] {
             wait_until(
                 &format!("port {port} to answer through {}", host.name()),
                 CONVERGE_TIMEOUT,
-                || fetch(client, &host.address().to_string(), port, "/"),
+                || fetch(client, host, port, "/"),
             );
         }
     }
@@ -267,22 +234,13 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
 
     // mode=host: only the manager, which runs the task, answers, and the task sees the client.
     wait_until("port 8090 through h1", CONVERGE_TIMEOUT, || {
-        fetch(client, &manager.address().to_string(), 8090, "/")
+        fetch(client, manager, 8090, "/")
     });
     assert_eq!(
         seen_by_task(client, manager, 8090),
         client.address().to_string()
     );
-    for host in &swarm[1..] {
-        let refused = fetch(client, &host.address().to_string(), 8090, "/");
-        assert!(
-            refused
-                .as_ref()
-                .is_err_and(|error| error.contains("refused")),
-            "host port through {}: {refused:?}",
-            host.name()
-        );
-    }
+    refused_through(client, &swarm[1..], 8090, "/", "refused");
 
     // UDP through the mesh, from every host to the one task on the manager.
     let udp_task = wait_until("the UDP service's task", CONVERGE_TIMEOUT, || {
@@ -303,35 +261,19 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
 
     // local: the manager answers; the workers, which run no replica, refuse.
     wait_until("port 8082 through h1", CONVERGE_TIMEOUT, || {
-        fetch(client, &manager.address().to_string(), 8082, "/")
+        fetch(client, manager, 8082, "/")
     });
-    for host in &swarm[1..] {
-        let refused = fetch(client, &host.address().to_string(), 8082, "/");
-        assert!(
-            refused
-                .as_ref()
-                .is_err_and(|error| error.contains("refused")),
-            "through {}: {refused:?}",
-            host.name()
-        );
-    }
+    refused_through(client, &swarm[1..], 8082, "/", "refused");
 
     // The node says how it serves published ports.
     let info = manager.shoal_ok(&["info"]);
     assert!(info.contains("Routing Mesh: nftables"), "{info}");
 
     // The health endpoint tells a load balancer which hosts keep the client's address.
-    let healthy = fetch(client, &manager.address().to_string(), 7947, "/ports/8082")
+    let healthy = fetch(client, manager, 7947, "/ports/8082")
         .unwrap_or_else(|error| panic!("h1's health endpoint: {error}"));
     assert_eq!(healthy, "8082/tcp: 1 ready task(s) on this node");
-    for host in &swarm[1..] {
-        let unhealthy = fetch(client, &host.address().to_string(), 7947, "/ports/8082");
-        assert!(
-            unhealthy.as_ref().is_err_and(|error| error.contains("503")),
-            "health through {}: {unhealthy:?}",
-            host.name()
-        );
-    }
+    refused_through(client, &swarm[1..], 7947, "/ports/8082", "503");
 
     // A worker leaving the swarm takes its leg, the ingress network's namespace and the mesh's
     // table with it.
@@ -343,37 +285,12 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
             .any(|item| item.contains(&format!("{}_mesh", worker.overlay_prefix()))),
         "{footprint:?}"
     );
-    worker.shoal_ok(&["swarm", "leave", "--force"]);
-    wait_until(
-        "the worker's networking to be gone after it left",
-        CONVERGE_TIMEOUT,
-        || match worker.overlay_footprint() {
-            footprint if footprint.is_empty() => Ok(()),
-            footprint => Err(format!("{footprint:?}")),
-        },
-    );
+    worker.leave_swarm_leaving_nothing();
 }
 
 /// One HTTP/1.0 request to `target` on a new connection: `Ok` on a 200 answer.
 fn request(target: SocketAddr) -> Result<(), String> {
-    let bound = Duration::from_secs(3);
-    let mut stream =
-        TcpStream::connect_timeout(&target, bound).map_err(|error| format!("connect: {error}"))?;
-    stream
-        .set_read_timeout(Some(bound))
-        .and_then(|()| stream.set_write_timeout(Some(bound)))
-        .and_then(|()| stream.write_all(b"GET / HTTP/1.0\r\n\r\n"))
-        .map_err(|error| format!("send: {error}"))?;
-    let mut answer = Vec::new();
-    stream
-        .read_to_end(&mut answer)
-        .map_err(|error| format!("receive: {error}"))?;
-    let head = String::from_utf8_lossy(&answer[..answer.len().min(16)]).into_owned();
-    if head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200") {
-        Ok(())
-    } else {
-        Err(format!("answer {head:?}"))
-    }
+    shoal_tests::http::get(target, "/", &mut [0_u8; 4096], Duration::from_secs(3)).map(drop)
 }
 
 /// What the test is changing while the load runs, for the failures' report.
@@ -494,37 +411,33 @@ fn no_request_fails_while_the_service_updates_or_a_node_drains() {
     let manager = cluster.host(1);
     let client = cluster.host(4);
     let swarm = &cluster.hosts()[..3];
-    manager.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+    manager.create_service(
         "web",
-        "--replicas",
-        "3",
-        "--publish",
-        "8080:80",
-        "--update-order",
-        "start-first",
-        "--update-parallelism",
-        "1",
-        // An init in front of httpd, so the stop signal ends it at once (httpd as pid 1 would
-        // ignore it and serve out the grace period): only the drain keeps requests off it.
-        "--init",
-        "--health-cmd",
-        "wget -q -O /dev/null http://127.0.0.1/",
-        "--health-interval",
-        "1s",
-        "busybox",
-        "sh",
-        "-c",
-        WEB_COMMAND,
-    ]);
+        &[
+            "--replicas",
+            "3",
+            "--publish",
+            "8080:80",
+            "--update-order",
+            "start-first",
+            "--update-parallelism",
+            "1",
+            // An init in front of httpd, so the stop signal ends it at once (httpd as pid 1
+            // would ignore it and serve out the grace period): only the drain keeps requests
+            // off it.
+            "--init",
+            "--health-cmd",
+            "wget -q -O /dev/null http://127.0.0.1/",
+            "--health-interval",
+            "1s",
+        ],
+        &WEB,
+    );
     for host in swarm {
         wait_until(
             &format!("port 8080 through {}", host.name()),
             CONVERGE_TIMEOUT,
-            || fetch(client, &host.address().to_string(), 8080, "/"),
+            || fetch(client, host, 8080, "/"),
         );
     }
     let targets: Vec<SocketAddr> = swarm
@@ -595,6 +508,21 @@ fn echoes(stream: &mut TcpStream, line: &str) -> Result<(), String> {
     }
 }
 
+/// A new connection from the client to the echo service's port 7000 through `through`, which
+/// has echoed `line` once.
+fn echo_connection(client: &TestHost, through: &TestHost, line: &str) -> Result<TcpStream, String> {
+    let target = SocketAddr::from((through.address(), 7000));
+    let mut stream = client.in_host_netns(|| {
+        TcpStream::connect_timeout(&target, Duration::from_secs(2))
+            .map_err(|error| error.to_string())
+    })?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(3)))
+        .map_err(|error| error.to_string())?;
+    echoes(&mut stream, line)?;
+    Ok(stream)
+}
+
 /// The mesh's table on `host` with its handle (`nft -a`): the same handle after a restart shows
 /// the table was kept, not made again.
 fn mesh_table_handle(host: &TestHost) -> String {
@@ -633,42 +561,18 @@ fn a_killed_daemon_s_node_keeps_its_connections_and_converges_in_place() {
     let client = cluster.host(4);
     let swarm = &cluster.hosts()[..3];
     let killed = cluster.host(2);
-    manager.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
+    manager.create_service(
         "echo",
-        "--replicas",
-        "3",
-        "--publish",
-        "7000:7",
-        "busybox",
-        "nc",
-        "-ll",
-        "-p",
-        "7",
-        "-e",
-        "cat",
-    ]);
+        &["--replicas", "3", "--publish", "7000:7"],
+        &["nc", "-ll", "-p", "7", "-e", "cat"],
+    );
     let mut connections: Vec<(String, TcpStream)> = swarm
         .iter()
         .map(|host| {
-            let target = SocketAddr::from((host.address(), 7000));
             let stream = wait_until(
                 &format!("a connection through {}", host.name()),
                 CONVERGE_TIMEOUT,
-                || {
-                    let mut stream = client.in_host_netns(|| {
-                        TcpStream::connect_timeout(&target, Duration::from_secs(2))
-                            .map_err(|error| error.to_string())
-                    })?;
-                    stream
-                        .set_read_timeout(Some(Duration::from_secs(3)))
-                        .map_err(|error| error.to_string())?;
-                    echoes(&mut stream, "hello")?;
-                    Ok(stream)
-                },
+                || echo_connection(client, host, "hello"),
             );
             (host.name().to_owned(), stream)
         })
@@ -685,17 +589,7 @@ fn a_killed_daemon_s_node_keeps_its_connections_and_converges_in_place() {
     wait_until(
         "the restarted node to serve new connections",
         CONVERGE_TIMEOUT,
-        || {
-            let target = SocketAddr::from((killed.address(), 7000));
-            let mut stream = client.in_host_netns(|| {
-                TcpStream::connect_timeout(&target, Duration::from_secs(2))
-                    .map_err(|error| error.to_string())
-            })?;
-            stream
-                .set_read_timeout(Some(Duration::from_secs(3)))
-                .map_err(|error| error.to_string())?;
-            echoes(&mut stream, "new")
-        },
+        || echo_connection(client, killed, "new"),
     );
     for (through, stream) in &mut connections {
         echoes(stream, "after")

@@ -718,15 +718,7 @@ fn a_killed_daemon_s_endpoints_leave_every_table_and_come_back_without_stale_ent
         },
     );
 
-    victim.shoal_ok(&["swarm", "leave", "--force"]);
-    wait_until(
-        "swarm leave to remove the overlay networking",
-        CONVERGE_TIMEOUT,
-        || match victim.overlay_footprint() {
-            left if left.is_empty() => Ok(()),
-            left => Err(format!("{left:?}")),
-        },
-    );
+    victim.leave_swarm_leaving_nothing();
 }
 
 /// A replica whose healthcheck starts failing leaves `tasks.<service>` and the VIP's backends

@@ -115,18 +115,7 @@ fn failover_times() {
     let manager_token = first.join_token("manager");
     cluster.host(2).swarm_join(&manager_token, first);
     cluster.host(3).swarm_join(&manager_token, first);
-    first.shoal_ok(&[
-        "service",
-        "create",
-        "-d",
-        "--name",
-        "web",
-        "--replicas",
-        "3",
-        "busybox",
-        "sleep",
-        "86400",
-    ]);
+    first.create_service("web", &["--replicas", "3"], &["sleep", "86400"]);
     let mut samples = Vec::new();
     for round in 0..rounds() {
         let leader_name = wait_until("a leader", TIMEOUT, || {

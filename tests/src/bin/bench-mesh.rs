@@ -120,8 +120,14 @@ impl Target<'_> {
             &format!("{} ({}) to answer", self.label, self.address),
             TIMEOUT,
             || {
-                self.from
-                    .in_host_netns(|| load::get(self.address, "/", &mut [0_u8; 4096]))
+                self.from.in_host_netns(|| {
+                    shoal_tests::http::get(
+                        self.address,
+                        "/",
+                        &mut [0_u8; 4096],
+                        load::REQUEST_TIMEOUT,
+                    )
+                })
             },
         );
     }
@@ -360,7 +366,9 @@ fn docker_published_port(cluster: &TestCluster) {
         let answered = poll_until("Docker's published port", DOCKER_TRIES, || {
             tries += 1;
             client
-                .in_host_netns(|| load::get(target, "/", &mut [0_u8; 4096]))
+                .in_host_netns(|| {
+                    shoal_tests::http::get(target, "/", &mut [0_u8; 4096], load::REQUEST_TIMEOUT)
+                })
                 .inspect_err(|error| last.clone_from(error))
         });
         match answered {
