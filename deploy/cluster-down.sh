@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# Removes everything deploy/cluster-up.sh made, in the same order as the test harness's
-# teardown: services (through a manager), then every host's containers, then the daemons
-# (SIGTERM, SIGKILL after 10 s), then whatever is left without a daemon: shims and container
-# processes, mounts, cgroups, the cluster directory, and the shoal-demo-* network namespaces
-# (their veths, bridge and nftables tables go with them). Safe to run again. Run as root.
+# Removes everything deploy/cluster-up.sh made, in the order of the test harness's teardown:
+# services (through a manager), then every host's containers, then the daemons (each first leaves
+# the swarm, which removes its overlay networking; then SIGTERM, SIGKILL after 10 s), then
+# whatever is left without a daemon: shims and container processes, mounts, cgroups, the cluster
+# directory, and the shoal-demo-* network namespaces (their veths, bridge and nftables tables go
+# with them). Safe to run again. Run as root.
 set -euo pipefail
 
 if [ "$(id -u)" -ne 0 ]; then
@@ -52,6 +53,14 @@ if [ -x "$shoal" ] && [ "${#host_dirs[@]}" -gt 0 ]; then
       # shellcheck disable=SC2086 # one id per word
       timeout 60 "$shoal" -H "unix://$host_dir/shoal.sock" container rm -f $containers >/dev/null 2>&1 || true
     fi
+  done
+fi
+
+# Each daemon's overlay networking (a namespace per network and per task, links, nftables
+# tables) outlives the daemon by design, so a restart finds it; leaving the swarm removes it.
+if [ -x "$shoal" ]; then
+  for host_dir in "${host_dirs[@]}"; do
+    cli "$host_dir" swarm leave --force >/dev/null 2>&1 || true
   done
 fi
 
