@@ -226,7 +226,9 @@ impl Host for RealHost {
     }
 
     fn runtime_delete(&self, runtime: RuntimeRef<'_>, id: &str) -> Result<()> {
-        runtime_for(runtime.data_root, runtime.external).delete(id)
+        let deleted = runtime_for(runtime.data_root, runtime.external).delete(id);
+        let swept = crate::sys::remove_cgroup_everywhere(&crate::spec::cgroup_path(id));
+        deleted.and(swept)
     }
 
     fn exec(&self, runtime: RuntimeRef<'_>, id: &str, args: &[String]) -> Result<ExecProcess> {

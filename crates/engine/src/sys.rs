@@ -390,6 +390,40 @@ pub fn wait_or_kill(pid: i32, stop_requested: &dyn Fn() -> bool) -> Result<i32> 
     }
 }
 
+/// Removes cgroup `path` (`/shoal/<id>`) from every hierarchy under `/sys/fs/cgroup`, killing
+/// what is still in it. A runtime's own delete can leave one behind: a healthcheck's exec helper
+/// that joined the cgroup as the container died keeps it busy until that helper has exited.
+pub fn remove_cgroup_everywhere(path: &str) -> Result<()> {
+    const ATTEMPTS: u32 = 200;
+    let Ok(hierarchies) = std::fs::read_dir("/sys/fs/cgroup") else {
+        return Ok(());
+    };
+    for hierarchy in hierarchies.flatten() {
+        let dir = hierarchy.path().join(path.trim_start_matches('/'));
+        for attempt in 1..=ATTEMPTS {
+            match std::fs::remove_dir(&dir) {
+                Ok(()) => break,
+                Err(error) if error.kind() == std::io::ErrorKind::NotFound => break,
+                Err(error) if attempt == ATTEMPTS => {
+                    return Err(EngineError::io(format!(
+                        "removing cgroup {}",
+                        dir.display()
+                    ))(error));
+                }
+                Err(_) => {
+                    let procs =
+                        std::fs::read_to_string(dir.join("cgroup.procs")).unwrap_or_default();
+                    for pid in procs.lines().filter_map(|line| line.trim().parse().ok()) {
+                        kill(pid, libc::SIGKILL);
+                    }
+                    std::thread::sleep(std::time::Duration::from_millis(10));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::{Duration, Instant};
