@@ -83,6 +83,7 @@ for i in $(seq "$hosts"); do
       sh -c 'echo $$ >"$0"; hostname "$1"; shift; exec "$@"' \
       "$dir/h$i/daemon.pid" "$name" \
       "$shoal" daemon --data-root "$dir/h$i/data" -H "$(sock "$i")" \
+        --docker-api "unix://$dir/h$i/docker.sock" \
       </dev/null >>"$dir/h$i/daemon.log" 2>&1 &
   fi
 done

@@ -23,7 +23,7 @@ one_node_cleanup() {
 }
 trap one_node_cleanup EXIT
 
-"$shoal" daemon --data-root "$work/data" >"$work/daemon.log" 2>&1 &
+"$shoal" daemon --data-root "$work/data" --docker-api "unix://$work/docker.sock" >"$work/daemon.log" 2>&1 &
 daemon_pid=$!
 for _ in $(seq 100); do "$shoal" container ls >/dev/null 2>&1 && break; sleep 0.1; done
 "$shoal" container ls >/dev/null || { echo "the daemon did not start; see its log:" >&2; cat "$work/daemon.log" >&2; exit 1; }

@@ -21,6 +21,10 @@ const DAEMON_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `swarm leave` may take to remove the daemon's overlay networking.
 const LEAVE_TIMEOUT: Duration = Duration::from_secs(90);
 
+/// The docker CLI the Docker Engine API must satisfy (28.2, a client only), installed apart from
+/// Debian's `docker.io`, whose client is older.
+pub const DOCKER_CLI: &str = "/usr/local/bin/docker";
+
 /// A test host. Its daemon's socket is a path on the machine's filesystem, so the CLI reaches it
 /// from the test's own namespace; only the daemon (and its containers) live in the host's
 /// network namespace.
@@ -161,6 +165,11 @@ impl TestHost {
         format!("unix://{}", self.socket().display())
     }
 
+    /// The daemon's Docker Engine API: `unix://<socket>`, for `DOCKER_HOST`.
+    pub fn docker_host(&self) -> String {
+        format!("unix://{}", self.dir.join("docker.sock").display())
+    }
+
     /// The file the daemon's stderr goes to, across restarts.
     pub fn daemon_log(&self) -> PathBuf {
         self.dir.join("daemon.log")
@@ -190,6 +199,33 @@ impl TestHost {
     pub fn shoal_ok(&self, args: &[&str]) -> String {
         run_ok(&mut self.shoal_command(args), COMMAND_TIMEOUT)
             .unwrap_or_else(|error| panic!("{}: {error}", self.name))
+    }
+
+    /// Runs the stock docker CLI ([`DOCKER_CLI`]) against this host's Docker Engine API
+    /// (`DOCKER_HOST`), with a configuration directory of its own, and returns its output,
+    /// whatever the exit status. Panics if it hangs.
+    pub fn docker(&self, args: &[&str]) -> Output {
+        run(&mut self.docker_command(args), COMMAND_TIMEOUT)
+            .unwrap_or_else(|error| panic!("{}: {error}", self.name))
+    }
+
+    /// Runs the docker CLI as [`TestHost::docker`] does and returns its stdout; panics with its
+    /// exit status, stdout and stderr when it fails.
+    pub fn docker_ok(&self, args: &[&str]) -> String {
+        run_ok(&mut self.docker_command(args), COMMAND_TIMEOUT)
+            .unwrap_or_else(|error| panic!("{}: {error}", self.name))
+    }
+
+    fn docker_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(DOCKER_CLI);
+        command
+            .args(args)
+            .env("DOCKER_HOST", self.docker_host())
+            .env("DOCKER_CONFIG", self.dir.join("docker-config"))
+            .env("DOCKER_CLI_HINTS", "false")
+            .env_remove("DOCKER_API_VERSION")
+            .env("NO_COLOR", "1");
+        command
     }
 
     fn shoal_command(&self, args: &[&str]) -> Command {
@@ -297,6 +333,8 @@ impl TestHost {
             .arg(self.data_root())
             .arg("-H")
             .arg(self.host_url())
+            .arg("--docker-api")
+            .arg(self.docker_host())
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -40,7 +40,7 @@ pub use busybox::build_busybox_tarball;
 pub use cleanup::{inside, processes_mentioning};
 pub use cluster::{ClusterOptions, Footprint, TestCluster, default_shoal_binary};
 pub use error::HarnessError;
-pub use host::TestHost;
+pub use host::{DOCKER_CLI, TestHost};
 pub use netns::DaemonNamespace;
 pub use process::{output_text, run as run_with_timeout};
 pub use skip::{REQUIRE_ALL_TESTS, root_skip_reason, skip, skip_notice, skip_reason};

@@ -15,22 +15,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use shoal_proto::engine as pb;
 use shoal_proto::engine::engine_client::EngineClient;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 async fn connect(socket: PathBuf) -> anyhow::Result<EngineClient<Channel>> {
-    let connector = tower::service_fn(move |_: Uri| {
-        let socket = socket.clone();
-        async move {
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                tokio::net::UnixStream::connect(socket).await?,
-            ))
-        }
-    });
-    Ok(EngineClient::new(
-        Endpoint::try_from("http://localhost")?
-            .connect_with_connector(connector)
-            .await?,
-    ))
+    Ok(EngineClient::new(daemon::connect_local(&socket).await?))
 }
 
 fn status_kib(pid: u32, key: &str, file: &str) -> u64 {
@@ -107,7 +95,7 @@ async fn run(shoal: &Path, count: usize, dir: &Path) -> anyhow::Result<()> {
     let mut daemon = Command::new(shoal)
         .args(["daemon", "--data-root"])
         .arg(&data)
-        .args(["-H", &host])
+        .args(["-H", &host, "--docker-api", "none"])
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .spawn()

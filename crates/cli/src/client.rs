@@ -12,7 +12,7 @@ use shoal_proto::engine as pb;
 use shoal_proto::engine::engine_client::EngineClient;
 use tokio::io::AsyncReadExt;
 use tokio_stream::StreamExt;
-use tonic::transport::{Channel, Endpoint, Uri};
+use tonic::transport::Channel;
 
 /// Connects to the daemon at `host`.
 pub(crate) async fn connect(host: &str) -> anyhow::Result<EngineClient<Channel>> {
@@ -65,16 +65,7 @@ pub(crate) fn api_error(status: tonic::Status) -> anyhow::Error {
 /// A gRPC channel to the daemon's unix socket at `host`, shared by every client.
 pub(crate) async fn channel(host: &str) -> anyhow::Result<Channel> {
     let path = daemon::socket_path(host)?;
-    let connector = tower::service_fn(move |_: Uri| {
-        let path = path.clone();
-        async move {
-            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                tokio::net::UnixStream::connect(path).await?,
-            ))
-        }
-    });
-    let channel = Endpoint::try_from("http://localhost")?
-        .connect_with_connector(connector)
+    let channel = daemon::connect_local(&path)
         .await
         .with_context(|| format!("cannot reach the shoal daemon at {host}: is 'shoal daemon' running there? (pick another with -H or SHOAL_HOST)"))?;
     Ok(channel)

@@ -46,6 +46,9 @@ enum Command {
         /// The socket to listen on, when not given before `daemon`.
         #[arg(short = 'H', long = "host")]
         listen: Option<String>,
+        /// Where the Docker Engine API listens (`unix:///PATH`), or `none`.
+        #[arg(long, default_value = daemon::DEFAULT_DOCKER_API)]
+        docker_api: String,
     },
     /// Manages images.
     #[command(subcommand)]
@@ -235,11 +238,13 @@ fn main() -> ExitCode {
             id,
             args,
         } => engine::runtime::libcontainer_exec(&state_root, &id, args).map_err(Into::into),
-        Command::Daemon { data_root, listen } => {
-            daemon::run(data_root, listen.as_ref().unwrap_or(&host))
-                .map(|()| 0)
-                .map_err(Into::into)
-        }
+        Command::Daemon {
+            data_root,
+            listen,
+            docker_api,
+        } => daemon::run(data_root, listen.as_ref().unwrap_or(&host), &docker_api)
+            .map(|()| 0)
+            .map_err(Into::into),
         Command::Stack(command) => runtime()
             .and_then(|rt| rt.block_on(stack::run(&host, command)))
             .map(|()| 0),

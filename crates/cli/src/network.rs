@@ -1,17 +1,18 @@
 //! `shoal network`: create, ls, inspect, rm and prune, as the docker CLI has them for swarm
 //! networks. The spec a create sends is built and checked here with spec's rules (the manager
-//! checks again); rows and inspect documents are built by pure functions.
+//! checks again); rows are built by pure functions here, inspect documents by `docker_api::shape`.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, Write as _};
 
 use clap::Subcommand;
+use docker_api::shape::network::{SCOPE, driver_name, network_json};
 use serde_json::{Value, json};
 use shoal_proto::api;
 use spec::network::Subnet;
 
 use crate::client::{Daemon, api_error};
-use crate::service::format::{ListRow, go_time_string, print_rows, rfc3339_nano, truncate_id};
+use crate::service::format::{ListRow, go_time_string, print_rows, truncate_id};
 
 #[derive(Subcommand)]
 pub(crate) enum NetworkCommand {
@@ -220,13 +221,6 @@ fn name_of(network: &api::Network) -> String {
         .unwrap_or_default()
 }
 
-fn driver_of(network: &api::Network) -> String {
-    match spec_of(network).driver_config {
-        Some(driver) if !driver.name.is_empty() => driver.name,
-        _ => spec::network::OVERLAY_DRIVER.to_owned(),
-    }
-}
-
 /// One line of `network ls`.
 pub(crate) struct NetworkRow {
     network: api::Network,
@@ -234,7 +228,6 @@ pub(crate) struct NetworkRow {
 }
 
 const NETWORK_HEADER: [&str; 4] = ["NETWORK ID", "NAME", "DRIVER", "SCOPE"];
-const SCOPE: &str = "swarm";
 
 impl NetworkRow {
     fn shown_id(&self) -> &str {
@@ -255,7 +248,7 @@ impl ListRow for NetworkRow {
         vec![
             self.shown_id().to_owned(),
             name_of(&self.network),
-            driver_of(&self.network),
+            driver_name(&self.network),
             SCOPE.to_owned(),
         ]
     }
@@ -269,7 +262,7 @@ impl ListRow for NetworkRow {
         let labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
         json!({
             "CreatedAt": go_time_string(self.network.meta.as_ref().and_then(|m| m.created_at.as_ref())),
-            "Driver": driver_of(&self.network),
+            "Driver": driver_name(&self.network),
             "ID": self.shown_id(),
             "IPv4": "true",
             "IPv6": spec.ipv6_enabled.to_string(),
@@ -287,105 +280,6 @@ pub(crate) fn rows(networks: Vec<api::Network>, no_trunc: bool) -> Vec<NetworkRo
         .into_iter()
         .map(|network| NetworkRow { network, no_trunc })
         .collect()
-}
-
-/// The document `network inspect` prints, in docker's NetworkResource shape. IPAM shows what the
-/// allocator gave once it has, and what was asked for until then; the options are the spec's
-/// with the allocator's (the VNI) over them. Containers and Peers are what this node's overlay
-/// networking knows: its own tasks on the network, and the nodes it shares the network with.
-pub(crate) fn inspect_json(
-    network: &api::Network,
-    attachments: &api::NetworkAttachmentsResponse,
-) -> Value {
-    let spec = spec_of(network);
-    let allocated = network
-        .ipam
-        .as_ref()
-        .filter(|ipam| !ipam.configs.is_empty());
-    let configs: Vec<Value> = allocated
-        .or(spec.ipam.as_ref())
-        .map(|ipam| ipam.configs.as_slice())
-        .unwrap_or_default()
-        .iter()
-        .map(|config| {
-            let mut entry = json!({ "Subnet": config.subnet });
-            if !config.gateway.is_empty() {
-                entry["Gateway"] = json!(config.gateway);
-            }
-            if !config.range.is_empty() {
-                entry["IPRange"] = json!(config.range);
-            }
-            entry
-        })
-        .collect();
-    let ipam_driver = spec
-        .ipam
-        .as_ref()
-        .and_then(|ipam| ipam.driver.as_ref())
-        .map(|driver| driver.name.clone())
-        .filter(|name| !name.is_empty())
-        .unwrap_or_else(|| spec::network::DEFAULT_IPAM_DRIVER.to_owned());
-    let mut options: BTreeMap<String, String> = spec
-        .driver_config
-        .as_ref()
-        .map(|driver| driver.options.clone().into_iter().collect())
-        .unwrap_or_default();
-    if let Some(state) = network.driver_state.as_ref() {
-        options.extend(state.options.clone());
-    }
-    let labels: BTreeMap<String, String> = spec
-        .annotations
-        .as_ref()
-        .map(|annotations| annotations.labels.clone().into_iter().collect())
-        .unwrap_or_default();
-    let config_from = match &spec.config_from {
-        Some(api::network_spec::ConfigFrom::Network(name)) => name.clone(),
-        None => String::new(),
-    };
-    let containers: serde_json::Map<String, Value> = attachments
-        .endpoints
-        .iter()
-        .map(|endpoint| {
-            (
-                endpoint.container_id.clone(),
-                json!({
-                    "Name": endpoint.name,
-                    "EndpointID": endpoint.endpoint_id,
-                    "MacAddress": endpoint.mac_address,
-                    "IPv4Address": endpoint.ipv4_address,
-                    "IPv6Address": "",
-                }),
-            )
-        })
-        .collect();
-    let peers: Vec<Value> = attachments
-        .peers
-        .iter()
-        .map(|peer| json!({ "Name": peer.name, "IP": peer.ip }))
-        .collect();
-    json!({
-        "Name": name_of(network),
-        "Id": network.id,
-        "Created": rfc3339_nano(network.meta.as_ref().and_then(|m| m.created_at.as_ref())),
-        "Scope": SCOPE,
-        "Driver": driver_of(network),
-        "EnableIPv4": true,
-        "EnableIPv6": spec.ipv6_enabled,
-        "IPAM": {
-            "Driver": ipam_driver,
-            "Options": null,
-            "Config": configs,
-        },
-        "Internal": spec.internal,
-        "Attachable": spec.attachable,
-        "Ingress": spec.ingress,
-        "ConfigFrom": { "Network": config_from },
-        "ConfigOnly": false,
-        "Containers": containers,
-        "Options": options,
-        "Labels": labels,
-        "Peers": peers,
-    })
 }
 
 /// What `network prune` prints of the networks it removed.
@@ -490,7 +384,7 @@ pub(crate) async fn run(host: &str, command: NetworkCommand) -> anyhow::Result<(
                     .await
                     .map_err(api_error)?
                     .into_inner();
-                documents.push(inspect_json(&network, &attachments));
+                documents.push(network_json(&network, Some(&attachments)));
             }
             println!(
                 "{}",
@@ -660,68 +554,50 @@ mod tests {
     }
 
     #[test]
-    fn inspect_follows_dockers_network_resource() {
-        let known = api::NetworkAttachmentsResponse {
-            endpoints: vec![api::network_attachments_response::Endpoint {
-                container_id: "c0ffee".into(),
-                name: "web.1.t1".into(),
-                endpoint_id: "t1".into(),
-                mac_address: "02:42:0a:01:00:05".into(),
-                ipv4_address: "10.1.0.5/24".into(),
-            }],
-            peers: vec![api::network_attachments_response::Peer {
-                name: "node1".into(),
-                ip: "192.0.2.1".into(),
-            }],
-        };
-        let document = inspect_json(&allocated_network(), &known);
-        assert_eq!(document["Name"], "backend");
-        assert_eq!(document["Id"], "0123456789abcdef0123");
-        assert_eq!(document["Created"], "2023-11-14T22:13:20Z");
-        assert_eq!(document["Scope"], "swarm");
-        assert_eq!(document["Driver"], "overlay");
-        assert_eq!(
-            document["IPAM"],
-            json!({
-                "Driver": "default",
-                "Options": null,
-                "Config": [{"Subnet": "10.1.0.0/24", "Gateway": "10.1.0.1", "IPRange": "10.1.0.128/25"}],
-            })
-        );
-        assert_eq!(
-            document["Options"],
-            json!({
-                "com.docker.network.driver.mtu": "1400",
-                "com.docker.network.driver.overlay.vxlanid_list": "4097",
-                "encrypted": "",
-            })
-        );
-        assert_eq!(document["Labels"], json!({"tier": "db"}));
-        assert_eq!(
-            document["Containers"],
-            json!({"c0ffee": {
-                "Name": "web.1.t1",
-                "EndpointID": "t1",
-                "MacAddress": "02:42:0a:01:00:05",
-                "IPv4Address": "10.1.0.5/24",
-                "IPv6Address": "",
-            }})
-        );
-        assert_eq!(
-            document["Peers"],
-            json!([{"Name": "node1", "IP": "192.0.2.1"}])
-        );
-        // Before allocation, IPAM shows what was asked for.
-        let mut unallocated = allocated_network();
-        unallocated.ipam = None;
-        assert_eq!(
-            inspect_json(&unallocated, &api::NetworkAttachmentsResponse::default())["IPAM"]["Config"],
-            json!([{"Subnet": "10.1.0.0/24", "IPRange": "10.1.0.128/25"}])
-        );
+    fn prune_reports_the_removed_networks() {
         assert_eq!(prune_report(&[]), "");
         assert_eq!(
             prune_report(&["a".into(), "b".into()]),
             "Deleted Networks:\na\nb\n"
+        );
+    }
+
+    /// Docker's CLI and `shoal network create` ask for the same network the same way.
+    #[test]
+    fn dockers_create_request_reads_as_the_flags_make_it() {
+        // `docker network create -d overlay --subnet 10.1.0.0/24 --gateway 10.1.0.1
+        // --ip-range 10.1.0.128/25 -o encrypted -o com.docker.network.driver.mtu=1400
+        // --label tier=db backend`.
+        let body = json!({
+            "Name": "backend", "Driver": "overlay", "Scope": "",
+            "IPAM": {"Driver": "default", "Options": {}, "Config": [
+                {"Subnet": "10.1.0.0/24", "IPRange": "10.1.0.128/25", "Gateway": "10.1.0.1"},
+            ]},
+            "Internal": false, "Attachable": false, "Ingress": false, "ConfigOnly": false,
+            "Options": {"encrypted": "", "com.docker.network.driver.mtu": "1400"},
+            "Labels": {"tier": "db"},
+        });
+        assert_eq!(
+            docker_api::shape::network::network_spec_from_json(&body).ok(),
+            create_spec(flags(&["10.1.0.0/24"], &["10.1.0.1"], &["10.1.0.128/25"])).ok()
+        );
+        // `docker network create -d overlay --attachable --internal front`.
+        let body = json!({
+            "Name": "front", "Driver": "overlay", "Scope": "",
+            "IPAM": {"Driver": "default", "Options": {}, "Config": []},
+            "Internal": true, "Attachable": true, "Ingress": false, "ConfigOnly": false,
+            "Options": {}, "Labels": {},
+        });
+        let flags = CreateFlags {
+            name: "front".into(),
+            driver: "overlay".into(),
+            attachable: true,
+            internal: true,
+            ..Default::default()
+        };
+        assert_eq!(
+            docker_api::shape::network::network_spec_from_json(&body).ok(),
+            create_spec(flags).ok()
         );
     }
 }

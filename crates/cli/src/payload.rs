@@ -1,15 +1,15 @@
 //! `shoal secret` and `shoal config`: create, ls, inspect and rm, as the docker CLI has them.
 //! Both kinds share one command shape; what differs (a secret's data is never shown, a config's
-//! is) is decided by the manager and by [`Kind`]. Rows and documents are built by pure functions.
+//! is) is decided by the manager and by [`Kind`]. Rows and pretty text are built by pure functions
+//! here, inspect documents by `docker_api::shape`.
 
 use std::collections::BTreeMap;
 use std::io::Read as _;
 use std::path::PathBuf;
 use std::time::SystemTime;
 
-use base64::Engine as _;
-use base64::prelude::BASE64_STANDARD;
 use clap::Subcommand;
+use docker_api::shape::payload as shape;
 use serde_json::{Value, json};
 use shoal_proto::api;
 
@@ -59,7 +59,6 @@ pub(crate) use spec::validate::PayloadKind as Kind;
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct PayloadView {
     id: String,
-    version: u64,
     name: String,
     labels: BTreeMap<String, String>,
     created: Option<api::Timestamp>,
@@ -78,7 +77,6 @@ fn view(
     let annotations = annotations.unwrap_or_default();
     PayloadView {
         id,
-        version: meta.version.map_or(0, |version| version.index),
         name: annotations.name,
         labels: annotations.labels.into_iter().collect(),
         created: meta.created_at,
@@ -158,22 +156,6 @@ pub(crate) fn rows(kind: Kind, mut views: Vec<PayloadView>, now: SystemTime) -> 
         .collect()
 }
 
-/// The document `inspect` prints, in docker's shape.
-pub(crate) fn inspect_json(view: &PayloadView) -> Value {
-    let mut spec = json!({ "Name": view.name, "Labels": view.labels });
-    if let Some(data) = &view.data {
-        // Standard base64, as docker prints a config's `Data`.
-        spec["Data"] = json!(BASE64_STANDARD.encode(data));
-    }
-    json!({
-        "ID": view.id,
-        "Version": { "Index": view.version },
-        "CreatedAt": rfc3339_nano(view.created.as_ref()),
-        "UpdatedAt": rfc3339_nano(view.updated.as_ref()),
-        "Spec": spec,
-    })
-}
-
 /// `inspect --pretty`.
 pub(crate) fn inspect_pretty(view: &PayloadView) -> String {
     let mut text = format!(
@@ -247,31 +229,43 @@ async fn list(daemon: &mut Daemon, kind: Kind) -> anyhow::Result<Vec<PayloadView
     })
 }
 
-async fn get(daemon: &mut Daemon, kind: Kind, reference: String) -> anyhow::Result<PayloadView> {
+/// One secret or config: what `inspect --pretty` shows, and the document `inspect` prints in
+/// Docker's shape.
+async fn get(
+    daemon: &mut Daemon,
+    kind: Kind,
+    reference: String,
+) -> anyhow::Result<(PayloadView, Value)> {
     let missing = || anyhow::anyhow!("the daemon returned no {} for {reference}", kind.noun());
     Ok(match kind {
-        Kind::Secret => daemon
-            .control
-            .get_secret(api::GetSecretRequest {
-                secret: reference.clone(),
-            })
-            .await
-            .map_err(api_error)?
-            .into_inner()
-            .secret
-            .ok_or_else(missing)?
-            .into(),
-        Kind::Config => daemon
-            .control
-            .get_config(api::GetConfigRequest {
-                config: reference.clone(),
-            })
-            .await
-            .map_err(api_error)?
-            .into_inner()
-            .config
-            .ok_or_else(missing)?
-            .into(),
+        Kind::Secret => {
+            let secret = daemon
+                .control
+                .get_secret(api::GetSecretRequest {
+                    secret: reference.clone(),
+                })
+                .await
+                .map_err(api_error)?
+                .into_inner()
+                .secret
+                .ok_or_else(missing)?;
+            let document = shape::secret_json(&secret);
+            (secret.into(), document)
+        }
+        Kind::Config => {
+            let config = daemon
+                .control
+                .get_config(api::GetConfigRequest {
+                    config: reference.clone(),
+                })
+                .await
+                .map_err(api_error)?
+                .into_inner()
+                .config
+                .ok_or_else(missing)?;
+            let document = shape::config_json(&config);
+            (config.into(), document)
+        }
     })
 }
 
@@ -333,14 +327,16 @@ pub(crate) async fn run(host: &str, kind: Kind, command: PayloadCommand) -> anyh
         PayloadCommand::Inspect { pretty, names } => {
             let mut daemon = Daemon::connect(host).await?;
             let mut views = Vec::new();
+            let mut documents = Vec::new();
             for name in names {
-                views.push(get(&mut daemon, kind, name).await?);
+                let (view, document) = get(&mut daemon, kind, name).await?;
+                views.push(view);
+                documents.push(document);
             }
             if pretty {
                 let pages: Vec<String> = views.iter().map(inspect_pretty).collect();
                 print!("{}", pages.join("\n"));
             } else {
-                let documents: Vec<Value> = views.iter().map(inspect_json).collect();
                 println!(
                     "{}",
                     crate::service::format::pretty_json(&Value::Array(documents))?
@@ -387,7 +383,6 @@ mod tests {
     fn sample(data: Option<&[u8]>) -> PayloadView {
         PayloadView {
             id: "abc123".into(),
-            version: 7,
             name: "db-password".into(),
             labels: BTreeMap::from([("tier".into(), "db".into())]),
             created: Some(api::Timestamp {
@@ -403,15 +398,9 @@ mod tests {
     }
 
     #[test]
-    fn secrets_never_show_data_and_configs_do() {
-        let secret = inspect_json(&sample(None));
-        assert_eq!(secret["Spec"]["Name"], "db-password");
-        assert_eq!(secret["Version"]["Index"], 7);
-        assert_eq!(secret["CreatedAt"], "2023-11-14T22:13:20Z");
-        assert!(secret["Spec"].get("Data").is_none());
-        let config = inspect_json(&sample(Some(b"port=80")));
-        assert_eq!(config["Spec"]["Data"], "cG9ydD04MA==");
+    fn configs_show_their_data() {
         assert!(inspect_pretty(&sample(Some(b"port=80"))).contains("Data:\nport=80"));
+        assert!(!inspect_pretty(&sample(None)).contains("Data:"));
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl TestHost {
         let child = Command::new(SHOAL)
             .args(["daemon", "--data-root"])
             .arg(self.data())
-            .args(["-H", &self.host])
+            .args(["-H", &self.host, "--docker-api", "none"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)

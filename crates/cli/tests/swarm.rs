@@ -202,6 +202,7 @@ impl SwarmHost {
             .args(["--", SHOAL, "daemon", "--data-root"])
             .arg(self.data())
             .args(["-H", &self.host])
+            .args(["--docker-api", "none"])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

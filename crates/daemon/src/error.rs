@@ -8,6 +8,10 @@ use std::path::PathBuf;
 pub enum DaemonError {
     #[error("unsupported host {0:?}: use -H unix:///path/to/shoal.sock")]
     UnsupportedHost(String),
+    #[error(
+        "unsupported Docker API address {0:?}: use --docker-api unix:///path/to/docker.sock, or none"
+    )]
+    UnsupportedDockerApi(String),
     #[error("{what}")]
     Io {
         what: String,

@@ -11,7 +11,7 @@ pub mod networking;
 mod roles;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use engine::{EngineConfig, LocalEngine};
@@ -35,9 +35,61 @@ pub fn socket_path(host: &str) -> Result<PathBuf, DaemonError> {
     }
 }
 
+/// Where the Docker Engine API listens unless `--docker-api` says otherwise.
+pub const DEFAULT_DOCKER_API: &str = "unix:///run/shoal/docker.sock";
+
+/// Connects a gRPC channel to the daemon's socket at `socket`: the shoal CLI's connection, which
+/// fails at once when no daemon answers.
+pub async fn connect_local(
+    socket: &Path,
+) -> Result<tonic::transport::Channel, tonic::transport::Error> {
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector(unix_connector(socket))
+        .await
+}
+
+/// A channel to the daemon's socket at `socket` that connects on first use, and again after a
+/// lost connection: the daemon's own Docker API, which starts before anything answers.
+pub fn local_channel(socket: &Path) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_static("http://localhost")
+        .connect_with_connector_lazy(unix_connector(socket))
+}
+
+fn unix_connector(
+    socket: &Path,
+) -> impl tower::Service<
+    tonic::transport::Uri,
+    Response = hyper_util::rt::TokioIo<tokio::net::UnixStream>,
+    Error = std::io::Error,
+    Future = impl Send,
+> + Clone
++ Send
++ 'static {
+    let socket = socket.to_path_buf();
+    tower::service_fn(move |_: tonic::transport::Uri| {
+        let socket = socket.clone();
+        async move {
+            Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
+                tokio::net::UnixStream::connect(socket).await?,
+            ))
+        }
+    })
+}
+
+/// What the Docker API listens on: `unix:///PATH`, or nothing for `none`.
+pub fn docker_api_socket(address: &str) -> Result<Option<PathBuf>, DaemonError> {
+    if address == "none" {
+        return Ok(None);
+    }
+    match address.strip_prefix("unix://") {
+        Some(path) if path.starts_with('/') => Ok(Some(PathBuf::from(path))),
+        _ => Err(DaemonError::UnsupportedDockerApi(address.to_owned())),
+    }
+}
+
 /// `shoal daemon`: logs to stderr (`RUST_LOG`, `info` by default), builds the daemon's runtime
 /// and serves until SIGTERM or SIGINT (see [`serve`]).
-pub fn run(data_root: PathBuf, host: &str) -> Result<(), DaemonError> {
+pub fn run(data_root: PathBuf, host: &str, docker_api: &str) -> Result<(), DaemonError> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -45,7 +97,7 @@ pub fn run(data_root: PathBuf, host: &str) -> Result<(), DaemonError> {
         )
         .with_writer(std::io::stderr)
         .init();
-    daemon_runtime()?.block_on(serve(data_root, host))
+    daemon_runtime()?.block_on(serve(data_root, host, docker_api))
 }
 
 /// The daemon's runtime. Engine calls run on blocking threads; capping them, and glibc's
@@ -67,8 +119,9 @@ fn daemon_runtime() -> Result<tokio::runtime::Runtime, DaemonError> {
 /// Runs the daemon until SIGTERM or SIGINT, or until its manager role's Raft store stops on a
 /// fatal storage error: then it stops like on SIGTERM and fails, so that its supervisor
 /// (systemd) restarts it and the member reopens its data.
-pub async fn serve(data_root: PathBuf, host: &str) -> Result<(), DaemonError> {
+pub async fn serve(data_root: PathBuf, host: &str, docker_api: &str) -> Result<(), DaemonError> {
     let socket = socket_path(host)?;
+    let docker_socket = docker_api_socket(docker_api)?;
     std::fs::create_dir_all(&data_root).map_err(DaemonError::io(format!(
         "creating the data root {}",
         data_root.display()
@@ -83,25 +136,13 @@ pub async fn serve(data_root: PathBuf, host: &str) -> Result<(), DaemonError> {
         data_root: data_root.clone(),
         source,
     })?;
-    if let Some(parent) = socket.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(DaemonError::io(format!("creating {}", parent.display())))?;
-    }
-    if socket.exists() {
-        if tokio::net::UnixStream::connect(&socket).await.is_ok() {
-            return Err(DaemonError::AlreadyListening(socket));
-        }
-        std::fs::remove_file(&socket).map_err(DaemonError::io(format!(
-            "removing the stale socket {}",
-            socket.display()
-        )))?;
-    }
-    let listener = tokio::net::UnixListener::bind(&socket).map_err(DaemonError::io(format!(
-        "listening on {}",
-        socket.display()
-    )))?;
+    let listener = bind_socket(&socket).await?;
     std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
         .map_err(DaemonError::io("restricting the socket to its owner"))?;
+    let docker_listener = match &docker_socket {
+        Some(path) => Some(bind_docker_socket(path).await?),
+        None => None,
+    };
     tracing::info!(socket = %socket.display(), data_root = %data_root.display(), "shoal daemon ready");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
     let roles = NodeRoles::new(&data_root, engine.clone());
@@ -121,11 +162,20 @@ pub async fn serve(data_root: PathBuf, host: &str) -> Result<(), DaemonError> {
                 let _ = stopped.await;
             }),
     );
+    let (stop_docker_api, docker_api_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let (Some(listener), Some(path)) = (docker_listener, &docker_socket) {
+        tracing::info!(socket = %path.display(), "Docker Engine API ready");
+        let backend = docker_api::Backend::new(local_channel(&socket), data_root.clone());
+        tokio::spawn(docker_api::serve(listener, backend, async {
+            let _ = docker_api_stopped.await;
+        }));
+    }
     let manager_failure = tokio::select! {
         () = shutdown_signal() => None,
         failure = manager_failure(&roles) => Some(failure),
     };
     let _ = stop_serving.send(());
+    let _ = stop_docker_api.send(());
     roles.shutdown().await;
     // Long-lived calls (`logs -f`, `wait`) would hold a graceful shutdown open forever; they
     // get a moment to finish and are then cut off. Containers are unaffected either way.
@@ -135,11 +185,51 @@ pub async fn serve(data_root: PathBuf, host: &str) -> Result<(), DaemonError> {
         Err(_) => tracing::info!("closing connections that were still open"),
     }
     let _ = std::fs::remove_file(&socket);
+    if let Some(path) = &docker_socket {
+        let _ = std::fs::remove_file(path);
+    }
     tracing::info!("shoal daemon stopped; containers keep running under their shims");
     if let Some(failure) = manager_failure {
         return Err(DaemonError::RaftStoreStopped(failure));
     }
     Ok(())
+}
+
+/// Listens on `socket`, replacing a stale socket file that nothing answers on; a live one is
+/// another daemon's.
+async fn bind_socket(socket: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
+    if let Some(parent) = socket.parent() {
+        std::fs::create_dir_all(parent)
+            .map_err(DaemonError::io(format!("creating {}", parent.display())))?;
+    }
+    if socket.exists() {
+        if tokio::net::UnixStream::connect(socket).await.is_ok() {
+            return Err(DaemonError::AlreadyListening(socket.to_path_buf()));
+        }
+        std::fs::remove_file(socket).map_err(DaemonError::io(format!(
+            "removing the stale socket {}",
+            socket.display()
+        )))?;
+    }
+    tokio::net::UnixListener::bind(socket).map_err(DaemonError::io(format!(
+        "listening on {}",
+        socket.display()
+    )))
+}
+
+/// The Docker API's socket: mode 0660, and group `shoal` when that group exists, as Docker's
+/// socket is for group `docker`.
+async fn bind_docker_socket(socket: &Path) -> Result<tokio::net::UnixListener, DaemonError> {
+    let listener = bind_socket(socket).await?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o660))
+        .map_err(DaemonError::io("setting the Docker API socket's mode"))?;
+    if let Some(group) = nix::unistd::Group::from_name("shoal").ok().flatten() {
+        nix::unistd::chown(socket, None, Some(group.gid)).map_err(|e| DaemonError::Io {
+            what: format!("giving {} to group shoal", socket.display()),
+            source: std::io::Error::from(e),
+        })?;
+    }
+    Ok(listener)
 }
 
 /// Returns once the manager role's Raft store has stopped for good, with why.

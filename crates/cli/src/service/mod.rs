@@ -659,8 +659,10 @@ async fn inspect(daemon: &mut Daemon, references: Vec<String>, pretty: bool) -> 
             .collect();
         print!("{}", pages.join("\n"));
     } else {
-        let documents: Vec<serde_json::Value> =
-            found.iter().map(format::service_inspect_json).collect();
+        let documents: Vec<serde_json::Value> = found
+            .iter()
+            .map(docker_api::shape::service::service_inspect_json)
+            .collect();
         println!(
             "{}",
             format::pretty_json(&serde_json::Value::Array(documents))?

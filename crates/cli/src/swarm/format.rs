@@ -1,16 +1,21 @@
 //! Pure halves of `swarm`, `info` and `node`: the requests built from flags, the node and cluster
-//! spec changes, and docker's `info` section, `node ls` rows and `node inspect` documents.
+//! spec changes, and docker's `info` text and JSON, `node ls` rows and `node inspect --pretty`
+//! text. The API documents inside them are `docker_api::shape`'s.
 
 use std::collections::BTreeMap;
 
 use anyhow::bail;
-use serde_json::{Map, Value, json};
+use docker_api::shape::node::{availability_name, node_state_name, reachability_name};
+use docker_api::shape::swarm::{
+    cluster_shown, data_path_port, local_node_state_name, remote_managers,
+};
+use serde_json::{Value, json};
 use shoal_proto::api;
 use spec::enums::TextForm as _;
 
 use crate::service::format::{
     ListRow, capitalize, cpus_text, duration_nanos, go_time_string, human_duration, natural_cmp,
-    rfc3339_nano, std_duration,
+    std_duration,
 };
 use crate::service::spec::parse_flag_duration;
 
@@ -185,34 +190,6 @@ pub(crate) fn update_node_spec(
     Ok(spec)
 }
 
-fn local_node_state_name(state: i32) -> &'static str {
-    use api::info_response::LocalNodeState as S;
-    match S::try_from(state) {
-        Ok(S::Pending) => "pending",
-        Ok(S::Active) => "active",
-        Ok(S::Error) => "error",
-        Ok(S::Locked) => "locked",
-        _ => "inactive",
-    }
-}
-
-/// The VXLAN port the cluster's overlays use, as `docker info` shows it: Swarm's default when the
-/// cluster sets none; a stored number that is no UDP port is shown as it is.
-fn data_path_port(cluster: &api::Cluster) -> u32 {
-    spec::defaults::vxlan_port(cluster.vxlan_udp_port).map_or(cluster.vxlan_udp_port, u32::from)
-}
-
-fn sorted_managers(info: &api::InfoResponse) -> Vec<(&String, &String)> {
-    let mut managers: Vec<(&String, &String)> = info.remote_managers.iter().collect();
-    managers.sort_by(|a, b| a.1.cmp(b.1).then(a.0.cmp(b.0)));
-    managers
-}
-
-fn cluster_shown(info: &api::InfoResponse) -> bool {
-    let state = local_node_state_name(info.local_node_state);
-    info.control_available && info.error.is_empty() && state != "error"
-}
-
 /// `shoal info`'s text: docker's "Swarm:" section, with the cluster's settings when this node is
 /// a manager and they could be read.
 pub(crate) fn info_text(info: &api::InfoResponse, cluster: Option<&api::Cluster>) -> String {
@@ -288,7 +265,7 @@ pub(crate) fn info_text(info: &api::InfoResponse, cluster: Option<&api::Cluster>
             }
         }
         line(format!(" Node Address: {}", info.node_addr));
-        let managers = sorted_managers(info);
+        let managers = remote_managers(info);
         if !managers.is_empty() {
             line(" Manager Addresses:".into());
             for (_, address) in managers {
@@ -305,99 +282,6 @@ pub(crate) fn info_text(info: &api::InfoResponse, cluster: Option<&api::Cluster>
     out
 }
 
-fn cluster_json(info: &api::InfoResponse, cluster: Option<&api::Cluster>) -> Value {
-    let Some(cluster) = cluster else {
-        return json!({"ID": info.cluster_id});
-    };
-    let meta = cluster.meta.as_ref();
-    let spec = cluster.spec.clone().unwrap_or_default();
-    let annotations = spec.annotations.clone().unwrap_or_default();
-    let raft = spec.raft.unwrap_or_default();
-    let ca = spec.ca_config.clone().unwrap_or_default();
-    let mut spec_json = Map::new();
-    spec_json.insert("Name".into(), json!(annotations.name));
-    spec_json.insert(
-        "Labels".into(),
-        json!(annotations.labels.iter().collect::<BTreeMap<_, _>>()),
-    );
-    spec_json.insert(
-        "Orchestration".into(),
-        json!({"TaskHistoryRetentionLimit": spec.orchestration.unwrap_or_default().task_history_retention_limit}),
-    );
-    spec_json.insert(
-        "Raft".into(),
-        json!({
-            "SnapshotInterval": raft.snapshot_interval, "KeepOldSnapshots": raft.keep_old_snapshots,
-            "LogEntriesForSlowFollowers": raft.log_entries_for_slow_followers,
-            "ElectionTick": raft.election_tick, "HeartbeatTick": raft.heartbeat_tick,
-        }),
-    );
-    let heartbeat = spec
-        .dispatcher
-        .as_ref()
-        .and_then(|d| d.heartbeat_period.as_ref())
-        .map_or(0, duration_nanos);
-    spec_json.insert("Dispatcher".into(), json!({"HeartbeatPeriod": heartbeat}));
-    spec_json.insert(
-        "CAConfig".into(),
-        json!({
-            "NodeCertExpiry": ca.node_cert_expiry.as_ref().map_or(0, duration_nanos),
-            "ForceRotate": ca.force_rotate,
-        }),
-    );
-    spec_json.insert("TaskDefaults".into(), json!({}));
-    spec_json.insert(
-        "EncryptionConfig".into(),
-        json!({"AutoLockManagers": spec.encryption_config.unwrap_or_default().auto_lock_managers}),
-    );
-    json!({
-        "ID": cluster.id,
-        "Version": {"Index": meta.and_then(|m| m.version.as_ref()).map_or(0, |v| v.index)},
-        "CreatedAt": rfc3339_nano(meta.and_then(|m| m.created_at.as_ref())),
-        "UpdatedAt": rfc3339_nano(meta.and_then(|m| m.updated_at.as_ref())),
-        "Spec": Value::Object(spec_json),
-        "RootRotationInProgress": false,
-        "DefaultAddrPool": cluster.default_address_pool,
-        "SubnetSize": cluster.subnet_size,
-        "DataPathPort": data_path_port(cluster),
-    })
-}
-
-/// docker's `Info.Swarm` object.
-pub(crate) fn swarm_info_json(info: &api::InfoResponse, cluster: Option<&api::Cluster>) -> Value {
-    let mut object = Map::new();
-    object.insert("NodeID".into(), json!(info.node_id));
-    object.insert("NodeAddr".into(), json!(info.node_addr));
-    object.insert(
-        "LocalNodeState".into(),
-        json!(local_node_state_name(info.local_node_state)),
-    );
-    object.insert("ControlAvailable".into(), json!(info.control_available));
-    object.insert("Error".into(), json!(info.error));
-    let managers: Vec<Value> = sorted_managers(info)
-        .into_iter()
-        .map(|(id, address)| json!({"NodeID": id, "Addr": address}))
-        .collect();
-    object.insert(
-        "RemoteManagers".into(),
-        if managers.is_empty() {
-            Value::Null
-        } else {
-            Value::Array(managers)
-        },
-    );
-    if info.nodes > 0 {
-        object.insert("Nodes".into(), json!(info.nodes));
-    }
-    if info.managers > 0 {
-        object.insert("Managers".into(), json!(info.managers));
-    }
-    if cluster_shown(info) {
-        object.insert("Cluster".into(), cluster_json(info, cluster));
-    }
-    Value::Object(object)
-}
-
 /// docker's `info --format json` object, holding what shoal knows: the server version, the name
 /// and the Swarm section.
 pub(crate) fn info_json(info: &api::InfoResponse, cluster: Option<&api::Cluster>) -> Value {
@@ -405,38 +289,8 @@ pub(crate) fn info_json(info: &api::InfoResponse, cluster: Option<&api::Cluster>
         "ServerVersion": info.engine_version,
         "Name": info.hostname,
         "RoutingMesh": info.routing_mesh,
-        "Swarm": swarm_info_json(info, cluster),
+        "Swarm": docker_api::shape::swarm::swarm_info_json(info, cluster),
     })
-}
-
-pub(crate) fn node_state_name(state: i32) -> &'static str {
-    use api::node_status::State as S;
-    match S::try_from(state) {
-        Ok(S::Down) => "down",
-        Ok(S::Ready) => "ready",
-        Ok(S::Disconnected) => "disconnected",
-        _ => "unknown",
-    }
-}
-
-fn availability_name(availability: i32) -> &'static str {
-    spec::enums::text_of::<api::node_spec::Availability>(availability)
-}
-
-/// A node's role; a number the enum does not have reads as a worker.
-fn role_name(role: i32) -> &'static str {
-    api::NodeRole::try_from(role)
-        .unwrap_or(api::NodeRole::Worker)
-        .text()
-}
-
-fn reachability_name(reachability: i32) -> &'static str {
-    use api::raft_member_status::Reachability as R;
-    match R::try_from(reachability) {
-        Ok(R::Reachable) => "reachable",
-        Ok(R::Unreachable) => "unreachable",
-        _ => "unknown",
-    }
 }
 
 fn hostname(node: &api::Node) -> &str {
@@ -522,93 +376,6 @@ pub(crate) fn node_rows(nodes: &[api::Node], local_node_id: &str) -> Vec<NodeRow
         .collect();
     rows.sort_by(|a, b| natural_cmp(&a.hostname, &b.hostname));
     rows
-}
-
-/// `node inspect`'s document for one node, in docker's shape.
-pub(crate) fn node_inspect_json(node: &api::Node) -> Value {
-    let meta = node.meta.as_ref();
-    let spec = node.spec.clone().unwrap_or_default();
-    let annotations = spec.annotations.clone().unwrap_or_default();
-    let mut spec_json = Map::new();
-    if !annotations.name.is_empty() {
-        spec_json.insert("Name".into(), json!(annotations.name));
-    }
-    spec_json.insert(
-        "Labels".into(),
-        json!(annotations.labels.iter().collect::<BTreeMap<_, _>>()),
-    );
-    spec_json.insert("Role".into(), json!(role_name(spec.desired_role)));
-    spec_json.insert(
-        "Availability".into(),
-        json!(availability_name(spec.availability)),
-    );
-    let description = node.description.clone().unwrap_or_default();
-    let platform = description.platform.clone().unwrap_or_default();
-    let resources = description.resources.clone().unwrap_or_default();
-    let engine = description.engine.clone().unwrap_or_default();
-    let mut engine_json = Map::new();
-    engine_json.insert("EngineVersion".into(), json!(engine.engine_version));
-    if !engine.labels.is_empty() {
-        engine_json.insert(
-            "Labels".into(),
-            json!(engine.labels.iter().collect::<BTreeMap<_, _>>()),
-        );
-    }
-    if !engine.plugins.is_empty() {
-        engine_json.insert(
-            "Plugins".into(),
-            Value::Array(
-                engine
-                    .plugins
-                    .iter()
-                    .map(|p| json!({"Type": p.r#type, "Name": p.name}))
-                    .collect(),
-            ),
-        );
-    }
-    let status = node.status.clone().unwrap_or_default();
-    let mut status_json = Map::new();
-    status_json.insert("State".into(), json!(node_state_name(status.state)));
-    if !status.message.is_empty() {
-        status_json.insert("Message".into(), json!(status.message));
-    }
-    status_json.insert("Addr".into(), json!(status.addr));
-    let mut object = Map::new();
-    object.insert("ID".into(), json!(node.id));
-    object.insert(
-        "Version".into(),
-        json!({"Index": meta.and_then(|m| m.version.as_ref()).map_or(0, |v| v.index)}),
-    );
-    object.insert(
-        "CreatedAt".into(),
-        json!(rfc3339_nano(meta.and_then(|m| m.created_at.as_ref()))),
-    );
-    object.insert(
-        "UpdatedAt".into(),
-        json!(rfc3339_nano(meta.and_then(|m| m.updated_at.as_ref()))),
-    );
-    object.insert("Spec".into(), Value::Object(spec_json));
-    object.insert(
-        "Description".into(),
-        json!({
-            "Hostname": description.hostname,
-            "Platform": {"Architecture": platform.architecture, "OS": platform.os},
-            "Resources": {"NanoCPUs": resources.nano_cpus, "MemoryBytes": resources.memory_bytes},
-            "Engine": Value::Object(engine_json),
-        }),
-    );
-    object.insert("Status".into(), Value::Object(status_json));
-    if let Some(manager) = &node.manager_status {
-        object.insert(
-            "ManagerStatus".into(),
-            json!({
-                "Leader": manager.leader,
-                "Reachability": reachability_name(manager.reachability),
-                "Addr": manager.addr,
-            }),
-        );
-    }
-    Value::Object(object)
 }
 
 /// `node inspect --pretty`: docker's template, for the fields shoal has.
@@ -807,23 +574,8 @@ mod tests {
     }
 
     #[test]
-    fn node_inspect_is_docker_shaped() {
+    fn node_pretty_is_docker_shaped() {
         let leader = node("nodeID", "defaultNodeHostname", Some(true));
-        let value = node_inspect_json(&leader);
-        assert_eq!(value["Version"]["Index"], 9);
-        assert_eq!(value["CreatedAt"], "2009-11-10T23:00:00Z");
-        assert_eq!(value["Spec"]["Role"], "manager");
-        assert_eq!(value["Spec"]["Availability"], "active");
-        assert_eq!(value["Spec"]["Labels"]["zone"], "east");
-        assert_eq!(value["Description"]["Platform"]["OS"], "linux");
-        assert_eq!(
-            value["Description"]["Resources"]["NanoCPUs"],
-            4_000_000_000i64
-        );
-        assert_eq!(value["Status"]["State"], "ready");
-        assert_eq!(value["ManagerStatus"]["Reachability"], "reachable");
-        let worker = node_inspect_json(&node("w", "w", None));
-        assert!(worker.get("ManagerStatus").is_none());
         let pretty = node_pretty(&leader);
         assert!(pretty.starts_with("ID:\t\t\tnodeID\nLabels:\n - zone=east\nHostname:              \tdefaultNodeHostname\nJoined at:             \t2009-11-10 23:00:00 +0000 utc\n"), "{pretty}");
         assert!(pretty.contains(" Leader:\t\tYes\n"), "{pretty}");
@@ -1006,10 +758,6 @@ mod tests {
     fn info_prints_docker_swarm_section() {
         let inactive = api::InfoResponse::default();
         assert_eq!(info_text(&inactive, None), "Swarm: inactive\n");
-        assert_eq!(
-            swarm_info_json(&inactive, None).to_string(),
-            r#"{"ControlAvailable":false,"Error":"","LocalNodeState":"inactive","NodeAddr":"","NodeID":"","RemoteManagers":null}"#
-        );
         let active = api::InfoResponse {
             local_node_state: api::info_response::LocalNodeState::Active as i32,
             node_id: "node1".into(),
@@ -1073,8 +821,6 @@ mod tests {
             join_token_text(api::NodeRole::Worker, "SWMTKN-1-x", "10.0.0.1:2377", false)
                 .starts_with("To add a worker to this swarm")
         );
-        assert_eq!(role_name(api::NodeRole::Manager as i32), "manager");
-        assert_eq!(role_name(99), "worker");
     }
 
     #[test]
@@ -1110,6 +856,5 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(info_text(&locked, None), "Swarm: locked\n");
-        assert_eq!(swarm_info_json(&locked, None)["LocalNodeState"], "locked");
     }
 }

@@ -608,7 +608,10 @@ pub(crate) async fn info(host: &str, format: Option<String>) -> anyhow::Result<(
         InfoFormat::Text => print!("{}", format::info_text(&info, cluster.as_ref())),
         InfoFormat::Json => println!("{}", format::info_json(&info, cluster.as_ref())),
         InfoFormat::SwarmJson => {
-            println!("{}", format::swarm_info_json(&info, cluster.as_ref()))
+            println!(
+                "{}",
+                docker_api::shape::swarm::swarm_info_json(&info, cluster.as_ref())
+            )
         }
     }
     Ok(())
@@ -670,8 +673,10 @@ pub(crate) async fn node(host: &str, command: NodeCommand) -> anyhow::Result<()>
                 let pages: Vec<String> = found.iter().map(format::node_pretty).collect();
                 print!("{}", pages.join("\n"));
             } else {
-                let documents: Vec<serde_json::Value> =
-                    found.iter().map(format::node_inspect_json).collect();
+                let documents: Vec<serde_json::Value> = found
+                    .iter()
+                    .map(docker_api::shape::node::node_inspect_json)
+                    .collect();
                 println!(
                     "{}",
                     crate::service::format::pretty_json(&serde_json::Value::Array(documents))?

@@ -74,21 +74,8 @@ pub(crate) fn daemon_channel(
         .enable_all()
         .build()
         .expect("tokio runtime");
-    let socket = socket.to_path_buf();
-    let channel = runtime.block_on(async move {
-        let connector = tower::service_fn(move |_: tonic::transport::Uri| {
-            let socket = socket.clone();
-            async move {
-                Ok::<_, std::io::Error>(hyper_util::rt::TokioIo::new(
-                    tokio::net::UnixStream::connect(socket).await?,
-                ))
-            }
-        });
-        tonic::transport::Endpoint::try_from("http://localhost")
-            .expect("endpoint")
-            .connect_with_connector(connector)
-            .await
-            .expect("connecting to the daemon")
-    });
+    let channel = runtime
+        .block_on(daemon::connect_local(socket))
+        .expect("connecting to the daemon");
     (runtime, channel)
 }

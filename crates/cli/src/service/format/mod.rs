@@ -1,8 +1,8 @@
 //! Pure printing for the swarm verbs: docker's tables (tabwriter with a minimum cell width of
-//! 10), `--format json` objects, inspect documents, go-units' human durations and the names and
+//! 10), `--format json` objects, `--pretty` text, go-units' human durations and the names and
 //! states `service ps` shows. Every function takes what it prints (and `now` where time matters).
+//! Inspect documents are Docker's API shapes, which `docker_api::shape` builds.
 
-mod inspect;
 mod ls;
 mod pretty;
 mod ps;
@@ -11,7 +11,6 @@ mod table;
 mod tests;
 mod values;
 
-pub(crate) use inspect::*;
 pub(crate) use ls::*;
 pub(crate) use pretty::*;
 pub(crate) use ps::*;

@@ -1,0 +1,546 @@
+//! End-to-end tests of the Docker Engine API: the stock docker CLI (28.2, a client only) drives
+//! a shoal swarm of test hosts through each node's Docker socket, unchanged. Each scenario
+//! builds its own hosts with the `shoal-tests` harness, which removes them afterwards, even when
+//! the test fails.
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::Value;
+use shoal_tests::{ClusterOptions, DOCKER_CLI, TestCluster, TestHost, skip, wait_until};
+
+/// How long a cluster may take to reach the state a test waits for.
+const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// A cluster of `hosts` hosts with the busybox image, or `None` (skipped) where the machine
+/// can't run one or has no docker CLI.
+fn hosts(test_name: &str, hosts: usize) -> Option<TestCluster> {
+    if !Path::new(DOCKER_CLI).exists() {
+        skip(
+            test_name,
+            &format!("{DOCKER_CLI} missing: the docker CLI 28 these tests drive"),
+        );
+        return None;
+    }
+    let cluster = TestCluster::start_or_skip(test_name, ClusterOptions::new(hosts))?;
+    for host in cluster.hosts() {
+        host.import_busybox();
+    }
+    Some(cluster)
+}
+
+fn stdout_and_stderr(output: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// `docker … --format '{{json .}}'` lines as JSON objects.
+fn json_lines(text: &str) -> Vec<Value> {
+    text.lines()
+        .filter(|line| !line.trim().is_empty())
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{line:?}: {e}")))
+        .collect()
+}
+
+/// One raw HTTP/1.1 request on `host`'s Docker socket: the status code and the body.
+fn http(host: &TestHost, method: &str, path: &str, body: &str) -> (u16, String) {
+    let socket = host.docker_host();
+    let socket = socket.trim_start_matches("unix://");
+    let mut stream = UnixStream::connect(socket).expect("connecting to the Docker socket");
+    stream
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("a read timeout");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: docker\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("writing the request");
+    let mut response = String::new();
+    stream
+        .read_to_string(&mut response)
+        .expect("reading the answer");
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, body)| body)
+        .to_owned();
+    (status, body)
+}
+
+/// The docker CLI forms the swarm, reads and changes its nodes, and takes it apart again; a
+/// worker refuses swarm calls as Docker does.
+#[test]
+fn the_docker_cli_forms_changes_and_leaves_a_swarm() {
+    let Some(cluster) = hosts("docker_cli_swarm", 3) else {
+        return;
+    };
+    let (h1, h2, h3) = (cluster.host(1), cluster.host(2), cluster.host(3));
+    let said = h1.docker_ok(&[
+        "swarm",
+        "init",
+        "--advertise-addr",
+        &h1.address().to_string(),
+    ]);
+    assert!(said.contains("Swarm initialized: current node ("), "{said}");
+    assert!(
+        said.contains("docker swarm join --token SWMTKN-1-"),
+        "{said}"
+    );
+    let worker_token = h1
+        .docker_ok(&["swarm", "join-token", "-q", "worker"])
+        .trim()
+        .to_owned();
+    let manager_token = h1
+        .docker_ok(&["swarm", "join-token", "-q", "manager"])
+        .trim()
+        .to_owned();
+    assert!(worker_token.starts_with("SWMTKN-1-"), "{worker_token}");
+    let manager = format!("{}:2377", h1.address());
+    let said = h2.docker_ok(&[
+        "swarm",
+        "join",
+        "--token",
+        &worker_token,
+        "--advertise-addr",
+        &h2.address().to_string(),
+        &manager,
+    ]);
+    assert!(
+        said.contains("This node joined a swarm as a worker."),
+        "{said}"
+    );
+    let said = h3.docker_ok(&[
+        "swarm",
+        "join",
+        "--token",
+        &manager_token,
+        "--advertise-addr",
+        &h3.address().to_string(),
+        &manager,
+    ]);
+    assert!(
+        said.contains("This node joined a swarm as a manager."),
+        "{said}"
+    );
+
+    let nodes = wait_until(
+        "three ready nodes in docker node ls",
+        CONVERGE_TIMEOUT,
+        || {
+            let nodes = json_lines(&h1.docker_ok(&["node", "ls", "--format", "{{json .}}"]));
+            let ready = nodes.iter().filter(|n| n["Status"] == "Ready").count();
+            if ready == 3 {
+                Ok(nodes)
+            } else {
+                Err(format!("{nodes:?}"))
+            }
+        },
+    );
+    let hostname = |n: &Value| n["Hostname"].as_str().unwrap_or_default().to_owned();
+    let me = nodes
+        .iter()
+        .find(|n| n["Self"] == true)
+        .expect("node ls marks this node");
+    assert_eq!(hostname(me), h1.name());
+    assert_eq!(me["ManagerStatus"], "Leader");
+    let worker = nodes
+        .iter()
+        .find(|n| hostname(n) == h2.name())
+        .expect("h2 in node ls");
+    assert_eq!(worker["ManagerStatus"], "");
+    assert_eq!(worker["Availability"], "Active");
+
+    // Changes through the docker CLI show in docker's and shoal's views alike.
+    h1.docker_ok(&[
+        "node",
+        "update",
+        "--label-add",
+        "zone=a",
+        "--availability",
+        "drain",
+        h2.name(),
+    ]);
+    let inspected: Value = serde_json::from_str(&h1.docker_ok(&["node", "inspect", h2.name()]))
+        .expect("node inspect JSON");
+    assert_eq!(inspected[0]["Spec"]["Labels"]["zone"], "a");
+    assert_eq!(inspected[0]["Spec"]["Availability"], "drain");
+    assert_eq!(inspected[0]["Description"]["Hostname"], h2.name());
+    let filtered = h1.docker_ok(&["node", "ls", "--filter", "node.label=zone=a", "-q"]);
+    assert_eq!(filtered.lines().count(), 1, "{filtered}");
+
+    // A worker's socket answers node-local calls and refuses swarm calls in Docker's words.
+    let info = h2.docker_ok(&["info", "--format", "{{json .Swarm}}"]);
+    let swarm: Value = serde_json::from_str(&info).expect("info's Swarm section");
+    assert_eq!(swarm["LocalNodeState"], "active");
+    assert_eq!(swarm["ControlAvailable"], false);
+    let output = h2.docker(&["service", "ls"]);
+    let said = stdout_and_stderr(&output);
+    assert!(
+        !output.status.success() && said.contains("This node is not a swarm manager."),
+        "{said}"
+    );
+    let (status, body) = http(h2, "GET", "/v1.51/services", "");
+    assert_eq!(status, 503, "{body}");
+
+    // Promotion and demotion: h2 becomes a manager, h3 a worker.
+    h1.docker_ok(&["node", "promote", h2.name()]);
+    let role_of = |host: &TestHost| {
+        h1.docker_ok(&["node", "inspect", "--format", "{{.Spec.Role}}", host.name()])
+            .trim()
+            .to_owned()
+    };
+    wait_until("h2 a manager", CONVERGE_TIMEOUT, || match role_of(h2) {
+        role if role == "manager" => Ok(()),
+        role => Err(role),
+    });
+    h1.docker_ok(&["node", "demote", h3.name()]);
+    wait_until("h3 a worker", CONVERGE_TIMEOUT, || match role_of(h3) {
+        role if role == "worker" => Ok(()),
+        role => Err(role),
+    });
+
+    // Leaving: h3 leaves, and h1 removes it once it is down.
+    wait_until("h3 leaves", CONVERGE_TIMEOUT, || {
+        let output = h3.docker(&["swarm", "leave"]);
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(stdout_and_stderr(&output))
+        }
+    });
+    wait_until("h3 down", CONVERGE_TIMEOUT, || {
+        let status = h1.docker_ok(&[
+            "node",
+            "inspect",
+            "--format",
+            "{{.Status.State}}",
+            h3.name(),
+        ]);
+        if status.trim() == "down" {
+            Ok(())
+        } else {
+            Err(status)
+        }
+    });
+    h1.docker_ok(&["node", "rm", h3.name()]);
+    let left = h1.docker_ok(&["node", "ls", "-q"]);
+    assert_eq!(left.lines().count(), 2, "{left}");
+    let info: Value = serde_json::from_str(&h3.docker_ok(&["info", "--format", "{{json .Swarm}}"]))
+        .expect("info JSON");
+    assert_eq!(info["LocalNodeState"], "inactive");
+}
+
+/// Bad input gets Docker's status code and a message, and nothing is written.
+#[test]
+fn bad_requests_get_docker_s_codes_and_change_nothing() {
+    let Some(cluster) = hosts("docker_cli_bad_input", 1) else {
+        return;
+    };
+    let h1 = cluster.host(1);
+    h1.docker_ok(&[
+        "swarm",
+        "init",
+        "--advertise-addr",
+        &h1.address().to_string(),
+    ]);
+    let (status, body) = http(h1, "GET", "/v1.99/info", "");
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("client version 1.99 is too new"), "{body}");
+    let (status, body) = http(h1, "GET", "/v1.51/nothing/here", "");
+    assert_eq!(
+        (status, body.trim()),
+        (404, r#"{"message":"page not found"}"#)
+    );
+    let (status, body) = http(h1, "POST", "/v1.51/services/create", "{not json");
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = http(
+        h1,
+        "POST",
+        "/v1.51/services/create",
+        r#"{"Name":"web","TaskTemplate":{"ContainerSpec":{"Image":"busybox","Env":"A=B"}}}"#,
+    );
+    assert_eq!(status, 400, "{body}");
+    assert!(body.contains("Env"), "the error names the field: {body}");
+    let (status, body) = http(h1, "GET", "/v1.51/services/nope", "");
+    assert_eq!(status, 404, "{body}");
+    let (status, body) = http(
+        h1,
+        "GET",
+        "/v1.51/nodes?filters=%7B%22colour%22%3A%7B%22red%22%3Atrue%7D%7D",
+        "",
+    );
+    assert_eq!(
+        (status, body.trim()),
+        (400, r#"{"message":"invalid filter 'colour'"}"#)
+    );
+    assert_eq!(
+        h1.docker_ok(&["service", "ls", "-q"]).trim(),
+        "",
+        "a refused create wrote nothing"
+    );
+
+    // An update at a stale version is Docker's 500 "update out of sequence", and changes nothing.
+    h1.docker_ok(&[
+        "service", "create", "-d", "--name", "web", "busybox", "sleep", "3600",
+    ]);
+    let service: Value =
+        serde_json::from_str(&h1.docker_ok(&["service", "inspect", "web"])).expect("service JSON");
+    let version = service[0]["Version"]["Index"].as_u64().expect("a version");
+    let mut spec = service[0]["Spec"].clone();
+    spec["Labels"] = serde_json::json!({"first": "1"});
+    let (status, body) = http(
+        h1,
+        "POST",
+        &format!("/v1.51/services/web/update?version={version}"),
+        &spec.to_string(),
+    );
+    assert_eq!(status, 200, "{body}");
+    spec["Labels"] = serde_json::json!({"stale": "1"});
+    let (status, body) = http(
+        h1,
+        "POST",
+        &format!("/v1.51/services/web/update?version={version}"),
+        &spec.to_string(),
+    );
+    assert_eq!(status, 500, "{body}");
+    assert!(body.contains("update out of sequence"), "{body}");
+    let labels = h1.docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.Labels}}",
+        "web",
+    ]);
+    assert_eq!(labels.trim(), r#"{"first":"1"}"#);
+}
+
+/// A service's life through the docker CLI: create with its progress display, list, ps, inspect,
+/// scale, update, rollback, logs and rm; shoal's own CLI sees the same service.
+#[test]
+fn the_docker_cli_runs_a_service_from_create_to_rm() {
+    let Some(cluster) = hosts("docker_cli_service", 2) else {
+        return;
+    };
+    let (h1, h2) = (cluster.host(1), cluster.host(2));
+    cluster.form_swarm(1, 1);
+    // Without -d: the docker CLI follows the progress until the service converges.
+    let said = stdout_and_stderr(&h1.docker(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "busybox",
+        "sh",
+        "-c",
+        "echo hello from $(hostname); exec sleep 3600",
+    ]));
+    assert!(
+        said.contains("Service web converged") || said.contains("verify: Service"),
+        "{said}"
+    );
+    let services = json_lines(&h1.docker_ok(&["service", "ls", "--format", "{{json .}}"]));
+    assert_eq!(services.len(), 1, "{services:?}");
+    assert_eq!(services[0]["Name"], "web");
+    assert_eq!(services[0]["Mode"], "replicated");
+    assert_eq!(services[0]["Replicas"], "3/3");
+    // The docker CLI names the image in full; it could not pin a digest (no registry).
+    assert_eq!(services[0]["Image"], "busybox:latest");
+    let tasks = json_lines(&h1.docker_ok(&["service", "ps", "web", "--format", "{{json .}}"]));
+    assert_eq!(tasks.len(), 3, "{tasks:?}");
+    for task in &tasks {
+        assert_eq!(task["DesiredState"], "Running");
+        assert!(
+            task["CurrentState"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("Running"),
+            "{task}"
+        );
+        assert!(
+            task["Name"]
+                .as_str()
+                .unwrap_or_default()
+                .starts_with("web."),
+            "{task}"
+        );
+    }
+    let nodes: std::collections::BTreeSet<&str> =
+        tasks.iter().filter_map(|t| t["Node"].as_str()).collect();
+    assert!(
+        nodes.contains(h1.name()) && nodes.contains(h2.name()),
+        "spread over both nodes: {nodes:?}"
+    );
+    let shoal_ls = h1.shoal_ok(&["service", "ls", "--format", "json"]);
+    assert!(
+        shoal_ls.contains("\"3/3\""),
+        "shoal sees the same service: {shoal_ls}"
+    );
+
+    // scale, update and rollback, each waiting for convergence as the docker CLI does.
+    h1.docker_ok(&["service", "scale", "web=1"]);
+    assert_eq!(
+        h1.docker_ok(&["service", "ls", "--format", "{{.Replicas}}"])
+            .trim(),
+        "1/1"
+    );
+    h1.docker_ok(&["service", "update", "--env-add", "COLOUR=blue", "web"]);
+    let env = h1.docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+        "web",
+    ]);
+    assert_eq!(env.trim(), r#"["COLOUR=blue"]"#);
+    h1.docker_ok(&["service", "rollback", "web"]);
+    let env = h1.docker_ok(&[
+        "service",
+        "inspect",
+        "--format",
+        "{{json .Spec.TaskTemplate.ContainerSpec.Env}}",
+        "web",
+    ]);
+    assert_eq!(env.trim(), "null", "rolled back to no environment");
+
+    // logs: every task's output, with docker's task prefix.
+    let logs = wait_until("the service's logs", CONVERGE_TIMEOUT, || {
+        let logs = stdout_and_stderr(&h1.docker(&["service", "logs", "web"]));
+        if logs.contains("hello from") {
+            Ok(logs)
+        } else {
+            Err(logs)
+        }
+    });
+    // Docker's prefix: `web.SLOT.TASK@NODE    | `.
+    assert!(
+        logs.lines()
+            .all(|l| l.starts_with("web.") && l.contains('@') && l.contains("    | hello from")),
+        "{logs}"
+    );
+
+    h1.docker_ok(&["service", "rm", "web"]);
+    assert_eq!(h1.docker_ok(&["service", "ls", "-q"]).trim(), "");
+    assert_eq!(h1.shoal_ok(&["service", "ls", "-q"]).trim(), "");
+}
+
+/// Secrets, configs and networks through the docker CLI.
+#[test]
+fn the_docker_cli_manages_secrets_configs_and_networks() {
+    let Some(cluster) = hosts("docker_cli_objects", 1) else {
+        return;
+    };
+    let h1 = cluster.host(1);
+    h1.docker_ok(&[
+        "swarm",
+        "init",
+        "--advertise-addr",
+        &h1.address().to_string(),
+    ]);
+    let secret_file = h1.dir().join("secret.txt");
+    std::fs::write(&secret_file, "s3cret").expect("a secret file");
+    let secret_file = secret_file.display().to_string();
+    let id = h1.docker_ok(&[
+        "secret",
+        "create",
+        "--label",
+        "tier=db",
+        "db_password",
+        &secret_file,
+    ]);
+    assert!(!id.trim().is_empty());
+    let secrets = json_lines(&h1.docker_ok(&["secret", "ls", "--format", "{{json .}}"]));
+    assert_eq!(secrets.len(), 1);
+    assert_eq!(secrets[0]["Name"], "db_password");
+    let inspected: Value =
+        serde_json::from_str(&h1.docker_ok(&["secret", "inspect", "db_password"]))
+            .expect("secret JSON");
+    assert_eq!(inspected[0]["Spec"]["Labels"]["tier"], "db");
+    assert!(
+        inspected[0]["Spec"].get("Data").is_none(),
+        "a secret's data is never returned"
+    );
+    h1.docker_ok(&["config", "create", "site", &secret_file]);
+    let data = h1.docker_ok(&[
+        "config",
+        "inspect",
+        "--format",
+        "{{json .Spec.Data}}",
+        "site",
+    ]);
+    assert_eq!(data.trim(), "\"czNjcmV0\"", "a config's data, in base64");
+    h1.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.77.0.0/24",
+        "--attachable",
+        "backend",
+    ]);
+    let networks = json_lines(&h1.docker_ok(&[
+        "network",
+        "ls",
+        "--filter",
+        "driver=overlay",
+        "--format",
+        "{{json .}}",
+    ]));
+    let backend = networks
+        .iter()
+        .find(|n| n["Name"] == "backend")
+        .unwrap_or_else(|| panic!("{networks:?}"));
+    assert_eq!(backend["Driver"], "overlay");
+    assert_eq!(backend["Scope"], "swarm");
+    let subnet = h1.docker_ok(&[
+        "network",
+        "inspect",
+        "--format",
+        "{{json .IPAM.Config}}",
+        "backend",
+    ]);
+    assert!(subnet.contains("10.77.0.0/24"), "{subnet}");
+    // In use: refused, naming the service.
+    h1.docker_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "api",
+        "--network",
+        "backend",
+        "--secret",
+        "db_password",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+    let refused = stdout_and_stderr(&h1.docker(&["network", "rm", "backend"]));
+    assert!(refused.contains("api"), "{refused}");
+    let refused = stdout_and_stderr(&h1.docker(&["secret", "rm", "db_password"]));
+    assert!(refused.contains("api"), "{refused}");
+    h1.docker_ok(&["service", "rm", "api"]);
+    h1.docker_ok(&["secret", "rm", "db_password"]);
+    h1.docker_ok(&["config", "rm", "site"]);
+    wait_until("the network free", CONVERGE_TIMEOUT, || {
+        let output = h1.docker(&["network", "rm", "backend"]);
+        if output.status.success() {
+            Ok(())
+        } else {
+            Err(stdout_and_stderr(&output))
+        }
+    });
+    assert_eq!(h1.docker_ok(&["secret", "ls", "-q"]).trim(), "");
+}
