@@ -185,15 +185,7 @@ pub(crate) async fn image_pull(
 }
 
 fn ago(rfc3339: &str) -> String {
-    ago_at(rfc3339, SystemTime::now())
-}
-
-/// "2 weeks ago": how long before `now` the engine's timestamp was, as every list says it.
-fn ago_at(rfc3339: &str, now: SystemTime) -> String {
-    match spec::time::parse_rfc3339(rfc3339).and_then(|t| now.duration_since(t).ok()) {
-        Some(elapsed) => spec::human::ago(elapsed),
-        None => "N/A".to_owned(),
-    }
+    docker_api::shape::engine::ago(rfc3339, SystemTime::now())
 }
 
 fn short_id(id: &str) -> &str {
@@ -357,23 +349,7 @@ pub(crate) async fn container_run(host: &str, options: RunOptions) -> anyhow::Re
 }
 
 fn status_text(container: &pb::Container) -> String {
-    match container.status.as_str() {
-        "running" => {
-            let mut text = format!("Up {}", ago(&container.started_at).trim_end_matches(" ago"));
-            match container.health.as_str() {
-                "" => {}
-                "starting" => text.push_str(" (health: starting)"),
-                other => text.push_str(&format!(" ({other})")),
-            }
-            text
-        }
-        "exited" => format!(
-            "Exited ({}) {}",
-            container.exit_code,
-            ago(&container.finished_at)
-        ),
-        _ => "Created".to_owned(),
-    }
+    docker_api::shape::engine::status_text(container, SystemTime::now())
 }
 
 fn command_text(args: &[String]) -> String {
@@ -547,11 +523,31 @@ pub(crate) async fn container_wait(host: &str, ids: Vec<String>) -> anyhow::Resu
     Ok(())
 }
 
+/// `container exec`: runs `command` in the container through the engine's exec, writes its
+/// output, and returns its exit code for the CLI's own.
+pub(crate) async fn container_exec(
+    host: &str,
+    container: String,
+    command: Vec<String>,
+) -> anyhow::Result<i32> {
+    let mut client = connect(host).await?;
+    let result = client
+        .exec_container(pb::ExecRequest {
+            id: container,
+            args: command,
+        })
+        .await
+        .map_err(daemon_error)?
+        .into_inner();
+    std::io::stdout().write_all(&result.stdout)?;
+    std::io::stdout().flush()?;
+    std::io::stderr().write_all(&result.stderr)?;
+    Ok(result.exit_code)
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
-
-    use super::*;
 
     /// `image ls` and `secret ls` say the same age the same way (issue 13: "20 days" here,
     /// "2 weeks" there), and tables pad as docker's tabwriter does whichever list prints them.
@@ -560,14 +556,14 @@ mod tests {
         let now = std::time::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let created = now - Duration::from_secs(20 * 86_400);
         let text = spec::time::rfc3339(created);
-        assert_eq!(ago_at(&text, now), "2 weeks ago");
+        assert_eq!(docker_api::shape::engine::ago(&text, now), "2 weeks ago");
         let timestamp = shoal_proto::api::Timestamp {
             seconds: 1_800_000_000 - 20 * 86_400,
             nanos: 0,
         };
         assert_eq!(
             crate::payload::ago(Some(&timestamp), now),
-            ago_at(&text, now)
+            docker_api::shape::engine::ago(&text, now)
         );
         assert_eq!(
             crate::service::format::table(&["ID", "NAME"], &[vec!["a".into(), "b".into()]]),

@@ -207,6 +207,13 @@ enum ContainerCommand {
         #[arg(required = true)]
         containers: Vec<String>,
     },
+    /// Runs a command in a running container and exits with its exit code (its output comes
+    /// once it has exited; no terminal or input).
+    Exec {
+        container: String,
+        #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+        command: Vec<String>,
+    },
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -336,6 +343,9 @@ fn main() -> ExitCode {
                     }
                     ContainerCommand::Wait { containers } => {
                         client::container_wait(&host, containers).await.map(|()| 0)
+                    }
+                    ContainerCommand::Exec { container, command } => {
+                        client::container_exec(&host, container, command).await
                     }
                 }
             })

@@ -388,6 +388,54 @@ fn the_docker_cli_runs_a_service_from_create_to_rm() {
         "shoal sees the same service: {shoal_ls}"
     );
 
+    // On the worker, its own socket shows, logs, inspects and execs into the task's containers.
+    let containers = json_lines(&h2.docker_ok(&["ps", "--format", "{{json .}}"]));
+    let task_container = containers
+        .iter()
+        .find(|c| c["Names"].as_str().is_some_and(|n| n.starts_with("web.")))
+        .unwrap_or_else(|| panic!("no task container in docker ps on the worker: {containers:?}"));
+    let id = task_container["ID"]
+        .as_str()
+        .expect("a container id")
+        .to_owned();
+    assert!(
+        task_container["Status"]
+            .as_str()
+            .unwrap_or_default()
+            .starts_with("Up "),
+        "{task_container}"
+    );
+    let logs = h2.docker_ok(&["logs", &id]);
+    assert!(logs.starts_with("hello from "), "{logs}");
+    let running = h2.docker_ok(&[
+        "inspect",
+        "--format",
+        "{{.State.Running}} {{.Config.Image}}",
+        &id,
+    ]);
+    assert_eq!(running.trim(), "true busybox:latest");
+    let exec = h2.docker(&[
+        "exec",
+        &id,
+        "sh",
+        "-c",
+        "echo in $(hostname); echo to-stderr >&2; exit 3",
+    ]);
+    assert_eq!(exec.status.code(), Some(3), "{}", stdout_and_stderr(&exec));
+    assert_eq!(
+        String::from_utf8_lossy(&exec.stdout).trim(),
+        logs.trim().replace("hello from", "in")
+    );
+    assert_eq!(String::from_utf8_lossy(&exec.stderr).trim(), "to-stderr");
+    let shoal_exec = h2.shoal(&["container", "exec", &id, "sh", "-c", "exit 5"]);
+    assert_eq!(
+        shoal_exec.status.code(),
+        Some(5),
+        "shoal's exec takes the same path"
+    );
+    let images = h2.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
+    assert!(images.lines().any(|l| l == "busybox:latest"), "{images}");
+
     // scale, update and rollback, each waiting for convergence as the docker CLI does.
     h1.docker_ok(&["service", "scale", "web=1"]);
     assert_eq!(

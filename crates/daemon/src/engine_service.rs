@@ -241,6 +241,23 @@ impl Engine for EngineService {
 
     type ContainerLogsStream = LogStream;
 
+    async fn exec_container(
+        &self,
+        request: Request<pb::ExecRequest>,
+    ) -> Result<Response<pb::ExecResult>, Status> {
+        let request = request.into_inner();
+        let output = self
+            .engine
+            .exec(&request.id, &request.args)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ExecResult {
+            exit_code: output.code,
+            stdout: output.stdout,
+            stderr: output.stderr,
+        }))
+    }
+
     async fn container_logs(
         &self,
         request: Request<pb::LogsRequest>,

@@ -285,6 +285,69 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .into_inner();
             ok(&json!({ "NetworksDeleted": pruned.networks_deleted }))
         }
+        Route::ContainerList => {
+            let all = call.flag("all");
+            let containers = c
+                .engine
+                .list_containers(pb::ListContainersRequest { all })
+                .await
+                .map_err(|s| from_status(&s))?
+                .into_inner()
+                .containers;
+            let now = std::time::SystemTime::now();
+            ok(&Value::Array(
+                containers
+                    .iter()
+                    .map(|container| shape::engine::container_summary_json(container, now))
+                    .collect(),
+            ))
+        }
+        Route::ContainerInspect(id) => {
+            let container = c
+                .engine
+                .inspect_container(pb::ContainerRef { id })
+                .await
+                .map_err(|s| from_status(&s))?
+                .into_inner();
+            ok(&shape::engine::container_inspect_json(&container))
+        }
+        Route::ContainerLogs(id) => crate::logs::container(c, &call, id).await,
+        Route::ImageList => {
+            let images = c
+                .engine
+                .list_images(pb::ListImagesRequest {})
+                .await
+                .map_err(|s| from_status(&s))?
+                .into_inner()
+                .images;
+            ok(&Value::Array(
+                images
+                    .iter()
+                    .map(shape::engine::image_summary_json)
+                    .collect(),
+            ))
+        }
+        Route::ImageInspect(name) => {
+            let document = c
+                .engine
+                .inspect_image(pb::InspectImageRequest { name })
+                .await
+                .map_err(|s| from_status(&s))?
+                .into_inner();
+            let value: Value = serde_json::from_str(&document.json).map_err(|e| {
+                ApiError::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the engine's image document did not read: {e}"),
+                )
+            })?;
+            ok(&value)
+        }
+        Route::ExecCreate(container) => crate::exec::create(c, &call, container).await,
+        Route::ExecInspect(id) => crate::exec::inspect(c, &id),
+        Route::ImageLoad | Route::ExecStart(_) => Err(ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "image load and exec start take their connection; the server answers them itself",
+        )),
         Route::DistributionInspect(image) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!(
@@ -598,4 +661,56 @@ async fn task_list(c: &mut Backend, call: &Call) -> Answer {
 
 async fn logs(c: &mut Backend, call: &Call, services: Vec<String>, tasks: Vec<String>) -> Answer {
     crate::logs::answer(c, call, services, tasks).await
+}
+
+/// `POST /images/load` (`docker load`): the archive streams to the engine as it arrives, and
+/// the answer names what was loaded, one JSON message per image as Docker's does.
+pub(crate) async fn image_load(mut backend: Backend, body: hyper::body::Incoming) -> Answer {
+    use http_body_util::BodyExt;
+    let (sender, receiver) = tokio::sync::mpsc::channel::<pb::Upload>(4);
+    let forward = tokio::spawn(async move {
+        let mut body = body;
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else { return };
+            if let Ok(data) = frame.into_data()
+                && sender
+                    .send(pb::Upload {
+                        reference: String::new(),
+                        data: data.to_vec(),
+                    })
+                    .await
+                    .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let loaded = backend
+        .engine
+        .load_image(tokio_stream::wrappers::ReceiverStream::new(receiver))
+        .await;
+    forward.abort();
+    let images = loaded.map_err(|s| from_status(&s))?.into_inner().images;
+    let mut text = String::new();
+    for image in &images {
+        let lines: Vec<String> = if image.repo_tags.is_empty() {
+            vec![format!("Loaded image ID: {}\n", image.id)]
+        } else {
+            image
+                .repo_tags
+                .iter()
+                .map(|tag| format!("Loaded image: {tag}\n"))
+                .collect()
+        };
+        for line in lines {
+            text.push_str(&json!({ "stream": line }).to_string());
+            text.push('\n');
+        }
+    }
+    let mut response = Response::new(full(text));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        hyper::header::HeaderValue::from_static("application/json"),
+    );
+    Ok(response)
 }

@@ -8,6 +8,7 @@
 
 mod calls;
 pub mod error;
+pub mod exec;
 pub mod filters;
 pub mod logs;
 pub mod route;

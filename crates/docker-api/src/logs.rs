@@ -25,31 +25,46 @@ pub struct Framing {
     pub stderr: bool,
 }
 
-/// The bytes `message` becomes: one frame per line, or nothing when its stream wasn't asked for.
+/// The bytes a service's log message becomes: one frame per line, or nothing when its stream
+/// wasn't asked for. Its details are the swarm's ids.
 pub fn frames(message: &api::LogMessage, framing: &Framing) -> Vec<u8> {
+    let time = message
+        .timestamp
+        .as_ref()
+        .map_or(std::time::UNIX_EPOCH, |t| {
+            std::time::UNIX_EPOCH + spec::time::since_unix_epoch(t)
+        });
+    let details = format!(
+        "com.docker.swarm.node.id={},com.docker.swarm.service.id={},com.docker.swarm.task.id={}",
+        message.node_id, message.service_id, message.task_id
+    );
     let stderr = message.stream == api::log_message::Stream::Stderr as i32;
+    frame_lines(stderr, time, &details, &message.data, framing)
+}
+
+/// `data`'s lines, each with the time and `details` before it as `framing` asks, each in a
+/// frame of its own unless raw.
+pub fn frame_lines(
+    stderr: bool,
+    time: std::time::SystemTime,
+    details: &str,
+    data: &[u8],
+    framing: &Framing,
+) -> Vec<u8> {
     if (stderr && !framing.stderr) || (!stderr && !framing.stdout) {
         return Vec::new();
     }
     let mut head = String::new();
     if framing.timestamps {
-        let time = message
-            .timestamp
-            .as_ref()
-            .map_or(std::time::UNIX_EPOCH, |t| {
-                std::time::UNIX_EPOCH + spec::time::since_unix_epoch(t)
-            });
         head.push_str(&spec::time::rfc3339_nano(time));
         head.push(' ');
     }
-    if framing.details {
-        head.push_str(&format!(
-            "com.docker.swarm.node.id={},com.docker.swarm.service.id={},com.docker.swarm.task.id={} ",
-            message.node_id, message.service_id, message.task_id
-        ));
+    if framing.details && !details.is_empty() {
+        head.push_str(details);
+        head.push(' ');
     }
     let mut out = Vec::new();
-    for line in message.data.split_inclusive(|b| *b == b'\n') {
+    for line in data.split_inclusive(|b| *b == b'\n') {
         let mut payload = Vec::with_capacity(head.len() + line.len() + 1);
         payload.extend_from_slice(head.as_bytes());
         payload.extend_from_slice(line);
@@ -95,13 +110,8 @@ fn since(call: &Call) -> Result<Option<std::time::SystemTime>, ApiError> {
     ))
 }
 
-/// Streams the logs of `services` or `tasks`.
-pub async fn answer(
-    backend: &mut Backend,
-    call: &Call,
-    services: Vec<String>,
-    tasks: Vec<String>,
-) -> Result<Response<Body>, ApiError> {
+/// The streams and decorations a logs call asks for; neither stream is Docker's 400.
+fn framing(call: &Call, raw: bool) -> Result<Framing, ApiError> {
     let stdout = call.flag("stdout");
     let stderr = call.flag("stderr");
     if !stdout && !stderr {
@@ -109,14 +119,82 @@ pub async fn answer(
             "Bad parameters: you must choose at least one stream",
         ));
     }
-    let tty = tty_of(backend, &services, &tasks).await?;
-    let framing = Framing {
-        raw: tty,
+    Ok(Framing {
+        raw,
         timestamps: call.flag("timestamps"),
         details: call.flag("details"),
         stdout,
         stderr,
-    };
+    })
+}
+
+fn stream_response(
+    frames: impl tokio_stream::Stream<Item = Result<Frame<Bytes>, std::io::Error>>
+    + Send
+    + Sync
+    + 'static,
+    raw: bool,
+) -> Response<Body> {
+    let mut response = Response::new(StreamBody::new(frames).boxed());
+    *response.status_mut() = StatusCode::OK;
+    response.headers_mut().insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static(if raw {
+            "application/vnd.docker.raw-stream"
+        } else {
+            "application/vnd.docker.multiplexed-stream"
+        }),
+    );
+    response
+}
+
+/// Streams the logs of one of this node's containers (`docker logs`).
+pub async fn container(
+    backend: &mut Backend,
+    call: &Call,
+    id: String,
+) -> Result<Response<Body>, ApiError> {
+    let framing = framing(call, false)?;
+    let since = since(call)?;
+    let stream = backend
+        .engine
+        .container_logs(shoal_proto::engine::LogsRequest {
+            id,
+            follow: call.flag("follow"),
+            tail: tail(call)?,
+        })
+        .await
+        .map_err(|s| from_status(&s))?
+        .into_inner();
+    let frames = stream.filter_map(move |entry| match entry {
+        Ok(entry) => {
+            let time = spec::time::parse_rfc3339(&entry.time).unwrap_or(std::time::UNIX_EPOCH);
+            if since.is_some_and(|since| time < since) {
+                return None;
+            }
+            let bytes = frame_lines(
+                entry.stream == "stderr",
+                time,
+                "",
+                entry.log.as_bytes(),
+                &framing,
+            );
+            Some(Ok(Frame::data(Bytes::from(bytes))))
+        }
+        Err(status) => Some(Err(std::io::Error::other(status.message().to_owned()))),
+    });
+    Ok(stream_response(frames, false))
+}
+
+/// Streams the logs of `services` or `tasks`.
+pub async fn answer(
+    backend: &mut Backend,
+    call: &Call,
+    services: Vec<String>,
+    tasks: Vec<String>,
+) -> Result<Response<Body>, ApiError> {
+    let tty = tty_of(backend, &services, &tasks).await?;
+    let framing = framing(call, tty)?;
     let since = since(call)?;
     let stream = backend
         .control
@@ -141,17 +219,7 @@ pub async fn answer(
             Ok(message) => Ok(Frame::data(Bytes::from(frames(&message, &framing)))),
             Err(status) => Err(std::io::Error::other(status.message().to_owned())),
         });
-    let mut response = Response::new(StreamBody::new(frames).boxed());
-    *response.status_mut() = StatusCode::OK;
-    response.headers_mut().insert(
-        CONTENT_TYPE,
-        HeaderValue::from_static(if tty {
-            "application/vnd.docker.raw-stream"
-        } else {
-            "application/vnd.docker.multiplexed-stream"
-        }),
-    );
-    Ok(response)
+    Ok(stream_response(frames, tty))
 }
 
 /// Whether the service (or the task's service) runs with a TTY: its logs are then bare bytes.

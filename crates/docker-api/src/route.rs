@@ -48,6 +48,15 @@ pub enum Route {
     NetworkInspect(String),
     NetworkDelete(String),
     DistributionInspect(String),
+    ContainerList,
+    ContainerInspect(String),
+    ContainerLogs(String),
+    ImageList,
+    ImageInspect(String),
+    ImageLoad,
+    ExecCreate(String),
+    ExecStart(String),
+    ExecInspect(String),
 }
 
 /// The route of `method` on `path` (the path without its version prefix). A path no route has
@@ -121,6 +130,17 @@ fn find(method: &Method, path: &str) -> Option<Route> {
         ["distribution", name @ .., "json"] if get && !name.is_empty() => {
             Some(Route::DistributionInspect(name.join("/")))
         }
+        ["containers", "json"] if get => Some(Route::ContainerList),
+        ["containers", id, "json"] if get => Some(Route::ContainerInspect(owned(id))),
+        ["containers", id, "logs"] if get => Some(Route::ContainerLogs(owned(id))),
+        ["containers", id, "exec"] if post => Some(Route::ExecCreate(owned(id))),
+        ["exec", id, "start"] if post => Some(Route::ExecStart(owned(id))),
+        ["exec", id, "json"] if get => Some(Route::ExecInspect(owned(id))),
+        ["images", "json"] if get => Some(Route::ImageList),
+        ["images", "load"] if post => Some(Route::ImageLoad),
+        ["images", name @ .., "json"] if get && !name.is_empty() => {
+            Some(Route::ImageInspect(name.join("/")))
+        }
         _ => None,
     }
 }
@@ -149,6 +169,18 @@ mod tests {
             ),
             (Method::POST, "/services/create", Route::ServiceCreate),
             (Method::GET, "/tasks/t1/logs", Route::TaskLogs("t1".into())),
+            (Method::GET, "/containers/json", Route::ContainerList),
+            (
+                Method::GET,
+                "/containers/c1/json",
+                Route::ContainerInspect("c1".into()),
+            ),
+            (Method::GET, "/images/json", Route::ImageList),
+            (
+                Method::GET,
+                "/images/localhost:5000/busybox:1/json",
+                Route::ImageInspect("localhost:5000/busybox:1".into()),
+            ),
             (
                 Method::GET,
                 "/distribution/127.0.0.1:5000/library/busybox:latest/json",

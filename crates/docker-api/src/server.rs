@@ -37,6 +37,8 @@ pub struct Backend {
     pub swarm: SwarmClient<Channel>,
     pub engine: EngineClient<Channel>,
     pub data_root: PathBuf,
+    /// The exec instances `docker exec` made on this node.
+    pub execs: crate::exec::Execs,
 }
 
 impl Backend {
@@ -48,6 +50,7 @@ impl Backend {
             swarm: SwarmClient::new(channel.clone()).max_decoding_message_size(64 << 20),
             engine: EngineClient::new(channel).max_decoding_message_size(64 << 20),
             data_root,
+            execs: crate::exec::Execs::default(),
         }
     }
 }
@@ -139,13 +142,22 @@ const API_VERSION_TEXT: &str = "1.51";
 const SERVER: &str = concat!("Docker/shoal-", env!("CARGO_PKG_VERSION"), " (linux)");
 
 async fn read_and_call(
-    backend: Backend,
-    request: Request<Incoming>,
+    mut backend: Backend,
+    mut request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
     debug_assert_eq!(API_VERSION.to_string(), API_VERSION_TEXT);
+    // `docker exec` upgrades its connection to carry the command's output.
+    let upgrade = request
+        .headers()
+        .contains_key(hyper::header::UPGRADE)
+        .then(|| hyper::upgrade::on(&mut request));
     let (parts, body) = request.into_parts();
     let (version, path) = split_version(parts.uri.path())?;
     let route = crate::route::route(&parts.method, path)?;
+    if route == crate::route::Route::ImageLoad {
+        // An image archive can be far larger than any other body: it streams to the engine.
+        return crate::calls::image_load(backend, body).await;
+    }
     let query = parts
         .uri
         .query()
@@ -162,6 +174,9 @@ async fn read_and_call(
         query,
         body,
     };
+    if let crate::route::Route::ExecStart(id) = route {
+        return crate::exec::start(&mut backend, &call, id, upgrade).await;
+    }
     crate::calls::call(backend, route, call).await
 }
 

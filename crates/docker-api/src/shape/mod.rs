@@ -10,6 +10,7 @@
 
 pub mod common;
 pub mod container;
+pub mod engine;
 mod error;
 pub mod network;
 pub mod node;

@@ -1,15 +1,49 @@
-//! Commands run inside a running container: the healthcheck loop and its probes. A probe that
-//! outlives its timeout is told to stop (so the exec helper kills what it runs in the
-//! container), then killed.
+//! Commands run inside a running container: `exec` (for `shoal container exec` and the Docker
+//! API's), and the healthcheck loop and its probes. A probe that outlives its timeout is told to
+//! stop (so the exec helper kills what it runs in the container), then killed.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use super::{Entry, Inner, lock};
+use super::{Entry, Inner, LocalEngine, lock};
 use crate::container::RunStatus;
+use crate::error::{EngineError, Result};
 use crate::health::Probe;
 use crate::host::ExecOutput;
 use crate::util;
+
+impl LocalEngine {
+    /// Runs `args` inside running container `name_or_id`, through the runtime it was created
+    /// with, and returns its exit code and output once it exits.
+    pub async fn exec(&self, name_or_id: &str, args: &[String]) -> Result<ExecOutput> {
+        let entry = self.inner.find(name_or_id)?;
+        if args.is_empty() {
+            return Err(EngineError::invalid(
+                "exec",
+                "no command given: name what to run in the container",
+            ));
+        }
+        let status = entry.dir.read_state().status;
+        if status != RunStatus::Running {
+            return Err(EngineError::WrongState {
+                id: entry.record.id.clone(),
+                state: serde_json::to_value(status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+                hint: "start it first: a command runs only in a running container".into(),
+            });
+        }
+        let process =
+            self.inner
+                .host
+                .exec(self.inner.runtime_of(&entry), &entry.record.id, args)?;
+        process
+            .output
+            .await
+            .map_err(EngineError::io("running the command in the container"))
+    }
+}
 
 /// How long an exec helper told to stop (a healthcheck that timed out) gets to kill its probe
 /// and exit before it is killed itself.
