@@ -216,7 +216,9 @@ impl TestHost {
             .unwrap_or_else(|error| panic!("{}: {error}", self.name))
     }
 
-    fn docker_command(&self, args: &[&str]) -> Command {
+    /// The docker CLI command [`TestHost::docker`] runs, for a test that reads its output as it
+    /// comes (`logs -f`).
+    pub fn docker_command(&self, args: &[&str]) -> Command {
         let mut command = Command::new(DOCKER_CLI);
         command
             .args(args)

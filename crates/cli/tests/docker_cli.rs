@@ -175,6 +175,21 @@ fn the_docker_cli_forms_changes_and_leaves_a_swarm() {
     assert_eq!(inspected[0]["Spec"]["Labels"]["zone"], "a");
     assert_eq!(inspected[0]["Spec"]["Availability"], "drain");
     assert_eq!(inspected[0]["Description"]["Hostname"], h2.name());
+    // The swarm's settings and tokens through docker swarm update and join-token --rotate.
+    h1.docker_ok(&["swarm", "update", "--task-history-limit", "2"]);
+    let limit = h1.docker_ok(&[
+        "info",
+        "--format",
+        "{{.Swarm.Cluster.Spec.Orchestration.TaskHistoryRetentionLimit}}",
+    ]);
+    assert_eq!(limit.trim(), "2");
+    h1.docker_ok(&["swarm", "join-token", "--rotate", "worker"]);
+    let rotated = h1.docker_ok(&["swarm", "join-token", "-q", "worker"]);
+    assert_ne!(
+        rotated.trim(),
+        worker_token,
+        "join-token --rotate gave a new token"
+    );
     let filtered = h1.docker_ok(&["node", "ls", "--filter", "node.label=zone=a", "-q"]);
     assert_eq!(filtered.lines().count(), 1, "{filtered}");
 
@@ -194,15 +209,26 @@ fn the_docker_cli_forms_changes_and_leaves_a_swarm() {
 
     // Promotion and demotion: h2 becomes a manager, h3 a worker.
     h1.docker_ok(&["node", "promote", h2.name()]);
+    // Reachable, not only promoted: a demotion counts the reachable managers.
+    wait_until("h2 a reachable manager", CONVERGE_TIMEOUT, || {
+        let status = h1.docker_ok(&[
+            "node",
+            "inspect",
+            "--format",
+            "{{.Spec.Role}} {{if .ManagerStatus}}{{.ManagerStatus.Reachability}}{{end}}",
+            h2.name(),
+        ]);
+        if status.trim() == "manager reachable" {
+            Ok(())
+        } else {
+            Err(format!("{status}\n{}", h2.daemon_log_tail(15)))
+        }
+    });
     let role_of = |host: &TestHost| {
         h1.docker_ok(&["node", "inspect", "--format", "{{.Spec.Role}}", host.name()])
             .trim()
             .to_owned()
     };
-    wait_until("h2 a manager", CONVERGE_TIMEOUT, || match role_of(h2) {
-        role if role == "manager" => Ok(()),
-        role => Err(role),
-    });
     h1.docker_ok(&["node", "demote", h3.name()]);
     wait_until("h3 a worker", CONVERGE_TIMEOUT, || match role_of(h3) {
         role if role == "worker" => Ok(()),
@@ -477,6 +503,52 @@ fn the_docker_cli_runs_a_service_from_create_to_rm() {
             .all(|l| l.starts_with("web.") && l.contains('@') && l.contains("    | hello from")),
         "{logs}"
     );
+
+    // logs -f: output goes on arriving while the command follows.
+    h1.docker_ok(&[
+        "service",
+        "create",
+        "-d",
+        "--name",
+        "ticker",
+        "busybox",
+        "sh",
+        "-c",
+        "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done",
+    ]);
+    // A follow subscribes to the tasks there are: wait for the ticker's.
+    wait_until("the ticker running", CONVERGE_TIMEOUT, || {
+        let state = h1.docker_ok(&["service", "ps", "--format", "{{.CurrentState}}", "ticker"]);
+        if state.starts_with("Running") {
+            Ok(())
+        } else {
+            Err(state)
+        }
+    });
+    let mut follow = h1
+        .docker_command(&["service", "logs", "-f", "ticker"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("docker service logs -f");
+    let stdout = follow.stdout.take().expect("its stdout");
+    let (lines, received) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)).map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    let ticks: Vec<String> = received
+        .iter()
+        .filter(|line| line.contains("| tick "))
+        .take(10)
+        .collect();
+    let _ = follow.kill();
+    let _ = follow.wait();
+    assert_eq!(ticks.len(), 10, "logs -f stopped following: {ticks:?}");
+    h1.docker_ok(&["service", "rm", "ticker"]);
 
     h1.docker_ok(&["service", "rm", "web"]);
     assert_eq!(h1.docker_ok(&["service", "ls", "-q"]).trim(), "");
