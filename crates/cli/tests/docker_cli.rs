@@ -367,6 +367,9 @@ fn the_docker_cli_runs_a_service_from_create_to_rm() {
         "web",
         "--replicas",
         "3",
+        // Under an init, `sleep` stops on SIGTERM: the updates below need not wait out the
+        // grace period.
+        "--init",
         "busybox",
         "sh",
         "-c",
