@@ -7,7 +7,18 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-packages=(busybox-static nftables iproute2 runc docker-registry skopeo umoci python3)
+# docker.io is Docker Swarm 20.10, which crates/cli/tests/docker_compare.rs compares shoal's
+# Docker API with, starting dockerds of its own inside its test hosts (tests/src/docker.rs).
+# Installing it where systemd does not run starts nothing and leaves the machine's network alone
+# (checked on Debian 12 with docker.io 20.10.24): its postinst adds a `docker` group and skips
+# the systemd units (no /run/systemd/system); containerd ships a systemd unit only; and the
+# `invoke-rc.d ... start` of its init script, and of the recommended cgroupfs-mount's, starts
+# nothing where `runlevel` can't tell a runlevel (no init, as in a container) or a policy-rc.d
+# denies it. A machine booted with sysvinit would start that dockerd in the machine's own
+# namespace (docker0, iptables rules): `update-rc.d docker disable && service docker stop`
+# there; where systemd runs, `systemctl disable --now docker.service docker.socket
+# containerd.service`, as the README says for the benchmarks.
+packages=(busybox-static nftables iproute2 runc docker-registry skopeo umoci python3 docker.io)
 missing=()
 for package in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q 'install ok installed' || missing+=("$package")

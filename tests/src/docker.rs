@@ -1,5 +1,5 @@
 //! Docker Swarm 20.10 (Debian's `docker.io`) beside a shoal test cluster, for the benchmarks'
-//! side-by-side figures (`bench-overlay`, `bench-mesh`): two more test hosts `<prefix>-d1` and `<prefix>-d2` on the same underlay bridge, each running
+//! side-by-side figures (`bench-overlay`, `bench-mesh`, `bench-docker-api`): two more test hosts `<prefix>-d1` and `<prefix>-d2` on the same underlay bridge, each running
 //! its own `dockerd` (which starts its own `containerd`), formed into a swarm with one overlay
 //! network `front` and the same busybox root filesystem as shoal's image.
 //!
@@ -104,7 +104,9 @@ impl DockerHost {
         netns::netns_path(&self.name)
     }
 
-    fn socket_url(&self) -> String {
+    /// dockerd's socket as `unix://<path>`, for `-H` or `DOCKER_HOST`: where another docker
+    /// CLI than Debian's (the 28.2 client that drives shoal) reaches the same daemon.
+    pub fn docker_host(&self) -> String {
         format!("unix://{}", self.dir.join("docker.sock").display())
     }
 
@@ -163,7 +165,7 @@ impl DockerHost {
                 "--cgroup-parent",
                 &self.cgroup_parent(),
                 "-H",
-                &self.socket_url(),
+                &self.docker_host(),
             ])
             .arg("--data-root")
             .arg(self.dir.join("docker-data"))
@@ -234,7 +236,7 @@ impl DockerHost {
     /// `docker -H <this host's socket> args`, whatever its exit status; panics if it hangs.
     pub fn docker(&self, args: &[&str]) -> Output {
         let mut command = Command::new(DOCKER_CLI);
-        command.arg("-H").arg(self.socket_url()).args(args);
+        command.arg("-H").arg(self.docker_host()).args(args);
         run(&mut command, COMMAND_TIMEOUT).unwrap_or_else(|error| panic!("{}: {error}", self.name))
     }
 

@@ -77,20 +77,21 @@ pub fn service_passes(filters: &Filters, service: &api::Service) -> bool {
         && filters.labels_match("label", &labels(annotations))
 }
 
-/// Whether `task` passes; `services` are the services it may belong to, for its name and
-/// whether it runs its service's current spec (`_up-to-date`).
+/// Whether `task` passes; `services` are the services it may belong to, for whether it runs
+/// its service's current spec (`_up-to-date`). Names and labels are its service's, as the task
+/// carries them: Swarm matches `label` against the service's labels (`docker stack ps` lists a
+/// stack's tasks by the stack's label on its services).
 pub fn task_passes(filters: &Filters, task: &api::Task, services: &[api::Service]) -> bool {
     let service = services.iter().find(|s| s.id == task.service_id);
-    let service_name = service
-        .and_then(|s| s.spec.as_ref())
-        .and_then(|s| s.annotations.as_ref())
-        .map_or("", |a| a.name.as_str());
-    // Docker names a replicated task `service.slot` and a global one `service.node`.
-    let task_name = if task.slot > 0 {
-        format!("{service_name}.{}", task.slot)
+    let service_annotations = task.service_annotations.as_ref();
+    // Swarm's task name: `service.slot.id` for a replicated task, `service.node.id` for a
+    // global one; the `name` filter matches a prefix of it.
+    let slot = if task.slot > 0 {
+        task.slot.to_string()
     } else {
-        format!("{service_name}.{}", task.node_id)
+        task.node_id.clone()
     };
+    let task_name = format!("{}.{slot}.{}", name(service_annotations), task.id);
     let desired = match task.desired_state() {
         api::TaskState::Running => "running",
         api::TaskState::Shutdown | api::TaskState::Remove => "shutdown",
@@ -107,7 +108,7 @@ pub fn task_passes(filters: &Filters, task: &api::Task, services: &[api::Service
         && filters.any("_up-to-date", |wanted| {
             (wanted == "true" || wanted == "1") == up_to_date
         })
-        && filters.labels_match("label", &labels(task.annotations.as_ref()))
+        && filters.labels_match("label", &labels(service_annotations))
 }
 
 /// Whether a secret or config passes: `name` by prefix, `names` exactly.
@@ -170,14 +171,16 @@ mod tests {
     }
 
     #[test]
-    fn tasks_match_by_name_desired_state_and_up_to_date() {
+    fn tasks_match_by_name_desired_state_up_to_date_and_their_service_s_labels() {
+        let annotations = api::Annotations {
+            name: "app_web".into(),
+            labels: [("com.docker.stack.namespace".to_owned(), "app".to_owned())].into(),
+            ..Default::default()
+        };
         let service = api::Service {
             id: "s1".into(),
             spec: Some(api::ServiceSpec {
-                annotations: Some(api::Annotations {
-                    name: "web".into(),
-                    ..Default::default()
-                }),
+                annotations: Some(annotations.clone()),
                 ..Default::default()
             }),
             spec_version: Some(api::Version { index: 7 }),
@@ -187,13 +190,16 @@ mod tests {
             id: id.into(),
             service_id: "s1".into(),
             slot,
+            node_id: "n1".into(),
             spec_version: Some(api::Version { index: version }),
             desired_state: desired as i32,
+            service_annotations: Some(annotations.clone()),
             ..Default::default()
         };
         let tasks = [
             task("t1", 1, 7, api::TaskState::Running),
             task("t2", 2, 5, api::TaskState::Shutdown),
+            task("t3", 0, 7, api::TaskState::Running),
         ];
         let keep = |text: &str| -> Vec<&str> {
             let f = filters(text, TASK_FILTERS);
@@ -203,13 +209,22 @@ mod tests {
                 .map(|t| t.id.as_str())
                 .collect()
         };
-        assert_eq!(keep(r#"{"_up-to-date":{"true":true}}"#), ["t1"]);
+        assert_eq!(keep(r#"{"_up-to-date":{"true":true}}"#), ["t1", "t3"]);
         assert_eq!(keep(r#"{"desired-state":{"shutdown":true}}"#), ["t2"]);
-        assert_eq!(keep(r#"{"name":{"web.2":true}}"#), ["t2"]);
+        // Swarm's names: `service.slot.id`, and `service.node.id` for a global task.
+        assert_eq!(keep(r#"{"name":{"app_web.2":true}}"#), ["t2"]);
+        assert_eq!(keep(r#"{"name":{"app_web.2.t2":true}}"#), ["t2"]);
+        assert_eq!(keep(r#"{"name":{"app_web.n1.t3":true}}"#), ["t3"]);
         assert_eq!(
             keep(r#"{"desired-state":["running","shutdown"]}"#),
-            ["t1", "t2"]
+            ["t1", "t2", "t3"]
         );
+        // `docker stack ps app`: the task has no labels of its own; its service's count.
+        assert_eq!(
+            keep(r#"{"label":{"com.docker.stack.namespace=app":true}}"#),
+            ["t1", "t2", "t3"]
+        );
+        assert!(keep(r#"{"label":{"com.docker.stack.namespace=other":true}}"#).is_empty());
     }
 
     #[test]

@@ -12,7 +12,8 @@ use super::common::{
 };
 use super::read::Object;
 use super::task_spec::{
-    networks_from_json, networks_json, task_template_from_json, task_template_json,
+    CONTAINER_RUNTIME, networks_from_json, networks_json, task_template_from_json,
+    task_template_json,
 };
 
 /// A published port's protocol in Docker's word.
@@ -222,7 +223,10 @@ pub fn service_spec_json(spec: &api::ServiceSpec) -> Value {
     object.insert("Name".into(), json!(annotations.name));
     object.insert("Labels".into(), labels_json(&annotations.labels));
     if let Some(task) = &spec.task {
-        object.insert("TaskTemplate".into(), task_template_json(task));
+        let mut template = task_template_json(task);
+        // Docker names the runtime in a service's template only, not in its tasks' specs.
+        template["Runtime"] = json!(CONTAINER_RUNTIME);
+        object.insert("TaskTemplate".into(), template);
     }
     object.insert("Mode".into(), mode_json(spec.mode.as_ref()));
     if let Some(update) = &spec.update {

@@ -11,7 +11,7 @@ use super::container::{container_from_json, container_json, of_task};
 use super::read::Object;
 
 /// Docker's `Runtime` of a container task, the only kind shoal runs.
-const CONTAINER_RUNTIME: &str = "container";
+pub(crate) const CONTAINER_RUNTIME: &str = "container";
 
 /// Docker's `GenericResource` list: named and discrete resources of a node or a reservation.
 pub(crate) fn generic_resources_json(resources: &[api::GenericResource]) -> Value {
@@ -188,7 +188,8 @@ pub(crate) fn networks_from_json(
         .collect()
 }
 
-/// Docker's `TaskSpec`, as a service's `TaskTemplate` and a task's `Spec` show it.
+/// Docker's `TaskSpec`, as a task's `Spec` shows it; a service's `TaskTemplate` adds its
+/// `Runtime`.
 pub(crate) fn task_template_json(task: &api::TaskSpec) -> Value {
     let mut object = Map::new();
     let container = of_task(Some(task));
@@ -238,7 +239,6 @@ pub(crate) fn task_template_json(task: &api::TaskSpec) -> Value {
     }
     insert_nonempty(&mut object, "Networks", networks_json(&task.networks));
     object.insert("ForceUpdate".into(), json!(task.force_update));
-    object.insert("Runtime".into(), json!(CONTAINER_RUNTIME));
     Value::Object(object)
 }
 
