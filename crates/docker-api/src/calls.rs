@@ -7,7 +7,7 @@ use serde_json::{Value, json};
 use shoal_proto::api;
 use shoal_proto::engine as pb;
 
-use crate::error::{ApiError, from_status};
+use crate::error::{ApiError, Reply};
 use crate::filters::Filters;
 use crate::route::Route;
 use crate::server::{Backend, Body, Call, full, json, no_content};
@@ -33,10 +33,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
         Route::SwarmJoin => swarm_join(c, &call).await,
         Route::SwarmLeave => {
             let force = call.flag("force");
-            c.swarm
-                .leave(api::LeaveRequest { force })
-                .await
-                .map_err(|s| from_status(&s))?;
+            c.swarm.leave(api::LeaveRequest { force }).await.answer()?;
             Ok(no_content(StatusCode::OK))
         }
         Route::SwarmUpdate => swarm_update(c, &call).await,
@@ -45,8 +42,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .control
                 .get_unlock_key(api::GetUnlockKeyRequest {})
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner();
+                .answer()?;
             ok(&json!({ "UnlockKey": key.unlock_key }))
         }
         Route::SwarmUnlock => {
@@ -55,7 +51,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
             c.swarm
                 .unlock(api::UnlockRequest { unlock_key })
                 .await
-                .map_err(|s| from_status(&s))?;
+                .answer()?;
             Ok(no_content(StatusCode::OK))
         }
         Route::NodeList => node_list(c, &call).await,
@@ -69,7 +65,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
             c.control
                 .remove_node(api::RemoveNodeRequest { node, force })
                 .await
-                .map_err(|s| from_status(&s))?;
+                .answer()?;
             Ok(no_content(StatusCode::OK))
         }
         Route::ServiceList => service_list(c, &call).await,
@@ -83,7 +79,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
             c.control
                 .remove_service(api::RemoveServiceRequest { service })
                 .await
-                .map_err(|s| from_status(&s))?;
+                .answer()?;
             Ok(no_content(StatusCode::OK))
         }
         Route::ServiceLogs(reference) => logs(c, &call, vec![reference], Vec::new()).await,
@@ -94,8 +90,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .control
                 .get_task(api::GetTaskRequest { task })
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner()
+                .answer()?
                 .task
                 .unwrap_or_default();
             ok(&shape::task::task_json(&task))
@@ -106,8 +101,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .control
                 .list_secrets(api::ListSecretsRequest {})
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner()
+                .answer()?
                 .secrets;
             let listed: Vec<Value> = secrets
                 .iter()
@@ -128,8 +122,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .control
                 .create_secret(api::CreateSecretRequest { spec: Some(spec) })
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner()
+                .answer()?
                 .secret
                 .unwrap_or_default();
             Ok(json(StatusCode::CREATED, &json!({ "ID": secret.id })))
@@ -139,8 +132,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .control
                 .get_secret(api::GetSecretRequest { secret })
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner()
+                .answer()?
                 .secret
                 .unwrap_or_default();
             ok(&shape::payload::secret_json(&secret))
@@ -149,7 +141,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
             c.control
                 .remove_secret(api::RemoveSecretRequest { secret })
                 .await
-                .map_err(|s| from_status(&s))?;
+                .answer()?;
             Ok(no_content(StatusCode::NO_CONTENT))
         }
         Route::SecretUpdate(_) | Route::ConfigUpdate(_) => Err(ApiError::bad_request(
@@ -161,8 +153,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .control
                 .list_configs(api::ListConfigsRequest {})
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner()
+                .answer()?
                 .configs;
             let listed: Vec<Value> = configs
                 .iter()
@@ -183,8 +174,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .control
                 .create_config(api::CreateConfigRequest { spec: Some(spec) })
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner()
+                .answer()?
                 .config
                 .unwrap_or_default();
             Ok(json(StatusCode::CREATED, &json!({ "ID": config.id })))
@@ -194,8 +184,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .control
                 .get_config(api::GetConfigRequest { config })
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner()
+                .answer()?
                 .config
                 .unwrap_or_default();
             ok(&shape::payload::config_json(&config))
@@ -204,7 +193,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
             c.control
                 .remove_config(api::RemoveConfigRequest { config })
                 .await
-                .map_err(|s| from_status(&s))?;
+                .answer()?;
             Ok(no_content(StatusCode::NO_CONTENT))
         }
         Route::NetworkList => {
@@ -218,8 +207,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                     filters: filters.as_key_values(),
                 })
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner()
+                .answer()?
                 .networks;
             ok(&Value::Array(
                 networks
@@ -233,8 +221,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .control
                 .get_network(api::GetNetworkRequest { network })
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner()
+                .answer()?
                 .network
                 .unwrap_or_default();
             let attachments = c
@@ -257,8 +244,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .control
                 .create_network(api::CreateNetworkRequest { spec: Some(spec) })
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner()
+                .answer()?
                 .network
                 .unwrap_or_default();
             Ok(json(
@@ -270,7 +256,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
             c.control
                 .remove_network(api::RemoveNetworkRequest { network })
                 .await
-                .map_err(|s| from_status(&s))?;
+                .answer()?;
             Ok(no_content(StatusCode::NO_CONTENT))
         }
         Route::NetworkPrune => {
@@ -281,8 +267,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                     filters: filters.as_key_values(),
                 })
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner();
+                .answer()?;
             ok(&json!({ "NetworksDeleted": pruned.networks_deleted }))
         }
         Route::ContainerList => {
@@ -291,8 +276,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .engine
                 .list_containers(pb::ListContainersRequest { all })
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner()
+                .answer()?
                 .containers;
             let now = std::time::SystemTime::now();
             ok(&Value::Array(
@@ -307,8 +291,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .engine
                 .inspect_container(pb::ContainerRef { id })
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner();
+                .answer()?;
             ok(&shape::engine::container_inspect_json(&container))
         }
         Route::ContainerLogs(id) => crate::logs::container(c, &call, id).await,
@@ -317,8 +300,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .engine
                 .list_images(pb::ListImagesRequest {})
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner()
+                .answer()?
                 .images;
             ok(&Value::Array(
                 images
@@ -332,8 +314,7 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .engine
                 .inspect_image(pb::InspectImageRequest { name })
                 .await
-                .map_err(|s| from_status(&s))?
-                .into_inner();
+                .answer()?;
             let value: Value = serde_json::from_str(&document.json).map_err(|e| {
                 ApiError::new(
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -362,12 +343,7 @@ fn shape_error(error: shape::ShapeError) -> ApiError {
 }
 
 async fn ping(c: &mut Backend) -> Answer {
-    let info = c
-        .swarm
-        .info(api::InfoRequest {})
-        .await
-        .map_err(|s| from_status(&s))?
-        .into_inner();
+    let info = c.swarm.info(api::InfoRequest {}).await.answer()?;
     let mut response = Response::new(full("OK"));
     let headers = response.headers_mut();
     headers.insert(
@@ -398,12 +374,7 @@ async fn cluster(c: &mut Backend) -> Option<api::Cluster> {
 }
 
 async fn info(c: &mut Backend) -> Answer {
-    let info = c
-        .swarm
-        .info(api::InfoRequest {})
-        .await
-        .map_err(|s| from_status(&s))?
-        .into_inner();
+    let info = c.swarm.info(api::InfoRequest {}).await.answer()?;
     let cluster = if info.control_available {
         cluster(c).await
     } else {
@@ -438,8 +409,7 @@ async fn swarm_inspect(c: &mut Backend) -> Answer {
         .control
         .get_cluster(api::GetClusterRequest {})
         .await
-        .map_err(|s| from_status(&s))?
-        .into_inner()
+        .answer()?
         .cluster
         .unwrap_or_default();
     ok(&shape::swarm::swarm_inspect_json(&cluster))
@@ -447,19 +417,13 @@ async fn swarm_inspect(c: &mut Backend) -> Answer {
 
 async fn swarm_init(c: &mut Backend, call: &Call) -> Answer {
     let request = system::init_request(&call.json()?)?;
-    let node_id = c
-        .swarm
-        .init(request)
-        .await
-        .map_err(|s| from_status(&s))?
-        .into_inner()
-        .node_id;
+    let node_id = c.swarm.init(request).await.answer()?.node_id;
     ok(&Value::String(node_id))
 }
 
 async fn swarm_join(c: &mut Backend, call: &Call) -> Answer {
     let request = system::join_request(&call.json()?)?;
-    c.swarm.join(request).await.map_err(|s| from_status(&s))?;
+    c.swarm.join(request).await.answer()?;
     Ok(no_content(StatusCode::OK))
 }
 
@@ -479,8 +443,7 @@ async fn swarm_update(c: &mut Backend, call: &Call) -> Answer {
         .control
         .get_cluster(api::GetClusterRequest {})
         .await
-        .map_err(|s| from_status(&s))?
-        .into_inner()
+        .answer()?
         .cluster
         .unwrap_or_default();
     let spec = shape::swarm::cluster_spec_from_json(&call.json()?, current.spec.as_ref())
@@ -495,7 +458,7 @@ async fn swarm_update(c: &mut Backend, call: &Call) -> Answer {
             rotate_manager_unlock_key: call.flag("rotateManagerUnlockKey"),
         })
         .await
-        .map_err(|s| from_status(&s))?;
+        .answer()?;
     Ok(no_content(StatusCode::OK))
 }
 
@@ -505,8 +468,7 @@ async fn get_node(c: &mut Backend, node: &str) -> Result<api::Node, ApiError> {
             node: node.to_owned(),
         })
         .await
-        .map_err(|s| from_status(&s))?
-        .into_inner()
+        .answer()?
         .node
         .unwrap_or_default())
 }
@@ -517,8 +479,7 @@ async fn node_list(c: &mut Backend, call: &Call) -> Answer {
         .control
         .list_nodes(api::ListNodesRequest {})
         .await
-        .map_err(|s| from_status(&s))?
-        .into_inner()
+        .answer()?
         .nodes;
     ok(&Value::Array(
         nodes
@@ -541,7 +502,7 @@ async fn node_update(c: &mut Backend, call: &Call, node: String) -> Answer {
             spec: Some(spec),
         })
         .await
-        .map_err(|s| from_status(&s))?;
+        .answer()?;
     Ok(no_content(StatusCode::OK))
 }
 
@@ -551,8 +512,7 @@ async fn get_service(c: &mut Backend, service: &str) -> Result<api::Service, Api
             service: service.to_owned(),
         })
         .await
-        .map_err(|s| from_status(&s))?
-        .into_inner()
+        .answer()?
         .service
         .unwrap_or_default())
 }
@@ -563,8 +523,7 @@ async fn service_list(c: &mut Backend, call: &Call) -> Answer {
         .control
         .list_services(api::ListServicesRequest {})
         .await
-        .map_err(|s| from_status(&s))?
-        .into_inner();
+        .answer()?;
     let with_status = call.flag("status");
     let services: Vec<Value> = listed
         .services
@@ -594,8 +553,7 @@ async fn service_create(c: &mut Backend, call: &Call) -> Answer {
         .control
         .create_service(api::CreateServiceRequest { spec: Some(spec) })
         .await
-        .map_err(|s| from_status(&s))?
-        .into_inner()
+        .answer()?
         .service
         .unwrap_or_default();
     Ok(json(StatusCode::CREATED, &json!({ "ID": service.id })))
@@ -623,7 +581,7 @@ async fn service_update(c: &mut Backend, call: &Call, service: String) -> Answer
             rollback: rollback as i32,
         })
         .await
-        .map_err(|s| from_status(&s))?;
+        .answer()?;
     ok(&json!({ "Warnings": null }))
 }
 
@@ -636,16 +594,14 @@ async fn task_list(c: &mut Backend, call: &Call) -> Answer {
             nodes: filters.values("node").to_vec(),
         })
         .await
-        .map_err(|s| from_status(&s))?
-        .into_inner()
+        .answer()?
         .tasks;
     // Names and `_up-to-date` need the services the tasks belong to.
     let services = if filters.has("name") || filters.has("_up-to-date") {
         c.control
             .list_services(api::ListServicesRequest {})
             .await
-            .map_err(|s| from_status(&s))?
-            .into_inner()
+            .answer()?
             .services
     } else {
         Vec::new()
@@ -690,7 +646,7 @@ pub(crate) async fn image_load(mut backend: Backend, body: hyper::body::Incoming
         .load_image(tokio_stream::wrappers::ReceiverStream::new(receiver))
         .await;
     forward.abort();
-    let images = loaded.map_err(|s| from_status(&s))?.into_inner().images;
+    let images = loaded.answer()?.images;
     let mut text = String::new();
     for image in &images {
         let lines: Vec<String> = if image.repo_tags.is_empty() {

@@ -52,10 +52,7 @@ pub fn from_status(status: &tonic::Status) -> ApiError {
         Code::AlreadyExists => StatusCode::CONFLICT,
         Code::PermissionDenied | Code::Unauthenticated => StatusCode::FORBIDDEN,
         Code::Unimplemented => StatusCode::NOT_IMPLEMENTED,
-        Code::FailedPrecondition if is_not_a_manager(message) => {
-            return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, NOT_A_MANAGER);
-        }
-        Code::Unavailable if is_not_a_manager(message) => {
+        Code::FailedPrecondition | Code::Unavailable if is_not_a_manager(message) => {
             return ApiError::new(StatusCode::SERVICE_UNAVAILABLE, NOT_A_MANAGER);
         }
         // A locked manager is unavailable until unlocked, as in Docker.
@@ -72,6 +69,18 @@ pub fn from_status(status: &tonic::Status) -> ApiError {
         _ => StatusCode::INTERNAL_SERVER_ERROR,
     };
     ApiError::new(code, message)
+}
+
+/// A control API reply as a call's result: its message, or Docker's code for its status.
+pub trait Reply<T> {
+    fn answer(self) -> Result<T, ApiError>;
+}
+
+impl<T> Reply<T> for Result<tonic::Response<T>, tonic::Status> {
+    fn answer(self) -> Result<T, ApiError> {
+        self.map(tonic::Response::into_inner)
+            .map_err(|status| from_status(&status))
+    }
 }
 
 fn is_not_a_manager(message: &str) -> bool {

@@ -15,8 +15,8 @@ use serde_json::{Value, json};
 use shoal_proto::engine as pb;
 use tokio::io::AsyncWriteExt;
 
-use crate::error::{ApiError, from_status};
-use crate::logs::{Framing, frame_lines};
+use crate::error::{ApiError, Reply};
+use crate::logs::push_frame;
 use crate::server::{Backend, Body, Call, full, json, no_content};
 
 /// How many exec instances are remembered; past it, finished ones are forgotten first.
@@ -124,8 +124,7 @@ pub async fn create(
         .engine
         .inspect_container(pb::ContainerRef { id: container })
         .await
-        .map_err(|s| from_status(&s))?
-        .into_inner();
+        .answer()?;
     let id = new_id();
     backend.execs.insert(
         id.clone(),
@@ -184,21 +183,15 @@ async fn run(mut backend: Backend, id: String, exec: ExecInstance) -> Vec<u8> {
         })
         .await
         .map(tonic::Response::into_inner);
-    let framing = Framing {
-        stdout: true,
-        stderr: true,
-        ..Framing::default()
-    };
-    let now = std::time::SystemTime::now();
     let (code, bytes) = match result {
         Ok(result) => {
-            let mut bytes = raw_frames(false, &result.stdout, &framing, now);
-            bytes.extend(raw_frames(true, &result.stderr, &framing, now));
+            let mut bytes = raw_frames(false, &result.stdout);
+            bytes.extend(raw_frames(true, &result.stderr));
             (result.exit_code, bytes)
         }
         Err(status) => {
             let message = format!("{}\n", status.message());
-            (126, raw_frames(true, message.as_bytes(), &framing, now))
+            (126, raw_frames(true, message.as_bytes()))
         }
     };
     backend.execs.update(&id, |exec| {
@@ -208,22 +201,12 @@ async fn run(mut backend: Backend, id: String, exec: ExecInstance) -> Vec<u8> {
     bytes
 }
 
-/// Output as frames of the multiplexed stream, kept as the command wrote it (no newline added
-/// to a last line that has none).
-fn raw_frames(stderr: bool, data: &[u8], framing: &Framing, now: std::time::SystemTime) -> Vec<u8> {
-    if data.is_empty() {
-        return Vec::new();
-    }
+/// Output as frames of the multiplexed stream, one per line, kept as the command wrote it (no
+/// newline added to a last line that has none).
+fn raw_frames(stderr: bool, data: &[u8]) -> Vec<u8> {
     let mut out = Vec::new();
     for line in data.split_inclusive(|b| *b == b'\n') {
-        if line.ends_with(b"\n") {
-            out.extend(frame_lines(stderr, now, "", line, framing));
-        } else {
-            out.push(if stderr { 2 } else { 1 });
-            out.extend_from_slice(&[0, 0, 0]);
-            out.extend_from_slice(&u32::try_from(line.len()).unwrap_or(u32::MAX).to_be_bytes());
-            out.extend_from_slice(line);
-        }
+        push_frame(&mut out, stderr, line);
     }
     out
 }
@@ -328,17 +311,11 @@ mod tests {
 
     #[test]
     fn output_keeps_its_bytes_in_frames_of_its_stream() {
-        let framing = Framing {
-            stdout: true,
-            stderr: true,
-            ..Framing::default()
-        };
-        let now = std::time::UNIX_EPOCH;
         assert_eq!(
-            raw_frames(false, b"a\nb", &framing, now),
+            raw_frames(false, b"a\nb"),
             b"\x01\0\0\0\0\0\0\x02a\n\x01\0\0\0\0\0\0\x01b"
         );
-        assert!(raw_frames(true, b"", &framing, now).is_empty());
+        assert!(raw_frames(true, b"").is_empty());
     }
 
     #[test]

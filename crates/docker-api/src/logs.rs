@@ -11,7 +11,7 @@ use hyper::{Response, StatusCode};
 use shoal_proto::api;
 use tokio_stream::StreamExt;
 
-use crate::error::{ApiError, from_status};
+use crate::error::{ApiError, Reply};
 use crate::server::{Backend, Body, Call};
 
 /// How lines are written.
@@ -71,18 +71,26 @@ pub fn frame_lines(
         if !line.ends_with(b"\n") {
             payload.push(b'\n');
         }
-        if !framing.raw {
-            out.push(if stderr { 2 } else { 1 });
-            out.extend_from_slice(&[0, 0, 0]);
-            out.extend_from_slice(
-                &u32::try_from(payload.len())
-                    .unwrap_or(u32::MAX)
-                    .to_be_bytes(),
-            );
+        if framing.raw {
+            out.extend_from_slice(&payload);
+        } else {
+            push_frame(&mut out, stderr, &payload);
         }
-        out.extend_from_slice(&payload);
     }
     out
+}
+
+/// Appends `payload` to `out` as one frame of Docker's multiplexed stream: a header naming
+/// stdout (1) or stderr (2) and the payload's length, then the payload.
+pub fn push_frame(out: &mut Vec<u8>, stderr: bool, payload: &[u8]) {
+    out.push(if stderr { 2 } else { 1 });
+    out.extend_from_slice(&[0, 0, 0]);
+    out.extend_from_slice(
+        &u32::try_from(payload.len())
+            .unwrap_or(u32::MAX)
+            .to_be_bytes(),
+    );
+    out.extend_from_slice(payload);
 }
 
 /// `tail`: `all` (or absent) is every line, a number the last that many per task.
@@ -164,8 +172,7 @@ pub async fn container(
             tail: tail(call)?,
         })
         .await
-        .map_err(|s| from_status(&s))?
-        .into_inner();
+        .answer()?;
     let frames = stream.filter_map(move |entry| match entry {
         Ok(entry) => {
             let time = spec::time::parse_rfc3339(&entry.time).unwrap_or(std::time::UNIX_EPOCH);
@@ -205,8 +212,7 @@ pub async fn answer(
             tail: tail(call)?,
         })
         .await
-        .map_err(|s| from_status(&s))?
-        .into_inner();
+        .answer()?;
     let frames = stream
         .filter(move |message| match (message, since) {
             (Ok(message), Some(since)) => message
@@ -235,8 +241,7 @@ async fn tty_of(
                 service: service.clone(),
             })
             .await
-            .map_err(|s| from_status(&s))?
-            .into_inner()
+            .answer()?
             .service
             .and_then(|s| s.spec)
             .and_then(|s| s.task)
@@ -245,8 +250,7 @@ async fn tty_of(
             .control
             .get_task(api::GetTaskRequest { task: task.clone() })
             .await
-            .map_err(|s| from_status(&s))?
-            .into_inner()
+            .answer()?
             .task
             .and_then(|t| t.spec)
     } else {

@@ -21,7 +21,7 @@ use shoal_proto::engine::engine_client::EngineClient;
 use tonic::transport::Channel;
 
 use crate::error::ApiError;
-use crate::version::{API_VERSION, ApiVersion, split_version};
+use crate::version::{API_VERSION_TEXT, ApiVersion, split_version};
 
 /// The largest request body read: a service spec or a secret is far smaller.
 const MAX_BODY_BYTES: usize = 16 << 20;
@@ -138,14 +138,12 @@ async fn answer(backend: Backend, request: Request<Incoming>) -> Response<Body> 
     response
 }
 
-const API_VERSION_TEXT: &str = "1.51";
 const SERVER: &str = concat!("Docker/shoal-", env!("CARGO_PKG_VERSION"), " (linux)");
 
 async fn read_and_call(
     mut backend: Backend,
     mut request: Request<Incoming>,
 ) -> Result<Response<Body>, ApiError> {
-    debug_assert_eq!(API_VERSION.to_string(), API_VERSION_TEXT);
     // `docker exec` upgrades its connection to carry the command's output.
     let upgrade = request
         .headers()

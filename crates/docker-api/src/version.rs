@@ -24,6 +24,9 @@ pub const API_VERSION: ApiVersion = ApiVersion {
     minor: 51,
 };
 
+/// [`API_VERSION`] as text, for the `Api-Version` header every answer carries.
+pub const API_VERSION_TEXT: &str = "1.51";
+
 impl fmt::Display for ApiVersion {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}", self.major, self.minor)
@@ -110,6 +113,11 @@ mod tests {
             "{}",
             error.message
         );
+    }
+
+    #[test]
+    fn the_header_s_text_is_the_newest_version() {
+        assert_eq!(API_VERSION.to_string(), API_VERSION_TEXT);
     }
 
     #[test]
