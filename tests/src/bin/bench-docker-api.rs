@@ -78,6 +78,8 @@ struct Client {
     /// The Docker socket of the swarm this client drives, which the convergence poller and the
     /// hand-made requests use.
     docker_socket: PathBuf,
+    /// The API version the docker CLI negotiates on that socket, the one in the paths it asks.
+    api_version: String,
     /// Whether this is the docker CLI, which takes docker's flags (`--no-resolve-image`).
     is_docker_cli: bool,
 }
@@ -86,7 +88,7 @@ impl Client {
     /// The docker CLI 28.2 on the Docker socket `docker_host` (`unix://PATH`), with a
     /// configuration directory of its own under `config_dir`.
     fn docker(label: &'static str, docker_host: String, config_dir: PathBuf) -> Client {
-        Client {
+        let mut client = Client {
             label,
             program: PathBuf::from(DOCKER_CLI),
             leading: Vec::new(),
@@ -97,18 +99,26 @@ impl Client {
                 ("DOCKER_CLI_HINTS", "false".to_owned()),
                 ("NO_COLOR", "1".to_owned()),
             ],
+            api_version: String::new(),
             is_docker_cli: true,
-        }
+        };
+        // What the CLI reports after negotiating: the lower of its own (1.50 for 28.2) and the
+        // server's.
+        let (_, version) = client.timed_ok(&["version", "--format", "{{.Client.APIVersion}}"]);
+        client.api_version = version.trim().to_owned();
+        client
     }
 
-    /// The shoal CLI on `host`'s own socket.
-    fn shoal(host: &TestHost) -> Client {
+    /// The shoal CLI on `host`'s own socket; `docker_cli` drives the same host through its
+    /// Docker socket.
+    fn shoal(host: &TestHost, docker_cli: &Client) -> Client {
         Client {
             label: "shoal → shoal",
             program: default_shoal_binary(),
             leading: vec!["-H".to_owned(), host.host_url()],
             environment: vec![("NO_COLOR", "1".to_owned())],
-            docker_socket: socket_path(&host.docker_host()),
+            docker_socket: docker_cli.docker_socket.clone(),
+            api_version: docker_cli.api_version.clone(),
             is_docker_cli: false,
         }
     }
@@ -123,13 +133,6 @@ impl Client {
             .env_remove("DOCKER_API_VERSION")
             .env_remove("DOCKER_CONTEXT");
         command
-    }
-
-    /// The API version this docker CLI negotiated with its server, the one in the paths it
-    /// asks: the lower of the CLI's (1.50 for 28.2) and the server's.
-    fn negotiated_api_version(&self) -> String {
-        let (_, version) = self.timed_ok(&["version", "--format", "{{.Client.APIVersion}}"]);
-        version.trim().to_owned()
     }
 
     /// Runs `args` and times it; panics, with what it printed, when it fails.
@@ -264,13 +267,14 @@ fn samples() -> usize {
         .unwrap_or(DEFAULT_SAMPLES)
 }
 
-/// The `RunningTasks` of the service `name` as the server at `socket` reports it with
-/// `status=true`, or why not.
-fn running_tasks(socket: &Path, version: &str, name: &str) -> Result<u64, String> {
+/// The `RunningTasks` of the service `name` as the Docker socket of `client`'s swarm reports it
+/// with `status=true`, or why not.
+fn running_tasks(client: &Client, name: &str) -> Result<u64, String> {
     let path = format!(
-        "/v{version}/services?status=true&filters=%7B%22name%22%3A%7B%22{name}%22%3Atrue%7D%7D"
+        "/v{}/services?status=true&filters=%7B%22name%22%3A%7B%22{name}%22%3Atrue%7D%7D",
+        client.api_version
     );
-    let (_, body) = raw_get(socket, &path)?;
+    let (_, body) = raw_get(&client.docker_socket, &path)?;
     let listed: Value = serde_json::from_str(&body).map_err(|error| error.to_string())?;
     listed
         .as_array()
@@ -283,12 +287,12 @@ fn running_tasks(socket: &Path, version: &str, name: &str) -> Result<u64, String
         .ok_or_else(|| format!("no status of {name} yet: {body}"))
 }
 
-/// Waits until `service` runs `replicas` tasks on the swarm behind `socket`.
-fn wait_running(socket: &Path, version: &str, service: &str, replicas: usize) {
+/// Waits until `service` runs `replicas` tasks on `client`'s swarm.
+fn wait_running(client: &Client, service: &str, replicas: usize) {
     wait_until(
         &format!("{replicas} tasks of {service} running"),
         CONVERGE_TIMEOUT,
-        || match running_tasks(socket, version, service)? {
+        || match running_tasks(client, service)? {
             running if running as usize == replicas => Ok(()),
             running => Err(format!("{running} running")),
         },
@@ -298,7 +302,7 @@ fn wait_running(socket: &Path, version: &str, service: &str, replicas: usize) {
 /// The state both swarms hold while `service ls` and `service ps` are timed: [`STATE_SERVICES`]
 /// services of [`STATE_REPLICAS`] `sleep` tasks, created with `-d` through `client`, a docker
 /// CLI, and waited running.
-fn create_state(client: &Client, version: &str) {
+fn create_state(client: &Client) {
     let replicas = STATE_REPLICAS.to_string();
     for number in 1..=STATE_SERVICES {
         let name = format!("state-{number}");
@@ -318,12 +322,12 @@ fn create_state(client: &Client, version: &str) {
     }
     for number in 1..=STATE_SERVICES {
         let name = format!("state-{number}");
-        wait_running(&client.docker_socket, version, &name, STATE_REPLICAS);
+        wait_running(client, &name, STATE_REPLICAS);
     }
 }
 
 /// `service ls` and `service ps`, each client's calls alternated.
-fn latency(clients: &[&Client], versions: &[String]) {
+fn latency(clients: &[&Client]) {
     let samples = samples();
     println!(
         "latency: {STATE_SERVICES} services of {STATE_REPLICAS} tasks on each swarm; \
@@ -362,13 +366,13 @@ fn latency(clients: &[&Client], versions: &[String]) {
     }
     // Requests the docker CLI makes, without either CLI: each server's own time, the shoal
     // side's including its gRPC call to the control API.
-    let servers: Vec<(&Client, &String)> = clients
+    let servers: Vec<&Client> = clients
         .iter()
-        .zip(versions)
-        .filter(|(client, _)| client.is_docker_cli)
-        .map(|(client, version)| (*client, version))
+        .copied()
+        .filter(|client| client.is_docker_cli)
         .collect();
-    let requests = |version: &str| {
+    let requests = |client: &Client| {
+        let version = &client.api_version;
         [
             format!("/v{version}/services?status=true"),
             format!(
@@ -377,14 +381,12 @@ fn latency(clients: &[&Client], versions: &[String]) {
             "/_ping".to_owned(),
         ]
     };
-    for index in 0..requests("").len() {
+    for index in 0..requests(clients[0]).len() {
         let mut latencies: Vec<Vec<Duration>> = servers.iter().map(|_| Vec::new()).collect();
         let mut sizes = vec![0; servers.len()];
         for _ in 0..samples {
-            for (((client, version), latencies), size) in
-                servers.iter().zip(&mut latencies).zip(&mut sizes)
-            {
-                let path = &requests(version)[index];
+            for ((client, latencies), size) in servers.iter().zip(&mut latencies).zip(&mut sizes) {
+                let path = &requests(client)[index];
                 let (elapsed, body) = raw_get(&client.docker_socket, path)
                     .unwrap_or_else(|error| panic!("{}: {error}", client.label));
                 latencies.push(elapsed);
@@ -392,11 +394,11 @@ fn latency(clients: &[&Client], versions: &[String]) {
             }
         }
         println!("GET by hand, a new connection each: {}", load_average());
-        for (((client, version), latencies), size) in servers.iter().zip(&latencies).zip(&sizes) {
+        for ((client, latencies), size) in servers.iter().zip(&latencies).zip(&sizes) {
             println!(
                 "  {} GET {} ({size} bytes): {}",
                 client.label,
-                requests(version)[index],
+                requests(client)[index],
                 latency_line(latencies)
             );
         }
@@ -415,12 +417,7 @@ struct CreateRun {
 /// `detach`), timed, with a thread polling the server for when the tasks all run; then waits for
 /// that if the command returned first, and removes the service and waits its containers gone
 /// through `gone`.
-fn create_once(
-    client: &Client,
-    version: &str,
-    detach: bool,
-    gone: &dyn Fn() -> Result<(), String>,
-) -> CreateRun {
+fn create_once(client: &Client, detach: bool, gone: &dyn Fn() -> Result<(), String>) -> CreateRun {
     let replicas = CREATE_REPLICAS.to_string();
     let mut args = vec!["service", "create"];
     if detach {
@@ -443,7 +440,7 @@ fn create_once(
     let (returned, printed, converged) = std::thread::scope(|scope| {
         let poller = scope.spawn(|| {
             loop {
-                if let Ok(running) = running_tasks(&client.docker_socket, version, CREATE_SERVICE)
+                if let Ok(running) = running_tasks(client, CREATE_SERVICE)
                     && running as usize == CREATE_REPLICAS
                 {
                     return Some(started.elapsed());
@@ -484,38 +481,52 @@ fn create_once(
     }
 }
 
-/// How many containers of the service `service` are on `host`, stopped ones too.
-fn shoal_containers(host: &TestHost, service: &str) -> Result<usize, String> {
-    let listed = host.shoal(&["container", "ls", "-a", "--format", "json"]);
-    if !listed.status.success() {
-        return Err(output_text(&listed));
+/// Whether the created service's containers are gone from every shoal host, stopped ones too.
+fn shoal_containers_gone(cluster: &TestCluster) -> Result<(), String> {
+    let prefix = format!("{CREATE_SERVICE}.");
+    let mut left = 0;
+    for host in cluster.hosts() {
+        let listed = host.shoal(&["container", "ls", "-a", "--format", "json"]);
+        if !listed.status.success() {
+            return Err(output_text(&listed));
+        }
+        left += String::from_utf8_lossy(&listed.stdout)
+            .lines()
+            .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+            .filter(|row| {
+                row["Names"]
+                    .as_str()
+                    .is_some_and(|name| name.starts_with(&prefix))
+            })
+            .count();
     }
-    let prefix = format!("{service}.");
-    Ok(String::from_utf8_lossy(&listed.stdout)
-        .lines()
-        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|row| {
-            row["Names"]
-                .as_str()
-                .is_some_and(|name| name.starts_with(&prefix))
-        })
-        .count())
+    none_left(left)
 }
 
-/// How many containers of the service `service` are on a Docker host, stopped ones too.
-fn docker_containers(host: &docker::DockerHost, service: &str) -> Result<usize, String> {
-    let filter = format!("label=com.docker.swarm.service.name={service}");
-    let listed = host.docker(&["ps", "-a", "-q", "--filter", &filter]);
-    if !listed.status.success() {
-        return Err(output_text(&listed));
+/// Whether the created service's containers are gone from both Docker hosts, stopped ones too.
+fn docker_containers_gone(swarm: &DockerSwarm) -> Result<(), String> {
+    let filter = format!("label=com.docker.swarm.service.name={CREATE_SERVICE}");
+    let mut left = 0;
+    for host in [swarm.host(1), swarm.host(2)] {
+        let listed = host.docker(&["ps", "-a", "-q", "--filter", &filter]);
+        if !listed.status.success() {
+            return Err(output_text(&listed));
+        }
+        left += String::from_utf8_lossy(&listed.stdout).lines().count();
     }
-    Ok(String::from_utf8_lossy(&listed.stdout).lines().count())
+    none_left(left)
+}
+
+fn none_left(left: usize) -> Result<(), String> {
+    match left {
+        0 => Ok(()),
+        left => Err(format!("{left} containers left")),
+    }
 }
 
 /// One create variant: the client, with `-d` or not, and how to see its containers gone.
 struct Variant<'a> {
     client: &'a Client,
-    version: &'a str,
     detach: bool,
     gone: Box<dyn Fn() -> Result<(), String> + 'a>,
 }
@@ -531,12 +542,7 @@ fn create(variants: &[Variant<'_>]) {
     for round in 1..=rounds {
         println!("round {round} of {rounds}: {}", load_average());
         for (variant, runs) in variants.iter().zip(&mut runs) {
-            let run = create_once(
-                variant.client,
-                variant.version,
-                variant.detach,
-                &variant.gone,
-            );
+            let run = create_once(variant.client, variant.detach, &variant.gone);
             println!(
                 "  {}{}: returned after {:.2} s, {CREATE_REPLICAS} running after {:.2} s; \
                  its last line: {:?}",
@@ -587,58 +593,48 @@ fn main() {
         h1.docker_host(),
         cluster.dir().join("docker-config-shoal"),
     );
-    let shoal_on_shoal = Client::shoal(h1);
-    let shoal_version = docker_on_shoal.negotiated_api_version();
+    let shoal_on_shoal = Client::shoal(h1, &docker_on_shoal);
     println!(
-        "shoal: {} ({}), {} ({}); Docker Engine API {shoal_version} on {}",
+        "shoal: {} ({}), {} ({}); Docker Engine API {} on {}",
         h1.name(),
         h1.address(),
         cluster.host(2).name(),
         cluster.host(2).address(),
+        docker_on_shoal.api_version,
         docker_on_shoal.docker_socket.display()
     );
     // Dropped before the cluster, whose teardown checks that nothing of its run is left.
-    let swarm = match docker::missing() {
+    let docker_side = match docker::missing() {
         Some(reason) => {
             println!("docker: skipped: {reason}");
             None
         }
-        None => Some(DockerSwarm::start(&cluster)),
+        None => {
+            let swarm = DockerSwarm::start(&cluster);
+            let client = Client::docker(
+                "docker → Docker",
+                swarm.host(1).docker_host(),
+                cluster.dir().join("docker-config-docker"),
+            );
+            println!(
+                "docker: Docker {} (API {}) on {} ({}) and {} ({})",
+                swarm.version(),
+                client.api_version,
+                swarm.host(1).name(),
+                swarm.host(1).address(),
+                swarm.host(2).name(),
+                swarm.host(2).address(),
+            );
+            Some((swarm, client))
+        }
     };
-    let docker_on_docker = swarm.as_ref().map(|swarm| {
-        let d1 = swarm.host(1);
-        Client::docker(
-            "docker → Docker",
-            d1.docker_host(),
-            cluster.dir().join("docker-config-docker"),
-        )
-    });
-    let docker_version = docker_on_docker
-        .as_ref()
-        .map(Client::negotiated_api_version);
-    if let (Some(swarm), Some(version)) = (&swarm, &docker_version) {
-        println!(
-            "docker: Docker {} (API {version}) on {} ({}) and {} ({})",
-            swarm.version(),
-            swarm.host(1).name(),
-            swarm.host(1).address(),
-            swarm.host(2).name(),
-            swarm.host(2).address(),
-        );
-    }
-    let mut clients = vec![&docker_on_shoal, &shoal_on_shoal];
-    let mut versions = vec![shoal_version.clone(), shoal_version.clone()];
-    if let (Some(client), Some(version)) = (&docker_on_docker, &docker_version) {
-        clients.push(client);
-        versions.push(version.clone());
-    }
     let (_, docker_cli_version) = docker_on_shoal.timed_ok(&["--version"]);
     println!("client: {}", docker_cli_version.trim());
     // Both states through the same docker CLI, so that both swarms hold the same specs (the CLI
     // tags the image `busybox:latest`, where shoal's CLI keeps `busybox`).
-    create_state(&docker_on_shoal, &shoal_version);
-    if let (Some(client), Some(version)) = (&docker_on_docker, &docker_version) {
-        create_state(client, version);
+    create_state(&docker_on_shoal);
+    if let Some((_, client)) = &docker_side {
+        create_state(client);
     }
     println!(
         "state created: {}; left to settle for {} s: the machine's CPU {:.0} % busy meanwhile",
@@ -647,67 +643,34 @@ fn main() {
         cpu_busy_percent_over(SETTLE)
     );
     if wanted("latency") {
-        latency(&clients, &versions);
+        let mut clients = vec![&docker_on_shoal, &shoal_on_shoal];
+        clients.extend(docker_side.as_ref().map(|(_, client)| client));
+        latency(&clients);
     }
     if wanted("create") {
-        let shoal_gone = || {
-            let left: usize = cluster
-                .hosts()
-                .iter()
-                .map(|host| shoal_containers(host, CREATE_SERVICE))
-                .sum::<Result<usize, String>>()?;
-            match left {
-                0 => Ok(()),
-                left => Err(format!("{left} left")),
-            }
+        let shoal = |client, detach| Variant {
+            client,
+            detach,
+            gone: Box::new(|| shoal_containers_gone(&cluster)),
         };
-        let docker_gone = || {
-            let Some(swarm) = &swarm else { return Ok(()) };
-            let left = [swarm.host(1), swarm.host(2)]
-                .into_iter()
-                .map(|host| docker_containers(host, CREATE_SERVICE))
-                .sum::<Result<usize, String>>()?;
-            match left {
-                0 => Ok(()),
-                left => Err(format!("{left} left")),
-            }
+        let docker = |detach| {
+            docker_side.as_ref().map(|(swarm, client)| Variant {
+                client,
+                detach,
+                gone: Box::new(move || docker_containers_gone(swarm)),
+            })
         };
-        let mut variants = vec![
-            Variant {
-                client: &docker_on_shoal,
-                version: &shoal_version,
-                detach: false,
-                gone: Box::new(shoal_gone),
-            },
-            Variant {
-                client: &shoal_on_shoal,
-                version: &shoal_version,
-                detach: false,
-                gone: Box::new(shoal_gone),
-            },
-        ];
-        if let (Some(client), Some(version)) = (&docker_on_docker, &docker_version) {
-            variants.push(Variant {
-                client,
-                version,
-                detach: false,
-                gone: Box::new(docker_gone),
-            });
-        }
-        variants.push(Variant {
-            client: &docker_on_shoal,
-            version: &shoal_version,
-            detach: true,
-            gone: Box::new(shoal_gone),
-        });
-        if let (Some(client), Some(version)) = (&docker_on_docker, &docker_version) {
-            variants.push(Variant {
-                client,
-                version,
-                detach: true,
-                gone: Box::new(docker_gone),
-            });
-        }
+        // Each shoal variant beside Docker's of the same kind, so they see the same load.
+        let variants: Vec<Variant<'_>> = [
+            Some(shoal(&docker_on_shoal, false)),
+            Some(shoal(&shoal_on_shoal, false)),
+            docker(false),
+            Some(shoal(&docker_on_shoal, true)),
+            docker(true),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
         create(&variants);
     }
     println!("end: {}", load_average());
