@@ -28,6 +28,31 @@ if [ "${#missing[@]}" -gt 0 ]; then
   apt-get update -qq
   DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+# prometheus brings promtool, with which crates/cli/tests/metrics.rs checks the daemons'
+# /metrics. Only the tool is wanted: the recommended node exporter stays out, and a policy-rc.d
+# that refuses every start (made only where none exists, removed after) keeps the package's own
+# server from starting, under invoke-rc.d and deb-systemd-invoke alike; where systemd runs, its
+# unit is disabled too, so no boot starts it.
+if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'install ok installed'; then
+  echo "==> installing prometheus (for promtool; its server is not started)"
+  policy=/usr/sbin/policy-rc.d
+  made_policy=false
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\nexit 101\n' >"$policy"
+    chmod 0755 "$policy"
+    made_policy=true
+    trap 'rm -f "$policy"' EXIT
+  fi
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+  if "$made_policy"; then
+    rm -f "$policy"
+    trap - EXIT
+  fi
+  if [ -d /run/systemd/system ]; then
+    systemctl disable --now prometheus.service >/dev/null 2>&1 || true
+  fi
+fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 
 echo "==> cargo fmt --all -- --check"

@@ -29,6 +29,9 @@ pub struct ClusterOptions {
     pub hosts: usize,
     /// The `shoal` binary every host runs; [`default_shoal_binary`] unless set.
     pub shoal: PathBuf,
+    /// Flags every host's `shoal daemon` gets after the harness's own (such as
+    /// `--metrics-addr 127.0.0.1:9323`, which each host serves on its own loopback).
+    pub daemon_args: Vec<String>,
 }
 
 impl ClusterOptions {
@@ -37,6 +40,7 @@ impl ClusterOptions {
         ClusterOptions {
             hosts,
             shoal: default_shoal_binary(),
+            daemon_args: Vec::new(),
         }
     }
 }
@@ -126,6 +130,7 @@ impl TestCluster {
                 cluster.dir.join(format!("h{number}")),
                 cluster.shoal.clone(),
                 cluster.dir.join("busybox.tar"),
+                options.daemon_args.clone(),
             ));
         }
         let started: Vec<Result<(), HarnessError>> = std::thread::scope(|scope| {

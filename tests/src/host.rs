@@ -35,6 +35,8 @@ pub struct TestHost {
     dir: PathBuf,
     shoal: PathBuf,
     busybox_tarball: PathBuf,
+    /// Flags the daemon gets after the harness's own.
+    daemon_args: Vec<String>,
     daemon: Mutex<Option<Child>>,
 }
 
@@ -45,6 +47,7 @@ impl TestHost {
         dir: PathBuf,
         shoal: PathBuf,
         busybox_tarball: PathBuf,
+        daemon_args: Vec<String>,
     ) -> TestHost {
         TestHost {
             name,
@@ -52,6 +55,7 @@ impl TestHost {
             dir,
             shoal,
             busybox_tarball,
+            daemon_args,
             daemon: Mutex::new(None),
         }
     }
@@ -337,6 +341,7 @@ impl TestHost {
             .arg(self.host_url())
             .arg("--docker-api")
             .arg(self.docker_host())
+            .args(&self.daemon_args)
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::null())

@@ -30,13 +30,42 @@ pub(crate) fn describe(command: &Command) -> String {
 /// Runs `command` with stdin closed and stdout and stderr captured; kills it and returns
 /// [`HarnessError::CommandHung`] when it runs longer than `timeout`.
 pub fn run(command: &mut Command, timeout: Duration) -> Result<Output, HarnessError> {
+    run_fed(command, None, timeout)
+}
+
+/// Runs `command` as [`run`] does, with `input` as its stdin, which then ends.
+pub fn run_with_input(
+    command: &mut Command,
+    input: &[u8],
+    timeout: Duration,
+) -> Result<Output, HarnessError> {
+    run_fed(command, Some(input.to_vec()), timeout)
+}
+
+fn run_fed(
+    command: &mut Command,
+    input: Option<Vec<u8>>,
+    timeout: Duration,
+) -> Result<Output, HarnessError> {
     let description = describe(command);
     let mut child = command
-        .stdin(Stdio::null())
+        .stdin(if input.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(HarnessError::io(format!("starting `{description}`")))?;
+    if let (Some(input), Some(mut stdin)) = (input, child.stdin.take()) {
+        // From a thread, so a command that reads late can't block this one; dropping the pipe
+        // is the input's end.
+        std::thread::spawn(move || {
+            use std::io::Write as _;
+            let _ = stdin.write_all(&input);
+        });
+    }
     let reader = |pipe: Option<Box<dyn std::io::Read + Send>>| {
         std::thread::spawn(move || {
             let mut bytes = Vec::new();

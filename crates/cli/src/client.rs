@@ -523,28 +523,6 @@ pub(crate) async fn container_wait(host: &str, ids: Vec<String>) -> anyhow::Resu
     Ok(())
 }
 
-/// `container exec`: runs `command` in the container through the engine's exec, writes its
-/// output, and returns its exit code for the CLI's own.
-pub(crate) async fn container_exec(
-    host: &str,
-    container: String,
-    command: Vec<String>,
-) -> anyhow::Result<i32> {
-    let mut client = connect(host).await?;
-    let result = client
-        .exec_container(pb::ExecRequest {
-            id: container,
-            args: command,
-        })
-        .await
-        .map_err(daemon_error)?
-        .into_inner();
-    std::io::stdout().write_all(&result.stdout)?;
-    std::io::stdout().flush()?;
-    std::io::stderr().write_all(&result.stderr)?;
-    Ok(result.exit_code)
-}
-
 #[cfg(test)]
 mod tests {
     use std::time::Duration;

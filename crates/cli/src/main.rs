@@ -4,6 +4,7 @@
 
 mod client;
 mod container;
+mod exec;
 mod network;
 mod output;
 mod payload;
@@ -49,6 +50,10 @@ enum Command {
         /// Where the Docker Engine API listens (`unix:///PATH`), or `none`.
         #[arg(long, default_value = daemon::DEFAULT_DOCKER_API)]
         docker_api: String,
+        /// Serves Prometheus metrics on `GET /metrics` at this address (HOST:PORT, such as
+        /// 127.0.0.1:9323); off unless given.
+        #[arg(long, value_name = "HOST:PORT")]
+        metrics_addr: Option<String>,
     },
     /// Manages images.
     #[command(subcommand)]
@@ -100,15 +105,25 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Runs a command in a container with the built-in runtime (healthchecks).
+    /// The exec helper: runs a prepared process in a container through its runtime and exits
+    /// with the command's code (started by the daemon).
     #[command(hide = true)]
     RuntimeExec {
+        /// An external runc-compatible runtime; the built-in one when absent.
+        #[arg(long)]
+        runtime: Option<PathBuf>,
         #[arg(long)]
         state_root: PathBuf,
         #[arg(long)]
         id: String,
-        #[arg(trailing_var_arg = true, allow_hyphen_values = true, required = true)]
-        args: Vec<String>,
+        /// The OCI process (JSON) to run.
+        #[arg(long)]
+        process: PathBuf,
+        #[arg(long)]
+        pid_file: PathBuf,
+        /// Where the runtime sends the terminal's master (with a terminal).
+        #[arg(long)]
+        console_socket: Option<PathBuf>,
     },
 }
 
@@ -207,9 +222,25 @@ enum ContainerCommand {
         #[arg(required = true)]
         containers: Vec<String>,
     },
-    /// Runs a command in a running container and exits with its exit code (its output comes
-    /// once it has exited; no terminal or input).
+    /// Runs a command in a running container and exits with its exit code; its output comes as
+    /// it is written.
     Exec {
+        /// Sends this stdin to the command, and its end.
+        #[arg(short = 'i', long)]
+        interactive: bool,
+        /// Gives the command a terminal; with -i, this one goes raw while attached.
+        #[arg(short = 't', long)]
+        tty: bool,
+        /// Sets an environment variable: KEY=value, or KEY for this shell's value (none
+        /// removes it).
+        #[arg(short = 'e', long = "env", value_name = "KEY=VALUE")]
+        env: Vec<String>,
+        /// The working directory in the container (absolute).
+        #[arg(short = 'w', long)]
+        workdir: Option<String>,
+        /// The user: name|uid[:group|gid], from the container's /etc/passwd and /etc/group.
+        #[arg(short = 'u', long)]
+        user: Option<String>,
         container: String,
         #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
         command: Vec<String>,
@@ -241,17 +272,41 @@ fn main() -> ExitCode {
         }
         Command::Init { args } => return exit(engine::init::init_main(&args)),
         Command::RuntimeExec {
+            runtime,
             state_root,
             id,
-            args,
-        } => engine::runtime::libcontainer_exec(&state_root, &id, args).map_err(Into::into),
+            process,
+            pid_file,
+            console_socket,
+        } => {
+            let args = engine::runtime::ExecHelperArgs {
+                runtime,
+                state_root,
+                id,
+                process_file: process,
+                pid_file,
+                console_socket,
+            };
+            // Its stderr is the exec's: the runtime's reason, then Docker's code for a command
+            // that could not run.
+            return exit(engine::runtime::exec_main(&args).unwrap_or_else(|error| {
+                eprintln!("shoal: {error}");
+                126
+            }));
+        }
         Command::Daemon {
             data_root,
             listen,
             docker_api,
-        } => daemon::run(data_root, listen.as_ref().unwrap_or(&host), &docker_api)
-            .map(|()| 0)
-            .map_err(Into::into),
+            metrics_addr,
+        } => daemon::run(
+            data_root,
+            listen.as_ref().unwrap_or(&host),
+            &docker_api,
+            metrics_addr.as_deref(),
+        )
+        .map(|()| 0)
+        .map_err(Into::into),
         Command::Stack(command) => runtime()
             .and_then(|rt| rt.block_on(stack::run(&host, command)))
             .map(|()| 0),
@@ -344,8 +399,23 @@ fn main() -> ExitCode {
                     ContainerCommand::Wait { containers } => {
                         client::container_wait(&host, containers).await.map(|()| 0)
                     }
-                    ContainerCommand::Exec { container, command } => {
-                        client::container_exec(&host, container, command).await
+                    ContainerCommand::Exec {
+                        interactive,
+                        tty,
+                        env,
+                        workdir,
+                        user,
+                        container,
+                        command,
+                    } => {
+                        let options = exec::ExecOptions {
+                            interactive,
+                            tty,
+                            env,
+                            workdir,
+                            user,
+                        };
+                        exec::run(&host, container, command, options).await
                     }
                 }
             })

@@ -317,7 +317,15 @@ fn bad_requests_get_docker_s_codes_and_change_nothing() {
 
     // An update at a stale version is Docker's 500 "update out of sequence", and changes nothing.
     h1.docker_ok(&[
-        "service", "create", "-d", "--name", "web", "busybox", "sleep", "3600",
+        "service",
+        "create",
+        "--no-resolve-image",
+        "-d",
+        "--name",
+        "web",
+        "busybox",
+        "sleep",
+        "3600",
     ]);
     let service: Value =
         serde_json::from_str(&h1.docker_ok(&["service", "inspect", "web"])).expect("service JSON");
@@ -350,6 +358,103 @@ fn bad_requests_get_docker_s_codes_and_change_nothing() {
     assert_eq!(labels.trim(), r#"{"first":"1"}"#);
 }
 
+/// `line` run by `sh` under `script`, which gives it a pseudo-terminal of 30 rows and 100
+/// columns as stdin and stdout (the docker CLI's `-it` wants one), `input` typed into that
+/// terminal, and `base`'s environment (the docker CLI's socket and config).
+fn under_a_terminal(
+    base: &std::process::Command,
+    line: &str,
+    input: &[u8],
+) -> std::process::Output {
+    let mut script = std::process::Command::new("script");
+    for (key, value) in base.get_envs() {
+        match value {
+            Some(value) => script.env(key, value),
+            None => script.env_remove(key),
+        };
+    }
+    script.args([
+        "-qec",
+        &format!("stty rows 30 cols 100; {line}"),
+        "/dev/null",
+    ]);
+    shoal_tests::run_with_input(&mut script, input, Duration::from_secs(60))
+        .unwrap_or_else(|error| panic!("{line}: {error}"))
+}
+
+/// Exec into running task container `id` on `host` with what the docker CLI sends besides a
+/// command: stdin piped through `-i` and ended, `-e`, `-w` and `-u`; `--privileged` refused
+/// with why; and `-it`, under a terminal, from the docker CLI and from shoal's own: a terminal
+/// inside the container, sized as the client's, typed into, and the command's exit code.
+fn exec_with_input_options_and_a_terminal(host: &TestHost, id: &str) {
+    let piped = shoal_tests::run_with_input(
+        &mut host.docker_command(&["exec", "-i", id, "sh", "-c", "cat; echo end"]),
+        b"piped in\n",
+        Duration::from_secs(60),
+    )
+    .expect("docker exec -i");
+    assert_eq!(
+        piped.status.code(),
+        Some(0),
+        "{}",
+        stdout_and_stderr(&piped)
+    );
+    assert_eq!(String::from_utf8_lossy(&piped.stdout), "piped in\nend\n");
+    let options = host.docker_ok(&[
+        "exec",
+        "-e",
+        "FOO=bar",
+        "-w",
+        "/tmp",
+        "-u",
+        "nobody",
+        id,
+        "sh",
+        "-c",
+        "echo $FOO $(pwd) $(id -u)",
+    ]);
+    assert_eq!(options.trim(), "bar /tmp 65534");
+    let privileged = host.docker(&["exec", "--privileged", id, "true"]);
+    assert!(
+        String::from_utf8_lossy(&privileged.stderr).contains("leave out --privileged"),
+        "{}",
+        stdout_and_stderr(&privileged)
+    );
+    if !Path::new("/usr/bin/script").exists() {
+        skip(
+            "docker exec -it",
+            "`script` missing: it gives the docker CLI a terminal (apt-get install util-linux)",
+        );
+        return;
+    }
+    let session = "sh -c 'tty; stty size; read line; echo got $line; exit 3'";
+    let docker = under_a_terminal(
+        &host.docker_command(&[]),
+        &format!("{DOCKER_CLI} exec -it {id} {session}"),
+        b"typed\n",
+    );
+    let said = stdout_and_stderr(&docker);
+    assert_eq!(docker.status.code(), Some(3), "{said}");
+    assert!(said.contains("/dev/pts/"), "no terminal inside: {said}");
+    assert!(said.contains("30 100"), "not the client's size: {said}");
+    assert!(said.contains("got typed"), "input did not arrive: {said}");
+    let shoal = under_a_terminal(
+        &host.docker_command(&[]),
+        &format!(
+            "{} -H {} container exec -it {id} {session}",
+            shoal_tests::default_shoal_binary().display(),
+            host.host_url()
+        ),
+        b"typed\n",
+    );
+    let said = stdout_and_stderr(&shoal);
+    assert_eq!(shoal.status.code(), Some(3), "{said}");
+    assert!(
+        said.contains("/dev/pts/") && said.contains("30 100") && said.contains("got typed"),
+        "shoal container exec -it: {said}"
+    );
+}
+
 /// A service's life through the docker CLI: create with its progress display, list, ps, inspect,
 /// scale, update, rollback, logs and rm; shoal's own CLI sees the same service.
 #[test]
@@ -363,6 +468,7 @@ fn the_docker_cli_runs_a_service_from_create_to_rm() {
     let said = stdout_and_stderr(&h1.docker(&[
         "service",
         "create",
+        "--no-resolve-image",
         "--name",
         "web",
         "--replicas",
@@ -462,6 +568,7 @@ fn the_docker_cli_runs_a_service_from_create_to_rm() {
         Some(5),
         "shoal's exec takes the same path"
     );
+    exec_with_input_options_and_a_terminal(h2, &id);
     let images = h2.docker_ok(&["images", "--format", "{{.Repository}}:{{.Tag}}"]);
     assert!(images.lines().any(|l| l == "busybox:latest"), "{images}");
 
@@ -472,7 +579,14 @@ fn the_docker_cli_runs_a_service_from_create_to_rm() {
             .trim(),
         "1/1"
     );
-    h1.docker_ok(&["service", "update", "--env-add", "COLOUR=blue", "web"]);
+    h1.docker_ok(&[
+        "service",
+        "update",
+        "--no-resolve-image",
+        "--env-add",
+        "COLOUR=blue",
+        "web",
+    ]);
     let env = h1.docker_ok(&[
         "service",
         "inspect",
@@ -507,10 +621,13 @@ fn the_docker_cli_runs_a_service_from_create_to_rm() {
         "{logs}"
     );
 
-    // logs -f: output goes on arriving while the command follows.
+    // logs -f: output goes on arriving while the command follows, from the tasks there are
+    // and from those that start later: started before its task runs, the follow shows it once
+    // it does, and the task a scale-up adds.
     h1.docker_ok(&[
         "service",
         "create",
+        "--no-resolve-image",
         "-d",
         "--name",
         "ticker",
@@ -519,15 +636,6 @@ fn the_docker_cli_runs_a_service_from_create_to_rm() {
         "-c",
         "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.2; done",
     ]);
-    // A follow subscribes to the tasks there are: wait for the ticker's.
-    wait_until("the ticker running", CONVERGE_TIMEOUT, || {
-        let state = h1.docker_ok(&["service", "ps", "--format", "{{.CurrentState}}", "ticker"]);
-        if state.starts_with("Running") {
-            Ok(())
-        } else {
-            Err(state)
-        }
-    });
     let mut follow = h1
         .docker_command(&["service", "logs", "-f", "ticker"])
         .stdout(std::process::Stdio::piped())
@@ -543,14 +651,34 @@ fn the_docker_cli_runs_a_service_from_create_to_rm() {
             }
         }
     });
-    let ticks: Vec<String> = received
-        .iter()
-        .filter(|line| line.contains("| tick "))
-        .take(10)
-        .collect();
+    let deadline = std::time::Instant::now() + CONVERGE_TIMEOUT;
+    let ticks_of = |slot: &str, count: usize| -> Vec<String> {
+        let mut ticks = Vec::new();
+        while ticks.len() < count {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match received.recv_timeout(left) {
+                Ok(line) if line.starts_with(slot) && line.contains("| tick ") => ticks.push(line),
+                Ok(_) => {}
+                Err(_) => break,
+            }
+        }
+        ticks
+    };
+    let first = ticks_of("ticker.1.", 5);
+    assert_eq!(
+        first.len(),
+        5,
+        "logs -f did not follow the first task: {first:?}"
+    );
+    h1.docker_ok(&["service", "scale", "-d", "ticker=2"]);
+    let added = ticks_of("ticker.2.", 5);
     let _ = follow.kill();
     let _ = follow.wait();
-    assert_eq!(ticks.len(), 10, "logs -f stopped following: {ticks:?}");
+    assert_eq!(
+        added.len(),
+        5,
+        "logs -f did not pick up the added task: {added:?}"
+    );
     h1.docker_ok(&["service", "rm", "ticker"]);
 
     h1.docker_ok(&["service", "rm", "web"]);
@@ -639,6 +767,7 @@ fn the_docker_cli_manages_secrets_configs_and_networks() {
     h1.docker_ok(&[
         "service",
         "create",
+        "--no-resolve-image",
         "-d",
         "--name",
         "api",

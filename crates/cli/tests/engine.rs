@@ -71,7 +71,8 @@ impl TestHost {
         let child = Command::new(SHOAL)
             .args(["daemon", "--data-root"])
             .arg(self.data())
-            .args(["-H", &self.host, "--docker-api", "none"])
+            .args(["-H", &self.host, "--docker-api"])
+            .arg(format!("unix://{}/docker.sock", self.dir.display()))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log)
@@ -87,6 +88,32 @@ impl TestHost {
             "daemon did not come up: {}",
             std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
         );
+    }
+
+    /// `GET path` on the daemon's Docker API: the status code and the body.
+    fn docker_api_get(&self, path: &str) -> (u16, String) {
+        use std::io::{Read, Write};
+        let mut stream = std::os::unix::net::UnixStream::connect(self.dir.join("docker.sock"))
+            .expect("the Docker API socket");
+        write!(
+            stream,
+            "GET {path} HTTP/1.1\r\nHost: docker\r\nConnection: close\r\n\r\n"
+        )
+        .expect("sending the request");
+        let mut answer = String::new();
+        stream
+            .read_to_string(&mut answer)
+            .expect("reading the answer");
+        let status = answer
+            .split(' ')
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .unwrap_or_else(|| panic!("no status line in {answer:?}"));
+        let body = answer
+            .split_once("\r\n\r\n")
+            .map_or("", |(_, body)| body)
+            .to_owned();
+        (status, body)
     }
 
     fn kill_daemon(&mut self) {
@@ -908,6 +935,28 @@ fn pull_from_a_local_registry_runs_and_keeps_the_digest() {
             &format!("docker://{remote}"),
         ],
     );
+
+    // What `docker service create` asks before it pins the image: the registry's digest,
+    // through the node's Docker API, without pulling anything.
+    let (status, body) = host.docker_api_get(&format!("/v1.51/distribution/{remote}/json"));
+    assert_eq!(status, 200, "{body}");
+    let resolved: Value = serde_json::from_str(&body).expect("distribution JSON");
+    assert_eq!(
+        resolved["Descriptor"]["digest"].as_str(),
+        Some(remote_digest.trim()),
+        "{resolved}"
+    );
+    assert_eq!(resolved["Platforms"][0]["os"], "linux", "{resolved}");
+    assert_eq!(
+        host.ok(&["image", "ls"]).lines().count(),
+        1,
+        "nothing pulled"
+    );
+    let (status, body) = host.docker_api_get(&format!(
+        "/v1.51/distribution/127.0.0.1:{}/test/absent:v1/json",
+        registry.port
+    ));
+    assert!(status >= 400 && body.contains("absent"), "{status} {body}");
 
     let output = host.ok(&["image", "pull", "--insecure", &remote]);
     assert!(

@@ -11,7 +11,10 @@ use tokio::io::AsyncWriteExt;
 use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::engine_wire::{container_to_pb, image_to_pb, spec_from_pb};
+use crate::engine_wire::{
+    container_to_pb, exec_event_to_pb, exec_input_from_pb, exec_spec_from_pb, image_to_pb,
+    spec_from_pb,
+};
 
 /// Serves the local engine API over one engine.
 pub(crate) struct EngineService {
@@ -80,6 +83,7 @@ async fn with_upload<T>(
 }
 
 type LogStream = Pin<Box<dyn Stream<Item = Result<pb::LogEntry, Status>> + Send>>;
+type ExecOutputStream = Pin<Box<dyn Stream<Item = Result<pb::ExecOutput, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl Engine for EngineService {
@@ -117,6 +121,30 @@ impl Engine for EngineService {
             .map_err(status)?;
         Ok(Response::new(pb::ImageResponse {
             image: Some(image_to_pb(image)),
+        }))
+    }
+
+    async fn resolve_image(
+        &self,
+        request: Request<pb::ResolveImageRequest>,
+    ) -> Result<Response<pb::ResolvedImage>, Status> {
+        let resolved = self
+            .engine
+            .resolve_image(&request.into_inner().reference)
+            .await
+            .map_err(status)?;
+        Ok(Response::new(pb::ResolvedImage {
+            media_type: resolved.media_type,
+            digest: resolved.digest.to_string(),
+            size: resolved.size,
+            platforms: resolved
+                .platforms
+                .into_iter()
+                .map(|platform| pb::Platform {
+                    os: platform.os,
+                    architecture: platform.architecture,
+                })
+                .collect(),
         }))
     }
 
@@ -256,6 +284,47 @@ impl Engine for EngineService {
             stdout: output.stdout,
             stderr: output.stderr,
         }))
+    }
+
+    type ExecStreamStream = ExecOutputStream;
+
+    async fn exec_stream(
+        &self,
+        request: Request<Streaming<pb::ExecInput>>,
+    ) -> Result<Response<ExecOutputStream>, Status> {
+        let mut inputs = request.into_inner();
+        let start = match inputs.message().await? {
+            Some(pb::ExecInput {
+                input: Some(pb::exec_input::Input::Start(start)),
+            }) => start,
+            _ => {
+                return Err(Status::invalid_argument(
+                    "an exec stream starts with what to run (ExecStart)",
+                ));
+            }
+        };
+        let container = start.id.clone();
+        let session = self
+            .engine
+            .exec_session(&container, exec_spec_from_pb(start))
+            .await
+            .map_err(status)?;
+        let (sender, events) = session.split();
+        tokio::spawn(async move {
+            // The caller's input until it ends (its stdin's end too); a broken stream is the
+            // caller gone, which the output's end tells the session.
+            while let Ok(Some(input)) = inputs.message().await {
+                if let Some(input) = exec_input_from_pb(input)
+                    && sender.send(input).await.is_err()
+                {
+                    return;
+                }
+            }
+            let _ = sender.send(engine::ExecInput::CloseStdin).await;
+        });
+        let stream =
+            tokio_stream::wrappers::ReceiverStream::new(events).map(|e| Ok(exec_event_to_pb(e)));
+        Ok(Response::new(Box::pin(stream)))
     }
 
     async fn container_logs(

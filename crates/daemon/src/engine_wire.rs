@@ -167,6 +167,53 @@ pub(crate) fn container_to_pb(info: ContainerInfo) -> pb::Container {
     }
 }
 
+/// A wire terminal size; a size past what a terminal holds is the most it holds.
+pub(crate) fn terminal_size_from_pb(size: pb::TerminalSize) -> engine::TerminalSize {
+    engine::TerminalSize {
+        rows: u16::try_from(size.rows).unwrap_or(u16::MAX),
+        columns: u16::try_from(size.columns).unwrap_or(u16::MAX),
+    }
+}
+
+/// What an exec session runs, from its first message; empty strings mean the container's own.
+pub(crate) fn exec_spec_from_pb(start: pb::ExecStart) -> engine::ExecSpec {
+    let non_empty = |s: String| (!s.is_empty()).then_some(s);
+    engine::ExecSpec {
+        args: start.args,
+        tty: start.tty,
+        attach_stdin: start.attach_stdin,
+        env: start.env,
+        workdir: non_empty(start.workdir),
+        user: non_empty(start.user),
+        size: start.size.map(terminal_size_from_pb),
+    }
+}
+
+/// A later input of an exec session; `None` for one that carries nothing or a second start.
+pub(crate) fn exec_input_from_pb(input: pb::ExecInput) -> Option<engine::ExecInput> {
+    match input.input? {
+        pb::exec_input::Input::Stdin(bytes) => Some(engine::ExecInput::Stdin(bytes)),
+        pb::exec_input::Input::CloseStdin(_) => Some(engine::ExecInput::CloseStdin),
+        pb::exec_input::Input::Resize(size) => {
+            Some(engine::ExecInput::Resize(terminal_size_from_pb(size)))
+        }
+        pb::exec_input::Input::Start(_) => None,
+    }
+}
+
+pub(crate) fn exec_event_to_pb(event: engine::ExecEvent) -> pb::ExecOutput {
+    use pb::exec_output::Output;
+    let output = match event {
+        engine::ExecEvent::Pid(pid) => Output::Pid(pid),
+        engine::ExecEvent::Stdout(bytes) => Output::Stdout(bytes),
+        engine::ExecEvent::Stderr(bytes) => Output::Stderr(bytes),
+        engine::ExecEvent::Exited(code) => Output::ExitCode(code),
+    };
+    pb::ExecOutput {
+        output: Some(output),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use std::time::Duration;
@@ -212,5 +259,32 @@ mod tests {
             })
         );
         Ok(())
+    }
+
+    #[test]
+    fn an_exec_start_leaves_unset_what_the_container_decides() {
+        let spec = exec_spec_from_pb(pb::ExecStart {
+            id: "web".into(),
+            args: vec!["sh".into()],
+            tty: true,
+            size: Some(pb::TerminalSize {
+                rows: 24,
+                columns: 100_000,
+            }),
+            ..Default::default()
+        });
+        assert_eq!(spec.workdir, None);
+        assert_eq!(spec.user, None);
+        assert_eq!(
+            spec.size,
+            Some(engine::TerminalSize {
+                rows: 24,
+                columns: u16::MAX
+            })
+        );
+        let start = pb::ExecInput {
+            input: Some(pb::exec_input::Input::Start(pb::ExecStart::default())),
+        };
+        assert_eq!(exec_input_from_pb(start), None, "a second start is ignored");
     }
 }

@@ -24,6 +24,14 @@ pub enum DaemonError {
         #[source]
         source: engine::EngineError,
     },
+    #[error(
+        "can't serve metrics on {addr:?}: use --metrics-addr HOST:PORT with a free port on one of this machine's addresses, such as 127.0.0.1:9323"
+    )]
+    MetricsAddr {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("another daemon is already listening on {}: stop it or pick another -H", .0.display())]
     AlreadyListening(PathBuf),
     #[error("resuming this node's swarm roles (its swarm state is under <data-root>/swarm)")]

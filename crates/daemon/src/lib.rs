@@ -1,20 +1,26 @@
 //! What `shoal daemon` runs, composed in one place: the local engine API on a unix socket, the
 //! node's swarm roles behind it (`roles`: the worker agent, the manager role, and the role
-//! follower whose decisions are the pure [`follower`] core), and the listener's lifecycle
-//! (a stale socket replaced, SIGTERM and SIGINT, a manager whose Raft store failed for good).
+//! follower whose decisions are the pure [`follower`] core), the metrics on `--metrics-addr`
+//! (`metrics_server`, the families `shoal_metrics` defines, the agent's engine counted by
+//! `metered_engine`), and the listener's lifecycle (a stale socket replaced, SIGTERM and SIGINT,
+//! a manager whose Raft store failed for good).
 
 mod engine_service;
 mod engine_wire;
 mod error;
 pub mod follower;
+mod metered_engine;
+mod metrics_server;
 pub mod networking;
 mod roles;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use engine::{EngineConfig, LocalEngine};
+use shoal_metrics::Metrics;
 use shoal_proto::api::control_server::ControlServer;
 use shoal_proto::api::swarm_server::SwarmServer;
 use shoal_proto::engine::engine_server::EngineServer;
@@ -89,7 +95,12 @@ pub fn docker_api_socket(address: &str) -> Result<Option<PathBuf>, DaemonError> 
 
 /// `shoal daemon`: logs to stderr (`RUST_LOG`, `info` by default), builds the daemon's runtime
 /// and serves until SIGTERM or SIGINT (see [`serve`]).
-pub fn run(data_root: PathBuf, host: &str, docker_api: &str) -> Result<(), DaemonError> {
+pub fn run(
+    data_root: PathBuf,
+    host: &str,
+    docker_api: &str,
+    metrics_addr: Option<&str>,
+) -> Result<(), DaemonError> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -97,7 +108,7 @@ pub fn run(data_root: PathBuf, host: &str, docker_api: &str) -> Result<(), Daemo
         )
         .with_writer(std::io::stderr)
         .init();
-    daemon_runtime()?.block_on(serve(data_root, host, docker_api))
+    daemon_runtime()?.block_on(serve(data_root, host, docker_api, metrics_addr))
 }
 
 /// The daemon's runtime. Engine calls run on blocking threads; capping them, and glibc's
@@ -118,8 +129,14 @@ fn daemon_runtime() -> Result<tokio::runtime::Runtime, DaemonError> {
 
 /// Runs the daemon until SIGTERM or SIGINT, or until its manager role's Raft store stops on a
 /// fatal storage error: then it stops like on SIGTERM and fails, so that its supervisor
-/// (systemd) restarts it and the member reopens its data.
-pub async fn serve(data_root: PathBuf, host: &str, docker_api: &str) -> Result<(), DaemonError> {
+/// (systemd) restarts it and the member reopens its data. With `metrics_addr`, it serves
+/// `GET /metrics` there.
+pub async fn serve(
+    data_root: PathBuf,
+    host: &str,
+    docker_api: &str,
+    metrics_addr: Option<&str>,
+) -> Result<(), DaemonError> {
     let socket = socket_path(host)?;
     let docker_socket = docker_api_socket(docker_api)?;
     std::fs::create_dir_all(&data_root).map_err(DaemonError::io(format!(
@@ -143,9 +160,27 @@ pub async fn serve(data_root: PathBuf, host: &str, docker_api: &str) -> Result<(
         Some(path) => Some(bind_docker_socket(path).await?),
         None => None,
     };
+    let metrics_listener = match metrics_addr {
+        Some(addr) => Some(metrics_server::bind(addr).await?),
+        None => None,
+    };
     tracing::info!(socket = %socket.display(), data_root = %data_root.display(), "shoal daemon ready");
     let incoming = tokio_stream::wrappers::UnixListenerStream::new(listener);
-    let roles = NodeRoles::new(&data_root, engine.clone());
+    let metrics = Arc::new(Metrics::new());
+    let (stop_metrics, metrics_stopped) = tokio::sync::oneshot::channel::<()>();
+    if let Some(listener) = metrics_listener {
+        if let Ok(addr) = listener.local_addr() {
+            tracing::info!(%addr, "metrics ready at /metrics");
+        }
+        tokio::spawn(metrics_server::serve(
+            listener,
+            Arc::clone(&metrics),
+            async {
+                let _ = metrics_stopped.await;
+            },
+        ));
+    }
+    let roles = NodeRoles::new(&data_root, engine.clone(), metrics);
     roles.resume().await.map_err(DaemonError::Resume)?;
     let engine_service =
         EngineServer::new(EngineService { engine }).max_decoding_message_size(64 << 20);
@@ -176,6 +211,7 @@ pub async fn serve(data_root: PathBuf, host: &str, docker_api: &str) -> Result<(
     };
     let _ = stop_serving.send(());
     let _ = stop_docker_api.send(());
+    let _ = stop_metrics.send(());
     roles.shutdown().await;
     // Long-lived calls (`logs -f`, `wait`) would hold a graceful shutdown open forever; they
     // get a moment to finish and are then cut off. Containers are unaffected either way.

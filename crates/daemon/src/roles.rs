@@ -21,6 +21,7 @@ use engine::{Engine as _, LocalEngine};
 use manager::data_key::{SWARM_LOCKED, SealedDataKey, StoredDataKey, UnlockKey};
 use manager::{ControlGate, InitOptions, ManagerRole, Membership, MembershipRole, SwarmDir};
 use raft_store::TlsIdentity;
+use shoal_metrics::Metrics;
 use shoal_proto::api::swarm_server::Swarm;
 use shoal_proto::api::{
     InfoRequest, InfoResponse, InitRequest, InitResponse, JoinRequest, JoinResponse, LeaveRequest,
@@ -35,6 +36,7 @@ use worker::{AgentConfig, DispatcherConnector};
 use crate::follower::{
     Command, Event, Issued, NodeView, Report, RoleFollower, SessionView, Validity, manager_addrs_of,
 };
+use crate::metered_engine::MeteredEngine;
 use crate::networking::NodeNetworking;
 
 /// The version every node reports as its engine version.
@@ -148,6 +150,8 @@ pub(crate) struct NodeRoles {
     state: Arc<Mutex<RoleState>>,
     /// The node's overlay networking, one per daemon; the worker agent drives it.
     networking: Arc<NodeNetworking>,
+    /// The daemon's metric families, which the manager role and the agent's engine record into.
+    metrics: Arc<Metrics>,
 }
 
 fn hostname() -> String {
@@ -189,13 +193,14 @@ fn log_report(report: Report) {
 }
 
 impl NodeRoles {
-    pub(crate) fn new(data_root: &Path, engine: LocalEngine) -> NodeRoles {
+    pub(crate) fn new(data_root: &Path, engine: LocalEngine, metrics: Arc<Metrics>) -> NodeRoles {
         NodeRoles {
             data_root: data_root.to_path_buf(),
             engine,
             gate: ControlGate::default(),
             state: Arc::default(),
             networking: Arc::new(NodeNetworking::new(data_root)),
+            metrics,
         }
     }
 
@@ -222,6 +227,7 @@ impl NodeRoles {
                         membership.clone(),
                         identity.clone(),
                         data_key,
+                        Arc::clone(&self.metrics),
                     )
                     .await?;
                     self.gate.set(Some(manager.control()));
@@ -264,10 +270,15 @@ impl NodeRoles {
             .load()
             .map_err(Status::from)?
             .ok_or_else(|| Status::internal("the swarm state vanished while locked"))?;
-        let manager =
-            ManagerRole::start(&swarm_dir, membership.clone(), identity.clone(), data_key)
-                .await
-                .map_err(Status::from)?;
+        let manager = ManagerRole::start(
+            &swarm_dir,
+            membership.clone(),
+            identity.clone(),
+            data_key,
+            Arc::clone(&self.metrics),
+        )
+        .await
+        .map_err(Status::from)?;
         self.gate.set(Some(manager.control()));
         state.manager = Some(manager);
         state.agent = Some(self.start_agent(&membership, identity));
@@ -293,7 +304,10 @@ impl NodeRoles {
             session: watch::channel(None).0,
             reconnect: tokio::sync::Notify::new(),
         });
-        let engine = Arc::new(self.engine.clone());
+        let engine = Arc::new(MeteredEngine::new(
+            self.engine.clone(),
+            self.metrics.engine.clone(),
+        ));
         self.networking.set_node(
             membership
                 .advertise_addr
@@ -460,6 +474,7 @@ impl NodeRoles {
                             membership.clone(),
                             identity.clone(),
                             data_key,
+                            Arc::clone(&self.metrics),
                         )
                         .await?;
                         let joined = manager::join::join_raft(
@@ -525,7 +540,7 @@ impl NodeRoles {
             autolock: request.autolock,
         };
         let swarm_dir = self.swarm_dir();
-        let manager = ManagerRole::init(&swarm_dir, options)
+        let manager = ManagerRole::init(&swarm_dir, options, Arc::clone(&self.metrics))
             .await
             .map_err(Status::from)?;
         let (membership, identity) = swarm_dir
@@ -565,10 +580,15 @@ impl NodeRoles {
         let data_key = running.data_key().clone();
         self.gate.set(None);
         running.shutdown().await;
-        let manager =
-            ManagerRole::force_new_cluster(&swarm_dir, membership.clone(), identity, data_key)
-                .await
-                .map_err(Status::from)?;
+        let manager = ManagerRole::force_new_cluster(
+            &swarm_dir,
+            membership.clone(),
+            identity,
+            data_key,
+            Arc::clone(&self.metrics),
+        )
+        .await
+        .map_err(Status::from)?;
         self.gate.set(Some(manager.control()));
         state.manager = Some(manager);
         Ok(membership.node_id)
@@ -638,6 +658,7 @@ impl NodeRoles {
                     membership.clone(),
                     grant.identity.clone(),
                     data_key,
+                    Arc::clone(&self.metrics),
                 )
                 .await?;
                 if let Err(error) = manager::join::join_raft(

@@ -71,7 +71,12 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
         Route::ServiceList => service_list(c, &call).await,
         Route::ServiceCreate => service_create(c, &call).await,
         Route::ServiceInspect(service) => {
-            let service = get_service(c, &service).await?;
+            let mut service = get_service(c, &service).await?;
+            if call.flag("insertDefaults")
+                && let Some(spec) = service.spec.as_mut()
+            {
+                spec::defaults::insert_service_defaults(spec);
+            }
             ok(&shape::service::service_inspect_json(&service))
         }
         Route::ServiceUpdate(service) => service_update(c, &call, service).await,
@@ -144,9 +149,32 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
                 .answer()?;
             Ok(no_content(StatusCode::NO_CONTENT))
         }
-        Route::SecretUpdate(_) | Route::ConfigUpdate(_) => Err(ApiError::bad_request(
-            "only the labels of a secret or config can change, and shoal keeps them as created: remove it and create it again",
-        )),
+        Route::SecretUpdate(secret) => {
+            let version = version_param(&call)?;
+            let spec = shape::payload::secret_spec_from_json(&call.json()?).map_err(shape_error)?;
+            c.control
+                .update_secret(api::UpdateSecretRequest {
+                    secret,
+                    version,
+                    spec: Some(spec),
+                })
+                .await
+                .answer()?;
+            Ok(no_content(StatusCode::OK))
+        }
+        Route::ConfigUpdate(config) => {
+            let version = version_param(&call)?;
+            let spec = shape::payload::config_spec_from_json(&call.json()?).map_err(shape_error)?;
+            c.control
+                .update_config(api::UpdateConfigRequest {
+                    config,
+                    version,
+                    spec: Some(spec),
+                })
+                .await
+                .answer()?;
+            Ok(no_content(StatusCode::OK))
+        }
         Route::ConfigList => {
             let filters = Filters::parse(call.param("filters"), select::PAYLOAD_FILTERS)?;
             let configs = c
@@ -325,16 +353,19 @@ pub(crate) async fn call(mut backend: Backend, route: Route, call: Call) -> Answ
         }
         Route::ExecCreate(container) => crate::exec::create(c, &call, container).await,
         Route::ExecInspect(id) => crate::exec::inspect(c, &id),
+        Route::ExecResize(id) => crate::exec::resize(c, &call, &id).await,
         Route::ImageLoad | Route::ExecStart(_) => Err(ApiError::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             "image load and exec start take their connection; the server answers them itself",
         )),
-        Route::DistributionInspect(image) => Err(ApiError::new(
-            StatusCode::NOT_FOUND,
-            format!(
-                "{image}: shoal does not pin images to a registry digest; each node resolves the image itself"
-            ),
-        )),
+        Route::DistributionInspect(image) => {
+            let resolved = c
+                .engine
+                .resolve_image(pb::ResolveImageRequest { reference: image })
+                .await
+                .answer()?;
+            ok(&shape::engine::distribution_json(&resolved))
+        }
     }
 }
 

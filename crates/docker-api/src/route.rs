@@ -56,6 +56,7 @@ pub enum Route {
     ImageLoad,
     ExecCreate(String),
     ExecStart(String),
+    ExecResize(String),
     ExecInspect(String),
 }
 
@@ -135,6 +136,7 @@ fn find(method: &Method, path: &str) -> Option<Route> {
         ["containers", id, "logs"] if get => Some(Route::ContainerLogs(owned(id))),
         ["containers", id, "exec"] if post => Some(Route::ExecCreate(owned(id))),
         ["exec", id, "start"] if post => Some(Route::ExecStart(owned(id))),
+        ["exec", id, "resize"] if post => Some(Route::ExecResize(owned(id))),
         ["exec", id, "json"] if get => Some(Route::ExecInspect(owned(id))),
         ["images", "json"] if get => Some(Route::ImageList),
         ["images", "load"] if post => Some(Route::ImageLoad),
@@ -176,6 +178,11 @@ mod tests {
                 Route::ContainerInspect("c1".into()),
             ),
             (Method::GET, "/images/json", Route::ImageList),
+            (
+                Method::POST,
+                "/exec/e1/resize",
+                Route::ExecResize("e1".into()),
+            ),
             (
                 Method::GET,
                 "/images/localhost:5000/busybox:1/json",

@@ -33,13 +33,40 @@ pub struct ExecOutput {
     pub stderr: Vec<u8>,
 }
 
-/// A command started inside a container: the helper's pid, and its output once it exits.
-/// Dropping `output` before it completes kills the helper.
+/// A stream the engine reads a command's output from.
+pub type ExecReader = Pin<Box<dyn tokio::io::AsyncRead + Send>>;
+
+/// A stream the engine writes a command's input to.
+pub type ExecWriter = Pin<Box<dyn tokio::io::AsyncWrite + Send>>;
+
+/// How one exec helper is to run: the files the engine prepared for it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecLaunch {
+    /// The OCI process (JSON) the runtime runs in the container.
+    pub process_file: PathBuf,
+    /// Where the runtime writes the command's host pid.
+    pub pid_file: PathBuf,
+    /// With a terminal: the socket the runtime sends the pseudo-terminal's master to.
+    pub console_socket: Option<PathBuf>,
+    /// Whether the command's stdin is a pipe the engine writes (else `/dev/null`).
+    pub stdin: bool,
+}
+
+/// A command started inside a container through its exec helper.
 pub struct ExecProcess {
     /// The exec helper's host pid, while it is unreaped.
     pub pid: Option<i32>,
-    /// Resolves when the helper exits.
-    pub output: HostFuture<std::io::Result<ExecOutput>>,
+    /// The command's stdin, when it was asked for and there is no terminal.
+    pub stdin: Option<ExecWriter>,
+    /// The helper's stdout: the command's, when there is no terminal.
+    pub stdout: ExecReader,
+    /// The helper's stderr: the command's when there is no terminal, and the runtime's errors.
+    pub stderr: ExecReader,
+    /// With a terminal: its master side, once the runtime has sent it.
+    pub terminal: Option<HostFuture<std::io::Result<OwnedFd>>>,
+    /// Resolves to the helper's exit code (the command's; 128 + signal when killed) when it
+    /// exits. Dropping it before then kills the helper.
+    pub exit: HostFuture<std::io::Result<i32>>,
 }
 
 /// Which OCI runtime a container uses and where its state lives.
@@ -100,8 +127,9 @@ pub trait Host: Send + Sync + 'static {
     ) -> Result<i32>;
     /// Has the runtime forget container `id` (its cgroups and state).
     fn runtime_delete(&self, runtime: RuntimeRef<'_>, id: &str) -> Result<()>;
-    /// Starts `args` inside running container `id` through the runtime's exec.
-    fn exec(&self, runtime: RuntimeRef<'_>, id: &str, args: &[String]) -> Result<ExecProcess>;
+    /// Starts the exec helper for running container `id` as `launch` says, through the
+    /// runtime's exec.
+    fn exec(&self, runtime: RuntimeRef<'_>, id: &str, launch: &ExecLaunch) -> Result<ExecProcess>;
 
     // Processes.
 
@@ -231,31 +259,59 @@ impl Host for RealHost {
         deleted.and(swept)
     }
 
-    fn exec(&self, runtime: RuntimeRef<'_>, id: &str, args: &[String]) -> Result<ExecProcess> {
+    fn exec(&self, runtime: RuntimeRef<'_>, id: &str, launch: &ExecLaunch) -> Result<ExecProcess> {
+        use std::os::unix::process::ExitStatusExt;
+        use std::process::Stdio;
+        // Listening before the helper starts, so the runtime finds the socket.
+        let console = launch
+            .console_socket
+            .as_deref()
+            .map(crate::console::listen)
+            .transpose()?;
         let exec = runtime_for(runtime.data_root, runtime.external).exec_command(
             &self.shoal_exe,
             id,
-            args,
+            launch,
         );
         let mut command = tokio::process::Command::from(exec);
         command
-            .stdin(std::process::Stdio::null())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
+            .stdin(if launch.stdin {
+                Stdio::piped()
+            } else {
+                Stdio::null()
+            })
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
-        let child = command
+        let mut child = command
             .spawn()
             .map_err(EngineError::io("running the exec helper"))?;
         let pid = child.id().and_then(|pid| i32::try_from(pid).ok());
-        let output = Box::pin(async move {
-            let output = child.wait_with_output().await?;
-            Ok(ExecOutput {
-                code: output.status.code().unwrap_or(-1),
-                stdout: output.stdout,
-                stderr: output.stderr,
-            })
+        let stdin = child
+            .stdin
+            .take()
+            .map(|stdin| Box::pin(stdin) as ExecWriter);
+        let (Some(stdout), Some(stderr)) = (child.stdout.take(), child.stderr.take()) else {
+            return Err(EngineError::Runtime(
+                "the exec helper started without its output pipes".to_owned(),
+            ));
+        };
+        let terminal = console
+            .map(|listener| Box::pin(crate::console::receive_master(listener)) as HostFuture<_>);
+        let exit = Box::pin(async move {
+            let status = child.wait().await?;
+            Ok(status
+                .code()
+                .unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
         });
-        Ok(ExecProcess { pid, output })
+        Ok(ExecProcess {
+            pid,
+            stdin,
+            stdout: Box::pin(stdout),
+            stderr: Box::pin(stderr),
+            terminal,
+            exit,
+        })
     }
 
     fn set_child_subreaper(&self) -> Result<()> {

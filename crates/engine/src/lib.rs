@@ -5,10 +5,14 @@
 
 mod beneath;
 #[cfg(feature = "runtime")]
+pub mod console;
+#[cfg(feature = "runtime")]
 pub mod container;
 #[cfg(feature = "runtime")]
 pub mod engine;
 pub mod error;
+#[cfg(feature = "runtime")]
+pub mod exec_spec;
 #[cfg(feature = "runtime")]
 pub mod health;
 #[cfg(feature = "runtime")]
@@ -34,8 +38,12 @@ pub mod util;
 #[cfg(feature = "runtime")]
 pub use container::{RunStatus, ShimState};
 #[cfg(feature = "runtime")]
-pub use engine::{ContainerInfo, Engine, EngineConfig, LocalEngine};
+pub use engine::{
+    ContainerInfo, Engine, EngineConfig, ExecEvent, ExecInput, ExecSession, LocalEngine,
+};
 pub use error::{EngineError, Result};
+#[cfg(feature = "runtime")]
+pub use exec_spec::{ExecSpec, TerminalSize};
 #[cfg(feature = "runtime")]
 pub use health::{HealthState, HealthStatus};
 #[cfg(feature = "runtime")]

@@ -9,6 +9,7 @@ use libcontainer::container::builder::ContainerBuilder;
 use libcontainer::syscall::syscall::SyscallType;
 
 use crate::error::{EngineError, Result};
+use crate::host::ExecLaunch;
 
 /// One OCI runtime.
 pub trait OciRuntime {
@@ -18,8 +19,61 @@ pub trait OciRuntime {
     fn run(&self, id: &str, bundle: &Path, stdout: OwnedFd, stderr: OwnedFd) -> Result<i32>;
     /// Forgets container `id`: its cgroups and runtime state. Succeeds if it is already gone.
     fn delete(&self, id: &str) -> Result<()>;
-    /// A command that runs `args` inside the running container `id` and exits with its code.
-    fn exec_command(&self, shoal_exe: &Path, id: &str, args: &[String]) -> Command;
+    /// The exec helper (`shoal runtime-exec`) that runs `launch`'s process inside the running
+    /// container `id` through this runtime and exits with the command's code.
+    fn exec_command(&self, shoal_exe: &Path, id: &str, launch: &ExecLaunch) -> Command;
+}
+
+/// `shoal runtime-exec` with what every runtime's exec takes; the runtime adds its own flags.
+fn exec_helper(shoal_exe: &Path, state_root: &Path, id: &str, launch: &ExecLaunch) -> Command {
+    let mut command = Command::new(shoal_exe);
+    command
+        .arg("runtime-exec")
+        .arg("--state-root")
+        .arg(state_root)
+        .arg("--id")
+        .arg(id)
+        .arg("--process")
+        .arg(&launch.process_file)
+        .arg("--pid-file")
+        .arg(&launch.pid_file);
+    if let Some(socket) = &launch.console_socket {
+        command.arg("--console-socket").arg(socket);
+    }
+    command
+}
+
+/// What `shoal runtime-exec` is told: which runtime, which container, and the files the engine
+/// prepared (`ExecLaunch`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ExecHelperArgs {
+    /// An external runc-compatible binary; `None` for the built-in libcontainer.
+    pub runtime: Option<PathBuf>,
+    /// The runtime's state root.
+    pub state_root: PathBuf,
+    /// The container.
+    pub id: String,
+    /// The OCI process to run.
+    pub process_file: PathBuf,
+    /// Where the runtime writes the command's pid.
+    pub pid_file: PathBuf,
+    /// With a terminal: where the runtime sends its master.
+    pub console_socket: Option<PathBuf>,
+}
+
+/// The body of the hidden `shoal runtime-exec` command: runs the process in the container and
+/// returns its exit code. The helper is a subreaper, so the command becomes its child once the
+/// runtime steps away (both runtimes start it detached), and waits for it; SIGTERM, SIGINT or
+/// SIGHUP to the helper kills the command (a healthcheck that timed out, a caller gone) before
+/// the helper exits.
+pub fn exec_main(args: &ExecHelperArgs) -> Result<i32> {
+    crate::sys::set_child_subreaper()?;
+    let stop_requested = crate::sys::record_stop_signals()?;
+    let pid = match &args.runtime {
+        None => libcontainer_exec(args)?,
+        Some(binary) => external_exec(binary, args)?,
+    };
+    crate::sys::wait_or_kill(pid, &stop_requested)
 }
 
 /// Picks the runtime for a container: an external binary if one was given, else libcontainer.
@@ -86,35 +140,61 @@ impl OciRuntime for Libcontainer {
         container.delete(true).map_err(runtime_error)
     }
 
-    fn exec_command(&self, shoal_exe: &Path, id: &str, args: &[String]) -> Command {
-        let mut command = Command::new(shoal_exe);
-        command
-            .arg("runtime-exec")
-            .arg("--state-root")
-            .arg(&self.state_root)
-            .arg("--id")
-            .arg(id)
-            .arg("--")
-            .args(args);
-        command
+    fn exec_command(&self, shoal_exe: &Path, id: &str, launch: &ExecLaunch) -> Command {
+        exec_helper(shoal_exe, &self.state_root, id, launch)
     }
 }
 
-/// Runs `args` in container `id` with libcontainer and returns the exit code: the body of the
-/// hidden `shoal runtime-exec` command. SIGTERM, SIGINT or SIGHUP to the helper kills the
-/// process it runs in the container (a healthcheck that timed out) before the helper exits.
-pub fn libcontainer_exec(state_root: &Path, id: &str, args: Vec<String>) -> Result<i32> {
-    crate::sys::set_child_subreaper()?;
-    let stop_requested = crate::sys::record_stop_signals()?;
-    let pid = ContainerBuilder::new(id.to_owned(), SyscallType::default())
-        .with_root_path(state_root)
+/// Starts `args`' process in its container with libcontainer, detached; returns its pid.
+fn libcontainer_exec(args: &ExecHelperArgs) -> Result<i32> {
+    let pid = ContainerBuilder::new(args.id.clone(), SyscallType::default())
+        .with_root_path(&args.state_root)
         .map_err(runtime_error)?
+        .with_pid_file(Some(&args.pid_file))
+        .map_err(runtime_error)?
+        .with_console_socket(args.console_socket.as_ref())
+        .with_executor(SizedTerminalExecutor)
         .as_tenant()
-        .with_container_args(args)
+        .with_process(Some(&args.process_file))
         .with_detach(true)
         .build()
         .map_err(runtime_error)?;
-    crate::sys::wait_or_kill(pid.as_raw(), &stop_requested)
+    Ok(pid.as_raw())
+}
+
+/// libcontainer's own executor, which first gives the command's terminal the process's
+/// `consoleSize`: libcontainer does not (runc does), and sizing it here, inside the container
+/// before the command starts, leaves no moment when the command could see the wrong size.
+#[derive(Clone)]
+struct SizedTerminalExecutor;
+
+impl libcontainer::workload::Executor for SizedTerminalExecutor {
+    fn exec(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> std::result::Result<(), libcontainer::workload::ExecutorError> {
+        if let Some(process) = spec.process()
+            && process.terminal() == Some(true)
+            && let Some(size) = process.console_size()
+        {
+            let winsize = rustix::termios::Winsize {
+                ws_row: u16::try_from(size.height()).unwrap_or(u16::MAX),
+                ws_col: u16::try_from(size.width()).unwrap_or(u16::MAX),
+                ws_xpixel: 0,
+                ws_ypixel: 0,
+            };
+            // stdin is the terminal by now; a size it refuses leaves the kernel's default.
+            let _ = rustix::termios::tcsetwinsize(std::io::stdin(), winsize);
+        }
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> std::result::Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
 }
 
 /// An external runtime binary with runc's command line (runc, crun, youki).
@@ -179,14 +259,42 @@ impl OciRuntime for ExternalRuntime {
         Ok(())
     }
 
-    fn exec_command(&self, _shoal_exe: &Path, id: &str, args: &[String]) -> Command {
-        let mut command = Command::new(&self.binary);
-        command
-            .arg("--root")
-            .arg(&self.state_root)
-            .arg("exec")
-            .arg(id)
-            .args(args);
+    fn exec_command(&self, shoal_exe: &Path, id: &str, launch: &ExecLaunch) -> Command {
+        let mut command = exec_helper(shoal_exe, &self.state_root, id, launch);
+        command.arg("--runtime").arg(&self.binary);
         command
     }
+}
+
+/// Starts `args`' process in its container with an external runtime, detached (the console
+/// socket wants it so), and returns its pid from the runtime's pid file.
+fn external_exec(binary: &Path, args: &ExecHelperArgs) -> Result<i32> {
+    let _ = std::fs::remove_file(&args.pid_file);
+    let mut command = Command::new(binary);
+    command
+        .arg("--root")
+        .arg(&args.state_root)
+        .args(["exec", "--detach", "--pid-file"])
+        .arg(&args.pid_file)
+        .arg("--process")
+        .arg(&args.process_file);
+    if let Some(socket) = &args.console_socket {
+        command.arg("--console-socket").arg(socket);
+    }
+    let status = command
+        .arg(&args.id)
+        .status()
+        .map_err(|e| EngineError::Runtime(format!("running {}: {e}", binary.display())))?;
+    if !status.success() {
+        // Its own message went to stderr, which is the caller's.
+        return Err(EngineError::Runtime(format!(
+            "{} exec exited with {status}",
+            binary.display()
+        )));
+    }
+    let text = std::fs::read_to_string(&args.pid_file)
+        .map_err(EngineError::io("reading the runtime's pid file"))?;
+    text.trim()
+        .parse()
+        .map_err(|e| EngineError::Runtime(format!("bad pid file {text:?}: {e}")))
 }

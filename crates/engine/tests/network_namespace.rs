@@ -8,6 +8,8 @@
 //! The engine re-executes its binary as each container's shim, so this test is its own binary
 //! (`harness = false`): run as `shim`, it is the shim, as `shoal shim` would be.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
@@ -99,44 +101,8 @@ impl World {
 
 impl Drop for World {
     fn drop(&mut self) {
-        // Containers are removed by the test body; a failed one may leave shims, mounts and
-        // cgroups, swept here without the engine.
-        let containers = self.data_root().join("containers");
-        for entry in std::fs::read_dir(&containers)
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            let id = entry.file_name().to_string_lossy().into_owned();
-            let state =
-                std::fs::read_to_string(entry.path().join("state.json")).unwrap_or_default();
-            let state: serde_json::Value =
-                serde_json::from_str(&state).unwrap_or(serde_json::Value::Null);
-            for key in ["pid", "shim_pid"] {
-                if let Some(pid) = state[key].as_i64().and_then(|pid| i32::try_from(pid).ok()) {
-                    // SAFETY: kill takes two integers and has no memory effects.
-                    unsafe { libc::kill(pid, libc::SIGKILL) };
-                }
-            }
-            // In a process of its own, as libcontainer wants.
-            if let Ok(exe) = std::env::current_exe() {
-                let _ = Command::new(exe)
-                    .args(["shim", "--cleanup", "--data-root"])
-                    .arg(self.data_root())
-                    .args(["--id", &id])
-                    .output();
-            }
-        }
-        let prefix = self.dir.display().to_string();
-        let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-        for target in mountinfo
-            .lines()
-            .filter_map(|line| line.split(' ').nth(4))
-            .filter(|target| target.starts_with(&prefix))
-        {
-            let _ = Command::new("umount").arg("-l").arg(target).output();
-        }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // Containers are removed by the test body; a failed one may leave shims and mounts.
+        support::sweep(&self.dir, &self.data_root());
         let _ = Command::new("ip")
             .args(["netns", "delete", &self.netns])
             .output();

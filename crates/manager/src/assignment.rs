@@ -131,6 +131,17 @@ fn waits_for_node(task: &Task) -> bool {
         && allocator::ready_for_scheduling(task)
 }
 
+/// Whether a task waits for a node that the scheduler found none for: PENDING, with why as its
+/// status's error (what `service ps` shows).
+pub fn is_unplaceable(task: &Task) -> bool {
+    waits_for_node(task)
+        && observed_state(task) == TaskState::Pending
+        && task
+            .status
+            .as_ref()
+            .is_some_and(|status| !status.err.is_empty())
+}
+
 /// The scheduler's request for a task, or why it can never be placed as written.
 fn task_request(task: &Task) -> Result<TaskRequest, String> {
     let mut request = TaskRequest::new(task.id.clone(), task.service_id.clone());

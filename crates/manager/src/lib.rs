@@ -35,6 +35,7 @@ pub mod orchestrator;
 pub mod peer;
 mod rate_limit;
 mod role;
+mod state_metrics;
 /// The raft-store tests' certificate authority, for the unit tests that need TLS identities.
 #[cfg(test)]
 #[path = "../../raft-store/tests/support/pki.rs"]

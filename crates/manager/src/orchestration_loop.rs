@@ -7,10 +7,11 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use raft_store::{Change, Store, StoreError, Transaction, TxnRejection};
+use shoal_metrics::OrchestrationMetrics;
 use shoal_proto::api::{Cluster, Network, Node, Service, Task, TaskState, TaskStatus};
 use tokio::sync::watch;
 
@@ -102,6 +103,8 @@ pub struct OrchestrationLoop {
     /// The supervisor's given-up slots after each step, for the control API's progress
     /// reports.
     given_up: watch::Sender<GivenUpSlots>,
+    /// Where steps and scheduler batches are timed.
+    metrics: OrchestrationMetrics,
 }
 
 impl OrchestrationLoop {
@@ -117,7 +120,14 @@ impl OrchestrationLoop {
             committer,
             supervisor: RestartSupervisor::new(),
             given_up: watch::channel(GivenUpSlots::new()).0,
+            metrics: OrchestrationMetrics::default(),
         }
+    }
+
+    /// The same loop, timing its steps and scheduler batches into `metrics`.
+    pub fn with_metrics(mut self, metrics: OrchestrationMetrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The slots the restart supervisor gave up on, as of the latest step.
@@ -129,10 +139,11 @@ impl OrchestrationLoop {
     /// fresh restart supervisor, as a new leader would) whenever one panics, after a pause that
     /// grows while it keeps panicking.
     pub async fn run_supervised(self, stop: watch::Receiver<bool>) {
-        let (store, committer, given_up) = (
+        let (store, committer, given_up, metrics) = (
             Arc::clone(&self.store),
             Arc::clone(&self.committer),
             self.given_up.clone(),
+            self.metrics.clone(),
         );
         let mut next = Some(self);
         let mut backoff = Backoff::new(FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE);
@@ -142,6 +153,7 @@ impl OrchestrationLoop {
                 committer: Arc::clone(&committer),
                 supervisor: RestartSupervisor::new(),
                 given_up: given_up.clone(),
+                metrics: metrics.clone(),
             });
             let started = tokio::time::Instant::now();
             let ended = tokio::spawn(orchestration.run(stop.clone())).await;
@@ -196,7 +208,12 @@ impl OrchestrationLoop {
                 }
             }
             if settled {
-                match self.step().await {
+                let started = Instant::now();
+                let stepped = self.step().await;
+                self.metrics
+                    .step_duration
+                    .observe(started.elapsed().as_secs_f64());
+                match stepped {
                     Ok(at) => {
                         wake_at = at;
                         backoff.reset();
@@ -291,17 +308,20 @@ impl OrchestrationLoop {
                         None,
                     ),
                     // Each assignment is one task's own status: it needs no other change.
-                    Phase::Scheduler => (
-                        assignment_changes(
-                            &state,
-                            plan_assignments(&state.nodes, &state.tasks),
-                            now,
+                    Phase::Scheduler => {
+                        let started = Instant::now();
+                        let assignments = plan_assignments(&state.nodes, &state.tasks);
+                        self.metrics
+                            .scheduler_batch_duration
+                            .observe(started.elapsed().as_secs_f64());
+                        (
+                            assignment_changes(&state, assignments, now)
+                                .into_iter()
+                                .map(|change| vec![change])
+                                .collect(),
+                            None,
                         )
-                        .into_iter()
-                        .map(|change| vec![change])
-                        .collect(),
-                        None,
-                    ),
+                    }
                     Phase::Reaper => changes_for(
                         &state,
                         &snapshot,
@@ -448,6 +468,7 @@ fn allocation_changes(allocation: Allocation) -> Vec<Vec<Change>> {
     changes.extend(allocation.services.iter().map(objects::update));
     changes.extend(allocation.tasks.iter().map(objects::update));
     changes.extend(allocation.nodes.iter().map(objects::update));
+    changes.extend(allocation.deleted_networks.iter().map(objects::delete));
     vec![changes]
 }
 

@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use raft_store::{DataKey, Store, StoreConfig, StoreError, TlsIdentity, Transaction, TxnRejection};
+use shoal_metrics::{ManagerAttachment, Metrics};
 use shoal_proto::api::control_server::ControlServer;
 use shoal_proto::api::dispatcher_server::DispatcherServer;
 use shoal_proto::api::node_ca_server::NodeCaServer;
@@ -38,6 +39,7 @@ use crate::network_keys;
 use crate::node_ca::{NodeCaService, RaftMembershipService};
 use crate::objects::{self, ClusterObject};
 use crate::orchestration_loop::OrchestrationLoop;
+use crate::state_metrics;
 use spec::defaults::NETWORK_KEY_ROTATION_INTERVAL;
 use spec::time::{proto_duration, std_duration};
 
@@ -85,6 +87,8 @@ pub struct ManagerRole {
     orchestration: tokio::task::JoinHandle<()>,
     data_key: DataKey,
     data_key_keeper: tokio::task::JoinHandle<()>,
+    /// Lends the daemon's `/metrics` this manager's state while the role runs.
+    metrics_attachment: Option<ManagerAttachment>,
 }
 
 /// A node's member id in the managers' Raft group, derived from its node id: the same on every
@@ -100,11 +104,12 @@ pub fn raft_member_id_for(node_id: &str) -> u64 {
 }
 
 impl ManagerRole {
-    /// Founds a new swarm with this node as its only manager. Nothing is left on disk if it
-    /// fails.
+    /// Founds a new swarm with this node as its only manager, recording into `metrics`. Nothing
+    /// is left on disk if it fails.
     pub async fn init(
         swarm_dir: &SwarmDir,
         options: InitOptions,
+        metrics: Arc<Metrics>,
     ) -> Result<ManagerRole, ManagerError> {
         if let Some((membership, _)) = swarm_dir.load()? {
             return Err(ManagerError::FailedPrecondition(format!(
@@ -158,6 +163,7 @@ impl ManagerRole {
             &membership,
             &identity,
             &data_key,
+            &metrics,
             unlock_key.as_ref(),
             vec![
                 objects::create(&cluster),
@@ -183,17 +189,19 @@ impl ManagerRole {
             &identity,
             swarm_dir,
             data_key,
+            metrics,
         )
     }
 
     /// Resumes the manager role of a node that already belongs to a swarm, with the manager's
     /// data key: the one in its data key file, or for a manager that starts for the first time,
-    /// [`SwarmDir::new_manager_data_key`].
+    /// [`SwarmDir::new_manager_data_key`]. It records into `metrics`.
     pub async fn start(
         swarm_dir: &SwarmDir,
         membership: Membership,
         identity: TlsIdentity,
         data_key: DataKey,
+        metrics: Arc<Metrics>,
     ) -> Result<ManagerRole, ManagerError> {
         let listener = tokio::net::TcpListener::bind(&membership.listen_addr)
             .await
@@ -203,12 +211,12 @@ impl ManagerRole {
                     membership.listen_addr
                 ))
             })?;
-        let store = Store::open(StoreConfig::new(
-            membership.raft_member_id,
-            swarm_dir.raft_dir(),
-            membership.advertise_addr.clone(),
-            identity.clone(),
-            data_key.clone(),
+        let store = Store::open(store_config(
+            swarm_dir,
+            &membership,
+            &identity,
+            &data_key,
+            &metrics,
         ))
         .await?;
         ManagerRole::run(
@@ -218,6 +226,7 @@ impl ManagerRole {
             &identity,
             swarm_dir,
             data_key,
+            metrics,
         )
     }
 
@@ -230,6 +239,7 @@ impl ManagerRole {
         membership: Membership,
         identity: TlsIdentity,
         data_key: DataKey,
+        metrics: Arc<Metrics>,
     ) -> Result<ManagerRole, ManagerError> {
         raft_store::force_new_cluster(
             &swarm_dir.raft_dir(),
@@ -238,7 +248,8 @@ impl ManagerRole {
             &membership.advertise_addr,
         )
         .await?;
-        let manager = ManagerRole::start(swarm_dir, membership, identity, data_key).await?;
+        let manager =
+            ManagerRole::start(swarm_dir, membership, identity, data_key, metrics).await?;
         manager.store.wait_for_leader(BOOTSTRAP_TIMEOUT).await?;
         tracing::warn!("a new cluster was forced from this manager's state");
         Ok(manager)
@@ -251,6 +262,7 @@ impl ManagerRole {
         identity: &TlsIdentity,
         swarm_dir: &SwarmDir,
         data_key: DataKey,
+        metrics: Arc<Metrics>,
     ) -> Result<ManagerRole, ManagerError> {
         let (stop, stopped) = watch::channel(false);
         let data_key_keeper = tokio::spawn(keep_data_key_file_sealed(
@@ -276,9 +288,15 @@ impl ManagerRole {
             Arc::clone(&store),
             heartbeat.1,
             logs.clone(),
+            metrics.dispatcher.clone(),
             stopped.clone(),
         )?;
-        let orchestration_loop = OrchestrationLoop::new(Arc::clone(&store));
+        let metrics_attachment = {
+            let (store, dispatcher) = (Arc::clone(&store), dispatcher.clone());
+            metrics.attach_manager(move || state_metrics::sample(&store, &dispatcher))
+        };
+        let orchestration_loop =
+            OrchestrationLoop::new(Arc::clone(&store)).with_metrics(metrics.orchestration.clone());
         let given_up = orchestration_loop.given_up_slots();
         let orchestration = tokio::spawn(orchestration_loop.run_supervised(stopped.clone()));
         let control = ControlApi::new(Arc::clone(&store), given_up, logs);
@@ -332,6 +350,7 @@ impl ManagerRole {
             orchestration,
             data_key,
             data_key_keeper,
+            metrics_attachment: Some(metrics_attachment),
         })
     }
 
@@ -398,6 +417,8 @@ impl ManagerRole {
 
     /// Stops serving and closes the store. Containers are not touched.
     pub async fn shutdown(mut self) {
+        // A scrape from here on sees no manager, rather than one winding down.
+        self.metrics_attachment.take();
         let _ = self.stop.send(true);
         if let Some((stop, serving)) = self.server.take() {
             let _ = stop.send(());
@@ -588,6 +609,26 @@ fn founding_node(
     }
 }
 
+/// How this manager's Raft store member is set up: StoreConfig's defaults, recording into the
+/// daemon's Raft families.
+fn store_config(
+    swarm_dir: &SwarmDir,
+    membership: &Membership,
+    identity: &TlsIdentity,
+    data_key: &DataKey,
+    metrics: &Metrics,
+) -> StoreConfig {
+    let mut config = StoreConfig::new(
+        membership.raft_member_id,
+        swarm_dir.raft_dir(),
+        membership.advertise_addr.clone(),
+        identity.clone(),
+        data_key.clone(),
+    );
+    config.metrics = metrics.raft.clone();
+    config
+}
+
 /// Writes the new swarm to disk: the data key file, a one-member store that elects itself and
 /// holds the founding objects, then the membership and identity. The caller removes the swarm
 /// folder if this fails.
@@ -596,16 +637,13 @@ async fn found_store(
     membership: &Membership,
     identity: &TlsIdentity,
     data_key: &DataKey,
+    metrics: &Metrics,
     unlock_key: Option<&UnlockKey>,
     founding_objects: Vec<raft_store::Change>,
 ) -> Result<Store, ManagerError> {
     swarm_dir.save_data_key(data_key, unlock_key)?;
-    let store = Store::open(StoreConfig::new(
-        membership.raft_member_id,
-        swarm_dir.raft_dir(),
-        membership.advertise_addr.clone(),
-        identity.clone(),
-        data_key.clone(),
+    let store = Store::open(store_config(
+        swarm_dir, membership, identity, data_key, metrics,
     ))
     .await?;
     store.bootstrap().await?;

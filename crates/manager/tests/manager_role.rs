@@ -115,6 +115,7 @@ async fn one_manager_swarm(
             dispatcher_heartbeat: Some(heartbeat),
             ..on_loopback("test-host")
         },
+        Default::default(),
     )
     .await
     .unwrap();
@@ -155,7 +156,7 @@ async fn a_worker_session_runs_a_service_and_a_silent_node_goes_down() {
     let heartbeat = Duration::from_millis(200);
     let (role, membership, mut dispatcher) = one_manager_swarm(&swarm_dir, heartbeat).await;
     // A second init on the same data root is refused and leaves the swarm intact.
-    let again = ManagerRole::init(&swarm_dir, InitOptions::default()).await;
+    let again = ManagerRole::init(&swarm_dir, InitOptions::default(), Default::default()).await;
     assert!(
         again
             .err()
@@ -326,6 +327,7 @@ async fn the_control_api_refuses_bad_input_with_what_to_do() {
             listen_addr: "127.0.0.1:0".into(),
             ..Default::default()
         },
+        Default::default(),
     )
     .await
     .unwrap();
@@ -497,7 +499,7 @@ async fn the_cluster_port_admits_each_caller_to_what_its_certificate_allows() {
 
     let data_root = tempfile::tempdir().unwrap();
     let swarm_dir = SwarmDir::new(data_root.path());
-    let role = ManagerRole::init(&swarm_dir, on_loopback("manager-host"))
+    let role = ManagerRole::init(&swarm_dir, on_loopback("manager-host"), Default::default())
         .await
         .unwrap();
     let (membership, manager_identity) = swarm_dir.load().unwrap().unwrap();
@@ -639,7 +641,7 @@ async fn secrets_and_configs_keep_their_data_to_themselves_and_their_users() {
 
     let data_root = tempfile::tempdir().unwrap();
     let swarm_dir = SwarmDir::new(data_root.path());
-    let role = ManagerRole::init(&swarm_dir, on_loopback("manager-host"))
+    let role = ManagerRole::init(&swarm_dir, on_loopback("manager-host"), Default::default())
         .await
         .unwrap();
     let control = role.control();
@@ -817,6 +819,7 @@ async fn autolock_seals_the_data_key_file_by_the_current_unlock_key() {
             autolock: true,
             ..on_loopback("locked-host")
         },
+        Default::default(),
     )
     .await
     .unwrap();
@@ -891,9 +894,15 @@ async fn autolock_seals_the_data_key_file_by_the_current_unlock_key() {
     let StoredDataKey::Clear(data_key) = swarm_dir.load_data_key().unwrap() else {
         panic!("in clear without autolock");
     };
-    let role = ManagerRole::start(&swarm_dir, membership, identity, data_key)
-        .await
-        .unwrap();
+    let role = ManagerRole::start(
+        &swarm_dir,
+        membership,
+        identity,
+        data_key,
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let (cluster, _) = cluster_and_version(&role.control()).await;
     assert_eq!(cluster.id, cluster_id);
     role.shutdown().await;
@@ -934,6 +943,7 @@ async fn join_as_manager(
         membership.clone(),
         grant.identity.clone(),
         data_key,
+        Default::default(),
     )
     .await
     .unwrap();
@@ -960,7 +970,7 @@ async fn a_demoted_managers_old_certificate_is_refused_by_every_manager_call() {
 
     let roots = [(); 3].map(|()| tempfile::tempdir().unwrap());
     let swarm_dir = SwarmDir::new(roots[0].path());
-    let first = ManagerRole::init(&swarm_dir, on_loopback("manager-a"))
+    let first = ManagerRole::init(&swarm_dir, on_loopback("manager-a"), Default::default())
         .await
         .unwrap();
     let (membership, _) = swarm_dir.load().unwrap().unwrap();
@@ -1115,7 +1125,7 @@ async fn every_write_path_enforces_the_spec_rules_alike() {
 
     let data_root = tempfile::tempdir().unwrap();
     let swarm_dir = SwarmDir::new(data_root.path());
-    let role = ManagerRole::init(&swarm_dir, on_loopback("spec-host"))
+    let role = ManagerRole::init(&swarm_dir, on_loopback("spec-host"), Default::default())
         .await
         .unwrap();
     let control = role.control();
@@ -1248,6 +1258,7 @@ async fn every_write_path_enforces_the_spec_rules_alike() {
                 subnet_size,
                 ..on_loopback("pool-host")
             },
+            Default::default(),
         )
         .await
         .err()
@@ -1470,7 +1481,7 @@ async fn tasks_on_a_network_get_fresh_addresses_and_keep_them_unique_across_a_fa
 
     let roots = [(); 3].map(|()| tempfile::tempdir().unwrap());
     let swarm_dir = SwarmDir::new(roots[0].path());
-    let first = ManagerRole::init(&swarm_dir, on_loopback("manager-a"))
+    let first = ManagerRole::init(&swarm_dir, on_loopback("manager-a"), Default::default())
         .await
         .unwrap();
     let (membership, _) = swarm_dir.load().unwrap().unwrap();
@@ -1621,7 +1632,7 @@ async fn worker_sessions_get_the_network_keys_and_each_rotation_but_clients_neve
 
     let data_root = tempfile::tempdir().unwrap();
     let swarm_dir = SwarmDir::new(data_root.path());
-    let role = ManagerRole::init(&swarm_dir, on_loopback("manager-host"))
+    let role = ManagerRole::init(&swarm_dir, on_loopback("manager-host"), Default::default())
         .await
         .unwrap();
     let (membership, _) = swarm_dir.load().unwrap().unwrap();

@@ -169,9 +169,13 @@ async fn remove(control: &manager::ControlApi, reference: &str) -> Result<String
 #[tokio::test]
 async fn networks_are_created_listed_removed_and_pruned_and_refusals_write_nothing() {
     let data_root = tempfile::tempdir().unwrap();
-    let role = ManagerRole::init(&SwarmDir::new(data_root.path()), on_loopback("net-host"))
-        .await
-        .unwrap();
+    let role = ManagerRole::init(
+        &SwarmDir::new(data_root.path()),
+        on_loopback("net-host"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let control = role.control();
 
     let front = create(&control, network_spec("front", "10.9.0.0/16"))
@@ -360,9 +364,13 @@ fn without_vips(mut spec: ServiceSpec) -> ServiceSpec {
 #[tokio::test]
 async fn services_attach_by_name_id_or_prefix_and_refused_attachments_write_nothing() {
     let data_root = tempfile::tempdir().unwrap();
-    let role = ManagerRole::init(&SwarmDir::new(data_root.path()), on_loopback("attach-host"))
-        .await
-        .unwrap();
+    let role = ManagerRole::init(
+        &SwarmDir::new(data_root.path()),
+        on_loopback("attach-host"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let control = role.control();
     let front = create(&control, network_spec("front", "")).await.unwrap();
     let back = create(&control, network_spec("back", "")).await.unwrap();

@@ -149,9 +149,13 @@ async fn poll<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 #[tokio::test]
 async fn ports_are_given_kept_released_and_refused_when_taken_writing_nothing() {
     let data_root = tempfile::tempdir().unwrap();
-    let role = ManagerRole::init(&SwarmDir::new(data_root.path()), on_loopback("ports-host"))
-        .await
-        .unwrap();
+    let role = ManagerRole::init(
+        &SwarmDir::new(data_root.path()),
+        on_loopback("ports-host"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let control = role.control();
 
     // `swarm init` made the ingress network on Docker's subnet.
@@ -340,9 +344,13 @@ async fn ports_are_given_kept_released_and_refused_when_taken_writing_nothing() 
 #[tokio::test]
 async fn two_creates_racing_for_one_port_are_one_success_and_one_refusal() {
     let data_root = tempfile::tempdir().unwrap();
-    let role = ManagerRole::init(&SwarmDir::new(data_root.path()), on_loopback("race-host"))
-        .await
-        .unwrap();
+    let role = ManagerRole::init(
+        &SwarmDir::new(data_root.path()),
+        on_loopback("race-host"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
     let control = role.control();
     for round in 0..5 {
         let (left, right) = tokio::join!(
@@ -375,6 +383,7 @@ async fn without_the_ingress_network_only_host_ports_can_be_published() {
     let role = ManagerRole::init(
         &SwarmDir::new(data_root.path()),
         on_loopback("no-mesh-host"),
+        Default::default(),
     )
     .await
     .unwrap();

@@ -3,7 +3,7 @@
 
 #[path = "../tests/support/pki.rs"]
 #[allow(dead_code, unreachable_pub)]
-mod pki;
+pub(crate) mod pki;
 
 use std::time::Duration;
 

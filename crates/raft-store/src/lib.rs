@@ -24,6 +24,8 @@ mod error;
 mod fail_stop_tests;
 mod fence;
 mod log_store;
+#[cfg(test)]
+mod metrics_tests;
 mod network;
 mod object_store;
 mod server;

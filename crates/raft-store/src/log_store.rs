@@ -16,12 +16,14 @@ use std::path::{Path, PathBuf};
 #[cfg(test)]
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, mpsc};
+use std::time::Instant;
 
 use openraft::entry::RaftEntry;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use redb::{
     Database, Durability, ReadOnlyDatabase, ReadableDatabase, ReadableTable, TableDefinition,
 };
+use shoal_metrics::{Histogram, RaftMetrics};
 use tokio::sync::oneshot;
 
 use crate::data_key::{DataKey, Undecryptable};
@@ -164,6 +166,9 @@ enum WriteOp {
     Append {
         entries: Vec<(u64, Vec<u8>)>,
         flushed: IOFlushed<TypeConfig>,
+        /// When openraft handed the entries over: the append's latency runs until they are
+        /// on disk.
+        handed_over: Instant,
     },
     /// Removes every entry at or after this index.
     TruncateFrom(u64),
@@ -254,7 +259,11 @@ impl LogStore {
     /// with `key`. A damaged file, or one sealed with another key, is reported and left exactly
     /// as it was: it is first read through a read-only handle, and only a file that reads whole
     /// is opened for writing.
-    pub(crate) fn open(path: &Path, key: &DataKey) -> Result<Self, StoreError> {
+    pub(crate) fn open(
+        path: &Path,
+        key: &DataKey,
+        metrics: &RaftMetrics,
+    ) -> Result<Self, StoreError> {
         let corrupt = |detail: String| StoreError::CorruptLog {
             path: path.to_owned(),
             detail,
@@ -310,9 +319,18 @@ impl LogStore {
         let writer_path = path.to_owned();
         let health = Arc::new(WriterHealth::default());
         let writer_health = Arc::clone(&health);
+        let append_duration = metrics.append_duration.clone();
         let thread = std::thread::Builder::new()
             .name("raft-log-writer".to_owned())
-            .spawn(move || write_loop(database, receiver, writer_path, &writer_health))
+            .spawn(move || {
+                write_loop(
+                    database,
+                    receiver,
+                    writer_path,
+                    &writer_health,
+                    &append_duration,
+                )
+            })
             .map_err(|error| StoreError::io(path, error))?;
         Ok(LogStore {
             shared: Arc::new(Shared {
@@ -490,6 +508,7 @@ fn write_loop(
     receiver: mpsc::Receiver<WriteOp>,
     path: PathBuf,
     health: &WriterHealth,
+    append_duration: &Histogram,
 ) {
     while let Ok(first) = receiver.recv() {
         let mut batch = vec![first];
@@ -509,7 +528,16 @@ fn write_loop(
         for op in batch {
             let outcome = result.clone().map_err(io::Error::other);
             match op {
-                WriteOp::Append { flushed, .. } => flushed.io_completed(outcome),
+                WriteOp::Append {
+                    flushed,
+                    handed_over,
+                    ..
+                } => {
+                    if outcome.is_ok() {
+                        append_duration.observe(handed_over.elapsed().as_secs_f64());
+                    }
+                    flushed.io_completed(outcome)
+                }
                 WriteOp::SaveVote { done, .. } | WriteOp::Sync(done) => {
                     let _ = done.send(outcome);
                 }
@@ -638,6 +666,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I: IntoIterator<Item = Entry> + Send,
         I::IntoIter: Send,
     {
+        let handed_over = Instant::now();
         let mut sealed = Vec::new();
         let mut kept = Vec::new();
         // Sealed before the cache is locked: readers never wait on the cipher.
@@ -656,6 +685,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         self.send(WriteOp::Append {
             entries: sealed,
             flushed,
+            handed_over,
         })
     }
 

@@ -13,6 +13,7 @@ use openraft::entry::RaftEntry;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use serde::{Deserialize, Serialize};
+use shoal_metrics::{RaftMetrics, SnapshotOrigin};
 
 use crate::data_key::{DataKey, Undecryptable};
 use crate::error::StoreError;
@@ -59,6 +60,7 @@ pub(crate) struct Shared {
     pub(crate) watch: Arc<WatchHub>,
     dir: PathBuf,
     key: DataKey,
+    metrics: RaftMetrics,
     /// The log id the snapshot file covers. Building a snapshot and installing one from the
     /// leader run concurrently; each writes the file while holding this lock, and only over an
     /// older one, so the file is never a mix of both, nor set back by a build that started
@@ -112,7 +114,11 @@ fn decode_records(data: &[u8]) -> Result<Vec<ObjectRecord>, String> {
 impl StateMachine {
     /// Loads the snapshot in `dir`, if any, opening it with `key`. A damaged snapshot, or one
     /// sealed with another key, is reported, never overwritten.
-    pub(crate) fn open(dir: &Path, key: &DataKey) -> Result<Self, StoreError> {
+    pub(crate) fn open(
+        dir: &Path,
+        key: &DataKey,
+        metrics: &RaftMetrics,
+    ) -> Result<Self, StoreError> {
         let path = dir.join(SNAPSHOT_FILE);
         let (applied, snapshot_index) = match read_snapshot_file(&path, key)? {
             Some(file) => {
@@ -149,6 +155,7 @@ impl StateMachine {
                 )),
                 dir: dir.to_owned(),
                 key: key.clone(),
+                metrics: metrics.clone(),
                 on_disk: Mutex::new(on_disk),
             }),
         })
@@ -235,6 +242,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
         })
         .await
         .map_err(io::Error::other)??;
+        self.shared
+            .metrics
+            .record_snapshot(SnapshotOrigin::Built, data.len());
         if written {
             tracing::info!(last_log_id = ?meta.last_log_id, bytes = data.len(), "built a snapshot");
         } else {
@@ -309,6 +319,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         data: Vec<u8>,
     ) -> Result<(), io::Error> {
         let records = decode_records(&data).map_err(io::Error::other)?;
+        self.shared
+            .metrics
+            .record_snapshot(SnapshotOrigin::Installed, data.len());
         let shared = Arc::clone(&self.shared);
         let persisted_meta = meta.clone();
         tokio::task::spawn_blocking(move || shared.persist_if_newer(&persisted_meta, &data))
@@ -357,7 +370,7 @@ mod tests {
     fn an_older_snapshot_never_replaces_a_newer_one() {
         let dir = tempfile::tempdir().unwrap();
         let key = DataKey::generate().unwrap();
-        let machine = StateMachine::open(dir.path(), &key).unwrap();
+        let machine = StateMachine::open(dir.path(), &key, &RaftMetrics::default()).unwrap();
         let data = encode_records(&ObjectStore::default());
         // A snapshot installed from the leader at 200 while a build of the state at 100 was
         // still writing: the build finishing last must not set the file back.
@@ -368,7 +381,7 @@ mod tests {
         assert_eq!(on_disk(dir.path(), &key), Some(300));
         // A reopened member knows what its file covers.
         drop(machine);
-        let reopened = StateMachine::open(dir.path(), &key).unwrap();
+        let reopened = StateMachine::open(dir.path(), &key, &RaftMetrics::default()).unwrap();
         assert!(!reopened.shared.persist_if_newer(&meta(250), &data).unwrap());
         assert_eq!(on_disk(dir.path(), &key), Some(300));
     }
@@ -377,7 +390,7 @@ mod tests {
     fn concurrent_builds_and_installs_leave_one_whole_file_of_the_newest() {
         let dir = tempfile::tempdir().unwrap();
         let key = DataKey::generate().unwrap();
-        let machine = StateMachine::open(dir.path(), &key).unwrap();
+        let machine = StateMachine::open(dir.path(), &key, &RaftMetrics::default()).unwrap();
         // Big enough that two writers' bytes would interleave in a shared temporary file.
         let data = vec![9u8; 1 << 20];
         std::thread::scope(|scope| {

@@ -3,6 +3,7 @@
 
 use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
+use shoal_metrics::RaftMetrics;
 use tempfile::TempDir;
 
 use crate::data_key::DataKey;
@@ -16,9 +17,14 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachine, TempDir> for DiskStoreBuil
     async fn build(&self) -> Result<(TempDir, LogStore, StateMachine), StorageError<TypeConfig>> {
         let dir = tempfile::tempdir().expect("a temporary directory");
         let key = DataKey::generate().expect("a data key");
-        let log = LogStore::open(&dir.path().join("raft-log.redb"), &key).expect("opening the log");
-        let state_machine =
-            StateMachine::open(dir.path(), &key).expect("opening the state machine");
+        let log = LogStore::open(
+            &dir.path().join("raft-log.redb"),
+            &key,
+            &RaftMetrics::default(),
+        )
+        .expect("opening the log");
+        let state_machine = StateMachine::open(dir.path(), &key, &RaftMetrics::default())
+            .expect("opening the state machine");
         Ok((dir, log, state_machine))
     }
 }

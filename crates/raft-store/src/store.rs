@@ -11,7 +11,9 @@ use openraft::errors::{
     ClientWriteError, Fatal, InitializeError, LinearizableReadError, RaftError,
 };
 use openraft::raft::ReadPolicy;
+use openraft::type_config::alias::WatchReceiverOf;
 use openraft::{BasicNode, ChangeMembers, EntryPayload, Membership, SnapshotPolicy};
+use shoal_metrics::{Counter, RaftMetrics};
 use shoal_proto::raft::raft_client::RaftClient;
 use shoal_proto::raft::raft_server::RaftServer;
 use tokio::sync::oneshot;
@@ -70,6 +72,9 @@ pub struct StoreConfig {
     pub request_timeout: Duration,
     /// Links to cut for partition tests; empty in production.
     pub links: LinkFilter,
+    /// Where the member records its append and commit latencies, snapshot sizes and leader
+    /// changes: the daemon's families, or handles registered nowhere by default.
+    pub metrics: RaftMetrics,
 }
 
 impl StoreConfig {
@@ -95,6 +100,7 @@ impl StoreConfig {
             election_timeout: Duration::from_millis(400),
             request_timeout: Duration::from_secs(5),
             links: LinkFilter::default(),
+            metrics: RaftMetrics::default(),
         }
     }
 
@@ -166,6 +172,10 @@ pub struct StoreStatus {
     pub leader: Option<MemberId>,
     pub is_leader: bool,
     pub term: u64,
+    /// The index of the last entry in this member's log.
+    pub last_log_index: u64,
+    /// The index of the last entry this member knows to be committed.
+    pub committed: u64,
     pub last_applied: u64,
     /// The index the newest snapshot covers, and the index up to which the log was purged.
     pub snapshot_index: u64,
@@ -203,8 +213,13 @@ impl Store {
             .map_err(|error| StoreError::io(&config.data_dir, error))?;
         // The snapshot is only read, and the log is opened for writing only once it reads whole:
         // in this order, a member refused for either file has changed neither.
-        let state_machine = StateMachine::open(&config.data_dir, &config.data_key)?;
-        let log = LogStore::open(&config.data_dir.join(LOG_FILE), &config.data_key)?;
+        let state_machine =
+            StateMachine::open(&config.data_dir, &config.data_key, &config.metrics)?;
+        let log = LogStore::open(
+            &config.data_dir.join(LOG_FILE),
+            &config.data_key,
+            &config.metrics,
+        )?;
         let state = Arc::clone(&state_machine.shared);
         let fence = Arc::new(Fence::open(&config.data_dir)?);
         let peers = Arc::new(Peers::new(
@@ -238,6 +253,10 @@ impl Store {
         tokio::spawn(snapshot_when_the_log_outgrows_its_budget(Arc::downgrade(
             &store.inner,
         )));
+        tokio::spawn(count_leader_changes(
+            store.inner.raft.metrics(),
+            store.inner.config.metrics.leader_changes.clone(),
+        ));
         Ok(store)
     }
 
@@ -462,6 +481,8 @@ impl Store {
             leader,
             is_leader: leader == Some(self.inner.config.member_id),
             term: metrics.current_term,
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            committed: metrics.local_committed.as_ref().map_or(0, |id| id.index()),
             last_applied: metrics.last_applied.as_ref().map_or(0, |id| id.index()),
             snapshot_index: metrics.snapshot.as_ref().map_or(0, |id| id.index()),
             purged_index: metrics.purged.as_ref().map_or(0, |id| id.index()),
@@ -673,6 +694,7 @@ impl Inner {
         txn: Transaction,
         deadline: Instant,
     ) -> Result<u64, StoreError> {
+        let proposed = std::time::Instant::now();
         let written = tokio::time::timeout_at(deadline, self.raft.client_write(txn))
             .await
             .map_err(|_| StoreError::NoQuorum {
@@ -684,7 +706,13 @@ impl Inner {
             })?;
         match written {
             Ok(response) => match response.data {
-                TxnOutcome::Committed { index } => Ok(index),
+                TxnOutcome::Committed { index } => {
+                    self.config
+                        .metrics
+                        .commit_duration
+                        .observe(proposed.elapsed().as_secs_f64());
+                    Ok(index)
+                }
                 TxnOutcome::Rejected(rejection) => Err(rejection.into()),
             },
             Err(RaftError::APIError(
@@ -1041,6 +1069,28 @@ async fn snapshot_when_the_log_outgrows_its_budget(inner: std::sync::Weak<Inner>
     }
 }
 
+/// Counts each new leadership this member sees (a leader known in a term not counted yet), until
+/// Raft stops. A member that starts counts the leader it first learns of.
+async fn count_leader_changes(
+    mut metrics: WatchReceiverOf<TypeConfig, openraft::RaftMetrics<TypeConfig>>,
+    leader_changes: Counter,
+) {
+    let mut counted_term = None;
+    loop {
+        let (term, leader) = {
+            let now = metrics.borrow_watched();
+            (now.current_term, now.current_leader)
+        };
+        if leader.is_some() && counted_term != Some(term) {
+            counted_term = Some(term);
+            leader_changes.inc();
+        }
+        if metrics.changed().await.is_err() {
+            return;
+        }
+    }
+}
+
 /// Turns one surviving member's data into a healthy single-member cluster, keeping every object
 /// it holds, as `docker swarm init --force-new-cluster` does. Every entry in the member's log is
 /// applied, committed or not: the survivor's log becomes the truth. The new cluster gets a new
@@ -1053,8 +1103,10 @@ pub async fn force_new_cluster(
     member_id: MemberId,
     advertise_addr: &str,
 ) -> Result<(), StoreError> {
-    let state_machine = StateMachine::open(data_dir, data_key)?;
-    let log = LogStore::open(&data_dir.join(LOG_FILE), data_key)?;
+    // An offline tool: what it does is counted nowhere.
+    let metrics = RaftMetrics::default();
+    let state_machine = StateMachine::open(data_dir, data_key, &metrics)?;
+    let log = LogStore::open(&data_dir.join(LOG_FILE), data_key, &metrics)?;
     // The fence first: should what follows fail, the member is fenced off from its old peers
     // rather than open to them with a half-made cluster; running the recovery again finishes it.
     let epoch = fence::load(data_dir)?.forced(rand::random());

@@ -39,6 +39,8 @@ pub const INGRESS_NETWORK_NAME: &str = "ingress";
 pub const INGRESS_SUBNET: &str = "10.0.0.0/24";
 /// VXLAN's IANA port: the data path port when the cluster sets none (its `vxlan_udp_port` is 0).
 pub const DEFAULT_VXLAN_PORT: u16 = 4789;
+/// The time between a container's stop signal and SIGKILL when its spec sets none.
+pub const STOP_GRACE_PERIOD: Duration = Duration::from_secs(10);
 /// Ended tasks kept per slot.
 pub const TASK_HISTORY_LIMIT: i64 = 5;
 /// How often the leader rotates the network keys (gossip and IPsec): Docker's keymanager period.
@@ -86,6 +88,20 @@ pub fn apply_service_defaults(spec: &mut api::ServiceSpec) {
     spec.update.get_or_insert_with(update_config);
     spec.rollback.get_or_insert_with(update_config);
     spec.endpoint.get_or_insert_with(Default::default);
+}
+
+/// Every default a spec leaves to the swarm, the stored ones ([`apply_service_defaults`]) and
+/// those read where they apply (the stop grace period): what Docker's `insertDefaults` shows,
+/// which `docker service update` reads so its flags start from the effective settings.
+pub fn insert_service_defaults(spec: &mut api::ServiceSpec) {
+    apply_service_defaults(spec);
+    if let Some(api::task_spec::Runtime::Container(container)) =
+        spec.task.as_mut().and_then(|task| task.runtime.as_mut())
+    {
+        container
+            .stop_grace_period
+            .get_or_insert_with(|| proto_duration(STOP_GRACE_PERIOD));
+    }
 }
 
 /// Fills the overlay driver into a network spec that names none: swarm networks have no other.
@@ -156,5 +172,31 @@ mod tests {
                 nanos: 0
             })
         );
+    }
+
+    #[test]
+    fn inserted_defaults_add_the_stop_grace_period_a_spec_leaves_out() {
+        let container = |grace: Option<u64>| api::ServiceSpec {
+            task: Some(api::TaskSpec {
+                runtime: Some(api::task_spec::Runtime::Container(api::ContainerSpec {
+                    stop_grace_period: grace
+                        .map(|seconds| proto_duration(Duration::from_secs(seconds))),
+                    ..Default::default()
+                })),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let grace_of = |spec: &api::ServiceSpec| match spec.task.as_ref()?.runtime.as_ref()? {
+            api::task_spec::Runtime::Container(container) => container.stop_grace_period,
+            _ => None,
+        };
+        let mut unset = container(None);
+        insert_service_defaults(&mut unset);
+        assert_eq!(grace_of(&unset), Some(proto_duration(STOP_GRACE_PERIOD)));
+        assert_eq!(unset.update, Some(update_config()));
+        let mut set = container(Some(3));
+        insert_service_defaults(&mut set);
+        assert_eq!(grace_of(&set), Some(proto_duration(Duration::from_secs(3))));
     }
 }

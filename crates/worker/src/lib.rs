@@ -21,7 +21,7 @@ pub use convert::{
 };
 pub use error::{Result, WorkerError};
 pub use reconciler::{
-    AssignmentSet, Command, CommandOutcome, ContainerRunState, DEFAULT_STOP_GRACE_PERIOD,
-    EngineObservation, Event, ExistingContainer, Reconciler,
+    AssignmentSet, Command, CommandOutcome, ContainerRunState, EngineObservation, Event,
+    ExistingContainer, Reconciler,
 };
 pub use store::{ASSIGNMENT_FILE_NAME, AssignmentStore, PersistedAssignments};

@@ -39,9 +39,6 @@ use crate::convert::{
 use crate::networking::{LocalEndpoint, TaskNetworks};
 use crate::store::PersistedAssignments;
 
-/// Swarm's default time between the stop signal and SIGKILL.
-pub const DEFAULT_STOP_GRACE_PERIOD: Duration = Duration::from_secs(10);
-
 /// The full set of tasks the dispatcher assigns to this node, with the secrets and configs they
 /// reference. Each set replaces the previous one; a set whose version is not newer than the last
 /// accepted one is stale and dropped.
@@ -392,8 +389,8 @@ impl TaskRecord {
             Some(api::task_spec::Runtime::Container(container)) => container
                 .stop_grace_period
                 .and_then(|grace| Duration::try_from(grace).ok())
-                .unwrap_or(DEFAULT_STOP_GRACE_PERIOD),
-            _ => DEFAULT_STOP_GRACE_PERIOD,
+                .unwrap_or(spec::defaults::STOP_GRACE_PERIOD),
+            _ => spec::defaults::STOP_GRACE_PERIOD,
         }
     }
 }

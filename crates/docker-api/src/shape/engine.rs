@@ -180,9 +180,51 @@ pub fn image_summary_json(image: &pb::Image) -> Value {
     })
 }
 
+/// `GET /distribution/{name}/json`: what the registry holds under the name (Docker's
+/// `registry.DistributionInspect`).
+pub fn distribution_json(resolved: &pb::ResolvedImage) -> Value {
+    let platforms: Vec<Value> = resolved
+        .platforms
+        .iter()
+        .map(|platform| json!({ "architecture": platform.architecture, "os": platform.os }))
+        .collect();
+    json!({
+        "Descriptor": {
+            "mediaType": resolved.media_type,
+            "digest": resolved.digest,
+            "size": resolved.size,
+        },
+        "Platforms": platforms,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_distribution_answer_has_dockers_descriptor_and_platforms() {
+        let resolved = pb::ResolvedImage {
+            media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+            digest: "sha256:ab".into(),
+            size: 527,
+            platforms: vec![pb::Platform {
+                os: "linux".into(),
+                architecture: "amd64".into(),
+            }],
+        };
+        assert_eq!(
+            distribution_json(&resolved),
+            json!({
+                "Descriptor": {
+                    "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": "sha256:ab",
+                    "size": 527
+                },
+                "Platforms": [{ "architecture": "amd64", "os": "linux" }]
+            })
+        );
+    }
 
     fn container(status: &str) -> pb::Container {
         pb::Container {

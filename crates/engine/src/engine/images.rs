@@ -56,6 +56,14 @@ impl LocalEngine {
         .await
     }
 
+    /// What the registry holds under `reference` now, without pulling it; a registry on
+    /// loopback is asked over plain HTTP.
+    pub async fn resolve_image(&self, reference: &str) -> Result<crate::pull::Resolved> {
+        let limit = self.inner.images.limits().metadata_bytes;
+        let insecure = crate::pull::is_loopback_registry(reference);
+        crate::pull::resolve(reference, insecure, limit).await
+    }
+
     /// `image pull`: OCI distribution API v2; `insecure` uses plain HTTP.
     pub async fn pull_image(&self, reference: String, insecure: bool) -> Result<ImageSummary> {
         crate::pull::pull(&self.inner.images, &reference, insecure).await

@@ -2,7 +2,7 @@
 //! implementation on this host. One module per operation: `open` (adoption of running
 //! containers after a daemon restart), `images`, `create`, `start` (the shim and its watcher),
 //! `stop` (signals and waiting), `remove` (and tidying up after a lost shim), `exec`
-//! (healthchecks), `logs`; `init_dir` gathers what `--init` needs. Everything they do to the
+//! (sessions with input and a terminal, and the healthchecks on them), `logs`; `init_dir` gathers what `--init` needs. Everything they do to the
 //! host goes through [`Host`](crate::host::Host), which `tests.rs` replaces with a recording one.
 
 mod create;
@@ -16,6 +16,8 @@ mod start;
 mod stop;
 #[cfg(test)]
 mod tests;
+
+pub use exec::{ExecEvent, ExecInput, ExecSession};
 
 use std::collections::HashMap;
 use std::future::Future;

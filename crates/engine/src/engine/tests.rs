@@ -5,9 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use super::{Engine as _, EngineConfig, LocalEngine};
+use super::{Engine as _, EngineConfig, ExecEvent, ExecInput, LocalEngine};
 use crate::container::{ContainerDir, RunStatus};
 use crate::error::EngineError;
+use crate::exec_spec::{ExecSpec, TerminalSize};
 use crate::host::ExecOutput;
 use crate::host::recording::{Call, ExecScript, RecordingHost};
 use crate::spec::{ContainerSpec, MountSpec};
@@ -353,7 +354,14 @@ async fn exec_returns_the_commands_exit_code_and_output() -> anyhow::Result<()> 
         .probe(&entry, &test, Duration::from_secs(5))
         .await;
     assert_eq!((probe.exit_code, probe.output.as_str()), (3, "out err"));
-    assert_eq!(world.host.take_calls(), vec![Call::Exec { id, args: test }]);
+    assert_eq!(
+        world.host.take_calls(),
+        vec![Call::Exec {
+            id,
+            args: test,
+            tty: false
+        }]
+    );
     Ok(())
 }
 
@@ -384,6 +392,235 @@ async fn exec_past_its_timeout_tells_the_helper_to_stop() -> anyhow::Result<()> 
         *signal,
         libc::SIGTERM,
         "SIGTERM first, so the helper can kill the probe"
+    );
+    Ok(())
+}
+
+/// The events of `session` until its end, stdout and stderr joined per stream.
+async fn events_of(
+    session: &mut crate::engine::ExecSession,
+) -> (Vec<u8>, Vec<u8>, Option<i32>, Option<i32>) {
+    let (mut stdout, mut stderr, mut pid, mut code) = (Vec::new(), Vec::new(), None, None);
+    while let Some(event) = tokio::time::timeout(Duration::from_secs(10), session.next())
+        .await
+        .expect("the session went quiet")
+    {
+        assert!(code.is_none(), "an event after the exit code: {event:?}");
+        match event {
+            ExecEvent::Pid(p) => pid = Some(p),
+            ExecEvent::Stdout(bytes) => stdout.extend(bytes),
+            ExecEvent::Stderr(bytes) => stderr.extend(bytes),
+            ExecEvent::Exited(c) => code = Some(c),
+        }
+    }
+    (stdout, stderr, pid, code)
+}
+
+#[tokio::test]
+async fn a_session_streams_output_then_the_exit_code_and_leaves_no_files() -> anyhow::Result<()> {
+    let world = World::new().await?;
+    let (id, _) = world.running(spec()).await?;
+    world.host.exec_behaves(ExecScript::Exits(ExecOutput {
+        code: 7,
+        stdout: b"out".to_vec(),
+        stderr: b"err".to_vec(),
+    }));
+    let mut session = world
+        .engine
+        .exec_session(&id, ExecSpec::command(vec!["run".to_owned()]))
+        .await?;
+    let (stdout, stderr, _, code) = events_of(&mut session).await;
+    assert_eq!(
+        (stdout.as_slice(), stderr.as_slice(), code),
+        (&b"out"[..], &b"err"[..], Some(7))
+    );
+    let left: Vec<_> = std::fs::read_dir(world.data_root.join("exec"))?.collect();
+    assert!(left.is_empty(), "the session's files stay: {left:?}");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_sessions_stdin_reaches_the_command_and_its_end_ends_it() -> anyhow::Result<()> {
+    let world = World::new().await?;
+    let (id, _) = world.running(spec()).await?;
+    world.host.exec_behaves(ExecScript::Echoes);
+    let mut session = world
+        .engine
+        .exec_session(
+            &id,
+            ExecSpec {
+                args: vec!["cat".to_owned()],
+                attach_stdin: true,
+                ..ExecSpec::default()
+            },
+        )
+        .await?;
+    let inputs = session.inputs();
+    inputs.send(ExecInput::Stdin(b"hello ".to_vec())).await?;
+    inputs.send(ExecInput::Stdin(b"there".to_vec())).await?;
+    inputs.send(ExecInput::CloseStdin).await?;
+    let (stdout, _, pid, code) = events_of(&mut session).await;
+    assert_eq!(String::from_utf8_lossy(&stdout), "hello there");
+    assert_eq!(code, Some(0), "cat ends with its input");
+    assert!(pid.is_some(), "the pid the runtime wrote is reported");
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_terminal_session_carries_bytes_both_ways_and_resizes() -> anyhow::Result<()> {
+    let world = World::new().await?;
+    let (id, _) = world.running(spec()).await?;
+    world.host.exec_behaves(ExecScript::Terminal);
+    let mut session = world
+        .engine
+        .exec_session(
+            &id,
+            ExecSpec {
+                args: vec!["sh".to_owned()],
+                tty: true,
+                attach_stdin: true,
+                size: Some(TerminalSize {
+                    rows: 24,
+                    columns: 80,
+                }),
+                ..ExecSpec::default()
+            },
+        )
+        .await?;
+    let calls = world.host.take_calls();
+    assert!(
+        matches!(calls.as_slice(), [Call::Exec { tty: true, .. }]),
+        "{calls:?}"
+    );
+    let (pid, slave) = world.host.take_terminal().expect("a terminal");
+    let mut raw = rustix::termios::tcgetattr(&slave)?;
+    raw.make_raw();
+    rustix::termios::tcsetattr(&slave, rustix::termios::OptionalActions::Now, &raw)?;
+    let size_of = |slave: &std::os::fd::OwnedFd| {
+        let size = rustix::termios::tcgetwinsize(slave).expect("the size");
+        (size.ws_row, size.ws_col)
+    };
+    // The size is set once the terminal arrives; the command's output shows it has.
+    rustix::io::write(&slave, b"ready")?;
+    let Some(ExecEvent::Stdout(first)) = session.next().await else {
+        panic!("expected the command's output first");
+    };
+    assert_eq!(first, b"ready");
+    assert_eq!(size_of(&slave), (24, 80));
+    let inputs = session.inputs();
+    inputs.send(ExecInput::Stdin(b"typed".to_vec())).await?;
+    let mut typed = [0u8; 5];
+    tokio::task::spawn_blocking({
+        let slave = slave.try_clone()?;
+        move || rustix::io::read(&slave, &mut typed).map(|_| typed)
+    })
+    .await??;
+    inputs
+        .send(ExecInput::Resize(TerminalSize {
+            rows: 30,
+            columns: 100,
+        }))
+        .await?;
+    // Resizes and input keep their order: once this input arrives, so has the resize.
+    inputs.send(ExecInput::Stdin(b"x".to_vec())).await?;
+    let mut one = [0u8; 1];
+    tokio::task::spawn_blocking({
+        let slave = slave.try_clone()?;
+        move || rustix::io::read(&slave, &mut one)
+    })
+    .await??;
+    assert_eq!(size_of(&slave), (30, 100));
+    inputs.send(ExecInput::CloseStdin).await?;
+    drop(slave);
+    world.host.finish(pid);
+    let (stdout, _, _, code) = events_of(&mut session).await;
+    assert!(stdout.is_empty(), "{stdout:?}");
+    assert_eq!(code, Some(0));
+    Ok(())
+}
+
+#[tokio::test]
+async fn a_session_whose_caller_is_gone_stops_its_command() -> anyhow::Result<()> {
+    let world = World::new().await?;
+    let (id, _) = world.running(spec()).await?;
+    world.host.exec_behaves(ExecScript::Hangs);
+    let session = world
+        .engine
+        .exec_session(&id, ExecSpec::command(vec!["sleep".to_owned()]))
+        .await?;
+    session.stop().await;
+    let calls = world.host.take_calls();
+    assert!(
+        matches!(
+            calls.as_slice(),
+            [
+                Call::Exec { .. },
+                Call::Kill {
+                    signal: libc::SIGTERM,
+                    ..
+                }
+            ]
+        ),
+        "{calls:?}"
+    );
+    Ok(())
+}
+
+#[tokio::test]
+async fn exec_refuses_what_it_can_before_running_anything() -> anyhow::Result<()> {
+    let world = World::new().await?;
+    let id = world.create(spec()).await?;
+    let not_running = world
+        .engine
+        .exec_session(&id, ExecSpec::command(vec!["ls".to_owned()]))
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        not_running.to_string().contains("start it first"),
+        "{not_running}"
+    );
+    world.engine.start(&id).await?;
+    settle().await;
+    // The recording host mounts nothing: the container's files are made here.
+    let etc = world.dir(&id).rootfs().join("etc");
+    std::fs::create_dir_all(&etc)?;
+    std::fs::write(etc.join("passwd"), "root:x:0:0::/root:/bin/sh\n")?;
+    let relative = world
+        .engine
+        .exec_session(
+            &id,
+            ExecSpec {
+                args: vec!["ls".to_owned()],
+                workdir: Some("tmp".to_owned()),
+                ..ExecSpec::default()
+            },
+        )
+        .await
+        .err()
+        .expect("refused");
+    assert!(relative.to_string().contains("absolute"), "{relative}");
+    let unknown = world
+        .engine
+        .exec_session(
+            &id,
+            ExecSpec {
+                args: vec!["ls".to_owned()],
+                user: Some("nobody-here".to_owned()),
+                ..ExecSpec::default()
+            },
+        )
+        .await
+        .err()
+        .expect("refused");
+    assert!(
+        unknown.to_string().contains("use a numeric uid"),
+        "{unknown}"
+    );
+    let calls = world.host.take_calls();
+    assert!(
+        !calls.iter().any(|call| matches!(call, Call::Exec { .. })),
+        "{calls:?}"
     );
     Ok(())
 }

@@ -12,7 +12,7 @@ use std::sync::Mutex;
 
 use tokio::sync::watch;
 
-use super::{ExecOutput, ExecProcess, Host, HostFuture, RuntimeRef};
+use super::{ExecLaunch, ExecOutput, ExecProcess, ExecReader, Host, HostFuture, RuntimeRef};
 use crate::container::{ContainerDir, RunStatus, ShimState};
 use crate::error::{EngineError, Result};
 use crate::util;
@@ -40,9 +40,12 @@ pub(crate) enum Call {
     Unmount(PathBuf),
     RuntimeRun(String),
     RuntimeDelete(String),
+    /// An exec helper started: the container, the process's arguments (from the file the
+    /// engine wrote for it) and whether it was given a terminal.
     Exec {
         id: String,
         args: Vec<String>,
+        tty: bool,
     },
     SetSubreaper,
     LaunchShim(String),
@@ -65,6 +68,12 @@ pub(crate) enum ExecScript {
     Exits(ExecOutput),
     /// It runs until it is signalled.
     Hangs,
+    /// It copies its stdin to its stdout and exits 0 when its stdin ends (`cat`).
+    Echoes,
+    /// It is given a real pseudo-terminal (a host pair, no root needed), whose slave the test
+    /// takes with [`RecordingHost::take_terminal`], and runs until it is signalled or
+    /// [`RecordingHost::finish`]ed, then exits 0.
+    Terminal,
 }
 
 /// A container the host pretends to run.
@@ -92,6 +101,8 @@ struct State {
     exec: ExecScript,
     /// `/proc/<pid>/cgroup` answers.
     cgroups: HashMap<i32, String>,
+    /// Slaves of the terminals `ExecScript::Terminal` execs were given, with their pids.
+    terminals: Vec<(i32, OwnedFd)>,
 }
 
 /// The recording host; see the module documentation.
@@ -118,6 +129,7 @@ impl RecordingHost {
                 next_pid: FIRST_PID,
                 exec: ExecScript::Exits(ExecOutput::default()),
                 cgroups: HashMap::new(),
+                terminals: Vec::new(),
             }),
             gone: watch::channel(HashSet::new()).0,
         }
@@ -162,6 +174,17 @@ impl RecordingHost {
     /// Sets how commands run with `exec` behave.
     pub(crate) fn exec_behaves(&self, script: ExecScript) {
         self.state().exec = script;
+    }
+
+    /// The pid and terminal slave of the oldest `ExecScript::Terminal` exec not yet taken.
+    pub(crate) fn take_terminal(&self) -> Option<(i32, OwnedFd)> {
+        let mut state = self.state();
+        (!state.terminals.is_empty()).then(|| state.terminals.remove(0))
+    }
+
+    /// Ends the pretend process `pid` (an exec that hangs or has a terminal).
+    pub(crate) fn finish(&self, pid: i32) {
+        self.exited(pid);
     }
 
     /// Sets what `/proc/<pid>/cgroup` holds.
@@ -357,33 +380,84 @@ impl Host for RecordingHost {
         self.record("runtime_delete", Call::RuntimeDelete(id.to_owned()))
     }
 
-    fn exec(&self, _runtime: RuntimeRef<'_>, id: &str, args: &[String]) -> Result<ExecProcess> {
+    fn exec(&self, _runtime: RuntimeRef<'_>, id: &str, launch: &ExecLaunch) -> Result<ExecProcess> {
+        let process: serde_json::Value = util::read_json(&launch.process_file)?;
+        let args = process["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|arg| arg.as_str().map(str::to_owned))
+            .collect();
         let call = Call::Exec {
             id: id.to_owned(),
-            args: args.to_vec(),
+            args,
+            tty: launch.console_socket.is_some(),
         };
         self.record("exec", call)?;
         let (pid, script) = {
             let mut state = self.state();
             (Self::next_pid(&mut state), state.exec.clone())
         };
-        let output: HostFuture<std::io::Result<ExecOutput>> = match script {
-            ExecScript::Exits(output) => Box::pin(async move { Ok(output) }),
-            ExecScript::Hangs => {
+        // As a runtime would: the command's pid, for the session's `Pid` event.
+        std::fs::write(&launch.pid_file, pid.to_string())
+            .map_err(EngineError::io("writing the pretend pid file"))?;
+        let nothing = || Box::pin(tokio::io::empty()) as ExecReader;
+        let gone = self.until_gone(pid);
+        let until_signalled: HostFuture<std::io::Result<i32>> = Box::pin(async move {
+            gone.await;
+            Ok(-1)
+        });
+        let process = match script {
+            ExecScript::Exits(output) => ExecProcess {
+                pid: Some(pid),
+                stdin: None,
+                stdout: Box::pin(std::io::Cursor::new(output.stdout)),
+                stderr: Box::pin(std::io::Cursor::new(output.stderr)),
+                terminal: None,
+                exit: Box::pin(async move { Ok(output.code) }),
+            },
+            ExecScript::Hangs => ExecProcess {
+                pid: Some(pid),
+                stdin: None,
+                stdout: nothing(),
+                stderr: nothing(),
+                terminal: None,
+                exit: until_signalled,
+            },
+            ExecScript::Echoes => {
+                let (stdin, mut command_stdin) = tokio::io::duplex(1024);
+                let (mut command_stdout, stdout) = tokio::io::duplex(1024);
+                ExecProcess {
+                    pid: Some(pid),
+                    stdin: launch.stdin.then(|| Box::pin(stdin) as _),
+                    stdout: Box::pin(stdout),
+                    stderr: nothing(),
+                    terminal: None,
+                    exit: Box::pin(async move {
+                        tokio::io::copy(&mut command_stdin, &mut command_stdout).await?;
+                        Ok(0)
+                    }),
+                }
+            }
+            ExecScript::Terminal => {
+                let (master, slave) = crate::console::pty_pair()
+                    .map_err(EngineError::io("opening a pretend terminal"))?;
+                self.state().terminals.push((pid, slave));
                 let gone = self.until_gone(pid);
-                Box::pin(async move {
-                    gone.await;
-                    Ok(ExecOutput {
-                        code: -1,
-                        ..ExecOutput::default()
-                    })
-                })
+                ExecProcess {
+                    pid: Some(pid),
+                    stdin: None,
+                    stdout: nothing(),
+                    stderr: nothing(),
+                    terminal: Some(Box::pin(async move { Ok(master) })),
+                    exit: Box::pin(async move {
+                        gone.await;
+                        Ok(0)
+                    }),
+                }
             }
         };
-        Ok(ExecProcess {
-            pid: Some(pid),
-            output,
-        })
+        Ok(process)
     }
 
     fn set_child_subreaper(&self) -> Result<()> {

@@ -17,6 +17,9 @@
 //! only while the mesh has a port to serve spares a swarm that publishes nothing a namespace,
 //! a link and the gossip on every node.
 //!
+//! A network removed while only services being removed still used it (`stack rm`) is marked
+//! `pending_delete`; the allocator deletes it on the first step that finds it unused.
+//!
 //! Nothing is remembered between steps. What is in use is read from the stored objects every
 //! time, so a new leader starts from exactly what Raft holds:
 //! - a VIP is in use while its service is stored and still on its network in `vip` mode;
@@ -181,6 +184,8 @@ pub struct Allocation {
     /// Services (by id) whose spec's published ports could not be given, for the shell's log;
     /// they keep the ports they hold.
     pub failed_services: Vec<(String, PortAllocationError)>,
+    /// Networks being removed that nothing uses any more: they are deleted, at the version read.
+    pub deleted_networks: Vec<Network>,
 }
 
 impl Allocation {
@@ -189,6 +194,7 @@ impl Allocation {
             && self.services.is_empty()
             && self.tasks.is_empty()
             && self.nodes.is_empty()
+            && self.deleted_networks.is_empty()
     }
 }
 
@@ -253,6 +259,30 @@ pub fn ingress_network(networks: &[Network]) -> Option<&Network> {
 pub fn holds_addresses(task: &Task) -> bool {
     let observed = observed_state(task);
     !is_terminal(observed) && (observed as i32 >= TaskState::Assigned as i32 || is_wanted(task))
+}
+
+/// Whether a network marked `pending_delete` can go: no stored service attaches to it or holds
+/// a virtual IP on it, and no task holds an address on it.
+fn deletable(network: &Network, services: &[Service], tasks: &[Task]) -> bool {
+    let id = network.id.as_str();
+    let attached = services.iter().any(|service| {
+        let spec_attaches = service.spec.as_ref().is_some_and(|spec| {
+            service_attachments(spec)
+                .iter()
+                .any(|attachment| attachment.target == id)
+        });
+        let holds_vip = service
+            .endpoint
+            .as_ref()
+            .is_some_and(|endpoint| endpoint.virtual_ips.iter().any(|vip| vip.network_id == id));
+        spec_attaches || holds_vip
+    });
+    let addressed = tasks
+        .iter()
+        .filter(|task| holds_addresses(task))
+        .flat_map(|task| &task.networks)
+        .any(|attachment| attachment.network.as_ref().is_some_and(|n| n.id == id));
+    network.pending_delete && !attached && !addressed
 }
 
 /// Whether a service wants VIPs: `vip` endpoint mode, Swarm's default.
@@ -533,6 +563,12 @@ pub fn allocate(input: &AllocatorInput<'_>, now: ClusterTime) -> Allocation {
         .values()
         .filter(|state| state.changed)
         .map(NetworkState::written)
+        .collect();
+    allocation.deleted_networks = input
+        .networks
+        .iter()
+        .filter(|network| deletable(network, input.services, input.tasks))
+        .cloned()
         .collect();
     let mut failed: Vec<(String, AllocationFailure)> = failed.into_iter().collect();
     failed.sort_by(|left, right| left.0.cmp(&right.0));

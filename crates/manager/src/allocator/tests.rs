@@ -235,6 +235,32 @@ fn ended(mut task: Task, state: TaskState) -> Task {
 }
 
 #[test]
+fn a_network_being_removed_goes_once_no_service_or_live_task_holds_it() {
+    let web = vip_service("web", &["front"]);
+    let mut objects = Objects {
+        networks: vec![auto_network("front")],
+        services: vec![web.clone()],
+        tasks: vec![task("w1", &web, 1)],
+        ..Default::default()
+    };
+    objects.step();
+    // `stack rm`: the service is being removed, its network marked to follow it.
+    objects.services[0].pending_delete = true;
+    objects.networks[0].pending_delete = true;
+    assert!(objects.step().deleted_networks.is_empty(), "web holds it");
+    // The service is gone (its VIP with it), but its task still runs.
+    objects.services.clear();
+    assert!(objects.step().deleted_networks.is_empty(), "w1 holds it");
+    objects.tasks[0] = ended(objects.tasks[0].clone(), TaskState::Shutdown);
+    let allocation = objects.step();
+    assert_eq!(allocation.deleted_networks.len(), 1);
+    assert_eq!(allocation.deleted_networks[0].id, "front");
+    // A network in use that is not being removed stays.
+    objects.networks[0].pending_delete = false;
+    assert!(objects.step().deleted_networks.is_empty());
+}
+
+#[test]
 fn subnets_come_from_the_pool_in_order_skipping_those_networks_ask_for() {
     let mut objects = Objects {
         networks: vec![

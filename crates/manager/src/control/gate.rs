@@ -91,10 +91,12 @@ delegate_control! {
     get_secret(GetSecretRequest) -> SecretResponse;
     list_secrets(ListSecretsRequest) -> ListSecretsResponse;
     remove_secret(RemoveSecretRequest) -> RemoveSecretResponse;
+    update_secret(UpdateSecretRequest) -> SecretResponse;
     create_config(CreateConfigRequest) -> ConfigResponse;
     get_config(GetConfigRequest) -> ConfigResponse;
     list_configs(ListConfigsRequest) -> ListConfigsResponse;
     remove_config(RemoveConfigRequest) -> RemoveConfigResponse;
+    update_config(UpdateConfigRequest) -> ConfigResponse;
     create_service(CreateServiceRequest) -> ServiceResponse;
     get_service(GetServiceRequest) -> ServiceResponse;
     list_services(ListServicesRequest) -> ListServicesResponse;

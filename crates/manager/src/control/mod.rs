@@ -13,7 +13,7 @@ mod resolve;
 mod service_spec;
 mod stacks;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 
 use raft_store::{ReadConsistency, Store, StoreView};
@@ -28,8 +28,8 @@ use shoal_proto::api::{
     RemoveConfigResponse, RemoveNodeRequest, RemoveNodeResponse, RemoveSecretRequest,
     RemoveSecretResponse, RemoveServiceRequest, RemoveServiceResponse, SecretResponse, Service,
     ServiceLogsRequest, ServiceProgressRequest, ServiceProgressResponse, ServiceResponse, Task,
-    TaskResponse, UpdateClusterRequest, UpdateNodeRequest, UpdateServiceRequest,
-    service_spec::Mode,
+    TaskResponse, UpdateClusterRequest, UpdateConfigRequest, UpdateNodeRequest,
+    UpdateSecretRequest, UpdateServiceRequest, service_spec::Mode,
 };
 use tokio::sync::watch;
 use tonic::{Request, Response, Status};
@@ -37,7 +37,7 @@ use tonic::{Request, Response, Status};
 pub use gate::ControlGate;
 pub(crate) use managers::reachability_on_leader;
 
-use crate::dispatcher::{LogBroker, LogStream, LogTarget};
+use crate::dispatcher::{LogBroker, LogReading, LogStream, LogTarget};
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::{ClusterSnapshot, GivenUpSlots};
@@ -623,8 +623,14 @@ impl ControlApi {
     async fn remove_network(&self, reference: &str) -> Result<String, ManagerError> {
         self.write_network_plan(|all, services, tasks| {
             let network = Self::resolve_network(all, reference)?;
-            networks::check_remove(network, services, tasks)?;
-            Ok((vec![objects::delete(network)], network.id.clone()))
+            let change = match networks::check_remove(network, services, tasks)? {
+                networks::Removal::Now => objects::delete(network),
+                networks::Removal::OnceUnused => objects::update(&api::Network {
+                    pending_delete: true,
+                    ..network.clone()
+                }),
+            };
+            Ok((vec![change], network.id.clone()))
         })
         .await
     }
@@ -702,6 +708,26 @@ impl ControlApi {
             .await?;
         let found = resolve::resolve(&all, reference, T::PAYLOAD.noun(), |p| p.id(), |p| p.name())?;
         Ok(found.clone().into_read())
+    }
+
+    /// Changes the labels of a secret or config read at `version`, and nothing else.
+    async fn update_payload<T: Payload>(
+        &self,
+        reference: &str,
+        version: u64,
+        requested: T,
+    ) -> Result<T, ManagerError> {
+        let all: Vec<T> = self
+            .read(|view| objects::decode_all(view.list(T::KIND)))
+            .await?;
+        let found = resolve::resolve(&all, reference, T::PAYLOAD.noun(), |p| p.id(), |p| p.name())?;
+        let updated = payloads::relabel(found, &requested)?;
+        self.store
+            .write(raft_store::Transaction::new(vec![objects::update_at(
+                &updated, version,
+            )]))
+            .await?;
+        Ok(self.read_back::<T>(found.id()).await?.into_read())
     }
 
     /// Removes a secret or config, refused while a service uses it.
@@ -835,38 +861,94 @@ impl ControlApi {
     }
 
     /// The nodes and tasks a log request reads from.
+    /// The nodes and tasks whose output `request` asks for, and the ids of the services it
+    /// names. A request that follows services asks only for tasks that have started; the rest
+    /// are [`follow_new_tasks`]' to add once they do.
     async fn log_targets(
         &self,
         request: &ServiceLogsRequest,
-    ) -> Result<Vec<LogTarget>, ManagerError> {
+    ) -> Result<(Vec<LogTarget>, HashSet<String>), ManagerError> {
         let objects = self.read_objects().await?;
         let services = visible_services(&objects.services);
+        let mut service_ids = HashSet::new();
         let mut wanted: Vec<&Task> = Vec::new();
         for reference in &request.services {
             let service = resolve_service(&services, reference)?;
+            service_ids.insert(service.id.clone());
             wanted.extend(
                 objects
                     .tasks
                     .iter()
-                    .filter(|task| task.service_id == service.id),
+                    .filter(|task| task.service_id == service.id)
+                    .filter(|task| !request.follow || has_started(task)),
             );
         }
         for reference in &request.tasks {
             wanted.push(resolve_task(&objects.tasks, reference)?);
         }
-        let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
-        for task in wanted {
-            if !task.node_id.is_empty() {
-                by_node
-                    .entry(task.node_id.clone())
-                    .or_default()
-                    .push(task.id.clone());
-            }
+        Ok((log_targets_of(wanted), service_ids))
+    }
+}
+
+/// Whether a task's container has started, so its node can read its output.
+fn has_started(task: &Task) -> bool {
+    !task.node_id.is_empty()
+        && crate::orchestrator::observed_state(task) as i32 >= api::TaskState::Running as i32
+}
+
+/// The tasks by the node that holds them; tasks not placed yet have no output to read.
+fn log_targets_of<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> Vec<LogTarget> {
+    let mut by_node: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for task in tasks {
+        if !task.node_id.is_empty() {
+            by_node
+                .entry(task.node_id.clone())
+                .or_default()
+                .push(task.id.clone());
         }
-        Ok(by_node
-            .into_iter()
-            .map(|(node_id, task_ids)| LogTarget { node_id, task_ids })
-            .collect())
+    }
+    by_node
+        .into_iter()
+        .map(|(node_id, task_ids)| LogTarget { node_id, task_ids })
+        .collect()
+}
+
+/// Adds the tasks of `services` that start while subscription `id` follows them, as committed
+/// changes show them, until its caller goes away or the store stops. `asked` holds the tasks
+/// already asked for; `watch` began before they were read, so no start falls between.
+async fn follow_new_tasks(
+    logs: LogBroker,
+    id: String,
+    services: HashSet<String>,
+    mut asked: HashSet<String>,
+    mut watch: raft_store::Watch,
+) {
+    let caller_gone = logs.caller_gone(&id);
+    tokio::pin!(caller_gone);
+    loop {
+        let committed = tokio::select! {
+            () = &mut caller_gone => return,
+            committed = watch.next() => match committed {
+                Ok(committed) => committed,
+                Err(error) => {
+                    tracing::debug!(%error, "following logs stops adding new tasks");
+                    return;
+                }
+            },
+        };
+        let started: Vec<Task> = committed
+            .changes
+            .iter()
+            .filter(|change| !matches!(change, raft_store::ChangeEvent::Deleted(_)))
+            .map(raft_store::ChangeEvent::object)
+            .filter(|record| record.kind == Task::KIND)
+            .filter_map(|record| objects::decode::<Task>(record).ok())
+            .filter(|task| services.contains(&task.service_id) && has_started(task))
+            .filter(|task| asked.insert(task.id.clone()))
+            .collect();
+        if !started.is_empty() && !logs.extend(&id, log_targets_of(&started)) {
+            return;
+        }
     }
 }
 
@@ -978,6 +1060,24 @@ impl Control for ControlApi {
         )
     }
 
+    async fn update_secret(
+        &self,
+        request: Request<UpdateSecretRequest>,
+    ) -> ControlResult<SecretResponse> {
+        let request = request.into_inner();
+        let requested = api::Secret {
+            spec: request.spec,
+            ..Default::default()
+        };
+        reply(
+            self.update_payload(&request.secret, request.version, requested)
+                .await
+                .map(|secret| SecretResponse {
+                    secret: Some(secret),
+                }),
+        )
+    }
+
     async fn create_config(
         &self,
         request: Request<CreateConfigRequest>,
@@ -1013,6 +1113,24 @@ impl Control for ControlApi {
             self.payloads()
                 .await
                 .map(|configs| ListConfigsResponse { configs }),
+        )
+    }
+
+    async fn update_config(
+        &self,
+        request: Request<UpdateConfigRequest>,
+    ) -> ControlResult<ConfigResponse> {
+        let request = request.into_inner();
+        let requested = api::Config {
+            spec: request.spec,
+            ..Default::default()
+        };
+        reply(
+            self.update_payload(&request.config, request.version, requested)
+                .await
+                .map(|config| ConfigResponse {
+                    config: Some(config),
+                }),
         )
     }
 
@@ -1289,11 +1407,33 @@ impl Control for ControlApi {
                 "no service or task given: name one, as in 'shoal service logs web'",
             ));
         }
-        let targets = self.log_targets(&request).await.map_err(Status::from)?;
-        Ok(Response::new(self.logs.subscribe(
+        // Watching from before the read, so a task starting meanwhile is seen either way.
+        let watch = self
+            .store
+            .watch(self.store.local_view(|view| view.applied_index()) + 1);
+        let (targets, services) = self.log_targets(&request).await.map_err(Status::from)?;
+        let follow_services = request.follow && !services.is_empty();
+        let asked: HashSet<String> = targets
+            .iter()
+            .flat_map(|target| target.task_ids.iter().cloned())
+            .collect();
+        let stream = self.logs.subscribe(
             targets,
-            request.follow,
-            request.tail,
-        )))
+            LogReading {
+                follow: request.follow,
+                tail: request.tail,
+                open_ended: follow_services,
+            },
+        );
+        if follow_services && let Some(id) = stream.id() {
+            tokio::spawn(follow_new_tasks(
+                self.logs.clone(),
+                id.to_owned(),
+                services,
+                asked,
+                watch,
+            ));
+        }
+        Ok(Response::new(stream))
     }
 }

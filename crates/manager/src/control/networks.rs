@@ -55,6 +55,12 @@ pub(crate) fn check_create(spec: &NetworkSpec, existing: &[Network]) -> Result<(
         .iter()
         .find(|network| network.unique_name() == name)
     {
+        if taken.pending_delete {
+            return Err(ManagerError::FailedPrecondition(format!(
+                "network {name} (ID {}) is being removed and goes once the tasks of its removed services stop: try again in a few seconds, or choose another name",
+                taken.id
+            )));
+        }
         return Err(ManagerError::FailedPrecondition(format!(
             "network {name} already exists (ID {}): choose another name, or remove it first with 'shoal network rm {name}'",
             taken.id
@@ -161,43 +167,52 @@ fn resolve_attachment<'a>(
                 "network {reference} not found: {not_found_hint}"
             )))
         }
+        Ok(network) if network.pending_delete => Err(ManagerError::FailedPrecondition(format!(
+            "network {} is being removed (its last services are stopping): attach to another network, or create it again once it is gone",
+            network.unique_name()
+        ))),
         other => other,
     }
 }
 
 fn attachment_targets(service: &Service) -> impl Iterator<Item = &str> {
-    let spec = service.spec.as_ref();
-    let task_networks = spec
-        .and_then(|spec| spec.task.as_ref())
-        .map(|task| task.networks.as_slice())
-        .unwrap_or_default();
-    // The deprecated top-level list counts when the task's list is empty, as SwarmKit reads it.
-    let networks = if task_networks.is_empty() {
-        spec.map(|spec| spec.networks.as_slice())
-            .unwrap_or_default()
-    } else {
-        task_networks
-    };
-    networks.iter().map(|attachment| attachment.target.as_str())
+    service
+        .spec
+        .as_ref()
+        .map(crate::allocator::service_attachments)
+        .unwrap_or_default()
+        .iter()
+        .map(|attachment| attachment.target.as_str())
 }
 
-/// Who uses network `id`: the services whose spec attaches to it (those being removed say so),
-/// then the services of live tasks that still carry an attachment to it, by name, sorted and
-/// without repeats.
-pub(crate) fn users_of(id: &str, services: &[Service], tasks: &[Task]) -> Vec<String> {
-    let name_of = |service: &Service| -> String {
-        let name = service.unique_name();
-        let name = if name.is_empty() { &service.id } else { name };
-        if service.pending_delete {
-            format!("{name} (being removed)")
-        } else {
-            name.to_owned()
+/// One user of a network: a service attached to it, or the service of a live task still
+/// attached to it.
+struct NetworkUser {
+    /// As refusals show it: a service's name (saying so when it is being removed), or the
+    /// task's id when its service is gone.
+    shown: String,
+    /// The service is being removed (or is gone): it lets the network go once its tasks stop.
+    going: bool,
+}
+
+fn network_users(id: &str, services: &[Service], tasks: &[Task]) -> Vec<NetworkUser> {
+    let user_of = |service: &Service| {
+        let name = match service.unique_name() {
+            "" => service.id.as_str(),
+            name => name,
+        };
+        NetworkUser {
+            shown: match service.pending_delete {
+                true => format!("{name} (being removed)"),
+                false => name.to_owned(),
+            },
+            going: service.pending_delete,
         }
     };
-    let mut users: Vec<String> = services
+    let mut users: Vec<NetworkUser> = services
         .iter()
         .filter(|service| attachment_targets(service).any(|target| target == id))
-        .map(name_of)
+        .map(user_of)
         .collect();
     for task in tasks {
         let attached = task.networks.iter().any(|attachment| {
@@ -213,9 +228,26 @@ pub(crate) fn users_of(id: &str, services: &[Service], tasks: &[Task]) -> Vec<St
         let user = services
             .iter()
             .find(|service| service.id == task.service_id)
-            .map_or_else(|| format!("task {}", task.id), name_of);
+            .map_or_else(
+                || NetworkUser {
+                    shown: format!("task {}", task.id),
+                    going: true,
+                },
+                user_of,
+            );
         users.push(user);
     }
+    users
+}
+
+/// Who uses network `id`: the services whose spec attaches to it (those being removed say so),
+/// then the services of live tasks that still carry an attachment to it, by name, sorted and
+/// without repeats.
+pub(crate) fn users_of(id: &str, services: &[Service], tasks: &[Task]) -> Vec<String> {
+    let mut users: Vec<String> = network_users(id, services, tasks)
+        .into_iter()
+        .map(|user| user.shown)
+        .collect();
     users.sort();
     users.dedup();
     users
@@ -238,13 +270,24 @@ fn ingress_users(services: &[Service]) -> Vec<String> {
     users
 }
 
-/// Refuses the removal of a network while anything uses it; for the ingress network, while a
-/// service publishes a port through the routing mesh.
+/// What removing a network does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Removal {
+    /// Nothing uses it: it is deleted now.
+    Now,
+    /// Only services being removed (and their tasks) use it: it is marked `pending_delete`,
+    /// hidden from lists and new attachments, and the allocator deletes it once they are gone,
+    /// as SwarmKit does, so `stack rm` takes a stack's networks with its services.
+    OnceUnused,
+}
+
+/// Decides the removal of a network: refused while a service that stays uses it; for the
+/// ingress network, while a service publishes a port through the routing mesh.
 pub(crate) fn check_remove(
     network: &Network,
     services: &[Service],
     tasks: &[Task],
-) -> Result<(), ManagerError> {
+) -> Result<Removal, ManagerError> {
     if network.spec.as_ref().is_some_and(|spec| spec.ingress) {
         let users = ingress_users(services);
         if !users.is_empty() {
@@ -255,14 +298,24 @@ pub(crate) fn check_remove(
             )));
         }
     }
-    let users = users_of(&network.id, services, tasks);
+    let users = network_users(&network.id, services, tasks);
     if users.is_empty() {
-        return Ok(());
+        return Ok(Removal::Now);
     }
+    let mut staying: Vec<String> = users
+        .into_iter()
+        .filter(|user| !user.going)
+        .map(|user| user.shown)
+        .collect();
+    if staying.is_empty() {
+        return Ok(Removal::OnceUnused);
+    }
+    staying.sort();
+    staying.dedup();
     let name = network.unique_name();
     Err(ManagerError::FailedPrecondition(format!(
         "network {name} is in use by service(s) {}: remove them or detach them from it first ('shoal service update --network-rm {name} SERVICE')",
-        users.join(", ")
+        staying.join(", ")
     )))
 }
 
@@ -491,7 +544,7 @@ mod tests {
         }
     }
 
-    fn error(result: Result<(), ManagerError>) -> String {
+    fn error<T: std::fmt::Debug>(result: Result<T, ManagerError>) -> String {
         result.unwrap_err().to_string()
     }
 
@@ -636,9 +689,50 @@ mod tests {
         ));
         assert_eq!(
             refused,
-            "network front is in use by service(s) gone (being removed), old, web: remove them or detach them from it first ('shoal service update --network-rm front SERVICE')"
+            "network front is in use by service(s) old, web: remove them or detach them from it first ('shoal service update --network-rm front SERVICE')"
         );
-        assert!(check_remove(&network("n9", "free", "", ""), &services, &tasks).is_ok());
+        assert_eq!(
+            check_remove(&network("n9", "free", "", ""), &services, &tasks).unwrap(),
+            Removal::Now
+        );
+    }
+
+    #[test]
+    fn a_network_only_going_services_use_goes_once_they_are_gone() {
+        let gone = Service {
+            pending_delete: true,
+            ..service("s4", "gone", &["n1"], &[])
+        };
+        let front = network("n1", "front", "", "");
+        let running = [task("t1", "s4", "n1", TaskState::Running)];
+        assert_eq!(
+            check_remove(&front, std::slice::from_ref(&gone), &running).unwrap(),
+            Removal::OnceUnused
+        );
+        // A task whose service is deleted already holds it no longer than it runs.
+        let orphan = [task("t2", "s9", "n1", TaskState::Running)];
+        assert_eq!(
+            check_remove(&front, &[], &orphan).unwrap(),
+            Removal::OnceUnused
+        );
+
+        // Being removed, it takes no new attachment and keeps its name till it goes.
+        let marked = Network {
+            pending_delete: true,
+            ..front
+        };
+        let mut spec = service("s5", "new", &["front"], &[]).spec.unwrap();
+        let refused = error(bind_attachments(
+            &mut spec,
+            std::slice::from_ref(&marked),
+            "",
+        ));
+        assert!(
+            refused.contains("network front is being removed"),
+            "{refused}"
+        );
+        let taken = error(check_create(&self::spec("front", ""), &[marked]));
+        assert!(taken.contains("is being removed"), "{taken}");
     }
 
     #[test]
@@ -676,10 +770,16 @@ mod tests {
             error(check_remove(&ingress, &services, &[])),
             "network ingress is the ingress network, and service(s) api, web publish ports through the routing mesh: remove those ports first ('shoal service update --publish-rm PORT SERVICE') or the services"
         );
-        assert!(check_remove(&ingress, &services[2..], &[]).is_ok());
-        // A task still holding an address there keeps it too, until it stops.
+        assert_eq!(
+            check_remove(&ingress, &services[2..], &[]).unwrap(),
+            Removal::Now
+        );
+        // A task of a removed service still holding an address there keeps it until it stops.
         let tasks = [task("t1", "s1", "ing", TaskState::Running)];
-        assert!(error(check_remove(&ingress, &services[2..], &tasks)).contains("in use by"));
+        assert_eq!(
+            check_remove(&ingress, &services[2..], &tasks).unwrap(),
+            Removal::OnceUnused
+        );
     }
 
     #[test]

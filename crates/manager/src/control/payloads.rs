@@ -4,6 +4,9 @@
 
 use shoal_proto::api::{Annotations, Config, ContainerSpec, Secret, Service, task_spec};
 
+/// An object's labels, as its annotations hold them.
+pub(crate) type Labels = std::collections::HashMap<String, String>;
+
 use crate::error::ManagerError;
 use crate::objects::ClusterObject;
 
@@ -15,10 +18,14 @@ pub(crate) trait Payload: ClusterObject {
     const PAYLOAD: PayloadKind;
     fn set_id(&mut self, id: String);
     fn annotations(&self) -> Option<&Annotations>;
-    fn set_label(&mut self, key: &str, value: &str);
+    fn labels_mut(&mut self) -> &mut Labels;
     fn data(&self) -> &[u8];
     /// The object as reads return it: a secret without its data.
     fn into_read(self) -> Self;
+
+    fn set_label(&mut self, key: &str, value: &str) {
+        self.labels_mut().insert(key.to_owned(), value.to_owned());
+    }
 
     fn name(&self) -> &str {
         self.annotations()
@@ -33,13 +40,13 @@ impl Payload for Secret {
         self.id = id;
     }
 
-    fn set_label(&mut self, key: &str, value: &str) {
-        self.spec
+    fn labels_mut(&mut self) -> &mut Labels {
+        &mut self
+            .spec
             .get_or_insert_with(Default::default)
             .annotations
             .get_or_insert_with(Default::default)
             .labels
-            .insert(key.to_owned(), value.to_owned());
     }
 
     fn annotations(&self) -> Option<&Annotations> {
@@ -65,13 +72,13 @@ impl Payload for Config {
         self.id = id;
     }
 
-    fn set_label(&mut self, key: &str, value: &str) {
-        self.spec
+    fn labels_mut(&mut self) -> &mut Labels {
+        &mut self
+            .spec
             .get_or_insert_with(Default::default)
             .annotations
             .get_or_insert_with(Default::default)
             .labels
-            .insert(key.to_owned(), value.to_owned());
     }
 
     fn annotations(&self) -> Option<&Annotations> {
@@ -97,6 +104,36 @@ pub(crate) fn check_payload(
 ) -> Result<(), ManagerError> {
     let name = annotations.map_or("", |annotations| annotations.name.as_str());
     Ok(spec::validate::payload(kind, name, data)?)
+}
+
+/// The stored secret or config `current` with the labels of `requested`, refusing any other
+/// change as Docker does: the name must stay, and the data must be absent or the same (a
+/// second `stack deploy` sends the file again).
+pub(crate) fn relabel<T: Payload>(current: &T, requested: &T) -> Result<T, ManagerError> {
+    let noun = T::PAYLOAD.noun();
+    if requested.name() != current.name() {
+        return Err(ManagerError::InvalidArgument(format!(
+            "only the labels of a {noun} can change, not its name ({} to {}): create a new {noun} under the new name",
+            current.name(),
+            requested.name()
+        )));
+    }
+    // Digests are compared, not the data, so the time taken tells nothing of a secret.
+    let digest = |data: &[u8]| ring::digest::digest(&ring::digest::SHA256, data);
+    let same_data = requested.data().is_empty()
+        || digest(requested.data()).as_ref() == digest(current.data()).as_ref();
+    if !same_data {
+        return Err(ManagerError::InvalidArgument(format!(
+            "only the labels of a {noun} can change, not its data: create a new {noun} with the new data and point the services at it ('shoal service update --{noun}-rm OLD --{noun}-add NEW')"
+        )));
+    }
+    let mut relabelled = current.clone();
+    let labels = requested
+        .annotations()
+        .map(|annotations| annotations.labels.clone())
+        .unwrap_or_default();
+    *relabelled.labels_mut() = labels;
+    Ok(relabelled)
 }
 
 /// Fills in the id (and name) of every secret and config a container spec references, by id
@@ -209,6 +246,37 @@ mod tests {
             config.to_string().contains("shoal config create"),
             "{config}"
         );
+    }
+
+    #[test]
+    fn only_labels_change_on_an_update() {
+        let secret = |name: &str, data: &[u8], label: &str| Secret {
+            id: "s1".into(),
+            spec: Some(shoal_proto::api::SecretSpec {
+                annotations: Some(Annotations {
+                    name: name.to_owned(),
+                    labels: [("tier".to_owned(), label.to_owned())].into(),
+                    ..Default::default()
+                }),
+                data: data.to_vec(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let stored = secret("pw", b"hunter2", "a");
+        for requested in [secret("pw", b"hunter2", "b"), secret("pw", b"", "b")] {
+            let updated = relabel(&stored, &requested).unwrap();
+            assert_eq!(updated.annotations().unwrap().labels["tier"], "b");
+            assert_eq!(updated.data(), b"hunter2", "the data stays");
+        }
+        let renamed = relabel(&stored, &secret("other", b"", "a")).unwrap_err();
+        assert!(
+            renamed.to_string().contains("not its name (pw to other)"),
+            "{renamed}"
+        );
+        let new_data = relabel(&stored, &secret("pw", b"hunter3", "a")).unwrap_err();
+        assert!(new_data.to_string().contains("not its data"), "{new_data}");
+        assert!(new_data.to_string().contains("--secret-add"), "{new_data}");
     }
 
     #[test]

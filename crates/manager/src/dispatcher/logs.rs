@@ -1,8 +1,10 @@
-//! The log broker: `service logs` on a manager becomes one subscription per node that runs the
-//! selected tasks; each node's agent publishes its containers' output back through the
-//! dispatcher, and the broker forwards it to the caller's stream. A node's lines are forwarded
-//! only for the tasks that subscription asked of that node, so no node can put words in another
-//! node's tasks.
+//! The log broker: `service logs` on a manager becomes one subscription, served by a leg on
+//! each node that runs the selected tasks; each node's agent publishes its containers' output
+//! back through the dispatcher, and the broker forwards it to the caller's stream. A leg's lines
+//! are forwarded only for the tasks that leg asked of its node, so no node can put words in
+//! another node's tasks. A subscription that follows services stays open with no leg at all,
+//! and gains a leg for each task of theirs that starts later ([`LogBroker::extend`]), as
+//! `docker service logs -f` shows a scaled-up or restarted service's new tasks.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -21,10 +23,29 @@ pub(crate) struct LogTarget {
     pub(crate) task_ids: Vec<String>,
 }
 
+/// How a subscription reads.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct LogReading {
+    pub(crate) follow: bool,
+    pub(crate) tail: Option<u64>,
+    /// More legs may come ([`LogBroker::extend`]): the subscription stays open while it has
+    /// none, until the caller goes away.
+    pub(crate) open_ended: bool,
+}
+
+/// One node's part of a subscription, under its own id (the node publishes under it).
+struct Leg {
+    subscription: String,
+    node_id: String,
+    asked: HashSet<String>,
+}
+
 struct ActiveSubscription {
     sender: mpsc::Sender<Result<LogMessage, Status>>,
-    /// Nodes that have not closed their side yet, each with the tasks asked of it.
-    open_nodes: HashMap<String, HashSet<String>>,
+    reading: LogReading,
+    /// Legs whose node has not closed its side yet.
+    open_legs: HashSet<String>,
+    next_leg: u64,
 }
 
 #[derive(Default)]
@@ -33,6 +54,44 @@ struct BrokerState {
     /// Each connected node's channel of subscriptions to serve.
     node_listeners: HashMap<String, mpsc::UnboundedSender<LogSubscription>>,
     subscriptions: HashMap<String, ActiveSubscription>,
+    legs: HashMap<String, Leg>,
+}
+
+impl BrokerState {
+    /// Asks each target's node for its tasks under a new leg of `id`; returns the nodes without
+    /// a session.
+    fn add_legs(&mut self, id: &str, targets: Vec<LogTarget>, tail: Option<u64>) -> Vec<String> {
+        let mut unreachable = Vec::new();
+        for target in targets {
+            let Some(subscription) = self.subscriptions.get_mut(id) else {
+                return unreachable;
+            };
+            subscription.next_leg += 1;
+            let leg_id = format!("{id}.{}", subscription.next_leg);
+            let request = LogSubscription {
+                id: leg_id.clone(),
+                task_ids: target.task_ids.clone(),
+                follow: subscription.reading.follow,
+                tail,
+                close: false,
+            };
+            match self.node_listeners.get(&target.node_id) {
+                Some(listener) if listener.send(request).is_ok() => {
+                    subscription.open_legs.insert(leg_id.clone());
+                    self.legs.insert(
+                        leg_id,
+                        Leg {
+                            subscription: id.to_owned(),
+                            node_id: target.node_id,
+                            asked: target.task_ids.into_iter().collect(),
+                        },
+                    );
+                }
+                _ => unreachable.push(target.node_id),
+            }
+        }
+        unreachable
+    }
 }
 
 /// The caller's side of a subscription. Dropping it (the caller hung up) ends the
@@ -40,6 +99,13 @@ struct BrokerState {
 pub struct LogStream {
     receiver: mpsc::Receiver<Result<LogMessage, Status>>,
     subscription: Option<(LogBroker, String)>,
+}
+
+impl LogStream {
+    /// The subscription's id, for [`LogBroker::extend`]; `None` when it ended at once.
+    pub(crate) fn id(&self) -> Option<&str> {
+        self.subscription.as_ref().map(|(_, id)| id.as_str())
+    }
 }
 
 impl futures::Stream for LogStream {
@@ -74,39 +140,32 @@ impl LogBroker {
     }
 
     /// Asks every node in `targets` for its tasks' output. The stream ends when every node
-    /// has sent all it has (without `follow`), or when the caller goes away.
-    pub(crate) fn subscribe(
-        &self,
-        targets: Vec<LogTarget>,
-        follow: bool,
-        tail: Option<u64>,
-    ) -> LogStream {
+    /// has sent all it has (without `follow`, and unless `open_ended`), or when the caller goes
+    /// away.
+    pub(crate) fn subscribe(&self, targets: Vec<LogTarget>, reading: LogReading) -> LogStream {
         let (sender, receiver) = mpsc::channel(SUBSCRIBER_BUFFER);
         let mut state = self.lock();
         state.next_subscription += 1;
         let id = format!("logs-{}", state.next_subscription);
-        let mut open_nodes = HashMap::new();
-        let mut unreachable = Vec::new();
-        for target in targets {
-            let asked: HashSet<String> = target.task_ids.iter().cloned().collect();
-            let request = LogSubscription {
-                id: id.clone(),
-                task_ids: target.task_ids,
-                follow,
-                tail,
-                close: false,
-            };
-            match state.node_listeners.get(&target.node_id) {
-                Some(listener) if listener.send(request).is_ok() => {
-                    open_nodes.insert(target.node_id, asked);
-                }
-                _ => unreachable.push(target.node_id),
-            }
-        }
+        state.subscriptions.insert(
+            id.clone(),
+            ActiveSubscription {
+                sender: sender.clone(),
+                reading,
+                open_legs: HashSet::new(),
+                next_leg: 0,
+            },
+        );
+        let unreachable = state.add_legs(&id, targets, reading.tail);
         if !unreachable.is_empty() {
             tracing::warn!(nodes = ?unreachable, "log request skips nodes without a session");
         }
-        if open_nodes.is_empty() {
+        let no_legs = state
+            .subscriptions
+            .get(&id)
+            .is_none_or(|subscription| subscription.open_legs.is_empty());
+        if no_legs && !reading.open_ended {
+            state.subscriptions.remove(&id);
             if !unreachable.is_empty() {
                 let _ = sender.try_send(Err(Status::unavailable(format!(
                     "no node holding these tasks is connected ({}): check 'shoal node ls'",
@@ -118,22 +177,50 @@ impl LogBroker {
                 subscription: None,
             };
         }
-        state
-            .subscriptions
-            .insert(id.clone(), ActiveSubscription { sender, open_nodes });
         LogStream {
             receiver,
             subscription: Some((self.clone(), id)),
         }
     }
 
+    /// Adds legs to open subscription `id` for tasks that started since it began: their whole
+    /// output, followed. Returns false once the subscription is gone (the caller hung up).
+    pub(crate) fn extend(&self, id: &str, targets: Vec<LogTarget>) -> bool {
+        let mut state = self.lock();
+        if !state.subscriptions.contains_key(id) {
+            return false;
+        }
+        let unreachable = state.add_legs(id, targets, None);
+        if !unreachable.is_empty() {
+            tracing::debug!(nodes = ?unreachable, "followed logs skip new tasks on nodes without a session");
+        }
+        true
+    }
+
+    /// Resolves once the caller of subscription `id` has gone away (at once if it has).
+    pub(crate) fn caller_gone(&self, id: &str) -> impl Future<Output = ()> + use<> {
+        let sender = self
+            .lock()
+            .subscriptions
+            .get(id)
+            .map(|subscription| subscription.sender.clone());
+        async move {
+            if let Some(sender) = sender {
+                sender.closed().await;
+            }
+        }
+    }
+
     fn cancel(&self, id: &str) {
         let mut state = self.lock();
         if let Some(subscription) = state.subscriptions.remove(id) {
-            for node in subscription.open_nodes.into_keys() {
-                if let Some(listener) = state.node_listeners.get(&node) {
+            for leg_id in subscription.open_legs {
+                let Some(leg) = state.legs.remove(&leg_id) else {
+                    continue;
+                };
+                if let Some(listener) = state.node_listeners.get(&leg.node_id) {
                     let _ = listener.send(LogSubscription {
-                        id: id.to_owned(),
+                        id: leg_id,
                         close: true,
                         ..Default::default()
                     });
@@ -151,8 +238,8 @@ impl LogBroker {
         receiver
     }
 
-    /// Forwards what a node published. Returns false when the caller has gone away, so the
-    /// node can stop. A message with a line of a task the subscription did not ask of this node
+    /// Forwards what a node published for one leg. Returns false when the caller has gone away,
+    /// so the node can stop. A message with a line of a task the leg did not ask of this node
     /// is refused whole, and nothing of it is forwarded.
     pub(crate) async fn publish(
         &self,
@@ -161,19 +248,18 @@ impl LogBroker {
     ) -> Result<bool, Status> {
         let sender = {
             let state = self.lock();
-            let Some((subscription, asked)) = state
-                .subscriptions
+            let Some((leg, subscription)) = state
+                .legs
                 .get(&message.subscription_id)
-                .and_then(|subscription| {
-                    Some((subscription, subscription.open_nodes.get(node_id)?))
-                })
+                .filter(|leg| leg.node_id == node_id)
+                .and_then(|leg| Some((leg, state.subscriptions.get(&leg.subscription)?)))
             else {
                 return Ok(false);
             };
             if let Some(foreign) = message
                 .messages
                 .iter()
-                .find(|line| !asked.contains(&line.task_id))
+                .find(|line| !leg.asked.contains(&line.task_id))
             {
                 return Err(Status::permission_denied(format!(
                     "log subscription {} did not ask node {node_id} for task {:?}: a node publishes output only of the tasks it was asked for",
@@ -185,7 +271,14 @@ impl LogBroker {
         for mut line in message.messages {
             line.node_id = node_id.to_owned();
             if sender.send(Ok(line)).await.is_err() {
-                self.cancel(&message.subscription_id);
+                let subscription = self
+                    .lock()
+                    .legs
+                    .get(&message.subscription_id)
+                    .map(|leg| leg.subscription.clone());
+                if let Some(subscription) = subscription {
+                    self.cancel(&subscription);
+                }
                 return Ok(false);
             }
         }
@@ -195,20 +288,29 @@ impl LogBroker {
         Ok(true)
     }
 
-    /// The node will send nothing more for this subscription, as when its publisher stream
-    /// broke off.
-    pub(crate) fn node_done(&self, subscription_id: &str, node_id: &str) {
+    /// The node will send nothing more for this leg, as when its publisher stream broke off.
+    pub(crate) fn node_done(&self, leg_id: &str, node_id: &str) {
         let mut state = self.lock();
+        if state
+            .legs
+            .get(leg_id)
+            .is_none_or(|leg| leg.node_id != node_id)
+        {
+            return;
+        }
+        let Some(leg) = state.legs.remove(leg_id) else {
+            return;
+        };
         let finished = state
             .subscriptions
-            .get_mut(subscription_id)
+            .get_mut(&leg.subscription)
             .is_some_and(|subscription| {
-                subscription.open_nodes.remove(node_id);
-                subscription.open_nodes.is_empty()
+                subscription.open_legs.remove(leg_id);
+                subscription.open_legs.is_empty() && !subscription.reading.open_ended
             });
         if finished {
             // Dropping the last sender ends the caller's stream.
-            state.subscriptions.remove(subscription_id);
+            state.subscriptions.remove(&leg.subscription);
         }
     }
 }
@@ -243,8 +345,11 @@ mod tests {
                     task_ids: vec!["t2".into()],
                 },
             ],
-            false,
-            Some(10),
+            LogReading {
+                follow: false,
+                tail: Some(10),
+                open_ended: false,
+            },
         );
         let asked1 = node1.recv().await.unwrap();
         let asked2 = node2.recv().await.unwrap();
@@ -294,11 +399,14 @@ mod tests {
                     task_ids: vec!["t2".into()],
                 },
             ],
-            false,
-            None,
+            LogReading {
+                follow: false,
+                tail: None,
+                open_ended: false,
+            },
         );
         let asked = node1.recv().await.unwrap();
-        let _ = node2.recv().await.unwrap();
+        let asked2 = node2.recv().await.unwrap();
         // n1 claims a line of n2's task, and of a task nobody asked for.
         let refusal = broker
             .publish(
@@ -324,7 +432,9 @@ mod tests {
             )
             .await
             .unwrap();
+        // A node can't close another node's leg.
         broker.node_done(&asked.id, "n2");
+        broker.node_done(&asked2.id, "n2");
         let mut received = Vec::new();
         while let Some(message) = output.next().await {
             if let Ok(message) = message {
@@ -343,8 +453,11 @@ mod tests {
                 node_id: "n1".into(),
                 task_ids: vec!["t1".into()],
             }],
-            true,
-            None,
+            LogReading {
+                follow: true,
+                tail: None,
+                open_ended: false,
+            },
         );
         let asked = node.recv().await.unwrap();
         drop(output);
@@ -361,11 +474,55 @@ mod tests {
                 node_id: "gone".into(),
                 task_ids: vec!["t1".into()],
             }],
-            false,
-            None,
+            LogReading {
+                follow: false,
+                tail: None,
+                open_ended: false,
+            },
         );
         let error = output.next().await.unwrap().unwrap_err();
         assert!(error.message().contains("shoal node ls"), "{error:?}");
         assert!(output.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_followed_service_stays_open_without_tasks_and_gains_legs_as_they_start() {
+        let broker = LogBroker::default();
+        let mut node = broker.listen("n1");
+        let mut output = broker.subscribe(
+            Vec::new(),
+            LogReading {
+                follow: true,
+                tail: Some(5),
+                open_ended: true,
+            },
+        );
+        let id = output.id().unwrap().to_owned();
+        assert!(broker.extend(
+            &id,
+            vec![LogTarget {
+                node_id: "n1".into(),
+                task_ids: vec!["t1".into()],
+            }]
+        ));
+        let asked = node.recv().await.unwrap();
+        assert_eq!(
+            (asked.task_ids.as_slice(), asked.follow),
+            (&["t1".to_owned()][..], true)
+        );
+        assert_eq!(asked.tail, None, "a new task's output is shown whole");
+        let published = PublishLogsMessage {
+            subscription_id: asked.id.clone(),
+            messages: vec![line("t1", "started")],
+            close: true,
+            ..Default::default()
+        };
+        assert!(broker.publish("n1", published).await.unwrap());
+        assert_eq!(output.next().await.unwrap().unwrap().data, b"started");
+        // The task's leg closed, and the subscription waits for the next one.
+        assert!(broker.extend(&id, Vec::new()));
+        drop(output);
+        assert!(!broker.extend(&id, Vec::new()), "gone with its caller");
+        broker.caller_gone(&id).await;
     }
 }

@@ -32,13 +32,14 @@ use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
 pub use logs::LogStream;
-pub(crate) use logs::{LogBroker, LogTarget};
+pub(crate) use logs::{LogBroker, LogReading, LogTarget};
 use status::NodeReport;
 
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::peer::{PeerIdentity, identity_of_request};
 use crate::rate_limit::{PerSourceLimiter, TokenBucket};
+use shoal_metrics::DispatcherMetrics;
 use spec::time::proto_duration;
 
 /// A node is marked down after this many heartbeat periods without one.
@@ -83,6 +84,7 @@ struct Shared {
     session_opens: Mutex<PerSourceLimiter<String>>,
     reports: mpsc::UnboundedSender<QueuedReports>,
     logs: LogBroker,
+    metrics: DispatcherMetrics,
 }
 
 /// The dispatcher service; clones share one state.
@@ -98,6 +100,7 @@ impl DispatcherService {
         store: Arc<Store>,
         heartbeat_period: watch::Receiver<Duration>,
         logs: LogBroker,
+        metrics: DispatcherMetrics,
         stop: watch::Receiver<bool>,
     ) -> Result<DispatcherService, ManagerError> {
         let (reports, report_queue) = mpsc::unbounded_channel();
@@ -112,6 +115,7 @@ impl DispatcherService {
             )),
             reports,
             logs,
+            metrics,
         });
         tokio::spawn(write_status_reports(
             Arc::clone(&shared),
@@ -120,6 +124,16 @@ impl DispatcherService {
         ));
         tokio::spawn(mark_silent_nodes_down(Arc::clone(&shared), stop));
         Ok(DispatcherService { shared })
+    }
+
+    /// Nodes with a live session here, not counting the grace a new leader gives nodes that
+    /// have yet to come back.
+    pub(crate) fn live_sessions(&self) -> usize {
+        self.shared
+            .sessions()
+            .values()
+            .filter(|session| !session.session_id.is_empty())
+            .count()
     }
 }
 
@@ -389,6 +403,7 @@ async fn mark_silent_nodes_down(shared: Arc<Shared>, mut stop: watch::Receiver<b
         };
         for node_id in silent {
             tracing::warn!(node = %node_id, "no heartbeat: marking the node down");
+            shared.metrics.nodes_marked_down.inc();
             let result = objects::update_node(&shared.store, &node_id, |node| {
                 node.status = Some(NodeStatus {
                     state: node_status::State::Down as i32,
@@ -604,6 +619,7 @@ impl Dispatcher for DispatcherService {
                 },
             )?
             .map_err(|wait| limits::rate_exceeded("heartbeats", limits::HEARTBEAT_RATE, wait))?;
+        self.shared.metrics.heartbeats.inc();
         mark_ready_again(&self.shared.store, &node_id).await;
         Ok(Response::new(HeartbeatResponse {
             period: Some(proto_duration(self.shared.heartbeat_period())),
@@ -659,6 +675,7 @@ impl Dispatcher for DispatcherService {
         let session_id = request.get_ref().session_id.clone();
         let (node_id, mut ended) = self.shared.session_of_caller(&request, &session_id)?;
         let store = Arc::clone(&self.shared.store);
+        let sent_messages = self.shared.metrics.assignment_messages.clone();
         let (sender, receiver) = mpsc::channel(4);
         tokio::spawn(async move {
             let mut changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
@@ -677,6 +694,7 @@ impl Dispatcher for DispatcherService {
                             if sender.send(Ok(part)).await.is_err() {
                                 return;
                             }
+                            sent_messages.inc();
                         }
                         sent_key = Some(key);
                     }

@@ -40,31 +40,13 @@ impl ImageProvider for LocalEngine {
     }
 
     async fn pull(&self, reference: &str) -> engine::Result<()> {
-        self.pull_image(reference.to_owned(), is_loopback_registry(reference))
-            .await
-            .map(drop)
+        self.pull_image(
+            reference.to_owned(),
+            engine::pull::is_loopback_registry(reference),
+        )
+        .await
+        .map(drop)
     }
-}
-
-/// Whether the reference names a registry on this host, which Docker talks to over plain HTTP
-/// by default (127.0.0.0/8 is an insecure registry unless configured otherwise).
-fn is_loopback_registry(reference: &str) -> bool {
-    let Some((first, _)) = reference.split_once('/') else {
-        return false;
-    };
-    // As in Docker, the first component names a registry only if it looks like a host.
-    if !(first.contains('.') || first.contains(':') || first == "localhost") {
-        return false;
-    }
-    let host = match first.strip_prefix('[') {
-        Some(bracketed) => bracketed.split(']').next().unwrap_or(bracketed),
-        None => first.split(':').next().unwrap_or(first),
-    };
-    host == "localhost"
-        || host == "::1"
-        || host
-            .parse::<std::net::Ipv4Addr>()
-            .is_ok_and(|address| address.is_loopback())
 }
 
 type SharedPull = Shared<BoxFuture<'static, Result<(), String>>>;
@@ -143,26 +125,4 @@ fn lock<T>(mutex: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_registries_on_this_host_are_pulled_over_plain_http() {
-        for (reference, loopback) in [
-            ("busybox", false),
-            ("library/busybox:1.36", false),
-            ("localhost/app", true),
-            ("localhost:5000/app:1", true),
-            ("127.0.0.1:5000/app", true),
-            ("127.1.2.3/app", true),
-            ("[::1]:5000/app", true),
-            ("registry.example.com/app", false),
-            ("10.0.0.5:5000/app", false),
-        ] {
-            assert_eq!(is_loopback_registry(reference), loopback, "{reference}");
-        }
-    }
 }

@@ -92,7 +92,8 @@ pub(super) fn env_key(entry: &str) -> &str {
 }
 
 /// docker's `ValidateEnv`: `KEY` alone takes its value from the environment when it is set there.
-pub(super) fn resolve_env(
+/// `service create|update` and `container exec` read `-e` with it.
+pub(crate) fn resolve_env(
     flag: &str,
     items: &[String],
     lookup_env: &dyn Fn(&str) -> Option<String>,
