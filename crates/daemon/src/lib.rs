@@ -8,6 +8,7 @@
 mod engine_service;
 mod engine_wire;
 mod error;
+pub mod fleet;
 pub mod follower;
 mod metered_engine;
 mod metrics_server;

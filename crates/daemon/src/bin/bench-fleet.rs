@@ -1,0 +1,336 @@
+//! Issue 17's figures on a simulated fleet ([`daemon::fleet`]): 3 managers (by default) and
+//! N agents in this process, one replicated service of N × tasks-per-node tasks. Prints the
+//! time from `service create` to every task RUNNING, `node ls` (ListNodes) latency p50 and
+//! p99, and from the leader's kill to a new leader, to every agent back in session and to the
+//! first write accepted.
+//!
+//! `bench-fleet [--agents N] [--heartbeat-secs S] [--tasks-per-node T] [--managers M]
+//! [--node-ls-samples K]`; build it with `--release` for figures worth quoting.
+
+use std::time::{Duration, Instant};
+
+use daemon::fleet::{Fleet, FleetOptions};
+use shoal_proto::api::control_server::Control as _;
+use shoal_proto::api::{
+    Annotations, ContainerSpec, CreateServiceRequest, GetServiceRequest, ListNodesRequest,
+    ListTasksRequest, ReplicatedService, ServiceSpec, TaskSpec, TaskState, UpdateServiceRequest,
+    node_status, service_spec, task_spec,
+};
+use tonic::Request;
+
+const SERVICE: &str = "bench-fleet";
+const PATIENCE: Duration = Duration::from_secs(600);
+const POLL: Duration = Duration::from_millis(100);
+
+struct Settings {
+    agents: usize,
+    heartbeat: Duration,
+    tasks_per_node: usize,
+    managers: usize,
+    node_ls_samples: usize,
+}
+
+fn parse_args() -> Result<Settings, String> {
+    let mut settings = Settings {
+        agents: 100,
+        heartbeat: Duration::from_secs(5),
+        tasks_per_node: 10,
+        managers: 3,
+        node_ls_samples: 50,
+    };
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
+        let number = |value: &str| {
+            value
+                .parse::<u64>()
+                .map_err(|error| format!("{flag} {value}: {error}"))
+        };
+        match flag.as_str() {
+            "--agents" => settings.agents = number(&value)? as usize,
+            "--heartbeat-secs" => settings.heartbeat = Duration::from_secs(number(&value)?),
+            "--tasks-per-node" => settings.tasks_per_node = number(&value)? as usize,
+            "--managers" => settings.managers = number(&value)? as usize,
+            "--node-ls-samples" => settings.node_ls_samples = number(&value)?.max(1) as usize,
+            _ => {
+                return Err(format!(
+                    "unknown flag {flag}: use --agents, --heartbeat-secs, --tasks-per-node, --managers or --node-ls-samples"
+                ));
+            }
+        }
+    }
+    Ok(settings)
+}
+
+fn replicated(replicas: u64) -> ServiceSpec {
+    ServiceSpec {
+        annotations: Some(Annotations {
+            name: SERVICE.to_owned(),
+            ..Default::default()
+        }),
+        task: Some(TaskSpec {
+            runtime: Some(task_spec::Runtime::Container(ContainerSpec {
+                image: "busybox".to_owned(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        mode: Some(service_spec::Mode::Replicated(ReplicatedService {
+            replicas,
+        })),
+        ..Default::default()
+    }
+}
+
+/// Polls `check` every 100 ms until it holds; the time it took. Says every 10 s that it is
+/// still waiting.
+async fn time_until<F: Future<Output = bool>>(
+    what: &str,
+    mut check: impl FnMut() -> F,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    let mut next_note = Duration::from_secs(10);
+    while !check().await {
+        if started.elapsed() > PATIENCE {
+            return Err(format!("timed out after {PATIENCE:?} waiting until {what}"));
+        }
+        if started.elapsed() > next_note {
+            eprintln!("still waiting until {what} after {next_note:?}");
+            next_note += Duration::from_secs(10);
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    Ok(started.elapsed())
+}
+
+async fn ready_nodes(fleet: &Fleet) -> usize {
+    let Ok(control) = fleet.control() else {
+        return 0;
+    };
+    control
+        .list_nodes(Request::new(ListNodesRequest {}))
+        .await
+        .map(|response| {
+            response
+                .into_inner()
+                .nodes
+                .iter()
+                .filter(|node| {
+                    node.status.as_ref().map(|status| status.state())
+                        == Some(node_status::State::Ready)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+async fn running_tasks(fleet: &Fleet) -> usize {
+    let Ok(control) = fleet.control() else {
+        return 0;
+    };
+    control
+        .list_tasks(Request::new(ListTasksRequest {
+            services: vec![SERVICE.to_owned()],
+            nodes: Vec::new(),
+        }))
+        .await
+        .map(|response| {
+            response
+                .into_inner()
+                .tasks
+                .iter()
+                .filter(|task| {
+                    task.desired_state() == TaskState::Running
+                        && task.status.as_ref().map(|status| status.state())
+                            == Some(TaskState::Running)
+                })
+                .count()
+        })
+        .unwrap_or(0)
+}
+
+/// One attempt at creating the service; whether it exists now (an earlier attempt whose
+/// outcome was unknown may have made it).
+async fn create(fleet: &Fleet, replicas: u64) -> bool {
+    let Ok(control) = fleet.control() else {
+        return false;
+    };
+    let created = control
+        .create_service(Request::new(CreateServiceRequest {
+            spec: Some(replicated(replicas)),
+        }))
+        .await;
+    match created {
+        Ok(_) => true,
+        Err(status) => {
+            eprintln!("service create refused: {}", status.message());
+            control
+                .get_service(Request::new(GetServiceRequest {
+                    service: SERVICE.to_owned(),
+                }))
+                .await
+                .is_ok()
+        }
+    }
+}
+
+/// One attempt at scaling the service to `replicas`; whether it was accepted (or already done).
+async fn scale(fleet: &Fleet, replicas: u64) -> bool {
+    let Ok(control) = fleet.control() else {
+        return false;
+    };
+    let Ok(response) = control
+        .get_service(Request::new(GetServiceRequest {
+            service: SERVICE.to_owned(),
+        }))
+        .await
+    else {
+        return false;
+    };
+    let Some(service) = response.into_inner().service else {
+        return false;
+    };
+    let wanted = replicated(replicas);
+    if service.spec.as_ref().and_then(|spec| spec.mode.as_ref()) == wanted.mode.as_ref() {
+        return true;
+    }
+    control
+        .update_service(Request::new(UpdateServiceRequest {
+            service: service.id.clone(),
+            version: service
+                .meta
+                .and_then(|meta| meta.version)
+                .map_or(0, |version| version.index),
+            spec: Some(wanted),
+            ..Default::default()
+        }))
+        .await
+        .is_ok()
+}
+
+fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
+    let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len()) - 1;
+    sorted[index]
+}
+
+async fn bench(settings: Settings) -> Result<(), String> {
+    let tasks = settings.agents * settings.tasks_per_node;
+    println!(
+        "fleet: {} managers, {} agents, heartbeat {:?}, {} tasks per node ({tasks} tasks)",
+        settings.managers, settings.agents, settings.heartbeat, settings.tasks_per_node
+    );
+    let started = Instant::now();
+    let mut fleet = Fleet::start(FleetOptions {
+        managers: settings.managers,
+        agents: settings.agents,
+        heartbeat_period: settings.heartbeat,
+    })
+    .await
+    .map_err(|error| format!("starting the fleet: {error}"))?;
+    println!("joined: {:.3} s", started.elapsed().as_secs_f64());
+    let next_note = std::cell::Cell::new(10);
+    let ready = time_until("every agent is ready", || async {
+        let ready = ready_nodes(&fleet).await;
+        let sessions = fleet
+            .agents()
+            .iter()
+            .filter(|agent| agent.sessions_opened() > 0)
+            .count();
+        if started.elapsed().as_secs() >= next_note.get() {
+            next_note.set(next_note.get() + 10);
+            eprintln!("{ready} nodes ready, {sessions} agents with a session");
+        }
+        ready >= settings.agents
+    })
+    .await?;
+    println!("every agent ready: {:.3} s later", ready.as_secs_f64());
+
+    let created = Instant::now();
+    time_until("the service create is accepted", || {
+        create(&fleet, tasks as u64)
+    })
+    .await?;
+    time_until("every container runs", || async {
+        fleet.running_containers() >= tasks
+    })
+    .await?;
+    time_until("every task is RUNNING", || async {
+        running_tasks(&fleet).await >= tasks
+    })
+    .await?;
+    println!(
+        "service create to every task RUNNING: {:.3} s",
+        created.elapsed().as_secs_f64()
+    );
+
+    let control = fleet.control().map_err(|error| error.to_string())?;
+    let mut samples = Vec::with_capacity(settings.node_ls_samples);
+    for _ in 0..settings.node_ls_samples {
+        let call = Instant::now();
+        control
+            .list_nodes(Request::new(ListNodesRequest {}))
+            .await
+            .map_err(|status| format!("node ls: {status}"))?;
+        samples.push(call.elapsed());
+    }
+    samples.sort();
+    println!(
+        "node ls over {} calls: p50 {:.1} ms, p99 {:.1} ms",
+        samples.len(),
+        percentile(&samples, 0.5).as_secs_f64() * 1e3,
+        percentile(&samples, 0.99).as_secs_f64() * 1e3
+    );
+
+    let sessions: Vec<u64> = fleet.agents().iter().map(|a| a.sessions_opened()).collect();
+    let killed = Instant::now();
+    fleet
+        .kill_leader()
+        .await
+        .map_err(|error| format!("killing the leader: {error}"))?;
+    fleet
+        .wait_for_leader(PATIENCE)
+        .await
+        .map_err(|error| error.to_string())?;
+    println!(
+        "leader kill to a new leader: {:.3} s",
+        killed.elapsed().as_secs_f64()
+    );
+    time_until("every agent is back in session", || {
+        let back = fleet
+            .agents()
+            .iter()
+            .zip(&sessions)
+            .all(|(agent, before)| agent.sessions_opened() > *before);
+        async move { back }
+    })
+    .await?;
+    println!(
+        "leader kill to every agent reconnected: {:.3} s",
+        killed.elapsed().as_secs_f64()
+    );
+    time_until("a write is accepted", || scale(&fleet, tasks as u64 + 1)).await?;
+    println!(
+        "leader kill to the first write accepted: {:.3} s",
+        killed.elapsed().as_secs_f64()
+    );
+    fleet
+        .check_slots()
+        .map_err(|error| format!("Swarm's slot rule: {error}"))?;
+    fleet.shutdown().await;
+    Ok(())
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let settings = match parse_args() {
+        Ok(settings) => settings,
+        Err(error) => {
+            eprintln!("bench-fleet: {error}");
+            std::process::exit(2);
+        }
+    };
+    if let Err(error) = bench(settings).await {
+        eprintln!("bench-fleet: {error}");
+        std::process::exit(1);
+    }
+}
