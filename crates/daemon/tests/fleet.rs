@@ -7,12 +7,11 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use daemon::fleet::{Fleet, FleetOptions, slots};
+use daemon::fleet::{Fleet, FleetOptions, replicated_service, slots};
 use shoal_proto::api::control_server::Control as _;
 use shoal_proto::api::{
-    Annotations, ContainerSpec, CreateServiceRequest, GetServiceRequest, ListNodesRequest,
-    ListTasksRequest, ReplicatedService, ServiceSpec, TaskSpec, TaskState, UpdateServiceRequest,
-    node_status, service_spec, task_spec,
+    CreateServiceRequest, GetServiceRequest, ListNodesRequest, ListTasksRequest, TaskState,
+    UpdateServiceRequest, node_status,
 };
 use tonic::Request;
 
@@ -20,26 +19,6 @@ const MANAGERS: usize = 3;
 const AGENTS: usize = 50;
 const PATIENCE: Duration = Duration::from_secs(60);
 const SERVICE: &str = "fleet-web";
-
-fn replicated(name: &str, replicas: u64) -> ServiceSpec {
-    ServiceSpec {
-        annotations: Some(Annotations {
-            name: name.to_owned(),
-            ..Default::default()
-        }),
-        task: Some(TaskSpec {
-            runtime: Some(task_spec::Runtime::Container(ContainerSpec {
-                image: "busybox".to_owned(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        }),
-        mode: Some(service_spec::Mode::Replicated(ReplicatedService {
-            replicas,
-        })),
-        ..Default::default()
-    }
-}
 
 /// Polls `observe` every 50 ms until it gives a value, checking Swarm's slot rule over the
 /// fleet's records at every poll; fails with the last observation after `PATIENCE`.
@@ -140,7 +119,7 @@ async fn scale(fleet: &Fleet, replicas: u64) -> Vec<String> {
                 .into_inner()
                 .service
                 .ok_or("the service is gone")?;
-            let wanted = replicated(SERVICE, replicas);
+            let wanted = replicated_service(SERVICE, replicas);
             if service.spec.as_ref().and_then(|spec| spec.mode.as_ref()) == wanted.mode.as_ref() {
                 // An earlier attempt whose outcome was unknown went through.
                 return Ok(());
@@ -196,7 +175,7 @@ async fn a_fleet_converges_and_survives_a_leader_kill_and_an_agent_restart() {
         .control()
         .unwrap()
         .create_service(Request::new(CreateServiceRequest {
-            spec: Some(replicated(SERVICE, 500)),
+            spec: Some(replicated_service(SERVICE, 500)),
         }))
         .await
         .expect("the service is created");

@@ -11,18 +11,17 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use engine::{
-    ContainerSpec, Engine as _, EngineConfig, ExecEvent, ExecInput, ExecSession, ExecSpec,
-    LocalEngine, TerminalSize,
+    ContainerSpec, Engine as _, ExecEvent, ExecInput, ExecSession, ExecSpec, LocalEngine,
+    TerminalSize,
 };
 use shoal_tests::{root_skip_reason, skip};
 
 const TEST_NAME: &str = "exec_sessions_run_with_a_terminal_input_and_options";
-const RUNC: &str = "/usr/sbin/runc";
 
 /// How long one exec may take to say what a test waits for.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(20);
@@ -183,28 +182,9 @@ fn exec_sessions_run_with_a_terminal_input_and_options() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let mut runtimes = vec![None];
-    if Path::new(RUNC).exists() {
-        runtimes.push(Some(PathBuf::from(RUNC)));
-    } else {
-        skip(
-            "the runc half of the exec test",
-            "runc not installed (apt-get install runc)",
-        );
-    }
+    let runtimes = support::runtimes("exec test");
     tokio.block_on(async {
-        let engine = LocalEngine::open(EngineConfig {
-            data_root: world.data_root(),
-            shoal_exe: std::env::current_exe().expect("the test binary"),
-        })
-        .await
-        .expect("opening the engine");
-        let tarball = world.dir.join("busybox.tar");
-        shoal_tests::build_busybox_tarball(&tarball).expect("the busybox tarball");
-        engine
-            .import_image(tarball, "busybox:test".to_owned())
-            .await
-            .expect("importing busybox");
+        let engine = support::engine_with_busybox(&world.dir, world.data_root()).await;
         for runtime in runtimes {
             let name = runtime
                 .as_ref()

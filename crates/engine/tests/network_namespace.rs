@@ -13,11 +13,10 @@ mod support;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
-use engine::{ContainerSpec, Engine as _, EngineConfig, LocalEngine, RunStatus};
+use engine::{ContainerSpec, Engine as _, RunStatus};
 use shoal_tests::{root_skip_reason, skip};
 
 const TEST_NAME: &str = "a_container_joins_the_network_namespace_it_is_given";
-const RUNC: &str = "/usr/sbin/runc";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -132,28 +131,9 @@ fn a_container_joins_the_network_namespace_it_is_given() {
         .enable_all()
         .build()
         .expect("a tokio runtime");
-    let mut runtimes = vec![None];
-    if Path::new(RUNC).exists() {
-        runtimes.push(Some(PathBuf::from(RUNC)));
-    } else {
-        skip(
-            "the runc half of the network namespace test",
-            "runc not installed (apt-get install runc)",
-        );
-    }
+    let runtimes = support::runtimes("network namespace test");
     tokio.block_on(async {
-        let engine = LocalEngine::open(EngineConfig {
-            data_root: world.data_root(),
-            shoal_exe: std::env::current_exe().expect("the test binary"),
-        })
-        .await
-        .expect("opening the engine");
-        let tarball = world.dir.join("busybox.tar");
-        shoal_tests::build_busybox_tarball(&tarball).expect("the busybox tarball");
-        engine
-            .import_image(tarball, "busybox:test".to_owned())
-            .await
-            .expect("importing busybox");
+        let engine = support::engine_with_busybox(&world.dir, world.data_root()).await;
         for runtime in runtimes {
             let spec = ContainerSpec {
                 image: "busybox:test".to_owned(),

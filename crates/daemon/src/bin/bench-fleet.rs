@@ -9,12 +9,11 @@
 
 use std::time::{Duration, Instant};
 
-use daemon::fleet::{Fleet, FleetOptions};
+use daemon::fleet::{Fleet, FleetOptions, replicated_service};
 use shoal_proto::api::control_server::Control as _;
 use shoal_proto::api::{
-    Annotations, ContainerSpec, CreateServiceRequest, GetServiceRequest, ListNodesRequest,
-    ListTasksRequest, ReplicatedService, ServiceSpec, TaskSpec, TaskState, UpdateServiceRequest,
-    node_status, service_spec, task_spec,
+    CreateServiceRequest, GetServiceRequest, ListNodesRequest, ListTasksRequest, TaskState,
+    UpdateServiceRequest, node_status,
 };
 use tonic::Request;
 
@@ -60,26 +59,6 @@ fn parse_args() -> Result<Settings, String> {
         }
     }
     Ok(settings)
-}
-
-fn replicated(replicas: u64) -> ServiceSpec {
-    ServiceSpec {
-        annotations: Some(Annotations {
-            name: SERVICE.to_owned(),
-            ..Default::default()
-        }),
-        task: Some(TaskSpec {
-            runtime: Some(task_spec::Runtime::Container(ContainerSpec {
-                image: "busybox".to_owned(),
-                ..Default::default()
-            })),
-            ..Default::default()
-        }),
-        mode: Some(service_spec::Mode::Replicated(ReplicatedService {
-            replicas,
-        })),
-        ..Default::default()
-    }
 }
 
 /// Polls `check` every 100 ms until it holds; the time it took. Says every 10 s that it is
@@ -157,7 +136,7 @@ async fn create(fleet: &Fleet, replicas: u64) -> bool {
     };
     let created = control
         .create_service(Request::new(CreateServiceRequest {
-            spec: Some(replicated(replicas)),
+            spec: Some(replicated_service(SERVICE, replicas)),
         }))
         .await;
     match created {
@@ -190,7 +169,7 @@ async fn scale(fleet: &Fleet, replicas: u64) -> bool {
     let Some(service) = response.into_inner().service else {
         return false;
     };
-    let wanted = replicated(replicas);
+    let wanted = replicated_service(SERVICE, replicas);
     if service.spec.as_ref().and_then(|spec| spec.mode.as_ref()) == wanted.mode.as_ref() {
         return true;
     }

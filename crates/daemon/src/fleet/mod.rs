@@ -37,6 +37,32 @@ pub use slots::{ContainerRun, SlotOverlap};
 use crate::follower::manager_addrs_of;
 use cut::{ConnectionCutter, CuttableConnector};
 
+/// The fleet's workload: a replicated service of `replicas` tasks of busybox, which the fake
+/// engines "run" at once.
+pub fn replicated_service(name: &str, replicas: u64) -> shoal_proto::api::ServiceSpec {
+    use shoal_proto::api::{
+        Annotations, ContainerSpec, ReplicatedService, ServiceSpec, TaskSpec, service_spec,
+        task_spec,
+    };
+    ServiceSpec {
+        annotations: Some(Annotations {
+            name: name.to_owned(),
+            ..Default::default()
+        }),
+        task: Some(TaskSpec {
+            runtime: Some(task_spec::Runtime::Container(ContainerSpec {
+                image: "busybox".to_owned(),
+                ..Default::default()
+            })),
+            ..Default::default()
+        }),
+        mode: Some(service_spec::Mode::Replicated(ReplicatedService {
+            replicas,
+        })),
+        ..Default::default()
+    }
+}
+
 /// How long one attempt to reach a manager may take.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long an agent keeps retrying a join the CA refused for its rate.

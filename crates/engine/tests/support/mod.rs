@@ -1,8 +1,47 @@
-//! What the engine's root tests share: sweeping what a test's engine left behind (shims,
-//! container processes, mounts, files), without the engine, so a failed test cleans up too.
+//! What the engine's root tests share: the runtimes to try, an engine with busybox imported,
+//! and sweeping what a test's engine left behind (shims, container processes, mounts, files),
+//! without the engine, so a failed test cleans up too.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use engine::{EngineConfig, LocalEngine};
+
+/// Where Debian's runc is.
+const RUNC: &str = "/usr/sbin/runc";
+
+/// The runtimes a test runs under: the built-in one (`None`), and runc when it is installed
+/// (saying so when it is not, so that a required run fails instead of passing on half).
+pub(crate) fn runtimes(test: &str) -> Vec<Option<PathBuf>> {
+    let mut runtimes = vec![None];
+    if Path::new(RUNC).exists() {
+        runtimes.push(Some(PathBuf::from(RUNC)));
+    } else {
+        shoal_tests::skip(
+            &format!("the runc half of the {test}"),
+            "runc not installed (apt-get install runc)",
+        );
+    }
+    runtimes
+}
+
+/// An engine on `data_root` whose re-executed helpers are this test binary, with the busybox
+/// image built in `dir` imported as `busybox:test`.
+pub(crate) async fn engine_with_busybox(dir: &Path, data_root: PathBuf) -> LocalEngine {
+    let engine = LocalEngine::open(EngineConfig {
+        data_root,
+        shoal_exe: std::env::current_exe().expect("the test binary"),
+    })
+    .await
+    .expect("opening the engine");
+    let tarball = dir.join("busybox.tar");
+    shoal_tests::build_busybox_tarball(&tarball).expect("the busybox tarball");
+    engine
+        .import_image(tarball, "busybox:test".to_owned())
+        .await
+        .expect("importing busybox");
+    engine
+}
 
 /// Kills the processes of every container under `data_root`, has the shim clean up after each,
 /// unmounts whatever is mounted below `dir`, and removes `dir`.
