@@ -55,11 +55,15 @@ if ! dpkg-query -W -f='${Status}' prometheus 2>/dev/null | grep -q 'install ok i
 fi
 rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy rustfmt
 
-echo "==> cargo fmt --all -- --check"
-cargo fmt --all -- --check
-echo "==> cargo clippy --workspace --all-targets -- -D warnings"
-cargo clippy --workspace --all-targets -- -D warnings
-echo "==> cargo test --workspace"
-cargo test --workspace
-echo "==> deploy/fuzz.sh (the image store's fuzz targets, ${FUZZ_SECONDS:-30} s each)"
-./deploy/fuzz.sh
+# Each step says how long it took, so a run that nears CI's limit shows where the time went.
+step() {
+  local started=$SECONDS
+  echo "==> $*"
+  "$@"
+  echo "==> $1 took $((SECONDS - started)) s"
+}
+step cargo fmt --all -- --check
+step cargo clippy --workspace --all-targets -- -D warnings
+step cargo test --workspace
+echo "==> the image store's fuzz targets, ${FUZZ_SECONDS:-30} s each"
+step ./deploy/fuzz.sh

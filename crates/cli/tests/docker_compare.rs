@@ -297,6 +297,7 @@ fn the_docker_cli_deploys_lists_and_removes_the_fixture_stacks() {
             &[
                 ("mon_collector", "2/2 (max 1 per node)"),
                 ("mon_node-agent", "2/2"),
+                ("mon_schema-setup", "0/2 (2/2 completed)"),
             ],
         ),
         ("deps", &[("deps_api", "3/3"), ("deps_web", "2/2")]),
@@ -308,13 +309,6 @@ fn the_docker_cli_deploys_lists_and_removes_the_fixture_stacks() {
             let replicas = stack_replicas(manager, stack);
             for (service, want) in services {
                 converged &= replicas.get(*service).map(String::as_str) == Some(*want);
-            }
-            // The job's desired count differs from Docker's (shoal: 0 once it is done,
-            // Docker: its MaxConcurrent, 2), so only its completions are checked.
-            if stack == "mon" {
-                converged &= replicas
-                    .get("mon_schema-setup")
-                    .is_some_and(|r| r.starts_with("0/") && r.ends_with(" (2/2 completed)"));
             }
             seen.push(replicas);
         }
@@ -672,48 +666,13 @@ fn without(value: &Value, paths: &[&str]) -> Value {
     value
 }
 
-/// `docker service inspect`'s services as Docker shows them: the docker CLI asks with
-/// `insertDefaults=true`, and Docker fills in Swarm's defaults (swarmkit's
-/// `defaults.InterpolateService`) for what a spec leaves unset: a stop grace period of 10 s, an
-/// empty DNSConfig, Placement and Resources, a restart policy (or its delay of 5 s) and update
-/// and rollback settings (or their monitor of 5 s). shoal's API does not read that parameter
-/// yet (to fix in docker-api's calls.rs), so these are filled in here, where unset only: on
-/// Docker's side this changes nothing, and every value a spec does set is still compared.
-/// Empty requirements are dropped on both sides ([`without_empty_requirements`]).
-fn with_swarm_defaults(inspected: &Value) -> Value {
-    const SECOND: i64 = 1_000_000_000;
-    let update = json!({
-        "Parallelism": 1, "FailureAction": "pause", "Monitor": 5 * SECOND,
-        "MaxFailureRatio": 0, "Order": "stop-first",
-    });
-    let mut inspected = inspected.clone();
-    let services = inspected.as_array_mut().into_iter().flatten();
-    for spec in services.filter_map(|service| service["Spec"].as_object_mut()) {
-        for key in ["UpdateConfig", "RollbackConfig"] {
-            let config = spec.entry(key).or_insert_with(|| update.clone());
-            if let Some(config) = config.as_object_mut() {
-                config.entry("Monitor").or_insert(json!(5 * SECOND));
-            }
-        }
-        let Some(task) = spec.get_mut("TaskTemplate").and_then(Value::as_object_mut) else {
-            continue;
-        };
-        if let Some(container) = task.get_mut("ContainerSpec").and_then(Value::as_object_mut) {
-            container
-                .entry("StopGracePeriod")
-                .or_insert(json!(10 * SECOND));
-            container.entry("DNSConfig").or_insert(json!({}));
-        }
-        let restart = task
-            .entry("RestartPolicy")
-            .or_insert_with(|| json!({"Condition": "any", "Delay": 5 * SECOND, "MaxAttempts": 0}));
-        if let Some(restart) = restart.as_object_mut() {
-            restart.entry("Delay").or_insert(json!(5 * SECOND));
-        }
-        task.entry("Placement").or_insert(json!({}));
-        without_empty_requirements(task.entry("Resources").or_insert(json!({})));
-    }
-    inspected
+/// Replaces an object by the sorted list of its keys: for values each swarm has its own of.
+fn keys_only(value: &mut Value) {
+    let keys: Vec<String> = value
+        .as_object()
+        .map(|object| object.keys().cloned().collect())
+        .unwrap_or_default();
+    *value = json!(keys);
 }
 
 /// Drops the empty Limits and Reservations of a task spec's `resources`: the docker CLI sends
@@ -945,6 +904,12 @@ fn the_docker_cli_shows_the_same_state_on_shoal_and_on_docker_swarm() {
             .map(|mut row| {
                 let state = text(&row, "CurrentState");
                 row["CurrentState"] = json!(state.split_whitespace().next().unwrap_or_default());
+                // Docker lists a host-mode port once per address family it binds (IPv4 and
+                // IPv6); shoal binds IPv4 only, so each port is compared once.
+                let mut ports: Vec<String> =
+                    text(&row, "Ports").split(',').map(str::to_owned).collect();
+                ports.dedup();
+                row["Ports"] = json!(ports.join(","));
                 if let Some(row) = row.as_object_mut() {
                     row.remove("Node");
                 }
@@ -969,14 +934,9 @@ fn the_docker_cli_shows_the_same_state_on_shoal_and_on_docker_swarm() {
 
     // `service ps` of each service's current tasks and `stack ps vote` (history depends on
     // timing): NAME (a global task's node id read as its role), IMAGE, DESIRED STATE, ERROR,
-    // PORTS and CURRENT STATE's word compared, NODE as above. Skipped: ID (ids) and, for the
-    // global `agent` on the overlay network, PORTS: Docker reports a networked task's
-    // host-mode ports in its status (`*:9100->9100/tcp`, once per address family), shoal's
-    // workers report none (to fix in the worker's task status).
-    for (service, skipped) in CONVERGED.map(|(service, _)| match service {
-        "agent" => (service, &["ID", "Ports"][..]),
-        _ => (service, &["ID"][..]),
-    }) {
+    // PORTS (the global `agent`'s host-mode port, `*:9100->9100/tcp`, from its tasks' status)
+    // and CURRENT STATE's word compared, NODE as above. Skipped: ID (ids).
+    for service in CONVERGED.map(|(service, _)| service) {
         compare(
             &format!("service ps {service}"),
             &[
@@ -986,7 +946,7 @@ fn the_docker_cli_shows_the_same_state_on_shoal_and_on_docker_swarm() {
                 "--filter",
                 "desired-state=running",
             ],
-            skipped,
+            &["ID"],
             &task_rows,
         );
     }
@@ -999,11 +959,12 @@ fn the_docker_cli_shows_the_same_state_on_shoal_and_on_docker_swarm() {
 
     // `service inspect` of each service: the whole document compared (the spec as set, with
     // the stack's labels, mounts, network aliases and policies; EndpointSpec; the endpoint's
-    // Spec, Ports and the networks of its VirtualIPs), network ids read as names, and the
-    // unset fields Docker fills in for the docker CLI shown on both sides (see
-    // `with_swarm_defaults`). Skipped: ids and times (ID, Version, CreatedAt, UpdatedAt, a
-    // secret's and a config's id) and the VIPs' addresses, which each allocator hands out in
-    // its own order.
+    // Spec, Ports and the networks of its VirtualIPs), network ids read as names, with the
+    // defaults both fill in for what a spec leaves unset (the docker CLI asks with
+    // `insertDefaults`). Empty requirements are dropped on both sides
+    // ([`without_empty_requirements`]). Skipped: ids and times (ID, Version, CreatedAt,
+    // UpdatedAt, a secret's and a config's id) and the VIPs' addresses, which each allocator
+    // hands out in its own order.
     let service_skipped = [
         "ID",
         "Version",
@@ -1015,8 +976,11 @@ fn the_docker_cli_shows_the_same_state_on_shoal_and_on_docker_swarm() {
     ];
     for (service, _) in CONVERGED {
         let of = |server: &Server<'_>| {
-            let inspected = named(&server.inspect(&["service", "inspect", service]), server);
-            without(&with_swarm_defaults(&inspected), &service_skipped)
+            let mut inspected = server.inspect(&["service", "inspect", service]);
+            for service in inspected.as_array_mut().into_iter().flatten() {
+                without_empty_requirements(&mut service["Spec"]["TaskTemplate"]["Resources"]);
+            }
+            without(&named(&inspected, server), &service_skipped)
         };
         assert_same(
             &format!("service inspect {service}"),
@@ -1032,10 +996,8 @@ fn the_docker_cli_shows_the_same_state_on_shoal_and_on_docker_swarm() {
     // slot is the scheduler's choice; the attachments' addresses, and their networks apart
     // from the names (each swarm stores its own: Docker keeps the default IPAM driver the
     // docker CLI names, shoal drops it; Docker's ingress names no driver or subnet, shoal's
-    // does; VNIs and subnets are each allocator's); Status.ContainerStatus.PID, which shoal's
-    // workers do not report (to fix in the worker's task status); and Spec.RestartPolicy:
-    // shoal's manager stores Swarm's default restart policy in a spec that gives none, and
-    // tasks copy it, where Docker leaves it unset and shows it only in `service inspect`.
+    // does; VNIs and subnets are each allocator's). Status.ContainerStatus.PID is each
+    // machine's own process number: compared as "set" (a running task reports its pid).
     let of = |server: &Server<'_>| {
         let task = server.docker_ok(&[
             "service",
@@ -1049,6 +1011,8 @@ fn the_docker_cli_shows_the_same_state_on_shoal_and_on_docker_swarm() {
         ]);
         let mut inspected = server.inspect(&["inspect", "--type", "task", task.trim()]);
         without_empty_requirements(&mut inspected[0]["Spec"]["Resources"]);
+        let pid = &mut inspected[0]["Status"]["ContainerStatus"]["PID"];
+        *pid = json!(pid.as_i64().is_some_and(|pid| pid > 0));
         without(
             &named(&inspected, server),
             &[
@@ -1060,10 +1024,8 @@ fn the_docker_cli_shows_the_same_state_on_shoal_and_on_docker_swarm() {
                 "NodeID",
                 "Spec.ContainerSpec.Secrets.SecretID",
                 "Spec.ContainerSpec.Configs.ConfigID",
-                "Spec.RestartPolicy",
                 "Status.Timestamp",
                 "Status.ContainerStatus.ContainerID",
-                "Status.ContainerStatus.PID",
                 "NetworksAttachments.Addresses",
                 "NetworksAttachments.Network.ID",
                 "NetworksAttachments.Network.Version",
@@ -1078,23 +1040,28 @@ fn the_docker_cli_shows_the_same_state_on_shoal_and_on_docker_swarm() {
     };
     assert_same("inspect web.1's task", &of(&shoal), &of(&docker));
 
-    // `node ls`: SELF, STATUS, AVAILABILITY and MANAGER STATUS compared, HOSTNAME as the role.
-    // Skipped: ID (ids), ENGINE VERSION (each engine's own), and TLS STATUS: shoal's nodes
-    // report no TLS information (Docker's report their certificate's issuer, which the docker
-    // CLI compares with the cluster's), so the docker CLI says "Unknown" for them.
+    // `node ls`: SELF, STATUS, AVAILABILITY, MANAGER STATUS and TLS STATUS (each node's
+    // certificate issuer against the cluster's root: "Ready") compared, HOSTNAME as the role.
+    // Skipped: ID (ids) and ENGINE VERSION (each engine's own).
     compare(
         "node ls",
         &["node", "ls"],
-        &["ID", "EngineVersion", "TLSStatus"],
+        &["ID", "EngineVersion"],
         &sorted,
     );
+    for server in [&shoal, &docker] {
+        let rows = server.json_lines(&["node", "ls"]);
+        let statuses: Vec<&Value> = rows.iter().map(|row| &row["TLSStatus"]).collect();
+        assert_eq!(statuses, [&json!("Ready"); 2], "{}", server.label);
+    }
 
     // `node inspect` of each node: Spec (the label set through the docker CLI, role,
     // availability), Status.State, ManagerStatus's Leader and Reachability, and the
     // description's hostname (as its role), platform and resources (the same machine)
     // compared. Skipped: ID, Version, CreatedAt, UpdatedAt (ids and times), the addresses
     // (Status.Addr, ManagerStatus.Addr), Description.Engine (each engine's version, and
-    // Docker's plugins, which shoal has none of) and Description.TLSInfo (see `node ls`).
+    // Docker's plugins, which shoal has none of); Description.TLSInfo's values are each
+    // swarm's own root and key, so only which of them are set is compared.
     for role in ["manager", "worker"] {
         let of = |server: &Server<'_>| {
             let (id, _, _) = server
@@ -1102,8 +1069,12 @@ fn the_docker_cli_shows_the_same_state_on_shoal_and_on_docker_swarm() {
                 .into_iter()
                 .find(|(_, _, r)| *r == role)
                 .unwrap_or_else(|| panic!("{}: no {role}", server.label));
+            let mut inspected = server.inspect(&["node", "inspect", &id]);
+            for node in inspected.as_array_mut().into_iter().flatten() {
+                keys_only(&mut node["Description"]["TLSInfo"]);
+            }
             without(
-                &named(&server.inspect(&["node", "inspect", &id]), server),
+                &named(&inspected, server),
                 &[
                     "ID",
                     "Version",
@@ -1112,7 +1083,6 @@ fn the_docker_cli_shows_the_same_state_on_shoal_and_on_docker_swarm() {
                     "Status.Addr",
                     "ManagerStatus.Addr",
                     "Description.Engine",
-                    "Description.TLSInfo",
                 ],
             )
         };
@@ -1143,12 +1113,13 @@ fn the_docker_cli_shows_the_same_state_on_shoal_and_on_docker_swarm() {
     // addresses; the cluster's ID, Version, CreatedAt and UpdatedAt (ids and times);
     // Cluster.Spec.Raft and Cluster.Spec.Dispatcher, shoal's own on purpose (openraft's ticks
     // of 100 ms with elections after 4, where Swarm's raft says 10; a worker heartbeat of 1 s
-    // instead of 5, to find a dead node in 3 s); and Cluster.TLSInfo, which shoal leaves empty
-    // (the root certificate and its issuer; see `node ls`).
+    // instead of 5, to find a dead node in 3 s). Cluster.TLSInfo's values are each swarm's own
+    // root and key: only which of them are set is compared.
     let of = |server: &Server<'_>| {
         let mut swarm = server.inspect(&["info", "--format", "{{json .Swarm}}"]);
         let managers = swarm["RemoteManagers"].as_array().map_or(0, Vec::len);
         swarm["RemoteManagers"] = json!(managers);
+        keys_only(&mut swarm["Cluster"]["TLSInfo"]);
         without(
             &swarm,
             &[
@@ -1160,7 +1131,6 @@ fn the_docker_cli_shows_the_same_state_on_shoal_and_on_docker_swarm() {
                 "Cluster.UpdatedAt",
                 "Cluster.Spec.Raft",
                 "Cluster.Spec.Dispatcher",
-                "Cluster.TLSInfo",
             ],
         )
     };

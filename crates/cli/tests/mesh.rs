@@ -241,6 +241,15 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
         client.address().to_string()
     );
     refused_through(client, &swarm[1..], 8090, "/", "refused");
+    // Its task reports the port in its status, which `service ps` shows as Docker does.
+    let on_its_host = manager.shoal_ok(&["service", "ps", "on-its-host", "--format", "json"]);
+    let ports: Vec<String> = on_its_host
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|task| task["DesiredState"] == "Running")
+        .map(|task| task["Ports"].as_str().unwrap_or_default().to_owned())
+        .collect();
+    assert_eq!(ports, ["*:8090->80/tcp"], "{on_its_host}");
 
     // UDP through the mesh, from every host to the one task on the manager.
     let udp_task = wait_until("the UDP service's task", CONVERGE_TIMEOUT, || {

@@ -41,6 +41,7 @@ mod state_metrics;
 #[path = "../../raft-store/tests/support/pki.rs"]
 #[allow(dead_code, unreachable_pub)]
 mod test_pki;
+mod view;
 
 pub use control::{ControlApi, ControlGate};
 pub use dispatcher::{DispatcherService, LogStream};

@@ -40,6 +40,7 @@ use crate::node_ca::{NodeCaService, RaftMembershipService};
 use crate::objects::{self, ClusterObject};
 use crate::orchestration_loop::OrchestrationLoop;
 use crate::state_metrics;
+use crate::view::shared::SharedView;
 use spec::defaults::NETWORK_KEY_ROTATION_INTERVAL;
 use spec::time::{proto_duration, std_duration};
 
@@ -284,9 +285,11 @@ impl ManagerRole {
             stopped.clone(),
         ));
         let logs = LogBroker::default();
+        let view = SharedView::start(Arc::clone(&store), stopped.clone())?;
         let dispatcher = DispatcherService::start(
             Arc::clone(&store),
             heartbeat.1,
+            Arc::clone(&view),
             logs.clone(),
             metrics.dispatcher.clone(),
             stopped.clone(),
@@ -299,7 +302,7 @@ impl ManagerRole {
             OrchestrationLoop::new(Arc::clone(&store)).with_metrics(metrics.orchestration.clone());
         let given_up = orchestration_loop.given_up_slots();
         let orchestration = tokio::spawn(orchestration_loop.run_supervised(stopped.clone()));
-        let control = ControlApi::new(Arc::clone(&store), given_up, logs);
+        let control = ControlApi::new(Arc::clone(&store), view, given_up, logs);
 
         let auth = ClusterAuth::new(Arc::clone(&store), membership.cluster_id.clone());
         let tls = ClusterPortTls::new(identity)?;

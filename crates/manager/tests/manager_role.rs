@@ -20,6 +20,7 @@ use shoal_proto::api::{
     TaskSpec, TaskState, TaskStatus, TaskStatusUpdate, UpdateTaskStatusRequest, node_status,
     service_progress_response::Verdict, service_spec, task_spec,
 };
+use tokio_stream::StreamExt as _;
 use tonic::Request;
 use tonic::transport::Endpoint;
 
@@ -242,13 +243,18 @@ async fn a_worker_session_runs_a_service_and_a_silent_node_goes_down() {
         })
         .await
         .unwrap();
-    let progress = control
+    let mut pushed = control
         .service_progress(Request::new(ServiceProgressRequest {
             service: "web".into(),
         }))
         .await
         .unwrap()
         .into_inner();
+    let progress = pushed
+        .next()
+        .await
+        .expect("the progress comes at once")
+        .unwrap();
     assert_eq!(progress.verdict(), Verdict::Converged, "{progress:?}");
     assert_eq!((progress.done, progress.desired), (3, 3));
     let listed = control
@@ -1209,7 +1215,8 @@ async fn every_write_path_enforces_the_spec_rules_alike() {
     });
     create_service(&control, platform).await.unwrap();
 
-    // Swarm's defaults are stored however the service was made.
+    // Swarm's service-level defaults are stored however the service was made; the restart
+    // policy, which tasks copy, is left unset as Docker leaves it.
     let made = create_service(&control, service_spec("made", 1))
         .await
         .unwrap();
@@ -1227,10 +1234,7 @@ async fn every_write_path_enforces_the_spec_rules_alike() {
         let spec = service.spec.clone().unwrap();
         assert_eq!(spec.update, Some(spec::defaults::update_config()));
         assert_eq!(spec.rollback, Some(spec::defaults::update_config()));
-        assert_eq!(
-            spec.task.unwrap().restart,
-            Some(spec::defaults::restart_policy())
-        );
+        assert_eq!(spec.task.unwrap().restart, None);
     }
     // Deploying the same file again changes nothing, defaults and all.
     let again = deploy(service_spec("app_made", 1))

@@ -123,7 +123,11 @@ impl RaftRpc for RaftService {
     async fn read(&self, request: Request<RaftMessage>) -> Reply {
         self.admit(RaftCall::Read, &request)?;
         let call: ReadCall = wire::decode(request.get_ref())?;
-        let result: wire::ReadReply = match self.inner.read_index_as_leader().await {
+        let result: wire::ReadReply = match self
+            .inner
+            .read_index_as_leader(tokio::time::Instant::now() + self.inner.config.request_timeout)
+            .await
+        {
             Ok(index) => {
                 let objects = match call.kind {
                     Some(kind) => self.inner.list_local(&kind),

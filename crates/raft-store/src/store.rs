@@ -775,9 +775,7 @@ impl Inner {
             .retry_until_leader(|deadline| async move {
                 match self.leader() {
                     Some((leader, _)) if leader == self.member_id() => {
-                        tokio::time::timeout_at(deadline, self.read_index_as_leader())
-                            .await
-                            .map_err(|_| self.no_leader())?
+                        self.read_index_as_leader(deadline).await
                     }
                     Some((leader, addr)) => {
                         let call = self.fence().tag(wire::encode(&ReadCall { kind: None }));
@@ -798,21 +796,42 @@ impl Inner {
         Ok(index)
     }
 
-    pub(crate) async fn read_index_as_leader(&self) -> Result<u64, StoreError> {
+    /// The index a linearizable read waits for, once a quorum has answered a heartbeat sent
+    /// after the call. openraft gives up after one leader lease without a quorum's answer; that
+    /// is asked again until `deadline`, as it is what a new leader meets while its first
+    /// heartbeats are answered (or while its runtime is busy), and a read refused then would
+    /// refuse the write behind it.
+    pub(crate) async fn read_index_as_leader(&self, deadline: Instant) -> Result<u64, StoreError> {
         self.fence().check()?;
-        match self.raft.ensure_linearizable(ReadPolicy::ReadIndex).await {
-            Ok(read_log_id) => Ok(read_log_id.index()),
-            Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
-                Err(StoreError::NotLeader {
-                    member: self.member_id(),
-                })
+        let unconfirmed = |detail: String| StoreError::NoQuorum {
+            detail: format!(
+                "leader {} heard from no majority within {:?} ({detail})",
+                self.member_id(),
+                self.config.request_timeout
+            ),
+        };
+        loop {
+            let confirmed = tokio::time::timeout_at(
+                deadline,
+                self.raft.ensure_linearizable(ReadPolicy::ReadIndex),
+            )
+            .await
+            .map_err(|_| unconfirmed("no answer in time".to_owned()))?;
+            match confirmed {
+                Ok(read_log_id) => return Ok(read_log_id.index()),
+                Err(RaftError::APIError(LinearizableReadError::ForwardToLeader(_))) => {
+                    return Err(StoreError::NotLeader {
+                        member: self.member_id(),
+                    });
+                }
+                Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(error))) => {
+                    if Instant::now() + RETRY_PAUSE >= deadline {
+                        return Err(unconfirmed(error.to_string()));
+                    }
+                    tokio::time::sleep(RETRY_PAUSE).await;
+                }
+                Err(error) => return Err(StoreError::Raft(error.to_string())),
             }
-            Err(RaftError::APIError(LinearizableReadError::QuorumNotEnough(error))) => {
-                Err(StoreError::NoQuorum {
-                    detail: error.to_string(),
-                })
-            }
-            Err(error) => Err(StoreError::Raft(error.to_string())),
         }
     }
 

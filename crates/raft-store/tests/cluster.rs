@@ -152,6 +152,48 @@ async fn losing_the_leader_elects_another_and_writes_continue() {
     assert_eq!(everywhere[0].len(), 4);
 }
 
+/// A new leader whose first heartbeats go unanswered for longer than a leader lease (800 ms
+/// here), as when its runtime is busy with reconnecting workers, still serves the read a write
+/// makes first: the read waits for the quorum within the request timeout rather than being
+/// refused after one lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_leader_serves_a_read_then_write_through_a_late_quorum() {
+    let mut cluster = TestCluster::start(3).await;
+    let old_leader = cluster.leader().await;
+    cluster.create(old_leader, "service", "before").await;
+    cluster.stop(old_leader).await;
+    let new_leader = cluster.leader().await;
+    let follower = (1..=3)
+        .find(|id| *id != old_leader && *id != new_leader)
+        .unwrap();
+
+    // Only the leader's calls to its one live follower are cut: the follower still reaches
+    // the leader, whose lease keeps it from being voted out meanwhile.
+    let links = &cluster.members[&new_leader].links;
+    links.cut(follower);
+    let store = cluster.store(new_leader);
+    let started = tokio::time::Instant::now();
+    let read_then_write = async {
+        let existing = store.list("service", ReadConsistency::Linearizable).await?;
+        store
+            .write(Transaction::create("service", "after", "", Vec::new()))
+            .await?;
+        Ok::<_, StoreError>(existing.len())
+    };
+    let heal_after_two_leases = async {
+        tokio::time::sleep(Duration::from_millis(1600)).await;
+        links.heal(follower);
+    };
+    let (written, ()) = tokio::join!(read_then_write, heal_after_two_leases);
+    assert_eq!(written, Ok(1), "the read or the write was refused");
+    // Three election timeouts (400 ms each), well inside the 5 s request timeout.
+    assert!(
+        started.elapsed() < Duration::from_millis(1600 + 1200),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_minority_cannot_commit_and_converges_after_healing() {
     let mut cluster = TestCluster::start_with(3, |config| {

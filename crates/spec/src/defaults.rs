@@ -1,7 +1,8 @@
-//! Swarm's defaults, stated once (and the ingress network `swarm init` makes). The manager fills them into every service spec it stores, so
-//! `service inspect` shows the same settings however the service was made (`service create`,
-//! `stack deploy`, the Docker API); the orchestrators read the same values for a spec that lacks
-//! them (one written before the manager filled them in).
+//! Swarm's defaults, stated once (and the ingress network `swarm init` makes). The manager fills
+//! the service-level ones into every service spec it stores, so `service inspect` shows the same
+//! settings however the service was made (`service create`, `stack deploy`, the Docker API); the
+//! task-level ones stay unset, as in Docker, and the orchestrators and workers read them where
+//! they apply.
 
 use std::time::Duration;
 
@@ -78,29 +79,45 @@ pub fn update_config() -> api::UpdateConfig {
     }
 }
 
-/// Fills Swarm's defaults into what `spec` leaves unset: the restart policy of its task, its
-/// update and rollback configs and its endpoint. What the spec sets is kept as it is; filling
-/// twice changes nothing.
+/// Fills Swarm's service-level defaults into what `spec` leaves unset: its update and rollback
+/// configs and its endpoint. What the spec sets is kept as it is; filling twice changes
+/// nothing. The task's restart policy stays unset: tasks copy the task spec, and Docker's tasks
+/// show only the policy the user gave.
 pub fn apply_service_defaults(spec: &mut api::ServiceSpec) {
-    if let Some(task) = spec.task.as_mut() {
-        task.restart.get_or_insert_with(restart_policy);
-    }
     spec.update.get_or_insert_with(update_config);
     spec.rollback.get_or_insert_with(update_config);
     spec.endpoint.get_or_insert_with(Default::default);
 }
 
 /// Every default a spec leaves to the swarm, the stored ones ([`apply_service_defaults`]) and
-/// those read where they apply (the stop grace period): what Docker's `insertDefaults` shows,
-/// which `docker service update` reads so its flags start from the effective settings.
+/// those read where they apply: what Docker's `insertDefaults` shows (SwarmKit's
+/// `InterpolateService`), which `service inspect` asks for. Besides whole settings, a restart
+/// policy without a delay gets the default delay, and an update or rollback config without a
+/// monitor period the default one; empty DNS, resource and placement settings read as none.
 pub fn insert_service_defaults(spec: &mut api::ServiceSpec) {
     apply_service_defaults(spec);
-    if let Some(api::task_spec::Runtime::Container(container)) =
-        spec.task.as_mut().and_then(|task| task.runtime.as_mut())
+    for config in [spec.update.as_mut(), spec.rollback.as_mut()]
+        .into_iter()
+        .flatten()
     {
+        config
+            .monitor
+            .get_or_insert_with(|| proto_duration(UPDATE_MONITOR));
+    }
+    let Some(task) = spec.task.as_mut() else {
+        return;
+    };
+    task.restart
+        .get_or_insert_with(restart_policy)
+        .delay
+        .get_or_insert_with(|| proto_duration(RESTART_DELAY));
+    task.resources.get_or_insert_with(Default::default);
+    task.placement.get_or_insert_with(Default::default);
+    if let Some(api::task_spec::Runtime::Container(container)) = task.runtime.as_mut() {
         container
             .stop_grace_period
             .get_or_insert_with(|| proto_duration(STOP_GRACE_PERIOD));
+        container.dns_config.get_or_insert_with(Default::default);
     }
 }
 
@@ -158,7 +175,10 @@ mod tests {
         };
         apply_service_defaults(&mut spec);
         let task = spec.task.clone().unwrap_or_default();
-        assert_eq!(task.restart, Some(restart_policy()));
+        assert_eq!(
+            task.restart, None,
+            "tasks copy the task spec: no policy the user did not give"
+        );
         assert_eq!(spec.update, Some(update_config()));
         assert_eq!(spec.rollback.as_ref().map(|r| r.parallelism), Some(3));
         assert_eq!(spec.endpoint, Some(api::EndpointSpec::default()));
@@ -195,6 +215,31 @@ mod tests {
         insert_service_defaults(&mut unset);
         assert_eq!(grace_of(&unset), Some(proto_duration(STOP_GRACE_PERIOD)));
         assert_eq!(unset.update, Some(update_config()));
+        assert_eq!(
+            unset.task.as_ref().and_then(|task| task.restart),
+            Some(restart_policy())
+        );
+        let task = unset.task.clone().unwrap_or_default();
+        assert!(task.resources.is_some() && task.placement.is_some());
+        let mut partial = container(None);
+        partial.update = Some(api::UpdateConfig {
+            parallelism: 2,
+            ..Default::default()
+        });
+        if let Some(task) = partial.task.as_mut() {
+            task.restart = Some(api::RestartPolicy::default());
+        }
+        insert_service_defaults(&mut partial);
+        let update = partial.update.unwrap_or_default();
+        assert_eq!(
+            (update.parallelism, update.monitor),
+            (2, Some(proto_duration(UPDATE_MONITOR)))
+        );
+        let restart = partial
+            .task
+            .and_then(|task| task.restart)
+            .unwrap_or_default();
+        assert_eq!(restart.delay, Some(proto_duration(RESTART_DELAY)));
         let mut set = container(Some(3));
         insert_service_defaults(&mut set);
         assert_eq!(grace_of(&set), Some(proto_duration(Duration::from_secs(3))));

@@ -21,7 +21,10 @@ pub mod network;
 pub mod ports;
 pub mod root_rotation;
 pub mod template;
+#[cfg(test)]
+mod test_ca;
 pub mod time;
+pub mod tls_info;
 pub mod units;
 pub mod validate;
 

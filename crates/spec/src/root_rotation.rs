@@ -59,27 +59,13 @@ fn signed_by(cert_pem: &[u8], root_pem: &[u8]) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use rcgen::{BasicConstraints, CertificateParams, IsCa, Issuer, KeyPair};
+    use rcgen::{Issuer, KeyPair};
     use shoal_proto::api::{Certificate, NodeStatus, RootCa, RootRotation};
 
     use super::*;
-
-    /// A root CA: its certificate (PEM) and the issuer that signs with its key.
-    fn root(name: &str) -> (String, Issuer<'static, KeyPair>) {
-        let key = KeyPair::generate().expect("a key");
-        let mut params = CertificateParams::new(Vec::<String>::new()).expect("root parameters");
-        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        params
-            .distinguished_name
-            .push(rcgen::DnType::CommonName, name);
-        let cert = params.self_signed(&key).expect("a self-signed root");
-        (cert.pem(), Issuer::new(params, key))
-    }
+    use crate::test_ca::{leaf, root};
 
     fn node(id: &str, signer: &Issuer<'_, KeyPair>, state: node_status::State) -> Node {
-        let key = KeyPair::generate().expect("a key");
-        let params = CertificateParams::new(vec![id.to_owned()]).expect("node parameters");
-        let cert = params.signed_by(&key, signer).expect("a node certificate");
         Node {
             id: id.to_owned(),
             status: Some(NodeStatus {
@@ -87,7 +73,7 @@ mod tests {
                 ..Default::default()
             }),
             certificate: Some(Certificate {
-                certificate: cert.pem().into_bytes(),
+                certificate: leaf(id, signer).into_bytes(),
                 ..Default::default()
             }),
             ..Default::default()

@@ -277,10 +277,7 @@ fn task_names_networks(task: &api::Task) -> bool {
 /// Whether the node's networking gives the task its namespace: it is on a network, or publishes
 /// a port on its host.
 fn gets_networking(task: &api::Task) -> bool {
-    task_names_networks(task)
-        || task.endpoint.as_ref().is_some_and(|endpoint| {
-            host_ports(&endpoint.ports).is_ok_and(|ports| !ports.is_empty())
-        })
+    task_names_networks(task) || host_ports(task).is_ok_and(|ports| !ports.is_empty())
 }
 
 /// What the node's networking needs to give the task its network namespace, names and
@@ -291,7 +288,7 @@ fn gets_networking(task: &api::Task) -> bool {
 pub fn task_networks(task: &api::Task, node_hostname: &str) -> Result<Option<TaskNetworks>> {
     let reject = |reason: String| WorkerError::rejected(&task.id, reason);
     let endpoint = task.endpoint.clone().unwrap_or_default();
-    let host_ports = host_ports(&endpoint.ports).map_err(reject)?;
+    let host_ports = host_ports(task).map_err(reject)?;
     if !task_names_networks(task) && host_ports.is_empty() {
         return Ok(None);
     }
@@ -355,15 +352,20 @@ fn port_number(value: u32, what: &str) -> std::result::Result<u16, String> {
         })
 }
 
-/// The ports the task publishes on its own node. One given no number is left out: the managers
-/// choose numbers for the mesh's ports only, and Docker's pick of a free host port is not
-/// done here.
-fn host_ports(ports: &[api::PortConfig]) -> std::result::Result<Vec<HostPort>, String> {
-    ports
+/// The ports a task publishes on its own node (`mode=host`): what the node's networking serves
+/// and the task's status reports. One given no number is left out: the managers choose numbers
+/// for the mesh's ports only, and Docker's pick of a free host port is not done here.
+pub(crate) fn host_published(task: &api::Task) -> impl Iterator<Item = &api::PortConfig> {
+    task.endpoint
         .iter()
+        .flat_map(|endpoint| &endpoint.ports)
         .filter(|port| {
             port.publish_mode() == api::port_config::PublishMode::Host && port.published_port != 0
         })
+}
+
+fn host_ports(task: &api::Task) -> std::result::Result<Vec<HostPort>, String> {
+    host_published(task)
         .map(|port| {
             Ok(HostPort {
                 protocol: port.protocol(),

@@ -34,7 +34,8 @@ use shoal_proto::api;
 use shoal_proto::api::TaskState;
 
 use crate::convert::{
-    LABEL_TASK_ID, TaskPayloads, container_spec_for_task, task_has_healthcheck, task_networks,
+    LABEL_TASK_ID, TaskPayloads, container_spec_for_task, host_published, task_has_healthcheck,
+    task_networks,
 };
 use crate::networking::{LocalEndpoint, TaskNetworks};
 use crate::store::PersistedAssignments;
@@ -79,6 +80,8 @@ pub struct ExistingContainer {
     pub run_state: ContainerRunState,
     /// Its health, if it has a healthcheck.
     pub health: Option<HealthStatus>,
+    /// Its init's host pid, while it runs and the engine knows it.
+    pub pid: Option<i32>,
 }
 
 /// Something the engine saw happen to a container, by container id.
@@ -127,8 +130,9 @@ pub enum CommandOutcome {
     StartFinished {
         /// The task.
         task_id: String,
-        /// Success, or why starting failed.
-        result: Result<(), String>,
+        /// Success, with the container init's host pid when the engine told it, or why
+        /// starting failed.
+        result: Result<Option<i32>, String>,
     },
     /// `StopContainer` finished.
     StopFinished {
@@ -272,6 +276,8 @@ enum ContainerLife {
     Created,
     Running {
         health: Option<HealthStatus>,
+        /// The init's host pid, reported in the task's container status as Docker does.
+        pid: Option<i32>,
     },
     /// The exit code is unknown when only the stop's result was seen.
     Exited {
@@ -370,7 +376,7 @@ impl TaskRecord {
     /// before its container is signalled.
     fn serving(&self) -> bool {
         let health = match self.container.as_ref().map(|container| &container.life) {
-            Some(ContainerLife::Running { health }) => *health,
+            Some(ContainerLife::Running { health, .. }) => *health,
             _ => return false,
         };
         self.assigned
@@ -653,6 +659,7 @@ impl Reconciler {
                         ContainerRunState::Created => ContainerLife::Created,
                         ContainerRunState::Running => ContainerLife::Running {
                             health: chosen.health,
+                            pid: chosen.pid,
                         },
                         ContainerRunState::Exited {
                             exit_code,
@@ -697,7 +704,10 @@ impl Reconciler {
                     .and_then(|record| record.container.as_mut())
                     && container.life == ContainerLife::Created
                 {
-                    container.life = ContainerLife::Running { health: None };
+                    container.life = ContainerLife::Running {
+                        health: None,
+                        pid: None,
+                    };
                 }
             }
             EngineObservation::Exited {
@@ -722,7 +732,9 @@ impl Reconciler {
                 if let Some(container) = self
                     .record_for_container(&container_id)
                     .and_then(|record| record.container.as_mut())
-                    && let ContainerLife::Running { health: current } = &mut container.life
+                    && let ContainerLife::Running {
+                        health: current, ..
+                    } = &mut container.life
                 {
                     *current = Some(health);
                 }
@@ -779,11 +791,11 @@ impl Reconciler {
                 }
                 record.operation_in_flight = None;
                 match result {
-                    Ok(()) => {
+                    Ok(pid) => {
                         if let Some(container) = record.container.as_mut()
                             && container.life == ContainerLife::Created
                         {
-                            container.life = ContainerLife::Running { health: None };
+                            container.life = ContainerLife::Running { health: None, pid };
                         }
                     }
                     Err(error) => observe(
@@ -950,25 +962,37 @@ fn observe(
         return;
     }
     let runtime_status = record.container.as_ref().map(|container| {
-        let exit_code = match container.life {
+        let (pid, exit_code) = match container.life {
+            ContainerLife::Running { pid, .. } => (pid.unwrap_or(0), 0),
             ContainerLife::Exited {
                 exit_code: Some(code),
                 ..
-            } => code,
-            _ => 0,
+            } => (0, code),
+            _ => (0, 0),
         };
         api::task_status::RuntimeStatus::Container(api::ContainerStatus {
             container_id: container.container_id.clone(),
-            pid: 0,
+            pid,
             exit_code,
         })
     });
+    // As Docker reads them from the running container: the ports bound on this node's host.
+    let running = matches!(
+        record.container.as_ref().map(|container| &container.life),
+        Some(ContainerLife::Running { .. })
+    );
+    let port_status = running
+        .then(|| api::PortStatus {
+            ports: host_published(&record.task).cloned().collect(),
+        })
+        .filter(|status| !status.ports.is_empty());
     record.observed_status = api::TaskStatus {
         timestamp: now,
         state,
         message: message.to_owned(),
         err: err.to_owned(),
         runtime_status,
+        port_status,
         ..api::TaskStatus::default()
     };
     record.status_changed_since_report = true;
@@ -1123,7 +1147,7 @@ fn advance(
                 issue(record, ContainerOperation::Start, commands);
             }
         }
-        ContainerLife::Running { health } => {
+        ContainerLife::Running { health, .. } => {
             // With a healthcheck the task stays STARTING until the first healthy verdict, so
             // that an update's monitor period measures a task that really serves.
             let has_healthcheck = task_has_healthcheck(&record.task);
@@ -1186,6 +1210,10 @@ impl From<&engine::ContainerInfo> for ExistingContainer {
             labels: info.spec.labels.clone(),
             run_state,
             health: info.health.as_ref().map(|health| health.status),
+            pid: info
+                .state
+                .pid
+                .filter(|_| run_state == ContainerRunState::Running),
         }
     }
 }

@@ -727,6 +727,82 @@ fn status_timestamps_carry_the_last_tick() {
     );
 }
 
+fn container_status(reconciler: &Reconciler, task_id: &str) -> (i32, api::ContainerStatus) {
+    let status = reconciler
+        .observed_status(task_id)
+        .expect("the task is tracked");
+    match status.runtime_status.clone() {
+        Some(api::task_status::RuntimeStatus::Container(container)) => (status.state, container),
+        None => panic!("{task_id} has no container status: {status:?}"),
+    }
+}
+
+#[test]
+fn a_running_task_reports_its_containers_pid_and_an_exited_one_its_exit_code() {
+    let mut reconciler = Reconciler::new();
+    reconciler.step(listed(vec![]));
+    reconciler.step(assign(1, vec![task("t1", 1, TaskState::Running)]));
+    reconciler.step(created("t1", "c1"));
+    reconciler.step(started_with_pid("t1", 4242));
+    let (state, container) = container_status(&reconciler, "t1");
+    assert_eq!(state, TaskState::Running as i32);
+    assert_eq!(
+        (container.container_id.as_str(), container.pid),
+        ("c1", 4242)
+    );
+
+    reconciler.step(exited("c1", 3, false));
+    let (state, container) = container_status(&reconciler, "t1");
+    assert_eq!(state, TaskState::Failed as i32);
+    assert_eq!((container.pid, container.exit_code), (0, 3));
+
+    // A container adopted after a restart keeps the pid the engine lists.
+    let mut restarted = Reconciler::new();
+    restarted.step(assign(1, vec![task("t2", 1, TaskState::Running)]));
+    let mut running = existing("t2", "c2", ContainerRunState::Running);
+    running.pid = Some(77);
+    restarted.step(listed(vec![running]));
+    let (state, container) = container_status(&restarted, "t2");
+    assert_eq!((state, container.pid), (TaskState::Running as i32, 77));
+}
+
+#[test]
+fn a_running_task_reports_the_ports_it_publishes_on_its_host_and_an_ended_one_none() {
+    let port = |mode: api::port_config::PublishMode, published: u32| api::PortConfig {
+        protocol: api::port_config::Protocol::Tcp as i32,
+        target_port: 80,
+        published_port: published,
+        publish_mode: mode as i32,
+        ..Default::default()
+    };
+    let mut published = task("t1", 1, TaskState::Running);
+    published.endpoint = Some(api::Endpoint {
+        ports: vec![
+            port(api::port_config::PublishMode::Host, 9100),
+            port(api::port_config::PublishMode::Ingress, 30000),
+        ],
+        ..Default::default()
+    });
+    let mut reconciler = Reconciler::new();
+    reconciler.step(listed(vec![]));
+    reconciler.step(assign(1, vec![published]));
+    reconciler.step(created("t1", "c1"));
+    reconciler.step(start_finished("t1"));
+    let status = reconciler.observed_status("t1").expect("t1 is tracked");
+    assert_eq!(status.state, TaskState::Running as i32);
+    let ports = status.port_status.as_ref().map(|ports| ports.ports.clone());
+    assert_eq!(
+        ports,
+        Some(vec![port(api::port_config::PublishMode::Host, 9100)]),
+        "the mesh's port is every node's, not the task's"
+    );
+
+    reconciler.step(exited("c1", 0, false));
+    let status = reconciler.observed_status("t1").expect("t1 is tracked");
+    assert_eq!(status.state, TaskState::Complete as i32);
+    assert_eq!(status.port_status, None);
+}
+
 /// Drives `count` tasks to RUNNING in containers `c-<task id>`; returns the last persisted
 /// snapshot.
 fn bring_up(reconciler: &mut Reconciler, count: usize) -> worker::PersistedAssignments {

@@ -381,7 +381,7 @@ impl Simulation {
                 let result = match self.containers.get_mut(&container_id) {
                     Some(container) if !fails => {
                         container.run_state = ContainerRunState::Running;
-                        Ok(())
+                        Ok(None)
                     }
                     _ => Err("start failed".to_owned()),
                 };
@@ -549,6 +549,7 @@ impl Simulation {
                 labels: BTreeMap::from([(LABEL_TASK_ID.to_owned(), container.task_id.clone())]),
                 run_state: container.run_state,
                 health: container.health,
+                pid: None,
             })
             .collect();
         // The dispatcher's set may arrive before the engine has listed its containers.

@@ -8,7 +8,7 @@ pub(crate) mod spec;
 
 use std::collections::HashMap;
 use std::io::{IsTerminal as _, Write as _};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use anyhow::{Context as _, bail};
 use clap::{Args, Subcommand};
@@ -435,8 +435,8 @@ async fn scale(
     }
 }
 
-/// Polls `ServiceProgress` about every 100 ms and shows docker's progress display until the
-/// service converges, can't converge, is removed, or the user presses Ctrl-C.
+/// Follows the progress the manager pushes (`ServiceProgress`) and shows docker's progress
+/// display until the service converges, can't converge, is removed, or the user presses Ctrl-C.
 pub(crate) async fn wait_for_service(
     control: &mut ControlClient<Channel>,
     service_id: &str,
@@ -448,17 +448,38 @@ pub(crate) async fn wait_for_service(
     let interrupted = tokio::signal::ctrl_c();
     tokio::pin!(interrupted);
     let mut rollback_reason = None;
+    let removed = || {
+        anyhow::anyhow!(
+            "service {service_id} was removed while waiting for it to converge: see 'shoal service ls'"
+        )
+    };
+    let mut pushed = match control
+        .service_progress(api::ServiceProgressRequest {
+            service: service_id.to_owned(),
+        })
+        .await
+    {
+        Ok(pushed) => pushed.into_inner(),
+        Err(status) if status.code() == tonic::Code::NotFound => return Err(removed()),
+        Err(status) => return Err(api_error(status)),
+    };
     loop {
-        let response = match control
-            .service_progress(api::ServiceProgressRequest {
-                service: service_id.to_owned(),
-            })
-            .await
-        {
-            Ok(response) => response.into_inner(),
-            Err(status) if status.code() == tonic::Code::NotFound => bail!(
-                "service {service_id} was removed while waiting for it to converge: see 'shoal service ls'"
+        let message = tokio::select! {
+            message = pushed.message() => message,
+            _ = &mut interrupted => {
+                if !quiet {
+                    println!("Operation continuing in background.");
+                    println!("Use `shoal service ps {service_id}` to check progress.");
+                }
+                return Ok(());
+            }
+        };
+        let response = match message {
+            Ok(Some(response)) => response,
+            Ok(None) => bail!(
+                "the manager stopped reporting {service_id}'s progress (a leader change?); it goes on in the background: see 'shoal service ps {service_id}'"
             ),
+            Err(status) if status.code() == tonic::Code::NotFound => return Err(removed()),
             Err(status) => return Err(api_error(status)),
         };
         if let Some(reason) = progress::rollback_reason(&response) {
@@ -487,16 +508,6 @@ pub(crate) async fn wait_for_service(
             progress::Outcome::Waiting => {}
             progress::Outcome::Converged(_) => return Ok(()),
             progress::Outcome::Failed(message) => bail!(message),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(Duration::from_millis(100)) => {}
-            _ = &mut interrupted => {
-                if !quiet {
-                    println!("Operation continuing in background.");
-                    println!("Use `shoal service ps {service_id}` to check progress.");
-                }
-                return Ok(());
-            }
         }
     }
 }
@@ -640,7 +651,13 @@ async fn inspect(daemon: &mut Daemon, references: Vec<String>, pretty: bool) -> 
     let mut errors = Vec::new();
     for reference in references {
         match get_service(&mut daemon.control, &reference).await {
-            Ok(service) => found.push(service),
+            Ok(mut service) => {
+                // As the docker CLI asks with `insertDefaults`: the effective settings.
+                if let Some(spec) = service.spec.as_mut() {
+                    ::spec::defaults::insert_service_defaults(spec);
+                }
+                found.push(service);
+            }
             Err(error) => errors.push(format!("{error:#}")),
         }
     }

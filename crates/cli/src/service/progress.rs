@@ -155,7 +155,7 @@ fn task_line(id: String, task: &api::Task, total: u64, jobs: bool) -> ProgressLi
     }
 }
 
-/// The lines for one poll of `ServiceProgress`, in docker's order.
+/// The lines for one message of `ServiceProgress`, in docker's order.
 pub(crate) fn render(response: &api::ServiceProgressResponse) -> Vec<ProgressLine> {
     let desired = response.desired;
     let done = response.done;
@@ -310,7 +310,7 @@ pub(crate) enum Expecting {
     Rollback,
 }
 
-/// Where waiting stands after one poll.
+/// Where waiting stands after one progress message.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Outcome {
     Waiting,
@@ -321,7 +321,7 @@ pub(crate) enum Outcome {
 }
 
 /// Why the service is being rolled back, while it is: a completed rollback's own message only
-/// says that it completed, so the waiting command keeps the reason from earlier polls.
+/// says that it completed, so the waiting command keeps the reason from earlier messages.
 pub(crate) fn rollback_reason(response: &api::ServiceProgressResponse) -> Option<String> {
     (update_state(response) == Some(api::update_status::UpdateState::RollbackStarted))
         .then(|| update_message(response))

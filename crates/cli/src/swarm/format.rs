@@ -309,6 +309,8 @@ pub(crate) struct NodeRow {
     pub(crate) availability: String,
     pub(crate) manager_status: String,
     pub(crate) engine_version: String,
+    /// Shown in JSON only, as by the docker CLI.
+    pub(crate) tls_status: &'static str,
 }
 
 pub(crate) const NODE_HEADER: [&str; 6] = [
@@ -341,13 +343,18 @@ impl ListRow for NodeRow {
         json!({
             "ID": self.id, "Self": self.is_self, "Hostname": self.hostname, "Status": self.status,
             "Availability": self.availability, "ManagerStatus": self.manager_status,
-            "EngineVersion": self.engine_version, "TLSStatus": "Unknown",
+            "EngineVersion": self.engine_version, "TLSStatus": self.tls_status,
         })
     }
 }
 
-/// The rows of `node ls`, sorted by hostname as docker sorts them.
-pub(crate) fn node_rows(nodes: &[api::Node], local_node_id: &str) -> Vec<NodeRow> {
+/// The rows of `node ls`, sorted by hostname as docker sorts them; `cluster_tls` is the
+/// cluster's TLS information, which each node's is compared with.
+pub(crate) fn node_rows(
+    nodes: &[api::Node],
+    local_node_id: &str,
+    cluster_tls: Option<&api::NodeTlsInfo>,
+) -> Vec<NodeRow> {
     let mut rows: Vec<NodeRow> = nodes
         .iter()
         .map(|node| {
@@ -371,6 +378,10 @@ pub(crate) fn node_rows(nodes: &[api::Node], local_node_id: &str) -> Vec<NodeRow
                     .and_then(|d| d.engine.as_ref())
                     .map(|e| e.engine_version.clone())
                     .unwrap_or_default(),
+                tls_status: spec::tls_info::status(
+                    node.description.as_ref().and_then(|d| d.tls_info.as_ref()),
+                    cluster_tls,
+                ),
             }
         })
         .collect();
@@ -558,7 +569,7 @@ mod tests {
             node("nodeID2", "node-10-foo", Some(false)),
             node("nodeID3", "node-1-foo", None),
         ];
-        let rows = node_rows(&nodes, "nodeID1");
+        let rows = node_rows(&nodes, "nodeID1", None);
         let cells: Vec<Vec<String>> = rows.iter().map(NodeRow::cells).collect();
         let text = crate::service::format::table(&NODE_HEADER, &cells);
         assert_eq!(

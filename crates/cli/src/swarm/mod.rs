@@ -660,7 +660,17 @@ pub(crate) async fn node(host: &str, command: NodeCommand) -> anyhow::Result<()>
                     .into_inner()
                     .node_id
             };
-            let rows = format::node_rows(&nodes, &local);
+            // Only JSON shows the TLS status, which needs the cluster's root.
+            let cluster_tls = if json && !nodes.is_empty() {
+                get_cluster(&mut daemon)
+                    .await?
+                    .root_ca
+                    .as_ref()
+                    .and_then(spec::tls_info::of_cluster)
+            } else {
+                None
+            };
+            let rows = format::node_rows(&nodes, &local, cluster_tls.as_ref());
             print_rows(&rows, &format::NODE_HEADER, quiet, json);
         }
         NodeCommand::Inspect { pretty, nodes } => {

@@ -32,6 +32,28 @@ pub(crate) fn insert_nonempty(object: &mut Map<String, Value>, key: &str, value:
     }
 }
 
+/// Docker's `TLSInfo`: the trusted roots as PEM text, the issuer's subject and public key as
+/// DER (base64, as Go writes bytes); empty parts left out.
+pub(crate) fn tls_info_json(info: Option<&api::NodeTlsInfo>) -> Value {
+    use base64::Engine as _;
+    use base64::prelude::BASE64_STANDARD;
+    let mut object = Map::new();
+    if let Some(info) = info {
+        insert_nonempty(
+            &mut object,
+            "TrustRoot",
+            json!(String::from_utf8_lossy(&info.trust_root)),
+        );
+        for (key, bytes) in [
+            ("CertIssuerSubject", &info.cert_issuer_subject),
+            ("CertIssuerPublicKey", &info.cert_issuer_public_key),
+        ] {
+            insert_nonempty(&mut object, key, json!(BASE64_STANDARD.encode(bytes)));
+        }
+    }
+    Value::Object(object)
+}
+
 /// Go's RFC3339Nano (trailing zeros of the fraction dropped), as Docker writes `CreatedAt`; a
 /// missing time reads as the epoch.
 pub fn rfc3339_nano(timestamp: Option<&api::Timestamp>) -> String {

@@ -6,7 +6,7 @@ use shoal_proto::api;
 use spec::enums::{TextForm as _, text_of};
 
 use super::ShapeError;
-use super::common::{annotations_from_json, insert_meta, labels_json};
+use super::common::{annotations_from_json, insert_meta, labels_json, tls_info_json};
 use super::read::Object;
 
 /// Docker's word for a node's state.
@@ -94,6 +94,7 @@ pub fn node_inspect_json(node: &api::Node) -> Value {
             "Platform": {"Architecture": platform.architecture, "OS": platform.os},
             "Resources": {"NanoCPUs": resources.nano_cpus, "MemoryBytes": resources.memory_bytes},
             "Engine": Value::Object(engine_json),
+            "TLSInfo": tls_info_json(description.tls_info.as_ref()),
         }),
     );
     object.insert("Status".into(), Value::Object(status_json));

@@ -8,7 +8,7 @@ use shoal_proto::api;
 use super::ShapeError;
 use super::common::{
     annotations_from_json, driver_from_json, driver_json, duration_nanos, insert_meta,
-    insert_nonempty, labels_json,
+    insert_nonempty, labels_json, tls_info_json,
 };
 use super::read::Object;
 
@@ -116,7 +116,15 @@ fn cluster_info_json(cluster: &api::Cluster) -> Value {
         "Spec".into(),
         cluster_spec_json(&cluster.spec.clone().unwrap_or_default()),
     );
-    object.insert("RootRotationInProgress".into(), json!(false));
+    let root_ca = cluster.root_ca.as_ref();
+    object.insert(
+        "TLSInfo".into(),
+        tls_info_json(root_ca.and_then(spec::tls_info::of_cluster).as_ref()),
+    );
+    object.insert(
+        "RootRotationInProgress".into(),
+        json!(root_ca.is_some_and(|root| root.root_rotation.is_some())),
+    );
     object.insert(
         "DefaultAddrPool".into(),
         json!(cluster.default_address_pool),
@@ -133,14 +141,6 @@ pub fn swarm_inspect_json(cluster: &api::Cluster) -> Value {
     let root_ca = cluster.root_ca.clone().unwrap_or_default();
     let tokens = root_ca.join_tokens.unwrap_or_default();
     value["JoinTokens"] = json!({"Worker": tokens.worker, "Manager": tokens.manager});
-    // The issuer's subject and key Docker also shows need the certificate parsed; not here.
-    let mut tls = Map::new();
-    insert_nonempty(
-        &mut tls,
-        "TrustRoot",
-        json!(String::from_utf8_lossy(&root_ca.ca_cert)),
-    );
-    value["TLSInfo"] = Value::Object(tls);
     value
 }
 

@@ -75,6 +75,15 @@ macro_rules! delegate_control {
             ) -> Result<Response<Self::ServiceLogsStream>, Status> {
                 Control::service_logs(&self.active()?, request).await
             }
+
+            type ServiceProgressStream = <ControlApi as Control>::ServiceProgressStream;
+
+            async fn service_progress(
+                &self,
+                request: Request<ServiceProgressRequest>,
+            ) -> Result<Response<Self::ServiceProgressStream>, Status> {
+                Control::service_progress(&self.active()?, request).await
+            }
         }
     };
 }
@@ -104,7 +113,6 @@ delegate_control! {
     remove_service(RemoveServiceRequest) -> RemoveServiceResponse;
     list_tasks(ListTasksRequest) -> ListTasksResponse;
     get_task(GetTaskRequest) -> TaskResponse;
-    service_progress(ServiceProgressRequest) -> ServiceProgressResponse;
     deploy_stack(DeployStackRequest) -> DeployStackResponse;
     list_stacks(ListStacksRequest) -> ListStacksResponse;
     remove_stack(RemoveStackRequest) -> StackChangesResponse;

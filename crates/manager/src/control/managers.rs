@@ -8,15 +8,26 @@ use shoal_proto::api::{Node, raft_member_status};
 
 use crate::error::ManagerError;
 
-/// Whether manager `raft_id` may stop being one (demotion, or leaving the swarm). The managers
-/// left, counting only those reachable now, must be a majority of the managers now: then the
-/// change itself commits even if the departing manager dies half-way, and the swarm keeps its
-/// quorum afterwards. So the last manager never goes, one of two never goes, and one of three
-/// goes only while the other two are reachable.
+/// How a manager stops being one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Departure {
+    /// Another manager demotes it, while it still takes part in the change.
+    Demotion,
+    /// It leaves the swarm itself (`swarm leave`, which `--force` overrides).
+    Leave,
+}
+
+/// Whether manager `raft_id` may stop being one. The last manager never goes.
+/// - A demotion needs the managers that stay, counting only those reachable now, to be a
+///   quorum of their own group, as SwarmKit's rule is: one of two may be demoted, and one of
+///   three only while the other two are reachable.
+/// - A leave needs them to be a majority of the managers now, so that the change commits even
+///   if the leaving manager stops half-way: one of two never leaves without `--force`.
 pub(crate) fn check_manager_may_go(
     raft_id: u64,
     voters: &BTreeSet<u64>,
     unreachable: &BTreeSet<u64>,
+    departure: Departure,
     what: &str,
 ) -> Result<(), ManagerError> {
     let total = voters.len();
@@ -29,10 +40,20 @@ pub(crate) fn check_manager_may_go(
         .iter()
         .filter(|voter| **voter != raft_id && !unreachable.contains(voter))
         .count();
-    if reachable_after * 2 <= total {
-        return Err(ManagerError::FailedPrecondition(format!(
-            "{what} is refused: it would leave {reachable_after} reachable manager(s) of the {total} now, not a majority, and the swarm would lose its Raft quorum; promote another node first (or use --force where offered)"
-        )));
+    let enough = match departure {
+        Departure::Demotion => reachable_after > (total - 1) / 2,
+        Departure::Leave => reachable_after * 2 > total,
+    };
+    if !enough {
+        let staying = total - 1;
+        return Err(ManagerError::FailedPrecondition(match departure {
+            Departure::Demotion => format!(
+                "{what} is refused: only {reachable_after} of the {staying} managers that would stay are reachable, not a quorum of them, and the swarm would lose its Raft quorum; bring the unreachable managers back or promote another node first"
+            ),
+            Departure::Leave => format!(
+                "{what} is refused: it would leave {reachable_after} reachable manager(s) of the {total} now, not a majority, and the swarm would lose its Raft quorum; promote another node first (or use --force where offered)"
+            ),
+        }));
     }
     Ok(())
 }
@@ -73,10 +94,19 @@ mod tests {
         ids.iter().copied().collect()
     }
 
+    use Departure::{Demotion, Leave};
+
     #[test]
-    fn one_of_three_may_go_but_not_the_second_nor_the_last() {
-        assert!(check_manager_may_go(1, &set(&[1, 2, 3]), &set(&[]), "demoting").is_ok());
-        let second = check_manager_may_go(1, &set(&[1, 2]), &set(&[]), "demoting")
+    fn one_of_two_may_be_demoted_but_not_leave_and_the_last_never_goes() {
+        for departure in [Demotion, Leave] {
+            assert!(check_manager_may_go(1, &set(&[1, 2, 3]), &set(&[]), departure, "x").is_ok());
+            let last = check_manager_may_go(1, &set(&[1]), &set(&[]), departure, "x")
+                .unwrap_err()
+                .to_string();
+            assert!(last.contains("last manager"), "{last}");
+        }
+        assert!(check_manager_may_go(1, &set(&[1, 2]), &set(&[]), Demotion, "x").is_ok());
+        let second = check_manager_may_go(1, &set(&[1, 2]), &set(&[]), Leave, "leaving")
             .unwrap_err()
             .to_string();
         assert!(
@@ -84,18 +114,25 @@ mod tests {
             "{second}"
         );
         assert!(second.contains("quorum"), "{second}");
-        let last = check_manager_may_go(1, &set(&[1]), &set(&[]), "leaving")
-            .unwrap_err()
-            .to_string();
-        assert!(last.contains("last manager"), "{last}");
     }
 
     #[test]
     fn unreachable_managers_do_not_count() {
-        // Of five, two unreachable: the remaining two reachable are no majority.
-        assert!(check_manager_may_go(1, &set(&[1, 2, 3, 4, 5]), &set(&[4, 5]), "x").is_err());
-        assert!(check_manager_may_go(1, &set(&[1, 2, 3, 4, 5]), &set(&[5]), "x").is_ok());
-        // The departing manager's own reachability does not matter.
-        assert!(check_manager_may_go(3, &set(&[1, 2, 3]), &set(&[3]), "x").is_ok());
+        for departure in [Demotion, Leave] {
+            // Of five, two unreachable: the two reachable that stay are no quorum of four.
+            let five = set(&[1, 2, 3, 4, 5]);
+            assert!(check_manager_may_go(1, &five, &set(&[4, 5]), departure, "x").is_err());
+            assert!(check_manager_may_go(1, &five, &set(&[5]), departure, "x").is_ok());
+            // Of three, one unreachable: the one reachable that stays is no quorum of two.
+            let three = set(&[1, 2, 3]);
+            assert!(check_manager_may_go(1, &three, &set(&[3]), departure, "x").is_err());
+            // The departing manager's own reachability does not matter.
+            assert!(check_manager_may_go(3, &three, &set(&[3]), departure, "x").is_ok());
+        }
+        // Of four, one unreachable: two of the three that stay are a quorum of them, but no
+        // majority of the four now.
+        let four = set(&[1, 2, 3, 4]);
+        assert!(check_manager_may_go(1, &four, &set(&[4]), Demotion, "x").is_ok());
+        assert!(check_manager_may_go(1, &four, &set(&[4]), Leave, "x").is_err());
     }
 }

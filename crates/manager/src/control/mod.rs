@@ -13,7 +13,7 @@ mod resolve;
 mod service_spec;
 mod stacks;
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
 use raft_store::{ReadConsistency, Store, StoreView};
@@ -41,6 +41,8 @@ use crate::dispatcher::{LogBroker, LogReading, LogStream, LogTarget};
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::{ClusterSnapshot, GivenUpSlots};
+use crate::view::ClusterView;
+use crate::view::shared::SharedView;
 use payloads::Payload;
 
 /// Attempts at a stack change or network removal that keeps meeting concurrent writes.
@@ -50,6 +52,9 @@ const FRESH_READ_ATTEMPTS: usize = 5;
 #[derive(Clone)]
 pub struct ControlApi {
     store: Arc<Store>,
+    /// The decoded, indexed store the node and task reads use, so a read with a filter costs
+    /// what it returns.
+    view: Arc<SharedView>,
     given_up: watch::Receiver<GivenUpSlots>,
     logs: LogBroker,
 }
@@ -159,11 +164,13 @@ fn update_paused(service: &Service) -> bool {
 impl ControlApi {
     pub(crate) fn new(
         store: Arc<Store>,
+        view: Arc<SharedView>,
         given_up: watch::Receiver<GivenUpSlots>,
         logs: LogBroker,
     ) -> ControlApi {
         ControlApi {
             store,
+            view,
             given_up,
             logs,
         }
@@ -175,6 +182,16 @@ impl ControlApi {
         read: impl FnOnce(&StoreView<'_>) -> Result<R, ManagerError>,
     ) -> Result<R, ManagerError> {
         self.store.view(ReadConsistency::Linearizable, read).await?
+    }
+
+    /// Reads the indexed view at an index that includes every write acknowledged before the
+    /// call.
+    async fn read_view<R>(
+        &self,
+        read: impl FnOnce(&ClusterView) -> Result<R, ManagerError>,
+    ) -> Result<R, ManagerError> {
+        self.store.read_barrier().await?;
+        self.view.read_current(read)?
     }
 
     async fn read_objects(&self) -> Result<Objects, ManagerError> {
@@ -429,7 +446,11 @@ impl ControlApi {
             if status.voters.contains_key(&manager.raft_id)
                 || status.learners.contains_key(&manager.raft_id)
             {
-                self.check_manager_may_go(manager.raft_id, &format!("demoting node {}", node.id))?;
+                self.check_manager_may_go(
+                    manager.raft_id,
+                    managers::Departure::Demotion,
+                    &format!("demoting node {}", node.id),
+                )?;
                 self.store.remove_member(manager.raft_id).await?;
             }
             tracing::info!(node = %node.id, member = manager.raft_id, "manager left the Raft group");
@@ -450,10 +471,15 @@ impl ControlApi {
         self.read_back(&node.id).await
     }
 
-    fn check_manager_may_go(&self, raft_id: u64, what: &str) -> Result<(), ManagerError> {
+    fn check_manager_may_go(
+        &self,
+        raft_id: u64,
+        departure: managers::Departure,
+        what: &str,
+    ) -> Result<(), ManagerError> {
         let status = self.store.status();
         let voters = status.voters.keys().copied().collect();
-        managers::check_manager_may_go(raft_id, &voters, &status.unreachable, what)
+        managers::check_manager_may_go(raft_id, &voters, &status.unreachable, departure, what)
     }
 
     /// Takes this manager out of the Raft group, for `swarm leave`. Without `force`, refused
@@ -462,7 +488,7 @@ impl ControlApi {
         let status = self.store.status();
         let raft_id = status.member_id;
         if !force {
-            self.check_manager_may_go(raft_id, "leaving the swarm")
+            self.check_manager_may_go(raft_id, managers::Departure::Leave, "leaving the swarm")
                 .map_err(|error| {
                     ManagerError::FailedPrecondition(format!(
                         "{error}. Use 'shoal swarm leave --force' to leave anyway"
@@ -828,36 +854,61 @@ impl ControlApi {
     }
 
     async fn list_tasks(&self, request: ListTasksRequest) -> Result<Vec<Task>, ManagerError> {
-        let objects = self.read_objects().await?;
-        let services = visible_services(&objects.services);
-        let mut service_ids = Vec::new();
-        for reference in &request.services {
-            service_ids.push(resolve_service(&services, reference)?.id.clone());
-        }
-        let mut node_ids = Vec::new();
-        for reference in &request.nodes {
-            node_ids.push(resolve_node(&objects.nodes, reference)?.id.clone());
-        }
-        Ok(objects
-            .tasks
-            .into_iter()
-            .filter(|task| service_ids.is_empty() || service_ids.contains(&task.service_id))
-            .filter(|task| node_ids.is_empty() || node_ids.contains(&task.node_id))
-            .collect())
+        self.read_view(|view| {
+            let services: Vec<Service> = view
+                .services()
+                .filter(|service| !service.pending_delete)
+                .cloned()
+                .collect();
+            let mut service_ids = BTreeSet::new();
+            for reference in &request.services {
+                service_ids.insert(resolve_service(&services, reference)?.id.clone());
+            }
+            let mut node_ids = BTreeSet::new();
+            if !request.nodes.is_empty() {
+                let nodes: Vec<Node> = view.nodes().cloned().collect();
+                for reference in &request.nodes {
+                    node_ids.insert(resolve_node(&nodes, reference)?.id.clone());
+                }
+            }
+            // The narrower index picks the candidates; the other filter checks them.
+            let candidates: Vec<&Task> = if !service_ids.is_empty() {
+                service_ids
+                    .iter()
+                    .flat_map(|id| view.tasks_of_service(id))
+                    .collect()
+            } else if !node_ids.is_empty() {
+                node_ids
+                    .iter()
+                    .flat_map(|id| view.tasks_on_node(id))
+                    .collect()
+            } else {
+                view.tasks().collect()
+            };
+            let mut tasks: Vec<Task> = candidates
+                .into_iter()
+                .filter(|task| node_ids.is_empty() || node_ids.contains(&task.node_id))
+                .cloned()
+                .collect();
+            tasks.sort_by(|left, right| left.id.cmp(&right.id));
+            Ok(tasks)
+        })
+        .await
+    }
+
+    /// Every node, in id order.
+    async fn nodes(&self) -> Result<Vec<Node>, ManagerError> {
+        self.read_view(|view| {
+            let mut nodes: Vec<Node> = view.nodes().cloned().collect();
+            nodes.sort_by(|left, right| left.id.cmp(&right.id));
+            Ok(nodes)
+        })
+        .await
     }
 
     async fn progress(&self, reference: &str) -> Result<ServiceProgressResponse, ManagerError> {
         let objects = self.read_objects().await?;
-        let services = visible_services(&objects.services);
-        let service_id = resolve_service(&services, reference)?.id.clone();
-        let snapshot = ClusterSnapshot::new(&services, &objects.nodes, &objects.tasks);
-        let given_up = self.given_up.borrow().clone();
-        progress::service_progress(&snapshot, &service_id, &given_up).ok_or_else(|| {
-            ManagerError::NotFound {
-                kind: "service",
-                reference: reference.to_owned(),
-            }
-        })
+        progress_of(&objects, reference, &self.given_up.borrow())
     }
 
     /// The nodes and tasks a log request reads from.
@@ -911,6 +962,98 @@ fn log_targets_of<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> Vec<LogTarge
         .into_iter()
         .map(|(node_id, task_ids)| LogTarget { node_id, task_ids })
         .collect()
+}
+
+fn progress_of(
+    objects: &Objects,
+    reference: &str,
+    given_up: &GivenUpSlots,
+) -> Result<ServiceProgressResponse, ManagerError> {
+    let services = visible_services(&objects.services);
+    let service_id = resolve_service(&services, reference)?.id.clone();
+    let snapshot = ClusterSnapshot::new(&services, &objects.nodes, &objects.tasks);
+    progress::service_progress(&snapshot, &service_id, given_up).ok_or_else(|| {
+        ManagerError::NotFound {
+            kind: "service",
+            reference: reference.to_owned(),
+        }
+    })
+}
+
+/// The shortest time between two progress messages to one caller: a rollout commits task
+/// states in quick succession, and a display needs no more than ten frames a second.
+const PROGRESS_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// Whether a committed entry can move service `service_id`'s progress: it changes the service,
+/// one of its tasks, or a node (whose state can keep slots from being placed).
+fn moves_progress(committed: &raft_store::CommittedChanges, service_id: &str) -> bool {
+    committed.changes.iter().any(|change| {
+        let record = change.object();
+        (record.kind == Service::KIND && record.id == service_id)
+            || record.kind == Node::KIND
+            || (record.kind == Task::KIND
+                && objects::decode::<Task>(record).is_ok_and(|task| task.service_id == service_id))
+    })
+}
+
+/// Sends `first`, then service `service_id`'s progress again whenever a committed change or
+/// a given-up slot moves it, from the latest state and at most every [`PROGRESS_INTERVAL`],
+/// until the caller hangs up; a removed service ends the stream with NotFound. `watch` began
+/// before `first` was read, so no change falls between.
+async fn push_progress(
+    store: Arc<Store>,
+    mut given_up: watch::Receiver<GivenUpSlots>,
+    service_id: String,
+    first: ServiceProgressResponse,
+    mut changes: raft_store::Watch,
+    sender: tokio::sync::mpsc::Sender<Result<ServiceProgressResponse, Status>>,
+) {
+    let mut last = first.clone();
+    let mut last_sent = tokio::time::Instant::now();
+    if sender.send(Ok(first)).await.is_err() {
+        return;
+    }
+    loop {
+        tokio::select! {
+            () = sender.closed() => return,
+            changed = given_up.changed() => if changed.is_err() {
+                return;
+            },
+            committed = changes.next() => match committed {
+                Ok(committed) if !moves_progress(&committed, &service_id) => continue,
+                Ok(_) => {}
+                // The progress is read from the whole store, so a fresh position loses nothing.
+                Err(raft_store::StoreError::WatchCompacted { .. }) => {
+                    changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
+                }
+                Err(error) => {
+                    let _ = sender.send(Err(ManagerError::from(error).into())).await;
+                    return;
+                }
+            },
+        }
+        tokio::select! {
+            () = sender.closed() => return,
+            () = tokio::time::sleep_until(last_sent + PROGRESS_INTERVAL) => {}
+        }
+        let next = store
+            .local_view(decode_objects)
+            .and_then(|objects| progress_of(&objects, &service_id, &given_up.borrow()));
+        match next {
+            Ok(next) if next == last => {}
+            Ok(next) => {
+                last = next.clone();
+                last_sent = tokio::time::Instant::now();
+                if sender.send(Ok(next)).await.is_err() {
+                    return;
+                }
+            }
+            Err(error) => {
+                let _ = sender.send(Err(error.into())).await;
+                return;
+            }
+        }
+    }
 }
 
 /// Adds the tasks of `services` that start while subscription `id` follows them, as committed
@@ -993,17 +1136,19 @@ impl Control for ControlApi {
     }
 
     async fn list_nodes(&self, _: Request<ListNodesRequest>) -> ControlResult<ListNodesResponse> {
+        let nodes = self.nodes().await;
         let status = self.store.status();
-        reply(self.read_objects().await.map(|objects| ListNodesResponse {
-            nodes: managers::with_live_manager_status(objects.nodes, &status),
+        reply(nodes.map(|nodes| ListNodesResponse {
+            nodes: managers::with_live_manager_status(nodes, &status),
         }))
     }
 
     async fn get_node(&self, request: Request<GetNodeRequest>) -> ControlResult<NodeResponse> {
         let reference = request.into_inner().node;
+        let nodes = self.nodes().await;
         let status = self.store.status();
-        reply(self.read_objects().await.and_then(|objects| {
-            let node = resolve_node(&objects.nodes, &reference)?.clone();
+        reply(nodes.and_then(|nodes| {
+            let node = resolve_node(&nodes, &reference)?.clone();
             Ok(NodeResponse {
                 node: managers::with_live_manager_status(vec![node], &status).pop(),
             })
@@ -1381,18 +1526,52 @@ impl Control for ControlApi {
 
     async fn get_task(&self, request: Request<GetTaskRequest>) -> ControlResult<TaskResponse> {
         let reference = request.into_inner().task;
-        reply(self.read_objects().await.and_then(|objects| {
-            Ok(TaskResponse {
-                task: Some(resolve_task(&objects.tasks, &reference)?.clone()),
+        let task = self
+            .read_view(|view| match view.task(&reference) {
+                Some(task) => Ok(task.clone()),
+                // Not a whole id: a prefix, looked up among them all.
+                None => {
+                    let tasks: Vec<Task> = view.tasks().cloned().collect();
+                    resolve_task(&tasks, &reference).cloned()
+                }
             })
-        }))
+            .await;
+        reply(task.map(|task| TaskResponse { task: Some(task) }))
     }
+
+    type ServiceProgressStream = std::pin::Pin<
+        Box<dyn futures::Stream<Item = Result<ServiceProgressResponse, Status>> + Send>,
+    >;
 
     async fn service_progress(
         &self,
         request: Request<ServiceProgressRequest>,
-    ) -> ControlResult<ServiceProgressResponse> {
-        reply(self.progress(&request.into_inner().service).await)
+    ) -> ControlResult<Self::ServiceProgressStream> {
+        // Watching from before the first read, so a change meanwhile is pushed either way.
+        let changes = self
+            .store
+            .watch(self.store.local_view(|view| view.applied_index()) + 1);
+        let first = self
+            .progress(&request.into_inner().service)
+            .await
+            .map_err(Status::from)?;
+        let service_id = first
+            .service
+            .as_ref()
+            .map(|service| service.id.clone())
+            .unwrap_or_default();
+        let (sender, receiver) = tokio::sync::mpsc::channel(4);
+        tokio::spawn(push_progress(
+            Arc::clone(&self.store),
+            self.given_up.clone(),
+            service_id,
+            first,
+            changes,
+            sender,
+        ));
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
     }
 
     type ServiceLogsStream = LogStream;

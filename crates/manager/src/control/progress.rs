@@ -31,7 +31,8 @@ fn current_tasks<'a>(
 }
 
 /// Docker's service status: running tasks, the tasks the spec asks for, and completed ones
-/// (jobs).
+/// (jobs). A replicated job asks for as many as may run at once, finished or not, as SwarmKit
+/// counts it (`service ls` shows a finished job of 2 as `0/2 (2/2 completed)`).
 pub(crate) fn service_status(snapshot: &ClusterSnapshot<'_>, service: &Service) -> ServiceStatus {
     let Some(mode) = ServiceMode::of_service(service) else {
         return ServiceStatus::default();
@@ -47,10 +48,7 @@ pub(crate) fn service_status(snapshot: &ClusterSnapshot<'_>, service: &Service) 
     let completed_tasks = count(&|task| observed_state(task) == TaskState::Complete);
     let desired_tasks = match mode {
         ServiceMode::Replicated { replicas } => replicas,
-        ServiceMode::ReplicatedJob {
-            max_concurrent,
-            total_completions,
-        } => max_concurrent.min(total_completions.saturating_sub(completed_tasks)),
+        ServiceMode::ReplicatedJob { max_concurrent, .. } => max_concurrent,
         ServiceMode::Global => count(&|task| task.desired_state == TaskState::Running as i32),
         ServiceMode::GlobalJob => count(&|task| {
             task.desired_state == TaskState::Complete as i32
@@ -194,8 +192,8 @@ pub(crate) fn service_progress(
 #[cfg(test)]
 mod tests {
     use shoal_proto::api::{
-        Annotations, Meta, ReplicatedService, ServiceSpec, TaskStatus, Timestamp, Version,
-        service_spec,
+        Annotations, Meta, ReplicatedJob, ReplicatedService, ServiceSpec, TaskStatus, Timestamp,
+        Version, service_spec,
     };
 
     use super::*;
@@ -279,6 +277,33 @@ mod tests {
             &web,
         );
         assert_eq!((status.running_tasks, status.desired_tasks), (2, 2));
+    }
+
+    #[test]
+    fn a_finished_replicated_job_still_desires_its_concurrency() {
+        let mut job = service(0, 1);
+        if let Some(spec) = job.spec.as_mut() {
+            spec.mode = Some(service_spec::Mode::ReplicatedJob(ReplicatedJob {
+                max_concurrent: 2,
+                total_completions: 2,
+            }));
+        }
+        let tasks = [
+            task(1, TaskState::Complete, "", 1),
+            task(2, TaskState::Complete, "", 1),
+        ];
+        let status = service_status(
+            &ClusterSnapshot::new(std::slice::from_ref(&job), &[], &tasks),
+            &job,
+        );
+        assert_eq!(
+            (
+                status.running_tasks,
+                status.desired_tasks,
+                status.completed_tasks
+            ),
+            (0, 2, 2)
+        );
     }
 
     #[test]

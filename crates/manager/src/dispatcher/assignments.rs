@@ -5,12 +5,10 @@
 use std::collections::BTreeSet;
 
 use prost::Message as _;
-use raft_store::StoreView;
 use shoal_proto::api::{AssignmentsMessage, Config, Secret, Task, TaskState, task_spec};
 
-use crate::error::ManagerError;
-use crate::objects::{self, ClusterObject};
 use crate::orchestrator::{is_terminal, observed_state};
+use crate::view::{ClusterView, Touched};
 
 /// What decides whether a new set must be sent: each task's id and desired state.
 pub(crate) type AssignmentKey = Vec<(String, i32)>;
@@ -24,17 +22,38 @@ pub(crate) fn is_assigned_to(task: &Task, node_id: &str) -> bool {
         && !(task.desired_state >= TaskState::Remove as i32 && is_terminal(observed))
 }
 
-/// The node's assignment set at `view`, its change key, and the secrets and configs its tasks
-/// reference.
-pub(crate) fn assignment_set(
-    view: &StoreView<'_>,
+/// A node's assignment set, its change key, and what else it was built from.
+pub(crate) struct AssignmentSet {
+    pub(crate) key: AssignmentKey,
+    pub(crate) message: AssignmentsMessage,
+    /// The secrets and configs the node's tasks reference, found or not.
+    pub(crate) secret_ids: BTreeSet<String>,
+    pub(crate) config_ids: BTreeSet<String>,
+}
+
+/// Whether changes that touched `touched` may change node `node_id`'s set: its tasks, or a
+/// secret or config they reference (the set's `secret_ids` and `config_ids`). Anything else
+/// leaves the set as it is, so it is not built again.
+pub(crate) fn is_touched_by(
+    touched: &Touched,
     node_id: &str,
-) -> Result<(AssignmentKey, AssignmentsMessage), ManagerError> {
-    let mut tasks: Vec<Task> = objects::decode_all::<Task>(view.list(Task::KIND))?
-        .into_iter()
+    secret_ids: &BTreeSet<String>,
+    config_ids: &BTreeSet<String>,
+) -> bool {
+    touched.everything
+        || touched.task_nodes.contains(node_id)
+        || !touched.secrets.is_disjoint(secret_ids)
+        || !touched.configs.is_disjoint(config_ids)
+}
+
+/// Node `node_id`'s assignment set in `view`, from the node's own tasks only.
+pub(crate) fn assignment_set(view: &ClusterView, node_id: &str) -> AssignmentSet {
+    // In id order, as the view's index keeps them.
+    let tasks: Vec<Task> = view
+        .tasks_on_node(node_id)
         .filter(|task| is_assigned_to(task, node_id))
+        .cloned()
         .collect();
-    tasks.sort_by(|left, right| left.id.cmp(&right.id));
     let key = tasks
         .iter()
         .map(|task| (task.id.clone(), task.desired_state))
@@ -51,17 +70,17 @@ pub(crate) fn assignment_set(
     }
     let secrets = secret_ids
         .iter()
-        .filter_map(|id| view.get(Secret::KIND, id))
-        .map(objects::decode::<Secret>)
-        .collect::<Result<_, _>>()?;
+        .filter_map(|id| view.secret(id))
+        .cloned()
+        .collect();
     let configs = config_ids
         .iter()
-        .filter_map(|id| view.get(Config::KIND, id))
-        .map(objects::decode::<Config>)
-        .collect::<Result<_, _>>()?;
-    Ok((
+        .filter_map(|id| view.config(id))
+        .cloned()
+        .collect();
+    AssignmentSet {
         key,
-        AssignmentsMessage {
+        message: AssignmentsMessage {
             version: 0,
             tasks,
             secrets,
@@ -69,7 +88,9 @@ pub(crate) fn assignment_set(
             part: 0,
             more: false,
         },
-    ))
+        secret_ids,
+        config_ids,
+    }
 }
 
 /// The most bytes of tasks, secrets and configs in one assignment message. A gRPC client
@@ -258,5 +279,106 @@ mod tests {
         // Not scheduled yet, or elsewhere.
         assert!(!is_assigned_to(&task("n1", Pending, Running), "n1"));
         assert!(!is_assigned_to(&task("n2", Running, Running), "n1"));
+    }
+
+    fn referencing(mut task: Task, secret_ids: &[&str], config_ids: &[&str]) -> Task {
+        task.spec = Some(shoal_proto::api::TaskSpec {
+            runtime: Some(task_spec::Runtime::Container(
+                shoal_proto::api::ContainerSpec {
+                    secrets: secret_ids
+                        .iter()
+                        .map(|id| shoal_proto::api::SecretReference {
+                            secret_id: (*id).to_owned(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    configs: config_ids
+                        .iter()
+                        .map(|id| shoal_proto::api::ConfigReference {
+                            config_id: (*id).to_owned(),
+                            ..Default::default()
+                        })
+                        .collect(),
+                    ..Default::default()
+                },
+            )),
+            ..Default::default()
+        });
+        task
+    }
+
+    #[test]
+    fn a_nodes_set_is_its_assigned_tasks_in_id_order_with_what_they_reference() {
+        use TaskState::*;
+        use raft_store::{ChangeEvent, CommittedChanges};
+
+        let with_id = |id: &str, task: Task| Task {
+            id: id.to_owned(),
+            ..task
+        };
+        let records = [
+            crate::view::tests::record(
+                &with_id(
+                    "t2",
+                    referencing(task("n1", Running, Running), &["s1"], &["c1"]),
+                ),
+                4,
+            ),
+            crate::view::tests::record(&with_id("t1", task("n1", Assigned, Running)), 4),
+            crate::view::tests::record(&with_id("t3", task("n1", Shutdown, Remove)), 4),
+            crate::view::tests::record(&with_id("t4", task("n2", Running, Running)), 4),
+            crate::view::tests::record(&secret("s1", 3), 4),
+            crate::view::tests::record(&secret("s2", 3), 4),
+            crate::view::tests::record(
+                &Config {
+                    id: "c1".into(),
+                    ..Default::default()
+                },
+                4,
+            ),
+        ];
+        let mut view = ClusterView::default();
+        view.apply(&CommittedChanges {
+            index: 4,
+            changes: records.into_iter().map(ChangeEvent::Created).collect(),
+        })
+        .unwrap();
+        let set = assignment_set(&view, "n1");
+        let ids: Vec<&str> = set.message.tasks.iter().map(|t| t.id.as_str()).collect();
+        assert_eq!(ids, ["t1", "t2"]);
+        assert_eq!(
+            set.key,
+            vec![
+                ("t1".to_owned(), Running as i32),
+                ("t2".to_owned(), Running as i32)
+            ]
+        );
+        assert_eq!(set.message.secrets.len(), 1);
+        assert_eq!(set.message.secrets[0].id, "s1");
+        assert_eq!(set.message.configs.len(), 1);
+        // What touches the set: its node's tasks, what they reference, or everything.
+        let is_touched =
+            |touched: Touched| is_touched_by(&touched, "n1", &set.secret_ids, &set.config_ids);
+        let ids = |ids: &[&str]| ids.iter().map(|id| (*id).to_owned()).collect();
+        assert!(is_touched(Touched::everything()));
+        assert!(is_touched(Touched {
+            task_nodes: ids(&["n1"]),
+            ..Default::default()
+        }));
+        assert!(is_touched(Touched {
+            secrets: ids(&["s1"]),
+            ..Default::default()
+        }));
+        assert!(is_touched(Touched {
+            configs: ids(&["c1"]),
+            ..Default::default()
+        }));
+        assert!(!is_touched(Touched {
+            task_nodes: ids(&["n2"]),
+            secrets: ids(&["s2"]),
+            configs: ids(&["c2"]),
+            kinds: ids(&["service", "task", "secret"]),
+            everything: false,
+        }));
     }
 }

@@ -23,11 +23,11 @@ use raft_store::{Store, StoreError, TxnRejection};
 use shoal_proto::api::dispatcher_server::Dispatcher;
 use shoal_proto::api::{
     AssignmentsMessage, AssignmentsRequest, Certificate, Cluster, EncryptionKey, HeartbeatRequest,
-    HeartbeatResponse, LogSubscription, LogSubscriptionsRequest, Node, NodeStatus, Peer,
-    PublishLogsMessage, PublishLogsResponse, SessionMessage, SessionRequest, Task,
+    HeartbeatResponse, LogSubscription, LogSubscriptionsRequest, Node, NodeStatus, NodeTlsInfo,
+    Peer, PublishLogsMessage, PublishLogsResponse, SessionMessage, SessionRequest, Task,
     UpdateTaskStatusRequest, UpdateTaskStatusResponse, WeightedPeer, node_status,
 };
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{broadcast, mpsc, oneshot, watch};
 use tokio_stream::StreamExt as _;
 use tonic::{Request, Response, Status, Streaming};
 
@@ -39,6 +39,7 @@ use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::peer::{PeerIdentity, identity_of_request};
 use crate::rate_limit::{PerSourceLimiter, TokenBucket};
+use crate::view::shared::SharedView;
 use shoal_metrics::DispatcherMetrics;
 use spec::time::proto_duration;
 
@@ -54,6 +55,9 @@ struct Session {
     /// Empty for a node that was ready when this dispatcher started and has not come back yet:
     /// it gets the same grace as a live session before it is marked down.
     session_id: String,
+    /// The Raft term this manager led in when the session opened: a session lives only as long
+    /// as that leadership.
+    term: u64,
     last_heartbeat: Instant,
     /// Set to true when the session ends, which closes its streams.
     ended: watch::Sender<bool>,
@@ -64,9 +68,10 @@ struct Session {
 }
 
 impl Session {
-    fn new(session_id: String, ended: watch::Sender<bool>, now: Instant) -> Session {
+    fn new(session_id: String, term: u64, ended: watch::Sender<bool>, now: Instant) -> Session {
         Session {
             session_id,
+            term,
             last_heartbeat: now,
             ended,
             status_calls: TokenBucket::new(limits::STATUS_CALL_RATE, now),
@@ -85,6 +90,8 @@ struct Shared {
     reports: mpsc::UnboundedSender<QueuedReports>,
     logs: LogBroker,
     metrics: DispatcherMetrics,
+    /// The decoded store the assignment streams read, instead of each decoding every task.
+    view: Arc<SharedView>,
 }
 
 /// The dispatcher service; clones share one state.
@@ -99,6 +106,7 @@ impl DispatcherService {
     pub(crate) fn start(
         store: Arc<Store>,
         heartbeat_period: watch::Receiver<Duration>,
+        view: Arc<SharedView>,
         logs: LogBroker,
         metrics: DispatcherMetrics,
         stop: watch::Receiver<bool>,
@@ -116,6 +124,7 @@ impl DispatcherService {
             reports,
             logs,
             metrics,
+            view,
         });
         tokio::spawn(write_status_reports(
             Arc::clone(&shared),
@@ -140,8 +149,14 @@ impl DispatcherService {
 /// A placeholder session for every node the store calls ready, so that each gets one grace
 /// period to open its session with this dispatcher before it is marked down.
 fn grace_sessions(store: &Store) -> Result<HashMap<String, Session>, ManagerError> {
-    let ended = watch::channel(false).0;
-    let now = Instant::now();
+    let term = store.status().term;
+    let (sessions, _) =
+        sessions_on_leading(HashMap::new(), term, ready_nodes(store)?, Instant::now());
+    Ok(sessions)
+}
+
+/// The nodes the store calls ready.
+fn ready_nodes(store: &Store) -> Result<Vec<String>, ManagerError> {
     let nodes: Vec<Node> =
         store.local_view(|view| objects::decode_all::<Node>(view.list(Node::KIND)))?;
     Ok(nodes
@@ -151,8 +166,35 @@ fn grace_sessions(store: &Store) -> Result<HashMap<String, Session>, ManagerErro
                 .as_ref()
                 .is_some_and(|status| status.state() == node_status::State::Ready)
         })
-        .map(|node| (node.id, Session::new(String::new(), ended.clone(), now)))
+        .map(|node| node.id)
         .collect())
+}
+
+/// The sessions to keep, and those to end, once this manager is seen leading in `term`.
+/// Sessions opened in `term` stay: agents reach a new leader before the heartbeat monitor sees
+/// it lead, and ending their sessions would send every one of them round again. Every other
+/// ready node gets a grace session; sessions of earlier terms end.
+fn sessions_on_leading(
+    previous: HashMap<String, Session>,
+    term: u64,
+    ready_nodes: Vec<String>,
+    now: Instant,
+) -> (HashMap<String, Session>, Vec<Session>) {
+    let (mut kept, ended): (HashMap<String, Session>, HashMap<String, Session>) = previous
+        .into_iter()
+        .partition(|(_, session)| session.term == term && !session.session_id.is_empty());
+    let grace_ended = watch::channel(false).0;
+    for node_id in ready_nodes {
+        kept.entry(node_id)
+            .or_insert_with(|| Session::new(String::new(), term, grace_ended.clone(), now));
+    }
+    (kept, ended.into_values().collect())
+}
+
+/// The term this manager leads in, if it leads.
+fn leading_term(store: &Store) -> Option<u64> {
+    let status = store.status();
+    status.is_leader.then_some(status.term)
 }
 
 impl Shared {
@@ -205,10 +247,11 @@ impl Shared {
         })
     }
 
-    fn require_leader(&self) -> Result<(), Status> {
+    /// The term this manager leads in, or a refusal that names the leader.
+    fn require_leader(&self) -> Result<u64, Status> {
         let status = self.store.status();
         if status.is_leader {
-            return Ok(());
+            return Ok(status.term);
         }
         let leader = status
             .leader
@@ -238,6 +281,16 @@ impl Shared {
                 )
             })
             .unwrap_or_default()
+    }
+
+    /// Docker's TLS information of a node that presented `leaf_pem`: it trusts what sessions
+    /// push (the trust bundle), and its issuer is the root that signed its certificate.
+    fn tls_info_of(&self, leaf_pem: &[u8]) -> Option<NodeTlsInfo> {
+        let cluster = self
+            .store
+            .local_view(|view| objects::cluster_of(view).ok().flatten())?;
+        let trust_root = crate::node_ca::trust_bundle(&cluster);
+        spec::tls_info::of_node(leaf_pem, trust_root.as_bytes(), cluster.root_ca.as_ref()?)
     }
 
     fn managers(&self) -> Vec<WeightedPeer> {
@@ -355,35 +408,47 @@ async fn mark_ready_again(store: &Store, node_id: &str) {
 /// A manager that has just become leader gives every ready node a grace period first, and one
 /// that has stopped leading ends its sessions so that their agents go to the new leader.
 async fn mark_silent_nodes_down(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut was_leader = shared.store.status().is_leader;
+    let mut led_term = leading_term(&shared.store);
     loop {
         let period = shared.heartbeat_period();
         tokio::select! {
             _ = tokio::time::sleep(period / 2) => {}
             _ = stop.changed() => return,
         }
-        let is_leader = shared.store.status().is_leader;
-        if is_leader != was_leader {
-            was_leader = is_leader;
-            let replacement = if is_leader {
-                match grace_sessions(&shared.store) {
-                    Ok(sessions) => sessions,
-                    Err(error) => {
-                        tracing::warn!(%error, "could not read the nodes after becoming leader");
-                        HashMap::new()
-                    }
+        let leading = leading_term(&shared.store);
+        if leading != led_term {
+            led_term = leading;
+            let ready = match leading.map(|_| ready_nodes(&shared.store)).transpose() {
+                Ok(ready) => ready.unwrap_or_default(),
+                Err(error) => {
+                    tracing::warn!(%error, "could not read the nodes after becoming leader");
+                    Vec::new()
                 }
-            } else {
-                HashMap::new()
             };
-            let previous = std::mem::replace(&mut *shared.sessions(), replacement);
-            for session in previous.into_values() {
+            let ended = {
+                let mut sessions = shared.sessions();
+                let previous = std::mem::take(&mut *sessions);
+                match leading {
+                    Some(term) => {
+                        let (kept, ended) =
+                            sessions_on_leading(previous, term, ready, Instant::now());
+                        *sessions = kept;
+                        ended
+                    }
+                    None => previous.into_values().collect(),
+                }
+            };
+            tracing::info!(
+                leader = leading.is_some(),
+                ended = ended.len(),
+                "leadership changed: sessions of other terms ended"
+            );
+            for session in ended {
                 let _ = session.ended.send(true);
             }
-            tracing::info!(leader = is_leader, "leadership changed: sessions reset");
             continue;
         }
-        if !is_leader {
+        if leading.is_none() {
             continue;
         }
         let deadline = period * MISSED_HEARTBEATS_BEFORE_DOWN;
@@ -518,7 +583,7 @@ impl Dispatcher for DispatcherService {
         request: Request<SessionRequest>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let shared = &self.shared;
-        shared.require_leader()?;
+        let term = shared.require_leader()?;
         let caller = identity_of_request(&request)?;
         let peer_ip = request.remote_addr().map(|addr| addr.ip().to_string());
         // What the node presents is what it has installed: a root rotation waits for it.
@@ -547,9 +612,13 @@ impl Dispatcher for DispatcherService {
             .map_err(|wait| {
                 limits::rate_exceeded("session opens", limits::SESSION_OPEN_RATE, wait)
             })?;
+        let tls_info = shared.tls_info_of(presented.as_bytes());
         let node = objects::update_node(&shared.store, &node_id, |node| {
             if description.is_some() {
                 node.description = description.clone();
+            }
+            if let Some(description) = node.description.as_mut() {
+                description.tls_info = tls_info.clone();
             }
             node.status = Some(NodeStatus {
                 state: node_status::State::Ready as i32,
@@ -574,7 +643,7 @@ impl Dispatcher for DispatcherService {
         let (ended, ended_receiver) = watch::channel(false);
         if let Some(previous) = shared.sessions().insert(
             node_id.clone(),
-            Session::new(session_id.clone(), ended, Instant::now()),
+            Session::new(session_id.clone(), term, ended, Instant::now()),
         ) {
             // A node has one session: a reconnecting agent replaces its old one.
             let _ = previous.ended.send(true);
@@ -674,49 +743,48 @@ impl Dispatcher for DispatcherService {
     ) -> Result<Response<Self::AssignmentsStream>, Status> {
         let session_id = request.get_ref().session_id.clone();
         let (node_id, mut ended) = self.shared.session_of_caller(&request, &session_id)?;
-        let store = Arc::clone(&self.shared.store);
+        let view = Arc::clone(&self.shared.view);
         let sent_messages = self.shared.metrics.assignment_messages.clone();
         let (sender, receiver) = mpsc::channel(4);
         tokio::spawn(async move {
-            let mut changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
+            // Subscribed before the first read, so no change falls between the two.
+            let mut notices = view.subscribe();
             let mut sent_key = None;
             let mut version = 0;
             loop {
-                let computed = store.local_view(|view| assignments::assignment_set(view, &node_id));
-                match computed {
-                    Ok((key, mut message)) if sent_key.as_ref() != Some(&key) => {
-                        version += 1;
-                        message.version = version;
-                        // The parts of one set go out back to back, computed from one read.
-                        for part in
-                            assignments::into_parts(message, assignments::ASSIGNMENT_PART_BYTES)
-                        {
-                            if sender.send(Ok(part)).await.is_err() {
-                                return;
-                            }
-                            sent_messages.inc();
-                        }
-                        sent_key = Some(key);
-                    }
-                    Ok(_) => {}
-                    Err(error) => {
-                        let _ = sender.send(Err(error.into())).await;
-                        return;
-                    }
-                }
-                tokio::select! {
-                    next = changes.next() => {
-                        if let Err(StoreError::WatchCompacted { .. }) = next {
-                            // The set is recomputed from the whole store, so a fresh position
-                            // loses nothing.
-                            changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
-                        } else if let Err(error) = next {
-                            let _ = sender.send(Err(error.into())).await;
+                let set = view.read(|cluster| assignments::assignment_set(cluster, &node_id));
+                if sent_key.as_ref() != Some(&set.key) {
+                    version += 1;
+                    let mut message = set.message;
+                    message.version = version;
+                    // The parts of one set go out back to back, computed from one read.
+                    for part in assignments::into_parts(message, assignments::ASSIGNMENT_PART_BYTES)
+                    {
+                        if sender.send(Ok(part)).await.is_err() {
                             return;
                         }
+                        sent_messages.inc();
                     }
-                    _ = session_ended(&mut ended) => return,
-                    _ = sender.closed() => return,
+                    sent_key = Some(set.key);
+                }
+                // Only a change to this node's tasks, or to what they reference, is worth
+                // building the set again for.
+                loop {
+                    tokio::select! {
+                        notice = notices.recv() => match notice {
+                            Ok(touched)
+                                if !assignments::is_touched_by(
+                                    &touched,
+                                    &node_id,
+                                    &set.secret_ids,
+                                    &set.config_ids,
+                                ) => {}
+                            Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => break,
+                            Err(broadcast::error::RecvError::Closed) => return,
+                        },
+                        _ = session_ended(&mut ended) => return,
+                        _ = sender.closed() => return,
+                    }
                 }
             }
         });
@@ -803,33 +871,52 @@ impl Dispatcher for DispatcherService {
 
 #[cfg(test)]
 mod tests {
-    use raft_store::{ReadConsistency, StoreConfig, Transaction};
+    use raft_store::{ReadConsistency, Transaction};
     use shoal_proto::api::{TaskState, TaskStatus};
 
     use super::*;
-    use crate::test_pki as pki;
+
+    #[test]
+    fn a_new_leader_keeps_the_sessions_opened_in_its_term_and_ends_the_rest() {
+        let now = Instant::now();
+        let session =
+            |id: &str, term| Session::new(id.to_owned(), term, watch::channel(false).0, now);
+        let previous = HashMap::from([
+            ("early".to_owned(), session("s-early", 7)),
+            ("stale".to_owned(), session("s-stale", 5)),
+            ("stale-grace".to_owned(), session("", 5)),
+        ]);
+        let ready = ["early", "stale", "silent"].map(str::to_owned).to_vec();
+
+        let (kept, ended) = sessions_on_leading(previous, 7, ready, now);
+
+        let mut kept: Vec<(&str, &str, u64)> = kept
+            .iter()
+            .map(|(node, session)| (node.as_str(), session.session_id.as_str(), session.term))
+            .collect();
+        kept.sort();
+        // The agent that came before the leadership was seen keeps its session; the other
+        // ready nodes get a grace session in the new term.
+        assert_eq!(
+            kept,
+            [("early", "s-early", 7), ("silent", "", 7), ("stale", "", 7)]
+        );
+        let mut ended: Vec<&str> = ended
+            .iter()
+            .map(|session| session.session_id.as_str())
+            .collect();
+        ended.sort();
+        assert_eq!(ended, ["", "s-stale"]);
+    }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_status_batch_over_the_proposal_limit_is_written_in_several_transactions() {
         let dir = tempfile::tempdir().unwrap();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap().to_string();
-        let mut config = StoreConfig::new(
-            1,
-            dir.path(),
-            &addr,
-            pki::TestPki::new().identity(1),
-            pki::data_key(1),
-        );
         // Small enough that the batch below is several proposals' worth.
-        config.max_proposal_bytes = 16 * 1024;
-        let store = Store::open(config).await.unwrap();
-        store.serve(listener).unwrap();
-        store.bootstrap().await.unwrap();
-        store
-            .wait_for_leader(Duration::from_secs(10))
-            .await
-            .unwrap();
+        let store = crate::view::tests::leading_store_with(dir.path(), |config| {
+            config.max_proposal_bytes = 16 * 1024;
+        })
+        .await;
         let tasks: Vec<Task> = (0..40)
             .map(|index| Task {
                 id: format!("task{index}"),

@@ -83,7 +83,10 @@ impl<E: engine::Engine + ImageProvider> Executor<E> {
                         self.engine.start(&container_id),
                     )
                     .await;
-                let result = self.noting_missing(&container_id, result);
+                let result = match self.noting_missing(&container_id, result) {
+                    Ok(()) => Ok(self.pid_of(&container_id).await),
+                    Err(error) => Err(error),
+                };
                 CommandOutcome::StartFinished { task_id, result }
             }
             Command::StopContainer {
@@ -193,17 +196,33 @@ impl<E: engine::Engine + ImageProvider> Executor<E> {
 
     /// Turns an engine result into the reconciler's, first reporting the container as missing
     /// when the engine no longer knows it: retrying an operation on it would never succeed.
-    fn noting_missing(
+    fn noting_missing<T>(
         &self,
         container_id: &str,
-        result: Result<(), EngineCallError>,
-    ) -> Result<(), String> {
+        result: Result<T, EngineCallError>,
+    ) -> Result<T, String> {
         if let Err(EngineCallError::Engine(EngineError::ContainerNotFound(_))) = &result {
             self.send(Event::Engine(EngineObservation::Missing {
                 container_id: container_id.to_owned(),
             }));
         }
         result.map_err(|error| error.to_string())
+    }
+
+    /// The started container's host pid, for the task's status. Best effort: a container
+    /// that already exited, or an inspect that fails, leaves the status without one.
+    async fn pid_of(&self, container_id: &str) -> Option<i32> {
+        let info = self
+            .bounded(
+                "inspecting the started container",
+                ENGINE_CALL_TIMEOUT,
+                self.engine.inspect(container_id),
+            )
+            .await
+            .ok()?;
+        info.state
+            .pid
+            .filter(|_| info.state.status == engine::RunStatus::Running)
     }
 
     fn send(&self, event: Event) {

@@ -334,7 +334,7 @@ impl<E: engine::Engine + ImageProvider> ReconcilerLoop<E> {
         match event {
             Event::CommandFinished(CommandOutcome::StartFinished {
                 task_id,
-                result: Ok(()),
+                result: Ok(_),
             }) => {
                 let container_id = self.reconciler.container_id(task_id)?;
                 let poll_health = self

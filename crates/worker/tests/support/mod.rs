@@ -146,6 +146,7 @@ pub(crate) fn existing(
         labels: BTreeMap::from([(LABEL_TASK_ID.to_owned(), task_id.to_owned())]),
         run_state,
         health: None,
+        pid: None,
     }
 }
 
@@ -166,7 +167,14 @@ pub(crate) fn create_failed(task_id: &str, error: &str) -> Event {
 pub(crate) fn start_finished(task_id: &str) -> Event {
     Event::CommandFinished(CommandOutcome::StartFinished {
         task_id: task_id.to_owned(),
-        result: Ok(()),
+        result: Ok(None),
+    })
+}
+
+pub(crate) fn started_with_pid(task_id: &str, pid: i32) -> Event {
+    Event::CommandFinished(CommandOutcome::StartFinished {
+        task_id: task_id.to_owned(),
+        result: Ok(Some(pid)),
     })
 }
 

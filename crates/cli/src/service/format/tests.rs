@@ -123,11 +123,11 @@ fn service_ls_rows_match_docker() {
     };
     let rows = service_rows(
         &services,
-        &[status(7, 10, 0), status(0, 0, 3), status(1, 1, 0)],
+        &[status(7, 10, 0), status(0, 1, 3), status(1, 1, 0)],
     );
     let names: Vec<&str> = rows.iter().map(|r| r.name.as_str()).collect();
     assert_eq!(names, ["job", "web9", "web10"]);
-    assert_eq!(rows[0].replicas, "0/0 (3/3 completed)");
+    assert_eq!(rows[0].replicas, "0/1 (3/3 completed)");
     assert_eq!(rows[0].mode, "replicated job");
     assert_eq!(rows[1].replicas, "1/1");
     assert_eq!(rows[2].replicas, "7/10 (max 2 per node)");

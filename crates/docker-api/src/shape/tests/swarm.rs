@@ -123,9 +123,17 @@ fn get_swarm_carries_the_join_tokens_and_the_root() {
         value["JoinTokens"],
         json!({"Worker": "SWMTKN-1-w", "Manager": "SWMTKN-1-m"})
     );
+    // The root here is no readable certificate, so there is no issuer to show; the real
+    // parsing is spec::tls_info's, tested there.
+    assert_eq!(value["TLSInfo"], json!({}));
+    let info = api::NodeTlsInfo {
+        trust_root: b"-----BEGIN CERTIFICATE-----\n".to_vec(),
+        cert_issuer_subject: vec![0x30, 0x13],
+        cert_issuer_public_key: Vec::new(),
+    };
     assert_eq!(
-        value["TLSInfo"]["TrustRoot"],
-        "-----BEGIN CERTIFICATE-----\n"
+        crate::shape::common::tls_info_json(Some(&info)),
+        json!({"TrustRoot": "-----BEGIN CERTIFICATE-----\n", "CertIssuerSubject": "MBM="})
     );
     assert_eq!(value["Version"]["Index"], 4);
     assert_eq!(value["Spec"]["Raft"]["ElectionTick"], 10);
