@@ -3,6 +3,7 @@
 //! (anything else may be a man in the middle), and from then on talks TLS verified against that
 //! root: it sends the token and a certificate signing request, and gets its node certificate.
 
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -103,7 +104,8 @@ fn unreachable_manager(remote: &str, why: impl std::fmt::Display) -> ManagerErro
 pub async fn fetch_trusted_root(
     remote: &str,
     token: &JoinToken,
-) -> Result<(String, std::net::IpAddr), ManagerError> {
+    source: Option<IpAddr>,
+) -> Result<(String, IpAddr), ManagerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(Arc::clone(&provider))
         .with_safe_default_protocol_versions()
@@ -112,7 +114,7 @@ pub async fn fetch_trusted_root(
         .with_custom_certificate_verifier(Arc::new(ChainRecorder { provider }))
         .with_no_client_auth();
     let handshake = async {
-        let tcp = tokio::net::TcpStream::connect(remote)
+        let tcp = connect_tcp(remote, source)
             .await
             .map_err(|error| unreachable_manager(remote, error))?;
         let _ = tcp.set_nodelay(true);
@@ -154,6 +156,32 @@ pub async fn fetch_trusted_root(
     Ok((root_pem, local_ip))
 }
 
+/// A TCP connection to `remote` (HOST:PORT), from `source` when given.
+async fn connect_tcp(
+    remote: &str,
+    source: Option<IpAddr>,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let Some(source) = source else {
+        return tokio::net::TcpStream::connect(remote).await;
+    };
+    let target = tokio::net::lookup_host(remote)
+        .await?
+        .find(|target| target.is_ipv4() == source.is_ipv4())
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::AddrNotAvailable,
+                format!("no address of the same family as {source}"),
+            )
+        })?;
+    let socket = if source.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    socket.bind(SocketAddr::new(source, 0))?;
+    socket.connect(target).await
+}
+
 /// Joins the swarm through the manager at `remote` (HOST:PORT): checks its root CA against the
 /// token, then has the CA sign a certificate for a key made here.
 pub async fn join(
@@ -162,13 +190,26 @@ pub async fn join(
     hostname: &str,
     advertise_addr: &str,
 ) -> Result<JoinGrant, ManagerError> {
+    join_from(remote, token_text, hostname, advertise_addr, None).await
+}
+
+/// [`join`] with the connections made from `source`, a local address, when given: the CA
+/// limits join attempts per source address, so a simulated fleet's agents each join from
+/// their own loopback address.
+pub async fn join_from(
+    remote: &str,
+    token_text: &str,
+    hostname: &str,
+    advertise_addr: &str,
+    source: Option<IpAddr>,
+) -> Result<JoinGrant, ManagerError> {
     let token = JoinToken::parse(token_text)?;
-    let (root_pem, local_ip) = fetch_trusted_root(remote, &token).await?;
+    let (root_pem, local_ip) = fetch_trusted_root(remote, &token, source).await?;
     let (key_pem, csr) = new_key_and_request()?;
     let tls = ClientTlsConfig::new()
         .ca_certificate(Certificate::from_pem(&root_pem))
         .domain_name(MANAGER_SERVER_NAME);
-    let channel = connect(remote, tls).await?;
+    let channel = connect(remote, tls, source).await?;
     let response = NodeCaClient::new(channel)
         .issue_node_certificate(IssueNodeCertificateRequest {
             token: token.to_string(),
@@ -201,7 +242,11 @@ pub async fn join(
     })
 }
 
-async fn connect(remote: &str, tls: ClientTlsConfig) -> Result<Channel, ManagerError> {
+async fn connect(
+    remote: &str,
+    tls: ClientTlsConfig,
+    source: Option<IpAddr>,
+) -> Result<Channel, ManagerError> {
     Endpoint::from_shared(format!("https://{remote}"))
         .map_err(|error| {
             ManagerError::InvalidArgument(format!("manager address {remote:?}: {error}"))
@@ -209,6 +254,7 @@ async fn connect(remote: &str, tls: ClientTlsConfig) -> Result<Channel, ManagerE
         .tls_config(tls)
         .map_err(|error| ManagerError::Pki(format!("TLS settings: {error}")))?
         .connect_timeout(JOIN_STEP_TIMEOUT)
+        .local_address(source)
         .tcp_nodelay(true)
         .connect()
         .await
@@ -228,7 +274,7 @@ where
 {
     let mut last = ManagerError::Unavailable("this node knows no manager to ask".to_owned());
     for addr in manager_addrs {
-        let channel = match connect(addr, identity.client_config()).await {
+        let channel = match connect(addr, identity.client_config(), None).await {
             Ok(channel) => channel,
             Err(error) => {
                 last = error;

@@ -28,6 +28,8 @@ pub(crate) struct ClusterView {
     tasks_by_service: BTreeMap<String, BTreeSet<String>>,
     services: HashMap<String, Service>,
     nodes: HashMap<String, Node>,
+    /// The nodes with a manager status.
+    managers: BTreeSet<String>,
     secrets: HashMap<String, Secret>,
     configs: HashMap<String, Config>,
 }
@@ -40,6 +42,10 @@ pub(crate) struct Touched {
     pub(crate) everything: bool,
     /// Nodes whose set of tasks, or one of whose tasks, changed.
     pub(crate) task_nodes: BTreeSet<String>,
+    /// Nodes whose own object changed.
+    pub(crate) nodes: BTreeSet<String>,
+    /// A manager's node object changed, or a node became or stopped being a manager.
+    pub(crate) managers: bool,
     pub(crate) secrets: BTreeSet<String>,
     pub(crate) configs: BTreeSet<String>,
     /// Every kind of object that changed, indexed here or not.
@@ -59,6 +65,8 @@ impl Touched {
     pub(crate) fn extend(&mut self, other: Touched) {
         self.everything |= other.everything;
         self.task_nodes.extend(other.task_nodes);
+        self.nodes.extend(other.nodes);
+        self.managers |= other.managers;
         self.secrets.extend(other.secrets);
         self.configs.extend(other.configs);
         self.kinds.extend(other.kinds);
@@ -78,8 +86,7 @@ impl ClusterView {
             view.services.insert(service.id.clone(), service);
         }
         for record in store.list(Node::KIND) {
-            let node: Node = objects::decode(record)?;
-            view.nodes.insert(node.id.clone(), node);
+            view.insert_node(objects::decode(record)?);
         }
         for record in store.list(Secret::KIND) {
             let secret: Secret = objects::decode(record)?;
@@ -136,14 +143,16 @@ impl ClusterView {
                     self.services.remove(id);
                 }
             },
-            Node::KIND => match new.map(objects::decode::<Node>).transpose()? {
-                Some(node) => {
-                    self.nodes.insert(id.to_owned(), node);
+            Node::KIND => {
+                let new: Option<Node> = new.map(objects::decode).transpose()?;
+                touched.nodes.insert(id.to_owned());
+                self.nodes.remove(id);
+                touched.managers |= self.managers.remove(id);
+                if let Some(new) = new {
+                    touched.managers |= new.manager_status.is_some();
+                    self.insert_node(new);
                 }
-                None => {
-                    self.nodes.remove(id);
-                }
-            },
+            }
             Secret::KIND => {
                 touched.secrets.insert(id.to_owned());
                 match new.map(objects::decode::<Secret>).transpose()? {
@@ -170,6 +179,13 @@ impl ClusterView {
         }
         index_insert(&mut self.tasks_by_service, task.service_id.clone(), &id);
         self.tasks.insert(id, task);
+    }
+
+    fn insert_node(&mut self, node: Node) {
+        if node.manager_status.is_some() {
+            self.managers.insert(node.id.clone());
+        }
+        self.nodes.insert(node.id.clone(), node);
     }
 
     fn remove_task(&mut self, id: &str) -> Option<Task> {
@@ -218,9 +234,18 @@ impl ClusterView {
         self.services.values()
     }
 
+    pub(crate) fn node(&self, id: &str) -> Option<&Node> {
+        self.nodes.get(id)
+    }
+
     /// Every node, in no particular order.
     pub(crate) fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
+    }
+
+    /// The nodes with a manager status, in id order.
+    pub(crate) fn managers(&self) -> impl Iterator<Item = &Node> {
+        self.managers.iter().filter_map(|id| self.nodes.get(id))
     }
 
     pub(crate) fn secret(&self, id: &str) -> Option<&Secret> {
@@ -257,7 +282,8 @@ pub(crate) mod tests {
     use rand::rngs::StdRng;
     use rand::{RngExt as _, SeedableRng as _};
     use shoal_proto::api::{
-        Annotations, ConfigSpec, NodeStatus, SecretSpec, ServiceSpec, TaskState, TaskStatus,
+        Annotations, ConfigSpec, ManagerStatus, NodeStatus, SecretSpec, ServiceSpec, TaskState,
+        TaskStatus,
     };
 
     use super::*;
@@ -329,6 +355,11 @@ pub(crate) mod tests {
             // Sometimes no status at all: such a node counts as unknown.
             status: (random.random_range(0..4) > 0).then(|| NodeStatus {
                 state: random.random_range(0..4),
+                ..Default::default()
+            }),
+            // Sometimes a manager, at one of two addresses.
+            manager_status: (random.random_range(0..3) == 0).then(|| ManagerStatus {
+                addr: format!("10.0.0.{}:2377", random.random_range(1..3)),
                 ..Default::default()
             }),
             ..Default::default()
@@ -492,6 +523,17 @@ pub(crate) mod tests {
                 "seed {SEED}, step {step}: tasks changed on {changed_nodes:?}, touched {:?}",
                 touched.task_nodes
             );
+            for id in before.nodes.keys().chain(view.nodes.keys()) {
+                if before.node(id) != view.node(id) {
+                    assert!(touched.nodes.contains(id), "seed {SEED}, step {step}: {id}");
+                }
+            }
+            if !before.managers().eq(view.managers()) {
+                assert!(
+                    touched.managers,
+                    "seed {SEED}, step {step}: managers changed"
+                );
+            }
             for id in before.secrets.keys().chain(view.secrets.keys()) {
                 if before.secret(id) != view.secret(id) {
                     assert!(
@@ -512,6 +554,7 @@ pub(crate) mod tests {
         // The run reached every index: tasks on several nodes and in several states.
         assert!(view.tasks_by_node.len() > 1 && view.tasks_by_service.len() > 1);
         assert!(!view.services.is_empty() && !view.nodes.is_empty() && !view.secrets.is_empty());
+        assert!(!view.managers.is_empty() && view.managers.len() < view.nodes.len());
     }
 
     /// The record the store would hold for `object` at `version`.

@@ -1,8 +1,9 @@
 //! Issue 17's figures on a simulated fleet ([`daemon::fleet`]): 3 managers (by default) and
 //! N agents in this process, one replicated service of N × tasks-per-node tasks. Prints the
-//! time from `service create` to every task RUNNING, `node ls` (ListNodes) latency p50 and
-//! p99, and from the leader's kill to a new leader, to every agent back in session and to the
-//! first write accepted.
+//! time from `service create` to every task RUNNING, `node ls` (ListNodes) and `service ps`
+//! (ListTasks of the service) latency p50 and p99, from the leader's kill to a new leader, to
+//! every agent back in session and to the first write accepted, and the process's peak memory
+//! and CPU time (managers and agents share the process).
 //!
 //! `bench-fleet [--agents N] [--heartbeat-secs S] [--tasks-per-node T] [--managers M]
 //! [--node-ls-samples K]`; build it with `--release` for figures worth quoting.
@@ -201,6 +202,47 @@ async fn scale(fleet: &Fleet, replicas: u64, last_refusal: &RefCell<String>) -> 
     }
 }
 
+/// `samples` calls of `call` one after another: "N calls: p50 …, p99 …".
+async fn latencies<F, Fut>(samples: usize, mut call: F) -> Result<String, String>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<(), String>>,
+{
+    let mut took = Vec::with_capacity(samples);
+    for _ in 0..samples {
+        let started = Instant::now();
+        call().await?;
+        took.push(started.elapsed());
+    }
+    took.sort();
+    Ok(format!(
+        "{} calls: p50 {:.1} ms, p99 {:.1} ms",
+        took.len(),
+        percentile(&took, 0.5).as_secs_f64() * 1e3,
+        percentile(&took, 0.99).as_secs_f64() * 1e3
+    ))
+}
+
+/// This process's peak resident memory (MiB) and CPU time (s) so far, from /proc.
+fn process_usage() -> Option<(f64, f64)> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let peak_kib: f64 = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    // SAFETY: sysconf has no preconditions.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    Some((peak_kib / 1024.0, ticks / per_second))
+}
+
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[index]
@@ -257,22 +299,27 @@ async fn bench(settings: Settings) -> Result<(), String> {
     );
 
     let control = fleet.control().map_err(|error| error.to_string())?;
-    let mut samples = Vec::with_capacity(settings.node_ls_samples);
-    for _ in 0..settings.node_ls_samples {
-        let call = Instant::now();
+    let node_ls = latencies(settings.node_ls_samples, || async {
         control
             .list_nodes(Request::new(ListNodesRequest {}))
             .await
-            .map_err(|status| format!("node ls: {status}"))?;
-        samples.push(call.elapsed());
-    }
-    samples.sort();
-    println!(
-        "node ls over {} calls: p50 {:.1} ms, p99 {:.1} ms",
-        samples.len(),
-        percentile(&samples, 0.5).as_secs_f64() * 1e3,
-        percentile(&samples, 0.99).as_secs_f64() * 1e3
-    );
+            .map(|_| ())
+            .map_err(|status| format!("node ls: {status}"))
+    })
+    .await?;
+    println!("node ls over {node_ls}");
+    let service_ps = latencies(settings.node_ls_samples, || async {
+        control
+            .list_tasks(Request::new(ListTasksRequest {
+                services: vec![SERVICE.to_owned()],
+                ..Default::default()
+            }))
+            .await
+            .map(|_| ())
+            .map_err(|status| format!("service ps: {status}"))
+    })
+    .await?;
+    println!("service ps ({tasks} tasks) over {service_ps}");
 
     let sessions: Vec<u64> = fleet.agents().iter().map(|a| a.sessions_opened()).collect();
     let killed = Instant::now();
@@ -314,6 +361,12 @@ async fn bench(settings: Settings) -> Result<(), String> {
         "leader kill to the first write accepted: {:.3} s",
         since_kill(written)
     );
+    if let Some((peak_mib, cpu_seconds)) = process_usage() {
+        println!(
+            "this process ({} managers and {} agents together): peak RSS {peak_mib:.0} MiB, CPU {cpu_seconds:.1} s",
+            settings.managers, settings.agents
+        );
+    }
     fleet
         .check_slots()
         .map_err(|error| format!("Swarm's slot rule: {error}"))?;

@@ -692,15 +692,25 @@ impl Fleet {
 }
 
 /// Joins one agent with the worker token through `addr`, retrying while the CA says it is
-/// asked too often.
+/// asked too often. Each agent joins from its own loopback address (127.1.0.1 on), as machines
+/// would: the CA limits joins per source address.
 async fn join_worker(
     addr: &str,
     token: &str,
     index: usize,
 ) -> Result<manager::join::JoinGrant, FleetError> {
     let deadline = tokio::time::Instant::now() + JOIN_PATIENCE;
+    let source = agent_source_address(index);
     loop {
-        match manager::join::join(addr, token, &format!("fleet-agent-{index}"), "").await {
+        let joined = manager::join::join_from(
+            addr,
+            token,
+            &format!("fleet-agent-{index}"),
+            "",
+            Some(source),
+        )
+        .await;
+        match joined {
             Ok(grant) => return Ok(grant),
             Err(error) if asked_too_often(&error) && tokio::time::Instant::now() < deadline => {
                 tokio::time::sleep(Duration::from_millis(250)).await;
@@ -713,6 +723,12 @@ async fn join_worker(
             }
         }
     }
+}
+
+/// Agent `index`'s loopback address, apart from the managers' 127.0.0.x.
+fn agent_source_address(index: usize) -> std::net::IpAddr {
+    let first = u32::from(std::net::Ipv4Addr::new(127, 1, 0, 1));
+    std::net::Ipv4Addr::from(first + index as u32).into()
 }
 
 /// Whether the CA refused a join for the rate of attempts from this address.

@@ -378,7 +378,7 @@ mod tests {
             secrets: ids(&["s2"]),
             configs: ids(&["c2"]),
             kinds: ids(&["service", "task", "secret"]),
-            everything: false,
+            ..Default::default()
         }));
     }
 }

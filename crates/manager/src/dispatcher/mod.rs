@@ -40,6 +40,7 @@ use crate::objects::{self, ClusterObject};
 use crate::peer::{PeerIdentity, identity_of_request};
 use crate::rate_limit::{PerSourceLimiter, TokenBucket};
 use crate::view::shared::SharedView;
+use crate::view::{ClusterView, Touched};
 use shoal_metrics::DispatcherMetrics;
 use spec::time::proto_duration;
 
@@ -292,24 +293,30 @@ impl Shared {
         let trust_root = crate::node_ca::trust_bundle(&cluster);
         spec::tls_info::of_node(leaf_pem, trust_root.as_bytes(), cluster.root_ca.as_ref()?)
     }
+}
 
-    fn managers(&self) -> Vec<WeightedPeer> {
-        self.store
-            .local_view(|view| objects::decode_all::<Node>(view.list(Node::KIND)))
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|node| {
-                let manager = node.manager_status?;
-                Some(WeightedPeer {
-                    peer: Some(Peer {
-                        node_id: node.id,
-                        addr: manager.addr,
-                    }),
-                    weight: 1,
-                })
+/// The managers as a session message lists them.
+fn manager_peers(view: &ClusterView) -> Vec<WeightedPeer> {
+    view.managers()
+        .filter_map(|node| {
+            Some(WeightedPeer {
+                peer: Some(Peer {
+                    node_id: node.id.clone(),
+                    addr: node.manager_status.as_ref()?.addr.clone(),
+                }),
+                weight: 1,
             })
-            .collect()
-    }
+        })
+        .collect()
+}
+
+/// Whether changes that touched `touched` may change node `node_id`'s session message: its own
+/// object, a manager's, or the cluster (roots, network keys).
+fn is_session_touched(touched: &Touched, node_id: &str) -> bool {
+    touched.everything
+        || touched.managers
+        || touched.nodes.contains(node_id)
+        || touched.kinds.contains(Cluster::KIND)
 }
 
 /// Writes queued status reports, everything that queued up as one transaction.
@@ -495,11 +502,10 @@ async fn follow_session(
     shared: Arc<Shared>,
     node_id: String,
     first: SessionMessage,
+    mut notices: broadcast::Receiver<Arc<Touched>>,
     sender: mpsc::Sender<Result<SessionMessage, Status>>,
     mut ended: watch::Receiver<bool>,
 ) {
-    let store = Arc::clone(&shared.store);
-    let mut changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
     let mut last = first.clone();
     if sender.send(Ok(first)).await.is_err() {
         return;
@@ -515,46 +521,39 @@ async fn follow_session(
                 return;
             }
             _ = sender.closed() => return,
-            next = changes.next() => {
-                match next {
-                    Ok(committed) => {
-                        let relevant = committed.changes.iter().any(|change| {
-                            let kind = &change.object().kind;
-                            kind == Node::KIND || kind == Cluster::KIND
-                        });
-                        if !relevant {
-                            continue;
-                        }
-                    }
-                    // Fell behind the watch buffer: start again from what is applied now.
-                    Err(_) => changes = store.watch(store.local_view(|view| view.applied_index()) + 1),
-                }
-                let node = store.local_view(|view| {
-                    view.get(Node::KIND, &node_id).and_then(|record| objects::decode::<Node>(record).ok())
-                });
-                let Some(node) = node else {
-                    let _ = sender
-                        .send(Err(Status::permission_denied(format!(
-                            "node {node_id} was removed from the swarm: join it again with 'shoal swarm join'"
-                        ))))
-                        .await;
-                    return;
-                };
-                let (root_ca, network_keys) = shared.cluster_parts();
-                let next = SessionMessage {
-                    node: Some(node),
-                    managers: shared.managers(),
-                    root_ca,
-                    network_keys,
-                    ..last.clone()
-                };
-                if next != last {
-                    if sender.send(Ok(next.clone())).await.is_err() {
-                        return;
-                    }
-                    last = next;
-                }
+            notice = notices.recv() => match notice {
+                Ok(touched) if !is_session_touched(&touched, &node_id) => continue,
+                // A lagging subscriber may have missed anything.
+                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
+                Err(broadcast::error::RecvError::Closed) => return,
+            },
+        }
+        let parts = shared.view.read(|view| {
+            view.node(&node_id)
+                .cloned()
+                .map(|node| (node, manager_peers(view)))
+        });
+        let Some((node, managers)) = parts else {
+            let _ = sender
+                .send(Err(Status::permission_denied(format!(
+                    "node {node_id} was removed from the swarm: join it again with 'shoal swarm join'"
+                ))))
+                .await;
+            return;
+        };
+        let (root_ca, network_keys) = shared.cluster_parts();
+        let next = SessionMessage {
+            node: Some(node),
+            managers,
+            root_ca,
+            network_keys,
+            ..last.clone()
+        };
+        if next != last {
+            if sender.send(Ok(next.clone())).await.is_err() {
+                return;
             }
+            last = next;
         }
     }
 }
@@ -613,7 +612,7 @@ impl Dispatcher for DispatcherService {
                 limits::rate_exceeded("session opens", limits::SESSION_OPEN_RATE, wait)
             })?;
         let tls_info = shared.tls_info_of(presented.as_bytes());
-        let node = objects::update_node(&shared.store, &node_id, |node| {
+        let written = objects::update_node(&shared.store, &node_id, |node| {
             if description.is_some() {
                 node.description = description.clone();
             }
@@ -650,11 +649,17 @@ impl Dispatcher for DispatcherService {
         }
         tracing::info!(node = %node_id, session = %session_id, "session opened");
         let (sender, receiver) = mpsc::channel(4);
+        // Subscribed before the first message is read, so a change after it is told.
+        let notices = shared.view.subscribe();
+        let (node, managers) = shared
+            .view
+            .read_current(|view| (view.node(&node_id).cloned(), manager_peers(view)))
+            .map_err(Status::from)?;
         let (root_ca, network_keys) = shared.cluster_parts();
         let first = SessionMessage {
             session_id,
-            node: Some(node),
-            managers: shared.managers(),
+            node: Some(node.unwrap_or(written)),
+            managers,
             heartbeat_period: Some(proto_duration(shared.heartbeat_period())),
             root_ca,
             network_keys,
@@ -663,6 +668,7 @@ impl Dispatcher for DispatcherService {
             Arc::clone(shared),
             node_id,
             first,
+            notices,
             sender,
             ended_receiver,
         ));
@@ -875,6 +881,34 @@ mod tests {
     use shoal_proto::api::{TaskState, TaskStatus};
 
     use super::*;
+
+    #[test]
+    fn a_session_message_is_built_again_only_for_its_node_a_manager_or_the_cluster() {
+        let ids = |ids: &[&str]| ids.iter().map(|id| (*id).to_owned()).collect();
+        let is_touched = |touched: Touched| is_session_touched(&touched, "n1");
+        assert!(is_touched(Touched::everything()));
+        assert!(is_touched(Touched {
+            nodes: ids(&["n1"]),
+            ..Default::default()
+        }));
+        assert!(is_touched(Touched {
+            nodes: ids(&["m2"]),
+            managers: true,
+            ..Default::default()
+        }));
+        assert!(is_touched(Touched {
+            kinds: ids(&[Cluster::KIND]),
+            ..Default::default()
+        }));
+        // Another worker's node, tasks on this node, secrets: the message stays as it is.
+        assert!(!is_touched(Touched {
+            nodes: ids(&["n2"]),
+            task_nodes: ids(&["n1"]),
+            secrets: ids(&["s1"]),
+            kinds: ids(&["node", "task", "secret"]),
+            ..Default::default()
+        }));
+    }
 
     #[test]
     fn a_new_leader_keeps_the_sessions_opened_in_its_term_and_ends_the_rest() {
