@@ -101,7 +101,12 @@ impl DispatcherConnector for ManagerConnector {
             .tcp_nodelay(true)
             .connect()
             .await
-            .map_err(|error| format!("connecting to the manager at {addr}: {error}"))
+            .map_err(|error| {
+                format!(
+                    "connecting to the manager at {addr}: {}",
+                    engine::error::error_chain(&error)
+                )
+            })
     }
 
     fn observe_session(&self, message: &SessionMessage) {

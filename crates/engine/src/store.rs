@@ -16,7 +16,7 @@ use std::time::SystemTime;
 use serde::{Deserialize, Serialize};
 
 use crate::beneath::{Beneath, Found};
-use crate::error::{EngineError, Result};
+use crate::error::{EngineError, Result, error_chain};
 use crate::unpack::{self, TarKind};
 use crate::util::{self, BoundedReader, Digest, HashingReader};
 
@@ -1022,18 +1022,6 @@ impl ImageStore {
         }
         Ok(())
     }
-}
-
-/// An error with its causes, for messages that must say what actually went wrong.
-fn error_chain(error: &dyn std::error::Error) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn check_digest(what: &str, expected: &str, bytes: &[u8]) -> Result<()> {

@@ -256,7 +256,12 @@ impl DispatcherConnector for FleetConnector {
                 cutter: Arc::clone(&self.cutter),
             })
             .await
-            .map_err(|error| format!("connecting to the manager at {addr}: {error}"))
+            .map_err(|error| {
+                format!(
+                    "connecting to the manager at {addr}: {}",
+                    engine::error::error_chain(&error)
+                )
+            })
     }
 
     fn observe_session(&self, message: &SessionMessage) {
