@@ -180,8 +180,8 @@ fn task_request(task: &Task) -> Result<TaskRequest, String> {
 /// Places every task waiting for a node, in one batch. Returns only real changes: a task left
 /// PENDING for the reason it already shows gets no update, so a step never rewrites the store
 /// (and wakes itself) for nothing.
-pub fn plan_assignments(nodes: &[Node], tasks: &[Task]) -> Vec<Assignment> {
-    let mut views: Vec<NodeView> = nodes.iter().map(node_view).collect();
+pub fn plan_assignments(nodes: &[&Node], tasks: &[&Task]) -> Vec<Assignment> {
+    let mut views: Vec<NodeView> = nodes.iter().map(|node| node_view(node)).collect();
     let index_by_node: HashMap<&str, usize> = nodes
         .iter()
         .enumerate()
@@ -295,7 +295,9 @@ mod tests {
     }
 
     fn outcomes(nodes: &[Node], tasks: &[Task]) -> Vec<(String, AssignmentOutcome)> {
-        plan_assignments(nodes, tasks)
+        let nodes: Vec<&Node> = nodes.iter().collect();
+        let tasks: Vec<&Task> = tasks.iter().collect();
+        plan_assignments(&nodes, &tasks)
             .into_iter()
             .map(|assignment| (assignment.task_id, assignment.outcome))
             .collect()

@@ -1,18 +1,19 @@
-//! The leader-only loop that drives the orchestration cores: it reads the store, runs the
+//! The leader-only loop that drives the orchestration cores: it reads the cluster view, runs the
 //! orchestrators, the restart supervisor, the network allocator, the scheduler and the reaper in
 //! turn, and commits each one's commands as one transaction, or in order as several under the
 //! store's proposal limit when they are more than one can carry. This shell is the only part
 //! that reads a clock or touches the store; the decisions are all in [`crate::orchestrator`],
-//! [`crate::allocator`] and [`crate::assignment`].
+//! [`crate::allocator`] and [`crate::assignment`]. The cores borrow the objects from the view
+//! (decoded once, as they are committed), so a step costs no decoding, whatever the
+//! cluster's size.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use futures::future::BoxFuture;
 use raft_store::{Change, Store, StoreError, Transaction, TxnRejection};
 use shoal_metrics::OrchestrationMetrics;
-use shoal_proto::api::{Cluster, Network, Node, Service, Task, TaskState, TaskStatus};
+use shoal_proto::api::{Network, Service, Task, TaskState, TaskStatus};
 use tokio::sync::watch;
 
 use crate::allocator::{self, AddressPools, Allocation, AllocatorInput, MAX_TASKS_PER_STEP};
@@ -23,6 +24,8 @@ use crate::orchestrator::{
     ClusterSnapshot, ClusterTime, Command, GivenUpSlots, RestartSupervisor, TaskHistoryLimit,
     commit_groups, reap_tasks, reconcile_all_services,
 };
+use crate::view::ClusterView;
+use crate::view::shared::SharedView;
 
 /// How often a member that does not lead checks whether it has become the leader.
 const LEADERSHIP_POLL: Duration = Duration::from_millis(250);
@@ -87,17 +90,10 @@ enum Phase {
     Reaper,
 }
 
-/// What one phase reads: the objects the cores look at, decoded at one applied index.
-struct StoreState {
-    networks: Vec<Network>,
-    services: Vec<Service>,
-    nodes: Vec<Node>,
-    tasks: Vec<Task>,
-    cluster: Option<Cluster>,
-}
-
 pub struct OrchestrationLoop {
     store: Arc<Store>,
+    /// What the phases read; started by [`OrchestrationLoop::run`] when none was given.
+    view: Option<Arc<SharedView>>,
     committer: Arc<dyn PhaseCommitter>,
     supervisor: RestartSupervisor,
     /// The supervisor's given-up slots after each step, for the control API's progress
@@ -105,6 +101,9 @@ pub struct OrchestrationLoop {
     given_up: watch::Sender<GivenUpSlots>,
     /// Where steps and scheduler batches are timed.
     metrics: OrchestrationMetrics,
+    /// The time the current step has spent reading the view and deciding, which the loop
+    /// then rests for.
+    deciding: Duration,
 }
 
 impl OrchestrationLoop {
@@ -117,16 +116,24 @@ impl OrchestrationLoop {
     pub fn with_committer(store: Arc<Store>, committer: Arc<dyn PhaseCommitter>) -> Self {
         OrchestrationLoop {
             store,
+            view: None,
             committer,
             supervisor: RestartSupervisor::new(),
             given_up: watch::channel(GivenUpSlots::new()).0,
             metrics: OrchestrationMetrics::default(),
+            deciding: Duration::ZERO,
         }
     }
 
     /// The same loop, timing its steps and scheduler batches into `metrics`.
     pub fn with_metrics(mut self, metrics: OrchestrationMetrics) -> Self {
         self.metrics = metrics;
+        self
+    }
+
+    /// The same loop, reading the manager's shared cluster view of the same store.
+    pub(crate) fn with_view(mut self, view: Arc<SharedView>) -> Self {
+        self.view = Some(view);
         self
     }
 
@@ -139,8 +146,9 @@ impl OrchestrationLoop {
     /// fresh restart supervisor, as a new leader would) whenever one panics, after a pause that
     /// grows while it keeps panicking.
     pub async fn run_supervised(self, stop: watch::Receiver<bool>) {
-        let (store, committer, given_up, metrics) = (
+        let (store, view, committer, given_up, metrics) = (
             Arc::clone(&self.store),
+            self.view.clone(),
             Arc::clone(&self.committer),
             self.given_up.clone(),
             self.metrics.clone(),
@@ -150,10 +158,12 @@ impl OrchestrationLoop {
         loop {
             let orchestration = next.take().unwrap_or_else(|| OrchestrationLoop {
                 store: Arc::clone(&store),
+                view: view.clone(),
                 committer: Arc::clone(&committer),
                 supervisor: RestartSupervisor::new(),
                 given_up: given_up.clone(),
                 metrics: metrics.clone(),
+                deciding: Duration::ZERO,
             });
             let started = tokio::time::Instant::now();
             let ended = tokio::spawn(orchestration.run(stop.clone())).await;
@@ -182,10 +192,28 @@ impl OrchestrationLoop {
     /// failing: a lost quorum or leader holds orchestration up only until the store can commit
     /// again.
     pub async fn run(mut self, mut stop: watch::Receiver<bool>) {
+        let mut backoff = Backoff::new(FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE);
+        let view = loop {
+            let started = match &self.view {
+                Some(view) => Ok(Arc::clone(view)),
+                None => SharedView::start(Arc::clone(&self.store), stop.clone()),
+            };
+            match started {
+                Ok(view) => break view,
+                Err(error) => {
+                    let pause = backoff.next_pause();
+                    tracing::warn!(%error, ?pause, "could not read the cluster view; trying again");
+                    tokio::select! {
+                        _ = tokio::time::sleep(pause) => {}
+                        _ = stop.changed() => return,
+                    }
+                }
+            }
+        };
+        backoff.reset();
         let mut changes = self
             .store
             .watch(self.store.local_view(|view| view.applied_index()) + 1);
-        let mut backoff = Backoff::new(FIRST_RETRY_PAUSE, MAX_RETRY_PAUSE);
         // Whether every write proposed before now is applied here or never will be. A step
         // reads this member's own state, so it must not run on top of a write whose outcome is
         // still open: one from an earlier leader not yet applied here, or this loop's own that
@@ -209,10 +237,19 @@ impl OrchestrationLoop {
             }
             if settled {
                 let started = Instant::now();
-                let stepped = self.step().await;
+                let stepped = self.step(&view).await;
                 self.metrics
                     .step_duration
                     .observe(started.elapsed().as_secs_f64());
+                // As long again as the step spent deciding before the next one, so that however
+                // often the store commits (a thousand agents reconnecting each write their
+                // node), the loop takes at most half of the manager's time and the session
+                // handshakes and Raft get the rest. Changes committed meanwhile are all read by
+                // that next step.
+                tokio::select! {
+                    _ = tokio::time::sleep(std::mem::take(&mut self.deciding)) => {}
+                    _ = stop.changed() => return,
+                }
                 match stepped {
                     Ok(at) => {
                         wake_at = at;
@@ -257,9 +294,9 @@ impl OrchestrationLoop {
         }
     }
 
-    /// One step: the phases in order, each on a fresh read of the store. Returns when the
-    /// next step is due even if nothing changes.
-    pub async fn step(&mut self) -> Result<Option<ClusterTime>, ManagerError> {
+    /// One step: the phases in order, each on a fresh read of the view, caught up with what
+    /// the store has applied. Returns when the next step is due even if nothing changes.
+    async fn step(&mut self, view: &SharedView) -> Result<Option<ClusterTime>, ManagerError> {
         let mut wake_at: Option<ClusterTime> = None;
         for phase in [
             Phase::Orchestrators,
@@ -268,74 +305,16 @@ impl OrchestrationLoop {
             Phase::Scheduler,
             Phase::Reaper,
         ] {
+            // A phase decides without awaiting anything: let the runtime's other tasks in
+            // between phases.
+            tokio::task::yield_now().await;
             let mut max_tasks_allocated = MAX_TASKS_PER_STEP;
             let mut conflicts = 0;
             while conflicts < ATTEMPTS_PER_PHASE {
-                let state = self.read_state()?;
-                let snapshot = ClusterSnapshot::new(&state.services, &state.nodes, &state.tasks);
-                let mut task_ids = raft_store::new_object_id;
-                let now = now();
-                let (groups, phase_wake_at) = match phase {
-                    Phase::Orchestrators => changes_for(
-                        &state,
-                        &snapshot,
-                        reconcile_all_services(
-                            &snapshot,
-                            self.supervisor.given_up_slots(),
-                            now,
-                            &mut task_ids,
-                        ),
-                    ),
-                    Phase::RestartSupervisor => changes_for(
-                        &state,
-                        &snapshot,
-                        self.supervisor.step(&snapshot, now, &mut task_ids),
-                    ),
-                    // One group: every network written carries the last address given on
-                    // it, so the allocation commits whole or not at all.
-                    Phase::Allocator => (
-                        allocation_changes(allocator::allocate(
-                            &AllocatorInput {
-                                networks: &state.networks,
-                                nodes: &state.nodes,
-                                services: &state.services,
-                                tasks: &state.tasks,
-                                pools: &AddressPools::of_cluster(state.cluster.as_ref()),
-                                max_tasks: max_tasks_allocated,
-                            },
-                            now,
-                        )),
-                        None,
-                    ),
-                    // Each assignment is one task's own status: it needs no other change.
-                    Phase::Scheduler => {
-                        let started = Instant::now();
-                        let assignments = plan_assignments(&state.nodes, &state.tasks);
-                        self.metrics
-                            .scheduler_batch_duration
-                            .observe(started.elapsed().as_secs_f64());
-                        (
-                            assignment_changes(&state, assignments, now)
-                                .into_iter()
-                                .map(|change| vec![change])
-                                .collect(),
-                            None,
-                        )
-                    }
-                    Phase::Reaper => changes_for(
-                        &state,
-                        &snapshot,
-                        reap_tasks(
-                            &snapshot,
-                            TaskHistoryLimit::of_cluster_spec(
-                                state
-                                    .cluster
-                                    .as_ref()
-                                    .and_then(|cluster| cluster.spec.as_ref()),
-                            ),
-                        ),
-                    ),
-                };
+                let deciding = Instant::now();
+                let (groups, phase_wake_at) =
+                    view.read_current(|cluster| self.decide(phase, cluster, max_tasks_allocated))?;
+                self.deciding += deciding.elapsed();
                 if let Some(at) = phase_wake_at {
                     wake_at = Some(wake_at.map_or(at, |earlier| earlier.min(at)));
                 }
@@ -388,35 +367,90 @@ impl OrchestrationLoop {
         Ok(())
     }
 
-    fn read_state(&self) -> Result<StoreState, ManagerError> {
-        self.store.local_view(|view| {
-            Ok(StoreState {
-                networks: objects::decode_all(view.list(Network::KIND))?,
-                services: objects::decode_all(view.list(Service::KIND))?,
-                nodes: objects::decode_all(view.list(Node::KIND))?,
-                tasks: objects::decode_all(view.list(Task::KIND))?,
-                cluster: objects::decode_all::<Cluster>(view.list(Cluster::KIND))?
-                    .into_iter()
-                    .next(),
-            })
-        })
+    /// What one phase would write, read from `cluster`, and when the next step is due even if
+    /// nothing changes.
+    fn decide(
+        &mut self,
+        phase: Phase,
+        cluster: &ClusterView,
+        max_tasks_allocated: usize,
+    ) -> (Vec<Vec<Change>>, Option<ClusterTime>) {
+        let snapshot = ClusterSnapshot::new(cluster.services(), cluster.nodes(), cluster.tasks());
+        let mut task_ids = raft_store::new_object_id;
+        let now = now();
+        match phase {
+            Phase::Orchestrators => changes_for(
+                cluster,
+                &snapshot,
+                reconcile_all_services(
+                    &snapshot,
+                    self.supervisor.given_up_slots(),
+                    now,
+                    &mut task_ids,
+                ),
+            ),
+            Phase::RestartSupervisor => changes_for(
+                cluster,
+                &snapshot,
+                self.supervisor.step(&snapshot, now, &mut task_ids),
+            ),
+            // One group: every network written carries the last address given on it, so the
+            // allocation commits whole or not at all.
+            Phase::Allocator => {
+                let networks: Vec<&Network> = cluster.networks().collect();
+                let allocation = allocator::allocate(
+                    &AllocatorInput {
+                        networks: &networks,
+                        nodes: snapshot.nodes(),
+                        services: snapshot.services(),
+                        tasks: snapshot.tasks(),
+                        pools: &AddressPools::of_cluster(cluster.cluster()),
+                        max_tasks: max_tasks_allocated,
+                    },
+                    now,
+                );
+                (allocation_changes(allocation), None)
+            }
+            // Each assignment is one task's own status: it needs no other change.
+            Phase::Scheduler => {
+                let started = Instant::now();
+                let assignments = plan_assignments(snapshot.nodes(), snapshot.tasks());
+                self.metrics
+                    .scheduler_batch_duration
+                    .observe(started.elapsed().as_secs_f64());
+                (
+                    assignment_changes(cluster, assignments, now)
+                        .into_iter()
+                        .map(|change| vec![change])
+                        .collect(),
+                    None,
+                )
+            }
+            Phase::Reaper => changes_for(
+                cluster,
+                &snapshot,
+                reap_tasks(
+                    &snapshot,
+                    TaskHistoryLimit::of_cluster_spec(
+                        cluster.cluster().and_then(|cluster| cluster.spec.as_ref()),
+                    ),
+                ),
+            ),
+        }
     }
 }
 
 /// Writes the scheduler's decisions as task status changes (and the node, when assigned),
 /// stamped with the time of the step.
 fn assignment_changes(
-    state: &StoreState,
+    cluster: &ClusterView,
     assignments: Vec<Assignment>,
     now: ClusterTime,
 ) -> Vec<Change> {
     assignments
         .into_iter()
         .filter_map(|assignment| {
-            let task = state
-                .tasks
-                .iter()
-                .find(|task| task.id == assignment.task_id)?;
+            let task = cluster.task(&assignment.task_id)?;
             let mut changed = task.clone();
             // As in SwarmKit, why a task waits is its status's error, which `service ps`
             // shows in its ERROR column.
@@ -485,7 +519,7 @@ pub(crate) fn now() -> ClusterTime {
 /// Turns a core's commands into store changes against the state it read, grouped as they must
 /// commit ([`commit_groups`]); a wake-up time is not a change but the time of the next step.
 fn changes_for(
-    state: &StoreState,
+    cluster: &ClusterView,
     snapshot: &ClusterSnapshot<'_>,
     commands: Vec<Command>,
 ) -> (Vec<Vec<Change>>, Option<ClusterTime>) {
@@ -496,17 +530,12 @@ fn changes_for(
             _ => None,
         })
         .min();
-    let tasks_by_id: HashMap<&str, &Task> = state
-        .tasks
-        .iter()
-        .map(|task| (task.id.as_str(), task))
-        .collect();
     let groups = commit_groups(snapshot, commands)
         .into_iter()
         .map(|group| {
             group
                 .into_iter()
-                .filter_map(|command| change_for(&tasks_by_id, command))
+                .filter_map(|command| change_for(cluster, command))
                 .collect::<Vec<Change>>()
         })
         .filter(|changes| !changes.is_empty())
@@ -514,7 +543,7 @@ fn changes_for(
     (groups, wake_at)
 }
 
-fn change_for(tasks_by_id: &HashMap<&str, &Task>, command: Command) -> Option<Change> {
+fn change_for(cluster: &ClusterView, command: Command) -> Option<Change> {
     match command {
         Command::CreateTask(task) => Some(objects::create(&*task)),
         Command::SetDesiredState {
@@ -522,7 +551,7 @@ fn change_for(tasks_by_id: &HashMap<&str, &Task>, command: Command) -> Option<Ch
             read_version,
             desired_state,
         } => {
-            let mut changed = (*tasks_by_id.get(task_id.as_str())?).clone();
+            let mut changed = cluster.task(&task_id)?.clone();
             changed.desired_state = desired_state as i32;
             Some(objects::update_at(&changed, read_version))
         }

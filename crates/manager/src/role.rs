@@ -298,8 +298,9 @@ impl ManagerRole {
             let (store, dispatcher) = (Arc::clone(&store), dispatcher.clone());
             metrics.attach_manager(move || state_metrics::sample(&store, &dispatcher))
         };
-        let orchestration_loop =
-            OrchestrationLoop::new(Arc::clone(&store)).with_metrics(metrics.orchestration.clone());
+        let orchestration_loop = OrchestrationLoop::new(Arc::clone(&store))
+            .with_view(Arc::clone(&view))
+            .with_metrics(metrics.orchestration.clone());
         let given_up = orchestration_loop.given_up_slots();
         let orchestration = tokio::spawn(orchestration_loop.run_supervised(stopped.clone()));
         let control = ControlApi::new(Arc::clone(&store), view, given_up, logs);

@@ -1,5 +1,6 @@
 //! The cluster store decoded once and indexed: tasks by id, node and service; services, nodes,
-//! and the secrets and configs tasks reference, by id. It is built from a whole
+//! networks, the cluster object, and the secrets and configs tasks reference, by id. Objects of
+//! one kind iterate in id order, the store's own order. It is built from a whole
 //! store view and kept current by applying the store's committed changes in order, each change
 //! decoding only the records it carries, so a reader pays for what it asks, not for the store's
 //! size. `apply` says what it touched, so a follower of one node or one object can tell whether
@@ -13,7 +14,7 @@ pub(crate) mod shared;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use raft_store::{ChangeEvent, CommittedChanges, ObjectRecord, StoreView};
-use shoal_proto::api::{Config, Node, Secret, Service, Task};
+use shoal_proto::api::{Cluster, Config, Network, Node, Secret, Service, Task};
 
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
@@ -22,12 +23,15 @@ use crate::objects::{self, ClusterObject};
 /// same objects are equal whatever changes led to them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct ClusterView {
-    tasks: HashMap<String, Task>,
+    tasks: BTreeMap<String, Task>,
     /// Scheduled tasks only: a task waiting for a node is on none.
     tasks_by_node: BTreeMap<String, BTreeSet<String>>,
     tasks_by_service: BTreeMap<String, BTreeSet<String>>,
-    services: HashMap<String, Service>,
-    nodes: HashMap<String, Node>,
+    services: BTreeMap<String, Service>,
+    nodes: BTreeMap<String, Node>,
+    networks: BTreeMap<String, Network>,
+    /// A swarm has one cluster object, once it is initialised.
+    clusters: BTreeMap<String, Cluster>,
     /// The nodes with a manager status.
     managers: BTreeSet<String>,
     secrets: HashMap<String, Secret>,
@@ -87,6 +91,14 @@ impl ClusterView {
         }
         for record in store.list(Node::KIND) {
             view.insert_node(objects::decode(record)?);
+        }
+        for record in store.list(Network::KIND) {
+            let network: Network = objects::decode(record)?;
+            view.networks.insert(network.id.clone(), network);
+        }
+        for record in store.list(Cluster::KIND) {
+            let cluster: Cluster = objects::decode(record)?;
+            view.clusters.insert(cluster.id.clone(), cluster);
         }
         for record in store.list(Secret::KIND) {
             let secret: Secret = objects::decode(record)?;
@@ -153,6 +165,22 @@ impl ClusterView {
                     self.insert_node(new);
                 }
             }
+            Network::KIND => match new.map(objects::decode::<Network>).transpose()? {
+                Some(network) => {
+                    self.networks.insert(id.to_owned(), network);
+                }
+                None => {
+                    self.networks.remove(id);
+                }
+            },
+            Cluster::KIND => match new.map(objects::decode::<Cluster>).transpose()? {
+                Some(cluster) => {
+                    self.clusters.insert(id.to_owned(), cluster);
+                }
+                None => {
+                    self.clusters.remove(id);
+                }
+            },
             Secret::KIND => {
                 touched.secrets.insert(id.to_owned());
                 match new.map(objects::decode::<Secret>).transpose()? {
@@ -199,7 +227,7 @@ impl ClusterView {
         self.tasks.get(id)
     }
 
-    /// Every task, in no particular order.
+    /// Every task, in id order.
     pub(crate) fn tasks(&self) -> impl Iterator<Item = &Task> {
         self.tasks.values()
     }
@@ -229,7 +257,7 @@ impl ClusterView {
             .filter_map(|id| self.tasks.get(id))
     }
 
-    /// Every service, in no particular order.
+    /// Every service, in id order.
     pub(crate) fn services(&self) -> impl Iterator<Item = &Service> {
         self.services.values()
     }
@@ -238,7 +266,7 @@ impl ClusterView {
         self.nodes.get(id)
     }
 
-    /// Every node, in no particular order.
+    /// Every node, in id order.
     pub(crate) fn nodes(&self) -> impl Iterator<Item = &Node> {
         self.nodes.values()
     }
@@ -246,6 +274,16 @@ impl ClusterView {
     /// The nodes with a manager status, in id order.
     pub(crate) fn managers(&self) -> impl Iterator<Item = &Node> {
         self.managers.iter().filter_map(|id| self.nodes.get(id))
+    }
+
+    /// Every network, in id order.
+    pub(crate) fn networks(&self) -> impl Iterator<Item = &Network> {
+        self.networks.values()
+    }
+
+    /// The cluster object (the first in id order, as the store lists them).
+    pub(crate) fn cluster(&self) -> Option<&Cluster> {
+        self.clusters.values().next()
     }
 
     pub(crate) fn secret(&self, id: &str) -> Option<&Secret> {
@@ -282,8 +320,8 @@ pub(crate) mod tests {
     use rand::rngs::StdRng;
     use rand::{RngExt as _, SeedableRng as _};
     use shoal_proto::api::{
-        Annotations, ConfigSpec, ManagerStatus, NodeStatus, SecretSpec, ServiceSpec, TaskState,
-        TaskStatus,
+        Annotations, ClusterSpec, ConfigSpec, ManagerStatus, NetworkSpec, NodeStatus, SecretSpec,
+        ServiceSpec, TaskState, TaskStatus,
     };
 
     use super::*;
@@ -400,6 +438,22 @@ pub(crate) mod tests {
                     id,
                     ..Default::default()
                 }),
+                Network::KIND => objects::create(&Network {
+                    spec: Some(NetworkSpec {
+                        annotations: annotations(random, &id),
+                        ..Default::default()
+                    }),
+                    id,
+                    ..Default::default()
+                }),
+                Cluster::KIND => objects::create(&Cluster {
+                    spec: Some(ClusterSpec {
+                        annotations: annotations(random, &id),
+                        ..Default::default()
+                    }),
+                    id,
+                    ..Default::default()
+                }),
                 _ => objects::create(&Config {
                     spec: Some(ConfigSpec {
                         annotations: annotations(random, &id),
@@ -435,6 +489,16 @@ pub(crate) mod tests {
                     secret.spec.as_mut().unwrap().annotations = annotations(random, &id);
                     objects::update(&secret)
                 }
+                Network::KIND => {
+                    let mut network: Network = objects::decode(record).unwrap();
+                    network.spec.as_mut().unwrap().annotations = annotations(random, &id);
+                    objects::update(&network)
+                }
+                Cluster::KIND => {
+                    let mut cluster: Cluster = objects::decode(record).unwrap();
+                    cluster.spec.as_mut().unwrap().annotations = annotations(random, &id);
+                    objects::update(&cluster)
+                }
                 _ => {
                     let mut config: Config = objects::decode(record).unwrap();
                     config.spec.as_mut().unwrap().annotations = annotations(random, &id);
@@ -459,6 +523,8 @@ pub(crate) mod tests {
                     Service::KIND,
                     Secret::KIND,
                     Config::KIND,
+                    Network::KIND,
+                    Cluster::KIND,
                 ],
             );
             let change = random_change(random, store, kind);

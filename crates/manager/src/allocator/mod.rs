@@ -152,12 +152,13 @@ impl AddressPools {
     }
 }
 
-/// What the allocator reads: the store's objects at one index.
+/// What the allocator reads: the store's objects at one index, borrowed from the store's
+/// decoded view.
 pub struct AllocatorInput<'a> {
-    pub networks: &'a [Network],
-    pub nodes: &'a [Node],
-    pub services: &'a [Service],
-    pub tasks: &'a [Task],
+    pub networks: &'a [&'a Network],
+    pub nodes: &'a [&'a Node],
+    pub services: &'a [&'a Service],
+    pub tasks: &'a [&'a Task],
     pub pools: &'a AddressPools,
     /// Tasks allocated in this step at most ([`MAX_TASKS_PER_STEP`], or fewer when their
     /// writes did not fit one proposal); the oldest go first. Nodes given their ingress
@@ -244,9 +245,9 @@ fn needs_ingress_endpoint(endpoint: Option<&Endpoint>) -> bool {
 
 /// The ingress network, if the swarm has one: the one marked `ingress` and not being removed
 /// (there is at most one; should there be more, the oldest id).
-pub fn ingress_network(networks: &[Network]) -> Option<&Network> {
+pub fn ingress_network<'a>(networks: impl IntoIterator<Item = &'a Network>) -> Option<&'a Network> {
     networks
-        .iter()
+        .into_iter()
         .filter(|network| {
             !network.pending_delete && network.spec.as_ref().is_some_and(|spec| spec.ingress)
         })
@@ -263,7 +264,7 @@ pub fn holds_addresses(task: &Task) -> bool {
 
 /// Whether a network marked `pending_delete` can go: no stored service attaches to it or holds
 /// a virtual IP on it, and no task holds an address on it.
-fn deletable(network: &Network, services: &[Service], tasks: &[Task]) -> bool {
+fn deletable(network: &Network, services: &[&Service], tasks: &[&Task]) -> bool {
     let id = network.id.as_str();
     let attached = services.iter().any(|service| {
         let spec_attaches = service.spec.as_ref().is_some_and(|spec| {
@@ -445,7 +446,7 @@ pub fn allocate(input: &AllocatorInput<'_>, now: ClusterTime) -> Allocation {
         }
     }
 
-    let ingress = ingress_network(input.networks).map(|network| network.id.clone());
+    let ingress = ingress_network(input.networks.iter().copied()).map(|network| network.id.clone());
     for node in input.nodes {
         for attachment in node_attachments_kept(node, ingress.as_deref()) {
             if let Some(network) = &attachment.network {
@@ -455,11 +456,11 @@ pub fn allocate(input: &AllocatorInput<'_>, now: ClusterTime) -> Allocation {
             }
         }
     }
-    let mut published = PublishedPorts::of_services(input.services);
+    let mut published = PublishedPorts::of_services(input.services.iter().copied());
     let mut published_changed = false;
     let mut vip_failures: HashMap<(String, String), AllocationFailure> = HashMap::new();
     let mut services_by_id: HashMap<&str, Service> = HashMap::new();
-    let mut ordered_services: Vec<&Service> = input.services.iter().collect();
+    let mut ordered_services: Vec<&Service> = input.services.to_vec();
     ordered_services.sort_by(|left, right| left.id.cmp(&right.id));
     for service in ordered_services {
         let mut current = service.clone();
@@ -488,6 +489,7 @@ pub fn allocate(input: &AllocatorInput<'_>, now: ClusterTime) -> Allocation {
     let mut waiting: Vec<&Task> = input
         .tasks
         .iter()
+        .copied()
         .filter(|task| {
             observed_state(task) == TaskState::New
                 && is_wanted(task)
@@ -568,7 +570,7 @@ pub fn allocate(input: &AllocatorInput<'_>, now: ClusterTime) -> Allocation {
         .networks
         .iter()
         .filter(|network| deletable(network, input.services, input.tasks))
-        .cloned()
+        .map(|&network| network.clone())
         .collect();
     let mut failed: Vec<(String, AllocationFailure)> = failed.into_iter().collect();
     failed.sort_by(|left, right| left.0.cmp(&right.0));
@@ -595,13 +597,13 @@ fn node_attachments_kept<'a>(
 /// drops attachments on any other network. A node that can't get an address is noted and keeps
 /// nothing stale.
 fn allocate_nodes(
-    nodes: &[Node],
+    nodes: &[&Node],
     ingress: Option<&str>,
     states: &mut BTreeMap<String, NetworkState>,
     budget: usize,
     allocation: &mut Allocation,
 ) {
-    let mut ordered: Vec<&Node> = nodes.iter().collect();
+    let mut ordered: Vec<&Node> = nodes.to_vec();
     ordered.sort_by(|left, right| left.id.cmp(&right.id));
     for node in ordered {
         if allocation.nodes.len() >= budget {
@@ -708,12 +710,13 @@ fn allocate_networks(
         .networks
         .iter()
         .filter(|network| !is_allocated(network))
-        .flat_map(requested_configs)
+        .flat_map(|network| requested_configs(network))
         .filter_map(|config| ipam::parse_subnet(&config.subnet))
         .collect();
     let mut unallocated: Vec<&Network> = input
         .networks
         .iter()
+        .copied()
         .filter(|network| !is_allocated(network) && !network.pending_delete)
         .collect();
     unallocated.sort_by_key(|network| {

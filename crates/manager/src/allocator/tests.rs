@@ -124,6 +124,11 @@ struct Objects {
     pools: Option<AddressPools>,
 }
 
+/// The allocator borrows what it reads, as it does from the cluster view.
+fn refs<T>(objects: &[T]) -> Vec<&T> {
+    objects.iter().collect()
+}
+
 impl Objects {
     fn step(&mut self) -> Allocation {
         let pools = self
@@ -132,10 +137,10 @@ impl Objects {
             .unwrap_or_else(|| AddressPools::of_cluster(None));
         let allocation = allocate(
             &AllocatorInput {
-                networks: &self.networks,
-                nodes: &self.nodes,
-                services: &self.services,
-                tasks: &self.tasks,
+                networks: &refs(&self.networks),
+                nodes: &refs(&self.nodes),
+                services: &refs(&self.services),
+                tasks: &refs(&self.tasks),
                 pools: &pools,
                 max_tasks: MAX_TASKS_PER_STEP,
             },
@@ -1168,9 +1173,9 @@ fn node_writes_keep_to_the_step_budget() {
     )];
     let allocation = allocate(
         &AllocatorInput {
-            networks: &networks,
-            nodes: &nodes,
-            services: &services,
+            networks: &refs(&networks),
+            nodes: &refs(&nodes),
+            services: &refs(&services),
             tasks: &[],
             pools: &pools,
             max_tasks: 2,

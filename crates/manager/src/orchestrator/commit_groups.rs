@@ -1,7 +1,7 @@
 //! Which of a core's commands must commit together, for a step whose commands are more than one
 //! store transaction can carry.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use super::command::Command;
 use super::snapshot::{ClusterSnapshot, SlotKey};
@@ -31,11 +31,27 @@ enum Owner {
 ///
 /// Wake-ups are not changes and are left out. Slots keep the order of their first command.
 pub fn commit_groups(snapshot: &ClusterSnapshot<'_>, commands: Vec<Command>) -> Vec<Vec<Command>> {
-    let slot_of_task: HashMap<&str, SlotKey> = snapshot
-        .tasks()
+    // Only the tasks the commands name, so a step with little to write stays cheap however
+    // many tasks the cluster has.
+    let named: HashSet<&str> = commands
         .iter()
-        .map(|task| (task.id.as_str(), SlotKey::of_task(task)))
+        .filter_map(|command| match command {
+            Command::SetDesiredState { task_id, .. } | Command::DeleteTask { task_id, .. } => {
+                Some(task_id.as_str())
+            }
+            _ => None,
+        })
         .collect();
+    let slot_of_task: HashMap<&str, SlotKey> = if named.is_empty() {
+        HashMap::new()
+    } else {
+        snapshot
+            .tasks()
+            .iter()
+            .filter(|task| named.contains(task.id.as_str()))
+            .map(|task| (task.id.as_str(), SlotKey::of_task(task)))
+            .collect()
+    };
     let mut service_groups = Vec::new();
     let mut task_groups: Vec<Vec<Command>> = Vec::new();
     let mut group_of_owner: HashMap<Owner, usize> = HashMap::new();

@@ -11,9 +11,9 @@ use shoal_proto::api::{Node, Service, Task, service_spec};
 /// snapshot for the next step.
 #[derive(Debug, Clone)]
 pub struct ClusterSnapshot<'store> {
-    services: &'store [Service],
-    nodes: &'store [Node],
-    tasks: &'store [Task],
+    services: Vec<&'store Service>,
+    nodes: Vec<&'store Node>,
+    tasks: Vec<&'store Task>,
     services_by_id: BTreeMap<&'store str, &'store Service>,
     nodes_by_id: BTreeMap<&'store str, &'store Node>,
     tasks_by_service: BTreeMap<&'store str, Vec<&'store Task>>,
@@ -21,46 +21,50 @@ pub struct ClusterSnapshot<'store> {
 
 impl<'store> ClusterSnapshot<'store> {
     /// Indexes one read of the store: every service (including ones marked
-    /// `pending_delete`), every member node, and every task, old ones included. Building
-    /// the indexes once keeps a step over many services linear in the number of tasks.
+    /// `pending_delete`), every member node, and every task, old ones included, each in the
+    /// store's order. It borrows them, from the store's decoded view or a test's vectors alike.
+    /// Building the indexes once keeps a step over many services linear in the number of tasks.
     pub fn new(
-        services: &'store [Service],
-        nodes: &'store [Node],
-        tasks: &'store [Task],
+        services: impl IntoIterator<Item = &'store Service>,
+        nodes: impl IntoIterator<Item = &'store Node>,
+        tasks: impl IntoIterator<Item = &'store Task>,
     ) -> ClusterSnapshot<'store> {
+        let services: Vec<&Service> = services.into_iter().collect();
+        let nodes: Vec<&Node> = nodes.into_iter().collect();
+        let tasks: Vec<&Task> = tasks.into_iter().collect();
         let mut tasks_by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-        for task in tasks {
+        for &task in &tasks {
             tasks_by_service
                 .entry(task.service_id.as_str())
                 .or_default()
                 .push(task);
         }
         ClusterSnapshot {
+            services_by_id: services
+                .iter()
+                .map(|&service| (service.id.as_str(), service))
+                .collect(),
+            nodes_by_id: nodes.iter().map(|&node| (node.id.as_str(), node)).collect(),
             services,
             nodes,
             tasks,
-            services_by_id: services
-                .iter()
-                .map(|service| (service.id.as_str(), service))
-                .collect(),
-            nodes_by_id: nodes.iter().map(|node| (node.id.as_str(), node)).collect(),
             tasks_by_service,
         }
     }
 
     /// Every service, in the store's order.
-    pub fn services(&self) -> &'store [Service] {
-        self.services
+    pub fn services(&self) -> &[&'store Service] {
+        &self.services
     }
 
     /// Every member node, in the store's order.
-    pub fn nodes(&self) -> &'store [Node] {
-        self.nodes
+    pub fn nodes(&self) -> &[&'store Node] {
+        &self.nodes
     }
 
     /// Every task, in the store's order.
-    pub fn tasks(&self) -> &'store [Task] {
-        self.tasks
+    pub fn tasks(&self) -> &[&'store Task] {
+        &self.tasks
     }
 
     /// The service with this id, if it still exists.
