@@ -750,16 +750,15 @@ async fn finish_root_rotations(store: Arc<Store>, mut stop: watch::Receiver<bool
     let mut changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
     loop {
         if store.status().is_leader {
+            // The nodes are decoded only while a rotation is under way: this runs on every
+            // commit, and most commits in a big swarm are nodes' own.
             let state = store.local_view(|view| {
                 let cluster = objects::cluster_of(view).ok()??;
+                cluster.root_ca.as_ref()?.root_rotation.as_ref()?;
                 let nodes = objects::decode_all::<Node>(view.list(Node::KIND)).ok()?;
                 Some((cluster, nodes))
             });
             if let Some((mut cluster, nodes)) = state
-                && cluster
-                    .root_ca
-                    .as_ref()
-                    .is_some_and(|root| root.root_rotation.is_some())
                 && crate::node_ca::nodes_left_to_rotate(&cluster, &nodes).is_empty()
             {
                 let finished = crate::node_ca::finish_root_rotation(&mut cluster)

@@ -84,25 +84,21 @@ async fn time_until<F: Future<Output = bool>>(
     Ok(started.elapsed())
 }
 
-async fn ready_nodes(fleet: &Fleet) -> usize {
-    let Ok(control) = fleet.control() else {
-        return 0;
-    };
-    control
+/// How many nodes the leader's `node ls` shows ready, or why it could not tell.
+async fn ready_nodes(fleet: &Fleet) -> Result<usize, String> {
+    let control = fleet.control().map_err(|error| error.to_string())?;
+    let response = control
         .list_nodes(Request::new(ListNodesRequest {}))
         .await
-        .map(|response| {
-            response
-                .into_inner()
-                .nodes
-                .iter()
-                .filter(|node| {
-                    node.status.as_ref().map(|status| status.state())
-                        == Some(node_status::State::Ready)
-                })
-                .count()
+        .map_err(|status| format!("node ls: {}", status.message()))?;
+    Ok(response
+        .into_inner()
+        .nodes
+        .iter()
+        .filter(|node| {
+            node.status.as_ref().map(|status| status.state()) == Some(node_status::State::Ready)
         })
-        .unwrap_or(0)
+        .count())
 }
 
 async fn running_tasks(fleet: &Fleet) -> usize {
@@ -273,9 +269,12 @@ async fn bench(settings: Settings) -> Result<(), String> {
             .count();
         if started.elapsed().as_secs() >= next_note.get() {
             next_note.set(next_note.get() + 10);
-            eprintln!("{ready} nodes ready, {sessions} agents with a session");
+            match &ready {
+                Ok(ready) => eprintln!("{ready} nodes ready, {sessions} agents with a session"),
+                Err(error) => eprintln!("{error}; {sessions} agents with a session"),
+            }
         }
-        ready >= settings.agents
+        ready.is_ok_and(|ready| ready >= settings.agents)
     })
     .await?;
     println!("every agent ready: {:.3} s later", ready.as_secs_f64());
