@@ -1,9 +1,10 @@
 //! Issue 17's figures on a simulated fleet ([`daemon::fleet`]): 3 managers (by default) and
 //! N agents in this process, one replicated service of N × tasks-per-node tasks. Prints the
-//! time from `service create` to every task RUNNING, `node ls` (ListNodes) and `service ps`
-//! (ListTasks of the service) latency p50 and p99, from the leader's kill to a new leader, to
-//! every agent back in session and to the first write accepted, and the process's peak memory
-//! and CPU time (managers and agents share the process).
+//! time from `service create` to every task RUNNING, `node ls` (ListNodes), `service ls`
+//! (ListServices) and `service ps` (ListTasks of the service) latency p50 and p99, from the
+//! leader's kill to a new leader, to every agent back in session and to the first write
+//! accepted, and the process's peak memory and CPU time (managers and agents share the
+//! process).
 //!
 //! `bench-fleet [--agents N] [--heartbeat-secs S] [--tasks-per-node T] [--managers M]
 //! [--node-ls-samples K]`; build it with `--release` for figures worth quoting.
@@ -14,8 +15,8 @@ use std::time::{Duration, Instant};
 use daemon::fleet::{Fleet, FleetOptions, replicated_service};
 use shoal_proto::api::control_server::Control as _;
 use shoal_proto::api::{
-    CreateServiceRequest, GetServiceRequest, ListNodesRequest, ListTasksRequest, TaskState,
-    UpdateServiceRequest, node_status,
+    CreateServiceRequest, GetServiceRequest, ListNodesRequest, ListServicesRequest,
+    ListTasksRequest, TaskState, UpdateServiceRequest, node_status,
 };
 use tonic::Request;
 
@@ -307,6 +308,15 @@ async fn bench(settings: Settings) -> Result<(), String> {
     })
     .await?;
     println!("node ls over {node_ls}");
+    let service_ls = latencies(settings.node_ls_samples, || async {
+        control
+            .list_services(Request::new(ListServicesRequest {}))
+            .await
+            .map(|_| ())
+            .map_err(|status| format!("service ls: {status}"))
+    })
+    .await?;
+    println!("service ls over {service_ls}");
     let service_ps = latencies(settings.node_ls_samples, || async {
         control
             .list_tasks(Request::new(ListTasksRequest {

@@ -13,6 +13,7 @@ mod resolve;
 mod service_spec;
 mod stacks;
 
+use std::borrow::Borrow;
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::sync::Arc;
 
@@ -59,21 +60,6 @@ pub struct ControlApi {
     logs: LogBroker,
 }
 
-/// Everything the control API reads, decoded at one index.
-struct Objects {
-    services: Vec<Service>,
-    nodes: Vec<Node>,
-    tasks: Vec<Task>,
-}
-
-fn decode_objects(view: &StoreView<'_>) -> Result<Objects, ManagerError> {
-    Ok(Objects {
-        services: objects::decode_all(view.list(Service::KIND))?,
-        nodes: objects::decode_all(view.list(Node::KIND))?,
-        tasks: objects::decode_all(view.list(Task::KIND))?,
-    })
-}
-
 fn service_name(service: &Service) -> &str {
     service
         .spec
@@ -89,27 +75,49 @@ fn node_hostname(node: &Node) -> &str {
 }
 
 /// Services the user can see: one being removed is already gone for them.
-fn visible_services(services: &[Service]) -> Vec<Service> {
+fn visible_services<'a>(services: impl IntoIterator<Item = &'a Service>) -> Vec<&'a Service> {
     services
-        .iter()
+        .into_iter()
         .filter(|service| !service.pending_delete)
-        .cloned()
         .collect()
 }
 
-fn resolve_service<'a>(
-    services: &'a [Service],
+/// The service `reference` names among `services` (the view's or decoded ones).
+fn resolve_service<'a, S: Borrow<Service>>(
+    services: &'a [S],
     reference: &str,
 ) -> Result<&'a Service, ManagerError> {
-    resolve::resolve(services, reference, "service", |s| &s.id, service_name)
+    resolve::resolve(
+        services,
+        reference,
+        "service",
+        |s| &s.borrow().id,
+        |s| service_name(s.borrow()),
+    )
+    .map(Borrow::borrow)
 }
 
-fn resolve_node<'a>(nodes: &'a [Node], reference: &str) -> Result<&'a Node, ManagerError> {
-    resolve::resolve(nodes, reference, "node", |n| &n.id, node_hostname)
+/// The node `reference` names among `nodes` (the view's or decoded ones).
+fn resolve_node<'a, N: Borrow<Node>>(
+    nodes: &'a [N],
+    reference: &str,
+) -> Result<&'a Node, ManagerError> {
+    resolve::resolve(
+        nodes,
+        reference,
+        "node",
+        |n| &n.borrow().id,
+        |n| node_hostname(n.borrow()),
+    )
+    .map(Borrow::borrow)
 }
 
-fn resolve_task<'a>(tasks: &'a [Task], reference: &str) -> Result<&'a Task, ManagerError> {
-    resolve::resolve(tasks, reference, "task", |t| &t.id, |_| "")
+/// The task `reference` names among `tasks` (the view's or decoded ones).
+fn resolve_task<'a, T: Borrow<Task>>(
+    tasks: &'a [T],
+    reference: &str,
+) -> Result<&'a Task, ManagerError> {
+    resolve::resolve(tasks, reference, "task", |t| &t.borrow().id, |_| "").map(Borrow::borrow)
 }
 
 /// The cluster object as clients see it: without the CA's private key, the unlock key (which
@@ -192,10 +200,6 @@ impl ControlApi {
     ) -> Result<R, ManagerError> {
         self.store.read_barrier().await?;
         self.view.read_current(read)?
-    }
-
-    async fn read_objects(&self) -> Result<Objects, ManagerError> {
-        self.read(decode_objects).await
     }
 
     async fn cluster(&self) -> Result<Cluster, ManagerError> {
@@ -372,9 +376,12 @@ impl ControlApi {
     }
 
     async fn remove_service(&self, reference: &str) -> Result<String, ManagerError> {
-        let objects = self.read_objects().await?;
-        let services = visible_services(&objects.services);
-        let mut service = resolve_service(&services, reference)?.clone();
+        let mut service = self
+            .read_view(|view| {
+                let services = visible_services(view.services());
+                Ok(resolve_service(&services, reference)?.clone())
+            })
+            .await?;
         // The orchestrator stops and removes the tasks, then deletes the service.
         service.pending_delete = true;
         self.store
@@ -389,8 +396,11 @@ impl ControlApi {
         let spec = request.spec.ok_or_else(|| {
             ManagerError::InvalidArgument("the update carries no node spec".to_owned())
         })?;
-        let objects = self.read_objects().await?;
-        let mut node = resolve_node(&objects.nodes, &request.node)?.clone();
+        let mut node = self
+            .read_view(|view| {
+                Ok(resolve_node(&view.nodes().collect::<Vec<_>>(), &request.node)?.clone())
+            })
+            .await?;
         let current_role = node
             .spec
             .as_ref()
@@ -784,8 +794,11 @@ impl ControlApi {
     }
 
     async fn remove_node(&self, request: RemoveNodeRequest) -> Result<String, ManagerError> {
-        let objects = self.read_objects().await?;
-        let node = resolve_node(&objects.nodes, &request.node)?.clone();
+        let node = self
+            .read_view(|view| {
+                Ok(resolve_node(&view.nodes().collect::<Vec<_>>(), &request.node)?.clone())
+            })
+            .await?;
         if node.manager_status.is_some() || node.role() == api::NodeRole::Manager {
             return Err(ManagerError::FailedPrecondition(format!(
                 "node {} is a manager and a member of the Raft group: demote it first with 'shoal node demote {}'",
@@ -855,18 +868,14 @@ impl ControlApi {
 
     async fn list_tasks(&self, request: ListTasksRequest) -> Result<Vec<Task>, ManagerError> {
         self.read_view(|view| {
-            let services: Vec<Service> = view
-                .services()
-                .filter(|service| !service.pending_delete)
-                .cloned()
-                .collect();
+            let services = visible_services(view.services());
             let mut service_ids = BTreeSet::new();
             for reference in &request.services {
                 service_ids.insert(resolve_service(&services, reference)?.id.clone());
             }
             let mut node_ids = BTreeSet::new();
             if !request.nodes.is_empty() {
-                let nodes: Vec<Node> = view.nodes().cloned().collect();
+                let nodes: Vec<&Node> = view.nodes().collect();
                 for reference in &request.nodes {
                     node_ids.insert(resolve_node(&nodes, reference)?.id.clone());
                 }
@@ -907,8 +916,9 @@ impl ControlApi {
     }
 
     async fn progress(&self, reference: &str) -> Result<ServiceProgressResponse, ManagerError> {
-        let objects = self.read_objects().await?;
-        progress_of(&objects, reference, &self.given_up.borrow())
+        let given_up = self.given_up.borrow().clone();
+        self.read_view(|view| progress_of(view, reference, &given_up))
+            .await
     }
 
     /// The nodes and tasks a log request reads from.
@@ -919,25 +929,30 @@ impl ControlApi {
         &self,
         request: &ServiceLogsRequest,
     ) -> Result<(Vec<LogTarget>, HashSet<String>), ManagerError> {
-        let objects = self.read_objects().await?;
-        let services = visible_services(&objects.services);
-        let mut service_ids = HashSet::new();
-        let mut wanted: Vec<&Task> = Vec::new();
-        for reference in &request.services {
-            let service = resolve_service(&services, reference)?;
-            service_ids.insert(service.id.clone());
-            wanted.extend(
-                objects
-                    .tasks
-                    .iter()
-                    .filter(|task| task.service_id == service.id)
-                    .filter(|task| !request.follow || has_started(task)),
-            );
-        }
-        for reference in &request.tasks {
-            wanted.push(resolve_task(&objects.tasks, reference)?);
-        }
-        Ok((log_targets_of(wanted), service_ids))
+        self.read_view(|view| {
+            let services = visible_services(view.services());
+            // Every task only when some are named: a follow of services needs their own.
+            let tasks: Vec<&Task> = if request.tasks.is_empty() {
+                Vec::new()
+            } else {
+                view.tasks().collect()
+            };
+            let mut service_ids = HashSet::new();
+            let mut wanted: Vec<&Task> = Vec::new();
+            for reference in &request.services {
+                let service = resolve_service(&services, reference)?;
+                service_ids.insert(service.id.clone());
+                wanted.extend(
+                    view.tasks_of_service(&service.id)
+                        .filter(|task| !request.follow || has_started(task)),
+                );
+            }
+            for reference in &request.tasks {
+                wanted.push(resolve_task(&tasks, reference)?);
+            }
+            Ok((log_targets_of(wanted), service_ids))
+        })
+        .await
     }
 }
 
@@ -965,13 +980,13 @@ fn log_targets_of<'a>(tasks: impl IntoIterator<Item = &'a Task>) -> Vec<LogTarge
 }
 
 fn progress_of(
-    objects: &Objects,
+    view: &ClusterView,
     reference: &str,
     given_up: &GivenUpSlots,
 ) -> Result<ServiceProgressResponse, ManagerError> {
-    let services = visible_services(&objects.services);
+    let services = visible_services(view.services());
     let service_id = resolve_service(&services, reference)?.id.clone();
-    let snapshot = ClusterSnapshot::new(&services, &objects.nodes, &objects.tasks);
+    let snapshot = ClusterSnapshot::new(services.iter().copied(), view.nodes(), view.tasks());
     progress::service_progress(&snapshot, &service_id, given_up).ok_or_else(|| {
         ManagerError::NotFound {
             kind: "service",
@@ -1002,6 +1017,7 @@ fn moves_progress(committed: &raft_store::CommittedChanges, service_id: &str) ->
 /// before `first` was read, so no change falls between.
 async fn push_progress(
     store: Arc<Store>,
+    view: Arc<SharedView>,
     mut given_up: watch::Receiver<GivenUpSlots>,
     service_id: String,
     first: ServiceProgressResponse,
@@ -1036,9 +1052,10 @@ async fn push_progress(
             () = sender.closed() => return,
             () = tokio::time::sleep_until(last_sent + PROGRESS_INTERVAL) => {}
         }
-        let next = store
-            .local_view(decode_objects)
-            .and_then(|objects| progress_of(&objects, &service_id, &given_up.borrow()));
+        let given_up_now = given_up.borrow().clone();
+        let next = view
+            .read_current(|view| progress_of(view, &service_id, &given_up_now))
+            .and_then(|next| next);
         match next {
             Ok(next) if next == last => {}
             Ok(next) => {
@@ -1465,27 +1482,37 @@ impl Control for ControlApi {
         request: Request<GetServiceRequest>,
     ) -> ControlResult<ServiceResponse> {
         let reference = request.into_inner().service;
-        reply(self.read_objects().await.and_then(|objects| {
-            let services = visible_services(&objects.services);
-            Ok(ServiceResponse {
-                service: Some(resolve_service(&services, &reference)?.clone()),
+        reply(
+            self.read_view(|view| {
+                let services = visible_services(view.services());
+                Ok(ServiceResponse {
+                    service: Some(resolve_service(&services, &reference)?.clone()),
+                })
             })
-        }))
+            .await,
+        )
     }
 
     async fn list_services(
         &self,
         _: Request<ListServicesRequest>,
     ) -> ControlResult<ListServicesResponse> {
-        reply(self.read_objects().await.map(|objects| {
-            let services = visible_services(&objects.services);
-            let snapshot = ClusterSnapshot::new(&services, &objects.nodes, &objects.tasks);
-            let statuses = services
-                .iter()
-                .map(|service| progress::service_status(&snapshot, service))
-                .collect();
-            ListServicesResponse { services, statuses }
-        }))
+        reply(
+            self.read_view(|view| {
+                let services = visible_services(view.services());
+                let snapshot =
+                    ClusterSnapshot::new(services.iter().copied(), view.nodes(), view.tasks());
+                let statuses = services
+                    .iter()
+                    .map(|service| progress::service_status(&snapshot, service))
+                    .collect();
+                Ok(ListServicesResponse {
+                    services: services.into_iter().cloned().collect(),
+                    statuses,
+                })
+            })
+            .await,
+        )
     }
 
     async fn update_service(
@@ -1563,6 +1590,7 @@ impl Control for ControlApi {
         let (sender, receiver) = tokio::sync::mpsc::channel(4);
         tokio::spawn(push_progress(
             Arc::clone(&self.store),
+            Arc::clone(&self.view),
             self.given_up.clone(),
             service_id,
             first,
