@@ -65,6 +65,17 @@ impl Touched {
         }
     }
 
+    /// Whether the changes can concern any node, not only those they name: a rebuild, a
+    /// manager (every session lists them), the cluster object (roots, network keys), a secret
+    /// or a config (any node's tasks may reference it).
+    pub(crate) fn is_wide(&self) -> bool {
+        self.everything
+            || self.managers
+            || self.kinds.contains(Cluster::KIND)
+            || !self.secrets.is_empty()
+            || !self.configs.is_empty()
+    }
+
     /// Adds what `other` touched, for a batch of changes told as one.
     pub(crate) fn extend(&mut self, other: Touched) {
         self.everything |= other.everything;

@@ -39,7 +39,7 @@ use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::peer::{PeerIdentity, identity_of_request};
 use crate::rate_limit::{PerSourceLimiter, TokenBucket};
-use crate::view::shared::SharedView;
+use crate::view::shared::{NodeNotices, SharedView};
 use crate::view::{ClusterView, Touched};
 use shoal_metrics::DispatcherMetrics;
 use spec::time::proto_duration;
@@ -502,7 +502,7 @@ async fn follow_session(
     shared: Arc<Shared>,
     node_id: String,
     first: SessionMessage,
-    mut notices: broadcast::Receiver<Arc<Touched>>,
+    mut notices: NodeNotices,
     sender: mpsc::Sender<Result<SessionMessage, Status>>,
     mut ended: watch::Receiver<bool>,
 ) {
@@ -521,7 +521,10 @@ async fn follow_session(
                 return;
             }
             _ = sender.closed() => return,
-            notice = notices.recv() => match notice {
+            changed = notices.object.changed() => if changed.is_err() {
+                return;
+            },
+            notice = notices.wide.recv() => match notice {
                 Ok(touched) if !is_session_touched(&touched, &node_id) => continue,
                 // A lagging subscriber may have missed anything.
                 Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => {}
@@ -650,7 +653,7 @@ impl Dispatcher for DispatcherService {
         tracing::info!(node = %node_id, session = %session_id, "session opened");
         let (sender, receiver) = mpsc::channel(4);
         // Subscribed before the first message is read, so a change after it is told.
-        let notices = shared.view.subscribe();
+        let notices = shared.view.subscribe_node(&node_id);
         let (node, managers) = shared
             .view
             .read_current(|view| (view.node(&node_id).cloned(), manager_peers(view)))
@@ -754,7 +757,7 @@ impl Dispatcher for DispatcherService {
         let (sender, receiver) = mpsc::channel(4);
         tokio::spawn(async move {
             // Subscribed before the first read, so no change falls between the two.
-            let mut notices = view.subscribe();
+            let mut notices = view.subscribe_node(&node_id);
             let mut sent_key = None;
             let mut version = 0;
             loop {
@@ -777,7 +780,11 @@ impl Dispatcher for DispatcherService {
                 // building the set again for.
                 loop {
                     tokio::select! {
-                        notice = notices.recv() => match notice {
+                        changed = notices.tasks.changed() => match changed {
+                            Ok(()) => break,
+                            Err(_) => return,
+                        },
+                        notice = notices.wide.recv() => match notice {
                             Ok(touched)
                                 if !assignments::is_touched_by(
                                     &touched,

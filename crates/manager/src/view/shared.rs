@@ -1,9 +1,13 @@
 //! The shell around [`ClusterView`]: one view per manager, advanced from the store's watch,
-//! and a broadcast of what each advance touched. A subscriber subscribes before it reads the
-//! view, so a change is either in what it read or told to it afterwards. A reader that must see
+//! telling the follower of each node what each advance touched of it: changes to its object or
+//! its tasks reach only that node's follower, and only the changes that can concern every node
+//! are broadcast to all (a thousand sessions are not all woken for one node's write). A
+//! subscriber subscribes before it reads the view, so a change is either in what it read or
+//! told to it afterwards. A reader that must see
 //! every acknowledged write (the control API) passes the store's read barrier first and then
 //! brings the view up to what the store has applied, so it never reads behind the store.
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -23,7 +27,23 @@ const REBUILD_RETRY: Duration = Duration::from_secs(1);
 pub(crate) struct SharedView {
     store: Arc<Store>,
     following: Mutex<Following>,
-    notices: broadcast::Sender<Arc<Touched>>,
+    /// The notices that can concern every node ([`Touched::is_wide`]).
+    wide_notices: broadcast::Sender<Arc<Touched>>,
+    /// Per node with a follower, the signals of a change to its object and to its tasks.
+    node_signals: Mutex<HashMap<String, NodeSignals>>,
+}
+
+struct NodeSignals {
+    object: watch::Sender<()>,
+    tasks: watch::Sender<()>,
+}
+
+/// What the follower of one node is told: a change to the node's own object, a change to its
+/// tasks (or which tasks it has), and every change that can concern all nodes.
+pub(crate) struct NodeNotices {
+    pub(crate) object: watch::Receiver<()>,
+    pub(crate) tasks: watch::Receiver<()>,
+    pub(crate) wide: broadcast::Receiver<Arc<Touched>>,
 }
 
 /// The view and the watch it advances from, changed together under one lock.
@@ -49,15 +69,53 @@ impl SharedView {
                 changes,
                 broken: false,
             }),
-            notices: broadcast::channel(NOTICE_CAPACITY).0,
+            wide_notices: broadcast::channel(NOTICE_CAPACITY).0,
+            node_signals: Mutex::new(HashMap::new()),
         });
         tokio::spawn(follow(Arc::clone(&shared), stop));
         Ok(shared)
     }
 
-    /// Notices of what later changes touch; subscribe before reading, so nothing falls between.
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Arc<Touched>> {
-        self.notices.subscribe()
+    /// Notices of what later changes touch of node `node_id`, and of those that concern every
+    /// node; subscribe before reading, so nothing falls between.
+    pub(crate) fn subscribe_node(&self, node_id: &str) -> NodeNotices {
+        let wide = self.wide_notices.subscribe();
+        let mut signals = self
+            .node_signals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let signals = signals
+            .entry(node_id.to_owned())
+            .or_insert_with(|| NodeSignals {
+                object: watch::channel(()).0,
+                tasks: watch::channel(()).0,
+            });
+        NodeNotices {
+            object: signals.object.subscribe(),
+            tasks: signals.tasks.subscribe(),
+            wide,
+        }
+    }
+
+    /// Tells each subscriber what concerns it of `touched`.
+    fn tell(&self, touched: Touched) {
+        let signals = self
+            .node_signals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        for node_id in &touched.nodes {
+            if let Some(signals) = signals.get(node_id) {
+                signals.object.send_replace(());
+            }
+        }
+        for node_id in &touched.task_nodes {
+            if let Some(signals) = signals.get(node_id) {
+                signals.tasks.send_replace(());
+            }
+        }
+        if touched.is_wide() {
+            let _ = self.wide_notices.send(Arc::new(touched));
+        }
     }
 
     /// Runs `read` over the view as the follower last left it.
@@ -115,7 +173,7 @@ impl SharedView {
             }
         }
         if applied_any {
-            let _ = self.notices.send(Arc::new(touched));
+            self.tell(touched);
         }
         Ok(following.changes.position())
     }
@@ -128,7 +186,7 @@ impl SharedView {
             changes,
             broken: false,
         };
-        let _ = self.notices.send(Arc::new(Touched::everything()));
+        self.tell(Touched::everything());
         Ok(())
     }
 }
@@ -183,7 +241,7 @@ mod tests {
     use crate::objects;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_subscriber_is_told_each_batch_after_the_view_holds_it() {
+    async fn only_the_follower_of_a_node_is_told_of_its_change_after_the_view_holds_it() {
         let dir = tempfile::tempdir().unwrap();
         let store = Arc::new(crate::view::tests::leading_store(dir.path()).await);
         let first = Task {
@@ -197,7 +255,8 @@ mod tests {
             .unwrap();
         let (_stop, stop) = watch::channel(false);
         let shared = SharedView::start(Arc::clone(&store), stop).unwrap();
-        let mut notices = shared.subscribe();
+        let mut n1 = shared.subscribe_node("n1");
+        let mut n2 = shared.subscribe_node("n2");
         // What was stored before the start is in the view from the first read.
         assert!(shared.read(|view| view.task("t1").is_some()));
         let second = Task {
@@ -216,12 +275,17 @@ mod tests {
                 .read_current(|view| view.task("t2").is_some())
                 .unwrap()
         );
-        let touched = tokio::time::timeout(Duration::from_secs(10), notices.recv())
+        tokio::time::timeout(Duration::from_secs(10), n2.tasks.changed())
             .await
             .unwrap()
             .unwrap();
-        assert_eq!(touched.task_nodes, ["n2".to_owned()].into());
         assert!(shared.read(|view| view.tasks_on_node("n2").count() == 1));
+        // Only n2's follower is told: n1's tasks, n1's and n2's objects did not change, and
+        // nothing concerned every node.
+        assert!(!n1.tasks.has_changed().unwrap());
+        assert!(!n1.object.has_changed().unwrap());
+        assert!(!n2.object.has_changed().unwrap());
+        assert!(n1.wide.try_recv().is_err());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -230,7 +294,7 @@ mod tests {
         let store = Arc::new(crate::view::tests::leading_store(dir.path()).await);
         let (_stop, stop) = watch::channel(false);
         let shared = SharedView::start(Arc::clone(&store), stop).unwrap();
-        let mut notices = shared.subscribe();
+        let mut notices = shared.subscribe_node("n1");
         // The store keeps opaque bytes, so it takes a task no one can decode.
         let broken = store
             .write(Transaction::create("task", "broken", "", vec![0xff; 3]))
@@ -252,7 +316,7 @@ mod tests {
             ]))
             .await
             .unwrap();
-        let touched = tokio::time::timeout(Duration::from_secs(10), notices.recv())
+        let touched = tokio::time::timeout(Duration::from_secs(10), notices.wide.recv())
             .await
             .unwrap()
             .unwrap();
