@@ -92,7 +92,7 @@ enum Phase {
 
 pub struct OrchestrationLoop {
     store: Arc<Store>,
-    /// What the phases read; started by [`OrchestrationLoop::run`] when none was given.
+    /// What the phases read; made by [`OrchestrationLoop::run`] when none was given.
     view: Option<Arc<SharedView>>,
     committer: Arc<dyn PhaseCommitter>,
     supervisor: RestartSupervisor,
@@ -196,7 +196,7 @@ impl OrchestrationLoop {
         let view = loop {
             let started = match &self.view {
                 Some(view) => Ok(Arc::clone(view)),
-                None => SharedView::start(Arc::clone(&self.store), stop.clone()),
+                None => SharedView::unfollowed(Arc::clone(&self.store)),
             };
             match started {
                 Ok(view) => break view,

@@ -61,8 +61,18 @@ impl SharedView {
         store: Arc<Store>,
         stop: watch::Receiver<bool>,
     ) -> Result<Arc<SharedView>, ManagerError> {
+        let shared = SharedView::unfollowed(store)?;
+        tokio::spawn(follow(Arc::clone(&shared), stop));
+        Ok(shared)
+    }
+
+    /// Builds the view from the store as it is, advanced only when read through
+    /// [`SharedView::read_current`]: for a reader of its own that needs no notices (an
+    /// orchestration loop outside a manager role). No task holds it, so it and its store are
+    /// let go with its last reader.
+    pub(crate) fn unfollowed(store: Arc<Store>) -> Result<Arc<SharedView>, ManagerError> {
         let (view, changes) = read_whole(&store)?;
-        let shared = Arc::new(SharedView {
+        Ok(Arc::new(SharedView {
             store,
             following: Mutex::new(Following {
                 view,
@@ -71,9 +81,7 @@ impl SharedView {
             }),
             wide_notices: broadcast::channel(NOTICE_CAPACITY).0,
             node_signals: Mutex::new(HashMap::new()),
-        });
-        tokio::spawn(follow(Arc::clone(&shared), stop));
-        Ok(shared)
+        }))
     }
 
     /// Notices of what later changes touch of node `node_id`, and of those that concern every
