@@ -388,6 +388,21 @@ fn rp_filter_path(link: &str) -> PathBuf {
         .join("rp_filter")
 }
 
+/// The sysctls that make a namespace's bridges hand frames to netfilter, one per family.
+const BRIDGE_NF_CALLS: [&str; 3] = [
+    "/proc/sys/net/bridge/bridge-nf-call-iptables",
+    "/proc/sys/net/bridge/bridge-nf-call-ip6tables",
+    "/proc/sys/net/bridge/bridge-nf-call-arptables",
+];
+
+/// Whether the calling thread's namespace bridges frames without netfilter: every switch off,
+/// or missing where the kernel has no `br_netfilter`.
+fn bridged_frames_unfiltered() -> bool {
+    BRIDGE_NF_CALLS
+        .iter()
+        .all(|path| std::fs::read_to_string(path).map_or(true, |s| s.trim() == "0"))
+}
+
 /// What this instance has on the node, looked at where `plan` says things should be and
 /// wherever its prefix marks something as its own.
 pub async fn observe(config: &NodeConfig, plan: &State) -> Result<State, Error> {
@@ -431,6 +446,11 @@ pub async fn observe(config: &NodeConfig, plan: &State) -> Result<State, Error> 
             continue;
         }
         state.namespaces.insert(name.clone());
+        if plan.unfiltered_bridges.contains(&name)
+            && netns::run_in(Some(&netns::path(&name)), bridged_frames_unfiltered)?
+        {
+            state.unfiltered_bridges.insert(name.clone());
+        }
         let ns = Netns::Named(name);
         let h = handles.get(&ns)?;
         observe_ns(&h, &ns, |n| n != "lo", &mut state).await?;
@@ -730,6 +750,18 @@ async fn make(
                 format!("remove the default route via {gateway}"),
             )
         }
+        Change::UnfilterBridge(name) => netns::run_in(Some(&netns::path(name)), || {
+            BRIDGE_NF_CALLS
+                .iter()
+                .try_for_each(|path| match std::fs::write(path, "0") {
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                })
+        })?
+        .map_err(|source| Error::Io {
+            what: format!("keep netfilter off the bridged frames in namespace {name}"),
+            source,
+        }),
         Change::EnableForwarding => netns::run_in(config.underlay_netns.as_deref(), || {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         })?

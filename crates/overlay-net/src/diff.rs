@@ -11,6 +11,8 @@ use crate::plan::{Link, LinkKey, LinkKind, Masquerade, Netns, State, VethPeer};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
     CreateNamespace(String),
+    /// Turns netfilter off for the frames a network namespace's bridge forwards.
+    UnfilterBridge(String),
     /// Removes a link, before anything is created when the plan needs its name back (a link of
     /// the wrong kind or settings, half a veth pair, a leftover temporary name), after everything
     /// else when it is only stale.
@@ -105,6 +107,12 @@ pub fn diff(plan: &State, observed: &State) -> Vec<Change> {
 
     for ns in plan.namespaces.difference(&observed.namespaces) {
         out.push(Change::CreateNamespace(ns.clone()));
+    }
+    for ns in plan
+        .unfiltered_bridges
+        .difference(&observed.unfiltered_bridges)
+    {
+        out.push(Change::UnfilterBridge(ns.clone()));
     }
     let dead_namespaces: BTreeSet<&String> =
         observed.namespaces.difference(&plan.namespaces).collect();
@@ -389,6 +397,21 @@ mod tests {
     }
 
     #[test]
+    fn a_network_namespace_whose_bridge_is_filtered_again_is_unfiltered_and_nothing_else() {
+        let state = plan(&desired()).unwrap();
+        assert_eq!(
+            state.unfiltered_bridges,
+            BTreeSet::from(["t1-net1".to_string()])
+        );
+        let mut seen = observed(&state);
+        seen.unfiltered_bridges.clear();
+        assert_eq!(
+            diff(&state, &seen),
+            vec![Change::UnfilterBridge("t1-net1".into())]
+        );
+    }
+
+    #[test]
     fn a_peer_moved_to_another_vtep_is_one_replace() {
         let before = plan(&desired()).unwrap();
         let mut d = desired();
@@ -442,6 +465,7 @@ mod tests {
             .iter()
             .map(|c| match c {
                 Change::CreateNamespace(n) => format!("ns {n}"),
+                Change::UnfilterBridge(n) => format!("unfilter {n}"),
                 Change::CreateLink { key, .. } => format!("link {}", key.name),
                 Change::CreateVeth { key, peer, .. } => {
                     format!("veth {} {}", key.name, peer.key.name)
@@ -459,6 +483,7 @@ mod tests {
             kinds,
             vec![
                 "ns t1-net1",
+                "unfilter t1-net1",
                 "link t1-gw",
                 "link br0",
                 "link t1-x001001",

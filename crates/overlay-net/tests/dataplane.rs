@@ -333,9 +333,25 @@ fn tasks_on_two_hosts_talk_across_vxlan_and_converge() {
         "{neigh}"
     );
 
+    // The network's bridge forwards frames without netfilter, whatever the kernel's default.
+    let net_ns = format!("{p}a-n1");
+    let nf_calls = "cat /proc/sys/net/bridge/bridge-nf-call-iptables /proc/sys/net/bridge/bridge-nf-call-ip6tables /proc/sys/net/bridge/bridge-nf-call-arptables";
+    let calls = sh(&net_ns, nf_calls);
+    assert!(calls.split_whitespace().all(|v| v == "0"), "{calls}");
+
     // Applying again changes nothing.
     assert_eq!(rt.block_on(reconcile(&a)).unwrap(), vec![]);
     assert_eq!(rt.block_on(reconcile(&b)).unwrap(), vec![]);
+
+    // Someone turned netfilter back on for the bridge: the next reconcile turns it off, and
+    // does nothing else.
+    sh(&net_ns, "sysctl -q -w net.bridge.bridge-nf-call-iptables=1");
+    assert_eq!(
+        rt.block_on(reconcile(&a)).unwrap(),
+        vec![Change::UnfilterBridge(net_ns.clone())]
+    );
+    let calls = sh(&net_ns, nf_calls);
+    assert!(calls.split_whitespace().all(|v| v == "0"), "{calls}");
 
     // Egress: task a reaches host b's underlay address through the gateway bridge, masqueraded
     // to host a's underlay address.
