@@ -24,6 +24,7 @@ use crate::error::ManagerError;
 use crate::join_token::JoinToken;
 use crate::objects::{self, ClusterObject};
 use crate::rate_limit::{PerSourceLimiter, Rate};
+use crate::view::shared::SharedView;
 use spec::time::std_duration;
 
 fn read_cluster(store: &Store) -> Result<Cluster, ManagerError> {
@@ -192,15 +193,16 @@ fn role_for_token(cluster: &Cluster, token: &str) -> Result<NodeRole, ManagerErr
     }
 }
 
-/// Cluster-port addresses of the managers the store knows.
-fn manager_addrs(store: &Store) -> Result<Vec<String>, ManagerError> {
-    let nodes: Vec<Node> =
-        store.local_view(|view| objects::decode_all::<Node>(view.list(Node::KIND)))?;
-    Ok(nodes
-        .into_iter()
-        .filter_map(|node| node.manager_status.map(|status| status.addr))
-        .filter(|addr| !addr.is_empty())
-        .collect())
+/// Cluster-port addresses of the managers the cluster view knows (it indexes them: decoding
+/// every node at each join made joining n nodes cost n² decodes).
+fn manager_addrs(view: &SharedView) -> Vec<String> {
+    view.read(|view| {
+        view.managers()
+            .filter_map(|node| node.manager_status.as_ref())
+            .map(|status| status.addr.clone())
+            .filter(|addr| !addr.is_empty())
+            .collect()
+    })
 }
 
 /// Join attempts (`IssueNodeCertificate`, the one call on the cluster port that needs no
@@ -234,14 +236,20 @@ fn admit_join_attempt(
 #[derive(Clone)]
 pub(crate) struct NodeCaService {
     store: Arc<Store>,
+    view: Arc<SharedView>,
     auth: ClusterAuth,
     join_attempts: Arc<Mutex<PerSourceLimiter<Option<IpAddr>>>>,
 }
 
 impl NodeCaService {
-    pub(crate) fn new(store: Arc<Store>, auth: ClusterAuth) -> NodeCaService {
+    pub(crate) fn new(
+        store: Arc<Store>,
+        view: Arc<SharedView>,
+        auth: ClusterAuth,
+    ) -> NodeCaService {
         NodeCaService {
             store,
+            view,
             auth,
             join_attempts: Arc::new(Mutex::new(PerSourceLimiter::new(
                 JOIN_ATTEMPT_RATE,
@@ -290,7 +298,7 @@ impl NodeCaService {
             cluster_id: cluster.id,
             certificate,
             role: role as i32,
-            manager_addrs: manager_addrs(&self.store)?,
+            manager_addrs: manager_addrs(&self.view),
             root_ca: ca.trust,
         })
     }

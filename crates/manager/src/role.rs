@@ -280,12 +280,13 @@ impl ManagerRole {
         ));
         tokio::spawn(finish_root_rotations(Arc::clone(&store), stopped.clone()));
         tokio::spawn(rotate_network_keys(Arc::clone(&store), stopped.clone()));
-        tokio::spawn(record_manager_reachability(
-            Arc::clone(&store),
-            stopped.clone(),
-        ));
         let logs = LogBroker::default();
         let view = SharedView::start(Arc::clone(&store), stopped.clone())?;
+        tokio::spawn(record_manager_reachability(
+            Arc::clone(&store),
+            Arc::clone(&view),
+            stopped.clone(),
+        ));
         let dispatcher = DispatcherService::start(
             Arc::clone(&store),
             heartbeat.1,
@@ -303,7 +304,7 @@ impl ManagerRole {
             .with_metrics(metrics.orchestration.clone());
         let given_up = orchestration_loop.given_up_slots();
         let orchestration = tokio::spawn(orchestration_loop.run_supervised(stopped.clone()));
-        let control = ControlApi::new(Arc::clone(&store), view, given_up, logs);
+        let control = ControlApi::new(Arc::clone(&store), Arc::clone(&view), given_up, logs);
 
         let auth = ClusterAuth::new(Arc::clone(&store), membership.cluster_id.clone());
         let tls = ClusterPortTls::new(identity)?;
@@ -318,6 +319,7 @@ impl ManagerRole {
             ))
             .add_service(NodeCaServer::new(NodeCaService::new(
                 Arc::clone(&store),
+                view,
                 auth.clone(),
             )))
             .add_service(InterceptedService::new(
@@ -850,7 +852,11 @@ async fn settle_network_keys(store: &Store) -> Result<(), ManagerError> {
 
 /// On the leader, records in each manager's node whether the leader hears from it, when that
 /// changes, so that `node ls` on any manager shows an unreachable one (only the leader can tell).
-async fn record_manager_reachability(store: Arc<Store>, mut stop: watch::Receiver<bool>) {
+async fn record_manager_reachability(
+    store: Arc<Store>,
+    view: Arc<SharedView>,
+    mut stop: watch::Receiver<bool>,
+) {
     const CHECK_PERIOD: Duration = Duration::from_secs(1);
     // A new leader has heard from nobody yet; it judges after a few heartbeats' worth of time.
     const SETTLING: Duration = Duration::from_secs(2);
@@ -874,10 +880,11 @@ async fn record_manager_reachability(store: Arc<Store>, mut stop: watch::Receive
         if since.elapsed() < SETTLING {
             continue;
         }
-        let nodes = store
-            .local_view(|view| objects::decode_all::<Node>(view.list(Node::KIND)))
-            .unwrap_or_default();
-        let changed: Vec<Node> = nodes
+        // The managers only, from the view's index: decoding every node each second cost the
+        // leader a share of a core at thousands of nodes. A view behind the store makes the
+        // write conflict, and the next check looks again.
+        let managers: Vec<Node> = view.read(|view| view.managers().cloned().collect());
+        let changed: Vec<Node> = managers
             .into_iter()
             .filter_map(|mut node| {
                 let manager = node.manager_status.as_mut()?;

@@ -273,13 +273,14 @@ impl Shared {
     /// What every session carries from the cluster object: the roots nodes must trust now, and
     /// the network keys.
     fn cluster_parts(&self) -> (String, Vec<EncryptionKey>) {
-        self.store
-            .local_view(|view| objects::cluster_of(view).ok().flatten())
-            .map(|cluster| {
-                (
-                    crate::node_ca::trust_bundle(&cluster),
-                    cluster.network_bootstrap_keys,
-                )
+        self.view
+            .read(|view| {
+                view.cluster().map(|cluster| {
+                    (
+                        crate::node_ca::trust_bundle(cluster),
+                        cluster.network_bootstrap_keys.clone(),
+                    )
+                })
             })
             .unwrap_or_default()
     }
@@ -287,11 +288,14 @@ impl Shared {
     /// Docker's TLS information of a node that presented `leaf_pem`: it trusts what sessions
     /// push (the trust bundle), and its issuer is the root that signed its certificate.
     fn tls_info_of(&self, leaf_pem: &[u8]) -> Option<NodeTlsInfo> {
-        let cluster = self
-            .store
-            .local_view(|view| objects::cluster_of(view).ok().flatten())?;
-        let trust_root = crate::node_ca::trust_bundle(&cluster);
-        spec::tls_info::of_node(leaf_pem, trust_root.as_bytes(), cluster.root_ca.as_ref()?)
+        let (trust_root, root_ca) = self.view.read(|view| {
+            let cluster = view.cluster()?;
+            Some((
+                crate::node_ca::trust_bundle(cluster),
+                cluster.root_ca.clone()?,
+            ))
+        })?;
+        spec::tls_info::of_node(leaf_pem, trust_root.as_bytes(), &root_ca)
     }
 }
 
@@ -378,18 +382,23 @@ async fn write_reports(store: &Store, reports: &[NodeReport]) -> Result<(), Stat
 /// has just lost the leadership, and not yet noticed, may mark the node down after the new leader
 /// opened its session (the write is forwarded and commits); the session's heartbeats put that
 /// right instead of leaving a working node down for good.
-async fn mark_ready_again(store: &Store, node_id: &str) {
+async fn mark_ready_again(shared: &Shared, node_id: &str) {
+    let is_ready = |node: Option<&Node>| {
+        node.and_then(|node| node.status.as_ref())
+            .is_some_and(|status| status.state() == node_status::State::Ready)
+    };
+    // Every heartbeat asks, so the view answers first (no decoding); only a node it does not
+    // call ready is looked up in the store, which the view may be behind.
+    if shared.view.read(|view| is_ready(view.node(node_id))) {
+        return;
+    }
+    let store = &shared.store;
     let stored = store.local_view(|view| {
         view.get(Node::KIND, node_id)
             .map(objects::decode::<Node>)
             .transpose()
     });
-    let ready = stored
-        .ok()
-        .flatten()
-        .and_then(|node| node.status)
-        .is_some_and(|status| status.state() == node_status::State::Ready);
-    if ready {
+    if is_ready(stored.ok().flatten().as_ref()) {
         return;
     }
     tracing::info!(node = %node_id, "a live session's node is not ready in the store: marking it ready");
@@ -698,7 +707,7 @@ impl Dispatcher for DispatcherService {
             )?
             .map_err(|wait| limits::rate_exceeded("heartbeats", limits::HEARTBEAT_RATE, wait))?;
         self.shared.metrics.heartbeats.inc();
-        mark_ready_again(&self.shared.store, &node_id).await;
+        mark_ready_again(&self.shared, &node_id).await;
         Ok(Response::new(HeartbeatResponse {
             period: Some(proto_duration(self.shared.heartbeat_period())),
         }))
