@@ -296,8 +296,9 @@ impl ManagerRole {
             stopped.clone(),
         )?;
         let metrics_attachment = {
-            let (store, dispatcher) = (Arc::clone(&store), dispatcher.clone());
-            metrics.attach_manager(move || state_metrics::sample(&store, &dispatcher))
+            let (store, view, dispatcher) =
+                (Arc::clone(&store), Arc::clone(&view), dispatcher.clone());
+            metrics.attach_manager(move || state_metrics::sample(&store, &view, &dispatcher))
         };
         let orchestration_loop = OrchestrationLoop::new(Arc::clone(&store))
             .with_view(Arc::clone(&view))
