@@ -17,6 +17,13 @@ pub enum HarnessError {
         #[source]
         source: std::io::Error,
     },
+    /// Setting up a test network through overlay-net failed.
+    #[error("{context}: {source}")]
+    DataPlane {
+        context: String,
+        #[source]
+        source: overlay_net::Error,
+    },
     /// A command ran and exited unsuccessfully.
     #[error("`{command}` failed: {output}")]
     CommandFailed { command: String, output: String },

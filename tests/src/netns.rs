@@ -103,20 +103,12 @@ pub(crate) fn add_underlay(name: &str) -> Result<(), HarnessError> {
     // Where br_netfilter is loaded (built into this machine's kernel, on in every namespace),
     // the bridge would pass each frame through the IPv4 hooks, which costs VXLAN's datagrams
     // more than plain TCP's and so skews every overlay-against-underlay figure.
-    run_ok(
-        Command::new("nsenter")
-            .arg(format!("--net={}", netns_path(name).display()))
-            .args([
-                "sysctl",
-                "-e",
-                "-q",
-                "-w",
-                "net.bridge.bridge-nf-call-iptables=0",
-                "net.bridge.bridge-nf-call-ip6tables=0",
-                "net.bridge.bridge-nf-call-arptables=0",
-            ]),
-        COMMAND_TIMEOUT,
-    )?;
+    overlay_net::apply::unfilter_bridged_frames(&netns_path(name)).map_err(|source| {
+        HarnessError::DataPlane {
+            context: format!("turning netfilter off on underlay {name}'s bridge"),
+            source,
+        }
+    })?;
     Ok(())
 }
 

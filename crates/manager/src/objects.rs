@@ -103,36 +103,43 @@ pub fn cluster_of(view: &StoreView<'_>) -> Result<Option<api::Cluster>, ManagerE
         .transpose()
 }
 
-/// Attempts at a node rewrite that keeps meeting concurrent changes to the node.
-const NODE_WRITE_ATTEMPTS: usize = 5;
+/// Attempts at a rewrite that keeps meeting concurrent changes to the object.
+const WRITE_ATTEMPTS: usize = 5;
 
-/// Rewrites node `node_id` with `change`, re-reading and trying again when another write
-/// changed the node first (sessions, status and reachability all write nodes). `None` when
-/// there is no such node.
-pub(crate) async fn update_node(
+/// Rewrites object `id` of kind `T` with `change`, re-reading and trying again when another
+/// write changed the object first. `None` when there is no such object.
+pub(crate) async fn update_object<T: ClusterObject>(
     store: &Store,
-    node_id: &str,
-    change: impl Fn(&mut api::Node),
-) -> Result<Option<api::Node>, ManagerError> {
-    for _ in 0..NODE_WRITE_ATTEMPTS {
-        let Some(mut node) = store.local_view(|view| {
-            view.get(api::Node::KIND, node_id)
-                .map(decode::<api::Node>)
-                .transpose()
-        })?
+    id: &str,
+    change: impl Fn(&mut T),
+) -> Result<Option<T>, ManagerError> {
+    for _ in 0..WRITE_ATTEMPTS {
+        let Some(mut object) =
+            store.local_view(|view| view.get(T::KIND, id).map(decode::<T>).transpose())?
         else {
             return Ok(None);
         };
-        change(&mut node);
-        match store.write(Transaction::new(vec![update(&node)])).await {
-            Ok(_) => return Ok(Some(node)),
+        change(&mut object);
+        match store.write(Transaction::new(vec![update(&object)])).await {
+            Ok(_) => return Ok(Some(object)),
             Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => continue,
             Err(error) => return Err(error.into()),
         }
     }
     Err(ManagerError::FailedPrecondition(format!(
-        "node {node_id} kept changing while it was written: try again"
+        "{} {id} kept changing while it was written: try again",
+        T::KIND
     )))
+}
+
+/// [`update_object`] for a node, whose writers are many (sessions, status and reachability
+/// all write nodes).
+pub(crate) async fn update_node(
+    store: &Store,
+    node_id: &str,
+    change: impl Fn(&mut api::Node),
+) -> Result<Option<api::Node>, ManagerError> {
+    update_object(store, node_id, change).await
 }
 
 /// Rewrites node `node_id` with `change_node` and the cluster object with `change_cluster` in one
@@ -144,7 +151,7 @@ pub(crate) async fn update_node_and_cluster(
     change_node: impl Fn(&mut api::Node),
     change_cluster: impl Fn(&mut api::Cluster),
 ) -> Result<Option<api::Node>, ManagerError> {
-    for _ in 0..NODE_WRITE_ATTEMPTS {
+    for _ in 0..WRITE_ATTEMPTS {
         let (node, cluster) = store.local_view(|view| {
             let node = view
                 .get(api::Node::KIND, node_id)

@@ -403,6 +403,28 @@ fn bridged_frames_unfiltered() -> bool {
         .all(|path| std::fs::read_to_string(path).map_or(true, |s| s.trim() == "0"))
 }
 
+/// Turns netfilter off for the frames the bridges of namespace `ns` (a `/run/netns` path)
+/// forward: each switch to 0, a missing one (no `br_netfilter`) left as it is. The data plane
+/// does this in each network's namespace; test harnesses do it on the switch standing for the
+/// network between machines.
+pub fn unfilter_bridged_frames(ns: &Path) -> Result<(), Error> {
+    netns::run_in(Some(ns), || {
+        BRIDGE_NF_CALLS
+            .iter()
+            .try_for_each(|path| match std::fs::write(path, "0") {
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                other => other,
+            })
+    })?
+    .map_err(|source| Error::Io {
+        what: format!(
+            "keep netfilter off the bridged frames in namespace {}",
+            ns.display()
+        ),
+        source,
+    })
+}
+
 /// What this instance has on the node, looked at where `plan` says things should be and
 /// wherever its prefix marks something as its own.
 pub async fn observe(config: &NodeConfig, plan: &State) -> Result<State, Error> {
@@ -750,18 +772,7 @@ async fn make(
                 format!("remove the default route via {gateway}"),
             )
         }
-        Change::UnfilterBridge(name) => netns::run_in(Some(&netns::path(name)), || {
-            BRIDGE_NF_CALLS
-                .iter()
-                .try_for_each(|path| match std::fs::write(path, "0") {
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    other => other,
-                })
-        })?
-        .map_err(|source| Error::Io {
-            what: format!("keep netfilter off the bridged frames in namespace {name}"),
-            source,
-        }),
+        Change::UnfilterBridge(name) => unfilter_bridged_frames(&netns::path(name)),
         Change::EnableForwarding => netns::run_in(config.underlay_netns.as_deref(), || {
             std::fs::write("/proc/sys/net/ipv4/ip_forward", "1")
         })?

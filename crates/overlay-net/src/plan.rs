@@ -121,7 +121,7 @@ pub struct State {
     /// (`net.bridge.bridge-nf-call-{iptables,ip6tables,arptables}` 0 there). Nothing of ours
     /// filters inside a network's namespace, but where `br_netfilter` is loaded (built into
     /// many kernels, on by default in every namespace) each frame crossing the bridge went
-    /// through the IPv4 hooks twice: task-to-task throughput dropped by a third.
+    /// through the IPv4 hooks: 11 to 15 % more CPU per GiB task to task (BENCHMARKS.md).
     pub unfiltered_bridges: BTreeSet<String>,
 }
 
@@ -311,11 +311,10 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
                 second: network.id.clone(),
             });
         }
-        let ns = Netns::Named(naming.network_netns(&network.id));
-        state.namespaces.insert(naming.network_netns(&network.id));
-        state
-            .unfiltered_bridges
-            .insert(naming.network_netns(&network.id));
+        let ns_name = naming.network_netns(&network.id);
+        state.namespaces.insert(ns_name.clone());
+        state.unfiltered_bridges.insert(ns_name.clone());
+        let ns = Netns::Named(ns_name);
         let bridge = LinkKey::new(&ns, OVERLAY_BRIDGE);
         state.links.insert(
             bridge.clone(),

@@ -376,35 +376,24 @@ impl ControlApi {
     }
 
     async fn remove_service(&self, reference: &str) -> Result<String, ManagerError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut service = self
-                .read_view(|view| {
-                    let services = visible_services(view.services());
-                    Ok(resolve_service(&services, reference)?.clone())
-                })
-                .await?;
-            // The orchestrator stops and removes the tasks, then deletes the service.
+        let id = self
+            .read_view(|view| {
+                let services = visible_services(view.services());
+                Ok(resolve_service(&services, reference)?.id.clone())
+            })
+            .await?;
+        // The orchestrator stops and removes the tasks, then deletes the service. Removing asks
+        // for no version, so a write of the managers' own (an update's progress, the
+        // allocator's) landing first makes it read again rather than refuse.
+        objects::update_object(&self.store, &id, |service: &mut Service| {
             service.pending_delete = true;
-            let written = self
-                .store
-                .write(raft_store::Transaction::new(vec![objects::update(
-                    &service,
-                )]))
-                .await;
-            match written {
-                Ok(_) => return Ok(service.id),
-                // The managers' own writes (an update's progress, the allocator's) may land
-                // between the read and the write; removing asks for no version, so it reads
-                // again rather than refusing.
-                Err(raft_store::StoreError::Rejected(raft_store::TxnRejection::Conflict {
-                    kind,
-                    ..
-                })) if kind == Service::KIND && attempt < FRESH_READ_ATTEMPTS => {}
-                Err(error) => return Err(error.into()),
-            }
-        }
+        })
+        .await?
+        .ok_or_else(|| ManagerError::NotFound {
+            kind: Service::KIND,
+            reference: reference.to_owned(),
+        })?;
+        Ok(id)
     }
 
     async fn update_node(&self, request: UpdateNodeRequest) -> Result<Node, ManagerError> {
