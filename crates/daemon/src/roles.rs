@@ -637,20 +637,10 @@ impl NodeRoles {
         if manager_addrs.is_empty() {
             manager_addrs.push(remote.clone());
         }
-        let mut membership = Membership {
-            node_id: grant.node_id.clone(),
-            cluster_id: grant.cluster_id.clone(),
-            role: MembershipRole::Worker,
-            raft_member_id: 0,
-            listen_addr: listen.to_string(),
-            advertise_addr: advertise.to_string(),
-            manager_addrs,
-        };
+        let membership = grant.membership(listen.to_string(), advertise.to_string(), manager_addrs);
         let swarm_dir = self.swarm_dir();
         let mut data_key = None;
-        if grant.role == NodeRole::Manager {
-            membership.role = MembershipRole::Manager;
-            membership.raft_member_id = manager::raft_member_id_for(&grant.node_id);
+        if membership.role == MembershipRole::Manager {
             data_key = Some(swarm_dir.new_manager_data_key().map_err(Status::from)?);
         }
         swarm_dir

@@ -1,4 +1,4 @@
-//! The simulated fleet at a small size: 3 managers and 50 agents (each joined with the worker
+//! The simulated fleet at a small size: 3 managers (each a process of its own) and 50 agents (each joined with the worker
 //! token, each with its own certificate and a real agent session over mutual TLS) converge a
 //! 500-task service, survive the leader's loss (a new leader, every agent back in session, a
 //! scale to 550 accepted and converged) and an agent's restart (its containers adopted, none
@@ -8,7 +8,6 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use daemon::fleet::{Fleet, FleetOptions, replicated_service, slots};
-use shoal_proto::api::control_server::Control as _;
 use shoal_proto::api::{
     CreateServiceRequest, GetServiceRequest, ListNodesRequest, ListTasksRequest, TaskState,
     UpdateServiceRequest, node_status,
@@ -43,7 +42,7 @@ where
 
 /// `Ok` once the service has `replicas` tasks, each desired and reported RUNNING.
 async fn all_running(fleet: &Fleet, replicas: usize) -> Result<(), String> {
-    let control = fleet.control().map_err(|error| error.to_string())?;
+    let mut control = fleet.control().map_err(|error| error.to_string())?;
     let tasks = control
         .list_tasks(Request::new(ListTasksRequest {
             services: vec![SERVICE.to_owned()],
@@ -82,7 +81,7 @@ async fn all_running(fleet: &Fleet, replicas: usize) -> Result<(), String> {
 
 /// `Ok` once every agent's node is READY.
 async fn every_agent_ready(fleet: &Fleet) -> Result<(), String> {
-    let control = fleet.control().map_err(|error| error.to_string())?;
+    let mut control = fleet.control().map_err(|error| error.to_string())?;
     let nodes = control
         .list_nodes(Request::new(ListNodesRequest {}))
         .await
@@ -109,7 +108,7 @@ async fn scale(fleet: &Fleet, replicas: u64) -> Vec<String> {
     let deadline = Instant::now() + PATIENCE;
     loop {
         let attempt = async {
-            let control = fleet.control().map_err(|error| error.to_string())?;
+            let mut control = fleet.control().map_err(|error| error.to_string())?;
             let service = control
                 .get_service(Request::new(GetServiceRequest {
                     service: SERVICE.to_owned(),
@@ -164,6 +163,7 @@ async fn a_fleet_converges_and_survives_a_leader_kill_and_an_agent_restart() {
         managers: MANAGERS,
         agents: AGENTS,
         heartbeat_period: Duration::from_secs(5),
+        manager_program: env!("CARGO_BIN_EXE_bench-fleet").into(),
     })
     .await
     .expect("the fleet starts");

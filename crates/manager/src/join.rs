@@ -22,6 +22,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 use crate::ca::new_key_and_request;
 use crate::error::ManagerError;
 use crate::join_token::JoinToken;
+use crate::membership::{Membership, MembershipRole};
 
 /// How long each step of a join may take.
 const JOIN_STEP_TIMEOUT: Duration = Duration::from_secs(10);
@@ -37,6 +38,35 @@ pub struct JoinGrant {
     /// This node's address on the connection to the manager: its advertise address unless the
     /// user gives one.
     pub local_ip: std::net::IpAddr,
+}
+
+impl JoinGrant {
+    /// The membership the node keeps after this join: a manager's role and Raft member id when
+    /// the managers admitted it as a manager, a worker's otherwise.
+    pub fn membership(
+        &self,
+        listen_addr: String,
+        advertise_addr: String,
+        manager_addrs: Vec<String>,
+    ) -> Membership {
+        let (role, raft_member_id) = if self.role == NodeRole::Manager {
+            (
+                MembershipRole::Manager,
+                crate::role::raft_member_id_for(&self.node_id),
+            )
+        } else {
+            (MembershipRole::Worker, 0)
+        };
+        Membership {
+            node_id: self.node_id.clone(),
+            cluster_id: self.cluster_id.clone(),
+            role,
+            raft_member_id,
+            listen_addr,
+            advertise_addr,
+            manager_addrs,
+        }
+    }
 }
 
 /// Accepts whatever certificate the server shows, while still checking that the server holds

@@ -932,15 +932,7 @@ async fn join_as_manager(
         .unwrap()
         .port();
     let own_addr = format!("127.0.0.1:{port}");
-    let membership = manager::Membership {
-        node_id: grant.node_id.clone(),
-        cluster_id: grant.cluster_id.clone(),
-        role: manager::MembershipRole::Manager,
-        raft_member_id: manager::raft_member_id_for(&grant.node_id),
-        listen_addr: own_addr.clone(),
-        advertise_addr: own_addr.clone(),
-        manager_addrs: vec![addr.to_owned()],
-    };
+    let membership = grant.membership(own_addr.clone(), own_addr.clone(), vec![addr.to_owned()]);
     let swarm_dir = SwarmDir::new(data_root);
     swarm_dir.save(&membership, &grant.identity).unwrap();
     let data_key = swarm_dir.new_manager_data_key().unwrap();

@@ -197,6 +197,41 @@ pub(crate) struct Inner {
     /// Membership changes on the leader, one at a time: openraft refuses a change while the
     /// previous one is uncommitted, and two managers joining at once must both get in.
     membership_changes: tokio::sync::Mutex<()>,
+    /// Where Raft's own tasks run; last, so that it stops after everything above is dropped.
+    _runtime: RaftRuntime,
+}
+
+/// The runtime Raft's tasks (its core, heartbeats, replication, the state machine's applies
+/// and their connections) run on: a thread of their own. On the caller's runtime they queued
+/// behind the manager's other work; at 5,000 nodes a busy leader's heartbeats to its followers
+/// came later than an election timeout, and it lost its leadership in the middle of a create.
+/// The operating system shares the cores between this thread and the others fairly, however
+/// many tasks the others have queued.
+struct RaftRuntime(Option<tokio::runtime::Runtime>);
+
+impl RaftRuntime {
+    fn start(member: MemberId) -> Result<RaftRuntime, StoreError> {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name(format!("raft-{member}"))
+            .enable_all()
+            .build()
+            .map(|runtime| RaftRuntime(Some(runtime)))
+            .map_err(|error| StoreError::Raft(format!("starting Raft's runtime: {error}")))
+    }
+
+    fn handle(&self) -> Option<&tokio::runtime::Handle> {
+        self.0.as_ref().map(tokio::runtime::Runtime::handle)
+    }
+}
+
+impl Drop for RaftRuntime {
+    fn drop(&mut self) {
+        // The last handle to a store may go inside another runtime, where waiting is refused.
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 /// One member of the cluster store.
@@ -230,15 +265,19 @@ impl Store {
         let network = NetworkFactory {
             peers: Arc::clone(&peers),
         };
-        let raft = openraft::Raft::new(
-            config.member_id,
-            Arc::new(config.raft_config()?),
-            network,
-            log.clone(),
-            state_machine,
-        )
-        .await
-        .map_err(|error| StoreError::Raft(error.to_string()))?;
+        let runtime = RaftRuntime::start(config.member_id)?;
+        let raft_config = Arc::new(config.raft_config()?);
+        let (member_id, raft_log) = (config.member_id, log.clone());
+        let started = runtime
+            .handle()
+            .ok_or_else(|| StoreError::Raft("Raft's runtime is gone".to_owned()))?
+            .spawn(async move {
+                openraft::Raft::new(member_id, raft_config, network, raft_log, state_machine).await
+            })
+            .await;
+        let raft = started
+            .map_err(|error| StoreError::Raft(format!("starting Raft: {error}")))?
+            .map_err(|error| StoreError::Raft(error.to_string()))?;
         let store = Store {
             inner: Arc::new(Inner {
                 raft,
@@ -247,6 +286,7 @@ impl Store {
                 peers,
                 config,
                 membership_changes: tokio::sync::Mutex::new(()),
+                _runtime: runtime,
             }),
             server: Mutex::new(None),
         };

@@ -1,19 +1,22 @@
-//! Issue 17's figures on a simulated fleet ([`daemon::fleet`]): 3 managers (by default) and
+//! Issue 17's figures on a simulated fleet ([`daemon::fleet`]): 3 managers (by default, each a
+//! process of its own: this program again, with `fleet-manager`) and
 //! N agents in this process, one replicated service of N × tasks-per-node tasks. Prints the
 //! time from `service create` to every task RUNNING, `node ls` (ListNodes), `service ls`
 //! (ListServices) and `service ps` (ListTasks of the service) latency p50 and p99, from the
 //! leader's kill to a new leader, to every agent back in session and to the first write
-//! accepted, and the process's peak memory and CPU time (managers and agents share the
-//! process).
+//! accepted, and each manager process's memory and CPU time, apart from the agents' process.
 //!
 //! `bench-fleet [--agents N] [--heartbeat-secs S] [--tasks-per-node T] [--managers M]
-//! [--node-ls-samples K]`; build it with `--release` for figures worth quoting.
+//! [--node-ls-samples K] [--manager-program PATH]`; build it with `--release` for figures worth
+//! quoting. `--manager-program` runs each manager through PATH (given this program's
+//! `fleet-manager` arguments), e.g. a script that profiles it.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
 
-use daemon::fleet::{Fleet, FleetOptions, replicated_service};
-use shoal_proto::api::control_server::Control as _;
+use daemon::fleet::{
+    Fleet, FleetOptions, MANAGER_SUBCOMMAND, ProcessUsage, replicated_service, slots,
+};
 use shoal_proto::api::{
     CreateServiceRequest, GetServiceRequest, ListNodesRequest, ListServicesRequest,
     ListTasksRequest, TaskState, UpdateServiceRequest, node_status,
@@ -30,17 +33,21 @@ struct Settings {
     tasks_per_node: usize,
     managers: usize,
     node_ls_samples: usize,
+    /// What each manager process runs instead of this program, e.g. a script that runs it
+    /// under a profiler.
+    manager_program: Option<std::path::PathBuf>,
 }
 
-fn parse_args() -> Result<Settings, String> {
+fn parse_args(args: Vec<String>) -> Result<Settings, String> {
     let mut settings = Settings {
         agents: 100,
         heartbeat: Duration::from_secs(5),
         tasks_per_node: 10,
         managers: 3,
         node_ls_samples: 50,
+        manager_program: None,
     };
-    let mut args = std::env::args().skip(1);
+    let mut args = args.into_iter();
     while let Some(flag) = args.next() {
         let value = args.next().ok_or_else(|| format!("{flag} needs a value"))?;
         let number = |value: &str| {
@@ -54,9 +61,10 @@ fn parse_args() -> Result<Settings, String> {
             "--tasks-per-node" => settings.tasks_per_node = number(&value)? as usize,
             "--managers" => settings.managers = number(&value)? as usize,
             "--node-ls-samples" => settings.node_ls_samples = number(&value)?.max(1) as usize,
+            "--manager-program" => settings.manager_program = Some(value.into()),
             _ => {
                 return Err(format!(
-                    "unknown flag {flag}: use --agents, --heartbeat-secs, --tasks-per-node, --managers or --node-ls-samples"
+                    "unknown flag {flag}: use --agents, --heartbeat-secs, --tasks-per-node, --managers, --node-ls-samples or --manager-program"
                 ));
             }
         }
@@ -87,7 +95,7 @@ async fn time_until<F: Future<Output = bool>>(
 
 /// How many nodes the leader's `node ls` shows ready, or why it could not tell.
 async fn ready_nodes(fleet: &Fleet) -> Result<usize, String> {
-    let control = fleet.control().map_err(|error| error.to_string())?;
+    let mut control = fleet.control().map_err(|error| error.to_string())?;
     let response = control
         .list_nodes(Request::new(ListNodesRequest {}))
         .await
@@ -103,7 +111,7 @@ async fn ready_nodes(fleet: &Fleet) -> Result<usize, String> {
 }
 
 async fn running_tasks(fleet: &Fleet) -> usize {
-    let Ok(control) = fleet.control() else {
+    let Ok(mut control) = fleet.control() else {
         return 0;
     };
     control
@@ -130,7 +138,7 @@ async fn running_tasks(fleet: &Fleet) -> usize {
 /// One attempt at creating the service; whether it exists now (an earlier attempt whose
 /// outcome was unknown may have made it).
 async fn create(fleet: &Fleet, replicas: u64) -> bool {
-    let Ok(control) = fleet.control() else {
+    let Ok(mut control) = fleet.control() else {
         return false;
     };
     let created = control
@@ -162,7 +170,7 @@ async fn scale(fleet: &Fleet, replicas: u64, last_refusal: &RefCell<String>) -> 
         }
         false
     };
-    let control = match fleet.control() {
+    let mut control = match fleet.control() {
         Ok(control) => control,
         Err(error) => return note(error.to_string()),
     };
@@ -220,24 +228,25 @@ where
     ))
 }
 
-/// This process's peak resident memory (MiB) and CPU time (s) so far, from /proc.
-fn process_usage() -> Option<(f64, f64)> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let peak_kib: f64 = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmHWM:"))?
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .ok()?;
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // The fields after the command's closing parenthesis; utime and stime are the 12th and 13th.
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
-    // SAFETY: sysconf has no preconditions.
-    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
-    Some((peak_kib / 1024.0, ticks / per_second))
+/// Each manager process's memory and CPU time so far (a killed one's at its kill).
+fn report_managers(fleet: &Fleet, when: &str) {
+    let leader = fleet.leader();
+    for index in 0..fleet.manager_count() {
+        let role = if !fleet.manager_runs(index) {
+            "killed"
+        } else if leader == Some(index) {
+            "leader"
+        } else {
+            "follower"
+        };
+        match fleet.manager_usage(index) {
+            Some(usage) => println!(
+                "manager {index} ({role}) {when}: RSS {:.0} MiB (peak {:.0} MiB), CPU {:.1} s",
+                usage.rss_mib, usage.peak_rss_mib, usage.cpu_seconds
+            ),
+            None => println!("manager {index} ({role}) {when}: its usage is unknown"),
+        }
+    }
 }
 
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
@@ -256,6 +265,11 @@ async fn bench(settings: Settings) -> Result<(), String> {
         managers: settings.managers,
         agents: settings.agents,
         heartbeat_period: settings.heartbeat,
+        manager_program: match settings.manager_program.clone() {
+            Some(program) => program,
+            None => std::env::current_exe()
+                .map_err(|error| format!("finding this program to run the managers: {error}"))?,
+        },
     })
     .await
     .map_err(|error| format!("starting the fleet: {error}"))?;
@@ -297,38 +311,54 @@ async fn bench(settings: Settings) -> Result<(), String> {
         "service create to every task RUNNING: {:.3} s",
         created.elapsed().as_secs_f64()
     );
+    report_managers(&fleet, "once every task runs");
 
     let control = fleet.control().map_err(|error| error.to_string())?;
-    let node_ls = latencies(settings.node_ls_samples, || async {
-        control
-            .list_nodes(Request::new(ListNodesRequest {}))
-            .await
-            .map(|_| ())
-            .map_err(|status| format!("node ls: {status}"))
+    let node_ls = latencies(settings.node_ls_samples, || {
+        let mut control = control.clone();
+        async move {
+            control
+                .list_nodes(Request::new(ListNodesRequest {}))
+                .await
+                .map(|_| ())
+                .map_err(|status| format!("node ls: {status}"))
+        }
     })
     .await?;
     println!("node ls over {node_ls}");
-    let service_ls = latencies(settings.node_ls_samples, || async {
-        control
-            .list_services(Request::new(ListServicesRequest {}))
-            .await
-            .map(|_| ())
-            .map_err(|status| format!("service ls: {status}"))
+    let service_ls = latencies(settings.node_ls_samples, || {
+        let mut control = control.clone();
+        async move {
+            control
+                .list_services(Request::new(ListServicesRequest {}))
+                .await
+                .map(|_| ())
+                .map_err(|status| format!("service ls: {status}"))
+        }
     })
     .await?;
     println!("service ls over {service_ls}");
-    let service_ps = latencies(settings.node_ls_samples, || async {
-        control
-            .list_tasks(Request::new(ListTasksRequest {
-                services: vec![SERVICE.to_owned()],
-                ..Default::default()
-            }))
-            .await
-            .map(|_| ())
-            .map_err(|status| format!("service ps: {status}"))
+    let service_ps = latencies(settings.node_ls_samples, || {
+        let mut control = control.clone();
+        async move {
+            control
+                .list_tasks(Request::new(ListTasksRequest {
+                    services: vec![SERVICE.to_owned()],
+                    ..Default::default()
+                }))
+                .await
+                .map(|_| ())
+                .map_err(|status| format!("service ps: {status}"))
+        }
     })
     .await?;
     println!("service ps ({tasks} tasks) over {service_ps}");
+
+    report_managers(&fleet, "after the list calls");
+    println!(
+        "pairs of runs of one slot that overlapped, before the leader's kill: {}",
+        slots::overlapping_runs(&fleet.runs()).len()
+    );
 
     let sessions: Vec<u64> = fleet.agents().iter().map(|a| a.sessions_opened()).collect();
     let killed = Instant::now();
@@ -370,10 +400,11 @@ async fn bench(settings: Settings) -> Result<(), String> {
         "leader kill to the first write accepted: {:.3} s",
         since_kill(written)
     );
-    if let Some((peak_mib, cpu_seconds)) = process_usage() {
+    report_managers(&fleet, "at the end (a killed one at its kill)");
+    if let Some(usage) = ProcessUsage::read(None) {
         println!(
-            "this process ({} managers and {} agents together): peak RSS {peak_mib:.0} MiB, CPU {cpu_seconds:.1} s",
-            settings.managers, settings.agents
+            "the {} agents' process: peak RSS {:.0} MiB, CPU {:.1} s",
+            settings.agents, usage.peak_rss_mib, usage.cpu_seconds
         );
     }
     fleet
@@ -383,8 +414,7 @@ async fn bench(settings: Settings) -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+fn main() {
     // Errors only unless RUST_LOG asks, so the figures stay readable. The killed leader's Raft
     // refuses each write still queued for it, one openraft error line apiece (thousands at
     // 5,000 agents): those are expected, and left out.
@@ -395,14 +425,28 @@ async fn main() {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-    let settings = match parse_args() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    // The fleet runs this program again for each of its managers.
+    if args.first().map(String::as_str) == Some(MANAGER_SUBCOMMAND) {
+        std::process::exit(daemon::fleet::serve_manager(&args[1..]));
+    }
+    let settings = match parse_args(args) {
         Ok(settings) => settings,
         Err(error) => {
             eprintln!("bench-fleet: {error}");
             std::process::exit(2);
         }
     };
-    if let Err(error) = bench(settings).await {
+    // The agents' runtime: two threads, as the machine has two cores.
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build();
+    let outcome = match runtime {
+        Ok(runtime) => runtime.block_on(bench(settings)),
+        Err(error) => Err(format!("starting the runtime: {error}")),
+    };
+    if let Err(error) = outcome {
         eprintln!("bench-fleet: {error}");
         std::process::exit(1);
     }

@@ -1,19 +1,18 @@
-//! A simulated fleet in one process, for tests and benchmarks at many nodes: real managers
-//! ([`ManagerRole`], each on its own 127.0.0.x address), and N worker agents, each joined with
-//! the worker token as a daemon joins (`manager::join::join`: the token's root check, a CSR,
-//! its own certificate) and running the real agent (`worker::run_agent`) over gRPC with mutual
-//! TLS, against a [`FakeEngine`] that "runs" containers at once and records every run.
+//! A simulated fleet, for tests and benchmarks at many nodes: real managers, each a process of
+//! its own ([`manager_process`]) on its own 127.0.0.x address, and N worker agents in this
+//! process, each joined with the worker token as a daemon joins (`manager::join::join`: the
+//! token's root check, a CSR, its own certificate) and running the real agent
+//! (`worker::run_agent`) over gRPC with mutual TLS, against a [`FakeEngine`] that "runs"
+//! containers at once and records every run.
 //!
 //! Agents are cheap: no thread of their own, only the few tokio tasks of an agent and its
-//! connection on the caller's runtime. Each manager runs on a runtime of its own (one thread),
-//! as it would in its own process. Agents and managers can be killed and revived: a killed
-//! manager's Raft member stops at once and the agents' connections to it are reset (`cut`), as
-//! when its process dies; a revived agent keeps its identity, assignment store and engine (its
-//! containers ran on, as under a restarted daemon), a revived manager its data. [`Fleet::check_slots`] holds Swarm's rule
-//! over everything the engines recorded ([`slots`]).
+//! connection on the caller's runtime. Agents and managers can be killed and revived: a killed
+//! manager gets `SIGKILL`; a revived agent keeps its identity, assignment store and engine (its
+//! containers ran on, as under a restarted daemon), a revived manager its data.
+//! [`Fleet::check_slots`] holds Swarm's rule over everything the engines recorded ([`slots`]).
 
-mod cut;
 mod fake_engine;
+mod manager_process;
 pub mod slots;
 
 use std::path::{Path, PathBuf};
@@ -21,21 +20,21 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use manager::data_key::StoredDataKey;
-use manager::{ControlApi, InitOptions, ManagerError, ManagerRole, Membership, SwarmDir};
+use manager::{ManagerError, SwarmDir};
 use raft_store::TlsIdentity;
-use shoal_proto::api::control_server::Control as _;
-use shoal_proto::api::{GetClusterRequest, SessionMessage};
+use shoal_proto::api::SessionMessage;
+use shoal_proto::api::control_client::ControlClient;
 use tokio::sync::watch;
 use tonic::transport::{Channel, Endpoint};
 use worker::networking::NoNetworking;
 use worker::{AgentConfig, DispatcherConnector};
 
 pub use fake_engine::{FakeEngine, FleetClock};
+pub use manager_process::{MANAGER_SUBCOMMAND, ProcessUsage, serve_manager};
 pub use slots::{ContainerRun, SlotOverlap};
 
 use crate::follower::manager_addrs_of;
-use cut::{ConnectionCutter, CuttableConnector};
+use manager_process::{Launch, ManagerProcess};
 
 /// The fleet's workload: a replicated service of `replicas` tasks of busybox, which the fake
 /// engines "run" at once.
@@ -119,6 +118,9 @@ pub struct FleetOptions {
     pub agents: usize,
     /// The dispatcher's heartbeat period (Swarm's default is 5 s).
     pub heartbeat_period: Duration,
+    /// The program each manager runs in a process of its own: one that hands the arguments
+    /// after [`MANAGER_SUBCOMMAND`] to [`serve_manager`], as bench-fleet does.
+    pub manager_program: PathBuf,
 }
 
 /// A folder under the system's temporary directory, removed with the fleet.
@@ -144,65 +146,17 @@ impl Drop for DataRoot {
     }
 }
 
-/// A manager's own runtime, one worker thread, as a manager is its own process: its Raft
-/// heartbeats don't queue behind thousands of agents' tasks. Shut down in the background when
-/// dropped, which may happen inside another runtime.
-struct ManagerRuntime(Option<tokio::runtime::Runtime>);
-
-impl ManagerRuntime {
-    fn new(index: usize) -> Result<ManagerRuntime, FleetError> {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(1)
-            .thread_name(format!("fleet-manager-{index}"))
-            .enable_all()
-            .build()
-            .map(|runtime| ManagerRuntime(Some(runtime)))
-            .map_err(FleetError::io(format!(
-                "starting manager {index}'s runtime"
-            )))
-    }
-
-    /// Runs `work` on this runtime and waits for it.
-    async fn run<T: Send + 'static>(
-        &self,
-        work: impl Future<Output = T> + Send + 'static,
-    ) -> Result<T, FleetError> {
-        let Some(runtime) = &self.0 else {
-            return Err(FleetError::Unavailable(
-                "the manager's runtime is gone".into(),
-            ));
-        };
-        runtime
-            .spawn(work)
-            .await
-            .map_err(|error| FleetError::Unavailable(format!("a manager's task failed: {error}")))
-    }
-
-    fn spawn(
-        &self,
-        work: impl Future<Output = ()> + Send + 'static,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        self.0.as_ref().map(|runtime| runtime.spawn(work))
-    }
-}
-
-impl Drop for ManagerRuntime {
-    fn drop(&mut self) {
-        if let Some(runtime) = self.0.take() {
-            runtime.shutdown_background();
-        }
-    }
-}
-
 /// One manager of the fleet, running or killed.
 struct FleetManager {
-    runtime: ManagerRuntime,
-    swarm_dir: SwarmDir,
+    /// Its data root, where its swarm state is.
+    dir: PathBuf,
     /// Its cluster port, fixed at its first start so that it comes back where it was.
     addr: String,
-    role: Option<ManagerRole>,
-    /// The orderly end of a killed role, which must finish before it starts again.
-    winding_down: Option<tokio::task::JoinHandle<()>>,
+    process: Option<ManagerProcess>,
+    /// Its control API over the cluster port, with the first manager's certificate.
+    control: ControlClient<Channel>,
+    /// What its process had used when it was killed.
+    usage_at_kill: Option<ProcessUsage>,
 }
 
 /// Where an agent's managers are and the certificate it shows them, shared by its connector
@@ -222,7 +176,6 @@ struct AgentLink {
 /// daemon's connector does: the leader a follower named if any, else each manager in turn.
 struct FleetConnector {
     link: Arc<AgentLink>,
-    cutter: Arc<ConnectionCutter>,
 }
 
 impl DispatcherConnector for FleetConnector {
@@ -252,9 +205,7 @@ impl DispatcherConnector for FleetConnector {
             .tls_config(link.identity.client_config())
             .map_err(|error| format!("TLS settings for {addr}: {error}"))?
             .connect_timeout(CONNECT_TIMEOUT)
-            .connect_with_connector(CuttableConnector {
-                cutter: Arc::clone(&self.cutter),
-            })
+            .connect()
             .await
             .map_err(|error| {
                 format!(
@@ -327,7 +278,7 @@ impl SimulatedAgent {
         self.link.sessions_opened.load(Ordering::SeqCst)
     }
 
-    fn start(&mut self, cutter: &Arc<ConnectionCutter>) {
+    fn start(&mut self) {
         let (stop, stopped) = watch::channel(false);
         let config = AgentConfig {
             node_id: self.node_id.clone(),
@@ -337,7 +288,6 @@ impl SimulatedAgent {
         };
         let connector = FleetConnector {
             link: Arc::clone(&self.link),
-            cutter: Arc::clone(cutter),
         };
         let engine = Arc::clone(&self.engine);
         let node_id = self.node_id.clone();
@@ -355,10 +305,12 @@ impl SimulatedAgent {
 /// Managers and simulated agents in this process; dropping it stops them all and removes
 /// their data.
 pub struct Fleet {
+    /// The program each manager process runs.
+    manager_program: PathBuf,
+    /// Before the data root: dropping a manager kills its process, which writes there.
     managers: Vec<FleetManager>,
     agents: Vec<SimulatedAgent>,
     clock: Arc<FleetClock>,
-    cutter: Arc<ConnectionCutter>,
     worker_token: String,
     data_root: DataRoot,
 }
@@ -386,65 +338,69 @@ impl Fleet {
             )));
         }
         let data_root = DataRoot::create()?;
-        let first_dir = SwarmDir::new(&data_root.0.join("manager-0"));
-        let runtime = ManagerRuntime::new(0)?;
-        let init_options = InitOptions {
-            advertise_addr: manager_ip(0),
-            listen_addr: format!("{}:0", manager_ip(0)),
-            hostname: "fleet-manager-0".to_owned(),
-            dispatcher_heartbeat: Some(options.heartbeat_period),
-            ..InitOptions::default()
+        let first_dir = data_root.0.join("manager-0");
+        let (first, started) = ManagerProcess::launch(
+            &options.manager_program,
+            &Launch::Init {
+                dir: first_dir.clone(),
+                ip: manager_ip(0),
+                heartbeat: options.heartbeat_period,
+            },
+            "founding the fleet's swarm",
+        )
+        .await?;
+        let first_addr = started.addr;
+        let Some((worker_token, manager_token)) = started.tokens else {
+            return Err(FleetError::Unavailable(
+                "the founding manager gave no join tokens".into(),
+            ));
         };
-        let dir = first_dir.clone();
-        let first = runtime
-            .run(async move { ManagerRole::init(&dir, init_options, Default::default()).await })
-            .await?
-            .map_err(FleetError::manager("founding the fleet's swarm"))?;
-        let first_addr = first.membership().advertise_addr.clone();
-        let tokens = first
-            .control()
-            .get_cluster(tonic::Request::new(GetClusterRequest {}))
-            .await
-            .map_err(|status| {
-                FleetError::Unavailable(format!("reading the join tokens: {status}"))
-            })?
-            .into_inner()
-            .cluster
-            .and_then(|cluster| cluster.root_ca)
-            .and_then(|root_ca| root_ca.join_tokens)
-            .ok_or_else(|| FleetError::Unavailable("the cluster has no join tokens".to_owned()))?;
+        // The fleet's own calls show the first manager's certificate, as its CLI would.
+        let (_, identity) = SwarmDir::new(&first_dir)
+            .load()
+            .map_err(FleetError::manager("reading the first manager's identity"))?
+            .ok_or_else(|| FleetError::Unavailable("the first manager saved no identity".into()))?;
+        let control_to = |addr: &str| control_client(addr, &identity);
         let mut fleet = Fleet {
+            manager_program: options.manager_program.clone(),
             managers: vec![FleetManager {
-                runtime,
-                swarm_dir: first_dir,
+                dir: first_dir,
+                control: control_to(&first_addr)?,
                 addr: first_addr.clone(),
-                role: Some(first),
-                winding_down: None,
+                process: Some(first),
+                usage_at_kill: None,
             }],
             agents: Vec::with_capacity(options.agents),
             clock: Arc::default(),
-            cutter: Arc::default(),
-            worker_token: tokens.worker,
+            worker_token,
             data_root,
         };
         for index in 1..options.managers {
-            let runtime = ManagerRuntime::new(index)?;
-            let data_root = fleet.data_root.0.join(format!("manager-{index}"));
-            let (first_addr, token) = (first_addr.clone(), tokens.manager.clone());
-            let (swarm_dir, addr, role) = runtime
-                .run(async move { join_manager(&data_root, &first_addr, &token, index).await })
-                .await??;
+            let dir = fleet.data_root.0.join(format!("manager-{index}"));
+            let launch = Launch::Join {
+                dir: dir.clone(),
+                ip: manager_ip(index),
+                first: first_addr.clone(),
+                token: manager_token.clone(),
+                index,
+            };
+            let (process, started) = ManagerProcess::launch(
+                &fleet.manager_program,
+                &launch,
+                &format!("joining manager {index}"),
+            )
+            .await?;
             fleet.managers.push(FleetManager {
-                runtime,
-                swarm_dir,
-                addr,
-                role: Some(role),
-                winding_down: None,
+                dir,
+                control: control_to(&started.addr)?,
+                addr: started.addr,
+                process: Some(process),
+                usage_at_kill: None,
             });
         }
         fleet.join_agents(options.agents).await?;
         for agent in &mut fleet.agents {
-            agent.start(&fleet.cutter);
+            agent.start();
         }
         Ok(fleet)
     }
@@ -513,14 +469,12 @@ impl Fleet {
         &self.agents[index]
     }
 
-    /// The index of the manager that leads, among the running ones.
+    /// The index of the manager that leads, among the running ones: the last one that said
+    /// it leads.
     pub fn leader(&self) -> Option<usize> {
-        self.managers.iter().position(|manager| {
-            manager
-                .role
-                .as_ref()
-                .is_some_and(|role| role.store().status().is_leader)
-        })
+        self.managers
+            .iter()
+            .position(|manager| manager.process.as_ref().is_some_and(ManagerProcess::leads))
     }
 
     /// Waits until a running manager leads; its index.
@@ -539,37 +493,45 @@ impl Fleet {
         }
     }
 
-    /// The control API of the leader, else of any running manager (which forwards writes).
-    pub fn control(&self) -> Result<ControlApi, FleetError> {
-        let running = |index: usize| self.managers[index].role.as_ref();
+    /// The control API of the leader, else of any running manager (which forwards writes),
+    /// over its cluster port.
+    pub fn control(&self) -> Result<ControlClient<Channel>, FleetError> {
         self.leader()
-            .and_then(running)
-            .or_else(|| self.managers.iter().find_map(|m| m.role.as_ref()))
-            .map(ManagerRole::control)
+            .map(|leader| &self.managers[leader])
+            .or_else(|| self.managers.iter().find(|m| m.process.is_some()))
+            .map(|manager| manager.control.clone())
             .ok_or_else(|| FleetError::Unavailable("every manager of the fleet is down".into()))
     }
 
-    /// Kills the manager at `index`, keeping its data: the agents' connections to it are
-    /// reset and its Raft member stops at once, as when its process dies; the rest of the role
-    /// winds down in the background.
+    /// How many managers the fleet has, running or not.
+    pub fn manager_count(&self) -> usize {
+        self.managers.len()
+    }
+
+    /// Whether manager `index` runs (it was not killed, or was revived since).
+    pub fn manager_runs(&self, index: usize) -> bool {
+        self.managers[index].process.is_some()
+    }
+
+    /// What manager `index`'s process has used so far, or had used when it was killed.
+    pub fn manager_usage(&self, index: usize) -> Option<ProcessUsage> {
+        let manager = &self.managers[index];
+        match &manager.process {
+            Some(process) => ProcessUsage::read(Some(process.id()?)),
+            None => manager.usage_at_kill,
+        }
+    }
+
+    /// Kills the manager at `index` (`SIGKILL`), keeping its data.
     pub async fn kill_manager(&mut self, index: usize) -> Result<(), FleetError> {
+        let usage = self.manager_usage(index);
         let manager = &mut self.managers[index];
-        let role = manager
-            .role
+        let process = manager
+            .process
             .take()
             .ok_or_else(|| FleetError::Unavailable(format!("manager {index} is already down")))?;
-        self.cutter.cut(&manager.addr);
-        // Its Raft member goes first, so that the others elect a leader without waiting for the
-        // role's graceful end; stopping it again in `shutdown` changes nothing.
-        let store = Arc::clone(role.store());
-        let stopped = manager
-            .runtime
-            .run(async move { store.shutdown().await })
-            .await?;
-        if let Err(error) = stopped {
-            tracing::debug!(%error, "stopping a killed manager's Raft member");
-        }
-        manager.winding_down = manager.runtime.spawn(role.shutdown());
+        manager.usage_at_kill = usage;
+        process.kill().await;
         Ok(())
     }
 
@@ -583,46 +545,21 @@ impl Fleet {
     /// Starts the manager at `index` again from its data, at its address.
     pub async fn revive_manager(&mut self, index: usize) -> Result<(), FleetError> {
         let manager = &mut self.managers[index];
-        if manager.role.is_some() {
+        if manager.process.is_some() {
             return Err(FleetError::Unavailable(format!(
                 "manager {index} is running already"
             )));
         }
-        if let Some(winding_down) = manager.winding_down.take() {
-            let _ = winding_down.await;
-        }
-        let what = format!("restarting manager {index}");
-        let (membership, identity) = manager
-            .swarm_dir
-            .load()
-            .map_err(FleetError::manager(what.clone()))?
-            .ok_or_else(|| FleetError::Unavailable(format!("{what}: it has no swarm state")))?;
-        let StoredDataKey::Clear(data_key) = manager
-            .swarm_dir
-            .load_data_key()
-            .map_err(FleetError::manager(what.clone()))?
-        else {
-            return Err(FleetError::Unavailable(format!(
-                "{what}: its data key is sealed (the fleet never turns autolock on)"
-            )));
+        let launch = Launch::Restart {
+            dir: manager.dir.clone(),
         };
-        let swarm_dir = manager.swarm_dir.clone();
-        let role = manager
-            .runtime
-            .run(async move {
-                ManagerRole::start(
-                    &swarm_dir,
-                    membership,
-                    identity,
-                    data_key,
-                    Default::default(),
-                )
-                .await
-            })
-            .await?
-            .map_err(FleetError::manager(what))?;
-        manager.role = Some(role);
-        self.cutter.restore(&self.managers[index].addr);
+        let (process, _) = ManagerProcess::launch(
+            &self.manager_program,
+            &launch,
+            &format!("restarting manager {index}"),
+        )
+        .await?;
+        manager.process = Some(process);
         Ok(())
     }
 
@@ -646,7 +583,7 @@ impl Fleet {
                 "agent {index} is running already"
             )));
         }
-        agent.start(&self.cutter);
+        agent.start();
         Ok(())
     }
 
@@ -686,14 +623,26 @@ impl Fleet {
             }
         }
         for manager in &mut self.managers {
-            if let Some(role) = manager.role.take() {
-                let _ = manager.runtime.run(role.shutdown()).await;
-            }
-            if let Some(winding_down) = manager.winding_down.take() {
-                let _ = winding_down.await;
+            if let Some(process) = manager.process.take() {
+                process.stop().await;
             }
         }
     }
+}
+
+/// A control API client over a manager's cluster port; it connects at its first call and again
+/// after a failure. Lists at thousands of nodes are larger than tonic's default 4 MiB.
+fn control_client(
+    addr: &str,
+    identity: &TlsIdentity,
+) -> Result<ControlClient<Channel>, FleetError> {
+    let channel = Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|error| FleetError::Unavailable(format!("manager address {addr}: {error}")))?
+        .tls_config(identity.client_config())
+        .map_err(|error| FleetError::Unavailable(format!("TLS settings for {addr}: {error}")))?
+        .connect_timeout(CONNECT_TIMEOUT)
+        .connect_lazy();
+    Ok(ControlClient::new(channel).max_decoding_message_size(usize::MAX))
 }
 
 /// Joins one agent with the worker token through `addr`, retrying while the CA says it is
@@ -742,72 +691,5 @@ fn asked_too_often(error: &ManagerError) -> bool {
         ManagerError::ResourceExhausted(_) => true,
         ManagerError::Remote(status) => status.code() == tonic::Code::ResourceExhausted,
         _ => false,
-    }
-}
-
-/// Joins a manager as a daemon does: admitted by the CA with the manager token, its role
-/// started on its own loopback address, and taken into the Raft group.
-async fn join_manager(
-    data_root: &Path,
-    first_addr: &str,
-    token: &str,
-    index: usize,
-) -> Result<(SwarmDir, String, ManagerRole), FleetError> {
-    let what = format!("joining manager {index}");
-    let grant = manager::join::join(first_addr, token, &format!("fleet-manager-{index}"), "")
-        .await
-        .map_err(FleetError::manager(what.clone()))?;
-    let ip = manager_ip(index);
-    let addr = format!("{ip}:{}", free_port(&ip)?);
-    let membership = Membership {
-        node_id: grant.node_id.clone(),
-        cluster_id: grant.cluster_id.clone(),
-        role: manager::MembershipRole::Manager,
-        raft_member_id: manager::raft_member_id_for(&grant.node_id),
-        listen_addr: addr.clone(),
-        advertise_addr: addr.clone(),
-        manager_addrs: vec![first_addr.to_owned()],
-    };
-    let swarm_dir = SwarmDir::new(data_root);
-    swarm_dir
-        .save(&membership, &grant.identity)
-        .map_err(FleetError::manager(what.clone()))?;
-    let data_key = swarm_dir
-        .new_manager_data_key()
-        .map_err(FleetError::manager(what.clone()))?;
-    let role = ManagerRole::start(
-        &swarm_dir,
-        membership.clone(),
-        grant.identity.clone(),
-        data_key,
-        Default::default(),
-    )
-    .await
-    .map_err(FleetError::manager(what.clone()))?;
-    let joined = tokio::time::timeout(
-        LEADER_PATIENCE,
-        manager::join::join_raft(
-            &membership.manager_addrs,
-            &grant.identity,
-            membership.raft_member_id,
-            &addr,
-        ),
-    )
-    .await;
-    match joined {
-        Ok(Ok(())) => Ok((swarm_dir, addr, role)),
-        Ok(Err(error)) => {
-            role.shutdown().await;
-            Err(FleetError::Manager {
-                what: format!("{what}: taking it into the Raft group"),
-                source: error,
-            })
-        }
-        Err(_) => {
-            role.shutdown().await;
-            Err(FleetError::Unavailable(format!(
-                "{what}: not a voter after {LEADER_PATIENCE:?}"
-            )))
-        }
     }
 }
