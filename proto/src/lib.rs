@@ -1,5 +1,6 @@
 //! shoal's object model and gRPC services, generated at build time from the `.proto` files under
-//! `proto/shoal/`. This crate holds no logic.
+//! `proto/shoal/`. This crate holds no logic; `codec` only sizes the buffers the generated code
+//! encodes and decodes into.
 
 /// The cluster object model: nodes, services, tasks, networks, secrets, configs, stacks and the
 /// cluster itself, with their specs, and the services around it: `Control` (what the CLI calls on
@@ -30,6 +31,8 @@ pub mod engine {
     /// `google.protobuf.Duration`, which the engine API's timeouts and intervals use.
     pub use prost_types::Duration;
 }
+
+pub mod codec;
 
 /// protobuf's well-known types, for callers that name them directly.
 pub use prost_types;
