@@ -209,10 +209,16 @@ fn upstream_answer(question: &[u8], always_fail: bool) -> Option<Vec<u8>> {
 
 impl FakeUpstream {
     pub async fn start(always_fail: bool) -> FakeUpstream {
-        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind upstream");
-        let tcp = std::net::TcpListener::bind(udp.local_addr().expect("upstream address"))
-            .expect("bind upstream TCP");
-        FakeUpstream::start_on(udp, tcp, always_fail)
+        // The UDP port the kernel picks may be taken for TCP by another test: pick again.
+        for _ in 0..20 {
+            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind upstream");
+            match std::net::TcpListener::bind(udp.local_addr().expect("upstream address")) {
+                Ok(tcp) => return FakeUpstream::start_on(udp, tcp, always_fail),
+                Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(error) => panic!("bind upstream TCP: {error}"),
+            }
+        }
+        panic!("bind upstream TCP: 20 UDP ports in a row were taken for TCP")
     }
 
     /// Serves on sockets already bound (in another namespace, say), on one address.
