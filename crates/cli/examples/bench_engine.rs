@@ -21,14 +21,12 @@ async fn connect(socket: PathBuf) -> anyhow::Result<EngineClient<Channel>> {
     Ok(EngineClient::new(daemon::connect_local(&socket).await?))
 }
 
+/// Field `key` of `/proc/PID/FILE` in KiB, or 0 when the process is gone.
 fn status_kib(pid: u32, key: &str, file: &str) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/{file}"))
-        .unwrap_or_default()
-        .lines()
-        .find(|l| l.starts_with(key))
-        .and_then(|l| l.split_whitespace().nth(1))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0)
+        .ok()
+        .and_then(|text| shoal_metrics::kb_field_bytes(&text, key))
+        .map_or(0, |bytes| bytes / 1024)
 }
 
 fn percentile(sorted: &[Duration], p: usize) -> Duration {
@@ -117,7 +115,7 @@ async fn run(shoal: &Path, count: usize, dir: &Path) -> anyhow::Result<()> {
     }
     let mut client = connect(socket.clone()).await?;
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let idle_rss = status_kib(daemon.id(), "VmRSS:", "status");
+    let idle_rss = status_kib(daemon.id(), "VmRSS", "status");
     let mut results = Vec::new();
     let mut loaded_rss = 0;
     let mut shim_pss = Vec::new();
@@ -150,7 +148,7 @@ async fn run(shoal: &Path, count: usize, dir: &Path) -> anyhow::Result<()> {
         results.push(figures(label, latencies, total));
         eprintln!("{label}: done");
         if runtime.is_empty() {
-            loaded_rss = status_kib(daemon.id(), "VmRSS:", "status");
+            loaded_rss = status_kib(daemon.id(), "VmRSS", "status");
             let listed = client
                 .list_containers(pb::ListContainersRequest { all: false })
                 .await?
@@ -159,7 +157,7 @@ async fn run(shoal: &Path, count: usize, dir: &Path) -> anyhow::Result<()> {
             for container in &listed {
                 let state: serde_json::Value = serde_json::from_str(&container.inspect_json)?;
                 if let Some(pid) = state["state"]["shim_pid"].as_u64() {
-                    shim_pss.push(status_kib(pid as u32, "Pss:", "smaps_rollup"));
+                    shim_pss.push(status_kib(pid as u32, "Pss", "smaps_rollup"));
                 }
             }
             template = Some(std::fs::read_to_string(

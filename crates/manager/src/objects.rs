@@ -9,7 +9,7 @@ use shoal_proto::api::{self, Meta, Timestamp, Version};
 use crate::error::ManagerError;
 
 /// A protobuf object that lives in the cluster store.
-pub trait ClusterObject: Message + Default + Clone {
+pub trait ClusterObject: Message + Default + Clone + PartialEq {
     /// The record kind the store files it under.
     const KIND: &'static str;
 
@@ -107,7 +107,9 @@ pub fn cluster_of(view: &StoreView<'_>) -> Result<Option<api::Cluster>, ManagerE
 const WRITE_ATTEMPTS: usize = 5;
 
 /// Rewrites object `id` of kind `T` with `change`, re-reading and trying again when another
-/// write changed the object first. `None` when there is no such object.
+/// write changed the object first. `None` when there is no such object. A change that leaves
+/// the object as it is writes nothing: thousands of agents reconnecting to a new leader each
+/// state what their node already says, and each write would wake the orchestration loop.
 pub(crate) async fn update_object<T: ClusterObject>(
     store: &Store,
     id: &str,
@@ -119,7 +121,11 @@ pub(crate) async fn update_object<T: ClusterObject>(
         else {
             return Ok(None);
         };
+        let stored = object.clone();
         change(&mut object);
+        if object == stored {
+            return Ok(Some(object));
+        }
         match store.write(Transaction::new(vec![update(&object)])).await {
             Ok(_) => return Ok(Some(object)),
             Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => continue,

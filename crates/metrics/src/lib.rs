@@ -24,6 +24,7 @@ use prometheus_client::metrics::histogram::exponential_buckets;
 use prometheus_client::registry::{Registry, Unit};
 
 pub use manager_state::{ManagerAttachment, ManagerSample, RaftProgress};
+pub use process::kb_field_bytes;
 pub use prometheus_client::metrics::counter::Counter;
 pub use prometheus_client::metrics::histogram::Histogram;
 

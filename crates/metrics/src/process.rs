@@ -8,11 +8,13 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::registry::Unit;
 
-/// Resident memory in bytes from the text of `/proc/self/status` (its `VmRSS:` line, in kB).
-pub(crate) fn resident_bytes_of_status(status: &str) -> Option<u64> {
-    let line = status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))?;
+/// The size a `/proc` text gives in kB for `field` (a line `field:  N kB`), in bytes: `VmRSS`
+/// or `VmHWM` of `/proc/PID/status`, `Pss` of `/proc/PID/smaps_rollup`.
+pub fn kb_field_bytes(text: &str, field: &str) -> Option<u64> {
+    let line = text.lines().find_map(|line| {
+        line.strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+    })?;
     let mut words = line.split_whitespace();
     let kilobytes: u64 = words.next()?.parse().ok()?;
     match words.next() {
@@ -44,7 +46,7 @@ impl Collector for ProcessCollector {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let resident = std::fs::read_to_string("/proc/self/status")
             .ok()
-            .and_then(|status| resident_bytes_of_status(&status));
+            .and_then(|status| kb_field_bytes(&status, "VmRSS"));
         if let Some(bytes) = resident {
             let gauge = ConstGauge::new(bytes as f64);
             gauge.encode(encoder.encode_descriptor(

@@ -185,11 +185,15 @@ fn openmetrics_is_given_to_scrapers_that_ask_for_it() {
 }
 
 #[test]
-fn resident_memory_is_read_from_the_vmrss_line() {
-    let status = "Name:\tshoal\nVmPeak:\t  9000 kB\nVmRSS:\t    2048 kB\nThreads:\t4\n";
-    assert_eq!(process::resident_bytes_of_status(status), Some(2048 * 1024));
-    assert_eq!(process::resident_bytes_of_status("Name:\tkthread\n"), None);
-    assert_eq!(process::resident_bytes_of_status("VmRSS:\tlots\n"), None);
+fn sizes_are_read_from_proc_kb_lines() {
+    let status = "Name:\tshoal\nVmHWM:\t  9000 kB\nVmRSS:\t    2048 kB\nThreads:\t4\n";
+    assert_eq!(kb_field_bytes(status, "VmRSS"), Some(2048 * 1024));
+    assert_eq!(kb_field_bytes(status, "VmHWM"), Some(9000 * 1024));
+    assert_eq!(kb_field_bytes("Pss:      12 kB\n", "Pss"), Some(12 * 1024));
+    // A field is matched whole: `Vm` is no field here.
+    assert_eq!(kb_field_bytes(status, "Vm"), None);
+    assert_eq!(kb_field_bytes("Name:\tkthread\n", "VmRSS"), None);
+    assert_eq!(kb_field_bytes("VmRSS:\tlots\n", "VmRSS"), None);
 }
 
 /// `promtool check metrics` (Debian's `prometheus` package) finds nothing to say about a full

@@ -83,6 +83,11 @@ impl RaftRpc for RaftService {
     async fn append_entries(&self, request: Request<RaftMessage>) -> Reply {
         self.admit(RaftCall::AppendEntries, &request)?;
         let call: AppendCall = wire::decode(request.get_ref())?;
+        *self
+            .inner
+            .leader_heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner()) = Some(tokio::time::Instant::now());
         let result: wire::AppendReply = self
             .inner
             .raft

@@ -197,6 +197,8 @@ pub(crate) struct Inner {
     /// Membership changes on the leader, one at a time: openraft refuses a change while the
     /// previous one is uncommitted, and two managers joining at once must both get in.
     membership_changes: tokio::sync::Mutex<()>,
+    /// When a leader's append (entries or a heartbeat) last reached this member.
+    pub(crate) leader_heard: Mutex<Option<Instant>>,
     /// Where Raft's own tasks run; last, so that it stops after everything above is dropped.
     _runtime: RaftRuntime,
 }
@@ -286,6 +288,7 @@ impl Store {
                 peers,
                 config,
                 membership_changes: tokio::sync::Mutex::new(()),
+                leader_heard: Mutex::new(None),
                 _runtime: runtime,
             }),
             server: Mutex::new(None),
@@ -579,6 +582,42 @@ impl Store {
                 detail: format!("no leader was elected within {timeout:?}"),
             })
         })
+    }
+
+    /// Whether no member is known to lead, or this member follows one it has heard nothing
+    /// from for an election timeout: most likely dead, with an election to follow. The leader
+    /// itself is never gone.
+    pub fn leader_seems_gone(&self) -> bool {
+        let status = self.status();
+        if status.is_leader {
+            return false;
+        }
+        let heard = *self
+            .inner
+            .leader_heard
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        status.leader.is_none()
+            || heard.is_none_or(|heard| heard.elapsed() >= self.inner.config.election_timeout)
+    }
+
+    /// Waits up to `timeout` until a leader that is not gone ([`Store::leader_seems_gone`]) is
+    /// known; whether one is.
+    pub async fn wait_for_live_leader(&self, timeout: Duration) -> bool {
+        let mut metrics = self.inner.raft.metrics();
+        let deadline = Instant::now() + timeout;
+        while self.leader_seems_gone() {
+            if Instant::now() >= deadline {
+                return false;
+            }
+            // A new leader shows in the metrics; a known one's next heartbeat does not.
+            let _ = tokio::time::timeout_at(
+                deadline.min(Instant::now() + self.inner.config.heartbeat_interval),
+                metrics.changed(),
+            )
+            .await;
+        }
+        true
     }
 
     /// Builds a snapshot now and purges the log behind it, whatever the interval says.

@@ -152,6 +152,42 @@ async fn losing_the_leader_elects_another_and_writes_continue() {
     assert_eq!(everywhere[0].len(), 4);
 }
 
+/// A follower that hears nothing from its leader for an election timeout calls the leader gone
+/// (the dispatcher holds agents' sessions then, instead of sending them to a dead leader), and
+/// a live one again once it hears from a leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_follower_cut_off_from_its_leader_calls_it_gone_until_it_hears_one() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let committed = cluster.create(leader, "service", "a").await;
+    cluster.wait_applied(committed).await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    assert!(!cluster.store(leader).leader_seems_gone());
+    assert!(!cluster.store(follower).leader_seems_gone());
+
+    cluster.partition(&[follower]);
+    poll(
+        Duration::from_secs(5),
+        "the cut-off follower to call its leader gone",
+        || cluster.store(follower).leader_seems_gone().then_some(()),
+    )
+    .await;
+    assert!(
+        !cluster
+            .store(follower)
+            .wait_for_live_leader(Duration::from_millis(300))
+            .await
+    );
+
+    cluster.heal();
+    assert!(
+        cluster
+            .store(follower)
+            .wait_for_live_leader(Duration::from_secs(10))
+            .await
+    );
+}
+
 /// A new leader whose first heartbeats go unanswered for longer than a leader lease (800 ms
 /// here), as when its runtime is busy with reconnecting workers, still serves the read a write
 /// makes first: the read waits for the quorum within the request timeout rather than being

@@ -584,11 +584,7 @@ fn dns(pairs: &[TaskPair<'_>]) {
 
 fn vm_rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("reading status");
-    status
-        .lines()
-        .find_map(|line| line.strip_prefix("VmRSS:"))
-        .and_then(|value| value.split_whitespace().next()?.parse().ok())
-        .expect("VmRSS in /proc/PID/status")
+    shoal_metrics::kb_field_bytes(&status, "VmRSS").expect("VmRSS in /proc/PID/status") / 1024
 }
 
 fn running_tasks(manager: &TestHost, service: &str) -> usize {

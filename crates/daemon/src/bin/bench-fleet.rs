@@ -361,6 +361,7 @@ async fn bench(settings: Settings) -> Result<(), String> {
     );
 
     let sessions: Vec<u64> = fleet.agents().iter().map(|a| a.sessions_opened()).collect();
+    let connects_before: u64 = fleet.agents().iter().map(|a| a.connects()).sum();
     let killed = Instant::now();
     fleet
         .kill_leader()
@@ -399,6 +400,21 @@ async fn bench(settings: Settings) -> Result<(), String> {
     println!(
         "leader kill to the first write accepted: {:.3} s",
         since_kill(written)
+    );
+    let mut back: Vec<Duration> = fleet
+        .agents()
+        .iter()
+        .filter_map(|agent| Some(agent.session_opened_at()?.saturating_duration_since(killed)))
+        .collect();
+    back.sort();
+    let connects_after: u64 = fleet.agents().iter().map(|a| a.connects()).sum();
+    println!(
+        "agents back in session after the kill: p10 {:.1} s, p50 {:.1} s, p90 {:.1} s, last {:.1} s; {} connections tried",
+        percentile(&back, 0.1).as_secs_f64(),
+        percentile(&back, 0.5).as_secs_f64(),
+        percentile(&back, 0.9).as_secs_f64(),
+        percentile(&back, 1.0).as_secs_f64(),
+        connects_after - connects_before
     );
     report_managers(&fleet, "at the end (a killed one at its kill)");
     if let Some(usage) = ProcessUsage::read(None) {

@@ -32,6 +32,7 @@ const LEADER_POLL: Duration = Duration::from_millis(10);
 const START_PATIENCE: Duration = Duration::from_secs(60);
 /// How long an orderly stop may take before the child is killed.
 const STOP_PATIENCE: Duration = Duration::from_secs(10);
+const MIB: f64 = 1024.0 * 1024.0;
 
 /// How a manager process starts: the arguments after [`MANAGER_SUBCOMMAND`].
 #[derive(Clone, Debug, PartialEq)]
@@ -419,16 +420,8 @@ impl ProcessUsage {
     pub fn read(pid: Option<u32>) -> Option<ProcessUsage> {
         let proc_dir = pid.map_or_else(|| "/proc/self".to_owned(), |pid| format!("/proc/{pid}"));
         let status = std::fs::read_to_string(format!("{proc_dir}/status")).ok()?;
-        let mib = |field: &str| -> Option<f64> {
-            let kib: f64 = status
-                .lines()
-                .find_map(|line| line.strip_prefix(field))?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse()
-                .ok()?;
-            Some(kib / 1024.0)
+        let mib = |field: &str| {
+            shoal_metrics::kb_field_bytes(&status, field).map(|bytes| bytes as f64 / MIB)
         };
         let stat = std::fs::read_to_string(format!("{proc_dir}/stat")).ok()?;
         // The fields after the command's closing parenthesis; utime and stime are the 12th and
@@ -439,8 +432,8 @@ impl ProcessUsage {
         // SAFETY: sysconf has no preconditions.
         let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
         Some(ProcessUsage {
-            rss_mib: mib("VmRSS:")?,
-            peak_rss_mib: mib("VmHWM:")?,
+            rss_mib: mib("VmRSS")?,
+            peak_rss_mib: mib("VmHWM")?,
             cpu_seconds: ticks / per_second,
         })
     }

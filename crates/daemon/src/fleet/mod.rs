@@ -18,7 +18,7 @@ pub mod slots;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use manager::{ManagerError, SwarmDir};
 use raft_store::TlsIdentity;
@@ -170,6 +170,10 @@ struct AgentLink {
     /// The id of the latest session a first message came on.
     session_id: RwLock<String>,
     sessions_opened: AtomicU64,
+    /// When the latest session's first message came.
+    session_opened_at: RwLock<Option<Instant>>,
+    /// Connections tried, whether or not a session followed.
+    connects: AtomicU64,
 }
 
 /// Reaches the managers' dispatcher over mutual TLS with the agent's certificate, as the
@@ -181,6 +185,7 @@ struct FleetConnector {
 impl DispatcherConnector for FleetConnector {
     async fn connect(&self) -> Result<Channel, String> {
         let link = &self.link;
+        link.connects.fetch_add(1, Ordering::Relaxed);
         let hint = link
             .leader_hint
             .write()
@@ -200,11 +205,7 @@ impl DispatcherConnector for FleetConnector {
                 addrs[link.next.fetch_add(1, Ordering::Relaxed) % addrs.len()].clone()
             }
         };
-        Endpoint::from_shared(format!("https://{addr}"))
-            .map_err(|error| format!("manager address {addr}: {error}"))?
-            .tls_config(link.identity.client_config())
-            .map_err(|error| format!("TLS settings for {addr}: {error}"))?
-            .connect_timeout(CONNECT_TIMEOUT)
+        manager_endpoint(&addr, &link.identity)?
             .connect()
             .await
             .map_err(|error| {
@@ -231,6 +232,11 @@ impl DispatcherConnector for FleetConnector {
             .unwrap_or_else(|p| p.into_inner());
         if *session_id != message.session_id {
             session_id.clone_from(&message.session_id);
+            *self
+                .link
+                .session_opened_at
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = Some(Instant::now());
             self.link.sessions_opened.fetch_add(1, Ordering::SeqCst);
         }
     }
@@ -276,6 +282,20 @@ impl SimulatedAgent {
     /// Sessions this node has had with a dispatcher, across its restarts.
     pub fn sessions_opened(&self) -> u64 {
         self.link.sessions_opened.load(Ordering::SeqCst)
+    }
+
+    /// When its latest session opened.
+    pub fn session_opened_at(&self) -> Option<Instant> {
+        *self
+            .link
+            .session_opened_at
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many connections it has tried to the managers, sessions or not.
+    pub fn connects(&self) -> u64 {
+        self.link.connects.load(Ordering::Relaxed)
     }
 
     fn start(&mut self) {
@@ -446,6 +466,8 @@ impl Fleet {
                     next: AtomicUsize::new(index),
                     session_id: RwLock::default(),
                     sessions_opened: AtomicU64::new(0),
+                    session_opened_at: RwLock::new(None),
+                    connects: AtomicU64::new(0),
                 }),
                 running: None,
             });
@@ -630,17 +652,24 @@ impl Fleet {
     }
 }
 
+/// A manager's cluster port, reached over mutual TLS with `identity`: the agents' dispatcher
+/// connections and the fleet's control clients.
+fn manager_endpoint(addr: &str, identity: &TlsIdentity) -> Result<Endpoint, String> {
+    Ok(Endpoint::from_shared(format!("https://{addr}"))
+        .map_err(|error| format!("manager address {addr}: {error}"))?
+        .tls_config(identity.client_config())
+        .map_err(|error| format!("TLS settings for {addr}: {error}"))?
+        .connect_timeout(CONNECT_TIMEOUT))
+}
+
 /// A control API client over a manager's cluster port; it connects at its first call and again
 /// after a failure. Lists at thousands of nodes are larger than tonic's default 4 MiB.
 fn control_client(
     addr: &str,
     identity: &TlsIdentity,
 ) -> Result<ControlClient<Channel>, FleetError> {
-    let channel = Endpoint::from_shared(format!("https://{addr}"))
-        .map_err(|error| FleetError::Unavailable(format!("manager address {addr}: {error}")))?
-        .tls_config(identity.client_config())
-        .map_err(|error| FleetError::Unavailable(format!("TLS settings for {addr}: {error}")))?
-        .connect_timeout(CONNECT_TIMEOUT)
+    let channel = manager_endpoint(addr, identity)
+        .map_err(FleetError::Unavailable)?
         .connect_lazy();
     Ok(ControlClient::new(channel).max_decoding_message_size(usize::MAX))
 }

@@ -48,6 +48,12 @@ use spec::time::proto_duration;
 const MISSED_HEARTBEATS_BEFORE_DOWN: u32 = 3;
 /// Attempts at a write that keeps meeting concurrent changes to the same objects.
 const WRITE_ATTEMPTS: usize = 5;
+/// How long a session opened while no manager is known to lead (or the known leader has gone
+/// silent) waits for an election before it is refused. Otherwise a follower names a dead leader
+/// or none, and agents that lost their leader each retry on a growing backoff and miss the
+/// moment the new leader is ready: at 100 nodes, 7 connections per agent and the last agent back
+/// 2 s after the election. An agent gives a session 10 s to open.
+const ELECTION_WAIT: Duration = Duration::from_secs(5);
 
 /// One `UpdateTaskStatus` call waiting for its reports to be written.
 type QueuedReports = (Vec<NodeReport>, oneshot::Sender<Result<(), Status>>);
@@ -268,6 +274,15 @@ impl Shared {
                 .insert(shoal_proto::metadata::LEADER_ADDR, value);
         }
         Err(refusal)
+    }
+
+    /// [`Shared::require_leader`], after waiting up to [`ELECTION_WAIT`] for a live leader when
+    /// none is known or the known one has gone silent: the refusal then names the new leader,
+    /// or this manager serves.
+    async fn require_leader_once_elected(&self) -> Result<u64, Status> {
+        // No live leader within the wait is refused below, as before.
+        self.store.wait_for_live_leader(ELECTION_WAIT).await;
+        self.require_leader()
     }
 
     /// What every session carries from the cluster object: the roots nodes must trust now, and
@@ -597,7 +612,7 @@ impl Dispatcher for DispatcherService {
         request: Request<SessionRequest>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let shared = &self.shared;
-        let term = shared.require_leader()?;
+        let term = shared.require_leader_once_elected().await?;
         let caller = identity_of_request(&request)?;
         let peer_ip = request.remote_addr().map(|addr| addr.ip().to_string());
         // What the node presents is what it has installed: a root rotation waits for it.
@@ -773,10 +788,11 @@ impl Dispatcher for DispatcherService {
             let mut sent_key = None;
             let mut version = 0;
             loop {
-                let set = view.read(|cluster| assignments::assignment_set(cluster, &node_id));
-                if sent_key.as_ref() != Some(&set.key) {
+                let set = view.read(|cluster| {
+                    assignments::assignment_set(cluster, &node_id, sent_key.as_ref())
+                });
+                if let Some(mut message) = set.message {
                     version += 1;
-                    let mut message = set.message;
                     message.version = version;
                     // The parts of one set go out back to back, computed from one read.
                     for part in assignments::into_parts(message, assignments::ASSIGNMENT_PART_BYTES)
