@@ -472,13 +472,10 @@ impl NodeRoles {
                         membership.role = MembershipRole::Manager;
                         membership.raft_member_id =
                             manager::raft_member_id_for(&membership.node_id);
-                        let data_key = swarm_dir.new_manager_data_key()?;
-                        swarm_dir.save(&membership, &identity)?;
-                        let manager = ManagerRole::start(
+                        let manager = ManagerRole::start_new(
                             &swarm_dir,
                             membership.clone(),
                             identity.clone(),
-                            data_key,
                             Arc::clone(&self.metrics),
                         )
                         .await?;
@@ -639,20 +636,16 @@ impl NodeRoles {
         }
         let membership = grant.membership(listen.to_string(), advertise.to_string(), manager_addrs);
         let swarm_dir = self.swarm_dir();
-        let mut data_key = None;
-        if membership.role == MembershipRole::Manager {
-            data_key = Some(swarm_dir.new_manager_data_key().map_err(Status::from)?);
-        }
-        swarm_dir
-            .save(&membership, &grant.identity)
-            .map_err(Status::from)?;
-        if let Some(data_key) = data_key {
+        if membership.role != MembershipRole::Manager {
+            swarm_dir
+                .save(&membership, &grant.identity)
+                .map_err(Status::from)?;
+        } else {
             let started = async {
-                let manager = ManagerRole::start(
+                let manager = ManagerRole::start_new(
                     &swarm_dir,
                     membership.clone(),
                     grant.identity.clone(),
-                    data_key,
                     Arc::clone(&self.metrics),
                 )
                 .await?;
@@ -678,7 +671,7 @@ impl NodeRoles {
                 Err(error) => {
                     let _ = swarm_dir.remove();
                     return Err(Status::unavailable(format!(
-                        "node {} was admitted but could not join the managers' Raft group: {error}; remove it with 'shoal node rm --force {}' on a manager and join again",
+                        "node {} was admitted but could not start as a manager or join the managers' Raft group: {error}; remove it with 'shoal node rm --force {}' on a manager and join again",
                         grant.node_id, grant.node_id
                     )));
                 }

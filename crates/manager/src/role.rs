@@ -194,6 +194,21 @@ impl ManagerRole {
         )
     }
 
+    /// Starts the manager role of a node that has just become a manager (joined with a manager
+    /// token, or promoted): makes its data key, then saves its membership and certificate, then
+    /// starts, so a saved manager membership always has its key. Joining the Raft group is the
+    /// caller's next step ([`crate::join::join_raft`]).
+    pub async fn start_new(
+        swarm_dir: &SwarmDir,
+        membership: Membership,
+        identity: TlsIdentity,
+        metrics: Arc<Metrics>,
+    ) -> Result<ManagerRole, ManagerError> {
+        let data_key = swarm_dir.new_manager_data_key()?;
+        swarm_dir.save(&membership, &identity)?;
+        ManagerRole::start(swarm_dir, membership, identity, data_key, metrics).await
+    }
+
     /// Resumes the manager role of a node that already belongs to a swarm, with the manager's
     /// data key: the one in its data key file, or for a manager that starts for the first time,
     /// [`SwarmDir::new_manager_data_key`]. It records into `metrics`.

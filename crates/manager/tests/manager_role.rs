@@ -933,14 +933,10 @@ async fn join_as_manager(
         .port();
     let own_addr = format!("127.0.0.1:{port}");
     let membership = grant.membership(own_addr.clone(), own_addr.clone(), vec![addr.to_owned()]);
-    let swarm_dir = SwarmDir::new(data_root);
-    swarm_dir.save(&membership, &grant.identity).unwrap();
-    let data_key = swarm_dir.new_manager_data_key().unwrap();
-    let role = ManagerRole::start(
-        &swarm_dir,
+    let role = ManagerRole::start_new(
+        &SwarmDir::new(data_root),
         membership.clone(),
         grant.identity.clone(),
-        data_key,
         Default::default(),
     )
     .await

@@ -243,18 +243,10 @@ async fn join_manager(
         .map_err(FleetError::manager(what.clone()))?;
     let addr = format!("{ip}:{}", free_port(ip)?);
     let membership = grant.membership(addr.clone(), addr.clone(), vec![first_addr.to_owned()]);
-    let swarm_dir = SwarmDir::new(data_root);
-    swarm_dir
-        .save(&membership, &grant.identity)
-        .map_err(FleetError::manager(what.clone()))?;
-    let data_key = swarm_dir
-        .new_manager_data_key()
-        .map_err(FleetError::manager(what.clone()))?;
-    let role = ManagerRole::start(
-        &swarm_dir,
+    let role = ManagerRole::start_new(
+        &SwarmDir::new(data_root),
         membership.clone(),
         grant.identity.clone(),
-        data_key,
         Default::default(),
     )
     .await

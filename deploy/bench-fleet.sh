@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# The simulated-fleet benchmark (issue 17's figures): three managers, each a process of its own,
+# and N worker agents in one process, each with its own certificate and session over mutual TLS;
+# one replicated service of 10 tasks per node, then the leader's kill. One run per size in SIZES,
+# one after the other (two at once would share the cores and spoil both). Loopback only; each
+# run removes the processes and directories it made. BENCHMARKS.md ("Simulated fleet") reads
+# the output.
+#   deploy/bench-fleet.sh                          # 100, 1,000 and 5,000 agents
+#   SIZES="5000 5000 5000" deploy/bench-fleet.sh
+#   MANAGER_NICE=10 deploy/bench-fleet.sh          # the managers under nice 10: agents' CPU first
+set -euo pipefail
+cd "$(dirname "$0")/.."
+sizes=${SIZES:-100 1000 5000}
+
+cargo build --release -p daemon --bin bench-fleet
+target_dir=${CARGO_TARGET_DIR:-target}
+case $target_dir in
+  /*) ;;
+  *) target_dir="$(pwd)/$target_dir" ;;
+esac
+bench="$target_dir/release/bench-fleet"
+extra=()
+if [ -n "${MANAGER_NICE:-}" ]; then
+  wrapper=$(mktemp)
+  trap 'rm -f "$wrapper"' EXIT
+  printf '#!/bin/sh\nexec nice -n %s %s "$@"\n' "$MANAGER_NICE" "$bench" >"$wrapper"
+  chmod +x "$wrapper"
+  extra=(--manager-program "$wrapper")
+fi
+
+failed=0
+for agents in $sizes; do
+  echo "== $agents agents =="
+  "$bench" --agents "$agents" "${extra[@]}" || failed=1
+done
+exit "$failed"
