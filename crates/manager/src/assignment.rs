@@ -181,6 +181,10 @@ fn task_request(task: &Task) -> Result<TaskRequest, String> {
 /// PENDING for the reason it already shows gets no update, so a step never rewrites the store
 /// (and wakes itself) for nothing.
 pub fn plan_assignments(nodes: &[&Node], tasks: &[&Task]) -> Vec<Assignment> {
+    // Most steps have no task waiting: then there is nothing to weigh the nodes for.
+    if !tasks.iter().any(|task| waits_for_node(task)) {
+        return Vec::new();
+    }
     let mut views: Vec<NodeView> = nodes.iter().map(|node| node_view(node)).collect();
     let index_by_node: HashMap<&str, usize> = nodes
         .iter()

@@ -185,8 +185,9 @@ impl OrchestrationLoop {
         }
     }
 
-    /// Steps whenever the store commits a change or a delayed restart falls due, while this
-    /// member leads, until `stop` changes. On becoming leader, and after a step that failed, it
+    /// Steps whenever the store commits a change or a time the last step asked to be woken at
+    /// (a delayed restart, an update's next batch) falls due, and only then, while this member
+    /// leads, until `stop` changes. On becoming leader, and after a step that failed, it
     /// first waits for every earlier write to be settled ([`Store::write_barrier`]), then steps
     /// again. A step or barrier that fails is tried again after a pause that grows while it keeps
     /// failing: a lost quorum or leader holds orchestration up only until the store can commit
@@ -211,23 +212,30 @@ impl OrchestrationLoop {
             }
         };
         backoff.reset();
-        let mut changes = self
-            .store
-            .watch(self.store.local_view(|view| view.applied_index()) + 1);
+        let mut changes = self.store.watch_unpublished();
         // Whether every write proposed before now is applied here or never will be. A step
         // reads this member's own state, so it must not run on top of a write whose outcome is
         // still open: one from an earlier leader not yet applied here, or this loop's own that
         // failed (a leader that lost its quorum keeps it and may commit it later), or it would
         // create a slot's task a second time.
         let mut settled = false;
+        // Whether something may have changed the decisions since the last step: a commit, a
+        // wake-up time reached, a failed step, or leadership just taken. A step visits every
+        // task, so the loop does not step while nothing changed (at 50,000 tasks that
+        // alone took a core's half).
+        let mut step_due = true;
+        // When the last step asked to be woken, even if nothing changes.
+        let mut wake_at: Option<ClusterTime> = None;
         loop {
-            let mut wake_at = None;
             let mut retry_after = None;
             if !self.store.status().is_leader {
                 settled = false;
             } else if !settled {
                 match self.store.write_barrier().await {
-                    Ok(_) => settled = true,
+                    Ok(_) => {
+                        settled = true;
+                        step_due = true;
+                    }
                     Err(error) => {
                         let pause = backoff.next_pause();
                         tracing::warn!(%error, ?pause, "could not settle earlier writes; trying again");
@@ -235,7 +243,15 @@ impl OrchestrationLoop {
                     }
                 }
             }
-            if settled {
+            if wake_at.is_some_and(|at| at <= now()) {
+                step_due = true;
+            }
+            if settled && step_due {
+                step_due = false;
+                wake_at = None;
+                // The step reads every change published so far, so those need no step of their
+                // own: one step for a thousand queued commits, not a thousand.
+                changes = self.store.watch_unpublished();
                 let started = Instant::now();
                 let stepped = self.step(&view).await;
                 self.metrics
@@ -257,6 +273,7 @@ impl OrchestrationLoop {
                     }
                     Err(error) => {
                         settled = false;
+                        step_due = true;
                         let pause = backoff.next_pause();
                         tracing::warn!(%error, ?pause, "an orchestration step failed; trying again");
                         retry_after = Some(pause);
@@ -275,17 +292,16 @@ impl OrchestrationLoop {
                 // While a failed step waits for its retry, committed changes don't cut the
                 // pause short.
                 next = changes.next(), if retry_after.is_none() => match next {
-                    Ok(_) => {}
+                    Ok(_) => step_due = true,
                     // The loop re-reads the whole store each step, so a watcher that fell
                     // behind, or whose stream failed, only needs a fresh position.
                     Err(error) => {
+                        step_due = true;
                         if !matches!(error, StoreError::WatchCompacted { .. }) {
                             tracing::warn!(%error, "watching the store; watching again");
                             tokio::time::sleep(backoff.next_pause()).await;
                         }
-                        changes = self
-                            .store
-                            .watch(self.store.local_view(|view| view.applied_index()) + 1);
+                        changes = self.store.watch_unpublished();
                     }
                 },
                 _ = tokio::time::sleep(pause) => {}
@@ -305,8 +321,8 @@ impl OrchestrationLoop {
             Phase::Scheduler,
             Phase::Reaper,
         ] {
-            // A phase decides without awaiting anything: let the runtime's other tasks in
-            // between phases.
+            // A phase decides without awaiting anything, holding the view's lock, which the
+            // dispatcher and the control API also read under: let them in between phases.
             tokio::task::yield_now().await;
             let mut max_tasks_allocated = MAX_TASKS_PER_STEP;
             let mut conflicts = 0;
@@ -381,7 +397,6 @@ impl OrchestrationLoop {
         match phase {
             Phase::Orchestrators => changes_for(
                 cluster,
-                &snapshot,
                 reconcile_all_services(
                     &snapshot,
                     self.supervisor.given_up_slots(),
@@ -389,11 +404,9 @@ impl OrchestrationLoop {
                     &mut task_ids,
                 ),
             ),
-            Phase::RestartSupervisor => changes_for(
-                cluster,
-                &snapshot,
-                self.supervisor.step(&snapshot, now, &mut task_ids),
-            ),
+            Phase::RestartSupervisor => {
+                changes_for(cluster, self.supervisor.step(&snapshot, now, &mut task_ids))
+            }
             // One group: every network written carries the last address given on it, so the
             // allocation commits whole or not at all.
             Phase::Allocator => {
@@ -428,7 +441,6 @@ impl OrchestrationLoop {
             }
             Phase::Reaper => changes_for(
                 cluster,
-                &snapshot,
                 reap_tasks(
                     &snapshot,
                     TaskHistoryLimit::of_cluster_spec(
@@ -520,7 +532,6 @@ pub(crate) fn now() -> ClusterTime {
 /// commit ([`commit_groups`]); a wake-up time is not a change but the time of the next step.
 fn changes_for(
     cluster: &ClusterView,
-    snapshot: &ClusterSnapshot<'_>,
     commands: Vec<Command>,
 ) -> (Vec<Vec<Change>>, Option<ClusterTime>) {
     let wake_at = commands
@@ -530,7 +541,7 @@ fn changes_for(
             _ => None,
         })
         .min();
-    let groups = commit_groups(snapshot, commands)
+    let groups = commit_groups(|id| cluster.task(id), commands)
         .into_iter()
         .map(|group| {
             group

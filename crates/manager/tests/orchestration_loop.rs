@@ -137,6 +137,17 @@ async fn leading_store(dir: &std::path::Path) -> Arc<Store> {
     store
 }
 
+/// Writes a ready node and a two-replica service "web" (id `svc1`) in one transaction.
+async fn write_node_and_web_service(store: &Store) {
+    store
+        .write(Transaction::new(vec![
+            objects::create(&ready_node("node1")),
+            objects::create(&replicated_service("svc1", "web", 2)),
+        ]))
+        .await
+        .unwrap();
+}
+
 /// Every task of `service_id` is wanted running and assigned to a node.
 fn all_assigned(tasks: &[Task], service_id: &str, replicas: usize) -> bool {
     let of_service: Vec<&Task> = tasks
@@ -372,13 +383,7 @@ async fn the_loop_retries_after_a_transient_write_error() {
     let orchestration = tokio::spawn(
         OrchestrationLoop::with_committer(Arc::clone(&store), committer.clone()).run(stopped),
     );
-    store
-        .write(Transaction::new(vec![
-            objects::create(&ready_node("node1")),
-            objects::create(&replicated_service("svc1", "web", 2)),
-        ]))
-        .await
-        .unwrap();
+    write_node_and_web_service(&store).await;
     wait_for_tasks(&store, "tasks despite three failed writes", |tasks| {
         all_assigned(tasks, "svc1", 2)
     })
@@ -387,6 +392,63 @@ async fn the_loop_retries_after_a_transient_write_error() {
         committer.failures.load(std::sync::atomic::Ordering::SeqCst),
         0
     );
+    stop.send(true).unwrap();
+    orchestration.await.unwrap();
+}
+
+/// How many steps the loop has timed into `metrics`.
+fn steps_taken(metrics: &shoal_metrics::Metrics) -> u64 {
+    let text = metrics.encode(shoal_metrics::Format::PrometheusText);
+    text.lines()
+        .find_map(|line| line.strip_prefix("shoal_orchestration_step_duration_seconds_count "))
+        .and_then(|count| count.trim().parse().ok())
+        .expect("the step histogram's count")
+}
+
+/// A step visits every task, so the loop steps when something was committed or a wake-up it
+/// asked for falls due, never on a timer of its own: a converged cluster costs its leader no
+/// orchestration. At 5,000 nodes and 50,000 tasks, stepping four times a second with nothing
+/// to do took half of one of the leader's cores.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_loop_rests_while_nothing_changes() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = leading_store(dir.path()).await;
+    let metrics = shoal_metrics::Metrics::new();
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let orchestration = tokio::spawn(
+        OrchestrationLoop::new(Arc::clone(&store))
+            .with_metrics(metrics.orchestration.clone())
+            .run(stopped),
+    );
+    write_node_and_web_service(&store).await;
+    wait_for_tasks(&store, "the service's tasks", |tasks| {
+        all_assigned(tasks, "svc1", 2)
+    })
+    .await;
+    // The step after the loop's own last commit finds nothing to do; then nothing changes
+    // for eight of its leadership polls.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let converged = steps_taken(&metrics);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        steps_taken(&metrics),
+        converged,
+        "the loop stepped while nothing changed"
+    );
+
+    let mut scaled = service(&store, "svc1").await.unwrap();
+    scaled.spec.as_mut().unwrap().mode = Some(api::service_spec::Mode::Replicated(
+        api::ReplicatedService { replicas: 3 },
+    ));
+    store
+        .write(Transaction::new(vec![objects::update(&scaled)]))
+        .await
+        .unwrap();
+    wait_for_tasks(&store, "a third task after the scale", |tasks| {
+        all_assigned(tasks, "svc1", 3)
+    })
+    .await;
+    assert!(steps_taken(&metrics) > converged);
     stop.send(true).unwrap();
     orchestration.await.unwrap();
 }
@@ -406,13 +468,7 @@ async fn the_supervisor_restarts_a_loop_that_panicked() {
         OrchestrationLoop::with_committer(Arc::clone(&store), committer.clone())
             .run_supervised(stopped),
     );
-    store
-        .write(Transaction::new(vec![
-            objects::create(&ready_node("node1")),
-            objects::create(&replicated_service("svc1", "web", 2)),
-        ]))
-        .await
-        .unwrap();
+    write_node_and_web_service(&store).await;
     wait_for_tasks(&store, "tasks after the loop panicked", |tasks| {
         all_assigned(tasks, "svc1", 2)
     })
@@ -464,13 +520,7 @@ async fn the_loop_outlives_a_lost_quorum_and_carries_on_once_it_is_back() {
         assert!(tokio::time::Instant::now() < deadline, "no member led");
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
-    leader
-        .write(Transaction::new(vec![
-            objects::create(&ready_node("node1")),
-            objects::create(&replicated_service("svc1", "web", 2)),
-        ]))
-        .await
-        .unwrap();
+    write_node_and_web_service(&leader).await;
 
     // Neither member reaches the other: the leader still leads but can commit nothing, and the
     // loop's first write (the service's tasks) fails.

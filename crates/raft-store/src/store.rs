@@ -469,6 +469,14 @@ impl Store {
         self.inner.state.watch.subscribe(from_index)
     }
 
+    /// Committed changes from the first one not yet published to watchers on. Unlike a watch
+    /// from the applied index, it skips nothing: entries are applied before their changes are
+    /// published, so a reader that has caught up with every published change and then waits on
+    /// this watch misses none.
+    pub fn watch_unpublished(&self) -> Watch {
+        self.inner.state.watch.subscribe_after_published()
+    }
+
     /// Calls to other members show `tls` from now on (a renewed certificate, new roots). The
     /// member's own server is its owner's to update.
     pub fn replace_tls(&self, tls: &TlsIdentity) {

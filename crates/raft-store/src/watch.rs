@@ -98,6 +98,12 @@ impl WatchHub {
             .map_err(|_| StoreError::ShuttingDown)
     }
 
+    /// A watch from the first change not yet published.
+    pub(crate) fn subscribe_after_published(self: &Arc<Self>) -> Watch {
+        let published = *self.applied.borrow();
+        self.subscribe(published + 1)
+    }
+
     pub(crate) fn subscribe(self: &Arc<Self>, from_index: u64) -> Watch {
         Watch {
             hub: Arc::clone(self),
@@ -183,6 +189,18 @@ mod tests {
                 oldest_retained: 2
             })
         ));
+    }
+
+    /// Entries are applied before their changes are published: a watch from "now" starts at
+    /// the first change not yet published, so the next one published reaches it.
+    #[tokio::test]
+    async fn a_watch_after_the_published_changes_gets_the_next_one() {
+        let hub = Arc::new(WatchHub::new(0, 10, usize::MAX));
+        hub.publish(vec![changes(1), changes(2)], 2);
+        let mut watch = hub.subscribe_after_published();
+        assert_eq!(watch.position(), 3);
+        hub.publish(vec![changes(3)], 3);
+        assert_eq!(watch.next().await.unwrap().index, 3);
     }
 
     fn changes_with_data(index: u64, bytes: usize) -> CommittedChanges {

@@ -6,8 +6,13 @@
 //! leader's kill to a new leader, to every agent back in session and to the first write
 //! accepted, and each manager process's memory and CPU time, apart from the agents' process.
 //!
+//! It also times one task's status change, `--status-changes` times one after another: a
+//! container crashes, its agent reports the task failed, the managers start a replacement and
+//! its agent reports it running; from the crash to the replacement running, and the leader's
+//! CPU time per change above what it spends while nothing changes.
+//!
 //! `bench-fleet [--agents N] [--heartbeat-secs S] [--tasks-per-node T] [--managers M]
-//! [--node-ls-samples K] [--manager-program PATH]`; build it with `--release` for figures worth
+//! [--node-ls-samples K] [--status-changes C] [--manager-program PATH]`; build it with `--release` for figures worth
 //! quoting. `--manager-program` runs each manager through PATH (given this program's
 //! `fleet-manager` arguments), e.g. a script that profiles it.
 
@@ -33,6 +38,8 @@ struct Settings {
     tasks_per_node: usize,
     managers: usize,
     node_ls_samples: usize,
+    /// How many tasks crash, one after another, to time one task's status change.
+    status_changes: usize,
     /// What each manager process runs instead of this program, e.g. a script that runs it
     /// under a profiler.
     manager_program: Option<std::path::PathBuf>,
@@ -45,6 +52,7 @@ fn parse_args(args: Vec<String>) -> Result<Settings, String> {
         tasks_per_node: 10,
         managers: 3,
         node_ls_samples: 50,
+        status_changes: 30,
         manager_program: None,
     };
     let mut args = args.into_iter();
@@ -61,10 +69,11 @@ fn parse_args(args: Vec<String>) -> Result<Settings, String> {
             "--tasks-per-node" => settings.tasks_per_node = number(&value)? as usize,
             "--managers" => settings.managers = number(&value)? as usize,
             "--node-ls-samples" => settings.node_ls_samples = number(&value)?.max(1) as usize,
+            "--status-changes" => settings.status_changes = number(&value)?.max(1) as usize,
             "--manager-program" => settings.manager_program = Some(value.into()),
             _ => {
                 return Err(format!(
-                    "unknown flag {flag}: use --agents, --heartbeat-secs, --tasks-per-node, --managers, --node-ls-samples or --manager-program"
+                    "unknown flag {flag}: use --agents, --heartbeat-secs, --tasks-per-node, --managers, --node-ls-samples, --status-changes or --manager-program"
                 ));
             }
         }
@@ -249,6 +258,60 @@ fn report_managers(fleet: &Fleet, when: &str) {
     }
 }
 
+/// How long the leader's CPU time is read while nothing changes, for the rate that
+/// [`task_crashes`] takes off.
+const IDLE_SAMPLE: Duration = Duration::from_secs(5);
+
+/// `count` task status changes, one at a time: a container on a node spread over the fleet
+/// crashes, and the fleet waits until it runs `tasks` containers again (its replacement runs).
+/// "N changes: p50 …, p99 …; leader CPU …".
+async fn task_crashes(fleet: &Fleet, count: usize, tasks: usize) -> Result<String, String> {
+    let leader = fleet.leader().ok_or("no manager leads")?;
+    let leader_cpu = || {
+        fleet
+            .manager_usage(leader)
+            .map(|usage| usage.cpu_seconds)
+            .ok_or_else(|| format!("manager {leader}'s CPU time is unknown"))
+    };
+    let idle_from = (Instant::now(), leader_cpu()?);
+    tokio::time::sleep(IDLE_SAMPLE).await;
+    let idle_rate = (leader_cpu()? - idle_from.1) / idle_from.0.elapsed().as_secs_f64();
+    let agents = fleet.agents();
+    let (started, cpu_before) = (Instant::now(), leader_cpu()?);
+    let mut took = Vec::with_capacity(count);
+    for change in 0..count {
+        let crashed = Instant::now();
+        // From a node spread over the fleet, or the next one that runs a container: a node
+        // marked down in the create may have had its tasks moved away.
+        let node_id = agents
+            .iter()
+            .cycle()
+            .skip(change * agents.len() / count)
+            .take(agents.len())
+            .find_map(|agent| agent.engine().crash_one().map(|_| agent.node_id()))
+            .ok_or("no node runs a container to crash")?;
+        while fleet.running_containers() < tasks {
+            if crashed.elapsed() > PATIENCE {
+                return Err(format!(
+                    "a crashed task on node {node_id} was not replaced within {PATIENCE:?}"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        took.push(crashed.elapsed());
+    }
+    let busy = started.elapsed().as_secs_f64();
+    let per_change = (leader_cpu()? - cpu_before - idle_rate * busy) / count as f64;
+    took.sort();
+    Ok(format!(
+        "{count} changes: p50 {:.1} ms, p99 {:.1} ms; leader CPU {:.1} ms per change above its idle {:.0} ms/s",
+        percentile(&took, 0.5).as_secs_f64() * 1e3,
+        percentile(&took, 0.99).as_secs_f64() * 1e3,
+        per_change * 1e3,
+        idle_rate * 1e3
+    ))
+}
+
 fn percentile(sorted: &[Duration], fraction: f64) -> Duration {
     let index = ((sorted.len() as f64 * fraction).ceil() as usize).clamp(1, sorted.len()) - 1;
     sorted[index]
@@ -355,6 +418,8 @@ async fn bench(settings: Settings) -> Result<(), String> {
     println!("service ps ({tasks} tasks) over {service_ps}");
 
     report_managers(&fleet, "after the list calls");
+    let crashes = task_crashes(&fleet, settings.status_changes, tasks).await?;
+    println!("a task's crash to its replacement running, one at a time, over {crashes}");
     println!(
         "pairs of runs of one slot that overlapped, before the leader's kill: {}",
         slots::overlapping_runs(&fleet.runs()).len()

@@ -79,6 +79,18 @@ impl FakeEngine {
             .count()
     }
 
+    /// Ends one running container as if its process had exited with status 1; the task it
+    /// ran, if any container runs.
+    pub fn crash_one(&self) -> Option<String> {
+        let mut state = self.state();
+        let (id, task) = state.containers.iter().find_map(|(id, container)| {
+            let run = container.run?;
+            Some((id.clone(), state.runs[run].task_id.clone()))
+        })?;
+        self.end_run(&mut state, &id, 1);
+        Some(task)
+    }
+
     /// Ends the current run of `container`, if it runs, at the next tick.
     fn end_run(&self, state: &mut EngineState, id: &str, exit_code: i32) {
         let Some(container) = state.containers.get_mut(id) else {

@@ -37,11 +37,12 @@ use crate::follower::manager_addrs_of;
 use manager_process::{Launch, ManagerProcess};
 
 /// The fleet's workload: a replicated service of `replicas` tasks of busybox, which the fake
-/// engines "run" at once.
+/// engines "run" at once. A task that exits is replaced at once (no restart delay), so that a
+/// crash times the managers' reaction rather than Swarm's default 5 s wait.
 pub fn replicated_service(name: &str, replicas: u64) -> shoal_proto::api::ServiceSpec {
     use shoal_proto::api::{
-        Annotations, ContainerSpec, ReplicatedService, ServiceSpec, TaskSpec, service_spec,
-        task_spec,
+        Annotations, ContainerSpec, ReplicatedService, RestartPolicy, ServiceSpec, TaskSpec,
+        restart_policy::RestartCondition, service_spec, task_spec,
     };
     ServiceSpec {
         annotations: Some(Annotations {
@@ -53,6 +54,11 @@ pub fn replicated_service(name: &str, replicas: u64) -> shoal_proto::api::Servic
                 image: "busybox".to_owned(),
                 ..Default::default()
             })),
+            restart: Some(RestartPolicy {
+                condition: RestartCondition::Any as i32,
+                delay: Some(shoal_proto::api::Duration::default()),
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         mode: Some(service_spec::Mode::Replicated(ReplicatedService {

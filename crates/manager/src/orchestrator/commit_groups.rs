@@ -1,16 +1,18 @@
 //! Which of a core's commands must commit together, for a step whose commands are more than one
 //! store transaction can carry.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
+
+use shoal_proto::api::Task;
 
 use super::command::Command;
-use super::snapshot::{ClusterSnapshot, SlotKey};
+use super::snapshot::SlotKey;
 
 /// What a command changes, for keeping dependent changes in one transaction.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 enum Owner {
     Slot(SlotKey),
-    /// A task the snapshot does not know: nothing else can depend on its change.
+    /// A task `task_of` does not know: nothing else can depend on its change.
     UnknownTask(String),
 }
 
@@ -30,28 +32,11 @@ enum Owner {
 ///   not get to commit is decided again by the next step from what did commit.
 ///
 /// Wake-ups are not changes and are left out. Slots keep the order of their first command.
-pub fn commit_groups(snapshot: &ClusterSnapshot<'_>, commands: Vec<Command>) -> Vec<Vec<Command>> {
-    // Only the tasks the commands name, so a step with little to write stays cheap however
-    // many tasks the cluster has.
-    let named: HashSet<&str> = commands
-        .iter()
-        .filter_map(|command| match command {
-            Command::SetDesiredState { task_id, .. } | Command::DeleteTask { task_id, .. } => {
-                Some(task_id.as_str())
-            }
-            _ => None,
-        })
-        .collect();
-    let slot_of_task: HashMap<&str, SlotKey> = if named.is_empty() {
-        HashMap::new()
-    } else {
-        snapshot
-            .tasks()
-            .iter()
-            .filter(|task| named.contains(task.id.as_str()))
-            .map(|task| (task.id.as_str(), SlotKey::of_task(task)))
-            .collect()
-    };
+/// `task_of` finds a task the commands name by its id.
+pub fn commit_groups<'a>(
+    task_of: impl Fn(&str) -> Option<&'a Task>,
+    commands: Vec<Command>,
+) -> Vec<Vec<Command>> {
     let mut service_groups = Vec::new();
     let mut task_groups: Vec<Vec<Command>> = Vec::new();
     let mut group_of_owner: HashMap<Owner, usize> = HashMap::new();
@@ -64,9 +49,11 @@ pub fn commit_groups(snapshot: &ClusterSnapshot<'_>, commands: Vec<Command>) -> 
             Command::WakeUpAt { .. } => continue,
             Command::CreateTask(task) => Owner::Slot(SlotKey::of_task(task)),
             Command::SetDesiredState { task_id, .. } | Command::DeleteTask { task_id, .. } => {
-                slot_of_task.get(task_id.as_str()).map_or_else(
+                // Only the tasks the commands name are looked up, so a step with little to
+                // write stays cheap however many tasks the cluster has.
+                task_of(task_id).map_or_else(
                     || Owner::UnknownTask(task_id.clone()),
-                    |slot| Owner::Slot(slot.clone()),
+                    |task| Owner::Slot(SlotKey::of_task(task)),
                 )
             }
         };

@@ -30,10 +30,11 @@ fn a_service_change_commits_first_and_each_slot_commits_whole() {
     let mut commands = reconcile_service_update(&snapshot, &new, super::support::at(10), &mut ids);
     // Cores emit in their own order; the groups do not depend on it.
     commands.reverse();
-    let groups: Vec<Vec<String>> = commit_groups(&snapshot, commands)
-        .iter()
-        .map(|group| render(group))
-        .collect();
+    let groups: Vec<Vec<String>> =
+        commit_groups(|id| tasks.iter().find(|task| task.id == id), commands)
+            .iter()
+            .map(|group| render(group))
+            .collect();
     assert_eq!(
         groups,
         [
@@ -57,10 +58,7 @@ fn a_service_change_commits_first_and_each_slot_commits_whole() {
 #[test]
 fn wake_ups_are_left_out_and_unknown_tasks_stand_alone() {
     let web = replicated_service("web", 1);
-    let tasks = vec![task("t1", &web, 1, "a", Shutdown, Failed, 1)];
-    let services = [web.clone()];
-    let nodes = [node("a")];
-    let snapshot = ClusterSnapshot::new(&services, &nodes, &tasks);
+    let tasks = [task("t1", &web, 1, "a", Shutdown, Failed, 1)];
     let commands = vec![
         Command::WakeUpAt {
             at: super::support::at(20),
@@ -78,10 +76,11 @@ fn wake_ups_are_left_out_and_unknown_tasks_stand_alone() {
             read_version: 9,
         },
     ];
-    let groups: Vec<Vec<String>> = commit_groups(&snapshot, commands)
-        .iter()
-        .map(|group| render(group))
-        .collect();
+    let groups: Vec<Vec<String>> =
+        commit_groups(|id| tasks.iter().find(|task| task.id == id), commands)
+            .iter()
+            .map(|group| render(group))
+            .collect();
     assert_eq!(
         groups,
         [
