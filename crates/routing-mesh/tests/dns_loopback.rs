@@ -13,10 +13,9 @@ use support::{FakeUpstream, UPSTREAM_ADDRESS, addresses, ask_tcp, ask_udp, ask_u
 
 /// Serves the test table for one task on 127.0.0.1 (a free port), forwarding to `upstreams`.
 fn serve(server: &DnsServer) -> (TaskDns, SocketAddr) {
-    let udp = UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+    let (udp, tcp) = support::loopback_udp_and_tcp();
     udp.set_nonblocking(true).expect("non-blocking");
     let address = udp.local_addr().expect("address");
-    let tcp = TcpListener::bind(address).expect("bind TCP");
     tcp.set_nonblocking(true).expect("non-blocking");
     let dns = server
         .serve(TaskSockets { udp, tcp }, support::asker())

@@ -1042,9 +1042,10 @@ async fn push_progress(
             committed = changes.next() => match committed {
                 Ok(committed) if !moves_progress(&committed, &service_id) => continue,
                 Ok(_) => {}
-                // The progress is read from the whole store, so a fresh position loses nothing.
+                // The progress is read from the view, which has every change published, so a
+                // fresh position from there loses nothing.
                 Err(raft_store::StoreError::WatchCompacted { .. }) => {
-                    changes = store.watch(store.local_view(|view| view.applied_index()) + 1);
+                    changes = store.watch_unpublished();
                 }
                 Err(error) => {
                     let _ = sender.send(Err(ManagerError::from(error).into())).await;
@@ -1578,10 +1579,9 @@ impl Control for ControlApi {
         &self,
         request: Request<ServiceProgressRequest>,
     ) -> ControlResult<Self::ServiceProgressStream> {
-        // Watching from before the first read, so a change meanwhile is pushed either way.
-        let changes = self
-            .store
-            .watch(self.store.local_view(|view| view.applied_index()) + 1);
+        // Watching from before the first read, so a change meanwhile is pushed either way (from
+        // the first change not yet published: the read is of the view, which has the rest).
+        let changes = self.store.watch_unpublished();
         let first = self
             .progress(&request.into_inner().service)
             .await
@@ -1618,10 +1618,9 @@ impl Control for ControlApi {
                 "no service or task given: name one, as in 'shoal service logs web'",
             ));
         }
-        // Watching from before the read, so a task starting meanwhile is seen either way.
-        let watch = self
-            .store
-            .watch(self.store.local_view(|view| view.applied_index()) + 1);
+        // Watching from before the read (of the view, which has every change published), so a
+        // task starting meanwhile is seen either way.
+        let watch = self.store.watch_unpublished();
         let (targets, services) = self.log_targets(&request).await.map_err(Status::from)?;
         let follow_services = request.follow && !services.is_empty();
         let asked: HashSet<String> = targets

@@ -207,18 +207,24 @@ fn upstream_answer(question: &[u8], always_fail: bool) -> Option<Vec<u8>> {
     answer.to_vec().ok()
 }
 
+/// A UDP socket and a TCP listener on one free port of 127.0.0.1, as a DNS server needs.
+pub fn loopback_udp_and_tcp() -> (std::net::UdpSocket, std::net::TcpListener) {
+    // The UDP port the kernel picks may be taken for TCP by another test: pick again.
+    for _ in 0..20 {
+        let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind UDP");
+        match std::net::TcpListener::bind(udp.local_addr().expect("UDP address")) {
+            Ok(tcp) => return (udp, tcp),
+            Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(error) => panic!("bind TCP: {error}"),
+        }
+    }
+    panic!("bind TCP: 20 UDP ports in a row were taken for TCP")
+}
+
 impl FakeUpstream {
     pub async fn start(always_fail: bool) -> FakeUpstream {
-        // The UDP port the kernel picks may be taken for TCP by another test: pick again.
-        for _ in 0..20 {
-            let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("bind upstream");
-            match std::net::TcpListener::bind(udp.local_addr().expect("upstream address")) {
-                Ok(tcp) => return FakeUpstream::start_on(udp, tcp, always_fail),
-                Err(error) if error.kind() == std::io::ErrorKind::AddrInUse => continue,
-                Err(error) => panic!("bind upstream TCP: {error}"),
-            }
-        }
-        panic!("bind upstream TCP: 20 UDP ports in a row were taken for TCP")
+        let (udp, tcp) = loopback_udp_and_tcp();
+        FakeUpstream::start_on(udp, tcp, always_fail)
     }
 
     /// Serves on sockets already bound (in another namespace, say), on one address.
