@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
 # The simulated-fleet benchmark (issue 17's figures): three managers, each a process of its own,
 # and N worker agents in one process, each with its own certificate and session over mutual TLS;
-# one replicated service of 10 tasks per node, then the leader's kill. One run per size in SIZES,
-# one after the other (two at once would share the cores and spoil both). Loopback only; each
-# run removes the processes and directories it made. BENCHMARKS.md ("Simulated fleet") reads
-# the output.
+# one replicated service of 10 tasks per node, 30 tasks crashed one at a time (one task's status
+# change: crash to replacement RUNNING, and the leader's CPU per change), then the leader's
+# kill. One run per size in SIZES, one after the other (two at once would share the cores and
+# spoil both). Loopback only; each run removes the processes and directories it made.
+# BENCHMARKS.md ("Simulated fleet") reads the output.
 #   deploy/bench-fleet.sh                          # 100, 1,000 and 5,000 agents
 #   SIZES="5000 5000 5000" deploy/bench-fleet.sh
 #   MANAGER_NICE=10 deploy/bench-fleet.sh          # the managers under nice 10: agents' CPU first
