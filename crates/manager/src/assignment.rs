@@ -2,7 +2,7 @@
 //! of the nodes from the store's nodes and the tasks already on them, asks [`scheduler::schedule`]
 //! about every task waiting for a node in one batch, and says how each task's status changes.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use scheduler::{
     Constraint, Decision, HostPort, NodeAvailability, NodeRole, NodeView, Platform, PortProtocol,
@@ -14,7 +14,7 @@ use shoal_proto::api::{
 
 use crate::allocator;
 use crate::objects::ClusterObject;
-use crate::orchestrator::{is_terminal, observed_state};
+use crate::orchestrator::{ClusterSnapshot, is_terminal, observed_state, tally};
 
 /// How the scheduler phase changes one task's status.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -35,37 +35,58 @@ pub enum AssignmentOutcome {
 
 /// The scheduler's view of a node, from the node alone (nothing yet reserved on it).
 pub fn node_view(node: &Node) -> NodeView {
-    let description = node.description.clone().unwrap_or_default();
-    let resources = description.resources.clone().unwrap_or_default();
+    // Borrowed, not cloned: a description also carries the node's TLS details, and a pass
+    // builds the view of every node.
+    let description = node.description.as_ref();
+    let resources = description.and_then(|description| description.resources.as_ref());
     let mut view = NodeView::new(
         node.id.clone(),
         Resources::new(
-            u64::try_from(resources.nano_cpus).unwrap_or(0),
-            u64::try_from(resources.memory_bytes).unwrap_or(0),
+            resources.map_or(0, |resources| {
+                u64::try_from(resources.nano_cpus).unwrap_or(0)
+            }),
+            resources.map_or(0, |resources| {
+                u64::try_from(resources.memory_bytes).unwrap_or(0)
+            }),
         ),
     );
-    if !description.hostname.is_empty() {
-        view.hostname = description.hostname;
+    if let Some(description) = description.filter(|description| !description.hostname.is_empty()) {
+        view.hostname = description.hostname.clone();
     }
     view.role = match node.role() {
         api::NodeRole::Manager => NodeRole::Manager,
         api::NodeRole::Worker => NodeRole::Worker,
     };
-    let platform = description.platform.unwrap_or_default();
-    view.platform = Platform::new(platform.os, platform.architecture);
+    if let Some(platform) = description.and_then(|description| description.platform.as_ref()) {
+        view.platform = Platform::new(platform.os.clone(), platform.architecture.clone());
+    } else {
+        view.platform = Platform::new(String::new(), String::new());
+    }
     view.engine_labels = description
-        .engine
-        .map(|engine| engine.labels.into_iter().collect())
+        .and_then(|description| description.engine.as_ref())
+        .map(|engine| {
+            engine
+                .labels
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        })
         .unwrap_or_default();
-    let spec = node.spec.clone().unwrap_or_default();
-    view.availability = match spec.availability() {
-        node_spec::Availability::Active => NodeAvailability::Active,
-        node_spec::Availability::Pause => NodeAvailability::Pause,
-        node_spec::Availability::Drain => NodeAvailability::Drain,
+    let spec = node.spec.as_ref();
+    view.availability = match spec.map(|spec| spec.availability()) {
+        None | Some(node_spec::Availability::Active) => NodeAvailability::Active,
+        Some(node_spec::Availability::Pause) => NodeAvailability::Pause,
+        Some(node_spec::Availability::Drain) => NodeAvailability::Drain,
     };
     view.labels = spec
-        .annotations
-        .map(|annotations| annotations.labels.into_iter().collect())
+        .and_then(|spec| spec.annotations.as_ref())
+        .map(|annotations| {
+            annotations
+                .labels
+                .iter()
+                .map(|(key, value)| (key.clone(), value.clone()))
+                .collect()
+        })
         .unwrap_or_default();
     view.ready = node
         .status
@@ -123,7 +144,7 @@ fn occupies_node(task: &Task) -> bool {
 /// Whether a task waits for the scheduler: managers want it to run, it is not assigned yet, and
 /// it has the addresses of the networks it attaches to ([`allocator::ready_for_scheduling`]).
 /// A global task already names its node; the scheduler only checks that it fits there.
-fn waits_for_node(task: &Task) -> bool {
+pub(crate) fn waits_for_node(task: &Task) -> bool {
     matches!(
         task.desired_state(),
         TaskState::Running | TaskState::Complete
@@ -177,38 +198,91 @@ fn task_request(task: &Task) -> Result<TaskRequest, String> {
     Ok(request)
 }
 
-/// Places every task waiting for a node, in one batch. Returns only real changes: a task left
-/// PENDING for the reason it already shows gets no update, so a step never rewrites the store
-/// (and wakes itself) for nothing.
-pub fn plan_assignments(nodes: &[&Node], tasks: &[&Task]) -> Vec<Assignment> {
-    // Most steps have no task waiting: then there is nothing to weigh the nodes for.
-    if !tasks.iter().any(|task| waits_for_node(task)) {
-        return Vec::new();
+/// What the tasks on one node hold of it: resources, tasks per service and host ports. The
+/// task index keeps it as tasks change, so a scheduling pass reads each node's share without
+/// passing over every task.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct NodeOccupancy {
+    /// Sums wide enough never to saturate, so that taking a task out undoes putting it in.
+    nano_cpus: u128,
+    memory_bytes: u128,
+    tasks_by_service: BTreeMap<String, usize>,
+    host_ports: BTreeMap<HostPort, usize>,
+    tasks: usize,
+}
+
+impl NodeOccupancy {
+    /// Whether `task` counts on its node: assigned there and not ended.
+    pub(crate) fn counts(task: &Task) -> bool {
+        occupies_node(task)
     }
-    let mut views: Vec<NodeView> = nodes.iter().map(|node| node_view(node)).collect();
-    let index_by_node: HashMap<&str, usize> = nodes
-        .iter()
-        .enumerate()
-        .map(|(index, node)| (node.id.as_str(), index))
-        .collect();
-    for task in tasks.iter().filter(|task| occupies_node(task)) {
-        if let Some(view) = index_by_node
-            .get(task.node_id.as_str())
-            .map(|i| &mut views[*i])
-        {
-            view.reserved_resources = view.reserved_resources.saturating_add(reservations(task));
-            *view
-                .task_count_by_service
-                .entry(task.service_id.clone())
-                .or_default() += 1;
-            view.host_ports_in_use.extend(host_ports(task));
+
+    /// Counts a task that [`NodeOccupancy::counts`] in, or back out.
+    pub(crate) fn count(&mut self, task: &Task, add: bool) {
+        let reserved = reservations(task);
+        let (cpus, memory) = (
+            u128::from(reserved.nano_cpus),
+            u128::from(reserved.memory_bytes),
+        );
+        if add {
+            self.nano_cpus += cpus;
+            self.memory_bytes += memory;
+            self.tasks += 1;
+        } else {
+            self.nano_cpus = self.nano_cpus.saturating_sub(cpus);
+            self.memory_bytes = self.memory_bytes.saturating_sub(memory);
+            self.tasks = self.tasks.saturating_sub(1);
+        }
+        tally(&mut self.tasks_by_service, task.service_id.clone(), add);
+        for port in host_ports(task) {
+            tally(&mut self.host_ports, port, add);
         }
     }
+
+    /// Whether no task counts here.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tasks == 0
+    }
+
+    fn reserve_on(&self, view: &mut NodeView) {
+        let saturated = |sum: u128| u64::try_from(sum).unwrap_or(u64::MAX);
+        view.reserved_resources =
+            Resources::new(saturated(self.nano_cpus), saturated(self.memory_bytes));
+        view.task_count_by_service = self
+            .tasks_by_service
+            .iter()
+            .map(|(service_id, count)| (service_id.clone(), *count as u64))
+            .collect();
+        view.host_ports_in_use = self.host_ports.keys().copied().collect();
+    }
+}
+
+/// Places every task waiting for a node ([`crate::orchestrator::TaskIndex::waiting_for_node`]), in one batch, on
+/// the nodes as their tasks occupy them. Returns only real changes: a task left PENDING for the
+/// reason it already shows gets no update, so a step never rewrites the store (and wakes
+/// itself) for nothing.
+pub fn plan_assignments(snapshot: &ClusterSnapshot<'_>) -> Vec<Assignment> {
+    let index = snapshot.index();
+    // Most steps have no task waiting: then there is nothing to weigh the nodes for.
+    if index.waiting_for_node().next().is_none() {
+        return Vec::new();
+    }
+    let views: Vec<NodeView> = snapshot
+        .nodes()
+        .map(|node| {
+            let mut view = node_view(node);
+            if let Some(occupancy) = index.occupancy(&node.id) {
+                occupancy.reserve_on(&mut view);
+            }
+            view
+        })
+        .collect();
+    let tasks: Vec<&Task> = snapshot.tasks_with_ids(index.waiting_for_node()).collect();
 
     let mut outcomes = Vec::new();
     let mut requests = Vec::new();
     let mut waiting: HashMap<&str, &Task> = HashMap::new();
-    for task in tasks.iter().filter(|task| waits_for_node(task)) {
+    for task in tasks {
         waiting.insert(task.id.as_str(), task);
         match task_request(task) {
             Ok(request) => requests.push(request),
@@ -247,6 +321,7 @@ pub fn plan_assignments(nodes: &[&Node], tasks: &[&Task]) -> Vec<Assignment> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::orchestrator::ClusterObjects;
 
     fn node(id: &str, zone: &str, memory_bytes: i64) -> Node {
         Node {
@@ -299,9 +374,8 @@ mod tests {
     }
 
     fn outcomes(nodes: &[Node], tasks: &[Task]) -> Vec<(String, AssignmentOutcome)> {
-        let nodes: Vec<&Node> = nodes.iter().collect();
-        let tasks: Vec<&Task> = tasks.iter().collect();
-        plan_assignments(&nodes, &tasks)
+        let objects = ClusterObjects::new([], nodes, tasks);
+        plan_assignments(&objects.snapshot())
             .into_iter()
             .map(|assignment| (assignment.task_id, assignment.outcome))
             .collect()

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::future::BoxFuture;
 use raft_store::{Change, Store, StoreError, Transaction, TxnRejection};
 use shoal_metrics::OrchestrationMetrics;
-use shoal_proto::api::{Network, Service, Task, TaskState, TaskStatus};
+use shoal_proto::api::{Network, Node, Service, Task, TaskState, TaskStatus};
 use tokio::sync::watch;
 
 use crate::allocator::{self, AddressPools, Allocation, AllocatorInput, MAX_TASKS_PER_STEP};
@@ -21,8 +21,8 @@ use crate::assignment::{Assignment, AssignmentOutcome, plan_assignments};
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
 use crate::orchestrator::{
-    ClusterSnapshot, ClusterTime, Command, GivenUpSlots, RestartSupervisor, TaskHistoryLimit,
-    commit_groups, reap_tasks, reconcile_all_services,
+    ClusterTime, Command, GivenUpSlots, RestartSupervisor, TaskHistoryLimit, commit_groups,
+    reap_tasks, reconcile_all_services,
 };
 use crate::view::ClusterView;
 use crate::view::shared::SharedView;
@@ -391,7 +391,7 @@ impl OrchestrationLoop {
         cluster: &ClusterView,
         max_tasks_allocated: usize,
     ) -> (Vec<Vec<Change>>, Option<ClusterTime>) {
-        let snapshot = ClusterSnapshot::new(cluster.services(), cluster.nodes(), cluster.tasks());
+        let snapshot = cluster.snapshot();
         let mut task_ids = raft_store::new_object_id;
         let now = now();
         match phase {
@@ -411,12 +411,17 @@ impl OrchestrationLoop {
             // allocation commits whole or not at all.
             Phase::Allocator => {
                 let networks: Vec<&Network> = cluster.networks().collect();
+                let nodes: Vec<&Node> = snapshot.nodes().collect();
+                let services: Vec<&Service> = snapshot.services().collect();
+                let tasks: Vec<&Task> = snapshot
+                    .tasks_with_ids(snapshot.index().allocator_reads())
+                    .collect();
                 let allocation = allocator::allocate(
                     &AllocatorInput {
                         networks: &networks,
-                        nodes: snapshot.nodes(),
-                        services: snapshot.services(),
-                        tasks: snapshot.tasks(),
+                        nodes: &nodes,
+                        services: &services,
+                        tasks: &tasks,
                         pools: &AddressPools::of_cluster(cluster.cluster()),
                         max_tasks: max_tasks_allocated,
                     },
@@ -427,7 +432,7 @@ impl OrchestrationLoop {
             // Each assignment is one task's own status: it needs no other change.
             Phase::Scheduler => {
                 let started = Instant::now();
-                let assignments = plan_assignments(snapshot.nodes(), snapshot.tasks());
+                let assignments = plan_assignments(&snapshot);
                 self.metrics
                     .scheduler_batch_duration
                     .observe(started.elapsed().as_secs_f64());

@@ -18,17 +18,14 @@ use shoal_proto::api::{Cluster, Config, Network, Node, Secret, Service, Task};
 
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
+use crate::orchestrator::{ClusterObjects, ClusterSnapshot};
 
 /// The decoded, indexed cluster. Indexes hold ids and never empty sets, so two views of the
 /// same objects are equal whatever changes led to them.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub(crate) struct ClusterView {
-    tasks: BTreeMap<String, Task>,
-    /// Scheduled tasks only: a task waiting for a node is on none.
-    tasks_by_node: BTreeMap<String, BTreeSet<String>>,
-    tasks_by_service: BTreeMap<String, BTreeSet<String>>,
-    services: BTreeMap<String, Service>,
-    nodes: BTreeMap<String, Node>,
+    /// Services, nodes and tasks, the tasks filed as the orchestration cores look for them.
+    objects: ClusterObjects,
     networks: BTreeMap<String, Network>,
     /// A swarm has one cluster object, once it is initialised.
     clusters: BTreeMap<String, Cluster>,
@@ -97,8 +94,7 @@ impl ClusterView {
             view.insert_task(objects::decode(record)?);
         }
         for record in store.list(Service::KIND) {
-            let service: Service = objects::decode(record)?;
-            view.services.insert(service.id.clone(), service);
+            view.objects.insert_service(objects::decode(record)?);
         }
         for record in store.list(Node::KIND) {
             view.insert_node(objects::decode(record)?);
@@ -159,17 +155,15 @@ impl ClusterView {
                 }
             }
             Service::KIND => match new.map(objects::decode::<Service>).transpose()? {
-                Some(service) => {
-                    self.services.insert(id.to_owned(), service);
-                }
+                Some(service) => self.objects.insert_service(service),
                 None => {
-                    self.services.remove(id);
+                    self.objects.remove_service(id);
                 }
             },
             Node::KIND => {
                 let new: Option<Node> = new.map(objects::decode).transpose()?;
                 touched.nodes.insert(id.to_owned());
-                self.nodes.remove(id);
+                self.objects.remove_node(id);
                 touched.managers |= self.managers.remove(id);
                 if let Some(new) = new {
                     touched.managers |= new.manager_status.is_some();
@@ -212,79 +206,68 @@ impl ClusterView {
     }
 
     fn insert_task(&mut self, task: Task) {
-        let id = task.id.clone();
-        if !task.node_id.is_empty() {
-            index_insert(&mut self.tasks_by_node, task.node_id.clone(), &id);
-        }
-        index_insert(&mut self.tasks_by_service, task.service_id.clone(), &id);
-        self.tasks.insert(id, task);
+        self.objects.insert_task(task);
     }
 
     fn insert_node(&mut self, node: Node) {
         if node.manager_status.is_some() {
             self.managers.insert(node.id.clone());
         }
-        self.nodes.insert(node.id.clone(), node);
+        self.objects.insert_node(node);
     }
 
     fn remove_task(&mut self, id: &str) -> Option<Task> {
-        let task = self.tasks.remove(id)?;
-        index_remove(&mut self.tasks_by_node, &task.node_id, id);
-        index_remove(&mut self.tasks_by_service, &task.service_id, id);
-        Some(task)
+        self.objects.remove_task(id)
+    }
+
+    /// The services, nodes and tasks as the orchestration cores read them.
+    pub(crate) fn snapshot(&self) -> ClusterSnapshot<'_> {
+        self.objects.snapshot()
     }
 
     pub(crate) fn task(&self, id: &str) -> Option<&Task> {
-        self.tasks.get(id)
+        self.snapshot().task(id)
     }
 
     /// Every task, in id order.
     pub(crate) fn tasks(&self) -> impl Iterator<Item = &Task> {
-        self.tasks.values()
+        self.snapshot().tasks()
     }
 
     /// The tasks whose `node_id` is `node_id`, in id order.
     pub(crate) fn tasks_on_node<'a>(
         &'a self,
         node_id: &str,
-    ) -> impl Iterator<Item = &'a Task> + 'a {
-        self.indexed_tasks(self.tasks_by_node.get(node_id))
+    ) -> impl Iterator<Item = &'a Task> + use<'a> {
+        self.snapshot().tasks_on_node(node_id)
     }
 
     /// The tasks of service `service_id` (`""`: tasks of no service), in id order.
     pub(crate) fn tasks_of_service<'a>(
         &'a self,
         service_id: &str,
-    ) -> impl Iterator<Item = &'a Task> + 'a {
-        self.indexed_tasks(self.tasks_by_service.get(service_id))
-    }
-
-    fn indexed_tasks<'a>(
-        &'a self,
-        ids: Option<&'a BTreeSet<String>>,
-    ) -> impl Iterator<Item = &'a Task> + 'a {
-        ids.into_iter()
-            .flatten()
-            .filter_map(|id| self.tasks.get(id))
+    ) -> impl Iterator<Item = &'a Task> + use<'a> {
+        self.snapshot().tasks_of_service(service_id)
     }
 
     /// Every service, in id order.
     pub(crate) fn services(&self) -> impl Iterator<Item = &Service> {
-        self.services.values()
+        self.snapshot().services()
     }
 
     pub(crate) fn node(&self, id: &str) -> Option<&Node> {
-        self.nodes.get(id)
+        self.snapshot().node(id)
     }
 
     /// Every node, in id order.
     pub(crate) fn nodes(&self) -> impl Iterator<Item = &Node> {
-        self.nodes.values()
+        self.snapshot().nodes()
     }
 
     /// The nodes with a manager status, in id order.
     pub(crate) fn managers(&self) -> impl Iterator<Item = &Node> {
-        self.managers.iter().filter_map(|id| self.nodes.get(id))
+        let snapshot = self.snapshot();
+        self.managers.iter().filter_map(move |id| snapshot.node(id))
     }
 
     /// Every network, in id order.
@@ -310,19 +293,6 @@ fn non_empty(node_id: String) -> Option<String> {
     (!node_id.is_empty()).then_some(node_id)
 }
 
-fn index_insert<K: Ord>(index: &mut BTreeMap<K, BTreeSet<String>>, key: K, id: &str) {
-    index.entry(key).or_default().insert(id.to_owned());
-}
-
-fn index_remove<K: Ord>(index: &mut BTreeMap<K, BTreeSet<String>>, key: &K, id: &str) {
-    if let Some(ids) = index.get_mut(key) {
-        ids.remove(id);
-        if ids.is_empty() {
-            index.remove(key);
-        }
-    }
-}
-
 #[cfg(test)]
 pub(crate) mod tests {
     use std::time::Duration;
@@ -342,10 +312,12 @@ pub(crate) mod tests {
     const TRANSACTIONS: usize = 300;
     const NODE_IDS: [&str; 5] = ["n0", "n1", "n2", "n3", "n4"];
     const SERVICE_IDS: [&str; 3] = ["", "s0", "s1"];
-    const TASK_STATES: [TaskState; 5] = [
+    const TASK_STATES: [TaskState; 7] = [
         TaskState::New,
+        TaskState::Ready,
         TaskState::Assigned,
         TaskState::Running,
+        TaskState::Failed,
         TaskState::Shutdown,
         TaskState::Remove,
     ];
@@ -391,6 +363,7 @@ pub(crate) mod tests {
             id,
             node_id: pick(random, &[&["" as &str][..], &NODE_IDS[..]].concat()).to_owned(),
             service_id: pick(random, &SERVICE_IDS).to_owned(),
+            slot: random.random_range(0..3),
             status: Some(status),
             ..Default::default()
         };
@@ -552,16 +525,17 @@ pub(crate) mod tests {
     /// Node ids whose tasks differ between `before` and `after`: what `apply` must report.
     fn nodes_whose_tasks_changed(before: &ClusterView, after: &ClusterView) -> BTreeSet<String> {
         let node_ids = before
-            .tasks_by_node
-            .keys()
-            .chain(after.tasks_by_node.keys());
+            .snapshot()
+            .index()
+            .nodes_with_tasks()
+            .chain(after.snapshot().index().nodes_with_tasks());
         node_ids
             .filter(|node_id| {
                 !before
                     .tasks_on_node(node_id)
                     .eq(after.tasks_on_node(node_id))
             })
-            .cloned()
+            .map(str::to_owned)
             .collect()
     }
 
@@ -577,6 +551,8 @@ pub(crate) mod tests {
             )
         });
         let mut changes = store.watch(applied + 1);
+        // Whether each kind of work the index files was there after some step.
+        let mut filed = [false; 5];
         for step in 0..TRANSACTIONS {
             let transaction = store.local_view(|whole| random_transaction(&mut random, whole));
             let index = store.write(transaction).await.unwrap();
@@ -590,6 +566,16 @@ pub(crate) mod tests {
                 }
             }
             let decoded = store.local_view(|whole| ClusterView::from_store(whole).unwrap());
+            let index = view.snapshot().index();
+            for (filed, now) in filed.iter_mut().zip([
+                index.restart_work().next().is_some(),
+                index.waiting_for_node().next().is_some(),
+                index.removed_history().next().is_some(),
+                index.slots_with_history_over(1).next().is_some(),
+                index.unoccupied_slots("s0").next().is_some(),
+            ]) {
+                *filed |= now;
+            }
             assert!(
                 view == decoded,
                 "seed {SEED}, step {step}: the view differs from a full decode\nview: {view:#?}\ndecoded: {decoded:#?}"
@@ -600,7 +586,8 @@ pub(crate) mod tests {
                 "seed {SEED}, step {step}: tasks changed on {changed_nodes:?}, touched {:?}",
                 touched.task_nodes
             );
-            for id in before.nodes.keys().chain(view.nodes.keys()) {
+            for node in before.nodes().chain(view.nodes()) {
+                let id = &node.id;
                 if before.node(id) != view.node(id) {
                     assert!(touched.nodes.contains(id), "seed {SEED}, step {step}: {id}");
                 }
@@ -629,9 +616,16 @@ pub(crate) mod tests {
             }
         }
         // The run reached every index: tasks on several nodes and in several states.
-        assert!(view.tasks_by_node.len() > 1 && view.tasks_by_service.len() > 1);
-        assert!(!view.services.is_empty() && !view.nodes.is_empty() && !view.secrets.is_empty());
-        assert!(!view.managers.is_empty() && view.managers.len() < view.nodes.len());
+        let index = view.snapshot().index();
+        assert!(index.nodes_with_tasks().count() > 1 && index.services_with_tasks().count() > 1);
+        assert!(
+            filed.iter().all(|filed| *filed),
+            "not every kind of work was filed at some step: {filed:?}"
+        );
+        assert!(
+            view.services().count() > 0 && view.nodes().count() > 0 && !view.secrets.is_empty()
+        );
+        assert!(!view.managers.is_empty() && view.managers.len() < view.nodes().count());
     }
 
     /// The record the store would hold for `object` at `version`.
@@ -721,7 +715,7 @@ pub(crate) mod tests {
             })
             .unwrap();
         assert_eq!(touched.task_nodes, BTreeSet::from(["n2".to_owned()]));
-        assert!(view.tasks_by_node.is_empty());
+        assert_eq!(view.snapshot().index().nodes_with_tasks().count(), 0);
         assert_eq!(ids(view.tasks()), ["t2"]);
     }
 

@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use manager::orchestrator::{
-    ClusterSnapshot, ClusterTime, Command, RestartSupervisor, SequentialTaskIds,
-    ServiceConvergence, SlotKey, TaskHistoryLimit, is_history, is_runnable, observed_state,
-    reap_tasks, reconcile_all_services, service_convergence,
+    ClusterObjects, ClusterTime, Command, RestartSupervisor, SequentialTaskIds, ServiceConvergence,
+    SlotKey, TaskHistoryLimit, is_history, is_runnable, observed_state, reap_tasks,
+    reconcile_all_services, service_convergence,
 };
 use shoal_proto::api::{
     Annotations, ContainerSpec, GlobalService, Meta, Node, NodeSpec, NodeStatus, ReplicatedJob,
@@ -367,18 +367,24 @@ impl Simulation {
             self.operator_acts();
         }
 
-        let snapshot = ClusterSnapshot::new(&self.services, &self.nodes, &self.tasks);
+        let objects = ClusterObjects::new(&self.services, &self.nodes, &self.tasks);
+
+        let snapshot = objects.snapshot();
         let given_up = self.supervisor.given_up_slots().clone();
         let commands = reconcile_all_services(&snapshot, &given_up, self.now, &mut self.task_ids);
         self.commit(commands, "orchestrators");
 
-        let snapshot = ClusterSnapshot::new(&self.services, &self.nodes, &self.tasks);
+        let objects = ClusterObjects::new(&self.services, &self.nodes, &self.tasks);
+
+        let snapshot = objects.snapshot();
         let commands = self
             .supervisor
             .step(&snapshot, self.now, &mut self.task_ids);
         self.commit(commands, "restart supervisor");
 
-        let snapshot = ClusterSnapshot::new(&self.services, &self.nodes, &self.tasks);
+        let objects = ClusterObjects::new(&self.services, &self.nodes, &self.tasks);
+
+        let snapshot = objects.snapshot();
         let commands = reap_tasks(&snapshot, TaskHistoryLimit::KeepAtMost(HISTORY_LIMIT));
         self.commit(commands, "reaper");
         self.check_history_limit();
@@ -507,7 +513,8 @@ impl Simulation {
 
     /// Checks where the calm phase must have led.
     fn check_converged(&self) {
-        let snapshot = ClusterSnapshot::new(&self.services, &self.nodes, &self.tasks);
+        let objects = ClusterObjects::new(&self.services, &self.nodes, &self.tasks);
+        let snapshot = objects.snapshot();
         let given_up = self.supervisor.given_up_slots();
         for service_id in ["web", "agent", "batch"] {
             let verdict = service_convergence(&snapshot, service_id, given_up);

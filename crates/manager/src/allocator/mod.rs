@@ -262,6 +262,13 @@ pub fn holds_addresses(task: &Task) -> bool {
     !is_terminal(observed) && (observed as i32 >= TaskState::Assigned as i32 || is_wanted(task))
 }
 
+/// Whether [`allocate`] needs to see the task: it has network attachments, whose addresses
+/// may be in use, or it is new and wanted, and may need some. The others are left out of its
+/// input, so a step costs what attaches to networks, not every task.
+pub fn allocator_reads(task: &Task) -> bool {
+    !task.networks.is_empty() || (observed_state(task) == TaskState::New && is_wanted(task))
+}
+
 /// Whether a network marked `pending_delete` can go: no stored service attaches to it or holds
 /// a virtual IP on it, and no task holds an address on it.
 fn deletable(network: &Network, services: &[&Service], tasks: &[&Task]) -> bool {

@@ -41,7 +41,7 @@ pub(crate) use managers::reachability_on_leader;
 use crate::dispatcher::{LogBroker, LogReading, LogStream, LogTarget};
 use crate::error::ManagerError;
 use crate::objects::{self, ClusterObject};
-use crate::orchestrator::{ClusterSnapshot, GivenUpSlots};
+use crate::orchestrator::GivenUpSlots;
 use crate::view::ClusterView;
 use crate::view::shared::SharedView;
 use payloads::Payload;
@@ -990,7 +990,7 @@ fn progress_of(
 ) -> Result<ServiceProgressResponse, ManagerError> {
     let services = visible_services(view.services());
     let service_id = resolve_service(&services, reference)?.id.clone();
-    let snapshot = ClusterSnapshot::new(services.iter().copied(), view.nodes(), view.tasks());
+    let snapshot = view.snapshot();
     progress::service_progress(&snapshot, &service_id, given_up).ok_or_else(|| {
         ManagerError::NotFound {
             kind: "service",
@@ -1505,8 +1505,7 @@ impl Control for ControlApi {
         reply(
             self.read_view(|view| {
                 let services = visible_services(view.services());
-                let snapshot =
-                    ClusterSnapshot::new(services.iter().copied(), view.nodes(), view.tasks());
+                let snapshot = view.snapshot();
                 let statuses = services
                     .iter()
                     .map(|service| progress::service_status(&snapshot, service))

@@ -24,8 +24,6 @@ fn current_tasks<'a>(
     let iteration = job_iteration_of_service(service);
     snapshot
         .tasks_of_service(&service.id)
-        .iter()
-        .copied()
         .filter(|task| !mode.is_job() || job_iteration_of_task(task) == iteration)
         .collect()
 }
@@ -197,6 +195,7 @@ mod tests {
     };
 
     use super::*;
+    use crate::orchestrator::ClusterObjects;
 
     fn service(replicas: u64, spec_version: u64) -> Service {
         Service {
@@ -253,7 +252,8 @@ mod tests {
 
     fn progress(service: &Service, tasks: &[Task]) -> ServiceProgressResponse {
         let services = [service.clone()];
-        let snapshot = ClusterSnapshot::new(&services, &[], tasks);
+        let objects = ClusterObjects::new(&services, &[], tasks);
+        let snapshot = objects.snapshot();
         service_progress(&snapshot, "svc", &GivenUpSlots::new()).unwrap()
     }
 
@@ -273,7 +273,7 @@ mod tests {
         ];
         assert_eq!(progress(&web, &tasks).verdict(), Verdict::Converged);
         let status = service_status(
-            &ClusterSnapshot::new(std::slice::from_ref(&web), &[], &tasks),
+            &ClusterObjects::new(std::slice::from_ref(&web), &[], &tasks).snapshot(),
             &web,
         );
         assert_eq!((status.running_tasks, status.desired_tasks), (2, 2));
@@ -293,7 +293,7 @@ mod tests {
             task(2, TaskState::Complete, "", 1),
         ];
         let status = service_status(
-            &ClusterSnapshot::new(std::slice::from_ref(&job), &[], &tasks),
+            &ClusterObjects::new(std::slice::from_ref(&job), &[], &tasks).snapshot(),
             &job,
         );
         assert_eq!(

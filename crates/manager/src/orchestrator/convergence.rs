@@ -71,7 +71,6 @@ pub fn service_convergence(
             let constraints = ServiceConstraints::of_service(service);
             snapshot
                 .nodes()
-                .iter()
                 .filter(|node| {
                     node_eligibility(node, &constraints) == NodeEligibility::RunsNewTasks
                 })

@@ -19,7 +19,7 @@ pub fn dependencies_met(snapshot: &ClusterSnapshot<'_>, service: &Service) -> bo
 }
 
 fn dependency_met(snapshot: &ClusterSnapshot<'_>, dependency: &ServiceDependency) -> bool {
-    let found = snapshot.services().iter().find(|service| {
+    let found = snapshot.services().find(|service| {
         !service.pending_delete
             && service
                 .spec
@@ -36,6 +36,5 @@ fn dependency_met(snapshot: &ClusterSnapshot<'_>, dependency: &ServiceDependency
     };
     snapshot
         .tasks_of_service(&found.id)
-        .iter()
         .any(|task| observed_state(task) == wanted)
 }

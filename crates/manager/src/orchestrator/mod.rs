@@ -1,5 +1,5 @@
 //! The leader-only orchestration cores of swarm mode, as pure functions and state machines:
-//! given a snapshot of the store and the time, they return [`Command`]s for the async shell
+//! given a snapshot of the cluster view and the time, they return [`Command`]s for the async shell
 //! to commit, one store transaction per core per step.
 //!
 //! - [`reconcile_all_services`] runs the replicated, global and job orchestrators and the
@@ -27,6 +27,7 @@ mod restart;
 mod restart_policy;
 mod slots;
 mod snapshot;
+mod task_index;
 mod task_lifecycle;
 mod time;
 mod update;
@@ -47,7 +48,9 @@ pub use replicated::reconcile_replicated_service;
 pub use restart::RestartSupervisor;
 pub use restart_policy::EffectiveRestartPolicy;
 pub use slots::{GaveUpReason, GivenUpSlots, SlotStatus, classify_slot};
-pub use snapshot::{ClusterSnapshot, ServiceMode, SlotKey};
+pub use snapshot::{ClusterObjects, ClusterSnapshot, ServiceMode, SlotKey};
+pub(crate) use task_index::tally;
+pub use task_index::{SlotKind, TaskIndex};
 pub use task_lifecycle::{
     NewTaskPlacement, created_at, ended_on_its_own, is_history, is_runnable, is_terminal,
     is_waiting_for_restart_delay, is_wanted, new_task, no_worker_holds, observed_state,
@@ -75,7 +78,6 @@ pub fn reconcile_all_services(
     let mut commands = Vec::new();
     for service in snapshot
         .services()
-        .iter()
         .filter(|service| !service.pending_delete)
     {
         let Some(mode) = ServiceMode::of_service(service) else {
@@ -123,11 +125,16 @@ pub fn reconcile_all_services(
     }
 
     let mut stopped_this_step = BTreeSet::new();
-    for task in snapshot.tasks().iter().filter(|task| is_wanted(task)) {
-        let service_is_going = snapshot
-            .service(&task.service_id)
-            .is_none_or(|service| service.pending_delete);
-        if service_is_going {
+    let going_services = snapshot.index().services_with_tasks().filter(|service_id| {
+        snapshot
+            .service(service_id)
+            .is_none_or(|service| service.pending_delete)
+    });
+    for service_id in going_services {
+        for task in snapshot
+            .tasks_of_service(service_id)
+            .filter(|task| is_wanted(task))
+        {
             stop_task_once(
                 task,
                 TaskState::Remove,

@@ -1,12 +1,12 @@
 //! The task reaper: bounds the history of ended tasks kept per slot, and clears away the
 //! tasks, then the record, of deleted services.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
-use shoal_proto::api::{ClusterSpec, Task, TaskState};
+use shoal_proto::api::{ClusterSpec, Task};
 
 use super::command::Command;
-use super::snapshot::{ClusterSnapshot, SlotKey};
+use super::snapshot::ClusterSnapshot;
 use super::task_lifecycle::{is_history, oldest_first, read_version};
 
 /// How many old tasks to keep per slot (`--task-history-limit`).
@@ -45,41 +45,59 @@ impl TaskHistoryLimit {
 /// limit; a `pending_delete` service whose tasks are all gone (or go in this step) is
 /// deleted itself. Tasks still running are never deleted: the orchestrators stop them first.
 pub fn reap_tasks(snapshot: &ClusterSnapshot<'_>, limit: TaskHistoryLimit) -> Vec<Command> {
-    let mut commands = Vec::new();
-    let mut deleted_task_ids = BTreeSet::new();
-    let mut history_by_slot: BTreeMap<SlotKey, Vec<&Task>> = BTreeMap::new();
-    for task in snapshot.tasks().iter().filter(|task| is_history(task)) {
-        let service_is_going = snapshot
-            .service(&task.service_id)
-            .is_none_or(|service| service.pending_delete);
-        let removed = task.desired_state >= TaskState::Remove as i32;
-        if service_is_going || removed {
-            deleted_task_ids.insert(task.id.as_str());
-            commands.push(delete_task(task));
-        } else {
-            history_by_slot
-                .entry(SlotKey::of_task(task))
-                .or_default()
-                .push(task);
-        }
+    let index = snapshot.index();
+    let service_is_going = |service_id: &str| {
+        snapshot
+            .service(service_id)
+            .is_none_or(|service| service.pending_delete)
+    };
+    let mut deleted_task_ids: BTreeSet<&str> = BTreeSet::new();
+    let going_services_history = index
+        .services_with_tasks()
+        .filter(|service_id| service_is_going(service_id))
+        .flat_map(|service_id| snapshot.tasks_of_service(service_id))
+        .filter(|task| is_history(task));
+    for task in going_services_history.chain(snapshot.tasks_with_ids(index.removed_history())) {
+        deleted_task_ids.insert(task.id.as_str());
     }
 
-    if let TaskHistoryLimit::KeepAtMost(keep) = limit {
-        for history in history_by_slot.values_mut() {
-            history.sort_by(oldest_first);
-            let surplus = history.len().saturating_sub(keep);
-            commands.extend(history.iter().take(surplus).map(|task| delete_task(task)));
+    // Only the slots whose history (removed tasks included) is over the limit can have
+    // history to delete.
+    let keep = match limit {
+        TaskHistoryLimit::KeepAtMost(keep) => Some(keep),
+        TaskHistoryLimit::Unlimited => None,
+    };
+    let crowded_slots = keep.into_iter().flat_map(|keep| {
+        index
+            .slots_with_history_over(keep)
+            .map(move |slot| (keep, slot))
+    });
+    let mut surplus_history: Vec<&Task> = Vec::new();
+    for (keep, slot) in crowded_slots {
+        if service_is_going(slot.service_id()) {
+            continue;
         }
+        let mut history: Vec<&Task> = snapshot
+            .tasks_of_slot(slot)
+            .filter(|task| is_history(task) && !deleted_task_ids.contains(task.id.as_str()))
+            .collect();
+        history.sort_by(oldest_first);
+        let surplus = history.len().saturating_sub(keep);
+        surplus_history.extend(history.into_iter().take(surplus));
     }
 
-    for service in snapshot
-        .services()
+    let mut commands: Vec<Command> = deleted_task_ids
         .iter()
-        .filter(|service| service.pending_delete)
-    {
-        let has_tasks_left = snapshot.tasks().iter().any(|task| {
-            task.service_id == service.id && !deleted_task_ids.contains(task.id.as_str())
-        });
+        .filter_map(|id| snapshot.task(id))
+        .chain(surplus_history)
+        .map(delete_task)
+        .collect();
+
+    for service in snapshot.services().filter(|service| service.pending_delete) {
+        let has_tasks_left = snapshot
+            .index()
+            .tasks_of_service(&service.id)
+            .any(|task_id| !deleted_task_ids.contains(task_id));
         if !has_tasks_left {
             commands.push(Command::DeleteService {
                 service_id: service.id.clone(),

@@ -10,7 +10,9 @@ use super::command::{Command, TaskIdGenerator, stop_task_once};
 use super::eligibility::node_keeps_replicated_tasks;
 use super::slots::{GivenUpSlots, SlotStatus, classify_slot};
 use super::snapshot::{ClusterSnapshot, SlotKey};
-use super::task_lifecycle::{NewTaskPlacement, is_terminal, is_wanted, new_task, observed_state};
+use super::task_lifecycle::{
+    NewTaskPlacement, is_terminal, is_wanted, new_task, observed_state, oldest_first,
+};
 use super::time::ClusterTime;
 
 /// Reconciles one replicated service with `replicas` slots.
@@ -32,57 +34,76 @@ pub fn reconcile_replicated_service(
     task_ids: &mut dyn TaskIdGenerator,
 ) -> Vec<Command> {
     let mut commands = Vec::new();
-    let tasks = snapshot.tasks_of_service(&service.id);
+    let index = snapshot.index();
 
     // Tasks without a slot belong to a former global mode of this service.
     let mut shut_down_now: BTreeSet<String> = BTreeSet::new();
-    for task in tasks
-        .iter()
-        .filter(|task| task.slot == 0 && is_wanted(task))
-    {
+    for task in snapshot.tasks_with_ids(index.wanted_unnumbered(&service.id)) {
         stop_task_once(task, TaskState::Shutdown, &mut commands, &mut shut_down_now);
     }
 
     // A live task on a node that can no longer keep it is stopped and its slot refilled
     // now, without a restart delay: the task did not fail, its node went away. Ended tasks
     // are left to the restart supervisor.
-    for task in tasks {
-        let on_lost_node =
-            !task.node_id.is_empty() && !node_keeps_replicated_tasks(snapshot.node(&task.node_id));
-        if task.slot > 0 && is_wanted(task) && on_lost_node && !is_terminal(observed_state(task)) {
-            stop_task_once(task, TaskState::Shutdown, &mut commands, &mut shut_down_now);
-        }
+    let lost_nodes = snapshot
+        .nodes_with_tasks()
+        .filter(|(_, node)| !node_keeps_replicated_tasks(*node));
+    let mut on_lost_nodes: Vec<&Task> = lost_nodes
+        .flat_map(|(node_id, _)| snapshot.tasks_on_node(node_id))
+        .filter(|task| {
+            task.service_id == service.id
+                && task.slot > 0
+                && is_wanted(task)
+                && !is_terminal(observed_state(task))
+        })
+        .collect();
+    on_lost_nodes.sort_by(|left, right| left.id.cmp(&right.id));
+    let mut lost_slots: BTreeSet<SlotKey> = BTreeSet::new();
+    for task in on_lost_nodes {
+        stop_task_once(task, TaskState::Shutdown, &mut commands, &mut shut_down_now);
+        lost_slots.insert(SlotKey::of_task(task));
     }
 
-    let mut tasks_by_slot: BTreeMap<u64, Vec<&Task>> = BTreeMap::new();
-    for task in tasks.iter().copied().filter(|task| task.slot > 0) {
-        tasks_by_slot.entry(task.slot).or_default().push(task);
-    }
+    // A slot keeps a wanted task, and so counts towards `replicas`, unless it has none (then
+    // it is looked at: it may have given up) or this step stops its tasks; only those slots
+    // are classified, so a service's step costs what changed in it, not its size.
     let still_wanted = |task: &Task| !shut_down_now.contains(&task.id);
-    let mut occupied_slots: Vec<(u64, Vec<&Task>)> = Vec::new();
-    let mut given_up_slots: Vec<u64> = Vec::new();
-    for (slot, slot_tasks) in &tasks_by_slot {
-        let key = SlotKey::Replica {
-            service_id: service.id.clone(),
-            slot: *slot,
+    let mut looked_at: BTreeMap<u64, SlotStatus<'_>> = BTreeMap::new();
+    for key in index
+        .unoccupied_slots(&service.id)
+        .filter(|key| matches!(key, SlotKey::Replica { .. }))
+        .chain(lost_slots.iter())
+    {
+        let SlotKey::Replica { slot, .. } = key else {
+            continue;
         };
-        match classify_slot(service, &key, slot_tasks, false, given_up, &still_wanted) {
-            SlotStatus::Occupied { wanted_tasks } => occupied_slots.push((*slot, wanted_tasks)),
-            SlotStatus::GaveUp { .. } | SlotStatus::Completed => given_up_slots.push(*slot),
-            SlotStatus::Vacant => {}
-        }
+        let slot_tasks: Vec<&Task> = snapshot.tasks_of_slot(key).collect();
+        let status = classify_slot(service, key, &slot_tasks, false, given_up, &still_wanted);
+        looked_at.insert(*slot, status);
     }
+    let occupied_before = looked_at
+        .keys()
+        .filter(|slot| index.slot_is_occupied(&replica_key(service, **slot)))
+        .count();
+    let occupied_count = index.occupied_replica_slots(&service.id) - occupied_before
+        + looked_at
+            .values()
+            .filter(|status| matches!(status, SlotStatus::Occupied { .. }))
+            .count();
+    let is_counted = |slot: u64| match looked_at.get(&slot) {
+        Some(status) => !matches!(status, SlotStatus::Vacant),
+        None => index.slot_is_occupied(&replica_key(service, slot)),
+    };
+    let given_up_count = looked_at
+        .values()
+        .filter(|status| matches!(status, SlotStatus::GaveUp { .. } | SlotStatus::Completed))
+        .count();
 
     let replicas = usize::try_from(replicas).unwrap_or(usize::MAX);
-    let counted_slots = occupied_slots.len() + given_up_slots.len();
+    let counted_slots = occupied_count + given_up_count;
     if counted_slots < replicas {
         let missing = replicas - counted_slots;
-        let counted: BTreeSet<u64> = occupied_slots
-            .iter()
-            .map(|(slot, _)| *slot)
-            .chain(given_up_slots.iter().copied())
-            .collect();
-        let lowest_vacant_numbers = (1_u64..).filter(|slot| !counted.contains(slot));
+        let lowest_vacant_numbers = (1_u64..).filter(|slot| !is_counted(*slot));
         for slot in lowest_vacant_numbers.take(missing) {
             let task = new_task(
                 service,
@@ -93,7 +114,28 @@ pub fn reconcile_replicated_service(
             );
             commands.push(Command::CreateTask(Box::new(task)));
         }
-    } else if occupied_slots.len() > replicas {
+    } else if occupied_count > replicas {
+        // A scale-down weighs every occupied slot.
+        let mut occupied_slots: Vec<(u64, Vec<&Task>)> = Vec::new();
+        for key in index.slots(&service.id) {
+            let SlotKey::Replica { slot, .. } = key else {
+                continue;
+            };
+            let wanted_tasks = match looked_at.get(slot) {
+                Some(SlotStatus::Occupied { wanted_tasks }) => wanted_tasks.clone(),
+                Some(_) => continue,
+                None if index.slot_is_occupied(key) => {
+                    let mut wanted: Vec<&Task> = snapshot
+                        .tasks_of_slot(key)
+                        .filter(|task| is_wanted(task))
+                        .collect();
+                    wanted.sort_by(oldest_first);
+                    wanted
+                }
+                None => continue,
+            };
+            occupied_slots.push((*slot, wanted_tasks));
+        }
         let surplus = occupied_slots.len() - replicas;
         let wanted_tasks_per_node = count_wanted_tasks_per_node(&occupied_slots);
         occupied_slots.sort_by_key(|(slot, wanted_tasks)| {
@@ -123,6 +165,13 @@ pub fn reconcile_replicated_service(
         }
     }
     commands
+}
+
+fn replica_key(service: &Service, slot: u64) -> SlotKey {
+    SlotKey::Replica {
+        service_id: service.id.clone(),
+        slot,
+    }
 }
 
 /// How many wanted tasks of the service each node carries; unassigned tasks count for none.

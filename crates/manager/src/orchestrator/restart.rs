@@ -105,7 +105,7 @@ impl RestartSupervisor {
     ) -> Vec<Command> {
         let mut commands = Vec::new();
         self.start_replacements_whose_delay_is_over(snapshot, now, &mut commands);
-        for task in snapshot.tasks() {
+        for task in snapshot.tasks_with_ids(snapshot.index().restart_work()) {
             self.handle_ended_task(snapshot, task, now, task_ids, &mut commands);
         }
         self.forget_deleted_services(snapshot);
@@ -122,7 +122,7 @@ impl RestartSupervisor {
         commands: &mut Vec<Command>,
     ) {
         let mut still_delayed = BTreeMap::new();
-        for task in snapshot.tasks() {
+        for task in snapshot.tasks_with_ids(snapshot.index().restart_work()) {
             if !is_waiting_for_restart_delay(task) || is_terminal(observed_state(task)) {
                 continue;
             }
@@ -273,9 +273,8 @@ impl RestartSupervisor {
 fn another_task_of_the_slot_still_runs(snapshot: &ClusterSnapshot<'_>, task: &Task) -> bool {
     let slot = SlotKey::of_task(task);
     snapshot
-        .tasks_of_service(&task.service_id)
-        .iter()
-        .filter(|other| other.id != task.id && SlotKey::of_task(other) == slot)
+        .tasks_of_slot(&slot)
+        .filter(|other| other.id != task.id)
         .any(|other| {
             let node_is_up = snapshot.node(&other.node_id).is_some_and(|node| {
                 node.status

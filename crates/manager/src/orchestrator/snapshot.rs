@@ -6,82 +6,180 @@ use std::fmt;
 
 use shoal_proto::api::{Node, Service, Task, service_spec};
 
-/// Services, nodes and tasks as one consistent read of the store, indexed by id. The cores
-/// never change it: they return commands, and the shell applies them and builds a fresh
-/// snapshot for the next step.
-#[derive(Debug, Clone)]
+use super::task_index::TaskIndex;
+
+/// Services, nodes and tasks, decoded and indexed: what a snapshot borrows. The manager's
+/// cluster view keeps one current as the store commits; a test builds one from its objects.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ClusterObjects {
+    services: BTreeMap<String, Service>,
+    nodes: BTreeMap<String, Node>,
+    tasks: BTreeMap<String, Task>,
+    index: TaskIndex,
+}
+
+impl ClusterObjects {
+    /// Copies of these services (including ones marked `pending_delete`), nodes and tasks
+    /// (old ones included), filed by id.
+    pub fn new<'a>(
+        services: impl IntoIterator<Item = &'a Service>,
+        nodes: impl IntoIterator<Item = &'a Node>,
+        tasks: impl IntoIterator<Item = &'a Task>,
+    ) -> ClusterObjects {
+        let mut objects = ClusterObjects::default();
+        for service in services {
+            objects.insert_service(service.clone());
+        }
+        for node in nodes {
+            objects.insert_node(node.clone());
+        }
+        for task in tasks {
+            objects.insert_task(task.clone());
+        }
+        objects
+    }
+
+    /// One consistent read of these objects.
+    pub fn snapshot(&self) -> ClusterSnapshot<'_> {
+        ClusterSnapshot { objects: self }
+    }
+
+    /// Adds or replaces a task, keeping the index in step.
+    pub fn insert_task(&mut self, task: Task) {
+        self.remove_task(&task.id);
+        self.index.insert(&task);
+        self.tasks.insert(task.id.clone(), task);
+    }
+
+    /// Removes a task, returning it.
+    pub fn remove_task(&mut self, id: &str) -> Option<Task> {
+        let task = self.tasks.remove(id)?;
+        self.index.remove(&task);
+        Some(task)
+    }
+
+    /// Adds or replaces a service.
+    pub fn insert_service(&mut self, service: Service) {
+        self.services.insert(service.id.clone(), service);
+    }
+
+    pub fn remove_service(&mut self, id: &str) -> Option<Service> {
+        self.services.remove(id)
+    }
+
+    /// Adds or replaces a node.
+    pub fn insert_node(&mut self, node: Node) {
+        self.nodes.insert(node.id.clone(), node);
+    }
+
+    pub fn remove_node(&mut self, id: &str) -> Option<Node> {
+        self.nodes.remove(id)
+    }
+}
+
+/// One consistent read of the cluster's services, nodes and tasks, that every orchestration
+/// core reasons over. The cores never change it: they return commands, and the shell applies
+/// them and reads again for the next step. Every list is in id order, the store's order.
+#[derive(Debug, Clone, Copy)]
 pub struct ClusterSnapshot<'store> {
-    services: Vec<&'store Service>,
-    nodes: Vec<&'store Node>,
-    tasks: Vec<&'store Task>,
-    services_by_id: BTreeMap<&'store str, &'store Service>,
-    nodes_by_id: BTreeMap<&'store str, &'store Node>,
-    tasks_by_service: BTreeMap<&'store str, Vec<&'store Task>>,
+    objects: &'store ClusterObjects,
 }
 
 impl<'store> ClusterSnapshot<'store> {
-    /// Indexes one read of the store: every service (including ones marked
-    /// `pending_delete`), every member node, and every task, old ones included, each in the
-    /// store's order. It borrows them, from the store's decoded view or a test's vectors alike.
-    /// Building the indexes once keeps a step over many services linear in the number of tasks.
-    pub fn new(
-        services: impl IntoIterator<Item = &'store Service>,
-        nodes: impl IntoIterator<Item = &'store Node>,
-        tasks: impl IntoIterator<Item = &'store Task>,
-    ) -> ClusterSnapshot<'store> {
-        let services: Vec<&Service> = services.into_iter().collect();
-        let nodes: Vec<&Node> = nodes.into_iter().collect();
-        let tasks: Vec<&Task> = tasks.into_iter().collect();
-        let mut tasks_by_service: BTreeMap<&str, Vec<&Task>> = BTreeMap::new();
-        for &task in &tasks {
-            tasks_by_service
-                .entry(task.service_id.as_str())
-                .or_default()
-                .push(task);
-        }
-        ClusterSnapshot {
-            services_by_id: services
-                .iter()
-                .map(|&service| (service.id.as_str(), service))
-                .collect(),
-            nodes_by_id: nodes.iter().map(|&node| (node.id.as_str(), node)).collect(),
-            services,
-            nodes,
-            tasks,
-            tasks_by_service,
-        }
+    /// Every service, including ones marked `pending_delete`.
+    pub fn services(&self) -> impl Iterator<Item = &'store Service> + use<'store> {
+        self.objects.services.values()
     }
 
-    /// Every service, in the store's order.
-    pub fn services(&self) -> &[&'store Service] {
-        &self.services
+    /// Every node.
+    pub fn nodes(&self) -> impl Iterator<Item = &'store Node> + use<'store> {
+        self.objects.nodes.values()
     }
 
-    /// Every member node, in the store's order.
-    pub fn nodes(&self) -> &[&'store Node] {
-        &self.nodes
-    }
-
-    /// Every task, in the store's order.
-    pub fn tasks(&self) -> &[&'store Task] {
-        &self.tasks
+    /// Every task, old ones included.
+    pub fn tasks(&self) -> impl Iterator<Item = &'store Task> + use<'store> {
+        self.objects.tasks.values()
     }
 
     /// The service with this id, if it still exists.
     pub fn service(&self, service_id: &str) -> Option<&'store Service> {
-        self.services_by_id.get(service_id).copied()
+        self.objects.services.get(service_id)
     }
 
     /// The node with this id, if it is still a member.
     pub fn node(&self, node_id: &str) -> Option<&'store Node> {
-        self.nodes_by_id.get(node_id).copied()
+        self.objects.nodes.get(node_id)
     }
 
-    /// Every task, old or current, of one service, in the store's order.
-    pub fn tasks_of_service(&self, service_id: &str) -> &[&'store Task] {
-        self.tasks_by_service
-            .get(service_id)
-            .map_or(&[], Vec::as_slice)
+    /// The task with this id, if it still exists.
+    pub fn task(&self, task_id: &str) -> Option<&'store Task> {
+        self.objects.tasks.get(task_id)
+    }
+
+    /// Where the tasks are filed by what the cores look for.
+    pub fn index(&self) -> &'store TaskIndex {
+        &self.objects.index
+    }
+
+    /// The tasks with these ids that exist.
+    pub fn tasks_with_ids<'ids, I>(
+        &self,
+        ids: I,
+    ) -> impl Iterator<Item = &'store Task> + use<'store, 'ids, I>
+    where
+        I: IntoIterator<Item = &'ids str>,
+    {
+        let tasks = &self.objects.tasks;
+        ids.into_iter().filter_map(move |id| tasks.get(id))
+    }
+
+    /// Every task, old or current, of one service.
+    pub fn tasks_of_service(
+        &self,
+        service_id: &str,
+    ) -> impl Iterator<Item = &'store Task> + use<'store> {
+        let objects = self.objects;
+        objects
+            .index
+            .tasks_of_service(service_id)
+            .filter_map(move |id| objects.tasks.get(id))
+    }
+
+    /// Every task, old or current, that fills `slot`.
+    pub fn tasks_of_slot(
+        &self,
+        slot: &SlotKey,
+    ) -> impl Iterator<Item = &'store Task> + use<'store> {
+        let objects = self.objects;
+        objects
+            .index
+            .tasks_of_slot(slot)
+            .filter_map(move |id| objects.tasks.get(id))
+    }
+
+    /// Every task assigned to `node_id`.
+    pub fn tasks_on_node(&self, node_id: &str) -> impl Iterator<Item = &'store Task> + use<'store> {
+        let objects = self.objects;
+        objects
+            .index
+            .tasks_on_node(node_id)
+            .filter_map(move |id| objects.tasks.get(id))
+    }
+
+    /// Each node that has tasks assigned, by id, with its object if it is still a member.
+    pub fn nodes_with_tasks(
+        &self,
+    ) -> impl Iterator<Item = (&'store str, Option<&'store Node>)> + use<'store> {
+        let nodes = &self.objects.nodes;
+        // Both in id order: walked side by side, not looked up one by one.
+        let mut members = nodes.iter().peekable();
+        self.objects.index.nodes_with_tasks().map(move |node_id| {
+            while members.next_if(|(id, _)| id.as_str() < node_id).is_some() {}
+            let node = members
+                .next_if(|(id, _)| id.as_str() == node_id)
+                .map(|(_, node)| node);
+            (node_id, node)
+        })
     }
 }
 

@@ -31,6 +31,7 @@ use shoal_proto::api::{
 use super::TaskIdGenerator;
 use super::command::Command;
 use super::snapshot::{ClusterSnapshot, ServiceMode, SlotKey};
+use super::task_index::SlotKind;
 use super::task_lifecycle::{
     NewTaskPlacement, created_at, ended_on_its_own, is_terminal, is_wanted, new_task,
     observed_state, oldest_first, read_version, spec_version_of_service, spec_version_of_task,
@@ -295,9 +296,15 @@ pub fn reconcile_service_update(
 /// [`slots_of`] would file as outdated.
 fn has_outdated_task(snapshot: &ClusterSnapshot<'_>, service: &Service, mode: ServiceMode) -> bool {
     let current_version = spec_version_of_service(service);
-    snapshot.tasks_of_service(&service.id).iter().any(|task| {
-        has_slot(task, mode) && is_wanted(task) && spec_version_of_task(task) != current_version
-    })
+    let kind = if mode.is_per_node() {
+        SlotKind::Node
+    } else {
+        SlotKind::Replica
+    };
+    snapshot
+        .index()
+        .wanted_spec_versions(&service.id, kind)
+        .any(|version| version != current_version)
 }
 
 /// Whether a task fills one of the service's slots: a numbered one, or for a global service a
@@ -321,7 +328,7 @@ fn slots_of<'store>(
     // was most of a step's time at 50,000 tasks, all created in the same second so that
     // every comparison fell through to their ids.
     let mut tasks_by_slot: BTreeMap<SlotKey, Vec<&Task>> = BTreeMap::new();
-    for task in snapshot.tasks_of_service(&service.id).iter().copied() {
+    for task in snapshot.tasks_of_service(&service.id) {
         if !has_slot(task, mode) {
             continue;
         }

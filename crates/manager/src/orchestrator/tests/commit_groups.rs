@@ -4,7 +4,7 @@ use shoal_proto::api::{TaskState, Version};
 
 use super::support::{node, render, replicated_service, task};
 use crate::orchestrator::{
-    ClusterSnapshot, Command, SequentialTaskIds, commit_groups, reconcile_service_update,
+    ClusterObjects, Command, SequentialTaskIds, commit_groups, reconcile_service_update,
 };
 
 use TaskState::{Failed, Running, Shutdown};
@@ -25,7 +25,8 @@ fn a_service_change_commits_first_and_each_slot_commits_whole() {
     ];
     let nodes = [node("a")];
     let services = [new.clone()];
-    let snapshot = ClusterSnapshot::new(&services, &nodes, &tasks);
+    let objects = ClusterObjects::new(&services, &nodes, &tasks);
+    let snapshot = objects.snapshot();
     let mut ids = SequentialTaskIds::new("new-");
     let mut commands = reconcile_service_update(&snapshot, &new, super::support::at(10), &mut ids);
     // Cores emit in their own order; the groups do not depend on it.

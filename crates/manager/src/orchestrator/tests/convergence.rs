@@ -6,7 +6,7 @@ use shoal_proto::api::{Service, Task, TaskState, restart_policy::RestartConditio
 
 use super::support::{node, replicated_job, replicated_service, task, with_restart_policy};
 use crate::orchestrator::{
-    ClusterSnapshot, GaveUpReason, GivenUpSlots, ServiceConvergence, SlotKey, StuckSlot,
+    ClusterObjects, GaveUpReason, GivenUpSlots, ServiceConvergence, SlotKey, StuckSlot,
     service_convergence,
 };
 
@@ -15,7 +15,8 @@ use TaskState::{Complete, Failed, Pending, Running, Shutdown};
 fn verdict(service: &Service, tasks: &[Task], given_up: &GivenUpSlots) -> ServiceConvergence {
     let services = [service.clone()];
     let nodes = [node("a")];
-    let snapshot = ClusterSnapshot::new(&services, &nodes, tasks);
+    let objects = ClusterObjects::new(&services, &nodes, tasks);
+    let snapshot = objects.snapshot();
     service_convergence(&snapshot, &service.id, given_up).expect("the service exists")
 }
 

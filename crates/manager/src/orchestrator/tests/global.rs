@@ -12,13 +12,14 @@ use super::support::{
     with_node_label, with_restart_policy,
 };
 use crate::orchestrator::{
-    ClusterSnapshot, Command, GivenUpSlots, SequentialTaskIds, reconcile_global_service,
+    ClusterObjects, Command, GivenUpSlots, SequentialTaskIds, reconcile_global_service,
 };
 
 use TaskState::{Complete, Failed, Running, Shutdown};
 
 fn reconcile(services: &[Service], nodes: &[Node], tasks: &[Task], is_job: bool) -> Vec<Command> {
-    let snapshot = ClusterSnapshot::new(services, nodes, tasks);
+    let objects = ClusterObjects::new(services, nodes, tasks);
+    let snapshot = objects.snapshot();
     let mut ids = SequentialTaskIds::new("new-");
     reconcile_global_service(
         &snapshot,
@@ -102,8 +103,8 @@ fn tasks_on_drained_down_removed_or_no_longer_matching_nodes_are_shut_down() {
         render(&commands),
         [
             "desire t4@3 TASK_STATE_SHUTDOWN",
-            "desire t1@3 TASK_STATE_SHUTDOWN",
             "desire t2@3 TASK_STATE_SHUTDOWN",
+            "desire t1@3 TASK_STATE_SHUTDOWN",
             "desire t3@3 TASK_STATE_SHUTDOWN",
         ]
     );
@@ -154,8 +155,8 @@ fn a_global_job_runs_once_per_node_and_reruns_for_a_new_iteration() {
         render(&commands),
         [
             "desire t3@3 TASK_STATE_SHUTDOWN",
-            r#"create new-000001 service=migrate slot=0 node="stale" desired=TASK_STATE_COMPLETE"#,
-            r#"create new-000002 service=migrate slot=0 node="fresh" desired=TASK_STATE_COMPLETE"#,
+            r#"create new-000001 service=migrate slot=0 node="fresh" desired=TASK_STATE_COMPLETE"#,
+            r#"create new-000002 service=migrate slot=0 node="stale" desired=TASK_STATE_COMPLETE"#,
         ]
     );
     let Command::CreateTask(created) = &commands[1] else {

@@ -6,7 +6,7 @@ use shoal_proto::api::{Service, Task, TaskState, restart_policy::RestartConditio
 
 use super::support::{at, node, render, replicated_job, task, with_restart_policy};
 use crate::orchestrator::{
-    ClusterSnapshot, Command, GivenUpSlots, SequentialTaskIds, reconcile_replicated_job,
+    ClusterObjects, Command, GivenUpSlots, SequentialTaskIds, reconcile_replicated_job,
 };
 
 use TaskState::{Complete, Failed, Running, Shutdown};
@@ -14,7 +14,8 @@ use TaskState::{Complete, Failed, Running, Shutdown};
 fn reconcile(job: &Service, max_concurrent: u64, total: u64, tasks: &[Task]) -> Vec<Command> {
     let services = [job.clone()];
     let nodes = [node("a")];
-    let snapshot = ClusterSnapshot::new(&services, &nodes, tasks);
+    let objects = ClusterObjects::new(&services, &nodes, tasks);
+    let snapshot = objects.snapshot();
     let mut ids = SequentialTaskIds::new("new-");
     reconcile_replicated_job(
         &snapshot,
@@ -94,7 +95,8 @@ fn a_live_job_task_on_a_drained_node_is_stopped_and_its_slot_started_again() {
         shoal_proto::api::node_status::State::Ready,
     )];
     let tasks = [task("t1", &job, 1, "drained", Complete, Running, 1)];
-    let snapshot = ClusterSnapshot::new(&services, &nodes, &tasks);
+    let objects = ClusterObjects::new(&services, &nodes, &tasks);
+    let snapshot = objects.snapshot();
     let mut ids = SequentialTaskIds::new("new-");
     let commands = reconcile_replicated_job(
         &snapshot,

@@ -3,12 +3,13 @@
 use shoal_proto::api::{ClusterSpec, OrchestrationConfig, Service, Task, TaskState};
 
 use super::support::{global_service, render, replicated_service, task};
-use crate::orchestrator::{ClusterSnapshot, TaskHistoryLimit, reap_tasks};
+use crate::orchestrator::{ClusterObjects, TaskHistoryLimit, reap_tasks};
 
 use TaskState::{Assigned, Failed, Pending, Remove, Running, Shutdown};
 
 fn reap(services: &[Service], tasks: &[Task], limit: TaskHistoryLimit) -> Vec<String> {
-    let snapshot = ClusterSnapshot::new(services, &[], tasks);
+    let objects = ClusterObjects::new(services, &[], tasks);
+    let snapshot = objects.snapshot();
     render(&reap_tasks(&snapshot, limit))
 }
 

@@ -9,7 +9,7 @@ use shoal_proto::api::{
 
 use super::support::{at, node, node_with, render, replicated_service, task, with_restart_policy};
 use crate::orchestrator::{
-    ClusterSnapshot, Command, GivenUpSlots, SequentialTaskIds, SlotKey, created_at, observed_state,
+    ClusterObjects, Command, GivenUpSlots, SequentialTaskIds, SlotKey, created_at, observed_state,
     reconcile_replicated_service,
 };
 
@@ -21,7 +21,8 @@ fn reconcile(
     tasks: &[Task],
     given_up: &GivenUpSlots,
 ) -> Vec<Command> {
-    let snapshot = ClusterSnapshot::new(services, nodes, tasks);
+    let objects = ClusterObjects::new(services, nodes, tasks);
+    let snapshot = objects.snapshot();
     let service = &services[0];
     let replicas = match service.spec.as_ref().and_then(|spec| spec.mode.as_ref()) {
         Some(service_spec::Mode::Replicated(mode)) => mode.replicas,

@@ -11,7 +11,7 @@ use super::support::{
     task, with_restart_policy,
 };
 use crate::orchestrator::{
-    ClusterSnapshot, ClusterTime, Command, RestartSupervisor, SequentialTaskIds, SlotKey,
+    ClusterObjects, ClusterTime, Command, RestartSupervisor, SequentialTaskIds, SlotKey,
 };
 
 use TaskState::{Complete, Failed, Ready, Running, Shutdown};
@@ -24,7 +24,8 @@ fn step(
     now: ClusterTime,
     ids: &mut SequentialTaskIds,
 ) -> Vec<Command> {
-    let snapshot = ClusterSnapshot::new(services, nodes, tasks);
+    let objects = ClusterObjects::new(services, nodes, tasks);
+    let snapshot = objects.snapshot();
     supervisor.step(&snapshot, now, ids)
 }
 

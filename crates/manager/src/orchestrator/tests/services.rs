@@ -4,7 +4,7 @@ use shoal_proto::api::{Service, TaskState};
 
 use super::support::{at, global_service, node, render, replicated_service, task};
 use crate::orchestrator::{
-    ClusterSnapshot, GivenUpSlots, SequentialTaskIds, reconcile_all_services,
+    ClusterObjects, GivenUpSlots, SequentialTaskIds, reconcile_all_services,
 };
 
 use TaskState::{Remove, Running, Shutdown};
@@ -24,16 +24,17 @@ fn every_mode_is_reconciled_and_tasks_of_deleted_services_are_removed() {
     ];
     let services = [web, agent, leaving];
     let nodes = [node("a")];
-    let snapshot = ClusterSnapshot::new(&services, &nodes, &tasks);
+    let objects = ClusterObjects::new(&services, &nodes, &tasks);
+    let snapshot = objects.snapshot();
     let mut ids = SequentialTaskIds::new("new-");
     let commands = reconcile_all_services(&snapshot, &GivenUpSlots::new(), at(5), &mut ids);
     assert_eq!(
         render(&commands),
         [
-            r#"create new-000001 service=web slot=1 node="" desired=TASK_STATE_RUNNING"#,
-            r#"create new-000002 service=agent slot=0 node="a" desired=TASK_STATE_RUNNING"#,
-            "desire l1@3 TASK_STATE_REMOVE",
+            r#"create new-000001 service=agent slot=0 node="a" desired=TASK_STATE_RUNNING"#,
+            r#"create new-000002 service=web slot=1 node="" desired=TASK_STATE_RUNNING"#,
             "desire g1@3 TASK_STATE_REMOVE",
+            "desire l1@3 TASK_STATE_REMOVE",
         ]
     );
 }
@@ -60,7 +61,8 @@ fn a_service_gets_tasks_only_once_its_dependencies_run() {
     }
     let step = |tasks: &[shoal_proto::api::Task], services: &[Service]| {
         let nodes = [node("a")];
-        let snapshot = ClusterSnapshot::new(services, &nodes, tasks);
+        let objects = ClusterObjects::new(services, &nodes, tasks);
+        let snapshot = objects.snapshot();
         let mut ids = SequentialTaskIds::new("new-");
         render(&reconcile_all_services(
             &snapshot,

@@ -10,7 +10,7 @@ use spec::time::proto_duration;
 
 use super::support::{at, global_service, node, render, replicated_job, replicated_service, task};
 use crate::orchestrator::{
-    ClusterSnapshot, ClusterTime, FailureAction, SequentialTaskIds, UpdateSettings,
+    ClusterObjects, ClusterTime, FailureAction, SequentialTaskIds, UpdateSettings,
     reconcile_service_update,
 };
 
@@ -67,7 +67,8 @@ fn came_up_at(mut task: Task, second: u64) -> Task {
 
 fn step_at(service: &Service, tasks: &[Task], now: ClusterTime) -> Vec<String> {
     let nodes = [node("a"), node("b")];
-    let snapshot = ClusterSnapshot::new(std::slice::from_ref(service), &nodes, tasks);
+    let objects = ClusterObjects::new(std::slice::from_ref(service), &nodes, tasks);
+    let snapshot = objects.snapshot();
     let mut task_ids = SequentialTaskIds::new("new-");
     render(&reconcile_service_update(
         &snapshot,
