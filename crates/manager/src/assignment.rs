@@ -244,21 +244,27 @@ impl NodeOccupancy {
         self.tasks == 0
     }
 
-    fn reserve_on(&self, view: &mut NodeView) {
+    /// Sets what a node's view has reserved to `occupancy` (nothing when no task counts there).
+    pub(crate) fn reserve_on(occupancy: Option<&NodeOccupancy>, view: &mut NodeView) {
+        let empty = NodeOccupancy::default();
+        let occupancy = occupancy.unwrap_or(&empty);
         let saturated = |sum: u128| u64::try_from(sum).unwrap_or(u64::MAX);
-        view.reserved_resources =
-            Resources::new(saturated(self.nano_cpus), saturated(self.memory_bytes));
-        view.task_count_by_service = self
+        view.reserved_resources = Resources::new(
+            saturated(occupancy.nano_cpus),
+            saturated(occupancy.memory_bytes),
+        );
+        view.task_count_by_service = occupancy
             .tasks_by_service
             .iter()
             .map(|(service_id, count)| (service_id.clone(), *count as u64))
             .collect();
-        view.host_ports_in_use = self.host_ports.keys().copied().collect();
+        view.host_ports_in_use = occupancy.host_ports.keys().copied().collect();
     }
 }
 
-/// Places every task waiting for a node ([`crate::orchestrator::TaskIndex::waiting_for_node`]), in one batch, on
-/// the nodes as their tasks occupy them. Returns only real changes: a task left PENDING for the
+/// Places every task waiting for a node ([`crate::orchestrator::TaskIndex::waiting_for_node`]),
+/// in one batch, on the nodes as their tasks occupy them (the views the cluster objects keep
+/// current, so a pass builds none). Returns only real changes: a task left PENDING for the
 /// reason it already shows gets no update, so a step never rewrites the store (and wakes
 /// itself) for nothing.
 pub fn plan_assignments(snapshot: &ClusterSnapshot<'_>) -> Vec<Assignment> {
@@ -267,16 +273,7 @@ pub fn plan_assignments(snapshot: &ClusterSnapshot<'_>) -> Vec<Assignment> {
     if index.waiting_for_node().next().is_none() {
         return Vec::new();
     }
-    let views: Vec<NodeView> = snapshot
-        .nodes()
-        .map(|node| {
-            let mut view = node_view(node);
-            if let Some(occupancy) = index.occupancy(&node.id) {
-                occupancy.reserve_on(&mut view);
-            }
-            view
-        })
-        .collect();
+    let views: Vec<&NodeView> = snapshot.scheduler_nodes().collect();
     let tasks: Vec<&Task> = snapshot.tasks_with_ids(index.waiting_for_node()).collect();
 
     let mut outcomes = Vec::new();

@@ -19,6 +19,7 @@
 //! only get tighter as tasks land. So such a node is dropped for good, and a
 //! group whose tree is empty marks all its remaining tasks unplaceable at once.
 
+use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -51,8 +52,10 @@ type ServiceNumber = usize;
 ///
 /// The result depends only on the inputs: not on the order of `nodes` (ties
 /// are broken by node id), not on a clock, not on randomness.
-pub fn schedule(nodes: &[NodeView], tasks: &[TaskRequest]) -> Vec<Decision> {
-    BatchScheduler::new(nodes, tasks).run()
+pub fn schedule<N: Borrow<NodeView>>(nodes: &[N], tasks: &[TaskRequest]) -> Vec<Decision> {
+    // Views owned by the caller or kept elsewhere and borrowed, as a manager keeps one per node.
+    let nodes: Vec<&NodeView> = nodes.iter().map(Borrow::borrow).collect();
+    BatchScheduler::new(&nodes, tasks).run()
 }
 
 /// The fixed filters' answers for every node, by node index.
@@ -67,7 +70,7 @@ type LayoutKey<'input> = (
 /// Everything placement needs besides the task: nodes with their changing load,
 /// the per-service task counts, and caches shared by groups with equal rules.
 struct BatchScheduler<'input> {
-    nodes: &'input [NodeView],
+    nodes: &'input [&'input NodeView],
     tasks: &'input [TaskRequest],
     /// Position of each node in node-id order, indexed by node index: the
     /// deterministic order behind every tie.
@@ -111,7 +114,7 @@ impl<'input> TaskGroupKey<'input> {
 }
 
 impl<'input> BatchScheduler<'input> {
-    fn new(nodes: &'input [NodeView], tasks: &'input [TaskRequest]) -> Self {
+    fn new(nodes: &'input [&'input NodeView], tasks: &'input [TaskRequest]) -> Self {
         let mut node_indices_by_id: Vec<NodeIndex> = (0..node_index(nodes.len())).collect();
         // Input position breaks ties between duplicate ids, keeping the order total.
         node_indices_by_id.sort_unstable_by(|left, right| {
@@ -148,7 +151,7 @@ impl<'input> BatchScheduler<'input> {
             nodes,
             tasks,
             node_rank_by_index,
-            node_loads: nodes.iter().map(NodeLoad::from_view).collect(),
+            node_loads: nodes.iter().map(|node| NodeLoad::from_view(node)).collect(),
             service_numbers,
             service_task_counts,
             fixed_rejections_cache: FixedKeyHashMap::default(),
@@ -390,7 +393,7 @@ struct LayoutBranch {
 
 impl SpreadLayout {
     fn build(
-        nodes: &[NodeView],
+        nodes: &[&NodeView],
         node_rank_by_index: &[u32],
         candidates: impl Iterator<Item = NodeIndex>,
         preferences: &[SpreadPreference],

@@ -329,7 +329,7 @@ fn the_briefs_example_reason() {
 #[test]
 fn an_empty_cluster_has_no_suitable_node() {
     assert_eq!(
-        render(&schedule(&[], &tasks("web", 2, |_| {}))),
+        render(&schedule(&[] as &[NodeView], &tasks("web", 2, |_| {}))),
         "web.1 unplaceable: no suitable node\nweb.2 unplaceable: no suitable node"
     );
 }

@@ -6,7 +6,10 @@ use std::fmt;
 
 use shoal_proto::api::{Node, Service, Task, service_spec};
 
+use scheduler::NodeView;
+
 use super::task_index::TaskIndex;
+use crate::assignment::{NodeOccupancy, node_view};
 
 /// Services, nodes and tasks, decoded and indexed: what a snapshot borrows. The manager's
 /// cluster view keeps one current as the store commits; a test builds one from its objects.
@@ -16,6 +19,9 @@ pub struct ClusterObjects {
     nodes: BTreeMap<String, Node>,
     tasks: BTreeMap<String, Task>,
     index: TaskIndex,
+    /// The scheduler's view of each node, kept with the node and what its tasks hold of it,
+    /// so that placing a task builds none.
+    scheduler_nodes: BTreeMap<String, NodeView>,
 }
 
 impl ClusterObjects {
@@ -48,6 +54,7 @@ impl ClusterObjects {
     pub fn insert_task(&mut self, task: Task) {
         self.remove_task(&task.id);
         self.index.insert(&task);
+        self.occupancy_changed(&task);
         self.tasks.insert(task.id.clone(), task);
     }
 
@@ -55,7 +62,18 @@ impl ClusterObjects {
     pub fn remove_task(&mut self, id: &str) -> Option<Task> {
         let task = self.tasks.remove(id)?;
         self.index.remove(&task);
+        self.occupancy_changed(&task);
         Some(task)
+    }
+
+    /// Brings the scheduler's view of `task`'s node up to what its tasks now hold of it.
+    fn occupancy_changed(&mut self, task: &Task) {
+        if !NodeOccupancy::counts(task) {
+            return;
+        }
+        if let Some(view) = self.scheduler_nodes.get_mut(&task.node_id) {
+            NodeOccupancy::reserve_on(self.index.occupancy(&task.node_id), view);
+        }
     }
 
     /// Adds or replaces a service.
@@ -69,10 +87,14 @@ impl ClusterObjects {
 
     /// Adds or replaces a node.
     pub fn insert_node(&mut self, node: Node) {
+        let mut view = node_view(&node);
+        NodeOccupancy::reserve_on(self.index.occupancy(&node.id), &mut view);
+        self.scheduler_nodes.insert(node.id.clone(), view);
         self.nodes.insert(node.id.clone(), node);
     }
 
     pub fn remove_node(&mut self, id: &str) -> Option<Node> {
+        self.scheduler_nodes.remove(id);
         self.nodes.remove(id)
     }
 }
@@ -114,6 +136,11 @@ impl<'store> ClusterSnapshot<'store> {
     /// The task with this id, if it still exists.
     pub fn task(&self, task_id: &str) -> Option<&'store Task> {
         self.objects.tasks.get(task_id)
+    }
+
+    /// The scheduler's view of every node, with what its tasks hold of it.
+    pub fn scheduler_nodes(&self) -> impl Iterator<Item = &'store NodeView> + use<'store> {
+        self.objects.scheduler_nodes.values()
     }
 
     /// Where the tasks are filed by what the cores look for.
