@@ -337,6 +337,11 @@ impl OrchestrationLoop {
                 if groups.is_empty() {
                     break;
                 }
+                tracing::debug!(
+                    ?phase,
+                    changes = groups.iter().map(Vec::len).sum::<usize>(),
+                    "a phase commits"
+                );
                 let transactions = match self.store.pack(groups) {
                     // An allocation too large for one proposal is tried again with half as
                     // many tasks; the rest follow on later steps.
