@@ -64,13 +64,7 @@ pub fn node_view(node: &Node) -> NodeView {
     }
     view.engine_labels = description
         .and_then(|description| description.engine.as_ref())
-        .map(|engine| {
-            engine
-                .labels
-                .iter()
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect()
-        })
+        .map(|engine| sorted_labels(&engine.labels))
         .unwrap_or_default();
     let spec = node.spec.as_ref();
     view.availability = match spec.map(|spec| spec.availability()) {
@@ -80,19 +74,20 @@ pub fn node_view(node: &Node) -> NodeView {
     };
     view.labels = spec
         .and_then(|spec| spec.annotations.as_ref())
-        .map(|annotations| {
-            annotations
-                .labels
-                .iter()
-                .map(|(key, value)| (key.clone(), value.clone()))
-                .collect()
-        })
+        .map(|annotations| sorted_labels(&annotations.labels))
         .unwrap_or_default();
     view.ready = node
         .status
         .as_ref()
         .is_some_and(|status| status.state() == node_status::State::Ready);
     view
+}
+
+fn sorted_labels(labels: &HashMap<String, String>) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|(key, value)| (key.clone(), value.clone()))
+        .collect()
 }
 
 fn reservations(task: &Task) -> Resources {
@@ -208,7 +203,6 @@ pub struct NodeOccupancy {
     memory_bytes: u128,
     tasks_by_service: BTreeMap<String, usize>,
     host_ports: BTreeMap<HostPort, usize>,
-    tasks: usize,
 }
 
 impl NodeOccupancy {
@@ -227,11 +221,9 @@ impl NodeOccupancy {
         if add {
             self.nano_cpus += cpus;
             self.memory_bytes += memory;
-            self.tasks += 1;
         } else {
             self.nano_cpus = self.nano_cpus.saturating_sub(cpus);
             self.memory_bytes = self.memory_bytes.saturating_sub(memory);
-            self.tasks = self.tasks.saturating_sub(1);
         }
         tally(&mut self.tasks_by_service, task.service_id.clone(), add);
         for port in host_ports(task) {
@@ -239,9 +231,9 @@ impl NodeOccupancy {
         }
     }
 
-    /// Whether no task counts here.
+    /// Whether no task counts here (each one counts for its service).
     pub(crate) fn is_empty(&self) -> bool {
-        self.tasks == 0
+        self.tasks_by_service.is_empty()
     }
 
     /// Sets what a node's view has reserved to `occupancy` (nothing when no task counts there).

@@ -91,7 +91,7 @@ impl ClusterView {
     pub(crate) fn from_store(store: &StoreView<'_>) -> Result<ClusterView, ManagerError> {
         let mut view = ClusterView::default();
         for record in store.list(Task::KIND) {
-            view.insert_task(objects::decode(record)?);
+            view.objects.insert_task(objects::decode(record)?);
         }
         for record in store.list(Service::KIND) {
             view.objects.insert_service(objects::decode(record)?);
@@ -146,12 +146,12 @@ impl ClusterView {
             Task::KIND => {
                 let new: Option<Task> = new.map(objects::decode).transpose()?;
                 // The view's copy, not the event's old record: the same object, already decoded.
-                if let Some(old) = self.remove_task(id) {
+                if let Some(old) = self.objects.remove_task(id) {
                     touched.task_nodes.extend(non_empty(old.node_id));
                 }
                 if let Some(new) = new {
                     touched.task_nodes.extend(non_empty(new.node_id.clone()));
-                    self.insert_task(new);
+                    self.objects.insert_task(new);
                 }
             }
             Service::KIND => match new.map(objects::decode::<Service>).transpose()? {
@@ -205,19 +205,11 @@ impl ClusterView {
         Ok(())
     }
 
-    fn insert_task(&mut self, task: Task) {
-        self.objects.insert_task(task);
-    }
-
     fn insert_node(&mut self, node: Node) {
         if node.manager_status.is_some() {
             self.managers.insert(node.id.clone());
         }
         self.objects.insert_node(node);
-    }
-
-    fn remove_task(&mut self, id: &str) -> Option<Task> {
-        self.objects.remove_task(id)
     }
 
     /// The services, nodes and tasks as the orchestration cores read them.

@@ -912,12 +912,8 @@ impl ControlApi {
 
     /// Every node, in id order.
     async fn nodes(&self) -> Result<Vec<Node>, ManagerError> {
-        self.read_view(|view| {
-            let mut nodes: Vec<&Node> = view.nodes().collect();
-            nodes.sort_by(|left, right| left.id.cmp(&right.id));
-            Ok(nodes.into_iter().cloned().collect())
-        })
-        .await
+        self.read_view(|view| Ok(view.nodes().cloned().collect()))
+            .await
     }
 
     async fn progress(&self, reference: &str) -> Result<ServiceProgressResponse, ManagerError> {

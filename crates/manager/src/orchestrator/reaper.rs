@@ -94,8 +94,7 @@ pub fn reap_tasks(snapshot: &ClusterSnapshot<'_>, limit: TaskHistoryLimit) -> Ve
         .collect();
 
     for service in snapshot.services().filter(|service| service.pending_delete) {
-        let has_tasks_left = snapshot
-            .index()
+        let has_tasks_left = index
             .tasks_of_service(&service.id)
             .any(|task_id| !deleted_task_ids.contains(task_id));
         if !has_tasks_left {

@@ -165,11 +165,7 @@ impl<'store> ClusterSnapshot<'store> {
         &self,
         service_id: &str,
     ) -> impl Iterator<Item = &'store Task> + use<'store> {
-        let objects = self.objects;
-        objects
-            .index
-            .tasks_of_service(service_id)
-            .filter_map(move |id| objects.tasks.get(id))
+        self.tasks_with_ids(self.objects.index.tasks_of_service(service_id))
     }
 
     /// Every task, old or current, that fills `slot`.
@@ -177,20 +173,12 @@ impl<'store> ClusterSnapshot<'store> {
         &self,
         slot: &SlotKey,
     ) -> impl Iterator<Item = &'store Task> + use<'store> {
-        let objects = self.objects;
-        objects
-            .index
-            .tasks_of_slot(slot)
-            .filter_map(move |id| objects.tasks.get(id))
+        self.tasks_with_ids(self.objects.index.tasks_of_slot(slot))
     }
 
     /// Every task assigned to `node_id`.
     pub fn tasks_on_node(&self, node_id: &str) -> impl Iterator<Item = &'store Task> + use<'store> {
-        let objects = self.objects;
-        objects
-            .index
-            .tasks_on_node(node_id)
-            .filter_map(move |id| objects.tasks.get(id))
+        self.tasks_with_ids(self.objects.index.tasks_on_node(node_id))
     }
 
     /// Each node that has tasks assigned, by id, with its object if it is still a member.

@@ -210,13 +210,20 @@ impl TaskIndex {
         }
     }
 
+    fn service(&self, service_id: &str) -> Option<&ServiceTasks> {
+        self.services.get(service_id)
+    }
+
+    fn slot(&self, slot: &SlotKey) -> Option<&SlotTasks> {
+        self.service(slot.service_id())?.slots.get(slot)
+    }
+
     /// The ids of a service's tasks (`""`: tasks of no service), in id order.
     pub fn tasks_of_service<'a>(
         &'a self,
         service_id: &str,
     ) -> impl Iterator<Item = &'a str> + use<'a> {
-        self.services
-            .get(service_id)
+        self.service(service_id)
             .into_iter()
             .flat_map(|service| service.tasks.iter().map(String::as_str))
     }
@@ -241,25 +248,19 @@ impl TaskIndex {
 
     /// The ids of the tasks that fill `slot`, old and current, in id order.
     pub fn tasks_of_slot<'a>(&'a self, slot: &SlotKey) -> impl Iterator<Item = &'a str> + use<'a> {
-        self.services
-            .get(slot.service_id())
-            .and_then(|service| service.slots.get(slot))
+        self.slot(slot)
             .into_iter()
             .flat_map(|slot| slot.tasks.iter().map(String::as_str))
     }
 
     /// Whether some task the managers want fills `slot`.
     pub fn slot_is_occupied(&self, slot: &SlotKey) -> bool {
-        self.services
-            .get(slot.service_id())
-            .and_then(|service| service.slots.get(slot))
-            .is_some_and(|slot| slot.wanted > 0)
+        self.slot(slot).is_some_and(|slot| slot.wanted > 0)
     }
 
     /// How many numbered slots of the service hold a wanted task.
     pub fn occupied_replica_slots(&self, service_id: &str) -> usize {
-        self.services
-            .get(service_id)
+        self.service(service_id)
             .map_or(0, |service| service.occupied_replica_slots)
     }
 
@@ -268,16 +269,14 @@ impl TaskIndex {
         &'a self,
         service_id: &str,
     ) -> impl Iterator<Item = &'a SlotKey> + use<'a> {
-        self.services
-            .get(service_id)
+        self.service(service_id)
             .into_iter()
             .flat_map(|service| service.unoccupied_slots.iter())
     }
 
     /// The service's slots that have tasks, in order.
     pub fn slots<'a>(&'a self, service_id: &str) -> impl Iterator<Item = &'a SlotKey> + use<'a> {
-        self.services
-            .get(service_id)
+        self.service(service_id)
             .into_iter()
             .flat_map(|service| service.slots.keys())
     }
@@ -287,8 +286,7 @@ impl TaskIndex {
         &'a self,
         service_id: &str,
     ) -> impl Iterator<Item = &'a str> + use<'a> {
-        self.services
-            .get(service_id)
+        self.service(service_id)
             .into_iter()
             .flat_map(|service| service.wanted_unnumbered.iter().map(String::as_str))
     }
@@ -299,8 +297,7 @@ impl TaskIndex {
         service_id: &str,
         kind: SlotKind,
     ) -> impl Iterator<Item = u64> + use<'a> {
-        self.services
-            .get(service_id)
+        self.service(service_id)
             .into_iter()
             .flat_map(move |service| {
                 service
