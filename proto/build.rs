@@ -26,6 +26,22 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let descriptors = protox::compile(&files, ["."])?;
     tonic_prost_build::configure()
         .codec_path("crate::codec::LeanCodec")
+        // Parts of a task's spec most tasks leave unset, boxed so that an unset one takes a
+        // pointer rather than its whole size inline: every manager holds each task decoded, and
+        // a task with none of them set is a third smaller (2,056 -> 1,416 bytes).
+        .boxed(".shoal.api.ContainerSpec.privileges")
+        .boxed(".shoal.api.ContainerSpec.healthcheck")
+        .boxed(".shoal.api.ContainerSpec.dns_config")
+        .boxed(".shoal.api.ContainerSpec.pull_options")
+        .boxed(".shoal.api.TaskSpec.resources")
+        .boxed(".shoal.api.TaskSpec.placement")
+        .boxed(".shoal.api.TaskSpec.log_driver")
+        .boxed(".shoal.api.Task.log_driver")
+        // Written by hand: see `task_list`.
+        .extern_path(
+            ".shoal.api.ListTasksResponse",
+            "crate::task_list::ListTasksResponse",
+        )
         .compile_fds(descriptors)?;
     Ok(())
 }

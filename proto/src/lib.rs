@@ -1,6 +1,6 @@
 //! shoal's object model and gRPC services, generated at build time from the `.proto` files under
 //! `proto/shoal/`. This crate holds no logic; `codec` only sizes the buffers the generated code
-//! encodes and decodes into.
+//! encodes and decodes into, and `task_list` is the one message written by hand.
 
 /// The cluster object model: nodes, services, tasks, networks, secrets, configs, stacks and the
 /// cluster itself, with their specs, and the services around it: `Control` (what the CLI calls on
@@ -15,6 +15,8 @@ pub mod api {
     /// in time. Their conversions to and from std's types are prost-types' own (`TryFrom`,
     /// `From`); `spec::time` holds the few readings shoal adds to them.
     pub use prost_types::{Duration, Timestamp};
+
+    pub use crate::task_list::ListTasksResponse;
 }
 
 /// The manager-to-manager Raft service.
@@ -33,6 +35,7 @@ pub mod engine {
 }
 
 pub mod codec;
+pub mod task_list;
 
 /// protobuf's well-known types, for callers that name them directly.
 pub use prost_types;

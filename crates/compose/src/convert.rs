@@ -161,10 +161,10 @@ fn service_spec(
         }),
         task: Some(api::TaskSpec {
             runtime: Some(api::task_spec::Runtime::Container(container)),
-            resources: resource_requirements(&deploy.resources),
+            resources: resource_requirements(&deploy.resources).map(Box::new),
             restart: deploy.restart_policy.as_ref().map(restart_policy),
-            placement: Some(placement(&deploy.placement)),
-            log_driver: service.logging.as_ref().map(log_driver),
+            placement: Some(Box::new(placement(&deploy.placement))),
+            log_driver: service.logging.as_ref().map(log_driver).map(Box::new),
             networks: network_attachments(stack, name, service, project),
             force_update: 0,
             resource_references: Vec::new(),
@@ -361,12 +361,17 @@ fn container_spec(stack: &str, service: &Service, project: &ComposeProject) -> a
         dns_config: (!service.dns.is_empty()
             || !service.dns_search.is_empty()
             || !service.dns_opt.is_empty())
-        .then(|| api::container_spec::DnsConfig {
-            nameservers: service.dns.clone(),
-            search: service.dns_search.clone(),
-            options: service.dns_opt.clone(),
+        .then(|| {
+            Box::new(api::container_spec::DnsConfig {
+                nameservers: service.dns.clone(),
+                search: service.dns_search.clone(),
+                options: service.dns_opt.clone(),
+            })
         }),
-        healthcheck: service.healthcheck.as_ref().map(health_config),
+        healthcheck: service
+            .healthcheck
+            .as_ref()
+            .map(|health| Box::new(health_config(health))),
         pid_limit: service
             .deploy
             .resources

@@ -758,7 +758,9 @@ impl<'a> Parser<'a> {
         use shoal_proto::api;
         let spec = api::ServiceSpec {
             task: Some(api::TaskSpec {
-                placement: Some(super::convert::placement(&service.deploy.placement)),
+                placement: Some(Box::new(super::convert::placement(
+                    &service.deploy.placement,
+                ))),
                 ..Default::default()
             }),
             endpoint: Some(super::convert::endpoint_spec(

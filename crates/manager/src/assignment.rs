@@ -345,17 +345,17 @@ mod tests {
             service_id: "svc".into(),
             desired_state: TaskState::Running as i32,
             spec: Some(api::TaskSpec {
-                placement: Some(api::Placement {
+                placement: Some(Box::new(api::Placement {
                     constraints: constraints.iter().map(|c| c.to_string()).collect(),
                     ..Default::default()
-                }),
-                resources: Some(api::ResourceRequirements {
+                })),
+                resources: Some(Box::new(api::ResourceRequirements {
                     reservations: Some(api::Resources {
                         memory_bytes,
                         ..Default::default()
                     }),
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             }),
             ..Default::default()

@@ -191,7 +191,7 @@ pub(crate) async fn update_node_and_cluster(
 
 /// Decodes a stored record, with `meta` from the record.
 pub fn decode<T: ClusterObject>(record: &ObjectRecord) -> Result<T, ManagerError> {
-    let mut object = T::decode(record.data.as_slice()).map_err(|error| ManagerError::Corrupt {
+    let mut object = T::decode(&record.data[..]).map_err(|error| ManagerError::Corrupt {
         kind: record.kind.clone(),
         id: record.id.clone(),
         detail: error.to_string(),
@@ -224,7 +224,7 @@ pub fn create<T: ClusterObject>(object: &T) -> Change {
         kind: T::KIND.to_owned(),
         id: object.id().to_owned(),
         name: object.unique_name().to_owned(),
-        data: encode_without_meta(object),
+        data: encode_without_meta(object).into(),
     }
 }
 
@@ -241,7 +241,7 @@ pub fn update_at<T: ClusterObject>(object: &T, expected_version: u64) -> Change 
         id: object.id().to_owned(),
         name: object.unique_name().to_owned(),
         expected_version,
-        data: encode_without_meta(object),
+        data: encode_without_meta(object).into(),
     }
 }
 
@@ -313,7 +313,7 @@ mod tests {
             panic!("update makes an Update");
         };
         assert_eq!(expected_version, 42);
-        assert_eq!(api::Service::decode(data.as_slice()).unwrap().meta, None);
+        assert_eq!(api::Service::decode(&data[..]).unwrap().meta, None);
     }
 
     #[test]
@@ -325,7 +325,7 @@ mod tests {
             version: 1,
             created_at: SystemTime::UNIX_EPOCH,
             updated_at: SystemTime::UNIX_EPOCH,
-            data: vec![0xff, 0xff, 0xff],
+            data: vec![0xff, 0xff, 0xff].into(),
         };
         let error = decode::<api::Task>(&record).unwrap_err();
         assert!(error.to_string().contains("task t1"), "{error}");

@@ -714,7 +714,7 @@ pub(crate) mod tests {
     #[test]
     fn an_undecodable_record_is_an_error_naming_it() {
         let mut broken = record(&task_on("t1", "n1", "", TaskState::Running), 3);
-        broken.data = vec![0xff, 0xff, 0xff];
+        broken.data = vec![0xff, 0xff, 0xff].into();
         let error = ClusterView::default()
             .apply(&CommittedChanges {
                 index: 3,

@@ -356,10 +356,10 @@ async fn the_control_api_refuses_bad_input_with_what_to_do() {
     assert!(taken.message().contains("already in use"), "{taken:?}");
 
     let mut constrained = service_spec("db", 1);
-    constrained.task.as_mut().unwrap().placement = Some(shoal_proto::api::Placement {
+    constrained.task.as_mut().unwrap().placement = Some(Box::new(shoal_proto::api::Placement {
         constraints: vec!["node.labels.zone=east".into()],
         ..Default::default()
-    });
+    }));
     let bad_constraint = create_service(&control, constrained).await.unwrap_err();
     assert_eq!(bad_constraint.code(), tonic::Code::InvalidArgument);
     assert!(
@@ -1171,7 +1171,7 @@ async fn every_write_path_enforces_the_spec_rules_alike() {
             }),
             ..Default::default()
         };
-        spec.task.as_mut().unwrap().resources = Some(resources);
+        spec.task.as_mut().unwrap().resources = Some(Box::new(resources));
         spec
     };
     let expected = spec::validate::resources_rule(

@@ -194,10 +194,10 @@ async fn services_in_the_store_get_their_tasks_scaled_and_removed() {
     // A task no node can take stays pending, and says why.
     let mut pinned = replicated_service("svc2", "pinned", 1);
     let task_spec = pinned.spec.as_mut().unwrap().task.as_mut().unwrap();
-    task_spec.placement = Some(api::Placement {
+    task_spec.placement = Some(Box::new(api::Placement {
         constraints: vec!["node.labels.zone==nowhere".into()],
         ..Default::default()
-    });
+    }));
     store
         .write(Transaction::new(vec![objects::create(&pinned)]))
         .await

@@ -327,10 +327,10 @@ async fn ports_are_given_kept_released_and_refused_when_taken_writing_nothing() 
             ..port(9090, 80)
         }],
     );
-    host.task.as_mut().unwrap().placement = Some(Placement {
+    host.task.as_mut().unwrap().placement = Some(Box::new(Placement {
         max_replicas: 2,
         ..Default::default()
-    });
+    }));
     let refused = create(&control, host).await.unwrap_err();
     assert_eq!(refused.code(), Code::InvalidArgument);
     assert!(

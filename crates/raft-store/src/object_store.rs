@@ -252,7 +252,7 @@ mod tests {
             kind: kind.into(),
             id: id.into(),
             name: name.into(),
-            data: id.as_bytes().to_vec(),
+            data: id.as_bytes().to_vec().into(),
         }
     }
 
@@ -262,7 +262,7 @@ mod tests {
             id: id.into(),
             name: name.into(),
             expected_version: version,
-            data: b"updated".to_vec(),
+            data: b"updated".to_vec().into(),
         }
     }
 
@@ -289,10 +289,7 @@ mod tests {
         assert_eq!(store.get("service", "a").unwrap().version, 3);
         apply(&mut store, 7, vec![update("service", "a", "web", 3)]).unwrap();
         let record = store.get("service", "a").unwrap();
-        assert_eq!(
-            (record.version, record.data.as_slice()),
-            (7, &b"updated"[..])
-        );
+        assert_eq!((record.version, &record.data[..]), (7, &b"updated"[..]));
     }
 
     #[test]

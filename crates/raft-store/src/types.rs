@@ -4,6 +4,7 @@
 use std::fmt;
 use std::time::SystemTime;
 
+use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 
 use crate::error::StoreError;
@@ -27,8 +28,11 @@ pub struct ObjectRecord {
     pub version: u64,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
-    /// The object's encoding, usually a protobuf message from `shoal_proto::api`.
-    pub data: Vec<u8>,
+    /// The object's encoding, usually a protobuf message from `shoal_proto::api`. Shared, not
+    /// copied, by the change that wrote it, the Raft log entry that carries that change and
+    /// the watch history's events: at 50,000 tasks, copies of it were some 100 MB of a
+    /// manager's memory.
+    pub data: Bytes,
 }
 
 impl ObjectRecord {
@@ -47,7 +51,7 @@ pub enum Change {
         kind: Kind,
         id: String,
         name: String,
-        data: Vec<u8>,
+        data: Bytes,
     },
     /// Replaces an object, provided it is still at `expected_version` (optimistic concurrency).
     Update {
@@ -55,7 +59,7 @@ pub enum Change {
         id: String,
         name: String,
         expected_version: u64,
-        data: Vec<u8>,
+        data: Bytes,
     },
     /// Removes an object, provided it is still at `expected_version`.
     Delete {
@@ -102,13 +106,13 @@ impl Transaction {
         kind: impl Into<Kind>,
         id: impl Into<String>,
         name: impl Into<String>,
-        data: Vec<u8>,
+        data: impl Into<Bytes>,
     ) -> Self {
         Self::new(vec![Change::Create {
             kind: kind.into(),
             id: id.into(),
             name: name.into(),
-            data,
+            data: data.into(),
         }])
     }
 }
@@ -292,12 +296,54 @@ pub(crate) mod raft_types {
 mod tests {
     use super::*;
 
+    /// `ObjectRecord` as it was before its data became shared `Bytes`: logs and snapshots
+    /// written then must read the same.
+    #[derive(Debug, PartialEq, Serialize, Deserialize)]
+    struct RecordWithVecData {
+        kind: Kind,
+        id: String,
+        name: String,
+        version: u64,
+        created_at: SystemTime,
+        updated_at: SystemTime,
+        data: Vec<u8>,
+    }
+
+    #[test]
+    fn shared_data_is_encoded_as_the_byte_vector_was() {
+        let at = SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+        let record = ObjectRecord {
+            kind: "task".into(),
+            id: "t1".into(),
+            name: String::new(),
+            version: 9,
+            created_at: at,
+            updated_at: at,
+            data: Bytes::from_static(&[0, 1, 2, 200, 255]),
+        };
+        let old = RecordWithVecData {
+            kind: "task".into(),
+            id: "t1".into(),
+            name: String::new(),
+            version: 9,
+            created_at: at,
+            updated_at: at,
+            data: vec![0, 1, 2, 200, 255],
+        };
+        let written_before = postcard::to_allocvec(&old).unwrap();
+        assert_eq!(postcard::to_allocvec(&record).unwrap(), written_before);
+        assert_eq!(
+            postcard::from_bytes::<ObjectRecord>(&written_before).unwrap(),
+            record
+        );
+    }
+
     fn create(id: &str, bytes: usize) -> Change {
         Change::Create {
             kind: "task".into(),
             id: id.into(),
             name: String::new(),
-            data: vec![7; bytes],
+            data: vec![7; bytes].into(),
         }
     }
 

@@ -211,7 +211,7 @@ mod tests {
             version: index,
             created_at: std::time::SystemTime::UNIX_EPOCH,
             updated_at: std::time::SystemTime::UNIX_EPOCH,
-            data: vec![0; bytes],
+            data: vec![0; bytes].into(),
         };
         CommittedChanges {
             index,

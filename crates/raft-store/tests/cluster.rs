@@ -41,7 +41,7 @@ async fn one_member_commits_reads_and_watches() {
             id: "svc1".into(),
             name: "web".into(),
             expected_version: created,
-            data: b"v2".to_vec(),
+            data: b"v2".to_vec().into(),
         }]))
         .await
         .unwrap();
@@ -53,7 +53,7 @@ async fn one_member_commits_reads_and_watches() {
     let second = watch.next().await.unwrap();
     assert!(
         matches!(&second.changes[..], [ChangeEvent::Updated { old, new }]
-        if old.data == b"v1" && new.data == b"v2" && new.version == updated)
+        if old.data == b"v1"[..] && new.data == b"v2"[..] && new.version == updated)
     );
 
     // A watcher can resume from any index it still covers.
@@ -339,7 +339,7 @@ async fn concurrent_conflicting_updates_have_exactly_one_winner() {
                     id: "contested".into(),
                     name: String::new(),
                     expected_version: version,
-                    data: format!("from {via}").into_bytes(),
+                    data: format!("from {via}").into_bytes().into(),
                 }]))
                 .await
         }
@@ -364,13 +364,13 @@ async fn an_oversized_proposal_is_refused_and_writes_nothing() {
             kind: "secret".into(),
             id: "small".into(),
             name: String::new(),
-            data: vec![1; 16],
+            data: vec![1; 16].into(),
         },
         Change::Create {
             kind: "secret".into(),
             id: "huge".into(),
             name: String::new(),
-            data: vec![0; 2 * 1024 * 1024],
+            data: vec![0; 2 * 1024 * 1024].into(),
         },
     ]);
     let refused = store.write(too_big).await;

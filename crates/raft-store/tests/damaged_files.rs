@@ -122,7 +122,10 @@ async fn a_damaged_snapshot_is_caught_and_a_sound_one_restores_the_state() {
         .get("secret", "s1", ReadConsistency::Local)
         .await
         .unwrap();
-    assert_eq!(secret.map(|record| record.data), Some(PAYLOAD.to_vec()));
+    assert_eq!(
+        secret.map(|record| record.data.to_vec()),
+        Some(PAYLOAD.to_vec())
+    );
     store.shutdown().await.unwrap();
 
     // A bit near the end: in the sealed objects' authentication tag.

@@ -128,7 +128,11 @@ async fn object_data_is_sealed_in_the_log_and_the_snapshot() {
             .get("secret", id, ReadConsistency::Linearizable)
             .await
             .unwrap();
-        assert_eq!(record.map(|record| record.data), Some(payload(tag)), "{id}");
+        assert_eq!(
+            record.map(|record| record.data.to_vec()),
+            Some(payload(tag)),
+            "{id}"
+        );
     }
     store.shutdown().await.unwrap();
 
@@ -183,6 +187,9 @@ async fn a_log_sealed_with_another_key_is_refused() {
         .get("secret", "s", ReadConsistency::Linearizable)
         .await
         .unwrap();
-    assert_eq!(record.map(|record| record.data), Some(payload("log")));
+    assert_eq!(
+        record.map(|record| record.data.to_vec()),
+        Some(payload("log"))
+    );
     store.shutdown().await.unwrap();
 }

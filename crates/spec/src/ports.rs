@@ -546,10 +546,10 @@ mod tests {
     fn service(ports: Vec<PortConfig>, max_per_node: u64) -> ServiceSpec {
         ServiceSpec {
             task: Some(TaskSpec {
-                placement: Some(Placement {
+                placement: Some(Box::new(Placement {
                     max_replicas: max_per_node,
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             }),
             endpoint: Some(EndpointSpec {

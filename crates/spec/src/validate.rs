@@ -637,7 +637,7 @@ mod tests {
                     hostname: hostname.into(),
                     ..Default::default()
                 })),
-                resources,
+                resources: resources.map(Box::new),
                 ..Default::default()
             }),
             ..Default::default()
@@ -755,11 +755,11 @@ mod tests {
             unreachable!()
         };
         container.hosts = vec!["10.0.0.5 db".into()];
-        container.dns_config = Some(api::container_spec::DnsConfig {
+        container.dns_config = Some(Box::new(api::container_spec::DnsConfig {
             nameservers: vec!["10.0.0.2".into()],
             search: vec!["example.com".into()],
             options: vec!["ndots:2".into()],
-        });
+        }));
         assert!(service_spec(&spec).is_ok());
 
         let mut bad_host = spec.clone();

@@ -1089,10 +1089,10 @@ mod tests {
             (
                 "CMD-SHELL healthcheck with defaults filled in",
                 TaskContainerSpec {
-                    healthcheck: Some(api::HealthConfig {
+                    healthcheck: Some(Box::new(api::HealthConfig {
                         test: vec!["CMD-SHELL".into(), "true".into()],
                         ..api::HealthConfig::default()
-                    }),
+                    })),
                     ..image("busybox")
                 },
                 None,
@@ -1109,14 +1109,14 @@ mod tests {
             (
                 "CMD healthcheck with explicit timings",
                 TaskContainerSpec {
-                    healthcheck: Some(api::HealthConfig {
+                    healthcheck: Some(Box::new(api::HealthConfig {
                         test: vec!["CMD".into(), "probe".into(), "-q".into()],
                         interval: duration(5),
                         timeout: duration(2),
                         retries: 1,
                         start_period: duration(10),
                         start_interval: None,
-                    }),
+                    })),
                     ..image("busybox")
                 },
                 None,
@@ -1133,10 +1133,10 @@ mod tests {
             (
                 "NONE disables the healthcheck",
                 TaskContainerSpec {
-                    healthcheck: Some(api::HealthConfig {
+                    healthcheck: Some(Box::new(api::HealthConfig {
                         test: vec!["NONE".into()],
                         ..api::HealthConfig::default()
-                    }),
+                    })),
                     ..image("busybox")
                 },
                 None,
@@ -1303,7 +1303,7 @@ mod tests {
         for (name, container, resources, adjust) in cases {
             let mut task = task_with(container);
             if let Some(spec) = task.spec.as_mut() {
-                spec.resources = resources;
+                spec.resources = resources.map(Box::new);
             }
             let mut expected = expected_base(&task);
             adjust(&mut expected);
@@ -1339,13 +1339,13 @@ mod tests {
         let negative_memory = {
             let mut task = task_with(image("busybox"));
             if let Some(spec) = task.spec.as_mut() {
-                spec.resources = Some(api::ResourceRequirements {
+                spec.resources = Some(Box::new(api::ResourceRequirements {
                     limits: Some(api::Resources {
                         memory_bytes: -1,
                         ..api::Resources::default()
                     }),
                     ..api::ResourceRequirements::default()
-                });
+                }));
             }
             task
         };
@@ -1400,10 +1400,10 @@ mod tests {
             (
                 "malformed healthcheck",
                 task_with(TaskContainerSpec {
-                    healthcheck: Some(api::HealthConfig {
+                    healthcheck: Some(Box::new(api::HealthConfig {
                         test: vec!["CMD-SHELL".into()],
                         ..api::HealthConfig::default()
-                    }),
+                    })),
                     ..image("busybox")
                 }),
                 "healthcheck test \"CMD-SHELL\" with 0 arguments",
@@ -1573,11 +1573,11 @@ mod tests {
         let task = networked_task(TaskContainerSpec {
             hostname: "{{.Service.Name}}-{{.Task.Slot}}".into(),
             hosts: vec!["10.1.2.3 cache cache.local".into()],
-            dns_config: Some(api::container_spec::DnsConfig {
+            dns_config: Some(Box::new(api::container_spec::DnsConfig {
                 nameservers: vec!["10.0.0.53".into()],
                 search: vec!["example.org".into()],
                 options: vec!["ndots:2".into()],
-            }),
+            })),
             ..image("busybox")
         });
         let networks = task_networks(&task, "h2").unwrap();
@@ -1830,10 +1830,10 @@ mod tests {
     #[test]
     fn dns_settings_and_extra_hosts_without_networks_are_refused_not_dropped() {
         let with_dns = task_with(TaskContainerSpec {
-            dns_config: Some(api::container_spec::DnsConfig {
+            dns_config: Some(Box::new(api::container_spec::DnsConfig {
                 nameservers: vec!["10.0.0.53".into()],
                 ..Default::default()
-            }),
+            })),
             hosts: vec!["10.1.2.3 cache".into()],
             ..image("busybox")
         });
@@ -1849,7 +1849,7 @@ mod tests {
         );
         // An empty DNS config asks for nothing.
         let empty_dns = task_with(TaskContainerSpec {
-            dns_config: Some(api::container_spec::DnsConfig::default()),
+            dns_config: Some(Box::new(api::container_spec::DnsConfig::default())),
             ..image("busybox")
         });
         assert!(container_spec_for_task(&empty_dns, &TaskPayloads::default(), "h2").is_ok());

@@ -478,7 +478,7 @@ pub(crate) fn container_from_json(
         groups: object.strings("Groups")?,
         privileges: object
             .object("Privileges", "swarm.Privileges")?
-            .map(|privileges| privileges_from_json(&privileges))
+            .map(|privileges| privileges_from_json(&privileges).map(Box::new))
             .transpose()?,
         init,
         tty: object.boolean("TTY")?,
@@ -503,10 +503,10 @@ pub(crate) fn container_from_json(
             .map(config_from_json)
             .collect::<Result<_, _>>()?,
         hosts: object.strings("Hosts")?,
-        dns_config,
+        dns_config: dns_config.map(Box::new),
         healthcheck: object
             .object("Healthcheck", "container.HealthConfig")?
-            .map(|health| health_from_json(&health))
+            .map(|health| health_from_json(&health).map(Box::new))
             .transpose()?,
         isolation: isolation_of(&object.string("Isolation")?) as i32,
         // Docker shows it in the task's `Resources.Limits`; the task template reads it there.

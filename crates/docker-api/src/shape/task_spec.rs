@@ -323,16 +323,16 @@ pub(crate) fn task_template_from_json(
     let current_networks = current.map_or(&[][..], |task| task.networks.as_slice());
     Ok(api::TaskSpec {
         runtime,
-        resources,
+        resources: resources.map(Box::new),
         restart: object
             .object("RestartPolicy", "swarm.RestartPolicy")?
             .map(|restart| restart_from_json(&restart))
             .transpose()?,
         placement: object
             .object("Placement", "swarm.Placement")?
-            .map(|placement| placement_from_json(&placement))
+            .map(|placement| placement_from_json(&placement).map(Box::new))
             .transpose()?,
-        log_driver: driver_from_json(object, "LogDriver")?,
+        log_driver: driver_from_json(object, "LogDriver")?.map(Box::new),
         networks: networks_from_json(object, current_networks)?,
         force_update: object.uint64("ForceUpdate")?,
         resource_references: Vec::new(),

@@ -216,10 +216,10 @@ mod tests {
     fn missing_image_and_bad_constraints_are_refused_with_a_fix() {
         assert!(error_of(check_service_spec(&spec("web", " "))).contains("has no image"));
         let mut constrained = spec("web", "busybox");
-        constrained.task.as_mut().unwrap().placement = Some(Placement {
+        constrained.task.as_mut().unwrap().placement = Some(Box::new(Placement {
             constraints: vec!["node.role = manager".to_owned()],
             ..Default::default()
-        });
+        }));
         let message = error_of(check_service_spec(&constrained));
         assert!(message.starts_with("invalid constraint:"), "{message}");
     }

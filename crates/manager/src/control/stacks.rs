@@ -538,7 +538,7 @@ mod tests {
         for change in &plan.changes {
             let (kind, id, data) = match change {
                 Change::Create { kind, id, data, .. } | Change::Update { kind, id, data, .. } => {
-                    (kind.as_str(), id.as_str(), Some(data.as_slice()))
+                    (kind.as_str(), id.as_str(), Some(&data[..]))
                 }
                 Change::Delete { kind, id, .. } => (kind.as_str(), id.as_str(), None),
             };

@@ -51,8 +51,9 @@ struct ActiveSubscription {
 #[derive(Default)]
 struct BrokerState {
     next_subscription: u64,
-    /// Each connected node's channel of subscriptions to serve.
-    node_listeners: HashMap<String, mpsc::UnboundedSender<LogSubscription>>,
+    /// Each connected node's channel of subscriptions to serve, boxed: a channel allocates
+    /// room for 32 items when made, and every node holds one for its whole session.
+    node_listeners: HashMap<String, mpsc::UnboundedSender<Box<LogSubscription>>>,
     subscriptions: HashMap<String, ActiveSubscription>,
     legs: HashMap<String, Leg>,
 }
@@ -76,7 +77,7 @@ impl BrokerState {
                 close: false,
             };
             match self.node_listeners.get(&target.node_id) {
-                Some(listener) if listener.send(request).is_ok() => {
+                Some(listener) if listener.send(Box::new(request)).is_ok() => {
                     subscription.open_legs.insert(leg_id.clone());
                     self.legs.insert(
                         leg_id,
@@ -219,18 +220,18 @@ impl LogBroker {
                     continue;
                 };
                 if let Some(listener) = state.node_listeners.get(&leg.node_id) {
-                    let _ = listener.send(LogSubscription {
+                    let _ = listener.send(Box::new(LogSubscription {
                         id: leg_id,
                         close: true,
                         ..Default::default()
-                    });
+                    }));
                 }
             }
         }
     }
 
     /// A node's session asks for its subscriptions; a newer listener replaces an older one.
-    pub(crate) fn listen(&self, node_id: &str) -> mpsc::UnboundedReceiver<LogSubscription> {
+    pub(crate) fn listen(&self, node_id: &str) -> mpsc::UnboundedReceiver<Box<LogSubscription>> {
         let (sender, receiver) = mpsc::unbounded_channel();
         self.lock()
             .node_listeners

@@ -864,7 +864,7 @@ impl Dispatcher for DispatcherService {
                 tokio::select! {
                     next = subscriptions.recv() => match next {
                         Some(subscription) => {
-                            if sender.send(Box::new(Ok(subscription))).await.is_err() {
+                            if sender.send(Box::new(Ok(*subscription))).await.is_err() {
                                 return;
                             }
                         }

@@ -118,7 +118,7 @@ mod tests {
         let Change::Update { data, .. } = &changes[0] else {
             panic!("expected an update, got {changes:?}");
         };
-        let written = <Task as prost::Message>::decode(data.as_slice()).unwrap();
+        let written = <Task as prost::Message>::decode(&data[..]).unwrap();
         assert_eq!(written.status.unwrap().state(), TaskState::Running);
     }
 }

@@ -17,7 +17,9 @@ use crate::assignment::{NodeOccupancy, node_view};
 pub struct ClusterObjects {
     services: BTreeMap<String, Service>,
     nodes: BTreeMap<String, Node>,
-    tasks: BTreeMap<String, Task>,
+    /// Boxed: a B-tree's nodes hold room for eleven values, a third of it empty on average,
+    /// and a decoded task is some 2 KB (at 50,000 tasks, boxing saves about 40 MB).
+    tasks: BTreeMap<String, Box<Task>>,
     index: TaskIndex,
     /// The scheduler's view of each node, kept with the node and what its tasks hold of it,
     /// so that placing a task builds none.
@@ -55,12 +57,12 @@ impl ClusterObjects {
         self.remove_task(&task.id);
         self.index.insert(&task);
         self.occupancy_changed(&task);
-        self.tasks.insert(task.id.clone(), task);
+        self.tasks.insert(task.id.clone(), Box::new(task));
     }
 
     /// Removes a task, returning it.
     pub fn remove_task(&mut self, id: &str) -> Option<Task> {
-        let task = self.tasks.remove(id)?;
+        let task = *self.tasks.remove(id)?;
         self.index.remove(&task);
         self.occupancy_changed(&task);
         Some(task)
@@ -120,7 +122,7 @@ impl<'store> ClusterSnapshot<'store> {
 
     /// Every task, old ones included.
     pub fn tasks(&self) -> impl Iterator<Item = &'store Task> + use<'store> {
-        self.objects.tasks.values()
+        self.objects.tasks.values().map(|task| &**task)
     }
 
     /// The service with this id, if it still exists.
@@ -135,7 +137,7 @@ impl<'store> ClusterSnapshot<'store> {
 
     /// The task with this id, if it still exists.
     pub fn task(&self, task_id: &str) -> Option<&'store Task> {
-        self.objects.tasks.get(task_id)
+        self.objects.tasks.get(task_id).map(|task| &**task)
     }
 
     /// The scheduler's view of every node, with what its tasks hold of it.
@@ -157,7 +159,8 @@ impl<'store> ClusterSnapshot<'store> {
         I: IntoIterator<Item = &'ids str>,
     {
         let tasks = &self.objects.tasks;
-        ids.into_iter().filter_map(move |id| tasks.get(id))
+        ids.into_iter()
+            .filter_map(move |id| tasks.get(id).map(|task| &**task))
     }
 
     /// Every task, old or current, of one service.

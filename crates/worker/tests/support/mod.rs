@@ -54,10 +54,10 @@ pub(crate) fn with_container(
 
 pub(crate) fn with_healthcheck(task: api::Task) -> api::Task {
     with_container(task, |container| {
-        container.healthcheck = Some(api::HealthConfig {
+        container.healthcheck = Some(Box::new(api::HealthConfig {
             test: vec!["CMD".to_owned(), "true".to_owned()],
             ..api::HealthConfig::default()
-        });
+        }));
     })
 }
 

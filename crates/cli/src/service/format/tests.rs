@@ -73,10 +73,10 @@ fn service(name: &str, mode: api::service_spec::Mode, max_replicas: u64) -> api:
                     image: "nginx:alpine@sha256:0123".into(),
                     ..Default::default()
                 })),
-                placement: Some(api::Placement {
+                placement: Some(Box::new(api::Placement {
                     max_replicas,
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             }),
             mode: Some(mode),
@@ -268,13 +268,13 @@ fn inspect_pretty_is_docker_shaped() {
             max_attempts: 3,
             window: None,
         });
-        task.resources = Some(api::ResourceRequirements {
+        task.resources = Some(Box::new(api::ResourceRequirements {
             limits: Some(api::Resources {
                 memory_bytes: 16 << 20,
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        }));
     }
     let pretty = service_pretty(&svc, &HashMap::new());
     assert!(

@@ -174,9 +174,9 @@ pub(super) fn apply_pids(
 /// Applies the health flags to `current` (None when creating) as docker's `updateHealthcheck`
 /// does: unset flags keep what is there, `--no-healthcheck` alone disables the image's check.
 pub(super) fn apply_health(
-    current: Option<api::HealthConfig>,
+    current: Option<Box<api::HealthConfig>>,
     args: &HealthArgs,
-) -> anyhow::Result<Option<api::HealthConfig>> {
+) -> anyhow::Result<Option<Box<api::HealthConfig>>> {
     if !args.no_healthcheck && !args.any_health_setting() {
         return Ok(current);
     }
@@ -184,10 +184,10 @@ pub(super) fn apply_health(
         if args.any_health_setting() {
             bail!("--no-healthcheck conflicts with --health-* options: use one or the other");
         }
-        return Ok(Some(api::HealthConfig {
+        return Ok(Some(Box::new(api::HealthConfig {
             test: vec!["NONE".into()],
             ..Default::default()
-        }));
+        })));
     }
     let mut health = current.unwrap_or_default();
     if health.test.first().is_some_and(|t| t == "NONE") {

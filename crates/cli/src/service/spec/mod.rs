@@ -140,7 +140,7 @@ pub(crate) fn create_spec(
     container.sysctls = parse_sysctls("sysctl", &args.sysctls)?;
     container.ulimits = parse_ulimits("ulimit", &args.ulimits)?;
     container.groups = args.groups.clone();
-    container.dns_config = Some(create_dns_config(args)?);
+    container.dns_config = Some(Box::new(create_dns_config(args)?));
     container.hosts = create_hosts(args)?;
     apply_container(&mut container, &args.container)?;
     apply_pids(&mut container, &args.resources)?;
@@ -167,14 +167,14 @@ pub(crate) fn create_spec(
         }),
         task: Some(api::TaskSpec {
             runtime: Some(api::task_spec::Runtime::Container(container)),
-            resources,
+            resources: resources.map(Box::new),
             restart,
-            placement: Some(api::Placement {
+            placement: Some(Box::new(api::Placement {
                 constraints: args.constraints.clone(),
                 preferences,
                 platforms: Vec::new(),
                 max_replicas: args.replicas_max_per_node.unwrap_or(0),
-            }),
+            })),
             networks: parse_networks("network", &args.networks)?,
             ..Default::default()
         }),

@@ -717,10 +717,7 @@ fn networking_flags_make_docker_specs() -> anyhow::Result<()> {
         plain.endpoint.as_ref().map(api::EndpointSpec::mode),
         Some(api::endpoint_spec::ResolutionMode::Vip)
     );
-    assert_eq!(
-        container_of(&plain).dns_config,
-        Some(api::container_spec::DnsConfig::default())
-    );
+    assert_eq!(container_of(&plain).dns_config, Some(Box::default()));
     assert!(plain.task.unwrap_or_default().networks.is_empty());
     Ok(())
 }

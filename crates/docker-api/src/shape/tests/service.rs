@@ -21,10 +21,10 @@ fn service(name: &str, mode: api::service_spec::Mode, max_replicas: u64) -> api:
                     image: "nginx:alpine@sha256:0123".into(),
                     ..Default::default()
                 })),
-                placement: Some(api::Placement {
+                placement: Some(Box::new(api::Placement {
                     max_replicas,
                     ..Default::default()
-                }),
+                })),
                 ..Default::default()
             }),
             mode: Some(mode),
@@ -64,13 +64,13 @@ fn inspect_json_is_docker_shaped() {
             max_attempts: 3,
             window: None,
         });
-        task.resources = Some(api::ResourceRequirements {
+        task.resources = Some(Box::new(api::ResourceRequirements {
             limits: Some(api::Resources {
                 memory_bytes: 16 << 20,
                 ..Default::default()
             }),
             ..Default::default()
-        });
+        }));
     }
     let value = service_inspect_json(&svc);
     assert_eq!(value["ID"], "web0123456789abcdef");
@@ -121,11 +121,11 @@ fn networks_and_name_resolution_show_in_docker_shape() {
     ];
     if let Some(api::task_spec::Runtime::Container(container)) = task.runtime.as_mut() {
         container.hosts = vec!["10.0.0.5 db".into()];
-        container.dns_config = Some(api::container_spec::DnsConfig {
+        container.dns_config = Some(Box::new(api::container_spec::DnsConfig {
             nameservers: vec!["10.0.0.2".into()],
             search: Vec::new(),
             options: vec!["ndots:2".into()],
-        });
+        }));
     }
     let value = service_inspect_json(&svc);
     let template = &value["Spec"]["TaskTemplate"];
@@ -175,7 +175,7 @@ fn everything() -> api::ServiceSpec {
         dir: "/app".into(),
         user: "1000:1000".into(),
         groups: vec!["staff".into()],
-        privileges: Some(api::PrivilegesSpec {
+        privileges: Some(Box::new(api::PrivilegesSpec {
             credential_spec: Some(api::privileges_spec::CredentialSpec {
                 source: Some(api::privileges_spec::credential_spec::Source::Registry(
                     "spec".into(),
@@ -189,7 +189,7 @@ fn everything() -> api::ServiceSpec {
                 level: "s0".into(),
             }),
             no_new_privileges: true,
-        }),
+        })),
         init: Some(false),
         tty: true,
         open_stdin: true,
@@ -270,19 +270,19 @@ fn everything() -> api::ServiceSpec {
             },
         ],
         hosts: vec!["10.0.0.5 db".into()],
-        dns_config: Some(api::container_spec::DnsConfig {
+        dns_config: Some(Box::new(api::container_spec::DnsConfig {
             nameservers: vec!["10.0.0.2".into()],
             search: vec!["example.org".into()],
             options: vec!["ndots:2".into()],
-        }),
-        healthcheck: Some(api::HealthConfig {
+        })),
+        healthcheck: Some(Box::new(api::HealthConfig {
             test: vec!["CMD-SHELL".into(), "curl -f localhost".into()],
             interval: seconds(10),
             timeout: seconds(3),
             retries: 5,
             start_period: seconds(30),
             start_interval: seconds(1),
-        }),
+        })),
         isolation: api::container_spec::Isolation::Process as i32,
         pid_limit: 100,
         sysctls: [("net.core.somaxconn".to_owned(), "512".to_owned())].into(),
@@ -296,7 +296,7 @@ fn everything() -> api::ServiceSpec {
         oom_score_adj: "-500".into(),
     };
     let task = api::TaskSpec {
-        resources: Some(api::ResourceRequirements {
+        resources: Some(Box::new(api::ResourceRequirements {
             limits: Some(api::Resources {
                 nano_cpus: 1_500_000_000,
                 memory_bytes: 1 << 30,
@@ -326,14 +326,14 @@ fn everything() -> api::ServiceSpec {
             }),
             swap_bytes: Some(0),
             memory_swappiness: Some(10),
-        }),
+        })),
         restart: Some(api::RestartPolicy {
             condition: api::restart_policy::RestartCondition::OnFailure as i32,
             delay: seconds(0),
             max_attempts: 3,
             window: seconds(120),
         }),
-        placement: Some(api::Placement {
+        placement: Some(Box::new(api::Placement {
             constraints: vec!["node.role==worker".into()],
             preferences: vec![api::placement::Preference {
                 preference: Some(api::placement::preference::Preference::Spread(
@@ -347,11 +347,11 @@ fn everything() -> api::ServiceSpec {
                 os: "linux".into(),
             }],
             max_replicas: 2,
-        }),
-        log_driver: Some(api::Driver {
+        })),
+        log_driver: Some(Box::new(api::Driver {
             name: "json-file".into(),
             options: [("max-size".to_owned(), "10m".to_owned())].into(),
-        }),
+        })),
         networks: vec![api::NetworkAttachmentConfig {
             target: "net1".into(),
             aliases: vec!["api".into()],
@@ -466,10 +466,10 @@ fn specs_round_trip_through_dockers_json() {
             ..Default::default()
         }),
     );
-    pids_only.task.as_mut().unwrap().resources = Some(api::ResourceRequirements {
+    pids_only.task.as_mut().unwrap().resources = Some(Box::new(api::ResourceRequirements {
         swap_bytes: Some(1 << 20),
         ..Default::default()
-    });
+    }));
     specs.push(("pids and swap only", pids_only));
     for (name, spec) in specs {
         let json = service_spec_json(&spec);
@@ -519,7 +519,7 @@ fn docker_clients_specs_read_as_dockers_daemon_reads_them() {
                 condition: api::restart_policy::RestartCondition::OnFailure as i32,
                 ..Default::default()
             }),
-            placement: Some(api::Placement::default()),
+            placement: Some(Box::new(api::Placement::default())),
             ..container_task(api::ContainerSpec {
                 image: "nginx:latest@sha256:0123".into(),
                 init: Some(false),
@@ -764,9 +764,9 @@ fn an_update_keeps_what_dockers_json_cannot_carry() {
     let task = current.task.as_mut().unwrap();
     task.networks[0].addresses = vec!["10.0.9.5".into()];
     if let Some(api::task_spec::Runtime::Container(container)) = task.runtime.as_mut() {
-        container.pull_options = Some(api::container_spec::PullOptions {
+        container.pull_options = Some(Box::new(api::container_spec::PullOptions {
             registry_auth: "token".into(),
-        });
+        }));
     }
     // What a Docker client sends back after reading the service: shoal's TrafficPolicy gone.
     let mut sent = service_spec_json(&current);

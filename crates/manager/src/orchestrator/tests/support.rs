@@ -94,10 +94,10 @@ pub(super) fn with_restart_policy(
 }
 
 pub(super) fn with_constraints(mut service: Service, constraints: &[&str]) -> Service {
-    task_spec_of(&mut service).placement = Some(Placement {
+    task_spec_of(&mut service).placement = Some(Box::new(Placement {
         constraints: constraints.iter().map(|text| (*text).to_owned()).collect(),
         ..Placement::default()
-    });
+    }));
     service
 }
 
