@@ -265,7 +265,6 @@ pub fn plan_assignments(snapshot: &ClusterSnapshot<'_>) -> Vec<Assignment> {
     if index.waiting_for_node().next().is_none() {
         return Vec::new();
     }
-    let views: Vec<&NodeView> = snapshot.scheduler_nodes().collect();
     let tasks: Vec<&Task> = snapshot.tasks_with_ids(index.waiting_for_node()).collect();
 
     let mut outcomes = Vec::new();
@@ -278,7 +277,7 @@ pub fn plan_assignments(snapshot: &ClusterSnapshot<'_>) -> Vec<Assignment> {
             Err(message) => outcomes.push((task, AssignmentOutcome::Pending { message })),
         }
     }
-    for decision in scheduler::schedule(&views, &requests) {
+    for decision in scheduler::schedule(snapshot.scheduler_nodes(), &requests) {
         let Some(task) = waiting.get(decision.task_id()) else {
             continue;
         };

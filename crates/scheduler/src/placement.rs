@@ -19,7 +19,6 @@
 //! only get tighter as tasks land. So such a node is dropped for good, and a
 //! group whose tree is empty marks all its remaining tasks unplaceable at once.
 
-use std::borrow::Borrow;
 use std::cmp::Reverse;
 use std::collections::hash_map::{DefaultHasher, Entry};
 use std::collections::{BTreeSet, BinaryHeap, HashMap};
@@ -52,9 +51,12 @@ type ServiceNumber = usize;
 ///
 /// The result depends only on the inputs: not on the order of `nodes` (ties
 /// are broken by node id), not on a clock, not on randomness.
-pub fn schedule<N: Borrow<NodeView>>(nodes: &[N], tasks: &[TaskRequest]) -> Vec<Decision> {
-    // Views owned by the caller or kept elsewhere and borrowed, as a manager keeps one per node.
-    let nodes: Vec<&NodeView> = nodes.iter().map(Borrow::borrow).collect();
+pub fn schedule<'a>(
+    nodes: impl IntoIterator<Item = &'a NodeView>,
+    tasks: &[TaskRequest],
+) -> Vec<Decision> {
+    // Borrowed, wherever the caller keeps them: a manager keeps one view per node.
+    let nodes: Vec<&NodeView> = nodes.into_iter().collect();
     BatchScheduler::new(&nodes, tasks).run()
 }
 

@@ -288,7 +288,8 @@ async fn task_crashes(fleet: &Fleet, count: usize, tasks: usize) -> Result<Strin
             .cycle()
             .skip(change * agents.len() / count)
             .take(agents.len())
-            .find_map(|agent| agent.engine().crash_one().map(|_| agent.node_id()))
+            .find(|agent| agent.engine().crash_one())
+            .map(|agent| agent.node_id())
             .ok_or("no node runs a container to crash")?;
         while fleet.running_containers() < tasks {
             if crashed.elapsed() > PATIENCE {

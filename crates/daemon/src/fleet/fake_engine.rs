@@ -79,16 +79,20 @@ impl FakeEngine {
             .count()
     }
 
-    /// Ends one running container as if its process had exited with status 1; the task it
-    /// ran, if any container runs.
-    pub fn crash_one(&self) -> Option<String> {
+    /// Ends one running container as if its process had exited with status 1. False when no
+    /// container runs.
+    pub fn crash_one(&self) -> bool {
         let mut state = self.state();
-        let (id, task) = state.containers.iter().find_map(|(id, container)| {
-            let run = container.run?;
-            Some((id.clone(), state.runs[run].task_id.clone()))
-        })?;
+        let Some(id) = state
+            .containers
+            .iter()
+            .find(|(_, container)| container.run.is_some())
+            .map(|(id, _)| id.clone())
+        else {
+            return false;
+        };
         self.end_run(&mut state, &id, 1);
-        Some(task)
+        true
     }
 
     /// Ends the current run of `container`, if it runs, at the next tick.
