@@ -18,7 +18,8 @@ pub struct ClusterObjects {
     services: BTreeMap<String, Service>,
     nodes: BTreeMap<String, Node>,
     /// Boxed: a B-tree's nodes hold room for eleven values, a third of it empty on average,
-    /// and a decoded task is some 2 KB (at 50,000 tasks, boxing saves about 40 MB).
+    /// and a decoded task is over a kilobyte (at 50,000 tasks, boxing took the leader's
+    /// decoded tasks from 195 to 142 MB).
     tasks: BTreeMap<String, Box<Task>>,
     index: TaskIndex,
     /// The scheduler's view of each node, kept with the node and what its tasks hold of it,
