@@ -112,10 +112,12 @@ pub fn run(
     daemon_runtime()?.block_on(serve(data_root, host, docker_api, metrics_addr))
 }
 
-/// The daemon's runtime. Engine calls run on blocking threads; capping them, and glibc's
-/// per-thread malloc arenas with them, keeps a burst of container starts from leaving tens of
-/// megabytes of fragmented heap behind (measured in BENCHMARKS.md).
-fn daemon_runtime() -> Result<tokio::runtime::Runtime, DaemonError> {
+/// The daemon's runtime, also the one the simulated fleet's managers and agents run on, so
+/// that their figures are a daemon's. Engine calls run on blocking threads; capping them, and
+/// glibc's per-thread malloc arenas with them, keeps a burst of container starts from leaving
+/// tens of megabytes of fragmented heap behind (measured in BENCHMARKS.md). Call it before the
+/// process starts any other thread.
+pub fn daemon_runtime() -> Result<tokio::runtime::Runtime, DaemonError> {
     // SAFETY: mallopt only changes allocator settings; it runs before any other thread exists.
     unsafe {
         libc::mallopt(libc::M_ARENA_MAX, 2);

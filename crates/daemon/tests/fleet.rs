@@ -164,6 +164,7 @@ async fn a_fleet_converges_and_survives_a_leader_kill_and_an_agent_restart() {
         agents: AGENTS,
         heartbeat_period: Duration::from_secs(5),
         manager_program: env!("CARGO_BIN_EXE_bench-fleet").into(),
+        agent_state_parent: None,
     })
     .await
     .expect("the fleet starts");

@@ -415,7 +415,8 @@ struct StepContext<'a> {
 pub struct Reconciler {
     assignment_version: Option<u64>,
     payloads: TaskPayloads,
-    tasks: BTreeMap<String, TaskRecord>,
+    /// Boxed: a record holds a whole task, and a B-tree moves its values on every insert.
+    tasks: BTreeMap<String, Box<TaskRecord>>,
     containers_listed: bool,
     /// Secrets and configs are not persisted, so after a restart nothing is created until the
     /// dispatcher has sent a set again.
@@ -459,7 +460,9 @@ impl Reconciler {
                 record.last_reported_status = Some(status.clone());
             }
             record.status_changed_since_report = true;
-            reconciler.tasks.insert(record.task.id.clone(), record);
+            reconciler
+                .tasks
+                .insert(record.task.id.clone(), Box::new(record));
         }
         reconciler
     }
@@ -599,7 +602,7 @@ impl Reconciler {
                 }
                 None => {
                     self.tasks
-                        .insert(task.id.clone(), TaskRecord::new(task, true));
+                        .insert(task.id.clone(), Box::new(TaskRecord::new(task, true)));
                 }
             }
         }
@@ -636,13 +639,13 @@ impl Reconciler {
             let record = self.tasks.entry(task_id.clone()).or_insert_with(|| {
                 // A container of a task no longer assigned: tracked under a stub so that it is
                 // stopped and removed like any unassigned task's.
-                TaskRecord::new(
+                Box::new(TaskRecord::new(
                     api::Task {
                         id: task_id.clone(),
                         ..api::Task::default()
                     },
                     false,
-                )
+                ))
             });
             if record.operation_in_flight == Some(EngineOperation::Create) {
                 // The container being created may be among these; the create result decides.
@@ -687,12 +690,15 @@ impl Reconciler {
     }
 
     fn record_for_container(&mut self, container_id: &str) -> Option<&mut TaskRecord> {
-        self.tasks.values_mut().find(|record| {
-            record
-                .container
-                .as_ref()
-                .is_some_and(|container| container.container_id == container_id)
-        })
+        self.tasks
+            .values_mut()
+            .find(|record| {
+                record
+                    .container
+                    .as_ref()
+                    .is_some_and(|container| container.container_id == container_id)
+            })
+            .map(|record| &mut **record)
     }
 
     fn apply_observation(&mut self, observation: EngineObservation) {

@@ -12,9 +12,12 @@
 //! CPU time per change above what it spends while nothing changes.
 //!
 //! `bench-fleet [--agents N] [--heartbeat-secs S] [--tasks-per-node T] [--managers M]
-//! [--node-ls-samples K] [--status-changes C] [--manager-program PATH]`; build it with `--release` for figures worth
-//! quoting. `--manager-program` runs each manager through PATH (given this program's
-//! `fleet-manager` arguments), e.g. a script that profiles it.
+//! [--node-ls-samples K] [--status-changes C] [--manager-program PATH] [--agent-state-dir DIR]`;
+//! build it with `--release` for figures worth quoting. `--manager-program` runs each manager
+//! through PATH (given this program's `fleet-manager` arguments), e.g. a script that profiles
+//! it. The agents keep their assignment stores under DIR, `/dev/shm` by default (the managers'
+//! data stays under the system's temporary directory, on disk). The managers and the agents
+//! run on the daemon's runtime.
 
 use std::cell::RefCell;
 use std::time::{Duration, Instant};
@@ -31,6 +34,8 @@ use tonic::Request;
 const SERVICE: &str = "bench-fleet";
 const PATIENCE: Duration = Duration::from_secs(600);
 const POLL: Duration = Duration::from_millis(100);
+/// Where the agents' assignment stores go unless `--agent-state-dir` says otherwise.
+const TMPFS: &str = "/dev/shm";
 
 struct Settings {
     agents: usize,
@@ -43,6 +48,8 @@ struct Settings {
     /// What each manager process runs instead of this program, e.g. a script that runs it
     /// under a profiler.
     manager_program: Option<std::path::PathBuf>,
+    /// Where the agents' assignment stores go (see `FleetOptions::agent_state_parent`).
+    agent_state_parent: Option<std::path::PathBuf>,
 }
 
 fn parse_args(args: Vec<String>) -> Result<Settings, String> {
@@ -54,6 +61,7 @@ fn parse_args(args: Vec<String>) -> Result<Settings, String> {
         node_ls_samples: 50,
         status_changes: 30,
         manager_program: None,
+        agent_state_parent: Some(std::path::PathBuf::from(TMPFS)).filter(|tmpfs| tmpfs.is_dir()),
     };
     let mut args = args.into_iter();
     while let Some(flag) = args.next() {
@@ -71,9 +79,10 @@ fn parse_args(args: Vec<String>) -> Result<Settings, String> {
             "--node-ls-samples" => settings.node_ls_samples = number(&value)?.max(1) as usize,
             "--status-changes" => settings.status_changes = number(&value)?.max(1) as usize,
             "--manager-program" => settings.manager_program = Some(value.into()),
+            "--agent-state-dir" => settings.agent_state_parent = Some(value.into()),
             _ => {
                 return Err(format!(
-                    "unknown flag {flag}: use --agents, --heartbeat-secs, --tasks-per-node, --managers, --node-ls-samples, --status-changes or --manager-program"
+                    "unknown flag {flag}: use --agents, --heartbeat-secs, --tasks-per-node, --managers, --node-ls-samples, --status-changes, --manager-program or --agent-state-dir"
                 ));
             }
         }
@@ -324,6 +333,10 @@ async fn bench(settings: Settings) -> Result<(), String> {
         "fleet: {} managers, {} agents, heartbeat {:?}, {} tasks per node ({tasks} tasks)",
         settings.managers, settings.agents, settings.heartbeat, settings.tasks_per_node
     );
+    match &settings.agent_state_parent {
+        Some(dir) => println!("the agents' assignment stores under {}", dir.display()),
+        None => println!("the agents' assignment stores beside the managers' data"),
+    }
     let started = Instant::now();
     let mut fleet = Fleet::start(FleetOptions {
         managers: settings.managers,
@@ -334,6 +347,7 @@ async fn bench(settings: Settings) -> Result<(), String> {
             None => std::env::current_exe()
                 .map_err(|error| format!("finding this program to run the managers: {error}"))?,
         },
+        agent_state_parent: settings.agent_state_parent.clone(),
     })
     .await
     .map_err(|error| format!("starting the fleet: {error}"))?;
@@ -519,12 +533,7 @@ fn main() {
             std::process::exit(2);
         }
     };
-    // The agents' runtime: two threads, as the machine has two cores.
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build();
-    let outcome = match runtime {
+    let outcome = match daemon::daemon_runtime() {
         Ok(runtime) => runtime.block_on(bench(settings)),
         Err(error) => Err(format!("starting the runtime: {error}")),
     };

@@ -123,7 +123,7 @@ pub fn serve_manager(args: &[String]) -> i32 {
             return 2;
         }
     };
-    let runtime = match tokio::runtime::Runtime::new() {
+    let runtime = match crate::daemon_runtime() {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("fleet manager: starting its runtime: {error}");

@@ -127,15 +127,21 @@ pub struct FleetOptions {
     /// The program each manager runs in a process of its own: one that hands the arguments
     /// after [`MANAGER_SUBCOMMAND`] to [`serve_manager`], as bench-fleet does.
     pub manager_program: PathBuf,
+    /// Where the agents keep their assignment stores; `None` puts them beside the managers'
+    /// data, under the system's temporary directory. Each real node saves to a disk of its
+    /// own. Thousands of simulated ones saving to one disk (two fsyncs before each status
+    /// report) would make the managers' Raft fsyncs queue behind theirs, so a benchmark puts
+    /// them on a tmpfs.
+    pub agent_state_parent: Option<PathBuf>,
 }
 
-/// A folder under the system's temporary directory, removed with the fleet.
+/// A folder of the fleet's own, removed with the fleet.
 struct DataRoot(PathBuf);
 
 impl DataRoot {
-    fn create() -> Result<DataRoot, FleetError> {
+    fn create(parent: &Path) -> Result<DataRoot, FleetError> {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let path = std::env::temp_dir().join(format!(
+        let path = parent.join(format!(
             "shoal-fleet-{}-{}",
             std::process::id(),
             NEXT.fetch_add(1, Ordering::Relaxed)
@@ -339,6 +345,9 @@ pub struct Fleet {
     clock: Arc<FleetClock>,
     worker_token: String,
     data_root: DataRoot,
+    /// The agents' assignment stores; the same folder as `data_root` unless the options
+    /// named another.
+    agent_root: Option<DataRoot>,
 }
 
 /// A free port on `ip`, for a manager that must know its address before it listens.
@@ -363,7 +372,12 @@ impl Fleet {
                 options.managers
             )));
         }
-        let data_root = DataRoot::create()?;
+        let data_root = DataRoot::create(&std::env::temp_dir())?;
+        let agent_root = options
+            .agent_state_parent
+            .as_deref()
+            .map(DataRoot::create)
+            .transpose()?;
         let first_dir = data_root.0.join("manager-0");
         let (first, started) = ManagerProcess::launch(
             &options.manager_program,
@@ -400,6 +414,7 @@ impl Fleet {
             clock: Arc::default(),
             worker_token,
             data_root,
+            agent_root,
         };
         for index in 1..options.managers {
             let dir = fleet.data_root.0.join(format!("manager-{index}"));
@@ -455,7 +470,12 @@ impl Fleet {
         }
         joined.sort_by_key(|(index, _)| *index);
         for (index, grant) in joined {
-            let state_dir = self.data_root.0.join(format!("agent-{index}"));
+            let state_dir = self
+                .agent_root
+                .as_ref()
+                .unwrap_or(&self.data_root)
+                .0
+                .join(format!("agent-{index}"));
             let mut manager_addrs = grant.manager_addrs.clone();
             if manager_addrs.is_empty() {
                 manager_addrs.clone_from(&self.managers_addrs());
@@ -483,10 +503,6 @@ impl Fleet {
 
     fn managers_addrs(&self) -> Vec<String> {
         self.managers.iter().map(|m| m.addr.clone()).collect()
-    }
-
-    pub fn data_root(&self) -> &Path {
-        &self.data_root.0
     }
 
     pub fn agents(&self) -> &[SimulatedAgent] {
