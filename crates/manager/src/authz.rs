@@ -23,10 +23,11 @@
 //!
 //! [`check_member`] and [`check_manager`] decide from facts; [`ClusterAuth`] looks them up.
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use raft_store::{RaftCall, RaftCallGuard, Store};
+use raft_store::{RaftCall, RaftCallGuard, Store, StoreView};
 use shoal_proto::api::{BlacklistedCertificate, Cluster, Node, NodeRole, Timestamp};
 use tonic::{Request, Status};
 
@@ -214,28 +215,56 @@ fn revocation_expiry(cluster: &Cluster, now: SystemTime) -> Timestamp {
 pub(crate) struct ClusterAuth {
     store: Arc<Store>,
     cluster_id: String,
+    /// The cluster object's revoked certificates, decoded once per version of the object:
+    /// every call on the cluster port asks, each heartbeat of thousands of nodes included, and
+    /// the object also carries the CA and the networks' keys.
+    revocations: Arc<Mutex<Revocations>>,
+}
+
+/// The revoked certificates of one version of the cluster object.
+#[derive(Default)]
+struct Revocations {
+    /// The Raft index that wrote that version; `None` before the first call.
+    version: Option<u64>,
+    by_node: HashMap<String, BlacklistedCertificate>,
 }
 
 impl ClusterAuth {
     pub(crate) fn new(store: Arc<Store>, cluster_id: String) -> ClusterAuth {
-        ClusterAuth { store, cluster_id }
+        ClusterAuth {
+            store,
+            cluster_id,
+            revocations: Arc::default(),
+        }
     }
 
     fn revocation_of(&self, node_id: &str) -> Option<BlacklistedCertificate> {
-        self.store.local_view(|view| {
-            objects::cluster_of(view)
-                .ok()
-                .flatten()
-                .and_then(|cluster| cluster.blacklisted_certificates.get(node_id).cloned())
-        })
+        self.store
+            .local_view(|view| self.revocation_in(view, node_id))
+    }
+
+    /// `node_id`'s entry on the cluster's list of revoked certificates, as `view` has it. A
+    /// cluster object that does not decode revokes nothing, as when there is none.
+    fn revocation_in(&self, view: &StoreView<'_>, node_id: &str) -> Option<BlacklistedCertificate> {
+        let record = view.list(Cluster::KIND).next()?;
+        let mut revocations = self
+            .revocations
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if revocations.version != Some(record.version) {
+            *revocations = Revocations {
+                version: Some(record.version),
+                by_node: objects::decode::<Cluster>(record)
+                    .map(|cluster| cluster.blacklisted_certificates)
+                    .unwrap_or_default(),
+            };
+        }
+        revocations.by_node.get(node_id).cloned()
     }
 
     fn record_of(&self, node_id: &str) -> CallerRecord {
         let (revocation, desired_role) = self.store.local_view(|view| {
-            let revocation = objects::cluster_of(view)
-                .ok()
-                .flatten()
-                .and_then(|cluster| cluster.blacklisted_certificates.get(node_id).cloned());
+            let revocation = self.revocation_in(view, node_id);
             let desired_role = view
                 .get(Node::KIND, node_id)
                 .and_then(|record| objects::decode::<Node>(record).ok())

@@ -228,7 +228,7 @@ impl OrchestrationLoop {
         let mut wake_at: Option<ClusterTime> = None;
         loop {
             let mut retry_after = None;
-            if !self.store.status().is_leader {
+            if self.store.leading_term().is_none() {
                 settled = false;
             } else if !settled {
                 match self.store.write_barrier().await {

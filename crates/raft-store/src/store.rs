@@ -511,11 +511,7 @@ impl Store {
 
     pub fn status(&self) -> StoreStatus {
         let metrics = self.inner.raft.metrics().borrow_watched().clone();
-        // Raft keeps its last metrics once it has stopped, and a member whose log writer has
-        // failed is about to stop: neither leads anything.
-        let leader = metrics
-            .current_leader
-            .filter(|_| metrics.running_state.is_ok() && self.inner.log.writer_failure().is_none());
+        let leader = self.live_leader(&metrics);
         let membership = metrics.membership_config.membership();
         let voter_ids: BTreeSet<MemberId> = membership.voter_ids().collect();
         let (mut voters, mut learners) = (BTreeMap::new(), BTreeMap::new());
@@ -541,6 +537,24 @@ impl Store {
             learners,
             unreachable: self.inner.unreachable_voters(&metrics),
         }
+    }
+
+    /// The term this member leads in, if it leads: what [`Store::status`] says in `is_leader`
+    /// and `term`, without copying the metrics or building the membership's maps. A leader
+    /// asks on every heartbeat it answers.
+    pub fn leading_term(&self) -> Option<u64> {
+        let metrics = self.inner.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        (self.live_leader(&metrics) == Some(self.inner.config.member_id))
+            .then_some(metrics.current_term)
+    }
+
+    /// The leader Raft knows of. Raft keeps its last metrics once it has stopped, and a member
+    /// whose log writer has failed is about to stop: neither leads anything.
+    fn live_leader(&self, metrics: &openraft::RaftMetrics<TypeConfig>) -> Option<MemberId> {
+        metrics
+            .current_leader
+            .filter(|_| metrics.running_state.is_ok() && self.inner.log.writer_failure().is_none())
     }
 
     /// Why this member's Raft stopped for good, if it did: a failed write to its log or state
@@ -596,8 +610,12 @@ impl Store {
     /// from for an election timeout: most likely dead, with an election to follow. The leader
     /// itself is never gone.
     pub fn leader_seems_gone(&self) -> bool {
-        let status = self.status();
-        if status.is_leader {
+        let leader = {
+            let metrics = self.inner.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            self.live_leader(&metrics)
+        };
+        if leader == Some(self.inner.config.member_id) {
             return false;
         }
         let heard = *self
@@ -605,7 +623,7 @@ impl Store {
             .leader_heard
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        status.leader.is_none()
+        leader.is_none()
             || heard.is_none_or(|heard| heard.elapsed() >= self.inner.config.election_timeout)
     }
 

@@ -198,12 +198,6 @@ fn sessions_on_leading(
     (kept, ended.into_values().collect())
 }
 
-/// The term this manager leads in, if it leads.
-fn leading_term(store: &Store) -> Option<u64> {
-    let status = store.status();
-    status.is_leader.then_some(status.term)
-}
-
 impl Shared {
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.sessions
@@ -247,10 +241,10 @@ impl Shared {
 
     /// The term this manager leads in, or a refusal that names the leader.
     fn require_leader(&self) -> Result<u64, Status> {
-        let status = self.store.status();
-        if status.is_leader {
-            return Ok(status.term);
+        if let Some(term) = self.store.leading_term() {
+            return Ok(term);
         }
+        let status = self.store.status();
         let leader = status
             .leader
             .and_then(|leader| status.voters.get(&leader).cloned());
@@ -456,14 +450,14 @@ async fn mark_ready_again(shared: &Shared, node_id: &str) {
 /// A manager that has just become leader gives every ready node a grace period first, and one
 /// that has stopped leading ends its sessions so that their agents go to the new leader.
 async fn mark_silent_nodes_down(shared: Arc<Shared>, mut stop: watch::Receiver<bool>) {
-    let mut led_term = leading_term(&shared.store);
+    let mut led_term = shared.store.leading_term();
     loop {
         let period = shared.heartbeat_period();
         tokio::select! {
             _ = tokio::time::sleep(period / 2) => {}
             _ = stop.changed() => return,
         }
-        let leading = leading_term(&shared.store);
+        let leading = shared.store.leading_term();
         if leading != led_term {
             led_term = leading;
             let ready = match leading.map(|_| ready_nodes(&shared.store)).transpose() {
