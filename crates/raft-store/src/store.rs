@@ -543,10 +543,15 @@ impl Store {
     /// and `term`, without copying the metrics or building the membership's maps. A leader
     /// asks on every heartbeat it answers.
     pub fn leading_term(&self) -> Option<u64> {
+        let (leader, term) = self.leadership();
+        (leader == Some(self.inner.config.member_id)).then_some(term)
+    }
+
+    /// The live leader ([`Store::live_leader`]) and the current term, read in place.
+    fn leadership(&self) -> (Option<MemberId>, u64) {
         let metrics = self.inner.raft.metrics();
         let metrics = metrics.borrow_watched();
-        (self.live_leader(&metrics) == Some(self.inner.config.member_id))
-            .then_some(metrics.current_term)
+        (self.live_leader(&metrics), metrics.current_term)
     }
 
     /// The leader Raft knows of. Raft keeps its last metrics once it has stopped, and a member
@@ -610,11 +615,7 @@ impl Store {
     /// from for an election timeout: most likely dead, with an election to follow. The leader
     /// itself is never gone.
     pub fn leader_seems_gone(&self) -> bool {
-        let leader = {
-            let metrics = self.inner.raft.metrics();
-            let metrics = metrics.borrow_watched();
-            self.live_leader(&metrics)
-        };
+        let (leader, _) = self.leadership();
         if leader == Some(self.inner.config.member_id) {
             return false;
         }

@@ -345,9 +345,8 @@ pub struct Fleet {
     clock: Arc<FleetClock>,
     worker_token: String,
     data_root: DataRoot,
-    /// The agents' assignment stores; the same folder as `data_root` unless the options
-    /// named another.
-    agent_root: Option<DataRoot>,
+    /// The agents' assignment stores, beside `data_root` unless the options named a parent.
+    agent_root: DataRoot,
 }
 
 /// A free port on `ip`, for a manager that must know its address before it listens.
@@ -373,11 +372,12 @@ impl Fleet {
             )));
         }
         let data_root = DataRoot::create(&std::env::temp_dir())?;
-        let agent_root = options
-            .agent_state_parent
-            .as_deref()
-            .map(DataRoot::create)
-            .transpose()?;
+        let agent_root = DataRoot::create(
+            &options
+                .agent_state_parent
+                .clone()
+                .unwrap_or_else(std::env::temp_dir),
+        )?;
         let first_dir = data_root.0.join("manager-0");
         let (first, started) = ManagerProcess::launch(
             &options.manager_program,
@@ -470,12 +470,7 @@ impl Fleet {
         }
         joined.sort_by_key(|(index, _)| *index);
         for (index, grant) in joined {
-            let state_dir = self
-                .agent_root
-                .as_ref()
-                .unwrap_or(&self.data_root)
-                .0
-                .join(format!("agent-{index}"));
+            let state_dir = self.agent_root.0.join(format!("agent-{index}"));
             let mut manager_addrs = grant.manager_addrs.clone();
             if manager_addrs.is_empty() {
                 manager_addrs.clone_from(&self.managers_addrs());
