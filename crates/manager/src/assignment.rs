@@ -277,7 +277,7 @@ pub fn plan_assignments(snapshot: &ClusterSnapshot<'_>) -> Vec<Assignment> {
             Err(message) => outcomes.push((task, AssignmentOutcome::Pending { message })),
         }
     }
-    for decision in scheduler::schedule(snapshot.scheduler_nodes(), &requests) {
+    for decision in scheduler::schedule_on(snapshot.scheduler_nodes(), &requests) {
         let Some(task) = waiting.get(decision.task_id()) else {
             continue;
         };

@@ -416,8 +416,12 @@ impl OrchestrationLoop {
             // allocation commits whole or not at all.
             Phase::Allocator => {
                 let networks: Vec<&Network> = cluster.networks().collect();
-                let nodes: Vec<&Node> = snapshot.nodes().collect();
                 let services: Vec<&Service> = snapshot.services().collect();
+                let nodes: Vec<&Node> = if allocator::mesh_serves(services.iter().copied()) {
+                    snapshot.nodes().collect()
+                } else {
+                    snapshot.nodes_with_attachments().collect()
+                };
                 let tasks: Vec<&Task> = snapshot
                     .tasks_with_ids(snapshot.index().allocator_reads())
                     .collect();

@@ -419,3 +419,45 @@ async fn without_the_ingress_network_only_host_ports_can_be_published() {
     assert_eq!(published(&host), [8080]);
     role.shutdown().await;
 }
+
+/// The node's ingress address through the leader's loop: given while a service publishes
+/// through the mesh, dropped once none does (the loop then reads only the nodes that hold an
+/// attachment, and must still find this one).
+#[tokio::test]
+async fn a_node_holds_an_ingress_address_only_while_the_mesh_serves() {
+    let data_root = tempfile::tempdir().unwrap();
+    let role = ManagerRole::init(
+        &SwarmDir::new(data_root.path()),
+        on_loopback("mesh-node-host"),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    let control = role.control();
+    let node_legs = |role: &ManagerRole| -> Vec<usize> {
+        stored::<shoal_proto::api::Node>(role)
+            .iter()
+            .map(|node| node.attachments.len())
+            .collect()
+    };
+    assert_eq!(node_legs(&role), [0]);
+
+    create(&control, publishing("web", vec![port(8080, 80)]))
+        .await
+        .unwrap();
+    poll("the node's ingress address", || {
+        (node_legs(&role) == [1]).then_some(())
+    })
+    .await;
+    control
+        .remove_service(Request::new(RemoveServiceRequest {
+            service: "web".into(),
+        }))
+        .await
+        .unwrap();
+    poll("the node's ingress address dropped", || {
+        (node_legs(&role) == [0]).then_some(())
+    })
+    .await;
+    role.shutdown().await;
+}

@@ -2,9 +2,9 @@
 //!
 //! **Architecture invariant:** this crate does no IO, reads no clock, uses no
 //! randomness and knows nothing of protobuf or the network. The manager
-//! converts its objects into [`NodeView`] and [`TaskRequest`], calls
-//! [`schedule`] and turns the [`Decision`]s into task updates. The same input
-//! always gives the same output.
+//! converts its objects into [`NodeView`] and [`TaskRequest`], keeps its
+//! nodes in a [`NodeSet`] as they change, calls [`schedule_on`] and turns the
+//! [`Decision`]s into task updates. The same input always gives the same output.
 //!
 //! Placement rules written by users are parsed up front with
 //! [`Constraint::parse`] and [`SpreadPreference::parse`], so a bad rule is
@@ -29,6 +29,7 @@ mod constraint;
 mod error;
 mod filter;
 mod model;
+mod node_set;
 mod placement;
 mod preference;
 mod reason;
@@ -39,6 +40,7 @@ pub use model::{
     Decision, HostPort, NodeAvailability, NodeRole, NodeView, Platform, PortProtocol, Resources,
     TaskRequest,
 };
-pub use placement::schedule;
+pub use node_set::NodeSet;
+pub use placement::{schedule, schedule_on};
 pub use preference::{SpreadLabel, SpreadPreference};
 pub use reason::{FilterRejection, UnplaceableReason};

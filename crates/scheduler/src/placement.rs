@@ -20,24 +20,18 @@
 //! group whose tree is empty marks all its remaining tasks unplaceable at once.
 
 use std::cmp::Reverse;
-use std::collections::hash_map::{DefaultHasher, Entry};
-use std::collections::{BTreeSet, BinaryHeap, HashMap};
-use std::hash::BuildHasherDefault;
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeSet, BinaryHeap};
 use std::ops::Range;
 use std::rc::Rc;
 
 use crate::constraint::Constraint;
 use crate::filter::{self, ChangingRequirements, NodeLoad};
 use crate::model::{Decision, HostPort, NodeView, Platform, Resources, TaskRequest};
+use crate::node_set::{FixedKeyHashMap, NodeIndex, NodeIndexMap, NodeSet, node_index};
 use crate::preference::SpreadPreference;
 use crate::reason::{FilterRejection, UnplaceableReason};
 
-/// A hash map whose hasher has fixed keys. It is only ever looked up, never
-/// iterated, and fixed keys keep the crate free of OS randomness.
-type FixedKeyHashMap<Key, Value> = HashMap<Key, Value, BuildHasherDefault<DefaultHasher>>;
-
-/// Index of a node in the caller's `nodes` slice.
-type NodeIndex = u32;
 /// Dense number given to each service id that appears in the batch.
 type ServiceNumber = usize;
 
@@ -50,14 +44,22 @@ type ServiceNumber = usize;
 /// the next one is chosen, so a batch never over-commits a node.
 ///
 /// The result depends only on the inputs: not on the order of `nodes` (ties
-/// are broken by node id), not on a clock, not on randomness.
+/// are broken by node id), not on a clock, not on randomness. Nodes are told
+/// apart by id: of two with the same id, the later one stands.
+///
+/// This builds a [`NodeSet`] for the one batch; a caller placing batch after
+/// batch keeps one and calls [`schedule_on`].
 pub fn schedule<'a>(
     nodes: impl IntoIterator<Item = &'a NodeView>,
     tasks: &[TaskRequest],
 ) -> Vec<Decision> {
-    // Borrowed, wherever the caller keeps them: a manager keeps one view per node.
-    let nodes: Vec<&NodeView> = nodes.into_iter().collect();
-    BatchScheduler::new(&nodes, tasks).run()
+    let nodes: NodeSet = nodes.into_iter().cloned().collect();
+    schedule_on(&nodes, tasks)
+}
+
+/// Places a batch of tasks on a kept set of nodes, as [`schedule`] does.
+pub fn schedule_on(nodes: &NodeSet, tasks: &[TaskRequest]) -> Vec<Decision> {
+    BatchScheduler::new(nodes, tasks).run()
 }
 
 /// The fixed filters' answers for every node, by node index.
@@ -72,15 +74,18 @@ type LayoutKey<'input> = (
 /// Everything placement needs besides the task: nodes with their changing load,
 /// the per-service task counts, and caches shared by groups with equal rules.
 struct BatchScheduler<'input> {
-    nodes: &'input [&'input NodeView],
+    nodes: &'input [NodeView],
     tasks: &'input [TaskRequest],
     /// Position of each node in node-id order, indexed by node index: the
     /// deterministic order behind every tie.
-    node_rank_by_index: Vec<u32>,
-    node_loads: Vec<NodeLoad>,
+    node_rank_by_index: &'input [u32],
+    /// Every node's load before the batch, as the set keeps it.
+    kept_loads: &'input [NodeLoad],
+    /// The loads of the nodes this batch has placed on so far; the rest are as kept.
+    changed_loads: NodeIndexMap<NodeLoad>,
     service_numbers: FixedKeyHashMap<&'input str, ServiceNumber>,
     /// Tasks of each batch service on each node, indexed by service number; absent means zero.
-    service_task_counts: Vec<FixedKeyHashMap<NodeIndex, u64>>,
+    service_task_counts: Vec<NodeIndexMap<u64>>,
     /// Answers of the fixed filters, computed once per distinct (constraints, platforms).
     fixed_rejections_cache:
         FixedKeyHashMap<(&'input [Constraint], &'input [Platform]), FixedRejections>,
@@ -116,44 +121,29 @@ impl<'input> TaskGroupKey<'input> {
 }
 
 impl<'input> BatchScheduler<'input> {
-    fn new(nodes: &'input [&'input NodeView], tasks: &'input [TaskRequest]) -> Self {
-        let mut node_indices_by_id: Vec<NodeIndex> = (0..node_index(nodes.len())).collect();
-        // Input position breaks ties between duplicate ids, keeping the order total.
-        node_indices_by_id.sort_unstable_by(|left, right| {
-            nodes[*left as usize]
-                .id
-                .cmp(&nodes[*right as usize].id)
-                .then(left.cmp(right))
-        });
-        let mut node_rank_by_index = vec![0_u32; nodes.len()];
-        for (rank, index) in node_indices_by_id.iter().enumerate() {
-            node_rank_by_index[*index as usize] = node_index(rank);
-        }
-
+    fn new(node_set: &'input NodeSet, tasks: &'input [TaskRequest]) -> Self {
         let mut service_numbers: FixedKeyHashMap<&str, ServiceNumber> = FixedKeyHashMap::default();
-        for task in tasks {
-            let next_number = service_numbers.len();
-            service_numbers
-                .entry(task.service_id.as_str())
-                .or_insert(next_number);
-        }
-
         // Only services in this batch matter for per-service counts; other
         // services count towards a node's total load alone.
-        let mut service_task_counts = vec![FixedKeyHashMap::default(); service_numbers.len()];
-        for (index, node) in nodes.iter().enumerate() {
-            for (service_id, count) in &node.task_count_by_service {
-                if let Some(service_number) = service_numbers.get(service_id.as_str()) {
-                    service_task_counts[*service_number].insert(node_index(index), *count);
-                }
+        let mut service_task_counts: Vec<NodeIndexMap<u64>> = Vec::new();
+        for task in tasks {
+            if let Entry::Vacant(entry) = service_numbers.entry(task.service_id.as_str()) {
+                entry.insert(service_task_counts.len());
+                service_task_counts.push(
+                    node_set
+                        .service_task_counts(&task.service_id)
+                        .cloned()
+                        .unwrap_or_default(),
+                );
             }
         }
 
         BatchScheduler {
-            nodes,
+            nodes: node_set.views(),
             tasks,
-            node_rank_by_index,
-            node_loads: nodes.iter().map(|node| NodeLoad::from_view(node)).collect(),
+            node_rank_by_index: node_set.ranks(),
+            kept_loads: node_set.loads(),
+            changed_loads: NodeIndexMap::default(),
             service_numbers,
             service_task_counts,
             fixed_rejections_cache: FixedKeyHashMap::default(),
@@ -216,7 +206,7 @@ impl<'input> BatchScheduler<'input> {
         for task_index in remaining_task_indices.by_ref() {
             let chosen = tree.take_least_loaded(|index| {
                 let count = self.service_task_count(service_number, index);
-                filter::changing_filters_pass(&self.node_loads[index as usize], count, requirements)
+                filter::changing_filters_pass(self.load(index), count, requirements)
             });
             let Some(TakenNode {
                 node_index,
@@ -291,7 +281,7 @@ impl<'input> BatchScheduler<'input> {
             .map(node_index);
         let layout = Rc::new(SpreadLayout::build(
             self.nodes,
-            &self.node_rank_by_index,
+            self.node_rank_by_index,
             candidates,
             preferences,
         ));
@@ -311,12 +301,23 @@ impl<'input> BatchScheduler<'input> {
         }
     }
 
+    /// The node's load now, with what this batch placed on it.
+    fn load(&self, node_index: NodeIndex) -> &NodeLoad {
+        // Most batches place a few tasks: skip the hash while none has landed.
+        if self.changed_loads.is_empty() {
+            return &self.kept_loads[node_index as usize];
+        }
+        self.changed_loads
+            .get(&node_index)
+            .unwrap_or(&self.kept_loads[node_index as usize])
+    }
+
     /// The least-loaded ordering: fewest tasks of this service, then fewest tasks
     /// in total, then node id (through its rank).
     fn load_key(&self, service_number: ServiceNumber, node_index: NodeIndex) -> NodeLoadKey {
         NodeLoadKey {
             service_task_count: self.service_task_count(service_number, node_index),
-            total_task_count: self.node_loads[node_index as usize].total_task_count,
+            total_task_count: self.load(node_index).total_task_count,
             node_id_rank: self.node_rank_by_index[node_index as usize],
             node_index,
         }
@@ -329,7 +330,11 @@ impl<'input> BatchScheduler<'input> {
         service_number: ServiceNumber,
         requirements: ChangingRequirements<'_>,
     ) {
-        let load = &mut self.node_loads[node_index as usize];
+        let kept_loads = self.kept_loads;
+        let load = self
+            .changed_loads
+            .entry(node_index)
+            .or_insert_with(|| kept_loads[node_index as usize].clone());
         load.available_resources = load
             .available_resources
             .saturating_sub(requirements.reservations);
@@ -352,7 +357,7 @@ impl<'input> BatchScheduler<'input> {
         UnplaceableReason::from_rejections((0..self.nodes.len()).filter_map(|position| {
             filter::first_rejection(
                 fixed_rejections[position],
-                &self.node_loads[position],
+                self.load(node_index(position)),
                 self.service_task_count(service_number, node_index(position)),
                 requirements,
             )
@@ -365,12 +370,6 @@ fn unplaceable(task: &TaskRequest, reason: UnplaceableReason) -> Decision {
         task_id: task.task_id.clone(),
         reason,
     }
-}
-
-/// Converts a position to a node index. Four billion nodes is far past any
-/// cluster, so saturating (rather than failing) can never merge real nodes.
-fn node_index(position: usize) -> u32 {
-    u32::try_from(position).unwrap_or(u32::MAX)
 }
 
 /// A node's label value for each spread preference, outermost first;
@@ -395,12 +394,13 @@ struct LayoutBranch {
 
 impl SpreadLayout {
     fn build(
-        nodes: &[&NodeView],
+        nodes: &[NodeView],
         node_rank_by_index: &[u32],
         candidates: impl Iterator<Item = NodeIndex>,
         preferences: &[SpreadPreference],
     ) -> SpreadLayout {
         // Sorting by path, then by node-id rank, makes every branch one contiguous range.
+        // Without preferences there is one branch, and a leaf's order is its heap's.
         let mut paths: Vec<(SpreadPath<'_>, u32, NodeIndex)> = candidates
             .map(|index| {
                 let node = &nodes[index as usize];
@@ -414,7 +414,9 @@ impl SpreadLayout {
                 (path, node_rank_by_index[index as usize], index)
             })
             .collect();
-        paths.sort_unstable();
+        if !preferences.is_empty() {
+            paths.sort_unstable();
+        }
 
         let mut layout = SpreadLayout {
             candidates_in_leaf_order: paths.iter().map(|(_, _, index)| *index).collect(),

@@ -5,8 +5,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use proptest::prelude::*;
 use proptest::test_runner::RngSeed;
 use scheduler::{
-    Constraint, Decision, HostPort, NodeAvailability, NodeRole, NodeView, Platform, Resources,
-    SpreadPreference, TaskRequest, schedule,
+    Constraint, Decision, HostPort, NodeAvailability, NodeRole, NodeSet, NodeView, Platform,
+    Resources, SpreadPreference, TaskRequest, schedule, schedule_on,
 };
 
 /// Half a CPU, the resource grain of generated nodes and tasks.
@@ -340,6 +340,37 @@ proptest! {
         let mut reversed = nodes.clone();
         reversed.reverse();
         prop_assert_eq!(&decisions, &schedule(&reversed, &tasks));
+    }
+
+    /// A set kept through joins, departures and changes in any order places a batch as one
+    /// built afresh from the same nodes.
+    #[test]
+    fn a_kept_node_set_places_as_a_fresh_one_does(
+        (nodes, tasks) in cluster_and_batch_strategy(),
+        departures in 0..8_usize,
+    ) {
+        // Every node first joins in a stale form, with no resources and another service.
+        let mut kept: NodeSet = nodes
+            .iter()
+            .map(|node| {
+                let mut stale = NodeView::new(node.id.clone(), Resources::ZERO);
+                stale.task_count_by_service.insert("stale".to_owned(), 3);
+                stale
+            })
+            .collect();
+        for node in nodes.iter().rev() {
+            prop_assert!(kept.update(&node.id, |view| *view = node.clone()));
+        }
+        // Departures move the last nodes into the freed places; the departed come back.
+        let departing: Vec<&NodeView> = nodes.iter().take(departures).collect();
+        for node in &departing {
+            prop_assert!(kept.remove(&node.id).is_some());
+        }
+        for node in departing.iter().rev() {
+            kept.insert((*node).clone());
+        }
+        prop_assert_eq!(kept.len(), nodes.len());
+        prop_assert_eq!(schedule_on(&kept, &tasks), schedule(&nodes, &tasks));
     }
 
     #[test]

@@ -156,6 +156,8 @@ impl AddressPools {
 /// decoded view.
 pub struct AllocatorInput<'a> {
     pub networks: &'a [&'a Network],
+    /// Every node while the mesh serves ([`mesh_serves`]); otherwise the nodes holding an
+    /// attachment are enough, since a node without one has nothing to keep or drop.
     pub nodes: &'a [&'a Node],
     pub services: &'a [&'a Service],
     pub tasks: &'a [&'a Task],
@@ -226,6 +228,14 @@ pub fn ready_for_scheduling(task: &Task) -> bool {
 /// Whether the task gets an address on the ingress network: its service publishes a port
 /// through the routing mesh (the service as this step sees it, or, when it is gone, the
 /// endpoint the task was made with).
+/// Whether some service publishes a port through the routing mesh, so that every node needs
+/// an address on the ingress network.
+pub fn mesh_serves<'a>(services: impl IntoIterator<Item = &'a Service>) -> bool {
+    services
+        .into_iter()
+        .any(|service| !service.pending_delete && needs_ingress(service.spec.as_ref()))
+}
+
 fn task_needs_ingress(task: &Task, service: Option<&Service>) -> bool {
     match service {
         Some(service) => needs_ingress(service.spec.as_ref()),
@@ -557,12 +567,11 @@ pub fn allocate(input: &AllocatorInput<'_>, now: ClusterTime) -> Allocation {
         .max_tasks
         .max(1)
         .saturating_sub(allocation.tasks.len());
-    let mesh_serves = services_by_id
-        .values()
-        .any(|service| !service.pending_delete && needs_ingress(service.spec.as_ref()));
     allocate_nodes(
         input.nodes,
-        ingress.as_deref().filter(|_| mesh_serves),
+        ingress
+            .as_deref()
+            .filter(|_| mesh_serves(input.services.iter().copied())),
         &mut states,
         node_budget,
         &mut allocation,
@@ -603,28 +612,42 @@ fn node_attachments_kept<'a>(
 /// ingress network while a service publishes through the mesh), kept while it stays valid, and
 /// drops attachments on any other network. A node that can't get an address is noted and keeps
 /// nothing stale.
-fn allocate_nodes(
-    nodes: &[&Node],
+fn allocate_nodes<'a>(
+    nodes: &[&'a Node],
     ingress: Option<&str>,
     states: &mut BTreeMap<String, NetworkState>,
     budget: usize,
     allocation: &mut Allocation,
 ) {
-    let mut ordered: Vec<&Node> = nodes.to_vec();
-    ordered.sort_by(|left, right| left.id.cmp(&right.id));
-    for node in ordered {
-        if allocation.nodes.len() >= budget {
-            break;
-        }
-        let state = ingress.and_then(|id| states.get_mut(id));
-        let kept = node_attachments_kept(node, ingress).find(|attachment| {
+    let kept_attachment = |node: &'a Node, states: &BTreeMap<String, NetworkState>| {
+        let state = ingress.and_then(|id| states.get(id));
+        node_attachments_kept(node, ingress).find(|attachment| {
             let [address] = attachment.addresses.as_slice() else {
                 return false;
             };
-            state
-                .as_ref()
-                .is_some_and(|state| state.holds(address).is_some())
-        });
+            state.is_some_and(|state| state.holds(address).is_some())
+        })
+    };
+    // Most nodes already hold what they should, and such a node is neither written nor given
+    // an address: only the others are sorted into id order, so a step does not sort every
+    // node of the cluster.
+    let mut unsettled: Vec<&Node> = nodes
+        .iter()
+        .copied()
+        .filter(|node| match kept_attachment(node, states) {
+            Some(kept) => node.attachments.as_slice() != std::slice::from_ref(kept),
+            None => {
+                !node.attachments.is_empty() || ingress.is_some_and(|id| states.contains_key(id))
+            }
+        })
+        .collect();
+    unsettled.sort_by(|left, right| left.id.cmp(&right.id));
+    for node in unsettled {
+        if allocation.nodes.len() >= budget {
+            break;
+        }
+        let kept = kept_attachment(node, states);
+        let state = ingress.and_then(|id| states.get_mut(id));
         let wanted: Vec<NetworkAttachment> = match (kept, state) {
             (Some(kept), _) => vec![kept.clone()],
             (None, Some(state)) => match state.allocate_address() {

@@ -7,7 +7,6 @@ use std::collections::{BTreeMap, BTreeSet};
 use shoal_proto::api::{Service, Task, TaskState};
 
 use super::command::{Command, TaskIdGenerator, stop_task_once};
-use super::eligibility::node_keeps_replicated_tasks;
 use super::slots::{GivenUpSlots, SlotStatus, classify_slot};
 use super::snapshot::{ClusterSnapshot, SlotKey};
 use super::task_lifecycle::{
@@ -45,11 +44,9 @@ pub fn reconcile_replicated_service(
     // A live task on a node that can no longer keep it is stopped and its slot refilled
     // now, without a restart delay: the task did not fail, its node went away. Ended tasks
     // are left to the restart supervisor.
-    let lost_nodes = snapshot
-        .nodes_with_tasks()
-        .filter(|(_, node)| !node_keeps_replicated_tasks(*node));
-    let mut on_lost_nodes: Vec<&Task> = lost_nodes
-        .flat_map(|(node_id, _)| snapshot.tasks_on_node(node_id))
+    let mut on_lost_nodes: Vec<&Task> = snapshot
+        .nodes_losing_tasks()
+        .flat_map(|node_id| snapshot.tasks_on_node(node_id))
         .filter(|task| {
             task.service_id == service.id
                 && task.slot > 0

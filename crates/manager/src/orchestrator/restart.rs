@@ -262,8 +262,7 @@ impl RestartSupervisor {
 
     fn forget_deleted_services(&mut self, snapshot: &ClusterSnapshot<'_>) {
         let service_exists = |service_id: &str| snapshot.service(service_id).is_some();
-        self.restarts_by_slot
-            .retain(|slot, _| service_exists(slot.service_id()));
+        SlotKey::retain_services(&mut self.restarts_by_slot, service_exists);
         self.given_up.retain_services(service_exists);
     }
 }

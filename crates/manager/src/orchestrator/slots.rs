@@ -37,9 +37,8 @@ impl GivenUpSlots {
     }
 
     /// Forgets every slot of services for which `keep` is false.
-    pub fn retain_services(&mut self, mut keep: impl FnMut(&str) -> bool) {
-        self.max_attempts_by_slot
-            .retain(|slot, _| keep(slot.service_id()));
+    pub fn retain_services(&mut self, keep: impl FnMut(&str) -> bool) {
+        SlotKey::retain_services(&mut self.max_attempts_by_slot, keep);
     }
 
     /// The attempt limit reached in `slot`, if it was given up.

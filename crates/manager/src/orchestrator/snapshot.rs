@@ -1,13 +1,15 @@
 //! The read-only view of the store that every orchestration core reasons over, and the
 //! identities (service mode, slot) derived from it.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
+use std::ops::Bound;
 
 use shoal_proto::api::{Node, Service, Task, service_spec};
 
-use scheduler::NodeView;
+use scheduler::NodeSet;
 
+use super::eligibility::node_keeps_replicated_tasks;
 use super::task_index::TaskIndex;
 use crate::assignment::{NodeOccupancy, node_view};
 
@@ -23,8 +25,15 @@ pub struct ClusterObjects {
     tasks: BTreeMap<String, Box<Task>>,
     index: TaskIndex,
     /// The scheduler's view of each node, kept with the node and what its tasks hold of it,
-    /// so that placing a task builds none.
-    scheduler_nodes: BTreeMap<String, NodeView>,
+    /// so that placing a task builds none and reads no node's description.
+    scheduler_nodes: NodeSet,
+    /// The nodes that have tasks filed on them but can't keep replicated ones (drained, down
+    /// or gone), kept as nodes and tasks change so that a step finds them without passing
+    /// over every node.
+    nodes_losing_tasks: BTreeSet<String>,
+    /// The nodes holding a network attachment (their ingress leg): all the network allocator
+    /// reads of the nodes while no service publishes through the mesh.
+    nodes_with_attachments: BTreeSet<String>,
 }
 
 impl ClusterObjects {
@@ -58,6 +67,7 @@ impl ClusterObjects {
         self.remove_task(&task.id);
         self.index.insert(&task);
         self.occupancy_changed(&task);
+        self.refresh_losing_tasks(&task.node_id);
         self.tasks.insert(task.id.clone(), Box::new(task));
     }
 
@@ -66,7 +76,22 @@ impl ClusterObjects {
         let task = *self.tasks.remove(id)?;
         self.index.remove(&task);
         self.occupancy_changed(&task);
+        self.refresh_losing_tasks(&task.node_id);
         Some(task)
+    }
+
+    /// Files `node_id` among the nodes losing their tasks, or takes it out, by what its
+    /// object and its tasks are now.
+    fn refresh_losing_tasks(&mut self, node_id: &str) {
+        let losing = self.index.tasks_on_node(node_id).next().is_some()
+            && !node_keeps_replicated_tasks(self.nodes.get(node_id));
+        if losing {
+            if !self.nodes_losing_tasks.contains(node_id) {
+                self.nodes_losing_tasks.insert(node_id.to_owned());
+            }
+        } else {
+            self.nodes_losing_tasks.remove(node_id);
+        }
     }
 
     /// Brings the scheduler's view of `task`'s node up to what its tasks now hold of it.
@@ -74,9 +99,10 @@ impl ClusterObjects {
         if !NodeOccupancy::counts(task) {
             return;
         }
-        if let Some(view) = self.scheduler_nodes.get_mut(&task.node_id) {
-            NodeOccupancy::reserve_on(self.index.occupancy(&task.node_id), view);
-        }
+        let occupancy = self.index.occupancy(&task.node_id);
+        self.scheduler_nodes.update(&task.node_id, |view| {
+            NodeOccupancy::reserve_on(occupancy, view);
+        });
     }
 
     /// Adds or replaces a service.
@@ -92,13 +118,23 @@ impl ClusterObjects {
     pub fn insert_node(&mut self, node: Node) {
         let mut view = node_view(&node);
         NodeOccupancy::reserve_on(self.index.occupancy(&node.id), &mut view);
-        self.scheduler_nodes.insert(node.id.clone(), view);
+        self.scheduler_nodes.insert(view);
+        let id = node.id.clone();
+        if node.attachments.is_empty() {
+            self.nodes_with_attachments.remove(&id);
+        } else {
+            self.nodes_with_attachments.insert(id.clone());
+        }
         self.nodes.insert(node.id.clone(), node);
+        self.refresh_losing_tasks(&id);
     }
 
     pub fn remove_node(&mut self, id: &str) -> Option<Node> {
         self.scheduler_nodes.remove(id);
-        self.nodes.remove(id)
+        self.nodes_with_attachments.remove(id);
+        let node = self.nodes.remove(id);
+        self.refresh_losing_tasks(id);
+        node
     }
 }
 
@@ -142,8 +178,8 @@ impl<'store> ClusterSnapshot<'store> {
     }
 
     /// The scheduler's view of every node, with what its tasks hold of it.
-    pub fn scheduler_nodes(&self) -> impl Iterator<Item = &'store NodeView> + use<'store> {
-        self.objects.scheduler_nodes.values()
+    pub fn scheduler_nodes(&self) -> &'store NodeSet {
+        &self.objects.scheduler_nodes
     }
 
     /// Where the tasks are filed by what the cores look for.
@@ -185,20 +221,19 @@ impl<'store> ClusterSnapshot<'store> {
         self.tasks_with_ids(self.objects.index.tasks_on_node(node_id))
     }
 
-    /// Each node that has tasks assigned, by id, with its object if it is still a member.
-    pub fn nodes_with_tasks(
-        &self,
-    ) -> impl Iterator<Item = (&'store str, Option<&'store Node>)> + use<'store> {
+    /// The nodes that hold a network attachment, in id order.
+    pub fn nodes_with_attachments(&self) -> impl Iterator<Item = &'store Node> + use<'store> {
         let nodes = &self.objects.nodes;
-        // Both in id order: walked side by side, not looked up one by one.
-        let mut members = nodes.iter().peekable();
-        self.objects.index.nodes_with_tasks().map(move |node_id| {
-            while members.next_if(|(id, _)| id.as_str() < node_id).is_some() {}
-            let node = members
-                .next_if(|(id, _)| id.as_str() == node_id)
-                .map(|(_, node)| node);
-            (node_id, node)
-        })
+        self.objects
+            .nodes_with_attachments
+            .iter()
+            .filter_map(|id| nodes.get(id))
+    }
+
+    /// The ids of the nodes that have tasks assigned but can't keep replicated tasks: drained,
+    /// down, or no longer members. In id order.
+    pub fn nodes_losing_tasks(&self) -> impl Iterator<Item = &'store str> + use<'store> {
+        self.objects.nodes_losing_tasks.iter().map(String::as_str)
     }
 }
 
@@ -299,6 +334,46 @@ impl SlotKey {
     pub fn service_id(&self) -> &str {
         match self {
             SlotKey::Replica { service_id, .. } | SlotKey::Node { service_id, .. } => service_id,
+        }
+    }
+
+    /// Forgets the slots of services for which `keep` is false. Keys sort by kind, then
+    /// service, so each service's slots are one run: the services are visited once each,
+    /// jumping over their runs, and the whole map is walked only when one must go.
+    pub fn retain_services<Value>(
+        slots: &mut BTreeMap<SlotKey, Value>,
+        mut keep: impl FnMut(&str) -> bool,
+    ) {
+        let mut next = slots.first_key_value().map(|(key, _)| key);
+        let mut all_kept = true;
+        while let Some(key) = next {
+            if !keep(key.service_id()) {
+                all_kept = false;
+                break;
+            }
+            next = slots
+                .range((Bound::Excluded(key.past_its_service()), Bound::Unbounded))
+                .next()
+                .map(|(key, _)| key);
+        }
+        if !all_kept {
+            slots.retain(|slot, _| keep(slot.service_id()));
+        }
+    }
+
+    /// A key after every slot of the same kind and service, and before those of the next.
+    fn past_its_service(&self) -> SlotKey {
+        match self {
+            SlotKey::Replica { service_id, .. } => SlotKey::Replica {
+                service_id: service_id.clone(),
+                slot: u64::MAX,
+            },
+            // No node id sorts after every other, but the next service id does: the
+            // smallest string greater than this one.
+            SlotKey::Node { service_id, .. } => SlotKey::Node {
+                service_id: format!("{service_id}\0"),
+                node_id: String::new(),
+            },
         }
     }
 }

@@ -167,6 +167,47 @@ fn tasks_on_drained_down_or_removed_nodes_are_replaced_at_once_but_paused_nodes_
     );
 }
 
+/// The objects keep the nodes losing their tasks as nodes and tasks come and go, in any
+/// order, so that a step need not look at every node.
+#[test]
+fn the_nodes_losing_tasks_follow_their_nodes_and_tasks() {
+    let web = replicated_service("web", 2);
+    let losing = |objects: &ClusterObjects| -> Vec<String> {
+        objects
+            .snapshot()
+            .nodes_losing_tasks()
+            .map(str::to_owned)
+            .collect()
+    };
+    let mut objects = ClusterObjects::new([&web], [&node("a")], []);
+    // A task filed before its node joins is on a node that is not (yet) a member.
+    objects.insert_task(task("t1", &web, 1, "b", Running, Running, 1));
+    assert_eq!(losing(&objects), ["b"]);
+    objects.insert_node(node("b"));
+    assert!(losing(&objects).is_empty());
+    objects.insert_node(node_with(
+        "b",
+        node_spec::Availability::Active,
+        node_status::State::Down,
+    ));
+    objects.insert_task(task("t2", &web, 2, "a", Running, Running, 1));
+    assert_eq!(losing(&objects), ["b"]);
+    objects.insert_node(node_with(
+        "a",
+        node_spec::Availability::Drain,
+        node_status::State::Ready,
+    ));
+    assert_eq!(losing(&objects), ["a", "b"]);
+    // The task moves off the down node: nothing is left to lose there.
+    objects.insert_task(task("t1", &web, 1, "c", Running, Running, 1));
+    assert_eq!(losing(&objects), ["a", "c"]);
+    objects.insert_node(node("c"));
+    objects.remove_task("t2");
+    assert!(losing(&objects).is_empty());
+    objects.remove_node("c");
+    assert_eq!(losing(&objects), ["c"]);
+}
+
 #[test]
 fn a_slot_the_restart_condition_gave_up_on_stays_empty_until_the_spec_changes() {
     let web = with_restart_policy(

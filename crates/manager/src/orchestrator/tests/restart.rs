@@ -303,3 +303,53 @@ fn a_held_task_starts_only_once_the_old_task_of_its_slot_has_stopped() {
         ["desire new@3 TASK_STATE_RUNNING"]
     );
 }
+
+/// What the supervisor remembers per slot is forgotten with the service, and only then; the
+/// check visits each service once, whatever its number of slots.
+#[test]
+fn slots_are_forgotten_with_their_service_only() {
+    let replica = |service: &str, slot: u64| SlotKey::Replica {
+        service_id: service.to_owned(),
+        slot,
+    };
+    let per_node = |service: &str, node: &str| SlotKey::Node {
+        service_id: service.to_owned(),
+        node_id: node.to_owned(),
+    };
+    let slots: std::collections::BTreeMap<SlotKey, ()> = [
+        replica("a", 1),
+        replica("a", u64::MAX),
+        replica("a0", 2),
+        replica("b", 1),
+        per_node("a", "n1"),
+        per_node("a", "n2"),
+        per_node("a\0", "n1"),
+        per_node("c", "n1"),
+    ]
+    .into_iter()
+    .map(|key| (key, ()))
+    .collect();
+
+    let mut visited = Vec::new();
+    let mut kept = slots.clone();
+    SlotKey::retain_services(&mut kept, |service| {
+        visited.push(service.to_owned());
+        true
+    });
+    assert_eq!(kept, slots);
+    assert_eq!(visited, ["a", "a0", "b", "a", "a\0", "c"]);
+
+    for gone in ["a", "a\0", "c"] {
+        let mut kept = slots.clone();
+        SlotKey::retain_services(&mut kept, |service| service != gone);
+        let expected: Vec<&SlotKey> = slots
+            .keys()
+            .filter(|slot| slot.service_id() != gone)
+            .collect();
+        assert_eq!(
+            kept.keys().collect::<Vec<_>>(),
+            expected,
+            "{gone:?} deleted"
+        );
+    }
+}
