@@ -99,17 +99,24 @@ impl StoreClient {
                 break;
             }
             let (member, addr) = &self.members[index];
+            let mut cut_short = false;
             let result: Result<T, StoreError> = async {
                 let client = self.peers.client(*member, addr)?;
                 let response = tokio::time::timeout_at(deadline, send(client))
                     .await
-                    .map_err(|_| unreachable(*member, addr, "no answer in time"))?
+                    .map_err(|_| {
+                        cut_short = true;
+                        unreachable(*member, addr, "no answer in time")
+                    })?
                     .map_err(|status| unreachable(*member, addr, describe_status(&status)))?;
                 wire::decode::<Result<T, StoreError>>(response.get_ref())
                     .map_err(|status| unreachable(*member, addr, status.message()))?
             }
             .await;
             match result {
+                // The deadline cut this attempt short: an earlier one's error (a refused
+                // certificate, say) tells the caller more than the timeout does.
+                Err(_) if cut_short && last_error.is_some() => break,
                 Err(
                     error @ (StoreError::NotLeader { .. }
                     | StoreError::NoQuorum { .. }
