@@ -1,5 +1,5 @@
 //! What the benchmark binaries (`src/bin/bench-*.rs`) share: their settings from the
-//! environment (`ROUNDS`, `FIGURES`), and the statistics and machine load they print.
+//! environment (`ROUNDS`, `FIGURES`), and the statistics, machine load and CPU time they print.
 
 use std::time::Duration;
 
@@ -56,6 +56,32 @@ pub fn load_average() -> String {
     let loadavg = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
     let fields: Vec<&str> = loadavg.split_whitespace().take(3).collect();
     format!("load average {}", fields.join(" "))
+}
+
+/// The machine's CPU time since boot, all CPUs together, as (busy, total) in clock ticks
+/// ([`clock_tick`]), from the first line of `/proc/stat` (user nice system idle iowait irq
+/// softirq steal): busy is all but idle and iowait.
+pub fn machine_cpu_ticks() -> (u64, u64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|field| field.parse().ok())
+        .collect();
+    let total: u64 = fields.iter().sum();
+    let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
+    (total - idle, total)
+}
+
+/// How long one clock tick of `/proc/stat` lasts.
+pub fn clock_tick() -> Duration {
+    // SAFETY: sysconf only reads a system constant.
+    let ticks_per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    Duration::from_secs(1) / u32::try_from(ticks_per_second).unwrap_or(100).max(1)
 }
 
 #[cfg(test)]

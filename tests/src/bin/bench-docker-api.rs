@@ -38,7 +38,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_tests::docker::{self, DockerSwarm};
-use shoal_tests::figures::{load_average, percentile, rounds, summary, wanted};
+use shoal_tests::figures::{self, load_average, percentile, rounds, summary, wanted};
 use shoal_tests::{
     ClusterOptions, DOCKER_CLI, TestCluster, TestHost, default_shoal_binary, output_text,
     wait_until,
@@ -237,25 +237,9 @@ fn latency_line(samples: &[Duration]) -> String {
 /// The share of the machine's CPU time spent busy over the next `period`, from `/proc/stat`:
 /// what both swarms cost at rest, with whatever else runs on the machine.
 fn cpu_busy_percent_over(period: Duration) -> f64 {
-    // (busy, total) jiffies of all CPUs: user nice system idle iowait irq softirq steal.
-    let read = || -> (u64, u64) {
-        let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
-        let fields: Vec<u64> = stat
-            .lines()
-            .next()
-            .unwrap_or_default()
-            .split_whitespace()
-            .skip(1)
-            .take(8)
-            .filter_map(|field| field.parse().ok())
-            .collect();
-        let total: u64 = fields.iter().sum();
-        let idle = fields.get(3).copied().unwrap_or(0) + fields.get(4).copied().unwrap_or(0);
-        (total - idle, total)
-    };
-    let (busy_before, total_before) = read();
+    let (busy_before, total_before) = figures::machine_cpu_ticks();
     std::thread::sleep(period);
-    let (busy_after, total_after) = read();
+    let (busy_after, total_after) = figures::machine_cpu_ticks();
     100.0 * (busy_after - busy_before) as f64 / (total_after - total_before).max(1) as f64
 }
 

@@ -32,15 +32,18 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 use shoal_tests::docker::{self, DockerHost, DockerSwarm};
-use shoal_tests::figures::{load_average, median, rounds, summary, wanted};
+use shoal_tests::figures::{self, load_average, median, rounds, summary, wanted};
 use shoal_tests::{ClusterOptions, TestCluster, TestHost, output_text, poll_until, wait_until};
 
 #[path = "bench-overlay/dns.rs"]
 mod dns;
 
 const TIMEOUT: Duration = Duration::from_secs(90);
-/// How much each throughput round sends, in MiB.
-const SEND_MIB: usize = 500;
+/// How much each busybox `nc` round sends, in MiB: `nc` runs near 50 MB/s.
+const NC_SEND_MIB: usize = 500;
+/// How much each 1 MiB-writes round sends, in MiB: at 2 GB/s a shorter one is over in a
+/// fraction of a second, and one stall of the machine moves its figure.
+const STREAM_SEND_MIB: usize = 1_500;
 const NC_PORT: &str = "5001";
 const STREAM_PORT: u16 = 5002;
 /// How often the reachability figure polls; its resolution.
@@ -66,8 +69,25 @@ fn report_ms(what: &str, samples: &[Duration]) {
     println!("{what}, ms: {}", summary(ms, 0));
 }
 
-fn mb_per_s(elapsed: Duration) -> f64 {
-    (SEND_MIB << 20) as f64 / 1e6 / elapsed.as_secs_f64()
+fn mb_per_s(mib: usize, elapsed: Duration) -> f64 {
+    (mib << 20) as f64 / 1e6 / elapsed.as_secs_f64()
+}
+
+/// A stream transfer's wall time, and the busy CPU time of the whole machine over it: on this
+/// machine the rate swings with what else takes the CPU, the CPU a GiB costs far less.
+struct Transfer {
+    elapsed: Duration,
+    machine_cpu: Duration,
+}
+
+impl Transfer {
+    fn mb_per_s(&self) -> f64 {
+        mb_per_s(STREAM_SEND_MIB, self.elapsed)
+    }
+
+    fn cpu_ms_per_gib(&self) -> f64 {
+        self.machine_cpu.as_secs_f64() * 1e3 * 1024.0 / STREAM_SEND_MIB as f64
+    }
 }
 
 fn checked(output: Output, what: &str) -> String {
@@ -170,7 +190,7 @@ fn nc_transfer(server: &Place, client: &Place, address: &str) -> Duration {
         .expect("starting nc -l");
     wait_until("nc -l to listen", TIMEOUT, || server.listening_on(NC_PORT));
     let script = format!(
-        "{} if=/dev/zero bs=1M count={SEND_MIB} 2>/dev/null | {} {address} {NC_PORT}",
+        "{} if=/dev/zero bs=1M count={NC_SEND_MIB} 2>/dev/null | {} {address} {NC_PORT}",
         client.applet("dd"),
         client.applet("nc")
     );
@@ -183,8 +203,9 @@ fn nc_transfer(server: &Place, client: &Place, address: &str) -> Duration {
     elapsed
 }
 
-/// From connecting to the server's reading the end of `SEND_MIB` MiB sent in 1 MiB writes.
-fn stream_transfer(server: &Place, client: &Place, address: Ipv4Addr) -> Duration {
+/// From connecting to the server's reading the end of [`STREAM_SEND_MIB`] MiB sent in 1 MiB
+/// writes.
+fn stream_transfer(server: &Place, client: &Place, address: Ipv4Addr) -> Transfer {
     let listener = in_netns(&server.netns(), || {
         TcpListener::bind(("0.0.0.0", STREAM_PORT)).expect("binding the stream listener")
     });
@@ -201,19 +222,24 @@ fn stream_transfer(server: &Place, client: &Place, address: Ipv4Addr) -> Duratio
                 }
             }
         });
-        let started = Instant::now();
+        let (started, busy_before) = (Instant::now(), figures::machine_cpu_ticks().0);
         in_netns(&client_netns, || {
             let mut stream =
                 TcpStream::connect(SocketAddr::from((address, STREAM_PORT))).expect("connecting");
             let buffer = vec![0_u8; 1 << 20];
-            for _ in 0..SEND_MIB {
+            for _ in 0..STREAM_SEND_MIB {
                 stream.write_all(&buffer).expect("writing");
             }
             stream.shutdown(Shutdown::Write).expect("shutting down");
         });
         let received = receiver.join().expect("the receiver");
-        assert_eq!(received, SEND_MIB << 20, "bytes received");
-        started.elapsed()
+        assert_eq!(received, STREAM_SEND_MIB << 20, "bytes received");
+        let elapsed = started.elapsed();
+        let busy_ticks = figures::machine_cpu_ticks().0 - busy_before;
+        Transfer {
+            elapsed,
+            machine_cpu: figures::clock_tick() * u32::try_from(busy_ticks).unwrap_or(u32::MAX),
+        }
     })
 }
 
@@ -379,45 +405,67 @@ fn throughput(cluster: &TestCluster, pairs: &[TaskPair<'_>]) {
     let underlay_address = h2.address();
     for pair in pairs {
         println!(
-            "sending {SEND_MIB} MiB per round: {} task {} on {} from a task on {}",
+            "sending {NC_SEND_MIB} MiB (nc) and {STREAM_SEND_MIB} MiB (1 MiB writes) per round: {} task {} on {} from a task on {}",
             pair.swarm.label(),
             pair.server_address,
             pair.swarm.host_label(2),
             pair.swarm.host_label(1)
         );
     }
-    println!("sending {SEND_MIB} MiB per round: underlay {underlay_address} from h1's namespace");
+    println!(
+        "sending {NC_SEND_MIB} MiB (nc) and {STREAM_SEND_MIB} MiB (1 MiB writes) per round: underlay {underlay_address} from h1's namespace"
+    );
     let mut nc_overlay = vec![Vec::new(); pairs.len()];
-    let mut stream_overlay = vec![Vec::new(); pairs.len()];
+    let mut stream_overlay: Vec<Vec<Transfer>> = pairs.iter().map(|_| Vec::new()).collect();
     let (mut nc_underlay, mut stream_underlay) = (Vec::new(), Vec::new());
     for _ in 0..rounds() {
         // Alternated, so a change in the machine's load falls on all of them.
         for (pair, samples) in pairs.iter().zip(&mut nc_overlay) {
             let address = pair.server_address.to_string();
-            samples.push(mb_per_s(nc_transfer(&pair.server, &pair.client, &address)));
+            samples.push(mb_per_s(
+                NC_SEND_MIB,
+                nc_transfer(&pair.server, &pair.client, &address),
+            ));
         }
         let address = underlay_address.to_string();
-        nc_underlay.push(mb_per_s(nc_transfer(
-            &underlay_server,
-            &underlay_client,
-            &address,
-        )));
+        nc_underlay.push(mb_per_s(
+            NC_SEND_MIB,
+            nc_transfer(&underlay_server, &underlay_client, &address),
+        ));
         for (pair, samples) in pairs.iter().zip(&mut stream_overlay) {
-            samples.push(mb_per_s(stream_transfer(
+            samples.push(stream_transfer(
                 &pair.server,
                 &pair.client,
                 pair.server_address,
-            )));
+            ));
         }
-        stream_underlay.push(mb_per_s(stream_transfer(
+        stream_underlay.push(stream_transfer(
             &underlay_server,
             &underlay_client,
             underlay_address,
-        )));
+        ));
     }
+    for (pair, transfers) in pairs.iter().zip(&stream_overlay) {
+        let cpu = transfers.iter().map(Transfer::cpu_ms_per_gib).collect();
+        println!(
+            "1 MiB writes {} overlay, the machine's CPU ms per GiB: {}",
+            pair.swarm.label(),
+            summary(cpu, 0)
+        );
+    }
+    let underlay_cpu = stream_underlay
+        .iter()
+        .map(Transfer::cpu_ms_per_gib)
+        .collect();
+    println!(
+        "1 MiB writes underlay, the machine's CPU ms per GiB: {}",
+        summary(underlay_cpu, 0)
+    );
+    let rates = |transfers: &[Transfer]| transfers.iter().map(Transfer::mb_per_s).collect();
+    let stream_overlay: Vec<Vec<f64>> = stream_overlay.iter().map(|t| rates(t)).collect();
     for (tool, overlay, underlay) in [
         ("busybox nc", nc_overlay, nc_underlay),
-        ("1 MiB writes", stream_overlay, stream_underlay),
+        ("1 MiB writes", stream_overlay, rates(&stream_underlay)),
     ] {
         let medians: Vec<f64> = overlay.iter().map(|samples| median(samples)).collect();
         for (pair, samples) in pairs.iter().zip(overlay) {
