@@ -25,6 +25,19 @@ fn on_loopback(hostname: &str) -> InitOptions {
     }
 }
 
+/// A one-manager swarm on loopback, with the folder that holds its data (removed when dropped).
+async fn one_manager_swarm(hostname: &str) -> (tempfile::TempDir, ManagerRole) {
+    let data_root = tempfile::tempdir().unwrap();
+    let role = ManagerRole::init(
+        &SwarmDir::new(data_root.path()),
+        on_loopback(hostname),
+        Default::default(),
+    )
+    .await
+    .unwrap();
+    (data_root, role)
+}
+
 fn port(published: u32, target: u32) -> PortConfig {
     PortConfig {
         target_port: target,
@@ -148,14 +161,7 @@ async fn poll<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
 
 #[tokio::test]
 async fn ports_are_given_kept_released_and_refused_when_taken_writing_nothing() {
-    let data_root = tempfile::tempdir().unwrap();
-    let role = ManagerRole::init(
-        &SwarmDir::new(data_root.path()),
-        on_loopback("ports-host"),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let (_data_root, role) = one_manager_swarm("ports-host").await;
     let control = role.control();
 
     // `swarm init` made the ingress network on Docker's subnet.
@@ -343,14 +349,7 @@ async fn ports_are_given_kept_released_and_refused_when_taken_writing_nothing() 
 
 #[tokio::test]
 async fn two_creates_racing_for_one_port_are_one_success_and_one_refusal() {
-    let data_root = tempfile::tempdir().unwrap();
-    let role = ManagerRole::init(
-        &SwarmDir::new(data_root.path()),
-        on_loopback("race-host"),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let (_data_root, role) = one_manager_swarm("race-host").await;
     let control = role.control();
     for round in 0..5 {
         let (left, right) = tokio::join!(
@@ -379,14 +378,7 @@ async fn two_creates_racing_for_one_port_are_one_success_and_one_refusal() {
 
 #[tokio::test]
 async fn without_the_ingress_network_only_host_ports_can_be_published() {
-    let data_root = tempfile::tempdir().unwrap();
-    let role = ManagerRole::init(
-        &SwarmDir::new(data_root.path()),
-        on_loopback("no-mesh-host"),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let (_data_root, role) = one_manager_swarm("no-mesh-host").await;
     let control = role.control();
     control
         .remove_network(Request::new(RemoveNetworkRequest {
@@ -425,14 +417,7 @@ async fn without_the_ingress_network_only_host_ports_can_be_published() {
 /// attachment, and must still find this one).
 #[tokio::test]
 async fn a_node_holds_an_ingress_address_only_while_the_mesh_serves() {
-    let data_root = tempfile::tempdir().unwrap();
-    let role = ManagerRole::init(
-        &SwarmDir::new(data_root.path()),
-        on_loopback("mesh-node-host"),
-        Default::default(),
-    )
-    .await
-    .unwrap();
+    let (_data_root, role) = one_manager_swarm("mesh-node-host").await;
     let control = role.control();
     let node_legs = |role: &ManagerRole| -> Vec<usize> {
         stored::<shoal_proto::api::Node>(role)

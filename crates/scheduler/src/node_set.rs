@@ -140,14 +140,13 @@ impl NodeSet {
         };
         self.unfile_counts(index);
         change(&mut self.views[index as usize]);
+        self.refile(index);
         if self.views[index as usize].id != id {
-            self.file_counts(index);
+            // Still filed under the old id: taken out and put back under the new one.
             if let Some(view) = self.remove(id) {
                 self.insert(view);
             }
-            return true;
         }
-        self.refile(index);
         true
     }
 

@@ -225,9 +225,6 @@ pub fn ready_for_scheduling(task: &Task) -> bool {
         || (task_attachments(task).is_empty() && !task_needs_ingress(task, None))
 }
 
-/// Whether the task gets an address on the ingress network: its service publishes a port
-/// through the routing mesh (the service as this step sees it, or, when it is gone, the
-/// endpoint the task was made with).
 /// Whether some service publishes a port through the routing mesh, so that every node needs
 /// an address on the ingress network.
 pub fn mesh_serves<'a>(services: impl IntoIterator<Item = &'a Service>) -> bool {
@@ -236,6 +233,9 @@ pub fn mesh_serves<'a>(services: impl IntoIterator<Item = &'a Service>) -> bool 
         .any(|service| !service.pending_delete && needs_ingress(service.spec.as_ref()))
 }
 
+/// Whether the task gets an address on the ingress network: its service publishes a port
+/// through the routing mesh (the service as this step sees it, or, when it is gone, the
+/// endpoint the task was made with).
 fn task_needs_ingress(task: &Task, service: Option<&Service>) -> bool {
     match service {
         Some(service) => needs_ingress(service.spec.as_ref()),

@@ -119,13 +119,13 @@ impl ClusterObjects {
         let mut view = node_view(&node);
         NodeOccupancy::reserve_on(self.index.occupancy(&node.id), &mut view);
         self.scheduler_nodes.insert(view);
-        let id = node.id.clone();
         if node.attachments.is_empty() {
-            self.nodes_with_attachments.remove(&id);
+            self.nodes_with_attachments.remove(&node.id);
         } else {
-            self.nodes_with_attachments.insert(id.clone());
+            self.nodes_with_attachments.insert(node.id.clone());
         }
-        self.nodes.insert(node.id.clone(), node);
+        let id = node.id.clone();
+        self.nodes.insert(id.clone(), node);
         self.refresh_losing_tasks(&id);
     }
 
