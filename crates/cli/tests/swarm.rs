@@ -1,6 +1,7 @@
 //! End-to-end tests of swarm mode on one machine (issue 4's acceptance criteria): scaling,
-//! restart policies, service modes, a daemon killed with SIGKILL and restarted, service logs,
-//! secrets, autolock (a restarted manager locked until unlocked), and the errors users meet.
+//! restart policies, service modes, a daemon killed with SIGKILL and restarted, a manager paused
+//! past the heartbeat deadline, service logs, secrets, autolock (a restarted manager locked
+//! until unlocked), and the errors users meet.
 //! Each test runs its own daemon with its own data root, socket, loopback-only cluster port and
 //! network namespace (where its overlay networking puts what it makes), so the tests run in
 //! parallel; its guard removes every service, container, process, mount and
@@ -224,6 +225,20 @@ impl SwarmHost {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Stops the daemon (SIGSTOP) for `pause` and lets it go on, as when its machine freezes,
+    /// is paused or starves it of CPU.
+    fn pause_daemon(&self, pause: Duration) {
+        let pid = self.daemon.as_ref().expect("a running daemon").id() as i32;
+        // SAFETY: kill takes two integers and has no memory effects; the child is ours and
+        // not yet reaped.
+        let stopped = unsafe { libc::kill(pid, libc::SIGSTOP) };
+        assert_eq!(stopped, 0, "kill -STOP {pid}");
+        std::thread::sleep(pause);
+        // SAFETY: as above.
+        let continued = unsafe { libc::kill(pid, libc::SIGCONT) };
+        assert_eq!(continued, 0, "kill -CONT {pid}");
     }
 
     fn daemon_log_tail(&self) -> String {
@@ -1028,6 +1043,54 @@ fn kill_9_daemon_and_restart_adopts_every_task() {
         "the same 20 tasks and containers, nothing replaced",
         Duration::from_secs(5),
         || same_as_before().map(drop),
+    );
+}
+
+#[test]
+fn a_manager_paused_past_the_heartbeat_deadline_replaces_no_task() {
+    let Some(host) = SwarmHost::start_manager("pause") else {
+        return;
+    };
+    let web = host.service("web");
+    host.ok(&[
+        "service",
+        "create",
+        "--name",
+        &web,
+        "--replicas",
+        "3",
+        "--stop-grace-period",
+        "1s",
+        "busybox",
+        "sleep",
+        "3600",
+    ]);
+    let tasks = host.wait_for_exactly(&web, 3);
+    let task_ids: BTreeSet<String> = tasks.iter().map(|t| t.id.clone()).collect();
+
+    // Three missed heartbeats (one a second) mark a node down; the one daemon, its node's
+    // manager and agent, stands still for twice that.
+    host.pause_daemon(Duration::from_secs(6));
+
+    holds_for(
+        "the same 3 tasks running, none replaced",
+        Duration::from_secs(6),
+        || {
+            let now = host.tasks(&web)?;
+            let running: BTreeSet<String> = now
+                .iter()
+                .filter(|t| t.is_running())
+                .map(|t| t.id.clone())
+                .collect();
+            if now.len() == 3 && running == task_ids {
+                Ok(())
+            } else {
+                Err(format!(
+                    "{} tasks, running {running:?}, before {task_ids:?}",
+                    now.len()
+                ))
+            }
+        },
     );
 }
 

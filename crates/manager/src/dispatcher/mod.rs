@@ -198,6 +198,33 @@ fn sessions_on_leading(
     (kept, ended.into_values().collect())
 }
 
+/// Takes out the sessions silent for longer than `deadline` of the time this manager was
+/// running. `stalled` is how long the manager itself just stood still: it read no heartbeat
+/// meanwhile, so every session is credited with that time first. Without the credit, a manager
+/// paused past the deadline marks every node down the moment it wakes, before it reads the
+/// heartbeats waiting in its sockets, and every task in the swarm is replaced.
+fn take_silent_sessions(
+    sessions: &mut HashMap<String, Session>,
+    stalled: Duration,
+    deadline: Duration,
+    now: Instant,
+) -> Vec<(String, Session)> {
+    let mut silent = Vec::new();
+    for (node_id, session) in sessions.iter_mut() {
+        session.last_heartbeat = session
+            .last_heartbeat
+            .checked_add(stalled)
+            .map_or(now, |credited| credited.min(now));
+        if now.saturating_duration_since(session.last_heartbeat) > deadline {
+            silent.push(node_id.clone());
+        }
+    }
+    silent
+        .into_iter()
+        .filter_map(|node_id| sessions.remove(&node_id).map(|session| (node_id, session)))
+        .collect()
+}
+
 impl Shared {
     fn sessions(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
         self.sessions
@@ -453,10 +480,15 @@ async fn mark_silent_nodes_down(shared: Arc<Shared>, mut stop: watch::Receiver<b
     let mut led_term = shared.store.leading_term();
     loop {
         let period = shared.heartbeat_period();
+        let nap = period / 2;
+        let asleep_at = Instant::now();
         tokio::select! {
-            _ = tokio::time::sleep(period / 2) => {}
+            _ = tokio::time::sleep(nap) => {}
             _ = stop.changed() => return,
         }
+        // How much later than asked the nap ended: time this manager stood still (its process
+        // stopped, its machine paused or starved), in which it could read no heartbeat.
+        let stalled = asleep_at.elapsed().saturating_sub(nap);
         let leading = shared.store.leading_term();
         if leading != led_term {
             led_term = leading;
@@ -496,17 +528,13 @@ async fn mark_silent_nodes_down(shared: Arc<Shared>, mut stop: watch::Receiver<b
         let deadline = period * MISSED_HEARTBEATS_BEFORE_DOWN;
         let silent: Vec<String> = {
             let mut sessions = shared.sessions();
-            let silent: Vec<String> = sessions
-                .iter()
-                .filter(|(_, session)| session.last_heartbeat.elapsed() > deadline)
-                .map(|(node_id, _)| node_id.clone())
-                .collect();
-            for node_id in &silent {
-                if let Some(session) = sessions.remove(node_id) {
+            take_silent_sessions(&mut sessions, stalled, deadline, Instant::now())
+                .into_iter()
+                .map(|(node_id, session)| {
                     let _ = session.ended.send(true);
-                }
-            }
-            silent
+                    node_id
+                })
+                .collect()
         };
         for node_id in silent {
             tracing::warn!(node = %node_id, "no heartbeat: marking the node down");
@@ -1008,6 +1036,44 @@ mod tests {
             .collect();
         ended.sort();
         assert_eq!(ended, ["", "s-stale"]);
+    }
+
+    #[test]
+    fn only_the_time_the_manager_was_running_counts_as_a_nodes_silence() {
+        let now = Instant::now();
+        let deadline = Duration::from_secs(3);
+        // Heard from 1, 4 and 10 s ago.
+        let sessions = || -> HashMap<String, Session> {
+            [("fresh", 1), ("quiet", 4), ("gone", 10)]
+                .into_iter()
+                .map(|(node, ago)| {
+                    let heard = now.checked_sub(Duration::from_secs(ago)).unwrap();
+                    let ended = watch::channel(false).0;
+                    (
+                        node.to_owned(),
+                        Session::new(format!("s-{node}"), 1, ended, heard),
+                    )
+                })
+                .collect()
+        };
+        let nodes = |taken: Vec<(String, Session)>| {
+            let mut nodes: Vec<String> = taken.into_iter().map(|(node, _)| node).collect();
+            nodes.sort();
+            nodes
+        };
+
+        let mut running = sessions();
+        let taken = take_silent_sessions(&mut running, Duration::ZERO, deadline, now);
+        assert_eq!(nodes(taken), ["gone", "quiet"]);
+        assert_eq!(running.keys().collect::<Vec<_>>(), ["fresh"]);
+
+        // The manager stood still for the last 5 s: "quiet" was silent 0 s of the time it ran,
+        // "gone" 5 s, past the deadline anyway. No heartbeat is put in the future.
+        let mut paused = sessions();
+        let taken = take_silent_sessions(&mut paused, Duration::from_secs(5), deadline, now);
+        assert_eq!(nodes(taken), ["gone"]);
+        assert_eq!(paused.len(), 2);
+        assert!(paused.values().all(|session| session.last_heartbeat == now));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
