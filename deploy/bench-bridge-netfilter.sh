@@ -6,12 +6,19 @@
 # to host on the underlay, with the bridges' `bridge-nf-call-*` switches on (the kernel's default
 # where br_netfilter is loaded) or off, in the overlay namespaces and on the switch, rounds
 # alternated. A Python stream of 1 MiB writes. Every namespace is removed at the end.
+#
+# FIGURES=tables measures, with every switch off (as shoal runs), what the nftables tables shoal
+# keeps cost the same path: the gateway bridge's masquerade in each host's namespace, and a VIP
+# table in each task's (the layout of routing-mesh's `vip::plan`, one VIP, one backend). Both hook
+# conntrack and NAT into their namespace for every packet; a last variant adds a raw chain that
+# leaves the task's own flows untracked, to tell the hooks' cost from conntrack's entries.
 # Run as root:
-#   deploy/bench-bridge-netfilter.sh              # 4 rounds of 1500 MiB
-#   ROUNDS=8 MIB=1000 deploy/bench-bridge-netfilter.sh
+#   deploy/bench-bridge-netfilter.sh              # 4 rounds of 1500 MiB, both experiments
+#   ROUNDS=8 MIB=1000 FIGURES=tables deploy/bench-bridge-netfilter.sh
 set -euo pipefail
 rounds=${ROUNDS:-4}
 mib=${MIB:-1500}
+figures=${FIGURES:-bridges,tables}
 p="bnf$$"
 names=(sw h1 h2 o1 o2 t1 t2)
 workdir=$(mktemp -d)
@@ -98,32 +105,133 @@ netfilter() {
   done
 }
 
-results="$workdir/results"
-for round in $(seq "$rounds"); do
-  for switch in 1 0; do
-    netfilter "$switch" sw
-    echo "switch=$switch underlay $(transfer h1 h2 192.168.77.2)" >>"$results"
-    for overlay in 1 0; do
-      netfilter "$overlay" o1 o2
-      echo "switch=$switch overlay-ns=$overlay overlay $(transfer t1 t2 10.9.0.12)" >>"$results"
+# The gateway bridge's masquerade as shoal's node networking writes it (overlay-net's gateway).
+host_table() {
+  in_ns "$1" nft -f - <<'EOF'
+table ip bench_gw_nat {
+	chain postrouting {
+		type nat hook postrouting priority srcnat; policy accept;
+		ip saddr 172.18.0.0/16 oifname != "gw" masquerade
+	}
+}
+EOF
+}
+
+# A task's VIP table, routing-mesh's layout with one VIP whose one backend is the other task.
+task_table() {
+  in_ns "$1" nft -f - <<'EOF'
+table inet bench_vip {
+	map backends {
+		typeof ip daddr . numgen random mod 720720 : ip daddr
+		flags interval
+		elements = { 10.9.0.2 . 0-720719 : 10.9.0.12 }
+	}
+	set vip_ports {
+		typeof ip daddr . meta l4proto . th dport
+	}
+	set vip_any {
+		typeof ip daddr
+		elements = { 10.9.0.2 }
+	}
+	set vips {
+		typeof ip daddr
+		elements = { 10.9.0.2 }
+	}
+	chain nat_output {
+		type nat hook output priority -100; policy accept;
+		ip daddr . meta l4proto . th dport @vip_ports dnat ip to ip daddr . numgen random mod 720720 map @backends
+		ip daddr @vip_any dnat ip to ip daddr . numgen random mod 720720 map @backends
+	}
+	chain filter_output {
+		type filter hook output priority filter; policy accept;
+		ip daddr @vips meta l4proto tcp reject with tcp reset
+		ip daddr @vips reject with icmpx port-unreachable
+	}
+}
+EOF
+}
+
+# A raw chain in a task's namespace that leaves every TCP packet untracked: the hooks stay,
+# conntrack's lookups and entries go.
+untracked() {
+  in_ns "$1" nft -f - <<'EOF'
+table inet bench_notrack {
+	chain prerouting {
+		type filter hook prerouting priority raw; policy accept;
+		meta l4proto tcp notrack
+	}
+	chain output {
+		type filter hook output priority raw; policy accept;
+		meta l4proto tcp notrack
+	}
+}
+EOF
+}
+
+drop_tables() {
+  for n in h1 h2 t1 t2; do
+    for table in "ip bench_gw_nat" "inet bench_vip" "inet bench_notrack"; do
+      in_ns "$n" nft delete table $table 2>/dev/null || true
     done
   done
-  echo "round $round of $rounds done" >&2
-done
+}
 
+results="$workdir/results"
 median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 # Column $2 of the results whose line starts with $1.
 column() { grep "^$1 " "$results" | awk -v c="$2" '{print $c}'; }
-echo "bridge-nf-call-* on the switch and in the overlay namespaces, median of $rounds rounds of $mib MiB:"
-echo "MB/s, and the machine's CPU time per GiB carried (ms)"
-for switch in 1 0; do
-  under=$(column "switch=$switch underlay" 3 | median)
-  under_cpu=$(column "switch=$switch underlay" 4 | median)
-  echo "switch netfilter $switch: underlay $under MB/s, $under_cpu ms/GiB (MB/s: $(column "switch=$switch underlay" 3 | tr '\n' ' '))"
-  for overlay in 1 0; do
-    key="switch=$switch overlay-ns=$overlay overlay"
-    over=$(column "$key" 4 | median)
-    over_cpu=$(column "$key" 5 | median)
-    echo "  overlay-namespace netfilter $overlay: overlay $over MB/s, $((100 * over / under)) % of the underlay; $over_cpu ms/GiB, $((100 * under_cpu / over_cpu)) % of the underlay's rate per CPU (MB/s: $(column "$key" 4 | tr '\n' ' '))"
+
+if [[ ,$figures, == *,bridges,* ]]; then
+  for round in $(seq "$rounds"); do
+    for switch in 1 0; do
+      netfilter "$switch" sw
+      echo "switch=$switch underlay $(transfer h1 h2 192.168.77.2)" >>"$results"
+      for overlay in 1 0; do
+        netfilter "$overlay" o1 o2
+        echo "switch=$switch overlay-ns=$overlay overlay $(transfer t1 t2 10.9.0.12)" >>"$results"
+      done
+    done
+    echo "bridges: round $round of $rounds done" >&2
   done
-done
+
+  echo "bridge-nf-call-* on the switch and in the overlay namespaces, median of $rounds rounds of $mib MiB:"
+  echo "MB/s, and the machine's CPU time per GiB carried (ms)"
+  for switch in 1 0; do
+    under=$(column "switch=$switch underlay" 3 | median)
+    under_cpu=$(column "switch=$switch underlay" 4 | median)
+    echo "switch netfilter $switch: underlay $under MB/s, $under_cpu ms/GiB (MB/s: $(column "switch=$switch underlay" 3 | tr '\n' ' '))"
+    for overlay in 1 0; do
+      key="switch=$switch overlay-ns=$overlay overlay"
+      over=$(column "$key" 4 | median)
+      over_cpu=$(column "$key" 5 | median)
+      echo "  overlay-namespace netfilter $overlay: overlay $over MB/s, $((100 * over / under)) % of the underlay; $over_cpu ms/GiB, $((100 * under_cpu / over_cpu)) % of the underlay's rate per CPU (MB/s: $(column "$key" 4 | tr '\n' ' '))"
+    done
+  done
+fi
+
+if [[ ,$figures, == *,tables,* ]]; then
+  netfilter 0 sw o1 o2
+  variants=(underlay underlay+host overlay overlay+host overlay+host+task overlay+host+task+notrack)
+  for round in $(seq "$rounds"); do
+    for variant in "${variants[@]}"; do
+      drop_tables
+      case $variant in *host*) host_table h1; host_table h2 ;; esac
+      case $variant in *task*) task_table t1; task_table t2 ;; esac
+      case $variant in *notrack*) untracked t1; untracked t2 ;; esac
+      case $variant in
+        underlay*) echo "tables=$variant $(transfer h1 h2 192.168.77.2)" >>"$results" ;;
+        *) echo "tables=$variant $(transfer t1 t2 10.9.0.12)" >>"$results" ;;
+      esac
+    done
+    drop_tables
+    echo "tables: round $round of $rounds done" >&2
+  done
+
+  echo "shoal's nftables tables in the hosts' and tasks' namespaces (bridge-nf-call-* off), median of $rounds rounds of $mib MiB:"
+  under_cpu=$(column "tables=underlay" 3 | median)
+  for variant in "${variants[@]}"; do
+    rate=$(column "tables=$variant" 2 | median)
+    cpu=$(column "tables=$variant" 3 | median)
+    echo "  $variant: $rate MB/s, $cpu ms/GiB, $((100 * cpu / under_cpu)) % of the bare underlay's CPU per GiB (ms/GiB: $(column "tables=$variant" 3 | tr '\n' ' '))"
+  done
+fi
