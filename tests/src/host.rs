@@ -403,6 +403,26 @@ impl TestHost {
         let _ = child.wait();
     }
 
+    /// Stops the daemon (SIGSTOP) for `pause`, then lets it go on, as when its machine freezes,
+    /// is paused or starves it of CPU. Panics if the daemon is not running.
+    pub fn pause_daemon(&self, pause: Duration) {
+        let pid = {
+            let daemon = self.lock_daemon();
+            let child = daemon.as_ref().unwrap_or_else(|| {
+                panic!("{}: pause_daemon, but the daemon is not running", self.name)
+            });
+            i32::try_from(child.id()).expect("a pid fits an i32")
+        };
+        for (signal, name) in [(libc::SIGSTOP, "STOP"), (libc::SIGCONT, "CONT")] {
+            if signal == libc::SIGCONT {
+                std::thread::sleep(pause);
+            }
+            // SAFETY: kill takes two integers; the child is ours and not yet reaped.
+            let sent = unsafe { libc::kill(pid, signal) };
+            assert_eq!(sent, 0, "{}: kill -{name} {pid}", self.name);
+        }
+    }
+
     /// Starts the daemon again on the same data root and socket, after `kill_daemon`, and
     /// waits until it answers. Panics (with the daemon log) if it does not come up, or if the
     /// daemon is still running.

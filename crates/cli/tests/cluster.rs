@@ -1,10 +1,10 @@
 //! End-to-end tests of swarms across test hosts: formation, security, promotion and demotion,
-//! leader loss, worker loss, a partitioned manager, a rolling restart of the managers, a rolling
-//! update that outlives its leader, stacks deployed, redeployed and removed, and autolock across
-//! managers. Each scenario builds its own hosts (network namespaces on a private underlay, each
-//! running `shoal daemon`) with the `shoal-tests` harness, which removes them all afterwards,
-//! even when the test fails. They run in parallel. Without root they print why and check
-//! nothing.
+//! leader loss, a paused leader, worker loss, a partitioned manager, a rolling restart of the
+//! managers, a rolling update that outlives its leader, stacks deployed, redeployed and
+//! removed, and autolock across managers. Each scenario builds its own hosts (network
+//! namespaces on a private underlay, each running `shoal daemon`) with the `shoal-tests`
+//! harness, which removes them all afterwards, even when the test fails. They run in parallel.
+//! Without root they print why and check nothing.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
@@ -540,6 +540,57 @@ fn a_killed_leader_is_replaced_and_no_task_is_lost_or_duplicated() {
             Err(format!("{table:?}"))
         }
     });
+}
+
+#[test]
+fn a_paused_leader_is_replaced_and_the_other_nodes_keep_their_tasks() {
+    let Some(cluster) = start(
+        "a_paused_leader_is_replaced_and_the_other_nodes_keep_their_tasks",
+        3,
+    ) else {
+        return;
+    };
+    for host in cluster.hosts() {
+        host.import_busybox();
+    }
+    cluster.form_swarm(3, 0);
+    let (leader, survivor) = (cluster.host(1), cluster.host(2));
+    create_service(leader, "web", 6);
+    let paused = leader.name().to_owned();
+    let before = wait_for_slots(leader, "web", 6, CONVERGE_TIMEOUT, |_| true);
+    let elsewhere: BTreeSet<String> = before
+        .values()
+        .filter(|(_, node)| *node != paused)
+        .map(|(id, _)| id.clone())
+        .collect();
+    assert!(
+        !elsewhere.is_empty(),
+        "no task outside {paused}: {before:?}"
+    );
+
+    // Past the heartbeat deadline (3 s) and many election timeouts: the others elect a leader,
+    // and h1 wakes believing for a moment that it still leads.
+    leader.pause_daemon(Duration::from_secs(6));
+
+    let slots = wait_for_slots(survivor, "web", 6, CONVERGE_TIMEOUT, |_| true);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let running: BTreeSet<String> = running_by_slot(survivor, "web")
+            .unwrap_or_else(|error| panic!("{error}"))
+            .into_values()
+            .flatten()
+            .map(|(id, _)| id)
+            .collect();
+        let replaced: Vec<&String> = elsewhere.difference(&running).collect();
+        assert!(
+            replaced.is_empty(),
+            "tasks on the nodes that never stopped were replaced: {replaced:?}; slots {slots:?}"
+        );
+        if Instant::now() > deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
 }
 
 #[test]

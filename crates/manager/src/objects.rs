@@ -106,12 +106,30 @@ pub fn cluster_of(view: &StoreView<'_>) -> Result<Option<api::Cluster>, ManagerE
 /// Attempts at a rewrite that keeps meeting concurrent changes to the object.
 const WRITE_ATTEMPTS: usize = 5;
 
+/// Who may commit a rewrite.
+#[derive(Clone, Copy, Debug)]
+enum Writer {
+    /// Any member: a follower forwards the write to the leader.
+    AnyMember,
+    /// Only this member, while it leads in this term ([`Store::write_in_term`]).
+    LeaderInTerm(u64),
+}
+
 /// Rewrites object `id` of kind `T` with `change`, re-reading and trying again when another
 /// write changed the object first. `None` when there is no such object. A change that leaves
 /// the object as it is writes nothing: thousands of agents reconnecting to a new leader each
 /// state what their node already says, and each write would wake the orchestration loop.
 pub(crate) async fn update_object<T: ClusterObject>(
     store: &Store,
+    id: &str,
+    change: impl Fn(&mut T),
+) -> Result<Option<T>, ManagerError> {
+    rewrite(store, Writer::AnyMember, id, change).await
+}
+
+async fn rewrite<T: ClusterObject>(
+    store: &Store,
+    writer: Writer,
     id: &str,
     change: impl Fn(&mut T),
 ) -> Result<Option<T>, ManagerError> {
@@ -126,7 +144,12 @@ pub(crate) async fn update_object<T: ClusterObject>(
         if object == stored {
             return Ok(Some(object));
         }
-        match store.write(Transaction::new(vec![update(&object)])).await {
+        let txn = Transaction::new(vec![update(&object)]);
+        let written = match writer {
+            Writer::AnyMember => store.write(txn).await,
+            Writer::LeaderInTerm(term) => store.write_in_term(term, txn).await,
+        };
+        match written {
             Ok(_) => return Ok(Some(object)),
             Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => continue,
             Err(error) => return Err(error.into()),
@@ -146,6 +169,17 @@ pub(crate) async fn update_node(
     change: impl Fn(&mut api::Node),
 ) -> Result<Option<api::Node>, ManagerError> {
     update_object(store, node_id, change).await
+}
+
+/// [`update_node`] committed only while this manager leads in `term`, never forwarded: for what
+/// a leader judges from its own sessions, such as a node gone silent.
+pub(crate) async fn update_node_in_term(
+    store: &Store,
+    term: u64,
+    node_id: &str,
+    change: impl Fn(&mut api::Node),
+) -> Result<Option<api::Node>, ManagerError> {
+    rewrite(store, Writer::LeaderInTerm(term), node_id, change).await
 }
 
 /// Rewrites node `node_id` with `change_node` and the cluster object with `change_cluster` in one

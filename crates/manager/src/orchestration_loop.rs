@@ -41,13 +41,14 @@ const MAX_RETRY_PAUSE: Duration = Duration::from_secs(5);
 /// Where the loop commits its transactions: the store itself, or in tests a wrapper that fails
 /// on cue.
 pub trait PhaseCommitter: Send + Sync {
-    /// Commits `txn` and returns the index it committed at, as [`Store::write`] does.
-    fn commit(&self, txn: Transaction) -> BoxFuture<'_, Result<u64, StoreError>>;
+    /// Commits `txn` only while this member leads in `term`, never forwarding it, and returns
+    /// the index it committed at, as [`Store::write_in_term`] does.
+    fn commit(&self, term: u64, txn: Transaction) -> BoxFuture<'_, Result<u64, StoreError>>;
 }
 
 impl PhaseCommitter for Store {
-    fn commit(&self, txn: Transaction) -> BoxFuture<'_, Result<u64, StoreError>> {
-        Box::pin(self.write(txn))
+    fn commit(&self, term: u64, txn: Transaction) -> BoxFuture<'_, Result<u64, StoreError>> {
+        Box::pin(self.write_in_term(term, txn))
     }
 }
 
@@ -213,12 +214,14 @@ impl OrchestrationLoop {
         };
         backoff.reset();
         let mut changes = self.store.watch_unpublished();
-        // Whether every write proposed before now is applied here or never will be. A step
-        // reads this member's own state, so it must not run on top of a write whose outcome is
-        // still open: one from an earlier leader not yet applied here, or this loop's own that
-        // failed (a leader that lost its quorum keeps it and may commit it later), or it would
-        // create a slot's task a second time.
-        let mut settled = false;
+        // The term in which every write proposed before was found applied here or gone for
+        // good. A step reads this member's own state, so it must not run on top of a write
+        // whose outcome is still open: one from an earlier leader not yet applied here, or this
+        // loop's own that failed (a leader that lost its quorum keeps it and may commit it
+        // later), or it would create a slot's task a second time. Its writes commit only in
+        // that term: once deposed, a leader that decided before its successor took over cannot
+        // hand the decisions to it, as an ordinary write that forwards would.
+        let mut settled: Option<u64> = None;
         // Whether something may have changed the decisions since the last step: a commit, a
         // wake-up time reached, a failed step, or leadership just taken. A step visits every
         // task, so the loop does not step while nothing changed (at 1,000 nodes and 10,000
@@ -228,12 +231,14 @@ impl OrchestrationLoop {
         let mut wake_at: Option<ClusterTime> = None;
         loop {
             let mut retry_after = None;
-            if self.store.leading_term().is_none() {
-                settled = false;
-            } else if !settled {
+            let leading = self.store.leading_term();
+            if settled != leading {
+                settled = None;
+            }
+            if let (Some(term), None) = (leading, settled) {
                 match self.store.write_barrier().await {
                     Ok(_) => {
-                        settled = true;
+                        settled = Some(term);
                         step_due = true;
                     }
                     Err(error) => {
@@ -246,14 +251,14 @@ impl OrchestrationLoop {
             if wake_at.is_some_and(|at| at <= now()) {
                 step_due = true;
             }
-            if settled && step_due {
+            if let (Some(term), true) = (settled, step_due) {
                 step_due = false;
                 wake_at = None;
                 // The step reads every change published so far, so those need no step of their
                 // own: one step for a thousand queued commits, not a thousand.
                 changes = self.store.watch_unpublished();
                 let started = Instant::now();
-                let stepped = self.step(&view).await;
+                let stepped = self.step(&view, term).await;
                 self.metrics
                     .step_duration
                     .observe(started.elapsed().as_secs_f64());
@@ -272,7 +277,7 @@ impl OrchestrationLoop {
                         backoff.reset();
                     }
                     Err(error) => {
-                        settled = false;
+                        settled = None;
                         step_due = true;
                         let pause = backoff.next_pause();
                         tracing::warn!(%error, ?pause, "an orchestration step failed; trying again");
@@ -311,8 +316,13 @@ impl OrchestrationLoop {
     }
 
     /// One step: the phases in order, each on a fresh read of the view, caught up with what
-    /// the store has applied. Returns when the next step is due even if nothing changes.
-    async fn step(&mut self, view: &SharedView) -> Result<Option<ClusterTime>, ManagerError> {
+    /// the store has applied, committed in `term`. Returns when the next step is due even if
+    /// nothing changes.
+    async fn step(
+        &mut self,
+        view: &SharedView,
+        term: u64,
+    ) -> Result<Option<ClusterTime>, ManagerError> {
         let mut wake_at: Option<ClusterTime> = None;
         for phase in [
             Phase::Orchestrators,
@@ -353,7 +363,7 @@ impl OrchestrationLoop {
                     }
                     packed => packed?,
                 };
-                match self.commit_in_order(transactions).await {
+                match self.commit_in_order(term, transactions).await {
                     Ok(()) => break,
                     Err(StoreError::Rejected(TxnRejection::Conflict { .. })) => {
                         conflicts += 1;
@@ -377,10 +387,14 @@ impl OrchestrationLoop {
     /// Commits `transactions` one after the other, stopping at the first that fails: each
     /// holds whole commit groups, so what committed before it stands on its own, and the next
     /// read decides the rest again.
-    async fn commit_in_order(&self, transactions: Vec<Transaction>) -> Result<(), StoreError> {
+    async fn commit_in_order(
+        &self,
+        term: u64,
+        transactions: Vec<Transaction>,
+    ) -> Result<(), StoreError> {
         let count = transactions.len();
         for transaction in transactions {
-            self.committer.commit(transaction).await?;
+            self.committer.commit(term, transaction).await?;
         }
         if count > 1 {
             tracing::debug!(count, "a phase committed in several transactions");

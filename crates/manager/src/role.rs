@@ -916,8 +916,9 @@ async fn record_manager_reachability(
             continue;
         }
         let changes = changed.iter().map(objects::update).collect();
-        // A conflict means the node changed meanwhile; the next check looks again.
-        if let Err(error) = store.write(Transaction::new(changes)).await {
+        // A conflict means the node changed meanwhile; the next check looks again. Only this
+        // leader can tell, so it is written only in its term.
+        if let Err(error) = store.write_in_term(term, Transaction::new(changes)).await {
             tracing::debug!(%error, "could not record the managers' reachability");
         }
     }

@@ -339,7 +339,8 @@ async fn a_phase_over_the_proposal_limit_commits_in_several_transactions() {
 }
 
 /// Commits through the store, after failing the first `failures` commits as a store without
-/// quorum does, or panicking on the first one.
+/// quorum does, or panicking on the first one. Every commit must come in the term the store
+/// leads in.
 struct FlakyCommitter {
     store: Arc<Store>,
     failures: std::sync::atomic::AtomicUsize,
@@ -347,8 +348,13 @@ struct FlakyCommitter {
 }
 
 impl PhaseCommitter for FlakyCommitter {
-    fn commit(&self, txn: Transaction) -> BoxFuture<'_, Result<u64, StoreError>> {
+    fn commit(&self, term: u64, txn: Transaction) -> BoxFuture<'_, Result<u64, StoreError>> {
         use std::sync::atomic::Ordering;
+        assert_eq!(
+            Some(term),
+            self.store.leading_term(),
+            "a commit in a term the store does not lead in"
+        );
         if self.panic_first.swap(false, Ordering::SeqCst) {
             panic!("a bug in the loop");
         }
@@ -365,7 +371,7 @@ impl PhaseCommitter for FlakyCommitter {
                 })
             });
         }
-        Box::pin(self.store.write(txn))
+        Box::pin(self.store.write_in_term(term, txn))
     }
 }
 

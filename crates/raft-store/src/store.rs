@@ -386,6 +386,20 @@ impl Store {
         self.inner.write(txn).await
     }
 
+    /// Commits `txn` only while this member leads in `term`, and never forwards it: for what a
+    /// leader decides from what it alone holds (the dispatcher's sessions), which a deposed
+    /// leader must not hand to its successor, not even in a write it retries until a partition
+    /// heals. `NotLeader` when this member does not lead in `term`, or stops leading before the
+    /// write commits.
+    pub async fn write_in_term(&self, term: u64, txn: Transaction) -> Result<u64, StoreError> {
+        if self.leading_term() != Some(term) {
+            return Err(StoreError::NotLeader {
+                member: self.inner.member_id(),
+            });
+        }
+        self.inner.write_as_leader(txn).await
+    }
+
     /// The largest transaction [`Store::write`] accepts, in bytes.
     pub fn max_proposal_bytes(&self) -> usize {
         self.inner.config.max_proposal_bytes

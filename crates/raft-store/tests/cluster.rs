@@ -285,6 +285,67 @@ async fn a_minority_cannot_commit_and_converges_after_healing() {
     cluster.stop(leader).await;
 }
 
+/// A write bound to a term commits only through the member that leads in it, and is never
+/// forwarded: not by a follower, not by the leader asked for another term, and not by a deposed
+/// leader once it knows of its successor, which would forward an ordinary write.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_in_a_term_commits_only_through_its_leader() {
+    let cluster = TestCluster::start(3).await;
+    let leader = cluster.leader().await;
+    let follower = (1..=3).find(|id| *id != leader).unwrap();
+    let term = cluster
+        .store(leader)
+        .leading_term()
+        .expect("the leader's term");
+    let node = |id: &str| Transaction::create("node", id, "", Vec::new());
+    let not_leader = |written: Result<u64, StoreError>| {
+        assert!(
+            matches!(written, Err(StoreError::NotLeader { .. })),
+            "expected NotLeader, got {written:?}"
+        );
+    };
+
+    not_leader(cluster.store(follower).write_in_term(term, node("f")).await);
+    not_leader(
+        cluster
+            .store(leader)
+            .write_in_term(term + 1, node("t"))
+            .await,
+    );
+    cluster
+        .store(leader)
+        .write_in_term(term, node("kept"))
+        .await
+        .expect("the leader commits in its term");
+
+    // Depose the leader: cut it off until the others elect one, then let it hear of it.
+    cluster.partition(&[leader]);
+    let majority: Vec<u64> = (1..=3).filter(|id| *id != leader).collect();
+    let new_leader = cluster.leader_among(&majority).await;
+    cluster.heal();
+    poll(Duration::from_secs(10), "the old leader to follow", || {
+        (cluster.status(leader).leader == Some(new_leader)).then_some(())
+    })
+    .await;
+    not_leader(
+        cluster
+            .store(leader)
+            .write_in_term(term, node("stale"))
+            .await,
+    );
+
+    let index = cluster.create(new_leader, "node", "after").await;
+    cluster.wait_applied(index).await;
+    for id in 1..=3 {
+        let ids: Vec<String> = cluster
+            .local_objects(id, "node")
+            .into_iter()
+            .map(|r| r.id)
+            .collect();
+        assert_eq!(ids, ["after", "kept"], "member {id}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_follower_restarted_after_the_log_was_purged_catches_up_through_a_snapshot() {
     let mut cluster = TestCluster::start_with(3, |config| {

@@ -522,9 +522,9 @@ async fn mark_silent_nodes_down(shared: Arc<Shared>, mut stop: watch::Receiver<b
             }
             continue;
         }
-        if leading.is_none() {
+        let Some(term) = leading else {
             continue;
-        }
+        };
         let deadline = period * MISSED_HEARTBEATS_BEFORE_DOWN;
         let silent: Vec<String> = {
             let mut sessions = shared.sessions();
@@ -539,7 +539,9 @@ async fn mark_silent_nodes_down(shared: Arc<Shared>, mut stop: watch::Receiver<b
         for node_id in silent {
             tracing::warn!(node = %node_id, "no heartbeat: marking the node down");
             shared.metrics.nodes_marked_down.inc();
-            let result = objects::update_node(&shared.store, &node_id, |node| {
+            // Judged from this leader's sessions, so written only while it leads in the term
+            // they belong to: a deposed leader's verdicts never reach its successor.
+            let result = objects::update_node_in_term(&shared.store, term, &node_id, |node| {
                 node.status = Some(NodeStatus {
                     state: node_status::State::Down as i32,
                     message: "heartbeat failure".to_owned(),
