@@ -582,10 +582,34 @@ fn a_paused_leader_is_replaced_and_the_other_nodes_keep_their_tasks() {
             .map(|(id, _)| id)
             .collect();
         let replaced: Vec<&String> = elsewhere.difference(&running).collect();
-        assert!(
-            replaced.is_empty(),
-            "tasks on the nodes that never stopped were replaced: {replaced:?}; slots {slots:?}"
-        );
+        if !replaced.is_empty() {
+            // Who marked which node down, and when leadership moved, on every host.
+            let verdicts: Vec<String> = cluster
+                .hosts()
+                .iter()
+                .flat_map(|host| {
+                    let log = std::fs::read_to_string(host.daemon_log()).unwrap_or_default();
+                    let name = host.name().to_owned();
+                    log.lines()
+                        .filter(|line| {
+                            [
+                                "marking the node down",
+                                "leadership changed",
+                                "session opened",
+                            ]
+                            .iter()
+                            .any(|what| line.contains(what))
+                        })
+                        .map(|line| format!("{name}: {line}"))
+                        .collect::<Vec<_>>()
+                })
+                .collect();
+            panic!(
+                "tasks on the nodes that never stopped were replaced: {replaced:?}; slots \
+                 {slots:?}; the daemons said:\n{}",
+                verdicts.join("\n")
+            );
+        }
         if Instant::now() > deadline {
             break;
         }

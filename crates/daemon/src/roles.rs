@@ -53,6 +53,8 @@ struct ManagerLink {
     /// The leader a follower named; tried first on the next connect.
     leader_hint: RwLock<Option<String>>,
     next: AtomicUsize,
+    /// The manager the last connect went to.
+    last_tried: RwLock<Option<String>>,
     session: watch::Sender<Option<SessionMessage>>,
     /// Asks the agent to reopen its session, so that it shows a new certificate.
     reconnect: tokio::sync::Notify,
@@ -86,12 +88,13 @@ impl DispatcherConnector for ManagerConnector {
             Some(leader) => leader,
             None => {
                 let addrs = read(&link.manager_addrs);
-                if addrs.is_empty() {
-                    return Err("this node knows no manager to connect to".to_owned());
-                }
-                addrs[link.next.fetch_add(1, Ordering::Relaxed) % addrs.len()].clone()
+                let next = link.next.fetch_add(1, Ordering::Relaxed);
+                next_manager(&addrs, next, read(&link.last_tried).as_deref())
+                    .ok_or("this node knows no manager to connect to")?
+                    .to_owned()
             }
         };
+        write(&link.last_tried, Some(addr.clone()));
         let identity = read(&link.identity);
         Endpoint::from_shared(format!("https://{addr}"))
             .map_err(|error| format!("manager address {addr}: {error}"))?
@@ -124,6 +127,21 @@ impl DispatcherConnector for ManagerConnector {
 
     fn reconnect_requested(&self) -> impl std::future::Future<Output = ()> + Send {
         self.link.reconnect.notified()
+    }
+}
+
+/// The manager a connect without a leader hint goes to: the managers in turn, passing over the
+/// one tried last when there is another. A session ends when its manager stops answering, and a
+/// frozen manager still completes TCP handshakes, so trying it again first would spend the
+/// whole connect timeout on it while the new leader's grace for this node runs out.
+fn next_manager<'a>(addrs: &'a [String], next: usize, last_tried: Option<&str>) -> Option<&'a str> {
+    let count = addrs.len();
+    let at = |offset: usize| addrs[(next + offset) % count].as_str();
+    match count {
+        0 => None,
+        1 => Some(at(0)),
+        _ if Some(at(0)) == last_tried => Some(at(1)),
+        _ => Some(at(0)),
     }
 }
 
@@ -306,6 +324,7 @@ impl NodeRoles {
             identity: RwLock::new(identity),
             leader_hint: RwLock::new(None),
             next: AtomicUsize::new(0),
+            last_tried: RwLock::new(None),
             session: watch::channel(None).0,
             reconnect: tokio::sync::Notify::new(),
         });
@@ -886,5 +905,23 @@ impl Swarm for NodeRoles {
             endpoints,
             peers,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::next_manager;
+
+    #[test]
+    fn a_connect_passes_over_the_manager_tried_last_when_there_is_another() {
+        let addrs: Vec<String> = ["m1:2377", "m2:2377", "m3:2377"].map(String::from).into();
+        assert_eq!(next_manager(&addrs, 0, None), Some("m1:2377"));
+        assert_eq!(next_manager(&addrs, 4, Some("m1:2377")), Some("m2:2377"));
+        // The leader a session was open with stopped answering: the next turn falls on it.
+        assert_eq!(next_manager(&addrs, 3, Some("m1:2377")), Some("m2:2377"));
+        assert_eq!(next_manager(&addrs, 5, Some("m3:2377")), Some("m1:2377"));
+        let one = vec!["m1:2377".to_owned()];
+        assert_eq!(next_manager(&one, 7, Some("m1:2377")), Some("m1:2377"));
+        assert_eq!(next_manager(&[], 0, None), None);
     }
 }
