@@ -6,7 +6,11 @@
 //! - h2:8080 is its cluster path (no local task: DNAT to h1's task over the ingress overlay,
 //!   VXLAN between the hosts, and SNAT so replies come back through h2);
 //! - h1:8000 is the baseline: the same busybox `httpd` serving the same files, started by the
-//!   benchmark in h1's network namespace outside any container, so no NAT and no overlay.
+//!   benchmark in h1's network namespace outside any container, so no NAT and no overlay;
+//! - the task's own address on h1's gateway bridge, port 80, through a host route in the
+//!   client that goes via h1: straight to the task, as the issue defines "direct", with h1
+//!   routing and no NAT. It serves the requests figure as a second baseline, so the mesh's cost
+//!   is told apart from what the container and the extra hop cost.
 //!
 //! Figures, each over ROUNDS (default 5), the targets alternated within a round:
 //! - `requests`: HTTP/1.0 `GET /` (a 17-byte page), a new connection each, from
@@ -50,6 +54,9 @@ const DOWNLOADS: usize = 5;
 const SATURATED_WORKERS: usize = 8;
 const SATURATED_DURATION: Duration = Duration::from_secs(3);
 const SEQUENTIAL_DURATION: Duration = Duration::from_secs(2);
+/// The requests figure's first targets that the others are measured against: the host's
+/// server and the task's own address.
+const BASELINES: usize = 2;
 /// How long Docker's published port is tried before what it gave is reported.
 const DOCKER_TRIES: Duration = Duration::from_secs(15);
 
@@ -212,16 +219,20 @@ fn requests(targets: &[Target<'_>]) {
             });
         println!("{label}: {answered} answered, {failed} failed");
     }
-    let (direct, meshes) = runs.split_first().expect("the direct target first");
     let of = |runs: &[LoadRun], figure: fn(&LoadRun) -> f64| -> Vec<f64> {
         runs.iter().map(figure).collect()
     };
-    for (target, runs) in targets[1..].iter().zip(meshes) {
-        let label = target.label;
+    // Each later target against each baseline before it: the host's server, then the task's
+    // own address.
+    let pairs = (0..BASELINES)
+        .flat_map(|baseline| (baseline + 1..targets.len()).map(move |target| (baseline, target)));
+    for (baseline, target) in pairs {
+        let (direct, runs) = (&runs[baseline], &runs[target]);
+        let label = format!("{} vs {}", targets[target].label, targets[baseline].label);
         let rates = of(&runs.saturated, LoadRun::requests_per_second);
         let direct_rates = of(&direct.saturated, LoadRun::requests_per_second);
         println!(
-            "{label} / direct, req/s, % (target >= 90): {}",
+            "{label}, req/s, % (target >= 90): {}",
             summary(percent_per_round(&rates, &direct_rates), 0)
         );
         let overheads = |mesh: &[LoadRun], direct: &[LoadRun]| -> Vec<f64> {
@@ -231,11 +242,11 @@ fn requests(targets: &[Target<'_>]) {
                 .collect()
         };
         println!(
-            "{label} p99 - direct p99, {SATURATED_WORKERS} workers, ms: {}",
+            "{label}, p99 difference, {SATURATED_WORKERS} workers, ms: {}",
             summary(overheads(&runs.saturated, &direct.saturated), 2)
         );
         println!(
-            "{label} p99 - direct p99, 1 worker, ms (target < 1): {}",
+            "{label}, p99 difference, 1 worker, ms (target < 1): {}",
             summary(overheads(&runs.sequential, &direct.sequential), 3)
         );
     }
@@ -251,9 +262,9 @@ fn percent_per_round(figures: &[f64], baseline: &[f64]) -> Vec<f64> {
         .collect()
 }
 
-/// The address of `host`'s `web` task on the ingress network (10.0.0.0/24, the default), what
-/// the mesh DNATs to.
-fn task_ingress_address(host: &TestHost) -> Ipv4Addr {
+/// The IPv4 addresses of `host`'s `web` task, loopback left out: one on the ingress network
+/// (10.0.0.0/24, the default), what the mesh DNATs to, and one on the host's gateway bridge.
+fn task_addresses(host: &TestHost) -> Vec<Ipv4Addr> {
     let pid = wait_until("the web task's pid", TIMEOUT, || {
         host.running_task_pid("web")
     });
@@ -262,11 +273,17 @@ fn task_ingress_address(host: &TestHost) -> Ipv4Addr {
         .output()
         .expect("running nsenter");
     let listed = String::from_utf8_lossy(&output.stdout).into_owned();
-    listed
-        .split_whitespace()
-        .filter_map(|word| word.split('/').next()?.parse::<Ipv4Addr>().ok())
-        .find(|address| address.octets()[..3] == [10, 0, 0])
-        .unwrap_or_else(|| panic!("no ingress address in the task: {listed}"))
+    let words: Vec<&str> = listed.split_whitespace().collect();
+    words
+        .windows(2)
+        .filter(|pair| pair[0] == "inet")
+        .filter_map(|pair| pair[1].split('/').next()?.parse::<Ipv4Addr>().ok())
+        .filter(|address| !address.is_loopback())
+        .collect()
+}
+
+fn is_ingress(address: &Ipv4Addr) -> bool {
+    address.octets()[..3] == [10, 0, 0]
 }
 
 fn transfer(targets: &[Target<'_>]) {
@@ -407,11 +424,37 @@ fn main() {
     // Dropped before the cluster, whose teardown checks that nothing of its run is left.
     let _direct_server = HostServer::start(h1, &cluster.dir().join("direct-www"), DIRECT_PORT);
     let at = |host: &TestHost, port| SocketAddr::from((host.address(), port));
+    let addresses = task_addresses(h1);
+    let find = |ingress: bool| {
+        addresses
+            .iter()
+            .copied()
+            .find(|address| is_ingress(address) == ingress)
+            .unwrap_or_else(|| panic!("the task's addresses {addresses:?}"))
+    };
+    let (ingress_address, gateway_address) = (find(true), find(false));
+    // The client reaches the task's gateway-bridge address through h1, which routes it.
+    let route = client.run_in_host(
+        "ip",
+        &[
+            "route",
+            "add",
+            &format!("{gateway_address}/32"),
+            "via",
+            &h1.address().to_string(),
+        ],
+    );
+    assert!(route.status.success(), "{}", output_text(&route));
     let targets = [
         Target {
             label: "direct (h1:8000, httpd in h1's namespace)",
             from: client,
             address: at(h1, DIRECT_PORT),
+        },
+        Target {
+            label: "task direct (the task's gateway address through h1, no NAT)",
+            from: client,
+            address: SocketAddr::from((gateway_address, 80)),
         },
         Target {
             label: "mesh local (h1:8080, task on h1)",
@@ -442,10 +485,10 @@ fn main() {
         let overlay_only = Target {
             label: "overlay only (h2's namespace to the task's ingress address, no NAT)",
             from: h2,
-            address: SocketAddr::from((task_ingress_address(h1), 80)),
+            address: SocketAddr::from((ingress_address, 80)),
         };
         overlay_only.wait_answering();
-        let [direct, local, mesh_cluster] = targets;
+        let [direct, _, local, mesh_cluster] = targets;
         transfer(&[direct, local, mesh_cluster, overlay_only]);
         println!("after transfer: {}", load_average());
     }
