@@ -10,7 +10,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::process::{COMMAND_TIMEOUT, describe, output_text, run, run_ok};
+use crate::process::{COMMAND_TIMEOUT, describe, output_text, pause_process, run, run_ok};
 use crate::wait::poll_until;
 use crate::{HarnessError, netns};
 
@@ -403,24 +403,15 @@ impl TestHost {
         let _ = child.wait();
     }
 
-    /// Stops the daemon (SIGSTOP) for `pause`, then lets it go on, as when its machine freezes,
-    /// is paused or starves it of CPU. Panics if the daemon is not running.
+    /// Stops the daemon (SIGSTOP) for `pause`, then lets it go on ([`pause_process`]). Panics
+    /// if the daemon is not running.
     pub fn pause_daemon(&self, pause: Duration) {
-        let pid = {
-            let daemon = self.lock_daemon();
-            let child = daemon.as_ref().unwrap_or_else(|| {
-                panic!("{}: pause_daemon, but the daemon is not running", self.name)
-            });
-            i32::try_from(child.id()).expect("a pid fits an i32")
-        };
-        for (signal, name) in [(libc::SIGSTOP, "STOP"), (libc::SIGCONT, "CONT")] {
-            if signal == libc::SIGCONT {
-                std::thread::sleep(pause);
-            }
-            // SAFETY: kill takes two integers; the child is ours and not yet reaped.
-            let sent = unsafe { libc::kill(pid, signal) };
-            assert_eq!(sent, 0, "{}: kill -{name} {pid}", self.name);
-        }
+        let pid = self
+            .lock_daemon()
+            .as_ref()
+            .unwrap_or_else(|| panic!("{}: pause_daemon, but the daemon is not running", self.name))
+            .id();
+        pause_process(pid, pause);
     }
 
     /// Starts the daemon again on the same data root and socket, after `kill_daemon`, and

@@ -42,6 +42,6 @@ pub use cluster::{ClusterOptions, Footprint, TestCluster, default_shoal_binary};
 pub use error::HarnessError;
 pub use host::{DOCKER_CLI, TestHost};
 pub use netns::DaemonNamespace;
-pub use process::{output_text, run as run_with_timeout, run_with_input};
+pub use process::{output_text, pause_process, run as run_with_timeout, run_with_input};
 pub use skip::{REQUIRE_ALL_TESTS, root_skip_reason, skip, skip_notice, skip_reason};
 pub use wait::{poll_until, wait_until};

@@ -133,3 +133,16 @@ pub(crate) fn run_ok(command: &mut Command, timeout: Duration) -> Result<String,
         })
     }
 }
+
+/// Stops process `pid` (SIGSTOP) for `pause`, then lets it go on, as when its machine freezes,
+/// is paused or starves it of CPU. Panics if either signal can't be sent.
+pub fn pause_process(pid: u32, pause: Duration) {
+    let pid = i32::try_from(pid).expect("a pid fits an i32");
+    // SAFETY: kill takes two integers and has no memory effects.
+    let stopped = unsafe { libc::kill(pid, libc::SIGSTOP) };
+    assert_eq!(stopped, 0, "kill -STOP {pid}");
+    std::thread::sleep(pause);
+    // SAFETY: as above.
+    let continued = unsafe { libc::kill(pid, libc::SIGCONT) };
+    assert_eq!(continued, 0, "kill -CONT {pid}");
+}

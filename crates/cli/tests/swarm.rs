@@ -17,7 +17,7 @@ use serde_json::Value;
 
 mod support;
 
-use shoal_tests::{DaemonNamespace, skip, skip_notice};
+use shoal_tests::{DaemonNamespace, pause_process, skip, skip_notice};
 use support::{SHOAL, build_busybox_tarball, container_ids, remove_leftovers, skip_reason};
 
 /// How long one CLI command may take before the test calls it hung.
@@ -227,18 +227,9 @@ impl SwarmHost {
         }
     }
 
-    /// Stops the daemon (SIGSTOP) for `pause` and lets it go on, as when its machine freezes,
-    /// is paused or starves it of CPU.
+    /// Stops the daemon (SIGSTOP) for `pause` and lets it go on ([`pause_process`]).
     fn pause_daemon(&self, pause: Duration) {
-        let pid = self.daemon.as_ref().expect("a running daemon").id() as i32;
-        // SAFETY: kill takes two integers and has no memory effects; the child is ours and
-        // not yet reaped.
-        let stopped = unsafe { libc::kill(pid, libc::SIGSTOP) };
-        assert_eq!(stopped, 0, "kill -STOP {pid}");
-        std::thread::sleep(pause);
-        // SAFETY: as above.
-        let continued = unsafe { libc::kill(pid, libc::SIGCONT) };
-        assert_eq!(continued, 0, "kill -CONT {pid}");
+        pause_process(self.daemon.as_ref().expect("a running daemon").id(), pause);
     }
 
     fn daemon_log_tail(&self) -> String {

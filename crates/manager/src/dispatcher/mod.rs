@@ -209,19 +209,14 @@ fn take_silent_sessions(
     deadline: Duration,
     now: Instant,
 ) -> Vec<(String, Session)> {
-    let mut silent = Vec::new();
-    for (node_id, session) in sessions.iter_mut() {
-        session.last_heartbeat = session
-            .last_heartbeat
-            .checked_add(stalled)
-            .map_or(now, |credited| credited.min(now));
-        if now.saturating_duration_since(session.last_heartbeat) > deadline {
-            silent.push(node_id.clone());
-        }
-    }
-    silent
-        .into_iter()
-        .filter_map(|node_id| sessions.remove(&node_id).map(|session| (node_id, session)))
+    sessions
+        .extract_if(|_, session| {
+            session.last_heartbeat = session
+                .last_heartbeat
+                .checked_add(stalled)
+                .map_or(now, |credited| credited.min(now));
+            now.saturating_duration_since(session.last_heartbeat) > deadline
+        })
         .collect()
 }
 
