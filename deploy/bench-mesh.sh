@@ -3,7 +3,7 @@
 # private underlay on this machine, a busybox httpd service published on port 8080 with its one
 # task on h1. From the client: requests per second and p99 latency of short HTTP/1.0 requests
 # (a new connection each) through the mesh's local path (h1:8080) and its cluster path (h2:8080,
-# over VXLAN with SNAT), against the same busybox httpd started in h1's namespace outside any
+# handed on to h1 with SNAT), against the same busybox httpd started in h1's namespace outside any
 # container (h1:8000, no NAT) and against the task's own address on h1's gateway bridge (routed
 # through h1, no NAT); a 200 MiB download through each; and, when Debian's docker.io is
 # installed, what Docker Swarm 20.10's published port gives on the same underlay. Test hosts

@@ -5,7 +5,9 @@
 //! It checks each traffic policy's path (`prefer-local` keeps the client's address, `cluster`
 //! hides it behind the node's, `local` with no local task is refused at once), that a task
 //! leaving the local map is element commands only and keeps an established connection, that UDP
-//! goes through the mesh, and that reconciling twice changes nothing. Every namespace, and with
+//! goes through the mesh, that a connection from another node of the swarm is served by a local
+//! task, or across the overlay when there is none, and never handed on, and that reconciling
+//! twice changes nothing. Every namespace, and with
 //! it every table, is deleted even when the test fails. Fails when not root.
 
 use std::collections::BTreeSet;
@@ -15,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use routing_mesh::mesh::{Observed, PublishedPort, TrafficPolicy, read_table, reconcile};
+use routing_mesh::mesh::{
+    Crossing, Mesh, Observed, PublishedPort, TrafficPolicy, read_table, reconcile,
+};
 use routing_mesh::vip::{NftInNamespace, Protocol, TableAction, TableName, remove_table};
 
 /// The node's address on the client's link: what the client connects to.
@@ -170,14 +174,15 @@ fn published(
             .iter()
             .map(|a| SocketAddrV4::new(*a, target))
             .collect(),
+        crossing: Crossing::Overlay,
     }
 }
 
 /// 8080 prefer-local, 8081 cluster, 8082 local, 8083 prefer-local with no local task, UDP 5300
-/// cluster; `local` is what is ready on this node.
-fn ports(local: &[Ipv4Addr]) -> Vec<PublishedPort> {
+/// cluster; `local` is what is ready on this node, `peers` the other nodes of the swarm.
+fn mesh(local: &[Ipv4Addr], peers: &[Ipv4Addr]) -> Mesh {
     let both = [LOCAL_TASK, OTHER_TASK];
-    vec![
+    let ports = vec![
         published(
             Protocol::Tcp,
             8080,
@@ -195,7 +200,12 @@ fn ports(local: &[Ipv4Addr]) -> Vec<PublishedPort> {
             &[OTHER_TASK],
         ),
         published(Protocol::Udp, 5300, TrafficPolicy::Cluster, &[], &both),
-    ]
+    ];
+    Mesh {
+        address: NODE,
+        peers: peers.iter().copied().collect(),
+        ports,
+    }
 }
 
 #[test]
@@ -273,9 +283,9 @@ fn every_policy_takes_its_path_and_tasks_come_and_go_by_elements_only() {
     let nft = NftInNamespace::default();
     let table = TableName::new(&format!("shoaltest_{}", std::process::id())).expect("table name");
 
-    let change = reconcile(&nft, &node_path, &table, &ports(&[LOCAL_TASK])).expect("create");
+    let change = reconcile(&nft, &node_path, &table, &mesh(&[LOCAL_TASK], &[])).expect("create");
     assert_eq!(change.table, TableAction::Create);
-    let again = reconcile(&nft, &node_path, &table, &ports(&[LOCAL_TASK])).expect("again");
+    let again = reconcile(&nft, &node_path, &table, &mesh(&[LOCAL_TASK], &[])).expect("again");
     assert!(again.is_empty(), "a second reconcile changed {again:?}");
 
     // prefer-local with a ready local task: only that task, and it sees the client.
@@ -324,7 +334,7 @@ fn every_policy_takes_its_path_and_tasks_come_and_go_by_elements_only() {
     // goes on, and new ones take the cluster path.
     let mut kept = connect(&client_path, 8080).expect("connect");
     assert_eq!(read_line(&mut kept), format!("t1 {CLIENT}"));
-    let change = reconcile(&nft, &node_path, &table, &ports(&[])).expect("t1 not ready");
+    let change = reconcile(&nft, &node_path, &table, &mesh(&[], &[])).expect("t1 not ready");
     assert!(
         change.table == TableAction::Keep && !change.is_empty(),
         "{change:?}"
@@ -338,6 +348,24 @@ fn every_policy_takes_its_path_and_tasks_come_and_go_by_elements_only() {
             .iter()
             .all(|answer| answer.ends_with(&NODE_INGRESS.to_string())),
         "with no ready local task, prefer-local goes through the cluster path: {after:?}"
+    );
+
+    // The client stands for another node of the swarm, handing connections on: each is served
+    // by the local task as it is, whatever the port's policy, or across the overlay when no
+    // task here is ready, and never handed on again.
+    let change =
+        reconcile(&nft, &node_path, &table, &mesh(&[LOCAL_TASK], &[CLIENT])).expect("a peer");
+    assert_eq!(change.table, TableAction::Keep, "{change:?}");
+    for port in [8080, 8081] {
+        assert_eq!(
+            answers(&client_path, port, 20),
+            BTreeSet::from([format!("t1 {CLIENT}")]),
+            "port {port} from a peer"
+        );
+    }
+    assert_eq!(
+        answers(&client_path, 8083, 10),
+        BTreeSet::from([format!("t2 {NODE_INGRESS}")])
     );
 
     remove_table(&nft, &node_path, &table).expect("remove the table");

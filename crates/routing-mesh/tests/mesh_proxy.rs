@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::net::{SocketAddrV4, TcpListener as StdTcpListener};
 use std::time::Duration;
 
-use routing_mesh::mesh::{PublishedPort, TrafficPolicy, UserspaceProxy};
+use routing_mesh::mesh::{Crossing, PublishedPort, TrafficPolicy, UserspaceProxy};
 use routing_mesh::vip::Protocol;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
@@ -25,6 +25,7 @@ fn published(protocol: Protocol, port: u16, backends: &[SocketAddrV4]) -> Publis
         policy: TrafficPolicy::PreferLocal,
         local: BTreeSet::new(),
         cluster: backends.iter().copied().collect::<BTreeSet<_>>(),
+        crossing: Crossing::Overlay,
     }
 }
 

@@ -3,8 +3,9 @@
 //! outside the swarm, the client (h4). One busybox `httpd` service, one replica constrained to
 //! h1, publishing port 8080 in shoal's default `prefer-local` policy, so:
 //! - h1:8080 is the mesh's local path (DNAT to h1's own task, no SNAT);
-//! - h2:8080 is its cluster path (no local task: DNAT to h1's task over the ingress overlay,
-//!   VXLAN between the hosts, and SNAT so replies come back through h2);
+//! - h2:8080 is its cluster path (no local task: h2 hands the connection to h1's published
+//!   port, routed between the hosts with no VXLAN, with SNAT so replies come back through h2,
+//!   and h1 DNATs it to its task);
 //! - h1:8000 is the baseline: the same busybox `httpd` serving the same files, started by the
 //!   benchmark in h1's network namespace outside any container, so no NAT and no overlay;
 //! - the task's own address on h1's gateway bridge, port 80, through a host route in the
@@ -17,9 +18,10 @@
 //!   [`SATURATED_WORKERS`] threads for [`SATURATED_DURATION`] (requests per second, p99), then
 //!   from one thread for [`SEQUENTIAL_DURATION`] (p50 and p99 without queueing);
 //! - `transfer`: [`DOWNLOADS`] downloads of [`BIG_MIB`] MiB in a row per target (MB/s): through
-//!   h2 they cross the hosts over VXLAN, against the underlay straight to h1; and, to tell the
-//!   overlay's cost from the mesh's, from h2's namespace to the task's ingress address (VXLAN,
-//!   no NAT);
+//!   h2 they cross the hosts through both hosts' NAT, against the underlay straight to h1; and,
+//!   for what the path through the ingress overlay would carry (the way Docker's mesh crosses,
+//!   and shoal's on an encrypted ingress network), from h2's namespace to the task's ingress
+//!   address (VXLAN, no NAT);
 //! - `docker`: Docker Swarm 20.10 (`shoal_tests::docker`, two more test hosts on the same
 //!   underlay) publishing the same service in its ingress mode, and what requests to it from the
 //!   client give; skipped, saying so, when Debian's `docker.io` is not installed.
@@ -433,18 +435,29 @@ fn main() {
             .unwrap_or_else(|| panic!("the task's addresses {addresses:?}"))
     };
     let (ingress_address, gateway_address) = (find(true), find(false));
-    // The client reaches the task's gateway-bridge address through h1, which routes it.
-    let route = client.run_in_host(
-        "ip",
+    // The client reaches the task's gateway-bridge address through h1, which routes it, from an
+    // address of its own: the mesh's local path DNATs to that same task address and port, and
+    // h1's conntrack refuses a connection whose reply would look like one of the other path's
+    // (the same client port, picked again within the closed ones' two minutes).
+    let [a, b, c, _] = client.address().octets();
+    let direct_source = Ipv4Addr::new(a, b, c, 200).to_string();
+    let gateway_route = format!("{gateway_address}/32");
+    let h1_address = h1.address().to_string();
+    for args in [
+        ["addr", "add", &format!("{direct_source}/24"), "dev", "eth0"].as_slice(),
         &[
             "route",
             "add",
-            &format!("{gateway_address}/32"),
+            &gateway_route,
             "via",
-            &h1.address().to_string(),
+            &h1_address,
+            "src",
+            &direct_source,
         ],
-    );
-    assert!(route.status.success(), "{}", output_text(&route));
+    ] {
+        let done = client.run_in_host("ip", args);
+        assert!(done.status.success(), "ip {args:?}: {}", output_text(&done));
+    }
     let targets = [
         Target {
             label: "direct (h1:8000, httpd in h1's namespace)",

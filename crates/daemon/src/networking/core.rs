@@ -18,7 +18,7 @@ use overlay_net::{
 use routing_mesh::dns::{
     AskingTask, NetworkRecords, ServiceEndpoint, ServiceRecords, TaskHealth, TaskRecord,
 };
-use routing_mesh::mesh::{PublishedPort, TrafficPolicy};
+use routing_mesh::mesh::{Crossing, Mesh, PublishedPort, TrafficPolicy};
 use routing_mesh::vip::{Protocol, VipPorts, VipService};
 use shoal_proto::api::EncryptionKey;
 use shoal_proto::api::encryption_key::Algorithm;
@@ -92,10 +92,10 @@ pub struct NodePlan {
     /// The networks whose gossip this node is on: those it has a task on, and the ingress
     /// network while the managers give the node an address there.
     pub gossip_networks: BTreeSet<String>,
-    /// The ports the mesh's table serves on this node: the swarm's published ports, while the
-    /// node has an address on the ingress network, and its own tasks' host-mode ports; `None`:
-    /// none, and no table.
-    pub mesh: Option<Vec<PublishedPort>>,
+    /// What the mesh's table serves on this node: the swarm's published ports, while the node
+    /// has an address on the ingress network, and its own tasks' host-mode ports; `None`: none,
+    /// and no table.
+    pub mesh: Option<Mesh>,
 }
 
 /// The gossip's endpoint id of a node's own leg on the ingress network. Task ids have no dash,
@@ -230,7 +230,7 @@ pub fn plan_node(
     // The ingress network's gossip tells the node which ports the swarm publishes; the leg is
     // made only once there is a port to serve.
     let ingress_ports = ingress_leg
-        .map(|leg| mesh_ports(node, &leg.network_id, tasks, &local_addresses, table))
+        .map(|leg| mesh_ports(node, leg, tasks, &local_addresses, table))
         .unwrap_or_default();
     let mut gossip_networks: BTreeSet<String> = ingress_leg
         .map(|leg| leg.network_id.clone())
@@ -257,7 +257,13 @@ pub fn plan_node(
         ingress_ports
     };
     add_host_ports(tasks, &mut mesh);
-    let mesh = (!mesh.is_empty()).then_some(mesh);
+    let mesh = (!mesh.is_empty()).then(|| Mesh {
+        address: config.vtep,
+        peers: ingress_leg
+            .map(|leg| mesh_peers(node, &leg.network_id, table))
+            .unwrap_or_default(),
+        ports: mesh,
+    });
 
     let mut peers = BTreeMap::new();
     for (key, visible) in table {
@@ -484,29 +490,62 @@ fn add_host_ports(tasks: &BTreeMap<String, HeldTask>, mesh: &mut Vec<PublishedPo
                     .into_iter()
                     .collect(),
                 cluster: BTreeSet::new(),
+                crossing: Crossing::NodePorts(BTreeMap::new()),
             });
         }
     }
     mesh.sort_by_key(|port| (port.protocol, port.port));
 }
 
-/// The ports the mesh serves on this node: every port a task on the ingress network publishes,
-/// local or gossiped, with the ready ones as its backends (local tasks in both sets, remote ones
-/// in `cluster` only). A port whose tasks are all unready stays, with no backend, so it is
-/// refused at once rather than left to whatever else listens. A port two services claim (which
-/// the managers refuse) goes to the first in task order.
-fn mesh_ports(
+/// The other nodes on the ingress network, by their tunnel endpoints: those that may hand the
+/// mesh's connections to this one.
+fn mesh_peers(
     node: &str,
     ingress_network: &str,
+    table: &BTreeMap<EndpointKey, VisibleEndpoint>,
+) -> BTreeSet<Ipv4Addr> {
+    table
+        .iter()
+        .filter(|(key, visible)| key.network == ingress_network && visible.node != node)
+        .filter_map(|(_, visible)| match visible.record.tunnel_endpoint {
+            IpAddr::V4(address) => Some(address),
+            IpAddr::V6(_) => None,
+        })
+        .collect()
+}
+
+/// One ready task behind a published port, as the mesh reaches it.
+enum Backend {
+    /// A task on this node: its ingress address, and the address the node's own paths send to,
+    /// on the gateway bridge, where the task's replies leave by its default route (its ingress
+    /// address when it has no leg there).
+    Here {
+        ingress: SocketAddrV4,
+        direct: SocketAddrV4,
+    },
+    /// A task on another node: its ingress address, and that node's tunnel endpoint.
+    Elsewhere { ingress: SocketAddrV4, node: IpAddr },
+}
+
+/// The ports the mesh serves on this node: every port a task on the ingress network publishes,
+/// local or gossiped, with the ready ones as its backends: local tasks in `local` and `cluster`,
+/// remote ones in `cluster` and counted by their node for handing on, unless the ingress network
+/// is encrypted. A port whose tasks are all unready stays, with no backend, so it is refused at
+/// once rather than left to whatever else listens. A port two services claim (which the managers
+/// refuse) goes to the first in task order.
+fn mesh_ports(
+    node: &str,
+    ingress_leg: &NetworkAttachment,
     tasks: &BTreeMap<String, HeldTask>,
     local_addresses: &BTreeSet<(String, Ipv4Addr)>,
     table: &BTreeMap<EndpointKey, VisibleEndpoint>,
 ) -> Vec<PublishedPort> {
+    let ingress_network = &ingress_leg.network_id;
     let mut ports: BTreeMap<(Protocol, u16), PublishedPort> = BTreeMap::new();
     let mut add = |protocol: port_config::Protocol,
                    published: u16,
                    policy: port_config::TrafficPolicy,
-                   backend: Option<(SocketAddrV4, bool)>| {
+                   backend: Option<Backend>| {
         let protocol = mesh_protocol(protocol);
         let port = ports
             .entry((protocol, published))
@@ -516,12 +555,25 @@ fn mesh_ports(
                 policy: mesh_policy(policy),
                 local: BTreeSet::new(),
                 cluster: BTreeSet::new(),
+                // ESP covers the overlay only: an encrypted ingress keeps the mesh inside it.
+                crossing: if ingress_leg.encrypted {
+                    Crossing::Overlay
+                } else {
+                    Crossing::NodePorts(BTreeMap::new())
+                },
             });
-        if let Some((address, local)) = backend {
-            if local {
-                port.local.insert(address);
+        match backend {
+            None => {}
+            Some(Backend::Here { ingress, direct }) => {
+                port.cluster.insert(ingress);
+                port.local.insert(direct);
             }
-            port.cluster.insert(address);
+            Some(Backend::Elsewhere { ingress, node }) => {
+                port.cluster.insert(ingress);
+                if let (IpAddr::V4(node), Crossing::NodePorts(nodes)) = (node, &mut port.crossing) {
+                    *nodes.entry(node).or_default() += 1;
+                }
+            }
         }
     };
     for task in tasks.values() {
@@ -529,20 +581,21 @@ fn mesh_ports(
             .networks
             .attachments
             .iter()
-            .find(|attachment| attachment.network_id == ingress_network)
+            .find(|attachment| attachment.network_id == *ingress_network)
             .and_then(|attachment| parse_attachment(attachment).ok())
         else {
             continue;
         };
         for port in &task.networks.ingress_ports {
-            let backend = task
-                .serving
-                .then(|| (SocketAddrV4::new(parsed.address.addr, port.target), true));
+            let backend = task.serving.then(|| Backend::Here {
+                ingress: SocketAddrV4::new(parsed.address.addr, port.target),
+                direct: SocketAddrV4::new(task.egress.unwrap_or(parsed.address.addr), port.target),
+            });
             add(port.protocol, port.published, port.policy, backend);
         }
     }
     for (key, visible) in table {
-        if visible.node == node || key.network != ingress_network {
+        if visible.node == node || key.network != *ingress_network {
             continue;
         }
         let record = &visible.record;
@@ -559,9 +612,10 @@ fn mesh_ports(
             ) else {
                 continue;
             };
-            let backend = record
-                .healthy
-                .then(|| (SocketAddrV4::new(address.addr, port.target), false));
+            let backend = record.healthy.then(|| Backend::Elsewhere {
+                ingress: SocketAddrV4::new(address.addr, port.target),
+                node: record.tunnel_endpoint,
+            });
             add(protocol, port.published, policy, backend);
         }
     }
@@ -1404,6 +1458,7 @@ mod tests {
         }
     }
 
+    /// The endpoint as `node` publishes it, from its tunnel endpoint 192.0.2.N for node nN.
     fn with_ports(
         (key, mut visible): (EndpointKey, VisibleEndpoint),
         node: &str,
@@ -1411,6 +1466,7 @@ mod tests {
     ) -> (EndpointKey, VisibleEndpoint) {
         visible.node = node.to_owned();
         visible.record.ingress_ports = ports;
+        visible.record.tunnel_endpoint = IpAddr::V4(ip(&format!("192.0.2.{}", &node[1..])));
         (key, visible)
     }
 
@@ -1429,7 +1485,8 @@ mod tests {
 
     /// Node n1 with its leg 10.0.0.10 on the ingress network; web's tasks w (serving) and x
     /// (not yet) here, its task on n2 (healthy) and on n3 (not); n2's leg; and dns's UDP port
-    /// served by a task on n3 only.
+    /// served by a task on n3 only. The cluster path hands a connection for another node's task
+    /// to that node, unless the ingress network is encrypted.
     #[test]
     fn the_leg_joins_the_ingress_network_and_the_mesh_serves_every_ready_task() {
         let mut w = task("w", "web", vec![ingress("10.0.0.5/24")], true);
@@ -1493,24 +1550,42 @@ mod tests {
         let ingress_names = plan.dns.iter().find(|n| n.id == "net-ingress").unwrap();
         assert!(ingress_names.services.iter().all(|s| !s.name.is_empty()));
 
+        // The local task is reached on the gateway bridge, where its replies leave.
+        let web = PublishedPort {
+            protocol: Protocol::Tcp,
+            port: 8080,
+            policy: TrafficPolicy::PreferLocal,
+            local: backends(&["172.18.0.2:80"]),
+            cluster: backends(&["10.0.0.5:80", "10.0.0.6:80"]),
+            crossing: Crossing::NodePorts(BTreeMap::from([(ip("192.0.2.2"), 1)])),
+        };
+        let dns = PublishedPort {
+            protocol: Protocol::Udp,
+            port: 5353,
+            policy: TrafficPolicy::Cluster,
+            local: BTreeSet::new(),
+            cluster: backends(&["10.0.0.8:53"]),
+            crossing: Crossing::NodePorts(BTreeMap::from([(ip("192.0.2.3"), 1)])),
+        };
         assert_eq!(
             plan.mesh,
-            Some(vec![
-                PublishedPort {
-                    protocol: Protocol::Tcp,
-                    port: 8080,
-                    policy: TrafficPolicy::PreferLocal,
-                    local: backends(&["10.0.0.5:80"]),
-                    cluster: backends(&["10.0.0.5:80", "10.0.0.6:80"]),
-                },
-                PublishedPort {
-                    protocol: Protocol::Udp,
-                    port: 5353,
-                    policy: TrafficPolicy::Cluster,
-                    local: BTreeSet::new(),
-                    cluster: backends(&["10.0.0.8:53"]),
-                },
-            ])
+            Some(Mesh {
+                address: ip("192.0.2.1"),
+                peers: BTreeSet::from([ip("192.0.2.2"), ip("192.0.2.3")]),
+                ports: vec![web.clone(), dns.clone()],
+            })
+        );
+
+        let mut encrypted = leg.clone();
+        encrypted.encrypted = true;
+        let plan = plan_node(&config(), "n1", &tasks, Some(&encrypted), &table);
+        let across = |port: PublishedPort| PublishedPort {
+            crossing: Crossing::Overlay,
+            ..port
+        };
+        assert_eq!(
+            plan.mesh.map(|mesh| mesh.ports),
+            Some(vec![across(web), across(dns)])
         );
     }
 
@@ -1526,13 +1601,14 @@ mod tests {
         let leg = ingress("10.0.0.10/24");
         let plan = plan_node(&config(), "n1", &tasks, Some(&leg), &BTreeMap::new());
         assert_eq!(
-            plan.mesh,
+            plan.mesh.map(|mesh| mesh.ports),
             Some(vec![PublishedPort {
                 protocol: Protocol::Tcp,
                 port: 8080,
                 policy: TrafficPolicy::PreferLocal,
                 local: BTreeSet::new(),
                 cluster: BTreeSet::new(),
+                crossing: Crossing::NodePorts(BTreeMap::new()),
             }])
         );
         // With no port to serve, the node only listens to the ingress network's gossip: no
@@ -1560,7 +1636,7 @@ mod tests {
         let plan = plan_node(&config(), "n1", &BTreeMap::new(), Some(&leg), &table);
         assert_eq!(plan.desired.networks.len(), 1);
         assert_eq!(plan.desired.host_legs.len(), 1);
-        assert_eq!(plan.mesh.map(|ports| ports.len()), Some(1));
+        assert_eq!(plan.mesh.map(|mesh| mesh.ports.len()), Some(1));
     }
 
     #[test]
@@ -1584,10 +1660,12 @@ mod tests {
             policy: TrafficPolicy::Local,
             local: backends(local),
             cluster: BTreeSet::new(),
+            crossing: Crossing::NodePorts(BTreeMap::new()),
         };
-        assert_eq!(plan.mesh, Some(vec![local_port(&["172.18.0.5:80"])]));
+        let ports = |plan: NodePlan| plan.mesh.map(|mesh| mesh.ports);
+        assert_eq!(ports(plan), Some(vec![local_port(&["172.18.0.5:80"])]));
         tasks.get_mut("h").unwrap().serving = false;
         let plan = plan_node(&config(), "n1", &tasks, None, &BTreeMap::new());
-        assert_eq!(plan.mesh, Some(vec![local_port(&[])]));
+        assert_eq!(ports(plan), Some(vec![local_port(&[])]));
     }
 }

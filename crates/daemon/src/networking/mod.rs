@@ -30,7 +30,7 @@ use routing_mesh::dns::{
     DnsServer, DnsTable, EMBEDDED_DNS_ADDRESS, ForwardingConfig, TaskDns, TaskUpstreams,
     open_task_sockets, task_resolv_conf, task_upstreams,
 };
-use routing_mesh::mesh::{HEALTH_PORT, HealthServer, PublishedPort, UserspaceProxy};
+use routing_mesh::mesh::{HEALTH_PORT, HealthServer, Mesh, UserspaceProxy};
 use routing_mesh::vip::{DAEMON_TABLE, NftInNamespace, TableName, VipService};
 use shoal_proto::api::SessionMessage;
 use tokio::sync::Notify;
@@ -108,9 +108,9 @@ struct Applied {
     gossip: Option<RunningGossip>,
     gossip_networks: BTreeSet<String>,
     published: BTreeMap<EndpointKey, EndpointRecord>,
-    /// The routing mesh's ports last applied to its table; `None` when unknown or there is no
+    /// What the routing mesh's table was last made to serve; `None` when unknown or there is no
     /// table.
-    mesh: Option<Vec<PublishedPort>>,
+    mesh: Option<Mesh>,
     /// The mesh's health endpoint, while the node serves published ports.
     health: Option<HealthServer>,
     /// The userspace mesh, where nft can't run, while the node serves published ports.
@@ -1284,7 +1284,7 @@ async fn program_mesh(
     resync: bool,
     failures: &mut Vec<String>,
 ) {
-    let Some(ports) = &plan.mesh else {
+    let Some(mesh) = &plan.mesh else {
         applied.proxy = None;
         if resync || applied.mesh.is_some() {
             match remove_mesh(shared).await {
@@ -1302,7 +1302,7 @@ async fn program_mesh(
         let failed = applied
             .proxy
             .get_or_insert_with(UserspaceProxy::default)
-            .set(ports)
+            .set(&mesh.ports)
             .await;
         failures.extend(
             failed
@@ -1311,11 +1311,11 @@ async fn program_mesh(
         );
         return;
     }
-    if !resync && applied.mesh.as_ref() == Some(ports) {
+    if !resync && applied.mesh.as_ref() == Some(mesh) {
         return;
     }
     let last = applied.mesh.take().filter(|_| !resync);
-    let (nft, table, wanted) = (shared.nft.clone(), shared.mesh_table.clone(), ports.clone());
+    let (nft, table, wanted) = (shared.nft.clone(), shared.mesh_table.clone(), mesh.clone());
     let outcome = tokio::task::spawn_blocking(move || {
         let netns = own_netns();
         match &last {
@@ -1325,7 +1325,7 @@ async fn program_mesh(
     })
     .await;
     match outcome {
-        Ok(Ok(_)) => applied.mesh = Some(ports.clone()),
+        Ok(Ok(_)) => applied.mesh = Some(mesh.clone()),
         Ok(Err(error)) => failures.push(format!("the routing mesh's table: {error}")),
         Err(error) => failures.push(error.to_string()),
     }
@@ -1339,7 +1339,7 @@ async fn serve_mesh_health(
     plan: &NodePlan,
     failures: &mut Vec<String>,
 ) {
-    let Some(ports) = &plan.mesh else {
+    let Some(mesh) = &plan.mesh else {
         applied.health = None;
         return;
     };
@@ -1355,7 +1355,7 @@ async fn serve_mesh_health(
         }
     }
     if let Some(server) = &applied.health {
-        server.set(routing_mesh::mesh::readiness(ports));
+        server.set(routing_mesh::mesh::readiness(&mesh.ports));
     }
 }
 

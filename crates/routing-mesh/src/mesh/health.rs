@@ -196,7 +196,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
-    use crate::mesh::TrafficPolicy;
+    use crate::mesh::{Crossing, TrafficPolicy};
 
     fn ready() -> LocalReadiness {
         readiness(&[
@@ -209,6 +209,7 @@ mod tests {
                     "10.0.0.6:80".parse().unwrap(),
                 ]),
                 cluster: BTreeSet::new(),
+                crossing: Crossing::Overlay,
             },
             PublishedPort {
                 protocol: Protocol::Udp,
@@ -216,6 +217,7 @@ mod tests {
                 policy: TrafficPolicy::Local,
                 local: BTreeSet::new(),
                 cluster: BTreeSet::new(),
+                crossing: Crossing::Overlay,
             },
         ])
     }

@@ -21,7 +21,7 @@ pub use error::MeshError;
 pub use health::{Answer, HEALTH_PORT, HealthServer, LocalReadiness, answer, readiness};
 pub use observe::observe;
 pub use plan::{
-    Change, Elements, MASQUERADE_MARK, Observed, PortKey, PublishedPort, TrafficPolicy,
-    desired_elements,
+    Change, Crossing, Elements, MASQUERADE_MARK, Mesh, Observed, PortKey, PublishedPort,
+    TrafficPolicy, desired_elements,
 };
 pub use proxy::{UDP_IDLE, UserspaceProxy, choose_backend};

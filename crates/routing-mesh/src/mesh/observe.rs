@@ -18,18 +18,19 @@ type BaseChain = (&'static str, &'static str, i64);
 
 /// The layout's chains: name → (base chain type, hook, priority) or `None` for a regular chain,
 /// and its number of rules.
-const CHAINS: [(&str, Option<BaseChain>, usize); 7] = [
-    ("prerouting", Some(("nat", "prerouting", -100)), 1),
+const CHAINS: [(&str, Option<BaseChain>, usize); 8] = [
+    ("prerouting", Some(("nat", "prerouting", -100)), 2),
     ("output", Some(("nat", "output", -100)), 1),
     ("prefer_local", None, 2),
     ("local_only", None, 1),
     ("cluster", None, 1),
-    ("postrouting", Some(("nat", "postrouting", 100)), 1),
+    ("from_peer", None, 2),
+    ("postrouting", Some(("nat", "postrouting", 100)), 2),
     ("input", Some(("filter", "input", 0)), 2),
 ];
 
 /// The chains whose rule DNATs through a slot map, which must use the layout's modulus.
-const SLOT_CHAINS: [&str; 3] = ["prefer_local", "local_only", "cluster"];
+const SLOT_CHAINS: [&str; 4] = ["prefer_local", "local_only", "cluster", "from_peer"];
 
 /// Reads nft's JSON listing of the mesh's table. `None` when it is not JSON of nft's shape at all.
 pub fn observe(listing: &str) -> Option<Observed> {
@@ -88,10 +89,18 @@ pub(super) fn read_layout(objects: &[Value]) -> Option<Elements> {
     let rule_counts_match = CHAINS
         .iter()
         .all(|(name, _, count)| rules.get(*name).copied().unwrap_or(0) == *count);
-    (sets == ["cluster", "cluster_ports", "local", "ports", "published"]
-        && chains == all_chains
-        && rule_counts_match)
-        .then_some(elements)
+    let layout_sets = [
+        "cluster",
+        "cluster_ports",
+        "local",
+        "overlay",
+        "overlay_ports",
+        "peer_source",
+        "peers",
+        "ports",
+        "published",
+    ];
+    (sets == layout_sets && chains == all_chains && rule_counts_match).then_some(elements)
 }
 
 fn read_elements(name: &str, body: &Value, elements: &mut Elements) -> Option<()> {
@@ -107,25 +116,40 @@ fn read_elements(name: &str, body: &Value, elements: &mut Elements) -> Option<()
                     .published
                     .insert(port_key(key)?, policy_of_chain(chain)?);
             }
-            "local" | "cluster" => {
+            "local" | "cluster" | "overlay" => {
                 let (key, data) = pair(item)?;
                 let [protocol, port, slots] = concat::<3>(key)?;
                 let (first, last) = slot_run(slots)?;
                 let [address, target] = concat::<2>(data)?;
-                let task = SocketAddrV4::new(
-                    address.as_str()?.parse::<Ipv4Addr>().ok()?,
-                    u16::try_from(target.as_u64()?).ok()?,
-                );
+                let task =
+                    SocketAddrV4::new(address_of(address)?, u16::try_from(target.as_u64()?).ok()?);
                 let key = (protocol_of(protocol)?, port_of(port)?, first, last);
-                let map = if name == "local" {
-                    &mut elements.local
-                } else {
-                    &mut elements.cluster
+                let map = match name {
+                    "local" => &mut elements.local,
+                    "cluster" => &mut elements.cluster,
+                    _ => &mut elements.overlay,
                 };
                 map.insert(key, task);
             }
             "cluster_ports" => {
                 elements.cluster_ports.insert(port_key(item)?);
+            }
+            "overlay_ports" => {
+                elements.overlay_ports.insert(port_key(item)?);
+            }
+            "peers" => {
+                let (peer, verdict) = pair(item)?;
+                let chain = verdict.get("goto")?.get("target")?.as_str()?;
+                if chain != "from_peer" {
+                    return None;
+                }
+                elements.peers.insert(address_of(peer)?);
+            }
+            "peer_source" => {
+                let (peer, source) = pair(item)?;
+                elements
+                    .peer_source
+                    .insert(address_of(peer)?, address_of(source)?);
             }
             "ports" => {
                 elements.ports.insert(port_key(item)?);
@@ -160,6 +184,10 @@ fn protocol_of(value: &Value) -> Option<Protocol> {
         Value::Number(number) => Protocol::from_nft(&number.to_string()),
         _ => None,
     }
+}
+
+fn address_of(value: &Value) -> Option<Ipv4Addr> {
+    value.as_str()?.parse().ok()
 }
 
 fn port_of(value: &Value) -> Option<u16> {

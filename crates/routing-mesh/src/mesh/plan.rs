@@ -8,8 +8,17 @@
 //!   interval map `local`, with no SNAT, so the task sees the client's address; a miss (no ready
 //!   local task) goes on to `cluster`.
 //! - `local_only`: the same, and a miss is refused.
-//! - `cluster`: marked, then DNAT to a ready task anywhere through `cluster`; `postrouting`
-//!   masquerades what is marked, so replies come back through this node, as in Docker's mesh.
+//! - `cluster`: marked, then DNAT through `cluster` to a ready task on this node, or to the
+//!   published port of another node with ready tasks, which serves the connection from its own;
+//!   `postrouting` gives what is marked this node's address, so replies come back through it, as
+//!   in Docker's mesh. Between the nodes the connection is plainly routed: it crosses no VXLAN,
+//!   which costs this machine's kernel a third of the underlay's rate. Where the ingress network
+//!   is encrypted, `cluster` sends to the tasks' ingress addresses instead, inside the overlay.
+//!
+//! A connection from another node of the swarm (`peers`) to a published port is one that node
+//! handed on: `from_peer` serves it from a ready local task and, when there is none (the other
+//! node's view was a moment behind), across the overlay through `overlay`; it never hands it on
+//! again, so no connection goes round between nodes.
 //!
 //! A connection no path took (no ready task) reaches the node's own `input` and is refused at
 //! once, a TCP reset or an ICMP port unreachable, instead of hanging. Everything that varies lives
@@ -17,7 +26,7 @@
 //! every established flow where it was sent.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddrV4;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 use crate::vip::{Protocol, SLOTS};
 
@@ -60,6 +69,17 @@ impl TrafficPolicy {
     }
 }
 
+/// How the `cluster` path reaches the ready tasks of other nodes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Crossing {
+    /// Through the published port of the node each runs on, by the node's address (its tunnel
+    /// endpoint), with its number of ready tasks, so that nodes weigh as their tasks do.
+    NodePorts(BTreeMap<Ipv4Addr, usize>),
+    /// To each task's ingress address, across the overlay: the ingress network is encrypted,
+    /// and the mesh's traffic between nodes must be too.
+    Overlay,
+}
+
 /// One port published on this node, with the tasks ready to serve it (running, and healthy when
 /// the service has a healthcheck), each as the address and port the node sends to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -69,8 +89,20 @@ pub struct PublishedPort {
     pub policy: TrafficPolicy,
     /// Ready tasks on this node.
     pub local: BTreeSet<SocketAddrV4>,
-    /// Ready tasks anywhere in the swarm, this node's included.
+    /// Ready tasks anywhere in the swarm, this node's included, by their ingress addresses.
     pub cluster: BTreeSet<SocketAddrV4>,
+    /// How the `cluster` path reaches the ready tasks of other nodes.
+    pub crossing: Crossing,
+}
+
+/// Everything the mesh's table serves on one node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mesh {
+    /// The node's own address, the source of the connections it hands to other nodes.
+    pub address: Ipv4Addr,
+    /// The other nodes that may hand connections to this one, by their addresses.
+    pub peers: BTreeSet<Ipv4Addr>,
+    pub ports: Vec<PublishedPort>,
 }
 
 /// A published port's key in the table: protocol and published port.
@@ -83,19 +115,29 @@ pub struct Elements {
     pub published: BTreeMap<PortKey, TrafficPolicy>,
     /// (protocol, port, first slot, last slot) → a ready task on this node.
     pub local: BTreeMap<(Protocol, u16, u32, u32), SocketAddrV4>,
-    /// (protocol, port, first slot, last slot) → a ready task anywhere.
+    /// (protocol, port, first slot, last slot) → a ready task on this node, or another node's
+    /// published port.
     pub cluster: BTreeMap<(Protocol, u16, u32, u32), SocketAddrV4>,
-    /// Ports with at least one element in `cluster`: only those are marked for masquerade.
+    /// (protocol, port, first slot, last slot) → a ready task anywhere, by its ingress address.
+    pub overlay: BTreeMap<(Protocol, u16, u32, u32), SocketAddrV4>,
+    /// Ports with at least one element in `cluster`: only those are marked for SNAT.
     pub cluster_ports: BTreeSet<PortKey>,
+    /// Ports with at least one element in `overlay`.
+    pub overlay_ports: BTreeSet<PortKey>,
     /// Every published port, refused at `input` when no path took the connection.
     pub ports: BTreeSet<PortKey>,
+    /// The other nodes, whose connections to a published port go to `from_peer`.
+    pub peers: BTreeSet<Ipv4Addr>,
+    /// Each other node → this node's address: the source of what this node hands to it.
+    pub peer_source: BTreeMap<Ipv4Addr, Ipv4Addr>,
 }
 
-/// The elements that make this node's table serve `ports`. Tasks share a port's slots in address
-/// order, so the same input always gives the same elements.
-pub fn desired_elements(ports: &[PublishedPort]) -> Result<Elements, MeshError> {
+/// The elements that make this node's table serve `mesh`. Tasks share a port's slots in address
+/// order, and nodes after this node's tasks in address order, so the same input always gives the
+/// same elements.
+pub fn desired_elements(mesh: &Mesh) -> Result<Elements, MeshError> {
     let mut elements = Elements::default();
-    for published in ports {
+    for published in &mesh.ports {
         let key = (published.protocol, published.port);
         elements.ports.insert(key);
         if elements.published.insert(key, published.policy).is_some() {
@@ -104,22 +146,42 @@ pub fn desired_elements(ports: &[PublishedPort]) -> Result<Elements, MeshError> 
                 port: published.port,
             });
         }
-        // A `cluster` port never looks at `local`; the others do.
-        if published.policy != TrafficPolicy::Cluster {
-            spread(published, &published.local, &mut elements.local)?;
+        // Every policy's local tasks serve what other nodes hand on (`from_peer`).
+        let local: Vec<SocketAddrV4> = published.local.iter().copied().collect();
+        spread(published, &local, &mut elements.local)?;
+        // A `local` port never goes on to `cluster`, and no node hands one on.
+        if published.policy == TrafficPolicy::Local {
+            continue;
         }
-        // A `local` port never goes on to `cluster`.
-        if published.policy != TrafficPolicy::Local && !published.cluster.is_empty() {
-            spread(published, &published.cluster, &mut elements.cluster)?;
+        let across: Vec<SocketAddrV4> = match &published.crossing {
+            Crossing::Overlay => published.cluster.iter().copied().collect(),
+            Crossing::NodePorts(nodes) => {
+                let handed_on = nodes.iter().flat_map(|(node, tasks)| {
+                    std::iter::repeat_n(SocketAddrV4::new(*node, published.port), *tasks)
+                });
+                local.iter().copied().chain(handed_on).collect()
+            }
+        };
+        if !across.is_empty() {
+            spread(published, &across, &mut elements.cluster)?;
             elements.cluster_ports.insert(key);
         }
+        if !published.cluster.is_empty() {
+            let tasks: Vec<SocketAddrV4> = published.cluster.iter().copied().collect();
+            spread(published, &tasks, &mut elements.overlay)?;
+            elements.overlay_ports.insert(key);
+        }
+    }
+    for peer in mesh.peers.iter().filter(|peer| **peer != mesh.address) {
+        elements.peers.insert(*peer);
+        elements.peer_source.insert(*peer, mesh.address);
     }
     Ok(elements)
 }
 
 fn spread(
     published: &PublishedPort,
-    tasks: &BTreeSet<SocketAddrV4>,
+    tasks: &[SocketAddrV4],
     map: &mut BTreeMap<(Protocol, u16, u32, u32), SocketAddrV4>,
 ) -> Result<(), MeshError> {
     let runs = crate::vip::slot_runs(tasks.len()).ok_or(MeshError::TooManyTasks {
@@ -151,14 +213,28 @@ table inet {table} {
 		typeof meta l4proto . th dport . numgen random mod 720720 : ip daddr . th dport
 		flags interval
 	}
+	map overlay {
+		typeof meta l4proto . th dport . numgen random mod 720720 : ip daddr . th dport
+		flags interval
+	}
 	set cluster_ports {
+		typeof meta l4proto . th dport
+	}
+	set overlay_ports {
 		typeof meta l4proto . th dport
 	}
 	set ports {
 		typeof meta l4proto . th dport
 	}
+	map peers {
+		typeof ip saddr : verdict
+	}
+	map peer_source {
+		typeof ip daddr : ip saddr
+	}
 	chain prerouting {
 		type nat hook prerouting priority -100; policy accept;
+		fib daddr type local meta l4proto . th dport @ports ip saddr vmap @peers
 		fib daddr type local meta l4proto . th dport vmap @published
 	}
 	chain output {
@@ -175,8 +251,13 @@ table inet {table} {
 	chain cluster {
 		meta l4proto . th dport @cluster_ports meta l4proto { tcp, udp, sctp } meta mark set meta mark | 0x00100000 dnat ip to meta l4proto . th dport . numgen random mod 720720 map @cluster
 	}
+	chain from_peer {
+		meta l4proto { tcp, udp, sctp } dnat ip to meta l4proto . th dport . numgen random mod 720720 map @local
+		meta l4proto . th dport @overlay_ports meta l4proto { tcp, udp, sctp } meta mark set meta mark | 0x00100000 dnat ip to meta l4proto . th dport . numgen random mod 720720 map @overlay
+	}
 	chain postrouting {
 		type nat hook postrouting priority 100; policy accept;
+		meta mark & 0x00100000 == 0x00100000 snat ip to ip daddr map @peer_source
 		meta mark & 0x00100000 == 0x00100000 masquerade
 	}
 	chain input {
@@ -194,8 +275,12 @@ impl TableElements for Elements {
         self.published.is_empty()
             && self.local.is_empty()
             && self.cluster.is_empty()
+            && self.overlay.is_empty()
             && self.cluster_ports.is_empty()
+            && self.overlay_ports.is_empty()
             && self.ports.is_empty()
+            && self.peers.is_empty()
+            && self.peer_source.is_empty()
     }
 
     fn minus(&self, other: &Elements) -> Elements {
@@ -208,16 +293,19 @@ impl TableElements for Elements {
                 .map(|(key, value)| (*key, *value))
                 .collect()
         }
+        fn set_minus<K: Ord + Copy>(this: &BTreeSet<K>, other: &BTreeSet<K>) -> BTreeSet<K> {
+            this.difference(other).copied().collect()
+        }
         Elements {
             published: map_minus(&self.published, &other.published),
             local: map_minus(&self.local, &other.local),
             cluster: map_minus(&self.cluster, &other.cluster),
-            cluster_ports: self
-                .cluster_ports
-                .difference(&other.cluster_ports)
-                .copied()
-                .collect(),
-            ports: self.ports.difference(&other.ports).copied().collect(),
+            overlay: map_minus(&self.overlay, &other.overlay),
+            cluster_ports: set_minus(&self.cluster_ports, &other.cluster_ports),
+            overlay_ports: set_minus(&self.overlay_ports, &other.overlay_ports),
+            ports: set_minus(&self.ports, &other.ports),
+            peers: set_minus(&self.peers, &other.peers),
+            peer_source: map_minus(&self.peer_source, &other.peer_source),
         }
     }
 
@@ -242,8 +330,36 @@ impl TableElements for Elements {
         vec![
             ("local", slot_map(&self.local)),
             ("cluster", slot_map(&self.cluster)),
+            ("overlay", slot_map(&self.overlay)),
             ("cluster_ports", port_set(&self.cluster_ports)),
+            ("overlay_ports", port_set(&self.overlay_ports)),
             ("ports", port_set(&self.ports)),
+            (
+                "peers",
+                self.peers
+                    .iter()
+                    .map(|peer| {
+                        if data {
+                            format!("{peer} : goto from_peer")
+                        } else {
+                            peer.to_string()
+                        }
+                    })
+                    .collect(),
+            ),
+            (
+                "peer_source",
+                self.peer_source
+                    .iter()
+                    .map(|(peer, source)| {
+                        if data {
+                            format!("{peer} : {source}")
+                        } else {
+                            peer.to_string()
+                        }
+                    })
+                    .collect(),
+            ),
             (
                 "published",
                 self.published

@@ -217,6 +217,7 @@ mod tests {
     use std::collections::BTreeSet;
 
     use super::*;
+    use crate::mesh::Crossing;
 
     fn port(policy: TrafficPolicy, local: &[&str], cluster: &[&str]) -> PublishedPort {
         let set = |addresses: &[&str]| -> BTreeSet<SocketAddrV4> {
@@ -228,6 +229,7 @@ mod tests {
             policy,
             local: set(local),
             cluster: set(cluster),
+            crossing: Crossing::Overlay,
         }
     }
 
