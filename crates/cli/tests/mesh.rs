@@ -37,8 +37,15 @@ fn swarm_and_client(test_name: &str) -> Option<TestCluster> {
 
 /// `http://{through's address}:{port}{path}` fetched from the client host: the body, or why not.
 fn fetch(client: &TestHost, through: &TestHost, port: u16, path: &str) -> Result<String, String> {
-    let url = format!("http://{}:{port}{path}", through.address());
-    let output = client.run_in_host("busybox", &["timeout", "3", "wget", "-q", "-O", "-", &url]);
+    get(
+        client,
+        &format!("http://{}:{port}{path}", through.address()),
+    )
+}
+
+/// `url` fetched from `from`'s namespace: the body, or why not.
+fn get(from: &TestHost, url: &str) -> Result<String, String> {
+    let output = from.run_in_host("busybox", &["timeout", "3", "wget", "-q", "-O", "-", url]);
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     } else {
@@ -140,6 +147,7 @@ fn replicas_answering(
 /// - `cluster` (Docker's behaviour): each host spreads over every replica, and the task sees the
 ///   entry host's address instead of the client's;
 /// - `local`: only the host running a replica answers; the others refuse at once;
+/// - each host answers on 127.0.0.1 as well;
 /// - `mode=host`: only the task's own host answers, and the task sees the client;
 /// - UDP goes through the mesh as TCP does, to a task answering from an unbound socket: its own
 ///   host sends to it keeping the client's address, the others hand it on;
@@ -205,6 +213,34 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
         );
     }
     assert_eq!(local_replicas.len(), 3, "{local_replicas:?}");
+
+    // On each host itself, 127.0.0.1 answers too (through the daemon's loopback proxy): the
+    // prefer-local port from the host's own replica, the cluster port from the others' as well.
+    for host in swarm {
+        let own = get(host, "http://127.0.0.1:8080/")
+            .unwrap_or_else(|error| panic!("on {}: {error}", host.name()));
+        assert_eq!(
+            replicas_answering(client, host, 8080, 1),
+            BTreeSet::from([own])
+        );
+        wait_until(
+            &format!(
+                "127.0.0.1:8081 on {} to reach another host's replica",
+                host.name()
+            ),
+            CONVERGE_TIMEOUT,
+            || {
+                let answered: BTreeSet<String> = (0..15)
+                    .map(|_| get(host, "http://127.0.0.1:8081/"))
+                    .collect::<Result<_, _>>()?;
+                if answered.len() > 1 {
+                    Ok(())
+                } else {
+                    Err(format!("{answered:?}"))
+                }
+            },
+        );
+    }
 
     // cluster: every host reaches every replica, and the tasks see the mesh, not the client.
     for host in swarm {

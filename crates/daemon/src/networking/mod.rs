@@ -30,8 +30,8 @@ use routing_mesh::dns::{
     DnsServer, DnsTable, EMBEDDED_DNS_ADDRESS, ForwardingConfig, TaskDns, TaskUpstreams,
     open_task_sockets, task_resolv_conf, task_upstreams,
 };
-use routing_mesh::mesh::{HEALTH_PORT, HealthServer, Mesh, UserspaceProxy};
-use routing_mesh::vip::{DAEMON_TABLE, NftInNamespace, TableName, VipService};
+use routing_mesh::mesh::{HEALTH_PORT, HealthServer, Mesh, PublishedPort, UserspaceProxy};
+use routing_mesh::vip::{DAEMON_TABLE, NftInNamespace, Protocol, TableName, VipService};
 use shoal_proto::api::SessionMessage;
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
@@ -113,7 +113,9 @@ struct Applied {
     mesh: Option<Mesh>,
     /// The mesh's health endpoint, while the node serves published ports.
     health: Option<HealthServer>,
-    /// The userspace mesh, where nft can't run, while the node serves published ports.
+    /// The userspace mesh while the node serves published ports: on every address where nft
+    /// can't run, on 127.0.0.1 beside the nftables table (which can't send a connection to the
+    /// loopback address elsewhere).
     proxy: Option<UserspaceProxy>,
     /// When each held task's endpoints were last gossiped as no longer serving, after serving:
     /// where its drain's settling time starts.
@@ -1313,6 +1315,19 @@ async fn program_mesh(
     }
     if !resync && applied.mesh.as_ref() == Some(mesh) {
         return;
+    }
+    // Best effort, so not retried each pass: a program holding the port on 127.0.0.1 keeps it.
+    let on_loopback: Vec<PublishedPort> = mesh
+        .ports
+        .iter()
+        .filter(|port| port.protocol != Protocol::Sctp)
+        .cloned()
+        .collect();
+    let loopback = applied
+        .proxy
+        .get_or_insert_with(|| UserspaceProxy::on(Ipv4Addr::LOCALHOST));
+    for failure in loopback.set(&on_loopback).await {
+        tracing::warn!(%failure, "a published port does not answer on 127.0.0.1");
     }
     let last = applied.mesh.take().filter(|_| !resync);
     let (nft, table, wanted) = (shared.nft.clone(), shared.mesh_table.clone(), mesh.clone());

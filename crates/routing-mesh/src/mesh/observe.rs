@@ -26,7 +26,7 @@ const CHAINS: [(&str, Option<BaseChain>, usize); 8] = [
     ("cluster", None, 1),
     ("from_peer", None, 2),
     ("postrouting", Some(("nat", "postrouting", 100)), 2),
-    ("input", Some(("filter", "input", 0)), 2),
+    ("input", Some(("filter", "input", 0)), 3),
 ];
 
 /// The chains whose rule DNATs through a slot map, which must use the layout's modulus.

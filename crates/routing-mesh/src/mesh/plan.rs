@@ -21,7 +21,9 @@
 //! again, so no connection goes round between nodes.
 //!
 //! A connection no path took (no ready task) reaches the node's own `input` and is refused at
-//! once, a TCP reset or an ICMP port unreachable, instead of hanging. Everything that varies lives
+//! once, a TCP reset or an ICMP port unreachable, instead of hanging. A connection to the
+//! loopback address takes none of these paths: the kernel will not route it away from 127.0.0.1
+//! once DNATed, so it goes to the daemon's userspace proxy listening there. Everything that varies lives
 //! in map and set elements, so a task or port change is element commands only and conntrack keeps
 //! every established flow where it was sent.
 
@@ -239,7 +241,7 @@ table inet {table} {
 	}
 	chain output {
 		type nat hook output priority -100; policy accept;
-		fib daddr type local meta l4proto . th dport vmap @published
+		ip daddr != 127.0.0.0/8 fib daddr type local meta l4proto . th dport vmap @published
 	}
 	chain prefer_local {
 		meta l4proto { tcp, udp, sctp } dnat ip to meta l4proto . th dport . numgen random mod 720720 map @local
@@ -262,6 +264,7 @@ table inet {table} {
 	}
 	chain input {
 		type filter hook input priority 0; policy accept;
+		ip daddr 127.0.0.0/8 accept
 		ct state new meta l4proto . th dport @ports meta l4proto tcp reject with tcp reset
 		ct state new meta l4proto . th dport @ports reject with icmpx port-unreachable
 	}

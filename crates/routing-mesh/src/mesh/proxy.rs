@@ -1,8 +1,10 @@
 //! The routing mesh without nftables: a userspace TCP and UDP proxy on the node's own namespace,
 //! one listener per published port on every address, which the daemon chooses only where nft
-//! can't run. It sends each new connection (or each new UDP client) where the nftables paths
-//! would, by the port's traffic policy ([`choose_backend`], pure), but the task always sees the
-//! node's address, not the client's: a proxy can't keep it.
+//! can't run; and, beside the nftables table, the same on 127.0.0.1 alone, where the kernel
+//! will not route a connection DNATed away from the loopback address. It sends each new
+//! connection (or each new UDP client) where the nftables paths would, by the port's traffic
+//! policy ([`choose_backend`], pure), but the task always sees the node's address, not the
+//! client's: a proxy can't keep it.
 //!
 //! UDP clients each get their own upstream socket to the task they were given, kept while they
 //! talk and closed after [`UDP_IDLE`] of silence.
@@ -60,13 +62,28 @@ impl Drop for Listener {
 
 /// The userspace mesh: a listener per published port, opened, updated and closed as the ports
 /// change. Listeners stop when it is dropped.
-#[derive(Default)]
 pub struct UserspaceProxy {
+    address: Ipv4Addr,
     listeners: BTreeMap<PortKey, Listener>,
 }
 
+impl Default for UserspaceProxy {
+    /// Listening on every address.
+    fn default() -> UserspaceProxy {
+        UserspaceProxy::on(Ipv4Addr::UNSPECIFIED)
+    }
+}
+
 impl UserspaceProxy {
-    /// Serves exactly `ports`: new ports get a listener on every address, gone ones lose theirs,
+    /// Listening on `address` only.
+    pub fn on(address: Ipv4Addr) -> UserspaceProxy {
+        UserspaceProxy {
+            address,
+            listeners: BTreeMap::new(),
+        }
+    }
+
+    /// Serves exactly `ports`: new ports get a listener on its address, gone ones lose theirs,
     /// and the others proxy to their new tasks from the next connection on. Returns why a port
     /// could not be served (its number taken by another program, an SCTP port); the others are
     /// served all the same.
@@ -86,7 +103,7 @@ impl UserspaceProxy {
                 });
                 continue;
             }
-            match listen(port.clone()).await {
+            match listen(self.address, port.clone()).await {
                 Ok(listener) => {
                     self.listeners.insert(key, listener);
                 }
@@ -101,8 +118,8 @@ impl UserspaceProxy {
     }
 }
 
-async fn listen(port: PublishedPort) -> std::io::Result<Listener> {
-    let address = SocketAddr::from((Ipv4Addr::UNSPECIFIED, port.port));
+async fn listen(address: Ipv4Addr, port: PublishedPort) -> std::io::Result<Listener> {
+    let address = SocketAddr::from((address, port.port));
     let protocol = port.protocol;
     let (sender, receiver) = watch::channel(port);
     let serving = match protocol {
