@@ -45,7 +45,24 @@ fn fetch(client: &TestHost, through: &TestHost, port: u16, path: &str) -> Result
 
 /// `url` fetched from `from`'s namespace: the body, or why not.
 fn get(from: &TestHost, url: &str) -> Result<String, String> {
-    let output = from.run_in_host("busybox", &["timeout", "3", "wget", "-q", "-O", "-", url]);
+    answer(
+        url,
+        from.run_in_host("busybox", &["timeout", "3", "wget", "-q", "-O", "-", url]),
+    )
+}
+
+/// `url` fetched from inside the network namespace of the task whose init is `pid`.
+fn get_in_task(pid: &str, url: &str) -> Result<String, String> {
+    let output = std::process::Command::new("nsenter")
+        .arg(format!("--net=/proc/{pid}/ns/net"))
+        .args(["busybox", "timeout", "3", "wget", "-q", "-O", "-", url])
+        .output()
+        .map_err(|error| format!("nsenter: {error}"))?;
+    answer(url, output)
+}
+
+/// The body a `wget` of `url` printed, or why it failed.
+fn answer(url: &str, output: std::process::Output) -> Result<String, String> {
     if output.status.success() {
         Ok(String::from_utf8_lossy(&output.stdout).trim().to_owned())
     } else {
@@ -147,7 +164,7 @@ fn replicas_answering(
 /// - `cluster` (Docker's behaviour): each host spreads over every replica, and the task sees the
 ///   entry host's address instead of the client's;
 /// - `local`: only the host running a replica answers; the others refuse at once;
-/// - each host answers on 127.0.0.1 as well;
+/// - each host answers on 127.0.0.1 as well, and to its own tasks (hairpin);
 /// - `mode=host`: only the task's own host answers, and the task sees the client;
 /// - UDP goes through the mesh as TCP does, to a task answering from an unbound socket: its own
 ///   host sends to it keeping the client's address, the others hand it on;
@@ -240,6 +257,19 @@ fn a_published_port_answers_on_every_host_as_its_traffic_policy_says() {
                 }
             },
         );
+    }
+
+    // Hairpin: a task reaches its own host's published ports, served by a task there (itself,
+    // for prefer-local, as each host has one replica) or by another host's.
+    let on_h1 = wait_until("local-first's task on h1", CONVERGE_TIMEOUT, || {
+        manager.running_task_pid("local-first")
+    });
+    for port in [8080, 8081] {
+        let url = format!("http://{}:{port}/", manager.address());
+        for _ in 0..10 {
+            get_in_task(&on_h1, &url)
+                .unwrap_or_else(|error| panic!("from local-first's task on h1: {error}"));
+        }
     }
 
     // cluster: every host reaches every replica, and the tasks see the mesh, not the client.

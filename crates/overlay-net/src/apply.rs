@@ -366,7 +366,13 @@ fn masquerade_comment(m: &Masquerade) -> String {
     format!("shoal masquerade source={} bridge={}", m.source, m.bridge)
 }
 
+/// The comment of the table's hairpin rule: a table without it is an older one, made again.
+const HAIRPIN_COMMENT: &str = "shoal hairpin";
+
 fn parse_masquerade(table: &str, listing: &str) -> Option<Masquerade> {
+    if !listing.contains(HAIRPIN_COMMENT) {
+        return None;
+    }
     let rest = listing.split("shoal masquerade source=").nth(1)?;
     let (source, rest) = rest.split_once(" bridge=")?;
     let bridge: String = rest
@@ -570,6 +576,21 @@ async fn stop_bridge_learning(h: &Handle, key: &LinkKey) -> Result<(), Error> {
     )))
 }
 
+/// Lets the bridge send a frame back out of its port `key` (a task's leg on the gateway bridge):
+/// where the kernel runs bridged frames through netfilter, a connection from the task to a
+/// published port of its own node, DNATed to a task on the same bridge (itself included), is
+/// bridged back out of the port it came in by.
+async fn allow_hairpin(h: &Handle, key: &LinkKey) -> Result<(), Error> {
+    let index = require_index(h, key).await?;
+    let port = LinkBridgePort::new(index)
+        .append_info_data(InfoBridgePort::HairpinMode(true))
+        .build();
+    h.link().set_port(port).execute().await.map_err(nl(format!(
+        "turn on hairpin mode on {} in {:?}",
+        key.name, key.ns
+    )))
+}
+
 /// Moves the link `index` of `from` into `to`, renamed `name`.
 async fn move_link(
     handles: &mut Handles<'_>,
@@ -697,6 +718,9 @@ async fn make(
             let index = require_index(&h, &temp).await?;
             move_link(handles, &h, index, &peer.key.ns, &peer.key.name).await?;
             set_link(&h, key, link).await?;
+            if link.master.as_deref() == Some(Naming::new(&config.prefix)?.gwbridge().as_str()) {
+                allow_hairpin(&h, key).await?;
+            }
             let far = handles.get(&peer.key.ns)?;
             set_link(&far, &peer.key, peer_link).await
         }
@@ -792,13 +816,17 @@ async fn make(
         }
         Change::SetMasquerade(m) => {
             // Declaring the table first makes the delete succeed when it is not there, so the
-            // whole script replaces it atomically either way.
+            // whole script replaces it atomically either way. The second rule is the hairpin: a
+            // task's connection DNATed back onto the bridge (a published port of this node,
+            // served by a task here, itself included) is masqueraded too, or the answer would
+            // go from task to task on the bridge, past the conntrack entry that undoes the DNAT.
             let script = format!(
-                "table ip {t} {{}}\ndelete table ip {t}\ntable ip {t} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {src} oifname != \"{br}\" masquerade comment \"{c}\"\n  }}\n}}\n",
+                "table ip {t} {{}}\ndelete table ip {t}\ntable ip {t} {{\n  chain postrouting {{\n    type nat hook postrouting priority srcnat; policy accept;\n    ip saddr {src} oifname != \"{br}\" masquerade comment \"{c}\"\n    ip saddr {src} oifname \"{br}\" ct status dnat masquerade comment \"{h}\"\n  }}\n}}\n",
                 t = m.table,
                 src = m.source,
                 br = m.bridge,
                 c = masquerade_comment(m),
+                h = HAIRPIN_COMMENT,
             );
             nft_run(config.underlay_netns.as_deref(), &m.table, &script)
         }
