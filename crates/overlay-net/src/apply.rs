@@ -562,33 +562,20 @@ async fn set_link(h: &Handle, key: &LinkKey, link: &Link) -> Result<(), Error> {
         .map_err(nl(format!("set up link {} in {:?}", key.name, key.ns)))
 }
 
-/// Stops the bridge from learning source MACs on its port `key` (the VXLAN device): remote
-/// MACs are the plan's permanent FDB entries on the device itself, so a removed or moved task
-/// leaves no learned entry on the bridge pointing at the tunnel.
-async fn stop_bridge_learning(h: &Handle, key: &LinkKey) -> Result<(), Error> {
+/// Sets one attribute of the bridge port `key`, `what` saying which for the error.
+async fn set_bridge_port(
+    h: &Handle,
+    key: &LinkKey,
+    setting: InfoBridgePort,
+    what: &str,
+) -> Result<(), Error> {
     let index = require_index(h, key).await?;
-    let port = LinkBridgePort::new(index)
-        .append_info_data(InfoBridgePort::Learning(false))
-        .build();
-    h.link().set_port(port).execute().await.map_err(nl(format!(
-        "turn off bridge learning on {} in {:?}",
-        key.name, key.ns
-    )))
-}
-
-/// Lets the bridge send a frame back out of its port `key` (a task's leg on the gateway bridge):
-/// where the kernel runs bridged frames through netfilter, a connection from the task to a
-/// published port of its own node, DNATed to a task on the same bridge (itself included), is
-/// bridged back out of the port it came in by.
-async fn allow_hairpin(h: &Handle, key: &LinkKey) -> Result<(), Error> {
-    let index = require_index(h, key).await?;
-    let port = LinkBridgePort::new(index)
-        .append_info_data(InfoBridgePort::HairpinMode(true))
-        .build();
-    h.link().set_port(port).execute().await.map_err(nl(format!(
-        "turn on hairpin mode on {} in {:?}",
-        key.name, key.ns
-    )))
+    let port = LinkBridgePort::new(index).append_info_data(setting).build();
+    h.link()
+        .set_port(port)
+        .execute()
+        .await
+        .map_err(nl(format!("{what} on {} in {:?}", key.name, key.ns)))
 }
 
 /// Moves the link `index` of `from` into `to`, renamed `name`.
@@ -675,7 +662,16 @@ async fn make(
                     }
                     let h = handles.get(&key.ns)?;
                     set_link(&h, key, link).await?;
-                    return stop_bridge_learning(&h, key).await;
+                    // The bridge learns no MAC on the device: remote MACs are the plan's
+                    // permanent FDB entries on the device itself, so a removed or moved task
+                    // leaves no learned entry on the bridge pointing at the tunnel.
+                    return set_bridge_port(
+                        &h,
+                        key,
+                        InfoBridgePort::Learning(false),
+                        "turn off bridge learning",
+                    )
+                    .await;
                 }
                 LinkKind::Bridge => {
                     let h = handles.get(&key.ns)?;
@@ -718,8 +714,18 @@ async fn make(
             let index = require_index(&h, &temp).await?;
             move_link(handles, &h, index, &peer.key.ns, &peer.key.name).await?;
             set_link(&h, key, link).await?;
+            // A task's leg on the gateway bridge may send a frame back out of the port it came
+            // in by: where the kernel runs bridged frames through netfilter, a connection from
+            // the task to a published port of its own node, DNATed to a task on the same bridge
+            // (itself included), is bridged back that way.
             if link.master.as_deref() == Some(Naming::new(&config.prefix)?.gwbridge().as_str()) {
-                allow_hairpin(&h, key).await?;
+                set_bridge_port(
+                    &h,
+                    key,
+                    InfoBridgePort::HairpinMode(true),
+                    "turn on hairpin mode",
+                )
+                .await?;
             }
             let far = handles.get(&peer.key.ns)?;
             set_link(&far, &peer.key, peer_link).await

@@ -5,7 +5,7 @@
 //! (names, hooks, priorities, rule counts, the numgen modulus) and every element reads back;
 //! anything else is [`Observed::OtherLayout`], replaced whole.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use serde_json::Value;
@@ -40,6 +40,8 @@ pub fn observe(listing: &str) -> Option<Observed> {
 /// The mesh layout's elements, when `objects` are exactly its maps, sets and chains.
 pub(super) fn read_layout(objects: &[Value]) -> Option<Elements> {
     let mut elements = Elements::default();
+    // The peers' verdicts, which must name the same nodes as `peer_source` (`elements.peers`).
+    let mut peer_verdicts = BTreeSet::new();
     let mut sets = Vec::new();
     let mut chains = Vec::new();
     let mut rules: BTreeMap<String, usize> = BTreeMap::new();
@@ -49,7 +51,7 @@ pub(super) fn read_layout(objects: &[Value]) -> Option<Elements> {
             "metainfo" | "table" => {}
             "map" | "set" => {
                 let name = body.get("name").and_then(Value::as_str)?;
-                read_elements(name, body, &mut elements)?;
+                read_elements(name, body, &mut elements, &mut peer_verdicts)?;
                 sets.push(name.to_owned());
             }
             "chain" => {
@@ -100,10 +102,17 @@ pub(super) fn read_layout(objects: &[Value]) -> Option<Elements> {
         "ports",
         "published",
     ];
-    (sets == layout_sets && chains == all_chains && rule_counts_match).then_some(elements)
+    let peers_agree = elements.peers.keys().copied().eq(peer_verdicts);
+    (sets == layout_sets && chains == all_chains && rule_counts_match && peers_agree)
+        .then_some(elements)
 }
 
-fn read_elements(name: &str, body: &Value, elements: &mut Elements) -> Option<()> {
+fn read_elements(
+    name: &str,
+    body: &Value,
+    elements: &mut Elements,
+    peer_verdicts: &mut BTreeSet<Ipv4Addr>,
+) -> Option<()> {
     let Some(items) = body.get("elem") else {
         return Some(());
     };
@@ -143,12 +152,12 @@ fn read_elements(name: &str, body: &Value, elements: &mut Elements) -> Option<()
                 if chain != "from_peer" {
                     return None;
                 }
-                elements.peers.insert(address_of(peer)?);
+                peer_verdicts.insert(address_of(peer)?);
             }
             "peer_source" => {
                 let (peer, source) = pair(item)?;
                 elements
-                    .peer_source
+                    .peers
                     .insert(address_of(peer)?, address_of(source)?);
             }
             "ports" => {

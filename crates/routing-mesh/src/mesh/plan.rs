@@ -23,9 +23,9 @@
 //! A connection no path took (no ready task) reaches the node's own `input` and is refused at
 //! once, a TCP reset or an ICMP port unreachable, instead of hanging. A connection to the
 //! loopback address takes none of these paths: the kernel will not route it away from 127.0.0.1
-//! once DNATed, so it goes to the daemon's userspace proxy listening there. Everything that varies lives
-//! in map and set elements, so a task or port change is element commands only and conntrack keeps
-//! every established flow where it was sent.
+//! once DNATed, so it goes to the daemon's userspace proxy listening there. Everything that
+//! varies lives in map and set elements, so a task or port change is element commands only and
+//! conntrack keeps every established flow where it was sent.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -128,10 +128,10 @@ pub struct Elements {
     pub overlay_ports: BTreeSet<PortKey>,
     /// Every published port, refused at `input` when no path took the connection.
     pub ports: BTreeSet<PortKey>,
-    /// The other nodes, whose connections to a published port go to `from_peer`.
-    pub peers: BTreeSet<Ipv4Addr>,
-    /// Each other node → this node's address: the source of what this node hands to it.
-    pub peer_source: BTreeMap<Ipv4Addr, Ipv4Addr>,
+    /// Each other node → this node's address. The table holds it as two maps: `peers`, which
+    /// sends that node's connections to a published port to `from_peer`, and `peer_source`, the
+    /// source of what this node hands to it.
+    pub peers: BTreeMap<Ipv4Addr, Ipv4Addr>,
 }
 
 /// The elements that make this node's table serve `mesh`. Tasks share a port's slots in address
@@ -155,8 +155,9 @@ pub fn desired_elements(mesh: &Mesh) -> Result<Elements, MeshError> {
         if published.policy == TrafficPolicy::Local {
             continue;
         }
+        let anywhere: Vec<SocketAddrV4> = published.cluster.iter().copied().collect();
         let across: Vec<SocketAddrV4> = match &published.crossing {
-            Crossing::Overlay => published.cluster.iter().copied().collect(),
+            Crossing::Overlay => anywhere.clone(),
             Crossing::NodePorts(nodes) => {
                 let handed_on = nodes.iter().flat_map(|(node, tasks)| {
                     std::iter::repeat_n(SocketAddrV4::new(*node, published.port), *tasks)
@@ -168,15 +169,13 @@ pub fn desired_elements(mesh: &Mesh) -> Result<Elements, MeshError> {
             spread(published, &across, &mut elements.cluster)?;
             elements.cluster_ports.insert(key);
         }
-        if !published.cluster.is_empty() {
-            let tasks: Vec<SocketAddrV4> = published.cluster.iter().copied().collect();
-            spread(published, &tasks, &mut elements.overlay)?;
+        if !anywhere.is_empty() {
+            spread(published, &anywhere, &mut elements.overlay)?;
             elements.overlay_ports.insert(key);
         }
     }
     for peer in mesh.peers.iter().filter(|peer| **peer != mesh.address) {
-        elements.peers.insert(*peer);
-        elements.peer_source.insert(*peer, mesh.address);
+        elements.peers.insert(*peer, mesh.address);
     }
     Ok(elements)
 }
@@ -283,7 +282,6 @@ impl TableElements for Elements {
             && self.overlay_ports.is_empty()
             && self.ports.is_empty()
             && self.peers.is_empty()
-            && self.peer_source.is_empty()
     }
 
     fn minus(&self, other: &Elements) -> Elements {
@@ -307,8 +305,7 @@ impl TableElements for Elements {
             cluster_ports: set_minus(&self.cluster_ports, &other.cluster_ports),
             overlay_ports: set_minus(&self.overlay_ports, &other.overlay_ports),
             ports: set_minus(&self.ports, &other.ports),
-            peers: set_minus(&self.peers, &other.peers),
-            peer_source: map_minus(&self.peer_source, &other.peer_source),
+            peers: map_minus(&self.peers, &other.peers),
         }
     }
 
@@ -325,6 +322,18 @@ impl TableElements for Elements {
                 })
                 .collect()
         };
+        let peer_map = |datum: fn(&Ipv4Addr) -> String| {
+            self.peers
+                .iter()
+                .map(|(peer, source)| {
+                    if data {
+                        format!("{peer} : {}", datum(source))
+                    } else {
+                        peer.to_string()
+                    }
+                })
+                .collect()
+        };
         let port_set = |set: &BTreeSet<PortKey>| {
             set.iter()
                 .map(|(protocol, port)| format!("{} . {port}", protocol.nft_name()))
@@ -337,32 +346,8 @@ impl TableElements for Elements {
             ("cluster_ports", port_set(&self.cluster_ports)),
             ("overlay_ports", port_set(&self.overlay_ports)),
             ("ports", port_set(&self.ports)),
-            (
-                "peers",
-                self.peers
-                    .iter()
-                    .map(|peer| {
-                        if data {
-                            format!("{peer} : goto from_peer")
-                        } else {
-                            peer.to_string()
-                        }
-                    })
-                    .collect(),
-            ),
-            (
-                "peer_source",
-                self.peer_source
-                    .iter()
-                    .map(|(peer, source)| {
-                        if data {
-                            format!("{peer} : {source}")
-                        } else {
-                            peer.to_string()
-                        }
-                    })
-                    .collect(),
-            ),
+            ("peers", peer_map(|_| "goto from_peer".to_owned())),
+            ("peer_source", peer_map(|source| source.to_string())),
             (
                 "published",
                 self.published
