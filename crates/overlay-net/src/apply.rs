@@ -394,6 +394,55 @@ fn rp_filter_path(link: &str) -> PathBuf {
         .join("rp_filter")
 }
 
+/// The CPU mask that spreads a link's received packets (receive packet steering), as a thread
+/// with that link's namespace's sysfs sees it.
+fn rps_cpus_path(link: &str) -> PathBuf {
+    Path::new("/sys/class/net")
+        .join(link)
+        .join("queues/rx-0/rps_cpus")
+}
+
+/// A set of CPUs as the kernel's mask files take it: hex words of 32 CPUs, comma-separated, the
+/// highest first ("3" for CPUs 0 and 1; "1,00000000" for CPU 32 alone).
+fn cpu_mask(cpus: impl IntoIterator<Item = usize>) -> String {
+    let mut words: Vec<u32> = Vec::new();
+    for cpu in cpus {
+        if words.len() <= cpu / 32 {
+            words.resize(cpu / 32 + 1, 0);
+        }
+        words[cpu / 32] |= 1 << (cpu % 32);
+    }
+    let mut text = format!("{:x}", words.pop().unwrap_or(0));
+    for word in words.iter().rev() {
+        text.push_str(&format!(",{word:08x}"));
+    }
+    text
+}
+
+/// The CPUs this process may run on, where the node's packets may be steered.
+fn node_cpus() -> Result<String, Error> {
+    let set =
+        nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).map_err(|e| Error::Io {
+            what: "read the CPUs this process may run on".into(),
+            source: std::io::Error::from(e),
+        })?;
+    let cpus = (0..nix::sched::CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false));
+    Ok(cpu_mask(cpus))
+}
+
+/// Whether the calling thread (with its namespace's sysfs) sees `link` steering its received
+/// packets to some CPU, or has no such switch (a kernel without receive packet steering).
+fn steered(link: &str) -> bool {
+    std::fs::read_to_string(rps_cpus_path(link)).map_or(true, |mask| names_a_cpu(&mask))
+}
+
+/// Whether a CPU mask as the kernel writes it ("00000000,00000003\n") has any CPU in it.
+fn names_a_cpu(mask: &str) -> bool {
+    mask.trim()
+        .split(',')
+        .any(|word| u32::from_str_radix(word, 16).is_ok_and(|w| w != 0))
+}
+
 /// The sysctls that make a namespace's bridges hand frames to netfilter, one per family.
 const BRIDGE_NF_CALLS: [&str; 3] = [
     "/proc/sys/net/bridge/bridge-nf-call-iptables",
@@ -479,9 +528,25 @@ pub async fn observe(config: &NodeConfig, plan: &State) -> Result<State, Error> 
         {
             state.unfiltered_bridges.insert(name.clone());
         }
-        let ns = Netns::Named(name);
+        let ns = Netns::Named(name.clone());
         let h = handles.get(&ns)?;
         observe_ns(&h, &ns, |n| n != "lo", &mut state).await?;
+        // Only the tunnels the plan wants steered and that are there are read.
+        let asked: Vec<LinkKey> = plan
+            .steered_tunnels
+            .iter()
+            .filter(|key| key.ns == ns && state.links.contains_key(*key))
+            .cloned()
+            .collect();
+        if !asked.is_empty() {
+            let seen = netns::run_in_with_sysfs(Some(&netns::path(&name)), move || {
+                asked
+                    .into_iter()
+                    .filter(|key| steered(&key.name))
+                    .collect::<Vec<_>>()
+            })?;
+            state.steered_tunnels.extend(seen);
+        }
     }
 
     let mut task_links: BTreeMap<&Netns, BTreeSet<&str>> = BTreeMap::new();
@@ -820,6 +885,24 @@ async fn make(
                 source,
             })
         }
+        Change::SteerTunnel(key) => {
+            let mask = node_cpus()?;
+            let path = rps_cpus_path(&key.name);
+            netns::run_in_with_sysfs(handles.path(&key.ns).as_deref(), move || {
+                match std::fs::write(path, mask) {
+                    // A kernel without receive packet steering: the packets stay where they land.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+                    other => other,
+                }
+            })?
+            .map_err(|source| Error::Io {
+                what: format!(
+                    "spread what {} receives over the node's CPUs in {:?}",
+                    key.name, key.ns
+                ),
+                source,
+            })
+        }
         Change::SetMasquerade(m) => {
             // Declaring the table first makes the delete succeed when it is not there, so the
             // whole script replaces it atomically either way. The second rule is the hairpin: a
@@ -988,4 +1071,26 @@ pub async fn reconcile_since(last: &Desired, desired: &Desired) -> Result<Vec<Ch
     let changes = diff(&narrowed, &observed);
     apply(&desired.config, &changes).await?;
     Ok(changes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cpu_mask_is_hex_words_of_32_cpus_the_highest_first() {
+        assert_eq!(cpu_mask([0, 1]), "3");
+        assert_eq!(cpu_mask([0, 1, 2, 3, 4, 5, 6, 7]), "ff");
+        assert_eq!(cpu_mask([32]), "1,00000000");
+        assert_eq!(cpu_mask([1, 33, 64]), "1,00000002,00000002");
+        assert_eq!(cpu_mask([]), "0");
+    }
+
+    #[test]
+    fn a_mask_names_a_cpu_when_any_word_is_not_zero() {
+        assert!(names_a_cpu("3\n"));
+        assert!(names_a_cpu("00000000,00000100\n"));
+        assert!(!names_a_cpu("00000000,00000000\n"));
+        assert!(!names_a_cpu("0\n"));
+    }
 }

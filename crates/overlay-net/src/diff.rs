@@ -48,6 +48,8 @@ pub enum Change {
     EnableForwarding,
     /// Sets an underlay link's reverse-path filter to loose (`rp_filter` 2).
     LooseRpFilter(String),
+    /// Spreads what a VXLAN device receives over the node's CPUs (its `rps_cpus`).
+    SteerTunnel(LinkKey),
     /// Writes the masquerade's nftables table whole, replacing what was there.
     SetMasquerade(Masquerade),
     /// Sets (NLM_F_REPLACE) a permanent FDB entry on a VXLAN device: MAC → VTEP.
@@ -286,6 +288,11 @@ pub fn diff(plan: &State, observed: &State) -> Vec<Change> {
             out.push(Change::LooseRpFilter(name.clone()));
         }
     }
+    for key in &plan.steered_tunnels {
+        if fresh.contains(key) || !observed.steered_tunnels.contains(key) {
+            out.push(Change::SteerTunnel(key.clone()));
+        }
+    }
     if let Some(masq) = &plan.masquerade
         && observed.masquerade.as_ref() != Some(masq)
     {
@@ -412,6 +419,32 @@ mod tests {
     }
 
     #[test]
+    fn a_tunnel_that_no_longer_spreads_its_packets_is_steered_again_and_nothing_else() {
+        let state = plan(&desired()).unwrap();
+        assert_eq!(state.steered_tunnels, BTreeSet::from([vx()]));
+        let mut seen = observed(&state);
+        seen.steered_tunnels.clear();
+        assert_eq!(diff(&state, &seen), vec![Change::SteerTunnel(vx())]);
+    }
+
+    #[test]
+    fn a_tunnel_made_anew_is_steered_after_it_is_made() {
+        let state = plan(&desired()).unwrap();
+        let mut seen = observed(&state);
+        seen.links.remove(&vx());
+        let changes = diff(&state, &seen);
+        let made = changes
+            .iter()
+            .position(|c| matches!(c, Change::CreateLink { key, .. } if *key == vx()))
+            .expect("the tunnel is made");
+        let steered = changes
+            .iter()
+            .position(|c| *c == Change::SteerTunnel(vx()))
+            .expect("the tunnel is steered");
+        assert!(made < steered, "{changes:?}");
+    }
+
+    #[test]
     fn a_peer_moved_to_another_vtep_is_one_replace() {
         let before = plan(&desired()).unwrap();
         let mut d = desired();
@@ -473,6 +506,7 @@ mod tests {
                 Change::AddAddress { link, addr } => format!("addr {} {addr}", link.name),
                 Change::ReplaceRoute { dev, gateway, .. } => format!("route {dev} {gateway}"),
                 Change::EnableForwarding => "forwarding".into(),
+                Change::SteerTunnel(key) => format!("steer {}", key.name),
                 Change::SetMasquerade(m) => format!("masq {}", m.table),
                 Change::ReplaceFdb { mac, vtep, .. } => format!("fdb {mac} {vtep}"),
                 Change::ReplaceNeigh { addr, mac, .. } => format!("neigh {addr} {mac}"),
@@ -495,6 +529,7 @@ mod tests {
                 "addr eth1 172.18.0.2/16",
                 "route eth1 172.18.0.1",
                 "forwarding",
+                "steer t1-x001001",
                 "masq t1_nat",
                 "fdb 02:42:0a:00:01:06 192.0.2.2",
                 "neigh 10.0.1.6 02:42:0a:00:01:06",
@@ -579,7 +614,9 @@ mod tests {
                 },
             ]
         );
-        assert_eq!(changes.len(), 4, "{changes:?}");
+        // Made again, it is steered again, and its two entries are set on it.
+        assert!(changes.contains(&Change::SteerTunnel(vx())), "{changes:?}");
+        assert_eq!(changes.len(), 5, "{changes:?}");
     }
 
     #[test]

@@ -79,6 +79,27 @@ where
         })?
 }
 
+/// [`run_in`], with a sysfs of that network namespace at /sys, so that `/sys/class/net` lists
+/// its links rather than those of the namespace the node's sysfs was mounted from. The sysfs is
+/// mounted in a mount namespace of the thread's own, made private first so that nothing of it
+/// reaches the node's mounts, and goes with the thread.
+pub fn run_in_with_sysfs<T, F>(ns: Option<&Path>, f: F) -> Result<T, Error>
+where
+    T: Send + 'static,
+    F: FnOnce() -> T + Send + 'static,
+{
+    run_in(ns, move || -> Result<T, Error> {
+        unshare(CloneFlags::CLONE_NEWNS).map_err(nix_err("unshare a mount namespace"))?;
+        let private = MsFlags::MS_PRIVATE | MsFlags::MS_REC;
+        mount(None::<&str>, "/", None::<&str>, private, None::<&str>)
+            .map_err(nix_err("make a thread's mounts private"))?;
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC | MsFlags::MS_NODEV;
+        mount(Some("sysfs"), "/sys", Some("sysfs"), flags, None::<&str>)
+            .map_err(nix_err("mount the network namespace's sysfs on /sys"))?;
+        Ok(f())
+    })?
+}
+
 /// A command that runs `program` inside the network namespace at `ns` through `nsenter`
 /// (`nsenter --net=PATH PROGRAM`), or `program` itself when `ns` is `None` (the caller's).
 pub fn command(

@@ -123,6 +123,12 @@ pub struct State {
     /// many kernels, on by default in every namespace) each frame crossing the bridge went
     /// through the IPv4 hooks: 11 to 15 % more CPU per GiB task to task (BENCHMARKS.md).
     pub unfiltered_bridges: BTreeSet<String>,
+    /// VXLAN devices whose received packets the kernel spreads over the node's CPUs (receive
+    /// packet steering, `queues/rx-0/rps_cpus`). A tunnel device has one receive queue, so
+    /// without it the CPU that took a packet off the wire also decapsulates it, bridges it and
+    /// runs the task's TCP; with it, the inner packet goes on on another CPU (10 to 15 % more
+    /// task-to-task throughput here, BENCHMARKS.md). Like `loose_rp_filter`, only ever set.
+    pub steered_tunnels: BTreeSet<LinkKey>,
 }
 
 /// The names this instance gives what it creates, all from its prefix.
@@ -327,8 +333,10 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
             },
         );
         state.addresses.insert((bridge, network.gateway));
+        let tunnel = LinkKey::new(&ns, naming.vxlan(network.vni));
+        state.steered_tunnels.insert(tunnel.clone());
         state.links.insert(
-            LinkKey::new(&ns, naming.vxlan(network.vni)),
+            tunnel,
             Link {
                 kind: LinkKind::Vxlan(Vxlan {
                     vni: network.vni,

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use overlay_net::apply::{observe, reconcile, reconcile_since};
 use overlay_net::diff::Change;
+use overlay_net::plan::{LinkKey, Netns};
 use overlay_net::{
     DEFAULT_VXLAN_PORT, Desired, HostLeg, Ipv4Cidr, LocalEndpoint, LocalTask, Mac, Network,
     NodeConfig, RemotePeer, netns, plan,
@@ -60,6 +61,19 @@ fn sh(ns: &str, args: &str) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a shell `script` in network namespace `ns` with that namespace's sysfs at /sys (in a
+/// mount namespace of its own), and returns its output, trimmed.
+fn with_sysfs(ns: &str, script: &str) -> String {
+    let out = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{ns}"))
+        .args(["unshare", "--mount", "sh", "-c"])
+        .arg(format!("mount -t sysfs sysfs /sys && {script}"))
+        .output()
+        .expect("run nsenter");
+    assert!(out.status.success(), "{script} in {ns}: {out:?}");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 /// The test's hosts: a switch namespace, and per host an underlay namespace on it and a task
@@ -352,6 +366,25 @@ fn tasks_on_two_hosts_talk_across_vxlan_and_converge() {
     );
     let calls = sh(&net_ns, nf_calls);
     assert!(calls.split_whitespace().all(|v| v == "0"), "{calls}");
+
+    // What the tunnel receives is spread over the machine's CPUs; set back to none, the next
+    // reconcile spreads it again, and does nothing else.
+    let tunnel = format!("{p}a-x001001");
+    let rps_cpus = format!("/sys/class/net/{tunnel}/queues/rx-0/rps_cpus");
+    let spread = with_sysfs(&net_ns, &format!("cat {rps_cpus}"));
+    assert!(
+        !spread.trim_matches(['0', ',']).is_empty(),
+        "rps_cpus {spread}"
+    );
+    with_sysfs(&net_ns, &format!("echo 0 > {rps_cpus}"));
+    assert_eq!(
+        rt.block_on(reconcile(&a)).unwrap(),
+        vec![Change::SteerTunnel(LinkKey {
+            ns: Netns::Named(net_ns.clone()),
+            name: tunnel.clone(),
+        })]
+    );
+    assert_eq!(with_sysfs(&net_ns, &format!("cat {rps_cpus}")), spread);
 
     // Egress: task a reaches host b's underlay address through the gateway bridge, masqueraded
     // to host a's underlay address.
