@@ -480,6 +480,32 @@ pub fn unfilter_bridged_frames(ns: &Path) -> Result<(), Error> {
     })
 }
 
+/// Adds to `state` the links of namespace `ns` (at `path`) that spread what they receive over
+/// the CPUs; only those `plan` wants steered and `state` already holds are read.
+fn observe_steering(
+    plan: &State,
+    ns: &Netns,
+    path: Option<&Path>,
+    state: &mut State,
+) -> Result<(), Error> {
+    let asked: Vec<LinkKey> = plan
+        .steered_links
+        .iter()
+        .filter(|key| key.ns == *ns && state.links.contains_key(*key))
+        .cloned()
+        .collect();
+    if !asked.is_empty() {
+        let seen = netns::run_in_with_sysfs(path, move || {
+            asked
+                .into_iter()
+                .filter(|key| steered(&key.name))
+                .collect::<Vec<_>>()
+        })?;
+        state.steered_links.extend(seen);
+    }
+    Ok(())
+}
+
 /// What this instance has on the node, looked at where `plan` says things should be and
 /// wherever its prefix marks something as its own.
 pub async fn observe(config: &NodeConfig, plan: &State) -> Result<State, Error> {
@@ -498,6 +524,7 @@ pub async fn observe(config: &NodeConfig, plan: &State) -> Result<State, Error> 
     .await?;
     let table = naming.nft_table();
     let underlay_path = config.underlay_netns.as_deref();
+    observe_steering(plan, &Netns::Underlay, underlay_path, &mut state)?;
     state.forwarding = netns::run_in(underlay_path, || {
         std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").is_ok_and(|s| s.trim() == "1")
     })?;
@@ -531,22 +558,7 @@ pub async fn observe(config: &NodeConfig, plan: &State) -> Result<State, Error> 
         let ns = Netns::Named(name.clone());
         let h = handles.get(&ns)?;
         observe_ns(&h, &ns, |n| n != "lo", &mut state).await?;
-        // Only the tunnels the plan wants steered and that are there are read.
-        let asked: Vec<LinkKey> = plan
-            .steered_tunnels
-            .iter()
-            .filter(|key| key.ns == ns && state.links.contains_key(*key))
-            .cloned()
-            .collect();
-        if !asked.is_empty() {
-            let seen = netns::run_in_with_sysfs(Some(&netns::path(&name)), move || {
-                asked
-                    .into_iter()
-                    .filter(|key| steered(&key.name))
-                    .collect::<Vec<_>>()
-            })?;
-            state.steered_tunnels.extend(seen);
-        }
+        observe_steering(plan, &ns, Some(&netns::path(&name)), &mut state)?;
     }
 
     let mut task_links: BTreeMap<&Netns, BTreeSet<&str>> = BTreeMap::new();
@@ -885,7 +897,7 @@ async fn make(
                 source,
             })
         }
-        Change::SteerTunnel(key) => {
+        Change::SteerLink(key) => {
             let mask = node_cpus()?;
             let path = rps_cpus_path(&key.name);
             netns::run_in_with_sysfs(handles.path(&key.ns).as_deref(), move || {

@@ -49,7 +49,7 @@ pub enum Change {
     /// Sets an underlay link's reverse-path filter to loose (`rp_filter` 2).
     LooseRpFilter(String),
     /// Spreads what a VXLAN device receives over the node's CPUs (its `rps_cpus`).
-    SteerTunnel(LinkKey),
+    SteerLink(LinkKey),
     /// Writes the masquerade's nftables table whole, replacing what was there.
     SetMasquerade(Masquerade),
     /// Sets (NLM_F_REPLACE) a permanent FDB entry on a VXLAN device: MAC → VTEP.
@@ -288,9 +288,9 @@ pub fn diff(plan: &State, observed: &State) -> Vec<Change> {
             out.push(Change::LooseRpFilter(name.clone()));
         }
     }
-    for key in &plan.steered_tunnels {
-        if fresh.contains(key) || !observed.steered_tunnels.contains(key) {
-            out.push(Change::SteerTunnel(key.clone()));
+    for key in &plan.steered_links {
+        if fresh.contains(key) || !observed.steered_links.contains(key) {
+            out.push(Change::SteerLink(key.clone()));
         }
     }
     if let Some(masq) = &plan.masquerade
@@ -419,12 +419,18 @@ mod tests {
     }
 
     #[test]
-    fn a_tunnel_that_no_longer_spreads_its_packets_is_steered_again_and_nothing_else() {
+    fn a_link_that_no_longer_spreads_its_packets_is_steered_again_and_nothing_else() {
         let state = plan(&desired()).unwrap();
-        assert_eq!(state.steered_tunnels, BTreeSet::from([vx()]));
+        let steered: Vec<&str> = state
+            .steered_links
+            .iter()
+            .map(|k| k.name.as_str())
+            .collect();
+        // The tunnel, and the task's leg on the gateway bridge.
+        assert_eq!(steered, ["t1-gtaskaaa", "t1-x001001"]);
         let mut seen = observed(&state);
-        seen.steered_tunnels.clear();
-        assert_eq!(diff(&state, &seen), vec![Change::SteerTunnel(vx())]);
+        seen.steered_links.remove(&vx());
+        assert_eq!(diff(&state, &seen), vec![Change::SteerLink(vx())]);
     }
 
     #[test]
@@ -439,7 +445,7 @@ mod tests {
             .expect("the tunnel is made");
         let steered = changes
             .iter()
-            .position(|c| *c == Change::SteerTunnel(vx()))
+            .position(|c| *c == Change::SteerLink(vx()))
             .expect("the tunnel is steered");
         assert!(made < steered, "{changes:?}");
     }
@@ -506,7 +512,7 @@ mod tests {
                 Change::AddAddress { link, addr } => format!("addr {} {addr}", link.name),
                 Change::ReplaceRoute { dev, gateway, .. } => format!("route {dev} {gateway}"),
                 Change::EnableForwarding => "forwarding".into(),
-                Change::SteerTunnel(key) => format!("steer {}", key.name),
+                Change::SteerLink(key) => format!("steer {}", key.name),
                 Change::SetMasquerade(m) => format!("masq {}", m.table),
                 Change::ReplaceFdb { mac, vtep, .. } => format!("fdb {mac} {vtep}"),
                 Change::ReplaceNeigh { addr, mac, .. } => format!("neigh {addr} {mac}"),
@@ -529,6 +535,7 @@ mod tests {
                 "addr eth1 172.18.0.2/16",
                 "route eth1 172.18.0.1",
                 "forwarding",
+                "steer t1-gtaskaaa",
                 "steer t1-x001001",
                 "masq t1_nat",
                 "fdb 02:42:0a:00:01:06 192.0.2.2",
@@ -615,7 +622,7 @@ mod tests {
             ]
         );
         // Made again, it is steered again, and its two entries are set on it.
-        assert!(changes.contains(&Change::SteerTunnel(vx())), "{changes:?}");
+        assert!(changes.contains(&Change::SteerLink(vx())), "{changes:?}");
         assert_eq!(changes.len(), 5, "{changes:?}");
     }
 

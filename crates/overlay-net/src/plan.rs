@@ -123,12 +123,17 @@ pub struct State {
     /// many kernels, on by default in every namespace) each frame crossing the bridge went
     /// through the IPv4 hooks: 11 to 15 % more CPU per GiB task to task (BENCHMARKS.md).
     pub unfiltered_bridges: BTreeSet<String>,
-    /// VXLAN devices whose received packets the kernel spreads over the node's CPUs (receive
-    /// packet steering, `queues/rx-0/rps_cpus`). A tunnel device has one receive queue, so
-    /// without it the CPU that took a packet off the wire also decapsulates it, bridges it and
-    /// runs the task's TCP; with it, the inner packet goes on on another CPU (10 to 15 % more
-    /// task-to-task throughput here, BENCHMARKS.md). Like `loose_rp_filter`, only ever set.
-    pub steered_tunnels: BTreeSet<LinkKey>,
+    /// Links whose received packets the kernel spreads over the node's CPUs (receive packet
+    /// steering, `queues/rx-0/rps_cpus`): each network's VXLAN device, and the gateway-bridge
+    /// end of each task's leg, which receives what the task sends out of the node and through
+    /// published ports. Each has one receive queue, so without steering the CPU that took a
+    /// packet in carried it the whole rest of the way (from the tunnel: decapsulation, bridge,
+    /// the task's TCP; from the task: bridge, routing, NAT, the way out); with it the packet goes
+    /// on on a CPU its flow hash picks, beside the sender or the reader instead of in turn with
+    /// it. Measured (BENCHMARKS.md): task to task over the overlay, and transfers through the
+    /// routing mesh. Not the tasks' overlay legs: steering what a task sends into the overlay
+    /// cost throughput there. Like `loose_rp_filter`, only ever set.
+    pub steered_links: BTreeSet<LinkKey>,
 }
 
 /// The names this instance gives what it creates, all from its prefix.
@@ -334,7 +339,7 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
         );
         state.addresses.insert((bridge, network.gateway));
         let tunnel = LinkKey::new(&ns, naming.vxlan(network.vni));
-        state.steered_tunnels.insert(tunnel.clone());
+        state.steered_links.insert(tunnel.clone());
         state.links.insert(
             tunnel,
             Link {
@@ -496,8 +501,10 @@ pub fn plan(desired: &Desired) -> Result<State, Error> {
             let used = interfaces.get(task_id).map_or(0, BTreeSet::len);
             let name = format!("eth{used}");
             let task_ns = Netns::Task(task.netns.clone());
+            let leg = LinkKey::new(&Netns::Underlay, naming.gw_leg(&task.id));
+            state.steered_links.insert(leg.clone());
             state.add_port_veth(PortVeth {
-                near: LinkKey::new(&Netns::Underlay, naming.gw_leg(&task.id)),
+                near: leg,
                 bridge: naming.gwbridge(),
                 far: LinkKey::new(&task_ns, name.clone()),
                 temp_name: naming.gw_leg_temp(&task.id),

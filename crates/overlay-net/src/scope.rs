@@ -73,8 +73,8 @@ pub fn unchanged_tasks(last: &State, next: &State) -> BTreeSet<Netns> {
 
 impl State {
     /// This state (a plan, or what was observed) without the parts `plan` gives `tasks`: their
-    /// links, the veth pairs reaching into them, those links' addresses, and their default
-    /// routes.
+    /// links, the veth pairs reaching into them, those links' addresses and steering, and their
+    /// default routes.
     pub fn without_tasks(&self, plan: &State, tasks: &BTreeSet<Netns>) -> State {
         let keys = part_keys(plan, tasks);
         let mut narrowed = self.clone();
@@ -82,6 +82,7 @@ impl State {
         narrowed.veths.retain(|near, _| !keys.contains(near));
         narrowed.addresses.retain(|(key, _)| !keys.contains(key));
         narrowed.default_routes.retain(|ns, _| !tasks.contains(ns));
+        narrowed.steered_links.retain(|key| !keys.contains(key));
         narrowed
     }
 }
@@ -160,6 +161,13 @@ mod tests {
                 .keys()
                 .all(|key| key.ns != task_ns("/proc/100/ns/net"))
         );
+        // Nor is its gateway leg's steering looked at.
+        let steered: Vec<&str> = narrowed
+            .steered_links
+            .iter()
+            .map(|key| key.name.as_str())
+            .collect();
+        assert_eq!(steered, ["t1-gtaskbbb", "t1-x001001"]);
 
         let changes = diff(&narrowed, &seen);
         assert!(!changes.is_empty());

@@ -367,10 +367,27 @@ fn tasks_on_two_hosts_talk_across_vxlan_and_converge() {
     let calls = sh(&net_ns, nf_calls);
     assert!(calls.split_whitespace().all(|v| v == "0"), "{calls}");
 
-    // What the tunnel receives is spread over the machine's CPUs; set back to none, the next
-    // reconcile spreads it again, and does nothing else.
+    // What the tunnel receives is spread over the machine's CPUs, and so is what the task sends
+    // into its gateway leg (not into its overlay leg); set back to none, the next reconcile
+    // spreads it again, and does nothing else.
+    let rps_of = |link: &str| format!("/sys/class/net/{link}/queues/rx-0/rps_cpus");
+    let steering = |ns: &str, start: &str| {
+        let links = links_starting(ns, start);
+        assert_eq!(links.len(), 1, "{links:?} in {ns}");
+        with_sysfs(ns, &format!("cat {}", rps_of(&links[0])))
+    };
+    let gateway_leg = steering(&lab.host('a'), &format!("{p}a-gtask"));
+    assert!(
+        !gateway_leg.trim_matches(['0', ',']).is_empty(),
+        "{gateway_leg}"
+    );
+    let overlay_leg = steering(&net_ns, "vetask");
+    assert!(
+        overlay_leg.trim_matches(['0', ',']).is_empty(),
+        "{overlay_leg}"
+    );
     let tunnel = format!("{p}a-x001001");
-    let rps_cpus = format!("/sys/class/net/{tunnel}/queues/rx-0/rps_cpus");
+    let rps_cpus = rps_of(&tunnel);
     let spread = with_sysfs(&net_ns, &format!("cat {rps_cpus}"));
     assert!(
         !spread.trim_matches(['0', ',']).is_empty(),
@@ -379,7 +396,7 @@ fn tasks_on_two_hosts_talk_across_vxlan_and_converge() {
     with_sysfs(&net_ns, &format!("echo 0 > {rps_cpus}"));
     assert_eq!(
         rt.block_on(reconcile(&a)).unwrap(),
-        vec![Change::SteerTunnel(LinkKey {
+        vec![Change::SteerLink(LinkKey {
             ns: Netns::Named(net_ns.clone()),
             name: tunnel.clone(),
         })]
