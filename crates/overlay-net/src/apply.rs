@@ -419,15 +419,52 @@ fn cpu_mask(cpus: impl IntoIterator<Item = usize>) -> String {
     text
 }
 
-/// The CPUs this process may run on, where the node's packets may be steered.
+/// The CPUs in a kernel CPU list ("0-3,8,10-11"; empty for none), or the part that is not one.
+fn parse_cpu_list(list: &str) -> Result<BTreeSet<usize>, String> {
+    let mut cpus = BTreeSet::new();
+    for part in list.trim().split(',').filter(|part| !part.is_empty()) {
+        let cpu = |text: &str| text.parse::<usize>().map_err(|_| part.to_string());
+        match part.split_once('-') {
+            Some((first, last)) => cpus.extend(cpu(first)?..=cpu(last)?),
+            None => {
+                cpus.insert(cpu(part)?);
+            }
+        }
+    }
+    Ok(cpus)
+}
+
+/// Where the node's packets are steered: its online CPUs less those isolated from the kernel's
+/// own work (`isolcpus`), all of them if that leaves none. Not the daemon's affinity: a daemon
+/// kept to one CPU would otherwise funnel every task's packets onto that one.
 fn node_cpus() -> Result<String, Error> {
-    let set =
-        nix::sched::sched_getaffinity(nix::unistd::Pid::from_raw(0)).map_err(|e| Error::Io {
-            what: "read the CPUs this process may run on".into(),
-            source: std::io::Error::from(e),
-        })?;
-    let cpus = (0..nix::sched::CpuSet::count()).filter(|&cpu| set.is_set(cpu).unwrap_or(false));
-    Ok(cpu_mask(cpus))
+    let list = |name: &str| -> Result<BTreeSet<usize>, Error> {
+        let path = Path::new("/sys/devices/system/cpu").join(name);
+        let text = match std::fs::read_to_string(&path) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && name == "isolated" => {
+                String::new()
+            }
+            other => other.map_err(|source| Error::Io {
+                what: format!("read {}", path.display()),
+                source,
+            })?,
+        };
+        parse_cpu_list(&text).map_err(|part| Error::Io {
+            what: format!(
+                "read {}: {part:?} is not a CPU or a range of them",
+                path.display()
+            ),
+            source: std::io::Error::from(std::io::ErrorKind::InvalidData),
+        })
+    };
+    let online = list("online")?;
+    let isolated = list("isolated")?;
+    let housekeeping: Vec<usize> = online.difference(&isolated).copied().collect();
+    Ok(if housekeeping.is_empty() {
+        cpu_mask(online)
+    } else {
+        cpu_mask(housekeeping)
+    })
 }
 
 /// Whether the calling thread (with its namespace's sysfs) sees `link` steering its received
@@ -1096,6 +1133,15 @@ mod tests {
         assert_eq!(cpu_mask([32]), "1,00000000");
         assert_eq!(cpu_mask([1, 33, 64]), "1,00000002,00000002");
         assert_eq!(cpu_mask([]), "0");
+    }
+
+    #[test]
+    fn a_cpu_list_is_cpus_and_ranges_of_them() {
+        let cpus = |list: &str| parse_cpu_list(list).map(|set| set.into_iter().collect::<Vec<_>>());
+        assert_eq!(cpus("0-1\n"), Ok(vec![0, 1]));
+        assert_eq!(cpus("0-2,8,10-11"), Ok(vec![0, 1, 2, 8, 10, 11]));
+        assert_eq!(cpus("\n"), Ok(vec![]));
+        assert_eq!(cpus("0-x"), Err("0-x".to_string()));
     }
 
     #[test]
