@@ -470,7 +470,23 @@ fn node_cpus() -> Result<String, Error> {
 /// Whether the calling thread (with its namespace's sysfs) sees `link` steering its received
 /// packets to some CPU, or has no such switch (a kernel without receive packet steering).
 fn steered(link: &str) -> bool {
-    std::fs::read_to_string(rps_cpus_path(link)).map_or(true, |mask| names_a_cpu(&mask))
+    optional_switch_reads(rps_cpus_path(link), names_a_cpu)
+}
+
+/// Whether the switch of an optional kernel feature at `path` holds a value `wanted` accepts
+/// (trimmed). One that can't be read counts as in place: a kernel without the feature has
+/// nothing to set.
+fn optional_switch_reads(path: impl AsRef<Path>, wanted: impl Fn(&str) -> bool) -> bool {
+    std::fs::read_to_string(path).map_or(true, |value| wanted(value.trim()))
+}
+
+/// Writes `value` to the switch of an optional kernel feature at `path`; a missing one (the
+/// kernel has no such feature) is left as it is.
+fn set_optional_switch(path: impl AsRef<Path>, value: &str) -> std::io::Result<()> {
+    match std::fs::write(path, value) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        other => other,
+    }
 }
 
 /// Whether a CPU mask as the kernel writes it ("00000000,00000003\n") has any CPU in it.
@@ -492,7 +508,7 @@ const BRIDGE_NF_CALLS: [&str; 3] = [
 fn bridged_frames_unfiltered() -> bool {
     BRIDGE_NF_CALLS
         .iter()
-        .all(|path| std::fs::read_to_string(path).map_or(true, |s| s.trim() == "0"))
+        .all(|path| optional_switch_reads(path, |value| value == "0"))
 }
 
 /// Turns netfilter off for the frames the bridges of namespace `ns` (a `/run/netns` path)
@@ -503,10 +519,7 @@ pub fn unfilter_bridged_frames(ns: &Path) -> Result<(), Error> {
     netns::run_in(Some(ns), || {
         BRIDGE_NF_CALLS
             .iter()
-            .try_for_each(|path| match std::fs::write(path, "0") {
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                other => other,
-            })
+            .try_for_each(|path| set_optional_switch(path, "0"))
     })?
     .map_err(|source| Error::Io {
         what: format!(
@@ -937,12 +950,9 @@ async fn make(
         Change::SteerLink(key) => {
             let mask = node_cpus()?;
             let path = rps_cpus_path(&key.name);
+            // A kernel without receive packet steering: the packets stay where they land.
             netns::run_in_with_sysfs(handles.path(&key.ns).as_deref(), move || {
-                match std::fs::write(path, mask) {
-                    // A kernel without receive packet steering: the packets stay where they land.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-                    other => other,
-                }
+                set_optional_switch(path, &mask)
             })?
             .map_err(|source| Error::Io {
                 what: format!(

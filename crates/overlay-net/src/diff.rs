@@ -377,7 +377,7 @@ mod tests {
     use super::*;
     use crate::desired::{Mac, RemotePeer};
     use crate::plan::plan;
-    use crate::plan::tests::{cidr, desired, ip, with_host_leg};
+    use crate::plan::tests::{cidr, desired, ip, steered_names, with_host_leg};
 
     /// What a node that applied `state` observes afterwards: the same, less what observation
     /// can't see (which end of a veth is which).
@@ -421,13 +421,8 @@ mod tests {
     #[test]
     fn a_link_that_no_longer_spreads_its_packets_is_steered_again_and_nothing_else() {
         let state = plan(&desired()).unwrap();
-        let steered: Vec<&str> = state
-            .steered_links
-            .iter()
-            .map(|k| k.name.as_str())
-            .collect();
         // The tunnel, and the task's leg on the gateway bridge.
-        assert_eq!(steered, ["t1-gtaskaaa", "t1-x001001"]);
+        assert_eq!(steered_names(&state), ["t1-gtaskaaa", "t1-x001001"]);
         let mut seen = observed(&state);
         seen.steered_links.remove(&vx());
         assert_eq!(diff(&state, &seen), vec![Change::SteerLink(vx())]);

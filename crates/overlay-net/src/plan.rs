@@ -555,6 +555,15 @@ pub(crate) mod tests {
         s.parse().unwrap()
     }
 
+    /// The names of the links `state` steers, in order.
+    pub(crate) fn steered_names(state: &State) -> Vec<&str> {
+        state
+            .steered_links
+            .iter()
+            .map(|key| key.name.as_str())
+            .collect()
+    }
+
     /// One non-internal network with one local task and one peer on another node.
     pub(crate) fn desired() -> Desired {
         Desired {

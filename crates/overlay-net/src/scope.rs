@@ -93,7 +93,7 @@ mod tests {
     use crate::desired::{LocalEndpoint, LocalTask, Mac};
     use crate::diff::diff;
     use crate::plan::plan;
-    use crate::plan::tests::{cidr, desired, ip, with_host_leg};
+    use crate::plan::tests::{cidr, desired, ip, steered_names, with_host_leg};
 
     const SECOND: &str = "taskbbbbbbbbbbbbbbbbbbbbb";
 
@@ -162,12 +162,7 @@ mod tests {
                 .all(|key| key.ns != task_ns("/proc/100/ns/net"))
         );
         // Nor is its gateway leg's steering looked at.
-        let steered: Vec<&str> = narrowed
-            .steered_links
-            .iter()
-            .map(|key| key.name.as_str())
-            .collect();
-        assert_eq!(steered, ["t1-gtaskbbb", "t1-x001001"]);
+        assert_eq!(steered_names(&narrowed), ["t1-gtaskbbb", "t1-x001001"]);
 
         let changes = diff(&narrowed, &seen);
         assert!(!changes.is_empty());
